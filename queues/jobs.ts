@@ -1,0 +1,28 @@
+import { dbOf } from "../src/db/client";
+import { purgeExpiredIdempotencyKeys } from "../src/http/idempotency";
+import { resyncMeters } from "../src/modules/usage/meter-config";
+import { verifyAuditChain } from "../src/modules/audit/routes";
+import { consumer } from "./dispatch";
+import type { JobMessage } from "./messages";
+import { queueNames } from "./messages";
+
+export const jobHandlers = {
+  "meters.resync": async (_m: Extract<JobMessage, { type: "meters.resync" }>, env: Env) => {
+    const r = await resyncMeters(env, dbOf(env));
+    return r.failed ? { status: "retry" as const, delaySeconds: 60, reason: `${r.failed} meters did not acknowledge` } : { status: "done" as const };
+  },
+  "idempotency.purge": async (_m: Extract<JobMessage, { type: "idempotency.purge" }>, env: Env) => {
+    await purgeExpiredIdempotencyKeys(env, Date.now());
+    return { status: "done" as const };
+  },
+  "audit.verify": async (m: Extract<JobMessage, { type: "audit.verify" }>, env: Env) => {
+    const result = await verifyAuditChain(dbOf(env));
+    await env.ARCHIVE.put(m.reportKey, JSON.stringify({ ...result, verifiedAt: new Date().toISOString() }, null, 2), {
+      httpMetadata: { contentType: "application/json" },
+    });
+    if (!result.valid) console.log(JSON.stringify({ level: "error", msg: "audit chain broken", ...result }));
+    return { status: "done" as const };
+  },
+};
+
+export const consumeJobs = consumer<JobMessage>(queueNames.jobs, jobHandlers);

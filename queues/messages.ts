@@ -1,0 +1,17 @@
+/** Every message on our queues; `type` picks the handler. */
+export type JobMessage =
+  | { type: "meters.resync" }
+  | { type: "idempotency.purge" }
+  | { type: "audit.verify"; reportKey: string };
+
+export type PaymentMessage = { type: "payment.attempt"; invoiceId: string; attempt: number };
+export type WebhookMessage = { type: "stripe.event"; eventId: string };
+
+export type QueueMessage = JobMessage | PaymentMessage | WebhookMessage;
+
+export const queueNames = {
+  payments: "billing-payments",
+  webhooks: "billing-webhooks",
+  jobs: "billing-jobs",
+  dlq: "billing-dlq",
+} as const;

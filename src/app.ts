@@ -1,0 +1,81 @@
+import { HTTPException } from "hono/http-exception";
+import { bodyLimit } from "hono/body-limit";
+import type { Context } from "hono";
+import type { HonoEnv } from "./env";
+import { router } from "./http/openapi";
+import { ApiError, problemResponse } from "./http/problem";
+import { requestLog } from "./http/request-log";
+import { authenticate } from "./http/auth";
+import { idempotency } from "./http/idempotency";
+import { healthRoutes } from "./modules/health/routes";
+import { customerRoutes } from "./modules/customers/routes";
+import { planRoutes } from "./modules/plans/routes";
+import { subscriptionRoutes } from "./modules/subscriptions/routes";
+import { apiKeyRoutes } from "./modules/admin/api-keys";
+import { auditRoutes } from "./modules/audit/routes";
+import { docsRoutes } from "./modules/docs";
+
+export const MAX_BODY_BYTES = 2 * 1024 * 1024;
+
+function toApiError(err: Error): ApiError {
+  if (err instanceof ApiError) return err;
+  if (err instanceof HTTPException) {
+    // Hono's own 400 for unparseable JSON bodies, 413 from the body limit, and the like.
+    if (err.status === 400) return new ApiError("bad_request", err.message || "malformed request", [{ path: "(body)", message: err.message || "malformed JSON" }]);
+    if (err.status === 413) return new ApiError("payload_too_large", `request body exceeds ${MAX_BODY_BYTES} bytes`);
+    if (err.status === 401) return new ApiError("unauthorized", err.message);
+    return new ApiError("internal", err.message);
+  }
+  return new ApiError("internal", "an unexpected error occurred; quote the request id when reporting it");
+}
+
+export function createApp() {
+  const app = router();
+  app.use("*", requestLog);
+  app.use(
+    "*",
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: () => {
+        throw new ApiError("payload_too_large", `request body exceeds ${MAX_BODY_BYTES} bytes`);
+      },
+    }),
+  );
+  app.use("/api/*", authenticate);
+  app.use("/admin/*", authenticate);
+  app.use("/metrics", authenticate);
+  app.use("/api/*", idempotency);
+  app.use("/admin/*", idempotency);
+
+  app.route("/health", healthRoutes);
+  app.route("/api/v1/customers", customerRoutes);
+  app.route("/api/v1/plans", planRoutes);
+  app.route("/api/v1/subscriptions", subscriptionRoutes);
+  app.route("/api/v1/audit", auditRoutes);
+  app.route("/admin/api-keys", apiKeyRoutes);
+  app.route("/docs", docsRoutes);
+
+  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
+    type: "http",
+    scheme: "bearer",
+    description: "A JWT (roles admin, finance, support, viewer) or, for usage ingestion, an API key bek_…",
+  });
+  app.doc31("/openapi.json", {
+    openapi: "3.1.0",
+    info: { title: "Billing Engine", version: "0.1.0", description: "Subscriptions, usage metering, invoices and payments on Cloudflare Workers" },
+    security: [{ bearer: [] }],
+  });
+
+  app.notFound((c) => problemResponse(c as Context<HonoEnv>, new ApiError("not_found", `no route for ${c.req.method} ${c.req.path}`)));
+  app.onError((err, c) => {
+    const apiError = toApiError(err);
+    if (apiError.status >= 500) {
+      console.log(JSON.stringify({ level: "error", msg: "unhandled error", requestId: c.get("requestId"), error: String(err), stack: err.stack }));
+    }
+    return problemResponse(c as Context<HonoEnv>, apiError);
+  });
+  return app;
+}
+
+export const app = createApp();
+export type App = typeof app;

@@ -1,0 +1,195 @@
+import { sql } from "drizzle-orm";
+import { check, index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+
+// Times are epoch milliseconds (UTC). Money is integer minor units next to its ISO-4217 currency.
+
+export const customers = sqliteTable(
+  "customers",
+  {
+    id: text("id").primaryKey(),
+    email: text("email").notNull(),
+    name: text("name"),
+    currency: text("currency").notNull(),
+    country: text("country"),
+    region: text("region"),
+    taxExempt: integer("tax_exempt", { mode: "boolean" }).notNull().default(false),
+    taxCertificateId: text("tax_certificate_id"),
+    taxCertificateExpiresAt: integer("tax_certificate_expires_at"),
+    metadata: text("metadata", { mode: "json" }).$type<Record<string, string>>().notNull().default(sql`'{}'`),
+    testClockId: text("test_clock_id"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [index("customers_created_idx").on(t.createdAt, t.id), index("customers_email_idx").on(t.email)],
+);
+
+/** One row per plan version; `isLatest` marks the version new subscriptions get. */
+export const plans = sqliteTable(
+  "plans",
+  {
+    id: text("id").notNull(),
+    version: integer("version").notNull(),
+    isLatest: integer("is_latest", { mode: "boolean" }).notNull(),
+    name: text("name").notNull(),
+    currency: text("currency").notNull(),
+    interval: text("interval", { enum: ["day", "week", "month", "year"] }).notNull(),
+    intervalCount: integer("interval_count").notNull(),
+    trialDays: integer("trial_days").notNull().default(0),
+    prices: text("prices", { mode: "json" }).$type<StoredPrice[]>().notNull(),
+    metadata: text("metadata", { mode: "json" }).$type<Record<string, string>>().notNull().default(sql`'{}'`),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.id, t.version] }), index("plans_latest_idx").on(t.isLatest, t.createdAt, t.id)],
+);
+
+export type StoredFlatPrice = { id: string; type: "flat"; amountMinor: number; billing: "advance" | "arrears" };
+export type StoredTier = { upTo: number | null; unitAmount: string; flatAmount?: string };
+export type StoredMeteredPrice = {
+  id: string;
+  type: "metered";
+  meterId: string;
+  aggregation: "sum" | "count" | "max" | "unique_count" | "latest";
+  aggregationField?: string;
+  pricingModel: "per_unit" | "graduated" | "volume" | "package";
+  unitAmount?: string;
+  tiers?: StoredTier[];
+  packageSize?: number;
+  packageAmount?: string;
+  freeUnits?: number;
+};
+export type StoredPrice = StoredFlatPrice | StoredMeteredPrice;
+
+export const subscriptionStatuses = ["trialing", "active", "past_due", "paused", "canceled"] as const;
+export type SubscriptionStatus = (typeof subscriptionStatuses)[number];
+
+export const subscriptions = sqliteTable(
+  "subscriptions",
+  {
+    id: text("id").primaryKey(),
+    customerId: text("customer_id").notNull().references(() => customers.id),
+    planId: text("plan_id").notNull(),
+    planVersion: integer("plan_version").notNull(),
+    status: text("status", { enum: subscriptionStatuses }).notNull(),
+    quantity: integer("quantity").notNull().default(1),
+    paymentMethod: text("payment_method"),
+    currency: text("currency").notNull(),
+    billingAnchor: integer("billing_anchor").notNull(),
+    currentPeriodStart: integer("current_period_start").notNull(),
+    currentPeriodEnd: integer("current_period_end").notNull(),
+    trialEnd: integer("trial_end"),
+    cancelAtPeriodEnd: integer("cancel_at_period_end", { mode: "boolean" }).notNull().default(false),
+    canceledAt: integer("canceled_at"),
+    pausedUntil: integer("paused_until"),
+    testClockId: text("test_clock_id"),
+    metadata: text("metadata", { mode: "json" }).$type<Record<string, string>>().notNull().default(sql`'{}'`),
+    /** Bumped on every change; the usage meter acknowledges the version it holds. */
+    configVersion: integer("config_version").notNull().default(1),
+    meterSyncedVersion: integer("meter_synced_version").notNull().default(0),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    index("subscriptions_customer_idx").on(t.customerId, t.createdAt),
+    index("subscriptions_status_idx").on(t.status, t.createdAt),
+    index("subscriptions_created_idx").on(t.createdAt, t.id),
+    index("subscriptions_period_end_idx").on(t.currentPeriodEnd),
+  ],
+);
+
+export const apiKeys = sqliteTable(
+  "api_keys",
+  {
+    id: text("id").primaryKey(),
+    name: text("name").notNull(),
+    /** First characters of the key, to recognise it in listings; never enough to use it. */
+    prefix: text("prefix").notNull(),
+    keyHash: text("key_hash").notNull(),
+    scopes: text("scopes", { mode: "json" }).$type<string[]>().notNull(),
+    createdBy: text("created_by").notNull(),
+    createdAt: integer("created_at").notNull(),
+    revokedAt: integer("revoked_at"),
+  },
+  (t) => [uniqueIndex("api_keys_hash_idx").on(t.keyHash)],
+);
+
+export const idempotencyKeys = sqliteTable(
+  "idempotency_keys",
+  {
+    /** Scoped by actor: `${actor}:${key}`. */
+    scopedKey: text("scoped_key").primaryKey(),
+    requestHash: text("request_hash").notNull(),
+    state: text("state", { enum: ["in_flight", "done"] }).notNull(),
+    lockedUntil: integer("locked_until").notNull(),
+    responseStatus: integer("response_status"),
+    responseBody: text("response_body"),
+    responseContentType: text("response_content_type"),
+    createdAt: integer("created_at").notNull(),
+    expiresAt: integer("expires_at").notNull(),
+  },
+  (t) => [index("idempotency_expires_idx").on(t.expiresAt)],
+);
+
+export const auditLog = sqliteTable(
+  "audit_log",
+  {
+    /** Gap-free sequence; the chain is ordered by it. */
+    seq: integer("seq").primaryKey(),
+    id: text("id").notNull(),
+    at: integer("at").notNull(),
+    actor: text("actor").notNull(),
+    actorRole: text("actor_role").notNull(),
+    action: text("action").notNull(),
+    targetType: text("target_type").notNull(),
+    targetId: text("target_id").notNull(),
+    requestId: text("request_id"),
+    before: text("before"),
+    after: text("after"),
+    reason: text("reason"),
+    prevHash: text("prev_hash").notNull(),
+    hash: text("hash").notNull(),
+  },
+  (t) => [
+    index("audit_action_idx").on(t.action, t.at),
+    index("audit_actor_idx").on(t.actor, t.at),
+    index("audit_target_idx").on(t.targetId, t.at),
+    index("audit_at_idx").on(t.at),
+  ],
+);
+
+/** Per-period meter aggregates flushed by the UsageMeter objects; analytics and invoices read these. */
+export const usageRollups = sqliteTable(
+  "usage_rollups",
+  {
+    subscriptionId: text("subscription_id").notNull(),
+    meterId: text("meter_id").notNull(),
+    periodStart: integer("period_start").notNull(),
+    periodEnd: integer("period_end").notNull(),
+    value: text("value").notNull(),
+    eventCount: integer("event_count").notNull(),
+    closed: integer("closed", { mode: "boolean" }).notNull().default(false),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.subscriptionId, t.meterId, t.periodStart] })],
+);
+
+/**
+ * Never holds a row. `assertChanged()` inserts into it only when the previous statement of a batch changed
+ * nothing; the CHECK then fails and D1 rolls the whole batch back (D1 has no interactive transactions).
+ */
+export const batchAssertions = sqliteTable("batch_assertions", { ok: integer("ok").notNull() }, (t) => [
+  check("batch_assertion_failed", sql`${t.ok} = 1`),
+]);
+
+/** Messages that exhausted their retries on any queue, kept for inspection and replay. */
+export const deadLetters = sqliteTable(
+  "dead_letters",
+  {
+    id: text("id").primaryKey(),
+    messageId: text("message_id").notNull(),
+    body: text("body").notNull(),
+    attempts: integer("attempts").notNull(),
+    receivedAt: integer("received_at").notNull(),
+    replayedAt: integer("replayed_at"),
+  },
+  (t) => [uniqueIndex("dead_letters_message_idx").on(t.messageId), index("dead_letters_received_idx").on(t.receivedAt)],
+);

@@ -1,0 +1,9 @@
+import type { Context } from "hono";
+import type { HonoEnv } from "../env";
+import type { AuditContext } from "../db/audit";
+import { actorOf } from "./auth";
+
+/** Who, which request, and when: what every audited change records. */
+export function auditCtx(c: Context<HonoEnv>, now = Date.now()): AuditContext {
+  return { actor: actorOf(c), requestId: c.get("requestId"), now };
+}

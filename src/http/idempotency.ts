@@ -1,0 +1,96 @@
+import { and, eq, lt, or } from "drizzle-orm";
+import { createMiddleware } from "hono/factory";
+import type { HonoEnv } from "../env";
+import { dbOf } from "../db/client";
+import { idempotencyKeys } from "../db/schema";
+import { sha256Hex } from "../lib/hash";
+import { ApiError } from "./problem";
+
+export const IDEMPOTENCY_RETENTION_MS = 24 * 60 * 60 * 1000;
+// A request that crashed mid-way releases its key after this long, so a retry can proceed.
+const LOCK_MS = 60_000;
+const MAX_KEY_LENGTH = 255;
+
+/** Responses worth replaying: the endpoint ran and decided. Auth failures, conflicts and 5xx are not stored. */
+function storable(status: number): boolean {
+  return (status >= 200 && status < 300) || (status >= 400 && status < 500 && ![401, 403, 409, 423, 429].includes(status));
+}
+
+/**
+ * Stripe-style idempotency for state-changing requests: same key and body → the stored response with
+ * `Idempotent-Replayed: true`; same key, other body → 422; same key still running → 409. Keys are
+ * scoped to the caller and kept 24 h (the daily cron deletes expired ones).
+ */
+export const idempotency = createMiddleware<HonoEnv>(async (c, next) => {
+  const key = c.req.header("idempotency-key");
+  const actor = c.get("actor");
+  if (!key || !actor || !["POST", "PUT", "PATCH", "DELETE"].includes(c.req.method)) return next();
+  if (key.length > MAX_KEY_LENGTH) {
+    throw new ApiError("bad_request", `Idempotency-Key must be at most ${MAX_KEY_LENGTH} characters`, [
+      { path: "Idempotency-Key", message: "too long" },
+    ]);
+  }
+  const db = dbOf(c.env);
+  const scopedKey = `${actor.id}:${key}`;
+  const body = await c.req.text();
+  const requestHash = await sha256Hex(`${c.req.method} ${c.req.path}\n${body}`);
+  const now = Date.now();
+
+  const claimed = await db
+    .insert(idempotencyKeys)
+    .values({ scopedKey, requestHash, state: "in_flight", lockedUntil: now + LOCK_MS, createdAt: now, expiresAt: now + IDEMPOTENCY_RETENTION_MS })
+    .onConflictDoUpdate({
+      target: idempotencyKeys.scopedKey,
+      // Take over an expired record, or an abandoned in-flight one with the same request.
+      set: { requestHash, state: "in_flight", lockedUntil: now + LOCK_MS, createdAt: now, expiresAt: now + IDEMPOTENCY_RETENTION_MS, responseStatus: null, responseBody: null },
+      setWhere: or(
+        lt(idempotencyKeys.expiresAt, now),
+        and(eq(idempotencyKeys.state, "in_flight"), lt(idempotencyKeys.lockedUntil, now), eq(idempotencyKeys.requestHash, requestHash)),
+      ),
+    })
+    .returning({ createdAt: idempotencyKeys.createdAt })
+    .get();
+
+  if (!claimed) {
+    const row = await db.select().from(idempotencyKeys).where(eq(idempotencyKeys.scopedKey, scopedKey)).get();
+    if (!row) throw new ApiError("conflict", "Idempotency-Key is being reused concurrently; retry");
+    if (row.requestHash !== requestHash) {
+      throw new ApiError("unprocessable", "Idempotency-Key was already used with a different request body or path", [
+        { path: "Idempotency-Key", message: "reused with different parameters" },
+      ]);
+    }
+    if (row.state === "in_flight") {
+      throw new ApiError("conflict", "a request with this Idempotency-Key is still being processed", [], { "retry-after": "1" });
+    }
+    return new Response(row.responseBody, {
+      status: row.responseStatus ?? 200,
+      headers: {
+        "content-type": row.responseContentType ?? "application/json",
+        "idempotent-replayed": "true",
+        "x-request-id": c.get("requestId"),
+      },
+    });
+  }
+
+  let status = 500;
+  try {
+    await next();
+    status = c.res.status;
+  } finally {
+    if (storable(status) && c.res) {
+      const responseBody = await c.res.clone().text();
+      await db
+        .update(idempotencyKeys)
+        .set({ state: "done", responseStatus: status, responseBody, responseContentType: c.res.headers.get("content-type") })
+        .where(eq(idempotencyKeys.scopedKey, scopedKey));
+    } else {
+      await db.delete(idempotencyKeys).where(eq(idempotencyKeys.scopedKey, scopedKey));
+    }
+  }
+});
+
+/** Daily cron: forget keys past their retention. */
+export async function purgeExpiredIdempotencyKeys(env: Env, now: number): Promise<number> {
+  const res = await dbOf(env).delete(idempotencyKeys).where(lt(idempotencyKeys.expiresAt, now)).run();
+  return res.meta.changes ?? 0;
+}

@@ -1,0 +1,61 @@
+import type { Context } from "hono";
+import type { HonoEnv } from "../env";
+
+export type FieldError = { path: string; message: string };
+
+/** Closed set of error kinds, each with one HTTP status. */
+export const errorKinds = {
+  bad_request: { status: 400, title: "Bad request" },
+  validation_failed: { status: 400, title: "Validation failed" },
+  unauthorized: { status: 401, title: "Unauthorized" },
+  forbidden: { status: 403, title: "Forbidden" },
+  not_found: { status: 404, title: "Not found" },
+  conflict: { status: 409, title: "Conflict" },
+  payload_too_large: { status: 413, title: "Payload too large" },
+  unprocessable: { status: 422, title: "Unprocessable request" },
+  locked: { status: 423, title: "Locked" },
+  internal: { status: 500, title: "Internal server error" },
+  unavailable: { status: 503, title: "Service unavailable" },
+} as const;
+export type ErrorKind = keyof typeof errorKinds;
+
+export class ApiError extends Error {
+  constructor(
+    readonly kind: ErrorKind,
+    readonly detail: string,
+    readonly errors: FieldError[] = [],
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(detail);
+  }
+  get status(): number {
+    return errorKinds[this.kind].status;
+  }
+}
+
+export const notFound = (what: string, id: string) => new ApiError("not_found", `${what} ${id} does not exist`);
+export const invalid = (errors: FieldError[], detail?: string) =>
+  new ApiError("unprocessable", detail ?? errors.map((e) => `${e.path}: ${e.message}`).join("; "), errors);
+
+/** RFC 9457 problem+json body. */
+export function problemResponse(c: Context<HonoEnv>, e: ApiError): Response {
+  const { status, title } = errorKinds[e.kind];
+  const body = {
+    type: `https://billing-engine.dev/problems/${e.kind.replaceAll("_", "-")}`,
+    title,
+    status,
+    detail: e.detail,
+    instance: c.req.path,
+    requestId: c.get("requestId"),
+    ...(e.errors.length ? { errors: e.errors } : {}),
+  };
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/problem+json", "x-request-id": c.get("requestId") ?? "", ...e.headers },
+  });
+}
+
+/** zod issue → `a.b.0.c` path for the `errors[]` array. */
+export function zodFieldErrors(issues: readonly { path: readonly PropertyKey[]; message: string }[]): FieldError[] {
+  return issues.map((i) => ({ path: i.path.map(String).join(".") || "(body)", message: i.message }));
+}

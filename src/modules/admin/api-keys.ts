@@ -1,0 +1,124 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { and, desc, eq, isNull } from "drizzle-orm";
+import { access, actorOf, API_KEY_PREFIX, forgetApiKey, requireRole } from "../../http/auth";
+import { errorResponses, jsonBody, jsonResponse, router } from "../../http/openapi";
+import { dbOf } from "../../db/client";
+import { apiKeys } from "../../db/schema";
+import { commitWithAudit } from "../../db/audit";
+import { assertChanged, isAssertionFailure } from "../../db/assert";
+import { auditCtx } from "../../http/context";
+import { ApiError, notFound } from "../../http/problem";
+import { sha256Hex } from "../../lib/hash";
+import { newId } from "../../lib/ids";
+import { iso } from "../../lib/time";
+
+export const apiKeyScopes = ["usage:write", "usage:read"] as const;
+
+const ApiKey = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    prefix: z.string(),
+    scopes: z.array(z.string()),
+    createdBy: z.string(),
+    createdAt: z.string(),
+    revokedAt: z.string().nullable(),
+  })
+  .openapi("ApiKey");
+
+const CreatedApiKey = ApiKey.extend({ key: z.string().openapi({ description: "The secret; shown only in this response" }) }).openapi("CreatedApiKey");
+
+type Row = typeof apiKeys.$inferSelect;
+const toApiKey = (r: Row) => ({ id: r.id, name: r.name, prefix: r.prefix, scopes: r.scopes, createdBy: r.createdBy, createdAt: iso(r.createdAt), revokedAt: iso(r.revokedAt) });
+
+/** 32 random bytes, base64url: `bek_` + 43 characters. */
+function generateKey(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(32));
+  return API_KEY_PREFIX + btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+
+const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" } }) });
+
+export const apiKeyRoutes = router()
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/",
+      tags: ["Admin"],
+      summary: "Create an API key for usage ingestion (the key is shown once)",
+      middleware: [requireRole(access.admin)] as const,
+      request: jsonBody(
+        z.object({
+          name: z.string().min(1).max(100),
+          scopes: z.array(z.enum(apiKeyScopes)).min(1).default(["usage:write"]),
+        }),
+      ),
+      responses: { 201: jsonResponse(CreatedApiKey, "The key, with its secret"), ...errorResponses },
+    }),
+    async (c) => {
+      const { name, scopes } = c.req.valid("json");
+      const ctx = auditCtx(c);
+      const db = dbOf(c.env);
+      const key = generateKey();
+      const row: Row = {
+        id: newId("key"),
+        name,
+        prefix: key.slice(0, 12),
+        keyHash: await sha256Hex(key),
+        scopes: [...new Set(scopes)],
+        createdBy: actorOf(c).id,
+        createdAt: ctx.now,
+        revokedAt: null,
+      };
+      await commitWithAudit(db, [db.insert(apiKeys).values(row)], [{ action: "api_key.created", targetType: "api_key", targetId: row.id, after: toApiKey(row) }], ctx);
+      return c.json({ ...toApiKey(row), key }, 201);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/",
+      tags: ["Admin"],
+      summary: "List API keys (never their secrets)",
+      middleware: [requireRole(access.admin)] as const,
+      request: { query: z.object({ includeRevoked: z.enum(["true", "false"]).default("false") }) },
+      responses: { 200: jsonResponse(z.object({ data: z.array(ApiKey) }), "The keys"), ...errorResponses },
+    }),
+    async (c) => {
+      const all = c.req.valid("query").includeRevoked === "true";
+      const rows = await dbOf(c.env).select().from(apiKeys).where(all ? undefined : isNull(apiKeys.revokedAt)).orderBy(desc(apiKeys.createdAt)).all();
+      return c.json({ data: rows.map(toApiKey) }, 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "delete",
+      path: "/{id}",
+      tags: ["Admin"],
+      summary: "Revoke an API key (takes effect everywhere within 30 s)",
+      middleware: [requireRole(access.admin)] as const,
+      request: { params: IdParam },
+      responses: { 200: jsonResponse(ApiKey, "The revoked key"), ...errorResponses },
+    }),
+    async (c) => {
+      const { id } = c.req.valid("param");
+      const db = dbOf(c.env);
+      const ctx = auditCtx(c);
+      const row = await db.select().from(apiKeys).where(eq(apiKeys.id, id)).get();
+      if (!row) throw notFound("API key", id);
+      if (row.revokedAt !== null) throw new ApiError("conflict", `API key ${id} is already revoked`);
+      try {
+        await commitWithAudit(
+          db,
+          [db.update(apiKeys).set({ revokedAt: ctx.now }).where(and(eq(apiKeys.id, id), isNull(apiKeys.revokedAt))), assertChanged(db)],
+          [{ action: "api_key.revoked", targetType: "api_key", targetId: id }],
+          ctx,
+        );
+      } catch (e) {
+        if (isAssertionFailure(e)) throw new ApiError("conflict", `API key ${id} is already revoked`);
+        throw e;
+      }
+      forgetApiKey(row.keyHash);
+      return c.json(toApiKey({ ...row, revokedAt: ctx.now }), 200);
+    },
+  );

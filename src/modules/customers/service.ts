@@ -1,0 +1,105 @@
+import { and, eq } from "drizzle-orm";
+import type { z } from "@hono/zod-openapi";
+import type { Db } from "../../db/client";
+import { commitWithAudit, type AuditContext } from "../../db/audit";
+import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
+import { customers } from "../../db/schema";
+import { assertChanged, isAssertionFailure } from "../../db/assert";
+import { ApiError, notFound } from "../../http/problem";
+import { newId } from "../../lib/ids";
+import { iso } from "../../lib/time";
+import type { CreateCustomer, Customer, UpdateCustomer } from "./schemas";
+
+type Row = typeof customers.$inferSelect;
+
+export function toCustomer(r: Row): z.infer<typeof Customer> {
+  return {
+    id: r.id,
+    email: r.email,
+    name: r.name,
+    currency: r.currency,
+    country: r.country,
+    region: r.region,
+    taxExempt: r.taxExempt,
+    taxCertificate: r.taxCertificateId ? { id: r.taxCertificateId, expiresAt: iso(r.taxCertificateExpiresAt) } : null,
+    metadata: r.metadata,
+    createdAt: iso(r.createdAt),
+    updatedAt: iso(r.updatedAt),
+  };
+}
+
+const ms = (d: string | null | undefined) => (d ? Date.parse(d) : null);
+
+export async function createCustomer(db: Db, input: z.infer<typeof CreateCustomer>, ctx: AuditContext) {
+  const id = input.id ?? newId("cus");
+  if (input.id && (await db.select({ id: customers.id }).from(customers).where(eq(customers.id, id)).get())) {
+    throw new ApiError("conflict", `customer ${id} already exists`, [{ path: "id", message: "already exists" }]);
+  }
+  const row: Row = {
+    id,
+    email: input.email,
+    name: input.name ?? null,
+    currency: input.currency,
+    country: input.country ?? null,
+    region: input.region ?? null,
+    taxExempt: input.taxExempt ?? false,
+    taxCertificateId: input.taxCertificate?.id ?? null,
+    taxCertificateExpiresAt: ms(input.taxCertificate?.expiresAt),
+    metadata: input.metadata ?? {},
+    testClockId: null,
+    createdAt: ctx.now,
+    updatedAt: ctx.now,
+  };
+  await commitWithAudit(db, [db.insert(customers).values(row)], [{ action: "customer.created", targetType: "customer", targetId: id, after: toCustomer(row) }], ctx);
+  return toCustomer(row);
+}
+
+export async function getCustomerRow(db: Db, id: string): Promise<Row> {
+  const row = await db.select().from(customers).where(eq(customers.id, id)).get();
+  if (!row) throw notFound("customer", id);
+  return row;
+}
+
+export async function updateCustomer(db: Db, id: string, input: z.infer<typeof UpdateCustomer>, ctx: AuditContext) {
+  const before = await getCustomerRow(db, id);
+  const patch: Partial<Row> = { updatedAt: ctx.now };
+  if (input.email !== undefined) patch.email = input.email;
+  if (input.name !== undefined) patch.name = input.name;
+  if (input.currency !== undefined) patch.currency = input.currency;
+  if (input.country !== undefined) patch.country = input.country;
+  if (input.region !== undefined) patch.region = input.region;
+  if (input.taxExempt !== undefined) patch.taxExempt = input.taxExempt;
+  if (input.taxCertificate !== undefined) {
+    patch.taxCertificateId = input.taxCertificate?.id ?? null;
+    patch.taxCertificateExpiresAt = ms(input.taxCertificate?.expiresAt);
+  }
+  if (input.metadata !== undefined) patch.metadata = { ...before.metadata, ...input.metadata };
+  const after = { ...before, ...patch };
+  // Guard on updatedAt so a concurrent update cannot be silently overwritten (nor audited as applied).
+  try {
+    await commitWithAudit(
+      db,
+      [db.update(customers).set(patch).where(and(eq(customers.id, id), eq(customers.updatedAt, before.updatedAt))), assertChanged(db)],
+      [{ action: "customer.updated", targetType: "customer", targetId: id, before: toCustomer(before), after: toCustomer(after) }],
+      ctx,
+    );
+  } catch (e) {
+    if (isAssertionFailure(e)) throw new ApiError("conflict", `customer ${id} was changed concurrently; retry`);
+    throw e;
+  }
+  return toCustomer(after);
+}
+
+export async function listCustomers(db: Db, q: { limit: number; startingAfter?: string | undefined; email?: string | undefined }) {
+  const cursor = await resolveCursor(q.startingAfter, async (id) =>
+    db.select({ id: customers.id, createdAt: customers.createdAt }).from(customers).where(eq(customers.id, id)).get(),
+  );
+  const rows = await db
+    .select()
+    .from(customers)
+    .where(and(afterCursor(customers.createdAt, customers.id, cursor), q.email ? eq(customers.email, q.email) : undefined))
+    .orderBy(...newestFirst(customers.createdAt, customers.id))
+    .limit(q.limit + 1)
+    .all();
+  return toPage(rows, q.limit, toCustomer);
+}

@@ -1,0 +1,143 @@
+import { and, desc, eq } from "drizzle-orm";
+import type { z } from "@hono/zod-openapi";
+import type { Db } from "../../db/client";
+import { commitWithAudit, type AuditContext } from "../../db/audit";
+import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
+import { plans, type StoredMeteredPrice, type StoredPrice } from "../../db/schema";
+import { formatMinor, toMinor } from "../../domain/money";
+import { parseDecimal } from "../../domain/decimal";
+import { validatePricing } from "../../domain/pricing";
+import { ApiError, invalid, notFound, type FieldError } from "../../http/problem";
+import { newId } from "../../lib/ids";
+import { iso } from "../../lib/time";
+import type { CreatePlan, CreatePlanVersion, Plan } from "./schemas";
+
+type Row = typeof plans.$inferSelect;
+type PlanInput = z.infer<typeof CreatePlanVersion>;
+
+export function toPlan(r: Row): z.infer<typeof Plan> {
+  return {
+    id: r.id,
+    name: r.name,
+    currency: r.currency,
+    interval: r.interval,
+    intervalCount: r.intervalCount,
+    trialDays: r.trialDays,
+    version: r.version,
+    prices: r.prices.map((p) =>
+      p.type === "flat"
+        ? { id: p.id, type: "flat" as const, amount: formatMinor(p.amountMinor, r.currency), amountMinor: p.amountMinor, currency: r.currency, billing: p.billing }
+        : { ...p },
+    ),
+    metadata: r.metadata,
+    createdAt: iso(r.createdAt),
+  };
+}
+
+/** Checks what zod cannot: exact money, tier shape, unique meters; returns the stored price list. */
+export function buildPrices(input: PlanInput): StoredPrice[] {
+  const errors: FieldError[] = [];
+  const meters = new Set<string>();
+  const prices: StoredPrice[] = input.prices.map((p, i) => {
+    const at = `prices.${i}`;
+    if (p.type === "flat") {
+      const minor = toMinor(p.amount, input.currency);
+      if (!minor.ok) errors.push({ path: `${at}.amount`, message: minor.error });
+      else if (minor.value < 0) errors.push({ path: `${at}.amount`, message: "must not be negative" });
+      return { id: p.id ?? newId("price"), type: "flat", amountMinor: minor.ok ? minor.value : 0, billing: p.billing };
+    }
+    if (meters.has(p.meterId)) errors.push({ path: `${at}.meterId`, message: `meter ${p.meterId} is priced twice in this plan` });
+    meters.add(p.meterId);
+    if (p.aggregation === "unique_count" && !p.aggregationField) {
+      errors.push({ path: `${at}.aggregationField`, message: "is required for unique_count (the metadata field whose distinct values are counted)" });
+    }
+    const price: StoredMeteredPrice = {
+      id: p.id ?? newId("price"),
+      type: "metered",
+      meterId: p.meterId,
+      aggregation: p.aggregation,
+      pricingModel: p.pricingModel,
+      ...(p.aggregationField !== undefined && { aggregationField: p.aggregationField }),
+      ...(p.unitAmount !== undefined && { unitAmount: canonical(p.unitAmount) }),
+      ...(p.tiers !== undefined && {
+        tiers: p.tiers.map((t) => ({ upTo: t.upTo, unitAmount: canonical(t.unitAmount), ...(t.flatAmount !== undefined && { flatAmount: canonical(t.flatAmount) }) })),
+      }),
+      ...(p.packageSize !== undefined && { packageSize: p.packageSize }),
+      ...(p.packageAmount !== undefined && { packageAmount: canonical(p.packageAmount) }),
+      ...(p.freeUnits !== undefined && { freeUnits: p.freeUnits }),
+    };
+    for (const e of validatePricing(price, input.currency)) errors.push({ path: `${at}.${e.path}`, message: e.message });
+    return price;
+  });
+  const priceIds = new Set<string>();
+  prices.forEach((p, i) => {
+    if (priceIds.has(p.id)) errors.push({ path: `prices.${i}.id`, message: "duplicate price id" });
+    priceIds.add(p.id);
+  });
+  if (errors.length) throw invalid(errors);
+  return prices;
+}
+
+// Keep the caller's spelling when it is not a valid decimal: validatePricing reports it with its path.
+function canonical(s: string): string {
+  const d = parseDecimal(s);
+  return d.ok ? s.trim() : s;
+}
+
+export async function createPlan(db: Db, input: z.infer<typeof CreatePlan>, ctx: AuditContext) {
+  const id = input.id ?? newId("plan");
+  const prices = buildPrices(input);
+  if (await db.select({ id: plans.id }).from(plans).where(eq(plans.id, id)).get()) {
+    throw new ApiError("conflict", `plan ${id} already exists; publish a new version with POST /api/v1/plans/${id}/versions`, [
+      { path: "id", message: "already exists" },
+    ]);
+  }
+  const row: Row = { id, version: 1, isLatest: true, name: input.name, currency: input.currency, interval: input.interval, intervalCount: input.intervalCount, trialDays: input.trialDays, prices, metadata: input.metadata ?? {}, createdAt: ctx.now };
+  await commitWithAudit(db, [db.insert(plans).values(row)], [{ action: "plan.created", targetType: "plan", targetId: id, after: toPlan(row) }], ctx);
+  return toPlan(row);
+}
+
+/** Plans are never edited in place: a new version is published and existing subscriptions keep theirs. */
+export async function createPlanVersion(db: Db, id: string, input: PlanInput, ctx: AuditContext) {
+  const latest = await getPlanRow(db, id);
+  const prices = buildPrices(input);
+  const row: Row = { id, version: latest.version + 1, isLatest: true, name: input.name, currency: input.currency, interval: input.interval, intervalCount: input.intervalCount, trialDays: input.trialDays, prices, metadata: input.metadata ?? {}, createdAt: ctx.now };
+  // The (id, version) primary key makes a concurrent publisher of the same version fail the whole batch.
+  await commitWithAudit(
+    db,
+    [db.update(plans).set({ isLatest: false }).where(and(eq(plans.id, id), eq(plans.version, latest.version))), db.insert(plans).values(row)],
+    [{ action: "plan.version_created", targetType: "plan", targetId: id, before: { version: latest.version }, after: toPlan(row) }],
+    ctx,
+  ).catch((e) => {
+    if (String(e).includes("UNIQUE") || String((e as { cause?: unknown }).cause).includes("UNIQUE")) {
+      throw new ApiError("conflict", `plan ${id} version ${row.version} was published concurrently; retry`);
+    }
+    throw e;
+  });
+  return toPlan(row);
+}
+
+export async function getPlanRow(db: Db, id: string, version?: number): Promise<Row> {
+  const row = await db
+    .select()
+    .from(plans)
+    .where(and(eq(plans.id, id), version === undefined ? eq(plans.isLatest, true) : eq(plans.version, version)))
+    .orderBy(desc(plans.version))
+    .get();
+  if (!row) throw notFound("plan", version === undefined ? id : `${id} version ${version}`);
+  return row;
+}
+
+export async function listPlans(db: Db, q: { limit: number; startingAfter?: string | undefined }) {
+  const cursor = await resolveCursor(q.startingAfter, async (id) =>
+    db.select({ id: plans.id, createdAt: plans.createdAt }).from(plans).where(and(eq(plans.id, id), eq(plans.isLatest, true))).get(),
+  );
+  const rows = await db
+    .select()
+    .from(plans)
+    .where(and(eq(plans.isLatest, true), afterCursor(plans.createdAt, plans.id, cursor)))
+    .orderBy(...newestFirst(plans.createdAt, plans.id))
+    .limit(q.limit + 1)
+    .all();
+  return toPage(rows, q.limit, toPlan);
+}

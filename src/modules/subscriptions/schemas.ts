@@ -1,0 +1,37 @@
+import { z } from "@hono/zod-openapi";
+import { subscriptionStatuses } from "../../db/schema";
+import { Metadata } from "../customers/schemas";
+
+export const CreateSubscription = z
+  .object({
+    customerId: z.string().min(1),
+    planId: z.string().min(1),
+    quantity: z.number().int().min(1).max(1_000_000).default(1),
+    trialDays: z.number().int().min(0).max(730).optional().openapi({ description: "Overrides the plan's trial days" }),
+    billingAnchor: z.iso.datetime({ offset: true }).optional().openapi({ description: "Renewal anchor (ISO-8601); defaults to the start (or trial end)" }),
+    paymentMethod: z.string().max(100).optional().openapi({ example: "pm_card_visa" }),
+    metadata: Metadata.optional(),
+  })
+  .openapi("CreateSubscription");
+
+export const Subscription = z
+  .object({
+    id: z.string(),
+    customerId: z.string(),
+    planId: z.string(),
+    planVersion: z.number().int(),
+    status: z.enum(subscriptionStatuses),
+    quantity: z.number().int(),
+    currency: z.string(),
+    paymentMethod: z.string().nullable(),
+    billingAnchor: z.string(),
+    currentPeriodStart: z.string(),
+    currentPeriodEnd: z.string(),
+    trialEnd: z.string().nullable(),
+    cancelAtPeriodEnd: z.boolean(),
+    canceledAt: z.string().nullable(),
+    pausedUntil: z.string().nullable(),
+    metadata: z.record(z.string(), z.string()),
+    createdAt: z.string(),
+  })
+  .openapi("Subscription");

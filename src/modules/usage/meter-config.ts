@@ -1,0 +1,79 @@
+import { and, eq, lt, sql } from "drizzle-orm";
+import type { Db } from "../../db/client";
+import { plans, subscriptions, type StoredMeteredPrice, type SubscriptionStatus } from "../../db/schema";
+import type { Interval } from "../../domain/periods";
+
+/** What a UsageMeter needs to decide alone (no D1 on the ingestion path); pushed on every subscription change. */
+export type MeterConfig = {
+  subscriptionId: string;
+  customerId: string;
+  status: SubscriptionStatus;
+  currency: string;
+  interval: Interval;
+  intervalCount: number;
+  billingAnchor: number;
+  currentPeriodStart: number;
+  currentPeriodEnd: number;
+  testClockId: string | null;
+  meters: StoredMeteredPrice[];
+  /** The subscription's configVersion: older pushes never overwrite newer ones. */
+  version: number;
+};
+
+type SubscriptionRow = typeof subscriptions.$inferSelect;
+type PlanRow = typeof plans.$inferSelect;
+
+export function meterConfigOf(sub: SubscriptionRow, plan: PlanRow): MeterConfig {
+  return {
+    subscriptionId: sub.id,
+    customerId: sub.customerId,
+    status: sub.status,
+    currency: sub.currency,
+    interval: plan.interval,
+    intervalCount: plan.intervalCount,
+    billingAnchor: sub.billingAnchor,
+    currentPeriodStart: sub.currentPeriodStart,
+    currentPeriodEnd: sub.currentPeriodEnd,
+    testClockId: sub.testClockId,
+    meters: plan.prices.filter((p): p is StoredMeteredPrice => p.type === "metered"),
+    version: sub.configVersion,
+  };
+}
+
+export function meterStub(env: Env, subscriptionId: string) {
+  return env.USAGE_METER.get(env.USAGE_METER.idFromName(subscriptionId));
+}
+
+/**
+ * Pushes the subscription's state to its meter and records the acknowledged version. A failure is not fatal
+ * to the caller's already-committed change: the hourly cron re-pushes every subscription still behind.
+ */
+export async function pushMeterConfig(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow): Promise<boolean> {
+  try {
+    const held = await meterStub(env, sub.id).configure(meterConfigOf(sub, plan));
+    await db
+      .update(subscriptions)
+      .set({ meterSyncedVersion: held })
+      .where(and(eq(subscriptions.id, sub.id), lt(subscriptions.meterSyncedVersion, held)));
+    return true;
+  } catch (e) {
+    console.log(JSON.stringify({ level: "error", msg: "meter config push failed", subscriptionId: sub.id, error: String(e) }));
+    return false;
+  }
+}
+
+/** Cron: re-push subscriptions whose meter holds an older configuration. */
+export async function resyncMeters(env: Env, db: Db, limit = 200): Promise<{ pushed: number; failed: number }> {
+  const rows = await db
+    .select()
+    .from(subscriptions)
+    .innerJoin(plans, and(eq(plans.id, subscriptions.planId), eq(plans.version, subscriptions.planVersion)))
+    .where(lt(subscriptions.meterSyncedVersion, subscriptions.configVersion))
+    .orderBy(sql`${subscriptions.updatedAt}`)
+    .limit(limit)
+    .all();
+  let pushed = 0;
+  let failed = 0;
+  for (const r of rows) (await pushMeterConfig(env, db, r.subscriptions, r.plans)) ? pushed++ : failed++;
+  return { pushed, failed };
+}

@@ -1,0 +1,46 @@
+import { dbOf } from "./db/client";
+import { purgeExpiredIdempotencyKeys } from "./http/idempotency";
+import { resyncMeters } from "./modules/usage/meter-config";
+import type { JobMessage } from "../queues/messages";
+
+export const CRON = {
+  hourly: "0 * * * *",
+  daily: "0 3 * * *",
+  weekly: "0 4 * * 1",
+} as const;
+
+type Task = { name: string; run: (env: Env, scheduledTime: number) => Promise<unknown> };
+
+/** What each cron trigger does; each task runs even when an earlier one failed. */
+export const cronTasks: Record<string, Task[]> = {
+  [CRON.hourly]: [{ name: "meters.resync", run: (env) => resyncMeters(env, dbOf(env)) }],
+  [CRON.daily]: [{ name: "idempotency.purge", run: (env, t) => purgeExpiredIdempotencyKeys(env, t) }],
+  [CRON.weekly]: [
+    {
+      name: "audit.verify",
+      run: (env, t) =>
+        env.JOB_QUEUE.send({ type: "audit.verify", reportKey: `reports/audit/${new Date(t).toISOString().slice(0, 10)}.json` } satisfies JobMessage),
+    },
+  ],
+};
+
+/** The worker's `scheduled` handler: dispatch by cron expression, one JSON log line per task. */
+export async function scheduled(controller: ScheduledController, env: Env): Promise<void> {
+  const tasks = cronTasks[controller.cron];
+  if (!tasks) {
+    console.log(JSON.stringify({ level: "error", msg: "no tasks for cron", cron: controller.cron }));
+    return;
+  }
+  const failures: string[] = [];
+  for (const task of tasks) {
+    const started = Date.now();
+    try {
+      const result = await task.run(env, controller.scheduledTime);
+      console.log(JSON.stringify({ level: "info", msg: "cron task", cron: controller.cron, task: task.name, ms: Date.now() - started, result }));
+    } catch (e) {
+      failures.push(task.name);
+      console.log(JSON.stringify({ level: "error", msg: "cron task failed", cron: controller.cron, task: task.name, error: String(e) }));
+    }
+  }
+  if (failures.length) throw new Error(`cron ${controller.cron}: ${failures.join(", ")} failed`);
+}

@@ -1,0 +1,37 @@
+import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
+import { defineConfig, type Plugin } from "vitest/config";
+
+// Stripe's package ships source maps pointing at files it does not publish; silence that noise only.
+const quietStripeSourcemaps: Plugin = {
+  name: "quiet-stripe-sourcemaps",
+  configResolved(config) {
+    const warnOnce = config.logger.warnOnce.bind(config.logger);
+    config.logger.warnOnce = (msg, opts) => {
+      if (msg.includes("points to missing source files")) return;
+      warnOnce(msg, opts);
+    };
+  },
+};
+
+export default defineConfig(async () => ({
+  plugins: [
+    quietStripeSourcemaps,
+    cloudflareTest({
+      wrangler: { configPath: "./wrangler.toml" },
+      miniflare: {
+        bindings: {
+          TEST_MIGRATIONS: await readD1Migrations("./migrations"),
+          JWT_SECRET: "test-secret-at-least-32-bytes-long-0123456789",
+          STRIPE_SECRET_KEY: "",
+          STRIPE_WEBHOOK_SECRET: "whsec_test_secret",
+        },
+      },
+    }),
+  ],
+  test: {
+    include: ["test/**/*.test.ts"],
+    setupFiles: ["./test/apply-migrations.ts"],
+    // The worker logs one JSON line per request and job; keep test output to failures and warnings.
+    onConsoleLog: (log: string) => !/"level":"info"/.test(log),
+  },
+}));
