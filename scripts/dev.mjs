@@ -1,0 +1,26 @@
+#!/usr/bin/env node
+// `npm run dev`: local secrets, local D1 migrations, then wrangler dev on :3401 (all state under .wrangler/).
+import { copyFileSync, existsSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { offlineEnv } from "./wrangler-env.mjs";
+
+const port = process.env.PORT ?? "3401";
+const persist = process.env.PERSIST_TO ?? ".wrangler/state";
+
+if (!existsSync(".dev.vars")) {
+  copyFileSync(".dev.vars.example", ".dev.vars");
+  console.log("created .dev.vars from .dev.vars.example");
+}
+
+const migrate = spawnSync("wrangler", ["d1", "migrations", "apply", "DB", "--local", "--persist-to", persist], {
+  stdio: "inherit",
+  env: offlineEnv,
+});
+if (migrate.status !== 0) process.exit(migrate.status ?? 1);
+
+const dev = spawn("wrangler", ["dev", "--local", "--port", port, "--persist-to", persist, "--show-interactive-dev-session=false", ...process.argv.slice(2)], {
+  stdio: "inherit",
+  env: offlineEnv,
+});
+for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => dev.kill(sig));
+dev.on("exit", (code) => process.exit(code ?? 0));

@@ -1,0 +1,204 @@
+import { formatDecimal, formatScaled, ONE, parseDecimal, roundDiv, SCALE } from "./decimal";
+import { currencyExponent, isCurrency } from "./money";
+
+/** A price tier; upTo is an inclusive upper bound in units, null for the open-ended last tier. Amounts are decimal strings in major units. */
+export type Tier = { upTo: number | null; unitAmount: string; flatAmount?: string };
+
+export type PricingModel = "per_unit" | "graduated" | "volume" | "package";
+
+export type PricingSpec = {
+  pricingModel: PricingModel;
+  unitAmount?: string;
+  tiers?: Tier[];
+  packageSize?: number;
+  packageAmount?: string;
+  freeUnits?: number;
+};
+
+export type PricingIssue = { path: string; message: string };
+
+/** One tier's share of a tiered price; tier is 1-based (as shown to customers), amount is the exact unrounded major amount. */
+export type TierBreakdown = { tier: number; units: string; unitAmount: string; flatAmount: string; amount: string };
+
+export type PricedQuantity = { amountMinor: number; explanation: string; tiers?: TierBreakdown[] };
+
+const MODELS: readonly PricingModel[] = ["per_unit", "graduated", "volume", "package"];
+
+/** Lists everything wrong with a pricing spec for a currency (empty when valid); paths are zod-style ("tiers.1.upTo"). */
+export function validatePricing(spec: PricingSpec, currency: string): PricingIssue[] {
+  const issues: PricingIssue[] = [];
+  const add = (path: string, message: string): void => {
+    issues.push({ path, message });
+  };
+  const checkAmount = (value: unknown, path: string, required: boolean): void => {
+    if (value === undefined || value === null) {
+      if (required) add(path, "is required");
+      return;
+    }
+    if (typeof value !== "string" && typeof value !== "number") return add(path, "must be a decimal number");
+    const parsed = parseDecimal(value);
+    if (!parsed.ok) return add(path, parsed.error);
+    if (parsed.value < 0n) add(path, "must not be negative");
+  };
+
+  if (!isCurrency(currency)) add("currency", `unknown currency ${currency}`);
+  if (!MODELS.includes(spec.pricingModel)) {
+    add("pricingModel", `must be one of ${MODELS.join(", ")}`);
+    return issues;
+  }
+
+  if (spec.freeUnits !== undefined) {
+    const free = typeof spec.freeUnits === "number" ? parseDecimal(spec.freeUnits) : undefined;
+    if (!free || !free.ok) add("freeUnits", free ? free.error : "must be a number");
+    else if (free.value < 0n) add("freeUnits", "must not be negative");
+    else if (free.value > 0n && (spec.pricingModel === "graduated" || spec.pricingModel === "volume")) {
+      add("freeUnits", "only applies to per_unit and package pricing; use a free first tier instead");
+    }
+  }
+
+  switch (spec.pricingModel) {
+    case "per_unit":
+      checkAmount(spec.unitAmount, "unitAmount", true);
+      break;
+    case "package":
+      if (spec.packageSize === undefined) add("packageSize", "is required");
+      else if (!Number.isSafeInteger(spec.packageSize) || spec.packageSize <= 0) {
+        add("packageSize", "must be a positive integer");
+      }
+      checkAmount(spec.packageAmount, "packageAmount", true);
+      break;
+    case "graduated":
+    case "volume": {
+      const tiers = spec.tiers;
+      if (!Array.isArray(tiers) || tiers.length === 0) {
+        add("tiers", "must have at least one tier");
+        break;
+      }
+      let previous = 0n;
+      tiers.forEach((tier, i) => {
+        const path = `tiers.${i}`;
+        const last = i === tiers.length - 1;
+        checkAmount(tier.unitAmount, `${path}.unitAmount`, true);
+        checkAmount(tier.flatAmount, `${path}.flatAmount`, false);
+        if (tier.upTo === null) {
+          if (!last) add(`${path}.upTo`, "only the last tier may be open-ended (upTo null)");
+          return;
+        }
+        if (last) add(`${path}.upTo`, "the last tier must be open-ended (upTo null)");
+        const upTo = typeof tier.upTo === "number" ? parseDecimal(tier.upTo) : undefined;
+        if (!upTo || !upTo.ok) return add(`${path}.upTo`, upTo ? upTo.error : "must be a number or null");
+        if (upTo.value <= 0n) return add(`${path}.upTo`, "must be greater than 0");
+        if (upTo.value <= previous) {
+          add(`${path}.upTo`, `overlaps the previous tier: must be greater than ${formatDecimal(previous)}`);
+        }
+        if (upTo.value > previous) previous = upTo.value;
+      });
+      break;
+    }
+  }
+  return issues;
+}
+
+function amountOf(value: string | number | undefined, what: string): bigint {
+  if (value === undefined) return 0n;
+  const parsed = parseDecimal(value);
+  if (!parsed.ok) throw new RangeError(`invalid pricing spec: ${what} ${parsed.error}`);
+  return parsed.value;
+}
+
+function required<T>(value: T | undefined, what: string): T {
+  if (value === undefined) throw new RangeError(`invalid pricing spec: ${what} is required`);
+  return value;
+}
+
+const unitsLabel = (q: bigint): string => `${formatDecimal(q)} unit${q === ONE ? "" : "s"}`;
+
+/** Prices a SCALE-12 quantity exactly (scale-24 products), rounding ONCE to minor units half away from zero; negative quantity counts as 0, the last tier is open-ended, throws if the spec fails validatePricing. */
+export function priceQuantity(spec: PricingSpec, quantity: bigint, currency: string): PricedQuantity {
+  const exponent = currencyExponent(currency);
+  if (exponent === undefined) throw new RangeError(`unknown currency ${currency}`);
+  const model: string = spec.pricingModel;
+  const qty = quantity > 0n ? quantity : 0n;
+  const free = amountOf(spec.freeUnits, "freeUnits");
+  const finish = (total24: bigint, explanation: string, tiers?: TierBreakdown[]): PricedQuantity => {
+    const minor = roundDiv(total24, 10n ** BigInt(2 * SCALE - exponent));
+    if (minor > BigInt(Number.MAX_SAFE_INTEGER) || minor < BigInt(Number.MIN_SAFE_INTEGER)) {
+      throw new RangeError("priced amount exceeds the safe integer range");
+    }
+    return tiers ? { amountMinor: Number(minor), explanation, tiers } : { amountMinor: Number(minor), explanation };
+  };
+
+  switch (spec.pricingModel) {
+    case "per_unit": {
+      const unitText = String(required(spec.unitAmount, "unitAmount"));
+      const billable = qty > free ? qty - free : 0n;
+      const suffix = free > 0n ? ` (${unitsLabel(qty)}, ${formatDecimal(free)} free)` : "";
+      return finish(billable * amountOf(unitText, "unitAmount"), `${unitsLabel(billable)} × ${unitText}${suffix}`);
+    }
+    case "package": {
+      const size = BigInt(required(spec.packageSize, "packageSize")) * ONE;
+      if (size <= 0n) throw new RangeError("invalid pricing spec: packageSize must be a positive integer");
+      const packageText = String(required(spec.packageAmount, "packageAmount"));
+      const billable = qty > free ? qty - free : 0n;
+      const packages = (billable + size - 1n) / size;
+      const explanation =
+        `${packages} package${packages === 1n ? "" : "s"} of ${spec.packageSize} × ${packageText}` +
+        ` (${unitsLabel(qty)}, ${formatDecimal(free)} free)`;
+      return finish(packages * amountOf(packageText, "packageAmount") * ONE, explanation);
+    }
+    case "graduated":
+    case "volume": {
+      const tiers = required(spec.tiers, "tiers");
+      if (tiers.length === 0) throw new RangeError("invalid pricing spec: tiers must not be empty");
+      const breakdown: TierBreakdown[] = [];
+      let total = 0n;
+      const charge = (i: number, units: bigint): void => {
+        const tier = tiers[i];
+        if (!tier) return;
+        const unit = amountOf(tier.unitAmount, `tiers.${i}.unitAmount`);
+        const flat = amountOf(tier.flatAmount, `tiers.${i}.flatAmount`);
+        const amount = units * unit + flat * ONE;
+        total += amount;
+        breakdown.push({
+          tier: i + 1,
+          units: formatDecimal(units),
+          unitAmount: String(tier.unitAmount),
+          flatAmount: tier.flatAmount === undefined ? "0" : String(tier.flatAmount),
+          amount: formatScaled(amount, 2 * SCALE),
+        });
+      };
+      const upToOf = (i: number): bigint | null => {
+        const upTo = tiers[i]?.upTo;
+        return i === tiers.length - 1 || upTo === null || upTo === undefined ? null : amountOf(upTo, `tiers.${i}.upTo`);
+      };
+      if (spec.pricingModel === "graduated") {
+        let lower = 0n;
+        for (let i = 0; i < tiers.length; i++) {
+          const upper = upToOf(i);
+          const top = upper === null || qty < upper ? qty : upper;
+          const units = top > lower ? top - lower : 0n;
+          // The first tier's flat fee is a base fee, charged even at quantity 0 (Lago and Stripe agree).
+          if (i === 0 || units > 0n) charge(i, units);
+          if (upper === null || qty <= upper) break;
+          lower = upper;
+        }
+      } else {
+        let i = 0;
+        for (; i < tiers.length - 1; i++) {
+          const upper = upToOf(i);
+          if (upper === null || qty <= upper) break;
+        }
+        charge(i, qty);
+      }
+      const parts = breakdown.map((b) => {
+        const flat = b.flatAmount !== "0" && amountOf(b.flatAmount, "flatAmount") !== 0n ? ` + ${b.flatAmount} flat` : "";
+        return `${b.units} × ${b.unitAmount}${flat}`;
+      });
+      const head = spec.pricingModel === "volume" ? `${unitsLabel(qty)} at tier ${breakdown[0]?.tier ?? 1}` : unitsLabel(qty);
+      return finish(total, `${head}: ${parts.join(" + ")}`, breakdown);
+    }
+    default:
+      throw new RangeError(`invalid pricing spec: unknown pricingModel ${model}`);
+  }
+}
+
