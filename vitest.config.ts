@@ -13,6 +13,14 @@ const quietStripeSourcemaps: Plugin = {
   },
 };
 
+const testSecrets = {
+  JWT_SECRET: "test-secret-at-least-32-bytes-long-0123456789",
+  STRIPE_SECRET_KEY: "",
+  STRIPE_WEBHOOK_SECRET: "whsec_test_secret",
+};
+// wrangler checks required secrets against process.env before the bindings below apply.
+Object.assign(process.env, testSecrets);
+
 export default defineConfig(async () => ({
   plugins: [
     quietStripeSourcemaps,
@@ -21,9 +29,7 @@ export default defineConfig(async () => ({
       miniflare: {
         bindings: {
           TEST_MIGRATIONS: await readD1Migrations("./migrations"),
-          JWT_SECRET: "test-secret-at-least-32-bytes-long-0123456789",
-          STRIPE_SECRET_KEY: "",
-          STRIPE_WEBHOOK_SECRET: "whsec_test_secret",
+          ...testSecrets,
         },
       },
     }),
