@@ -13,6 +13,9 @@ const quietStripeSourcemaps: Plugin = {
   },
 };
 
+// The config runs in Node; the project's types are the Workers runtime's.
+declare const process: { env: Record<string, string | undefined> };
+
 const testSecrets = {
   JWT_SECRET: "test-secret-at-least-32-bytes-long-0123456789",
   STRIPE_SECRET_KEY: "",

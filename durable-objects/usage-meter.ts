@@ -1,10 +1,353 @@
 import { DurableObject } from "cloudflare:workers";
+import { sql as dsql } from "drizzle-orm";
 import type { MeterConfig } from "../src/modules/usage/meter-config";
+import { applyEvent, aggregateValue, emptyAggregate, type AggregateState } from "../src/domain/aggregation";
+import { formatDecimal, parseDecimal } from "../src/domain/decimal";
+import { periodAt } from "../src/domain/periods";
+import { dbOf } from "../src/db/client";
+import { usageRollups } from "../src/db/schema";
+import type {
+  IngestEvent,
+  IngestOutcome,
+  MeterAggregate,
+  PeriodSelector,
+  RejectReason,
+  ResetOutcome,
+  SummaryOutcome,
+} from "../src/modules/usage/meter-types";
 
+/** Future events are refused beyond this skew. */
+export const MAX_FUTURE_MS = 5 * 60_000;
+/** Event ids are remembered at least this long (the issue asks for 35 days). */
+export const DEDUP_RETENTION_MS = 40 * 86_400_000;
+/** Aggregates reach D1 at most this long after they change. */
+export const ROLLUP_DELAY_MS = 10_000;
+
+type Period = { start: number; end: number; closedAt: number | null };
+type AggRow = {
+  meter_id: string;
+  period_start: number;
+  period_end: number;
+  sum: string;
+  count: number;
+  max: string | null;
+  latest: string | null;
+  latest_at: number | null;
+  unique_count: number;
+  reset_at: number | null;
+  rev: number;
+  flushed_rev: number;
+};
+
+const SCHEMA = [
+  "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+  "CREATE TABLE IF NOT EXISTS periods (start INTEGER PRIMARY KEY, end INTEGER NOT NULL, closed_at INTEGER)",
+  `CREATE TABLE IF NOT EXISTS events (event_key TEXT PRIMARY KEY, meter_id TEXT NOT NULL, period_start INTEGER NOT NULL,
+     quantity TEXT NOT NULL, ts INTEGER NOT NULL, received_at INTEGER NOT NULL, unique_value TEXT, metadata TEXT)`,
+  "CREATE INDEX IF NOT EXISTS events_received_idx ON events (received_at)",
+  `CREATE TABLE IF NOT EXISTS aggregates (meter_id TEXT NOT NULL, period_start INTEGER NOT NULL, period_end INTEGER NOT NULL,
+     sum TEXT NOT NULL, count INTEGER NOT NULL, max TEXT, latest TEXT, latest_at INTEGER, unique_count INTEGER NOT NULL,
+     reset_at INTEGER, rev INTEGER NOT NULL, flushed_rev INTEGER NOT NULL, PRIMARY KEY (meter_id, period_start))`,
+  "CREATE TABLE IF NOT EXISTS uniques (meter_id TEXT NOT NULL, period_start INTEGER NOT NULL, value TEXT NOT NULL, PRIMARY KEY (meter_id, period_start, value))",
+  `CREATE TABLE IF NOT EXISTS resets (id INTEGER PRIMARY KEY AUTOINCREMENT, meter_id TEXT NOT NULL, period_start INTEGER NOT NULL,
+     at INTEGER NOT NULL, actor TEXT NOT NULL, reason TEXT, before TEXT NOT NULL)`,
+];
+
+const big = (s: string | null): bigint | null => (s === null ? null : BigInt(s));
+
+function toState(r: AggRow): AggregateState {
+  return { sum: BigInt(r.sum), count: r.count, max: big(r.max), latest: big(r.latest), latestAt: r.latest_at, uniqueCount: r.unique_count };
+}
+
+/**
+ * One object per subscription: its raw usage events (deduplicated by event key), running aggregates per meter
+ * per period, and period close. It holds its own copy of the subscription (pushed by `configure`), so
+ * ingestion never touches D1. Every ingest is one synchronous storage transaction: acknowledged means stored.
+ */
 export class UsageMeter extends DurableObject<Env> {
-  async configure(config: MeterConfig): Promise<number> {
-    const held = (await this.ctx.storage.get<MeterConfig>("config"))?.version ?? 0;
-    if (config.version > held) await this.ctx.storage.put("config", config);
+  private config: MeterConfig | null = null;
+  private periods: Period[] = [];
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    ctx.blockConcurrencyWhile(async () => {
+      for (const stmt of SCHEMA) ctx.storage.sql.exec(stmt);
+      const row = ctx.storage.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'config'").toArray()[0];
+      this.config = row ? (JSON.parse(row.value) as MeterConfig) : null;
+      this.loadPeriods();
+    });
+  }
+
+  private get sql() {
+    return this.ctx.storage.sql;
+  }
+
+  private loadPeriods() {
+    this.periods = this.sql
+      .exec<{ start: number; end: number; closed_at: number | null }>("SELECT start, end, closed_at FROM periods ORDER BY start")
+      .toArray()
+      .map((p) => ({ start: p.start, end: p.end, closedAt: p.closed_at }));
+  }
+
+  private rememberPeriod(start: number, end: number): Period {
+    const known = this.periods.find((p) => p.start === start);
+    if (known) return known;
+    this.sql.exec("INSERT OR IGNORE INTO periods (start, end) VALUES (?, ?)", start, end);
+    const p = { start, end, closedAt: null };
+    this.periods.push(p);
+    this.periods.sort((a, b) => a.start - b.start);
+    return p;
+  }
+
+  /** Stores the subscription's state if newer than what is held; returns the version held. */
+  configure(config: MeterConfig): number {
+    const held = this.config?.version ?? 0;
+    if (config.version > held) {
+      this.ctx.storage.transactionSync(() => {
+        this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('config', ?)", JSON.stringify(config));
+        this.rememberPeriod(config.currentPeriodStart, config.currentPeriodEnd);
+      });
+      this.config = config;
+    }
     return Math.max(held, config.version);
+  }
+
+  getConfig(): MeterConfig | null {
+    return this.config;
+  }
+
+  /**
+   * The period an instant belongs to: a known period (the subscription's own, e.g. a trial), else the anchor's
+   * grid after the last known period. Null before the subscription's first period.
+   */
+  private periodFor(ts: number): { start: number; end: number; closedAt: number | null; known: boolean } | null {
+    for (let i = this.periods.length - 1; i >= 0; i--) {
+      const p = this.periods[i]!;
+      if (ts >= p.start && ts < p.end) return { ...p, known: true };
+    }
+    const last = this.periods[this.periods.length - 1];
+    const c = this.config!;
+    if (!last || ts < last.end) return null;
+    const g = periodAt(c.billingAnchor, c.interval, c.intervalCount, ts);
+    return { start: Math.max(g.start, last.end), end: g.end, closedAt: null, known: false };
+  }
+
+  private graceMs(): number {
+    return Number(this.env.USAGE_GRACE_SECONDS ?? "3600") * 1000;
+  }
+
+  private loadAggregate(meterId: string, periodStart: number): AggRow | undefined {
+    return this.sql.exec<AggRow>("SELECT * FROM aggregates WHERE meter_id = ? AND period_start = ?", meterId, periodStart).toArray()[0];
+  }
+
+  private saveAggregate(meterId: string, period: { start: number; end: number }, s: AggregateState, resetAt: number | null) {
+    this.sql.exec(
+      `INSERT INTO aggregates (meter_id, period_start, period_end, sum, count, max, latest, latest_at, unique_count, reset_at, rev, flushed_rev)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 0)
+       ON CONFLICT (meter_id, period_start) DO UPDATE SET sum = excluded.sum, count = excluded.count, max = excluded.max,
+         latest = excluded.latest, latest_at = excluded.latest_at, unique_count = excluded.unique_count,
+         reset_at = excluded.reset_at, rev = aggregates.rev + 1`,
+      meterId,
+      period.start,
+      period.end,
+      s.sum.toString(),
+      s.count,
+      s.max?.toString() ?? null,
+      s.latest?.toString() ?? null,
+      s.latestAt,
+      s.uniqueCount,
+      resetAt,
+    );
+  }
+
+  /** Decides accept / duplicate / reject for each event and stores the accepted ones, all in one transaction. */
+  async ingest(events: IngestEvent[], now: number): Promise<IngestOutcome[]> {
+    const outcomes = this.ctx.storage.transactionSync(() => events.map((e) => this.ingestOne(e, now)));
+    if (outcomes.some((o) => o.status === "accepted")) await this.scheduleFlush(now);
+    return outcomes;
+  }
+
+  private ingestOne(e: IngestEvent, now: number): IngestOutcome {
+    const reject = (reason: RejectReason, detail: string): IngestOutcome => ({ index: e.index, eventId: e.eventId, status: "rejected", reason, detail });
+    const c = this.config;
+    if (!c) return reject("unknown_subscription", "no such subscription");
+    if (this.sql.exec("SELECT 1 FROM events WHERE event_key = ?", e.eventKey).toArray().length) {
+      return { index: e.index, eventId: e.eventId, status: "duplicate" };
+    }
+    if (c.status === "canceled") return reject("subscription_canceled", "the subscription is canceled");
+    if (c.status === "paused") return reject("subscription_paused", "the subscription is paused and not billed");
+    const meter = c.meters.find((m) => m.meterId === e.meterId);
+    if (!meter) return reject("unknown_meter", `the subscription's plan has no meter ${e.meterId}`);
+    if (e.timestamp > now + MAX_FUTURE_MS) return reject("timestamp_in_future", "timestamp is more than 5 minutes in the future");
+    const period = this.periodFor(e.timestamp);
+    if (!period) return reject("before_subscription_start", "timestamp is before the subscription's first period");
+    if (period.closedAt !== null) return reject("period_closed", "the event's billing period is closed (invoiced)");
+    if (now >= period.end + this.graceMs()) {
+      return reject("period_closed", `the event's billing period ended ${new Date(period.end).toISOString()} and its grace window has passed`);
+    }
+    let uniqueValue: string | null = null;
+    if (meter.aggregation === "unique_count") {
+      const v = e.metadata?.[meter.aggregationField ?? ""];
+      if (v === undefined || v === null || v === "") {
+        return reject("missing_unique_field", `metadata.${meter.aggregationField} is required by the unique_count meter ${meter.meterId}`);
+      }
+      uniqueValue = String(v);
+    }
+    const quantity = parseDecimal(e.quantity);
+    if (!quantity.ok) return reject("invalid_quantity", `quantity ${quantity.error}`);
+
+    if (!period.known) this.rememberPeriod(period.start, period.end);
+    this.sql.exec(
+      "INSERT INTO events (event_key, meter_id, period_start, quantity, ts, received_at, unique_value, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+      e.eventKey,
+      e.meterId,
+      period.start,
+      e.quantity,
+      e.timestamp,
+      now,
+      uniqueValue,
+      e.metadata ? JSON.stringify(e.metadata) : null,
+    );
+    let isNewUnique = false;
+    if (uniqueValue !== null) {
+      const cursor = this.sql.exec("INSERT OR IGNORE INTO uniques (meter_id, period_start, value) VALUES (?, ?, ?)", e.meterId, period.start, uniqueValue);
+      cursor.toArray();
+      isNewUnique = cursor.rowsWritten > 0;
+    }
+    const row = this.loadAggregate(e.meterId, period.start);
+    const next = applyEvent(row ? toState(row) : emptyAggregate(), quantity.value, e.timestamp, isNewUnique);
+    this.saveAggregate(e.meterId, period, next, row?.reset_at ?? null);
+    return { index: e.index, eventId: e.eventId, status: "accepted", periodStart: period.start };
+  }
+
+  private async scheduleFlush(now: number) {
+    if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(now + ROLLUP_DELAY_MS);
+  }
+
+  private aggregateOf(meterId: string, aggregation: MeterConfig["meters"][number]["aggregation"], period: { start: number; end: number; closedAt: number | null }): MeterAggregate {
+    const row = this.loadAggregate(meterId, period.start);
+    const state = row ? toState(row) : emptyAggregate();
+    return {
+      meterId,
+      aggregation,
+      value: formatDecimal(aggregateValue(state, aggregation)),
+      eventCount: state.count,
+      periodStart: period.start,
+      periodEnd: period.end,
+      closed: period.closedAt !== null,
+      resetAt: row?.reset_at ?? null,
+    };
+  }
+
+  private resolvePeriod(selector: PeriodSelector, now: number) {
+    const current = this.periodFor(now) ?? this.periods[this.periods.length - 1];
+    if (!current) return null;
+    if (selector.kind === "current") return current;
+    if (selector.kind === "previous") {
+      const known = this.periods.filter((p) => p.end <= current.start);
+      const prev = known[known.length - 1];
+      if (prev) return prev;
+      const c = this.config!;
+      const g = periodAt(c.billingAnchor, c.interval, c.intervalCount, current.start - 1);
+      return this.periods[0] && g.end <= this.periods[0].start ? null : { start: g.start, end: g.end, closedAt: null };
+    }
+    return this.periods.find((p) => p.start === selector.start) ?? this.periodFor(selector.start);
+  }
+
+  /** Per-meter aggregates of one period (current, previous, or the one starting/containing an instant). */
+  summary(selector: PeriodSelector, now: number): SummaryOutcome {
+    const c = this.config;
+    if (!c) return { ok: false, error: "unknown_subscription" };
+    const period = this.resolvePeriod(selector, now);
+    if (!period) return { ok: false, error: "no_such_period" };
+    return { ok: true, config: c, periodStart: period.start, periodEnd: period.end, meters: c.meters.map((m) => this.aggregateOf(m.meterId, m.aggregation, period)) };
+  }
+
+  /** Zeroes one meter for the open period; the events stay, and a reset marker records who and why. */
+  async reset(meterId: string, actor: string, reason: string | null, now: number): Promise<ResetOutcome> {
+    const c = this.config;
+    if (!c) return { ok: false, error: "unknown_subscription" };
+    const meter = c.meters.find((m) => m.meterId === meterId);
+    if (!meter) return { ok: false, error: "unknown_meter" };
+    const period = this.periodFor(now);
+    if (!period) return { ok: false, error: "no_such_period" };
+    const outcome = this.ctx.storage.transactionSync(() => {
+      if (!period.known) this.rememberPeriod(period.start, period.end);
+      const before = this.aggregateOf(meterId, meter.aggregation, period);
+      this.sql.exec("DELETE FROM uniques WHERE meter_id = ? AND period_start = ?", meterId, period.start);
+      this.saveAggregate(meterId, period, emptyAggregate(), now);
+      this.sql.exec("INSERT INTO resets (meter_id, period_start, at, actor, reason, before) VALUES (?, ?, ?, ?, ?, ?)", meterId, period.start, now, actor, reason, JSON.stringify(before));
+      return { ok: true as const, before, after: this.aggregateOf(meterId, meter.aggregation, period) };
+    });
+    await this.scheduleFlush(now);
+    return outcome;
+  }
+
+  /**
+   * Closes a period for invoicing: later events for it are refused, the final aggregates are written to D1
+   * (closed) and returned. Closing again returns the same figures.
+   */
+  async closePeriod(periodStart: number, now: number): Promise<{ ok: true; meters: MeterAggregate[] } | { ok: false; error: string }> {
+    const c = this.config;
+    if (!c) return { ok: false, error: "unknown_subscription" };
+    const period = this.periods.find((p) => p.start === periodStart);
+    if (!period) return { ok: false, error: "no_such_period" };
+    if (period.closedAt === null) {
+      this.sql.exec("UPDATE periods SET closed_at = ? WHERE start = ?", now, periodStart);
+      period.closedAt = now;
+    }
+    const meters = c.meters.map((m) => this.aggregateOf(m.meterId, m.aggregation, period));
+    await this.flush(now, periodStart);
+    return { ok: true, meters };
+  }
+
+  /** Writes changed aggregates to D1 `usage_rollups`; marks them flushed only at the revision written. */
+  async flush(now: number, onlyPeriod?: number): Promise<number> {
+    const c = this.config;
+    if (!c) return 0;
+    const rows = this.sql
+      .exec<AggRow>(
+        onlyPeriod === undefined ? "SELECT * FROM aggregates WHERE rev > flushed_rev" : "SELECT * FROM aggregates WHERE rev > flushed_rev OR period_start = ?",
+        ...(onlyPeriod === undefined ? [] : [onlyPeriod]),
+      )
+      .toArray();
+    if (!rows.length) return 0;
+    const db = dbOf(this.env);
+    const statements = rows.map((r) => {
+      const meter = c.meters.find((m) => m.meterId === r.meter_id);
+      const period = this.periods.find((p) => p.start === r.period_start);
+      const values = {
+        subscriptionId: c.subscriptionId,
+        meterId: r.meter_id,
+        periodStart: r.period_start,
+        periodEnd: r.period_end,
+        value: formatDecimal(aggregateValue(toState(r), meter?.aggregation ?? "sum")),
+        eventCount: r.count,
+        closed: Boolean(period?.closedAt),
+        updatedAt: now,
+      };
+      return db
+        .insert(usageRollups)
+        .values(values)
+        .onConflictDoUpdate({
+          target: [usageRollups.subscriptionId, usageRollups.meterId, usageRollups.periodStart],
+          set: { value: values.value, eventCount: values.eventCount, closed: values.closed, periodEnd: values.periodEnd, updatedAt: now },
+          setWhere: dsql`${usageRollups.updatedAt} <= ${now}`,
+        });
+    });
+    await db.batch(statements as [(typeof statements)[number], ...typeof statements]);
+    for (const r of rows) {
+      this.sql.exec("UPDATE aggregates SET flushed_rev = ? WHERE meter_id = ? AND period_start = ? AND flushed_rev < ?", r.rev, r.meter_id, r.period_start, r.rev);
+    }
+    return rows.length;
+  }
+
+  /** Rollup flush and dedup-window housekeeping. */
+  override async alarm(): Promise<void> {
+    const now = Date.now();
+    await this.flush(now);
+    this.sql.exec("DELETE FROM events WHERE received_at < ?", now - DEDUP_RETENTION_MS);
+    const pending = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM aggregates WHERE rev > flushed_rev").one().n;
+    if (pending > 0) await this.ctx.storage.setAlarm(now + ROLLUP_DELAY_MS);
   }
 }

@@ -14,6 +14,7 @@ import { subscriptionRoutes } from "./modules/subscriptions/routes";
 import { apiKeyRoutes } from "./modules/admin/api-keys";
 import { auditRoutes } from "./modules/audit/routes";
 import { docsRoutes } from "./modules/docs";
+import { usageRoutes } from "./modules/usage/routes";
 
 export const MAX_BODY_BYTES = 2 * 1024 * 1024;
 
@@ -51,6 +52,7 @@ export function createApp() {
   app.route("/api/v1/customers", customerRoutes);
   app.route("/api/v1/plans", planRoutes);
   app.route("/api/v1/subscriptions", subscriptionRoutes);
+  app.route("/api/v1/usage", usageRoutes);
   app.route("/api/v1/audit", auditRoutes);
   app.route("/admin/api-keys", apiKeyRoutes);
   app.route("/docs", docsRoutes);

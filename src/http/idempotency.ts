@@ -25,6 +25,8 @@ export const idempotency = createMiddleware<HonoEnv>(async (c, next) => {
   const key = c.req.header("idempotency-key");
   const actor = c.get("actor");
   if (!key || !actor || !["POST", "PUT", "PATCH", "DELETE"].includes(c.req.method)) return next();
+  // Usage ingestion dedupes per event inside its meter (the hot path never touches D1).
+  if (c.req.path === "/api/v1/usage") return next();
   if (key.length > MAX_KEY_LENGTH) {
     throw new ApiError("bad_request", `Idempotency-Key must be at most ${MAX_KEY_LENGTH} characters`, [
       { path: "Idempotency-Key", message: "too long" },

@@ -1,0 +1,65 @@
+import { formatDecimal, parseDecimal } from "../../domain/decimal";
+import type { FieldError } from "../../http/problem";
+import type { IngestEvent } from "./meter-types";
+
+export const MAX_BATCH = 1000;
+const MAX_METADATA_KEYS = 50;
+const MAX_ID = 200;
+
+export type RawEvent = Record<string, unknown>;
+export type ParsedEvent = IngestEvent & { subscriptionId: string };
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
+
+/**
+ * Validates one event by hand (this is the hot path, and each event of a batch needs its own verdict).
+ * The dedup key is the eventId, else the request's Idempotency-Key with the event's index, else random.
+ */
+export function parseEvent(raw: unknown, index: number, idempotencyKey: string | undefined, now: number, pathPrefix = ""): { ok: true; event: ParsedEvent } | { ok: false; errors: FieldError[] } {
+  const at = (f: string) => `${pathPrefix}${f}`;
+  if (!isObject(raw)) return { ok: false, errors: [{ path: at("(event)") || "(body)", message: "must be an object" }] };
+  const errors: FieldError[] = [];
+  const { subscriptionId, meterId, quantity, timestamp, metadata, eventId } = raw;
+  if (typeof subscriptionId !== "string" || subscriptionId.length === 0 || subscriptionId.length > MAX_ID) {
+    errors.push({ path: at("subscriptionId"), message: "is required (a subscription id)" });
+  }
+  if (typeof meterId !== "string" || meterId.length === 0 || meterId.length > 64) errors.push({ path: at("meterId"), message: "is required (a meter id such as api_calls)" });
+  let q = "";
+  if (typeof quantity !== "number" && typeof quantity !== "string") errors.push({ path: at("quantity"), message: "is required (a non-negative number)" });
+  else {
+    const d = parseDecimal(quantity);
+    if (!d.ok) errors.push({ path: at("quantity"), message: d.error });
+    else if (d.value < 0n) errors.push({ path: at("quantity"), message: "must not be negative" });
+    else q = formatDecimal(d.value);
+  }
+  let ts = now;
+  if (timestamp !== undefined) {
+    if (typeof timestamp !== "string" || !ISO.test(timestamp) || Number.isNaN(Date.parse(timestamp))) {
+      errors.push({ path: at("timestamp"), message: "must be an ISO-8601 date-time with a zone, e.g. 2024-06-24T10:00:00Z" });
+    } else ts = Date.parse(timestamp);
+  }
+  let meta: ParsedEvent["metadata"] = null;
+  if (metadata !== undefined && metadata !== null) {
+    if (!isObject(metadata)) errors.push({ path: at("metadata"), message: "must be an object" });
+    else {
+      const keys = Object.keys(metadata);
+      if (keys.length > MAX_METADATA_KEYS) errors.push({ path: at("metadata"), message: `at most ${MAX_METADATA_KEYS} keys` });
+      for (const k of keys) {
+        const v = metadata[k];
+        if (v !== null && !["string", "number", "boolean"].includes(typeof v)) errors.push({ path: at(`metadata.${k}`), message: "must be a string, number, boolean or null" });
+      }
+      meta = metadata as ParsedEvent["metadata"];
+    }
+  }
+  if (eventId !== undefined && (typeof eventId !== "string" || eventId.length === 0 || eventId.length > MAX_ID)) {
+    errors.push({ path: at("eventId"), message: `must be a string of 1-${MAX_ID} characters` });
+  }
+  if (errors.length) return { ok: false, errors };
+  const id = typeof eventId === "string" ? eventId : null;
+  const eventKey = id !== null ? `id:${id}` : idempotencyKey ? `idem:${idempotencyKey}:${index}` : `gen:${crypto.randomUUID()}`;
+  return {
+    ok: true,
+    event: { index, eventKey, eventId: id, subscriptionId: subscriptionId as string, meterId: meterId as string, quantity: q, timestamp: ts, metadata: meta },
+  };
+}

@@ -1,0 +1,243 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { access, actorOf, requireRole, requireScopeOrRole } from "../../http/auth";
+import { errorResponses, jsonBody, jsonResponse, router } from "../../http/openapi";
+import { ApiError } from "../../http/problem";
+import { auditCtx } from "../../http/context";
+import { commitWithAudit } from "../../db/audit";
+import { dbOf } from "../../db/client";
+import { parseDecimal } from "../../domain/decimal";
+import { money } from "../../domain/money";
+import { priceQuantity } from "../../domain/pricing";
+import { iso } from "../../lib/time";
+import { MAX_BATCH, parseEvent, type ParsedEvent } from "./events";
+import { ingestEvents, summarise } from "./ingest";
+import { meterStub } from "./meter-config";
+import type { IngestOutcome, MeterAggregate, PeriodSelector } from "./meter-types";
+
+const UsageEvent = z
+  .object({
+    subscriptionId: z.string().openapi({ example: "sub_123" }),
+    meterId: z.string().openapi({ example: "api_calls" }),
+    quantity: z.union([z.number(), z.string()]).openapi({ example: 1000, description: "Non-negative; up to 12 decimals" }),
+    timestamp: z.string().optional().openapi({ example: "2024-06-24T10:00:00Z", description: "Defaults to now" }),
+    metadata: z.record(z.string(), z.unknown()).optional(),
+    eventId: z.string().optional().openapi({ description: "Unique per subscription; a repeat is counted once" }),
+  })
+  .openapi("UsageEvent");
+
+const IngestResult = z
+  .object({
+    accepted: z.number().int(),
+    duplicates: z.number().int(),
+    rejected: z.number().int(),
+    results: z.array(
+      z.object({ index: z.number().int(), eventId: z.string().nullable(), status: z.enum(["duplicate", "rejected"]), reason: z.string().optional(), detail: z.string().optional(), retryable: z.boolean().optional() }),
+    ),
+  })
+  .openapi("UsageIngestResult");
+
+const USAGE_EVENT_PROBLEM = "https://billing-engine.dev/problems/usage-event-rejected";
+
+function resultsOf(outcomes: IngestOutcome[]) {
+  return outcomes
+    .filter((o) => o.status !== "accepted")
+    .map((o) =>
+      o.status === "duplicate"
+        ? { index: o.index, eventId: o.eventId, status: "duplicate" as const }
+        : { index: o.index, eventId: o.eventId, status: "rejected" as const, reason: o.reason, detail: o.detail, ...(o.retryable ? { retryable: true } : {}) },
+    );
+}
+
+const SubscriptionParam = z.object({ subscriptionId: z.string().openapi({ param: { name: "subscriptionId", in: "path" }, example: "sub_123" }) });
+
+function toSelector(period: string): PeriodSelector {
+  if (period === "current") return { kind: "current" };
+  if (period === "previous") return { kind: "previous" };
+  const start = Date.parse(period);
+  if (Number.isNaN(start)) throw new ApiError("validation_failed", "period must be current, previous or an ISO-8601 instant", [{ path: "period", message: "invalid" }]);
+  return { kind: "at", start };
+}
+
+export const usageRoutes = router();
+
+usageRoutes.openAPIRegistry.registerPath({
+  method: "post",
+  path: "/api/v1/usage",
+  tags: ["Usage"],
+  summary: "Record one usage event, or a batch { events: [...] } of up to 1,000",
+  description:
+    "Authenticate with an API key (bek_…, scope usage:write) or an admin token. 202 when every event was stored or was a duplicate; 207 with per-event results when some were rejected; 400 when the body itself is malformed. Only non-accepted events are listed in results.",
+  request: { body: { content: { "application/json": { schema: z.union([UsageEvent, z.object({ events: z.array(UsageEvent).max(MAX_BATCH) })]) } } } },
+  responses: { 202: jsonResponse(IngestResult, "All stored (or duplicates)"), 207: jsonResponse(IngestResult, "Some events rejected"), ...errorResponses },
+});
+
+usageRoutes.post("/", requireScopeOrRole("usage:write", access.admin), async (c) => {
+  let body: unknown;
+  try {
+    body = await c.req.json();
+  } catch {
+    throw new ApiError("bad_request", "body is not valid JSON", [{ path: "(body)", message: "malformed JSON" }]);
+  }
+  const now = Date.now();
+  const idempotencyKey = c.req.header("idempotency-key");
+  const isBatch = typeof body === "object" && body !== null && "events" in body;
+
+  if (!isBatch) {
+    const parsed = parseEvent(body, 0, idempotencyKey, now);
+    if (!parsed.ok) throw new ApiError("validation_failed", parsed.errors.map((e) => `${e.path}: ${e.message}`).join("; "), parsed.errors);
+    const [outcome] = await ingestEvents(c.env, [parsed.event], now);
+    if (outcome!.status === "rejected") {
+      const status = outcome!.reason === "meter_unavailable" ? 503 : outcome!.reason === "unknown_subscription" ? 404 : 422;
+      return new Response(
+        JSON.stringify({ type: USAGE_EVENT_PROBLEM, title: "Usage event rejected", status, detail: outcome!.detail, reason: outcome!.reason, instance: c.req.path, requestId: c.get("requestId"), errors: [{ path: pathOf(outcome!.reason), message: outcome!.detail }] }),
+        { status, headers: { "content-type": "application/problem+json" } },
+      );
+    }
+    const s = summarise([outcome!]);
+    return c.json({ accepted: s.accepted, duplicates: s.duplicates, rejected: 0, results: resultsOf(s.outcomes) }, 202);
+  }
+
+  const events = (body as { events: unknown }).events;
+  if (!Array.isArray(events) || events.length === 0 || events.length > MAX_BATCH) {
+    throw new ApiError("validation_failed", `events must be an array of 1-${MAX_BATCH} events`, [{ path: "events", message: `must hold 1-${MAX_BATCH} events` }]);
+  }
+  const valid: ParsedEvent[] = [];
+  const invalid: IngestOutcome[] = [];
+  events.forEach((raw, i) => {
+    const p = parseEvent(raw, i, idempotencyKey, now, `events.${i}.`);
+    if (p.ok) valid.push(p.event);
+    else {
+      const eventId = typeof (raw as { eventId?: unknown })?.eventId === "string" ? (raw as { eventId: string }).eventId : null;
+      invalid.push({ index: i, eventId, status: "rejected", reason: "invalid_event", detail: p.errors.map((e) => `${e.path}: ${e.message}`).join("; ") });
+    }
+  });
+  const outcomes = valid.length ? await ingestEvents(c.env, valid, now) : [];
+  const s = summarise([...outcomes, ...invalid]);
+  return c.json({ accepted: s.accepted, duplicates: s.duplicates, rejected: s.rejected, results: resultsOf(s.outcomes) }, s.rejected ? 207 : 202);
+});
+
+function pathOf(reason: string): string {
+  switch (reason) {
+    case "unknown_subscription":
+    case "subscription_canceled":
+    case "subscription_paused":
+      return "subscriptionId";
+    case "unknown_meter":
+      return "meterId";
+    case "timestamp_in_future":
+    case "before_subscription_start":
+    case "period_closed":
+      return "timestamp";
+    case "missing_unique_field":
+      return "metadata";
+    default:
+      return "(event)";
+  }
+}
+
+const PriceOfUsage = z.object({
+  amount: z.string(),
+  amountMinor: z.number().int(),
+  currency: z.string(),
+  pricingModel: z.string(),
+  explanation: z.string(),
+  tiers: z.array(z.object({ tier: z.number(), units: z.string(), unitAmount: z.string(), flatAmount: z.string(), amount: z.string() })).optional(),
+});
+
+const Summary = z
+  .object({
+    subscriptionId: z.string(),
+    currency: z.string(),
+    period: z.object({ start: z.string(), end: z.string() }),
+    meters: z.array(
+      z.object({
+        meterId: z.string(),
+        aggregation: z.string(),
+        value: z.string(),
+        eventCount: z.number().int(),
+        closed: z.boolean(),
+        resetAt: z.string().nullable(),
+        price: PriceOfUsage,
+      }),
+    ),
+    total: z.object({ amount: z.string(), amountMinor: z.number().int(), currency: z.string() }),
+  })
+  .openapi("UsageSummary");
+
+usageRoutes.openapi(
+  createRoute({
+    method: "get",
+    path: "/{subscriptionId}/summary",
+    tags: ["Usage"],
+    summary: "Per-meter usage of a period and what it would bill at",
+    middleware: [requireScopeOrRole("usage:read", access.read)] as const,
+    request: {
+      params: SubscriptionParam,
+      query: z.object({ period: z.string().default("current").openapi({ description: "current, previous, or an ISO-8601 instant inside (or at the start of) the period" }) }),
+    },
+    responses: { 200: jsonResponse(Summary, "Usage summary"), ...errorResponses },
+  }),
+  async (c) => {
+    const { subscriptionId } = c.req.valid("param");
+    const out = await meterStub(c.env, subscriptionId).summary(toSelector(c.req.valid("query").period), Date.now());
+    if (!out.ok) {
+      if (out.error === "unknown_subscription") throw new ApiError("not_found", `subscription ${subscriptionId} does not exist or has no usage meter`);
+      throw new ApiError("not_found", "no such period for this subscription", [{ path: "period", message: "no such period" }]);
+    }
+    const currency = out.config.currency;
+    let totalMinor = 0;
+    const meters = out.meters.map((m: MeterAggregate) => {
+      const spec = out.config.meters.find((x) => x.meterId === m.meterId)!;
+      const qty = parseDecimal(m.value);
+      const priced = priceQuantity(spec, qty.ok ? qty.value : 0n, currency);
+      totalMinor += priced.amountMinor;
+      return {
+        meterId: m.meterId,
+        aggregation: m.aggregation,
+        value: m.value,
+        eventCount: m.eventCount,
+        closed: m.closed,
+        resetAt: iso(m.resetAt),
+        price: { ...money(priced.amountMinor, currency), pricingModel: spec.pricingModel, explanation: priced.explanation, ...(priced.tiers ? { tiers: priced.tiers } : {}) },
+      };
+    });
+    return c.json({ subscriptionId, currency, period: { start: iso(out.periodStart), end: iso(out.periodEnd) }, meters, total: money(totalMinor, currency) }, 200);
+  },
+);
+
+usageRoutes.openapi(
+  createRoute({
+    method: "post",
+    path: "/reset",
+    tags: ["Usage"],
+    summary: "Zero a meter for the open period (events are kept; audited)",
+    middleware: [requireRole(access.admin)] as const,
+    request: jsonBody(z.object({ subscriptionId: z.string().min(1), meterId: z.string().min(1), reason: z.string().max(500).optional() })),
+    responses: {
+      200: jsonResponse(
+        z.object({ subscriptionId: z.string(), meterId: z.string(), period: z.object({ start: z.string(), end: z.string() }), before: z.object({ value: z.string(), eventCount: z.number() }), resetAt: z.string() }),
+        "The meter was reset",
+      ),
+      ...errorResponses,
+    },
+  }),
+  async (c) => {
+    const { subscriptionId, meterId, reason } = c.req.valid("json");
+    const ctx = auditCtx(c);
+    const out = await meterStub(c.env, subscriptionId).reset(meterId, actorOf(c).id, reason ?? null, ctx.now);
+    if (!out.ok) {
+      if (out.error === "unknown_meter") throw new ApiError("unprocessable", `subscription ${subscriptionId} has no meter ${meterId}`, [{ path: "meterId", message: "unknown meter" }]);
+      throw new ApiError("not_found", `subscription ${subscriptionId} does not exist or has no usage meter`, [{ path: "subscriptionId", message: "unknown subscription" }]);
+    }
+    await commitWithAudit(
+      dbOf(c.env),
+      [],
+      [{ action: "usage.reset", targetType: "subscription", targetId: subscriptionId, before: { meterId, value: out.before.value, eventCount: out.before.eventCount, periodStart: iso(out.before.periodStart) }, after: { meterId, value: out.after.value }, ...(reason ? { reason } : {}) }],
+      ctx,
+    );
+    return c.json(
+      { subscriptionId, meterId, period: { start: iso(out.before.periodStart), end: iso(out.before.periodEnd) }, before: { value: out.before.value, eventCount: out.before.eventCount }, resetAt: iso(ctx.now) },
+      200,
+    );
+  },
+);

@@ -1,0 +1,355 @@
+import { describe, expect, it } from "vitest";
+import { env } from "cloudflare:workers";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { UsageMeter } from "../../durable-objects/usage-meter";
+import type { MeterConfig } from "../../src/modules/usage/meter-config";
+import { api, createApiKey, createCustomer, createPlan, createSubscription, unique } from "../helpers";
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+const isoAt = (ms: number) => new Date(ms).toISOString();
+
+const meters: MeterConfig["meters"] = [
+  { id: "price_sum", type: "metered", meterId: "m_sum", aggregation: "sum", pricingModel: "per_unit", unitAmount: "0.01" },
+  { id: "price_count", type: "metered", meterId: "m_count", aggregation: "count", pricingModel: "per_unit", unitAmount: "1" },
+  { id: "price_max", type: "metered", meterId: "m_max", aggregation: "max", pricingModel: "per_unit", unitAmount: "1" },
+  { id: "price_uniq", type: "metered", meterId: "m_uniq", aggregation: "unique_count", aggregationField: "user", pricingModel: "per_unit", unitAmount: "1" },
+  { id: "price_latest", type: "metered", meterId: "m_latest", aggregation: "latest", pricingModel: "per_unit", unitAmount: "1" },
+];
+
+/** A meter configured directly (as the subscription code would push it), so periods can be placed anywhere. */
+async function configuredMeter(overrides: Partial<MeterConfig> = {}) {
+  const now = Date.now();
+  const subscriptionId = unique("sub");
+  const config: MeterConfig = {
+    subscriptionId,
+    customerId: "cus_test",
+    status: "active",
+    currency: "USD",
+    interval: "day",
+    intervalCount: 1,
+    billingAnchor: now - 12 * HOUR,
+    currentPeriodStart: now - 12 * HOUR,
+    currentPeriodEnd: now + 12 * HOUR,
+    testClockId: null,
+    meters,
+    version: 1,
+    ...overrides,
+  };
+  const stub = env.USAGE_METER.get(env.USAGE_METER.idFromName(subscriptionId));
+  await stub.configure(config);
+  return { subscriptionId, stub, config };
+}
+
+const ev = (subscriptionId: string, meterId: string, quantity: number | string, extra: Record<string, unknown> = {}) => ({
+  subscriptionId,
+  meterId,
+  quantity,
+  timestamp: isoAt(Date.now() - 1000),
+  ...extra,
+});
+
+async function summary(subscriptionId: string, period = "current") {
+  const r = await api("GET", `/api/v1/usage/${subscriptionId}/summary?period=${encodeURIComponent(period)}`);
+  expect(r.status).toBe(200);
+  return r.body;
+}
+const meterOf = (s: any, id: string) => s.meters.find((m: any) => m.meterId === id);
+
+describe("POST /api/v1/usage", () => {
+  it("records the runbook's single event through a real subscription and an API key", async () => {
+    const sub = await createSubscription();
+    const { key } = await createApiKey();
+    const r = await api("POST", "/api/v1/usage", {
+      auth: `Bearer ${key}`,
+      body: { subscriptionId: sub.id, meterId: "api_calls", quantity: 1000, timestamp: isoAt(Date.now()), metadata: { endpoint: "/api/v1/products" } },
+    });
+    expect(r.status).toBe(202);
+    expect(r.body).toMatchObject({ accepted: 1, duplicates: 0, rejected: 0, results: [] });
+    const s = await summary(sub.id);
+    expect(meterOf(s, "api_calls")).toMatchObject({ value: "1000", eventCount: 1 });
+    // 1000 × 0.001 USD
+    expect(meterOf(s, "api_calls").price).toMatchObject({ amount: "1.00", amountMinor: 100, currency: "USD" });
+    expect(s.period.start).toBe(sub.currentPeriodStart);
+  });
+
+  it("counts a repeated eventId once, within a batch and across batches", async () => {
+    const { subscriptionId } = await configuredMeter();
+    const batch = { events: [ev(subscriptionId, "m_sum", 5, { eventId: "e1" }), ev(subscriptionId, "m_sum", 5, { eventId: "e1" }), ev(subscriptionId, "m_sum", 7, { eventId: "e2" })] };
+    const first = await api("POST", "/api/v1/usage", { body: batch });
+    expect(first.status).toBe(202);
+    expect(first.body).toMatchObject({ accepted: 2, duplicates: 1, rejected: 0 });
+    expect(first.body.results).toEqual([{ index: 1, eventId: "e1", status: "duplicate" }]);
+    const again = await api("POST", "/api/v1/usage", { body: batch });
+    expect(again.body).toMatchObject({ accepted: 0, duplicates: 3 });
+    expect(meterOf(await summary(subscriptionId), "m_sum")).toMatchObject({ value: "12", eventCount: 2 });
+  });
+
+  it("dedupes events without ids by Idempotency-Key and index", async () => {
+    const { subscriptionId } = await configuredMeter();
+    const body = { events: [ev(subscriptionId, "m_sum", 1), ev(subscriptionId, "m_sum", 2)] };
+    const a = await api("POST", "/api/v1/usage", { body, headers: { "idempotency-key": "batch-42" } });
+    const b = await api("POST", "/api/v1/usage", { body, headers: { "idempotency-key": "batch-42" } });
+    expect(a.body.accepted).toBe(2);
+    expect(b.body).toMatchObject({ accepted: 0, duplicates: 2 });
+    expect(meterOf(await summary(subscriptionId), "m_sum").value).toBe("3");
+  });
+
+  it("stores concurrent identical batches exactly once", async () => {
+    const { subscriptionId } = await configuredMeter();
+    const events = Array.from({ length: 50 }, (_, i) => ev(subscriptionId, "m_sum", "0.5", { eventId: `c${i}` }));
+    const results = await Promise.all(Array.from({ length: 5 }, () => api("POST", "/api/v1/usage", { body: { events } })));
+    expect(results.reduce((n, r) => n + r.body.accepted, 0)).toBe(50);
+    expect(results.reduce((n, r) => n + r.body.duplicates, 0)).toBe(200);
+    expect(meterOf(await summary(subscriptionId), "m_sum")).toMatchObject({ value: "25", eventCount: 50 });
+  });
+
+  it("aggregates exactly with every aggregation type", async () => {
+    const { subscriptionId } = await configuredMeter();
+    const t = Date.now() - 60_000;
+    const events = ["m_sum", "m_count", "m_max", "m_uniq", "m_latest"].flatMap((m) => [
+      ev(subscriptionId, m, 20, { timestamp: isoAt(t), metadata: { user: "u1" } }),
+      ev(subscriptionId, m, 10, { timestamp: isoAt(t + 1000), metadata: { user: "u1" } }),
+    ]);
+    // decimals stay exact: 0.1 + 0.2 is 0.3 here
+    events.push(ev(subscriptionId, "m_sum", "0.1"), ev(subscriptionId, "m_sum", 0.2));
+    const r = await api("POST", "/api/v1/usage", { body: { events } });
+    expect(r.body.accepted).toBe(12);
+    const s = await summary(subscriptionId);
+    expect(meterOf(s, "m_sum").value).toBe("30.3");
+    expect(meterOf(s, "m_count").value).toBe("2");
+    expect(meterOf(s, "m_max").value).toBe("20");
+    expect(meterOf(s, "m_uniq").value).toBe("1");
+    expect(meterOf(s, "m_latest").value).toBe("10");
+    expect(meterOf(s, "m_sum").price.amount).toBe("0.30");
+  });
+
+  it("takes latest by event time, not arrival order", async () => {
+    const { subscriptionId } = await configuredMeter();
+    const t = Date.now() - 60_000;
+    await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_latest", 10, { timestamp: isoAt(t + 1000) }) });
+    await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_latest", 20, { timestamp: isoAt(t) }) });
+    expect(meterOf(await summary(subscriptionId), "m_latest").value).toBe("10");
+  });
+
+  it("puts an event at exactly the period end into the next period", async () => {
+    const now = Date.now();
+    const end = now + 2 * 60_000;
+    const { subscriptionId } = await configuredMeter({ billingAnchor: end - DAY, currentPeriodStart: end - DAY, currentPeriodEnd: end });
+    const r = await api("POST", "/api/v1/usage", {
+      body: { events: [ev(subscriptionId, "m_sum", 1, { timestamp: isoAt(end - 1) }), ev(subscriptionId, "m_sum", 100, { timestamp: isoAt(end) })] },
+    });
+    expect(r.body.accepted).toBe(2);
+    const current = await summary(subscriptionId, "current");
+    expect(current.period).toEqual({ start: isoAt(end - DAY), end: isoAt(end) });
+    expect(meterOf(current, "m_sum").value).toBe("1");
+    const next = await summary(subscriptionId, isoAt(end));
+    expect(next.period).toEqual({ start: isoAt(end), end: isoAt(end + DAY) });
+    expect(meterOf(next, "m_sum").value).toBe("100");
+  });
+
+  it("accepts late events within the grace window and refuses them after it", async () => {
+    const now = Date.now();
+    // Current period started 30 min ago; the one before it ended then (inside the 1 h grace)...
+    const { subscriptionId } = await configuredMeter({ billingAnchor: now - 30 * 60_000, currentPeriodStart: now - DAY - 30 * 60_000, currentPeriodEnd: now - 30 * 60_000 });
+    const inGrace = await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 3, { timestamp: isoAt(now - 40 * 60_000) }) });
+    expect(inGrace.status).toBe(202);
+    // ...and one whose period ended 2 h ago is beyond it.
+    const old = await configuredMeter({ billingAnchor: now - 2 * HOUR, currentPeriodStart: now - DAY - 2 * HOUR, currentPeriodEnd: now - 2 * HOUR });
+    const late = await api("POST", "/api/v1/usage", { body: ev(old.subscriptionId, "m_sum", 3, { timestamp: isoAt(now - 3 * HOUR) }) });
+    expect(late.status).toBe(422);
+    expect(late.headers.get("content-type")).toContain("application/problem+json");
+    expect(late.body).toMatchObject({ reason: "period_closed", errors: [{ path: "timestamp" }] });
+  });
+
+  it("refuses events more than 5 minutes in the future", async () => {
+    const { subscriptionId } = await configuredMeter();
+    const r = await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 1, { timestamp: isoAt(Date.now() + 10 * 60_000) }) });
+    expect(r.status).toBe(422);
+    expect(r.body.reason).toBe("timestamp_in_future");
+    const ok = await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 1, { timestamp: isoAt(Date.now() + 60_000) }) });
+    expect(ok.status).toBe(202);
+  });
+
+  it("names every rejection reason per event and keeps the good events of a batch", async () => {
+    const { subscriptionId } = await configuredMeter();
+    const canceled = await configuredMeter({ status: "canceled" });
+    const r = await api("POST", "/api/v1/usage", {
+      body: {
+        events: [
+          ev(subscriptionId, "m_sum", 1),
+          ev("sub_does_not_exist", "m_sum", 1),
+          ev(canceled.subscriptionId, "m_sum", 1),
+          ev(subscriptionId, "no_such_meter", 1),
+          ev(subscriptionId, "m_sum", -5),
+          { subscriptionId, meterId: "m_sum", quantity: "Infinity" },
+          ev(subscriptionId, "m_uniq", 1),
+          { meterId: "m_sum", quantity: 1 },
+        ],
+      },
+    });
+    expect(r.status).toBe(207);
+    expect(r.body).toMatchObject({ accepted: 1, rejected: 7 });
+    const reasons = Object.fromEntries(r.body.results.map((x: any) => [x.index, x.reason]));
+    expect(reasons).toEqual({
+      1: "unknown_subscription",
+      2: "subscription_canceled",
+      3: "unknown_meter",
+      4: "invalid_event",
+      5: "invalid_event",
+      6: "missing_unique_field",
+      7: "invalid_event",
+    });
+    expect(r.body.results.find((x: any) => x.index === 4).detail).toContain("events.4.quantity: must not be negative");
+    expect(r.body.results.find((x: any) => x.index === 7).detail).toContain("events.7.subscriptionId");
+    expect(meterOf(await summary(subscriptionId), "m_sum").value).toBe("1");
+  });
+
+  it("answers 400 for a malformed body and 404 for an unknown subscription", async () => {
+    expect((await api("POST", "/api/v1/usage", { rawBody: "{oops" })).status).toBe(400);
+    const notArray = await api("POST", "/api/v1/usage", { body: { events: "x" } });
+    expect(notArray.status).toBe(400);
+    expect(notArray.body.errors[0].path).toBe("events");
+    const tooMany = await api("POST", "/api/v1/usage", { body: { events: Array.from({ length: 1001 }, () => ({})) } });
+    expect(tooMany.status).toBe(400);
+    const neg = await api("POST", "/api/v1/usage", { body: { subscriptionId: "sub_x", meterId: "m", quantity: -1 } });
+    expect(neg.status).toBe(400);
+    expect(neg.body.errors).toEqual([{ path: "quantity", message: "must not be negative" }]);
+    const unknown = await api("POST", "/api/v1/usage", { body: ev("sub_nope", "m_sum", 1) });
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.reason).toBe("unknown_subscription");
+  });
+
+  it("lets only usage:write keys and admin tokens ingest", async () => {
+    const { subscriptionId } = await configuredMeter();
+    const body = ev(subscriptionId, "m_sum", 1);
+    expect((await api("POST", "/api/v1/usage", { body, as: null })).status).toBe(401);
+    expect((await api("POST", "/api/v1/usage", { body, as: "viewer" })).status).toBe(403);
+    const readKey = await createApiKey(["usage:read"]);
+    expect((await api("POST", "/api/v1/usage", { body, auth: `Bearer ${readKey.key}` })).status).toBe(403);
+    const writeKey = await createApiKey(["usage:write"]);
+    expect((await api("POST", "/api/v1/usage", { body, auth: `Bearer ${writeKey.key}` })).status).toBe(202);
+    await api("DELETE", `/admin/api-keys/${writeKey.id}`);
+    expect((await api("POST", "/api/v1/usage", { body, auth: `Bearer ${writeKey.key}` })).status).toBe(401);
+  });
+});
+
+describe("usage summary pricing", () => {
+  it("prices graduated and volume tiers as Stripe's published example", async () => {
+    const tiers = [
+      { upTo: 5, unitAmount: "7" },
+      { upTo: 10, unitAmount: "6.50" },
+      { upTo: null, unitAmount: "6" },
+    ];
+    const customer = await createCustomer();
+    const plan = await createPlan({
+      prices: [
+        { type: "metered", meterId: "seats_g", pricingModel: "graduated", tiers },
+        { type: "metered", meterId: "seats_v", pricingModel: "volume", tiers },
+      ],
+    });
+    const sub = await createSubscription({ customerId: customer.id, planId: plan.id });
+    const now = { timestamp: isoAt(Date.now()) };
+    const first = await api("POST", "/api/v1/usage", { body: { events: [ev(sub.id, "seats_g", 6, now), ev(sub.id, "seats_v", 6, now)] } });
+    expect(first.status).toBe(202);
+    let s = await summary(sub.id);
+    expect(meterOf(s, "seats_g").price.amount).toBe("41.50");
+    expect(meterOf(s, "seats_v").price.amount).toBe("39.00");
+    expect(s.total).toEqual({ amount: "80.50", amountMinor: 8050, currency: "USD" });
+    await api("POST", "/api/v1/usage", { body: { events: [ev(sub.id, "seats_g", 14, now), ev(sub.id, "seats_v", 14, now)] } });
+    s = await summary(sub.id);
+    expect(meterOf(s, "seats_g").price.amount).toBe("127.50");
+    expect(meterOf(s, "seats_v").price.amount).toBe("120.00");
+    expect(meterOf(s, "seats_g").price.tiers).toHaveLength(3);
+  });
+
+  it("answers 404 for an unknown subscription and 400 for a bad period", async () => {
+    expect((await api("GET", "/api/v1/usage/sub_missing/summary")).status).toBe(404);
+    const { subscriptionId } = await configuredMeter();
+    expect((await api("GET", `/api/v1/usage/${subscriptionId}/summary?period=yesterday`)).status).toBe(400);
+  });
+});
+
+describe("POST /api/v1/usage/reset", () => {
+  it("zeroes the open period, keeps the events and audits who did it", async () => {
+    const { subscriptionId, stub } = await configuredMeter();
+    await api("POST", "/api/v1/usage", { body: { events: [ev(subscriptionId, "m_sum", 40), ev(subscriptionId, "m_uniq", 1, { metadata: { user: "a" } })] } });
+    const r = await api("POST", "/api/v1/usage/reset", { body: { subscriptionId, meterId: "m_sum", reason: "test data" } });
+    expect(r.status).toBe(200);
+    expect(r.body.before).toEqual({ value: "40", eventCount: 1 });
+    let s = await summary(subscriptionId);
+    expect(meterOf(s, "m_sum")).toMatchObject({ value: "0", eventCount: 0 });
+    expect(meterOf(s, "m_sum").resetAt).not.toBeNull();
+    expect(meterOf(s, "m_uniq").value).toBe("1");
+    await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 2) });
+    s = await summary(subscriptionId);
+    expect(meterOf(s, "m_sum").value).toBe("2");
+    const stored = await runInDurableObject(stub, (_i, state) => state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM events WHERE meter_id = 'm_sum'").one().n);
+    expect(stored).toBe(2);
+    const audit = await api("GET", `/api/v1/audit/search?action=usage.reset&target=${subscriptionId}`);
+    expect(audit.body.data).toHaveLength(1);
+    expect(audit.body.data[0]).toMatchObject({ actor: "test-admin", reason: "test data", before: { meterId: "m_sum", value: "40" } });
+  });
+
+  it("is admin only and names unknown meters and subscriptions", async () => {
+    const { subscriptionId } = await configuredMeter();
+    expect((await api("POST", "/api/v1/usage/reset", { as: "finance", body: { subscriptionId, meterId: "m_sum" } })).status).toBe(403);
+    const badMeter = await api("POST", "/api/v1/usage/reset", { body: { subscriptionId, meterId: "nope" } });
+    expect(badMeter.status).toBe(422);
+    expect(badMeter.body.errors[0].path).toBe("meterId");
+    expect((await api("POST", "/api/v1/usage/reset", { body: { subscriptionId: "sub_none", meterId: "m_sum" } })).status).toBe(404);
+  });
+});
+
+describe("UsageMeter durability and rollups", () => {
+  it("keeps its configuration, periods and aggregates across a restart", async () => {
+    const { subscriptionId, stub } = await configuredMeter();
+    await api("POST", "/api/v1/usage", { body: { events: [ev(subscriptionId, "m_sum", 4, { eventId: "r1" }), ev(subscriptionId, "m_uniq", 1, { metadata: { user: "x" } })] } });
+    // A fresh instance over the same storage is what the runtime builds after an eviction or restart.
+    const after = await runInDurableObject(stub, async (_instance, state) => {
+      const fresh = new UsageMeter(state, env);
+      await state.blockConcurrencyWhile(async () => {});
+      return {
+        summary: fresh.summary({ kind: "current" }, Date.now()),
+        dup: await fresh.ingest([{ index: 0, eventKey: "id:r1", eventId: "r1", meterId: "m_sum", quantity: "4", timestamp: Date.now(), metadata: null }], Date.now()),
+      };
+    });
+    expect(after.summary.ok && after.summary.meters.find((m) => m.meterId === "m_sum")?.value).toBe("4");
+    expect(after.dup[0]!.status).toBe("duplicate");
+  });
+
+  it("flushes aggregates to D1 on its alarm, matching the meter", async () => {
+    const { subscriptionId, stub } = await configuredMeter();
+    await api("POST", "/api/v1/usage", { body: { events: [ev(subscriptionId, "m_sum", "1.25"), ev(subscriptionId, "m_sum", 2), ev(subscriptionId, "m_max", 9)] } });
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    const rows = await env.DB.prepare("SELECT meter_id, value, event_count, closed FROM usage_rollups WHERE subscription_id = ? ORDER BY meter_id").bind(subscriptionId).all();
+    const s = await summary(subscriptionId);
+    expect(rows.results).toEqual([
+      { meter_id: "m_max", value: meterOf(s, "m_max").value, event_count: 1, closed: 0 },
+      { meter_id: "m_sum", value: meterOf(s, "m_sum").value, event_count: 2, closed: 0 },
+    ]);
+    expect(meterOf(s, "m_sum").value).toBe("3.25");
+  });
+
+  it("closes a period for invoicing: final figures in D1, later events refused", async () => {
+    const { subscriptionId, stub, config } = await configuredMeter();
+    await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 5) });
+    const closed = await stub.closePeriod(config.currentPeriodStart, Date.now());
+    expect(closed.ok && closed.meters.find((m) => m.meterId === "m_sum")?.value).toBe("5");
+    const row = await env.DB.prepare("SELECT value, closed FROM usage_rollups WHERE subscription_id = ? AND meter_id = 'm_sum'").bind(subscriptionId).first();
+    expect(row).toEqual({ value: "5", closed: 1 });
+    const late = await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 1) });
+    expect(late.status).toBe(422);
+    expect(late.body.reason).toBe("period_closed");
+  });
+
+  it("receives the subscription's state when the subscription is created", async () => {
+    const sub = await createSubscription();
+    const stub = env.USAGE_METER.get(env.USAGE_METER.idFromName(sub.id));
+    const config = await stub.getConfig();
+    expect(config).toMatchObject({ subscriptionId: sub.id, status: "active", currency: "USD", currentPeriodStart: Date.parse(sub.currentPeriodStart) });
+    expect(config!.meters.map((m) => m.meterId)).toEqual(["api_calls"]);
+    const row = await env.DB.prepare("SELECT meter_synced_version, config_version FROM subscriptions WHERE id = ?").bind(sub.id).first();
+    expect(row).toEqual({ meter_synced_version: 1, config_version: 1 });
+  });
+});
