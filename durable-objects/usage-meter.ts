@@ -24,6 +24,7 @@ export const DEDUP_RETENTION_MS = 40 * 86_400_000;
 export const ROLLUP_DELAY_MS = 10_000;
 
 type Period = { start: number; end: number; closedAt: number | null };
+type Touched = { meterId: string; period: { start: number; end: number }; state: AggregateState; resetAt: number | null };
 type AggRow = {
   meter_id: string;
   period_start: number;
@@ -162,18 +163,27 @@ export class UsageMeter extends DurableObject<Env> {
 
   /** Decides accept / duplicate / reject for each event and stores the accepted ones, all in one transaction. */
   async ingest(events: IngestEvent[], now: number): Promise<IngestOutcome[]> {
-    const outcomes = this.ctx.storage.transactionSync(() => events.map((e) => this.ingestOne(e, now)));
-    if (outcomes.some((o) => o.status === "accepted")) await this.scheduleFlush(now);
+    const touched = new Map<string, Touched>();
+    const outcomes = this.ctx.storage.transactionSync(() => {
+      const out = events.map((e) => this.ingestOne(e, now, touched));
+      // One aggregate write per meter and period touched, not one per event.
+      for (const t of touched.values()) this.saveAggregate(t.meterId, t.period, t.state, t.resetAt);
+      return out;
+    });
+    if (touched.size) await this.scheduleFlush(now);
     return outcomes;
   }
 
-  private ingestOne(e: IngestEvent, now: number): IngestOutcome {
-    const reject = (reason: RejectReason, detail: string): IngestOutcome => ({ index: e.index, eventId: e.eventId, status: "rejected", reason, detail });
+  private isDuplicate(eventKey: string): boolean {
+    return this.sql.exec("SELECT 1 FROM events WHERE event_key = ?", eventKey).toArray().length > 0;
+  }
+
+  private ingestOne(e: IngestEvent, now: number, touched: Map<string, Touched>): IngestOutcome {
+    // A retried event that was stored before is a duplicate even if it would be refused now (e.g. late).
+    const reject = (reason: RejectReason, detail: string): IngestOutcome =>
+      this.isDuplicate(e.eventKey) ? { index: e.index, eventId: e.eventId, status: "duplicate" } : { index: e.index, eventId: e.eventId, status: "rejected", reason, detail };
     const c = this.config;
-    if (!c) return reject("unknown_subscription", "no such subscription");
-    if (this.sql.exec("SELECT 1 FROM events WHERE event_key = ?", e.eventKey).toArray().length) {
-      return { index: e.index, eventId: e.eventId, status: "duplicate" };
-    }
+    if (!c) return { index: e.index, eventId: e.eventId, status: "rejected", reason: "unknown_subscription", detail: "no such subscription" };
     if (c.status === "canceled") return reject("subscription_canceled", "the subscription is canceled");
     if (c.status === "paused") return reject("subscription_paused", "the subscription is paused and not billed");
     const meter = c.meters.find((m) => m.meterId === e.meterId);
@@ -196,9 +206,8 @@ export class UsageMeter extends DurableObject<Env> {
     const quantity = parseDecimal(e.quantity);
     if (!quantity.ok) return reject("invalid_quantity", `quantity ${quantity.error}`);
 
-    if (!period.known) this.rememberPeriod(period.start, period.end);
-    this.sql.exec(
-      "INSERT INTO events (event_key, meter_id, period_start, quantity, ts, received_at, unique_value, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    const inserted = this.sql.exec(
+      "INSERT OR IGNORE INTO events (event_key, meter_id, period_start, quantity, ts, received_at, unique_value, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
       e.eventKey,
       e.meterId,
       period.start,
@@ -208,20 +217,32 @@ export class UsageMeter extends DurableObject<Env> {
       uniqueValue,
       e.metadata ? JSON.stringify(e.metadata) : null,
     );
+    inserted.toArray();
+    if (inserted.rowsWritten === 0) return { index: e.index, eventId: e.eventId, status: "duplicate" };
+    if (!period.known) this.rememberPeriod(period.start, period.end);
     let isNewUnique = false;
     if (uniqueValue !== null) {
       const cursor = this.sql.exec("INSERT OR IGNORE INTO uniques (meter_id, period_start, value) VALUES (?, ?, ?)", e.meterId, period.start, uniqueValue);
       cursor.toArray();
       isNewUnique = cursor.rowsWritten > 0;
     }
-    const row = this.loadAggregate(e.meterId, period.start);
-    const next = applyEvent(row ? toState(row) : emptyAggregate(), quantity.value, e.timestamp, isNewUnique);
-    this.saveAggregate(e.meterId, period, next, row?.reset_at ?? null);
+    const key = `${e.meterId}\u0000${period.start}`;
+    let t = touched.get(key);
+    if (!t) {
+      const row = this.loadAggregate(e.meterId, period.start);
+      t = { meterId: e.meterId, period: { start: period.start, end: period.end }, state: row ? toState(row) : emptyAggregate(), resetAt: row?.reset_at ?? null };
+      touched.set(key, t);
+    }
+    t.state = applyEvent(t.state, quantity.value, e.timestamp, isNewUnique);
     return { index: e.index, eventId: e.eventId, status: "accepted", periodStart: period.start };
   }
 
+  private flushScheduled = false;
+
   private async scheduleFlush(now: number) {
+    if (this.flushScheduled) return;
     if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(now + ROLLUP_DELAY_MS);
+    this.flushScheduled = true;
   }
 
   private aggregateOf(meterId: string, aggregation: MeterConfig["meters"][number]["aggregation"], period: { start: number; end: number; closedAt: number | null }): MeterAggregate {
@@ -345,9 +366,13 @@ export class UsageMeter extends DurableObject<Env> {
   /** Rollup flush and dedup-window housekeeping. */
   override async alarm(): Promise<void> {
     const now = Date.now();
+    this.flushScheduled = false;
     await this.flush(now);
     this.sql.exec("DELETE FROM events WHERE received_at < ?", now - DEDUP_RETENTION_MS);
     const pending = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM aggregates WHERE rev > flushed_rev").one().n;
-    if (pending > 0) await this.ctx.storage.setAlarm(now + ROLLUP_DELAY_MS);
+    if (pending > 0) {
+      await this.ctx.storage.setAlarm(now + ROLLUP_DELAY_MS);
+      this.flushScheduled = true;
+    }
   }
 }
