@@ -16,7 +16,7 @@ import type {
   SummaryOutcome,
 } from "../src/modules/usage/meter-types";
 
-/** Future events are refused beyond this skew. */
+/** Clock skew tolerated: future events beyond it are refused; events this much before the first period join it. */
 export const MAX_FUTURE_MS = 5 * 60_000;
 /** Event ids are remembered at least this long (the issue asks for 35 days). */
 export const DEDUP_RETENTION_MS = 40 * 86_400_000;
@@ -126,6 +126,9 @@ export class UsageMeter extends DurableObject<Env> {
       const p = this.periods[i]!;
       if (ts >= p.start && ts < p.end) return { ...p, known: true };
     }
+    const first = this.periods[0];
+    // Clock skew: an event stamped moments before the subscription began belongs to its first period.
+    if (first && ts < first.start && ts >= first.start - MAX_FUTURE_MS) return { ...first, known: true };
     const last = this.periods[this.periods.length - 1];
     const c = this.config!;
     if (!last || ts < last.end) return null;

@@ -162,6 +162,17 @@ describe("POST /api/v1/usage", () => {
     expect(late.body).toMatchObject({ reason: "period_closed", errors: [{ path: "timestamp" }] });
   });
 
+  it("attributes events stamped moments before the subscription began to its first period", async () => {
+    const now = Date.now();
+    const { subscriptionId } = await configuredMeter({ billingAnchor: now, currentPeriodStart: now, currentPeriodEnd: now + DAY });
+    const skewed = await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 2, { timestamp: isoAt(now - 2000) }) });
+    expect(skewed.status).toBe(202);
+    const before = await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 2, { timestamp: isoAt(now - 10 * 60_000) }) });
+    expect(before.status).toBe(422);
+    expect(before.body.reason).toBe("before_subscription_start");
+    expect(meterOf(await summary(subscriptionId), "m_sum").value).toBe("2");
+  });
+
   it("refuses events more than 5 minutes in the future", async () => {
     const { subscriptionId } = await configuredMeter();
     const r = await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 1, { timestamp: isoAt(Date.now() + 10 * 60_000) }) });
