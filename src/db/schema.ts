@@ -82,6 +82,19 @@ export const subscriptions = sqliteTable(
     pausedUntil: integer("paused_until"),
     testClockId: text("test_clock_id"),
     metadata: text("metadata", { mode: "json" }).$type<Record<string, string>>().notNull().default(sql`'{}'`),
+    pauseReason: text("pause_reason"),
+    cancelReason: text("cancel_reason"),
+    cancelFeedback: text("cancel_feedback"),
+    endedAt: integer("ended_at"),
+    trialConvertedAt: integer("trial_converted_at"),
+    /** A plan change scheduled for `pendingChangeAt` (the next billing cycle or a given date). */
+    pendingPlanId: text("pending_plan_id"),
+    pendingPlanVersion: integer("pending_plan_version"),
+    pendingQuantity: integer("pending_quantity"),
+    pendingChangeAt: integer("pending_change_at"),
+    pendingProrate: integer("pending_prorate", { mode: "boolean" }),
+    /** Percentage off every invoice line before tax, as a decimal string ("10" = 10 %). */
+    discountPercent: text("discount_percent"),
     /** Bumped on every change; the usage meter acknowledges the version it holds. */
     configVersion: integer("config_version").notNull().default(1),
     meterSyncedVersion: integer("meter_synced_version").notNull().default(0),
@@ -192,4 +205,147 @@ export const deadLetters = sqliteTable(
     replayedAt: integer("replayed_at"),
   },
   (t) => [uniqueIndex("dead_letters_message_idx").on(t.messageId), index("dead_letters_received_idx").on(t.receivedAt)],
+);
+
+export const testClocks = sqliteTable("test_clocks", {
+  id: text("id").primaryKey(),
+  name: text("name"),
+  frozenTime: integer("frozen_time").notNull(),
+  status: text("status", { enum: ["ready", "advancing"] }).notNull(),
+  createdAt: integer("created_at").notNull(),
+  updatedAt: integer("updated_at").notNull(),
+});
+
+/** Tax rate history: the rate in force at an instant is the latest `effectiveFrom` at or before it. */
+export const taxRates = sqliteTable(
+  "tax_rates",
+  {
+    id: text("id").primaryKey(),
+    jurisdiction: text("jurisdiction").notNull(),
+    /** Decimal fraction, e.g. "0.08875". */
+    rate: text("rate").notNull(),
+    effectiveFrom: integer("effective_from").notNull(),
+    createdBy: text("created_by").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [uniqueIndex("tax_rates_jurisdiction_from_idx").on(t.jurisdiction, t.effectiveFrom)],
+);
+
+export const invoiceStatuses = ["draft", "open", "paid", "void", "uncollectible"] as const;
+export type InvoiceStatus = (typeof invoiceStatuses)[number];
+
+export const invoices = sqliteTable(
+  "invoices",
+  {
+    id: text("id").primaryKey(),
+    /** Assigned at finalization, gap-free per year: INV-2026-000001. */
+    number: text("number"),
+    customerId: text("customer_id").notNull(),
+    subscriptionId: text("subscription_id"),
+    status: text("status", { enum: invoiceStatuses }).notNull(),
+    billingReason: text("billing_reason", { enum: ["subscription_create", "subscription_cycle", "subscription_update", "manual"] }).notNull(),
+    currency: text("currency").notNull(),
+    periodStart: integer("period_start").notNull(),
+    periodEnd: integer("period_end").notNull(),
+    subtotal: integer("subtotal").notNull(),
+    discount: integer("discount").notNull(),
+    tax: integer("tax").notNull(),
+    total: integer("total").notNull(),
+    amountPaid: integer("amount_paid").notNull().default(0),
+    amountDue: integer("amount_due").notNull(),
+    taxJurisdiction: text("tax_jurisdiction"),
+    taxRate: text("tax_rate"),
+    dueAt: integer("due_at"),
+    finalizedAt: integer("finalized_at"),
+    paidAt: integer("paid_at"),
+    voidedAt: integer("voided_at"),
+    voidReason: text("void_reason"),
+    /** Collection attempts so far and the last failure, for retry-failed. */
+    attemptCount: integer("attempt_count").notNull().default(0),
+    lastError: text("last_error"),
+    /** Makes generation idempotent: one invoice per subscription, reason and period. */
+    generationKey: text("generation_key").notNull(),
+    archiveKey: text("archive_key"),
+    archivedAt: integer("archived_at"),
+    testClockId: text("test_clock_id"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    uniqueIndex("invoices_generation_idx").on(t.generationKey),
+    uniqueIndex("invoices_number_idx").on(t.number),
+    index("invoices_customer_idx").on(t.customerId, t.createdAt),
+    index("invoices_subscription_idx").on(t.subscriptionId, t.createdAt),
+    index("invoices_status_idx").on(t.status, t.createdAt),
+    index("invoices_created_idx").on(t.createdAt, t.id),
+  ],
+);
+
+export const invoiceLines = sqliteTable(
+  "invoice_lines",
+  {
+    id: text("id").primaryKey(),
+    invoiceId: text("invoice_id").notNull().references(() => invoices.id),
+    position: integer("position").notNull(),
+    kind: text("kind", { enum: ["flat", "usage", "proration", "discount"] }).notNull(),
+    description: text("description").notNull(),
+    priceId: text("price_id"),
+    meterId: text("meter_id"),
+    /** Exact decimal strings. */
+    quantity: text("quantity").notNull(),
+    unitAmount: text("unit_amount"),
+    /** Minor units, rounded once, half away from zero; negative for credits. */
+    amount: integer("amount").notNull(),
+    discountAmount: integer("discount_amount").notNull().default(0),
+    taxAmount: integer("tax_amount").notNull().default(0),
+    periodStart: integer("period_start").notNull(),
+    periodEnd: integer("period_end").notNull(),
+    /** How the amount was computed, in words. */
+    computation: text("computation").notNull(),
+  },
+  (t) => [index("invoice_lines_invoice_idx").on(t.invoiceId, t.position)],
+);
+
+/** Gap-free invoice numbers: the counter moves in the same batch as the finalization. */
+export const invoiceNumberSequences = sqliteTable("invoice_number_sequences", {
+  year: integer("year").primaryKey(),
+  lastNumber: integer("last_number").notNull(),
+});
+
+/** Charges and credits waiting for the subscription's next invoice (e.g. prorations). */
+export const pendingItems = sqliteTable(
+  "pending_items",
+  {
+    id: text("id").primaryKey(),
+    subscriptionId: text("subscription_id").notNull(),
+    customerId: text("customer_id").notNull(),
+    currency: text("currency").notNull(),
+    kind: text("kind", { enum: ["proration"] }).notNull(),
+    description: text("description").notNull(),
+    amount: integer("amount").notNull(),
+    periodStart: integer("period_start").notNull(),
+    periodEnd: integer("period_end").notNull(),
+    computation: text("computation").notNull(),
+    invoiceId: text("invoice_id"),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [index("pending_items_subscription_idx").on(t.subscriptionId, t.invoiceId)],
+);
+
+/** Outbound notifications (reminders, dunning), sent by the webhooks queue; one per dedupe key. */
+export const notifications = sqliteTable(
+  "notifications",
+  {
+    id: text("id").primaryKey(),
+    kind: text("kind").notNull(),
+    customerId: text("customer_id").notNull(),
+    invoiceId: text("invoice_id"),
+    template: text("template").notNull(),
+    payload: text("payload", { mode: "json" }).$type<Record<string, unknown>>().notNull(),
+    dedupeKey: text("dedupe_key").notNull(),
+    status: text("status", { enum: ["queued", "sent", "failed"] }).notNull(),
+    createdAt: integer("created_at").notNull(),
+    sentAt: integer("sent_at"),
+  },
+  (t) => [uniqueIndex("notifications_dedupe_idx").on(t.dedupeKey), index("notifications_invoice_idx").on(t.invoiceId)],
 );

@@ -1,0 +1,108 @@
+import { z } from "@hono/zod-openapi";
+import { invoiceLines, invoiceStatuses, invoices } from "../../db/schema";
+import { formatMinor } from "../../domain/money";
+import { iso } from "../../lib/time";
+
+type InvoiceRow = typeof invoices.$inferSelect;
+type LineRow = typeof invoiceLines.$inferSelect;
+
+const MoneyOut = z.object({ amount: z.string(), amountMinor: z.number().int() });
+const mo = (minor: number, currency: string) => ({ amount: formatMinor(minor, currency), amountMinor: minor });
+
+export const InvoiceLine = z
+  .object({
+    id: z.string(),
+    kind: z.enum(["flat", "usage", "proration", "discount"]),
+    description: z.string(),
+    priceId: z.string().nullable(),
+    meterId: z.string().nullable(),
+    quantity: z.string(),
+    unitAmount: z.string().nullable(),
+    amount: MoneyOut,
+    discount: MoneyOut,
+    tax: MoneyOut,
+    period: z.object({ start: z.string(), end: z.string() }),
+    computation: z.string(),
+  })
+  .openapi("InvoiceLine");
+
+export const Invoice = z
+  .object({
+    id: z.string(),
+    number: z.string().nullable(),
+    customerId: z.string(),
+    subscriptionId: z.string().nullable(),
+    status: z.enum(invoiceStatuses),
+    billingReason: z.string(),
+    currency: z.string(),
+    period: z.object({ start: z.string(), end: z.string() }),
+    subtotal: MoneyOut,
+    discount: MoneyOut,
+    tax: MoneyOut,
+    total: MoneyOut,
+    amountPaid: MoneyOut,
+    amountDue: MoneyOut,
+    taxJurisdiction: z.string().nullable(),
+    taxRate: z.string().nullable(),
+    dueAt: z.string().nullable(),
+    finalizedAt: z.string().nullable(),
+    paidAt: z.string().nullable(),
+    voidedAt: z.string().nullable(),
+    voidReason: z.string().nullable(),
+    attemptCount: z.number().int(),
+    lastError: z.string().nullable(),
+    archived: z.boolean(),
+    createdAt: z.string(),
+    lines: z.array(InvoiceLine).optional(),
+  })
+  .openapi("Invoice");
+
+export function toInvoiceLine(l: LineRow, currency: string): z.infer<typeof InvoiceLine> {
+  return {
+    id: l.id,
+    kind: l.kind,
+    description: l.description,
+    priceId: l.priceId,
+    meterId: l.meterId,
+    quantity: l.quantity,
+    unitAmount: l.unitAmount,
+    amount: mo(l.amount, currency),
+    discount: mo(l.discountAmount, currency),
+    tax: mo(l.taxAmount, currency),
+    period: { start: iso(l.periodStart), end: iso(l.periodEnd) },
+    computation: l.computation,
+  };
+}
+
+/** API shape of an invoice; `lines` only when given (lists leave them out). */
+export function toInvoice(r: InvoiceRow, lines?: LineRow[]): z.infer<typeof Invoice> {
+  const c = r.currency;
+  return {
+    id: r.id,
+    number: r.number,
+    customerId: r.customerId,
+    subscriptionId: r.subscriptionId,
+    status: r.status,
+    billingReason: r.billingReason,
+    currency: c,
+    period: { start: iso(r.periodStart), end: iso(r.periodEnd) },
+    subtotal: mo(r.subtotal, c),
+    discount: mo(r.discount, c),
+    tax: mo(r.tax, c),
+    total: mo(r.total, c),
+    amountPaid: mo(r.amountPaid, c),
+    amountDue: mo(r.amountDue, c),
+    taxJurisdiction: r.taxJurisdiction,
+    taxRate: r.taxRate,
+    dueAt: iso(r.dueAt),
+    finalizedAt: iso(r.finalizedAt),
+    paidAt: iso(r.paidAt),
+    voidedAt: iso(r.voidedAt),
+    voidReason: r.voidReason,
+    attemptCount: r.attemptCount,
+    lastError: r.lastError,
+    archived: r.archiveKey !== null,
+    createdAt: iso(r.createdAt),
+    ...(lines ? { lines: [...lines].sort((a, b) => a.position - b.position).map((l) => toInvoiceLine(l, c)) } : {}),
+  };
+}
