@@ -12,3 +12,9 @@ export function isAssertionFailure(e: unknown): boolean {
   const text = `${String(e)} ${String((e as { cause?: unknown })?.cause ?? "")}`;
   return text.includes(ASSERTION_FAILED) || text.includes("CHECK constraint failed");
 }
+
+/** True when `e` (or its cause) is a UNIQUE / PRIMARY KEY violation, optionally on `column` ("table.column"). */
+export function isUniqueViolation(e: unknown, column?: string): boolean {
+  const text = `${String(e)} ${String((e as { cause?: unknown })?.cause ?? "")}`;
+  return text.includes("UNIQUE constraint failed") && (column === undefined || text.includes(column));
+}

@@ -51,7 +51,13 @@ export function problemResponse(c: Context<HonoEnv>, e: ApiError): Response {
   };
   return new Response(JSON.stringify(body), {
     status,
-    headers: { "content-type": "application/problem+json", "x-request-id": c.get("requestId") ?? "", ...e.headers },
+    headers: {
+      "content-type": "application/problem+json",
+      "x-request-id": c.get("requestId") ?? "",
+      // RFC 9110 §15.5.2: every 401 carries a challenge, whatever rejected the credential.
+      ...(status === 401 ? { "www-authenticate": "Bearer" } : {}),
+      ...e.headers,
+    },
   });
 }
 

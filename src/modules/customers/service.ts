@@ -4,7 +4,7 @@ import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../db/audit";
 import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
 import { customers } from "../../db/schema";
-import { assertChanged, isAssertionFailure } from "../../db/assert";
+import { assertChanged, isAssertionFailure, isUniqueViolation } from "../../db/assert";
 import { ApiError, notFound } from "../../http/problem";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
@@ -50,7 +50,13 @@ export async function createCustomer(db: Db, input: z.infer<typeof CreateCustome
     createdAt: ctx.now,
     updatedAt: ctx.now,
   };
-  await commitWithAudit(db, [db.insert(customers).values(row)], [{ action: "customer.created", targetType: "customer", targetId: id, after: toCustomer(row) }], ctx);
+  try {
+    await commitWithAudit(db, [db.insert(customers).values(row)], [{ action: "customer.created", targetType: "customer", targetId: id, after: toCustomer(row) }], ctx);
+  } catch (e) {
+    // A concurrent request with the same client-supplied id won the insert.
+    if (isUniqueViolation(e, "customers.id")) throw new ApiError("conflict", `customer ${id} already exists`, [{ path: "id", message: "already exists" }]);
+    throw e;
+  }
   return toCustomer(row);
 }
 

@@ -7,6 +7,7 @@ import { plans, type StoredMeteredPrice, type StoredPrice } from "../../db/schem
 import { formatMinor, toMinor } from "../../domain/money";
 import { parseDecimal } from "../../domain/decimal";
 import { validatePricing } from "../../domain/pricing";
+import { isUniqueViolation } from "../../db/assert";
 import { ApiError, invalid, notFound, type FieldError } from "../../http/problem";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
@@ -93,7 +94,13 @@ export async function createPlan(db: Db, input: z.infer<typeof CreatePlan>, ctx:
     ]);
   }
   const row: Row = { id, version: 1, isLatest: true, name: input.name, currency: input.currency, interval: input.interval, intervalCount: input.intervalCount, trialDays: input.trialDays, prices, metadata: input.metadata ?? {}, createdAt: ctx.now };
-  await commitWithAudit(db, [db.insert(plans).values(row)], [{ action: "plan.created", targetType: "plan", targetId: id, after: toPlan(row) }], ctx);
+  try {
+    await commitWithAudit(db, [db.insert(plans).values(row)], [{ action: "plan.created", targetType: "plan", targetId: id, after: toPlan(row) }], ctx);
+  } catch (e) {
+    // A concurrent request with the same client-supplied id won the insert.
+    if (isUniqueViolation(e, "plans.id")) throw new ApiError("conflict", `plan ${id} already exists`, [{ path: "id", message: "already exists" }]);
+    throw e;
+  }
   return toPlan(row);
 }
 
