@@ -15,6 +15,7 @@ import { apiKeyRoutes } from "./modules/admin/api-keys";
 import { auditRoutes } from "./modules/audit/routes";
 import { docsRoutes } from "./modules/docs";
 import { usageRoutes } from "./modules/usage/routes";
+import { taxRoutes } from "./modules/tax/routes";
 
 export const MAX_BODY_BYTES = 2 * 1024 * 1024;
 
@@ -54,6 +55,7 @@ export function createApp() {
   app.route("/api/v1/subscriptions", subscriptionRoutes);
   app.route("/api/v1/usage", usageRoutes);
   app.route("/api/v1/audit", auditRoutes);
+  app.route("/api/v1/tax", taxRoutes);
   app.route("/admin/api-keys", apiKeyRoutes);
   app.route("/docs", docsRoutes);
 

@@ -320,7 +320,7 @@ export const pendingItems = sqliteTable(
     subscriptionId: text("subscription_id").notNull(),
     customerId: text("customer_id").notNull(),
     currency: text("currency").notNull(),
-    kind: text("kind", { enum: ["proration"] }).notNull(),
+    kind: text("kind", { enum: ["proration", "usage", "credit"] }).notNull(),
     description: text("description").notNull(),
     amount: integer("amount").notNull(),
     periodStart: integer("period_start").notNull(),

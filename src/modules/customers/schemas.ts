@@ -32,6 +32,7 @@ export const CreateCustomer = z
     id: z.string().regex(/^cus_[A-Za-z0-9_]{1,60}$/, "must look like cus_…").optional(),
     ...CustomerFields,
     currency: CustomerFields.currency.default("USD"),
+    testClockId: z.string().optional().openapi({ description: "Put the customer (and its subscriptions) on a test clock" }),
   })
   .openapi("CreateCustomer");
 
@@ -48,6 +49,7 @@ export const Customer = z
     taxExempt: z.boolean(),
     taxCertificate: z.object({ id: z.string(), expiresAt: z.string().nullable() }).nullable(),
     metadata: z.record(z.string(), z.string()),
+    testClockId: z.string().nullable(),
     createdAt: z.string(),
     updatedAt: z.string(),
   })

@@ -3,9 +3,9 @@ import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../db/audit";
 import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
-import { customers } from "../../db/schema";
+import { customers, testClocks } from "../../db/schema";
 import { assertChanged, isAssertionFailure, isUniqueViolation } from "../../db/assert";
-import { ApiError, notFound } from "../../http/problem";
+import { ApiError, invalid, notFound } from "../../http/problem";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import type { CreateCustomer, Customer, UpdateCustomer } from "./schemas";
@@ -23,6 +23,7 @@ export function toCustomer(r: Row): z.infer<typeof Customer> {
     taxExempt: r.taxExempt,
     taxCertificate: r.taxCertificateId ? { id: r.taxCertificateId, expiresAt: iso(r.taxCertificateExpiresAt) } : null,
     metadata: r.metadata,
+    testClockId: r.testClockId,
     createdAt: iso(r.createdAt),
     updatedAt: iso(r.updatedAt),
   };
@@ -35,6 +36,9 @@ export async function createCustomer(db: Db, input: z.infer<typeof CreateCustome
   if (input.id && (await db.select({ id: customers.id }).from(customers).where(eq(customers.id, id)).get())) {
     throw new ApiError("conflict", `customer ${id} already exists`, [{ path: "id", message: "already exists" }]);
   }
+  if (input.testClockId && !(await db.select({ id: testClocks.id }).from(testClocks).where(eq(testClocks.id, input.testClockId)).get())) {
+    throw invalid([{ path: "testClockId", message: `test clock ${input.testClockId} does not exist` }]);
+  }
   const row: Row = {
     id,
     email: input.email,
@@ -46,7 +50,7 @@ export async function createCustomer(db: Db, input: z.infer<typeof CreateCustome
     taxCertificateId: input.taxCertificate?.id ?? null,
     taxCertificateExpiresAt: ms(input.taxCertificate?.expiresAt),
     metadata: input.metadata ?? {},
-    testClockId: null,
+    testClockId: input.testClockId ?? null,
     createdAt: ctx.now,
     updatedAt: ctx.now,
   };

@@ -11,6 +11,12 @@ export const CreateSubscription = z
     billingAnchor: z.iso.datetime({ offset: true }).optional().openapi({ description: "Renewal anchor (ISO-8601); defaults to the start (or trial end)" }),
     paymentMethod: z.string().max(100).optional().openapi({ example: "pm_card_visa" }),
     metadata: Metadata.optional(),
+    testClockId: z.string().optional().openapi({ description: "Must be the customer's test clock, if given" }),
+    discountPercent: z
+      .union([z.string(), z.number()])
+      .transform(String)
+      .optional()
+      .openapi({ type: "string", example: "10", description: "Percentage off every invoice line before tax" }),
   })
   .openapi("CreateSubscription");
 
@@ -31,6 +37,13 @@ export const Subscription = z
     cancelAtPeriodEnd: z.boolean(),
     canceledAt: z.string().nullable(),
     pausedUntil: z.string().nullable(),
+    pauseReason: z.string().nullable(),
+    cancelReason: z.string().nullable(),
+    cancelFeedback: z.string().nullable(),
+    endedAt: z.string().nullable(),
+    discountPercent: z.string().nullable(),
+    pendingChange: z.object({ planId: z.string(), planVersion: z.number().int(), quantity: z.number().int(), effectiveAt: z.string() }).nullable(),
+    testClockId: z.string().nullable(),
     metadata: z.record(z.string(), z.string()),
     createdAt: z.string(),
   })

@@ -1,11 +1,17 @@
 import { and, eq } from "drizzle-orm";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
+import type { BatchItem } from "drizzle-orm/batch";
+import { commitWithAudit, type AuditContext, type AuditEntry } from "../../db/audit";
+import { billingLines } from "../../domain/invoice";
+import { asPrices, buildDraftInvoice } from "../billing/invoice-builder";
+import { finalizeInvoice } from "../billing/finalize";
+import { nowFor } from "../test-clocks/time";
 import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
 import { subscriptions, type SubscriptionStatus } from "../../db/schema";
 import { periodAt } from "../../domain/periods";
-import { invalid, notFound } from "../../http/problem";
+import { ONE, parseDecimal } from "../../domain/decimal";
+import { ApiError, invalid, notFound } from "../../http/problem";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import { getCustomerRow } from "../customers/service";
@@ -33,6 +39,16 @@ export function toSubscription(r: Row): z.infer<typeof Subscription> {
     cancelAtPeriodEnd: r.cancelAtPeriodEnd,
     canceledAt: iso(r.canceledAt),
     pausedUntil: iso(r.pausedUntil),
+    pauseReason: r.pauseReason,
+    cancelReason: r.cancelReason,
+    cancelFeedback: r.cancelFeedback,
+    endedAt: iso(r.endedAt),
+    discountPercent: r.discountPercent,
+    pendingChange:
+      r.pendingPlanId && r.pendingChangeAt !== null
+        ? { planId: r.pendingPlanId, planVersion: r.pendingPlanVersion ?? 1, quantity: r.pendingQuantity ?? r.quantity, effectiveAt: iso(r.pendingChangeAt) }
+        : null,
+    testClockId: r.testClockId,
     metadata: r.metadata,
     createdAt: iso(r.createdAt),
   };
@@ -43,16 +59,23 @@ export function toSubscription(r: Row): z.infer<typeof Subscription> {
  * and the billing anchor defaults to its end; otherwise periods follow the anchor (default: now).
  */
 export async function createSubscription(env: Env, db: Db, input: z.infer<typeof CreateSubscription>, ctx: AuditContext) {
-  const customer = await getCustomerRow(db, input.customerId).catch(() => {
-    throw invalid([{ path: "customerId", message: `customer ${input.customerId} does not exist` }]);
+  // Only "does not exist" is the client's fault; any other failure (D1 down) stays a 5xx.
+  const customer = await getCustomerRow(db, input.customerId).catch((e: unknown) => {
+    if (e instanceof ApiError && e.kind === "not_found") throw invalid([{ path: "customerId", message: `customer ${input.customerId} does not exist` }]);
+    throw e;
   });
-  const plan = await getPlanRow(db, input.planId).catch(() => {
-    throw invalid([{ path: "planId", message: `plan ${input.planId} does not exist` }]);
+  const plan = await getPlanRow(db, input.planId).catch((e: unknown) => {
+    if (e instanceof ApiError && e.kind === "not_found") throw invalid([{ path: "planId", message: `plan ${input.planId} does not exist` }]);
+    throw e;
   });
   if (plan.currency !== customer.currency) {
     throw invalid([{ path: "planId", message: `plan is billed in ${plan.currency} but the customer pays in ${customer.currency}` }]);
   }
-  const now = ctx.now;
+  if (input.testClockId !== undefined && input.testClockId !== customer.testClockId) {
+    throw invalid([{ path: "testClockId", message: "must be the customer's test clock (subscriptions live on their customer's clock)" }]);
+  }
+  // On a test clock, "now" is the clock's frozen time.
+  const now = await nowFor(db, customer.testClockId, ctx.now);
   const trialDays = input.trialDays ?? plan.trialDays;
   const trialEnd = trialDays > 0 ? now + trialDays * DAY_MS : null;
   const anchor = input.billingAnchor ? Date.parse(input.billingAnchor) : (trialEnd ?? now);
@@ -63,8 +86,13 @@ export async function createSubscription(env: Env, db: Db, input: z.infer<typeof
     end = trialEnd;
   } else {
     const p = periodAt(anchor, plan.interval, plan.intervalCount, now);
-    start = p.start;
+    // An anchor off today's grid makes the first period a partial one: it never starts before the subscription.
+    start = Math.max(p.start, now);
     end = p.end;
+  }
+  if (input.discountPercent !== undefined) {
+    const pct = parseDecimal(input.discountPercent, 4);
+    if (!pct.ok || pct.value < 0n || pct.value > 100n * ONE) throw invalid([{ path: "discountPercent", message: "must be a percentage between 0 and 100 with at most 4 decimals" }]);
   }
   const status: SubscriptionStatus = trialEnd !== null ? "trialing" : "active";
   const row: Row = {
@@ -95,19 +123,30 @@ export async function createSubscription(env: Env, db: Db, input: z.infer<typeof
     pendingQuantity: null,
     pendingChangeAt: null,
     pendingProrate: null,
-    discountPercent: null,
+    discountPercent: input.discountPercent ?? null,
     configVersion: 1,
     meterSyncedVersion: 0,
     createdAt: now,
     updatedAt: now,
   };
-  await commitWithAudit(
-    db,
-    [db.insert(subscriptions).values(row)],
-    [{ action: "subscription.created", targetType: "subscription", targetId: row.id, after: toSubscription(row) }],
-    ctx,
-  );
+  // An active subscription is invoiced at once for its first period's advance fees, in the same batch.
+  const firstLines =
+    status === "active"
+      ? billingLines({ currency: row.currency, quantity: row.quantity, planName: plan.name, advance: { prices: asPrices(plan.prices), period: { start, end } }, arrears: null, pending: [] })
+      : [];
+  const audit: AuditEntry[] = [{ action: "subscription.created", targetType: "subscription", targetId: row.id, after: toSubscription(row) }];
+  let statements: BatchItem<"sqlite">[] = [];
+  let invoiceId: string | null = null;
+  if (firstLines.length) {
+    const built = await buildDraftInvoice(db, { sub: row, customer, lines: firstLines, pending: [], period: { start, end }, billingReason: "subscription_create", generationKey: `${row.id}:create`, now });
+    statements = built.statements;
+    invoiceId = built.invoice.id;
+    audit.push({ action: "invoice.created", targetType: "invoice", targetId: invoiceId, after: { subscriptionId: row.id, total: built.invoice.total, currency: row.currency } });
+  }
+  const auditCtx = { ...ctx, now };
+  await commitWithAudit(db, [db.insert(subscriptions).values(row), ...statements], audit, auditCtx);
   await pushMeterConfig(env, db, row, plan);
+  if (invoiceId) await finalizeInvoice(env, db, invoiceId, auditCtx);
   return toSubscription(row);
 }
 

@@ -1,0 +1,159 @@
+import { parseDecimal, roundDiv, ONE } from "./decimal";
+import { formatMinor } from "./money";
+import { priceQuantity, type PricingSpec } from "./pricing";
+import { prorate } from "./proration";
+import { taxOnLine } from "./tax";
+
+export type Span = { start: number; end: number };
+
+export type FlatPrice = { id: string; type: "flat"; amountMinor: number; billing: "advance" | "arrears" };
+export type MeteredPrice = PricingSpec & { id: string; type: "metered"; meterId: string };
+export type Price = FlatPrice | MeteredPrice;
+
+export type LineKind = "flat" | "usage" | "proration" | "discount";
+
+/** One invoice line before discount and tax: amount in minor units, rounded once, half away from zero. */
+export type DraftLine = {
+  kind: LineKind;
+  description: string;
+  priceId: string | null;
+  meterId: string | null;
+  quantity: string;
+  unitAmount: string | null;
+  amount: number;
+  periodStart: number;
+  periodEnd: number;
+  computation: string;
+};
+
+export type PricedLine = DraftLine & { discountAmount: number; taxAmount: number };
+
+export type InvoiceTotals = { subtotal: number; discount: number; tax: number; total: number; amountDue: number };
+
+const day = (ms: number) => new Date(ms).toISOString().slice(0, 10);
+
+/**
+ * The lines of one billing run, as a pure function of its inputs: advance flat fees for `advance` (the period
+ * starting), arrears flat fees and usage for `arrears` (the period ending), then pending items as given.
+ */
+export function billingLines(input: {
+  currency: string;
+  quantity: number;
+  planName: string;
+  advance: { prices: Price[]; period: Span } | null;
+  arrears: { prices: Price[]; period: Span; usage: ReadonlyMap<string, string> } | null;
+  pending: DraftLine[];
+}): DraftLine[] {
+  const { currency, quantity } = input;
+  const lines: DraftLine[] = [];
+  const flatLine = (p: FlatPrice, period: Span, when: string): DraftLine => ({
+    kind: "flat",
+    description: `${input.planName} (${when}, ${day(period.start)} – ${day(period.end)})`,
+    priceId: p.id,
+    meterId: null,
+    quantity: String(quantity),
+    unitAmount: formatMinor(p.amountMinor, currency),
+    amount: p.amountMinor * quantity,
+    periodStart: period.start,
+    periodEnd: period.end,
+    computation: `${quantity} × ${formatMinor(p.amountMinor, currency)} ${currency}, billed in ${when}`,
+  });
+  if (input.arrears) {
+    const { period, prices, usage } = input.arrears;
+    for (const p of prices) if (p.type === "flat" && p.billing === "arrears") lines.push(flatLine(p, period, "arrears"));
+    for (const p of prices) {
+      if (p.type !== "metered") continue;
+      const value = usage.get(p.meterId) ?? "0";
+      const q = parseDecimal(value);
+      const priced = priceQuantity(p, q.ok ? q.value : 0n, currency);
+      lines.push({
+        kind: "usage",
+        description: `${p.meterId} usage (${day(period.start)} – ${day(period.end)})`,
+        priceId: p.id,
+        meterId: p.meterId,
+        quantity: value,
+        unitAmount: p.pricingModel === "per_unit" ? (p.unitAmount ?? null) : null,
+        amount: priced.amountMinor,
+        periodStart: period.start,
+        periodEnd: period.end,
+        computation: `${p.pricingModel}: ${priced.explanation}`,
+      });
+    }
+  }
+  if (input.advance) {
+    for (const p of input.advance.prices) if (p.type === "flat" && p.billing === "advance") lines.push(flatLine(p, input.advance.period, "advance"));
+  }
+  return [...lines, ...input.pending];
+}
+
+/**
+ * Prorated lines for changing advance-billed flat fees at `at` inside `period`: a credit for the unused time of
+ * each old fee and a charge for the remaining time of each new one, by the second, each rounded before netting.
+ */
+export function prorationLines(input: {
+  currency: string;
+  period: Span;
+  at: number;
+  old: { prices: Price[]; quantity: number; name: string };
+  next: { prices: Price[]; quantity: number; name: string } | null;
+}): DraftLine[] {
+  const { currency, period, at } = input;
+  const total = Math.floor((period.end - period.start) / 1000);
+  const remaining = Math.floor((period.end - Math.min(Math.max(at, period.start), period.end)) / 1000);
+  const share = `${remaining}/${total} s remaining`;
+  const lines: DraftLine[] = [];
+  const advance = (prices: Price[]) => prices.filter((p): p is FlatPrice => p.type === "flat" && p.billing === "advance");
+  for (const p of advance(input.old.prices)) {
+    const full = p.amountMinor * input.old.quantity;
+    lines.push({
+      kind: "proration",
+      description: `Unused time on ${input.old.name} after ${new Date(at).toISOString()}`,
+      priceId: p.id,
+      meterId: null,
+      quantity: String(input.old.quantity),
+      unitAmount: formatMinor(p.amountMinor, currency),
+      amount: -prorate(full, period.start, period.end, at),
+      periodStart: at,
+      periodEnd: period.end,
+      computation: `−${formatMinor(full, currency)} × ${share}, rounded half away from zero`,
+    });
+  }
+  if (input.next) {
+    for (const p of advance(input.next.prices)) {
+      const full = p.amountMinor * input.next.quantity;
+      lines.push({
+        kind: "proration",
+        description: `Remaining time on ${input.next.name} from ${new Date(at).toISOString()}`,
+        priceId: p.id,
+        meterId: null,
+        quantity: String(input.next.quantity),
+        unitAmount: formatMinor(p.amountMinor, currency),
+        amount: prorate(full, period.start, period.end, at),
+        periodStart: at,
+        periodEnd: period.end,
+        computation: `${formatMinor(full, currency)} × ${share}, rounded half away from zero`,
+      });
+    }
+  }
+  return lines;
+}
+
+/**
+ * Discount (a percentage of each line) and exclusive tax (a fraction, per line on the discounted amount), each
+ * rounded per line half away from zero; totals are sums of the rounded lines. Nothing is due on a negative total.
+ */
+export function priceLines(lines: DraftLine[], opts: { discountPercent: string | null; taxRate: string | null }): { lines: PricedLine[]; totals: InvoiceTotals } {
+  const pct = opts.discountPercent ? parseDecimal(opts.discountPercent) : null;
+  if (pct && !pct.ok) throw new RangeError(`discount ${pct.error}`);
+  const priced = lines.map((l) => {
+    const discountAmount = pct ? Number(roundDiv(BigInt(l.amount) * pct.value, 100n * ONE)) : 0;
+    const taxAmount = opts.taxRate ? taxOnLine(l.amount - discountAmount, opts.taxRate) : 0;
+    return { ...l, discountAmount, taxAmount };
+  });
+  const subtotal = priced.reduce((s, l) => s + l.amount, 0);
+  const discount = priced.reduce((s, l) => s + l.discountAmount, 0);
+  const tax = priced.reduce((s, l) => s + l.taxAmount, 0);
+  const total = subtotal - discount + tax;
+  return { lines: priced, totals: { subtotal, discount, tax, total, amountDue: Math.max(0, total) } };
+}
+

@@ -1,0 +1,87 @@
+import { and, eq, sql } from "drizzle-orm";
+import type { Db } from "../../db/client";
+import { commitWithAudit, type AuditContext } from "../../db/audit";
+import { assertChanged, isAssertionFailure } from "../../db/assert";
+import { invoiceNumberSequences, invoices } from "../../db/schema";
+import type { PaymentMessage } from "../../../queues/messages";
+
+export const PAYMENT_TERMS_MS = 30 * 86_400_000;
+const MAX_ATTEMPTS = 10;
+
+export const invoiceNumber = (year: number, n: number) => `INV-${year}-${String(n).padStart(6, "0")}`;
+
+/**
+ * draft → open (or paid when nothing is due), taking the next number of the finalization year. The counter moves
+ * in the same batch, guarded on its previous value, so numbers are sequential and gap-free even under races.
+ */
+export async function finalizeInvoice(env: Env, db: Db, invoiceId: string, ctx: AuditContext): Promise<typeof invoices.$inferSelect | null> {
+  for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
+    const inv = await db.select().from(invoices).where(eq(invoices.id, invoiceId)).get();
+    if (!inv || inv.status !== "draft") return null;
+    const year = new Date(ctx.now).getUTCFullYear();
+    const seq = await db.select().from(invoiceNumberSequences).where(eq(invoiceNumberSequences.year, year)).get();
+    const last = seq?.lastNumber ?? 0;
+    const number = invoiceNumber(year, last + 1);
+    const paid = inv.amountDue === 0;
+    const after = {
+      ...inv,
+      number,
+      status: paid ? ("paid" as const) : ("open" as const),
+      finalizedAt: ctx.now,
+      paidAt: paid ? ctx.now : null,
+      dueAt: paid ? null : ctx.now + PAYMENT_TERMS_MS,
+      updatedAt: ctx.now,
+    };
+    try {
+      await commitWithAudit(
+        db,
+        [
+          db.insert(invoiceNumberSequences).values({ year, lastNumber: 0 }).onConflictDoNothing(),
+          db
+            .update(invoiceNumberSequences)
+            .set({ lastNumber: last + 1 })
+            .where(and(eq(invoiceNumberSequences.year, year), eq(invoiceNumberSequences.lastNumber, last))),
+          assertChanged(db),
+          db
+            .update(invoices)
+            .set({ number, status: after.status, finalizedAt: after.finalizedAt, paidAt: after.paidAt, dueAt: after.dueAt, updatedAt: ctx.now })
+            .where(and(eq(invoices.id, invoiceId), eq(invoices.status, "draft"))),
+          assertChanged(db),
+        ],
+        [{ action: "invoice.finalized", targetType: "invoice", targetId: invoiceId, after: { number, status: after.status, total: inv.total, amountDue: inv.amountDue, currency: inv.currency } }],
+        ctx,
+      );
+    } catch (e) {
+      if (isAssertionFailure(e)) continue; // another finalization took the number, or this invoice: look again
+      throw e;
+    }
+    if (!paid) {
+      await env.PAYMENT_QUEUE.send({ type: "payment.attempt", invoiceId, attempt: 1 } satisfies PaymentMessage).catch((e) =>
+        console.log(JSON.stringify({ level: "error", msg: "payment enqueue failed; retry-failed will pick it up", invoiceId, error: String(e) })),
+      );
+    }
+    return after;
+  }
+  throw new Error(`invoice ${invoiceId}: could not take a number after ${MAX_ATTEMPTS} attempts`);
+}
+
+/** Drafts left by an interrupted run (or made by generation) are finalized by the next run. */
+export async function finalizeDrafts(env: Env, db: Db, ctx: AuditContext, where: { subscriptionIds?: string[]; testClockId?: string | null } = {}) {
+  const rows = await db
+    .select({ id: invoices.id })
+    .from(invoices)
+    .where(
+      and(
+        eq(invoices.status, "draft"),
+        sql`${invoices.billingReason} != 'manual'`,
+        where.testClockId === undefined ? undefined : where.testClockId === null ? sql`${invoices.testClockId} IS NULL` : eq(invoices.testClockId, where.testClockId),
+      ),
+    )
+    .all();
+  const done = [];
+  for (const r of rows) {
+    const f = await finalizeInvoice(env, db, r.id, ctx);
+    if (f) done.push(f);
+  }
+  return done;
+}

@@ -1,0 +1,135 @@
+import { and, eq, isNull, sql } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import type { Db } from "../../db/client";
+import { customers, invoiceLines, invoices, pendingItems, plans, subscriptions, type StoredPrice } from "../../db/schema";
+import { priceLines, type DraftLine, type PricedLine, type Price, type Span } from "../../domain/invoice";
+import { jurisdictionOf, rateInForce } from "../../domain/tax";
+import { newId } from "../../lib/ids";
+import { customerTaxExemption, taxRatesFor } from "../tax/service";
+
+type SubscriptionRow = typeof subscriptions.$inferSelect;
+type CustomerRow = typeof customers.$inferSelect;
+type InvoiceRow = typeof invoices.$inferSelect;
+type PendingRow = typeof pendingItems.$inferSelect;
+
+export const asPrices = (prices: StoredPrice[]): Price[] => prices as Price[];
+
+/** Rate in force at `at` for the customer's region, falling back to the country; none when exempt. */
+export async function taxFor(db: Db, customer: CustomerRow, at: number): Promise<{ jurisdiction: string | null; rate: string | null }> {
+  const jurisdiction = jurisdictionOf(customer.country, customer.region);
+  if (!jurisdiction) return { jurisdiction: null, rate: null };
+  if (customerTaxExemption(customer, at).exempt) return { jurisdiction, rate: null };
+  const regional = rateInForce(await taxRatesFor(db, jurisdiction), jurisdiction, at);
+  if (regional) return { jurisdiction, rate: regional.rate };
+  const country = jurisdiction.split("-")[0]!;
+  if (country !== jurisdiction) {
+    const national = rateInForce(await taxRatesFor(db, country), country, at);
+    if (national) return { jurisdiction: country, rate: national.rate };
+  }
+  return { jurisdiction, rate: null };
+}
+
+export const pendingToLine = (p: PendingRow): DraftLine => ({
+  kind: p.kind === "usage" ? "usage" : "proration",
+  description: p.description,
+  priceId: null,
+  meterId: null,
+  quantity: "1",
+  unitAmount: null,
+  amount: p.amount,
+  periodStart: p.periodStart,
+  periodEnd: p.periodEnd,
+  computation: p.computation,
+});
+
+export async function unbilledPending(db: Db, subscriptionId: string): Promise<PendingRow[]> {
+  return db.select().from(pendingItems).where(and(eq(pendingItems.subscriptionId, subscriptionId), isNull(pendingItems.invoiceId))).all();
+}
+
+export type BuiltInvoice = { invoice: InvoiceRow; lines: PricedLine[]; statements: BatchItem<"sqlite">[] };
+
+/**
+ * A draft invoice and the statements that write it (for the caller's batch): discount and tax per line, the
+ * rate in force on the period end. Pending items included are marked as billed by the same batch.
+ */
+export async function buildDraftInvoice(
+  db: Db,
+  input: {
+    sub: SubscriptionRow;
+    customer: CustomerRow;
+    lines: DraftLine[];
+    pending: PendingRow[];
+    period: Span;
+    billingReason: InvoiceRow["billingReason"];
+    generationKey: string;
+    now: number;
+  },
+): Promise<BuiltInvoice> {
+  const { sub, customer, now } = input;
+  const tax = await taxFor(db, customer, input.period.end);
+  const { lines, totals } = priceLines(input.lines, { discountPercent: sub.discountPercent, taxRate: tax.rate });
+  const invoice: InvoiceRow = {
+    id: newId("inv"),
+    number: null,
+    customerId: sub.customerId,
+    subscriptionId: sub.id,
+    status: "draft",
+    billingReason: input.billingReason,
+    currency: sub.currency,
+    periodStart: input.period.start,
+    periodEnd: input.period.end,
+    ...totals,
+    amountPaid: 0,
+    taxJurisdiction: tax.jurisdiction,
+    taxRate: tax.rate,
+    dueAt: null,
+    finalizedAt: null,
+    paidAt: null,
+    voidedAt: null,
+    voidReason: null,
+    attemptCount: 0,
+    lastError: null,
+    generationKey: input.generationKey,
+    archiveKey: null,
+    archivedAt: null,
+    testClockId: sub.testClockId,
+    createdAt: now,
+    updatedAt: now,
+  };
+  const statements: BatchItem<"sqlite">[] = [db.insert(invoices).values(invoice)];
+  // Rows per statement stay well under D1's 100 bound parameters.
+  lines.forEach((l, i) => {
+    statements.push(
+      db.insert(invoiceLines).values({
+        id: newId("il"),
+        invoiceId: invoice.id,
+        position: i,
+        kind: l.kind,
+        description: l.description,
+        priceId: l.priceId,
+        meterId: l.meterId,
+        quantity: l.quantity,
+        unitAmount: l.unitAmount,
+        amount: l.amount,
+        discountAmount: l.discountAmount,
+        taxAmount: l.taxAmount,
+        periodStart: l.periodStart,
+        periodEnd: l.periodEnd,
+        computation: l.computation,
+      }),
+    );
+  });
+  for (const p of input.pending) {
+    statements.push(db.update(pendingItems).set({ invoiceId: invoice.id }).where(and(eq(pendingItems.id, p.id), isNull(pendingItems.invoiceId))));
+  }
+  return { invoice, lines, statements };
+}
+
+export async function planVersion(db: Db, id: string, version: number) {
+  const row = await db.select().from(plans).where(and(eq(plans.id, id), eq(plans.version, version))).get();
+  if (!row) throw new Error(`plan ${id} version ${version} is missing`);
+  return row;
+}
+
+export const lastNumberOf = (db: Db, year: number) =>
+  db.get<{ last_number: number } | undefined>(sql`SELECT last_number FROM invoice_number_sequences WHERE year = ${year}`);

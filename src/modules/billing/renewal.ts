@@ -1,0 +1,167 @@
+import { and, eq } from "drizzle-orm";
+import type { Db } from "../../db/client";
+import { commitWithAudit, type AuditContext, type AuditEntry } from "../../db/audit";
+import { assertChanged, isAssertionFailure, isUniqueViolation } from "../../db/assert";
+import { customers, subscriptions, type SubscriptionStatus } from "../../db/schema";
+import { billingLines, type DraftLine } from "../../domain/invoice";
+import { periodAt } from "../../domain/periods";
+import { meterStub, pushMeterConfig } from "../usage/meter-config";
+import { asPrices, buildDraftInvoice, pendingToLine, planVersion, unbilledPending } from "./invoice-builder";
+import { nextDueStep, type DueStep } from "./due";
+import { finalizeInvoice } from "./finalize";
+
+type SubscriptionRow = typeof subscriptions.$inferSelect;
+type PlanRow = Awaited<ReturnType<typeof planVersion>>;
+
+export type StepResult = { subscriptionId: string; step: DueStep["kind"]; at: number; invoiceId?: string; status: SubscriptionStatus };
+
+export const graceMsOf = (env: Env) => Number(env.USAGE_GRACE_SECONDS ?? "3600") * 1000;
+const hasMeters = (plan: PlanRow) => plan.prices.some((p) => p.type === "metered");
+
+async function load(db: Db, id: string) {
+  const sub = await db.select().from(subscriptions).where(eq(subscriptions.id, id)).get();
+  if (!sub) throw new Error(`subscription ${id} is missing`);
+  return { sub, plan: await planVersion(db, sub.planId, sub.planVersion) };
+}
+
+/** Runs, in time order, every step of one subscription due by `now` (renewals, trial ends, resumes, changes). */
+export async function runDue(env: Env, db: Db, subscriptionId: string, now: number, ctx: Omit<AuditContext, "now">, maxSteps = 60): Promise<StepResult[]> {
+  const results: StepResult[] = [];
+  for (let i = 0; i < maxSteps; i++) {
+    const { sub, plan } = await load(db, subscriptionId);
+    const step = nextDueStep(sub, { hasMeters: hasMeters(plan), graceMs: graceMsOf(env) });
+    if (!step || step.runAt > now) break;
+    const r = await runStep(env, db, sub, plan, step, { ...ctx, now: step.at });
+    if (r) results.push(r);
+  }
+  return results;
+}
+
+/** Earliest runnable time of a subscription's next step, or null; the test clock orders subscriptions by it. */
+export async function nextRunAt(env: Env, db: Db, subscriptionId: string): Promise<{ at: number; runAt: number } | null> {
+  const { sub, plan } = await load(db, subscriptionId);
+  const step = nextDueStep(sub, { hasMeters: hasMeters(plan), graceMs: graceMsOf(env) });
+  return step ? { at: step.at, runAt: step.runAt } : null;
+}
+
+async function runStep(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, step: DueStep, ctx: AuditContext): Promise<StepResult | null> {
+  if (step.kind === "resume") return resume(env, db, sub, plan, ctx);
+  if (step.kind === "plan_change") return scheduledPlanChange(env, db, sub, plan, ctx);
+  return periodEnd(env, db, sub, plan, ctx);
+}
+
+/** Guarded write: applies only if the subscription is still exactly as read; false when someone else moved it. */
+async function commitSubscription(db: Db, sub: SubscriptionRow, patch: Partial<SubscriptionRow>, extra: Parameters<typeof commitWithAudit>[1], audit: AuditEntry[], ctx: AuditContext) {
+  try {
+    await commitWithAudit(
+      db,
+      [
+        db
+          .update(subscriptions)
+          .set({ ...patch, configVersion: sub.configVersion + 1, updatedAt: ctx.now })
+          .where(and(eq(subscriptions.id, sub.id), eq(subscriptions.configVersion, sub.configVersion))),
+        assertChanged(db),
+        ...extra,
+      ],
+      audit,
+      ctx,
+    );
+    return true;
+  } catch (e) {
+    if (isAssertionFailure(e) || isUniqueViolation(e, "invoices.generation_key")) return false;
+    throw e;
+  }
+}
+
+async function afterCommit(env: Env, db: Db, id: string) {
+  const { sub, plan } = await load(db, id);
+  await pushMeterConfig(env, db, sub, plan);
+  return sub;
+}
+
+async function resume(env: Env, db: Db, sub: SubscriptionRow, _plan: PlanRow, ctx: AuditContext): Promise<StepResult | null> {
+  const status: SubscriptionStatus = sub.trialEnd !== null && sub.trialEnd > ctx.now ? "trialing" : "active";
+  const ok = await commitSubscription(db, sub, { status, pausedUntil: null, pauseReason: null }, [], [{ action: "subscription.resumed", targetType: "subscription", targetId: sub.id, before: { status: sub.status }, after: { status }, reason: "resume date reached" }], ctx);
+  if (!ok) return null;
+  await afterCommit(env, db, sub.id);
+  return { subscriptionId: sub.id, step: "resume", at: ctx.now, status };
+}
+
+async function scheduledPlanChange(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, ctx: AuditContext): Promise<StepResult | null> {
+  const { changePlanNow } = await import("../subscriptions/lifecycle");
+  const next = await planVersion(db, sub.pendingPlanId!, sub.pendingPlanVersion!);
+  await changePlanNow(env, db, sub, plan, next, { quantity: sub.pendingQuantity ?? sub.quantity, prorate: sub.pendingProrate ?? true }, ctx);
+  const after = await afterCommit(env, db, sub.id);
+  return { subscriptionId: sub.id, step: "plan_change", at: ctx.now, status: after.status };
+}
+
+/**
+ * The end of a period: trial conversion, cancellation at period end, a plan change scheduled for the cycle,
+ * then the invoice (usage and arrears fees of the period ended, advance fees of the next) and the next period.
+ * Paused subscriptions move on without an invoice. Idempotent: the invoice's generation key and the guarded
+ * subscription update make a second run a no-op.
+ */
+async function periodEnd(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, ctx: AuditContext): Promise<StepResult | null> {
+  const ended = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
+  const wasTrial = sub.status === "trialing";
+  const paused = sub.status === "paused";
+  const cancel = sub.cancelAtPeriodEnd;
+  const switching = !cancel && sub.pendingPlanId !== null && sub.pendingChangeAt !== null && sub.pendingChangeAt <= ended.end;
+  const nextPlan = switching ? await planVersion(db, sub.pendingPlanId!, sub.pendingPlanVersion!) : plan;
+  const quantity = switching ? (sub.pendingQuantity ?? sub.quantity) : sub.quantity;
+  const next = cancel ? null : { start: ended.end, end: periodAt(sub.billingAnchor, nextPlan.interval, nextPlan.intervalCount, ended.end).end };
+
+  let usage = new Map<string, string>();
+  if (!wasTrial && !paused && hasMeters(plan)) {
+    const closed = await meterStub(env, sub.id).closePeriod(ended.start, ctx.now);
+    if (closed.ok) usage = new Map(closed.meters.map((m) => [m.meterId, m.value]));
+  }
+  const pending = paused ? [] : await unbilledPending(db, sub.id);
+  const lines: DraftLine[] = paused
+    ? []
+    : billingLines({
+        currency: sub.currency,
+        quantity,
+        planName: nextPlan.name,
+        advance: next ? { prices: asPrices(nextPlan.prices), period: next } : null,
+        arrears: wasTrial ? null : { prices: asPrices(plan.prices), period: ended, usage },
+        pending: pending.map(pendingToLine),
+      });
+  const status: SubscriptionStatus = cancel ? "canceled" : wasTrial ? "active" : sub.status;
+  const patch: Partial<SubscriptionRow> = {
+    status,
+    currentPeriodStart: next?.start ?? ended.start,
+    currentPeriodEnd: next?.end ?? ended.end,
+    ...(wasTrial ? { trialConvertedAt: ended.end } : {}),
+    ...(cancel ? { endedAt: ended.end, canceledAt: sub.canceledAt ?? ended.end } : {}),
+    ...(switching
+      ? { planId: nextPlan.id, planVersion: nextPlan.version, quantity, pendingPlanId: null, pendingPlanVersion: null, pendingQuantity: null, pendingChangeAt: null, pendingProrate: null }
+      : {}),
+  };
+  const action = cancel ? "subscription.canceled" : wasTrial ? "subscription.trial_converted" : "subscription.renewed";
+  const audit: AuditEntry[] = [
+    { action, targetType: "subscription", targetId: sub.id, before: { status: sub.status, periodEnd: ended.end, planId: sub.planId }, after: { status, periodStart: patch.currentPeriodStart, periodEnd: patch.currentPeriodEnd, planId: nextPlan.id } },
+  ];
+  let invoiceId: string | undefined;
+  let extra: Parameters<typeof commitWithAudit>[1] = [];
+  if (lines.length) {
+    const customer = (await db.select().from(customers).where(eq(customers.id, sub.customerId)).get())!;
+    const built = await buildDraftInvoice(db, {
+      sub: { ...sub, ...patch } as SubscriptionRow,
+      customer,
+      lines,
+      pending,
+      period: next ?? ended,
+      billingReason: "subscription_cycle",
+      generationKey: `${sub.id}:cycle:${ended.end}`,
+      now: ctx.now,
+    });
+    invoiceId = built.invoice.id;
+    extra = built.statements;
+    audit.push({ action: "invoice.created", targetType: "invoice", targetId: built.invoice.id, after: { subscriptionId: sub.id, total: built.invoice.total, currency: sub.currency, lines: built.lines.length } });
+  }
+  if (!(await commitSubscription(db, sub, patch, extra, audit, ctx))) return null;
+  await afterCommit(env, db, sub.id);
+  if (invoiceId) await finalizeInvoice(env, db, invoiceId, ctx);
+  return { subscriptionId: sub.id, step: "period_end", at: ctx.now, status, ...(invoiceId ? { invoiceId } : {}) };
+}

@@ -1,0 +1,230 @@
+import { and, eq } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import type { Db } from "../../db/client";
+import { commitWithAudit, type AuditContext, type AuditEntry } from "../../db/audit";
+import { assertChanged, isAssertionFailure } from "../../db/assert";
+import { customers, pendingItems, subscriptions, type SubscriptionStatus } from "../../db/schema";
+import { billingLines, prorationLines, type DraftLine, type MeteredPrice } from "../../domain/invoice";
+import { parseDecimal } from "../../domain/decimal";
+import { priceQuantity } from "../../domain/pricing";
+import { prorate } from "../../domain/proration";
+import { ApiError, invalid } from "../../http/problem";
+import { newId } from "../../lib/ids";
+import { meterStub, pushMeterConfig } from "../usage/meter-config";
+import { asPrices, buildDraftInvoice, pendingToLine, planVersion, unbilledPending } from "../billing/invoice-builder";
+import { finalizeInvoice } from "../billing/finalize";
+import { getPlanRow } from "../plans/service";
+
+type SubscriptionRow = typeof subscriptions.$inferSelect;
+type PlanRow = Awaited<ReturnType<typeof planVersion>>;
+
+const conflict = (detail: string) => new ApiError("conflict", detail);
+
+/** The guarded update every lifecycle operation makes: applies only to the row as read (409 otherwise). */
+async function commitChange(db: Db, sub: SubscriptionRow, patch: Partial<SubscriptionRow>, extra: BatchItem<"sqlite">[], audit: AuditEntry[], ctx: AuditContext) {
+  try {
+    await commitWithAudit(
+      db,
+      [
+        db
+          .update(subscriptions)
+          .set({ ...patch, configVersion: sub.configVersion + 1, updatedAt: ctx.now })
+          .where(and(eq(subscriptions.id, sub.id), eq(subscriptions.configVersion, sub.configVersion))),
+        assertChanged(db),
+        ...extra,
+      ],
+      audit,
+      ctx,
+    );
+  } catch (e) {
+    if (isAssertionFailure(e)) throw conflict(`subscription ${sub.id} changed concurrently; retry`);
+    throw e;
+  }
+}
+
+async function refreshMeter(env: Env, db: Db, id: string) {
+  const sub = (await db.select().from(subscriptions).where(eq(subscriptions.id, id)).get())!;
+  await pushMeterConfig(env, db, sub, await planVersion(db, sub.planId, sub.planVersion));
+  return sub;
+}
+
+export async function pause(env: Env, db: Db, sub: SubscriptionRow, input: { reason: string; resumeDate?: number | undefined }, ctx: AuditContext) {
+  if (sub.status === "paused") throw conflict(`subscription ${sub.id} is already paused`);
+  if (sub.status === "canceled") throw conflict(`subscription ${sub.id} is canceled`);
+  if (input.resumeDate !== undefined && input.resumeDate <= ctx.now) throw invalid([{ path: "resumeDate", message: "must be in the future" }]);
+  await commitChange(db, sub, { status: "paused", pausedUntil: input.resumeDate ?? null, pauseReason: input.reason }, [], [
+    { action: "subscription.paused", targetType: "subscription", targetId: sub.id, before: { status: sub.status }, after: { status: "paused", pausedUntil: input.resumeDate ?? null }, reason: input.reason },
+  ], ctx);
+  return refreshMeter(env, db, sub.id);
+}
+
+export async function resume(env: Env, db: Db, sub: SubscriptionRow, ctx: AuditContext) {
+  if (sub.status !== "paused") throw conflict(`subscription ${sub.id} is not paused (status ${sub.status})`);
+  const status: SubscriptionStatus = sub.trialEnd !== null && sub.trialEnd > ctx.now ? "trialing" : "active";
+  await commitChange(db, sub, { status, pausedUntil: null, pauseReason: null }, [], [
+    { action: "subscription.resumed", targetType: "subscription", targetId: sub.id, before: { status: sub.status }, after: { status } },
+  ], ctx);
+  return refreshMeter(env, db, sub.id);
+}
+
+/** Usage so far of meters the next plan does not have, priced now, so a plan change never drops it. */
+async function usageOfDroppedMeters(env: Env, sub: SubscriptionRow, plan: PlanRow, next: PlanRow | null, at: number): Promise<DraftLine[]> {
+  const keep = new Set(next?.prices.flatMap((p) => (p.type === "metered" ? [p.meterId] : [])) ?? []);
+  const dropped = asPrices(plan.prices).filter((p): p is MeteredPrice => p.type === "metered" && !keep.has(p.meterId));
+  if (!dropped.length || sub.status === "trialing") return [];
+  const summary = await meterStub(env, sub.id).summary({ kind: "current" }, at);
+  if (!summary.ok) return [];
+  return dropped.map((p) => {
+    const value = summary.meters.find((m) => m.meterId === p.meterId)?.value ?? "0";
+    const q = parseDecimal(value);
+    const priced = priceQuantity(p, q.ok ? q.value : 0n, sub.currency);
+    return {
+      kind: "usage",
+      description: `${p.meterId} usage until ${new Date(at).toISOString()} (meter not in the new plan)`,
+      priceId: p.id,
+      meterId: p.meterId,
+      quantity: value,
+      unitAmount: p.pricingModel === "per_unit" ? (p.unitAmount ?? null) : null,
+      amount: priced.amountMinor,
+      periodStart: sub.currentPeriodStart,
+      periodEnd: at,
+      computation: `${p.pricingModel}: ${priced.explanation}`,
+    };
+  });
+}
+
+const pendingRows = (sub: SubscriptionRow, lines: DraftLine[], now: number) =>
+  lines.map((l) => ({
+    id: newId("pi"),
+    subscriptionId: sub.id,
+    customerId: sub.customerId,
+    currency: sub.currency,
+    kind: l.kind === "usage" ? ("usage" as const) : ("proration" as const),
+    description: l.description,
+    amount: l.amount,
+    periodStart: l.periodStart,
+    periodEnd: l.periodEnd,
+    computation: l.computation,
+    invoiceId: null,
+    createdAt: now,
+  }));
+
+/**
+ * Switches plan (and quantity) at `ctx.now`: with proration, credit for the old advance fees' unused time and a
+ * charge for the new ones' remaining time (each line rounded, then netted on the next invoice); usage of meters the
+ * new plan lacks is priced up to now. Returns the lines added to the next invoice.
+ */
+export async function changePlanNow(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, next: PlanRow, opts: { quantity: number; prorate: boolean }, ctx: AuditContext) {
+  const period = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
+  const proration =
+    opts.prorate && sub.status !== "trialing"
+      ? prorationLines({
+          currency: sub.currency,
+          period,
+          at: ctx.now,
+          old: { prices: asPrices(plan.prices), quantity: sub.quantity, name: `${plan.name} v${plan.version}` },
+          next: { prices: asPrices(next.prices), quantity: opts.quantity, name: `${next.name} v${next.version}` },
+        })
+      : [];
+  const lines = [...proration, ...(await usageOfDroppedMeters(env, sub, plan, next, ctx.now))];
+  const rows = pendingRows(sub, lines, ctx.now);
+  const net = lines.reduce((s, l) => s + l.amount, 0);
+  await commitChange(
+    db,
+    sub,
+    { planId: next.id, planVersion: next.version, quantity: opts.quantity, pendingPlanId: null, pendingPlanVersion: null, pendingQuantity: null, pendingChangeAt: null, pendingProrate: null },
+    rows.map((r) => db.insert(pendingItems).values(r)),
+    [
+      {
+        action: "subscription.plan_changed",
+        targetType: "subscription",
+        targetId: sub.id,
+        before: { planId: sub.planId, planVersion: sub.planVersion, quantity: sub.quantity },
+        after: { planId: next.id, planVersion: next.version, quantity: opts.quantity, prorationNet: net, lines: lines.map((l) => ({ description: l.description, amount: l.amount })) },
+      },
+    ],
+    ctx,
+  );
+  return { lines, net };
+}
+
+export async function changePlan(
+  env: Env,
+  db: Db,
+  sub: SubscriptionRow,
+  input: { newPlanId: string; prorate: boolean; effective: "now" | "next_billing_cycle" | number; quantity?: number | undefined },
+  ctx: AuditContext,
+) {
+  if (sub.status === "canceled") throw conflict(`subscription ${sub.id} is canceled`);
+  const next = await getPlanRow(db, input.newPlanId).catch(() => {
+    throw invalid([{ path: "newPlanId", message: `plan ${input.newPlanId} does not exist` }]);
+  });
+  if (next.currency !== sub.currency) throw invalid([{ path: "newPlanId", message: `plan is billed in ${next.currency}, the subscription in ${sub.currency}` }]);
+  const quantity = input.quantity ?? sub.quantity;
+  const when = input.effective === "next_billing_cycle" ? sub.currentPeriodEnd : input.effective === "now" ? ctx.now : Math.max(input.effective, ctx.now);
+  if (when <= ctx.now) {
+    const plan = await planVersion(db, sub.planId, sub.planVersion);
+    const result = await changePlanNow(env, db, sub, plan, next, { quantity, prorate: input.prorate }, ctx);
+    return { subscription: await refreshMeter(env, db, sub.id), effectiveAt: ctx.now, scheduled: false, ...result };
+  }
+  await commitChange(db, sub, { pendingPlanId: next.id, pendingPlanVersion: next.version, pendingQuantity: quantity, pendingChangeAt: when, pendingProrate: input.prorate }, [], [
+    { action: "subscription.plan_change_scheduled", targetType: "subscription", targetId: sub.id, before: { planId: sub.planId }, after: { planId: next.id, planVersion: next.version, quantity, effectiveAt: when } },
+  ], ctx);
+  return { subscription: await refreshMeter(env, db, sub.id), effectiveAt: when, scheduled: true, lines: [] as DraftLine[], net: 0 };
+}
+
+/**
+ * At period end: flagged, and done by the renewal. Immediately: canceled now, with a final invoice for the
+ * period so far (usage, arrears fees for the time used, pending items, and with `prorate` a credit for unused
+ * advance fees). Reason and feedback are kept for churn analysis.
+ */
+export async function cancel(env: Env, db: Db, sub: SubscriptionRow, input: { reason: string; feedback?: string | undefined; cancelAtPeriodEnd: boolean; prorate: boolean }, ctx: AuditContext) {
+  if (sub.status === "canceled") throw conflict(`subscription ${sub.id} is already canceled`);
+  const audit: AuditEntry = {
+    action: input.cancelAtPeriodEnd ? "subscription.cancel_scheduled" : "subscription.canceled",
+    targetType: "subscription",
+    targetId: sub.id,
+    before: { status: sub.status },
+    after: { cancelAtPeriodEnd: input.cancelAtPeriodEnd, feedback: input.feedback ?? null },
+    reason: input.reason,
+  };
+  const reasonPatch = { cancelReason: input.reason, cancelFeedback: input.feedback ?? null };
+  if (input.cancelAtPeriodEnd) {
+    await commitChange(db, sub, { cancelAtPeriodEnd: true, canceledAt: ctx.now, ...reasonPatch }, [], [audit], ctx);
+    return { subscription: await refreshMeter(env, db, sub.id), invoiceId: null };
+  }
+  const plan = await planVersion(db, sub.planId, sub.planVersion);
+  const period = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
+  const billable = sub.status !== "trialing" && sub.status !== "paused";
+  let lines: DraftLine[] = [];
+  let pending: Awaited<ReturnType<typeof unbilledPending>> = [];
+  if (billable) {
+    let usage = new Map<string, string>();
+    if (plan.prices.some((p) => p.type === "metered")) {
+      const closed = await meterStub(env, sub.id).closePeriod(period.start, ctx.now);
+      if (closed.ok) usage = new Map(closed.meters.map((m) => [m.meterId, m.value]));
+    }
+    pending = await unbilledPending(db, sub.id);
+    const used = { start: period.start, end: ctx.now };
+    // Arrears fees for the time used: the full fee minus the prorated remainder.
+    const arrears = billingLines({ currency: sub.currency, quantity: sub.quantity, planName: plan.name, advance: null, arrears: { prices: asPrices(plan.prices), period: used, usage }, pending: [] }).map((l) =>
+      l.kind === "flat" ? { ...l, amount: l.amount - prorate(l.amount, period.start, period.end, ctx.now), computation: `${l.computation}, prorated to the time used` } : l,
+    );
+    const credit = input.prorate ? prorationLines({ currency: sub.currency, period, at: ctx.now, old: { prices: asPrices(plan.prices), quantity: sub.quantity, name: plan.name }, next: null }) : [];
+    lines = [...arrears, ...credit, ...pending.map(pendingToLine)];
+  }
+  let extra: BatchItem<"sqlite">[] = [];
+  let invoiceId: string | null = null;
+  const auditRows: AuditEntry[] = [audit];
+  if (lines.length) {
+    const customer = (await db.select().from(customers).where(eq(customers.id, sub.customerId)).get())!;
+    const built = await buildDraftInvoice(db, { sub, customer, lines, pending, period: { start: period.start, end: ctx.now }, billingReason: "subscription_update", generationKey: `${sub.id}:cancel`, now: ctx.now });
+    extra = built.statements;
+    invoiceId = built.invoice.id;
+    auditRows.push({ action: "invoice.created", targetType: "invoice", targetId: invoiceId, after: { subscriptionId: sub.id, total: built.invoice.total, reason: "final invoice on cancellation" } });
+  }
+  await commitChange(db, sub, { status: "canceled", canceledAt: ctx.now, endedAt: ctx.now, currentPeriodEnd: Math.max(ctx.now, period.start + 1), cancelAtPeriodEnd: false, ...reasonPatch }, extra, auditRows, ctx);
+  const after = await refreshMeter(env, db, sub.id);
+  if (invoiceId) await finalizeInvoice(env, db, invoiceId, ctx);
+  return { subscription: after, invoiceId };
+}

@@ -1,0 +1,223 @@
+import { describe, expect, it } from "vitest";
+import { env } from "cloudflare:workers";
+import { api, createCustomer, unique } from "../helpers";
+
+const count = async () => (await env.DB.prepare("SELECT count(*) AS n FROM customers").first<{ n: number }>())!.n;
+const paths = (r: { body: any }) => (r.body.errors ?? []).map((e: any) => e.path);
+
+describe("POST /api/v1/customers", () => {
+  it("creates a customer with defaults and the documented shape", async () => {
+    const email = `${unique("c")}@example.com`;
+    const r = await api("POST", "/api/v1/customers", { body: { email } });
+    expect(r.status).toBe(201);
+    expect(r.headers.get("content-type")).toMatch(/^application\/json/);
+    expect(r.body).toEqual({
+      id: expect.stringMatching(/^cus_[0-9A-Za-z]{20}$/),
+      email,
+      name: null,
+      currency: "USD",
+      country: null,
+      region: null,
+      taxExempt: false,
+      taxCertificate: null,
+      metadata: {},
+      testClockId: null,
+      createdAt: expect.any(String),
+      updatedAt: expect.any(String),
+    });
+    expect(new Date(r.body.createdAt).toISOString()).toBe(r.body.createdAt);
+    const got = await api("GET", `/api/v1/customers/${r.body.id}`, { as: "viewer" });
+    expect(got.status).toBe(200);
+    expect(got.body).toEqual(r.body);
+    const row = await env.DB.prepare("SELECT * FROM customers WHERE id = ?").bind(r.body.id).first<Record<string, any>>();
+    expect(row).toMatchObject({ email, currency: "USD", created_at: Date.parse(r.body.createdAt) });
+  });
+
+  it("normalises currency, country and region to upper case; keeps tax certificate", async () => {
+    const r = await api("POST", "/api/v1/customers", {
+      body: {
+        email: `${unique("c")}@example.com`,
+        name: "Acme",
+        currency: "eur",
+        country: "de",
+        region: "by",
+        taxExempt: true,
+        taxCertificate: { id: "CERT-1", expiresAt: "2030-01-31" },
+        metadata: { crm: "42" },
+      },
+    });
+    expect(r.status).toBe(201);
+    expect(r.body).toMatchObject({
+      currency: "EUR",
+      country: "DE",
+      region: "BY",
+      taxExempt: true,
+      taxCertificate: { id: "CERT-1", expiresAt: "2030-01-31T00:00:00.000Z" },
+      metadata: { crm: "42" },
+    });
+  });
+
+  it.each([
+    ["missing email", {}, "email"],
+    ["invalid email", { email: "not-an-email" }, "email"],
+    ["email of the wrong type", { email: 42 }, "email"],
+    ["unknown currency", { email: "x@example.com", currency: "XYZ" }, "currency"],
+    ["currency of the wrong type", { email: "x@example.com", currency: 840 }, "currency"],
+    ["bad country", { email: "x@example.com", country: "Germany" }, "country"],
+    ["taxExempt as a string", { email: "x@example.com", taxExempt: "yes" }, "taxExempt"],
+    ["metadata value not a string", { email: "x@example.com", metadata: { a: 1 } }, "metadata.a"],
+    ["client id with the wrong prefix", { id: "customer_1", email: "x@example.com" }, "id"],
+  ])("%s → 400 naming the field, nothing stored", async (_name, body, path) => {
+    const before = await count();
+    const r = await api("POST", "/api/v1/customers", { body });
+    expect(r.status).toBe(400);
+    expect(r.headers.get("content-type")).toBe("application/problem+json");
+    expect(paths(r)).toContain(path);
+    expect(await count()).toBe(before);
+  });
+
+  it("more than 50 metadata keys → 400", async () => {
+    const metadata = Object.fromEntries(Array.from({ length: 51 }, (_, i) => [`k${i}`, "v"]));
+    const r = await api("POST", "/api/v1/customers", { body: { email: "m@example.com", metadata } });
+    expect(r.status).toBe(400);
+    expect(paths(r)).toContain("metadata");
+  });
+
+  it("takes a client-supplied id; a duplicate is a 409 naming id and changes nothing", async () => {
+    const id = `cus_${unique("client")}`;
+    const r = await api("POST", "/api/v1/customers", { body: { id, email: "first@example.com" } });
+    expect(r.status).toBe(201);
+    expect(r.body.id).toBe(id);
+    const before = await count();
+    const dup = await api("POST", "/api/v1/customers", { body: { id, email: "second@example.com" } });
+    expect(dup.status).toBe(409);
+    expect(dup.headers.get("content-type")).toBe("application/problem+json");
+    expect(paths(dup)).toEqual(["id"]);
+    expect(await count()).toBe(before);
+    expect((await api("GET", `/api/v1/customers/${id}`)).body.email).toBe("first@example.com");
+  });
+
+  it("two concurrent creations with the same client id: one 201, one 409", async () => {
+    const id = `cus_${unique("race")}`;
+    const [a, b] = await Promise.all([
+      api("POST", "/api/v1/customers", { body: { id, email: "a@example.com" } }),
+      api("POST", "/api/v1/customers", { body: { id, email: "b@example.com" } }),
+    ]);
+    expect([a.status, b.status].sort()).toEqual([201, 409]);
+    const audit = await env.DB.prepare("SELECT count(*) AS n FROM audit_log WHERE target_id = ?").bind(id).first<{ n: number }>();
+    expect(audit!.n).toBe(1);
+  });
+
+  it("GET an unknown customer → 404 problem+json", async () => {
+    const r = await api("GET", "/api/v1/customers/cus_nope");
+    expect(r.status).toBe(404);
+    expect(r.headers.get("content-type")).toBe("application/problem+json");
+    expect(r.body.detail).toContain("cus_nope");
+  });
+});
+
+describe("PATCH /api/v1/customers/:id", () => {
+  it("merges metadata, keeps untouched fields, and is audited with before/after", async () => {
+    const c = await createCustomer({ name: "Old", metadata: { a: "1", b: "2" } });
+    const r = await api("PATCH", `/api/v1/customers/${c.id}`, { as: "support", body: { metadata: { b: "3", c: "4" }, country: "fr" } });
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ id: c.id, name: "Old", email: c.email, country: "FR", metadata: { a: "1", b: "3", c: "4" } });
+    expect(Date.parse(r.body.updatedAt)).toBeGreaterThanOrEqual(Date.parse(c.updatedAt));
+    expect(r.body.createdAt).toBe(c.createdAt);
+
+    const got = await api("GET", `/api/v1/customers/${c.id}`);
+    expect(got.body).toEqual(r.body);
+
+    const audit = await api("GET", `/api/v1/audit/search?target=${c.id}&action=customer.updated`);
+    expect(audit.body.data).toHaveLength(1);
+    expect(audit.body.data[0]).toMatchObject({
+      actor: "test-support",
+      before: { metadata: { a: "1", b: "2" }, country: null },
+      after: { metadata: { a: "1", b: "3", c: "4" }, country: "FR" },
+    });
+  });
+
+  it("can clear a nullable field with null", async () => {
+    const c = await createCustomer({ name: "Named" });
+    const r = await api("PATCH", `/api/v1/customers/${c.id}`, { body: { name: null } });
+    expect(r.status).toBe(200);
+    expect(r.body.name).toBeNull();
+    expect((await api("GET", `/api/v1/customers/${c.id}`)).body.name).toBeNull();
+  });
+
+  it("rejects invalid fields with 400 and leaves the customer unchanged", async () => {
+    const c = await createCustomer();
+    const r = await api("PATCH", `/api/v1/customers/${c.id}`, { body: { email: "bad", metadata: { x: "y" } } });
+    expect(r.status).toBe(400);
+    expect(paths(r)).toContain("email");
+    const got = await api("GET", `/api/v1/customers/${c.id}`);
+    expect(got.body).toEqual(c);
+    const audit = await api("GET", `/api/v1/audit/search?target=${c.id}&action=customer.updated`);
+    expect(audit.body.data).toHaveLength(0);
+  });
+
+  it("unknown customer → 404; viewer → 403", async () => {
+    expect((await api("PATCH", "/api/v1/customers/cus_missing", { body: { name: "x" } })).status).toBe(404);
+    const c = await createCustomer();
+    expect((await api("PATCH", `/api/v1/customers/${c.id}`, { as: "viewer", body: { name: "x" } })).status).toBe(403);
+    expect((await api("GET", `/api/v1/customers/${c.id}`)).body.name).toBeNull();
+  });
+});
+
+describe("GET /api/v1/customers", () => {
+  it("pages newest first; the cursor chain visits every customer exactly once", async () => {
+    const created: any[] = [];
+    for (let i = 0; i < 5; i++) created.push(await createCustomer());
+    const total = await count();
+    const seen: any[] = [];
+    let cursor: string | null = null;
+    for (let guard = 0; guard < 200; guard++) {
+      const page: any = await api("GET", `/api/v1/customers?limit=2${cursor ? `&startingAfter=${cursor}` : ""}`, { as: "viewer" });
+      expect(page.status).toBe(200);
+      expect(page.body.data.length).toBeLessThanOrEqual(2);
+      seen.push(...page.body.data);
+      if (!page.body.hasMore) {
+        expect(page.body.nextCursor).toBeNull();
+        break;
+      }
+      expect(page.body.data).toHaveLength(2);
+      expect(page.body.nextCursor).toBe(page.body.data[1].id);
+      cursor = page.body.nextCursor;
+    }
+    const ids = seen.map((c) => c.id);
+    expect(ids).toHaveLength(total);
+    expect(new Set(ids).size).toBe(total);
+    for (const c of created) expect(ids).toContain(c.id);
+    // Newest first: createdAt never increases; equal timestamps are ordered by id, descending.
+    for (let i = 1; i < seen.length; i++) {
+      const [a, b] = [seen[i - 1], seen[i]];
+      expect(Date.parse(a.createdAt)).toBeGreaterThanOrEqual(Date.parse(b.createdAt));
+      if (a.createdAt === b.createdAt) expect(a.id > b.id).toBe(true);
+    }
+    // Later creations come first.
+    for (let i = 1; i < created.length; i++) {
+      if (created[i].createdAt > created[i - 1].createdAt) expect(ids.indexOf(created[i].id)).toBeLessThan(ids.indexOf(created[i - 1].id));
+    }
+    expect(ids[0]).toBe([...created].sort((a, b) => (a.createdAt === b.createdAt ? (a.id < b.id ? 1 : -1) : a.createdAt < b.createdAt ? 1 : -1))[0].id);
+  });
+
+  it("filters by email", async () => {
+    const email = `${unique("filter")}@example.com`;
+    const c = await createCustomer({ email });
+    await createCustomer();
+    const r = await api("GET", `/api/v1/customers?email=${encodeURIComponent(email)}`);
+    expect(r.body.data.map((x: any) => x.id)).toEqual([c.id]);
+    expect(r.body.hasMore).toBe(false);
+  });
+
+  it("rejects bad limits and an unknown startingAfter with 400", async () => {
+    for (const q of ["limit=0", "limit=101", "limit=abc"]) {
+      const r = await api("GET", `/api/v1/customers?${q}`);
+      expect(r.status).toBe(400);
+      expect(paths(r)).toContain("limit");
+    }
+    const r = await api("GET", "/api/v1/customers?startingAfter=cus_unknown");
+    expect(r.status).toBe(400);
+    expect(paths(r)).toEqual(["startingAfter"]);
+  });
+});

@@ -1,0 +1,216 @@
+import { describe, expect, it, vi } from "vitest";
+import { env } from "cloudflare:workers";
+import { createExecutionContext, createMessageBatch, createScheduledController, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
+import entry from "../../src/index";
+
+// The full ExportedHandler signature, so handlers are called exactly as the runtime calls them (with a ctx).
+const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue" | "scheduled">> = entry;
+import { jobHandlers } from "../../queues/jobs";
+import { backoffSeconds } from "../../queues/dispatch";
+import { meterStub } from "../../src/modules/usage/meter-config";
+import { createSubscription } from "../helpers";
+
+let seq = 0;
+const msg = (body: unknown, attempts = 1, id = `msg-${Date.now()}-${seq++}`) => ({ id, timestamp: new Date(), attempts, body });
+
+/** Runs the worker's queue handler; `retryMessages` also reports the delay each retry asked for. */
+async function runQueue(queue: string, messages: ReturnType<typeof msg>[], e: Env = env) {
+  const batch = createMessageBatch(queue, messages);
+  // getQueueResult() does not record retry delays: capture them on the way through.
+  const delays = new Map<string, number | undefined>();
+  for (const m of batch.messages) {
+    const retry = m.retry.bind(m);
+    m.retry = (options?: QueueRetryOptions) => {
+      delays.set(m.id, options?.delaySeconds);
+      retry(options);
+    };
+  }
+  const ctx = createExecutionContext();
+  await worker.queue(batch, e, ctx);
+  const result = await getQueueResult(batch, ctx);
+  return { ...result, retryMessages: result.retryMessages.map((r) => ({ msgId: r.msgId, delaySeconds: delays.get(r.msgId) })) };
+}
+
+async function runCron(cron: string, e: Env = env, scheduledTime = Date.now()) {
+  const ctx = createExecutionContext();
+  await worker.scheduled(createScheduledController({ scheduledTime, cron }), e, ctx);
+  await waitOnExecutionContext(ctx);
+}
+
+const deadLetters = (messageId: string) => env.DB.prepare("SELECT * FROM dead_letters WHERE message_id = ?").bind(messageId).all<Record<string, any>>();
+
+describe("queue consumers", () => {
+  it("a known job (idempotency.purge) runs and is acked", async () => {
+    const now = Date.now();
+    await env.DB.prepare(
+      "INSERT INTO idempotency_keys (scoped_key, request_hash, state, locked_until, created_at, expires_at) VALUES ('queue:expired', ?, 'done', 0, 0, ?)",
+    )
+      .bind("a".repeat(64), now - 1000)
+      .run();
+    const m = msg({ type: "idempotency.purge" });
+    const result = await runQueue("billing-jobs", [m]);
+    expect(result.explicitAcks).toEqual([m.id]);
+    expect(result.retryMessages).toEqual([]);
+    expect(result.retryBatch.retry).toBe(false);
+    expect(await env.DB.prepare("SELECT * FROM idempotency_keys WHERE scoped_key = 'queue:expired'").first()).toBeNull();
+  });
+
+  it("an unknown message type is retried with backoff (so it ends in the DLQ), not dropped", async () => {
+    const known = msg({ type: "idempotency.purge" });
+    const unknown = msg({ type: "no.such.job" }, 3);
+    const noType = msg("just a string");
+    const result = await runQueue("billing-jobs", [known, unknown, noType]);
+    expect(result.explicitAcks).toEqual([known.id]);
+    expect(result.retryMessages).toEqual([
+      { msgId: unknown.id, delaySeconds: backoffSeconds(3) },
+      { msgId: noType.id, delaySeconds: backoffSeconds(1) },
+    ]);
+    expect(result.ackAll).toBe(false);
+  });
+
+  it("a job whose handler throws is retried, the rest of the batch still runs", async () => {
+    const failing = { ...env, ARCHIVE: { put: () => Promise.reject(new Error("r2 down")) } } as unknown as Env;
+    const a = msg({ type: "audit.verify", reportKey: "reports/audit/fail.json" }, 2);
+    const b = msg({ type: "idempotency.purge" });
+    const result = await runQueue("billing-jobs", [a, b], failing);
+    expect(result.retryMessages).toEqual([{ msgId: a.id, delaySeconds: backoffSeconds(2) }]);
+    expect(result.explicitAcks).toEqual([b.id]);
+  });
+
+  it("backoff doubles and is capped at an hour", () => {
+    expect([1, 2, 3, 4].map((n) => backoffSeconds(n))).toEqual([10, 20, 40, 80]);
+    expect(backoffSeconds(30)).toBe(3600);
+  });
+
+  it("payment attempts and Stripe events are retried until their handlers exist, never acked", async () => {
+    const p = msg({ type: "payment.attempt", invoiceId: "inv_1", attempt: 1 });
+    const payments = await runQueue("billing-payments", [p]);
+    expect(payments.explicitAcks).toEqual([]);
+    expect(payments.retryMessages).toEqual([{ msgId: p.id, delaySeconds: 300 }]);
+    const w = msg({ type: "stripe.event", eventId: "evt_1" });
+    const webhooks = await runQueue("billing-webhooks", [w]);
+    expect(webhooks.explicitAcks).toEqual([]);
+    expect(webhooks.retryMessages).toEqual([{ msgId: w.id, delaySeconds: 300 }]);
+  });
+
+  it("the DLQ consumer stores each dead letter once per message id and acks it", async () => {
+    const a = msg({ type: "no.such.job", n: 1 }, 4);
+    const b = msg({ type: "payment.attempt", invoiceId: "inv_9", attempt: 5 }, 6);
+    const first = await runQueue("billing-dlq", [a, b]);
+    expect(first.explicitAcks.sort()).toEqual([a.id, b.id].sort());
+
+    const rows = (await deadLetters(a.id)).results;
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ id: expect.stringMatching(/^dlq_/), message_id: a.id, attempts: 4, replayed_at: null });
+    expect(JSON.parse(rows[0]!.body)).toEqual({ type: "no.such.job", n: 1 });
+
+    // Redelivered (at-least-once): acked again, still one row, the first copy kept.
+    const again = await runQueue("billing-dlq", [{ ...a, attempts: 9 }, b]);
+    expect(again.explicitAcks.sort()).toEqual([a.id, b.id].sort());
+    const after = (await deadLetters(a.id)).results;
+    expect(after).toHaveLength(1);
+    expect(after[0]!.attempts).toBe(4);
+    expect((await deadLetters(b.id)).results).toHaveLength(1);
+  });
+
+  it("a batch for an unknown queue is retried as a whole", async () => {
+    const m = msg({ type: "idempotency.purge" });
+    const result = await runQueue("billing-nonexistent", [m]);
+    expect(result.retryBatch.retry).toBe(true);
+    expect(result.explicitAcks).toEqual([]);
+    expect(result.ackAll).toBe(false);
+  });
+});
+
+describe("cron triggers", () => {
+  it("hourly: meters.resync re-pushes subscriptions whose meter is behind", async () => {
+    const sub = await createSubscription({});
+    await env.DB.prepare("UPDATE subscriptions SET config_version = config_version + 1, quantity = 7 WHERE id = ?").bind(sub.id).run();
+    const behind = await env.DB.prepare("SELECT config_version, meter_synced_version FROM subscriptions WHERE id = ?").bind(sub.id).first<any>();
+    expect(behind.meter_synced_version).toBeLessThan(behind.config_version);
+
+    await runCron("0 * * * *");
+
+    const synced = await env.DB.prepare("SELECT config_version, meter_synced_version FROM subscriptions WHERE id = ?").bind(sub.id).first<any>();
+    expect(synced.meter_synced_version).toBe(synced.config_version);
+    expect((await meterStub(env, sub.id).getConfig())!.version).toBe(synced.config_version);
+  });
+
+  it("hourly: a meter that cannot be reached leaves the subscription behind for the next run", async () => {
+    const sub = await createSubscription({});
+    await env.DB.prepare("UPDATE subscriptions SET config_version = config_version + 1 WHERE id = ?").bind(sub.id).run();
+    const unreachable = {
+      ...env,
+      USAGE_METER: { idFromName: () => ({}), get: () => ({ configure: () => Promise.reject(new Error("meter unreachable")) }) },
+    } as unknown as Env;
+    await runCron("0 * * * *", unreachable);
+    const row = await env.DB.prepare("SELECT config_version, meter_synced_version FROM subscriptions WHERE id = ?").bind(sub.id).first<any>();
+    expect(row.meter_synced_version).toBeLessThan(row.config_version);
+    await runCron("0 * * * *");
+    const fixed = await env.DB.prepare("SELECT config_version, meter_synced_version FROM subscriptions WHERE id = ?").bind(sub.id).first<any>();
+    expect(fixed.meter_synced_version).toBe(fixed.config_version);
+  });
+
+  it("weekly: enqueues one audit.verify job with a dated report key", async () => {
+    const send = vi.fn(async () => undefined);
+    const spied = { ...env, JOB_QUEUE: { send } } as unknown as Env;
+    await runCron("0 4 * * 1", spied, Date.UTC(2026, 10, 2, 4, 0, 0));
+    expect(send).toHaveBeenCalledTimes(1);
+    expect(send).toHaveBeenCalledWith({ type: "audit.verify", reportKey: "reports/audit/2026-11-02.json" });
+  });
+
+  it("the audit.verify job writes a JSON report to R2", async () => {
+    await createSubscription({}); // some audit rows to verify
+    const reportKey = `reports/audit/test-${Date.now()}.json`;
+    const m = msg({ type: "audit.verify", reportKey });
+    const result = await runQueue("billing-jobs", [m]);
+    expect(result.explicitAcks).toEqual([m.id]);
+    const obj = await env.ARCHIVE.get(reportKey);
+    expect(obj).not.toBeNull();
+    expect(obj!.httpMetadata?.contentType).toBe("application/json");
+    const report = (await obj!.json()) as any;
+    const rows = (await env.DB.prepare("SELECT count(*) AS n FROM audit_log").first<{ n: number }>())!.n;
+    expect(report).toMatchObject({ valid: true, checked: rows, firstBrokenRow: null, verifiedAt: expect.any(String) });
+    expect(rows).toBeGreaterThan(0);
+  });
+
+  it("the audit.verify report records a broken chain", async () => {
+    const seq = 1;
+    const original = await env.DB.prepare("SELECT after FROM audit_log WHERE seq = ?").bind(seq).first<{ after: string }>();
+    await env.DB.prepare("UPDATE audit_log SET after = '{}' WHERE seq = ?").bind(seq).run();
+    try {
+      const reportKey = `reports/audit/broken-${Date.now()}.json`;
+      const result = await runQueue("billing-jobs", [msg({ type: "audit.verify", reportKey })]);
+      expect(result.explicitAcks).toHaveLength(1);
+      const report = (await (await env.ARCHIVE.get(reportKey))!.json()) as any;
+      expect(report).toMatchObject({ valid: false, firstBrokenRow: { seq } });
+    } finally {
+      await env.DB.prepare("UPDATE audit_log SET after = ? WHERE seq = ?").bind(original!.after, seq).run();
+    }
+  });
+
+  it("the audit.verify handler is the one the weekly job runs", async () => {
+    const reportKey = `reports/audit/direct-${Date.now()}.json`;
+    expect(await jobHandlers["audit.verify"]({ type: "audit.verify", reportKey }, env)).toEqual({ status: "done" });
+    expect(await env.ARCHIVE.head(reportKey)).not.toBeNull();
+  });
+
+  it("an unknown cron expression does nothing and does not throw", async () => {
+    const send = vi.fn(async () => undefined);
+    const spied = { ...env, JOB_QUEUE: { send } } as unknown as Env;
+    const keysBefore = (await env.DB.prepare("SELECT count(*) AS n FROM idempotency_keys").first<{ n: number }>())!.n;
+    await expect(runCron("*/5 * * * *", spied)).resolves.toBeUndefined();
+    expect(send).not.toHaveBeenCalled();
+    expect((await env.DB.prepare("SELECT count(*) AS n FROM idempotency_keys").first<{ n: number }>())!.n).toBe(keysBefore);
+  });
+
+  it("a failing cron task makes the run fail (so Cloudflare reports it) after the other tasks ran", async () => {
+    const spied = { ...env, JOB_QUEUE: { send: () => Promise.reject(new Error("queue down")) } } as unknown as Env;
+    await expect(runCron("0 4 * * 1", spied)).rejects.toThrow(/audit\.verify/);
+  });
+
+  it("every expression in CRON has tasks", async () => {
+    const { cronTasks, CRON } = await import("../../src/scheduled");
+    for (const cron of Object.values(CRON)) expect(cronTasks[cron]?.length).toBeGreaterThan(0);
+  });
+});
