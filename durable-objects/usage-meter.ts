@@ -68,6 +68,8 @@ function toState(r: AggRow): AggregateState {
 export class UsageMeter extends DurableObject<Env> {
   private config: MeterConfig | null = null;
   private periods: Period[] = [];
+  /** A test clock's frozen time, for subscriptions on a clock: their "now" for ingestion and summaries. */
+  private clockTime: number | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -75,6 +77,8 @@ export class UsageMeter extends DurableObject<Env> {
       for (const stmt of SCHEMA) ctx.storage.sql.exec(stmt);
       const row = ctx.storage.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'config'").toArray()[0];
       this.config = row ? (JSON.parse(row.value) as MeterConfig) : null;
+      const clock = ctx.storage.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'clock'").toArray()[0];
+      this.clockTime = clock ? Number(clock.value) : null;
       this.loadPeriods();
     });
   }
@@ -111,6 +115,17 @@ export class UsageMeter extends DurableObject<Env> {
       this.config = config;
     }
     return Math.max(held, config.version);
+  }
+
+  /** Test clocks push their time here; only used while the configuration names a test clock. */
+  setClock(time: number): number {
+    this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('clock', ?)", String(time));
+    this.clockTime = time;
+    return time;
+  }
+
+  private effectiveNow(now: number): number {
+    return this.config?.testClockId && this.clockTime !== null ? this.clockTime : now;
   }
 
   getConfig(): MeterConfig | null {
@@ -165,7 +180,8 @@ export class UsageMeter extends DurableObject<Env> {
   }
 
   /** Decides accept / duplicate / reject for each event and stores the accepted ones, all in one transaction. */
-  async ingest(events: IngestEvent[], now: number): Promise<IngestOutcome[]> {
+  async ingest(events: IngestEvent[], realNow: number): Promise<IngestOutcome[]> {
+    const now = this.effectiveNow(realNow);
     const touched = new Map<string, Touched>();
     const outcomes = this.ctx.storage.transactionSync(() => {
       const out = events.map((e) => this.ingestOne(e, now, touched));
@@ -173,7 +189,7 @@ export class UsageMeter extends DurableObject<Env> {
       for (const t of touched.values()) this.saveAggregate(t.meterId, t.period, t.state, t.resetAt);
       return out;
     });
-    if (touched.size) await this.scheduleFlush(now);
+    if (touched.size) await this.scheduleFlush(realNow);
     return outcomes;
   }
 
@@ -181,7 +197,8 @@ export class UsageMeter extends DurableObject<Env> {
     return this.sql.exec("SELECT 1 FROM events WHERE event_key = ?", eventKey).toArray().length > 0;
   }
 
-  private ingestOne(e: IngestEvent, now: number, touched: Map<string, Touched>): IngestOutcome {
+  private ingestOne(raw: IngestEvent, now: number, touched: Map<string, Touched>): IngestOutcome {
+    const e = { ...raw, timestamp: raw.timestamp ?? now };
     // A retried event that was stored before is a duplicate even if it would be refused now (e.g. late).
     const reject = (reason: RejectReason, detail: string): IngestOutcome =>
       this.isDuplicate(e.eventKey) ? { index: e.index, eventId: e.eventId, status: "duplicate" } : { index: e.index, eventId: e.eventId, status: "rejected", reason, detail };
@@ -279,7 +296,8 @@ export class UsageMeter extends DurableObject<Env> {
   }
 
   /** Per-meter aggregates of one period (current, previous, or the one starting/containing an instant). */
-  summary(selector: PeriodSelector, now: number): SummaryOutcome {
+  summary(selector: PeriodSelector, realNow: number): SummaryOutcome {
+    const now = this.effectiveNow(realNow);
     const c = this.config;
     if (!c) return { ok: false, error: "unknown_subscription" };
     const period = this.resolvePeriod(selector, now);

@@ -16,6 +16,8 @@ import { auditRoutes } from "./modules/audit/routes";
 import { docsRoutes } from "./modules/docs";
 import { usageRoutes } from "./modules/usage/routes";
 import { taxRoutes } from "./modules/tax/routes";
+import { invoiceRoutes } from "./modules/invoices/routes";
+import { testClockRoutes } from "./modules/test-clocks/routes";
 
 export const MAX_BODY_BYTES = 2 * 1024 * 1024;
 
@@ -56,6 +58,8 @@ export function createApp() {
   app.route("/api/v1/usage", usageRoutes);
   app.route("/api/v1/audit", auditRoutes);
   app.route("/api/v1/tax", taxRoutes);
+  app.route("/api/v1/invoices", invoiceRoutes);
+  app.route("/api/v1/test-clocks", testClockRoutes);
   app.route("/admin/api-keys", apiKeyRoutes);
   app.route("/docs", docsRoutes);
 

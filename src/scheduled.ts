@@ -1,6 +1,7 @@
 import { dbOf } from "./db/client";
 import { purgeExpiredIdempotencyKeys } from "./http/idempotency";
 import { resyncMeters } from "./modules/usage/meter-config";
+import { generatePending } from "./modules/billing/run";
 import type { JobMessage } from "../queues/messages";
 
 export const CRON = {
@@ -13,7 +14,16 @@ type Task = { name: string; run: (env: Env, scheduledTime: number) => Promise<un
 
 /** What each cron trigger does; each task runs even when an earlier one failed. */
 export const cronTasks: Record<string, Task[]> = {
-  [CRON.hourly]: [{ name: "meters.resync", run: (env) => resyncMeters(env, dbOf(env)) }],
+  [CRON.hourly]: [
+    { name: "meters.resync", run: (env) => resyncMeters(env, dbOf(env)) },
+    {
+      name: "billing.generate",
+      run: async (env, t) => {
+        const r = await generatePending(env, dbOf(env), t);
+        return { processed: r.processed, invoices: r.invoiceIds.length, finalized: r.finalized.length, errors: r.errors.length };
+      },
+    },
+  ],
   [CRON.daily]: [{ name: "idempotency.purge", run: (env, t) => purgeExpiredIdempotencyKeys(env, t) }],
   [CRON.weekly]: [
     {

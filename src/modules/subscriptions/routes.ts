@@ -5,6 +5,10 @@ import { dbOf } from "../../db/client";
 import { subscriptionStatuses } from "../../db/schema";
 import { auditCtx } from "../../http/context";
 import { CreateSubscription, Subscription } from "./schemas";
+import { cancel, changePlan, pause, resume } from "./lifecycle";
+import { nowFor } from "../test-clocks/time";
+import { money } from "../../domain/money";
+import { iso } from "../../lib/time";
 import { createSubscription, getSubscriptionRow, listSubscriptions, toSubscription } from "./service";
 
 const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "sub_123" }) });
@@ -45,4 +49,120 @@ export const subscriptionRoutes = router()
       responses: { 200: jsonResponse(Subscription, "The subscription"), ...errorResponses },
     }),
     async (c) => c.json(toSubscription(await getSubscriptionRow(dbOf(c.env), c.req.valid("param").id)), 200),
+  );
+
+const DateOrInstant = z.union([z.iso.datetime({ offset: true }), z.iso.date()]);
+const toMs = (s: string) => Date.parse(s.length === 10 ? `${s}T00:00:00Z` : s);
+
+async function subscriptionAndNow(env: Env, id: string) {
+  const db = dbOf(env);
+  const sub = await getSubscriptionRow(db, id);
+  return { db, sub, now: await nowFor(db, sub.testClockId) };
+}
+
+const LifecycleResult = Subscription;
+const ProrationLine = z.object({ description: z.string(), amount: z.string(), amountMinor: z.number().int(), period: z.object({ start: z.string(), end: z.string() }), computation: z.string() });
+
+subscriptionRoutes
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/{id}/pause",
+      tags: ["Subscriptions"],
+      summary: "Pause billing; resumes automatically on resumeDate",
+      middleware: [requireRole(access.subscriptions)] as const,
+      request: { params: IdParam, ...jsonBody(z.object({ reason: z.string().min(1).max(200), resumeDate: DateOrInstant.optional() })) },
+      responses: { 200: jsonResponse(LifecycleResult, "The paused subscription"), ...errorResponses },
+    }),
+    async (c) => {
+      const body = c.req.valid("json");
+      const { db, sub, now } = await subscriptionAndNow(c.env, c.req.valid("param").id);
+      const after = await pause(c.env, db, sub, { reason: body.reason, resumeDate: body.resumeDate ? toMs(body.resumeDate) : undefined }, auditCtx(c, now));
+      return c.json(toSubscription(after), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/{id}/resume",
+      tags: ["Subscriptions"],
+      summary: "Resume a paused subscription now",
+      middleware: [requireRole(access.subscriptions)] as const,
+      request: { params: IdParam },
+      responses: { 200: jsonResponse(LifecycleResult, "The resumed subscription"), ...errorResponses },
+    }),
+    async (c) => {
+      const { db, sub, now } = await subscriptionAndNow(c.env, c.req.valid("param").id);
+      return c.json(toSubscription(await resume(c.env, db, sub, auditCtx(c, now))), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "put",
+      path: "/{id}/plan",
+      tags: ["Subscriptions"],
+      summary: "Change plan now (prorated), at the next billing cycle, or on a date",
+      middleware: [requireRole(access.subscriptions)] as const,
+      request: {
+        params: IdParam,
+        ...jsonBody(
+          z.object({
+            newPlanId: z.string().min(1),
+            prorate: z.boolean().default(true),
+            effectiveDate: z.union([z.literal("now"), z.literal("next_billing_cycle"), DateOrInstant]).default("now"),
+            quantity: z.number().int().min(1).max(1_000_000).optional(),
+          }),
+        ),
+      },
+      responses: {
+        200: jsonResponse(
+          z.object({ subscription: Subscription, effectiveAt: z.string(), scheduled: z.boolean(), prorationLines: z.array(ProrationLine), net: z.object({ amount: z.string(), amountMinor: z.number().int(), currency: z.string() }) }),
+          "The change, with the proration lines added to the next invoice",
+        ),
+        ...errorResponses,
+      },
+    }),
+    async (c) => {
+      const body = c.req.valid("json");
+      const { db, sub, now } = await subscriptionAndNow(c.env, c.req.valid("param").id);
+      const effective = body.effectiveDate === "now" || body.effectiveDate === "next_billing_cycle" ? body.effectiveDate : toMs(body.effectiveDate);
+      const r = await changePlan(c.env, db, sub, { newPlanId: body.newPlanId, prorate: body.prorate, effective, quantity: body.quantity }, auditCtx(c, now));
+      return c.json(
+        {
+          subscription: toSubscription(r.subscription),
+          effectiveAt: iso(r.effectiveAt),
+          scheduled: r.scheduled,
+          prorationLines: r.lines.map((l) => ({ description: l.description, ...money(l.amount, sub.currency), period: { start: iso(l.periodStart), end: iso(l.periodEnd) }, computation: l.computation })).map(({ currency: _c, ...rest }) => rest),
+          net: money(r.net, sub.currency),
+        },
+        200,
+      );
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/{id}/cancel",
+      tags: ["Subscriptions"],
+      summary: "Cancel at period end or immediately (final invoice, optional prorated credit)",
+      middleware: [requireRole(access.subscriptions)] as const,
+      request: {
+        params: IdParam,
+        ...jsonBody(
+          z.object({
+            reason: z.string().min(1).max(200),
+            feedback: z.string().max(2000).optional(),
+            cancelAtPeriodEnd: z.boolean().default(true),
+            prorate: z.boolean().default(false).openapi({ description: "Immediate cancellation: credit the unused time of advance fees" }),
+          }),
+        ),
+      },
+      responses: { 200: jsonResponse(z.object({ subscription: Subscription, finalInvoiceId: z.string().nullable() }), "The canceled (or scheduled) subscription"), ...errorResponses },
+    }),
+    async (c) => {
+      const body = c.req.valid("json");
+      const { db, sub, now } = await subscriptionAndNow(c.env, c.req.valid("param").id);
+      const r = await cancel(c.env, db, sub, body, auditCtx(c, now));
+      return c.json({ subscription: toSubscription(r.subscription), finalInvoiceId: r.invoiceId }, 200);
+    },
   );

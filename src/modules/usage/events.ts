@@ -33,7 +33,8 @@ export function parseEvent(raw: unknown, index: number, idempotencyKey: string |
     else if (d.value < 0n) errors.push({ path: at("quantity"), message: "must not be negative" });
     else q = formatDecimal(d.value);
   }
-  let ts = now;
+  // Without a timestamp the meter stamps the event with its own "now" (a test clock's time, if on one).
+  let ts: number | null = null;
   if (timestamp !== undefined) {
     if (typeof timestamp !== "string" || !ISO.test(timestamp) || Number.isNaN(Date.parse(timestamp))) {
       errors.push({ path: at("timestamp"), message: "must be an ISO-8601 date-time with a zone, e.g. 2024-06-24T10:00:00Z" });

@@ -9,7 +9,8 @@ export type IngestEvent = {
   eventId: string | null;
   meterId: string;
   quantity: string;
-  timestamp: number;
+  /** Event time (epoch ms); null means "now" as the meter sees it. */
+  timestamp: number | null;
   metadata: Record<string, string | number | boolean | null> | null;
 };
 

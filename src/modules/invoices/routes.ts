@@ -1,0 +1,105 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { and, eq, gte, lt } from "drizzle-orm";
+import { access, actorOf, requireRole } from "../../http/auth";
+import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
+import { dbOf } from "../../db/client";
+import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
+import { invoiceLines, invoices, invoiceStatuses } from "../../db/schema";
+import { auditCtx } from "../../http/context";
+import { generatePending } from "../billing/run";
+import { Invoice, toInvoice } from "./serialize";
+import { getInvoice, voidInvoice } from "./service";
+
+const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "inv_123" }) });
+
+export const invoiceRoutes = router()
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/generate-pending",
+      tags: ["Invoices"],
+      summary: "Invoice every subscription whose period has ended (idempotent; the hourly cron runs it too)",
+      middleware: [requireRole(access.finance)] as const,
+      responses: {
+        200: jsonResponse(
+          z.object({ processed: z.number().int(), invoicesCreated: z.number().int(), invoiceIds: z.array(z.string()), finalized: z.array(z.string()), errors: z.array(z.object({ subscriptionId: z.string(), error: z.string() })) }),
+          "What the run did",
+        ),
+        ...errorResponses,
+      },
+    }),
+    async (c) => {
+      const r = await generatePending(c.env, dbOf(c.env), Date.now(), actorOf(c), c.get("requestId"));
+      return c.json({ processed: r.processed, invoicesCreated: r.invoiceIds.length, invoiceIds: r.invoiceIds, finalized: r.finalized, errors: r.errors }, 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/",
+      tags: ["Invoices"],
+      summary: "List invoices, newest first",
+      middleware: [requireRole(access.read)] as const,
+      request: {
+        query: PaginationQuery.extend({
+          customerId: z.string().optional(),
+          subscriptionId: z.string().optional(),
+          status: z.enum(invoiceStatuses).optional(),
+          createdFrom: z.iso.datetime({ offset: true }).optional(),
+          createdTo: z.iso.datetime({ offset: true }).optional(),
+        }),
+      },
+      responses: { 200: jsonResponse(listOf(Invoice), "A page of invoices"), ...errorResponses },
+    }),
+    async (c) => {
+      const q = c.req.valid("query");
+      const db = dbOf(c.env);
+      const cursor = await resolveCursor(q.startingAfter, (id) => db.select({ id: invoices.id, createdAt: invoices.createdAt }).from(invoices).where(eq(invoices.id, id)).get());
+      const rows = await db
+        .select()
+        .from(invoices)
+        .where(
+          and(
+            afterCursor(invoices.createdAt, invoices.id, cursor),
+            q.customerId ? eq(invoices.customerId, q.customerId) : undefined,
+            q.subscriptionId ? eq(invoices.subscriptionId, q.subscriptionId) : undefined,
+            q.status ? eq(invoices.status, q.status) : undefined,
+            q.createdFrom ? gte(invoices.createdAt, Date.parse(q.createdFrom)) : undefined,
+            q.createdTo ? lt(invoices.createdAt, Date.parse(q.createdTo)) : undefined,
+          ),
+        )
+        .orderBy(...newestFirst(invoices.createdAt, invoices.id))
+        .limit(q.limit + 1)
+        .all();
+      return c.json(toPage(rows, q.limit, (r) => toInvoice(r)), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/{id}",
+      tags: ["Invoices"],
+      summary: "Get an invoice with its lines",
+      middleware: [requireRole(access.read)] as const,
+      request: { params: IdParam },
+      responses: { 200: jsonResponse(Invoice, "The invoice"), ...errorResponses },
+    }),
+    async (c) => {
+      const db = dbOf(c.env);
+      const inv = await getInvoice(db, c.req.valid("param").id);
+      const lines = await db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, inv.id)).all();
+      return c.json(toInvoice(inv, lines), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/{id}/void",
+      tags: ["Invoices"],
+      summary: "Void a draft or open invoice (paid invoices need a refund or credit note)",
+      middleware: [requireRole(access.finance)] as const,
+      request: { params: IdParam, ...jsonBody(z.object({ reason: z.string().min(1).max(500) })) },
+      responses: { 200: jsonResponse(Invoice, "The voided invoice"), ...errorResponses },
+    }),
+    async (c) => c.json(toInvoice(await voidInvoice(dbOf(c.env), c.req.valid("param").id, c.req.valid("json").reason, auditCtx(c))), 200),
+  );

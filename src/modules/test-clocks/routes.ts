@@ -1,0 +1,66 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { access, requireRole } from "../../http/auth";
+import { errorResponses, jsonBody, jsonResponse, router } from "../../http/openapi";
+import { dbOf } from "../../db/client";
+import { auditCtx } from "../../http/context";
+import { advanceClock, assertEnabled, createClock, getClock, parseFrozenTime, toClock } from "./service";
+
+const Clock = z.object({ id: z.string(), name: z.string().nullable(), frozenTime: z.string(), status: z.enum(["ready", "advancing"]), createdAt: z.string() }).openapi("TestClock");
+const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" } }) });
+const FrozenTime = z.string().openapi({ example: "2024-03-01T00:00:00Z" });
+
+export const testClockRoutes = router()
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/",
+      tags: ["Test clocks"],
+      summary: "Create a test clock (disabled when TEST_CLOCKS=off)",
+      middleware: [requireRole(access.subscriptions)] as const,
+      request: jsonBody(z.object({ frozenTime: FrozenTime, name: z.string().max(100).optional() })),
+      responses: { 201: jsonResponse(Clock, "The clock"), ...errorResponses },
+    }),
+    async (c) => {
+      assertEnabled(c.env);
+      const body = c.req.valid("json");
+      const row = await createClock(dbOf(c.env), { frozenTime: parseFrozenTime(body.frozenTime), name: body.name }, auditCtx(c));
+      return c.json(toClock(row), 201);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/{id}",
+      tags: ["Test clocks"],
+      summary: "Get a test clock",
+      middleware: [requireRole(access.read)] as const,
+      request: { params: IdParam },
+      responses: { 200: jsonResponse(Clock, "The clock"), ...errorResponses },
+    }),
+    async (c) => {
+      assertEnabled(c.env);
+      return c.json(toClock(await getClock(dbOf(c.env), c.req.valid("param").id)), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/{id}/advance",
+      tags: ["Test clocks"],
+      summary: "Move the clock forward, running everything that fell due in time order",
+      middleware: [requireRole(access.subscriptions)] as const,
+      request: { params: IdParam, ...jsonBody(z.object({ frozenTime: FrozenTime })) },
+      responses: {
+        200: jsonResponse(
+          Clock.extend({ steps: z.array(z.object({ subscriptionId: z.string(), step: z.string(), at: z.string(), status: z.string(), invoiceId: z.string().optional() })), invoiceIds: z.array(z.string()) }),
+          "The clock after the advance, and what ran",
+        ),
+        ...errorResponses,
+      },
+    }),
+    async (c) => {
+      assertEnabled(c.env);
+      const r = await advanceClock(c.env, dbOf(c.env), c.req.valid("param").id, parseFrozenTime(c.req.valid("json").frozenTime), auditCtx(c));
+      return c.json({ ...toClock(r.clock), steps: r.steps.map((s) => ({ ...s, at: new Date(s.at).toISOString() })), invoiceIds: r.invoiceIds }, 200);
+    },
+  );
