@@ -17,6 +17,8 @@ import { docsRoutes } from "./modules/docs";
 import { usageRoutes } from "./modules/usage/routes";
 import { taxRoutes } from "./modules/tax/routes";
 import { invoiceRoutes } from "./modules/invoices/routes";
+import { invoiceAdminRoutes, invoiceOpsRoutes } from "./modules/invoices/ops";
+import { subscriptionStatsRoutes } from "./modules/subscriptions/stats";
 import { testClockRoutes } from "./modules/test-clocks/routes";
 
 export const MAX_BODY_BYTES = 2 * 1024 * 1024;
@@ -54,11 +56,14 @@ export function createApp() {
   app.route("/health", healthRoutes);
   app.route("/api/v1/customers", customerRoutes);
   app.route("/api/v1/plans", planRoutes);
+  app.route("/api/v1/subscriptions", subscriptionStatsRoutes);
   app.route("/api/v1/subscriptions", subscriptionRoutes);
   app.route("/api/v1/usage", usageRoutes);
   app.route("/api/v1/audit", auditRoutes);
   app.route("/api/v1/tax", taxRoutes);
+  app.route("/api/v1/invoices", invoiceOpsRoutes);
   app.route("/api/v1/invoices", invoiceRoutes);
+  app.route("/admin/invoices", invoiceAdminRoutes);
   app.route("/api/v1/test-clocks", testClockRoutes);
   app.route("/admin/api-keys", apiKeyRoutes);
   app.route("/docs", docsRoutes);
