@@ -1,0 +1,239 @@
+import { describe, expect, it } from "vitest";
+import { env } from "cloudflare:workers";
+import fc from "fast-check";
+import { api, createCustomer, createPlan, unique } from "../helpers";
+
+const T = (s: string) => new Date(s).toISOString();
+
+async function clockAt(time: string) {
+  const r = await api("POST", "/api/v1/test-clocks", { body: { frozenTime: time, name: "test" } });
+  expect(r.status).toBe(201);
+  return r.body.id as string;
+}
+async function advance(clockId: string, time: string) {
+  const r = await api("POST", `/api/v1/test-clocks/${clockId}/advance`, { body: { frozenTime: time } });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body;
+}
+async function invoicesOf(subscriptionId: string) {
+  const r = await api("GET", `/api/v1/invoices?subscriptionId=${subscriptionId}&limit=100`);
+  expect(r.status).toBe(200);
+  return (r.body.data as any[]).reverse();
+}
+async function invoice(id: string) {
+  const r = await api("GET", `/api/v1/invoices/${id}`);
+  expect(r.status).toBe(200);
+  return r.body;
+}
+async function usage(subscriptionId: string, quantity: number, timestamp: string, eventId = unique("e")) {
+  const r = await api("POST", "/api/v1/usage", { body: { subscriptionId, meterId: "api_calls", quantity, timestamp, eventId } });
+  expect(r.status, JSON.stringify(r.body)).toBe(202);
+}
+
+const flatAndUsage = (flat: string, unit: string, extra: Record<string, unknown> = {}) => ({
+  currency: "USD",
+  interval: "month",
+  prices: [
+    { type: "flat", amount: flat, billing: "advance" },
+    { type: "metered", meterId: "api_calls", aggregation: "sum", pricingModel: "per_unit", unitAmount: unit },
+  ],
+  ...extra,
+});
+
+describe("a subscription's life on a test clock", () => {
+  it("trial → active → usage → prorated plan change → renewal invoice → void, to the cent", async () => {
+    const region = unique("R").slice(-3).toUpperCase().replace(/[^A-Z0-9]/g, "X");
+    const taxRate = await api("PUT", "/api/v1/tax/rates", { body: { jurisdiction: `US-${region}`, rate: 0.0725, effectiveDate: "2024-01-01" } });
+    expect(taxRate.status).toBe(200);
+    const clock = await clockAt("2024-03-01T00:00:00Z");
+    const customer = await createCustomer({ testClockId: clock, country: "US", region });
+    const basic = await createPlan({ name: "Basic", trialDays: 14, ...flatAndUsage("10", "0.001") });
+    const pro = await createPlan({ name: "Pro", ...flatAndUsage("20", "0.002") });
+
+    const created = await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: basic.id } });
+    expect(created.status).toBe(201);
+    const sub = created.body;
+    expect(sub).toMatchObject({ status: "trialing", currentPeriodStart: T("2024-03-01"), currentPeriodEnd: T("2024-03-15"), trialEnd: T("2024-03-15"), testClockId: clock });
+    expect(await invoicesOf(sub.id)).toHaveLength(0);
+
+    // Trial ends: active, first invoice for the first paid month, tax 7.25 % per line.
+    const atTrialEnd = await advance(clock, "2024-03-15T00:00:00Z");
+    expect(atTrialEnd.steps).toMatchObject([{ subscriptionId: sub.id, step: "period_end", status: "active" }]);
+    let s = (await api("GET", `/api/v1/subscriptions/${sub.id}`)).body;
+    expect(s).toMatchObject({ status: "active", currentPeriodStart: T("2024-03-15"), currentPeriodEnd: T("2024-04-15") });
+    let invs = await invoicesOf(sub.id);
+    expect(invs).toHaveLength(1);
+    expect(invs[0]).toMatchObject({ status: "open", billingReason: "subscription_cycle", subtotal: { amountMinor: 1000 }, tax: { amountMinor: 73 }, total: { amount: "10.73" }, taxJurisdiction: `US-${region}`, taxRate: "0.0725" });
+    expect(invs[0].number).toMatch(/^INV-2024-\d{6}$/);
+
+    await advance(clock, "2024-03-20T00:00:00Z");
+    await usage(sub.id, 1000, "2024-03-20T00:00:00Z");
+    await usage(sub.id, 2000, "2024-03-20T00:00:00Z");
+    await usage(sub.id, 500, "2024-03-19T12:00:00Z");
+
+    // Upgrade on 25 March: 21 of 31 days remain. Credit 10 × 21/31 = 6.77, charge 20 × 21/31 = 13.55.
+    await advance(clock, "2024-03-25T00:00:00Z");
+    const change = await api("PUT", `/api/v1/subscriptions/${sub.id}/plan`, { body: { newPlanId: pro.id, prorate: true, effectiveDate: "now" } });
+    expect(change.status, JSON.stringify(change.body)).toBe(200);
+    expect(change.body.prorationLines.map((l: any) => l.amountMinor)).toEqual([-677, 1355]);
+    expect(change.body.net).toEqual({ amount: "6.78", amountMinor: 678, currency: "USD" });
+    expect(change.body.subscription).toMatchObject({ planId: pro.id, status: "active" });
+
+    await advance(clock, "2024-03-30T00:00:00Z");
+    await usage(sub.id, 1500, "2024-03-30T00:00:00Z");
+
+    // Not yet: the period ended at midnight but late usage may arrive for an hour.
+    const early = await advance(clock, "2024-04-15T00:30:00Z");
+    expect(early.steps).toHaveLength(0);
+    const renewal = await advance(clock, "2024-04-15T01:00:00Z");
+    expect(renewal.invoiceIds).toHaveLength(1);
+    invs = await invoicesOf(sub.id);
+    expect(invs).toHaveLength(2);
+    const inv = await invoice(renewal.invoiceIds[0]);
+    expect(inv.lines.map((l: any) => [l.kind, l.amount.amountMinor, l.tax.amountMinor])).toEqual([
+      ["usage", 1000, 73], // 5000 calls × 0.002 (the plan in force at the period end)
+      ["flat", 2000, 145], // Pro, next month in advance
+      ["proration", -677, -49],
+      ["proration", 1355, 98],
+    ]);
+    expect(inv.lines[0]).toMatchObject({ quantity: "5000", unitAmount: "0.002", meterId: "api_calls", period: { start: T("2024-03-15"), end: T("2024-04-15") } });
+    expect(inv.lines[1].period).toEqual({ start: T("2024-04-15"), end: T("2024-05-15") });
+    expect(inv).toMatchObject({ subtotal: { amountMinor: 3678 }, tax: { amountMinor: 267 }, total: { amount: "39.45", amountMinor: 3945 }, amountDue: { amountMinor: 3945 }, status: "open" });
+    expect(inv.lines.reduce((n: number, l: any) => n + l.amount.amountMinor + l.tax.amountMinor, 0)).toBe(inv.total.amountMinor);
+
+    // Usage of the closed period is refused from now on; the new period counts from zero.
+    const late = await api("POST", "/api/v1/usage", { body: { subscriptionId: sub.id, meterId: "api_calls", quantity: 1, timestamp: "2024-04-14T23:00:00Z" } });
+    expect(late.body.reason).toBe("period_closed");
+    const summary = (await api("GET", `/api/v1/usage/${sub.id}/summary`)).body;
+    expect(summary.period).toEqual({ start: T("2024-04-15"), end: T("2024-05-15") });
+    expect(summary.meters[0].value).toBe("0");
+
+    // Advancing to the same time again, or running the real-time generator, creates nothing new.
+    expect((await advance(clock, "2024-04-15T01:00:00Z")).steps).toHaveLength(0);
+    await api("POST", "/api/v1/invoices/generate-pending");
+    expect(await invoicesOf(sub.id)).toHaveLength(2);
+    const back = await api("POST", `/api/v1/test-clocks/${clock}/advance`, { body: { frozenTime: "2024-04-01T00:00:00Z" } });
+    expect(back.status).toBe(409);
+
+    const voided = await api("POST", `/api/v1/invoices/${inv.id}/void`, { body: { reason: "goodwill" } });
+    expect(voided.status).toBe(200);
+    expect(voided.body).toMatchObject({ status: "void", voidReason: "goodwill", amountDue: { amountMinor: 0 } });
+    expect((await api("POST", `/api/v1/invoices/${inv.id}/void`, { body: { reason: "again" } })).status).toBe(409);
+    const audit = await api("GET", `/api/v1/audit/search?target=${inv.id}`);
+    expect(audit.body.data.map((a: any) => a.action)).toEqual(["invoice.voided", "invoice.finalized", "invoice.created"]);
+  });
+
+  it("nets the published $10 → $20 upgrade at 5.49, not 5.48", async () => {
+    const clock = await clockAt("2024-03-01T00:00:00Z");
+    const customer = await createCustomer({ testClockId: clock });
+    const ten = await createPlan({ name: "Ten", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "10" }] });
+    const twenty = await createPlan({ name: "Twenty", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "20" }] });
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: ten.id } })).body;
+    expect(sub).toMatchObject({ status: "active", currentPeriodStart: T("2024-03-01"), currentPeriodEnd: T("2024-04-01") });
+    const first = await invoicesOf(sub.id);
+    expect(first).toMatchObject([{ billingReason: "subscription_create", total: { amountMinor: 1000 }, status: "open" }]);
+    await advance(clock, "2024-03-15T00:00:00Z");
+    const change = await api("PUT", `/api/v1/subscriptions/${sub.id}/plan`, { body: { newPlanId: twenty.id, prorate: true, effectiveDate: "now" } });
+    expect(change.body.prorationLines.map((l: any) => l.amount)).toEqual(["-5.48", "10.97"]);
+    expect(change.body.net.amount).toBe("5.49");
+  });
+
+  it("schedules a plan change for the next cycle and cancels at period end", async () => {
+    const clock = await clockAt("2025-01-31T00:00:00Z");
+    const customer = await createCustomer({ testClockId: clock });
+    const a = await createPlan({ name: "A", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "5" }] });
+    const b = await createPlan({ name: "B", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "7", billing: "arrears" }] });
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: a.id } })).body;
+    const scheduled = await api("PUT", `/api/v1/subscriptions/${sub.id}/plan`, { body: { newPlanId: b.id, prorate: true, effectiveDate: "next_billing_cycle" } });
+    expect(scheduled.body).toMatchObject({ scheduled: true, effectiveAt: T("2025-02-28"), prorationLines: [] });
+    expect(scheduled.body.subscription.pendingChange).toMatchObject({ planId: b.id, effectiveAt: T("2025-02-28") });
+    // Jan 31 anchor: Feb 28, then Mar 31 (month ends clamp, the anchor day comes back).
+    await advance(clock, "2025-02-28T00:00:00Z");
+    let s = (await api("GET", `/api/v1/subscriptions/${sub.id}`)).body;
+    expect(s).toMatchObject({ planId: b.id, currentPeriodStart: T("2025-02-28"), currentPeriodEnd: T("2025-03-31"), pendingChange: null });
+    const cancel = await api("POST", `/api/v1/subscriptions/${sub.id}/cancel`, { body: { reason: "customer_request", feedback: "Too expensive", cancelAtPeriodEnd: true } });
+    expect(cancel.status).toBe(200);
+    expect(cancel.body.subscription).toMatchObject({ status: "active", cancelAtPeriodEnd: true, cancelReason: "customer_request", cancelFeedback: "Too expensive" });
+    await advance(clock, "2025-04-05T00:00:00Z");
+    s = (await api("GET", `/api/v1/subscriptions/${sub.id}`)).body;
+    expect(s).toMatchObject({ status: "canceled", endedAt: T("2025-03-31") });
+    const invs = await invoicesOf(sub.id);
+    // create (A in advance); Feb 28 has nothing to bill (A was paid ahead, B bills in arrears), so no invoice;
+    // Mar 31 bills B's month in arrears and, canceled, no next period.
+    expect(invs.map((i: any) => [i.billingReason, i.total.amountMinor, i.period.start])).toEqual([
+      ["subscription_create", 500, T("2025-01-31")],
+      ["subscription_cycle", 700, T("2025-02-28")],
+    ]);
+    expect((await api("POST", `/api/v1/subscriptions/${sub.id}/cancel`, { body: { reason: "x" } })).status).toBe(409);
+  });
+
+  it("pauses without billing and resumes on the resume date", async () => {
+    const clock = await clockAt("2025-06-01T00:00:00Z");
+    const customer = await createCustomer({ testClockId: clock });
+    const plan = await createPlan({ name: "P", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "9" }] });
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id } })).body;
+    const paused = await api("POST", `/api/v1/subscriptions/${sub.id}/pause`, { body: { reason: "customer_request", resumeDate: "2025-07-15" } });
+    expect(paused.body).toMatchObject({ status: "paused", pausedUntil: T("2025-07-15"), pauseReason: "customer_request" });
+    expect((await api("POST", `/api/v1/subscriptions/${sub.id}/pause`, { body: { reason: "again" } })).status).toBe(409);
+    await advance(clock, "2025-07-10T00:00:00Z");
+    expect((await invoicesOf(sub.id)).length).toBe(1); // only the first month: July 1 renewal was not billed
+    await advance(clock, "2025-07-15T00:00:00Z");
+    const s = (await api("GET", `/api/v1/subscriptions/${sub.id}`)).body;
+    expect(s).toMatchObject({ status: "active", pausedUntil: null, currentPeriodStart: T("2025-07-01"), currentPeriodEnd: T("2025-08-01") });
+    await advance(clock, "2025-08-01T00:00:00Z");
+    expect((await invoicesOf(sub.id)).map((i: any) => i.total.amountMinor)).toEqual([900, 900]);
+  });
+
+  it("cancels immediately with a final invoice and a prorated credit", async () => {
+    const clock = await clockAt("2024-03-01T00:00:00Z");
+    const customer = await createCustomer({ testClockId: clock });
+    const plan = await createPlan({ name: "C", ...flatAndUsage("31", "1") });
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id } })).body;
+    await advance(clock, "2024-03-11T00:00:00Z");
+    await usage(sub.id, 3, "2024-03-10T00:00:00Z");
+    const r = await api("POST", `/api/v1/subscriptions/${sub.id}/cancel`, { body: { reason: "fraud", cancelAtPeriodEnd: false, prorate: true } });
+    expect(r.status).toBe(200);
+    expect(r.body.subscription).toMatchObject({ status: "canceled", endedAt: T("2024-03-11") });
+    const final = await invoice(r.body.finalInvoiceId);
+    // usage 3 × 1; 21 of 31 days unused of the 31.00 advance fee → −21.00
+    expect(final.lines.map((l: any) => [l.kind, l.amount.amountMinor])).toEqual([
+      ["usage", 300],
+      ["proration", -2100],
+    ]);
+    expect(final).toMatchObject({ total: { amountMinor: -1800 }, amountDue: { amountMinor: 0 }, status: "paid" });
+    const refused = await api("POST", "/api/v1/usage", { body: { subscriptionId: sub.id, meterId: "api_calls", quantity: 1, timestamp: "2024-03-11T00:00:00Z" } });
+    expect(refused.body.reason).toBe("subscription_canceled");
+  });
+});
+
+describe("real-time invoice generation", () => {
+  it("is idempotent: running it again creates nothing new", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.integer({ min: 0, max: 10_000 }), { minLength: 0, maxLength: 5 }), async (quantities) => {
+        const customer = await createCustomer();
+        const plan = await createPlan({ name: "RT", ...flatAndUsage("12.34", "0.0006") });
+        const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id } })).body;
+        for (const q of quantities) await usage(sub.id, q, new Date().toISOString());
+        // Move the period into the past, beyond the grace window, as if a month had gone by.
+        const now = Date.now();
+        const start = now - 40 * 86_400_000;
+        const end = now - 2 * 3_600_000;
+        await env.DB.prepare("UPDATE subscriptions SET current_period_start = ?, current_period_end = ?, billing_anchor = ?, config_version = config_version + 1 WHERE id = ?").bind(start, end, start, sub.id).run();
+        const stub = env.USAGE_METER.get(env.USAGE_METER.idFromName(sub.id));
+        const cfg = (await stub.getConfig())!;
+        await stub.configure({ ...cfg, currentPeriodStart: start, currentPeriodEnd: end, billingAnchor: start, version: cfg.version + 1 });
+        const first = await api("POST", "/api/v1/invoices/generate-pending", { as: "finance" });
+        expect(first.status).toBe(200);
+        const second = await api("POST", "/api/v1/invoices/generate-pending", { as: "finance" });
+        expect(second.body.invoiceIds).not.toContain(first.body.invoiceIds.find(() => true));
+        const invs = await invoicesOf(sub.id);
+        expect(invs).toHaveLength(2);
+        const renewal = await invoice(invs[1].id);
+        const lineSum = renewal.lines.reduce((n: number, l: any) => n + l.amount.amountMinor, 0);
+        expect(renewal.subtotal.amountMinor).toBe(lineSum);
+        expect(renewal.total.amountMinor).toBe(renewal.subtotal.amountMinor - renewal.discount.amountMinor + renewal.tax.amountMinor);
+      }),
+      { numRuns: 4 },
+    );
+  });
+});
