@@ -349,3 +349,142 @@ export const notifications = sqliteTable(
   },
   (t) => [uniqueIndex("notifications_dedupe_idx").on(t.dedupeKey), index("notifications_invoice_idx").on(t.invoiceId)],
 );
+
+/** Operator settings (retry strategy, billing config) as JSON per key; cached per isolate. */
+export const settings = sqliteTable("settings", {
+  key: text("key").primaryKey(),
+  value: text("value", { mode: "json" }).$type<unknown>().notNull(),
+  updatedBy: text("updated_by").notNull(),
+  updatedAt: integer("updated_at").notNull(),
+});
+
+export const paymentStatuses = ["pending", "parked", "processing", "succeeded", "failed", "canceled"] as const;
+export type PaymentStatus = (typeof paymentStatuses)[number];
+
+/** One collection attempt of an invoice; its idempotency key (invoice + attempt) is what the gateway sees. */
+export const payments = sqliteTable(
+  "payments",
+  {
+    id: text("id").primaryKey(),
+    invoiceId: text("invoice_id").notNull(),
+    customerId: text("customer_id").notNull(),
+    attempt: integer("attempt").notNull(),
+    amount: integer("amount").notNull(),
+    currency: text("currency").notNull(),
+    status: text("status", { enum: paymentStatuses }).notNull(),
+    gateway: text("gateway"),
+    gatewayPaymentId: text("gateway_payment_id"),
+    paymentMethod: text("payment_method"),
+    idempotencyKey: text("idempotency_key").notNull(),
+    failureCode: text("failure_code"),
+    failureMessage: text("failure_message"),
+    amountRefunded: integer("amount_refunded").notNull().default(0),
+    nextRetryAt: integer("next_retry_at"),
+    latencyMs: integer("latency_ms"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    uniqueIndex("payments_invoice_attempt_idx").on(t.invoiceId, t.attempt),
+    uniqueIndex("payments_idempotency_idx").on(t.idempotencyKey),
+    index("payments_status_idx").on(t.status, t.createdAt),
+    index("payments_gateway_ref_idx").on(t.gatewayPaymentId),
+    index("payments_created_idx").on(t.createdAt, t.id),
+  ],
+);
+
+export const refundStatuses = ["pending", "succeeded", "failed"] as const;
+
+export const refunds = sqliteTable(
+  "refunds",
+  {
+    id: text("id").primaryKey(),
+    paymentId: text("payment_id").notNull(),
+    amount: integer("amount").notNull(),
+    currency: text("currency").notNull(),
+    reason: text("reason").notNull(),
+    status: text("status", { enum: refundStatuses }).notNull(),
+    gateway: text("gateway"),
+    gatewayRefundId: text("gateway_refund_id"),
+    idempotencyKey: text("idempotency_key").notNull(),
+    failureMessage: text("failure_message"),
+    notify: integer("notify", { mode: "boolean" }).notNull().default(false),
+    bulkId: text("bulk_id"),
+    createdBy: text("created_by").notNull(),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    uniqueIndex("refunds_idempotency_idx").on(t.idempotencyKey),
+    index("refunds_payment_idx").on(t.paymentId),
+    index("refunds_created_idx").on(t.createdAt),
+    index("refunds_gateway_ref_idx").on(t.gatewayRefundId),
+  ],
+);
+
+/** Inbound Stripe events, stored once by id, applied through the webhooks queue. */
+export const webhookEvents = sqliteTable(
+  "webhook_events",
+  {
+    id: text("id").primaryKey(),
+    source: text("source").notNull(),
+    type: text("type").notNull(),
+    payload: text("payload").notNull(),
+    status: text("status", { enum: ["received", "processed", "failed", "ignored"] }).notNull(),
+    error: text("error"),
+    receivedAt: integer("received_at").notNull(),
+    processedAt: integer("processed_at"),
+  },
+  (t) => [index("webhook_events_status_idx").on(t.status, t.receivedAt)],
+);
+
+/** What the embedded sandbox gateway "holds": its own ledger, so reconciliation has a counterpart to compare. */
+export const sandboxLedger = sqliteTable(
+  "sandbox_ledger",
+  {
+    id: text("id").primaryKey(),
+    kind: text("kind", { enum: ["charge", "refund"] }).notNull(),
+    idempotencyKey: text("idempotency_key").notNull(),
+    chargeId: text("charge_id"),
+    amount: integer("amount").notNull(),
+    currency: text("currency").notNull(),
+    status: text("status", { enum: ["succeeded", "failed"] }).notNull(),
+    failureCode: text("failure_code"),
+    paymentMethod: text("payment_method"),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [uniqueIndex("sandbox_ledger_idempotency_idx").on(t.idempotencyKey), index("sandbox_ledger_created_idx").on(t.createdAt)],
+);
+
+export const discrepancies = sqliteTable(
+  "discrepancies",
+  {
+    id: text("id").primaryKey(),
+    date: text("date").notNull(),
+    gateway: text("gateway").notNull(),
+    kind: text("kind", { enum: ["missing_at_gateway", "missing_locally", "amount_mismatch", "status_mismatch"] }).notNull(),
+    objectType: text("object_type", { enum: ["payment", "refund"] }).notNull(),
+    localId: text("local_id"),
+    gatewayId: text("gateway_id"),
+    localAmount: integer("local_amount"),
+    gatewayAmount: integer("gateway_amount"),
+    currency: text("currency"),
+    detail: text("detail").notNull(),
+    status: text("status", { enum: ["open", "resolved"] }).notNull(),
+    createdAt: integer("created_at").notNull(),
+    resolvedAt: integer("resolved_at"),
+  },
+  (t) => [uniqueIndex("discrepancies_unique_idx").on(t.date, t.gateway, t.kind, t.localId, t.gatewayId), index("discrepancies_status_idx").on(t.status, t.date)],
+);
+
+/** Prometheus counters and histogram buckets, incremented in the same batch as the event they count. */
+export const metricCounters = sqliteTable(
+  "metric_counters",
+  {
+    name: text("name").notNull(),
+    /** Canonical label set, e.g. `currency="USD",gateway="sandbox"`. */
+    labels: text("labels").notNull(),
+    value: integer("value").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.name, t.labels] })],
+);

@@ -1,0 +1,37 @@
+export type GatewayName = "stripe" | "sandbox";
+
+export type ChargeRequest = {
+  amountMinor: number;
+  currency: string;
+  customerId: string;
+  paymentMethod: string | null;
+  invoiceId: string;
+  /** Deterministic per invoice and attempt: a repeated call returns the first outcome, never a second charge. */
+  idempotencyKey: string;
+  description?: string;
+};
+
+export type ChargeResult =
+  | { status: "succeeded"; gatewayPaymentId: string }
+  | { status: "pending"; gatewayPaymentId: string }
+  | { status: "failed"; gatewayPaymentId: string | null; failureCode: string; failureMessage: string; retryable: boolean };
+
+export type RefundRequest = { gatewayPaymentId: string; amountMinor: number; currency: string; idempotencyKey: string; reason?: string };
+export type RefundResult =
+  | { status: "succeeded" | "pending"; gatewayRefundId: string }
+  | { status: "failed"; gatewayRefundId: string | null; failureMessage: string };
+
+export type GatewayPayment = { id: string; status: "succeeded" | "pending" | "failed"; amountMinor: number; currency: string; amountRefunded: number; idempotencyKey: string | null };
+
+/** A movement of money on the gateway's books (Stripe's balance transactions). */
+export type BalanceTransaction = { id: string; type: "charge" | "refund"; sourceId: string; paymentId: string | null; amountMinor: number; currency: string; created: number };
+
+export interface PaymentGateway {
+  readonly name: GatewayName;
+  charge(req: ChargeRequest): Promise<ChargeResult>;
+  refund(req: RefundRequest): Promise<RefundResult>;
+  retrieve(gatewayPaymentId: string): Promise<GatewayPayment | null>;
+  /** Balance transactions created in [from, to). */
+  balanceTransactions(from: number, to: number): Promise<BalanceTransaction[]>;
+  health(): Promise<{ ok: boolean; latencyMs: number; detail?: string }>;
+}
