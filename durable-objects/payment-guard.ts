@@ -1,11 +1,20 @@
 import { DurableObject } from "cloudflare:workers";
 
 export type PaymentMode = "normal" | "frozen" | "queue";
-export type PaymentModeState = { mode: PaymentMode; reason: string | null; actor: string | null; since: number };
+export type PaymentModeState = { mode: PaymentMode; reason: string | null; actor: string | null; since: number; inFlight: number };
+export type Admission =
+  | { admitted: true; token: string; mode: "normal" }
+  | { admitted: false; mode: "frozen" | "queue"; reason: string | null };
+
+/** An admitted charge that never reported back is assumed dead after this long (the worker was killed). */
+const IN_FLIGHT_TTL_MS = 2 * 60_000;
+/** How long a freeze waits for charges already in flight to finish. */
+const DRAIN_MS = 15_000;
 
 /**
- * The single global payment switch. Its state lives in SQLite storage, so a restart keeps the mode;
- * the payment-freeze operations (issue "Payments") build on `state()`.
+ * The single global payment switch. Every charge or refund asks `admit()` first and reports back with `release()`.
+ * Mode changes are one storage transaction and survive restarts. A freeze waits for admitted charges to finish,
+ * so when it returns every charge was either completed before it or will not start.
  */
 export class PaymentGuard extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
@@ -14,17 +23,54 @@ export class PaymentGuard extends DurableObject<Env> {
       ctx.storage.sql.exec(
         "CREATE TABLE IF NOT EXISTS mode (id INTEGER PRIMARY KEY CHECK (id = 1), mode TEXT NOT NULL, reason TEXT, actor TEXT, since INTEGER NOT NULL)",
       );
+      ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS in_flight (token TEXT PRIMARY KEY, what TEXT NOT NULL, since INTEGER NOT NULL)");
       ctx.storage.sql.exec("INSERT OR IGNORE INTO mode (id, mode, since) VALUES (1, 'normal', ?)", Date.now());
     });
   }
 
+  private inFlightCount(now: number): number {
+    this.ctx.storage.sql.exec("DELETE FROM in_flight WHERE since < ?", now - IN_FLIGHT_TTL_MS);
+    return this.ctx.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM in_flight").one().n;
+  }
+
   state(): PaymentModeState {
     const row = this.ctx.storage.sql.exec<{ mode: PaymentMode; reason: string | null; actor: string | null; since: number }>("SELECT mode, reason, actor, since FROM mode WHERE id = 1").one();
-    return { mode: row.mode, reason: row.reason, actor: row.actor, since: row.since };
+    return { mode: row.mode, reason: row.reason, actor: row.actor, since: row.since, inFlight: this.inFlightCount(Date.now()) };
   }
 
   /** Health round trip: proves the object answers and its storage reads. */
   ping(): { mode: PaymentMode; at: number } {
     return { mode: this.state().mode, at: Date.now() };
+  }
+
+  /** Asks to move money; in normal mode the charge is recorded as in flight until `release(token)`. */
+  admit(what: string): Admission {
+    const s = this.state();
+    if (s.mode !== "normal") return { admitted: false, mode: s.mode, reason: s.reason };
+    const token = crypto.randomUUID();
+    this.ctx.storage.sql.exec("INSERT INTO in_flight (token, what, since) VALUES (?, ?, ?)", token, what, Date.now());
+    return { admitted: true, token, mode: "normal" };
+  }
+
+  release(token: string): void {
+    this.ctx.storage.sql.exec("DELETE FROM in_flight WHERE token = ?", token);
+  }
+
+  /** Sets the mode atomically; a freeze (or queue mode) then waits for in-flight charges to drain. */
+  async setMode(mode: PaymentMode, reason: string | null, actor: string): Promise<PaymentModeState & { previous: PaymentMode; drained: boolean }> {
+    const previous = this.state().mode;
+    this.ctx.storage.sql.exec("UPDATE mode SET mode = ?, reason = ?, actor = ?, since = ? WHERE id = 1", mode, reason, actor, Date.now());
+    let drained = true;
+    if (mode !== "normal") {
+      const deadline = Date.now() + DRAIN_MS;
+      while (this.inFlightCount(Date.now()) > 0) {
+        if (Date.now() > deadline) {
+          drained = false;
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    }
+    return { ...this.state(), previous, drained };
   }
 }

@@ -5,7 +5,8 @@ export type JobMessage =
   | { type: "audit.verify"; reportKey: string };
 
 export type PaymentMessage = { type: "payment.attempt"; invoiceId: string; attempt: number };
-export type WebhookMessage = { type: "stripe.event"; eventId: string };
+/** Inbound Stripe events and outbound notifications (rows of `notifications`, sent once). */
+export type WebhookMessage = { type: "stripe.event"; eventId: string } | { type: "notification.send"; notificationId: string };
 
 export type QueueMessage = JobMessage | PaymentMessage | WebhookMessage;
 

@@ -1,8 +1,19 @@
+import { dbOf } from "../src/db/client";
+import { SYSTEM_ACTOR } from "../src/modules/billing/run";
+import { collectInvoice } from "../src/modules/payments/collect";
 import { consumer } from "./dispatch";
 import type { PaymentMessage } from "./messages";
 import { queueNames } from "./messages";
 
-// Payment collection is built in the Payments issue; until then attempts are retried, never dropped.
+/**
+ * Payment attempts. Delivery is at least once: the attempt's idempotency key makes a redelivery a no-op (or a
+ * re-ask of the gateway with the same key). A declined charge is not a message failure: its retry is a new
+ * attempt message, sent with the configured backoff by the collection itself.
+ */
 export const consumePayments = consumer<PaymentMessage>(queueNames.payments, {
-  "payment.attempt": async (m) => ({ status: "retry", delaySeconds: 300, reason: `payment collection for ${m.invoiceId} is not available yet` }),
+  "payment.attempt": async (m, env) => {
+    const r = await collectInvoice(env, dbOf(env), m.invoiceId, { attempt: m.attempt, direct: false }, { actor: SYSTEM_ACTOR, now: Date.now() });
+    console.log(JSON.stringify({ level: "info", msg: "payment attempt", invoiceId: m.invoiceId, attempt: m.attempt, outcome: r.outcome }));
+    return { status: "done" };
+  },
 });

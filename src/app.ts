@@ -20,6 +20,9 @@ import { invoiceRoutes } from "./modules/invoices/routes";
 import { invoiceAdminRoutes, invoiceOpsRoutes } from "./modules/invoices/ops";
 import { subscriptionStatsRoutes } from "./modules/subscriptions/stats";
 import { testClockRoutes } from "./modules/test-clocks/routes";
+import { gatewayAdminRoutes, gatewayRoutes } from "./modules/gateways/routes";
+import { dlqRoutes, paymentAdminRoutes, paymentRoutes } from "./modules/payments/routes";
+import { emergencyRoutes } from "./modules/emergency/routes";
 
 export const MAX_BODY_BYTES = 2 * 1024 * 1024;
 
@@ -30,7 +33,9 @@ function toApiError(err: Error): ApiError {
     if (err.status === 400) return new ApiError("bad_request", err.message || "malformed request", [{ path: "(body)", message: err.message || "malformed JSON" }]);
     if (err.status === 413) return new ApiError("payload_too_large", `request body exceeds ${MAX_BODY_BYTES} bytes`);
     if (err.status === 401) return new ApiError("unauthorized", err.message);
-    return new ApiError("internal", err.message);
+    if (err.status === 415) return new ApiError("unsupported_media_type", `${err.message || "unsupported media type"}: send Content-Type: application/json`);
+    if (err.status >= 400 && err.status < 500) return new ApiError("bad_request", err.message || "bad request");
+    return new ApiError("internal", "an unexpected error occurred; quote the request id when reporting it");
   }
   return new ApiError("internal", "an unexpected error occurred; quote the request id when reporting it");
 }
@@ -65,6 +70,12 @@ export function createApp() {
   app.route("/api/v1/invoices", invoiceRoutes);
   app.route("/admin/invoices", invoiceAdminRoutes);
   app.route("/api/v1/test-clocks", testClockRoutes);
+  app.route("/api/v1/gateways", gatewayRoutes);
+  app.route("/admin/gateways", gatewayAdminRoutes);
+  app.route("/api/v1/payments", paymentRoutes);
+  app.route("/admin/payments", paymentAdminRoutes);
+  app.route("/admin/dlq", dlqRoutes);
+  app.route("/admin/emergency", emergencyRoutes);
   app.route("/admin/api-keys", apiKeyRoutes);
   app.route("/docs", docsRoutes);
 

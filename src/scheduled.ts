@@ -1,7 +1,9 @@
 import { dbOf } from "./db/client";
 import { purgeExpiredIdempotencyKeys } from "./http/idempotency";
 import { resyncMeters } from "./modules/usage/meter-config";
-import { generatePending } from "./modules/billing/run";
+import { generatePending, SYSTEM_ACTOR } from "./modules/billing/run";
+import { archiveInvoices, DAY_MS, sendReminders } from "./modules/invoices/service";
+import { markUncollectible, sendDueRetries } from "./modules/payments/service";
 import type { JobMessage } from "../queues/messages";
 
 export const CRON = {
@@ -23,13 +25,32 @@ export const cronTasks: Record<string, Task[]> = {
         return { processed: r.processed, invoices: r.invoiceIds.length, finalized: r.finalized.length, errors: r.errors.length };
       },
     },
+    { name: "payments.retries_due", run: (env, t) => sendDueRetries(env, dbOf(env), t) },
   ],
-  [CRON.daily]: [{ name: "idempotency.purge", run: (env, t) => purgeExpiredIdempotencyKeys(env, t) }],
+  [CRON.daily]: [
+    { name: "invoices.uncollectible", run: (env, t) => markUncollectible(dbOf(env), { actor: SYSTEM_ACTOR, now: t }) },
+    { name: "idempotency.purge", run: (env, t) => purgeExpiredIdempotencyKeys(env, t) },
+    {
+      name: "invoices.reminders",
+      run: async (env, t) => {
+        const r = await sendReminders(env, dbOf(env), { daysOverdue: 1, template: "invoice_overdue" }, { actor: SYSTEM_ACTOR, now: t });
+        return { queued: r.queued, alreadySentToday: r.alreadySentToday };
+      },
+    },
+  ],
   [CRON.weekly]: [
     {
       name: "audit.verify",
       run: (env, t) =>
         env.JOB_QUEUE.send({ type: "audit.verify", reportKey: `reports/audit/${new Date(t).toISOString().slice(0, 10)}.json` } satisfies JobMessage),
+    },
+    {
+      name: "invoices.archive",
+      run: async (env, t) => {
+        const r = await archiveInvoices(env, dbOf(env), t - 365 * DAY_MS, { actor: SYSTEM_ACTOR, now: t });
+        if (r.errors.length) throw new Error(`${r.errors.length} invoices could not be archived (first: ${r.errors[0]!.id}: ${r.errors[0]!.error})`);
+        return { archived: r.archived, hasMore: r.hasMore };
+      },
     },
   ],
 };

@@ -12,6 +12,7 @@ export const errorKinds = {
   not_found: { status: 404, title: "Not found" },
   conflict: { status: 409, title: "Conflict" },
   payload_too_large: { status: 413, title: "Payload too large" },
+  unsupported_media_type: { status: 415, title: "Unsupported media type" },
   unprocessable: { status: 422, title: "Unprocessable request" },
   locked: { status: 423, title: "Locked" },
   internal: { status: 500, title: "Internal server error" },

@@ -82,15 +82,15 @@ describe("queue consumers", () => {
     expect(backoffSeconds(30)).toBe(3600);
   });
 
-  it("payment attempts and Stripe events are retried until their handlers exist, never acked", async () => {
-    const p = msg({ type: "payment.attempt", invoiceId: "inv_1", attempt: 1 });
+  it("a payment attempt for an unknown invoice is acked as nothing to collect; a failing handler is retried", async () => {
+    const p = msg({ type: "payment.attempt", invoiceId: "inv_does_not_exist", attempt: 1 });
     const payments = await runQueue("billing-payments", [p]);
-    expect(payments.explicitAcks).toEqual([]);
-    expect(payments.retryMessages).toEqual([{ msgId: p.id, delaySeconds: 300 }]);
-    const w = msg({ type: "stripe.event", eventId: "evt_1" });
-    const webhooks = await runQueue("billing-webhooks", [w]);
-    expect(webhooks.explicitAcks).toEqual([]);
-    expect(webhooks.retryMessages).toEqual([{ msgId: w.id, delaySeconds: 300 }]);
+    expect(payments.explicitAcks).toEqual([p.id]);
+    const broken = { ...env, DB: { prepare() { throw new Error("D1 down"); } } as unknown as D1Database };
+    const q = msg({ type: "payment.attempt", invoiceId: "inv_x", attempt: 1 }, 2);
+    const failed = await runQueue("billing-payments", [q], broken);
+    expect(failed.explicitAcks).toEqual([]);
+    expect(failed.retryMessages).toEqual([{ msgId: q.id, delaySeconds: backoffSeconds(2) }]);
   });
 
   it("the DLQ consumer stores each dead letter once per message id and acks it", async () => {

@@ -1,5 +1,101 @@
-import { router } from "../../http/openapi";
+import { createRoute, z } from "@hono/zod-openapi";
+import { access, requireRole } from "../../http/auth";
+import { errorResponses, jsonBody, jsonResponse, router } from "../../http/openapi";
+import { invalid } from "../../http/problem";
+import { auditCtx } from "../../http/context";
+import { dbOf } from "../../db/client";
+import { archiveInvoices, DAY_MS, retryFailed, sendReminders } from "./service";
 
 // Invoice operations: retry-failed, send-reminders (under /api/v1/invoices) and archive (under /admin/invoices).
-export const invoiceOpsRoutes = router();
-export const invoiceAdminRoutes = router();
+
+const DateOrInstant = z.union([z.iso.datetime({ offset: true }), z.iso.date()]).openapi({ description: "ISO date (UTC) or date-time", example: "2024-06-01" });
+const isDate = (s: string) => s.length === 10;
+/** A date means its UTC midnight; as an upper bound it includes that whole day (and a date-time includes itself). */
+const lowerBound = (s: string) => Date.parse(isDate(s) ? `${s}T00:00:00Z` : s);
+const upperBoundExclusive = (s: string) => (isDate(s) ? lowerBound(s) + DAY_MS : Date.parse(s) + 1);
+
+const Ids = z.object({ count: z.number().int(), invoiceIds: z.array(z.string()) });
+const Errors = z.array(z.object({ id: z.string(), error: z.string() }));
+
+export const invoiceOpsRoutes = router()
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/retry-failed",
+      tags: ["Invoices"],
+      summary: "Re-queue failed collections, finalize leftover drafts and regenerate missed renewals in a date range",
+      description:
+        "An invoice's date is its finalization, else its creation. Open invoices whose collection failed (attemptCount > 0 or lastError) and with attemptCount < maxRetries get their next payment attempt queued; the others are listed as skipped. Drafts are finalized. Real-time subscriptions whose period ended in the range (and in the past) without renewal run their due steps.",
+      middleware: [requireRole(access.finance)] as const,
+      request: jsonBody(z.object({ startDate: DateOrInstant, endDate: DateOrInstant, maxRetries: z.number().int().min(1).max(100).default(3) })),
+      responses: {
+        200: jsonResponse(
+          z.object({
+            paymentRetries: Ids,
+            finalized: Ids,
+            regenerated: z.object({ count: z.number().int(), subscriptionIds: z.array(z.string()), invoiceIds: z.array(z.string()) }),
+            skipped: Ids.openapi({ description: "Failed invoices that reached maxRetries" }),
+            errors: Errors,
+          }),
+          "What was retried",
+        ),
+        ...errorResponses,
+      },
+    }),
+    async (c) => {
+      const body = c.req.valid("json");
+      const start = lowerBound(body.startDate);
+      const end = upperBoundExclusive(body.endDate);
+      if (end <= start) throw invalid([{ path: "endDate", message: "must not be before startDate" }]);
+      return c.json(await retryFailed(c.env, dbOf(c.env), { start, end, maxRetries: body.maxRetries }, auditCtx(c)), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/send-reminders",
+      tags: ["Invoices"],
+      summary: "Queue a reminder for every open invoice overdue by at least daysOverdue days (once per invoice per UTC day)",
+      middleware: [requireRole(access.finance)] as const,
+      request: jsonBody(
+        z.object({
+          daysOverdue: z.number().int().min(0).max(3650).default(1),
+          template: z.string().regex(/^[A-Za-z0-9_.-]{1,100}$/, "letters, digits, '_', '.', '-' (at most 100)").default("invoice_overdue"),
+        }),
+      ),
+      responses: {
+        200: jsonResponse(
+          z.object({
+            queued: z.number().int(),
+            alreadySentToday: z.number().int(),
+            invoiceIds: z.array(z.string()).openapi({ description: "Invoices reminded by this call" }),
+          }),
+          "Reminders queued",
+        ),
+        ...errorResponses,
+      },
+    }),
+    async (c) => c.json(await sendReminders(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
+  );
+
+export const invoiceAdminRoutes = router().openapi(
+  createRoute({
+    method: "post",
+    path: "/archive",
+    tags: ["Invoices"],
+    summary: "Move paid, void and uncollectible invoices created before olderThan to R2 (lines leave D1)",
+    description: "At most 500 invoices per call; hasMore says to call again. GET /api/v1/invoices/{id} keeps answering with the lines from the archive.",
+    middleware: [requireRole(access.admin)] as const,
+    request: jsonBody(z.object({ olderThan: DateOrInstant })),
+    responses: {
+      200: jsonResponse(z.object({ archived: z.number().int(), invoiceIds: z.array(z.string()), hasMore: z.boolean(), errors: Errors }), "What was archived"),
+      ...errorResponses,
+    },
+  }),
+  async (c) => {
+    const ctx = auditCtx(c);
+    const olderThan = lowerBound(c.req.valid("json").olderThan);
+    if (olderThan > ctx.now) throw invalid([{ path: "olderThan", message: "must not be in the future" }]);
+    return c.json(await archiveInvoices(c.env, dbOf(c.env), olderThan, ctx), 200);
+  },
+);

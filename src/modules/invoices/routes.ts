@@ -4,11 +4,11 @@ import { access, actorOf, requireRole } from "../../http/auth";
 import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
-import { invoiceLines, invoices, invoiceStatuses } from "../../db/schema";
+import { invoices, invoiceStatuses } from "../../db/schema";
 import { auditCtx } from "../../http/context";
 import { generatePending } from "../billing/run";
 import { Invoice, toInvoice } from "./serialize";
-import { getInvoice, voidInvoice } from "./service";
+import { getInvoice, invoiceWithLines, voidInvoice } from "./service";
 
 const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "inv_123" }) });
 
@@ -79,16 +79,14 @@ export const invoiceRoutes = router()
       method: "get",
       path: "/{id}",
       tags: ["Invoices"],
-      summary: "Get an invoice with its lines",
+      summary: "Get an invoice with its lines (read from the archive once archived)",
       middleware: [requireRole(access.read)] as const,
       request: { params: IdParam },
       responses: { 200: jsonResponse(Invoice, "The invoice"), ...errorResponses },
     }),
     async (c) => {
       const db = dbOf(c.env);
-      const inv = await getInvoice(db, c.req.valid("param").id);
-      const lines = await db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, inv.id)).all();
-      return c.json(toInvoice(inv, lines), 200);
+      return c.json(await invoiceWithLines(c.env, db, await getInvoice(db, c.req.valid("param").id)), 200);
     },
   )
   .openapi(

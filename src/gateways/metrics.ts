@@ -1,0 +1,213 @@
+import { and, count, isNull, lte, ne, or, sql } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import type { Db } from "../db/client";
+import { metricCounters, subscriptions } from "../db/schema";
+import { currencyExponent, formatMinor } from "../domain/money";
+
+/**
+ * Prometheus metrics kept in D1 (`metric_counters`, one row per name and label set) so every isolate adds to the
+ * same numbers: writers put the statements below in the batch of the change they count, so a counter never drifts
+ * from the data. Gauges are not stored; `renderPrometheus` computes them from D1 at scrape time.
+ */
+
+export type Labels = Record<string, string>;
+
+/** Prometheus' default buckets, in seconds. */
+export const DEFAULT_BUCKETS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+// Three bound parameters per row; stay well under D1's 100 per statement.
+const ROWS_PER_STATEMENT = 30;
+
+const escapeValue = (v: string) => v.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll("\n", "\\n");
+
+/** The stored form of a label set: keys sorted, values escaped as in the exposition format (`a="x",b="y"`). */
+export function canonicalLabels(labels: Labels): string {
+  for (const k of Object.keys(labels)) if (!/^[a-zA-Z_][a-zA-Z0-9_]*$/.test(k)) throw new RangeError(`invalid label name ${k}`);
+  return Object.keys(labels)
+    .sort()
+    .map((k) => `${k}="${escapeValue(labels[k]!)}"`)
+    .join(",");
+}
+
+/** The inverse of `canonicalLabels`. */
+export function parseLabels(text: string): Labels {
+  const out: Labels = {};
+  const re = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?/gy;
+  for (let m = re.exec(text); m; m = re.exec(text)) {
+    out[m[1]!] = m[2]!.replace(/\\(.)/g, (_, c: string) => (c === "n" ? "\n" : c));
+  }
+  return out;
+}
+
+function upsertAdding(db: Db, rows: { name: string; labels: string; value: number }[]) {
+  return db
+    .insert(metricCounters)
+    .values(rows)
+    .onConflictDoUpdate({ target: [metricCounters.name, metricCounters.labels], set: { value: sql`${metricCounters.value} + excluded.value` } });
+}
+
+/** A statement adding `by` (a non-negative integer) to counter `name{labels}`; include it in the caller's batch. */
+export function counterIncrement(db: Db, name: string, labels: Labels, by = 1): BatchItem<"sqlite"> {
+  if (!Number.isSafeInteger(by) || by < 0) throw new RangeError(`a counter only grows by a non-negative integer, got ${by}`);
+  return upsertAdding(db, [{ name, labels: canonicalLabels(labels), value: by }]);
+}
+
+/**
+ * Statements recording one observation of `seconds` in histogram `name{labels}`: every cumulative `_bucket{le=…}`
+ * row (0 or 1, so each bucket exists from the first observation), `+Inf`, `_count`, and `_sum`. The sum is stored
+ * as an integer in thousandths of the unit (milliseconds for seconds) and divided back when rendered.
+ */
+export function histogramObserve(db: Db, name: string, labels: Labels, seconds: number, buckets: readonly number[] = DEFAULT_BUCKETS): BatchItem<"sqlite">[] {
+  if (!Number.isFinite(seconds)) throw new RangeError(`observation must be finite, got ${seconds}`);
+  const v = Math.max(0, seconds);
+  const rows = [...new Set(buckets)]
+    .sort((a, b) => a - b)
+    .map((le) => ({ name: `${name}_bucket`, labels: canonicalLabels({ ...labels, le: String(le) }), value: v <= le ? 1 : 0 }));
+  rows.push(
+    { name: `${name}_bucket`, labels: canonicalLabels({ ...labels, le: "+Inf" }), value: 1 },
+    { name: `${name}_sum`, labels: canonicalLabels(labels), value: Math.round(v * 1000) },
+    { name: `${name}_count`, labels: canonicalLabels(labels), value: 1 },
+  );
+  const out: BatchItem<"sqlite">[] = [];
+  for (let i = 0; i < rows.length; i += ROWS_PER_STATEMENT) out.push(upsertAdding(db, rows.slice(i, i + ROWS_PER_STATEMENT)));
+  return out;
+}
+
+type Family = {
+  name: string;
+  type: "counter" | "gauge" | "histogram";
+  help: string;
+  /** Counters: the labels exposed; stored series are summed over any others (so the runbook's ratios match one to one). */
+  labels?: readonly string[];
+};
+
+/** The families the exposition always describes (the runbook's, plus the success counter its dashboard reads). */
+export const METRIC_FAMILIES: readonly Family[] = [
+  { name: "billing_revenue_total", type: "counter", help: "Total revenue processed, in major units of the currency label (never summed across currencies)", labels: ["currency", "gateway", "plan"] },
+  { name: "billing_payments_total", type: "counter", help: "Payment attempts sent to a gateway", labels: ["gateway"] },
+  { name: "billing_payments_success_total", type: "counter", help: "Payment attempts that succeeded", labels: ["gateway"] },
+  { name: "billing_payments_failed_total", type: "counter", help: "Payment attempts that failed", labels: ["gateway"] },
+  { name: "billing_payment_duration_seconds", type: "histogram", help: "Payment processing duration" },
+  { name: "billing_refunds_total", type: "counter", help: "Total refunds processed", labels: ["reason", "gateway"] },
+  { name: "billing_http_request_duration_seconds", type: "histogram", help: "HTTP request duration" },
+  { name: "billing_subscriptions_active", type: "gauge", help: "Number of subscriptions by plan and status (canceled excluded)" },
+  { name: "billing_subscription_queue_size", type: "gauge", help: "Subscriptions overdue for their renewal, resume or scheduled change" },
+];
+
+type Row = { name: string; labels: string; value: number };
+type Sample = { name: string; labels: Labels; value: string };
+
+const labelText = (labels: Labels) => {
+  const { le, ...rest } = labels;
+  const parts = Object.keys(rest)
+    .sort()
+    .map((k) => `${k}="${escapeValue(rest[k]!)}"`);
+  if (le !== undefined) parts.push(`le="${escapeValue(le)}"`);
+  return parts.length ? `{${parts.join(",")}}` : "";
+};
+
+const line = (s: Sample) => `${s.name}${labelText(s.labels)} ${s.value}`;
+
+/** Stored counter rows projected onto `keep` and summed. */
+function project(rows: Row[], keep: readonly string[] | undefined): { labels: Labels; value: number }[] {
+  const sums = new Map<string, { labels: Labels; value: number }>();
+  for (const r of rows) {
+    const all = parseLabels(r.labels);
+    const labels = keep ? Object.fromEntries(keep.filter((k) => k in all).map((k) => [k, all[k]!])) : all;
+    const key = canonicalLabels(labels);
+    const hit = sums.get(key);
+    if (hit) hit.value += r.value;
+    else sums.set(key, { labels, value: r.value });
+  }
+  return [...sums.values()].sort((a, b) => canonicalLabels(a.labels).localeCompare(canonicalLabels(b.labels)));
+}
+
+function revenueValue(minor: number, currency: string | undefined): string {
+  return currency && currencyExponent(currency) !== undefined ? formatMinor(minor, currency) : String(minor);
+}
+
+function histogramLines(name: string, rows: Row[]): string[] {
+  const series = new Map<string, { labels: Labels; buckets: { le: number; text: string; value: number }[]; sum: number; count: number }>();
+  const seriesOf = (labels: Labels) => {
+    const key = canonicalLabels(labels);
+    let s = series.get(key);
+    if (!s) series.set(key, (s = { labels, buckets: [], sum: 0, count: 0 }));
+    return s;
+  };
+  for (const r of rows) {
+    const { le, ...labels } = parseLabels(r.labels);
+    if (r.name === `${name}_bucket` && le !== undefined) seriesOf(labels).buckets.push({ le: le === "+Inf" ? Infinity : Number(le), text: le, value: r.value });
+    else if (r.name === `${name}_sum`) seriesOf(labels).sum = r.value;
+    else if (r.name === `${name}_count`) seriesOf(labels).count = r.value;
+  }
+  const out: string[] = [];
+  for (const key of [...series.keys()].sort()) {
+    const s = series.get(key)!;
+    for (const b of s.buckets.sort((x, y) => x.le - y.le)) out.push(line({ name: `${name}_bucket`, labels: { ...s.labels, le: b.text }, value: String(b.value) }));
+    out.push(line({ name: `${name}_sum`, labels: s.labels, value: String(s.sum / 1000) }));
+    out.push(line({ name: `${name}_count`, labels: s.labels, value: String(s.count) }));
+  }
+  return out;
+}
+
+async function gauges(db: Db, now: number): Promise<Map<string, Sample[]>> {
+  const real = isNull(subscriptions.testClockId);
+  const [active, queue] = await Promise.all([
+    db
+      .select({ plan: subscriptions.planId, status: subscriptions.status, n: count() })
+      .from(subscriptions)
+      .where(and(real, ne(subscriptions.status, "canceled")))
+      .groupBy(subscriptions.planId, subscriptions.status)
+      .orderBy(subscriptions.planId, subscriptions.status)
+      .all(),
+    // The same predicate as the hourly run's "due" query: what it has not caught up with yet.
+    db
+      .select({ n: count() })
+      .from(subscriptions)
+      .where(and(real, ne(subscriptions.status, "canceled"), or(lte(subscriptions.currentPeriodEnd, now), lte(subscriptions.pausedUntil, now), lte(subscriptions.pendingChangeAt, now))))
+      .get(),
+  ]);
+  return new Map<string, Sample[]>([
+    ["billing_subscriptions_active", active.map((r) => ({ name: "billing_subscriptions_active", labels: { plan: r.plan, status: r.status }, value: String(r.n) }))],
+    ["billing_subscription_queue_size", [{ name: "billing_subscription_queue_size", labels: {}, value: String(queue?.n ?? 0) }]],
+  ]);
+}
+
+/** The text exposition format (version 0.0.4) of every stored counter and histogram plus the live gauges. */
+export async function renderPrometheus(db: Db, now = Date.now()): Promise<string> {
+  const [rows, live] = await Promise.all([db.select().from(metricCounters).orderBy(metricCounters.name, metricCounters.labels).all(), gauges(db, now)]);
+  const byName = new Map<string, Row[]>();
+  for (const r of rows) byName.set(r.name, [...(byName.get(r.name) ?? []), r]);
+  const claimed = new Set<string>();
+  const out: string[] = [];
+
+  for (const f of METRIC_FAMILIES) {
+    out.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`);
+    if (f.type === "gauge") {
+      out.push(...(live.get(f.name) ?? []).map(line));
+    } else if (f.type === "histogram") {
+      const names = [`${f.name}_bucket`, `${f.name}_sum`, `${f.name}_count`];
+      names.forEach((n) => claimed.add(n));
+      out.push(...histogramLines(f.name, names.flatMap((n) => byName.get(n) ?? [])));
+    } else {
+      // The success counter is the succeeded part of billing_payments_total, so it cannot disagree with it.
+      const source =
+        f.name === "billing_payments_success_total"
+          ? (byName.get("billing_payments_total") ?? []).filter((r) => parseLabels(r.labels).status === "succeeded")
+          : (byName.get(f.name) ?? []);
+      claimed.add(f.name);
+      for (const s of project(source, f.labels)) {
+        const value = f.name === "billing_revenue_total" ? revenueValue(s.value, s.labels.currency) : String(s.value);
+        out.push(line({ name: f.name, labels: s.labels, value }));
+      }
+    }
+  }
+  // Anything else a module counts is still exposed, untyped, as stored.
+  for (const [name, list] of byName) {
+    if (claimed.has(name)) continue;
+    out.push(`# TYPE ${name} untyped`, ...list.map((r) => line({ name, labels: parseLabels(r.labels), value: String(r.value) })));
+  }
+  return `${out.join("\n")}\n`;
+}
+
+export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";

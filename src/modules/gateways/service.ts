@@ -1,0 +1,156 @@
+import type { Db } from "../../db/client";
+import { commitWithAudit, type AuditContext } from "../../db/audit";
+import { formatMinor } from "../../domain/money";
+import { configuredGateways, gatewayByName, routing, ROUTING_KEY, SANDBOX_FAULTS_KEY, type GatewayRouting } from "../../gateways";
+import type { SandboxFaults } from "../../gateways/sandbox";
+import type { GatewayName } from "../../gateways/types";
+import { ApiError } from "../../http/problem";
+import { newId } from "../../lib/ids";
+import { iso } from "../../lib/time";
+import { getSetting, putSetting } from "../admin/settings";
+import { probe, type ComponentHealth } from "../health/checks";
+
+const HEALTH_CACHE_MS = 10_000;
+// Per isolate: the status route is public (the runbook's incident step calls it without a token), so a burst of
+// calls must not become a burst of Stripe round trips.
+const healthCache = new Map<GatewayName, { at: number; health: ComponentHealth }>();
+
+export function dropGatewayHealthCache(): void {
+  healthCache.clear();
+}
+
+const isLiveStripe = (env: Env) => env.STRIPE_SECRET_KEY.startsWith("sk_live_") || env.STRIPE_SECRET_KEY.startsWith("rk_live_");
+const modeOf = (env: Env, name: GatewayName) => (name === "sandbox" ? "embedded" : isLiveStripe(env) ? "live" : "test");
+
+/** `name` as a configured gateway, or a 422 naming the ones that are. */
+export function configuredGateway(env: Env, name: string, field = "gateway"): GatewayName {
+  const configured = configuredGateways(env);
+  if (!(configured as string[]).includes(name)) {
+    throw new ApiError("unprocessable", `gateway ${name} is not configured here; configured: ${configured.join(", ")}`, [{ path: field, message: "not a configured gateway" }]);
+  }
+  return name as GatewayName;
+}
+
+/** Where new charges go under `r`. */
+export const activeGateway = (r: GatewayRouting): GatewayName => (r.primaryDown && r.backup ? r.backup : r.primary);
+
+const routingView = (r: GatewayRouting) => ({ ...r, downSince: iso(r.downSince), activeGateway: activeGateway(r) });
+
+async function gatewayHealth(env: Env, db: Db, name: GatewayName, now: number): Promise<ComponentHealth & { checkedAt: number }> {
+  const hit = healthCache.get(name);
+  if (hit && now - hit.at < HEALTH_CACHE_MS) return { ...hit.health, checkedAt: hit.at };
+  const health = await probe(async () => {
+    const h = await (await gatewayByName(env, db, name)).health();
+    if (!h.ok) throw new Error(h.detail ?? "health check failed");
+    return h.detail;
+  });
+  healthCache.set(name, { at: now, health });
+  return { ...health, checkedAt: now };
+}
+
+/** Each configured gateway (and any the routing names that is not configured) with its role, health round trip and the routing. */
+export async function gatewayStatus(env: Env, db: Db, now = Date.now()) {
+  const r = await routing(env, db);
+  const configured = configuredGateways(env);
+  const names = [...new Set<GatewayName>([r.primary, ...(r.backup ? [r.backup] : []), ...configured])];
+  const faults = await getSetting<SandboxFaults>(db, SANDBOX_FAULTS_KEY, {});
+  const gateways = await Promise.all(
+    names.map(async (name) => {
+      const isConfigured = configured.includes(name);
+      const h = isConfigured ? await gatewayHealth(env, db, name, now) : { status: "down" as const, latencyMs: 0, error: "not configured", checkedAt: now };
+      return {
+        name,
+        role: name === r.primary ? ("primary" as const) : name === r.backup ? ("backup" as const) : ("standby" as const),
+        configured: isConfigured,
+        mode: modeOf(env, name),
+        status: h.status === "ok" ? ("up" as const) : ("down" as const),
+        markedDown: name === r.primary && r.primaryDown,
+        receivingCharges: name === activeGateway(r),
+        latencyMs: h.latencyMs,
+        ...("detail" in h && h.detail !== undefined ? { detail: String(h.detail) } : {}),
+        ...(h.error ? { error: h.error } : {}),
+        ...(name === "sandbox" && (faults.latencyMs || faults.failureRate) ? { faults: { latencyMs: faults.latencyMs ?? 0, failureRate: faults.failureRate ?? 0 } } : {}),
+        checkedAt: iso(h.checkedAt),
+      };
+    }),
+  );
+  const active = gateways.find((g) => g.receivingCharges);
+  const status = !active || active.status === "down" ? "down" : r.primaryDown || gateways.some((g) => g.role !== "standby" && g.status === "down") ? "degraded" : "ok";
+  return { status, routing: routingView(r), gateways, checkedAt: iso(now) };
+}
+
+type Step = { status: string; latencyMs: number; id: string | null; failureCode?: string; failureMessage?: string; error?: string };
+
+/**
+ * A real round trip: a charge with a fresh idempotency key, then a full refund of it, each timed. Sandbox faults
+ * apply; a thrown gateway error is reported as `error`, not raised, because reporting it is the point.
+ */
+export async function testGateway(env: Env, db: Db, input: { gateway: GatewayName; amountMinor: number; currency: string; paymentMethod: string }, ctx: AuditContext) {
+  const gateway = await gatewayByName(env, db, input.gateway);
+  const key = newId("gwtest");
+  const started = Date.now();
+  let charge: Step;
+  try {
+    const r = await gateway.charge({ amountMinor: input.amountMinor, currency: input.currency, customerId: "gateway_test", paymentMethod: input.paymentMethod, invoiceId: "gateway_test", idempotencyKey: key, description: "Gateway connectivity test" });
+    charge = { status: r.status, latencyMs: Date.now() - started, id: r.gatewayPaymentId, ...(r.status === "failed" ? { failureCode: r.failureCode, failureMessage: r.failureMessage } : {}) };
+  } catch (e) {
+    charge = { status: "error", latencyMs: Date.now() - started, id: null, error: e instanceof Error ? e.message : String(e) };
+  }
+  let refund: Step | null = null;
+  if (charge.status === "succeeded" && charge.id) {
+    const refundStarted = Date.now();
+    try {
+      const r = await gateway.refund({ gatewayPaymentId: charge.id, amountMinor: input.amountMinor, currency: input.currency, idempotencyKey: `${key}:refund`, reason: "requested_by_customer" });
+      refund = { status: r.status, latencyMs: Date.now() - refundStarted, id: r.gatewayRefundId, ...(r.status === "failed" ? { failureMessage: r.failureMessage } : {}) };
+    } catch (e) {
+      refund = { status: "error", latencyMs: Date.now() - refundStarted, id: null, error: e instanceof Error ? e.message : String(e) };
+    }
+  }
+  const ok = charge.status === "succeeded" && (refund?.status === "succeeded" || refund?.status === "pending");
+  const report = {
+    gateway: input.gateway,
+    ok,
+    amount: formatMinor(input.amountMinor, input.currency),
+    amountMinor: input.amountMinor,
+    currency: input.currency,
+    paymentMethod: input.paymentMethod,
+    idempotencyKey: key,
+    latencyMs: Date.now() - started,
+    charge,
+    refund,
+    testedAt: iso(ctx.now),
+  };
+  // Money moved on a gateway (and back): on the audit chain like any other change.
+  await commitWithAudit(db, [], [{ action: "gateway.tested", targetType: "gateway", targetId: input.gateway, after: { ok, key, charge: { status: charge.status, id: charge.id }, refund: refund && { status: refund.status, id: refund.id }, amountMinor: input.amountMinor, currency: input.currency } }], ctx);
+  return report;
+}
+
+/** Marks `primary` down so new charges go to `backup`. */
+export async function failover(env: Env, db: Db, input: { primary: string; backup: string; reason?: string | undefined }, ctx: AuditContext) {
+  const primary = configuredGateway(env, input.primary, "primary");
+  const backup = configuredGateway(env, input.backup, "backup");
+  if (primary === backup) throw new ApiError("unprocessable", "primary and backup must be different gateways", [{ path: "backup", message: "same as primary" }]);
+  // The sandbox takes no money: routing a live account's charges to it would mark invoices paid for nothing.
+  if (isLiveStripe(env) && backup === "sandbox") {
+    throw new ApiError("unprocessable", "the sandbox cannot back up a live Stripe account (it would mark invoices paid without taking money)", [{ path: "backup", message: "sandbox with a live key" }]);
+  }
+  const next: GatewayRouting = { primary, backup, primaryDown: true, downReason: input.reason ?? "manual failover", downSince: ctx.now };
+  await putSetting(db, ROUTING_KEY, next, ctx, `gateway failover: ${primary} → ${backup}${input.reason ? ` (${input.reason})` : ""}`);
+  dropGatewayHealthCache();
+  return routingView(next);
+}
+
+/** Marks the primary up again: new charges go back to it. */
+export async function restore(env: Env, db: Db, input: { reason?: string | undefined }, ctx: AuditContext) {
+  const current = await routing(env, db);
+  configuredGateway(env, current.primary, "primary");
+  const next: GatewayRouting = { ...current, primaryDown: false, downReason: null, downSince: null };
+  await putSetting(db, ROUTING_KEY, next, ctx, `gateway restore: ${current.primary}${input.reason ? ` (${input.reason})` : ""}`);
+  dropGatewayHealthCache();
+  return routingView(next);
+}
+
+export async function setSandboxFaults(db: Db, faults: Required<SandboxFaults>, ctx: AuditContext) {
+  await putSetting(db, SANDBOX_FAULTS_KEY, faults, ctx, "sandbox fault injection");
+  return faults;
+}

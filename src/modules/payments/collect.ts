@@ -1,0 +1,148 @@
+import { and, desc, eq } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import type { Db } from "../../db/client";
+import { commitWithAudit, type AuditContext, type AuditEntry } from "../../db/audit";
+import { customers, invoices, notifications, payments, subscriptions } from "../../db/schema";
+import { chargeGateway } from "../../gateways";
+import type { ChargeResult } from "../../gateways/types";
+import { formatMinor } from "../../domain/money";
+import { ApiError } from "../../http/problem";
+import { newId } from "../../lib/ids";
+import type { PaymentMessage } from "../../../queues/messages";
+import { MAX_QUEUE_DELAY_SECONDS, retryConfig, retryDelaySeconds } from "./config";
+import { paymentGuard } from "./guard";
+import { paymentMetricStatements } from "./metrics";
+
+type PaymentRow = typeof payments.$inferSelect;
+type InvoiceRow = typeof invoices.$inferSelect;
+
+export type CollectOutcome =
+  | { outcome: "succeeded" | "failed" | "pending"; payment: PaymentRow; retryScheduledAt?: number | null }
+  | { outcome: "duplicate"; payment: PaymentRow }
+  | { outcome: "parked"; payment: PaymentRow; mode: "frozen" | "queue" }
+  | { outcome: "skipped"; reason: string };
+
+export const chargeKey = (invoiceId: string, attempt: number) => `${invoiceId}:attempt:${attempt}`;
+const FINAL = new Set(["succeeded", "failed", "canceled"]);
+
+async function paymentByKey(db: Db, key: string) {
+  return db.select().from(payments).where(eq(payments.idempotencyKey, key)).get();
+}
+
+/** The attempt row, created once per (invoice, attempt); a redelivered message finds the same row. */
+async function ensurePayment(db: Db, inv: InvoiceRow, attempt: number, method: string | null, status: PaymentRow["status"], now: number): Promise<PaymentRow> {
+  const key = chargeKey(inv.id, attempt);
+  await db
+    .insert(payments)
+    .values({ id: newId("pay"), invoiceId: inv.id, customerId: inv.customerId, attempt, amount: inv.amountDue, currency: inv.currency, status, gateway: null, gatewayPaymentId: null, paymentMethod: method, idempotencyKey: key, failureCode: null, failureMessage: null, amountRefunded: 0, nextRetryAt: null, latencyMs: null, createdAt: now, updatedAt: now })
+    .onConflictDoNothing();
+  return (await paymentByKey(db, key))!;
+}
+
+export type CollectOptions = { attempt: number; direct: boolean; paymentMethod?: string | null };
+
+/**
+ * Charges one invoice attempt, exactly once: the gateway sees a deterministic idempotency key per invoice and
+ * attempt, a redelivered message or a crash after the gateway call finds the attempt row and asks the gateway
+ * again with the same key (which answers with the first outcome), and PaymentGuard admits the charge first.
+ * Frozen: direct calls get 423, queued ones are parked. Queue mode: parked. Parked charges run on resume.
+ */
+export async function collectInvoice(env: Env, db: Db, invoiceId: string, opts: CollectOptions, ctx: AuditContext): Promise<CollectOutcome> {
+  const inv = await db.select().from(invoices).where(eq(invoices.id, invoiceId)).get();
+  if (!inv) return { outcome: "skipped", reason: `invoice ${invoiceId} does not exist` };
+  const existing = await paymentByKey(db, chargeKey(inv.id, opts.attempt));
+  if (existing && FINAL.has(existing.status)) return { outcome: "duplicate", payment: existing };
+  if (inv.status !== "open" || inv.amountDue <= 0) return { outcome: "skipped", reason: `invoice ${inv.id} is ${inv.status} with ${inv.amountDue} due` };
+  const sub = inv.subscriptionId ? await db.select().from(subscriptions).where(eq(subscriptions.id, inv.subscriptionId)).get() : undefined;
+  const method = opts.paymentMethod ?? existing?.paymentMethod ?? sub?.paymentMethod ?? null;
+
+  const admission = await paymentGuard(env).admit(`charge ${chargeKey(inv.id, opts.attempt)}`);
+  if (!admission.admitted) {
+    if (admission.mode === "frozen" && opts.direct) {
+      throw new ApiError("locked", `payments are frozen: ${admission.reason ?? "no reason given"}`, [], { "retry-after": "60" });
+    }
+    const parked = await ensurePayment(db, inv, opts.attempt, method, "parked", ctx.now);
+    if (parked.status === "pending") await db.update(payments).set({ status: "parked", updatedAt: ctx.now }).where(and(eq(payments.id, parked.id), eq(payments.status, "pending")));
+    return { outcome: "parked", payment: { ...parked, status: "parked" }, mode: admission.mode };
+  }
+  try {
+    const payment = await ensurePayment(db, inv, opts.attempt, method, "processing", ctx.now);
+    if (FINAL.has(payment.status)) return { outcome: "duplicate", payment };
+    await db.update(payments).set({ status: "processing", paymentMethod: method, updatedAt: ctx.now }).where(eq(payments.id, payment.id));
+    const gateway = await chargeGateway(env, db);
+    const started = Date.now();
+    let result: ChargeResult;
+    try {
+      result = await gateway.charge({ amountMinor: payment.amount, currency: payment.currency, customerId: inv.customerId, paymentMethod: method, invoiceId: inv.id, idempotencyKey: payment.idempotencyKey, description: `Invoice ${inv.number ?? inv.id}` });
+    } catch (e) {
+      result = { status: "failed", gatewayPaymentId: null, failureCode: "gateway_error", failureMessage: e instanceof Error ? e.message : String(e), retryable: true };
+    }
+    const latencyMs = Date.now() - started;
+    return await recordOutcome(env, db, inv, { ...payment, gateway: gateway.name }, result, latencyMs, ctx);
+  } finally {
+    await paymentGuard(env).release(admission.token);
+  }
+}
+
+async function recordOutcome(env: Env, db: Db, inv: InvoiceRow, payment: PaymentRow, result: ChargeResult, latencyMs: number, ctx: AuditContext): Promise<CollectOutcome> {
+  const base = { gateway: payment.gateway, gatewayPaymentId: result.gatewayPaymentId, latencyMs, updatedAt: ctx.now };
+  const planLabel = inv.subscriptionId ? ((await db.select({ planId: subscriptions.planId }).from(subscriptions).where(eq(subscriptions.id, inv.subscriptionId)).get())?.planId ?? "none") : "none";
+  const metrics = paymentMetricStatements(db, { gateway: payment.gateway ?? "unknown", status: result.status, currency: payment.currency, plan: planLabel, amountMinor: payment.amount, latencyMs });
+  if (result.status === "succeeded") {
+    const statements: BatchItem<"sqlite">[] = [
+      db.update(payments).set({ ...base, status: "succeeded", failureCode: null, failureMessage: null }).where(eq(payments.id, payment.id)),
+      db.update(invoices).set({ status: "paid", amountPaid: inv.amountPaid + payment.amount, amountDue: 0, paidAt: ctx.now, lastError: null, attemptCount: payment.attempt, updatedAt: ctx.now }).where(and(eq(invoices.id, inv.id), eq(invoices.status, "open"))),
+      ...(inv.subscriptionId ? [db.update(subscriptions).set({ status: "active", updatedAt: ctx.now }).where(and(eq(subscriptions.id, inv.subscriptionId), eq(subscriptions.status, "past_due")))] : []),
+      ...metrics,
+    ];
+    await commitWithAudit(db, statements, [{ action: "payment.processed", targetType: "payment", targetId: payment.id, after: { invoiceId: inv.id, amount: payment.amount, currency: payment.currency, gateway: payment.gateway, gatewayPaymentId: result.gatewayPaymentId, attempt: payment.attempt } }], ctx);
+    return { outcome: "succeeded", payment: { ...payment, ...base, status: "succeeded" } };
+  }
+  if (result.status === "pending") {
+    await db.batch([db.update(payments).set({ ...base, status: "processing" }).where(eq(payments.id, payment.id)), ...metrics] as [BatchItem<"sqlite">, ...BatchItem<"sqlite">[]]);
+    return { outcome: "pending", payment: { ...payment, ...base, status: "processing" } };
+  }
+  // Failed: retry with backoff, or give up per the retry configuration.
+  const config = await retryConfig(db);
+  const next = payment.attempt + 1;
+  const retry = result.retryable && next <= config.maxAttempts;
+  const delay = retry ? retryDelaySeconds(config, next) : 0;
+  const nextRetryAt = retry ? ctx.now + delay * 1000 : null;
+  const statements: BatchItem<"sqlite">[] = [
+    db.update(payments).set({ ...base, status: "failed", failureCode: result.failureCode, failureMessage: result.failureMessage, nextRetryAt }).where(eq(payments.id, payment.id)),
+    db.update(invoices).set({ attemptCount: payment.attempt, lastError: `${result.failureCode}: ${result.failureMessage}`, updatedAt: ctx.now }).where(eq(invoices.id, inv.id)),
+    ...metrics,
+  ];
+  const audit: AuditEntry[] = [{ action: "payment.failed", targetType: "payment", targetId: payment.id, after: { invoiceId: inv.id, attempt: payment.attempt, code: result.failureCode, nextRetryAt } }];
+  if (!retry) {
+    if (inv.subscriptionId) statements.push(db.update(subscriptions).set({ status: "past_due", updatedAt: ctx.now }).where(and(eq(subscriptions.id, inv.subscriptionId), eq(subscriptions.status, "active"))));
+    const customer = await db.select().from(customers).where(eq(customers.id, inv.customerId)).get();
+    statements.push(
+      db
+        .insert(notifications)
+        .values({
+          id: newId("ntf"),
+          kind: "payment.failed_final",
+          customerId: inv.customerId,
+          invoiceId: inv.id,
+          template: "payment_failed",
+          payload: { invoiceNumber: inv.number, amountDue: formatMinor(inv.amountDue, inv.currency), amountDueMinor: inv.amountDue, currency: inv.currency, email: customer?.email ?? null, reason: result.failureMessage, graceDays: config.gracePeriodDays },
+          dedupeKey: `payment_failed:${inv.id}:${payment.attempt}`,
+          status: "queued",
+          createdAt: ctx.now,
+        })
+        .onConflictDoNothing(),
+    );
+    audit.push({ action: "invoice.collection_exhausted", targetType: "invoice", targetId: inv.id, after: { attempts: payment.attempt, subscription: inv.subscriptionId ? "past_due" : null, uncollectibleAfterDays: config.gracePeriodDays } });
+  }
+  await commitWithAudit(db, statements, audit, ctx);
+  if (retry && delay <= MAX_QUEUE_DELAY_SECONDS) {
+    await env.PAYMENT_QUEUE.send({ type: "payment.attempt", invoiceId: inv.id, attempt: next } satisfies PaymentMessage, { delaySeconds: delay });
+  }
+  return { outcome: "failed", payment: { ...payment, ...base, status: "failed", failureCode: result.failureCode, failureMessage: result.failureMessage, nextRetryAt }, retryScheduledAt: nextRetryAt };
+}
+
+/** Latest attempt of an invoice (the next one is this + 1). */
+export async function latestAttempt(db: Db, invoiceId: string): Promise<PaymentRow | undefined> {
+  return db.select().from(payments).where(eq(payments.invoiceId, invoiceId)).orderBy(desc(payments.attempt)).limit(1).get();
+}

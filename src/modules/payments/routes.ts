@@ -1,0 +1,232 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { and, desc, eq } from "drizzle-orm";
+import { access, requireRole } from "../../http/auth";
+import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
+import { dbOf } from "../../db/client";
+import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
+import { customers, deadLetters, invoices, payments, paymentStatuses } from "../../db/schema";
+import { auditCtx } from "../../http/context";
+import { ApiError, invalid, notFound } from "../../http/problem";
+import { formatMinor } from "../../domain/money";
+import { iso } from "../../lib/time";
+import { putSetting } from "../admin/settings";
+import { collectInvoice, latestAttempt } from "./collect";
+import { RETRY_CONFIG_KEY, RetryConfig, retryConfig } from "./config";
+import { failedLatestAttempts, requeue, toPayment } from "./service";
+
+const Payment = z
+  .object({
+    id: z.string(),
+    invoiceId: z.string(),
+    customerId: z.string(),
+    attempt: z.number().int(),
+    amount: z.string(),
+    amountMinor: z.number().int(),
+    currency: z.string(),
+    status: z.enum(paymentStatuses),
+    gateway: z.string().nullable(),
+    gatewayPaymentId: z.string().nullable(),
+    paymentMethod: z.string().nullable(),
+    failureCode: z.string().nullable(),
+    failureMessage: z.string().nullable(),
+    amountRefunded: z.string(),
+    amountRefundedMinor: z.number().int(),
+    nextRetryAt: z.string().nullable(),
+    latencyMs: z.number().nullable(),
+    createdAt: z.string(),
+    updatedAt: z.string(),
+  })
+  .openapi("Payment");
+const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "pay_123" }) });
+
+export const paymentRoutes = router()
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/retry-queue",
+      tags: ["Payments"],
+      summary: "Failed payments waiting for their next attempt",
+      middleware: [requireRole(access.read)] as const,
+      responses: {
+        200: jsonResponse(z.object({ data: z.array(Payment.extend({ nextAttempt: z.number().int(), attemptsLeft: z.number().int() })), maxAttempts: z.number().int() }), "The retry queue"),
+        ...errorResponses,
+      },
+    }),
+    async (c) => {
+      const db = dbOf(c.env);
+      const config = await retryConfig(db);
+      const rows = (await failedLatestAttempts(db)).filter((p) => p.attempt < config.maxAttempts);
+      return c.json({ data: rows.map((p) => ({ ...toPayment(p), nextAttempt: p.attempt + 1, attemptsLeft: config.maxAttempts - p.attempt })), maxAttempts: config.maxAttempts }, 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/failed/count",
+      tags: ["Payments"],
+      summary: "How many open invoices have a failed latest payment (amounts per currency)",
+      middleware: [requireRole(access.read)] as const,
+      responses: {
+        200: jsonResponse(z.object({ count: z.number().int(), byFailureCode: z.record(z.string(), z.number().int()), amountByCurrency: z.record(z.string(), z.object({ amount: z.string(), amountMinor: z.number().int() })) }), "Counts"),
+        ...errorResponses,
+      },
+    }),
+    async (c) => {
+      const rows = await failedLatestAttempts(dbOf(c.env));
+      const byFailureCode: Record<string, number> = {};
+      const minor: Record<string, number> = {};
+      for (const p of rows) {
+        byFailureCode[p.failureCode ?? "unknown"] = (byFailureCode[p.failureCode ?? "unknown"] ?? 0) + 1;
+        minor[p.currency] = (minor[p.currency] ?? 0) + p.amount;
+      }
+      const amountByCurrency = Object.fromEntries(Object.entries(minor).map(([cur, m]) => [cur, { amount: formatMinor(m, cur), amountMinor: m }]));
+      return c.json({ count: rows.length, byFailureCode, amountByCurrency }, 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/retry-config",
+      tags: ["Payments"],
+      summary: "The retry strategy in force",
+      middleware: [requireRole(access.read)] as const,
+      responses: { 200: jsonResponse(RetryConfig, "Retry configuration"), ...errorResponses },
+    }),
+    async (c) => c.json(await retryConfig(dbOf(c.env)), 200),
+  )
+  .openapi(
+    createRoute({
+      method: "put",
+      path: "/retry-config",
+      tags: ["Payments"],
+      summary: "Update the retry strategy (seconds; audited)",
+      middleware: [requireRole(access.finance)] as const,
+      request: jsonBody(RetryConfig.partial()),
+      responses: { 200: jsonResponse(RetryConfig, "Retry configuration"), ...errorResponses },
+    }),
+    async (c) => {
+      const db = dbOf(c.env);
+      const merged = { ...(await retryConfig(db)), ...c.req.valid("json") };
+      return c.json(await putSetting(db, RETRY_CONFIG_KEY, merged, auditCtx(c)), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/",
+      tags: ["Payments"],
+      summary: "List payments (attempts), newest first",
+      middleware: [requireRole(access.read)] as const,
+      request: { query: PaginationQuery.extend({ status: z.enum(paymentStatuses).optional(), invoiceId: z.string().optional(), customerId: z.string().optional() }) },
+      responses: { 200: jsonResponse(listOf(Payment), "A page of payments"), ...errorResponses },
+    }),
+    async (c) => {
+      const q = c.req.valid("query");
+      const db = dbOf(c.env);
+      const cursor = await resolveCursor(q.startingAfter, (id) => db.select({ id: payments.id, createdAt: payments.createdAt }).from(payments).where(eq(payments.id, id)).get());
+      const rows = await db
+        .select()
+        .from(payments)
+        .where(and(afterCursor(payments.createdAt, payments.id, cursor), q.status ? eq(payments.status, q.status) : undefined, q.invoiceId ? eq(payments.invoiceId, q.invoiceId) : undefined, q.customerId ? eq(payments.customerId, q.customerId) : undefined))
+        .orderBy(...newestFirst(payments.createdAt, payments.id))
+        .limit(q.limit + 1)
+        .all();
+      return c.json(toPage(rows, q.limit, toPayment), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/{id}",
+      tags: ["Payments"],
+      summary: "Get a payment",
+      middleware: [requireRole(access.read)] as const,
+      request: { params: IdParam },
+      responses: { 200: jsonResponse(Payment, "The payment"), ...errorResponses },
+    }),
+    async (c) => {
+      const row = await dbOf(c.env).select().from(payments).where(eq(payments.id, c.req.valid("param").id)).get();
+      if (!row) throw notFound("payment", c.req.valid("param").id);
+      return c.json(toPayment(row), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/{id}/retry",
+      tags: ["Payments"],
+      summary: "Retry a failed payment now (optionally with the customer's alternate method)",
+      middleware: [requireRole(access.finance)] as const,
+      request: {
+        params: IdParam,
+        ...jsonBody(
+          z.object({
+            useAlternateMethod: z.boolean().default(false).openapi({ description: "Charge the customer's metadata.alternatePaymentMethod" }),
+            paymentMethod: z.string().optional(),
+          }),
+        ),
+      },
+      responses: {
+        200: jsonResponse(z.object({ outcome: z.string(), payment: Payment.nullable(), reason: z.string().optional() }), "The new attempt"),
+        202: jsonResponse(z.object({ outcome: z.literal("parked"), payment: Payment, mode: z.string() }), "Parked (queue mode)"),
+        423: errorResponses[409],
+        ...errorResponses,
+      },
+    }),
+    async (c) => {
+      const db = dbOf(c.env);
+      const body = c.req.valid("json");
+      const failed = await db.select().from(payments).where(eq(payments.id, c.req.valid("param").id)).get();
+      if (!failed) throw notFound("payment", c.req.valid("param").id);
+      if (failed.status === "succeeded") throw new ApiError("conflict", `payment ${failed.id} succeeded; nothing to retry`);
+      const inv = await db.select().from(invoices).where(eq(invoices.id, failed.invoiceId)).get();
+      if (!inv || inv.status !== "open") throw new ApiError("conflict", `invoice ${failed.invoiceId} is ${inv?.status ?? "missing"}; nothing to collect`);
+      let method = body.paymentMethod ?? null;
+      if (body.useAlternateMethod && !method) {
+        const customer = await db.select().from(customers).where(eq(customers.id, failed.customerId)).get();
+        method = customer?.metadata.alternatePaymentMethod ?? null;
+        if (!method) throw invalid([{ path: "useAlternateMethod", message: "the customer has no metadata.alternatePaymentMethod" }]);
+      }
+      const latest = (await latestAttempt(db, inv.id))!;
+      const r = await collectInvoice(c.env, db, inv.id, { attempt: latest.attempt + 1, direct: true, paymentMethod: method }, auditCtx(c));
+      if (r.outcome === "parked") return c.json({ outcome: "parked" as const, payment: toPayment(r.payment), mode: r.mode }, 202);
+      if (r.outcome === "skipped") return c.json({ outcome: r.outcome, payment: null, reason: r.reason }, 200);
+      return c.json({ outcome: r.outcome, payment: toPayment(r.payment) }, 200);
+    },
+  );
+
+export const paymentAdminRoutes = router()
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/queue-failed",
+      tags: ["Admin"],
+      summary: "Requeue every failed payment for another attempt",
+      middleware: [requireRole(access.admin)] as const,
+      responses: { 200: jsonResponse(z.object({ requeued: z.number().int(), invoiceIds: z.array(z.string()) }), "What was requeued"), ...errorResponses },
+    }),
+    async (c) => {
+      const db = dbOf(c.env);
+      const ids = await requeue(c.env, await failedLatestAttempts(db), auditCtx(c), db);
+      return c.json({ requeued: ids.length, invoiceIds: ids }, 200);
+    },
+  );
+
+export const dlqRoutes = router().openapi(
+  createRoute({
+    method: "get",
+    path: "/",
+    tags: ["Admin"],
+    summary: "Messages that exhausted their retries on any queue",
+    middleware: [requireRole(access.admin)] as const,
+    request: { query: z.object({ limit: z.coerce.number().int().min(1).max(200).default(50) }) },
+    responses: {
+      200: jsonResponse(z.object({ data: z.array(z.object({ id: z.string(), messageId: z.string(), body: z.unknown(), attempts: z.number().int(), receivedAt: z.string() })) }), "Dead letters"),
+      ...errorResponses,
+    },
+  }),
+  async (c) => {
+    const rows = await dbOf(c.env).select().from(deadLetters).orderBy(desc(deadLetters.receivedAt)).limit(c.req.valid("query").limit).all();
+    return c.json({ data: rows.map((r) => ({ id: r.id, messageId: r.messageId, body: JSON.parse(r.body) as unknown, attempts: r.attempts, receivedAt: iso(r.receivedAt) })) }, 200);
+  },
+);
