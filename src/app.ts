@@ -23,6 +23,9 @@ import { testClockRoutes } from "./modules/test-clocks/routes";
 import { gatewayAdminRoutes, gatewayRoutes } from "./modules/gateways/routes";
 import { dlqRoutes, paymentAdminRoutes, paymentRoutes } from "./modules/payments/routes";
 import { emergencyRoutes } from "./modules/emergency/routes";
+import { refundRoutes } from "./modules/refunds/routes";
+import { stripeWebhookRoutes, webhookAdminRoutes } from "./modules/webhooks/routes";
+import { reconciliationRoutes, reportRoutes } from "./modules/reconciliation/routes";
 
 export const MAX_BODY_BYTES = 2 * 1024 * 1024;
 
@@ -76,6 +79,11 @@ export function createApp() {
   app.route("/admin/payments", paymentAdminRoutes);
   app.route("/admin/dlq", dlqRoutes);
   app.route("/admin/emergency", emergencyRoutes);
+  app.route("/api/v1/refunds", refundRoutes);
+  app.route("/webhooks/stripe", stripeWebhookRoutes);
+  app.route("/admin/webhooks", webhookAdminRoutes);
+  app.route("/api/v1/reconciliation", reconciliationRoutes);
+  app.route("/api/v1/reports", reportRoutes);
   app.route("/admin/api-keys", apiKeyRoutes);
   app.route("/docs", docsRoutes);
 

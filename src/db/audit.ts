@@ -44,7 +44,7 @@ export async function auditRowHash(row: Omit<AuditRow, "hash">): Promise<string>
   return sha256Hex(row.prevHash + auditRowPayload(row));
 }
 
-const MAX_ATTEMPTS = 8;
+const MAX_ATTEMPTS = 25;
 
 /**
  * Runs `statements` and their audit rows in one D1 batch (one transaction).
@@ -90,6 +90,8 @@ export async function commitWithAudit(
     } catch (e) {
       const lost = String(e).includes("audit_log.seq") || String((e as { cause?: unknown }).cause).includes("audit_log.seq");
       if (!lost || attempt >= MAX_ATTEMPTS) throw e;
+      // Another writer took the chain's next row: back off with jitter so concurrent writers spread out.
+      await new Promise((r) => setTimeout(r, Math.random() * Math.min(200, 5 * 2 ** attempt)));
     }
   }
 }

@@ -26,6 +26,8 @@ const API_KEY_CACHE_MS = 30_000;
 type CachedKey = { actor: Actor | null; fetchedAt: number };
 // Per-isolate cache: a revocation reaches every isolate within API_KEY_CACHE_MS.
 const apiKeyCache = new Map<string, CachedKey>();
+// Bounded, so random `bek_` strings cannot grow isolate memory: the oldest entry goes first (Map keeps insertion order).
+const API_KEY_CACHE_MAX = 10_000;
 
 export function forgetApiKey(keyHash: string): void {
   apiKeyCache.delete(keyHash);
@@ -82,6 +84,8 @@ async function actorFromApiKey(env: Env, key: string): Promise<Actor> {
     const actor: Actor | null =
       row && row.revokedAt === null ? { id: row.id, kind: "api_key", role: "api_key", scopes: row.scopes } : null;
     cached = { actor, fetchedAt: now };
+    apiKeyCache.delete(keyHash);
+    if (apiKeyCache.size >= API_KEY_CACHE_MAX) apiKeyCache.delete(apiKeyCache.keys().next().value!);
     apiKeyCache.set(keyHash, cached);
   }
   if (!cached.actor) throw new ApiError("unauthorized", "API key is unknown or revoked");

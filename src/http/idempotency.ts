@@ -35,7 +35,7 @@ export const idempotency = createMiddleware<HonoEnv>(async (c, next) => {
   const db = dbOf(c.env);
   const scopedKey = `${actor.id}:${key}`;
   const body = await c.req.text();
-  const requestHash = await sha256Hex(`${c.req.method} ${c.req.path}\n${body}`);
+  const requestHash = await sha256Hex(`${c.req.method} ${c.req.path}${new URL(c.req.url).search}\n${body}`);
   const now = Date.now();
 
   const claimed = await db

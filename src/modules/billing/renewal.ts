@@ -132,7 +132,8 @@ async function periodEnd(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, 
     status,
     currentPeriodStart: next?.start ?? ended.start,
     currentPeriodEnd: next?.end ?? ended.end,
-    ...(wasTrial ? { trialConvertedAt: ended.end } : {}),
+    // A trial that ends in cancellation did not convert.
+    ...(wasTrial && !cancel ? { trialConvertedAt: ended.end } : {}),
     ...(cancel ? { endedAt: ended.end, canceledAt: sub.canceledAt ?? ended.end } : {}),
     ...(switching
       ? { planId: nextPlan.id, planVersion: nextPlan.version, quantity, pendingPlanId: null, pendingPlanVersion: null, pendingQuantity: null, pendingChangeAt: null, pendingProrate: null }

@@ -3,7 +3,7 @@ import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../db/audit";
 import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
-import { customers, testClocks } from "../../db/schema";
+import { customers, subscriptions, testClocks } from "../../db/schema";
 import { assertChanged, isAssertionFailure, isUniqueViolation } from "../../db/assert";
 import { ApiError, invalid, notFound } from "../../http/problem";
 import { newId } from "../../lib/ids";
@@ -83,7 +83,12 @@ export async function updateCustomer(db: Db, id: string, input: z.infer<typeof U
     patch.taxCertificateId = input.taxCertificate?.id ?? null;
     patch.taxCertificateExpiresAt = ms(input.taxCertificate?.expiresAt);
   }
-  if (input.metadata !== undefined) patch.metadata = { ...before.metadata, ...input.metadata };
+  // Stripe's convention: a key set to "" is removed.
+  if (input.metadata !== undefined) patch.metadata = Object.fromEntries(Object.entries({ ...before.metadata, ...input.metadata }).filter(([, v]) => v !== ""));
+  if (input.currency !== undefined && input.currency !== before.currency) {
+    const billed = await db.select({ id: subscriptions.id }).from(subscriptions).where(eq(subscriptions.customerId, id)).limit(1).get();
+    if (billed) throw new ApiError("conflict", `customer ${id} has subscriptions in ${before.currency}; its currency cannot change`, [{ path: "currency", message: "customer already billed in another currency" }]);
+  }
   const after = { ...before, ...patch };
   // Guard on updatedAt so a concurrent update cannot be silently overwritten (nor audited as applied).
   try {

@@ -1,5 +1,105 @@
-import { router } from "../../http/openapi";
+import { createRoute } from "@hono/zod-openapi";
+import type { z } from "@hono/zod-openapi";
+import { dbOf } from "../../db/client";
+import { toMinor } from "../../domain/money";
+import { access, requireRole } from "../../http/auth";
+import { auditCtx } from "../../http/context";
+import { lenientJson } from "../../http/lenient-json";
+import { errorResponses, jsonBody, jsonResponse, router } from "../../http/openapi";
+import { invalid } from "../../http/problem";
+import { gatewayPerformance } from "./performance";
+import { FailoverRequest, GatewayMetrics, GatewayStatus, GatewayTestReport, GatewayTestRequest, MetricsQuery, Routing, RestoreRequest, SandboxFaults } from "./schemas";
+import { configuredGateway, failover, gatewayStatus, restore, setSandboxFaults, testGateway } from "./service";
 
-// Gateway status, test, metrics (under /api/v1/gateways) and failover (under /admin/gateways).
-export const gatewayRoutes = router();
-export const gatewayAdminRoutes = router();
+const tags = ["Gateways"];
+
+// The runbook's incident commands send JSON with `curl -d` and no Content-Type: these bodies are optional in the
+// document (so the validator only runs on JSON-typed requests) and parsed by lenientJson whatever the type says.
+const lenientBody = <T extends z.ZodType>(schema: T, description: string) => ({
+  body: { required: false, description, content: { "application/json": { schema } } },
+});
+
+// Under /api/v1/gateways.
+export const gatewayRoutes = router()
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/status",
+      tags,
+      summary: "Each configured gateway: role, up/down from a health round trip (cached 10 s), latency, and the current routing",
+      description: "Public like /health: the runbook's incident procedure calls it without a token.",
+      security: [],
+      responses: { 200: jsonResponse(GatewayStatus, "Gateways and routing"), ...errorResponses },
+    }),
+    async (c) => c.json(await gatewayStatus(c.env, dbOf(c.env)), 200),
+  )
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/test",
+      tags,
+      summary: "A real round trip: a charge with a fresh idempotency key, then its full refund, with both outcomes and latencies",
+      middleware: [requireRole(access.finance)] as const,
+      request: jsonBody(GatewayTestRequest),
+      responses: { 200: jsonResponse(GatewayTestReport, "Outcome of the charge and the refund (ok false when either did not succeed)"), ...errorResponses },
+    }),
+    async (c) => {
+      const input = c.req.valid("json");
+      const gateway = configuredGateway(c.env, input.gateway);
+      const minor = toMinor(input.amount, input.currency);
+      if (!minor.ok) throw invalid([{ path: "amount", message: minor.error }]);
+      if (minor.value <= 0) throw invalid([{ path: "amount", message: "must be positive" }]);
+      return c.json(await testGateway(c.env, dbOf(c.env), { gateway, amountMinor: minor.value, currency: input.currency, paymentMethod: input.paymentMethod }, auditCtx(c)), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/metrics",
+      tags,
+      summary: "Per gateway over 1h, 24h or 7d: attempts, outcomes, success rate, latency p50/p95/p99 and volume per currency",
+      middleware: [requireRole(access.read)] as const,
+      request: { query: MetricsQuery },
+      responses: { 200: jsonResponse(GatewayMetrics, "Gateway performance from the payments table"), ...errorResponses },
+    }),
+    async (c) => c.json(await gatewayPerformance(c.env, dbOf(c.env), c.req.valid("query").window), 200),
+  );
+
+// Under /admin/gateways.
+export const gatewayAdminRoutes = router()
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/failover",
+      tags,
+      summary: "Mark the primary down so new charges go to the backup (audited)",
+      middleware: [requireRole(access.admin)] as const,
+      request: lenientBody(FailoverRequest, "Primary to mark down and the backup to use"),
+      responses: { 200: jsonResponse(Routing, "The routing now in force"), ...errorResponses },
+    }),
+    async (c) => c.json(await failover(c.env, dbOf(c.env), await lenientJson(c, FailoverRequest), auditCtx(c)), 200),
+  )
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/restore",
+      tags,
+      summary: "Mark the primary up again so new charges go back to it (audited)",
+      middleware: [requireRole(access.admin)] as const,
+      request: lenientBody(RestoreRequest, "Optional reason"),
+      responses: { 200: jsonResponse(Routing, "The routing now in force"), ...errorResponses },
+    }),
+    async (c) => c.json(await restore(c.env, dbOf(c.env), await lenientJson(c, RestoreRequest), auditCtx(c)), 200),
+  )
+  .openapi(
+    createRoute({
+      method: "put",
+      path: "/sandbox/faults",
+      tags,
+      summary: "Inject latency and a failure rate into the sandbox gateway (for fault drills; audited)",
+      middleware: [requireRole(access.admin)] as const,
+      request: lenientBody(SandboxFaults, "Latency in ms and the probability that a call throws"),
+      responses: { 200: jsonResponse(SandboxFaults, "The faults now in force"), ...errorResponses },
+    }),
+    async (c) => c.json(await setSandboxFaults(dbOf(c.env), await lenientJson(c, SandboxFaults), auditCtx(c)), 200),
+  );

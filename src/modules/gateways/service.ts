@@ -20,7 +20,7 @@ export function dropGatewayHealthCache(): void {
 }
 
 const isLiveStripe = (env: Env) => env.STRIPE_SECRET_KEY.startsWith("sk_live_") || env.STRIPE_SECRET_KEY.startsWith("rk_live_");
-const modeOf = (env: Env, name: GatewayName) => (name === "sandbox" ? "embedded" : isLiveStripe(env) ? "live" : "test");
+const modeOf = (env: Env, name: GatewayName): "embedded" | "live" | "test" => (name === "sandbox" ? "embedded" : isLiveStripe(env) ? "live" : "test");
 
 /** `name` as a configured gateway, or a 422 naming the ones that are. */
 export function configuredGateway(env: Env, name: string, field = "gateway"): GatewayName {
@@ -75,7 +75,8 @@ export async function gatewayStatus(env: Env, db: Db, now = Date.now()) {
     }),
   );
   const active = gateways.find((g) => g.receivingCharges);
-  const status = !active || active.status === "down" ? "down" : r.primaryDown || gateways.some((g) => g.role !== "standby" && g.status === "down") ? "degraded" : "ok";
+  const status: "ok" | "degraded" | "down" =
+    !active || active.status === "down" ? "down" : r.primaryDown || gateways.some((g) => g.role !== "standby" && g.status === "down") ? "degraded" : "ok";
   return { status, routing: routingView(r), gateways, checkedAt: iso(now) };
 }
 
