@@ -14,6 +14,7 @@ export function paymentMetricStatements(
     ...histogramObserve(db, "billing_payment_duration_seconds", { gateway: m.gateway, status: m.status }, m.latencyMs / 1000, DURATION_BUCKETS),
   ];
   if (m.status === "failed") out.push(counterIncrement(db, "billing_payments_failed_total", { gateway: m.gateway }));
+  if (m.status === "succeeded") out.push(counterIncrement(db, "billing_payments_success_total", { gateway: m.gateway }));
   // Revenue in minor units of its currency (labelled), never summed across currencies.
   if (m.status === "succeeded") out.push(counterIncrement(db, "billing_revenue_total", { currency: m.currency, gateway: m.gateway, plan: m.plan }, m.amountMinor));
   return out;
