@@ -92,10 +92,25 @@ export function createApp() {
     scheme: "bearer",
     description: "A JWT (roles admin, finance, support, viewer) or, for usage ingestion, an API key bek_…",
   });
-  app.doc31("/openapi.json", {
+  const docConfig = {
     openapi: "3.1.0",
     info: { title: "Billing Engine", version: "0.1.0", description: "Subscriptions, usage metering, invoices and payments on Cloudflare Workers" },
     security: [{ bearer: [] }],
+  };
+  // The generated document, plus the Idempotency-Key header every state-changing operation accepts.
+  app.get("/openapi.json", (c) => {
+    const doc = app.getOpenAPI31Document(docConfig);
+    for (const [path, item] of Object.entries(doc.paths ?? {})) {
+      for (const method of ["post", "put", "patch", "delete"] as const) {
+        const op = (item as Record<string, { parameters?: unknown[] } | undefined>)[method];
+        if (!op || path === "/api/v1/usage" || path.startsWith("/webhooks/")) continue;
+        op.parameters = [
+          ...(op.parameters ?? []),
+          { name: "Idempotency-Key", in: "header", required: false, description: "Makes the request safe to retry for 24 h", schema: { type: "string", maxLength: 255 } },
+        ];
+      }
+    }
+    return c.json(doc);
   });
 
   app.notFound((c) => problemResponse(c as Context<HonoEnv>, new ApiError("not_found", `no route for ${c.req.method} ${c.req.path}`)));

@@ -48,10 +48,6 @@ export const jsonResponse = <T extends z.ZodType>(schema: T, description: string
   content: { "application/json": { schema } },
 });
 
-export const IdempotencyHeader = z.object({
-  "idempotency-key": z.string().max(255).optional().openapi({ description: "Makes the request safe to retry for 24 h" }),
-});
-
 export const PaginationQuery = z.object({
   limit: z.coerce.number().int().min(1).max(100).default(20).openapi({ description: "Page size, 1-100" }),
   startingAfter: z.string().optional().openapi({ description: "Id of the last object of the previous page" }),
