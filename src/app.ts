@@ -5,6 +5,7 @@ import type { HonoEnv } from "./env";
 import { router } from "./http/openapi";
 import { ApiError, problemResponse } from "./http/problem";
 import { requestLog } from "./http/request-log";
+import { httpMetrics } from "./http/metrics";
 import { authenticate } from "./http/auth";
 import { idempotency } from "./http/idempotency";
 import { healthRoutes } from "./modules/health/routes";
@@ -46,6 +47,7 @@ function toApiError(err: Error): ApiError {
 export function createApp() {
   const app = router();
   app.use("*", requestLog);
+  app.use("*", httpMetrics);
   app.use(
     "*",
     bodyLimit({
