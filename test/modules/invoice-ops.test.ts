@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from "vitest";
-import { env } from "cloudflare:workers";
+import { env, exports } from "cloudflare:workers";
 import { createExecutionContext, createMessageBatch, createScheduledController, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
 import entry from "../../src/index";
 import { dbOf } from "../../src/db/client";
@@ -266,7 +266,7 @@ describe("POST /admin/invoices/archive", () => {
   it("is admin only and refuses a future date", async () => {
     expect((await api("POST", "/admin/invoices/archive", { as: "finance", body: { olderThan: "2020-01-01" } })).status).toBe(403);
     expect((await api("POST", "/admin/invoices/archive", { body: { olderThan: utcDay(Date.now() + 2 * DAY) } })).status).toBe(422);
-    expect((await api("POST", "/admin/invoices/archive", { body: { olderThan: "last year" } })).status).toBe(400);
+    expect((await api("POST", "/admin/invoices/archive", { body: { olderThan: "last year" } })).status).toBe(422);
   });
 });
 
@@ -350,5 +350,19 @@ describe("GET /api/v1/invoices", () => {
     const r = await api("GET", `/api/v1/invoices/${invoice.id}`, { as: "viewer" });
     expect(r.body.lines).toEqual([expect.objectContaining({ kind: "flat", amount: { amount: "10.00", amountMinor: 1000 } })]);
     expect((await api("GET", "/api/v1/invoices/inv_nope")).status).toBe(404);
+  });
+});
+
+describe("archive as the runbook's weekly script calls it", () => {
+  it('accepts `-d \'{"olderThan": "1 year"}\'` without a Content-Type, and refuses a nonsense duration', async () => {
+    const token = await tokenFor("admin");
+    const send = (body: string) =>
+      exports.default.fetch(new Request("http://localhost/admin/invoices/archive", { method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/x-www-form-urlencoded" }, body }));
+    const ok = await send('{"olderThan": "1 year"}');
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toMatchObject({ hasMore: false });
+    const bad = await send('{"olderThan": "a while"}');
+    expect(bad.status).toBe(422);
+    expect(((await bad.json()) as any).errors[0].path).toBe("olderThan");
   });
 });

@@ -5,6 +5,7 @@ import { invalid } from "../../http/problem";
 import { auditCtx } from "../../http/context";
 import { dbOf } from "../../db/client";
 import { archiveInvoices, DAY_MS, retryFailed, sendReminders } from "./service";
+import { lenientJson } from "../../http/lenient-json";
 
 // Invoice operations: retry-failed, send-reminders (under /api/v1/invoices) and archive (under /admin/invoices).
 
@@ -78,15 +79,32 @@ export const invoiceOpsRoutes = router()
     async (c) => c.json(await sendReminders(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
   );
 
+/** "1 year", "6 months", "90 days", "2 weeks" → that long before `now`; an ISO date or date-time as is. */
+export function parseOlderThan(s: string, now: number): number | null {
+  const rel = /^\s*(\d+)\s*(day|week|month|year)s?\s*$/i.exec(s);
+  if (rel) {
+    const n = Number(rel[1]);
+    const d = new Date(now);
+    const unit = rel[2]!.toLowerCase();
+    if (unit === "day") return now - n * DAY_MS;
+    if (unit === "week") return now - n * 7 * DAY_MS;
+    if (unit === "month") return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() - n, d.getUTCDate(), d.getUTCHours(), d.getUTCMinutes());
+    return Date.UTC(d.getUTCFullYear() - n, d.getUTCMonth(), d.getUTCDate(), d.getUTCHours(), d.getUTCMinutes());
+  }
+  if (!DateOrInstant.safeParse(s).success) return null;
+  return lowerBound(s);
+}
+
+// The runbook's weekly script sends `-d '{"olderThan": "1 year"}'` without a Content-Type: parsed leniently.
 export const invoiceAdminRoutes = router().openapi(
   createRoute({
     method: "post",
     path: "/archive",
     tags: ["Invoices"],
     summary: "Move paid, void and uncollectible invoices created before olderThan to R2 (lines leave D1)",
-    description: "At most 500 invoices per call; hasMore says to call again. GET /api/v1/invoices/{id} keeps answering with the lines from the archive.",
+    description:
+      'Body (JSON, any Content-Type): { "olderThan": "2025-01-01" | "1 year" | "6 months" | "90 days" }. At most 500 invoices per call; hasMore says to call again. GET /api/v1/invoices/{id} keeps answering with the lines from the archive.',
     middleware: [requireRole(access.admin)] as const,
-    request: jsonBody(z.object({ olderThan: DateOrInstant })),
     responses: {
       200: jsonResponse(z.object({ archived: z.number().int(), invoiceIds: z.array(z.string()), hasMore: z.boolean(), errors: Errors }), "What was archived"),
       ...errorResponses,
@@ -94,7 +112,9 @@ export const invoiceAdminRoutes = router().openapi(
   }),
   async (c) => {
     const ctx = auditCtx(c);
-    const olderThan = lowerBound(c.req.valid("json").olderThan);
+    const body = await lenientJson(c, z.object({ olderThan: z.string().min(1) }));
+    const olderThan = parseOlderThan(body.olderThan, ctx.now);
+    if (olderThan === null) throw invalid([{ path: "olderThan", message: 'must be an ISO date or a duration such as "1 year"' }]);
     if (olderThan > ctx.now) throw invalid([{ path: "olderThan", message: "must not be in the future" }]);
     return c.json(await archiveInvoices(c.env, dbOf(c.env), olderThan, ctx), 200);
   },
