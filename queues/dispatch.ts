@@ -1,6 +1,10 @@
 import type { QueueMessage } from "./messages";
 
-export type HandlerResult = { status: "done" } | { status: "retry"; delaySeconds: number; reason: string };
+export type HandlerResult =
+  | { status: "done" }
+  | { status: "retry"; delaySeconds: number; reason: string }
+  /** Wait without spending a delivery attempt (e.g. payments frozen): a fresh delayed copy, this one acked. */
+  | { status: "requeue"; delaySeconds: number; reason: string };
 export type MessageHandler<M> = (message: M, env: Env, attempts: number) => Promise<HandlerResult>;
 type Handlers<M extends { type: string }> = { [K in M["type"]]: MessageHandler<Extract<M, { type: K }>> };
 
@@ -13,7 +17,7 @@ export function backoffSeconds(attempts: number, base = 10): number {
  * Runs each message through its typed handler: ack on success, retry with backoff on failure or throw.
  * An unknown type is retried too, so it ends in the dead-letter queue rather than vanishing.
  */
-export function consumer<M extends { type: string }>(queue: string, handlers: Handlers<M>) {
+export function consumer<M extends { type: string }>(queue: string, handlers: Handlers<M>, producer?: (env: Env) => Queue) {
   return async (batch: MessageBatch<unknown>, env: Env): Promise<void> => {
     for (const msg of batch.messages) {
       const body = msg.body as M;
@@ -27,7 +31,10 @@ export function consumer<M extends { type: string }>(queue: string, handlers: Ha
         result = { status: "retry", delaySeconds: backoffSeconds(msg.attempts), reason: String(e) };
       }
       if (result.status === "done") msg.ack();
-      else {
+      else if (result.status === "requeue" && producer) {
+        await producer(env).send(body, { delaySeconds: result.delaySeconds });
+        msg.ack();
+      } else {
         console.log(JSON.stringify({ level: "warn", msg: "queue message retry", queue, id: msg.id, type: body?.type, attempts: msg.attempts, reason: result.reason }));
         msg.retry({ delaySeconds: result.delaySeconds });
       }

@@ -4,7 +4,9 @@ export type JobMessage =
   | { type: "idempotency.purge" }
   | { type: "audit.verify"; reportKey: string };
 
-export type PaymentMessage = { type: "payment.attempt"; invoiceId: string; attempt: number };
+export type PaymentMessage =
+  | { type: "payment.attempt"; invoiceId: string; attempt: number }
+  | { type: "refund.bulk_item"; bulkId: string; paymentId: string; reason: string; notify: boolean };
 /** Inbound Stripe events and outbound notifications (rows of `notifications`, sent once). */
 export type WebhookMessage = { type: "stripe.event"; eventId: string } | { type: "notification.send"; notificationId: string };
 

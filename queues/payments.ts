@@ -1,7 +1,8 @@
 import { dbOf } from "../src/db/client";
 import { SYSTEM_ACTOR } from "../src/modules/billing/run";
 import { collectInvoice } from "../src/modules/payments/collect";
-import { consumer } from "./dispatch";
+import { processBulkRefundItem } from "../src/modules/refunds/service";
+import { backoffSeconds, consumer } from "./dispatch";
 import type { PaymentMessage } from "./messages";
 import { queueNames } from "./messages";
 
@@ -11,9 +12,13 @@ import { queueNames } from "./messages";
  * attempt message, sent with the configured backoff by the collection itself.
  */
 export const consumePayments = consumer<PaymentMessage>(queueNames.payments, {
-  "payment.attempt": async (m, env) => {
+  "payment.attempt": async (m, env, attempts) => {
     const r = await collectInvoice(env, dbOf(env), m.invoiceId, { attempt: m.attempt, direct: false }, { actor: SYSTEM_ACTOR, now: Date.now() });
     console.log(JSON.stringify({ level: "info", msg: "payment attempt", invoiceId: m.invoiceId, attempt: m.attempt, outcome: r.outcome }));
+    // Gateway unreachable: the same attempt (same idempotency key) again, with backoff; after the queue's
+    // retries it rests in the DLQ with its payment still "processing" for webhooks or reconciliation to settle.
+    if (r.outcome === "unknown") return { status: "retry", delaySeconds: backoffSeconds(attempts, 30), reason: r.error };
     return { status: "done" };
   },
-});
+  "refund.bulk_item": (m, env) => processBulkRefundItem(env, m),
+}, (env) => env.PAYMENT_QUEUE);

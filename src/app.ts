@@ -15,6 +15,7 @@ import { subscriptionRoutes } from "./modules/subscriptions/routes";
 import { apiKeyRoutes } from "./modules/admin/api-keys";
 import { auditRoutes } from "./modules/audit/routes";
 import { docsRoutes } from "./modules/docs";
+import { metricsRoutes } from "./modules/metrics/routes";
 import { usageRoutes } from "./modules/usage/routes";
 import { taxRoutes } from "./modules/tax/routes";
 import { invoiceRoutes } from "./modules/invoices/routes";
@@ -88,6 +89,7 @@ export function createApp() {
   app.route("/api/v1/reports", reportRoutes);
   app.route("/admin/api-keys", apiKeyRoutes);
   app.route("/docs", docsRoutes);
+  app.route("/metrics", metricsRoutes);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",

@@ -126,25 +126,34 @@ function revenueValue(minor: number, currency: string | undefined): string {
   return currency && currencyExponent(currency) !== undefined ? formatMinor(minor, currency) : String(minor);
 }
 
+/** A histogram's series: buckets ascending (a bucket a series never stored carries the next lower one's count, or 0), then sum and count. */
 function histogramLines(name: string, rows: Row[]): string[] {
-  const series = new Map<string, { labels: Labels; buckets: { le: number; text: string; value: number }[]; sum: number; count: number }>();
+  const series = new Map<string, { labels: Labels; buckets: Map<string, number>; sumMilli: number; count: number }>();
+  const bounds = new Map<string, number>();
   const seriesOf = (labels: Labels) => {
     const key = canonicalLabels(labels);
     let s = series.get(key);
-    if (!s) series.set(key, (s = { labels, buckets: [], sum: 0, count: 0 }));
+    if (!s) series.set(key, (s = { labels, buckets: new Map(), sumMilli: 0, count: 0 }));
     return s;
   };
   for (const r of rows) {
     const { le, ...labels } = parseLabels(r.labels);
-    if (r.name === `${name}_bucket` && le !== undefined) seriesOf(labels).buckets.push({ le: le === "+Inf" ? Infinity : Number(le), text: le, value: r.value });
-    else if (r.name === `${name}_sum`) seriesOf(labels).sum = r.value;
+    if (r.name === `${name}_bucket` && le !== undefined) {
+      seriesOf(labels).buckets.set(le, r.value);
+      bounds.set(le, le === "+Inf" ? Infinity : Number(le));
+    } else if (r.name === `${name}_sum` || r.name === `${name}_sum_milli`) seriesOf(labels).sumMilli += r.value;
     else if (r.name === `${name}_count`) seriesOf(labels).count = r.value;
   }
+  const les = [...bounds.entries()].sort((a, b) => a[1] - b[1]).map(([text]) => text);
   const out: string[] = [];
   for (const key of [...series.keys()].sort()) {
     const s = series.get(key)!;
-    for (const b of s.buckets.sort((x, y) => x.le - y.le)) out.push(line({ name: `${name}_bucket`, labels: { ...s.labels, le: b.text }, value: String(b.value) }));
-    out.push(line({ name: `${name}_sum`, labels: s.labels, value: String(s.sum / 1000) }));
+    let carried = 0;
+    for (const le of les) {
+      carried = s.buckets.get(le) ?? carried;
+      out.push(line({ name: `${name}_bucket`, labels: { ...s.labels, le }, value: String(carried) }));
+    }
+    out.push(line({ name: `${name}_sum`, labels: s.labels, value: String(s.sumMilli / 1000) }));
     out.push(line({ name: `${name}_count`, labels: s.labels, value: String(s.count) }));
   }
   return out;
@@ -186,15 +195,17 @@ export async function renderPrometheus(db: Db, now = Date.now()): Promise<string
     if (f.type === "gauge") {
       out.push(...(live.get(f.name) ?? []).map(line));
     } else if (f.type === "histogram") {
-      const names = [`${f.name}_bucket`, `${f.name}_sum`, `${f.name}_count`];
+      // `_sum_milli` is accepted as a synonym of `_sum` (both hold thousandths).
+      const names = [`${f.name}_bucket`, `${f.name}_sum`, `${f.name}_sum_milli`, `${f.name}_count`];
       names.forEach((n) => claimed.add(n));
       out.push(...histogramLines(f.name, names.flatMap((n) => byName.get(n) ?? [])));
     } else {
-      // The success counter is the succeeded part of billing_payments_total, so it cannot disagree with it.
+      // Without stored rows, the success counter is derived: the succeeded part of billing_payments_total.
+      const stored = byName.get(f.name) ?? [];
       const source =
-        f.name === "billing_payments_success_total"
+        f.name === "billing_payments_success_total" && stored.length === 0
           ? (byName.get("billing_payments_total") ?? []).filter((r) => parseLabels(r.labels).status === "succeeded")
-          : (byName.get(f.name) ?? []);
+          : stored;
       claimed.add(f.name);
       for (const s of project(source, f.labels)) {
         const value = f.name === "billing_revenue_total" ? revenueValue(s.value, s.labels.currency) : String(s.value);

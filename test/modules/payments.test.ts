@@ -231,3 +231,27 @@ describe("dead letters", () => {
     expect((await call("GET", "/admin/dlq", undefined, { role: "viewer" })).status).toBe(403);
   });
 });
+
+describe("a gateway that does not answer", () => {
+  it("keeps the attempt processing and asks again with the same key, never a new charge", async () => {
+    const { invoice } = await subscriptionWith("pm_card_visa");
+    await env.DB.prepare("INSERT OR REPLACE INTO settings (key, value, updated_by, updated_at) VALUES ('gateways.sandbox.faults', '{\"failureRate\":1}', 'test', 0)").run();
+    dropSettingsCache();
+    const first = await attempt(invoice.id, 1);
+    expect(first.explicitAcks).toHaveLength(0);
+    expect(first.retryMessages).toHaveLength(1);
+    const row = (await call("GET", `/api/v1/payments?invoiceId=${invoice.id}`)).body.data[0];
+    expect(row).toMatchObject({ attempt: 1, status: "processing", failureCode: "gateway_error", gateway: "sandbox" });
+    expect((await invoiceStatus(invoice.id)).status).toBe("open");
+    // A manual retry asks the same attempt again rather than opening attempt 2.
+    const manual = await call("POST", `/api/v1/payments/${row.id}/retry`, {}, { role: "finance" });
+    expect(manual.body).toMatchObject({ outcome: "unknown", payment: { attempt: 1 } });
+    await env.DB.prepare("DELETE FROM settings WHERE key = 'gateways.sandbox.faults'").run();
+    dropSettingsCache();
+    const second = await attempt(invoice.id, 1);
+    expect(second.explicitAcks).toHaveLength(1);
+    expect((await invoiceStatus(invoice.id)).status).toBe("paid");
+    expect(await ledgerCharges(invoice.id)).toBe(1);
+    expect((await call("GET", `/api/v1/payments?invoiceId=${invoice.id}`)).body.data).toHaveLength(1);
+  });
+});

@@ -214,3 +214,23 @@ describe("cron triggers", () => {
     for (const cron of Object.values(CRON)) expect(cronTasks[cron]?.length).toBeGreaterThan(0);
   });
 });
+
+describe("requeue while payments are frozen", () => {
+  it("a bulk refund item is re-sent with a delay and acked, so a long freeze never exhausts its retries", async () => {
+    const stub = env.PAYMENT_GUARD.get(env.PAYMENT_GUARD.idFromName("global"));
+    await stub.setMode("frozen", "long incident", "test");
+    try {
+      const sent: { body: unknown; delaySeconds?: number }[] = [];
+      const spy = { send: async (body: unknown, o?: { delaySeconds?: number }) => void sent.push({ body, ...(o?.delaySeconds !== undefined ? { delaySeconds: o.delaySeconds } : {}) }) } as unknown as Queue;
+      const m = msg({ type: "refund.bulk_item", bulkId: "rfb_x", paymentId: "pay_x", reason: "r", notify: false }, 5);
+      const r = await runQueue("billing-payments", [m], { ...env, PAYMENT_QUEUE: spy });
+      expect(r.explicitAcks).toEqual([m.id]);
+      expect(r.retryMessages).toEqual([]);
+      expect(sent).toHaveLength(1);
+      expect(sent[0]!.body).toEqual(m.body);
+      expect(sent[0]!.delaySeconds).toBeGreaterThan(0);
+    } finally {
+      await stub.setMode("normal", null, "test");
+    }
+  });
+});

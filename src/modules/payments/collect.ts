@@ -3,7 +3,8 @@ import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext, type AuditEntry } from "../../db/audit";
 import { customers, invoices, notifications, payments, subscriptions } from "../../db/schema";
-import { chargeGateway } from "../../gateways";
+import { chargeGateway, gatewayByName } from "../../gateways";
+import type { GatewayName } from "../../gateways/types";
 import type { ChargeResult } from "../../gateways/types";
 import { formatMinor } from "../../domain/money";
 import { ApiError } from "../../http/problem";
@@ -19,6 +20,8 @@ type InvoiceRow = typeof invoices.$inferSelect;
 export type CollectOutcome =
   | { outcome: "succeeded" | "failed" | "pending"; payment: PaymentRow; retryScheduledAt?: number | null }
   | { outcome: "duplicate"; payment: PaymentRow }
+  /** The gateway did not answer: the attempt stays processing and must be asked again with the same key. */
+  | { outcome: "unknown"; payment: PaymentRow; error: string }
   | { outcome: "parked"; payment: PaymentRow; mode: "frozen" | "queue" }
   | { outcome: "skipped"; reason: string };
 
@@ -68,14 +71,19 @@ export async function collectInvoice(env: Env, db: Db, invoiceId: string, opts: 
   try {
     const payment = await ensurePayment(db, inv, opts.attempt, method, "processing", ctx.now);
     if (FINAL.has(payment.status)) return { outcome: "duplicate", payment };
-    await db.update(payments).set({ status: "processing", paymentMethod: method, updatedAt: ctx.now }).where(eq(payments.id, payment.id));
-    const gateway = await chargeGateway(env, db);
+    // An attempt that already reached a gateway stays on it: the same key elsewhere would be a new charge.
+    const gateway = payment.gateway ? await gatewayByName(env, db, payment.gateway as GatewayName) : await chargeGateway(env, db);
+    await db.update(payments).set({ status: "processing", paymentMethod: method, gateway: gateway.name, updatedAt: ctx.now }).where(eq(payments.id, payment.id));
     const started = Date.now();
     let result: ChargeResult;
     try {
       result = await gateway.charge({ amountMinor: payment.amount, currency: payment.currency, customerId: inv.customerId, paymentMethod: method, invoiceId: inv.id, idempotencyKey: payment.idempotencyKey, description: `Invoice ${inv.number ?? inv.id}` });
     } catch (e) {
-      result = { status: "failed", gatewayPaymentId: null, failureCode: "gateway_error", failureMessage: e instanceof Error ? e.message : String(e), retryable: true };
+      // Unknown outcome (timeout, 5xx): the gateway may have charged. Never a new attempt (new key) for this:
+      // the same attempt is asked again later with the same key, and the gateway answers with what it did.
+      const message = e instanceof Error ? e.message : String(e);
+      await db.update(payments).set({ failureCode: "gateway_error", failureMessage: message, latencyMs: Date.now() - started, updatedAt: ctx.now }).where(eq(payments.id, payment.id));
+      return { outcome: "unknown", payment: { ...payment, gateway: gateway.name, status: "processing", failureCode: "gateway_error", failureMessage: message }, error: message };
     }
     const latencyMs = Date.now() - started;
     return await recordOutcome(env, db, inv, { ...payment, gateway: gateway.name }, result, latencyMs, ctx);

@@ -13,6 +13,7 @@ import { putSetting } from "../admin/settings";
 import { collectInvoice, latestAttempt } from "./collect";
 import { RETRY_CONFIG_KEY, RetryConfig, retryConfig } from "./config";
 import { failedLatestAttempts, requeue, toPayment } from "./service";
+import type { PaymentMessage } from "../../../queues/messages";
 
 const Payment = z
   .object({
@@ -188,8 +189,15 @@ export const paymentRoutes = router()
         if (!method) throw invalid([{ path: "useAlternateMethod", message: "the customer has no metadata.alternatePaymentMethod" }]);
       }
       const latest = (await latestAttempt(db, inv.id))!;
-      const r = await collectInvoice(c.env, db, inv.id, { attempt: latest.attempt + 1, direct: true, paymentMethod: method }, auditCtx(c));
+      if (latest.status === "parked" || latest.status === "pending") throw new ApiError("conflict", `attempt ${latest.attempt} of invoice ${inv.id} is already queued`);
+      // An attempt whose outcome is unknown is asked again with its own key; otherwise a new attempt.
+      const attempt = latest.status === "processing" ? latest.attempt : latest.attempt + 1;
+      const r = await collectInvoice(c.env, db, inv.id, { attempt, direct: true, paymentMethod: method }, auditCtx(c));
       if (r.outcome === "parked") return c.json({ outcome: "parked" as const, payment: toPayment(r.payment), mode: r.mode }, 202);
+      if (r.outcome === "unknown") {
+        await c.env.PAYMENT_QUEUE.send({ type: "payment.attempt", invoiceId: inv.id, attempt } satisfies PaymentMessage, { delaySeconds: 60 });
+        return c.json({ outcome: r.outcome, payment: toPayment(r.payment), reason: `gateway did not answer (${r.error}); the same attempt is retried from the queue` }, 200);
+      }
       if (r.outcome === "skipped") return c.json({ outcome: r.outcome, payment: null, reason: r.reason }, 200);
       return c.json({ outcome: r.outcome, payment: toPayment(r.payment) }, 200);
     },

@@ -1,4 +1,128 @@
-import { router } from "../../http/openapi";
+import { createRoute, z } from "@hono/zod-openapi";
+import { and, eq } from "drizzle-orm";
+import { access, requireRole } from "../../http/auth";
+import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
+import { auditCtx } from "../../http/context";
+import { dbOf } from "../../db/client";
+import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
+import { discrepancies } from "../../db/schema";
+import { writeReconciliationReport } from "./report";
+import { chooseGateway, dayBounds, reconcileDay, toDiscrepancy } from "./service";
 
-export const reconciliationRoutes = router();
-export const reportRoutes = router();
+export { runDailyReconciliation } from "./report";
+
+const DateString = z.string().regex(/^\d{4}-\d{2}-\d{2}$/, "expected YYYY-MM-DD");
+const Money = z.object({ amount: z.string(), amountMinor: z.number().int() });
+const Side = z.object({ charges: Money, refunds: Money, net: Money, count: z.number().int() });
+const Kinds = z.enum(["missing_at_gateway", "missing_locally", "amount_mismatch", "status_mismatch"]);
+const Discrepancy = z
+  .object({
+    id: z.string(),
+    date: z.string(),
+    gateway: z.string(),
+    kind: Kinds,
+    objectType: z.enum(["payment", "refund"]),
+    localId: z.string().nullable(),
+    gatewayId: z.string().nullable(),
+    localAmount: Money.nullable(),
+    gatewayAmount: Money.nullable(),
+    currency: z.string().nullable(),
+    detail: z.string(),
+    status: z.enum(["open", "resolved"]),
+    createdAt: z.string(),
+    resolvedAt: z.string().nullable(),
+  })
+  .openapi("Discrepancy");
+const Reconciliation = z
+  .object({
+    date: z.string(),
+    gateway: z.string(),
+    gatewaySelection: z.enum(["requested", "default"]),
+    note: z.string().openapi({ description: "Which gateway was reconciled and why" }),
+    basis: z.string().openapi({ description: "Which timestamps put an item in the day, and how items are matched" }),
+    window: z.object({ from: z.string(), to: z.string() }),
+    totals: z.record(z.string(), z.object({ local: Side, gateway: Side, difference: Money })).openapi({ description: "Per currency, never mixed" }),
+    matched: z.number().int(),
+    crossDayMatched: z.number().int(),
+    discrepancyCounts: z.record(Kinds, z.number().int()),
+    resolved: z.number().int().openapi({ description: "Open discrepancies of this day that no longer appear and were marked resolved" }),
+    discrepancies: z.array(Discrepancy),
+    reconciledAt: z.string(),
+  })
+  .openapi("Reconciliation");
+
+/** Mounted at /api/v1/reconciliation. */
+export const reconciliationRoutes = router()
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/discrepancies",
+      tags: ["Reconciliation"],
+      summary: "Discrepancies found by reconciliation, newest first",
+      middleware: [requireRole(access.finance)] as const,
+      request: { query: PaginationQuery.extend({ status: z.enum(["open", "resolved"]).optional(), date: DateString.optional(), gateway: z.string().optional(), kind: Kinds.optional() }) },
+      responses: { 200: jsonResponse(listOf(Discrepancy), "Discrepancies"), ...errorResponses },
+    }),
+    async (c) => {
+      const q = c.req.valid("query");
+      if (q.date) dayBounds(q.date);
+      const db = dbOf(c.env);
+      const cursor = await resolveCursor(q.startingAfter, (id) => db.select({ id: discrepancies.id, createdAt: discrepancies.createdAt }).from(discrepancies).where(eq(discrepancies.id, id)).get());
+      const rows = await db
+        .select()
+        .from(discrepancies)
+        .where(
+          and(
+            afterCursor(discrepancies.createdAt, discrepancies.id, cursor),
+            q.status ? eq(discrepancies.status, q.status) : undefined,
+            q.date ? eq(discrepancies.date, q.date) : undefined,
+            q.gateway ? eq(discrepancies.gateway, q.gateway) : undefined,
+            q.kind ? eq(discrepancies.kind, q.kind) : undefined,
+          ),
+        )
+        .orderBy(...newestFirst(discrepancies.createdAt, discrepancies.id))
+        .limit(q.limit + 1)
+        .all();
+      return c.json(toPage(rows, q.limit, toDiscrepancy), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/stripe/{date}",
+      tags: ["Reconciliation"],
+      summary: "Reconcile one UTC day against the gateway's balance transactions (stripe when configured, else the sandbox)",
+      description: "Records each finding as an open discrepancy (re-running never duplicates) and resolves the day's earlier ones that no longer appear.",
+      middleware: [requireRole(access.finance)] as const,
+      request: {
+        params: z.object({ date: DateString.openapi({ param: { name: "date", in: "path" }, example: "2024-06-24" }) }),
+        query: z.object({ gateway: z.enum(["stripe", "sandbox"]).optional().openapi({ description: "Defaults to stripe when configured, else sandbox" }) }),
+      },
+      responses: { 200: jsonResponse(Reconciliation, "The day reconciled"), ...errorResponses },
+    }),
+    async (c) => {
+      const { date } = c.req.valid("param");
+      dayBounds(date);
+      const choice = chooseGateway(c.env, c.req.valid("query").gateway);
+      const { matchedItems: _m, ...result } = await reconcileDay(c.env, dbOf(c.env), date, choice, auditCtx(c));
+      return c.json(result, 200);
+    },
+  );
+
+/** Mounted at /api/v1/reports. */
+export const reportRoutes = router().openapi(
+  createRoute({
+    method: "post",
+    path: "/reconciliation",
+    tags: ["Reconciliation"],
+    summary: "Reconcile a day for every configured gateway and store the report in R2 (reports/reconciliation/<date>.json)",
+    middleware: [requireRole(access.finance)] as const,
+    request: { ...jsonBody(z.object({ date: DateString, includeDetails: z.boolean().default(false).openapi({ description: "Each discrepancy and each matched pair" }) })) },
+    responses: { 201: jsonResponse(z.object({ key: z.string(), report: z.record(z.string(), z.unknown()) }), "Stored report"), ...errorResponses },
+  }),
+  async (c) => {
+    const { date, includeDetails } = c.req.valid("json");
+    const r = await writeReconciliationReport(c.env, date, includeDetails, auditCtx(c));
+    return c.json(r, 201);
+  },
+);

@@ -1,3 +1,136 @@
-import { router } from "../../http/openapi";
+import { createRoute, z } from "@hono/zod-openapi";
+import { and, eq } from "drizzle-orm";
+import { access, requireRole } from "../../http/auth";
+import { errorResponses, jsonBody, jsonResponse, listOf, router } from "../../http/openapi";
+import { dbOf } from "../../db/client";
+import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
+import { refunds } from "../../db/schema";
+import { auditCtx } from "../../http/context";
+import { invalid, notFound } from "../../http/problem";
+import { paymentById, refundById } from "./ledger";
+import { bulkResults, requestBulkRefund } from "./bulk";
+import { refundReport } from "./report";
+import { createRefund, toRefund, withRemaining } from "./service";
+import { BulkRefundAccepted, BulkRefundRequest, BulkRefundStatus, CreateRefund, ListRefundsQuery, Refund, RefundReport, RefundWithRemaining, ReportQuery } from "./schemas";
 
-export const refundRoutes = router();
+const DAY_MS = 86_400_000;
+const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "re_123" }) });
+const BulkIdParam = z.object({ bulkId: z.string().openapi({ param: { name: "bulkId", in: "path" }, example: "rfb_123" }) });
+
+// Literal paths (/report, /bulk) are declared before /{id} so they are not taken for an id.
+export const refundRoutes = router()
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/report",
+      tags: ["Refunds"],
+      summary: "Refunds created between two dates (inclusive), per currency: by status, reason and gateway, and the refund rate",
+      middleware: [requireRole(access.finance)] as const,
+      request: { query: ReportQuery },
+      responses: { 200: jsonResponse(RefundReport, "The report"), ...errorResponses },
+    }),
+    async (c) => {
+      const q = c.req.valid("query");
+      const endDate = q.endDate ?? new Date().toISOString().slice(0, 10);
+      const from = Date.parse(`${q.startDate}T00:00:00Z`);
+      const to = Date.parse(`${endDate}T00:00:00Z`) + DAY_MS;
+      if (to <= from) throw invalid([{ path: "endDate", message: "must not be before startDate" }]);
+      return c.json({ startDate: q.startDate, endDate, currencies: await refundReport(dbOf(c.env), from, to) }, 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/bulk",
+      tags: ["Refunds"],
+      summary: "Refund up to 1,000 payments in full, through the payments queue",
+      description: "Each payment is refunded for everything still refundable on it; a payment that cannot be refunded gets a failed result. Poll GET /bulk/{bulkId}.",
+      middleware: [requireRole(access.finance)] as const,
+      request: jsonBody(BulkRefundRequest),
+      responses: { 202: jsonResponse(BulkRefundAccepted, "Queued"), ...errorResponses },
+    }),
+    async (c) => c.json(await requestBulkRefund(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 202),
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/bulk/{bulkId}",
+      tags: ["Refunds"],
+      summary: "Per-payment results of a bulk refund",
+      middleware: [requireRole(access.read)] as const,
+      request: { params: BulkIdParam },
+      responses: { 200: jsonResponse(BulkRefundStatus, "Results"), ...errorResponses },
+    }),
+    async (c) => {
+      const { bulkId } = c.req.valid("param");
+      const r = await bulkResults(dbOf(c.env), bulkId);
+      if (!r) throw notFound("bulk refund", bulkId);
+      return c.json(r, 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/",
+      tags: ["Refunds"],
+      summary: "Refund a succeeded payment, in part or in full",
+      description:
+        "Never more than captured minus earlier refunds (422 naming `amount` with what remains). 423 while payments are frozen or in queue mode. A gateway decline is a 422 with the gateway's message.",
+      middleware: [requireRole(access.finance)] as const,
+      request: jsonBody(CreateRefund),
+      responses: { 201: jsonResponse(RefundWithRemaining, "The refund"), 423: errorResponses[409], ...errorResponses },
+    }),
+    async (c) => {
+      const { refund, payment } = await createRefund(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c));
+      return c.json(withRemaining(refund, payment), 201);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/",
+      tags: ["Refunds"],
+      summary: "List refunds, newest first",
+      middleware: [requireRole(access.read)] as const,
+      request: { query: ListRefundsQuery },
+      responses: { 200: jsonResponse(listOf(Refund), "A page of refunds"), ...errorResponses },
+    }),
+    async (c) => {
+      const q = c.req.valid("query");
+      const db = dbOf(c.env);
+      const cursor = await resolveCursor(q.startingAfter, (id) => db.select({ id: refunds.id, createdAt: refunds.createdAt }).from(refunds).where(eq(refunds.id, id)).get());
+      const rows = await db
+        .select()
+        .from(refunds)
+        .where(
+          and(
+            afterCursor(refunds.createdAt, refunds.id, cursor),
+            q.paymentId ? eq(refunds.paymentId, q.paymentId) : undefined,
+            q.status ? eq(refunds.status, q.status) : undefined,
+            q.bulkId ? eq(refunds.bulkId, q.bulkId) : undefined,
+          ),
+        )
+        .orderBy(...newestFirst(refunds.createdAt, refunds.id))
+        .limit(q.limit + 1)
+        .all();
+      return c.json(toPage(rows, q.limit, toRefund), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/{id}",
+      tags: ["Refunds"],
+      summary: "Get a refund",
+      middleware: [requireRole(access.read)] as const,
+      request: { params: IdParam },
+      responses: { 200: jsonResponse(RefundWithRemaining, "The refund"), ...errorResponses },
+    }),
+    async (c) => {
+      const db = dbOf(c.env);
+      const { id } = c.req.valid("param");
+      const row = await refundById(db, id);
+      if (!row) throw notFound("refund", id);
+      return c.json(withRemaining(row, await paymentById(db, row.paymentId)), 200);
+    },
+  );

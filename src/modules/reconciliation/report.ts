@@ -1,0 +1,60 @@
+import type { AuditContext } from "../../db/audit";
+import { dbOf } from "../../db/client";
+import { configuredGateways } from "../../gateways";
+import { iso } from "../../lib/time";
+import type { Actor } from "../../env";
+import { BASIS, DAY_MS, dayBounds, reconcileDay, type Reconciliation } from "./service";
+
+export const RECONCILIATION_ACTOR: Actor = { id: "system:reconciliation", kind: "system", role: "system", scopes: [] };
+
+export const reportKey = (date: string) => `reports/reconciliation/${date}.json`;
+
+type GatewaySection = Omit<Reconciliation, "date" | "basis" | "discrepancies" | "matchedItems"> & Partial<Pick<Reconciliation, "discrepancies" | "matchedItems">>;
+export type ReconciliationReport = {
+  date: string;
+  generatedAt: string;
+  includeDetails: boolean;
+  basis: string;
+  gateways: (GatewaySection | { gateway: string; error: string })[];
+};
+
+/** The section of one gateway; details (each discrepancy and each matched pair) only when asked for. */
+function section(r: Reconciliation, includeDetails: boolean): GatewaySection {
+  const { date: _d, basis: _b, discrepancies, matchedItems, ...summary } = r;
+  return includeDetails ? { ...summary, discrepancies, matchedItems } : summary;
+}
+
+/**
+ * Reconciles `date` for every configured gateway and stores the report in R2 at reports/reconciliation/<date>.json
+ * (a re-run replaces it). A gateway that fails is reported with its error and does not stop the others.
+ */
+export async function writeReconciliationReport(env: Env, date: string, includeDetails: boolean, ctx: AuditContext): Promise<{ key: string; report: ReconciliationReport }> {
+  dayBounds(date);
+  const db = dbOf(env);
+  const gateways: ReconciliationReport["gateways"] = [];
+  for (const gateway of configuredGateways(env)) {
+    try {
+      const r = await reconcileDay(env, db, date, { gateway, selection: "requested", note: `gateway ${gateway} (every configured gateway is reconciled)` }, ctx);
+      gateways.push(section(r, includeDetails));
+    } catch (e) {
+      gateways.push({ gateway, error: e instanceof Error ? e.message : String(e) });
+    }
+  }
+  const report: ReconciliationReport = { date, generatedAt: iso(ctx.now), includeDetails, basis: BASIS, gateways };
+  const key = reportKey(date);
+  await env.ARCHIVE.put(key, JSON.stringify(report, null, 2), { httpMetadata: { contentType: "application/json" }, customMetadata: { kind: "reconciliation", date } });
+  return { key, report };
+}
+
+/** Daily cron: yesterday (UTC) for every configured gateway, with details; throws after writing if a gateway failed. */
+export async function runDailyReconciliation(env: Env, now: number) {
+  const date = new Date(now - DAY_MS).toISOString().slice(0, 10);
+  const { key, report } = await writeReconciliationReport(env, date, true, { actor: RECONCILIATION_ACTOR, now });
+  const failed = report.gateways.filter((g): g is { gateway: string; error: string } => "error" in g);
+  if (failed.length) throw new Error(`reconciliation of ${date} failed for ${failed.map((g) => `${g.gateway}: ${g.error}`).join("; ")} (report at ${key})`);
+  return {
+    date,
+    key,
+    gateways: report.gateways.map((g) => ("error" in g ? g : { gateway: g.gateway, matched: g.matched, discrepancies: g.discrepancyCounts })),
+  };
+}

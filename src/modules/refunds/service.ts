@@ -1,0 +1,107 @@
+import type { Db } from "../../db/client";
+import type { AuditContext } from "../../db/audit";
+import { formatMinor, toMinor } from "../../domain/money";
+import { ApiError, invalid, notFound } from "../../http/problem";
+import { iso } from "../../lib/time";
+import { newId } from "../../lib/ids";
+import { paymentGuard } from "../payments/guard";
+import { amountText, notRefundable, paymentById, remainingOf, reserve, reverse, settle, type PaymentRow, type RefundRow } from "./ledger";
+
+export { processBulkRefundItem, type BulkRefundItemMessage, type BulkItemResult } from "./bulk";
+
+export function toRefund(r: RefundRow) {
+  return {
+    id: r.id,
+    paymentId: r.paymentId,
+    amount: amountText(r.amount, r.currency),
+    amountMinor: r.amount,
+    currency: r.currency,
+    reason: r.reason,
+    status: r.status,
+    gateway: r.gateway,
+    gatewayRefundId: r.gatewayRefundId,
+    failureMessage: r.failureMessage,
+    notify: r.notify,
+    bulkId: r.bulkId,
+    createdBy: r.createdBy,
+    createdAt: iso(r.createdAt),
+    updatedAt: iso(r.updatedAt),
+  };
+}
+
+/** A refund with what is still refundable on its payment (null when the payment does not exist). */
+export function withRemaining(r: RefundRow, p: PaymentRow | undefined) {
+  const remaining = p ? remainingOf(p) : null;
+  return { ...toRefund(r), remainingRefundable: p && remaining !== null ? formatMinor(remaining, p.currency) : null, remainingRefundableMinor: remaining };
+}
+
+export type CreateRefundInput = { paymentId: string; amount?: string | number; reason: string; notify: boolean };
+
+/** The amount asked for, in minor units of the payment's currency (omitted: everything still refundable). */
+function requestedMinor(payment: PaymentRow, amount: string | number | undefined): number {
+  if (amount === undefined) {
+    const remaining = remainingOf(payment);
+    if (remaining <= 0) throw invalid([{ path: "amount", message: `payment ${payment.id} is already fully refunded` }]);
+    return remaining;
+  }
+  const minor = toMinor(amount, payment.currency);
+  if (!minor.ok) throw new ApiError("validation_failed", `amount: ${minor.error}`, [{ path: "amount", message: minor.error }]);
+  if (minor.value <= 0) throw new ApiError("validation_failed", "amount: must be greater than 0", [{ path: "amount", message: "must be greater than 0" }]);
+  return minor.value;
+}
+
+function overRefund(payment: PaymentRow, asked: number): ApiError {
+  const remaining = formatMinor(Math.max(0, remainingOf(payment)), payment.currency);
+  return invalid(
+    [{ path: "amount", message: `exceeds the remaining refundable amount ${remaining} ${payment.currency}` }],
+    `amount ${formatMinor(asked, payment.currency)} ${payment.currency} exceeds the remaining refundable amount ${remaining} ${payment.currency} of payment ${payment.id}`,
+  );
+}
+
+/**
+ * Refunds part or all of a succeeded payment through the gateway that took it. The amount is reserved on the
+ * payment atomically first (no overdraw under concurrency), then PaymentGuard admits the refund: frozen or queue
+ * mode → 423 and the reservation is given back. A gateway decline (or error) → 422 and the reservation given back.
+ */
+export async function createRefund(env: Env, db: Db, input: CreateRefundInput, ctx: AuditContext): Promise<{ refund: RefundRow; payment: PaymentRow }> {
+  const payment = await paymentById(db, input.paymentId);
+  if (!payment) throw notFound("payment", input.paymentId);
+  const why = notRefundable(payment);
+  if (why) throw invalid([{ path: "paymentId", message: why }]);
+  const amount = requestedMinor(payment, input.amount);
+  const id = newId("re");
+  const row: RefundRow = {
+    id,
+    paymentId: payment.id,
+    amount,
+    currency: payment.currency,
+    reason: input.reason,
+    status: "pending",
+    gateway: payment.gateway,
+    gatewayRefundId: null,
+    idempotencyKey: id,
+    failureMessage: null,
+    notify: input.notify,
+    bulkId: null,
+    createdBy: ctx.actor.id,
+    createdAt: ctx.now,
+    updatedAt: ctx.now,
+  };
+  if ((await reserve(db, row, ctx)) !== "reserved") throw overRefund((await paymentById(db, payment.id)) ?? payment, amount);
+
+  const guard = paymentGuard(env);
+  const admission = await guard.admit(`refund ${id}`);
+  if (!admission.admitted) {
+    const state = admission.mode === "frozen" ? "frozen" : "in queue mode";
+    await reverse(db, row, `payments ${state}`, ctx);
+    throw new ApiError("locked", `payments are ${state}: ${admission.reason ?? "no reason given"}`, [], { "retry-after": "60" });
+  }
+  let outcome;
+  try {
+    outcome = await settle(env, db, row, payment, ctx, "fail");
+  } finally {
+    await guard.release(admission.token);
+  }
+  if (outcome.kind === "failed") throw new ApiError("unprocessable", `refund ${id} failed: ${outcome.message}`, [{ path: "paymentId", message: outcome.message }]);
+  return { refund: outcome.refund, payment: (await paymentById(db, payment.id))! };
+}

@@ -1,0 +1,95 @@
+import { and, eq } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import type Stripe from "stripe";
+import type { AuditEntry } from "../../db/audit";
+import { notifications, payments, refunds } from "../../db/schema";
+import { formatMinor } from "../../domain/money";
+import { newId } from "../../lib/ids";
+import { iso } from "../../lib/time";
+import type { WebhookMessage } from "../../../queues/messages";
+import { findPayment, idOf } from "./lookup";
+import { settle, wait, WEBHOOK_ACTOR, type Commit, type Handler } from "./types";
+
+type RefundStatus = (typeof refunds.$inferSelect)["status"];
+const refundStatusOf = (s: string | null | undefined): RefundStatus =>
+  s === "succeeded" ? "succeeded" : s === "failed" || s === "canceled" ? "failed" : "pending";
+
+/**
+ * The charge was refunded (in our API or in Stripe's dashboard): refund rows follow the charge's refund list and
+ * `amountRefunded` follows the charge. Refunds only move forward (pending → succeeded | failed) and the refunded
+ * amount only grows, so an older event delivered late cannot undo a newer one.
+ */
+export const chargeRefunded: Handler = async ({ db, now, eventId }, object) => {
+  const charge = object as unknown as Stripe.Charge;
+  const payment = await findPayment(db, { ids: [idOf(charge.payment_intent), charge.id], metadata: charge.metadata });
+  if (!payment) return wait(`no local payment for charge ${charge.id} yet`);
+  const currency = String(charge.currency ?? payment.currency).toUpperCase();
+  const local = await db.select().from(refunds).where(eq(refunds.paymentId, payment.id)).all();
+  const statements: BatchItem<"sqlite">[] = [];
+  const audit: AuditEntry[] = [];
+  const created = (amount: number, status: RefundStatus, gatewayRefundId: string | null, idempotencyKey: string, createdAt: number) => {
+    const id = newId("re");
+    statements.push(
+      db
+        .insert(refunds)
+        .values({ id, paymentId: payment.id, amount, currency, reason: "stripe_dashboard", status, gateway: payment.gateway ?? "stripe", gatewayRefundId, idempotencyKey, failureMessage: null, notify: false, bulkId: null, createdBy: WEBHOOK_ACTOR.id, createdAt, updatedAt: now })
+        .onConflictDoNothing(),
+    );
+    audit.push({ action: "refund.created_by_webhook", targetType: "refund", targetId: id, after: { paymentId: payment.id, amount, currency, status, gatewayRefundId, eventId } });
+  };
+
+  const listed = charge.refunds?.data;
+  if (Array.isArray(listed)) {
+    for (const r of listed) {
+      const status = refundStatusOf(r.status);
+      const mine = local.find((l) => l.gatewayRefundId === r.id) ?? local.find((l) => l.gatewayRefundId === null && r.metadata?.idempotencyKey && l.idempotencyKey === r.metadata.idempotencyKey);
+      if (mine) {
+        const advance = mine.status === "pending" && status !== "pending";
+        if (!advance && mine.gatewayRefundId === r.id) continue;
+        const next = { status: advance ? status : mine.status, gatewayRefundId: r.id };
+        statements.push(db.update(refunds).set({ ...next, updatedAt: now }).where(and(eq(refunds.id, mine.id), eq(refunds.status, mine.status))));
+        audit.push({ action: "refund.synced_by_webhook", targetType: "refund", targetId: mine.id, before: { status: mine.status, gatewayRefundId: mine.gatewayRefundId }, after: { ...next, eventId } });
+      } else if (status !== "failed") {
+        created(r.amount, status, r.id, `stripe_refund:${r.id}`, typeof r.created === "number" ? r.created * 1000 : now);
+      }
+    }
+  } else {
+    // Since API version 2022-11-15 a charge no longer carries its refunds: record the difference as one refund.
+    const recorded = local.filter((l) => l.status !== "failed").reduce((s, l) => s + l.amount, 0);
+    const missing = (charge.amount_refunded ?? 0) - recorded;
+    if (missing > 0) created(missing, "succeeded", null, `stripe_charge:${charge.id}:refunded_to:${charge.amount_refunded}`, now);
+  }
+
+  const refunded = Math.max(payment.amountRefunded, charge.amount_refunded ?? 0);
+  if (refunded !== payment.amountRefunded) {
+    statements.push(db.update(payments).set({ amountRefunded: refunded, updatedAt: now }).where(eq(payments.id, payment.id)));
+    audit.push({ action: "payment.refund_synced_by_webhook", targetType: "payment", targetId: payment.id, before: { amountRefunded: payment.amountRefunded }, after: { amountRefunded: refunded, eventId } });
+  }
+  return settle("processed", null, statements, audit);
+};
+
+/** A dispute was opened: audited on the payment, and a notification queued through the outbox. */
+export const disputeCreated: Handler = async ({ env, db, now, eventId }, object) => {
+  const dispute = object as unknown as Stripe.Dispute;
+  const payment = await findPayment(db, { ids: [idOf((dispute as { payment_intent?: unknown }).payment_intent), idOf(dispute.charge)], metadata: dispute.metadata });
+  if (!payment) return wait(`no local payment for the charge of dispute ${dispute.id} yet`);
+  const currency = String(dispute.currency ?? payment.currency).toUpperCase();
+  const amount = typeof dispute.amount === "number" ? dispute.amount : payment.amount;
+  const dueBy = dispute.evidence_details?.due_by;
+  const notificationId = newId("ntf");
+  const details = { disputeId: dispute.id, paymentId: payment.id, invoiceId: payment.invoiceId, amount: formatMinor(amount, currency), amountMinor: amount, currency, reason: dispute.reason ?? null, evidenceDueBy: typeof dueBy === "number" ? iso(dueBy * 1000) : null };
+  const decision: Commit = settle(
+    "processed",
+    null,
+    [
+      db
+        .insert(notifications)
+        .values({ id: notificationId, kind: "payment.disputed", customerId: payment.customerId, invoiceId: payment.invoiceId, template: "payment_disputed", payload: details, dedupeKey: `dispute:${dispute.id}`, status: "queued", createdAt: now })
+        .onConflictDoNothing(),
+    ],
+    [{ action: "payment.disputed", targetType: "payment", targetId: payment.id, after: { ...details, status: dispute.status ?? null, eventId, notificationId } }],
+  );
+  // The row is committed first; without this message it stays queued in the outbox, nothing is lost.
+  decision.afterCommit = () => env.WEBHOOK_QUEUE.send({ type: "notification.send", notificationId } satisfies WebhookMessage);
+  return decision;
+};

@@ -1,0 +1,27 @@
+import type { BatchItem } from "drizzle-orm/batch";
+import type { AuditEntry } from "../../db/audit";
+import type { Db } from "../../db/client";
+import type { Actor } from "../../env";
+
+export const WEBHOOK_ACTOR: Actor = { id: "system:stripe-webhook", kind: "system", role: "system", scopes: [] };
+
+export type EventStatus = "processed" | "ignored" | "failed";
+
+/**
+ * What a handler decided. `commit`: these statements and audit rows, with the event's new status, in one batch
+ * (so an event is applied at most once even when two deliveries race). `wait`: what it needs is not here yet.
+ */
+export type Commit = { kind: "commit"; status: EventStatus; note: string | null; statements: BatchItem<"sqlite">[]; audit: AuditEntry[]; afterCommit?: () => Promise<unknown> };
+export type Decision = Commit | { kind: "wait"; reason: string };
+
+export type HandlerContext = { env: Env; db: Db; now: number; eventId: string };
+export type Handler = (ctx: HandlerContext, object: Record<string, unknown>) => Promise<Decision>;
+
+export const settle = (status: EventStatus, note: string | null = null, statements: BatchItem<"sqlite">[] = [], audit: AuditEntry[] = []): Commit => ({
+  kind: "commit",
+  status,
+  note,
+  statements,
+  audit,
+});
+export const wait = (reason: string): Decision => ({ kind: "wait", reason });
