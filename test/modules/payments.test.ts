@@ -56,7 +56,14 @@ beforeEach(async () => {
 
 describe("collection through the payments queue", () => {
   it("finalizing an invoice queues its first attempt, which charges it once and marks it paid", async () => {
-    const { invoice } = await subscriptionWith("pm_card_visa");
+    const counter = async (name: string, labels: string) =>
+      (await env.DB.prepare("SELECT value FROM metric_counters WHERE name = ? AND labels = ?").bind(name, labels).first<{ value: number }>())?.value ?? 0;
+    const before = {
+      total: await counter("billing_payments_total", 'gateway="sandbox",status="succeeded"'),
+      duration: await counter("billing_payment_duration_seconds_count", 'gateway="sandbox",status="succeeded"'),
+    };
+    const { invoice, sub } = await subscriptionWith("pm_card_visa");
+    const revenueBefore = await counter("billing_revenue_total", `currency="USD",gateway="sandbox",plan="${sub.planId}"`);
     expect(invoice.status).toBe("open");
     expect(sent).toContainEqual({ body: { type: "payment.attempt", invoiceId: invoice.id, attempt: 1 } });
     const result = await attempt(invoice.id, 1);
@@ -65,9 +72,12 @@ describe("collection through the payments queue", () => {
     expect(paid).toMatchObject({ status: "paid", amountDue: { amountMinor: 0 }, amountPaid: { amountMinor: 2500 } });
     const pays = await call("GET", `/api/v1/payments?invoiceId=${invoice.id}`);
     expect(pays.body.data).toMatchObject([{ status: "succeeded", attempt: 1, gateway: "sandbox", amountMinor: 2500, currency: "USD" }]);
-    // A redelivered message charges nothing more.
+    // A redelivered message charges nothing more, and counts nothing more.
     await attempt(invoice.id, 1);
     expect(await ledgerCharges(invoice.id)).toBe(1);
+    expect(await counter("billing_payments_total", 'gateway="sandbox",status="succeeded"')).toBe(before.total + 1);
+    expect(await counter("billing_payment_duration_seconds_count", 'gateway="sandbox",status="succeeded"')).toBe(before.duration + 1);
+    expect(await counter("billing_revenue_total", `currency="USD",gateway="sandbox",plan="${sub.planId}"`)).toBe(revenueBefore + 2500);
     const audit = await call("GET", `/api/v1/audit/search?action=payment.processed&target=${pays.body.data[0].id}`);
     expect(audit.body.data).toHaveLength(1);
   });
