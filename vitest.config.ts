@@ -20,6 +20,7 @@ const testSecrets = {
   JWT_SECRET: "test-secret-at-least-32-bytes-long-0123456789",
   STRIPE_SECRET_KEY: "",
   STRIPE_WEBHOOK_SECRET: "whsec_test_secret",
+  EXPORT_ENCRYPTION_KEY: "fWvsSufiwLwEtAHhUpA5zeDe3MqmxqWa/9m2uzvfoFc=",
 };
 // wrangler checks required secrets against process.env before the bindings below apply.
 Object.assign(process.env, testSecrets);
