@@ -3,10 +3,17 @@ import { purgeExpiredIdempotencyKeys } from "../src/http/idempotency";
 import { resyncMeters } from "../src/modules/usage/meter-config";
 import { verifyAuditChain } from "../src/modules/audit/routes";
 import { consumer } from "./dispatch";
+import { runDue } from "../src/modules/billing/renewal";
+import { SYSTEM_ACTOR } from "../src/modules/billing/run";
 import type { JobMessage } from "./messages";
 import { queueNames } from "./messages";
 
 export const jobHandlers = {
+  // Renewals, trial ends, resumes, scheduled changes of one subscription; idempotent, so redelivery is harmless.
+  "billing.run_due": async (m: Extract<JobMessage, { type: "billing.run_due" }>, env: Env) => {
+    await runDue(env, dbOf(env), m.subscriptionId, Date.now(), { actor: SYSTEM_ACTOR });
+    return { status: "done" as const };
+  },
   "meters.resync": async (_m: Extract<JobMessage, { type: "meters.resync" }>, env: Env) => {
     const r = await resyncMeters(env, dbOf(env));
     return r.failed ? { status: "retry" as const, delaySeconds: 60, reason: `${r.failed} meters did not acknowledge` } : { status: "done" as const };

@@ -2,7 +2,8 @@
 export type JobMessage =
   | { type: "meters.resync" }
   | { type: "idempotency.purge" }
-  | { type: "audit.verify"; reportKey: string };
+  | { type: "audit.verify"; reportKey: string }
+  | { type: "billing.run_due"; subscriptionId: string };
 
 export type PaymentMessage =
   | { type: "payment.attempt"; invoiceId: string; attempt: number }

@@ -7,6 +7,7 @@ import type { Actor } from "../src/env";
 import { consumer, type HandlerResult } from "./dispatch";
 import type { WebhookMessage } from "./messages";
 import { queueNames } from "./messages";
+import { applyStripeEvent } from "../src/modules/webhooks/apply";
 
 const NOTIFIER: Actor = { id: "system:notifications", kind: "system", role: "system", scopes: [] };
 
@@ -38,8 +39,8 @@ export async function sendNotification(m: Extract<WebhookMessage, { type: "notif
   return { status: "done" };
 }
 
-// Applying Stripe events is built in the Payments issue; until then they are retried, never dropped.
+// Verified Stripe events, applied in any order (an event whose payment is not known yet is retried).
 export const consumeWebhooks = consumer<WebhookMessage>(queueNames.webhooks, {
-  "stripe.event": async (m) => ({ status: "retry", delaySeconds: 300, reason: `stripe event ${m.eventId} cannot be applied yet` }),
+  "stripe.event": (m, env) => applyStripeEvent(env, m.eventId),
   "notification.send": sendNotification,
 });

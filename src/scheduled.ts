@@ -1,7 +1,10 @@
 import { dbOf } from "./db/client";
 import { purgeExpiredIdempotencyKeys } from "./http/idempotency";
 import { resyncMeters } from "./modules/usage/meter-config";
-import { generatePending, SYSTEM_ACTOR } from "./modules/billing/run";
+import { enqueueDue, SYSTEM_ACTOR } from "./modules/billing/run";
+import { finalizeDrafts } from "./modules/billing/finalize";
+import { runDailyReconciliation } from "./modules/reconciliation/report";
+import { cleanupWebhookEvents } from "./modules/webhooks/cleanup";
 import { archiveInvoices, DAY_MS, sendReminders } from "./modules/invoices/service";
 import { markUncollectible, sendDueRetries } from "./modules/payments/service";
 import type { JobMessage } from "../queues/messages";
@@ -18,16 +21,13 @@ type Task = { name: string; run: (env: Env, scheduledTime: number) => Promise<un
 export const cronTasks: Record<string, Task[]> = {
   [CRON.hourly]: [
     { name: "meters.resync", run: (env) => resyncMeters(env, dbOf(env)) },
-    {
-      name: "billing.generate",
-      run: async (env, t) => {
-        const r = await generatePending(env, dbOf(env), t);
-        return { processed: r.processed, invoices: r.invoiceIds.length, finalized: r.finalized.length, errors: r.errors.length };
-      },
-    },
+    { name: "billing.enqueue_due", run: (env, t) => enqueueDue(env, dbOf(env), t) },
+    { name: "billing.finalize_drafts", run: async (env, t) => (await finalizeDrafts(env, dbOf(env), { actor: SYSTEM_ACTOR, now: t }, { testClockId: null })).length },
     { name: "payments.retries_due", run: (env, t) => sendDueRetries(env, dbOf(env), t) },
   ],
   [CRON.daily]: [
+    { name: "reconciliation.daily", run: (env, t) => runDailyReconciliation(env, t) },
+    { name: "webhooks.cleanup", run: (env, t) => cleanupWebhookEvents(env, dbOf(env), 30, t) },
     { name: "invoices.uncollectible", run: (env, t) => markUncollectible(dbOf(env), { actor: SYSTEM_ACTOR, now: t }) },
     { name: "idempotency.purge", run: (env, t) => purgeExpiredIdempotencyKeys(env, t) },
     {

@@ -234,3 +234,20 @@ describe("requeue while payments are frozen", () => {
     }
   });
 });
+
+describe("hourly billing fan-out", () => {
+  it("sends every due subscription to the jobs queue, whose handler renews it", async () => {
+    const sub = await createSubscription();
+    const now = Date.now();
+    await env.DB.prepare("UPDATE subscriptions SET current_period_start = ?, current_period_end = ?, billing_anchor = ? WHERE id = ?").bind(now - 31 * 86_400_000, now - 3 * 3_600_000, now - 31 * 86_400_000, sub.id).run();
+    const sent: unknown[] = [];
+    const spy = { sendBatch: async (msgs: { body: unknown }[]) => void sent.push(...msgs.map((m) => m.body)), send: async (b: unknown) => void sent.push(b) } as unknown as Queue;
+    await runCron("0 * * * *", { ...env, JOB_QUEUE: spy, PAYMENT_QUEUE: spy });
+    expect(sent).toContainEqual({ type: "billing.run_due", subscriptionId: sub.id });
+    const m = msg({ type: "billing.run_due", subscriptionId: sub.id });
+    const r = await runQueue("billing-jobs", [m], { ...env, PAYMENT_QUEUE: spy });
+    expect(r.explicitAcks).toEqual([m.id]);
+    const row = await env.DB.prepare("SELECT current_period_end FROM subscriptions WHERE id = ?").bind(sub.id).first<{ current_period_end: number }>();
+    expect(row!.current_period_end).toBeGreaterThan(now - 3 * 3_600_000);
+  });
+});

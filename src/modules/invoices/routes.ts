@@ -22,7 +22,7 @@ export const invoiceRoutes = router()
       middleware: [requireRole(access.finance)] as const,
       responses: {
         200: jsonResponse(
-          z.object({ processed: z.number().int(), invoicesCreated: z.number().int(), invoiceIds: z.array(z.string()), finalized: z.array(z.string()), errors: z.array(z.object({ subscriptionId: z.string(), error: z.string() })) }),
+          z.object({ processed: z.number().int(), invoicesCreated: z.number().int(), invoiceIds: z.array(z.string()), finalized: z.array(z.string()), queued: z.number().int().openapi({ description: "Due subscriptions beyond this call's batch, sent to the jobs queue" }), errors: z.array(z.object({ subscriptionId: z.string(), error: z.string() })) }),
           "What the run did",
         ),
         ...errorResponses,
@@ -30,7 +30,7 @@ export const invoiceRoutes = router()
     }),
     async (c) => {
       const r = await generatePending(c.env, dbOf(c.env), Date.now(), actorOf(c), c.get("requestId"));
-      return c.json({ processed: r.processed, invoicesCreated: r.invoiceIds.length, invoiceIds: r.invoiceIds, finalized: r.finalized, errors: r.errors }, 200);
+      return c.json({ processed: r.processed, invoicesCreated: r.invoiceIds.length, invoiceIds: r.invoiceIds, finalized: r.finalized, queued: r.queued, errors: r.errors }, 200);
     },
   )
   .openapi(

@@ -1,4 +1,4 @@
-import { and, eq } from "drizzle-orm";
+import { and, eq, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type Stripe from "stripe";
 import type { AuditEntry } from "../../db/audit";
@@ -15,9 +15,10 @@ const refundStatusOf = (s: string | null | undefined): RefundStatus =>
   s === "succeeded" ? "succeeded" : s === "failed" || s === "canceled" ? "failed" : "pending";
 
 /**
- * The charge was refunded (in our API or in Stripe's dashboard): refund rows follow the charge's refund list and
- * `amountRefunded` follows the charge. Refunds only move forward (pending → succeeded | failed) and the refunded
- * amount only grows, so an older event delivered late cannot undo a newer one.
+ * The charge was refunded (in our API or in Stripe's dashboard): refund rows follow the charge's refund list (a
+ * missing one is created, reason stripe_dashboard) and `amountRefunded` follows the charge. Refunds only move
+ * forward (pending → succeeded | failed) and rows are never removed, so an older event delivered late cannot undo
+ * a newer one.
  */
 export const chargeRefunded: Handler = async ({ db, now, eventId }, object) => {
   const charge = object as unknown as Stripe.Charge;
@@ -27,8 +28,11 @@ export const chargeRefunded: Handler = async ({ db, now, eventId }, object) => {
   const local = await db.select().from(refunds).where(eq(refunds.paymentId, payment.id)).all();
   const statements: BatchItem<"sqlite">[] = [];
   const audit: AuditEntry[] = [];
+  const failedNow = new Set<string>();
+  let createdAmount = 0;
   const created = (amount: number, status: RefundStatus, gatewayRefundId: string | null, idempotencyKey: string, createdAt: number) => {
     const id = newId("re");
+    createdAmount += amount;
     statements.push(
       db
         .insert(refunds)
@@ -47,6 +51,7 @@ export const chargeRefunded: Handler = async ({ db, now, eventId }, object) => {
         const advance = mine.status === "pending" && status !== "pending";
         if (!advance && mine.gatewayRefundId === r.id) continue;
         const next = { status: advance ? status : mine.status, gatewayRefundId: r.id };
+        if (next.status === "failed") failedNow.add(mine.id);
         statements.push(db.update(refunds).set({ ...next, updatedAt: now }).where(and(eq(refunds.id, mine.id), eq(refunds.status, mine.status))));
         audit.push({ action: "refund.synced_by_webhook", targetType: "refund", targetId: mine.id, before: { status: mine.status, gatewayRefundId: mine.gatewayRefundId }, after: { ...next, eventId } });
       } else if (status !== "failed") {
@@ -60,10 +65,15 @@ export const chargeRefunded: Handler = async ({ db, now, eventId }, object) => {
     if (missing > 0) created(missing, "succeeded", null, `stripe_charge:${charge.id}:refunded_to:${charge.amount_refunded}`, now);
   }
 
-  const refunded = Math.max(payment.amountRefunded, charge.amount_refunded ?? 0);
-  if (refunded !== payment.amountRefunded) {
-    statements.push(db.update(payments).set({ amountRefunded: refunded, updatedAt: now }).where(eq(payments.id, payment.id)));
-    audit.push({ action: "payment.refund_synced_by_webhook", targetType: "payment", targetId: payment.id, before: { amountRefunded: payment.amountRefunded }, after: { amountRefunded: refunded, eventId } });
+  // amountRefunded is what the refunds module keeps: every refund not failed (pending ones are reserved), and at
+  // least what Stripe says was refunded. Computed in SQL at the end of the batch, so a refund reserved by our own
+  // API meanwhile is counted, not overwritten.
+  const gatewayRefunded = charge.amount_refunded ?? 0;
+  const target = sql`max(${gatewayRefunded}, (SELECT coalesce(sum(r.amount), 0) FROM refunds r WHERE r.payment_id = ${payment.id} AND r.status <> 'failed'))`;
+  statements.push(db.update(payments).set({ amountRefunded: target, updatedAt: now }).where(and(eq(payments.id, payment.id), sql`${payments.amountRefunded} <> ${target}`)));
+  const expected = Math.max(gatewayRefunded, local.filter((l) => !failedNow.has(l.id) && l.status !== "failed").reduce((s, l) => s + l.amount, 0) + createdAmount);
+  if (expected !== payment.amountRefunded) {
+    audit.push({ action: "payment.refund_synced_by_webhook", targetType: "payment", targetId: payment.id, before: { amountRefunded: payment.amountRefunded }, after: { amountRefunded: expected, gatewayAmountRefunded: gatewayRefunded, eventId } });
   }
   return settle("processed", null, statements, audit);
 };
