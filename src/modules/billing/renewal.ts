@@ -1,7 +1,8 @@
-import { and, eq } from "drizzle-orm";
+import { eq } from "drizzle-orm";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext, type AuditEntry } from "../../db/audit";
-import { assertChanged, isAssertionFailure, isUniqueViolation } from "../../db/assert";
+import type { AuditContext, AuditEntry } from "../../db/audit";
+import type { BatchItem } from "drizzle-orm/batch";
+import { commitSubscriptionChange } from "../subscriptions/commit";
 import { customers, subscriptions, type SubscriptionStatus } from "../../db/schema";
 import { billingLines, type DraftLine } from "../../domain/invoice";
 import { periodAt } from "../../domain/periods";
@@ -50,29 +51,6 @@ async function runStep(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, st
   return periodEnd(env, db, sub, plan, ctx);
 }
 
-/** Guarded write: applies only if the subscription is still exactly as read; false when someone else moved it. */
-async function commitSubscription(db: Db, sub: SubscriptionRow, patch: Partial<SubscriptionRow>, extra: Parameters<typeof commitWithAudit>[1], audit: AuditEntry[], ctx: AuditContext) {
-  try {
-    await commitWithAudit(
-      db,
-      [
-        db
-          .update(subscriptions)
-          .set({ ...patch, configVersion: sub.configVersion + 1, updatedAt: ctx.now })
-          .where(and(eq(subscriptions.id, sub.id), eq(subscriptions.configVersion, sub.configVersion))),
-        assertChanged(db),
-        ...extra,
-      ],
-      audit,
-      ctx,
-    );
-    return true;
-  } catch (e) {
-    if (isAssertionFailure(e) || isUniqueViolation(e, "invoices.generation_key")) return false;
-    throw e;
-  }
-}
-
 async function afterCommit(env: Env, db: Db, id: string) {
   const { sub, plan } = await load(db, id);
   await pushMeterConfig(env, db, sub, plan);
@@ -81,7 +59,7 @@ async function afterCommit(env: Env, db: Db, id: string) {
 
 async function resume(env: Env, db: Db, sub: SubscriptionRow, _plan: PlanRow, ctx: AuditContext): Promise<StepResult | null> {
   const status: SubscriptionStatus = sub.trialEnd !== null && sub.trialEnd > ctx.now ? "trialing" : "active";
-  const ok = await commitSubscription(db, sub, { status, pausedUntil: null, pauseReason: null }, [], [{ action: "subscription.resumed", targetType: "subscription", targetId: sub.id, before: { status: sub.status }, after: { status }, reason: "resume date reached" }], ctx);
+  const ok = await commitSubscriptionChange(db, sub, { status, pausedUntil: null, pauseReason: null }, [], [{ action: "subscription.resumed", targetType: "subscription", targetId: sub.id, before: { status: sub.status }, after: { status }, reason: "resume date reached" }], ctx);
   if (!ok) return null;
   await afterCommit(env, db, sub.id);
   return { subscriptionId: sub.id, step: "resume", at: ctx.now, status };
@@ -144,7 +122,7 @@ async function periodEnd(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, 
     { action, targetType: "subscription", targetId: sub.id, before: { status: sub.status, periodEnd: ended.end, planId: sub.planId }, after: { status, periodStart: patch.currentPeriodStart, periodEnd: patch.currentPeriodEnd, planId: nextPlan.id } },
   ];
   let invoiceId: string | undefined;
-  let extra: Parameters<typeof commitWithAudit>[1] = [];
+  let extra: BatchItem<"sqlite">[] = [];
   if (lines.length) {
     const customer = (await db.select().from(customers).where(eq(customers.id, sub.customerId)).get())!;
     const built = await buildDraftInvoice(db, {
@@ -161,7 +139,7 @@ async function periodEnd(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, 
     extra = built.statements;
     audit.push({ action: "invoice.created", targetType: "invoice", targetId: built.invoice.id, after: { subscriptionId: sub.id, total: built.invoice.total, currency: sub.currency, lines: built.lines.length } });
   }
-  if (!(await commitSubscription(db, sub, patch, extra, audit, ctx))) return null;
+  if (!(await commitSubscriptionChange(db, sub, patch, extra, audit, ctx))) return null;
   await afterCommit(env, db, sub.id);
   if (invoiceId) await finalizeInvoice(env, db, invoiceId, ctx);
   return { subscriptionId: sub.id, step: "period_end", at: ctx.now, status, ...(invoiceId ? { invoiceId } : {}) };

@@ -10,9 +10,9 @@ import { formatMinor } from "../../domain/money";
 import { ApiError } from "../../http/problem";
 import { newId } from "../../lib/ids";
 import type { PaymentMessage } from "../../../queues/messages";
-import { MAX_QUEUE_DELAY_SECONDS, retryConfig, retryDelaySeconds } from "./config";
 import { paymentGuard } from "./guard";
 import { paymentMetricStatements } from "./metrics";
+import { planFailure } from "./failure";
 
 type PaymentRow = typeof payments.$inferSelect;
 type InvoiceRow = typeof invoices.$inferSelect;
@@ -111,43 +111,11 @@ async function recordOutcome(env: Env, db: Db, inv: InvoiceRow, payment: Payment
     return { outcome: "pending", payment: { ...payment, ...base, status: "processing" } };
   }
   // Failed: retry with backoff, or give up per the retry configuration.
-  const config = await retryConfig(db);
-  const next = payment.attempt + 1;
-  const retry = result.retryable && next <= config.maxAttempts;
-  const delay = retry ? retryDelaySeconds(config, next) : 0;
-  const nextRetryAt = retry ? ctx.now + delay * 1000 : null;
-  const statements: BatchItem<"sqlite">[] = [
-    db.update(payments).set({ ...base, status: "failed", failureCode: result.failureCode, failureMessage: result.failureMessage, nextRetryAt }).where(eq(payments.id, payment.id)),
-    db.update(invoices).set({ attemptCount: payment.attempt, lastError: `${result.failureCode}: ${result.failureMessage}`, updatedAt: ctx.now }).where(eq(invoices.id, inv.id)),
-    ...metrics,
-  ];
-  const audit: AuditEntry[] = [{ action: "payment.failed", targetType: "payment", targetId: payment.id, after: { invoiceId: inv.id, attempt: payment.attempt, code: result.failureCode, nextRetryAt } }];
-  if (!retry) {
-    if (inv.subscriptionId) statements.push(db.update(subscriptions).set({ status: "past_due", updatedAt: ctx.now }).where(and(eq(subscriptions.id, inv.subscriptionId), eq(subscriptions.status, "active"))));
-    const customer = await db.select().from(customers).where(eq(customers.id, inv.customerId)).get();
-    statements.push(
-      db
-        .insert(notifications)
-        .values({
-          id: newId("ntf"),
-          kind: "payment.failed_final",
-          customerId: inv.customerId,
-          invoiceId: inv.id,
-          template: "payment_failed",
-          payload: { invoiceNumber: inv.number, amountDue: formatMinor(inv.amountDue, inv.currency), amountDueMinor: inv.amountDue, currency: inv.currency, email: customer?.email ?? null, reason: result.failureMessage, graceDays: config.gracePeriodDays },
-          dedupeKey: `payment_failed:${inv.id}:${payment.attempt}`,
-          status: "queued",
-          createdAt: ctx.now,
-        })
-        .onConflictDoNothing(),
-    );
-    audit.push({ action: "invoice.collection_exhausted", targetType: "invoice", targetId: inv.id, after: { attempts: payment.attempt, subscription: inv.subscriptionId ? "past_due" : null, uncollectibleAfterDays: config.gracePeriodDays } });
-  }
-  await commitWithAudit(db, statements, audit, ctx);
-  if (retry && delay <= MAX_QUEUE_DELAY_SECONDS) {
-    await env.PAYMENT_QUEUE.send({ type: "payment.attempt", invoiceId: inv.id, attempt: next } satisfies PaymentMessage, { delaySeconds: delay });
-  }
-  return { outcome: "failed", payment: { ...payment, ...base, status: "failed", failureCode: result.failureCode, failureMessage: result.failureMessage, nextRetryAt }, retryScheduledAt: nextRetryAt };
+  const plan = await planFailure(db, inv, payment, { code: result.failureCode, message: result.failureMessage, retryable: result.retryable }, ctx.now);
+  const patch = { ...base, status: "failed" as const, failureCode: result.failureCode, failureMessage: result.failureMessage, nextRetryAt: plan.nextRetryAt };
+  await commitWithAudit(db, [db.update(payments).set(patch).where(eq(payments.id, payment.id)), ...plan.statements, ...metrics], plan.audit, ctx);
+  await plan.scheduleRetry(env);
+  return { outcome: "failed", payment: { ...payment, ...patch }, retryScheduledAt: plan.nextRetryAt };
 }
 
 /** Latest attempt of an invoice (the next one is this + 1). */

@@ -1,8 +1,8 @@
-import { and, eq } from "drizzle-orm";
+import { eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext, type AuditEntry } from "../../db/audit";
-import { assertChanged, isAssertionFailure } from "../../db/assert";
+import type { AuditContext, AuditEntry } from "../../db/audit";
+import { commitSubscriptionChange } from "./commit";
 import { customers, pendingItems, subscriptions, type SubscriptionStatus } from "../../db/schema";
 import { billingLines, prorationLines, type DraftLine, type MeteredPrice } from "../../domain/invoice";
 import { parseDecimal } from "../../domain/decimal";
@@ -20,26 +20,9 @@ type PlanRow = Awaited<ReturnType<typeof planVersion>>;
 
 const conflict = (detail: string) => new ApiError("conflict", detail);
 
-/** The guarded update every lifecycle operation makes: applies only to the row as read (409 otherwise). */
+/** The guarded update every lifecycle operation makes: 409 when the row changed since it was read. */
 async function commitChange(db: Db, sub: SubscriptionRow, patch: Partial<SubscriptionRow>, extra: BatchItem<"sqlite">[], audit: AuditEntry[], ctx: AuditContext) {
-  try {
-    await commitWithAudit(
-      db,
-      [
-        db
-          .update(subscriptions)
-          .set({ ...patch, configVersion: sub.configVersion + 1, updatedAt: ctx.now })
-          .where(and(eq(subscriptions.id, sub.id), eq(subscriptions.configVersion, sub.configVersion))),
-        assertChanged(db),
-        ...extra,
-      ],
-      audit,
-      ctx,
-    );
-  } catch (e) {
-    if (isAssertionFailure(e)) throw conflict(`subscription ${sub.id} changed concurrently; retry`);
-    throw e;
-  }
+  if (!(await commitSubscriptionChange(db, sub, patch, extra, audit, ctx))) throw conflict(`subscription ${sub.id} changed concurrently; retry`);
 }
 
 async function refreshMeter(env: Env, db: Db, id: string) {

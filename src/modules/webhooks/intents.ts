@@ -3,12 +3,9 @@ import type { BatchItem } from "drizzle-orm/batch";
 import type Stripe from "stripe";
 import type { AuditEntry } from "../../db/audit";
 import { assertChanged } from "../../db/assert";
-import { customers, invoices, notifications, payments, subscriptions } from "../../db/schema";
-import { formatMinor } from "../../domain/money";
+import { invoices, payments, subscriptions } from "../../db/schema";
 import { classifyDecline } from "../../gateways/stripe";
-import { newId } from "../../lib/ids";
-import type { PaymentMessage } from "../../../queues/messages";
-import { MAX_QUEUE_DELAY_SECONDS, retryConfig, retryDelaySeconds } from "../payments/config";
+import { planFailure } from "../payments/failure";
 import { findPayment } from "./lookup";
 import { settle, wait, type Commit, type Handler } from "./types";
 
@@ -72,50 +69,16 @@ export const intentFailed: Handler = async ({ env, db, now, eventId }, object) =
 
   const err = intent.last_payment_error;
   const decline = classifyDecline({ code: err?.code, decline_code: err?.decline_code, advice_code: err?.advice_code, message: err?.message });
-  const config = await retryConfig(db);
-  const next = payment.attempt + 1;
-  const retry = decline.retryable && next <= config.maxAttempts;
-  const delay = retry ? retryDelaySeconds(config, next) : 0;
-  const nextRetryAt = retry ? now + delay * 1000 : null;
   const inv = await db.select().from(invoices).where(eq(invoices.id, payment.invoiceId)).get();
-
+  const plan = await planFailure(db, inv, payment, { code: decline.failureCode, message: decline.failureMessage, retryable: decline.retryable }, now, eventId);
   const statements: BatchItem<"sqlite">[] = [
     db
       .update(payments)
-      .set({ status: "failed", gatewayPaymentId: intent.id, failureCode: decline.failureCode, failureMessage: decline.failureMessage, nextRetryAt, updatedAt: now })
+      .set({ status: "failed", gatewayPaymentId: intent.id, failureCode: decline.failureCode, failureMessage: decline.failureMessage, nextRetryAt: plan.nextRetryAt, updatedAt: now })
       .where(and(eq(payments.id, payment.id), eq(payments.status, payment.status))),
     assertChanged(db),
-    db.update(invoices).set({ attemptCount: payment.attempt, lastError: `${decline.failureCode}: ${decline.failureMessage}`, updatedAt: now }).where(and(eq(invoices.id, payment.invoiceId), eq(invoices.status, "open"))),
+    ...plan.statements,
   ];
-  const audit: AuditEntry[] = [
-    { action: "payment.failed", targetType: "payment", targetId: payment.id, before: { status: payment.status }, after: { invoiceId: payment.invoiceId, attempt: payment.attempt, code: decline.failureCode, nextRetryAt, eventId } },
-  ];
-  if (!retry && inv?.status === "open") {
-    if (inv.subscriptionId) statements.push(db.update(subscriptions).set({ status: "past_due", updatedAt: now }).where(and(eq(subscriptions.id, inv.subscriptionId), eq(subscriptions.status, "active"))));
-    const customer = await db.select({ email: customers.email }).from(customers).where(eq(customers.id, inv.customerId)).get();
-    statements.push(
-      db
-        .insert(notifications)
-        .values({
-          id: newId("ntf"),
-          kind: "payment.failed_final",
-          customerId: inv.customerId,
-          invoiceId: inv.id,
-          template: "payment_failed",
-          payload: { invoiceNumber: inv.number, amountDue: formatMinor(inv.amountDue, inv.currency), amountDueMinor: inv.amountDue, currency: inv.currency, email: customer?.email ?? null, reason: decline.failureMessage, graceDays: config.gracePeriodDays },
-          // Same key as a synchronous decline of this attempt: one notice whichever path reports it.
-          dedupeKey: `payment_failed:${inv.id}:${payment.attempt}`,
-          status: "queued",
-          createdAt: now,
-        })
-        .onConflictDoNothing(),
-    );
-    audit.push({ action: "invoice.collection_exhausted", targetType: "invoice", targetId: inv.id, after: { attempts: payment.attempt, subscription: inv.subscriptionId ? "past_due" : null, uncollectibleAfterDays: config.gracePeriodDays } });
-  }
-  const decision: Commit = { kind: "commit", status: "processed", note: null, statements, audit };
-  // Longer delays than a queue message can carry are sent by the hourly cron from nextRetryAt.
-  if (retry && delay <= MAX_QUEUE_DELAY_SECONDS) {
-    decision.afterCommit = () => env.PAYMENT_QUEUE.send({ type: "payment.attempt", invoiceId: payment.invoiceId, attempt: next } satisfies PaymentMessage, { delaySeconds: delay });
-  }
+  const decision: Commit = { kind: "commit", status: "processed", note: null, statements, audit: plan.audit, afterCommit: () => plan.scheduleRetry(env) };
   return decision;
 };

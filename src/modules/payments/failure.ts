@@ -1,0 +1,74 @@
+import { and, eq } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import type { Db } from "../../db/client";
+import type { AuditEntry } from "../../db/audit";
+import { customers, invoices, notifications, payments, subscriptions } from "../../db/schema";
+import { formatMinor } from "../../domain/money";
+import { newId } from "../../lib/ids";
+import type { PaymentMessage } from "../../../queues/messages";
+import { MAX_QUEUE_DELAY_SECONDS, retryConfig, retryDelaySeconds } from "./config";
+
+type PaymentRow = typeof payments.$inferSelect;
+type InvoiceRow = typeof invoices.$inferSelect;
+
+export type Failure = { code: string; message: string; retryable: boolean };
+
+export type FailurePlan = {
+  /** When the next attempt is due, or null when collection gives up. */
+  nextRetryAt: number | null;
+  /** Invoice, subscription and notice statements for the caller's batch (the payment row is the caller's). */
+  statements: BatchItem<"sqlite">[];
+  audit: AuditEntry[];
+  /** Sends the next attempt after the batch committed (delays beyond a queue's 12 h go through the hourly cron). */
+  scheduleRetry: (env: Env) => Promise<void>;
+};
+
+/**
+ * What a declined attempt means, whoever reports it (the charge itself or a Stripe webhook): the next attempt with
+ * the configured backoff, or — after the last one — the subscription past_due and one failure notice per attempt.
+ */
+export async function planFailure(db: Db, inv: InvoiceRow | undefined, payment: PaymentRow, failure: Failure, now: number, eventId?: string): Promise<FailurePlan> {
+  const config = await retryConfig(db);
+  const next = payment.attempt + 1;
+  const retry = failure.retryable && next <= config.maxAttempts;
+  const delay = retry ? retryDelaySeconds(config, next) : 0;
+  const nextRetryAt = retry ? now + delay * 1000 : null;
+  const statements: BatchItem<"sqlite">[] = [
+    db.update(invoices).set({ attemptCount: payment.attempt, lastError: `${failure.code}: ${failure.message}`, updatedAt: now }).where(and(eq(invoices.id, payment.invoiceId), eq(invoices.status, "open"))),
+  ];
+  const audit: AuditEntry[] = [
+    { action: "payment.failed", targetType: "payment", targetId: payment.id, before: { status: payment.status }, after: { invoiceId: payment.invoiceId, attempt: payment.attempt, code: failure.code, nextRetryAt, ...(eventId ? { eventId } : {}) } },
+  ];
+  if (!retry && inv?.status === "open") {
+    if (inv.subscriptionId) statements.push(db.update(subscriptions).set({ status: "past_due", updatedAt: now }).where(and(eq(subscriptions.id, inv.subscriptionId), eq(subscriptions.status, "active"))));
+    const customer = await db.select({ email: customers.email }).from(customers).where(eq(customers.id, inv.customerId)).get();
+    statements.push(
+      db
+        .insert(notifications)
+        .values({
+          id: newId("ntf"),
+          kind: "payment.failed_final",
+          customerId: inv.customerId,
+          invoiceId: inv.id,
+          template: "payment_failed",
+          payload: { invoiceNumber: inv.number, amountDue: formatMinor(inv.amountDue, inv.currency), amountDueMinor: inv.amountDue, currency: inv.currency, email: customer?.email ?? null, reason: failure.message, graceDays: config.gracePeriodDays },
+          // One notice per attempt, whichever path reports the failure.
+          dedupeKey: `payment_failed:${inv.id}:${payment.attempt}`,
+          status: "queued",
+          createdAt: now,
+        })
+        .onConflictDoNothing(),
+    );
+    audit.push({ action: "invoice.collection_exhausted", targetType: "invoice", targetId: inv.id, after: { attempts: payment.attempt, subscription: inv.subscriptionId ? "past_due" : null, uncollectibleAfterDays: config.gracePeriodDays } });
+  }
+  return {
+    nextRetryAt,
+    statements,
+    audit,
+    scheduleRetry: async (env) => {
+      if (retry && delay <= MAX_QUEUE_DELAY_SECONDS) {
+        await env.PAYMENT_QUEUE.send({ type: "payment.attempt", invoiceId: payment.invoiceId, attempt: next } satisfies PaymentMessage, { delaySeconds: delay });
+      }
+    },
+  };
+}
