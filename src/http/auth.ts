@@ -33,6 +33,13 @@ export function forgetApiKey(keyHash: string): void {
   apiKeyCache.delete(keyHash);
 }
 
+/** POST /admin/config/reload: every key is looked up in D1 again. */
+export function dropApiKeyCache(): number {
+  const n = apiKeyCache.size;
+  apiKeyCache.clear();
+  return n;
+}
+
 function secretKey(env: Env): Uint8Array {
   if (!env.JWT_SECRET || env.JWT_SECRET.length < 32) throw new Error("JWT_SECRET is missing or shorter than 32 characters");
   return new TextEncoder().encode(env.JWT_SECRET);

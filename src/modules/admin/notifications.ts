@@ -1,0 +1,147 @@
+import { z } from "@hono/zod-openapi";
+import { and, asc, desc, eq, gt, inArray, isNull, or, sql } from "drizzle-orm";
+import type { Db } from "../../db/client";
+import { commitWithAudit, type AuditContext, type AuditEntry } from "../../db/audit";
+import { isUniqueViolation } from "../../db/assert";
+import { customers, invoices, notifications, payments } from "../../db/schema";
+import { formatMinor } from "../../domain/money";
+import { routing } from "../../gateways";
+import type { GatewayName } from "../../gateways/types";
+import { newId } from "../../lib/ids";
+import type { WebhookMessage } from "../../../queues/messages";
+import { closedObject } from "./config";
+
+// Exhaustive over GatewayName: adding a gateway without listing it here fails the typecheck.
+const GATEWAYS: Record<GatewayName, true> = { stripe: true, sandbox: true };
+const gatewayNames = Object.keys(GATEWAYS) as [GatewayName, ...GatewayName[]];
+
+export const PaymentIssueRequest = closedObject({
+  template: z.string().regex(/^[A-Za-z0-9_.-]{1,100}$/, "letters, digits, '_', '.', '-' (at most 100)").openapi({ example: "payment-gateway-issue" }),
+  affectedGateway: z.enum(gatewayNames).openapi({ example: "stripe" }),
+}).openapi("PaymentIssueRequest");
+export type PaymentIssueRequest = z.infer<typeof PaymentIssueRequest>;
+
+export const PaymentIssueReport = z
+  .object({
+    notified: z.number().int().openapi({ description: "Customers notified now (one notification each)" }),
+    alreadyNotifiedToday: z.number().int().openapi({ description: "Affected customers who already had this gateway's notice today (UTC)" }),
+    customerIds: z.array(z.string()).openapi({ description: "The customers notified now" }),
+  })
+  .openapi("PaymentIssueReport");
+export type PaymentIssueReport = z.infer<typeof PaymentIssueReport>;
+
+const AFFECTED_STATUSES = ["failed", "processing", "parked"] as const;
+const CUSTOMER_PAGE = 50; // one insert and one audit row per customer: 100 statements per batch at most
+const MAX_INVOICES_IN_PAYLOAD = 20;
+
+const logError = (msg: string, fields: Record<string, unknown>) => console.log(JSON.stringify({ level: "error", msg, ...fields }));
+
+/**
+ * Customers with an open invoice whose latest attempt is failed, processing or parked on `gateway` get one
+ * `payment.gateway_issue` notification per UTC day (deduped by key), then a `notification.send` message each.
+ * A parked attempt that never reached a gateway (gateway null) counts for the routing's primary: that is where it
+ * was headed. Test-clock invoices are left out (simulated customers).
+ */
+export async function notifyPaymentIssue(env: Env, db: Db, input: PaymentIssueRequest, ctx: AuditContext): Promise<PaymentIssueReport> {
+  const gateway = input.affectedGateway;
+  const day = new Date(ctx.now).toISOString().slice(0, 10);
+  const keyOf = (customerId: string) => `gateway_issue:${customerId}:${gateway}:${day}`;
+  const primary = (await routing(env, db)).primary;
+
+  const affected = and(
+    eq(invoices.status, "open"),
+    gt(invoices.amountDue, 0),
+    isNull(invoices.testClockId),
+    // The invoice's latest attempt: no attempt with a higher number exists.
+    sql`not exists (select 1 from payments as later where later.invoice_id = ${payments.invoiceId} and later.attempt > ${payments.attempt})`,
+    or(
+      and(eq(payments.gateway, gateway), inArray(payments.status, [...AFFECTED_STATUSES])),
+      gateway === primary ? and(isNull(payments.gateway), eq(payments.status, "parked")) : undefined,
+    ),
+  );
+  const report: PaymentIssueReport = { notified: 0, alreadyNotifiedToday: 0, customerIds: [] };
+
+  let after: string | undefined;
+  for (;;) {
+    const page = (
+      await db
+        .select({ customerId: invoices.customerId })
+        .from(invoices)
+        .innerJoin(payments, eq(payments.invoiceId, invoices.id))
+        .where(and(affected, after ? gt(invoices.customerId, after) : undefined))
+        .groupBy(invoices.customerId)
+        .orderBy(asc(invoices.customerId))
+        .limit(CUSTOMER_PAGE)
+        .all()
+    ).map((r) => r.customerId);
+    if (!page.length) break;
+    after = page[page.length - 1];
+
+    const rows = await db
+      .select({ invoiceId: invoices.id, number: invoices.number, customerId: invoices.customerId, currency: invoices.currency, amountDue: invoices.amountDue, status: payments.status, email: customers.email, name: customers.name })
+      .from(invoices)
+      .innerJoin(payments, eq(payments.invoiceId, invoices.id))
+      .innerJoin(customers, eq(customers.id, invoices.customerId))
+      .where(and(affected, inArray(invoices.customerId, page)))
+      .orderBy(asc(invoices.customerId), desc(invoices.createdAt), desc(invoices.id))
+      .all();
+    const byCustomer = new Map<string, typeof rows>();
+    for (const r of rows) byCustomer.set(r.customerId, [...(byCustomer.get(r.customerId) ?? []), r]);
+
+    let created: (typeof notifications.$inferInsert)[] = [];
+    for (let attempt = 1; ; attempt++) {
+      const existing = new Set(
+        (await db.select({ k: notifications.dedupeKey }).from(notifications).where(inArray(notifications.dedupeKey, page.map(keyOf))).all()).map((n) => n.k),
+      );
+      created = [...byCustomer.entries()]
+        .filter(([customerId]) => !existing.has(keyOf(customerId)))
+        .map(([customerId, invs]) => {
+          const latest = invs[0]!; // newest affected invoice first
+          const invoiceView = (i: (typeof invs)[number]) => ({ invoiceId: i.invoiceId, invoiceNumber: i.number, amountDue: formatMinor(i.amountDue, i.currency), amountDueMinor: i.amountDue, currency: i.currency, paymentStatus: i.status });
+          return {
+            id: newId("ntf"),
+            kind: "payment.gateway_issue",
+            customerId,
+            invoiceId: latest.invoiceId,
+            template: input.template,
+            payload: {
+              gateway,
+              ...invoiceView(latest),
+              customerEmail: latest.email,
+              customerName: latest.name,
+              // Every affected open invoice, newest first (a customer may have more than one).
+              invoices: invs.slice(0, MAX_INVOICES_IN_PAYLOAD).map(invoiceView),
+              affectedInvoiceCount: invs.length,
+            },
+            dedupeKey: keyOf(customerId),
+            status: "queued" as const,
+            createdAt: ctx.now,
+          };
+        });
+      if (!created.length) break;
+      try {
+        await commitWithAudit(
+          db,
+          created.map((n) => db.insert(notifications).values(n)),
+          created.map((n): AuditEntry => ({ action: "notification.gateway_issue_queued", targetType: "customer", targetId: n.customerId, after: { notificationId: n.id, gateway, template: n.template, invoiceId: n.invoiceId } })),
+          ctx,
+        );
+        break;
+      } catch (e) {
+        // A concurrent run created some of today's notices first: look again.
+        if (!isUniqueViolation(e, "notifications.dedupe_key") || attempt >= 3) throw e;
+      }
+    }
+    report.alreadyNotifiedToday += byCustomer.size - created.length;
+    for (const n of created) {
+      report.customerIds.push(n.customerId);
+      // Without the message the row stays `queued`, the same as a failed reminder enqueue.
+      await env.WEBHOOK_QUEUE.send({ type: "notification.send", notificationId: n.id } satisfies WebhookMessage).catch((e) =>
+        logError("notification enqueue failed", { notificationId: n.id, error: String(e) }),
+      );
+    }
+    if (page.length < CUSTOMER_PAGE) break;
+  }
+  report.notified = report.customerIds.length;
+  return report;
+}
