@@ -5,6 +5,7 @@ import { enqueueDue, SYSTEM_ACTOR } from "./modules/billing/run";
 import { finalizeDrafts } from "./modules/billing/finalize";
 import { runDailyReconciliation } from "./modules/reconciliation/report";
 import { cleanupWebhookEvents } from "./modules/webhooks/cleanup";
+import { weeklyRevenueReport } from "./modules/analytics/weekly-report";
 import { archiveInvoices, DAY_MS, sendReminders } from "./modules/invoices/service";
 import { markUncollectible, sendDueRetries } from "./modules/payments/service";
 import type { JobMessage } from "../queues/messages";
@@ -39,6 +40,7 @@ export const cronTasks: Record<string, Task[]> = {
     },
   ],
   [CRON.weekly]: [
+    { name: "reports.weekly_revenue", run: async (env, t) => ({ key: (await weeklyRevenueReport(env, dbOf(env), t)).key }) },
     {
       name: "audit.verify",
       run: (env, t) =>

@@ -3,7 +3,7 @@ import { addIntervals, type Interval } from "./periods";
 
 // Revenue maths: recurring amounts normalized to a month, MRR per currency, churn ratios. Pure: no I/O, no clock.
 
-/** One month expressed in each interval, as an exact fraction num/den: a year is 1/12 of a... month is 12 ÷ 12. */
+/** Intervals per month as exact fractions num/den: 365/12 days, 52/12 weeks, 1 month, 1/12 year. */
 const MONTHLY_FACTOR: Readonly<Record<Interval, { num: bigint; den: bigint }>> = {
   day: { num: 365n, den: 12n },
   week: { num: 52n, den: 12n },
@@ -143,8 +143,7 @@ export type ReportPeriod = (typeof reportPeriods)[number];
 
 /** The period of the given length ending at `now`, half-open [from, now): months and years are calendar steps back (day clamped to month end). */
 export function trailingWindow(now: number, period: ReportPeriod): { from: number; to: number } {
-  const from =
-    period === "quarter" ? addIntervals(now, "month", 3, -1) : addIntervals(now, period, 1, -1);
+  const from = period === "quarter" ? addIntervals(now, "month", 3, -1) : addIntervals(now, period, 1, -1);
   return { from, to: now };
 }
 

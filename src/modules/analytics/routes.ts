@@ -1,4 +1,91 @@
-import { router } from "../../http/openapi";
+import { createRoute } from "@hono/zod-openapi";
+import { access, actorOf, requireRole } from "../../http/auth";
+import { errorResponses, jsonResponse, router } from "../../http/openapi";
+import { lenientJson } from "../../http/lenient-json";
+import { dbOf } from "../../db/client";
+import { trailingWindow } from "../../domain/revenue";
+import { churnBetween } from "./churn";
+import { currentMrr } from "./mrr";
+import { revenueBreakdown, revenueToday } from "./revenue";
+import { BreakdownQuery, Churn, ChurnQuery, MrrReport, RevenueBreakdown, RevenueToday, WeeklyRevenue, WeeklyRevenueBody } from "./schemas";
+import { weeklyRevenueReport } from "./weekly-report";
 
-export const analyticsRoutes = router();
-export const weeklyRevenueRoutes = router();
+export { weeklyRevenueReport } from "./weekly-report";
+
+// Revenue analytics (runbook "Revenue Monitoring"). Money is per currency, never summed across currencies.
+// Collected money and breakdowns (per customer) are for finance; churn counts and reasons for every reader.
+
+/** Mounted at /api/v1/analytics. */
+export const analyticsRoutes = router()
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/revenue/today",
+      tags: ["Analytics"],
+      summary: "Today's (UTC) revenue per currency: collected, refunded, net, and invoiced",
+      middleware: [requireRole(access.finance)] as const,
+      responses: { 200: jsonResponse(RevenueToday, "Today's revenue"), ...errorResponses },
+    }),
+    async (c) => c.json(await revenueToday(dbOf(c.env), Date.now()), 200),
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/mrr",
+      tags: ["Analytics"],
+      summary: "Monthly recurring revenue per currency and plan, with ARR, ARPA and recent usage revenue",
+      middleware: [requireRole(access.finance)] as const,
+      responses: { 200: jsonResponse(MrrReport, "MRR"), ...errorResponses },
+    }),
+    async (c) => c.json(await currentMrr(dbOf(c.env), Date.now()), 200),
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/revenue/breakdown",
+      tags: ["Analytics"],
+      summary: "Finalized invoice totals and collections of the period ending now, per group and currency",
+      middleware: [requireRole(access.finance)] as const,
+      request: { query: BreakdownQuery },
+      responses: { 200: jsonResponse(RevenueBreakdown, "Breakdown"), ...errorResponses },
+    }),
+    async (c) => {
+      const q = c.req.valid("query");
+      return c.json(await revenueBreakdown(dbOf(c.env), q.groupBy, q.period, Date.now(), q.limit), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/churn",
+      tags: ["Analytics"],
+      summary: "Subscription, customer and revenue churn of the period ending now, with cancellation reasons and trial conversion",
+      middleware: [requireRole(access.read)] as const,
+      request: { query: ChurnQuery },
+      responses: { 200: jsonResponse(Churn, "Churn"), ...errorResponses },
+    }),
+    async (c) => {
+      const { period } = c.req.valid("query");
+      const now = Date.now();
+      const { from } = trailingWindow(now, period);
+      return c.json({ period, ...(await churnBetween(dbOf(c.env), from, now + 1)) }, 200);
+    },
+  );
+
+/** Mounted at /api/v1/reports. The runbook posts with `curl -d` and no Content-Type: the body is parsed leniently. */
+export const weeklyRevenueRoutes = router().openapi(
+  createRoute({
+    method: "post",
+    path: "/weekly-revenue",
+    tags: ["Analytics"],
+    summary: "Weekly revenue report (last 7 days, MRR, churn of the week), stored in R2; emailed when `email` is given",
+    description: "Body (JSON, any Content-Type): `{ email? }`. One notification per date and address; a re-run the same day replaces the stored report.",
+    middleware: [requireRole(access.finance)] as const,
+    responses: { 200: jsonResponse(WeeklyRevenue, "The report and its R2 key"), ...errorResponses },
+  }),
+  async (c) => {
+    const { email } = await lenientJson(c, WeeklyRevenueBody);
+    const result = await weeklyRevenueReport(c.env, dbOf(c.env), Date.now(), email ?? null, { actor: actorOf(c), requestId: c.get("requestId") });
+    return c.json(result, 200);
+  },
+);

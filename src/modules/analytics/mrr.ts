@@ -1,0 +1,123 @@
+import { and, asc, count, countDistinct, eq, gte, inArray, isNull, lte, sql, type SQL } from "drizzle-orm";
+import { alias } from "drizzle-orm/sqlite-core";
+import type { Db } from "../../db/client";
+import { invoiceLines, invoices, plans, subscriptions } from "../../db/schema";
+import { money, type Money } from "../../domain/money";
+import { arpa, mrrOf, type MrrLine } from "../../domain/revenue";
+import { iso } from "../../lib/time";
+import { FINALIZED_STATUSES, sumOf } from "./flows";
+
+const DAY_MS = 86_400_000;
+const latestPlan = alias(plans, "latest_plan");
+const usageNet = sql`${invoiceLines.amount} - ${invoiceLines.discountAmount}`;
+
+export const realTimeSubscription = isNull(subscriptions.testClockId);
+export const MRR_STATUSES = ["active", "past_due"] as const;
+
+export const MRR_METHOD =
+  "Active and past_due subscriptions (test clocks excluded): the flat recurring prices of the subscription's plan version × quantity, " +
+  "normalized to a month (day ×365/12, week ×52/12, year ÷12, each ÷ intervalCount), less the subscription's discountPercent, " +
+  "rounded once per subscription, half away from zero. Metered (usage) prices are not in MRR: usageRevenueLast30Days shows usage " +
+  "lines of invoices finalized in the last 30 days, after line discounts, before tax. ARR = MRR × 12; ARPA = MRR ÷ customers with an MRR subscription. " +
+  "Trialing and paused subscriptions are not counted; subscriptions set to cancel at period end are, until they end.";
+
+/** Identical subscriptions matching `where`, grouped with the plan version that prices them. */
+export async function mrrLines(db: Db, where: SQL | undefined): Promise<MrrLine[]> {
+  const s = subscriptions;
+  const rows = await db
+    .select({
+      currency: s.currency,
+      planId: s.planId,
+      quantity: s.quantity,
+      discountPercent: s.discountPercent,
+      interval: plans.interval,
+      intervalCount: plans.intervalCount,
+      prices: plans.prices,
+      planName: latestPlan.name,
+      subscriptions: count(),
+    })
+    .from(s)
+    .innerJoin(plans, and(eq(plans.id, s.planId), eq(plans.version, s.planVersion)))
+    .leftJoin(latestPlan, and(eq(latestPlan.id, s.planId), eq(latestPlan.isLatest, true)))
+    .where(and(realTimeSubscription, where))
+    .groupBy(s.currency, s.planId, s.planVersion, s.quantity, s.discountPercent, latestPlan.name)
+    .all();
+  return rows.map((r) => ({
+    currency: r.currency,
+    planId: r.planId,
+    planName: r.planName,
+    quantity: r.quantity,
+    discountPercent: r.discountPercent,
+    interval: r.interval,
+    intervalCount: r.intervalCount,
+    amountMinor: r.prices.reduce((sum, p) => (p.type === "flat" ? sum + p.amountMinor : sum), 0),
+    subscriptions: r.subscriptions,
+  }));
+}
+
+export type MrrReport = {
+  asOf: string;
+  method: string;
+  currencies: {
+    currency: string;
+    mrr: Money;
+    arr: Money;
+    subscriptions: number;
+    customers: number;
+    arpa: Money;
+    byPlan: { planId: string; planName: string | null; subscriptions: number; mrr: Money }[];
+    usageRevenueLast30Days: Money;
+  }[];
+};
+
+/** MRR now, per currency and plan, with ARPA and the last 30 days of usage revenue (which MRR leaves out). */
+export async function currentMrr(db: Db, now: number): Promise<MrrReport> {
+  const inMrr = inArray(subscriptions.status, [...MRR_STATUSES]);
+  const [lines, accounts, usage] = await Promise.all([
+    mrrLines(db, inMrr),
+    db
+      .select({ currency: subscriptions.currency, customers: countDistinct(subscriptions.customerId) })
+      .from(subscriptions)
+      .where(and(realTimeSubscription, inMrr))
+      .groupBy(subscriptions.currency)
+      .all(),
+    db
+      .select({ currency: invoices.currency, amountMinor: sumOf(usageNet) })
+      .from(invoiceLines)
+      .innerJoin(invoices, eq(invoices.id, invoiceLines.invoiceId))
+      .where(
+        and(
+          eq(invoiceLines.kind, "usage"),
+          inArray(invoices.status, [...FINALIZED_STATUSES]),
+          gte(invoices.finalizedAt, now - 30 * DAY_MS),
+          lte(invoices.finalizedAt, now),
+          isNull(invoices.testClockId),
+        ),
+      )
+      .groupBy(invoices.currency)
+      .orderBy(asc(invoices.currency))
+      .all(),
+  ]);
+  const customersOf = new Map(accounts.map((a) => [a.currency, a.customers]));
+  const usageOf = new Map(usage.map((u) => [u.currency, u.amountMinor]));
+  const byCurrency = new Map(mrrOf(lines).map((c) => [c.currency, c]));
+  const currencies = [...new Set([...byCurrency.keys(), ...usageOf.keys()])].sort();
+  return {
+    asOf: iso(now),
+    method: MRR_METHOD,
+    currencies: currencies.map((currency) => {
+      const c = byCurrency.get(currency) ?? { mrrMinor: 0, subscriptions: 0, byPlan: [] };
+      const customerCount = customersOf.get(currency) ?? 0;
+      return {
+        currency,
+        mrr: money(c.mrrMinor, currency),
+        arr: money(c.mrrMinor * 12, currency),
+        subscriptions: c.subscriptions,
+        customers: customerCount,
+        arpa: money(arpa(c.mrrMinor, customerCount), currency),
+        byPlan: c.byPlan.map((p) => ({ planId: p.planId, planName: p.planName, subscriptions: p.subscriptions, mrr: money(p.mrrMinor, currency) })),
+        usageRevenueLast30Days: money(usageOf.get(currency) ?? 0, currency),
+      };
+    }),
+  };
+}
