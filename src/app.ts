@@ -17,6 +17,7 @@ import { auditRoutes } from "./modules/audit/routes";
 import { docsRoutes } from "./modules/docs";
 import { metricsRoutes } from "./modules/metrics/routes";
 import { analyticsRoutes, weeklyRevenueRoutes } from "./modules/analytics/routes";
+import { campaignRoutes } from "./modules/analytics/campaigns";
 import { configRoutes, exchangeRateRoutes, featureRoutes, notificationAdminRoutes } from "./modules/admin/routes";
 import { auditExportRoutes, backupRoutes, emergencyExportRoutes } from "./modules/exports/routes";
 import { cardDataAuditRoutes, complianceRoutes, securityRoutes } from "./modules/compliance/routes";
@@ -94,6 +95,7 @@ export function createApp() {
   app.route("/api/v1/reports", reportRoutes);
   app.route("/api/v1/reports", weeklyRevenueRoutes);
   app.route("/api/v1/analytics", analyticsRoutes);
+  app.route("/api/v1/campaigns", campaignRoutes);
   app.route("/api/v1/compliance", complianceRoutes);
   app.route("/admin/config", configRoutes);
   app.route("/admin/features", featureRoutes);

@@ -1,0 +1,3 @@
+import { router } from "../../http/openapi";
+
+export const campaignRoutes = router();
