@@ -6,6 +6,7 @@ import { finalizeDrafts } from "./modules/billing/finalize";
 import { runDailyReconciliation } from "./modules/reconciliation/report";
 import { cleanupWebhookEvents } from "./modules/webhooks/cleanup";
 import { weeklyRevenueReport } from "./modules/analytics/weekly-report";
+import { runDailyBackup } from "./modules/exports/backup";
 import { archiveInvoices, DAY_MS, sendReminders } from "./modules/invoices/service";
 import { markUncollectible, sendDueRetries } from "./modules/payments/service";
 import type { JobMessage } from "../queues/messages";
@@ -27,6 +28,7 @@ export const cronTasks: Record<string, Task[]> = {
     { name: "payments.retries_due", run: (env, t) => sendDueRetries(env, dbOf(env), t) },
   ],
   [CRON.daily]: [
+    { name: "backup.daily", run: (env, t) => runDailyBackup(env, t) },
     { name: "reconciliation.daily", run: (env, t) => runDailyReconciliation(env, t) },
     { name: "webhooks.cleanup", run: (env, t) => cleanupWebhookEvents(env, dbOf(env), 30, t) },
     { name: "invoices.uncollectible", run: (env, t) => markUncollectible(dbOf(env), { actor: SYSTEM_ACTOR, now: t }) },

@@ -33,8 +33,13 @@ export function toHex(bytes: ArrayBuffer | Uint8Array): string {
   return [...new Uint8Array(bytes)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-export async function sha256Bytes(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
-  return toHex(await crypto.subtle.digest("SHA-256", bytes));
+/** The same bytes over a plain ArrayBuffer (what Web Crypto takes); copies only a shared buffer. */
+function own(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
+  return bytes.buffer instanceof ArrayBuffer ? (bytes as Uint8Array<ArrayBuffer>) : new Uint8Array(bytes);
+}
+
+export async function sha256Bytes(bytes: Uint8Array): Promise<string> {
+  return toHex(await crypto.subtle.digest("SHA-256", own(bytes)));
 }
 
 /** The raw key; a key that is not 32 bytes of base64 is a deployment mistake, so it throws. */
@@ -57,11 +62,11 @@ export async function keyIdOf(keyB64: string): Promise<string> {
 const importKey = (keyB64: string) => crypto.subtle.importKey("raw", rawKey(keyB64), { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
 
 /** Encrypts `plaintext` under a fresh random 96-bit IV and returns the envelope bytes. */
-export async function encrypt(keyB64: string, plaintext: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
+export async function encrypt(keyB64: string, plaintext: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
   const iv = crypto.getRandomValues(new Uint8Array(12));
   const header: EnvelopeHeader = { v: 1, alg: ENVELOPE_ALG, iv: bytesToBase64(iv), keyId: await keyIdOf(keyB64) };
   const headerBytes = new TextEncoder().encode(JSON.stringify(header));
-  const ciphertext = new Uint8Array(await crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData: headerBytes }, await importKey(keyB64), plaintext));
+  const ciphertext = new Uint8Array(await crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData: headerBytes }, await importKey(keyB64), own(plaintext)));
   const out = new Uint8Array(headerBytes.length + 1 + ciphertext.length);
   out.set(headerBytes, 0);
   out[headerBytes.length] = NEWLINE;
@@ -70,10 +75,10 @@ export async function encrypt(keyB64: string, plaintext: Uint8Array<ArrayBuffer>
 }
 
 /** Splits an envelope into its header (as bytes and parsed) and ciphertext; null when it is not one. */
-export function parseEnvelope(bytes: Uint8Array<ArrayBuffer>): { header: EnvelopeHeader; headerBytes: Uint8Array<ArrayBuffer>; ciphertext: Uint8Array<ArrayBuffer> } | null {
+export function parseEnvelope(bytes: Uint8Array): { header: EnvelopeHeader; headerBytes: Uint8Array<ArrayBuffer>; ciphertext: Uint8Array<ArrayBuffer> } | null {
   const nl = bytes.subarray(0, MAX_HEADER_BYTES).indexOf(NEWLINE);
   if (nl <= 0) return null;
-  const headerBytes = bytes.slice(0, nl);
+  const headerBytes = own(bytes.slice(0, nl));
   let header: unknown;
   try {
     header = JSON.parse(new TextDecoder().decode(headerBytes));
@@ -82,11 +87,11 @@ export function parseEnvelope(bytes: Uint8Array<ArrayBuffer>): { header: Envelop
   }
   const h = header as Partial<EnvelopeHeader> | null;
   if (!h || typeof h !== "object" || h.v !== 1 || typeof h.alg !== "string" || typeof h.iv !== "string" || typeof h.keyId !== "string") return null;
-  return { header: h as EnvelopeHeader, headerBytes, ciphertext: bytes.slice(nl + 1) };
+  return { header: h as EnvelopeHeader, headerBytes, ciphertext: own(bytes.slice(nl + 1)) };
 }
 
 /** Opens an envelope; a flipped bit anywhere (header, IV, ciphertext, tag) or another key is an error value. */
-export async function decrypt(keyB64: string, envelope: Uint8Array<ArrayBuffer>): Promise<Result<Uint8Array<ArrayBuffer>, DecryptError>> {
+export async function decrypt(keyB64: string, envelope: Uint8Array): Promise<Result<Uint8Array<ArrayBuffer>, DecryptError>> {
   const parsed = parseEnvelope(envelope);
   if (!parsed) return err("not_an_envelope");
   if (parsed.header.alg !== ENVELOPE_ALG) return err("unsupported_algorithm");

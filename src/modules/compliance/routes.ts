@@ -1,5 +1,146 @@
-import { router } from "../../http/openapi";
+import { createRoute, z } from "@hono/zod-openapi";
+import { eq } from "drizzle-orm";
+import { access, requireRole } from "../../http/auth";
+import { errorResponses, jsonResponse, router } from "../../http/openapi";
+import { lenientJson } from "../../http/lenient-json";
+import { auditCtx } from "../../http/context";
+import { ApiError } from "../../http/problem";
+import { dbOf } from "../../db/client";
+import { auditLog } from "../../db/schema";
+import { generateSoxReport, SoxReportRequest } from "./sox";
+import { cardDataAccess, encryptionStatus } from "./security";
 
-export const complianceRoutes = router();
-export const securityRoutes = router();
-export const cardDataAuditRoutes = router();
+const Control = z.object({ name: z.string(), description: z.string(), evidence: z.string(), status: z.enum(["pass", "fail"]) });
+const Listed = <T extends z.ZodType>(item: T) => z.object({ truncated: z.boolean(), items: z.array(item) });
+const SoxReport = z
+  .object({
+    quarter: z.string(),
+    from: z.string(),
+    to: z.string(),
+    complete: z.boolean(),
+    generatedAt: z.string(),
+    generatedBy: z.string(),
+    reportKey: z.string(),
+    auditChain: z.object({ valid: z.boolean(), checked: z.number().int(), firstBrokenRow: z.unknown(), headHash: z.string().optional() }),
+    stateChanges: z.object({
+      total: z.number().int(),
+      byAction: z.array(z.object({ action: z.string(), count: z.number().int() })),
+      byActorRole: z.array(z.object({ role: z.string(), count: z.number().int() })),
+    }),
+    segregationOfDuties: z.object({
+      rule: z.string(),
+      configurationActions: z.string(),
+      moneyActions: z.array(z.string()),
+      findings: z.array(
+        z.object({ actor: z.string(), actorRole: z.string(), configurationChanges: z.number().int(), moneyMovements: z.number().int(), configurationActions: z.array(z.string()), moneyActions: z.array(z.string()) }),
+      ),
+    }),
+    voids: Listed(z.object({ invoiceId: z.string(), at: z.string(), actor: z.string(), actorRole: z.string(), reason: z.string().nullable() })),
+    refunds: Listed(
+      z.object({ refundId: z.string(), paymentId: z.string(), at: z.string(), createdBy: z.string(), amountMinor: z.number().int(), currency: z.string(), status: z.string(), reason: z.string() }),
+    ),
+    configurationChanges: Listed(
+      z.object({ at: z.string(), actor: z.string(), actorRole: z.string(), action: z.string(), targetType: z.string(), targetId: z.string(), before: z.unknown(), after: z.unknown(), reason: z.string().nullable() }),
+    ),
+    controls: z.array(Control).optional(),
+  })
+  .openapi("SoxReport");
+
+export const complianceRoutes = router().openapi(
+  createRoute({
+    method: "post",
+    path: "/sox-report",
+    tags: ["Compliance"],
+    summary: "Quarterly SOX evidence: audit chain check, state changes, segregation of duties, voids, refunds, configuration changes, controls",
+    description:
+      'Body (JSON, any Content-Type; the runbook sends it with `curl -d`): { "quarter": "Q2-2024", "includeControls": true }. Stored in R2 at reports/compliance/sox-<quarter>.json (a re-run replaces it) and audited.',
+    middleware: [requireRole(access.finance)] as const,
+    responses: { 200: jsonResponse(SoxReport, "The report"), ...errorResponses },
+  }),
+  async (c) => {
+    const input = await lenientJson(c, SoxReportRequest);
+    return c.json(await generateSoxReport(c.env, dbOf(c.env), input, auditCtx(c)), 200);
+  },
+);
+
+export const securityRoutes = router().openapi(
+  createRoute({
+    method: "get",
+    path: "/encryption-status",
+    tags: ["Compliance"],
+    summary: "Which secrets are configured (never their values), export encryption, JWT algorithm, and a check that no card data is stored",
+    middleware: [requireRole(access.admin)] as const,
+    responses: {
+      200: jsonResponse(
+        z.object({
+          checkedAt: z.string(),
+          environment: z.string(),
+          secrets: z.record(z.string(), z.record(z.string(), z.unknown())),
+          exportEncryption: z.object({ algorithm: z.string(), keyId: z.string().nullable(), appliesTo: z.array(z.string()) }),
+          jwt: z.object({ algorithm: z.string(), issuer: z.string(), audience: z.string(), expiryRequired: z.boolean() }),
+          apiKeys: z.object({ storage: z.string() }),
+          cardData: z.object({
+            stored: z.boolean(),
+            policy: z.string(),
+            columns: z.array(z.object({ table: z.string(), column: z.string(), values: z.number().int(), nonToken: z.number().int() })),
+            findings: z.array(z.object({ table: z.string(), column: z.string(), id: z.string(), length: z.number().int(), looksLikeCardNumber: z.boolean(), masked: z.string() })),
+            findingsTruncated: z.boolean(),
+          }),
+          transport: z.object({ tls: z.string() }),
+          atRest: z.string(),
+        }),
+        "Status",
+      ),
+      ...errorResponses,
+    },
+  }),
+  async (c) => c.json(await encryptionStatus(c.env, Date.now()), 200),
+);
+
+const DateOrTime = z.union([z.iso.datetime({ offset: true }), z.iso.date()]);
+const CardDataAccessEntry = z
+  .object({
+    id: z.string(),
+    seq: z.number().int(),
+    at: z.string(),
+    actor: z.string(),
+    actorRole: z.string(),
+    action: z.string(),
+    targetType: z.string(),
+    targetId: z.string(),
+    requestId: z.string().nullable(),
+    why: z.string(),
+    paymentMethod: z.string().nullable().openapi({ description: "The gateway token involved, when the entry records it" }),
+  })
+  .openapi("CardDataAccess");
+
+export const cardDataAuditRoutes = router().openapi(
+  createRoute({
+    method: "get",
+    path: "/card-data-access",
+    tags: ["Compliance"],
+    summary: "Audit entries that touched payment methods (set or changed, alternate-method charges, gateway tests), newest first",
+    middleware: [requireRole(access.admin)] as const,
+    request: {
+      query: z.object({
+        from: DateOrTime.optional(),
+        to: DateOrTime.optional().openapi({ description: "A bare date includes that whole day" }),
+        limit: z.coerce.number().int().min(1).max(200).default(50),
+        startingAfter: z.string().optional().openapi({ description: "Audit entry id of the previous page's last item" }),
+      }),
+    },
+    responses: { 200: jsonResponse(z.object({ data: z.array(CardDataAccessEntry), hasMore: z.boolean(), nextCursor: z.string().nullable() }), "Entries"), ...errorResponses },
+  }),
+  async (c) => {
+    const q = c.req.valid("query");
+    let beforeSeq: number | null = null;
+    if (q.startingAfter) {
+      const cur = await dbOf(c.env).select({ seq: auditLog.seq }).from(auditLog).where(eq(auditLog.id, q.startingAfter)).get();
+      if (!cur) throw new ApiError("validation_failed", `startingAfter: no audit entry ${q.startingAfter}`, [{ path: "startingAfter", message: "unknown id" }]);
+      beforeSeq = cur.seq;
+    }
+    const from = q.from ? Date.parse(q.from) : null;
+    const to = q.to ? Date.parse(q.to) + (q.to.length === 10 ? 86_400_000 : 1) : null;
+    return c.json(await cardDataAccess(c.env.DB, { limit: q.limit, beforeSeq, from, to }), 200);
+  },
+);
