@@ -1,3 +1,170 @@
-import { router } from "../../http/openapi";
+import { createRoute, z } from "@hono/zod-openapi";
+import { and, gte, lt, sql } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import { commitWithAudit, type AuditContext } from "../../db/audit";
+import { dbOf, type Db } from "../../db/client";
+import { notifications } from "../../db/schema";
+import { access, requireRole } from "../../http/auth";
+import { auditCtx } from "../../http/context";
+import { lenientJson } from "../../http/lenient-json";
+import { errorResponses, jsonResponse, router } from "../../http/openapi";
+import { invalid } from "../../http/problem";
+import { newId } from "../../lib/ids";
+import { iso } from "../../lib/time";
+import type { WebhookMessage } from "../../../queues/messages";
+import { closedObject } from "../admin/config";
+import { customerContacts, scoreAtRiskCustomers } from "./retention";
 
-export const campaignRoutes = router();
+// Retention campaigns (runbook "High Churn Rate" → "Retention Actions"): offers are sent, never applied here.
+
+const DAY_MS = 86_400_000;
+
+/** At-risk customers scoring at least this are targeted: one strong signal (cancel at period end 40, past_due 30) or two weaker ones. */
+export const RETENTION_MIN_SCORE = 30;
+/** Customers per campaign, highest scores first; run it again to reach the rest (those holding an offer are skipped). */
+export const MAX_CAMPAIGN_TARGETS = 1000;
+const ROWS_PER_INSERT = 9; // 10 columns × 9 rows stays under D1's 100 bound parameters
+const QUEUE_BATCH = 100; // sendBatch limit
+
+const CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"; // no 0/O, 1/I: read out over the phone
+
+/** A random offer code `RET-XXXXXXXXXX` (10 characters of 5 bits). */
+function offerCode(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(10));
+  return `RET-${[...bytes].map((b) => CODE_ALPHABET[b % CODE_ALPHABET.length]).join("")}`;
+}
+
+export const RetentionCampaignBody = closedObject({
+  targetSegment: z.string().default("at_risk").openapi({ description: 'Only "at_risk" for now' }),
+  offerType: z.string().default("discount").openapi({ description: 'Only "discount" for now' }),
+  discountPercent: z.number().int().min(1).max(100).openapi({ description: "Whole percent off, 1-100", example: 25 }),
+  validityDays: z.number().int().min(1).max(365).openapi({ description: "Days the offer can be accepted, 1-365", example: 30 }),
+});
+export type RetentionCampaignBody = z.infer<typeof RetentionCampaignBody>;
+
+export const RetentionCampaign = z
+  .object({
+    campaignId: z.string(),
+    targeted: z.number().int().openapi({ description: "Customers sent an offer now (one notification each)" }),
+    minScore: z.number().int(),
+    offer: z.object({ type: z.literal("discount"), discountPercent: z.number().int(), validityDays: z.number().int(), expiresAt: z.string() }),
+    skipped: z.object({
+      holdingOffer: z.number().int().openapi({ description: "Eligible customers who still hold an unexpired retention offer from an earlier campaign" }),
+      overLimit: z.number().int().openapi({ description: `Eligible customers beyond the ${MAX_CAMPAIGN_TARGETS} of one campaign` }),
+    }),
+    offers: z.array(z.object({ customerId: z.string(), email: z.string(), score: z.number().int(), notificationId: z.string(), offerCode: z.string(), expiresAt: z.string() })),
+  })
+  .openapi("RetentionCampaign");
+export type RetentionCampaign = z.infer<typeof RetentionCampaign>;
+
+/** Customers holding a retention offer that has not expired at `now` (the dedupe-key index bounds the scan to retention rows). */
+async function holdingOffer(db: Db, now: number): Promise<Set<string>> {
+  const rows = await db
+    .select({ customerId: notifications.customerId })
+    .from(notifications)
+    .where(and(gte(notifications.dedupeKey, "retention:"), lt(notifications.dedupeKey, "retention;"), sql`json_extract(${notifications.payload}, '$.expiresAt') > ${iso(now)}`))
+    .all();
+  return new Set(rows.map((r) => r.customerId));
+}
+
+/**
+ * Sends a retention offer to every at-risk customer scoring at least RETENTION_MIN_SCORE who holds no unexpired
+ * offer: one `retention.offer` notification each (deduped per customer and campaign) and one audit row for the
+ * campaign, in one batch; then a `notification.send` message per notification. Nothing is applied to subscriptions.
+ */
+export async function sendRetentionCampaign(env: Env, db: Db, input: RetentionCampaignBody, ctx: AuditContext): Promise<RetentionCampaign> {
+  if (input.targetSegment !== "at_risk") throw invalid([{ path: "targetSegment", message: `"${input.targetSegment}" is not supported; only "at_risk"` }]);
+  if (input.offerType !== "discount") throw invalid([{ path: "offerType", message: `"${input.offerType}" is not supported; only "discount"` }]);
+
+  const [scored, holding] = await Promise.all([scoreAtRiskCustomers(db, ctx.now), holdingOffer(db, ctx.now)]);
+  const eligible = scored.filter((c) => c.score >= RETENTION_MIN_SCORE);
+  const fresh = eligible.filter((c) => !holding.has(c.customerId));
+  const targets = fresh.slice(0, MAX_CAMPAIGN_TARGETS);
+  const contacts = await customerContacts(db, targets.map((t) => t.customerId));
+
+  const campaignId = newId("cmp");
+  const expiresAt = iso(ctx.now + input.validityDays * DAY_MS);
+  const offer = { type: "discount" as const, discountPercent: input.discountPercent, validityDays: input.validityDays, expiresAt };
+  const rows: (typeof notifications.$inferInsert & { payload: Record<string, unknown> })[] = targets
+    .filter((t) => contacts.has(t.customerId))
+    .map((t) => {
+      const contact = contacts.get(t.customerId)!;
+      return {
+        id: newId("ntf"),
+        kind: "retention.offer",
+        customerId: t.customerId,
+        invoiceId: null,
+        template: "retention_offer",
+        payload: {
+          campaignId,
+          customerEmail: contact.email,
+          customerName: contact.name,
+          offer: { type: offer.type, discountPercent: offer.discountPercent, validityDays: offer.validityDays },
+          offerCode: offerCode(),
+          expiresAt,
+          score: t.score,
+          signals: t.signals.map((x) => x.name),
+        },
+        dedupeKey: `retention:${t.customerId}:${campaignId}`,
+        status: "queued" as const,
+        createdAt: ctx.now,
+      };
+    });
+
+  const inserts: BatchItem<"sqlite">[] = [];
+  for (let i = 0; i < rows.length; i += ROWS_PER_INSERT) inserts.push(db.insert(notifications).values(rows.slice(i, i + ROWS_PER_INSERT)));
+  await commitWithAudit(
+    db,
+    inserts,
+    [{ action: "campaign.retention_sent", targetType: "campaign", targetId: campaignId, after: { segment: "at_risk", minScore: RETENTION_MIN_SCORE, offer, customerIds: rows.map((r) => r.customerId) } }],
+    ctx,
+  );
+
+  // The rows are the outbox: a message lost here leaves its notification `queued` and visible.
+  for (let i = 0; i < rows.length; i += QUEUE_BATCH) {
+    const batch = rows.slice(i, i + QUEUE_BATCH).map((r) => ({ body: { type: "notification.send", notificationId: r.id } satisfies WebhookMessage }));
+    await env.WEBHOOK_QUEUE.sendBatch(batch).catch((e) =>
+      console.log(JSON.stringify({ level: "error", msg: "notification enqueue failed", campaignId, notificationIds: batch.map((b) => b.body.notificationId), error: String(e) })),
+    );
+  }
+
+  const score = new Map(targets.map((t) => [t.customerId, t.score]));
+  return {
+    campaignId,
+    targeted: rows.length,
+    minScore: RETENTION_MIN_SCORE,
+    offer,
+    skipped: { holdingOffer: eligible.length - fresh.length, overLimit: fresh.length - targets.length },
+    offers: rows.map((r) => ({
+      customerId: r.customerId,
+      email: String(r.payload.customerEmail),
+      score: score.get(r.customerId)!,
+      notificationId: r.id,
+      offerCode: String(r.payload.offerCode),
+      expiresAt,
+    })),
+  };
+}
+
+/** Mounted at /api/v1/campaigns. The runbook posts with `curl -d` and no Content-Type: the body is parsed leniently. */
+export const campaignRoutes = router().openapi(
+  createRoute({
+    method: "post",
+    path: "/retention",
+    tags: ["Analytics"],
+    summary: "Send a retention offer to at-risk customers (one notification each); the offer is sent, not applied",
+    description:
+      "Body (JSON, any Content-Type): `{ targetSegment: \"at_risk\", offerType: \"discount\", discountPercent: 1-100, validityDays: 1-365 }`; " +
+      "targetSegment and offerType default to the only values supported now (others are 422). " +
+      `Targets the customers of GET /api/v1/analytics/at-risk-customers scoring at least ${RETENTION_MIN_SCORE}, highest first, at most ${MAX_CAMPAIGN_TARGETS} per campaign, ` +
+      "skipping those who still hold an unexpired retention offer. Each gets a `retention.offer` notification (template `retention_offer`) with an offer code and expiry, " +
+      "sent through the notifications queue; the campaign is recorded in the audit log (`campaign.retention_sent`). " +
+      "Nothing changes on any subscription: accepting the offer applies it as the subscription's discount (discountPercent), which is not automated here.",
+    middleware: [requireRole(access.finance)] as const,
+    responses: { 200: jsonResponse(RetentionCampaign, "The campaign and the offers sent"), ...errorResponses },
+  }),
+  async (c) => {
+    const body = await lenientJson(c, RetentionCampaignBody);
+    return c.json(await sendRetentionCampaign(c.env, dbOf(c.env), body, auditCtx(c)), 200);
+  },
+);

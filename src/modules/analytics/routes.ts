@@ -7,6 +7,7 @@ import { trailingWindow } from "../../domain/revenue";
 import { churnBetween } from "./churn";
 import { currentMrr } from "./mrr";
 import { revenueBreakdown, revenueToday } from "./revenue";
+import { AtRiskCustomers, AtRiskQuery, atRiskCustomers, CHURN_ANALYSIS_METHOD, ChurnAnalysis, ChurnAnalysisBody, churnAnalysis, RISK_WEIGHTS } from "./retention";
 import { BreakdownQuery, Churn, ChurnQuery, MrrReport, RevenueBreakdown, RevenueToday, WeeklyRevenue, WeeklyRevenueBody } from "./schemas";
 import { weeklyRevenueReport } from "./weekly-report";
 
@@ -70,6 +71,37 @@ export const analyticsRoutes = router()
       const { from } = trailingWindow(now, period);
       return c.json({ period, ...(await churnBetween(dbOf(c.env), from, now + 1)) }, 200);
     },
+  )
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/churn-analysis",
+      tags: ["Analytics"],
+      summary: "Churn analysis of a period ending now: rates, revenue churn, by plan, tenure and voluntary/involuntary, reasons; stored in R2",
+      description:
+        "Body (JSON, any Content-Type — the runbook uses `curl -d`): `{ period?: \"last_30_days\" | \"last_90_days\" | \"last_12_months\" | \"month\" | \"quarter\", includeReasons?: boolean }` " +
+        "(defaults last_30_days, false). Stored at reports/churn/<period>-<date>.json; a re-run the same day replaces it. " +
+        CHURN_ANALYSIS_METHOD,
+      middleware: [requireRole(access.finance)] as const,
+      responses: { 200: jsonResponse(ChurnAnalysis, "The report and its R2 key"), ...errorResponses },
+    }),
+    async (c) => {
+      const body = await lenientJson(c, ChurnAnalysisBody);
+      return c.json(await churnAnalysis(c.env, dbOf(c.env), body, Date.now()), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/at-risk-customers",
+      tags: ["Analytics"],
+      summary: "Customers most likely to churn, scored by explainable signals, with their MRR at risk per currency",
+      description: `Weights: ${Object.entries(RISK_WEIGHTS).map(([k, v]) => `${k} ${v}`).join(", ")}. The response's \`method\` explains every signal.`,
+      middleware: [requireRole(access.finance)] as const,
+      request: { query: AtRiskQuery },
+      responses: { 200: jsonResponse(AtRiskCustomers, "At-risk customers, highest score first"), ...errorResponses },
+    }),
+    async (c) => c.json(await atRiskCustomers(dbOf(c.env), Date.now(), c.req.valid("query").limit), 200),
   );
 
 /** Mounted at /api/v1/reports. The runbook posts with `curl -d` and no Content-Type: the body is parsed leniently. */
