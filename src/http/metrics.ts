@@ -14,11 +14,11 @@ type Series = { buckets: number[]; inf: number; sumMilli: number; count: number 
 let pending = new Map<string, { labels: Record<string, string>; s: Series }>();
 let lastFlush = Date.now();
 
-function observe(labels: Record<string, string>, seconds: number) {
-  const key = JSON.stringify(labels);
+function observe(method: string, route: string, status: number, seconds: number) {
+  const key = `${method} ${status} ${route}`;
   let entry = pending.get(key);
   if (!entry) {
-    entry = { labels, s: { buckets: BUCKETS.map(() => 0), inf: 0, sumMilli: 0, count: 0 } };
+    entry = { labels: { method, route, status: String(status) }, s: { buckets: BUCKETS.map(() => 0), inf: 0, sumMilli: 0, count: 0 } };
     pending.set(key, entry);
   }
   BUCKETS.forEach((le, i) => {
@@ -54,7 +54,7 @@ export const httpMetrics = createMiddleware<HonoEnv>(async (c, next) => {
   const started = performance.now();
   await next();
   // Workers clocks only advance on I/O, which every measured route does.
-  observe({ method: c.req.method, route: routePath(c, -1), status: String(c.res.status) }, (performance.now() - started) / 1000);
+  observe(c.req.method, routePath(c, -1), c.res.status, (performance.now() - started) / 1000);
   if (c.req.path !== "/api/v1/usage" && pending.size && Date.now() - lastFlush > FLUSH_EVERY_MS) {
     try {
       c.executionCtx.waitUntil(flush(c.env).catch((e) => console.log(JSON.stringify({ level: "warn", msg: "metrics flush failed", error: String(e) }))));
