@@ -35,7 +35,11 @@ const auditRows = (action: string, targetId: string) =>
 
 const spyQueue = () => {
   const send = vi.fn(async (_m: unknown) => undefined);
-  return { send, queue: { send } as unknown as Queue, sent: () => send.mock.calls.map((c) => c[0]) };
+  // sendBatch records each message as a send, so assertions see every message however it was sent.
+  const sendBatch = async (msgs: { body: unknown }[]) => {
+    for (const m of msgs) await send(m.body);
+  };
+  return { send, queue: { send, sendBatch } as unknown as Queue, sent: () => send.mock.calls.map((c) => c[0]) };
 };
 
 async function resetSetting(key: string) {

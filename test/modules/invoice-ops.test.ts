@@ -56,7 +56,11 @@ async function callWith(patch: Partial<Env>, method: string, path: string, body:
 
 const spyQueue = () => {
   const send = vi.fn(async (_m: unknown) => undefined);
-  return { send, queue: { send } as unknown as Queue };
+  // sendBatch records each message as a send, so assertions see every message however it was sent.
+  const sendBatch = async (msgs: { body: unknown }[]) => {
+    for (const m of msgs) await send(m.body);
+  };
+  return { send, queue: { send, sendBatch } as unknown as Queue };
 };
 const sent = (send: ReturnType<typeof spyQueue>["send"]) => send.mock.calls.map((c) => c[0]);
 

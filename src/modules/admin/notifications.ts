@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import { dispatchNotifications } from "../notifications/outbox";
 import { and, asc, desc, eq, gt, inArray, isNull, or, sql } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext, type AuditEntry } from "../../db/audit";
@@ -8,7 +9,6 @@ import { formatMinor } from "../../domain/money";
 import { routing } from "../../gateways";
 import type { GatewayName } from "../../gateways/types";
 import { newId } from "../../lib/ids";
-import type { WebhookMessage } from "../../../queues/messages";
 import { closedObject } from "./config";
 
 // Exhaustive over GatewayName: adding a gateway without listing it here fails the typecheck.
@@ -34,7 +34,6 @@ const AFFECTED_STATUSES = ["failed", "processing", "parked"] as const;
 const CUSTOMER_PAGE = 50; // one insert and one audit row per customer: 100 statements per batch at most
 const MAX_INVOICES_IN_PAYLOAD = 20;
 
-const logError = (msg: string, fields: Record<string, unknown>) => console.log(JSON.stringify({ level: "error", msg, ...fields }));
 
 /**
  * Customers with an open invoice whose latest attempt is failed, processing or parked on `gateway` get one
@@ -133,13 +132,8 @@ export async function notifyPaymentIssue(env: Env, db: Db, input: PaymentIssueRe
       }
     }
     report.alreadyNotifiedToday += byCustomer.size - created.length;
-    for (const n of created) {
-      report.customerIds.push(n.customerId);
-      // Without the message the row stays `queued`, the same as a failed reminder enqueue.
-      await env.WEBHOOK_QUEUE.send({ type: "notification.send", notificationId: n.id } satisfies WebhookMessage).catch((e) =>
-        logError("notification enqueue failed", { notificationId: n.id, error: String(e) }),
-      );
-    }
+    for (const n of created) report.customerIds.push(n.customerId);
+    await dispatchNotifications(env, created.map((n) => n.id));
     if (page.length < CUSTOMER_PAGE) break;
   }
   report.notified = report.customerIds.length;

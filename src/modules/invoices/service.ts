@@ -10,7 +10,8 @@ import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import { finalizeInvoice } from "../billing/finalize";
 import { runDue } from "../billing/renewal";
-import type { PaymentMessage, WebhookMessage } from "../../../queues/messages";
+import type { PaymentMessage } from "../../../queues/messages";
+import { dispatchNotifications } from "../notifications/outbox";
 import { Invoice, toInvoice } from "./serialize";
 
 type InvoiceRow = typeof invoices.$inferSelect;
@@ -259,13 +260,8 @@ export async function sendReminders(env: Env, db: Db, input: { daysOverdue: numb
       }
     }
     report.alreadySentToday += page.length - created.length;
-    for (const n of created) {
-      report.invoiceIds.push(n.invoiceId!);
-      // Without the message the row stays `queued`; tomorrow's reminder is a new row, so nothing is lost for good.
-      await env.WEBHOOK_QUEUE.send({ type: "notification.send", notificationId: n.id } satisfies WebhookMessage).catch((e) =>
-        logError("notification enqueue failed", { notificationId: n.id, error: String(e) }),
-      );
-    }
+    for (const n of created) report.invoiceIds.push(n.invoiceId!);
+    await dispatchNotifications(env, created.map((n) => n.id));
   }
   report.queued = report.invoiceIds.length;
   return report;

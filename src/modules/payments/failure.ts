@@ -7,6 +7,7 @@ import { formatMinor } from "../../domain/money";
 import { newId } from "../../lib/ids";
 import type { PaymentMessage } from "../../../queues/messages";
 import { MAX_QUEUE_DELAY_SECONDS, retryConfig, retryDelaySeconds } from "./config";
+import { dispatchNotifications } from "../notifications/outbox";
 
 type PaymentRow = typeof payments.$inferSelect;
 type InvoiceRow = typeof invoices.$inferSelect;
@@ -19,7 +20,7 @@ export type FailurePlan = {
   /** Invoice, subscription and notice statements for the caller's batch (the payment row is the caller's). */
   statements: BatchItem<"sqlite">[];
   audit: AuditEntry[];
-  /** Sends the next attempt after the batch committed (delays beyond a queue's 12 h go through the hourly cron). */
+  /** After the batch committed: sends the next attempt (delays beyond a queue's 12 h go through the hourly cron) or the failure notice. */
   scheduleRetry: (env: Env) => Promise<void>;
 };
 
@@ -39,14 +40,16 @@ export async function planFailure(db: Db, inv: InvoiceRow | undefined, payment: 
   const audit: AuditEntry[] = [
     { action: "payment.failed", targetType: "payment", targetId: payment.id, before: { status: payment.status }, after: { invoiceId: payment.invoiceId, attempt: payment.attempt, code: failure.code, nextRetryAt, ...(eventId ? { eventId } : {}) } },
   ];
+  let noticeId: string | null = null;
   if (!retry && inv?.status === "open") {
+    noticeId = newId("ntf");
     if (inv.subscriptionId) statements.push(db.update(subscriptions).set({ status: "past_due", updatedAt: now }).where(and(eq(subscriptions.id, inv.subscriptionId), eq(subscriptions.status, "active"))));
     const customer = await db.select({ email: customers.email }).from(customers).where(eq(customers.id, inv.customerId)).get();
     statements.push(
       db
         .insert(notifications)
         .values({
-          id: newId("ntf"),
+          id: noticeId,
           kind: "payment.failed_final",
           customerId: inv.customerId,
           invoiceId: inv.id,
@@ -69,6 +72,8 @@ export async function planFailure(db: Db, inv: InvoiceRow | undefined, payment: 
       if (retry && delay <= MAX_QUEUE_DELAY_SECONDS) {
         await env.PAYMENT_QUEUE.send({ type: "payment.attempt", invoiceId: payment.invoiceId, attempt: next } satisfies PaymentMessage, { delaySeconds: delay });
       }
+      // A notice that lost the dedupe race was not inserted: its id is unknown to the consumer, which skips it.
+      if (noticeId) await dispatchNotifications(env, [noticeId]);
     },
   };
 }
