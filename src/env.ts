@@ -13,5 +13,7 @@ export type HonoEnv = {
   Variables: {
     requestId: string;
     actor: Actor | undefined;
+    /** The caller-scoped Idempotency-Key of this request, when it sent one. */
+    idempotencyKey: string | undefined;
   };
 };

@@ -1,7 +1,7 @@
-import { desc, sql } from "drizzle-orm";
+import { and, desc, eq, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Actor } from "../env";
-import { auditLog } from "./schema";
+import { auditLog, idempotencyKeys } from "./schema";
 import type { Db } from "./client";
 import { canonicalJson, sha256Hex } from "../lib/hash";
 import { newId } from "../lib/ids";
@@ -15,7 +15,8 @@ export type AuditEntry = {
   reason?: string;
 };
 
-export type AuditContext = { actor: Actor; requestId?: string; now: number };
+/** `idempotencyKey`: the request's scoped key; the change's batch marks it committed, so a retry never re-applies it. */
+export type AuditContext = { actor: Actor; requestId?: string; now: number; idempotencyKey?: string };
 
 export const GENESIS_HASH = "0".repeat(64);
 
@@ -84,6 +85,9 @@ export async function commitWithAudit(
       prevHash = hash;
     }
     const all = [...statements, ...rows.map((r) => db.insert(auditLog).values(r))];
+    if (ctx.idempotencyKey) {
+      all.push(db.update(idempotencyKeys).set({ state: "committed" }).where(and(eq(idempotencyKeys.scopedKey, ctx.idempotencyKey), eq(idempotencyKeys.state, "in_flight"))));
+    }
     if (all.length === 0) return [];
     try {
       return await db.batch(all as [BatchItem<"sqlite">, ...BatchItem<"sqlite">[]]);

@@ -131,7 +131,8 @@ export const idempotencyKeys = sqliteTable(
     /** Scoped by actor: `${actor}:${key}`. */
     scopedKey: text("scoped_key").primaryKey(),
     requestHash: text("request_hash").notNull(),
-    state: text("state", { enum: ["in_flight", "done"] }).notNull(),
+    /** in_flight → committed (its change is in D1, written in the change's own batch) → done (response stored). */
+    state: text("state", { enum: ["in_flight", "committed", "done"] }).notNull(),
     lockedUntil: integer("locked_until").notNull(),
     responseStatus: integer("response_status"),
     responseBody: text("response_body"),

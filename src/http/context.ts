@@ -5,5 +5,6 @@ import { actorOf } from "./auth";
 
 /** Who, which request, and when: what every audited change records. */
 export function auditCtx(c: Context<HonoEnv>, now = Date.now()): AuditContext {
-  return { actor: actorOf(c), requestId: c.get("requestId"), now };
+  const idempotencyKey = c.get("idempotencyKey");
+  return { actor: actorOf(c), requestId: c.get("requestId"), now, ...(idempotencyKey ? { idempotencyKey } : {}) };
 }

@@ -61,7 +61,11 @@ export const idempotency = createMiddleware<HonoEnv>(async (c, next) => {
         { path: "Idempotency-Key", message: "reused with different parameters" },
       ]);
     }
-    if (row.state === "in_flight") {
+    if (row.state === "committed" && row.lockedUntil < now) {
+      // The first request applied its change and then died before its response was stored: never apply it twice.
+      throw new ApiError("conflict", "the request with this Idempotency-Key was applied, but its response was lost; fetch the object instead of retrying");
+    }
+    if (row.state !== "done") {
       throw new ApiError("conflict", "a request with this Idempotency-Key is still being processed", [], { "retry-after": "1" });
     }
     return new Response(row.responseBody, {
@@ -74,12 +78,15 @@ export const idempotency = createMiddleware<HonoEnv>(async (c, next) => {
     });
   }
 
+  c.set("idempotencyKey", scopedKey);
   let status = 500;
   try {
     await next();
     status = c.res.status;
   } finally {
-    if (storable(status) && c.res) {
+    const committed = (await db.select({ state: idempotencyKeys.state }).from(idempotencyKeys).where(eq(idempotencyKeys.scopedKey, scopedKey)).get())?.state === "committed";
+    // A response is kept when the endpoint decided, or whenever its change was committed (even if a later step failed).
+    if ((storable(status) || committed) && c.res) {
       const responseBody = await c.res.clone().text();
       await db
         .update(idempotencyKeys)

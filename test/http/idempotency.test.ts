@@ -257,3 +257,42 @@ describe("idempotency keys", () => {
     expect(await count("SELECT count(*) AS n FROM idempotency_keys WHERE expires_at < ?", now)).toBe(0);
   });
 });
+
+describe("a request that died after committing", () => {
+  it("is never applied twice: its change's batch marked the key committed, so a retry gets 409, not a second object", async () => {
+    const key = `crash-${Date.now()}`;
+    const body = { email: `${key}@example.com`, currency: "USD" };
+    const first = await api("POST", "/api/v1/customers", { body, headers: { "idempotency-key": key } });
+    expect(first.status).toBe(201);
+    // Simulate the crash: the response was never stored and the lock ran out.
+    await env.DB.prepare("UPDATE idempotency_keys SET state = 'committed', response_status = NULL, response_body = NULL, locked_until = 0 WHERE scoped_key LIKE ?").bind(`%:${key}`).run();
+    const retry = await api("POST", "/api/v1/customers", { body, headers: { "idempotency-key": key } });
+    expect(retry.status).toBe(409);
+    expect(retry.body.detail).toContain("applied");
+    const count = await env.DB.prepare("SELECT count(*) AS n FROM customers WHERE email = ?").bind(body.email).first<{ n: number }>();
+    expect(count!.n).toBe(1);
+  });
+
+  it("marks the key committed in the change's own batch, and not when the batch fails", async () => {
+    const { dbOf } = await import("../../src/db/client");
+    const { commitWithAudit } = await import("../../src/db/audit");
+    const { customers } = await import("../../src/db/schema");
+    const db = dbOf(env);
+    const now = Date.now();
+    const insertKey = (k: string) =>
+      env.DB.prepare("INSERT INTO idempotency_keys (scoped_key, request_hash, state, locked_until, created_at, expires_at) VALUES (?, 'h', 'in_flight', ?, ?, ?)").bind(k, now + 60_000, now, now + 86_400_000).run();
+    const stateOf = async (k: string) => (await env.DB.prepare("SELECT state FROM idempotency_keys WHERE scoped_key = ?").bind(k).first<{ state: string }>())!.state;
+    const actor = { id: "test", kind: "system" as const, role: "system" as const, scopes: [] };
+    const row = (id: string) => ({ id, email: `${id}@example.com`, currency: "USD", metadata: {}, taxExempt: false, createdAt: now, updatedAt: now });
+
+    await insertKey("t:ok");
+    await commitWithAudit(db, [db.insert(customers).values(row(`cus_ok${now}`))], [{ action: "test.done", targetType: "t", targetId: "1" }], { actor, now, idempotencyKey: "t:ok" });
+    expect(await stateOf("t:ok")).toBe("committed");
+
+    await insertKey("t:fail");
+    const dup = row(`cus_dup${now}`);
+    await db.insert(customers).values(dup);
+    await expect(commitWithAudit(db, [db.insert(customers).values(dup)], [{ action: "test.fail", targetType: "t", targetId: "1" }], { actor, now, idempotencyKey: "t:fail" })).rejects.toThrow();
+    expect(await stateOf("t:fail")).toBe("in_flight");
+  });
+});

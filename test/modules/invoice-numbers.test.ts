@@ -38,12 +38,12 @@ describe("invoice numbers", () => {
 describe("test clocks in production", () => {
   it("are refused when TEST_CLOCKS is off", async () => {
     const ctx = createExecutionContext();
-    const req = new Request("http://localhost/api/v1/test-clocks", {
-      method: "POST",
-      headers: { authorization: `Bearer ${await tokenFor("admin")}`, "content-type": "application/json" },
-      body: JSON.stringify({ frozenTime: "2024-01-01T00:00:00Z" }),
-    });
-    const res = await worker.fetch(req, { ...env, TEST_CLOCKS: "off" } as unknown as Env, ctx);
+    const headers = { authorization: `Bearer ${await tokenFor("admin")}`, "content-type": "application/json" };
+    const res = await worker.fetch(
+      new Request("http://localhost/api/v1/test-clocks", { method: "POST", headers, body: JSON.stringify({ frozenTime: "2024-01-01T00:00:00Z" }) }),
+      { ...env, TEST_CLOCKS: "off" } as unknown as Env,
+      ctx,
+    );
     await waitOnExecutionContext(ctx);
     expect(res.status).toBe(404);
     expect(((await res.json()) as { detail: string }).detail).toContain("TEST_CLOCKS=off");
