@@ -98,6 +98,8 @@ export class StripeGateway implements PaymentGateway {
           confirm: true,
           off_session: true,
           payment_method: req.paymentMethod,
+          // A method saved to a Stripe customer can only be charged with that customer.
+          ...(req.gatewayCustomerId ? { customer: req.gatewayCustomerId } : {}),
           // Server-side confirmation has no page to return to.
           automatic_payment_methods: { enabled: true, allow_redirects: "never" },
           metadata: { customerId: req.customerId, invoiceId: req.invoiceId, idempotencyKey: req.idempotencyKey },

@@ -5,6 +5,8 @@ export type ChargeRequest = {
   currency: string;
   customerId: string;
   paymentMethod: string | null;
+  /** The customer's id at the gateway (Stripe `cus_…`, from customer metadata `stripeCustomerId`): saved methods need it. */
+  gatewayCustomerId?: string | null;
   invoiceId: string;
   /** Deterministic per invoice and attempt: a repeated call returns the first outcome, never a second charge. */
   idempotencyKey: string;

@@ -58,6 +58,12 @@ describe("StripeGateway against a fake Stripe API", () => {
     expect(fake.foreignHosts).toEqual([]);
   });
 
+  it("charges a method saved to a Stripe customer with that customer", async () => {
+    await gateway.charge(charge({ gatewayCustomerId: "cus_StripeABC" }));
+    const [call] = fake.callsTo("POST", "/v1/payment_intents");
+    expect(Object.fromEntries(call!.form).customer).toBe("cus_StripeABC");
+  });
+
   it("reports a card decline as failed with the issuer's code, retryable by code", async () => {
     const funds = await gateway.charge(charge({ paymentMethod: "pm_card_chargeDeclinedInsufficientFunds" }));
     expect(funds).toMatchObject({ status: "failed", failureCode: "insufficient_funds", retryable: true, gatewayPaymentId: expect.stringMatching(/^pi_/) });

@@ -77,7 +77,17 @@ export async function collectInvoice(env: Env, db: Db, invoiceId: string, opts: 
     const started = Date.now();
     let result: ChargeResult;
     try {
-      result = await gateway.charge({ amountMinor: payment.amount, currency: payment.currency, customerId: inv.customerId, paymentMethod: method, invoiceId: inv.id, idempotencyKey: payment.idempotencyKey, description: `Invoice ${inv.number ?? inv.id}` });
+      const customer = await db.select({ metadata: customers.metadata }).from(customers).where(eq(customers.id, inv.customerId)).get();
+      result = await gateway.charge({
+        amountMinor: payment.amount,
+        currency: payment.currency,
+        customerId: inv.customerId,
+        gatewayCustomerId: customer?.metadata.stripeCustomerId ?? null,
+        paymentMethod: method,
+        invoiceId: inv.id,
+        idempotencyKey: payment.idempotencyKey,
+        description: `Invoice ${inv.number ?? inv.id}`,
+      });
     } catch (e) {
       // Unknown outcome (timeout, 5xx): the gateway may have charged. Never a new attempt (new key) for this:
       // the same attempt is asked again later with the same key, and the gateway answers with what it did.
