@@ -8,6 +8,7 @@ import { cleanupWebhookEvents } from "./modules/webhooks/cleanup";
 import { weeklyRevenueReport } from "./modules/analytics/weekly-report";
 import { runDailyBackup } from "./modules/exports/backup";
 import { sweepQueuedNotifications } from "./modules/notifications/outbox";
+import { settlePendingRefunds } from "./modules/refunds/service";
 import { archiveInvoices, DAY_MS, sendReminders } from "./modules/invoices/service";
 import { markUncollectible, sendDueRetries } from "./modules/payments/service";
 import type { JobMessage } from "../queues/messages";
@@ -28,6 +29,7 @@ export const cronTasks: Record<string, Task[]> = {
     { name: "billing.finalize_drafts", run: async (env, t) => (await finalizeDrafts(env, dbOf(env), { actor: SYSTEM_ACTOR, now: t }, { testClockId: null })).length },
     { name: "payments.retries_due", run: (env, t) => sendDueRetries(env, dbOf(env), t) },
     { name: "notifications.sweep", run: (env, t) => sweepQueuedNotifications(env, dbOf(env), t) },
+    { name: "refunds.settle_pending", run: (env, t) => settlePendingRefunds(env, dbOf(env), { actor: SYSTEM_ACTOR, now: t }) },
   ],
   [CRON.daily]: [
     { name: "backup.daily", run: (env, t) => runDailyBackup(env, t) },

@@ -177,16 +177,29 @@ describe("POST /api/v1/refunds", () => {
     expect(await ledgerRefunds(p.gatewayPaymentId)).toEqual([1200]);
   });
 
-  it("gives the reservation back when the gateway fails", async () => {
+  it("keeps the reservation and the key when the gateway does not answer; the hourly sweep settles it once", async () => {
     const p = await payment("7.00");
     await env.DB.prepare("INSERT OR REPLACE INTO settings (key, value, updated_by, updated_at) VALUES ('gateways.sandbox.faults', '{\"failureRate\":1}', 'test', 0)").run();
     dropSettingsCache();
     const r = await refund({ paymentId: p.id, amount: 3 });
-    expect(r.status).toBe(422);
-    expect(r.body.detail).toContain("sandbox: injected gateway failure");
-    expect((await getPayment(p.id)).amountRefundedMinor).toBe(0);
-    expect((await refundRows(p.id))[0]).toMatchObject({ status: "failed" });
+    expect(r.status).toBe(202);
+    expect(r.body).toMatchObject({ status: "pending", amountMinor: 300 });
+    // Still reserved: a second refund cannot take the same money while the first one's outcome is unknown.
+    expect((await getPayment(p.id)).amountRefundedMinor).toBe(300);
     expect(await ledgerRefunds(p.gatewayPaymentId)).toEqual([]);
+
+    await env.DB.prepare("DELETE FROM settings WHERE key = 'gateways.sandbox.faults'").run();
+    dropSettingsCache();
+    const { settlePendingRefunds } = await import("../../src/modules/refunds/service");
+    const { dbOf } = await import("../../src/db/client");
+    const actor = { id: "system:test", kind: "system" as const, role: "system" as const, scopes: [] };
+    const swept = await settlePendingRefunds(env, dbOf(env), { actor, now: Date.now() }, 0);
+    expect(swept.settled).toBeGreaterThanOrEqual(1);
+    expect((await refundRows(p.id))[0]).toMatchObject({ status: "succeeded" });
+    expect((await getPayment(p.id)).amountRefundedMinor).toBe(300);
+    expect(await ledgerRefunds(p.gatewayPaymentId)).toHaveLength(1);
+    // A second sweep finds nothing to do.
+    expect((await settlePendingRefunds(env, dbOf(env), { actor, now: Date.now() }, 0)).settled).toBe(0);
   });
 
   it("queues a refund.issued notification when asked", async () => {

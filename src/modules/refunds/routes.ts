@@ -78,11 +78,12 @@ export const refundRoutes = router()
         "Never more than captured minus earlier refunds (422 naming `amount` with what remains). 423 while payments are frozen or in queue mode. A gateway decline is a 422 with the gateway's message.",
       middleware: [requireRole(access.finance)] as const,
       request: jsonBody(CreateRefund),
-      responses: { 201: jsonResponse(RefundWithRemaining, "The refund"), 423: errorResponses[409], ...errorResponses },
+      responses: { 201: jsonResponse(RefundWithRemaining, "The refund"), 202: jsonResponse(RefundWithRemaining, "Pending: the gateway did not answer; the amount stays reserved and the hourly sweep settles it"), 423: errorResponses[409], ...errorResponses },
     }),
     async (c) => {
       const { refund, payment } = await createRefund(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c));
-      return c.json(withRemaining(refund, payment), 201);
+      // 202: the gateway did not answer; the refund stays pending (amount reserved) until the hourly sweep settles it.
+      return refund.status === "pending" && !refund.gatewayRefundId ? c.json(withRemaining(refund, payment), 202) : c.json(withRemaining(refund, payment), 201);
     },
   )
   .openapi(

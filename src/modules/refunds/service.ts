@@ -1,3 +1,5 @@
+import { and, eq, isNull, lt } from "drizzle-orm";
+import { refunds } from "../../db/schema";
 import type { Db } from "../../db/client";
 import type { AuditContext } from "../../db/audit";
 import { formatMinor, toMinor } from "../../domain/money";
@@ -61,7 +63,8 @@ function overRefund(payment: PaymentRow, asked: number): ApiError {
 /**
  * Refunds part or all of a succeeded payment through the gateway that took it. The amount is reserved on the
  * payment atomically first (no overdraw under concurrency), then PaymentGuard admits the refund: frozen or queue
- * mode → 423 and the reservation is given back. A gateway decline (or error) → 422 and the reservation given back.
+ * mode → 423 and the reservation is given back. A gateway decline → 422 and the reservation given back; no answer
+ * from the gateway → the refund stays pending (the caller sees status "pending") and the hourly sweep settles it.
  */
 export async function createRefund(env: Env, db: Db, input: CreateRefundInput, ctx: AuditContext): Promise<{ refund: RefundRow; payment: PaymentRow }> {
   const payment = await paymentById(db, input.paymentId);
@@ -98,10 +101,41 @@ export async function createRefund(env: Env, db: Db, input: CreateRefundInput, c
   }
   let outcome;
   try {
-    outcome = await settle(env, db, row, payment, ctx, "fail");
+    // A gateway that does not answer may still have refunded: keep the reservation and the key; the hourly sweep
+    // asks again with the same key. Giving the reservation back here could let a second refund overdraw the charge.
+    outcome = await settle(env, db, row, payment, ctx, "keep");
   } finally {
     await guard.release(admission.token);
   }
   if (outcome.kind === "failed") throw new ApiError("unprocessable", `refund ${id} failed: ${outcome.message}`, [{ path: "paymentId", message: outcome.message }]);
   return { refund: outcome.refund, payment: (await paymentById(db, payment.id))! };
+}
+
+/**
+ * Hourly: refunds still pending after `graceMs` whose gateway never answered (no gateway refund id) are sent again
+ * with their own key, so the gateway reports what it did. Frozen or queue mode: left for the next sweep.
+ */
+export async function settlePendingRefunds(env: Env, db: Db, ctx: AuditContext, graceMs = 15 * 60_000, limit = 200): Promise<{ settled: number; stillPending: number }> {
+  const rows = await db
+    .select()
+    .from(refunds)
+    .where(and(eq(refunds.status, "pending"), isNull(refunds.gatewayRefundId), lt(refunds.updatedAt, ctx.now - graceMs)))
+    .limit(limit)
+    .all();
+  let settled = 0;
+  let stillPending = 0;
+  for (const r of rows) {
+    const payment = await paymentById(db, r.paymentId);
+    if (!payment) continue;
+    const admission = await paymentGuard(env).admit(`refund ${r.id}`);
+    if (!admission.admitted) return { settled, stillPending: rows.length - settled };
+    try {
+      const out = await settle(env, db, r, payment, ctx, "keep");
+      if (out.kind === "error" || out.refund.status === "pending") stillPending++;
+      else settled++;
+    } finally {
+      await paymentGuard(env).release(admission.token);
+    }
+  }
+  return { settled, stillPending };
 }
