@@ -364,3 +364,25 @@ describe("UsageMeter durability and rollups", () => {
     expect(row).toEqual({ meter_synced_version: 1, config_version: 1 });
   });
 });
+
+describe("invoicing a period whose meter missed a configuration push", () => {
+  it("pushes the current configuration before closing, so no meter is left out", async () => {
+    const { dbOf } = await import("../../src/db/client");
+    const { closeMeterPeriod } = await import("../../src/modules/usage/meter-config");
+    const sub = await createSubscription();
+    const db = dbOf(env);
+    const row = (await env.DB.prepare("SELECT * FROM subscriptions WHERE id = ?").bind(sub.id).first<Record<string, unknown>>())!;
+    // The subscription moved on (config v2) but the meter still holds v1.
+    await env.DB.prepare("UPDATE subscriptions SET config_version = 2 WHERE id = ?").bind(sub.id).run();
+    const { subscriptions, plans } = await import("../../src/db/schema");
+    const { eq, and } = await import("drizzle-orm");
+    const s = (await db.select().from(subscriptions).where(eq(subscriptions.id, sub.id)).get())!;
+    const p = (await db.select().from(plans).where(and(eq(plans.id, s.planId), eq(plans.version, s.planVersion))).get())!;
+    const usage = await closeMeterPeriod(env, db, s, p, s.currentPeriodStart, Date.now());
+    expect([...usage.keys()]).toEqual(["api_calls"]);
+    const stub = env.USAGE_METER.get(env.USAGE_METER.idFromName(sub.id));
+    expect((await stub.getConfig())!.version).toBe(2);
+    expect(row.meter_synced_version).toBe(1);
+    expect((await env.DB.prepare("SELECT meter_synced_version AS v FROM subscriptions WHERE id = ?").bind(sub.id).first<{ v: number }>())!.v).toBe(2);
+  });
+});

@@ -6,7 +6,7 @@ import { commitSubscriptionChange } from "../subscriptions/commit";
 import { customers, subscriptions, type SubscriptionStatus } from "../../db/schema";
 import { billingLines, type DraftLine } from "../../domain/invoice";
 import { periodAt } from "../../domain/periods";
-import { meterStub, pushMeterConfig } from "../usage/meter-config";
+import { closeMeterPeriod, pushMeterConfig } from "../usage/meter-config";
 import { asPrices, buildDraftInvoice, pendingToLine, planVersion, unbilledPending } from "./invoice-builder";
 import { nextDueStep, type DueStep } from "./due";
 import { finalizeInvoice } from "./finalize";
@@ -89,11 +89,7 @@ async function periodEnd(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, 
   const quantity = switching ? (sub.pendingQuantity ?? sub.quantity) : sub.quantity;
   const next = cancel ? null : { start: ended.end, end: periodAt(sub.billingAnchor, nextPlan.interval, nextPlan.intervalCount, ended.end).end };
 
-  let usage = new Map<string, string>();
-  if (!wasTrial && !paused && hasMeters(plan)) {
-    const closed = await meterStub(env, sub.id).closePeriod(ended.start, ctx.now);
-    if (closed.ok) usage = new Map(closed.meters.map((m) => [m.meterId, m.value]));
-  }
+  const usage = !wasTrial && !paused && hasMeters(plan) ? await closeMeterPeriod(env, db, sub, plan, ended.start, ctx.now) : new Map<string, string>();
   const pending = paused ? [] : await unbilledPending(db, sub.id);
   const lines: DraftLine[] = paused
     ? []

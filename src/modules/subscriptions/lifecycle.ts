@@ -10,7 +10,7 @@ import { priceQuantity } from "../../domain/pricing";
 import { prorate } from "../../domain/proration";
 import { ApiError, invalid } from "../../http/problem";
 import { newId } from "../../lib/ids";
-import { meterStub, pushMeterConfig } from "../usage/meter-config";
+import { closeMeterPeriod, meterStub, pushMeterConfig } from "../usage/meter-config";
 import { asPrices, buildDraftInvoice, pendingToLine, planVersion, unbilledPending } from "../billing/invoice-builder";
 import { finalizeInvoice } from "../billing/finalize";
 import { getPlanRow } from "../plans/service";
@@ -182,11 +182,7 @@ export async function cancel(env: Env, db: Db, sub: SubscriptionRow, input: { re
   let lines: DraftLine[] = [];
   let pending: Awaited<ReturnType<typeof unbilledPending>> = [];
   if (billable) {
-    let usage = new Map<string, string>();
-    if (plan.prices.some((p) => p.type === "metered")) {
-      const closed = await meterStub(env, sub.id).closePeriod(period.start, ctx.now);
-      if (closed.ok) usage = new Map(closed.meters.map((m) => [m.meterId, m.value]));
-    }
+    const usage = plan.prices.some((p) => p.type === "metered") ? await closeMeterPeriod(env, db, sub, plan, period.start, ctx.now) : new Map<string, string>();
     pending = await unbilledPending(db, sub.id);
     const used = { start: period.start, end: ctx.now };
     // Arrears fees for the time used: the full fee minus the prorated remainder.

@@ -62,6 +62,18 @@ export async function pushMeterConfig(env: Env, db: Db, sub: SubscriptionRow, pl
   }
 }
 
+/**
+ * Closes a period on the subscription's meter for invoicing, first making sure the meter holds the current
+ * configuration (a missed push would otherwise leave a meter out of the invoice). Empty when nothing was metered.
+ */
+export async function closeMeterPeriod(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, periodStart: number, now: number): Promise<Map<string, string>> {
+  if (sub.meterSyncedVersion < sub.configVersion && !(await pushMeterConfig(env, db, sub, plan))) {
+    throw new Error(`usage meter of ${sub.id} does not hold the current configuration; not invoicing until it does`);
+  }
+  const closed = await meterStub(env, sub.id).closePeriod(periodStart, now);
+  return closed.ok ? new Map(closed.meters.map((m) => [m.meterId, m.value])) : new Map();
+}
+
 /** Cron: re-push subscriptions whose meter holds an older configuration. */
 export async function resyncMeters(env: Env, db: Db, limit = 200): Promise<{ pushed: number; failed: number }> {
   const rows = await db
