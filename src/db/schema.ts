@@ -13,6 +13,8 @@ export const customers = sqliteTable(
     country: text("country"),
     region: text("region"),
     taxExempt: integer("tax_exempt", { mode: "boolean" }).notNull().default(false),
+    /** Credit owed to the customer (minor units of its currency), from invoices that came out negative; used up by later invoices. */
+    creditBalance: integer("credit_balance").notNull().default(0),
     taxCertificateId: text("tax_certificate_id"),
     taxCertificateExpiresAt: integer("tax_certificate_expires_at"),
     metadata: text("metadata", { mode: "json" }).$type<Record<string, string>>().notNull().default(sql`'{}'`),
@@ -253,6 +255,8 @@ export const invoices = sqliteTable(
     tax: integer("tax").notNull(),
     total: integer("total").notNull(),
     amountPaid: integer("amount_paid").notNull().default(0),
+    /** Customer credit used to pay part of this invoice (amountDue = total − creditApplied). */
+    creditApplied: integer("credit_applied").notNull().default(0),
     amountDue: integer("amount_due").notNull(),
     taxJurisdiction: text("tax_jurisdiction"),
     taxRate: text("tax_rate"),

@@ -203,6 +203,12 @@ describe("a subscription's life on a test clock", () => {
     expect(final).toMatchObject({ total: { amountMinor: -1800 }, amountDue: { amountMinor: 0 }, status: "paid" });
     const refused = await api("POST", "/api/v1/usage", { body: { subscriptionId: sub.id, meterId: "api_calls", quantity: 1, timestamp: "2024-03-11T00:00:00Z" } });
     expect(refused.body.reason).toBe("subscription_canceled");
+    // The 18.00 owed becomes customer credit, spent by the customer's next invoice.
+    expect((await api("GET", `/api/v1/customers/${customer.id}`)).body.creditBalance).toEqual({ amount: "18.00", amountMinor: 1800 });
+    const again = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id } })).body;
+    const [first] = await invoicesOf(again.id);
+    expect(first).toMatchObject({ total: { amountMinor: 3100 }, creditApplied: { amountMinor: 1800 }, amountDue: { amountMinor: 1300 }, status: "open" });
+    expect((await api("GET", `/api/v1/customers/${customer.id}`)).body.creditBalance.amountMinor).toBe(0);
   });
 });
 

@@ -21,6 +21,7 @@ describe("POST /api/v1/customers", () => {
       taxExempt: false,
       taxCertificate: null,
       metadata: {},
+      creditBalance: { amount: "0.00", amountMinor: 0 },
       testClockId: null,
       createdAt: expect.any(String),
       updatedAt: expect.any(String),

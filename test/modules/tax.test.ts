@@ -159,7 +159,7 @@ describe("customerTaxExemption", () => {
     currency: "USD",
     country: "US",
     region: "NY",
-    taxExempt: true,
+    taxExempt: true, creditBalance: 0,
     taxCertificateId: "CERT-1",
     taxCertificateExpiresAt: t("2027-01-01T00:00:00Z"),
     metadata: {},

@@ -1,4 +1,5 @@
-import { and, eq, isNull, sql } from "drizzle-orm";
+import { and, eq, gte, isNull, sql } from "drizzle-orm";
+import { assertChanged } from "../../db/assert";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
 import { customers, invoiceLines, invoices, pendingItems, plans, subscriptions, type StoredPrice } from "../../db/schema";
@@ -68,6 +69,9 @@ export async function buildDraftInvoice(
   const { sub, customer, now } = input;
   const tax = await taxFor(db, customer, input.period.end);
   const { lines, totals } = priceLines(input.lines, { discountPercent: sub.discountPercent, taxRate: tax.rate });
+  // A negative total becomes customer credit; credit already held pays (part of) a positive total.
+  const creditApplied = totals.total > 0 ? Math.min(customer.creditBalance, totals.total) : 0;
+  const creditAdded = totals.total < 0 ? -totals.total : 0;
   const invoice: InvoiceRow = {
     id: newId("inv"),
     number: null,
@@ -79,6 +83,8 @@ export async function buildDraftInvoice(
     periodStart: input.period.start,
     periodEnd: input.period.end,
     ...totals,
+    amountDue: totals.amountDue - creditApplied,
+    creditApplied,
     amountPaid: 0,
     taxJurisdiction: tax.jurisdiction,
     taxRate: tax.rate,
@@ -97,6 +103,14 @@ export async function buildDraftInvoice(
     updatedAt: now,
   };
   const statements: BatchItem<"sqlite">[] = [db.insert(invoices).values(invoice)];
+  if (creditApplied > 0) {
+    // Guarded: two invoices racing for the same credit cannot both spend it (the loser's batch fails and is retried).
+    statements.push(
+      db.update(customers).set({ creditBalance: sql`${customers.creditBalance} - ${creditApplied}` }).where(and(eq(customers.id, customer.id), gte(customers.creditBalance, creditApplied))),
+      assertChanged(db),
+    );
+  }
+  if (creditAdded > 0) statements.push(db.update(customers).set({ creditBalance: sql`${customers.creditBalance} + ${creditAdded}` }).where(eq(customers.id, customer.id)));
   // Rows per statement stay well under D1's 100 bound parameters.
   lines.forEach((l, i) => {
     statements.push(

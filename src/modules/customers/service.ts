@@ -8,6 +8,7 @@ import { assertChanged, isAssertionFailure, isUniqueViolation } from "../../db/a
 import { ApiError, invalid, notFound } from "../../http/problem";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
+import { formatMinor } from "../../domain/money";
 import type { CreateCustomer, Customer, UpdateCustomer } from "./schemas";
 
 type Row = typeof customers.$inferSelect;
@@ -23,6 +24,7 @@ export function toCustomer(r: Row): z.infer<typeof Customer> {
     taxExempt: r.taxExempt,
     taxCertificate: r.taxCertificateId ? { id: r.taxCertificateId, expiresAt: iso(r.taxCertificateExpiresAt) } : null,
     metadata: r.metadata,
+    creditBalance: { amount: formatMinor(r.creditBalance, r.currency), amountMinor: r.creditBalance },
     testClockId: r.testClockId,
     createdAt: iso(r.createdAt),
     updatedAt: iso(r.updatedAt),
@@ -47,6 +49,7 @@ export async function createCustomer(db: Db, input: z.infer<typeof CreateCustome
     country: input.country ?? null,
     region: input.region ?? null,
     taxExempt: input.taxExempt ?? false,
+    creditBalance: 0,
     taxCertificateId: input.taxCertificate?.id ?? null,
     taxCertificateExpiresAt: ms(input.taxCertificate?.expiresAt),
     metadata: input.metadata ?? {},
