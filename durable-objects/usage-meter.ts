@@ -110,7 +110,14 @@ export class UsageMeter extends DurableObject<Env> {
     if (config.version > held) {
       this.ctx.storage.transactionSync(() => {
         this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('config', ?)", JSON.stringify(config));
-        this.rememberPeriod(config.currentPeriodStart, config.currentPeriodEnd);
+        const p = this.rememberPeriod(config.currentPeriodStart, config.currentPeriodEnd);
+        // The subscription is authoritative: a period first guessed from the anchor grid (events that arrived before
+        // this push, e.g. across an interval change) takes the subscription's end, so no usage falls between periods.
+        if (p.end !== config.currentPeriodEnd && p.closedAt === null) {
+          this.sql.exec("UPDATE periods SET end = ? WHERE start = ?", config.currentPeriodEnd, p.start);
+          this.sql.exec("UPDATE aggregates SET period_end = ?, rev = rev + 1 WHERE period_start = ?", config.currentPeriodEnd, p.start);
+          p.end = config.currentPeriodEnd;
+        }
       });
       this.config = config;
     }

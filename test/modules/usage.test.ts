@@ -386,3 +386,20 @@ describe("invoicing a period whose meter missed a configuration push", () => {
     expect((await env.DB.prepare("SELECT meter_synced_version AS v FROM subscriptions WHERE id = ?").bind(sub.id).first<{ v: number }>())!.v).toBe(2);
   });
 });
+
+describe("a period guessed before the subscription's push", () => {
+  it("takes the subscription's end when the push arrives (e.g. a monthly plan turned yearly), so no usage falls between periods", async () => {
+    const now = Date.now();
+    const end = now + 60_000;
+    const { subscriptionId, stub, config } = await configuredMeter({ interval: "month", billingAnchor: end - 30 * DAY, currentPeriodStart: end - 30 * DAY, currentPeriodEnd: end });
+    // An event just after the period end: the meter guesses the next period from the monthly grid.
+    expect((await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 5, { timestamp: isoAt(end + 1000) }) })).status).toBe(202);
+    // The renewal switches to yearly and pushes the new period.
+    const yearEnd = end + 365 * DAY;
+    await stub.configure({ ...config, interval: "year", billingAnchor: end, currentPeriodStart: end, currentPeriodEnd: yearEnd, version: config.version + 1 });
+    const s = await runInDurableObject(stub, (_i, state) => state.storage.sql.exec<{ start: number; end: number }>("SELECT start, end FROM periods WHERE start = ?", end).one());
+    expect(s).toEqual({ start: end, end: yearEnd });
+    const closed = await stub.closePeriod(end, yearEnd + 1);
+    expect(closed.ok && closed.meters.find((m) => m.meterId === "m_sum")).toMatchObject({ value: "5", periodEnd: yearEnd });
+  });
+});
