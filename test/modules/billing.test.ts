@@ -243,3 +243,40 @@ describe("real-time invoice generation", () => {
     );
   });
 });
+
+describe("changing the billing interval", () => {
+  it("now: closes the month out (credit for unused time) and starts a yearly cycle today with its full fee", async () => {
+    const clock = await clockAt("2024-03-01T00:00:00Z");
+    const customer = await createCustomer({ testClockId: clock });
+    const monthly = await createPlan({ name: "Monthly", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "31" }] });
+    const yearly = await createPlan({ name: "Yearly", currency: "USD", interval: "year", prices: [{ type: "flat", amount: "300" }] });
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: monthly.id } })).body;
+    await advance(clock, "2024-03-11T00:00:00Z");
+    const r = await api("PUT", `/api/v1/subscriptions/${sub.id}/plan`, { body: { newPlanId: yearly.id, prorate: true, effectiveDate: "now" } });
+    expect(r.status).toBe(200);
+    expect(r.body.subscription).toMatchObject({ planId: yearly.id, currentPeriodStart: T("2024-03-11"), currentPeriodEnd: T("2025-03-11"), billingAnchor: T("2024-03-11") });
+    // 21 of 31 days unused of 31.00 → −21.00; the year in advance 300.00.
+    expect(r.body.prorationLines.map((l: any) => l.amountMinor)).toEqual([-2100, 30000]);
+    const invs = await invoicesOf(sub.id);
+    expect(invs.map((i: any) => [i.billingReason, i.total.amountMinor])).toEqual([
+      ["subscription_create", 3100],
+      ["subscription_update", 27900],
+    ]);
+    // The next renewal is a year later, at the yearly fee.
+    await advance(clock, "2025-03-11T00:00:00Z");
+    const after = await invoicesOf(sub.id);
+    expect(after.at(-1)).toMatchObject({ billingReason: "subscription_cycle", total: { amountMinor: 30000 }, period: { start: T("2025-03-11"), end: T("2026-03-11") } });
+  });
+
+  it("at the next cycle: the yearly cycle starts at the switch, not on the old monthly anchor's grid", async () => {
+    const clock = await clockAt("2025-01-31T00:00:00Z");
+    const customer = await createCustomer({ testClockId: clock });
+    const monthly = await createPlan({ name: "M", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "10" }] });
+    const yearly = await createPlan({ name: "Y", currency: "USD", interval: "year", prices: [{ type: "flat", amount: "100" }] });
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: monthly.id } })).body;
+    await api("PUT", `/api/v1/subscriptions/${sub.id}/plan`, { body: { newPlanId: yearly.id, effectiveDate: "next_billing_cycle" } });
+    await advance(clock, "2025-02-28T00:00:00Z");
+    const s = (await api("GET", `/api/v1/subscriptions/${sub.id}`)).body;
+    expect(s).toMatchObject({ planId: yearly.id, currentPeriodStart: T("2025-02-28"), currentPeriodEnd: T("2026-02-28") });
+  });
+});

@@ -87,7 +87,9 @@ async function periodEnd(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, 
   const switching = !cancel && sub.pendingPlanId !== null && sub.pendingChangeAt !== null && sub.pendingChangeAt <= ended.end;
   const nextPlan = switching ? await planVersion(db, sub.pendingPlanId!, sub.pendingPlanVersion!) : plan;
   const quantity = switching ? (sub.pendingQuantity ?? sub.quantity) : sub.quantity;
-  const next = cancel ? null : { start: ended.end, end: periodAt(sub.billingAnchor, nextPlan.interval, nextPlan.intervalCount, ended.end).end };
+  // Another interval restarts the cycle at the switch (as Stripe does); otherwise periods follow the anchor.
+  const anchor = switching && (nextPlan.interval !== plan.interval || nextPlan.intervalCount !== plan.intervalCount) ? ended.end : sub.billingAnchor;
+  const next = cancel ? null : { start: ended.end, end: periodAt(anchor, nextPlan.interval, nextPlan.intervalCount, ended.end).end };
 
   const usage = !wasTrial && !paused && hasMeters(plan) ? await closeMeterPeriod(env, db, sub, plan, ended.start, ctx.now) : new Map<string, string>();
   const pending = paused ? [] : await unbilledPending(db, sub.id);
@@ -110,7 +112,7 @@ async function periodEnd(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, 
     ...(wasTrial && !cancel ? { trialConvertedAt: ended.end } : {}),
     ...(cancel ? { endedAt: ended.end, canceledAt: sub.canceledAt ?? ended.end } : {}),
     ...(switching
-      ? { planId: nextPlan.id, planVersion: nextPlan.version, quantity, pendingPlanId: null, pendingPlanVersion: null, pendingQuantity: null, pendingChangeAt: null, pendingProrate: null }
+      ? { billingAnchor: anchor, planId: nextPlan.id, planVersion: nextPlan.version, quantity, pendingPlanId: null, pendingPlanVersion: null, pendingQuantity: null, pendingChangeAt: null, pendingProrate: null }
       : {}),
   };
   const action = cancel ? "subscription.canceled" : wasTrial ? "subscription.trial_converted" : "subscription.renewed";

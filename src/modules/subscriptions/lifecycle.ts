@@ -8,6 +8,7 @@ import { billingLines, prorationLines, type DraftLine, type MeteredPrice } from 
 import { parseDecimal } from "../../domain/decimal";
 import { priceQuantity } from "../../domain/pricing";
 import { prorate } from "../../domain/proration";
+import { addIntervals } from "../../domain/periods";
 import { ApiError, invalid } from "../../http/problem";
 import { newId } from "../../lib/ids";
 import { closeMeterPeriod, meterStub, pushMeterConfig } from "../usage/meter-config";
@@ -93,11 +94,77 @@ const pendingRows = (sub: SubscriptionRow, lines: DraftLine[], now: number) =>
   }));
 
 /**
+ * Ends the current period early at `at`: its usage (the meter period is closed), arrears fees for the time used
+ * (the full fee minus the prorated remainder), with `credit` a credit for the unused time of advance fees, and
+ * the pending items. The lines of a final (cancel) or intermediate (interval change) invoice.
+ */
+async function closeOutLines(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, at: number, credit: boolean) {
+  const period = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
+  const usage = plan.prices.some((p) => p.type === "metered") ? await closeMeterPeriod(env, db, sub, plan, period.start, at) : new Map<string, string>();
+  const pending = await unbilledPending(db, sub.id);
+  const used = { start: period.start, end: at };
+  const arrears = billingLines({ currency: sub.currency, quantity: sub.quantity, planName: plan.name, advance: null, arrears: { prices: asPrices(plan.prices), period: used, usage }, pending: [] }).map((l) =>
+    l.kind === "flat" ? { ...l, amount: l.amount - prorate(l.amount, period.start, period.end, at), computation: `${l.computation}, prorated to the time used` } : l,
+  );
+  const credits = credit ? prorationLines({ currency: sub.currency, period, at, old: { prices: asPrices(plan.prices), quantity: sub.quantity, name: plan.name }, next: null }) : [];
+  return { lines: [...arrears, ...credits, ...pending.map(pendingToLine)], pending };
+}
+
+/**
+ * A plan with another billing interval, now: as Stripe does, the cycle restarts today. The old period is closed
+ * out on an invoice at once (usage, arrears for the time used, credit for unused advance fees when prorating,
+ * pending items) together with the new plan's advance fees for its first full period.
+ */
+async function changeIntervalNow(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, next: PlanRow, opts: { quantity: number; prorate: boolean }, ctx: AuditContext) {
+  const closing = await closeOutLines(env, db, sub, plan, ctx.now, opts.prorate);
+  const newPeriod = { start: ctx.now, end: addIntervals(ctx.now, next.interval, next.intervalCount, 1) };
+  const advance = billingLines({ currency: sub.currency, quantity: opts.quantity, planName: next.name, advance: { prices: asPrices(next.prices), period: newPeriod }, arrears: null, pending: [] });
+  const lines = [...closing.lines, ...advance];
+  const patch: Partial<SubscriptionRow> = {
+    planId: next.id,
+    planVersion: next.version,
+    quantity: opts.quantity,
+    billingAnchor: ctx.now,
+    currentPeriodStart: newPeriod.start,
+    currentPeriodEnd: newPeriod.end,
+    pendingPlanId: null,
+    pendingPlanVersion: null,
+    pendingQuantity: null,
+    pendingChangeAt: null,
+    pendingProrate: null,
+  };
+  const audit: AuditEntry[] = [
+    {
+      action: "subscription.plan_changed",
+      targetType: "subscription",
+      targetId: sub.id,
+      before: { planId: sub.planId, planVersion: sub.planVersion, quantity: sub.quantity, interval: `${plan.intervalCount} ${plan.interval}` },
+      after: { planId: next.id, planVersion: next.version, quantity: opts.quantity, interval: `${next.intervalCount} ${next.interval}`, cycleRestartedAt: ctx.now },
+    },
+  ];
+  let extra: BatchItem<"sqlite">[] = [];
+  let invoiceId: string | null = null;
+  if (lines.length) {
+    const customer = (await db.select().from(customers).where(eq(customers.id, sub.customerId)).get())!;
+    const built = await buildDraftInvoice(db, { sub, customer, lines, pending: closing.pending, period: { start: sub.currentPeriodStart, end: newPeriod.end }, billingReason: "subscription_update", generationKey: `${sub.id}:interval:${ctx.now}`, now: ctx.now });
+    extra = built.statements;
+    invoiceId = built.invoice.id;
+    audit.push({ action: "invoice.created", targetType: "invoice", targetId: invoiceId, after: { subscriptionId: sub.id, total: built.invoice.total, reason: "billing interval changed" } });
+  }
+  await commitChange(db, sub, patch, extra, audit, ctx);
+  if (invoiceId) await finalizeInvoice(env, db, invoiceId, ctx);
+  return { lines, net: lines.reduce((s, l) => s + l.amount, 0), invoiceId };
+}
+
+/**
  * Switches plan (and quantity) at `ctx.now`: with proration, credit for the old advance fees' unused time and a
  * charge for the new ones' remaining time (each line rounded, then netted on the next invoice); usage of meters the
  * new plan lacks is priced up to now. Returns the lines added to the next invoice.
  */
 export async function changePlanNow(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, next: PlanRow, opts: { quantity: number; prorate: boolean }, ctx: AuditContext) {
+  const intervalChanged = next.interval !== plan.interval || next.intervalCount !== plan.intervalCount;
+  // Prorating a yearly fee over a monthly period would be wrong: another interval restarts the cycle instead.
+  if (intervalChanged && sub.status !== "trialing" && sub.status !== "paused") return changeIntervalNow(env, db, sub, plan, next, opts, ctx);
   const period = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
   const proration =
     opts.prorate && sub.status !== "trialing"
@@ -179,19 +246,7 @@ export async function cancel(env: Env, db: Db, sub: SubscriptionRow, input: { re
   const plan = await planVersion(db, sub.planId, sub.planVersion);
   const period = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
   const billable = sub.status !== "trialing" && sub.status !== "paused";
-  let lines: DraftLine[] = [];
-  let pending: Awaited<ReturnType<typeof unbilledPending>> = [];
-  if (billable) {
-    const usage = plan.prices.some((p) => p.type === "metered") ? await closeMeterPeriod(env, db, sub, plan, period.start, ctx.now) : new Map<string, string>();
-    pending = await unbilledPending(db, sub.id);
-    const used = { start: period.start, end: ctx.now };
-    // Arrears fees for the time used: the full fee minus the prorated remainder.
-    const arrears = billingLines({ currency: sub.currency, quantity: sub.quantity, planName: plan.name, advance: null, arrears: { prices: asPrices(plan.prices), period: used, usage }, pending: [] }).map((l) =>
-      l.kind === "flat" ? { ...l, amount: l.amount - prorate(l.amount, period.start, period.end, ctx.now), computation: `${l.computation}, prorated to the time used` } : l,
-    );
-    const credit = input.prorate ? prorationLines({ currency: sub.currency, period, at: ctx.now, old: { prices: asPrices(plan.prices), quantity: sub.quantity, name: plan.name }, next: null }) : [];
-    lines = [...arrears, ...credit, ...pending.map(pendingToLine)];
-  }
+  const { lines, pending } = billable ? await closeOutLines(env, db, sub, plan, ctx.now, input.prorate) : { lines: [] as DraftLine[], pending: [] };
   let extra: BatchItem<"sqlite">[] = [];
   let invoiceId: string | null = null;
   const auditRows: AuditEntry[] = [audit];
