@@ -9,7 +9,9 @@ import { weeklyRevenueReport } from "./modules/analytics/weekly-report";
 import { runDailyBackup } from "./modules/exports/backup";
 import { sweepQueuedNotifications } from "./modules/notifications/outbox";
 import { settlePendingRefunds } from "./modules/refunds/service";
-import { archiveInvoices, DAY_MS, sendReminders } from "./modules/invoices/service";
+import { archiveInvoices } from "./modules/invoices/archive";
+import { sendReminders } from "./modules/invoices/reminders";
+import { DAY_MS } from "./modules/invoices/service";
 import { markUncollectible, sendDueRetries } from "./modules/payments/service";
 import type { JobMessage } from "../queues/messages";
 

@@ -4,7 +4,7 @@ import { createExecutionContext, createMessageBatch, createScheduledController, 
 import entry from "../../src/index";
 import { dbOf } from "../../src/db/client";
 import { SYSTEM_ACTOR } from "../../src/modules/billing/run";
-import { sendReminders } from "../../src/modules/invoices/service";
+import { sendReminders } from "../../src/modules/invoices/reminders";
 import type { Role } from "../../src/http/auth";
 import { api, createCustomer, createPlan, createSubscription, tokenFor } from "../helpers";
 

@@ -13,7 +13,7 @@ import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import type { WebhookMessage } from "../../../queues/messages";
 import { closedObject } from "../admin/config";
-import { customerContacts, scoreAtRiskCustomers } from "./retention";
+import { customerContacts, scoreAtRiskCustomers } from "./at-risk";
 
 // Retention campaigns (runbook "High Churn Rate" → "Retention Actions"): offers are sent, never applied here.
 

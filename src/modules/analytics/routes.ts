@@ -7,7 +7,8 @@ import { trailingWindow } from "../../domain/revenue";
 import { churnBetween } from "./churn";
 import { currentMrr } from "./mrr";
 import { revenueBreakdown, revenueToday } from "./revenue";
-import { AtRiskCustomers, AtRiskQuery, atRiskCustomers, CHURN_ANALYSIS_METHOD, ChurnAnalysis, ChurnAnalysisBody, churnAnalysis, RISK_WEIGHTS } from "./retention";
+import { AtRiskCustomers, AtRiskQuery, atRiskCustomers, RISK_WEIGHTS } from "./at-risk";
+import { CHURN_ANALYSIS_METHOD, ChurnAnalysis, ChurnAnalysisBody, churnAnalysis } from "./churn-analysis";
 import { BreakdownQuery, Churn, ChurnQuery, MrrReport, RevenueBreakdown, RevenueToday, WeeklyRevenue, WeeklyRevenueBody } from "./schemas";
 import { weeklyRevenueReport } from "./weekly-report";
 

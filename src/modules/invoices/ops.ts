@@ -4,7 +4,10 @@ import { errorResponses, jsonBody, jsonResponse, router } from "../../http/opena
 import { invalid } from "../../http/problem";
 import { auditCtx } from "../../http/context";
 import { dbOf } from "../../db/client";
-import { archiveInvoices, DAY_MS, retryFailed, sendReminders } from "./service";
+import { archiveInvoices } from "./archive";
+import { sendReminders } from "./reminders";
+import { retryFailed } from "./retry-failed";
+import { DAY_MS } from "./service";
 import { lenientJson } from "../../http/lenient-json";
 
 // Invoice operations: retry-failed, send-reminders (under /api/v1/invoices) and archive (under /admin/invoices).
