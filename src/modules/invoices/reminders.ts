@@ -1,0 +1,85 @@
+import { and, asc, eq, gt, inArray, isNull, lte } from "drizzle-orm";
+import type { Db } from "../../db/client";
+import { commitWithAudit, type AuditContext, type AuditEntry } from "../../db/audit";
+import { isUniqueViolation } from "../../db/assert";
+import { customers, invoices, notifications } from "../../db/schema";
+import { formatMinor } from "../../domain/money";
+import { newId } from "../../lib/ids";
+import { iso } from "../../lib/time";
+import { dispatchNotifications } from "../notifications/outbox";
+import { DAY_MS, pagesById } from "./service";
+
+const REMINDER_PAGE = 50; // one insert and one audit row per invoice: 100 statements per batch at most
+
+export type ReminderReport = { queued: number; alreadySentToday: number; invoiceIds: string[] };
+
+/**
+ * One `invoice.reminder` notification per overdue open invoice per UTC day (deduped by key), then a
+ * `notification.send` message for each new one. Test-clock invoices are left out: their due dates are in
+ * simulated time.
+ */
+export async function sendReminders(env: Env, db: Db, input: { daysOverdue: number; template: string }, ctx: AuditContext): Promise<ReminderReport> {
+  const cutoff = ctx.now - input.daysOverdue * DAY_MS;
+  const day = new Date(ctx.now).toISOString().slice(0, 10);
+  const report: ReminderReport = { queued: 0, alreadySentToday: 0, invoiceIds: [] };
+  const overdue = (id: string | undefined) =>
+    db
+      .select({ id: invoices.id, number: invoices.number, customerId: invoices.customerId, currency: invoices.currency, amountDue: invoices.amountDue, dueAt: invoices.dueAt, email: customers.email, name: customers.name })
+      .from(invoices)
+      .innerJoin(customers, eq(customers.id, invoices.customerId))
+      .where(and(eq(invoices.status, "open"), gt(invoices.amountDue, 0), lte(invoices.dueAt, cutoff), isNull(invoices.testClockId), id ? gt(invoices.id, id) : undefined))
+      .orderBy(asc(invoices.id))
+      .limit(REMINDER_PAGE)
+      .all();
+
+  for await (const page of pagesById(overdue, REMINDER_PAGE)) {
+    const keyOf = (invoiceId: string) => `reminder:${invoiceId}:${day}`;
+    let created: (typeof notifications.$inferInsert)[] = [];
+    for (let attempt = 1; ; attempt++) {
+      const existing = new Set(
+        (await db.select({ k: notifications.dedupeKey }).from(notifications).where(inArray(notifications.dedupeKey, page.map((i) => keyOf(i.id)))).all()).map((n) => n.k),
+      );
+      created = page
+        .filter((i) => !existing.has(keyOf(i.id)))
+        .map((i) => ({
+          id: newId("ntf"),
+          kind: "invoice.reminder",
+          customerId: i.customerId,
+          invoiceId: i.id,
+          template: input.template,
+          payload: {
+            invoiceId: i.id,
+            invoiceNumber: i.number,
+            amountDue: formatMinor(i.amountDue, i.currency),
+            amountDueMinor: i.amountDue,
+            currency: i.currency,
+            dueAt: iso(i.dueAt),
+            daysOverdue: Math.floor((ctx.now - i.dueAt!) / DAY_MS),
+            customerEmail: i.email,
+            customerName: i.name,
+          },
+          dedupeKey: keyOf(i.id),
+          status: "queued" as const,
+          createdAt: ctx.now,
+        }));
+      if (!created.length) break;
+      try {
+        await commitWithAudit(
+          db,
+          created.map((n) => db.insert(notifications).values(n)),
+          created.map((n): AuditEntry => ({ action: "invoice.reminder_queued", targetType: "invoice", targetId: n.invoiceId!, after: { notificationId: n.id, template: n.template, daysOverdue: n.payload.daysOverdue } })),
+          ctx,
+        );
+        break;
+      } catch (e) {
+        // A concurrent run created some of today's reminders first: look again.
+        if (!isUniqueViolation(e, "notifications.dedupe_key") || attempt >= 3) throw e;
+      }
+    }
+    report.alreadySentToday += page.length - created.length;
+    for (const n of created) report.invoiceIds.push(n.invoiceId!);
+    await dispatchNotifications(env, created.map((n) => n.id));
+  }
+  report.queued = report.invoiceIds.length;
+  return report;
+}
