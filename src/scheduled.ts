@@ -11,7 +11,7 @@ import { sweepQueuedNotifications } from "./modules/notifications/outbox";
 import { settlePendingRefunds } from "./modules/refunds/service";
 import { archiveInvoices } from "./modules/invoices/archive";
 import { sendReminders } from "./modules/invoices/reminders";
-import { DAY_MS } from "./modules/invoices/service";
+import { DAY_MS } from "./lib/time";
 import { markUncollectible, sendDueRetries } from "./modules/payments/service";
 import type { JobMessage } from "../queues/messages";
 

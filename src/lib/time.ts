@@ -4,3 +4,5 @@ export function iso(ms: number | null | undefined): string | null;
 export function iso(ms: number | null | undefined): string | null {
   return ms === null || ms === undefined ? null : new Date(ms).toISOString();
 }
+
+export const DAY_MS = 86_400_000;

@@ -6,13 +6,12 @@ import { parseDecimal } from "../../domain/decimal";
 import { formatMinor, money, type Money } from "../../domain/money";
 import type { Interval } from "../../domain/periods";
 import { subscriptionMrr } from "../../domain/revenue";
-import { iso } from "../../lib/time";
+import { iso, DAY_MS } from "../../lib/time";
 import { realTimeSubscription } from "./mrr";
 import { Money as MoneySchema } from "./schemas";
 
 // Runbook "High Churn Rate": what churned and why (churn analysis), and who may churn next (at-risk scoring).
 
-const DAY_MS = 86_400_000;
 const s = subscriptions;
 const day = (ms: number) => iso(ms).slice(0, 10);
 const CHUNK = 90; // ids per `in (…)`: D1 allows 100 bound parameters per statement

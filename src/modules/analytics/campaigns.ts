@@ -10,14 +10,13 @@ import { lenientJson } from "../../http/lenient-json";
 import { errorResponses, jsonResponse, router } from "../../http/openapi";
 import { invalid } from "../../http/problem";
 import { newId } from "../../lib/ids";
-import { iso } from "../../lib/time";
+import { iso, DAY_MS } from "../../lib/time";
 import type { WebhookMessage } from "../../../queues/messages";
 import { closedObject } from "../admin/config";
 import { customerContacts, scoreAtRiskCustomers } from "./at-risk";
 
 // Retention campaigns (runbook "High Churn Rate" → "Retention Actions"): offers are sent, never applied here.
 
-const DAY_MS = 86_400_000;
 
 /** At-risk customers scoring at least this are targeted: one strong signal (cancel at period end 40, past_due 30) or two weaker ones. */
 export const RETENTION_MIN_SCORE = 30;

@@ -5,7 +5,7 @@ import { auditLog, invoices, subscriptions } from "../../db/schema";
 import { money, type Money } from "../../domain/money";
 import { addIntervals } from "../../domain/periods";
 import { mrrOf, ratio, trailingWindow } from "../../domain/revenue";
-import { iso } from "../../lib/time";
+import { iso, DAY_MS } from "../../lib/time";
 import { closedObject } from "../admin/config";
 import { churnBetween } from "./churn";
 import { mrrLines, realTimeSubscription } from "./mrr";
@@ -13,7 +13,6 @@ import { ChurnReport, Money as MoneySchema } from "./schemas";
 
 // Runbook "High Churn Rate": what churned and why (churn analysis), and who may churn next (at-risk scoring).
 
-const DAY_MS = 86_400_000;
 const s = subscriptions;
 const sumWhen = (cond: SQL) => sql<number>`coalesce(sum(case when ${cond} then 1 else 0 end), 0)`.mapWith(Number);
 const day = (ms: number) => iso(ms).slice(0, 10);

@@ -4,10 +4,9 @@ import type { Db } from "../../db/client";
 import { invoiceLines, invoices, plans, subscriptions } from "../../db/schema";
 import { money, type Money } from "../../domain/money";
 import { arpa, mrrOf, type MrrLine } from "../../domain/revenue";
-import { iso } from "../../lib/time";
+import { iso, DAY_MS } from "../../lib/time";
 import { FINALIZED_STATUSES, sumOf } from "./flows";
 
-const DAY_MS = 86_400_000;
 const latestPlan = alias(plans, "latest_plan");
 const usageNet = sql`${invoiceLines.amount} - ${invoiceLines.discountAmount}`;
 

@@ -6,13 +6,12 @@ import { notifications } from "../../db/schema";
 import type { Actor } from "../../env";
 import { money, type Money } from "../../domain/money";
 import { newId } from "../../lib/ids";
-import { iso } from "../../lib/time";
+import { iso, DAY_MS } from "../../lib/time";
 import type { WebhookMessage } from "../../../queues/messages";
 import { churnBetween, type ChurnReport } from "./churn";
 import { collectedBetween, FLOWS_BASIS, invoicedBetween, refundedBetween, type FlowRow } from "./flows";
 import { currentMrr, type MrrReport } from "./mrr";
 
-const DAY_MS = 86_400_000;
 export const WEEK_MS = 7 * DAY_MS;
 
 export const ANALYTICS_ACTOR: Actor = { id: "system:analytics", kind: "system", role: "system", scopes: [] };

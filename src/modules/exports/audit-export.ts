@@ -5,14 +5,13 @@ import { auditLog } from "../../db/schema";
 import { commitWithAudit, type AuditContext } from "../../db/audit";
 import { ApiError } from "../../http/problem";
 import { decrypt, encrypt, keyIdOf, sha256Bytes } from "../../lib/crypto";
-import { iso } from "../../lib/time";
+import { iso, DAY_MS } from "../../lib/time";
 import { stamp } from "./dump";
 
 export const AUDIT_EXPORT_PREFIX = "exports/audit/";
 /** Plaintext ceiling: an export is built in memory and encrypted in one piece. */
 export const MAX_AUDIT_EXPORT_CHARS = 64 * 1024 * 1024;
 const PAGE = 500;
-const DAY_MS = 86_400_000;
 
 const DateOrTime = z.union([z.iso.datetime({ offset: true }), z.iso.date()]);
 export const AuditExportRequest = z

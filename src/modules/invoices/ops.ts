@@ -7,7 +7,7 @@ import { dbOf } from "../../db/client";
 import { archiveInvoices } from "./archive";
 import { sendReminders } from "./reminders";
 import { retryFailed } from "./retry-failed";
-import { DAY_MS } from "./service";
+import { DAY_MS } from "../../lib/time";
 import { lenientJson } from "../../http/lenient-json";
 
 // Invoice operations: retry-failed, send-reminders (under /api/v1/invoices) and archive (under /admin/invoices).

@@ -5,9 +5,9 @@ import { isUniqueViolation } from "../../db/assert";
 import { customers, invoices, notifications } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
 import { newId } from "../../lib/ids";
-import { iso } from "../../lib/time";
+import { DAY_MS, iso } from "../../lib/time";
 import { dispatchNotifications } from "../notifications/outbox";
-import { DAY_MS, pagesById } from "./service";
+import { pagesById } from "./service";
 
 const REMINDER_PAGE = 50; // one insert and one audit row per invoice: 100 statements per batch at most
 

@@ -1,3 +1,4 @@
+import { DAY_MS } from "../../lib/time";
 import { and, eq, inArray } from "drizzle-orm";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
@@ -9,7 +10,6 @@ import { Invoice, toInvoice } from "./serialize";
 
 export type InvoiceRow = typeof invoices.$inferSelect;
 
-export const DAY_MS = 86_400_000;
 export const PAGE = 100;
 
 export const logError = (msg: string, fields: Record<string, unknown>) => console.log(JSON.stringify({ level: "error", msg, ...fields }));

@@ -1,9 +1,9 @@
 import type { AuditContext } from "../../db/audit";
 import { dbOf } from "../../db/client";
 import { configuredGateways } from "../../gateways";
-import { iso } from "../../lib/time";
+import { DAY_MS, iso } from "../../lib/time";
 import type { Actor } from "../../env";
-import { BASIS, DAY_MS, dayBounds, reconcileDay, type Reconciliation } from "./service";
+import { BASIS, dayBounds, reconcileDay, type Reconciliation } from "./service";
 
 export const RECONCILIATION_ACTOR: Actor = { id: "system:reconciliation", kind: "system", role: "system", scopes: [] };
 

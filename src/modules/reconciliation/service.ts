@@ -8,10 +8,9 @@ import { configuredGateways, defaultPrimary, gatewayByName } from "../../gateway
 import type { GatewayName, GatewayPayment } from "../../gateways/types";
 import { ApiError } from "../../http/problem";
 import { sha256Hex } from "../../lib/hash";
-import { iso } from "../../lib/time";
+import { iso, DAY_MS } from "../../lib/time";
 import { compareDay, type Comparison, type DiscrepancyKind, type Finding, type LocalPayment, type LocalRefund, type MatchedItem } from "./compare";
 
-export const DAY_MS = 86_400_000;
 /** Bound parameters per statement stay under D1's 100. */
 const IN_CHUNK = 90;
 const BATCH = 100;

@@ -1,3 +1,4 @@
+import { DAY_MS } from "../../lib/time";
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, eq } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
@@ -13,7 +14,6 @@ import { refundReport } from "./report";
 import { createRefund, toRefund, withRemaining } from "./service";
 import { BulkRefundAccepted, BulkRefundRequest, BulkRefundStatus, CreateRefund, ListRefundsQuery, Refund, RefundReport, RefundWithRemaining, ReportQuery } from "./schemas";
 
-const DAY_MS = 86_400_000;
 const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "re_123" }) });
 const BulkIdParam = z.object({ bulkId: z.string().openapi({ param: { name: "bulkId", in: "path" }, example: "rfb_123" }) });
 

@@ -13,14 +13,13 @@ import { periodAt } from "../../domain/periods";
 import { ONE, parseDecimal } from "../../domain/decimal";
 import { ApiError, invalid, notFound } from "../../http/problem";
 import { newId } from "../../lib/ids";
-import { iso } from "../../lib/time";
+import { iso, DAY_MS } from "../../lib/time";
 import { getCustomerRow } from "../customers/service";
 import { getPlanRow } from "../plans/service";
 import { pushMeterConfig } from "../usage/meter-config";
 import type { CreateSubscription, Subscription } from "./schemas";
 
 type Row = typeof subscriptions.$inferSelect;
-const DAY_MS = 86_400_000;
 
 export function toSubscription(r: Row): z.infer<typeof Subscription> {
   return {

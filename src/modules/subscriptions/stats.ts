@@ -6,12 +6,11 @@ import { invalid } from "../../http/problem";
 import { dbOf } from "../../db/client";
 import { invoices, plans, subscriptions, subscriptionStatuses, type SubscriptionStatus } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
-import { iso } from "../../lib/time";
+import { iso, DAY_MS } from "../../lib/time";
 
 // Subscription monitoring routes (runbook "Subscription Monitoring"); mounted before /{id}.
 // Every figure covers real-time subscriptions only: test-clock subscriptions live in simulated time.
 
-const DAY_MS = 86_400_000;
 const realTime = isNull(subscriptions.testClockId);
 const notCanceled = ne(subscriptions.status, "canceled");
 const num = (v: unknown) => Number(v ?? 0);

@@ -9,13 +9,12 @@ import { err, ok, type Result } from "../../domain/result";
 import { rateInForce, type TaxRate } from "../../domain/tax";
 import { ApiError, invalid } from "../../http/problem";
 import { newId } from "../../lib/ids";
-import { iso } from "../../lib/time";
+import { iso, DAY_MS } from "../../lib/time";
 import { JURISDICTION, type ExemptionIssue, type TaxRateEntry, type TaxRateHistory } from "./schemas";
 
 type RateRow = typeof taxRates.$inferSelect;
 type CustomerRow = typeof customers.$inferSelect;
 
-const DAY_MS = 86_400_000;
 export const MAX_RATE_DECIMALS = 8;
 
 /** Canonical decimal string of a tax rate: a fraction 0 ≤ rate < 1 with at most 8 decimals, parsed exactly. */

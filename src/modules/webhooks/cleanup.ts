@@ -2,10 +2,9 @@ import { and, inArray, lt } from "drizzle-orm";
 import { commitWithAudit, type AuditContext } from "../../db/audit";
 import type { Db } from "../../db/client";
 import { webhookEvents } from "../../db/schema";
-import { iso } from "../../lib/time";
+import { iso, DAY_MS } from "../../lib/time";
 import { WEBHOOK_ACTOR } from "./types";
 
-const DAY_MS = 86_400_000;
 const CHUNK = 500;
 
 export type CleanupResult = { deleted: number; olderThanDays: number; cutoff: string };
