@@ -55,3 +55,6 @@ export const PaginationQuery = z.object({
 
 export const listOf = <T extends z.ZodType>(item: T) =>
   z.object({ data: z.array(item), hasMore: z.boolean(), nextCursor: z.string().nullable() });
+
+/** An ISO-8601 date (UTC) or date-time with a zone: how every API date parameter is written. */
+export const DateOrInstant = z.union([z.iso.datetime({ offset: true }), z.iso.date()]).openapi({ description: "ISO date (UTC) or date-time", example: "2024-06-01" });

@@ -1,12 +1,12 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { and, desc, eq, gte, lt, lte, type SQL } from "drizzle-orm";
+import { and, desc, eq, gte, lt, type SQL } from "drizzle-orm";
 import { ApiError } from "../../http/problem";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, jsonResponse, router } from "../../http/openapi";
+import { errorResponses, jsonResponse, router, DateOrInstant } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { auditLog } from "../../db/schema";
 import { auditRowHash, auditRowsInOrder, GENESIS_HASH } from "../../db/audit";
-import { iso } from "../../lib/time";
+import { iso, endExclusiveOf } from "../../lib/time";
 
 type Row = typeof auditLog.$inferSelect;
 const parse = (s: string | null) => (s === null ? null : (JSON.parse(s) as unknown));
@@ -44,7 +44,6 @@ const AuditEntry = z
   })
   .openapi("AuditEntry");
 
-const DateOrTime = z.union([z.iso.datetime({ offset: true }), z.iso.date()]);
 
 /** Recomputes every hash from the genesis; the first row whose link or content does not match is reported. */
 export async function verifyAuditChain(db: ReturnType<typeof dbOf>) {
@@ -102,8 +101,8 @@ export const auditRoutes = router()
           action: z.string().optional().openapi({ example: "payment.processed" }),
           user: z.string().optional().openapi({ description: "Actor id (token subject or API key id)" }),
           target: z.string().optional().openapi({ description: "Target id" }),
-          from: DateOrTime.optional(),
-          to: DateOrTime.optional(),
+          from: DateOrInstant.optional(),
+          to: DateOrInstant.optional(),
           limit: z.coerce.number().int().min(1).max(200).default(50),
           startingAfter: z.string().optional().openapi({ description: "Audit entry id of the previous page's last item" }),
         }),
@@ -119,7 +118,7 @@ export const auditRoutes = router()
         q.target ? eq(auditLog.targetId, q.target) : undefined,
         q.from ? gte(auditLog.at, Date.parse(q.from)) : undefined,
         // A bare date as `to` includes that whole day.
-        q.to ? (q.to.length === 10 ? lt(auditLog.at, Date.parse(q.to) + 86_400_000) : lte(auditLog.at, Date.parse(q.to))) : undefined,
+        q.to ? lt(auditLog.at, endExclusiveOf(q.to)) : undefined,
       ];
       if (q.startingAfter) {
         const cur = await db.select({ seq: auditLog.seq }).from(auditLog).where(eq(auditLog.id, q.startingAfter)).get();

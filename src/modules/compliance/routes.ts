@@ -1,7 +1,8 @@
+import { startOf, endExclusiveOf } from "../../lib/time";
 import { createRoute, z } from "@hono/zod-openapi";
 import { eq } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, jsonResponse, router } from "../../http/openapi";
+import { errorResponses, jsonResponse, router, DateOrInstant } from "../../http/openapi";
 import { lenientJson } from "../../http/lenient-json";
 import { auditCtx } from "../../http/context";
 import { ApiError } from "../../http/problem";
@@ -97,7 +98,6 @@ export const securityRoutes = router().openapi(
   async (c) => c.json(await encryptionStatus(c.env, Date.now()), 200),
 );
 
-const DateOrTime = z.union([z.iso.datetime({ offset: true }), z.iso.date()]);
 const CardDataAccessEntry = z
   .object({
     id: z.string(),
@@ -123,8 +123,8 @@ export const cardDataAuditRoutes = router().openapi(
     middleware: [requireRole(access.admin)] as const,
     request: {
       query: z.object({
-        from: DateOrTime.optional(),
-        to: DateOrTime.optional().openapi({ description: "A bare date includes that whole day" }),
+        from: DateOrInstant.optional(),
+        to: DateOrInstant.optional().openapi({ description: "A bare date includes that whole day" }),
         limit: z.coerce.number().int().min(1).max(200).default(50),
         startingAfter: z.string().optional().openapi({ description: "Audit entry id of the previous page's last item" }),
       }),
@@ -139,8 +139,8 @@ export const cardDataAuditRoutes = router().openapi(
       if (!cur) throw new ApiError("validation_failed", `startingAfter: no audit entry ${q.startingAfter}`, [{ path: "startingAfter", message: "unknown id" }]);
       beforeSeq = cur.seq;
     }
-    const from = q.from ? Date.parse(q.from) : null;
-    const to = q.to ? Date.parse(q.to) + (q.to.length === 10 ? 86_400_000 : 1) : null;
+    const from = q.from ? startOf(q.from) : null;
+    const to = q.to ? endExclusiveOf(q.to) : null;
     return c.json(await cardDataAccess(c.env.DB, { limit: q.limit, beforeSeq, from, to }), 200);
   },
 );

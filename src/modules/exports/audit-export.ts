@@ -1,3 +1,4 @@
+import { DateOrInstant } from "../../http/openapi";
 import { z } from "@hono/zod-openapi";
 import { and, desc, gt, gte, lt, lte, notLike, type SQL } from "drizzle-orm";
 import type { Db } from "../../db/client";
@@ -5,7 +6,7 @@ import { auditLog } from "../../db/schema";
 import { commitWithAudit, type AuditContext } from "../../db/audit";
 import { ApiError } from "../../http/problem";
 import { decrypt, encrypt, keyIdOf, sha256Bytes } from "../../lib/crypto";
-import { iso, DAY_MS } from "../../lib/time";
+import { iso, startOf, endExclusiveOf } from "../../lib/time";
 import { stamp } from "./dump";
 
 export const AUDIT_EXPORT_PREFIX = "exports/audit/";
@@ -13,11 +14,10 @@ export const AUDIT_EXPORT_PREFIX = "exports/audit/";
 export const MAX_AUDIT_EXPORT_CHARS = 64 * 1024 * 1024;
 const PAGE = 500;
 
-const DateOrTime = z.union([z.iso.datetime({ offset: true }), z.iso.date()]);
 export const AuditExportRequest = z
   .object({
-    startDate: DateOrTime.openapi({ example: "2024-06-01" }),
-    endDate: DateOrTime.openapi({ example: "2024-06-30", description: "A bare date includes that whole day (UTC)" }),
+    startDate: DateOrInstant.openapi({ example: "2024-06-01" }),
+    endDate: DateOrInstant.openapi({ example: "2024-06-30", description: "A bare date includes that whole day (UTC)" }),
     format: z.enum(["json", "csv"]).default("json"),
     includeSystemEvents: z.boolean().default(true).openapi({ description: "false leaves out rows whose actor starts with system:" }),
   })
@@ -61,8 +61,7 @@ const jsonRow = (r: Row) => ({ ...r, atIso: iso(r.at) });
 
 /** [from, to) in epoch ms; a bare-date end includes its whole UTC day. */
 export function exportRange(input: Pick<AuditExportInput, "startDate" | "endDate">): { from: number; to: number } {
-  const end = Date.parse(input.endDate);
-  return { from: Date.parse(input.startDate), to: input.endDate.length === 10 ? end + DAY_MS : end + 1 };
+  return { from: startOf(input.startDate), to: endExclusiveOf(input.endDate) };
 }
 
 async function* rowsInRange(db: Db, from: number, to: number, includeSystem: boolean): AsyncGenerator<Row> {

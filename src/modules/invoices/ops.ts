@@ -1,22 +1,17 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, jsonBody, jsonResponse, router } from "../../http/openapi";
+import { errorResponses, jsonBody, jsonResponse, router, DateOrInstant } from "../../http/openapi";
 import { invalid } from "../../http/problem";
 import { auditCtx } from "../../http/context";
 import { dbOf } from "../../db/client";
 import { archiveInvoices } from "./archive";
 import { sendReminders } from "./reminders";
 import { retryFailed } from "./retry-failed";
-import { DAY_MS } from "../../lib/time";
+import { DAY_MS, startOf, endExclusiveOf } from "../../lib/time";
 import { lenientJson } from "../../http/lenient-json";
 
 // Invoice operations: retry-failed, send-reminders (under /api/v1/invoices) and archive (under /admin/invoices).
 
-const DateOrInstant = z.union([z.iso.datetime({ offset: true }), z.iso.date()]).openapi({ description: "ISO date (UTC) or date-time", example: "2024-06-01" });
-const isDate = (s: string) => s.length === 10;
-/** A date means its UTC midnight; as an upper bound it includes that whole day (and a date-time includes itself). */
-const lowerBound = (s: string) => Date.parse(isDate(s) ? `${s}T00:00:00Z` : s);
-const upperBoundExclusive = (s: string) => (isDate(s) ? lowerBound(s) + DAY_MS : Date.parse(s) + 1);
 
 const Ids = z.object({ count: z.number().int(), invoiceIds: z.array(z.string()) });
 const Errors = z.array(z.object({ id: z.string(), error: z.string() }));
@@ -48,8 +43,8 @@ export const invoiceOpsRoutes = router()
     }),
     async (c) => {
       const body = c.req.valid("json");
-      const start = lowerBound(body.startDate);
-      const end = upperBoundExclusive(body.endDate);
+      const start = startOf(body.startDate);
+      const end = endExclusiveOf(body.endDate);
       if (end <= start) throw invalid([{ path: "endDate", message: "must not be before startDate" }]);
       return c.json(await retryFailed(c.env, dbOf(c.env), { start, end, maxRetries: body.maxRetries }, auditCtx(c)), 200);
     },
@@ -95,7 +90,7 @@ export function parseOlderThan(s: string, now: number): number | null {
     return Date.UTC(d.getUTCFullYear() - n, d.getUTCMonth(), d.getUTCDate(), d.getUTCHours(), d.getUTCMinutes());
   }
   if (!DateOrInstant.safeParse(s).success) return null;
-  return lowerBound(s);
+  return startOf(s);
 }
 
 // The runbook's weekly script sends `-d '{"olderThan": "1 year"}'` without a Content-Type: parsed leniently.

@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
+import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router, DateOrInstant } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { subscriptionStatuses } from "../../db/schema";
 import { auditCtx } from "../../http/context";
@@ -8,7 +8,7 @@ import { CreateSubscription, Subscription } from "./schemas";
 import { cancel, changePlan, pause, resume } from "./lifecycle";
 import { nowFor } from "../test-clocks/time";
 import { money } from "../../domain/money";
-import { iso } from "../../lib/time";
+import { iso, startOf } from "../../lib/time";
 import { createSubscription, getSubscriptionRow, listSubscriptions, toSubscription } from "./service";
 
 const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "sub_123" }) });
@@ -51,8 +51,6 @@ export const subscriptionRoutes = router()
     async (c) => c.json(toSubscription(await getSubscriptionRow(dbOf(c.env), c.req.valid("param").id)), 200),
   );
 
-const DateOrInstant = z.union([z.iso.datetime({ offset: true }), z.iso.date()]);
-const toMs = (s: string) => Date.parse(s.length === 10 ? `${s}T00:00:00Z` : s);
 
 async function subscriptionAndNow(env: Env, id: string) {
   const db = dbOf(env);
@@ -77,7 +75,7 @@ subscriptionRoutes
     async (c) => {
       const body = c.req.valid("json");
       const { db, sub, now } = await subscriptionAndNow(c.env, c.req.valid("param").id);
-      const after = await pause(c.env, db, sub, { reason: body.reason, resumeDate: body.resumeDate ? toMs(body.resumeDate) : undefined }, auditCtx(c, now));
+      const after = await pause(c.env, db, sub, { reason: body.reason, resumeDate: body.resumeDate ? startOf(body.resumeDate) : undefined }, auditCtx(c, now));
       return c.json(toSubscription(after), 200);
     },
   )
@@ -125,7 +123,7 @@ subscriptionRoutes
     async (c) => {
       const body = c.req.valid("json");
       const { db, sub, now } = await subscriptionAndNow(c.env, c.req.valid("param").id);
-      const effective = body.effectiveDate === "now" || body.effectiveDate === "next_billing_cycle" ? body.effectiveDate : toMs(body.effectiveDate);
+      const effective = body.effectiveDate === "now" || body.effectiveDate === "next_billing_cycle" ? body.effectiveDate : startOf(body.effectiveDate);
       const r = await changePlan(c.env, db, sub, { newPlanId: body.newPlanId, prorate: body.prorate, effective, quantity: body.quantity }, auditCtx(c, now));
       return c.json(
         {

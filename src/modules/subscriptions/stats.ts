@@ -1,12 +1,12 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, asc, count, eq, gte, isNotNull, isNull, lt, lte, ne, or, sql } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, jsonResponse, router } from "../../http/openapi";
+import { errorResponses, jsonResponse, router, DateOrInstant } from "../../http/openapi";
 import { invalid } from "../../http/problem";
 import { dbOf } from "../../db/client";
 import { invoices, plans, subscriptions, subscriptionStatuses, type SubscriptionStatus } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
-import { iso, DAY_MS } from "../../lib/time";
+import { iso, DAY_MS, startOf, endExclusiveOf } from "../../lib/time";
 
 // Subscription monitoring routes (runbook "Subscription Monitoring"); mounted before /{id}.
 // Every figure covers real-time subscriptions only: test-clock subscriptions live in simulated time.
@@ -26,10 +26,6 @@ export function ratio(n: number, d: number): string | null {
   return `${Math.floor(q / 10_000)}.${String(q % 10_000).padStart(4, "0")}`;
 }
 
-const DateOrInstant = z.union([z.iso.datetime({ offset: true }), z.iso.date()]);
-const isDate = (s: string) => s.length === 10;
-const lowerBound = (s: string) => Date.parse(isDate(s) ? `${s}T00:00:00Z` : s);
-const upperBoundExclusive = (s: string) => (isDate(s) ? lowerBound(s) + DAY_MS : Date.parse(s) + 1);
 
 const ActiveStats = z.object({
   total: z.number().int(),
@@ -179,8 +175,8 @@ export const subscriptionStatsRoutes = router()
     }),
     async (c) => {
       const q = c.req.valid("query");
-      const from = q.from ? lowerBound(q.from) : null;
-      const to = q.to ? upperBoundExclusive(q.to) : Date.now() + 1;
+      const from = q.from ? startOf(q.from) : null;
+      const to = q.to ? endExclusiveOf(q.to) : Date.now() + 1;
       if (from !== null && to <= from) throw invalid([{ path: "to", message: "must not be before from" }]);
       const s = subscriptions;
       // A trial canceled at its end is stamped as converted by the period-end step; its end date tells them apart.
