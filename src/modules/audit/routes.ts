@@ -26,7 +26,7 @@ const toEntry = (r: Row) => ({
   hash: r.hash,
 });
 
-const AuditEntry = z
+export const AuditEntry = z
   .object({
     id: z.string(),
     seq: z.number().int(),

@@ -1,3 +1,4 @@
+import { AuditEntry } from "../audit/routes";
 import { startOf, endExclusiveOf } from "../../lib/time";
 import { createRoute, z } from "@hono/zod-openapi";
 import { eq } from "drizzle-orm";
@@ -98,17 +99,8 @@ export const securityRoutes = router().openapi(
   async (c) => c.json(await encryptionStatus(c.env, Date.now()), 200),
 );
 
-const CardDataAccessEntry = z
-  .object({
-    id: z.string(),
-    seq: z.number().int(),
-    at: z.string(),
-    actor: z.string(),
-    actorRole: z.string(),
-    action: z.string(),
-    targetType: z.string(),
-    targetId: z.string(),
-    requestId: z.string().nullable(),
+const CardDataAccessEntry = AuditEntry.pick({ id: true, seq: true, at: true, actor: true, actorRole: true, action: true, targetType: true, targetId: true, requestId: true })
+  .extend({
     why: z.string(),
     paymentMethod: z.string().nullable().openapi({ description: "The gateway token involved, when the entry records it" }),
   })
