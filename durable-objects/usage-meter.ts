@@ -24,6 +24,18 @@ export const DEDUP_RETENTION_MS = 40 * 86_400_000;
 export const ROLLUP_DELAY_MS = 10_000;
 
 type Period = { start: number; end: number; closedAt: number | null };
+type HeldAggregate = { state: AggregateState; resetAt: number | null };
+/** An event that passed every check, waiting for its insert to tell whether it is new. */
+type Candidate = {
+  slot: number;
+  event: IngestEvent & { timestamp: number };
+  period: { start: number; end: number; closedAt: number | null; known: boolean };
+  quantity: bigint;
+  uniqueValue: string | null;
+};
+/** Rows per multi-row insert: 8 bound values each, under the 100 bound parameters a Durable Object query allows. */
+const INSERT_ROWS = 12;
+const aggregateKey = (meterId: string, periodStart: number) => `${meterId}\u0000${periodStart}`;
 type Touched = { meterId: string; period: { start: number; end: number }; state: AggregateState; resetAt: number | null };
 type AggRow = {
   meter_id: string;
@@ -70,6 +82,8 @@ export class UsageMeter extends DurableObject<Env> {
   private periods: Period[] = [];
   /** A test clock's frozen time, for subscriptions on a clock: their "now" for ingestion and summaries. */
   private clockTime: number | null = null;
+  /** Write-through copy of the aggregates this instance has touched, so an ingest does not read them back. */
+  private aggregates = new Map<string, HeldAggregate>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -166,7 +180,20 @@ export class UsageMeter extends DurableObject<Env> {
     return this.sql.exec<AggRow>("SELECT * FROM aggregates WHERE meter_id = ? AND period_start = ?", meterId, periodStart).toArray()[0];
   }
 
+  /** The running aggregate, from memory when this instance has seen it (every write goes through saveAggregate). */
+  private heldAggregate(meterId: string, periodStart: number): HeldAggregate {
+    const key = aggregateKey(meterId, periodStart);
+    let held = this.aggregates.get(key);
+    if (!held) {
+      const row = this.loadAggregate(meterId, periodStart);
+      held = { state: row ? toState(row) : emptyAggregate(), resetAt: row?.reset_at ?? null };
+      this.aggregates.set(key, held);
+    }
+    return held;
+  }
+
   private saveAggregate(meterId: string, period: { start: number; end: number }, s: AggregateState, resetAt: number | null) {
+    this.aggregates.set(aggregateKey(meterId, period.start), { state: s, resetAt });
     this.sql.exec(
       `INSERT INTO aggregates (meter_id, period_start, period_end, sum, count, max, latest, latest_at, unique_count, reset_at, rev, flushed_rev)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 0)
@@ -190,12 +217,54 @@ export class UsageMeter extends DurableObject<Env> {
   async ingest(events: IngestEvent[], realNow: number): Promise<IngestOutcome[]> {
     const now = this.effectiveNow(realNow);
     const touched = new Map<string, Touched>();
-    const outcomes = this.ctx.storage.transactionSync(() => {
-      const out = events.map((e) => this.ingestOne(e, now, touched));
-      // One aggregate write per meter and period touched, not one per event.
-      for (const t of touched.values()) this.saveAggregate(t.meterId, t.period, t.state, t.resetAt);
-      return out;
-    });
+    let outcomes: IngestOutcome[];
+    try {
+      outcomes = this.ctx.storage.transactionSync(() => {
+        const out: IngestOutcome[] = new Array(events.length);
+        const candidates: Candidate[] = [];
+        const seen = new Set<string>();
+        events.forEach((raw, i) => {
+          const verdict = this.check(raw, now, seen);
+          if ("status" in verdict) out[i] = verdict;
+          else if (seen.has(verdict.event.eventKey)) out[i] = { index: raw.index, eventId: raw.eventId, status: "duplicate" };
+          else {
+            seen.add(verdict.event.eventKey);
+            candidates.push({ ...verdict, slot: i });
+          }
+        });
+        const stored = this.insertEvents(candidates, now);
+        for (const c of candidates) {
+          const e = c.event;
+          if (!stored.has(e.eventKey)) {
+            out[c.slot] = { index: e.index, eventId: e.eventId, status: "duplicate" };
+            continue;
+          }
+          if (!c.period.known) this.rememberPeriod(c.period.start, c.period.end);
+          let isNewUnique = false;
+          if (c.uniqueValue !== null) {
+            const cursor = this.sql.exec("INSERT OR IGNORE INTO uniques (meter_id, period_start, value) VALUES (?, ?, ?)", e.meterId, c.period.start, c.uniqueValue);
+            cursor.toArray();
+            isNewUnique = cursor.rowsWritten > 0;
+          }
+          const key = aggregateKey(e.meterId, c.period.start);
+          let t = touched.get(key);
+          if (!t) {
+            const held = this.heldAggregate(e.meterId, c.period.start);
+            t = { meterId: e.meterId, period: { start: c.period.start, end: c.period.end }, state: held.state, resetAt: held.resetAt };
+            touched.set(key, t);
+          }
+          t.state = applyEvent(t.state, c.quantity, e.timestamp, isNewUnique);
+          out[c.slot] = { index: e.index, eventId: e.eventId, status: "accepted", periodStart: c.period.start };
+        }
+        // One aggregate write per meter and period touched, not one per event.
+        for (const t of touched.values()) this.saveAggregate(t.meterId, t.period, t.state, t.resetAt);
+        return out;
+      });
+    } catch (e) {
+      // The transaction rolled back: the in-memory aggregates may be ahead of storage.
+      this.aggregates.clear();
+      throw e;
+    }
     if (touched.size) await this.scheduleFlush(realNow);
     return outcomes;
   }
@@ -204,11 +273,14 @@ export class UsageMeter extends DurableObject<Env> {
     return this.sql.exec("SELECT 1 FROM events WHERE event_key = ?", eventKey).toArray().length > 0;
   }
 
-  private ingestOne(raw: IngestEvent, now: number, touched: Map<string, Touched>): IngestOutcome {
+  /** Everything that decides an event's fate except whether it was stored before (that is the insert's job). */
+  private check(raw: IngestEvent, now: number, seen: Set<string>): IngestOutcome | Omit<Candidate, "slot"> {
     const e = { ...raw, timestamp: raw.timestamp ?? now };
     // A retried event that was stored before is a duplicate even if it would be refused now (e.g. late).
     const reject = (reason: RejectReason, detail: string): IngestOutcome =>
-      this.isDuplicate(e.eventKey) ? { index: e.index, eventId: e.eventId, status: "duplicate" } : { index: e.index, eventId: e.eventId, status: "rejected", reason, detail };
+      seen.has(e.eventKey) || this.isDuplicate(e.eventKey)
+        ? { index: e.index, eventId: e.eventId, status: "duplicate" }
+        : { index: e.index, eventId: e.eventId, status: "rejected", reason, detail };
     const c = this.config;
     if (!c) return { index: e.index, eventId: e.eventId, status: "rejected", reason: "unknown_subscription", detail: "no such subscription" };
     if (c.status === "canceled") return reject("subscription_canceled", "the subscription is canceled");
@@ -232,36 +304,30 @@ export class UsageMeter extends DurableObject<Env> {
     }
     const quantity = parseDecimal(e.quantity);
     if (!quantity.ok) return reject("invalid_quantity", `quantity ${quantity.error}`);
+    return { event: e, period, quantity: quantity.value, uniqueValue };
+  }
 
-    const inserted = this.sql.exec(
-      "INSERT OR IGNORE INTO events (event_key, meter_id, period_start, quantity, ts, received_at, unique_value, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-      e.eventKey,
-      e.meterId,
-      period.start,
-      e.quantity,
-      e.timestamp,
-      now,
-      uniqueValue,
-      e.metadata ? JSON.stringify(e.metadata) : null,
-    );
-    inserted.toArray();
-    if (inserted.rowsWritten === 0) return { index: e.index, eventId: e.eventId, status: "duplicate" };
-    if (!period.known) this.rememberPeriod(period.start, period.end);
-    let isNewUnique = false;
-    if (uniqueValue !== null) {
-      const cursor = this.sql.exec("INSERT OR IGNORE INTO uniques (meter_id, period_start, value) VALUES (?, ?, ?)", e.meterId, period.start, uniqueValue);
-      cursor.toArray();
-      isNewUnique = cursor.rowsWritten > 0;
+  /**
+   * Stores events with multi-row inserts (far cheaper than a statement per event); returns the keys actually
+   * written, so a key already stored (a duplicate) is simply absent.
+   */
+  private insertEvents(candidates: Candidate[], now: number): Set<string> {
+    const stored = new Set<string>();
+    for (let i = 0; i < candidates.length; i += INSERT_ROWS) {
+      const chunk = candidates.slice(i, i + INSERT_ROWS);
+      const params: SqlStorageValue[] = [];
+      for (const { event: e, period, uniqueValue } of chunk) {
+        params.push(e.eventKey, e.meterId, period.start, e.quantity, e.timestamp, now, uniqueValue, e.metadata ? JSON.stringify(e.metadata) : null);
+      }
+      const rows = this.sql.exec<{ event_key: string }>(
+        `INSERT INTO events (event_key, meter_id, period_start, quantity, ts, received_at, unique_value, metadata)
+         VALUES ${chunk.map(() => "(?, ?, ?, ?, ?, ?, ?, ?)").join(", ")}
+         ON CONFLICT (event_key) DO NOTHING RETURNING event_key`,
+        ...params,
+      );
+      for (const r of rows) stored.add(r.event_key);
     }
-    const key = `${e.meterId}\u0000${period.start}`;
-    let t = touched.get(key);
-    if (!t) {
-      const row = this.loadAggregate(e.meterId, period.start);
-      t = { meterId: e.meterId, period: { start: period.start, end: period.end }, state: row ? toState(row) : emptyAggregate(), resetAt: row?.reset_at ?? null };
-      touched.set(key, t);
-    }
-    t.state = applyEvent(t.state, quantity.value, e.timestamp, isNewUnique);
-    return { index: e.index, eventId: e.eventId, status: "accepted", periodStart: period.start };
+    return stored;
   }
 
   private flushScheduled = false;
@@ -320,14 +386,20 @@ export class UsageMeter extends DurableObject<Env> {
     if (!meter) return { ok: false, error: "unknown_meter" };
     const period = this.periodFor(now);
     if (!period) return { ok: false, error: "no_such_period" };
-    const outcome = this.ctx.storage.transactionSync(() => {
-      if (!period.known) this.rememberPeriod(period.start, period.end);
-      const before = this.aggregateOf(meterId, meter.aggregation, period);
-      this.sql.exec("DELETE FROM uniques WHERE meter_id = ? AND period_start = ?", meterId, period.start);
-      this.saveAggregate(meterId, period, emptyAggregate(), now);
-      this.sql.exec("INSERT INTO resets (meter_id, period_start, at, actor, reason, before) VALUES (?, ?, ?, ?, ?, ?)", meterId, period.start, now, actor, reason, JSON.stringify(before));
-      return { ok: true as const, before, after: this.aggregateOf(meterId, meter.aggregation, period) };
-    });
+    let outcome: ResetOutcome;
+    try {
+      outcome = this.ctx.storage.transactionSync(() => {
+        if (!period.known) this.rememberPeriod(period.start, period.end);
+        const before = this.aggregateOf(meterId, meter.aggregation, period);
+        this.sql.exec("DELETE FROM uniques WHERE meter_id = ? AND period_start = ?", meterId, period.start);
+        this.saveAggregate(meterId, period, emptyAggregate(), now);
+        this.sql.exec("INSERT INTO resets (meter_id, period_start, at, actor, reason, before) VALUES (?, ?, ?, ?, ?, ?)", meterId, period.start, now, actor, reason, JSON.stringify(before));
+        return { ok: true as const, before, after: this.aggregateOf(meterId, meter.aggregation, period) };
+      });
+    } catch (e) {
+      this.aggregates.clear();
+      throw e;
+    }
     await this.scheduleFlush(now);
     return outcome;
   }

@@ -1,8 +1,10 @@
 #!/usr/bin/env node
-// `npm run bench:usage`: load-tests usage ingestion against GET /health/live under wrangler dev (workerd),
-// then proves nothing was lost or double-counted. Options via env: DURATION (s), CONNECTIONS, SUBSCRIPTIONS.
+// `npm run bench:usage`: load-tests usage ingestion against GET /health/live in workerd, then proves nothing was
+// lost or double-counted. Options via env: DURATION (s), CONNECTIONS, SUBSCRIPTIONS, SUBS_PER_BATCH,
+// BENCH_STORAGE=memory|disk (see startWorkerd), BENCH_RUNTIME=direct|wrangler-dev (direct: the worker's own
+// socket under Miniflare; wrangler-dev: through `wrangler dev`'s proxy and inspector, as `npm run dev` serves).
 import autocannon from "autocannon";
-import { startServer, localToken } from "./local-server.mjs";
+import { startServer, startWorkerd, localToken } from "./local-server.mjs";
 
 const DURATION = Number(process.env.DURATION ?? 10);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 32);
@@ -10,7 +12,8 @@ const SUBSCRIPTIONS = Number(process.env.SUBSCRIPTIONS ?? 50);
 const BATCH = 100;
 const SUBS_PER_BATCH = Number(process.env.SUBS_PER_BATCH ?? 5);
 
-const server = await startServer();
+const RUNTIME = process.env.BENCH_RUNTIME ?? "direct";
+const server = RUNTIME === "wrangler-dev" ? await startServer() : await startWorkerd({ storage: process.env.BENCH_STORAGE });
 try {
   const admin = await localToken("admin");
   const call = async (method, path, body, auth = admin) => {
@@ -30,6 +33,7 @@ try {
   const subs = [];
   for (let i = 0; i < SUBSCRIPTIONS; i++) subs.push((await call("POST", "/api/v1/subscriptions", { customerId: customer.id, planId: plan.id })).id);
   const { key } = await call("POST", "/admin/api-keys", { name: "bench", scopes: ["usage:write"] });
+  console.log(`runtime: ${RUNTIME === "wrangler-dev" ? "wrangler dev (proxy worker + inspector)" : "workerd via Miniflare, worker's direct socket"}; storage: ${server.storage ?? ".wrangler/bench-state"}`);
   console.log(`batches: ${BATCH} events over ${SUBS_PER_BATCH} subscriptions each`);
   console.log(`set-up: ${SUBSCRIPTIONS} subscriptions, API key ${key.slice(0, 8)}…; ${DURATION}s per run at ${CONNECTIONS} connections\n`);
 
@@ -120,5 +124,5 @@ try {
   console.log(`exactness: ${expected.size} subscriptions, ${total} units sent, ${mismatches === 0 ? "all aggregates exact (nothing lost, nothing double-counted)" : `${mismatches} mismatches`}`);
   process.exitCode = mismatches === 0 ? 0 : 1;
 } finally {
-  server.stop();
+  await server.stop();
 }

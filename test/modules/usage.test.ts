@@ -85,6 +85,21 @@ describe("POST /api/v1/usage", () => {
     expect(meterOf(await summary(subscriptionId), "m_sum")).toMatchObject({ value: "12", eventCount: 2 });
   });
 
+  it("dedupes a large batch exactly: repeats far apart in the batch, and events stored by an earlier request", async () => {
+    const { subscriptionId } = await configuredMeter();
+    await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 100, { eventId: "old" }) });
+    // 40 events are stored in several multi-row inserts; e3 repeats at index 35, "old" was stored already.
+    const events = Array.from({ length: 40 }, (_, i) => ev(subscriptionId, "m_sum", 1, { eventId: i === 35 ? "e3" : i === 20 ? "old" : `e${i}` }));
+    const r = await api("POST", "/api/v1/usage", { body: { events } });
+    expect(r.status).toBe(202);
+    expect(r.body).toMatchObject({ accepted: 38, duplicates: 2, rejected: 0 });
+    expect(r.body.results).toEqual([
+      { index: 20, eventId: "old", status: "duplicate" },
+      { index: 35, eventId: "e3", status: "duplicate" },
+    ]);
+    expect(meterOf(await summary(subscriptionId), "m_sum")).toMatchObject({ value: "138", eventCount: 39 });
+  });
+
   it("dedupes events without ids by Idempotency-Key and index", async () => {
     const { subscriptionId } = await configuredMeter();
     const body = { events: [ev(subscriptionId, "m_sum", 1), ev(subscriptionId, "m_sum", 2)] };
