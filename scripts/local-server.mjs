@@ -64,7 +64,7 @@ export async function localToken(role = "admin") {
  * commit on its only thread, so on disk the figures measure this machine's disk flush (≈0.5 ms a commit here),
  * which Cloudflare's replicated storage does not do on the isolate. storage "disk" measures it anyway.
  */
-export async function startWorkerd({ port = 3412, storage = "memory", logs = false, inspectorPort } = {}) {
+export async function startWorkerd({ port = 3415, storage = "memory", logs = false, inspectorPort } = {}) {
   if (!existsSync(".dev.vars")) copyFileSync(".dev.vars.example", ".dev.vars");
   const outdir = ".wrangler/bench-dist";
   const build = spawnSync(process.execPath, [resolve("node_modules/wrangler/bin/wrangler.js"), "deploy", "--dry-run", "--outdir", outdir], { env: offlineEnv, encoding: "utf8" });
