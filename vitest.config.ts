@@ -21,6 +21,9 @@ const testSecrets = {
   STRIPE_SECRET_KEY: "",
   STRIPE_WEBHOOK_SECRET: "whsec_test_secret",
   EXPORT_ENCRYPTION_KEY: "fWvsSufiwLwEtAHhUpA5zeDe3MqmxqWa/9m2uzvfoFc=",
+  // Not configured by default: tests that deliver pass their own URL and a fake receiver.
+  NOTIFY_WEBHOOK_URL: "",
+  NOTIFY_WEBHOOK_SECRET: "whsec_dGVzdC1ub3RpZnktc2VjcmV0",
 };
 // wrangler checks required secrets against process.env before the bindings below apply.
 Object.assign(process.env, testSecrets);

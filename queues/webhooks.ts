@@ -1,10 +1,11 @@
-import { and, eq, ne } from "drizzle-orm";
+import { and, eq } from "drizzle-orm";
 import { dbOf } from "../src/db/client";
 import { commitWithAudit } from "../src/db/audit";
 import { assertChanged, isAssertionFailure } from "../src/db/assert";
-import { notifications } from "../src/db/schema";
+import { customers, invoices, notifications } from "../src/db/schema";
+import { MAX_DELIVERY_ATTEMPTS, notificationEnvelope, postNotification } from "../src/modules/notifications/delivery";
 import type { Actor } from "../src/env";
-import { consumer, type HandlerResult } from "./dispatch";
+import { backoffSeconds, consumer, type HandlerResult } from "./dispatch";
 import type { WebhookMessage } from "./messages";
 import { queueNames } from "./messages";
 import { applyStripeEvent } from "../src/modules/webhooks/apply";
@@ -12,11 +13,13 @@ import { applyStripeEvent } from "../src/modules/webhooks/apply";
 const NOTIFIER: Actor = { id: "system:notifications", kind: "system", role: "system", scopes: [] };
 
 /**
- * Delivers one outbound notification. There is no e-mail provider yet: the `notifications` row (the outbox)
- * plus this message are the integration point. A provider call belongs here, before the row is marked sent;
- * until then "sent" means handed over. Idempotent: a notification already sent is acked without change.
+ * Delivers one outbound notification: a signed POST to NOTIFY_WEBHOOK_URL (see notifications/delivery.ts). Sent
+ * means the receiver answered 2xx. A timeout, 408, 429 or 5xx is retried with backoff until MAX_DELIVERY_ATTEMPTS;
+ * a refusal (other 4xx) or missing configuration fails the notification for good, with the reason kept. A
+ * notification already sent or failed is acked without another POST. Two deliveries racing both POST the same
+ * `webhook-id`, which receivers dedupe on (as Standard Webhooks asks).
  */
-export async function sendNotification(m: Extract<WebhookMessage, { type: "notification.send" }>, env: Env): Promise<HandlerResult> {
+export async function sendNotification(m: Extract<WebhookMessage, { type: "notification.send" }>, env: Env, queueAttempts = 1): Promise<HandlerResult> {
   const db = dbOf(env);
   const row = await db.select().from(notifications).where(eq(notifications.id, m.notificationId)).get();
   if (!row) {
@@ -24,18 +27,47 @@ export async function sendNotification(m: Extract<WebhookMessage, { type: "notif
     console.log(JSON.stringify({ level: "warn", msg: "notification not found; message dropped", notificationId: m.notificationId }));
     return { status: "done" };
   }
-  if (row.status === "sent") return { status: "done" };
+  if (row.status !== "queued") return { status: "done" };
+  const [customer, invoice] = await Promise.all([
+    db.select({ id: customers.id, email: customers.email, name: customers.name }).from(customers).where(eq(customers.id, row.customerId)).get(),
+    row.invoiceId
+      ? db
+          .select({ id: invoices.id, number: invoices.number, status: invoices.status, currency: invoices.currency, total: invoices.total, amountDue: invoices.amountDue, dueAt: invoices.dueAt })
+          .from(invoices)
+          .where(eq(invoices.id, row.invoiceId))
+          .get()
+      : undefined,
+  ]);
   const now = Date.now();
+  const outcome = await postNotification(env, notificationEnvelope(row, customer, invoice), now);
+  const attempts = row.attempts + 1;
+  const stillQueued = and(eq(notifications.id, row.id), eq(notifications.status, "queued"));
+
+  if (outcome.kind === "retry" && attempts < MAX_DELIVERY_ATTEMPTS) {
+    await db.update(notifications).set({ attempts, lastError: outcome.error }).where(stillQueued);
+    return { status: "retry", delaySeconds: backoffSeconds(queueAttempts, 30), reason: outcome.error };
+  }
+  const delivered = outcome.kind === "delivered";
+  const lastError = delivered ? null : outcome.kind === "retry" ? `${outcome.error} (gave up after ${attempts} attempts)` : outcome.error;
   try {
     await commitWithAudit(
       db,
-      [db.update(notifications).set({ status: "sent", sentAt: now }).where(and(eq(notifications.id, row.id), ne(notifications.status, "sent"))), assertChanged(db)],
-      [{ action: "notification.sent", targetType: "notification", targetId: row.id, before: { status: row.status }, after: { status: "sent", kind: row.kind, invoiceId: row.invoiceId } }],
+      [db.update(notifications).set({ status: delivered ? "sent" : "failed", sentAt: delivered ? now : null, attempts, lastError }).where(stillQueued), assertChanged(db)],
+      [
+        {
+          action: delivered ? "notification.sent" : "notification.failed",
+          targetType: "notification",
+          targetId: row.id,
+          before: { status: row.status },
+          after: { status: delivered ? "sent" : "failed", kind: row.kind, invoiceId: row.invoiceId, attempts, ...(delivered ? { webhookStatus: outcome.status } : { error: lastError }) },
+        },
+      ],
       { actor: NOTIFIER, now },
     );
   } catch (e) {
-    if (!isAssertionFailure(e)) throw e; // a duplicate delivery marked it first
+    if (!isAssertionFailure(e)) throw e; // a racing delivery recorded it first
   }
+  if (!delivered) console.log(JSON.stringify({ level: "warn", msg: "notification not delivered", notificationId: row.id, error: lastError }));
   return { status: "done" };
 }
 

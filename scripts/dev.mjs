@@ -1,16 +1,12 @@
 #!/usr/bin/env node
 // `npm run dev`: local secrets, local D1 migrations, then wrangler dev on :3401 (all state under .wrangler/).
-import { copyFileSync, existsSync } from "node:fs";
 import { spawn, spawnSync } from "node:child_process";
-import { offlineEnv } from "./wrangler-env.mjs";
+import { ensureDevVars, offlineEnv } from "./wrangler-env.mjs";
 
 const port = process.env.PORT ?? "3401";
 const persist = process.env.PERSIST_TO ?? ".wrangler/state";
 
-if (!existsSync(".dev.vars")) {
-  copyFileSync(".dev.vars.example", ".dev.vars");
-  console.log("created .dev.vars from .dev.vars.example");
-}
+ensureDevVars();
 
 const migrate = spawnSync("wrangler", ["d1", "migrations", "apply", "DB", "--local", "--persist-to", persist], {
   stdio: "inherit",

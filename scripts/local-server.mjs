@@ -1,12 +1,12 @@
 // Starts `wrangler dev` for scripts (benchmarks, smoke checks) on its own port and state dir, and stops it.
 import { spawn, spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { SignJWT } from "jose";
-import { offlineEnv, parseDotenv } from "./wrangler-env.mjs";
+import { ensureDevVars, offlineEnv, parseDotenv } from "./wrangler-env.mjs";
 
 export async function startServer({ port = 3411, persist = ".wrangler/bench-state", fresh = true, logLevel = "warn" } = {}) {
-  if (!existsSync(".dev.vars")) copyFileSync(".dev.vars.example", ".dev.vars");
+  ensureDevVars();
   if (fresh) rmSync(persist, { recursive: true, force: true });
   const m = spawnSync("wrangler", ["d1", "migrations", "apply", "DB", "--local", "--persist-to", persist], { env: offlineEnv, encoding: "utf8" });
   if (m.status !== 0) throw new Error(`migrations failed:\n${m.stdout}\n${m.stderr}`);
@@ -65,7 +65,7 @@ export async function localToken(role = "admin") {
  * which Cloudflare's replicated storage does not do on the isolate. storage "disk" measures it anyway.
  */
 export async function startWorkerd({ port = 3415, storage = "memory", logs = false, inspectorPort } = {}) {
-  if (!existsSync(".dev.vars")) copyFileSync(".dev.vars.example", ".dev.vars");
+  ensureDevVars();
   const outdir = ".wrangler/bench-dist";
   const build = spawnSync(process.execPath, [resolve("node_modules/wrangler/bin/wrangler.js"), "deploy", "--dry-run", "--outdir", outdir], { env: offlineEnv, encoding: "utf8" });
   if (build.status !== 0) throw new Error(`bundling failed:\n${build.stdout}\n${build.stderr}`);

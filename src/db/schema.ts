@@ -351,8 +351,12 @@ export const notifications = sqliteTable(
     status: text("status", { enum: ["queued", "sent", "failed"] }).notNull(),
     createdAt: integer("created_at").notNull(),
     sentAt: integer("sent_at"),
+    /** Delivery attempts made (POSTs to the notification webhook, answered or not). */
+    attempts: integer("attempts").notNull().default(0),
+    /** Why the last attempt did not deliver, or why the notification failed for good. */
+    lastError: text("last_error"),
   },
-  (t) => [uniqueIndex("notifications_dedupe_idx").on(t.dedupeKey), index("notifications_invoice_idx").on(t.invoiceId)],
+  (t) => [uniqueIndex("notifications_dedupe_idx").on(t.dedupeKey), index("notifications_invoice_idx").on(t.invoiceId), index("notifications_status_idx").on(t.status, t.createdAt)],
 );
 
 /** Operator settings (retry strategy, billing config) as JSON per key; cached per isolate. */

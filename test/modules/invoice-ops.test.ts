@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from "vitest";
 import { env, exports } from "cloudflare:workers";
-import { createExecutionContext, createMessageBatch, createScheduledController, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
+import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import entry from "../../src/index";
 import { dbOf } from "../../src/db/client";
 import { SYSTEM_ACTOR } from "../../src/modules/billing/run";
@@ -196,37 +196,6 @@ describe("POST /api/v1/invoices/send-reminders", () => {
   });
 });
 
-describe("notification.send consumer", () => {
-  let seq = 0;
-  const msg = (body: unknown) => ({ id: `ntf-msg-${Date.now()}-${seq++}`, timestamp: new Date(), attempts: 1, body });
-  async function runQueue(messages: ReturnType<typeof msg>[]) {
-    const batch = createMessageBatch("billing-webhooks", messages);
-    const ctx = createExecutionContext();
-    await worker.queue(batch, env, ctx);
-    return getQueueResult(batch, ctx);
-  }
-
-  it("marks the notification sent once; redeliveries and unknown ids are acked without change", async () => {
-    const id = `ntf_test_${Date.now()}`;
-    await env.DB.prepare("INSERT INTO notifications (id, kind, customer_id, invoice_id, template, payload, dedupe_key, status, created_at) VALUES (?, 'invoice.reminder', 'cus_x', 'inv_x', 't', '{}', ?, 'queued', ?)")
-      .bind(id, `test:${id}`, Date.now())
-      .run();
-    const first = msg({ type: "notification.send", notificationId: id });
-    const missing = msg({ type: "notification.send", notificationId: "ntf_missing" });
-    const r = await runQueue([first, missing]);
-    expect(r.explicitAcks).toEqual([first.id, missing.id]);
-    expect(r.retryMessages).toEqual([]);
-    const row = await env.DB.prepare("SELECT status, sent_at FROM notifications WHERE id = ?").bind(id).first<{ status: string; sent_at: number }>();
-    expect(row!.status).toBe("sent");
-    expect(row!.sent_at).toBeGreaterThan(0);
-
-    const redelivered = msg({ type: "notification.send", notificationId: id });
-    expect((await runQueue([redelivered])).explicitAcks).toEqual([redelivered.id]);
-    const after = await env.DB.prepare("SELECT sent_at FROM notifications WHERE id = ?").bind(id).first<{ sent_at: number }>();
-    expect(after!.sent_at).toBe(row!.sent_at);
-    expect(await auditCount("notification.sent", id)).toBe(1);
-  });
-});
 
 describe("POST /admin/invoices/archive", () => {
   it("moves old final invoices to R2, removes their lines from D1, and GET still shows them", async () => {

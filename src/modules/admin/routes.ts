@@ -3,7 +3,8 @@ import { dbOf } from "../../db/client";
 import { access, dropApiKeyCache, requireRole } from "../../http/auth";
 import { auditCtx } from "../../http/context";
 import { lenientJson } from "../../http/lenient-json";
-import { ProblemSchema, errorResponses, jsonBody, jsonResponse, router } from "../../http/openapi";
+import { ProblemSchema, errorResponses, jsonBody, jsonResponse, listOf, router } from "../../http/openapi";
+import { NotificationListQuery, NotificationView, listNotifications, resendNotification } from "../notifications/admin";
 import { ConfigPatch, EffectiveConfig, ReloadReport, effectiveConfig, patchConfig } from "./config";
 import { ExchangeRates, ExchangeRatesInput, ExchangeRatesUpdate, getExchangeRates, setExchangeRates, updateExchangeRatesFromProvider } from "./exchange-rates";
 import { FeatureFlagView, FlagEvaluation, FlagInput, FlagName, deleteFlag, dropFeatureCache, evaluateStoredFlag, getFlag, listFlags, putFlag } from "./features";
@@ -154,7 +155,33 @@ export const notificationAdminRoutes = router().openapi(
     responses: { 200: jsonResponse(PaymentIssueReport, "Who was notified"), ...errorResponses },
   }),
   async (c) => c.json(await notifyPaymentIssue(c.env, dbOf(c.env), await lenientJson(c, PaymentIssueRequest), auditCtx(c)), 200),
-);
+)
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/",
+      tags: ["Admin"],
+      summary: "List customer notifications (reminders, payment failures, gateway notices), newest first, with delivery status",
+      description: "Delivery is a signed POST to NOTIFY_WEBHOOK_URL (Standard Webhooks). `status=failed` lists what customers were not told, with `lastError`.",
+      middleware: [requireRole(access.customers)] as const,
+      request: { query: NotificationListQuery },
+      responses: { 200: jsonResponse(listOf(NotificationView), "A page of notifications"), ...errorResponses },
+    }),
+    async (c) => c.json(await listNotifications(dbOf(c.env), c.req.valid("query")), 200),
+  )
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/{id}/resend",
+      tags: ["Admin"],
+      summary: "Queue a failed notification for delivery again, with fresh attempts (audited)",
+      description: "409 when the notification is not failed (still queued, or already sent).",
+      middleware: [requireRole(access.customers)] as const,
+      request: { params: z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "ntf_123" }) }) },
+      responses: { 200: jsonResponse(NotificationView, "The notification, queued again"), ...errorResponses },
+    }),
+    async (c) => c.json(await resendNotification(c.env, dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
+  );
 
 const ratesNote = "Rates are informational, for reports: invoices are always in the customer's currency and are never converted.";
 

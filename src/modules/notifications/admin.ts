@@ -1,0 +1,92 @@
+import { z } from "@hono/zod-openapi";
+import { and, eq } from "drizzle-orm";
+import type { Db } from "../../db/client";
+import { commitWithAudit, type AuditContext } from "../../db/audit";
+import { assertChanged, isAssertionFailure } from "../../db/assert";
+import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
+import { notifications } from "../../db/schema";
+import { PaginationQuery } from "../../http/openapi";
+import { ApiError } from "../../http/problem";
+import { iso } from "../../lib/time";
+import { dispatchNotifications } from "./outbox";
+
+const statuses = ["queued", "sent", "failed"] as const;
+
+export const NotificationView = z
+  .object({
+    id: z.string(),
+    kind: z.string().openapi({ example: "invoice.reminder" }),
+    template: z.string(),
+    customerId: z.string(),
+    invoiceId: z.string().nullable(),
+    status: z.enum(statuses).openapi({ description: "queued: waiting for delivery or a retry; sent: the webhook answered 2xx; failed: given up (see lastError)" }),
+    attempts: z.number().int(),
+    lastError: z.string().nullable(),
+    createdAt: z.string(),
+    sentAt: z.string().nullable(),
+    payload: z.record(z.string(), z.unknown()),
+  })
+  .openapi("Notification");
+
+export const NotificationListQuery = PaginationQuery.extend({
+  status: z.enum(statuses).optional(),
+  customerId: z.string().optional(),
+  invoiceId: z.string().optional(),
+});
+
+type Row = typeof notifications.$inferSelect;
+const view = (r: Row): z.infer<typeof NotificationView> => ({
+  id: r.id,
+  kind: r.kind,
+  template: r.template,
+  customerId: r.customerId,
+  invoiceId: r.invoiceId,
+  status: r.status,
+  attempts: r.attempts,
+  lastError: r.lastError,
+  createdAt: iso(r.createdAt),
+  sentAt: iso(r.sentAt),
+  payload: r.payload,
+});
+
+/** Newest first; support uses `status=failed` to see what customers were not told, and why. */
+export async function listNotifications(db: Db, q: z.infer<typeof NotificationListQuery>) {
+  const cursor = await resolveCursor(q.startingAfter, (id) => db.select({ id: notifications.id, createdAt: notifications.createdAt }).from(notifications).where(eq(notifications.id, id)).get());
+  const rows = await db
+    .select()
+    .from(notifications)
+    .where(
+      and(
+        afterCursor(notifications.createdAt, notifications.id, cursor),
+        q.status ? eq(notifications.status, q.status) : undefined,
+        q.customerId ? eq(notifications.customerId, q.customerId) : undefined,
+        q.invoiceId ? eq(notifications.invoiceId, q.invoiceId) : undefined,
+      ),
+    )
+    .orderBy(...newestFirst(notifications.createdAt, notifications.id))
+    .limit(q.limit + 1)
+    .all();
+  return toPage(rows, q.limit, view);
+}
+
+/** A failed notification goes back to the queue with fresh attempts (e.g. once delivery is configured or fixed). */
+export async function resendNotification(env: Env, db: Db, id: string, ctx: AuditContext) {
+  const row = await db.select().from(notifications).where(eq(notifications.id, id)).get();
+  if (!row) throw new ApiError("not_found", `no notification ${id}`, [{ path: "id", message: "unknown notification" }]);
+  if (row.status !== "failed") {
+    throw new ApiError("conflict", `notification ${id} is ${row.status}; only a failed notification can be sent again`, [{ path: "id", message: `status is ${row.status}` }]);
+  }
+  try {
+    await commitWithAudit(
+      db,
+      [db.update(notifications).set({ status: "queued", attempts: 0, lastError: null }).where(and(eq(notifications.id, id), eq(notifications.status, "failed"))), assertChanged(db)],
+      [{ action: "notification.resend", targetType: "notification", targetId: id, before: { status: row.status, attempts: row.attempts, lastError: row.lastError }, after: { status: "queued" } }],
+      ctx,
+    );
+  } catch (e) {
+    if (!isAssertionFailure(e)) throw e;
+    throw new ApiError("conflict", `notification ${id} changed while it was being re-sent; fetch it again`, [{ path: "id", message: "changed concurrently" }]);
+  }
+  await dispatchNotifications(env, [id]);
+  return view({ ...row, status: "queued", attempts: 0, lastError: null });
+}

@@ -1,0 +1,104 @@
+import { formatMinor } from "../../domain/money";
+import { iso } from "../../lib/time";
+import type { customers, invoices, notifications } from "../../db/schema";
+
+type NotificationRow = typeof notifications.$inferSelect;
+type CustomerRow = Pick<typeof customers.$inferSelect, "id" | "email" | "name">;
+type InvoiceRow = Pick<typeof invoices.$inferSelect, "id" | "number" | "status" | "currency" | "total" | "amountDue" | "dueAt">;
+
+/** After this many attempts a notification is given up (status `failed`); the queue's own retries come first. */
+export const MAX_DELIVERY_ATTEMPTS = 10;
+const TIMEOUT_MS = 10_000;
+
+/**
+ * What the notification webhook receives: everything a mailer needs to render the message (recipient, template,
+ * invoice figures as decimal strings and minor units) without calling back.
+ */
+export function notificationEnvelope(row: NotificationRow, customer: CustomerRow | undefined, invoice: InvoiceRow | undefined) {
+  return {
+    id: row.id,
+    type: row.kind,
+    template: row.template,
+    createdAt: iso(row.createdAt),
+    customer: customer ? { id: customer.id, email: customer.email, name: customer.name } : { id: row.customerId, email: null, name: null },
+    invoice: invoice
+      ? {
+          id: invoice.id,
+          number: invoice.number,
+          status: invoice.status,
+          currency: invoice.currency,
+          total: formatMinor(invoice.total, invoice.currency),
+          totalMinor: invoice.total,
+          amountDue: formatMinor(invoice.amountDue, invoice.currency),
+          amountDueMinor: invoice.amountDue,
+          dueAt: iso(invoice.dueAt),
+        }
+      : null,
+    data: row.payload,
+  };
+}
+
+/** The signing key of a Standard Webhooks secret: base64 after `whsec_`; any other string is used as its bytes. */
+function keyBytes(secret: string): Uint8Array {
+  if (secret.startsWith("whsec_")) {
+    try {
+      return Uint8Array.from(atob(secret.slice("whsec_".length)), (c) => c.charCodeAt(0));
+    } catch {
+      // not base64: fall through and use the whole string
+    }
+  }
+  return new TextEncoder().encode(secret);
+}
+
+/**
+ * The `webhook-signature` header of the Standard Webhooks spec (standardwebhooks.com): `v1,` and the base64
+ * HMAC-SHA256 of `id.timestamp.body`. Receivers verify it with any Standard Webhooks library.
+ */
+export async function signatureHeader(secret: string, id: string, timestampSeconds: number, body: string): Promise<string> {
+  const key = await crypto.subtle.importKey("raw", keyBytes(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const mac = await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`${id}.${timestampSeconds}.${body}`));
+  return `v1,${btoa(String.fromCharCode(...new Uint8Array(mac)))}`;
+}
+
+export type DeliveryOutcome =
+  | { kind: "delivered"; status: number }
+  /** Worth another attempt: a timeout, a network error, 408, 429 or a 5xx. */
+  | { kind: "retry"; error: string }
+  /** Another attempt cannot help: delivery is not configured, or the receiver refused the message (other 4xx). */
+  | { kind: "refused"; error: string };
+
+/** Delivery is configured when both the URL and the signing secret are set; unsigned messages are never sent. */
+export function deliveryProblem(env: Env): string | null {
+  if (!env.NOTIFY_WEBHOOK_URL) return "notification delivery is not configured: set NOTIFY_WEBHOOK_URL and NOTIFY_WEBHOOK_SECRET";
+  if (!env.NOTIFY_WEBHOOK_SECRET) return "NOTIFY_WEBHOOK_SECRET is empty: notifications are never sent unsigned";
+  return null;
+}
+
+/** POSTs one envelope to the notification webhook; `webhook-id` is the notification id, so receivers can dedupe. */
+export async function postNotification(env: Env, envelope: ReturnType<typeof notificationEnvelope>, now: number): Promise<DeliveryOutcome> {
+  const problem = deliveryProblem(env);
+  if (problem) return { kind: "refused", error: problem };
+  const body = JSON.stringify(envelope);
+  const timestamp = Math.floor(now / 1000);
+  let response: Response;
+  try {
+    response = await fetch(env.NOTIFY_WEBHOOK_URL, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "user-agent": "billing-engine-notifications/1",
+        "webhook-id": envelope.id,
+        "webhook-timestamp": String(timestamp),
+        "webhook-signature": await signatureHeader(env.NOTIFY_WEBHOOK_SECRET, envelope.id, timestamp, body),
+      },
+      body,
+      signal: AbortSignal.timeout(TIMEOUT_MS),
+    });
+  } catch (e) {
+    return { kind: "retry", error: `delivery failed: ${e instanceof Error ? e.message : String(e)}` };
+  }
+  const answer = (await response.text().catch(() => "")).slice(0, 200);
+  if (response.ok) return { kind: "delivered", status: response.status };
+  const error = `webhook answered ${response.status}${answer ? `: ${answer}` : ""}`;
+  return response.status >= 500 || response.status === 408 || response.status === 429 ? { kind: "retry", error } : { kind: "refused", error };
+}
