@@ -139,6 +139,59 @@ export function prorationLines(input: {
 }
 
 /**
+ * Arrears-billed flat fees are charged at period end at the plan in force then, for the whole period. A change at
+ * `at` therefore adds, for the time before it: each old fee's used share, and a credit of each new fee's share
+ * (the period-end line bills the new fee for the whole period). By the second, each line rounded on its own, and
+ * used + remaining of a fee always add up to the fee.
+ */
+export function arrearsProrationLines(input: {
+  currency: string;
+  period: Span;
+  at: number;
+  old: { prices: Price[]; quantity: number; name: string };
+  next: { prices: Price[]; quantity: number; name: string };
+}): DraftLine[] {
+  const { currency, period, at } = input;
+  const clamped = Math.min(Math.max(at, period.start), period.end);
+  const total = Math.floor((period.end - period.start) / 1000);
+  const share = `${Math.floor((clamped - period.start) / 1000)}/${total} s used`;
+  const arrears = (prices: Price[]) => prices.filter((p): p is FlatPrice => p.type === "flat" && p.billing === "arrears");
+  const used = (full: number) => full - prorate(full, period.start, period.end, at);
+  const lines: DraftLine[] = [];
+  for (const p of arrears(input.old.prices)) {
+    const full = p.amountMinor * input.old.quantity;
+    lines.push({
+      kind: "proration",
+      description: `Time used on ${input.old.name} until ${new Date(at).toISOString()} (billed in arrears)`,
+      priceId: p.id,
+      meterId: null,
+      quantity: String(input.old.quantity),
+      unitAmount: formatMinor(p.amountMinor, currency),
+      amount: used(full),
+      periodStart: period.start,
+      periodEnd: clamped,
+      computation: `${formatMinor(full, currency)} × ${share}, rounded half away from zero`,
+    });
+  }
+  for (const p of arrears(input.next.prices)) {
+    const full = p.amountMinor * input.next.quantity;
+    lines.push({
+      kind: "proration",
+      description: `${input.next.name} was not in force before ${new Date(at).toISOString()} (its period-end line covers the whole period)`,
+      priceId: p.id,
+      meterId: null,
+      quantity: String(input.next.quantity),
+      unitAmount: formatMinor(p.amountMinor, currency),
+      amount: -used(full),
+      periodStart: period.start,
+      periodEnd: clamped,
+      computation: `−${formatMinor(full, currency)} × ${share}, rounded half away from zero`,
+    });
+  }
+  return lines.filter((l) => l.amount !== 0);
+}
+
+/**
  * Discount (a percentage of each line) and exclusive tax (a fraction, per line on the discounted amount), each
  * rounded per line half away from zero; totals are sums of the rounded lines. Nothing is due on a negative total.
  */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { billingLines, priceLines, prorationLines, type DraftLine, type Price } from "../../src/domain/invoice";
+import { arrearsProrationLines, billingLines, priceLines, prorationLines, type DraftLine, type Price } from "../../src/domain/invoice";
 import { roundDiv } from "../../src/domain/decimal";
 
 const D = (s: string) => Date.parse(s);
@@ -69,6 +69,40 @@ describe("prorationLines", () => {
       next: null,
     });
     expect(lines.map((l) => l.amount)).toEqual([-1499]); // 2997 × 50/100 = 1498.5 → 1499
+  });
+});
+
+describe("arrearsProrationLines", () => {
+  const march = { start: D("2024-03-01T00:00:00Z"), end: D("2024-04-01T00:00:00Z") };
+  const arrears = (id: string, amountMinor: number): Price => ({ id, type: "flat", amountMinor, billing: "arrears" });
+
+  it("bills the old fee for the time used and credits the new fee for the time before the change", () => {
+    // $100 → $10 in arrears on 15 March: 14 of 31 days used. Old: 10000 × 14/31 = 4516.13 → 4516; new: −1000 × 14/31 = −451.6 → −452.
+    const lines = arrearsProrationLines({ currency: "USD", period: march, at: D("2024-03-15T00:00:00Z"), old: { prices: [arrears("a", 10000)], quantity: 1, name: "Hundred" }, next: { prices: [arrears("b", 1000)], quantity: 1, name: "Ten" } });
+    expect(lines.map((l) => l.amount)).toEqual([4516, -452]);
+    // With the period-end line for the new fee (1000), the period costs 4516 + 548: each plan for its own days.
+    expect(lines[0]).toMatchObject({ kind: "proration", periodStart: march.start, periodEnd: D("2024-03-15T00:00:00Z"), computation: "100.00 × 1209600/2678400 s used, rounded half away from zero" });
+  });
+
+  it("scales by quantity, leaves advance fees to prorationLines, and adds nothing at the period's start", () => {
+    const period = { start: 0, end: 100_000 };
+    const old = { prices: [arrears("a", 999), { id: "adv", type: "flat", amountMinor: 5000, billing: "advance" } as Price], quantity: 3, name: "Old" };
+    const next = { prices: [arrears("b", 999)], quantity: 1, name: "New" };
+    // used share of 2997 at 50/100: 2997 − 1499 (remaining, rounded) = 1498; new: −(999 − 500) = −499
+    expect(arrearsProrationLines({ currency: "USD", period, at: 50_000, old, next }).map((l) => l.amount)).toEqual([1498, -499]);
+    expect(arrearsProrationLines({ currency: "USD", period, at: 0, old, next })).toEqual([]);
+  });
+
+  it("used and remaining shares of a fee always add up to the fee", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 10_000_000 }), fc.integer({ min: 1, max: 400 * 86_400 }), fc.double({ min: 0, max: 1, noNaN: true }), (amount, seconds, f) => {
+        const period = { start: 0, end: seconds * 1000 };
+        const at = Math.floor(f * seconds) * 1000;
+        const [line] = arrearsProrationLines({ currency: "USD", period, at, old: { prices: [arrears("a", amount)], quantity: 1, name: "A" }, next: { prices: [], quantity: 1, name: "B" } });
+        const remaining = prorationLines({ currency: "USD", period, at, old: { prices: [{ id: "a", type: "flat", amountMinor: amount, billing: "advance" }], quantity: 1, name: "A" }, next: null })[0];
+        expect((line?.amount ?? 0) - (remaining?.amount ?? 0)).toBe(amount);
+      }),
+    );
   });
 });
 

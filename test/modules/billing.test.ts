@@ -138,6 +138,34 @@ describe("a subscription's life on a test clock", () => {
     expect(change.body.net.amount).toBe("5.49");
   });
 
+  it("bills arrears fees for each plan's own days when the plan changes mid-period", async () => {
+    const clock = await clockAt("2024-03-01T00:00:00Z");
+    const customer = await createCustomer({ testClockId: clock });
+    const hundred = await createPlan({ name: "Hundred", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "100", billing: "arrears" }] });
+    const ten = await createPlan({ name: "Ten", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "10", billing: "arrears" }] });
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: hundred.id } })).body;
+    expect(await invoicesOf(sub.id)).toHaveLength(0); // nothing is billed ahead
+
+    // Downgrade on 15 March: 14 of 31 days on Hundred, 17 on Ten.
+    await advance(clock, "2024-03-15T00:00:00Z");
+    const change = await api("PUT", `/api/v1/subscriptions/${sub.id}/plan`, { body: { newPlanId: ten.id, prorate: true, effectiveDate: "now" } });
+    expect(change.status, JSON.stringify(change.body)).toBe(200);
+    expect(change.body.prorationLines.map((l: any) => l.amountMinor)).toEqual([4516, -452]);
+
+    await advance(clock, "2024-04-01T00:00:00Z");
+    const [inv] = await invoicesOf(sub.id);
+    const lines = (await invoice(inv.id)).lines.map((l: any) => [l.kind, l.amount.amountMinor ?? l.amountMinor]);
+    expect(lines).toEqual(
+      expect.arrayContaining([
+        ["flat", 1000],
+        ["proration", 4516],
+        ["proration", -452],
+      ]),
+    );
+    // 100 × 14/31 + 10 × 17/31 = 45.16 + 5.48: not 10.00 (the plan at period end for the whole month).
+    expect(inv.total.amountMinor).toBe(5064);
+  });
+
   it("schedules a plan change for the next cycle and cancels at period end", async () => {
     const clock = await clockAt("2025-01-31T00:00:00Z");
     const customer = await createCustomer({ testClockId: clock });

@@ -4,7 +4,7 @@ import type { Db } from "../../db/client";
 import type { AuditContext, AuditEntry } from "../../db/audit";
 import { commitSubscriptionChange } from "./commit";
 import { customers, pendingItems, subscriptions, type SubscriptionStatus } from "../../db/schema";
-import { billingLines, prorationLines, type DraftLine, type MeteredPrice } from "../../domain/invoice";
+import { arrearsProrationLines, billingLines, prorationLines, type DraftLine, type MeteredPrice } from "../../domain/invoice";
 import { parseDecimal } from "../../domain/decimal";
 import { priceQuantity } from "../../domain/pricing";
 import { prorate } from "../../domain/proration";
@@ -158,24 +158,24 @@ async function changeIntervalNow(env: Env, db: Db, sub: SubscriptionRow, plan: P
 
 /**
  * Switches plan (and quantity) at `ctx.now`: with proration, credit for the old advance fees' unused time and a
- * charge for the new ones' remaining time (each line rounded, then netted on the next invoice); usage of meters the
- * new plan lacks is priced up to now. Returns the lines added to the next invoice.
+ * charge for the new ones' remaining time, and for arrears fees the old plan's used time less the new plan's
+ * share of it (each line rounded, then netted on the next invoice); usage of meters the new plan lacks is priced
+ * up to now. Returns the lines added to the next invoice.
  */
 export async function changePlanNow(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, next: PlanRow, opts: { quantity: number; prorate: boolean }, ctx: AuditContext) {
   const intervalChanged = next.interval !== plan.interval || next.intervalCount !== plan.intervalCount;
   // Prorating a yearly fee over a monthly period would be wrong: another interval restarts the cycle instead.
   if (intervalChanged && sub.status !== "trialing" && sub.status !== "paused") return changeIntervalNow(env, db, sub, plan, next, opts, ctx);
   const period = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
-  const proration =
-    opts.prorate && sub.status !== "trialing"
-      ? prorationLines({
-          currency: sub.currency,
-          period,
-          at: ctx.now,
-          old: { prices: asPrices(plan.prices), quantity: sub.quantity, name: `${plan.name} v${plan.version}` },
-          next: { prices: asPrices(next.prices), quantity: opts.quantity, name: `${next.name} v${next.version}` },
-        })
-      : [];
+  const change = {
+    currency: sub.currency,
+    period,
+    at: ctx.now,
+    old: { prices: asPrices(plan.prices), quantity: sub.quantity, name: `${plan.name} v${plan.version}` },
+    next: { prices: asPrices(next.prices), quantity: opts.quantity, name: `${next.name} v${next.version}` },
+  };
+  // Advance fees: credit the unused time, charge the new remaining time. Arrears fees: each plan for its own time.
+  const proration = opts.prorate && sub.status !== "trialing" ? [...prorationLines(change), ...arrearsProrationLines(change)] : [];
   const lines = [...proration, ...(await usageOfDroppedMeters(env, sub, plan, next, ctx.now))];
   const rows = pendingRows(sub, lines, ctx.now);
   const net = lines.reduce((s, l) => s + l.amount, 0);
