@@ -7,12 +7,15 @@ import { periodAt } from "../src/domain/periods";
 import { dbOf } from "../src/db/client";
 import { usageRollups } from "../src/db/schema";
 import type {
+  EventCursor,
+  EventsOutcome,
   IngestEvent,
   IngestOutcome,
   MeterAggregate,
   PeriodSelector,
   RejectReason,
   ResetOutcome,
+  StoredEvent,
   SummaryOutcome,
 } from "../src/modules/usage/meter-types";
 
@@ -366,6 +369,54 @@ export class UsageMeter extends DurableObject<Env> {
       return this.periods[0] && g.end <= this.periods[0].start ? null : { start: g.start, end: g.end, closedAt: null };
     }
     return this.periods.find((p) => p.start === selector.start) ?? this.periodFor(selector.start);
+  }
+
+  /**
+   * A period's stored events, newest arrival first, for support ("which events make up this figure?"). Events of a
+   * period arrive between its start less the clock skew allowed and its end plus the grace window, so the scan
+   * walks that slice of the arrival index only, whatever the period.
+   */
+  events(selector: PeriodSelector, meterId: string | null, limit: number, after: EventCursor | null, realNow: number): EventsOutcome {
+    const now = this.effectiveNow(realNow);
+    if (!this.config) return { ok: false, error: "unknown_subscription" };
+    const period = this.resolvePeriod(selector, now);
+    if (!period) return { ok: false, error: "no_such_period" };
+    const from = period.start - MAX_FUTURE_MS;
+    const to = after ? after.receivedAt : period.end + this.graceMs();
+    const rows = this.sql
+      .exec<{ seq: number; event_key: string; meter_id: string; quantity: string; ts: number; received_at: number; metadata: string | null }>(
+        `SELECT rowid AS seq, event_key, meter_id, quantity, ts, received_at, metadata FROM events INDEXED BY events_received_idx
+         WHERE received_at >= ? AND received_at <= ? AND period_start = ? AND (? IS NULL OR meter_id = ?)
+           AND (? IS NULL OR received_at < ? OR rowid < ?)
+         ORDER BY received_at DESC, rowid DESC LIMIT ?`,
+        from,
+        to,
+        period.start,
+        meterId,
+        meterId,
+        after?.seq ?? null,
+        after?.receivedAt ?? null,
+        after?.seq ?? null,
+        limit + 1,
+      )
+      .toArray();
+    const page = rows.slice(0, limit);
+    const last = page[page.length - 1];
+    return {
+      ok: true,
+      periodStart: period.start,
+      periodEnd: period.end,
+      events: page.map((r) => ({
+        eventId: r.event_key.startsWith("id:") ? r.event_key.slice(3) : null,
+        dedupeKey: r.event_key,
+        meterId: r.meter_id,
+        quantity: r.quantity,
+        timestamp: r.ts,
+        receivedAt: r.received_at,
+        metadata: r.metadata ? (JSON.parse(r.metadata) as StoredEvent["metadata"]) : null,
+      })),
+      next: rows.length > limit && last ? { receivedAt: last.received_at, seq: last.seq } : null,
+    };
   }
 
   /** Per-meter aggregates of one period (current, previous, or the one starting/containing an instant). */

@@ -296,6 +296,59 @@ describe("usage summary pricing", () => {
   });
 });
 
+describe("GET /api/v1/usage/:subscriptionId/events", () => {
+  it("lists a period's events newest first, by meter, paged even through events that arrived together", async () => {
+    const { subscriptionId } = await configuredMeter();
+    await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 1, { eventId: "first", metadata: { region: "eu" } }) });
+    // Five events of one batch share their arrival time; the cursor still pages through them exactly once.
+    const batch = Array.from({ length: 5 }, (_, i) => ev(subscriptionId, i < 4 ? "m_sum" : "m_count", i + 2, { eventId: `b${i}` }));
+    await api("POST", "/api/v1/usage", { body: { events: batch }, headers: { "idempotency-key": "k1" } });
+    await api("POST", "/api/v1/usage", { body: { events: [ev(subscriptionId, "m_sum", "0.5")] }, headers: { "idempotency-key": "k2" } });
+
+    const all = await api("GET", `/api/v1/usage/${subscriptionId}/events?limit=100`);
+    expect(all.status).toBe(200);
+    expect(all.body.data.map((e: any) => e.eventId)).toEqual([null, "b4", "b3", "b2", "b1", "b0", "first"]);
+    expect(all.body.data[0]).toMatchObject({ dedupeKey: "idem:k2:0", meterId: "m_sum", quantity: "0.5", metadata: null });
+    expect(all.body.data[6]).toMatchObject({ dedupeKey: "id:first", quantity: "1", metadata: { region: "eu" } });
+    expect(all.body.period).toEqual((await summary(subscriptionId)).period);
+
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: any = await api("GET", `/api/v1/usage/${subscriptionId}/events?meterId=m_sum&limit=2${cursor ? `&startingAfter=${cursor}` : ""}`);
+      expect(page.status).toBe(200);
+      seen.push(...page.body.data.map((e: any) => e.dedupeKey));
+      cursor = page.body.nextCursor;
+      expect(page.body.hasMore).toBe(cursor !== null);
+    } while (cursor);
+    expect(seen).toEqual(["idem:k2:0", "id:b3", "id:b2", "id:b1", "id:b0", "id:first"]);
+  });
+
+  it("lists the previous period's events, and names a bad cursor, an unknown subscription and a missing scope", async () => {
+    const now = Date.now();
+    const boundary = now - 30 * 60_000;
+    const { subscriptionId, stub, config } = await configuredMeter({ billingAnchor: boundary, currentPeriodStart: boundary - DAY, currentPeriodEnd: boundary });
+    await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_max", 9, { eventId: "before", timestamp: isoAt(boundary - HOUR) }) });
+    // The subscription renews at the boundary; a late event for the period just ended still arrives within the grace window.
+    await stub.configure({ ...config, currentPeriodStart: boundary, currentPeriodEnd: boundary + DAY, version: 2 });
+    await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_max", 3, { eventId: "late", timestamp: isoAt(boundary - 60_000) }) });
+    await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_max", 4, { eventId: "after", timestamp: isoAt(now - 60_000) }) });
+
+    const previous = await api("GET", `/api/v1/usage/${subscriptionId}/events?period=previous`);
+    expect(previous.body.period).toEqual({ start: isoAt(boundary - DAY), end: isoAt(boundary) });
+    expect(previous.body.data.map((e: any) => e.eventId)).toEqual(["late", "before"]);
+    expect((await api("GET", `/api/v1/usage/${subscriptionId}/events`)).body.data.map((e: any) => e.eventId)).toEqual(["after"]);
+
+    expect((await api("GET", `/api/v1/usage/${subscriptionId}/events?startingAfter=nope`)).body.errors[0].path).toBe("startingAfter");
+    expect((await api("GET", "/api/v1/usage/sub_nope/events")).status).toBe(404);
+    const writer = await createApiKey(["usage:write"]);
+    expect((await api("GET", `/api/v1/usage/${subscriptionId}/events`, { auth: `Bearer ${writer.key}` })).status).toBe(403);
+    const reader = await createApiKey(["usage:read"]);
+    expect((await api("GET", `/api/v1/usage/${subscriptionId}/events`, { auth: `Bearer ${reader.key}` })).status).toBe(200);
+  });
+
+});
+
 describe("POST /api/v1/usage/reset", () => {
   it("zeroes the open period, keeps the events and audits who did it", async () => {
     const { subscriptionId, stub } = await configuredMeter();

@@ -52,3 +52,21 @@ export type SummaryOutcome =
 export type ResetOutcome =
   | { ok: true; before: MeterAggregate; after: MeterAggregate }
   | { ok: false; error: "unknown_subscription" | "unknown_meter" | "no_such_period" };
+
+/** One stored event as support sees it; `dedupeKey` is what made it unique (eventId, Idempotency-Key + index, or generated). */
+export type StoredEvent = {
+  eventId: string | null;
+  dedupeKey: string;
+  meterId: string;
+  quantity: string;
+  timestamp: number;
+  receivedAt: number;
+  metadata: Record<string, string | number | boolean | null> | null;
+};
+
+/** Position after the last event of a page: newest first by arrival, then by insertion order. */
+export type EventCursor = { receivedAt: number; seq: number };
+
+export type EventsOutcome =
+  | { ok: true; periodStart: number; periodEnd: number; events: StoredEvent[]; next: EventCursor | null }
+  | { ok: false; error: "unknown_subscription" | "no_such_period" };

@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, actorOf, requireRole, requireScopeOrRole } from "../../http/auth";
-import { errorResponses, jsonBody, jsonResponse, router } from "../../http/openapi";
+import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
 import { ApiError } from "../../http/problem";
 import { auditCtx } from "../../http/context";
 import { commitWithAudit } from "../../db/audit";
@@ -12,7 +12,7 @@ import { iso } from "../../lib/time";
 import { MAX_BATCH, parseEvent, type ParsedEvent } from "./events";
 import { ingestEvents, summarise } from "./ingest";
 import { meterStub } from "./meter-config";
-import type { IngestOutcome, MeterAggregate, PeriodSelector } from "./meter-types";
+import type { EventCursor, IngestOutcome, MeterAggregate, PeriodSelector } from "./meter-types";
 
 const UsageEvent = z
   .object({
@@ -202,6 +202,63 @@ usageRoutes.openapi(
       };
     });
     return c.json({ subscriptionId, currency, period: { start: iso(out.periodStart), end: iso(out.periodEnd) }, meters, total: money(totalMinor, currency) }, 200);
+  },
+);
+
+const StoredEventView = z
+  .object({
+    eventId: z.string().nullable(),
+    dedupeKey: z.string().openapi({ description: "What made the event unique: id:<eventId>, idem:<Idempotency-Key>:<index>, or gen:<uuid>" }),
+    meterId: z.string(),
+    quantity: z.string(),
+    timestamp: z.string(),
+    receivedAt: z.string(),
+    metadata: z.record(z.string(), z.unknown()).nullable(),
+  })
+  .openapi("StoredUsageEvent");
+
+const encodeCursor = (c: EventCursor) => `${c.receivedAt}.${c.seq}`;
+function decodeCursor(raw: string | undefined): EventCursor | null {
+  if (raw === undefined) return null;
+  const m = /^(\d{1,16})\.(\d{1,16})$/.exec(raw);
+  if (!m) throw new ApiError("validation_failed", "startingAfter must be the nextCursor of a previous page", [{ path: "startingAfter", message: "not a cursor from this list" }]);
+  return { receivedAt: Number(m[1]), seq: Number(m[2]) };
+}
+
+usageRoutes.openapi(
+  createRoute({
+    method: "get",
+    path: "/{subscriptionId}/events",
+    tags: ["Usage"],
+    summary: "The stored events of a period, newest arrival first (what a summary's figures are made of)",
+    description: "Events received before a meter's reset (see the summary's resetAt) are kept here but no longer counted.",
+    middleware: [requireScopeOrRole("usage:read", access.read)] as const,
+    request: {
+      params: SubscriptionParam,
+      query: PaginationQuery.extend({
+        period: z.string().default("current").openapi({ description: "current, previous, or an ISO-8601 instant inside (or at the start of) the period" }),
+        meterId: z.string().min(1).max(64).optional(),
+      }),
+    },
+    responses: { 200: jsonResponse(listOf(StoredEventView).extend({ period: z.object({ start: z.string(), end: z.string() }) }), "A page of events"), ...errorResponses },
+  }),
+  async (c) => {
+    const { subscriptionId } = c.req.valid("param");
+    const q = c.req.valid("query");
+    const out = await meterStub(c.env, subscriptionId).events(toSelector(q.period), q.meterId ?? null, q.limit, decodeCursor(q.startingAfter), Date.now());
+    if (!out.ok) {
+      if (out.error === "unknown_subscription") throw new ApiError("not_found", `subscription ${subscriptionId} does not exist or has no usage meter`);
+      throw new ApiError("not_found", "no such period for this subscription", [{ path: "period", message: "no such period" }]);
+    }
+    return c.json(
+      {
+        period: { start: iso(out.periodStart), end: iso(out.periodEnd) },
+        data: out.events.map((e) => ({ ...e, timestamp: iso(e.timestamp), receivedAt: iso(e.receivedAt) })),
+        hasMore: out.next !== null,
+        nextCursor: out.next ? encodeCursor(out.next) : null,
+      },
+      200,
+    );
   },
 );
 
