@@ -359,6 +359,17 @@ export const notifications = sqliteTable(
   (t) => [uniqueIndex("notifications_dedupe_idx").on(t.dedupeKey), index("notifications_invoice_idx").on(t.invoiceId), index("notifications_status_idx").on(t.status, t.createdAt)],
 );
 
+/** A retention offer taken up: one per offer code, written in the same batch as the discount it applies. */
+export const offerRedemptions = sqliteTable("offer_redemptions", {
+  offerCode: text("offer_code").primaryKey(),
+  notificationId: text("notification_id").notNull(),
+  campaignId: text("campaign_id").notNull(),
+  customerId: text("customer_id").notNull(),
+  subscriptionId: text("subscription_id").notNull(),
+  discountPercent: text("discount_percent").notNull(),
+  redeemedAt: integer("redeemed_at").notNull(),
+});
+
 /** Operator settings (retry strategy, billing config) as JSON per key; cached per isolate. */
 export const settings = sqliteTable("settings", {
   key: text("key").primaryKey(),

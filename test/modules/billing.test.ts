@@ -166,6 +166,31 @@ describe("a subscription's life on a test clock", () => {
     expect(inv.total.amountMinor).toBe(5064);
   });
 
+  it("applies a discount set mid-life from the next invoice on, until it is removed", async () => {
+    const clock = await clockAt("2024-03-01T00:00:00Z");
+    const customer = await createCustomer({ testClockId: clock });
+    const plan = await createPlan({ name: "Ten", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "10" }] });
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id } })).body;
+
+    const set = await api("PUT", `/api/v1/subscriptions/${sub.id}/discount`, { as: "support", body: { discountPercent: "12.50", reason: "retention call" } });
+    expect(set.status, JSON.stringify(set.body)).toBe(200);
+    expect(set.body.discountPercent).toBe("12.5");
+    await advance(clock, "2024-04-01T00:00:00Z");
+    expect((await api("PUT", `/api/v1/subscriptions/${sub.id}/discount`, { body: { discountPercent: null } })).body.discountPercent).toBeNull();
+    await advance(clock, "2024-05-01T00:00:00Z");
+    // The first invoice was issued before the discount; April's has 12.5 % off; May's none again.
+    expect((await invoicesOf(sub.id)).map((i: any) => [i.discount.amountMinor, i.total.amountMinor])).toEqual([
+      [0, 1000],
+      [125, 875],
+      [0, 1000],
+    ]);
+    const audit = await api("GET", `/api/v1/audit/search?action=subscription.discount_changed&target=${sub.id}`);
+    expect(audit.body.data.map((e: any) => e.reason ?? null)).toEqual([null, "retention call"]);
+
+    expect((await api("PUT", `/api/v1/subscriptions/${sub.id}/discount`, { body: { discountPercent: 150 } })).body.errors[0].path).toBe("discountPercent");
+    expect((await api("PUT", `/api/v1/subscriptions/${sub.id}/discount`, { as: "finance", body: { discountPercent: 5 } })).status).toBe(403);
+  });
+
   it("schedules a plan change for the next cycle and cancels at period end", async () => {
     const clock = await clockAt("2025-01-31T00:00:00Z");
     const customer = await createCustomer({ testClockId: clock });

@@ -269,6 +269,45 @@ describe("POST /api/v1/campaigns/retention", () => {
   });
 });
 
+describe("POST /api/v1/campaigns/retention/redeem", () => {
+  const offerOf = async (customerId: string) =>
+    (await env.DB.prepare("SELECT id, json_extract(payload, '$.offerCode') AS code, json_extract(payload, '$.offer.discountPercent') AS pct FROM notifications WHERE kind = 'retention.offer' AND customer_id = ? AND json_extract(payload, '$.expiresAt') > ? ORDER BY created_at DESC LIMIT 1").bind(customerId, new Date().toISOString()).first<{ id: string; code: string; pct: number }>())!;
+  const redeem = (offerCode: string, subscriptionId: string, role: Role = "support") => call("POST", "/api/v1/campaigns/retention/redeem", { offerCode, subscriptionId }, { role });
+
+  it("applies the offer's discount to the customer's subscription once, audited", async () => {
+    const { code, pct } = await offerOf(w.a.id);
+    const r = await redeem(code, w.subA.id);
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body).toMatchObject({ offerCode: code, discountPercent: String(pct), subscription: { id: w.subA.id, discountPercent: String(pct) } });
+    expect((await call("GET", `/api/v1/subscriptions/${w.subA.id}`)).body.discountPercent).toBe(String(pct));
+    const audit = await env.DB.prepare("SELECT action FROM audit_log WHERE target_id IN (?, ?) AND action IN ('campaign.offer_redeemed', 'subscription.discount_changed')").bind(w.subA.id, r.body.campaignId).all<{ action: string }>();
+    expect(audit.results.map((a) => a.action).sort()).toEqual(["campaign.offer_redeemed", "subscription.discount_changed"]);
+
+    const again = await redeem(code, w.subA.id);
+    expect(again.status).toBe(409);
+    expect(again.body.errors[0]).toMatchObject({ path: "offerCode", message: "already redeemed" });
+  });
+
+  it("refuses a code sent to someone else, an unknown or expired code, a smaller discount, and roles that cannot change subscriptions", async () => {
+    const b = await offerOf(w.b.id);
+    expect((await redeem(b.code, w.subA.id)).status).toBe(404); // b's offer, a's subscription
+    expect((await redeem("RET-NOPE", w.subB.id)).body.errors[0].path).toBe("offerCode");
+    expect((await redeem(b.code, w.subB.id, "finance")).status).toBe(403);
+
+    const discounted = await call("PUT", `/api/v1/subscriptions/${w.subB.id}/discount`, { discountPercent: 50, reason: "goodwill" });
+    expect(discounted.status, JSON.stringify(discounted.body)).toBe(200);
+    const smaller = await redeem(b.code, w.subB.id);
+    expect(smaller.status).toBe(409);
+    expect(smaller.body.errors[0].path).toBe("subscriptionId");
+
+    await env.DB.prepare("UPDATE notifications SET payload = json_set(payload, '$.expiresAt', ?) WHERE id = ?").bind(new Date(Date.now() - 1000).toISOString(), b.id).run();
+    await call("PUT", `/api/v1/subscriptions/${w.subB.id}/discount`, { discountPercent: null });
+    const expired = await redeem(b.code, w.subB.id);
+    expect(expired.status).toBe(422);
+    expect(expired.body.errors[0]).toMatchObject({ path: "offerCode", message: "expired" });
+  });
+});
+
 describe("POST /api/v1/analytics/churn-analysis", () => {
   it("churn of the period by plan, tenure and type, with ranked reasons and feedback, stored in R2 (runbook curl -d)", async () => {
     const now = Date.now();
@@ -382,7 +421,8 @@ describe("retention: OpenAPI", () => {
     expect(churn.requestBody).toBeUndefined();
     expect(campaign.requestBody).toBeUndefined();
     expect(churn.description).toContain("last_12_months");
-    expect(campaign.description).toContain("not automated here");
+    expect(campaign.description).toContain("POST /api/v1/campaigns/retention/redeem");
+    expect(doc.paths["/api/v1/campaigns/retention/redeem"].post.requestBody).toBeUndefined();
     expect(atRisk.description).toContain("cancel_at_period_end 40");
     expect(atRisk.parameters.map((p: any) => p.name)).toContain("limit");
   });

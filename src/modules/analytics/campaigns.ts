@@ -14,6 +14,7 @@ import { iso, DAY_MS } from "../../lib/time";
 import type { WebhookMessage } from "../../../queues/messages";
 import { closedObject } from "../admin/config";
 import { customerContacts, scoreAtRiskCustomers } from "./at-risk";
+import { RedeemedOffer, RedeemOfferBody, redeemRetentionOffer } from "./redeem-offer";
 
 // Retention campaigns (runbook "High Churn Rate" → "Retention Actions"): offers are sent, never applied here.
 
@@ -158,12 +159,29 @@ export const campaignRoutes = router().openapi(
       `Targets the customers of GET /api/v1/analytics/at-risk-customers scoring at least ${RETENTION_MIN_SCORE}, highest first, at most ${MAX_CAMPAIGN_TARGETS} per campaign, ` +
       "skipping those who still hold an unexpired retention offer. Each gets a `retention.offer` notification (template `retention_offer`) with an offer code and expiry, " +
       "sent through the notifications queue; the campaign is recorded in the audit log (`campaign.retention_sent`). " +
-      "Nothing changes on any subscription: accepting the offer applies it as the subscription's discount (discountPercent), which is not automated here.",
+      "Nothing changes on any subscription until the offer is taken up: POST /api/v1/campaigns/retention/redeem with the offer code applies it as the subscription's discount.",
     middleware: [requireRole(access.finance)] as const,
     responses: { 200: jsonResponse(RetentionCampaign, "The campaign and the offers sent"), ...errorResponses },
   }),
   async (c) => {
     const body = await lenientJson(c, RetentionCampaignBody);
     return c.json(await sendRetentionCampaign(c.env, dbOf(c.env), body, auditCtx(c)), 200);
+  },
+).openapi(
+  createRoute({
+    method: "post",
+    path: "/retention/redeem",
+    tags: ["Analytics"],
+    summary: "Take up a retention offer: its discount becomes the subscription's, once per offer code (audited)",
+    description:
+      "Body (JSON, any Content-Type): `{ offerCode, subscriptionId }`. 404 when no such offer was sent to the subscription's customer, 422 when it expired, " +
+      "409 when it was already redeemed or the subscription already has at least that discount. The discount applies from the next invoice on, until changed with PUT /api/v1/subscriptions/{id}/discount.",
+    middleware: [requireRole(access.subscriptions)] as const,
+    responses: { 200: jsonResponse(RedeemedOffer, "The offer was applied"), ...errorResponses },
+  }),
+  async (c) => {
+    const body = await lenientJson(c, RedeemOfferBody);
+    const ctx = auditCtx(c);
+    return c.json(await redeemRetentionOffer(dbOf(c.env), body, Date.now(), ctx), 200);
   },
 );

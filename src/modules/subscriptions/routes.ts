@@ -6,6 +6,7 @@ import { subscriptionStatuses } from "../../db/schema";
 import { auditCtx } from "../../http/context";
 import { CreateSubscription, Subscription } from "./schemas";
 import { cancel, changePlan, pause, resume } from "./lifecycle";
+import { discountPercentOf, setDiscount } from "./discount";
 import { nowFor } from "../test-clocks/time";
 import { money } from "../../domain/money";
 import { iso, startOf } from "../../lib/time";
@@ -77,6 +78,31 @@ subscriptionRoutes
       const { db, sub, now } = await subscriptionAndNow(c.env, c.req.valid("param").id);
       const after = await pause(c.env, db, sub, { reason: body.reason, resumeDate: body.resumeDate ? startOf(body.resumeDate) : undefined }, auditCtx(c, now));
       return c.json(toSubscription(after), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "put",
+      path: "/{id}/discount",
+      tags: ["Subscriptions"],
+      summary: "Set or remove (null) the percentage off every invoice line, from the next invoice on (audited)",
+      middleware: [requireRole(access.subscriptions)] as const,
+      request: {
+        params: IdParam,
+        ...jsonBody(
+          z.object({
+            discountPercent: z.union([z.string(), z.number()]).nullable().openapi({ type: "string", example: "25", description: "0-100, at most 4 decimals; null removes it" }),
+            reason: z.string().min(1).max(200).optional(),
+          }),
+        ),
+      },
+      responses: { 200: jsonResponse(LifecycleResult, "The subscription with its new discount"), ...errorResponses },
+    }),
+    async (c) => {
+      const body = c.req.valid("json");
+      const { db, sub, now } = await subscriptionAndNow(c.env, c.req.valid("param").id);
+      const discountPercent = body.discountPercent === null ? null : discountPercentOf(body.discountPercent);
+      return c.json(toSubscription(await setDiscount(db, sub, { discountPercent, reason: body.reason }, auditCtx(c, now))), 200);
     },
   )
   .openapi(

@@ -1,4 +1,5 @@
 import { and, eq } from "drizzle-orm";
+import { discountPercentOf } from "./discount";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import type { BatchItem } from "drizzle-orm/batch";
@@ -89,10 +90,7 @@ export async function createSubscription(env: Env, db: Db, input: z.infer<typeof
     start = Math.max(p.start, now);
     end = p.end;
   }
-  if (input.discountPercent !== undefined) {
-    const pct = parseDecimal(input.discountPercent, 4);
-    if (!pct.ok || pct.value < 0n || pct.value > 100n * ONE) throw invalid([{ path: "discountPercent", message: "must be a percentage between 0 and 100 with at most 4 decimals" }]);
-  }
+  const discountPercent = input.discountPercent === undefined ? null : discountPercentOf(input.discountPercent);
   const status: SubscriptionStatus = trialEnd !== null ? "trialing" : "active";
   const row: Row = {
     id: newId("sub"),
@@ -122,7 +120,7 @@ export async function createSubscription(env: Env, db: Db, input: z.infer<typeof
     pendingQuantity: null,
     pendingChangeAt: null,
     pendingProrate: null,
-    discountPercent: input.discountPercent ?? null,
+    discountPercent,
     configVersion: 1,
     meterSyncedVersion: 0,
     createdAt: now,

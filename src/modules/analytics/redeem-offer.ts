@@ -1,0 +1,84 @@
+import { z } from "@hono/zod-openapi";
+import { and, eq, gte, lt } from "drizzle-orm";
+import type { Db } from "../../db/client";
+import type { AuditContext } from "../../db/audit";
+import { isUniqueViolation } from "../../db/assert";
+import { notifications, offerRedemptions } from "../../db/schema";
+import { ApiError } from "../../http/problem";
+import { discountPercentOf, largerDiscount, setDiscount } from "../subscriptions/discount";
+import { getSubscriptionRow, toSubscription } from "../subscriptions/service";
+import { Subscription } from "../subscriptions/schemas";
+import { closedObject } from "../admin/config";
+
+export const RedeemOfferBody = closedObject({
+  offerCode: z.string().min(1).max(64).openapi({ example: "RET-7KQ2M9XW4P" }),
+  subscriptionId: z.string().min(1).openapi({ example: "sub_123", description: "A subscription of the customer the offer was sent to" }),
+}).openapi("RedeemRetentionOffer");
+
+export const RedeemedOffer = z
+  .object({
+    offerCode: z.string(),
+    campaignId: z.string(),
+    discountPercent: z.string(),
+    redeemedAt: z.string(),
+    subscription: Subscription,
+  })
+  .openapi("RedeemedRetentionOffer");
+
+const alreadyRedeemed = (code: string) => new ApiError("conflict", `offer ${code} was already redeemed`, [{ path: "offerCode", message: "already redeemed" }]);
+
+type Offer = { notificationId: string; campaignId: string; discountPercent: string; expiresAt: string };
+
+/** The retention offer with this code sent to `customerId` (the dedupe key `retention:<customer>:<campaign>` bounds the lookup). */
+async function offerFor(db: Db, customerId: string, code: string): Promise<Offer | null> {
+  const rows = await db
+    .select({ id: notifications.id, payload: notifications.payload })
+    .from(notifications)
+    .where(and(gte(notifications.dedupeKey, `retention:${customerId}:`), lt(notifications.dedupeKey, `retention:${customerId};`)))
+    .all();
+  for (const r of rows) {
+    const p = r.payload as { offerCode?: string; campaignId?: string; expiresAt?: string; offer?: { discountPercent?: number } };
+    if (p.offerCode === code && p.campaignId && p.expiresAt && p.offer?.discountPercent !== undefined) {
+      return { notificationId: r.id, campaignId: p.campaignId, discountPercent: discountPercentOf(p.offer.discountPercent), expiresAt: p.expiresAt };
+    }
+  }
+  return null;
+}
+
+/**
+ * Takes up a retention offer: the subscription's discount becomes the offer's, once per offer code, before the
+ * offer expires, and never lower than a discount the subscription already has. The discount and the redemption
+ * marker commit in one batch, so a code cannot be used twice even by concurrent requests.
+ */
+export async function redeemRetentionOffer(db: Db, input: z.infer<typeof RedeemOfferBody>, now: number, ctx: AuditContext) {
+  const sub = await getSubscriptionRow(db, input.subscriptionId);
+  const offer = await offerFor(db, sub.customerId, input.offerCode);
+  if (!offer) throw new ApiError("not_found", `no retention offer ${input.offerCode} was sent to this subscription's customer`, [{ path: "offerCode", message: "unknown offer for this customer" }]);
+  if (Date.parse(offer.expiresAt) <= now) throw new ApiError("unprocessable", `offer ${input.offerCode} expired at ${offer.expiresAt}`, [{ path: "offerCode", message: "expired" }]);
+  const redeemed = await db.select({ subscriptionId: offerRedemptions.subscriptionId }).from(offerRedemptions).where(eq(offerRedemptions.offerCode, input.offerCode)).get();
+  if (redeemed) throw alreadyRedeemed(input.offerCode);
+  if (!largerDiscount(offer.discountPercent, sub.discountPercent)) {
+    throw new ApiError("conflict", `subscription ${sub.id} already has a ${sub.discountPercent}% discount, at least the offer's ${offer.discountPercent}%`, [{ path: "subscriptionId", message: "already discounted as much" }]);
+  }
+  let after;
+  try {
+    after = await setDiscount(db, sub, { discountPercent: offer.discountPercent, reason: `retention offer ${input.offerCode}` }, ctx, {
+      statements: [
+        db.insert(offerRedemptions).values({
+          offerCode: input.offerCode,
+          notificationId: offer.notificationId,
+          campaignId: offer.campaignId,
+          customerId: sub.customerId,
+          subscriptionId: sub.id,
+          discountPercent: offer.discountPercent,
+          redeemedAt: now,
+        }),
+      ],
+      audit: [{ action: "campaign.offer_redeemed", targetType: "campaign", targetId: offer.campaignId, after: { offerCode: input.offerCode, customerId: sub.customerId, subscriptionId: sub.id, discountPercent: offer.discountPercent } }],
+    });
+  } catch (e) {
+    if (isUniqueViolation(e, "offer_redemptions.offer_code")) throw alreadyRedeemed(input.offerCode);
+    throw e;
+  }
+  return { offerCode: input.offerCode, campaignId: offer.campaignId, discountPercent: offer.discountPercent, redeemedAt: new Date(now).toISOString(), subscription: toSubscription(after) };
+}
