@@ -97,6 +97,8 @@ export const subscriptions = sqliteTable(
     pendingProrate: integer("pending_prorate", { mode: "boolean" }),
     /** Percentage off every invoice line before tax, as a decimal string ("10" = 10 %). */
     discountPercent: text("discount_percent"),
+    /** The discount applies to invoices billed at or before this instant; null: until removed. */
+    discountUntil: integer("discount_until"),
     /** Bumped on every change; the usage meter acknowledges the version it holds. */
     configVersion: integer("config_version").notNull().default(1),
     meterSyncedVersion: integer("meter_synced_version").notNull().default(0),

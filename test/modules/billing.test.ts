@@ -191,6 +191,20 @@ describe("a subscription's life on a test clock", () => {
     expect((await api("PUT", `/api/v1/subscriptions/${sub.id}/discount`, { as: "finance", body: { discountPercent: 5 } })).status).toBe(403);
   });
 
+  it("a discount with an end covers the invoices billed up to it, judged by the billing date, not the run's", async () => {
+    const clock = await clockAt("2024-03-01T00:00:00Z");
+    const customer = await createCustomer({ testClockId: clock });
+    const plan = await createPlan({ name: "Ten", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "10" }] });
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id } })).body;
+    const set = await api("PUT", `/api/v1/subscriptions/${sub.id}/discount`, { body: { discountPercent: 20, until: "2024-04-01" } });
+    expect(set.status, JSON.stringify(set.body)).toBe(200);
+    expect(set.body).toMatchObject({ discountPercent: "20", discountUntil: "2024-04-01T23:59:59.999Z" });
+    // The clock jumps past both renewals at once: 1 April is billed on 1 April (covered), 1 May is not.
+    await advance(clock, "2024-05-02T00:00:00Z");
+    expect((await invoicesOf(sub.id)).map((i: any) => i.total.amountMinor)).toEqual([1000, 800, 1000]);
+    expect((await api("PUT", `/api/v1/subscriptions/${sub.id}/discount`, { body: { discountPercent: 5, until: "2024-01-01" } })).body.errors[0].path).toBe("until");
+  });
+
   it("schedules a plan change for the next cycle and cancels at period end", async () => {
     const clock = await clockAt("2025-01-31T00:00:00Z");
     const customer = await createCustomer({ testClockId: clock });

@@ -236,8 +236,10 @@ describe("POST /api/v1/campaigns/retention", () => {
     // Once A's offer has expired, A is offered again under the new campaign.
     const a = await env.DB.prepare("SELECT id, payload FROM notifications WHERE kind = 'retention.offer' AND customer_id = ?").bind(w.a.id).first<any>();
     await env.DB.prepare("UPDATE notifications SET payload = json_set(payload, '$.expiresAt', ?) WHERE id = ?").bind(new Date(Date.now() - 1000).toISOString(), a.id).run();
-    const again = await call("POST", "/api/v1/campaigns/retention", { discountPercent: 10, validityDays: 7 }, { role: "finance" });
-    expect(again.body).toMatchObject({ targeted: 1, skipped: { holdingOffer: 1 } });
+    const again = await call("POST", "/api/v1/campaigns/retention", { discountPercent: 10, validityDays: 7, discountDays: 60 }, { role: "finance" });
+    expect(again.body).toMatchObject({ targeted: 1, skipped: { holdingOffer: 1 }, offer: { discountPercent: 10, discountDays: 60 } });
+    const sent = await env.DB.prepare("SELECT json_extract(payload, '$.offer.discountDays') AS days FROM notifications WHERE id = ?").bind(again.body.offers[0].notificationId).first<{ days: number }>();
+    expect(sent!.days).toBe(60);
     expect(again.body.offers[0]).toMatchObject({ customerId: w.a.id });
     expect(webhookSent).toEqual([{ type: "notification.send", notificationId: again.body.offers[0].notificationId }]);
   });
@@ -286,6 +288,23 @@ describe("POST /api/v1/campaigns/retention/redeem", () => {
     const again = await redeem(code, w.subA.id);
     expect(again.status).toBe(409);
     expect(again.body.errors[0]).toMatchObject({ path: "offerCode", message: "already redeemed" });
+  });
+
+  it("an offer with discountDays discounts the invoices of that many days from the redemption", async () => {
+    const c = await customer("USD", { name: "Timed offer" });
+    const sub = await subscribe(c.id, w.pro.id);
+    const campaignId = unique("cmp");
+    const code = `RET-${unique("T").slice(-10).toUpperCase()}`;
+    await env.DB.prepare("INSERT INTO notifications (id, kind, customer_id, template, payload, dedupe_key, status, created_at) VALUES (?, 'retention.offer', ?, 'retention_offer', ?, ?, 'sent', ?)")
+      .bind(unique("ntf"), c.id, JSON.stringify({ campaignId, offerCode: code, offer: { type: "discount", discountPercent: 30, validityDays: 7, discountDays: 90 }, expiresAt: new Date(Date.now() + 7 * DAY).toISOString() }), `retention:${c.id}:${campaignId}`, Date.now())
+      .run();
+    const before = Date.now();
+    const r = await redeem(code, sub.id);
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    const until = Date.parse(r.body.subscription.discountUntil);
+    expect(until - before).toBeGreaterThanOrEqual(90 * DAY);
+    expect(until - Date.now()).toBeLessThanOrEqual(90 * DAY);
+    expect(r.body.subscription.discountPercent).toBe("30");
   });
 
   it("refuses a code sent to someone else, an unknown or expired code, a smaller discount, and roles that cannot change subscriptions", async () => {

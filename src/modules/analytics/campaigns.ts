@@ -39,6 +39,7 @@ export const RetentionCampaignBody = closedObject({
   offerType: z.string().default("discount").openapi({ description: 'Only "discount" for now' }),
   discountPercent: z.number().int().min(1).max(100).openapi({ description: "Whole percent off, 1-100", example: 25 }),
   validityDays: z.number().int().min(1).max(365).openapi({ description: "Days the offer can be accepted, 1-365", example: 30 }),
+  discountDays: z.number().int().min(1).max(730).optional().openapi({ description: "Days the discount lasts once taken up (invoices billed in that time); omitted: until removed", example: 90 }),
 });
 export type RetentionCampaignBody = z.infer<typeof RetentionCampaignBody>;
 
@@ -47,7 +48,7 @@ export const RetentionCampaign = z
     campaignId: z.string(),
     targeted: z.number().int().openapi({ description: "Customers sent an offer now (one notification each)" }),
     minScore: z.number().int(),
-    offer: z.object({ type: z.literal("discount"), discountPercent: z.number().int(), validityDays: z.number().int(), expiresAt: z.string() }),
+    offer: z.object({ type: z.literal("discount"), discountPercent: z.number().int(), validityDays: z.number().int(), discountDays: z.number().int().optional(), expiresAt: z.string() }),
     skipped: z.object({
       holdingOffer: z.number().int().openapi({ description: "Eligible customers who still hold an unexpired retention offer from an earlier campaign" }),
       overLimit: z.number().int().openapi({ description: `Eligible customers beyond the ${MAX_CAMPAIGN_TARGETS} of one campaign` }),
@@ -84,7 +85,7 @@ export async function sendRetentionCampaign(env: Env, db: Db, input: RetentionCa
 
   const campaignId = newId("cmp");
   const expiresAt = iso(ctx.now + input.validityDays * DAY_MS);
-  const offer = { type: "discount" as const, discountPercent: input.discountPercent, validityDays: input.validityDays, expiresAt };
+  const offer = { type: "discount" as const, discountPercent: input.discountPercent, validityDays: input.validityDays, ...(input.discountDays ? { discountDays: input.discountDays } : {}), expiresAt };
   const rows: (typeof notifications.$inferInsert & { payload: Record<string, unknown> })[] = targets
     .filter((t) => contacts.has(t.customerId))
     .map((t) => {
@@ -99,7 +100,7 @@ export async function sendRetentionCampaign(env: Env, db: Db, input: RetentionCa
           campaignId,
           customerEmail: contact.email,
           customerName: contact.name,
-          offer: { type: offer.type, discountPercent: offer.discountPercent, validityDays: offer.validityDays },
+          offer: { type: offer.type, discountPercent: offer.discountPercent, validityDays: offer.validityDays, ...(input.discountDays ? { discountDays: input.discountDays } : {}) },
           offerCode: offerCode(),
           expiresAt,
           score: t.score,

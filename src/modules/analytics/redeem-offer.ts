@@ -9,6 +9,8 @@ import { discountPercentOf, largerDiscount, setDiscount } from "../subscriptions
 import { getSubscriptionRow, toSubscription } from "../subscriptions/service";
 import { Subscription } from "../subscriptions/schemas";
 import { closedObject } from "../admin/config";
+import { DAY_MS } from "../../lib/time";
+import { discountAt } from "../billing/invoice-builder";
 
 export const RedeemOfferBody = closedObject({
   offerCode: z.string().min(1).max(64).openapi({ example: "RET-7KQ2M9XW4P" }),
@@ -27,7 +29,7 @@ export const RedeemedOffer = z
 
 const alreadyRedeemed = (code: string) => new ApiError("conflict", `offer ${code} was already redeemed`, [{ path: "offerCode", message: "already redeemed" }]);
 
-type Offer = { notificationId: string; campaignId: string; discountPercent: string; expiresAt: string };
+type Offer = { notificationId: string; campaignId: string; discountPercent: string; discountDays: number | null; expiresAt: string };
 
 /** The retention offer with this code sent to `customerId` (the dedupe key `retention:<customer>:<campaign>` bounds the lookup). */
 async function offerFor(db: Db, customerId: string, code: string): Promise<Offer | null> {
@@ -37,17 +39,17 @@ async function offerFor(db: Db, customerId: string, code: string): Promise<Offer
     .where(and(gte(notifications.dedupeKey, `retention:${customerId}:`), lt(notifications.dedupeKey, `retention:${customerId};`)))
     .all();
   for (const r of rows) {
-    const p = r.payload as { offerCode?: string; campaignId?: string; expiresAt?: string; offer?: { discountPercent?: number } };
+    const p = r.payload as { offerCode?: string; campaignId?: string; expiresAt?: string; offer?: { discountPercent?: number; discountDays?: number } };
     if (p.offerCode === code && p.campaignId && p.expiresAt && p.offer?.discountPercent !== undefined) {
-      return { notificationId: r.id, campaignId: p.campaignId, discountPercent: discountPercentOf(p.offer.discountPercent), expiresAt: p.expiresAt };
+      return { notificationId: r.id, campaignId: p.campaignId, discountPercent: discountPercentOf(p.offer.discountPercent), discountDays: p.offer.discountDays ?? null, expiresAt: p.expiresAt };
     }
   }
   return null;
 }
 
 /**
- * Takes up a retention offer: the subscription's discount becomes the offer's, once per offer code, before the
- * offer expires, and never lower than a discount the subscription already has. The discount and the redemption
+ * Takes up a retention offer: the subscription's discount becomes the offer's (for its `discountDays`, if it has
+ * them), once per offer code, before the offer expires, and never lower than a discount the subscription already has. The discount and the redemption
  * marker commit in one batch, so a code cannot be used twice even by concurrent requests.
  */
 export async function redeemRetentionOffer(db: Db, input: z.infer<typeof RedeemOfferBody>, now: number, ctx: AuditContext) {
@@ -57,12 +59,14 @@ export async function redeemRetentionOffer(db: Db, input: z.infer<typeof RedeemO
   if (Date.parse(offer.expiresAt) <= now) throw new ApiError("unprocessable", `offer ${input.offerCode} expired at ${offer.expiresAt}`, [{ path: "offerCode", message: "expired" }]);
   const redeemed = await db.select({ subscriptionId: offerRedemptions.subscriptionId }).from(offerRedemptions).where(eq(offerRedemptions.offerCode, input.offerCode)).get();
   if (redeemed) throw alreadyRedeemed(input.offerCode);
-  if (!largerDiscount(offer.discountPercent, sub.discountPercent)) {
-    throw new ApiError("conflict", `subscription ${sub.id} already has a ${sub.discountPercent}% discount, at least the offer's ${offer.discountPercent}%`, [{ path: "subscriptionId", message: "already discounted as much" }]);
+  const current = discountAt(sub, now);
+  if (!largerDiscount(offer.discountPercent, current)) {
+    throw new ApiError("conflict", `subscription ${sub.id} already has a ${current}% discount, at least the offer's ${offer.discountPercent}%`, [{ path: "subscriptionId", message: "already discounted as much" }]);
   }
   let after;
   try {
-    after = await setDiscount(db, sub, { discountPercent: offer.discountPercent, reason: `retention offer ${input.offerCode}` }, ctx, {
+    const until = offer.discountDays ? now + offer.discountDays * DAY_MS : null;
+    after = await setDiscount(db, sub, { discountPercent: offer.discountPercent, until, reason: `retention offer ${input.offerCode}` }, ctx, {
       statements: [
         db.insert(offerRedemptions).values({
           offerCode: input.offerCode,

@@ -47,6 +47,11 @@ export async function unbilledPending(db: Db, subscriptionId: string): Promise<P
   return db.select().from(pendingItems).where(and(eq(pendingItems.subscriptionId, subscriptionId), isNull(pendingItems.invoiceId))).all();
 }
 
+/** The subscription's discount for an invoice billed at `at`: none once its `discountUntil` has passed. */
+export function discountAt(sub: Pick<SubscriptionRow, "discountPercent" | "discountUntil">, at: number): string | null {
+  return sub.discountUntil !== null && at > sub.discountUntil ? null : sub.discountPercent;
+}
+
 export type BuiltInvoice = { invoice: InvoiceRow; lines: PricedLine[]; statements: BatchItem<"sqlite">[] };
 
 /**
@@ -64,11 +69,13 @@ export async function buildDraftInvoice(
     billingReason: InvoiceRow["billingReason"];
     generationKey: string;
     now: number;
+    /** When the invoice bills: a renewal's period boundary (however late the run), else `now`. Decides the discount. */
+    billedAt?: number;
   },
 ): Promise<BuiltInvoice> {
   const { sub, customer, now } = input;
   const tax = await taxFor(db, customer, input.period.end);
-  const { lines, totals } = priceLines(input.lines, { discountPercent: sub.discountPercent, taxRate: tax.rate });
+  const { lines, totals } = priceLines(input.lines, { discountPercent: discountAt(sub, input.billedAt ?? now), taxRate: tax.rate });
   // A negative total becomes customer credit; credit already held pays (part of) a positive total.
   const creditApplied = totals.total > 0 ? Math.min(customer.creditBalance, totals.total) : 0;
   const creditAdded = totals.total < 0 ? -totals.total : 0;

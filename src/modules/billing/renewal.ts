@@ -132,6 +132,7 @@ async function periodEnd(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, 
       billingReason: "subscription_cycle",
       generationKey: `${sub.id}:cycle:${ended.end}`,
       now: ctx.now,
+      billedAt: ended.end,
     });
     invoiceId = built.invoice.id;
     extra = built.statements;

@@ -25,29 +25,31 @@ export function largerDiscount(a: string, b: string | null): boolean {
 }
 
 /**
- * Sets (or with null removes) the subscription's discount from its next invoice on; invoices already issued keep
- * theirs. Audited with the reason; `extra` statements commit in the same batch (a redemption marker, say).
+ * Sets (or with null removes) the subscription's discount from its next invoice on, for invoices billed up to
+ * `until` (null: until removed); invoices already issued keep theirs. Audited with the reason; `extra` statements commit in the same batch (a redemption marker, say).
  */
 export async function setDiscount(
   db: Db,
   sub: SubscriptionRow,
-  input: { discountPercent: string | null; reason?: string | undefined },
+  input: { discountPercent: string | null; until?: number | null | undefined; reason?: string | undefined },
   ctx: AuditContext,
   extra: { statements?: BatchItem<"sqlite">[]; audit?: AuditEntry[] } = {},
 ): Promise<SubscriptionRow> {
   if (sub.status === "canceled") throw new ApiError("conflict", `subscription ${sub.id} is canceled`, [{ path: "id", message: "canceled" }]);
+  const until = input.discountPercent === null ? null : (input.until ?? null);
+  if (until !== null && until <= ctx.now) throw invalid([{ path: "until", message: "must be in the future" }]);
   const ok = await commitSubscriptionChange(
     db,
     sub,
-    { discountPercent: input.discountPercent },
+    { discountPercent: input.discountPercent, discountUntil: until },
     extra.statements ?? [],
     [
       {
         action: "subscription.discount_changed",
         targetType: "subscription",
         targetId: sub.id,
-        before: { discountPercent: sub.discountPercent },
-        after: { discountPercent: input.discountPercent },
+        before: { discountPercent: sub.discountPercent, until: sub.discountUntil },
+        after: { discountPercent: input.discountPercent, until },
         ...(input.reason ? { reason: input.reason } : {}),
       },
       ...(extra.audit ?? []),

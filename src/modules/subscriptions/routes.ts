@@ -9,7 +9,7 @@ import { cancel, changePlan, pause, resume } from "./lifecycle";
 import { discountPercentOf, setDiscount } from "./discount";
 import { nowFor } from "../test-clocks/time";
 import { money } from "../../domain/money";
-import { iso, startOf } from "../../lib/time";
+import { endExclusiveOf, iso, startOf } from "../../lib/time";
 import { createSubscription, getSubscriptionRow, listSubscriptions, toSubscription } from "./service";
 
 const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "sub_123" }) });
@@ -92,6 +92,7 @@ subscriptionRoutes
         ...jsonBody(
           z.object({
             discountPercent: z.union([z.string(), z.number()]).nullable().openapi({ type: "string", example: "25", description: "0-100, at most 4 decimals; null removes it" }),
+            until: DateOrInstant.nullable().optional().openapi({ description: "Last day (UTC, inclusive) or instant of invoices it covers; omitted or null: until removed" }),
             reason: z.string().min(1).max(200).optional(),
           }),
         ),
@@ -102,7 +103,8 @@ subscriptionRoutes
       const body = c.req.valid("json");
       const { db, sub, now } = await subscriptionAndNow(c.env, c.req.valid("param").id);
       const discountPercent = body.discountPercent === null ? null : discountPercentOf(body.discountPercent);
-      return c.json(toSubscription(await setDiscount(db, sub, { discountPercent, reason: body.reason }, auditCtx(c, now))), 200);
+      const until = body.until ? endExclusiveOf(body.until) - 1 : null;
+      return c.json(toSubscription(await setDiscount(db, sub, { discountPercent, until, reason: body.reason }, auditCtx(c, now))), 200);
     },
   )
   .openapi(

@@ -42,6 +42,7 @@ export const Subscription = z
     cancelFeedback: z.string().nullable(),
     endedAt: z.string().nullable(),
     discountPercent: z.string().nullable(),
+    discountUntil: z.string().nullable().openapi({ description: "The discount covers invoices billed up to this instant; null: until removed" }),
     pendingChange: z.object({ planId: z.string(), planVersion: z.number().int(), quantity: z.number().int(), effectiveAt: z.string() }).nullable(),
     testClockId: z.string().nullable(),
     metadata: z.record(z.string(), z.string()),

@@ -44,6 +44,7 @@ export function toSubscription(r: Row): z.infer<typeof Subscription> {
     cancelFeedback: r.cancelFeedback,
     endedAt: iso(r.endedAt),
     discountPercent: r.discountPercent,
+    discountUntil: iso(r.discountUntil),
     pendingChange:
       r.pendingPlanId && r.pendingChangeAt !== null
         ? { planId: r.pendingPlanId, planVersion: r.pendingPlanVersion ?? 1, quantity: r.pendingQuantity ?? r.quantity, effectiveAt: iso(r.pendingChangeAt) }
@@ -121,6 +122,7 @@ export async function createSubscription(env: Env, db: Db, input: z.infer<typeof
     pendingChangeAt: null,
     pendingProrate: null,
     discountPercent,
+    discountUntil: null,
     configVersion: 1,
     meterSyncedVersion: 0,
     createdAt: now,

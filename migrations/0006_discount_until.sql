@@ -1,0 +1,1 @@
+ALTER TABLE `subscriptions` ADD `discount_until` integer;
