@@ -1,7 +1,7 @@
 import { and, count, isNull, lte, ne, or, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../db/client";
-import { metricCounters, subscriptions } from "../db/schema";
+import { metricCounters, notifications, subscriptions } from "../db/schema";
 import { currencyExponent, formatMinor } from "../domain/money";
 
 /**
@@ -92,6 +92,7 @@ export const METRIC_FAMILIES: readonly Family[] = [
   { name: "billing_http_request_duration_seconds", type: "histogram", help: "HTTP request duration" },
   { name: "billing_subscriptions_active", type: "gauge", help: "Number of subscriptions by plan and status (canceled excluded)" },
   { name: "billing_subscription_queue_size", type: "gauge", help: "Subscriptions overdue for their renewal, resume or scheduled change" },
+  { name: "billing_notifications", type: "gauge", help: "Customer notifications by delivery status (queued, sent, failed)" },
 ];
 
 type Row = { name: string; labels: string; value: number };
@@ -161,7 +162,7 @@ function histogramLines(name: string, rows: Row[]): string[] {
 
 async function gauges(db: Db, now: number): Promise<Map<string, Sample[]>> {
   const real = isNull(subscriptions.testClockId);
-  const [active, queue] = await Promise.all([
+  const [active, queue, notices] = await Promise.all([
     db
       .select({ plan: subscriptions.planId, status: subscriptions.status, n: count() })
       .from(subscriptions)
@@ -175,10 +176,13 @@ async function gauges(db: Db, now: number): Promise<Map<string, Sample[]>> {
       .from(subscriptions)
       .where(and(real, ne(subscriptions.status, "canceled"), or(lte(subscriptions.currentPeriodEnd, now), lte(subscriptions.pausedUntil, now), lte(subscriptions.pendingChangeAt, now))))
       .get(),
+    db.select({ status: notifications.status, n: count() }).from(notifications).groupBy(notifications.status).all(),
   ]);
+  const byStatus = new Map(notices.map((r) => [r.status, r.n]));
   return new Map<string, Sample[]>([
     ["billing_subscriptions_active", active.map((r) => ({ name: "billing_subscriptions_active", labels: { plan: r.plan, status: r.status }, value: String(r.n) }))],
     ["billing_subscription_queue_size", [{ name: "billing_subscription_queue_size", labels: {}, value: String(queue?.n ?? 0) }]],
+    ["billing_notifications", (["queued", "sent", "failed"] as const).map((status) => ({ name: "billing_notifications", labels: { status }, value: String(byStatus.get(status) ?? 0) }))],
   ]);
 }
 

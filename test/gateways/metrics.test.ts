@@ -86,6 +86,18 @@ describe("prometheus metrics in D1", () => {
     expect(samples(later, "billing_subscription_queue_size")).toEqual(["billing_subscription_queue_size 1"]);
   });
 
+  it("counts customer notifications by delivery status, so failed deliveries can alert", async () => {
+    const before = await renderPrometheus(db);
+    const n = (text: string, status: string) => Number(samples(text, "billing_notifications").find((l) => l.includes(`status="${status}"`))!.split(" ")[1]);
+    await env.DB.prepare("INSERT INTO notifications (id, kind, customer_id, template, payload, dedupe_key, status, created_at, last_error) VALUES (?, 'invoice.reminder', 'cus_x', 't', '{}', ?, 'failed', ?, 'webhook answered 410')")
+      .bind(`ntf_metrics_${Date.now()}`, `metrics:${Date.now()}`, Date.now())
+      .run();
+    const after = await renderPrometheus(db);
+    expect(n(after, "failed")).toBe(n(before, "failed") + 1);
+    expect(n(after, "sent")).toBe(n(before, "sent"));
+    expect(after).toMatch(/^# TYPE billing_notifications gauge$/m);
+  });
+
   it("renders sparse bucket rows written with counterIncrement (and a _sum_milli) as a complete histogram", async () => {
     const name = "billing_http_request_duration_seconds";
     const a = { method: "GET", route: "/a", status: "200" };
