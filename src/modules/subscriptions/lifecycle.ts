@@ -175,7 +175,9 @@ export async function changePlanNow(env: Env, db: Db, sub: SubscriptionRow, plan
     next: { prices: asPrices(next.prices), quantity: opts.quantity, name: `${next.name} v${next.version}` },
   };
   // Advance fees: credit the unused time, charge the new remaining time. Arrears fees: each plan for its own time.
-  const proration = opts.prorate && sub.status !== "trialing" ? [...prorationLines(change), ...arrearsProrationLines(change)] : [];
+  // A paused period bills no arrears fees at its end, so there is no arrears share to move between plans.
+  const proration =
+    opts.prorate && sub.status !== "trialing" ? [...prorationLines(change), ...(sub.status === "paused" ? [] : arrearsProrationLines(change))] : [];
   const lines = [...proration, ...(await usageOfDroppedMeters(env, sub, plan, next, ctx.now))];
   const rows = pendingRows(sub, lines, ctx.now);
   const net = lines.reduce((s, l) => s + l.amount, 0);
