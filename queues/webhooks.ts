@@ -1,4 +1,4 @@
-import { and, eq } from "drizzle-orm";
+import { and, eq, sql } from "drizzle-orm";
 import { dbOf } from "../src/db/client";
 import { commitWithAudit } from "../src/db/audit";
 import { assertChanged, isAssertionFailure } from "../src/db/assert";
@@ -44,7 +44,7 @@ export async function sendNotification(m: Extract<WebhookMessage, { type: "notif
   const stillQueued = and(eq(notifications.id, row.id), eq(notifications.status, "queued"));
 
   if (outcome.kind === "retry" && attempts < MAX_DELIVERY_ATTEMPTS) {
-    await db.update(notifications).set({ attempts, lastError: outcome.error }).where(stillQueued);
+    await db.update(notifications).set({ attempts: sql`${notifications.attempts} + 1`, lastError: outcome.error }).where(stillQueued);
     return { status: "retry", delaySeconds: backoffSeconds(queueAttempts, 30), reason: outcome.error };
   }
   const delivered = outcome.kind === "delivered";

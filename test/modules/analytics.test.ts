@@ -180,6 +180,16 @@ describe("GET /api/v1/analytics/mrr", () => {
       usageRevenueLast30Days: m("12.00", 1200, "GBP"), // 12.34 less 0.34 discount; void and 40-day-old lines left out
     });
   });
+
+  it("stops subtracting a discount once it has ended, as invoices do", async () => {
+    await env.DB.prepare("UPDATE subscriptions SET discount_until = ? WHERE id = ?").bind(Date.now() - 1000, w.subA.id).run();
+    try {
+      const r = await call("GET", "/api/v1/analytics/mrr", undefined, { role: "finance" });
+      expect(usd(r.body).mrr).toEqual(m("233.30", 23330)); // 59.98 instead of 53.98
+    } finally {
+      await env.DB.prepare("UPDATE subscriptions SET discount_until = NULL WHERE id = ?").bind(w.subA.id).run();
+    }
+  });
 });
 
 describe("GET /api/v1/analytics/revenue/breakdown", () => {

@@ -143,6 +143,11 @@ describe("notification.send delivery", () => {
     const noSecret = await queuedNotification(customer.id);
     expect(await deliver(noSecret, { ...configured, NOTIFY_WEBHOOK_SECRET: "" } as Env)).toEqual({ acked: true, retried: false });
     expect(await row(noSecret)).toMatchObject({ status: "failed", last_error: expect.stringContaining("never sent unsigned") });
+
+    // A secret receivers' libraries could not use (not base64) is a configuration error, not a signature they reject.
+    const badSecret = await queuedNotification(customer.id);
+    expect(await deliver(badSecret, { ...configured, NOTIFY_WEBHOOK_SECRET: "whsec_not base64!" } as Env)).toEqual({ acked: true, retried: false });
+    expect(await row(badSecret)).toMatchObject({ status: "failed", last_error: expect.stringContaining("whsec_ followed by base64") });
     expect(received).toHaveLength(0);
   });
 

@@ -298,6 +298,12 @@ describe("POST /api/v1/campaigns/retention/redeem", () => {
     await env.DB.prepare("INSERT INTO notifications (id, kind, customer_id, template, payload, dedupe_key, status, created_at) VALUES (?, 'retention.offer', ?, 'retention_offer', ?, ?, 'sent', ?)")
       .bind(unique("ntf"), c.id, JSON.stringify({ campaignId, offerCode: code, offer: { type: "discount", discountPercent: 30, validityDays: 7, discountDays: 90 }, expiresAt: new Date(Date.now() + 7 * DAY).toISOString() }), `retention:${c.id}:${campaignId}`, Date.now())
       .run();
+    // A standing 10 % would end when the 90-day offer does: refused until it is removed.
+    await call("PUT", `/api/v1/subscriptions/${sub.id}/discount`, { discountPercent: 10 });
+    const longer = await redeem(code, sub.id);
+    expect(longer.status).toBe(409);
+    expect(longer.body.errors[0]).toMatchObject({ path: "subscriptionId", message: "has a longer-lasting discount" });
+    await call("PUT", `/api/v1/subscriptions/${sub.id}/discount`, { discountPercent: null });
     const before = Date.now();
     const r = await redeem(code, sub.id);
     expect(r.status, JSON.stringify(r.body)).toBe(200);

@@ -253,18 +253,22 @@ describe("hourly billing fan-out", () => {
 });
 
 describe("notification outbox sweep", () => {
-  it("the hourly cron re-sends notifications still queued after 15 minutes, not fresh or sent ones", async () => {
+  it("the hourly cron re-sends notifications still queued after 15 minutes, not fresh, sent or mid-retry ones", async () => {
     const now = Date.now();
     const insert = (id: string, status: string, createdAt: number) =>
       env.DB.prepare("INSERT INTO notifications (id, kind, customer_id, template, payload, dedupe_key, status, created_at) VALUES (?, 'test', 'cus_x', 't', '{}', ?, ?, ?)").bind(id, `k-${id}`, status, createdAt).run();
     await insert("ntf_stale", "queued", now - 60 * 60_000);
     await insert("ntf_fresh", "queued", now - 60_000);
     await insert("ntf_done", "sent", now - 60 * 60_000);
+    await insert("ntf_retrying", "queued", now - 60 * 60_000);
+    await env.DB.prepare("UPDATE notifications SET attempts = 2 WHERE id = 'ntf_retrying'").run();
     const sent: unknown[] = [];
     const spy = { sendBatch: async (msgs: { body: unknown }[]) => void sent.push(...msgs.map((m) => m.body)), send: async (b: unknown) => void sent.push(b) } as unknown as Queue;
     await runCron("0 * * * *", { ...env, WEBHOOK_QUEUE: spy, JOB_QUEUE: spy }, now);
     expect(sent).toContainEqual({ type: "notification.send", notificationId: "ntf_stale" });
     expect(sent).not.toContainEqual({ type: "notification.send", notificationId: "ntf_fresh" });
     expect(sent).not.toContainEqual({ type: "notification.send", notificationId: "ntf_done" });
+    // Its own message is in a retry chain that decides it; a second chain would POST it twice.
+    expect(sent).not.toContainEqual({ type: "notification.send", notificationId: "ntf_retrying" });
   });
 });

@@ -7,7 +7,7 @@ import { formatMinor, money, type Money } from "../../domain/money";
 import type { Interval } from "../../domain/periods";
 import { subscriptionMrr } from "../../domain/revenue";
 import { iso, DAY_MS } from "../../lib/time";
-import { realTimeSubscription } from "./mrr";
+import { effectiveDiscount, realTimeSubscription } from "./mrr";
 import { Money as MoneySchema } from "./schemas";
 
 // Runbook "High Churn Rate": what churned and why (churn analysis), and who may churn next (at-risk scoring).
@@ -187,7 +187,7 @@ export async function mrrAtRisk(db: Db, ids: readonly string[]): Promise<Map<str
   const sums = new Map<string, Map<string, number>>();
   for (const part of chunks(ids)) {
     const rows = await db
-      .select({ customerId: s.customerId, currency: s.currency, quantity: s.quantity, discountPercent: s.discountPercent, interval: plans.interval, intervalCount: plans.intervalCount, prices: plans.prices })
+      .select({ customerId: s.customerId, currency: s.currency, quantity: s.quantity, discountPercent: effectiveDiscount(Date.now()), interval: plans.interval, intervalCount: plans.intervalCount, prices: plans.prices })
       .from(s)
       .innerJoin(plans, and(eq(plans.id, s.planId), eq(plans.version, s.planVersion)))
       .where(and(realTimeSubscription, inArray(s.customerId, part), inArray(s.status, [...MRR_AT_RISK_STATUSES])))

@@ -20,15 +20,20 @@ export const MRR_METHOD =
   "lines of invoices finalized in the last 30 days, after line discounts, before tax. ARR = MRR × 12; ARPA = MRR ÷ customers with an MRR subscription. " +
   "Trialing and paused subscriptions are not counted; subscriptions set to cancel at period end are, until they end.";
 
+/** The discount a subscription has at `now`: none once its `discount_until` has passed (as invoices see it). */
+export const effectiveDiscount = (now: number) =>
+  sql<string | null>`case when ${subscriptions.discountUntil} is not null and ${subscriptions.discountUntil} < ${now} then null else ${subscriptions.discountPercent} end`;
+
 /** Identical subscriptions matching `where`, grouped with the plan version that prices them. */
-export async function mrrLines(db: Db, where: SQL | undefined): Promise<MrrLine[]> {
+export async function mrrLines(db: Db, where: SQL | undefined, now = Date.now()): Promise<MrrLine[]> {
   const s = subscriptions;
+  const discount = effectiveDiscount(now);
   const rows = await db
     .select({
       currency: s.currency,
       planId: s.planId,
       quantity: s.quantity,
-      discountPercent: s.discountPercent,
+      discountPercent: discount,
       interval: plans.interval,
       intervalCount: plans.intervalCount,
       prices: plans.prices,
@@ -39,7 +44,7 @@ export async function mrrLines(db: Db, where: SQL | undefined): Promise<MrrLine[
     .innerJoin(plans, and(eq(plans.id, s.planId), eq(plans.version, s.planVersion)))
     .leftJoin(latestPlan, and(eq(latestPlan.id, s.planId), eq(latestPlan.isLatest, true)))
     .where(and(realTimeSubscription, where))
-    .groupBy(s.currency, s.planId, s.planVersion, s.quantity, s.discountPercent, latestPlan.name)
+    .groupBy(s.currency, s.planId, s.planVersion, s.quantity, discount, latestPlan.name)
     .all();
   return rows.map((r) => ({
     currency: r.currency,

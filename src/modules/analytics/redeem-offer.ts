@@ -63,9 +63,17 @@ export async function redeemRetentionOffer(db: Db, input: z.infer<typeof RedeemO
   if (!largerDiscount(offer.discountPercent, current)) {
     throw new ApiError("conflict", `subscription ${sub.id} already has a ${current}% discount, at least the offer's ${offer.discountPercent}%`, [{ path: "subscriptionId", message: "already discounted as much" }]);
   }
+  const until = offer.discountDays ? now + offer.discountDays * DAY_MS : null;
+  // A time-limited offer replaces the discount; when it ends there is none. A standing one must not be lost that way.
+  if (current !== null && until !== null && (sub.discountUntil === null || sub.discountUntil > until)) {
+    throw new ApiError(
+      "conflict",
+      `subscription ${sub.id} has a ${current}% discount lasting beyond this ${offer.discountDays}-day offer; taking it up would end that discount early`,
+      [{ path: "subscriptionId", message: "has a longer-lasting discount" }],
+    );
+  }
   let after;
   try {
-    const until = offer.discountDays ? now + offer.discountDays * DAY_MS : null;
     after = await setDiscount(db, sub, { discountPercent: offer.discountPercent, until, reason: `retention offer ${input.offerCode}` }, ctx, {
       statements: [
         db.insert(offerRedemptions).values({

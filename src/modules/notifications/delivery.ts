@@ -6,8 +6,11 @@ type NotificationRow = typeof notifications.$inferSelect;
 type CustomerRow = Pick<typeof customers.$inferSelect, "id" | "email" | "name">;
 type InvoiceRow = Pick<typeof invoices.$inferSelect, "id" | "number" | "status" | "currency" | "total" | "amountDue" | "dueAt">;
 
-/** After this many attempts a notification is given up (status `failed`); the queue's own retries come first. */
-export const MAX_DELIVERY_ATTEMPTS = 10;
+/**
+ * After this many attempts a notification is given up (status `failed`). Below the webhooks queue's 9 deliveries
+ * (max_retries 8 in wrangler.toml), so a message chain always ends with the row decided, never in the DLQ.
+ */
+export const MAX_DELIVERY_ATTEMPTS = 8;
 const TIMEOUT_MS = 10_000;
 
 /**
@@ -38,16 +41,15 @@ export function notificationEnvelope(row: NotificationRow, customer: CustomerRow
   };
 }
 
-/** The signing key of a Standard Webhooks secret: base64 after `whsec_`; any other string is used as its bytes. */
-function keyBytes(secret: string): Uint8Array {
-  if (secret.startsWith("whsec_")) {
-    try {
-      return Uint8Array.from(atob(secret.slice("whsec_".length)), (c) => c.charCodeAt(0));
-    } catch {
-      // not base64: fall through and use the whole string
-    }
+/** The signing key of a Standard Webhooks secret: base64, after an optional `whsec_` (as their libraries read it). */
+function keyBytes(secret: string): Uint8Array | null {
+  const encoded = secret.startsWith("whsec_") ? secret.slice("whsec_".length) : secret;
+  try {
+    const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
+    return bytes.length ? bytes : null;
+  } catch {
+    return null;
   }
-  return new TextEncoder().encode(secret);
 }
 
 /**
@@ -55,7 +57,9 @@ function keyBytes(secret: string): Uint8Array {
  * HMAC-SHA256 of `id.timestamp.body`. Receivers verify it with any Standard Webhooks library.
  */
 export async function signatureHeader(secret: string, id: string, timestampSeconds: number, body: string): Promise<string> {
-  const key = await crypto.subtle.importKey("raw", keyBytes(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const bytes = keyBytes(secret);
+  if (!bytes) throw new Error("NOTIFY_WEBHOOK_SECRET is not whsec_ followed by base64");
+  const key = await crypto.subtle.importKey("raw", bytes, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
   const mac = await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`${id}.${timestampSeconds}.${body}`));
   return `v1,${btoa(String.fromCharCode(...new Uint8Array(mac)))}`;
 }
@@ -71,6 +75,7 @@ export type DeliveryOutcome =
 export function deliveryProblem(env: Env): string | null {
   if (!env.NOTIFY_WEBHOOK_URL) return "notification delivery is not configured: set NOTIFY_WEBHOOK_URL and NOTIFY_WEBHOOK_SECRET";
   if (!env.NOTIFY_WEBHOOK_SECRET) return "NOTIFY_WEBHOOK_SECRET is empty: notifications are never sent unsigned";
+  if (!keyBytes(env.NOTIFY_WEBHOOK_SECRET)) return "NOTIFY_WEBHOOK_SECRET must be whsec_ followed by base64 (as Standard Webhooks libraries expect)";
   return null;
 }
 

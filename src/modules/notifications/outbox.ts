@@ -16,12 +16,15 @@ export async function dispatchNotifications(env: Env, ids: string[]): Promise<vo
   }
 }
 
-/** Hourly: rows still `queued` after `graceMs` (their message was lost or never sent) are sent again. */
+/**
+ * Hourly: rows still `queued` after `graceMs` whose message was lost or never sent are sent again. Rows with
+ * attempts are left alone: their message is in a retry chain that ends with the row sent or failed.
+ */
 export async function sweepQueuedNotifications(env: Env, db: Db, now: number, graceMs = 15 * 60_000, limit = 1000): Promise<number> {
   const rows = await db
     .select({ id: notifications.id })
     .from(notifications)
-    .where(and(eq(notifications.status, "queued"), lt(notifications.createdAt, now - graceMs)))
+    .where(and(eq(notifications.status, "queued"), eq(notifications.attempts, 0), lt(notifications.createdAt, now - graceMs)))
     .orderBy(asc(notifications.createdAt))
     .limit(limit)
     .all();
