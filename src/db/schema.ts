@@ -99,6 +99,8 @@ export const subscriptions = sqliteTable(
     discountPercent: text("discount_percent"),
     /** The discount applies to invoices billed at or before this instant; null: until removed. */
     discountUntil: integer("discount_until"),
+    /** The current plan's arrears fees run from here in the current period (a prorated change); null: the period start. */
+    arrearsFrom: integer("arrears_from"),
     /** Bumped on every change; the usage meter acknowledges the version it holds. */
     configVersion: integer("config_version").notNull().default(1),
     meterSyncedVersion: integer("meter_synced_version").notNull().default(0),

@@ -41,7 +41,8 @@ export function billingLines(input: {
   quantity: number;
   planName: string;
   advance: { prices: Price[]; period: Span } | null;
-  arrears: { prices: Price[]; period: Span; usage: ReadonlyMap<string, string> } | null;
+  /** `from`: the plan's fees run from there (a change mid-period), not from the period start. */
+  arrears: { prices: Price[]; period: Span; usage: ReadonlyMap<string, string>; from?: number | null } | null;
   pending: DraftLine[];
 }): DraftLine[] {
   const { currency, quantity } = input;
@@ -59,8 +60,12 @@ export function billingLines(input: {
     computation: `${quantity} × ${formatMinor(p.amountMinor, currency)} ${currency}, billed in ${when}`,
   });
   if (input.arrears) {
-    const { period, prices, usage } = input.arrears;
-    for (const p of prices) if (p.type === "flat" && p.billing === "arrears") lines.push(flatLine(p, period, "arrears"));
+    const { period, prices, usage, from } = input.arrears;
+    if (from != null && from > period.start) {
+      lines.push(...arrearsShareLines({ currency, period, from, to: period.end, plan: { prices, quantity, name: input.planName } }));
+    } else {
+      for (const p of prices) if (p.type === "flat" && p.billing === "arrears") lines.push(flatLine(p, period, "arrears"));
+    }
     for (const p of prices) {
       if (p.type !== "metered") continue;
       const value = usage.get(p.meterId) ?? "0";
@@ -139,56 +144,37 @@ export function prorationLines(input: {
 }
 
 /**
- * Arrears-billed flat fees are charged at period end at the plan in force then, for the whole period. A change at
- * `at` therefore adds, for the time before it: each old fee's used share, and a credit of each new fee's share
- * (the period-end line bills the new fee for the whole period). By the second, each line rounded on its own, and
- * used + remaining of a fee always add up to the fee.
+ * Arrears-billed flat fees for the part [from, to) of `period`, by the second: each fee's remaining share at `from`
+ * less its remaining share at `to` (each rounded half away from zero, so consecutive parts add up to the fee).
+ * Used when a plan change, cancellation or interval change splits a period between plans.
  */
-export function arrearsProrationLines(input: {
-  currency: string;
-  period: Span;
-  at: number;
-  old: { prices: Price[]; quantity: number; name: string };
-  next: { prices: Price[]; quantity: number; name: string };
-}): DraftLine[] {
-  const { currency, period, at } = input;
-  const clamped = Math.min(Math.max(at, period.start), period.end);
+export function arrearsShareLines(input: { currency: string; period: Span; from: number; to: number; plan: { prices: Price[]; quantity: number; name: string } }): DraftLine[] {
+  const { currency, period, plan } = input;
+  const clamp = (t: number) => Math.min(Math.max(t, period.start), period.end);
+  const from = clamp(input.from);
+  const to = clamp(input.to);
+  const remaining = (full: number, at: number) => (at <= period.start ? full : prorate(full, period.start, period.end, at));
   const total = Math.floor((period.end - period.start) / 1000);
-  const share = `${Math.floor((clamped - period.start) / 1000)}/${total} s used`;
-  const arrears = (prices: Price[]) => prices.filter((p): p is FlatPrice => p.type === "flat" && p.billing === "arrears");
-  const used = (full: number) => full - prorate(full, period.start, period.end, at);
   const lines: DraftLine[] = [];
-  for (const p of arrears(input.old.prices)) {
-    const full = p.amountMinor * input.old.quantity;
+  for (const p of plan.prices) {
+    if (p.type !== "flat" || p.billing !== "arrears") continue;
+    const full = p.amountMinor * plan.quantity;
+    const amount = remaining(full, from) - remaining(full, to);
+    if (amount === 0) continue;
     lines.push({
-      kind: "proration",
-      description: `Time used on ${input.old.name} until ${new Date(at).toISOString()} (billed in arrears)`,
+      kind: "flat",
+      description: `${plan.name} (arrears, ${new Date(from).toISOString()} – ${new Date(to).toISOString()})`,
       priceId: p.id,
       meterId: null,
-      quantity: String(input.old.quantity),
+      quantity: String(plan.quantity),
       unitAmount: formatMinor(p.amountMinor, currency),
-      amount: used(full),
-      periodStart: period.start,
-      periodEnd: clamped,
-      computation: `${formatMinor(full, currency)} × ${share}, rounded half away from zero`,
+      amount,
+      periodStart: from,
+      periodEnd: to,
+      computation: `${formatMinor(full, currency)} × ${Math.floor((period.end - from) / 1000)}/${total} s remaining at the start of this part, less ${formatMinor(full, currency)} × ${Math.floor((period.end - to) / 1000)}/${total} s remaining at its end, each rounded half away from zero`,
     });
   }
-  for (const p of arrears(input.next.prices)) {
-    const full = p.amountMinor * input.next.quantity;
-    lines.push({
-      kind: "proration",
-      description: `${input.next.name} was not in force before ${new Date(at).toISOString()} (its period-end line covers the whole period)`,
-      priceId: p.id,
-      meterId: null,
-      quantity: String(input.next.quantity),
-      unitAmount: formatMinor(p.amountMinor, currency),
-      amount: -used(full),
-      periodStart: period.start,
-      periodEnd: clamped,
-      computation: `−${formatMinor(full, currency)} × ${share}, rounded half away from zero`,
-    });
-  }
-  return lines.filter((l) => l.amount !== 0);
+  return lines;
 }
 
 /**

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { arrearsProrationLines, billingLines, priceLines, prorationLines, type DraftLine, type Price } from "../../src/domain/invoice";
+import { arrearsShareLines, billingLines, priceLines, prorationLines, type DraftLine, type Price } from "../../src/domain/invoice";
 import { roundDiv } from "../../src/domain/decimal";
 
 const D = (s: string) => Date.parse(s);
@@ -72,35 +72,40 @@ describe("prorationLines", () => {
   });
 });
 
-describe("arrearsProrationLines", () => {
+describe("arrearsShareLines", () => {
   const march = { start: D("2024-03-01T00:00:00Z"), end: D("2024-04-01T00:00:00Z") };
   const arrears = (id: string, amountMinor: number): Price => ({ id, type: "flat", amountMinor, billing: "arrears" });
+  const plan = (prices: Price[], quantity = 1) => ({ prices, quantity, name: "P" });
 
-  it("bills the old fee for the time used and credits the new fee for the time before the change", () => {
-    // $100 → $10 in arrears on 15 March: 14 of 31 days used. Old: 10000 × 14/31 = 4516.13 → 4516; new: −1000 × 14/31 = −451.6 → −452.
-    const lines = arrearsProrationLines({ currency: "USD", period: march, at: D("2024-03-15T00:00:00Z"), old: { prices: [arrears("a", 10000)], quantity: 1, name: "Hundred" }, next: { prices: [arrears("b", 1000)], quantity: 1, name: "Ten" } });
-    expect(lines.map((l) => l.amount)).toEqual([4516, -452]);
-    // With the period-end line for the new fee (1000), the period costs 4516 + 548: each plan for its own days.
-    expect(lines[0]).toMatchObject({ kind: "proration", periodStart: march.start, periodEnd: D("2024-03-15T00:00:00Z"), computation: "100.00 × 1209600/2678400 s used, rounded half away from zero" });
+  it("bills a plan's arrears fee for its own part of the period, by the second", () => {
+    // $100 in arrears, 1–15 March: 14 of 31 days. 10000 − 10000 × 17/31 (5483.87 → 5484) = 4516.
+    const lines = arrearsShareLines({ currency: "USD", period: march, from: march.start, to: D("2024-03-15T00:00:00Z"), plan: plan([arrears("a", 10000)]) });
+    expect(lines.map((l) => [l.kind, l.amount, l.periodStart, l.periodEnd])).toEqual([["flat", 4516, march.start, D("2024-03-15T00:00:00Z")]]);
+    expect(lines[0]!.computation).toBe("100.00 × 2678400/2678400 s remaining at the start of this part, less 100.00 × 1468800/2678400 s remaining at its end, each rounded half away from zero");
   });
 
-  it("scales by quantity, leaves advance fees to prorationLines, and adds nothing at the period's start", () => {
+  it("as billingLines' `from`: the period-end line covers only the time since a change", () => {
+    const lines = billingLines({ currency: "USD", quantity: 1, planName: "Ten", advance: null, arrears: { prices: [arrears("b", 1000)], period: march, usage: new Map(), from: D("2024-03-15T00:00:00Z") }, pending: [] });
+    expect(lines.map((l) => l.amount)).toEqual([548]); // 1000 × 17/31 = 548.39
+  });
+
+  it("scales by quantity, leaves advance fees alone, and adds nothing for an empty part", () => {
     const period = { start: 0, end: 100_000 };
-    const old = { prices: [arrears("a", 999), { id: "adv", type: "flat", amountMinor: 5000, billing: "advance" } as Price], quantity: 3, name: "Old" };
-    const next = { prices: [arrears("b", 999)], quantity: 1, name: "New" };
-    // used share of 2997 at 50/100: 2997 − 1499 (remaining, rounded) = 1498; new: −(999 − 500) = −499
-    expect(arrearsProrationLines({ currency: "USD", period, at: 50_000, old, next }).map((l) => l.amount)).toEqual([1498, -499]);
-    expect(arrearsProrationLines({ currency: "USD", period, at: 0, old, next })).toEqual([]);
+    const p = plan([arrears("a", 999), { id: "adv", type: "flat", amountMinor: 5000, billing: "advance" }], 3);
+    expect(arrearsShareLines({ currency: "USD", period, from: 0, to: 50_000, plan: p }).map((l) => l.amount)).toEqual([1498]); // 2997 − 1499
+    expect(arrearsShareLines({ currency: "USD", period, from: 50_000, to: 50_000, plan: p })).toEqual([]);
   });
 
-  it("used and remaining shares of a fee always add up to the fee", () => {
+  it("the parts of a period split at any points add up to the whole fee", () => {
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 10_000_000 }), fc.integer({ min: 1, max: 400 * 86_400 }), fc.double({ min: 0, max: 1, noNaN: true }), (amount, seconds, f) => {
+      fc.property(fc.integer({ min: 0, max: 10_000_000 }), fc.integer({ min: 1, max: 400 * 86_400 }), fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { maxLength: 4 }), (amount, seconds, cuts) => {
         const period = { start: 0, end: seconds * 1000 };
-        const at = Math.floor(f * seconds) * 1000;
-        const [line] = arrearsProrationLines({ currency: "USD", period, at, old: { prices: [arrears("a", amount)], quantity: 1, name: "A" }, next: { prices: [], quantity: 1, name: "B" } });
-        const remaining = prorationLines({ currency: "USD", period, at, old: { prices: [{ id: "a", type: "flat", amountMinor: amount, billing: "advance" }], quantity: 1, name: "A" }, next: null })[0];
-        expect((line?.amount ?? 0) - (remaining?.amount ?? 0)).toBe(amount);
+        const points = [0, ...cuts.map((f) => Math.floor(f * seconds) * 1000).sort((a, b) => a - b), period.end];
+        let sum = 0;
+        for (let i = 0; i + 1 < points.length; i++) {
+          for (const l of arrearsShareLines({ currency: "USD", period, from: points[i]!, to: points[i + 1]!, plan: plan([arrears("a", amount)]) })) sum += l.amount;
+        }
+        expect(sum).toBe(amount);
       }),
     );
   });

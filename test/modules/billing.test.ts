@@ -150,20 +150,35 @@ describe("a subscription's life on a test clock", () => {
     await advance(clock, "2024-03-15T00:00:00Z");
     const change = await api("PUT", `/api/v1/subscriptions/${sub.id}/plan`, { body: { newPlanId: ten.id, prorate: true, effectiveDate: "now" } });
     expect(change.status, JSON.stringify(change.body)).toBe(200);
-    expect(change.body.prorationLines.map((l: any) => l.amountMinor)).toEqual([4516, -452]);
+    // Hundred's 14 days are billed now; Ten's period-end line covers only its own 17 days.
+    expect(change.body.prorationLines.map((l: any) => l.amountMinor)).toEqual([4516]);
 
     await advance(clock, "2024-04-01T00:00:00Z");
     const [inv] = await invoicesOf(sub.id);
     const lines = (await invoice(inv.id)).lines.map((l: any) => [l.kind, l.amount.amountMinor ?? l.amountMinor]);
-    expect(lines).toEqual(
-      expect.arrayContaining([
-        ["flat", 1000],
-        ["proration", 4516],
-        ["proration", -452],
-      ]),
-    );
+    expect(lines).toEqual(expect.arrayContaining([["flat", 548], ["proration", 4516]]));
     // 100 × 14/31 + 10 × 17/31 = 45.16 + 5.48: not 10.00 (the plan at period end for the whole month).
     expect(inv.total.amountMinor).toBe(5064);
+  });
+
+  it("a plan change then a pause: the old plan's days are billed, the new plan's are not credited for a period that ends paused", async () => {
+    const clock = await clockAt("2024-03-01T00:00:00Z");
+    const customer = await createCustomer({ testClockId: clock });
+    const ten = await createPlan({ name: "Ten", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "10", billing: "arrears" }] });
+    const hundred = await createPlan({ name: "Hundred", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "100", billing: "arrears" }] });
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: ten.id } })).body;
+    await advance(clock, "2024-03-15T00:00:00Z");
+    const change = await api("PUT", `/api/v1/subscriptions/${sub.id}/plan`, { body: { newPlanId: hundred.id, prorate: true, effectiveDate: "now" } });
+    expect(change.body.prorationLines.map((l: any) => l.amountMinor)).toEqual([452]); // Ten × 14/31
+    await advance(clock, "2024-03-20T00:00:00Z");
+    expect((await api("POST", `/api/v1/subscriptions/${sub.id}/pause`, { body: { reason: "holiday", resumeDate: "2024-04-10" } })).status).toBe(200);
+    await advance(clock, "2024-05-02T00:00:00Z");
+    const invs = await invoicesOf(sub.id);
+    const lines = (await Promise.all(invs.map((i: any) => invoice(i.id)))).flatMap((i: any) => i.lines.map((l: any) => l.amount.amountMinor ?? l.amountMinor));
+    // March ended paused: nothing for Hundred's March days, and no credit either. After the resume: Ten's 452 and Hundred's April.
+    expect(lines.every((a: number) => a >= 0)).toBe(true);
+    expect(lines.filter((a: number) => a === 452)).toHaveLength(1);
+    expect(invs.reduce((t: number, i: any) => t + i.total.amountMinor, 0)).toBe(452 + 10000);
   });
 
   it("applies a discount set mid-life from the next invoice on, until it is removed", async () => {

@@ -100,7 +100,7 @@ async function periodEnd(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, 
         quantity,
         planName: nextPlan.name,
         advance: next ? { prices: asPrices(nextPlan.prices), period: next } : null,
-        arrears: wasTrial ? null : { prices: asPrices(plan.prices), period: ended, usage },
+        arrears: wasTrial ? null : { prices: asPrices(plan.prices), period: ended, usage, from: sub.arrearsFrom },
         pending: pending.map(pendingToLine),
       });
   const status: SubscriptionStatus = cancel ? "canceled" : wasTrial ? "active" : sub.status;
@@ -108,6 +108,7 @@ async function periodEnd(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, 
     status,
     currentPeriodStart: next?.start ?? ended.start,
     currentPeriodEnd: next?.end ?? ended.end,
+    arrearsFrom: null,
     // A trial that ends in cancellation did not convert.
     ...(wasTrial && !cancel ? { trialConvertedAt: ended.end } : {}),
     ...(cancel ? { endedAt: ended.end, canceledAt: sub.canceledAt ?? ended.end } : {}),

@@ -4,10 +4,9 @@ import type { Db } from "../../db/client";
 import type { AuditContext, AuditEntry } from "../../db/audit";
 import { commitSubscriptionChange } from "./commit";
 import { customers, pendingItems, subscriptions, type SubscriptionStatus } from "../../db/schema";
-import { arrearsProrationLines, billingLines, prorationLines, type DraftLine, type MeteredPrice } from "../../domain/invoice";
+import { arrearsShareLines, billingLines, prorationLines, type DraftLine, type MeteredPrice } from "../../domain/invoice";
 import { parseDecimal } from "../../domain/decimal";
 import { priceQuantity } from "../../domain/pricing";
-import { prorate } from "../../domain/proration";
 import { addIntervals } from "../../domain/periods";
 import { ApiError, invalid } from "../../http/problem";
 import { newId } from "../../lib/ids";
@@ -103,9 +102,10 @@ async function closeOutLines(env: Env, db: Db, sub: SubscriptionRow, plan: PlanR
   const usage = plan.prices.some((p) => p.type === "metered") ? await closeMeterPeriod(env, db, sub, plan, period.start, at) : new Map<string, string>();
   const pending = await unbilledPending(db, sub.id);
   const used = { start: period.start, end: at };
-  const arrears = billingLines({ currency: sub.currency, quantity: sub.quantity, planName: plan.name, advance: null, arrears: { prices: asPrices(plan.prices), period: used, usage }, pending: [] }).map((l) =>
-    l.kind === "flat" ? { ...l, amount: l.amount - prorate(l.amount, period.start, period.end, at), computation: `${l.computation}, prorated to the time used` } : l,
-  );
+  // Usage of the time used, and the current plan's arrears fees for its own share of it (from a mid-period change, if any).
+  const usageLines = billingLines({ currency: sub.currency, quantity: sub.quantity, planName: plan.name, advance: null, arrears: { prices: asPrices(plan.prices), period: used, usage }, pending: [] }).filter((l) => l.kind !== "flat");
+  const fees = arrearsShareLines({ currency: sub.currency, period, from: sub.arrearsFrom ?? period.start, to: at, plan: { prices: asPrices(plan.prices), quantity: sub.quantity, name: plan.name } });
+  const arrears = [...fees, ...usageLines];
   const credits = credit ? prorationLines({ currency: sub.currency, period, at, old: { prices: asPrices(plan.prices), quantity: sub.quantity, name: plan.name }, next: null }) : [];
   return { lines: [...arrears, ...credits, ...pending.map(pendingToLine)], pending };
 }
@@ -127,6 +127,7 @@ async function changeIntervalNow(env: Env, db: Db, sub: SubscriptionRow, plan: P
     billingAnchor: ctx.now,
     currentPeriodStart: newPeriod.start,
     currentPeriodEnd: newPeriod.end,
+    arrearsFrom: null,
     pendingPlanId: null,
     pendingPlanVersion: null,
     pendingQuantity: null,
@@ -167,24 +168,34 @@ export async function changePlanNow(env: Env, db: Db, sub: SubscriptionRow, plan
   // Prorating a yearly fee over a monthly period would be wrong: another interval restarts the cycle instead.
   if (intervalChanged && sub.status !== "trialing" && sub.status !== "paused") return changeIntervalNow(env, db, sub, plan, next, opts, ctx);
   const period = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
-  const change = {
-    currency: sub.currency,
-    period,
-    at: ctx.now,
-    old: { prices: asPrices(plan.prices), quantity: sub.quantity, name: `${plan.name} v${plan.version}` },
-    next: { prices: asPrices(next.prices), quantity: opts.quantity, name: `${next.name} v${next.version}` },
-  };
-  // Advance fees: credit the unused time, charge the new remaining time. Arrears fees: each plan for its own time.
-  // A paused period bills no arrears fees at its end, so there is no arrears share to move between plans.
-  const proration =
-    opts.prorate && sub.status !== "trialing" ? [...prorationLines(change), ...(sub.status === "paused" ? [] : arrearsProrationLines(change))] : [];
+  const oldPlan = { prices: asPrices(plan.prices), quantity: sub.quantity, name: `${plan.name} v${plan.version}` };
+  const prorating = opts.prorate && sub.status !== "trialing";
+  // Advance fees: credit the unused time, charge the new remaining time. Arrears fees: the old plan's share of the
+  // period is billed now; the period-end invoice bills the new plan from now on (arrearsFrom), whatever happens
+  // before then (a period that ends paused bills nothing).
+  const proration = prorating
+    ? [
+        ...prorationLines({ currency: sub.currency, period, at: ctx.now, old: oldPlan, next: { prices: asPrices(next.prices), quantity: opts.quantity, name: `${next.name} v${next.version}` } }),
+        ...(sub.status === "paused" ? [] : arrearsShareLines({ currency: sub.currency, period, from: sub.arrearsFrom ?? period.start, to: ctx.now, plan: oldPlan }).map((l) => ({ ...l, kind: "proration" as const, description: `Time used on ${l.description}` }))),
+      ]
+    : [];
   const lines = [...proration, ...(await usageOfDroppedMeters(env, sub, plan, next, ctx.now))];
   const rows = pendingRows(sub, lines, ctx.now);
   const net = lines.reduce((s, l) => s + l.amount, 0);
   await commitChange(
     db,
     sub,
-    { planId: next.id, planVersion: next.version, quantity: opts.quantity, pendingPlanId: null, pendingPlanVersion: null, pendingQuantity: null, pendingChangeAt: null, pendingProrate: null },
+    {
+      planId: next.id,
+      planVersion: next.version,
+      quantity: opts.quantity,
+      pendingPlanId: null,
+      pendingPlanVersion: null,
+      pendingQuantity: null,
+      pendingChangeAt: null,
+      pendingProrate: null,
+      ...(prorating && sub.status !== "paused" ? { arrearsFrom: ctx.now } : {}),
+    },
     rows.map((r) => db.insert(pendingItems).values(r)),
     [
       {

@@ -123,6 +123,7 @@ export async function createSubscription(env: Env, db: Db, input: z.infer<typeof
     pendingProrate: null,
     discountPercent,
     discountUntil: null,
+    arrearsFrom: null,
     configVersion: 1,
     meterSyncedVersion: 0,
     createdAt: now,

@@ -1,0 +1,1 @@
+ALTER TABLE `subscriptions` ADD `arrears_from` integer;
