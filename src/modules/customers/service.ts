@@ -2,7 +2,7 @@ import { and, eq } from "drizzle-orm";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../db/audit";
-import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
+import { newestFirstPage } from "../../db/pagination";
 import { customers, subscriptions, testClocks } from "../../db/schema";
 import { assertChanged, isAssertionFailure, isUniqueViolation } from "../../db/assert";
 import { ApiError, invalid, notFound } from "../../http/problem";
@@ -109,15 +109,5 @@ export async function updateCustomer(db: Db, id: string, input: z.infer<typeof U
 }
 
 export async function listCustomers(db: Db, q: { limit: number; startingAfter?: string | undefined; email?: string | undefined }) {
-  const cursor = await resolveCursor(q.startingAfter, async (id) =>
-    db.select({ id: customers.id, createdAt: customers.createdAt }).from(customers).where(eq(customers.id, id)).get(),
-  );
-  const rows = await db
-    .select()
-    .from(customers)
-    .where(and(afterCursor(customers.createdAt, customers.id, cursor), q.email ? eq(customers.email, q.email) : undefined))
-    .orderBy(...newestFirst(customers.createdAt, customers.id))
-    .limit(q.limit + 1)
-    .all();
-  return toPage(rows, q.limit, toCustomer);
+  return newestFirstPage(db, { table: customers, id: customers.id, createdAt: customers.createdAt }, q, [q.email ? eq(customers.email, q.email) : undefined], toCustomer);
 }

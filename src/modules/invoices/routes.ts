@@ -1,9 +1,9 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { and, eq, gte, lt } from "drizzle-orm";
+import { eq, gte, lt } from "drizzle-orm";
 import { access, actorOf, requireRole } from "../../http/auth";
 import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
-import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
+import { newestFirstPage } from "../../db/pagination";
 import { invoices, invoiceStatuses } from "../../db/schema";
 import { auditCtx } from "../../http/context";
 import { generatePending } from "../billing/run";
@@ -54,24 +54,20 @@ export const invoiceRoutes = router()
     async (c) => {
       const q = c.req.valid("query");
       const db = dbOf(c.env);
-      const cursor = await resolveCursor(q.startingAfter, (id) => db.select({ id: invoices.id, createdAt: invoices.createdAt }).from(invoices).where(eq(invoices.id, id)).get());
-      const rows = await db
-        .select()
-        .from(invoices)
-        .where(
-          and(
-            afterCursor(invoices.createdAt, invoices.id, cursor),
-            q.customerId ? eq(invoices.customerId, q.customerId) : undefined,
-            q.subscriptionId ? eq(invoices.subscriptionId, q.subscriptionId) : undefined,
-            q.status ? eq(invoices.status, q.status) : undefined,
-            q.createdFrom ? gte(invoices.createdAt, Date.parse(q.createdFrom)) : undefined,
-            q.createdTo ? lt(invoices.createdAt, Date.parse(q.createdTo)) : undefined,
-          ),
-        )
-        .orderBy(...newestFirst(invoices.createdAt, invoices.id))
-        .limit(q.limit + 1)
-        .all();
-      return c.json(toPage(rows, q.limit, (r) => toInvoice(r)), 200);
+      const page = await newestFirstPage(
+        db,
+        { table: invoices, id: invoices.id, createdAt: invoices.createdAt },
+        q,
+        [
+          q.customerId ? eq(invoices.customerId, q.customerId) : undefined,
+          q.subscriptionId ? eq(invoices.subscriptionId, q.subscriptionId) : undefined,
+          q.status ? eq(invoices.status, q.status) : undefined,
+          q.createdFrom ? gte(invoices.createdAt, Date.parse(q.createdFrom)) : undefined,
+          q.createdTo ? lt(invoices.createdAt, Date.parse(q.createdTo)) : undefined,
+        ],
+        (r) => toInvoice(r),
+      );
+      return c.json(page, 200);
     },
   )
   .openapi(

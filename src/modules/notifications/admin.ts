@@ -3,7 +3,7 @@ import { and, eq } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../db/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
-import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
+import { newestFirstPage } from "../../db/pagination";
 import { notifications } from "../../db/schema";
 import { PaginationQuery } from "../../http/openapi";
 import { ApiError } from "../../http/problem";
@@ -51,22 +51,17 @@ const view = (r: Row): z.infer<typeof NotificationView> => ({
 
 /** Newest first; support uses `status=failed` to see what customers were not told, and why. */
 export async function listNotifications(db: Db, q: z.infer<typeof NotificationListQuery>) {
-  const cursor = await resolveCursor(q.startingAfter, (id) => db.select({ id: notifications.id, createdAt: notifications.createdAt }).from(notifications).where(eq(notifications.id, id)).get());
-  const rows = await db
-    .select()
-    .from(notifications)
-    .where(
-      and(
-        afterCursor(notifications.createdAt, notifications.id, cursor),
-        q.status ? eq(notifications.status, q.status) : undefined,
-        q.customerId ? eq(notifications.customerId, q.customerId) : undefined,
-        q.invoiceId ? eq(notifications.invoiceId, q.invoiceId) : undefined,
-      ),
-    )
-    .orderBy(...newestFirst(notifications.createdAt, notifications.id))
-    .limit(q.limit + 1)
-    .all();
-  return toPage(rows, q.limit, view);
+  return newestFirstPage(
+    db,
+    { table: notifications, id: notifications.id, createdAt: notifications.createdAt },
+    q,
+    [
+      q.status ? eq(notifications.status, q.status) : undefined,
+      q.customerId ? eq(notifications.customerId, q.customerId) : undefined,
+      q.invoiceId ? eq(notifications.invoiceId, q.invoiceId) : undefined,
+    ],
+    view,
+  );
 }
 
 /** A failed notification goes back to the queue with fresh attempts (e.g. once delivery is configured or fixed). */

@@ -1,9 +1,9 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { and, desc, eq } from "drizzle-orm";
+import { desc, eq } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
 import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
-import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
+import { newestFirstPage } from "../../db/pagination";
 import { customers, deadLetters, invoices, payments, paymentStatuses } from "../../db/schema";
 import { auditCtx } from "../../http/context";
 import { ApiError, invalid, notFound } from "../../http/problem";
@@ -124,15 +124,14 @@ export const paymentRoutes = router()
     async (c) => {
       const q = c.req.valid("query");
       const db = dbOf(c.env);
-      const cursor = await resolveCursor(q.startingAfter, (id) => db.select({ id: payments.id, createdAt: payments.createdAt }).from(payments).where(eq(payments.id, id)).get());
-      const rows = await db
-        .select()
-        .from(payments)
-        .where(and(afterCursor(payments.createdAt, payments.id, cursor), q.status ? eq(payments.status, q.status) : undefined, q.invoiceId ? eq(payments.invoiceId, q.invoiceId) : undefined, q.customerId ? eq(payments.customerId, q.customerId) : undefined))
-        .orderBy(...newestFirst(payments.createdAt, payments.id))
-        .limit(q.limit + 1)
-        .all();
-      return c.json(toPage(rows, q.limit, toPayment), 200);
+      const page = await newestFirstPage(
+        db,
+        { table: payments, id: payments.id, createdAt: payments.createdAt },
+        q,
+        [q.status ? eq(payments.status, q.status) : undefined, q.invoiceId ? eq(payments.invoiceId, q.invoiceId) : undefined, q.customerId ? eq(payments.customerId, q.customerId) : undefined],
+        toPayment,
+      );
+      return c.json(page, 200);
     },
   )
   .openapi(

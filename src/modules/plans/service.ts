@@ -2,7 +2,7 @@ import { and, desc, eq } from "drizzle-orm";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../db/audit";
-import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
+import { newestFirstPage } from "../../db/pagination";
 import { plans, type StoredMeteredPrice, type StoredPrice } from "../../db/schema";
 import { formatMinor, toMinor } from "../../domain/money";
 import { parseDecimal } from "../../domain/decimal";
@@ -136,15 +136,5 @@ export async function getPlanRow(db: Db, id: string, version?: number): Promise<
 }
 
 export async function listPlans(db: Db, q: { limit: number; startingAfter?: string | undefined }) {
-  const cursor = await resolveCursor(q.startingAfter, async (id) =>
-    db.select({ id: plans.id, createdAt: plans.createdAt }).from(plans).where(and(eq(plans.id, id), eq(plans.isLatest, true))).get(),
-  );
-  const rows = await db
-    .select()
-    .from(plans)
-    .where(and(eq(plans.isLatest, true), afterCursor(plans.createdAt, plans.id, cursor)))
-    .orderBy(...newestFirst(plans.createdAt, plans.id))
-    .limit(q.limit + 1)
-    .all();
-  return toPage(rows, q.limit, toPlan);
+  return newestFirstPage(db, { table: plans, id: plans.id, createdAt: plans.createdAt, scope: eq(plans.isLatest, true) }, q, [], toPlan);
 }

@@ -4,7 +4,7 @@ import { access, requireRole } from "../../http/auth";
 import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
 import { auditCtx } from "../../http/context";
 import { dbOf } from "../../db/client";
-import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
+import { newestFirstPage } from "../../db/pagination";
 import { discrepancies } from "../../db/schema";
 import { writeReconciliationReport } from "./report";
 import { chooseGateway, dayBounds, reconcileDay, toDiscrepancy } from "./service";
@@ -67,23 +67,19 @@ export const reconciliationRoutes = router()
       const q = c.req.valid("query");
       if (q.date) dayBounds(q.date);
       const db = dbOf(c.env);
-      const cursor = await resolveCursor(q.startingAfter, (id) => db.select({ id: discrepancies.id, createdAt: discrepancies.createdAt }).from(discrepancies).where(eq(discrepancies.id, id)).get());
-      const rows = await db
-        .select()
-        .from(discrepancies)
-        .where(
-          and(
-            afterCursor(discrepancies.createdAt, discrepancies.id, cursor),
-            q.status ? eq(discrepancies.status, q.status) : undefined,
-            q.date ? eq(discrepancies.date, q.date) : undefined,
-            q.gateway ? eq(discrepancies.gateway, q.gateway) : undefined,
-            q.kind ? eq(discrepancies.kind, q.kind) : undefined,
-          ),
-        )
-        .orderBy(...newestFirst(discrepancies.createdAt, discrepancies.id))
-        .limit(q.limit + 1)
-        .all();
-      return c.json(toPage(rows, q.limit, toDiscrepancy), 200);
+      const page = await newestFirstPage(
+        db,
+        { table: discrepancies, id: discrepancies.id, createdAt: discrepancies.createdAt },
+        q,
+        [
+          q.status ? eq(discrepancies.status, q.status) : undefined,
+          q.date ? eq(discrepancies.date, q.date) : undefined,
+          q.gateway ? eq(discrepancies.gateway, q.gateway) : undefined,
+          q.kind ? eq(discrepancies.kind, q.kind) : undefined,
+        ],
+        toDiscrepancy,
+      );
+      return c.json(page, 200);
     },
   )
   .openapi(

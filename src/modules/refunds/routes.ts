@@ -4,7 +4,7 @@ import { and, eq } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
 import { errorResponses, jsonBody, jsonResponse, listOf, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
-import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
+import { newestFirstPage } from "../../db/pagination";
 import { refunds } from "../../db/schema";
 import { auditCtx } from "../../http/context";
 import { invalid, notFound } from "../../http/problem";
@@ -99,22 +99,14 @@ export const refundRoutes = router()
     async (c) => {
       const q = c.req.valid("query");
       const db = dbOf(c.env);
-      const cursor = await resolveCursor(q.startingAfter, (id) => db.select({ id: refunds.id, createdAt: refunds.createdAt }).from(refunds).where(eq(refunds.id, id)).get());
-      const rows = await db
-        .select()
-        .from(refunds)
-        .where(
-          and(
-            afterCursor(refunds.createdAt, refunds.id, cursor),
-            q.paymentId ? eq(refunds.paymentId, q.paymentId) : undefined,
-            q.status ? eq(refunds.status, q.status) : undefined,
-            q.bulkId ? eq(refunds.bulkId, q.bulkId) : undefined,
-          ),
-        )
-        .orderBy(...newestFirst(refunds.createdAt, refunds.id))
-        .limit(q.limit + 1)
-        .all();
-      return c.json(toPage(rows, q.limit, toRefund), 200);
+      const page = await newestFirstPage(
+        db,
+        { table: refunds, id: refunds.id, createdAt: refunds.createdAt },
+        q,
+        [q.paymentId ? eq(refunds.paymentId, q.paymentId) : undefined, q.status ? eq(refunds.status, q.status) : undefined, q.bulkId ? eq(refunds.bulkId, q.bulkId) : undefined],
+        toRefund,
+      );
+      return c.json(page, 200);
     },
   )
   .openapi(

@@ -8,7 +8,7 @@ import { billingLines } from "../../domain/invoice";
 import { asPrices, buildDraftInvoice } from "../billing/invoice-builder";
 import { finalizeInvoice } from "../billing/finalize";
 import { nowFor } from "../test-clocks/time";
-import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
+import { newestFirstPage } from "../../db/pagination";
 import { subscriptions, type SubscriptionStatus } from "../../db/schema";
 import { periodAt } from "../../domain/periods";
 import { ONE, parseDecimal } from "../../domain/decimal";
@@ -160,22 +160,12 @@ export async function listSubscriptions(
   db: Db,
   q: { limit: number; startingAfter?: string | undefined; customerId?: string | undefined; status?: SubscriptionStatus | undefined },
 ) {
-  const cursor = await resolveCursor(q.startingAfter, async (id) =>
-    db.select({ id: subscriptions.id, createdAt: subscriptions.createdAt }).from(subscriptions).where(eq(subscriptions.id, id)).get(),
+  return newestFirstPage(
+    db,
+    { table: subscriptions, id: subscriptions.id, createdAt: subscriptions.createdAt },
+    q,
+    [q.customerId ? eq(subscriptions.customerId, q.customerId) : undefined, q.status ? eq(subscriptions.status, q.status) : undefined],
+    toSubscription,
   );
-  const rows = await db
-    .select()
-    .from(subscriptions)
-    .where(
-      and(
-        afterCursor(subscriptions.createdAt, subscriptions.id, cursor),
-        q.customerId ? eq(subscriptions.customerId, q.customerId) : undefined,
-        q.status ? eq(subscriptions.status, q.status) : undefined,
-      ),
-    )
-    .orderBy(...newestFirst(subscriptions.createdAt, subscriptions.id))
-    .limit(q.limit + 1)
-    .all();
-  return toPage(rows, q.limit, toSubscription);
 }
 

@@ -7,7 +7,7 @@ import { auditCtx } from "../../http/context";
 import { ApiError, notFound } from "../../http/problem";
 import { commitWithAudit } from "../../db/audit";
 import { dbOf } from "../../db/client";
-import { afterCursor, newestFirst, resolveCursor, toPage } from "../../db/pagination";
+import { newestFirstPage } from "../../db/pagination";
 import { webhookEvents } from "../../db/schema";
 import { iso } from "../../lib/time";
 import type { WebhookMessage } from "../../../queues/messages";
@@ -85,18 +85,14 @@ export const webhookAdminRoutes = router()
     async (c) => {
       const q = c.req.valid("query");
       const db = dbOf(c.env);
-      const cursor = await resolveCursor(q.startingAfter, async (id) => {
-        const r = await db.select({ id: webhookEvents.id, createdAt: webhookEvents.receivedAt }).from(webhookEvents).where(eq(webhookEvents.id, id)).get();
-        return r;
-      });
-      const rows = await db
-        .select()
-        .from(webhookEvents)
-        .where(and(afterCursor(webhookEvents.receivedAt, webhookEvents.id, cursor), q.status ? eq(webhookEvents.status, q.status) : undefined, q.type ? eq(webhookEvents.type, q.type) : undefined))
-        .orderBy(...newestFirst(webhookEvents.receivedAt, webhookEvents.id))
-        .limit(q.limit + 1)
-        .all();
-      return c.json(toPage(rows, q.limit, toEvent), 200);
+      const page = await newestFirstPage(
+        db,
+        { table: webhookEvents, id: webhookEvents.id, createdAt: webhookEvents.receivedAt },
+        q,
+        [q.status ? eq(webhookEvents.status, q.status) : undefined, q.type ? eq(webhookEvents.type, q.type) : undefined],
+        toEvent,
+      );
+      return c.json(page, 200);
     },
   )
   .openapi(
