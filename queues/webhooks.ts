@@ -52,7 +52,7 @@ export async function sendNotification(m: Extract<WebhookMessage, { type: "notif
   try {
     await commitWithAudit(
       db,
-      [db.update(notifications).set({ status: delivered ? "sent" : "failed", sentAt: delivered ? now : null, attempts, lastError }).where(stillQueued), assertChanged(db)],
+      [db.update(notifications).set({ status: delivered ? "sent" : "failed", sentAt: delivered ? now : null, attempts: sql`${notifications.attempts} + 1`, lastError }).where(stillQueued), assertChanged(db)],
       [
         {
           action: delivered ? "notification.sent" : "notification.failed",

@@ -1,8 +1,9 @@
-import { and, count, isNull, lte, ne, or, sql } from "drizzle-orm";
+import { and, count, isNull, ne, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../db/client";
 import { metricCounters, notifications, subscriptions } from "../db/schema";
 import { currencyExponent, formatMinor } from "../domain/money";
+import { isDue } from "../modules/billing/due";
 
 /**
  * Prometheus metrics kept in D1 (`metric_counters`, one row per name and label set) so every isolate adds to the
@@ -170,12 +171,8 @@ async function gauges(db: Db, now: number): Promise<Map<string, Sample[]>> {
       .groupBy(subscriptions.planId, subscriptions.status)
       .orderBy(subscriptions.planId, subscriptions.status)
       .all(),
-    // The same predicate as the hourly run's "due" query: what it has not caught up with yet.
-    db
-      .select({ n: count() })
-      .from(subscriptions)
-      .where(and(real, ne(subscriptions.status, "canceled"), or(lte(subscriptions.currentPeriodEnd, now), lte(subscriptions.pausedUntil, now), lte(subscriptions.pendingChangeAt, now))))
-      .get(),
+    // The hourly run's own "due" predicate: what it has not caught up with yet.
+    db.select({ n: count() }).from(subscriptions).where(isDue(now)).get(),
     db.select({ status: notifications.status, n: count() }).from(notifications).groupBy(notifications.status).all(),
   ]);
   const byStatus = new Map(notices.map((r) => [r.status, r.n]));

@@ -9,7 +9,7 @@ import { discountPercentOf, largerDiscount, setDiscount } from "../subscriptions
 import { getSubscriptionRow, toSubscription } from "../subscriptions/service";
 import { Subscription } from "../subscriptions/schemas";
 import { closedObject } from "../admin/config";
-import { DAY_MS } from "../../lib/time";
+import { DAY_MS, iso } from "../../lib/time";
 import { discountAt } from "../billing/invoice-builder";
 
 export const RedeemOfferBody = closedObject({
@@ -92,5 +92,5 @@ export async function redeemRetentionOffer(db: Db, input: z.infer<typeof RedeemO
     if (isUniqueViolation(e, "offer_redemptions.offer_code")) throw alreadyRedeemed(input.offerCode);
     throw e;
   }
-  return { offerCode: input.offerCode, campaignId: offer.campaignId, discountPercent: offer.discountPercent, redeemedAt: new Date(now).toISOString(), subscription: toSubscription(after) };
+  return { offerCode: input.offerCode, campaignId: offer.campaignId, discountPercent: offer.discountPercent, redeemedAt: iso(now), subscription: toSubscription(after) };
 }

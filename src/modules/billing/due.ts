@@ -1,4 +1,5 @@
-import type { subscriptions } from "../../db/schema";
+import { and, isNull, lte, ne, or, type SQL } from "drizzle-orm";
+import { subscriptions } from "../../db/schema";
 
 type SubscriptionRow = typeof subscriptions.$inferSelect;
 
@@ -24,4 +25,13 @@ export function nextDueStep(sub: SubscriptionRow, opts: { hasMeters: boolean; gr
   const order = { resume: 0, plan_change: 1, period_end: 2 } as const;
   steps.sort((a, b) => a.at - b.at || order[a.kind] - order[b.kind]);
   return steps[0] ?? null;
+}
+
+/** The same question in SQL for real-time subscriptions: anything due at `now` (the hourly run, the backlog gauge). */
+export function isDue(now: number): SQL {
+  return and(
+    isNull(subscriptions.testClockId),
+    ne(subscriptions.status, "canceled"),
+    or(lte(subscriptions.currentPeriodEnd, now), lte(subscriptions.pausedUntil, now), lte(subscriptions.pendingChangeAt, now)),
+  )!;
 }

@@ -1,7 +1,8 @@
-import { and, isNull, lte, ne, or, sql } from "drizzle-orm";
+import { sql } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import type { Actor } from "../../env";
 import { subscriptions } from "../../db/schema";
+import { isDue } from "./due";
 import { finalizeDrafts } from "./finalize";
 import { runDue, type StepResult } from "./renewal";
 import type { JobMessage } from "../../../queues/messages";
@@ -12,17 +13,7 @@ const BATCH = 200;
 export type RunReport = { processed: number; steps: StepResult[]; invoiceIds: string[]; finalized: string[]; errors: { subscriptionId: string; error: string }[] };
 
 function dueQuery(db: Db, now: number) {
-  return db
-    .select({ id: subscriptions.id })
-    .from(subscriptions)
-    .where(
-      and(
-        isNull(subscriptions.testClockId),
-        ne(subscriptions.status, "canceled"),
-        or(lte(subscriptions.currentPeriodEnd, now), lte(subscriptions.pausedUntil, now), lte(subscriptions.pendingChangeAt, now)),
-      ),
-    )
-    .orderBy(sql`${subscriptions.currentPeriodEnd}`, subscriptions.id);
+  return db.select({ id: subscriptions.id }).from(subscriptions).where(isDue(now)).orderBy(sql`${subscriptions.currentPeriodEnd}`, subscriptions.id);
 }
 
 /**
