@@ -1,5 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { access, actorOf, requireRole } from "../../http/auth";
+import { access, requireRole } from "../../http/auth";
 import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { auditCtx } from "../../http/context";

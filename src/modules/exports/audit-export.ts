@@ -1,6 +1,6 @@
 import { DateOrInstant } from "../../http/openapi";
 import { z } from "@hono/zod-openapi";
-import { and, desc, gt, gte, lt, lte, notLike, type SQL } from "drizzle-orm";
+import { and, desc, gt, gte, lt, notLike, type SQL } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { auditLog } from "../../db/schema";
 import { commitWithAudit, type AuditContext } from "../../db/audit";

@@ -1,4 +1,3 @@
-import { DAY_MS } from "../../lib/time";
 import { and, eq, inArray } from "drizzle-orm";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";

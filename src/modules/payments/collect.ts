@@ -1,12 +1,11 @@
 import { and, desc, eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext, type AuditEntry } from "../../db/audit";
-import { customers, invoices, notifications, payments, subscriptions } from "../../db/schema";
+import { commitWithAudit, type AuditContext } from "../../db/audit";
+import { customers, invoices, payments, subscriptions } from "../../db/schema";
 import { chargeGateway, gatewayByName } from "../../gateways";
 import type { GatewayName } from "../../gateways/types";
 import type { ChargeResult } from "../../gateways/types";
-import { formatMinor } from "../../domain/money";
 import { ApiError } from "../../http/problem";
 import { newId } from "../../lib/ids";
 import type { PaymentMessage } from "../../../queues/messages";

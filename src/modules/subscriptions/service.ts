@@ -11,7 +11,6 @@ import { nowFor } from "../test-clocks/time";
 import { newestFirstPage } from "../../db/pagination";
 import { subscriptions, type SubscriptionStatus } from "../../db/schema";
 import { periodAt } from "../../domain/periods";
-import { ONE, parseDecimal } from "../../domain/decimal";
 import { ApiError, invalid, notFound } from "../../http/problem";
 import { newId } from "../../lib/ids";
 import { iso, DAY_MS } from "../../lib/time";
