@@ -285,6 +285,26 @@ describe("invoices: void", () => {
     expect((await invoiceRow(b!.invoice.id))!.status).toBe("paid");
     expect((await api("POST", "/api/v1/invoices/inv_nope/void", { body: { reason: "x" } })).status).toBe(404);
   });
+
+  it("gives back the customer credit the invoice spent, once, audited", async () => {
+    const customer = await createCustomer();
+    await env.DB.prepare("UPDATE customers SET credit_balance = 400 WHERE id = ?").bind(customer.id).run();
+    const { invoice } = await openInvoice({ customerId: customer.id });
+    expect(invoice).toMatchObject({ status: "open", total: { amountMinor: 1000 }, creditApplied: { amountMinor: 400 }, amountDue: { amountMinor: 600 } });
+    const balance = async () => (await api("GET", `/api/v1/customers/${customer.id}`)).body.creditBalance.amountMinor;
+    expect(await balance()).toBe(0);
+
+    const voided = await api("POST", `/api/v1/invoices/${invoice.id}/void`, { as: "finance", body: { reason: "wrong plan" } });
+    expect(voided.status).toBe(200);
+    expect(await balance()).toBe(400);
+    const returned = await env.DB.prepare("SELECT actor, after FROM audit_log WHERE action = 'customer.credit_returned' AND target_id = ?").bind(customer.id).all<{ actor: string; after: string }>();
+    expect(returned.results).toHaveLength(1);
+    expect(JSON.parse(returned.results[0]!.after)).toMatchObject({ invoiceId: invoice.id, amountMinor: 400 });
+
+    const again = await Promise.all([1, 2].map(() => api("POST", `/api/v1/invoices/${invoice.id}/void`, { as: "finance", body: { reason: "again" } })));
+    expect(again.map((r) => r.status)).toEqual([409, 409]);
+    expect(await balance()).toBe(400);
+  });
 });
 
 describe("GET /api/v1/invoices", () => {
