@@ -7,6 +7,7 @@ import { ApiError, problemResponse } from "./http/problem";
 import { requestLog } from "./http/request-log";
 import { httpMetrics } from "./http/metrics";
 import { authenticate } from "./http/auth";
+import { refuseCardNumbers } from "./http/card-data";
 import { idempotency } from "./http/idempotency";
 import { healthRoutes } from "./modules/health/routes";
 import { customerRoutes } from "./modules/customers/routes";
@@ -66,6 +67,9 @@ export function createApp() {
   app.use("/api/*", authenticate);
   app.use("/admin/*", authenticate);
   app.use("/metrics", authenticate);
+  // Before any route or idempotency record can store it (not /webhooks/stripe: Stripe signs those payloads).
+  app.use("/api/*", refuseCardNumbers);
+  app.use("/admin/*", refuseCardNumbers);
   app.use("/api/*", idempotency);
   app.use("/admin/*", idempotency);
 
