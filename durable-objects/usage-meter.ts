@@ -138,18 +138,30 @@ export class UsageMeter extends DurableObject<Env> {
       });
       this.config = config;
     }
+    // Whatever the version: a clock only moves forward, so a later time is always news.
+    if (config.testClockId && config.clockTime != null) this.setClock(config.clockTime);
     return Math.max(held, config.version);
   }
 
-  /** Test clocks push their time here; only used while the configuration names a test clock. */
+  /**
+   * Test clocks push their time here (on every configuration, and at each step of an advance); only used while
+   * the configuration names a test clock. Never moves back: a push built before an advance may arrive after it.
+   */
   setClock(time: number): number {
+    if (this.clockTime !== null && time <= this.clockTime) return this.clockTime;
     this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('clock', ?)", String(time));
     this.clockTime = time;
     return time;
   }
 
-  private effectiveNow(now: number): number {
-    return this.config?.testClockId && this.clockTime !== null ? this.clockTime : now;
+  /**
+   * "Now" for this subscription: its test clock's time when it lives on one, else the real time. A meter configured
+   * before configurations carried the clock's time falls back to the start of its current period (clock time too).
+   */
+  private effectiveNow(realNow: number): number {
+    const c = this.config;
+    if (!c?.testClockId) return realNow;
+    return this.clockTime ?? c.currentPeriodStart;
   }
 
   getConfig(): MeterConfig | null {
@@ -430,7 +442,8 @@ export class UsageMeter extends DurableObject<Env> {
   }
 
   /** Zeroes one meter for the open period; the events stay, and a reset marker records who and why. */
-  async reset(meterId: string, actor: string, reason: string | null, now: number): Promise<ResetOutcome> {
+  async reset(meterId: string, actor: string, reason: string | null, realNow: number): Promise<ResetOutcome> {
+    const now = this.effectiveNow(realNow);
     const c = this.config;
     if (!c) return { ok: false, error: "unknown_subscription" };
     const meter = c.meters.find((m) => m.meterId === meterId);
@@ -451,7 +464,7 @@ export class UsageMeter extends DurableObject<Env> {
       this.aggregates.clear();
       throw e;
     }
-    await this.scheduleFlush(now);
+    await this.scheduleFlush(realNow);
     return outcome;
   }
 
@@ -516,13 +529,15 @@ export class UsageMeter extends DurableObject<Env> {
 
   /** Rollup flush and dedup-window housekeeping. */
   override async alarm(): Promise<void> {
-    const now = Date.now();
+    const realNow = Date.now();
+    // Events are stamped and received in the subscription's time (its test clock's, if on one): so is their retention.
+    const now = this.effectiveNow(realNow);
     this.flushScheduled = false;
     await this.flush(now);
     this.sql.exec("DELETE FROM events WHERE received_at < ?", now - DEDUP_RETENTION_MS);
     const pending = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM aggregates WHERE rev > flushed_rev").one().n;
     if (pending > 0) {
-      await this.ctx.storage.setAlarm(now + ROLLUP_DELAY_MS);
+      await this.ctx.storage.setAlarm(realNow + ROLLUP_DELAY_MS);
       this.flushScheduled = true;
     }
   }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
+import { runDurableObjectAlarm } from "cloudflare:test";
 import fc from "fast-check";
 import { api, createCustomer, createPlan, unique } from "../helpers";
 
@@ -7,7 +8,7 @@ const T = (s: string) => new Date(s).toISOString();
 
 async function clockAt(time: string) {
   const r = await api("POST", "/api/v1/test-clocks", { body: { frozenTime: time, name: "test" } });
-  expect(r.status).toBe(201);
+  expect(r.status, JSON.stringify(r.body)).toBe(201);
   return r.body.id as string;
 }
 async function advance(clockId: string, time: string) {
@@ -291,6 +292,36 @@ describe("a subscription's life on a test clock", () => {
     const [first] = await invoicesOf(again.id);
     expect(first).toMatchObject({ total: { amountMinor: 3100 }, creditApplied: { amountMinor: 1800 }, amountDue: { amountMinor: 1300 }, status: "open" });
     expect((await api("GET", `/api/v1/customers/${customer.id}`)).body.creditBalance.amountMinor).toBe(0);
+  });
+});
+
+describe("usage on a test clock that was never advanced", () => {
+  it("lives in the clock's time from the subscription's creation: counted in the clock's period and billed on its invoice", async () => {
+    const clock = await clockAt("2021-01-15T12:00:00Z");
+    const customer = await createCustomer({ testClockId: clock });
+    const plan = await createPlan({ name: "Clock usage", ...flatAndUsage("5", "0.01") });
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id } })).body;
+    expect(sub).toMatchObject({ currentPeriodStart: T("2021-01-15T12:00:00Z"), currentPeriodEnd: T("2021-02-15T12:00:00Z") });
+
+    const unstamped = await api("POST", "/api/v1/usage", { body: { subscriptionId: sub.id, meterId: "api_calls", quantity: 100 } });
+    expect(unstamped.status, JSON.stringify(unstamped.body)).toBe(202);
+    expect(unstamped.body).toMatchObject({ accepted: 1 });
+    const stamped = await api("POST", "/api/v1/usage", { body: { subscriptionId: sub.id, meterId: "api_calls", quantity: 50, timestamp: "2021-01-15T12:00:00Z" } });
+    expect(stamped.status, JSON.stringify(stamped.body)).toBe(202);
+
+    const summary = (await api("GET", `/api/v1/usage/${sub.id}/summary`)).body;
+    expect(summary.period).toEqual({ start: T("2021-01-15T12:00:00Z"), end: T("2021-02-15T12:00:00Z") });
+    expect(summary.meters[0]).toMatchObject({ value: "150", eventCount: 2 });
+    const events = async () => (await api("GET", `/api/v1/usage/${sub.id}/events`)).body.data.map((e: any) => e.timestamp);
+    expect(await events()).toEqual([T("2021-01-15T12:00:00Z"), T("2021-01-15T12:00:00Z")]);
+    // The meter's housekeeping keeps events for their dedup window in clock time too (not years "old" by the wall clock).
+    expect(await runDurableObjectAlarm(env.USAGE_METER.get(env.USAGE_METER.idFromName(sub.id)))).toBe(true);
+    expect(await events()).toHaveLength(2);
+
+    const renewal = await advance(clock, "2021-02-15T13:00:00Z");
+    expect(renewal.invoiceIds).toHaveLength(1);
+    const inv = await invoice(renewal.invoiceIds[0]);
+    expect(inv.lines.find((l: any) => l.kind === "usage")).toMatchObject({ quantity: "150", amount: { amountMinor: 150 }, period: { start: T("2021-01-15T12:00:00Z"), end: T("2021-02-15T12:00:00Z") } });
   });
 });
 

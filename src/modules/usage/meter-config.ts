@@ -2,6 +2,7 @@ import { and, eq, lt, sql } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { plans, subscriptions, type StoredMeteredPrice, type SubscriptionStatus } from "../../db/schema";
 import type { Interval } from "../../domain/periods";
+import { clockTimeOf } from "../test-clocks/time";
 
 /** What a UsageMeter needs to decide alone (no D1 on the ingestion path); pushed on every subscription change. */
 export type MeterConfig = {
@@ -15,6 +16,11 @@ export type MeterConfig = {
   currentPeriodStart: number;
   currentPeriodEnd: number;
   testClockId: string | null;
+  /**
+   * The test clock's frozen time when this configuration was built (null off a clock). A meter on a clock lives in
+   * the clock's time from its first configuration on, not only once the clock has been advanced.
+   */
+  clockTime?: number | null;
   meters: StoredMeteredPrice[];
   /** The subscription's configVersion: older pushes never overwrite newer ones. */
   version: number;
@@ -23,7 +29,7 @@ export type MeterConfig = {
 type SubscriptionRow = typeof subscriptions.$inferSelect;
 type PlanRow = typeof plans.$inferSelect;
 
-export function meterConfigOf(sub: SubscriptionRow, plan: PlanRow): MeterConfig {
+export function meterConfigOf(sub: SubscriptionRow, plan: PlanRow, clockTime: number | null = null): MeterConfig {
   return {
     subscriptionId: sub.id,
     customerId: sub.customerId,
@@ -35,6 +41,7 @@ export function meterConfigOf(sub: SubscriptionRow, plan: PlanRow): MeterConfig 
     currentPeriodStart: sub.currentPeriodStart,
     currentPeriodEnd: sub.currentPeriodEnd,
     testClockId: sub.testClockId,
+    clockTime: sub.testClockId ? clockTime : null,
     meters: plan.prices.filter((p): p is StoredMeteredPrice => p.type === "metered"),
     version: sub.configVersion,
   };
@@ -50,7 +57,7 @@ export function meterStub(env: Env, subscriptionId: string) {
  */
 export async function pushMeterConfig(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow): Promise<boolean> {
   try {
-    const held = await meterStub(env, sub.id).configure(meterConfigOf(sub, plan));
+    const held = await meterStub(env, sub.id).configure(meterConfigOf(sub, plan, await clockTimeOf(db, sub.testClockId)));
     await db
       .update(subscriptions)
       .set({ meterSyncedVersion: held })
