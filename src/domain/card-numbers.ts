@@ -5,12 +5,13 @@
  * with 3, 4, 5 or 6 (Amex, Diners, JCB, Visa, Mastercard, Maestro, Discover, UnionPay, RuPay), or with 2 when 16
  * digits long (Mastercard 2-series, Mir). Leaving out the other first digits is deliberate: epoch milliseconds are
  * 13 digits starting with 1 (until 2033) or 2 (until 2065), one in ten of them passes Luhn, and they legitimately
- * appear in metadata; the same holds for snowflake-style ids starting with 1. `npm run security:pci-scan` reports a
- * subset of these numbers (a table of brand prefixes), so whatever passes this gate does not trip that scan.
+ * appear in metadata, as do snowflake-style ids starting with 1. `npm run security:pci-scan` uses the same idea
+ * (a table of brand prefixes) after the fact.
  *
  * How a number may be written: one run of 13–19 digits not touching other digits (a longer run is an id), or groups
  * of digits joined by single spaces or dashes as people write cards (4242 4242 4242 4242, 3782-822463-10005), where
- * every inner group has 3–6 digits: so dates (2024-06-24 2024-06-25) and UUIDs do not join into a number.
+ * every inner group has 3–6 digits, so dates (2024-06-24 2024-06-25) do not join into a number; groups glued to a
+ * letter belong to an identifier (a UUID can read …b1234-5678-9012-3456-…) and count only as whole runs.
  */
 
 /** Luhn (mod 10) over a string of ASCII digits. */
@@ -36,15 +37,13 @@ export function isCardNumber(digits: string): boolean {
   return luhnValid(digits);
 }
 
-// Digit groups joined by single spaces or dashes.
-const GROUPED = /\d+(?:[ -]\d+)*/g;
-// Necessary for any candidate: a run of 13 digits, or a separator followed by a group of 3+ (cheap first test).
-const MAYBE = /\d{13}|\d[ -]\d{3}/;
-
-function groupsHoldCardNumber(groups: string[]): boolean {
+/** A card number among the groups of one sequence: a group of 13–19 digits, or a window of consecutive groups. */
+function groupsHoldCardNumber(groups: string[], glued: boolean): boolean {
   for (let i = 0; i < groups.length; i++) {
     const g = groups[i]!;
     if (g.length >= 13 && g.length <= 19 && isCardNumber(g)) return true;
+    // Digits joined to letters belong to an identifier (a UUID's "…b1234-5678-9012-3456-…"): only whole runs count there.
+    if (glued) continue;
     let acc = "";
     for (let j = i; j < groups.length; j++) {
       const h = groups[j]!;
@@ -58,13 +57,38 @@ function groupsHoldCardNumber(groups: string[]): boolean {
   return false;
 }
 
-/** True when `text` holds a card number anywhere, written in one run or in groups (see above). */
+const isDigit = (c: number) => c >= 48 && c <= 57;
+const isLetter = (c: number) => (c >= 65 && c <= 90) || (c >= 97 && c <= 122);
+
+/** A stretch of digits with single spaces or dashes between them, from `start` to `end` (exclusive, both digits). */
+function sequenceHoldsCardNumber(text: string, start: number, end: number): boolean {
+  const glued = isLetter(text.charCodeAt(start - 1)) || isLetter(text.charCodeAt(end));
+  return groupsHoldCardNumber(text.slice(start, end).split(/[ -]/), glued);
+}
+
+/**
+ * True when `text` holds a card number anywhere, written in one run or in groups (see above). One pass over the
+ * characters without allocating, so a request body of ordinary JSON costs about as much as reading it.
+ */
 export function containsCardNumber(text: string): boolean {
-  if (!MAYBE.test(text)) return false;
-  for (const m of text.matchAll(GROUPED)) {
-    const s = m[0];
-    if (s.length < 13) continue;
-    if (groupsHoldCardNumber(s.split(/[ -]/))) return true;
+  let start = -1; // first digit of the current sequence
+  let last = -1; // its last digit so far
+  let digits = 0;
+  for (let i = 0; i <= text.length; i++) {
+    const c = i < text.length ? text.charCodeAt(i) : -1;
+    if (isDigit(c)) {
+      if (start < 0) {
+        start = i;
+        digits = 0;
+      }
+      digits++;
+      last = i;
+    } else if (start >= 0 && (c === 32 || c === 45) && last === i - 1) {
+      // one separator may join two groups
+    } else if (start >= 0) {
+      if (digits >= 13 && sequenceHoldsCardNumber(text, start, last + 1)) return true;
+      start = -1;
+    }
   }
   return false;
 }
@@ -85,7 +109,9 @@ class NumberSource {
 }
 
 type Reviver = (this: unknown, key: string, value: unknown, context?: { source?: string }) => unknown;
-const keepNumberSource: Reviver = (_key, value, context) => (typeof value === "number" ? new NumberSource(context?.source ?? String(value)) : value);
+// Only numbers long enough to matter are wrapped; `context.source` is the number's text in the request.
+const keepNumberSource: Reviver = (_key, value, context) =>
+  typeof value === "number" && (context?.source ?? "").length >= 13 ? new NumberSource(context!.source!) : value;
 
 const pathOf = (segments: readonly string[]) => (segments.length ? segments.join(".") : "(body)");
 
@@ -97,25 +123,32 @@ function walk(value: unknown, segments: string[], key: string | undefined, out: 
     if (containsCardNumber(text)) out.push({ path: pathOf(segments), in: "value" });
     return;
   }
+  if (typeof value !== "object" || value === null) return;
   if (Array.isArray(value)) {
-    value.forEach((v, i) => walk(v, [...segments, String(i)], undefined, out));
+    for (let i = 0; i < value.length; i++) {
+      segments.push(String(i));
+      walk(value[i], segments, undefined, out);
+      segments.pop();
+    }
     return;
   }
-  if (typeof value === "object" && value !== null) {
-    for (const [k, v] of Object.entries(value)) {
-      // A key that is a card number is reported on its object, and not followed (the path would show it).
-      if (containsCardNumber(k)) {
-        if (!out.some((f) => f.in === "key" && f.path === pathOf(segments))) out.push({ path: pathOf(segments), in: "key" });
-        continue;
-      }
-      walk(v, [...segments, k], k, out);
+  let keyReported = false;
+  for (const k in value) {
+    // A key that is a card number is reported on its object, and not followed (the path would show it).
+    if (containsCardNumber(k)) {
+      if (!keyReported) out.push({ path: pathOf(segments), in: "key" });
+      keyReported = true;
+      continue;
     }
+    segments.push(k);
+    walk((value as Record<string, unknown>)[k], segments, k, out);
+    segments.pop();
   }
 }
 
 /**
  * Where a request body (JSON text) holds card numbers: the field paths (zod style, `events.0.metadata.note`), never
- * the numbers. Cheap when there is none: one regular-expression pass over the text, parsing only after a hit (or
+ * the numbers. Cheap when there is none: one pass over the text, parsing only after a hit (or
  * when \u escapes could hide digits). A body that is not JSON but holds a card number is reported as `(body)`.
  */
 export function cardNumberFindingsInJson(text: string): CardFinding[] {

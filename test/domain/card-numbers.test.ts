@@ -112,7 +112,21 @@ describe("containsCardNumber", () => {
   it("property: a valid number, written any usual way, embedded in any text, is found", () => {
     fc.assert(
       fc.property(panArb, fc.constantFrom("" as const, " " as const, "-" as const), proseArb, proseArb, (pan, sep, before, after) => {
-        expect(containsCardNumber(`${before}${formatted(pan, sep)}${after}`)).toBe(true);
+        // A run of digits counts even glued to letters; groups glued to letters read as an identifier (see the UUID case).
+        const text = sep === "" ? `${before}${pan}${after}` : `${before} ${formatted(pan, sep)}, ${after}`;
+        expect(containsCardNumber(text)).toBe(true);
+      }),
+    );
+  });
+
+  it("property: UUIDs are never card numbers, even when four of their groups are all digits", () => {
+    expect(containsCardNumber("e2b41234-5678-9012-3456-ab0000000000")).toBe(false);
+    fc.assert(
+      fc.property(fc.uuid(), fc.array(fc.integer({ min: 0, max: 9 }), { minLength: 16, maxLength: 16 }), (uuid, digits) => {
+        expect(containsCardNumber(uuid)).toBe(false);
+        // The most card-like a UUID gets: the end of its first group and the next three groups all digits.
+        const d = digits.join("");
+        expect(containsCardNumber(`${uuid.slice(0, 4)}${d.slice(0, 4)}-${d.slice(4, 8)}-${d.slice(8, 12)}-${d.slice(12)}-${uuid.slice(24)}`)).toBe(false);
       }),
     );
   });
