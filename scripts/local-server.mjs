@@ -49,6 +49,7 @@ export async function localToken(role = "admin") {
     .setSubject(`script-${role}`)
     .setIssuer(/JWT_ISSUER\s*=\s*"([^"]+)"/.exec(config)[1])
     .setAudience(/JWT_AUDIENCE\s*=\s*"([^"]+)"/.exec(config)[1])
+    .setIssuedAt()
     .setExpirationTime("2h")
     .sign(new TextEncoder().encode(secret));
 }

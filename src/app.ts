@@ -8,7 +8,6 @@ import { requestLog } from "./http/request-log";
 import { httpMetrics } from "./http/metrics";
 import { authenticate } from "./http/auth";
 import { refuseCardNumbers } from "./http/card-data";
-import { idempotency } from "./http/idempotency";
 import { healthRoutes } from "./modules/health/routes";
 import { customerRoutes } from "./modules/customers/routes";
 import { planRoutes } from "./modules/plans/routes";
@@ -70,8 +69,7 @@ export function createApp() {
   // Before any route or idempotency record can store it (not /webhooks/stripe: Stripe signs those payloads).
   app.use("/api/*", refuseCardNumbers);
   app.use("/admin/*", refuseCardNumbers);
-  app.use("/api/*", idempotency);
-  app.use("/admin/*", idempotency);
+  // Idempotency-Key is honoured by the route guards (requireRole, requireScopeOrRole), after authorization.
 
   app.route("/health", healthRoutes);
   app.route("/api/v1/customers", customerRoutes);

@@ -15,5 +15,10 @@ export type HonoEnv = {
     actor: Actor | undefined;
     /** The caller-scoped Idempotency-Key of this request, when it sent one. */
     idempotencyKey: string | undefined;
+    /**
+     * Set by a handler whose response carries a secret shown only once (an API key): the idempotency layer never
+     * stores that response, and a repeat of the request gets a 409 naming the created object instead.
+     */
+    secretShownOnce: { object: string; id: string } | undefined;
   };
 };

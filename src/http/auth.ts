@@ -4,6 +4,7 @@ import { createMiddleware } from "hono/factory";
 import type { Context } from "hono";
 import type { Actor, HonoEnv } from "../env";
 import { ApiError } from "./problem";
+import { idempotent } from "./idempotency";
 import { dbOf } from "../db/client";
 import { apiKeys } from "../db/schema";
 import { sha256Hex } from "../lib/hash";
@@ -45,8 +46,22 @@ function secretKey(env: Env): Uint8Array {
   return new TextEncoder().encode(env.JWT_SECRET);
 }
 
-/** Signs a token for `role`; used by `npm run token` and the tests. */
+const DEFAULT_MAX_TTL_SECONDS = 24 * 60 * 60;
+/** How far a token's `iat` may lie ahead of this clock (issuers' clocks drift a little). */
+const CLOCK_SKEW_SECONDS = 60;
+
+/** The longest lifetime (exp − iat) a token may have: JWT_MAX_TTL_SECONDS, else 24 h. */
+export function maxTokenLifetime(env: Env): number {
+  const n = Number(env.JWT_MAX_TTL_SECONDS);
+  return Number.isInteger(n) && n > 0 ? n : DEFAULT_MAX_TTL_SECONDS;
+}
+
+const invalidToken = (detail: string) => new ApiError("unauthorized", detail, [], { "www-authenticate": 'Bearer error="invalid_token"' });
+
+/** Signs a token for `role`; used by the tests (`npm run token` mints the same shape). Never beyond the maximum lifetime. */
 export async function signToken(env: Env, sub: string, role: Role, ttlSeconds = 3600): Promise<string> {
+  const max = maxTokenLifetime(env);
+  if (ttlSeconds > max) throw new Error(`token lifetime ${ttlSeconds} s exceeds the maximum of ${max} s (JWT_MAX_TTL_SECONDS)`);
   return new SignJWT({ role })
     .setProtectedHeader({ alg: "HS256" })
     .setSubject(sub)
@@ -63,8 +78,13 @@ async function actorFromJwt(env: Env, token: string): Promise<Actor> {
       algorithms: ["HS256"],
       issuer: env.JWT_ISSUER,
       audience: env.JWT_AUDIENCE,
-      requiredClaims: ["exp", "sub"],
+      requiredClaims: ["exp", "iat", "sub"],
     });
+    // A stolen long-lived token would work for years: every token must say when it was issued and live at most the maximum.
+    const max = maxTokenLifetime(env);
+    const lifetime = payload.exp! - payload.iat!;
+    if (lifetime > max) throw invalidToken(`token lifetime (exp - iat) is ${lifetime} s; the maximum is ${max} s: mint a shorter-lived token`);
+    if (payload.iat! > Date.now() / 1000 + CLOCK_SKEW_SECONDS) throw invalidToken('token claim "iat" is in the future');
     const role = payload.role;
     if (typeof role !== "string" || !(roles as readonly string[]).includes(role)) {
       throw new ApiError("unauthorized", "token has no valid role claim");
@@ -78,7 +98,7 @@ async function actorFromJwt(env: Env, token: string): Promise<Actor> {
         : e instanceof joseErrors.JWTClaimValidationFailed
           ? `token claim "${e.claim}" is invalid`
           : "token signature or format is invalid";
-    throw new ApiError("unauthorized", detail, [], { "www-authenticate": 'Bearer error="invalid_token"' });
+    throw invalidToken(detail);
   }
 }
 
@@ -117,24 +137,28 @@ function requireActor(c: Context<HonoEnv>): Actor {
   return actor;
 }
 
-/** Route guard: a user token whose role is in `allowed`. */
+/**
+ * Route guard: a user token whose role is in `allowed`. Once the caller is authorized, the request runs under its
+ * Idempotency-Key (if any): authorization always comes first, so a stored response is never replayed to a caller
+ * who may not call the route now.
+ */
 export function requireRole(allowed: readonly Role[]) {
   return createMiddleware<HonoEnv>(async (c, next) => {
     const actor = requireActor(c);
     if (actor.kind !== "user" || !allowed.includes(actor.role as Role)) {
       throw new ApiError("forbidden", `this route needs one of the roles: ${allowed.join(", ")}`);
     }
-    await next();
+    return idempotent(c, next);
   });
 }
 
-/** Route guard: an API key with `scope`, or a user token whose role is in `roles`. */
+/** Route guard: an API key with `scope`, or a user token whose role is in `roles`; then idempotency, as above. */
 export function requireScopeOrRole(scope: string, allowed: readonly Role[]) {
   return createMiddleware<HonoEnv>(async (c, next) => {
     const actor = requireActor(c);
     const ok = actor.kind === "api_key" ? actor.scopes.includes(scope) : allowed.includes(actor.role as Role);
     if (!ok) throw new ApiError("forbidden", `this route needs the scope ${scope} or one of the roles: ${allowed.join(", ")}`);
-    await next();
+    return idempotent(c, next);
   });
 }
 

@@ -7,7 +7,7 @@ import { api, createApiKey } from "../helpers";
 
 const secret = (s: string) => new TextEncoder().encode(s);
 
-type Claims = { role?: unknown; sub?: string | null; iss?: string; aud?: string; exp?: number | null; alg?: string; key?: string };
+type Claims = { role?: unknown; sub?: string | null; iss?: string; aud?: string; exp?: number | null; iat?: number | null; alg?: string; key?: string };
 
 /** A token built by hand, so each claim can be wrong on its own. */
 async function craft(c: Claims = {}): Promise<string> {
@@ -16,8 +16,8 @@ async function craft(c: Claims = {}): Promise<string> {
   let jwt = new SignJWT(payload as never)
     .setProtectedHeader({ alg: c.alg ?? "HS256" })
     .setIssuer(c.iss ?? env.JWT_ISSUER)
-    .setAudience(c.aud ?? env.JWT_AUDIENCE)
-    .setIssuedAt();
+    .setAudience(c.aud ?? env.JWT_AUDIENCE);
+  if (c.iat !== null) jwt = jwt.setIssuedAt(c.iat);
   if (c.sub !== null) jwt = jwt.setSubject(c.sub ?? "crafted-user");
   if (c.exp !== null) jwt = jwt.setExpirationTime(c.exp ?? Math.floor(Date.now() / 1000) + 600);
   return jwt.sign(secret(c.key ?? env.JWT_SECRET));
@@ -114,6 +114,44 @@ describe("JWT authentication", () => {
     const r = await api("GET", "/api/v1/customers", { auth: `Bearer ${token}` });
     expect401(r);
     expect(r.body.detail).toMatch(/exp/);
+  });
+
+  describe("lifetime", () => {
+    const nowS = () => Math.floor(Date.now() / 1000);
+
+    it("a ten-year token → 401 naming the maximum lifetime", async () => {
+      const token = await craft({ role: "admin", exp: nowS() + 10 * 365 * 86_400 });
+      const r = await api("GET", "/api/v1/customers", { auth: `Bearer ${token}` });
+      expect401(r);
+      expect(r.body.detail).toMatch(/lifetime/);
+      expect(r.body.detail).toContain(`${env.JWT_MAX_TTL_SECONDS} s`);
+    });
+
+    it("a 23-hour token is accepted; 24 h is the default maximum", async () => {
+      expect(env.JWT_MAX_TTL_SECONDS).toBe("86400");
+      const token = await craft({ role: "admin", exp: nowS() + 23 * 3600 });
+      expect((await api("GET", "/api/v1/customers", { auth: `Bearer ${token}` })).status).toBe(200);
+      const justOver = await craft({ role: "admin", exp: nowS() + 86_400 + 60 });
+      expect401(await api("GET", "/api/v1/customers", { auth: `Bearer ${justOver}` }));
+    });
+
+    it("a token without iat → 401 (its lifetime cannot be known)", async () => {
+      const token = await craft({ role: "admin", iat: null });
+      const r = await api("GET", "/api/v1/customers", { auth: `Bearer ${token}` });
+      expect401(r);
+      expect(r.body.detail).toContain("iat");
+    });
+
+    it("a short-lived token issued in the future, or issued long ago, → 401", async () => {
+      const future = await craft({ role: "admin", iat: nowS() + 5 * 365 * 86_400, exp: nowS() + 5 * 365 * 86_400 + 600 });
+      expect401(await api("GET", "/api/v1/customers", { auth: `Bearer ${future}` }));
+      const old = await craft({ role: "admin", iat: nowS() - 2 * 86_400, exp: nowS() + 600 });
+      expect401(await api("GET", "/api/v1/customers", { auth: `Bearer ${old}` }));
+    });
+
+    it("signToken refuses to mint beyond the maximum", async () => {
+      await expect(signToken(env, "someone", "admin", 10 * 365 * 86_400)).rejects.toThrow(/lifetime/);
+    });
   });
 
   it("token without subject → 401", async () => {

@@ -296,3 +296,67 @@ describe("a request that died after committing", () => {
     expect(await stateOf("t:fail")).toBe("in_flight");
   });
 });
+
+describe("authorization runs before a replay", () => {
+  const asSubject = async (sub: string, role: "admin" | "finance" | "support" | "viewer") => `Bearer ${await signToken(env, sub, role)}`;
+
+  it("a viewer token with the admin's subject reusing the admin's key gets 403, never the stored 201 or the key's secret", async () => {
+    const key = unique("idem");
+    const body = { name: unique("k"), scopes: ["usage:write"] };
+    const created = await post("/admin/api-keys", key, body, null, await asSubject("shared-subject", "admin"));
+    expect(created.status).toBe(201);
+    const replay = await post("/admin/api-keys", key, body, null, await asSubject("shared-subject", "viewer"));
+    expect(replay.status).toBe(403);
+    expect(replay.headers.get("idempotent-replayed")).toBeNull();
+    expect(JSON.stringify(replay.body)).not.toContain("bek_");
+    expect(JSON.stringify(replay.body)).not.toContain(created.body.id);
+  });
+
+  it("a finance token with the admin's subject reusing the key on an admin-only route gets 403", async () => {
+    const key = unique("idem");
+    const created = await post("/admin/config/reload", key, {}, null, await asSubject("shared-subject-2", "admin"));
+    expect(created.status).toBe(200);
+    const replay = await post("/admin/config/reload", key, {}, null, await asSubject("shared-subject-2", "finance"));
+    expect(replay.status).toBe(403);
+    expect(replay.headers.get("idempotent-replayed")).toBeNull();
+  });
+
+  it("a caller who may call the route still gets the replay (the role check is not a new request)", async () => {
+    const key = unique("idem");
+    const email = `${unique("fin")}@example.com`;
+    const first = await post("/api/v1/customers", key, { email }, null, await asSubject("shared-subject-3", "admin"));
+    const again = await post("/api/v1/customers", key, { email }, null, await asSubject("shared-subject-3", "finance"));
+    expect(again.status).toBe(201);
+    expect(again.headers.get("idempotent-replayed")).toBe("true");
+    expect(again.body.id).toBe(first.body.id);
+    expect(await customersWithEmail(email)).toBe(1);
+  });
+});
+
+describe("responses that carry a secret are never stored", () => {
+  it("a repeated API key creation is a 409 naming the key, and D1 never holds the bek_ secret", async () => {
+    const key = unique("idem");
+    const body = { name: unique("secret"), scopes: ["usage:write"] };
+    const first = await post("/admin/api-keys", key, body);
+    expect(first.status).toBe(201);
+    expect(first.body.key).toMatch(/^bek_/);
+
+    const again = await post("/admin/api-keys", key, body);
+    expect(again.status).toBe(409);
+    expect(again.headers.get("content-type")).toBe("application/problem+json");
+    expect(again.headers.get("idempotent-replayed")).toBe("true");
+    expect(again.body.detail).toContain(first.body.id);
+    expect(again.body.detail).toMatch(/shown only once/);
+    expect(JSON.stringify(again.body)).not.toContain(first.body.key);
+
+    const row = await keyRow(`test-admin:${key}`);
+    expect(row!.state).toBe("done");
+    expect(row!.response_status).toBe(409);
+    expect(String(row!.response_body)).not.toContain("bek_");
+    expect(String(row!.response_body)).toContain(first.body.id);
+    const anywhere = await count("SELECT count(*) AS n FROM idempotency_keys WHERE response_body LIKE '%bek\\_%' ESCAPE '\\'");
+    expect(anywhere).toBe(0);
+    // Only one key was created.
+    expect(await count("SELECT count(*) AS n FROM api_keys WHERE name = ?", body.name)).toBe(1);
+  });
+});

@@ -71,6 +71,8 @@ export const apiKeyRoutes = router()
         revokedAt: null,
       };
       await commitWithAudit(db, [db.insert(apiKeys).values(row)], [{ action: "api_key.created", targetType: "api_key", targetId: row.id, after: toApiKey(row) }], ctx);
+      // The plaintext is shown once: never stored for an Idempotency-Key replay (a repeat gets a 409 naming the key).
+      c.set("secretShownOnce", { object: "API key", id: row.id });
       return c.json({ ...toApiKey(row), key }, 201);
     },
   )
