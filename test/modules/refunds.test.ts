@@ -164,7 +164,8 @@ describe("POST /api/v1/refunds", () => {
     expect(frozen.status).toBe(423);
     expect(frozen.body.detail).toContain("Security incident detected");
     expect((await getPayment(p.id)).amountRefundedMinor).toBe(0);
-    expect(await refundRows(p.id)).toMatchObject([{ amount: 500, status: "failed", failureMessage: "payments frozen" }]);
+    // A refusal is decided before anything is written: no refund row, no reservation.
+    expect(await refundRows(p.id)).toEqual([]);
 
     await call("POST", "/admin/emergency/queue-mode");
     expect((await refund({ paymentId: p.id })).status).toBe(423);
@@ -175,6 +176,53 @@ describe("POST /api/v1/refunds", () => {
     const ok = await refund({ paymentId: p.id });
     expect(ok.body).toMatchObject({ amountMinor: 1200, status: "succeeded" });
     expect(await ledgerRefunds(p.gatewayPaymentId)).toEqual([1200]);
+  });
+
+  it("a 423 during a freeze does not consume the Idempotency-Key: the same key refunds after resume", async () => {
+    const p = await payment("9.00");
+    const key = unique("idem");
+    await call("POST", "/admin/emergency/freeze-payments", { reason: "incident 42" });
+    const frozen = await refund({ paymentId: p.id, amount: 4 }, "finance", { "idempotency-key": key });
+    expect(frozen.status).toBe(423);
+    const stored = await env.DB.prepare("SELECT count(*) AS n FROM idempotency_keys WHERE scoped_key = ?").bind(`test-finance:${key}`).first("n");
+    expect(stored).toBe(0);
+
+    await call("POST", "/admin/emergency/resume-payments");
+    const retry = await refund({ paymentId: p.id, amount: 4 }, "finance", { "idempotency-key": key });
+    expect(retry.status).toBe(201);
+    expect(retry.headers.get("idempotent-replayed")).toBeNull();
+    expect(retry.body).toMatchObject({ amountMinor: 400, status: "succeeded" });
+    expect(await ledgerRefunds(p.gatewayPaymentId)).toEqual([400]);
+    // From now on the key answers with that refund.
+    const again = await refund({ paymentId: p.id, amount: 4 }, "finance", { "idempotency-key": key });
+    expect(again.headers.get("idempotent-replayed")).toBe("true");
+    expect(again.body.id).toBe(retry.body.id);
+    expect(await refundRows(p.id)).toHaveLength(1);
+  });
+
+  it("a 5xx before anything is written (PaymentGuard unreachable) does not consume the key or hold money", async () => {
+    const p = await payment("8.00");
+    const key = unique("idem");
+    const brokenGuard = { idFromName: () => ({}), get: () => ({ admit: () => Promise.reject(new Error("guard unreachable")), release: async () => {} }) };
+    const ctx = createExecutionContext();
+    const res = await worker.fetch(
+      new Request("http://localhost/api/v1/refunds", {
+        method: "POST",
+        headers: { authorization: `Bearer ${await tokenFor("finance")}`, "content-type": "application/json", "idempotency-key": key },
+        body: JSON.stringify({ paymentId: p.id, amount: 3 }),
+      }),
+      { ...testEnv(), PAYMENT_GUARD: brokenGuard } as unknown as Env,
+      ctx,
+    );
+    await waitOnExecutionContext(ctx);
+    expect(res.status).toBe(500);
+    expect((await getPayment(p.id)).amountRefundedMinor).toBe(0);
+    expect(await refundRows(p.id)).toEqual([]);
+
+    const retry = await refund({ paymentId: p.id, amount: 3 }, "finance", { "idempotency-key": key });
+    expect(retry.status).toBe(201);
+    expect(retry.headers.get("idempotent-replayed")).toBeNull();
+    expect(retry.body).toMatchObject({ amountMinor: 300, status: "succeeded" });
   });
 
   it("keeps the reservation and the key when the gateway does not answer; the hourly sweep settles it once", async () => {

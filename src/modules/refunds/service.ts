@@ -7,7 +7,7 @@ import { ApiError, invalid, notFound } from "../../http/problem";
 import { iso } from "../../lib/time";
 import { newId } from "../../lib/ids";
 import { paymentGuard } from "../payments/guard";
-import { amountText, notRefundable, paymentById, remainingOf, reserve, reverse, settle, type PaymentRow, type RefundRow } from "./ledger";
+import { amountText, notRefundable, paymentById, remainingOf, reserve, settle, type PaymentRow, type RefundRow } from "./ledger";
 
 export { processBulkRefundItem, type BulkRefundItemMessage, type BulkItemResult } from "./bulk";
 
@@ -61,10 +61,11 @@ function overRefund(payment: PaymentRow, asked: number): ApiError {
 }
 
 /**
- * Refunds part or all of a succeeded payment through the gateway that took it. The amount is reserved on the
- * payment atomically first (no overdraw under concurrency), then PaymentGuard admits the refund: frozen or queue
- * mode → 423 and the reservation is given back. A gateway decline → 422 and the reservation given back; no answer
- * from the gateway → the refund stays pending (the caller sees status "pending") and the hourly sweep settles it.
+ * Refunds part or all of a succeeded payment through the gateway that took it. PaymentGuard admits the refund
+ * first: frozen or queue mode → 423 before anything is written, so a refusal never consumes the request's
+ * Idempotency-Key. Then the amount is reserved on the payment atomically (no overdraw under concurrency). A gateway
+ * decline → 422 and the reservation given back; no answer from the gateway → the refund stays pending (the caller
+ * sees status "pending") and the hourly sweep settles it.
  */
 export async function createRefund(env: Env, db: Db, input: CreateRefundInput, ctx: AuditContext): Promise<{ refund: RefundRow; payment: PaymentRow }> {
   const payment = await paymentById(db, input.paymentId);
@@ -90,17 +91,16 @@ export async function createRefund(env: Env, db: Db, input: CreateRefundInput, c
     createdAt: ctx.now,
     updatedAt: ctx.now,
   };
-  if ((await reserve(db, row, ctx)) !== "reserved") throw overRefund((await paymentById(db, payment.id)) ?? payment, amount);
 
   const guard = paymentGuard(env);
   const admission = await guard.admit(`refund ${id}`);
   if (!admission.admitted) {
     const state = admission.mode === "frozen" ? "frozen" : "in queue mode";
-    await reverse(db, row, `payments ${state}`, ctx);
     throw new ApiError("locked", `payments are ${state}: ${admission.reason ?? "no reason given"}`, [], { "retry-after": "60" });
   }
   let outcome;
   try {
+    if ((await reserve(db, row, ctx)) !== "reserved") throw overRefund((await paymentById(db, payment.id)) ?? payment, amount);
     // A gateway that does not answer may still have refunded: keep the reservation and the key; the hourly sweep
     // asks again with the same key. Giving the reservation back here could let a second refund overdraw the charge.
     outcome = await settle(env, db, row, payment, ctx, "keep");
