@@ -25,7 +25,8 @@ export const auditExportRoutes = router()
       description: lenientBody(
         '{ "startDate": "2024-06-01", "endDate": "2024-06-30" (a bare date includes the whole day), "format": "json" | "csv", "includeSystemEvents": true }. Every row carries its prev_hash and hash, and the export records the chain head, so it can be checked against the chain.',
       ),
-      middleware: [requireRole(access.finance)] as const,
+      // Admin-only like the download: an export holds every actor, target and change of the range.
+      middleware: [requireRole(access.admin)] as const,
       responses: { 201: jsonResponse(AuditExportResult, "Stored export"), ...errorResponses },
     }),
     async (c) => {
