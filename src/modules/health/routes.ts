@@ -1,33 +1,58 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { HonoEnv } from "../../env";
+import { authenticate } from "../../http/auth";
 import { jsonResponse, router } from "../../http/openapi";
 import { checkDatabase, checkDurableObjects, checkPaymentGateways, type ComponentHealth } from "./checks";
 
-const Component = z.object({ status: z.enum(["ok", "down"]), latencyMs: z.number(), detail: z.unknown().optional(), error: z.string().optional() });
-const Overall = z.object({ status: z.enum(["ok", "down"]), latencyMs: z.number(), checks: z.record(z.string(), Component), version: z.string(), time: z.string() });
+const Component = z
+  .object({ status: z.enum(["ok", "down"]), latencyMs: z.number(), detail: z.unknown().optional(), error: z.string().optional() })
+  .openapi({ description: "detail and error only with a token (any role); anonymous probes get status and latency" });
+const Overall = z.object({
+  status: z.enum(["ok", "down"]),
+  latencyMs: z.number(),
+  checks: z.record(z.string(), Component),
+  version: z.string().optional(),
+  time: z.string().optional(),
+});
 const health = { 200: jsonResponse(Component, "Healthy"), 503: jsonResponse(Component, "Down") };
 const overall = { 200: jsonResponse(Overall, "Healthy"), 503: jsonResponse(Overall, "At least one component is down") };
 
 const VERSION = "0.1.0";
 
+/** Details (row counts, payment mode, gateway modes, error messages) are business data: only for a user token. */
+const detailed = (c: Context<HonoEnv>) => c.get("actor")?.kind === "user";
+const shown = (h: ComponentHealth, full: boolean): ComponentHealth => (full ? h : { status: h.status, latencyMs: h.latencyMs });
+
 async function aggregate(c: Context<HonoEnv>, checks: Record<string, Promise<ComponentHealth>>) {
   const started = Date.now();
-  const entries = await Promise.all(Object.entries(checks).map(async ([k, p]) => [k, await p] as const));
+  const full = detailed(c);
+  const entries = await Promise.all(Object.entries(checks).map(async ([k, p]) => [k, shown(await p, full)] as const));
   const down = entries.some(([, h]) => h.status === "down");
-  const body = { status: down ? ("down" as const) : ("ok" as const), latencyMs: Date.now() - started, checks: Object.fromEntries(entries), version: VERSION, time: new Date().toISOString() };
+  const body = {
+    status: down ? ("down" as const) : ("ok" as const),
+    latencyMs: Date.now() - started,
+    checks: Object.fromEntries(entries),
+    ...(full ? { version: VERSION, time: new Date().toISOString() } : {}),
+  };
   return down ? c.json(body, 503) : c.json(body, 200);
 }
 
-const one = (c: Context<HonoEnv>, h: ComponentHealth) => (h.status === "ok" ? c.json(h, 200) : c.json(h, 503));
+const one = (c: Context<HonoEnv>, h: ComponentHealth) => {
+  const body = shown(h, detailed(c));
+  return h.status === "ok" ? c.json(body, 200) : c.json(body, 503);
+};
+// A token is read when sent (a bad one is a 401), so a caller with a token sees the details. /health/live does no I/O.
 const route = (path: string, summary: string, responses: typeof health | typeof overall) =>
-  createRoute({ method: "get", path, tags: ["Health"], summary, responses });
+  createRoute({ method: "get", path, tags: ["Health"], summary, middleware: [authenticate] as const, responses });
 
 export const healthRoutes = router()
   .openapi(route("/", "Overall health: database, Durable Objects, payment gateways", overall), (c) =>
     aggregate(c, { database: checkDatabase(c.env), durableObjects: checkDurableObjects(c.env), paymentGateways: checkPaymentGateways(c.env) }),
   )
-  .openapi(route("/live", "Liveness: the isolate answers (no I/O)", health), (c) => c.json({ status: "ok" as const, latencyMs: 0 }, 200))
+  .openapi(createRoute({ method: "get", path: "/live", tags: ["Health"], summary: "Liveness: the isolate answers (no I/O, credentials not read)", responses: health }), (c) =>
+    c.json({ status: "ok" as const, latencyMs: 0 }, 200),
+  )
   .openapi(route("/ready", "Readiness: database and Durable Objects answer", overall), (c) =>
     aggregate(c, { database: checkDatabase(c.env), durableObjects: checkDurableObjects(c.env) }),
   )
