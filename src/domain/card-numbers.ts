@@ -11,7 +11,8 @@
  * How a number may be written: one run of 13–19 digits not touching other digits (a longer run is an id), or groups
  * of digits joined by single spaces or dashes as people write cards (4242 4242 4242 4242, 3782-822463-10005), where
  * every inner group has 3–6 digits, so dates (2024-06-24 2024-06-25) do not join into a number; groups glued to a
- * letter belong to an identifier (a UUID can read …b1234-5678-9012-3456-…) and count only as whole runs.
+ * letter belong to an identifier (a UUID can read …b1234-5678-9012-3456-…) and count only as whole runs; the
+ * decimals of a number (0.4242424242424242) are never a card number.
  */
 
 /** Luhn (mod 10) over a string of ASCII digits. */
@@ -62,6 +63,8 @@ const isLetter = (c: number) => (c >= 65 && c <= 90) || (c >= 97 && c <= 122);
 
 /** A stretch of digits with single spaces or dashes between them, from `start` to `end` (exclusive, both digits). */
 function sequenceHoldsCardNumber(text: string, start: number, end: number): boolean {
+  // The decimals of a number (a ratio such as 0.41666666666666674 in metadata) are not a card number.
+  if (text.charCodeAt(start - 1) === 46 && isDigit(text.charCodeAt(start - 2))) return false;
   const glued = isLetter(text.charCodeAt(start - 1)) || isLetter(text.charCodeAt(end));
   return groupsHoldCardNumber(text.slice(start, end).split(/[ -]/), glued);
 }

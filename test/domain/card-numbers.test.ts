@@ -102,6 +102,8 @@ describe("containsCardNumber", () => {
       "550e8400-e29b-41d4-a716-446655440000",
       "+1 415 555 0100",
       "99.99",
+      "0.4242424242424242", // decimals of a number
+      "12.6011111111111117",
       "0.000000000001",
       "4242.4242.4242.4242", // dots are not separators
       "4242  4242  4242  4242", // nor are double spaces
@@ -184,6 +186,7 @@ describe("cardNumberFindingsInJson", () => {
   it("accepts epoch milliseconds, ISO timestamps, ids and amounts", () => {
     const body = json({ events: [{ subscriptionId: "sub_1", meterId: "api_calls", quantity: 1000, timestamp: "2025-11-30T12:20:00.006Z", metadata: { at: 1764505200006, atText: "1764505200006", amount: 99.99 } }] });
     expect(cardNumberFindingsInJson(body)).toEqual([]);
+    expect(cardNumberFindingsInJson('{"metadata":{"ratio":0.4242424242424242}}')).toEqual([]);
   });
 
   it("property: a card number put anywhere in any JSON document is reported at exactly its path", () => {
