@@ -46,6 +46,7 @@ export const apiKeyRoutes = router()
       path: "/",
       tags: ["Admin"],
       summary: "Create an API key for usage ingestion (the key is shown once)",
+      description: "The secret is in this response only: a repeat with the same Idempotency-Key answers 409 naming the key, never the secret.",
       middleware: [requireRole(access.admin)] as const,
       request: jsonBody(
         z.object({
