@@ -7,7 +7,9 @@ export type JobMessage =
 
 export type PaymentMessage =
   | { type: "payment.attempt"; invoiceId: string; attempt: number }
-  | { type: "refund.bulk_item"; bulkId: string; paymentId: string; reason: string; notify: boolean };
+  | { type: "refund.bulk_item"; bulkId: string; paymentId: string; reason: string; notify: boolean }
+  /** The next page of parked charges after a resume (each page releases its charges exactly once). */
+  | { type: "payments.release_parked" };
 /** Inbound Stripe events and outbound notifications (rows of `notifications`, sent once). */
 export type WebhookMessage = { type: "stripe.event"; eventId: string } | { type: "notification.send"; notificationId: string };
 
@@ -18,4 +20,6 @@ export const queueNames = {
   webhooks: "billing-webhooks",
   jobs: "billing-jobs",
   dlq: "billing-dlq",
+  /** Where a dead letter goes when the DLQ consumer cannot store it (its consumer's own dead-letter queue is billing-dlq). */
+  dlqOverflow: "billing-dlq-overflow",
 } as const;

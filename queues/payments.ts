@@ -1,6 +1,8 @@
 import { dbOf } from "../src/db/client";
 import { SYSTEM_ACTOR } from "../src/modules/billing/run";
 import { collectInvoice } from "../src/modules/payments/collect";
+import { paymentGuard } from "../src/modules/payments/guard";
+import { releaseParked } from "../src/modules/payments/service";
 import { processBulkRefundItem } from "../src/modules/refunds/service";
 import { backoffSeconds, consumer } from "./dispatch";
 import type { PaymentMessage } from "./messages";
@@ -21,4 +23,9 @@ export const consumePayments = consumer<PaymentMessage>(queueNames.payments, {
     return { status: "done" };
   },
   "refund.bulk_item": (m, env) => processBulkRefundItem(env, m),
+  // Frozen again (or queue mode) since the resume: the rest stays parked until the next resume releases it.
+  "payments.release_parked": async (_m, env) => {
+    if ((await paymentGuard(env).state()).mode === "normal") await releaseParked(env, dbOf(env));
+    return { status: "done" };
+  },
 }, (env) => env.PAYMENT_QUEUE);

@@ -214,6 +214,62 @@ describe("payment freeze", () => {
     expect(charged).toBeLessThan(4);
   });
 
+  it("concurrent resumes release each parked charge exactly once, in the order parked", async () => {
+    await call("POST", "/admin/emergency/queue-mode", { reason: "maintenance" });
+    const parked = [];
+    for (let i = 0; i < 6; i++) {
+      const { invoice } = await subscriptionWith("pm_card_visa", "2.00");
+      await attempt(invoice.id, 1);
+      parked.push(invoice.id);
+    }
+    for (const id of parked) expect((await call("GET", `/api/v1/payments?invoiceId=${id}`)).body.data[0].status).toBe("parked");
+    sent = [];
+    const resumes = await Promise.all(Array.from({ length: 5 }, () => call("POST", "/admin/emergency/resume-payments")));
+    expect(resumes.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
+    const released = sent.filter((m) => m.body.type === "payment.attempt").map((m) => m.body.invoiceId);
+    expect(released.sort()).toEqual([...parked].sort());
+    expect(resumes.reduce((n, r) => n + r.body.released, 0)).toBe(parked.length);
+    for (const id of parked) expect((await call("GET", `/api/v1/payments?invoiceId=${id}`)).body.data[0].status).toBe("pending");
+  });
+
+  it("releases a backlog larger than a page in pages, continuing through the payments queue, in order", async () => {
+    const { releaseParked, RELEASE_PAGE } = await import("../../src/modules/payments/service");
+    const { dbOf } = await import("../../src/db/client");
+    const now = Date.now();
+    const n = RELEASE_PAGE * 2 + 3;
+    const ids = Array.from({ length: n }, (_, i) => ({ id: `pay_bk${msgSeq}_${String(i).padStart(4, "0")}`, invoiceId: `inv_bk${msgSeq}_${String(i).padStart(4, "0")}`, at: now - n + i }));
+    msgSeq++;
+    for (let i = 0; i < ids.length; i += 20) {
+      await env.DB.batch(
+        ids.slice(i, i + 20).map((p) =>
+          env.DB.prepare("INSERT INTO payments (id, invoice_id, customer_id, attempt, amount, currency, status, payment_method, idempotency_key, amount_refunded, created_at, updated_at) VALUES (?, ?, 'cus_bk', 1, 100, 'USD', 'parked', NULL, ?, 0, ?, ?)").bind(p.id, p.invoiceId, `${p.invoiceId}:attempt:1`, p.at, p.at),
+        ),
+      );
+    }
+    sent = [];
+    const first = await releaseParked(testEnv(), dbOf(env));
+    expect(first).toBe(RELEASE_PAGE);
+    const attempts = () => sent.filter((m) => m.body.type === "payment.attempt").map((m) => m.body.invoiceId);
+    expect(attempts()).toEqual(ids.slice(0, RELEASE_PAGE).map((p) => p.invoiceId));
+    const continuations = sent.filter((m) => m.body.type === "payments.release_parked");
+    expect(continuations).toHaveLength(1);
+    // The continuation runs as a queue message: each delivery releases the next page, then hands on again.
+    for (let round = 0; round < 5; round++) {
+      const next = sent.filter((m) => m.body.type === "payments.release_parked");
+      if (!next.length) break;
+      sent = sent.filter((m) => m.body.type !== "payments.release_parked");
+      for (const m of next) {
+        const batch = createMessageBatch("billing-payments", [{ id: `rp${msgSeq++}`, timestamp: new Date(), attempts: 1, body: m.body }]);
+        const ctx = createExecutionContext();
+        await worker.queue(batch, testEnv(), ctx);
+        expect((await getQueueResult(batch, ctx)).explicitAcks).toHaveLength(1);
+      }
+    }
+    expect(attempts()).toEqual(ids.map((p) => p.invoiceId));
+    const left = await env.DB.prepare("SELECT count(*) AS n FROM payments WHERE customer_id = 'cus_bk' AND status = 'parked'").first<{ n: number }>();
+    expect(left!.n).toBe(0);
+  });
+
   it("keeps its mode across a restart of the guard object", async () => {
     await call("POST", "/admin/emergency/freeze-payments", { reason: "persisted" });
     const { runInDurableObject } = await import("cloudflare:test");

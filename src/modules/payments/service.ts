@@ -93,12 +93,31 @@ export async function markUncollectible(db: Db, ctx: AuditContext): Promise<stri
   return rows.map((r) => r.id);
 }
 
-/** On resume: parked charges go back to the payments queue in the order they were parked. */
-export async function releaseParked(env: Env, db: Db): Promise<number> {
-  const parked = await db.select().from(payments).where(eq(payments.status, "parked")).orderBy(asc(payments.createdAt)).all();
-  if (!parked.length) return 0;
-  await db.update(payments).set({ status: "pending", updatedAt: Date.now() }).where(inArray(payments.id, parked.map((p) => p.id)));
-  const messages = parked.map((p) => ({ body: { type: "payment.attempt", invoiceId: p.invoiceId, attempt: p.attempt } satisfies PaymentMessage }));
+/** Parked charges released per statement (and per queue message when there are more). */
+export const RELEASE_PAGE = 100;
+
+/**
+ * On resume: parked charges go back to the payments queue in the order they were parked, a page at a time. The
+ * release is one conditional UPDATE (parked → pending) whose RETURNING rows are the only ones sent, so concurrent
+ * resumes (or continuations) release each charge exactly once. A full page hands the rest on to the payments queue
+ * instead of looping here. Returns how many this call released.
+ */
+export async function releaseParked(env: Env, db: Db, now = Date.now()): Promise<number> {
+  const page = db
+    .select({ id: payments.id })
+    .from(payments)
+    .where(eq(payments.status, "parked"))
+    .orderBy(asc(payments.createdAt), asc(payments.id))
+    .limit(RELEASE_PAGE);
+  const released = await db
+    .update(payments)
+    .set({ status: "pending", updatedAt: now })
+    .where(and(inArray(payments.id, page), eq(payments.status, "parked")))
+    .returning({ invoiceId: payments.invoiceId, attempt: payments.attempt, createdAt: payments.createdAt, id: payments.id });
+  if (!released.length) return 0;
+  released.sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const messages = released.map((p) => ({ body: { type: "payment.attempt", invoiceId: p.invoiceId, attempt: p.attempt } satisfies PaymentMessage }));
   for (let i = 0; i < messages.length; i += 100) await env.PAYMENT_QUEUE.sendBatch(messages.slice(i, i + 100));
-  return parked.length;
+  if (released.length === RELEASE_PAGE) await env.PAYMENT_QUEUE.send({ type: "payments.release_parked" } satisfies PaymentMessage);
+  return released.length;
 }
