@@ -36,6 +36,8 @@ async function resetRouting() {
 
 afterEach(async () => {
   vi.unstubAllGlobals();
+  await api("POST", "/admin/emergency/resume-payments");
+  await db.delete(settings).where(eq(settings.key, "gateways.test"));
   await resetRouting();
   await api("PUT", "/admin/gateways/sandbox/faults", { body: { latencyMs: 0, failureRate: 0 } });
 });
@@ -66,52 +68,124 @@ describe("GET /api/v1/gateways/status", () => {
 });
 
 describe("POST /api/v1/gateways/test", () => {
-  it("runs a sandbox charge and full refund, reporting both outcomes and latency", async () => {
-    const r = await api("POST", "/api/v1/gateways/test", { as: "finance", body: { gateway: "sandbox", amount: 100, currency: "USD" } });
+  const ledgerRows = async () => (await env.DB.prepare("SELECT count(*) AS n FROM sandbox_ledger").first<{ n: number }>())!.n;
+  const testedRows = async () => (await db.select().from(auditLog).where(eq(auditLog.action, "gateway.tested")).all()).length;
+
+  it("runs a sandbox charge with the test method and refunds it at once, audited with the actor", async () => {
+    const r = await api("POST", "/api/v1/gateways/test", { as: "finance", body: { gateway: "sandbox", amount: 1, currency: "USD" } });
     expect(r.status).toBe(200);
-    expect(r.body).toMatchObject({ gateway: "sandbox", ok: true, amount: "100.00", amountMinor: 10000, currency: "USD", paymentMethod: "pm_card_visa" });
+    expect(r.body).toMatchObject({ gateway: "sandbox", ok: true, amount: "1.00", amountMinor: 100, currency: "USD", paymentMethod: "pm_card_visa" });
     expect(r.body.charge).toMatchObject({ status: "succeeded", id: expect.any(String) });
     expect(r.body.refund).toMatchObject({ status: "succeeded", id: expect.any(String) });
     expect(typeof r.body.latencyMs).toBe("number");
     expect(typeof r.body.charge.latencyMs).toBe("number");
     const ledger = await db.select().from(sandboxLedger).where(eq(sandboxLedger.chargeId, r.body.charge.id)).all();
-    expect(ledger).toMatchObject([{ kind: "refund", amount: 10000, status: "succeeded" }]);
+    expect(ledger).toMatchObject([{ kind: "refund", amount: 100, status: "succeeded" }]);
     const sandbox = await gatewayByName(env, db, "sandbox");
-    expect(await sandbox.retrieve(r.body.charge.id)).toMatchObject({ amountMinor: 10000, amountRefunded: 10000 });
+    expect(await sandbox.retrieve(r.body.charge.id)).toMatchObject({ amountMinor: 100, amountRefunded: 100, status: "succeeded" });
     const audit = await db.select().from(auditLog).where(and(eq(auditLog.action, "gateway.tested"), eq(auditLog.targetId, "sandbox"))).all();
-    expect(audit.length).toBeGreaterThan(0);
-    // Each test uses a fresh key: a second run is a second round trip, not a replay.
-    const again = await api("POST", "/api/v1/gateways/test", { as: "finance", body: { gateway: "sandbox", amount: "1.50", currency: "USD" } });
+    const row = audit.find((a) => a.after?.includes(r.body.idempotencyKey));
+    expect(row).toMatchObject({ actor: "test-finance", actorRole: "finance" });
+    expect(JSON.parse(row!.after!)).toMatchObject({ ok: true, paymentMethod: "pm_card_visa", amountMinor: 100, refund: { status: "succeeded" } });
+    // Each test uses a fresh key: a second run is a second round trip, not a replay. The amount defaults to 1.
+    const again = await api("POST", "/api/v1/gateways/test", { as: "finance", body: { gateway: "sandbox", amount: "0.50", currency: "USD" } });
     expect(again.body.charge.id).not.toBe(r.body.charge.id);
-    expect(again.body.amountMinor).toBe(150);
+    expect(again.body.amountMinor).toBe(50);
+    expect((await api("POST", "/api/v1/gateways/test", { as: "finance", body: { gateway: "sandbox" } })).body).toMatchObject({ ok: true, amountMinor: 100, currency: "USD" });
   });
 
-  it("reports a decline without refunding", async () => {
-    const r = await api("POST", "/api/v1/gateways/test", { body: { gateway: "sandbox", amount: 5, currency: "USD", paymentMethod: "pm_card_chargeDeclinedExpiredCard" } });
+  it("is refused with 423 while payments are frozen, and nothing reaches the gateway", async () => {
+    await api("POST", "/admin/emergency/freeze-payments", { body: { reason: "card testing attack" } });
+    const [ledgerBefore, auditBefore] = [await ledgerRows(), await testedRows()];
+    const r = await api("POST", "/api/v1/gateways/test", { as: "finance", body: { gateway: "sandbox", amount: 1, currency: "USD" } });
+    expect(r.status).toBe(423);
+    expect(r.headers.get("content-type")).toContain("application/problem+json");
+    expect(r.body.detail).toContain("frozen");
+    expect(r.body.detail).toContain("card testing attack");
+    expect(await ledgerRows()).toBe(ledgerBefore);
+    expect(await testedRows()).toBe(auditBefore);
+    // The accessor itself asks the guard: a gateway obtained by name refuses to move money while frozen.
+    const sandbox = await gatewayByName(env, db, "sandbox");
+    await expect(sandbox.charge({ amountMinor: 100, currency: "USD", customerId: "c", paymentMethod: "pm_card_visa", invoiceId: "i", idempotencyKey: newId("k") })).rejects.toMatchObject({ status: 423 });
+    expect(await ledgerRows()).toBe(ledgerBefore);
+  });
+
+  it("is refused with 423 in queue mode (a test charge is never parked)", async () => {
+    await api("POST", "/admin/emergency/queue-mode", { body: { reason: "maintenance" } });
+    const ledgerBefore = await ledgerRows();
+    const r = await api("POST", "/api/v1/gateways/test", { as: "finance", body: { gateway: "sandbox", amount: 1, currency: "USD" } });
+    expect(r.status).toBe(423);
+    expect(r.body.detail).toContain("queue mode");
+    expect(await ledgerRows()).toBe(ledgerBefore);
+  });
+
+  it("caps the amount (1.00 by default, configurable) and refuses a caller-supplied payment method", async () => {
+    const ledgerBefore = await ledgerRows();
+    const big = await api("POST", "/api/v1/gateways/test", { as: "finance", body: { gateway: "sandbox", amount: 100, currency: "USD" } });
+    expect(big.status).toBe(422);
+    expect(big.body.errors).toEqual([{ path: "amount", message: expect.stringContaining("1.00") }]);
+    const pm = await api("POST", "/api/v1/gateways/test", { as: "finance", body: { gateway: "sandbox", amount: 1, currency: "USD", paymentMethod: "pm_card_visa" } });
+    expect(pm.status).toBe(422);
+    expect(pm.body.errors).toEqual([{ path: "paymentMethod", message: expect.stringContaining("test payment method") }]);
+    expect(await ledgerRows()).toBe(ledgerBefore);
+
+    const set = await api("PUT", "/admin/gateways/test-config", { body: { maxAmount: "5" } });
+    expect(set.status).toBe(200);
+    expect(set.body).toMatchObject({ maxAmount: "5" });
+    expect((await api("GET", "/admin/gateways/test-config", { as: "viewer" })).status).toBe(403);
+    expect((await api("PUT", "/admin/gateways/test-config", { as: "finance", body: { maxAmount: "1000" } })).status).toBe(403);
+    expect((await api("POST", "/api/v1/gateways/test", { as: "finance", body: { gateway: "sandbox", amount: "5.00", currency: "USD" } })).body.ok).toBe(true);
+    expect((await api("POST", "/api/v1/gateways/test", { as: "finance", body: { gateway: "sandbox", amount: "5.01", currency: "USD" } })).status).toBe(422);
+    // The cap is in major units of the request's currency.
+    expect((await api("POST", "/api/v1/gateways/test", { as: "finance", body: { gateway: "sandbox", amount: 6, currency: "JPY" } })).status).toBe(422);
+    expect((await api("PUT", "/admin/gateways/test-config", { body: { maxAmount: "-1" } })).status).toBe(400);
+  });
+
+  it("reports a decline without refunding (Stripe with a configured declining test method)", async () => {
+    const fake = new FakeStripe();
+    vi.stubGlobal("fetch", fake.fetch);
+    await api("PUT", "/admin/gateways/test-config", { body: { stripePaymentMethod: "pm_card_chargeDeclinedExpiredCard" } });
+    const r = await callWith(withStripe, "POST", "/api/v1/gateways/test", { body: { gateway: "stripe", amount: 1, currency: "USD" } });
     expect(r.status).toBe(200);
-    expect(r.body).toMatchObject({ ok: false, charge: { status: "failed", failureCode: "expired_card" }, refund: null });
+    expect(r.body).toMatchObject({ ok: false, paymentMethod: "pm_card_chargeDeclinedExpiredCard", charge: { status: "failed", failureCode: "expired_card" }, refund: null });
+    expect(fake.callsTo("POST", "/v1/refunds")).toHaveLength(0);
   });
 
   it("answers 422 for a gateway that is not configured (stripe without a key, paypal) and for bad amounts", async () => {
-    const stripe = await api("POST", "/api/v1/gateways/test", { body: { gateway: "stripe", amount: 100, currency: "USD" } });
+    const stripe = await api("POST", "/api/v1/gateways/test", { body: { gateway: "stripe", amount: 1, currency: "USD" } });
     expect(stripe.status).toBe(422);
     expect(stripe.body.detail).toContain("stripe is not configured");
-    expect((await api("POST", "/api/v1/gateways/test", { body: { gateway: "paypal", amount: 100, currency: "USD" } })).status).toBe(422);
-    expect((await api("POST", "/api/v1/gateways/test", { body: { gateway: "sandbox", amount: "1.001", currency: "USD" } })).status).toBe(422);
+    expect((await api("POST", "/api/v1/gateways/test", { body: { gateway: "paypal", amount: 1, currency: "USD" } })).status).toBe(422);
+    expect((await api("POST", "/api/v1/gateways/test", { body: { gateway: "sandbox", amount: "0.001", currency: "USD" } })).status).toBe(422);
     expect((await api("POST", "/api/v1/gateways/test", { body: { gateway: "sandbox", amount: 0, currency: "USD" } })).status).toBe(422);
     expect((await api("POST", "/api/v1/gateways/test", { body: { gateway: "sandbox", amount: 1, currency: "XYZ" } })).status).toBe(400);
   });
 
-  it("runs the same round trip against (the fake) Stripe when configured", async () => {
+  it("runs the same round trip against (the fake) Stripe in test mode with pm_card_visa", async () => {
     const fake = new FakeStripe();
     vi.stubGlobal("fetch", fake.fetch);
-    const r = await callWith(withStripe, "POST", "/api/v1/gateways/test", { as: "finance", body: { gateway: "stripe", amount: 100, currency: "USD" } });
+    const r = await callWith(withStripe, "POST", "/api/v1/gateways/test", { as: "finance", body: { gateway: "stripe", amount: 1, currency: "USD" } });
     expect(r.status).toBe(200);
-    expect(r.body).toMatchObject({ gateway: "stripe", ok: true, charge: { status: "succeeded" }, refund: { status: "succeeded" } });
+    expect(r.body).toMatchObject({ gateway: "stripe", ok: true, paymentMethod: "pm_card_visa", charge: { status: "succeeded" }, refund: { status: "succeeded" } });
     expect(fake.creates).toBe(1);
     const [refund] = fake.callsTo("POST", "/v1/refunds");
-    expect(Object.fromEntries(refund!.form)).toMatchObject({ payment_intent: r.body.charge.id, amount: "10000" });
+    expect(Object.fromEntries(refund!.form)).toMatchObject({ payment_intent: r.body.charge.id, amount: "100" });
     expect(fake.foreignHosts).toEqual([]);
+  });
+
+  it("with a live Stripe key, needs a configured test method (and customer) and charges only that", async () => {
+    const live = { ...withStripe, STRIPE_SECRET_KEY: "sk_live_0123" } as Env;
+    const fake = new FakeStripe(live.STRIPE_SECRET_KEY);
+    vi.stubGlobal("fetch", fake.fetch);
+    const none = await callWith(live, "POST", "/api/v1/gateways/test", { body: { gateway: "stripe", amount: 1, currency: "USD" } });
+    expect(none.status).toBe(422);
+    expect(none.body.errors).toEqual([{ path: "gateway", message: expect.stringContaining("stripePaymentMethod") }]);
+    expect(fake.creates).toBe(0);
+    await api("PUT", "/admin/gateways/test-config", { body: { stripePaymentMethod: "pm_card_visa", stripeCustomerId: "cus_ops" } });
+    const r = await callWith(live, "POST", "/api/v1/gateways/test", { body: { gateway: "stripe", amount: 1, currency: "USD" } });
+    expect(r.body).toMatchObject({ ok: true, paymentMethod: "pm_card_visa" });
+    const [create] = fake.callsTo("POST", "/v1/payment_intents");
+    expect(Object.fromEntries(create!.form)).toMatchObject({ payment_method: "pm_card_visa", customer: "cus_ops", amount: "100" });
   });
 });
 

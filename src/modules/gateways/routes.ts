@@ -1,14 +1,12 @@
 import { createRoute } from "@hono/zod-openapi";
 import { dbOf } from "../../db/client";
-import { toMinor } from "../../domain/money";
 import { access, requireRole } from "../../http/auth";
 import { auditCtx } from "../../http/context";
 import { lenientJson } from "../../http/lenient-json";
 import { errorResponses, jsonBody, jsonResponse, router } from "../../http/openapi";
-import { invalid } from "../../http/problem";
 import { gatewayPerformance } from "./performance";
-import { FailoverRequest, GatewayMetrics, GatewayStatus, GatewayTestReport, GatewayTestRequest, MetricsQuery, Routing, RestoreRequest, SandboxFaults } from "./schemas";
-import { configuredGateway, failover, gatewayStatus, restore, setSandboxFaults, testGateway } from "./service";
+import { FailoverRequest, GatewayMetrics, GatewayStatus, GatewayTestConfig, GatewayTestConfigPatch, GatewayTestReport, GatewayTestRequest, MetricsQuery, Routing, RestoreRequest, SandboxFaults } from "./schemas";
+import { failover, gatewayStatus, gatewayTestConfig, planGatewayTest, restore, setGatewayTestConfig, setSandboxFaults, testGateway } from "./service";
 
 const tags = ["Gateways"];
 
@@ -35,18 +33,16 @@ export const gatewayRoutes = router()
       method: "post",
       path: "/test",
       tags,
-      summary: "A real round trip: a charge with a fresh idempotency key, then its full refund, with both outcomes and latencies",
+      summary: "A real round trip: a small charge of the gateway's test payment method with a fresh idempotency key, then its full refund, with both outcomes and latencies",
+      description:
+        "Moves money, so it passes the PaymentGuard: 423 while payments are frozen or in queue mode. The amount is capped (GET /admin/gateways/test-config, 1.00 by default); the method is the gateway's own test method, never one the caller sends.",
       middleware: [requireRole(access.finance)] as const,
       request: jsonBody(GatewayTestRequest),
       responses: { 200: jsonResponse(GatewayTestReport, "Outcome of the charge and the refund (ok false when either did not succeed)"), ...errorResponses },
     }),
     async (c) => {
-      const input = c.req.valid("json");
-      const gateway = configuredGateway(c.env, input.gateway);
-      const minor = toMinor(input.amount, input.currency);
-      if (!minor.ok) throw invalid([{ path: "amount", message: minor.error }]);
-      if (minor.value <= 0) throw invalid([{ path: "amount", message: "must be positive" }]);
-      return c.json(await testGateway(c.env, dbOf(c.env), { gateway, amountMinor: minor.value, currency: input.currency, paymentMethod: input.paymentMethod }, auditCtx(c)), 200);
+      const plan = await planGatewayTest(c.env, dbOf(c.env), c.req.valid("json"));
+      return c.json(await testGateway(c.env, dbOf(c.env), plan, auditCtx(c)), 200);
     },
   )
   .openapi(
@@ -87,6 +83,29 @@ export const gatewayAdminRoutes = router()
       responses: { 200: jsonResponse(Routing, "The routing now in force"), ...errorResponses },
     }),
     async (c) => c.json(await restore(c.env, dbOf(c.env), await lenientJson(c, RestoreRequest), auditCtx(c)), 200),
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/test-config",
+      tags,
+      summary: "The connectivity test's cap and the Stripe test payment method it charges",
+      middleware: [requireRole(access.admin)] as const,
+      responses: { 200: jsonResponse(GatewayTestConfig, "The configuration in force"), ...errorResponses },
+    }),
+    async (c) => c.json(await gatewayTestConfig(dbOf(c.env)), 200),
+  )
+  .openapi(
+    createRoute({
+      method: "put",
+      path: "/test-config",
+      tags,
+      summary: "Change the connectivity test's cap or its Stripe test payment method (audited; fields not sent are kept)",
+      middleware: [requireRole(access.admin)] as const,
+      request: jsonBody(GatewayTestConfigPatch),
+      responses: { 200: jsonResponse(GatewayTestConfig, "The configuration now in force"), ...errorResponses },
+    }),
+    async (c) => c.json(await setGatewayTestConfig(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
   )
   .openapi(
     createRoute({

@@ -43,11 +43,38 @@ export const GatewayStatus = z
 export const GatewayTestRequest = z
   .object({
     gateway: GatewayName,
-    amount: z.union([z.string(), z.number()]).default("1").openapi({ type: "string", example: "1.00", description: "Major units (decimal)" }),
+    amount: z
+      .union([z.string(), z.number()])
+      .default("1")
+      .openapi({ type: "string", example: "1.00", description: "Major units (decimal); at most the configured cap (GET /admin/gateways/test-config, 1.00 by default)" }),
     currency: CurrencyCode.default("USD"),
-    paymentMethod: z.string().min(1).max(255).default("pm_card_visa").openapi({ description: "Stripe test mode and the sandbox know pm_card_visa; a live account needs a real method" }),
+    paymentMethod: z.unknown().optional().openapi({
+      deprecated: true,
+      description: "Refused (422): the test always charges the gateway's own test payment method (pm_card_visa on the sandbox and in Stripe test mode; the configured one with a live key)",
+    }),
   })
   .openapi("GatewayTestRequest");
+
+const MaxAmount = z
+  .string()
+  .regex(/^\d{1,9}(\.\d{1,3})?$/, "a non-negative decimal string such as \"1.00\"")
+  .openapi({ example: "1.00", description: "Largest test charge, in major units of the test's currency; \"0\" disables the test" });
+
+export const GatewayTestConfig = z
+  .object({
+    maxAmount: MaxAmount,
+    stripePaymentMethod: z.string().nullable().openapi({ example: "pm_1Q…", description: "The method a live Stripe key charges for the test (required with a live key); in test mode it replaces pm_card_visa" }),
+    stripeCustomerId: z.string().nullable().openapi({ example: "cus_…", description: "The Stripe customer that method is saved to (Stripe charges a saved method only with its customer)" }),
+  })
+  .openapi("GatewayTestConfig");
+
+export const GatewayTestConfigPatch = z
+  .object({
+    maxAmount: MaxAmount.optional(),
+    stripePaymentMethod: z.string().min(1).max(255).nullable().optional(),
+    stripeCustomerId: z.string().min(1).max(255).nullable().optional(),
+  })
+  .openapi("GatewayTestConfigPatch");
 
 const Step = z.object({
   status: z.string().openapi({ description: "succeeded, pending, failed, or error (the gateway call threw)" }),

@@ -1,10 +1,11 @@
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../db/audit";
-import { formatMinor } from "../../domain/money";
+import { currencyExponent, formatMinor, toMinor } from "../../domain/money";
 import { configuredGateways, gatewayByName, routing, ROUTING_KEY, SANDBOX_FAULTS_KEY, type GatewayRouting } from "../../gateways";
 import type { SandboxFaults } from "../../gateways/sandbox";
 import type { GatewayName } from "../../gateways/types";
-import { ApiError } from "../../http/problem";
+import { ApiError, invalid } from "../../http/problem";
+import { lockedError, withAdmission } from "../../gateways/guard";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import { getSetting, putSetting } from "../admin/settings";
@@ -80,33 +81,85 @@ export async function gatewayStatus(env: Env, db: Db, now = Date.now()) {
   return { status, routing: routingView(r), gateways, checkedAt: iso(now) };
 }
 
+export const TEST_CONFIG_KEY = "gateways.test";
+export type GatewayTestConfig = { maxAmount: string; stripePaymentMethod: string | null; stripeCustomerId: string | null };
+const DEFAULT_TEST_CONFIG: GatewayTestConfig = { maxAmount: "1.00", stripePaymentMethod: null, stripeCustomerId: null };
+
+export const gatewayTestConfig = (db: Db) => getSetting<GatewayTestConfig>(db, TEST_CONFIG_KEY, DEFAULT_TEST_CONFIG);
+
+export async function setGatewayTestConfig(db: Db, patch: Partial<GatewayTestConfig>, ctx: AuditContext): Promise<GatewayTestConfig> {
+  const current = await gatewayTestConfig(db);
+  const defined = Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) as Partial<GatewayTestConfig>;
+  return putSetting(db, TEST_CONFIG_KEY, { ...current, ...defined }, ctx, "gateway test configuration");
+}
+
+/** `major` (a non-negative decimal string) in minor units of `currency`, truncated to the currency's decimals. */
+function capMinor(major: string, currency: string): number {
+  const exponent = currencyExponent(currency) ?? 2;
+  const [whole = "0", fraction = ""] = major.split(".");
+  return Number(whole) * 10 ** exponent + Number((fraction + "0".repeat(exponent)).slice(0, exponent) || "0");
+}
+
+export type GatewayTestPlan = { gateway: GatewayName; amountMinor: number; currency: string; paymentMethod: string; gatewayCustomerId: string | null };
+
+/**
+ * Checks a test request against the rules before anything moves: the amount is positive and within the cap, and the
+ * method is the gateway's own test method (the sandbox's and Stripe test mode's pm_card_visa, or the configured
+ * one; a live Stripe key has no safe default, so it needs one configured), never one the caller sends.
+ */
+export async function planGatewayTest(env: Env, db: Db, input: { gateway: string; amount: string | number; currency: string; paymentMethod?: unknown }): Promise<GatewayTestPlan> {
+  if (input.paymentMethod !== undefined) {
+    throw invalid([{ path: "paymentMethod", message: "not accepted: the test charges the gateway's own test payment method (see GET /admin/gateways/test-config)" }]);
+  }
+  const gateway = configuredGateway(env, input.gateway);
+  const minor = toMinor(input.amount, input.currency);
+  if (!minor.ok) throw invalid([{ path: "amount", message: minor.error }]);
+  if (minor.value <= 0) throw invalid([{ path: "amount", message: "must be positive" }]);
+  const config = await gatewayTestConfig(db);
+  const cap = capMinor(config.maxAmount, input.currency);
+  if (minor.value > cap) {
+    throw invalid([{ path: "amount", message: `at most ${formatMinor(cap, input.currency)} ${input.currency} (the test-charge cap; an admin changes it with PUT /admin/gateways/test-config)` }]);
+  }
+  if (gateway === "sandbox") return { gateway, amountMinor: minor.value, currency: input.currency, paymentMethod: "pm_card_visa", gatewayCustomerId: null };
+  if (isLiveStripe(env) && !config.stripePaymentMethod) {
+    throw invalid([{ path: "gateway", message: "a live Stripe key needs a test payment method: PUT /admin/gateways/test-config with stripePaymentMethod (and stripeCustomerId)" }]);
+  }
+  return { gateway, amountMinor: minor.value, currency: input.currency, paymentMethod: config.stripePaymentMethod ?? "pm_card_visa", gatewayCustomerId: config.stripeCustomerId };
+}
+
 type Step = { status: string; latencyMs: number; id: string | null; failureCode?: string; failureMessage?: string; error?: string };
 
 /**
- * A real round trip: a charge with a fresh idempotency key, then a full refund of it, each timed. Sandbox faults
- * apply; a thrown gateway error is reported as `error`, not raised, because reporting it is the point.
+ * A real round trip: a charge with a fresh idempotency key, then a full refund of it, each timed, both under one
+ * PaymentGuard admission (frozen or queue mode → 423, nothing reaches the gateway). Sandbox faults apply; a thrown
+ * gateway error is reported as `error`, not raised, because reporting it is the point.
  */
-export async function testGateway(env: Env, db: Db, input: { gateway: GatewayName; amountMinor: number; currency: string; paymentMethod: string }, ctx: AuditContext) {
-  const gateway = await gatewayByName(env, db, input.gateway);
+export async function testGateway(env: Env, db: Db, input: GatewayTestPlan, ctx: AuditContext) {
   const key = newId("gwtest");
   const started = Date.now();
-  let charge: Step;
-  try {
-    const r = await gateway.charge({ amountMinor: input.amountMinor, currency: input.currency, customerId: "gateway_test", paymentMethod: input.paymentMethod, invoiceId: "gateway_test", idempotencyKey: key, description: "Gateway connectivity test" });
-    charge = { status: r.status, latencyMs: Date.now() - started, id: r.gatewayPaymentId, ...(r.status === "failed" ? { failureCode: r.failureCode, failureMessage: r.failureMessage } : {}) };
-  } catch (e) {
-    charge = { status: "error", latencyMs: Date.now() - started, id: null, error: e instanceof Error ? e.message : String(e) };
-  }
-  let refund: Step | null = null;
-  if (charge.status === "succeeded" && charge.id) {
-    const refundStarted = Date.now();
+  const admitted = await withAdmission(env, `gateway test ${key}`, async (admission) => {
+    const gateway = await gatewayByName(env, db, input.gateway, admission);
+    let charge: Step;
     try {
-      const r = await gateway.refund({ gatewayPaymentId: charge.id, amountMinor: input.amountMinor, currency: input.currency, idempotencyKey: `${key}:refund`, reason: "requested_by_customer" });
-      refund = { status: r.status, latencyMs: Date.now() - refundStarted, id: r.gatewayRefundId, ...(r.status === "failed" ? { failureMessage: r.failureMessage } : {}) };
+      const r = await gateway.charge({ amountMinor: input.amountMinor, currency: input.currency, customerId: "gateway_test", gatewayCustomerId: input.gatewayCustomerId, paymentMethod: input.paymentMethod, invoiceId: "gateway_test", idempotencyKey: key, description: "Gateway connectivity test" });
+      charge = { status: r.status, latencyMs: Date.now() - started, id: r.gatewayPaymentId, ...(r.status === "failed" ? { failureCode: r.failureCode, failureMessage: r.failureMessage } : {}) };
     } catch (e) {
-      refund = { status: "error", latencyMs: Date.now() - refundStarted, id: null, error: e instanceof Error ? e.message : String(e) };
+      charge = { status: "error", latencyMs: Date.now() - started, id: null, error: e instanceof Error ? e.message : String(e) };
     }
-  }
+    let refund: Step | null = null;
+    if (charge.status === "succeeded" && charge.id) {
+      const refundStarted = Date.now();
+      try {
+        const r = await gateway.refund({ gatewayPaymentId: charge.id, amountMinor: input.amountMinor, currency: input.currency, idempotencyKey: `${key}:refund`, reason: "requested_by_customer" });
+        refund = { status: r.status, latencyMs: Date.now() - refundStarted, id: r.gatewayRefundId, ...(r.status === "failed" ? { failureMessage: r.failureMessage } : {}) };
+      } catch (e) {
+        refund = { status: "error", latencyMs: Date.now() - refundStarted, id: null, error: e instanceof Error ? e.message : String(e) };
+      }
+    }
+    return { charge, refund };
+  });
+  if (!admitted.admitted) throw lockedError(admitted);
+  const { charge, refund } = admitted.value;
   const ok = charge.status === "succeeded" && (refund?.status === "succeeded" || refund?.status === "pending");
   const report = {
     gateway: input.gateway,
@@ -121,8 +174,8 @@ export async function testGateway(env: Env, db: Db, input: { gateway: GatewayNam
     refund,
     testedAt: iso(ctx.now),
   };
-  // Money moved on a gateway (and back): on the audit chain like any other change.
-  await commitWithAudit(db, [], [{ action: "gateway.tested", targetType: "gateway", targetId: input.gateway, after: { ok, key, charge: { status: charge.status, id: charge.id }, refund: refund && { status: refund.status, id: refund.id }, amountMinor: input.amountMinor, currency: input.currency } }], ctx);
+  // Money moved on a gateway (and back): on the audit chain like any other change, with the actor from ctx.
+  await commitWithAudit(db, [], [{ action: "gateway.tested", targetType: "gateway", targetId: input.gateway, after: { ok, key, paymentMethod: input.paymentMethod, charge: { status: charge.status, id: charge.id }, refund: refund && { status: refund.status, id: refund.id }, amountMinor: input.amountMinor, currency: input.currency } }], ctx);
   return report;
 }
 

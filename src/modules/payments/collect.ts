@@ -6,10 +6,9 @@ import { customers, invoices, payments, subscriptions } from "../../db/schema";
 import { chargeGateway, gatewayByName } from "../../gateways";
 import type { GatewayName } from "../../gateways/types";
 import type { ChargeResult } from "../../gateways/types";
-import { ApiError } from "../../http/problem";
 import { newId } from "../../lib/ids";
 import type { PaymentMessage } from "../../../queues/messages";
-import { paymentGuard } from "./guard";
+import { lockedError, withAdmission } from "./guard";
 import { paymentMetricStatements } from "./metrics";
 import { planFailure } from "./failure";
 
@@ -58,20 +57,11 @@ export async function collectInvoice(env: Env, db: Db, invoiceId: string, opts: 
   const sub = inv.subscriptionId ? await db.select().from(subscriptions).where(eq(subscriptions.id, inv.subscriptionId)).get() : undefined;
   const method = opts.paymentMethod ?? existing?.paymentMethod ?? sub?.paymentMethod ?? null;
 
-  const admission = await paymentGuard(env).admit(`charge ${chargeKey(inv.id, opts.attempt)}`);
-  if (!admission.admitted) {
-    if (admission.mode === "frozen" && opts.direct) {
-      throw new ApiError("locked", `payments are frozen: ${admission.reason ?? "no reason given"}`, [], { "retry-after": "60" });
-    }
-    const parked = await ensurePayment(db, inv, opts.attempt, method, "parked", ctx.now);
-    if (parked.status === "pending") await db.update(payments).set({ status: "parked", updatedAt: ctx.now }).where(and(eq(payments.id, parked.id), eq(payments.status, "pending")));
-    return { outcome: "parked", payment: { ...parked, status: "parked" }, mode: admission.mode };
-  }
-  try {
+  const admitted = await withAdmission(env, `charge ${chargeKey(inv.id, opts.attempt)}`, async (admission) => {
     const payment = await ensurePayment(db, inv, opts.attempt, method, "processing", ctx.now);
-    if (FINAL.has(payment.status)) return { outcome: "duplicate", payment };
+    if (FINAL.has(payment.status)) return { outcome: "duplicate", payment } satisfies CollectOutcome;
     // An attempt that already reached a gateway stays on it: the same key elsewhere would be a new charge.
-    const gateway = payment.gateway ? await gatewayByName(env, db, payment.gateway as GatewayName) : await chargeGateway(env, db);
+    const gateway = payment.gateway ? await gatewayByName(env, db, payment.gateway as GatewayName, admission) : await chargeGateway(env, db, admission);
     await db.update(payments).set({ status: "processing", paymentMethod: method, gateway: gateway.name, updatedAt: ctx.now }).where(eq(payments.id, payment.id));
     const started = Date.now();
     let result: ChargeResult;
@@ -92,13 +82,16 @@ export async function collectInvoice(env: Env, db: Db, invoiceId: string, opts: 
       // the same attempt is asked again later with the same key, and the gateway answers with what it did.
       const message = e instanceof Error ? e.message : String(e);
       await db.update(payments).set({ failureCode: "gateway_error", failureMessage: message, latencyMs: Date.now() - started, updatedAt: ctx.now }).where(eq(payments.id, payment.id));
-      return { outcome: "unknown", payment: { ...payment, gateway: gateway.name, status: "processing", failureCode: "gateway_error", failureMessage: message }, error: message };
+      return { outcome: "unknown", payment: { ...payment, gateway: gateway.name, status: "processing", failureCode: "gateway_error", failureMessage: message }, error: message } satisfies CollectOutcome;
     }
     const latencyMs = Date.now() - started;
-    return await recordOutcome(env, db, inv, { ...payment, gateway: gateway.name }, result, latencyMs, ctx);
-  } finally {
-    await paymentGuard(env).release(admission.token);
-  }
+    return recordOutcome(env, db, inv, { ...payment, gateway: gateway.name }, result, latencyMs, ctx);
+  });
+  if (admitted.admitted) return admitted.value;
+  if (admitted.mode === "frozen" && opts.direct) throw lockedError(admitted);
+  const parked = await ensurePayment(db, inv, opts.attempt, method, "parked", ctx.now);
+  if (parked.status === "pending") await db.update(payments).set({ status: "parked", updatedAt: ctx.now }).where(and(eq(payments.id, parked.id), eq(payments.status, "pending")));
+  return { outcome: "parked", payment: { ...parked, status: "parked" }, mode: admitted.mode };
 }
 
 async function recordOutcome(env: Env, db: Db, inv: InvoiceRow, payment: PaymentRow, result: ChargeResult, latencyMs: number, ctx: AuditContext): Promise<CollectOutcome> {

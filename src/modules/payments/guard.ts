@@ -1,1 +1,2 @@
-export const paymentGuard = (env: Env) => env.PAYMENT_GUARD.get(env.PAYMENT_GUARD.idFromName("global"));
+// The guard's accessor and helpers live beside the gateways they protect; re-exported here for the payments modules.
+export { paymentGuard, withAdmission, lockedError, type Admitted, type Refused } from "../../gateways/guard";
