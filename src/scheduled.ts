@@ -12,7 +12,7 @@ import { settlePendingRefunds } from "./modules/refunds/service";
 import { archiveInvoices } from "./modules/invoices/archive";
 import { sendReminders } from "./modules/invoices/reminders";
 import { DAY_MS } from "./lib/time";
-import { markUncollectible, sendDueRetries } from "./modules/payments/service";
+import { markUncollectible, sendDueRetries } from "./modules/invoices/dunning";
 import type { JobMessage } from "../queues/messages";
 
 export const CRON = {
@@ -29,7 +29,8 @@ export const cronTasks: Record<string, Task[]> = {
     { name: "meters.resync", run: (env) => resyncMeters(env, dbOf(env)) },
     { name: "billing.enqueue_due", run: (env, t) => enqueueDue(env, dbOf(env), t) },
     { name: "billing.finalize_drafts", run: async (env, t) => (await finalizeDrafts(env, dbOf(env), { actor: SYSTEM_ACTOR, now: t }, { testClockId: null })).length },
-    { name: "payments.retries_due", run: (env, t) => sendDueRetries(env, dbOf(env), t) },
+    // Live invoices only: a test clock's retries and "uncollectible" move when the clock is advanced.
+    { name: "payments.retries_due", run: (env, t) => sendDueRetries(env, dbOf(env), t, { testClockId: null }) },
     { name: "notifications.sweep", run: (env, t) => sweepQueuedNotifications(env, dbOf(env), t) },
     { name: "refunds.settle_pending", run: (env, t) => settlePendingRefunds(env, dbOf(env), { actor: SYSTEM_ACTOR, now: t }) },
   ],
@@ -37,7 +38,7 @@ export const cronTasks: Record<string, Task[]> = {
     { name: "backup.daily", run: (env, t) => runDailyBackup(env, t) },
     { name: "reconciliation.daily", run: (env, t) => runDailyReconciliation(env, t) },
     { name: "webhooks.cleanup", run: (env, t) => cleanupWebhookEvents(env, dbOf(env), 30, t) },
-    { name: "invoices.uncollectible", run: (env, t) => markUncollectible(dbOf(env), { actor: SYSTEM_ACTOR, now: t }) },
+    { name: "invoices.uncollectible", run: (env, t) => markUncollectible(dbOf(env), { actor: SYSTEM_ACTOR, now: t }, { testClockId: null }) },
     { name: "idempotency.purge", run: (env, t) => purgeExpiredIdempotencyKeys(env, t) },
     {
       name: "invoices.reminders",

@@ -8,6 +8,7 @@ import { newId } from "../../lib/ids";
 import type { PaymentMessage } from "../../../queues/messages";
 import { MAX_QUEUE_DELAY_SECONDS, retryConfig, retryDelaySeconds } from "./config";
 import { dispatchNotifications } from "../notifications/outbox";
+import { nowFor } from "../test-clocks/time";
 
 type PaymentRow = typeof payments.$inferSelect;
 type InvoiceRow = typeof invoices.$inferSelect;
@@ -28,7 +29,11 @@ export type FailurePlan = {
  * What a declined attempt means, whoever reports it (the charge itself or a Stripe webhook): the next attempt with
  * the configured backoff, or — after the last one — the subscription past_due and one failure notice per attempt.
  */
-export async function planFailure(db: Db, inv: InvoiceRow | undefined, payment: PaymentRow, failure: Failure, now: number, eventId?: string): Promise<FailurePlan> {
+export async function planFailure(db: Db, inv: InvoiceRow | undefined, payment: PaymentRow, failure: Failure, realNow: number, eventId?: string): Promise<FailurePlan> {
+  // A test clock's invoice fails, waits and gives up in its clock's time: its retries and "uncollectible" move
+  // only when the clock is advanced (see invoices/dunning.ts), never through a real-time queue delay.
+  const onClock = Boolean(inv?.testClockId);
+  const now = onClock ? await nowFor(db, inv!.testClockId, realNow) : realNow;
   const config = await retryConfig(db);
   const next = payment.attempt + 1;
   const retry = failure.retryable && next <= config.maxAttempts;
@@ -69,7 +74,7 @@ export async function planFailure(db: Db, inv: InvoiceRow | undefined, payment: 
     statements,
     audit,
     scheduleRetry: async (env) => {
-      if (retry && delay <= MAX_QUEUE_DELAY_SECONDS) {
+      if (retry && delay <= MAX_QUEUE_DELAY_SECONDS && !onClock) {
         await env.PAYMENT_QUEUE.send({ type: "payment.attempt", invoiceId: payment.invoiceId, attempt: next } satisfies PaymentMessage, { delaySeconds: delay });
       }
       // A notice that lost the dedupe race was not inserted: its id is unknown to the consumer, which skips it.

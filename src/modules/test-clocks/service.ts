@@ -8,6 +8,7 @@ import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import { meterStub } from "../usage/meter-config";
 import { finalizeDrafts } from "../billing/finalize";
+import { markUncollectible, sendDueRetries } from "../invoices/dunning";
 import { nextRunAt, runDue, type StepResult } from "../billing/renewal";
 
 type ClockRow = typeof testClocks.$inferSelect;
@@ -73,6 +74,9 @@ export async function advanceClock(env: Env, db: Db, id: string, target: number,
       steps.push(...ran);
     }
     await finalizeDrafts(env, db, { ...ctx, now: target }, { testClockId: id });
+    // Dunning of this clock's invoices, at the clock's new time (the real-time cron leaves them alone).
+    await sendDueRetries(env, db, target, { testClockId: id });
+    await markUncollectible(db, { ...ctx, now: target }, { testClockId: id });
     await Promise.all(subs.map((s) => meterStub(env, s).setClock(target)));
   } finally {
     await commitWithAudit(
