@@ -360,3 +360,23 @@ describe("responses that carry a secret are never stored", () => {
     expect(await count("SELECT count(*) AS n FROM api_keys WHERE name = ?", body.name)).toBe(1);
   });
 });
+
+describe("every state-changing route is guarded, so its Idempotency-Key is honoured only after authorization", () => {
+  it("each documented POST/PUT/PATCH/DELETE (but usage ingestion and Stripe webhooks) refuses an anonymous caller with 401 before anything else", async () => {
+    const doc = (await api("GET", "/openapi.json", { as: null })).body;
+    const operations: [string, string][] = [];
+    for (const [path, item] of Object.entries(doc.paths as Record<string, Record<string, unknown>>)) {
+      // Usage ingestion dedupes per event (also while its document path is doubled, /api/v1/usage/api/v1/usage).
+      if (path.endsWith("/api/v1/usage") || path.startsWith("/webhooks/")) continue;
+      for (const method of ["post", "put", "patch", "delete"]) if (item[method]) operations.push([method.toUpperCase(), path.replaceAll(/\{[^}]+\}/g, "x")]);
+    }
+    expect(operations.length).toBeGreaterThan(40);
+    const key = unique("idem");
+    for (const [method, path] of operations) {
+      // No body at all: an unguarded route with a validated body would answer 400 first.
+      const r = await api(method, path, { as: null, headers: { "idempotency-key": key } });
+      expect([method, path, r.status]).toEqual([method, path, 401]);
+    }
+    expect(await count("SELECT count(*) AS n FROM idempotency_keys WHERE scoped_key LIKE ?", `%:${key}`)).toBe(0);
+  });
+});
