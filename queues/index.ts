@@ -9,11 +9,15 @@ const byQueue: Record<string, (batch: MessageBatch<unknown>, env: Env) => Promis
   [queueNames.webhooks]: consumeWebhooks,
   [queueNames.jobs]: consumeJobs,
   [queueNames.dlq]: consumeDeadLetters,
+  [queueNames.dlqOverflow]: consumeDeadLetters,
 };
 
-/** The worker's `queue` handler: one consumer per queue name. */
+/**
+ * The worker's `queue` handler: one consumer per queue name. Development's queues carry a `-dev` suffix
+ * (wrangler.toml) so they never share a queue with production; both reach the same consumer.
+ */
 export async function queue(batch: MessageBatch<unknown>, env: Env): Promise<void> {
-  const handle = byQueue[batch.queue];
+  const handle = byQueue[batch.queue] ?? byQueue[batch.queue.replace(/-dev$/, "")];
   if (!handle) {
     console.log(JSON.stringify({ level: "error", msg: "no consumer for queue", queue: batch.queue }));
     batch.retryAll();
