@@ -22,6 +22,4 @@ export const queueNames = {
   dlq: "billing-dlq",
   /** Where a dead letter goes when the DLQ consumer cannot store it (its consumer's own dead-letter queue is billing-dlq). */
   dlqOverflow: "billing-dlq-overflow",
-  /** Where a dead letter goes when the DLQ consumer cannot store it (its consumer's own dead-letter queue is billing-dlq). */
-  dlqOverflow: "billing-dlq-overflow",
 } as const;
