@@ -60,9 +60,10 @@ function toSelector(period: string): PeriodSelector {
 
 export const usageRoutes = router();
 
+// Relative to where the router is mounted, like every route: app.route("/api/v1/usage", …) adds the prefix.
 usageRoutes.openAPIRegistry.registerPath({
   method: "post",
-  path: "/api/v1/usage",
+  path: "/",
   tags: ["Usage"],
   summary: "Record one usage event, or a batch { events: [...] } of up to 1,000",
   description:
