@@ -70,7 +70,7 @@ export const emergencyRoutes = router()
       method: "post",
       path: "/resume-payments",
       tags: ["Emergency"],
-      summary: "Normal mode; parked charges are released through the payments queue in order",
+      summary: "Normal mode; parked charges are released through the payments queue in order, each exactly once (`released`: by this call, 100 at most; the rest follow through the queue)",
       middleware: [requireRole(access.admin)] as const,
       ...body("{ reason } (optional)"),
       responses: { 200: jsonResponse(ModeState, "Normal mode"), ...errorResponses },
