@@ -67,7 +67,7 @@ const sent = (send: ReturnType<typeof spyQueue>["send"]) => send.mock.calls.map(
 describe("POST /api/v1/invoices/retry-failed", () => {
   it("re-queues failed collections in range below maxRetries, skips the rest and finalizes leftover drafts", async () => {
     const mar = (d: number, h = 12) => Date.UTC(2020, 2, d, h);
-    const [a, b, c, d, e, f, g] = await openInvoices(7);
+    const [a, b, c, d, e, f, g, h] = await openInvoices(8);
     await setRow("invoices", a!.invoice.id, { attempt_count: 1, last_error: "card_declined", finalized_at: mar(10) });
     await setRow("invoices", b!.invoice.id, { attempt_count: 0, last_error: "network", finalized_at: mar(31, 23) }); // end date includes its whole day
     await setRow("invoices", c!.invoice.id, { attempt_count: 3, last_error: "card_declined", finalized_at: mar(15) });
@@ -75,6 +75,9 @@ describe("POST /api/v1/invoices/retry-failed", () => {
     await setRow("invoices", e!.invoice.id, { finalized_at: mar(12) }); // open, never failed
     await setRow("invoices", f!.invoice.id, { status: "draft", number: null, finalized_at: null, due_at: null, created_at: mar(20) });
     await setRow("invoices", g!.invoice.id, { status: "paid", amount_due: 0, attempt_count: 2, finalized_at: mar(11) });
+    // A test clock's failed collection moves with its clock, not with this real-time operation.
+    const clock = await api("POST", "/api/v1/test-clocks", { body: { frozenTime: "2020-03-10T12:00:00Z" } });
+    await setRow("invoices", h!.invoice.id, { attempt_count: 1, last_error: "card_declined", finalized_at: mar(10), test_clock_id: clock.body.id });
 
     const { send, queue } = spyQueue();
     const r = await callWith({ PAYMENT_QUEUE: queue }, "POST", "/api/v1/invoices/retry-failed", { startDate: "2020-03-01", endDate: "2020-03-31", maxRetries: 3 });

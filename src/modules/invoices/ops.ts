@@ -24,7 +24,7 @@ export const invoiceOpsRoutes = router()
       tags: ["Invoices"],
       summary: "Re-queue failed collections, finalize leftover drafts and regenerate missed renewals in a date range",
       description:
-        "An invoice's date is its finalization, else its creation. Open invoices whose collection failed (attemptCount > 0 or lastError) and with attemptCount < maxRetries get their next payment attempt queued; the others are listed as skipped. Drafts are finalized. Real-time subscriptions whose period ended in the range (and in the past) without renewal run their due steps.",
+        "An invoice's date is its finalization, else its creation. Open invoices whose collection failed (attemptCount > 0 or lastError) and with attemptCount < maxRetries get their next payment attempt queued; the others are listed as skipped. Drafts are finalized. Test-clock invoices are left to their clock (they move when it is advanced). Real-time subscriptions whose period ended in the range (and in the past) without renewal run their due steps.",
       middleware: [requireRole(access.finance)] as const,
       request: jsonBody(z.object({ startDate: DateOrInstant, endDate: DateOrInstant, maxRetries: z.number().int().min(1).max(100).default(3) })),
       responses: {

@@ -33,11 +33,12 @@ export async function retryFailed(env: Env, db: Db, input: { start: number; end:
   const after = (id: string | undefined) => (id ? gt(invoices.id, id) : undefined);
 
   // (a) Collection failed: queue the next attempt. Nothing on the invoice changes until the payment consumer runs.
+  // A test clock's invoices are retried when their clock is advanced (invoices/dunning.ts), never in real time.
   const failed = (id: string | undefined) =>
     db
       .select({ id: invoices.id, attemptCount: invoices.attemptCount, lastError: invoices.lastError })
       .from(invoices)
-      .where(and(eq(invoices.status, "open"), gt(invoices.amountDue, 0), or(gt(invoices.attemptCount, 0), isNotNull(invoices.lastError)), inRange, after(id)))
+      .where(and(eq(invoices.status, "open"), gt(invoices.amountDue, 0), or(gt(invoices.attemptCount, 0), isNotNull(invoices.lastError)), isNull(invoices.testClockId), inRange, after(id)))
       .orderBy(asc(invoices.id))
       .limit(PAGE)
       .all();
