@@ -94,6 +94,7 @@ export async function commitWithAudit(
     } catch (e) {
       const lost = String(e).includes("audit_log.seq") || String((e as { cause?: unknown }).cause).includes("audit_log.seq");
       if (!lost || attempt >= MAX_ATTEMPTS) throw e;
+      console.log(JSON.stringify({ level: "warn", msg: "audit seq conflict", attempt, requestId: ctx.requestId }));
       // Another writer took the chain's next row: back off with jitter so concurrent writers spread out.
       await new Promise((r) => setTimeout(r, Math.random() * Math.min(200, 5 * 2 ** attempt)));
     }
