@@ -143,7 +143,7 @@ export async function processBulkRefundItem(env: Env, msg: BulkRefundItemMessage
       if (row && row.status !== "pending") return { status: "done" };
       const payment = await paymentById(db, msg.paymentId);
       if (row) {
-        const outcome = await settle(env, db, row, payment!, ctx, "keep");
+        const outcome = await settle(env, db, row, payment!, ctx, "keep", admission);
         return outcome.kind === "error" ? { status: "retry", delaySeconds: GATEWAY_ERROR_RETRY_SECONDS, reason: outcome.message } : { status: "done" };
       }
       const why = !payment ? `payment ${msg.paymentId} does not exist` : (notRefundable(payment) ?? (remainingOf(payment) <= 0 ? `payment ${payment.id} is already fully refunded` : null));
@@ -153,7 +153,7 @@ export async function processBulkRefundItem(env: Env, msg: BulkRefundItemMessage
       }
       const fresh = itemRow(msg, payment, createdBy, ctx.now, { amount: remainingOf(payment!) });
       if ((await reserve(db, fresh, ctx)) === "reserved") {
-        const outcome = await settle(env, db, fresh, payment!, ctx, "keep");
+        const outcome = await settle(env, db, fresh, payment!, ctx, "keep", admission);
         return outcome.kind === "error" ? { status: "retry", delaySeconds: GATEWAY_ERROR_RETRY_SECONDS, reason: outcome.message } : { status: "done" };
       }
     }

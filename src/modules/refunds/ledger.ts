@@ -6,6 +6,7 @@ import { assertChanged, isAssertionFailure, isUniqueViolation } from "../../db/a
 import { customers, notifications, payments, refunds } from "../../db/schema";
 import { currencyExponent, formatMinor } from "../../domain/money";
 import { gatewayByName } from "../../gateways";
+import type { Admitted } from "../../gateways/guard";
 import { counterIncrement } from "../../gateways/metrics";
 import type { GatewayName, PaymentGateway, RefundResult } from "../../gateways/types";
 import { newId } from "../../lib/ids";
@@ -158,12 +159,12 @@ export type SettleOutcome =
  * and records the answer: success → succeeded (+ counter, notification); decline → failed and the reservation
  * given back. A thrown call is a decline when `onThrow` is "fail"; with "keep" the refund stays pending so a retry
  * asks the gateway again with the same key (the gateway answers with the first outcome, never a second refund).
- * The caller holds a PaymentGuard admission.
+ * The caller holds a PaymentGuard admission (`held`), under which the gateway call runs.
  */
-export async function settle(env: Env, db: Db, refund: RefundRow, payment: PaymentRow, ctx: AuditContext, onThrow: "fail" | "keep"): Promise<SettleOutcome> {
+export async function settle(env: Env, db: Db, refund: RefundRow, payment: PaymentRow, ctx: AuditContext, onThrow: "fail" | "keep", held: Admitted): Promise<SettleOutcome> {
   let gateway: PaymentGateway;
   try {
-    gateway = await gatewayByName(env, db, payment.gateway as GatewayName);
+    gateway = await gatewayByName(env, db, payment.gateway as GatewayName, held);
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     return { kind: "failed", refund: await reverse(db, refund, message, ctx), message };

@@ -6,7 +6,7 @@ import { formatMinor, toMinor } from "../../domain/money";
 import { ApiError, invalid, notFound } from "../../http/problem";
 import { iso } from "../../lib/time";
 import { newId } from "../../lib/ids";
-import { paymentGuard } from "../payments/guard";
+import { lockedError, paymentGuard, withAdmission } from "../payments/guard";
 import { amountText, notRefundable, paymentById, remainingOf, reserve, settle, type PaymentRow, type RefundRow } from "./ledger";
 
 export { processBulkRefundItem, type BulkRefundItemMessage, type BulkItemResult } from "./bulk";
@@ -92,21 +92,14 @@ export async function createRefund(env: Env, db: Db, input: CreateRefundInput, c
     updatedAt: ctx.now,
   };
 
-  const guard = paymentGuard(env);
-  const admission = await guard.admit(`refund ${id}`);
-  if (!admission.admitted) {
-    const state = admission.mode === "frozen" ? "frozen" : "in queue mode";
-    throw new ApiError("locked", `payments are ${state}: ${admission.reason ?? "no reason given"}`, [], { "retry-after": "60" });
-  }
-  let outcome;
-  try {
+  const admitted = await withAdmission(env, `refund ${id}`, async (held) => {
     if ((await reserve(db, row, ctx)) !== "reserved") throw overRefund((await paymentById(db, payment.id)) ?? payment, amount);
     // A gateway that does not answer may still have refunded: keep the reservation and the key; the hourly sweep
     // asks again with the same key. Giving the reservation back here could let a second refund overdraw the charge.
-    outcome = await settle(env, db, row, payment, ctx, "keep");
-  } finally {
-    await guard.release(admission.token);
-  }
+    return settle(env, db, row, payment, ctx, "keep", held);
+  });
+  if (!admitted.admitted) throw lockedError(admitted);
+  const outcome = admitted.value;
   if (outcome.kind === "failed") throw new ApiError("unprocessable", `refund ${id} failed: ${outcome.message}`, [{ path: "paymentId", message: outcome.message }]);
   return { refund: outcome.refund, payment: (await paymentById(db, payment.id))! };
 }
@@ -130,7 +123,7 @@ export async function settlePendingRefunds(env: Env, db: Db, ctx: AuditContext, 
     const admission = await paymentGuard(env).admit(`refund ${r.id}`);
     if (!admission.admitted) return { settled, stillPending: rows.length - settled };
     try {
-      const out = await settle(env, db, r, payment, ctx, "keep");
+      const out = await settle(env, db, r, payment, ctx, "keep", admission);
       if (out.kind === "error" || out.refund.status === "pending") stillPending++;
       else settled++;
     } finally {
