@@ -131,6 +131,14 @@ describe("problem+json errors", () => {
     }
   });
 
+  it("a client X-Request-Id that reads as a card number is replaced, so it is never echoed, logged or audited", async () => {
+    for (const pan of ["4242-4242-4242-4242", "4242424242424242", "trace-378282246310005"]) {
+      const r = await api("GET", "/api/v1/customers/cus_missing", { headers: { "x-request-id": pan } });
+      expect(r.headers.get("x-request-id")).toMatch(/^req_/);
+      expect(JSON.stringify(r.body)).not.toContain(pan);
+    }
+  });
+
   it("an unexpected failure is a 500 problem without internals", async () => {
     const brokenDb = {
       prepare() {
