@@ -24,6 +24,7 @@ const testSecrets = {
   // Not configured by default: tests that deliver pass their own URL and a fake receiver.
   NOTIFY_WEBHOOK_URL: "",
   NOTIFY_WEBHOOK_SECRET: "whsec_dGVzdC1ub3RpZnktc2VjcmV0",
+  AUDIT_HMAC_KEY: "onwR8qO2Bx+8IV50FWqMkgbOApZLX7/N8JjMyst8NLE=",
 };
 // wrangler checks required secrets against process.env before the bindings below apply.
 Object.assign(process.env, testSecrets);

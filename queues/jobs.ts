@@ -1,7 +1,7 @@
 import { dbOf } from "../src/db/client";
 import { purgeExpiredIdempotencyKeys } from "../src/http/idempotency";
 import { resyncMeters } from "../src/modules/usage/meter-config";
-import { verifyAuditChain } from "../src/modules/audit/routes";
+import { runWeeklyVerification } from "../src/modules/audit/verify";
 import { consumer } from "./dispatch";
 import { runDue } from "../src/modules/billing/renewal";
 import { SYSTEM_ACTOR } from "../src/modules/billing/run";
@@ -23,11 +23,8 @@ export const jobHandlers = {
     return { status: "done" as const };
   },
   "audit.verify": async (m: Extract<JobMessage, { type: "audit.verify" }>, env: Env) => {
-    const result = await verifyAuditChain(dbOf(env));
-    await env.ARCHIVE.put(m.reportKey, JSON.stringify({ ...result, verifiedAt: new Date().toISOString() }, null, 2), {
-      httpMetadata: { contentType: "application/json" },
-    });
-    if (!result.valid) console.log(JSON.stringify({ level: "error", msg: "audit chain broken", ...result }));
+    // Seals, verifies, copies the anchor's head to R2 and stores the report.
+    await runWeeklyVerification(env, m.reportKey, Date.now());
     return { status: "done" as const };
   },
 };

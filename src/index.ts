@@ -10,3 +10,4 @@ export default {
 
 export { UsageMeter } from "../durable-objects/usage-meter";
 export { PaymentGuard } from "../durable-objects/payment-guard";
+export { AuditAnchor } from "../durable-objects/audit-anchor";

@@ -12,6 +12,7 @@ import { settlePendingRefunds } from "./modules/refunds/service";
 import { archiveInvoices } from "./modules/invoices/archive";
 import { sendReminders } from "./modules/invoices/reminders";
 import { DAY_MS } from "./lib/time";
+import { sealAuditChain } from "./modules/audit/verify";
 import { markUncollectible, sendDueRetries } from "./modules/invoices/dunning";
 import type { JobMessage } from "../queues/messages";
 
@@ -33,6 +34,8 @@ export const cronTasks: Record<string, Task[]> = {
     { name: "payments.retries_due", run: (env, t) => sendDueRetries(env, dbOf(env), t, { testClockId: null }) },
     { name: "notifications.sweep", run: (env, t) => sweepQueuedNotifications(env, dbOf(env), t) },
     { name: "refunds.settle_pending", run: (env, t) => settlePendingRefunds(env, dbOf(env), { actor: SYSTEM_ACTOR, now: t }) },
+    // Last, so the rows the tasks above wrote are sealed too (audited writes also poke the sealer themselves).
+    { name: "audit.seal", run: async (env) => { const r = await sealAuditChain(env); return { sealed: r.sealed, adopted: r.adopted, headSeq: r.head.seq }; } },
   ],
   [CRON.daily]: [
     { name: "backup.daily", run: (env, t) => runDailyBackup(env, t) },

@@ -1,9 +1,11 @@
-import { and, desc, eq, sql } from "drizzle-orm";
+import { and, eq, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
+import { env as workerEnv, waitUntil } from "cloudflare:workers";
 import type { Actor } from "../env";
 import { auditLog, idempotencyKeys } from "./schema";
 import type { Db } from "./client";
-import { canonicalJson, sha256Hex } from "../lib/hash";
+import { canonicalJson } from "../lib/hash";
+import { base64ToBytes, toHex } from "../lib/crypto";
 import { newId } from "../lib/ids";
 
 export type AuditEntry = {
@@ -18,14 +20,20 @@ export type AuditEntry = {
 /** `idempotencyKey`: the request's scoped key; the change's batch marks it committed, so a retry never re-applies it. */
 export type AuditContext = { actor: Actor; requestId?: string; now: number; idempotencyKey?: string };
 
-export const GENESIS_HASH = "0".repeat(64);
+/** The chain value before row 1. */
+export const GENESIS_CHAIN = "0".repeat(64);
+/** @deprecated the unkeyed chain's genesis; same value as GENESIS_CHAIN. */
+export const GENESIS_HASH = GENESIS_CHAIN;
 
-type AuditRow = typeof auditLog.$inferSelect;
+export type AuditRow = typeof auditLog.$inferSelect;
+type Content = Pick<AuditRow, "id" | "at" | "actor" | "actorRole" | "action" | "targetType" | "targetId" | "requestId" | "before" | "after" | "reason">;
 
-/** The exact bytes each row's hash covers: every column except the hash itself. */
-export function auditRowPayload(row: Omit<AuditRow, "hash">): string {
+/**
+ * The exact text a row's MAC covers: canonical JSON (keys sorted) of its content, without `seq`, so the row's place
+ * in the chain is fixed by the sealer's chain value, not by the writer. `before`/`after` are the stored strings.
+ */
+export function auditRowContent(row: Content): string {
   return canonicalJson({
-    seq: row.seq,
     id: row.id,
     at: row.at,
     actor: row.actor,
@@ -37,20 +45,49 @@ export function auditRowPayload(row: Omit<AuditRow, "hash">): string {
     before: row.before,
     after: row.after,
     reason: row.reason,
-    prevHash: row.prevHash,
   });
 }
 
-export async function auditRowHash(row: Omit<AuditRow, "hash">): Promise<string> {
-  return sha256Hex(row.prevHash + auditRowPayload(row));
+const keys = new Map<string, Promise<CryptoKey>>();
+
+/** The HMAC key from AUDIT_HMAC_KEY (base64 of at least 32 random bytes); a wrong value is a deployment mistake, so it throws. */
+export function auditKey(secret: string | undefined): Promise<CryptoKey> {
+  if (!secret) throw new Error("AUDIT_HMAC_KEY is not set");
+  let key = keys.get(secret);
+  if (!key) {
+    let raw: Uint8Array<ArrayBuffer>;
+    try {
+      raw = base64ToBytes(secret);
+    } catch {
+      throw new Error("AUDIT_HMAC_KEY is not valid base64");
+    }
+    if (raw.length < 32) throw new Error(`AUDIT_HMAC_KEY must be at least 32 bytes, got ${raw.length}`);
+    key = crypto.subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+    keys.set(secret, key);
+  }
+  return key;
 }
 
-const MAX_ATTEMPTS = 25;
+const encoder = new TextEncoder();
+const hmacHex = async (key: CryptoKey, text: string) => toHex(await crypto.subtle.sign("HMAC", key, encoder.encode(text)));
+
+/** mac = hex HMAC-SHA-256(key, auditRowContent(row)). */
+export const auditRowMac = (key: CryptoKey, row: Content) => hmacHex(key, auditRowContent(row));
+
+/** chain(n) = hex HMAC-SHA-256(key, chain(n-1) + "|" + n + "|" + mac(n)), chain(0) = GENESIS_CHAIN; a row without a MAC chains "". */
+export const chainLink = (key: CryptoKey, prevChain: string, seq: number, mac: string | null) => hmacHex(key, `${prevChain}|${seq}|${mac ?? ""}`);
+
+/** The legacy (before migration 0008) unkeyed hash: SHA-256(prevHash + canonical JSON of the row with seq and prevHash). */
+export async function legacyRowHash(row: Content & { seq: number; prevHash: string }): Promise<string> {
+  const payload = canonicalJson({ ...JSON.parse(auditRowContent(row)), seq: row.seq, prevHash: row.prevHash });
+  return toHex(await crypto.subtle.digest("SHA-256", encoder.encode(row.prevHash + payload)));
+}
 
 /**
- * Runs `statements` and their audit rows in one D1 batch (one transaction).
- * Each audit row takes the next `seq` explicitly; a concurrent writer that took it first makes the
- * whole batch fail on the primary key, and we rebuild the chain on the new tail and try again.
+ * Runs `statements` and their audit rows in one D1 batch (one transaction). Each audit row carries a MAC over its
+ * content; SQLite assigns its `seq` (max + 1) inside the batch, and D1 runs a batch on its single writer, so
+ * concurrent writers never conflict and nothing reads the chain's tail. The AuditAnchor Durable Object seals the
+ * new rows into the chain shortly after (poked here, off the response path), every hour, and before verification.
  */
 export async function commitWithAudit(
   db: Db,
@@ -58,15 +95,11 @@ export async function commitWithAudit(
   entries: AuditEntry[],
   ctx: AuditContext,
 ): Promise<unknown[]> {
-  for (let attempt = 1; ; attempt++) {
-    const tail = await db.select({ seq: auditLog.seq, hash: auditLog.hash }).from(auditLog).orderBy(desc(auditLog.seq)).limit(1).get();
-    let seq = tail?.seq ?? 0;
-    let prevHash = tail?.hash ?? GENESIS_HASH;
-    const rows: AuditRow[] = [];
+  const all = [...statements];
+  if (entries.length) {
+    const key = await auditKey(workerEnv.AUDIT_HMAC_KEY);
     for (const e of entries) {
-      seq += 1;
       const row = {
-        seq,
         id: newId("aud"),
         at: ctx.now,
         actor: ctx.actor.id,
@@ -78,28 +111,36 @@ export async function commitWithAudit(
         before: e.before === undefined ? null : canonicalJson(e.before),
         after: e.after === undefined ? null : canonicalJson(e.after),
         reason: e.reason ?? null,
-        prevHash,
       };
-      const hash = await auditRowHash(row);
-      rows.push({ ...row, hash });
-      prevHash = hash;
-    }
-    const all = [...statements, ...rows.map((r) => db.insert(auditLog).values(r))];
-    if (ctx.idempotencyKey) {
-      all.push(db.update(idempotencyKeys).set({ state: "committed" }).where(and(eq(idempotencyKeys.scopedKey, ctx.idempotencyKey), eq(idempotencyKeys.state, "in_flight"))));
-    }
-    if (all.length === 0) return [];
-    try {
-      return await db.batch(all as [BatchItem<"sqlite">, ...BatchItem<"sqlite">[]]);
-    } catch (e) {
-      const lost = String(e).includes("audit_log.seq") || String((e as { cause?: unknown }).cause).includes("audit_log.seq");
-      if (!lost || attempt >= MAX_ATTEMPTS) throw e;
-      console.log(JSON.stringify({ level: "warn", msg: "audit seq conflict", attempt, requestId: ctx.requestId }));
-      // Another writer took the chain's next row: back off with jitter so concurrent writers spread out.
-      await new Promise((r) => setTimeout(r, Math.random() * Math.min(200, 5 * 2 ** attempt)));
+      all.push(db.insert(auditLog).values({ ...row, mac: await auditRowMac(key, row) }));
     }
   }
+  if (ctx.idempotencyKey) {
+    all.push(db.update(idempotencyKeys).set({ state: "committed" }).where(and(eq(idempotencyKeys.scopedKey, ctx.idempotencyKey), eq(idempotencyKeys.state, "in_flight"))));
+  }
+  if (all.length === 0) return [];
+  const results = await db.batch(all as [BatchItem<"sqlite">, ...BatchItem<"sqlite">[]]);
+  if (entries.length) pokeSealer();
+  return results;
 }
+
+/** Asks the AuditAnchor to seal soon (it debounces with an alarm); never delays or fails the change that called it. */
+function pokeSealer() {
+  const ns = (workerEnv as Partial<Env>).AUDIT_ANCHOR;
+  if (!ns) return;
+  const poke = ns
+    .get(ns.idFromName(AUDIT_ANCHOR_NAME))
+    .poke()
+    .catch((e: unknown) => console.log(JSON.stringify({ level: "warn", msg: "audit sealer poke failed", error: String(e) })));
+  try {
+    waitUntil(poke);
+  } catch {
+    // Outside a request, message or cron (e.g. a script): the promise still runs.
+  }
+}
+
+/** The one AuditAnchor instance's name. */
+export const AUDIT_ANCHOR_NAME = "audit-chain";
 
 /** Used by verification: all rows in chain order, paged to keep memory flat. */
 export async function* auditRowsInOrder(db: Db, pageSize = 500): AsyncGenerator<AuditRow> {

@@ -152,7 +152,7 @@ export const idempotencyKeys = sqliteTable(
 export const auditLog = sqliteTable(
   "audit_log",
   {
-    /** Gap-free sequence; the chain is ordered by it. */
+    /** Gap-free sequence assigned by SQLite inside the writing batch (max + 1); the chain is ordered by it. */
     seq: integer("seq").primaryKey(),
     id: text("id").notNull(),
     at: integer("at").notNull(),
@@ -165,8 +165,13 @@ export const auditLog = sqliteTable(
     before: text("before"),
     after: text("after"),
     reason: text("reason"),
-    prevHash: text("prev_hash").notNull(),
-    hash: text("hash").notNull(),
+    /** HMAC-SHA-256(AUDIT_HMAC_KEY, canonical content), written with the row; null only on a legacy row not yet adopted. */
+    mac: text("mac"),
+    /** HMAC-SHA-256(AUDIT_HMAC_KEY, previous chain | seq | mac), written by the AuditAnchor sealer; null until sealed. */
+    chain: text("chain"),
+    /** The unkeyed SHA-256 chain of rows written before migration 0008; null on later rows. */
+    prevHash: text("prev_hash"),
+    hash: text("hash"),
   },
   (t) => [
     index("audit_action_idx").on(t.action, t.at),

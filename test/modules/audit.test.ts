@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 import { api, createApiKey, createCustomer, createPlan, createSubscription, unique } from "../helpers";
+import { canonicalJson, sha256Hex } from "../../src/lib/hash";
 
 // Storage is shared by all tests in this file: the tests that tamper with the chain restore it, and run last.
 
@@ -9,6 +10,33 @@ const rowBySeq = (seq: number) => env.DB.prepare("SELECT * FROM audit_log WHERE 
 const maxSeq = async () => (await env.DB.prepare("SELECT max(seq) AS s FROM audit_log").first<{ s: number }>())!.s;
 const verify = () => api("GET", "/api/v1/audit/verify-integrity", { as: "finance" });
 const search = (q: string, as: "admin" | "finance" = "admin") => api("GET", `/api/v1/audit/search?${q}`, { as });
+
+/**
+ * What someone with write access to D1 but without the audit key can do after changing a row: recompute every
+ * unkeyed hash the row carries (the old SHA-256 chain's `hash`, and any per-row MAC column, which without the key
+ * can only be guessed).
+ */
+async function rehashWithoutKey(r: Row): Promise<Row> {
+  const out = { ...r };
+  if (out.prev_hash != null) {
+    out.hash = await sha256Hex(
+      out.prev_hash +
+        canonicalJson({ seq: out.seq, id: out.id, at: out.at, actor: out.actor, actorRole: out.actor_role, action: out.action, targetType: out.target_type, targetId: out.target_id, requestId: out.request_id, before: out.before, after: out.after, reason: out.reason, prevHash: out.prev_hash }),
+    );
+  }
+  if ("mac" in out) out.mac = await sha256Hex(canonicalJson({ ...out, mac: null, chain: null }));
+  return out;
+}
+
+async function rowsFrom(seq: number): Promise<Row[]> {
+  return (await env.DB.prepare("SELECT * FROM audit_log WHERE seq >= ? ORDER BY seq").bind(seq).all<Row>()).results;
+}
+
+/** Puts `rows` back exactly as they were, replacing whatever is at and after the first one's seq. */
+async function restoreFrom(rows: Row[]) {
+  await env.DB.prepare("DELETE FROM audit_log WHERE seq >= ?").bind(rows[0]!.seq).run();
+  for (const r of rows) await reinsert(r);
+}
 
 async function reinsert(row: Row) {
   const cols = Object.keys(row);
@@ -158,7 +186,8 @@ describe("audit trail", () => {
     expect(v.body.firstBrokenRow).toBeNull();
     expect(v.body.checked).toBe(await maxSeq());
     const last = await rowBySeq(await maxSeq());
-    expect(v.body.headHash).toBe(last!.hash);
+    expect(v.body.headHash).toBe(last!.chain);
+    expect(v.body.head).toEqual({ seq: last!.seq, chain: last!.chain });
   });
 
   // ---- the tests below change the chain; each restores it before returning ----
@@ -173,7 +202,7 @@ describe("audit trail", () => {
       expect(v.status).toBe(200);
       expect(v.body.valid).toBe(false);
       expect(v.body.checked).toBe(seq - 1);
-      expect(v.body.firstBrokenRow).toMatchObject({ seq, id: original.id, problem: expect.stringContaining("hash") });
+      expect(v.body.firstBrokenRow).toMatchObject({ seq, id: original.id, problem: expect.stringContaining("MAC") });
     } finally {
       await env.DB.prepare("UPDATE audit_log SET after = ? WHERE seq = ?").bind(original.after, seq).run();
     }
@@ -193,17 +222,17 @@ describe("audit trail", () => {
     expect((await verify()).body.valid).toBe(true);
   });
 
-  it("a re-hashed tampered row still breaks the link to the next row", async () => {
+  it("a replaced chain value is reported at its row", async () => {
     const seq = Math.max(2, (await maxSeq()) - 2);
     const original = (await rowBySeq(seq))!;
-    // An attacker who recomputes this row's hash cannot also fix the next row's prev_hash without rewriting the rest.
-    await env.DB.prepare("UPDATE audit_log SET hash = ? WHERE seq = ?").bind("e".repeat(64), seq).run();
+    // Without the key nobody can compute a chain value; any other value breaks the link at this row.
+    await env.DB.prepare("UPDATE audit_log SET chain = ? WHERE seq = ?").bind("e".repeat(64), seq).run();
     try {
       const v = await verify();
       expect(v.body.valid).toBe(false);
       expect(v.body.firstBrokenRow.seq).toBe(seq);
     } finally {
-      await env.DB.prepare("UPDATE audit_log SET hash = ? WHERE seq = ?").bind(original.hash, seq).run();
+      await env.DB.prepare("UPDATE audit_log SET chain = ? WHERE seq = ?").bind(original.chain, seq).run();
     }
     expect((await verify()).body.valid).toBe(true);
   });
@@ -244,4 +273,65 @@ describe("audit trail", () => {
     }
     expect((await verify()).body.valid).toBe(true);
   });
+
+  // ---- item 10: tampering by someone who can write to D1 but does not hold the audit key ----
+
+  it("rewriting the newest row and recomputing its unkeyed hash is reported at that row", async () => {
+    await createCustomer();
+    expect((await verify()).body.valid).toBe(true);
+    const seq = await maxSeq();
+    const original = (await rowBySeq(seq))!;
+    const forged = await rehashWithoutKey({ ...original, after: JSON.stringify({ ...JSON.parse(original.after ?? "{}"), email: "attacker@example.com" }) });
+    await restoreFrom([forged]);
+    try {
+      const v = await verify();
+      expect(v.status).toBe(200);
+      expect(v.body).toMatchObject({ valid: false, ok: false, brokenAt: seq, checked: seq - 1, firstBrokenRow: { seq, id: original.id } });
+      expect(v.body.reason).toMatch(/MAC/);
+    } finally {
+      await restoreFrom([original]);
+    }
+    expect((await verify()).body).toMatchObject({ valid: true, brokenAt: null });
+  });
+
+  it("deleting a middle row and renumbering and re-hashing every later row is reported at the deleted row's seq", async () => {
+    for (let i = 0; i < 3; i++) await createCustomer();
+    expect((await verify()).body.valid).toBe(true);
+    const top = await maxSeq();
+    const seq = top - 2;
+    const originals = await rowsFrom(seq);
+    // The attacker rebuilds the tail without the removed row, so the sequence has no gap and every unkeyed link holds.
+    let prevHash = (await rowBySeq(seq - 1))!.hash;
+    const rebuilt: Row[] = [];
+    for (const r of originals.slice(1)) {
+      const moved = await rehashWithoutKey({ ...r, seq: r.seq - 1, ...(r.prev_hash != null ? { prev_hash: prevHash } : {}) });
+      prevHash = moved.hash;
+      rebuilt.push(moved);
+    }
+    await restoreFrom(rebuilt);
+    try {
+      const v = await verify();
+      expect(v.body).toMatchObject({ valid: false, ok: false, brokenAt: seq, firstBrokenRow: { seq } });
+    } finally {
+      await restoreFrom(originals);
+    }
+    expect((await verify()).body.valid).toBe(true);
+  });
+
+  it("deleting the newest rows (truncation) is reported at the first missing seq", async () => {
+    for (let i = 0; i < 3; i++) await createCustomer();
+    expect((await verify()).body.valid).toBe(true);
+    const top = await maxSeq();
+    const originals = await rowsFrom(top - 2);
+    await env.DB.prepare("DELETE FROM audit_log WHERE seq >= ?").bind(top - 2).run();
+    try {
+      const v = await verify();
+      expect(v.body).toMatchObject({ valid: false, ok: false, brokenAt: top - 2, checked: top - 3, firstBrokenRow: { seq: top - 2, id: null } });
+      expect(v.body.reason).toMatch(/truncat|removed|missing/i);
+    } finally {
+      await restoreFrom(originals);
+    }
+    expect((await verify()).body.valid).toBe(true);
+  });
 });
+

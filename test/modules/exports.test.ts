@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 import { dbOf } from "../../src/db/client";
-import { auditRowHash, commitWithAudit } from "../../src/db/audit";
+import { auditKey, auditRowMac, chainLink, commitWithAudit } from "../../src/db/audit";
 import type { Actor } from "../../src/env";
 import { decrypt, encrypt, keyIdOf } from "../../src/lib/crypto";
 import { runDailyBackup } from "../../src/modules/exports/routes";
@@ -59,14 +59,15 @@ describe("POST /api/v1/audit/export", () => {
     const doc = JSON.parse(plain);
     expect(doc.rows.map((x: any) => x.actor)).toEqual(["exp-alice", "system:billing", "exp-bob"]);
     expect(doc.rowCount).toBe(3);
-    const head = await env.DB.prepare("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").first<{ seq: number; hash: string }>();
-    expect(doc.chainHead.seq).toBeLessThanOrEqual(head!.seq);
+    const head = await env.DB.prepare("SELECT seq, chain FROM audit_log WHERE seq = ?").bind(doc.chainHead.seq).first<{ seq: number; chain: string }>();
+    expect(doc.chainHead).toEqual({ seq: head!.seq, chain: head!.chain });
     expect(doc.chainHead).toEqual(r.body.chainHead);
-    // Each exported row re-hashes to its stored hash: the export is checkable against the chain.
+    // Each exported row's MAC and chain link recompute with the audit key: the export is checkable offline.
+    const key = await auditKey(env.AUDIT_HMAC_KEY);
     for (const row of doc.rows) {
-      const { hash, atIso, ...rest } = row;
-      expect(await auditRowHash(rest)).toBe(hash);
-      expect(atIso).toBe(new Date(row.at).toISOString());
+      expect(await auditRowMac(key, row)).toBe(row.mac);
+      expect(await chainLink(key, row.prevChain, row.seq, row.mac)).toBe(row.chain);
+      expect(row.atIso).toBe(new Date(row.at).toISOString());
     }
 
     const audit = await api("GET", `/api/v1/audit/search?action=audit.exported&target=${encodeURIComponent(r.body.key)}`);
@@ -81,7 +82,7 @@ describe("POST /api/v1/audit/export", () => {
     expect(r.body).toMatchObject({ rows: 2, format: "csv" });
     expect(r.body.key).toMatch(/\.csv\.enc$/);
     const csv = await openR2(r.body.key);
-    expect(csv.startsWith("seq,id,at,at_iso,actor,actor_role,action,target_type,target_id,request_id,reason,before,after,prev_hash,hash\r\n")).toBe(true);
+    expect(csv.startsWith("seq,id,at,at_iso,actor,actor_role,action,target_type,target_id,request_id,reason,before,after,mac,prev_chain,chain,prev_hash,hash\r\n")).toBe(true);
     expect(csv).not.toContain("system:billing");
     expect(csv).toContain(',"has ""quotes"", commas\nand a newline",');
     expect(csv).toContain("exp-alice");

@@ -2,7 +2,7 @@ import { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../db/audit";
 import { iso } from "../../lib/time";
-import { verifyAuditChain } from "../audit/routes";
+import { verifyAuditChain } from "../audit/verify";
 import { periodBounds } from "../tax/report";
 
 /**
@@ -173,9 +173,10 @@ async function controls(d1: D1Database, from: number, to: number, chain: Awaited
 export type SoxReport = Awaited<ReturnType<typeof buildSoxReport>>;
 
 /** Builds the report for `quarter`; `ctx.now` decides whether the quarter is complete. */
-export async function buildSoxReport(db: Db, d1: D1Database, input: z.infer<typeof SoxReportRequest>, ctx: AuditContext) {
+export async function buildSoxReport(env: Env, db: Db, input: z.infer<typeof SoxReportRequest>, ctx: AuditContext) {
+  const d1 = env.DB;
   const { from, to } = periodBounds(input.quarter);
-  const chain = await verifyAuditChain(db);
+  const chain = await verifyAuditChain(env);
   const byAction = await all<{ action: string; count: number }>(d1, "SELECT action, count(*) AS count FROM audit_log WHERE at >= ?1 AND at < ?2 GROUP BY action ORDER BY count DESC, action", from, to);
   const byActorRole = await all<{ role: string; count: number }>(d1, "SELECT actor_role AS role, count(*) AS count FROM audit_log WHERE at >= ?1 AND at < ?2 GROUP BY actor_role ORDER BY count DESC, role", from, to);
   const sod = await segregationFindings(d1, from, to);
@@ -233,7 +234,7 @@ export async function buildSoxReport(db: Db, d1: D1Database, input: z.infer<type
 
 /** Builds the report, stores it at reports/compliance/sox-<quarter>.json (replacing an older run) and audits it. */
 export async function generateSoxReport(env: Env, db: Db, input: z.infer<typeof SoxReportRequest>, ctx: AuditContext): Promise<SoxReport> {
-  const report = await buildSoxReport(db, env.DB, input, ctx);
+  const report = await buildSoxReport(env, db, input, ctx);
   await env.ARCHIVE.put(report.reportKey, JSON.stringify(report, null, 2), {
     httpMetadata: { contentType: "application/json" },
     customMetadata: { kind: "sox_report", quarter: input.quarter, generatedAt: report.generatedAt, generatedBy: ctx.actor.id },

@@ -1,13 +1,14 @@
 import { DateOrInstant } from "../../http/openapi";
 import { z } from "@hono/zod-openapi";
-import { and, desc, gt, gte, lt, notLike, type SQL } from "drizzle-orm";
+import { and, getTableColumns, gt, gte, lt, notLike, sql, type SQL } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { auditLog } from "../../db/schema";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
+import { commitWithAudit, GENESIS_CHAIN, type AuditContext } from "../../db/audit";
 import { ApiError } from "../../http/problem";
 import { decrypt, encrypt, keyIdOf, sha256Bytes } from "../../lib/crypto";
 import { iso, startOf, endExclusiveOf } from "../../lib/time";
 import { stamp } from "./dump";
+import { sealAuditChain } from "../audit/verify";
 
 export const AUDIT_EXPORT_PREFIX = "exports/audit/";
 /** Plaintext ceiling: an export is built in memory and encrypted in one piece. */
@@ -35,17 +36,20 @@ export const AuditExportResult = z
     bytes: z.number().int().openapi({ description: "Size of the encrypted object" }),
     from: z.string(),
     to: z.string().openapi({ description: "Exclusive end" }),
-    chainHead: z.object({ seq: z.number().int(), hash: z.string() }).nullable(),
+    chainHead: z
+      .object({ seq: z.number().int(), chain: z.string() })
+      .nullable()
+      .openapi({ description: "The AuditAnchor's head when the export was made (sealed first); null when the trail is empty" }),
     download: z.string(),
   })
   .openapi("AuditExport");
 
-type Row = typeof auditLog.$inferSelect;
+type Row = typeof auditLog.$inferSelect & { prevChain: string | null };
 
 export const HASH_RULE =
-  "hash = SHA-256(prevHash + canonical JSON of {seq,id,at,actor,actorRole,action,targetType,targetId,requestId,before,after,reason,prevHash} with keys sorted); at is epoch ms and before/after are the stored strings exactly as exported";
+  'mac = hex HMAC-SHA-256(AUDIT_HMAC_KEY, canonical JSON of {id,at,actor,actorRole,action,targetType,targetId,requestId,before,after,reason} with keys sorted, no spaces); chain = hex HMAC-SHA-256(AUDIT_HMAC_KEY, prevChain + "|" + seq + "|" + mac), prevChain of seq 1 = 64 zeros; at is epoch ms and before/after are the stored strings exactly as exported; prev_hash/hash are the unkeyed chain of rows written before the keyed chain (see README)';
 
-const CSV_COLUMNS = ["seq", "id", "at", "at_iso", "actor", "actor_role", "action", "target_type", "target_id", "request_id", "reason", "before", "after", "prev_hash", "hash"] as const;
+const CSV_COLUMNS = ["seq", "id", "at", "at_iso", "actor", "actor_role", "action", "target_type", "target_id", "request_id", "reason", "before", "after", "mac", "prev_chain", "chain", "prev_hash", "hash"] as const;
 
 // Values are written exactly (no spreadsheet-formula escaping): the export must re-hash to the chain.
 function csvField(v: string | number | null): string {
@@ -55,7 +59,7 @@ function csvField(v: string | number | null): string {
 }
 
 const csvLine = (r: Row) =>
-  [r.seq, r.id, r.at, iso(r.at), r.actor, r.actorRole, r.action, r.targetType, r.targetId, r.requestId, r.reason, r.before, r.after, r.prevHash, r.hash].map(csvField).join(",");
+  [r.seq, r.id, r.at, iso(r.at), r.actor, r.actorRole, r.action, r.targetType, r.targetId, r.requestId, r.reason, r.before, r.after, r.mac, r.prevChain, r.chain, r.prevHash, r.hash].map(csvField).join(",");
 
 const jsonRow = (r: Row) => ({ ...r, atIso: iso(r.at) });
 
@@ -68,8 +72,15 @@ async function* rowsInRange(db: Db, from: number, to: number, includeSystem: boo
   let after = 0;
   for (;;) {
     const conds: (SQL | undefined)[] = [gt(auditLog.seq, after), gte(auditLog.at, from), lt(auditLog.at, to), includeSystem ? undefined : notLike(auditLog.actor, "system:%")];
-    const page = await db.select().from(auditLog).where(and(...conds)).orderBy(auditLog.seq).limit(PAGE).all();
-    yield* page;
+    // Each row carries the previous row's chain value, so every exported row's link can be checked on its own.
+    const page = await db
+      .select({ ...getTableColumns(auditLog), prevChain: sql<string | null>`(SELECT p.chain FROM audit_log p WHERE p.seq = audit_log.seq - 1)` })
+      .from(auditLog)
+      .where(and(...conds))
+      .orderBy(auditLog.seq)
+      .limit(PAGE)
+      .all();
+    for (const r of page) yield r.seq === 1 ? { ...r, prevChain: GENESIS_CHAIN } : r;
     if (page.length < PAGE) return;
     after = page[page.length - 1]!.seq;
   }
@@ -78,6 +89,8 @@ async function* rowsInRange(db: Db, from: number, to: number, includeSystem: boo
 /** Builds the export, encrypts it, stores it in R2 and audits it. */
 export async function exportAuditLog(env: Env, db: Db, input: AuditExportInput, ctx: AuditContext): Promise<z.infer<typeof AuditExportResult>> {
   const { from, to } = exportRange(input);
+  // Seal first, so every row committed before the export carries its chain value and is covered by the head.
+  const { head } = await sealAuditChain(env);
   const parts: string[] = [];
   let chars = 0;
   let count = 0;
@@ -91,9 +104,7 @@ export async function exportAuditLog(env: Env, db: Db, input: AuditExportInput, 
     push(input.format === "csv" ? csvLine(r) + "\r\n" : (count ? ",\n" : "") + JSON.stringify(jsonRow(r)));
     count++;
   }
-  // Read after the rows, so the head is at or after every exported row.
-  const head = await db.select({ seq: auditLog.seq, hash: auditLog.hash }).from(auditLog).orderBy(desc(auditLog.seq)).limit(1).get();
-  const chainHead = head ?? null;
+  const chainHead = head.seq > 0 ? { seq: head.seq, chain: head.chain } : null;
   const text =
     input.format === "csv"
       ? parts.join("")
@@ -113,7 +124,7 @@ export async function exportAuditLog(env: Env, db: Db, input: AuditExportInput, 
       sha256,
       keyId,
       exportedBy: ctx.actor.id,
-      ...(chainHead ? { chainHeadSeq: String(chainHead.seq), chainHeadHash: chainHead.hash } : {}),
+      ...(chainHead ? { chainHeadSeq: String(chainHead.seq), chainHeadChain: chainHead.chain } : {}),
     },
   });
   const result = { key, rows: count, format: input.format, sha256, encrypted: true as const, keyId, bytes: sealed.length, from: iso(from), to: iso(to), chainHead, download: `/api/v1/audit/exports/${name}` };
@@ -145,5 +156,5 @@ export async function readAuditExport(env: Env, db: Db, key: string, ctx: AuditC
   if (meta.sha256 && meta.sha256 !== sha256) throw new ApiError("unprocessable", `export ${key} does not match the sha256 recorded when it was written`);
   await commitWithAudit(db, [], [{ action: "audit.export_downloaded", targetType: "audit_export", targetId: key, after: { sha256 } }], ctx);
   const format = key.endsWith(".csv.enc") ? "csv" : "json";
-  return { key, format, body: opened.value, sha256, chainHead: meta.chainHeadSeq ? `${meta.chainHeadSeq}:${meta.chainHeadHash}` : null };
+  return { key, format, body: opened.value, sha256, chainHead: meta.chainHeadSeq ? `${meta.chainHeadSeq}:${meta.chainHeadChain ?? meta.chainHeadHash}` : null };
 }
