@@ -1,7 +1,8 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { env } from "cloudflare:workers";
 import { api, createApiKey, createCustomer, createPlan, createSubscription, unique } from "../helpers";
 import { canonicalJson, sha256Hex } from "../../src/lib/hash";
+import { jobHandlers } from "../../queues/jobs";
 
 // Storage is shared by all tests in this file: the tests that tamper with the chain restore it, and run last.
 
@@ -272,6 +273,27 @@ describe("audit trail", () => {
       await reinsert(last);
     }
     expect((await verify()).body.valid).toBe(true);
+  });
+
+  it("the weekly verification copies the anchor's head to R2, and verify-integrity checks the chain against it", async () => {
+    await createCustomer();
+    const reportKey = `reports/audit/anchor-${Date.now()}.json`;
+    expect(await jobHandlers["audit.verify"]({ type: "audit.verify", reportKey }, env)).toEqual({ status: "done" });
+    const checkpoint = (await (await env.ARCHIVE.get("audit/anchor/latest.json"))!.json()) as { seq: number; chain: string; at: string };
+    const top = await maxSeq();
+    expect(checkpoint).toMatchObject({ seq: top, chain: (await rowBySeq(top))!.chain });
+    const report = (await (await env.ARCHIVE.get(reportKey))!.json()) as any;
+    expect(report).toMatchObject({ valid: true, head: { seq: top }, checkpointWritten: { seq: top } });
+    const v = await verify();
+    expect(v.body).toMatchObject({ valid: true, head: { seq: top, chain: checkpoint.chain }, checkpoint: { seq: top, chain: checkpoint.chain } });
+  });
+
+  it("audited writes are sealed shortly after they commit, without a verification or a cron run", async () => {
+    const c = await createCustomer();
+    await vi.waitFor(async () => {
+      const row = await env.DB.prepare("SELECT chain FROM audit_log WHERE target_id = ?").bind(c.id).first<{ chain: string | null }>();
+      expect(row!.chain).toMatch(/^[0-9a-f]{64}$/);
+    });
   });
 
   // ---- item 10: tampering by someone who can write to D1 but does not hold the audit key ----
