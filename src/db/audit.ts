@@ -22,8 +22,6 @@ export type AuditContext = { actor: Actor; requestId?: string; now: number; idem
 
 /** The chain value before row 1. */
 export const GENESIS_CHAIN = "0".repeat(64);
-/** @deprecated the unkeyed chain's genesis; same value as GENESIS_CHAIN. */
-export const GENESIS_HASH = GENESIS_CHAIN;
 
 export type AuditRow = typeof auditLog.$inferSelect;
 type Content = Pick<AuditRow, "id" | "at" | "actor" | "actorRole" | "action" | "targetType" | "targetId" | "requestId" | "before" | "after" | "reason">;

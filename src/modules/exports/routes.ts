@@ -23,7 +23,7 @@ export const auditExportRoutes = router()
       tags: ["Audit"],
       summary: "Export audit rows in a date range, encrypted (AES-256-GCM) into R2 under exports/audit/",
       description: lenientBody(
-        '{ "startDate": "2024-06-01", "endDate": "2024-06-30" (a bare date includes the whole day), "format": "json" | "csv", "includeSystemEvents": true }. Every row carries its prev_hash and hash, and the export records the chain head, so it can be checked against the chain.',
+        '{ "startDate": "2024-06-01", "endDate": "2024-06-30" (a bare date includes the whole day), "format": "json" | "csv", "includeSystemEvents": true }. Every row carries its MAC, its chain value and prevChain (the chain value of the row before it), and the export records the anchored chain head, so it can be verified offline with scripts/verify-audit-export.mjs and the audit key.',
       ),
       // Admin-only like the download: an export holds every actor, target and change of the range.
       middleware: [requireRole(access.admin)] as const,
@@ -44,7 +44,7 @@ export const auditExportRoutes = router()
       request: { params: z.object({ key: z.string().openapi({ description: "File name under exports/audit/ (as in `download`), or the whole key URL-encoded" }) }) },
       responses: {
         200: {
-          description: "The plaintext export; X-Content-SHA256 is its digest, X-Audit-Chain-Head the chain head (seq:hash) when it was made",
+          description: "The plaintext export; X-Content-SHA256 is its digest, X-Audit-Chain-Head the anchored chain head (seq:chain) when it was made",
           content: { "application/json": { schema: z.unknown() }, "text/csv": { schema: z.string() } },
         },
         ...errorResponses,
