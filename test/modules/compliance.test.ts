@@ -249,7 +249,7 @@ describe("GET /admin/audit/card-data-access", () => {
     expect(r.status).toBe(200);
     expect(r.body.data.map((e: any) => [e.action, e.targetId, e.paymentMethod, e.actor])).toEqual([
       ["payment.failed", alt, "pm_card_mastercard", "test-finance"],
-      ["gateway.tested", "sandbox", null, "test-admin"],
+      ["gateway.tested", "sandbox", "pm_card_visa", "test-admin"],
       ["customer.updated", customer.id, "pm_card_mastercard", "test-admin"],
       ["subscription.created", withMethod.id, "pm_card_visa", "test-admin"],
     ]);
