@@ -4,6 +4,7 @@ import type { Context } from "hono";
 import type { HonoEnv } from "./env";
 import { router } from "./http/openapi";
 import { ApiError, problemResponse } from "./http/problem";
+import { IllegalTransition } from "./domain/lifecycle";
 import { requestLog } from "./http/request-log";
 import { httpMetrics } from "./http/metrics";
 import { authenticate } from "./http/auth";
@@ -38,6 +39,8 @@ export const MAX_BODY_BYTES = 2 * 1024 * 1024;
 
 function toApiError(err: Error): ApiError {
   if (err instanceof ApiError) return err;
+  // A lifecycle owner refused a move its table does not declare: the object is in another state now.
+  if (err instanceof IllegalTransition) return new ApiError("conflict", err.message, [{ path: "status", message: `is ${err.from}` }]);
   if (err instanceof HTTPException) {
     // Hono's own 400 for unparseable JSON bodies, 413 from the body limit, and the like.
     if (err.status === 400) return new ApiError("bad_request", err.message || "malformed request", [{ path: "(body)", message: err.message || "malformed JSON" }]);

@@ -517,3 +517,87 @@ export const metricCounters = sqliteTable(
   },
   (t) => [primaryKey({ columns: [t.name, t.labels] })],
 );
+
+/**
+ * The event stream (outbox): one row per state change of an object, written in the same D1 batch as the change.
+ * `data` is `{ object, previousAttributes }` where `object` is the JSON the REST API returns for that object.
+ * Kept 30 days in D1, then archived to R2.
+ */
+export const events = sqliteTable(
+  "events",
+  {
+    id: text("id").primaryKey(),
+    type: text("type").notNull(),
+    objectType: text("object_type").notNull(),
+    objectId: text("object_id").notNull(),
+    customerId: text("customer_id"),
+    livemode: integer("livemode", { mode: "boolean" }).notNull(),
+    requestId: text("request_id"),
+    data: text("data", { mode: "json" }).$type<{ object: unknown; previousAttributes: Record<string, unknown> | null }>().notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [
+    index("events_created_idx").on(t.createdAt, t.id),
+    index("events_type_idx").on(t.type, t.createdAt),
+    index("events_object_idx").on(t.objectId, t.createdAt),
+  ],
+);
+
+/** Where applications receive the event stream. The signing secret is stored encrypted (AES-GCM, key outside D1). */
+export const webhookEndpoints = sqliteTable(
+  "webhook_endpoints",
+  {
+    id: text("id").primaryKey(),
+    url: text("url").notNull(),
+    description: text("description"),
+    /** Event types, `prefix.*` patterns, or ["*"]. */
+    enabledEvents: text("enabled_events", { mode: "json" }).$type<string[]>().notNull(),
+    metadata: text("metadata", { mode: "json" }).$type<Record<string, string>>().notNull().default(sql`'{}'`),
+    disabled: integer("disabled", { mode: "boolean" }).notNull().default(false),
+    disabledReason: text("disabled_reason"),
+    secretCiphertext: text("secret_ciphertext").notNull(),
+    /** After a rotation the previous secret still signs (as a second signature) until this time. */
+    previousSecretCiphertext: text("previous_secret_ciphertext"),
+    previousSecretExpiresAt: integer("previous_secret_expires_at"),
+    /** Set when a delivery to it first fails after a success; cleared on the next success. */
+    failingSince: integer("failing_since"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [index("webhook_endpoints_created_idx").on(t.createdAt, t.id)],
+);
+
+/** One per (event, endpoint): at-least-once delivery with retries; its attempts are below. */
+export const webhookDeliveries = sqliteTable(
+  "webhook_deliveries",
+  {
+    id: text("id").primaryKey(),
+    eventId: text("event_id").notNull(),
+    endpointId: text("endpoint_id").notNull(),
+    status: text("status", { enum: ["pending", "succeeded", "failed"] }).notNull(),
+    attempts: integer("attempts").notNull().default(0),
+    nextAttemptAt: integer("next_attempt_at"),
+    lastStatusCode: integer("last_status_code"),
+    lastError: text("last_error"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    uniqueIndex("webhook_deliveries_pair_idx").on(t.eventId, t.endpointId),
+    index("webhook_deliveries_endpoint_idx").on(t.endpointId, t.createdAt),
+    index("webhook_deliveries_due_idx").on(t.status, t.nextAttemptAt),
+  ],
+);
+
+export const webhookDeliveryAttempts = sqliteTable(
+  "webhook_delivery_attempts",
+  {
+    id: text("id").primaryKey(),
+    deliveryId: text("delivery_id").notNull(),
+    at: integer("at").notNull(),
+    statusCode: integer("status_code"),
+    latencyMs: integer("latency_ms").notNull(),
+    error: text("error"),
+  },
+  (t) => [index("webhook_delivery_attempts_delivery_idx").on(t.deliveryId, t.at)],
+);

@@ -1,0 +1,130 @@
+import { sql } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import { env as workerEnv, waitUntil } from "cloudflare:workers";
+import type { Db } from "../db/client";
+import { events } from "../db/schema";
+import { newId } from "../lib/ids";
+import type { AuditContext } from "../db/audit";
+
+/** Every event type the engine emits (Stripe's names where Stripe has one). */
+export const eventTypes = [
+  "customer.created",
+  "customer.updated",
+  "customer.deleted",
+  "customer.subscription.created",
+  "customer.subscription.updated",
+  "customer.subscription.trial_will_end",
+  "customer.subscription.paused",
+  "customer.subscription.resumed",
+  "customer.subscription.deleted",
+  "invoice.created",
+  "invoice.finalized",
+  "invoice.paid",
+  "invoice.payment_failed",
+  "invoice.voided",
+  "invoice.marked_uncollectible",
+  "invoice.upcoming",
+  "payment.succeeded",
+  "payment.failed",
+  "refund.created",
+  "refund.succeeded",
+  "refund.failed",
+  "charge.refunded",
+  "usage.threshold_crossed",
+  "payments.frozen",
+  "payments.queue_mode",
+  "payments.resumed",
+  "webhook_endpoint.disabled",
+  "test.webhook",
+] as const;
+export type EventType = (typeof eventTypes)[number];
+
+/**
+ * What a lifecycle owner emits: the object as the REST API returns it after the change, and the attributes that
+ * changed with their previous values (Stripe's `previous_attributes`).
+ */
+export type EventDraft = {
+  type: EventType;
+  objectType: string;
+  objectId: string;
+  customerId?: string | null;
+  object: unknown;
+  previousAttributes?: Record<string, unknown> | null;
+  /** False for objects on a test clock; otherwise live in production only. */
+  livemode?: boolean;
+};
+
+export type EventRow = typeof events.$inferSelect;
+
+const liveEnvironment = () => (workerEnv as Partial<Env>).ENVIRONMENT === "production";
+
+/** The event's row; goes into the same batch as the change that causes it (outbox: no change without its event). */
+export function eventRow(draft: EventDraft, ctx: Pick<AuditContext, "now" | "requestId">): EventRow {
+  return {
+    id: newId("evt"),
+    type: draft.type,
+    objectType: draft.objectType,
+    objectId: draft.objectId,
+    customerId: draft.customerId ?? null,
+    livemode: draft.livemode ?? liveEnvironment(),
+    requestId: ctx.requestId ?? null,
+    data: { object: draft.object, previousAttributes: draft.previousAttributes ?? null },
+    createdAt: ctx.now,
+  };
+}
+
+export function eventInsert(db: Db, row: EventRow): BatchItem<"sqlite"> {
+  return db.insert(events).values(row);
+}
+
+/** The public shape of an event (ISO time, Stripe-style field names). */
+export function toEvent(row: EventRow) {
+  return {
+    id: row.id,
+    object: "event" as const,
+    type: row.type,
+    createdAt: new Date(row.createdAt).toISOString(),
+    livemode: row.livemode,
+    requestId: row.requestId,
+    data: { object: row.data.object, previousAttributes: row.data.previousAttributes },
+  };
+}
+
+type CommittedListener = (env: Env, eventIds: string[]) => Promise<void>;
+let onCommitted: CommittedListener | null = null;
+
+/** The delivery machinery registers here to hear of committed events (at most one listener: fan-out to endpoints). */
+export function onEventsCommitted(listener: CommittedListener): void {
+  onCommitted = listener;
+}
+
+/**
+ * After the change's batch committed: hand the new events to delivery, off the response path. A lost hand-off is
+ * not a lost event: the row is in D1 and the delivery sweep picks it up.
+ */
+export function eventsCommitted(eventIds: string[]): void {
+  if (!eventIds.length || !onCommitted) return;
+  const listener = onCommitted;
+  const run = listener(workerEnv as Env, eventIds).catch((e) =>
+    console.log(JSON.stringify({ level: "error", msg: "event hand-off failed; the delivery sweep retries", count: eventIds.length, error: String(e) })),
+  );
+  try {
+    waitUntil(run);
+  } catch {
+    // Outside a request (e.g. a unit test calling services directly): the promise runs on its own.
+  }
+}
+
+/**
+ * The event's insert, applied only when the statement just before it in the batch changed a row (SQLite's
+ * `changes()`): place it right after a guarded UPDATE whose WHERE names the state it leaves, so the event exists
+ * exactly when the transition happened (a concurrent writer that moved first makes both a no-op).
+ */
+export function eventInsertIfChanged(db: Db, row: EventRow): BatchItem<"sqlite"> {
+  // Columns in the table's declared order (drizzle lists every column of `events` in that order).
+  return db
+    .insert(events)
+    .select(
+      sql`SELECT ${row.id}, ${row.type}, ${row.objectType}, ${row.objectId}, ${row.customerId}, ${row.livemode ? 1 : 0}, ${row.requestId}, ${JSON.stringify(row.data)}, ${row.createdAt} WHERE changes() > 0`,
+    );
+}
