@@ -1,18 +1,21 @@
 import { and, eq, sql } from "drizzle-orm";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
+import type { AuditContext } from "../../db/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { invoiceNumberSequences, invoices } from "../../db/schema";
 import type { PaymentMessage } from "../../../queues/messages";
+import { commit } from "../../platform/change-set";
+import { invoiceFinalized } from "../invoices/lifecycle";
 
-export const PAYMENT_TERMS_MS = 30 * 86_400_000;
+export { PAYMENT_TERMS_MS } from "../invoices/lifecycle";
 const MAX_ATTEMPTS = 10;
 
 export const invoiceNumber = (year: number, n: number) => `INV-${year}-${String(n).padStart(6, "0")}`;
 
 /**
- * draft → open (or paid when nothing is due), taking the next number of the finalization year. The counter moves
- * in the same batch, guarded on its previous value, so numbers are sequential and gap-free even under races.
+ * draft → open (or paid when nothing is due), taking the next number of the finalization year: the invoice owner's
+ * transition (invoices/lifecycle.ts, with its events). The counter moves in the same batch, guarded on its previous
+ * value, so numbers are sequential and gap-free even under races.
  */
 export async function finalizeInvoice(env: Env, db: Db, invoiceId: string, ctx: AuditContext): Promise<typeof invoices.$inferSelect | null> {
   for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
@@ -22,35 +25,23 @@ export async function finalizeInvoice(env: Env, db: Db, invoiceId: string, ctx: 
     const seq = await db.select().from(invoiceNumberSequences).where(eq(invoiceNumberSequences.year, year)).get();
     const last = seq?.lastNumber ?? 0;
     const number = invoiceNumber(year, last + 1);
-    const paid = inv.amountDue === 0;
-    const after = {
-      ...inv,
+    const { change: cs, after } = await invoiceFinalized(
+      db,
+      inv,
       number,
-      status: paid ? ("paid" as const) : ("open" as const),
-      finalizedAt: ctx.now,
-      paidAt: paid ? ctx.now : null,
-      dueAt: paid ? null : ctx.now + PAYMENT_TERMS_MS,
-      updatedAt: ctx.now,
-    };
+      [
+        db.insert(invoiceNumberSequences).values({ year, lastNumber: 0 }).onConflictDoNothing(),
+        db
+          .update(invoiceNumberSequences)
+          .set({ lastNumber: last + 1 })
+          .where(and(eq(invoiceNumberSequences.year, year), eq(invoiceNumberSequences.lastNumber, last))),
+        assertChanged(db),
+      ],
+      ctx,
+    );
+    const paid = after.status === "paid";
     try {
-      await commitWithAudit(
-        db,
-        [
-          db.insert(invoiceNumberSequences).values({ year, lastNumber: 0 }).onConflictDoNothing(),
-          db
-            .update(invoiceNumberSequences)
-            .set({ lastNumber: last + 1 })
-            .where(and(eq(invoiceNumberSequences.year, year), eq(invoiceNumberSequences.lastNumber, last))),
-          assertChanged(db),
-          db
-            .update(invoices)
-            .set({ number, status: after.status, finalizedAt: after.finalizedAt, paidAt: after.paidAt, dueAt: after.dueAt, updatedAt: ctx.now })
-            .where(and(eq(invoices.id, invoiceId), eq(invoices.status, "draft"))),
-          assertChanged(db),
-        ],
-        [{ action: "invoice.finalized", targetType: "invoice", targetId: invoiceId, after: { number, status: after.status, total: inv.total, amountDue: inv.amountDue, currency: inv.currency } }],
-        ctx,
-      );
+      await commit(db, cs, ctx);
     } catch (e) {
       if (isAssertionFailure(e)) continue; // another finalization took the number, or this invoice: look again
       throw e;

@@ -7,11 +7,13 @@ import { priceLines, type DraftLine, type PricedLine, type Price, type Span } fr
 import { jurisdictionOf, rateInForce } from "../../domain/tax";
 import { newId } from "../../lib/ids";
 import { customerTaxExemption, taxRatesFor } from "../tax/service";
+import { invoiceCreated } from "../invoices/lifecycle";
 
 type SubscriptionRow = typeof subscriptions.$inferSelect;
 type CustomerRow = typeof customers.$inferSelect;
 type InvoiceRow = typeof invoices.$inferSelect;
 type PendingRow = typeof pendingItems.$inferSelect;
+type LineRow = typeof invoiceLines.$inferSelect;
 
 export const asPrices = (prices: StoredPrice[]): Price[] => prices as Price[];
 
@@ -52,7 +54,8 @@ export function discountAt(sub: Pick<SubscriptionRow, "discountPercent" | "disco
   return sub.discountUntil !== null && at > sub.discountUntil ? null : sub.discountPercent;
 }
 
-export type BuiltInvoice = { invoice: InvoiceRow; lines: PricedLine[]; statements: BatchItem<"sqlite">[] };
+/** `statements` include the invoice.created event's row; `eventIds` are for a caller that hands events to delivery. */
+export type BuiltInvoice = { invoice: InvoiceRow; lines: PricedLine[]; statements: BatchItem<"sqlite">[]; eventIds: string[] };
 
 /**
  * A draft invoice and the statements that write it (for the caller's batch): discount and tax per line, the
@@ -109,7 +112,26 @@ export async function buildDraftInvoice(
     createdAt: now,
     updatedAt: now,
   };
-  const statements: BatchItem<"sqlite">[] = [db.insert(invoices).values(invoice)];
+  const lineRows: LineRow[] = lines.map((l, i) => ({
+    id: newId("il"),
+    invoiceId: invoice.id,
+    position: i,
+    kind: l.kind,
+    description: l.description,
+    priceId: l.priceId,
+    meterId: l.meterId,
+    quantity: l.quantity,
+    unitAmount: l.unitAmount,
+    amount: l.amount,
+    discountAmount: l.discountAmount,
+    taxAmount: l.taxAmount,
+    periodStart: l.periodStart,
+    periodEnd: l.periodEnd,
+    computation: l.computation,
+  }));
+  // The insert and its invoice.created event (the invoice owner's), in the caller's batch.
+  const created = invoiceCreated(db, invoice, lineRows, { now });
+  const statements: BatchItem<"sqlite">[] = [...created.statements];
   if (creditApplied > 0) {
     // Guarded: two invoices racing for the same credit cannot both spend it (the loser's batch fails and is retried).
     statements.push(
@@ -119,31 +141,11 @@ export async function buildDraftInvoice(
   }
   if (creditAdded > 0) statements.push(db.update(customers).set({ creditBalance: sql`${customers.creditBalance} + ${creditAdded}` }).where(eq(customers.id, customer.id)));
   // Rows per statement stay well under D1's 100 bound parameters.
-  lines.forEach((l, i) => {
-    statements.push(
-      db.insert(invoiceLines).values({
-        id: newId("il"),
-        invoiceId: invoice.id,
-        position: i,
-        kind: l.kind,
-        description: l.description,
-        priceId: l.priceId,
-        meterId: l.meterId,
-        quantity: l.quantity,
-        unitAmount: l.unitAmount,
-        amount: l.amount,
-        discountAmount: l.discountAmount,
-        taxAmount: l.taxAmount,
-        periodStart: l.periodStart,
-        periodEnd: l.periodEnd,
-        computation: l.computation,
-      }),
-    );
-  });
+  for (const row of lineRows) statements.push(db.insert(invoiceLines).values(row));
   for (const p of input.pending) {
     statements.push(db.update(pendingItems).set({ invoiceId: invoice.id }).where(and(eq(pendingItems.id, p.id), isNull(pendingItems.invoiceId))));
   }
-  return { invoice, lines, statements };
+  return { invoice, lines, statements, eventIds: created.eventIds };
 }
 
 export async function planVersion(db: Db, id: string, version: number) {

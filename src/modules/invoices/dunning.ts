@@ -1,7 +1,9 @@
 import { and, asc, eq, gt, inArray, isNotNull, isNull, lt, lte, sql, type SQL } from "drizzle-orm";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
-import { assertChanged, isAssertionFailure } from "../../db/assert";
+import type { AuditContext } from "../../db/audit";
+import { isAssertionFailure } from "../../db/assert";
+import { commit } from "../../platform/change-set";
+import { invoiceMarkedUncollectible } from "./lifecycle";
 import { invoices, payments, subscriptions } from "../../db/schema";
 import type { PaymentMessage } from "../../../queues/messages";
 import { retryConfig } from "../payments/config";
@@ -95,12 +97,10 @@ export async function markUncollectible(db: Db, ctx: AuditContext, scope: ClockS
       .all();
     for (const r of rows) {
       try {
-        await commitWithAudit(
-          db,
-          [db.update(invoices).set({ status: "uncollectible", updatedAt: ctx.now }).where(and(eq(invoices.id, r.id), eq(invoices.status, "open"))), assertChanged(db)],
-          [{ action: "invoice.marked_uncollectible", targetType: "invoice", targetId: r.id, before: { status: "open" }, after: { status: "uncollectible" }, reason: `unpaid ${config.gracePeriodDays} days after the last collection attempt` }],
-          ctx,
-        );
+        // The row as read now: the page's query is a moment old (paid or voided meanwhile is skipped).
+        const inv = await db.select().from(invoices).where(eq(invoices.id, r.id)).get();
+        if (inv?.status !== "open") continue;
+        await commit(db, await invoiceMarkedUncollectible(db, inv, `unpaid ${config.gracePeriodDays} days after the last collection attempt`, ctx), ctx);
         marked.push(r.id);
       } catch (e) {
         if (isAssertionFailure(e)) continue; // paid or voided meanwhile

@@ -1,9 +1,11 @@
-import { and, eq, inArray, sql } from "drizzle-orm";
+import { eq } from "drizzle-orm";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext, type AuditEntry } from "../../db/audit";
-import { assertChanged, isAssertionFailure } from "../../db/assert";
-import { customers, invoiceLines, invoices } from "../../db/schema";
+import type { AuditContext } from "../../db/audit";
+import { isAssertionFailure } from "../../db/assert";
+import { invoiceLines, invoices } from "../../db/schema";
+import { commit } from "../../platform/change-set";
+import { invoiceVoided } from "./lifecycle";
 import { ApiError, notFound } from "../../http/problem";
 import { Invoice, toInvoice } from "./serialize";
 
@@ -42,38 +44,16 @@ export async function invoiceWithLines(env: Env, db: Db, inv: InvoiceRow): Promi
 }
 
 /**
- * draft | open → void, with the reason; paid, uncollectible and void invoices are refused with 409. Customer credit
- * the invoice spent goes back to the customer in the same batch, behind the same status guard, so it is returned
- * exactly once however many voids race.
+ * draft | open | uncollectible → void, with the reason (the invoice owner's transition, invoices/lifecycle.ts); a
+ * paid or void invoice is refused with 409 naming its state. Customer credit the invoice spent goes back to the
+ * customer in the same batch, behind the same status guard, so it is returned exactly once however many voids race.
  */
 export async function voidInvoice(db: Db, id: string, reason: string, ctx: AuditContext): Promise<InvoiceRow> {
   const inv = await getInvoice(db, id);
-  if (inv.status === "paid") throw new ApiError("conflict", `invoice ${id} is paid: issue a refund or a credit note instead of voiding it`);
-  if (inv.status === "void") throw new ApiError("conflict", `invoice ${id} is already void`);
-  if (inv.status === "uncollectible") throw new ApiError("conflict", `invoice ${id} is uncollectible; it can no longer be voided`);
-  const after: InvoiceRow = { ...inv, status: "void", voidedAt: ctx.now, voidReason: reason, amountDue: 0, updatedAt: ctx.now };
-  const credit = inv.creditApplied;
-  const audit: AuditEntry[] = [
-    { action: "invoice.voided", targetType: "invoice", targetId: id, before: { status: inv.status, amountDue: inv.amountDue }, after: { status: "void", creditReturned: credit }, reason },
-  ];
-  if (credit > 0) {
-    audit.push({ action: "customer.credit_returned", targetType: "customer", targetId: inv.customerId, after: { invoiceId: id, amountMinor: credit, currency: inv.currency }, reason: `invoice ${id} voided` });
-  }
+  if (inv.status === "paid") throw new ApiError("conflict", `invoice ${id} is paid: issue a refund or a credit note instead of voiding it`, [{ path: "status", message: "is paid" }]);
+  const { change: cs, after } = await invoiceVoided(db, inv, reason, ctx);
   try {
-    await commitWithAudit(
-      db,
-      [
-        db
-          .update(invoices)
-          .set({ status: "void", voidedAt: ctx.now, voidReason: reason, amountDue: 0, updatedAt: ctx.now })
-          .where(and(eq(invoices.id, id), inArray(invoices.status, ["draft", "open"]))),
-        // Everything after this runs only if this request moved the invoice to void.
-        assertChanged(db),
-        ...(credit > 0 ? [db.update(customers).set({ creditBalance: sql`${customers.creditBalance} + ${credit}` }).where(eq(customers.id, inv.customerId))] : []),
-      ],
-      audit,
-      ctx,
-    );
+    await commit(db, cs, ctx);
   } catch (e) {
     if (isAssertionFailure(e)) throw new ApiError("conflict", `invoice ${id} changed state concurrently; reload it`);
     throw e;

@@ -1,8 +1,12 @@
 import { and, desc, eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
+import type { AuditContext } from "../../db/audit";
 import { customers, invoices, payments, subscriptions } from "../../db/schema";
+import { change, commit, merge } from "../../platform/change-set";
+import { invoicePaid } from "../invoices/lifecycle";
+import { subscriptionAfterPayment } from "../subscriptions/transitions";
+import { paymentFailed, paymentParked, paymentProcessing, paymentSucceeded } from "./lifecycle";
 import { chargeGateway, gatewayByName } from "../../gateways";
 import type { GatewayName } from "../../gateways/types";
 import type { ChargeResult } from "../../gateways/types";
@@ -62,7 +66,7 @@ export async function collectInvoice(env: Env, db: Db, invoiceId: string, opts: 
     if (FINAL.has(payment.status)) return { outcome: "duplicate", payment } satisfies CollectOutcome;
     // An attempt that already reached a gateway stays on it: the same key elsewhere would be a new charge.
     const gateway = payment.gateway ? await gatewayByName(env, db, payment.gateway as GatewayName, admission) : await chargeGateway(env, db, admission);
-    await db.update(payments).set({ status: "processing", paymentMethod: method, gateway: gateway.name, updatedAt: ctx.now }).where(eq(payments.id, payment.id));
+    await commit(db, paymentProcessing(db, payment, { paymentMethod: method, gateway: gateway.name }, ctx).change, ctx);
     const started = Date.now();
     let result: ChargeResult;
     try {
@@ -85,12 +89,12 @@ export async function collectInvoice(env: Env, db: Db, invoiceId: string, opts: 
       return { outcome: "unknown", payment: { ...payment, gateway: gateway.name, status: "processing", failureCode: "gateway_error", failureMessage: message }, error: message } satisfies CollectOutcome;
     }
     const latencyMs = Date.now() - started;
-    return recordOutcome(env, db, inv, { ...payment, gateway: gateway.name }, result, latencyMs, ctx);
+    return recordOutcome(env, db, inv, { ...payment, paymentMethod: method, gateway: gateway.name, status: "processing" }, result, latencyMs, ctx);
   });
   if (admitted.admitted) return admitted.value;
   if (admitted.mode === "frozen" && opts.direct) throw lockedError(admitted);
   const parked = await ensurePayment(db, inv, opts.attempt, method, "parked", ctx.now);
-  if (parked.status === "pending") await db.update(payments).set({ status: "parked", updatedAt: ctx.now }).where(and(eq(payments.id, parked.id), eq(payments.status, "pending")));
+  if (parked.status === "pending") await commit(db, paymentParked(db, parked, ctx).change, ctx);
   return { outcome: "parked", payment: { ...parked, status: "parked" }, mode: admitted.mode };
 }
 
@@ -98,26 +102,34 @@ async function recordOutcome(env: Env, db: Db, inv: InvoiceRow, payment: Payment
   const base = { gateway: payment.gateway, gatewayPaymentId: result.gatewayPaymentId, latencyMs, updatedAt: ctx.now };
   const planLabel = inv.subscriptionId ? ((await db.select({ planId: subscriptions.planId }).from(subscriptions).where(eq(subscriptions.id, inv.subscriptionId)).get())?.planId ?? "none") : "none";
   const metrics = paymentMetricStatements(db, { gateway: payment.gateway ?? "unknown", status: result.status, currency: payment.currency, plan: planLabel, amountMinor: payment.amount, latencyMs });
+  const livemode = inv.testClockId ? false : undefined;
   if (result.status === "succeeded") {
-    const statements: BatchItem<"sqlite">[] = [
-      db.update(payments).set({ ...base, status: "succeeded", failureCode: null, failureMessage: null }).where(eq(payments.id, payment.id)),
-      db.update(invoices).set({ status: "paid", amountPaid: inv.amountPaid + payment.amount, amountDue: 0, paidAt: ctx.now, lastError: null, attemptCount: payment.attempt, updatedAt: ctx.now }).where(and(eq(invoices.id, inv.id), eq(invoices.status, "open"))),
-      ...(inv.subscriptionId ? [db.update(subscriptions).set({ status: "active", updatedAt: ctx.now }).where(and(eq(subscriptions.id, inv.subscriptionId), eq(subscriptions.status, "past_due")))] : []),
-      ...metrics,
-    ];
-    await commitWithAudit(db, statements, [{ action: "payment.processed", targetType: "payment", targetId: payment.id, after: { invoiceId: inv.id, amount: payment.amount, currency: payment.currency, gateway: payment.gateway, gatewayPaymentId: result.gatewayPaymentId, attempt: payment.attempt } }], ctx);
-    return { outcome: "succeeded", payment: { ...payment, ...base, status: "succeeded" } };
+    // The invoice's event goes first in the batch (and the stream): invoice.paid, then payment.succeeded.
+    const settled = paymentSucceeded(db, payment, base, ctx, { livemode });
+    const cs = merge(
+      await invoicePaid(db, inv, payment, ctx),
+      settled.change,
+      ...(inv.subscriptionId ? [subscriptionAfterPayment(db, inv.subscriptionId, "succeeded", ctx)] : []),
+      change({
+        statements: metrics,
+        audit: [{ action: "payment.processed", targetType: "payment", targetId: payment.id, after: { invoiceId: inv.id, amount: payment.amount, currency: payment.currency, gateway: payment.gateway, gatewayPaymentId: result.gatewayPaymentId, attempt: payment.attempt } }],
+      }),
+    );
+    await commit(db, cs, ctx);
+    return { outcome: "succeeded", payment: settled.after };
   }
   if (result.status === "pending") {
-    await db.batch([db.update(payments).set({ ...base, status: "processing" }).where(eq(payments.id, payment.id)), ...metrics] as [BatchItem<"sqlite">, ...BatchItem<"sqlite">[]]);
+    // Still processing: its fields move, its status does not (no transition).
+    await db.batch([db.update(payments).set(base).where(eq(payments.id, payment.id)), ...metrics] as [BatchItem<"sqlite">, ...BatchItem<"sqlite">[]]);
     return { outcome: "pending", payment: { ...payment, ...base, status: "processing" } };
   }
   // Failed: retry with backoff, or give up per the retry configuration.
-  const plan = await planFailure(db, inv, payment, { code: result.failureCode, message: result.failureMessage, retryable: result.retryable }, ctx.now);
-  const patch = { ...base, status: "failed" as const, failureCode: result.failureCode, failureMessage: result.failureMessage, nextRetryAt: plan.nextRetryAt };
-  await commitWithAudit(db, [db.update(payments).set(patch).where(eq(payments.id, payment.id)), ...plan.statements, ...metrics], plan.audit, ctx);
+  const plan = await planFailure(db, inv, payment, { code: result.failureCode, message: result.failureMessage, retryable: result.retryable }, ctx);
+  const failed = paymentFailed(db, payment, { ...base, failureCode: result.failureCode, failureMessage: result.failureMessage, nextRetryAt: plan.nextRetryAt }, ctx, { livemode });
+  // The payment's row and event first, then the invoice's and subscription's (planFailure), then the metrics.
+  await commit(db, merge(failed.change, change({ statements: [...plan.statements, ...metrics], audit: plan.audit, events: plan.events })), ctx);
   await plan.scheduleRetry(env);
-  return { outcome: "failed", payment: { ...payment, ...patch }, retryScheduledAt: plan.nextRetryAt };
+  return { outcome: "failed", payment: failed.after, retryScheduledAt: plan.nextRetryAt };
 }
 
 /** Latest attempt of an invoice (the next one is this + 1). */

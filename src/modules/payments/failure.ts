@@ -1,8 +1,12 @@
-import { and, eq } from "drizzle-orm";
+import { eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
-import type { AuditEntry } from "../../db/audit";
-import { customers, invoices, notifications, payments, subscriptions } from "../../db/schema";
+import type { AuditContext, AuditEntry } from "../../db/audit";
+import { customers, invoices, notifications, payments } from "../../db/schema";
+import { change, type ChangeSet } from "../../platform/change-set";
+import type { EventDraft } from "../../platform/events";
+import { invoicePaymentFailed } from "../invoices/lifecycle";
+import { subscriptionAfterPayment } from "../subscriptions/transitions";
 import { formatMinor } from "../../domain/money";
 import { newId } from "../../lib/ids";
 import type { PaymentMessage } from "../../../queues/messages";
@@ -21,6 +25,8 @@ export type FailurePlan = {
   /** Invoice, subscription and notice statements for the caller's batch (the payment row is the caller's). */
   statements: BatchItem<"sqlite">[];
   audit: AuditEntry[];
+  /** Events of the subscription's side (drafts, for a caller that commits with `commit`); the invoice's are inline in `statements`. */
+  events: EventDraft[];
   /** After the batch committed: sends the next attempt (delays beyond a queue's 12 h go through the hourly cron) or the failure notice. */
   scheduleRetry: (env: Env) => Promise<void>;
 };
@@ -29,7 +35,8 @@ export type FailurePlan = {
  * What a declined attempt means, whoever reports it (the charge itself or a Stripe webhook): the next attempt with
  * the configured backoff, or — after the last one — the subscription past_due and one failure notice per attempt.
  */
-export async function planFailure(db: Db, inv: InvoiceRow | undefined, payment: PaymentRow, failure: Failure, realNow: number, eventId?: string): Promise<FailurePlan> {
+export async function planFailure(db: Db, inv: InvoiceRow | undefined, payment: PaymentRow, failure: Failure, ctx: AuditContext, eventId?: string): Promise<FailurePlan> {
+  const realNow = ctx.now;
   // A test clock's invoice fails, waits and gives up in its clock's time: its retries and "uncollectible" move
   // only when the clock is advanced (see invoices/dunning.ts), never through a real-time queue delay.
   const onClock = Boolean(inv?.testClockId);
@@ -39,16 +46,23 @@ export async function planFailure(db: Db, inv: InvoiceRow | undefined, payment: 
   const retry = failure.retryable && next <= config.maxAttempts;
   const delay = retry ? retryDelaySeconds(config, next) : 0;
   const nextRetryAt = retry ? now + delay * 1000 : null;
-  const statements: BatchItem<"sqlite">[] = [
-    db.update(invoices).set({ attemptCount: payment.attempt, lastError: `${failure.code}: ${failure.message}`, updatedAt: now }).where(and(eq(invoices.id, payment.invoiceId), eq(invoices.status, "open"))),
-  ];
+  // The invoice's side (attempt count, last error, invoice.payment_failed while it is open) is its owner's.
+  const invoiceSide = inv ? await invoicePaymentFailed(db, inv, { attempt: payment.attempt, error: `${failure.code}: ${failure.message}` }, { ...ctx, now }) : change();
+  const statements: BatchItem<"sqlite">[] = [...invoiceSide.statements];
   const audit: AuditEntry[] = [
     { action: "payment.failed", targetType: "payment", targetId: payment.id, before: { status: payment.status }, after: { invoiceId: payment.invoiceId, attempt: payment.attempt, code: failure.code, nextRetryAt, ...(eventId ? { eventId } : {}) } },
   ];
   let noticeId: string | null = null;
+  let subscriptionSide: ChangeSet = change();
   if (!retry && inv?.status === "open") {
     noticeId = newId("ntf");
-    if (inv.subscriptionId) statements.push(db.update(subscriptions).set({ status: "past_due", updatedAt: now }).where(and(eq(subscriptions.id, inv.subscriptionId), eq(subscriptions.status, "active"))));
+    // The subscription's side (active → past_due) is its owner's; its after-commit effects run with this plan's.
+    if (inv.subscriptionId) {
+      const sub = subscriptionAfterPayment(db, inv.subscriptionId, "failed_final", { ...ctx, now });
+      statements.push(...sub.statements);
+      audit.push(...sub.audit);
+      subscriptionSide = sub;
+    }
     const customer = await db.select({ email: customers.email }).from(customers).where(eq(customers.id, inv.customerId)).get();
     statements.push(
       db
@@ -73,7 +87,9 @@ export async function planFailure(db: Db, inv: InvoiceRow | undefined, payment: 
     nextRetryAt,
     statements,
     audit,
+    events: subscriptionSide.events,
     scheduleRetry: async (env) => {
+      for (const effect of [...invoiceSide.after, ...subscriptionSide.after]) await effect();
       if (retry && delay <= MAX_QUEUE_DELAY_SECONDS && !onClock) {
         await env.PAYMENT_QUEUE.send({ type: "payment.attempt", invoiceId: payment.invoiceId, attempt: next } satisfies PaymentMessage, { delaySeconds: delay });
       }

@@ -1,36 +1,13 @@
-import { and, asc, eq, inArray, sql } from "drizzle-orm";
+import { and, asc, eq, sql } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../db/audit";
 import { invoices, payments } from "../../db/schema";
-import { formatMinor } from "../../domain/money";
-import { iso } from "../../lib/time";
 import type { PaymentMessage } from "../../../queues/messages";
+import { releaseParkedPage } from "./lifecycle";
 
 type PaymentRow = typeof payments.$inferSelect;
 
-export function toPayment(p: PaymentRow) {
-  return {
-    id: p.id,
-    invoiceId: p.invoiceId,
-    customerId: p.customerId,
-    attempt: p.attempt,
-    amount: formatMinor(p.amount, p.currency),
-    amountMinor: p.amount,
-    currency: p.currency,
-    status: p.status,
-    gateway: p.gateway,
-    gatewayPaymentId: p.gatewayPaymentId,
-    paymentMethod: p.paymentMethod,
-    failureCode: p.failureCode,
-    failureMessage: p.failureMessage,
-    amountRefunded: formatMinor(p.amountRefunded, p.currency),
-    amountRefundedMinor: p.amountRefunded,
-    nextRetryAt: iso(p.nextRetryAt),
-    latencyMs: p.latencyMs,
-    createdAt: iso(p.createdAt),
-    updatedAt: iso(p.updatedAt),
-  };
-}
+export { toPayment } from "./serialize";
 
 /** Latest attempt per open invoice, when that attempt failed: what "failed payments" means operationally. */
 export async function failedLatestAttempts(db: Db): Promise<PaymentRow[]> {
@@ -69,17 +46,7 @@ export const RELEASE_PAGE = 100;
  * instead of looping here. Returns how many this call released.
  */
 export async function releaseParked(env: Env, db: Db, now = Date.now()): Promise<number> {
-  const page = db
-    .select({ id: payments.id })
-    .from(payments)
-    .where(eq(payments.status, "parked"))
-    .orderBy(asc(payments.createdAt), asc(payments.id))
-    .limit(RELEASE_PAGE);
-  const released = await db
-    .update(payments)
-    .set({ status: "pending", updatedAt: now })
-    .where(and(inArray(payments.id, page), eq(payments.status, "parked")))
-    .returning({ invoiceId: payments.invoiceId, attempt: payments.attempt, createdAt: payments.createdAt, id: payments.id });
+  const released = await releaseParkedPage(db, RELEASE_PAGE, now);
   if (!released.length) return 0;
   released.sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   const messages = released.map((p) => ({ body: { type: "payment.attempt", invoiceId: p.invoiceId, attempt: p.attempt } satisfies PaymentMessage }));

@@ -1,0 +1,198 @@
+import { and, eq, inArray, sql, type SQL } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import { env as workerEnv } from "cloudflare:workers";
+import type { Db } from "../../db/client";
+import type { AuditContext, AuditEntry } from "../../db/audit";
+import { assertChanged } from "../../db/assert";
+import { customers, invoiceLines, invoices, type InvoiceStatus } from "../../db/schema";
+import { defineLifecycle } from "../../domain/lifecycle";
+import { change, type ChangeSet } from "../../platform/change-set";
+import { eventInsert, eventInsertIfChanged, eventRow, eventsCommitted, type EventDraft, type EventRow, type EventType } from "../../platform/events";
+import { Invoice, toInvoice } from "./serialize";
+import type { z } from "@hono/zod-openapi";
+
+type InvoiceRow = typeof invoices.$inferSelect;
+type LineRow = typeof invoiceLines.$inferSelect;
+type InvoiceObject = z.infer<typeof Invoice>;
+/** What a transition needs of its context: the time it happens at, the request it belongs to, the actor (audit). */
+type Ctx = AuditContext;
+
+/**
+ * The invoice lifecycle (owner: this module). draft → paid is a finalization with nothing due (zero total, or
+ * fully paid by credit). uncollectible → paid: a late payment still settles it (Stripe's rule). uncollectible →
+ * void: written off as a mistake rather than a bad debt. paid and void are terminal: a paid invoice is corrected
+ * by a refund or a credit note, never by changing it.
+ */
+export const invoiceLifecycle = defineLifecycle<InvoiceStatus>("invoice", {
+  draft: ["open", "paid", "void"],
+  open: ["paid", "void", "uncollectible"],
+  uncollectible: ["paid", "void"],
+  paid: [],
+  void: [],
+});
+
+/** The states an invoice can be paid from by a payment (a draft is only ever "paid" by its own finalization). */
+const PAYABLE: InvoiceStatus[] = ["open", "uncollectible"];
+
+/** The invoice's lines as its REST object shows them: from D1, or, once archived, from its R2 document. */
+export async function invoiceLinesOf(db: Db, inv: InvoiceRow): Promise<LineRow[] | InvoiceObject["lines"]> {
+  if (inv.archiveKey === null) return db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, inv.id)).all();
+  const obj = await (workerEnv as Env).ARCHIVE.get(inv.archiveKey);
+  return obj ? (Invoice.parse(await obj.json()).lines ?? []) : [];
+}
+
+/** The invoice exactly as GET /api/v1/invoices/:id returns it (with its lines). */
+export function invoiceObject(inv: InvoiceRow, lines: LineRow[] | InvoiceObject["lines"]): InvoiceObject {
+  const rows = (lines ?? []) as (LineRow | NonNullable<InvoiceObject["lines"]>[number])[];
+  if (rows.length && !("invoiceId" in rows[0]!)) return { ...toInvoice(inv), lines: rows as NonNullable<InvoiceObject["lines"]> };
+  return toInvoice(inv, rows as LineRow[]);
+}
+
+const draftOf = (type: EventType, after: InvoiceRow, lines: LineRow[] | InvoiceObject["lines"], previousAttributes: Record<string, unknown> | null): EventDraft => ({
+  type,
+  objectType: "invoice",
+  objectId: after.id,
+  customerId: after.customerId,
+  object: invoiceObject(after, lines),
+  previousAttributes,
+  ...(after.testClockId ? { livemode: false } : {}),
+});
+
+/**
+ * A guarded move: the UPDATE (its WHERE names the state(s) left), each event inserted only if the UPDATE changed
+ * the row (eventInsertIfChanged chains: each insert changed a row iff the one before did), and with `strict` an
+ * assertion that aborts the whole batch when it did not (the caller maps that to a 409 "changed concurrently").
+ * The events are handed to delivery after the commit (an id whose row was not written is skipped there).
+ */
+function guarded(db: Db, update: BatchItem<"sqlite">, drafts: EventDraft[], ctx: Pick<Ctx, "now" | "requestId">, strict: boolean, audit: AuditEntry[], rest: BatchItem<"sqlite">[] = []): ChangeSet {
+  const rows: EventRow[] = drafts.map((d) => eventRow(d, ctx));
+  return change({
+    statements: [update, ...rows.map((r) => eventInsertIfChanged(db, r)), ...(strict ? [assertChanged(db)] : []), ...rest],
+    audit,
+    after: rows.length ? [async () => eventsCommitted(rows.map((r) => r.id))] : [],
+  });
+}
+
+const where = (id: string, from: InvoiceStatus | InvoiceStatus[]): SQL =>
+  and(eq(invoices.id, id), Array.isArray(from) ? inArray(invoices.status, from) : eq(invoices.status, from))!;
+
+/**
+ * A new draft: its insert and its invoice.created event, unconditionally in the same batch (the insert fails the
+ * batch on a duplicate generation key, so the event exists exactly when the invoice does). The event is inline in
+ * `statements` because the callers commit the builder's statements as they are.
+ */
+export function invoiceCreated(db: Db, invoice: InvoiceRow, lines: LineRow[], ctx: Pick<Ctx, "now" | "requestId">): { statements: BatchItem<"sqlite">[]; eventIds: string[] } {
+  const row = eventRow(draftOf("invoice.created", invoice, lines, null), ctx);
+  return { statements: [db.insert(invoices).values(invoice), eventInsert(db, row)], eventIds: [row.id] };
+}
+
+/**
+ * draft → open, or draft → paid when nothing is due (then invoice.finalized and invoice.paid, in that order).
+ * `number` was taken by the caller's counter statements (`before`), which go first in the batch. Strict: a
+ * concurrent finalization aborts the batch (and gives back the number).
+ */
+export async function invoiceFinalized(db: Db, inv: InvoiceRow, number: string, before: BatchItem<"sqlite">[], ctx: Ctx): Promise<{ change: ChangeSet; after: InvoiceRow }> {
+  const paid = inv.amountDue === 0;
+  const to: InvoiceStatus = paid ? "paid" : "open";
+  invoiceLifecycle.assertMove(inv.id, inv.status, to);
+  const after: InvoiceRow = { ...inv, number, status: to, finalizedAt: ctx.now, paidAt: paid ? ctx.now : null, dueAt: paid ? null : ctx.now + PAYMENT_TERMS_MS, updatedAt: ctx.now };
+  const lines = await invoiceLinesOf(db, inv);
+  const prev = { status: inv.status, number: inv.number, finalizedAt: null, dueAt: null };
+  const drafts = [draftOf("invoice.finalized", after, lines, prev)];
+  if (paid) drafts.push(draftOf("invoice.paid", after, lines, { status: inv.status, paidAt: null }));
+  const cs = guarded(
+    db,
+    db.update(invoices).set({ number, status: to, finalizedAt: after.finalizedAt, paidAt: after.paidAt, dueAt: after.dueAt, updatedAt: ctx.now }).where(where(inv.id, inv.status)),
+    drafts,
+    ctx,
+    true,
+    [{ action: "invoice.finalized", targetType: "invoice", targetId: inv.id, after: { number, status: to, total: inv.total, amountDue: inv.amountDue, currency: inv.currency } }],
+  );
+  return { change: change({ ...cs, statements: [...before, ...cs.statements] }), after };
+}
+
+export const PAYMENT_TERMS_MS = 30 * 86_400_000;
+
+/**
+ * A payment settled the invoice: open | uncollectible → paid, amountPaid += the payment, nothing left due.
+ * The one "invoice paid" rule, for the charge (payments/collect.ts) and the Stripe webhook (webhooks/intents.ts)
+ * alike. The right precondition is "open or uncollectible", not the as-read state: a charge started on an open
+ * invoice that dunning marks uncollectible while the gateway answers still pays it, and an invoice already paid or
+ * voided is never paid (again) — paid is terminal, so amountPaid increments exactly once. Not strict: the payment's
+ * own record must commit even when the invoice moved on (a void meanwhile is a refund case, not a lost payment);
+ * the event exists only when the invoice moved.
+ */
+export async function invoicePaid(db: Db, inv: InvoiceRow, payment: { id: string; amount: number; attempt: number }, ctx: Ctx): Promise<ChangeSet> {
+  if (!PAYABLE.includes(inv.status)) return change(); // already paid or void: the payment does not touch it
+  invoiceLifecycle.assertMove(inv.id, inv.status, "paid");
+  const after: InvoiceRow = { ...inv, status: "paid", amountPaid: inv.amountPaid + payment.amount, amountDue: 0, paidAt: ctx.now, lastError: null, attemptCount: Math.max(inv.attemptCount, payment.attempt), updatedAt: ctx.now };
+  return guarded(
+    db,
+    db
+      .update(invoices)
+      .set({ status: "paid", amountPaid: sql`${invoices.amountPaid} + ${payment.amount}`, amountDue: 0, paidAt: ctx.now, lastError: null, attemptCount: after.attemptCount, updatedAt: ctx.now })
+      .where(where(inv.id, PAYABLE)),
+    [draftOf("invoice.paid", after, await invoiceLinesOf(db, inv), { status: inv.status, amountPaid: toInvoice(inv).amountPaid, amountDue: toInvoice(inv).amountDue, paidAt: null })],
+    ctx,
+    false,
+    [{ action: "invoice.paid", targetType: "invoice", targetId: inv.id, before: { status: inv.status, amountPaid: inv.amountPaid }, after: { status: "paid", amountPaid: after.amountPaid, paymentId: payment.id } }],
+  );
+}
+
+/**
+ * A collection attempt failed: the invoice stays open (status unchanged), its attempt count and last error move,
+ * and invoice.payment_failed is emitted — both only while it is open.
+ */
+export async function invoicePaymentFailed(db: Db, inv: InvoiceRow, failure: { attempt: number; error: string }, ctx: Pick<Ctx, "now" | "requestId">): Promise<ChangeSet> {
+  const after: InvoiceRow = { ...inv, attemptCount: failure.attempt, lastError: failure.error, updatedAt: ctx.now };
+  return guarded(
+    db,
+    db.update(invoices).set({ attemptCount: failure.attempt, lastError: failure.error, updatedAt: ctx.now }).where(where(inv.id, "open")),
+    inv.status === "open" ? [draftOf("invoice.payment_failed", after, await invoiceLinesOf(db, inv), { attemptCount: inv.attemptCount, lastError: inv.lastError })] : [],
+    ctx,
+    false,
+    [],
+  );
+}
+
+/**
+ * draft | open | uncollectible → void, with the reason. Customer credit the invoice spent goes back to the customer
+ * in the same batch, behind the same status guard, so it is returned exactly once however many voids race. Strict:
+ * a concurrent move aborts the batch.
+ */
+export async function invoiceVoided(db: Db, inv: InvoiceRow, reason: string, ctx: Ctx): Promise<{ change: ChangeSet; after: InvoiceRow }> {
+  invoiceLifecycle.assertMove(inv.id, inv.status, "void");
+  const after: InvoiceRow = { ...inv, status: "void", voidedAt: ctx.now, voidReason: reason, amountDue: 0, updatedAt: ctx.now };
+  const credit = inv.creditApplied;
+  const audit: AuditEntry[] = [
+    { action: "invoice.voided", targetType: "invoice", targetId: inv.id, before: { status: inv.status, amountDue: inv.amountDue }, after: { status: "void", creditReturned: credit }, reason },
+  ];
+  if (credit > 0) {
+    audit.push({ action: "customer.credit_returned", targetType: "customer", targetId: inv.customerId, after: { invoiceId: inv.id, amountMinor: credit, currency: inv.currency }, reason: `invoice ${inv.id} voided` });
+  }
+  const cs = guarded(
+    db,
+    db.update(invoices).set({ status: "void", voidedAt: ctx.now, voidReason: reason, amountDue: 0, updatedAt: ctx.now }).where(where(inv.id, inv.status)),
+    [draftOf("invoice.voided", after, await invoiceLinesOf(db, inv), { status: inv.status, amountDue: toInvoice(inv).amountDue, voidedAt: null, voidReason: null })],
+    ctx,
+    true,
+    audit,
+    // Runs only if this batch moved the invoice to void (the assertion before it aborts otherwise).
+    credit > 0 ? [db.update(customers).set({ creditBalance: sql`${customers.creditBalance} + ${credit}` }).where(eq(customers.id, inv.customerId))] : [],
+  );
+  return { change: cs, after };
+}
+
+/** open → uncollectible (dunning gave up), with the reason. Strict: paid or voided meanwhile aborts the batch. */
+export async function invoiceMarkedUncollectible(db: Db, inv: InvoiceRow, reason: string, ctx: Ctx): Promise<ChangeSet> {
+  invoiceLifecycle.assertMove(inv.id, inv.status, "uncollectible");
+  const after: InvoiceRow = { ...inv, status: "uncollectible", updatedAt: ctx.now };
+  return guarded(
+    db,
+    db.update(invoices).set({ status: "uncollectible", updatedAt: ctx.now }).where(where(inv.id, inv.status)),
+    [draftOf("invoice.marked_uncollectible", after, await invoiceLinesOf(db, inv), { status: inv.status })],
+    ctx,
+    true,
+    [{ action: "invoice.marked_uncollectible", targetType: "invoice", targetId: inv.id, before: { status: inv.status }, after: { status: "uncollectible" }, reason }],
+  );
+}
