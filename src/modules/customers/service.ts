@@ -1,7 +1,9 @@
 import { and, eq } from "drizzle-orm";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
+import type { AuditContext } from "../../db/audit";
+import { change, commit } from "../../platform/change-set";
+import type { EventDraft } from "../../platform/events";
 import { newestFirstPage } from "../../db/pagination";
 import { customers, subscriptions, testClocks } from "../../db/schema";
 import { assertChanged, isAssertionFailure, isUniqueViolation } from "../../db/assert";
@@ -33,6 +35,24 @@ export function toCustomer(r: Row): z.infer<typeof Customer> {
 
 const ms = (d: string | null | undefined) => (d ? Date.parse(d) : null);
 
+/** A customer event: the REST customer; test-clock customers are never live. */
+const customerEvent = (type: EventDraft["type"], row: Row, previousAttributes?: Record<string, unknown>): EventDraft => ({
+  type,
+  objectType: "customer",
+  objectId: row.id,
+  customerId: row.id,
+  object: toCustomer(row),
+  ...(previousAttributes ? { previousAttributes } : {}),
+  ...(row.testClockId ? { livemode: false } : {}),
+});
+
+/** The REST fields that differ (updatedAt aside), with their old values. */
+function changedFields(before: Record<string, unknown>, after: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(after)) if (k !== "updatedAt" && JSON.stringify(before[k]) !== JSON.stringify(after[k])) out[k] = before[k];
+  return out;
+}
+
 export async function createCustomer(db: Db, input: z.infer<typeof CreateCustomer>, ctx: AuditContext) {
   const id = input.id ?? newId("cus");
   if (input.id && (await db.select({ id: customers.id }).from(customers).where(eq(customers.id, id)).get())) {
@@ -58,7 +78,15 @@ export async function createCustomer(db: Db, input: z.infer<typeof CreateCustome
     updatedAt: ctx.now,
   };
   try {
-    await commitWithAudit(db, [db.insert(customers).values(row)], [{ action: "customer.created", targetType: "customer", targetId: id, after: toCustomer(row) }], ctx);
+    await commit(
+      db,
+      change({
+        statements: [db.insert(customers).values(row)],
+        audit: [{ action: "customer.created", targetType: "customer", targetId: id, after: toCustomer(row) }],
+        events: [customerEvent("customer.created", row)],
+      }),
+      ctx,
+    );
   } catch (e) {
     // A concurrent request with the same client-supplied id won the insert.
     if (isUniqueViolation(e, "customers.id")) throw new ApiError("conflict", `customer ${id} already exists`, [{ path: "id", message: "already exists" }]);
@@ -93,12 +121,16 @@ export async function updateCustomer(db: Db, id: string, input: z.infer<typeof U
     if (billed) throw new ApiError("conflict", `customer ${id} has subscriptions in ${before.currency}; its currency cannot change`, [{ path: "currency", message: "customer already billed in another currency" }]);
   }
   const after = { ...before, ...patch };
+  const changed = changedFields(toCustomer(before), toCustomer(after));
   // Guard on updatedAt so a concurrent update cannot be silently overwritten (nor audited as applied).
   try {
-    await commitWithAudit(
+    await commit(
       db,
-      [db.update(customers).set(patch).where(and(eq(customers.id, id), eq(customers.updatedAt, before.updatedAt))), assertChanged(db)],
-      [{ action: "customer.updated", targetType: "customer", targetId: id, before: toCustomer(before), after: toCustomer(after) }],
+      change({
+        statements: [db.update(customers).set(patch).where(and(eq(customers.id, id), eq(customers.updatedAt, before.updatedAt))), assertChanged(db)],
+        audit: [{ action: "customer.updated", targetType: "customer", targetId: id, before: toCustomer(before), after: toCustomer(after) }],
+        events: Object.keys(changed).length ? [customerEvent("customer.updated", after, changed)] : [],
+      }),
       ctx,
     );
   } catch (e) {

@@ -3,7 +3,9 @@ import { discountPercentOf } from "./discount";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import type { BatchItem } from "drizzle-orm/batch";
-import { commitWithAudit, type AuditContext, type AuditEntry } from "../../db/audit";
+import type { AuditContext, AuditEntry } from "../../db/audit";
+import { commit } from "../../platform/change-set";
+import { subscriptionCreated } from "./transitions";
 import { billingLines } from "../../domain/invoice";
 import { asPrices, buildDraftInvoice } from "../billing/invoice-builder";
 import { finalizeInvoice } from "../billing/finalize";
@@ -21,38 +23,9 @@ import type { CreateSubscription, Subscription } from "./schemas";
 
 type Row = typeof subscriptions.$inferSelect;
 
-export function toSubscription(r: Row): z.infer<typeof Subscription> {
-  return {
-    id: r.id,
-    customerId: r.customerId,
-    planId: r.planId,
-    planVersion: r.planVersion,
-    status: r.status,
-    quantity: r.quantity,
-    currency: r.currency,
-    paymentMethod: r.paymentMethod,
-    billingAnchor: iso(r.billingAnchor),
-    currentPeriodStart: iso(r.currentPeriodStart),
-    currentPeriodEnd: iso(r.currentPeriodEnd),
-    trialEnd: iso(r.trialEnd),
-    cancelAtPeriodEnd: r.cancelAtPeriodEnd,
-    canceledAt: iso(r.canceledAt),
-    pausedUntil: iso(r.pausedUntil),
-    pauseReason: r.pauseReason,
-    cancelReason: r.cancelReason,
-    cancelFeedback: r.cancelFeedback,
-    endedAt: iso(r.endedAt),
-    discountPercent: r.discountPercent,
-    discountUntil: iso(r.discountUntil),
-    pendingChange:
-      r.pendingPlanId && r.pendingChangeAt !== null
-        ? { planId: r.pendingPlanId, planVersion: r.pendingPlanVersion ?? 1, quantity: r.pendingQuantity ?? r.quantity, effectiveAt: iso(r.pendingChangeAt) }
-        : null,
-    testClockId: r.testClockId,
-    metadata: r.metadata,
-    createdAt: iso(r.createdAt),
-  };
-}
+import { toSubscription } from "./serialize";
+
+export { toSubscription };
 
 /**
  * Starts a subscription on the plan's latest version. With a trial, the first period is the trial itself
@@ -143,7 +116,7 @@ export async function createSubscription(env: Env, db: Db, input: z.infer<typeof
     audit.push({ action: "invoice.created", targetType: "invoice", targetId: invoiceId, after: { subscriptionId: row.id, total: built.invoice.total, currency: row.currency } });
   }
   const auditCtx = { ...ctx, now };
-  await commitWithAudit(db, [db.insert(subscriptions).values(row), ...statements], audit, auditCtx);
+  await commit(db, subscriptionCreated(db, row, { statements, audit }), auditCtx);
   await pushMeterConfig(env, db, row, plan);
   if (invoiceId) await finalizeInvoice(env, db, invoiceId, auditCtx);
   return toSubscription(row);

@@ -1,28 +1,152 @@
-import { and, eq } from "drizzle-orm";
+import { and, eq, sql, type SQL, type SQLWrapper } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import { env as workerEnv } from "cloudflare:workers";
 import type { Db } from "../../db/client";
-import { subscriptions, type SubscriptionStatus } from "../../db/schema";
-import type { AuditContext } from "../../db/audit";
+import { events, subscriptions, type SubscriptionStatus } from "../../db/schema";
+import type { AuditContext, AuditEntry } from "../../db/audit";
+import { assertChanged } from "../../db/assert";
 import { defineLifecycle } from "../../domain/lifecycle";
 import { change, type ChangeSet } from "../../platform/change-set";
+import type { EventDraft, EventType } from "../../platform/events";
+import { newId } from "../../lib/ids";
+import { toSubscription } from "./serialize";
 
-/** The subscription lifecycle (owner: this module). */
+type SubscriptionRow = typeof subscriptions.$inferSelect;
+
+/**
+ * The subscription lifecycle (owner: this module). Every edge is a move the code makes:
+ * trialing → active (trial converts at its end), → paused, → canceled (now, or at the trial's end);
+ * active ⇄ past_due (a payment's final failure; its later success); active | past_due → paused, → canceled;
+ * paused → active | trialing (resumed: trialing while the trial has time left), → canceled.
+ * No trialing → past_due: a trial converts to active before its first invoice is charged.
+ */
 export const subscriptionLifecycle = defineLifecycle<SubscriptionStatus>("subscription", {
-  trialing: ["active", "past_due", "paused", "canceled"],
+  trialing: ["active", "paused", "canceled"],
   active: ["past_due", "paused", "canceled"],
   past_due: ["active", "paused", "canceled"],
   paused: ["active", "trialing", "canceled"],
   canceled: [],
 });
 
+/** Test-clock subscriptions are never live; otherwise the environment decides (production). */
+const livemodeOf = (sub: Pick<SubscriptionRow, "testClockId">) => (sub.testClockId ? false : undefined);
+
+/** The event a change of `before` into `after` is: a status move names itself, anything else is an update. */
+function eventTypeOf(before: SubscriptionStatus, after: SubscriptionStatus): EventType {
+  if (before === after) return "customer.subscription.updated";
+  if (after === "canceled") return "customer.subscription.deleted";
+  if (after === "paused") return "customer.subscription.paused";
+  if (before === "paused") return "customer.subscription.resumed";
+  return "customer.subscription.updated";
+}
+
+/** The REST fields that differ, with their old values (Stripe's previous_attributes). */
+function previousAttributes(before: Record<string, unknown>, after: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(after)) if (JSON.stringify(before[k]) !== JSON.stringify(after[k])) out[k] = before[k];
+  return out;
+}
+
+/**
+ * A change of a subscription as read: the guard (a status change must be a declared edge), the update guarded by
+ * the row's configVersion (bumped, so the meter learns of it) with an assertion that aborts the batch when another
+ * writer moved first, `extra` statements and audit rows, and the event: `.paused`, `.resumed`, `.deleted` for
+ * those moves, `.updated` for any other change a client can see. Commit it with `commit()`.
+ */
+export function subscriptionChange(
+  db: Db,
+  sub: SubscriptionRow,
+  patch: Partial<SubscriptionRow>,
+  extra: { statements?: BatchItem<"sqlite">[]; audit?: AuditEntry[] },
+  ctx: AuditContext,
+): ChangeSet {
+  if (patch.status !== undefined && patch.status !== sub.status) subscriptionLifecycle.assertMove(sub.id, sub.status, patch.status);
+  const next: SubscriptionRow = { ...sub, ...patch, configVersion: sub.configVersion + 1, updatedAt: ctx.now };
+  const before = toSubscription(sub);
+  const object = toSubscription(next);
+  const changed = previousAttributes(before, object);
+  const events: EventDraft[] = Object.keys(changed).length
+    ? [{ type: eventTypeOf(sub.status, next.status), objectType: "subscription", objectId: sub.id, customerId: sub.customerId, object, previousAttributes: changed, livemode: livemodeOf(sub) }]
+    : [];
+  return change({
+    statements: [
+      db
+        .update(subscriptions)
+        .set({ ...patch, configVersion: next.configVersion, updatedAt: ctx.now })
+        .where(and(eq(subscriptions.id, sub.id), eq(subscriptions.configVersion, sub.configVersion))),
+      assertChanged(db),
+      ...(extra.statements ?? []),
+    ],
+    audit: extra.audit ?? [],
+    events,
+  });
+}
+
+/** A new subscription: its insert, `extra` statements (the first invoice), audit rows, customer.subscription.created. */
+export function subscriptionCreated(db: Db, row: SubscriptionRow, extra: { statements?: BatchItem<"sqlite">[]; audit?: AuditEntry[] }): ChangeSet {
+  return change({
+    statements: [db.insert(subscriptions).values(row), ...(extra.statements ?? [])],
+    audit: extra.audit ?? [],
+    events: [{ type: "customer.subscription.created", objectType: "subscription", objectId: row.id, customerId: row.customerId, object: toSubscription(row), livemode: livemodeOf(row) }],
+  });
+}
+
+// ---- The REST object in SQL, for moves built without reading the row (a payment's effect in its owner's batch). ----
+
+const c = subscriptions;
+const isoSql = (col: SQLWrapper) =>
+  sql`CASE WHEN ${col} IS NULL THEN NULL ELSE strftime('%Y-%m-%dT%H:%M:%S', ${col} / 1000, 'unixepoch') || '.' || printf('%03d', ${col} % 1000) || 'Z' END`;
+
+/**
+ * `toSubscription` of the row as it is when the statement runs, as a SQL JSON expression (same fields, same
+ * formats; test/modules/subscription-lifecycle.test.ts holds the two equal).
+ */
+export function subscriptionJsonSql(): SQL {
+  return sql`json_object(
+    'id', ${c.id}, 'customerId', ${c.customerId}, 'planId', ${c.planId}, 'planVersion', ${c.planVersion}, 'status', ${c.status},
+    'quantity', ${c.quantity}, 'currency', ${c.currency}, 'paymentMethod', ${c.paymentMethod},
+    'billingAnchor', ${isoSql(c.billingAnchor)}, 'currentPeriodStart', ${isoSql(c.currentPeriodStart)}, 'currentPeriodEnd', ${isoSql(c.currentPeriodEnd)},
+    'trialEnd', ${isoSql(c.trialEnd)}, 'cancelAtPeriodEnd', json(CASE WHEN ${c.cancelAtPeriodEnd} THEN 'true' ELSE 'false' END),
+    'canceledAt', ${isoSql(c.canceledAt)}, 'pausedUntil', ${isoSql(c.pausedUntil)}, 'pauseReason', ${c.pauseReason},
+    'cancelReason', ${c.cancelReason}, 'cancelFeedback', ${c.cancelFeedback}, 'endedAt', ${isoSql(c.endedAt)},
+    'discountPercent', ${c.discountPercent}, 'discountUntil', ${isoSql(c.discountUntil)},
+    'pendingChange', json(CASE WHEN ${c.pendingPlanId} IS NOT NULL AND ${c.pendingChangeAt} IS NOT NULL
+      THEN json_object('planId', ${c.pendingPlanId}, 'planVersion', coalesce(${c.pendingPlanVersion}, 1), 'quantity', coalesce(${c.pendingQuantity}, ${c.quantity}), 'effectiveAt', ${isoSql(c.pendingChangeAt)})
+      ELSE NULL END),
+    'testClockId', ${c.testClockId}, 'metadata', json(${c.metadata}), 'createdAt', ${isoSql(c.createdAt)})`;
+}
+
+/**
+ * The event of a status move made by a guarded UPDATE just before it in the batch: inserted only when that
+ * UPDATE changed the row (`changes()`), with the row as it is after the move.
+ */
+function statusEventIfChanged(db: Db, subscriptionId: string, type: EventType, from: SubscriptionStatus, ctx: AuditContext): BatchItem<"sqlite"> {
+  const live = (workerEnv as Partial<Env>).ENVIRONMENT === "production" ? 1 : 0;
+  return db
+    .insert(events)
+    .select(
+      sql`SELECT ${newId("evt")}, ${type}, 'subscription', ${c.id}, ${c.customerId}, CASE WHEN ${c.testClockId} IS NULL THEN ${live} ELSE 0 END, ${ctx.requestId ?? null},
+        json_object('object', ${subscriptionJsonSql()}, 'previousAttributes', json_object('status', ${from})), ${ctx.now}
+        FROM ${subscriptions} WHERE ${c.id} = ${subscriptionId} AND changes() > 0`,
+    );
+}
+
 /**
  * A payment's effect on its subscription, for the payment owner's change set: a final failure moves an active
  * subscription to past_due; a success moves a past_due one back to active. Guarded by the state it leaves, so it is
- * a no-op when the subscription is elsewhere.
- * TODO(issue 10, subscription owner): emit customer.subscription.updated with the REST object when it applies.
+ * a no-op (no update, no event) when the subscription is elsewhere; when it applies, customer.subscription.updated
+ * with the subscription after the move and previousAttributes { status }.
  */
 export function subscriptionAfterPayment(db: Db, subscriptionId: string, outcome: "succeeded" | "failed_final", ctx: AuditContext): ChangeSet {
   const [from, to]: [SubscriptionStatus, SubscriptionStatus] = outcome === "succeeded" ? ["past_due", "active"] : ["active", "past_due"];
+  subscriptionLifecycle.assertMove(subscriptionId, from, to);
   return change({
-    statements: [db.update(subscriptions).set({ status: to, updatedAt: ctx.now }).where(and(eq(subscriptions.id, subscriptionId), eq(subscriptions.status, from)))],
+    statements: [
+      db
+        .update(subscriptions)
+        .set({ status: to, updatedAt: ctx.now })
+        .where(and(eq(subscriptions.id, subscriptionId), eq(subscriptions.status, from))),
+      statusEventIfChanged(db, subscriptionId, "customer.subscription.updated", from, ctx),
+    ],
   });
 }
