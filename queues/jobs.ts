@@ -2,6 +2,7 @@ import { dbOf } from "../src/db/client";
 import { purgeExpiredIdempotencyKeys } from "../src/http/idempotency";
 import { resyncMeters } from "../src/modules/usage/meter-config";
 import { runWeeklyVerification } from "../src/modules/audit/verify";
+import { archiveOldEvents } from "../src/modules/events/retention";
 import { consumer } from "./dispatch";
 import { runDue } from "../src/modules/billing/renewal";
 import { SYSTEM_ACTOR } from "../src/modules/billing/run";
@@ -25,6 +26,11 @@ export const jobHandlers = {
   "audit.verify": async (m: Extract<JobMessage, { type: "audit.verify" }>, env: Env) => {
     // Seals, verifies, copies the anchor's head to R2 and stores the report.
     await runWeeklyVerification(env, m.reportKey, Date.now());
+    return { status: "done" as const };
+  },
+  // Queues itself again while events past retention remain.
+  "events.archive": async (_m: Extract<JobMessage, { type: "events.archive" }>, env: Env) => {
+    await archiveOldEvents(env, dbOf(env), Date.now());
     return { status: "done" as const };
   },
 };

@@ -3,7 +3,9 @@ export type JobMessage =
   | { type: "meters.resync" }
   | { type: "idempotency.purge" }
   | { type: "audit.verify"; reportKey: string }
-  | { type: "billing.run_due"; subscriptionId: string };
+  | { type: "billing.run_due"; subscriptionId: string }
+  /** The next pages of events past retention (archived to R2, then deleted). */
+  | { type: "events.archive" };
 
 export type PaymentMessage =
   | { type: "payment.attempt"; invoiceId: string; attempt: number }

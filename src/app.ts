@@ -32,6 +32,7 @@ import { gatewayAdminRoutes, gatewayRoutes } from "./modules/gateways/routes";
 import { dlqRoutes, paymentAdminRoutes, paymentRoutes } from "./modules/payments/routes";
 import { emergencyRoutes } from "./modules/emergency/routes";
 import { refundRoutes } from "./modules/refunds/routes";
+import { eventRoutes } from "./modules/events/routes";
 import { stripeWebhookRoutes, webhookAdminRoutes } from "./modules/webhooks/routes";
 import { reconciliationRoutes, reportRoutes } from "./modules/reconciliation/routes";
 
@@ -94,6 +95,7 @@ export function createApp() {
   app.route("/admin/dlq", dlqRoutes);
   app.route("/admin/emergency", emergencyRoutes);
   app.route("/api/v1/refunds", refundRoutes);
+  app.route("/api/v1/events", eventRoutes);
   app.route("/webhooks/stripe", stripeWebhookRoutes);
   app.route("/admin/webhooks", webhookAdminRoutes);
   app.route("/api/v1/reconciliation", reconciliationRoutes);

@@ -13,6 +13,7 @@ import { archiveInvoices } from "./modules/invoices/archive";
 import { sendReminders } from "./modules/invoices/reminders";
 import { DAY_MS } from "./lib/time";
 import { sealAuditChain } from "./modules/audit/verify";
+import { archiveOldEvents } from "./modules/events/retention";
 import { markUncollectible, sendDueRetries } from "./modules/invoices/dunning";
 import type { JobMessage } from "../queues/messages";
 
@@ -43,6 +44,7 @@ export const cronTasks: Record<string, Task[]> = {
     { name: "webhooks.cleanup", run: (env, t) => cleanupWebhookEvents(env, dbOf(env), 30, t) },
     { name: "invoices.uncollectible", run: (env, t) => markUncollectible(dbOf(env), { actor: SYSTEM_ACTOR, now: t }, { testClockId: null }) },
     { name: "idempotency.purge", run: (env, t) => purgeExpiredIdempotencyKeys(env, t) },
+    { name: "events.archive", run: (env, t) => archiveOldEvents(env, dbOf(env), t) },
     {
       name: "invoices.reminders",
       run: async (env, t) => {

@@ -3,7 +3,7 @@ import { access, actorOf, requireRole } from "../../http/auth";
 import { errorResponses, jsonResponse, router } from "../../http/openapi";
 import { lenientJson } from "../../http/lenient-json";
 import { dbOf } from "../../db/client";
-import { commitWithAudit } from "../../db/audit";
+import { change, commit } from "../../platform/change-set";
 import { auditCtx } from "../../http/context";
 import { iso } from "../../lib/time";
 import { paymentGuard } from "../payments/guard";
@@ -22,8 +22,17 @@ async function setMode(c: Parameters<Parameters<ReturnType<typeof router>["opena
   const r = await paymentGuard(c.env).setMode(mode, reason, actorOf(c).id);
   const released = mode === "normal" ? await releaseParked(c.env, dbOf(c.env)) : undefined;
   const action = mode === "frozen" ? "payments.frozen" : mode === "queue" ? "payments.queue_mode" : "payments.resumed";
-  await commitWithAudit(dbOf(c.env), [], [{ action, targetType: "payment_mode", targetId: "global", before: { mode: r.previous }, after: { mode, drained: r.drained, released: released ?? 0 }, ...(reason ? { reason } : {}) }], ctx);
-  return { ...r, since: iso(r.since), ...(released === undefined ? {} : { released }) };
+  const state = { ...r, since: iso(r.since), ...(released === undefined ? {} : { released }) };
+  // The audit row and the event in one batch: the mode change itself lives in the PaymentGuard DO.
+  await commit(
+    dbOf(c.env),
+    change({
+      audit: [{ action, targetType: "payment_mode", targetId: "global", before: { mode: r.previous }, after: { mode, drained: r.drained, released: released ?? 0 }, ...(reason ? { reason } : {}) }],
+      events: [{ type: action, objectType: "payment_mode", objectId: "global", object: state, previousAttributes: { mode: r.previous } }],
+    }),
+    ctx,
+  );
+  return state;
 }
 
 // The runbook sends these with `curl -d` and no Content-Type: bodies are parsed leniently.

@@ -148,11 +148,11 @@ export async function processBulkRefundItem(env: Env, msg: BulkRefundItemMessage
       }
       const why = !payment ? `payment ${msg.paymentId} does not exist` : (notRefundable(payment) ?? (remainingOf(payment) <= 0 ? `payment ${payment.id} is already fully refunded` : null));
       if (why) {
-        await recordRejected(db, itemRow(msg, payment, createdBy, ctx.now, { status: "failed", failureMessage: why }), ctx);
+        await recordRejected(db, itemRow(msg, payment, createdBy, ctx.now, { status: "failed", failureMessage: why }), payment, ctx);
         return { status: "done" };
       }
       const fresh = itemRow(msg, payment, createdBy, ctx.now, { amount: remainingOf(payment!) });
-      if ((await reserve(db, fresh, ctx)) === "reserved") {
+      if ((await reserve(db, fresh, payment!, ctx)) === "reserved") {
         const outcome = await settle(env, db, fresh, payment!, ctx, "keep", admission);
         return outcome.kind === "error" ? { status: "retry", delaySeconds: GATEWAY_ERROR_RETRY_SECONDS, reason: outcome.message } : { status: "done" };
       }

@@ -1,10 +1,12 @@
-import { and, eq, gte, sql } from "drizzle-orm";
+import { and, eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
-import { assertChanged, isAssertionFailure, isUniqueViolation } from "../../db/assert";
+import type { AuditContext } from "../../db/audit";
+import { isAssertionFailure, isUniqueViolation } from "../../db/assert";
+import { commit } from "../../platform/change-set";
+import { createPending, createRejected, fail, succeed } from "./lifecycle";
 import { customers, notifications, payments, refunds } from "../../db/schema";
-import { currencyExponent, formatMinor } from "../../domain/money";
+import { formatMinor } from "../../domain/money";
 import { gatewayByName } from "../../gateways";
 import type { Admitted } from "../../gateways/guard";
 import { counterIncrement } from "../../gateways/metrics";
@@ -18,8 +20,7 @@ export type PaymentRow = typeof payments.$inferSelect;
 /** Currency of a failed refund row whose payment does not exist (ISO 4217 "no currency"). */
 export const NO_CURRENCY = "XXX";
 
-/** Major-unit string of a stored amount; rows without a real currency (XXX) show the bare minor amount. */
-export const amountText = (minor: number, currency: string) => (currencyExponent(currency) === undefined ? String(minor) : formatMinor(minor, currency));
+export { amountText } from "./amounts";
 
 export const remainingOf = (p: PaymentRow) => p.amount - p.amountRefunded;
 
@@ -37,26 +38,13 @@ export function notRefundable(p: PaymentRow): string | null {
 }
 
 /**
- * Takes `refund.amount` out of the payment's refundable balance and records the pending refund, in one batch.
- * The UPDATE itself checks the balance, so concurrent refunds cannot overdraw a payment: the loser's UPDATE
- * changes nothing and `assertChanged` aborts its whole batch.
+ * Takes `refund.amount` out of the payment's refundable balance and records the pending refund, in one batch
+ * (with its `refund.created` event). The UPDATE itself checks the balance, so concurrent refunds cannot overdraw a
+ * payment: the loser's UPDATE changes nothing and `assertChanged` aborts its whole batch.
  */
-export async function reserve(db: Db, refund: RefundRow, ctx: AuditContext): Promise<"reserved" | "insufficient" | "duplicate"> {
-  const x = refund.amount;
+export async function reserve(db: Db, refund: RefundRow, payment: PaymentRow, ctx: AuditContext): Promise<"reserved" | "insufficient" | "duplicate"> {
   try {
-    await commitWithAudit(
-      db,
-      [
-        db
-          .update(payments)
-          .set({ amountRefunded: sql`${payments.amountRefunded} + ${x}`, updatedAt: ctx.now })
-          .where(and(eq(payments.id, refund.paymentId), eq(payments.status, "succeeded"), sql`${payments.amountRefunded} + ${x} <= ${payments.amount}`)),
-        assertChanged(db),
-        db.insert(refunds).values(refund),
-      ],
-      [{ action: "refund.requested", targetType: "refund", targetId: refund.id, after: { paymentId: refund.paymentId, amount: x, currency: refund.currency, reason: refund.reason, bulkId: refund.bulkId } }],
-      ctx,
-    );
+    await commit(db, createPending(db, refund, payment, ctx), ctx);
     return "reserved";
   } catch (e) {
     if (isAssertionFailure(e)) return "insufficient";
@@ -66,19 +54,21 @@ export async function reserve(db: Db, refund: RefundRow, ctx: AuditContext): Pro
 }
 
 /** Marks a pending refund failed and gives its amount back to the payment; a refund already final is left alone. */
-export async function reverse(db: Db, refund: RefundRow, failureMessage: string, ctx: AuditContext): Promise<RefundRow> {
+export async function reverse(db: Db, refund: RefundRow, failureMessage: string, ctx: AuditContext, gatewayRefundId?: string | null): Promise<RefundRow> {
+  const current = await refundById(db, refund.id);
+  if (!current || current.status !== "pending") return current ?? refund;
+  const payment = await paymentById(db, refund.paymentId);
+  const paymentAfter = payment && { ...payment, amountRefunded: Math.max(0, payment.amountRefunded - refund.amount), updatedAt: ctx.now };
   try {
-    await commitWithAudit(
+    await commit(
       db,
-      [
-        db.update(refunds).set({ status: "failed", failureMessage, updatedAt: ctx.now }).where(and(eq(refunds.id, refund.id), eq(refunds.status, "pending"))),
-        assertChanged(db),
-        db
-          .update(payments)
-          .set({ amountRefunded: sql`${payments.amountRefunded} - ${refund.amount}`, updatedAt: ctx.now })
-          .where(and(eq(payments.id, refund.paymentId), gte(payments.amountRefunded, refund.amount))),
-      ],
-      [{ action: "refund.failed", targetType: "refund", targetId: refund.id, before: { status: "pending" }, after: { status: "failed", paymentId: refund.paymentId, amount: refund.amount, currency: refund.currency, failureMessage } }],
+      fail(db, current, {
+        failureMessage,
+        ...(gatewayRefundId ? { gatewayRefundId } : {}),
+        giveBack: true,
+        paymentAfter,
+        audit: { action: "refund.failed", targetType: "refund", targetId: refund.id, before: { status: "pending" }, after: { status: "failed", paymentId: refund.paymentId, amount: refund.amount, currency: refund.currency, failureMessage } },
+      }, ctx),
       ctx,
     );
   } catch (e) {
@@ -88,26 +78,21 @@ export async function reverse(db: Db, refund: RefundRow, failureMessage: string,
 }
 
 /** A failed refund row for a bulk item that could not even be reserved (unknown payment, nothing left…); nothing is held. */
-export async function recordRejected(db: Db, refund: RefundRow, ctx: AuditContext): Promise<void> {
+export async function recordRejected(db: Db, refund: RefundRow, payment: PaymentRow | undefined, ctx: AuditContext): Promise<void> {
   try {
-    await commitWithAudit(
-      db,
-      [db.insert(refunds).values(refund).onConflictDoNothing(), assertChanged(db)],
-      [{ action: "refund.failed", targetType: "refund", targetId: refund.id, after: { status: "failed", paymentId: refund.paymentId, bulkId: refund.bulkId, failureMessage: refund.failureMessage } }],
-      ctx,
-    );
+    await commit(db, createRejected(db, refund, payment, ctx), ctx);
   } catch (e) {
     // A redelivered message stored its row first.
     if (!isAssertionFailure(e)) throw e;
   }
 }
 
-async function recordSuccess(env: Env, db: Db, refund: RefundRow, payment: PaymentRow, gateway: string, gatewayRefundId: string, ctx: AuditContext): Promise<RefundRow> {
-  const statements: BatchItem<"sqlite">[] = [
-    db.update(refunds).set({ status: "succeeded", gateway, gatewayRefundId, failureMessage: null, updatedAt: ctx.now }).where(and(eq(refunds.id, refund.id), eq(refunds.status, "pending"))),
-    assertChanged(db),
-    counterIncrement(db, "billing_refunds_total", { reason: refund.reason, gateway }),
-  ];
+async function recordSuccess(env: Env, db: Db, refund: RefundRow, gateway: string, gatewayRefundId: string, ctx: AuditContext): Promise<RefundRow> {
+  const current = await refundById(db, refund.id);
+  if (!current || current.status !== "pending") return current ?? refund; // a concurrent delivery recorded it first
+  // The payment as it stands: this refund's amount was reserved on it when the refund was created.
+  const payment = (await paymentById(db, refund.paymentId))!;
+  const statements: BatchItem<"sqlite">[] = [counterIncrement(db, "billing_refunds_total", { reason: refund.reason, gateway })];
   const notificationId = newId("ntf");
   if (refund.notify) {
     const customer = await db.select({ email: customers.email, name: customers.name }).from(customers).where(eq(customers.id, payment.customerId)).get();
@@ -129,10 +114,16 @@ async function recordSuccess(env: Env, db: Db, refund: RefundRow, payment: Payme
     );
   }
   try {
-    await commitWithAudit(
+    await commit(
       db,
-      statements,
-      [{ action: "refund.processed", targetType: "refund", targetId: refund.id, before: { status: "pending" }, after: { status: "succeeded", paymentId: payment.id, amount: refund.amount, currency: refund.currency, gateway, gatewayRefundId } }],
+      succeed(db, current, {
+        gateway,
+        gatewayRefundId,
+        paymentAfter: payment,
+        paymentBefore: { ...payment, amountRefunded: Math.max(0, payment.amountRefunded - refund.amount) },
+        statements,
+        audit: { action: "refund.processed", targetType: "refund", targetId: refund.id, before: { status: "pending" }, after: { status: "succeeded", paymentId: payment.id, amount: refund.amount, currency: refund.currency, gateway, gatewayRefundId } },
+      }, ctx),
       ctx,
     );
   } catch (e) {
@@ -178,10 +169,9 @@ export async function settle(env: Env, db: Db, refund: RefundRow, payment: Payme
     result = { status: "failed", gatewayRefundId: null, failureMessage: message };
   }
   if (result.status === "failed") {
-    if (result.gatewayRefundId) await db.update(refunds).set({ gatewayRefundId: result.gatewayRefundId }).where(eq(refunds.id, refund.id));
-    return finalOutcome(await reverse(db, refund, result.failureMessage, ctx));
+    return finalOutcome(await reverse(db, refund, result.failureMessage, ctx, result.gatewayRefundId));
   }
-  if (result.status === "succeeded") return finalOutcome(await recordSuccess(env, db, refund, payment, gateway.name, result.gatewayRefundId, ctx));
+  if (result.status === "succeeded") return finalOutcome(await recordSuccess(env, db, refund, gateway.name, result.gatewayRefundId, ctx));
   // Pending: submitted, the gateway settles it later. The reservation stays until then.
   await db.update(refunds).set({ gateway: gateway.name, gatewayRefundId: result.gatewayRefundId, updatedAt: ctx.now }).where(and(eq(refunds.id, refund.id), eq(refunds.status, "pending")));
   return finalOutcome((await refundById(db, refund.id))!);

@@ -4,38 +4,13 @@ import type { Db } from "../../db/client";
 import type { AuditContext } from "../../db/audit";
 import { formatMinor, toMinor } from "../../domain/money";
 import { ApiError, invalid, notFound } from "../../http/problem";
-import { iso } from "../../lib/time";
 import { newId } from "../../lib/ids";
 import { lockedError, paymentGuard, withAdmission } from "../payments/guard";
-import { amountText, notRefundable, paymentById, remainingOf, reserve, settle, type PaymentRow, type RefundRow } from "./ledger";
+import { notRefundable, paymentById, remainingOf, reserve, settle, type PaymentRow, type RefundRow } from "./ledger";
 
 export { processBulkRefundItem, type BulkRefundItemMessage, type BulkItemResult } from "./bulk";
 
-export function toRefund(r: RefundRow) {
-  return {
-    id: r.id,
-    paymentId: r.paymentId,
-    amount: amountText(r.amount, r.currency),
-    amountMinor: r.amount,
-    currency: r.currency,
-    reason: r.reason,
-    status: r.status,
-    gateway: r.gateway,
-    gatewayRefundId: r.gatewayRefundId,
-    failureMessage: r.failureMessage,
-    notify: r.notify,
-    bulkId: r.bulkId,
-    createdBy: r.createdBy,
-    createdAt: iso(r.createdAt),
-    updatedAt: iso(r.updatedAt),
-  };
-}
-
-/** A refund with what is still refundable on its payment (null when the payment does not exist). */
-export function withRemaining(r: RefundRow, p: PaymentRow | undefined) {
-  const remaining = p ? remainingOf(p) : null;
-  return { ...toRefund(r), remainingRefundable: p && remaining !== null ? formatMinor(remaining, p.currency) : null, remainingRefundableMinor: remaining };
-}
+export { toRefund, withRemaining } from "./serialize";
 
 export type CreateRefundInput = { paymentId: string; amount?: string | number; reason: string; notify: boolean };
 
@@ -93,7 +68,7 @@ export async function createRefund(env: Env, db: Db, input: CreateRefundInput, c
   };
 
   const admitted = await withAdmission(env, `refund ${id}`, async (held) => {
-    if ((await reserve(db, row, ctx)) !== "reserved") throw overRefund((await paymentById(db, payment.id)) ?? payment, amount);
+    if ((await reserve(db, row, payment, ctx)) !== "reserved") throw overRefund((await paymentById(db, payment.id)) ?? payment, amount);
     // A gateway that does not answer may still have refunded: keep the reservation and the key; the hourly sweep
     // asks again with the same key. Giving the reservation back here could let a second refund overdraw the charge.
     return settle(env, db, row, payment, ctx, "keep", held);

@@ -2,6 +2,9 @@ import { and, eq, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type Stripe from "stripe";
 import type { AuditEntry } from "../../db/audit";
+import { change, merge, type ChangeSet } from "../../platform/change-set";
+import { eventsCommitted } from "../../platform/events";
+import { asStatements, chargeRefundedEvent, createSettled, fail, refundLifecycle, succeed, type RefundStatus } from "../refunds/lifecycle";
 import { notifications, payments, refunds } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
 import { newId } from "../../lib/ids";
@@ -10,15 +13,16 @@ import type { WebhookMessage } from "../../../queues/messages";
 import { findPayment, idOf } from "./lookup";
 import { settle, wait, WEBHOOK_ACTOR, type Commit, type Handler } from "./types";
 
-type RefundStatus = (typeof refunds.$inferSelect)["status"];
+type RefundRow = typeof refunds.$inferSelect;
 const refundStatusOf = (s: string | null | undefined): RefundStatus =>
   s === "succeeded" ? "succeeded" : s === "failed" || s === "canceled" ? "failed" : "pending";
 
 /**
  * The charge was refunded (in our API or in Stripe's dashboard): refund rows follow the charge's refund list (a
- * missing one is created, reason stripe_dashboard) and `amountRefunded` follows the charge. Refunds only move
- * forward (pending → succeeded | failed) and rows are never removed, so an older event delivered late cannot undo
- * a newer one.
+ * missing one is created, reason stripe_dashboard) and `amountRefunded` follows the charge. Status moves go
+ * through the refund lifecycle (pending → succeeded | failed, succeeded → failed when the bank returns a refund)
+ * and rows are never removed, so an older event delivered late cannot undo a newer one. Each move carries its
+ * refund event; a charge with a newly succeeded refund gets one `charge.refunded` with the payment after it.
  */
 export const chargeRefunded: Handler = async ({ db, now, eventId }, object) => {
   const charge = object as unknown as Stripe.Charge;
@@ -26,21 +30,17 @@ export const chargeRefunded: Handler = async ({ db, now, eventId }, object) => {
   if (!payment) return wait(`no local payment for charge ${charge.id} yet`);
   const currency = String(charge.currency ?? payment.currency).toUpperCase();
   const local = await db.select().from(refunds).where(eq(refunds.paymentId, payment.id)).all();
-  const statements: BatchItem<"sqlite">[] = [];
-  const audit: AuditEntry[] = [];
-  const failedNow = new Set<string>();
-  let createdAmount = 0;
-  const created = (amount: number, status: RefundStatus, gatewayRefundId: string | null, idempotencyKey: string, createdAt: number) => {
-    const id = newId("re");
-    createdAmount += amount;
-    statements.push(
-      db
-        .insert(refunds)
-        .values({ id, paymentId: payment.id, amount, currency, reason: "stripe_dashboard", status, gateway: payment.gateway ?? "stripe", gatewayRefundId, idempotencyKey, failureMessage: null, notify: false, bulkId: null, createdBy: WEBHOOK_ACTOR.id, createdAt, updatedAt: now })
-        .onConflictDoNothing(),
-    );
-    audit.push({ action: "refund.created_by_webhook", targetType: "refund", targetId: id, after: { paymentId: payment.id, amount, currency, status, gatewayRefundId, eventId } });
-  };
+
+  type Plan =
+    | { kind: "create"; row: RefundRow }
+    | { kind: "move"; row: RefundRow; to: "succeeded" | "failed"; gatewayRefundId: string }
+    | { kind: "link"; row: RefundRow; gatewayRefundId: string };
+  const plans: Plan[] = [];
+  const created = (amount: number, status: RefundStatus, gatewayRefundId: string | null, idempotencyKey: string, createdAt: number) =>
+    plans.push({
+      kind: "create",
+      row: { id: newId("re"), paymentId: payment.id, amount, currency, reason: "stripe_dashboard", status, gateway: payment.gateway ?? "stripe", gatewayRefundId, idempotencyKey, failureMessage: null, notify: false, bulkId: null, createdBy: WEBHOOK_ACTOR.id, createdAt, updatedAt: now },
+    });
 
   const listed = charge.refunds?.data;
   if (Array.isArray(listed)) {
@@ -48,12 +48,8 @@ export const chargeRefunded: Handler = async ({ db, now, eventId }, object) => {
       const status = refundStatusOf(r.status);
       const mine = local.find((l) => l.gatewayRefundId === r.id) ?? local.find((l) => l.gatewayRefundId === null && r.metadata?.idempotencyKey && l.idempotencyKey === r.metadata.idempotencyKey);
       if (mine) {
-        const advance = mine.status === "pending" && status !== "pending";
-        if (!advance && mine.gatewayRefundId === r.id) continue;
-        const next = { status: advance ? status : mine.status, gatewayRefundId: r.id };
-        if (next.status === "failed") failedNow.add(mine.id);
-        statements.push(db.update(refunds).set({ ...next, updatedAt: now }).where(and(eq(refunds.id, mine.id), eq(refunds.status, mine.status))));
-        audit.push({ action: "refund.synced_by_webhook", targetType: "refund", targetId: mine.id, before: { status: mine.status, gatewayRefundId: mine.gatewayRefundId }, after: { ...next, eventId } });
+        if (status !== mine.status && status !== "pending" && refundLifecycle.canMove(mine.status, status)) plans.push({ kind: "move", row: mine, to: status, gatewayRefundId: r.id });
+        else if (mine.gatewayRefundId !== r.id) plans.push({ kind: "link", row: mine, gatewayRefundId: r.id });
       } else if (status !== "failed") {
         created(r.amount, status, r.id, `stripe_refund:${r.id}`, typeof r.created === "number" ? r.created * 1000 : now);
       }
@@ -69,13 +65,51 @@ export const chargeRefunded: Handler = async ({ db, now, eventId }, object) => {
   // least what Stripe says was refunded. Computed in SQL at the end of the batch, so a refund reserved by our own
   // API meanwhile is counted, not overwritten.
   const gatewayRefunded = charge.amount_refunded ?? 0;
-  const target = sql`max(${gatewayRefunded}, (SELECT coalesce(sum(r.amount), 0) FROM refunds r WHERE r.payment_id = ${payment.id} AND r.status <> 'failed'))`;
-  statements.push(db.update(payments).set({ amountRefunded: target, updatedAt: now }).where(and(eq(payments.id, payment.id), sql`${payments.amountRefunded} <> ${target}`)));
+  const failedNow = new Set(plans.flatMap((p) => (p.kind === "move" && p.to === "failed" ? [p.row.id] : [])));
+  const createdAmount = plans.reduce((s, p) => s + (p.kind === "create" && p.row.status !== "failed" ? p.row.amount : 0), 0);
   const expected = Math.max(gatewayRefunded, local.filter((l) => !failedNow.has(l.id) && l.status !== "failed").reduce((s, l) => s + l.amount, 0) + createdAmount);
-  if (expected !== payment.amountRefunded) {
-    audit.push({ action: "payment.refund_synced_by_webhook", targetType: "payment", targetId: payment.id, before: { amountRefunded: payment.amountRefunded }, after: { amountRefunded: expected, gatewayAmountRefunded: gatewayRefunded, eventId } });
+  const paymentAfter = expected === payment.amountRefunded ? payment : { ...payment, amountRefunded: expected, updatedAt: now };
+
+  const sets: ChangeSet[] = [];
+  const link: BatchItem<"sqlite">[] = [];
+  const audit: AuditEntry[] = [];
+  let succeededNow = false;
+  for (const p of plans) {
+    if (p.kind === "create") {
+      succeededNow ||= p.row.status === "succeeded";
+      sets.push(createSettled(db, p.row, paymentAfter, { action: "refund.created_by_webhook", targetType: "refund", targetId: p.row.id, after: { paymentId: payment.id, amount: p.row.amount, currency, status: p.row.status, gatewayRefundId: p.row.gatewayRefundId, eventId } }));
+    } else if (p.kind === "move") {
+      const entry: AuditEntry = { action: "refund.synced_by_webhook", targetType: "refund", targetId: p.row.id, before: { status: p.row.status, gatewayRefundId: p.row.gatewayRefundId }, after: { status: p.to, gatewayRefundId: p.gatewayRefundId, eventId } };
+      if (p.to === "succeeded") {
+        succeededNow = true;
+        sets.push(succeed(db, p.row, { gateway: p.row.gateway ?? payment.gateway ?? "stripe", gatewayRefundId: p.gatewayRefundId, paymentAfter, audit: entry }, { now }));
+      } else {
+        // The amount comes back through the recomputed amountRefunded below.
+        sets.push(fail(db, p.row, { failureMessage: p.row.failureMessage ?? "refund failed at the gateway", gatewayRefundId: p.gatewayRefundId, giveBack: false, paymentAfter, audit: entry }, { now }));
+      }
+    } else {
+      link.push(db.update(refunds).set({ gatewayRefundId: p.gatewayRefundId, updatedAt: now }).where(and(eq(refunds.id, p.row.id), eq(refunds.status, p.row.status))));
+      audit.push({ action: "refund.synced_by_webhook", targetType: "refund", targetId: p.row.id, before: { status: p.row.status, gatewayRefundId: p.row.gatewayRefundId }, after: { status: p.row.status, gatewayRefundId: p.gatewayRefundId, eventId } });
+    }
   }
-  return settle("processed", null, statements, audit);
+
+  const target = sql`max(${gatewayRefunded}, (SELECT coalesce(sum(r.amount), 0) FROM refunds r WHERE r.payment_id = ${payment.id} AND r.status <> 'failed'))`;
+  const cs = merge(
+    change({ statements: link, audit }),
+    ...sets,
+    change({
+      statements: [db.update(payments).set({ amountRefunded: target, updatedAt: now }).where(and(eq(payments.id, payment.id), sql`${payments.amountRefunded} <> ${target}`))],
+      audit:
+        expected !== payment.amountRefunded
+          ? [{ action: "payment.refund_synced_by_webhook", targetType: "payment", targetId: payment.id, before: { amountRefunded: payment.amountRefunded }, after: { amountRefunded: expected, gatewayAmountRefunded: gatewayRefunded, eventId } }]
+          : [],
+      events: succeededNow ? [chargeRefundedEvent(payment, paymentAfter)] : [],
+    }),
+  );
+  const { statements, audit: entries, eventIds } = asStatements(db, cs, { now, requestId: eventId });
+  const decision = settle("processed", null, statements, entries);
+  if (eventIds.length) decision.afterCommit = async () => eventsCommitted(eventIds);
+  return decision;
 };
 
 /** A dispute was opened: audited on the payment, and a notification queued through the outbox. */

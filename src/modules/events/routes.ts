@@ -1,0 +1,119 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { and, desc, eq, gte, lt, lte, or, sql, type SQL } from "drizzle-orm";
+import { access, requireRole } from "../../http/auth";
+import { errorResponses, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
+import { dbOf, type Db } from "../../db/client";
+import { toPage } from "../../db/pagination";
+import { events } from "../../db/schema";
+import { ApiError, notFound } from "../../http/problem";
+import { toEvent, type EventRow } from "../../platform/events";
+
+const Instant = z.iso.datetime({ offset: true }).openapi({ example: "2024-06-01T00:00:00Z" });
+
+export const ListEventsQuery = PaginationQuery.extend({
+  type: z
+    .string()
+    .max(100)
+    .optional()
+    .openapi({ example: "invoice.*", description: "An event type (`invoice.paid`) or a prefix ending in `.*` (`invoice.*`, `customer.subscription.*`)" }),
+  objectId: z.string().max(100).optional().openapi({ example: "in_123", description: "Events about this object (`data.object.id`)" }),
+  createdGte: Instant.optional().openapi({ description: "Created at or after (ISO date-time)" }),
+  createdLte: Instant.optional().openapi({ description: "Created at or before (ISO date-time)" }),
+});
+
+export const Event = z
+  .object({
+    id: z.string().openapi({ example: "evt_123" }),
+    object: z.literal("event"),
+    type: z.string().openapi({ example: "invoice.paid" }),
+    createdAt: z.string(),
+    livemode: z.boolean(),
+    requestId: z.string().nullable(),
+    data: z.object({
+      object: z.unknown().openapi({ description: "The object after the change, exactly as the REST API returns it" }),
+      previousAttributes: z.record(z.string(), z.unknown()).nullable().openapi({ description: "The changed fields with their values before the change" }),
+    }),
+  })
+  .openapi("Event");
+
+const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "evt_123" }) });
+
+const TYPE = /^[a-z_]+(\.[a-z_]+)*$/;
+
+/** `type` as a filter: an exact type, or a prefix (`invoice.*` → every type starting with `invoice.`). */
+function typeFilter(type: string | undefined): SQL | undefined {
+  if (!type) return undefined;
+  if (type.endsWith(".*") && TYPE.test(type.slice(0, -2))) {
+    const prefix = type.slice(0, -1); // "invoice."
+    // A range on the indexed column ('/' sorts right after '.'), not LIKE (whose `_` would be a wildcard).
+    return and(gte(events.type, prefix), lt(events.type, `${prefix.slice(0, -1)}/`));
+  }
+  if (!TYPE.test(type)) throw new ApiError("validation_failed", `type: ${type} is not an event type (invoice.paid) or a prefix ending in .* (invoice.*)`, [{ path: "type", message: "an event type or a prefix ending in .*" }]);
+  return eq(events.type, type);
+}
+
+const rowid = sql<number>`${events}.rowid`;
+type Position = { createdAt: number; rowid: number };
+
+/**
+ * Newest first. Events written in the same millisecond keep the order they were written in (the row id breaks the
+ * tie; event ids are random): a refund's `refund.succeeded` is listed before its `refund.created`.
+ */
+export async function listEvents(db: Db, q: z.infer<typeof ListEventsQuery>) {
+  let at: Position | undefined;
+  if (q.startingAfter) {
+    at = await db.select({ createdAt: events.createdAt, rowid }).from(events).where(eq(events.id, q.startingAfter)).get();
+    if (!at) throw new ApiError("validation_failed", `startingAfter: no object with id ${q.startingAfter}`, [{ path: "startingAfter", message: "unknown id" }]);
+  }
+  const rows = (await db
+    .select({ row: events, rowid })
+    .from(events)
+    .where(
+      and(
+        at ? or(lt(events.createdAt, at.createdAt), and(eq(events.createdAt, at.createdAt), lt(rowid, at.rowid))) : undefined,
+        typeFilter(q.type),
+        q.objectId ? eq(events.objectId, q.objectId) : undefined,
+        q.createdGte ? gte(events.createdAt, Date.parse(q.createdGte)) : undefined,
+        q.createdLte ? lte(events.createdAt, Date.parse(q.createdLte)) : undefined,
+      ),
+    )
+    .orderBy(desc(events.createdAt), desc(rowid))
+    .limit(q.limit + 1)
+    .all()) as { row: EventRow; rowid: number }[];
+  return toPage(
+    rows.map((r) => r.row),
+    q.limit,
+    toEvent,
+  );
+}
+
+export const eventRoutes = router()
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/",
+      tags: ["Events"],
+      summary: "List events, newest first (kept 30 days; older ones are archived to R2)",
+      middleware: [requireRole(access.read)] as const,
+      request: { query: ListEventsQuery },
+      responses: { 200: jsonResponse(listOf(Event), "A page of events"), ...errorResponses },
+    }),
+    async (c) => c.json(await listEvents(dbOf(c.env), c.req.valid("query")), 200),
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/{id}",
+      tags: ["Events"],
+      summary: "Get an event",
+      middleware: [requireRole(access.read)] as const,
+      request: { params: IdParam },
+      responses: { 200: jsonResponse(Event, "The event"), ...errorResponses },
+    }),
+    async (c) => {
+      const { id } = c.req.valid("param");
+      const row = await dbOf(c.env).select().from(events).where(eq(events.id, id)).get();
+      if (!row) throw notFound("event", id);
+      return c.json(toEvent(row), 200);
+    },
+  );
