@@ -12,8 +12,14 @@ export type PaymentMessage =
   | { type: "refund.bulk_item"; bulkId: string; paymentId: string; reason: string; notify: boolean }
   /** The next page of parked charges after a resume (each page releases its charges exactly once). */
   | { type: "payments.release_parked" };
-/** Inbound Stripe events and outbound notifications (rows of `notifications`, sent once). */
-export type WebhookMessage = { type: "stripe.event"; eventId: string } | { type: "notification.send"; notificationId: string };
+/** Inbound Stripe events, outbound notifications (rows of `notifications`, sent once) and webhook endpoint deliveries. */
+export type WebhookMessage =
+  | { type: "stripe.event"; eventId: string }
+  | { type: "notification.send"; notificationId: string }
+  /** Committed events to fan out: one `webhook_deliveries` row per subscribed endpoint. */
+  | { type: "events.fanout"; eventIds: string[] }
+  /** One attempt of a delivery when it is due (retries are fresh delayed messages, up to 12 h each). */
+  | { type: "webhook.deliver"; deliveryId: string };
 
 export type QueueMessage = JobMessage | PaymentMessage | WebhookMessage;
 

@@ -9,6 +9,7 @@ import { backoffSeconds, consumer, type HandlerResult } from "./dispatch";
 import type { WebhookMessage } from "./messages";
 import { queueNames } from "./messages";
 import { applyStripeEvent } from "../src/modules/webhooks/apply";
+import { deliverScheduled, fanOut } from "../src/modules/webhook-endpoints/delivery";
 
 const NOTIFIER: Actor = { id: "system:notifications", kind: "system", role: "system", scopes: [] };
 
@@ -75,4 +76,6 @@ export async function sendNotification(m: Extract<WebhookMessage, { type: "notif
 export const consumeWebhooks = consumer<WebhookMessage>(queueNames.webhooks, {
   "stripe.event": (m, env) => applyStripeEvent(env, m.eventId),
   "notification.send": sendNotification,
+  "events.fanout": (m, env) => fanOut(env, m.eventIds),
+  "webhook.deliver": (m, env) => deliverScheduled(env, m.deliveryId),
 });

@@ -34,6 +34,7 @@ import { emergencyRoutes } from "./modules/emergency/routes";
 import { refundRoutes } from "./modules/refunds/routes";
 import { eventRoutes } from "./modules/events/routes";
 import { stripeWebhookRoutes, webhookAdminRoutes } from "./modules/webhooks/routes";
+import { eventResendRoutes, webhookEndpointRoutes } from "./modules/webhook-endpoints/routes";
 import { reconciliationRoutes, reportRoutes } from "./modules/reconciliation/routes";
 
 export const MAX_BODY_BYTES = 2 * 1024 * 1024;
@@ -96,6 +97,8 @@ export function createApp() {
   app.route("/admin/emergency", emergencyRoutes);
   app.route("/api/v1/refunds", refundRoutes);
   app.route("/api/v1/events", eventRoutes);
+  app.route("/api/v1/events", eventResendRoutes);
+  app.route("/api/v1/webhook-endpoints", webhookEndpointRoutes);
   app.route("/webhooks/stripe", stripeWebhookRoutes);
   app.route("/admin/webhooks", webhookAdminRoutes);
   app.route("/api/v1/reconciliation", reconciliationRoutes);

@@ -8,6 +8,7 @@ import { cleanupWebhookEvents } from "./modules/webhooks/cleanup";
 import { weeklyRevenueReport } from "./modules/analytics/weekly-report";
 import { runDailyBackup } from "./modules/exports/backup";
 import { sweepQueuedNotifications } from "./modules/notifications/outbox";
+import { sweepWebhookDeliveries } from "./modules/webhook-endpoints/delivery";
 import { settlePendingRefunds } from "./modules/refunds/service";
 import { archiveInvoices } from "./modules/invoices/archive";
 import { sendReminders } from "./modules/invoices/reminders";
@@ -34,6 +35,7 @@ export const cronTasks: Record<string, Task[]> = {
     // Live invoices only: a test clock's retries and "uncollectible" move when the clock is advanced.
     { name: "payments.retries_due", run: (env, t) => sendDueRetries(env, dbOf(env), t, { testClockId: null }) },
     { name: "notifications.sweep", run: (env, t) => sweepQueuedNotifications(env, dbOf(env), t) },
+    { name: "webhook_endpoints.sweep", run: (env, t) => sweepWebhookDeliveries(env, dbOf(env), t) },
     { name: "refunds.settle_pending", run: (env, t) => settlePendingRefunds(env, dbOf(env), { actor: SYSTEM_ACTOR, now: t }) },
     // Last, so the rows the tasks above wrote are sealed too (audited writes also poke the sealer themselves).
     { name: "audit.seal", run: async (env) => { const r = await sealAuditChain(env); return { sealed: r.sealed, adopted: r.adopted, headSeq: r.head.seq }; } },

@@ -1,6 +1,7 @@
 import { formatMinor } from "../../domain/money";
 import { iso } from "../../lib/time";
 import type { customers, invoices, notifications } from "../../db/schema";
+import { secretKeyBytes, signatureHeader, standardWebhookHeaders } from "../../lib/standard-webhooks";
 
 type NotificationRow = typeof notifications.$inferSelect;
 type CustomerRow = Pick<typeof customers.$inferSelect, "id" | "email" | "name">;
@@ -41,28 +42,9 @@ export function notificationEnvelope(row: NotificationRow, customer: CustomerRow
   };
 }
 
-/** The signing key of a Standard Webhooks secret: base64, after an optional `whsec_` (as their libraries read it). */
-function keyBytes(secret: string): Uint8Array | null {
-  const encoded = secret.startsWith("whsec_") ? secret.slice("whsec_".length) : secret;
-  try {
-    const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
-    return bytes.length ? bytes : null;
-  } catch {
-    return null;
-  }
-}
-
-/**
- * The `webhook-signature` header of the Standard Webhooks spec (standardwebhooks.com): `v1,` and the base64
- * HMAC-SHA256 of `id.timestamp.body`. Receivers verify it with any Standard Webhooks library.
- */
-export async function signatureHeader(secret: string, id: string, timestampSeconds: number, body: string): Promise<string> {
-  const bytes = keyBytes(secret);
-  if (!bytes) throw new Error("NOTIFY_WEBHOOK_SECRET is not whsec_ followed by base64");
-  const key = await crypto.subtle.importKey("raw", bytes, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  const mac = await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`${id}.${timestampSeconds}.${body}`));
-  return `v1,${btoa(String.fromCharCode(...new Uint8Array(mac)))}`;
-}
+// The signer is shared with webhook endpoints (src/lib/standard-webhooks.ts); re-exported for existing callers.
+export { signatureHeader };
+const keyBytes = secretKeyBytes;
 
 export type DeliveryOutcome =
   | { kind: "delivered"; status: number }
@@ -89,13 +71,7 @@ export async function postNotification(env: Env, envelope: ReturnType<typeof not
   try {
     response = await fetch(env.NOTIFY_WEBHOOK_URL, {
       method: "POST",
-      headers: {
-        "content-type": "application/json",
-        "user-agent": "billing-engine-notifications/1",
-        "webhook-id": envelope.id,
-        "webhook-timestamp": String(timestamp),
-        "webhook-signature": await signatureHeader(env.NOTIFY_WEBHOOK_SECRET, envelope.id, timestamp, body),
-      },
+      headers: await standardWebhookHeaders([env.NOTIFY_WEBHOOK_SECRET], envelope.id, timestamp, body, "billing-engine-notifications/1"),
       body,
       signal: AbortSignal.timeout(TIMEOUT_MS),
     });

@@ -1,0 +1,246 @@
+import { and, asc, eq, gte, inArray, isNull, like, lte, notExists, or, sql, type SQL } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import { dbOf, type Db } from "../../db/client";
+import { assertChanged, isAssertionFailure } from "../../db/assert";
+import { events, webhookDeliveries, webhookDeliveryAttempts, webhookEndpoints } from "../../db/schema";
+import type { Actor } from "../../env";
+import { newId } from "../../lib/ids";
+import { standardWebhookHeaders } from "../../lib/standard-webhooks";
+import { DAY_MS, iso } from "../../lib/time";
+import { change, commit } from "../../platform/change-set";
+import { onEventsCommitted, toEvent } from "../../platform/events";
+import type { HandlerResult } from "../../../queues/dispatch";
+import type { WebhookMessage } from "../../../queues/messages";
+import { matchesEvent, signingSecrets, toEndpoint, type EndpointRow } from "./service";
+
+export type DeliveryRow = typeof webhookDeliveries.$inferSelect;
+
+export const DELIVERY_TIMEOUT_MS = 10_000;
+/** A delivery is retried for about three days after it was created (as Stripe does), then `failed`. */
+export const RETRY_WINDOW_MS = 3 * DAY_MS;
+/** An endpoint whose deliveries have failed without a success for this long is disabled. */
+export const AUTO_DISABLE_AFTER_MS = 3 * DAY_MS;
+const FIRST_RETRY_SECONDS = 5 * 60;
+/** The longest delay one queue message may carry (Cloudflare Queues' limit is 12 h). */
+const MAX_HOP_SECONDS = 12 * 60 * 60;
+/** While one message POSTs, a duplicate of it finds the delivery not due and drops out. */
+const LEASE_MS = 60_000;
+/** Pending deliveries this far past due lost their message: the hourly sweep sends another. */
+const LOST_AFTER_MS = 15 * 60_000;
+/** Events this old without their deliveries missed the fan-out message: the sweep fans them out again. */
+const REFAN_AFTER_MS = 5 * 60_000;
+const USER_AGENT = "billing-engine-webhooks/1";
+const SYSTEM: Actor = { id: "system:webhooks", kind: "system", role: "system", scopes: [] };
+
+/** Delay before the next attempt after `attempts` failed ones: 5 min doubling, capped at 12 h. */
+export const retryDelaySeconds = (attempts: number) => Math.min(MAX_HOP_SECONDS, FIRST_RETRY_SECONDS * 2 ** Math.max(0, attempts - 1));
+
+const log = (level: string, msg: string, fields: Record<string, unknown>) => console.log(JSON.stringify({ level, msg, ...fields }));
+const chunks = <T>(xs: T[], n: number) => Array.from({ length: Math.ceil(xs.length / n) }, (_, i) => xs.slice(i * n, i * n + n));
+
+async function send(env: Env, messages: WebhookMessage[], delaySeconds?: number): Promise<void> {
+  for (const batch of chunks(messages, 100)) {
+    await env.WEBHOOK_QUEUE.sendBatch(batch.map((body) => ({ body, ...(delaySeconds ? { delaySeconds } : {}) }))).catch((e) =>
+      log("error", "webhook enqueue failed; the hourly sweep sends it again", { count: batch.length, error: String(e) }),
+    );
+  }
+}
+
+/** Committed events go to the webhooks queue for fan-out (off the request path; a lost message is swept up hourly). */
+export async function enqueueFanout(env: Env, eventIds: string[]): Promise<void> {
+  await send(env, chunks(eventIds, 50).map((ids) => ({ type: "events.fanout", eventIds: ids })));
+}
+onEventsCommitted(enqueueFanout);
+
+const enabledEndpoints = (db: Db) => db.select().from(webhookEndpoints).where(eq(webhookEndpoints.disabled, false)).orderBy(asc(webhookEndpoints.createdAt)).limit(1000).all();
+
+/** One delivery per (event, endpoint), created once (INSERT OR IGNORE on the pair), each handed to the queue. */
+async function createDeliveries(env: Env, db: Db, pairs: { eventId: string; endpointId: string }[], now: number): Promise<string[]> {
+  const created: string[] = [];
+  for (const part of chunks(pairs, 50)) {
+    const inserts = part.map((p) =>
+      db
+        .insert(webhookDeliveries)
+        .values({ id: newId("wd"), eventId: p.eventId, endpointId: p.endpointId, status: "pending", attempts: 0, nextAttemptAt: now, createdAt: now, updatedAt: now })
+        .onConflictDoNothing()
+        .returning({ id: webhookDeliveries.id }),
+    );
+    const results = (await db.batch(inserts as unknown as [BatchItem<"sqlite">, ...BatchItem<"sqlite">[]])) as { id: string }[][];
+    for (const rows of results) for (const r of rows) created.push(r.id);
+  }
+  await send(env, created.map((deliveryId) => ({ type: "webhook.deliver", deliveryId })));
+  return created;
+}
+
+/** `events.fanout`: each event to every enabled endpoint that subscribes to its type and existed when it happened. */
+export async function fanOut(env: Env, eventIds: string[], now = Date.now()): Promise<HandlerResult> {
+  const db = dbOf(env);
+  const rows = eventIds.length ? await db.select({ id: events.id, type: events.type, createdAt: events.createdAt }).from(events).where(inArray(events.id, eventIds)).all() : [];
+  if (!rows.length) return { status: "done" };
+  const endpoints = await enabledEndpoints(db);
+  const pairs = rows.flatMap((e) => endpoints.filter((ep) => ep.createdAt <= e.createdAt && matchesEvent(ep.enabledEvents, e.type)).map((ep) => ({ eventId: e.id, endpointId: ep.id })));
+  await createDeliveries(env, db, pairs, now);
+  return { status: "done" };
+}
+
+type Attempted = { delivery: DeliveryRow; attempt: typeof webhookDeliveryAttempts.$inferSelect | null };
+
+/** Closes a delivery that can no longer be attempted (its endpoint was deleted or disabled, its event is gone). */
+async function abandon(db: Db, d: DeliveryRow, reason: string, now: number): Promise<Attempted> {
+  const patch = { status: "failed" as const, nextAttemptAt: null, lastError: reason, updatedAt: now };
+  await db.update(webhookDeliveries).set(patch).where(and(eq(webhookDeliveries.id, d.id), eq(webhookDeliveries.status, "pending")));
+  return { delivery: { ...d, ...patch }, attempt: null };
+}
+
+/**
+ * One signed POST of the event to the endpoint, recorded as an attempt. 2xx: succeeded. Otherwise the next attempt
+ * is scheduled with backoff (a delayed queue message) until the retry window closes, then `failed`; a failure also
+ * extends the endpoint's failure streak, which disables it after AUTO_DISABLE_AFTER_MS. The caller has claimed `d`.
+ */
+async function attempt(env: Env, db: Db, d: DeliveryRow, now: number): Promise<Attempted> {
+  const [endpoint, event] = await Promise.all([
+    db.select().from(webhookEndpoints).where(eq(webhookEndpoints.id, d.endpointId)).get(),
+    db.select().from(events).where(eq(events.id, d.eventId)).get(),
+  ]);
+  if (!endpoint) return abandon(db, d, "the endpoint was deleted", now);
+  if (endpoint.disabled) return abandon(db, d, "the endpoint is disabled", now);
+  if (!event) return abandon(db, d, "the event no longer exists", now);
+
+  const body = JSON.stringify(toEvent(event));
+  const timestamp = Math.floor(now / 1000);
+  let statusCode: number | null = null;
+  let error: string | null = null;
+  const started = Date.now();
+  try {
+    const headers = await standardWebhookHeaders(await signingSecrets(env, endpoint, now), event.id, timestamp, body, USER_AGENT);
+    const res = await fetch(endpoint.url, { method: "POST", headers, body, redirect: "manual", signal: AbortSignal.timeout(DELIVERY_TIMEOUT_MS) });
+    statusCode = res.status;
+    const answer = (await res.text().catch(() => "")).slice(0, 200);
+    if (!res.ok) error = `answered ${res.status}${answer ? `: ${answer}` : ""}`;
+  } catch (e) {
+    const name = (e as { name?: string } | null)?.name;
+    error = name === "TimeoutError" || name === "AbortError" ? `no answer within ${DELIVERY_TIMEOUT_MS / 1000} s` : `delivery failed: ${e instanceof Error ? e.message : String(e)}`;
+  }
+  const latencyMs = Math.max(0, Date.now() - started);
+  const ok = error === null;
+  const attempts = d.attempts + 1;
+  const delay = retryDelaySeconds(attempts);
+  const giveUp = !ok && now + delay * 1000 > d.createdAt + RETRY_WINDOW_MS;
+  const patch = {
+    status: ok ? ("succeeded" as const) : giveUp ? ("failed" as const) : ("pending" as const),
+    attempts,
+    nextAttemptAt: ok || giveUp ? null : now + delay * 1000,
+    lastStatusCode: statusCode,
+    lastError: error,
+    updatedAt: now,
+  };
+  const attemptRow = { id: newId("wda"), deliveryId: d.id, at: now, statusCode, latencyMs, error };
+  await db.batch([
+    db.insert(webhookDeliveryAttempts).values(attemptRow),
+    db.update(webhookDeliveries).set(patch).where(eq(webhookDeliveries.id, d.id)),
+    ok
+      ? db.update(webhookEndpoints).set({ failingSince: null }).where(and(eq(webhookEndpoints.id, endpoint.id), sql`${webhookEndpoints.failingSince} IS NOT NULL`))
+      : db.update(webhookEndpoints).set({ failingSince: sql`coalesce(${webhookEndpoints.failingSince}, ${now})` }).where(eq(webhookEndpoints.id, endpoint.id)),
+  ]);
+  if (patch.status === "pending") await send(env, [{ type: "webhook.deliver", deliveryId: d.id }], delay);
+  if (!ok) {
+    log("warn", "webhook delivery failed", { deliveryId: d.id, endpointId: endpoint.id, eventId: event.id, attempts, error, giveUp });
+    if (endpoint.failingSince !== null && now - endpoint.failingSince >= AUTO_DISABLE_AFTER_MS) await disableFailing(db, endpoint, now);
+  }
+  return { delivery: { ...d, ...patch }, attempt: attemptRow };
+}
+
+/** Disables an endpoint whose deliveries kept failing, with a `webhook_endpoint.disabled` event and an audit row. */
+async function disableFailing(db: Db, endpoint: EndpointRow, now: number): Promise<void> {
+  const reason = `deliveries failing since ${iso(endpoint.failingSince)}`;
+  const after: EndpointRow = { ...endpoint, disabled: true, disabledReason: reason, updatedAt: now };
+  try {
+    await commit(
+      db,
+      change({
+        statements: [
+          db.update(webhookEndpoints).set({ disabled: true, disabledReason: reason, updatedAt: now }).where(and(eq(webhookEndpoints.id, endpoint.id), eq(webhookEndpoints.disabled, false))),
+          assertChanged(db),
+        ],
+        audit: [{ action: "webhook_endpoint.disabled", targetType: "webhook_endpoint", targetId: endpoint.id, before: { disabled: false }, after: { disabled: true, disabledReason: reason } }],
+        events: [{ type: "webhook_endpoint.disabled", objectType: "webhook_endpoint", objectId: endpoint.id, object: toEndpoint(after), previousAttributes: { disabled: false, disabledReason: null } }],
+      }),
+      { actor: SYSTEM, now },
+    );
+    log("warn", "webhook endpoint disabled", { endpointId: endpoint.id, reason });
+  } catch (e) {
+    if (!isAssertionFailure(e)) throw e; // disabled already (by a racing delivery or an administrator)
+  }
+}
+
+/** `webhook.deliver`: an attempt when the delivery is pending and due; a duplicate or early message drops out. */
+export async function deliverScheduled(env: Env, deliveryId: string, now = Date.now()): Promise<HandlerResult> {
+  const db = dbOf(env);
+  const claimed = await db
+    .update(webhookDeliveries)
+    .set({ nextAttemptAt: now + LEASE_MS, updatedAt: now })
+    .where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.status, "pending"), or(isNull(webhookDeliveries.nextAttemptAt), lte(webhookDeliveries.nextAttemptAt, now + 5_000))))
+    .returning()
+    .get();
+  if (claimed) await attempt(env, db, claimed, now);
+  return { status: "done" };
+}
+
+/**
+ * An attempt now, whatever the delivery's state or schedule (resend, test event): created if missing. A failure
+ * schedules retries as any delivery's would; a delivery past its retry window stays `failed`.
+ */
+export async function deliverNow(env: Env, db: Db, eventId: string, endpointId: string, now = Date.now()): Promise<Attempted> {
+  await db
+    .insert(webhookDeliveries)
+    .values({ id: newId("wd"), eventId, endpointId, status: "pending", attempts: 0, nextAttemptAt: now, createdAt: now, updatedAt: now })
+    .onConflictDoNothing();
+  const claimed = await db
+    .update(webhookDeliveries)
+    .set({ status: "pending", nextAttemptAt: now + LEASE_MS, updatedAt: now })
+    .where(and(eq(webhookDeliveries.eventId, eventId), eq(webhookDeliveries.endpointId, endpointId)))
+    .returning()
+    .get();
+  return attempt(env, db, claimed!, now);
+}
+
+/**
+ * Hourly, in bounded pages: pending deliveries whose message was lost get another, and events of the last day that
+ * an enabled endpoint subscribes to but has no delivery of (their fan-out message was lost) are fanned out again.
+ */
+export async function sweepWebhookDeliveries(env: Env, db: Db, now: number, limit = 500): Promise<{ resent: number; refanned: number }> {
+  const lost = await db
+    .select({ id: webhookDeliveries.id })
+    .from(webhookDeliveries)
+    .where(and(eq(webhookDeliveries.status, "pending"), lte(webhookDeliveries.nextAttemptAt, now - LOST_AFTER_MS)))
+    .orderBy(asc(webhookDeliveries.nextAttemptAt))
+    .limit(limit)
+    .all();
+  await send(env, lost.map((r) => ({ type: "webhook.deliver", deliveryId: r.id })));
+
+  const pairs: { eventId: string; endpointId: string }[] = [];
+  for (const ep of await enabledEndpoints(db)) {
+    if (pairs.length >= limit) break;
+    const types: SQL | undefined = ep.enabledEvents.includes("*")
+      ? undefined
+      : or(...ep.enabledEvents.map((p) => (p.endsWith(".*") ? like(events.type, `${p.slice(0, -1)}%`) : eq(events.type, p))));
+    const missed = await db
+      .select({ id: events.id, type: events.type })
+      .from(events)
+      .where(
+        and(
+          gte(events.createdAt, Math.max(now - DAY_MS, ep.createdAt)),
+          lte(events.createdAt, now - REFAN_AFTER_MS),
+          types,
+          notExists(db.select({ one: sql`1` }).from(webhookDeliveries).where(and(eq(webhookDeliveries.eventId, events.id), eq(webhookDeliveries.endpointId, ep.id)))),
+        ),
+      )
+      .orderBy(asc(events.createdAt))
+      .limit(limit - pairs.length)
+      .all();
+    for (const e of missed) if (matchesEvent(ep.enabledEvents, e.type)) pairs.push({ eventId: e.id, endpointId: ep.id });
+  }
+  const created = await createDeliveries(env, db, pairs, now);
+  return { resent: lost.length, refanned: created.length };
+}
+

@@ -1,0 +1,156 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { access, requireRole } from "../../http/auth";
+import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
+import { dbOf } from "../../db/client";
+import { auditCtx } from "../../http/context";
+import { listDeliveries, resendEvent, sendTestEvent, WebhookDelivery } from "./deliveries";
+import {
+  createEndpoint,
+  CreateWebhookEndpoint,
+  deleteEndpoint,
+  getEndpointRow,
+  listEndpoints,
+  rotateSecret,
+  toEndpoint,
+  updateEndpoint,
+  UpdateWebhookEndpoint,
+  WebhookEndpoint,
+  WebhookEndpointWithSecret,
+} from "./service";
+// Registers the committed-events listener (fan-out to endpoints) wherever the app is loaded.
+import "./delivery";
+
+const tags = ["Webhook endpoints"];
+const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "we_123" }) });
+const Deleted = z.object({ id: z.string(), object: z.literal("webhook_endpoint"), deleted: z.literal(true) });
+const EventJson = z.object({ id: z.string(), object: z.literal("event"), type: z.string(), createdAt: z.string(), livemode: z.boolean(), requestId: z.string().nullable(), data: z.unknown() }).openapi("WebhookTestEvent");
+const shownOnce = "The signing secret is in this response only: a repeat with the same Idempotency-Key answers 409 naming the endpoint, never the secret.";
+
+export const webhookEndpointRoutes = router()
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/",
+      tags,
+      summary: "Create a webhook endpoint (its signing secret is shown once)",
+      description: shownOnce,
+      middleware: [requireRole(access.admin)] as const,
+      request: jsonBody(CreateWebhookEndpoint),
+      responses: { 201: jsonResponse(WebhookEndpointWithSecret, "The endpoint, with its secret"), ...errorResponses },
+    }),
+    async (c) => {
+      const created = await createEndpoint(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c));
+      c.set("secretShownOnce", { object: "webhook endpoint", id: created.id });
+      return c.json(created, 201);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/",
+      tags,
+      summary: "List webhook endpoints, newest first (never their secrets)",
+      middleware: [requireRole(access.read)] as const,
+      request: { query: PaginationQuery },
+      responses: { 200: jsonResponse(listOf(WebhookEndpoint), "A page of endpoints"), ...errorResponses },
+    }),
+    async (c) => c.json(await listEndpoints(dbOf(c.env), c.req.valid("query")), 200),
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/{id}",
+      tags,
+      summary: "Get a webhook endpoint (never its secret)",
+      middleware: [requireRole(access.read)] as const,
+      request: { params: IdParam },
+      responses: { 200: jsonResponse(WebhookEndpoint, "The endpoint"), ...errorResponses },
+    }),
+    async (c) => c.json(toEndpoint(await getEndpointRow(dbOf(c.env), c.req.valid("param").id)), 200),
+  )
+  .openapi(
+    createRoute({
+      method: "patch",
+      path: "/{id}",
+      tags,
+      summary: "Update a webhook endpoint (metadata keys are merged; disabled: false re-enables it)",
+      middleware: [requireRole(access.admin)] as const,
+      request: { params: IdParam, ...jsonBody(UpdateWebhookEndpoint) },
+      responses: { 200: jsonResponse(WebhookEndpoint, "The updated endpoint"), ...errorResponses },
+    }),
+    async (c) => c.json(await updateEndpoint(c.env, dbOf(c.env), c.req.valid("param").id, c.req.valid("json"), auditCtx(c)), 200),
+  )
+  .openapi(
+    createRoute({
+      method: "delete",
+      path: "/{id}",
+      tags,
+      summary: "Delete a webhook endpoint (its pending deliveries are abandoned)",
+      middleware: [requireRole(access.admin)] as const,
+      request: { params: IdParam },
+      responses: { 200: jsonResponse(Deleted, "Deleted"), ...errorResponses },
+    }),
+    async (c) => c.json(await deleteEndpoint(dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
+  )
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/{id}/rotate-secret",
+      tags,
+      summary: "Roll the signing secret (the old one keeps signing, as a second signature, for 24 h)",
+      description: shownOnce,
+      middleware: [requireRole(access.admin)] as const,
+      request: { params: IdParam },
+      responses: { 200: jsonResponse(WebhookEndpointWithSecret, "The endpoint, with its new secret"), ...errorResponses },
+    }),
+    async (c) => {
+      const rotated = await rotateSecret(c.env, dbOf(c.env), c.req.valid("param").id, auditCtx(c));
+      c.set("secretShownOnce", { object: "signing secret of webhook endpoint", id: rotated.id });
+      return c.json(rotated, 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/{id}/test",
+      tags,
+      summary: "Send a test.webhook event to this endpoint only, now (retried like any delivery if it fails)",
+      middleware: [requireRole(access.admin)] as const,
+      request: { params: IdParam },
+      responses: { 200: jsonResponse(z.object({ event: EventJson, delivery: WebhookDelivery }), "The event and its delivery, with the first attempt"), ...errorResponses },
+    }),
+    async (c) => c.json(await sendTestEvent(c.env, dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/{id}/deliveries",
+      tags,
+      summary: "An endpoint's deliveries, newest first, each with its attempts (status code, latency, error)",
+      middleware: [requireRole(access.read)] as const,
+      request: {
+        params: IdParam,
+        query: PaginationQuery.extend({ status: z.enum(["pending", "succeeded", "failed"]).optional(), eventId: z.string().optional() }),
+      },
+      responses: { 200: jsonResponse(listOf(WebhookDelivery), "A page of deliveries"), ...errorResponses },
+    }),
+    async (c) => c.json(await listDeliveries(dbOf(c.env), c.req.valid("param").id, c.req.valid("query")), 200),
+  );
+
+/** Mounted at /api/v1/events beside the events list. */
+export const eventResendRoutes = router().openapi(
+  createRoute({
+    method: "post",
+    path: "/{id}/resend",
+    tags,
+    summary: "Send an event to one endpoint again, now (retried like any delivery if it fails)",
+    middleware: [requireRole(access.admin)] as const,
+    request: {
+      params: z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "evt_123" }) }),
+      query: z.object({ endpoint: z.string().min(1).openapi({ description: "The webhook endpoint (we_…)", example: "we_123" }) }),
+    },
+    responses: { 200: jsonResponse(WebhookDelivery, "The delivery, with this attempt"), ...errorResponses },
+  }),
+  async (c) => c.json(await resendEvent(c.env, dbOf(c.env), c.req.valid("param").id, c.req.valid("query").endpoint, auditCtx(c)), 200),
+);
+
