@@ -7,13 +7,13 @@ import entry from "../../src/index";
 import type { AuditContext } from "../../src/db/audit";
 import { isAssertionFailure } from "../../src/db/assert";
 import { dbOf } from "../../src/db/client";
-import { events, invoices, invoiceStatuses, paymentStatuses, type InvoiceStatus, type PaymentStatus } from "../../src/db/schema";
+import { events, invoices, invoiceStatuses, payments, paymentStatuses, type InvoiceStatus, type PaymentStatus } from "../../src/db/schema";
 import { IllegalTransition } from "../../src/domain/lifecycle";
 import { newId } from "../../src/lib/ids";
 import { commit, type ChangeSet } from "../../src/platform/change-set";
 import { finalizeInvoice } from "../../src/modules/billing/finalize";
 import { invoiceLifecycle, invoiceMarkedUncollectible, invoicePaid, invoicePaymentFailed, invoiceVoided } from "../../src/modules/invoices/lifecycle";
-import { paymentLifecycle } from "../../src/modules/payments/lifecycle";
+import { paymentFailed, paymentLifecycle, paymentParked, paymentProcessing, paymentSucceeded, releaseParkedPage } from "../../src/modules/payments/lifecycle";
 import { api, createCustomer, tokenFor, unique } from "../helpers";
 
 type InvoiceRow = typeof invoices.$inferSelect;
@@ -29,9 +29,9 @@ const INVOICE_EDGES: Record<InvoiceStatus, InvoiceStatus[]> = {
   void: [],
 };
 const PAYMENT_EDGES: Record<PaymentStatus, PaymentStatus[]> = {
-  pending: ["parked", "processing", "succeeded", "failed", "canceled"],
-  parked: ["pending", "processing", "canceled"],
-  processing: ["succeeded", "failed", "canceled"],
+  pending: ["parked", "processing", "succeeded", "failed"],
+  parked: ["pending", "processing"],
+  processing: ["succeeded", "failed"],
   failed: ["succeeded"],
   succeeded: [],
   canceled: [],
@@ -170,6 +170,57 @@ describe("invoice transitions against D1", () => {
     expect(r.status).toBe(200);
     expect(r.body.status).toBe("void");
     expect((await eventsOf(inv.id)).map((e) => e.type)).toEqual(["invoice.voided"]);
+  });
+});
+
+describe("payment transitions against D1", () => {
+  type PaymentRow = typeof payments.$inferSelect;
+  async function paymentIn(status: PaymentStatus): Promise<PaymentRow> {
+    const inv = await invoiceIn("open");
+    const now = Date.now();
+    const row: PaymentRow = { id: newId("pay"), invoiceId: inv.id, customerId: inv.customerId, attempt: 1, amount: 2500, currency: "USD", status, gateway: "sandbox", gatewayPaymentId: null, paymentMethod: "pm_card_visa", idempotencyKey: newId("key"), failureCode: null, failureMessage: null, amountRefunded: 0, nextRetryAt: null, latencyMs: null, createdAt: now, updatedAt: now };
+    await dbOf(env).insert(payments).values(row);
+    return row;
+  }
+  const movePayment = async (p: PaymentRow, to: PaymentStatus) => {
+    const db = dbOf(env);
+    const c = ctx();
+    if (to === "pending") return void (await releaseParkedPage(db, 100, c.now));
+    const cs =
+      to === "processing" ? paymentProcessing(db, p, { paymentMethod: p.paymentMethod, gateway: p.gateway }, c)
+      : to === "parked" ? paymentParked(db, p, c)
+      : to === "succeeded" ? paymentSucceeded(db, p, { gatewayPaymentId: "ch_test" }, c)
+      : to === "failed" ? paymentFailed(db, p, { failureCode: "card_declined", failureMessage: "declined" }, c)
+      : (() => { throw new IllegalTransition("payment", p.id, p.status, to); })();
+    await commit(db, cs.change, c);
+  };
+  const legal = pairs(paymentStatuses).filter(([f, t]) => PAYMENT_EDGES[f].includes(t));
+  const illegal = pairs(paymentStatuses).filter(([f, t]) => !PAYMENT_EDGES[f].includes(t) && t !== "pending");
+
+  it.each(legal)("%s → %s moves the payment; a settled one emits its payment.* event with the REST object", async (from, to) => {
+    const p = await paymentIn(from);
+    await movePayment(p, to);
+    const after = (await dbOf(env).select().from(payments).where(eq(payments.id, p.id)).get())!;
+    expect(after.status).toBe(to);
+    const evs = await eventsOf(p.id);
+    expect(evs.map((e) => e.type)).toEqual(to === "succeeded" ? ["payment.succeeded"] : to === "failed" ? ["payment.failed"] : []);
+    if (evs.length) {
+      expect(evs[0]!.data.object).toEqual((await api("GET", `/api/v1/payments/${p.id}`)).body);
+      expect(evs[0]!.data.previousAttributes).toEqual({ status: from });
+    }
+  });
+
+  it.each(illegal)("%s → %s is refused and changes nothing", async (from, to) => {
+    const p = await paymentIn(from);
+    await expect(movePayment(p, to)).rejects.toThrow(IllegalTransition);
+    expect(await dbOf(env).select().from(payments).where(eq(payments.id, p.id)).get()).toEqual(p);
+    expect(await eventsOf(p.id)).toEqual([]);
+  });
+
+  it("only parked payments are released to pending", async () => {
+    const others = await Promise.all((["processing", "failed", "succeeded"] as const).map(paymentIn));
+    await releaseParkedPage(dbOf(env), 100, Date.now());
+    for (const p of others) expect((await dbOf(env).select().from(payments).where(eq(payments.id, p.id)).get())!.status).toBe(p.status);
   });
 });
 

@@ -18,12 +18,13 @@ type Ctx = Pick<AuditContext, "now" | "requestId">;
  * when it is parked again before it ran, pending | parked → processing when the charge is sent. processing →
  * succeeded | failed on the gateway's answer (charge or Stripe webhook; a webhook may also settle a pending one).
  * failed → succeeded: Stripe reports a late success of an intent we recorded as declined (webhooks/intents.ts).
- * succeeded and canceled are terminal (refunds change amountRefunded, never the status).
+ * succeeded is terminal (refunds change amountRefunded, never the status). canceled is a declared state that
+ * nothing moves to today (a gateway's canceled intent is recorded as failed): no edge leads to it until something does.
  */
 export const paymentLifecycle = defineLifecycle<PaymentStatus>("payment", {
-  pending: ["parked", "processing", "succeeded", "failed", "canceled"],
-  parked: ["pending", "processing", "canceled"],
-  processing: ["succeeded", "failed", "canceled"],
+  pending: ["parked", "processing", "succeeded", "failed"],
+  parked: ["pending", "processing"],
+  processing: ["succeeded", "failed"],
   failed: ["succeeded"],
   succeeded: [],
   canceled: [],
