@@ -8,7 +8,7 @@ import { commit } from "../../src/platform/change-set";
 import { commitSubscriptionChange } from "../../src/modules/subscriptions/commit";
 import { subscriptionAfterPayment, subscriptionJsonSql, subscriptionLifecycle } from "../../src/modules/subscriptions/transitions";
 import { toSubscription } from "../../src/modules/subscriptions/serialize";
-import { SYSTEM_ACTOR } from "../../src/modules/billing/run";
+import { SYSTEM_ACTOR } from "../../src/modules/billing/actor";
 import { api, createCustomer, createPlan, createSubscription } from "../helpers";
 
 const statuses: SubscriptionStatus[] = ["trialing", "active", "past_due", "paused", "canceled"];

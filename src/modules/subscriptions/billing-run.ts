@@ -2,12 +2,12 @@ import { sql } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import type { Actor } from "../../env";
 import { subscriptions } from "../../db/schema";
-import { isDue } from "./due";
-import { finalizeDrafts } from "./finalize";
+import { SYSTEM_ACTOR } from "../billing/actor";
+import { isDue } from "../billing/due";
+import { finalizeDrafts } from "../billing/finalize";
 import { runDue, type StepResult } from "./renewal";
 import type { JobMessage } from "../../../queues/messages";
 
-export const SYSTEM_ACTOR: Actor = { id: "system:billing", kind: "system", role: "system", scopes: [] };
 const BATCH = 200;
 
 export type RunReport = { processed: number; steps: StepResult[]; invoiceIds: string[]; finalized: string[]; errors: { subscriptionId: string; error: string }[] };

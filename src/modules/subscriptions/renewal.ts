@@ -2,14 +2,15 @@ import { eq } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import type { AuditContext, AuditEntry } from "../../db/audit";
 import type { BatchItem } from "drizzle-orm/batch";
-import { commitSubscriptionChange } from "../subscriptions/commit";
+import { commitSubscriptionChange } from "./commit";
+import { changePlanNow } from "./lifecycle";
 import { customers, subscriptions, type SubscriptionStatus } from "../../db/schema";
 import { billingLines, type DraftLine } from "../../domain/invoice";
 import { periodAt } from "../../domain/periods";
 import { closeMeterPeriod, pushMeterConfig } from "../usage/meter-config";
-import { asPrices, buildDraftInvoice, pendingToLine, planVersion, unbilledPending } from "./invoice-builder";
-import { nextDueStep, type DueStep } from "./due";
-import { finalizeInvoice } from "./finalize";
+import { asPrices, buildDraftInvoice, pendingToLine, planVersion, unbilledPending } from "../billing/invoice-builder";
+import { nextDueStep, type DueStep } from "../billing/due";
+import { finalizeInvoice } from "../billing/finalize";
 
 type SubscriptionRow = typeof subscriptions.$inferSelect;
 type PlanRow = Awaited<ReturnType<typeof planVersion>>;
@@ -66,7 +67,6 @@ async function resume(env: Env, db: Db, sub: SubscriptionRow, _plan: PlanRow, ct
 }
 
 async function scheduledPlanChange(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, ctx: AuditContext): Promise<StepResult | null> {
-  const { changePlanNow } = await import("../subscriptions/lifecycle");
   const next = await planVersion(db, sub.pendingPlanId!, sub.pendingPlanVersion!);
   await changePlanNow(env, db, sub, plan, next, { quantity: sub.pendingQuantity ?? sub.quantity, prorate: sub.pendingProrate ?? true }, ctx);
   const after = await afterCommit(env, db, sub.id);

@@ -9,7 +9,7 @@ import { iso } from "../../lib/time";
 import { meterStub } from "../usage/meter-config";
 import { finalizeDrafts } from "../billing/finalize";
 import { markUncollectible, sendDueRetries } from "../invoices/dunning";
-import { nextRunAt, runDue, type StepResult } from "../billing/renewal";
+import { nextRunAt, runDue, type StepResult } from "../subscriptions/renewal";
 
 type ClockRow = typeof testClocks.$inferSelect;
 // An advance that crashed leaves the clock "advancing"; after this long another advance may take over.
