@@ -8,6 +8,7 @@ import { archiveOldEvents, RETENTION_DAYS } from "../../src/modules/events/reten
 import { refundLifecycle } from "../../src/modules/refunds/lifecycle";
 import { IllegalTransition } from "../../src/domain/lifecycle";
 import { refundStatuses } from "../../src/db/schema";
+import { cronTasks, CRON } from "../../src/scheduled";
 import { tokenFor, unique } from "../helpers";
 
 const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue">> = entry;
@@ -127,6 +128,10 @@ describe("event retention", () => {
     const rest = await archiveOldEvents(testEnv(), dbOf(env), Date.parse("2031-06-01T00:00:00Z"), { pageSize: 2, maxPages: 5 });
     expect(rest).toMatchObject({ archived: 3, hasMore: false });
     expect(await eventsOf(obj)).toEqual([]);
+  });
+
+  it("runs from the daily cron", () => {
+    expect(cronTasks[CRON.daily]!.map((t) => t.name)).toContain("events.archive");
   });
 });
 

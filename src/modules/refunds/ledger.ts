@@ -1,10 +1,10 @@
-import { and, eq } from "drizzle-orm";
+import { eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
 import type { AuditContext } from "../../db/audit";
 import { isAssertionFailure, isUniqueViolation } from "../../db/assert";
 import { commit } from "../../platform/change-set";
-import { createPending, createRejected, fail, succeed } from "./lifecycle";
+import { createPending, createRejected, fail, linkGatewayRefund, succeed } from "./lifecycle";
 import { customers, notifications, payments, refunds } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
 import { gatewayByName } from "../../gateways";
@@ -173,7 +173,7 @@ export async function settle(env: Env, db: Db, refund: RefundRow, payment: Payme
   }
   if (result.status === "succeeded") return finalOutcome(await recordSuccess(env, db, refund, gateway.name, result.gatewayRefundId, ctx));
   // Pending: submitted, the gateway settles it later. The reservation stays until then.
-  await db.update(refunds).set({ gateway: gateway.name, gatewayRefundId: result.gatewayRefundId, updatedAt: ctx.now }).where(and(eq(refunds.id, refund.id), eq(refunds.status, "pending")));
+  await linkGatewayRefund(db, { id: refund.id, status: "pending" }, { gateway: gateway.name, gatewayRefundId: result.gatewayRefundId }, ctx.now);
   return finalOutcome((await refundById(db, refund.id))!);
 }
 

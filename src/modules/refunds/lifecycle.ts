@@ -157,6 +157,14 @@ export function fail(db: Db, refund: RefundRow, o: FailOptions, ctx: Pick<AuditC
   });
 }
 
+/** The gateway's refund id (and gateway) on a refund, in its current state: no status change, no event. */
+export function linkGatewayRefund(db: Db, refund: Pick<RefundRow, "id" | "status">, set: { gateway?: string; gatewayRefundId: string | null }, now: number): BatchItem<"sqlite"> {
+  return db
+    .update(refunds)
+    .set({ ...set, updatedAt: now })
+    .where(and(eq(refunds.id, refund.id), eq(refunds.status, refund.status)));
+}
+
 /**
  * A change set as plain batch statements (its events as inserts after them), for a caller that commits its own
  * batch (the Stripe webhook applies a handler's statements with the event's status in one batch).

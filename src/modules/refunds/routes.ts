@@ -1,6 +1,6 @@
 import { DAY_MS } from "../../lib/time";
 import { createRoute, z } from "@hono/zod-openapi";
-import { and, eq } from "drizzle-orm";
+import { eq } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
 import { errorResponses, jsonBody, jsonResponse, listOf, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";

@@ -4,7 +4,7 @@ import type Stripe from "stripe";
 import type { AuditEntry } from "../../db/audit";
 import { change, merge, type ChangeSet } from "../../platform/change-set";
 import { eventsCommitted } from "../../platform/events";
-import { asStatements, chargeRefundedEvent, createSettled, fail, refundLifecycle, succeed, type RefundStatus } from "../refunds/lifecycle";
+import { asStatements, chargeRefundedEvent, createSettled, fail, linkGatewayRefund, refundLifecycle, succeed, type RefundStatus } from "../refunds/lifecycle";
 import { notifications, payments, refunds } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
 import { newId } from "../../lib/ids";
@@ -88,7 +88,7 @@ export const chargeRefunded: Handler = async ({ db, now, eventId }, object) => {
         sets.push(fail(db, p.row, { failureMessage: p.row.failureMessage ?? "refund failed at the gateway", gatewayRefundId: p.gatewayRefundId, giveBack: false, paymentAfter, audit: entry }, { now }));
       }
     } else {
-      link.push(db.update(refunds).set({ gatewayRefundId: p.gatewayRefundId, updatedAt: now }).where(and(eq(refunds.id, p.row.id), eq(refunds.status, p.row.status))));
+      link.push(linkGatewayRefund(db, p.row, { gatewayRefundId: p.gatewayRefundId }, now));
       audit.push({ action: "refund.synced_by_webhook", targetType: "refund", targetId: p.row.id, before: { status: p.row.status, gatewayRefundId: p.row.gatewayRefundId }, after: { status: p.row.status, gatewayRefundId: p.gatewayRefundId, eventId } });
     }
   }
