@@ -9,6 +9,7 @@ import { commitSubscriptionChange } from "../../src/modules/subscriptions/commit
 import { subscriptionAfterPayment, subscriptionJsonSql, subscriptionLifecycle } from "../../src/modules/subscriptions/transitions";
 import { toSubscription } from "../../src/modules/subscriptions/serialize";
 import { SYSTEM_ACTOR } from "../../src/modules/billing/actor";
+import { enqueueDue } from "../../src/modules/subscriptions/billing-run";
 import { api, createCustomer, createPlan, createSubscription } from "../helpers";
 
 const statuses: SubscriptionStatus[] = ["trialing", "active", "past_due", "paused", "canceled"];
@@ -113,6 +114,8 @@ describe("subscriptionAfterPayment", () => {
       const got = await db().select({ j: subscriptionJsonSql() }).from(subscriptions).where(eq(subscriptions.id, id)).get();
       expect(JSON.parse(got!.j as string)).toEqual(toSubscription(row));
     }
+    // Leave no made-up plan change behind for the billing run of later tests.
+    await env.DB.prepare("UPDATE subscriptions SET pending_plan_id = NULL, pending_change_at = NULL, paused_until = NULL WHERE id = ?").bind(sub.id).run();
   });
 });
 
@@ -173,13 +176,23 @@ describe("customer.subscription.* events", () => {
     const evs = await eventsOf(sub.id);
     expect(evs.map((e) => e.type)).toEqual([
       "customer.subscription.created",
+      "customer.subscription.trial_will_end", // three days before the trial's end, in the clock's time
       "customer.subscription.updated", // trial converted
       "customer.subscription.updated", // cancelAtPeriodEnd
       "customer.subscription.deleted", // at the period end
     ]);
-    expect(evs[1]!.data.previousAttributes).toMatchObject({ status: "trialing" });
-    expect(evs[3]!.data.previousAttributes).toMatchObject({ status: "active" });
-    expect(evs[3]!.data.object).toEqual((await api("GET", `/api/v1/subscriptions/${sub.id}`)).body);
+    const createdAt = await env.DB.prepare("SELECT created_at AS t FROM events WHERE object_id = ? ORDER BY rowid").bind(sub.id).all<{ t: number }>();
+    expect(createdAt.results.map((r) => new Date(r.t).toISOString())).toEqual([
+      "2021-01-01T00:00:00.000Z",
+      "2021-01-05T00:00:00.000Z",
+      "2021-01-08T00:00:00.000Z",
+      "2021-01-09T00:00:00.000Z",
+      "2021-02-08T00:00:00.000Z",
+    ]);
+    expect(evs[1]!.data.object).toMatchObject({ id: sub.id, status: "trialing", trialEnd: "2021-01-08T00:00:00.000Z" });
+    expect(evs[2]!.data.previousAttributes).toMatchObject({ status: "trialing" });
+    expect(evs[4]!.data.previousAttributes).toMatchObject({ status: "active" });
+    expect(evs[4]!.data.object).toEqual((await api("GET", `/api/v1/subscriptions/${sub.id}`)).body);
     expect(evs.every((e) => e.livemode === 0)).toBe(true);
   });
 });
@@ -198,5 +211,18 @@ describe("customer events", () => {
     expect(evs.map((e) => e.type)).toEqual(["customer.created", "customer.updated"]);
     expect(evs[1]!.data.previousAttributes).toEqual({ name: "Ada", metadata: {} });
     expect(evs[1]!.data.object).toEqual((await api("GET", `/api/v1/customers/${c.id}`)).body);
+  });
+});
+
+describe("customer.subscription.trial_will_end (real time)", () => {
+  it("the hourly run emits it once for a trial ending within three days, not for a longer one", async () => {
+    const soon = await createSubscription({ trialDays: 2 });
+    const later = await createSubscription({ trialDays: 14 });
+    await enqueueDue(env, db(), Date.now());
+    await enqueueDue(env, db(), Date.now());
+    const evs = await eventsOf(soon.id);
+    expect(evs.map((e) => e.type)).toEqual(["customer.subscription.created", "customer.subscription.trial_will_end"]);
+    expect(evs[1]!.data.object).toEqual((await api("GET", `/api/v1/subscriptions/${soon.id}`)).body);
+    expect((await eventsOf(later.id)).map((e) => e.type)).toEqual(["customer.subscription.created"]);
   });
 });

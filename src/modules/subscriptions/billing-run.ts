@@ -6,6 +6,7 @@ import { SYSTEM_ACTOR } from "../billing/actor";
 import { isDue } from "../billing/due";
 import { finalizeDrafts } from "../billing/finalize";
 import { runDue, type StepResult } from "./renewal";
+import { emitTrialWillEnd } from "./transitions";
 import type { JobMessage } from "../../../queues/messages";
 
 const BATCH = 200;
@@ -41,8 +42,13 @@ export async function generatePending(env: Env, db: Db, now: number, actor: Acto
   return report;
 }
 
-/** The hourly cron: fans every due subscription out to the jobs queue, so a month-start peak runs in parallel. */
+/**
+ * The hourly cron: emits the trial_will_end events owed, then fans every due subscription out to the jobs queue, so
+ * a month-start peak runs in parallel.
+ */
 export async function enqueueDue(env: Env, db: Db, now: number): Promise<number> {
+  // Trials ending within three days: customer.subscription.trial_will_end, once per subscription.
+  await emitTrialWillEnd(db, now, { testClockId: null }, { actor: SYSTEM_ACTOR });
   let queued = 0;
   for (let offset = 0; ; offset += 1000) {
     const page = await dueQuery(db, now).limit(1000).offset(offset).all();

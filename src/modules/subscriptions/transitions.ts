@@ -1,14 +1,16 @@
-import { and, eq, sql, type SQL, type SQLWrapper } from "drizzle-orm";
+import { and, eq, isNull, lte, sql, type SQL, type SQLWrapper } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { env as workerEnv } from "cloudflare:workers";
 import type { Db } from "../../db/client";
-import { events, subscriptions, type SubscriptionStatus } from "../../db/schema";
+import { batchAssertions, events, subscriptions, type SubscriptionStatus } from "../../db/schema";
 import type { AuditContext, AuditEntry } from "../../db/audit";
 import { assertChanged } from "../../db/assert";
 import { defineLifecycle } from "../../domain/lifecycle";
-import { change, type ChangeSet } from "../../platform/change-set";
+import { change, commit, type ChangeSet } from "../../platform/change-set";
 import type { EventDraft, EventType } from "../../platform/events";
 import { newId } from "../../lib/ids";
+import { DAY_MS } from "../../lib/time";
+import { isAssertionFailure } from "../../db/assert";
 import { toSubscription } from "./serialize";
 
 type SubscriptionRow = typeof subscriptions.$inferSelect;
@@ -149,4 +151,59 @@ export function subscriptionAfterPayment(db: Db, subscriptionId: string, outcome
       statusEventIfChanged(db, subscriptionId, "customer.subscription.updated", from, ctx),
     ],
   });
+}
+
+/** Stripe's rule: customer.subscription.trial_will_end three days before the trial ends. */
+export const TRIAL_WILL_END_BEFORE_MS = 3 * DAY_MS;
+const TRIAL_WILL_END: EventType = "customer.subscription.trial_will_end";
+
+/**
+ * customer.subscription.trial_will_end for a trialing subscription, at most once per subscription: a guard in the
+ * batch aborts it when the event exists already (the events table is the record; no column needed).
+ */
+export function trialWillEnd(db: Db, sub: SubscriptionRow): ChangeSet {
+  const exists = sql`SELECT 1 FROM ${events} WHERE ${events.objectId} = ${sub.id} AND ${events.type} = ${TRIAL_WILL_END}`;
+  return change({
+    statements: [db.insert(batchAssertions).select(sql`SELECT 0 WHERE EXISTS (${exists})`)],
+    events: [{ type: TRIAL_WILL_END, objectType: "subscription", objectId: sub.id, customerId: sub.customerId, object: toSubscription(sub), livemode: livemodeOf(sub) }],
+  });
+}
+
+/**
+ * Emits trial_will_end for the trialing subscriptions (real-time ones, or one test clock's) whose trial ends within
+ * three days of `now`, each once, at `trialEnd − 3 days` (or its creation, for a shorter trial) capped at `now`. Reads
+ * pages of `PAGE` candidates that have no such event yet (the status index, then the events' object index), so each
+ * run touches only subscriptions still owed the event. Returns how many were emitted.
+ */
+export async function emitTrialWillEnd(db: Db, now: number, scope: { testClockId: string | null }, ctx: Omit<AuditContext, "now">): Promise<number> {
+  const PAGE = 100;
+  let emitted = 0;
+  for (;;) {
+    const owed = await db
+      .select()
+      .from(subscriptions)
+      .where(
+        and(
+          eq(subscriptions.status, "trialing"),
+          scope.testClockId === null ? isNull(subscriptions.testClockId) : eq(subscriptions.testClockId, scope.testClockId),
+          lte(subscriptions.trialEnd, now + TRIAL_WILL_END_BEFORE_MS),
+          sql`NOT EXISTS (SELECT 1 FROM ${events} WHERE ${events.objectId} = ${subscriptions.id} AND ${events.type} = ${TRIAL_WILL_END})`,
+        ),
+      )
+      .limit(PAGE)
+      .all();
+    let progressed = false;
+    for (const sub of owed) {
+      const at = Math.min(now, Math.max(sub.createdAt, (sub.trialEnd ?? now) - TRIAL_WILL_END_BEFORE_MS));
+      try {
+        await commit(db, trialWillEnd(db, sub), { ...ctx, now: at });
+        emitted++;
+        progressed = true;
+      } catch (e) {
+        if (!isAssertionFailure(e)) throw e;
+        progressed = true; // a concurrent run emitted it
+      }
+    }
+    if (owed.length < PAGE || !progressed) return emitted;
+  }
 }

@@ -10,6 +10,7 @@ import { meterStub } from "../usage/meter-config";
 import { finalizeDrafts } from "../billing/finalize";
 import { markUncollectible, sendDueRetries } from "../invoices/dunning";
 import { nextRunAt, runDue, type StepResult } from "../subscriptions/renewal";
+import { emitTrialWillEnd } from "../subscriptions/transitions";
 
 type ClockRow = typeof testClocks.$inferSelect;
 // An advance that crashed leaves the clock "advancing"; after this long another advance may take over.
@@ -58,6 +59,7 @@ export async function advanceClock(env: Env, db: Db, id: string, target: number,
     throw e;
   }
   const steps: StepResult[] = [];
+  const eventCtx = { actor: ctx.actor, ...(ctx.requestId ? { requestId: ctx.requestId } : {}) };
   try {
     const subs = (await db.select({ id: subscriptions.id }).from(subscriptions).where(eq(subscriptions.testClockId, id)).all()).map((s) => s.id);
     for (let i = 0; i < MAX_STEPS; i++) {
@@ -68,11 +70,14 @@ export async function advanceClock(env: Env, db: Db, id: string, target: number,
         if (n && n.runAt <= target && (!best || n.at < best.at || (n.at === best.at && n.runAt < best.runAt))) best = { id: s, ...n };
       }
       if (!best) break;
+      // Trials ending within three days of this step hear of it first (events in the clock's time order).
+      await emitTrialWillEnd(db, best.at, { testClockId: id }, eventCtx);
       await meterStub(env, best.id).setClock(best.runAt);
       const ran = await runDue(env, db, best.id, best.runAt, { actor: ctx.actor, ...(ctx.requestId ? { requestId: ctx.requestId } : {}) }, 1);
       if (!ran.length) break;
       steps.push(...ran);
     }
+    await emitTrialWillEnd(db, target, { testClockId: id }, eventCtx);
     await finalizeDrafts(env, db, { ...ctx, now: target }, { testClockId: id });
     // Dunning of this clock's invoices, at the clock's new time (the real-time cron leaves them alone).
     await sendDueRetries(env, db, target, { testClockId: id });
