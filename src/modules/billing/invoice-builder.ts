@@ -74,6 +74,8 @@ export async function buildDraftInvoice(
     now: number;
     /** When the invoice bills: a renewal's period boundary (however late the run), else `now`. Decides the discount. */
     billedAt?: number;
+    /** The request (or message) that builds it, for its invoice.created event. */
+    requestId?: string;
   },
 ): Promise<BuiltInvoice> {
   const { sub, customer, now } = input;
@@ -130,7 +132,7 @@ export async function buildDraftInvoice(
     computation: l.computation,
   }));
   // The insert and its invoice.created event (the invoice owner's), in the caller's batch.
-  const created = invoiceCreated(db, invoice, lineRows, { now });
+  const created = invoiceCreated(db, invoice, lineRows, { now, requestId: input.requestId });
   const statements: BatchItem<"sqlite">[] = [...created.statements];
   if (creditApplied > 0) {
     // Guarded: two invoices racing for the same credit cannot both spend it (the loser's batch fails and is retried).
