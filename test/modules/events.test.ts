@@ -243,6 +243,33 @@ describe("refund lifecycle", () => {
   });
 });
 
+describe("refund invariants", () => {
+  it("random refund sequences (some concurrent, some too large) never refund more than captured and emit exactly one event per move", async () => {
+    let seed = 42;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    for (let round = 0; round < 2; round++) {
+      const p = await payment("20.00");
+      for (let step = 0; step < 6; step++) {
+        const amounts = rand(3) === 0 ? [rand(900) + 1, rand(900) + 1] : [rand(1200) + 1];
+        const answers = await Promise.all(amounts.map((a) => call("POST", "/api/v1/refunds", { paymentId: p.id, amount: (a / 100).toFixed(2) }, "finance")));
+        for (const a of answers) expect([201, 422]).toContain(a.status);
+      }
+      const rows = (await env.DB.prepare("SELECT id, amount, status FROM refunds WHERE payment_id = ?").bind(p.id).all<{ id: string; amount: number; status: string }>()).results;
+      const pay = (await call("GET", `/api/v1/payments/${p.id}`)).body;
+      const held = rows.filter((r) => r.status !== "failed").reduce((s, r) => s + r.amount, 0);
+      expect(pay.amountRefundedMinor).toBe(held);
+      expect(held).toBeLessThanOrEqual(pay.amountMinor);
+      for (const r of rows) {
+        const types = (await eventsOf(r.id)).reverse().map((e) => e.type);
+        expect(types).toEqual(r.status === "succeeded" ? ["refund.created", "refund.succeeded"] : r.status === "failed" ? ["refund.created", "refund.failed"] : ["refund.created"]);
+      }
+      const charges = (await eventsOf(p.id)).filter((e) => e.type === "charge.refunded");
+      expect(charges).toHaveLength(rows.filter((r) => r.status === "succeeded").length);
+      for (const c of charges) expect(c.data.object.amountRefundedMinor).toBeLessThanOrEqual(pay.amountMinor);
+    }
+  });
+});
+
 describe("emergency events", () => {
   afterAll(async () => {
     await call("POST", "/admin/emergency/resume-payments", {});
