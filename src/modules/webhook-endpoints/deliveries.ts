@@ -1,4 +1,4 @@
-import { and, asc, eq, inArray } from "drizzle-orm";
+import { asc, eq, inArray } from "drizzle-orm";
 import { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../db/audit";
@@ -106,6 +106,3 @@ export async function sendTestEvent(env: Env, db: Db, endpointId: string, ctx: A
   return { event: toEvent(row), delivery: out! };
 }
 
-/** A delivery row of one (event, endpoint) pair, for tests and tools. */
-export const deliveryOf = (db: Db, eventId: string, endpointId: string) =>
-  db.select().from(webhookDeliveries).where(and(eq(webhookDeliveries.eventId, eventId), eq(webhookDeliveries.endpointId, endpointId))).get();
