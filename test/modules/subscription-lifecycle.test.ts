@@ -75,6 +75,7 @@ describe("subscription lifecycle table", () => {
     expect(paused.status).toBe(409);
     expect(paused.headers.get("content-type")).toContain("application/problem+json");
     expect(paused.body.detail).toContain("canceled");
+    expect(paused.body.errors).toEqual([{ path: "status", message: "is canceled" }]);
     expect((await eventsOf(active.id)).map((e) => e.type)).toEqual(["customer.subscription.created", "customer.subscription.deleted"]);
   });
 });
@@ -224,5 +225,34 @@ describe("customer.subscription.trial_will_end (real time)", () => {
     expect(evs.map((e) => e.type)).toEqual(["customer.subscription.created", "customer.subscription.trial_will_end"]);
     expect(evs[1]!.data.object).toEqual((await api("GET", `/api/v1/subscriptions/${soon.id}`)).body);
     expect((await eventsOf(later.id)).map((e) => e.type)).toEqual(["customer.subscription.created"]);
+  });
+});
+
+describe("one owner", () => {
+  // The source as text (vite's raw glob), so the rule is checked where the code is, not where it runs.
+  const sources = import.meta.glob(["../../src/**/*.ts", "../../queues/**/*.ts"], { query: "?raw", import: "default", eager: true }) as Record<string, string>;
+  const files = Object.entries(sources).map(([path, text]) => ({ path: path.replace(/^(\.\.\/)+/, ""), text }));
+
+  it("reads the source tree", () => {
+    expect(files.length).toBeGreaterThan(50);
+    expect(files.some((f) => f.path === "src/modules/subscriptions/transitions.ts")).toBe(true);
+  });
+
+  it("only the subscription owner writes subscriptions.status", () => {
+    const writers = files.filter(({ path, text }) => {
+      if (path === "src/modules/subscriptions/transitions.ts") return false;
+      // An update of the subscriptions table whose set(...) names status, or raw SQL doing the same.
+      const builder = [...text.matchAll(/update\(subscriptions\)\s*\.set\(([^)]*)\)/g)].some((m) => /\bstatus\b/.test(m[1]!));
+      const raw = /UPDATE\s+subscriptions\s+SET[^;`]*\bstatus\s*=/i.test(text);
+      return builder || raw;
+    });
+    expect(writers.map((f) => f.path)).toEqual([]);
+  });
+
+  it("billing never reaches subscriptions except through the two moved-file re-exports, and nothing imports dynamically", () => {
+    const billing = files.filter((f) => f.path.startsWith("src/modules/billing/") && !["src/modules/billing/renewal.ts", "src/modules/billing/run.ts"].includes(f.path));
+    expect(billing.filter((f) => /from\s+["']\.\.\/subscriptions\//.test(f.text)).map((f) => f.path)).toEqual([]);
+    const mine = files.filter((f) => /^src\/modules\/(billing|subscriptions)\//.test(f.path));
+    expect(mine.filter((f) => /\bimport\(\s*["']/.test(f.text)).map((f) => f.path)).toEqual([]);
   });
 });

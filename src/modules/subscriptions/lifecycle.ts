@@ -3,6 +3,7 @@ import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
 import type { AuditContext, AuditEntry } from "../../db/audit";
 import { commitSubscriptionChange } from "./commit";
+import { subscriptionLifecycle } from "./transitions";
 import { customers, pendingItems, subscriptions, type SubscriptionStatus } from "../../db/schema";
 import { arrearsShareLines, billingLines, prorationLines, type DraftLine, type MeteredPrice } from "../../domain/invoice";
 import { parseDecimal } from "../../domain/decimal";
@@ -32,8 +33,8 @@ async function refreshMeter(env: Env, db: Db, id: string) {
 }
 
 export async function pause(env: Env, db: Db, sub: SubscriptionRow, input: { reason: string; resumeDate?: number | undefined }, ctx: AuditContext) {
-  if (sub.status === "paused") throw conflict(`subscription ${sub.id} is already paused`);
-  if (sub.status === "canceled") throw conflict(`subscription ${sub.id} is canceled`);
+  // The table decides (paused or canceled: 409 naming the current state) before anything else is checked.
+  subscriptionLifecycle.assertMove(sub.id, sub.status, "paused");
   if (input.resumeDate !== undefined && input.resumeDate <= ctx.now) throw invalid([{ path: "resumeDate", message: "must be in the future" }]);
   await commitChange(db, sub, { status: "paused", pausedUntil: input.resumeDate ?? null, pauseReason: input.reason }, [], [
     { action: "subscription.paused", targetType: "subscription", targetId: sub.id, before: { status: sub.status }, after: { status: "paused", pausedUntil: input.resumeDate ?? null }, reason: input.reason },
@@ -242,7 +243,7 @@ export async function changePlan(
  * advance fees). Reason and feedback are kept for churn analysis.
  */
 export async function cancel(env: Env, db: Db, sub: SubscriptionRow, input: { reason: string; feedback?: string | undefined; cancelAtPeriodEnd: boolean; prorate: boolean }, ctx: AuditContext) {
-  if (sub.status === "canceled") throw conflict(`subscription ${sub.id} is already canceled`);
+  subscriptionLifecycle.assertMove(sub.id, sub.status, "canceled");
   const audit: AuditEntry = {
     action: input.cancelAtPeriodEnd ? "subscription.cancel_scheduled" : "subscription.canceled",
     targetType: "subscription",
