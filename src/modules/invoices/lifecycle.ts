@@ -196,3 +196,13 @@ export async function invoiceMarkedUncollectible(db: Db, inv: InvoiceRow, reason
     [{ action: "invoice.marked_uncollectible", targetType: "invoice", targetId: inv.id, before: { status: inv.status }, after: { status: "uncollectible" }, reason }],
   );
 }
+
+/** The invoice owner's transitions, by name. */
+export const invoiceTransitions = {
+  created: invoiceCreated,
+  finalized: invoiceFinalized,
+  paid: invoicePaid,
+  paymentFailed: invoicePaymentFailed,
+  voided: invoiceVoided,
+  markedUncollectible: invoiceMarkedUncollectible,
+} as const;
