@@ -358,7 +358,7 @@ describe("delivery", () => {
 describe("resend, test event and the hourly sweep", () => {
   it("POST /api/v1/events/{id}/resend sends an event to one endpoint again, now", async () => {
     const ep = await createEndpoint({ enabledEvents: ["refund.succeeded"] });
-    const hits = receivers({ [ep.url]: [200] });
+    const hits = receivers({ [ep.url]: [200, 200, 500] });
     const event = await insertEvent("refund.succeeded");
     const r = await api("POST", `/api/v1/events/${event.id}/resend?endpoint=${ep.id}`);
     expect(r.status).toBe(200);
@@ -368,6 +368,9 @@ describe("resend, test event and the hourly sweep", () => {
     expect(again.body).toMatchObject({ id: r.body.id, attemptCount: 2 });
     expect(again.body.attempts).toHaveLength(2);
     expect(hits[ep.url]).toHaveLength(2);
+    // A failed resend of a delivery the receiver already had leaves it succeeded, with no retries scheduled.
+    const failed = await api("POST", `/api/v1/events/${event.id}/resend?endpoint=${ep.id}`);
+    expect(failed.body).toMatchObject({ status: "succeeded", attemptCount: 3, nextAttemptAt: null, lastStatusCode: 500 });
 
     expect((await api("POST", `/api/v1/events/evt_missing/resend?endpoint=${ep.id}`)).status).toBe(404);
     expect((await api("POST", `/api/v1/events/${event.id}/resend?endpoint=we_missing`)).status).toBe(404);

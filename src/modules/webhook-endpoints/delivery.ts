@@ -96,8 +96,9 @@ async function abandon(db: Db, d: DeliveryRow, reason: string, now: number): Pro
  * One signed POST of the event to the endpoint, recorded as an attempt. 2xx: succeeded. Otherwise the next attempt
  * is scheduled with backoff (a delayed queue message) until the retry window closes, then `failed`; a failure also
  * extends the endpoint's failure streak, which disables it after AUTO_DISABLE_AFTER_MS. The caller has claimed `d`.
+ * `once`: a failure changes neither the status nor the schedule (a resend of a delivery that already succeeded).
  */
-async function attempt(env: Env, db: Db, d: DeliveryRow, now: number): Promise<Attempted> {
+async function attempt(env: Env, db: Db, d: DeliveryRow, now: number, once = false): Promise<Attempted> {
   const [endpoint, event] = await Promise.all([
     db.select().from(webhookEndpoints).where(eq(webhookEndpoints.id, d.endpointId)).get(),
     db.select().from(events).where(eq(events.id, d.eventId)).get(),
@@ -125,11 +126,11 @@ async function attempt(env: Env, db: Db, d: DeliveryRow, now: number): Promise<A
   const ok = error === null;
   const attempts = d.attempts + 1;
   const delay = retryDelaySeconds(attempts);
-  const giveUp = !ok && now + delay * 1000 > d.createdAt + RETRY_WINDOW_MS;
+  const giveUp = !ok && !once && now + delay * 1000 > d.createdAt + RETRY_WINDOW_MS;
   const patch = {
-    status: ok ? ("succeeded" as const) : giveUp ? ("failed" as const) : ("pending" as const),
+    status: ok ? ("succeeded" as const) : once ? d.status : giveUp ? ("failed" as const) : ("pending" as const),
     attempts,
-    nextAttemptAt: ok || giveUp ? null : now + delay * 1000,
+    nextAttemptAt: ok || giveUp || once ? null : now + delay * 1000,
     lastStatusCode: statusCode,
     lastError: error,
     updatedAt: now,
@@ -188,20 +189,24 @@ export async function deliverScheduled(env: Env, deliveryId: string, now = Date.
 
 /**
  * An attempt now, whatever the delivery's state or schedule (resend, test event): created if missing. A failure
- * schedules retries as any delivery's would; a delivery past its retry window stays `failed`.
+ * schedules retries as any delivery's would (a delivery past its retry window stays `failed`), except that a
+ * delivery that already succeeded stays `succeeded`: the receiver had it.
  */
 export async function deliverNow(env: Env, db: Db, eventId: string, endpointId: string, now = Date.now()): Promise<Attempted> {
   await db
     .insert(webhookDeliveries)
     .values({ id: newId("wd"), eventId, endpointId, status: "pending", attempts: 0, nextAttemptAt: now, createdAt: now, updatedAt: now })
     .onConflictDoNothing();
+  const pair = and(eq(webhookDeliveries.eventId, eventId), eq(webhookDeliveries.endpointId, endpointId));
+  const before = (await db.select({ status: webhookDeliveries.status }).from(webhookDeliveries).where(pair).get())!;
+  const succeeded = before.status === "succeeded";
   const claimed = await db
     .update(webhookDeliveries)
-    .set({ status: "pending", nextAttemptAt: now + LEASE_MS, updatedAt: now })
-    .where(and(eq(webhookDeliveries.eventId, eventId), eq(webhookDeliveries.endpointId, endpointId)))
+    .set({ status: succeeded ? "succeeded" : "pending", nextAttemptAt: succeeded ? null : now + LEASE_MS, updatedAt: now })
+    .where(pair)
     .returning()
     .get();
-  return attempt(env, db, claimed!, now);
+  return attempt(env, db, claimed!, now, succeeded);
 }
 
 /**
