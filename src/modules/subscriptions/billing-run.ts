@@ -47,8 +47,11 @@ export async function generatePending(env: Env, db: Db, now: number, actor: Acto
  * a month-start peak runs in parallel.
  */
 export async function enqueueDue(env: Env, db: Db, now: number): Promise<number> {
-  // Trials ending within three days: customer.subscription.trial_will_end, once per subscription.
-  await emitTrialWillEnd(db, now, { testClockId: null }, { actor: SYSTEM_ACTOR });
+  // Trials ending within three days: customer.subscription.trial_will_end, once per subscription. A failure here
+  // must not hold up the renewals; the next hourly run emits what this one could not.
+  await emitTrialWillEnd(db, now, { testClockId: null }, { actor: SYSTEM_ACTOR }).catch((e) =>
+    console.log(JSON.stringify({ level: "error", msg: "trial_will_end emission failed; the next run retries", error: String(e) })),
+  );
   let queued = 0;
   for (let offset = 0; ; offset += 1000) {
     const page = await dueQuery(db, now).limit(1000).offset(offset).all();
