@@ -4,8 +4,8 @@ import { resyncMeters } from "../src/modules/usage/meter-config";
 import { runWeeklyVerification } from "../src/modules/audit/verify";
 import { archiveOldEvents } from "../src/modules/events/retention";
 import { consumer } from "./dispatch";
-import { runDue } from "../src/modules/billing/renewal";
-import { SYSTEM_ACTOR } from "../src/modules/billing/run";
+import { runDue } from "../src/modules/subscriptions/renewal";
+import { SYSTEM_ACTOR } from "../src/platform/actor";
 import type { JobMessage } from "./messages";
 import { queueNames } from "./messages";
 

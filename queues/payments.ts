@@ -1,5 +1,5 @@
 import { dbOf } from "../src/db/client";
-import { SYSTEM_ACTOR } from "../src/modules/billing/run";
+import { SYSTEM_ACTOR } from "../src/platform/actor";
 import { collectInvoice } from "../src/modules/payments/collect";
 import { paymentGuard } from "../src/modules/payments/guard";
 import { releaseParked } from "../src/modules/payments/service";

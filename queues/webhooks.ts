@@ -10,8 +10,9 @@ import type { WebhookMessage } from "./messages";
 import { queueNames } from "./messages";
 import { applyStripeEvent } from "../src/modules/webhooks/apply";
 import { deliverScheduled, fanOut } from "../src/modules/webhook-endpoints/delivery";
+import { systemActor } from "../src/platform/actor";
 
-const NOTIFIER: Actor = { id: "system:notifications", kind: "system", role: "system", scopes: [] };
+const NOTIFIER: Actor = systemActor("notifications");
 
 /**
  * Delivers one outbound notification: a signed POST to NOTIFY_WEBHOOK_URL (see notifications/delivery.ts). Sent

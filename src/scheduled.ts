@@ -1,8 +1,9 @@
 import { dbOf } from "./db/client";
 import { purgeExpiredIdempotencyKeys } from "./http/idempotency";
 import { resyncMeters } from "./modules/usage/meter-config";
-import { enqueueDue, SYSTEM_ACTOR } from "./modules/billing/run";
-import { finalizeDrafts } from "./modules/billing/finalize";
+import { enqueueDue } from "./modules/subscriptions/billing-run";
+import { SYSTEM_ACTOR } from "./platform/actor";
+import { finalizeDrafts } from "./modules/invoices/finalize";
 import { runDailyReconciliation } from "./modules/reconciliation/report";
 import { cleanupWebhookEvents } from "./modules/webhooks/cleanup";
 import { weeklyRevenueReport } from "./modules/analytics/weekly-report";
@@ -15,7 +16,7 @@ import { sendReminders } from "./modules/invoices/reminders";
 import { DAY_MS } from "./lib/time";
 import { sealAuditChain } from "./modules/audit/verify";
 import { archiveOldEvents } from "./modules/events/retention";
-import { markUncollectible, sendDueRetries } from "./modules/invoices/dunning";
+import { markUncollectible, sendDueRetries } from "./modules/payments/dunning";
 import type { JobMessage } from "../queues/messages";
 
 export const CRON = {

@@ -1,5 +1,5 @@
 import type { Db } from "../db/client";
-import { getSetting } from "../modules/admin/settings";
+import { getSetting } from "../platform/settings";
 import { guarded, type Admitted } from "./guard";
 import { SandboxGateway } from "./sandbox";
 import type { GatewayName, PaymentGateway } from "./types";

@@ -3,7 +3,7 @@ import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../db/client";
 import { metricCounters, notifications, subscriptions } from "../db/schema";
 import { currencyExponent, formatMinor } from "../domain/money";
-import { isDue } from "../modules/billing/due";
+import { isDue } from "../modules/subscriptions/due";
 
 /**
  * Prometheus metrics kept in D1 (`metric_counters`, one row per name and label set) so every isolate adds to the

@@ -5,7 +5,7 @@ import { eq } from "drizzle-orm";
 import entry from "../../src/index";
 import { dbOf } from "../../src/db/client";
 import { invoices, payments, settings } from "../../src/db/schema";
-import { dropSettingsCache } from "../../src/modules/admin/settings";
+import { dropSettingsCache } from "../../src/platform/settings";
 import { dropFeatureCache, isFeatureEnabled } from "../../src/modules/admin/features";
 import { DEFAULT_RETRY, RETRY_CONFIG_KEY } from "../../src/modules/payments/config";
 import { newId } from "../../src/lib/ids";

@@ -3,7 +3,7 @@ import { env } from "cloudflare:workers";
 import { createExecutionContext, createMessageBatch, waitOnExecutionContext } from "cloudflare:test";
 import entry from "../../src/index";
 import { CRON, cronTasks } from "../../src/scheduled";
-import { dropSettingsCache } from "../../src/modules/admin/settings";
+import { dropSettingsCache } from "../../src/platform/settings";
 import { tokenFor, unique } from "../helpers";
 
 // Payment retries and "uncollectible" move a test clock's invoices only when their clock moves, live ones only in real time.

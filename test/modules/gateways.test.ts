@@ -6,7 +6,7 @@ import worker from "../../src/index";
 import { dbOf } from "../../src/db/client";
 import { auditLog, payments, sandboxLedger, settings } from "../../src/db/schema";
 import { chargeGateway, gatewayByName, ROUTING_KEY } from "../../src/gateways";
-import { dropSettingsCache } from "../../src/modules/admin/settings";
+import { dropSettingsCache } from "../../src/platform/settings";
 import { dropGatewayHealthCache } from "../../src/modules/gateways/service";
 import { newId } from "../../src/lib/ids";
 import { api, tokenFor } from "../helpers";

@@ -11,7 +11,7 @@ import { events, invoices, invoiceStatuses, payments, paymentStatuses, type Invo
 import { IllegalTransition } from "../../src/domain/lifecycle";
 import { newId } from "../../src/lib/ids";
 import { commit, type ChangeSet } from "../../src/platform/change-set";
-import { finalizeInvoice } from "../../src/modules/billing/finalize";
+import { finalizeInvoice } from "../../src/modules/invoices/finalize";
 import { invoiceLifecycle, invoiceMarkedUncollectible, invoicePaid, invoicePaymentFailed, invoiceVoided } from "../../src/modules/invoices/lifecycle";
 import { paymentFailed, paymentLifecycle, paymentParked, paymentProcessing, paymentSucceeded, releaseParkedPage } from "../../src/modules/payments/lifecycle";
 import { api, createCustomer, tokenFor, unique } from "../helpers";

@@ -3,8 +3,8 @@ import { env } from "cloudflare:workers";
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import entry from "../../src/index";
 import { dbOf } from "../../src/db/client";
-import { finalizeInvoice } from "../../src/modules/billing/finalize";
-import { SYSTEM_ACTOR } from "../../src/modules/billing/run";
+import { finalizeInvoice } from "../../src/modules/invoices/finalize";
+import { SYSTEM_ACTOR } from "../../src/platform/actor";
 import { api, createCustomer, tokenFor } from "../helpers";
 
 const worker: Required<Pick<ExportedHandler<Env>, "fetch">> = entry;

@@ -3,7 +3,7 @@ import { env, exports } from "cloudflare:workers";
 import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import entry from "../../src/index";
 import { dbOf } from "../../src/db/client";
-import { SYSTEM_ACTOR } from "../../src/modules/billing/run";
+import { SYSTEM_ACTOR } from "../../src/platform/actor";
 import { sendReminders } from "../../src/modules/invoices/reminders";
 import type { Role } from "../../src/http/auth";
 import { api, createCustomer, createPlan, createSubscription, tokenFor } from "../helpers";

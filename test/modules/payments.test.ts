@@ -2,7 +2,7 @@ import { beforeEach, describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 import { createExecutionContext, createMessageBatch, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
 import entry from "../../src/index";
-import { dropSettingsCache } from "../../src/modules/admin/settings";
+import { dropSettingsCache } from "../../src/platform/settings";
 import { tokenFor, unique } from "../helpers";
 
 const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue">> = entry;

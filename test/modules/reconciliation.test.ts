@@ -3,7 +3,7 @@ import { env } from "cloudflare:workers";
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import entry from "../../src/index";
 import { dbOf } from "../../src/db/client";
-import { SYSTEM_ACTOR } from "../../src/modules/billing/run";
+import { SYSTEM_ACTOR } from "../../src/platform/actor";
 import { collectInvoice } from "../../src/modules/payments/collect";
 import { SandboxGateway } from "../../src/gateways/sandbox";
 import { runDailyReconciliation } from "../../src/modules/reconciliation/routes";

@@ -2,7 +2,7 @@ import { beforeEach, describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 import { createExecutionContext, createMessageBatch, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
 import entry from "../../src/index";
-import { dropSettingsCache } from "../../src/modules/admin/settings";
+import { dropSettingsCache } from "../../src/platform/settings";
 import { processBulkRefundItem, type BulkRefundItemMessage } from "../../src/modules/refunds/service";
 import { tokenFor, unique } from "../helpers";
 

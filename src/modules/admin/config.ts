@@ -8,7 +8,7 @@ import { activeGateway } from "../gateways/service";
 import { invalid } from "../../http/problem";
 import { iso } from "../../lib/time";
 import { DEFAULT_RETRY, RETRY_CONFIG_KEY, RetryConfig, retryConfig } from "../payments/config";
-import { putSetting } from "./settings";
+import { putSetting } from "../../platform/settings";
 
 // A catch-all that always fails, so each unknown key is refused at its own path (`billing.retryAttemps`) rather
 // than once at its parent; zod's strict() names only the parent.

@@ -8,7 +8,7 @@ import { isCurrency } from "../../domain/money";
 import { ApiError } from "../../http/problem";
 import { iso } from "../../lib/time";
 import { closedObject } from "./config";
-import { putSetting } from "./settings";
+import { putSetting } from "../../platform/settings";
 
 export const EXCHANGE_RATES_KEY = "exchange-rates";
 const MAX_RATES = 300;

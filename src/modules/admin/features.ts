@@ -8,7 +8,7 @@ import { evaluateFlag, type FeatureFlag, type FlagDecision, type Subject } from 
 import { notFound } from "../../http/problem";
 import { iso } from "../../lib/time";
 import { closedObject } from "./config";
-import { putSetting } from "./settings";
+import { putSetting } from "../../platform/settings";
 
 /** Flags are settings rows `features.<name>`. */
 export const FEATURE_PREFIX = "features.";

@@ -9,7 +9,7 @@ import { ConfigPatch, EffectiveConfig, ReloadReport, effectiveConfig, patchConfi
 import { ExchangeRates, ExchangeRatesInput, ExchangeRatesUpdate, getExchangeRates, setExchangeRates, updateExchangeRatesFromProvider } from "./exchange-rates";
 import { FeatureFlagView, FlagEvaluation, FlagInput, FlagName, deleteFlag, dropFeatureCache, evaluateStoredFlag, getFlag, listFlags, putFlag } from "./features";
 import { PaymentIssueReport, PaymentIssueRequest, notifyPaymentIssue } from "./notifications";
-import { dropSettingsCache } from "./settings";
+import { dropSettingsCache } from "../../platform/settings";
 
 // Under /admin/config.
 export const configRoutes = router()

@@ -10,7 +10,7 @@ import { getSubscriptionRow, toSubscription } from "../subscriptions/service";
 import { Subscription } from "../subscriptions/schemas";
 import { closedObject } from "../admin/config";
 import { DAY_MS, iso } from "../../lib/time";
-import { discountAt } from "../billing/invoice-builder";
+import { discountAt } from "../invoices/invoice-builder";
 
 export const RedeemOfferBody = closedObject({
   offerCode: z.string().min(1).max(64).openapi({ example: "RET-7KQ2M9XW4P" }),

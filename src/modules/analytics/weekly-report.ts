@@ -11,10 +11,11 @@ import type { WebhookMessage } from "../../../queues/messages";
 import { churnBetween, type ChurnReport } from "./churn";
 import { collectedBetween, FLOWS_BASIS, invoicedBetween, refundedBetween, type FlowRow } from "./flows";
 import { currentMrr, type MrrReport } from "./mrr";
+import { systemActor } from "../../platform/actor";
 
 export const WEEK_MS = 7 * DAY_MS;
 
-export const ANALYTICS_ACTOR: Actor = { id: "system:analytics", kind: "system", role: "system", scopes: [] };
+export const ANALYTICS_ACTOR: Actor = systemActor("analytics");
 
 export const weeklyReportKey = (date: string) => `reports/revenue/weekly-${date}.json`;
 

@@ -3,9 +3,10 @@ import { commitWithAudit, type AuditContext } from "../../db/audit";
 import { dbOf } from "../../db/client";
 import { iso } from "../../lib/time";
 import { dumpDatabase, readManifest, verifyDump, type VerifyResult } from "./dump";
+import { systemActor } from "../../platform/actor";
 
 export const BACKUP_ROOT = "backups/";
-export const BACKUP_ACTOR: Actor = { id: "system:backup", kind: "system", role: "system", scopes: [] };
+export const BACKUP_ACTOR: Actor = systemActor("backup");
 
 export const backupDate = (now: number) => new Date(now).toISOString().slice(0, 10);
 const prefixFor = (date: string) => `${BACKUP_ROOT}${date}/`;

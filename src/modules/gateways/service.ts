@@ -8,7 +8,7 @@ import { ApiError, invalid } from "../../http/problem";
 import { lockedError, withAdmission } from "../../gateways/guard";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
-import { getSetting, putSetting } from "../admin/settings";
+import { getSetting, putSetting } from "../../platform/settings";
 import { probe, type ComponentHealth } from "../health/checks";
 
 const HEALTH_CACHE_MS = 10_000;

@@ -6,7 +6,7 @@ import { auditCtx } from "../../http/context";
 import { dbOf } from "../../db/client";
 import { archiveInvoices } from "./archive";
 import { sendReminders } from "./reminders";
-import { retryFailed } from "./retry-failed";
+import { retryFailed } from "../subscriptions/retry-failed";
 import { DAY_MS, startOf, endExclusiveOf } from "../../lib/time";
 import { lenientJson } from "../../http/lenient-json";
 

@@ -6,7 +6,7 @@ import { dbOf } from "../../db/client";
 import { newestFirstPage } from "../../db/pagination";
 import { invoices, invoiceStatuses } from "../../db/schema";
 import { auditCtx } from "../../http/context";
-import { generatePending } from "../billing/run";
+import { generatePending } from "../subscriptions/billing-run";
 import { Invoice, toInvoice } from "./serialize";
 import { getInvoice, invoiceWithLines, voidInvoice } from "./service";
 

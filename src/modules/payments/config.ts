@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
-import { getSetting } from "../admin/settings";
+import { getSetting } from "../../platform/settings";
 
 export const RETRY_CONFIG_KEY = "payments.retry";
 

@@ -12,7 +12,7 @@ import { newId } from "../../lib/ids";
 import type { PaymentMessage } from "../../../queues/messages";
 import { MAX_QUEUE_DELAY_SECONDS, retryConfig, retryDelaySeconds } from "./config";
 import { dispatchNotifications } from "../notifications/outbox";
-import { nowFor } from "../test-clocks/time";
+import { nowFor } from "../../platform/clock";
 
 type PaymentRow = typeof payments.$inferSelect;
 type InvoiceRow = typeof invoices.$inferSelect;

@@ -9,7 +9,7 @@ import { auditCtx } from "../../http/context";
 import { ApiError, invalid, notFound } from "../../http/problem";
 import { formatMinor } from "../../domain/money";
 import { iso } from "../../lib/time";
-import { putSetting } from "../admin/settings";
+import { putSetting } from "../../platform/settings";
 import { collectInvoice, latestAttempt } from "./collect";
 import { RETRY_CONFIG_KEY, RetryConfig, retryConfig } from "./config";
 import { failedLatestAttempts, requeue, toPayment } from "./service";

@@ -4,8 +4,9 @@ import { configuredGateways } from "../../gateways";
 import { DAY_MS, iso } from "../../lib/time";
 import type { Actor } from "../../env";
 import { BASIS, dayBounds, reconcileDay, type Reconciliation } from "./service";
+import { systemActor } from "../../platform/actor";
 
-export const RECONCILIATION_ACTOR: Actor = { id: "system:reconciliation", kind: "system", role: "system", scopes: [] };
+export const RECONCILIATION_ACTOR: Actor = systemActor("reconciliation");
 
 export const reportKey = (date: string) => `reports/reconciliation/${date}.json`;
 

@@ -8,12 +8,13 @@ import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import { paymentGuard } from "../payments/guard";
 import { amountText, NO_CURRENCY, notRefundable, paymentById, recordRejected, refundByKey, remainingOf, reserve, settle, type PaymentRow, type RefundRow } from "./ledger";
+import { systemActor } from "../../platform/actor";
 
 /** One payment of a bulk refund, on the payments queue. */
 export type BulkRefundItemMessage = { type: "refund.bulk_item"; bulkId: string; paymentId: string; reason: string; notify: boolean };
 export type BulkItemResult = { status: "done" } | { status: "retry" | "requeue"; delaySeconds: number; reason: string };
 
-export const REFUNDS_ACTOR: Actor = { id: "system:refunds", kind: "system", role: "system", scopes: [] };
+export const REFUNDS_ACTOR: Actor = systemActor("refunds");
 const BULK_ACTION = "refund.bulk_requested";
 const SEND_CHUNK = 100;
 /** How long a bulk item waits before asking PaymentGuard again. */

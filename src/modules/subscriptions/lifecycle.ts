@@ -12,8 +12,8 @@ import { addIntervals } from "../../domain/periods";
 import { ApiError, invalid } from "../../http/problem";
 import { newId } from "../../lib/ids";
 import { closeMeterPeriod, meterStub, pushMeterConfig } from "../usage/meter-config";
-import { asPrices, buildDraftInvoice, pendingToLine, planVersion, unbilledPending } from "../billing/invoice-builder";
-import { finalizeInvoice } from "../billing/finalize";
+import { asPrices, buildDraftInvoice, pendingToLine, planVersion, unbilledPending } from "../invoices/invoice-builder";
+import { finalizeInvoice } from "../invoices/finalize";
 import { getPlanRow } from "../plans/service";
 
 type SubscriptionRow = typeof subscriptions.$inferSelect;

@@ -8,9 +8,9 @@ import { customers, subscriptions, type SubscriptionStatus } from "../../db/sche
 import { billingLines, type DraftLine } from "../../domain/invoice";
 import { periodAt } from "../../domain/periods";
 import { closeMeterPeriod, pushMeterConfig } from "../usage/meter-config";
-import { asPrices, buildDraftInvoice, pendingToLine, planVersion, unbilledPending } from "../billing/invoice-builder";
-import { nextDueStep, type DueStep } from "../billing/due";
-import { finalizeInvoice } from "../billing/finalize";
+import { asPrices, buildDraftInvoice, pendingToLine, planVersion, unbilledPending } from "../invoices/invoice-builder";
+import { nextDueStep, type DueStep } from "./due";
+import { finalizeInvoice } from "../invoices/finalize";
 
 type SubscriptionRow = typeof subscriptions.$inferSelect;
 type PlanRow = Awaited<ReturnType<typeof planVersion>>;

@@ -7,7 +7,7 @@ import { auditCtx } from "../../http/context";
 import { CreateSubscription, Subscription } from "./schemas";
 import { cancel, changePlan, pause, resume } from "./lifecycle";
 import { discountPercentOf, setDiscount } from "./discount";
-import { nowFor } from "../test-clocks/time";
+import { nowFor } from "../../platform/clock";
 import { money } from "../../domain/money";
 import { endExclusiveOf, iso, startOf } from "../../lib/time";
 import { createSubscription, getSubscriptionRow, listSubscriptions, toSubscription } from "./service";

@@ -7,8 +7,8 @@ import { ApiError, invalid, notFound } from "../../http/problem";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import { meterStub } from "../usage/meter-config";
-import { finalizeDrafts } from "../billing/finalize";
-import { markUncollectible, sendDueRetries } from "../invoices/dunning";
+import { finalizeDrafts } from "../invoices/finalize";
+import { markUncollectible, sendDueRetries } from "../payments/dunning";
 import { nextRunAt, runDue, type StepResult } from "../subscriptions/renewal";
 import { emitTrialWillEnd } from "../subscriptions/transitions";
 

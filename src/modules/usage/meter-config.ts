@@ -2,7 +2,7 @@ import { and, eq, lt, sql } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { plans, subscriptions, type StoredMeteredPrice, type SubscriptionStatus } from "../../db/schema";
 import type { Interval } from "../../domain/periods";
-import { clockTimeOf } from "../test-clocks/time";
+import { clockTimeOf } from "../../platform/clock";
 
 /** What a UsageMeter needs to decide alone (no D1 on the ingestion path); pushed on every subscription change. */
 export type MeterConfig = {

@@ -12,6 +12,7 @@ import { onEventsCommitted, toEvent } from "../../platform/events";
 import type { HandlerResult } from "../../../queues/dispatch";
 import type { WebhookMessage } from "../../../queues/messages";
 import { matchesEvent, signingSecrets, toEndpoint, type EndpointRow } from "./service";
+import { systemActor } from "../../platform/actor";
 
 export type DeliveryRow = typeof webhookDeliveries.$inferSelect;
 
@@ -30,7 +31,7 @@ const LOST_AFTER_MS = 15 * 60_000;
 /** Events this old without their deliveries missed the fan-out message: the sweep fans them out again. */
 const REFAN_AFTER_MS = 5 * 60_000;
 const USER_AGENT = "billing-engine-webhooks/1";
-const SYSTEM: Actor = { id: "system:webhooks", kind: "system", role: "system", scopes: [] };
+const SYSTEM: Actor = systemActor("webhooks");
 
 /** Delay before the next attempt after `attempts` failed ones: 5 min doubling, capped at 12 h. */
 export const retryDelaySeconds = (attempts: number) => Math.min(MAX_HOP_SECONDS, FIRST_RETRY_SECONDS * 2 ** Math.max(0, attempts - 1));

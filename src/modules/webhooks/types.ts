@@ -2,8 +2,9 @@ import type { BatchItem } from "drizzle-orm/batch";
 import type { AuditEntry } from "../../db/audit";
 import type { Db } from "../../db/client";
 import type { Actor } from "../../env";
+import { systemActor } from "../../platform/actor";
 
-export const WEBHOOK_ACTOR: Actor = { id: "system:stripe-webhook", kind: "system", role: "system", scopes: [] };
+export const WEBHOOK_ACTOR: Actor = systemActor("stripe-webhook");
 
 export type EventStatus = "processed" | "ignored" | "failed";
 

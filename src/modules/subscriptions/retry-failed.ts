@@ -2,10 +2,10 @@ import { and, asc, eq, gt, isNotNull, isNull, lt, ne, or, sql } from "drizzle-or
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../db/audit";
 import { invoices, subscriptions } from "../../db/schema";
-import { finalizeInvoice } from "../billing/finalize";
-import { runDue } from "../billing/renewal";
+import { finalizeInvoice } from "../invoices/finalize";
+import { runDue } from "./renewal";
 import type { PaymentMessage } from "../../../queues/messages";
-import { logError, PAGE, pagesById } from "./service";
+import { logError, PAGE, pagesById } from "../invoices/service";
 
 export type RetryFailedReport = {
   paymentRetries: { count: number; invoiceIds: string[] };

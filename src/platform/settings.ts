@@ -1,7 +1,7 @@
 import { eq } from "drizzle-orm";
-import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
-import { settings } from "../../db/schema";
+import type { Db } from "../db/client";
+import { commitWithAudit, type AuditContext } from "../db/audit";
+import { settings } from "../db/schema";
 
 const CACHE_MS = 30_000;
 // Per-isolate cache; POST /admin/config/reload (and any write here) drops it.

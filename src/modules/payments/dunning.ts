@@ -3,11 +3,11 @@ import type { Db } from "../../db/client";
 import type { AuditContext } from "../../db/audit";
 import { isAssertionFailure } from "../../db/assert";
 import { commit } from "../../platform/change-set";
-import { invoiceMarkedUncollectible } from "./lifecycle";
+import { invoiceMarkedUncollectible } from "../invoices/lifecycle";
 import { invoices, payments, subscriptions } from "../../db/schema";
 import type { PaymentMessage } from "../../../queues/messages";
-import { retryConfig } from "../payments/config";
-import { logError } from "./service";
+import { retryConfig } from "./config";
+import { logError } from "../invoices/service";
 
 /**
  * Whose invoices a dunning run moves: the live ones (`testClockId: null`, the cron, with the real time) or one test

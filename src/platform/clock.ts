@@ -1,6 +1,6 @@
 import { eq } from "drizzle-orm";
-import type { Db } from "../../db/client";
-import { testClocks } from "../../db/schema";
+import type { Db } from "../db/client";
+import { testClocks } from "../db/schema";
 
 /** A test clock's frozen time; null off a clock (or for a clock that no longer exists). */
 export async function clockTimeOf(db: Db, testClockId: string | null): Promise<number | null> {

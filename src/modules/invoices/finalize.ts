@@ -5,9 +5,9 @@ import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { invoiceNumberSequences, invoices } from "../../db/schema";
 import type { PaymentMessage } from "../../../queues/messages";
 import { commit } from "../../platform/change-set";
-import { invoiceFinalized } from "../invoices/lifecycle";
+import { invoiceFinalized } from "./lifecycle";
 
-export { PAYMENT_TERMS_MS } from "../invoices/lifecycle";
+export { PAYMENT_TERMS_MS } from "./lifecycle";
 const MAX_ATTEMPTS = 10;
 
 export const invoiceNumber = (year: number, n: number) => `INV-${year}-${String(n).padStart(6, "0")}`;

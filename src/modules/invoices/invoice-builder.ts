@@ -7,7 +7,7 @@ import { priceLines, type DraftLine, type PricedLine, type Price, type Span } fr
 import { jurisdictionOf, rateInForce } from "../../domain/tax";
 import { newId } from "../../lib/ids";
 import { customerTaxExemption, taxRatesFor } from "../tax/service";
-import { invoiceCreated } from "../invoices/lifecycle";
+import { invoiceCreated } from "./lifecycle";
 
 type SubscriptionRow = typeof subscriptions.$inferSelect;
 type CustomerRow = typeof customers.$inferSelect;

@@ -1,0 +1,82 @@
+import { describe, expect, it } from "vitest";
+
+// The source as text (vite's raw glob): the rules are checked where the code is, in every run of the suite.
+const sources = import.meta.glob(["../src/**/*.ts", "../queues/**/*.ts", "../durable-objects/**/*.ts"], { query: "?raw", import: "default", eager: true }) as Record<string, string>;
+const files = Object.entries(sources).map(([path, text]) => ({ path: path.replace(/^(\.\.\/)+/, ""), text }));
+
+/** Relative imports of a file, resolved to repository paths (extension-less specifiers get .ts). */
+function importsOf(file: { path: string; text: string }): string[] {
+  const out: string[] = [];
+  for (const m of file.text.matchAll(/(?:^|\n)\s*(?:import|export)\s+(type\s+)?[^;]*?from\s+["'](\.{1,2}\/[^"']+)["']/g)) {
+    if (m[1]) continue; // type-only imports vanish at run time
+    const parts = file.path.split("/").slice(0, -1);
+    for (const seg of m[2]!.split("/")) {
+      if (seg === "..") parts.pop();
+      else if (seg !== ".") parts.push(seg);
+    }
+    const p = parts.join("/");
+    out.push(p.endsWith(".ts") ? p : `${p}.ts`);
+  }
+  return out;
+}
+
+/** The unit a file belongs to: src/modules/<area>, src/<dir>, queues, durable-objects. */
+function unitOf(path: string): string {
+  const p = path.split("/");
+  if (p[0] === "src" && p[1] === "modules") return `modules/${p[2]}`;
+  if (p[0] === "src") return p.length > 2 ? p[1]! : "src";
+  return p[0]!;
+}
+
+// HTTP route files compose use cases of several areas (they are the outer `api` ring, even while they live beside
+// their module): their imports do not count as a module depending on another.
+const isRouteFile = (path: string) => /\/(routes|ops|api-keys|campaigns|stats|docs)\.ts$/.test(path) || path === "src/app.ts";
+
+describe("architecture", () => {
+  it("reads the source tree", () => {
+    expect(files.length).toBeGreaterThan(100);
+    expect(files.some((f) => f.path === "src/platform/change-set.ts")).toBe(true);
+  });
+
+  it("no two modules import each other (routes aside), and nothing imports dynamically", () => {
+    const edges = new Map<string, Set<string>>();
+    for (const f of files) {
+      if (isRouteFile(f.path)) continue;
+      for (const target of importsOf(f)) {
+        const [a, b] = [unitOf(f.path), unitOf(target)];
+        if (a === b || !a.startsWith("modules/") || !b.startsWith("modules/")) continue;
+        if (!edges.has(a)) edges.set(a, new Set());
+        edges.get(a)!.add(b);
+      }
+    }
+    const mutual = [...edges].flatMap(([a, bs]) => [...bs].filter((b) => a < b && edges.get(b)?.has(a)).map((b) => `${a} <-> ${b}`));
+    expect(mutual).toEqual([]);
+    // A dynamic import hides a cycle from this check; the one allowed loads Stripe's SDK only when Stripe is configured.
+    const lazy = files.filter((f) => /\bimport\(\s*["']/.test(f.text) && !(f.path === "src/gateways/index.ts" && /import\("\.\/stripe"\)/.test(f.text)));
+    expect(lazy.map((f) => f.path)).toEqual([]);
+  });
+
+  it("the platform ring imports nothing from the modules", () => {
+    const outward = files.filter((f) => f.path.startsWith("src/platform/")).flatMap((f) => importsOf(f).filter((t) => t.startsWith("src/modules/")).map((t) => `${f.path} -> ${t}`));
+    expect(outward).toEqual([]);
+  });
+
+  it("each status column is written by its lifecycle owner only", () => {
+    const owners: Record<string, string> = {
+      subscriptions: "src/modules/subscriptions/transitions.ts",
+      invoices: "src/modules/invoices/lifecycle.ts",
+      payments: "src/modules/payments/lifecycle.ts",
+      refunds: "src/modules/refunds/lifecycle.ts",
+    };
+    const violations: string[] = [];
+    for (const [table, owner] of Object.entries(owners)) {
+      for (const f of files) {
+        if (f.path === owner) continue;
+        const builder = [...f.text.matchAll(new RegExp(`update\\(${table}\\)\\s*\\.set\\(([^)]*)\\)`, "g"))].some((m) => /\bstatus\b/.test(m[1]!));
+        const raw = new RegExp(`UPDATE\\s+${table}\\s+SET[^;\`]*\\bstatus\\s*=`, "i").test(f.text);
+        if (builder || raw) violations.push(`${f.path} writes ${table}.status`);
+      }
+    }
+    expect(violations).toEqual([]);
+  });
+});
