@@ -9,7 +9,7 @@ import { events } from "../../src/db/schema";
 import { change, commit } from "../../src/platform/change-set";
 import { eventRow, toEvent, type EventType } from "../../src/platform/events";
 import { retryDelaySeconds } from "../../src/modules/webhook-endpoints/delivery";
-import { api, tokenFor, unique } from "../helpers";
+import { api, createSubscription, tokenFor, unique } from "../helpers";
 
 const worker: Required<Pick<ExportedHandler<Env>, "queue">> = entry;
 const HOUR = 3_600_000;
@@ -238,6 +238,15 @@ describe("delivery", () => {
     await vi.waitFor(() => expect(hits[ep.url]).toHaveLength(1), { timeout: 10_000, interval: 100 });
     expect(hits[ep.url]![0]!.headers["webhook-id"]).toBe(written[0]!.id);
     expect(await signedBy(ep.secret, hits[ep.url]![0]!)).toBe(true);
+  });
+
+  it("a subscription's first invoice and its subscription events reach an endpoint without waiting for the sweep", async () => {
+    const ep = await createEndpoint({ enabledEvents: ["invoice.created", "invoice.paid", "customer.subscription.created"] });
+    const hits = receivers({ [ep.url]: [200, 200, 200, 200, 200, 200] });
+    const sub = await createSubscription();
+    const types = () => (hits[ep.url] ?? []).map((h) => JSON.parse(h.body).type as string).sort();
+    await vi.waitFor(() => expect(types()).toEqual(["customer.subscription.created", "invoice.created", "invoice.paid"]), { timeout: 10_000, interval: 100 });
+    expect(JSON.parse(hits[ep.url]!.find((h) => JSON.parse(h.body).type === "customer.subscription.created")!.body).data.object.id).toBe(sub.id);
   });
 
   it("after a rotation signs with both secrets for 24 h, then with the new one only", async () => {

@@ -15,6 +15,7 @@ import { closeMeterPeriod, meterStub, pushMeterConfig } from "../usage/meter-con
 import { asPrices, buildDraftInvoice, pendingToLine, planVersion, unbilledPending } from "../invoices/invoice-builder";
 import { finalizeInvoice } from "../invoices/finalize";
 import { getPlanRow } from "../plans/service";
+import { eventsCommitted } from "../../platform/events";
 
 type SubscriptionRow = typeof subscriptions.$inferSelect;
 type PlanRow = Awaited<ReturnType<typeof planVersion>>;
@@ -145,15 +146,18 @@ async function changeIntervalNow(env: Env, db: Db, sub: SubscriptionRow, plan: P
     },
   ];
   let extra: BatchItem<"sqlite">[] = [];
+  let createdEvents: string[] = [];
   let invoiceId: string | null = null;
   if (lines.length) {
     const customer = (await db.select().from(customers).where(eq(customers.id, sub.customerId)).get())!;
     const built = await buildDraftInvoice(db, { sub, customer, lines, pending: closing.pending, period: { start: sub.currentPeriodStart, end: newPeriod.end }, billingReason: "subscription_update", generationKey: `${sub.id}:interval:${ctx.now}`, now: ctx.now });
     extra = built.statements;
+    createdEvents = built.eventIds;
     invoiceId = built.invoice.id;
     audit.push({ action: "invoice.created", targetType: "invoice", targetId: invoiceId, after: { subscriptionId: sub.id, total: built.invoice.total, reason: "billing interval changed" } });
   }
   await commitChange(db, sub, patch, extra, audit, ctx);
+  eventsCommitted(createdEvents);
   if (invoiceId) await finalizeInvoice(env, db, invoiceId, ctx);
   return { lines, net: lines.reduce((s, l) => s + l.amount, 0), invoiceId };
 }
@@ -262,16 +266,19 @@ export async function cancel(env: Env, db: Db, sub: SubscriptionRow, input: { re
   const billable = sub.status !== "trialing" && sub.status !== "paused";
   const { lines, pending } = billable ? await closeOutLines(env, db, sub, plan, ctx.now, input.prorate) : { lines: [] as DraftLine[], pending: [] };
   let extra: BatchItem<"sqlite">[] = [];
+  let createdEvents: string[] = [];
   let invoiceId: string | null = null;
   const auditRows: AuditEntry[] = [audit];
   if (lines.length) {
     const customer = (await db.select().from(customers).where(eq(customers.id, sub.customerId)).get())!;
     const built = await buildDraftInvoice(db, { sub, customer, lines, pending, period: { start: period.start, end: ctx.now }, billingReason: "subscription_update", generationKey: `${sub.id}:cancel`, now: ctx.now });
     extra = built.statements;
+    createdEvents = built.eventIds;
     invoiceId = built.invoice.id;
     auditRows.push({ action: "invoice.created", targetType: "invoice", targetId: invoiceId, after: { subscriptionId: sub.id, total: built.invoice.total, reason: "final invoice on cancellation" } });
   }
   await commitChange(db, sub, { status: "canceled", canceledAt: ctx.now, endedAt: ctx.now, currentPeriodEnd: Math.max(ctx.now, period.start + 1), cancelAtPeriodEnd: false, ...reasonPatch }, extra, auditRows, ctx);
+  eventsCommitted(createdEvents);
   const after = await refreshMeter(env, db, sub.id);
   if (invoiceId) await finalizeInvoice(env, db, invoiceId, ctx);
   return { subscription: after, invoiceId };

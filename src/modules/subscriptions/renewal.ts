@@ -11,6 +11,7 @@ import { closeMeterPeriod, pushMeterConfig } from "../usage/meter-config";
 import { asPrices, buildDraftInvoice, pendingToLine, planVersion, unbilledPending } from "../invoices/invoice-builder";
 import { nextDueStep, type DueStep } from "./due";
 import { finalizeInvoice } from "../invoices/finalize";
+import { eventsCommitted } from "../../platform/events";
 
 type SubscriptionRow = typeof subscriptions.$inferSelect;
 type PlanRow = Awaited<ReturnType<typeof planVersion>>;
@@ -122,6 +123,7 @@ async function periodEnd(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, 
   ];
   let invoiceId: string | undefined;
   let extra: BatchItem<"sqlite">[] = [];
+  let createdEvents: string[] = [];
   if (lines.length) {
     const customer = (await db.select().from(customers).where(eq(customers.id, sub.customerId)).get())!;
     const built = await buildDraftInvoice(db, {
@@ -137,9 +139,11 @@ async function periodEnd(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, 
     });
     invoiceId = built.invoice.id;
     extra = built.statements;
+    createdEvents = built.eventIds;
     audit.push({ action: "invoice.created", targetType: "invoice", targetId: built.invoice.id, after: { subscriptionId: sub.id, total: built.invoice.total, currency: sub.currency, lines: built.lines.length } });
   }
   if (!(await commitSubscriptionChange(db, sub, patch, extra, audit, ctx))) return null;
+  eventsCommitted(createdEvents);
   await afterCommit(env, db, sub.id);
   if (invoiceId) await finalizeInvoice(env, db, invoiceId, ctx);
   return { subscriptionId: sub.id, step: "period_end", at: ctx.now, status, ...(invoiceId ? { invoiceId } : {}) };

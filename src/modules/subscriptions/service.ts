@@ -24,6 +24,7 @@ import type { CreateSubscription, Subscription } from "./schemas";
 type Row = typeof subscriptions.$inferSelect;
 
 import { toSubscription } from "./serialize";
+import { eventsCommitted } from "../../platform/events";
 
 export { toSubscription };
 
@@ -109,14 +110,17 @@ export async function createSubscription(env: Env, db: Db, input: z.infer<typeof
   const audit: AuditEntry[] = [{ action: "subscription.created", targetType: "subscription", targetId: row.id, after: toSubscription(row) }];
   let statements: BatchItem<"sqlite">[] = [];
   let invoiceId: string | null = null;
+  let createdEvents: string[] = [];
   if (firstLines.length) {
     const built = await buildDraftInvoice(db, { sub: row, customer, lines: firstLines, pending: [], period: { start, end }, billingReason: "subscription_create", generationKey: `${row.id}:create`, now });
     statements = built.statements;
+    createdEvents = built.eventIds;
     invoiceId = built.invoice.id;
     audit.push({ action: "invoice.created", targetType: "invoice", targetId: invoiceId, after: { subscriptionId: row.id, total: built.invoice.total, currency: row.currency } });
   }
   const auditCtx = { ...ctx, now };
   await commit(db, subscriptionCreated(db, row, { statements, audit }), auditCtx);
+  eventsCommitted(createdEvents);
   await pushMeterConfig(env, db, row, plan);
   if (invoiceId) await finalizeInvoice(env, db, invoiceId, auditCtx);
   return toSubscription(row);

@@ -8,6 +8,7 @@ import { assertChanged } from "../../db/assert";
 import { defineLifecycle } from "../../domain/lifecycle";
 import { change, commit, type ChangeSet } from "../../platform/change-set";
 import type { EventDraft, EventType } from "../../platform/events";
+import { eventsCommitted } from "../../platform/events";
 import { newId } from "../../lib/ids";
 import { DAY_MS } from "../../lib/time";
 import { isAssertionFailure } from "../../db/assert";
@@ -122,12 +123,12 @@ export function subscriptionJsonSql(): SQL {
  * The event of a status move made by a guarded UPDATE just before it in the batch: inserted only when that
  * UPDATE changed the row (`changes()`), with the row as it is after the move.
  */
-function statusEventIfChanged(db: Db, subscriptionId: string, type: EventType, from: SubscriptionStatus, ctx: AuditContext): BatchItem<"sqlite"> {
+function statusEventIfChanged(db: Db, subscriptionId: string, type: EventType, from: SubscriptionStatus, ctx: AuditContext, id = newId("evt")): BatchItem<"sqlite"> {
   const live = (workerEnv as Partial<Env>).ENVIRONMENT === "production" ? 1 : 0;
   return db
     .insert(events)
     .select(
-      sql`SELECT ${newId("evt")}, ${type}, 'subscription', ${c.id}, ${c.customerId}, CASE WHEN ${c.testClockId} IS NULL THEN ${live} ELSE 0 END, ${ctx.requestId ?? null},
+      sql`SELECT ${id}, ${type}, 'subscription', ${c.id}, ${c.customerId}, CASE WHEN ${c.testClockId} IS NULL THEN ${live} ELSE 0 END, ${ctx.requestId ?? null},
         json_object('object', ${subscriptionJsonSql()}, 'previousAttributes', json_object('status', ${from})), ${ctx.now}
         FROM ${subscriptions} WHERE ${c.id} = ${subscriptionId} AND changes() > 0`,
     );
@@ -142,14 +143,17 @@ function statusEventIfChanged(db: Db, subscriptionId: string, type: EventType, f
 export function subscriptionAfterPayment(db: Db, subscriptionId: string, outcome: "succeeded" | "failed_final", ctx: AuditContext): ChangeSet {
   const [from, to]: [SubscriptionStatus, SubscriptionStatus] = outcome === "succeeded" ? ["past_due", "active"] : ["active", "past_due"];
   subscriptionLifecycle.assertMove(subscriptionId, from, to);
+  const eventId = newId("evt");
   return change({
     statements: [
       db
         .update(subscriptions)
         .set({ status: to, updatedAt: ctx.now })
         .where(and(eq(subscriptions.id, subscriptionId), eq(subscriptions.status, from))),
-      statusEventIfChanged(db, subscriptionId, "customer.subscription.updated", from, ctx),
+      statusEventIfChanged(db, subscriptionId, "customer.subscription.updated", from, ctx, eventId),
     ],
+    // Handed to delivery after the commit; an id whose row was not written (the move did not apply) is skipped there.
+    after: [async () => eventsCommitted([eventId])],
   });
 }
 
