@@ -5,7 +5,8 @@ import { applyEvent, aggregateValue, emptyAggregate, type AggregateState } from 
 import { formatDecimal, parseDecimal } from "../src/domain/decimal";
 import { periodAt } from "../src/domain/periods";
 import { dbOf } from "../src/db/client";
-import { usageRollups } from "../src/db/schema";
+import { events as eventsTable, usageRollups } from "../src/db/schema";
+import { eventRow, eventsCommitted } from "../src/platform/events";
 import type {
   EventCursor,
   EventsOutcome,
@@ -36,6 +37,13 @@ type Candidate = {
   quantity: bigint;
   uniqueValue: string | null;
 };
+/** Fired alerts written to D1 per alarm run (one batch). */
+const ALERT_DELIVERY_BATCH = 50;
+/** Deterministic event id of an alert's crossing in a period: a redelivery after a lost acknowledgement is a no-op. */
+export async function thresholdEventId(alertId: string, periodStart: number): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(`${alertId}\u0000${periodStart}`));
+  return `evt_${[...new Uint8Array(digest).slice(0, 12)].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
 /** Rows per multi-row insert: 8 bound values each, under the 100 bound parameters a Durable Object query allows. */
 const INSERT_ROWS = 12;
 const aggregateKey = (meterId: string, periodStart: number) => `${meterId}\u0000${periodStart}`;
@@ -65,6 +73,10 @@ const SCHEMA = [
      sum TEXT NOT NULL, count INTEGER NOT NULL, max TEXT, latest TEXT, latest_at INTEGER, unique_count INTEGER NOT NULL,
      reset_at INTEGER, rev INTEGER NOT NULL, flushed_rev INTEGER NOT NULL, PRIMARY KEY (meter_id, period_start))`,
   "CREATE TABLE IF NOT EXISTS uniques (meter_id TEXT NOT NULL, period_start INTEGER NOT NULL, value TEXT NOT NULL, PRIMARY KEY (meter_id, period_start, value))",
+  // One row per (alert, period) whose threshold was reached: written in the ingest's transaction (so it fires once),
+  // delivered to D1's events table by the alarm (delivered_at set once written).
+  `CREATE TABLE IF NOT EXISTS alerts_fired (alert_id TEXT NOT NULL, period_start INTEGER NOT NULL, fired_at INTEGER NOT NULL,
+     livemode INTEGER, object TEXT NOT NULL, delivered_at INTEGER, PRIMARY KEY (alert_id, period_start))`,
   `CREATE TABLE IF NOT EXISTS resets (id INTEGER PRIMARY KEY AUTOINCREMENT, meter_id TEXT NOT NULL, period_start INTEGER NOT NULL,
      at INTEGER NOT NULL, actor TEXT NOT NULL, reason TEXT, before TEXT NOT NULL)`,
 ];
@@ -87,6 +99,8 @@ export class UsageMeter extends DurableObject<Env> {
   private clockTime: number | null = null;
   /** Write-through copy of the aggregates this instance has touched, so an ingest does not read them back. */
   private aggregates = new Map<string, HeldAggregate>();
+  /** (alert, period) keys known to have fired, so later ingests skip the fired-row insert. */
+  private firedKeys = new Set<string>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -232,6 +246,7 @@ export class UsageMeter extends DurableObject<Env> {
   async ingest(events: IngestEvent[], realNow: number): Promise<IngestOutcome[]> {
     const now = this.effectiveNow(realNow);
     const touched = new Map<string, Touched>();
+    let fired = 0;
     let outcomes: IngestOutcome[];
     try {
       outcomes = this.ctx.storage.transactionSync(() => {
@@ -273,15 +288,111 @@ export class UsageMeter extends DurableObject<Env> {
         }
         // One aggregate write per meter and period touched, not one per event.
         for (const t of touched.values()) this.saveAggregate(t.meterId, t.period, t.state, t.resetAt);
+        // Alerts: only when the configuration has some (an ingest without alerts does no extra storage work).
+        const alerts = this.config?.alerts;
+        if (alerts?.length) for (const t of touched.values()) fired += this.fireAlerts(t, alerts, realNow);
         return out;
       });
     } catch (e) {
-      // The transaction rolled back: the in-memory aggregates may be ahead of storage.
+      // The transaction rolled back: the in-memory aggregates (and fired marks) may be ahead of storage.
       this.aggregates.clear();
+      this.firedKeys.clear();
       throw e;
     }
+    if (fired) await this.scheduleAlertDelivery(realNow);
     if (touched.size) await this.scheduleFlush(realNow);
     return outcomes;
+  }
+
+  /**
+   * Records each alert of this meter whose threshold the period's aggregate has reached, once per (alert, period):
+   * the INSERT OR IGNORE runs inside the ingest's storage transaction, so concurrent or repeated ingests cannot fire
+   * twice, and a rolled-back ingest fires nothing. Returns how many fired now.
+   */
+  private fireAlerts(t: Touched, alerts: NonNullable<MeterConfig["alerts"]>, realNow: number): number {
+    const c = this.config!;
+    const meter = c.meters.find((m) => m.meterId === t.meterId);
+    if (!meter) return 0;
+    let value: bigint | null = null;
+    let fired = 0;
+    for (const a of alerts) {
+      if (a.meterId !== t.meterId) continue;
+      const key = `${a.id}\u0000${t.period.start}`;
+      if (this.firedKeys.has(key)) continue;
+      const threshold = parseDecimal(a.threshold);
+      if (!threshold.ok) continue;
+      value ??= aggregateValue(t.state, meter.aggregation);
+      if (value < threshold.value) continue;
+      const object = {
+        id: a.id,
+        object: "usage_alert",
+        subscriptionId: c.subscriptionId,
+        customerId: c.customerId,
+        meterId: a.meterId,
+        threshold: formatDecimal(threshold.value),
+        value: formatDecimal(value),
+        period: { start: new Date(t.period.start).toISOString(), end: new Date(t.period.end).toISOString() },
+      };
+      const cursor = this.sql.exec(
+        "INSERT OR IGNORE INTO alerts_fired (alert_id, period_start, fired_at, livemode, object) VALUES (?, ?, ?, ?, ?)",
+        a.id,
+        t.period.start,
+        realNow,
+        c.testClockId ? 0 : null,
+        JSON.stringify(object),
+      );
+      cursor.toArray();
+      if (cursor.rowsWritten > 0) fired++;
+      this.firedKeys.add(key);
+    }
+    return fired;
+  }
+
+  /**
+   * Fired alerts reach D1 from the alarm, not from the ingest: ingestion never waits on (or fails with) D1, the
+   * fired row is already durable in this object's storage, and the alarm retries until the write succeeds
+   * (Durable Object alarms are retried by the runtime, and we reschedule while rows are pending). The event id is
+   * deterministic per (alert, period), so a retry after a write whose acknowledgement was lost is a no-op.
+   * A queue would need a second durable hand-off for the same guarantee; the alarm already exists for rollups.
+   */
+  private async scheduleAlertDelivery(realNow: number) {
+    const at = await this.ctx.storage.getAlarm();
+    if (at === null || at > realNow) await this.ctx.storage.setAlarm(realNow);
+  }
+
+  /** Writes pending fired alerts to D1's `events` (the outbox) and hands them to webhook delivery. */
+  async deliverAlerts(): Promise<number> {
+    const rows = this.sql
+      .exec<{ alert_id: string; period_start: number; fired_at: number; livemode: number | null; object: string }>(
+        "SELECT alert_id, period_start, fired_at, livemode, object FROM alerts_fired WHERE delivered_at IS NULL ORDER BY fired_at LIMIT ?",
+        ALERT_DELIVERY_BATCH,
+      )
+      .toArray();
+    if (!rows.length) return 0;
+    const db = dbOf(this.env);
+    const eventRows = await Promise.all(
+      rows.map(async (r) => {
+        const object = JSON.parse(r.object) as { id: string; customerId: string };
+        const row = eventRow(
+          {
+            type: "usage.threshold_crossed",
+            objectType: "usage_alert",
+            objectId: r.alert_id,
+            customerId: object.customerId,
+            object,
+            livemode: r.livemode === null ? undefined : Boolean(r.livemode),
+          },
+          { now: r.fired_at },
+        );
+        return { ...row, id: await thresholdEventId(r.alert_id, r.period_start) };
+      }),
+    );
+    const inserts = eventRows.map((row) => db.insert(eventsTable).values(row).onConflictDoNothing());
+    await db.batch(inserts as [(typeof inserts)[number], ...typeof inserts]);
+    const now = Date.now();
+    for (const r of rows) this.sql.exec("UPDATE alerts_fired SET delivered_at = ? WHERE alert_id = ? AND period_start = ?", now, r.alert_id, r.period_start);
+    eventsCommitted(eventRows.map((r) => r.id));
+    return rows.length;
   }
 
   private isDuplicate(eventKey: string): boolean {
@@ -533,9 +644,16 @@ export class UsageMeter extends DurableObject<Env> {
     // Events are stamped and received in the subscription's time (its test clock's, if on one): so is their retention.
     const now = this.effectiveNow(realNow);
     this.flushScheduled = false;
+    try {
+      await this.deliverAlerts();
+    } catch (e) {
+      console.log(JSON.stringify({ level: "error", msg: "usage alert delivery failed; retrying", subscriptionId: this.config?.subscriptionId, error: String(e) }));
+    }
     await this.flush(now);
     this.sql.exec("DELETE FROM events WHERE received_at < ?", now - DEDUP_RETENTION_MS);
-    const pending = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM aggregates WHERE rev > flushed_rev").one().n;
+    const pending =
+      this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM aggregates WHERE rev > flushed_rev").one().n +
+      this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM alerts_fired WHERE delivered_at IS NULL").one().n;
     if (pending > 0) {
       await this.ctx.storage.setAlarm(realNow + ROLLUP_DELAY_MS);
       this.flushScheduled = true;

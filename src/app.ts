@@ -23,6 +23,7 @@ import { configRoutes, exchangeRateRoutes, featureRoutes, notificationAdminRoute
 import { auditExportRoutes, backupRoutes, emergencyExportRoutes } from "./modules/exports/routes";
 import { cardDataAuditRoutes, complianceRoutes, securityRoutes } from "./modules/compliance/routes";
 import { usageRoutes } from "./modules/usage/routes";
+import { usageAlertRoutes } from "./modules/usage-alerts/routes";
 import { taxRoutes } from "./modules/tax/routes";
 import { invoiceRoutes } from "./modules/invoices/routes";
 import { invoiceAdminRoutes, invoiceOpsRoutes } from "./modules/invoices/ops";
@@ -81,6 +82,7 @@ export function createApp() {
   app.route("/api/v1/plans", planRoutes);
   app.route("/api/v1/subscriptions", subscriptionStatsRoutes);
   app.route("/api/v1/subscriptions", subscriptionRoutes);
+  app.route("/api/v1/subscriptions", usageAlertRoutes);
   app.route("/api/v1/usage", usageRoutes);
   app.route("/api/v1/audit", auditExportRoutes);
   app.route("/api/v1/audit", auditRoutes);

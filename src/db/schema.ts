@@ -198,6 +198,24 @@ export const usageRollups = sqliteTable(
 );
 
 /**
+ * Usage alerts: a subscription's meter emits `usage.threshold_crossed` once per period when the meter's aggregate
+ * reaches `threshold` (decided in the UsageMeter Durable Object, which gets the alerts pushed with its config).
+ */
+export const usageAlerts = sqliteTable(
+  "usage_alerts",
+  {
+    id: text("id").primaryKey(),
+    subscriptionId: text("subscription_id").notNull(),
+    customerId: text("customer_id").notNull(),
+    meterId: text("meter_id").notNull(),
+    /** Decimal string in the meter's units (up to 12 decimals), > 0. */
+    threshold: text("threshold").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [index("usage_alerts_subscription_idx").on(t.subscriptionId, t.createdAt)],
+);
+
+/**
  * Never holds a row. `assertChanged()` inserts into it only when the previous statement of a batch changed
  * nothing; the CHECK then fails and D1 rolls the whole batch back (D1 has no interactive transactions).
  */

@@ -1,6 +1,6 @@
 import { and, eq, lt, sql } from "drizzle-orm";
 import type { Db } from "../../db/client";
-import { plans, subscriptions, type StoredMeteredPrice, type SubscriptionStatus } from "../../db/schema";
+import { plans, subscriptions, usageAlerts, type StoredMeteredPrice, type SubscriptionStatus } from "../../db/schema";
 import type { Interval } from "../../domain/periods";
 import { clockTimeOf } from "../../platform/clock";
 
@@ -22,14 +22,21 @@ export type MeterConfig = {
    */
   clockTime?: number | null;
   meters: StoredMeteredPrice[];
+  /**
+   * Usage alerts (`usage_alerts`): the meter emits `usage.threshold_crossed` once per (alert, period) when the
+   * meter's aggregate reaches the threshold (a decimal string). Absent in configurations built before alerts existed.
+   */
+  alerts?: MeterAlert[];
   /** The subscription's configVersion: older pushes never overwrite newer ones. */
   version: number;
 };
 
+export type MeterAlert = { id: string; meterId: string; threshold: string };
+
 type SubscriptionRow = typeof subscriptions.$inferSelect;
 type PlanRow = typeof plans.$inferSelect;
 
-export function meterConfigOf(sub: SubscriptionRow, plan: PlanRow, clockTime: number | null = null): MeterConfig {
+export function meterConfigOf(sub: SubscriptionRow, plan: PlanRow, clockTime: number | null = null, alerts: MeterAlert[] = []): MeterConfig {
   return {
     subscriptionId: sub.id,
     customerId: sub.customerId,
@@ -43,6 +50,7 @@ export function meterConfigOf(sub: SubscriptionRow, plan: PlanRow, clockTime: nu
     testClockId: sub.testClockId,
     clockTime: sub.testClockId ? clockTime : null,
     meters: plan.prices.filter((p): p is StoredMeteredPrice => p.type === "metered"),
+    alerts,
     version: sub.configVersion,
   };
 }
@@ -57,7 +65,12 @@ export function meterStub(env: Env, subscriptionId: string) {
  */
 export async function pushMeterConfig(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow): Promise<boolean> {
   try {
-    const held = await meterStub(env, sub.id).configure(meterConfigOf(sub, plan, await clockTimeOf(db, sub.testClockId)));
+    const alerts = await db
+      .select({ id: usageAlerts.id, meterId: usageAlerts.meterId, threshold: usageAlerts.threshold })
+      .from(usageAlerts)
+      .where(eq(usageAlerts.subscriptionId, sub.id))
+      .all();
+    const held = await meterStub(env, sub.id).configure(meterConfigOf(sub, plan, await clockTimeOf(db, sub.testClockId), alerts));
     await db
       .update(subscriptions)
       .set({ meterSyncedVersion: held })

@@ -1,0 +1,83 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { access, requireRole } from "../../http/auth";
+import { errorResponses, jsonBody, jsonResponse, router } from "../../http/openapi";
+import { auditCtx } from "../../http/context";
+import { dbOf } from "../../db/client";
+import { nowFor } from "../../platform/clock";
+import { getSubscriptionRow } from "../subscriptions/service";
+import { createUsageAlert, deleteUsageAlert, listUsageAlerts } from "./service";
+
+const UsageAlert = z
+  .object({
+    id: z.string(),
+    object: z.literal("usage_alert"),
+    subscriptionId: z.string(),
+    customerId: z.string(),
+    meterId: z.string(),
+    threshold: z.string().openapi({ description: "Decimal, in the meter's units" }),
+    createdAt: z.string(),
+  })
+  .openapi("UsageAlert");
+
+const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "sub_123" }) });
+const AlertParams = IdParam.extend({ alertId: z.string().openapi({ param: { name: "alertId", in: "path" }, example: "ua_123" }) });
+
+/** Mounted at /api/v1/subscriptions, beside the subscription routes. */
+export const usageAlertRoutes = router();
+
+usageAlertRoutes
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/{id}/usage-alerts",
+      tags: ["Usage"],
+      summary: "Alert when a meter's usage in a period reaches a threshold (usage.threshold_crossed, once per period)",
+      middleware: [requireRole(access.subscriptions)] as const,
+      request: {
+        params: IdParam,
+        ...jsonBody(
+          z.object({
+            meterId: z.string().min(1).max(64),
+            threshold: z.union([z.string(), z.number()]).openapi({ type: "string", example: "1000", description: "Positive decimal in the meter's units" }),
+          }),
+        ),
+      },
+      responses: { 201: jsonResponse(UsageAlert, "The alert"), ...errorResponses },
+    }),
+    async (c) => {
+      const db = dbOf(c.env);
+      const id = c.req.valid("param").id;
+      const sub = await getSubscriptionRow(db, id);
+      const alert = await createUsageAlert(c.env, db, id, c.req.valid("json"), auditCtx(c, await nowFor(db, sub.testClockId)));
+      return c.json(alert, 201);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/{id}/usage-alerts",
+      tags: ["Usage"],
+      summary: "The subscription's usage alerts, oldest first",
+      middleware: [requireRole(access.read)] as const,
+      request: { params: IdParam },
+      responses: { 200: jsonResponse(z.object({ data: z.array(UsageAlert) }), "The alerts"), ...errorResponses },
+    }),
+    async (c) => c.json({ data: await listUsageAlerts(dbOf(c.env), c.req.valid("param").id) }, 200),
+  )
+  .openapi(
+    createRoute({
+      method: "delete",
+      path: "/{id}/usage-alerts/{alertId}",
+      tags: ["Usage"],
+      summary: "Remove a usage alert (a crossing already recorded is still delivered)",
+      middleware: [requireRole(access.subscriptions)] as const,
+      request: { params: AlertParams },
+      responses: { 200: jsonResponse(UsageAlert.extend({ deleted: z.literal(true) }), "The removed alert"), ...errorResponses },
+    }),
+    async (c) => {
+      const db = dbOf(c.env);
+      const { id, alertId } = c.req.valid("param");
+      const sub = await getSubscriptionRow(db, id);
+      return c.json(await deleteUsageAlert(c.env, db, id, alertId, auditCtx(c, await nowFor(db, sub.testClockId))), 200);
+    },
+  );

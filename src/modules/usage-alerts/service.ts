@@ -1,0 +1,84 @@
+import { and, asc, count, eq } from "drizzle-orm";
+import type { Db } from "../../db/client";
+import type { AuditContext } from "../../db/audit";
+import { plans, subscriptions, usageAlerts, type StoredMeteredPrice } from "../../db/schema";
+import { formatDecimal, parseDecimal } from "../../domain/decimal";
+import { ApiError } from "../../http/problem";
+import { newId } from "../../lib/ids";
+import { iso } from "../../lib/time";
+import { commitSubscriptionChange } from "../subscriptions/commit";
+import { getSubscriptionRow } from "../subscriptions/service";
+import { pushMeterConfig } from "../usage/meter-config";
+
+type AlertRow = typeof usageAlerts.$inferSelect;
+type SubscriptionRow = typeof subscriptions.$inferSelect;
+
+/** Alerts a subscription may hold: each one is checked on every ingest of its meter. */
+export const MAX_ALERTS_PER_SUBSCRIPTION = 20;
+
+/** The REST object (also the core of `usage.threshold_crossed`'s data.object). */
+export function toUsageAlert(row: AlertRow) {
+  return {
+    id: row.id,
+    object: "usage_alert" as const,
+    subscriptionId: row.subscriptionId,
+    customerId: row.customerId,
+    meterId: row.meterId,
+    threshold: row.threshold,
+    createdAt: iso(row.createdAt),
+  };
+}
+
+async function planOf(db: Db, sub: SubscriptionRow) {
+  const plan = await db.select().from(plans).where(and(eq(plans.id, sub.planId), eq(plans.version, sub.planVersion))).get();
+  if (!plan) throw new ApiError("internal", `plan ${sub.planId} v${sub.planVersion} of subscription ${sub.id} is missing`);
+  return plan;
+}
+
+export async function listUsageAlerts(db: Db, subscriptionId: string) {
+  await getSubscriptionRow(db, subscriptionId);
+  const rows = await db.select().from(usageAlerts).where(eq(usageAlerts.subscriptionId, subscriptionId)).orderBy(asc(usageAlerts.createdAt), asc(usageAlerts.id)).all();
+  return rows.map(toUsageAlert);
+}
+
+/**
+ * Adds an alert: its row and the subscription's configVersion bump (through the subscription owner's change, so the
+ * meter is told) in one batch, then pushes the new configuration to the meter. A missed push is re-sent by the
+ * hourly meter resync, like every other subscription change.
+ */
+export async function createUsageAlert(env: Env, db: Db, subscriptionId: string, input: { meterId: string; threshold: string | number }, ctx: AuditContext) {
+  const parsed = parseDecimal(input.threshold);
+  if (!parsed.ok || parsed.value <= 0n) {
+    throw new ApiError("validation_failed", "threshold must be a positive decimal (up to 12 decimals)", [{ path: "threshold", message: parsed.ok ? "must be greater than 0" : parsed.error }]);
+  }
+  const sub = await getSubscriptionRow(db, subscriptionId);
+  const plan = await planOf(db, sub);
+  const meters = plan.prices.filter((p): p is StoredMeteredPrice => p.type === "metered");
+  if (!meters.some((m) => m.meterId === input.meterId)) {
+    const known = meters.map((m) => m.meterId).join(", ") || "none";
+    throw new ApiError("unprocessable", `the subscription's plan has no meter ${input.meterId} (its meters: ${known})`, [{ path: "meterId", message: "unknown meter for this subscription's plan" }]);
+  }
+  const held = await db.select({ n: count() }).from(usageAlerts).where(eq(usageAlerts.subscriptionId, sub.id)).get();
+  if ((held?.n ?? 0) >= MAX_ALERTS_PER_SUBSCRIPTION) {
+    throw new ApiError("unprocessable", `a subscription holds at most ${MAX_ALERTS_PER_SUBSCRIPTION} usage alerts`, [{ path: "threshold", message: "too many alerts" }]);
+  }
+  const row: AlertRow = { id: newId("ua"), subscriptionId: sub.id, customerId: sub.customerId, meterId: input.meterId, threshold: formatDecimal(parsed.value), createdAt: ctx.now };
+  const audit = [{ action: "usage_alert.created", targetType: "subscription", targetId: sub.id, after: toUsageAlert(row) }];
+  if (!(await commitSubscriptionChange(db, sub, {}, [db.insert(usageAlerts).values(row)], audit, ctx))) {
+    throw new ApiError("conflict", `subscription ${sub.id} changed concurrently; retry`);
+  }
+  await pushMeterConfig(env, db, await getSubscriptionRow(db, sub.id), plan);
+  return toUsageAlert(row);
+}
+
+export async function deleteUsageAlert(env: Env, db: Db, subscriptionId: string, alertId: string, ctx: AuditContext) {
+  const sub = await getSubscriptionRow(db, subscriptionId);
+  const row = await db.select().from(usageAlerts).where(and(eq(usageAlerts.id, alertId), eq(usageAlerts.subscriptionId, sub.id))).get();
+  if (!row) throw new ApiError("not_found", `subscription ${sub.id} has no usage alert ${alertId}`);
+  const audit = [{ action: "usage_alert.deleted", targetType: "subscription", targetId: sub.id, before: toUsageAlert(row) }];
+  if (!(await commitSubscriptionChange(db, sub, {}, [db.delete(usageAlerts).where(eq(usageAlerts.id, row.id))], audit, ctx))) {
+    throw new ApiError("conflict", `subscription ${sub.id} changed concurrently; retry`);
+  }
+  await pushMeterConfig(env, db, await getSubscriptionRow(db, sub.id), await planOf(db, sub));
+  return { ...toUsageAlert(row), deleted: true as const };
+}
