@@ -94,6 +94,8 @@ describe("usage.threshold_crossed", () => {
     expect(e.data.object.period).toEqual({ start: sub.currentPeriodStart, end: sub.currentPeriodEnd });
     expect(e.livemode).toBe(false); // not production
     expect(await pendingInMeter(sub.id)).toBe(0);
+    // Off a clock, livemode is the environment's (production only).
+    expect(await runInDurableObject(meter(sub.id), (_o, state) => state.storage.sql.exec<{ livemode: number | null }>("SELECT livemode FROM alerts_fired").one().livemode)).toBeNull();
     // Single event fetch works too, and the row is in the outbox once.
     expect((await api("GET", `/api/v1/events/${e.id}`)).status).toBe(200);
     const rows = await env.DB.prepare("SELECT count(*) AS n FROM events WHERE object_id = ?").bind(alert.id).first<{ n: number }>();
@@ -124,6 +126,16 @@ describe("usage.threshold_crossed", () => {
     expect((await crossings(sub.id, alert.id))[0].data.object.value).toBe("5");
   });
 
+  it("an alert added when the period is already past its threshold fires on the meter's next event", async () => {
+    const sub = await createSubscription();
+    await usage(sub.id, [8]);
+    const alert = await alertOn(sub.id, 5);
+    expect(await crossings(sub.id, alert.id)).toEqual([]);
+    await usage(sub.id, [1]);
+    await vi.waitFor(async () => expect(await crossings(sub.id, alert.id)).toHaveLength(1));
+    expect((await crossings(sub.id, alert.id))[0].data.object.value).toBe("9");
+  });
+
   it("a deleted alert no longer fires", async () => {
     const sub = await createSubscription();
     const alert = await alertOn(sub.id, 3);
@@ -152,6 +164,9 @@ describe("usage.threshold_crossed", () => {
     await vi.waitFor(async () => expect(await crossings(sub.id, alert.id)).toHaveLength(2));
     const events = await crossings(sub.id, alert.id);
     expect(events.every((e) => e.livemode === false)).toBe(true);
+    // Decided by the clock, not by the environment: the meter recorded "test mode" with each crossing.
+    const modes = await runInDurableObject(meter(sub.id), (_o, state) => state.storage.sql.exec<{ livemode: number | null }>("SELECT livemode FROM alerts_fired").toArray().map((r) => r.livemode));
+    expect(modes).toEqual([0, 0]);
     expect(events.map((e) => e.data.object.period.start).sort()).toEqual(["2024-03-01T00:00:00.000Z", "2024-04-01T00:00:00.000Z"]);
     expect(events.find((e) => e.data.object.period.start.startsWith("2024-04")).data.object.value).toBe("10");
   });
