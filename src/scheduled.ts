@@ -9,7 +9,7 @@ import { cleanupWebhookEvents } from "./modules/webhooks/cleanup";
 import { weeklyRevenueReport } from "./modules/analytics/weekly-report";
 import { runDailyBackup } from "./modules/exports/backup";
 import { sweepQueuedNotifications } from "./modules/notifications/outbox";
-import { sweepWebhookDeliveries } from "./modules/webhook-endpoints/delivery";
+import { cleanupWebhookDeliveries, sweepWebhookDeliveries } from "./modules/webhook-endpoints/delivery";
 import { settlePendingRefunds } from "./modules/refunds/service";
 import { archiveInvoices } from "./modules/invoices/archive";
 import { sendReminders } from "./modules/invoices/reminders";
@@ -48,6 +48,7 @@ export const cronTasks: Record<string, Task[]> = {
     { name: "invoices.uncollectible", run: (env, t) => markUncollectible(dbOf(env), { actor: SYSTEM_ACTOR, now: t }, { testClockId: null }) },
     { name: "idempotency.purge", run: (env, t) => purgeExpiredIdempotencyKeys(env, t) },
     { name: "events.archive", run: (env, t) => archiveOldEvents(env, dbOf(env), t) },
+    { name: "webhook_endpoints.cleanup", run: (env, t) => cleanupWebhookDeliveries(dbOf(env), t) },
     {
       name: "invoices.reminders",
       run: async (env, t) => {

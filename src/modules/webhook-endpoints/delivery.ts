@@ -1,4 +1,4 @@
-import { and, asc, eq, gte, inArray, isNull, like, lte, notExists, or, sql, type SQL } from "drizzle-orm";
+import { and, asc, count, eq, gte, inArray, isNull, like, lt, lte, ne, notExists, or, sql, type SQL } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { dbOf, type Db } from "../../db/client";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
@@ -47,13 +47,77 @@ async function send(env: Env, messages: WebhookMessage[], delaySeconds?: number)
   }
 }
 
+/**
+ * Whether any endpoint is enabled, cached per isolate for ENDPOINTS_CACHE_MS: with none (the common case for an
+ * engine nobody subscribed to yet), a commit sends no fan-out message at all. An endpoint created in another isolate
+ * within that window gets the events it missed from the hourly sweep, which re-fans the last day's events.
+ */
+const ENDPOINTS_CACHE_MS = 30_000;
+let endpointsCache: { any: boolean; at: number } | null = null;
+
+export function forgetEndpointsCache(): void {
+  endpointsCache = null;
+}
+
+async function anyEnabledEndpoint(env: Env, now = Date.now()): Promise<boolean> {
+  if (endpointsCache && now - endpointsCache.at < ENDPOINTS_CACHE_MS) return endpointsCache.any;
+  const row = await dbOf(env).select({ id: webhookEndpoints.id }).from(webhookEndpoints).where(eq(webhookEndpoints.disabled, false)).limit(1).get();
+  endpointsCache = { any: row !== undefined, at: now };
+  return endpointsCache.any;
+}
+
 /** Committed events go to the webhooks queue for fan-out (off the request path; a lost message is swept up hourly). */
 export async function enqueueFanout(env: Env, eventIds: string[]): Promise<void> {
+  if (!(await anyEnabledEndpoint(env))) return;
   await send(env, chunks(eventIds, 50).map((ids) => ({ type: "events.fanout", eventIds: ids })));
 }
 onEventsCommitted(enqueueFanout);
 
 const enabledEndpoints = (db: Db) => db.select().from(webhookEndpoints).where(eq(webhookEndpoints.disabled, false)).orderBy(asc(webhookEndpoints.createdAt)).limit(1000).all();
+
+/**
+ * The sweep scans at most this many endpoints per run (one query each), a different page each hour, so a run stays
+ * far inside the 1,000-queries-per-invocation limit however many endpoints exist.
+ */
+export const SWEEP_ENDPOINTS_PER_RUN = 200;
+const HOUR_MS = 60 * 60_000;
+
+async function endpointsToSweep(db: Db, now: number) {
+  const total = (await db.select({ n: count() }).from(webhookEndpoints).where(eq(webhookEndpoints.disabled, false)).get())?.n ?? 0;
+  const pages = Math.max(1, Math.ceil(total / SWEEP_ENDPOINTS_PER_RUN));
+  const page = Math.floor(now / HOUR_MS) % pages;
+  return db
+    .select()
+    .from(webhookEndpoints)
+    .where(eq(webhookEndpoints.disabled, false))
+    .orderBy(asc(webhookEndpoints.createdAt), asc(webhookEndpoints.id))
+    .limit(SWEEP_ENDPOINTS_PER_RUN)
+    .offset(page * SWEEP_ENDPOINTS_PER_RUN)
+    .all();
+}
+
+/** Deliveries (and their attempts) older than this are deleted by the daily cleanup, like events in D1. */
+export const DELIVERY_RETENTION_MS = 30 * DAY_MS;
+
+/** Daily: deliveries finished more than 30 days ago and their attempts, in bounded pages (more left → next day). */
+export async function cleanupWebhookDeliveries(db: Db, now: number, pageSize = 500, maxPages = 20): Promise<{ deleted: number; hasMore: boolean }> {
+  let deleted = 0;
+  for (let page = 0; page < maxPages; page++) {
+    const old = await db
+      .select({ id: webhookDeliveries.id })
+      .from(webhookDeliveries)
+      .where(and(ne(webhookDeliveries.status, "pending"), lt(webhookDeliveries.createdAt, now - DELIVERY_RETENTION_MS)))
+      .limit(pageSize)
+      .all();
+    if (!old.length) return { deleted, hasMore: false };
+    for (const ids of chunks(old.map((r) => r.id), 90)) {
+      await db.batch([db.delete(webhookDeliveryAttempts).where(inArray(webhookDeliveryAttempts.deliveryId, ids)), db.delete(webhookDeliveries).where(inArray(webhookDeliveries.id, ids))]);
+    }
+    deleted += old.length;
+    if (old.length < pageSize) return { deleted, hasMore: false };
+  }
+  return { deleted, hasMore: true };
+}
 
 /** One delivery per (event, endpoint), created once (INSERT OR IGNORE on the pair), each handed to the queue. */
 async function createDeliveries(env: Env, db: Db, pairs: { eventId: string; endpointId: string }[], now: number): Promise<string[]> {
@@ -225,7 +289,7 @@ export async function sweepWebhookDeliveries(env: Env, db: Db, now: number, limi
   await send(env, lost.map((r) => ({ type: "webhook.deliver", deliveryId: r.id })));
 
   const pairs: { eventId: string; endpointId: string }[] = [];
-  for (const ep of await enabledEndpoints(db)) {
+  for (const ep of await endpointsToSweep(db, now)) {
     if (pairs.length >= limit) break;
     const types: SQL | undefined = ep.enabledEvents.includes("*")
       ? undefined

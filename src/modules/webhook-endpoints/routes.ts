@@ -18,7 +18,7 @@ import {
   WebhookEndpointWithSecret,
 } from "./service";
 // Registers the committed-events listener (fan-out to endpoints) wherever the app is loaded.
-import "./delivery";
+import { forgetEndpointsCache } from "./delivery";
 
 const tags = ["Webhook endpoints"];
 const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "we_123" }) });
@@ -40,6 +40,7 @@ export const webhookEndpointRoutes = router()
     }),
     async (c) => {
       const created = await createEndpoint(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c));
+      forgetEndpointsCache();
       c.set("secretShownOnce", { object: "webhook endpoint", id: created.id });
       return c.json(created, 201);
     },
@@ -78,7 +79,11 @@ export const webhookEndpointRoutes = router()
       request: { params: IdParam, ...jsonBody(UpdateWebhookEndpoint) },
       responses: { 200: jsonResponse(WebhookEndpoint, "The updated endpoint"), ...errorResponses },
     }),
-    async (c) => c.json(await updateEndpoint(c.env, dbOf(c.env), c.req.valid("param").id, c.req.valid("json"), auditCtx(c)), 200),
+    async (c) => {
+      const updated = await updateEndpoint(c.env, dbOf(c.env), c.req.valid("param").id, c.req.valid("json"), auditCtx(c));
+      forgetEndpointsCache();
+      return c.json(updated, 200);
+    },
   )
   .openapi(
     createRoute({
