@@ -1,5 +1,6 @@
 import { base64ToBytes, ENVELOPE_ALG, keyIdOf } from "../../lib/crypto";
 import { iso } from "../../lib/time";
+import { luhnValid } from "../../domain/card-numbers";
 
 /** What a gateway token looks like: Stripe payment methods, cards and sources. */
 export const TOKEN_PATTERN = /^(pm|card|src)_[A-Za-z0-9_]+$/;
@@ -11,17 +12,7 @@ const MAX_FINDINGS = 100;
 /** Luhn checksum over the digits of `s` once spaces and dashes are removed; true only for 13–19 digits. */
 export function looksLikeCardNumber(s: string): boolean {
   const digits = s.replace(/[\s-]/g, "");
-  if (!/^\d{13,19}$/.test(digits)) return false;
-  let sum = 0;
-  for (let i = 0; i < digits.length; i++) {
-    let d = digits.charCodeAt(digits.length - 1 - i) - 48;
-    if (i % 2 === 1) {
-      d *= 2;
-      if (d > 9) d -= 9;
-    }
-    sum += d;
-  }
-  return sum % 10 === 0;
+  return /^\d{13,19}$/.test(digits) && luhnValid(digits);
 }
 
 /** Never the value: its length, whether it passes Luhn, and at most its last four characters (PCI DSS truncation). */
