@@ -249,6 +249,20 @@ describe("delivery", () => {
     expect(JSON.parse(hits[ep.url]!.find((h) => JSON.parse(h.body).type === "customer.subscription.created")!.body).data.object.id).toBe(sub.id);
   });
 
+  it("an event of an object on a test clock, stamped in the clock's past, still reaches an endpoint that existed when it was written", async () => {
+    const ep = await createEndpoint({ enabledEvents: ["customer.subscription.created"] });
+    const clock = await api("POST", "/api/v1/test-clocks", { body: { frozenTime: "2024-03-01T00:00:00Z", name: unique("clock") } });
+    expect(clock.status).toBe(201);
+    const customer = await api("POST", "/api/v1/customers", { body: { email: `${unique("clock")}@example.test`, currency: "USD", testClockId: clock.body.id } });
+    expect(customer.status).toBe(201);
+    const sub = await createSubscription({ customerId: customer.body.id });
+    const event = (await env.DB.prepare("SELECT * FROM events WHERE object_id = ? AND type = 'customer.subscription.created'").bind(sub.id).first<Record<string, any>>())!;
+    expect(event).toMatchObject({ created_at: Date.parse("2024-03-01T00:00:00Z"), livemode: 0 });
+    const { env: e } = recordingEnv();
+    await runQueue({ type: "events.fanout", eventIds: [event.id] }, e);
+    expect(await delivery(event.id, ep.id)).toMatchObject({ status: "pending" });
+  });
+
   it("after a rotation signs with both secrets for 24 h, then with the new one only", async () => {
     const ep = await createEndpoint({ enabledEvents: ["invoice.voided"] });
     const hits = receivers({ [ep.url]: [200] });

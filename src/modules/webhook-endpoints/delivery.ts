@@ -2,7 +2,7 @@ import { and, asc, count, eq, gte, inArray, isNull, like, lt, lte, ne, notExists
 import type { BatchItem } from "drizzle-orm/batch";
 import { dbOf, type Db } from "../../db/client";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
-import { events, webhookDeliveries, webhookDeliveryAttempts, webhookEndpoints } from "../../db/schema";
+import { customers, events, webhookDeliveries, webhookDeliveryAttempts, webhookEndpoints } from "../../db/schema";
 import type { Actor } from "../../env";
 import { newId } from "../../lib/ids";
 import { standardWebhookHeaders } from "../../lib/standard-webhooks";
@@ -137,13 +137,25 @@ async function createDeliveries(env: Env, db: Db, pairs: { eventId: string; endp
   return created;
 }
 
-/** `events.fanout`: each event to every enabled endpoint that subscribes to its type and existed when it happened. */
+/**
+ * `events.fanout`: each event to every enabled endpoint that subscribes to its type and existed when it happened.
+ * An event of a customer on a test clock is stamped in the clock's time, which says nothing about when it was
+ * written: it goes to the endpoints that exist at its fan-out.
+ */
 export async function fanOut(env: Env, eventIds: string[], now = Date.now()): Promise<HandlerResult> {
   const db = dbOf(env);
-  const rows = eventIds.length ? await db.select({ id: events.id, type: events.type, createdAt: events.createdAt }).from(events).where(inArray(events.id, eventIds)).all() : [];
+  const rows = eventIds.length
+    ? await db
+        .select({ id: events.id, type: events.type, createdAt: events.createdAt, testClockId: customers.testClockId })
+        .from(events)
+        .leftJoin(customers, eq(customers.id, events.customerId))
+        .where(inArray(events.id, eventIds))
+        .all()
+    : [];
   if (!rows.length) return { status: "done" };
   const endpoints = await enabledEndpoints(db);
-  const pairs = rows.flatMap((e) => endpoints.filter((ep) => ep.createdAt <= e.createdAt && matchesEvent(ep.enabledEvents, e.type)).map((ep) => ({ eventId: e.id, endpointId: ep.id })));
+  const happened = (e: (typeof rows)[number]) => (e.testClockId ? now : e.createdAt);
+  const pairs = rows.flatMap((e) => endpoints.filter((ep) => ep.createdAt <= happened(e) && matchesEvent(ep.enabledEvents, e.type)).map((ep) => ({ eventId: e.id, endpointId: ep.id })));
   await createDeliveries(env, db, pairs, now);
   return { status: "done" };
 }
