@@ -4,8 +4,8 @@
 // package and dedupes on webhook-id.
 //  1. A subscription's whole life through the public API: customer, plan, subscription on a declining card (its first
 //     invoice is finalized at once and its charge fails), usage, a retry of the failed payment with pm_card_visa (paid),
-//     a partial refund, a cancellation now. Every event GET /api/v1/events lists must reach the receiver, verified, and
-//     be counted once by webhook-id.
+//     a partial refund, a cancellation now; and a subscription on a test clock frozen in 2024 (events in clock time).
+//     Every event GET /api/v1/events lists must reach the receiver, verified, and be counted once by webhook-id.
 //  2. The receiver answers 500 to the next deliveries, then recovers: each failed delivery must be recorded (attempt
 //     with 500, still pending, next attempt scheduled by the backoff), and every event must still arrive.
 //  3. The worker is killed (its process group) while deliveries are in flight, started again on the same state, and
@@ -124,7 +124,8 @@ async function allArrive(api, endpoint, label, timeoutMs = 60_000) {
   await until(
     `${label}: every listed event at the receiver`,
     async () => {
-      listed = (await allEvents(api)).filter((e) => e.createdAt >= endpoint.createdAt);
+      // All of them: the endpoint is the first thing created on this fresh state (test-clock events carry clock time).
+      listed = await allEvents(api);
       missing = listed.filter((e) => !receiver.state.events.has(e.id));
       return missing.length === 0;
     },
@@ -135,7 +136,7 @@ async function allArrive(api, endpoint, label, timeoutMs = 60_000) {
 
 /** Resends, through the API, each listed event the receiver has not had yet; returns how many. */
 async function resendMissing(api, endpoint) {
-  const missing = (await allEvents(api)).filter((e) => e.createdAt >= endpoint.createdAt && !receiver.state.events.has(e.id));
+  const missing = (await allEvents(api)).filter((e) => !receiver.state.events.has(e.id));
   for (const e of missing) {
     const d = await api.call("POST", `/api/v1/events/${e.id}/resend?endpoint=${endpoint.id}`);
     if (d.status !== "succeeded") throw new Error(`resend of ${e.id}: delivery ${d.status} (${d.lastError})`);
@@ -198,6 +199,12 @@ try {
   await api.call("POST", `/api/v1/subscriptions/${sub.id}/cancel`, { reason: "customer_request", cancelAtPeriodEnd: false });
   console.log(`  ${sub.id}: invoice ${paid.number} paid by ${retried.payment.id} after ${failed.id} failed; refund ${refund.id}; canceled (${elapsed()})`);
 
+  // A second customer on a test clock frozen in 2024: its subscription's events are stamped in the clock's time.
+  const clock = await api.call("POST", "/api/v1/test-clocks", { frozenTime: "2024-03-01T00:00:00Z", name: "e2e hooks" });
+  await api.call("POST", "/api/v1/customers", { id: "cus_e2e_clock", email: "clock@e2e.test", currency: "USD", testClockId: clock.id });
+  const clockSub = await api.call("POST", "/api/v1/subscriptions", { customerId: "cus_e2e_clock", planId: "plan_e2e_hooks", paymentMethod: "pm_card_visa" });
+  await until("the clock subscription's first invoice to be paid", async () => (await api.call("GET", `/api/v1/invoices?subscriptionId=${clockSub.id}`)).data.some((i) => i.status === "paid"));
+
   const lifeTypes = [
     "customer.created",
     "customer.subscription.created",
@@ -217,6 +224,8 @@ try {
   const types1 = summarize("phase 1", listed1);
   const absent = lifeTypes.filter((t) => !types1.has(t));
   check("the life emitted every expected event type", absent.length === 0, `${listed1.length} events: ${[...types1].map(([t, n]) => `${t}×${n}`).join(", ")}${absent.length ? `; absent: ${absent.join(", ")}` : ""}`);
+  const clockEvents = listed1.filter((e) => e.createdAt < "2025");
+  check("test-clock events (stamped in the clock's 2024) were received", clockEvents.length > 0 && clockEvents.every((e) => receiver.state.events.has(e.id)), `${clockEvents.length} events: ${[...new Set(clockEvents.map((e) => e.type))].join(", ")}`);
   // Per object, as an application would ask for them.
   const objectIds = [...new Set(listed1.map((e) => e.data.object.id))];
   const perObject = (await Promise.all(objectIds.map((id) => api.listAll(`/api/v1/events?objectId=${encodeURIComponent(id)}`)))).flat();
