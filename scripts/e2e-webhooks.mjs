@@ -14,10 +14,10 @@
 // 15 minutes overdue (events without deliveries after 5 minutes). So the script checks that the engine kept each
 // undelivered event (a pending delivery with its 500 attempt and a retry scheduled ≥ 1 minute out; after the kill,
 // every event still listed), runs the hourly cron once, and then sends each event the receiver has not had with
-// POST /api/v1/events/{id}/resend, as an operator would. It does not wait for the delayed queue retry itself (under
-// `wrangler dev` a 5-minute delayed queue message was not delivered in a trial run; in the vitest pool an 8-second one
-// is) nor for the sweep.
-// Env: PORT (3417), PERSIST_TO (.wrangler/e2e-webhooks-state), RECEIVER_FAILURES (4), PHASE3 (1; 0 skips it).
+// POST /api/v1/events/{id}/resend, as an operator would. With REAL_BACKOFF=1, phase 2 resends nothing and waits (up
+// to 7 minutes) for the queue's own delayed retry instead (it came after ≈ 301 s under `wrangler dev` here).
+// Env: PORT (3417), PERSIST_TO (.wrangler/e2e-webhooks-state), RECEIVER_FAILURES (4), REAL_BACKOFF (unset), PHASE3
+// (1; 0 skips it).
 import { createServer } from "node:http";
 import { Webhook } from "standardwebhooks";
 import { client, checks, examples, sleep } from "./load-common.mjs";
@@ -27,6 +27,7 @@ const PORT = Number(process.env.PORT ?? 3417);
 const PERSIST = process.env.PERSIST_TO ?? ".wrangler/e2e-webhooks-state";
 const RECEIVER_FAILURES = Number(process.env.RECEIVER_FAILURES ?? 4);
 const PHASE3 = process.env.PHASE3 !== "0";
+const REAL_BACKOFF = process.env.REAL_BACKOFF === "1";
 const t0 = Date.now();
 const elapsed = () => `${((Date.now() - t0) / 1000).toFixed(1)} s`;
 
@@ -255,10 +256,14 @@ try {
   // The hourly sweep's own pass (it takes up deliveries only 15 minutes overdue, so it resends none of these yet).
   const cron = await fetch(`${server.base}/cdn-cgi/local/scheduled?cron=0+*+*+*+*`);
   check("the hourly cron runs", cron.ok, `status ${cron.status}`);
-  const resent2 = await resendMissing(api, endpoint);
+  let resent2 = 0;
+  if (REAL_BACKOFF) {
+    console.log("  REAL_BACKOFF=1: waiting for the queue's own delayed retries (about 5 minutes), no resend");
+    await allArrive(api, "phase 2 (real backoff)", { timeoutMs: 7 * 60_000 });
+  } else resent2 = await resendMissing(api, endpoint);
   const listed2 = await allArrive(api, "phase 2");
   summarize("phase 2", listed2);
-  console.log(`  ${failedIds.length} deliveries answered 500; ${resent2} events resent through POST /api/v1/events/{id}/resend (${elapsed()})`);
+  console.log(`  ${failedIds.length} deliveries answered 500; ${REAL_BACKOFF ? "recovered by the queue's delayed retries, none resent" : `${resent2} events resent through POST /api/v1/events/{id}/resend`} (${elapsed()})`);
 
   // ── Phase 3: the worker is killed while deliveries are in flight ──
   if (PHASE3) {
