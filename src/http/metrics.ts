@@ -3,7 +3,7 @@ import { routePath } from "hono/route";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { HonoEnv } from "../env";
 import { dbOf } from "../db/client";
-import { counterIncrement } from "../gateways/metrics";
+import { counterIncrement } from "../platform/metrics";
 
 const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 const FLUSH_EVERY_MS = 10_000;

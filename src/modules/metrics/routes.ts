@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
 import { errorResponses, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
-import { PROMETHEUS_CONTENT_TYPE, renderPrometheus } from "../../gateways/metrics";
+import { PROMETHEUS_CONTENT_TYPE, renderPrometheus } from "./exposition";
 
 /** Prometheus scrape endpoint (needs a token: configure the scraper with a viewer token). */
 export const metricsRoutes = router().openapi(

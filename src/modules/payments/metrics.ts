@@ -1,6 +1,6 @@
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
-import { counterIncrement, histogramObserve } from "../../gateways/metrics";
+import { counterIncrement, histogramObserve } from "../../platform/metrics";
 
 const DURATION_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10];
 

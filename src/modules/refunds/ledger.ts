@@ -9,7 +9,7 @@ import { customers, notifications, payments, refunds } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
 import { gatewayByName } from "../../gateways";
 import type { Admitted } from "../../gateways/guard";
-import { counterIncrement } from "../../gateways/metrics";
+import { counterIncrement } from "../../platform/metrics";
 import type { GatewayName, PaymentGateway, RefundResult } from "../../gateways/types";
 import { newId } from "../../lib/ids";
 import type { WebhookMessage } from "../../../queues/messages";

@@ -3,7 +3,8 @@ import { env } from "cloudflare:workers";
 import type { BatchItem } from "drizzle-orm/batch";
 import { dbOf } from "../../src/db/client";
 import { metricCounters } from "../../src/db/schema";
-import { canonicalLabels, counterIncrement, histogramObserve, parseLabels, renderPrometheus } from "../../src/gateways/metrics";
+import { canonicalLabels, counterIncrement, histogramObserve, parseLabels } from "../../src/platform/metrics";
+import { renderPrometheus } from "../../src/modules/metrics/exposition";
 import { createSubscription } from "../helpers";
 
 const db = dbOf(env);
