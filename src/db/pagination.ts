@@ -1,6 +1,6 @@
 import { and, desc, eq, lt, or, type SQL } from "drizzle-orm";
 import type { SQLiteColumn, SQLiteTable } from "drizzle-orm/sqlite-core";
-import { ApiError } from "../http/problem";
+import { ApiError } from "../platform/errors";
 import type { Db } from "./client";
 
 export type Page<T> = { data: T[]; hasMore: boolean; nextCursor: string | null };

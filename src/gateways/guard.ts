@@ -1,5 +1,5 @@
 import type { Admission } from "../../durable-objects/payment-guard";
-import { ApiError } from "../http/problem";
+import { ApiError } from "../platform/errors";
 import type { PaymentGateway } from "./types";
 
 /** The one global PaymentGuard (a Durable Object): every movement of money at a gateway is admitted by it first. */

@@ -1,42 +1,9 @@
 import type { Context } from "hono";
 import type { HonoEnv } from "../env";
 
-export type FieldError = { path: string; message: string };
+import { ApiError, errorKinds, type FieldError } from "../platform/errors";
 
-/** Closed set of error kinds, each with one HTTP status. */
-export const errorKinds = {
-  bad_request: { status: 400, title: "Bad request" },
-  validation_failed: { status: 400, title: "Validation failed" },
-  unauthorized: { status: 401, title: "Unauthorized" },
-  forbidden: { status: 403, title: "Forbidden" },
-  not_found: { status: 404, title: "Not found" },
-  conflict: { status: 409, title: "Conflict" },
-  payload_too_large: { status: 413, title: "Payload too large" },
-  unsupported_media_type: { status: 415, title: "Unsupported media type" },
-  unprocessable: { status: 422, title: "Unprocessable request" },
-  locked: { status: 423, title: "Locked" },
-  internal: { status: 500, title: "Internal server error" },
-  unavailable: { status: 503, title: "Service unavailable" },
-} as const;
-export type ErrorKind = keyof typeof errorKinds;
-
-export class ApiError extends Error {
-  constructor(
-    readonly kind: ErrorKind,
-    readonly detail: string,
-    readonly errors: FieldError[] = [],
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(detail);
-  }
-  get status(): number {
-    return errorKinds[this.kind].status;
-  }
-}
-
-export const notFound = (what: string, id: string) => new ApiError("not_found", `${what} ${id} does not exist`);
-export const invalid = (errors: FieldError[], detail?: string) =>
-  new ApiError("unprocessable", detail ?? errors.map((e) => `${e.path}: ${e.message}`).join("; "), errors);
+export { ApiError, errorKinds, invalid, notFound, type ErrorKind, type FieldError } from "../platform/errors";
 
 /** RFC 9457 problem+json body. */
 export function problemResponse(c: Context<HonoEnv>, e: ApiError): Response {
