@@ -1,5 +1,5 @@
 import { DurableObject } from "cloudflare:workers";
-import { auditKey, chainLink, auditRowMac, legacyRowHash, GENESIS_CHAIN, type AuditRow } from "../src/db/audit";
+import { auditKey, chainLink, auditRowMac, legacyRowHash, GENESIS_CHAIN, type AuditRow } from "../src/platform/audit";
 
 export type AnchorHead = { seq: number; chain: string; sealedAt: number };
 export type SealResult = { head: AnchorHead; sealed: number; adopted: number; more: boolean };

@@ -1,6 +1,6 @@
 import { and, eq, sql } from "drizzle-orm";
 import { dbOf } from "../src/db/client";
-import { commitWithAudit } from "../src/db/audit";
+import { commitWithAudit } from "../src/platform/audit";
 import { assertChanged, isAssertionFailure } from "../src/db/assert";
 import { customers, invoices, notifications } from "../src/db/schema";
 import { MAX_DELIVERY_ATTEMPTS, notificationEnvelope, postNotification } from "../src/modules/notifications/delivery";

@@ -1,6 +1,6 @@
 import type { Context } from "hono";
 import type { HonoEnv } from "../env";
-import type { AuditContext } from "../db/audit";
+import type { AuditContext } from "../platform/audit";
 import { actorOf } from "./auth";
 
 /** Who, which request, and when: what every audited change records. */

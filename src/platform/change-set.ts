@@ -1,6 +1,6 @@
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../db/client";
-import { commitWithAudit, type AuditContext, type AuditEntry } from "../db/audit";
+import { commitWithAudit, type AuditContext, type AuditEntry } from "./audit";
 import { eventInsert, eventRow, eventsCommitted, type EventDraft, type EventRow } from "./events";
 
 /**

@@ -4,7 +4,7 @@ import { env as workerEnv, waitUntil } from "cloudflare:workers";
 import type { Db } from "../db/client";
 import { events } from "../db/schema";
 import { newId } from "../lib/ids";
-import type { AuditContext } from "../db/audit";
+import type { AuditContext } from "./audit";
 
 /** Every event type the engine emits (Stripe's names where Stripe has one). */
 export const eventTypes = [

@@ -1,6 +1,6 @@
 import { eq } from "drizzle-orm";
 import type { Db } from "../db/client";
-import { commitWithAudit, type AuditContext } from "../db/audit";
+import { commitWithAudit, type AuditContext } from "./audit";
 import { settings } from "../db/schema";
 
 const CACHE_MS = 30_000;

@@ -275,7 +275,7 @@ describe("a request that died after committing", () => {
 
   it("marks the key committed in the change's own batch, and not when the batch fails", async () => {
     const { dbOf } = await import("../../src/db/client");
-    const { commitWithAudit } = await import("../../src/db/audit");
+    const { commitWithAudit } = await import("../../src/platform/audit");
     const { customers } = await import("../../src/db/schema");
     const db = dbOf(env);
     const now = Date.now();

@@ -1,7 +1,7 @@
 import { expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 import { api, createCustomer } from "../helpers";
-import { legacyRowHash, GENESIS_CHAIN } from "../../src/db/audit";
+import { legacyRowHash, GENESIS_CHAIN } from "../../src/platform/audit";
 
 // Rows written before the keyed chain (migration 0008) carry only the unkeyed SHA-256 chain. Storage is per file,
 // so the AuditAnchor here seals for the first time in this test and adopts them.

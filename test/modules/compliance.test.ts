@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 import { dbOf } from "../../src/db/client";
-import { commitWithAudit, type AuditEntry } from "../../src/db/audit";
+import { commitWithAudit, type AuditEntry } from "../../src/platform/audit";
 import type { Actor } from "../../src/env";
 import { keyIdOf } from "../../src/lib/crypto";
 import { looksLikeCardNumber } from "../../src/modules/compliance/security";

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 import { dbOf } from "../../src/db/client";
-import { auditKey, auditRowMac, chainLink, commitWithAudit } from "../../src/db/audit";
+import { auditKey, auditRowMac, chainLink, commitWithAudit } from "../../src/platform/audit";
 import type { Actor } from "../../src/env";
 import { decrypt, encrypt, keyIdOf } from "../../src/lib/crypto";
 import { runDailyBackup } from "../../src/modules/exports/routes";

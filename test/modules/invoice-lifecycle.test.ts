@@ -4,7 +4,7 @@ import { and, eq, sql } from "drizzle-orm";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import entry from "../../src/index";
-import type { AuditContext } from "../../src/db/audit";
+import type { AuditContext } from "../../src/platform/audit";
 import { isAssertionFailure } from "../../src/db/assert";
 import { dbOf } from "../../src/db/client";
 import { events, invoices, invoiceStatuses, payments, paymentStatuses, type InvoiceStatus, type PaymentStatus } from "../../src/db/schema";

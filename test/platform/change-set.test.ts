@@ -5,7 +5,7 @@ import { dbOf } from "../../src/db/client";
 import { events, testClocks } from "../../src/db/schema";
 import { change, commit } from "../../src/platform/change-set";
 import { eventInsertIfChanged, eventRow, toEvent } from "../../src/platform/events";
-import type { AuditContext } from "../../src/db/audit";
+import type { AuditContext } from "../../src/platform/audit";
 
 const ctx = (): AuditContext => ({ actor: { id: "test-platform", kind: "user", role: "admin", scopes: [] }, now: Date.now(), requestId: "req_platform" });
 

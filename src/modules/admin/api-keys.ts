@@ -4,7 +4,7 @@ import { access, actorOf, API_KEY_PREFIX, forgetApiKey, requireRole } from "../.
 import { errorResponses, jsonBody, jsonResponse, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { apiKeys } from "../../db/schema";
-import { commitWithAudit } from "../../db/audit";
+import { commitWithAudit } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { auditCtx } from "../../http/context";
 import { ApiError, notFound } from "../../http/problem";

@@ -1,7 +1,7 @@
 import { z } from "@hono/zod-openapi";
 import { eq } from "drizzle-orm";
 import type { Db } from "../../db/client";
-import type { AuditContext } from "../../db/audit";
+import type { AuditContext } from "../../platform/audit";
 import { settings } from "../../db/schema";
 import { formatDecimal, parseDecimal } from "../../domain/decimal";
 import { isCurrency } from "../../domain/money";

@@ -2,7 +2,7 @@ import { z } from "@hono/zod-openapi";
 import { dispatchNotifications } from "../notifications/outbox";
 import { and, asc, desc, eq, gt, inArray, isNull, or, sql } from "drizzle-orm";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext, type AuditEntry } from "../../db/audit";
+import { commitWithAudit, type AuditContext, type AuditEntry } from "../../platform/audit";
 import { isUniqueViolation } from "../../db/assert";
 import { customers, invoices, notifications, payments } from "../../db/schema";
 import { formatMinor } from "../../domain/money";

@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, gte, lt, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
+import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { dbOf, type Db } from "../../db/client";
 import { notifications } from "../../db/schema";
 import { access, requireRole } from "../../http/auth";

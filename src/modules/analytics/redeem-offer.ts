@@ -1,7 +1,7 @@
 import { z } from "@hono/zod-openapi";
 import { and, eq, gte, lt } from "drizzle-orm";
 import type { Db } from "../../db/client";
-import type { AuditContext } from "../../db/audit";
+import type { AuditContext } from "../../platform/audit";
 import { isUniqueViolation } from "../../db/assert";
 import { notifications, offerRedemptions } from "../../db/schema";
 import { ApiError } from "../../http/problem";

@@ -1,5 +1,5 @@
-import type { AuditContext } from "../../db/audit";
-import { commitWithAudit } from "../../db/audit";
+import type { AuditContext } from "../../platform/audit";
+import { commitWithAudit } from "../../platform/audit";
 import { isUniqueViolation } from "../../db/assert";
 import type { Db } from "../../db/client";
 import { notifications } from "../../db/schema";

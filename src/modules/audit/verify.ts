@@ -1,5 +1,5 @@
 import { dbOf } from "../../db/client";
-import { AUDIT_ANCHOR_NAME, auditKey, auditRowMac, auditRowsInOrder, chainLink, GENESIS_CHAIN } from "../../db/audit";
+import { AUDIT_ANCHOR_NAME, auditKey, auditRowMac, auditRowsInOrder, chainLink, GENESIS_CHAIN } from "../../platform/audit";
 import type { AnchorHead } from "../../../durable-objects/audit-anchor";
 
 export type AuditEnv = Pick<Env, "DB" | "ARCHIVE" | "AUDIT_ANCHOR" | "AUDIT_HMAC_KEY">;

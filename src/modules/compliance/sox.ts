@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
+import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { iso } from "../../lib/time";
 import { verifyAuditChain } from "../audit/verify";
 import { periodBounds } from "../tax/report";

@@ -1,10 +1,10 @@
 import { and, eq } from "drizzle-orm";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
-import type { AuditContext } from "../../db/audit";
+import type { AuditContext } from "../../platform/audit";
 import { change, commit } from "../../platform/change-set";
 import type { EventDraft } from "../../platform/events";
-import { newestFirstPage } from "../../db/pagination";
+import { newestFirstPage } from "../../platform/pagination";
 import { customers, subscriptions, testClocks } from "../../db/schema";
 import { assertChanged, isAssertionFailure, isUniqueViolation } from "../../db/assert";
 import { ApiError, invalid, notFound } from "../../http/problem";

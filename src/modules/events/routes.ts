@@ -3,7 +3,7 @@ import { and, desc, eq, gte, lt, lte, or, sql, type SQL } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
 import { errorResponses, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
 import { dbOf, type Db } from "../../db/client";
-import { toPage } from "../../db/pagination";
+import { toPage } from "../../platform/pagination";
 import { events } from "../../db/schema";
 import { ApiError, notFound } from "../../http/problem";
 import { toEvent, type EventRow } from "../../platform/events";

@@ -1,5 +1,5 @@
 import type { Actor } from "../../env";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
+import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { dbOf } from "../../db/client";
 import { iso } from "../../lib/time";
 import { dumpDatabase, readManifest, verifyDump, type VerifyResult } from "./dump";

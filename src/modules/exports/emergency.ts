@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
+import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { dbOf } from "../../db/client";
 import { ApiError } from "../../http/problem";
 import { ARCHIVE_BUCKET, dumpDatabase, MANIFEST, stamp } from "./dump";

@@ -1,5 +1,5 @@
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
+import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { currencyExponent, formatMinor, toMinor } from "../../domain/money";
 import { configuredGateways, gatewayByName, routing, ROUTING_KEY, SANDBOX_FAULTS_KEY, type GatewayRouting } from "../../gateways";
 import type { SandboxFaults } from "../../gateways/sandbox";

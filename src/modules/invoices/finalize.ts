@@ -1,6 +1,6 @@
 import { and, eq, sql } from "drizzle-orm";
 import type { Db } from "../../db/client";
-import type { AuditContext } from "../../db/audit";
+import type { AuditContext } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { invoiceNumberSequences, invoices } from "../../db/schema";
 import type { PaymentMessage } from "../../../queues/messages";

@@ -2,7 +2,7 @@ import { and, eq, inArray, sql, type SQL } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { env as workerEnv } from "cloudflare:workers";
 import type { Db } from "../../db/client";
-import type { AuditContext, AuditEntry } from "../../db/audit";
+import type { AuditContext, AuditEntry } from "../../platform/audit";
 import { assertChanged } from "../../db/assert";
 import { customers, invoiceLines, invoices, type InvoiceStatus } from "../../db/schema";
 import { defineLifecycle } from "../../domain/lifecycle";

@@ -3,7 +3,7 @@ import { eq, gte, lt } from "drizzle-orm";
 import { access, actorOf, requireRole } from "../../http/auth";
 import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
-import { newestFirstPage } from "../../db/pagination";
+import { newestFirstPage } from "../../platform/pagination";
 import { invoices, invoiceStatuses } from "../../db/schema";
 import { auditCtx } from "../../http/context";
 import { generatePending } from "../subscriptions/billing-run";

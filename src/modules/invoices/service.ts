@@ -1,7 +1,7 @@
 import { eq } from "drizzle-orm";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
-import type { AuditContext } from "../../db/audit";
+import type { AuditContext } from "../../platform/audit";
 import { isAssertionFailure } from "../../db/assert";
 import { invoiceLines, invoices } from "../../db/schema";
 import { commit } from "../../platform/change-set";

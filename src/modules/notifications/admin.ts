@@ -1,9 +1,9 @@
 import { z } from "@hono/zod-openapi";
 import { and, eq } from "drizzle-orm";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
+import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
-import { newestFirstPage } from "../../db/pagination";
+import { newestFirstPage } from "../../platform/pagination";
 import { notifications } from "../../db/schema";
 import { PaginationQuery } from "../../http/openapi";
 import { ApiError } from "../../http/problem";

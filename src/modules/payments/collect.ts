@@ -1,7 +1,7 @@
 import { desc, eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
-import type { AuditContext } from "../../db/audit";
+import type { AuditContext } from "../../platform/audit";
 import { customers, invoices, payments, subscriptions } from "../../db/schema";
 import { change, commit, merge } from "../../platform/change-set";
 import { invoicePaid } from "../invoices/lifecycle";

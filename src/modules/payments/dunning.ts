@@ -1,6 +1,6 @@
 import { and, asc, eq, gt, inArray, isNotNull, isNull, lt, lte, sql, type SQL } from "drizzle-orm";
 import type { Db } from "../../db/client";
-import type { AuditContext } from "../../db/audit";
+import type { AuditContext } from "../../platform/audit";
 import { isAssertionFailure } from "../../db/assert";
 import { commit } from "../../platform/change-set";
 import { invoiceMarkedUncollectible } from "../invoices/lifecycle";

@@ -1,7 +1,7 @@
 import { eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
-import type { AuditContext, AuditEntry } from "../../db/audit";
+import type { AuditContext, AuditEntry } from "../../platform/audit";
 import { customers, invoices, notifications, payments } from "../../db/schema";
 import { change, type ChangeSet } from "../../platform/change-set";
 import type { EventDraft } from "../../platform/events";

@@ -3,7 +3,7 @@ import { desc, eq } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
 import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
-import { newestFirstPage } from "../../db/pagination";
+import { newestFirstPage } from "../../platform/pagination";
 import { customers, deadLetters, invoices, payments, paymentStatuses } from "../../db/schema";
 import { auditCtx } from "../../http/context";
 import { ApiError, invalid, notFound } from "../../http/problem";

@@ -1,6 +1,6 @@
 import { and, asc, eq, sql } from "drizzle-orm";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
+import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { invoices, payments } from "../../db/schema";
 import type { PaymentMessage } from "../../../queues/messages";
 import { releaseParkedPage } from "./lifecycle";

@@ -1,8 +1,8 @@
 import { and, desc, eq } from "drizzle-orm";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
-import { newestFirstPage } from "../../db/pagination";
+import { commitWithAudit, type AuditContext } from "../../platform/audit";
+import { newestFirstPage } from "../../platform/pagination";
 import { plans, type StoredMeteredPrice, type StoredPrice } from "../../db/schema";
 import { formatMinor, toMinor } from "../../domain/money";
 import { parseDecimal } from "../../domain/decimal";

@@ -1,4 +1,4 @@
-import type { AuditContext } from "../../db/audit";
+import type { AuditContext } from "../../platform/audit";
 import { dbOf } from "../../db/client";
 import { configuredGateways } from "../../gateways";
 import { DAY_MS, iso } from "../../lib/time";

@@ -4,7 +4,7 @@ import { access, requireRole } from "../../http/auth";
 import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
 import { auditCtx } from "../../http/context";
 import { dbOf } from "../../db/client";
-import { newestFirstPage } from "../../db/pagination";
+import { newestFirstPage } from "../../platform/pagination";
 import { discrepancies } from "../../db/schema";
 import { writeReconciliationReport } from "./report";
 import { chooseGateway, dayBounds, reconcileDay, toDiscrepancy } from "./service";

@@ -1,6 +1,6 @@
 import { and, eq, gte, inArray, isNull, lt, or } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
+import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import type { Db } from "../../db/client";
 import { discrepancies, payments, refunds } from "../../db/schema";
 import { formatMinor } from "../../domain/money";

@@ -1,6 +1,6 @@
 import { and, asc, eq, gte, lt } from "drizzle-orm";
 import { dbOf, type Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
+import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { auditLog, refunds } from "../../db/schema";
 import type { Actor } from "../../env";
 import { formatMinor } from "../../domain/money";

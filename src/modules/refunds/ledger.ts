@@ -1,7 +1,7 @@
 import { eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
-import type { AuditContext } from "../../db/audit";
+import type { AuditContext } from "../../platform/audit";
 import { isAssertionFailure, isUniqueViolation } from "../../db/assert";
 import { commit } from "../../platform/change-set";
 import { createPending, createRejected, fail, linkGatewayRefund, succeed } from "./lifecycle";

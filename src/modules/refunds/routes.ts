@@ -4,7 +4,7 @@ import { eq } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
 import { errorResponses, jsonBody, jsonResponse, listOf, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
-import { newestFirstPage } from "../../db/pagination";
+import { newestFirstPage } from "../../platform/pagination";
 import { refunds } from "../../db/schema";
 import { auditCtx } from "../../http/context";
 import { invalid, notFound } from "../../http/problem";

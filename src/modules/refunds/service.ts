@@ -1,7 +1,7 @@
 import { and, eq, isNull, lt } from "drizzle-orm";
 import { refunds } from "../../db/schema";
 import type { Db } from "../../db/client";
-import type { AuditContext } from "../../db/audit";
+import type { AuditContext } from "../../platform/audit";
 import { formatMinor, toMinor } from "../../domain/money";
 import { ApiError, invalid, notFound } from "../../http/problem";
 import { newId } from "../../lib/ids";

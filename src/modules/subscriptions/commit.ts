@@ -1,6 +1,6 @@
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
-import type { AuditContext, AuditEntry } from "../../db/audit";
+import type { AuditContext, AuditEntry } from "../../platform/audit";
 import { isAssertionFailure, isUniqueViolation } from "../../db/assert";
 import type { subscriptions } from "../../db/schema";
 import { commit } from "../../platform/change-set";

@@ -1,7 +1,7 @@
 import { eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
-import type { AuditContext, AuditEntry } from "../../db/audit";
+import type { AuditContext, AuditEntry } from "../../platform/audit";
 import { subscriptions } from "../../db/schema";
 import { formatDecimal, ONE, parseDecimal } from "../../domain/decimal";
 import { ApiError, invalid } from "../../http/problem";

@@ -1,7 +1,7 @@
 import { eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
-import type { AuditContext, AuditEntry } from "../../db/audit";
+import type { AuditContext, AuditEntry } from "../../platform/audit";
 import { commitSubscriptionChange } from "./commit";
 import { subscriptionLifecycle } from "./transitions";
 import { customers, pendingItems, subscriptions, type SubscriptionStatus } from "../../db/schema";

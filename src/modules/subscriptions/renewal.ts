@@ -1,6 +1,6 @@
 import { eq } from "drizzle-orm";
 import type { Db } from "../../db/client";
-import type { AuditContext, AuditEntry } from "../../db/audit";
+import type { AuditContext, AuditEntry } from "../../platform/audit";
 import type { BatchItem } from "drizzle-orm/batch";
 import { commitSubscriptionChange } from "./commit";
 import { changePlanNow } from "./lifecycle";

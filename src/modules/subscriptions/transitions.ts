@@ -3,7 +3,7 @@ import type { BatchItem } from "drizzle-orm/batch";
 import { env as workerEnv } from "cloudflare:workers";
 import type { Db } from "../../db/client";
 import { batchAssertions, events, subscriptions, type SubscriptionStatus } from "../../db/schema";
-import type { AuditContext, AuditEntry } from "../../db/audit";
+import type { AuditContext, AuditEntry } from "../../platform/audit";
 import { assertChanged } from "../../db/assert";
 import { defineLifecycle } from "../../domain/lifecycle";
 import { change, commit, type ChangeSet } from "../../platform/change-set";

@@ -1,6 +1,6 @@
 import { and, eq, lt, or } from "drizzle-orm";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
+import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { subscriptions, testClocks } from "../../db/schema";
 import { ApiError, invalid, notFound } from "../../http/problem";

@@ -3,7 +3,7 @@ import { access, actorOf, requireRole, requireScopeOrRole } from "../../http/aut
 import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
 import { ApiError } from "../../http/problem";
 import { auditCtx } from "../../http/context";
-import { commitWithAudit } from "../../db/audit";
+import { commitWithAudit } from "../../platform/audit";
 import { dbOf } from "../../db/client";
 import { parseDecimal } from "../../domain/decimal";
 import { money } from "../../domain/money";

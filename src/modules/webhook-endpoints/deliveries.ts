@@ -1,8 +1,8 @@
 import { asc, eq, inArray } from "drizzle-orm";
 import { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
-import { newestFirstPage, type PageQuery } from "../../db/pagination";
+import { commitWithAudit, type AuditContext } from "../../platform/audit";
+import { newestFirstPage, type PageQuery } from "../../platform/pagination";
 import { events, webhookDeliveries, webhookDeliveryAttempts } from "../../db/schema";
 import { ApiError, notFound } from "../../http/problem";
 import { iso } from "../../lib/time";

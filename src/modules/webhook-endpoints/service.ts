@@ -1,9 +1,9 @@
 import { and, eq } from "drizzle-orm";
 import { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
+import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
-import { newestFirstPage, type PageQuery } from "../../db/pagination";
+import { newestFirstPage, type PageQuery } from "../../platform/pagination";
 import { webhookEndpoints } from "../../db/schema";
 import { ApiError, invalid, notFound, type FieldError } from "../../http/problem";
 import { bytesToBase64, base64ToBytes, decrypt, encrypt } from "../../lib/crypto";

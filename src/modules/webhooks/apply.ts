@@ -1,5 +1,5 @@
 import { and, eq, inArray } from "drizzle-orm";
-import { commitWithAudit } from "../../db/audit";
+import { commitWithAudit } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { dbOf, type Db } from "../../db/client";
 import { webhookEvents } from "../../db/schema";

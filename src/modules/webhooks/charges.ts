@@ -1,7 +1,7 @@
 import { and, eq, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type Stripe from "stripe";
-import type { AuditEntry } from "../../db/audit";
+import type { AuditEntry } from "../../platform/audit";
 import { change, merge, type ChangeSet } from "../../platform/change-set";
 import { eventsCommitted } from "../../platform/events";
 import { asStatements, chargeRefundedEvent, createSettled, fail, linkGatewayRefund, refundLifecycle, succeed, type RefundStatus } from "../refunds/lifecycle";

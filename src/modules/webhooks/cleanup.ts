@@ -1,5 +1,5 @@
 import { and, inArray, lt } from "drizzle-orm";
-import { commitWithAudit, type AuditContext } from "../../db/audit";
+import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import type { Db } from "../../db/client";
 import { webhookEvents } from "../../db/schema";
 import { iso, DAY_MS } from "../../lib/time";

@@ -5,9 +5,9 @@ import { errorResponses, jsonResponse, listOf, PaginationQuery, router } from ".
 import { lenientJson } from "../../http/lenient-json";
 import { auditCtx } from "../../http/context";
 import { ApiError, notFound } from "../../http/problem";
-import { commitWithAudit } from "../../db/audit";
+import { commitWithAudit } from "../../platform/audit";
 import { dbOf } from "../../db/client";
-import { newestFirstPage } from "../../db/pagination";
+import { newestFirstPage } from "../../platform/pagination";
 import { webhookEvents } from "../../db/schema";
 import { iso } from "../../lib/time";
 import type { WebhookMessage } from "../../../queues/messages";

@@ -1,5 +1,5 @@
 import type { BatchItem } from "drizzle-orm/batch";
-import type { AuditEntry } from "../../db/audit";
+import type { AuditEntry } from "../../platform/audit";
 import type { Db } from "../../db/client";
 import type { Actor } from "../../env";
 import { systemActor } from "../../platform/actor";

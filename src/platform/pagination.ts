@@ -1,7 +1,7 @@
 import { and, desc, eq, lt, or, type SQL } from "drizzle-orm";
 import type { SQLiteColumn, SQLiteTable } from "drizzle-orm/sqlite-core";
-import { ApiError } from "../platform/errors";
-import type { Db } from "./client";
+import { ApiError } from "./errors";
+import type { Db } from "../db/client";
 
 export type Page<T> = { data: T[]; hasMore: boolean; nextCursor: string | null };
 export type Cursor = { createdAt: number; id: string };
