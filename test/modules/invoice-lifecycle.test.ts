@@ -329,28 +329,4 @@ describe("a subscription's first invoice, end to end", () => {
   });
 });
 
-describe("one owner per status column", () => {
-  // The source as text (vite's raw glob), so the rule is checked where the code is, not where it runs.
-  const sources = import.meta.glob(["../../src/**/*.ts", "../../queues/**/*.ts"], { query: "?raw", import: "default", eager: true }) as Record<string, string>;
-  const files = Object.entries(sources).map(([path, text]) => ({ path: path.replace(/^(\.\.\/)+/, ""), text }));
-  const writersOf = (table: string, owner: string) =>
-    files
-      .filter(({ path, text }) => {
-        if (path === owner) return false;
-        // An update of the table whose set(...) names status, or raw SQL doing the same.
-        const builder = [...text.matchAll(new RegExp(`update\\(${table}\\)\\s*\\.set\\(([^)]*)\\)`, "g"))].some((m) => /\bstatus\b/.test(m[1]!));
-        const raw = new RegExp(`UPDATE\\s+${table}\\s+SET[^;\`]*\\bstatus\\s*=`, "i").test(text);
-        return builder || raw;
-      })
-      .map((f) => f.path);
-
-  it("reads the source tree", () => {
-    expect(files.some((f) => f.path === "src/modules/invoices/lifecycle.ts")).toBe(true);
-    expect(files.some((f) => f.path === "src/modules/payments/lifecycle.ts")).toBe(true);
-  });
-
-  it("only invoices/lifecycle.ts writes invoices.status, only payments/lifecycle.ts writes payments.status", () => {
-    expect(writersOf("invoices", "src/modules/invoices/lifecycle.ts")).toEqual([]);
-    expect(writersOf("payments", "src/modules/payments/lifecycle.ts")).toEqual([]);
-  });
-});
+// Who may write each status column is checked for all owners in test/architecture.test.ts.
