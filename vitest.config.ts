@@ -37,6 +37,8 @@ export default defineConfig(async () => ({
       miniflare: {
         bindings: {
           TEST_MIGRATIONS: await readD1Migrations("./migrations"),
+          // Every invocation through the worker's entry points runs under Cloudflare's limits (src/platform/limits.ts).
+          LIMITS: "enforce",
           ...testSecrets,
         },
       },
