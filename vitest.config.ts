@@ -29,7 +29,40 @@ const testSecrets = {
 // wrangler checks required secrets against process.env before the bindings below apply.
 Object.assign(process.env, testSecrets);
 
-// Two projects: pure logic in plain node (no runtime to start), integration in the Workers runtime. `npm test` runs both.
+// Integration files that need a runtime of their own: they drive the real queues under fake timers, which work a
+// previous file left in flight would disturb.
+const ownRuntime = ["test/modules/webhook-endpoints.test.ts"];
+
+const workersProject = async (name: string, files: { include: string[]; exclude?: string[]; isolate: boolean }) => ({
+  plugins: [
+    quietStripeSourcemaps,
+    cloudflareTest({
+      wrangler: { configPath: "./wrangler.toml" },
+      miniflare: {
+        bindings: {
+          TEST_MIGRATIONS: await readD1Migrations("./migrations"),
+          // Every invocation through the worker's entry points runs under Cloudflare's limits (src/platform/limits.ts).
+          LIMITS: "enforce",
+          ...testSecrets,
+        },
+      },
+    }),
+  ],
+  test: {
+    name,
+    include: files.include,
+    exclude: files.exclude ?? [],
+    // isolate false: files share a runtime per vitest worker (a fresh one per file costs ~4x the time in module
+    // loading); the setup file gives each file empty storage and cold caches instead.
+    isolate: files.isolate,
+    setupFiles: ["./test/apply-migrations.ts"],
+    // Integration tests drive the whole worker; on a loaded 2-core machine a few take seconds.
+    testTimeout: 20_000,
+  },
+});
+
+// Projects: pure logic in plain node (no runtime to start), integration in the Workers runtime (most files sharing a
+// runtime, a few with their own). `npm test` runs them all.
 export default defineConfig(async () => ({
   test: {
     // The worker logs one JSON line per request and job; keep test output to failures and warnings.
@@ -42,28 +75,8 @@ export default defineConfig(async () => ({
           include: ["test/unit/**/*.test.ts"],
         },
       },
-      {
-        plugins: [
-          quietStripeSourcemaps,
-          cloudflareTest({
-            wrangler: { configPath: "./wrangler.toml" },
-            miniflare: {
-              bindings: {
-                TEST_MIGRATIONS: await readD1Migrations("./migrations"),
-                // Every invocation through the worker's entry points runs under Cloudflare's limits (src/platform/limits.ts).
-                LIMITS: "enforce",
-                ...testSecrets,
-              },
-            },
-          }),
-        ],
-        test: {
-          name: "workers",
-          include: ["test/**/*.test.ts"],
-          exclude: ["test/unit/**"],
-          setupFiles: ["./test/apply-migrations.ts"],
-        },
-      },
+      await workersProject("workers", { include: ["test/**/*.test.ts"], exclude: ["test/unit/**", ...ownRuntime], isolate: false }),
+      await workersProject("workers-own-runtime", { include: ownRuntime, isolate: true }),
     ],
   },
 }));
