@@ -11,10 +11,14 @@ operation.
 Run the engine locally (no Cloudflare or Stripe account needed), mint a token and make a first call:
 
 \`\`\`bash
-npm install && npm run dev                      # http://localhost:3401, this page at /docs
-export ADMIN_TOKEN=$(npm run -s token -- admin)  # a 24-hour admin JWT for the local secret
-curl http://localhost:3401/api/v1/customers -H "Authorization: Bearer $ADMIN_TOKEN"
+npm install && npm run dev   # serves :3401
+export ADMIN_TOKEN=$(npm run -s token -- admin)
+curl http://localhost:3401/api/v1/customers \\
+  -H "Authorization: Bearer $ADMIN_TOKEN"
 \`\`\`
+
+\`npm run token -- <role>\` prints a 24-hour JWT signed with the local secret; paste it under **Authentication**
+to try the operations here.
 
 A typed TypeScript client generated from this document lives in \`clients/typescript\` (see \`docs/typescript.md\`).
 The document itself is at [/openapi.json](/openapi.json) (OpenAPI 3.1).
@@ -94,9 +98,9 @@ export function bearerScheme(apiKeyScopes: readonly string[]) {
     scheme: "bearer",
     bearerFormat: "JWT or API key",
     description: [
-      "`Authorization: Bearer <credential>`.",
+      `A role JWT or a scoped API key, sent as \`Authorization: Bearer <credential>\`. Locally: \`npm run token -- admin\`.`,
       "",
-      "- **JWT** (HS256, issuer `billing-engine`, audience `billing-api`, `sub`, `iat`, `exp`, and `role`: `admin`, `finance`, `support` or `viewer`), at most `JWT_MAX_TTL_SECONDS` long. Locally: `npm run token -- admin`.",
+      "- **JWT** (HS256, issuer `billing-engine`, audience `billing-api`, claims `sub`, `iat`, `exp` and `role`: `admin`, `finance`, `support` or `viewer`), living at most `JWT_MAX_TTL_SECONDS`.",
       `- **API key** \`bek_…\` created with \`POST /admin/api-keys\`, limited to its scopes (${apiKeyScopes.map((s) => `\`${s}\``).join(", ")}).`,
     ].join("\n"),
   };

@@ -96,5 +96,9 @@ export const docsRoutes = new Hono<HonoEnv>()
     c.header("Cache-Control", "no-cache");
     return c.html(page);
   })
-  // The renderer and its fonts, from the Worker's static assets (the Worker runs first: run_worker_first).
-  .get("/assets/*", (c) => c.env.ASSETS.fetch(c.req.raw));
+  // The renderer and its fonts, from the Worker's static assets (the Worker runs first: run_worker_first). The asset
+  // server's headers are immutable: copied, so the middleware can add the request id.
+  .get("/assets/*", async (c) => {
+    const asset = await c.env.ASSETS.fetch(c.req.raw);
+    return new Response(asset.body, asset);
+  });
