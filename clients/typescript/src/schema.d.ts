@@ -12800,7 +12800,7 @@ export interface components {
              * @default USD
              * @example USD
              */
-            currency: string;
+            currency?: string;
             country?: string | null;
             region?: string | null;
             taxExempt?: boolean;
@@ -12882,9 +12882,9 @@ export interface components {
             /** @enum {string} */
             interval: "day" | "week" | "month" | "year";
             /** @default 1 */
-            intervalCount: number;
+            intervalCount?: number;
             /** @default 0 */
-            trialDays: number;
+            trialDays?: number;
             prices: ({
                 id?: string;
                 /** @enum {string} */
@@ -12898,7 +12898,7 @@ export interface components {
                  * @default advance
                  * @enum {string}
                  */
-                billing: "advance" | "arrears";
+                billing?: "advance" | "arrears";
             } | {
                 id?: string;
                 /** @enum {string} */
@@ -12908,7 +12908,7 @@ export interface components {
                  * @default sum
                  * @enum {string}
                  */
-                aggregation: "sum" | "count" | "max" | "unique_count" | "latest";
+                aggregation?: "sum" | "count" | "max" | "unique_count" | "latest";
                 /** @description Metadata field counted by unique_count */
                 aggregationField?: string;
                 /** @enum {string} */
@@ -12951,9 +12951,9 @@ export interface components {
             /** @enum {string} */
             interval: "day" | "week" | "month" | "year";
             /** @default 1 */
-            intervalCount: number;
+            intervalCount?: number;
             /** @default 0 */
-            trialDays: number;
+            trialDays?: number;
             prices: ({
                 id?: string;
                 /** @enum {string} */
@@ -12967,7 +12967,7 @@ export interface components {
                  * @default advance
                  * @enum {string}
                  */
-                billing: "advance" | "arrears";
+                billing?: "advance" | "arrears";
             } | {
                 id?: string;
                 /** @enum {string} */
@@ -12977,7 +12977,7 @@ export interface components {
                  * @default sum
                  * @enum {string}
                  */
-                aggregation: "sum" | "count" | "max" | "unique_count" | "latest";
+                aggregation?: "sum" | "count" | "max" | "unique_count" | "latest";
                 /** @description Metadata field counted by unique_count */
                 aggregationField?: string;
                 /** @enum {string} */
@@ -13053,7 +13053,7 @@ export interface components {
             customerId: string;
             planId: string;
             /** @default 1 */
-            quantity: number;
+            quantity?: number;
             /** @description Overrides the plan's trial days */
             trialDays?: number;
             /**
@@ -13310,7 +13310,7 @@ export interface components {
              * @default json
              * @enum {string}
              */
-            format: "csv" | "json";
+            format?: "csv" | "json";
         };
         Invoice: {
             id: string;
@@ -13480,7 +13480,7 @@ export interface components {
              * @default USD
              * @example USD
              */
-            currency: string;
+            currency?: string;
             /**
              * @deprecated
              * @description Refused (422): the test always charges the gateway's own test payment method (pm_card_visa on the sandbox and in Stripe test mode; the configured one with a live key)
@@ -13544,12 +13544,12 @@ export interface components {
         };
         SandboxFaults: {
             /** @default 0 */
-            latencyMs: number;
+            latencyMs?: number;
             /**
              * @description Probability (0-1) that a sandbox call throws a gateway error
              * @default 0
              */
-            failureRate: number;
+            failureRate?: number;
         };
         Payment: {
             id: string;
@@ -13700,9 +13700,9 @@ export interface components {
              * @default customer_request
              * @example customer_request
              */
-            reason: string;
+            reason?: string;
             /** @default false */
-            notifyCustomers: boolean;
+            notifyCustomers?: boolean;
         };
         BulkRefundStatus: {
             bulkId: string;
@@ -13772,12 +13772,12 @@ export interface components {
              * @default customer_request
              * @example customer_request
              */
-            reason: string;
+            reason?: string;
             /**
              * @description Queue a refund.issued notification to the customer
              * @default false
              */
-            notify: boolean;
+            notify?: boolean;
         };
         Event: {
             /** @example evt_123 */
