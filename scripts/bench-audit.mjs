@@ -5,7 +5,8 @@
 // and whether the audit chain still verifies with one row per write.
 import { writeFileSync } from "node:fs";
 import { localToken, startServer } from "./local-server.mjs";
-import { machineLoad } from "./load-common.mjs";
+import { answer, machineLoad } from "./load-common.mjs";
+import { createBillingClient } from "@billing-engine/client";
 
 const WRITERS = Number(process.env.WRITERS ?? 200);
 const PORT = Number(process.env.PORT ?? 3413);
@@ -15,28 +16,18 @@ const server = await startServer({ port: PORT, persist: ".wrangler/bench-audit-s
 let failed = false;
 try {
   const admin = await localToken("admin");
-  const call = async (method, path, body) => {
-    let r;
+  const api = createBillingClient({ baseUrl: server.base, token: admin });
+  // { status, json } whatever the answer; a connection that fails is a status too (it is counted, not thrown).
+  const settle = async (result) => {
     try {
-      r = await fetch(server.base + path, {
-        method,
-        headers: { authorization: `Bearer ${admin}`, ...(body ? { "content-type": "application/json" } : {}) },
-        body: body && JSON.stringify(body),
-      });
+      return await answer(result);
     } catch (e) {
       return { status: `network error (${e.cause?.code ?? e.message})`, json: null };
     }
-    const text = await r.text().catch((e) => `(body lost: ${e.message})`);
-    let json = null;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      json = text;
-    }
-    return { status: r.status, json };
   };
+  const createCustomer = (body) => settle(api.POST("/api/v1/customers", { body }));
   // Warm-up: one audited write, so isolate start-up and the first migrations' caches are not measured.
-  const warm = await call("POST", "/api/v1/customers", { email: "bench-warmup@example.com" });
+  const warm = await createCustomer({ email: "bench-warmup@example.com" });
   if (warm.status !== 201) throw new Error(`warm-up create failed: ${warm.status} ${JSON.stringify(warm.json)}`);
   const conflictsBefore = countConflicts(server.output());
 
@@ -45,7 +36,7 @@ try {
   const results = await Promise.all(
     Array.from({ length: WRITERS }, async (_, i) => {
       const t0 = performance.now();
-      const r = await call("POST", "/api/v1/customers", { email: `bench-${run}-${i}@example.com`, name: `Bench ${i}` });
+      const r = await createCustomer({ email: `bench-${run}-${i}@example.com`, name: `Bench ${i}` });
       return { status: r.status, ms: performance.now() - t0, body: r.json };
     }),
   );
@@ -60,7 +51,7 @@ try {
   const lat = results.map((r) => r.ms).sort((a, b) => a - b);
   const pct = (p) => lat[Math.min(lat.length - 1, Math.ceil((p / 100) * lat.length) - 1)];
 
-  const verify = await call("GET", "/api/v1/audit/verify-integrity");
+  const verify = await settle(api.GET("/api/v1/audit/verify-integrity"));
   const v = verify.json;
   console.log(`\n${WRITERS} concurrent audited writes (POST /api/v1/customers, admin token) through wrangler dev`);
   console.log(`wall time          ${wallMs.toFixed(0)} ms`);

@@ -5,6 +5,7 @@
 // serves). Options via env: DURATION (s), CONNECTIONS, SUBSCRIPTIONS, SUBS_PER_BATCH,
 // BENCH_RUNTIME=direct|wrangler-dev (only that one), BENCH_STORAGE=memory|disk (direct only; see startWorkerd).
 import autocannon from "autocannon";
+import { createBillingClient, unwrap } from "@billing-engine/client";
 import { startServer, startWorkerd, localToken } from "./local-server.mjs";
 
 const DURATION = Number(process.env.DURATION ?? 10);
@@ -34,23 +35,23 @@ process.exitCode = exact ? 0 : 1;
 
 async function bench(RUNTIME, server) {
   const admin = await localToken("admin");
-  const call = async (method, path, body, auth = admin) => {
-    const r = await fetch(server.base + path, { method, headers: { authorization: `Bearer ${auth}`, "content-type": "application/json" }, body: body && JSON.stringify(body) });
-    const json = await r.json();
-    if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(json)}`);
-    return json;
-  };
+  const api = createBillingClient({ baseUrl: server.base, token: admin });
 
-  const customer = await call("POST", "/api/v1/customers", { email: "bench@example.com", currency: "USD" });
-  const plan = await call("POST", "/api/v1/plans", {
-    name: "Bench",
-    currency: "USD",
-    interval: "month",
-    prices: [{ type: "metered", meterId: "api_calls", aggregation: "sum", pricingModel: "per_unit", unitAmount: "0.0006" }],
-  });
+  const customer = await unwrap(api.POST("/api/v1/customers", { body: { email: "bench@example.com", currency: "USD" } }));
+  const plan = await unwrap(
+    api.POST("/api/v1/plans", {
+      body: {
+        name: "Bench",
+        currency: "USD",
+        interval: "month",
+        prices: [{ type: "metered", meterId: "api_calls", aggregation: "sum", pricingModel: "per_unit", unitAmount: "0.0006" }],
+      },
+    }),
+  );
   const subs = [];
-  for (let i = 0; i < SUBSCRIPTIONS; i++) subs.push((await call("POST", "/api/v1/subscriptions", { customerId: customer.id, planId: plan.id })).id);
-  const { key } = await call("POST", "/admin/api-keys", { name: "bench", scopes: ["usage:write"] });
+  for (let i = 0; i < SUBSCRIPTIONS; i++) subs.push((await unwrap(api.POST("/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id } }))).id);
+  const { key } = await unwrap(api.POST("/admin/api-keys", { body: { name: "bench", scopes: ["usage:write"] } }));
+  const ingest = createBillingClient({ baseUrl: server.base, token: key });
   console.log(`runtime: ${RUNTIME === "wrangler-dev" ? "wrangler dev (proxy worker + inspector)" : "workerd via Miniflare, worker's direct socket"}; storage: ${server.storage ?? ".wrangler/bench-state"}`);
   console.log(`batches: ${BATCH} events over ${SUBS_PER_BATCH} subscriptions each`);
   console.log(`set-up: ${SUBSCRIPTIONS} subscriptions, API key ${key.slice(0, 8)}…; ${DURATION}s per run at ${CONNECTIONS} connections\n`);
@@ -121,7 +122,7 @@ async function bench(RUNTIME, server) {
   // Re-send anything not confirmed (timeouts, never sent): event ids make this safe.
   let resent = 0;
   for (const body of pending.values()) {
-    await call("POST", "/api/v1/usage", body, key);
+    await unwrap(ingest.POST("/api/v1/usage", { body }));
     resent++;
   }
 
@@ -152,7 +153,7 @@ async function bench(RUNTIME, server) {
   let mismatches = 0;
   let total = 0;
   for (const [sub, want] of expected) {
-    const summary = await call("GET", `/api/v1/usage/${sub}/summary?period=current`);
+    const summary = await unwrap(api.GET("/api/v1/usage/{subscriptionId}/summary", { params: { path: { subscriptionId: sub }, query: { period: "current" } } }));
     const got = summary.meters.find((m) => m.meterId === "api_calls").value;
     total += want;
     if (got !== String(want)) {

@@ -2,7 +2,10 @@
 // port and state dir, an authenticated API client, autocannon runs, the results table, percentiles and checks.
 import { cpus, loadavg } from "node:os";
 import autocannon from "autocannon";
+import { createBillingClient, idempotencyKey, unwrap } from "@billing-engine/client";
 import { localToken, startServer } from "./local-server.mjs";
+
+export { idempotencyKey, unwrap };
 
 export const DURATION = Number(process.env.DURATION ?? 10);
 export const CONNECTIONS = Number(process.env.CONNECTIONS ?? 16);
@@ -16,7 +19,8 @@ export function machineLoad() {
 
 /**
  * Starts the worker with fresh state on `port` (state in .wrangler/load-<name>, so the scripts can run side by
- * side), and returns the base URL, an admin client and `stop`. The server is stopped on Ctrl-C too.
+ * side), and returns the base URL, `api` (the typed client of clients/typescript, as admin) and `stop`. The server
+ * is stopped on Ctrl-C too.
  */
 export async function startLoadServer(name, defaultPort) {
   const port = Number(process.env.PORT ?? defaultPort);
@@ -29,11 +33,43 @@ export async function startLoadServer(name, defaultPort) {
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
   const admin = await localToken("admin");
-  const api = client(server.base, { authorization: `Bearer ${admin}` });
+  const api = createBillingClient({ baseUrl: server.base, token: admin });
   return { ...server, admin, api, port };
 }
 
-/** `request` answers { status, headers, json } whatever the status; `call` throws unless 2xx. */
+/** A typed client's answer as `{ status, headers, json }` whatever the status (json: the body or the problem). */
+export async function answer(result) {
+  const { data, error, response } = await result;
+  return { status: response.status, headers: response.headers, json: data ?? error ?? null };
+}
+
+/**
+ * Every item of a paginated list through the typed client: `path` is the documented path ("/api/v1/payments",
+ * "/api/v1/webhook-endpoints/{id}/deliveries"), `params` its path and query parameters; `onPage` counts the pages.
+ * Refuses a page that repeats an id already seen (a cursor that does not move on).
+ */
+export async function listAll(api, path, params = {}, { pageSize = 100, onPage } = {}) {
+  const out = [];
+  const seen = new Set();
+  let startingAfter;
+  for (;;) {
+    const page = await unwrap(api.GET(path, { params: { ...params, query: { ...params.query, limit: pageSize, startingAfter } } }));
+    onPage?.(page);
+    for (const item of page.data) {
+      if (seen.has(item.id)) throw new Error(`GET ${path}: ${item.id} returned on two pages`);
+      seen.add(item.id);
+      out.push(item);
+    }
+    if (!page.hasMore) return out;
+    startingAfter = page.nextCursor;
+  }
+}
+
+/**
+ * An untyped client over plain fetch, for scripts that build paths by hand (scripts/e2e-webhooks.mjs); load tests
+ * and benchmarks use the typed client (`startLoadServer().api`). `request` answers { status, headers, json }
+ * whatever the status; `call` throws unless 2xx.
+ */
 export function client(base, defaultHeaders = {}) {
   const request = async (method, path, body, headers = {}) => {
     const r = await fetch(base + path, {

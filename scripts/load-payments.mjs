@@ -5,7 +5,7 @@
 // without a success. Reports creation req/s, payments settled/s and creation → settlement latency.
 // Env: DURATION (s, 10), CONNECTIONS (16), CUSTOMERS (16), DECLINE_SHARE (0.2), SETTLE_TIMEOUT (s, 90), PORT (3412).
 import { randomUUID } from "node:crypto";
-import { CONNECTIONS, DURATION, checks, examples, header, machineLoad, mapPool, percentile, printTable, runLoad, sleep, startLoadServer } from "./load-common.mjs";
+import { CONNECTIONS, DURATION, answer, checks, examples, header, idempotencyKey, listAll, machineLoad, mapPool, percentile, printTable, runLoad, sleep, startLoadServer, unwrap } from "./load-common.mjs";
 
 const CUSTOMERS = Number(process.env.CUSTOMERS ?? 16);
 const DECLINE_SHARE = Number(process.env.DECLINE_SHARE ?? 0.2);
@@ -15,10 +15,10 @@ const PRICE = "29.99";
 const server = await startLoadServer("payments", 3412);
 const { check, exitCode } = checks();
 try {
-  const { call, request, listAll } = server.api;
+  const { api } = server;
   const customers = [];
-  for (let i = 0; i < CUSTOMERS; i++) customers.push((await call("POST", "/api/v1/customers", { email: `load-pay-${i}@example.com`, currency: "USD" })).id);
-  const plan = await call("POST", "/api/v1/plans", { name: "Load payments", currency: "USD", interval: "month", prices: [{ type: "flat", amount: PRICE }] });
+  for (let i = 0; i < CUSTOMERS; i++) customers.push((await unwrap(api.POST("/api/v1/customers", { body: { email: `load-pay-${i}@example.com`, currency: "USD" } }))).id);
+  const plan = await unwrap(api.POST("/api/v1/plans", { body: { name: "Load payments", currency: "USD", interval: "month", prices: [{ type: "flat", amount: PRICE }] } }));
   console.log(`set-up: ${CUSTOMERS} customers, plan ${plan.id} (flat ${PRICE} USD/month); ${Math.round(DECLINE_SHARE * 100)}% of subscriptions use pm_card_chargeDeclined`);
 
   // Every subscription request by its Idempotency-Key: what was sent, when, and what the server confirmed.
@@ -68,7 +68,7 @@ try {
     resent++;
     s.resent = true;
     for (let tries = 0; tries < 60 && !s.subscriptionId; tries++) {
-      const r = await request("POST", "/api/v1/subscriptions", s.body, { "idempotency-key": key });
+      const r = await answer(api.POST("/api/v1/subscriptions", { body: s.body, headers: idempotencyKey(key) }));
       if (r.status === 201) s.subscriptionId = r.json.id;
       else if (r.status === 409 || r.status >= 500) await sleep(1000);
       else throw new Error(`re-sending ${key}: ${r.status} ${JSON.stringify(r.json)}`);
@@ -83,7 +83,7 @@ try {
 
   // Invoice of each subscription (created and finalized in the creation request).
   const bySub = new Map();
-  for (const inv of await listAll("/api/v1/invoices")) {
+  for (const inv of await listAll(api, "/api/v1/invoices")) {
     if (!inv.subscriptionId || !ids.has(inv.subscriptionId)) continue;
     bySub.set(inv.subscriptionId, [...(bySub.get(inv.subscriptionId) ?? []), inv]);
   }
@@ -100,7 +100,7 @@ try {
   let lastReport = 0;
   for (;;) {
     attemptsByInvoice = new Map();
-    for (const p of await listAll("/api/v1/payments")) {
+    for (const p of await listAll(api, "/api/v1/payments")) {
       if (!invoiceIds.has(p.invoiceId)) continue;
       attemptsByInvoice.set(p.invoiceId, [...(attemptsByInvoice.get(p.invoiceId) ?? []), p]);
     }
@@ -118,8 +118,8 @@ try {
   }
 
   // Per invoice, as an operator would look: GET /api/v1/payments?invoiceId= and the invoice itself.
-  const invoiceNow = new Map((await listAll("/api/v1/invoices")).map((i) => [i.id, i]));
-  const perInvoice = await mapPool(withInvoice, 8, async (s) => ({ s, payments: await listAll(`/api/v1/payments?invoiceId=${encodeURIComponent(s.invoiceId)}`) }));
+  const invoiceNow = new Map((await listAll(api, "/api/v1/invoices")).map((i) => [i.id, i]));
+  const perInvoice = await mapPool(withInvoice, 8, async (s) => ({ s, payments: await listAll(api, "/api/v1/payments", { query: { invoiceId: s.invoiceId } }) }));
   const visaBad = [];
   const declinedBad = [];
   const latencies = [];
@@ -155,7 +155,7 @@ try {
   let localCharges = 0;
   let discrepancies = 0;
   for (const day of days) {
-    const rec = await call("GET", `/api/v1/reconciliation/stripe/${day}?gateway=sandbox`);
+    const rec = await unwrap(api.GET("/api/v1/reconciliation/stripe/{date}", { params: { path: { date: day }, query: { gateway: "sandbox" } } }));
     gatewayCharges += rec.totals.USD?.gateway.count ?? 0;
     localCharges += rec.totals.USD?.local.count ?? 0;
     discrepancies += rec.discrepancies.length;

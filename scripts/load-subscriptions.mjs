@@ -5,7 +5,7 @@
 // subscription. Checked afterwards by listing each customer's subscriptions (all pages) against the keys sent.
 // Env: DURATION (s, 10), CONNECTIONS (16), CUSTOMERS (4), REPEAT_SHARE (0.25), PORT (3413).
 import { randomUUID } from "node:crypto";
-import { CONNECTIONS, DURATION, checks, examples, header, machineLoad, percentile, printTable, runLoad, sleep, startLoadServer } from "./load-common.mjs";
+import { CONNECTIONS, DURATION, answer, checks, examples, header, idempotencyKey, listAll, machineLoad, percentile, printTable, runLoad, sleep, startLoadServer, unwrap } from "./load-common.mjs";
 
 const CUSTOMERS = Number(process.env.CUSTOMERS ?? 4);
 const REPEAT_SHARE = Number(process.env.REPEAT_SHARE ?? 0.25);
@@ -14,10 +14,10 @@ const PAGE_SIZE = 20;
 const server = await startLoadServer("subscriptions", 3413);
 const { check, exitCode } = checks();
 try {
-  const { call, request, listAll } = server.api;
+  const { api } = server;
   const customers = [];
-  for (let i = 0; i < CUSTOMERS; i++) customers.push((await call("POST", "/api/v1/customers", { email: `load-sub-${i}@example.com`, currency: "USD" })).id);
-  const plan = await call("POST", "/api/v1/plans", { name: "Load subscriptions", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "9.99" }] });
+  for (let i = 0; i < CUSTOMERS; i++) customers.push((await unwrap(api.POST("/api/v1/customers", { body: { email: `load-sub-${i}@example.com`, currency: "USD" } }))).id);
+  const plan = await unwrap(api.POST("/api/v1/plans", { body: { name: "Load subscriptions", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "9.99" }] } }));
   console.log(`set-up: ${CUSTOMERS} customers, plan ${plan.id} (flat 9.99 USD/month, pm_card_visa); ${Math.round(REPEAT_SHARE * 100)}% of requests repeat one of the last ${2 * CONNECTIONS} keys`);
 
   // Per Idempotency-Key: the exact body sent, and every answer it got.
@@ -88,7 +88,8 @@ try {
     if (k.created.length || k.replayed.length) continue;
     resent++;
     for (let tries = 0; tries < 60; tries++) {
-      const r = await request("POST", "/api/v1/subscriptions", k.body, { "idempotency-key": key });
+      // k.body is the exact JSON sent during the run; parsed back, the client serializes it to the same bytes.
+      const r = await answer(api.POST("/api/v1/subscriptions", { body: JSON.parse(k.body), headers: idempotencyKey(key) }));
       if (r.status === 201) {
         (r.headers.get("idempotent-replayed") === "true" ? k.replayed : k.created).push(r.json.id);
         break;
@@ -111,7 +112,7 @@ try {
   // The server's view: every subscription of the load customers, all pages (small pages, so paging is exercised).
   const listed = [];
   let pages = 0;
-  for (const c of customers) listed.push(...(await listAll(`/api/v1/subscriptions?customerId=${c}`, { pageSize: PAGE_SIZE, onPage: () => pages++ })));
+  for (const c of customers) listed.push(...(await listAll(api, "/api/v1/subscriptions", { query: { customerId: c } }, { pageSize: PAGE_SIZE, onPage: () => pages++ })));
   const listedIds = new Set(listed.map((s) => s.id));
   const expectedIds = new Set(all.map(([, k]) => k.created[0] ?? k.replayed[0]).filter(Boolean));
   const missing = [...expectedIds].filter((id) => !listedIds.has(id));
@@ -127,7 +128,7 @@ try {
 
   // And no duplicated side effect: one first invoice per subscription.
   const invoicesPerSub = new Map();
-  for (const inv of await listAll("/api/v1/invoices")) if (listedIds.has(inv.subscriptionId)) invoicesPerSub.set(inv.subscriptionId, (invoicesPerSub.get(inv.subscriptionId) ?? 0) + 1);
+  for (const inv of await listAll(api, "/api/v1/invoices")) if (listedIds.has(inv.subscriptionId)) invoicesPerSub.set(inv.subscriptionId, (invoicesPerSub.get(inv.subscriptionId) ?? 0) + 1);
   const badInvoices = [...listedIds].filter((id) => invoicesPerSub.get(id) !== 1);
   check("one invoice per subscription", badInvoices.length === 0, `${badInvoices.length} subscriptions without exactly one${examples(badInvoices)}`);
   process.exitCode = exitCode();

@@ -8,7 +8,7 @@
 // Env: EVENTS (1000), CONNECTIONS (16), ENDPOINTS (3), DELIVERY_TIMEOUT (s, 300), PORT (3419).
 import { createServer } from "node:http";
 import { Webhook } from "standardwebhooks";
-import { CONNECTIONS, checks, examples, machineLoad, mapPool, percentile, sleep, startLoadServer } from "./load-common.mjs";
+import { CONNECTIONS, checks, examples, idempotencyKey, listAll, machineLoad, mapPool, percentile, sleep, startLoadServer, unwrap } from "./load-common.mjs";
 
 const EVENTS = Number(process.env.EVENTS ?? 1000);
 const ENDPOINTS = Number(process.env.ENDPOINTS ?? 3);
@@ -46,10 +46,10 @@ const receivers = await Promise.all(Array.from({ length: ENDPOINTS }, (_, i) => 
 const server = await startLoadServer("webhook-endpoints", 3419);
 const { check, exitCode } = checks();
 try {
-  const { call, listAll } = server.api;
+  const { api } = server;
   const endpoints = [];
   for (const rc of receivers) {
-    const ep = await call("POST", "/api/v1/webhook-endpoints", { url: rc.url, enabledEvents: ["customer.*"], description: `load receiver ${rc.n}` });
+    const ep = await unwrap(api.POST("/api/v1/webhook-endpoints", { body: { url: rc.url, enabledEvents: ["customer.*"], description: `load receiver ${rc.n}` } }));
     rc.state.secret = ep.secret;
     endpoints.push(ep);
   }
@@ -64,7 +64,7 @@ try {
       const t = Date.now();
       for (let tries = 0; ; tries++) {
         try {
-          await call("POST", "/api/v1/customers", { id: `cus_load_wh_${i}`, email: `load${i}@hooks.test`, currency: "USD" }, { "idempotency-key": `load-wh-${i}` });
+          await unwrap(api.POST("/api/v1/customers", { body: { id: `cus_load_wh_${i}`, email: `load${i}@hooks.test`, currency: "USD" }, headers: idempotencyKey(`load-wh-${i}`) }));
           break;
         } catch (e) {
           if (tries >= 5) throw e;
@@ -77,7 +77,7 @@ try {
   const created = Date.now();
   console.log(`created ${EVENTS} customers in ${((created - started) / 1000).toFixed(1)} s (${((EVENTS * 1000) / (created - started)).toFixed(1)}/s; p50 ${percentile(createMs, 50)} ms, p99 ${percentile(createMs, 99)} ms)`);
 
-  const events = (await listAll("/api/v1/events?type=customer.created")).filter((e) => e.data.object.id.startsWith("cus_load_wh_"));
+  const events = (await listAll(api, "/api/v1/events", { query: { type: "customer.created" } })).filter((e) => e.data.object.id.startsWith("cus_load_wh_"));
   check(`one customer.created event per customer`, events.length === EVENTS, `${events.length} listed`);
   const deadline = Date.now() + DELIVERY_TIMEOUT * 1000;
   const missingFor = (rc) => events.filter((e) => !rc.state.seen.has(e.id));
@@ -98,7 +98,7 @@ try {
       missing.length === 0 && unexpected.length === 0 && st.rejected.length === 0,
       `${events.length - missing.length}/${events.length} distinct webhook-ids from ${st.requests} requests; ${dups} duplicates; ${st.rejected.length} rejected; missing ${missing.length}${examples(missing.map((e) => e.id))}; lag p50 ${percentile(st.lag, 50)} ms, p99 ${percentile(st.lag, 99)} ms`,
     );
-    const succeeded = await listAll(`/api/v1/webhook-endpoints/${endpoints[i].id}/deliveries?status=succeeded`);
+    const succeeded = await listAll(api, "/api/v1/webhook-endpoints/{id}/deliveries", { path: { id: endpoints[i].id }, query: { status: "succeeded" } });
     const mine = succeeded.filter((d) => d.eventType === "customer.created");
     check(`endpoint ${rc.n}: the engine recorded ${EVENTS} succeeded deliveries`, mine.length === EVENTS, `${mine.length} succeeded`);
   }

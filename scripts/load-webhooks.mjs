@@ -9,7 +9,7 @@ import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import Stripe from "stripe";
 import { parseDotenv } from "./wrangler-env.mjs";
-import { CONNECTIONS, checks, examples, machineLoad, percentile, printTable, runLoad, sleep, startLoadServer } from "./load-common.mjs";
+import { CONNECTIONS, answer, checks, examples, listAll, machineLoad, percentile, printTable, runLoad, sleep, startLoadServer } from "./load-common.mjs";
 
 const DUPLICATE_SHARE = Number(process.env.DUPLICATE_SHARE ?? 0.3);
 const FORGED_SHARE = Number(process.env.FORGED_SHARE ?? 0.1);
@@ -17,7 +17,7 @@ const FORGED_SHARE = Number(process.env.FORGED_SHARE ?? 0.1);
 const server = await startLoadServer("webhooks", 3414);
 const { check, exitCode } = checks();
 try {
-  const { request, listAll } = server.api;
+  const { api } = server;
   const secret = parseDotenv(readFileSync(".dev.vars", "utf8")).STRIPE_WEBHOOK_SECRET;
   if (!secret) throw new Error(".dev.vars has no STRIPE_WEBHOOK_SECRET");
   const stripe = new Stripe("sk_test_unused");
@@ -121,7 +121,8 @@ try {
     for (let n = 0; n < e.unconfirmed; n++) {
       redelivered++;
       for (let tries = 0; ; tries++) {
-        const r = await request("POST", "/webhooks/stripe", e.payload, { "stripe-signature": sign(e.payload) });
+        // The raw payload as signed: no JSON serialization on the way.
+        const r = await answer(api.POST("/webhooks/stripe", { body: e.payload, bodySerializer: (raw) => raw, headers: { "stripe-signature": sign(e.payload) } }));
         if (r.status === 200) {
           r.json.duplicate === true ? e.answers.duplicate++ : e.answers.new++;
           break;
@@ -152,7 +153,7 @@ try {
 
   // The server's view: all stored events, all pages.
   let pages = 0;
-  const stored = await listAll("/admin/webhooks/events?type=payment_intent.succeeded", { onPage: () => pages++ });
+  const stored = await listAll(api, "/admin/webhooks/events", { query: { type: "payment_intent.succeeded" } }, { onPage: () => pages++ });
   const storedCount = new Map();
   for (const ev of stored) storedCount.set(ev.id, (storedCount.get(ev.id) ?? 0) + 1);
   const missing = all.filter(([id]) => !storedCount.has(id)).map(([id]) => id);

@@ -13,9 +13,10 @@ import { healthRoutes } from "./modules/health/routes";
 import { customerRoutes } from "./modules/customers/routes";
 import { planRoutes } from "./modules/plans/routes";
 import { subscriptionRoutes } from "./modules/subscriptions/routes";
-import { apiKeyRoutes } from "./modules/admin/api-keys";
+import { apiKeyRoutes, apiKeyScopes } from "./modules/admin/api-keys";
 import { auditRoutes } from "./modules/audit/routes";
 import { docsRoutes } from "./modules/docs";
+import { apiInfo, bearerScheme } from "./http/api-description";
 import { metricsRoutes } from "./modules/metrics/routes";
 import { analyticsRoutes, weeklyRevenueRoutes } from "./modules/analytics/routes";
 import { campaignRoutes } from "./modules/analytics/campaigns";
@@ -121,14 +122,10 @@ export function createApp() {
   app.route("/docs", docsRoutes);
   app.route("/metrics", metricsRoutes);
 
-  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
-    type: "http",
-    scheme: "bearer",
-    description: "A JWT (roles admin, finance, support, viewer) or, for usage ingestion, an API key bek_…",
-  });
+  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", bearerScheme(apiKeyScopes));
   const docConfig = {
     openapi: "3.1.0",
-    info: { title: "Billing Engine", version: "0.1.0", description: "Subscriptions, usage metering, invoices and payments on Cloudflare Workers" },
+    info: apiInfo,
     security: [{ bearer: [] }],
   };
   // The generated document, plus the Idempotency-Key header every state-changing operation accepts.

@@ -6,6 +6,7 @@ import { api } from "../helpers";
 const UNDOCUMENTED: Record<string, string> = {
   "GET /openapi.json": "the document itself",
   "GET /docs": "the HTML reference rendered from the document",
+  "GET /docs/assets/*": "the reference's renderer and fonts (static assets)",
 };
 
 const METHODS = ["get", "put", "post", "delete", "patch", "head", "options", "trace"];
