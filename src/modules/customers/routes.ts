@@ -1,5 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { access, requireRole } from "../../http/auth";
+import { access, requireRole, requireScopeOrRole } from "../../http/auth";
 import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { auditCtx } from "../../http/context";
@@ -28,7 +28,7 @@ export const customerRoutes = router()
       path: "/",
       tags: ["Customers"],
       summary: "List customers, newest first",
-      middleware: [requireRole(access.read)] as const,
+      middleware: [requireScopeOrRole("customers:read", access.read)] as const,
       request: { query: PaginationQuery.extend({ email: z.string().optional() }) },
       responses: { 200: jsonResponse(listOf(Customer), "A page of customers"), ...errorResponses },
     }),
@@ -40,7 +40,7 @@ export const customerRoutes = router()
       path: "/{id}",
       tags: ["Customers"],
       summary: "Get a customer",
-      middleware: [requireRole(access.read)] as const,
+      middleware: [requireScopeOrRole("customers:read", access.read)] as const,
       request: { params: IdParam },
       responses: { 200: jsonResponse(Customer, "The customer"), ...errorResponses },
     }),
