@@ -26,7 +26,7 @@ describe("API key read scopes", () => {
       expect(refused.headers.get("content-type")).toContain("application/problem+json");
       expect(refused.body.detail).toContain(otherScope);
     }
-  });
+  }, 60_000);
 
   it("a read scope never writes: a customers:read key cannot create a customer", async () => {
     const { key } = await createApiKey(["customers:read"]);
