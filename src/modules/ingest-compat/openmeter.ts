@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireScopeOrRole } from "../../http/auth";
-import { errorResponses, jsonResponse, router } from "../../http/openapi";
+import { errorResponses, jsonResponse, ProblemSchema, router } from "../../http/openapi";
 import { ApiError } from "../../http/problem";
 import { iso } from "../../lib/time";
 import { meterStub } from "../usage/meter-config";
@@ -74,7 +74,13 @@ openMeterRoutes.openAPIRegistry.registerPath({
       content: { "application/cloudevents+json": { schema: CloudEvent }, "application/cloudevents-batch+json": { schema: z.array(CloudEvent).max(MAX_CLOUDEVENTS) } },
     },
   },
-  responses: { 204: { description: "Every event stored (or a duplicate)" }, 207: jsonResponse(IngestResult, "Some events refused"), 415: errorResponses[400], 503: errorResponses[400], ...errorResponses },
+  responses: {
+    204: { description: "Every event stored (or a duplicate)" },
+    207: jsonResponse(IngestResult, "Some events refused"),
+    ...errorResponses,
+    415: { description: "Not a CloudEvents content type", content: { "application/problem+json": { schema: ProblemSchema } } },
+    503: { description: "A usage meter did not answer; resend", content: { "application/problem+json": { schema: ProblemSchema } } },
+  },
 });
 
 openMeterRoutes.post("/api/v1/events", requireScopeOrRole("usage:write", access.admin), async (c) => {
