@@ -1,6 +1,7 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
+import { env } from "cloudflare:workers";
 import { api, createApiKey, createCustomer, createPlan, createSubscription, unique } from "../helpers";
-import { dropRoutingCache } from "../../src/modules/usage/routing";
+import { directoryStub, dropRoutingCache, routingEntryOf } from "../../src/modules/usage/routing";
 
 const meteredPlan = (extra: Record<string, unknown> = {}) =>
   createPlan({
@@ -97,6 +98,33 @@ describe("Stripe meter events (POST /v1/billing/meter_events)", () => {
     const r = await stripePost(key, { event_name: "api_request", "payload[stripe_customer_id]": stripeId, "payload[value]": "4" });
     expect(r.status).toBe(200);
     expect((await summaryOf(next.id, "api_calls")).value).toBe("4");
+  });
+});
+
+describe("a route cached by another isolate", () => {
+  it("is read again from the directory when the meter refuses it, and the event reaches the new subscription", async () => {
+    const { customer, sub, stripeId, key } = await setup();
+    expect((await stripePost(key, { event_name: "api_request", "payload[stripe_customer_id]": stripeId, "payload[value]": "1" })).status).toBe(200);
+    // What another isolate's push would do, without dropping this isolate's cache: cancel the cached subscription
+    // (meter and directory) and give the customer a new one.
+    const meterOf = (id: string) => env.USAGE_METER.get(env.USAGE_METER.idFromName(id));
+    const config = (await meterOf(sub.id).getConfig())!;
+    const canceled = { ...config, status: "canceled" as const, version: config.version + 1 };
+    await meterOf(sub.id).configure(canceled);
+    const nextId = unique("sub_next");
+    const next = { ...config, subscriptionId: nextId, version: 1 };
+    await meterOf(nextId).configure(next);
+    await directoryStub(env, `customer:${customer.id}`).upsertSubscription(customer.id, stripeId, routingEntryOf(canceled));
+    await directoryStub(env, `customer:${customer.id}`).upsertSubscription(customer.id, stripeId, routingEntryOf(next));
+    vi.useFakeTimers({ toFake: ["Date"], now: Date.now() + 2_000 }); // the cached route is now 2 s old
+    try {
+      const r = await stripePost(key, { event_name: "api_request", "payload[stripe_customer_id]": stripeId, "payload[value]": "7" });
+      expect(r.status).toBe(200);
+    } finally {
+      vi.useRealTimers();
+    }
+    expect((await summaryOf(nextId, "api_calls")).value).toBe("7");
+    expect((await summaryOf(sub.id, "api_calls")).value).toBe("1");
   });
 });
 
