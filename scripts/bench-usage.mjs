@@ -7,6 +7,7 @@
 // Options via env: DURATION (s), CONNECTIONS, SUBSCRIPTIONS (one customer each), SUBS_PER_BATCH, PORT (direct
 // socket, 3415), BENCH_RUNTIME=direct|wrangler-dev (only that one), BENCH_STORAGE=memory|disk (direct only),
 // BENCH_DIALECTS=native,stripe,cloudevents (a subset).
+import { readdirSync, readFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import autocannon from "autocannon";
 import { startServer, startWorkerd, localToken } from "./local-server.mjs";
@@ -21,6 +22,34 @@ const load = () => {
   const [one, five] = loadavg();
   return `load average ${one.toFixed(2)} (1 min), ${five.toFixed(2)} (5 min) on ${cpus().length} CPUs`;
 };
+
+/**
+ * CPU time (ms) the workerd processes started by this script have used: the direct runtime's cost per request can be
+ * read from it whatever else loads the machine (wall-clock rates cannot). Linux /proc only; null elsewhere.
+ */
+function workerdCpuMs() {
+  try {
+    const tick = 100; // USER_HZ on Linux
+    let total = 0;
+    let found = false;
+    for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+      let stat;
+      try {
+        stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      } catch {
+        continue;
+      }
+      const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (comm !== "workerd" || Number(fields[1]) !== process.pid) continue;
+      found = true;
+      total += ((Number(fields[11]) + Number(fields[12])) * 1000) / tick;
+    }
+    return found ? total : null;
+  } catch {
+    return null;
+  }
+}
 
 // Targets (issue 12 §5), on the direct socket: the stored write costs at most 15% of an acknowledged single event;
 // a batched event costs under a sixth of a no-op request; single events stay under 50 ms at p99.
@@ -131,10 +160,14 @@ async function bench(RUNTIME, server) {
     },
   });
 
-  const run = (name, opts) =>
-    new Promise((resolve, reject) => {
-      autocannon({ url: server.base, connections: CONNECTIONS, duration: DURATION, ...opts }, (err, res) => (err ? reject(err) : resolve({ name, res })));
+  const run = async (name, opts) => {
+    const cpuBefore = workerdCpuMs();
+    const res = await new Promise((resolve, reject) => {
+      autocannon({ url: server.base, connections: CONNECTIONS, duration: DURATION, ...opts }, (err, r) => (err ? reject(err) : resolve(r)));
     });
+    const cpuAfter = workerdCpuMs();
+    return { name, res, cpuMs: cpuBefore === null || cpuAfter === null ? null : cpuAfter - cpuBefore };
+  };
 
   const results = [];
   results.push({ ...(await run("GET /health/live", { requests: [{ method: "GET", path: "/health/live" }] })), kind: "health" });
@@ -177,15 +210,18 @@ async function bench(RUNTIME, server) {
     resent++;
   }
 
-  const rows = results.map(({ name, res, kind, dialect }) => {
+  const rows = results.map(({ name, res, kind, dialect, cpuMs }) => {
     const eventsPerRequest = kind === "batch" ? BATCH : kind === "single" ? 1 : 0;
     // The refused run answers 422 by design: count those as its answers.
-    const rps = (kind === "refused" ? res["4xx"] : res["2xx"]) / res.duration;
-    return { name, kind, dialect, rps, eps: rps * eventsPerRequest, p50: res.latency.p50, p99: res.latency.p99, non2xx: res.non2xx, errors: res.errors + res.timeouts };
+    const answered = kind === "refused" ? res["4xx"] : res["2xx"];
+    const rps = answered / res.duration;
+    // workerd's CPU per answered request (all of workerd: the worker, its Durable Objects and the runtime itself).
+    const cpu = cpuMs === null || !answered ? null : cpuMs / answered;
+    return { name, kind, dialect, rps, eps: rps * eventsPerRequest, p50: res.latency.p50, p99: res.latency.p99, non2xx: res.non2xx, errors: res.errors + res.timeouts, cpu };
   });
   const fmt = (n) => n.toFixed(0).padStart(9);
-  console.log(`\n${"run".padEnd(52)}    req/s events/s   p50 ms   p99 ms  non-2xx   errors`);
-  for (const r of rows) console.log(`${r.name.padEnd(52)}${fmt(r.rps)}${fmt(r.eps)}${fmt(r.p50)}${fmt(r.p99)}${fmt(r.non2xx)}${fmt(r.errors)}`);
+  console.log(`\n${"run".padEnd(52)}    req/s events/s   p50 ms   p99 ms  non-2xx   errors  cpu ms/req`);
+  for (const r of rows) console.log(`${r.name.padEnd(52)}${fmt(r.rps)}${fmt(r.eps)}${fmt(r.p50)}${fmt(r.p99)}${fmt(r.non2xx)}${fmt(r.errors)}${(r.cpu === null ? "n/a" : r.cpu.toFixed(3)).padStart(12)}`);
   const health = rows.find((r) => r.kind === "health");
   const floor = rows.find((r) => r.kind === "refused");
   const figures = {};
@@ -197,6 +233,17 @@ async function bench(RUNTIME, server) {
     console.log(`${dialect.padEnd(12)} accepted single / refused floor ${a.toFixed(2)}; batched events/s / health req/s ${b.toFixed(1)}x; single p99 ${c} ms`);
   }
   if (floor) console.log(`refused floor / health/live: ${(floor.rps / health.rps).toFixed(2)}`);
+  // The same two ratios from CPU per request: what the throughput ratios would be on an otherwise idle single thread.
+  if (health.cpu && floor?.cpu) {
+    for (const dialect of Object.keys(figures)) {
+      const single = rows.find((r) => r.dialect === dialect && r.kind === "single");
+      const batch = rows.find((r) => r.dialect === dialect && r.kind === "batch");
+      if (!single.cpu || !batch.cpu) continue;
+      console.log(
+        `${dialect.padEnd(12)} by CPU: accepted single / refused floor ${(floor.cpu / single.cpu).toFixed(2)}; batched events per CPU-second / health requests per CPU-second ${((BATCH / batch.cpu) / (1 / health.cpu)).toFixed(1)}x`,
+      );
+    }
+  }
   console.log(`unconfirmed requests re-sent after the runs: ${resent}`);
 
   // Exactness: every subscription's stored aggregate equals what was generated for it, whatever the dialect.
