@@ -24,6 +24,8 @@ import { configRoutes, exchangeRateRoutes, featureRoutes, notificationAdminRoute
 import { auditExportRoutes, backupRoutes, emergencyExportRoutes } from "./modules/exports/routes";
 import { cardDataAuditRoutes, complianceRoutes, securityRoutes } from "./modules/compliance/routes";
 import { usageRoutes } from "./modules/usage/routes";
+import { openMeterRoutes } from "./modules/ingest-compat/openmeter";
+import { stripeMeterEventRoutes } from "./modules/ingest-compat/stripe";
 import { usageAlertRoutes } from "./modules/usage-alerts/routes";
 import { taxRoutes } from "./modules/tax/routes";
 import { invoiceRoutes } from "./modules/invoices/routes";
@@ -73,9 +75,11 @@ export function createApp() {
   app.use("/api/*", authenticate);
   app.use("/admin/*", authenticate);
   app.use("/metrics", authenticate);
+  app.use("/openmeter/*", authenticate);
   // Before any route or idempotency record can store it (not /webhooks/stripe: Stripe signs those payloads).
   app.use("/api/*", refuseCardNumbers);
   app.use("/admin/*", refuseCardNumbers);
+  app.use("/openmeter/*", refuseCardNumbers);
   // Idempotency-Key is honoured by the route guards (requireRole, requireScopeOrRole), after authorization.
 
   app.route("/health", healthRoutes);
@@ -119,6 +123,9 @@ export function createApp() {
   app.route("/admin/security", securityRoutes);
   app.route("/admin/audit", cardDataAuditRoutes);
   app.route("/admin/api-keys", apiKeyRoutes);
+  // Drop-in ingestion: Stripe's meter event paths (at the root, as Stripe's SDK calls them) and OpenMeter's API.
+  app.route("/", stripeMeterEventRoutes);
+  app.route("/openmeter", openMeterRoutes);
   app.route("/docs", docsRoutes);
   app.route("/metrics", metricsRoutes);
 
@@ -134,7 +141,7 @@ export function createApp() {
     for (const [path, item] of Object.entries(doc.paths ?? {})) {
       for (const method of ["post", "put", "patch", "delete"] as const) {
         const op = (item as Record<string, { parameters?: unknown[] } | undefined>)[method];
-        if (!op || path === "/api/v1/usage" || path.startsWith("/webhooks/")) continue;
+        if (!op || path === "/api/v1/usage" || path === "/openmeter/api/v1/events" || path.startsWith("/v1/billing/") || path.startsWith("/v2/billing/") || path.startsWith("/webhooks/")) continue;
         op.parameters = [
           ...(op.parameters ?? []),
           { name: "Idempotency-Key", in: "header", required: false, description: "Makes the request safe to retry for 24 h", schema: { type: "string", maxLength: 255 } },

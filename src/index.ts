@@ -13,3 +13,4 @@ export default {
 export { UsageMeter } from "../durable-objects/usage-meter";
 export { PaymentGuard } from "../durable-objects/payment-guard";
 export { AuditAnchor } from "../durable-objects/audit-anchor";
+export { IngestDirectory } from "../durable-objects/ingest-directory";

@@ -58,6 +58,12 @@ export type StoredMeteredPrice = {
   packageSize?: number;
   packageAmount?: string;
   freeUnits?: number;
+  /** Drop-in ingestion: the Stripe `event_name` / CloudEvents `type` that feeds this meter (default: meterId). */
+  eventName?: string;
+  /** Drop-in ingestion: JSON path of the quantity in a CloudEvent's data / Stripe payload, e.g. `$.tokens` (default `$.value`). */
+  valueProperty?: string;
+  /** Drop-in ingestion: metadata key → JSON path in the event's data, kept as the event's metadata. */
+  groupBy?: Record<string, string>;
 };
 export type StoredPrice = StoredFlatPrice | StoredMeteredPrice;
 

@@ -119,17 +119,25 @@ async function actorFromApiKey(env: Env, key: string): Promise<Actor> {
   return cached.actor;
 }
 
+/** The actor an `Authorization: Bearer …` header names (a JWT or an API key); throws a 401 ApiError otherwise. */
+export async function actorFromAuthorization(env: Env, header: string): Promise<Actor> {
+  const match = /^Bearer\s+(\S+)$/i.exec(header);
+  if (!match) throw new ApiError("unauthorized", "Authorization header must be 'Bearer <token>'");
+  const credential = match[1]!;
+  return credential.startsWith(API_KEY_PREFIX) ? actorFromApiKey(env, credential) : actorFromJwt(env, credential);
+}
+
 /** Reads credentials when present; a bad credential is a 401 even on routes that would allow anonymity. */
 export const authenticate = createMiddleware<HonoEnv>(async (c, next) => {
   const header = c.req.header("authorization");
-  if (header) {
-    const match = /^Bearer\s+(\S+)$/i.exec(header);
-    if (!match) throw new ApiError("unauthorized", "Authorization header must be 'Bearer <token>'");
-    const credential = match[1]!;
-    c.set("actor", credential.startsWith(API_KEY_PREFIX) ? await actorFromApiKey(c.env, credential) : await actorFromJwt(c.env, credential));
-  }
+  if (header) c.set("actor", await actorFromAuthorization(c.env, header));
   await next();
 });
+
+/** An API key holding `scope`, or a user token whose role is in `allowed`. */
+export function permits(actor: Actor, scope: string, allowed: readonly Role[]): boolean {
+  return actor.kind === "api_key" ? actor.scopes.includes(scope) : allowed.includes(actor.role as Role);
+}
 
 function requireActor(c: Context<HonoEnv>): Actor {
   const actor = c.get("actor");
@@ -156,8 +164,7 @@ export function requireRole(allowed: readonly Role[]) {
 export function requireScopeOrRole(scope: string, allowed: readonly Role[]) {
   return createMiddleware<HonoEnv>(async (c, next) => {
     const actor = requireActor(c);
-    const ok = actor.kind === "api_key" ? actor.scopes.includes(scope) : allowed.includes(actor.role as Role);
-    if (!ok) throw new ApiError("forbidden", `this route needs the scope ${scope} or one of the roles: ${allowed.join(", ")}`);
+    if (!permits(actor, scope, allowed)) throw new ApiError("forbidden", `this route needs the scope ${scope} or one of the roles: ${allowed.join(", ")}`);
     return idempotent(c, next);
   });
 }

@@ -28,6 +28,8 @@ function secretReplay(c: Context<HonoEnv>, secret: { object: string; id: string 
 }
 
 const STATE_CHANGING = ["POST", "PUT", "PATCH", "DELETE"];
+/** Ingestion routes (native and drop-in): each event is deduplicated by its meter, so no stored response is needed. */
+const METER_DEDUPED_PATHS: ReadonlySet<string> = new Set(["/api/v1/usage", "/openmeter/api/v1/events", "/v1/billing/meter_events", "/v2/billing/meter_event_stream"]);
 
 /**
  * Stripe-style idempotency for state-changing requests: same key and body → the stored response with
@@ -42,7 +44,7 @@ export async function idempotent(c: Context<HonoEnv>, next: Next): Promise<Respo
   const actor = c.get("actor");
   if (!key || !actor || !STATE_CHANGING.includes(c.req.method)) return next();
   // Usage ingestion dedupes per event inside its meter (the hot path never touches D1).
-  if (c.req.path === "/api/v1/usage") return next();
+  if (METER_DEDUPED_PATHS.has(c.req.path)) return next();
   // Already claimed for this request (a route with two guards).
   if (c.get("idempotencyKey")) return next();
   if (key.length > MAX_KEY_LENGTH) {

@@ -12,7 +12,8 @@ import { sha256Hex } from "../../lib/hash";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 
-export const apiKeyScopes = ["usage:write", "usage:read"] as const;
+/** What an API key may be given: usage ingestion and reads, and read-only access per area (for integrations). */
+export const apiKeyScopes = ["usage:write", "usage:read", "customers:read", "plans:read", "subscriptions:read", "invoices:read", "payments:read", "refunds:read"] as const;
 
 const ApiKey = z
   .object({
@@ -45,7 +46,7 @@ export const apiKeyRoutes = router()
       method: "post",
       path: "/",
       tags: ["Admin"],
-      summary: "Create an API key for usage ingestion (the key is shown once)",
+      summary: "Create an API key for usage ingestion or read-only integrations (the key is shown once)",
       description: "The secret is in this response only: a repeat with the same Idempotency-Key answers 409 naming the key, never the secret.",
       middleware: [requireRole(access.admin)] as const,
       request: jsonBody(

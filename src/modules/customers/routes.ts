@@ -1,9 +1,10 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { access, requireRole } from "../../http/auth";
+import { access, requireRole, requireScopeOrRole } from "../../http/auth";
 import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { auditCtx } from "../../http/context";
 import { CreateCustomer, Customer, UpdateCustomer } from "./schemas";
+import { STRIPE_CUSTOMER_KEY, syncStripeCustomerId } from "../usage/routing";
 import { createCustomer, getCustomerRow, listCustomers, toCustomer, updateCustomer } from "./service";
 
 const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "cus_123" }) });
@@ -27,7 +28,7 @@ export const customerRoutes = router()
       path: "/",
       tags: ["Customers"],
       summary: "List customers, newest first",
-      middleware: [requireRole(access.read)] as const,
+      middleware: [requireScopeOrRole("customers:read", access.read)] as const,
       request: { query: PaginationQuery.extend({ email: z.string().optional() }) },
       responses: { 200: jsonResponse(listOf(Customer), "A page of customers"), ...errorResponses },
     }),
@@ -39,7 +40,7 @@ export const customerRoutes = router()
       path: "/{id}",
       tags: ["Customers"],
       summary: "Get a customer",
-      middleware: [requireRole(access.read)] as const,
+      middleware: [requireScopeOrRole("customers:read", access.read)] as const,
       request: { params: IdParam },
       responses: { 200: jsonResponse(Customer, "The customer"), ...errorResponses },
     }),
@@ -55,5 +56,11 @@ export const customerRoutes = router()
       request: { params: IdParam, ...jsonBody(UpdateCustomer) },
       responses: { 200: jsonResponse(Customer, "The updated customer"), ...errorResponses },
     }),
-    async (c) => c.json(await updateCustomer(dbOf(c.env), c.req.valid("param").id, c.req.valid("json"), auditCtx(c)), 200),
+    async (c) => {
+      const input = c.req.valid("json");
+      const updated = await updateCustomer(dbOf(c.env), c.req.valid("param").id, input, auditCtx(c));
+      // Drop-in ingestion finds the customer by its Stripe id: the directory follows a change of that key.
+      if (input.metadata && STRIPE_CUSTOMER_KEY in input.metadata) await syncStripeCustomerId(c.env, updated.id, updated.metadata[STRIPE_CUSTOMER_KEY] ?? null);
+      return c.json(updated, 200);
+    },
   );

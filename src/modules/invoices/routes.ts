@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { eq, gte, lt } from "drizzle-orm";
-import { access, actorOf, requireRole } from "../../http/auth";
+import { access, actorOf, requireRole, requireScopeOrRole } from "../../http/auth";
 import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { newestFirstPage } from "../../platform/pagination";
@@ -39,7 +39,7 @@ export const invoiceRoutes = router()
       path: "/",
       tags: ["Invoices"],
       summary: "List invoices, newest first",
-      middleware: [requireRole(access.read)] as const,
+      middleware: [requireScopeOrRole("invoices:read", access.read)] as const,
       request: {
         query: PaginationQuery.extend({
           customerId: z.string().optional(),
@@ -76,7 +76,7 @@ export const invoiceRoutes = router()
       path: "/{id}",
       tags: ["Invoices"],
       summary: "Get an invoice with its lines (read from the archive once archived)",
-      middleware: [requireRole(access.read)] as const,
+      middleware: [requireScopeOrRole("invoices:read", access.read)] as const,
       request: { params: IdParam },
       responses: { 200: jsonResponse(Invoice, "The invoice"), ...errorResponses },
     }),

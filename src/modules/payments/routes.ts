@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { desc, eq } from "drizzle-orm";
-import { access, requireRole } from "../../http/auth";
+import { access, requireRole, requireScopeOrRole } from "../../http/auth";
 import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { newestFirstPage } from "../../platform/pagination";
@@ -117,7 +117,7 @@ export const paymentRoutes = router()
       path: "/",
       tags: ["Payments"],
       summary: "List payments (attempts), newest first",
-      middleware: [requireRole(access.read)] as const,
+      middleware: [requireScopeOrRole("payments:read", access.read)] as const,
       request: { query: PaginationQuery.extend({ status: z.enum(paymentStatuses).optional(), invoiceId: z.string().optional(), customerId: z.string().optional() }) },
       responses: { 200: jsonResponse(listOf(Payment), "A page of payments"), ...errorResponses },
     }),
@@ -140,7 +140,7 @@ export const paymentRoutes = router()
       path: "/{id}",
       tags: ["Payments"],
       summary: "Get a payment",
-      middleware: [requireRole(access.read)] as const,
+      middleware: [requireScopeOrRole("payments:read", access.read)] as const,
       request: { params: IdParam },
       responses: { 200: jsonResponse(Payment, "The payment"), ...errorResponses },
     }),

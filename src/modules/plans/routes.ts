@@ -1,5 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { access, requireRole } from "../../http/auth";
+import { access, requireRole, requireScopeOrRole } from "../../http/auth";
 import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { auditCtx } from "../../http/context";
@@ -27,7 +27,7 @@ export const planRoutes = router()
       path: "/",
       tags: ["Plans"],
       summary: "List plans (latest versions), newest first",
-      middleware: [requireRole(access.read)] as const,
+      middleware: [requireScopeOrRole("plans:read", access.read)] as const,
       request: { query: PaginationQuery },
       responses: { 200: jsonResponse(listOf(Plan), "A page of plans"), ...errorResponses },
     }),
@@ -39,7 +39,7 @@ export const planRoutes = router()
       path: "/{id}",
       tags: ["Plans"],
       summary: "Get a plan: its latest version, or ?version=N",
-      middleware: [requireRole(access.read)] as const,
+      middleware: [requireScopeOrRole("plans:read", access.read)] as const,
       request: { params: IdParam, query: z.object({ version: z.coerce.number().int().positive().optional() }) },
       responses: { 200: jsonResponse(Plan, "The plan"), ...errorResponses },
     }),

@@ -3,6 +3,9 @@ import { CurrencyCode, Metadata } from "../customers/schemas";
 
 const Decimal = z.union([z.string(), z.number()]).transform(String).openapi({ type: "string", example: "0.0006", description: "Decimal in major units (string preferred)" });
 
+/** A dotted JSON path into an event's data: `$.tokens`, `$.usage.input_tokens`. */
+const JsonPath = z.string().regex(/^\$(\.[A-Za-z_][A-Za-z0-9_-]{0,63}){1,8}$/, "must be a JSON path such as $.tokens");
+
 const Tier = z.object({
   upTo: z.number().positive().nullable().openapi({ description: "Inclusive upper bound; null for the last, open-ended tier" }),
   unitAmount: Decimal,
@@ -31,6 +34,13 @@ const MeteredPriceInput = z.object({
   packageSize: z.number().int().positive().optional(),
   packageAmount: Decimal.optional(),
   freeUnits: z.number().int().nonnegative().optional(),
+  eventName: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,99}$/, "letters, digits and _ . : / - (at most 100)")
+    .optional()
+    .openapi({ description: "Stripe `event_name` / CloudEvents `type` that feeds this meter (drop-in ingestion); defaults to meterId", example: "api_request" }),
+  valueProperty: JsonPath.optional().openapi({ description: "Where the quantity is in a CloudEvent's data or a Stripe payload; defaults to $.value (count meters count 1 when absent)", example: "$.tokens" }),
+  groupBy: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/), JsonPath).optional().openapi({ description: "Metadata key → JSON path in the event's data, kept as the event's metadata", example: { model: "$.model" } }),
 });
 
 export const PriceInput = z.discriminatedUnion("type", [FlatPriceInput, MeteredPriceInput]);
@@ -64,6 +74,9 @@ const Price = z.union([
     packageSize: z.number().optional(),
     packageAmount: z.string().optional(),
     freeUnits: z.number().optional(),
+    eventName: z.string().optional(),
+    valueProperty: z.string().optional(),
+    groupBy: z.record(z.string(), z.string()).optional(),
   }),
 ]);
 

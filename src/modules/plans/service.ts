@@ -39,6 +39,7 @@ export function toPlan(r: Row): z.infer<typeof Plan> {
 export function buildPrices(input: PlanInput): StoredPrice[] {
   const errors: FieldError[] = [];
   const meters = new Set<string>();
+  const eventNames = new Set<string>();
   const prices: StoredPrice[] = input.prices.map((p, i) => {
     const at = `prices.${i}`;
     if (p.type === "flat") {
@@ -66,7 +67,13 @@ export function buildPrices(input: PlanInput): StoredPrice[] {
       ...(p.packageSize !== undefined && { packageSize: p.packageSize }),
       ...(p.packageAmount !== undefined && { packageAmount: canonical(p.packageAmount) }),
       ...(p.freeUnits !== undefined && { freeUnits: p.freeUnits }),
+      ...(p.eventName !== undefined && { eventName: p.eventName }),
+      ...(p.valueProperty !== undefined && { valueProperty: p.valueProperty }),
+      ...(p.groupBy !== undefined && { groupBy: p.groupBy }),
     };
+    const eventName = p.eventName ?? p.meterId;
+    if (eventNames.has(eventName)) errors.push({ path: `${at}.eventName`, message: `event name ${eventName} feeds two meters of this plan` });
+    eventNames.add(eventName);
     for (const e of validatePricing(price, input.currency)) errors.push({ path: `${at}.${e.path}`, message: e.message });
     return price;
   });

@@ -1,7 +1,7 @@
 import { DAY_MS } from "../../lib/time";
 import { createRoute, z } from "@hono/zod-openapi";
 import { eq } from "drizzle-orm";
-import { access, requireRole } from "../../http/auth";
+import { access, requireRole, requireScopeOrRole } from "../../http/auth";
 import { errorResponses, jsonBody, jsonResponse, listOf, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { newestFirstPage } from "../../platform/pagination";
@@ -92,7 +92,7 @@ export const refundRoutes = router()
       path: "/",
       tags: ["Refunds"],
       summary: "List refunds, newest first",
-      middleware: [requireRole(access.read)] as const,
+      middleware: [requireScopeOrRole("refunds:read", access.read)] as const,
       request: { query: ListRefundsQuery },
       responses: { 200: jsonResponse(listOf(Refund), "A page of refunds"), ...errorResponses },
     }),
@@ -115,7 +115,7 @@ export const refundRoutes = router()
       path: "/{id}",
       tags: ["Refunds"],
       summary: "Get a refund",
-      middleware: [requireRole(access.read)] as const,
+      middleware: [requireScopeOrRole("refunds:read", access.read)] as const,
       request: { params: IdParam },
       responses: { 200: jsonResponse(RefundWithRemaining, "The refund"), ...errorResponses },
     }),

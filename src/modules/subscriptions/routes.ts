@@ -1,5 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { access, requireRole } from "../../http/auth";
+import { access, requireRole, requireScopeOrRole } from "../../http/auth";
 import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router, DateOrInstant } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { subscriptionStatuses } from "../../db/schema";
@@ -33,7 +33,7 @@ export const subscriptionRoutes = router()
       path: "/",
       tags: ["Subscriptions"],
       summary: "List subscriptions, filtered by customer and status",
-      middleware: [requireRole(access.read)] as const,
+      middleware: [requireScopeOrRole("subscriptions:read", access.read)] as const,
       request: { query: PaginationQuery.extend({ customerId: z.string().optional(), status: z.enum(subscriptionStatuses).optional() }) },
       responses: { 200: jsonResponse(listOf(Subscription), "A page of subscriptions"), ...errorResponses },
     }),
@@ -45,7 +45,7 @@ export const subscriptionRoutes = router()
       path: "/{id}",
       tags: ["Subscriptions"],
       summary: "Get a subscription",
-      middleware: [requireRole(access.read)] as const,
+      middleware: [requireScopeOrRole("subscriptions:read", access.read)] as const,
       request: { params: IdParam },
       responses: { 200: jsonResponse(Subscription, "The subscription"), ...errorResponses },
     }),

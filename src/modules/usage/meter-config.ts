@@ -3,6 +3,7 @@ import type { Db } from "../../db/client";
 import { plans, subscriptions, usageAlerts, type StoredMeteredPrice, type SubscriptionStatus } from "../../db/schema";
 import type { Interval } from "../../domain/periods";
 import { clockTimeOf } from "../../platform/clock";
+import { pushRouting } from "./routing";
 
 /** What a UsageMeter needs to decide alone (no D1 on the ingestion path); pushed on every subscription change. */
 export type MeterConfig = {
@@ -71,6 +72,8 @@ export async function pushMeterConfig(env: Env, db: Db, sub: SubscriptionRow, pl
       .where(eq(usageAlerts.subscriptionId, sub.id))
       .all();
     const held = await meterStub(env, sub.id).configure(meterConfigOf(sub, plan, await clockTimeOf(db, sub.testClockId), alerts));
+    // Before the version is recorded: a failed directory push is retried by the cron resync like a failed meter push.
+    await pushRouting(env, db, sub, plan);
     await db
       .update(subscriptions)
       .set({ meterSyncedVersion: held })

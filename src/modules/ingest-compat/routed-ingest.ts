@@ -1,0 +1,152 @@
+import { formatDecimal, parseDecimal } from "../../domain/decimal";
+import type { ParsedEvent } from "../usage/events";
+import { ingestEvents } from "../usage/ingest";
+import type { IngestOutcome, RejectReason } from "../usage/meter-types";
+import { pickRoute, resolveSubject, type Resolved, type RoutedMeter, type Subject } from "../usage/routing";
+
+// Drop-in senders name a customer (or subscription) and an event name; this turns their events into the native
+// ingestion's events (subscription + meter + quantity) and hands them to the same use case as POST /api/v1/usage.
+
+type Scalar = string | number | boolean | null;
+
+/** One foreign event, already checked for shape by its route (Stripe or CloudEvents). */
+export type RoutedItem = {
+  index: number;
+  subject: Subject;
+  eventName: string;
+  /** The sender's event id (Stripe identifier, CloudEvent id): the dedup key within the subscription's meter. */
+  eventId: string;
+  /** Epoch ms; null = now as the meter sees it. */
+  timestamp: number | null;
+  /** Where valueProperty and groupBy are read: a CloudEvent's data, a Stripe payload. */
+  data: Record<string, unknown>;
+  /** Metadata the route keeps as is (e.g. a Stripe payload's other keys). */
+  metadata?: Record<string, Scalar>;
+};
+
+export type RoutedOutcome = IngestOutcome & { subscriptionId: string | null; meterId: string | null };
+
+const MAX_METADATA_KEYS = 50;
+/** Refusals a stale cached route could explain: asked again of the directory (bypassing the isolate cache) once. */
+const STALE_REASONS: ReadonlySet<RejectReason> = new Set(["unknown_subscription", "subscription_canceled", "subscription_paused", "unknown_meter"]);
+/** A cached route younger than this is not re-read after a refusal (bounds directory reads per subject and isolate). */
+const RECHECK_AFTER_MS = 1_000;
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** The value at a dotted JSON path (`$.a.b`) of an object; undefined when any step is missing. */
+export function valueAt(data: Record<string, unknown>, path: string): unknown {
+  let v: unknown = data;
+  for (const key of path.slice(2).split(".")) {
+    if (!isObject(v)) return undefined;
+    v = v[key];
+  }
+  return v;
+}
+
+const keyOf = (s: Subject) => `${s.via.join("|")}:${s.id}`;
+
+function toEvent(item: RoutedItem, subscriptionId: string, meter: RoutedMeter): ParsedEvent | { reason: RejectReason; detail: string } {
+  const path = meter.valueProperty ?? "$.value";
+  const raw = valueAt(item.data, path);
+  let quantity = "1";
+  if (raw === undefined || raw === null) {
+    if (meter.aggregation !== "count" && meter.aggregation !== "unique_count") return { reason: "invalid_event", detail: `${path} is required by the meter ${meter.meterId} (its valueProperty)` };
+  } else {
+    const d = typeof raw === "number" || typeof raw === "string" ? parseDecimal(raw) : null;
+    if (!d || !d.ok) return { reason: "invalid_event", detail: `${path} must be a decimal number${d && !d.ok ? `: ${d.error}` : ""}` };
+    if (d.value < 0n) return { reason: "invalid_event", detail: `${path} must not be negative` };
+    quantity = formatDecimal(d.value);
+  }
+  const metadata: Record<string, Scalar> = { ...item.metadata };
+  for (const [name, p] of Object.entries(meter.groupBy ?? {})) {
+    const v = valueAt(item.data, p);
+    if (v === null || ["string", "number", "boolean"].includes(typeof v)) metadata[name] = v as Scalar;
+  }
+  // unique_count counts a metadata field: take it from the data's top level when groupBy did not name it.
+  const field = meter.aggregationField;
+  if (field && metadata[field] === undefined) {
+    const v = item.data[field];
+    if (typeof v === "string" || typeof v === "number") metadata[field] = v;
+  }
+  const keys = Object.keys(metadata);
+  if (keys.length > MAX_METADATA_KEYS) return { reason: "invalid_event", detail: `at most ${MAX_METADATA_KEYS} metadata properties` };
+  return {
+    index: item.index,
+    eventKey: `id:${item.eventId}`,
+    eventId: item.eventId,
+    subscriptionId,
+    meterId: meter.meterId,
+    quantity,
+    timestamp: item.timestamp,
+    metadata: keys.length ? metadata : null,
+  };
+}
+
+type Routed = { events: ParsedEvent[]; refused: RoutedOutcome[]; routes: Map<number, { subscriptionId: string; meterId: string }> };
+
+function route(items: RoutedItem[], resolved: Map<string, Resolved>): Routed {
+  const out: Routed = { events: [], refused: [], routes: new Map() };
+  for (const item of items) {
+    const r = resolved.get(keyOf(item.subject))!;
+    const refuse = (reason: RejectReason, detail: string, subscriptionId: string | null = null, meterId: string | null = null) =>
+      out.refused.push({ index: item.index, eventId: item.eventId, status: "rejected", reason, detail, subscriptionId, meterId });
+    if (!r.entries.length) {
+      refuse("unknown_subscription", `no customer or subscription ${item.subject.id} is known to usage ingestion (a customer needs a subscription with a meter)`);
+      continue;
+    }
+    const picked = pickRoute(r.entries, item.eventName);
+    if (!picked) {
+      refuse("unknown_meter", `no subscription of ${item.subject.id} has a meter for the event name ${item.eventName}`);
+      continue;
+    }
+    const ev = toEvent(item, picked.subscriptionId, picked.meter);
+    if ("reason" in ev) refuse(ev.reason, ev.detail, picked.subscriptionId, picked.meter.meterId);
+    else {
+      out.events.push(ev);
+      out.routes.set(item.index, { subscriptionId: picked.subscriptionId, meterId: picked.meter.meterId });
+    }
+  }
+  return out;
+}
+
+async function resolveAll(env: Env, subjects: Subject[], now: number, fresh: boolean): Promise<Map<string, Resolved>> {
+  const unique = new Map(subjects.map((s) => [keyOf(s), s]));
+  const entries = await Promise.all([...unique].map(async ([k, s]) => [k, await resolveSubject(env, s, now, fresh)] as const));
+  return new Map(entries);
+}
+
+async function ingestOnce(env: Env, items: RoutedItem[], resolved: Map<string, Resolved>, now: number): Promise<RoutedOutcome[]> {
+  const r = route(items, resolved);
+  const outcomes = r.events.length ? await ingestEvents(env, r.events, now) : [];
+  const routed = outcomes.map((o) => ({ ...o, ...(r.routes.get(o.index) ?? { subscriptionId: null, meterId: null }) }));
+  return [...routed, ...r.refused];
+}
+
+/**
+ * Routes each event to its subscription's meter and ingests it with the native use case, in one round of meter calls.
+ * Routes come from the per-isolate cache; an event refused for a reason a stale route could explain (the customer's
+ * subscription changed since it was cached) is routed again from the directory itself and, if that changes its
+ * route, sent once more. Outcomes are in index order.
+ */
+export async function ingestRouted(env: Env, items: RoutedItem[], now: number): Promise<RoutedOutcome[]> {
+  const resolved = await resolveAll(env, items.map((i) => i.subject), now, false);
+  const first = await ingestOnce(env, items, resolved, now);
+  const suspect = first.filter((o) => {
+    if (o.status !== "rejected" || !STALE_REASONS.has(o.reason)) return false;
+    const r = resolved.get(keyOf(items.find((i) => i.index === o.index)!.subject))!;
+    return now - r.fetchedAt >= RECHECK_AFTER_MS;
+  });
+  if (!suspect.length) return first.sort((a, b) => a.index - b.index);
+  const again = new Set(suspect.map((o) => o.index));
+  const retryItems = items.filter((i) => again.has(i.index));
+  const fresh = await resolveAll(env, retryItems.map((i) => i.subject), now, true);
+  const changed = retryItems.filter((i) => {
+    const before = first.find((o) => o.index === i.index)!;
+    const picked = pickRoute(fresh.get(keyOf(i.subject))!.entries, i.eventName);
+    return (picked?.subscriptionId ?? null) !== before.subscriptionId || (picked?.meter.meterId ?? null) !== before.meterId;
+  });
+  if (!changed.length) return first.sort((a, b) => a.index - b.index);
+  const redone = new Map((await ingestOnce(env, changed, fresh, now)).map((o) => [o.index, o]));
+  return first.map((o) => redone.get(o.index) ?? o).sort((a, b) => a.index - b.index);
+}

@@ -1,0 +1,165 @@
+import { eq } from "drizzle-orm";
+import type { Db } from "../../db/client";
+import { customers, plans, subscriptions, type StoredMeteredPrice, type SubscriptionStatus } from "../../db/schema";
+import type { MeterConfig } from "./meter-config";
+
+// Routing for senders that name a customer (a Stripe customer id, a CloudEvents subject) and an event name instead of
+// a subscription and a meter. The directory lives in IngestDirectory objects, pushed with each meter configuration;
+// the ingestion path reads it through a per-isolate cache, never from D1.
+
+export type RoutedMeter = Pick<StoredMeteredPrice, "meterId" | "aggregation" | "aggregationField" | "valueProperty" | "groupBy"> & { eventName: string };
+export type RoutingEntry = { subscriptionId: string; status: SubscriptionStatus; version: number; anchor: number; meters: RoutedMeter[] };
+export type CustomerRouting = { customerId: string; stripeCustomerId: string | null; subscriptions: Record<string, RoutingEntry> };
+
+/** The customer metadata key holding the customer's Stripe id (`cus_…` at Stripe). */
+export const STRIPE_CUSTOMER_KEY = "stripeCustomerId";
+
+type SubscriptionRow = typeof subscriptions.$inferSelect;
+type PlanRow = typeof plans.$inferSelect;
+
+const routedMeter = (m: StoredMeteredPrice): RoutedMeter => ({
+  meterId: m.meterId,
+  eventName: m.eventName ?? m.meterId,
+  aggregation: m.aggregation,
+  ...(m.aggregationField !== undefined && { aggregationField: m.aggregationField }),
+  ...(m.valueProperty !== undefined && { valueProperty: m.valueProperty }),
+  ...(m.groupBy !== undefined && { groupBy: m.groupBy }),
+});
+
+export function routingEntryOf(c: Pick<MeterConfig, "subscriptionId" | "status" | "version" | "billingAnchor" | "meters">): RoutingEntry {
+  return { subscriptionId: c.subscriptionId, status: c.status, version: c.version, anchor: c.billingAnchor, meters: c.meters.map(routedMeter) };
+}
+
+export const directoryStub = (env: Env, name: string) => env.INGEST_DIRECTORY.get(env.INGEST_DIRECTORY.idFromName(name));
+
+/** Called by pushMeterConfig: the customer's directory learns the subscription's state (and its Stripe id). Throws on failure. */
+export async function pushRouting(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow): Promise<void> {
+  const customer = await db.select({ metadata: customers.metadata }).from(customers).where(eq(customers.id, sub.customerId)).get();
+  const stripeId = customer?.metadata[STRIPE_CUSTOMER_KEY] || null;
+  const entry = routingEntryOf({
+    subscriptionId: sub.id,
+    status: sub.status,
+    version: sub.configVersion,
+    billingAnchor: sub.billingAnchor,
+    meters: plan.prices.filter((p): p is StoredMeteredPrice => p.type === "metered"),
+  });
+  await directoryStub(env, `customer:${sub.customerId}`).upsertSubscription(sub.customerId, stripeId, entry);
+  if (stripeId) await directoryStub(env, `stripe:${stripeId}`).setAlias(sub.customerId);
+  forgetRouting(sub.customerId, stripeId);
+}
+
+/**
+ * Called when a customer's metadata set its Stripe id: the new id points at the customer, and the customer's record
+ * (which has the last word) no longer answers to the old one. A failure is logged, not fatal: the customer's next
+ * subscription push carries the id again.
+ */
+export async function syncStripeCustomerId(env: Env, customerId: string, stripeCustomerId: string | null): Promise<void> {
+  try {
+    if (stripeCustomerId) await directoryStub(env, `stripe:${stripeCustomerId}`).setAlias(customerId);
+    await directoryStub(env, `customer:${customerId}`).setStripeCustomerId(customerId, stripeCustomerId);
+  } catch (e) {
+    console.log(JSON.stringify({ level: "error", msg: "ingest directory push failed", customerId, error: String(e) }));
+  }
+  forgetRouting(customerId, stripeCustomerId);
+}
+
+// --- the read side (per-isolate cache in front of the directory objects) ---
+
+/** How long an isolate trusts a cached answer; a meter's refusal of a stale route re-reads it sooner (see ingestRouted). */
+export const ROUTING_CACHE_MS = 30_000;
+const CACHE_MAX = 10_000;
+type Cached<T> = { value: T; at: number };
+const cache = new Map<string, Cached<unknown>>();
+
+function remember<T>(key: string, value: T, now: number): void {
+  cache.delete(key);
+  if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value!);
+  cache.set(key, { value, at: now });
+}
+
+export function forgetRouting(customerId: string, stripeCustomerId: string | null): void {
+  cache.delete(`customer:${customerId}`);
+  if (stripeCustomerId) cache.delete(`stripe:${stripeCustomerId}`);
+}
+
+/** POST /admin/config/reload and tests: every subject is read from its directory again. */
+export function dropRoutingCache(): number {
+  const n = cache.size;
+  cache.clear();
+  return n;
+}
+
+/** What a sender named, and how to read it: each way in turn until one knows it (e.g. a Stripe id, else our customer id). */
+export type SubjectKind = "customer" | "stripe" | "subscription";
+export type Subject = { id: string; via: readonly SubjectKind[] };
+export type Resolved = { customerId: string | null; entries: RoutingEntry[]; fetchedAt: number };
+
+async function cached<T>(key: string, now: number, fresh: boolean, load: () => Promise<T>): Promise<Cached<T>> {
+  const hit = cache.get(key) as Cached<T> | undefined;
+  if (hit && !fresh && now - hit.at <= ROUTING_CACHE_MS) return hit;
+  const value = await load();
+  remember(key, value, now);
+  return { value, at: now };
+}
+
+/** One way of reading a subject; `at` is when the oldest answer it used was fetched (also when it knows nothing). */
+async function resolveAs(env: Env, kind: SubjectKind, id: string, now: number, fresh: boolean): Promise<{ r: Resolved | null; at: number }> {
+  if (kind === "subscription") {
+    const hit = await cached(`subscription:${id}`, now, fresh, async () => {
+      const config = await env.USAGE_METER.get(env.USAGE_METER.idFromName(id)).getConfig();
+      return config ? { customerId: config.customerId, entry: routingEntryOf(config) } : null;
+    });
+    return { r: hit.value ? { customerId: hit.value.customerId, entries: [hit.value.entry], fetchedAt: hit.at } : null, at: hit.at };
+  }
+  let customerId = id;
+  let at = now;
+  if (kind === "stripe") {
+    const alias = await cached(`stripe:${id}`, now, fresh, () => directoryStub(env, `stripe:${id}`).alias());
+    if (!alias.value) return { r: null, at: alias.at };
+    customerId = alias.value;
+    at = alias.at;
+  }
+  const routing = await cached(`customer:${customerId}`, now, fresh, () => directoryStub(env, `customer:${customerId}`).routing());
+  at = Math.min(at, routing.at);
+  const r = routing.value;
+  // The customer's own record decides: an alias left behind by a changed Stripe id resolves to nothing.
+  if (!r || (kind === "stripe" && r.stripeCustomerId !== id)) return { r: null, at };
+  const entries = Object.values(r.subscriptions);
+  return { r: entries.length ? { customerId, entries, fetchedAt: at } : null, at };
+}
+
+/**
+ * The subscriptions a subject stands for (none when no way in knows it); `fetchedAt` is the age of the oldest cached
+ * answer used, so a caller can tell a fresh "unknown" from a stale one. `fresh` skips the isolate cache.
+ */
+export async function resolveSubject(env: Env, subject: Subject, now: number, fresh = false): Promise<Resolved> {
+  let oldest = now;
+  for (const kind of subject.via) {
+    const { r, at } = await resolveAs(env, kind, subject.id, now, fresh);
+    if (r) return r;
+    oldest = Math.min(oldest, at);
+  }
+  return { customerId: null, entries: [], fetchedAt: oldest };
+}
+
+const ACCEPTS_USAGE: ReadonlySet<SubscriptionStatus> = new Set(["trialing", "active", "past_due"]);
+
+/**
+ * The subscription and meter an event name reaches among a subject's subscriptions: one that accepts usage first
+ * (the newest by billing anchor), else the newest that carries the meter (its meter then says why it refuses).
+ */
+export function pickRoute(entries: RoutingEntry[], eventName: string): { subscriptionId: string; meter: RoutedMeter } | null {
+  let best: { entry: RoutingEntry; meter: RoutedMeter } | null = null;
+  for (const entry of entries) {
+    const meter = entry.meters.find((m) => m.eventName === eventName);
+    if (!meter) continue;
+    if (!best) {
+      best = { entry, meter };
+      continue;
+    }
+    const a = ACCEPTS_USAGE.has(entry.status);
+    const b = ACCEPTS_USAGE.has(best.entry.status);
+    if ((a && !b) || (a === b && (entry.anchor > best.entry.anchor || (entry.anchor === best.entry.anchor && entry.subscriptionId > best.entry.subscriptionId)))) best = { entry, meter };
+  }
+  return best ? { subscriptionId: best.entry.subscriptionId, meter: best.meter } : null;
+}
