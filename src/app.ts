@@ -23,6 +23,7 @@ import { configRoutes, exchangeRateRoutes, featureRoutes, notificationAdminRoute
 import { auditExportRoutes, backupRoutes, emergencyExportRoutes } from "./modules/exports/routes";
 import { cardDataAuditRoutes, complianceRoutes, securityRoutes } from "./modules/compliance/routes";
 import { usageRoutes } from "./modules/usage/routes";
+import { usageOverviewRoutes } from "./modules/usage/overview";
 import { usageAlertRoutes } from "./modules/usage-alerts/routes";
 import { taxRoutes } from "./modules/tax/routes";
 import { invoiceRoutes } from "./modules/invoices/routes";
@@ -37,6 +38,7 @@ import { eventRoutes } from "./modules/events/routes";
 import { stripeWebhookRoutes, webhookAdminRoutes } from "./modules/webhooks/routes";
 import { eventResendRoutes, webhookEndpointRoutes } from "./modules/webhook-endpoints/routes";
 import { reconciliationRoutes, reportRoutes } from "./modules/reconciliation/routes";
+import { consoleRoutes } from "./modules/console/routes";
 
 export const MAX_BODY_BYTES = 2 * 1024 * 1024;
 
@@ -83,6 +85,7 @@ export function createApp() {
   app.route("/api/v1/subscriptions", subscriptionStatsRoutes);
   app.route("/api/v1/subscriptions", subscriptionRoutes);
   app.route("/api/v1/subscriptions", usageAlertRoutes);
+  app.route("/api/v1/usage", usageOverviewRoutes);
   app.route("/api/v1/usage", usageRoutes);
   app.route("/api/v1/audit", auditExportRoutes);
   app.route("/api/v1/audit", auditRoutes);
@@ -120,6 +123,7 @@ export function createApp() {
   app.route("/admin/api-keys", apiKeyRoutes);
   app.route("/docs", docsRoutes);
   app.route("/metrics", metricsRoutes);
+  app.route("/console", consoleRoutes);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",
