@@ -4,7 +4,11 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 
-export type Series = { label: string; values: (number | null)[]; color: string; kind?: "line" | "bars"; format?: (v: number) => string };
+/**
+ * `values` are drawn; `raw` (when given) are the figures the table shows, e.g. a stacked bar draws the running total
+ * but its row shows its own amount. `kind` "points" marks a level (a threshold) without joining categories.
+ */
+export type Series = { label: string; values: (number | null)[]; raw?: (number | null)[]; color: string; kind?: "line" | "bars" | "points"; format?: (v: number) => string };
 
 declare global {
   interface Window {
@@ -14,33 +18,34 @@ declare global {
 
 const bars = uPlot.paths.bars!({ size: [0.6, 48] });
 
-export function Chart({ name, title, x, xLabels, series, height = 220, format }: { name: string; title: string; x: number[]; xLabels: string[]; series: Series[]; height?: number; format?: (v: number) => string }) {
+export function Chart({ name, title, x, xLabels, series, height = 220, format, axisFormat }: { name: string; title: string; x: number[]; xLabels: string[]; series: Series[]; height?: number; format?: (v: number) => string; axisFormat?: (v: number) => string }) {
   const box = useRef<HTMLDivElement>(null);
   const [showTable, setShowTable] = useState(false);
   useEffect(() => {
     const el = box.current;
     if (!el) return;
-    const dark = matchMedia("(prefers-color-scheme: dark)").matches;
+    const theme = document.documentElement.dataset.theme;
+    const dark = theme ? theme === "dark" : matchMedia("(prefers-color-scheme: dark)").matches;
     const axis = { stroke: dark ? "#aab2c0" : "#4a5468", grid: { stroke: dark ? "#2a3140" : "#e6e9ef", width: 1 }, ticks: { stroke: dark ? "#2a3140" : "#e6e9ef" } };
     const opts: uPlot.Options = {
       width: Math.max(280, el.clientWidth),
       height,
-      legend: { show: true },
+      legend: { show: true, live: false },
       cursor: { points: { size: 6 } },
       scales: { x: { time: false, range: (_u, min, max) => [min - 0.5, max + 0.5] } },
       axes: [
         { ...axis, values: (_u, splits) => splits.map((s) => (Number.isInteger(s) ? (xLabels[s] ?? "") : "")), space: 40 },
-        { ...axis, size: 64, values: (_u, splits) => splits.map((v) => (format ? format(v) : String(v))) },
+        { ...axis, size: 72, values: (_u, splits) => splits.map((v) => (axisFormat ?? format ?? String)(v)) },
       ],
       series: [
-        { label: "x", value: (_u, v) => (v === null ? "" : (xLabels[v] ?? "")) },
+        {},
         ...series.map((s) => ({
           label: s.label,
           stroke: s.color,
           fill: s.kind === "bars" ? s.color : undefined,
           width: s.kind === "bars" ? 0 : 2,
-          paths: s.kind === "bars" ? bars : undefined,
-          points: { show: s.kind !== "bars" },
+          paths: s.kind === "bars" ? bars : s.kind === "points" ? () => null : undefined,
+          points: s.kind === "points" ? { show: true, size: 14, width: 3, fill: s.color } : { show: s.kind !== "bars" },
           value: (_u: uPlot, v: number | null) => (v === null ? "—" : (s.format ?? format ?? String)(v)),
         })),
       ],
@@ -54,7 +59,7 @@ export function Chart({ name, title, x, xLabels, series, height = 220, format }:
       u.destroy();
       if (window.__consoleCharts?.[name] === u) delete window.__consoleCharts[name];
     };
-  }, [name, JSON.stringify(x), JSON.stringify(series.map((s) => s.values)), height]);
+  }, [name, JSON.stringify(x), JSON.stringify(series.map((s) => s.values)), height, document.documentElement.dataset.theme]);
   return (
     <figure class="chart" data-chart={name}>
       <figcaption>
@@ -80,7 +85,7 @@ export function Chart({ name, title, x, xLabels, series, height = 220, format }:
             <tr key={i}>
               <th scope="row">{xLabels[i]}</th>
               {series.map((s) => {
-                const v = s.values[i];
+                const v = (s.raw ?? s.values)[i];
                 return (
                   <td key={s.label} data-value={v ?? ""}>
                     {v === null || v === undefined ? "—" : (s.format ?? format ?? String)(v)}

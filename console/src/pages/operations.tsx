@@ -167,7 +167,7 @@ function Flags({ session }: { session: Session }) {
         <form class="filters" onSubmit={save} aria-label="Edit feature flag">
           <label class="field">
             <span>Name</span>
-            <input value={edit.name} onInput={(e) => setEdit({ ...edit, name: (e.target as HTMLInputElement).value })} required pattern="[a-z0-9_.\-]+" />
+            <input value={edit.name} onInput={(e) => setEdit({ ...edit, name: (e.target as HTMLInputElement).value })} required pattern="[a-z0-9]+(-[a-z0-9]+)*" />
           </label>
           <label class="check">
             <input type="checkbox" checked={edit.enabled} onChange={(e) => setEdit({ ...edit, enabled: (e.target as HTMLInputElement).checked })} /> Enabled

@@ -2,7 +2,7 @@ import { useState } from "preact/hooks";
 import { get, send } from "../api";
 import { can, type Session } from "../auth";
 import { Chart } from "../chart";
-import { fmtDate, fmtMoney, fmtNum, fmtPct } from "../format";
+import { exponentOf, fmtDate, fmtMoney, fmtNum, fmtPct } from "../format";
 import { Badge, Card, ConfirmDialog, Empty, Loading, Money, ProblemBox, Stat, Table, useAsync } from "../ui";
 
 type M = { amount: string; amountMinor: number };
@@ -22,10 +22,13 @@ const METER_COLORS = ["#3b5bdb", "#0ca678", "#f08c00", "#ae3ec9", "#e8590c", "#1
 const monthLabel = (m: string) => new Date(`${m}-01T00:00:00Z`).toLocaleString("en", { month: "short", year: "2-digit", timeZone: "UTC" });
 
 export function Overview({ session }: { session: Session }) {
-  const today = useAsync(() => get<RevenueToday>("/api/v1/analytics/revenue/today"), []);
-  const month = useAsync(() => get<Breakdown>("/api/v1/analytics/revenue/breakdown", { query: { groupBy: "currency", period: "month" } }), []);
-  const mrr = useAsync(() => get<Mrr>("/api/v1/analytics/mrr"), []);
-  const movement = useAsync(() => get<Movement>("/api/v1/analytics/mrr/movement", { query: { months: 12 } }), []);
+  // Revenue analytics are for finance and admin: other roles see the operational figures only.
+  const fin = can.moveMoney(session.role);
+  const finance = <T,>(load: () => Promise<T>) => (fin ? load() : Promise.resolve(undefined));
+  const today = useAsync(() => finance(() => get<RevenueToday>("/api/v1/analytics/revenue/today")), [fin]);
+  const month = useAsync(() => finance(() => get<Breakdown>("/api/v1/analytics/revenue/breakdown", { query: { groupBy: "currency", period: "month" } })), [fin]);
+  const mrr = useAsync(() => finance(() => get<Mrr>("/api/v1/analytics/mrr")), [fin]);
+  const movement = useAsync(() => finance(() => get<Movement>("/api/v1/analytics/mrr/movement", { query: { months: 12 } })), [fin]);
   const active = useAsync(() => get<Active>("/api/v1/subscriptions/stats/active"), []);
   const churn = useAsync(() => get<Churn>("/api/v1/analytics/churn", { query: { period: "month" } }), []);
   const gw = useAsync(() => get<GwMetrics>("/api/v1/gateways/metrics", { query: { window: "24h" } }), []);
@@ -39,7 +42,10 @@ export function Overview({ session }: { session: Session }) {
         <h1>Overview</h1>
       </div>
       <PaymentModeCard session={session} />
+      {!fin ? <p class="muted small" data-testid="finance-only">Revenue, MRR and its movement are shown to the finance and admin roles.</p> : null}
       <div class="grid stats">
+        {fin ? (
+        <>
         <Card title="Revenue today (UTC)">
           <ProblemBox error={today.error} />
           {today.data ? (
@@ -75,6 +81,8 @@ export function Overview({ session }: { session: Session }) {
           ))}
           {mrr.data && !mrr.data.currencies.length ? <Empty>No recurring revenue yet.</Empty> : null}
         </Card>
+        </>
+        ) : null}
         <Card title="Payments (24 h)">
           <ProblemBox error={gw.error ?? failed.error} />
           <Stat testid="success-rate" label="Success rate" value={rate === null ? "—" : fmtPct(rate)} hint={attempts ? `${attempts.s} succeeded · ${attempts.f} failed` : undefined} />
@@ -102,31 +110,12 @@ export function Overview({ session }: { session: Session }) {
         </Card>
       </div>
       <div class="grid two">
+        {fin ? (
         <Card title="MRR movement, last 12 months">
           <ProblemBox error={movement.error} />
           {movement.data ? (
             movement.data.currencies.length ? (
-              movement.data.currencies.map((c) => {
-                const f = (v: number) => fmtMoney(Math.round(v), c.currency);
-                const col = (k: "new" | "expansion" | "contraction" | "churn" | "net") => c.movement.map((m) => m[k].amountMinor);
-                return (
-                  <Chart
-                    key={c.currency}
-                    name={`mrr-movement-${c.currency}`}
-                    title={`${c.currency}: new, expansion, contraction and churn per month`}
-                    x={c.movement.map((_, i) => i)}
-                    xLabels={c.movement.map((m) => monthLabel(m.month))}
-                    format={f}
-                    series={[
-                      { label: "New", values: col("new"), color: COLORS.new, kind: "bars" },
-                      { label: "Expansion", values: col("expansion"), color: COLORS.expansion, kind: "bars" },
-                      { label: "Contraction", values: col("contraction").map((v) => -v), color: COLORS.contraction, kind: "bars" },
-                      { label: "Churn", values: col("churn").map((v) => -v), color: COLORS.churn, kind: "bars" },
-                      { label: "Net", values: col("net"), color: COLORS.net },
-                    ]}
-                  />
-                );
-              })
+              <MovementChart currencies={movement.data.currencies} />
             ) : (
               <Empty>No subscriptions in the last 12 months.</Empty>
             )
@@ -134,6 +123,7 @@ export function Overview({ session }: { session: Session }) {
             <Loading />
           ) : null}
         </Card>
+        ) : null}
         <Card title="Usage ingested per meter">
           <ProblemBox error={usage.error} />
           {usage.data ? (
@@ -144,6 +134,7 @@ export function Overview({ session }: { session: Session }) {
                 x={usage.data.months.map((_, i) => i)}
                 xLabels={usage.data.months.map(monthLabel)}
                 format={(v) => fmtNum(Math.round(v * 100) / 100)}
+                axisFormat={compactNum}
                 series={usage.data.meters.map((m, i) => ({ label: m.meterId, values: usage.data!.months.map((mo) => m.points.find((p) => p.month === mo)?.value ?? 0), color: METER_COLORS[i % METER_COLORS.length]! }))}
               />
             ) : (
@@ -180,6 +171,58 @@ export function Overview({ session }: { session: Session }) {
         ) : null}
       </Card>
     </div>
+  );
+}
+
+const compactNum = (v: number) => new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 }).format(v);
+
+/**
+ * One currency at a time (money is never summed across currencies). Bars stack: new under expansion above zero,
+ * contraction above churn below it; the table gives each movement's own amount.
+ */
+function MovementChart({ currencies }: { currencies: Movement["currencies"] }) {
+  const [cur, setCur] = useState(currencies.find((c) => c.currency === "USD")?.currency ?? currencies[0]!.currency);
+  const c = currencies.find((x) => x.currency === cur) ?? currencies[0]!;
+  const col = (k: "new" | "expansion" | "contraction" | "churn" | "net") => c.movement.map((m) => m[k].amountMinor);
+  const [n, e, k, ch] = [col("new"), col("expansion"), col("contraction"), col("churn")];
+  const axis = (v: number) => {
+    try {
+      return new Intl.NumberFormat(undefined, { style: "currency", currency: c.currency, notation: "compact", maximumFractionDigits: 1 }).format(v / 10 ** exponentOf(c.currency));
+    } catch {
+      return compactNum(v);
+    }
+  };
+  return (
+    <>
+      {currencies.length > 1 ? (
+        <label class="field inline currency-pick">
+          <span>Currency</span>
+          <select value={cur} onChange={(ev) => setCur((ev.target as HTMLSelectElement).value)}>
+            {currencies.map((x) => (
+              <option key={x.currency} value={x.currency}>
+                {x.currency}
+              </option>
+            ))}
+          </select>
+        </label>
+      ) : null}
+      <Chart
+        key={c.currency}
+        name={`mrr-movement-${c.currency}`}
+        title={`${c.currency}: new, expansion, contraction and churn per month`}
+        x={c.movement.map((_, i) => i)}
+        xLabels={c.movement.map((m) => monthLabel(m.month))}
+        format={(v) => fmtMoney(Math.round(v), c.currency)}
+        axisFormat={axis}
+        series={[
+          { label: "Expansion", values: n.map((v, i) => v + e[i]!), raw: e, color: COLORS.expansion, kind: "bars" },
+          { label: "New", values: n, color: COLORS.new, kind: "bars" },
+          { label: "Churn", values: ch.map((v, i) => -(v + k[i]!)), raw: ch.map((v) => -v), color: COLORS.churn, kind: "bars" },
+          { label: "Contraction", values: k.map((v) => -v), color: COLORS.contraction, kind: "bars" },
+          { label: "Net", values: col("net"), color: COLORS.net },
+        ]}
+      />
+    </>
   );
 }
 

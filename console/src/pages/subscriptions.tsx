@@ -196,9 +196,10 @@ function UsageChart({ id, usage, alerts }: { id: string; usage: UsageSummary; al
         x={usage.meters.map((_, i) => i)}
         xLabels={usage.meters.map((m) => m.meterId)}
         format={(v) => fmtNum(v)}
+        axisFormat={(v) => new Intl.NumberFormat(undefined, { notation: "compact" }).format(v)}
         series={[
           { label: "Used", values: usage.meters.map((m) => Number(m.value)), color: "#3b5bdb", kind: "bars" },
-          { label: "Threshold", values: usage.meters.map((m) => threshold(m.meterId)), color: "#e03131" },
+          { label: "Alert threshold", values: usage.meters.map((m) => threshold(m.meterId)), color: "#e03131", kind: "points" },
         ]}
       />
       <Table
