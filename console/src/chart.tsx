@@ -69,7 +69,9 @@ export function Chart({ name, title, x, xLabels, series, height = 220, format, a
         </button>
       </figcaption>
       <div ref={box} class="chart-canvas" role="img" aria-label={`${title} chart; the same figures are in the table`} />
-      <table class={showTable ? "chart-table" : "chart-table sr-only"} data-chart-table={name} aria-label={`${title} data`}>
+      {/* A table is never narrower than its content: the wrapper clips it when hidden (and scrolls it on a phone). */}
+      <div class={showTable ? "table-wrap" : "sr-only"}>
+      <table class="chart-table" data-chart-table={name} aria-label={`${title} data`}>
         <thead>
           <tr>
             <th scope="col">{/* x */}</th>
@@ -96,6 +98,7 @@ export function Chart({ name, title, x, xLabels, series, height = 220, format, a
           ))}
         </tbody>
       </table>
+      </div>
     </figure>
   );
 }

@@ -134,7 +134,7 @@ function Timeline({ customerId }: { customerId: string }) {
             {events.data.data.map((e) => (
               <li key={e.id}>
                 <time dateTime={e.createdAt}>{fmtDate(e.createdAt)}</time>
-                <Badge status={e.type.split(".").slice(-1)[0]} /> <strong>{e.type}</strong> <code class="muted">{e.data.object?.id ?? ""}</code>
+                <Badge status={e.type.split(".").slice(-1)[0]} /> <strong>{e.type}</strong> <ObjectLink id={e.data.object?.id ?? ""} />
               </li>
             ))}
           </ol>
@@ -143,5 +143,24 @@ function Timeline({ customerId }: { customerId: string }) {
         )
       ) : null}
     </>
+  );
+}
+
+const PAGES: [string, string][] = [
+  ["cus_", "customers"],
+  ["sub_", "subscriptions"],
+  ["inv_", "invoices"],
+  ["pay_", "payments"],
+];
+
+/** An object id, linked to its page when the console has one. */
+function ObjectLink({ id }: { id: string }) {
+  const page = PAGES.find(([prefix]) => id.startsWith(prefix))?.[1];
+  return page ? (
+    <a href={`/console/${page}/${encodeURIComponent(id)}`}>
+      <code>{id}</code>
+    </a>
+  ) : (
+    <code class="muted">{id}</code>
   );
 }

@@ -128,15 +128,21 @@ export function Overview({ session }: { session: Session }) {
           <ProblemBox error={usage.error} />
           {usage.data ? (
             usage.data.meters.length ? (
-              <Chart
-                name="usage"
-                title="Units per month, all subscriptions"
-                x={usage.data.months.map((_, i) => i)}
-                xLabels={usage.data.months.map(monthLabel)}
-                format={(v) => fmtNum(Math.round(v * 100) / 100)}
-                axisFormat={compactNum}
-                series={usage.data.meters.map((m, i) => ({ label: m.meterId, values: usage.data!.months.map((mo) => m.points.find((p) => p.month === mo)?.value ?? 0), color: METER_COLORS[i % METER_COLORS.length]! }))}
-              />
+              <div class="small-multiples">
+                {usage.data.meters.map((m, i) => (
+                  <Chart
+                    key={m.meterId}
+                    name={`usage-${m.meterId}`}
+                    title={`${m.meterId}: units per month, all subscriptions`}
+                    height={150}
+                    x={usage.data!.months.map((_, j) => j)}
+                    xLabels={usage.data!.months.map(monthLabel)}
+                    format={(v) => fmtNum(Math.round(v * 100) / 100)}
+                    axisFormat={compactNum}
+                    series={[{ label: m.meterId, values: usage.data!.months.map((mo) => m.points.find((p) => p.month === mo)?.value ?? 0), color: METER_COLORS[i % METER_COLORS.length]!, kind: "bars" }]}
+                  />
+                ))}
+              </div>
             ) : (
               <Empty>No usage recorded yet.</Empty>
             )
