@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// `npm run dev`: local secrets, local D1 migrations, then wrangler dev on :3401 (all state under .wrangler/).
-// Migrations print one line (their tables only on failure); once the server answers, a banner says where things are.
+// `npm run dev`: local secrets, the console's bundle, local D1 migrations, then wrangler dev on :3401 (all state under
+// .wrangler/). Migrations print one line (their tables only on failure); once the server answers, a banner says
+// where things are.
 import { spawn, spawnSync } from "node:child_process";
 import { ensureDevVars, offlineEnv } from "./wrangler-env.mjs";
 
@@ -8,6 +9,13 @@ const port = process.env.PORT ?? "3401";
 const persist = process.env.PERSIST_TO ?? ".wrangler/state";
 
 ensureDevVars();
+
+// The console (/console) is served from public/console: build it first (a second or two; SKIP_CONSOLE_BUILD=1 skips).
+if (process.env.SKIP_CONSOLE_BUILD !== "1") {
+  const build = spawnSync("vite", ["build", "--config", "console/vite.config.mjs", "--logLevel", "warn"], { stdio: "inherit" });
+  if (build.status !== 0) process.exit(build.status ?? 1);
+  console.log("console: built into public/console");
+}
 
 const migrate = spawnSync("wrangler", ["d1", "migrations", "apply", "DB", "--local", "--persist-to", persist], { env: offlineEnv, encoding: "utf8" });
 if (migrate.status !== 0) {

@@ -26,6 +26,7 @@ import { cardDataAuditRoutes, complianceRoutes, securityRoutes } from "./modules
 import { usageRoutes } from "./modules/usage/routes";
 import { openMeterRoutes } from "./modules/ingest-compat/openmeter";
 import { stripeMeterEventRoutes } from "./modules/ingest-compat/stripe";
+import { usageOverviewRoutes } from "./modules/usage/overview";
 import { usageAlertRoutes } from "./modules/usage-alerts/routes";
 import { taxRoutes } from "./modules/tax/routes";
 import { invoiceRoutes } from "./modules/invoices/routes";
@@ -40,6 +41,7 @@ import { eventRoutes } from "./modules/events/routes";
 import { stripeWebhookRoutes, webhookAdminRoutes } from "./modules/webhooks/routes";
 import { eventResendRoutes, webhookEndpointRoutes } from "./modules/webhook-endpoints/routes";
 import { reconciliationRoutes, reportRoutes } from "./modules/reconciliation/routes";
+import { consoleRoutes } from "./modules/console/routes";
 
 export const MAX_BODY_BYTES = 2 * 1024 * 1024;
 
@@ -88,6 +90,7 @@ export function createApp() {
   app.route("/api/v1/subscriptions", subscriptionStatsRoutes);
   app.route("/api/v1/subscriptions", subscriptionRoutes);
   app.route("/api/v1/subscriptions", usageAlertRoutes);
+  app.route("/api/v1/usage", usageOverviewRoutes);
   app.route("/api/v1/usage", usageRoutes);
   app.route("/api/v1/audit", auditExportRoutes);
   app.route("/api/v1/audit", auditRoutes);
@@ -128,6 +131,7 @@ export function createApp() {
   app.route("/openmeter", openMeterRoutes);
   app.route("/docs", docsRoutes);
   app.route("/metrics", metricsRoutes);
+  app.route("/console", consoleRoutes);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", bearerScheme(apiKeyScopes));
   const docConfig = {

@@ -1,4 +1,4 @@
-import { createRoute } from "@hono/zod-openapi";
+import { createRoute, z } from "@hono/zod-openapi";
 import { access, actorOf, requireRole } from "../../http/auth";
 import { errorResponses, jsonResponse, router } from "../../http/openapi";
 import { lenientJson } from "../../http/lenient-json";
@@ -6,10 +6,11 @@ import { dbOf } from "../../db/client";
 import { trailingWindow } from "../../domain/revenue";
 import { churnBetween } from "./churn";
 import { currentMrr } from "./mrr";
+import { mrrMovementReport } from "./mrr-movement";
 import { revenueBreakdown, revenueToday } from "./revenue";
 import { AtRiskCustomers, AtRiskQuery, atRiskCustomers, RISK_WEIGHTS } from "./at-risk";
 import { CHURN_ANALYSIS_METHOD, ChurnAnalysis, ChurnAnalysisBody, churnAnalysis } from "./churn-analysis";
-import { BreakdownQuery, Churn, ChurnQuery, MrrReport, RevenueBreakdown, RevenueToday, WeeklyRevenue, WeeklyRevenueBody } from "./schemas";
+import { BreakdownQuery, Churn, ChurnQuery, MrrMovement, MrrReport, RevenueBreakdown, RevenueToday, WeeklyRevenue, WeeklyRevenueBody } from "./schemas";
 import { weeklyRevenueReport } from "./weekly-report";
 
 export { weeklyRevenueReport } from "./weekly-report";
@@ -40,6 +41,20 @@ export const analyticsRoutes = router()
       responses: { 200: jsonResponse(MrrReport, "MRR"), ...errorResponses },
     }),
     async (c) => c.json(await currentMrr(dbOf(c.env), Date.now()), 200),
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/mrr/movement",
+      operationId: "getMrrMovement",
+      tags: ["Analytics"],
+      summary: "MRR movement per month: new, expansion, contraction, churn and net, per currency",
+      description: "The last `months` UTC calendar months (the current one included), oldest first. The response's `method` says what each figure counts.",
+      middleware: [requireRole(access.finance)] as const,
+      request: { query: z.object({ months: z.coerce.number().int().min(1).max(36).default(12) }) },
+      responses: { 200: jsonResponse(MrrMovement, "MRR movement"), ...errorResponses },
+    }),
+    async (c) => c.json(await mrrMovementReport(dbOf(c.env), Date.now(), c.req.valid("query").months), 200),
   )
   .openapi(
     createRoute({

@@ -87,3 +87,17 @@ export const WeeklyRevenue = z
     notification: z.object({ id: z.string(), email: z.string(), status: z.enum(["queued", "already_queued"]) }).nullable(),
   })
   .openapi("WeeklyRevenueReport");
+
+export const MrrMovement = z
+  .object({
+    asOf: z.string(),
+    method: z.string(),
+    months: z.array(z.string()).openapi({ description: "YYYY-MM, oldest first" }),
+    currencies: z.array(
+      z.object({
+        currency: z.string(),
+        movement: z.array(z.object({ month: z.string(), new: Money, expansion: Money, contraction: Money, churn: Money, net: Money })).openapi({ description: "One entry per month of `months`" }),
+      }),
+    ),
+  })
+  .openapi("MrrMovement");

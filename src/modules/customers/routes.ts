@@ -29,7 +29,12 @@ export const customerRoutes = router()
       tags: ["Customers"],
       summary: "List customers, newest first",
       middleware: [requireScopeOrRole("customers:read", access.read)] as const,
-      request: { query: PaginationQuery.extend({ email: z.string().optional() }) },
+      request: {
+        query: PaginationQuery.extend({
+          email: z.string().optional(),
+          name: z.string().max(200).optional().openapi({ description: "Customers whose name contains this text (case-insensitive)" }),
+        }),
+      },
       responses: { 200: jsonResponse(listOf(Customer), "A page of customers"), ...errorResponses },
     }),
     async (c) => c.json(await listCustomers(dbOf(c.env), c.req.valid("query")), 200),

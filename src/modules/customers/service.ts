@@ -1,4 +1,4 @@
-import { and, eq } from "drizzle-orm";
+import { and, eq, sql } from "drizzle-orm";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import type { AuditContext } from "../../platform/audit";
@@ -140,6 +140,8 @@ export async function updateCustomer(db: Db, id: string, input: z.infer<typeof U
   return toCustomer(after);
 }
 
-export async function listCustomers(db: Db, q: { limit: number; startingAfter?: string | undefined; email?: string | undefined }) {
-  return newestFirstPage(db, { table: customers, id: customers.id, createdAt: customers.createdAt }, q, [q.email ? eq(customers.email, q.email) : undefined], toCustomer);
+export async function listCustomers(db: Db, q: { limit: number; startingAfter?: string | undefined; email?: string | undefined; name?: string | undefined }) {
+  // instr(lower(…)) rather than LIKE: a name filter with % or _ matches those characters literally.
+  const name = q.name ? sql`instr(lower(${customers.name}), ${q.name.toLowerCase()}) > 0` : undefined;
+  return newestFirstPage(db, { table: customers, id: customers.id, createdAt: customers.createdAt }, q, [q.email ? eq(customers.email, q.email) : undefined, name], toCustomer);
 }

@@ -17,6 +17,7 @@ export const ListEventsQuery = PaginationQuery.extend({
     .optional()
     .openapi({ example: "invoice.*", description: "An event type (`invoice.paid`) or a prefix ending in `.*` (`invoice.*`, `customer.subscription.*`)" }),
   objectId: z.string().max(100).optional().openapi({ example: "in_123", description: "Events about this object (`data.object.id`)" }),
+  customerId: z.string().max(100).optional().openapi({ example: "cus_123", description: "Events about this customer and its subscriptions, invoices, payments and refunds" }),
   createdGte: Instant.optional().openapi({ description: "Created at or after (ISO date-time)" }),
   createdLte: Instant.optional().openapi({ description: "Created at or before (ISO date-time)" }),
 });
@@ -73,6 +74,7 @@ export async function listEvents(db: Db, q: z.infer<typeof ListEventsQuery>) {
         at ? or(lt(events.createdAt, at.createdAt), and(eq(events.createdAt, at.createdAt), lt(rowid, at.rowid))) : undefined,
         typeFilter(q.type),
         q.objectId ? eq(events.objectId, q.objectId) : undefined,
+        q.customerId ? eq(events.customerId, q.customerId) : undefined,
         q.createdGte ? gte(events.createdAt, Date.parse(q.createdGte)) : undefined,
         q.createdLte ? lte(events.createdAt, Date.parse(q.createdLte)) : undefined,
       ),

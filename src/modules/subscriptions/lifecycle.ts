@@ -163,6 +163,69 @@ async function changeIntervalNow(env: Env, db: Db, sub: SubscriptionRow, plan: P
 }
 
 /**
+ * The lines a same-interval plan change at `now` adds to the next invoice: with proration, credit for the old
+ * advance fees' unused time and a charge for the new ones' remaining time, and for arrears fees the old plan's used
+ * time; usage of meters the new plan lacks priced up to now. Reads only: changePlanNow commits them, the preview shows them.
+ */
+async function samePeriodChangeLines(env: Env, sub: SubscriptionRow, plan: PlanRow, next: PlanRow, opts: { quantity: number; prorate: boolean }, now: number) {
+  const period = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
+  const oldPlan = { prices: asPrices(plan.prices), quantity: sub.quantity, name: `${plan.name} v${plan.version}` };
+  const prorating = opts.prorate && sub.status !== "trialing";
+  // Advance fees: credit the unused time, charge the new remaining time. Arrears fees: the old plan's share of the
+  // period is billed now; the period-end invoice bills the new plan from now on (arrearsFrom), whatever happens
+  // before then (a period that ends paused bills nothing).
+  const proration = prorating
+    ? [
+        ...prorationLines({ currency: sub.currency, period, at: now, old: oldPlan, next: { prices: asPrices(next.prices), quantity: opts.quantity, name: `${next.name} v${next.version}` } }),
+        ...(sub.status === "paused" ? [] : arrearsShareLines({ currency: sub.currency, period, from: sub.arrearsFrom ?? period.start, to: now, plan: oldPlan }).map((l) => ({ ...l, kind: "proration" as const, description: `Time used on ${l.description}` }))),
+      ]
+    : [];
+  const lines = [...proration, ...(await usageOfDroppedMeters(env, sub, plan, next, now))];
+  return { lines, prorating };
+}
+
+/**
+ * What `changePlan` with the same input would do at `now`, without doing it: the lines it would add (or, for
+ * another billing interval, the closing and opening lines of the restarted cycle, usage left out) and their net.
+ */
+export async function previewPlanChange(
+  env: Env,
+  db: Db,
+  sub: SubscriptionRow,
+  input: { newPlanId: string; prorate: boolean; effective: "now" | "next_billing_cycle" | number; quantity?: number | undefined },
+  now: number,
+): Promise<{ effectiveAt: number; scheduled: boolean; lines: DraftLine[]; net: number; note: string | null }> {
+  const { next, quantity, when } = await planChangeTarget(db, sub, input, now);
+  if (when > now) return { effectiveAt: when, scheduled: true, lines: [], net: 0, note: "Scheduled: the change happens at that time, prorated then." };
+  const plan = await planVersion(db, sub.planId, sub.planVersion);
+  const intervalChanged = next.interval !== plan.interval || next.intervalCount !== plan.intervalCount;
+  if (intervalChanged && sub.status !== "trialing" && sub.status !== "paused") {
+    const period = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
+    const oldPlan = { prices: asPrices(plan.prices), quantity: sub.quantity, name: plan.name };
+    const fees = arrearsShareLines({ currency: sub.currency, period, from: sub.arrearsFrom ?? period.start, to: now, plan: oldPlan });
+    const credits = input.prorate ? prorationLines({ currency: sub.currency, period, at: now, old: oldPlan, next: null }) : [];
+    const newPeriod = { start: now, end: addIntervals(now, next.interval, next.intervalCount, 1) };
+    const advance = billingLines({ currency: sub.currency, quantity, planName: next.name, advance: { prices: asPrices(next.prices), period: newPeriod }, arrears: null, pending: [] });
+    const lines = [...fees, ...credits, ...advance];
+    return { effectiveAt: now, scheduled: false, lines, net: lines.reduce((s, l) => s + l.amount, 0), note: "The billing interval changes: the cycle restarts now and the closing invoice also bills the period's usage so far." };
+  }
+  const { lines } = await samePeriodChangeLines(env, sub, plan, next, { quantity, prorate: input.prorate }, now);
+  return { effectiveAt: now, scheduled: false, lines, net: lines.reduce((s, l) => s + l.amount, 0), note: null };
+}
+
+/** The checks every plan change makes, and what it resolves to: the new plan, the quantity and when. */
+async function planChangeTarget(db: Db, sub: SubscriptionRow, input: { newPlanId: string; effective: "now" | "next_billing_cycle" | number; quantity?: number | undefined }, now: number) {
+  if (sub.status === "canceled") throw conflict(`subscription ${sub.id} is canceled`);
+  const next = await getPlanRow(db, input.newPlanId).catch(() => {
+    throw invalid([{ path: "newPlanId", message: `plan ${input.newPlanId} does not exist` }]);
+  });
+  if (next.currency !== sub.currency) throw invalid([{ path: "newPlanId", message: `plan is billed in ${next.currency}, the subscription in ${sub.currency}` }]);
+  const quantity = input.quantity ?? sub.quantity;
+  const when = input.effective === "next_billing_cycle" ? sub.currentPeriodEnd : input.effective === "now" ? now : Math.max(input.effective, now);
+  return { next, quantity, when };
+}
+
+/**
  * Switches plan (and quantity) at `ctx.now`: with proration, credit for the old advance fees' unused time and a
  * charge for the new ones' remaining time, and for arrears fees the old plan's used time less the new plan's
  * share of it (each line rounded, then netted on the next invoice); usage of meters the new plan lacks is priced
@@ -172,19 +235,7 @@ export async function changePlanNow(env: Env, db: Db, sub: SubscriptionRow, plan
   const intervalChanged = next.interval !== plan.interval || next.intervalCount !== plan.intervalCount;
   // Prorating a yearly fee over a monthly period would be wrong: another interval restarts the cycle instead.
   if (intervalChanged && sub.status !== "trialing" && sub.status !== "paused") return changeIntervalNow(env, db, sub, plan, next, opts, ctx);
-  const period = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
-  const oldPlan = { prices: asPrices(plan.prices), quantity: sub.quantity, name: `${plan.name} v${plan.version}` };
-  const prorating = opts.prorate && sub.status !== "trialing";
-  // Advance fees: credit the unused time, charge the new remaining time. Arrears fees: the old plan's share of the
-  // period is billed now; the period-end invoice bills the new plan from now on (arrearsFrom), whatever happens
-  // before then (a period that ends paused bills nothing).
-  const proration = prorating
-    ? [
-        ...prorationLines({ currency: sub.currency, period, at: ctx.now, old: oldPlan, next: { prices: asPrices(next.prices), quantity: opts.quantity, name: `${next.name} v${next.version}` } }),
-        ...(sub.status === "paused" ? [] : arrearsShareLines({ currency: sub.currency, period, from: sub.arrearsFrom ?? period.start, to: ctx.now, plan: oldPlan }).map((l) => ({ ...l, kind: "proration" as const, description: `Time used on ${l.description}` }))),
-      ]
-    : [];
-  const lines = [...proration, ...(await usageOfDroppedMeters(env, sub, plan, next, ctx.now))];
+  const { lines, prorating } = await samePeriodChangeLines(env, sub, plan, next, opts, ctx.now);
   const rows = pendingRows(sub, lines, ctx.now);
   const net = lines.reduce((s, l) => s + l.amount, 0);
   await commitChange(
@@ -223,13 +274,7 @@ export async function changePlan(
   input: { newPlanId: string; prorate: boolean; effective: "now" | "next_billing_cycle" | number; quantity?: number | undefined },
   ctx: AuditContext,
 ) {
-  if (sub.status === "canceled") throw conflict(`subscription ${sub.id} is canceled`);
-  const next = await getPlanRow(db, input.newPlanId).catch(() => {
-    throw invalid([{ path: "newPlanId", message: `plan ${input.newPlanId} does not exist` }]);
-  });
-  if (next.currency !== sub.currency) throw invalid([{ path: "newPlanId", message: `plan is billed in ${next.currency}, the subscription in ${sub.currency}` }]);
-  const quantity = input.quantity ?? sub.quantity;
-  const when = input.effective === "next_billing_cycle" ? sub.currentPeriodEnd : input.effective === "now" ? ctx.now : Math.max(input.effective, ctx.now);
+  const { next, quantity, when } = await planChangeTarget(db, sub, input, ctx.now);
   if (when <= ctx.now) {
     const plan = await planVersion(db, sub.planId, sub.planVersion);
     const result = await changePlanNow(env, db, sub, plan, next, { quantity, prorate: input.prorate }, ctx);

@@ -5,7 +5,7 @@ import { dbOf } from "../../db/client";
 import { subscriptionStatuses } from "../../db/schema";
 import { auditCtx } from "../../http/context";
 import { CreateSubscription, Subscription } from "./schemas";
-import { cancel, changePlan, pause, resume } from "./lifecycle";
+import { cancel, changePlan, pause, previewPlanChange, resume } from "./lifecycle";
 import { discountPercentOf, setDiscount } from "./discount";
 import { nowFor } from "../../platform/clock";
 import { money } from "../../domain/money";
@@ -120,6 +120,49 @@ subscriptionRoutes
     async (c) => {
       const { db, sub, now } = await subscriptionAndNow(c.env, c.req.valid("param").id);
       return c.json(toSubscription(await resume(c.env, db, sub, auditCtx(c, now))), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/{id}/plan/preview",
+      operationId: "previewSubscriptionPlanChange",
+      tags: ["Subscriptions"],
+      summary: "Preview a plan change: the proration lines and net that PUT /{id}/plan with the same input would add",
+      description: "Computes, without changing anything, what the plan change would do now (in the subscription's clock time): the same lines and net as the change itself, or the scheduled time when it is not immediate.",
+      middleware: [requireRole(access.read)] as const,
+      request: {
+        params: IdParam,
+        query: z.object({
+          newPlanId: z.string().min(1),
+          prorate: z.enum(["true", "false"]).default("true").openapi({ description: "As the change's `prorate`" }),
+          effectiveDate: z.union([z.literal("now"), z.literal("next_billing_cycle"), DateOrInstant]).default("now"),
+          quantity: z.coerce.number().int().min(1).max(1_000_000).optional(),
+        }),
+      },
+      responses: {
+        200: jsonResponse(
+          z.object({ effectiveAt: z.string(), scheduled: z.boolean(), prorationLines: z.array(ProrationLine), net: z.object({ amount: z.string(), amountMinor: z.number().int(), currency: z.string() }), note: z.string().nullable() }),
+          "What the change would add to the next invoice",
+        ),
+        ...errorResponses,
+      },
+    }),
+    async (c) => {
+      const q = c.req.valid("query");
+      const { db, sub, now } = await subscriptionAndNow(c.env, c.req.valid("param").id);
+      const effective = q.effectiveDate === "now" || q.effectiveDate === "next_billing_cycle" ? q.effectiveDate : startOf(q.effectiveDate);
+      const r = await previewPlanChange(c.env, db, sub, { newPlanId: q.newPlanId, prorate: q.prorate === "true", effective, quantity: q.quantity }, now);
+      return c.json(
+        {
+          effectiveAt: iso(r.effectiveAt),
+          scheduled: r.scheduled,
+          prorationLines: r.lines.map((l) => ({ description: l.description, ...money(l.amount, sub.currency), period: { start: iso(l.periodStart), end: iso(l.periodEnd) }, computation: l.computation })).map(({ currency: _c, ...rest }) => rest),
+          net: money(r.net, sub.currency),
+          note: r.note,
+        },
+        200,
+      );
     },
   )
   .openapi(

@@ -1,0 +1,192 @@
+import { useState } from "preact/hooks";
+import { get, send, type Page } from "../api";
+import { can, type Session } from "../auth";
+import { fmtDate, fmtDay } from "../format";
+import { ActionButton, Badge, Card, ConfirmDialog, DL, Loading, Money, PagedTable, ProblemBox, Table, useAsync, type Column } from "../ui";
+import { paymentColumns, type Payment } from "./payments";
+
+type M = { amount: string; amountMinor: number };
+type Line = { id: string; kind: string; description: string; meterId: string | null; quantity: string; unitAmount: string | null; amount: M; discount: M; tax: M; period: { start: string; end: string }; computation: string };
+export type Invoice = {
+  id: string;
+  number: string | null;
+  customerId: string;
+  subscriptionId: string | null;
+  status: string;
+  billingReason: string;
+  currency: string;
+  period: { start: string; end: string };
+  subtotal: M;
+  discount: M;
+  tax: M;
+  total: M;
+  amountPaid: M;
+  creditApplied: M;
+  amountDue: M;
+  taxJurisdiction: string | null;
+  taxRate: string | null;
+  dueAt: string | null;
+  finalizedAt: string | null;
+  paidAt: string | null;
+  voidedAt: string | null;
+  voidReason: string | null;
+  attemptCount: number;
+  lastError: string | null;
+  createdAt: string;
+  lines?: Line[];
+  /** Added by the documents work (issue 13) where it exists. */
+  pdfUrl?: string | null;
+  hostedUrl?: string | null;
+};
+
+export const invoiceColumns: Column<Invoice>[] = [
+  { label: "Invoice", cell: (i) => <a href={`/console/invoices/${i.id}`}>{i.number ?? <code>{i.id}</code>}</a> },
+  { label: "Customer", cell: (i) => <a href={`/console/customers/${i.customerId}`}>{i.customerId}</a> },
+  { label: "Status", cell: (i) => <Badge status={i.status} /> },
+  { label: "Reason", cell: (i) => i.billingReason },
+  { label: "Total", class: "num", cell: (i) => <Money minor={i.total.amountMinor} currency={i.currency} /> },
+  { label: "Due", class: "num", cell: (i) => <Money minor={i.amountDue.amountMinor} currency={i.currency} /> },
+  { label: "Created", cell: (i) => fmtDay(i.createdAt) },
+];
+
+const STATUSES = ["", "draft", "open", "paid", "void", "uncollectible"];
+
+export function Invoices() {
+  const [f, setF] = useState({ status: "", customerId: "", createdFrom: "", createdTo: "" });
+  const set = (k: keyof typeof f) => (e: Event) => setF({ ...f, [k]: (e.target as HTMLInputElement).value.trim() });
+  const query = {
+    status: f.status || undefined,
+    customerId: f.customerId || undefined,
+    createdFrom: f.createdFrom ? `${f.createdFrom}T00:00:00Z` : undefined,
+    createdTo: f.createdTo ? `${f.createdTo}T23:59:59Z` : undefined,
+  };
+  return (
+    <div class="page">
+      <div class="page-head">
+        <h1>Invoices</h1>
+      </div>
+      <Card>
+        <div class="filters">
+          <label class="field">
+            <span>Status</span>
+            <select value={f.status} onChange={set("status")}>
+              {STATUSES.map((s) => (
+                <option key={s} value={s}>
+                  {s || "Any status"}
+                </option>
+              ))}
+            </select>
+          </label>
+          <label class="field grow">
+            <span>Customer id</span>
+            <input value={f.customerId} onChange={set("customerId")} placeholder="cus_…" />
+          </label>
+          <label class="field">
+            <span>Created from</span>
+            <input type="date" value={f.createdFrom} onChange={set("createdFrom")} />
+          </label>
+          <label class="field">
+            <span>Created to</span>
+            <input type="date" value={f.createdTo} onChange={set("createdTo")} />
+          </label>
+        </div>
+        <PagedTable<Invoice> label="Invoices" path="/api/v1/invoices" query={query} columns={invoiceColumns} />
+      </Card>
+    </div>
+  );
+}
+
+export function InvoiceDetail({ id, session }: { id: string; session: Session }) {
+  const inv = useAsync(() => get<Invoice>("/api/v1/invoices/{id}", { path: { id } }), [id]);
+  const payments = useAsync(() => get<Page<Payment>>("/api/v1/payments", { query: { invoiceId: id, limit: 20 } }), [id, inv.data?.status]);
+  const [voiding, setVoiding] = useState(false);
+  const i = inv.data;
+  const money = can.moveMoney(session.role);
+  const failed = payments.data?.data.find((p) => p.status === "failed");
+  return (
+    <div class="page">
+      <div class="page-head">
+        <h1>
+          Invoice {i?.number ?? <code>{id}</code>} {i ? <Badge status={i.status} /> : null}
+        </h1>
+        <a href="/console/invoices">← Invoices</a>
+      </div>
+      <ProblemBox error={inv.error} />
+      {inv.loading && !i ? <Loading /> : null}
+      {i ? (
+        <>
+          <Card
+            title="Invoice"
+            actions={
+              <div class="button-row">
+                {i.pdfUrl ? (
+                  <a class="button" href={i.pdfUrl} target="_blank" rel="noopener">
+                    PDF
+                  </a>
+                ) : null}
+                {i.hostedUrl ? (
+                  <a class="button" href={i.hostedUrl} target="_blank" rel="noopener">
+                    Hosted page
+                  </a>
+                ) : null}
+                {money && failed && i.status === "open" ? <ActionButton label="Retry payment" class="primary" run={async () => (await send("POST", "/api/v1/payments/{id}/retry", { path: { id: failed.id }, body: {} }), inv.reload(), payments.reload())} /> : null}
+                {money && (i.status === "open" || i.status === "draft" || i.status === "uncollectible") ? (
+                  <button type="button" class="danger" onClick={() => setVoiding(true)}>
+                    Void
+                  </button>
+                ) : null}
+              </div>
+            }
+          >
+            <DL
+              items={[
+                ["Customer", <a href={`/console/customers/${i.customerId}`}>{i.customerId}</a>],
+                ["Subscription", i.subscriptionId ? <a href={`/console/subscriptions/${i.subscriptionId}`}>{i.subscriptionId}</a> : "—"],
+                ["Billing reason", i.billingReason],
+                ["Period", `${fmtDate(i.period.start)} → ${fmtDate(i.period.end)}`],
+                ["Finalized", fmtDate(i.finalizedAt)],
+                ["Due", fmtDate(i.dueAt)],
+                ["Paid", fmtDate(i.paidAt)],
+                ["Voided", i.voidedAt ? `${fmtDate(i.voidedAt)} — ${i.voidReason ?? ""}` : "—"],
+                ["Attempts", `${i.attemptCount}${i.lastError ? ` — last error: ${i.lastError}` : ""}`],
+              ]}
+            />
+          </Card>
+          <Card title="Lines">
+            <Table
+              label="Invoice lines"
+              rows={i.lines ?? []}
+              columns={[
+                { label: "Line", cell: (l) => (<><Badge status={l.kind} /> {l.description}<div class="muted small">{fmtDay(l.period.start)} → {fmtDay(l.period.end)}</div></>) },
+                { label: "Quantity", class: "num", cell: (l) => l.quantity },
+                { label: "Unit", class: "num", cell: (l) => l.unitAmount ?? "—" },
+                { label: "Amount", class: "num", cell: (l) => <Money minor={l.amount.amountMinor} currency={i.currency} /> },
+                { label: "Discount", class: "num", cell: (l) => (l.discount.amountMinor ? <Money minor={-l.discount.amountMinor} currency={i.currency} /> : "—") },
+                { label: "Tax", class: "num", cell: (l) => <Money minor={l.tax.amountMinor} currency={i.currency} /> },
+                { label: "How it was computed", cell: (l) => <span class="small">{l.computation}</span> },
+              ]}
+            />
+            <table class="totals" aria-label="Totals">
+              <tbody>
+                <tr><th scope="row">Subtotal</th><td><Money minor={i.subtotal.amountMinor} currency={i.currency} /></td></tr>
+                <tr><th scope="row">Discount</th><td><Money minor={-i.discount.amountMinor} currency={i.currency} /></td></tr>
+                <tr><th scope="row">Tax {i.taxRate ? `(${(Number(i.taxRate) * 100).toFixed(2)} % ${i.taxJurisdiction ?? ""})` : ""}</th><td><Money minor={i.tax.amountMinor} currency={i.currency} /></td></tr>
+                <tr class="strong"><th scope="row">Total</th><td><Money minor={i.total.amountMinor} currency={i.currency} /></td></tr>
+                <tr><th scope="row">Credit applied</th><td><Money minor={-i.creditApplied.amountMinor} currency={i.currency} /></td></tr>
+                <tr><th scope="row">Paid</th><td><Money minor={i.amountPaid.amountMinor} currency={i.currency} /></td></tr>
+                <tr class="strong"><th scope="row">Amount due</th><td><Money minor={i.amountDue.amountMinor} currency={i.currency} /></td></tr>
+              </tbody>
+            </table>
+          </Card>
+          <Card title="Payments">
+            <ProblemBox error={payments.error} />
+            {payments.data ? <Table label="Payments of this invoice" rows={payments.data.data} columns={paymentColumns.filter((c) => c.label !== "Customer")} /> : null}
+          </Card>
+          <ConfirmDialog open={voiding} title={`Void invoice ${i.number ?? i.id}`} confirmLabel="Void invoice" confirmWord="VOID" reason danger onConfirm={async (reason) => (await send("POST", "/api/v1/invoices/{id}/void", { path: { id }, body: { reason } }), inv.reload())} onClose={() => setVoiding(false)}>
+            <p>A void invoice is never collected. This cannot be undone.</p>
+          </ConfirmDialog>
+        </>
+      ) : null}
+    </div>
+  );
+}
