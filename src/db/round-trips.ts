@@ -1,0 +1,79 @@
+import { AsyncLocalStorage } from "node:async_hooks";
+
+/**
+ * D1 round trips and statements per invocation (a queue batch, a cron run, a request), counted on the D1 binding
+ * that `dbOf` hands to drizzle. A batch is one round trip of several statements. This is the throughput bench's
+ * and the round-trip test's own counter; the per-invocation limit wrapper (issue 11, "limits") counts the same
+ * thing for every path and logs `d1Queries` the same way, so when it lands this file reduces to `countD1`'s use.
+ */
+export type D1Count = { roundTrips: number; statements: number };
+
+const scope = new AsyncLocalStorage<D1Count>();
+
+/** Runs `fn` with a fresh count; the count is returned beside its value. Nested scopes count into the innermost. */
+export async function countD1<T>(fn: () => Promise<T>): Promise<{ value: T; count: D1Count }> {
+  const count: D1Count = { roundTrips: 0, statements: 0 };
+  const value = await scope.run(count, fn);
+  return { value, count };
+}
+
+/** Runs an invocation under a count and logs one JSON line `{ msg: "invocation", kind, d1Queries, d1RoundTrips }`. */
+export async function logInvocationD1<T>(kind: string, fn: () => Promise<T>): Promise<T> {
+  const count: D1Count = { roundTrips: 0, statements: 0 };
+  try {
+    return await scope.run(count, fn);
+  } finally {
+    console.log(JSON.stringify({ level: "info", msg: "invocation", kind, d1Queries: count.statements, d1RoundTrips: count.roundTrips }));
+  }
+}
+
+const add = (statements: number) => {
+  const c = scope.getStore();
+  if (!c) return;
+  c.roundTrips++;
+  c.statements += statements;
+};
+
+const real = new WeakMap<object, D1PreparedStatement>();
+
+function wrapStatement(s: D1PreparedStatement): D1PreparedStatement {
+  const w = new Proxy(s, {
+    get(target, prop) {
+      if (prop === "bind") return (...args: unknown[]) => wrapStatement(target.bind(...args));
+      if (prop === "first" || prop === "run" || prop === "all" || prop === "raw") {
+        const f = (target as unknown as Record<string, (...a: unknown[]) => unknown>)[prop]!;
+        return (...args: unknown[]) => {
+          add(1);
+          return f.apply(target, args);
+        };
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  real.set(w, s);
+  return w;
+}
+
+/** The D1 binding with every query counted into the current scope (outside any scope it only passes through). */
+export function countedD1(db: D1Database): D1Database {
+  return new Proxy(db, {
+    get(target, prop) {
+      if (prop === "prepare") return (query: string) => wrapStatement(target.prepare(query));
+      if (prop === "batch") {
+        return (statements: D1PreparedStatement[]) => {
+          add(statements.length);
+          return target.batch(statements.map((s) => real.get(s) ?? s));
+        };
+      }
+      if (prop === "exec") {
+        return (query: string) => {
+          add(1);
+          return target.exec(query);
+        };
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+}
