@@ -6,6 +6,10 @@ export type Admission =
   | { admitted: true; token: string; mode: "normal" }
   | { admitted: false; mode: "frozen" | "queue"; reason: string | null };
 
+/** A lease's window: its holder starts charges under it for this long, then asks again (and a freeze refuses it). */
+export const LEASE_WINDOW_MS = 1_000;
+export type Lease = (Admission & { admitted: true }) & { startBy: number };
+
 /** An admitted charge that never reported back is assumed dead after this long (the worker was killed). */
 const IN_FLIGHT_TTL_MS = 2 * 60_000;
 /** How long a freeze waits for charges already in flight to finish. */
@@ -50,6 +54,18 @@ export class PaymentGuard extends DurableObject<Env> {
     const token = crypto.randomUUID();
     this.ctx.storage.sql.exec("INSERT INTO in_flight (token, what, since) VALUES (?, ?, ?)", token, what, Date.now());
     return { admitted: true, token, mode: "normal" };
+  }
+
+  /**
+   * An admission for a batch of charges: the holder may start charges until `startBy` without asking again, and
+   * releases the lease when the last charge started under it finished (or it expires with the in-flight TTL, if the
+   * holder died). It is one in-flight row, so a freeze waits for it like for a single charge: every charge started
+   * under a lease either completed before the freeze returned or was never started (none starts after `startBy`,
+   * and no lease is granted once the mode changed).
+   */
+  lease(what: string): Lease | Admission {
+    const a = this.admit(what);
+    return a.admitted ? { ...a, startBy: Date.now() + LEASE_WINDOW_MS } : a;
   }
 
   release(token: string): void {

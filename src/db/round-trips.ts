@@ -6,24 +6,39 @@ import { AsyncLocalStorage } from "node:async_hooks";
  * and the round-trip test's own counter; the per-invocation limit wrapper (issue 11, "limits") counts the same
  * thing for every path and logs `d1Queries` the same way, so when it lands this file reduces to `countD1`'s use.
  */
-export type D1Count = { roundTrips: number; statements: number };
+export type D1Count = { roundTrips: number; statements: number; /** of the sandbox gateway's own ledger (a remote gateway in production) */ gatewayStatements: number };
 
 const scope = new AsyncLocalStorage<D1Count>();
 
 /** Runs `fn` with a fresh count; the count is returned beside its value. Nested scopes count into the innermost. */
 export async function countD1<T>(fn: () => Promise<T>): Promise<{ value: T; count: D1Count }> {
-  const count: D1Count = { roundTrips: 0, statements: 0 };
+  const count: D1Count = { roundTrips: 0, statements: 0, gatewayStatements: 0 };
   const value = await scope.run(count, fn);
   return { value, count };
 }
 
 /** Runs an invocation under a count and logs one JSON line `{ msg: "invocation", kind, d1Queries, d1RoundTrips }`. */
 export async function logInvocationD1<T>(kind: string, fn: () => Promise<T>): Promise<T> {
-  const count: D1Count = { roundTrips: 0, statements: 0 };
+  const count: D1Count = { roundTrips: 0, statements: 0, gatewayStatements: 0 };
   try {
     return await scope.run(count, fn);
   } finally {
-    console.log(JSON.stringify({ level: "info", msg: "invocation", kind, d1Queries: count.statements, d1RoundTrips: count.roundTrips }));
+    console.log(JSON.stringify({ level: "info", msg: "invocation", kind, d1Queries: count.statements, d1RoundTrips: count.roundTrips, gatewayD1Queries: count.gatewayStatements }));
+  }
+}
+
+/**
+ * Runs a gateway call: the sandbox gateway keeps its ledger in D1 where Stripe would be a remote API, so its queries
+ * are counted apart (`gatewayStatements`), not as the engine's round trips.
+ */
+export async function asGatewayCall<T>(fn: () => Promise<T>): Promise<T> {
+  const parent = scope.getStore();
+  if (!parent) return fn();
+  const own: D1Count = { roundTrips: 0, statements: 0, gatewayStatements: 0 };
+  try {
+    return await scope.run(own, fn);
+  } finally {
+    parent.gatewayStatements += own.statements + own.gatewayStatements;
   }
 }
 
