@@ -29,23 +29,41 @@ const testSecrets = {
 // wrangler checks required secrets against process.env before the bindings below apply.
 Object.assign(process.env, testSecrets);
 
+// Two projects: pure logic in plain node (no runtime to start), integration in the Workers runtime. `npm test` runs both.
 export default defineConfig(async () => ({
-  plugins: [
-    quietStripeSourcemaps,
-    cloudflareTest({
-      wrangler: { configPath: "./wrangler.toml" },
-      miniflare: {
-        bindings: {
-          TEST_MIGRATIONS: await readD1Migrations("./migrations"),
-          ...testSecrets,
-        },
-      },
-    }),
-  ],
   test: {
-    include: ["test/**/*.test.ts"],
-    setupFiles: ["./test/apply-migrations.ts"],
     // The worker logs one JSON line per request and job; keep test output to failures and warnings.
     onConsoleLog: (log: string) => !/"level":"info"/.test(log),
+    projects: [
+      {
+        test: {
+          name: "unit",
+          environment: "node",
+          include: ["test/unit/**/*.test.ts"],
+        },
+      },
+      {
+        plugins: [
+          quietStripeSourcemaps,
+          cloudflareTest({
+            wrangler: { configPath: "./wrangler.toml" },
+            miniflare: {
+              bindings: {
+                TEST_MIGRATIONS: await readD1Migrations("./migrations"),
+                // Every invocation through the worker's entry points runs under Cloudflare's limits (src/platform/limits.ts).
+                LIMITS: "enforce",
+                ...testSecrets,
+              },
+            },
+          }),
+        ],
+        test: {
+          name: "workers",
+          include: ["test/**/*.test.ts"],
+          exclude: ["test/unit/**"],
+          setupFiles: ["./test/apply-migrations.ts"],
+        },
+      },
+    ],
   },
 }));

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// `npm run check:readme [-- --keep-server | --dry-run]`: README's examples, pasted in order, must work on a fresh `npm run dev`.
+// `npm run check:readme [-- --keep-server | --dry-run]`: the examples of README.md, then docs/api-tour.md, then
+// docs/operations.md (FILES below: the order a reader follows), pasted in order, must work on a fresh `npm run dev`.
 //
 // Starts `wrangler dev` with fresh state on README_PORT (default 3416; the load tests use 3411-3415), takes README's
 // ```bash blocks in order, and runs their commands in one bash session (exports carry over), with
@@ -27,7 +28,7 @@ const keepServer = process.argv.includes("--keep-server");
 const dryRun = process.argv.includes("--dry-run");
 
 /** README's ```bash blocks with the line each starts on. */
-function bashBlocks(markdown) {
+function bashBlocks(markdown, file) {
   const blocks = [];
   const lines = markdown.split("\n");
   for (let i = 0; i < lines.length; i++) {
@@ -35,7 +36,7 @@ function bashBlocks(markdown) {
     const start = i + 1;
     let end = start;
     while (end < lines.length && lines[end].trim() !== "```") end++;
-    blocks.push({ line: start + 1, text: lines.slice(start, end).join("\n") });
+    blocks.push({ file, line: start + 1, text: lines.slice(start, end).join("\n") });
     i = end;
   }
   return blocks;
@@ -76,7 +77,7 @@ function commands(block) {
       comments.push(s.slice(i, end));
       i = end - 1;
     } else if (ch === "\n") {
-      if (cur.trim()) out.push({ line: startLine, text: cur.trim(), comments });
+      if (cur.trim()) out.push({ line: `${block.file}:${startLine}`, text: cur.trim(), comments });
       cur = "";
       comments = [];
       startLine = line;
@@ -121,9 +122,11 @@ const prelude = [
   "}",
 ].join("\n");
 
+// One bash session over all of them: exports made in one file carry over to the next.
+const FILES = ["README.md", "docs/api-tour.md", "docs/operations.md"];
+
 function main() {
-  const readme = readFileSync("README.md", "utf8");
-  const all = bashBlocks(readme).flatMap(commands);
+  const all = FILES.flatMap((f) => bashBlocks(readFileSync(f, "utf8"), f)).flatMap(commands);
   const run = [];
   const skipped = [];
   for (const c of all) {
@@ -134,7 +137,7 @@ function main() {
   const script = [
     prelude,
     ...run.map((c) =>
-      [`__LINE=${c.line}; __EXPECT=${shellQuote(expectedStatuses(c.comments))}`, c.text.replaceAll("localhost:3401", `127.0.0.1:${port}`)].join("\n"),
+      [`__LINE=${shellQuote(c.line)}; __EXPECT=${shellQuote(expectedStatuses(c.comments))}`, c.text.replaceAll("localhost:3401", `127.0.0.1:${port}`)].join("\n"),
     ),
   ].join("\n\n");
   return { run, skipped, script };
@@ -142,8 +145,8 @@ function main() {
 
 const { run, skipped, script } = main();
 if (dryRun) {
-  for (const c of run) console.log(`run  README.md:${c.line} ${c.text.split("\n")[0].slice(0, 110)}${expectedStatuses(c.comments) ? ` (expect ${expectedStatuses(c.comments)})` : ""}`);
-  for (const s of skipped) console.log(`skip README.md:${s.line} ${s.text.split("\n")[0].slice(0, 110)} (${s.why})`);
+  for (const c of run) console.log(`run  ${c.line} ${c.text.split("\n")[0].slice(0, 110)}${expectedStatuses(c.comments) ? ` (expect ${expectedStatuses(c.comments)})` : ""}`);
+  for (const s of skipped) console.log(`skip ${s.line} ${s.text.split("\n")[0].slice(0, 110)} (${s.why})`);
   process.exit(0);
 }
 console.log(`readme-replay: ${run.length} commands to run, ${skipped.length} skipped; starting wrangler dev on :${port} with fresh state`);
@@ -178,9 +181,9 @@ for (const row of rows) {
   const expected = expect ? expect.split(" ").map(Number) : null;
   const ok = expected ? expected.includes(code) : code >= 200 && code < 400 && code !== 207;
   if (!ok) failed++;
-  console.log(`${ok ? "ok  " : "FAIL"} ${status} README.md:${line} ${request}${expected ? ` (expect ${expect})` : ""}${ok ? "" : `\n       ${body}`}`);
+  console.log(`${ok ? "ok  " : "FAIL"} ${status} ${line} ${request}${expected ? ` (expect ${expect})` : ""}${ok ? "" : `\n       ${body}`}`);
 }
-for (const s of skipped) console.log(`skip     README.md:${s.line} ${s.text.split("\n")[0].slice(0, 100)} (${s.why})`);
+for (const s of skipped) console.log(`skip     ${s.line} ${s.text.split("\n")[0].slice(0, 100)} (${s.why})`);
 if (session.stderr.trim()) console.log(`bash stderr:\n${session.stderr.trim()}`);
 rmSync(dir, { recursive: true, force: true });
 console.log(`readme-replay: ${rows.length} requests, ${failed} failed; ${skipped.length} commands skipped${keepServer ? `; server left running on :${port}` : ""}`);

@@ -1,13 +1,13 @@
 import { app } from "./app";
 import { scheduled } from "./scheduled";
 import { queue } from "../queues";
-import { logInvocationD1 } from "./db/round-trips";
+import { withLimits } from "./platform/limits";
 
+// Each invocation runs under Cloudflare's per-invocation limits, counted when LIMITS is set (src/platform/limits.ts).
 export default {
-  fetch: app.fetch,
-  // Each queue batch and cron run logs its D1 round trips (the billing-run bench reads these lines).
-  queue: (batch, env) => logInvocationD1(`queue:${batch.queue}`, () => queue(batch, env)),
-  scheduled: (controller, env) => logInvocationD1(`cron:${controller.cron}`, () => scheduled(controller, env)),
+  fetch: (req, env, ctx) => withLimits(env, `${req.method} ${new URL(req.url).pathname}`, (e) => Promise.resolve(app.fetch(req, e, ctx))),
+  queue: (batch, env) => withLimits(env, `queue ${batch.queue} (${batch.messages.length} messages)`, (e) => queue(batch, e)),
+  scheduled: (controller, env) => withLimits(env, `cron ${controller.cron}`, (e) => scheduled(controller, e)),
 } satisfies ExportedHandler<Env>;
 
 export { UsageMeter } from "../durable-objects/usage-meter";

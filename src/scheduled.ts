@@ -18,6 +18,7 @@ import { sealAuditChain } from "./modules/audit/verify";
 import { archiveOldEvents } from "./modules/events/retention";
 import { markUncollectible, sendDueRetries } from "./modules/payments/dunning";
 import type { JobMessage } from "../queues/messages";
+import { currentCounts, type InvocationCounts } from "./platform/limits";
 
 export const CRON = {
   hourly: "0 * * * *",
@@ -75,6 +76,13 @@ export const cronTasks: Record<string, Task[]> = {
   ],
 };
 
+/** A task's share of its invocation's counts, when limits are counted (src/platform/limits.ts). */
+function countsSince(before: InvocationCounts | null): Partial<InvocationCounts> {
+  const now = currentCounts();
+  if (!before || !now) return {};
+  return { d1Queries: now.d1Queries - before.d1Queries, subrequests: now.subrequests - before.subrequests, queueSends: now.queueSends - before.queueSends };
+}
+
 /** The worker's `scheduled` handler: dispatch by cron expression, one JSON log line per task. */
 export async function scheduled(controller: ScheduledController, env: Env): Promise<void> {
   const tasks = cronTasks[controller.cron];
@@ -85,9 +93,10 @@ export async function scheduled(controller: ScheduledController, env: Env): Prom
   const failures: string[] = [];
   for (const task of tasks) {
     const started = Date.now();
+    const before = currentCounts();
     try {
       const result = await task.run(env, controller.scheduledTime);
-      console.log(JSON.stringify({ level: "info", msg: "cron task", cron: controller.cron, task: task.name, ms: Date.now() - started, result }));
+      console.log(JSON.stringify({ level: "info", msg: "cron task", cron: controller.cron, task: task.name, ms: Date.now() - started, result, ...countsSince(before) }));
     } catch (e) {
       failures.push(task.name);
       console.log(JSON.stringify({ level: "error", msg: "cron task failed", cron: controller.cron, task: task.name, error: String(e) }));

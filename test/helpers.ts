@@ -1,5 +1,11 @@
+// The shared test kit: one way to call the worker, create objects, deliver queue messages and run cron, so test
+// files hold behaviour, not plumbing. Integration tests only (it imports the Workers runtime).
 import { env, exports } from "cloudflare:workers";
+import { createExecutionContext, createMessageBatch, createScheduledController, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
+import entry from "../src/index";
 import { signToken, type Role } from "../src/http/auth";
+
+const worker = entry as Required<Pick<ExportedHandler<Env>, "fetch" | "queue" | "scheduled">>;
 
 export type ApiResponse<T = any> = { status: number; body: T; headers: Headers };
 
@@ -13,19 +19,46 @@ export async function tokenFor(role: Role): Promise<string> {
   return t;
 }
 
-type Options = { as?: Role | null; auth?: string; body?: unknown; rawBody?: string; headers?: Record<string, string> };
+export type CallOptions = {
+  /** Role of the bearer token (default admin); null sends no credentials. */
+  as?: Role | null;
+  /** A literal Authorization header instead (an API key, a bad token). */
+  auth?: string;
+  /** JSON-encoded unless a string, which is sent as is. */
+  body?: unknown;
+  rawBody?: string;
+  /** Sends the body as `curl -d` does: application/x-www-form-urlencoded. */
+  form?: string;
+  /** Content type of the body (default application/json); null sends none. */
+  contentType?: string | null;
+  headers?: Record<string, string>;
+  /** Bindings to override for this call (spy queues, a patched secret); the call then waits for its waitUntil work. */
+  env?: Partial<Env>;
+};
 
 /** Calls the real worker (fetch handler) as `as` (default admin). */
-export async function api<T = any>(method: string, path: string, opts: Options = {}): Promise<ApiResponse<T>> {
+export async function api<T = any>(method: string, path: string, opts: CallOptions = {}): Promise<ApiResponse<T>> {
   const headers: Record<string, string> = { ...opts.headers };
   const role = opts.as === undefined ? "admin" : opts.as;
   if (opts.auth) headers.authorization = opts.auth;
   else if (role) headers.authorization = `Bearer ${await tokenFor(role)}`;
   let body: string | undefined;
-  if (opts.rawBody !== undefined) body = opts.rawBody;
-  else if (opts.body !== undefined) body = JSON.stringify(opts.body);
-  if (body !== undefined && !headers["content-type"]) headers["content-type"] = "application/json";
-  const res = await exports.default.fetch(new Request(`http://localhost${path}`, { method, headers, body }));
+  let contentType: string | null = opts.contentType === undefined ? "application/json" : opts.contentType;
+  if (opts.form !== undefined) {
+    body = opts.form;
+    contentType = "application/x-www-form-urlencoded";
+  } else if (opts.rawBody !== undefined) body = opts.rawBody;
+  else if (opts.body !== undefined) body = typeof opts.body === "string" ? opts.body : JSON.stringify(opts.body);
+  if (body !== undefined && contentType && !headers["content-type"]) headers["content-type"] = contentType;
+  const req = new Request(`http://localhost${path}`, { method, headers, body });
+  let res: Response;
+  if (opts.env) {
+    const ctx = createExecutionContext();
+    res = await worker.fetch(req as Request<unknown, IncomingRequestCfProperties>, { ...env, ...opts.env } as Env, ctx);
+    await waitOnExecutionContext(ctx);
+  } else {
+    res = await exports.default.fetch(req);
+  }
   const text = await res.text();
   let parsed: unknown = text;
   try {
@@ -74,4 +107,49 @@ export async function createApiKey(scopes = ["usage:write"]) {
   const r = await api("POST", "/admin/api-keys", { body: { name: "test", scopes } });
   if (r.status !== 201) throw new Error(`api key: ${r.status} ${JSON.stringify(r.body)}`);
   return r.body as { id: string; key: string };
+}
+
+/** POSTs and returns the created object, failing the test with the problem+json when it is not a 201. */
+export async function created<T = any>(path: string, body: unknown, opts: CallOptions = {}): Promise<T> {
+  const r = await api<T>("POST", path, { ...opts, body });
+  if (r.status !== 201) throw new Error(`POST ${path}: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body;
+}
+
+export type SentMessage = { body: any; delaySeconds?: number };
+
+/** A queue binding that records what the code sends instead of delivering it: tests decide what runs and when. */
+export function spyQueue(into: SentMessage[] = []): Queue & { sent: SentMessage[] } {
+  const record = (body: unknown, delaySeconds?: number) => void into.push({ body, ...(delaySeconds !== undefined ? { delaySeconds } : {}) });
+  return {
+    sent: into,
+    send: async (body: unknown, o?: { delaySeconds?: number }) => record(body, o?.delaySeconds),
+    sendBatch: async (msgs: Iterable<{ body: unknown; delaySeconds?: number }>) => {
+      for (const m of msgs) record(m.body, m.delaySeconds);
+    },
+  } as unknown as Queue & { sent: SentMessage[] };
+}
+
+let messageSeq = 0;
+
+/** Delivers message bodies to the worker's queue consumer as one batch; returns what it acked and retried. */
+export async function deliver(queue: string, bodies: unknown[], opts: { env?: Partial<Env>; attempts?: number } = {}) {
+  const batch = createMessageBatch(
+    queue,
+    bodies.map((body) => ({ id: `msg-${messageSeq++}`, timestamp: new Date(), attempts: opts.attempts ?? 1, body })),
+  );
+  const ctx = createExecutionContext();
+  await worker.queue(batch, { ...env, ...opts.env } as Env, ctx);
+  return getQueueResult(batch, ctx);
+}
+
+/** One payment attempt for an invoice, as the payments queue would deliver it. */
+export const attemptPayment = (invoiceId: string, attempt = 1, opts: { env?: Partial<Env> } = {}) =>
+  deliver("billing-payments", [{ type: "payment.attempt", invoiceId, attempt }], opts);
+
+/** Runs a cron trigger (e.g. "0 * * * *") to completion, at `scheduledTime` (default now). */
+export async function runCron(cron: string, opts: { env?: Partial<Env>; scheduledTime?: number } = {}) {
+  const ctx = createExecutionContext();
+  await worker.scheduled(createScheduledController({ scheduledTime: opts.scheduledTime ?? Date.now(), cron }), { ...env, ...opts.env } as Env, ctx);
+  await waitOnExecutionContext(ctx);
 }

@@ -1,10 +1,9 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 
 /**
- * D1 round trips and statements per invocation (a queue batch, a cron run, a request), counted on the D1 binding
- * that `dbOf` hands to drizzle. A batch is one round trip of several statements. This is the throughput bench's
- * and the round-trip test's own counter; the per-invocation limit wrapper (issue 11, "limits") counts the same
- * thing for every path and logs `d1Queries` the same way, so when it lands this file reduces to `countD1`'s use.
+ * D1 round trips (a batch is one round trip of several statements) inside a `countD1` scope, counted on the D1
+ * binding `dbOf` hands to drizzle: what a use case costs in latency, for tests that hold a path to a budget. The
+ * per-invocation limits (queries per invocation, as Cloudflare counts them) are src/platform/limits.ts's.
  */
 export type D1Count = { roundTrips: number; statements: number; /** of the sandbox gateway's own ledger (a remote gateway in production) */ gatewayStatements: number };
 
@@ -15,16 +14,6 @@ export async function countD1<T>(fn: () => Promise<T>): Promise<{ value: T; coun
   const count: D1Count = { roundTrips: 0, statements: 0, gatewayStatements: 0 };
   const value = await scope.run(count, fn);
   return { value, count };
-}
-
-/** Runs an invocation under a count and logs one JSON line `{ msg: "invocation", kind, d1Queries, d1RoundTrips }`. */
-export async function logInvocationD1<T>(kind: string, fn: () => Promise<T>): Promise<T> {
-  const count: D1Count = { roundTrips: 0, statements: 0, gatewayStatements: 0 };
-  try {
-    return await scope.run(count, fn);
-  } finally {
-    console.log(JSON.stringify({ level: "info", msg: "invocation", kind, d1Queries: count.statements, d1RoundTrips: count.roundTrips, gatewayD1Queries: count.gatewayStatements }));
-  }
 }
 
 /**

@@ -1,15 +1,13 @@
 import { beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
-import { createExecutionContext, createMessageBatch, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
-import entry from "../../src/index";
+
 import { dbOf } from "../../src/db/client";
 import { weeklyRevenueReport } from "../../src/modules/analytics/routes";
-import { tokenFor, unique } from "../helpers";
+import { unique, api, created as createdWith, attemptPayment } from "../helpers";
 
 // Storage is shared by the tests of this file only, so totals are exact. The order matters: the churn test
 // (last) adds SEK subscriptions; the earlier tests look at the USD and GBP data made in beforeAll.
 
-const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue">> = entry;
 type Role = "admin" | "finance" | "support" | "viewer";
 
 /** Messages to the payments and webhooks queues are kept out of the real queues: the tests decide what runs. */
@@ -18,29 +16,13 @@ const spyPayments = { send: async () => {}, sendBatch: async () => {} } as unkno
 const spyWebhooks = { send: async (body: unknown) => void webhookSent.push(body), sendBatch: async () => {} } as unknown as Queue;
 const testEnv = () => ({ ...env, PAYMENT_QUEUE: spyPayments, WEBHOOK_QUEUE: spyWebhooks }) as Env;
 
-async function call(method: string, path: string, body?: unknown, opts: { role?: Role | null; raw?: string } = {}) {
-  const role = opts.role === undefined ? "admin" : opts.role;
-  const headers: Record<string, string> = role ? { authorization: `Bearer ${await tokenFor(role)}` } : {};
-  if (body !== undefined) headers["content-type"] = "application/json";
-  const ctx = createExecutionContext();
-  const res = await worker.fetch(new Request(`http://localhost${path}`, { method, headers, body: opts.raw ?? (body === undefined ? undefined : JSON.stringify(body)) }), testEnv(), ctx);
-  await waitOnExecutionContext(ctx);
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
-}
+const call = (method: string, path: string, body?: unknown, opts: { role?: Role | null; raw?: string } = {}) =>
+  api(method, path, { body, rawBody: opts.raw, as: opts.role, env: testEnv() });
 
-async function created(path: string, body: unknown) {
-  const r = await call("POST", path, body);
-  if (r.status !== 201) throw new Error(`${path}: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
-}
+const created = (path: string, body: unknown) => createdWith(path, body, { env: testEnv() });
 
-let msgSeq = 0;
 async function pay(invoiceId: string) {
-  const batch = createMessageBatch("billing-payments", [{ id: `a${msgSeq++}`, timestamp: new Date(), attempts: 1, body: { type: "payment.attempt", invoiceId, attempt: 1 } }]);
-  const ctx = createExecutionContext();
-  await worker.queue(batch, testEnv(), ctx);
-  expect((await getQueueResult(batch, ctx)).explicitAcks).toHaveLength(1);
+  expect((await attemptPayment(invoiceId, 1, { env: testEnv() })).explicitAcks).toHaveLength(1);
 }
 
 const DAY = 86_400_000;

@@ -1,14 +1,12 @@
 import { beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
-import { createExecutionContext, createMessageBatch, waitOnExecutionContext } from "cloudflare:test";
-import entry from "../../src/index";
+
 import { CRON, cronTasks } from "../../src/scheduled";
 import { dropSettingsCache } from "../../src/platform/settings";
-import { tokenFor, unique } from "../helpers";
+import { unique, api, attemptPayment } from "../helpers";
 
 // Payment retries and "uncollectible" move a test clock's invoices only when their clock moves, live ones only in real time.
 
-const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue" | "scheduled">> = entry;
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 const T = (s: string) => new Date(s).toISOString();
@@ -22,23 +20,9 @@ const spyQueue = {
 const testEnv = () => ({ ...env, PAYMENT_QUEUE: spyQueue }) as Env;
 const attemptsFor = (invoiceId: string) => sent.filter((m) => m.body.type === "payment.attempt" && m.body.invoiceId === invoiceId).map((m) => m.body.attempt);
 
-async function call(method: string, path: string, body?: unknown) {
-  const headers: Record<string, string> = { authorization: `Bearer ${await tokenFor("admin")}` };
-  if (body !== undefined) headers["content-type"] = "application/json";
-  const ctx = createExecutionContext();
-  const res = await worker.fetch(new Request(`http://localhost${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }), testEnv(), ctx);
-  await waitOnExecutionContext(ctx);
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
-}
+const call = (method: string, path: string, body?: unknown) => api(method, path, { body, env: testEnv() });
 
-let msgSeq = 0;
-async function deliver(invoiceId: string, attempt: number) {
-  const batch = createMessageBatch("billing-payments", [{ id: `dm${msgSeq++}`, timestamp: new Date(), attempts: 1, body: { type: "payment.attempt", invoiceId, attempt } }]);
-  const ctx = createExecutionContext();
-  await worker.queue(batch, testEnv(), ctx);
-  await waitOnExecutionContext(ctx);
-}
+const deliver = async (invoiceId: string, attempt: number) => void (await attemptPayment(invoiceId, attempt, { env: testEnv() }));
 
 /** Runs one task of a cron trigger, as the scheduled handler would at `scheduledTime` (without the trigger's other jobs). */
 async function cron(expression: string, task: string, scheduledTime: number) {

@@ -1,7 +1,6 @@
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
-import { createExecutionContext, createMessageBatch, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
-import entry from "../../src/index";
+
 import { dbOf } from "../../src/db/client";
 import { applyStripeEvent } from "../../src/modules/webhooks/apply";
 import { archiveOldEvents, RETENTION_DAYS } from "../../src/modules/events/retention";
@@ -9,24 +8,15 @@ import { refundLifecycle } from "../../src/modules/refunds/lifecycle";
 import { IllegalTransition } from "../../src/domain/lifecycle";
 import { refundStatuses } from "../../src/db/schema";
 import { cronTasks, CRON } from "../../src/scheduled";
-import { tokenFor, unique } from "../helpers";
+import { unique, api, attemptPayment } from "../helpers";
 
-const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue">> = entry;
 type Role = "admin" | "finance" | "support" | "viewer";
 
 let jobs: unknown[] = [];
 const spy = (into?: unknown[]) => ({ send: async (b: unknown) => void into?.push(b), sendBatch: async (ms: { body: unknown }[]) => void into?.push(...ms.map((m) => m.body)) }) as unknown as Queue;
 const testEnv = () => ({ ...env, PAYMENT_QUEUE: spy(), WEBHOOK_QUEUE: spy(), JOB_QUEUE: spy(jobs) }) as Env;
 
-async function call(method: string, path: string, body?: unknown, role: Role | null = "admin") {
-  const headers: Record<string, string> = role ? { authorization: `Bearer ${await tokenFor(role)}` } : {};
-  if (body !== undefined) headers["content-type"] = "application/json";
-  const ctx = createExecutionContext();
-  const res = await worker.fetch(new Request(`http://localhost${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }), testEnv(), ctx);
-  await waitOnExecutionContext(ctx);
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
-}
+const call = (method: string, path: string, body?: unknown, role: Role | null = "admin") => api(method, path, { body, as: role, env: testEnv() });
 
 /** A stored event, as a lifecycle owner would have written it. */
 async function seedEvent(o: { type: string; objectId: string; createdAt: number; id?: string }) {
@@ -137,13 +127,7 @@ describe("event retention", () => {
 
 // ---- refunds --------------------------------------------------------------------------------------------------
 
-let msgSeq = 0;
-async function attempt(invoiceId: string, n: number) {
-  const batch = createMessageBatch("billing-payments", [{ id: `ev${msgSeq++}`, timestamp: new Date(), attempts: 1, body: { type: "payment.attempt", invoiceId, attempt: n } }]);
-  const ctx = createExecutionContext();
-  await worker.queue(batch, testEnv(), ctx);
-  return getQueueResult(batch, ctx);
-}
+const attempt = (invoiceId: string, n: number) => attemptPayment(invoiceId, n, { env: testEnv() });
 async function payment(amount = "25.00", paymentMethod = "pm_card_visa") {
   const customer = await call("POST", "/api/v1/customers", { email: `${unique("e")}@example.com`, currency: "USD" });
   const plan = await call("POST", "/api/v1/plans", { name: "Evented", currency: "USD", interval: "month", prices: [{ type: "flat", amount }] });

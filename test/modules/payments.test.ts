@@ -1,9 +1,9 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
-import { createExecutionContext, createMessageBatch, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
+import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
 import entry from "../../src/index";
 import { dropSettingsCache } from "../../src/platform/settings";
-import { tokenFor, unique } from "../helpers";
+import { unique, api, attemptPayment } from "../helpers";
 
 const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue">> = entry;
 
@@ -15,23 +15,11 @@ const spyQueue = {
 } as unknown as Queue;
 const testEnv = () => ({ ...env, PAYMENT_QUEUE: spyQueue }) as Env;
 
-async function call(method: string, path: string, body?: unknown, opts: { role?: "admin" | "finance" | "viewer"; contentType?: string | null } = {}) {
-  const headers: Record<string, string> = { authorization: `Bearer ${await tokenFor(opts.role ?? "admin")}` };
-  if (body !== undefined && opts.contentType !== null) headers["content-type"] = opts.contentType ?? "application/json";
-  const ctx = createExecutionContext();
-  const res = await worker.fetch(new Request(`http://localhost${path}`, { method, headers, body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body) }), testEnv(), ctx);
-  await waitOnExecutionContext(ctx);
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null, headers: res.headers };
-}
+const call = (method: string, path: string, body?: unknown, opts: { role?: "admin" | "finance" | "viewer"; contentType?: string | null } = {}) =>
+  api(method, path, { body, as: opts.role, contentType: opts.contentType, env: testEnv() });
 
 let msgSeq = 0;
-async function attempt(invoiceId: string, n: number) {
-  const batch = createMessageBatch("billing-payments", [{ id: `m${msgSeq++}`, timestamp: new Date(), attempts: 1, body: { type: "payment.attempt", invoiceId, attempt: n } }]);
-  const ctx = createExecutionContext();
-  await worker.queue(batch, testEnv(), ctx);
-  return getQueueResult(batch, ctx);
-}
+const attempt = (invoiceId: string, n: number) => attemptPayment(invoiceId, n, { env: testEnv() });
 
 async function subscriptionWith(paymentMethod: string, amount = "25.00") {
   const customer = await call("POST", "/api/v1/customers", { email: `${unique("p")}@example.com`, currency: "USD", metadata: { alternatePaymentMethod: "pm_card_mastercard" } });

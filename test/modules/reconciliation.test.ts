@@ -1,31 +1,20 @@
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
-import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
-import entry from "../../src/index";
+
 import { dbOf } from "../../src/db/client";
 import { SYSTEM_ACTOR } from "../../src/platform/actor";
 import { collectInvoice } from "../../src/modules/payments/collect";
 import { SandboxGateway } from "../../src/gateways/sandbox";
 import { runDailyReconciliation } from "../../src/modules/reconciliation/routes";
-import { tokenFor, unique } from "../helpers";
+import { unique, api } from "../helpers";
 
-const worker: Required<Pick<ExportedHandler<Env>, "fetch">> = entry;
 type Role = "admin" | "finance" | "support" | "viewer";
 
 const spyQueue = { send: async () => undefined, sendBatch: async () => undefined } as unknown as Queue;
 // Payment messages stay out of the real queue: the tests charge invoices themselves.
 const testEnv = () => ({ ...env, PAYMENT_QUEUE: spyQueue, WEBHOOK_QUEUE: spyQueue }) as Env;
 
-async function call(method: string, path: string, body?: unknown, role: Role | null = "finance") {
-  const headers: Record<string, string> = {};
-  if (role) headers.authorization = `Bearer ${await tokenFor(role)}`;
-  if (body !== undefined) headers["content-type"] = "application/json";
-  const ctx = createExecutionContext();
-  const res = await worker.fetch(new Request(`http://localhost${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }), testEnv(), ctx);
-  await waitOnExecutionContext(ctx);
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
-}
+const call = (method: string, path: string, body?: unknown, role: Role | null = "finance") => api(method, path, { body, as: role, env: testEnv() });
 
 const at = (date: string, time = "12:00:00") => Date.parse(`${date}T${time}Z`);
 

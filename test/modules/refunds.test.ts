@@ -4,7 +4,7 @@ import { createExecutionContext, createMessageBatch, getQueueResult, waitOnExecu
 import entry from "../../src/index";
 import { dropSettingsCache } from "../../src/platform/settings";
 import { processBulkRefundItem, type BulkRefundItemMessage } from "../../src/modules/refunds/service";
-import { tokenFor, unique } from "../helpers";
+import { tokenFor, unique, api } from "../helpers";
 
 const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue">> = entry;
 type Role = "admin" | "finance" | "support" | "viewer";
@@ -23,15 +23,8 @@ const spyQueue = {
 const spyWebhooks = { send: async (body: unknown) => void webhookSent.push(body), sendBatch: async () => {} } as unknown as Queue;
 const testEnv = () => ({ ...env, PAYMENT_QUEUE: spyQueue, WEBHOOK_QUEUE: spyWebhooks }) as Env;
 
-async function call(method: string, path: string, body?: unknown, opts: { role?: Role; headers?: Record<string, string> } = {}) {
-  const headers: Record<string, string> = { authorization: `Bearer ${await tokenFor(opts.role ?? "admin")}`, ...opts.headers };
-  if (body !== undefined) headers["content-type"] = "application/json";
-  const ctx = createExecutionContext();
-  const res = await worker.fetch(new Request(`http://localhost${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }), testEnv(), ctx);
-  await waitOnExecutionContext(ctx);
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null, headers: res.headers };
-}
+const call = (method: string, path: string, body?: unknown, opts: { role?: Role; headers?: Record<string, string> } = {}) =>
+  api(method, path, { body, as: opts.role, headers: opts.headers, env: testEnv() });
 const refund = (body: Record<string, unknown>, role: Role = "finance", headers?: Record<string, string>) => call("POST", "/api/v1/refunds", body, { role, headers });
 
 let msgSeq = 0;

@@ -1,14 +1,12 @@
 import { beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
-import { createExecutionContext, createMessageBatch, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
-import entry from "../../src/index";
-import { tokenFor, unique } from "../helpers";
+
+import { unique, api, created as createdWith, attemptPayment } from "../helpers";
 
 // Runbook "High Churn Rate": churn analysis, at-risk customers, retention offers. Storage belongs to this file, so
 // figures are exact. Order matters: the at-risk and campaign tests use the data of beforeAll; the churn test (last)
 // adds EUR subscriptions whose cancellations would otherwise show in nothing else.
 
-const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue">> = entry;
 type Role = "admin" | "finance" | "support" | "viewer";
 
 /** Queue messages are kept, not delivered: the tests decide what runs. */
@@ -21,37 +19,12 @@ const spyWebhooks = {
 const testEnv = () => ({ ...env, PAYMENT_QUEUE: spyPayments, WEBHOOK_QUEUE: spyWebhooks }) as Env;
 
 /** `form` sends the body the way the runbook's `curl -d` does: as application/x-www-form-urlencoded. */
-async function call(method: string, path: string, body?: unknown, opts: { role?: Role | null; form?: string } = {}) {
-  const role = opts.role === undefined ? "admin" : opts.role;
-  const headers: Record<string, string> = role ? { authorization: `Bearer ${await tokenFor(role)}` } : {};
-  let payload: string | undefined;
-  if (opts.form !== undefined) {
-    headers["content-type"] = "application/x-www-form-urlencoded";
-    payload = opts.form;
-  } else if (body !== undefined) {
-    headers["content-type"] = "application/json";
-    payload = JSON.stringify(body);
-  }
-  const ctx = createExecutionContext();
-  const res = await worker.fetch(new Request(`http://localhost${path}`, { method, headers, body: payload }), testEnv(), ctx);
-  await waitOnExecutionContext(ctx);
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
-}
+const call = (method: string, path: string, body?: unknown, opts: { role?: Role | null; form?: string } = {}) =>
+  api(method, path, { body, as: opts.role, form: opts.form, env: testEnv() });
 
-async function created(path: string, body: unknown) {
-  const r = await call("POST", path, body);
-  if (r.status !== 201) throw new Error(`${path}: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
-}
+const created = (path: string, body: unknown) => createdWith(path, body, { env: testEnv() });
 
-let msgSeq = 0;
-async function pay(invoiceId: string) {
-  const batch = createMessageBatch("billing-payments", [{ id: `r${msgSeq++}`, timestamp: new Date(), attempts: 1, body: { type: "payment.attempt", invoiceId, attempt: 1 } }]);
-  const ctx = createExecutionContext();
-  await worker.queue(batch, testEnv(), ctx);
-  await getQueueResult(batch, ctx);
-}
+const pay = async (invoiceId: string) => void (await attemptPayment(invoiceId, 1, { env: testEnv() }));
 
 const DAY = 86_400_000;
 const setRow = (table: string, id: string, cols: Record<string, unknown>) =>

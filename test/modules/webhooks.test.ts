@@ -5,7 +5,7 @@ import Stripe from "stripe";
 import entry from "../../src/index";
 import { applyStripeEvent, cleanupWebhookEvents } from "../../src/modules/webhooks/routes";
 import { dbOf } from "../../src/db/client";
-import { tokenFor, unique } from "../helpers";
+import { unique, api } from "../helpers";
 
 const worker: Required<Pick<ExportedHandler<Env>, "fetch">> = entry;
 const SECRET = "whsec_test_secret";
@@ -22,16 +22,8 @@ const spy = (queue: string) =>
 const testEnv = () => ({ ...env, WEBHOOK_QUEUE: spy("webhooks"), PAYMENT_QUEUE: spy("payments") }) as Env;
 const queued = (queue: string) => sent.filter((m) => m.queue === queue);
 
-async function call(method: string, path: string, body?: unknown, opts: { role?: "admin" | "finance" | "viewer" | null; contentType?: string | null } = {}) {
-  const headers: Record<string, string> = {};
-  if (opts.role !== null) headers.authorization = `Bearer ${await tokenFor(opts.role ?? "admin")}`;
-  if (body !== undefined && opts.contentType !== null) headers["content-type"] = opts.contentType ?? "application/json";
-  const ctx = createExecutionContext();
-  const res = await worker.fetch(new Request(`http://localhost${path}`, { method, headers, body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body) }), testEnv(), ctx);
-  await waitOnExecutionContext(ctx);
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null, headers: res.headers };
-}
+const call = (method: string, path: string, body?: unknown, opts: { role?: "admin" | "finance" | "viewer" | null; contentType?: string | null } = {}) =>
+  api(method, path, { body, as: opts.role, contentType: opts.contentType, env: testEnv() });
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
 const event = (type: string, object: Record<string, unknown>, id = unique("evt")) => ({ id, object: "event", api_version: "2024-06-20", created: nowSeconds(), livemode: false, type, data: { object } });

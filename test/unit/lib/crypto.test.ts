@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { bytesToBase64, decrypt, encrypt, keyIdOf, parseEnvelope, sha256Bytes } from "../../src/lib/crypto";
+import { bytesToBase64, decrypt, encrypt, keyIdOf, parseEnvelope, sha256Bytes } from "../../../src/lib/crypto";
 
 const newKey = () => bytesToBase64(crypto.getRandomValues(new Uint8Array(32)));
 const text = (s: string) => new TextEncoder().encode(s);

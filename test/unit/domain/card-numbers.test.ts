@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { cardNumberFindingsInJson, containsCardNumber, isCardNumber, luhnValid } from "../../src/domain/card-numbers";
+import { cardNumberFindingsInJson, containsCardNumber, isCardNumber, luhnValid } from "../../../src/domain/card-numbers";
 
 // Test PANs published by the card networks and Stripe.
 const PANS = [

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { formatDecimal, formatScaled, ONE, parseDecimal, roundDiv, SCALE } from "../../src/domain/decimal";
+import { formatDecimal, formatScaled, ONE, parseDecimal, roundDiv, SCALE } from "../../../src/domain/decimal";
 
 describe("constants", () => {
   it("SCALE and ONE agree", () => {

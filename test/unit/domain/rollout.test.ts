@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { criteriaMismatch, evaluateFlag, inRollout, rolloutBucket, stableHash32 } from "../../src/domain/rollout";
+import { criteriaMismatch, evaluateFlag, inRollout, rolloutBucket, stableHash32 } from "../../../src/domain/rollout";
 
 const ids = Array.from({ length: 2000 }, (_, i) => `cus_${String(i).padStart(6, "0")}`);
 

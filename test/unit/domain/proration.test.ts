@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { planChangeProration, prorate } from "../../src/domain/proration";
+import { planChangeProration, prorate } from "../../../src/domain/proration";
 
 const t = (iso: string): number => Date.parse(iso);
 const march = { start: t("2024-03-01T00:00:00Z"), end: t("2024-04-01T00:00:00Z") };

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { aggregateValueString, applyEvent, emptyAggregate, type Aggregation } from "../../src/domain/aggregation";
-import { parseDecimal } from "../../src/domain/decimal";
+import { aggregateValueString, applyEvent, emptyAggregate, type Aggregation } from "../../../src/domain/aggregation";
+import { parseDecimal } from "../../../src/domain/decimal";
 
 const q = (s: string | number) => {
   const d = parseDecimal(s);

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { addIntervals, periodAt, periodByIndex, type Interval } from "../../src/domain/periods";
+import { addIntervals, periodAt, periodByIndex, type Interval } from "../../../src/domain/periods";
 
 const t = (iso: string): number => {
   const ms = Date.parse(iso.length === 10 ? `${iso}T00:00:00.000Z` : iso);

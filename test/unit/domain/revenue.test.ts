@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import type { Interval } from "../../src/domain/periods";
-import { arpa, churnRate, monthlyAmount, mrrOf, ratio, revenueChurnRate, subscriptionMrr, trailingWindow, trialConversionRate, utcDay, type MrrLine } from "../../src/domain/revenue";
+import type { Interval } from "../../../src/domain/periods";
+import { arpa, churnRate, monthlyAmount, mrrOf, ratio, revenueChurnRate, subscriptionMrr, trailingWindow, trialConversionRate, utcDay, type MrrLine } from "../../../src/domain/revenue";
 
 const intervals: Interval[] = ["day", "week", "month", "year"];
 const PER_MONTH: Record<Interval, [bigint, bigint]> = { day: [365n, 12n], week: [52n, 12n], month: [1n, 1n], year: [1n, 12n] };

@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { parseDecimal } from "../../src/domain/decimal";
-import { CURRENCIES, currencyExponent, decimalToMinor, formatMinor, isCurrency, money, toMinor } from "../../src/domain/money";
+import { parseDecimal } from "../../../src/domain/decimal";
+import { CURRENCIES, currencyExponent, decimalToMinor, formatMinor, isCurrency, money, toMinor } from "../../../src/domain/money";
 
 describe("currencyExponent", () => {
   const cases: [string, number][] = [

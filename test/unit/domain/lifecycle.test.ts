@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { defineLifecycle, IllegalTransition } from "../../src/domain/lifecycle";
+import { defineLifecycle, IllegalTransition } from "../../../src/domain/lifecycle";
 
 const door = defineLifecycle("door", { open: ["closed"], closed: ["open", "locked"], locked: ["closed"], gone: [] });
 

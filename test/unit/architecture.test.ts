@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 
 // The source as text (vite's raw glob): the rules are checked where the code is, in every run of the suite.
-const sources = import.meta.glob(["../src/**/*.ts", "../queues/**/*.ts", "../durable-objects/**/*.ts"], { query: "?raw", import: "default", eager: true }) as Record<string, string>;
+const sources = import.meta.glob(["../../src/**/*.ts", "../../queues/**/*.ts", "../../durable-objects/**/*.ts"], { query: "?raw", import: "default", eager: true }) as Record<string, string>;
 const files = Object.entries(sources).map(([path, text]) => ({ path: path.replace(/^(\.\.\/)+/, ""), text }));
 
 /** Relative imports of a file, resolved to repository paths (extension-less specifiers get .ts). */

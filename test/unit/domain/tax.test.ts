@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { jurisdictionOf, rateInForce, taxOnLine, type TaxRate } from "../../src/domain/tax";
+import { jurisdictionOf, rateInForce, taxOnLine, type TaxRate } from "../../../src/domain/tax";
 
 const t = (iso: string): number => Date.parse(iso);
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { arrearsShareLines, billingLines, priceLines, prorationLines, type DraftLine, type Price } from "../../src/domain/invoice";
-import { roundDiv } from "../../src/domain/decimal";
+import { arrearsShareLines, billingLines, priceLines, prorationLines, type DraftLine, type Price } from "../../../src/domain/invoice";
+import { roundDiv } from "../../../src/domain/decimal";
 
 const D = (s: string) => Date.parse(s);
 const line = (amount: number): DraftLine => ({ kind: "flat", description: "x", priceId: null, meterId: null, quantity: "1", unitAmount: null, amount, periodStart: 0, periodEnd: 1, computation: "" });

@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { ONE, parseDecimal } from "../../src/domain/decimal";
-import { priceQuantity, validatePricing, type PricingSpec, type Tier } from "../../src/domain/pricing";
+import { ONE, parseDecimal } from "../../../src/domain/decimal";
+import { priceQuantity, validatePricing, type PricingSpec, type Tier } from "../../../src/domain/pricing";
 
 const q = (s: string | number): bigint => {
   const parsed = parseDecimal(s);
