@@ -1,4 +1,8 @@
-import type { Admission, Lease } from "../../durable-objects/payment-guard";
+import { sql } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import { PAYMENTS_MODE_KEY, type Admission, type Lease } from "../../durable-objects/payment-guard";
+import type { Db } from "../db/client";
+import { batchAssertions, settings } from "../db/schema";
 import { ApiError } from "../platform/errors";
 import { asGatewayCall } from "../db/round-trips";
 import type { PaymentGateway } from "./types";
@@ -73,7 +77,10 @@ export class GuardLease {
 
   private async releaseToken(token: string) {
     this.calls++;
-    await paymentGuard(this.env).release(token);
+    // A release that fails is not the batch's failure: the lease then ends with the guard's in-flight TTL.
+    await paymentGuard(this.env)
+      .release(token)
+      .catch((e: unknown) => console.log(JSON.stringify({ level: "warn", msg: "payment guard lease release failed", error: String(e) })));
   }
 
   /** Gives back the current lease (call when the batch is done; charges still running keep theirs until they finish). */
@@ -82,6 +89,17 @@ export class GuardLease {
     this.current = null;
     if (held && held.active === 0) await this.releaseToken(held.lease.token);
   }
+}
+
+/**
+ * A statement for the batch that marks a charge as started: aborts the batch (an assertion failure) while D1's copy
+ * of the payment mode is not normal. With the guard's own admission (per call or leased) this makes a freeze stop
+ * every charge that had not started when it was written, at no extra round trip.
+ */
+export function unlessPaymentsStopped(db: Db): BatchItem<"sqlite"> {
+  return db
+    .insert(batchAssertions)
+    .select(sql`SELECT 0 WHERE EXISTS (SELECT 1 FROM ${settings} WHERE ${settings.key} = ${PAYMENTS_MODE_KEY} AND json_extract(${settings.value}, '$.mode') != 'normal')`);
 }
 
 /** How a charge is admitted: per call (`withAdmission`), or under a consumer's `GuardLease`. */

@@ -12,7 +12,8 @@ import type { GatewayName } from "../../gateways/types";
 import type { ChargeResult } from "../../gateways/types";
 import { newId } from "../../lib/ids";
 import type { PaymentMessage } from "../../../queues/messages";
-import { lockedError, withAdmission, type Admit, type GuardLease } from "./guard";
+import { lockedError, paymentGuard, unlessPaymentsStopped, withAdmission, type Admit, type GuardLease, type Refused } from "./guard";
+import { isAssertionFailure } from "../../db/assert";
 import { paymentMetricStatements } from "./metrics";
 import { planFailure } from "./failure";
 
@@ -86,6 +87,7 @@ export async function collectInvoice(env: Env, db: Db, invoiceId: string, opts: 
     // An attempt that already reached a gateway stays on it: the same key elsewhere would be a new charge.
     const gateway = existing?.gateway ? await gatewayByName(env, db, existing.gateway as GatewayName, admission) : await chargeGateway(env, db, admission);
     const payment = await startAttempt(db, inv, existing, opts.attempt, { paymentMethod: method, gateway: gateway.name }, ctx);
+    if (payment === STOPPED) return STOPPED;
     if (FINAL.has(payment.status)) return { outcome: "duplicate", payment } satisfies CollectOutcome;
     const started = Date.now();
     let result: ChargeResult;
@@ -110,19 +112,31 @@ export async function collectInvoice(env: Env, db: Db, invoiceId: string, opts: 
     const latencyMs = Date.now() - started;
     return recordOutcome(env, db, inv, { ...payment, paymentMethod: method, gateway: gateway.name, status: "processing" }, result, latencyMs, ctx, { planId: sub?.planId ?? null, lines });
   });
-  if (admitted.admitted) return admitted.value;
-  if (admitted.mode === "frozen" && opts.direct) throw lockedError(admitted);
+  if (admitted.admitted && admitted.value !== STOPPED) return admitted.value;
+  // Refused by the guard, or admitted but frozen (or queue mode) before the attempt batch: never started.
+  const refused = admitted.admitted ? await refusalNow(env) : admitted;
+  if (refused.mode === "frozen" && opts.direct) throw lockedError(refused);
   const parked = await ensurePayment(db, inv, opts.attempt, method, "parked", ctx.now);
   if (parked.status === "pending") await commit(db, paymentParked(db, parked, ctx).change, ctx);
-  return { outcome: "parked", payment: { ...parked, status: "parked" }, mode: admitted.mode };
+  return { outcome: "parked", payment: { ...parked, status: "parked" }, mode: refused.mode };
+}
+
+const STOPPED = Symbol("payments stopped before the charge started");
+
+/** The guard's refusal after an attempt batch found payments stopped (a resume since then is retried later). */
+async function refusalNow(env: Env): Promise<Refused> {
+  const s = await paymentGuard(env).state();
+  if (s.mode === "normal") throw new Error("payments resumed while this charge was being refused; retry it");
+  return { admitted: false, mode: s.mode, reason: s.reason };
 }
 
 /**
  * The attempt row, processing, in one batch: created processing when this is its first delivery, else moved there
  * by its owner (pending | parked → processing; a redelivered processing one just updates its fields); the batch
- * reads the row back, so a concurrent delivery that created it first is seen as it is.
+ * reads the row back, so a concurrent delivery that created it first is seen as it is. Nothing is written (STOPPED)
+ * when payments were frozen or put in queue mode since the admission (`unlessPaymentsStopped`).
  */
-async function startAttempt(db: Db, inv: InvoiceRow, existing: PaymentRow | undefined, attempt: number, patch: Pick<PaymentRow, "paymentMethod" | "gateway">, ctx: AuditContext): Promise<PaymentRow> {
+async function startAttempt(db: Db, inv: InvoiceRow, existing: PaymentRow | undefined, attempt: number, patch: Pick<PaymentRow, "paymentMethod" | "gateway">, ctx: AuditContext): Promise<PaymentRow | typeof STOPPED> {
   const key = chargeKey(inv.id, attempt);
   const move = existing && !FINAL.has(existing.status) ? paymentProcessing(db, existing, patch, ctx).change : change();
   const first = existing
@@ -133,8 +147,14 @@ async function startAttempt(db: Db, inv: InvoiceRow, existing: PaymentRow | unde
           .values({ id: newId("pay"), invoiceId: inv.id, customerId: inv.customerId, attempt, amount: inv.amountDue, currency: inv.currency, status: "processing", gateway: patch.gateway, gatewayPaymentId: null, paymentMethod: patch.paymentMethod, idempotencyKey: key, failureCode: null, failureMessage: null, amountRefunded: 0, nextRetryAt: null, latencyMs: null, createdAt: ctx.now, updatedAt: ctx.now })
           .onConflictDoNothing(),
       ];
-  const cs = merge(change({ statements: first }), move, change({ statements: [db.select().from(payments).where(eq(payments.idempotencyKey, key))] }));
-  const { results } = await commit(db, cs, ctx);
+  const cs = merge(change({ statements: [unlessPaymentsStopped(db), ...first] }), move, change({ statements: [db.select().from(payments).where(eq(payments.idempotencyKey, key))] }));
+  let results: unknown[];
+  try {
+    ({ results } = await commit(db, cs, ctx));
+  } catch (e) {
+    if (isAssertionFailure(e)) return STOPPED;
+    throw e;
+  }
   const row = (results[cs.statements.length - 1] as PaymentRow[])[0];
   if (!row) throw new Error(`payment attempt ${key} was not written`);
   return row;

@@ -37,15 +37,18 @@ async function load(db: Db, id: string) {
  */
 async function loadForRun(db: Db, id: string): Promise<Loaded> {
   const customerId = sql`(SELECT ${subscriptions.customerId} FROM ${subscriptions} WHERE ${subscriptions.id} = ${id})`;
-  const [subPlan, customer, pending, alerts, rates] = await db.batch([
-    db.select().from(subscriptions).innerJoin(plans, and(eq(plans.id, subscriptions.planId), eq(plans.version, subscriptions.planVersion))).where(eq(subscriptions.id, id)),
+  const ofSub = (column: typeof subscriptions.planId | typeof subscriptions.planVersion) => sql`(SELECT ${column} FROM ${subscriptions} WHERE ${subscriptions.id} = ${id})`;
+  // No joins: a D1 batch answers rows as objects, where two tables' same-named columns would collide.
+  const [sub, plan, customer, pending, alerts, rates] = await db.batch([
+    db.select().from(subscriptions).where(eq(subscriptions.id, id)),
+    db.select().from(plans).where(and(eq(plans.id, ofSub(subscriptions.planId)), eq(plans.version, ofSub(subscriptions.planVersion)))),
     db.select().from(customers).where(eq(customers.id, customerId)),
     db.select().from(pendingItems).where(and(eq(pendingItems.subscriptionId, id), isNull(pendingItems.invoiceId))),
     meterAlertsOf(db, id),
     countryTaxRates(db, customerId),
   ]);
-  if (!subPlan[0] || !customer[0]) throw new Error(`subscription ${id} (or its plan version or customer) is missing`);
-  return { sub: subPlan[0].subscriptions, plan: subPlan[0].plans, customer: customer[0], pending, alerts, rates };
+  if (!sub[0] || !plan[0] || !customer[0]) throw new Error(`subscription ${id} (or its plan version or customer) is missing`);
+  return { sub: sub[0], plan: plan[0], customer: customer[0], pending, alerts, rates };
 }
 
 type Loaded = { sub: SubscriptionRow; plan: PlanRow; customer: CustomerRow; pending: PendingRow[]; alerts: MeterAlertRow[]; rates: TaxRate[] };
