@@ -42,6 +42,19 @@ function openDb() {
   return { one: (sql, ...p) => db.prepare(sql).get(...p), all: (sql, ...p) => db.prepare(sql).all(...p), close: () => db.close() };
 }
 
+/** D1's size: the file's pages (indexes included) and, per table, the bytes of its rows' values. */
+function sizes(db) {
+  const { page_size: pageSize } = db.one("PRAGMA page_size");
+  const { page_count: pages } = db.one("PRAGMA page_count");
+  const tables = {};
+  for (const { name } of db.all("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_cf_%' AND name NOT LIKE 'd1_%'")) {
+    const cols = db.all(`PRAGMA table_info("${name}")`).map((c) => `coalesce(length(CAST("${c.name}" AS BLOB)), 0)`);
+    const r = db.one(`SELECT count(*) AS n, coalesce(sum(${cols.join(" + ")}), 0) AS bytes FROM "${name}"`);
+    tables[name] = { rows: r.n, bytes: r.bytes };
+  }
+  return { fileBytes: pageSize * pages, tables };
+}
+
 /** Per-invocation log lines (`{"msg":"invocation",…,"d1Queries":n}`) written by the worker since `from` (an offset in its output). */
 function invocations(output, from = 0) {
   const out = [];
@@ -89,6 +102,9 @@ try {
   if (Date.now() >= anchor) throw new Error(`set-up took longer than the anchor allowed (${elapsed()}); usage may fall in the next period — raise ANCHOR_S`);
   await sleep(anchor - Date.now() + 1500);
 
+  const sizeDb = openDb();
+  const sizeBefore = sizes(sizeDb);
+  sizeDb.close();
   const outputFrom = server.output().length;
   const loadBefore = machineLoad();
   const cronAt = Date.now();
@@ -136,6 +152,16 @@ try {
   for (const [kind, k] of byKind) console.log(`    ${kind}: ${k.n} invocations, ${(k.q / k.n).toFixed(1)} queries each on average, at most ${k.max}`);
   console.log(`  at N = 100,000: ≈ ${Math.round((total / N) * 100_000).toLocaleString("en")} D1 statements on the one database; per-invocation counts do not grow with N except the cron's (see docs/scale.md)`);
   console.log(`  machine: ${loadBefore} before, ${loadAfter} after`);
+
+  // Sizing: what one billing run adds to D1, per subscription.
+  const sizeAfter = sizes(db);
+  const grown = Object.entries(sizeAfter.tables)
+    .map(([t, a]) => ({ t, rows: a.rows - (sizeBefore.tables[t]?.rows ?? 0), bytes: a.bytes - (sizeBefore.tables[t]?.bytes ?? 0) }))
+    .filter((g) => g.rows > 0 || g.bytes > 0)
+    .sort((a, b) => b.bytes - a.bytes);
+  const payload = grown.reduce((s, g) => s + g.bytes, 0);
+  console.log(`  D1 growth per subscription per run: ${((sizeAfter.fileBytes - sizeBefore.fileBytes) / N).toFixed(0)} bytes of database file (pages, indexes included); ${(payload / N).toFixed(0)} bytes of row values:`);
+  for (const g of grown) console.log(`    ${g.t}: ${(g.rows / N).toFixed(2)} rows, ${(g.bytes / N).toFixed(0)} bytes`);
 
   // Checks, per subscription.
   const perSub = db.all(
