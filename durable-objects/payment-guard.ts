@@ -6,6 +6,17 @@ export type Admission =
   | { admitted: true; token: string; mode: "normal" }
   | { admitted: false; mode: "frozen" | "queue"; reason: string | null };
 
+/**
+ * The settings row (D1) holding a copy of the mode, written by `setMode` before the mode changes here. Each charge's
+ * attempt batch (the row going to processing, just before the gateway call) aborts while it says anything but
+ * normal: that, not a guard call per charge, is what stops charges under a lease the moment payments freeze.
+ */
+export const PAYMENTS_MODE_KEY = "payments.mode";
+
+/** A lease's window: its holder starts charges under it for this long, then asks again (and a freeze refuses it). */
+export const LEASE_WINDOW_MS = 10_000;
+export type Lease = (Admission & { admitted: true }) & { startBy: number };
+
 /** An admitted charge that never reported back is assumed dead after this long (the worker was killed). */
 const IN_FLIGHT_TTL_MS = 2 * 60_000;
 /** How long a freeze waits for charges already in flight to finish. */
@@ -52,6 +63,18 @@ export class PaymentGuard extends DurableObject<Env> {
     return { admitted: true, token, mode: "normal" };
   }
 
+  /**
+   * An admission for a batch of charges: the holder may start charges until `startBy` without asking again, and
+   * releases the lease when the last charge started under it finished (or it expires with the in-flight TTL, if the
+   * holder died). It is one in-flight row, so a freeze waits for it like for a single charge: every charge started
+   * under a lease either completed before the freeze returned or was never started (none starts after `startBy`,
+   * and no lease is granted once the mode changed).
+   */
+  lease(what: string): Lease | Admission {
+    const a = this.admit(what);
+    return a.admitted ? { ...a, startBy: Date.now() + LEASE_WINDOW_MS } : a;
+  }
+
   release(token: string): void {
     this.ctx.storage.sql.exec("DELETE FROM in_flight WHERE token = ?", token);
   }
@@ -59,6 +82,13 @@ export class PaymentGuard extends DurableObject<Env> {
   /** Sets the mode atomically; a freeze (or queue mode) then waits for in-flight charges to drain. */
   async setMode(mode: PaymentMode, reason: string | null, actor: string): Promise<PaymentModeState & { previous: PaymentMode; drained: boolean }> {
     const previous = this.state().mode;
+    // D1's copy first: from the moment it is written, no charge's attempt batch commits (see PAYMENTS_MODE_KEY), so a
+    // lease still inside its window starts nothing more; then the mode here, which refuses new admissions and leases.
+    await this.env.DB.prepare(
+      "INSERT INTO settings (key, value, updated_by, updated_at) VALUES (?, json_object('mode', ?), ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+    )
+      .bind(PAYMENTS_MODE_KEY, mode, actor, Date.now())
+      .run();
     this.ctx.storage.sql.exec("UPDATE mode SET mode = ?, reason = ?, actor = ?, since = ? WHERE id = 1", mode, reason, actor, Date.now());
     let drained = true;
     if (mode !== "normal") {

@@ -1,10 +1,10 @@
 import { dbOf } from "../src/db/client";
 import { SYSTEM_ACTOR } from "../src/platform/actor";
 import { collectInvoice } from "../src/modules/payments/collect";
-import { paymentGuard } from "../src/modules/payments/guard";
+import { GuardLease, paymentGuard } from "../src/modules/payments/guard";
 import { releaseParked } from "../src/modules/payments/service";
 import { processBulkRefundItem } from "../src/modules/refunds/service";
-import { backoffSeconds, consumer } from "./dispatch";
+import { backoffSeconds, consumer, type HandlerResult } from "./dispatch";
 import type { PaymentMessage } from "./messages";
 import { queueNames } from "./messages";
 
@@ -13,19 +13,32 @@ import { queueNames } from "./messages";
  * re-ask of the gateway with the same key). A declined charge is not a message failure: its retry is a new
  * attempt message, sent with the configured backoff by the collection itself.
  */
-export const consumePayments = consumer<PaymentMessage>(queueNames.payments, {
-  "payment.attempt": async (m, env, attempts) => {
-    const r = await collectInvoice(env, dbOf(env), m.invoiceId, { attempt: m.attempt, direct: false }, { actor: SYSTEM_ACTOR, now: Date.now() });
+const handlers = (lease: GuardLease) => ({
+  "payment.attempt": async (m: Extract<PaymentMessage, { type: "payment.attempt" }>, env: Env, attempts: number): Promise<HandlerResult> => {
+    const r = await collectInvoice(env, dbOf(env), m.invoiceId, { attempt: m.attempt, direct: false, lease }, { actor: SYSTEM_ACTOR, now: Date.now() });
     console.log(JSON.stringify({ level: "info", msg: "payment attempt", invoiceId: m.invoiceId, attempt: m.attempt, outcome: r.outcome }));
     // Gateway unreachable: the same attempt (same idempotency key) again, with backoff; after the queue's
     // retries it rests in the DLQ with its payment still "processing" for webhooks or reconciliation to settle.
     if (r.outcome === "unknown") return { status: "retry", delaySeconds: backoffSeconds(attempts, 30), reason: r.error };
     return { status: "done" };
   },
-  "refund.bulk_item": (m, env) => processBulkRefundItem(env, m),
+  "refund.bulk_item": (m: Extract<PaymentMessage, { type: "refund.bulk_item" }>, env: Env) => processBulkRefundItem(env, m),
   // Frozen again (or queue mode) since the resume: the rest stays parked until the next resume releases it.
-  "payments.release_parked": async (_m, env) => {
+  "payments.release_parked": async (_m: Extract<PaymentMessage, { type: "payments.release_parked" }>, env: Env): Promise<HandlerResult> => {
     if ((await paymentGuard(env).state()).mode === "normal") await releaseParked(env, dbOf(env));
     return { status: "done" };
   },
-}, (env) => env.PAYMENT_QUEUE);
+});
+
+/**
+ * The batch's charges share one PaymentGuard lease (one guard call per lease window, not an admit/release pair
+ * per charge); it is given back when the batch is done.
+ */
+export async function consumePayments(batch: MessageBatch<unknown>, env: Env): Promise<void> {
+  const lease = new GuardLease(env);
+  try {
+    await consumer<PaymentMessage>(queueNames.payments, handlers(lease), (e) => e.PAYMENT_QUEUE)(batch, env);
+  } finally {
+    await lease.release();
+  }
+}

@@ -5,13 +5,13 @@ import { join, resolve } from "node:path";
 import { SignJWT } from "jose";
 import { ensureDevVars, offlineEnv, parseDotenv } from "./wrangler-env.mjs";
 
-export async function startServer({ port = 3411, persist = ".wrangler/bench-state", fresh = true, logLevel = "warn", inspectorPort } = {}) {
+export async function startServer({ port = 3411, persist = ".wrangler/bench-state", fresh = true, logLevel = "warn", inspectorPort, vars = {} } = {}) {
   ensureDevVars();
   if (fresh) rmSync(persist, { recursive: true, force: true });
   const m = spawnSync("wrangler", ["d1", "migrations", "apply", "DB", "--local", "--persist-to", persist], { env: offlineEnv, encoding: "utf8" });
   if (m.status !== 0) throw new Error(`migrations failed:\n${m.stdout}\n${m.stderr}`);
   // Own process group, so stopping it also stops workerd.
-  const child = spawn("wrangler", ["dev", "--local", "--port", String(port), "--persist-to", persist, "--log-level", logLevel, "--show-interactive-dev-session=false", ...(inspectorPort ? ["--inspector-port", String(inspectorPort)] : [])], {
+  const child = spawn("wrangler", ["dev", "--local", "--port", String(port), "--persist-to", persist, "--log-level", logLevel, "--show-interactive-dev-session=false", ...(inspectorPort ? ["--inspector-port", String(inspectorPort)] : []), ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`])], {
     env: offlineEnv,
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],

@@ -1,5 +1,10 @@
-import type { Admission } from "../../durable-objects/payment-guard";
+import { sql } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import { PAYMENTS_MODE_KEY, type Admission, type Lease } from "../../durable-objects/payment-guard";
+import type { Db } from "../db/client";
+import { batchAssertions, settings } from "../db/schema";
 import { ApiError } from "../platform/errors";
+import { asGatewayCall } from "../db/round-trips";
 import type { PaymentGateway } from "./types";
 
 /** The one global PaymentGuard (a Durable Object): every movement of money at a gateway is admitted by it first. */
@@ -31,6 +36,76 @@ export async function withAdmission<T>(env: Env, what: string, move: (admission:
 }
 
 /**
+ * Admission for a queue consumer's batch without a guard round-trip pair per charge: one lease (one call) covers
+ * every charge the batch starts within the lease's window; a new lease is asked for after it, and a lease is
+ * released once the charges started under it finished. The freeze guarantee is the guard's: see `PaymentGuard.lease`.
+ * `release()` at the end of the batch gives back what is still held.
+ */
+export class GuardLease {
+  private current: { lease: Lease; active: number } | null = null;
+  /** Guard calls made (lease requests and releases): the round trips this saves are the point. */
+  calls = 0;
+
+  constructor(
+    private readonly env: Env,
+    private readonly holder = "payments consumer",
+  ) {}
+
+  /** Runs `move` under the held lease (or a fresh one); refused like `withAdmission` when the guard refuses a lease. */
+  async run<T>(what: string, move: (admission: Admitted) => Promise<T>): Promise<{ admitted: true; value: T } | Refused> {
+    let held = this.current;
+    if (!held || Date.now() >= held.lease.startBy) {
+      if (held) await this.retire(held);
+      this.current = null;
+      this.calls++;
+      const granted = await paymentGuard(this.env).lease(`${this.holder}: ${what}`);
+      if (!granted.admitted) return granted;
+      held = this.current = { lease: granted as Lease, active: 0 };
+    }
+    held.active++;
+    try {
+      return { admitted: true, value: await move(held.lease) };
+    } finally {
+      held.active--;
+      if (this.current !== held && held.active === 0) await this.releaseToken(held.lease.token);
+    }
+  }
+
+  private async retire(held: { lease: Lease; active: number }) {
+    if (held.active === 0) await this.releaseToken(held.lease.token);
+  }
+
+  private async releaseToken(token: string) {
+    this.calls++;
+    // A release that fails is not the batch's failure: the lease then ends with the guard's in-flight TTL.
+    await paymentGuard(this.env)
+      .release(token)
+      .catch((e: unknown) => console.log(JSON.stringify({ level: "warn", msg: "payment guard lease release failed", error: String(e) })));
+  }
+
+  /** Gives back the current lease (call when the batch is done; charges still running keep theirs until they finish). */
+  async release(): Promise<void> {
+    const held = this.current;
+    this.current = null;
+    if (held && held.active === 0) await this.releaseToken(held.lease.token);
+  }
+}
+
+/**
+ * A statement for the batch that marks a charge as started: aborts the batch (an assertion failure) while D1's copy
+ * of the payment mode is not normal. With the guard's own admission (per call or leased) this makes a freeze stop
+ * every charge that had not started when it was written, at no extra round trip.
+ */
+export function unlessPaymentsStopped(db: Db): BatchItem<"sqlite"> {
+  return db
+    .insert(batchAssertions)
+    .select(sql`SELECT 0 WHERE EXISTS (SELECT 1 FROM ${settings} WHERE ${settings.key} = ${PAYMENTS_MODE_KEY} AND json_extract(${settings.value}, '$.mode') != 'normal')`);
+}
+
+/** How a charge is admitted: per call (`withAdmission`), or under a consumer's `GuardLease`. */
+export type Admit = <T>(what: string, move: (admission: Admitted) => Promise<T>) => Promise<{ admitted: true; value: T } | Refused>;
+
+/**
  * `inner` with its money-moving methods behind the guard. With `held` (an admission the caller holds for the whole
  * operation) they run under it; without, each charge or refund is admitted on its own and refused with a 423
  * `ApiError` while payments are frozen or in queue mode. Reads (retrieve, balance transactions, health) are not
@@ -45,8 +120,8 @@ export function guarded(env: Env, inner: PaymentGateway, held?: Admitted): Payme
   };
   return {
     name: inner.name,
-    charge: (req) => move(`charge ${req.idempotencyKey}`, () => inner.charge(req)),
-    refund: (req) => move(`refund ${req.idempotencyKey}`, () => inner.refund(req)),
+    charge: (req) => move(`charge ${req.idempotencyKey}`, () => asGatewayCall(() => inner.charge(req))),
+    refund: (req) => move(`refund ${req.idempotencyKey}`, () => asGatewayCall(() => inner.refund(req))),
     retrieve: (id) => inner.retrieve(id),
     balanceTransactions: (from, to) => inner.balanceTransactions(from, to),
     health: () => inner.health(),

@@ -1,59 +1,43 @@
 import { and, eq, sql } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import type { AuditContext } from "../../platform/audit";
-import { assertChanged, isAssertionFailure } from "../../db/assert";
-import { invoiceNumberSequences, invoices } from "../../db/schema";
+import { isAssertionFailure } from "../../db/assert";
+import { invoiceLines, invoices } from "../../db/schema";
 import type { PaymentMessage } from "../../../queues/messages";
 import { commit } from "../../platform/change-set";
-import { invoiceFinalized } from "./lifecycle";
+import { finalizedRow, invoiceFinalized, invoiceLinesOf } from "./lifecycle";
 
 export { PAYMENT_TERMS_MS } from "./lifecycle";
-const MAX_ATTEMPTS = 10;
 
 export const invoiceNumber = (year: number, n: number) => `INV-${year}-${String(n).padStart(6, "0")}`;
 
 /**
  * draft → open (or paid when nothing is due), taking the next number of the finalization year: the invoice owner's
- * transition (invoices/lifecycle.ts, with its events). The counter moves in the same batch, guarded on its previous
- * value, so numbers are sequential and gap-free even under races.
+ * transition (invoices/lifecycle.ts, with its events), which allocates the number inside its own batch. Two D1 round
+ * trips: the invoice with its lines, then the batch. Null when the invoice is not (or no longer) a draft.
  */
 export async function finalizeInvoice(env: Env, db: Db, invoiceId: string, ctx: AuditContext): Promise<typeof invoices.$inferSelect | null> {
-  for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
-    const inv = await db.select().from(invoices).where(eq(invoices.id, invoiceId)).get();
-    if (!inv || inv.status !== "draft") return null;
-    const year = new Date(ctx.now).getUTCFullYear();
-    const seq = await db.select().from(invoiceNumberSequences).where(eq(invoiceNumberSequences.year, year)).get();
-    const last = seq?.lastNumber ?? 0;
-    const number = invoiceNumber(year, last + 1);
-    const { change: cs, after } = await invoiceFinalized(
-      db,
-      inv,
-      number,
-      [
-        db.insert(invoiceNumberSequences).values({ year, lastNumber: 0 }).onConflictDoNothing(),
-        db
-          .update(invoiceNumberSequences)
-          .set({ lastNumber: last + 1 })
-          .where(and(eq(invoiceNumberSequences.year, year), eq(invoiceNumberSequences.lastNumber, last))),
-        assertChanged(db),
-      ],
-      ctx,
-    );
-    const paid = after.status === "paid";
-    try {
-      await commit(db, cs, ctx);
-    } catch (e) {
-      if (isAssertionFailure(e)) continue; // another finalization took the number, or this invoice: look again
-      throw e;
-    }
-    if (!paid) {
-      await env.PAYMENT_QUEUE.send({ type: "payment.attempt", invoiceId, attempt: 1 } satisfies PaymentMessage).catch((e) =>
-        console.log(JSON.stringify({ level: "error", msg: "payment enqueue failed; retry-failed will pick it up", invoiceId, error: String(e) })),
-      );
-    }
-    return after;
+  const [found, lines] = await db.batch([db.select().from(invoices).where(eq(invoices.id, invoiceId)), db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, invoiceId))]);
+  const inv = found[0];
+  if (!inv || inv.status !== "draft") return null;
+  const { change: cs } = invoiceFinalized(db, inv, inv.archiveKey === null ? lines : await invoiceLinesOf(db, inv), ctx);
+  let results: unknown[];
+  try {
+    ({ results } = await commit(db, cs, ctx));
+  } catch (e) {
+    if (isAssertionFailure(e)) return null; // finalized (or voided) concurrently: that run did the work
+    throw e;
   }
-  throw new Error(`invoice ${invoiceId}: could not take a number after ${MAX_ATTEMPTS} attempts`);
+  const after = finalizedRow(results, cs.statements.length);
+  if (after.status === "open") await enqueueCharge(env, invoiceId);
+  return after;
+}
+
+/** The invoice's first collection attempt, after the batch that opened it committed. */
+export async function enqueueCharge(env: Env, invoiceId: string): Promise<void> {
+  await env.PAYMENT_QUEUE.send({ type: "payment.attempt", invoiceId, attempt: 1 } satisfies PaymentMessage).catch((e) =>
+    console.log(JSON.stringify({ level: "error", msg: "payment enqueue failed; retry-failed will pick it up", invoiceId, error: String(e) })),
+  );
 }
 
 /** Drafts left by an interrupted run (or made by generation) are finalized by the next run. */

@@ -1,10 +1,10 @@
-import { and, eq, gte, isNull, sql } from "drizzle-orm";
+import { and, eq, gte, isNull, like, or, sql, type SQL } from "drizzle-orm";
 import { assertChanged } from "../../db/assert";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
-import { customers, invoiceLines, invoices, pendingItems, plans, subscriptions, type StoredPrice } from "../../db/schema";
+import { customers, invoiceLines, invoices, pendingItems, plans, subscriptions, taxRates, type StoredPrice } from "../../db/schema";
 import { priceLines, type DraftLine, type PricedLine, type Price, type Span } from "../../domain/invoice";
-import { jurisdictionOf, rateInForce } from "../../domain/tax";
+import { jurisdictionOf, rateInForce, type TaxRate } from "../../domain/tax";
 import { newId } from "../../lib/ids";
 import { customerTaxExemption, taxRatesFor } from "../tax/service";
 import { invoiceCreated } from "./lifecycle";
@@ -17,19 +17,36 @@ type LineRow = typeof invoiceLines.$inferSelect;
 
 export const asPrices = (prices: StoredPrice[]): Price[] => prices as Price[];
 
+export type InvoiceTax = { jurisdiction: string | null; rate: string | null };
+
 /** Rate in force at `at` for the customer's region, falling back to the country; none when exempt. */
-export async function taxFor(db: Db, customer: CustomerRow, at: number): Promise<{ jurisdiction: string | null; rate: string | null }> {
+export async function taxFor(db: Db, customer: CustomerRow, at: number): Promise<InvoiceTax> {
+  const jurisdiction = jurisdictionOf(customer.country, customer.region);
+  if (!jurisdiction) return { jurisdiction: null, rate: null };
+  const country = jurisdiction.split("-")[0]!;
+  const rates = [...(await taxRatesFor(db, jurisdiction)), ...(country !== jurisdiction ? await taxRatesFor(db, country) : [])];
+  return taxFromRates(customer, at, rates);
+}
+
+/** `taxFor` over rates already read (every rate of the customer's country and its regions, `countryTaxRates`). */
+export function taxFromRates(customer: CustomerRow, at: number, rates: readonly TaxRate[]): InvoiceTax {
   const jurisdiction = jurisdictionOf(customer.country, customer.region);
   if (!jurisdiction) return { jurisdiction: null, rate: null };
   if (customerTaxExemption(customer, at).exempt) return { jurisdiction, rate: null };
-  const regional = rateInForce(await taxRatesFor(db, jurisdiction), jurisdiction, at);
+  const regional = rateInForce(rates, jurisdiction, at);
   if (regional) return { jurisdiction, rate: regional.rate };
   const country = jurisdiction.split("-")[0]!;
   if (country !== jurisdiction) {
-    const national = rateInForce(await taxRatesFor(db, country), country, at);
+    const national = rateInForce(rates, country, at);
     if (national) return { jurisdiction: country, rate: national.rate };
   }
   return { jurisdiction, rate: null };
+}
+
+/** A query for every tax rate of the country of `customerId`'s customer and its regions (for a batched read). */
+export function countryTaxRates(db: Db, customerId: SQL | string) {
+  const country = sql`(SELECT upper(trim(${customers.country})) FROM ${customers} WHERE ${customers.id} = ${customerId})`;
+  return db.select().from(taxRates).where(or(eq(taxRates.jurisdiction, country), like(taxRates.jurisdiction, sql`${country} || '-%'`)));
 }
 
 export const pendingToLine = (p: PendingRow): DraftLine => ({
@@ -55,7 +72,7 @@ export function discountAt(sub: Pick<SubscriptionRow, "discountPercent" | "disco
 }
 
 /** `statements` include the invoice.created event's row; `eventIds` are for a caller that hands events to delivery. */
-export type BuiltInvoice = { invoice: InvoiceRow; lines: PricedLine[]; statements: BatchItem<"sqlite">[]; eventIds: string[] };
+export type BuiltInvoice = { invoice: InvoiceRow; lines: PricedLine[]; lineRows: LineRow[]; statements: BatchItem<"sqlite">[]; eventIds: string[] };
 
 /**
  * A draft invoice and the statements that write it (for the caller's batch): discount and tax per line, the
@@ -76,10 +93,12 @@ export async function buildDraftInvoice(
     billedAt?: number;
     /** The request (or message) that builds it, for its invoice.created event. */
     requestId?: string;
+    /** The tax already worked out (from rates read in the caller's batched read); else read here. */
+    tax?: InvoiceTax;
   },
 ): Promise<BuiltInvoice> {
   const { sub, customer, now } = input;
-  const tax = await taxFor(db, customer, input.period.end);
+  const tax = input.tax ?? (await taxFor(db, customer, input.period.end));
   const { lines, totals } = priceLines(input.lines, { discountPercent: discountAt(sub, input.billedAt ?? now), taxRate: tax.rate });
   // A negative total becomes customer credit; credit already held pays (part of) a positive total.
   const creditApplied = totals.total > 0 ? Math.min(customer.creditBalance, totals.total) : 0;
@@ -147,7 +166,7 @@ export async function buildDraftInvoice(
   for (const p of input.pending) {
     statements.push(db.update(pendingItems).set({ invoiceId: invoice.id }).where(and(eq(pendingItems.id, p.id), isNull(pendingItems.invoiceId))));
   }
-  return { invoice, lines, statements, eventIds: created.eventIds };
+  return { invoice, lines, lineRows, statements, eventIds: created.eventIds };
 }
 
 export async function planVersion(db: Db, id: string, version: number) {

@@ -4,7 +4,7 @@ import { env as workerEnv } from "cloudflare:workers";
 import type { Db } from "../../db/client";
 import type { AuditContext, AuditEntry } from "../../platform/audit";
 import { assertChanged } from "../../db/assert";
-import { customers, invoiceLines, invoices, type InvoiceStatus } from "../../db/schema";
+import { customers, events, invoiceLines, invoiceNumberSequences, invoices, type InvoiceStatus } from "../../db/schema";
 import { defineLifecycle } from "../../domain/lifecycle";
 import { change, type ChangeSet } from "../../platform/change-set";
 import { eventInsert, eventInsertIfChanged, eventRow, eventsCommitted, type EventDraft, type EventRow, type EventType } from "../../platform/events";
@@ -87,28 +87,69 @@ export function invoiceCreated(db: Db, invoice: InvoiceRow, lines: LineRow[], ct
 }
 
 /**
- * draft → open, or draft → paid when nothing is due (then invoice.finalized and invoice.paid, in that order).
- * `number` was taken by the caller's counter statements (`before`), which go first in the batch. Strict: a
- * concurrent finalization aborts the batch (and gives back the number).
+ * The invoice's number, as SQL: `INV-<year>-<6 digits>` from its sequence's counter row as it stands in the batch
+ * (the same text `invoiceNumber` in finalize.ts builds).
  */
-export async function invoiceFinalized(db: Db, inv: InvoiceRow, number: string, before: BatchItem<"sqlite">[], ctx: Ctx): Promise<{ change: ChangeSet; after: InvoiceRow }> {
+// The year goes in as literal text: a bound number would be concatenated as a REAL ("2093.0").
+const numberOfSequence = (year: number) =>
+  sql`'INV-' || ${sql.raw(String(Math.trunc(year)))} || '-' || printf('%06d', (SELECT ${invoiceNumberSequences.lastNumber} FROM ${invoiceNumberSequences} WHERE ${invoiceNumberSequences.year} = ${year}))`;
+
+/** An event whose object is the invoice as drafted, with `number` taken from the row when the statement runs. */
+function eventWithNumber(db: Db, row: EventRow, invoiceId: string): BatchItem<"sqlite"> {
+  return db
+    .insert(events)
+    .select(
+      sql`SELECT ${row.id}, ${row.type}, ${row.objectType}, ${row.objectId}, ${row.customerId}, ${row.livemode ? 1 : 0}, ${row.requestId},
+        json_set(${JSON.stringify(row.data)}, '$.object.number', ${invoices.number}), ${row.createdAt} FROM ${invoices} WHERE ${invoices.id} = ${invoiceId}`,
+    );
+}
+
+/**
+ * draft → open, or draft → paid when nothing is due (then invoice.finalized and invoice.paid, in that order), with
+ * the next number of the finalization year's sequence taken inside the same batch: the guarded UPDATE (strict: a
+ * concurrent finalization aborts the batch), then the sequence's counter row moves by one (UPSERT), then the invoice
+ * takes the counter's value. D1 runs a batch as one transaction on its single writer, so numbers are sequential and
+ * gap-free (an aborted batch gives its number back) with no read of the counter and no retry. The events read the
+ * number from the row; the audit row names the sequence (its MAC is computed before the batch runs). `lines` are the
+ * invoice's lines (for the events' objects). The last statement reads the invoice back: its row, with the number, is
+ * the last statement result of the committed batch (`finalizedRow`).
+ */
+export function invoiceFinalized(db: Db, inv: InvoiceRow, lines: LineRow[] | InvoiceObject["lines"], ctx: Ctx): { change: ChangeSet; after: InvoiceRow } {
   const paid = inv.amountDue === 0;
   const to: InvoiceStatus = paid ? "paid" : "open";
   invoiceLifecycle.assertMove(inv.id, inv.status, to);
-  const after: InvoiceRow = { ...inv, number, status: to, finalizedAt: ctx.now, paidAt: paid ? ctx.now : null, dueAt: paid ? null : ctx.now + PAYMENT_TERMS_MS, updatedAt: ctx.now };
-  const lines = await invoiceLinesOf(db, inv);
+  const year = new Date(ctx.now).getUTCFullYear();
+  const after: InvoiceRow = { ...inv, number: null, status: to, finalizedAt: ctx.now, paidAt: paid ? ctx.now : null, dueAt: paid ? null : ctx.now + PAYMENT_TERMS_MS, updatedAt: ctx.now };
   const prev = { status: inv.status, number: inv.number, finalizedAt: null, dueAt: null };
   const drafts = [draftOf("invoice.finalized", after, lines, prev)];
   if (paid) drafts.push(draftOf("invoice.paid", after, lines, { status: inv.status, paidAt: null }));
-  const cs = guarded(
-    db,
-    db.update(invoices).set({ number, status: to, finalizedAt: after.finalizedAt, paidAt: after.paidAt, dueAt: after.dueAt, updatedAt: ctx.now }).where(where(inv.id, inv.status)),
-    drafts,
-    ctx,
-    true,
-    [{ action: "invoice.finalized", targetType: "invoice", targetId: inv.id, after: { number, status: to, total: inv.total, amountDue: inv.amountDue, currency: inv.currency } }],
-  );
-  return { change: change({ ...cs, statements: [...before, ...cs.statements] }), after };
+  const rows = drafts.map((d) => eventRow(d, ctx));
+  const statements: BatchItem<"sqlite">[] = [
+    db.update(invoices).set({ status: to, finalizedAt: after.finalizedAt, paidAt: after.paidAt, dueAt: after.dueAt, updatedAt: ctx.now }).where(where(inv.id, inv.status)),
+    assertChanged(db),
+    db
+      .insert(invoiceNumberSequences)
+      .values({ year, lastNumber: 1 })
+      .onConflictDoUpdate({ target: invoiceNumberSequences.year, set: { lastNumber: sql`${invoiceNumberSequences.lastNumber} + 1` } }),
+    db.update(invoices).set({ number: numberOfSequence(year) }).where(eq(invoices.id, inv.id)),
+    ...rows.map((r) => eventWithNumber(db, r, inv.id)),
+    db.select().from(invoices).where(eq(invoices.id, inv.id)),
+  ];
+  return {
+    change: change({
+      statements,
+      audit: [{ action: "invoice.finalized", targetType: "invoice", targetId: inv.id, after: { numberSequence: year, status: to, total: inv.total, amountDue: inv.amountDue, currency: inv.currency } }],
+      after: [async () => eventsCommitted(rows.map((r) => r.id))],
+    }),
+    after,
+  };
+}
+
+/** The finalized invoice (with its number) from the results of the batch that committed `invoiceFinalized`'s change last. */
+export function finalizedRow(results: unknown[], statementCount: number): InvoiceRow {
+  const rows = results[statementCount - 1] as InvoiceRow[] | undefined;
+  if (!rows?.[0]) throw new Error("finalization: the batch did not read the invoice back");
+  return rows[0];
 }
 
 export const PAYMENT_TERMS_MS = 30 * 86_400_000;
@@ -122,7 +163,7 @@ export const PAYMENT_TERMS_MS = 30 * 86_400_000;
  * own record must commit even when the invoice moved on (a void meanwhile is a refund case, not a lost payment);
  * the event exists only when the invoice moved.
  */
-export async function invoicePaid(db: Db, inv: InvoiceRow, payment: { id: string; amount: number; attempt: number }, ctx: Ctx): Promise<ChangeSet> {
+export async function invoicePaid(db: Db, inv: InvoiceRow, payment: { id: string; amount: number; attempt: number }, ctx: Ctx, lines?: LineRow[] | InvoiceObject["lines"]): Promise<ChangeSet> {
   if (!PAYABLE.includes(inv.status)) return change(); // already paid or void: the payment does not touch it
   invoiceLifecycle.assertMove(inv.id, inv.status, "paid");
   const after: InvoiceRow = { ...inv, status: "paid", amountPaid: inv.amountPaid + payment.amount, amountDue: 0, paidAt: ctx.now, lastError: null, attemptCount: Math.max(inv.attemptCount, payment.attempt), updatedAt: ctx.now };
@@ -132,7 +173,7 @@ export async function invoicePaid(db: Db, inv: InvoiceRow, payment: { id: string
       .update(invoices)
       .set({ status: "paid", amountPaid: sql`${invoices.amountPaid} + ${payment.amount}`, amountDue: 0, paidAt: ctx.now, lastError: null, attemptCount: after.attemptCount, updatedAt: ctx.now })
       .where(where(inv.id, PAYABLE)),
-    [draftOf("invoice.paid", after, await invoiceLinesOf(db, inv), { status: inv.status, amountPaid: toInvoice(inv).amountPaid, amountDue: toInvoice(inv).amountDue, paidAt: null })],
+    [draftOf("invoice.paid", after, lines ?? (await invoiceLinesOf(db, inv)), { status: inv.status, amountPaid: toInvoice(inv).amountPaid, amountDue: toInvoice(inv).amountDue, paidAt: null })],
     ctx,
     false,
     [{ action: "invoice.paid", targetType: "invoice", targetId: inv.id, before: { status: inv.status, amountPaid: inv.amountPaid }, after: { status: "paid", amountPaid: after.amountPaid, paymentId: payment.id } }],

@@ -1,10 +1,10 @@
-import { desc, eq } from "drizzle-orm";
+import { desc, eq, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
 import type { AuditContext } from "../../platform/audit";
-import { customers, invoices, payments, subscriptions } from "../../db/schema";
+import { customers, invoiceLines, invoices, payments, subscriptions } from "../../db/schema";
 import { change, commit, merge } from "../../platform/change-set";
-import { invoicePaid } from "../invoices/lifecycle";
+import { invoiceLinesOf, invoicePaid } from "../invoices/lifecycle";
 import { subscriptionAfterPayment } from "../subscriptions/transitions";
 import { paymentFailed, paymentParked, paymentProcessing, paymentSucceeded } from "./lifecycle";
 import { chargeGateway, gatewayByName } from "../../gateways";
@@ -12,7 +12,8 @@ import type { GatewayName } from "../../gateways/types";
 import type { ChargeResult } from "../../gateways/types";
 import { newId } from "../../lib/ids";
 import type { PaymentMessage } from "../../../queues/messages";
-import { lockedError, withAdmission } from "./guard";
+import { lockedError, paymentGuard, unlessPaymentsStopped, withAdmission, type Admit, type GuardLease, type Refused } from "./guard";
+import { isAssertionFailure } from "../../db/assert";
 import { paymentMetricStatements } from "./metrics";
 import { planFailure } from "./failure";
 
@@ -44,38 +45,58 @@ async function ensurePayment(db: Db, inv: InvoiceRow, attempt: number, method: s
   return (await paymentByKey(db, key))!;
 }
 
-export type CollectOptions = { attempt: number; direct: boolean; paymentMethod?: string | null };
+export type CollectOptions = {
+  attempt: number;
+  direct: boolean;
+  paymentMethod?: string | null;
+  /** A queue consumer's batch lease (one guard call per window instead of a pair per charge); else admitted per charge. */
+  lease?: GuardLease;
+};
+
+/** Everything a charge reads, in one D1 round trip. */
+async function loadForCharge(db: Db, invoiceId: string, attempt: number) {
+  const of = (column: typeof invoices.subscriptionId | typeof invoices.customerId) => sql`(SELECT ${column} FROM ${invoices} WHERE ${invoices.id} = ${invoiceId})`;
+  const [inv, existing, sub, customer, lines] = await db.batch([
+    db.select().from(invoices).where(eq(invoices.id, invoiceId)),
+    db.select().from(payments).where(eq(payments.idempotencyKey, chargeKey(invoiceId, attempt))),
+    db.select().from(subscriptions).where(eq(subscriptions.id, of(invoices.subscriptionId))),
+    db.select({ metadata: customers.metadata }).from(customers).where(eq(customers.id, of(invoices.customerId))),
+    db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, invoiceId)),
+  ]);
+  return { inv: inv[0], existing: existing[0], sub: sub[0], customer: customer[0], lines };
+}
 
 /**
  * Charges one invoice attempt, exactly once: the gateway sees a deterministic idempotency key per invoice and
  * attempt, a redelivered message or a crash after the gateway call finds the attempt row and asks the gateway
  * again with the same key (which answers with the first outcome), and PaymentGuard admits the charge first.
  * Frozen: direct calls get 423, queued ones are parked. Queue mode: parked. Parked charges run on resume.
+ * Three D1 round trips when it succeeds: the read, the attempt row (processing), the outcome's batch.
  */
 export async function collectInvoice(env: Env, db: Db, invoiceId: string, opts: CollectOptions, ctx: AuditContext): Promise<CollectOutcome> {
-  const inv = await db.select().from(invoices).where(eq(invoices.id, invoiceId)).get();
+  const loaded = await loadForCharge(db, invoiceId, opts.attempt);
+  const { inv, existing, sub } = loaded;
   if (!inv) return { outcome: "skipped", reason: `invoice ${invoiceId} does not exist` };
-  const existing = await paymentByKey(db, chargeKey(inv.id, opts.attempt));
   if (existing && FINAL.has(existing.status)) return { outcome: "duplicate", payment: existing };
   if (inv.status !== "open" || inv.amountDue <= 0) return { outcome: "skipped", reason: `invoice ${inv.id} is ${inv.status} with ${inv.amountDue} due` };
-  const sub = inv.subscriptionId ? await db.select().from(subscriptions).where(eq(subscriptions.id, inv.subscriptionId)).get() : undefined;
   const method = opts.paymentMethod ?? existing?.paymentMethod ?? sub?.paymentMethod ?? null;
+  const lines = inv.archiveKey === null ? loaded.lines : await invoiceLinesOf(db, inv);
+  const admit: Admit = opts.lease ? (what, move) => opts.lease!.run(what, move) : (what, move) => withAdmission(env, what, move);
 
-  const admitted = await withAdmission(env, `charge ${chargeKey(inv.id, opts.attempt)}`, async (admission) => {
-    const payment = await ensurePayment(db, inv, opts.attempt, method, "processing", ctx.now);
-    if (FINAL.has(payment.status)) return { outcome: "duplicate", payment } satisfies CollectOutcome;
+  const admitted = await admit(`charge ${chargeKey(inv.id, opts.attempt)}`, async (admission) => {
     // An attempt that already reached a gateway stays on it: the same key elsewhere would be a new charge.
-    const gateway = payment.gateway ? await gatewayByName(env, db, payment.gateway as GatewayName, admission) : await chargeGateway(env, db, admission);
-    await commit(db, paymentProcessing(db, payment, { paymentMethod: method, gateway: gateway.name }, ctx).change, ctx);
+    const gateway = existing?.gateway ? await gatewayByName(env, db, existing.gateway as GatewayName, admission) : await chargeGateway(env, db, admission);
+    const payment = await startAttempt(db, inv, existing, opts.attempt, { paymentMethod: method, gateway: gateway.name }, ctx);
+    if (payment === STOPPED) return STOPPED;
+    if (FINAL.has(payment.status)) return { outcome: "duplicate", payment } satisfies CollectOutcome;
     const started = Date.now();
     let result: ChargeResult;
     try {
-      const customer = await db.select({ metadata: customers.metadata }).from(customers).where(eq(customers.id, inv.customerId)).get();
       result = await gateway.charge({
         amountMinor: payment.amount,
         currency: payment.currency,
         customerId: inv.customerId,
-        gatewayCustomerId: customer?.metadata.stripeCustomerId ?? null,
+        gatewayCustomerId: loaded.customer?.metadata.stripeCustomerId ?? null,
         paymentMethod: method,
         invoiceId: inv.id,
         idempotencyKey: payment.idempotencyKey,
@@ -89,25 +110,75 @@ export async function collectInvoice(env: Env, db: Db, invoiceId: string, opts: 
       return { outcome: "unknown", payment: { ...payment, gateway: gateway.name, status: "processing", failureCode: "gateway_error", failureMessage: message }, error: message } satisfies CollectOutcome;
     }
     const latencyMs = Date.now() - started;
-    return recordOutcome(env, db, inv, { ...payment, paymentMethod: method, gateway: gateway.name, status: "processing" }, result, latencyMs, ctx);
+    return recordOutcome(env, db, inv, { ...payment, paymentMethod: method, gateway: gateway.name, status: "processing" }, result, latencyMs, ctx, { planId: sub?.planId ?? null, lines });
   });
-  if (admitted.admitted) return admitted.value;
-  if (admitted.mode === "frozen" && opts.direct) throw lockedError(admitted);
+  if (admitted.admitted && admitted.value !== STOPPED) return admitted.value;
+  // Refused by the guard, or admitted but frozen (or queue mode) before the attempt batch: never started.
+  const refused = admitted.admitted ? await refusalNow(env) : admitted;
+  if (refused.mode === "frozen" && opts.direct) throw lockedError(refused);
   const parked = await ensurePayment(db, inv, opts.attempt, method, "parked", ctx.now);
   if (parked.status === "pending") await commit(db, paymentParked(db, parked, ctx).change, ctx);
-  return { outcome: "parked", payment: { ...parked, status: "parked" }, mode: admitted.mode };
+  return { outcome: "parked", payment: { ...parked, status: "parked" }, mode: refused.mode };
 }
 
-async function recordOutcome(env: Env, db: Db, inv: InvoiceRow, payment: PaymentRow, result: ChargeResult, latencyMs: number, ctx: AuditContext): Promise<CollectOutcome> {
+const STOPPED = Symbol("payments stopped before the charge started");
+
+/** The guard's refusal after an attempt batch found payments stopped (a resume since then is retried later). */
+async function refusalNow(env: Env): Promise<Refused> {
+  const s = await paymentGuard(env).state();
+  if (s.mode === "normal") throw new Error("payments resumed while this charge was being refused; retry it");
+  return { admitted: false, mode: s.mode, reason: s.reason };
+}
+
+/**
+ * The attempt row, processing, in one batch: created processing when this is its first delivery, else moved there
+ * by its owner (pending | parked → processing; a redelivered processing one just updates its fields); the batch
+ * reads the row back, so a concurrent delivery that created it first is seen as it is. Nothing is written (STOPPED)
+ * when payments were frozen or put in queue mode since the admission (`unlessPaymentsStopped`).
+ */
+async function startAttempt(db: Db, inv: InvoiceRow, existing: PaymentRow | undefined, attempt: number, patch: Pick<PaymentRow, "paymentMethod" | "gateway">, ctx: AuditContext): Promise<PaymentRow | typeof STOPPED> {
+  const key = chargeKey(inv.id, attempt);
+  const move = existing && !FINAL.has(existing.status) ? paymentProcessing(db, existing, patch, ctx).change : change();
+  const first = existing
+    ? []
+    : [
+        db
+          .insert(payments)
+          .values({ id: newId("pay"), invoiceId: inv.id, customerId: inv.customerId, attempt, amount: inv.amountDue, currency: inv.currency, status: "processing", gateway: patch.gateway, gatewayPaymentId: null, paymentMethod: patch.paymentMethod, idempotencyKey: key, failureCode: null, failureMessage: null, amountRefunded: 0, nextRetryAt: null, latencyMs: null, createdAt: ctx.now, updatedAt: ctx.now })
+          .onConflictDoNothing(),
+      ];
+  const cs = merge(change({ statements: [unlessPaymentsStopped(db), ...first] }), move, change({ statements: [db.select().from(payments).where(eq(payments.idempotencyKey, key))] }));
+  let results: unknown[];
+  try {
+    ({ results } = await commit(db, cs, ctx));
+  } catch (e) {
+    if (isAssertionFailure(e)) return STOPPED;
+    throw e;
+  }
+  const row = (results[cs.statements.length - 1] as PaymentRow[])[0];
+  if (!row) throw new Error(`payment attempt ${key} was not written`);
+  return row;
+}
+
+async function recordOutcome(
+  env: Env,
+  db: Db,
+  inv: InvoiceRow,
+  payment: PaymentRow,
+  result: ChargeResult,
+  latencyMs: number,
+  ctx: AuditContext,
+  known: { planId: string | null; lines: Awaited<ReturnType<typeof invoiceLinesOf>> },
+): Promise<CollectOutcome> {
   const base = { gateway: payment.gateway, gatewayPaymentId: result.gatewayPaymentId, latencyMs, updatedAt: ctx.now };
-  const planLabel = inv.subscriptionId ? ((await db.select({ planId: subscriptions.planId }).from(subscriptions).where(eq(subscriptions.id, inv.subscriptionId)).get())?.planId ?? "none") : "none";
+  const planLabel = known.planId ?? "none";
   const metrics = paymentMetricStatements(db, { gateway: payment.gateway ?? "unknown", status: result.status, currency: payment.currency, plan: planLabel, amountMinor: payment.amount, latencyMs });
   const livemode = inv.testClockId ? false : undefined;
   if (result.status === "succeeded") {
     // The invoice's event goes first in the batch (and the stream): invoice.paid, then payment.succeeded.
     const settled = paymentSucceeded(db, payment, base, ctx, { livemode });
     const cs = merge(
-      await invoicePaid(db, inv, payment, ctx),
+      await invoicePaid(db, inv, payment, ctx, known.lines),
       settled.change,
       ...(inv.subscriptionId ? [subscriptionAfterPayment(db, inv.subscriptionId, "succeeded", ctx)] : []),
       change({

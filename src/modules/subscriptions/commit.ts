@@ -15,12 +15,19 @@ type SubscriptionRow = typeof subscriptions.$inferSelect;
  * exists (a concurrent run did the same work). Throws `IllegalTransition` for a status move the table forbids.
  */
 export async function commitSubscriptionChange(db: Db, sub: SubscriptionRow, patch: Partial<SubscriptionRow>, extra: BatchItem<"sqlite">[], audit: AuditEntry[], ctx: AuditContext): Promise<boolean> {
+  return (await commitSubscriptionChangeReading(db, sub, patch, extra, audit, ctx)) !== null;
+}
+
+/**
+ * The same, answering the batch's results (statements first, in order: the subscription's update and its assertion,
+ * then `extra`), or null where `commitSubscriptionChange` answers false.
+ */
+export async function commitSubscriptionChangeReading(db: Db, sub: SubscriptionRow, patch: Partial<SubscriptionRow>, extra: BatchItem<"sqlite">[], audit: AuditEntry[], ctx: AuditContext): Promise<unknown[] | null> {
   const cs = subscriptionChange(db, sub, patch, { statements: extra, audit }, ctx);
   try {
-    await commit(db, cs, ctx);
-    return true;
+    return (await commit(db, cs, ctx)).results;
   } catch (e) {
-    if (isAssertionFailure(e) || isUniqueViolation(e, "invoices.generation_key")) return false;
+    if (isAssertionFailure(e) || isUniqueViolation(e, "invoices.generation_key")) return null;
     throw e;
   }
 }

@@ -1,20 +1,24 @@
-import { eq } from "drizzle-orm";
+import { and, eq, isNull, sql } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import type { AuditContext, AuditEntry } from "../../platform/audit";
 import type { BatchItem } from "drizzle-orm/batch";
-import { commitSubscriptionChange } from "./commit";
+import { commitSubscriptionChange, commitSubscriptionChangeReading } from "./commit";
 import { changePlanNow } from "./lifecycle";
-import { customers, subscriptions, type SubscriptionStatus } from "../../db/schema";
+import { customers, pendingItems, plans, subscriptions, type SubscriptionStatus } from "../../db/schema";
 import { billingLines, type DraftLine } from "../../domain/invoice";
 import { periodAt } from "../../domain/periods";
-import { closeMeterPeriod, pushMeterConfig } from "../usage/meter-config";
-import { asPrices, buildDraftInvoice, pendingToLine, planVersion, unbilledPending } from "../invoices/invoice-builder";
+import { closeMeterPeriod, meterAlertsOf, pushMeterConfig, type MeterAlertRow } from "../usage/meter-config";
+import { asPrices, buildDraftInvoice, countryTaxRates, pendingToLine, planVersion, taxFromRates } from "../invoices/invoice-builder";
 import { nextDueStep, type DueStep } from "./due";
-import { finalizeInvoice } from "../invoices/finalize";
+import { enqueueCharge } from "../invoices/finalize";
+import { finalizedRow, invoiceFinalized } from "../invoices/lifecycle";
+import type { TaxRate } from "../../domain/tax";
 import { eventsCommitted } from "../../platform/events";
 
 type SubscriptionRow = typeof subscriptions.$inferSelect;
 type PlanRow = Awaited<ReturnType<typeof planVersion>>;
+type CustomerRow = typeof customers.$inferSelect;
+type PendingRow = typeof pendingItems.$inferSelect;
 
 export type StepResult = { subscriptionId: string; step: DueStep["kind"]; at: number; invoiceId?: string; status: SubscriptionStatus };
 
@@ -27,15 +31,52 @@ async function load(db: Db, id: string) {
   return { sub, plan: await planVersion(db, sub.planId, sub.planVersion) };
 }
 
-/** Runs, in time order, every step of one subscription due by `now` (renewals, trial ends, resumes, changes). */
+/**
+ * Everything a period end reads, in one D1 round trip: the subscription with its plan version, its customer, its
+ * unbilled pending items, its usage alerts (for the meter push) and the tax rates of the customer's country.
+ */
+async function loadForRun(db: Db, id: string): Promise<Loaded> {
+  const customerId = sql`(SELECT ${subscriptions.customerId} FROM ${subscriptions} WHERE ${subscriptions.id} = ${id})`;
+  const ofSub = (column: typeof subscriptions.planId | typeof subscriptions.planVersion) => sql`(SELECT ${column} FROM ${subscriptions} WHERE ${subscriptions.id} = ${id})`;
+  // No joins: a D1 batch answers rows as objects, where two tables' same-named columns would collide.
+  const [sub, plan, customer, pending, alerts, rates] = await db.batch([
+    db.select().from(subscriptions).where(eq(subscriptions.id, id)),
+    db.select().from(plans).where(and(eq(plans.id, ofSub(subscriptions.planId)), eq(plans.version, ofSub(subscriptions.planVersion)))),
+    db.select().from(customers).where(eq(customers.id, customerId)),
+    db.select().from(pendingItems).where(and(eq(pendingItems.subscriptionId, id), isNull(pendingItems.invoiceId))),
+    meterAlertsOf(db, id),
+    countryTaxRates(db, customerId),
+  ]);
+  if (!sub[0] || !plan[0] || !customer[0]) throw new Error(`subscription ${id} (or its plan version or customer) is missing`);
+  return { sub: sub[0], plan: plan[0], customer: customer[0], pending, alerts, rates };
+}
+
+type Loaded = { sub: SubscriptionRow; plan: PlanRow; customer: CustomerRow; pending: PendingRow[]; alerts: MeterAlertRow[]; rates: TaxRate[] };
+
+/**
+ * Runs, in time order, every step of one subscription due by `now` (renewals, trial ends, resumes, changes). A
+ * renewal costs three D1 round trips: the read, the batch (subscription, invoice, its finalization and number), and
+ * the meter's acknowledged version; the next step is decided on the row as that batch wrote it, and read again only
+ * when it is due too.
+ */
 export async function runDue(env: Env, db: Db, subscriptionId: string, now: number, ctx: Omit<AuditContext, "now">, maxSteps = 60): Promise<StepResult[]> {
   const results: StepResult[] = [];
+  const opts = (plan: PlanRow) => ({ hasMeters: hasMeters(plan), graceMs: graceMsOf(env) });
   for (let i = 0; i < maxSteps; i++) {
-    const { sub, plan } = await load(db, subscriptionId);
-    const step = nextDueStep(sub, { hasMeters: hasMeters(plan), graceMs: graceMsOf(env) });
+    const loaded = await loadForRun(db, subscriptionId);
+    const step = nextDueStep(loaded.sub, opts(loaded.plan));
     if (!step || step.runAt > now) break;
-    const r = await runStep(env, db, sub, plan, step, { ...ctx, now: step.at });
-    if (r) results.push(r);
+    const stepCtx = { ...ctx, now: step.at };
+    if (step.kind !== "period_end") {
+      const r = await runStep(env, db, loaded.sub, loaded.plan, step, stepCtx);
+      if (r) results.push(r);
+      continue;
+    }
+    const r = await periodEnd(env, db, loaded, stepCtx);
+    if (!r) break; // another run moved the subscription first: it does the rest
+    results.push(r.result);
+    const next = nextDueStep(r.sub, opts(r.plan));
+    if (!next || next.runAt > now) break;
   }
   return results;
 }
@@ -50,7 +91,7 @@ export async function nextRunAt(env: Env, db: Db, subscriptionId: string): Promi
 async function runStep(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, step: DueStep, ctx: AuditContext): Promise<StepResult | null> {
   if (step.kind === "resume") return resume(env, db, sub, plan, ctx);
   if (step.kind === "plan_change") return scheduledPlanChange(env, db, sub, plan, ctx);
-  return periodEnd(env, db, sub, plan, ctx);
+  return (await periodEnd(env, db, await loadForRun(db, sub.id), ctx))?.result ?? null;
 }
 
 async function afterCommit(env: Env, db: Db, id: string) {
@@ -80,7 +121,8 @@ async function scheduledPlanChange(env: Env, db: Db, sub: SubscriptionRow, plan:
  * Paused subscriptions move on without an invoice. Idempotent: the invoice's generation key and the guarded
  * subscription update make a second run a no-op.
  */
-async function periodEnd(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, ctx: AuditContext): Promise<StepResult | null> {
+async function periodEnd(env: Env, db: Db, loaded: Loaded, ctx: AuditContext): Promise<{ result: StepResult; sub: SubscriptionRow; plan: PlanRow } | null> {
+  const { sub, plan, customer } = loaded;
   const ended = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
   const wasTrial = sub.status === "trialing";
   const paused = sub.status === "paused";
@@ -92,8 +134,8 @@ async function periodEnd(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, 
   const anchor = switching && (nextPlan.interval !== plan.interval || nextPlan.intervalCount !== plan.intervalCount) ? ended.end : sub.billingAnchor;
   const next = cancel ? null : { start: ended.end, end: periodAt(anchor, nextPlan.interval, nextPlan.intervalCount, ended.end).end };
 
-  const usage = !wasTrial && !paused && hasMeters(plan) ? await closeMeterPeriod(env, db, sub, plan, ended.start, ctx.now) : new Map<string, string>();
-  const pending = paused ? [] : await unbilledPending(db, sub.id);
+  const usage = !wasTrial && !paused && hasMeters(plan) ? await closeMeterPeriod(env, db, sub, plan, ended.start, ctx.now, loaded.alerts) : new Map<string, string>();
+  const pending = paused ? [] : loaded.pending;
   const lines: DraftLine[] = paused
     ? []
     : billingLines({
@@ -124,8 +166,8 @@ async function periodEnd(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, 
   let invoiceId: string | undefined;
   let extra: BatchItem<"sqlite">[] = [];
   let createdEvents: string[] = [];
+  let finalization: ReturnType<typeof invoiceFinalized> | null = null;
   if (lines.length) {
-    const customer = (await db.select().from(customers).where(eq(customers.id, sub.customerId)).get())!;
     const built = await buildDraftInvoice(db, {
       sub: { ...sub, ...patch } as SubscriptionRow,
       customer,
@@ -136,15 +178,24 @@ async function periodEnd(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, 
       generationKey: `${sub.id}:cycle:${ended.end}`,
       now: ctx.now,
       billedAt: ended.end,
+      tax: taxFromRates(customer, (next ?? ended).end, loaded.rates),
     });
     invoiceId = built.invoice.id;
-    extra = built.statements;
+    // Drafted and finalized (numbered) in the one batch: nothing reads the draft back.
+    finalization = invoiceFinalized(db, built.invoice, built.lineRows, ctx);
+    extra = [...built.statements, ...finalization.change.statements];
     createdEvents = built.eventIds;
-    audit.push({ action: "invoice.created", targetType: "invoice", targetId: built.invoice.id, after: { subscriptionId: sub.id, total: built.invoice.total, currency: sub.currency, lines: built.lines.length } });
+    audit.push(
+      { action: "invoice.created", targetType: "invoice", targetId: built.invoice.id, after: { subscriptionId: sub.id, total: built.invoice.total, currency: sub.currency, lines: built.lines.length } },
+      ...finalization.change.audit,
+    );
   }
-  if (!(await commitSubscriptionChange(db, sub, patch, extra, audit, ctx))) return null;
+  const results = await commitSubscriptionChangeReading(db, sub, patch, extra, audit, ctx);
+  if (!results) return null;
   eventsCommitted(createdEvents);
-  await afterCommit(env, db, sub.id);
-  if (invoiceId) await finalizeInvoice(env, db, invoiceId, ctx);
-  return { subscriptionId: sub.id, step: "period_end", at: ctx.now, status, ...(invoiceId ? { invoiceId } : {}) };
+  for (const effect of finalization?.change.after ?? []) await effect();
+  const after: SubscriptionRow = { ...sub, ...patch, configVersion: sub.configVersion + 1, updatedAt: ctx.now };
+  await pushMeterConfig(env, db, after, nextPlan, loaded.alerts);
+  if (finalization && (finalizedRow(results, 2 + extra.length).status === "open")) await enqueueCharge(env, invoiceId!);
+  return { result: { subscriptionId: sub.id, step: "period_end", at: ctx.now, status, ...(invoiceId ? { invoiceId } : {}) }, sub: after, plan: nextPlan };
 }

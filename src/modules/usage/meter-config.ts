@@ -56,6 +56,11 @@ export function meterConfigOf(sub: SubscriptionRow, plan: PlanRow, clockTime: nu
   };
 }
 
+/** The subscription's usage alerts as its meter needs them (a query, for the caller's batched read or `.all()`). */
+export const meterAlertsOf = (db: Db, subscriptionId: string) =>
+  db.select({ id: usageAlerts.id, meterId: usageAlerts.meterId, threshold: usageAlerts.threshold }).from(usageAlerts).where(eq(usageAlerts.subscriptionId, subscriptionId));
+export type MeterAlertRow = { id: string; meterId: string; threshold: string };
+
 export function meterStub(env: Env, subscriptionId: string) {
   return env.USAGE_METER.get(env.USAGE_METER.idFromName(subscriptionId));
 }
@@ -64,13 +69,9 @@ export function meterStub(env: Env, subscriptionId: string) {
  * Pushes the subscription's state to its meter and records the acknowledged version. A failure is not fatal
  * to the caller's already-committed change: the hourly cron re-pushes every subscription still behind.
  */
-export async function pushMeterConfig(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow): Promise<boolean> {
+export async function pushMeterConfig(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, knownAlerts?: MeterAlertRow[]): Promise<boolean> {
   try {
-    const alerts = await db
-      .select({ id: usageAlerts.id, meterId: usageAlerts.meterId, threshold: usageAlerts.threshold })
-      .from(usageAlerts)
-      .where(eq(usageAlerts.subscriptionId, sub.id))
-      .all();
+    const alerts = knownAlerts ?? (await meterAlertsOf(db, sub.id).all());
     const held = await meterStub(env, sub.id).configure(meterConfigOf(sub, plan, await clockTimeOf(db, sub.testClockId), alerts));
     // Before the version is recorded: a failed directory push is retried by the cron resync like a failed meter push.
     await pushRouting(env, db, sub, plan);
@@ -89,8 +90,8 @@ export async function pushMeterConfig(env: Env, db: Db, sub: SubscriptionRow, pl
  * Closes a period on the subscription's meter for invoicing, first making sure the meter holds the current
  * configuration (a missed push would otherwise leave a meter out of the invoice). Empty when nothing was metered.
  */
-export async function closeMeterPeriod(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, periodStart: number, now: number): Promise<Map<string, string>> {
-  if (sub.meterSyncedVersion < sub.configVersion && !(await pushMeterConfig(env, db, sub, plan))) {
+export async function closeMeterPeriod(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, periodStart: number, now: number, alerts?: MeterAlertRow[]): Promise<Map<string, string>> {
+  if (sub.meterSyncedVersion < sub.configVersion && !(await pushMeterConfig(env, db, sub, plan, alerts))) {
     throw new Error(`usage meter of ${sub.id} does not hold the current configuration; not invoicing until it does`);
   }
   const closed = await meterStub(env, sub.id).closePeriod(periodStart, now);

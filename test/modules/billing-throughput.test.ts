@@ -1,0 +1,157 @@
+import { beforeEach, describe, expect, it, vi } from "vitest";
+import { env } from "cloudflare:workers";
+import { createExecutionContext, createMessageBatch } from "cloudflare:test";
+import entry from "../../src/index";
+import { dbOf } from "../../src/db/client";
+import { countD1 } from "../../src/db/round-trips";
+import { SYSTEM_ACTOR } from "../../src/platform/actor";
+import { runDue } from "../../src/modules/subscriptions/renewal";
+import { collectInvoice } from "../../src/modules/payments/collect";
+import { GuardLease } from "../../src/modules/payments/guard";
+import { dropSettingsCache } from "../../src/platform/settings";
+import { api, spyQueue, unique, type SentMessage } from "../helpers";
+
+const worker: Required<Pick<ExportedHandler<Env>, "queue">> = entry as never;
+let sent: SentMessage[] = [];
+const testEnv = () => ({ ...env, PAYMENT_QUEUE: spyQueue(sent) }) as Env;
+const call = (method: string, path: string, body?: unknown) => api(method, path, { body, env: testEnv() });
+const ctx = () => ({ actor: SYSTEM_ACTOR, now: Date.now() });
+
+const plan = async () =>
+  (
+    await call("POST", "/api/v1/plans", {
+      name: "Throughput",
+      currency: "USD",
+      interval: "month",
+      prices: [
+        { type: "flat", amount: "20.00", billing: "arrears" },
+        { type: "metered", meterId: "api_calls", aggregation: "sum", pricingModel: "per_unit", unitAmount: "0.01" },
+      ],
+    })
+  ).body;
+
+/**
+ * A subscription with `units` of usage (recorded now) whose period ends a minute from now: `runAt()` is a time past
+ * its end and the late-usage grace window, as if the month had gone by.
+ */
+async function dueSubscription(planId: string, units: number) {
+  const customer = (await call("POST", "/api/v1/customers", { email: `${unique("t")}@example.com`, currency: "USD" })).body;
+  const sub = (await call("POST", "/api/v1/subscriptions", { customerId: customer.id, planId, paymentMethod: "pm_card_visa" })).body;
+  const u = await call("POST", "/api/v1/usage", { subscriptionId: sub.id, meterId: "api_calls", quantity: units, eventId: unique("e") });
+  expect(u.status, JSON.stringify(u.body)).toBe(202);
+  // The meter keys periods by their start: the period keeps its start (the subscription's creation), only its end moves.
+  const end = Date.now() + 60_000;
+  await env.DB.prepare("UPDATE subscriptions SET current_period_end = ?, config_version = config_version + 1, meter_synced_version = config_version + 1 WHERE id = ?").bind(end, sub.id).run();
+  const stub = env.USAGE_METER.get(env.USAGE_METER.idFromName(sub.id));
+  const cfg = (await stub.getConfig())!;
+  await stub.configure({ ...cfg, currentPeriodEnd: end, version: cfg.version + 1 });
+  return sub.id as string;
+}
+
+const runAt = () => Date.now() + 3 * 3_600_000;
+const cycleInvoiceOf = (subscriptionId: string) =>
+  env.DB.prepare("SELECT id, number, status, total FROM invoices WHERE subscription_id = ? AND billing_reason = 'subscription_cycle'").bind(subscriptionId).first<{ id: string; number: string; status: string; total: number }>();
+const ledgerCharges = async (invoiceIds: string[]) =>
+  (await env.DB.prepare(`SELECT count(*) AS n FROM sandbox_ledger WHERE kind = 'charge' AND (${invoiceIds.map(() => "idempotency_key LIKE ?").join(" OR ")})`).bind(...invoiceIds.map((id) => `${id}:%`)).first<{ n: number }>())!.n;
+const paymentStatus = async (invoiceId: string) => (await env.DB.prepare("SELECT status FROM payments WHERE invoice_id = ?").bind(invoiceId).first<{ status: string }>())?.status ?? null;
+
+beforeEach(async () => {
+  sent = [];
+  await call("POST", "/admin/emergency/resume-payments");
+  await env.DB.prepare("DELETE FROM settings WHERE key = 'gateways.sandbox.faults'").run();
+  dropSettingsCache();
+});
+
+describe("a renewal and its charge", () => {
+  it("take at most 8 D1 round trips together, and bill the usage exactly", { timeout: 30_000 }, async () => {
+    const p = await plan();
+    const db = dbOf(env);
+    const lease = new GuardLease(env);
+    // A first renewal and charge warm the isolate's caches (settings: gateway routing and sandbox faults, 30 s), as
+    // on a consumer that has been running; the second is counted.
+    const warm = await dueSubscription(p.id, 1);
+    const warmed = await runDue(testEnv(), db, warm, runAt(), { actor: SYSTEM_ACTOR });
+    await collectInvoice(testEnv(), db, warmed[0]!.invoiceId!, { attempt: 1, direct: false, lease }, ctx());
+    const id = await dueSubscription(p.id, 1234);
+    const renewal = await countD1(() => runDue(testEnv(), db, id, runAt(), { actor: SYSTEM_ACTOR }));
+    const invoiceId = renewal.value[0]?.invoiceId;
+    expect(invoiceId).toBeDefined();
+    expect(sent).toContainEqual({ body: { type: "payment.attempt", invoiceId, attempt: 1 } });
+    const charge = await countD1(() => collectInvoice(testEnv(), db, invoiceId!, { attempt: 1, direct: false, lease }, ctx()));
+    await lease.release();
+    expect(charge.value.outcome).toBe("succeeded");
+    const trips = { renewal: renewal.count.roundTrips, charge: charge.count.roundTrips };
+    expect(trips.renewal + trips.charge, JSON.stringify(trips)).toBeLessThanOrEqual(8);
+    const inv = (await call("GET", `/api/v1/invoices/${invoiceId}`)).body;
+    expect(inv.status).toBe("paid");
+    expect(inv.number).toMatch(/^INV-\d{4}-\d{6}$/);
+    const usage = inv.lines.find((l: any) => l.kind === "usage");
+    expect({ quantity: usage.quantity, amountMinor: usage.amount.amountMinor }).toEqual({ quantity: "1234", amountMinor: 1234 });
+    // The outbox has the number too: invoice.finalized carries it although the batch allocated it.
+    const events = (await call("GET", `/api/v1/events?type=invoice.finalized&limit=100`)).body.data as any[];
+    expect(events.find((e) => e.data.object.id === invoiceId)?.data.object.number).toBe(inv.number);
+  });
+
+  it("concurrent renewals take consecutive invoice numbers, each once, without retries", { timeout: 30_000 }, async () => {
+    const p = await plan();
+    const ids = [];
+    for (let i = 0; i < 6; i++) ids.push(await dueSubscription(p.id, 10 + i));
+    const before = (await env.DB.prepare("SELECT last_number FROM invoice_number_sequences WHERE year = ?").bind(new Date().getUTCFullYear()).first<{ last_number: number }>())?.last_number ?? 0;
+    const counted = await Promise.all(ids.map((id) => countD1(() => runDue(testEnv(), dbOf(env), id, runAt(), { actor: SYSTEM_ACTOR }))));
+    // No renewal read the counter or went round again: each took its three round trips.
+    expect(counted.map((c) => c.count.roundTrips)).toEqual(ids.map(() => 3));
+    const numbers = (await Promise.all(ids.map(cycleInvoiceOf))).map((i) => Number(i!.number.slice(-6))).sort((a, b) => a - b);
+    expect(numbers).toEqual(ids.map((_, i) => before + 1 + i));
+  });
+});
+
+describe("PaymentGuard admission for a consumer batch", () => {
+  it("one lease covers a batch of charges: not an admit/release pair per charge", { timeout: 30_000 }, async () => {
+    const p = await plan();
+    const invoiceIds = [];
+    for (let i = 0; i < 5; i++) {
+      const id = await dueSubscription(p.id, 5);
+      await runDue(testEnv(), dbOf(env), id, runAt(), { actor: SYSTEM_ACTOR });
+      invoiceIds.push((await cycleInvoiceOf(id))!.id);
+    }
+    const lease = new GuardLease(env);
+    for (const id of invoiceIds) expect((await collectInvoice(testEnv(), dbOf(env), id, { attempt: 1, direct: false, lease }, ctx())).outcome).toBe("succeeded");
+    await lease.release();
+    expect(lease.calls).toBe(2); // one lease, one release
+    expect((await call("GET", "/admin/emergency/status")).body.inFlight).toBe(0);
+  });
+
+  it("a freeze racing a leased batch: each charge completed before the freeze returned, or never reached the gateway", async () => {
+    const p = await plan();
+    const invoiceIds: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const id = await dueSubscription(p.id, 7);
+      await runDue(testEnv(), dbOf(env), id, runAt(), { actor: SYSTEM_ACTOR });
+      invoiceIds.push((await cycleInvoiceOf(id))!.id);
+    }
+    await env.DB.prepare("INSERT OR REPLACE INTO settings (key, value, updated_by, updated_at) VALUES ('gateways.sandbox.faults', '{\"latencyMs\":120}', 'test', 0)").run();
+    dropSettingsCache();
+    const batch = createMessageBatch(
+      "billing-payments",
+      invoiceIds.map((invoiceId, i) => ({ id: unique(`fr${i}`), timestamp: new Date(), attempts: 1, body: { type: "payment.attempt", invoiceId, attempt: 1 } })),
+    );
+    const running = worker.queue(batch, testEnv(), createExecutionContext());
+    // The first charge has reached the gateway: freeze now, while the batch's lease is held.
+    await vi.waitFor(async () => expect(await ledgerCharges(invoiceIds)).toBeGreaterThanOrEqual(1), { timeout: 10_000, interval: 5 });
+    const frozen = await call("POST", "/admin/emergency/freeze-payments", { reason: "race test" });
+    expect(frozen.status).toBe(200);
+    expect(frozen.body.drained).toBe(true);
+    const chargedAtFreeze = await ledgerCharges(invoiceIds);
+    const succeededAtFreeze = (await Promise.all(invoiceIds.map(paymentStatus))).filter((s) => s === "succeeded").length;
+    await running;
+    const statuses = await Promise.all(invoiceIds.map(paymentStatus));
+    // Nothing reached the gateway after the freeze returned, and what had reached it was complete (recorded) by then.
+    expect(await ledgerCharges(invoiceIds)).toBe(chargedAtFreeze);
+    expect(succeededAtFreeze).toBe(chargedAtFreeze);
+    expect(statuses.filter((s) => s === "succeeded")).toHaveLength(chargedAtFreeze);
+    expect(statuses.filter((s) => s === "parked")).toHaveLength(invoiceIds.length - chargedAtFreeze);
+    expect(chargedAtFreeze).toBeGreaterThanOrEqual(1);
+    expect(chargedAtFreeze).toBeLessThan(invoiceIds.length);
+    expect((await call("GET", "/admin/emergency/status")).body.inFlight).toBe(0);
+  }, 60_000);
+});
