@@ -140,6 +140,7 @@ async function periodEnd(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, 
     invoiceId = built.invoice.id;
     extra = built.statements;
     createdEvents = built.eventIds;
+    audit.push(...built.audit);
     audit.push({ action: "invoice.created", targetType: "invoice", targetId: built.invoice.id, after: { subscriptionId: sub.id, total: built.invoice.total, currency: sub.currency, lines: built.lines.length } });
   }
   if (!(await commitSubscriptionChange(db, sub, patch, extra, audit, ctx))) return null;
