@@ -37,6 +37,8 @@ import { eventRoutes } from "./modules/events/routes";
 import { stripeWebhookRoutes, webhookAdminRoutes } from "./modules/webhooks/routes";
 import { eventResendRoutes, webhookEndpointRoutes } from "./modules/webhook-endpoints/routes";
 import { reconciliationRoutes, reportRoutes } from "./modules/reconciliation/routes";
+import { couponRoutes, promotionCodeRoutes, subscriptionDiscountRoutes } from "./modules/coupons/routes";
+import { creditRoutes } from "./modules/credits/routes";
 
 export const MAX_BODY_BYTES = 2 * 1024 * 1024;
 
@@ -98,6 +100,10 @@ export function createApp() {
   app.route("/admin/dlq", dlqRoutes);
   app.route("/admin/emergency", emergencyRoutes);
   app.route("/api/v1/refunds", refundRoutes);
+  app.route("/api/v1/coupons", couponRoutes);
+  app.route("/api/v1/promotion-codes", promotionCodeRoutes);
+  app.route("/api/v1/subscriptions", subscriptionDiscountRoutes);
+  app.route("/api/v1/customers", creditRoutes);
   app.route("/api/v1/events", eventRoutes);
   app.route("/api/v1/events", eventResendRoutes);
   app.route("/api/v1/webhook-endpoints", webhookEndpointRoutes);
