@@ -110,7 +110,7 @@ describe("billing conventions", () => {
     const [, second] = await invoicesOf(sub.body.id);
     expect(second).toMatchObject({ period: { start: T("2024-05-01") }, total: { amountMinor: 3000 } });
 
-    const none = await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id, billingAnchor: "2024-06-01T00:00:00Z", prorationBehavior: "none" } });
+    const none = await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id, billingAnchor: "2024-05-20T00:00:00Z", prorationBehavior: "none" } });
     expect(none.status).toBe(201);
     expect(await invoicesOf(none.body.id)).toEqual([]);
   });
