@@ -4,7 +4,7 @@ import { env as workerEnv } from "cloudflare:workers";
 import type { Db } from "../../db/client";
 import type { AuditContext, AuditEntry } from "../../platform/audit";
 import { assertChanged } from "../../db/assert";
-import { customers, invoiceLines, invoices, type InvoiceStatus } from "../../db/schema";
+import { invoiceLines, invoices, type InvoiceStatus } from "../../db/schema";
 import { defineLifecycle } from "../../domain/lifecycle";
 import { change, type ChangeSet } from "../../platform/change-set";
 import { eventInsert, eventInsertIfChanged, eventRow, eventsCommitted, type EventDraft, type EventRow, type EventType } from "../../platform/events";
