@@ -329,3 +329,14 @@ export async function grantsDueToExpire(db: Db, now: number, where: { testClockI
 }
 
 export const grantsByIds = (db: Db, ids: string[]) => (ids.length ? db.select().from(creditGrants).where(inArray(creditGrants.id, ids)).all() : Promise.resolve([]));
+
+/**
+ * Today's "add to the customer's credit balance" (a negative invoice, a credit note's `creditBalance` part): a paid,
+ * never-expiring grant used after every other (priority 100). The single entry point the integrator points credit
+ * notes at; returns statements, audit rows and event ids for the caller's batch.
+ */
+export const addCustomerCredit = (
+  db: Db,
+  input: { customerId: string; currency: string; amount: number; source: "invoice_balance" | "credit_note"; sourceId: string; testClockId?: string | null; name?: string },
+  ctx: Ctx,
+) => grantCredit(db, { ...input, category: "paid", priority: 100 }, ctx);
