@@ -73,8 +73,15 @@ const movementEvent = (m: LedgerRow, testClockId: string | null): EventDraft => 
   ...(testClockId ? { livemode: false } : {}),
 });
 
+let movementSeq = 0;
+/**
+ * Movement ids sort in the order they were made (wall-clock ms, then a counter, then randomness): the ledger lists
+ * newest first by (createdAt, id), and on a test clock many movements share one createdAt.
+ */
+const movementId = () => `cbt_${Date.now().toString(36).padStart(9, "0")}${(movementSeq++ % 1296).toString(36).padStart(2, "0")}${newId("x", 10).slice(2)}`;
+
 const movement = (g: Pick<GrantRow, "id" | "customerId" | "currency">, type: LedgerRow["type"], amount: number, at: number, now: number, invoiceId: string | null = null): LedgerRow => ({
-  id: newId("cbt"),
+  id: movementId(),
   customerId: g.customerId,
   grantId: g.id,
   type,
