@@ -42,6 +42,8 @@ import { stripeWebhookRoutes, webhookAdminRoutes } from "./modules/webhooks/rout
 import { eventResendRoutes, webhookEndpointRoutes } from "./modules/webhook-endpoints/routes";
 import { reconciliationRoutes, reportRoutes } from "./modules/reconciliation/routes";
 import { consoleRoutes } from "./modules/console/routes";
+import { couponRoutes, promotionCodeRoutes, subscriptionDiscountRoutes } from "./modules/coupons/routes";
+import { creditRoutes } from "./modules/credits/routes";
 
 export const MAX_BODY_BYTES = 2 * 1024 * 1024;
 
@@ -106,6 +108,10 @@ export function createApp() {
   app.route("/admin/dlq", dlqRoutes);
   app.route("/admin/emergency", emergencyRoutes);
   app.route("/api/v1/refunds", refundRoutes);
+  app.route("/api/v1/coupons", couponRoutes);
+  app.route("/api/v1/promotion-codes", promotionCodeRoutes);
+  app.route("/api/v1/subscriptions", subscriptionDiscountRoutes);
+  app.route("/api/v1/customers", creditRoutes);
   app.route("/api/v1/events", eventRoutes);
   app.route("/api/v1/events", eventResendRoutes);
   app.route("/api/v1/webhook-endpoints", webhookEndpointRoutes);

@@ -19,6 +19,7 @@ import { archiveOldEvents } from "./modules/events/retention";
 import { markUncollectible, sendDueRetries } from "./modules/payments/dunning";
 import type { JobMessage } from "../queues/messages";
 import { currentCounts, type InvocationCounts } from "./platform/limits";
+import { expireDueGrants } from "./modules/credits/service";
 
 export const CRON = {
   hourly: "0 * * * *",
@@ -38,6 +39,7 @@ export const cronTasks: Record<string, Task[]> = {
     { name: "payments.retries_due", run: (env, t) => sendDueRetries(env, dbOf(env), t, { testClockId: null }) },
     { name: "notifications.sweep", run: (env, t) => sweepQueuedNotifications(env, dbOf(env), t) },
     { name: "webhook_endpoints.sweep", run: (env, t) => sweepWebhookDeliveries(env, dbOf(env), t) },
+    { name: "credits.expire", run: (env, t) => expireDueGrants(dbOf(env), t, { testClockId: null }, { actor: SYSTEM_ACTOR }) },
     { name: "refunds.settle_pending", run: (env, t) => settlePendingRefunds(env, dbOf(env), { actor: SYSTEM_ACTOR, now: t }) },
     // Last, so the rows the tasks above wrote are sealed too (audited writes also poke the sealer themselves).
     { name: "audit.seal", run: async (env) => { const r = await sealAuditChain(env); return { sealed: r.sealed, adopted: r.adopted, headSeq: r.head.seq }; } },

@@ -625,3 +625,143 @@ export const webhookDeliveryAttempts = sqliteTable(
   },
   (t) => [index("webhook_delivery_attempts_delivery_idx").on(t.deliveryId, t.at)],
 );
+
+// --- credits ---
+
+/** A reusable discount (Stripe's coupon): a percentage or a fixed amount in one currency, for a number of billing periods. */
+export const coupons = sqliteTable(
+  "coupons",
+  {
+    id: text("id").primaryKey(),
+    name: text("name"),
+    /** Decimal string, 0-100 with at most 4 decimals; null for an amount-off coupon. */
+    percentOff: text("percent_off"),
+    /** Minor units of `currency`; null for a percent-off coupon. */
+    amountOff: integer("amount_off"),
+    currency: text("currency"),
+    duration: text("duration", { enum: ["once", "repeating", "forever"] }).notNull(),
+    durationInMonths: integer("duration_in_months"),
+    maxRedemptions: integer("max_redemptions"),
+    /** Moved only by a guarded `times_redeemed < max_redemptions` update in the redeeming batch. */
+    timesRedeemed: integer("times_redeemed").notNull().default(0),
+    redeemBy: integer("redeem_by"),
+    appliesToPlanIds: text("applies_to_plan_ids", { mode: "json" }).$type<string[]>(),
+    metadata: text("metadata", { mode: "json" }).$type<Record<string, string>>().notNull().default(sql`'{}'`),
+    /** Deleted coupons can no longer be redeemed; discounts already applied keep running. */
+    deletedAt: integer("deleted_at"),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [index("coupons_created_idx").on(t.createdAt, t.id)],
+);
+
+/** A customer-facing code for a coupon, with its own limits. Codes are unique (case-insensitive: stored upper-case). */
+export const promotionCodes = sqliteTable(
+  "promotion_codes",
+  {
+    id: text("id").primaryKey(),
+    couponId: text("coupon_id").notNull(),
+    code: text("code").notNull(),
+    customerId: text("customer_id"),
+    expiresAt: integer("expires_at"),
+    maxRedemptions: integer("max_redemptions"),
+    timesRedeemed: integer("times_redeemed").notNull().default(0),
+    /** Only for customers with no paid invoice yet. */
+    firstTimeTransaction: integer("first_time_transaction", { mode: "boolean" }).notNull().default(false),
+    active: integer("active", { mode: "boolean" }).notNull().default(true),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [uniqueIndex("promotion_codes_code_idx").on(t.code), index("promotion_codes_created_idx").on(t.createdAt, t.id)],
+);
+
+/**
+ * A coupon applied to a subscription (Stripe's discount). It covers `periods` billing-period invoices (null:
+ * forever), counted by `periodsUsed` in the batch of each invoice it discounts; `endsAt` (legacy day-based
+ * discounts and retention offers) bounds it in time as well. At most one discount per subscription is current.
+ */
+export const discounts = sqliteTable(
+  "discounts",
+  {
+    id: text("id").primaryKey(),
+    subscriptionId: text("subscription_id").notNull(),
+    customerId: text("customer_id").notNull(),
+    couponId: text("coupon_id").notNull(),
+    promotionCodeId: text("promotion_code_id"),
+    periods: integer("periods"),
+    periodsUsed: integer("periods_used").notNull().default(0),
+    endsAt: integer("ends_at"),
+    /** Removed, replaced or used up; null while current. */
+    endedAt: integer("ended_at"),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [index("discounts_subscription_idx").on(t.subscriptionId, t.endedAt), index("discounts_customer_idx").on(t.customerId)],
+);
+
+/** What each discount took off an invoice (Stripe's total_discount_amounts), written with the invoice. */
+export const invoiceDiscounts = sqliteTable(
+  "invoice_discounts",
+  {
+    invoiceId: text("invoice_id").notNull(),
+    discountId: text("discount_id").notNull(),
+    couponId: text("coupon_id").notNull(),
+    promotionCodeId: text("promotion_code_id"),
+    amount: integer("amount").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.invoiceId, t.discountId] })],
+);
+
+export const creditGrantStatuses = ["pending", "active", "expired", "voided"] as const;
+
+/**
+ * Prepaid or promotional credit of a customer (a wallet entry). `remaining` moves only through `credit_ledger`
+ * rows written in the same batch. `pending`: a paid grant whose purchase invoice is not paid yet.
+ */
+export const creditGrants = sqliteTable(
+  "credit_grants",
+  {
+    id: text("id").primaryKey(),
+    customerId: text("customer_id").notNull(),
+    currency: text("currency").notNull(),
+    category: text("category", { enum: ["paid", "promotional"] }).notNull(),
+    /** Where it came from: `api`, `invoice_balance` (a negative invoice or today's customer credit), `credit_note`. */
+    source: text("source").notNull(),
+    name: text("name"),
+    amount: integer("amount").notNull(),
+    remaining: integer("remaining").notNull(),
+    /** 0 (used first) to 100 (used last). */
+    priority: integer("priority").notNull(),
+    expiresAt: integer("expires_at"),
+    appliesToMeterIds: text("applies_to_meter_ids", { mode: "json" }).$type<string[]>(),
+    status: text("status", { enum: creditGrantStatuses }).notNull(),
+    purchaseInvoiceId: text("purchase_invoice_id"),
+    sourceId: text("source_id"),
+    testClockId: text("test_clock_id"),
+    metadata: text("metadata", { mode: "json" }).$type<Record<string, string>>().notNull().default(sql`'{}'`),
+    voidedAt: integer("voided_at"),
+    expiredAt: integer("expired_at"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    index("credit_grants_customer_idx").on(t.customerId, t.status),
+    index("credit_grants_expiry_idx").on(t.status, t.expiresAt),
+    index("credit_grants_purchase_idx").on(t.purchaseInvoiceId),
+  ],
+);
+
+/** Every movement of credit, signed (+ adds to the balance): granted, applied to an invoice, returned by a void, expired, voided. */
+export const creditLedger = sqliteTable(
+  "credit_ledger",
+  {
+    id: text("id").primaryKey(),
+    customerId: text("customer_id").notNull(),
+    grantId: text("grant_id").notNull(),
+    type: text("type", { enum: ["granted", "applied", "returned", "expired", "voided"] }).notNull(),
+    amount: integer("amount").notNull(),
+    currency: text("currency").notNull(),
+    invoiceId: text("invoice_id"),
+    at: integer("at").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [index("credit_ledger_customer_idx").on(t.customerId, t.at, t.id), index("credit_ledger_invoice_idx").on(t.invoiceId)],
+);

@@ -1,4 +1,5 @@
-import { parseDecimal, roundDiv, ONE } from "./decimal";
+import { parseDecimal } from "./decimal";
+import { discountPerLine, type DiscountSpec } from "./discounts";
 import { formatMinor } from "./money";
 import { priceQuantity, type PricingSpec } from "./pricing";
 import { prorate } from "./proration";
@@ -178,14 +179,15 @@ export function arrearsShareLines(input: { currency: string; period: Span; from:
 }
 
 /**
- * Discount (a percentage of each line) and exclusive tax (a fraction, per line on the discounted amount), each
- * rounded per line half away from zero; totals are sums of the rounded lines. Nothing is due on a negative total.
+ * Discount (a percentage of each line, or a fixed amount spread over the positive lines: see discountPerLine) and
+ * exclusive tax (a fraction, per line on the discounted amount), each rounded per line half away from zero; totals
+ * are sums of the rounded lines. Nothing is due on a negative total.
  */
-export function priceLines(lines: DraftLine[], opts: { discountPercent: string | null; taxRate: string | null }): { lines: PricedLine[]; totals: InvoiceTotals } {
-  const pct = opts.discountPercent ? parseDecimal(opts.discountPercent) : null;
-  if (pct && !pct.ok) throw new RangeError(`discount ${pct.error}`);
-  const priced = lines.map((l) => {
-    const discountAmount = pct ? Number(roundDiv(BigInt(l.amount) * pct.value, 100n * ONE)) : 0;
+export function priceLines(lines: DraftLine[], opts: { discountPercent?: string | null; discount?: DiscountSpec | null; taxRate: string | null }): { lines: PricedLine[]; totals: InvoiceTotals } {
+  const spec: DiscountSpec | null = opts.discount ?? (opts.discountPercent ? { percentOff: opts.discountPercent } : null);
+  const off = discountPerLine(lines.map((l) => l.amount), spec);
+  const priced = lines.map((l, i) => {
+    const discountAmount = off[i]!;
     const taxAmount = opts.taxRate ? taxOnLine(l.amount - discountAmount, opts.taxRate) : 0;
     return { ...l, discountAmount, taxAmount };
   });
@@ -196,3 +198,30 @@ export function priceLines(lines: DraftLine[], opts: { discountPercent: string |
   return { lines: priced, totals: { subtotal, discount, tax, total, amountDue: Math.max(0, total) } };
 }
 
+/**
+ * The advance fees of a first period that starts inside a full period of the anchor's grid (a billing anchor off
+ * today's grid): each fee × the remaining seconds of the full period at `from`, rounded half away from zero.
+ */
+export function partialPeriodLines(input: { currency: string; full: Span; from: number; plan: { prices: Price[]; quantity: number; name: string } }): DraftLine[] {
+  const { currency, full, from, plan } = input;
+  const total = Math.floor((full.end - full.start) / 1000);
+  const remaining = Math.floor((full.end - Math.min(Math.max(from, full.start), full.end)) / 1000);
+  const lines: DraftLine[] = [];
+  for (const p of plan.prices) {
+    if (p.type !== "flat" || p.billing !== "advance") continue;
+    const amount = p.amountMinor * plan.quantity;
+    lines.push({
+      kind: "proration",
+      description: `${plan.name} (partial first period, ${day(from)} – ${day(full.end)})`,
+      priceId: p.id,
+      meterId: null,
+      quantity: String(plan.quantity),
+      unitAmount: formatMinor(p.amountMinor, currency),
+      amount: prorate(amount, full.start, full.end, from),
+      periodStart: from,
+      periodEnd: full.end,
+      computation: `${formatMinor(amount, currency)} × ${remaining}/${total} s of the period ${day(full.start)} – ${day(full.end)} remaining, rounded half away from zero`,
+    });
+  }
+  return lines;
+}

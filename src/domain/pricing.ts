@@ -84,7 +84,7 @@ export function validatePricing(spec: PricingSpec, currency: string): PricingIss
           if (!last) add(`${path}.upTo`, "only the last tier may be open-ended (upTo null)");
           return;
         }
-        if (last) add(`${path}.upTo`, "the last tier must be open-ended (upTo null)");
+        if (last) add(`${path}.upTo`, "the last tier must be open-ended (upTo null): quantities past the last bound need a price, and a bounded last tier (Kill Bill style, pricing them at its rate) is not supported");
         const upTo = typeof tier.upTo === "number" ? parseDecimal(tier.upTo) : undefined;
         if (!upTo || !upTo.ok) return add(`${path}.upTo`, upTo ? upTo.error : "must be a number or null");
         if (upTo.value <= 0n) return add(`${path}.upTo`, "must be greater than 0");

@@ -36,6 +36,16 @@ export const eventTypes = [
   "payments.resumed",
   "webhook_endpoint.disabled",
   "test.webhook",
+  // --- credits ---
+  "coupon.created",
+  "coupon.deleted",
+  "promotion_code.created",
+  "promotion_code.updated",
+  "customer.discount.created",
+  "customer.discount.deleted",
+  "billing.credit_grant.created",
+  "billing.credit_grant.updated",
+  "billing.credit_balance_transaction.created",
 ] as const;
 export type EventType = (typeof eventTypes)[number];
 

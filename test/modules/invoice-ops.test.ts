@@ -291,7 +291,8 @@ describe("invoices: void", () => {
 
   it("gives back the customer credit the invoice spent, once, audited", async () => {
     const customer = await createCustomer();
-    await env.DB.prepare("UPDATE customers SET credit_balance = 400 WHERE id = ?").bind(customer.id).run();
+    const grant = await api("POST", `/api/v1/customers/${customer.id}/credit-grants`, { as: "finance", body: { amount: "4.00", currency: "USD", category: "promotional" } });
+    expect(grant.status).toBe(201);
     const { invoice } = await openInvoice({ customerId: customer.id });
     expect(invoice).toMatchObject({ status: "open", total: { amountMinor: 1000 }, creditApplied: { amountMinor: 400 }, amountDue: { amountMinor: 600 } });
     const balance = async () => (await api("GET", `/api/v1/customers/${customer.id}`)).body.creditBalance.amountMinor;

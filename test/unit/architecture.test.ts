@@ -68,6 +68,8 @@ describe("architecture", () => {
       invoices: "src/modules/invoices/lifecycle.ts",
       payments: "src/modules/payments/lifecycle.ts",
       refunds: "src/modules/refunds/lifecycle.ts",
+      creditGrants: "src/modules/credits/ledger.ts",
+      credit_grants: "src/modules/credits/ledger.ts",
     };
     const violations: string[] = [];
     for (const [table, owner] of Object.entries(owners)) {

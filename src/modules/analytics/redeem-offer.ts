@@ -74,7 +74,7 @@ export async function redeemRetentionOffer(db: Db, input: z.infer<typeof RedeemO
   }
   let after;
   try {
-    after = await setDiscount(db, sub, { discountPercent: offer.discountPercent, until, reason: `retention offer ${input.offerCode}` }, ctx, {
+    after = await setDiscount(db, sub, { discountPercent: offer.discountPercent, until, reason: `retention offer ${input.offerCode}`, coupon: { id: `retention_${offer.campaignId}`, name: `Retention offer: ${offer.discountPercent}% off (campaign ${offer.campaignId})` } }, ctx, {
       statements: [
         db.insert(offerRedemptions).values({
           offerCode: input.offerCode,

@@ -49,7 +49,7 @@ export const Customer = z
     taxExempt: z.boolean(),
     taxCertificate: z.object({ id: z.string(), expiresAt: z.string().nullable() }).nullable(),
     metadata: z.record(z.string(), z.string()),
-    creditBalance: z.object({ amount: z.string(), amountMinor: z.number().int() }).openapi({ description: "Credit owed to the customer, used by its next invoices" }),
+    creditBalance: z.object({ amount: z.string(), amountMinor: z.number().int() }).openapi({ description: "Credit its active grants hold (see GET /api/v1/customers/{id}/credit-balance), used by its next invoices" }),
     testClockId: z.string().nullable(),
     createdAt: z.string(),
     updatedAt: z.string(),

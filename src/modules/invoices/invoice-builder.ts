@@ -1,5 +1,4 @@
 import { and, eq, gte, isNull, like, or, sql, type SQL } from "drizzle-orm";
-import { assertChanged } from "../../db/assert";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
 import { customers, invoiceLines, invoices, pendingItems, plans, subscriptions, taxRates, type StoredPrice } from "../../db/schema";
@@ -8,6 +7,9 @@ import { jurisdictionOf, rateInForce, type TaxRate } from "../../domain/tax";
 import { newId } from "../../lib/ids";
 import { customerTaxExemption, taxRatesFor } from "../tax/service";
 import { invoiceCreated } from "./lifecycle";
+import type { AuditEntry } from "../../platform/audit";
+import { applicableDiscount, billsPeriod, currentDiscount, discountUsedStatements, type CurrentDiscount } from "../coupons/discounts";
+import { applyCredits, grantCredit } from "../credits/ledger";
 
 type SubscriptionRow = typeof subscriptions.$inferSelect;
 type CustomerRow = typeof customers.$inferSelect;
@@ -66,13 +68,13 @@ export async function unbilledPending(db: Db, subscriptionId: string): Promise<P
   return db.select().from(pendingItems).where(and(eq(pendingItems.subscriptionId, subscriptionId), isNull(pendingItems.invoiceId))).all();
 }
 
-/** The subscription's discount for an invoice billed at `at`: none once its `discountUntil` has passed. */
+/** The subscription's (mirrored) percent discount for an invoice billed at `at`: none once its `discountUntil` has passed. */
 export function discountAt(sub: Pick<SubscriptionRow, "discountPercent" | "discountUntil">, at: number): string | null {
   return sub.discountUntil !== null && at > sub.discountUntil ? null : sub.discountPercent;
 }
 
 /** `statements` include the invoice.created event's row; `eventIds` are for a caller that hands events to delivery. */
-export type BuiltInvoice = { invoice: InvoiceRow; lines: PricedLine[]; lineRows: LineRow[]; statements: BatchItem<"sqlite">[]; eventIds: string[] };
+export type BuiltInvoice = { invoice: InvoiceRow; lines: PricedLine[]; lineRows: LineRow[]; statements: BatchItem<"sqlite">[]; eventIds: string[]; audit: AuditEntry[] };
 
 /**
  * A draft invoice and the statements that write it (for the caller's batch): discount and tax per line, the
@@ -95,16 +97,28 @@ export async function buildDraftInvoice(
     requestId?: string;
     /** The tax already worked out (from rates read in the caller's batched read); else read here. */
     tax?: InvoiceTax;
+    /** The subscription's discount when the caller's batch is writing it (a creation); read when omitted. */
+    discount?: CurrentDiscount | null;
   },
 ): Promise<BuiltInvoice> {
   const { sub, customer, now } = input;
+  const billedAt = input.billedAt ?? now;
   const tax = input.tax ?? (await taxFor(db, customer, input.period.end));
-  const { lines, totals } = priceLines(input.lines, { discountPercent: discountAt(sub, input.billedAt ?? now), taxRate: tax.rate });
-  // A negative total becomes customer credit; credit already held pays (part of) a positive total.
-  const creditApplied = totals.total > 0 ? Math.min(customer.creditBalance, totals.total) : 0;
+  // The subscription's coupon (given by a creation that is writing it in this batch, or read), if it applies now.
+  const current = input.discount !== undefined ? input.discount : await currentDiscount(db, sub.id);
+  const usable = applicableDiscount(current, sub, billedAt);
+  const { lines, totals } = priceLines(input.lines, { discount: usable?.spec ?? null, taxRate: tax.rate });
+  const invoiceId = newId("inv");
+  // Credit grants pay (part of) a positive total before anything is charged; a negative total becomes a grant.
+  const credit = await applyCredits(
+    db,
+    { customerId: customer.id, currency: sub.currency, invoiceId, at: billedAt, total: totals.total, testClockId: sub.testClockId, lines: lines.map((l) => ({ meterId: l.kind === "usage" ? l.meterId : null, amount: l.amount - l.discountAmount + l.taxAmount })) },
+    { now, requestId: input.requestId },
+  );
+  const creditApplied = credit.applied;
   const creditAdded = totals.total < 0 ? -totals.total : 0;
   const invoice: InvoiceRow = {
-    id: newId("inv"),
+    id: invoiceId,
     number: null,
     customerId: sub.customerId,
     subscriptionId: sub.id,
@@ -153,20 +167,22 @@ export async function buildDraftInvoice(
   // The insert and its invoice.created event (the invoice owner's), in the caller's batch.
   const created = invoiceCreated(db, invoice, lineRows, { now, requestId: input.requestId });
   const statements: BatchItem<"sqlite">[] = [...created.statements];
-  if (creditApplied > 0) {
-    // Guarded: two invoices racing for the same credit cannot both spend it (the loser's batch fails and is retried).
-    statements.push(
-      db.update(customers).set({ creditBalance: sql`${customers.creditBalance} - ${creditApplied}` }).where(and(eq(customers.id, customer.id), gte(customers.creditBalance, creditApplied))),
-      assertChanged(db),
-    );
+  statements.push(...credit.statements);
+  const eventIds = [...created.eventIds, ...credit.eventIds];
+  const audit = [...credit.audit];
+  if (creditAdded > 0) {
+    const g = grantCredit(db, { customerId: customer.id, currency: sub.currency, amount: creditAdded, category: "paid", source: "invoice_balance", sourceId: invoice.id, name: `Credit from invoice ${invoice.id}`, testClockId: sub.testClockId }, { now, requestId: input.requestId });
+    statements.push(...g.statements);
+    eventIds.push(...g.eventIds);
+    audit.push(...g.audit);
   }
-  if (creditAdded > 0) statements.push(db.update(customers).set({ creditBalance: sql`${customers.creditBalance} + ${creditAdded}` }).where(eq(customers.id, customer.id)));
+  if (usable && totals.discount !== 0) statements.push(...discountUsedStatements(db, { invoiceId: invoice.id, d: usable.d, amount: totals.discount, countsPeriod: billsPeriod(input.billingReason), now }));
   // Rows per statement stay well under D1's 100 bound parameters.
   for (const row of lineRows) statements.push(db.insert(invoiceLines).values(row));
   for (const p of input.pending) {
     statements.push(db.update(pendingItems).set({ invoiceId: invoice.id }).where(and(eq(pendingItems.id, p.id), isNull(pendingItems.invoiceId))));
   }
-  return { invoice, lines, lineRows, statements, eventIds: created.eventIds };
+  return { invoice, lines, lineRows, statements, eventIds, audit };
 }
 
 export async function planVersion(db: Db, id: string, version: number) {

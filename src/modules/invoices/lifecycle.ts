@@ -9,6 +9,7 @@ import { defineLifecycle } from "../../domain/lifecycle";
 import { change, type ChangeSet } from "../../platform/change-set";
 import { eventInsert, eventInsertIfChanged, eventRow, eventsCommitted, type EventDraft, type EventRow, type EventType } from "../../platform/events";
 import { Invoice, toInvoice } from "./serialize";
+import { activatePurchasedGrants, returnCredits, voidPurchasedGrants } from "../credits/ledger";
 import type { z } from "@hono/zod-openapi";
 
 type InvoiceRow = typeof invoices.$inferSelect;
@@ -72,6 +73,9 @@ function guarded(db: Db, update: BatchItem<"sqlite">, drafts: EventDraft[], ctx:
     after: rows.length ? [async () => eventsCommitted(rows.map((r) => r.id))] : [],
   });
 }
+
+/** Hands events that `rest` statements inserted to delivery after the commit, like the transition's own. */
+const withEvents = (cs: ChangeSet, eventIds: string[]): ChangeSet => (eventIds.length ? { ...cs, after: [...cs.after, async () => eventsCommitted(eventIds)] } : cs);
 
 const where = (id: string, from: InvoiceStatus | InvoiceStatus[]): SQL =>
   and(eq(invoices.id, id), Array.isArray(from) ? inArray(invoices.status, from) : eq(invoices.status, from))!;
@@ -167,7 +171,9 @@ export async function invoicePaid(db: Db, inv: InvoiceRow, payment: { id: string
   if (!PAYABLE.includes(inv.status)) return change(); // already paid or void: the payment does not touch it
   invoiceLifecycle.assertMove(inv.id, inv.status, "paid");
   const after: InvoiceRow = { ...inv, status: "paid", amountPaid: inv.amountPaid + payment.amount, amountDue: 0, paidAt: ctx.now, lastError: null, attemptCount: Math.max(inv.attemptCount, payment.attempt), updatedAt: ctx.now };
-  return guarded(
+  // A credit purchase: its pending grant becomes usable in the same batch (guarded on the invoice being paid).
+  const grants = await activatePurchasedGrants(db, inv.id, ctx);
+  const cs = guarded(
     db,
     db
       .update(invoices)
@@ -176,8 +182,10 @@ export async function invoicePaid(db: Db, inv: InvoiceRow, payment: { id: string
     [draftOf("invoice.paid", after, lines ?? (await invoiceLinesOf(db, inv)), { status: inv.status, amountPaid: toInvoice(inv).amountPaid, amountDue: toInvoice(inv).amountDue, paidAt: null })],
     ctx,
     false,
-    [{ action: "invoice.paid", targetType: "invoice", targetId: inv.id, before: { status: inv.status, amountPaid: inv.amountPaid }, after: { status: "paid", amountPaid: after.amountPaid, paymentId: payment.id } }],
+    [{ action: "invoice.paid", targetType: "invoice", targetId: inv.id, before: { status: inv.status, amountPaid: inv.amountPaid }, after: { status: "paid", amountPaid: after.amountPaid, paymentId: payment.id } }, ...grants.audit],
+    grants.statements,
   );
+  return withEvents(cs, grants.eventIds);
 }
 
 /**
@@ -211,17 +219,20 @@ export async function invoiceVoided(db: Db, inv: InvoiceRow, reason: string, ctx
   if (credit > 0) {
     audit.push({ action: "customer.credit_returned", targetType: "customer", targetId: inv.customerId, after: { invoiceId: inv.id, amountMinor: credit, currency: inv.currency }, reason: `invoice ${inv.id} voided` });
   }
+  // Credit the invoice used goes back to its grants; a credit purchase's pending grant is voided with it.
+  const returned = await returnCredits(db, inv, ctx);
+  const purchase = await voidPurchasedGrants(db, inv.id, ctx);
   const cs = guarded(
     db,
     db.update(invoices).set({ status: "void", voidedAt: ctx.now, voidReason: reason, amountDue: 0, updatedAt: ctx.now }).where(where(inv.id, inv.status)),
     [draftOf("invoice.voided", after, await invoiceLinesOf(db, inv), { status: inv.status, amountDue: toInvoice(inv).amountDue, voidedAt: null, voidReason: null })],
     ctx,
     true,
-    audit,
+    [...audit, ...purchase.audit],
     // Runs only if this batch moved the invoice to void (the assertion before it aborts otherwise).
-    credit > 0 ? [db.update(customers).set({ creditBalance: sql`${customers.creditBalance} + ${credit}` }).where(eq(customers.id, inv.customerId))] : [],
+    [...returned.statements, ...purchase.statements],
   );
-  return { change: cs, after };
+  return { change: withEvents(cs, [...returned.eventIds, ...purchase.eventIds]), after };
 }
 
 /** open → uncollectible (dunning gave up), with the reason. Strict: paid or voided meanwhile aborts the batch. */

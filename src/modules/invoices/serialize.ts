@@ -55,6 +55,10 @@ export const Invoice = z
     archived: z.boolean(),
     createdAt: z.string(),
     lines: z.array(InvoiceLine).optional(),
+    discounts: z
+      .array(z.object({ discountId: z.string(), couponId: z.string(), promotionCodeId: z.string().nullable(), amount: MoneyOut }))
+      .optional()
+      .openapi({ description: "The coupon discounts this invoice got and what each took off (GET /invoices/:id)" }),
   })
   .openapi("Invoice");
 

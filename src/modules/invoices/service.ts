@@ -1,3 +1,5 @@
+import { invoiceDiscountsOf } from "../coupons/discounts";
+import { money } from "../../domain/money";
 import { eq } from "drizzle-orm";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
@@ -35,7 +37,8 @@ export async function getInvoice(db: Db, id: string): Promise<InvoiceRow> {
 /** The invoice with its lines: from D1, or, once archived, from its R2 document (same shape either way). */
 export async function invoiceWithLines(env: Env, db: Db, inv: InvoiceRow): Promise<z.infer<typeof Invoice>> {
   if (inv.archiveKey === null) {
-    return toInvoice(inv, await db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, inv.id)).all());
+    const discounts = (await invoiceDiscountsOf(db, inv.id)).map((d) => ({ discountId: d.discountId, couponId: d.couponId, promotionCodeId: d.promotionCodeId, amount: { amount: money(d.amount, inv.currency).amount, amountMinor: d.amount } }));
+    return { ...toInvoice(inv, await db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, inv.id)).all()), ...(discounts.length ? { discounts } : {}) };
   }
   const obj = await env.ARCHIVE.get(inv.archiveKey);
   if (!obj) throw new ApiError("internal", `invoice ${inv.id} is archived but its document ${inv.archiveKey} is missing`);

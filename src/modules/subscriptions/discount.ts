@@ -2,19 +2,19 @@ import { eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
 import type { AuditContext, AuditEntry } from "../../platform/audit";
+import { eventInsert, eventRow, eventsCommitted, type EventDraft } from "../../platform/events";
 import { subscriptions } from "../../db/schema";
-import { formatDecimal, ONE, parseDecimal } from "../../domain/decimal";
+import { parseDecimal } from "../../domain/decimal";
 import { ApiError, invalid } from "../../http/problem";
 import { commitSubscriptionChange } from "./commit";
+import { legacyPercentCoupon, percentOf, redemptionConflict, redemptionStatements, type Redemption } from "../coupons/service";
+import { currentDiscount, mirrorOf, newDiscount, replaceDiscountStatements, toDiscount, type DiscountRow } from "../coupons/discounts";
+import { planVersion } from "../invoices/invoice-builder";
 
 type SubscriptionRow = typeof subscriptions.$inferSelect;
 
 /** A percentage off every invoice line before tax: 0-100 with at most 4 decimals, stored in canonical form. */
-export function discountPercentOf(raw: string | number, path = "discountPercent"): string {
-  const pct = parseDecimal(raw, 4);
-  if (!pct.ok || pct.value < 0n || pct.value > 100n * ONE) throw invalid([{ path, message: "must be a percentage between 0 and 100 with at most 4 decimals" }]);
-  return formatDecimal(pct.value);
-}
+export const discountPercentOf = (raw: string | number, path = "discountPercent"): string => percentOf(raw, path);
 
 /** True when `a` is a larger discount than `b` (null: none). */
 export function largerDiscount(a: string, b: string | null): boolean {
@@ -24,38 +24,71 @@ export function largerDiscount(a: string, b: string | null): boolean {
   return !y.ok || (x.ok && x.value > y.value);
 }
 
+const discountEvent = (type: "customer.discount.created" | "customer.discount.deleted", d: DiscountRow, testClockId: string | null): EventDraft => ({
+  type,
+  objectType: "discount",
+  objectId: d.id,
+  customerId: d.customerId,
+  object: toDiscount(d),
+  ...(testClockId ? { livemode: false } : {}),
+});
+
 /**
- * Sets (or with null removes) the subscription's discount from its next invoice on, for invoices billed up to
- * `until` (null: until removed); invoices already issued keep theirs. Audited with the reason; `extra` statements commit in the same batch (a redemption marker, say).
+ * Applies a coupon (a redemption: coupon, maybe through a promotion code) to the subscription from its next
+ * invoice on, replacing the discount it had; with null, removes the discount. The redemption counters, the
+ * discount rows, the subscription's mirror columns (`discountPercent`, `discountUntil`), the events and the audit
+ * rows commit in one batch; a limit reached meanwhile (concurrent redemptions) aborts it with a 409 naming it.
+ */
+export async function applyDiscount(
+  db: Db,
+  sub: SubscriptionRow,
+  redemption: Redemption | null,
+  ctx: AuditContext,
+  opts: { endsAt?: number | null; reason?: string | undefined; statements?: BatchItem<"sqlite">[]; audit?: AuditEntry[] } = {},
+): Promise<SubscriptionRow> {
+  if (sub.status === "canceled") throw new ApiError("conflict", `subscription ${sub.id} is canceled`, [{ path: "id", message: "canceled" }]);
+  const endsAt = redemption ? (opts.endsAt ?? null) : null;
+  if (endsAt !== null && endsAt <= ctx.now) throw invalid([{ path: "until", message: "must be in the future" }]);
+  const before = await currentDiscount(db, sub.id);
+  const plan = await planVersion(db, sub.planId, sub.planVersion);
+  const next = redemption ? newDiscount(redemption, sub, plan, ctx.now, endsAt) : null;
+  const events = [
+    ...(before ? [eventRow(discountEvent("customer.discount.deleted", { ...before.discount, endedAt: ctx.now }, sub.testClockId), ctx)] : []),
+    ...(next ? [eventRow(discountEvent("customer.discount.created", next, sub.testClockId), ctx)] : []),
+  ];
+  const statements = [...(redemption ? redemptionStatements(db, redemption, ctx.now) : []), ...replaceDiscountStatements(db, sub.id, next, ctx.now), ...events.map((e) => eventInsert(db, e)), ...(opts.statements ?? [])];
+  const mirror = mirrorOf(next && redemption ? { discount: next, coupon: redemption.coupon } : null);
+  const audit: AuditEntry[] = [
+    {
+      action: "subscription.discount_changed",
+      targetType: "subscription",
+      targetId: sub.id,
+      before: { discountPercent: sub.discountPercent, until: sub.discountUntil, couponId: before?.coupon.id ?? null },
+      after: { discountPercent: mirror.discountPercent, until: mirror.discountUntil, couponId: redemption?.coupon.id ?? null, promotionCodeId: redemption?.promotionCode?.id ?? null, periods: next?.periods ?? null },
+      ...(opts.reason ? { reason: opts.reason } : {}),
+    },
+    ...(opts.audit ?? []),
+  ];
+  const ok = await commitSubscriptionChange(db, sub, mirror, statements, audit, ctx);
+  if (!ok) throw (redemption ? await redemptionConflict(db, redemption, ctx.now) : null) ?? new ApiError("conflict", `subscription ${sub.id} changed concurrently; retry`);
+  eventsCommitted(events.map((e) => e.id));
+  return (await db.select().from(subscriptions).where(eq(subscriptions.id, sub.id)).get())!;
+}
+
+/**
+ * Today's percentage discount (PUT /discount, a retention offer), mapped onto coupons: a forever coupon per
+ * percentage (`legacy_pct_25`, or the given coupon), bounded in time by `until` when given; null removes it.
  */
 export async function setDiscount(
   db: Db,
   sub: SubscriptionRow,
-  input: { discountPercent: string | null; until?: number | null | undefined; reason?: string | undefined },
+  input: { discountPercent: string | null; until?: number | null | undefined; reason?: string | undefined; coupon?: { id: string; name: string } },
   ctx: AuditContext,
   extra: { statements?: BatchItem<"sqlite">[]; audit?: AuditEntry[] } = {},
 ): Promise<SubscriptionRow> {
-  if (sub.status === "canceled") throw new ApiError("conflict", `subscription ${sub.id} is canceled`, [{ path: "id", message: "canceled" }]);
-  const until = input.discountPercent === null ? null : (input.until ?? null);
-  if (until !== null && until <= ctx.now) throw invalid([{ path: "until", message: "must be in the future" }]);
-  const ok = await commitSubscriptionChange(
-    db,
-    sub,
-    { discountPercent: input.discountPercent, discountUntil: until },
-    extra.statements ?? [],
-    [
-      {
-        action: "subscription.discount_changed",
-        targetType: "subscription",
-        targetId: sub.id,
-        before: { discountPercent: sub.discountPercent, until: sub.discountUntil },
-        after: { discountPercent: input.discountPercent, until },
-        ...(input.reason ? { reason: input.reason } : {}),
-      },
-      ...(extra.audit ?? []),
-    ],
-    ctx,
-  );
-  if (!ok) throw new ApiError("conflict", `subscription ${sub.id} changed concurrently; retry`);
-  return (await db.select().from(subscriptions).where(eq(subscriptions.id, sub.id)).get())!;
+  const redemption: Redemption | null =
+    input.discountPercent === null
+      ? null
+      : { coupon: legacyPercentCoupon(input.discountPercent, ctx.now, input.coupon?.id, input.coupon?.name), promotionCode: null, insertCoupon: true };
+  return applyDiscount(db, sub, redemption, ctx, { endsAt: input.until ?? null, reason: input.reason, ...extra });
 }

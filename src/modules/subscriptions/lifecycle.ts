@@ -154,6 +154,7 @@ async function changeIntervalNow(env: Env, db: Db, sub: SubscriptionRow, plan: P
     extra = built.statements;
     createdEvents = built.eventIds;
     invoiceId = built.invoice.id;
+    audit.push(...built.audit);
     audit.push({ action: "invoice.created", targetType: "invoice", targetId: invoiceId, after: { subscriptionId: sub.id, total: built.invoice.total, reason: "billing interval changed" } });
   }
   await commitChange(db, sub, patch, extra, audit, ctx);
@@ -231,13 +232,36 @@ async function planChangeTarget(db: Db, sub: SubscriptionRow, input: { newPlanId
  * share of it (each line rounded, then netted on the next invoice); usage of meters the new plan lacks is priced
  * up to now. Returns the lines added to the next invoice.
  */
-export async function changePlanNow(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, next: PlanRow, opts: { quantity: number; prorate: boolean }, ctx: AuditContext) {
+export async function changePlanNow(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, next: PlanRow, opts: { quantity: number; prorate: boolean; invoiceNow?: boolean }, ctx: AuditContext) {
   const intervalChanged = next.interval !== plan.interval || next.intervalCount !== plan.intervalCount;
   // Prorating a yearly fee over a monthly period would be wrong: another interval restarts the cycle instead.
   if (intervalChanged && sub.status !== "trialing" && sub.status !== "paused") return changeIntervalNow(env, db, sub, plan, next, opts, ctx);
+  const period = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
   const { lines, prorating } = await samePeriodChangeLines(env, sub, plan, next, opts, ctx.now);
-  const rows = pendingRows(sub, lines, ctx.now);
   const net = lines.reduce((s, l) => s + l.amount, 0);
+  // always_invoice: the lines (and anything else waiting for the next invoice) are invoiced now, not left pending.
+  let invoice: { statements: BatchItem<"sqlite">[]; audit: AuditEntry[]; eventIds: string[]; id: string } | null = null;
+  if (opts.invoiceNow && lines.length) {
+    const pending = await unbilledPending(db, sub.id);
+    const customer = (await db.select().from(customers).where(eq(customers.id, sub.customerId)).get())!;
+    const built = await buildDraftInvoice(db, {
+      sub,
+      customer,
+      lines: [...lines, ...pending.map(pendingToLine)],
+      pending,
+      period: { start: ctx.now, end: period.end },
+      billingReason: "subscription_update",
+      generationKey: `${sub.id}:change:${ctx.now}`,
+      now: ctx.now,
+    });
+    invoice = {
+      statements: built.statements,
+      eventIds: built.eventIds,
+      id: built.invoice.id,
+      audit: [...built.audit, { action: "invoice.created", targetType: "invoice", targetId: built.invoice.id, after: { subscriptionId: sub.id, total: built.invoice.total, reason: "plan change invoiced immediately (always_invoice)" } }],
+    };
+  }
+  const rows = invoice ? [] : pendingRows(sub, lines, ctx.now);
   await commitChange(
     db,
     sub,
@@ -252,38 +276,43 @@ export async function changePlanNow(env: Env, db: Db, sub: SubscriptionRow, plan
       pendingProrate: null,
       ...(prorating && sub.status !== "paused" ? { arrearsFrom: ctx.now } : {}),
     },
-    rows.map((r) => db.insert(pendingItems).values(r)),
+    [...rows.map((r) => db.insert(pendingItems).values(r)), ...(invoice?.statements ?? [])],
     [
       {
         action: "subscription.plan_changed",
         targetType: "subscription",
         targetId: sub.id,
         before: { planId: sub.planId, planVersion: sub.planVersion, quantity: sub.quantity },
-        after: { planId: next.id, planVersion: next.version, quantity: opts.quantity, prorationNet: net, lines: lines.map((l) => ({ description: l.description, amount: l.amount })) },
+        after: { planId: next.id, planVersion: next.version, quantity: opts.quantity, prorationNet: net, lines: lines.map((l) => ({ description: l.description, amount: l.amount })), invoiceId: invoice?.id ?? null },
       },
+      ...(invoice?.audit ?? []),
     ],
     ctx,
   );
-  return { lines, net };
+  if (invoice) {
+    eventsCommitted(invoice.eventIds);
+    await finalizeInvoice(env, db, invoice.id, ctx);
+  }
+  return { lines, net, invoiceId: invoice?.id ?? null };
 }
 
 export async function changePlan(
   env: Env,
   db: Db,
   sub: SubscriptionRow,
-  input: { newPlanId: string; prorate: boolean; effective: "now" | "next_billing_cycle" | number; quantity?: number | undefined },
+  input: { newPlanId: string; prorate: boolean; effective: "now" | "next_billing_cycle" | number; quantity?: number | undefined; invoiceNow?: boolean },
   ctx: AuditContext,
 ) {
   const { next, quantity, when } = await planChangeTarget(db, sub, input, ctx.now);
   if (when <= ctx.now) {
     const plan = await planVersion(db, sub.planId, sub.planVersion);
-    const result = await changePlanNow(env, db, sub, plan, next, { quantity, prorate: input.prorate }, ctx);
+    const result = await changePlanNow(env, db, sub, plan, next, { quantity, prorate: input.prorate, invoiceNow: input.invoiceNow ?? false }, ctx);
     return { subscription: await refreshMeter(env, db, sub.id), effectiveAt: ctx.now, scheduled: false, ...result };
   }
   await commitChange(db, sub, { pendingPlanId: next.id, pendingPlanVersion: next.version, pendingQuantity: quantity, pendingChangeAt: when, pendingProrate: input.prorate }, [], [
     { action: "subscription.plan_change_scheduled", targetType: "subscription", targetId: sub.id, before: { planId: sub.planId }, after: { planId: next.id, planVersion: next.version, quantity, effectiveAt: when } },
   ], ctx);
-  return { subscription: await refreshMeter(env, db, sub.id), effectiveAt: when, scheduled: true, lines: [] as DraftLine[], net: 0 };
+  return { subscription: await refreshMeter(env, db, sub.id), effectiveAt: when, scheduled: true, lines: [] as DraftLine[], net: 0, invoiceId: null };
 }
 
 /**
@@ -320,6 +349,7 @@ export async function cancel(env: Env, db: Db, sub: SubscriptionRow, input: { re
     extra = built.statements;
     createdEvents = built.eventIds;
     invoiceId = built.invoice.id;
+    auditRows.push(...built.audit);
     auditRows.push({ action: "invoice.created", targetType: "invoice", targetId: invoiceId, after: { subscriptionId: sub.id, total: built.invoice.total, reason: "final invoice on cancellation" } });
   }
   await commitChange(db, sub, { status: "canceled", canceledAt: ctx.now, endedAt: ctx.now, currentPeriodEnd: Math.max(ctx.now, period.start + 1), cancelAtPeriodEnd: false, ...reasonPatch }, extra, auditRows, ctx);

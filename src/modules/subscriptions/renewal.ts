@@ -186,6 +186,7 @@ async function periodEnd(env: Env, db: Db, loaded: Loaded, ctx: AuditContext): P
     extra = [...built.statements, ...finalization.change.statements];
     createdEvents = built.eventIds;
     audit.push(
+      ...built.audit,
       { action: "invoice.created", targetType: "invoice", targetId: built.invoice.id, after: { subscriptionId: sub.id, total: built.invoice.total, currency: sub.currency, lines: built.lines.length } },
       ...finalization.change.audit,
     );

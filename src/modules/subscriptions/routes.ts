@@ -4,7 +4,7 @@ import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router
 import { dbOf } from "../../db/client";
 import { subscriptionStatuses } from "../../db/schema";
 import { auditCtx } from "../../http/context";
-import { CreateSubscription, Subscription } from "./schemas";
+import { CreateSubscription, prorationBehaviors, Subscription } from "./schemas";
 import { cancel, changePlan, pause, previewPlanChange, resume } from "./lifecycle";
 import { discountPercentOf, setDiscount } from "./discount";
 import { nowFor } from "../../platform/clock";
@@ -177,7 +177,8 @@ subscriptionRoutes
         ...jsonBody(
           z.object({
             newPlanId: z.string().min(1),
-            prorate: z.boolean().default(true),
+            prorate: z.boolean().default(true).openapi({ description: "Kept for compatibility; prorationBehavior wins when given" }),
+            prorationBehavior: z.enum(prorationBehaviors).optional().openapi({ description: "create_prorations: proration lines on the next invoice (prorate true); none: no proration (prorate false); always_invoice: prorate and invoice the lines now" }),
             effectiveDate: z.union([z.literal("now"), z.literal("next_billing_cycle"), DateOrInstant]).default("now"),
             quantity: z.number().int().min(1).max(1_000_000).optional(),
           }),
@@ -185,7 +186,14 @@ subscriptionRoutes
       },
       responses: {
         200: jsonResponse(
-          z.object({ subscription: Subscription, effectiveAt: z.string(), scheduled: z.boolean(), prorationLines: z.array(ProrationLine), net: z.object({ amount: z.string(), amountMinor: z.number().int(), currency: z.string() }) }),
+          z.object({
+            subscription: Subscription,
+            effectiveAt: z.string(),
+            scheduled: z.boolean(),
+            prorationLines: z.array(ProrationLine),
+            net: z.object({ amount: z.string(), amountMinor: z.number().int(), currency: z.string() }),
+            invoiceId: z.string().nullable().openapi({ description: "The invoice made at once (always_invoice, or a change of billing interval); null when the lines wait for the next invoice" }),
+          }),
           "The change, with the proration lines added to the next invoice",
         ),
         ...errorResponses,
@@ -195,7 +203,8 @@ subscriptionRoutes
       const body = c.req.valid("json");
       const { db, sub, now } = await subscriptionAndNow(c.env, c.req.valid("param").id);
       const effective = body.effectiveDate === "now" || body.effectiveDate === "next_billing_cycle" ? body.effectiveDate : startOf(body.effectiveDate);
-      const r = await changePlan(c.env, db, sub, { newPlanId: body.newPlanId, prorate: body.prorate, effective, quantity: body.quantity }, auditCtx(c, now));
+      const prorate = body.prorationBehavior ? body.prorationBehavior !== "none" : body.prorate;
+      const r = await changePlan(c.env, db, sub, { newPlanId: body.newPlanId, prorate, effective, quantity: body.quantity, invoiceNow: body.prorationBehavior === "always_invoice" }, auditCtx(c, now));
       return c.json(
         {
           subscription: toSubscription(r.subscription),
@@ -203,6 +212,7 @@ subscriptionRoutes
           scheduled: r.scheduled,
           prorationLines: r.lines.map((l) => ({ description: l.description, ...money(l.amount, sub.currency), period: { start: iso(l.periodStart), end: iso(l.periodEnd) }, computation: l.computation })).map(({ currency: _c, ...rest }) => rest),
           net: money(r.net, sub.currency),
+          invoiceId: r.invoiceId,
         },
         200,
       );

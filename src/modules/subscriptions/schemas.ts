@@ -2,6 +2,9 @@ import { z } from "@hono/zod-openapi";
 import { subscriptionStatuses } from "../../db/schema";
 import { Metadata } from "../customers/schemas";
 
+/** Stripe's names: prorate onto the next invoice, do not prorate, or prorate and invoice at once. */
+export const prorationBehaviors = ["create_prorations", "none", "always_invoice"] as const;
+
 export const CreateSubscription = z
   .object({
     customerId: z.string().min(1),
@@ -16,7 +19,13 @@ export const CreateSubscription = z
       .union([z.string(), z.number()])
       .transform(String)
       .optional()
-      .openapi({ type: "string", example: "10", description: "Percentage off every invoice line before tax" }),
+      .openapi({ type: "string", example: "10", description: "Percentage off every invoice line before tax (kept for compatibility: applies a forever coupon `legacy_pct_<n>`)" }),
+    coupon: z.string().min(1).optional().openapi({ description: "A coupon id to apply from the first invoice" }),
+    promotionCode: z.string().min(1).optional().openapi({ description: "A promotion code (the customer-facing code) to apply from the first invoice" }),
+    prorationBehavior: z
+      .enum(prorationBehaviors)
+      .default("create_prorations")
+      .openapi({ description: "A first period shorter than a full one (billingAnchor off today's grid): create_prorations and always_invoice bill its prorated share of the advance fees on the first invoice; none bills nothing for it" }),
   })
   .openapi("CreateSubscription");
 

@@ -6,7 +6,11 @@ import type { BatchItem } from "drizzle-orm/batch";
 import type { AuditContext, AuditEntry } from "../../platform/audit";
 import { commit } from "../../platform/change-set";
 import { subscriptionCreated } from "./transitions";
-import { billingLines } from "../../domain/invoice";
+import { billingLines, partialPeriodLines } from "../../domain/invoice";
+import { isAssertionFailure } from "../../db/assert";
+import { eventInsert, eventRow } from "../../platform/events";
+import { legacyPercentCoupon, redemptionConflict, redemptionStatements, resolveRedemption, type Redemption } from "../coupons/service";
+import { mirrorOf, newDiscount, replaceDiscountStatements, toDiscount, type DiscountRow } from "../coupons/discounts";
 import { asPrices, buildDraftInvoice } from "../invoices/invoice-builder";
 import { finalizeInvoice } from "../invoices/finalize";
 import { nowFor } from "../../platform/clock";
@@ -64,7 +68,15 @@ export async function createSubscription(env: Env, db: Db, input: z.infer<typeof
     start = Math.max(p.start, now);
     end = p.end;
   }
-  const discountPercent = input.discountPercent === undefined ? null : discountPercentOf(input.discountPercent);
+  // A coupon, a promotion code, or (kept for compatibility) a bare percentage mapped onto its legacy coupon.
+  if (input.discountPercent !== undefined && (input.coupon !== undefined || input.promotionCode !== undefined)) {
+    throw invalid([{ path: "discountPercent", message: "give either discountPercent or a coupon / promotionCode" }]);
+  }
+  const redemption: Redemption | null =
+    input.discountPercent !== undefined
+      ? { coupon: legacyPercentCoupon(discountPercentOf(input.discountPercent), now), promotionCode: null, insertCoupon: true }
+      : await resolveRedemption(db, { coupon: input.coupon, promotionCode: input.promotionCode }, { customerId: customer.id, planId: plan.id, currency: plan.currency, now });
+  const { discountPercent } = mirrorOf(redemption ? { coupon: redemption.coupon, discount: { endsAt: null } as DiscountRow } : null);
   const status: SubscriptionStatus = trialEnd !== null ? "trialing" : "active";
   const row: Row = {
     id: newId("sub"),
@@ -102,24 +114,51 @@ export async function createSubscription(env: Env, db: Db, input: z.infer<typeof
     createdAt: now,
     updatedAt: now,
   };
-  // An active subscription is invoiced at once for its first period's advance fees, in the same batch.
+  // An active subscription is invoiced at once for its first period's advance fees, in the same batch. A first
+  // period shorter than the grid's (an anchor off today's grid) is prorated unless prorationBehavior is none.
+  const full = trialEnd === null ? periodAt(anchor, plan.interval, plan.intervalCount, now) : null;
+  const partial = full !== null && start > full.start;
   const firstLines =
-    status === "active"
-      ? billingLines({ currency: row.currency, quantity: row.quantity, planName: plan.name, advance: { prices: asPrices(plan.prices), period: { start, end } }, arrears: null, pending: [] })
-      : [];
+    status !== "active"
+      ? []
+      : partial
+        ? input.prorationBehavior === "none"
+          ? []
+          : partialPeriodLines({ currency: row.currency, full: full!, from: start, plan: { prices: asPrices(plan.prices), quantity: row.quantity, name: plan.name } })
+        : billingLines({ currency: row.currency, quantity: row.quantity, planName: plan.name, advance: { prices: asPrices(plan.prices), period: { start, end } }, arrears: null, pending: [] });
+  const discount = redemption ? newDiscount(redemption, row, plan, now) : null;
   const audit: AuditEntry[] = [{ action: "subscription.created", targetType: "subscription", targetId: row.id, after: toSubscription(row) }];
-  let statements: BatchItem<"sqlite">[] = [];
+  const discountEvents = discount ? [eventRow({ type: "customer.discount.created", objectType: "discount", objectId: discount.id, customerId: row.customerId, object: toDiscount(discount), ...(row.testClockId ? { livemode: false } : {}) }, { now, requestId: ctx.requestId })] : [];
+  let statements: BatchItem<"sqlite">[] = redemption && discount ? [...redemptionStatements(db, redemption, now), ...replaceDiscountStatements(db, row.id, discount, now), ...discountEvents.map((e) => eventInsert(db, e))] : [];
+  if (redemption) audit.push({ action: "subscription.discount_changed", targetType: "subscription", targetId: row.id, after: { couponId: redemption.coupon.id, promotionCodeId: redemption.promotionCode?.id ?? null, periods: discount?.periods ?? null } });
   let invoiceId: string | null = null;
-  let createdEvents: string[] = [];
+  let createdEvents: string[] = discountEvents.map((e) => e.id);
   if (firstLines.length) {
-    const built = await buildDraftInvoice(db, { sub: row, customer, lines: firstLines, pending: [], period: { start, end }, billingReason: "subscription_create", generationKey: `${row.id}:create`, now });
-    statements = built.statements;
-    createdEvents = built.eventIds;
+    const built = await buildDraftInvoice(db, {
+      sub: row,
+      customer,
+      lines: firstLines,
+      pending: [],
+      period: { start, end },
+      billingReason: "subscription_create",
+      generationKey: `${row.id}:create`,
+      now,
+      discount: discount && redemption ? { discount, coupon: redemption.coupon } : null,
+    });
+    statements = [...statements, ...built.statements];
+    createdEvents = [...createdEvents, ...built.eventIds];
+    audit.push(...built.audit);
     invoiceId = built.invoice.id;
     audit.push({ action: "invoice.created", targetType: "invoice", targetId: invoiceId, after: { subscriptionId: row.id, total: built.invoice.total, currency: row.currency } });
   }
   const auditCtx = { ...ctx, now };
-  await commit(db, subscriptionCreated(db, row, { statements, audit }), auditCtx);
+  try {
+    await commit(db, subscriptionCreated(db, row, { statements, audit }), auditCtx);
+  } catch (e) {
+    // A redemption limit reached by a concurrent request (or credit spent meanwhile) aborts the batch.
+    if (isAssertionFailure(e)) throw (redemption ? await redemptionConflict(db, redemption, now) : null) ?? new ApiError("conflict", "the customer's credit or the coupon changed concurrently; retry");
+    throw e;
+  }
   eventsCommitted(createdEvents);
   await pushMeterConfig(env, db, row, plan);
   if (invoiceId) await finalizeInvoice(env, db, invoiceId, auditCtx);

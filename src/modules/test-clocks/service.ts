@@ -11,6 +11,7 @@ import { finalizeDrafts } from "../invoices/finalize";
 import { markUncollectible, sendDueRetries } from "../payments/dunning";
 import { nextRunAt, runDue, type StepResult } from "../subscriptions/renewal";
 import { emitTrialWillEnd } from "../subscriptions/transitions";
+import { expireDueGrants } from "../credits/service";
 
 type ClockRow = typeof testClocks.$inferSelect;
 // An advance that crashed leaves the clock "advancing"; after this long another advance may take over.
@@ -78,6 +79,8 @@ export async function advanceClock(env: Env, db: Db, id: string, target: number,
       steps.push(...ran);
     }
     await emitTrialWillEnd(db, target, { testClockId: id }, eventCtx);
+    // Credit that expired by the new time leaves the balance (invoices before it already ignored it past expiry).
+    for (let more = true; more; ) more = (await expireDueGrants(db, target, { testClockId: id }, eventCtx)).hasMore;
     await finalizeDrafts(env, db, { ...ctx, now: target }, { testClockId: id });
     // Dunning of this clock's invoices, at the clock's new time (the real-time cron leaves them alone).
     await sendDueRetries(env, db, target, { testClockId: id });

@@ -226,7 +226,7 @@ describe("validatePricing", () => {
       "closed last tier",
       graduated(lagoTiers),
       "USD",
-      [{ path: "tiers.1.upTo", message: "the last tier must be open-ended (upTo null)" }],
+      [{ path: "tiers.1.upTo", message: "the last tier must be open-ended (upTo null): quantities past the last bound need a price, and a bounded last tier (Kill Bill style, pricing them at its rate) is not supported" }],
     ],
     [
       "zero upTo",

@@ -1,0 +1,196 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { access, requireRole } from "../../http/auth";
+import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
+import { dbOf } from "../../db/client";
+import { auditCtx } from "../../http/context";
+import { ApiError, invalid } from "../../http/problem";
+import { nowFor } from "../../platform/clock";
+import { ApplyDiscount, Coupon, CreateCoupon, CreatePromotionCode, Discount, PromotionCode } from "./schemas";
+import { createCoupon, createPromotionCode, deactivatePromotionCode, deleteCoupon, getCouponRow, getPromotionCodeRow, listCoupons, listPromotionCodes, resolveRedemption, toCoupon, toPromotionCode } from "./service";
+import { currentDiscount, toDiscount } from "./discounts";
+import { applyDiscount } from "../subscriptions/discount";
+import { getSubscriptionRow, toSubscription } from "../subscriptions/service";
+import { Subscription } from "../subscriptions/schemas";
+
+const IdParam = (example: string) => z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example }) });
+const tags = ["Coupons"];
+
+export const couponRoutes = router()
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/",
+      operationId: "createCoupon",
+      tags,
+      summary: "Create a coupon",
+      description: "A percentage (`percentOff`, rounded per invoice line half away from zero) or a fixed amount (`amountOff` + `currency`, spread over the invoice's positive lines) off, for `once` (one billing period), `repeating` (`durationInMonths`, counted in billing periods) or `forever`.",
+      middleware: [requireRole(access.catalogue)] as const,
+      request: jsonBody(CreateCoupon),
+      responses: { 201: jsonResponse(Coupon, "The new coupon"), ...errorResponses },
+    }),
+    async (c) => c.json(await createCoupon(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 201),
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/",
+      operationId: "listCoupons",
+      tags,
+      summary: "List coupons, newest first",
+      description: "Deleted coupons included (`deletedAt`).",
+      middleware: [requireRole(access.read)] as const,
+      request: { query: PaginationQuery },
+      responses: { 200: jsonResponse(listOf(Coupon), "A page of coupons"), ...errorResponses },
+    }),
+    async (c) => c.json(await listCoupons(dbOf(c.env), c.req.valid("query")), 200),
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/{id}",
+      operationId: "getCoupon",
+      tags,
+      summary: "Get a coupon",
+      description: "With `timesRedeemed` and whether it can still be redeemed (`valid`).",
+      middleware: [requireRole(access.read)] as const,
+      request: { params: IdParam("SPRING25") },
+      responses: { 200: jsonResponse(Coupon, "The coupon"), ...errorResponses },
+    }),
+    async (c) => c.json(toCoupon(await getCouponRow(dbOf(c.env), c.req.valid("param").id)), 200),
+  )
+  .openapi(
+    createRoute({
+      method: "delete",
+      path: "/{id}",
+      operationId: "deleteCoupon",
+      tags,
+      summary: "Delete a coupon",
+      description: "It can no longer be redeemed; subscriptions that have it keep their discount until it ends (Stripe's rule).",
+      middleware: [requireRole(access.catalogue)] as const,
+      request: { params: IdParam("SPRING25") },
+      responses: { 200: jsonResponse(Coupon, "The deleted coupon"), ...errorResponses },
+    }),
+    async (c) => c.json(await deleteCoupon(dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
+  );
+
+export const promotionCodeRoutes = router()
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/",
+      operationId: "createPromotionCode",
+      tags,
+      summary: "Create a promotion code for a coupon",
+      description: "A customer-facing code (case-insensitive, unique) with its own limits: one customer, an expiry, maxRedemptions, first-time customers only.",
+      middleware: [requireRole(access.catalogue)] as const,
+      request: jsonBody(CreatePromotionCode),
+      responses: { 201: jsonResponse(PromotionCode, "The new promotion code"), ...errorResponses },
+    }),
+    async (c) => c.json(await createPromotionCode(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 201),
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/",
+      operationId: "listPromotionCodes",
+      tags,
+      summary: "List promotion codes, newest first",
+      description: "Filtered by coupon or by code.",
+      middleware: [requireRole(access.read)] as const,
+      request: { query: PaginationQuery.extend({ couponId: z.string().optional(), code: z.string().optional() }) },
+      responses: { 200: jsonResponse(listOf(PromotionCode), "A page of promotion codes"), ...errorResponses },
+    }),
+    async (c) => c.json(await listPromotionCodes(dbOf(c.env), c.req.valid("query")), 200),
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/{id}",
+      operationId: "getPromotionCode",
+      tags,
+      summary: "Get a promotion code",
+      description: "With `timesRedeemed`.",
+      middleware: [requireRole(access.read)] as const,
+      request: { params: IdParam("promo_123") },
+      responses: { 200: jsonResponse(PromotionCode, "The promotion code"), ...errorResponses },
+    }),
+    async (c) => c.json(toPromotionCode(await getPromotionCodeRow(dbOf(c.env), c.req.valid("param").id)), 200),
+  )
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/{id}/deactivate",
+      operationId: "deactivatePromotionCode",
+      tags,
+      summary: "Deactivate a promotion code",
+      description: "It can no longer be redeemed; discounts it gave keep running.",
+      middleware: [requireRole(access.catalogue)] as const,
+      request: { params: IdParam("promo_123") },
+      responses: { 200: jsonResponse(PromotionCode, "The deactivated promotion code"), ...errorResponses },
+    }),
+    async (c) => c.json(await deactivatePromotionCode(dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
+  );
+
+/** Mounted under /api/v1/subscriptions. */
+export const subscriptionDiscountRoutes = router()
+  .openapi(
+    createRoute({
+      method: "post",
+      path: "/{id}/discount",
+      operationId: "applySubscriptionDiscount",
+      tags,
+      summary: "Apply a coupon or promotion code to a subscription",
+      description:
+        "From the next invoice on, replacing the discount it had. Limits (maxRedemptions, redeemBy, expiry, customer, first-time, plans) are checked, and the counters move in the same batch as the discount: concurrent redemptions past a limit get 409.",
+      middleware: [requireRole(access.subscriptions)] as const,
+      request: { params: IdParam("sub_123"), ...jsonBody(ApplyDiscount) },
+      responses: { 200: jsonResponse(Subscription, "The subscription with its new discount"), ...errorResponses },
+    }),
+    async (c) => {
+      const body = c.req.valid("json");
+      if (body.coupon === undefined && body.promotionCode === undefined) throw invalid([{ path: "coupon", message: "give coupon or promotionCode" }]);
+      const db = dbOf(c.env);
+      const sub = await getSubscriptionRow(db, c.req.valid("param").id);
+      const now = await nowFor(db, sub.testClockId);
+      const redemption = await resolveRedemption(db, body, { customerId: sub.customerId, planId: sub.planId, currency: sub.currency, now });
+      return c.json(toSubscription(await applyDiscount(db, sub, redemption, auditCtx(c, now))), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/{id}/discount",
+      operationId: "getSubscriptionDiscount",
+      tags,
+      summary: "The subscription's current discount",
+      description: "404 when it has none (none applied, removed, or its periods used up).",
+      middleware: [requireRole(access.read)] as const,
+      request: { params: IdParam("sub_123") },
+      responses: { 200: jsonResponse(Discount, "The current discount"), ...errorResponses },
+    }),
+    async (c) => {
+      const db = dbOf(c.env);
+      const sub = await getSubscriptionRow(db, c.req.valid("param").id);
+      const d = await currentDiscount(db, sub.id);
+      if (!d) throw new ApiError("not_found", `subscription ${sub.id} has no discount`);
+      return c.json(toDiscount(d.discount), 200);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "delete",
+      path: "/{id}/discount",
+      operationId: "deleteSubscriptionDiscount",
+      tags,
+      summary: "Remove the subscription's discount",
+      description: "From the next invoice on; invoices already issued keep theirs.",
+      middleware: [requireRole(access.subscriptions)] as const,
+      request: { params: IdParam("sub_123") },
+      responses: { 200: jsonResponse(Subscription, "The subscription without a discount"), ...errorResponses },
+    }),
+    async (c) => {
+      const db = dbOf(c.env);
+      const sub = await getSubscriptionRow(db, c.req.valid("param").id);
+      return c.json(toSubscription(await applyDiscount(db, sub, null, auditCtx(c, await nowFor(db, sub.testClockId)))), 200);
+    },
+  );

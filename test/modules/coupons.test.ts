@@ -1,0 +1,141 @@
+import { describe, expect, it } from "vitest";
+import { api, createCustomer, createPlan } from "../helpers";
+
+const T = (s: string) => new Date(s).toISOString();
+
+async function clockAt(time: string) {
+  const r = await api("POST", "/api/v1/test-clocks", { body: { frozenTime: time, name: "coupons" } });
+  expect(r.status, JSON.stringify(r.body)).toBe(201);
+  return r.body.id as string;
+}
+async function advance(clockId: string, time: string) {
+  const r = await api("POST", `/api/v1/test-clocks/${clockId}/advance`, { body: { frozenTime: time } });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body;
+}
+async function invoicesOf(subscriptionId: string) {
+  const r = await api("GET", `/api/v1/invoices?subscriptionId=${subscriptionId}&limit=100`);
+  expect(r.status).toBe(200);
+  return (r.body.data as any[]).reverse();
+}
+const flatPlan = (amount: string) => createPlan({ name: "Flat", interval: "month", prices: [{ type: "flat", amount, billing: "advance" }] });
+
+describe("coupons", () => {
+  it("a repeating coupon covers exactly its number of billing periods, then the invoices are full price", async () => {
+    const clock = await clockAt("2024-01-31T00:00:00Z");
+    const customer = await createCustomer({ testClockId: clock });
+    const plan = await flatPlan("100.00");
+    const coupon = await api("POST", "/api/v1/coupons", { as: "finance", body: { percentOff: "12.5", duration: "repeating", durationInMonths: 3 } });
+    expect(coupon.status, JSON.stringify(coupon.body)).toBe(201);
+    const sub = await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id, coupon: coupon.body.id } });
+    expect(sub.status, JSON.stringify(sub.body)).toBe(201);
+    expect(sub.body.discountPercent).toBe("12.5");
+    // Month ends clamp (Jan 31 → Feb 29 → Mar 31 …): periods, not 90 days, decide when it ends.
+    await advance(clock, "2024-05-31T00:00:00Z");
+    const invoices = await invoicesOf(sub.body.id);
+    expect(invoices.map((i) => [i.period.start.slice(0, 10), i.discount.amountMinor, i.total.amountMinor])).toEqual([
+      ["2024-01-31", 1250, 8750],
+      ["2024-02-29", 1250, 8750],
+      ["2024-03-31", 1250, 8750],
+      ["2024-04-30", 0, 10000],
+      ["2024-05-31", 0, 10000],
+    ]);
+    const first = (await api("GET", `/api/v1/invoices/${invoices[0].id}`)).body;
+    expect(first.discounts).toEqual([{ discountId: expect.stringMatching(/^di_/), couponId: coupon.body.id, promotionCodeId: null, amount: { amount: "12.50", amountMinor: 1250 } }]);
+    expect(first.lines[0].discount).toEqual({ amount: "12.50", amountMinor: 1250 });
+    expect((await api("GET", `/api/v1/subscriptions/${sub.body.id}/discount`)).status).toBe(404);
+    expect((await api("GET", `/api/v1/subscriptions/${sub.body.id}`)).body.discountPercent).toBeNull();
+  });
+
+  it("a promotion code with maxRedemptions 3 is redeemed exactly 3 times by 8 concurrent subscriptions", async () => {
+    const plan = await flatPlan("10.00");
+    const coupon = (await api("POST", "/api/v1/coupons", { body: { amountOff: "2.00", currency: "USD", duration: "once" } })).body;
+    const code = await api("POST", "/api/v1/promotion-codes", { body: { couponId: coupon.id, code: "launch3", maxRedemptions: 3 } });
+    expect(code.status, JSON.stringify(code.body)).toBe(201);
+    expect(code.body.code).toBe("LAUNCH3");
+    const customers = await Promise.all(Array.from({ length: 8 }, () => createCustomer()));
+    const results = await Promise.all(customers.map((c) => api("POST", "/api/v1/subscriptions", { body: { customerId: c.id, planId: plan.id, promotionCode: "LAUNCH3" } })));
+    const statuses = results.map((r) => r.status).sort();
+    expect(statuses).toEqual([201, 201, 201, 409, 409, 409, 409, 409]);
+    for (const r of results.filter((r) => r.status === 409)) expect(r.body.detail).toMatch(/LAUNCH3 reached its maxRedemptions \(3\)/);
+    expect((await api("GET", `/api/v1/promotion-codes/${code.body.id}`)).body.timesRedeemed).toBe(3);
+    expect((await api("GET", `/api/v1/coupons/${coupon.id}`)).body.timesRedeemed).toBe(3);
+    // The refused requests created nothing.
+    const subs = await Promise.all(customers.map((c) => api("GET", `/api/v1/subscriptions?customerId=${c.id}`)));
+    expect(subs.reduce((n, r) => n + r.body.data.length, 0)).toBe(3);
+    const winner = results.find((r) => r.status === 201)!.body;
+    const [inv] = await invoicesOf(winner.id);
+    expect(inv).toMatchObject({ subtotal: { amountMinor: 1000 }, discount: { amountMinor: 200 }, total: { amountMinor: 800 } });
+  });
+
+  it("validates coupons, applies and removes one later, and keeps the old discountPercent field working", async () => {
+    const bad = await api("POST", "/api/v1/coupons", { body: { percentOff: "10", amountOff: "1", currency: "USD", duration: "repeating" } });
+    expect(bad.status).toBe(422);
+    expect(bad.body.errors.map((e: any) => e.path).sort()).toEqual(["durationInMonths", "percentOff"]);
+    expect((await api("POST", "/api/v1/coupons", { as: "viewer", body: { percentOff: "10", duration: "once" } })).status).toBe(403);
+    const plan = await flatPlan("20.00");
+    const customer = await createCustomer();
+    const legacy = await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id, discountPercent: 10 } });
+    expect(legacy.status).toBe(201);
+    expect(legacy.body.discountPercent).toBe("10");
+    expect((await api("GET", `/api/v1/subscriptions/${legacy.body.id}/discount`)).body).toMatchObject({ couponId: "legacy_pct_10", periods: null });
+    const [first] = await invoicesOf(legacy.body.id);
+    expect(first.discount.amountMinor).toBe(200);
+    const put = await api("PUT", `/api/v1/subscriptions/${legacy.body.id}/discount`, { body: { discountPercent: "25" } });
+    expect(put.body.discountPercent).toBe("25");
+    expect((await api("GET", `/api/v1/subscriptions/${legacy.body.id}/discount`)).body.couponId).toBe("legacy_pct_25");
+    const limited = (await api("POST", "/api/v1/coupons", { body: { percentOff: "50", duration: "forever", appliesTo: { planIds: ["plan_other"] } } })).body;
+    const refused = await api("POST", `/api/v1/subscriptions/${legacy.body.id}/discount`, { body: { coupon: limited.id } });
+    expect(refused.status).toBe(422);
+    expect(refused.body.detail).toMatch(/applies to plans plan_other only/);
+    const removed = await api("DELETE", `/api/v1/subscriptions/${legacy.body.id}/discount`);
+    expect(removed.body.discountPercent).toBeNull();
+    expect((await api("GET", `/api/v1/subscriptions/${legacy.body.id}/discount`)).status).toBe(404);
+  });
+});
+
+describe("billing conventions", () => {
+  it("a future billingAnchor bills the first partial period prorated (create_prorations by default), nothing with none", async () => {
+    const clock = await clockAt("2024-04-21T00:00:00Z");
+    const customer = await createCustomer({ testClockId: clock });
+    const plan = await flatPlan("30.00");
+    const sub = await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id, billingAnchor: "2024-05-01T00:00:00Z" } });
+    expect(sub.status, JSON.stringify(sub.body)).toBe(201);
+    expect(sub.body).toMatchObject({ currentPeriodStart: T("2024-04-21"), currentPeriodEnd: T("2024-05-01") });
+    const [first] = await invoicesOf(sub.body.id);
+    const lines = (await api("GET", `/api/v1/invoices/${first.id}`)).body.lines;
+    // 10 of April's 30 days remain: 30.00 × 10/30 = 10.00, not the full 30.00.
+    expect(lines.map((l: any) => [l.kind, l.amount.amountMinor])).toEqual([["proration", 1000]]);
+    await advance(clock, "2024-05-01T00:00:00Z");
+    const [, second] = await invoicesOf(sub.body.id);
+    expect(second).toMatchObject({ period: { start: T("2024-05-01") }, total: { amountMinor: 3000 } });
+
+    const none = await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id, billingAnchor: "2024-05-20T00:00:00Z", prorationBehavior: "none" } });
+    expect(none.status).toBe(201);
+    expect(await invoicesOf(none.body.id)).toEqual([]);
+  });
+
+  it("always_invoice invoices a plan change at once instead of on the next cycle invoice", async () => {
+    const clock = await clockAt("2024-04-01T00:00:00Z");
+    const customer = await createCustomer({ testClockId: clock });
+    const small = await flatPlan("30.00");
+    const big = await flatPlan("60.00");
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: small.id } })).body;
+    await advance(clock, "2024-04-16T00:00:00Z");
+    const r = await api("PUT", `/api/v1/subscriptions/${sub.id}/plan`, { body: { newPlanId: big.id, prorationBehavior: "always_invoice" } });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body.invoiceId).toMatch(/^inv_/);
+    const inv = (await api("GET", `/api/v1/invoices/${r.body.invoiceId}`)).body;
+    // 15 of 30 days left: −15.00 + 30.00.
+    expect(inv).toMatchObject({ billingReason: "subscription_update", status: "open", total: { amountMinor: 1500 } });
+    expect(inv.lines.map((l: any) => l.amount.amountMinor)).toEqual([-1500, 3000]);
+  });
+
+  it("tiers: the last tier must be open-ended, and the error says so", async () => {
+    const r = await api("POST", "/api/v1/plans", {
+      body: { name: "T", currency: "USD", interval: "month", prices: [{ type: "metered", meterId: "m", aggregation: "sum", pricingModel: "graduated", tiers: [{ upTo: 10, unitAmount: "1" }, { upTo: 20, unitAmount: "0.5" }] }] },
+    });
+    expect(r.status).toBe(422);
+    expect(r.body.errors[0].message).toMatch(/open-ended \(upTo null\).*bounded last tier.*not supported/);
+  });
+});

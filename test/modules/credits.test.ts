@@ -1,0 +1,84 @@
+import { describe, expect, it, vi } from "vitest";
+import { env } from "cloudflare:workers";
+import { api, createCustomer, createPlan } from "../helpers";
+
+async function clockAt(time: string) {
+  const r = await api("POST", "/api/v1/test-clocks", { body: { frozenTime: time, name: "credits" } });
+  expect(r.status, JSON.stringify(r.body)).toBe(201);
+  return r.body.id as string;
+}
+async function advance(clockId: string, time: string) {
+  const r = await api("POST", `/api/v1/test-clocks/${clockId}/advance`, { body: { frozenTime: time } });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body;
+}
+async function invoicesOf(subscriptionId: string) {
+  const r = await api("GET", `/api/v1/invoices?subscriptionId=${subscriptionId}&limit=100`);
+  return (r.body.data as any[]).reverse();
+}
+const grant = (customerId: string, body: Record<string, unknown>) => api("POST", `/api/v1/customers/${customerId}/credit-grants`, { as: "finance", body: { currency: "USD", ...body } });
+const balance = async (customerId: string) => (await api("GET", `/api/v1/customers/${customerId}/credit-balance?limit=100`)).body;
+
+describe("prepaid credits", () => {
+  it("a promotional grant expiring half-used: the first invoice uses half, the expiry takes the rest, the ledger shows each movement", async () => {
+    const clock = await clockAt("2024-01-01T00:00:00Z");
+    const customer = await createCustomer({ testClockId: clock });
+    const g = await grant(customer.id, { amount: "40.00", category: "promotional", expiresAt: "2024-01-20T00:00:00Z" });
+    expect(g.status, JSON.stringify(g.body)).toBe(201);
+    expect(g.body).toMatchObject({ status: "active", usable: true, remaining: { amountMinor: 4000 } });
+    const plan = await createPlan({ name: "F", interval: "month", prices: [{ type: "flat", amount: "20.00", billing: "advance" }] });
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id } })).body;
+    const [first] = await invoicesOf(sub.id);
+    expect(first).toMatchObject({ total: { amountMinor: 2000 }, creditApplied: { amountMinor: 2000 }, amountDue: { amountMinor: 0 }, status: "paid" });
+    expect((await balance(customer.id)).available.amountMinor).toBe(2000);
+
+    await advance(clock, "2024-02-01T00:00:00Z");
+    const [, second] = await invoicesOf(sub.id);
+    // Expired on the 20th: nothing left for February's invoice.
+    expect(second).toMatchObject({ total: { amountMinor: 2000 }, creditApplied: { amountMinor: 0 }, amountDue: { amountMinor: 2000 } });
+    const b = await balance(customer.id);
+    expect(b.available.amountMinor).toBe(0);
+    expect(b.transactions.data.map((t: any) => [t.type, t.amount.amountMinor, t.invoiceId])).toEqual([
+      ["expired", -2000, null],
+      ["applied", -2000, first.id],
+      ["granted", 4000, null],
+    ]);
+    expect(b.transactions.data[0].at).toBe("2024-01-20T00:00:00.000Z");
+    expect((await api("GET", `/api/v1/customers/${customer.id}/credit-grants/${g.body.id}`)).body).toMatchObject({ status: "expired", remaining: { amountMinor: 0 }, usable: false });
+    expect((await api("GET", `/api/v1/customers/${customer.id}`)).body.creditBalance.amountMinor).toBe(0);
+    const events = await env.DB.prepare("SELECT type FROM events WHERE customer_id = ? AND type LIKE 'billing.%' ORDER BY created_at, id").bind(customer.id).all<{ type: string }>();
+    expect(new Set(events.results.map((e) => e.type))).toEqual(new Set(["billing.credit_grant.created", "billing.credit_grant.updated", "billing.credit_balance_transaction.created"]));
+  });
+
+  it("uses grants by priority then earliest expiry, a meter-scoped grant only on its usage lines", async () => {
+    const customer = await createCustomer();
+    const later = await grant(customer.id, { amount: "5.00", category: "promotional", expiresAt: "2099-01-01T00:00:00Z" });
+    const sooner = await grant(customer.id, { amount: "5.00", category: "promotional", expiresAt: "2098-01-01T00:00:00Z" });
+    const scoped = await grant(customer.id, { amount: "50.00", category: "promotional", priority: 0, appliesTo: { meterIds: ["api_calls"] } });
+    const plan = await createPlan({ name: "F", interval: "month", prices: [{ type: "flat", amount: "8.00", billing: "advance" }] });
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id } })).body;
+    const [inv] = await invoicesOf(sub.id);
+    expect(inv).toMatchObject({ creditApplied: { amountMinor: 800 }, amountDue: { amountMinor: 0 } });
+    const remaining = async (id: string) => (await api("GET", `/api/v1/customers/${customer.id}/credit-grants/${id}`)).body.remaining.amountMinor;
+    expect([await remaining(scoped.body.id), await remaining(sooner.body.id), await remaining(later.body.id)]).toEqual([5000, 0, 200]);
+  });
+
+  it("a paid grant issues an invoice for its purchase and becomes usable when that invoice is paid; void removes what is left", async () => {
+    const customer = await createCustomer();
+    const g = await grant(customer.id, { amount: "25.00", category: "paid" });
+    expect(g.status, JSON.stringify(g.body)).toBe(201);
+    expect(g.body).toMatchObject({ status: "pending", usable: false, purchaseInvoiceId: expect.stringMatching(/^inv_/) });
+    expect((await balance(customer.id)).pending.amountMinor).toBe(2500);
+    const inv = (await api("GET", `/api/v1/invoices/${g.body.purchaseInvoiceId}`)).body;
+    expect(inv).toMatchObject({ total: { amountMinor: 2500 }, tax: { amountMinor: 0 } });
+    await vi.waitFor(async () => expect((await api("GET", `/api/v1/customers/${customer.id}/credit-grants/${g.body.id}`)).body.status).toBe("active"), { timeout: 20_000, interval: 200 });
+    const b = await balance(customer.id);
+    expect(b).toMatchObject({ available: { amountMinor: 2500 }, byCategory: { paid: { amountMinor: 2500 } }, pending: { amountMinor: 0 } });
+    const voided = await api("POST", `/api/v1/customers/${customer.id}/credit-grants/${g.body.id}/void`, { as: "finance", body: { reason: "goodwill reversed" } });
+    expect(voided.body).toMatchObject({ status: "voided", remaining: { amountMinor: 0 } });
+    expect((await balance(customer.id)).transactions.data.map((t: any) => [t.type, t.amount.amountMinor])).toEqual([
+      ["voided", -2500],
+      ["granted", 2500],
+    ]);
+  });
+});
