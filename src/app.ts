@@ -37,6 +37,7 @@ import { eventRoutes } from "./modules/events/routes";
 import { stripeWebhookRoutes, webhookAdminRoutes } from "./modules/webhooks/routes";
 import { eventResendRoutes, webhookEndpointRoutes } from "./modules/webhook-endpoints/routes";
 import { reconciliationRoutes, reportRoutes } from "./modules/reconciliation/routes";
+import { servers, tags } from "./http/openapi-document";
 
 export const MAX_BODY_BYTES = 2 * 1024 * 1024;
 
@@ -129,6 +130,8 @@ export function createApp() {
   const docConfig = {
     openapi: "3.1.0",
     info: { title: "Billing Engine", version: "0.1.0", description: "Subscriptions, usage metering, invoices and payments on Cloudflare Workers" },
+    servers,
+    tags,
     security: [{ bearer: [] }],
   };
   // The generated document, plus the Idempotency-Key header every state-changing operation accepts.

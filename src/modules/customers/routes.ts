@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
+import { problems, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { auditCtx } from "../../http/context";
 import { CreateCustomer, Customer, UpdateCustomer } from "./schemas";
@@ -13,11 +13,14 @@ export const customerRoutes = router()
     createRoute({
       method: "post",
       path: "/",
+      operationId: "createCustomer",
       tags: ["Customers"],
       summary: "Create a customer",
+      description:
+        "Creates a customer billed in `currency`. `country` and `region` choose the tax rate; a `taxCertificate` with `taxExempt` makes invoices tax-free until it expires. The id may be supplied (`cus_…`).",
       middleware: [requireRole(access.customers)] as const,
       request: jsonBody(CreateCustomer),
-      responses: { 201: jsonResponse(Customer, "The new customer"), ...errorResponses },
+      responses: { 201: jsonResponse(Customer, "The new customer"), ...problems(409) },
     }),
     async (c) => c.json(await createCustomer(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 201),
   )
@@ -25,11 +28,13 @@ export const customerRoutes = router()
     createRoute({
       method: "get",
       path: "/",
+      operationId: "listCustomers",
       tags: ["Customers"],
       summary: "List customers, newest first",
+      description: "Cursor-paginated (`limit`, `startingAfter`); `email` filters on the exact address.",
       middleware: [requireRole(access.read)] as const,
       request: { query: PaginationQuery.extend({ email: z.string().optional() }) },
-      responses: { 200: jsonResponse(listOf(Customer), "A page of customers"), ...errorResponses },
+      responses: { 200: jsonResponse(listOf(Customer), "A page of customers") },
     }),
     async (c) => c.json(await listCustomers(dbOf(c.env), c.req.valid("query")), 200),
   )
@@ -37,11 +42,13 @@ export const customerRoutes = router()
     createRoute({
       method: "get",
       path: "/{id}",
+      operationId: "getCustomer",
       tags: ["Customers"],
       summary: "Get a customer",
+      description: "The customer with its tax certificate and metadata.",
       middleware: [requireRole(access.read)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(Customer, "The customer"), ...errorResponses },
+      responses: { 200: jsonResponse(Customer, "The customer"), ...problems(404) },
     }),
     async (c) => c.json(toCustomer(await getCustomerRow(dbOf(c.env), c.req.valid("param").id)), 200),
   )
@@ -49,11 +56,13 @@ export const customerRoutes = router()
     createRoute({
       method: "patch",
       path: "/{id}",
+      operationId: "updateCustomer",
       tags: ["Customers"],
-      summary: "Update a customer (metadata keys are merged)",
+      summary: "Update a customer",
+      description: "Changes the given fields; `metadata` keys are merged into the existing ones (a key set to an empty string is removed).",
       middleware: [requireRole(access.customers)] as const,
       request: { params: IdParam, ...jsonBody(UpdateCustomer) },
-      responses: { 200: jsonResponse(Customer, "The updated customer"), ...errorResponses },
+      responses: { 200: jsonResponse(Customer, "The updated customer"), ...problems(404, 409) },
     }),
     async (c) => c.json(await updateCustomer(dbOf(c.env), c.req.valid("param").id, c.req.valid("json"), auditCtx(c)), 200),
   );
