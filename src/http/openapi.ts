@@ -104,6 +104,11 @@ export const jsonBody = <T extends z.ZodType>(schema: T, description = "Request 
   body: { required: true, description, content: { "application/json": { schema } } },
 });
 
+/** A JSON body every field of which is optional: it may be left out (an empty body is read as `{}`). */
+export const optionalJsonBody = <T extends z.ZodType>(schema: T, description = "Request body (may be omitted)") => ({
+  body: { required: false, description, content: { "application/json": { schema } } },
+});
+
 export const jsonResponse = <T extends z.ZodType>(schema: T, description: string) => ({
   description,
   content: { "application/json": { schema } },
