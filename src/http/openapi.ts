@@ -33,13 +33,16 @@ export function router() {
 function withSharedContract(route: RouteConfig): RouteConfig {
   const request = route.request ?? {};
   const isPublic = Array.isArray(route.security) && route.security.length === 0;
-  const json = Boolean(request.body?.content?.["application/json"]);
+  // Only a zod schema is validated (and so read as JSON): a plain JSON Schema documents a body the handler reads raw.
+  const declared = (request.body?.content?.["application/json"] as { schema?: unknown } | undefined)?.schema;
+  const json = Boolean(declared && typeof declared === "object" && "safeParse" in declared);
   const write = !["get", "head", "options"].includes(route.method);
   const codes: ProblemStatus[] = [];
   if (request.query || request.params || request.headers || request.body) codes.push(400);
   if (!isPublic) codes.push(401, 403, 422);
   if (!isPublic && write) codes.push(409);
-  if (json) codes.push(413, 415);
+  if (request.body) codes.push(413);
+  if (json) codes.push(415);
   const shared = problems(...codes.filter((code) => !(code in route.responses)));
   const middleware = route.middleware ? (Array.isArray(route.middleware) ? route.middleware : [route.middleware]) : [];
   return {
