@@ -4,7 +4,7 @@ import type { Db } from "../../db/client";
 import type { AuditContext, AuditEntry } from "../../platform/audit";
 import { subscriptions } from "../../db/schema";
 import { formatDecimal, ONE, parseDecimal } from "../../domain/decimal";
-import { ApiError, invalid } from "../../http/problem";
+import { ApiError, invalid } from "../../platform/errors";
 import { commitSubscriptionChange } from "./commit";
 
 type SubscriptionRow = typeof subscriptions.$inferSelect;
