@@ -5,7 +5,7 @@ import { Ajv2020 } from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
 import entry from "../../src/index";
 import { app } from "../../src/app";
-import { api, createSubscription, tokenFor, unique } from "../helpers";
+import { api, createApiKey, createSubscription, tokenFor, unique } from "../helpers";
 
 const worker: ExportedHandler<Env> = entry;
 
@@ -94,9 +94,20 @@ async function seed() {
   const endpoint = ok(await api("POST", "/api/v1/webhook-endpoints", { body: { url: "https://example.com/hook", enabledEvents: ["*"] } }), 201, "webhook endpoint");
   ok(await api("POST", `/api/v1/webhook-endpoints/${endpoint.id}/test`), 200, "test delivery");
   const event = ok(await api("GET", "/api/v1/events?limit=1"), 200, "events").data[0];
-  ok(await api("PUT", "/admin/features/conformance_flag", { body: { enabled: true, percentage: 50 } }), 200, "feature flag");
+  ok(await api("PUT", "/admin/features/conformance-flag", { body: { enabled: true, percentage: 50 } }), 200, "feature flag");
   ok(await api("PUT", "/api/v1/tax/rates", { body: { jurisdiction: "US-CA", rate: "0.0725", effectiveDate: "2024-01-01" } }), 200, "tax rate");
   const exported = ok(await api("POST", "/api/v1/audit/export", { body: { startDate: today, endDate: today } }), 201, "audit export");
+  // Lists that would otherwise be empty: a trial ending soon, an exemption without certificate, an overdue invoice's
+  // reminder, stored exchange rates, a backup, an API key.
+  await createSubscription({ trialDays: 7 });
+  ok(await api("POST", "/api/v1/customers", { body: { email: `${unique("x")}@example.com`, currency: "USD", taxExempt: true } }), 201, "exempt customer");
+  const declined = await createSubscription({ paymentMethod: "pm_card_chargeDeclined" });
+  const open = ok(await api("GET", `/api/v1/invoices?subscriptionId=${declined.id}`), 200, "invoices").data[0];
+  await env.DB.prepare("UPDATE invoices SET due_at = ? WHERE id = ?").bind(Date.now() - 86_400_000, open.id).run();
+  ok(await api("POST", "/api/v1/invoices/send-reminders", { body: { daysOverdue: 0 } }), 200, "reminders");
+  ok(await api("PUT", "/admin/exchange-rates", { body: { base: "USD", rates: { EUR: "0.92" } } }), 200, "exchange rates");
+  ok(await api("POST", "/admin/backups"), 201, "backup");
+  await createApiKey();
   const stripeEvent = unique("evt");
   await env.DB.prepare("INSERT INTO webhook_events (id, source, type, payload, status, received_at) VALUES (?, 'stripe', 'charge.succeeded', '{}', 'failed', ?)")
     .bind(stripeEvent, Date.now())
@@ -120,8 +131,8 @@ async function seed() {
       "/api/v1/webhook-endpoints/{id}/deliveries": { id: endpoint.id },
       "/admin/webhooks/events/{id}": { id: stripeEvent },
       "/api/v1/reconciliation/stripe/{date}": { date: today },
-      "/admin/features/{name}": { name: "conformance_flag" },
-      "/admin/features/{name}/evaluate": { name: "conformance_flag" },
+      "/admin/features/{name}": { name: "conformance-flag" },
+      "/admin/features/{name}/evaluate": { name: "conformance-flag" },
     } as Record<string, Record<string, string>>,
     query: {
       "/api/v1/tax/rates": "jurisdiction=US-CA",
