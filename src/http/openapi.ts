@@ -127,6 +127,3 @@ export const listOf = <T extends z.ZodType>(item: T) =>
 
 /** An ISO-8601 date (UTC) or date-time with a zone: how every API date parameter is written. */
 export const DateOrInstant = z.union([z.iso.datetime({ offset: true }), z.iso.date()]).openapi({ description: "ISO date (UTC) or date-time", example: "2024-06-01" });
-
-/** @deprecated The old blanket list; routes move to `problems(…)` with the errors they really return. */
-export const errorResponses = problems(400, 401, 403, 404, 409, 422);
