@@ -44,6 +44,7 @@ import { reconciliationRoutes, reportRoutes } from "./modules/reconciliation/rou
 import { consoleRoutes } from "./modules/console/routes";
 import { couponRoutes, promotionCodeRoutes, subscriptionDiscountRoutes } from "./modules/coupons/routes";
 import { creditRoutes } from "./modules/credits/routes";
+import { servers, tags } from "./http/openapi-document";
 
 export const MAX_BODY_BYTES = 2 * 1024 * 1024;
 
@@ -143,6 +144,8 @@ export function createApp() {
   const docConfig = {
     openapi: "3.1.0",
     info: apiInfo,
+    servers,
+    tags,
     security: [{ bearer: [] }],
   };
   // The generated document, plus the Idempotency-Key header every state-changing operation accepts.

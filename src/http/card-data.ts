@@ -26,7 +26,7 @@ export const refuseCardNumbers = createMiddleware<HonoEnv>(async (c, next) => {
   const key = c.req.header("idempotency-key");
   if (key && containsCardNumber(key)) findings.push({ path: "Idempotency-Key", in: "value" });
   if (BODY_METHODS.has(c.req.method) && c.req.raw.body) {
-    // Decoded by hand, as lenientJson does: workerd warns when .text() reads a body whose Content-Type is not textual.
+    // Decoded by hand, as declaredJsonBody does: workerd warns when .text() reads a body whose Content-Type is not textual.
     findings.push(...cardNumberFindingsInJson(new TextDecoder().decode(await c.req.arrayBuffer())));
   }
   if (findings.length) {

@@ -411,16 +411,16 @@ describe("retention: access", () => {
 });
 
 describe("retention: OpenAPI", () => {
-  it("documents the three routes, with no request body (curl -d sends none that is JSON-typed) and the weights", async () => {
+  it("documents the three routes, with their JSON request bodies (curl -d still works) and the weights", async () => {
     const doc = (await call("GET", "/openapi.json", undefined, { role: null })).body;
     const churn = doc.paths["/api/v1/analytics/churn-analysis"].post;
     const campaign = doc.paths["/api/v1/campaigns/retention"].post;
     const atRisk = doc.paths["/api/v1/analytics/at-risk-customers"].get;
-    expect(churn.requestBody).toBeUndefined();
-    expect(campaign.requestBody).toBeUndefined();
-    expect(churn.description).toContain("last_12_months");
+    const body = (op: any) => op.requestBody.content["application/json"].schema;
+    expect(body(churn).properties.period.enum).toContain("last_12_months");
+    expect(body(campaign).required).toEqual(expect.arrayContaining(["discountPercent", "validityDays"]));
     expect(campaign.description).toContain("POST /api/v1/campaigns/retention/redeem");
-    expect(doc.paths["/api/v1/campaigns/retention/redeem"].post.requestBody).toBeUndefined();
+    expect(body(doc.paths["/api/v1/campaigns/retention/redeem"].post)).toBeDefined();
     expect(atRisk.description).toContain("cancel_at_period_end 40");
     expect(atRisk.parameters.map((p: any) => p.name)).toContain("limit");
   });

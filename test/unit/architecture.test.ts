@@ -62,6 +62,15 @@ describe("architecture", () => {
     expect(outward).toEqual([]);
   });
 
+  it("use cases throw the platform's errors, mapped once to problem+json: only route files import the HTTP layer", () => {
+    // src/http/openapi.ts holds zod schemas shared by request contracts (pagination, dates): a schema, not HTTP.
+    const declaresRoutes = (f: { text: string }) => /\bcreateRoute\(|\bregisterPath\(/.test(f.text);
+    const http = files
+      .filter((f) => f.path.startsWith("src/modules/") && !isRouteFile(f.path) && !declaresRoutes(f))
+      .flatMap((f) => importsOf(f).filter((t) => t.startsWith("src/http/") && t !== "src/http/openapi.ts").map((t) => `${f.path} -> ${t}`));
+    expect(http).toEqual([]);
+  });
+
   it("each status column is written by its lifecycle owner only", () => {
     const owners: Record<string, string> = {
       subscriptions: "src/modules/subscriptions/transitions.ts",

@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, desc, eq, isNull } from "drizzle-orm";
 import { access, actorOf, API_KEY_PREFIX, forgetApiKey, requireRole } from "../../http/auth";
-import { errorResponses, jsonBody, jsonResponse, router } from "../../http/openapi";
+import { jsonBody, jsonResponse, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { apiKeys } from "../../db/schema";
 import { commitWithAudit } from "../../platform/audit";
@@ -46,8 +46,9 @@ export const apiKeyRoutes = router()
       method: "post",
       path: "/",
       tags: ["Admin"],
-      summary: "Create an API key for usage ingestion or read-only integrations (the key is shown once)",
-      description: "The secret is in this response only: a repeat with the same Idempotency-Key answers 409 naming the key, never the secret.",
+      operationId: "createApiKey",
+      summary: "Create an API key",
+      description: "An API key (bek_…) for usage ingestion or read-only integrations (per-area read scopes), stored only as a SHA-256 hash. The secret is in this response only: a repeat with the same Idempotency-Key answers 409 naming the key, never the secret.",
       middleware: [requireRole(access.admin)] as const,
       request: jsonBody(
         z.object({
@@ -55,7 +56,7 @@ export const apiKeyRoutes = router()
           scopes: z.array(z.enum(apiKeyScopes)).min(1).default(["usage:write"]),
         }),
       ),
-      responses: { 201: jsonResponse(CreatedApiKey, "The key, with its secret"), ...errorResponses },
+      responses: { 201: jsonResponse(CreatedApiKey, "The key, with its secret") },
     }),
     async (c) => {
       const { name, scopes } = c.req.valid("json");
@@ -83,10 +84,12 @@ export const apiKeyRoutes = router()
       method: "get",
       path: "/",
       tags: ["Admin"],
-      summary: "List API keys (never their secrets)",
+      operationId: "listApiKeys",
+      summary: "List API keys",
+      description: "Never their secrets.",
       middleware: [requireRole(access.admin)] as const,
       request: { query: z.object({ includeRevoked: z.enum(["true", "false"]).default("false") }) },
-      responses: { 200: jsonResponse(z.object({ data: z.array(ApiKey) }), "The keys"), ...errorResponses },
+      responses: { 200: jsonResponse(z.object({ data: z.array(ApiKey) }), "The keys") },
     }),
     async (c) => {
       const all = c.req.valid("query").includeRevoked === "true";
@@ -99,10 +102,12 @@ export const apiKeyRoutes = router()
       method: "delete",
       path: "/{id}",
       tags: ["Admin"],
-      summary: "Revoke an API key (takes effect everywhere within 30 s)",
+      operationId: "revokeApiKey",
+      summary: "Revoke an API key",
+      description: "Takes effect everywhere within 30 s (the per-isolate key cache).",
       middleware: [requireRole(access.admin)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(ApiKey, "The revoked key"), ...errorResponses },
+      responses: { 200: jsonResponse(ApiKey, "The revoked key"), ...problems(404) },
     }),
     async (c) => {
       const { id } = c.req.valid("param");

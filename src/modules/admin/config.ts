@@ -5,7 +5,7 @@ import type { AuditContext } from "../../platform/audit";
 import { settings } from "../../db/schema";
 import { configuredGateways, routing } from "../../gateways";
 import { activeGateway } from "../gateways/service";
-import { invalid } from "../../http/problem";
+import { invalid } from "../../platform/errors";
 import { iso } from "../../lib/time";
 import { DEFAULT_RETRY, RETRY_CONFIG_KEY, RetryConfig, retryConfig } from "../payments/config";
 import { putSetting } from "../../platform/settings";

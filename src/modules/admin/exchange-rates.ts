@@ -5,7 +5,7 @@ import type { AuditContext } from "../../platform/audit";
 import { settings } from "../../db/schema";
 import { formatDecimal, parseDecimal } from "../../domain/decimal";
 import { isCurrency } from "../../domain/money";
-import { ApiError } from "../../http/problem";
+import { ApiError } from "../../platform/errors";
 import { iso } from "../../lib/time";
 import { closedObject } from "./config";
 import { putSetting } from "../../platform/settings";

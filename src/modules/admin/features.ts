@@ -5,7 +5,7 @@ import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { settings } from "../../db/schema";
 import { evaluateFlag, type FeatureFlag, type FlagDecision, type Subject } from "../../domain/rollout";
-import { notFound } from "../../http/problem";
+import { notFound } from "../../platform/errors";
 import { iso } from "../../lib/time";
 import { closedObject } from "./config";
 import { putSetting } from "../../platform/settings";

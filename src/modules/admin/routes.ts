@@ -2,8 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { dbOf } from "../../db/client";
 import { access, dropApiKeyCache, requireRole } from "../../http/auth";
 import { auditCtx } from "../../http/context";
-import { lenientJson } from "../../http/lenient-json";
-import { ProblemSchema, errorResponses, jsonBody, jsonResponse, listOf, router } from "../../http/openapi";
+import { jsonBody, jsonResponse, listOf, problemResponse, problems, router } from "../../http/openapi";
 import { NotificationListQuery, NotificationView, listNotifications, resendNotification } from "../notifications/admin";
 import { ConfigPatch, EffectiveConfig, ReloadReport, effectiveConfig, patchConfig } from "./config";
 import { ExchangeRates, ExchangeRatesInput, ExchangeRatesUpdate, getExchangeRates, setExchangeRates, updateExchangeRatesFromProvider } from "./exchange-rates";
@@ -17,10 +16,13 @@ export const configRoutes = router()
     createRoute({
       method: "get",
       path: "/",
+      operationId: "getConfig",
       tags: ["Admin"],
-      summary: "The configuration in force, sanitized: variables, which secrets are set (never their values), billing retry settings, gateway routing, and when each stored setting was written",
+      summary: "Get the configuration in force",
+      description:
+        "Sanitized: variables, which secrets are set (never their values), billing retry settings, gateway routing, and when each stored setting was written.",
       middleware: [requireRole(access.admin)] as const,
-      responses: { 200: jsonResponse(EffectiveConfig, "Effective configuration"), ...errorResponses },
+      responses: { 200: jsonResponse(EffectiveConfig, "Effective configuration") },
     }),
     async (c) => c.json(await effectiveConfig(c.env, dbOf(c.env)), 200),
   )
@@ -28,13 +30,14 @@ export const configRoutes = router()
     createRoute({
       method: "patch",
       path: "/",
+      operationId: "updateConfig",
       tags: ["Admin"],
-      summary: "Change billing settings (audited); answers the new effective configuration",
+      summary: "Change billing settings",
       description:
-        "`billing` is the payments retry configuration (the one PUT /admin/payments/retry-config also writes): retryAttempts is its maxAttempts. Unknown fields are refused with their path. Other isolates pick the change up within 30 s.",
+        "Audited; answers the new effective configuration. `billing` is the payments retry configuration (the one PUT /admin/payments/retry-config also writes): retryAttempts is its maxAttempts. Unknown fields are refused with their path. Other isolates pick the change up within 30 s.",
       middleware: [requireRole(access.admin)] as const,
       request: jsonBody(ConfigPatch),
-      responses: { 200: jsonResponse(EffectiveConfig, "Effective configuration after the change"), ...errorResponses },
+      responses: { 200: jsonResponse(EffectiveConfig, "Effective configuration after the change") },
     }),
     async (c) => c.json(await patchConfig(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
   )
@@ -42,11 +45,13 @@ export const configRoutes = router()
     createRoute({
       method: "post",
       path: "/reload",
+      operationId: "reloadConfig",
       tags: ["Admin"],
-      summary: "Drop this isolate's settings, feature-flag and API-key caches so the next read comes from D1",
-      description: "Workers run many isolates; this reaches only the one serving the request. Every other isolate re-reads D1 within 30 s on its own.",
+      summary: "Drop the configuration caches",
+      description:
+        "Drops this isolate's settings, feature-flag and API-key caches so the next read comes from D1. Workers run many isolates; this reaches only the one serving the request. Every other isolate re-reads D1 within 30 s on its own.",
       middleware: [requireRole(access.admin)] as const,
-      responses: { 200: jsonResponse(ReloadReport, "What was dropped"), ...errorResponses },
+      responses: { 200: jsonResponse(ReloadReport, "What was dropped") },
     }),
     (c) => {
       dropSettingsCache();
@@ -77,10 +82,12 @@ export const featureRoutes = router()
     createRoute({
       method: "get",
       path: "/",
+      operationId: "listFeatureFlags",
       tags: ["Feature flags"],
-      summary: "Every feature flag",
+      summary: "List feature flags",
+      description: "Every stored feature flag with its percentage and criteria. A flag that is not stored is off.",
       middleware: [requireRole(access.admin)] as const,
-      responses: { 200: jsonResponse(z.object({ data: z.array(FeatureFlagView) }), "Feature flags by name"), ...errorResponses },
+      responses: { 200: jsonResponse(z.object({ data: z.array(FeatureFlagView) }), "Feature flags by name") },
     }),
     async (c) => c.json({ data: await listFlags(dbOf(c.env)) }, 200),
   )
@@ -88,11 +95,13 @@ export const featureRoutes = router()
     createRoute({
       method: "get",
       path: "/{name}",
+      operationId: "getFeatureFlag",
       tags: ["Feature flags"],
-      summary: "One feature flag",
+      summary: "Get a feature flag",
+      description: "One stored feature flag; 404 when it is not stored (and so off).",
       middleware: [requireRole(access.admin)] as const,
       request: { params: NameParam },
-      responses: { 200: jsonResponse(FeatureFlagView, "The flag"), ...errorResponses },
+      responses: { 200: jsonResponse(FeatureFlagView, "The flag"), ...problems(404) },
     }),
     async (c) => c.json(await getFlag(dbOf(c.env), c.req.valid("param").name), 200),
   )
@@ -100,13 +109,14 @@ export const featureRoutes = router()
     createRoute({
       method: "put",
       path: "/{name}",
+      operationId: "putFeatureFlag",
       tags: ["Feature flags"],
-      summary: "Create or replace a feature flag (audited)",
+      summary: "Create or replace a feature flag",
       description:
-        "`percentage` rolls the feature out to that share of matching subjects by a stable hash of flag name and subject id, so a customer keeps its answer and raising the percentage only adds customers. `criteria` must all equal the subject's attributes. Other isolates see the change within 30 s.",
+        "Audited. `percentage` rolls the feature out to that share of matching subjects by a stable hash of flag name and subject id, so a customer keeps its answer and raising the percentage only adds customers. `criteria` must all equal the subject's attributes. Other isolates see the change within 30 s.",
       middleware: [requireRole(access.admin)] as const,
       request: { params: NameParam, ...jsonBody(FlagInput) },
-      responses: { 200: jsonResponse(FeatureFlagView, "The flag now stored"), ...errorResponses },
+      responses: { 200: jsonResponse(FeatureFlagView, "The flag now stored") },
     }),
     async (c) => c.json(await putFlag(dbOf(c.env), c.req.valid("param").name, c.req.valid("json"), auditCtx(c)), 200),
   )
@@ -114,11 +124,13 @@ export const featureRoutes = router()
     createRoute({
       method: "delete",
       path: "/{name}",
+      operationId: "deleteFeatureFlag",
       tags: ["Feature flags"],
-      summary: "Delete a feature flag (audited); a missing flag is off",
+      summary: "Delete a feature flag",
+      description: "Deletes the flag (audited); a missing flag is off.",
       middleware: [requireRole(access.admin)] as const,
       request: { params: NameParam },
-      responses: { 204: { description: "Deleted" }, ...errorResponses },
+      responses: { 204: { description: "Deleted" }, ...problems(404) },
     }),
     async (c) => {
       await deleteFlag(dbOf(c.env), c.req.valid("param").name, auditCtx(c));
@@ -129,11 +141,13 @@ export const featureRoutes = router()
     createRoute({
       method: "get",
       path: "/{name}/evaluate",
+      operationId: "evaluateFeatureFlag",
       tags: ["Feature flags"],
-      summary: "The flag's answer for one subject, with the reason",
+      summary: "Evaluate a feature flag for a subject",
+      description: "The flag's answer for one subject (`subjectId` plus attributes as further query parameters), with the reason.",
       middleware: [requireRole(access.admin)] as const,
       request: { params: NameParam, query: EvaluateQuery },
-      responses: { 200: jsonResponse(FlagEvaluation, "Answer and reason"), ...errorResponses },
+      responses: { 200: jsonResponse(FlagEvaluation, "Answer and reason") },
     }),
     async (c) => {
       const { subjectId, ...attributes } = c.req.valid("query");
@@ -141,31 +155,34 @@ export const featureRoutes = router()
     },
   );
 
-// Under /admin/notifications. The runbook sends this with `curl -d` and no Content-Type: a declared JSON body would
-// make the validator answer 415, so none is declared and the body is parsed leniently.
+// Under /admin/notifications. The runbook sends payment-issue with `curl -d` and no Content-Type (read as JSON all the same).
 export const notificationAdminRoutes = router().openapi(
   createRoute({
     method: "post",
     path: "/payment-issue",
+    operationId: "notifyPaymentIssue",
     tags: ["Admin"],
-    summary: "Tell customers whose payment is stuck on a gateway about the issue: one notification per customer per gateway per UTC day (audited)",
+    summary: "Notify customers of a gateway payment issue",
     description:
-      "Body (JSON, any Content-Type): { template, affectedGateway }. Picks customers with an open invoice whose latest attempt on the gateway is failed, processing or parked (a parked attempt not yet sent anywhere counts for the routing's primary). Each new notification is queued for delivery; a second call the same day notifies nobody twice.",
+      "Tells customers whose payment is stuck on a gateway about the issue: one notification per customer per gateway per UTC day (audited). The runbook sends the body with `curl -d`: it is read as JSON whatever its Content-Type. Picks customers with an open invoice whose latest attempt on the gateway is failed, processing or parked (a parked attempt not yet sent anywhere counts for the routing's primary). Each new notification is queued for delivery; a second call the same day notifies nobody twice.",
     middleware: [requireRole(access.admin)] as const,
-    responses: { 200: jsonResponse(PaymentIssueReport, "Who was notified"), ...errorResponses },
+    request: jsonBody(PaymentIssueRequest),
+    responses: { 200: jsonResponse(PaymentIssueReport, "Who was notified") },
   }),
-  async (c) => c.json(await notifyPaymentIssue(c.env, dbOf(c.env), await lenientJson(c, PaymentIssueRequest), auditCtx(c)), 200),
+  async (c) => c.json(await notifyPaymentIssue(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
 )
   .openapi(
     createRoute({
       method: "get",
       path: "/",
+      operationId: "listNotifications",
       tags: ["Admin"],
-      summary: "List customer notifications (reminders, payment failures, gateway notices), newest first, with delivery status",
-      description: "Delivery is a signed POST to NOTIFY_WEBHOOK_URL (Standard Webhooks). `status=failed` lists what customers were not told, with `lastError`.",
+      summary: "List customer notifications",
+      description:
+        "Reminders, payment failures and gateway notices, newest first, with delivery status. Delivery is a signed POST to NOTIFY_WEBHOOK_URL (Standard Webhooks). `status=failed` lists what customers were not told, with `lastError`.",
       middleware: [requireRole(access.customers)] as const,
       request: { query: NotificationListQuery },
-      responses: { 200: jsonResponse(listOf(NotificationView), "A page of notifications"), ...errorResponses },
+      responses: { 200: jsonResponse(listOf(NotificationView), "A page of notifications") },
     }),
     async (c) => c.json(await listNotifications(dbOf(c.env), c.req.valid("query")), 200),
   )
@@ -173,12 +190,13 @@ export const notificationAdminRoutes = router().openapi(
     createRoute({
       method: "post",
       path: "/{id}/resend",
+      operationId: "resendNotification",
       tags: ["Admin"],
-      summary: "Queue a failed notification for delivery again, with fresh attempts (audited)",
-      description: "409 when the notification is not failed (still queued, or already sent).",
+      summary: "Resend a failed notification",
+      description: "Queues a failed notification for delivery again, with fresh attempts (audited). 409 when the notification is not failed (still queued, or already sent).",
       middleware: [requireRole(access.customers)] as const,
       request: { params: z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "ntf_123" }) }) },
-      responses: { 200: jsonResponse(NotificationView, "The notification, queued again"), ...errorResponses },
+      responses: { 200: jsonResponse(NotificationView, "The notification, queued again"), ...problems(404) },
     }),
     async (c) => c.json(await resendNotification(c.env, dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
   );
@@ -191,11 +209,12 @@ export const exchangeRateRoutes = router()
     createRoute({
       method: "get",
       path: "/",
+      operationId: "getExchangeRates",
       tags: ["Admin"],
-      summary: "The stored exchange rates (1 base = rate units of each currency)",
-      description: ratesNote,
+      summary: "Get the exchange rates",
+      description: `The stored rates: 1 base = rate units of each currency. ${ratesNote}`,
       middleware: [requireRole(access.admin)] as const,
-      responses: { 200: jsonResponse(ExchangeRates, "Exchange rates"), ...errorResponses },
+      responses: { 200: jsonResponse(ExchangeRates, "Exchange rates") },
     }),
     async (c) => c.json(await getExchangeRates(dbOf(c.env)), 200),
   )
@@ -203,12 +222,13 @@ export const exchangeRateRoutes = router()
     createRoute({
       method: "put",
       path: "/",
+      operationId: "setExchangeRates",
       tags: ["Admin"],
-      summary: "Replace the exchange rates by hand (audited; source \"manual\")",
-      description: `${ratesNote} Rates are exact positive decimal strings with at most 12 decimals; the base is not listed among them.`,
+      summary: "Replace the exchange rates",
+      description: `${ratesNote} Set by hand (audited; source "manual"). Rates are exact positive decimal strings with at most 12 decimals; the base is not listed among them.`,
       middleware: [requireRole(access.admin)] as const,
       request: jsonBody(ExchangeRatesInput),
-      responses: { 200: jsonResponse(ExchangeRates, "The rates now stored"), ...errorResponses },
+      responses: { 200: jsonResponse(ExchangeRates, "The rates now stored") },
     }),
     async (c) => c.json(await setExchangeRates(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
   )
@@ -216,11 +236,12 @@ export const exchangeRateRoutes = router()
     createRoute({
       method: "post",
       path: "/update",
+      operationId: "updateExchangeRates",
       tags: ["Admin"],
-      summary: "Fetch the rates from the provider at EXCHANGE_RATES_URL (answering { base, rates }) and store them (audited)",
-      description: `${ratesNote} Without EXCHANGE_RATES_URL the answer is 422 (use PUT). Unknown currencies in the provider's answer are skipped and listed; a provider failure (503) leaves the stored rates unchanged.`,
+      summary: "Fetch the exchange rates from the provider",
+      description: `Fetches the rates from the provider at EXCHANGE_RATES_URL (answering { base, rates }) and stores them (audited). ${ratesNote} Without EXCHANGE_RATES_URL the answer is 422 (use PUT). Unknown currencies in the provider's answer are skipped and listed; a provider failure (503) leaves the stored rates unchanged.`,
       middleware: [requireRole(access.admin)] as const,
-      responses: { 200: jsonResponse(ExchangeRatesUpdate, "The rates now stored and the entries skipped"), ...errorResponses, 503: { description: "The provider failed; nothing changed", content: { "application/problem+json": { schema: ProblemSchema } } } },
+      responses: { 200: jsonResponse(ExchangeRatesUpdate, "The rates now stored and the entries skipped"), 503: problemResponse("The provider failed; nothing changed") },
     }),
     async (c) => c.json(await updateExchangeRatesFromProvider(c.env, dbOf(c.env), auditCtx(c)), 200),
   );

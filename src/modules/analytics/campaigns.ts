@@ -6,8 +6,7 @@ import { dbOf, type Db } from "../../db/client";
 import { notifications } from "../../db/schema";
 import { access, requireRole } from "../../http/auth";
 import { auditCtx } from "../../http/context";
-import { lenientJson } from "../../http/lenient-json";
-import { errorResponses, jsonResponse, router } from "../../http/openapi";
+import { jsonBody, jsonResponse, problems, router } from "../../http/openapi";
 import { invalid } from "../../http/problem";
 import { newId } from "../../lib/ids";
 import { iso, DAY_MS } from "../../lib/time";
@@ -147,41 +146,46 @@ export async function sendRetentionCampaign(env: Env, db: Db, input: RetentionCa
   };
 }
 
-/** Mounted at /api/v1/campaigns. The runbook posts with `curl -d` and no Content-Type: the body is parsed leniently. */
+const LENIENT = " The runbook sends this with `curl -d` and no Content-Type: the body is read as JSON whatever its type.";
+
+/** Mounted at /api/v1/campaigns. */
 export const campaignRoutes = router().openapi(
   createRoute({
     method: "post",
     path: "/retention",
+    operationId: "sendRetentionCampaign",
     tags: ["Analytics"],
-    summary: "Send a retention offer to at-risk customers (one notification each); the offer is sent, not applied",
+    summary: "Send a retention offer to at-risk customers",
     description:
-      "Body (JSON, any Content-Type): `{ targetSegment: \"at_risk\", offerType: \"discount\", discountPercent: 1-100, validityDays: 1-365 }`; " +
+      "One notification each; the offer is sent, not applied. " +
       "targetSegment and offerType default to the only values supported now (others are 422). " +
       `Targets the customers of GET /api/v1/analytics/at-risk-customers scoring at least ${RETENTION_MIN_SCORE}, highest first, at most ${MAX_CAMPAIGN_TARGETS} per campaign, ` +
       "skipping those who still hold an unexpired retention offer. Each gets a `retention.offer` notification (template `retention_offer`) with an offer code and expiry, " +
       "sent through the notifications queue; the campaign is recorded in the audit log (`campaign.retention_sent`). " +
-      "Nothing changes on any subscription until the offer is taken up: POST /api/v1/campaigns/retention/redeem with the offer code applies it as the subscription's discount.",
+      "Nothing changes on any subscription until the offer is taken up: POST /api/v1/campaigns/retention/redeem with the offer code applies it as the subscription's discount." +
+      LENIENT,
     middleware: [requireRole(access.finance)] as const,
-    responses: { 200: jsonResponse(RetentionCampaign, "The campaign and the offers sent"), ...errorResponses },
+    request: jsonBody(RetentionCampaignBody),
+    responses: { 200: jsonResponse(RetentionCampaign, "The campaign and the offers sent") },
   }),
-  async (c) => {
-    const body = await lenientJson(c, RetentionCampaignBody);
-    return c.json(await sendRetentionCampaign(c.env, dbOf(c.env), body, auditCtx(c)), 200);
-  },
+  async (c) => c.json(await sendRetentionCampaign(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
 ).openapi(
   createRoute({
     method: "post",
     path: "/retention/redeem",
+    operationId: "redeemRetentionOffer",
     tags: ["Analytics"],
-    summary: "Take up a retention offer: its discount becomes the subscription's, once per offer code (audited)",
+    summary: "Redeem a retention offer",
     description:
-      "Body (JSON, any Content-Type): `{ offerCode, subscriptionId }`. 404 when no such offer was sent to the subscription's customer, 422 when it expired, " +
-      "409 when it was already redeemed or the subscription already has at least that discount. The discount applies from the next invoice on, until changed with PUT /api/v1/subscriptions/{id}/discount.",
+      "Takes up a retention offer: its discount becomes the subscription's, once per offer code (audited). 404 when no such offer was sent to the subscription's customer, 422 when it expired, " +
+      "409 when it was already redeemed or the subscription already has at least that discount. The discount applies from the next invoice on, until changed with PUT /api/v1/subscriptions/{id}/discount." +
+      LENIENT,
     middleware: [requireRole(access.subscriptions)] as const,
-    responses: { 200: jsonResponse(RedeemedOffer, "The offer was applied"), ...errorResponses },
+    request: jsonBody(RedeemOfferBody),
+    responses: { 200: jsonResponse(RedeemedOffer, "The offer was applied"), ...problems(404) },
   }),
   async (c) => {
-    const body = await lenientJson(c, RedeemOfferBody);
+    const body = c.req.valid("json");
     const ctx = auditCtx(c);
     return c.json(await redeemRetentionOffer(dbOf(c.env), body, Date.now(), ctx), 200);
   },

@@ -4,7 +4,7 @@ import type { Db } from "../../db/client";
 import type { AuditContext } from "../../platform/audit";
 import { isUniqueViolation } from "../../db/assert";
 import { notifications, offerRedemptions } from "../../db/schema";
-import { ApiError } from "../../http/problem";
+import { ApiError } from "../../platform/errors";
 import { discountPercentOf, largerDiscount, setDiscount } from "../subscriptions/discount";
 import { getSubscriptionRow, toSubscription } from "../subscriptions/service";
 import { Subscription } from "../subscriptions/schemas";

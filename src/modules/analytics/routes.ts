@@ -1,7 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, actorOf, requireRole } from "../../http/auth";
-import { errorResponses, jsonResponse, router } from "../../http/openapi";
-import { lenientJson } from "../../http/lenient-json";
+import { jsonResponse, optionalJsonBody, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { trailingWindow } from "../../domain/revenue";
 import { churnBetween } from "./churn";
@@ -15,6 +14,9 @@ import { weeklyRevenueReport } from "./weekly-report";
 
 export { weeklyRevenueReport } from "./weekly-report";
 
+const LENIENT = " The runbook sends this with `curl -d` and no Content-Type: the body is read as JSON whatever its type.";
+
+
 // Revenue analytics (runbook "Revenue Monitoring"). Money is per currency, never summed across currencies.
 // Collected money and breakdowns (per customer) are for finance; churn counts and reasons for every reader.
 
@@ -24,10 +26,12 @@ export const analyticsRoutes = router()
     createRoute({
       method: "get",
       path: "/revenue/today",
+      operationId: "getRevenueToday",
       tags: ["Analytics"],
-      summary: "Today's (UTC) revenue per currency: collected, refunded, net, and invoiced",
+      summary: "Today's revenue",
+      description: "Today's (UTC) revenue per currency: collected, refunded, net, and invoiced. Currencies are never summed together.",
       middleware: [requireRole(access.finance)] as const,
-      responses: { 200: jsonResponse(RevenueToday, "Today's revenue"), ...errorResponses },
+      responses: { 200: jsonResponse(RevenueToday, "Today's revenue") },
     }),
     async (c) => c.json(await revenueToday(dbOf(c.env), Date.now()), 200),
   )
@@ -35,10 +39,12 @@ export const analyticsRoutes = router()
     createRoute({
       method: "get",
       path: "/mrr",
+      operationId: "getMrr",
       tags: ["Analytics"],
-      summary: "Monthly recurring revenue per currency and plan, with ARR, ARPA and recent usage revenue",
+      summary: "Monthly recurring revenue",
+      description: "MRR per currency and plan, with ARR, ARPA and recent usage revenue.",
       middleware: [requireRole(access.finance)] as const,
-      responses: { 200: jsonResponse(MrrReport, "MRR"), ...errorResponses },
+      responses: { 200: jsonResponse(MrrReport, "MRR") },
     }),
     async (c) => c.json(await currentMrr(dbOf(c.env), Date.now()), 200),
   )
@@ -52,7 +58,7 @@ export const analyticsRoutes = router()
       description: "The last `months` UTC calendar months (the current one included), oldest first. The response's `method` says what each figure counts.",
       middleware: [requireRole(access.finance)] as const,
       request: { query: z.object({ months: z.coerce.number().int().min(1).max(36).default(12) }) },
-      responses: { 200: jsonResponse(MrrMovement, "MRR movement"), ...errorResponses },
+      responses: { 200: jsonResponse(MrrMovement, "MRR movement") },
     }),
     async (c) => c.json(await mrrMovementReport(dbOf(c.env), Date.now(), c.req.valid("query").months), 200),
   )
@@ -60,11 +66,13 @@ export const analyticsRoutes = router()
     createRoute({
       method: "get",
       path: "/revenue/breakdown",
+      operationId: "getRevenueBreakdown",
       tags: ["Analytics"],
-      summary: "Finalized invoice totals and collections of the period ending now, per group and currency",
+      summary: "Revenue breakdown",
+      description: "Finalized invoice totals and collections of the period ending now, per group (`groupBy`) and currency.",
       middleware: [requireRole(access.finance)] as const,
       request: { query: BreakdownQuery },
-      responses: { 200: jsonResponse(RevenueBreakdown, "Breakdown"), ...errorResponses },
+      responses: { 200: jsonResponse(RevenueBreakdown, "Breakdown") },
     }),
     async (c) => {
       const q = c.req.valid("query");
@@ -75,11 +83,13 @@ export const analyticsRoutes = router()
     createRoute({
       method: "get",
       path: "/churn",
+      operationId: "getChurn",
       tags: ["Analytics"],
-      summary: "Subscription, customer and revenue churn of the period ending now, with cancellation reasons and trial conversion",
+      summary: "Churn of the period",
+      description: "Subscription, customer and revenue churn of the period ending now, with cancellation reasons and trial conversion.",
       middleware: [requireRole(access.read)] as const,
       request: { query: ChurnQuery },
-      responses: { 200: jsonResponse(Churn, "Churn"), ...errorResponses },
+      responses: { 200: jsonResponse(Churn, "Churn") },
     }),
     async (c) => {
       const { period } = c.req.valid("query");
@@ -92,47 +102,52 @@ export const analyticsRoutes = router()
     createRoute({
       method: "post",
       path: "/churn-analysis",
+      operationId: "createChurnAnalysis",
       tags: ["Analytics"],
-      summary: "Churn analysis of a period ending now: rates, revenue churn, by plan, tenure and voluntary/involuntary, reasons; stored in R2",
+      summary: "Run a churn analysis",
       description:
-        "Body (JSON, any Content-Type — the runbook uses `curl -d`): `{ period?: \"last_30_days\" | \"last_90_days\" | \"last_12_months\" | \"month\" | \"quarter\", includeReasons?: boolean }` " +
-        "(defaults last_30_days, false). Stored at reports/churn/<period>-<date>.json; a re-run the same day replaces it. " +
-        CHURN_ANALYSIS_METHOD,
+        "Churn of a period ending now: rates, revenue churn, by plan, tenure and voluntary/involuntary, reasons. " +
+        "Stored at reports/churn/<period>-<date>.json; a re-run the same day replaces it. " +
+        CHURN_ANALYSIS_METHOD +
+        LENIENT,
       middleware: [requireRole(access.finance)] as const,
-      responses: { 200: jsonResponse(ChurnAnalysis, "The report and its R2 key"), ...errorResponses },
+      request: optionalJsonBody(ChurnAnalysisBody),
+      responses: { 200: jsonResponse(ChurnAnalysis, "The report and its R2 key") },
     }),
-    async (c) => {
-      const body = await lenientJson(c, ChurnAnalysisBody);
-      return c.json(await churnAnalysis(c.env, dbOf(c.env), body, Date.now()), 200);
-    },
+    async (c) => c.json(await churnAnalysis(c.env, dbOf(c.env), c.req.valid("json"), Date.now()), 200),
   )
   .openapi(
     createRoute({
       method: "get",
       path: "/at-risk-customers",
+      operationId: "listAtRiskCustomers",
       tags: ["Analytics"],
-      summary: "Customers most likely to churn, scored by explainable signals, with their MRR at risk per currency",
-      description: `Weights: ${Object.entries(RISK_WEIGHTS).map(([k, v]) => `${k} ${v}`).join(", ")}. The response's \`method\` explains every signal.`,
+      summary: "List customers at risk of churning",
+      description: `Customers most likely to churn, scored by explainable signals, with their MRR at risk per currency. Weights: ${Object.entries(RISK_WEIGHTS).map(([k, v]) => `${k} ${v}`).join(", ")}. The response's \`method\` explains every signal.`,
       middleware: [requireRole(access.finance)] as const,
       request: { query: AtRiskQuery },
-      responses: { 200: jsonResponse(AtRiskCustomers, "At-risk customers, highest score first"), ...errorResponses },
+      responses: { 200: jsonResponse(AtRiskCustomers, "At-risk customers, highest score first") },
     }),
     async (c) => c.json(await atRiskCustomers(dbOf(c.env), Date.now(), c.req.valid("query").limit), 200),
   );
 
-/** Mounted at /api/v1/reports. The runbook posts with `curl -d` and no Content-Type: the body is parsed leniently. */
+/** Mounted at /api/v1/reports. */
 export const weeklyRevenueRoutes = router().openapi(
   createRoute({
     method: "post",
     path: "/weekly-revenue",
+    operationId: "createWeeklyRevenueReport",
     tags: ["Analytics"],
-    summary: "Weekly revenue report (last 7 days, MRR, churn of the week), stored in R2; emailed when `email` is given",
-    description: "Body (JSON, any Content-Type): `{ email? }`. One notification per date and address; a re-run the same day replaces the stored report.",
+    summary: "Generate the weekly revenue report",
+    description:
+      "Revenue of the last 7 days, MRR and the week's churn, stored in R2 and emailed when `email` is given. One notification per date and address; a re-run the same day replaces the stored report." +
+      LENIENT,
     middleware: [requireRole(access.finance)] as const,
-    responses: { 200: jsonResponse(WeeklyRevenue, "The report and its R2 key"), ...errorResponses },
+    request: optionalJsonBody(WeeklyRevenueBody),
+    responses: { 200: jsonResponse(WeeklyRevenue, "The report and its R2 key") },
   }),
   async (c) => {
-    const { email } = await lenientJson(c, WeeklyRevenueBody);
+    const { email } = c.req.valid("json");
     const result = await weeklyRevenueReport(c.env, dbOf(c.env), Date.now(), email ?? null, { actor: actorOf(c), requestId: c.get("requestId") });
     return c.json(result, 200);
   },

@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { and, desc, eq, gte, lt, type SQL } from "drizzle-orm";
 import { ApiError } from "../../http/problem";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, jsonResponse, router, DateOrInstant } from "../../http/openapi";
+import { jsonResponse, router, DateOrInstant } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { auditLog } from "../../db/schema";
 import { verifyAuditChain } from "./verify";
@@ -57,7 +57,9 @@ export const auditRoutes = router()
       method: "get",
       path: "/verify-integrity",
       tags: ["Audit"],
-      summary: "Seal the audit chain, then check every row's MAC, the keyed chain and the anchored head; report the first break",
+      operationId: "verifyAuditIntegrity",
+      summary: "Verify the audit log's integrity",
+      description: "Seals the audit chain, then checks every row's MAC, the keyed chain and the anchored head; reports the first break.",
       middleware: [requireRole(access.finance)] as const,
       responses: {
         200: jsonResponse(
@@ -75,7 +77,6 @@ export const auditRoutes = router()
           }),
           "Verification result",
         ),
-        ...errorResponses,
       },
     }),
     async (c) => c.json(await verifyAuditChain(c.env), 200),
@@ -85,7 +86,9 @@ export const auditRoutes = router()
       method: "get",
       path: "/search",
       tags: ["Audit"],
-      summary: "Search audit entries, newest first",
+      operationId: "searchAuditLog",
+      summary: "Search the audit log",
+      description: "Entries filtered by actor, target, action and time, newest first.",
       middleware: [requireRole(access.finance)] as const,
       request: {
         query: z.object({
@@ -98,7 +101,7 @@ export const auditRoutes = router()
           startingAfter: z.string().optional().openapi({ description: "Audit entry id of the previous page's last item" }),
         }),
       },
-      responses: { 200: jsonResponse(z.object({ data: z.array(AuditEntry), hasMore: z.boolean(), nextCursor: z.string().nullable() }), "Entries"), ...errorResponses },
+      responses: { 200: jsonResponse(z.object({ data: z.array(AuditEntry), hasMore: z.boolean(), nextCursor: z.string().nullable() }), "Entries") },
     }),
     async (c) => {
       const q = c.req.valid("query");

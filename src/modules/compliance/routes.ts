@@ -3,8 +3,7 @@ import { startOf, endExclusiveOf } from "../../lib/time";
 import { createRoute, z } from "@hono/zod-openapi";
 import { eq } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, jsonResponse, router, DateOrInstant } from "../../http/openapi";
-import { lenientJson } from "../../http/lenient-json";
+import { jsonBody, jsonResponse, router, DateOrInstant } from "../../http/openapi";
 import { auditCtx } from "../../http/context";
 import { ApiError } from "../../http/problem";
 import { dbOf } from "../../db/client";
@@ -52,25 +51,26 @@ export const complianceRoutes = router().openapi(
   createRoute({
     method: "post",
     path: "/sox-report",
+    operationId: "createSoxReport",
     tags: ["Compliance"],
-    summary: "Quarterly SOX evidence: audit chain check, state changes, segregation of duties, voids, refunds, configuration changes, controls",
+    summary: "Generate the quarterly SOX evidence report",
     description:
-      'Body (JSON, any Content-Type; the runbook sends it with `curl -d`): { "quarter": "Q2-2024", "includeControls": true }. Stored in R2 at reports/compliance/sox-<quarter>.json (a re-run replaces it) and audited.',
+      "Audit chain check, state changes, segregation of duties, voids, refunds, configuration changes and (with `includeControls`) the controls. Stored in R2 at reports/compliance/sox-<quarter>.json (a re-run replaces it) and audited. The runbook sends the body with `curl -d`: it is read as JSON whatever its Content-Type.",
     middleware: [requireRole(access.finance)] as const,
-    responses: { 200: jsonResponse(SoxReport, "The report"), ...errorResponses },
+    request: jsonBody(SoxReportRequest),
+    responses: { 200: jsonResponse(SoxReport, "The report") },
   }),
-  async (c) => {
-    const input = await lenientJson(c, SoxReportRequest);
-    return c.json(await generateSoxReport(c.env, dbOf(c.env), input, auditCtx(c)), 200);
-  },
+  async (c) => c.json(await generateSoxReport(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
 );
 
 export const securityRoutes = router().openapi(
   createRoute({
     method: "get",
     path: "/encryption-status",
+    operationId: "getEncryptionStatus",
     tags: ["Compliance"],
-    summary: "Which secrets are configured (never their values), export encryption, JWT algorithm, and a check that no card data is stored",
+    summary: "Encryption and secrets status",
+    description: "Which secrets are configured (never their values), export encryption, the JWT algorithm, and a scan proving no card number is stored.",
     middleware: [requireRole(access.admin)] as const,
     responses: {
       200: jsonResponse(
@@ -93,7 +93,6 @@ export const securityRoutes = router().openapi(
         }),
         "Status",
       ),
-      ...errorResponses,
     },
   }),
   async (c) => c.json(await encryptionStatus(c.env, Date.now()), 200),
@@ -110,8 +109,10 @@ export const cardDataAuditRoutes = router().openapi(
   createRoute({
     method: "get",
     path: "/card-data-access",
+    operationId: "listCardDataAccess",
     tags: ["Compliance"],
-    summary: "Audit entries that touched payment methods (set or changed, alternate-method charges, gateway tests), newest first",
+    summary: "List card-data access entries",
+    description: "Audit entries that touched payment methods (set or changed, alternate-method charges, gateway tests), newest first.",
     middleware: [requireRole(access.admin)] as const,
     request: {
       query: z.object({
@@ -121,7 +122,7 @@ export const cardDataAuditRoutes = router().openapi(
         startingAfter: z.string().optional().openapi({ description: "Audit entry id of the previous page's last item" }),
       }),
     },
-    responses: { 200: jsonResponse(z.object({ data: z.array(CardDataAccessEntry), hasMore: z.boolean(), nextCursor: z.string().nullable() }), "Entries"), ...errorResponses },
+    responses: { 200: jsonResponse(z.object({ data: z.array(CardDataAccessEntry), hasMore: z.boolean(), nextCursor: z.string().nullable() }), "Entries") },
   }),
   async (c) => {
     const q = c.req.valid("query");

@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
+import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { auditCtx } from "../../http/context";
 import { ApiError, invalid } from "../../http/problem";
@@ -26,7 +26,7 @@ export const couponRoutes = router()
       description: "A percentage (`percentOff`, rounded per invoice line half away from zero) or a fixed amount (`amountOff` + `currency`, spread over the invoice's positive lines) off, for `once` (one billing period), `repeating` (`durationInMonths`, counted in billing periods) or `forever`.",
       middleware: [requireRole(access.catalogue)] as const,
       request: jsonBody(CreateCoupon),
-      responses: { 201: jsonResponse(Coupon, "The new coupon"), ...errorResponses },
+      responses: { 201: jsonResponse(Coupon, "The new coupon"), ...problems(404, 409) },
     }),
     async (c) => c.json(await createCoupon(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 201),
   )
@@ -40,7 +40,7 @@ export const couponRoutes = router()
       description: "Deleted coupons included (`deletedAt`).",
       middleware: [requireRole(access.read)] as const,
       request: { query: PaginationQuery },
-      responses: { 200: jsonResponse(listOf(Coupon), "A page of coupons"), ...errorResponses },
+      responses: { 200: jsonResponse(listOf(Coupon), "A page of coupons"), ...problems(404, 409) },
     }),
     async (c) => c.json(await listCoupons(dbOf(c.env), c.req.valid("query")), 200),
   )
@@ -54,7 +54,7 @@ export const couponRoutes = router()
       description: "With `timesRedeemed` and whether it can still be redeemed (`valid`).",
       middleware: [requireRole(access.read)] as const,
       request: { params: IdParam("SPRING25") },
-      responses: { 200: jsonResponse(Coupon, "The coupon"), ...errorResponses },
+      responses: { 200: jsonResponse(Coupon, "The coupon"), ...problems(404, 409) },
     }),
     async (c) => c.json(toCoupon(await getCouponRow(dbOf(c.env), c.req.valid("param").id)), 200),
   )
@@ -68,7 +68,7 @@ export const couponRoutes = router()
       description: "It can no longer be redeemed; subscriptions that have it keep their discount until it ends (Stripe's rule).",
       middleware: [requireRole(access.catalogue)] as const,
       request: { params: IdParam("SPRING25") },
-      responses: { 200: jsonResponse(Coupon, "The deleted coupon"), ...errorResponses },
+      responses: { 200: jsonResponse(Coupon, "The deleted coupon"), ...problems(404, 409) },
     }),
     async (c) => c.json(await deleteCoupon(dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
   );
@@ -84,7 +84,7 @@ export const promotionCodeRoutes = router()
       description: "A customer-facing code (case-insensitive, unique) with its own limits: one customer, an expiry, maxRedemptions, first-time customers only.",
       middleware: [requireRole(access.catalogue)] as const,
       request: jsonBody(CreatePromotionCode),
-      responses: { 201: jsonResponse(PromotionCode, "The new promotion code"), ...errorResponses },
+      responses: { 201: jsonResponse(PromotionCode, "The new promotion code"), ...problems(404, 409) },
     }),
     async (c) => c.json(await createPromotionCode(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 201),
   )
@@ -98,7 +98,7 @@ export const promotionCodeRoutes = router()
       description: "Filtered by coupon or by code.",
       middleware: [requireRole(access.read)] as const,
       request: { query: PaginationQuery.extend({ couponId: z.string().optional(), code: z.string().optional() }) },
-      responses: { 200: jsonResponse(listOf(PromotionCode), "A page of promotion codes"), ...errorResponses },
+      responses: { 200: jsonResponse(listOf(PromotionCode), "A page of promotion codes"), ...problems(404, 409) },
     }),
     async (c) => c.json(await listPromotionCodes(dbOf(c.env), c.req.valid("query")), 200),
   )
@@ -112,7 +112,7 @@ export const promotionCodeRoutes = router()
       description: "With `timesRedeemed`.",
       middleware: [requireRole(access.read)] as const,
       request: { params: IdParam("promo_123") },
-      responses: { 200: jsonResponse(PromotionCode, "The promotion code"), ...errorResponses },
+      responses: { 200: jsonResponse(PromotionCode, "The promotion code"), ...problems(404, 409) },
     }),
     async (c) => c.json(toPromotionCode(await getPromotionCodeRow(dbOf(c.env), c.req.valid("param").id)), 200),
   )
@@ -126,7 +126,7 @@ export const promotionCodeRoutes = router()
       description: "It can no longer be redeemed; discounts it gave keep running.",
       middleware: [requireRole(access.catalogue)] as const,
       request: { params: IdParam("promo_123") },
-      responses: { 200: jsonResponse(PromotionCode, "The deactivated promotion code"), ...errorResponses },
+      responses: { 200: jsonResponse(PromotionCode, "The deactivated promotion code"), ...problems(404, 409) },
     }),
     async (c) => c.json(await deactivatePromotionCode(dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
   );
@@ -144,7 +144,7 @@ export const subscriptionDiscountRoutes = router()
         "From the next invoice on, replacing the discount it had. Limits (maxRedemptions, redeemBy, expiry, customer, first-time, plans) are checked, and the counters move in the same batch as the discount: concurrent redemptions past a limit get 409.",
       middleware: [requireRole(access.subscriptions)] as const,
       request: { params: IdParam("sub_123"), ...jsonBody(ApplyDiscount) },
-      responses: { 200: jsonResponse(Subscription, "The subscription with its new discount"), ...errorResponses },
+      responses: { 200: jsonResponse(Subscription, "The subscription with its new discount"), ...problems(404, 409) },
     }),
     async (c) => {
       const body = c.req.valid("json");
@@ -166,7 +166,7 @@ export const subscriptionDiscountRoutes = router()
       description: "404 when it has none (none applied, removed, or its periods used up).",
       middleware: [requireRole(access.read)] as const,
       request: { params: IdParam("sub_123") },
-      responses: { 200: jsonResponse(Discount, "The current discount"), ...errorResponses },
+      responses: { 200: jsonResponse(Discount, "The current discount"), ...problems(404, 409) },
     }),
     async (c) => {
       const db = dbOf(c.env);
@@ -186,7 +186,7 @@ export const subscriptionDiscountRoutes = router()
       description: "From the next invoice on; invoices already issued keep theirs.",
       middleware: [requireRole(access.subscriptions)] as const,
       request: { params: IdParam("sub_123") },
-      responses: { 200: jsonResponse(Subscription, "The subscription without a discount"), ...errorResponses },
+      responses: { 200: jsonResponse(Subscription, "The subscription without a discount"), ...problems(404, 409) },
     }),
     async (c) => {
       const db = dbOf(c.env);

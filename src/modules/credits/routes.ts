@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
+import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { auditCtx } from "../../http/context";
 import { nowFor } from "../../platform/clock";
@@ -34,7 +34,7 @@ export const creditRoutes = router()
         "promotional: usable at once. paid: an invoice for the purchase is issued and collected like any other; the grant is `pending` until that invoice is paid (then `active`, with a `granted` movement), and is voided with it. Invoices use grants before charging, by priority (0 first), then earliest expiry, each within its meter scope.",
       middleware: [requireRole(access.finance)] as const,
       request: { params: CustomerParam, ...jsonBody(CreateCreditGrant) },
-      responses: { 201: jsonResponse(CreditGrant, "The new grant (pending for a paid one until its invoice is paid)"), ...errorResponses },
+      responses: { 201: jsonResponse(CreditGrant, "The new grant (pending for a paid one until its invoice is paid)"), ...problems(404, 409) },
     }),
     async (c) => {
       const { db, customer, now } = await customerAndNow(c.env, c.req.valid("param").id);
@@ -54,7 +54,7 @@ export const creditRoutes = router()
       description: "Every grant, whatever its status (pending, active, expired, voided).",
       middleware: [requireRole(access.read)] as const,
       request: { params: CustomerParam, query: PaginationQuery.extend({ status: z.enum(creditGrantStatuses).optional() }) },
-      responses: { 200: jsonResponse(listOf(CreditGrant), "A page of grants"), ...errorResponses },
+      responses: { 200: jsonResponse(listOf(CreditGrant), "A page of grants"), ...problems(404, 409) },
     }),
     async (c) => {
       const { db, customer, now } = await customerAndNow(c.env, c.req.valid("param").id);
@@ -71,7 +71,7 @@ export const creditRoutes = router()
       description: "With what is left of it and whether it is usable now.",
       middleware: [requireRole(access.read)] as const,
       request: { params: GrantParams },
-      responses: { 200: jsonResponse(CreditGrant, "The grant"), ...errorResponses },
+      responses: { 200: jsonResponse(CreditGrant, "The grant"), ...problems(404, 409) },
     }),
     async (c) => {
       const { db, customer, now } = await customerAndNow(c.env, c.req.valid("param").id);
@@ -88,7 +88,7 @@ export const creditRoutes = router()
       description: "What is left of it leaves the balance (a `voided` movement); credit already applied to invoices stays applied. A paid grant still waiting for its invoice is voided by voiding that invoice.",
       middleware: [requireRole(access.finance)] as const,
       request: { params: GrantParams, ...jsonBody(VoidCreditGrant) },
-      responses: { 200: jsonResponse(CreditGrant, "The voided grant"), ...errorResponses },
+      responses: { 200: jsonResponse(CreditGrant, "The voided grant"), ...problems(404, 409) },
     }),
     async (c) => {
       const { db, customer, now } = await customerAndNow(c.env, c.req.valid("param").id);
@@ -105,7 +105,7 @@ export const creditRoutes = router()
       description: "Usable credit now (paid and promotional), pending purchases, and every movement newest first: granted, applied (to invoice X), returned (by a void), expired, voided.",
       middleware: [requireRole(access.read)] as const,
       request: { params: CustomerParam, query: PaginationQuery },
-      responses: { 200: jsonResponse(CreditBalance, "The balance and a page of movements"), ...errorResponses },
+      responses: { 200: jsonResponse(CreditBalance, "The balance and a page of movements"), ...problems(404, 409) },
     }),
     async (c) => {
       const { db, customer, now } = await customerAndNow(c.env, c.req.valid("param").id);

@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole, requireScopeOrRole } from "../../http/auth";
-import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
+import { problems, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { auditCtx } from "../../http/context";
 import { CreateCustomer, Customer, UpdateCustomer } from "./schemas";
@@ -14,11 +14,14 @@ export const customerRoutes = router()
     createRoute({
       method: "post",
       path: "/",
+      operationId: "createCustomer",
       tags: ["Customers"],
       summary: "Create a customer",
+      description:
+        "Creates a customer billed in `currency`. `country` and `region` choose the tax rate; a `taxCertificate` with `taxExempt` makes invoices tax-free until it expires. The id may be supplied (`cus_…`).",
       middleware: [requireRole(access.customers)] as const,
       request: jsonBody(CreateCustomer),
-      responses: { 201: jsonResponse(Customer, "The new customer"), ...errorResponses },
+      responses: { 201: jsonResponse(Customer, "The new customer"), ...problems(409) },
     }),
     async (c) => c.json(await createCustomer(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 201),
   )
@@ -26,8 +29,10 @@ export const customerRoutes = router()
     createRoute({
       method: "get",
       path: "/",
+      operationId: "listCustomers",
       tags: ["Customers"],
       summary: "List customers, newest first",
+      description: "Cursor-paginated (`limit`, `startingAfter`); `email` filters on the exact address, `name` on a case-insensitive part of the name.",
       middleware: [requireScopeOrRole("customers:read", access.read)] as const,
       request: {
         query: PaginationQuery.extend({
@@ -35,7 +40,7 @@ export const customerRoutes = router()
           name: z.string().max(200).optional().openapi({ description: "Customers whose name contains this text (case-insensitive)" }),
         }),
       },
-      responses: { 200: jsonResponse(listOf(Customer), "A page of customers"), ...errorResponses },
+      responses: { 200: jsonResponse(listOf(Customer), "A page of customers") },
     }),
     async (c) => c.json(await listCustomers(dbOf(c.env), c.req.valid("query")), 200),
   )
@@ -43,11 +48,13 @@ export const customerRoutes = router()
     createRoute({
       method: "get",
       path: "/{id}",
+      operationId: "getCustomer",
       tags: ["Customers"],
       summary: "Get a customer",
+      description: "The customer with its tax certificate and metadata.",
       middleware: [requireScopeOrRole("customers:read", access.read)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(Customer, "The customer"), ...errorResponses },
+      responses: { 200: jsonResponse(Customer, "The customer"), ...problems(404) },
     }),
     async (c) => c.json(toCustomer(await getCustomerRow(dbOf(c.env), c.req.valid("param").id)), 200),
   )
@@ -55,11 +62,13 @@ export const customerRoutes = router()
     createRoute({
       method: "patch",
       path: "/{id}",
+      operationId: "updateCustomer",
       tags: ["Customers"],
-      summary: "Update a customer (metadata keys are merged)",
+      summary: "Update a customer",
+      description: "Changes the given fields; `metadata` keys are merged into the existing ones (a key set to an empty string is removed).",
       middleware: [requireRole(access.customers)] as const,
       request: { params: IdParam, ...jsonBody(UpdateCustomer) },
-      responses: { 200: jsonResponse(Customer, "The updated customer"), ...errorResponses },
+      responses: { 200: jsonResponse(Customer, "The updated customer"), ...problems(404, 409) },
     }),
     async (c) => {
       const input = c.req.valid("json");

@@ -7,7 +7,7 @@ import type { EventDraft } from "../../platform/events";
 import { newestFirstPage } from "../../platform/pagination";
 import { customers, subscriptions, testClocks } from "../../db/schema";
 import { assertChanged, isAssertionFailure, isUniqueViolation } from "../../db/assert";
-import { ApiError, invalid, notFound } from "../../http/problem";
+import { ApiError, invalid, notFound } from "../../platform/errors";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import { formatMinor } from "../../domain/money";

@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, desc, eq, gte, lt, lte, or, sql, type SQL } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
+import { jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf, type Db } from "../../db/client";
 import { toPage } from "../../platform/pagination";
 import { events } from "../../db/schema";
@@ -95,10 +95,12 @@ export const eventRoutes = router()
       method: "get",
       path: "/",
       tags: ["Events"],
-      summary: "List events, newest first (kept 30 days; older ones are archived to R2)",
+      operationId: "listEvents",
+      summary: "List events",
+      description: "Newest first; kept 30 days in D1, older ones are archived to R2. Filter by type (or `prefix.*`), object and creation time.",
       middleware: [requireRole(access.read)] as const,
       request: { query: ListEventsQuery },
-      responses: { 200: jsonResponse(listOf(Event), "A page of events"), ...errorResponses },
+      responses: { 200: jsonResponse(listOf(Event), "A page of events") },
     }),
     async (c) => c.json(await listEvents(dbOf(c.env), c.req.valid("query")), 200),
   )
@@ -107,10 +109,12 @@ export const eventRoutes = router()
       method: "get",
       path: "/{id}",
       tags: ["Events"],
+      operationId: "getEvent",
       summary: "Get an event",
+      description: "One event with the object after the change and the changed attributes.",
       middleware: [requireRole(access.read)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(Event, "The event"), ...errorResponses },
+      responses: { 200: jsonResponse(Event, "The event"), ...problems(404) },
     }),
     async (c) => {
       const { id } = c.req.valid("param");

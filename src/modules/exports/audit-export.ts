@@ -4,7 +4,7 @@ import { and, getTableColumns, gt, gte, lt, notLike, sql, type SQL } from "drizz
 import type { Db } from "../../db/client";
 import { auditLog } from "../../db/schema";
 import { commitWithAudit, GENESIS_CHAIN, type AuditContext } from "../../platform/audit";
-import { ApiError } from "../../http/problem";
+import { ApiError } from "../../platform/errors";
 import { decrypt, encrypt, keyIdOf, sha256Bytes } from "../../lib/crypto";
 import { iso, startOf, endExclusiveOf } from "../../lib/time";
 import { stamp } from "./dump";

@@ -1,7 +1,7 @@
 import { z } from "@hono/zod-openapi";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { dbOf } from "../../db/client";
-import { ApiError } from "../../http/problem";
+import { ApiError } from "../../platform/errors";
 import { ARCHIVE_BUCKET, dumpDatabase, MANIFEST, stamp } from "./dump";
 
 export const EmergencyExportRequest = z.object({

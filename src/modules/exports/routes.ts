@@ -1,7 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, jsonResponse, router } from "../../http/openapi";
-import { lenientJson } from "../../http/lenient-json";
+import { jsonBody, jsonResponse, optionalJsonBody, problems, router } from "../../http/openapi";
 import { auditCtx } from "../../http/context";
 import { ApiError, notFound } from "../../http/problem";
 import { dbOf } from "../../db/client";
@@ -11,35 +10,31 @@ import { createBackup, listBackups, verifyBackup } from "./backup";
 
 export { runDailyBackup } from "./backup";
 
-// Declared without a request body: the runbook calls these with `curl -d` and no Content-Type, and a declared
-// JSON body would make the validator answer 415. The body is parsed by lenientJson instead.
-const lenientBody = (shape: string) => `Body (JSON, any Content-Type): ${shape}`;
-
 export const auditExportRoutes = router()
   .openapi(
     createRoute({
       method: "post",
       path: "/export",
+      operationId: "exportAuditLog",
       tags: ["Audit"],
-      summary: "Export audit rows in a date range, encrypted (AES-256-GCM) into R2 under exports/audit/",
-      description: lenientBody(
-        '{ "startDate": "2024-06-01", "endDate": "2024-06-30" (a bare date includes the whole day), "format": "json" | "csv", "includeSystemEvents": true }. Every row carries its MAC, its chain value and prevChain (the chain value of the row before it), and the export records the anchored chain head, so it can be verified offline with scripts/verify-audit-export.mjs and the audit key.',
-      ),
+      summary: "Export audit rows in a date range, encrypted into R2",
+      description:
+        "Writes the rows of the range (a bare `endDate` includes the whole day) encrypted with AES-256-GCM into R2 under exports/audit/. Every row carries its MAC, its chain value and prevChain (the chain value of the row before it), and the export records the anchored chain head, so it can be verified offline with scripts/verify-audit-export.mjs and the audit key.",
       // Admin-only like the download: an export holds every actor, target and change of the range.
       middleware: [requireRole(access.admin)] as const,
-      responses: { 201: jsonResponse(AuditExportResult, "Stored export"), ...errorResponses },
+      request: jsonBody(AuditExportRequest),
+      responses: { 201: jsonResponse(AuditExportResult, "Stored export") },
     }),
-    async (c) => {
-      const input = await lenientJson(c, AuditExportRequest);
-      return c.json(await exportAuditLog(c.env, dbOf(c.env), input, auditCtx(c)), 201);
-    },
+    async (c) => c.json(await exportAuditLog(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 201),
   )
   .openapi(
     createRoute({
       method: "get",
       path: "/exports/{key}",
+      operationId: "downloadAuditExport",
       tags: ["Audit"],
-      summary: "Decrypt and download a stored audit export (the download is audited)",
+      summary: "Download a stored audit export",
+      description: "Decrypts a stored export and returns it as JSON or CSV (as it was made). The download itself is audited.",
       middleware: [requireRole(access.admin)] as const,
       request: { params: z.object({ key: z.string().openapi({ description: "File name under exports/audit/ (as in `download`), or the whole key URL-encoded" }) }) },
       responses: {
@@ -47,7 +42,7 @@ export const auditExportRoutes = router()
           description: "The plaintext export; X-Content-SHA256 is its digest, X-Audit-Chain-Head the anchored chain head (seq:chain) when it was made",
           content: { "application/json": { schema: z.unknown() }, "text/csv": { schema: z.string() } },
         },
-        ...errorResponses,
+        ...problems(404),
       },
     }),
     async (c) => {
@@ -70,18 +65,16 @@ export const emergencyExportRoutes = router().openapi(
   createRoute({
     method: "post",
     path: "/export-all",
+    operationId: "exportAllData",
     tags: ["Emergency"],
-    summary: "Dump every D1 table to R2 under emergency/<timestamp>/ with a manifest",
-    description: lenientBody(
-      '{ "destination": "s3://emergency-backup/", "encrypt": true }. A Worker cannot reach the destination: it is recorded in the manifest and the answer says how to copy the export out of the ARCHIVE bucket. encrypt defaults to true; false is audited as emergency.exported_unencrypted.',
-    ),
+    summary: "Dump every D1 table to R2 with a manifest",
+    description:
+      "Writes every table under emergency/<timestamp>/ in the ARCHIVE bucket. A Worker cannot reach `destination`: it is recorded in the manifest and the answer says how to copy the export out of the bucket. `encrypt` defaults to true; false is audited as emergency.exported_unencrypted. The body may be sent without a JSON Content-Type (`curl -d`).",
     middleware: [requireRole(access.admin)] as const,
-    responses: { 201: jsonResponse(EmergencyExportResult, "Export written"), ...errorResponses },
+    request: optionalJsonBody(EmergencyExportRequest),
+    responses: { 201: jsonResponse(EmergencyExportResult, "Export written") },
   }),
-  async (c) => {
-    const input = await lenientJson(c, EmergencyExportRequest);
-    return c.json(await emergencyExportAll(c.env, input, auditCtx(c)), 201);
-  },
+  async (c) => c.json(await emergencyExportAll(c.env, c.req.valid("json"), auditCtx(c)), 201),
 );
 
 const BackupSummary = z
@@ -95,13 +88,14 @@ export const backupRoutes = router()
     createRoute({
       method: "get",
       path: "/",
+      operationId: "listBackups",
       tags: ["Admin"],
-      summary: "Daily D1 backups in R2 (backups/<date>/), newest first, with sizes and row counts",
+      summary: "List the daily D1 backups",
+      description: "Backups in R2 (backups/<date>/), newest first, with sizes, row counts and whether each is complete.",
       middleware: [requireRole(access.admin)] as const,
       request: { query: z.object({ limit: z.coerce.number().int().min(1).max(400).default(30) }) },
       responses: {
         200: jsonResponse(z.object({ data: z.array(BackupSummary.extend({ complete: z.boolean() })), total: z.number().int() }), "Backups"),
-        ...errorResponses,
       },
     }),
     async (c) => c.json(await listBackups(c.env.ARCHIVE, c.req.valid("query").limit), 200),
@@ -110,10 +104,12 @@ export const backupRoutes = router()
     createRoute({
       method: "post",
       path: "/",
+      operationId: "createBackup",
       tags: ["Admin"],
-      summary: "Back up now (e.g. before a risky change); replaces today's backup folder",
+      summary: "Back up now",
+      description: "Dumps D1 to R2 now (e.g. before a risky change), encrypted; replaces today's backup folder.",
       middleware: [requireRole(access.admin)] as const,
-      responses: { 201: jsonResponse(BackupSummary, "Backup written"), ...errorResponses },
+      responses: { 201: jsonResponse(BackupSummary, "Backup written") },
     }),
     async (c) => c.json(await createBackup(c.env, auditCtx(c)), 201),
   )
@@ -121,8 +117,10 @@ export const backupRoutes = router()
     createRoute({
       method: "post",
       path: "/{date}/verify",
+      operationId: "verifyBackup",
       tags: ["Admin"],
-      summary: "Re-read, decrypt and check every file of a backup against its manifest; reports the first mismatch",
+      summary: "Verify a backup against its manifest",
+      description: "Re-reads and decrypts every file of the backup of `date` and checks it against the manifest; reports the first mismatch.",
       middleware: [requireRole(access.admin)] as const,
       request: { params: DateParam },
       responses: {
@@ -139,7 +137,7 @@ export const backupRoutes = router()
           }),
           "Verification result",
         ),
-        ...errorResponses,
+        ...problems(404),
       },
     }),
     async (c) => {

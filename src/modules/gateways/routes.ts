@@ -2,17 +2,15 @@ import { createRoute } from "@hono/zod-openapi";
 import { dbOf } from "../../db/client";
 import { access, requireRole } from "../../http/auth";
 import { auditCtx } from "../../http/context";
-import { lenientJson } from "../../http/lenient-json";
-import { errorResponses, jsonBody, jsonResponse, router } from "../../http/openapi";
+import { jsonBody, jsonResponse, optionalJsonBody, problems, router } from "../../http/openapi";
 import { gatewayPerformance } from "./performance";
 import { FailoverRequest, GatewayMetrics, GatewayStatus, GatewayTestConfig, GatewayTestConfigPatch, GatewayTestReport, GatewayTestRequest, MetricsQuery, Routing, RestoreRequest, SandboxFaults } from "./schemas";
 import { failover, gatewayStatus, gatewayTestConfig, planGatewayTest, restore, setGatewayTestConfig, setSandboxFaults, testGateway } from "./service";
 
 const tags = ["Gateways"];
 
-// The runbook's incident commands send JSON with `curl -d` and no Content-Type. A declared body would make the
-// validator refuse that (415), so these routes declare none and parse with lenientJson whatever the type says.
-const lenientBody = (fields: string) => ({ description: `Body (JSON, any Content-Type): ${fields}` });
+// The runbook's incident commands send JSON with `curl -d` and no Content-Type: router() reads a declared JSON body whatever its type.
+const LENIENT = " The runbook sends this with `curl -d` and no Content-Type: the body is read as JSON whatever its type.";
 
 // Under /api/v1/gateways.
 export const gatewayRoutes = router()
@@ -20,11 +18,13 @@ export const gatewayRoutes = router()
     createRoute({
       method: "get",
       path: "/status",
+      operationId: "getGatewayStatus",
       tags,
-      summary: "Each configured gateway: role, up/down from a health round trip (cached 10 s), latency, and the current routing",
-      description: "Public like /health: the runbook's incident procedure calls it without a token.",
+      summary: "Gateway status and routing",
+      description:
+        "Each configured gateway: role, up/down from a health round trip (cached 10 s), latency, and the current routing. Public like /health: the runbook's incident procedure calls it without a token.",
       security: [],
-      responses: { 200: jsonResponse(GatewayStatus, "Gateways and routing"), ...errorResponses },
+      responses: { 200: jsonResponse(GatewayStatus, "Gateways and routing"), ...problems(422) },
     }),
     async (c) => c.json(await gatewayStatus(c.env, dbOf(c.env)), 200),
   )
@@ -32,13 +32,14 @@ export const gatewayRoutes = router()
     createRoute({
       method: "post",
       path: "/test",
+      operationId: "testGateway",
       tags,
-      summary: "A real round trip: a small charge of the gateway's test payment method with a fresh idempotency key, then its full refund, with both outcomes and latencies",
+      summary: "Test a gateway with a small charge and its refund",
       description:
-        "Moves money, so it passes the PaymentGuard: 423 while payments are frozen or in queue mode. The amount is capped (GET /admin/gateways/test-config, 1.00 by default); the method is the gateway's own test method, never one the caller sends.",
+        "A real round trip: a small charge of the gateway's test payment method with a fresh idempotency key, then its full refund, with both outcomes and latencies. Moves money, so it passes the PaymentGuard: 423 while payments are frozen or in queue mode. The amount is capped (GET /admin/gateways/test-config, 1.00 by default); the method is the gateway's own test method, never one the caller sends.",
       middleware: [requireRole(access.finance)] as const,
       request: jsonBody(GatewayTestRequest),
-      responses: { 200: jsonResponse(GatewayTestReport, "Outcome of the charge and the refund (ok false when either did not succeed)"), ...errorResponses },
+      responses: { 200: jsonResponse(GatewayTestReport, "Outcome of the charge and the refund (ok false when either did not succeed)"), ...problems(423) },
     }),
     async (c) => {
       const plan = await planGatewayTest(c.env, dbOf(c.env), c.req.valid("json"));
@@ -49,11 +50,13 @@ export const gatewayRoutes = router()
     createRoute({
       method: "get",
       path: "/metrics",
+      operationId: "getGatewayMetrics",
       tags,
-      summary: "Per gateway over 1h, 24h or 7d: attempts, outcomes, success rate, latency p50/p95/p99 and volume per currency",
+      summary: "Gateway performance metrics",
+      description: "Per gateway over 1h, 24h or 7d: attempts, outcomes, success rate, latency p50/p95/p99 and volume per currency, from the payments table.",
       middleware: [requireRole(access.read)] as const,
       request: { query: MetricsQuery },
-      responses: { 200: jsonResponse(GatewayMetrics, "Gateway performance from the payments table"), ...errorResponses },
+      responses: { 200: jsonResponse(GatewayMetrics, "Gateway performance from the payments table") },
     }),
     async (c) => c.json(await gatewayPerformance(c.env, dbOf(c.env), c.req.valid("query").window), 200),
   );
@@ -64,34 +67,40 @@ export const gatewayAdminRoutes = router()
     createRoute({
       method: "post",
       path: "/failover",
+      operationId: "failoverGateway",
       tags,
-      summary: "Mark the primary down so new charges go to the backup (audited)",
+      summary: "Fail over to the backup gateway",
+      description: "Marks `primary` down so new charges go to `backup` (audited)." + LENIENT,
       middleware: [requireRole(access.admin)] as const,
-      ...lenientBody("{ primary, backup, reason? }: the primary to mark down and the backup to send charges to"),
-      responses: { 200: jsonResponse(Routing, "The routing now in force"), ...errorResponses },
+      request: jsonBody(FailoverRequest),
+      responses: { 200: jsonResponse(Routing, "The routing now in force") },
     }),
-    async (c) => c.json(await failover(c.env, dbOf(c.env), await lenientJson(c, FailoverRequest), auditCtx(c)), 200),
+    async (c) => c.json(await failover(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
   )
   .openapi(
     createRoute({
       method: "post",
       path: "/restore",
+      operationId: "restoreGateway",
       tags,
-      summary: "Mark the primary up again so new charges go back to it (audited)",
+      summary: "Restore the primary gateway",
+      description: "Marks the primary up again so new charges go back to it (audited)." + LENIENT,
       middleware: [requireRole(access.admin)] as const,
-      ...lenientBody("{ reason? }"),
-      responses: { 200: jsonResponse(Routing, "The routing now in force"), ...errorResponses },
+      request: optionalJsonBody(RestoreRequest),
+      responses: { 200: jsonResponse(Routing, "The routing now in force") },
     }),
-    async (c) => c.json(await restore(c.env, dbOf(c.env), await lenientJson(c, RestoreRequest), auditCtx(c)), 200),
+    async (c) => c.json(await restore(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
   )
   .openapi(
     createRoute({
       method: "get",
       path: "/test-config",
+      operationId: "getGatewayTestConfig",
       tags,
-      summary: "The connectivity test's cap and the Stripe test payment method it charges",
+      summary: "Get the gateway test configuration",
+      description: "The connectivity test's amount cap and the Stripe test payment method it charges.",
       middleware: [requireRole(access.admin)] as const,
-      responses: { 200: jsonResponse(GatewayTestConfig, "The configuration in force"), ...errorResponses },
+      responses: { 200: jsonResponse(GatewayTestConfig, "The configuration in force") },
     }),
     async (c) => c.json(await gatewayTestConfig(dbOf(c.env)), 200),
   )
@@ -99,11 +108,13 @@ export const gatewayAdminRoutes = router()
     createRoute({
       method: "put",
       path: "/test-config",
+      operationId: "updateGatewayTestConfig",
       tags,
-      summary: "Change the connectivity test's cap or its Stripe test payment method (audited; fields not sent are kept)",
+      summary: "Change the gateway test configuration",
+      description: "Changes the connectivity test's cap or its Stripe test payment method (audited; fields not sent are kept).",
       middleware: [requireRole(access.admin)] as const,
       request: jsonBody(GatewayTestConfigPatch),
-      responses: { 200: jsonResponse(GatewayTestConfig, "The configuration now in force"), ...errorResponses },
+      responses: { 200: jsonResponse(GatewayTestConfig, "The configuration now in force") },
     }),
     async (c) => c.json(await setGatewayTestConfig(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
   )
@@ -111,11 +122,13 @@ export const gatewayAdminRoutes = router()
     createRoute({
       method: "put",
       path: "/sandbox/faults",
+      operationId: "setSandboxFaults",
       tags,
-      summary: "Inject latency and a failure rate into the sandbox gateway (for fault drills; audited)",
+      summary: "Inject faults into the sandbox gateway",
+      description: "Sets the latency and failure rate of the sandbox gateway, for fault drills (audited). Fields not sent are 0." + LENIENT,
       middleware: [requireRole(access.admin)] as const,
-      ...lenientBody("{ latencyMs (0-30000), failureRate (0-1) }"),
-      responses: { 200: jsonResponse(SandboxFaults, "The faults now in force"), ...errorResponses },
+      request: optionalJsonBody(SandboxFaults),
+      responses: { 200: jsonResponse(SandboxFaults, "The faults now in force") },
     }),
-    async (c) => c.json(await setSandboxFaults(dbOf(c.env), await lenientJson(c, SandboxFaults), auditCtx(c)), 200),
+    async (c) => c.json(await setSandboxFaults(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
   );

@@ -4,7 +4,7 @@ import { currencyExponent, formatMinor, toMinor } from "../../domain/money";
 import { configuredGateways, gatewayByName, routing, ROUTING_KEY, SANDBOX_FAULTS_KEY, type GatewayRouting } from "../../gateways";
 import type { SandboxFaults } from "../../gateways/sandbox";
 import type { GatewayName } from "../../gateways/types";
-import { ApiError, invalid } from "../../http/problem";
+import { ApiError, invalid } from "../../platform/errors";
 import { lockedError, withAdmission } from "../../gateways/guard";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";

@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { HonoEnv } from "../../env";
 import { authenticate } from "../../http/auth";
-import { jsonResponse, router } from "../../http/openapi";
+import { jsonResponse, problemResponse, router } from "../../http/openapi";
 import { checkDatabase, checkDurableObjects, checkPaymentGateways, type ComponentHealth } from "./checks";
 
 const Component = z
@@ -15,8 +15,10 @@ const Overall = z.object({
   version: z.string().optional(),
   time: z.string().optional(),
 });
-const health = { 200: jsonResponse(Component, "Healthy"), 503: jsonResponse(Component, "Down") };
-const overall = { 200: jsonResponse(Overall, "Healthy"), 503: jsonResponse(Overall, "At least one component is down") };
+const badToken = problemResponse("A token was sent and is invalid (no token at all is fine)");
+const health = { 200: jsonResponse(Component, "Healthy"), 401: badToken, 503: jsonResponse(Component, "Down") };
+const overall = { 200: jsonResponse(Overall, "Healthy"), 401: badToken, 503: jsonResponse(Overall, "At least one component is down") };
+const PUBLIC = " Public (no token needed); with a token of any role the answer adds details.";
 
 const VERSION = "0.1.0";
 
@@ -43,19 +45,28 @@ const one = (c: Context<HonoEnv>, h: ComponentHealth) => {
   return h.status === "ok" ? c.json(body, 200) : c.json(body, 503);
 };
 // A token is read when sent (a bad one is a 401), so a caller with a token sees the details. /health/live does no I/O.
-const route = (path: string, summary: string, responses: typeof health | typeof overall) =>
-  createRoute({ method: "get", path, tags: ["Health"], summary, middleware: [authenticate] as const, responses });
+const route = (path: string, operationId: string, summary: string, description: string, responses: typeof health | typeof overall) =>
+  createRoute({ method: "get", path, operationId, tags: ["Health"], summary, description: description + PUBLIC, security: [], middleware: [authenticate] as const, responses });
 
 export const healthRoutes = router()
-  .openapi(route("/", "Overall health: database, Durable Objects, payment gateways", overall), (c) =>
+  .openapi(route("/", "getHealth", "Overall health", "Database, Durable Objects and payment gateways; 503 when any is down.", overall), (c) =>
     aggregate(c, { database: checkDatabase(c.env), durableObjects: checkDurableObjects(c.env), paymentGateways: checkPaymentGateways(c.env) }),
   )
-  .openapi(createRoute({ method: "get", path: "/live", tags: ["Health"], summary: "Liveness: the isolate answers (no I/O, credentials not read)", responses: health }), (c) =>
+  .openapi(createRoute({
+      method: "get",
+      path: "/live",
+      operationId: "getLiveness",
+      tags: ["Health"],
+      summary: "Liveness",
+      description: "The isolate answers: no I/O, credentials not read. Public.",
+      security: [],
+      responses: { 200: jsonResponse(Component, "Alive") },
+    }), (c) =>
     c.json({ status: "ok" as const, latencyMs: 0 }, 200),
   )
-  .openapi(route("/ready", "Readiness: database and Durable Objects answer", overall), (c) =>
+  .openapi(route("/ready", "getReadiness", "Readiness", "The database and the Durable Objects answer; 503 otherwise.", overall), (c) =>
     aggregate(c, { database: checkDatabase(c.env), durableObjects: checkDurableObjects(c.env) }),
   )
-  .openapi(route("/database", "D1 round trip", health), async (c) => one(c, await checkDatabase(c.env)))
-  .openapi(route("/redis", "Durable Object layer round trip (the runbook's Redis check)", health), async (c) => one(c, await checkDurableObjects(c.env)))
-  .openapi(route("/payment-gateways", "Configured payment gateways", health), async (c) => one(c, await checkPaymentGateways(c.env)));
+  .openapi(route("/database", "getDatabaseHealth", "Database health", "A D1 round trip.", health), async (c) => one(c, await checkDatabase(c.env)))
+  .openapi(route("/redis", "getDurableObjectHealth", "Durable Object layer health", "A Durable Object round trip (the runbook's Redis check: there is no Redis).", health), async (c) => one(c, await checkDurableObjects(c.env)))
+  .openapi(route("/payment-gateways", "getPaymentGatewayHealth", "Payment gateway health", "A health round trip to each configured payment gateway.", health), async (c) => one(c, await checkPaymentGateways(c.env)));

@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireScopeOrRole } from "../../http/auth";
-import { errorResponses, jsonResponse, ProblemSchema, router } from "../../http/openapi";
+import { jsonResponse, ProblemSchema, router, problems } from "../../http/openapi";
 import { ApiError } from "../../http/problem";
 import { iso } from "../../lib/time";
 import { meterStub } from "../usage/meter-config";
@@ -77,7 +77,7 @@ openMeterRoutes.openAPIRegistry.registerPath({
   responses: {
     204: { description: "Every event stored (or a duplicate)" },
     207: jsonResponse(IngestResult, "Some events refused"),
-    ...errorResponses,
+    ...problems(400, 413),
     415: { description: "Not a CloudEvents content type", content: { "application/problem+json": { schema: ProblemSchema } } },
     503: { description: "A usage meter did not answer; resend", content: { "application/problem+json": { schema: ProblemSchema } } },
   },
@@ -157,7 +157,7 @@ openMeterRoutes.openapi(
         to: z.string().optional().openapi({ description: "Event time upper bound, inclusive (ISO-8601)" }),
       }),
     },
-    responses: { 200: jsonResponse(z.array(IngestedEvent), "Ingested events"), ...errorResponses },
+    responses: { 200: jsonResponse(z.array(IngestedEvent), "Ingested events") },
   }),
   async (c) => {
     const q = c.req.valid("query");

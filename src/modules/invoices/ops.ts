@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, jsonBody, jsonResponse, router, DateOrInstant } from "../../http/openapi";
+import { jsonBody, jsonResponse, router, DateOrInstant } from "../../http/openapi";
 import { invalid } from "../../http/problem";
 import { auditCtx } from "../../http/context";
 import { dbOf } from "../../db/client";
@@ -8,7 +8,6 @@ import { archiveInvoices } from "./archive";
 import { sendReminders } from "./reminders";
 import { retryFailed } from "../subscriptions/retry-failed";
 import { DAY_MS, startOf, endExclusiveOf } from "../../lib/time";
-import { lenientJson } from "../../http/lenient-json";
 
 // Invoice operations: retry-failed, send-reminders (under /api/v1/invoices) and archive (under /admin/invoices).
 
@@ -21,10 +20,11 @@ export const invoiceOpsRoutes = router()
     createRoute({
       method: "post",
       path: "/retry-failed",
+      operationId: "retryFailedInvoices",
       tags: ["Invoices"],
-      summary: "Re-queue failed collections, finalize leftover drafts and regenerate missed renewals in a date range",
+      summary: "Retry failed invoices in a date range",
       description:
-        "An invoice's date is its finalization, else its creation. Open invoices whose collection failed (attemptCount > 0 or lastError) and with attemptCount < maxRetries get their next payment attempt queued; the others are listed as skipped. Drafts are finalized. Test-clock invoices are left to their clock (they move when it is advanced). Real-time subscriptions whose period ended in the range (and in the past) without renewal run their due steps.",
+        "Re-queues failed collections, finalizes leftover drafts and regenerates missed renewals in the range. An invoice's date is its finalization, else its creation. Open invoices whose collection failed (attemptCount > 0 or lastError) and with attemptCount < maxRetries get their next payment attempt queued; the others are listed as skipped. Drafts are finalized. Test-clock invoices are left to their clock (they move when it is advanced). Real-time subscriptions whose period ended in the range (and in the past) without renewal run their due steps.",
       middleware: [requireRole(access.finance)] as const,
       request: jsonBody(z.object({ startDate: DateOrInstant, endDate: DateOrInstant, maxRetries: z.number().int().min(1).max(100).default(3) })),
       responses: {
@@ -38,7 +38,6 @@ export const invoiceOpsRoutes = router()
           }),
           "What was retried",
         ),
-        ...errorResponses,
       },
     }),
     async (c) => {
@@ -53,8 +52,10 @@ export const invoiceOpsRoutes = router()
     createRoute({
       method: "post",
       path: "/send-reminders",
+      operationId: "sendInvoiceReminders",
       tags: ["Invoices"],
-      summary: "Queue a reminder for every open invoice overdue by at least daysOverdue days (once per invoice per UTC day)",
+      summary: "Send reminders for overdue invoices",
+      description: "Queues a reminder for every open invoice overdue by at least `daysOverdue` days, once per invoice per UTC day.",
       middleware: [requireRole(access.finance)] as const,
       request: jsonBody(
         z.object({
@@ -71,7 +72,6 @@ export const invoiceOpsRoutes = router()
           }),
           "Reminders queued",
         ),
-        ...errorResponses,
       },
     }),
     async (c) => c.json(await sendReminders(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
@@ -93,24 +93,28 @@ export function parseOlderThan(s: string, now: number): number | null {
   return startOf(s);
 }
 
-// The runbook's weekly script sends `-d '{"olderThan": "1 year"}'` without a Content-Type: parsed leniently.
+// The runbook's weekly script sends `-d '{"olderThan": "1 year"}'` without a Content-Type: read as JSON all the same.
+const ArchiveRequest = z
+  .object({ olderThan: z.string().min(1).openapi({ description: 'An ISO date, or a duration before now: "1 year", "6 months", "90 days", "2 weeks"', example: "1 year" }) })
+  .openapi("InvoiceArchiveRequest");
 export const invoiceAdminRoutes = router().openapi(
   createRoute({
     method: "post",
     path: "/archive",
+    operationId: "archiveInvoices",
     tags: ["Invoices"],
-    summary: "Move paid, void and uncollectible invoices created before olderThan to R2 (lines leave D1)",
+    summary: "Archive old settled invoices to R2",
     description:
-      'Body (JSON, any Content-Type): { "olderThan": "2025-01-01" | "1 year" | "6 months" | "90 days" }. At most 500 invoices per call; hasMore says to call again. GET /api/v1/invoices/{id} keeps answering with the lines from the archive.',
+      "Moves paid, void and uncollectible invoices created before `olderThan` to R2 (their lines leave D1). At most 500 invoices per call; hasMore says to call again. GET /api/v1/invoices/{id} keeps answering with the lines from the archive. The runbook sends the body with `curl -d`: it is read as JSON whatever its Content-Type.",
     middleware: [requireRole(access.admin)] as const,
+    request: jsonBody(ArchiveRequest),
     responses: {
       200: jsonResponse(z.object({ archived: z.number().int(), invoiceIds: z.array(z.string()), hasMore: z.boolean(), errors: Errors }), "What was archived"),
-      ...errorResponses,
     },
   }),
   async (c) => {
     const ctx = auditCtx(c);
-    const body = await lenientJson(c, z.object({ olderThan: z.string().min(1) }));
+    const body = c.req.valid("json");
     const olderThan = parseOlderThan(body.olderThan, ctx.now);
     if (olderThan === null) throw invalid([{ path: "olderThan", message: 'must be an ISO date or a duration such as "1 year"' }]);
     if (olderThan > ctx.now) throw invalid([{ path: "olderThan", message: "must not be in the future" }]);

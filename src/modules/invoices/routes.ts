@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { eq, gte, lt } from "drizzle-orm";
 import { access, actorOf, requireRole, requireScopeOrRole } from "../../http/auth";
-import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
+import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { newestFirstPage } from "../../platform/pagination";
 import { invoices, invoiceStatuses } from "../../db/schema";
@@ -18,14 +18,15 @@ export const invoiceRoutes = router()
       method: "post",
       path: "/generate-pending",
       tags: ["Invoices"],
-      summary: "Invoice every subscription whose period has ended (idempotent; the hourly cron runs it too)",
+      operationId: "generatePendingInvoices",
+      summary: "Generate pending invoices",
+      description: "Invoices every subscription whose period has ended. Idempotent; the hourly cron runs it too.",
       middleware: [requireRole(access.finance)] as const,
       responses: {
         200: jsonResponse(
           z.object({ processed: z.number().int(), invoicesCreated: z.number().int(), invoiceIds: z.array(z.string()), finalized: z.array(z.string()), queued: z.number().int().openapi({ description: "Due subscriptions beyond this call's batch, sent to the jobs queue" }), errors: z.array(z.object({ subscriptionId: z.string(), error: z.string() })) }),
           "What the run did",
         ),
-        ...errorResponses,
       },
     }),
     async (c) => {
@@ -38,7 +39,9 @@ export const invoiceRoutes = router()
       method: "get",
       path: "/",
       tags: ["Invoices"],
-      summary: "List invoices, newest first",
+      operationId: "listInvoices",
+      summary: "List invoices",
+      description: "Newest first, cursor-paginated, with filters.",
       middleware: [requireScopeOrRole("invoices:read", access.read)] as const,
       request: {
         query: PaginationQuery.extend({
@@ -49,7 +52,7 @@ export const invoiceRoutes = router()
           createdTo: z.iso.datetime({ offset: true }).optional(),
         }),
       },
-      responses: { 200: jsonResponse(listOf(Invoice), "A page of invoices"), ...errorResponses },
+      responses: { 200: jsonResponse(listOf(Invoice), "A page of invoices") },
     }),
     async (c) => {
       const q = c.req.valid("query");
@@ -75,10 +78,12 @@ export const invoiceRoutes = router()
       method: "get",
       path: "/{id}",
       tags: ["Invoices"],
-      summary: "Get an invoice with its lines (read from the archive once archived)",
+      operationId: "getInvoice",
+      summary: "Get an invoice",
+      description: "The invoice with its lines (read from the R2 archive once archived).",
       middleware: [requireScopeOrRole("invoices:read", access.read)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(Invoice, "The invoice"), ...errorResponses },
+      responses: { 200: jsonResponse(Invoice, "The invoice"), ...problems(404) },
     }),
     async (c) => {
       const db = dbOf(c.env);
@@ -90,10 +95,12 @@ export const invoiceRoutes = router()
       method: "post",
       path: "/{id}/void",
       tags: ["Invoices"],
-      summary: "Void a draft or open invoice (paid invoices need a refund or credit note)",
+      operationId: "voidInvoice",
+      summary: "Void an invoice",
+      description: "Voids a draft or open invoice; a paid invoice needs a refund or a credit note instead (409).",
       middleware: [requireRole(access.finance)] as const,
       request: { params: IdParam, ...jsonBody(z.object({ reason: z.string().min(1).max(500) })) },
-      responses: { 200: jsonResponse(Invoice, "The voided invoice"), ...errorResponses },
+      responses: { 200: jsonResponse(Invoice, "The voided invoice"), ...problems(404) },
     }),
     async (c) => c.json(toInvoice(await voidInvoice(dbOf(c.env), c.req.valid("param").id, c.req.valid("json").reason, auditCtx(c))), 200),
   );

@@ -8,7 +8,7 @@ import { isAssertionFailure } from "../../db/assert";
 import { invoiceLines, invoices } from "../../db/schema";
 import { commit } from "../../platform/change-set";
 import { invoiceVoided } from "./lifecycle";
-import { ApiError, notFound } from "../../http/problem";
+import { ApiError, notFound } from "../../platform/errors";
 import { Invoice, toInvoice } from "./serialize";
 
 export type InvoiceRow = typeof invoices.$inferSelect;

@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, router } from "../../http/openapi";
+import { router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { PROMETHEUS_CONTENT_TYPE, renderPrometheus } from "./exposition";
 
@@ -9,10 +9,12 @@ export const metricsRoutes = router().openapi(
   createRoute({
     method: "get",
     path: "/",
+    operationId: "getMetrics",
     tags: ["Monitoring"],
-    summary: "Prometheus metrics: counters recorded with the events they count, gauges computed live from D1",
+    summary: "Prometheus metrics",
+    description: "Text exposition format: counters recorded with the events they count, gauges computed live from D1. Scrape with a viewer token.",
     middleware: [requireRole(access.read)] as const,
-    responses: { 200: { description: "Text exposition format", content: { "text/plain": { schema: z.string() } } }, ...errorResponses },
+    responses: { 200: { description: "Text exposition format", content: { "text/plain": { schema: z.string() } } } },
   }),
   async (c) => c.text(await renderPrometheus(dbOf(c.env)), 200, { "content-type": PROMETHEUS_CONTENT_TYPE }),
 );

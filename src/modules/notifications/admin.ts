@@ -6,7 +6,7 @@ import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { newestFirstPage } from "../../platform/pagination";
 import { notifications } from "../../db/schema";
 import { PaginationQuery } from "../../http/openapi";
-import { ApiError } from "../../http/problem";
+import { ApiError } from "../../platform/errors";
 import { iso } from "../../lib/time";
 import { dispatchNotifications } from "./outbox";
 

@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { desc, eq } from "drizzle-orm";
 import { access, requireRole, requireScopeOrRole } from "../../http/auth";
-import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
+import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { newestFirstPage } from "../../platform/pagination";
 import { customers, deadLetters, invoices, payments, paymentStatuses } from "../../db/schema";
@@ -46,11 +46,12 @@ export const paymentRoutes = router()
       method: "get",
       path: "/retry-queue",
       tags: ["Payments"],
-      summary: "Failed payments waiting for their next attempt",
+      operationId: "listPaymentRetryQueue",
+      summary: "List payments waiting for a retry",
+      description: "Failed payments waiting for their next attempt, soonest first.",
       middleware: [requireRole(access.read)] as const,
       responses: {
         200: jsonResponse(z.object({ data: z.array(Payment.extend({ nextAttempt: z.number().int(), attemptsLeft: z.number().int() })), maxAttempts: z.number().int() }), "The retry queue"),
-        ...errorResponses,
       },
     }),
     async (c) => {
@@ -65,11 +66,12 @@ export const paymentRoutes = router()
       method: "get",
       path: "/failed/count",
       tags: ["Payments"],
-      summary: "How many open invoices have a failed latest payment (amounts per currency)",
+      operationId: "countFailedPayments",
+      summary: "Count failed payments",
+      description: "How many open invoices have a failed latest payment, with amounts per currency.",
       middleware: [requireRole(access.read)] as const,
       responses: {
         200: jsonResponse(z.object({ count: z.number().int(), byFailureCode: z.record(z.string(), z.number().int()), amountByCurrency: z.record(z.string(), z.object({ amount: z.string(), amountMinor: z.number().int() })) }), "Counts"),
-        ...errorResponses,
       },
     }),
     async (c) => {
@@ -89,9 +91,11 @@ export const paymentRoutes = router()
       method: "get",
       path: "/retry-config",
       tags: ["Payments"],
-      summary: "The retry strategy in force",
+      operationId: "getPaymentRetryConfig",
+      summary: "Get the payment retry configuration",
+      description: "The retry strategy in force: maximum attempts, initial delay (seconds) and backoff multiplier.",
       middleware: [requireRole(access.read)] as const,
-      responses: { 200: jsonResponse(RetryConfig, "Retry configuration"), ...errorResponses },
+      responses: { 200: jsonResponse(RetryConfig, "Retry configuration") },
     }),
     async (c) => c.json(await retryConfig(dbOf(c.env)), 200),
   )
@@ -100,10 +104,12 @@ export const paymentRoutes = router()
       method: "put",
       path: "/retry-config",
       tags: ["Payments"],
-      summary: "Update the retry strategy (seconds; audited)",
+      operationId: "updatePaymentRetryConfig",
+      summary: "Update the payment retry configuration",
+      description: "Delays in seconds; audited.",
       middleware: [requireRole(access.finance)] as const,
       request: jsonBody(RetryConfig.partial()),
-      responses: { 200: jsonResponse(RetryConfig, "Retry configuration"), ...errorResponses },
+      responses: { 200: jsonResponse(RetryConfig, "Retry configuration") },
     }),
     async (c) => {
       const db = dbOf(c.env);
@@ -116,10 +122,12 @@ export const paymentRoutes = router()
       method: "get",
       path: "/",
       tags: ["Payments"],
-      summary: "List payments (attempts), newest first",
+      operationId: "listPayments",
+      summary: "List payments",
+      description: "Payment attempts, newest first, cursor-paginated.",
       middleware: [requireScopeOrRole("payments:read", access.read)] as const,
       request: { query: PaginationQuery.extend({ status: z.enum(paymentStatuses).optional(), invoiceId: z.string().optional(), customerId: z.string().optional() }) },
-      responses: { 200: jsonResponse(listOf(Payment), "A page of payments"), ...errorResponses },
+      responses: { 200: jsonResponse(listOf(Payment), "A page of payments") },
     }),
     async (c) => {
       const q = c.req.valid("query");
@@ -139,10 +147,12 @@ export const paymentRoutes = router()
       method: "get",
       path: "/{id}",
       tags: ["Payments"],
+      operationId: "getPayment",
       summary: "Get a payment",
+      description: "One payment attempt with its outcome and gateway references.",
       middleware: [requireScopeOrRole("payments:read", access.read)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(Payment, "The payment"), ...errorResponses },
+      responses: { 200: jsonResponse(Payment, "The payment"), ...problems(404) },
     }),
     async (c) => {
       const row = await dbOf(c.env).select().from(payments).where(eq(payments.id, c.req.valid("param").id)).get();
@@ -155,7 +165,9 @@ export const paymentRoutes = router()
       method: "post",
       path: "/{id}/retry",
       tags: ["Payments"],
-      summary: "Retry a failed payment now (optionally with the customer's alternate method)",
+      operationId: "retryPayment",
+      summary: "Retry a failed payment",
+      description: "Charges the invoice again now, optionally with the customer's alternate method. 202 when payments are in queue mode (the charge is parked), 423 while frozen.",
       middleware: [requireRole(access.finance)] as const,
       request: {
         params: IdParam,
@@ -169,8 +181,7 @@ export const paymentRoutes = router()
       responses: {
         200: jsonResponse(z.object({ outcome: z.string(), payment: Payment.nullable(), reason: z.string().optional() }), "The new attempt"),
         202: jsonResponse(z.object({ outcome: z.literal("parked"), payment: Payment, mode: z.string() }), "Parked (queue mode)"),
-        423: errorResponses[409],
-        ...errorResponses,
+        ...problems(404, 423),
       },
     }),
     async (c) => {
@@ -208,9 +219,11 @@ export const paymentAdminRoutes = router()
       method: "post",
       path: "/queue-failed",
       tags: ["Admin"],
-      summary: "Requeue every failed payment for another attempt",
+      operationId: "requeueFailedPayments",
+      summary: "Requeue every failed payment",
+      description: "Queues another attempt for every open invoice whose latest payment failed.",
       middleware: [requireRole(access.admin)] as const,
-      responses: { 200: jsonResponse(z.object({ requeued: z.number().int(), invoiceIds: z.array(z.string()) }), "What was requeued"), ...errorResponses },
+      responses: { 200: jsonResponse(z.object({ requeued: z.number().int(), invoiceIds: z.array(z.string()) }), "What was requeued") },
     }),
     async (c) => {
       const db = dbOf(c.env);
@@ -224,12 +237,13 @@ export const dlqRoutes = router().openapi(
     method: "get",
     path: "/",
     tags: ["Admin"],
-    summary: "Messages that exhausted their retries on any queue",
+    operationId: "listDeadLetters",
+    summary: "List dead letters",
+    description: "Queue messages that exhausted their retries on any queue.",
     middleware: [requireRole(access.admin)] as const,
     request: { query: z.object({ limit: z.coerce.number().int().min(1).max(200).default(50) }) },
     responses: {
       200: jsonResponse(z.object({ data: z.array(z.object({ id: z.string(), messageId: z.string(), body: z.unknown(), attempts: z.number().int(), receivedAt: z.string() })) }), "Dead letters"),
-      ...errorResponses,
     },
   }),
   async (c) => {

@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole, requireScopeOrRole } from "../../http/auth";
-import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
+import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { auditCtx } from "../../http/context";
 import { CreatePlan, CreatePlanVersion, Plan } from "./schemas";
@@ -14,10 +14,12 @@ export const planRoutes = router()
       method: "post",
       path: "/",
       tags: ["Plans"],
-      summary: "Create a plan (version 1)",
+      operationId: "createPlan",
+      summary: "Create a plan",
+      description: "Creates version 1 of a plan with its flat and metered prices (per unit, graduated, volume or package). Amounts are decimal strings or numbers in the plan's currency.",
       middleware: [requireRole(access.catalogue)] as const,
       request: jsonBody(CreatePlan),
-      responses: { 201: jsonResponse(Plan, "The new plan"), ...errorResponses },
+      responses: { 201: jsonResponse(Plan, "The new plan") },
     }),
     async (c) => c.json(await createPlan(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 201),
   )
@@ -26,10 +28,12 @@ export const planRoutes = router()
       method: "get",
       path: "/",
       tags: ["Plans"],
-      summary: "List plans (latest versions), newest first",
+      operationId: "listPlans",
+      summary: "List plans",
+      description: "The latest version of each plan, newest first, cursor-paginated.",
       middleware: [requireScopeOrRole("plans:read", access.read)] as const,
       request: { query: PaginationQuery },
-      responses: { 200: jsonResponse(listOf(Plan), "A page of plans"), ...errorResponses },
+      responses: { 200: jsonResponse(listOf(Plan), "A page of plans") },
     }),
     async (c) => c.json(await listPlans(dbOf(c.env), c.req.valid("query")), 200),
   )
@@ -38,10 +42,12 @@ export const planRoutes = router()
       method: "get",
       path: "/{id}",
       tags: ["Plans"],
-      summary: "Get a plan: its latest version, or ?version=N",
+      operationId: "getPlan",
+      summary: "Get a plan",
+      description: "Its latest version, or the version given by `?version=N`.",
       middleware: [requireScopeOrRole("plans:read", access.read)] as const,
       request: { params: IdParam, query: z.object({ version: z.coerce.number().int().positive().optional() }) },
-      responses: { 200: jsonResponse(Plan, "The plan"), ...errorResponses },
+      responses: { 200: jsonResponse(Plan, "The plan"), ...problems(404) },
     }),
     async (c) => c.json(toPlan(await getPlanRow(dbOf(c.env), c.req.valid("param").id, c.req.valid("query").version)), 200),
   )
@@ -50,10 +56,12 @@ export const planRoutes = router()
       method: "post",
       path: "/{id}/versions",
       tags: ["Plans"],
-      summary: "Publish a new version of a plan; existing subscriptions keep their version",
+      operationId: "createPlanVersion",
+      summary: "Publish a new plan version",
+      description: "A new version with new prices; existing subscriptions keep the version they are on until their plan is changed.",
       middleware: [requireRole(access.catalogue)] as const,
       request: { params: IdParam, ...jsonBody(CreatePlanVersion) },
-      responses: { 201: jsonResponse(Plan, "The new version"), ...errorResponses },
+      responses: { 201: jsonResponse(Plan, "The new version"), ...problems(404) },
     }),
     async (c) => c.json(await createPlanVersion(dbOf(c.env), c.req.valid("param").id, c.req.valid("json"), auditCtx(c)), 201),
   );

@@ -8,7 +8,7 @@ import { formatMinor, toMinor } from "../../domain/money";
 import { parseDecimal } from "../../domain/decimal";
 import { validatePricing } from "../../domain/pricing";
 import { isUniqueViolation } from "../../db/assert";
-import { ApiError, invalid, notFound, type FieldError } from "../../http/problem";
+import { ApiError, invalid, notFound, type FieldError } from "../../platform/errors";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import type { CreatePlan, CreatePlanVersion, Plan } from "./schemas";

@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, eq } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
+import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { auditCtx } from "../../http/context";
 import { dbOf } from "../../db/client";
 import { newestFirstPage } from "../../platform/pagination";
@@ -58,10 +58,12 @@ export const reconciliationRoutes = router()
       method: "get",
       path: "/discrepancies",
       tags: ["Reconciliation"],
-      summary: "Discrepancies found by reconciliation, newest first",
+      operationId: "listDiscrepancies",
+      summary: "List reconciliation discrepancies",
+      description: "Discrepancies found by reconciliation, newest first.",
       middleware: [requireRole(access.finance)] as const,
       request: { query: PaginationQuery.extend({ status: z.enum(["open", "resolved"]).optional(), date: DateString.optional(), gateway: z.string().optional(), kind: Kinds.optional() }) },
-      responses: { 200: jsonResponse(listOf(Discrepancy), "Discrepancies"), ...errorResponses },
+      responses: { 200: jsonResponse(listOf(Discrepancy), "Discrepancies") },
     }),
     async (c) => {
       const q = c.req.valid("query");
@@ -87,14 +89,15 @@ export const reconciliationRoutes = router()
       method: "get",
       path: "/stripe/{date}",
       tags: ["Reconciliation"],
-      summary: "Reconcile one UTC day against the gateway's balance transactions (stripe when configured, else the sandbox)",
-      description: "Records each finding as an open discrepancy (re-running never duplicates) and resolves the day's earlier ones that no longer appear.",
+      operationId: "reconcileDay",
+      summary: "Reconcile a day against the gateway",
+      description: "Compares one UTC day of our payments and refunds with the gateway's balance transactions (stripe when configured, else the sandbox). Records each finding as an open discrepancy (re-running never duplicates) and resolves the day's earlier ones that no longer appear.",
       middleware: [requireRole(access.finance)] as const,
       request: {
         params: z.object({ date: DateString.openapi({ param: { name: "date", in: "path" }, example: "2024-06-24" }) }),
         query: z.object({ gateway: z.enum(["stripe", "sandbox"]).optional().openapi({ description: "Defaults to stripe when configured, else sandbox" }) }),
       },
-      responses: { 200: jsonResponse(Reconciliation, "The day reconciled"), ...errorResponses },
+      responses: { 200: jsonResponse(Reconciliation, "The day reconciled"), ...problems(503) },
     }),
     async (c) => {
       const { date } = c.req.valid("param");
@@ -111,10 +114,12 @@ export const reportRoutes = router().openapi(
     method: "post",
     path: "/reconciliation",
     tags: ["Reconciliation"],
-    summary: "Reconcile a day for every configured gateway and store the report in R2 (reports/reconciliation/<date>.json)",
+    operationId: "createReconciliationReport",
+    summary: "Store a reconciliation report",
+    description: "Reconciles a day for every configured gateway and stores the report in R2 (reports/reconciliation/<date>.json).",
     middleware: [requireRole(access.finance)] as const,
     request: { ...jsonBody(z.object({ date: DateString, includeDetails: z.boolean().default(false).openapi({ description: "Each discrepancy and each matched pair" }) })) },
-    responses: { 201: jsonResponse(z.object({ key: z.string(), report: z.record(z.string(), z.unknown()) }), "Stored report"), ...errorResponses },
+    responses: { 201: jsonResponse(z.object({ key: z.string(), report: z.record(z.string(), z.unknown()) }), "Stored report"), ...problems(503) },
   }),
   async (c) => {
     const { date, includeDetails } = c.req.valid("json");

@@ -6,7 +6,7 @@ import { discrepancies, payments, refunds } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
 import { configuredGateways, defaultPrimary, gatewayByName } from "../../gateways";
 import type { GatewayName, GatewayPayment } from "../../gateways/types";
-import { ApiError } from "../../http/problem";
+import { ApiError } from "../../platform/errors";
 import { sha256Hex } from "../../lib/hash";
 import { iso, DAY_MS } from "../../lib/time";
 import { compareDay, type Comparison, type DiscrepancyKind, type Finding, type LocalPayment, type LocalRefund, type MatchedItem } from "./compare";

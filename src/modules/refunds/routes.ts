@@ -2,7 +2,7 @@ import { DAY_MS } from "../../lib/time";
 import { createRoute, z } from "@hono/zod-openapi";
 import { eq } from "drizzle-orm";
 import { access, requireRole, requireScopeOrRole } from "../../http/auth";
-import { errorResponses, jsonBody, jsonResponse, listOf, router } from "../../http/openapi";
+import { jsonBody, jsonResponse, listOf, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { newestFirstPage } from "../../platform/pagination";
 import { refunds } from "../../db/schema";
@@ -24,10 +24,12 @@ export const refundRoutes = router()
       method: "get",
       path: "/report",
       tags: ["Refunds"],
-      summary: "Refunds created between two dates (inclusive), per currency: by status, reason and gateway, and the refund rate",
+      operationId: "getRefundReport",
+      summary: "Refund report",
+      description: "Refunds created between two dates (inclusive), per currency: by status, reason and gateway, and the refund rate.",
       middleware: [requireRole(access.finance)] as const,
       request: { query: ReportQuery },
-      responses: { 200: jsonResponse(RefundReport, "The report"), ...errorResponses },
+      responses: { 200: jsonResponse(RefundReport, "The report") },
     }),
     async (c) => {
       const q = c.req.valid("query");
@@ -43,11 +45,12 @@ export const refundRoutes = router()
       method: "post",
       path: "/bulk",
       tags: ["Refunds"],
-      summary: "Refund up to 1,000 payments in full, through the payments queue",
-      description: "Each payment is refunded for everything still refundable on it; a payment that cannot be refunded gets a failed result. Poll GET /bulk/{bulkId}.",
+      operationId: "createBulkRefund",
+      summary: "Refund payments in bulk",
+      description: "Refunds up to 1,000 payments in full through the payments queue. Each payment is refunded for everything still refundable on it; a payment that cannot be refunded gets a failed result. Poll GET /bulk/{bulkId}.",
       middleware: [requireRole(access.finance)] as const,
       request: jsonBody(BulkRefundRequest),
-      responses: { 202: jsonResponse(BulkRefundAccepted, "Queued"), ...errorResponses },
+      responses: { 202: jsonResponse(BulkRefundAccepted, "Queued") },
     }),
     async (c) => c.json(await requestBulkRefund(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 202),
   )
@@ -56,10 +59,12 @@ export const refundRoutes = router()
       method: "get",
       path: "/bulk/{bulkId}",
       tags: ["Refunds"],
-      summary: "Per-payment results of a bulk refund",
+      operationId: "getBulkRefund",
+      summary: "Get a bulk refund",
+      description: "Per-payment results of a bulk refund.",
       middleware: [requireRole(access.read)] as const,
       request: { params: BulkIdParam },
-      responses: { 200: jsonResponse(BulkRefundStatus, "Results"), ...errorResponses },
+      responses: { 200: jsonResponse(BulkRefundStatus, "Results"), ...problems(404) },
     }),
     async (c) => {
       const { bulkId } = c.req.valid("param");
@@ -73,12 +78,13 @@ export const refundRoutes = router()
       method: "post",
       path: "/",
       tags: ["Refunds"],
-      summary: "Refund a succeeded payment, in part or in full",
+      operationId: "createRefund",
+      summary: "Refund a payment",
       description:
-        "Never more than captured minus earlier refunds (422 naming `amount` with what remains). 423 while payments are frozen or in queue mode. A gateway decline is a 422 with the gateway's message.",
+        "Refunds a succeeded payment in part or in full. Never more than captured minus earlier refunds (422 naming `amount` with what remains). 423 while payments are frozen or in queue mode. A gateway decline is a 422 with the gateway's message.",
       middleware: [requireRole(access.finance)] as const,
       request: jsonBody(CreateRefund),
-      responses: { 201: jsonResponse(RefundWithRemaining, "The refund"), 202: jsonResponse(RefundWithRemaining, "Pending: the gateway did not answer; the amount stays reserved and the hourly sweep settles it"), 423: errorResponses[409], ...errorResponses },
+      responses: { 201: jsonResponse(RefundWithRemaining, "The refund"), 202: jsonResponse(RefundWithRemaining, "Pending: the gateway did not answer; the amount stays reserved and the hourly sweep settles it"), ...problems(404, 423) },
     }),
     async (c) => {
       const { refund, payment } = await createRefund(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c));
@@ -91,10 +97,12 @@ export const refundRoutes = router()
       method: "get",
       path: "/",
       tags: ["Refunds"],
-      summary: "List refunds, newest first",
+      operationId: "listRefunds",
+      summary: "List refunds",
+      description: "Newest first, cursor-paginated.",
       middleware: [requireScopeOrRole("refunds:read", access.read)] as const,
       request: { query: ListRefundsQuery },
-      responses: { 200: jsonResponse(listOf(Refund), "A page of refunds"), ...errorResponses },
+      responses: { 200: jsonResponse(listOf(Refund), "A page of refunds") },
     }),
     async (c) => {
       const q = c.req.valid("query");
@@ -114,10 +122,12 @@ export const refundRoutes = router()
       method: "get",
       path: "/{id}",
       tags: ["Refunds"],
+      operationId: "getRefund",
       summary: "Get a refund",
+      description: "The refund with what remains refundable on its payment.",
       middleware: [requireScopeOrRole("refunds:read", access.read)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(RefundWithRemaining, "The refund"), ...errorResponses },
+      responses: { 200: jsonResponse(RefundWithRemaining, "The refund"), ...problems(404) },
     }),
     async (c) => {
       const db = dbOf(c.env);

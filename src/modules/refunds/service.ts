@@ -3,7 +3,7 @@ import { refunds } from "../../db/schema";
 import type { Db } from "../../db/client";
 import type { AuditContext } from "../../platform/audit";
 import { formatMinor, toMinor } from "../../domain/money";
-import { ApiError, invalid, notFound } from "../../http/problem";
+import { ApiError, invalid, notFound } from "../../platform/errors";
 import { newId } from "../../lib/ids";
 import { lockedError, paymentGuard, withAdmission } from "../payments/guard";
 import { notRefundable, paymentById, remainingOf, reserve, settle, type PaymentRow, type RefundRow } from "./ledger";

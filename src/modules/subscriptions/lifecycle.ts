@@ -9,7 +9,7 @@ import { arrearsShareLines, billingLines, prorationLines, type DraftLine, type M
 import { parseDecimal } from "../../domain/decimal";
 import { priceQuantity } from "../../domain/pricing";
 import { addIntervals } from "../../domain/periods";
-import { ApiError, invalid } from "../../http/problem";
+import { ApiError, invalid } from "../../platform/errors";
 import { newId } from "../../lib/ids";
 import { closeMeterPeriod, meterStub, pushMeterConfig } from "../usage/meter-config";
 import { asPrices, buildDraftInvoice, pendingToLine, planVersion, unbilledPending } from "../invoices/invoice-builder";

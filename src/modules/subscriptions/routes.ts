@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole, requireScopeOrRole } from "../../http/auth";
-import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router, DateOrInstant } from "../../http/openapi";
+import { jsonBody, jsonResponse, listOf, PaginationQuery, router, DateOrInstant, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { subscriptionStatuses } from "../../db/schema";
 import { auditCtx } from "../../http/context";
@@ -20,10 +20,12 @@ export const subscriptionRoutes = router()
       method: "post",
       path: "/",
       tags: ["Subscriptions"],
+      operationId: "createSubscription",
       summary: "Subscribe a customer to a plan",
+      description: "Starts a subscription on the plan's latest version, with an optional trial and billing anchor. The customer and plan must share a currency; advance fees are invoiced at once.",
       middleware: [requireRole(access.subscriptions)] as const,
       request: jsonBody(CreateSubscription),
-      responses: { 201: jsonResponse(Subscription, "The new subscription"), ...errorResponses },
+      responses: { 201: jsonResponse(Subscription, "The new subscription") },
     }),
     async (c) => c.json(await createSubscription(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 201),
   )
@@ -32,10 +34,12 @@ export const subscriptionRoutes = router()
       method: "get",
       path: "/",
       tags: ["Subscriptions"],
-      summary: "List subscriptions, filtered by customer and status",
+      operationId: "listSubscriptions",
+      summary: "List subscriptions",
+      description: "Newest first, cursor-paginated, filtered by `customerId` and `status`.",
       middleware: [requireScopeOrRole("subscriptions:read", access.read)] as const,
       request: { query: PaginationQuery.extend({ customerId: z.string().optional(), status: z.enum(subscriptionStatuses).optional() }) },
-      responses: { 200: jsonResponse(listOf(Subscription), "A page of subscriptions"), ...errorResponses },
+      responses: { 200: jsonResponse(listOf(Subscription), "A page of subscriptions") },
     }),
     async (c) => c.json(await listSubscriptions(dbOf(c.env), c.req.valid("query")), 200),
   )
@@ -44,10 +48,12 @@ export const subscriptionRoutes = router()
       method: "get",
       path: "/{id}",
       tags: ["Subscriptions"],
+      operationId: "getSubscription",
       summary: "Get a subscription",
+      description: "The subscription with its current period, trial, pause and cancellation state.",
       middleware: [requireScopeOrRole("subscriptions:read", access.read)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(Subscription, "The subscription"), ...errorResponses },
+      responses: { 200: jsonResponse(Subscription, "The subscription"), ...problems(404) },
     }),
     async (c) => c.json(toSubscription(await getSubscriptionRow(dbOf(c.env), c.req.valid("param").id)), 200),
   );
@@ -68,10 +74,12 @@ subscriptionRoutes
       method: "post",
       path: "/{id}/pause",
       tags: ["Subscriptions"],
-      summary: "Pause billing; resumes automatically on resumeDate",
+      operationId: "pauseSubscription",
+      summary: "Pause a subscription",
+      description: "Pauses billing; the subscription resumes automatically on `resumeDate` when given.",
       middleware: [requireRole(access.subscriptions)] as const,
       request: { params: IdParam, ...jsonBody(z.object({ reason: z.string().min(1).max(200), resumeDate: DateOrInstant.optional() })) },
-      responses: { 200: jsonResponse(LifecycleResult, "The paused subscription"), ...errorResponses },
+      responses: { 200: jsonResponse(LifecycleResult, "The paused subscription"), ...problems(404) },
     }),
     async (c) => {
       const body = c.req.valid("json");
@@ -85,7 +93,9 @@ subscriptionRoutes
       method: "put",
       path: "/{id}/discount",
       tags: ["Subscriptions"],
-      summary: "Set or remove (null) the percentage off every invoice line, from the next invoice on (audited)",
+      operationId: "setSubscriptionDiscount",
+      summary: "Set or remove a subscription discount",
+      description: "Sets the percentage off every invoice line from the next invoice on, or removes it with null (audited).",
       middleware: [requireRole(access.subscriptions)] as const,
       request: {
         params: IdParam,
@@ -97,7 +107,7 @@ subscriptionRoutes
           }),
         ),
       },
-      responses: { 200: jsonResponse(LifecycleResult, "The subscription with its new discount"), ...errorResponses },
+      responses: { 200: jsonResponse(LifecycleResult, "The subscription with its new discount"), ...problems(404) },
     }),
     async (c) => {
       const body = c.req.valid("json");
@@ -112,10 +122,12 @@ subscriptionRoutes
       method: "post",
       path: "/{id}/resume",
       tags: ["Subscriptions"],
-      summary: "Resume a paused subscription now",
+      operationId: "resumeSubscription",
+      summary: "Resume a paused subscription",
+      description: "Resumes a paused subscription now; 409 when it is not paused.",
       middleware: [requireRole(access.subscriptions)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(LifecycleResult, "The resumed subscription"), ...errorResponses },
+      responses: { 200: jsonResponse(LifecycleResult, "The resumed subscription"), ...problems(404) },
     }),
     async (c) => {
       const { db, sub, now } = await subscriptionAndNow(c.env, c.req.valid("param").id);
@@ -145,7 +157,7 @@ subscriptionRoutes
           z.object({ effectiveAt: z.string(), scheduled: z.boolean(), prorationLines: z.array(ProrationLine), net: z.object({ amount: z.string(), amountMinor: z.number().int(), currency: z.string() }), note: z.string().nullable() }),
           "What the change would add to the next invoice",
         ),
-        ...errorResponses,
+        ...problems(404),
       },
     }),
     async (c) => {
@@ -170,7 +182,9 @@ subscriptionRoutes
       method: "put",
       path: "/{id}/plan",
       tags: ["Subscriptions"],
-      summary: "Change plan now (prorated), at the next billing cycle, or on a date",
+      operationId: "changeSubscriptionPlan",
+      summary: "Change a subscription's plan",
+      description: "Now (prorated by the second, as invoice lines), at the next billing cycle, or on a date.",
       middleware: [requireRole(access.subscriptions)] as const,
       request: {
         params: IdParam,
@@ -196,7 +210,7 @@ subscriptionRoutes
           }),
           "The change, with the proration lines added to the next invoice",
         ),
-        ...errorResponses,
+        ...problems(404),
       },
     }),
     async (c) => {
@@ -223,7 +237,9 @@ subscriptionRoutes
       method: "post",
       path: "/{id}/cancel",
       tags: ["Subscriptions"],
-      summary: "Cancel at period end or immediately (final invoice, optional prorated credit)",
+      operationId: "cancelSubscription",
+      summary: "Cancel a subscription",
+      description: "At period end, or immediately with a final invoice and an optional prorated credit for unused advance fees.",
       middleware: [requireRole(access.subscriptions)] as const,
       request: {
         params: IdParam,
@@ -236,7 +252,7 @@ subscriptionRoutes
           }),
         ),
       },
-      responses: { 200: jsonResponse(z.object({ subscription: Subscription, finalInvoiceId: z.string().nullable() }), "The canceled (or scheduled) subscription"), ...errorResponses },
+      responses: { 200: jsonResponse(z.object({ subscription: Subscription, finalInvoiceId: z.string().nullable() }), "The canceled (or scheduled) subscription"), ...problems(404) },
     }),
     async (c) => {
       const body = c.req.valid("json");

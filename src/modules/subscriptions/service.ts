@@ -17,7 +17,7 @@ import { nowFor } from "../../platform/clock";
 import { newestFirstPage } from "../../platform/pagination";
 import { subscriptions, type SubscriptionStatus } from "../../db/schema";
 import { periodAt } from "../../domain/periods";
-import { ApiError, invalid, notFound } from "../../http/problem";
+import { ApiError, invalid, notFound } from "../../platform/errors";
 import { newId } from "../../lib/ids";
 import { iso, DAY_MS } from "../../lib/time";
 import { getCustomerRow } from "../customers/service";

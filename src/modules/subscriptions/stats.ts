@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, asc, count, eq, gte, isNotNull, isNull, lt, lte, ne, or, sql } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, jsonResponse, router, DateOrInstant } from "../../http/openapi";
+import { jsonResponse, router, DateOrInstant } from "../../http/openapi";
 import { invalid } from "../../http/problem";
 import { dbOf } from "../../db/client";
 import { invoices, plans, subscriptions, subscriptionStatuses, type SubscriptionStatus } from "../../db/schema";
@@ -86,9 +86,11 @@ export const subscriptionStatsRoutes = router()
       method: "get",
       path: "/stats/active",
       tags: ["Subscription monitoring"],
-      summary: "Non-canceled subscriptions by status and by plan",
+      operationId: "getActiveSubscriptionStats",
+      summary: "Active subscription counts",
+      description: "Non-canceled subscriptions by status and by plan.",
       middleware: [requireRole(access.read)] as const,
-      responses: { 200: jsonResponse(ActiveStats, "Counts"), ...errorResponses },
+      responses: { 200: jsonResponse(ActiveStats, "Counts") },
     }),
     async (c) => {
       const rows = await dbOf(c.env)
@@ -121,7 +123,9 @@ export const subscriptionStatsRoutes = router()
       method: "get",
       path: "/ending-soon",
       tags: ["Subscription monitoring"],
-      summary: "Subscriptions that end (cancel at period end) or leave their trial within `days`, soonest first",
+      operationId: "listSubscriptionsEndingSoon",
+      summary: "List subscriptions ending soon",
+      description: "Subscriptions that end (cancel at period end) or leave their trial within `days`, soonest first.",
       middleware: [requireRole(access.read)] as const,
       request: {
         query: z.object({
@@ -129,7 +133,7 @@ export const subscriptionStatsRoutes = router()
           limit: z.coerce.number().int().min(1).max(500).default(100),
         }),
       },
-      responses: { 200: jsonResponse(EndingSoon, "Subscriptions ending soon"), ...errorResponses },
+      responses: { 200: jsonResponse(EndingSoon, "Subscriptions ending soon") },
     }),
     async (c) => {
       const { days, limit } = c.req.valid("query");
@@ -167,11 +171,12 @@ export const subscriptionStatsRoutes = router()
       method: "get",
       path: "/stats/trial-conversion",
       tags: ["Subscription monitoring"],
-      summary: "Trials started in [from, to] and what became of them, overall and by plan",
-      description: "A date as `to` includes that whole UTC day. Without `from` every trial up to `to` counts.",
+      operationId: "getTrialConversion",
+      summary: "Trial conversion",
+      description: "Trials started in [from, to] and what became of them, overall and by plan. A date as `to` includes that whole UTC day. Without `from` every trial up to `to` counts.",
       middleware: [requireRole(access.read)] as const,
       request: { query: z.object({ from: DateOrInstant.optional(), to: DateOrInstant.optional() }) },
-      responses: { 200: jsonResponse(TrialConversion, "Trial conversion"), ...errorResponses },
+      responses: { 200: jsonResponse(TrialConversion, "Trial conversion") },
     }),
     async (c) => {
       const q = c.req.valid("query");
@@ -214,9 +219,11 @@ export const subscriptionStatsRoutes = router()
       method: "get",
       path: "/health",
       tags: ["Subscription monitoring"],
-      summary: "Counts by status, amounts due on past-due subscriptions (per currency), renewal backlog and drafts awaiting finalization",
+      operationId: "getSubscriptionHealth",
+      summary: "Subscription health",
+      description: "Counts by status, amounts due on past-due subscriptions (per currency), renewal backlog and drafts awaiting finalization.",
       middleware: [requireRole(access.read)] as const,
-      responses: { 200: jsonResponse(Health, "Subscription health"), ...errorResponses },
+      responses: { 200: jsonResponse(Health, "Subscription health") },
     }),
     async (c) => {
       const db = dbOf(c.env);
@@ -265,9 +272,11 @@ export const subscriptionStatsRoutes = router()
       method: "get",
       path: "/pending-renewals/count",
       tags: ["Subscription monitoring"],
-      summary: "Period ends the billing run has to process: overdue and due within 24 hours",
+      operationId: "countPendingRenewals",
+      summary: "Count pending renewals",
+      description: "Period ends the billing run has to process: overdue and due within 24 hours.",
       middleware: [requireRole(access.read)] as const,
-      responses: { 200: jsonResponse(PendingRenewals, "Pending renewals"), ...errorResponses },
+      responses: { 200: jsonResponse(PendingRenewals, "Pending renewals") },
     }),
     async (c) => {
       const now = Date.now();

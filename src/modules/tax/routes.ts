@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, jsonBody, jsonResponse, router } from "../../http/openapi";
+import { jsonBody, jsonResponse, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { auditCtx } from "../../http/context";
 import { iso } from "../../lib/time";
@@ -14,10 +14,12 @@ export const taxRoutes = router()
       method: "put",
       path: "/rates",
       tags: ["Tax"],
-      summary: "Set a jurisdiction's rate from a date on (a new date adds to the history, the same date replaces it)",
+      operationId: "setTaxRate",
+      summary: "Set a tax rate",
+      description: "Sets a jurisdiction's rate from a date on: a new date adds to the history, the same date replaces it. Audited.",
       middleware: [requireRole(access.finance)] as const,
       request: jsonBody(UpsertTaxRate),
-      responses: { 200: jsonResponse(TaxRateUpdated, "The jurisdiction's history and the rate in force now"), ...errorResponses },
+      responses: { 200: jsonResponse(TaxRateUpdated, "The jurisdiction's history and the rate in force now") },
     }),
     async (c) => {
       const input = c.req.valid("json");
@@ -33,10 +35,12 @@ export const taxRoutes = router()
       method: "get",
       path: "/rates",
       tags: ["Tax"],
-      summary: "A jurisdiction's rate history and the rate in force at an instant",
+      operationId: "getTaxRates",
+      summary: "Get a jurisdiction's tax rates",
+      description: "The rate history, newest first, and the rate in force at an instant.",
       middleware: [requireRole(access.read)] as const,
       request: { query: RatesQuery },
-      responses: { 200: jsonResponse(TaxRateHistory, "History, newest first, and the rate in force"), ...errorResponses },
+      responses: { 200: jsonResponse(TaxRateHistory, "History, newest first, and the rate in force") },
     }),
     async (c) => {
       const q = c.req.valid("query");
@@ -48,10 +52,12 @@ export const taxRoutes = router()
       method: "get",
       path: "/exemptions/validate",
       tags: ["Tax"],
-      summary: "Tax-exempt customers whose certificate is missing, expired or expiring soon",
+      operationId: "validateTaxExemptions",
+      summary: "Check tax exemption certificates",
+      description: "Tax-exempt customers whose certificate is missing, expired or expiring soon.",
       middleware: [requireRole(access.read)] as const,
       request: { query: ExemptionsQuery },
-      responses: { 200: jsonResponse(ExemptionReport, "Exemptions needing attention, with counts"), ...errorResponses },
+      responses: { 200: jsonResponse(ExemptionReport, "Exemptions needing attention, with counts") },
     }),
     async (c) => c.json(await validateExemptions(dbOf(c.env), Date.now(), c.req.valid("query").days), 200),
   )
@@ -60,7 +66,9 @@ export const taxRoutes = router()
       method: "post",
       path: "/report",
       tags: ["Tax"],
-      summary: "Tax collected per jurisdiction and currency over a quarter, month or year; stored in R2",
+      operationId: "createTaxReport",
+      summary: "Generate a tax report",
+      description: "Tax collected per jurisdiction and currency over a quarter, month or year; stored in R2.",
       middleware: [requireRole(access.finance)] as const,
       request: jsonBody(TaxReportRequest),
       responses: {
@@ -69,7 +77,6 @@ export const taxRoutes = router()
           headers: z.object({ "X-Report-Key": z.string().openapi({ example: "reports/tax/Q2-2024-US-CA.csv" }) }),
           content: { "application/json": { schema: TaxReport }, "text/csv": { schema: z.string() } },
         },
-        ...errorResponses,
       },
     }),
     async (c) => {

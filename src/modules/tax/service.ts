@@ -7,7 +7,7 @@ import { assertChanged, isAssertionFailure, isUniqueViolation } from "../../db/a
 import { formatDecimal, formatScaled, ONE, parseDecimal, SCALE } from "../../domain/decimal";
 import { err, ok, type Result } from "../../domain/result";
 import { rateInForce, type TaxRate } from "../../domain/tax";
-import { ApiError, invalid } from "../../http/problem";
+import { ApiError, invalid } from "../../platform/errors";
 import { newId } from "../../lib/ids";
 import { iso, DAY_MS } from "../../lib/time";
 import { JURISDICTION, type ExemptionIssue, type TaxRateEntry, type TaxRateHistory } from "./schemas";

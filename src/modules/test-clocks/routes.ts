@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, jsonBody, jsonResponse, router } from "../../http/openapi";
+import { jsonBody, jsonResponse, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { auditCtx } from "../../http/context";
 import { advanceClock, assertEnabled, createClock, getClock, parseFrozenTime, toClock } from "./service";
@@ -15,10 +15,12 @@ export const testClockRoutes = router()
       method: "post",
       path: "/",
       tags: ["Test clocks"],
-      summary: "Create a test clock (disabled when TEST_CLOCKS=off)",
+      operationId: "createTestClock",
+      summary: "Create a test clock",
+      description: "A simulated clock for the customers attached to it; disabled (404) when TEST_CLOCKS=off.",
       middleware: [requireRole(access.subscriptions)] as const,
       request: jsonBody(z.object({ frozenTime: FrozenTime, name: z.string().max(100).optional() })),
-      responses: { 201: jsonResponse(Clock, "The clock"), ...errorResponses },
+      responses: { 201: jsonResponse(Clock, "The clock"), ...problems(404) },
     }),
     async (c) => {
       assertEnabled(c.env);
@@ -32,10 +34,12 @@ export const testClockRoutes = router()
       method: "get",
       path: "/{id}",
       tags: ["Test clocks"],
+      operationId: "getTestClock",
       summary: "Get a test clock",
+      description: "The clock's frozen time and status.",
       middleware: [requireRole(access.read)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(Clock, "The clock"), ...errorResponses },
+      responses: { 200: jsonResponse(Clock, "The clock"), ...problems(404) },
     }),
     async (c) => {
       assertEnabled(c.env);
@@ -47,7 +51,9 @@ export const testClockRoutes = router()
       method: "post",
       path: "/{id}/advance",
       tags: ["Test clocks"],
-      summary: "Move the clock forward, running everything that fell due in time order",
+      operationId: "advanceTestClock",
+      summary: "Advance a test clock",
+      description: "Moves the clock forward, running everything that fell due (renewals, invoices, payment retries) in time order.",
       middleware: [requireRole(access.subscriptions)] as const,
       request: { params: IdParam, ...jsonBody(z.object({ frozenTime: FrozenTime })) },
       responses: {
@@ -55,7 +61,7 @@ export const testClockRoutes = router()
           Clock.extend({ steps: z.array(z.object({ subscriptionId: z.string(), step: z.string(), at: z.string(), status: z.string(), invoiceId: z.string().optional() })), invoiceIds: z.array(z.string()) }),
           "The clock after the advance, and what ran",
         ),
-        ...errorResponses,
+        ...problems(404),
       },
     }),
     async (c) => {

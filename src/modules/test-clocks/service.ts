@@ -3,7 +3,7 @@ import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { subscriptions, testClocks } from "../../db/schema";
-import { ApiError, invalid, notFound } from "../../http/problem";
+import { ApiError, invalid, notFound } from "../../platform/errors";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import { meterStub } from "../usage/meter-config";

@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, jsonBody, jsonResponse, router } from "../../http/openapi";
+import { jsonBody, jsonResponse, router, problems } from "../../http/openapi";
 import { auditCtx } from "../../http/context";
 import { dbOf } from "../../db/client";
 import { nowFor } from "../../platform/clock";
@@ -31,7 +31,9 @@ usageAlertRoutes
       method: "post",
       path: "/{id}/usage-alerts",
       tags: ["Usage"],
-      summary: "Alert when a meter's usage in a period reaches a threshold (usage.threshold_crossed, once per period)",
+      operationId: "createUsageAlert",
+      summary: "Create a usage alert",
+      description: "Alerts when a meter's usage in a period reaches a threshold: the event usage.threshold_crossed is emitted once per period.",
       middleware: [requireRole(access.subscriptions)] as const,
       request: {
         params: IdParam,
@@ -42,7 +44,7 @@ usageAlertRoutes
           }),
         ),
       },
-      responses: { 201: jsonResponse(UsageAlert, "The alert"), ...errorResponses },
+      responses: { 201: jsonResponse(UsageAlert, "The alert"), ...problems(404) },
     }),
     async (c) => {
       const db = dbOf(c.env);
@@ -57,10 +59,12 @@ usageAlertRoutes
       method: "get",
       path: "/{id}/usage-alerts",
       tags: ["Usage"],
-      summary: "The subscription's usage alerts, oldest first",
+      operationId: "listUsageAlerts",
+      summary: "List a subscription's usage alerts",
+      description: "Oldest first.",
       middleware: [requireRole(access.read)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(z.object({ data: z.array(UsageAlert) }), "The alerts"), ...errorResponses },
+      responses: { 200: jsonResponse(z.object({ data: z.array(UsageAlert) }), "The alerts"), ...problems(404) },
     }),
     async (c) => c.json({ data: await listUsageAlerts(dbOf(c.env), c.req.valid("param").id) }, 200),
   )
@@ -69,10 +73,12 @@ usageAlertRoutes
       method: "delete",
       path: "/{id}/usage-alerts/{alertId}",
       tags: ["Usage"],
-      summary: "Remove a usage alert (a crossing already recorded is still delivered)",
+      operationId: "deleteUsageAlert",
+      summary: "Delete a usage alert",
+      description: "A crossing already recorded is still delivered.",
       middleware: [requireRole(access.subscriptions)] as const,
       request: { params: AlertParams },
-      responses: { 200: jsonResponse(UsageAlert.extend({ deleted: z.literal(true) }), "The removed alert"), ...errorResponses },
+      responses: { 200: jsonResponse(UsageAlert.extend({ deleted: z.literal(true) }), "The removed alert"), ...problems(404) },
     }),
     async (c) => {
       const db = dbOf(c.env);

@@ -3,7 +3,7 @@ import type { Db } from "../../db/client";
 import type { AuditContext } from "../../platform/audit";
 import { plans, subscriptions, usageAlerts, type StoredMeteredPrice } from "../../db/schema";
 import { formatDecimal, parseDecimal } from "../../domain/decimal";
-import { ApiError } from "../../http/problem";
+import { ApiError } from "../../platform/errors";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import { commitSubscriptionChange } from "../subscriptions/commit";

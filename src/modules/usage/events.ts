@@ -1,5 +1,5 @@
 import { formatDecimal, parseDecimal } from "../../domain/decimal";
-import type { FieldError } from "../../http/problem";
+import type { FieldError } from "../../platform/errors";
 import type { IngestEvent } from "./meter-types";
 
 export const MAX_BATCH = 1000;

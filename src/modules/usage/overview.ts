@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, gte, isNull, lt, sql } from "drizzle-orm";
 import { access, requireScopeOrRole } from "../../http/auth";
-import { errorResponses, jsonResponse, router } from "../../http/openapi";
+import { jsonResponse, router } from "../../http/openapi";
 import { dbOf, type Db } from "../../db/client";
 import { subscriptions, usageRollups } from "../../db/schema";
 import { lastMonths } from "../../domain/mrr-movement";
@@ -62,7 +62,7 @@ export const usageOverviewRoutes = router().openapi(
     description: METHOD,
     middleware: [requireScopeOrRole("usage:read", access.read)] as const,
     request: { query: z.object({ months: z.coerce.number().int().min(1).max(36).default(12) }) },
-    responses: { 200: jsonResponse(UsageOverview, "Usage per meter and month"), ...errorResponses },
+    responses: { 200: jsonResponse(UsageOverview, "Usage per meter and month") },
   }),
   async (c) => c.json(await usageOverview(dbOf(c.env), Date.now(), c.req.valid("query").months), 200),
 );

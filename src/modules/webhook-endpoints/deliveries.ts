@@ -4,7 +4,7 @@ import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { newestFirstPage, type PageQuery } from "../../platform/pagination";
 import { events, webhookDeliveries, webhookDeliveryAttempts } from "../../db/schema";
-import { ApiError, notFound } from "../../http/problem";
+import { ApiError, notFound } from "../../platform/errors";
 import { iso } from "../../lib/time";
 import { eventInsert, eventRow, toEvent } from "../../platform/events";
 import { deliverNow, type DeliveryRow } from "./delivery";

@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
+import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { auditCtx } from "../../http/context";
 import { listDeliveries, resendEvent, sendTestEvent, WebhookDelivery } from "./deliveries";
@@ -32,11 +32,12 @@ export const webhookEndpointRoutes = router()
       method: "post",
       path: "/",
       tags,
-      summary: "Create a webhook endpoint (its signing secret is shown once)",
-      description: shownOnce,
+      operationId: "createWebhookEndpoint",
+      summary: "Create a webhook endpoint",
+      description: "Subscribes a URL to event types. Deliveries are signed (Standard Webhooks) with the endpoint's secret. " + shownOnce,
       middleware: [requireRole(access.admin)] as const,
       request: jsonBody(CreateWebhookEndpoint),
-      responses: { 201: jsonResponse(WebhookEndpointWithSecret, "The endpoint, with its secret"), ...errorResponses },
+      responses: { 201: jsonResponse(WebhookEndpointWithSecret, "The endpoint, with its secret") },
     }),
     async (c) => {
       const created = await createEndpoint(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c));
@@ -50,10 +51,12 @@ export const webhookEndpointRoutes = router()
       method: "get",
       path: "/",
       tags,
-      summary: "List webhook endpoints, newest first (never their secrets)",
+      operationId: "listWebhookEndpoints",
+      summary: "List webhook endpoints",
+      description: "Newest first, never with their secrets.",
       middleware: [requireRole(access.read)] as const,
       request: { query: PaginationQuery },
-      responses: { 200: jsonResponse(listOf(WebhookEndpoint), "A page of endpoints"), ...errorResponses },
+      responses: { 200: jsonResponse(listOf(WebhookEndpoint), "A page of endpoints") },
     }),
     async (c) => c.json(await listEndpoints(dbOf(c.env), c.req.valid("query")), 200),
   )
@@ -62,10 +65,12 @@ export const webhookEndpointRoutes = router()
       method: "get",
       path: "/{id}",
       tags,
-      summary: "Get a webhook endpoint (never its secret)",
+      operationId: "getWebhookEndpoint",
+      summary: "Get a webhook endpoint",
+      description: "Never with its secret.",
       middleware: [requireRole(access.read)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(WebhookEndpoint, "The endpoint"), ...errorResponses },
+      responses: { 200: jsonResponse(WebhookEndpoint, "The endpoint"), ...problems(404) },
     }),
     async (c) => c.json(toEndpoint(await getEndpointRow(dbOf(c.env), c.req.valid("param").id)), 200),
   )
@@ -74,10 +79,12 @@ export const webhookEndpointRoutes = router()
       method: "patch",
       path: "/{id}",
       tags,
-      summary: "Update a webhook endpoint (metadata keys are merged; disabled: false re-enables it)",
+      operationId: "updateWebhookEndpoint",
+      summary: "Update a webhook endpoint",
+      description: "Metadata keys are merged; `disabled: false` re-enables an endpoint.",
       middleware: [requireRole(access.admin)] as const,
       request: { params: IdParam, ...jsonBody(UpdateWebhookEndpoint) },
-      responses: { 200: jsonResponse(WebhookEndpoint, "The updated endpoint"), ...errorResponses },
+      responses: { 200: jsonResponse(WebhookEndpoint, "The updated endpoint"), ...problems(404) },
     }),
     async (c) => {
       const updated = await updateEndpoint(c.env, dbOf(c.env), c.req.valid("param").id, c.req.valid("json"), auditCtx(c));
@@ -90,10 +97,12 @@ export const webhookEndpointRoutes = router()
       method: "delete",
       path: "/{id}",
       tags,
-      summary: "Delete a webhook endpoint (its pending deliveries are abandoned)",
+      operationId: "deleteWebhookEndpoint",
+      summary: "Delete a webhook endpoint",
+      description: "Its pending deliveries are abandoned.",
       middleware: [requireRole(access.admin)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(Deleted, "Deleted"), ...errorResponses },
+      responses: { 200: jsonResponse(Deleted, "Deleted"), ...problems(404) },
     }),
     async (c) => c.json(await deleteEndpoint(dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
   )
@@ -102,11 +111,12 @@ export const webhookEndpointRoutes = router()
       method: "post",
       path: "/{id}/rotate-secret",
       tags,
-      summary: "Roll the signing secret (the old one keeps signing, as a second signature, for 24 h)",
-      description: shownOnce,
+      operationId: "rotateWebhookEndpointSecret",
+      summary: "Roll a webhook endpoint's signing secret",
+      description: "The old secret keeps signing, as a second signature, for 24 h. " + shownOnce,
       middleware: [requireRole(access.admin)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(WebhookEndpointWithSecret, "The endpoint, with its new secret"), ...errorResponses },
+      responses: { 200: jsonResponse(WebhookEndpointWithSecret, "The endpoint, with its new secret"), ...problems(404) },
     }),
     async (c) => {
       const rotated = await rotateSecret(c.env, dbOf(c.env), c.req.valid("param").id, auditCtx(c));
@@ -119,10 +129,12 @@ export const webhookEndpointRoutes = router()
       method: "post",
       path: "/{id}/test",
       tags,
-      summary: "Send a test.webhook event to this endpoint only, now (retried like any delivery if it fails)",
+      operationId: "testWebhookEndpoint",
+      summary: "Send a test event to a webhook endpoint",
+      description: "Sends a test.webhook event to this endpoint only, now (retried like any delivery if it fails).",
       middleware: [requireRole(access.admin)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(z.object({ event: EventJson, delivery: WebhookDelivery }), "The event and its delivery, with the first attempt"), ...errorResponses },
+      responses: { 200: jsonResponse(z.object({ event: EventJson, delivery: WebhookDelivery }), "The event and its delivery, with the first attempt"), ...problems(404) },
     }),
     async (c) => c.json(await sendTestEvent(c.env, dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
   )
@@ -131,13 +143,15 @@ export const webhookEndpointRoutes = router()
       method: "get",
       path: "/{id}/deliveries",
       tags,
-      summary: "An endpoint's deliveries, newest first, each with its attempts (status code, latency, error)",
+      operationId: "listWebhookDeliveries",
+      summary: "List a webhook endpoint's deliveries",
+      description: "Newest first, each with its attempts (status code, latency, error).",
       middleware: [requireRole(access.read)] as const,
       request: {
         params: IdParam,
         query: PaginationQuery.extend({ status: z.enum(["pending", "succeeded", "failed"]).optional(), eventId: z.string().optional() }),
       },
-      responses: { 200: jsonResponse(listOf(WebhookDelivery), "A page of deliveries"), ...errorResponses },
+      responses: { 200: jsonResponse(listOf(WebhookDelivery), "A page of deliveries"), ...problems(404) },
     }),
     async (c) => c.json(await listDeliveries(dbOf(c.env), c.req.valid("param").id, c.req.valid("query")), 200),
   );
@@ -148,13 +162,15 @@ export const eventResendRoutes = router().openapi(
     method: "post",
     path: "/{id}/resend",
     tags,
-    summary: "Send an event to one endpoint again, now (retried like any delivery if it fails)",
+    operationId: "resendEvent",
+    summary: "Resend an event to a webhook endpoint",
+    description: "Sends the event to one endpoint again, now (retried like any delivery if it fails).",
     middleware: [requireRole(access.admin)] as const,
     request: {
       params: z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "evt_123" }) }),
       query: z.object({ endpoint: z.string().min(1).openapi({ description: "The webhook endpoint (we_…)", example: "we_123" }) }),
     },
-    responses: { 200: jsonResponse(WebhookDelivery, "The delivery, with this attempt"), ...errorResponses },
+    responses: { 200: jsonResponse(WebhookDelivery, "The delivery, with this attempt"), ...problems(404) },
   }),
   async (c) => c.json(await resendEvent(c.env, dbOf(c.env), c.req.valid("param").id, c.req.valid("query").endpoint, auditCtx(c)), 200),
 );

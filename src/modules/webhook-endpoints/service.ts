@@ -5,7 +5,7 @@ import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { newestFirstPage, type PageQuery } from "../../platform/pagination";
 import { webhookEndpoints } from "../../db/schema";
-import { ApiError, invalid, notFound, type FieldError } from "../../http/problem";
+import { ApiError, invalid, notFound, type FieldError } from "../../platform/errors";
 import { bytesToBase64, base64ToBytes, decrypt, encrypt } from "../../lib/crypto";
 import { newId } from "../../lib/ids";
 import { newWebhookSecret } from "../../lib/standard-webhooks";

@@ -1,7 +1,7 @@
 import { and, eq } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { webhookEvents } from "../../db/schema";
-import { ApiError } from "../../http/problem";
+import { ApiError } from "../../platform/errors";
 import type { WebhookMessage } from "../../../queues/messages";
 import type { VerifiedEvent } from "./verify";
 

@@ -1,8 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, eq } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
-import { errorResponses, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
-import { lenientJson } from "../../http/lenient-json";
+import { jsonResponse, listOf, optionalJsonBody, PaginationQuery, problems, router } from "../../http/openapi";
 import { auditCtx } from "../../http/context";
 import { ApiError, notFound } from "../../http/problem";
 import { commitWithAudit } from "../../platform/audit";
@@ -25,12 +24,30 @@ export const stripeWebhookRoutes = router().openapi(
   createRoute({
     method: "post",
     path: "/",
+    operationId: "receiveStripeWebhook",
     tags: ["Webhooks"],
-    summary: "Stripe events: verified against Stripe-Signature (300 s tolerance), stored once, applied through the webhooks queue",
+    summary: "Receive a Stripe event",
     security: [],
-    // No body schema on purpose: a validator would parse the body first, and the signature covers the raw bytes.
-    description: "Body: the Stripe event exactly as Stripe signed it. Answers 400 when the signature is missing, forged or older than 300 s.",
-    responses: { 200: jsonResponse(Received, "Stored (or already stored) and queued"), ...errorResponses },
+    description:
+      "Called by Stripe. The event is verified against the Stripe-Signature header (300 s tolerance), stored once and applied through the webhooks queue. Answers 400 when the signature is missing, forged or older than 300 s.",
+    request: {
+      headers: z.object({ "stripe-signature": z.string().optional().openapi({ description: "Stripe's signature over the raw body", example: "t=1719223200,v1=5257a869e7ec…" }) }),
+      // A plain JSON Schema, not zod: a validator would parse the body first, and the signature covers the raw bytes.
+      body: {
+        required: true,
+        description: "The Stripe event exactly as Stripe signed it",
+        content: {
+          "application/json": {
+            schema: {
+              type: "object",
+              required: ["id", "type", "data"],
+              properties: { id: { type: "string", example: "evt_1PQ" }, type: { type: "string", example: "payment_intent.succeeded" }, data: { type: "object" } },
+            },
+          },
+        },
+      },
+    },
+    responses: { 200: jsonResponse(Received, "Stored (or already stored) and queued"), ...problems(503) },
   }),
   async (c) => {
     const raw = await c.req.text();
@@ -51,7 +68,7 @@ const WebhookEvent = z
 type EventRow = typeof webhookEvents.$inferSelect;
 const toEvent = (e: EventRow) => ({ id: e.id, source: e.source, type: e.type, status: e.status, error: e.error, receivedAt: iso(e.receivedAt), processedAt: iso(e.processedAt) });
 const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "evt_123" }) });
-const Cleanup = z.object({ olderThanDays: z.coerce.number().int().min(1).max(3650).default(30) });
+const Cleanup = z.object({ olderThanDays: z.coerce.number().int().min(1).max(3650).default(30).openapi({ example: 30 }) }).openapi("WebhookCleanup");
 
 /** Mounted at /admin/webhooks. */
 export const webhookAdminRoutes = router()
@@ -59,15 +76,17 @@ export const webhookAdminRoutes = router()
     createRoute({
       method: "post",
       path: "/cleanup",
+      operationId: "cleanupWebhookEvents",
       tags: ["Webhooks"],
-      summary: "Delete processed and ignored Stripe events older than olderThanDays (default 30)",
+      summary: "Delete old processed Stripe events",
       middleware: [requireRole(access.admin)] as const,
-      // Parsed leniently: the runbook's daily script posts with no body and no Content-Type.
-      description: "Body (JSON, any Content-Type, optional): { olderThanDays }",
-      responses: { 200: jsonResponse(z.object({ deleted: z.number().int(), olderThanDays: z.number().int(), cutoff: z.string() }), "Deleted"), ...errorResponses },
+      description:
+        "Deletes processed and ignored Stripe events older than `olderThanDays` (default 30). The runbook's daily script posts with no body and no Content-Type: the body is optional and read as JSON whatever its type.",
+      request: optionalJsonBody(Cleanup),
+      responses: { 200: jsonResponse(z.object({ deleted: z.number().int(), olderThanDays: z.number().int(), cutoff: z.string() }), "Deleted") },
     }),
     async (c) => {
-      const { olderThanDays } = await lenientJson(c, Cleanup);
+      const { olderThanDays } = c.req.valid("json");
       const ctx = auditCtx(c);
       return c.json(await cleanupWebhookEvents(c.env, dbOf(c.env), olderThanDays, ctx.now, ctx), 200);
     },
@@ -76,11 +95,13 @@ export const webhookAdminRoutes = router()
     createRoute({
       method: "get",
       path: "/events",
+      operationId: "listWebhookEvents",
       tags: ["Webhooks"],
-      summary: "Stored Stripe events, newest first",
+      summary: "List stored Stripe events",
+      description: "Received Stripe events, newest first, filtered by `status` or `type`.",
       middleware: [requireRole(access.admin)] as const,
       request: { query: PaginationQuery.extend({ status: EventStatus.optional(), type: z.string().optional() }) },
-      responses: { 200: jsonResponse(listOf(WebhookEvent), "Events"), ...errorResponses },
+      responses: { 200: jsonResponse(listOf(WebhookEvent), "Events") },
     }),
     async (c) => {
       const q = c.req.valid("query");
@@ -99,11 +120,13 @@ export const webhookAdminRoutes = router()
     createRoute({
       method: "get",
       path: "/events/{id}",
+      operationId: "getWebhookEvent",
       tags: ["Webhooks"],
-      summary: "One stored Stripe event with its payload",
+      summary: "Get a stored Stripe event",
+      description: "One received Stripe event with its status, error and payload.",
       middleware: [requireRole(access.admin)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(WebhookEvent.extend({ payload: z.unknown() }), "Event"), ...errorResponses },
+      responses: { 200: jsonResponse(WebhookEvent.extend({ payload: z.unknown() }), "Event"), ...problems(404) },
     }),
     async (c) => {
       const row = await dbOf(c.env).select().from(webhookEvents).where(eq(webhookEvents.id, c.req.valid("param").id)).get();
@@ -121,11 +144,13 @@ export const webhookAdminRoutes = router()
     createRoute({
       method: "post",
       path: "/events/{id}/replay",
+      operationId: "replayWebhookEvent",
       tags: ["Webhooks"],
-      summary: "Queue a received or failed event again (after fixing what it was waiting for)",
+      summary: "Replay a Stripe event",
+      description: "Queues a received or failed event again (after fixing what it was waiting for); 409 when it was processed or ignored.",
       middleware: [requireRole(access.admin)] as const,
       request: { params: IdParam },
-      responses: { 202: jsonResponse(WebhookEvent, "Queued"), ...errorResponses },
+      responses: { 202: jsonResponse(WebhookEvent, "Queued"), ...problems(404) },
     }),
     async (c) => {
       const db = dbOf(c.env);
