@@ -9,7 +9,7 @@ import { billingLines, type DraftLine } from "../../domain/invoice";
 import { periodAt } from "../../domain/periods";
 import { closeMeterPeriod, pushMeterConfig } from "../usage/meter-config";
 import { asPrices, buildDraftInvoice, pendingToLine, planVersion, unbilledPending } from "../invoices/invoice-builder";
-import { nextDueStep, type DueStep } from "./due";
+import { graceMsOf, nextDueStep, type DueStep } from "./due";
 import { finalizeInvoice } from "../invoices/finalize";
 import { eventsCommitted } from "../../platform/events";
 
@@ -18,7 +18,7 @@ type PlanRow = Awaited<ReturnType<typeof planVersion>>;
 
 export type StepResult = { subscriptionId: string; step: DueStep["kind"]; at: number; invoiceId?: string; status: SubscriptionStatus };
 
-export const graceMsOf = (env: Env) => Number(env.USAGE_GRACE_SECONDS ?? "3600") * 1000;
+export { graceMsOf };
 const hasMeters = (plan: PlanRow) => plan.prices.some((p) => p.type === "metered");
 
 async function load(db: Db, id: string) {
