@@ -69,7 +69,6 @@ describe("the hourly cron at large N", () => {
     expect(await count("SELECT count(*) AS n FROM invoices WHERE id LIKE ? AND status = 'draft'", `${drafts}%`)).toBe(0);
     expect(rec.take("payments").filter((m) => m.type === "payment.attempt")).toHaveLength(300);
     const lines = log();
-    console.warn(JSON.stringify({ cronInvocations: lines.length, max: maxOf(lines) }));
     expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
     expect(lines.find((l) => l.invocation === `cron ${CRON.hourly}`)).toMatchObject({ d1Queries: 0, subrequests: 1 });
     // The heaviest invocation is a page of 25 drafts; nothing scales with the 6,000 subscriptions or 300 drafts.
@@ -105,7 +104,6 @@ describe("one test-clock advance with 300 subscriptions", () => {
     expect(await count("SELECT count(*) AS n FROM invoices WHERE test_clock_id = ? AND billing_reason = 'subscription_cycle'", clock.id)).toBe(ids.length);
     expect(await count("SELECT count(*) AS n FROM subscriptions WHERE test_clock_id = ? AND status != 'canceled' AND current_period_end <= ?", clock.id, target)).toBe(0);
     const lines = log();
-    console.warn(JSON.stringify({ clockInvocations: lines.length, max: maxOf(lines), total: lines.reduce((n, l) => n + l.d1Queries, 0) }));
     expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
     expect(maxOf(lines).d1Queries).toBeLessThanOrEqual(900);
     // O(N) in all: about 2,000 queries a subscription would be the old quadratic walk; this is a few dozen.
@@ -127,7 +125,6 @@ describe("queue consumers", () => {
     await deliver(rec.env, "billing-payments", charges);
     expect(await count(`SELECT count(*) AS n FROM invoices WHERE subscription_id IN (${ids.map(() => "?").join(",")}) AND status = 'paid'`, ...ids)).toBe(10);
     const lines = log();
-    console.warn(JSON.stringify(lines.map((l) => [l.invocation, l.d1Queries, l.subrequests])));
     const jobs = lines.filter((l) => l.invocation.startsWith("queue billing-jobs"));
     const payments = lines.filter((l) => l.invocation.startsWith("queue billing-payments"));
     expect(jobs).toHaveLength(2);
