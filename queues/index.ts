@@ -1,5 +1,6 @@
 import { consumeDeadLetters } from "./dlq";
 import { consumeJobs } from "./jobs";
+import { consumeTasks } from "./tasks";
 import { consumePayments } from "./payments";
 import { consumeWebhooks } from "./webhooks";
 import { queueNames } from "./messages";
@@ -8,6 +9,7 @@ const byQueue: Record<string, (batch: MessageBatch<unknown>, env: Env) => Promis
   [queueNames.payments]: consumePayments,
   [queueNames.webhooks]: consumeWebhooks,
   [queueNames.jobs]: consumeJobs,
+  [queueNames.tasks]: consumeTasks,
   [queueNames.dlq]: consumeDeadLetters,
   [queueNames.dlqOverflow]: consumeDeadLetters,
 };

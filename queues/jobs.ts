@@ -9,10 +9,15 @@ import { SYSTEM_ACTOR } from "../src/platform/actor";
 import type { JobMessage } from "./messages";
 import { queueNames } from "./messages";
 
+export const STEPS_PER_MESSAGE = 4;
+
 export const jobHandlers = {
   // Renewals, trial ends, resumes, scheduled changes of one subscription; idempotent, so redelivery is harmless.
+  // At most STEPS_PER_MESSAGE steps (about 30 D1 queries each), so a batch of 5 stays inside Cloudflare's 1,000 queries
+  // per invocation even for a subscription far behind; the rest continues in a fresh message.
   "billing.run_due": async (m: Extract<JobMessage, { type: "billing.run_due" }>, env: Env) => {
-    await runDue(env, dbOf(env), m.subscriptionId, Date.now(), { actor: SYSTEM_ACTOR });
+    const steps = await runDue(env, dbOf(env), m.subscriptionId, Date.now(), { actor: SYSTEM_ACTOR }, STEPS_PER_MESSAGE);
+    if (steps.length === STEPS_PER_MESSAGE) await env.JOB_QUEUE.send({ type: "billing.run_due", subscriptionId: m.subscriptionId } satisfies JobMessage);
     return { status: "done" as const };
   },
   "meters.resync": async (_m: Extract<JobMessage, { type: "meters.resync" }>, env: Env) => {

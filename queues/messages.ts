@@ -21,12 +21,28 @@ export type WebhookMessage =
   /** One attempt of a delivery when it is due (retries are fresh delayed messages, up to 12 h each). */
   | { type: "webhook.deliver"; deliveryId: string };
 
-export type QueueMessage = JobMessage | PaymentMessage | WebhookMessage;
+/**
+ * Bounded units of the billing run, one per invocation (the tasks queue delivers one message per batch): a cron
+ * task, the next page of a paging job (keyset cursor `after`), the next stretch of a test-clock advance.
+ */
+export type TaskMessage =
+  | { type: "cron.task"; cron: string; task: string; scheduledTime: number }
+  /** Due subscriptions after `after` (by id) at `now` go to the jobs queue as billing.run_due, a few pages per message. */
+  | { type: "billing.enqueue_due"; now: number; after: string | null }
+  /** Drafts after `after` (by id) of real time (`testClockId` null) or of one clock are finalized, a page per message. */
+  | { type: "invoices.finalize_drafts"; now: number; after: string | null; testClockId: string | null }
+  /** customer.subscription.trial_will_end for real-time trials ending within three days of `now`, a page per message. */
+  | { type: "subscriptions.trial_will_end"; now: number }
+  /** The next steps of a test clock moving to `target` (epoch ms). */
+  | { type: "test_clock.advance"; clockId: string; target: number; meterAfter?: string };
+
+export type QueueMessage = JobMessage | PaymentMessage | WebhookMessage | TaskMessage;
 
 export const queueNames = {
   payments: "billing-payments",
   webhooks: "billing-webhooks",
   jobs: "billing-jobs",
+  tasks: "billing-tasks",
   dlq: "billing-dlq",
   /** Where a dead letter goes when the DLQ consumer cannot store it (its consumer's own dead-letter queue is billing-dlq). */
   dlqOverflow: "billing-dlq-overflow",

@@ -28,6 +28,7 @@ const prod = readConfig({ config: "wrangler.toml", env: "production" }, quiet);
 check(dev.vars?.ENVIRONMENT === "development" && prod.vars?.ENVIRONMENT === "production", "ENVIRONMENT is development at the top level, production in [env.production]");
 check(prod.vars?.TEST_CLOCKS === "off", "test clocks are off in production");
 check(prod.workers_dev === false, "production is not served on workers.dev (workers_dev = false)");
+check(!prod.vars?.LIMITS, "production runs without the per-invocation limit counter (LIMITS empty; src/platform/limits.ts)");
 check(prod.upload_source_maps === true, "production uploads source maps (upload_source_maps = true)");
 
 const resources = (c) => ({

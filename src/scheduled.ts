@@ -1,9 +1,9 @@
 import { dbOf } from "./db/client";
 import { purgeExpiredIdempotencyKeys } from "./http/idempotency";
 import { resyncMeters } from "./modules/usage/meter-config";
-import { enqueueDue } from "./modules/subscriptions/billing-run";
+import { enqueueDuePages, trialWillEndPage } from "./modules/subscriptions/billing-run";
 import { SYSTEM_ACTOR } from "./platform/actor";
-import { finalizeDrafts } from "./modules/invoices/finalize";
+import { finalizeDraftsChained } from "./modules/invoices/finalize";
 import { runDailyReconciliation } from "./modules/reconciliation/report";
 import { cleanupWebhookEvents } from "./modules/webhooks/cleanup";
 import { weeklyRevenueReport } from "./modules/analytics/weekly-report";
@@ -17,7 +17,8 @@ import { DAY_MS } from "./lib/time";
 import { sealAuditChain } from "./modules/audit/verify";
 import { archiveOldEvents } from "./modules/events/retention";
 import { markUncollectible, sendDueRetries } from "./modules/payments/dunning";
-import type { JobMessage } from "../queues/messages";
+import type { JobMessage, TaskMessage } from "../queues/messages";
+import { sendAll } from "./platform/queue-send";
 import { currentCounts, type InvocationCounts } from "./platform/limits";
 import { expireDueGrants } from "./modules/credits/service";
 
@@ -33,15 +34,17 @@ type Task = { name: string; run: (env: Env, scheduledTime: number) => Promise<un
 export const cronTasks: Record<string, Task[]> = {
   [CRON.hourly]: [
     { name: "meters.resync", run: (env) => resyncMeters(env, dbOf(env)) },
-    { name: "billing.enqueue_due", run: (env, t) => enqueueDue(env, dbOf(env), t) },
-    { name: "billing.finalize_drafts", run: async (env, t) => (await finalizeDrafts(env, dbOf(env), { actor: SYSTEM_ACTOR, now: t }, { testClockId: null })).length },
+    // Each of these does one bounded page and queues the next on the tasks queue (docs/scale.md).
+    { name: "subscriptions.trial_will_end", run: (env, t) => trialWillEndPage(env, dbOf(env), t) },
+    { name: "billing.enqueue_due", run: (env, t) => enqueueDuePages(env, dbOf(env), t, null) },
+    { name: "billing.finalize_drafts", run: async (env, t) => (await finalizeDraftsChained(env, dbOf(env), { actor: SYSTEM_ACTOR, now: t }, null, null)).finalized.length },
     // Live invoices only: a test clock's retries and "uncollectible" move when the clock is advanced.
     { name: "payments.retries_due", run: (env, t) => sendDueRetries(env, dbOf(env), t, { testClockId: null }) },
     { name: "notifications.sweep", run: (env, t) => sweepQueuedNotifications(env, dbOf(env), t) },
     { name: "webhook_endpoints.sweep", run: (env, t) => sweepWebhookDeliveries(env, dbOf(env), t) },
     { name: "credits.expire", run: (env, t) => expireDueGrants(dbOf(env), t, { testClockId: null }, { actor: SYSTEM_ACTOR }) },
     { name: "refunds.settle_pending", run: (env, t) => settlePendingRefunds(env, dbOf(env), { actor: SYSTEM_ACTOR, now: t }) },
-    // Last, so the rows the tasks above wrote are sealed too (audited writes also poke the sealer themselves).
+    // Audited writes also poke the sealer themselves; this catches what a lost poke left.
     { name: "audit.seal", run: async (env) => { const r = await sealAuditChain(env); return { sealed: r.sealed, adopted: r.adopted, headSeq: r.head.seq }; } },
   ],
   [CRON.daily]: [
@@ -85,11 +88,39 @@ function countsSince(before: InvocationCounts | null): Partial<InvocationCounts>
   return { d1Queries: now.d1Queries - before.d1Queries, subrequests: now.subrequests - before.subrequests, queueSends: now.queueSends - before.queueSends };
 }
 
+/**
+ * Triggers whose tasks each run in their own invocation: the trigger sends one `cron.task` message per task to the
+ * tasks queue (one message per invocation), so no task shares Cloudflare's per-invocation limits with another and a
+ * failed task is retried on its own. The daily and weekly tasks are small and still run inline, in order.
+ */
+export const FANNED_OUT_CRONS: ReadonlySet<string> = new Set([CRON.hourly]);
+
+/** Runs one task of a cron trigger (the tasks queue's `cron.task`); throws when it fails, so the message is retried. */
+export async function runCronTask(env: Env, cron: string, name: string, scheduledTime: number): Promise<void> {
+  const task = cronTasks[cron]?.find((t) => t.name === name);
+  if (!task) throw new Error(`no task ${name} for cron ${cron}`);
+  const started = Date.now();
+  const before = currentCounts();
+  try {
+    const result = await task.run(env, scheduledTime);
+    console.log(JSON.stringify({ level: "info", msg: "cron task", cron, task: name, ms: Date.now() - started, result, ...countsSince(before) }));
+  } catch (e) {
+    console.log(JSON.stringify({ level: "error", msg: "cron task failed", cron, task: name, error: String(e) }));
+    throw e;
+  }
+}
+
 /** The worker's `scheduled` handler: dispatch by cron expression, one JSON log line per task. */
 export async function scheduled(controller: ScheduledController, env: Env): Promise<void> {
   const tasks = cronTasks[controller.cron];
   if (!tasks) {
     console.log(JSON.stringify({ level: "error", msg: "no tasks for cron", cron: controller.cron }));
+    return;
+  }
+  if (FANNED_OUT_CRONS.has(controller.cron)) {
+    const messages = tasks.map((t) => ({ type: "cron.task", cron: controller.cron, task: t.name, scheduledTime: controller.scheduledTime }) satisfies TaskMessage);
+    await sendAll(env.TASK_QUEUE, messages);
+    console.log(JSON.stringify({ level: "info", msg: "cron tasks queued", cron: controller.cron, tasks: tasks.map((t) => t.name) }));
     return;
   }
   const failures: string[] = [];

@@ -4,9 +4,9 @@ import { withEnv } from "cloudflare:workers";
 /**
  * Cloudflare's per-invocation limits, counted locally. Local workerd enforces none of them, so a path that makes
  * 3,000 D1 queries in one request passes every test here and fails in production. With `LIMITS` set (wrangler.toml's
- * development vars and the tests set `enforce`; production leaves it unset), the entry points (src/index.ts) run each
+ * development vars and the tests set `enforce`; production leaves it empty), the entry points (src/index.ts) run each
  * invocation — an HTTP request, a queue batch, a cron trigger — against bindings that count what Cloudflare counts,
- * log one line with the counts, and fail loudly past a limit. Unset, the entry points call the handlers directly.
+ * log one line with the counts, and fail loudly past a limit. Empty, the entry points call the handlers directly.
  *
  * Sources (November 2026): D1 "Queries per Worker invocation" 1,000 on Workers Paid (developers.cloudflare.com/d1/
  * platform/limits); Workers "Subrequests" 10,000 per request on Workers Paid (developers.cloudflare.com/workers/

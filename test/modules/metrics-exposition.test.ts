@@ -88,7 +88,10 @@ describe("prometheus metrics in D1", () => {
     const now = await renderPrometheus(db);
     expect(samples(now, "billing_subscriptions_active")).toContain(`billing_subscriptions_active{plan="${sub.planId}",status="${sub.status}"} 1`);
     expect(samples(now, "billing_subscription_queue_size")).toEqual(["billing_subscription_queue_size 0"]);
-    const later = await renderPrometheus(db, Date.parse(sub.currentPeriodEnd) + 1);
+    // A metered plan's period end waits out the late-usage grace (an hour) before it is due, like the renewal itself.
+    const inGrace = await renderPrometheus(db, Date.parse(sub.currentPeriodEnd) + 1);
+    expect(samples(inGrace, "billing_subscription_queue_size")).toEqual(["billing_subscription_queue_size 0"]);
+    const later = await renderPrometheus(db, Date.parse(sub.currentPeriodEnd) + 3_600_000 + 1);
     expect(samples(later, "billing_subscription_queue_size")).toEqual(["billing_subscription_queue_size 1"]);
   });
 

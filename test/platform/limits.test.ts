@@ -62,7 +62,7 @@ describe("per-invocation limits", () => {
 
   it("count mode logs the crossing without failing", async () => {
     const lines = logLines();
-    const r = await withLimits({ ...env, LIMITS: "count" }, "test count mode", async (e) => {
+    const r = await withLimits({ ...env, LIMITS: "count" } as unknown as Env, "test count mode", async (e) => {
       await e.DB.batch(Array.from({ length: 1001 }, () => e.DB.prepare("SELECT 1")));
       return "ok";
     });

@@ -32,9 +32,17 @@ async function runQueue(queue: string, messages: ReturnType<typeof msg>[], e: En
 }
 
 async function runCron(cron: string, e: Env = env, scheduledTime = Date.now()) {
+  // The hourly trigger queues one message per task; they run here from the tasks queue, one message per invocation.
+  const tasks: unknown[] = [];
+  const taskQueue = {
+    send: async (b: unknown) => void tasks.push(b),
+    sendBatch: async (msgs: Iterable<{ body: unknown }>) => void tasks.push(...[...msgs].map((m) => m.body)),
+  } as unknown as Queue;
+  const withTasks = { ...e, TASK_QUEUE: taskQueue } as Env;
   const ctx = createExecutionContext();
-  await worker.scheduled(createScheduledController({ scheduledTime, cron }), e, ctx);
+  await worker.scheduled(createScheduledController({ scheduledTime, cron }), withTasks, ctx);
   await waitOnExecutionContext(ctx);
+  for (let body = tasks.shift(); body !== undefined; body = tasks.shift()) await runQueue("billing-tasks", [msg(body)], withTasks);
 }
 
 const deadLetters = (messageId: string) => env.DB.prepare("SELECT * FROM dead_letters WHERE message_id = ?").bind(messageId).all<Record<string, any>>();

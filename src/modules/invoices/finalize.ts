@@ -1,9 +1,10 @@
-import { and, eq, sql } from "drizzle-orm";
+import { and, eq, gt, sql } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import type { AuditContext } from "../../platform/audit";
-import { isAssertionFailure } from "../../db/assert";
-import { invoiceLines, invoices } from "../../db/schema";
-import type { PaymentMessage } from "../../../queues/messages";
+import { isAssertionFailure, assertChanged } from "../../db/assert";
+import { invoiceLines, invoices, invoiceNumberSequences } from "../../db/schema";
+import type { PaymentMessage, TaskMessage } from "../../../queues/messages";
+import { sendAll } from "../../platform/queue-send";
 import { commit } from "../../platform/change-set";
 import { finalizedRow, invoiceFinalized, invoiceLinesOf } from "./lifecycle";
 
@@ -59,4 +60,41 @@ export async function finalizeDrafts(env: Env, db: Db, ctx: AuditContext, where:
     if (f) done.push(f);
   }
   return done;
+}
+
+/** Drafts finalized per invocation: each takes about a dozen D1 queries and one queue send (docs/scale.md). */
+export const FINALIZE_PAGE = 25;
+
+/**
+ * One page of leftover drafts (real time when `testClockId` is null, else one clock's), by id after the keyset cursor
+ * `after`; `next` is the cursor of the following page (null: done), so no invocation selects an unbounded set.
+ */
+export async function finalizeDraftsPage(env: Env, db: Db, ctx: AuditContext, testClockId: string | null, after: string | null, pageSize = FINALIZE_PAGE) {
+  const rows = await db
+    .select({ id: invoices.id })
+    .from(invoices)
+    .where(
+      and(
+        eq(invoices.status, "draft"),
+        sql`${invoices.billingReason} != 'manual'`,
+        testClockId === null ? sql`${invoices.testClockId} IS NULL` : eq(invoices.testClockId, testClockId),
+        after === null ? undefined : gt(invoices.id, after),
+      ),
+    )
+    .orderBy(invoices.id)
+    .limit(pageSize)
+    .all();
+  const done = [];
+  for (const r of rows) {
+    const f = await finalizeInvoice(env, db, r.id, ctx);
+    if (f) done.push(f);
+  }
+  return { finalized: done.map((f) => f.id), next: rows.length === pageSize ? rows[rows.length - 1]!.id : null };
+}
+
+/** finalizeDraftsPage, then the next page as a fresh tasks-queue message (the cron's and generate-pending's drafts). */
+export async function finalizeDraftsChained(env: Env, db: Db, ctx: AuditContext, testClockId: string | null, after: string | null) {
+  const r = await finalizeDraftsPage(env, db, ctx, testClockId, after);
+  if (r.next) await sendAll(env.TASK_QUEUE, [{ type: "invoices.finalize_drafts", now: ctx.now, after: r.next, testClockId } satisfies TaskMessage]);
+  return r;
 }

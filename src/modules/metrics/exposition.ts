@@ -4,7 +4,7 @@ import { and, count, isNull, ne } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { metricCounters, notifications, subscriptions } from "../../db/schema";
 import { currencyExponent, formatMinor } from "../../domain/money";
-import { isDue } from "../subscriptions/due";
+import { DEFAULT_GRACE_MS, isDue } from "../subscriptions/due";
 import { canonicalLabels, escapeValue, parseLabels, type Labels } from "../../platform/metrics";
 
 type Family = {
@@ -105,7 +105,7 @@ async function gauges(db: Db, now: number): Promise<Map<string, Sample[]>> {
       .orderBy(subscriptions.planId, subscriptions.status)
       .all(),
     // The hourly run's own "due" predicate: what it has not caught up with yet.
-    db.select({ n: count() }).from(subscriptions).where(isDue(now)).get(),
+    db.select({ n: count() }).from(subscriptions).where(isDue(now, DEFAULT_GRACE_MS)).get(),
     db.select({ status: notifications.status, n: count() }).from(notifications).groupBy(notifications.status).all(),
   ]);
   const byStatus = new Map(notices.map((r) => [r.status, r.n]));

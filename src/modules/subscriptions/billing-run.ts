@@ -1,63 +1,65 @@
-import { sql } from "drizzle-orm";
+import { and, gt } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import type { Actor } from "../../env";
 import { subscriptions } from "../../db/schema";
 import { SYSTEM_ACTOR } from "../../platform/actor";
-import { isDue } from "./due";
-import { finalizeDrafts } from "../invoices/finalize";
-import { runDue, type StepResult } from "./renewal";
+import { sendAll } from "../../platform/queue-send";
+import { ApiError } from "../../platform/errors";
+import { LimitExceeded } from "../../platform/limits";
+import { graceMsOf, isDue } from "./due";
 import { emitTrialWillEnd } from "./transitions";
-import type { JobMessage } from "../../../queues/messages";
+import type { JobMessage, TaskMessage } from "../../../queues/messages";
 
-const BATCH = 200;
+/** Due subscriptions read per query, and pages per invocation: 5 queries and 5 × 10 sendBatch calls + 1 send at most. */
+export const ENQUEUE_PAGE = 1000;
+export const ENQUEUE_PAGES_PER_INVOCATION = 5;
 
-export type RunReport = { processed: number; steps: StepResult[]; invoiceIds: string[]; finalized: string[]; errors: { subscriptionId: string; error: string }[] };
-
-function dueQuery(db: Db, now: number) {
-  return db.select({ id: subscriptions.id }).from(subscriptions).where(isDue(now)).orderBy(sql`${subscriptions.currentPeriodEnd}`, subscriptions.id);
-}
+export type EnqueueReport = { queued: number; next: string | null };
 
 /**
- * POST /invoices/generate-pending: every real-time subscription with something due runs it, in time order, up to
- * `BATCH` here and now; the rest go to the jobs queue (`billing.run_due`). Leftover drafts are finalized.
- * Idempotent: a second run finds nothing due.
+ * Sends due real-time subscriptions (by id after `after`, a keyset cursor: a consumer finishing a subscription never
+ * shifts the pages still to read) to the jobs queue as `billing.run_due`, up to a few pages, then queues its own
+ * continuation on the tasks queue. `now` is fixed for the whole chain. Each message's sends are retried (sendAll).
  */
-export async function generatePending(env: Env, db: Db, now: number, actor: Actor = SYSTEM_ACTOR, requestId?: string): Promise<RunReport & { queued: number }> {
-  const due = await dueQuery(db, now).limit(BATCH + 1).all();
-  const report: RunReport & { queued: number } = { processed: 0, steps: [], invoiceIds: [], finalized: [], errors: [], queued: 0 };
-  for (const { id } of due.slice(0, BATCH)) {
-    try {
-      const steps = await runDue(env, db, id, now, { actor, ...(requestId ? { requestId } : {}) });
-      report.processed++;
-      report.steps.push(...steps);
-      for (const s of steps) if (s.invoiceId) report.invoiceIds.push(s.invoiceId);
-    } catch (e) {
-      report.errors.push({ subscriptionId: id, error: String(e) });
-      console.log(JSON.stringify({ level: "error", msg: "billing run failed for subscription", subscriptionId: id, error: String(e) }));
-    }
-  }
-  if (due.length > BATCH) report.queued = await enqueueDue(env, db, now);
-  const finalized = await finalizeDrafts(env, db, { actor, now, ...(requestId ? { requestId } : {}) }, { testClockId: null });
-  report.finalized = finalized.map((f) => f.id);
-  return report;
-}
-
-/**
- * The hourly cron: emits the trial_will_end events owed, then fans every due subscription out to the jobs queue, so
- * a month-start peak runs in parallel.
- */
-export async function enqueueDue(env: Env, db: Db, now: number): Promise<number> {
-  // Trials ending within three days: customer.subscription.trial_will_end, once per subscription. A failure here
-  // must not hold up the renewals; the next hourly run emits what this one could not.
-  await emitTrialWillEnd(db, now, { testClockId: null }, { actor: SYSTEM_ACTOR }).catch((e) =>
-    console.log(JSON.stringify({ level: "error", msg: "trial_will_end emission failed; the next run retries", error: String(e) })),
-  );
+export async function enqueueDuePages(env: Env, db: Db, now: number, after: string | null): Promise<EnqueueReport> {
   let queued = 0;
-  for (let offset = 0; ; offset += 1000) {
-    const page = await dueQuery(db, now).limit(1000).offset(offset).all();
-    const messages = page.map((r) => ({ body: { type: "billing.run_due", subscriptionId: r.id } satisfies JobMessage }));
-    for (let i = 0; i < messages.length; i += 100) await env.JOB_QUEUE.sendBatch(messages.slice(i, i + 100));
-    queued += page.length;
-    if (page.length < 1000) return queued;
+  let cursor = after;
+  for (let page = 0; page < ENQUEUE_PAGES_PER_INVOCATION; page++) {
+    const rows = await db
+      .select({ id: subscriptions.id })
+      .from(subscriptions)
+      .where(and(isDue(now, graceMsOf(env)), cursor === null ? undefined : gt(subscriptions.id, cursor)))
+      .orderBy(subscriptions.id)
+      .limit(ENQUEUE_PAGE)
+      .all();
+    queued += await sendAll(env.JOB_QUEUE, rows.map((r) => ({ type: "billing.run_due", subscriptionId: r.id }) satisfies JobMessage));
+    if (rows.length < ENQUEUE_PAGE) return { queued, next: null };
+    cursor = rows[rows.length - 1]!.id;
+  }
+  await sendAll(env.TASK_QUEUE, [{ type: "billing.enqueue_due", now, after: cursor } satisfies TaskMessage]);
+  return { queued, next: cursor };
+}
+
+/**
+ * POST /invoices/generate-pending and the hourly cron: the due work fans out through the queues (renewals on the
+ * jobs queue, leftover drafts on the tasks queue), never inline, so the call costs the same at any number due.
+ * Idempotent: a subscription queued twice renews once. A send that keeps failing fails the call (503), never silently.
+ */
+export async function generatePending(env: Env, db: Db, now: number, _actor: Actor = SYSTEM_ACTOR): Promise<{ queued: number; continues: boolean }> {
+  try {
+    const r = await enqueueDuePages(env, db, now, null);
+    await sendAll(env.TASK_QUEUE, [{ type: "invoices.finalize_drafts", now, after: null, testClockId: null } satisfies TaskMessage]);
+    return { queued: r.queued, continues: r.next !== null };
+  } catch (e) {
+    if (e instanceof LimitExceeded) throw e;
+    throw new ApiError("unavailable", `the due work could not be queued: ${String(e)}; nothing is lost, call again (it is idempotent)`);
   }
 }
+
+/** Trials ending within three days hear of it (customer.subscription.trial_will_end): one page, then continues. */
+export async function trialWillEndPage(env: Env, db: Db, now: number): Promise<number> {
+  const r = await emitTrialWillEnd(db, now, { testClockId: null }, { actor: SYSTEM_ACTOR }, 1);
+  if (r.more) await sendAll(env.TASK_QUEUE, [{ type: "subscriptions.trial_will_end", now } satisfies TaskMessage]);
+  return r.emitted;
+}
+

@@ -1,5 +1,5 @@
-import { and, isNull, lte, ne, or, type SQL } from "drizzle-orm";
-import { subscriptions } from "../../db/schema";
+import { and, isNull, ne, sql, type SQL } from "drizzle-orm";
+import { plans, subscriptions } from "../../db/schema";
 
 type SubscriptionRow = typeof subscriptions.$inferSelect;
 
@@ -27,11 +27,36 @@ export function nextDueStep(sub: SubscriptionRow, opts: { hasMeters: boolean; gr
   return steps[0] ?? null;
 }
 
-/** The same question in SQL for real-time subscriptions: anything due at `now` (the hourly run, the backlog gauge). */
-export function isDue(now: number): SQL {
-  return and(
-    isNull(subscriptions.testClockId),
-    ne(subscriptions.status, "canceled"),
-    or(lte(subscriptions.currentPeriodEnd, now), lte(subscriptions.pausedUntil, now), lte(subscriptions.pendingChangeAt, now)),
-  )!;
+/** The late-usage grace window (`USAGE_GRACE_SECONDS`, default one hour) in milliseconds. */
+export const graceMsOf = (env: { USAGE_GRACE_SECONDS?: string }) => Number(env.USAGE_GRACE_SECONDS ?? "3600") * 1000;
+export const DEFAULT_GRACE_MS = 3_600_000;
+
+/**
+ * `nextDueStep` in SQL, over the subscriptions row: `at` is the earliest step's logical time, `runAt` when it may
+ * run (the period end of a metered plan waits out the grace window, except in a trial or a pause). Null for a
+ * canceled subscription. The two agree row for row (test/modules/due-predicate.test.ts).
+ */
+export function dueStepSql(graceMs: number): { at: SQL<number | null>; runAt: SQL<number | null> } {
+  const s = subscriptions;
+  const never = sql.raw(String(Number.MAX_SAFE_INTEGER));
+  const resumeAt = sql`CASE WHEN ${s.status} = 'paused' AND ${s.pausedUntil} IS NOT NULL THEN ${s.pausedUntil} ELSE ${never} END`;
+  const changeAt = sql`CASE WHEN ${s.pendingChangeAt} IS NOT NULL AND ${s.pendingChangeAt} < ${s.currentPeriodEnd} THEN ${s.pendingChangeAt} ELSE ${never} END`;
+  const earlier = sql`MIN(${resumeAt}, ${changeAt})`;
+  const metered = sql`EXISTS (SELECT 1 FROM ${plans}, json_each(${plans.prices}) AS p WHERE ${plans.id} = ${s.planId} AND ${plans.version} = ${s.planVersion} AND json_extract(p.value, '$.type') = 'metered')`;
+  const grace = sql`CASE WHEN ${s.status} NOT IN ('trialing', 'paused') AND ${metered} THEN ${sql.raw(String(Math.max(0, Math.trunc(graceMs))))} ELSE 0 END`;
+  // Ties go to the resume (the plan change is always before the period end), whose runAt is its at.
+  const at = sql<number | null>`CASE WHEN ${s.status} = 'canceled' THEN NULL ELSE MIN(${earlier}, ${s.currentPeriodEnd}) END`;
+  const runAt = sql<number | null>`CASE WHEN ${s.status} = 'canceled' THEN NULL WHEN ${earlier} <= ${s.currentPeriodEnd} THEN ${earlier} ELSE ${s.currentPeriodEnd} + ${grace} END`;
+  return { at, runAt };
+}
+
+/**
+ * The same question in SQL for real-time subscriptions: is the next step runnable at `now` (the hourly run, the
+ * backlog gauge)? Exactly when `nextDueStep(row).runAt <= now`, grace included, so a subscription is queued once per
+ * step and never to do nothing.
+ */
+export function isDue(now: number, graceMs: number): SQL {
+  // The cheap, indexable bound first: no step can run before the earliest of the three times.
+  const maybe = sql`(${subscriptions.currentPeriodEnd} <= ${now} OR ${subscriptions.pausedUntil} <= ${now} OR ${subscriptions.pendingChangeAt} <= ${now})`;
+  return and(isNull(subscriptions.testClockId), ne(subscriptions.status, "canceled"), maybe, sql`${dueStepSql(graceMs).runAt} <= ${now}`)!;
 }

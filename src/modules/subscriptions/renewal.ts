@@ -8,9 +8,9 @@ import { customers, pendingItems, plans, subscriptions, type SubscriptionStatus 
 import { billingLines, type DraftLine } from "../../domain/invoice";
 import { periodAt } from "../../domain/periods";
 import { closeMeterPeriod, meterAlertsOf, pushMeterConfig, type MeterAlertRow } from "../usage/meter-config";
-import { asPrices, buildDraftInvoice, countryTaxRates, pendingToLine, planVersion, taxFromRates } from "../invoices/invoice-builder";
-import { nextDueStep, type DueStep } from "./due";
-import { enqueueCharge } from "../invoices/finalize";
+import { asPrices, buildDraftInvoice, countryTaxRates, pendingToLine, planVersion, taxFromRates, unbilledPending } from "../invoices/invoice-builder";
+import { nextDueStep, type DueStep, graceMsOf } from "./due";
+import { enqueueCharge, finalizeInvoice } from "../invoices/finalize";
 import { finalizedRow, invoiceFinalized } from "../invoices/lifecycle";
 import type { TaxRate } from "../../domain/tax";
 import { eventsCommitted } from "../../platform/events";
@@ -22,7 +22,7 @@ type PendingRow = typeof pendingItems.$inferSelect;
 
 export type StepResult = { subscriptionId: string; step: DueStep["kind"]; at: number; invoiceId?: string; status: SubscriptionStatus };
 
-export const graceMsOf = (env: Env) => Number(env.USAGE_GRACE_SECONDS ?? "3600") * 1000;
+export { graceMsOf };
 const hasMeters = (plan: PlanRow) => plan.prices.some((p) => p.type === "metered");
 
 async function load(db: Db, id: string) {

@@ -179,10 +179,11 @@ export function trialWillEnd(db: Db, sub: SubscriptionRow): ChangeSet {
  * pages of `PAGE` candidates that have no such event yet (the status index, then the events' object index), so each
  * run touches only subscriptions still owed the event. Returns how many were emitted.
  */
-export async function emitTrialWillEnd(db: Db, now: number, scope: { testClockId: string | null }, ctx: Omit<AuditContext, "now">): Promise<number> {
-  const PAGE = 100;
+export async function emitTrialWillEnd(db: Db, now: number, scope: { testClockId: string | null }, ctx: Omit<AuditContext, "now">, maxPages = Infinity, PAGE = 100): Promise<{ emitted: number; more: boolean }> {
   let emitted = 0;
-  for (;;) {
+  for (let page = 0; ; page++) {
+    // Bounded callers (one invocation per page) continue in a fresh invocation.
+    if (page >= maxPages) return { emitted, more: true };
     const owed = await db
       .select()
       .from(subscriptions)
@@ -208,6 +209,6 @@ export async function emitTrialWillEnd(db: Db, now: number, scope: { testClockId
         progressed = true; // a concurrent run emitted it
       }
     }
-    if (owed.length < PAGE || !progressed) return emitted;
+    if (owed.length < PAGE || !progressed) return { emitted, more: false };
   }
 }

@@ -53,13 +53,14 @@ export const testClockRoutes = router()
       tags: ["Test clocks"],
       operationId: "advanceTestClock",
       summary: "Advance a test clock",
-      description: "Moves the clock forward, running everything that fell due (renewals, invoices, payment retries) in time order.",
+      description:
+        "A small advance completes within the call (`status: ready`). A large one does a bounded share of the steps here and returns `status: advancing` with the steps done so far; the clock's `frozenTime` moves only as far as the work completed, and the rest continues through the tasks queue until the clock is `ready` at the requested time (poll GET /api/v1/test-clocks/{id}).",
       middleware: [requireRole(access.subscriptions)] as const,
       request: { params: IdParam, ...jsonBody(z.object({ frozenTime: FrozenTime })) },
       responses: {
         200: jsonResponse(
           Clock.extend({ steps: z.array(z.object({ subscriptionId: z.string(), step: z.string(), at: z.string(), status: z.string(), invoiceId: z.string().optional() })), invoiceIds: z.array(z.string()) }),
-          "The clock after the advance, and what ran",
+          "The clock after this call (ready, or advancing while the rest runs), and the steps this call ran",
         ),
         ...problems(404),
       },

@@ -1,4 +1,4 @@
-import { and, eq, lt, or } from "drizzle-orm";
+import { and, eq, gt, lt, ne, or, sql } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
@@ -7,16 +7,19 @@ import { ApiError, invalid, notFound } from "../../platform/errors";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import { meterStub } from "../usage/meter-config";
-import { finalizeDrafts } from "../invoices/finalize";
+import { finalizeDraftsPage } from "../invoices/finalize";
 import { markUncollectible, sendDueRetries } from "../payments/dunning";
-import { nextRunAt, runDue, type StepResult } from "../subscriptions/renewal";
+import { runDue, type StepResult } from "../subscriptions/renewal";
+import { dueStepSql, graceMsOf } from "../subscriptions/due";
+import { sendAll } from "../../platform/queue-send";
+import { SYSTEM_ACTOR } from "../../platform/actor";
+import type { TaskMessage } from "../../../queues/messages";
 import { emitTrialWillEnd } from "../subscriptions/transitions";
 import { expireDueGrants } from "../credits/service";
 
 type ClockRow = typeof testClocks.$inferSelect;
 // An advance that crashed leaves the clock "advancing"; after this long another advance may take over.
 const STALE_ADVANCE_MS = 5 * 60_000;
-const MAX_STEPS = 5000;
 
 export const toClock = (r: ClockRow) => ({ id: r.id, name: r.name, frozenTime: iso(r.frozenTime), status: r.status, createdAt: iso(r.createdAt) });
 
@@ -37,9 +40,23 @@ export async function createClock(db: Db, input: { frozenTime: number; name?: st
 }
 
 /**
+ * Work an advance does per invocation, in estimated D1 queries: a step (renewal, invoice, finalization) costs about
+ * 30, a trial_will_end commit 5, a page of drafts 25 × 12. Stopping past BUDGET keeps the worst invocation (BUDGET
+ * plus its most expensive single unit) under Cloudflare's 1,000; the rest continues on the tasks queue.
+ */
+const BUDGET = 600;
+const COST = { step: 30, trialEmit: 5, draftsPage: 320, dunning: 150, meterPage: 5 } as const;
+const TRIAL_PAGE = 20;
+const METER_PAGE = 200;
+
+type Advance = { steps: StepResult[]; finished: boolean };
+
+/**
  * Moves a clock forward to `target`, running in time order everything its subscriptions had due in between
  * (renewals and invoices, trial ends, scheduled plan changes, resumes). Never backwards; advancing to the
- * current time again is a no-op; one advance at a time per clock.
+ * current time again is a no-op; one advance at a time per clock. Like Stripe's, an advance is asynchronous when it
+ * is large: this call does a bounded share and returns the clock `advancing` (its `frozenTime` at the last step
+ * done, never past unfinished work); the tasks queue carries on until the clock is `ready` at `target`.
  */
 export async function advanceClock(env: Env, db: Db, id: string, target: number, ctx: AuditContext) {
   const clock = await getClock(db, id);
@@ -59,42 +76,114 @@ export async function advanceClock(env: Env, db: Db, id: string, target: number,
     if (isAssertionFailure(e)) throw new ApiError("conflict", `test clock ${id} is being advanced by another request; retry`);
     throw e;
   }
+  const r = await advanceSome(env, db, id, clock.frozenTime, target, null, ctx);
+  if (!r.finished) await continueLater(env, id, target, null);
+  return { clock: await getClock(db, id), steps: r.steps, invoiceIds: r.steps.flatMap((s) => (s.invoiceId ? [s.invoiceId] : [])) };
+}
+
+/** The tasks queue's `test_clock.advance`: the next bounded share of an advance under way. */
+export async function continueAdvance(env: Env, db: Db, id: string, target: number, meterAfter: string | null = null): Promise<void> {
+  const clock = await db.select().from(testClocks).where(eq(testClocks.id, id)).get();
+  // Finished, superseded or deleted meanwhile: nothing to do (a redelivered message lands here).
+  if (!clock || clock.status !== "advancing" || clock.frozenTime > target) return;
+  const r = await advanceSome(env, db, id, clock.frozenTime, target, meterAfter, { actor: SYSTEM_ACTOR, now: Date.now() });
+  if (!r.finished) await continueLater(env, id, target, r.meterAfter ?? null);
+}
+
+async function continueLater(env: Env, clockId: string, target: number, meterAfter: string | null) {
+  try {
+    await sendAll(env.TASK_QUEUE, [{ type: "test_clock.advance", clockId, target, ...(meterAfter ? { meterAfter } : {}) } satisfies TaskMessage]);
+  } catch (e) {
+    // The clock stays `advancing`; after STALE_ADVANCE_MS another advance may take it over.
+    throw new ApiError("unavailable", `test clock ${clockId}: could not queue the rest of the advance (${String(e)}); advance again to resume`);
+  }
+}
+
+/**
+ * One invocation's share: the clock's due steps in time order (one SQL query picks the earliest, so N subscriptions
+ * cost O(N) queries in all), then, when none is left before `target`, its trial notices, drafts, dunning and meter
+ * clocks, and `ready` at `target`. Stops when the budget is spent; the clock's time moves to the last step done.
+ */
+async function advanceSome(env: Env, db: Db, id: string, from: number, target: number, meterAfter: string | null, ctx: AuditContext): Promise<Advance & { meterAfter?: string | null }> {
   const steps: StepResult[] = [];
   const eventCtx = { actor: ctx.actor, ...(ctx.requestId ? { requestId: ctx.requestId } : {}) };
-  try {
-    const subs = (await db.select({ id: subscriptions.id }).from(subscriptions).where(eq(subscriptions.testClockId, id)).all()).map((s) => s.id);
-    for (let i = 0; i < MAX_STEPS; i++) {
-      // The subscription whose next step is earliest runs it, so steps across subscriptions stay in time order.
-      let best: { id: string; at: number; runAt: number } | null = null;
-      for (const s of subs) {
-        const n = await nextRunAt(env, db, s);
-        if (n && n.runAt <= target && (!best || n.at < best.at || (n.at === best.at && n.runAt < best.runAt))) best = { id: s, ...n };
-      }
-      if (!best) break;
-      // Trials ending within three days of this step hear of it first (events in the clock's time order).
-      await emitTrialWillEnd(db, best.at, { testClockId: id }, eventCtx);
-      await meterStub(env, best.id).setClock(best.runAt);
-      const ran = await runDue(env, db, best.id, best.runAt, { actor: ctx.actor, ...(ctx.requestId ? { requestId: ctx.requestId } : {}) }, 1);
-      if (!ran.length) break;
-      steps.push(...ran);
+  const due = dueStepSql(graceMsOf(env));
+  let spent = 0;
+  let reached = from;
+  const moveTo = async (time: number) => {
+    if (time > reached) {
+      reached = time;
+      await db.update(testClocks).set({ frozenTime: time, updatedAt: Date.now() }).where(and(eq(testClocks.id, id), lt(testClocks.frozenTime, time)));
     }
-    await emitTrialWillEnd(db, target, { testClockId: id }, eventCtx);
-    // Credit that expired by the new time leaves the balance (invoices before it already ignored it past expiry).
-    for (let more = true; more; ) more = (await expireDueGrants(db, target, { testClockId: id }, eventCtx)).hasMore;
-    await finalizeDrafts(env, db, { ...ctx, now: target }, { testClockId: id });
-    // Dunning of this clock's invoices, at the clock's new time (the real-time cron leaves them alone).
-    await sendDueRetries(env, db, target, { testClockId: id });
-    await markUncollectible(db, { ...ctx, now: target }, { testClockId: id });
-    await Promise.all(subs.map((s) => meterStub(env, s).setClock(target)));
-  } finally {
-    await commitWithAudit(
-      db,
-      [db.update(testClocks).set({ frozenTime: target, status: "ready", updatedAt: Date.now() }).where(eq(testClocks.id, id))],
-      [{ action: "test_clock.advanced", targetType: "test_clock", targetId: id, before: { frozenTime: iso(clock.frozenTime) }, after: { frozenTime: iso(target), steps: steps.length } }],
-      ctx,
-    );
+  };
+  for (;;) {
+    if (spent >= BUDGET) {
+      await moveTo(steps.length ? steps[steps.length - 1]!.at : reached);
+      return { steps, finished: false, meterAfter };
+    }
+    // The subscription whose next step is earliest runs it, so steps across subscriptions stay in time order.
+    const best = await db
+      .select({ id: subscriptions.id, at: due.at, runAt: due.runAt })
+      .from(subscriptions)
+      .where(and(eq(subscriptions.testClockId, id), ne(subscriptions.status, "canceled"), sql`${due.runAt} <= ${target}`))
+      .orderBy(due.at, due.runAt, subscriptions.id)
+      .limit(1)
+      .get();
+    if (!best || best.at === null || best.runAt === null) break;
+    // Trials ending within three days of this step hear of it first (events in the clock's time order).
+    const trials = await emitTrialWillEnd(db, best.at, { testClockId: id }, eventCtx, 1, TRIAL_PAGE);
+    spent += trials.emitted * COST.trialEmit;
+    if (trials.more) continue;
+    await meterStub(env, best.id).setClock(best.runAt);
+    const ran = await runDue(env, db, best.id, best.runAt, eventCtx, 1);
+    spent += COST.step;
+    if (!ran.length) {
+      console.log(JSON.stringify({ level: "error", msg: "test clock step ran nothing; the advance stops here", clockId: id, subscriptionId: best.id, at: best.at }));
+      break;
+    }
+    steps.push(...ran);
   }
-  return { clock: await getClock(db, id), steps, invoiceIds: steps.flatMap((s) => (s.invoiceId ? [s.invoiceId] : [])) };
+  await moveTo(steps.length ? steps[steps.length - 1]!.at : reached);
+
+  // Nothing due before the target: the rest of the clock's work, each piece only while the budget lasts.
+  const trials = await emitTrialWillEnd(db, target, { testClockId: id }, eventCtx, 1, TRIAL_PAGE);
+  spent += trials.emitted * COST.trialEmit;
+  if (trials.more) return { steps, finished: false, meterAfter };
+  // Credit that expired by the new time leaves the balance (invoices before it already ignored it past expiry).
+  const expired = await expireDueGrants(db, target, { testClockId: id }, eventCtx);
+  if (expired.hasMore) return { steps, finished: false, meterAfter };
+  if (spent + COST.draftsPage > BUDGET + COST.draftsPage / 2 && spent > 0) return { steps, finished: false, meterAfter };
+  const drafts = await finalizeDraftsPage(env, db, { ...ctx, now: target }, id, null);
+  spent += drafts.finalized.length * 12;
+  if (drafts.next) return { steps, finished: false, meterAfter };
+  if (spent + COST.dunning > BUDGET) return { steps, finished: false, meterAfter };
+  // Dunning of this clock's invoices, at the clock's new time (the real-time cron leaves them alone).
+  await sendDueRetries(env, db, target, { testClockId: id });
+  await markUncollectible(db, { ...ctx, now: target }, { testClockId: id });
+  spent += COST.dunning;
+  // Every meter of the clock learns its time, a page of Durable Object calls per invocation.
+  for (let cursor = meterAfter; ; ) {
+    if (spent >= BUDGET) return { steps, finished: false, meterAfter: cursor };
+    const page = await db
+      .select({ id: subscriptions.id })
+      .from(subscriptions)
+      .where(and(eq(subscriptions.testClockId, id), cursor === null ? undefined : gt(subscriptions.id, cursor)))
+      .orderBy(subscriptions.id)
+      .limit(METER_PAGE)
+      .all();
+    await Promise.all(page.map((s) => meterStub(env, s.id).setClock(target)));
+    spent += COST.meterPage * 20;
+    if (page.length < METER_PAGE) break;
+    cursor = page[page.length - 1]!.id;
+    if (spent >= BUDGET) return { steps, finished: false, meterAfter: cursor };
+  }
+  await commitWithAudit(
+    db,
+    [db.update(testClocks).set({ frozenTime: target, status: "ready", updatedAt: Date.now() }).where(eq(testClocks.id, id))],
+    [{ action: "test_clock.advanced", targetType: "test_clock", targetId: id, before: { frozenTime: iso(from) }, after: { frozenTime: iso(target), steps: steps.length } }],
+    ctx,
+  );
+  return { steps, finished: true };
 }
 
 export function parseFrozenTime(s: string): number {

@@ -1,0 +1,41 @@
+import { dbOf } from "../src/db/client";
+import { consumer } from "./dispatch";
+import { enqueueDuePages, trialWillEndPage } from "../src/modules/subscriptions/billing-run";
+import { finalizeDraftsChained } from "../src/modules/invoices/finalize";
+import { continueAdvance } from "../src/modules/test-clocks/service";
+import { runCronTask } from "../src/scheduled";
+import { SYSTEM_ACTOR } from "../src/platform/actor";
+import type { TaskMessage } from "./messages";
+import { queueNames } from "./messages";
+
+type Of<K extends TaskMessage["type"]> = Extract<TaskMessage, { type: K }>;
+const done = { status: "done" as const };
+
+/**
+ * The tasks queue delivers one message per invocation (max_batch_size = 1): each handler does a bounded amount of
+ * work and queues its own continuation, so every invocation stays inside Cloudflare's limits at any N.
+ */
+export const taskHandlers = {
+  "cron.task": async (m: Of<"cron.task">, env: Env) => {
+    await runCronTask(env, m.cron, m.task, m.scheduledTime);
+    return done;
+  },
+  "billing.enqueue_due": async (m: Of<"billing.enqueue_due">, env: Env) => {
+    await enqueueDuePages(env, dbOf(env), m.now, m.after);
+    return done;
+  },
+  "invoices.finalize_drafts": async (m: Of<"invoices.finalize_drafts">, env: Env) => {
+    await finalizeDraftsChained(env, dbOf(env), { actor: SYSTEM_ACTOR, now: m.now }, m.testClockId, m.after);
+    return done;
+  },
+  "subscriptions.trial_will_end": async (m: Of<"subscriptions.trial_will_end">, env: Env) => {
+    await trialWillEndPage(env, dbOf(env), m.now);
+    return done;
+  },
+  "test_clock.advance": async (m: Of<"test_clock.advance">, env: Env) => {
+    await continueAdvance(env, dbOf(env), m.clockId, m.target, m.meterAfter ?? null);
+    return done;
+  },
+};
+
+export const consumeTasks = consumer<TaskMessage>(queueNames.tasks, taskHandlers);

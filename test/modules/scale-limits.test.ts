@@ -1,0 +1,135 @@
+import { env } from "cloudflare:workers";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { CRON } from "../../src/scheduled";
+import { api } from "../helpers";
+import { cloneSubscriptions, deliver, drainTasks, fetchAs, invocationLog, recordingEnv, runScheduled } from "../scale";
+
+// Each path of the month-start billing run, at an N that broke the old code, under the limit wrapper
+// (LIMITS=enforce in the tests: an invocation past 1,000 D1 queries or 10,000 subrequests fails). Each test also
+// asserts a per-invocation bound that does not grow with N.
+const DAY = 86_400_000;
+afterEach(() => vi.restoreAllMocks());
+
+const count = async (sql: string, ...args: unknown[]) => (await env.DB.prepare(sql).bind(...args).first<{ n: number }>())!.n;
+const maxOf = (lines: { d1Queries: number; subrequests: number }[]) => ({
+  d1Queries: Math.max(0, ...lines.map((l) => l.d1Queries)),
+  subrequests: Math.max(0, ...lines.map((l) => l.subrequests)),
+});
+
+describe("POST /api/v1/invoices/generate-pending with 1,000 due", () => {
+  it("queues every due subscription exactly once, in invocations whose cost does not grow with N", { timeout: 120_000 }, async () => {
+    const now = Date.now();
+    const { ids } = await cloneSubscriptions(1000, { periodStart: now - 31 * DAY, periodEnd: now - 2 * 3_600_000 });
+    const rec = recordingEnv();
+    const log = invocationLog();
+    const r = await fetchAs(rec.env, "POST", "/api/v1/invoices/generate-pending");
+    expect(r.status).toBe(200);
+    expect(r.body.errors).toEqual([]);
+    await drainTasks(rec);
+    const queued = rec.take("jobs").filter((m) => m.type === "billing.run_due").map((m) => m.subscriptionId as string);
+    // Every clone exactly once (other tests' subscriptions in this file may be due too).
+    const mine = queued.filter((id) => id.startsWith(ids[0]!.slice(0, -7)));
+    expect(mine.sort()).toEqual(ids);
+    expect(new Set(queued).size).toBe(queued.length);
+    const lines = log();
+    expect(lines.find((l) => l.invocation === "POST /api/v1/invoices/generate-pending")).toBeDefined();
+    expect(lines.filter((l) => l.limitExceeded)).toEqual([]);
+    // A few page reads and sendBatch calls, whatever N is.
+    expect(maxOf(lines).d1Queries).toBeLessThanOrEqual(20);
+    expect(maxOf(lines).subrequests).toBeLessThanOrEqual(60);
+  });
+});
+
+/** `n` draft invoices of one subscription, as an interrupted run leaves them. */
+async function cloneDrafts(n: number, subscriptionId: string, customerId: string, now: number) {
+  const prefix = `inv_scale_${Date.now().toString(36)}`;
+  await env.DB.prepare(
+    `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+     INSERT INTO invoices (id, customer_id, subscription_id, status, billing_reason, currency, period_start, period_end, subtotal, discount, tax, total, amount_due, generation_key, created_at, updated_at)
+     SELECT printf('%s_%06d', ?2, i), ?3, ?4, 'draft', 'subscription_cycle', 'USD', ?5, ?5, 1000, 0, 0, 1000, 1000, printf('%s:%d', ?2, i), ?5, ?5 FROM n`,
+  )
+    .bind(n, prefix, customerId, subscriptionId, now)
+    .run();
+  return prefix;
+}
+
+describe("the hourly cron at large N", () => {
+  it("runs each task in its own invocation, pages due subscriptions and drafts, and stays bounded", { timeout: 300_000 }, async () => {
+    const now = Date.now();
+    const { ids, customer } = await cloneSubscriptions(6000, { periodStart: now - 31 * DAY, periodEnd: now - 2 * 3_600_000 });
+    const drafts = await cloneDrafts(300, ids[0]!, customer.id, now - DAY);
+    const rec = recordingEnv();
+    const log = invocationLog();
+    await runScheduled(rec.env, CRON.hourly, now);
+    const tasks = await drainTasks(rec);
+    expect(tasks).toBeGreaterThan(8);
+    const queued = rec.take("jobs").filter((m) => m.type === "billing.run_due").map((m) => m.subscriptionId as string);
+    expect(queued.filter((id) => ids.includes(id)).sort()).toEqual(ids);
+    expect(new Set(queued).size).toBe(queued.length);
+    expect(await count("SELECT count(*) AS n FROM invoices WHERE id LIKE ? AND status = 'draft'", `${drafts}%`)).toBe(0);
+    expect(rec.take("payments").filter((m) => m.type === "payment.attempt")).toHaveLength(300);
+    const lines = log();
+    expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
+    expect(lines.find((l) => l.invocation === `cron ${CRON.hourly}`)).toMatchObject({ d1Queries: 0, subrequests: 1 });
+    // The heaviest invocation is a page of 25 drafts; nothing scales with the 6,000 subscriptions or 300 drafts.
+    expect(maxOf(lines).d1Queries).toBeLessThanOrEqual(500);
+    expect(maxOf(lines).subrequests).toBeLessThanOrEqual(100);
+  });
+});
+
+describe("one test-clock advance with 300 subscriptions", () => {
+  it("advances step by step through the queue: bounded invocations, never past unbilled work, ready when all are billed", { timeout: 600_000 }, async () => {
+    const t0 = Date.UTC(2025, 0, 1);
+    const clock = (await api("POST", "/api/v1/test-clocks", { body: { frozenTime: new Date(t0).toISOString() } })).body;
+    const start = t0 - 20 * DAY;
+    // Period ends spread over the month so the advance has an order to keep.
+    const { ids } = await cloneSubscriptions(300, { testClockId: clock.id, periodStart: start, periodEnd: t0 + 5 * DAY });
+    await env.DB.prepare("UPDATE subscriptions SET current_period_end = current_period_end + (CAST(substr(id, -6) AS INTEGER) * 3600000), billing_anchor = current_period_end + (CAST(substr(id, -6) AS INTEGER) * 3600000) WHERE test_clock_id = ?").bind(clock.id).run();
+    const target = t0 + 25 * DAY;
+    const rec = recordingEnv();
+    const log = invocationLog();
+    const r = await fetchAs(rec.env, "POST", `/api/v1/test-clocks/${clock.id}/advance`, { frozenTime: new Date(target).toISOString() });
+    expect(r.status).toBe(200);
+    // A share is done; the clock shows it is advancing and its time is not past the first unbilled period end.
+    expect(r.body.status).toBe("advancing");
+    expect(r.body.steps.length).toBeGreaterThan(0);
+    const unbilled = await env.DB.prepare("SELECT min(current_period_end) AS t FROM subscriptions WHERE test_clock_id = ? AND current_period_end < ? AND status != 'canceled'").bind(clock.id, t0 + 30 * DAY - 1).first<{ t: number }>();
+    expect(Date.parse(r.body.frozenTime)).toBeLessThanOrEqual(unbilled!.t);
+    expect(Date.parse(r.body.frozenTime)).toBeLessThan(target);
+    await drainTasks(rec);
+    const after = (await api("GET", `/api/v1/test-clocks/${clock.id}`)).body;
+    expect(after).toMatchObject({ status: "ready", frozenTime: new Date(target).toISOString() });
+    // Every subscription billed exactly once for its period end, in one invoice each.
+    expect(await count("SELECT count(DISTINCT subscription_id) AS n FROM invoices WHERE test_clock_id = ? AND billing_reason = 'subscription_cycle'", clock.id)).toBe(ids.length);
+    expect(await count("SELECT count(*) AS n FROM invoices WHERE test_clock_id = ? AND billing_reason = 'subscription_cycle'", clock.id)).toBe(ids.length);
+    expect(await count("SELECT count(*) AS n FROM subscriptions WHERE test_clock_id = ? AND status != 'canceled' AND current_period_end <= ?", clock.id, target)).toBe(0);
+    const lines = log();
+    expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
+    expect(maxOf(lines).d1Queries).toBeLessThanOrEqual(900);
+    // O(N) in all: about 2,000 queries a subscription would be the old quadratic walk; this is a few dozen.
+    const total = lines.reduce((n, l) => n + l.d1Queries, 0);
+    expect(total / ids.length).toBeLessThan(40);
+  });
+});
+
+describe("queue consumers", () => {
+  it("a jobs batch of 5 renewals and a payments batch of 10 charges stay far inside the limits", { timeout: 120_000 }, async () => {
+    const now = Date.now();
+    const { ids } = await cloneSubscriptions(10, { periodStart: now - 31 * DAY, periodEnd: now - 2 * 3_600_000 });
+    const rec = recordingEnv();
+    const log = invocationLog();
+    await deliver(rec.env, "billing-jobs", ids.slice(0, 5).map((subscriptionId) => ({ type: "billing.run_due", subscriptionId })));
+    await deliver(rec.env, "billing-jobs", ids.slice(5).map((subscriptionId) => ({ type: "billing.run_due", subscriptionId })));
+    const charges = rec.take("payments").filter((m) => m.type === "payment.attempt");
+    expect(charges).toHaveLength(10);
+    await deliver(rec.env, "billing-payments", charges);
+    expect(await count(`SELECT count(*) AS n FROM invoices WHERE subscription_id IN (${ids.map(() => "?").join(",")}) AND status = 'paid'`, ...ids)).toBe(10);
+    const lines = log();
+    const jobs = lines.filter((l) => l.invocation.startsWith("queue billing-jobs"));
+    const payments = lines.filter((l) => l.invocation.startsWith("queue billing-payments"));
+    expect(jobs).toHaveLength(2);
+    expect(payments).toHaveLength(1);
+    expect(maxOf(jobs).d1Queries).toBeLessThanOrEqual(150);
+    expect(maxOf(payments).d1Queries).toBeLessThanOrEqual(300);
+  });
+});
