@@ -14,6 +14,7 @@ export const env = {};
 export const waitUntil = () => {};
 export class DurableObject { constructor(ctx, env) { this.ctx = ctx; this.env = env; } }
 export class WorkerEntrypoint { constructor(ctx, env) { this.ctx = ctx; this.env = env; } }
+export const withEnv = (_env, fn) => fn();
 `;
 
 export async function openapiDocument() {
