@@ -8,6 +8,7 @@ import { runDue } from "../src/modules/subscriptions/renewal";
 import { SYSTEM_ACTOR } from "../src/platform/actor";
 import type { JobMessage } from "./messages";
 import { queueNames } from "./messages";
+import { prepareInvoiceDocument } from "../src/modules/documents/prepare";
 
 export const jobHandlers = {
   // Renewals, trial ends, resumes, scheduled changes of one subscription; idempotent, so redelivery is harmless.
@@ -31,6 +32,11 @@ export const jobHandlers = {
   // Queues itself again while events past retention remain.
   "events.archive": async (_m: Extract<JobMessage, { type: "events.archive" }>, env: Env) => {
     await archiveOldEvents(env, dbOf(env), Date.now());
+    return { status: "done" as const };
+  },
+  // Outside the money batch: the PDF of the invoice's current state and its hosted link (both idempotent).
+  "invoice.document": async (m: Extract<JobMessage, { type: "invoice.document" }>, env: Env) => {
+    await prepareInvoiceDocument(env, dbOf(env), m.invoiceId, { actor: SYSTEM_ACTOR, now: Date.now() });
     return { status: "done" as const };
   },
 };

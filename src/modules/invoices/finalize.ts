@@ -3,7 +3,7 @@ import type { Db } from "../../db/client";
 import type { AuditContext } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { invoiceNumberSequences, invoices } from "../../db/schema";
-import type { PaymentMessage } from "../../../queues/messages";
+import type { JobMessage, PaymentMessage } from "../../../queues/messages";
 import { commit } from "../../platform/change-set";
 import { invoiceFinalized } from "./lifecycle";
 
@@ -46,6 +46,10 @@ export async function finalizeInvoice(env: Env, db: Db, invoiceId: string, ctx: 
       if (isAssertionFailure(e)) continue; // another finalization took the number, or this invoice: look again
       throw e;
     }
+    // The document is rendered after the commit, on the jobs queue (GET …/pdf renders it on demand if this is lost).
+    await env.JOB_QUEUE.send({ type: "invoice.document", invoiceId } satisfies JobMessage).catch((e) =>
+      console.log(JSON.stringify({ level: "error", msg: "document enqueue failed; GET /api/v1/invoices/:id/pdf renders it", invoiceId, error: String(e) })),
+    );
     if (!paid) {
       await env.PAYMENT_QUEUE.send({ type: "payment.attempt", invoiceId, attempt: 1 } satisfies PaymentMessage).catch((e) =>
         console.log(JSON.stringify({ level: "error", msg: "payment enqueue failed; retry-failed will pick it up", invoiceId, error: String(e) })),
