@@ -9,6 +9,7 @@ import { SYSTEM_ACTOR } from "../src/platform/actor";
 import type { JobMessage } from "./messages";
 import { queueNames } from "./messages";
 import { prepareInvoiceDocument } from "../src/modules/documents/prepare";
+import { creditNotePdf } from "../src/modules/documents/store";
 
 export const jobHandlers = {
   // Renewals, trial ends, resumes, scheduled changes of one subscription; idempotent, so redelivery is harmless.
@@ -37,6 +38,10 @@ export const jobHandlers = {
   // Outside the money batch: the PDF of the invoice's current state and its hosted link (both idempotent).
   "invoice.document": async (m: Extract<JobMessage, { type: "invoice.document" }>, env: Env) => {
     await prepareInvoiceDocument(env, dbOf(env), m.invoiceId, { actor: SYSTEM_ACTOR, now: Date.now() });
+    return { status: "done" as const };
+  },
+  "credit_note.document": async (m: Extract<JobMessage, { type: "credit_note.document" }>, env: Env) => {
+    await creditNotePdf(env, dbOf(env), m.creditNoteId);
     return { status: "done" as const };
   },
 };

@@ -24,8 +24,14 @@ export const documentsConfig = async (db: Db): Promise<DocumentsConfig> => {
   return { ...c, seller: { ...DOCUMENT_DEFAULTS.seller, ...c.seller } };
 };
 
-/** R2 keys: one PDF per invoice state that prints differently (open, paid, void, uncollectible). */
-export const invoicePdfKey = (inv: Pick<InvoiceRow, "id" | "status">) => `documents/invoices/${inv.id}/${inv.status}.pdf`;
+/**
+ * R2 keys: one PDF per version of what the invoice prints: its state and last change, and the credit notes issued
+ * against it (a note on a paid invoice does not touch the invoice row but prints on it).
+ */
+export const invoicePdfKey = (inv: Pick<InvoiceRow, "id" | "status" | "updatedAt">, notes: string[]) =>
+  `documents/invoices/${inv.id}/${inv.status}-${inv.updatedAt}${notes.length ? `-${notes.length}-${notes.at(-1)}` : ""}.pdf`;
+const issuedNoteIds = async (db: Db, invoiceId: string) =>
+  (await db.select({ id: creditNotes.id }).from(creditNotes).where(and(eq(creditNotes.invoiceId, invoiceId), ne(creditNotes.status, "void"))).orderBy(creditNotes.createdAt).all()).map((n) => n.id);
 export const creditNotePdfKey = (cn: { id: string; status: string }) => `documents/credit-notes/${cn.id}/${cn.status}.pdf`;
 
 /** Lines of an archived invoice come back in the API's shape; the document model reads the D1 shape. */
@@ -77,14 +83,14 @@ export async function renderInvoicePdf(env: Env, db: Db, inv: InvoiceRow): Promi
   const started = Date.now();
   const { model, config } = await invoiceDocument(db, inv);
   const bytes = await renderPdf(model, { logo: logoOf(config), now: inv.finalizedAt ?? inv.createdAt });
-  await env.ARCHIVE.put(invoicePdfKey(inv), bytes, { httpMetadata: { contentType: "application/pdf" }, customMetadata: { invoiceId: inv.id, status: inv.status } });
+  await env.ARCHIVE.put(invoicePdfKey(inv, await issuedNoteIds(db, inv.id)), bytes, { httpMetadata: { contentType: "application/pdf" }, customMetadata: { invoiceId: inv.id, status: inv.status } });
   console.log(JSON.stringify({ level: "info", msg: "invoice pdf rendered", invoiceId: inv.id, status: inv.status, lines: model.lines.length, bytes: bytes.length, ms: Date.now() - started }));
   return bytes;
 }
 
 /** The stored PDF of the invoice's current state, rendered (once) when missing. Drafts have no document. */
 export async function invoicePdf(env: Env, db: Db, inv: InvoiceRow): Promise<ReadableStream | Uint8Array> {
-  const stored = await env.ARCHIVE.get(invoicePdfKey(inv));
+  const stored = await env.ARCHIVE.get(invoicePdfKey(inv, await issuedNoteIds(db, inv.id)));
   if (stored) return stored.body;
   return renderInvoicePdf(env, db, inv);
 }
