@@ -185,3 +185,27 @@ describe("credit notes on an open invoice", () => {
     expect(r.body.detail).toContain("POST /api/v1/credit-notes");
   });
 });
+
+describe("reports account for credit notes", () => {
+  it("revenue is net of the note, the tax report nets it out in its period, reconciliation lists its refund and non-cash part", async () => {
+    const { customer, invoice, line } = await taxedInvoice(true);
+    const note = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, quantity: 1 }], reason: "order_change", refund: { amount: "30.00" } });
+    expect(note.status).toBe(201);
+
+    const breakdown = await call("GET", "/api/v1/analytics/revenue/breakdown?groupBy=customer&period=month&limit=1000", undefined, "finance");
+    expect(breakdown.body.groups.find((g: any) => g.key === customer.id)).toMatchObject({ invoiced: { amount: "55.00" }, collected: { amount: "110.00" } });
+
+    // The invoice's billing period ends next month; the note is issued this month: this month's report holds only the note, negative.
+    const month = new Date().toISOString().slice(0, 7);
+    const tax = await call("POST", "/api/v1/tax/report", { period: month, jurisdiction: invoice.taxJurisdiction, format: "json" }, "finance");
+    expect(tax.status).toBe(200);
+    expect(tax.body.rows).toEqual([expect.objectContaining({ jurisdiction: invoice.taxJurisdiction, currency: "USD", invoiceCount: 0, taxableAmount: { amount: "-50.00", amountMinor: -5000 }, tax: { amount: "-5.00", amountMinor: -500 } })]);
+
+    const rec = await call("GET", `/api/v1/reconciliation/stripe/${new Date().toISOString().slice(0, 10)}?gateway=sandbox`, undefined, "finance");
+    expect(rec.status).toBe(200);
+    expect(rec.body.creditNotes.USD.issued).toBeGreaterThanOrEqual(1);
+    expect(rec.body.creditNotes.USD.refunded.amountMinor).toBeGreaterThanOrEqual(3000);
+    expect(rec.body.creditNotes.USD.nonCash.amountMinor).toBeGreaterThanOrEqual(2500);
+    expect(rec.body.creditNotes.USD.unmatchedRefundIds).toEqual([]);
+  }, 60_000);
+});
