@@ -169,7 +169,7 @@ describe("credit notes on an open invoice", () => {
 
   it("refuses drafts, void invoices, unknown lines and roles without finance access", async () => {
     const { invoice, line } = await taxedInvoice(false);
-    expect((await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: "ili_nope", amount: 1 }], reason: "duplicate" })).body.errors[0]).toMatchObject({ path: "lines.0.invoiceLineId" });
+    expect((await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: "il_nope", amount: 1 }], reason: "duplicate" })).body.errors[0]).toMatchObject({ path: "lines.0.invoiceLineId" });
     expect((await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, amount: 1 }], reason: "duplicate" }, "support")).status).toBe(403);
     expect((await createNote({ invoiceId: "inv_missing", lines: [{ invoiceLineId: line.id, amount: 1 }], reason: "duplicate" })).status).toBe(404);
     await call("POST", `/api/v1/invoices/${invoice.id}/void`, { reason: "mistake" });
