@@ -153,6 +153,11 @@ const big = invoice({
 });
 
 // ---------- server ----------
+// A server left on the port (e.g. by a killed run) would answer for a state directory that no longer exists.
+if (await fetch(`http://127.0.0.1:${PORT}/health/live`).then(() => true, () => false)) {
+  console.error(`port ${PORT} is already serving: stop that server (or set PORT) and run again`);
+  process.exit(2);
+}
 ensureDevVars();
 rmSync(PERSIST, { recursive: true, force: true });
 const mig = spawnSync("wrangler", ["d1", "migrations", "apply", "DB", "--local", "--persist-to", PERSIST], { env: offlineEnv, encoding: "utf8" });
@@ -162,6 +167,7 @@ writeFileSync(`${OUT}/fixtures.sql`, sql.join("\n"));
 const fx = spawnSync("wrangler", ["d1", "execute", "DB", "--local", "--persist-to", PERSIST, "--file", `${OUT}/fixtures.sql`, "--yes"], { env: offlineEnv, encoding: "utf8" });
 if (fx.status !== 0) throw new Error(`fixtures failed:\n${fx.stdout}\n${fx.stderr}`);
 const server = await startServer({ port: PORT, persist: PERSIST, fresh: false });
+for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => (server.stop(), process.exit(1)));
 const token = await localToken("admin");
 const auth = { authorization: `Bearer ${token}` };
 const api = async (method, path, body) => {
