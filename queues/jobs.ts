@@ -8,6 +8,8 @@ import { runDue } from "../src/modules/subscriptions/renewal";
 import { SYSTEM_ACTOR } from "../src/platform/actor";
 import type { JobMessage } from "./messages";
 import { queueNames } from "./messages";
+import { prepareInvoiceDocument } from "../src/modules/documents/prepare";
+import { creditNotePdf } from "../src/modules/documents/store";
 
 export const STEPS_PER_MESSAGE = 4;
 
@@ -36,6 +38,15 @@ export const jobHandlers = {
   // Queues itself again while events past retention remain.
   "events.archive": async (_m: Extract<JobMessage, { type: "events.archive" }>, env: Env) => {
     await archiveOldEvents(env, dbOf(env), Date.now());
+    return { status: "done" as const };
+  },
+  // Outside the money batch: the PDF of the invoice's current state and its hosted link (both idempotent).
+  "invoice.document": async (m: Extract<JobMessage, { type: "invoice.document" }>, env: Env) => {
+    await prepareInvoiceDocument(env, dbOf(env), m.invoiceId, { actor: SYSTEM_ACTOR, now: Date.now() });
+    return { status: "done" as const };
+  },
+  "credit_note.document": async (m: Extract<JobMessage, { type: "credit_note.document" }>, env: Env) => {
+    await creditNotePdf(env, dbOf(env), m.creditNoteId);
     return { status: "done" as const };
   },
 };

@@ -5,7 +5,11 @@ export type JobMessage =
   | { type: "audit.verify"; reportKey: string }
   | { type: "billing.run_due"; subscriptionId: string }
   /** The next pages of events past retention (archived to R2, then deleted). */
-  | { type: "events.archive" };
+  | { type: "events.archive" }
+  /** After a finalization or void committed: render the invoice's PDF to R2 and make sure it has a hosted link. */
+  | { type: "invoice.document"; invoiceId: string }
+  /** After a credit note was issued: its PDF to R2. */
+  | { type: "credit_note.document"; creditNoteId: string };
 
 export type PaymentMessage =
   | { type: "payment.attempt"; invoiceId: string; attempt: number }

@@ -11,6 +11,8 @@ import { queueNames } from "./messages";
 import { applyStripeEvent } from "../src/modules/webhooks/apply";
 import { deliverScheduled, fanOut } from "../src/modules/webhook-endpoints/delivery";
 import { systemActor } from "../src/platform/actor";
+import { ensureLink } from "../src/modules/documents/links";
+import { documentsConfig } from "../src/modules/documents/store";
 
 const NOTIFIER: Actor = systemActor("notifications");
 
@@ -41,7 +43,14 @@ export async function sendNotification(m: Extract<WebhookMessage, { type: "notif
       : undefined,
   ]);
   const now = Date.now();
-  const outcome = await postNotification(env, notificationEnvelope(row, customer, invoice), now);
+  // Every invoice notification links to the invoice's hosted page and PDF (a live link, issued now if it has none).
+  let links: { hostedUrl: string; pdfUrl: string } | null = null;
+  if (invoice && invoice.status !== "draft") {
+    const config = await documentsConfig(db);
+    const link = await ensureLink(env, db, invoice.id, config.hostedLinkDays, { actor: NOTIFIER, now }, config.publicBaseUrl);
+    links = { hostedUrl: link.url, pdfUrl: link.pdfUrl };
+  }
+  const outcome = await postNotification(env, notificationEnvelope(row, customer, invoice, links), now);
   const attempts = row.attempts + 1;
   const stillQueued = and(eq(notifications.id, row.id), eq(notifications.status, "queued"));
 

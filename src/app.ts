@@ -45,6 +45,8 @@ import { consoleRoutes } from "./modules/console/routes";
 import { couponRoutes, promotionCodeRoutes, subscriptionDiscountRoutes } from "./modules/coupons/routes";
 import { creditRoutes } from "./modules/credits/routes";
 import { servers, tags } from "./http/openapi-document";
+import { documentsAdminRoutes, hostedInvoiceRoutes, invoiceDocumentRoutes } from "./modules/documents/routes";
+import { creditNoteRoutes } from "./modules/credit-notes/routes";
 
 export const MAX_BODY_BYTES = 2 * 1024 * 1024;
 
@@ -100,6 +102,9 @@ export function createApp() {
   app.route("/api/v1/tax", taxRoutes);
   app.route("/api/v1/invoices", invoiceOpsRoutes);
   app.route("/api/v1/invoices", invoiceRoutes);
+  app.route("/api/v1/invoices", invoiceDocumentRoutes);
+  app.route("/api/v1/credit-notes", creditNoteRoutes);
+  app.route("/i", hostedInvoiceRoutes);
   app.route("/admin/invoices", invoiceAdminRoutes);
   app.route("/api/v1/test-clocks", testClockRoutes);
   app.route("/api/v1/gateways", gatewayRoutes);
@@ -124,6 +129,7 @@ export function createApp() {
   app.route("/api/v1/analytics", analyticsRoutes);
   app.route("/api/v1/campaigns", campaignRoutes);
   app.route("/api/v1/compliance", complianceRoutes);
+  app.route("/admin/config/documents", documentsAdminRoutes);
   app.route("/admin/config", configRoutes);
   app.route("/admin/features", featureRoutes);
   app.route("/admin/notifications", notificationAdminRoutes);

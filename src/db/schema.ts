@@ -765,3 +765,88 @@ export const creditLedger = sqliteTable(
   },
   (t) => [index("credit_ledger_customer_idx").on(t.customerId, t.at, t.id), index("credit_ledger_invoice_idx").on(t.invoiceId)],
 );
+
+// --- documents ---
+
+/**
+ * A hosted invoice link: the URL's token is HMAC(JWT_SECRET, "invoice-link:" + id), so only its SHA-256 is stored
+ * here; rotating makes a new row and revokes the old one. Expired or revoked rows answer 404 like unknown tokens.
+ */
+export const invoiceLinks = sqliteTable(
+  "invoice_links",
+  {
+    id: text("id").primaryKey(),
+    invoiceId: text("invoice_id").notNull(),
+    tokenHash: text("token_hash").notNull(),
+    expiresAt: integer("expires_at").notNull(),
+    revokedAt: integer("revoked_at"),
+    createdBy: text("created_by").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [uniqueIndex("invoice_links_token_idx").on(t.tokenHash), index("invoice_links_invoice_idx").on(t.invoiceId, t.createdAt)],
+);
+
+export const creditNoteStatuses = ["issued", "void"] as const;
+export type CreditNoteStatus = (typeof creditNoteStatuses)[number];
+
+/**
+ * A correction of a finalized invoice (Stripe's semantics). `total` = Σ lines (amount + tax) and is split into
+ * what reduced the invoice's amount due (open invoice), what was refunded and what went to the customer's credit.
+ */
+export const creditNotes = sqliteTable(
+  "credit_notes",
+  {
+    id: text("id").primaryKey(),
+    /** Gap-free per year: CN-2026-000001. */
+    number: text("number").notNull(),
+    invoiceId: text("invoice_id").notNull(),
+    customerId: text("customer_id").notNull(),
+    status: text("status", { enum: creditNoteStatuses }).notNull(),
+    currency: text("currency").notNull(),
+    reason: text("reason", { enum: ["duplicate", "fraudulent", "order_change", "product_unsatisfactory"] }).notNull(),
+    memo: text("memo"),
+    subtotal: integer("subtotal").notNull(),
+    tax: integer("tax").notNull(),
+    total: integer("total").notNull(),
+    /** Taken off the open invoice's amount due. */
+    invoiceCreditAmount: integer("invoice_credit_amount").notNull(),
+    refundAmount: integer("refund_amount").notNull(),
+    refundId: text("refund_id"),
+    creditBalanceAmount: integer("credit_balance_amount").notNull(),
+    taxJurisdiction: text("tax_jurisdiction"),
+    taxRate: text("tax_rate"),
+    voidedAt: integer("voided_at"),
+    createdBy: text("created_by").notNull(),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    uniqueIndex("credit_notes_number_idx").on(t.number),
+    index("credit_notes_invoice_idx").on(t.invoiceId, t.createdAt),
+    index("credit_notes_customer_idx").on(t.customerId, t.createdAt),
+    index("credit_notes_created_idx").on(t.createdAt, t.id),
+  ],
+);
+
+export const creditNoteLines = sqliteTable(
+  "credit_note_lines",
+  {
+    id: text("id").primaryKey(),
+    creditNoteId: text("credit_note_id").notNull(),
+    invoiceLineId: text("invoice_line_id").notNull(),
+    position: integer("position").notNull(),
+    description: text("description").notNull(),
+    /** Exact decimal string; null when credited by amount. */
+    quantity: text("quantity"),
+    /** Pre-tax amount credited (minor units, positive) and its proportional tax. */
+    amount: integer("amount").notNull(),
+    taxAmount: integer("tax_amount").notNull(),
+  },
+  (t) => [index("credit_note_lines_note_idx").on(t.creditNoteId, t.position), index("credit_note_lines_invoice_line_idx").on(t.invoiceLineId)],
+);
+
+/** Gap-free credit note numbers, like invoice numbers: the counter moves in the note's own batch. */
+export const creditNoteNumberSequences = sqliteTable("credit_note_number_sequences", {
+  year: integer("year").primaryKey(),
+  lastNumber: integer("last_number").notNull(),
+});

@@ -83,7 +83,7 @@ describe("notification.send delivery", () => {
     expect(await auditCount("notification.sent", id)).toBe(1);
   });
 
-  it("carries the invoice's number and figures, so the mailer needs no call back", async () => {
+  it("carries the invoice's number, figures and its hosted page and PDF links, so the mailer needs no call back", async () => {
     const plan = await createPlan({ name: "Notify flat", prices: [{ type: "flat", amount: "10.00" }] });
     const sub = await createSubscription({ planId: plan.id });
     const invoice = (await api("GET", `/api/v1/invoices?subscriptionId=${sub.id}`)).body.data[0];
@@ -100,7 +100,12 @@ describe("notification.send delivery", () => {
       amountDue: expect.any(String),
       amountDueMinor: expect.any(Number),
       dueAt: invoice.dueAt ?? null,
+      hostedUrl: expect.stringMatching(/^\/i\/[0-9a-f]{64}$/),
+      pdfUrl: expect.stringMatching(/^\/i\/[0-9a-f]{64}\/pdf$/),
     });
+    // The link in the message opens the invoice (no login).
+    const { hostedUrl } = JSON.parse(received[0]!.body).invoice;
+    expect((await api("GET", hostedUrl, { as: null })).status).toBe(200);
   });
 
   it("retries a receiver that is down (5xx, 429, network error), keeping the reason, and gives up after the last attempt", async () => {

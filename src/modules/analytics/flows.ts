@@ -1,7 +1,7 @@
 import { and, asc, count, desc, eq, gte, inArray, isNull, lt, sql, type SQLWrapper } from "drizzle-orm";
 import { alias } from "drizzle-orm/sqlite-core";
 import type { Db } from "../../db/client";
-import { auditLog, customers, invoices, payments, plans, refunds, subscriptions } from "../../db/schema";
+import { auditLog, creditNotes, customers, invoices, payments, plans, refunds, subscriptions } from "../../db/schema";
 
 // Money that moved in a window: invoiced, collected, refunded. Per currency (and plan), never mixed.
 // Test-clock invoices live in simulated time and are left out, with their payments and refunds.
@@ -15,13 +15,15 @@ export const PAYMENT_SUCCESS_ACTIONS = ["payment.processed", "payment.reconciled
 export const FINALIZED_STATUSES = ["open", "paid", "uncollectible"] as const;
 
 export const FLOWS_BASIS =
-  "invoiced: invoices finalized in the window and not void (total, after discount and tax); " +
+  "invoiced: invoices finalized in the window and not void (total, after discount and tax, less the credit notes issued against them); " +
   "collected: succeeded payments whose success was recorded in the window (audit time of payment.processed / payment.reconciled_by_webhook); " +
   "refunded: succeeded refunds last updated in the window; net = collected − refunded. Plans are the invoice's subscription's current plan. Test-clock invoices are excluded.";
 
 export type FlowRow = { currency: string; planId: string | null; planName: string | null; amountMinor: number; count: number };
 
 const latestPlan = alias(plans, "latest_plan");
+/** An invoice's total less its issued (not void) credit notes: a credited amount is not revenue. */
+export const netOfCredit = sql`(${invoices.total} - coalesce((select sum(${creditNotes.total}) from ${creditNotes} where ${creditNotes.invoiceId} = ${invoices.id} and ${creditNotes.status} = 'issued'), 0))`;
 const realInvoice = isNull(invoices.testClockId);
 export const sumOf = (col: SQLWrapper) => sql<number>`coalesce(sum(${col}), 0)`.mapWith(Number);
 
@@ -64,7 +66,7 @@ const finalizedBetween = (from: number, to: number) =>
 /** Invoices finalized in [from, to) and not void: their totals by currency and plan. */
 export async function invoicedBetween(db: Db, from: number, to: number): Promise<FlowRow[]> {
   return db
-    .select({ currency: invoices.currency, planId: subscriptions.planId, planName: latestPlan.name, amountMinor: sumOf(invoices.total), count: count() })
+    .select({ currency: invoices.currency, planId: subscriptions.planId, planName: latestPlan.name, amountMinor: sumOf(netOfCredit), count: count() })
     .from(invoices)
     .leftJoin(subscriptions, eq(subscriptions.id, invoices.subscriptionId))
     .leftJoin(latestPlan, and(eq(latestPlan.id, subscriptions.planId), eq(latestPlan.isLatest, true)))
@@ -97,7 +99,7 @@ function groupKey(groupBy: BreakdownGroup) {
  */
 export async function invoiceBreakdown(db: Db, groupBy: BreakdownGroup, from: number, to: number, limit: number): Promise<BreakdownRow[]> {
   const { key, label } = groupKey(groupBy);
-  const invoiced = sumOf(invoices.total);
+  const invoiced = sumOf(netOfCredit);
   return db
     .select({ key, label, currency: invoices.currency, invoicedMinor: invoiced, collectedMinor: sumOf(invoices.amountPaid), invoices: count() })
     .from(invoices)
@@ -114,7 +116,7 @@ export async function invoiceBreakdown(db: Db, groupBy: BreakdownGroup, from: nu
 /** Totals of the same invoices per currency, whatever the grouping or page size. */
 export async function invoiceTotals(db: Db, from: number, to: number): Promise<Omit<BreakdownRow, "key" | "label">[]> {
   return db
-    .select({ currency: invoices.currency, invoicedMinor: sumOf(invoices.total), collectedMinor: sumOf(invoices.amountPaid), invoices: count() })
+    .select({ currency: invoices.currency, invoicedMinor: sumOf(netOfCredit), collectedMinor: sumOf(invoices.amountPaid), invoices: count() })
     .from(invoices)
     .where(finalizedBetween(from, to))
     .groupBy(invoices.currency)

@@ -1,14 +1,15 @@
 import { and, asc, count, countDistinct, eq, gte, inArray, isNull, lte, sql, type SQL } from "drizzle-orm";
 import { alias } from "drizzle-orm/sqlite-core";
 import type { Db } from "../../db/client";
-import { invoiceLines, invoices, plans, subscriptions } from "../../db/schema";
+import { creditNoteLines, creditNotes, invoiceLines, invoices, plans, subscriptions } from "../../db/schema";
 import { money, type Money } from "../../domain/money";
 import { arpa, mrrOf, type MrrLine } from "../../domain/revenue";
 import { iso, DAY_MS } from "../../lib/time";
 import { FINALIZED_STATUSES, sumOf } from "./flows";
 
 const latestPlan = alias(plans, "latest_plan");
-const usageNet = sql`${invoiceLines.amount} - ${invoiceLines.discountAmount}`;
+// A usage line's net amount less what issued credit notes credited on it (pre-tax, like the line).
+const usageNet = sql`${invoiceLines.amount} - ${invoiceLines.discountAmount} - coalesce((select sum(${creditNoteLines.amount}) from ${creditNoteLines} inner join ${creditNotes} on ${creditNotes.id} = ${creditNoteLines.creditNoteId} where ${creditNoteLines.invoiceLineId} = ${invoiceLines.id} and ${creditNotes.status} = 'issued'), 0)`;
 
 export const realTimeSubscription = isNull(subscriptions.testClockId);
 export const MRR_STATUSES = ["active", "past_due"] as const;
@@ -17,7 +18,7 @@ export const MRR_METHOD =
   "Active and past_due subscriptions (test clocks excluded): the flat recurring prices of the subscription's plan version × quantity, " +
   "normalized to a month (day ×365/12, week ×52/12, year ÷12, each ÷ intervalCount), less the subscription's discountPercent, " +
   "rounded once per subscription, half away from zero. Metered (usage) prices are not in MRR: usageRevenueLast30Days shows usage " +
-  "lines of invoices finalized in the last 30 days, after line discounts, before tax. ARR = MRR × 12; ARPA = MRR ÷ customers with an MRR subscription. " +
+  "lines of invoices finalized in the last 30 days, after line discounts and credit notes, before tax. ARR = MRR × 12; ARPA = MRR ÷ customers with an MRR subscription. " +
   "Trialing and paused subscriptions are not counted; subscriptions set to cancel at period end are, until they end.";
 
 /** The discount a subscription has at `now`: none once its `discount_until` has passed (as invoices see it). */

@@ -53,7 +53,7 @@ export async function revenueToday(db: Db, now: number): Promise<RevenueToday> {
 
 export const BREAKDOWN_BASIS =
   "Invoices finalized in the window with status open, paid or uncollectible (draft and void left out), test clocks excluded. " +
-  "invoiced: their totals (after discount and tax); collected: what was paid on them. Never summed across currencies. " +
+  "invoiced: their totals (after discount and tax) less the credit notes issued against them; collected: what was paid on them. Never summed across currencies. " +
   "groupBy=plan uses the invoice's subscription's current plan (key null: invoices without a subscription).";
 
 export type RevenueBreakdown = {

@@ -3,7 +3,7 @@ import type { Db } from "../../db/client";
 import type { AuditContext } from "../../platform/audit";
 import { isAssertionFailure, assertChanged } from "../../db/assert";
 import { invoiceLines, invoices, invoiceNumberSequences } from "../../db/schema";
-import type { PaymentMessage, TaskMessage } from "../../../queues/messages";
+import type { JobMessage, PaymentMessage, TaskMessage } from "../../../queues/messages";
 import { sendAll } from "../../platform/queue-send";
 import { commit } from "../../platform/change-set";
 import { finalizedRow, invoiceFinalized, invoiceLinesOf } from "./lifecycle";
@@ -30,8 +30,19 @@ export async function finalizeInvoice(env: Env, db: Db, invoiceId: string, ctx: 
     throw e;
   }
   const after = finalizedRow(results, cs.statements.length);
-  if (after.status === "open") await enqueueCharge(env, invoiceId);
+  await afterFinalized(env, after);
   return after;
+}
+
+/**
+ * What follows a finalization's commit: its document (PDF and hosted link) is rendered on the jobs queue (GET
+ * …/pdf renders it on demand if this message is lost), and an open invoice is charged through the payments queue.
+ */
+export async function afterFinalized(env: Env, invoice: { id: string; status: string }): Promise<void> {
+  await env.JOB_QUEUE.send({ type: "invoice.document", invoiceId: invoice.id } satisfies JobMessage).catch((e) =>
+    console.log(JSON.stringify({ level: "error", msg: "document enqueue failed; GET /api/v1/invoices/:id/pdf renders it", invoiceId: invoice.id, error: String(e) })),
+  );
+  if (invoice.status === "open") await enqueueCharge(env, invoice.id);
 }
 
 /** The invoice's first collection attempt, after the batch that opened it committed. */

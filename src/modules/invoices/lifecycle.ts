@@ -249,6 +249,44 @@ export async function invoiceMarkedUncollectible(db: Db, inv: InvoiceRow, reason
   );
 }
 
+/**
+ * A credit note took `amount` off an open (or uncollectible) invoice's amount due (Stripe's rule): the UPDATE checks
+ * the invoice is still in that state with at least that much due, so a concurrent payment or void aborts the batch
+ * (strict). Nothing left due → paid (invoice.paid); otherwise invoice.updated. The caller's statements (the credit
+ * note's insert) go in the same batch.
+ */
+export async function invoiceCredited(db: Db, inv: InvoiceRow, amount: number, creditNoteId: string, ctx: Ctx): Promise<ChangeSet> {
+  const due = inv.amountDue - amount;
+  const to: InvoiceStatus = due === 0 ? "paid" : inv.status;
+  if (to !== inv.status) invoiceLifecycle.assertMove(inv.id, inv.status, to);
+  const after: InvoiceRow = { ...inv, status: to, amountDue: due, paidAt: to === "paid" ? ctx.now : inv.paidAt, dueAt: to === "paid" ? null : inv.dueAt, updatedAt: ctx.now };
+  const prev = { status: inv.status, amountDue: toInvoice(inv).amountDue, amountDueMinor: inv.amountDue };
+  return guarded(
+    db,
+    db
+      .update(invoices)
+      .set({ status: to, amountDue: sql`${invoices.amountDue} - ${amount}`, paidAt: after.paidAt, dueAt: after.dueAt, updatedAt: ctx.now })
+      .where(and(where(inv.id, inv.status), sql`${invoices.amountDue} >= ${amount}`)),
+    [draftOf(to === "paid" ? "invoice.paid" : "invoice.updated", after, await invoiceLinesOf(db, inv), prev)],
+    ctx,
+    true,
+    [{ action: "invoice.credited", targetType: "invoice", targetId: inv.id, before: { status: inv.status, amountDue: inv.amountDue }, after: { status: to, amountDue: due, creditNoteId } }],
+  );
+}
+
+/** A voided credit note gives back what it took off a still-open invoice's amount due (strict: the invoice must still be `inv.status`). */
+export async function invoiceCreditReversed(db: Db, inv: InvoiceRow, amount: number, creditNoteId: string, ctx: Ctx): Promise<ChangeSet> {
+  const after: InvoiceRow = { ...inv, amountDue: inv.amountDue + amount, updatedAt: ctx.now };
+  return guarded(
+    db,
+    db.update(invoices).set({ amountDue: sql`${invoices.amountDue} + ${amount}`, updatedAt: ctx.now }).where(where(inv.id, inv.status)),
+    [draftOf("invoice.updated", after, await invoiceLinesOf(db, inv), { amountDue: toInvoice(inv).amountDue, amountDueMinor: inv.amountDue })],
+    ctx,
+    true,
+    [{ action: "invoice.credit_reversed", targetType: "invoice", targetId: inv.id, before: { amountDue: inv.amountDue }, after: { amountDue: after.amountDue, creditNoteId } }],
+  );
+}
+
 /** The invoice owner's transitions, by name. */
 export const invoiceTransitions = {
   created: invoiceCreated,
@@ -257,4 +295,6 @@ export const invoiceTransitions = {
   paymentFailed: invoicePaymentFailed,
   voided: invoiceVoided,
   markedUncollectible: invoiceMarkedUncollectible,
+  credited: invoiceCredited,
+  creditReversed: invoiceCreditReversed,
 } as const;

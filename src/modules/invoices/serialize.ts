@@ -54,6 +54,8 @@ export const Invoice = z
     lastError: z.string().nullable(),
     archived: z.boolean(),
     createdAt: z.string(),
+    pdfUrl: z.string().nullable().optional().openapi({ description: "GET this (authenticated) for the PDF; null for a draft" }),
+    hostedUrl: z.string().nullable().optional().openapi({ description: "The live hosted invoice page (no login), when the invoice has one: GET /api/v1/invoices/{id} fills it; lists and events leave it null" }),
     lines: z.array(InvoiceLine).optional(),
     discounts: z
       .array(z.object({ discountId: z.string(), couponId: z.string(), promotionCodeId: z.string().nullable(), amount: MoneyOut }))
@@ -109,6 +111,8 @@ export function toInvoice(r: InvoiceRow, lines?: LineRow[]): z.infer<typeof Invo
     lastError: r.lastError,
     archived: r.archiveKey !== null,
     createdAt: iso(r.createdAt),
+    pdfUrl: r.status === "draft" ? null : `/api/v1/invoices/${r.id}/pdf`,
+    hostedUrl: null,
     ...(lines ? { lines: [...lines].sort((a, b) => a.position - b.position).map((l) => toInvoiceLine(l, c)) } : {}),
   };
 }

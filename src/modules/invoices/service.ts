@@ -53,7 +53,7 @@ export async function invoiceWithLines(env: Env, db: Db, inv: InvoiceRow): Promi
  */
 export async function voidInvoice(db: Db, id: string, reason: string, ctx: AuditContext): Promise<InvoiceRow> {
   const inv = await getInvoice(db, id);
-  if (inv.status === "paid") throw new ApiError("conflict", `invoice ${id} is paid: issue a refund or a credit note instead of voiding it`, [{ path: "status", message: "is paid" }]);
+  if (inv.status === "paid") throw new ApiError("conflict", `invoice ${id} is paid: issue a refund (POST /api/v1/refunds) or a credit note (POST /api/v1/credit-notes) instead of voiding it`, [{ path: "status", message: "is paid" }]);
   const { change: cs, after } = await invoiceVoided(db, inv, reason, ctx);
   try {
     await commit(db, cs, ctx);

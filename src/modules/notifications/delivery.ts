@@ -18,7 +18,7 @@ const TIMEOUT_MS = 10_000;
  * What the notification webhook receives: everything a mailer needs to render the message (recipient, template,
  * invoice figures as decimal strings and minor units) without calling back.
  */
-export function notificationEnvelope(row: NotificationRow, customer: CustomerRow | undefined, invoice: InvoiceRow | undefined) {
+export function notificationEnvelope(row: NotificationRow, customer: CustomerRow | undefined, invoice: InvoiceRow | undefined, links: { hostedUrl: string; pdfUrl: string } | null = null) {
   return {
     id: row.id,
     type: row.kind,
@@ -36,6 +36,9 @@ export function notificationEnvelope(row: NotificationRow, customer: CustomerRow
           amountDue: formatMinor(invoice.amountDue, invoice.currency),
           amountDueMinor: invoice.amountDue,
           dueAt: iso(invoice.dueAt),
+          /** The hosted invoice page and its PDF (no login; absolute when the documents setting has publicBaseUrl). */
+          hostedUrl: links?.hostedUrl ?? null,
+          pdfUrl: links?.pdfUrl ?? null,
         }
       : null,
     data: row.payload,

@@ -47,6 +47,9 @@ const Reconciliation = z
     discrepancyCounts: z.record(Kinds, z.number().int()),
     resolved: z.number().int().openapi({ description: "Open discrepancies of this day that no longer appear and were marked resolved" }),
     discrepancies: z.array(Discrepancy),
+    creditNotes: z
+      .record(z.string(), z.object({ issued: z.number().int(), refunded: Money, nonCash: Money, unmatchedRefundIds: z.array(z.string()) }))
+      .openapi({ description: "Credit notes issued in the day, per currency: refunds through this gateway (unmatched ones listed) and the part that moved no money" }),
     reconciledAt: z.string(),
   })
   .openapi("Reconciliation");

@@ -2,7 +2,7 @@ import { and, eq, gte, inArray, isNull, lt, or } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import type { Db } from "../../db/client";
-import { discrepancies, payments, refunds } from "../../db/schema";
+import { creditNotes, discrepancies, payments, refunds } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
 import { configuredGateways, defaultPrimary, gatewayByName } from "../../gateways";
 import type { GatewayName, GatewayPayment } from "../../gateways/types";
@@ -19,7 +19,8 @@ const RETRIEVE_CONCURRENCY = 8;
 export const BASIS =
   "Local side: succeeded payments and succeeded refunds on the gateway whose createdAt falls within the UTC day. Gateway side: balance transactions created within the UTC day. " +
   "Items are matched by gateway id across the day before and after (and payments by asking the gateway), so a charge made just after midnight or a parked charge made days later is matched, not reported; such matches are marked crossDay. " +
-  "Totals are per currency and per side for the day itself.";
+  "Totals are per currency and per side for the day itself. " +
+  "creditNotes: notes issued in the day, per currency: their refunds through this gateway (each must be a matched refund, else it is listed in unmatchedRefundIds) and the part that moved no money at any gateway (customer credit balance, amount due taken off open invoices).";
 
 export type DiscrepancyRow = typeof discrepancies.$inferSelect;
 export type GatewayChoice = { gateway: GatewayName; selection: "requested" | "default"; note: string };
@@ -129,8 +130,39 @@ export type Reconciliation = {
   resolved: number;
   discrepancies: ReturnType<typeof toDiscrepancy>[];
   matchedItems: (MatchedItem & { amountFormatted: string })[];
+  creditNotes: Record<string, { issued: number; refunded: ReturnType<typeof money>; nonCash: ReturnType<typeof money>; unmatchedRefundIds: string[] }>;
   reconciledAt: string;
 };
+
+/**
+ * Credit notes issued in the day, per currency: what they refunded through `gateway` (each such refund should be
+ * among the day's matched refunds; a credit note refund still pending or failed is listed) and what moved no money.
+ */
+async function creditNotesOfDay(db: Db, gateway: GatewayName, day: { start: number; end: number }, matched: MatchedItem[]): Promise<Reconciliation["creditNotes"]> {
+  const rows = await db
+    .select({ currency: creditNotes.currency, refundAmount: creditNotes.refundAmount, refundId: creditNotes.refundId, nonCash: creditNotes.creditBalanceAmount, offDue: creditNotes.invoiceCreditAmount, refundGateway: payments.gateway })
+    .from(creditNotes)
+    .leftJoin(refunds, eq(refunds.id, creditNotes.refundId))
+    .leftJoin(payments, eq(payments.id, refunds.paymentId))
+    .where(and(eq(creditNotes.status, "issued"), gte(creditNotes.createdAt, day.start), lt(creditNotes.createdAt, day.end)))
+    .all();
+  const matchedRefunds = new Set(matched.filter((m) => m.objectType === "refund").map((m) => m.localId));
+  const out: Reconciliation["creditNotes"] = {};
+  const acc: Record<string, { issued: number; refunded: number; nonCash: number; unmatched: string[] }> = {};
+  for (const r of rows) {
+    const a = (acc[r.currency] ??= { issued: 0, refunded: 0, nonCash: 0, unmatched: [] });
+    a.issued += 1;
+    a.nonCash += r.nonCash + r.offDue;
+    if (r.refundId && r.refundGateway === gateway) {
+      a.refunded += r.refundAmount;
+      if (!matchedRefunds.has(r.refundId)) a.unmatched.push(r.refundId);
+    }
+  }
+  for (const [currency, a] of Object.entries(acc).sort(([x], [y]) => x.localeCompare(y))) {
+    out[currency] = { issued: a.issued, refunded: money(a.refunded, currency), nonCash: money(a.nonCash, currency), unmatchedRefundIds: a.unmatched.sort() };
+  }
+  return out;
+}
 
 const sideOut = (s: { charges: number; refunds: number; net: number; count: number }, currency: string) => ({
   charges: money(s.charges, currency),
@@ -172,7 +204,7 @@ export async function reconcileDay(env: Env, db: Db, date: string, choice: Gatew
 
   const comparison = compareDay({ day, payments: local.payments, refunds: local.refunds, txns, ...others, retrieved });
   const { open, resolved } = await persist(db, date, choice.gateway, comparison, ctx);
-  return summarize(date, choice, window, comparison, open, resolved, ctx.now);
+  return { ...summarize(date, choice, window, comparison, open, resolved, ctx.now), creditNotes: await creditNotesOfDay(db, choice.gateway, day, comparison.matched) };
 }
 
 async function persist(db: Db, date: string, gateway: GatewayName, comparison: Comparison, ctx: AuditContext) {
@@ -206,7 +238,7 @@ async function persist(db: Db, date: string, gateway: GatewayName, comparison: C
   return { open: stored, resolved: stale.length };
 }
 
-function summarize(date: string, choice: GatewayChoice, window: { from: number; to: number }, c: Comparison, open: DiscrepancyRow[], resolved: number, now: number): Reconciliation {
+function summarize(date: string, choice: GatewayChoice, window: { from: number; to: number }, c: Comparison, open: DiscrepancyRow[], resolved: number, now: number): Omit<Reconciliation, "creditNotes"> {
   const totals: Reconciliation["totals"] = {};
   for (const [currency, t] of Object.entries(c.totals).sort(([a], [b]) => a.localeCompare(b))) {
     totals[currency] = { local: sideOut(t.local, currency), gateway: sideOut(t.gateway, currency), difference: money(t.local.net - t.gateway.net, currency) };

@@ -10,7 +10,7 @@ import { periodAt } from "../../domain/periods";
 import { closeMeterPeriod, meterAlertsOf, pushMeterConfig, type MeterAlertRow } from "../usage/meter-config";
 import { asPrices, buildDraftInvoice, countryTaxRates, pendingToLine, planVersion, taxFromRates, unbilledPending } from "../invoices/invoice-builder";
 import { nextDueStep, type DueStep, graceMsOf } from "./due";
-import { enqueueCharge, finalizeInvoice } from "../invoices/finalize";
+import { afterFinalized, finalizeInvoice } from "../invoices/finalize";
 import { finalizedRow, invoiceFinalized } from "../invoices/lifecycle";
 import type { TaxRate } from "../../domain/tax";
 import { eventsCommitted } from "../../platform/events";
@@ -197,6 +197,6 @@ async function periodEnd(env: Env, db: Db, loaded: Loaded, ctx: AuditContext): P
   for (const effect of finalization?.change.after ?? []) await effect();
   const after: SubscriptionRow = { ...sub, ...patch, configVersion: sub.configVersion + 1, updatedAt: ctx.now };
   await pushMeterConfig(env, db, after, nextPlan, loaded.alerts);
-  if (finalization && (finalizedRow(results, 2 + extra.length).status === "open")) await enqueueCharge(env, invoiceId!);
+  if (finalization) await afterFinalized(env, finalizedRow(results, 2 + extra.length));
   return { result: { subscriptionId: sub.id, step: "period_end", at: ctx.now, status, ...(invoiceId ? { invoiceId } : {}) }, sub: after, plan: nextPlan };
 }

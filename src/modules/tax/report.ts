@@ -2,7 +2,7 @@ import { and, asc, count, eq, gt, inArray, isNull, lte, sql } from "drizzle-orm"
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
-import { invoices, type InvoiceStatus } from "../../db/schema";
+import { creditNotes, invoices, type InvoiceStatus } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
 import { iso } from "../../lib/time";
 import type { TaxReport, TaxReportRequest, TaxReportRow } from "./schemas";
@@ -40,7 +40,8 @@ const mo = (minor: number, currency: string) => ({ amount: formatMinor(minor, cu
 /**
  * Sums finalized invoices per jurisdiction and currency (never across currencies). An invoice belongs to
  * the period its billing period ends in; billing periods are half-open, so that is from < periodEnd ≤ to
- * (a June invoice ending 07-01T00:00 is Q2). Test-clock invoices are simulations and are left out.
+ * (a June invoice ending 07-01T00:00 is Q2). Credit notes issued in the period are netted out of their jurisdiction
+ * (taxable amount and tax). Test-clock invoices (and their notes) are simulations and are left out.
  */
 export async function taxReportRows(db: Db, from: number, to: number, jurisdiction: string | null): Promise<z.infer<typeof TaxReportRow>[]> {
   const rows = await db
@@ -65,6 +66,23 @@ export async function taxReportRows(db: Db, from: number, to: number, jurisdicti
     .groupBy(invoices.taxJurisdiction, invoices.currency)
     .orderBy(asc(invoices.taxJurisdiction), asc(invoices.currency))
     .all();
+  // Credit notes issued in the period (not void) take their pre-tax amount and tax back out of their jurisdiction,
+  // in the period they were issued (a filed period is not rewritten); invoices stay counted where they were.
+  const credited = await db
+    .select({ jurisdiction: creditNotes.taxJurisdiction, currency: creditNotes.currency, taxable: sql<number>`coalesce(sum(${creditNotes.subtotal}), 0)`, tax: sql<number>`coalesce(sum(${creditNotes.tax}), 0)`, rates: sql<string | null>`group_concat(distinct ${creditNotes.taxRate})` })
+    .from(creditNotes)
+    .innerJoin(invoices, eq(invoices.id, creditNotes.invoiceId))
+    .where(and(eq(creditNotes.status, "issued"), gt(creditNotes.createdAt, from - 1), lte(creditNotes.createdAt, to - 1), isNull(invoices.testClockId), jurisdiction ? eq(creditNotes.taxJurisdiction, jurisdiction) : undefined))
+    .groupBy(creditNotes.taxJurisdiction, creditNotes.currency)
+    .all();
+  for (const c of credited) {
+    const row = rows.find((r) => r.jurisdiction === c.jurisdiction && r.currency === c.currency);
+    if (row) {
+      row.taxable -= c.taxable;
+      row.tax -= c.tax;
+    } else rows.push({ jurisdiction: c.jurisdiction, currency: c.currency, invoiceCount: 0, taxable: -c.taxable, tax: -c.tax, rates: c.rates });
+  }
+  if (credited.length) rows.sort((a, b) => (a.jurisdiction ?? "").localeCompare(b.jurisdiction ?? "") || a.currency.localeCompare(b.currency));
   return rows.map((r) => ({
     jurisdiction: r.jurisdiction,
     currency: r.currency,

@@ -1,0 +1,241 @@
+import { and, desc, eq, inArray } from "drizzle-orm";
+import type { Db } from "../../db/client";
+import { assertChanged, isAssertionFailure } from "../../db/assert";
+import { creditNoteLines, creditNoteNumberSequences, creditNotes, invoiceLines, invoices, payments } from "../../db/schema";
+import { parseDecimal, roundDiv } from "../../domain/decimal";
+import { formatMinor, toMinor } from "../../domain/money";
+import { newId } from "../../lib/ids";
+import type { AuditContext } from "../../platform/audit";
+import { change, commit, merge, type ChangeSet } from "../../platform/change-set";
+import { ApiError, invalid, notFound, type FieldError } from "../../platform/errors";
+import { invoiceCredited, invoiceCreditReversed } from "../invoices/lifecycle";
+import { createRefund } from "../refunds/service";
+import type { JobMessage } from "../../../queues/messages";
+import { customerCredit, grantCustomerCredit, revokeCustomerCredit } from "./customer-credit";
+import { creditNoteIssued, creditNoteVoided } from "./lifecycle";
+import type { creditNoteReasons } from "./serialize";
+
+type InvoiceRow = typeof invoices.$inferSelect;
+type NoteRow = typeof creditNotes.$inferSelect;
+type NoteLineRow = typeof creditNoteLines.$inferSelect;
+type Amount = string | number;
+
+export type CreateCreditNoteInput = {
+  invoiceId: string;
+  lines: { invoiceLineId: string; amount?: Amount; quantity?: Amount }[];
+  reason: (typeof creditNoteReasons)[number];
+  memo?: string | null;
+  refund?: { amount: Amount };
+  creditBalance?: { amount: Amount };
+};
+
+const MAX_ATTEMPTS = 10;
+export const creditNoteNumber = (year: number, n: number) => `CN-${year}-${String(n).padStart(6, "0")}`;
+const fmt = (minor: number, currency: string) => `${formatMinor(minor, currency)} ${currency}`;
+
+function minorOf(value: Amount, currency: string, path: string): number {
+  const m = toMinor(value, currency);
+  if (!m.ok) throw invalid([{ path, message: m.error }]);
+  if (m.value <= 0) throw invalid([{ path, message: "must be greater than 0" }]);
+  return m.value;
+}
+
+/** The invoice's issued credit notes (the ones that count against what can still be credited). */
+const issuedNotes = (db: Db, invoiceId: string) => db.select().from(creditNotes).where(and(eq(creditNotes.invoiceId, invoiceId), eq(creditNotes.status, "issued"))).all();
+
+/**
+ * The note's lines: each credits a pre-tax `amount` of an invoice line (given, or the line's net amount × quantity
+ * / line quantity, rounded half away from zero), at most what is left of the line after earlier notes, and the
+ * line's tax in the same proportion (the line's last credit takes exactly the tax left, so rounding never drifts).
+ */
+async function priceLines(db: Db, inv: InvoiceRow, noteId: string, asked: CreateCreditNoteInput["lines"]): Promise<NoteLineRow[]> {
+  const lines = await db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, inv.id)).all();
+  const earlier = await issuedNotes(db, inv.id);
+  const credited = earlier.length ? await db.select().from(creditNoteLines).where(inArray(creditNoteLines.creditNoteId, earlier.map((n) => n.id))).all() : [];
+  const errors: FieldError[] = [];
+  const seen = new Set<string>();
+  const out: NoteLineRow[] = [];
+  asked.forEach((a, i) => {
+    const path = `lines.${i}`;
+    const line = lines.find((l) => l.id === a.invoiceLineId);
+    if (!line) return void errors.push({ path: `${path}.invoiceLineId`, message: `is not a line of invoice ${inv.id}` });
+    if (seen.has(line.id)) return void errors.push({ path: `${path}.invoiceLineId`, message: "is listed twice" });
+    seen.add(line.id);
+    if ((a.amount === undefined) === (a.quantity === undefined)) return void errors.push({ path, message: "give exactly one of amount or quantity" });
+    const net = line.amount - line.discountAmount;
+    const before = credited.filter((c) => c.invoiceLineId === line.id);
+    const left = net - before.reduce((s, c) => s + c.amount, 0);
+    const taxLeft = line.taxAmount - before.reduce((s, c) => s + c.taxAmount, 0);
+    if (left <= 0) return void errors.push({ path: `${path}.invoiceLineId`, message: net <= 0 ? "is a credit or zero line: nothing to credit" : "is already fully credited" });
+    let amount: number;
+    let quantity: string | null = null;
+    if (a.quantity !== undefined) {
+      const q = parseDecimal(a.quantity);
+      const lq = parseDecimal(line.quantity);
+      if (!q.ok || q.value <= 0n) return void errors.push({ path: `${path}.quantity`, message: "must be a decimal greater than 0" });
+      if (!lq.ok || lq.value <= 0n || q.value > lq.value) return void errors.push({ path: `${path}.quantity`, message: `must be at most the line's quantity ${line.quantity}` });
+      amount = Number(roundDiv(BigInt(net) * q.value, lq.value));
+      quantity = String(a.quantity);
+    } else {
+      const m = toMinor(a.amount!, inv.currency);
+      if (!m.ok || m.value <= 0) return void errors.push({ path: `${path}.amount`, message: m.ok ? "must be greater than 0" : m.error });
+      amount = m.value;
+    }
+    if (amount > left) return void errors.push({ path: `${path}.${quantity ? "quantity" : "amount"}`, message: `credits ${fmt(amount, inv.currency)}, more than the ${fmt(left, inv.currency)} left to credit on this line` });
+    const tax = amount === left ? taxLeft : Number(roundDiv(BigInt(line.taxAmount) * BigInt(amount), BigInt(net)));
+    out.push({ id: newId("cnli"), creditNoteId: noteId, invoiceLineId: line.id, position: i, description: line.description, quantity, amount, taxAmount: tax });
+  });
+  if (errors.length) throw invalid(errors);
+  return out;
+}
+
+/** A succeeded payment of the invoice with at least `amount` left to refund (the latest first). */
+async function refundablePayment(db: Db, inv: InvoiceRow, amount: number) {
+  const rows = await db.select().from(payments).where(and(eq(payments.invoiceId, inv.id), eq(payments.status, "succeeded"))).orderBy(desc(payments.createdAt)).all();
+  const p = rows.find((r) => r.amount - r.amountRefunded >= amount);
+  if (!p) {
+    const most = Math.max(0, ...rows.map((r) => r.amount - r.amountRefunded));
+    throw invalid([{ path: "refund.amount", message: `exceeds what the invoice's payment can still refund (${fmt(most, inv.currency)})` }]);
+  }
+  return p;
+}
+
+/**
+ * Issues a credit note against an open or paid invoice (Stripe's semantics). Its total (Σ amount + tax) may not
+ * exceed what is left to credit on the invoice (total − issued notes). Open (or uncollectible): it comes off the
+ * amount due, in the note's batch (nothing left → paid). Paid: it is split between a refund (through the refund
+ * ledger and the payment's gateway, admitted by PaymentGuard: frozen → 423 before anything is written) and the
+ * customer's credit balance; an unsplit remainder goes to the credit balance. Numbered CN-<year>-NNNNNN, gap-free.
+ */
+export async function createCreditNote(env: Env, db: Db, input: CreateCreditNoteInput, ctx: AuditContext): Promise<{ note: NoteRow; lines: NoteLineRow[] }> {
+  const inv = await db.select().from(invoices).where(eq(invoices.id, input.invoiceId)).get();
+  if (!inv) throw notFound("invoice", input.invoiceId);
+  const open = inv.status === "open" || inv.status === "uncollectible";
+  if (!open && inv.status !== "paid") throw new ApiError("conflict", `invoice ${inv.id} is ${inv.status}: credit notes apply to open or paid invoices${inv.status === "draft" ? " (edit or void a draft instead)" : ""}`, [{ path: "invoiceId", message: `is ${inv.status}` }]);
+  if (inv.archiveKey !== null) throw new ApiError("conflict", `invoice ${inv.id} is archived: its lines are in R2 and can no longer be credited`, [{ path: "invoiceId", message: "is archived" }]);
+  const id = newId("cn");
+  const lines = await priceLines(db, inv, id, input.lines);
+  const subtotal = lines.reduce((s, l) => s + l.amount, 0);
+  const tax = lines.reduce((s, l) => s + l.taxAmount, 0);
+  const total = subtotal + tax;
+  const creditedBefore = (await issuedNotes(db, inv.id)).reduce((s, n) => s + n.total, 0);
+  if (total > inv.total - creditedBefore) {
+    throw invalid([{ path: "lines", message: `total ${fmt(total, inv.currency)} exceeds the invoice's remaining creditable amount ${fmt(inv.total - creditedBefore, inv.currency)}` }]);
+  }
+
+  let refundAmount = 0;
+  let balanceAmount = 0;
+  if (open) {
+    if (input.refund || input.creditBalance) throw invalid([{ path: input.refund ? "refund" : "creditBalance", message: `invoice ${inv.id} is ${inv.status}: the note comes off its amount due; refunds and credit balance apply to paid invoices` }]);
+    if (total > inv.amountDue) throw invalid([{ path: "lines", message: `total ${fmt(total, inv.currency)} exceeds the invoice's amount due ${fmt(inv.amountDue, inv.currency)}` }]);
+  } else {
+    refundAmount = input.refund ? minorOf(input.refund.amount, inv.currency, "refund.amount") : 0;
+    balanceAmount = input.creditBalance ? minorOf(input.creditBalance.amount, inv.currency, "creditBalance.amount") : total - refundAmount;
+    if (refundAmount + balanceAmount !== total) {
+      throw invalid([{ path: input.creditBalance ? "creditBalance.amount" : "refund.amount", message: `refund ${fmt(refundAmount, inv.currency)} + credit balance ${fmt(balanceAmount, inv.currency)} must equal the note's total ${fmt(total, inv.currency)}` }]);
+    }
+    if (balanceAmount > 0) {
+      const credit = await customerCredit(db, inv.customerId);
+      if (credit && credit.currency !== inv.currency) throw invalid([{ path: "creditBalance", message: `the customer's credit balance is in ${credit.currency}, the invoice in ${inv.currency}: refund instead` }]);
+    }
+  }
+
+  // The refund first: admitted by PaymentGuard (423 when frozen) and settled at the gateway before the note exists,
+  // so a refused refund leaves no note behind. The checks above run again in the note's batch.
+  let refundId: string | null = null;
+  if (refundAmount > 0) {
+    const payment = await refundablePayment(db, inv, refundAmount);
+    refundId = (await createRefund(env, db, { paymentId: payment.id, amount: formatMinor(refundAmount, inv.currency), reason: "credit_note", notify: false }, ctx)).refund.id;
+  }
+
+  for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
+    const fresh = (await db.select().from(invoices).where(eq(invoices.id, inv.id)).get())!;
+    const year = new Date(ctx.now).getUTCFullYear();
+    const last = (await db.select().from(creditNoteNumberSequences).where(eq(creditNoteNumberSequences.year, year)).get())?.lastNumber ?? 0;
+    const note: NoteRow = {
+      id,
+      number: creditNoteNumber(year, last + 1),
+      invoiceId: inv.id,
+      customerId: inv.customerId,
+      status: "issued",
+      currency: inv.currency,
+      reason: input.reason,
+      memo: input.memo ?? null,
+      subtotal,
+      tax,
+      total,
+      invoiceCreditAmount: open ? total : 0,
+      refundAmount,
+      refundId,
+      creditBalanceAmount: balanceAmount,
+      taxJurisdiction: inv.taxJurisdiction,
+      taxRate: inv.taxRate,
+      voidedAt: null,
+      createdBy: ctx.actor.id,
+      createdAt: ctx.now,
+      updatedAt: ctx.now,
+    };
+    if (open && (fresh.status !== inv.status || fresh.amountDue < total)) throw new ApiError("conflict", `invoice ${inv.id} changed (now ${fresh.status}, ${fmt(fresh.amountDue, inv.currency)} due) while the note was being issued; reload it`);
+    const effects: ChangeSet[] = [];
+    if (open) effects.push(await invoiceCredited(db, fresh, total, id, ctx));
+    if (balanceAmount > 0) effects.push(grantCustomerCredit(db, inv.customerId, balanceAmount, inv.currency, { creditNoteId: id }));
+    const numbering = change({
+      statements: [
+        db.insert(creditNoteNumberSequences).values({ year, lastNumber: 0 }).onConflictDoNothing(),
+        db.update(creditNoteNumberSequences).set({ lastNumber: last + 1 }).where(and(eq(creditNoteNumberSequences.year, year), eq(creditNoteNumberSequences.lastNumber, last))),
+        assertChanged(db),
+      ],
+    });
+    const cs = merge(numbering, creditNoteIssued(db, note, lines, merge(...effects), ctx));
+    cs.after.push(() => env.JOB_QUEUE.send({ type: "credit_note.document", creditNoteId: id } satisfies JobMessage).catch(() => undefined));
+    try {
+      await commit(db, cs, ctx);
+      return { note, lines };
+    } catch (e) {
+      if (!isAssertionFailure(e)) throw e;
+      // Another note took the number, or the invoice moved: look again (the loop re-checks the invoice).
+    }
+  }
+  throw new ApiError("conflict", `credit note for invoice ${inv.id} could not be issued after ${MAX_ATTEMPTS} attempts${refundId ? ` (refund ${refundId} was made; issue the note again or record it)` : ""}`);
+}
+
+/**
+ * issued → void, undoing what the note did while none of it has been used: the amount due goes back on a still
+ * open invoice, the credit granted is taken back from a balance that still holds it. A note that refunded money,
+ * or whose invoice has since been paid or voided, or whose credit was spent, stays issued (409 saying which).
+ */
+export async function voidCreditNote(db: Db, id: string, ctx: AuditContext): Promise<NoteRow> {
+  const note = await db.select().from(creditNotes).where(eq(creditNotes.id, id)).get();
+  if (!note) throw notFound("credit note", id);
+  const lines = await db.select().from(creditNoteLines).where(eq(creditNoteLines.creditNoteId, id)).all();
+  if (note.status === "issued") {
+    if (note.refundAmount > 0) throw new ApiError("conflict", `credit note ${note.number} refunded ${fmt(note.refundAmount, note.currency)} (refund ${note.refundId}): a refund cannot be undone, so the note stays`, [{ path: "status", message: "applied (refunded)" }]);
+    const effects: ChangeSet[] = [];
+    if (note.invoiceCreditAmount > 0) {
+      const inv = (await db.select().from(invoices).where(eq(invoices.id, note.invoiceId)).get())!;
+      if (inv.status !== "open" && inv.status !== "uncollectible") throw new ApiError("conflict", `credit note ${note.number} was applied: invoice ${inv.id} is ${inv.status} since`, [{ path: "status", message: "applied" }]);
+      effects.push(await invoiceCreditReversed(db, inv, note.invoiceCreditAmount, note.id, ctx));
+    }
+    if (note.creditBalanceAmount > 0) {
+      const credit = await customerCredit(db, note.customerId);
+      if (!credit || credit.amount < note.creditBalanceAmount) throw new ApiError("conflict", `credit note ${note.number} was applied: the customer has used the credit it granted`, [{ path: "status", message: "applied (credit used)" }]);
+      effects.push(revokeCustomerCredit(db, note.customerId, note.creditBalanceAmount, note.currency, { creditNoteId: note.id }));
+    }
+    const { change: cs, after } = creditNoteVoided(db, note, lines, merge(...effects), ctx);
+    try {
+      await commit(db, cs, ctx);
+    } catch (e) {
+      if (isAssertionFailure(e)) throw new ApiError("conflict", `credit note ${note.number} or what it credited changed concurrently; reload it`);
+      throw e;
+    }
+    return after;
+  }
+  creditNoteVoided(db, note, lines, change(), ctx); // throws IllegalTransition (409) for a void note
+  return note;
+}
+
+export async function creditNoteWithLines(db: Db, id: string): Promise<{ note: NoteRow; lines: NoteLineRow[] }> {
+  const note = await db.select().from(creditNotes).where(eq(creditNotes.id, id)).get();
+  if (!note) throw notFound("credit note", id);
+  return { note, lines: await db.select().from(creditNoteLines).where(eq(creditNoteLines.creditNoteId, id)).all() };
+}

@@ -1,0 +1,211 @@
+import { beforeEach, describe, expect, it } from "vitest";
+import { env } from "cloudflare:workers";
+import { createExecutionContext, createMessageBatch, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
+import entry from "../../src/index";
+import { tokenFor, unique } from "../helpers";
+
+const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue">> = entry;
+type Role = "admin" | "finance" | "support" | "viewer";
+
+// Queues are spied (the tests run the consumers themselves).
+let jobs: any[] = [];
+const spy = (into: any[]) => ({ send: async (body: unknown) => void into.push(body), sendBatch: async (m: { body: unknown }[]) => void into.push(...m.map((x) => x.body)) }) as unknown as Queue;
+const testEnv = () => ({ ...env, PAYMENT_QUEUE: spy([]), WEBHOOK_QUEUE: spy([]), JOB_QUEUE: spy(jobs) }) as Env;
+
+async function call(method: string, path: string, body?: unknown, role: Role = "admin") {
+  const headers: Record<string, string> = { authorization: `Bearer ${await tokenFor(role)}` };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const ctx = createExecutionContext();
+  const res = await worker.fetch(new Request(`http://localhost${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }), testEnv(), ctx);
+  await waitOnExecutionContext(ctx);
+  const text = res.headers.get("content-type") === "application/pdf" ? new TextDecoder("latin1").decode(await res.arrayBuffer()) : await res.text();
+  let parsed: any = text;
+  try {
+    parsed = text ? JSON.parse(text) : null;
+  } catch {}
+  return { status: res.status, body: parsed, headers: res.headers, text };
+}
+
+let seq = 0;
+async function attempt(invoiceId: string) {
+  const batch = createMessageBatch("billing-payments", [{ id: `cn${seq++}`, timestamp: new Date(), attempts: 1, body: { type: "payment.attempt", invoiceId, attempt: 1 } }]);
+  const ctx = createExecutionContext();
+  await worker.queue(batch, testEnv(), ctx);
+  return getQueueResult(batch, ctx);
+}
+
+/** An invoice of 2 × 50.00 USD with 10 % tax (110.00), paid with pm_card_visa when `pay`, else left open. */
+async function taxedInvoice(pay: boolean) {
+  const region = unique("R").slice(-3).toUpperCase().replace(/[^A-Z0-9]/g, "X");
+  expect((await call("PUT", "/api/v1/tax/rates", { jurisdiction: `US-${region}`, rate: "0.1", effectiveDate: "2024-01-01" })).status).toBe(200);
+  const customer = (await call("POST", "/api/v1/customers", { email: `${unique("cn")}@example.com`, name: "Initech LLC", currency: "USD", country: "US", region })).body;
+  const plan = (await call("POST", "/api/v1/plans", { name: "Seats", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "50.00" }] })).body;
+  const sub = await call("POST", "/api/v1/subscriptions", { customerId: customer.id, planId: plan.id, quantity: 2, paymentMethod: "pm_card_visa" });
+  expect(sub.status).toBe(201);
+  let invoice = (await call("GET", `/api/v1/invoices?subscriptionId=${sub.body.id}`)).body.data[0];
+  if (pay) await attempt(invoice.id);
+  invoice = (await call("GET", `/api/v1/invoices/${invoice.id}`)).body;
+  expect(invoice).toMatchObject({ status: pay ? "paid" : "open", subtotal: { amountMinor: 10000 }, tax: { amountMinor: 1000 }, total: { amount: "110.00" } });
+  return { customer, invoice, line: invoice.lines[0] };
+}
+
+const createNote = (body: Record<string, unknown>, role: Role = "finance") => call("POST", "/api/v1/credit-notes", body, role);
+const countNotes = async (invoiceId: string) => (await env.DB.prepare("SELECT COUNT(*) AS n FROM credit_notes WHERE invoice_id = ?").bind(invoiceId).first<{ n: number }>())!.n;
+const eventsOf = async (objectId: string) => (await env.DB.prepare("SELECT type FROM events WHERE object_id = ? ORDER BY created_at, rowid").bind(objectId).all<{ type: string }>()).results.map((r) => r.type);
+
+beforeEach(async () => {
+  await call("POST", "/admin/emergency/resume-payments");
+  jobs = [];
+});
+
+describe("worked example: a credit note on a paid invoice, split between a refund and credit, with tax", () => {
+  it("credits one of two seats (50.00 + 5.00 tax): 30.00 refunded to the card, 25.00 to the credit balance", async () => {
+    const { customer, invoice, line } = await taxedInvoice(true);
+    const payment = (await call("GET", `/api/v1/payments?invoiceId=${invoice.id}`)).body.data[0];
+
+    const r = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, quantity: 1 }], reason: "product_unsatisfactory", memo: "One seat was never used", refund: { amount: "30.00" }, creditBalance: { amount: 25 } });
+    expect(r.status).toBe(201);
+    expect(r.body).toMatchObject({
+      object: "credit_note",
+      invoiceId: invoice.id,
+      customerId: customer.id,
+      status: "issued",
+      reason: "product_unsatisfactory",
+      memo: "One seat was never used",
+      subtotal: { amount: "50.00", amountMinor: 5000 },
+      tax: { amount: "5.00", amountMinor: 500 },
+      total: { amount: "55.00", amountMinor: 5500 },
+      invoiceCredit: { amountMinor: 0 },
+      refund: { amount: "30.00", amountMinor: 3000 },
+      creditBalance: { amount: "25.00", amountMinor: 2500 },
+      taxRate: "0.1",
+      lines: [{ invoiceLineId: line.id, quantity: "1", amount: { amountMinor: 5000 }, tax: { amountMinor: 500 }, total: { amount: "55.00" } }],
+    });
+    expect(r.body.number).toMatch(/^CN-\d{4}-\d{6}$/);
+    expect(r.body.refund.refundId).toMatch(/^re_/);
+
+    // The refund went through the refund ledger and the gateway; the credit is on the customer.
+    expect((await call("GET", `/api/v1/payments/${payment.id}`)).body).toMatchObject({ amountRefundedMinor: 3000 });
+    expect((await call("GET", `/api/v1/refunds/${r.body.refund.refundId}`)).body).toMatchObject({ status: "succeeded", amountMinor: 3000, reason: "credit_note" });
+    expect((await call("GET", `/api/v1/customers/${customer.id}`)).body.creditBalance).toEqual({ amount: "25.00", amountMinor: 2500 });
+    expect(await eventsOf(r.body.id)).toEqual(["credit_note.created"]);
+    const audit = await env.DB.prepare("SELECT action FROM audit_log WHERE target_id IN (?, ?) ORDER BY seq").bind(r.body.id, customer.id).all<{ action: string }>();
+    expect(audit.results.map((a) => a.action)).toEqual(expect.arrayContaining(["credit_note.created", "customer.credit_granted"]));
+
+    // The same line has 50.00 left: a second seat by quantity 2 is too much; what is left of the invoice is 55.00.
+    const tooMuch = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, quantity: 2 }], reason: "order_change" });
+    expect(tooMuch.status).toBe(422);
+    expect(tooMuch.body.errors[0]).toMatchObject({ path: "lines.0.quantity", message: expect.stringContaining("more than the 50.00 USD left") });
+    const rest = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, amount: "50.00" }], reason: "order_change" });
+    expect(rest.status).toBe(201);
+    expect(rest.body).toMatchObject({ total: { amountMinor: 5500 }, tax: { amountMinor: 500 }, creditBalance: { amountMinor: 5500 }, refund: { amountMinor: 0 } });
+    // Gap-free numbering: the next number.
+    const n1 = Number(r.body.number.slice(-6));
+    expect(rest.body.number).toBe(`${r.body.number.slice(0, 8)}${String(n1 + 1).padStart(6, "0")}`);
+    const none = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, amount: "0.01" }], reason: "order_change" });
+    expect(none.status).toBe(422);
+    expect(none.body.errors[0].message).toContain("already fully credited");
+
+    // Refunded money cannot be un-refunded: the first note stays; the second (credit only, unused) can be voided.
+    const v1 = await call("POST", `/api/v1/credit-notes/${r.body.id}/void`, undefined, "finance");
+    expect(v1.status).toBe(409);
+    expect(v1.body.detail).toContain("a refund cannot be undone");
+    const v2 = await call("POST", `/api/v1/credit-notes/${rest.body.id}/void`, undefined, "finance");
+    expect(v2.status).toBe(200);
+    expect(v2.body).toMatchObject({ status: "void" });
+    expect((await call("GET", `/api/v1/customers/${customer.id}`)).body.creditBalance.amountMinor).toBe(2500);
+    expect(await eventsOf(rest.body.id)).toEqual(["credit_note.created", "credit_note.voided"]);
+    expect((await call("POST", `/api/v1/credit-notes/${rest.body.id}/void`, undefined, "finance")).status).toBe(409);
+
+    // Lists and the PDF.
+    const list = await call("GET", `/api/v1/credit-notes?invoiceId=${invoice.id}`, undefined, "viewer");
+    expect(list.body.data.map((n: any) => n.id)).toEqual([rest.body.id, r.body.id]);
+    const pdf = await call("GET", `/api/v1/credit-notes/${r.body.id}/pdf`, undefined, "viewer");
+    expect(pdf.status).toBe(200);
+    expect(pdf.headers.get("content-type")).toBe("application/pdf");
+    expect(pdf.text.startsWith("%PDF-")).toBe(true);
+  }, 60_000);
+
+  it("refuses a refund larger than the payment can give and the whole note while payments are frozen (423, nothing written)", async () => {
+    const { invoice, line } = await taxedInvoice(true);
+    await call("POST", "/admin/emergency/freeze-payments", { reason: "Security incident detected" });
+    const frozen = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, quantity: 1 }], reason: "duplicate", refund: { amount: "55.00" } });
+    expect(frozen.status).toBe(423);
+    expect(await countNotes(invoice.id)).toBe(0);
+    await call("POST", "/admin/emergency/resume-payments");
+    const split = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, quantity: 1 }], reason: "duplicate", refund: { amount: "30.00" }, creditBalance: { amount: "30.00" } });
+    expect(split.status).toBe(422);
+    expect(split.body.detail).toContain("must equal the note's total 55.00 USD");
+    expect(await countNotes(invoice.id)).toBe(0);
+  }, 30_000);
+});
+
+describe("credit notes on an open invoice", () => {
+  it("take the total off the amount due, can be voided while the invoice is open, and a full credit pays it", async () => {
+    const { invoice, line } = await taxedInvoice(false);
+    const r = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, amount: "20.00" }], reason: "order_change" });
+    expect(r.status).toBe(201);
+    expect(r.body).toMatchObject({ total: { amountMinor: 2200 }, tax: { amountMinor: 200 }, invoiceCredit: { amountMinor: 2200 }, refund: { amountMinor: 0 }, creditBalance: { amountMinor: 0 } });
+    expect((await call("GET", `/api/v1/invoices/${invoice.id}`)).body).toMatchObject({ status: "open", amountDue: { amount: "88.00" } });
+    expect(await eventsOf(invoice.id)).toContain("invoice.updated");
+
+    const refundOnOpen = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, amount: "1.00" }], reason: "order_change", refund: { amount: "1.10" } });
+    expect(refundOnOpen.status).toBe(422);
+    expect(refundOnOpen.body.errors[0].path).toBe("refund");
+
+    const voided = await call("POST", `/api/v1/credit-notes/${r.body.id}/void`, undefined, "finance");
+    expect(voided.status).toBe(200);
+    expect((await call("GET", `/api/v1/invoices/${invoice.id}`)).body.amountDue.amount).toBe("110.00");
+
+    const full = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, quantity: 2 }], reason: "duplicate" });
+    expect(full.status).toBe(201);
+    expect(full.body.total.amount).toBe("110.00");
+    expect((await call("GET", `/api/v1/invoices/${invoice.id}`)).body).toMatchObject({ status: "paid", amountDue: { amountMinor: 0 } });
+    // Applied: the invoice is paid by it now, so the note cannot be voided.
+    const late = await call("POST", `/api/v1/credit-notes/${full.body.id}/void`, undefined, "finance");
+    expect(late.status).toBe(409);
+    expect(late.body.detail).toContain("was applied");
+  }, 30_000);
+
+  it("refuses drafts, void invoices, unknown lines and roles without finance access", async () => {
+    const { invoice, line } = await taxedInvoice(false);
+    expect((await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: "il_nope", amount: 1 }], reason: "duplicate" })).body.errors[0]).toMatchObject({ path: "lines.0.invoiceLineId" });
+    expect((await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, amount: 1 }], reason: "duplicate" }, "support")).status).toBe(403);
+    expect((await createNote({ invoiceId: "inv_missing", lines: [{ invoiceLineId: line.id, amount: 1 }], reason: "duplicate" })).status).toBe(404);
+    await call("POST", `/api/v1/invoices/${invoice.id}/void`, { reason: "mistake" });
+    const onVoid = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, amount: 1 }], reason: "duplicate" });
+    expect(onVoid.status).toBe(409);
+    expect(onVoid.body.detail).toContain("credit notes apply to open or paid invoices");
+  });
+
+  it("the paid-invoice void error points at the credit note route", async () => {
+    const { invoice } = await taxedInvoice(true);
+    const r = await call("POST", `/api/v1/invoices/${invoice.id}/void`, { reason: "too late" });
+    expect(r.status).toBe(409);
+    expect(r.body.detail).toContain("POST /api/v1/credit-notes");
+  });
+});
+
+describe("reports account for credit notes", () => {
+  it("revenue is net of the note, the tax report nets it out in its period, reconciliation lists its refund and non-cash part", async () => {
+    const { customer, invoice, line } = await taxedInvoice(true);
+    const note = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, quantity: 1 }], reason: "order_change", refund: { amount: "30.00" } });
+    expect(note.status).toBe(201);
+
+    const breakdown = await call("GET", "/api/v1/analytics/revenue/breakdown?groupBy=customer&period=month&limit=1000", undefined, "finance");
+    expect(breakdown.body.groups.find((g: any) => g.key === customer.id)).toMatchObject({ invoiced: { amount: "55.00" }, collected: { amount: "110.00" } });
+
+    // The invoice's billing period ends next month; the note is issued this month: this month's report holds only the note, negative.
+    const month = new Date().toISOString().slice(0, 7);
+    const tax = await call("POST", "/api/v1/tax/report", { period: month, jurisdiction: invoice.taxJurisdiction, format: "json" }, "finance");
+    expect(tax.status).toBe(200);
+    expect(tax.body.rows).toEqual([expect.objectContaining({ jurisdiction: invoice.taxJurisdiction, currency: "USD", invoiceCount: 0, taxableAmount: { amount: "-50.00", amountMinor: -5000 }, tax: { amount: "-5.00", amountMinor: -500 } })]);
+
+    const rec = await call("GET", `/api/v1/reconciliation/stripe/${new Date().toISOString().slice(0, 10)}?gateway=sandbox`, undefined, "finance");
+    expect(rec.status).toBe(200);
+    expect(rec.body.creditNotes.USD.issued).toBeGreaterThanOrEqual(1);
+    expect(rec.body.creditNotes.USD.refunded.amountMinor).toBeGreaterThanOrEqual(3000);
+    expect(rec.body.creditNotes.USD.nonCash.amountMinor).toBeGreaterThanOrEqual(2500);
+    expect(rec.body.creditNotes.USD.unmatchedRefundIds).toEqual([]);
+  }, 60_000);
+});
