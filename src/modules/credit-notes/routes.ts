@@ -4,7 +4,7 @@ import { dbOf } from "../../db/client";
 import { creditNotes, creditNoteStatuses } from "../../db/schema";
 import { access, requireRole } from "../../http/auth";
 import { auditCtx } from "../../http/context";
-import { errorResponses, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
+import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { newestFirstPage } from "../../platform/pagination";
 import { creditNotePdf } from "../documents/store";
 import { CreditNote, creditNoteReasons, toCreditNote } from "./serialize";
@@ -48,7 +48,7 @@ export const creditNoteRoutes = router()
         "Stripe's semantics. Each line credits a pre-tax amount of an invoice line (by amount or quantity); tax is credited in the line's proportion. The total (amount + tax) may not exceed what is left to credit on the invoice. On an open invoice the total comes off the amount due (nothing left: the invoice is paid). On a paid invoice the total is split between `refund` (through the payment's gateway; 423 while payments are frozen) and `creditBalance` (the rest, by default). Numbered CN-<year>-NNNNNN without gaps; emits credit_note.created.",
       middleware: [requireRole(access.finance)] as const,
       request: jsonBody(CreateCreditNote),
-      responses: { 201: jsonResponse(CreditNote, "The issued credit note with its lines"), 423: { description: "Payments are frozen: the refund part cannot be made now (nothing was written)" }, ...errorResponses },
+      responses: { 201: jsonResponse(CreditNote, "The issued credit note with its lines"), ...problems(404, 409, 423) },
     }),
     async (c) => {
       const { note, lines } = await createCreditNote(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c));
@@ -62,9 +62,10 @@ export const creditNoteRoutes = router()
       operationId: "listCreditNotes",
       tags: ["Credit notes"],
       summary: "List credit notes, newest first",
+      description: "Newest first, cursor-paginated, filtered by `invoiceId`, `customerId` and `status`.",
       middleware: [requireRole(access.read)] as const,
       request: { query: PaginationQuery.extend({ invoiceId: z.string().optional(), customerId: z.string().optional(), status: z.enum(creditNoteStatuses).optional() }) },
-      responses: { 200: jsonResponse(listOf(CreditNote), "A page of credit notes"), ...errorResponses },
+      responses: { 200: jsonResponse(listOf(CreditNote), "A page of credit notes"), ...problems(404, 409) },
     }),
     async (c) => {
       const q = c.req.valid("query");
@@ -85,9 +86,10 @@ export const creditNoteRoutes = router()
       operationId: "getCreditNote",
       tags: ["Credit notes"],
       summary: "Get a credit note with its lines",
+      description: "The credit note with its lines, and how its total was split (amount due, refund, customer credit).",
       middleware: [requireRole(access.read)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(CreditNote, "The credit note"), ...errorResponses },
+      responses: { 200: jsonResponse(CreditNote, "The credit note"), ...problems(404, 409) },
     }),
     async (c) => {
       const { note, lines } = await creditNoteWithLines(dbOf(c.env), c.req.valid("param").id);
@@ -104,7 +106,7 @@ export const creditNoteRoutes = router()
       description: "Undoes the note: the amount due goes back on a still-open invoice, the credit granted is taken back. A note that refunded money, whose invoice was paid or voided since, or whose credit was spent, is applied: 409. Emits credit_note.voided.",
       middleware: [requireRole(access.finance)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(CreditNote, "The voided credit note"), ...errorResponses },
+      responses: { 200: jsonResponse(CreditNote, "The voided credit note"), ...problems(404, 409) },
     }),
     async (c) => {
       const db = dbOf(c.env);
@@ -120,9 +122,10 @@ export const creditNoteRoutes = router()
       operationId: "getCreditNotePdf",
       tags: ["Credit notes"],
       summary: "Download the credit note PDF",
+      description: "Rendered once and stored in R2, like invoice PDFs.",
       middleware: [requireRole(access.read)] as const,
       request: { params: IdParam },
-      responses: { 200: { description: "The credit note as a PDF", content: { "application/pdf": { schema: z.string().openapi({ format: "binary" }) } } }, ...errorResponses },
+      responses: { 200: { description: "The credit note as a PDF", content: { "application/pdf": { schema: z.string().openapi({ format: "binary" }) } } }, ...problems(404, 409) },
     }),
     async (c) => {
       const { note } = await creditNoteWithLines(dbOf(c.env), c.req.valid("param").id);

@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { dbOf } from "../../db/client";
 import { access, requireRole } from "../../http/auth";
 import { auditCtx } from "../../http/context";
-import { errorResponses, jsonBody, jsonResponse, router } from "../../http/openapi";
+import { jsonBody, jsonResponse, router, problems } from "../../http/openapi";
 import { ApiError } from "../../http/problem";
 import { iso } from "../../lib/time";
 import { displayMoney } from "./format";
@@ -44,7 +44,7 @@ export const invoiceDocumentRoutes = router()
       description: "Streams the PDF of the invoice's current state (open, paid, void, uncollectible) from R2; rendered once and stored if missing. Drafts have no document (409).",
       middleware: [requireRole(access.read)] as const,
       request: { params: IdParam },
-      responses: { 200: pdfResponse("The invoice as a PDF"), ...errorResponses },
+      responses: { 200: pdfResponse("The invoice as a PDF"), ...problems(404) },
     }),
     async (c) => {
       const db = dbOf(c.env);
@@ -63,7 +63,7 @@ export const invoiceDocumentRoutes = router()
       description: "Issues a new unguessable link (256-bit token, only its hash is stored) valid `expiresInDays` (default: the documents setting's hostedLinkDays, 90); every earlier link of the invoice is revoked.",
       middleware: [requireRole(access.finance)] as const,
       request: { params: IdParam, body: { required: false, content: { "application/json": { schema: z.object({ expiresInDays: z.number().int().min(1).max(365).optional() }) } } } },
-      responses: { 201: jsonResponse(HostedLink, "The new link"), ...errorResponses },
+      responses: { 201: jsonResponse(HostedLink, "The new link"), ...problems(404) },
     }),
     async (c) => {
       const db = dbOf(c.env);
@@ -85,7 +85,7 @@ export const invoiceDocumentRoutes = router()
       description: "Every live link of the invoice stops working at once (404, like an unknown link).",
       middleware: [requireRole(access.finance)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(z.object({ invoiceId: z.string(), revoked: z.number().int() }), "How many links were revoked"), ...errorResponses },
+      responses: { 200: jsonResponse(z.object({ invoiceId: z.string(), revoked: z.number().int() }), "How many links were revoked"), ...problems(404) },
     }),
     async (c) => {
       const db = dbOf(c.env);
@@ -133,6 +133,7 @@ export const hostedInvoiceRoutes = router()
       operationId: "getHostedInvoicePdf",
       tags: ["Hosted invoices"],
       summary: "The invoice PDF through its hosted link",
+      description: "The PDF of the invoice behind a hosted link; an unknown, expired or revoked token is a 404 that reveals nothing.",
       request: { params: TokenParam },
       responses: { 200: pdfResponse("The invoice as a PDF"), 404: htmlResponse("No such link (or expired, or revoked)") },
     }),
@@ -172,8 +173,9 @@ export const documentsAdminRoutes = router()
       operationId: "getDocumentsSettings",
       tags: ["Admin"],
       summary: "Read the documents settings (seller block, public base URL, hosted link lifetime)",
+      description: "The seller block printed on invoices and credit notes (legal name, address, tax id, logo) and the hosted-link settings.",
       middleware: [requireRole(access.finance)] as const,
-      responses: { 200: jsonResponse(DocumentsSettings, "The settings in force"), ...errorResponses },
+      responses: { 200: jsonResponse(DocumentsSettings, "The settings in force"), ...problems(404) },
     }),
     async (c) => {
       const s = await documentsConfig(dbOf(c.env));
@@ -188,9 +190,10 @@ export const documentsAdminRoutes = router()
       operationId: "updateDocumentsSettings",
       tags: ["Admin"],
       summary: "Set the documents settings (audited); documents rendered from now on use them",
+      description: "Replaces the seller block and hosted-link settings; audited. Documents rendered afterwards use them.",
       middleware: [requireRole(access.admin)] as const,
       request: jsonBody(DocumentsSettings),
-      responses: { 200: jsonResponse(DocumentsSettings, "The stored settings"), ...errorResponses },
+      responses: { 200: jsonResponse(DocumentsSettings, "The stored settings"), ...problems(404) },
     }),
     async (c) => {
       const body = c.req.valid("json");
