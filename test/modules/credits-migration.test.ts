@@ -2,14 +2,14 @@ import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 import { api, createCustomer, createPlan } from "../helpers";
 
-// The data part of migration 0011, replayed on rows written the way the engine wrote them before it.
+// The data part of migration 0012, replayed on rows written the way the engine wrote them before it.
 const dataStatements = () => {
-  const m = env.TEST_MIGRATIONS.find((x) => x.name.startsWith("0011_credits"));
-  if (!m) throw new Error("migration 0011_credits is missing");
+  const m = env.TEST_MIGRATIONS.find((x) => x.name.startsWith("0012_credits"));
+  if (!m) throw new Error("migration 0012_credits is missing");
   return m.queries.filter((q) => /^\s*(--[^\n]*\n\s*)*(INSERT|UPDATE)/.test(q));
 };
 
-describe("migration 0011: discountPercent and creditBalance become coupons and grants", () => {
+describe("migration 0012: discountPercent and creditBalance become coupons and grants", () => {
   it("a subscription's percentage becomes a legacy coupon discount, a customer's credit a paid grant, behaviour unchanged", async () => {
     const customer = await createCustomer();
     const plan = await createPlan({ name: "L", interval: "month", prices: [{ type: "flat", amount: "10.00", billing: "advance" }] });

@@ -30,6 +30,22 @@ export function toDiscount(r: DiscountRow): z.infer<typeof Discount> {
 }
 
 /** The subscription's current discount (not removed, replaced or used up) with its coupon, or null. */
+/**
+ * The subscription's current discount and its coupon as two single-table queries a caller can put in its batched
+ * read (a join in a D1 batch comes back as raw rows whose same-named columns collide), and their result.
+ */
+export const currentDiscountQueries = (db: Db, subscriptionId: string) =>
+  [
+    db.select().from(discounts).where(and(eq(discounts.subscriptionId, subscriptionId), isNull(discounts.endedAt))).limit(1),
+    db
+      .select()
+      .from(coupons)
+      .where(eq(coupons.id, sql`(SELECT ${discounts.couponId} FROM ${discounts} WHERE ${discounts.subscriptionId} = ${subscriptionId} AND ${discounts.endedAt} IS NULL LIMIT 1)`)),
+  ] as const;
+
+export const currentDiscountOf = (discount: (typeof discounts.$inferSelect)[], coupon: (typeof coupons.$inferSelect)[]): CurrentDiscount | null =>
+  discount[0] && coupon[0] ? { discount: discount[0], coupon: coupon[0] } : null;
+
 export async function currentDiscount(db: Db, subscriptionId: string): Promise<CurrentDiscount | null> {
   const row = await db
     .select({ discount: discounts, coupon: coupons })

@@ -10,7 +10,7 @@ import { assertChanged, isUniqueViolation } from "../../db/assert";
 import { coupons, invoices, promotionCodes } from "../../db/schema";
 import { formatDecimal, ONE, parseDecimal } from "../../domain/decimal";
 import { money, toMinor } from "../../domain/money";
-import { ApiError, invalid, notFound } from "../../http/problem";
+import { ApiError, invalid, notFound } from "../../platform/errors";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import type { CreateCoupon, CreatePromotionCode, Coupon, PromotionCode } from "./schemas";

@@ -190,11 +190,11 @@ export async function usableGrants(db: Db, customerId: string, currency: string,
  */
 export async function applyCredits(
   db: Db,
-  input: { customerId: string; currency: string; invoiceId: string; at: number; lines: CreditableLine[]; total: number; testClockId: string | null },
+  input: { customerId: string; currency: string; invoiceId: string; at: number; lines: CreditableLine[]; total: number; testClockId: string | null; hasCredit?: boolean },
   ctx: Ctx,
 ): Promise<CreditChange & { applied: number }> {
   const out = empty();
-  if (input.total <= 0) return { ...out, applied: 0 };
+  if (input.total <= 0 || input.hasCredit === false) return { ...out, applied: 0 };
   const grants = await usableGrants(db, input.customerId, input.currency, input.at);
   const allocation = allocateCredits(input.lines, input.total, grants);
   let applied = 0;

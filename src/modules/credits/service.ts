@@ -7,7 +7,7 @@ import { newestFirstPage } from "../../platform/pagination";
 import { isAssertionFailure } from "../../db/assert";
 import { creditGrants, creditLedger, customers } from "../../db/schema";
 import { money, toMinor } from "../../domain/money";
-import { ApiError, invalid, notFound } from "../../http/problem";
+import { ApiError, invalid, notFound } from "../../platform/errors";
 import { expireGrant, grantCredit, grantsDueToExpire, toGrant, toTransaction, voidGrant, type GrantInput, type GrantRow } from "./ledger";
 import type { CreateCreditGrant } from "./schemas";
 

@@ -110,9 +110,10 @@ export async function buildDraftInvoice(
   const { lines, totals } = priceLines(input.lines, { discount: usable?.spec ?? null, taxRate: tax.rate });
   const invoiceId = newId("inv");
   // Credit grants pay (part of) a positive total before anything is charged; a negative total becomes a grant.
+  // The customer's balance (kept in every batch that moves credit) says whether any grant could pay: none, no read.
   const credit = await applyCredits(
     db,
-    { customerId: customer.id, currency: sub.currency, invoiceId, at: billedAt, total: totals.total, testClockId: sub.testClockId, lines: lines.map((l) => ({ meterId: l.kind === "usage" ? l.meterId : null, amount: l.amount - l.discountAmount + l.taxAmount })) },
+    { hasCredit: customer.creditBalance > 0, customerId: customer.id, currency: sub.currency, invoiceId, at: billedAt, total: totals.total, testClockId: sub.testClockId, lines: lines.map((l) => ({ meterId: l.kind === "usage" ? l.meterId : null, amount: l.amount - l.discountAmount + l.taxAmount })) },
     { now, requestId: input.requestId },
   );
   const creditApplied = credit.applied;

@@ -171,8 +171,9 @@ export async function invoicePaid(db: Db, inv: InvoiceRow, payment: { id: string
   if (!PAYABLE.includes(inv.status)) return change(); // already paid or void: the payment does not touch it
   invoiceLifecycle.assertMove(inv.id, inv.status, "paid");
   const after: InvoiceRow = { ...inv, status: "paid", amountPaid: inv.amountPaid + payment.amount, amountDue: 0, paidAt: ctx.now, lastError: null, attemptCount: Math.max(inv.attemptCount, payment.attempt), updatedAt: ctx.now };
-  // A credit purchase: its pending grant becomes usable in the same batch (guarded on the invoice being paid).
-  const grants = await activatePurchasedGrants(db, inv.id, ctx);
+  // A credit purchase (a manual invoice of no subscription, credits/credit-purchase.ts): its pending grant becomes
+  // usable in the same batch (guarded on the invoice being paid). Other invoices skip the read.
+  const grants = inv.billingReason === "manual" && inv.subscriptionId === null ? await activatePurchasedGrants(db, inv.id, ctx) : { statements: [], audit: [], eventIds: [] };
   const cs = guarded(
     db,
     db

@@ -12,6 +12,7 @@ import { asPrices, buildDraftInvoice, countryTaxRates, pendingToLine, planVersio
 import { nextDueStep, type DueStep, graceMsOf } from "./due";
 import { afterFinalized, finalizeInvoice } from "../invoices/finalize";
 import { finalizedRow, invoiceFinalized } from "../invoices/lifecycle";
+import { currentDiscountOf, currentDiscountQueries, type CurrentDiscount } from "../coupons/discounts";
 import type { TaxRate } from "../../domain/tax";
 import { eventsCommitted } from "../../platform/events";
 
@@ -39,19 +40,20 @@ async function loadForRun(db: Db, id: string): Promise<Loaded> {
   const customerId = sql`(SELECT ${subscriptions.customerId} FROM ${subscriptions} WHERE ${subscriptions.id} = ${id})`;
   const ofSub = (column: typeof subscriptions.planId | typeof subscriptions.planVersion) => sql`(SELECT ${column} FROM ${subscriptions} WHERE ${subscriptions.id} = ${id})`;
   // No joins: a D1 batch answers rows as objects, where two tables' same-named columns would collide.
-  const [sub, plan, customer, pending, alerts, rates] = await db.batch([
+  const [sub, plan, customer, pending, alerts, rates, discount, coupon] = await db.batch([
     db.select().from(subscriptions).where(eq(subscriptions.id, id)),
     db.select().from(plans).where(and(eq(plans.id, ofSub(subscriptions.planId)), eq(plans.version, ofSub(subscriptions.planVersion)))),
     db.select().from(customers).where(eq(customers.id, customerId)),
     db.select().from(pendingItems).where(and(eq(pendingItems.subscriptionId, id), isNull(pendingItems.invoiceId))),
     meterAlertsOf(db, id),
     countryTaxRates(db, customerId),
+    ...currentDiscountQueries(db, id),
   ]);
   if (!sub[0] || !plan[0] || !customer[0]) throw new Error(`subscription ${id} (or its plan version or customer) is missing`);
-  return { sub: sub[0], plan: plan[0], customer: customer[0], pending, alerts, rates };
+  return { sub: sub[0], plan: plan[0], customer: customer[0], pending, alerts, rates, discount: currentDiscountOf(discount, coupon) };
 }
 
-type Loaded = { sub: SubscriptionRow; plan: PlanRow; customer: CustomerRow; pending: PendingRow[]; alerts: MeterAlertRow[]; rates: TaxRate[] };
+type Loaded = { sub: SubscriptionRow; plan: PlanRow; customer: CustomerRow; pending: PendingRow[]; alerts: MeterAlertRow[]; rates: TaxRate[]; discount: CurrentDiscount | null };
 
 /**
  * Runs, in time order, every step of one subscription due by `now` (renewals, trial ends, resumes, changes). A
@@ -179,6 +181,7 @@ async function periodEnd(env: Env, db: Db, loaded: Loaded, ctx: AuditContext): P
       now: ctx.now,
       billedAt: ended.end,
       tax: taxFromRates(customer, (next ?? ended).end, loaded.rates),
+      discount: loaded.discount,
     });
     invoiceId = built.invoice.id;
     // Drafted and finalized (numbered) in the one batch: nothing reads the draft back.
@@ -196,7 +199,7 @@ async function periodEnd(env: Env, db: Db, loaded: Loaded, ctx: AuditContext): P
   eventsCommitted(createdEvents);
   for (const effect of finalization?.change.after ?? []) await effect();
   const after: SubscriptionRow = { ...sub, ...patch, configVersion: sub.configVersion + 1, updatedAt: ctx.now };
-  await pushMeterConfig(env, db, after, nextPlan, loaded.alerts);
+  await pushMeterConfig(env, db, after, nextPlan, loaded.alerts, loaded.customer);
   if (finalization) await afterFinalized(env, finalizedRow(results, 2 + extra.length));
   return { result: { subscriptionId: sub.id, step: "period_end", at: ctx.now, status, ...(invoiceId ? { invoiceId } : {}) }, sub: after, plan: nextPlan };
 }

@@ -33,8 +33,9 @@ export function routingEntryOf(c: Pick<MeterConfig, "subscriptionId" | "status" 
 export const directoryStub = (env: Env, name: string) => env.INGEST_DIRECTORY.get(env.INGEST_DIRECTORY.idFromName(name));
 
 /** Called by pushMeterConfig: the customer's directory learns the subscription's state (and its Stripe id). Throws on failure. */
-export async function pushRouting(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow): Promise<void> {
-  const customer = await db.select({ metadata: customers.metadata }).from(customers).where(eq(customers.id, sub.customerId)).get();
+export async function pushRouting(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, knownCustomer?: { metadata: Record<string, string> }): Promise<void> {
+  // A caller that already read the customer (a renewal) saves the read.
+  const customer = knownCustomer ?? (await db.select({ metadata: customers.metadata }).from(customers).where(eq(customers.id, sub.customerId)).get());
   const stripeId = customer?.metadata[STRIPE_CUSTOMER_KEY] || null;
   const entry = routingEntryOf({
     subscriptionId: sub.id,
