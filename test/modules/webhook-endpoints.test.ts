@@ -363,8 +363,17 @@ describe("delivery", () => {
     expect(JSON.stringify(disabledEvents.results)).not.toContain("whsec_");
     const audit = await env.DB.prepare("SELECT actor FROM audit_log WHERE action = 'webhook_endpoint.disabled' AND target_id = ?").bind(ep.id).all();
     expect(audit.results).toEqual([{ actor: "system:webhooks" }]);
-    // The event reaches endpoints subscribed to it (through the real queue).
-    await vi.waitFor(() => expect(hits[watcher.url]!.map((h) => JSON.parse(h.body).type)).toEqual(["webhook_endpoint.disabled"]), { timeout: 10_000, interval: 100 });
+    // The event reaches endpoints subscribed to it: its fan-out went to the invocation's webhooks queue (recorded
+    // here), and the watcher's delivery from it.
+    const disabledId = disabledEvents.results[0]!.id as string;
+    const fanout = await vi.waitFor(() => {
+      const m = sent.find((x) => x.body.type === "events.fanout" && x.body.eventIds.includes(disabledId));
+      expect(m).toBeDefined();
+      return m!;
+    });
+    await runQueue(fanout.body, e);
+    await runQueue((await nextFor(sent, disabledId, watcher.id)).body, e);
+    expect(hits[watcher.url]!.map((h) => JSON.parse(h.body).type)).toEqual(["webhook_endpoint.disabled"]);
 
     // Nothing more is POSTed to a disabled endpoint; its pending deliveries are closed when their message comes.
     const third = await insertEvent("invoice.finalized", now);
