@@ -46,7 +46,7 @@ export const jobHandlers = {
     return { status: "done" as const };
   },
   "credit_note.document": async (m: Extract<JobMessage, { type: "credit_note.document" }>, env: Env) => {
-    await creditNotePdf(env, dbOf(env), m.creditNoteId);
+    await creditNotePdf(env, dbOf(env), m.creditNoteId, { body: false });
     return { status: "done" as const };
   },
 };

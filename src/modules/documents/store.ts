@@ -96,11 +96,16 @@ export async function invoicePdf(env: Env, db: Db, inv: InvoiceRow): Promise<Rea
 }
 
 /** A credit note's PDF for its current state, from R2 or rendered once. */
-export async function creditNotePdf(env: Env, db: Db, id: string): Promise<ReadableStream | Uint8Array | null> {
+export async function creditNotePdf(env: Env, db: Db, id: string, opts: { body?: boolean } = {}): Promise<ReadableStream | Uint8Array | null> {
   const cn = await db.select().from(creditNotes).where(eq(creditNotes.id, id)).get();
   if (!cn) return null;
-  const stored = await env.ARCHIVE.get(creditNotePdfKey(cn));
-  if (stored) return stored.body;
+  // The document job only needs the object to exist: a HEAD, not a body stream left unread.
+  if (opts.body === false) {
+    if (await env.ARCHIVE.head(creditNotePdfKey(cn))) return null;
+  } else {
+    const stored = await env.ARCHIVE.get(creditNotePdfKey(cn));
+    if (stored) return stored.body;
+  }
   const [config, lines, customer, inv] = await Promise.all([
     documentsConfig(db),
     db.select().from(creditNoteLines).where(eq(creditNoteLines.creditNoteId, id)).all(),
