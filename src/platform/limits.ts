@@ -143,7 +143,9 @@ function countingEnv(env: Env, inv: Invocation): Env {
       const value: unknown = Reflect.get(target, key, receiver);
       if (value === null || (typeof value !== "object" && typeof value !== "function")) return value;
       const b = value as object;
-      const w = isD1(b) ? countingD1(b, inv) : isQueue(b) ? countingQueue(b, inv) : isDoNamespace(b) ? countingNamespace(b, inv) : isR2(b) ? countingR2(b, inv) : isFetcher(b) ? countingFetcher(b, inv) : value;
+      // Fetchers first: a service binding (ASSETS) is an RPC stub on which any property name exists, so it would
+      // also pass the D1 and queue checks and lose its fetch.
+      const w = isFetcher(b) ? countingFetcher(b, inv) : isD1(b) ? countingD1(b, inv) : isQueue(b) ? countingQueue(b, inv) : isDoNamespace(b) ? countingNamespace(b, inv) : isR2(b) ? countingR2(b, inv) : value;
       wrapped.set(key, w);
       return w;
     },

@@ -70,6 +70,16 @@ describe("per-invocation limits", () => {
     expect(lines().find((l) => l.msg === "invocation" && l.invocation === "test count mode")).toMatchObject({ d1Queries: 1001, limitExceeded: "more than 1000 D1 queries" });
   });
 
+  it("keeps the static assets binding a fetcher (counted), so /console and /docs assets are served under it", async () => {
+    const r = await withLimits(env, "test assets", async (e) => {
+      const res = await e.ASSETS.fetch("http://localhost/console/index.html");
+      await res.arrayBuffer();
+      return res.status;
+    });
+    // 200 when the console is built, 404 when not: never a TypeError (it was wrapped as a D1 database before).
+    expect([200, 404]).toContain(r);
+  });
+
   it("is not there at all when LIMITS is unset", async () => {
     const off = { ...env, LIMITS: undefined } as unknown as Env;
     let seen: Env | null = null;
