@@ -153,3 +153,24 @@ export async function runCron(cron: string, opts: { env?: Partial<Env>; schedule
   await worker.scheduled(createScheduledController({ scheduledTime: opts.scheduledTime ?? Date.now(), cron }), { ...env, ...opts.env } as Env, ctx);
   await waitOnExecutionContext(ctx);
 }
+
+/** A test clock frozen at `time` (ISO); its subscriptions bill in its time. */
+export async function clockAt(time: string, name = "test"): Promise<string> {
+  const r = await api("POST", "/api/v1/test-clocks", { body: { frozenTime: time, name } });
+  if (r.status !== 201) throw new Error(`test clock: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body.id as string;
+}
+
+/** Advances a test clock to `time`, running everything that fell due; returns the clock and the steps it ran. */
+export async function advance(clockId: string, time: string): Promise<any> {
+  const r = await api("POST", `/api/v1/test-clocks/${clockId}/advance`, { body: { frozenTime: time } });
+  if (r.status !== 200) throw new Error(`advance: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body;
+}
+
+/** A subscription's invoices, oldest first. */
+export async function invoicesOf(subscriptionId: string): Promise<any[]> {
+  const r = await api("GET", `/api/v1/invoices?subscriptionId=${subscriptionId}&limit=100`);
+  if (r.status !== 200) throw new Error(`invoices: ${r.status} ${JSON.stringify(r.body)}`);
+  return (r.body.data as any[]).reverse();
+}

@@ -2,25 +2,10 @@ import { describe, expect, it, vi } from "vitest";
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import fc from "fast-check";
-import { api, createCustomer, createPlan, unique } from "../helpers";
+import { api, createCustomer, createPlan, unique, advance, clockAt, invoicesOf } from "../helpers";
 
 const T = (s: string) => new Date(s).toISOString();
 
-async function clockAt(time: string) {
-  const r = await api("POST", "/api/v1/test-clocks", { body: { frozenTime: time, name: "test" } });
-  expect(r.status, JSON.stringify(r.body)).toBe(201);
-  return r.body.id as string;
-}
-async function advance(clockId: string, time: string) {
-  const r = await api("POST", `/api/v1/test-clocks/${clockId}/advance`, { body: { frozenTime: time } });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body;
-}
-async function invoicesOf(subscriptionId: string) {
-  const r = await api("GET", `/api/v1/invoices?subscriptionId=${subscriptionId}&limit=100`);
-  expect(r.status).toBe(200);
-  return (r.body.data as any[]).reverse();
-}
 async function invoice(id: string) {
   const r = await api("GET", `/api/v1/invoices/${id}`);
   expect(r.status).toBe(200);

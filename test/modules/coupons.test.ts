@@ -1,28 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { api, createCustomer, createPlan } from "../helpers";
+import { api, createCustomer, createPlan, advance, clockAt, invoicesOf } from "../helpers";
 
 const T = (s: string) => new Date(s).toISOString();
 
-async function clockAt(time: string) {
-  const r = await api("POST", "/api/v1/test-clocks", { body: { frozenTime: time, name: "coupons" } });
-  expect(r.status, JSON.stringify(r.body)).toBe(201);
-  return r.body.id as string;
-}
-async function advance(clockId: string, time: string) {
-  const r = await api("POST", `/api/v1/test-clocks/${clockId}/advance`, { body: { frozenTime: time } });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body;
-}
-async function invoicesOf(subscriptionId: string) {
-  const r = await api("GET", `/api/v1/invoices?subscriptionId=${subscriptionId}&limit=100`);
-  expect(r.status).toBe(200);
-  return (r.body.data as any[]).reverse();
-}
 const flatPlan = (amount: string) => createPlan({ name: "Flat", interval: "month", prices: [{ type: "flat", amount, billing: "advance" }] });
 
 describe("coupons", () => {
   it("a repeating coupon covers exactly its number of billing periods, then the invoices are full price", async () => {
-    const clock = await clockAt("2024-01-31T00:00:00Z");
+    const clock = await clockAt("2024-01-31T00:00:00Z", "coupons");
     const customer = await createCustomer({ testClockId: clock });
     const plan = await flatPlan("100.00");
     const coupon = await api("POST", "/api/v1/coupons", { as: "finance", body: { percentOff: "12.5", duration: "repeating", durationInMonths: 3 } });
@@ -96,7 +81,7 @@ describe("coupons", () => {
 
 describe("billing conventions", () => {
   it("a future billingAnchor bills the first partial period prorated (create_prorations by default), nothing with none", async () => {
-    const clock = await clockAt("2024-04-21T00:00:00Z");
+    const clock = await clockAt("2024-04-21T00:00:00Z", "coupons");
     const customer = await createCustomer({ testClockId: clock });
     const plan = await flatPlan("30.00");
     const sub = await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id, billingAnchor: "2024-05-01T00:00:00Z" } });
@@ -116,7 +101,7 @@ describe("billing conventions", () => {
   });
 
   it("always_invoice invoices a plan change at once instead of on the next cycle invoice", async () => {
-    const clock = await clockAt("2024-04-01T00:00:00Z");
+    const clock = await clockAt("2024-04-01T00:00:00Z", "coupons");
     const customer = await createCustomer({ testClockId: clock });
     const small = await flatPlan("30.00");
     const big = await flatPlan("60.00");

@@ -1,27 +1,13 @@
 import { describe, expect, it, vi } from "vitest";
 import { env } from "cloudflare:workers";
-import { api, createCustomer, createPlan } from "../helpers";
+import { api, createCustomer, createPlan, advance, clockAt, invoicesOf } from "../helpers";
 
-async function clockAt(time: string) {
-  const r = await api("POST", "/api/v1/test-clocks", { body: { frozenTime: time, name: "credits" } });
-  expect(r.status, JSON.stringify(r.body)).toBe(201);
-  return r.body.id as string;
-}
-async function advance(clockId: string, time: string) {
-  const r = await api("POST", `/api/v1/test-clocks/${clockId}/advance`, { body: { frozenTime: time } });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body;
-}
-async function invoicesOf(subscriptionId: string) {
-  const r = await api("GET", `/api/v1/invoices?subscriptionId=${subscriptionId}&limit=100`);
-  return (r.body.data as any[]).reverse();
-}
 const grant = (customerId: string, body: Record<string, unknown>) => api("POST", `/api/v1/customers/${customerId}/credit-grants`, { as: "finance", body: { currency: "USD", ...body } });
 const balance = async (customerId: string) => (await api("GET", `/api/v1/customers/${customerId}/credit-balance?limit=100`)).body;
 
 describe("prepaid credits", () => {
   it("a promotional grant expiring half-used: the first invoice uses half, the expiry takes the rest, the ledger shows each movement", async () => {
-    const clock = await clockAt("2024-01-01T00:00:00Z");
+    const clock = await clockAt("2024-01-01T00:00:00Z", "credits");
     const customer = await createCustomer({ testClockId: clock });
     const g = await grant(customer.id, { amount: "40.00", category: "promotional", expiresAt: "2024-01-20T00:00:00Z" });
     expect(g.status, JSON.stringify(g.body)).toBe(201);
