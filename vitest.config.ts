@@ -30,9 +30,8 @@ const testSecrets = {
 Object.assign(process.env, testSecrets);
 
 // Integration files that need a runtime of their own. webhook-endpoints drives the real queues under fake timers,
-// which work a previous file left in flight would disturb. The PDF files: a PDF render in a runtime where
-// openapi-routes rendered documents before hangs (workerd cancels it as hung); not yet understood, see the issue 13 note.
-const ownRuntime = ["test/modules/webhook-endpoints.test.ts", "test/modules/documents.test.ts", "test/modules/credit-notes.test.ts", "test/http/openapi-routes.test.ts"];
+// which work a previous file left in flight would disturb.
+const ownRuntime = ["test/modules/webhook-endpoints.test.ts"];
 
 const workersProject = async (name: string, files: { include: string[]; exclude?: string[]; isolate: boolean }) => ({
   plugins: [

@@ -38,7 +38,7 @@ function wrap(text: string, font: PDFFont, size: number, width: number): string[
 }
 
 /**
- * The document as a PDF (A4, Inter embedded and subset, so it looks the same in every viewer): header with the
+ * The document as a PDF (A4, Inter embedded, so it looks the same in every viewer): header with the
  * seller, facts and the buyer, the lines table (continued over pages with its header), totals, notes, a status
  * stamp for paid and void documents, and page numbers.
  */
@@ -54,8 +54,12 @@ export async function renderPdf(doc: DocModel, opts: { logo?: { bytes: Uint8Arra
     pdf.setCreationDate(new Date(opts.now));
     pdf.setModificationDate(new Date(opts.now));
   }
-  const regular = await pdf.embedFont(fontBytes.regular, { subset: true });
-  const bold = await pdf.embedFont(fontBytes.bold, { subset: true });
+  // Embedded whole, never subset: the fonts are already a 33 KB Latin subset each (scripts/build-fonts.mjs), and
+  // fontkit's subsetter defers its work through a bundled process.nextTick shim whose queue is module state drained by
+  // one setTimeout. In an isolate serving concurrent requests, a drain timer dropped with its ended request leaves
+  // that queue stuck, and every later render in the isolate hangs (test/unit/documents-pdf-isolate.test.ts).
+  const regular = await pdf.embedFont(fontBytes.regular, { subset: false });
+  const bold = await pdf.embedFont(fontBytes.bold, { subset: false });
   const fonts: Fonts = { regular, bold, chars: new Set(regular.getCharacterSet()) };
   const logo: PDFImage | null = opts.logo ? await (opts.logo.type === "png" ? pdf.embedPng(opts.logo.bytes) : pdf.embedJpg(opts.logo.bytes)) : null;
 
