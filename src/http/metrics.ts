@@ -29,26 +29,61 @@ function observe(method: string, route: string, status: number, seconds: number)
   entry.s.count += 1;
 }
 
-async function flush(env: Env) {
-  const batch = pending;
-  pending = new Map();
-  lastFlush = Date.now();
-  const db = dbOf(env);
+/**
+ * D1 statements one flush may spend. A flush runs inside some request's invocation (its waitUntil) and each batched
+ * statement counts against that invocation's 1,000 D1 queries; an isolate that served a few hundred distinct
+ * route/status pairs holds thousands of pending rows, so the rest waits for the next flush (a second later).
+ */
+export const MAX_FLUSH_STATEMENTS = 100;
+const BACKLOG_FLUSH_MS = 1_000;
+
+function statementsOf(db: ReturnType<typeof dbOf>, labels: Record<string, string>, s: Series): BatchItem<"sqlite">[] {
   const name = "billing_http_request_duration_seconds";
+  const out: BatchItem<"sqlite">[] = [];
+  BUCKETS.forEach((le, i) => {
+    if (s.buckets[i]) out.push(counterIncrement(db, `${name}_bucket`, { ...labels, le: String(le) }, s.buckets[i]));
+  });
+  out.push(counterIncrement(db, `${name}_bucket`, { ...labels, le: "+Inf" }, s.inf));
+  out.push(counterIncrement(db, `${name}_sum_milli`, labels, s.sumMilli));
+  out.push(counterIncrement(db, `${name}_count`, labels, s.count));
+  return out;
+}
+
+/** Puts series that were not flushed back, adding to what arrived meanwhile. */
+function putBack(key: string, entry: { labels: Record<string, string>; s: Series }) {
+  const now = pending.get(key);
+  if (!now) return void pending.set(key, entry);
+  now.s.buckets = now.s.buckets.map((n, i) => n + entry.s.buckets[i]!);
+  now.s.inf += entry.s.inf;
+  now.s.sumMilli += entry.s.sumMilli;
+  now.s.count += entry.s.count;
+}
+
+/** Writes pending series to D1, at most MAX_FLUSH_STATEMENTS statements; what is left goes out with the next flush. */
+export async function flushHttpMetrics(env: Env): Promise<{ statements: number; seriesLeft: number }> {
+  const taken = pending;
+  pending = new Map();
+  const db = dbOf(env);
   const statements: BatchItem<"sqlite">[] = [];
-  for (const { labels, s } of batch.values()) {
-    BUCKETS.forEach((le, i) => {
-      if (s.buckets[i]) statements.push(counterIncrement(db, `${name}_bucket`, { ...labels, le: String(le) }, s.buckets[i]));
-    });
-    statements.push(counterIncrement(db, `${name}_bucket`, { ...labels, le: "+Inf" }, s.inf));
-    statements.push(counterIncrement(db, `${name}_sum_milli`, labels, s.sumMilli));
-    statements.push(counterIncrement(db, `${name}_count`, labels, s.count));
+  let left = 0;
+  for (const [key, entry] of taken) {
+    const own = statementsOf(db, entry.labels, entry.s);
+    if (statements.length + own.length > MAX_FLUSH_STATEMENTS) {
+      putBack(key, entry);
+      left++;
+    } else statements.push(...own);
   }
+  // A backlog flushes again soon rather than in 10 s.
+  lastFlush = left ? Date.now() - FLUSH_EVERY_MS + BACKLOG_FLUSH_MS : Date.now();
   for (let i = 0; i < statements.length; i += 50) {
     const chunk = statements.slice(i, i + 50);
     await db.batch(chunk as [BatchItem<"sqlite">, ...BatchItem<"sqlite">[]]);
   }
+  return { statements: statements.length, seriesLeft: left };
 }
+
+/** Test hook: records one request as the middleware does. */
+export const recordHttpRequest = observe;
 
 export const httpMetrics = createMiddleware<HonoEnv>(async (c, next) => {
   const started = performance.now();
@@ -57,7 +92,7 @@ export const httpMetrics = createMiddleware<HonoEnv>(async (c, next) => {
   observe(c.req.method, routePath(c, -1), c.res.status, (performance.now() - started) / 1000);
   if (c.req.path !== "/api/v1/usage" && pending.size && Date.now() - lastFlush > FLUSH_EVERY_MS) {
     try {
-      c.executionCtx.waitUntil(flush(c.env).catch((e) => console.log(JSON.stringify({ level: "warn", msg: "metrics flush failed", error: String(e) }))));
+      c.executionCtx.waitUntil(flushHttpMetrics(c.env).catch((e) => console.log(JSON.stringify({ level: "warn", msg: "metrics flush failed", error: String(e) }))));
     } catch {
       /* no execution context (direct app.request in tests): skip the flush */
     }

@@ -6,6 +6,8 @@ import { metricCounters } from "../../src/db/schema";
 import { canonicalLabels, counterIncrement, histogramObserve, parseLabels } from "../../src/platform/metrics";
 import { renderPrometheus } from "../../src/modules/metrics/exposition";
 import { createSubscription } from "../helpers";
+import { flushHttpMetrics, MAX_FLUSH_STATEMENTS, recordHttpRequest } from "../../src/http/metrics";
+import { withLimits } from "../../src/platform/limits";
 
 const db = dbOf(env);
 const run = (statements: BatchItem<"sqlite">[]) => db.batch(statements as [BatchItem<"sqlite">, ...BatchItem<"sqlite">[]]);
@@ -133,6 +135,27 @@ describe("prometheus metrics in D1", () => {
     ]);
     expect(text).toContain(`${name}_sum{method="GET",route="/a",status="200"} 0.45`);
     expect(text).not.toContain("_sum_milli");
+  });
+
+  it("a flush of many request series stays inside the flushing request's D1 budget, and the rest follows in later flushes", async () => {
+    // Before: one flush wrote every pending series (up to 13 statements each) in the invocation that triggered it, so
+    // an isolate that had served ~100 route/status pairs crossed Cloudflare's 1,000 queries inside some unrelated request.
+    await flushHttpMetrics(env); // what earlier files left pending
+    await db.delete(metricCounters);
+    const routes = Array.from({ length: 120 }, (_, i) => `/flush-bound/${i}`);
+    for (const route of routes) for (const seconds of [0.004, 0.02, 0.07, 0.3, 0.7, 2, 4, 9]) recordHttpRequest("GET", route, 200, seconds);
+    let rounds = 0;
+    for (;;) {
+      const r = await withLimits({ ...env, LIMITS: "enforce" } as Env, "GET /some/request", (e) => flushHttpMetrics(e));
+      expect(r.statements).toBeLessThanOrEqual(MAX_FLUSH_STATEMENTS);
+      rounds++;
+      if (r.seriesLeft === 0) break;
+    }
+    expect(rounds).toBeGreaterThan(1);
+    const text = await renderPrometheus(db);
+    const counts = samples(text, "billing_http_request_duration_seconds_count").filter((l) => l.includes("/flush-bound/"));
+    expect(counts).toHaveLength(120);
+    for (const line of counts) expect(line.endsWith(" 8")).toBe(true);
   });
 
   it("exposes counters nobody registered as untyped", async () => {
