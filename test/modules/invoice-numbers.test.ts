@@ -24,7 +24,7 @@ describe("invoice numbers", () => {
         .bind(id, customer.id, now, now + 1, `test:${id}`, now, now)
         .run();
     }
-    const e = { ...env, PAYMENT_QUEUE: noQueue } as Env;
+    const e = { ...env, PAYMENT_QUEUE: noQueue, JOB_QUEUE: noQueue, WEBHOOK_QUEUE: noQueue } as Env;
     const results = await Promise.all(ids.map((id) => finalizeInvoice(e, dbOf(e), id, { actor: SYSTEM_ACTOR, now })));
     const numbers = results.map((r) => r!.number!).sort();
     expect(numbers).toEqual(Array.from({ length: 8 }, (_, i) => `INV-2093-${String(i + 1).padStart(6, "0")}`));
