@@ -9,15 +9,10 @@ import { invalid } from "../../platform/errors";
 import { iso } from "../../lib/time";
 import { DEFAULT_RETRY, RETRY_CONFIG_KEY, RetryConfig, retryConfig } from "../payments/config";
 import { putSetting } from "../../platform/settings";
+import { closedObject } from "../../lib/schema";
 
-// A catch-all that always fails, so each unknown key is refused at its own path (`billing.retryAttemps`) rather
-// than once at its parent; zod's strict() names only the parent.
-const unknownField = z.unknown().refine(() => false, { message: "unknown field" });
-
-/** An object schema that refuses unknown keys, each with its full path. */
-export function closedObject<T extends z.ZodRawShape>(shape: T) {
-  return z.object(shape).catchall(unknownField).openapi({ additionalProperties: false });
-}
+// Kept here for callers that still import it from the admin config; it lives in src/lib/schema.ts.
+export { closedObject } from "../../lib/schema";
 
 const Configured = z.enum(["configured", "not configured"]);
 

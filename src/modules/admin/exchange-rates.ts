@@ -7,7 +7,7 @@ import { formatDecimal, parseDecimal } from "../../domain/decimal";
 import { isCurrency } from "../../domain/money";
 import { ApiError } from "../../platform/errors";
 import { iso } from "../../lib/time";
-import { closedObject } from "./config";
+import { closedObject } from "../../lib/schema";
 import { putSetting } from "../../platform/settings";
 
 export const EXCHANGE_RATES_KEY = "exchange-rates";

@@ -7,7 +7,7 @@ import { settings } from "../../db/schema";
 import { evaluateFlag, type FeatureFlag, type FlagDecision, type Subject } from "../../domain/rollout";
 import { notFound } from "../../platform/errors";
 import { iso } from "../../lib/time";
-import { closedObject } from "./config";
+import { closedObject } from "../../lib/schema";
 import { putSetting } from "../../platform/settings";
 
 /** Flags are settings rows `features.<name>`. */

@@ -9,7 +9,7 @@ import { formatMinor } from "../../domain/money";
 import { routing } from "../../gateways";
 import type { GatewayName } from "../../gateways/types";
 import { newId } from "../../lib/ids";
-import { closedObject } from "./config";
+import { closedObject } from "../../lib/schema";
 
 // Exhaustive over GatewayName: adding a gateway without listing it here fails the typecheck.
 const GATEWAYS: Record<GatewayName, true> = { stripe: true, sandbox: true };

@@ -11,7 +11,7 @@ import { invalid } from "../../http/problem";
 import { newId } from "../../lib/ids";
 import { iso, DAY_MS } from "../../lib/time";
 import type { WebhookMessage } from "../../../queues/messages";
-import { closedObject } from "../admin/config";
+import { closedObject } from "../../lib/schema";
 import { customerContacts, scoreAtRiskCustomers } from "./at-risk";
 import { RedeemedOffer, RedeemOfferBody, redeemRetentionOffer } from "./redeem-offer";
 

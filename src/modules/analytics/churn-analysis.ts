@@ -6,7 +6,7 @@ import { money, type Money } from "../../domain/money";
 import { addIntervals } from "../../domain/periods";
 import { mrrOf, ratio, trailingWindow } from "../../domain/revenue";
 import { iso, DAY_MS } from "../../lib/time";
-import { closedObject } from "../admin/config";
+import { closedObject } from "../../lib/schema";
 import { churnBetween } from "./churn";
 import { mrrLines, realTimeSubscription } from "./mrr";
 import { ChurnReport, Money as MoneySchema } from "./schemas";

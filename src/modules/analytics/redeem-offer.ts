@@ -8,7 +8,7 @@ import { ApiError } from "../../platform/errors";
 import { discountPercentOf, largerDiscount, setDiscount } from "../subscriptions/discount";
 import { getSubscriptionRow, toSubscription } from "../subscriptions/service";
 import { Subscription } from "../subscriptions/schemas";
-import { closedObject } from "../admin/config";
+import { closedObject } from "../../lib/schema";
 import { DAY_MS, iso } from "../../lib/time";
 import { discountAt } from "../invoices/invoice-builder";
 

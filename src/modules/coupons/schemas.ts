@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import { CurrencyCode, Metadata } from "../customers/schemas";
-import { closedObject } from "../admin/config";
+import { closedObject } from "../../lib/schema";
 
 const MoneyOut = z.object({ amount: z.string(), amountMinor: z.number().int(), currency: z.string() });
 

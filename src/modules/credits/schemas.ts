@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { closedObject } from "../admin/config";
+import { closedObject } from "../../lib/schema";
 import { Metadata } from "../customers/schemas";
 import { creditGrantStatuses } from "../../db/schema";
 
