@@ -1,6 +1,6 @@
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
-import { ApiProblem, get, setToken } from "./api";
+import { api, ApiProblem, call, setToken } from "./api";
 import { decodeSession, restoreSession, type Session } from "./auth";
 import { match, navigate, onLinkClick, useLocation } from "./router";
 import { ProblemBox } from "./ui";
@@ -43,7 +43,7 @@ function SignIn({ onSignedIn }: { onSignedIn: (s: Session) => void }) {
     setToken(session.token);
     try {
       // Any read the role may make proves the token; the API refuses a bad signature or an expired token with 401.
-      await get("/api/v1/customers", { query: { limit: 1 } }).catch((err: unknown) => {
+      await call(api.GET("/api/v1/customers", { params: { query: { limit: 1 } } })).catch((err: unknown) => {
         if (err instanceof ApiProblem && err.problem.status === 403) return;
         throw err;
       });
