@@ -10,6 +10,7 @@ import { SubscriptionDetail, Subscriptions } from "./pages/subscriptions";
 import { InvoiceDetail, Invoices } from "./pages/invoices";
 import { PaymentDetail, Payments } from "./pages/payments";
 import { Operations } from "./pages/operations";
+import { CreditNoteDetail, CreditNotes } from "./pages/credit-notes";
 import "./styles.css";
 
 const NAV: [string, string][] = [
@@ -17,6 +18,7 @@ const NAV: [string, string][] = [
   ["/customers", "Customers"],
   ["/subscriptions", "Subscriptions"],
   ["/invoices", "Invoices"],
+  ["/credit-notes", "Credit notes"],
   ["/payments", "Payments"],
   ["/operations", "Operations"],
 ];
@@ -87,6 +89,8 @@ function Page({ path, session }: { path: string; session: Session }) {
   if ((m = match("/subscriptions/:id", path))) return <SubscriptionDetail id={m.id!} session={session} />;
   if (path === "/invoices") return <Invoices />;
   if ((m = match("/invoices/:id", path))) return <InvoiceDetail id={m.id!} session={session} />;
+  if (path === "/credit-notes") return <CreditNotes />;
+  if ((m = match("/credit-notes/:id", path))) return <CreditNoteDetail id={m.id!} session={session} />;
   if (path === "/payments") return <Payments session={session} />;
   if ((m = match("/payments/:id", path))) return <PaymentDetail id={m.id!} session={session} />;
   if (path === "/operations") return <Operations session={session} />;

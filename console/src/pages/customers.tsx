@@ -6,6 +6,7 @@ import { Badge, Card, DL, Loading, Money, PagedTable, ProblemBox, useAsync } fro
 import { invoiceColumns, type Invoice } from "./invoices";
 import { paymentColumns, type Payment } from "./payments";
 import { subscriptionColumns, type Subscription } from "./subscriptions";
+import { CreditNotesOf } from "./credit-notes";
 
 export type Customer = Schema["Customer"];
 type TimelineEvent = Schema["Event"];
@@ -97,6 +98,9 @@ export function CustomerDetail({ id }: { id: string }) {
           </Card>
           <Card title="Invoices">
             <PagedTable<Invoice> label="Invoices" load={(page) => call(api.GET("/api/v1/invoices", { params: { query: { customerId: id, ...page } } }))} filters={[id]} pageSize={10} columns={invoiceColumns.filter((x) => x.label !== "Customer")} />
+          </Card>
+          <Card title="Credit notes">
+            <CreditNotesOf customerId={id} />
           </Card>
           <Card title="Payments">
             <PagedTable<Payment> label="Payments" load={(page) => call(api.GET("/api/v1/payments", { params: { query: { customerId: id, ...page } } }))} filters={[id]} pageSize={10} columns={paymentColumns.filter((x) => x.label !== "Customer")} />

@@ -1,9 +1,10 @@
 import { useState } from "preact/hooks";
-import { api, call, opt, type Query, type Schema } from "../api";
+import { api, ApiProblem, call, opt, type Query, type Schema } from "../api";
 import { can, type Session } from "../auth";
-import { fmtDate, fmtDay } from "../format";
+import { fmtDate, fmtDay, fmtMoney } from "../format";
 import { ActionButton, Badge, Card, ConfirmDialog, DL, Loading, Money, PagedTable, ProblemBox, Table, useAsync, type Column } from "../ui";
 import { paymentColumns } from "./payments";
+import { CreditNotesOf, invoicePdf, IssueCreditNote, loadCreditable, type CreditNote } from "./credit-notes";
 
 export type Invoice = Schema["Invoice"];
 type InvoiceStatus = NonNullable<Query<"/api/v1/invoices">["status"]>;
@@ -69,7 +70,13 @@ export function InvoiceDetail({ id, session }: { id: string; session: Session })
   const inv = useAsync(() => call(api.GET("/api/v1/invoices/{id}", { params: { path: { id } } })), [id]);
   const payments = useAsync(() => call(api.GET("/api/v1/payments", { params: { query: { invoiceId: id, limit: 20 } } })), [id, inv.data?.status]);
   const [voiding, setVoiding] = useState(false);
+  const [crediting, setCrediting] = useState(false);
+  const [issued, setIssued] = useState<CreditNote | null>(null);
+  const [credits, setCredits] = useState(0);
+  const [pdfError, setPdfError] = useState<ApiProblem | null>(null);
   const i = inv.data;
+  const creditableStatus = i && (i.status === "open" || i.status === "paid" || i.status === "uncollectible") && !i.archived;
+  const creditable = useAsync(() => (i && creditableStatus ? loadCreditable(i) : Promise.resolve(undefined)), [i, credits]);
   const money = can.moveMoney(session.role);
   const failed = payments.data?.data.find((p) => p.status === "failed");
   return (
@@ -89,9 +96,9 @@ export function InvoiceDetail({ id, session }: { id: string; session: Session })
             actions={
               <div class="button-row">
                 {i.pdfUrl ? (
-                  <a class="button" href={i.pdfUrl} target="_blank" rel="noopener">
+                  <button type="button" onClick={() => invoicePdf(i).catch((e) => setPdfError(e as ApiProblem))}>
                     PDF
-                  </a>
+                  </button>
                 ) : null}
                 {i.hostedUrl ? (
                   <a class="button" href={i.hostedUrl} target="_blank" rel="noopener">
@@ -107,6 +114,7 @@ export function InvoiceDetail({ id, session }: { id: string; session: Session })
               </div>
             }
           >
+            <ProblemBox error={pdfError} />
             <DL
               items={[
                 ["Customer", <a href={`/console/customers/${i.customerId}`}>{i.customerId}</a>],
@@ -146,6 +154,47 @@ export function InvoiceDetail({ id, session }: { id: string; session: Session })
                 <tr class="strong"><th scope="row">Amount due</th><td><Money minor={i.amountDue.amountMinor} currency={i.currency} /></td></tr>
               </tbody>
             </table>
+          </Card>
+          <Card
+            title="Credit notes"
+            actions={
+              creditableStatus ? (
+                <button type="button" class="primary" aria-expanded={crediting} disabled={!money} title={money ? undefined : "Finance and admin only"} onClick={() => (setCrediting(!crediting), setIssued(null))}>
+                  Issue credit note
+                </button>
+              ) : null
+            }
+          >
+            {issued ? (
+              <p class="ok" role="status" data-testid="credit-note-issued">
+                Credit note <a href={`/console/credit-notes/${issued.id}`}>{issued.number}</a> issued for {fmtMoney(issued.total.amountMinor, issued.currency)}.
+              </p>
+            ) : null}
+            {crediting && money && creditableStatus ? (
+              <>
+                <ProblemBox error={creditable.error} />
+                {creditable.data ? (
+                  <IssueCreditNote
+                    invoice={i}
+                    creditable={creditable.data}
+                    onIssued={(n) => {
+                      setIssued(n);
+                      setCrediting(false);
+                      setCredits((x) => x + 1);
+                      inv.reload();
+                    }}
+                    onRefused={() => setCredits((x) => x + 1)}
+                  />
+                ) : (
+                  <Loading what="what is left to credit" />
+                )}
+              </>
+            ) : creditableStatus && creditable.data ? (
+              <p class="muted small">
+                Left to credit: <strong data-testid="creditable-remaining"><Money minor={creditable.data.remaining} currency={i.currency} /></strong> (tax included)
+              </p>
+            ) : null}
+            <CreditNotesOf invoiceId={id} reloadKey={credits} />
           </Card>
           <Card title="Payments">
             <ProblemBox error={payments.error} />
