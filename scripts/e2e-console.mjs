@@ -85,7 +85,8 @@ try {
     await page.getByTestId("role").waitFor();
     return page;
   }
-  const shot = async (page, name) => page.screenshot({ path: `${OUT}/${name}.png`, fullPage: true });
+  // From the top: a full-page shot of a scrolled page draws the sticky top bar in the middle.
+  const shot = async (page, name) => (await page.evaluate(() => scrollTo(0, 0)), page.screenshot({ path: `${OUT}/${name}.png`, fullPage: true }));
   const visible = async (locator) => (await locator.count()) > 0 && (await locator.first().isVisible());
 
   // ── Roles ──
