@@ -379,6 +379,13 @@ try {
       await page.waitForLoadState("networkidle");
       await shot(page, `operations-${tab.toLowerCase().replace(/ /g, "-")}-${colorScheme}-desktop`);
     }
+    // The credit note form on a paid invoice, with a refund split filled in.
+    await page.goto(`${base}/console/invoices/${seed.creditInvoice.id}`);
+    await page.getByRole("button", { name: "Issue credit note" }).click();
+    const creditForm = page.getByRole("form", { name: "Issue credit note" });
+    await creditForm.locator('input[name^="credit-"]').first().fill("10.00");
+    await creditForm.getByLabel(/^Refund to the payment method/).fill("2.50");
+    await shot(page, `invoice-credit-note-form-${colorScheme}-desktop`);
     await page.goto(`${base}/console/payments`);
     await page.getByRole("tab", { name: "Refunds" }).click();
     await page.waitForLoadState("networkidle");
