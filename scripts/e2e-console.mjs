@@ -8,6 +8,10 @@
 //  - pause and resume a subscription; change its plan after reading the proration preview (the change's net is the
 //    preview's); refund part of a payment and see the refundable amount drop (and an amount above it refused);
 //    freeze and resume payments with typed confirmation and a reason;
+//  - a partial credit note on a paid invoice from its page (part refunded, the rest to the credit balance): listed
+//    with its number, the invoice's remaining creditable amount drops, an amount above what is left is stopped in the
+//    form, and one that became too much meanwhile is refused by the API with its problem detail shown; a note voided
+//    with typed confirmation; the churn card names its base; the test clocks page lists a clock made through the API;
 //  - the budget: the console's JS under 250 KB gzipped, first render under 1 s on the local server.
 // Screenshots of every page (light and dark; the overview also at phone width) go to artifacts/console/.
 // Env: PORT (3500), PERSIST_TO (.wrangler/e2e-console-state), CHROMIUM (/usr/bin/chromium), SKIP_CONSOLE_BUILD=1.
@@ -59,7 +63,7 @@ process.once("SIGTERM", () => (stop(), process.exit(143)));
 
 try {
   console.log(`e2e-console: wrangler dev on :${PORT}, fresh state`);
-  server = await startServer({ port: PORT, persist: PERSIST, fresh: true });
+  server = await startServer({ port: PORT, persist: PERSIST, fresh: true, inspectorPort: Number(process.env.INSPECTOR_PORT ?? PORT + 100) });
   const base = server.base;
   const tokens = Object.fromEntries(await Promise.all(["admin", "finance", "support", "viewer"].map(async (r) => [r, await localToken(r)])));
   const api = client(base, { authorization: `Bearer ${tokens.admin}` });
@@ -81,7 +85,8 @@ try {
     await page.getByTestId("role").waitFor();
     return page;
   }
-  const shot = async (page, name) => page.screenshot({ path: `${OUT}/${name}.png`, fullPage: true });
+  // From the top: a full-page shot of a scrolled page draws the sticky top bar in the middle.
+  const shot = async (page, name) => (await page.evaluate(() => scrollTo(0, 0)), page.screenshot({ path: `${OUT}/${name}.png`, fullPage: true }));
   const visible = async (locator) => (await locator.count()) > 0 && (await locator.first().isVisible());
 
   // ── Roles ──
@@ -224,6 +229,102 @@ try {
     await page.context().close();
   }
 
+  // ── Credit note on a paid invoice ──
+  {
+    const inv = seed.creditInvoice;
+    const line = inv.lines.find((l) => l.amount.amountMinor - l.discount.amountMinor > 0);
+    const page = await signedIn("finance");
+    await page.goto(`${base}/console/invoices/${inv.id}`);
+    const remaining = page.getByTestId("creditable-remaining");
+    await remaining.waitFor();
+    const before = parseUsd(await remaining.innerText());
+    check("the paid invoice shows what is left to credit: all of it before any note", before === inv.total.amountMinor, `${await remaining.innerText()} of ${fmtUsd(inv.total.amountMinor)}`);
+    await page.getByRole("button", { name: "Issue credit note" }).click();
+    const form = page.getByRole("form", { name: "Issue credit note" });
+    const input = form.getByLabel(`Credit on ${line.description}`);
+    const submit = form.getByRole("button", { name: "Issue credit note" });
+    // More than the line holds: stopped in the form, with the amount that is left.
+    await input.fill(String((line.amount.amountMinor - line.discount.amountMinor + 1) / 100));
+    const stopped = (await submit.isDisabled()) && (await form.getByRole("alert").first().innerText()).includes("is left on this line");
+    check("a credit above what is left on the line is stopped before sending", stopped);
+    await input.fill("20.00");
+    await form.getByLabel(/^Memo/).fill("e2e: partial credit, two weeks of downtime");
+    await form.getByLabel(/^Refund to the payment method/).fill("5.00");
+    const splitText = await form.getByTestId("credit-split").innerText();
+    await shot(page, "invoice-credit-note-form-light-desktop");
+    await submit.click();
+    const issued = page.getByTestId("credit-note-issued");
+    await issued.waitFor({ timeout: 20_000 });
+    const notes = (await api.call("GET", `/api/v1/credit-notes?invoiceId=${inv.id}`)).data;
+    const note = notes[0];
+    check("issue a partial credit note from the invoice page: the API has it, split as asked", notes.length === 1 && note.subtotal.amountMinor === 2000 && note.refund.amountMinor === 500 && note.creditBalance.amountMinor === note.total.amountMinor - 500 && note.memo?.startsWith("e2e"), `${note?.number}: ${splitText}`);
+    check("the issued note is announced with its number", (await issued.innerText()).includes(note.number));
+    await until("the note in the invoice's credit notes", async () => (await page.getByRole("table", { name: "Credit notes" }).innerText().catch(() => "")).includes(note.number), { timeoutMs: 10_000 });
+    check("the invoice's credit notes list it with its number", true, note.number);
+    await until("the remaining creditable amount to drop", async () => parseUsd(await remaining.innerText()) === before - note.total.amountMinor, { timeoutMs: 10_000 });
+    check("the invoice's remaining creditable amount drops by the note's total", true, `${fmtUsd(before)} → ${await remaining.innerText()}`);
+
+    // A colleague credits most of what is left while this form is open: the API refuses the now-too-large amount.
+    await page.getByRole("button", { name: "Issue credit note" }).click();
+    const leftOnLine = line.amount.amountMinor - line.discount.amountMinor - 2000;
+    await form.getByLabel(`Credit on ${line.description}`).fill(String(leftOnLine / 100));
+    await api.call("POST", "/api/v1/credit-notes", { invoiceId: inv.id, lines: [{ invoiceLineId: line.id, amount: "30.00" }], reason: "order_change" });
+    await form.getByRole("button", { name: "Issue credit note" }).click();
+    const alert = form.locator(".problem");
+    await alert.waitFor({ timeout: 15_000 });
+    const direct = await api.request("POST", "/api/v1/credit-notes", { invoiceId: inv.id, lines: [{ invoiceLineId: line.id, amount: String(leftOnLine / 100) }], reason: "product_unsatisfactory" });
+    const shown = await alert.innerText();
+    check("a credit above what is left (since a colleague's note) is refused: the API's problem detail is shown", direct.status === 422 && shown.includes(direct.json.detail), shown.replace(/\s+/g, " ").slice(0, 160));
+    await until("the form to show the new figures", async () => parseUsd(await page.getByTestId(`line-left-${line.id}`).innerText()) === leftOnLine - 3000, { timeoutMs: 10_000 });
+    check("after the refusal the form shows what is left now", true, fmtUsd(leftOnLine - 3000));
+    await shot(page, "invoice-credit-note-refused-light-desktop");
+
+    // The list page, the detail, and Void with typed confirmation (the colleague's note only went to credit balance).
+    await page.goto(`${base}/console/credit-notes`);
+    await until("the credit notes list", async () => (await page.getByRole("table", { name: "Credit notes" }).innerText().catch(() => "")).includes(note.number), { timeoutMs: 10_000 });
+    const other = (await api.call("GET", `/api/v1/credit-notes?invoiceId=${inv.id}`)).data.find((n) => n.id !== note.id);
+    await page.getByRole("link", { name: other.number }).click();
+    await page.getByRole("button", { name: "Void" }).click();
+    const d = page.getByRole("dialog");
+    const go = d.getByRole("button", { name: "Void credit note" });
+    const guarded = await go.isDisabled();
+    await d.getByLabel(/Type/).fill("VOID");
+    await go.click();
+    await d.waitFor({ state: "hidden" });
+    const voided = await api.call("GET", `/api/v1/credit-notes/${other.id}`);
+    check("void a credit note from its page after typing VOID", guarded && voided.status === "void", `${other.number}: ${voided.status}`);
+    seed.creditNote = note;
+    await page.context().close();
+
+    // Support and viewer read credit notes but may not issue or void them (the routes' access.finance).
+    const support = await signedIn("support");
+    await support.goto(`${base}/console/invoices/${inv.id}`);
+    await support.getByTestId("creditable-remaining").waitFor();
+    const issueDisabled = await support.getByRole("button", { name: "Issue credit note" }).isDisabled();
+    await support.goto(`${base}/console/credit-notes/${note.id}`);
+    await support.getByRole("heading", { name: "Lines" }).waitFor();
+    check("support: issue and void are shown disabled (finance and admin only)", issueDisabled && (await support.getByRole("button", { name: "Void" }).isDisabled()));
+    await support.context().close();
+  }
+
+  // ── Churn card; test clocks made elsewhere ──
+  {
+    const page = await signedIn("admin");
+    const churn = await api.call("GET", "/api/v1/analytics/churn?period=month");
+    const card = page.getByTestId("churn-rate");
+    await card.waitFor();
+    const text = await card.innerText();
+    // The seed cancels a subscription created this month: nothing was paying at the month's start.
+    check("the churn card never says 'of 0': it names its base and the new-and-canceled apart", !/of 0\b/.test(text) && churn.subscriptions.newAndCanceled >= 1 && text.includes("started and canceled within the month") && (churn.subscriptions.activeAtStart > 0 || text.includes("no rate yet")), text.replace(/\s+/g, " "));
+    const clock = await api.call("POST", "/api/v1/test-clocks", { frozenTime: "2025-01-01T00:00:00Z", name: "made by a script" });
+    await page.goto(`${base}/console/operations`);
+    await page.getByRole("tab", { name: "Test clocks" }).click();
+    const row = page.getByRole("table", { name: "Test clocks" }).getByRole("row", { name: new RegExp(clock.id) });
+    const listed = await row.waitFor({ timeout: 10_000 }).then(() => true, () => false);
+    check("the test clocks page lists a clock created through the API (not in this session)", listed && (await row.innerText()).includes("made by a script"));
+    await page.context().close();
+  }
+
   // ── Freeze and resume payments ──
   {
     const page = await signedIn("admin");
@@ -260,6 +361,9 @@ try {
     ["payments", "/console/payments", null],
     ["payment", `/console/payments/${paid.id}`, "Refunds"],
     ["operations", "/console/operations", "Gateways"],
+    ["invoice-credited", `/console/invoices/${seed.creditInvoice.id}`, "Credit notes"],
+    ["credit-notes", "/console/credit-notes", null],
+    ["credit-note", `/console/credit-notes/${seed.creditNote?.id}`, "Lines"],
   ];
   for (const colorScheme of ["light", "dark"]) {
     const page = await signedIn("admin", { colorScheme });
@@ -275,6 +379,13 @@ try {
       await page.waitForLoadState("networkidle");
       await shot(page, `operations-${tab.toLowerCase().replace(/ /g, "-")}-${colorScheme}-desktop`);
     }
+    // The credit note form on a paid invoice, with a refund split filled in.
+    await page.goto(`${base}/console/invoices/${seed.creditInvoice.id}`);
+    await page.getByRole("button", { name: "Issue credit note" }).click();
+    const creditForm = page.getByRole("form", { name: "Issue credit note" });
+    await creditForm.locator('input[name^="credit-"]').first().fill("10.00");
+    await creditForm.getByLabel(/^Refund to the payment method/).fill("2.50");
+    await shot(page, `invoice-credit-note-form-${colorScheme}-desktop`);
     await page.goto(`${base}/console/payments`);
     await page.getByRole("tab", { name: "Refunds" }).click();
     await page.waitForLoadState("networkidle");
@@ -373,6 +484,12 @@ async function seedData(api) {
   await api.call("POST", `/api/v1/subscriptions/${subs[4].id}/cancel`, { reason: "too_expensive", feedback: "seeded churn", cancelAtPeriodEnd: false });
   // The first (advance) invoices are charged at once: wait for a succeeded payment of the first customer.
   const paidPayment = await until("the first charge to succeed", async () => (await api.call("GET", "/api/v1/payments?customerId=cus_ada&status=succeeded")).data[0]);
+  // Grace's paid invoice gets the credit notes (Ada's payment is the one the refund test uses).
+  const gracePaid = await until("Grace's charge to succeed", async () => (await api.call("GET", "/api/v1/payments?customerId=cus_grace&status=succeeded")).data[0]);
+  const creditInvoice = await until("Grace's invoice paid", async () => {
+    const i = await api.call("GET", `/api/v1/invoices/${gracePaid.invoiceId}`);
+    return i.status === "paid" && i;
+  });
   await until("the declined charge", async () => (await api.call("GET", "/api/v1/payments?customerId=cus_ken&status=failed")).data[0]);
   await api.call("PUT", "/admin/features/new-invoice-layout", { enabled: true, percentage: 25 });
   await api.call("PUT", "/admin/features/usage-alerts-v2", { enabled: false });
@@ -387,5 +504,5 @@ async function seedData(api) {
     },
     { timeoutMs: 45_000, every: 500 },
   );
-  return { plans, customers, subs, paidPayment, invoiceId: paidPayment.invoiceId, usageTotals, meters: ["api_calls", "storage_gb"] };
+  return { plans, customers, subs, paidPayment, creditInvoice, invoiceId: paidPayment.invoiceId, usageTotals, meters: ["api_calls", "storage_gb"] };
 }

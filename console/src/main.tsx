@@ -1,6 +1,6 @@
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
-import { ApiProblem, get, setToken } from "./api";
+import { api, ApiProblem, call, setToken } from "./api";
 import { decodeSession, restoreSession, type Session } from "./auth";
 import { match, navigate, onLinkClick, useLocation } from "./router";
 import { ProblemBox } from "./ui";
@@ -10,6 +10,7 @@ import { SubscriptionDetail, Subscriptions } from "./pages/subscriptions";
 import { InvoiceDetail, Invoices } from "./pages/invoices";
 import { PaymentDetail, Payments } from "./pages/payments";
 import { Operations } from "./pages/operations";
+import { CreditNoteDetail, CreditNotes } from "./pages/credit-notes";
 import "./styles.css";
 
 const NAV: [string, string][] = [
@@ -17,6 +18,7 @@ const NAV: [string, string][] = [
   ["/customers", "Customers"],
   ["/subscriptions", "Subscriptions"],
   ["/invoices", "Invoices"],
+  ["/credit-notes", "Credit notes"],
   ["/payments", "Payments"],
   ["/operations", "Operations"],
 ];
@@ -43,7 +45,7 @@ function SignIn({ onSignedIn }: { onSignedIn: (s: Session) => void }) {
     setToken(session.token);
     try {
       // Any read the role may make proves the token; the API refuses a bad signature or an expired token with 401.
-      await get("/api/v1/customers", { query: { limit: 1 } }).catch((err: unknown) => {
+      await call(api.GET("/api/v1/customers", { params: { query: { limit: 1 } } })).catch((err: unknown) => {
         if (err instanceof ApiProblem && err.problem.status === 403) return;
         throw err;
       });
@@ -87,6 +89,8 @@ function Page({ path, session }: { path: string; session: Session }) {
   if ((m = match("/subscriptions/:id", path))) return <SubscriptionDetail id={m.id!} session={session} />;
   if (path === "/invoices") return <Invoices />;
   if ((m = match("/invoices/:id", path))) return <InvoiceDetail id={m.id!} session={session} />;
+  if (path === "/credit-notes") return <CreditNotes />;
+  if ((m = match("/credit-notes/:id", path))) return <CreditNoteDetail id={m.id!} session={session} />;
   if (path === "/payments") return <Payments session={session} />;
   if ((m = match("/payments/:id", path))) return <PaymentDetail id={m.id!} session={session} />;
   if (path === "/operations") return <Operations session={session} />;

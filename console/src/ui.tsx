@@ -1,6 +1,6 @@
 import type { ComponentChildren } from "preact";
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
-import { ApiProblem, get, type Page } from "./api";
+import { ApiProblem, type Page } from "./api";
 import { fmtMoney } from "./format";
 
 /** Loads with `fn` whenever `deps` change; `reload` runs it again. Errors keep the API's problem. */
@@ -90,21 +90,25 @@ export function Empty({ children }: { children: ComponentChildren }) {
 
 export type Column<T> = { label: string; cell: (row: T) => ComponentChildren; class?: string };
 
+/** What a list route takes besides its filters: the page size and the cursor. */
+export type PageParams = { limit: number; startingAfter?: string };
+
 /**
  * One page of a list at a time, with the API's cursors: "Next" sends `startingAfter=nextCursor`, "Previous" goes
- * back to the cursor that opened the page before. Query changes start again at the first page.
+ * back to the cursor that opened the page before. `load` makes the typed call; a change of `filters` (the values its
+ * query depends on) starts again at the first page.
  */
 export function PagedTable<T extends { id: string }>({
-  path,
-  query,
+  load,
+  filters = [],
   columns,
   pageSize = 20,
   label,
   empty = "Nothing here yet.",
   reloadKey,
 }: {
-  path: string;
-  query?: Record<string, string | undefined>;
+  load: (page: PageParams) => Promise<Page<T>>;
+  filters?: unknown[];
   columns: Column<T>[];
   pageSize?: number;
   label: string;
@@ -112,10 +116,10 @@ export function PagedTable<T extends { id: string }>({
   reloadKey?: unknown;
 }) {
   const [cursors, setCursors] = useState<(string | undefined)[]>([undefined]);
-  const qkey = JSON.stringify(query ?? {});
-  useEffect(() => setCursors([undefined]), [path, qkey]);
+  const qkey = JSON.stringify(filters);
+  useEffect(() => setCursors([undefined]), [qkey]);
   const cursor = cursors[cursors.length - 1];
-  const page = useAsync(() => get<Page<T>>(path, { query: { ...query, limit: pageSize, startingAfter: cursor } }), [path, qkey, cursor, reloadKey]);
+  const page = useAsync(() => load(cursor ? { limit: pageSize, startingAfter: cursor } : { limit: pageSize }), [qkey, cursor, reloadKey]);
   return (
     <div class="paged">
       <ProblemBox error={page.error} />

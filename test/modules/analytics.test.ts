@@ -244,7 +244,8 @@ describe("POST /api/v1/reports/weekly-revenue", () => {
     expect(revenue.byPlan.map((p: any) => p.planId)).toEqual([w.yearly.id, w.monthly.id, w.weekly.id]);
     expect(report.revenue.some((x: any) => x.currency === "GBP")).toBe(false); // finalized 10 days ago
     expect(usd(report.mrr).mrr).toEqual(m("227.30", 22730));
-    expect(report.churn.subscriptions).toMatchObject({ activeAtStart: 0, canceled: 1, churnRate: null });
+    // D was created and canceled this week: not churn of the week's start (nothing was active then), counted apart.
+    expect(report.churn.subscriptions).toMatchObject({ activeAtStart: 0, canceled: 0, newAndCanceled: 1, churnRate: null });
 
     const stored = await env.ARCHIVE.get(r.body.key);
     expect(JSON.parse(await stored!.text())).toEqual(report);
@@ -315,14 +316,14 @@ describe("GET /api/v1/analytics/churn", () => {
     const r = await call("GET", "/api/v1/analytics/churn?period=month", undefined, { role: "viewer" });
     expect(r.status).toBe(200);
     expect(r.body.period).toBe("month");
-    // Active at the start: s1-s4. New: s6, s7, s8 and the six USD subscriptions of today. Canceled: s2, s3 and USD's D.
-    expect(r.body.subscriptions).toEqual({ activeAtStart: 4, new: 9, newWithTrial: 2, canceled: 3, churnRate: "0.7500" });
-    // Customers active at the start: s1's, s2's, x3; churned: s2's and D's (x3 keeps s4).
-    expect(r.body.customers).toEqual({ activeAtStart: 3, churned: 2, churnRate: "0.6667" });
-    expect(r.body.revenue).toEqual([
-      { currency: "SEK", mrrAtStart: m("293.33", 29333, "SEK"), mrrLost: m("150.00", 15000, "SEK"), churnRate: "0.5114" },
-      { currency: "USD", mrrAtStart: m("0.00", 0), mrrLost: m("43.33", 4333), churnRate: null },
-    ]);
+    // Active at the start: s1-s4. New: s6, s7, s8 and the six USD subscriptions of today. Churned: s2 and s3, of the
+    // four active at the start. USD's D was created and canceled inside the month: it is not churn of the month's
+    // start (it would make "1 canceled of 0" when nothing else happened), it is counted apart as newAndCanceled.
+    expect(r.body.subscriptions).toEqual({ activeAtStart: 4, new: 9, newWithTrial: 2, canceled: 2, newAndCanceled: 1, churnRate: "0.5000" });
+    // Customers active at the start: s1's, s2's, x3; churned: s2's (x3 keeps s4; D's customer was not there at the start).
+    expect(r.body.customers).toEqual({ activeAtStart: 3, churned: 1, churnRate: "0.3333" });
+    // Revenue churn: the MRR lost among the subscriptions paying at the start (D's was never there at the start).
+    expect(r.body.revenue).toEqual([{ currency: "SEK", mrrAtStart: m("293.33", 29333, "SEK"), mrrLost: m("150.00", 15000, "SEK"), churnRate: "0.5114" }]);
     expect(r.body.cancellationReasons).toEqual([
       { reason: "too_expensive", count: 2 },
       { reason: "missing_features", count: 1 },
@@ -333,9 +334,9 @@ describe("GET /api/v1/analytics/churn", () => {
     ]);
     expect(r.body.trials).toEqual({ converted: 1, canceledDuringTrial: 1, conversionRate: "0.5000" });
 
-    // The week: s1, s2, s4 were paying at its start (s3 had ended, s6 was in trial); s2 and D churned.
+    // The week: s1, s2, s4 were paying at its start (s3 had ended, s6 was in trial); s2 churned, D came and went.
     const week = await call("GET", "/api/v1/analytics/churn?period=week");
-    expect(week.body.subscriptions).toMatchObject({ activeAtStart: 3, canceled: 2, churnRate: "0.6667" });
+    expect(week.body.subscriptions).toMatchObject({ activeAtStart: 3, canceled: 1, newAndCanceled: 1, churnRate: "0.3333" });
     expect(week.body.trials).toEqual({ converted: 1, canceledDuringTrial: 1, conversionRate: "0.5000" });
     // The runbook's call: no period is the month.
     expect((await call("GET", "/api/v1/analytics/churn")).body.subscriptions).toEqual(r.body.subscriptions);

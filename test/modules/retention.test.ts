@@ -344,11 +344,13 @@ describe("POST /api/v1/analytics/churn-analysis", () => {
     const report = r.body.report;
     expect(report.period).toBe("last_30_days");
     expect(Date.parse(report.window.to) - Date.parse(report.window.from)).toBe(30 * DAY);
-    // At the start: k1, k2, k3, k7, k8 (the USD subscriptions of beforeAll are new). Canceled: k1-k4.
-    expect(report.subscriptions).toMatchObject({ activeAtStart: 5, canceled: 4, churnRate: "0.8000" });
-    // Customers at the start: k1's, k2's (= k7's), k3's, k8's; churned: k1's, k3's, k4's.
-    expect(report.customers).toEqual({ activeAtStart: 4, churned: 3, churnRate: "0.7500" });
-    expect(report.revenue).toEqual([{ currency: "EUR", mrrAtStart: m("180.00", 18000, "EUR"), mrrLost: m("240.00", 24000, "EUR"), churnRate: "1.3333" }]);
+    // At the start: k1, k2, k3, k7, k8 (the USD subscriptions of beforeAll are new). Churned: k1-k3 of those five;
+    // k4 was created 20 days ago and canceled since: counted apart (newAndCanceled), not in the rate.
+    expect(report.subscriptions).toMatchObject({ activeAtStart: 5, canceled: 3, newAndCanceled: 1, churnRate: "0.6000" });
+    // Customers at the start: k1's, k2's (= k7's), k3's, k8's; churned: k1's, k3's (k4's came after the start).
+    expect(report.customers).toEqual({ activeAtStart: 4, churned: 2, churnRate: "0.5000" });
+    // Revenue churn never exceeds what there was at the start: k1 + k2 + k3 = 140 of 180 (k4's 100 came later).
+    expect(report.revenue).toEqual([{ currency: "EUR", mrrAtStart: m("180.00", 18000, "EUR"), mrrLost: m("140.00", 14000, "EUR"), churnRate: "0.7778" }]);
     expect(report.trials).toMatchObject({ canceledDuringTrial: 1 });
     expect(report.byPlan).toEqual([
       { currency: "EUR", planId: eurPro.id, planName: "EUR Pro", subscriptions: 2, mrrLost: m("200.00", 20000, "EUR") },
@@ -382,7 +384,8 @@ describe("POST /api/v1/analytics/churn-analysis", () => {
     const quarter = await call("POST", "/api/v1/analytics/churn-analysis", { period: "last_90_days" }, { role: "admin" });
     expect(quarter.body.key).toBe(`reports/churn/last_90_days-${date}.json`);
     expect(quarter.body.report.reasons).toBeNull();
-    expect(quarter.body.report.subscriptions.canceled).toBe(5);
+    // 90 days back k1, k3, k5 were paying and churned since; k2 (45 days) and k4 (20 days) came and went inside it.
+    expect(quarter.body.report.subscriptions).toMatchObject({ canceled: 3, newAndCanceled: 2 });
     expect(quarter.body.report.byTenure[2]).toEqual({ bucket: "3-12 months", subscriptions: 1, mrrLost: [m("20.00", 2000, "EUR")] }); // k5: 60 days → 1-3 months
     for (const period of ["last_12_months", "month", "quarter"]) {
       const x = await call("POST", "/api/v1/analytics/churn-analysis", undefined, { role: "finance", form: JSON.stringify({ period }) });

@@ -1112,7 +1112,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * List test clocks, newest first
+         * @description Every test clock, newest first, cursor-paginated (`startingAfter` = the last id of the previous page): a console or script finds the clocks it did not create. Disabled (404) when TEST_CLOCKS=off.
+         */
+        get: operations["listTestClocks"];
         put?: never;
         /**
          * Create a test clock
@@ -2316,7 +2320,7 @@ export interface paths {
         put?: never;
         /**
          * Run a churn analysis
-         * @description Churn of a period ending now: rates, revenue churn, by plan, tenure and voluntary/involuntary, reasons. Stored at reports/churn/<period>-<date>.json; a re-run the same day replaces it. Counts, rates and revenue churn as GET /analytics/churn (canceled = paying subscriptions that ended in the window; trials that never converted are not churn). byPlan and byTenure price the canceled subscriptions like MRR (per currency, never summed across currencies). Tenure = endedAt − createdAt of the subscription, a month being 30 days: <30 d, 30-89 d, 90-364 d, ≥365 d. involuntary: canceled while past_due, or with an unpaid (open or uncollectible) invoice issued before it ended whose collection failed; voluntary: the others with a cancellation reason; unclassified: the others without one. Reasons (with includeReasons) are ranked by count, then name; share = count ÷ canceled; feedback is the 10 most recent non-empty texts. The runbook sends this with `curl -d` and no Content-Type: the body is read as JSON whatever its type.
+         * @description Churn of a period ending now: rates, revenue churn, by plan, tenure and voluntary/involuntary, reasons. Stored at reports/churn/<period>-<date>.json; a re-run the same day replaces it. Counts, rates and revenue churn as GET /analytics/churn (canceled = paying at the window's start and ended in it; newAndCanceled = started paying inside it and ended in it; trials that never converted are not churn). byPlan, byTenure, byType and reasons cover every paying subscription that ended in the window (both kinds); they price them like MRR (per currency, never summed across currencies). Tenure = endedAt − createdAt of the subscription, a month being 30 days: <30 d, 30-89 d, 90-364 d, ≥365 d. involuntary: canceled while past_due, or with an unpaid (open or uncollectible) invoice issued before it ended whose collection failed; voluntary: the others with a cancellation reason; unclassified: the others without one. Reasons (with includeReasons) are ranked by count, then name; share = count ÷ canceled; feedback is the 10 most recent non-empty texts. The runbook sends this with `curl -d` and no Content-Type: the body is read as JSON whatever its type.
          */
         post: operations["createChurnAnalysis"];
         delete?: never;
@@ -4641,12 +4645,16 @@ export interface components {
                     to: string;
                     method: string;
                     subscriptions: {
+                        /** @description Paying (out of trial, not ended) at the start of the period: the base of every rate */
                         activeAtStart: number;
                         new: number;
                         newWithTrial: number;
+                        /** @description Of those active at the start, how many ended in the period */
                         canceled: number;
+                        /** @description Started paying inside the period and ended in it too: not in the rate, whose base is the start */
+                        newAndCanceled: number;
                         /**
-                         * @description A fraction with 4 decimals ("0.0500" = 5 %); null when its base is 0
+                         * @description canceled ÷ activeAtStart; null when nothing was active at the start
                          * @example 0.0500
                          */
                         churnRate: string | null;
@@ -4792,12 +4800,16 @@ export interface components {
             to: string;
             method: string;
             subscriptions: {
+                /** @description Paying (out of trial, not ended) at the start of the period: the base of every rate */
                 activeAtStart: number;
                 new: number;
                 newWithTrial: number;
+                /** @description Of those active at the start, how many ended in the period */
                 canceled: number;
+                /** @description Started paying inside the period and ended in it too: not in the rate, whose base is the start */
+                newAndCanceled: number;
                 /**
-                 * @description A fraction with 4 decimals ("0.0500" = 5 %); null when its base is 0
+                 * @description canceled ÷ activeAtStart; null when nothing was active at the start
                  * @example 0.0500
                  */
                 churnRate: string | null;
@@ -4857,12 +4869,16 @@ export interface components {
                 };
                 method: string;
                 subscriptions: {
+                    /** @description Paying (out of trial, not ended) at the start of the period: the base of every rate */
                     activeAtStart: number;
                     new: number;
                     newWithTrial: number;
+                    /** @description Of those active at the start, how many ended in the period */
                     canceled: number;
+                    /** @description Started paying inside the period and ended in it too: not in the rate, whose base is the start */
+                    newAndCanceled: number;
                     /**
-                     * @description A fraction with 4 decimals ("0.0500" = 5 %); null when its base is 0
+                     * @description canceled ÷ activeAtStart; null when nothing was active at the start
                      * @example 0.0500
                      */
                     churnRate: string | null;
@@ -10640,6 +10656,80 @@ export interface operations {
             };
             /** @description Body sent with a Content-Type other than JSON (none, text/plain and form-urlencoded are read as JSON) */
             415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Well-formed but refused: a business rule, a card number in the request, or an Idempotency-Key reused with another body */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listTestClocks: {
+        parameters: {
+            query?: {
+                /** @description Page size, 1-100 */
+                limit?: number;
+                /** @description Id of the last object of the previous page */
+                startingAfter?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of test clocks */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["TestClock"][];
+                        hasMore: boolean;
+                        nextCursor: string | null;
+                    };
+                };
+            };
+            /** @description Malformed request or validation failure (`errors[]` names the fields) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing, malformed, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token's role (or the API key's scopes) may not call this route */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The object named in the path does not exist */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

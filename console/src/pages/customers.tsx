@@ -1,30 +1,19 @@
 import { useState } from "preact/hooks";
-import { ApiProblem, get, type Page } from "../api";
+import { api, ApiProblem, call, type Schema } from "../api";
 import { fmtDate } from "../format";
 import { navigate } from "../router";
 import { Badge, Card, DL, Loading, Money, PagedTable, ProblemBox, useAsync } from "../ui";
 import { invoiceColumns, type Invoice } from "./invoices";
 import { paymentColumns, type Payment } from "./payments";
 import { subscriptionColumns, type Subscription } from "./subscriptions";
+import { CreditNotesOf } from "./credit-notes";
 
-export type Customer = {
-  id: string;
-  email: string;
-  name: string | null;
-  currency: string;
-  country: string | null;
-  region: string | null;
-  taxExempt: boolean;
-  creditBalance: { amount: string; amountMinor: number };
-  testClockId: string | null;
-  metadata: Record<string, string>;
-  createdAt: string;
-};
-type TimelineEvent = { id: string; type: string; createdAt: string; data: { object?: { id?: string } } };
+export type Customer = Schema["Customer"];
+type TimelineEvent = Schema["Event"];
 
 export function Customers() {
   const [q, setQ] = useState("");
-  const [query, setQuery] = useState<Record<string, string | undefined>>({});
+  const [query, setQuery] = useState<{ email?: string; name?: string }>({});
   const [error, setError] = useState<ApiProblem | null>(null);
   const search = async (e: SubmitEvent) => {
     e.preventDefault();
@@ -33,7 +22,7 @@ export function Customers() {
     if (/^cus_/.test(term)) {
       // An id opens the customer directly.
       try {
-        await get<Customer>("/api/v1/customers/{id}", { path: { id: term } });
+        await call(api.GET("/api/v1/customers/{id}", { params: { path: { id: term } } }));
         navigate(`/customers/${encodeURIComponent(term)}`);
       } catch (err) {
         setError(err as ApiProblem);
@@ -60,8 +49,8 @@ export function Customers() {
         <ProblemBox error={error} />
         <PagedTable<Customer>
           label="Customers"
-          path="/api/v1/customers"
-          query={query}
+          load={(page) => call(api.GET("/api/v1/customers", { params: { query: { ...query, ...page } } }))}
+          filters={[query]}
           empty="No customer matches."
           columns={[
             { label: "Customer", cell: (c) => <a href={`/console/customers/${c.id}`}>{c.name ?? c.email}</a> },
@@ -78,7 +67,7 @@ export function Customers() {
 }
 
 export function CustomerDetail({ id }: { id: string }) {
-  const customer = useAsync(() => get<Customer>("/api/v1/customers/{id}", { path: { id } }), [id]);
+  const customer = useAsync(() => call(api.GET("/api/v1/customers/{id}", { params: { path: { id } } })), [id]);
   const c = customer.data;
   return (
     <div class="page">
@@ -105,13 +94,16 @@ export function CustomerDetail({ id }: { id: string }) {
             />
           </Card>
           <Card title="Subscriptions">
-            <PagedTable<Subscription> label="Subscriptions" path="/api/v1/subscriptions" query={{ customerId: id }} pageSize={10} columns={subscriptionColumns.filter((x) => x.label !== "Customer")} />
+            <PagedTable<Subscription> label="Subscriptions" load={(page) => call(api.GET("/api/v1/subscriptions", { params: { query: { customerId: id, ...page } } }))} filters={[id]} pageSize={10} columns={subscriptionColumns.filter((x) => x.label !== "Customer")} />
           </Card>
           <Card title="Invoices">
-            <PagedTable<Invoice> label="Invoices" path="/api/v1/invoices" query={{ customerId: id }} pageSize={10} columns={invoiceColumns.filter((x) => x.label !== "Customer")} />
+            <PagedTable<Invoice> label="Invoices" load={(page) => call(api.GET("/api/v1/invoices", { params: { query: { customerId: id, ...page } } }))} filters={[id]} pageSize={10} columns={invoiceColumns.filter((x) => x.label !== "Customer")} />
+          </Card>
+          <Card title="Credit notes">
+            <CreditNotesOf customerId={id} />
           </Card>
           <Card title="Payments">
-            <PagedTable<Payment> label="Payments" path="/api/v1/payments" query={{ customerId: id }} pageSize={10} columns={paymentColumns.filter((x) => x.label !== "Customer")} />
+            <PagedTable<Payment> label="Payments" load={(page) => call(api.GET("/api/v1/payments", { params: { query: { customerId: id, ...page } } }))} filters={[id]} pageSize={10} columns={paymentColumns.filter((x) => x.label !== "Customer")} />
           </Card>
           <Card title="Events timeline">
             <Timeline customerId={id} />
@@ -124,7 +116,7 @@ export function CustomerDetail({ id }: { id: string }) {
 
 /** The customer's events: those about the customer itself and about its subscriptions, invoices and payments. */
 function Timeline({ customerId }: { customerId: string }) {
-  const events = useAsync(() => get<Page<TimelineEvent>>("/api/v1/events", { query: { customerId, limit: 50 } }), [customerId]);
+  const events = useAsync(() => call(api.GET("/api/v1/events", { params: { query: { customerId, limit: 50 } } })), [customerId]);
   return (
     <>
       <ProblemBox error={events.error} />
@@ -134,7 +126,7 @@ function Timeline({ customerId }: { customerId: string }) {
             {events.data.data.map((e) => (
               <li key={e.id}>
                 <time dateTime={e.createdAt}>{fmtDate(e.createdAt)}</time>
-                <Badge status={e.type.split(".").slice(-1)[0]} /> <strong>{e.type}</strong> <ObjectLink id={e.data.object?.id ?? ""} />
+                <Badge status={e.type.split(".").slice(-1)[0]} /> <strong>{e.type}</strong> <ObjectLink id={objectId(e)} />
               </li>
             ))}
           </ol>
@@ -146,11 +138,18 @@ function Timeline({ customerId }: { customerId: string }) {
   );
 }
 
+/** The id of the object an event carries (the contract leaves `data.object` open: it is whichever object changed). */
+function objectId(e: TimelineEvent): string {
+  const o = e.data.object;
+  return o && typeof o === "object" && "id" in o && typeof o.id === "string" ? o.id : "";
+}
+
 const PAGES: [string, string][] = [
   ["cus_", "customers"],
   ["sub_", "subscriptions"],
   ["inv_", "invoices"],
   ["pay_", "payments"],
+  ["cn_", "credit-notes"],
 ];
 
 /** An object id, linked to its page when the console has one. */

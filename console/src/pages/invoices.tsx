@@ -1,43 +1,13 @@
 import { useState } from "preact/hooks";
-import { get, send, type Page } from "../api";
+import { api, ApiProblem, call, opt, type Query, type Schema } from "../api";
 import { can, type Session } from "../auth";
-import { fmtDate, fmtDay } from "../format";
+import { fmtDate, fmtDay, fmtMoney } from "../format";
 import { ActionButton, Badge, Card, ConfirmDialog, DL, Loading, Money, PagedTable, ProblemBox, Table, useAsync, type Column } from "../ui";
-import { paymentColumns, type Payment } from "./payments";
+import { paymentColumns } from "./payments";
+import { CreditNotesOf, invoicePdf, IssueCreditNote, loadCreditable, type CreditNote } from "./credit-notes";
 
-type M = { amount: string; amountMinor: number };
-type Line = { id: string; kind: string; description: string; meterId: string | null; quantity: string; unitAmount: string | null; amount: M; discount: M; tax: M; period: { start: string; end: string }; computation: string };
-export type Invoice = {
-  id: string;
-  number: string | null;
-  customerId: string;
-  subscriptionId: string | null;
-  status: string;
-  billingReason: string;
-  currency: string;
-  period: { start: string; end: string };
-  subtotal: M;
-  discount: M;
-  tax: M;
-  total: M;
-  amountPaid: M;
-  creditApplied: M;
-  amountDue: M;
-  taxJurisdiction: string | null;
-  taxRate: string | null;
-  dueAt: string | null;
-  finalizedAt: string | null;
-  paidAt: string | null;
-  voidedAt: string | null;
-  voidReason: string | null;
-  attemptCount: number;
-  lastError: string | null;
-  createdAt: string;
-  lines?: Line[];
-  /** Added by the documents work (issue 13) where it exists. */
-  pdfUrl?: string | null;
-  hostedUrl?: string | null;
-};
+export type Invoice = Schema["Invoice"];
+type InvoiceStatus = NonNullable<Query<"/api/v1/invoices">["status"]>;
 
 export const invoiceColumns: Column<Invoice>[] = [
   { label: "Invoice", cell: (i) => <a href={`/console/invoices/${i.id}`}>{i.number ?? <code>{i.id}</code>}</a> },
@@ -49,13 +19,13 @@ export const invoiceColumns: Column<Invoice>[] = [
   { label: "Created", cell: (i) => fmtDay(i.createdAt) },
 ];
 
-const STATUSES = ["", "draft", "open", "paid", "void", "uncollectible"];
+const STATUSES: (InvoiceStatus | "")[] = ["", "draft", "open", "paid", "void", "uncollectible"];
 
 export function Invoices() {
-  const [f, setF] = useState({ status: "", customerId: "", createdFrom: "", createdTo: "" });
+  const [f, setF] = useState<{ status: InvoiceStatus | ""; customerId: string; createdFrom: string; createdTo: string }>({ status: "", customerId: "", createdFrom: "", createdTo: "" });
   const set = (k: keyof typeof f) => (e: Event) => setF({ ...f, [k]: (e.target as HTMLInputElement).value.trim() });
   const query = {
-    status: f.status || undefined,
+    status: opt(f.status),
     customerId: f.customerId || undefined,
     createdFrom: f.createdFrom ? `${f.createdFrom}T00:00:00Z` : undefined,
     createdTo: f.createdTo ? `${f.createdTo}T23:59:59Z` : undefined,
@@ -90,17 +60,23 @@ export function Invoices() {
             <input type="date" value={f.createdTo} onChange={set("createdTo")} />
           </label>
         </div>
-        <PagedTable<Invoice> label="Invoices" path="/api/v1/invoices" query={query} columns={invoiceColumns} />
+        <PagedTable<Invoice> label="Invoices" load={(page) => call(api.GET("/api/v1/invoices", { params: { query: { ...query, ...page } } }))} filters={[query]} columns={invoiceColumns} />
       </Card>
     </div>
   );
 }
 
 export function InvoiceDetail({ id, session }: { id: string; session: Session }) {
-  const inv = useAsync(() => get<Invoice>("/api/v1/invoices/{id}", { path: { id } }), [id]);
-  const payments = useAsync(() => get<Page<Payment>>("/api/v1/payments", { query: { invoiceId: id, limit: 20 } }), [id, inv.data?.status]);
+  const inv = useAsync(() => call(api.GET("/api/v1/invoices/{id}", { params: { path: { id } } })), [id]);
+  const payments = useAsync(() => call(api.GET("/api/v1/payments", { params: { query: { invoiceId: id, limit: 20 } } })), [id, inv.data?.status]);
   const [voiding, setVoiding] = useState(false);
+  const [crediting, setCrediting] = useState(false);
+  const [issued, setIssued] = useState<CreditNote | null>(null);
+  const [credits, setCredits] = useState(0);
+  const [pdfError, setPdfError] = useState<ApiProblem | null>(null);
   const i = inv.data;
+  const creditableStatus = i && (i.status === "open" || i.status === "paid" || i.status === "uncollectible") && !i.archived;
+  const creditable = useAsync(() => (i && creditableStatus ? loadCreditable(i) : Promise.resolve(undefined)), [i, credits]);
   const money = can.moveMoney(session.role);
   const failed = payments.data?.data.find((p) => p.status === "failed");
   return (
@@ -120,16 +96,16 @@ export function InvoiceDetail({ id, session }: { id: string; session: Session })
             actions={
               <div class="button-row">
                 {i.pdfUrl ? (
-                  <a class="button" href={i.pdfUrl} target="_blank" rel="noopener">
+                  <button type="button" onClick={() => invoicePdf(i).catch((e) => setPdfError(e as ApiProblem))}>
                     PDF
-                  </a>
+                  </button>
                 ) : null}
                 {i.hostedUrl ? (
                   <a class="button" href={i.hostedUrl} target="_blank" rel="noopener">
                     Hosted page
                   </a>
                 ) : null}
-                {money && failed && i.status === "open" ? <ActionButton label="Retry payment" class="primary" run={async () => (await send("POST", "/api/v1/payments/{id}/retry", { path: { id: failed.id }, body: {} }), inv.reload(), payments.reload())} /> : null}
+                {money && failed && i.status === "open" ? <ActionButton label="Retry payment" class="primary" run={async () => (await call(api.POST("/api/v1/payments/{id}/retry", { params: { path: { id: failed.id } }, body: {} })), inv.reload(), payments.reload())} /> : null}
                 {money && (i.status === "open" || i.status === "draft" || i.status === "uncollectible") ? (
                   <button type="button" class="danger" onClick={() => setVoiding(true)}>
                     Void
@@ -138,6 +114,7 @@ export function InvoiceDetail({ id, session }: { id: string; session: Session })
               </div>
             }
           >
+            <ProblemBox error={pdfError} />
             <DL
               items={[
                 ["Customer", <a href={`/console/customers/${i.customerId}`}>{i.customerId}</a>],
@@ -178,11 +155,52 @@ export function InvoiceDetail({ id, session }: { id: string; session: Session })
               </tbody>
             </table>
           </Card>
+          <Card
+            title="Credit notes"
+            actions={
+              creditableStatus ? (
+                <button type="button" class="primary" aria-expanded={crediting} disabled={!money} title={money ? undefined : "Finance and admin only"} onClick={() => (setCrediting(!crediting), setIssued(null))}>
+                  Issue credit note
+                </button>
+              ) : null
+            }
+          >
+            {issued ? (
+              <p class="ok" role="status" data-testid="credit-note-issued">
+                Credit note <a href={`/console/credit-notes/${issued.id}`}>{issued.number}</a> issued for {fmtMoney(issued.total.amountMinor, issued.currency)}.
+              </p>
+            ) : null}
+            {crediting && money && creditableStatus ? (
+              <>
+                <ProblemBox error={creditable.error} />
+                {creditable.data ? (
+                  <IssueCreditNote
+                    invoice={i}
+                    creditable={creditable.data}
+                    onIssued={(n) => {
+                      setIssued(n);
+                      setCrediting(false);
+                      setCredits((x) => x + 1);
+                      inv.reload();
+                    }}
+                    onRefused={() => setCredits((x) => x + 1)}
+                  />
+                ) : (
+                  <Loading what="what is left to credit" />
+                )}
+              </>
+            ) : creditableStatus && creditable.data ? (
+              <p class="muted small">
+                Left to credit: <strong data-testid="creditable-remaining"><Money minor={creditable.data.remaining} currency={i.currency} /></strong> (tax included)
+              </p>
+            ) : null}
+            <CreditNotesOf invoiceId={id} reloadKey={credits} />
+          </Card>
           <Card title="Payments">
             <ProblemBox error={payments.error} />
             {payments.data ? <Table label="Payments of this invoice" rows={payments.data.data} columns={paymentColumns.filter((c) => c.label !== "Customer")} /> : null}
           </Card>
-          <ConfirmDialog open={voiding} title={`Void invoice ${i.number ?? i.id}`} confirmLabel="Void invoice" confirmWord="VOID" reason danger onConfirm={async (reason) => (await send("POST", "/api/v1/invoices/{id}/void", { path: { id }, body: { reason } }), inv.reload())} onClose={() => setVoiding(false)}>
+          <ConfirmDialog open={voiding} title={`Void invoice ${i.number ?? i.id}`} confirmLabel="Void invoice" confirmWord="VOID" reason danger onConfirm={async (reason) => (await call(api.POST("/api/v1/invoices/{id}/void", { params: { path: { id } }, body: { reason } })), inv.reload())} onClose={() => setVoiding(false)}>
             <p>A void invoice is never collected. This cannot be undone.</p>
           </ConfirmDialog>
         </>

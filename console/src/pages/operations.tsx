@@ -1,22 +1,14 @@
 import { useState } from "preact/hooks";
-import { ApiProblem, get, send } from "../api";
+import { api, ApiProblem, call, type Answer, type Schema } from "../api";
 import { can, type Session } from "../auth";
 import { fmtDate, fmtPct } from "../format";
 import { ActionButton, Badge, Card, ConfirmDialog, DL, Empty, PagedTable, ProblemBox, Table, useAsync } from "../ui";
 
-type GatewayStatus = {
-  status: string;
-  routing: { primary: string; backup: string | null; primaryDown: boolean; downReason: string | null; downSince: string | null; activeGateway: string };
-  gateways: { name: string; role: string; configured: boolean; mode: string; status: string; markedDown: boolean; receivingCharges: boolean; latencyMs: number; detail?: string; error?: string; checkedAt: string | null }[];
-};
-type GwMetrics = { gateways: { gateway: string; attempts: number; succeeded: number; failed: number; successRate: string | null; latencyMs: { p50: number | null; p95: number | null } }[] };
-type Flag = { name: string; enabled: boolean; percentage: number | null; criteria: Record<string, string>; updatedAt: string; updatedBy: string; invalid?: string };
-type Config = { environment: Record<string, string | null>; secrets: Record<string, string>; billing: Record<string, number>; gateways: { configured: string[]; routing: GatewayStatus["routing"] }; settings: { key: string; updatedAt: string; updatedBy: string }[] };
-type AuditEntry = { id: string; seq: number; at: string; actor: string; actorRole: string; action: string; targetType: string; targetId: string; reason: string | null };
-type Verify = { ok: boolean; checked: number; brokenAt: number | null; reason: string | null };
-type Endpoint = { id: string; url: string; description: string | null; enabledEvents: string[]; disabled: boolean; createdAt: string };
-type Delivery = { id: string; eventId: string; eventType: string | null; status: string; attemptCount: number; lastStatusCode: number | null; lastError: string | null; nextAttemptAt: string | null; createdAt: string };
-type Clock = { id: string; name: string | null; frozenTime: string; status: string; createdAt: string };
+type Verify = Answer<"/api/v1/audit/verify-integrity">;
+type AuditEntry = Schema["AuditEntry"];
+type Endpoint = Schema["WebhookEndpoint"];
+type Delivery = Schema["WebhookDelivery"];
+type Clock = Schema["TestClock"];
 
 const SECTIONS = [
   ["gateways", "Gateways"],
@@ -53,8 +45,8 @@ export function Operations({ session }: { session: Session }) {
 }
 
 function Gateways({ session }: { session: Session }) {
-  const st = useAsync(() => get<GatewayStatus>("/api/v1/gateways/status"), []);
-  const m = useAsync(() => get<GwMetrics>("/api/v1/gateways/metrics", { query: { window: "24h" } }), []);
+  const st = useAsync(() => call(api.GET("/api/v1/gateways/status")), []);
+  const m = useAsync(() => call(api.GET("/api/v1/gateways/metrics", { params: { query: { window: "24h" } } })), []);
   const [dialog, setDialog] = useState<null | "failover" | "restore">(null);
   const r = st.data?.routing;
   return (
@@ -107,8 +99,8 @@ function Gateways({ session }: { session: Session }) {
         reason
         danger={dialog === "failover"}
         onConfirm={async (reason) => {
-          if (dialog === "failover") await send("POST", "/admin/gateways/failover", { body: { primary: r!.primary, backup: r!.backup, reason } });
-          else await send("POST", "/admin/gateways/restore", { body: { reason } });
+          if (dialog === "failover") await call(api.POST("/admin/gateways/failover", { body: { primary: r!.primary, backup: r!.backup ?? "", reason } }));
+          else await call(api.POST("/admin/gateways/restore", { body: { reason } }));
           st.reload();
         }}
         onClose={() => setDialog(null)}
@@ -118,7 +110,7 @@ function Gateways({ session }: { session: Session }) {
 }
 
 function Flags({ session }: { session: Session }) {
-  const flags = useAsync(() => get<{ data: Flag[] }>("/admin/features"), []);
+  const flags = useAsync(() => call(api.GET("/admin/features")), []);
   const admin = can.admin(session.role);
   const [edit, setEdit] = useState<{ name: string; enabled: boolean; percentage: string } | null>(null);
   const [error, setError] = useState<ApiProblem | null>(null);
@@ -128,7 +120,7 @@ function Flags({ session }: { session: Session }) {
     setError(null);
     try {
       const pct = edit.percentage.trim() === "" ? undefined : Number(edit.percentage);
-      await send("PUT", "/admin/features/{name}", { path: { name: edit.name }, body: { enabled: edit.enabled, ...(pct === undefined ? {} : { percentage: pct }) } });
+      await call(api.PUT("/admin/features/{name}", { params: { path: { name: edit.name } }, body: { enabled: edit.enabled, ...(pct === undefined ? {} : { percentage: pct }) } }));
       setEdit(null);
       flags.reload();
     } catch (err) {
@@ -190,7 +182,7 @@ function Flags({ session }: { session: Session }) {
 }
 
 function ConfigView() {
-  const cfg = useAsync(() => get<Config>("/admin/config"), []);
+  const cfg = useAsync(() => call(api.GET("/admin/config")), []);
   const c = cfg.data;
   return (
     <Card title="Configuration (secrets are never shown)">
@@ -217,11 +209,11 @@ function ConfigView() {
 
 function Audit() {
   const [f, setF] = useState({ action: "", target: "", user: "" });
-  const [query, setQuery] = useState<Record<string, string | undefined>>({});
+  const [query, setQuery] = useState<{ action?: string; target?: string; user?: string }>({});
   const [verify, setVerify] = useState<Verify | null>(null);
   return (
     <>
-      <Card title="Audit chain" actions={<ActionButton label="Verify integrity" run={async () => setVerify(await get<Verify>("/api/v1/audit/verify-integrity"))} />}>
+      <Card title="Audit chain" actions={<ActionButton label="Verify integrity" run={async () => setVerify(await call(api.GET("/api/v1/audit/verify-integrity")))} />}>
         {verify ? (
           <p role="status" class={verify.ok ? "ok" : "problem"}>
             {verify.ok ? `Chain intact: ${verify.checked} rows verified against the anchor.` : `Chain broken at row ${verify.brokenAt}: ${verify.reason}`}
@@ -257,8 +249,8 @@ function Audit() {
         </form>
         <PagedTable<AuditEntry>
           label="Audit entries"
-          path="/api/v1/audit/search"
-          query={query}
+          load={(page) => call(api.GET("/api/v1/audit/search", { params: { query: { ...query, ...page } } }))}
+          filters={[query]}
           columns={[
             { label: "#", class: "num", cell: (a) => a.seq },
             { label: "At", cell: (a) => fmtDate(a.at) },
@@ -280,7 +272,7 @@ function Webhooks() {
       <Card title="Webhook endpoints">
         <PagedTable<Endpoint>
           label="Webhook endpoints"
-          path="/api/v1/webhook-endpoints"
+          load={(page) => call(api.GET("/api/v1/webhook-endpoints", { params: { query: page } }))}
           empty="No webhook endpoints. Create one with POST /api/v1/webhook-endpoints."
           columns={[
             { label: "Endpoint", cell: (e) => <button type="button" class="link" onClick={() => setSelected(e.id)}>{e.url}</button> },
@@ -294,7 +286,8 @@ function Webhooks() {
         <Card title={`Deliveries of ${selected}`}>
           <PagedTable<Delivery>
             label="Deliveries"
-            path={`/api/v1/webhook-endpoints/${encodeURIComponent(selected)}/deliveries`}
+            load={(page) => call(api.GET("/api/v1/webhook-endpoints/{id}/deliveries", { params: { path: { id: selected }, query: page } }))}
+            filters={[selected]}
             columns={[
               { label: "Event", cell: (d) => <><code>{d.eventId}</code> <span class="small">{d.eventType}</span></> },
               { label: "Status", cell: (d) => <Badge status={d.status} /> },
@@ -309,23 +302,20 @@ function Webhooks() {
   );
 }
 
-const CLOCKS_KEY = "billing-console-clocks";
-
+/** Every test clock of the environment (GET /api/v1/test-clocks), newest first: created here, by a script or by a colleague. */
 function Clocks({ session }: { session: Session }) {
-  const [ids, setIds] = useState<string[]>(() => JSON.parse(sessionStorage.getItem(CLOCKS_KEY) ?? "[]"));
   const [name, setName] = useState("");
   const [time, setTime] = useState("2024-01-01T00:00");
   const [error, setError] = useState<ApiProblem | null>(null);
-  const remember = (list: string[]) => {
-    setIds(list);
-    sessionStorage.setItem(CLOCKS_KEY, JSON.stringify(list));
-  };
+  const [created, setCreated] = useState(0);
+  const operate = can.operateSubscriptions(session.role);
   const create = async (e: Event) => {
     e.preventDefault();
     setError(null);
     try {
-      const c = await send<Clock>("POST", "/api/v1/test-clocks", { body: { frozenTime: `${time}:00Z`, ...(name ? { name } : {}) } });
-      remember([c.id, ...ids]);
+      await call(api.POST("/api/v1/test-clocks", { body: { frozenTime: `${time}:00Z`, ...(name ? { name } : {}) } }));
+      setName("");
+      setCreated((n) => n + 1);
     } catch (err) {
       setError(err as ApiProblem);
     }
@@ -333,7 +323,7 @@ function Clocks({ session }: { session: Session }) {
   return (
     <Card title="Test clocks (not in production)">
       <p class="muted small">Customers and subscriptions attached to a test clock live in its simulated time; advancing it runs their renewals. Production refuses test clocks.</p>
-      {can.operateSubscriptions(session.role) ? (
+      {operate ? (
         <form class="filters" onSubmit={create} aria-label="Create test clock">
           <label class="field">
             <span>Name</span>
@@ -349,38 +339,32 @@ function Clocks({ session }: { session: Session }) {
         </form>
       ) : null}
       <ProblemBox error={error} />
-      {ids.length ? ids.map((id) => <ClockRow key={id} id={id} session={session} onForget={() => remember(ids.filter((x) => x !== id))} />) : <Empty>No clocks created in this session.</Empty>}
+      <PagedTable<Clock>
+        label="Test clocks"
+        load={(page) => call(api.GET("/api/v1/test-clocks", { params: { query: page } }))}
+        reloadKey={created}
+        empty="No test clocks yet."
+        columns={[
+          { label: "Clock", cell: (c) => (<><strong>{c.name ?? "unnamed"}</strong> <code class="small">{c.id}</code></>) },
+          { label: "Status", cell: (c) => <Badge status={c.status} /> },
+          { label: "Frozen at", cell: (c) => <span data-testid={`clock-time-${c.id}`}>{fmtDate(c.frozenTime)}</span> },
+          { label: "Created", cell: (c) => fmtDate(c.createdAt) },
+          ...(operate ? [{ label: "Advance", cell: (c: Clock) => <AdvanceClock clock={c} onDone={() => setCreated((n) => n + 1)} /> }] : []),
+        ]}
+      />
     </Card>
   );
 }
 
-function ClockRow({ id, session, onForget }: { id: string; session: Session; onForget: () => void }) {
-  const c = useAsync(() => get<Clock>("/api/v1/test-clocks/{id}", { path: { id } }), [id]);
+function AdvanceClock({ clock, onDone }: { clock: Clock; onDone: () => void }) {
   const [to, setTo] = useState("");
   return (
-    <div class="clock">
-      <ProblemBox error={c.error} />
-      {c.data ? (
-        <>
-          <div>
-            <strong>{c.data.name ?? c.data.id}</strong> <code class="small">{c.data.id}</code> <Badge status={c.data.status} />
-            <div class="muted small">frozen at {fmtDate(c.data.frozenTime)}</div>
-          </div>
-          {can.operateSubscriptions(session.role) ? (
-            <div class="button-row">
-              <label class="field inline">
-                <span class="sr-only">Advance {c.data.id} to</span>
-                <input type="datetime-local" value={to} onInput={(e) => setTo((e.target as HTMLInputElement).value)} />
-              </label>
-              <ActionButton label="Advance" disabled={!to} run={async () => (await send("POST", "/api/v1/test-clocks/{id}/advance", { path: { id }, body: { frozenTime: `${to}:00Z` } }), c.reload())} />
-              <button type="button" class="link" onClick={onForget}>
-                Forget
-              </button>
-            </div>
-          ) : null}
-        </>
-      ) : null}
+    <div class="button-row">
+      <label class="field inline">
+        <span class="sr-only">Advance {clock.name ?? clock.id} to</span>
+        <input type="datetime-local" value={to} onInput={(e) => setTo((e.target as HTMLInputElement).value)} />
+      </label>
+      <ActionButton label="Advance" disabled={!to} run={async () => (await call(api.POST("/api/v1/test-clocks/{id}/advance", { params: { path: { id: clock.id } }, body: { frozenTime: `${to}:00Z` } })), onDone())} />
     </div>
   );
 }
-

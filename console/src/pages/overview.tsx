@@ -1,21 +1,12 @@
 import { useState } from "preact/hooks";
-import { get, send } from "../api";
+import { api, call, type Schema } from "../api";
 import { can, type Session } from "../auth";
 import { Chart } from "../chart";
-import { exponentOf, fmtDate, fmtMoney, fmtNum, fmtPct } from "../format";
+import { exponentOf, fmtDate, fmtDay, fmtMoney, fmtNum, fmtPct } from "../format";
 import { Badge, Card, ConfirmDialog, Empty, Loading, Money, ProblemBox, Stat, Table, useAsync } from "../ui";
 
-type M = { amount: string; amountMinor: number };
-type RevenueToday = { date: string; currencies: { currency: string; collected: M & { count: number }; refunded: M & { count: number }; net: M; invoiced: M & { count: number } }[] };
-type Breakdown = { from: string; totals: { currency: string; invoiced: M; collected: M; invoices: number }[] };
-type Mrr = { currencies: { currency: string; mrr: M; arr: M; subscriptions: number; customers: number; byPlan: { planId: string; planName: string | null; subscriptions: number; mrr: M }[] }[] };
-type Movement = { months: string[]; currencies: { currency: string; movement: { month: string; new: M; expansion: M; contraction: M; churn: M; net: M; mrrEnd: M }[] }[] };
-type Active = { total: number; byStatus: Record<string, number>; byPlan: { planId: string; planName: string | null; total: number; byStatus: Record<string, number> }[] };
-type Churn = { subscriptions: { activeAtStart: number; canceled: number; churnRate: string | null }; customers: { churned: number; churnRate: string | null }; revenue: { currency: string; mrrLost: M; churnRate: string | null }[] };
-type GwMetrics = { gateways: { gateway: string; attempts: number; succeeded: number; failed: number; successRate: string | null }[] };
-type Failed = { count: number; byFailureCode: Record<string, number>; amountByCurrency: Record<string, M> };
-type UsageOverview = { months: string[]; meters: { meterId: string; points: { month: string; value: number; events: number }[] }[] };
-export type PaymentMode = { mode: "normal" | "frozen" | "queue"; reason: string | null; actor: string | null; since: string; inFlight: number };
+type Movement = Schema["MrrMovement"];
+export type PaymentMode = Schema["PaymentMode"];
 
 const COLORS = { new: "#2f9e44", expansion: "#74c69d", contraction: "#f59f00", churn: "#e03131", net: "#3b5bdb" };
 const METER_COLORS = ["#3b5bdb", "#0ca678", "#f08c00", "#ae3ec9", "#e8590c", "#1098ad"];
@@ -25,15 +16,15 @@ export function Overview({ session }: { session: Session }) {
   // Revenue analytics are for finance and admin: other roles see the operational figures only.
   const fin = can.moveMoney(session.role);
   const finance = <T,>(load: () => Promise<T>) => (fin ? load() : Promise.resolve(undefined));
-  const today = useAsync(() => finance(() => get<RevenueToday>("/api/v1/analytics/revenue/today")), [fin]);
-  const month = useAsync(() => finance(() => get<Breakdown>("/api/v1/analytics/revenue/breakdown", { query: { groupBy: "currency", period: "month" } })), [fin]);
-  const mrr = useAsync(() => finance(() => get<Mrr>("/api/v1/analytics/mrr")), [fin]);
-  const movement = useAsync(() => finance(() => get<Movement>("/api/v1/analytics/mrr/movement", { query: { months: 12 } })), [fin]);
-  const active = useAsync(() => get<Active>("/api/v1/subscriptions/stats/active"), []);
-  const churn = useAsync(() => get<Churn>("/api/v1/analytics/churn", { query: { period: "month" } }), []);
-  const gw = useAsync(() => get<GwMetrics>("/api/v1/gateways/metrics", { query: { window: "24h" } }), []);
-  const failed = useAsync(() => get<Failed>("/api/v1/payments/failed/count"), []);
-  const usage = useAsync(() => get<UsageOverview>("/api/v1/usage/overview", { query: { months: 12 } }), []);
+  const today = useAsync(() => finance(() => call(api.GET("/api/v1/analytics/revenue/today"))), [fin]);
+  const month = useAsync(() => finance(() => call(api.GET("/api/v1/analytics/revenue/breakdown", { params: { query: { groupBy: "currency", period: "month" } } }))), [fin]);
+  const mrr = useAsync(() => finance(() => call(api.GET("/api/v1/analytics/mrr"))), [fin]);
+  const movement = useAsync(() => finance(() => call(api.GET("/api/v1/analytics/mrr/movement", { params: { query: { months: 12 } } }))), [fin]);
+  const active = useAsync(() => call(api.GET("/api/v1/subscriptions/stats/active")), []);
+  const churn = useAsync(() => call(api.GET("/api/v1/analytics/churn", { params: { query: { period: "month" } } })), []);
+  const gw = useAsync(() => call(api.GET("/api/v1/gateways/metrics", { params: { query: { window: "24h" } } })), []);
+  const failed = useAsync(() => call(api.GET("/api/v1/payments/failed/count")), []);
+  const usage = useAsync(() => call(api.GET("/api/v1/usage/overview", { params: { query: { months: 12 } } })), []);
   const attempts = gw.data?.gateways.reduce((a, g) => ({ s: a.s + g.succeeded, f: a.f + g.failed }), { s: 0, f: 0 });
   const rate = attempts && attempts.s + attempts.f > 0 ? attempts.s / (attempts.s + attempts.f) : null;
   return (
@@ -97,16 +88,9 @@ export function Overview({ session }: { session: Session }) {
             />
           ) : null}
         </Card>
-        <Card title="Churn (30 days)">
+        <Card title="Churn, last month">
           <ProblemBox error={churn.error} />
-          {churn.data ? (
-            <>
-              <Stat testid="churn-rate" label="Subscription churn" value={fmtPct(churn.data.subscriptions.churnRate)} hint={`${churn.data.subscriptions.canceled} canceled of ${churn.data.subscriptions.activeAtStart}`} />
-              {churn.data.revenue.map((r) => (
-                <Stat key={r.currency} label={`${r.currency} revenue churn`} value={fmtPct(r.churnRate)} hint={<>lost {fmtMoney(r.mrrLost.amountMinor, r.currency)} MRR</>} />
-              ))}
-            </>
-          ) : null}
+          {churn.data ? <ChurnStats churn={churn.data} /> : null}
         </Card>
       </div>
       <div class="grid two">
@@ -180,6 +164,35 @@ export function Overview({ session }: { session: Session }) {
   );
 }
 
+const plural = (n: number, one: string, many: string) => `${fmtNum(n)} ${n === 1 ? one : many}`;
+
+/**
+ * Churn as a finance reader expects it: of the subscriptions paying when the month began, how many ended since (the
+ * rate's base is named, never "of 0"); subscriptions that started and ended inside the month are said apart.
+ */
+function ChurnStats({ churn }: { churn: Schema["Churn"] }) {
+  const s = churn.subscriptions;
+  const base = s.activeAtStart === 0 ? "No subscription was paying on " + fmtDay(churn.from) + ": no rate yet" : `${plural(s.canceled, "canceled", "canceled")} of the ${plural(s.activeAtStart, "subscription", "subscriptions")} paying on ${fmtDay(churn.from)}`;
+  return (
+    <>
+      <Stat
+        testid="churn-rate"
+        label="Subscription churn"
+        value={fmtPct(s.churnRate)}
+        hint={
+          <>
+            <span data-testid="churn-base">{base}</span>
+            {s.newAndCanceled > 0 ? <div data-testid="churn-new-canceled">{plural(s.newAndCanceled, "subscription", "subscriptions")} started and canceled within the month (not in the rate)</div> : null}
+          </>
+        }
+      />
+      {churn.revenue.map((r) => (
+        <Stat key={r.currency} label={`${r.currency} revenue churn`} value={fmtPct(r.churnRate)} hint={<>{fmtMoney(r.mrrLost.amountMinor, r.currency)} of {fmtMoney(r.mrrAtStart.amountMinor, r.currency)} MRR lost</>} />
+      ))}
+    </>
+  );
+}
+
 const compactNum = (v: number) => new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 }).format(v);
 
 /**
@@ -235,13 +248,14 @@ function MovementChart({ currencies }: { currencies: Movement["currencies"] }) {
 const MODE_TEXT = { normal: "Payments flow normally", frozen: "Payments frozen: nothing reaches a gateway", queue: "Queue mode: charges are parked until resume" };
 
 export function PaymentModeCard({ session }: { session: Session }) {
-  const status = useAsync(() => get<PaymentMode>("/admin/emergency/status"), []);
+  const status = useAsync(() => call(api.GET("/admin/emergency/status")), []);
   const [dialog, setDialog] = useState<null | "freeze" | "queue" | "resume">(null);
   const admin = can.admin(session.role);
   const mode = status.data?.mode;
   const act = async (reason: string) => {
-    const path = dialog === "freeze" ? "/admin/emergency/freeze-payments" : dialog === "queue" ? "/admin/emergency/queue-mode" : "/admin/emergency/resume-payments";
-    await send("POST", path, { body: { reason } });
+    if (dialog === "freeze") await call(api.POST("/admin/emergency/freeze-payments", { body: { reason } }));
+    else if (dialog === "queue") await call(api.POST("/admin/emergency/queue-mode", { body: { reason } }));
+    else await call(api.POST("/admin/emergency/resume-payments", { body: { reason } }));
     status.reload();
   };
   return (

@@ -1,30 +1,12 @@
 import { useState } from "preact/hooks";
-import { ApiProblem, get, send, type Page } from "../api";
+import { api, ApiProblem, call, opt, type Query, type Schema } from "../api";
 import { can, type Session } from "../auth";
 import { fmtDate, fmtMoney, parseMoney } from "../format";
 import { ActionButton, Badge, Card, DL, Empty, Loading, Money, PagedTable, ProblemBox, Table, useAsync, type Column } from "../ui";
 
-export type Payment = {
-  id: string;
-  invoiceId: string;
-  customerId: string;
-  attempt: number;
-  amount: string;
-  amountMinor: number;
-  currency: string;
-  status: string;
-  gateway: string | null;
-  paymentMethod: string | null;
-  failureCode: string | null;
-  failureMessage: string | null;
-  amountRefunded: string;
-  amountRefundedMinor: number;
-  nextRetryAt: string | null;
-  createdAt: string;
-};
-type Refund = { id: string; paymentId: string; amountMinor: number; currency: string; reason: string; status: string; createdBy: string; createdAt: string; failureMessage: string | null };
-type RetryEntry = Payment & { nextAttempt: number; attemptsLeft: number };
-type DeadLetter = { id: string; messageId: string; body: unknown; attempts: number; receivedAt: string };
+export type Payment = Schema["Payment"];
+type Refund = Schema["Refund"];
+type PaymentStatus = NonNullable<Query<"/api/v1/payments">["status"]>;
 
 export const paymentColumns: Column<Payment>[] = [
   { label: "Payment", cell: (p) => <a href={`/console/payments/${p.id}`}><code>{p.id}</code></a> },
@@ -48,7 +30,7 @@ const refundColumns: Column<Refund>[] = [
 ];
 
 export function Payments({ session }: { session: Session }) {
-  const [status, setStatus] = useState("");
+  const [status, setStatus] = useState<PaymentStatus | "">("");
   const [tab, setTab] = useState<"payments" | "refunds" | "retries" | "dlq">("payments");
   const tabs: [typeof tab, string][] = [
     ["payments", "Payments"],
@@ -73,8 +55,8 @@ export function Payments({ session }: { session: Session }) {
           <div class="filters">
             <label class="field">
               <span>Status</span>
-              <select value={status} onChange={(e) => setStatus((e.target as HTMLSelectElement).value)}>
-                {["", "pending", "parked", "processing", "succeeded", "failed", "canceled"].map((s) => (
+              <select value={status} onChange={(e) => setStatus((e.target as HTMLSelectElement).value as PaymentStatus | "")}>
+                {(["", "pending", "parked", "processing", "succeeded", "failed", "canceled"] satisfies (PaymentStatus | "")[]).map((s) => (
                   <option key={s} value={s}>
                     {s || "Any status"}
                   </option>
@@ -82,12 +64,12 @@ export function Payments({ session }: { session: Session }) {
               </select>
             </label>
           </div>
-          <PagedTable<Payment> label="Payments" path="/api/v1/payments" query={{ status: status || undefined }} columns={paymentColumns} />
+          <PagedTable<Payment> label="Payments" load={(page) => call(api.GET("/api/v1/payments", { params: { query: { status: opt(status), ...page } } }))} filters={[status]} columns={paymentColumns} />
         </Card>
       ) : null}
       {tab === "refunds" ? (
         <Card>
-          <PagedTable<Refund> label="Refunds" path="/api/v1/refunds" columns={refundColumns} />
+          <PagedTable<Refund> label="Refunds" load={(page) => call(api.GET("/api/v1/refunds", { params: { query: page } }))} columns={refundColumns} />
         </Card>
       ) : null}
       {tab === "retries" ? <RetryQueue session={session} /> : null}
@@ -97,7 +79,7 @@ export function Payments({ session }: { session: Session }) {
 }
 
 function RetryQueue({ session }: { session: Session }) {
-  const q = useAsync(() => get<{ data: RetryEntry[]; maxAttempts: number }>("/api/v1/payments/retry-queue"), []);
+  const q = useAsync(() => call(api.GET("/api/v1/payments/retry-queue")), []);
   return (
     <Card title="Retry queue">
       <ProblemBox error={q.error} />
@@ -110,7 +92,7 @@ function RetryQueue({ session }: { session: Session }) {
               ...paymentColumns.slice(0, 5),
               { label: "Next attempt", cell: (p) => `#${p.nextAttempt} at ${fmtDate(p.nextRetryAt)}` },
               { label: "Left", class: "num", cell: (p) => `${p.attemptsLeft} of ${q.data!.maxAttempts}` },
-              { label: "", cell: (p) => (can.moveMoney(session.role) ? <ActionButton label="Retry now" run={async () => (await send("POST", "/api/v1/payments/{id}/retry", { path: { id: p.id }, body: {} }), q.reload())} /> : null) },
+              { label: "", cell: (p) => (can.moveMoney(session.role) ? <ActionButton label="Retry now" run={async () => (await call(api.POST("/api/v1/payments/{id}/retry", { params: { path: { id: p.id } }, body: {} })), q.reload())} /> : null) },
             ]}
           />
         ) : (
@@ -122,7 +104,7 @@ function RetryQueue({ session }: { session: Session }) {
 }
 
 function DeadLetters() {
-  const q = useAsync(() => get<{ data: DeadLetter[] }>("/admin/dlq", { query: { limit: 50 } }), []);
+  const q = useAsync(() => call(api.GET("/admin/dlq", { params: { query: { limit: 50 } } })), []);
   return (
     <Card title="Dead letters">
       <ProblemBox error={q.error} />
@@ -147,8 +129,8 @@ function DeadLetters() {
 }
 
 export function PaymentDetail({ id, session }: { id: string; session: Session }) {
-  const pay = useAsync(() => get<Payment>("/api/v1/payments/{id}", { path: { id } }), [id]);
-  const refunds = useAsync(() => get<Page<Refund>>("/api/v1/refunds", { query: { paymentId: id, limit: 50 } }), [id, pay.data?.amountRefundedMinor]);
+  const pay = useAsync(() => call(api.GET("/api/v1/payments/{id}", { params: { path: { id } } })), [id]);
+  const refunds = useAsync(() => call(api.GET("/api/v1/refunds", { params: { query: { paymentId: id, limit: 50 } } })), [id, pay.data?.amountRefundedMinor]);
   const p = pay.data;
   const refundable = p ? p.amountMinor - p.amountRefundedMinor : 0;
   return (
@@ -205,7 +187,7 @@ function RefundForm({ payment, refundable, onDone }: { payment: Payment; refunda
     setError(null);
     setDone(null);
     try {
-      const r = await send<{ id: string; amountMinor: number }>("POST", "/api/v1/refunds", { body: { paymentId: payment.id, amount: amount.trim(), reason } });
+      const r = await call(api.POST("/api/v1/refunds", { body: { paymentId: payment.id, amount: amount.trim(), reason } }));
       setDone(`Refund ${r.id} of ${fmtMoney(r.amountMinor, payment.currency)} created.`);
       setAmount("");
       onDone();

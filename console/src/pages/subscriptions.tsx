@@ -1,37 +1,16 @@
 import { useState } from "preact/hooks";
-import { ApiProblem, get, send, type Page } from "../api";
+import { api, ApiProblem, call, opt, type Answer, type Query, type Schema } from "../api";
 import { can, type Session } from "../auth";
 import { Chart } from "../chart";
 import { fmtDate, fmtDay, fmtMoney, fmtNum } from "../format";
 import { ActionButton, Badge, Card, ConfirmDialog, DL, Loading, Money, PagedTable, ProblemBox, Table, useAsync, type Column } from "../ui";
 import { invoiceColumns, type Invoice } from "./invoices";
 
-export type Subscription = {
-  id: string;
-  customerId: string;
-  planId: string;
-  planVersion: number;
-  status: string;
-  quantity: number;
-  currency: string;
-  currentPeriodStart: string;
-  currentPeriodEnd: string;
-  trialEnd: string | null;
-  cancelAtPeriodEnd: boolean;
-  pausedUntil: string | null;
-  pauseReason: string | null;
-  discountPercent: string | null;
-  pendingChange: { planId: string; planVersion: number; quantity: number; effectiveAt: string } | null;
-  testClockId: string | null;
-  createdAt: string;
-};
-type Price =
-  | { id: string; type: "flat"; amount: string; amountMinor: number; currency: string; billing: string }
-  | { id: string; type: "metered"; meterId: string; aggregation: string; pricingModel: string; unitAmount?: string; tiers?: { upTo: number | null; unitAmount: string; flatAmount?: string }[]; packageSize?: number; packageAmount?: string; freeUnits?: number };
-type Plan = { id: string; name: string; currency: string; interval: string; intervalCount: number; trialDays: number; version: number; prices: Price[] };
-type UsageSummary = { period: { start: string; end: string }; meters: { meterId: string; aggregation: string; value: string; eventCount: number; price: { amountMinor: number; currency: string; explanation: string } }[]; total: { amountMinor: number; currency: string } };
-type Alert = { id: string; meterId: string; threshold: string };
-type Preview = { effectiveAt: string; scheduled: boolean; prorationLines: { description: string; amountMinor: number; period: { start: string; end: string }; computation: string }[]; net: { amountMinor: number; currency: string } };
+export type Subscription = Schema["Subscription"];
+type Price = Schema["Plan"]["prices"][number];
+type UsageSummary = Schema["UsageSummary"];
+type Alert = Schema["UsageAlert"];
+type SubscriptionStatus = NonNullable<Query<"/api/v1/subscriptions">["status"]>;
 
 export const subscriptionColumns: Column<Subscription>[] = [
   { label: "Subscription", cell: (s) => <a href={`/console/subscriptions/${s.id}`}><code>{s.id}</code></a> },
@@ -41,10 +20,10 @@ export const subscriptionColumns: Column<Subscription>[] = [
   { label: "Period ends", cell: (s) => fmtDay(s.currentPeriodEnd) },
 ];
 
-const STATUSES = ["", "trialing", "active", "past_due", "paused", "canceled"];
+const STATUSES: (SubscriptionStatus | "")[] = ["", "trialing", "active", "past_due", "paused", "canceled"];
 
 export function Subscriptions() {
-  const [status, setStatus] = useState("");
+  const [status, setStatus] = useState<SubscriptionStatus | "">("");
   const [customerId, setCustomerId] = useState("");
   return (
     <div class="page">
@@ -55,7 +34,7 @@ export function Subscriptions() {
         <div class="filters">
           <label class="field">
             <span>Status</span>
-            <select value={status} onChange={(e) => setStatus((e.target as HTMLSelectElement).value)}>
+            <select value={status} onChange={(e) => setStatus((e.target as HTMLSelectElement).value as SubscriptionStatus | "")}>
               {STATUSES.map((s) => (
                 <option key={s} value={s}>
                   {s || "Any status"}
@@ -68,7 +47,12 @@ export function Subscriptions() {
             <input value={customerId} onChange={(e) => setCustomerId((e.target as HTMLInputElement).value.trim())} placeholder="cus_…" />
           </label>
         </div>
-        <PagedTable<Subscription> label="Subscriptions" path="/api/v1/subscriptions" query={{ status: status || undefined, customerId: customerId || undefined }} columns={subscriptionColumns} />
+        <PagedTable<Subscription>
+          label="Subscriptions"
+          load={(page) => call(api.GET("/api/v1/subscriptions", { params: { query: { status: opt(status), customerId: customerId || undefined, ...page } } }))}
+          filters={[status, customerId]}
+          columns={subscriptionColumns}
+        />
       </Card>
     </div>
   );
@@ -86,11 +70,11 @@ function priceText(p: Price, currency: string): string {
 }
 
 export function SubscriptionDetail({ id, session }: { id: string; session: Session }) {
-  const sub = useAsync(() => get<Subscription>("/api/v1/subscriptions/{id}", { path: { id } }), [id]);
+  const sub = useAsync(() => call(api.GET("/api/v1/subscriptions/{id}", { params: { path: { id } } })), [id]);
   const s = sub.data;
-  const plan = useAsync(() => (s ? get<Plan>("/api/v1/plans/{id}", { path: { id: s.planId }, query: { version: s.planVersion } }) : Promise.resolve(undefined)), [s?.planId, s?.planVersion]);
-  const usage = useAsync(() => get<UsageSummary>("/api/v1/usage/{subscriptionId}/summary", { path: { subscriptionId: id } }), [id, s?.status]);
-  const alerts = useAsync(() => get<{ data: Alert[] }>("/api/v1/subscriptions/{id}/usage-alerts", { path: { id } }), [id]);
+  const plan = useAsync(() => (s ? call(api.GET("/api/v1/plans/{id}", { params: { path: { id: s.planId }, query: { version: s.planVersion } } })) : Promise.resolve(undefined)), [s?.planId, s?.planVersion]);
+  const usage = useAsync(() => call(api.GET("/api/v1/usage/{subscriptionId}/summary", { params: { path: { subscriptionId: id } } })), [id, s?.status]);
+  const alerts = useAsync(() => call(api.GET("/api/v1/subscriptions/{id}/usage-alerts", { params: { path: { id } } })), [id]);
   const [dialog, setDialog] = useState<null | "pause" | "cancel" | "plan">(null);
   const operate = can.operateSubscriptions(session.role);
   const after = () => sub.reload();
@@ -112,7 +96,7 @@ export function SubscriptionDetail({ id, session }: { id: string; session: Sessi
               operate ? (
                 <div class="button-row" data-testid="subscription-actions">
                   {s.status === "paused" ? (
-                    <ActionButton label="Resume" class="primary" run={async () => (await send("POST", "/api/v1/subscriptions/{id}/resume", { path: { id } }), after())} />
+                    <ActionButton label="Resume" class="primary" run={async () => (await call(api.POST("/api/v1/subscriptions/{id}/resume", { params: { path: { id } } })), after())} />
                   ) : (
                     <button type="button" disabled={s.status === "canceled"} onClick={() => setDialog("pause")}>
                       Pause
@@ -166,9 +150,9 @@ export function SubscriptionDetail({ id, session }: { id: string; session: Sessi
             {usage.data ? <UsageChart id={id} usage={usage.data} alerts={alerts.data?.data ?? []} /> : null}
           </Card>
           <Card title="Invoices">
-            <PagedTable<Invoice> label="Invoices" path="/api/v1/invoices" query={{ subscriptionId: id }} pageSize={10} columns={invoiceColumns.filter((c) => c.label !== "Customer")} />
+            <PagedTable<Invoice> label="Invoices" load={(page) => call(api.GET("/api/v1/invoices", { params: { query: { subscriptionId: id, ...page } } }))} filters={[id]} pageSize={10} columns={invoiceColumns.filter((c) => c.label !== "Customer")} />
           </Card>
-          <ConfirmDialog open={dialog === "pause"} title="Pause subscription" confirmLabel="Pause" reason onConfirm={async (reason) => (await send("POST", "/api/v1/subscriptions/{id}/pause", { path: { id }, body: { reason } }), after())} onClose={() => setDialog(null)}>
+          <ConfirmDialog open={dialog === "pause"} title="Pause subscription" confirmLabel="Pause" reason onConfirm={async (reason) => (await call(api.POST("/api/v1/subscriptions/{id}/pause", { params: { path: { id } }, body: { reason } })), after())} onClose={() => setDialog(null)}>
             <p>Billing stops until the subscription is resumed.</p>
           </ConfirmDialog>
           <CancelDialog open={dialog === "cancel"} id={id} onDone={after} onClose={() => setDialog(null)} />
@@ -221,7 +205,7 @@ function UsageChart({ id, usage, alerts }: { id: string; usage: UsageSummary; al
 function CancelDialog({ open, id, onDone, onClose }: { open: boolean; id: string; onDone: () => void; onClose: () => void }) {
   const [atEnd, setAtEnd] = useState(true);
   return (
-    <ConfirmDialog open={open} title="Cancel subscription" confirmLabel={atEnd ? "Cancel at period end" : "Cancel now"} danger reason confirmWord={atEnd ? undefined : "CANCEL"} onConfirm={async (reason) => (await send("POST", "/api/v1/subscriptions/{id}/cancel", { path: { id }, body: { reason, cancelAtPeriodEnd: atEnd } }), onDone())} onClose={onClose}>
+    <ConfirmDialog open={open} title="Cancel subscription" confirmLabel={atEnd ? "Cancel at period end" : "Cancel now"} danger reason confirmWord={atEnd ? undefined : "CANCEL"} onConfirm={async (reason) => (await call(api.POST("/api/v1/subscriptions/{id}/cancel", { params: { path: { id } }, body: { reason, cancelAtPeriodEnd: atEnd } })), onDone())} onClose={onClose}>
       <fieldset class="radios">
         <legend>When</legend>
         <label>
@@ -237,18 +221,18 @@ function CancelDialog({ open, id, onDone, onClose }: { open: boolean; id: string
 
 /** Change plan: pick the plan, read the proration preview the API computes, then confirm the same change. */
 function ChangePlanDialog({ open, sub, onDone, onClose }: { open: boolean; sub: Subscription; onDone: () => void; onClose: () => void }) {
-  const plans = useAsync(() => (open ? get<Page<Plan>>("/api/v1/plans", { query: { limit: 100 } }) : Promise.resolve(undefined)), [open]);
+  const plans = useAsync(() => (open ? call(api.GET("/api/v1/plans", { params: { query: { limit: 100 } } })) : Promise.resolve(undefined)), [open]);
   const [planId, setPlanId] = useState("");
   const [quantity, setQuantity] = useState(sub.quantity);
   const [when, setWhen] = useState<"now" | "next_billing_cycle">("now");
-  const [preview, setPreview] = useState<Preview | null>(null);
+  const [preview, setPreview] = useState<Answer<"/api/v1/subscriptions/{id}/plan/preview"> | null>(null);
   const [error, setError] = useState<ApiProblem | null>(null);
   const body = { newPlanId: planId, quantity, effectiveDate: when, prorate: true };
   const load = async () => {
     setPreview(null);
     setError(null);
     try {
-      setPreview(await get<Preview>("/api/v1/subscriptions/{id}/plan/preview", { path: { id: sub.id }, query: body }));
+      setPreview(await call(api.GET("/api/v1/subscriptions/{id}/plan/preview", { params: { path: { id: sub.id }, query: { ...body, prorate: "true" } } })));
     } catch (e) {
       setError(e as ApiProblem);
     }
@@ -262,7 +246,7 @@ function ChangePlanDialog({ open, sub, onDone, onClose }: { open: boolean; sub: 
       ready={preview !== null}
       onConfirm={async () => {
         if (!preview) throw new ApiProblem({ status: 0, detail: "Preview the change first." });
-        await send("PUT", "/api/v1/subscriptions/{id}/plan", { path: { id: sub.id }, body });
+        await call(api.PUT("/api/v1/subscriptions/{id}/plan", { params: { path: { id: sub.id } }, body }));
         onDone();
       }}
       onClose={() => {

@@ -63,8 +63,8 @@ const tenureBuckets = [
 const FEEDBACK_SAMPLES = 10;
 
 export const CHURN_ANALYSIS_METHOD =
-  "Counts, rates and revenue churn as GET /analytics/churn (canceled = paying subscriptions that ended in the window; trials that never converted are not churn). " +
-  "byPlan and byTenure price the canceled subscriptions like MRR (per currency, never summed across currencies). " +
+  "Counts, rates and revenue churn as GET /analytics/churn (canceled = paying at the window's start and ended in it; newAndCanceled = started paying inside it and ended in it; trials that never converted are not churn). " +
+  "byPlan, byTenure, byType and reasons cover every paying subscription that ended in the window (both kinds); they price them like MRR (per currency, never summed across currencies). " +
   "Tenure = endedAt − createdAt of the subscription, a month being 30 days: <30 d, 30-89 d, 90-364 d, ≥365 d. " +
   "involuntary: canceled while past_due, or with an unpaid (open or uncollectible) invoice issued before it ended whose collection failed; " +
   "voluntary: the others with a cancellation reason; unclassified: the others without one. " +
@@ -145,7 +145,8 @@ export async function buildChurnAnalysis(db: Db, period: ChurnAnalysisPeriod, in
   ]);
   const c = counts ?? { t0: 0, t1: 0, t2: 0, t3: 0, voluntary: 0, involuntary: 0, unclassified: 0 };
   const tenureCounts = [c.t0, c.t1, c.t2, c.t3];
-  const canceledCount = churn.subscriptions.canceled;
+  // Reasons are those of every cancellation of the window, the ones that started inside it too.
+  const canceledCount = churn.subscriptions.canceled + churn.subscriptions.newAndCanceled;
   return {
     period,
     generatedAt: iso(now),

@@ -1,7 +1,9 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
-import { jsonBody, jsonResponse, router, problems } from "../../http/openapi";
+import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
+import { testClocks } from "../../db/schema";
+import { newestFirstPage } from "../../platform/pagination";
 import { auditCtx } from "../../http/context";
 import { advanceClock, assertEnabled, createClock, getClock, parseFrozenTime, toClock } from "./service";
 
@@ -27,6 +29,24 @@ export const testClockRoutes = router()
       const body = c.req.valid("json");
       const row = await createClock(dbOf(c.env), { frozenTime: parseFrozenTime(body.frozenTime), name: body.name }, auditCtx(c));
       return c.json(toClock(row), 201);
+    },
+  )
+  .openapi(
+    createRoute({
+      method: "get",
+      path: "/",
+      tags: ["Test clocks"],
+      operationId: "listTestClocks",
+      summary: "List test clocks, newest first",
+      description: "Every test clock, newest first, cursor-paginated (`startingAfter` = the last id of the previous page): a console or script finds the clocks it did not create. Disabled (404) when TEST_CLOCKS=off.",
+      middleware: [requireRole(access.read)] as const,
+      request: { query: PaginationQuery },
+      responses: { 200: jsonResponse(listOf(Clock), "A page of test clocks"), ...problems(404) },
+    }),
+    async (c) => {
+      assertEnabled(c.env);
+      const page = await newestFirstPage(dbOf(c.env), { table: testClocks, id: testClocks.id, createdAt: testClocks.createdAt }, c.req.valid("query"), [], toClock);
+      return c.json(page, 200);
     },
   )
   .openapi(
