@@ -59,7 +59,7 @@ export const auditRoutes = router()
       tags: ["Audit"],
       operationId: "verifyAuditIntegrity",
       summary: "Verify the audit log's integrity",
-      description: "Seals the audit chain, then checks every row's MAC, the keyed chain and the anchored head; reports the first break.",
+      description: "Seals the audit chain, then checks every row's MAC, the keyed chain and the anchored head; reports the first break. Rows the retention policy archived to R2 are not in D1: the chain is checked from the archived checkpoint (`archivedThrough`).",
       middleware: [requireRole(access.finance)] as const,
       responses: {
         200: jsonResponse(
@@ -74,6 +74,10 @@ export const auditRoutes = router()
             head: z.object({ seq: z.number().int(), chain: z.string() }).openapi({ description: "The AuditAnchor's head (kept outside D1)" }),
             checkpoint: z.object({ seq: z.number().int(), chain: z.string(), at: z.string() }).nullable().openapi({ description: "The head as last copied to R2 by the weekly verification" }),
             unsealed: z.number().int().openapi({ description: "Rows committed during this verification (MAC checked; linked at the next seal)" }),
+            archivedThrough: z
+              .object({ seq: z.number().int(), chain: z.string(), archiveKey: z.string() })
+              .nullable()
+              .openapi({ description: "Rows up to this seq were moved to R2 by the retention policy: the live chain is verified from this chain value (verify the archives with GET /admin/retention/archives/verify)" }),
           }),
           "Verification result",
         ),
