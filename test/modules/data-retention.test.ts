@@ -43,6 +43,8 @@ describe("retention to R2", () => {
 
     const future = Date.now() + 3 * 365 * DAY;
     const { run } = await runAt(future);
+    const keys = (await env.ARCHIVE.list({ prefix: "retention/" })).objects.map((o) => o.key).filter((k) => k.endsWith(".ndjson"));
+    const archivesOf = (kind: string) => keys.filter((k) => k.startsWith(`retention/${kind}/`));
     w.future = future;
 
     // Rows left D1...
@@ -58,6 +60,16 @@ describe("retention to R2", () => {
       expect(after.lines).toEqual(b.lines);
       expect(after.archived).toBe(true);
     }
+
+    // The events list says where the older events went; so does a GET of one of them.
+    const anEvent = (await env.ARCHIVE.get(archivesOf("events")[0]!))!;
+    const evt = JSON.parse((await anEvent.text()).split("\n")[0]!);
+    const listed = (await api("GET", "/api/v1/events?limit=100")).body;
+    expect(listed).toMatchObject({ data: [], hasMore: false, archived: { through: expect.any(String), archives: "/admin/retention/archives?kind=events" } });
+    const gone = await api("GET", `/api/v1/events/${evt.id}`);
+    expect(gone.status).toBe(404);
+    expect(gone.body.detail).toMatch(/archived to R2 by the retention policy/);
+    expect((await api("GET", `/api/v1/events?createdGte=${new Date(Date.now() + DAY).toISOString()}`)).body.archived).toBeNull();
 
     // The status says what moved; every archive verifies against its manifest (and chain, for audit).
     const s = await status();

@@ -1,6 +1,6 @@
-import { and, desc, eq, gt, isNull } from "drizzle-orm";
+import { and, desc, eq, gt, isNull, max } from "drizzle-orm";
 import type { Db } from "../../db/client";
-import { retentionKinds, retentionRuns, type RetentionKind } from "../../db/schema";
+import { retentionArchives, retentionKinds, retentionRuns, type RetentionKind } from "../../db/schema";
 import { newId } from "../../lib/ids";
 import { DAY_MS } from "../../lib/time";
 import type { TaskMessage } from "../../../queues/messages";
@@ -69,4 +69,10 @@ export async function continueRetentionRun(env: Env, db: Db, m: RunMessage): Pro
   }
   console.log(JSON.stringify({ level: "info", msg: "retention page", runId: run.id, kind: m.kind, archived, done }));
   return { archived, next };
+}
+
+/** Time of the newest row of `kind` moved to R2 (null: none yet). Reads over older times must say the data moved. */
+export async function archivedThrough(db: Db, kind: RetentionKind): Promise<number | null> {
+  const r = await db.select({ t: max(retentionArchives.toAt) }).from(retentionArchives).where(eq(retentionArchives.kind, kind)).get();
+  return r?.t ?? null;
 }
