@@ -41,6 +41,8 @@ describe("retention to R2", () => {
     expect(eventsBefore).toBeGreaterThan(5);
     expect(paymentsBefore).toBe(3);
 
+    const revenue = (await api("GET", "/api/v1/analytics/revenue/today")).body;
+    expect(revenue.currencies.find((c: any) => c.currency === "USD").collected.count).toBe(3);
     const future = Date.now() + 3 * 365 * DAY;
     const { run } = await runAt(future);
     const keys = (await env.ARCHIVE.list({ prefix: "retention/" })).objects.map((o) => o.key).filter((k) => k.endsWith(".ndjson"));
@@ -70,6 +72,11 @@ describe("retention to R2", () => {
     expect(gone.status).toBe(404);
     expect(gone.body.detail).toMatch(/archived to R2 by the retention policy/);
     expect((await api("GET", `/api/v1/events?createdGte=${new Date(Date.now() + DAY).toISOString()}`)).body.archived).toBeNull();
+
+    // A report whose window reaches archived rows refuses (422 naming the archive) instead of counting less.
+    const refused = await api("GET", "/api/v1/analytics/revenue/today");
+    expect(refused.status).toBe(422);
+    expect(refused.body.detail).toMatch(/archived to R2 by the retention policy/);
 
     // The status says what moved; every archive verifies against its manifest (and chain, for audit).
     const s = await status();

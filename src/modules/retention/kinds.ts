@@ -158,7 +158,8 @@ async function paymentAttemptsPage({ env, db, runId, now, cutoff, after, pageRow
   if (!rows.length) return { archived: 0, key: null, cursor: after, done: true };
   const first = rows[0]!;
   const last = rows[rows.length - 1]!;
-  const a = await build("payment_attempts", rows, { from: first.createdAt, to: last.createdAt, firstRef: first.id, lastRef: last.id });
+  // The range ends at the latest change (not creation): a report window after it never needs these rows.
+  const a = await build("payment_attempts", rows, { from: first.createdAt, to: Math.max(...rows.map((r) => r.updatedAt)), firstRef: first.id, lastRef: last.id });
   await writeVerifiedArchive(env.ARCHIVE, a.body, a.manifest);
   await db.batch([db.delete(payments).where(and(sql`${payments.id} in ${idsIn(rows.map((r) => r.id))}`, eligible)), recordOf(db, a, runId, now)]);
   return { archived: rows.length, key: a.manifest.key, cursor: encodeCursor(last.createdAt, last.id), done: rows.length < limit };

@@ -2,6 +2,7 @@ import { and, desc, eq, gt, isNull, max } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { retentionArchives, retentionKinds, retentionRuns, type RetentionKind } from "../../db/schema";
 import { newId } from "../../lib/ids";
+import { ApiError } from "../../platform/errors";
 import { DAY_MS } from "../../lib/time";
 import type { TaskMessage } from "../../../queues/messages";
 import { cutoffOf, getRetentionPolicy } from "./policy";
@@ -75,4 +76,21 @@ export async function continueRetentionRun(env: Env, db: Db, m: RunMessage): Pro
 export async function archivedThrough(db: Db, kind: RetentionKind): Promise<number | null> {
   const r = await db.select({ t: max(retentionArchives.toAt) }).from(retentionArchives).where(eq(retentionArchives.kind, kind)).get();
   return r?.t ?? null;
+}
+
+/**
+ * Refuses (422) a report window starting at or before the newest archived row of `kinds`: its rows left D1, so the
+ * report would silently count less. Windows after that read only what stays in D1 and are exact.
+ */
+export async function assertRetained(db: Db, kinds: RetentionKind[], from: number, what: string): Promise<void> {
+  for (const kind of kinds) {
+    const through = await archivedThrough(db, kind);
+    if (through !== null && from <= through) {
+      throw new ApiError(
+        "unprocessable",
+        `${what} reads ${kind.replace("_", " ")} from ${new Date(from).toISOString()}, but rows up to ${new Date(through).toISOString()} were archived to R2 by the retention policy: choose a window starting after that (the archives: GET /admin/retention/archives?kind=${kind})`,
+        [{ path: "from", message: `must be after ${new Date(through).toISOString()} (archived)` }],
+      );
+    }
+  }
 }
