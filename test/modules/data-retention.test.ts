@@ -73,6 +73,11 @@ describe("retention to R2", () => {
     expect(gone.body.detail).toMatch(/archived to R2 by the retention policy/);
     expect((await api("GET", `/api/v1/events?createdGte=${new Date(Date.now() + DAY).toISOString()}`)).body.archived).toBeNull();
 
+    const payment = JSON.parse((await (await env.ARCHIVE.get(archivesOf("payment_attempts")[0]!))!.text()).split("\n")[0]!);
+    const paymentGone = await api("GET", `/api/v1/payments/${payment.id}`);
+    expect(paymentGone.status).toBe(404);
+    expect(paymentGone.body.detail).toMatch(/archived to R2 by the retention policy/);
+
     // A report whose window reaches archived rows refuses (422 naming the archive) instead of counting less.
     const refused = await api("GET", "/api/v1/analytics/revenue/today");
     expect(refused.status).toBe(422);
