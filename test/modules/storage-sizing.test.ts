@@ -10,7 +10,7 @@ import { CRON } from "../../src/scheduled";
 // values, and what a meter object stores per usage event. Prints one JSON line per figure; asserts only sanity.
 
 const DAY = 86_400_000;
-const N = 100;
+const N = 50;
 const TABLES = ["events", "audit_log", "invoices", "invoice_lines", "payments", "sandbox_ledger", "usage_rollups", "webhook_deliveries", "notifications", "idempotency_keys"];
 
 const dbSize = async () => (await env.DB.prepare("SELECT 1").run()).meta.size_after as number;
