@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
-import { api, attemptPayment, createSubscription, invoicesOf } from "../helpers";
+import { api, attemptPayment, createSubscription, invoicesOf, spyQueue } from "../helpers";
 import { deliver, drainTasks, invocationLog, recordingEnv } from "../scale";
 import { dbOf } from "../../src/db/client";
 import { startRetentionRun } from "../../src/modules/retention/run";
@@ -151,6 +151,8 @@ describe("retention to R2", () => {
     // Same objects: the page written before the failure was rewritten under the same key, with the same bytes.
     const after = await env.ARCHIVE.list({ prefix: "retention/events/" });
     expect(after.objects.map((o) => o.key).sort()).toEqual(written.objects.map((o) => o.key).sort());
+    const etags = (l: R2Objects) => Object.fromEntries(l.objects.map((o) => [o.key, o.etag]));
+    expect(etags(after)).toEqual(etags(written));
     const records = await count("SELECT count(*) AS n FROM retention_archives WHERE kind = 'events'");
     expect(records * 2).toBe(after.objects.length); // body + manifest each
     const s = await status();
@@ -173,5 +175,22 @@ describe("the policy", () => {
     expect((await startRetentionRun(rec.env, dbOf(rec.env), "cron", Date.now())).started).toBe(false);
     expect(rec.take("tasks")).toEqual([]);
     expect(await count("SELECT count(*) AS n FROM audit_log WHERE action = 'config.updated' AND target_id = 'retention.policy'")).toBe(1);
+  });
+
+  it("runs now through the API, once per Idempotency-Key, even when disabled", async () => {
+    const tasks = spyQueue();
+    const headers = { "idempotency-key": "retention-run-1" };
+    const first = await api("POST", "/admin/retention/run", { headers, env: { TASK_QUEUE: tasks } });
+    expect(first.status).toBe(202);
+    expect(first.body).toMatchObject({ started: true, run: { trigger: "api", finishedAt: null, currentKind: "events" } });
+    const again = await api("POST", "/admin/retention/run", { headers, env: { TASK_QUEUE: tasks } });
+    expect(again.status).toBe(202);
+    expect(again.headers.get("idempotent-replayed")).toBe("true");
+    expect(again.body).toEqual(first.body);
+    // A second key finds the run in progress instead of starting another.
+    const other = await api("POST", "/admin/retention/run", { headers: { "idempotency-key": "retention-run-2" }, env: { TASK_QUEUE: tasks } });
+    expect(other.body).toMatchObject({ started: false, run: { id: first.body.run.id } });
+    expect(tasks.sent.map((m) => m.body)).toEqual([{ type: "retention.run", runId: first.body.run.id, kind: "events", after: null }]);
+    expect((await api("POST", "/admin/retention/run", { as: "finance" })).status).toBe(403);
   });
 });
