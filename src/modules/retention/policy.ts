@@ -4,6 +4,7 @@ import type { RetentionKind } from "../../db/schema";
 import { getSetting, putSetting } from "../../platform/settings";
 import type { AuditContext } from "../../platform/audit";
 import { DAY_MS } from "../../lib/time";
+import { addIntervals } from "../../domain/periods";
 
 /** The settings row holding the policy (PUT /admin/retention/policy). */
 export const RETENTION_SETTING = "retention.policy";
@@ -38,16 +39,8 @@ export const getRetentionPolicy = async (db: Db): Promise<RetentionPolicy> => Re
 
 export const putRetentionPolicy = (db: Db, policy: RetentionPolicy, ctx: AuditContext) => putSetting(db, RETENTION_SETTING, policy, ctx);
 
-/** `now` minus `months` calendar months (UTC), clamped to the month's end like billing periods. */
-export function monthsBefore(now: number, months: number): number {
-  const d = new Date(now);
-  const y = d.getUTCFullYear();
-  const m = d.getUTCMonth() - months;
-  const target = new Date(Date.UTC(y, m, 1, d.getUTCHours(), d.getUTCMinutes(), d.getUTCSeconds(), d.getUTCMilliseconds()));
-  const lastDay = new Date(Date.UTC(target.getUTCFullYear(), target.getUTCMonth() + 1, 0)).getUTCDate();
-  target.setUTCDate(Math.min(d.getUTCDate(), lastDay));
-  return target.getTime();
-}
+/** `now` minus `months` calendar months (UTC), the day clamped to the month's end like billing periods. */
+export const monthsBefore = (now: number, months: number): number => addIntervals(now, "month", 1, -months);
 
 /** Rows of `kind` created (or, for payments, last changed) before this time are past retention at `now`. */
 export function cutoffOf(policy: RetentionPolicy, kind: RetentionKind, now: number): number {
