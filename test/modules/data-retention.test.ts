@@ -78,6 +78,14 @@ describe("retention to R2", () => {
     expect(paymentGone.status).toBe(404);
     expect(paymentGone.body.detail).toMatch(/archived to R2 by the retention policy/);
 
+    // The audit search says the older entries are in R2; an export of an archived range refuses.
+    const search = (await api("GET", "/api/v1/audit/search?limit=200")).body;
+    expect(search).toMatchObject({ hasMore: false, archived: { throughSeq: audit - 1, archives: "/admin/retention/archives?kind=audit" } });
+    const today = new Date().toISOString().slice(0, 10);
+    const exported = await api("POST", "/api/v1/audit/export", { body: { startDate: today, endDate: today } });
+    expect(exported.status).toBe(422);
+    expect(exported.body.detail).toMatch(/archived to R2 by the retention policy/);
+
     // A report whose window reaches archived rows refuses (422 naming the archive) instead of counting less.
     const refused = await api("GET", "/api/v1/analytics/revenue/today");
     expect(refused.status).toBe(422);

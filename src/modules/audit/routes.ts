@@ -1,3 +1,5 @@
+import { archivedThrough } from "../retention/run";
+import { readAuditRetentionCheckpoint } from "../../platform/archives";
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, desc, eq, gte, lt, type SQL } from "drizzle-orm";
 import { ApiError } from "../../http/problem";
@@ -105,7 +107,20 @@ export const auditRoutes = router()
           startingAfter: z.string().optional().openapi({ description: "Audit entry id of the previous page's last item" }),
         }),
       },
-      responses: { 200: jsonResponse(z.object({ data: z.array(AuditEntry), hasMore: z.boolean(), nextCursor: z.string().nullable() }), "Entries") },
+      responses: {
+        200: jsonResponse(
+          z.object({
+            data: z.array(AuditEntry),
+            hasMore: z.boolean(),
+            nextCursor: z.string().nullable(),
+            archived: z
+              .object({ through: z.string(), throughSeq: z.number().int(), archives: z.string() })
+              .nullable()
+              .openapi({ description: "On the last page of a search reaching back past the retention policy: entries up to `through` (seq `throughSeq`) were moved to R2 and are not searched (the archives: `archives`, admin only)" }),
+          }),
+          "Entries",
+        ),
+      },
     }),
     async (c) => {
       const q = c.req.valid("query");
@@ -126,6 +141,10 @@ export const auditRoutes = router()
       const rows = await db.select().from(auditLog).where(and(...conds)).orderBy(desc(auditLog.seq)).limit(q.limit + 1).all();
       const hasMore = rows.length > q.limit;
       const data = rows.slice(0, q.limit).map(toEntry);
-      return c.json({ data, hasMore, nextCursor: hasMore ? data[data.length - 1]!.id : null }, 200);
+      // The last page of a search reaching back past the retention policy says the older entries are in R2.
+      const cp = hasMore ? null : await readAuditRetentionCheckpoint(c.env.ARCHIVE);
+      const through = cp ? await archivedThrough(db, "audit") : null;
+      const archived = through !== null && (!q.from || Date.parse(q.from) <= through) ? { through: iso(through), throughSeq: cp!.seq, archives: "/admin/retention/archives?kind=audit" } : null;
+      return c.json({ data, hasMore, nextCursor: hasMore ? data[data.length - 1]!.id : null, archived }, 200);
     },
   );

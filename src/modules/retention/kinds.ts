@@ -2,7 +2,7 @@ import { and, asc, eq, gt, inArray, isNotNull, isNull, lt, lte, or, sql } from "
 import type { Db } from "../../db/client";
 import { auditLog, events, invoiceLines, invoices, payments, refunds, retentionArchives, type RetentionKind } from "../../db/schema";
 import { toEvent } from "../../platform/events";
-import { auditKey, chainLink, GENESIS_CHAIN } from "../../platform/audit";
+import { AUDIT_ANCHOR_NAME, auditKey, chainLink, GENESIS_CHAIN } from "../../platform/audit";
 import {
   manifestOf,
   readAuditRetentionCheckpoint,
@@ -12,7 +12,6 @@ import {
   type ArchiveManifest,
   type ChainEdges,
 } from "../../platform/archives";
-import { anchorOf } from "../audit/verify";
 
 /** Rows per archive object: each page is one R2 body + manifest and one D1 batch, a handful of queries. */
 export const PAGE_ROWS: Record<RetentionKind, number> = { events: 200, invoice_lines: 100, payment_attempts: 500, audit: 500 };
@@ -173,7 +172,7 @@ async function paymentAttemptsPage({ env, db, runId, now, cutoff, after, pageRow
  */
 async function auditPage({ env, db, runId, now, cutoff, pageRows }: Ctx): Promise<PageResult> {
   const limit = pageRows ?? PAGE_ROWS.audit;
-  const head = await anchorOf(env).head();
+  const head = await env.AUDIT_ANCHOR.get(env.AUDIT_ANCHOR.idFromName(AUDIT_ANCHOR_NAME)).head();
   const rows = await db
     .select()
     .from(auditLog)
