@@ -38,7 +38,9 @@ export type TaskMessage =
   /** customer.subscription.trial_will_end for real-time trials ending within three days of `now`, a page per message. */
   | { type: "subscriptions.trial_will_end"; now: number }
   /** The next steps of a test clock moving to `target` (epoch ms). */
-  | { type: "test_clock.advance"; clockId: string; target: number; meterAfter?: string };
+  | { type: "test_clock.advance"; clockId: string; target: number; meterAfter?: string }
+  /** The next pages of a retention run (src/modules/retention): rows of `kind` after `after` move to R2. */
+  | { type: "retention.run"; runId: string; kind: "events" | "invoice_lines" | "payment_attempts" | "audit"; after: string | null };
 
 export type QueueMessage = JobMessage | PaymentMessage | WebhookMessage | TaskMessage;
 

@@ -5,6 +5,7 @@ import { finalizeDraftsChained } from "../src/modules/invoices/finalize";
 import { continueAdvance } from "../src/modules/test-clocks/service";
 import { runCronTask } from "../src/scheduled";
 import { SYSTEM_ACTOR } from "../src/platform/actor";
+import { continueRetentionRun } from "../src/modules/retention/run";
 import type { TaskMessage } from "./messages";
 import { queueNames } from "./messages";
 
@@ -34,6 +35,10 @@ export const taskHandlers = {
   },
   "test_clock.advance": async (m: Of<"test_clock.advance">, env: Env) => {
     await continueAdvance(env, dbOf(env), m.clockId, m.target, m.meterAfter ?? null);
+    return done;
+  },
+  "retention.run": async (m: Of<"retention.run">, env: Env) => {
+    await continueRetentionRun(env, dbOf(env), m);
     return done;
   },
 };

@@ -31,6 +31,7 @@ import { usageAlertRoutes } from "./modules/usage-alerts/routes";
 import { taxRoutes } from "./modules/tax/routes";
 import { invoiceRoutes } from "./modules/invoices/routes";
 import { invoiceAdminRoutes, invoiceOpsRoutes } from "./modules/invoices/ops";
+import { retentionRoutes } from "./modules/retention/routes";
 import { subscriptionStatsRoutes } from "./modules/subscriptions/stats";
 import { testClockRoutes } from "./modules/test-clocks/routes";
 import { gatewayAdminRoutes, gatewayRoutes } from "./modules/gateways/routes";
@@ -106,6 +107,7 @@ export function createApp() {
   app.route("/api/v1/credit-notes", creditNoteRoutes);
   app.route("/i", hostedInvoiceRoutes);
   app.route("/admin/invoices", invoiceAdminRoutes);
+  app.route("/admin/retention", retentionRoutes);
   app.route("/api/v1/test-clocks", testClockRoutes);
   app.route("/api/v1/gateways", gatewayRoutes);
   app.route("/admin/gateways", gatewayAdminRoutes);

@@ -15,7 +15,7 @@ import { archiveInvoices } from "./modules/invoices/archive";
 import { sendReminders } from "./modules/invoices/reminders";
 import { DAY_MS } from "./lib/time";
 import { sealAuditChain } from "./modules/audit/verify";
-import { archiveOldEvents } from "./modules/events/retention";
+import { startRetentionRun } from "./modules/retention/run";
 import { markUncollectible, sendDueRetries } from "./modules/payments/dunning";
 import type { JobMessage, TaskMessage } from "../queues/messages";
 import { sendAll } from "./platform/queue-send";
@@ -53,7 +53,8 @@ export const cronTasks: Record<string, Task[]> = {
     { name: "webhooks.cleanup", run: (env, t) => cleanupWebhookEvents(env, dbOf(env), 30, t) },
     { name: "invoices.uncollectible", run: (env, t) => markUncollectible(dbOf(env), { actor: SYSTEM_ACTOR, now: t }, { testClockId: null }) },
     { name: "idempotency.purge", run: (env, t) => purgeExpiredIdempotencyKeys(env, t) },
-    { name: "events.archive", run: (env, t) => archiveOldEvents(env, dbOf(env), t) },
+    // Events past 30 days, and audit rows, invoice lines, payment attempts past the policy, to R2 (docs/retention.md).
+    { name: "retention.run", run: async (env, t) => (await startRetentionRun(env, dbOf(env), "cron", t)).run?.id ?? "disabled" },
     { name: "webhook_endpoints.cleanup", run: (env, t) => cleanupWebhookDeliveries(dbOf(env), t) },
     {
       name: "invoices.reminders",

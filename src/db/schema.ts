@@ -850,3 +850,54 @@ export const creditNoteNumberSequences = sqliteTable("credit_note_number_sequenc
   year: integer("year").primaryKey(),
   lastNumber: integer("last_number").notNull(),
 });
+
+// --- retention ---
+
+/** Kinds of rows the retention policy moves from D1 to R2 (docs/retention.md). */
+export const retentionKinds = ["events", "invoice_lines", "payment_attempts", "audit"] as const;
+export type RetentionKind = (typeof retentionKinds)[number];
+
+/**
+ * One verified archive in R2 per row: written in the same batch that deletes its rows from D1, so a row here means
+ * the rows are gone from D1 and their archive was read back and matched its manifest. The key is derived from the
+ * rows (kind, first and last row), so a page archived twice is the same object and this insert does nothing.
+ */
+export const retentionArchives = sqliteTable(
+  "retention_archives",
+  {
+    key: text("key").primaryKey(),
+    kind: text("kind", { enum: retentionKinds }).notNull(),
+    manifestKey: text("manifest_key").notNull(),
+    runId: text("run_id").notNull(),
+    rows: integer("rows").notNull(),
+    bytes: integer("bytes").notNull(),
+    sha256: text("sha256").notNull(),
+    /** Time range of the rows (their creation time, or `at` for audit rows). */
+    fromAt: integer("from_at").notNull(),
+    toAt: integer("to_at").notNull(),
+    firstRef: text("first_ref").notNull(),
+    lastRef: text("last_ref").notNull(),
+    /** Audit archives: the chain value of the last row (the checkpoint the live chain continues from). */
+    endSeq: integer("end_seq"),
+    endChain: text("end_chain"),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [index("retention_archives_kind_idx").on(t.kind, t.createdAt, t.key), index("retention_archives_run_idx").on(t.runId)],
+);
+
+/** One run of the policy (daily cron or POST /admin/retention/run); its messages continue it kind by kind. */
+export const retentionRuns = sqliteTable(
+  "retention_runs",
+  {
+    id: text("id").primaryKey(),
+    trigger: text("trigger", { enum: ["cron", "api"] }).notNull(),
+    /** The run's clock: every message of the run uses the same cutoffs. */
+    now: integer("now").notNull(),
+    startedAt: integer("started_at").notNull(),
+    finishedAt: integer("finished_at"),
+    /** The kind being worked on, null once finished. */
+    currentKind: text("current_kind"),
+    error: text("error"),
+  },
+  (t) => [index("retention_runs_started_idx").on(t.startedAt)],
+);

@@ -140,9 +140,8 @@ function pokeSealer() {
 /** The one AuditAnchor instance's name. */
 export const AUDIT_ANCHOR_NAME = "audit-chain";
 
-/** Used by verification: all rows in chain order, paged to keep memory flat. */
-export async function* auditRowsInOrder(db: Db, pageSize = 500): AsyncGenerator<AuditRow> {
-  let after = 0;
+/** Used by verification: all rows after seq `after` in chain order, paged to keep memory flat. */
+export async function* auditRowsInOrder(db: Db, pageSize = 500, after = 0): AsyncGenerator<AuditRow> {
   for (;;) {
     const page = await db.select().from(auditLog).where(sql`${auditLog.seq} > ${after}`).orderBy(auditLog.seq).limit(pageSize).all();
     for (const row of page) yield row;

@@ -129,6 +129,13 @@ async function seed() {
   await env.DB.prepare("INSERT INTO webhook_events (id, source, type, payload, status, received_at) VALUES (?, 'stripe', 'charge.succeeded', '{}', 'failed', ?)")
     .bind(stripeEvent, Date.now())
     .run();
+  // A retention archive record (its R2 objects are absent: verification answers ok: false, a documented body).
+  const archiveKey = `retention/events/2020-01-01/${unique("evt")}_x.ndjson`;
+  await env.DB.prepare(
+    "INSERT INTO retention_archives (key, kind, manifest_key, run_id, rows, bytes, sha256, from_at, to_at, first_ref, last_ref, created_at) VALUES (?1, 'events', ?1 || '.manifest.json', 'ret_conf', 1, 2, 'x', 0, 0, 'a', 'b', ?2)",
+  )
+    .bind(archiveKey, Date.now())
+    .run();
   return {
     params: {
       "/api/v1/customers/{id}": { id: sub.customerId },
@@ -170,6 +177,7 @@ async function seed() {
       "/admin/features/{name}/evaluate": "subjectId=cus_123",
       "/api/v1/subscriptions/{id}/plan/preview": `newPlanId=${otherPlan.id}`,
       "/openmeter/api/v1/events": `subject=${sub.customerId}`,
+      "/admin/retention/archives/verify": `key=${encodeURIComponent(archiveKey)}`,
     } as Record<string, string>,
   };
 }

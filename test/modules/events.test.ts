@@ -120,8 +120,8 @@ describe("event retention", () => {
     expect(await eventsOf(obj)).toEqual([]);
   });
 
-  it("runs from the daily cron", () => {
-    expect(cronTasks[CRON.daily]!.map((t) => t.name)).toContain("events.archive");
+  it("runs from the daily cron, as the retention policy's events kind (test/modules/data-retention.test.ts)", () => {
+    expect(cronTasks[CRON.daily]!.map((t) => t.name)).toContain("retention.run");
   });
 });
 

@@ -2,6 +2,7 @@ import { and, asc, count, desc, eq, gte, inArray, isNull, lt, sql, type SQLWrapp
 import { alias } from "drizzle-orm/sqlite-core";
 import type { Db } from "../../db/client";
 import { auditLog, creditNotes, customers, invoices, payments, plans, refunds, subscriptions } from "../../db/schema";
+import { assertRetained } from "../retention/run";
 
 // Money that moved in a window: invoiced, collected, refunded. Per currency (and plan), never mixed.
 // Test-clock invoices live in simulated time and are left out, with their payments and refunds.
@@ -29,6 +30,8 @@ export const sumOf = (col: SQLWrapper) => sql<number>`coalesce(sum(${col}), 0)`.
 
 /** Succeeded payments whose success was recorded in [from, to), by currency and plan. */
 export async function collectedBetween(db: Db, from: number, to: number): Promise<FlowRow[]> {
+  // It reads payment rows and their success audit rows: both may have moved to R2 (refunded payments never do).
+  await assertRetained(db, ["payment_attempts", "audit"], from, "Collected revenue");
   const succeeded = db
     .selectDistinct({ paymentId: auditLog.targetId })
     .from(auditLog)

@@ -1,3 +1,5 @@
+import { archivedThrough } from "../retention/run";
+import { readAuditRetentionCheckpoint } from "../../platform/archives";
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, desc, eq, gte, lt, type SQL } from "drizzle-orm";
 import { ApiError } from "../../http/problem";
@@ -59,7 +61,7 @@ export const auditRoutes = router()
       tags: ["Audit"],
       operationId: "verifyAuditIntegrity",
       summary: "Verify the audit log's integrity",
-      description: "Seals the audit chain, then checks every row's MAC, the keyed chain and the anchored head; reports the first break.",
+      description: "Seals the audit chain, then checks every row's MAC, the keyed chain and the anchored head; reports the first break. Rows the retention policy archived to R2 are not in D1: the chain is checked from the archived checkpoint (`archivedThrough`).",
       middleware: [requireRole(access.finance)] as const,
       responses: {
         200: jsonResponse(
@@ -74,6 +76,10 @@ export const auditRoutes = router()
             head: z.object({ seq: z.number().int(), chain: z.string() }).openapi({ description: "The AuditAnchor's head (kept outside D1)" }),
             checkpoint: z.object({ seq: z.number().int(), chain: z.string(), at: z.string() }).nullable().openapi({ description: "The head as last copied to R2 by the weekly verification" }),
             unsealed: z.number().int().openapi({ description: "Rows committed during this verification (MAC checked; linked at the next seal)" }),
+            archivedThrough: z
+              .object({ seq: z.number().int(), chain: z.string(), archiveKey: z.string() })
+              .nullable()
+              .openapi({ description: "Rows up to this seq were moved to R2 by the retention policy: the live chain is verified from this chain value (verify the archives with GET /admin/retention/archives/verify)" }),
           }),
           "Verification result",
         ),
@@ -101,7 +107,20 @@ export const auditRoutes = router()
           startingAfter: z.string().optional().openapi({ description: "Audit entry id of the previous page's last item" }),
         }),
       },
-      responses: { 200: jsonResponse(z.object({ data: z.array(AuditEntry), hasMore: z.boolean(), nextCursor: z.string().nullable() }), "Entries") },
+      responses: {
+        200: jsonResponse(
+          z.object({
+            data: z.array(AuditEntry),
+            hasMore: z.boolean(),
+            nextCursor: z.string().nullable(),
+            archived: z
+              .object({ through: z.string(), throughSeq: z.number().int(), archives: z.string() })
+              .nullable()
+              .openapi({ description: "On the last page of a search reaching back past the retention policy: entries up to `through` (seq `throughSeq`) were moved to R2 and are not searched (the archives: `archives`, admin only)" }),
+          }),
+          "Entries",
+        ),
+      },
     }),
     async (c) => {
       const q = c.req.valid("query");
@@ -122,6 +141,10 @@ export const auditRoutes = router()
       const rows = await db.select().from(auditLog).where(and(...conds)).orderBy(desc(auditLog.seq)).limit(q.limit + 1).all();
       const hasMore = rows.length > q.limit;
       const data = rows.slice(0, q.limit).map(toEntry);
-      return c.json({ data, hasMore, nextCursor: hasMore ? data[data.length - 1]!.id : null }, 200);
+      // The last page of a search reaching back past the retention policy says the older entries are in R2.
+      const cp = hasMore ? null : await readAuditRetentionCheckpoint(c.env.ARCHIVE);
+      const through = cp ? await archivedThrough(db, "audit") : null;
+      const archived = through !== null && (!q.from || Date.parse(q.from) <= through) ? { through: iso(through), throughSeq: cp!.seq, archives: "/admin/retention/archives?kind=audit" } : null;
+      return c.json({ data, hasMore, nextCursor: hasMore ? data[data.length - 1]!.id : null, archived }, 200);
     },
   );

@@ -1,6 +1,7 @@
 import { dbOf } from "../../db/client";
 import { AUDIT_ANCHOR_NAME, auditKey, auditRowMac, auditRowsInOrder, chainLink, GENESIS_CHAIN } from "../../platform/audit";
 import type { AnchorHead } from "../../../durable-objects/audit-anchor";
+import { readAuditRetentionCheckpoint, type AuditRetentionCheckpoint } from "../../platform/archives";
 
 export type AuditEnv = Pick<Env, "DB" | "ARCHIVE" | "AUDIT_ANCHOR" | "AUDIT_HMAC_KEY">;
 export type Checkpoint = { seq: number; chain: string; at: string };
@@ -53,6 +54,8 @@ export type VerifyResult = {
   checkpoint: Checkpoint | null;
   /** Rows committed after the seal this verification started with (their MACs are checked, their links next time). */
   unsealed: number;
+  /** Where the live chain starts when older rows were archived by the retention policy (null: at row 1). */
+  archivedThrough: AuditRetentionCheckpoint | null;
 };
 
 /**
@@ -63,6 +66,9 @@ export type VerifyResult = {
 export async function verifyAuditChain(env: AuditEnv): Promise<VerifyResult> {
   const { head } = await sealAuditChain(env);
   const checkpoint = await readCheckpoint(env);
+  // Rows up to the retention checkpoint live in R2 archives (verified against their manifests and chain links by
+  // GET /admin/retention/archives/verify); the live chain continues from the chain value at that row.
+  const archivedThrough = await readAuditRetentionCheckpoint(env.ARCHIVE);
   const key = await auditKey(env.AUDIT_HMAC_KEY);
   const anchored = { seq: head.seq, chain: head.chain };
   let checked = 0;
@@ -78,13 +84,14 @@ export async function verifyAuditChain(env: AuditEnv): Promise<VerifyResult> {
     head: anchored,
     checkpoint,
     unsealed,
+    archivedThrough,
   });
   if (checkpoint && head.seq < checkpoint.seq) {
     return broken(head.seq + 1, null, `the anchor's head (seq ${head.seq}) is behind the R2 checkpoint (seq ${checkpoint.seq} at ${checkpoint.at}): the AuditAnchor's state was reset`);
   }
-  let prev = GENESIS_CHAIN;
-  let expected = 1;
-  for await (const row of auditRowsInOrder(dbOf(env))) {
+  let prev = archivedThrough?.chain ?? GENESIS_CHAIN;
+  let expected = (archivedThrough?.seq ?? 0) + 1;
+  for await (const row of auditRowsInOrder(dbOf(env), 500, archivedThrough?.seq ?? 0)) {
     if (row.seq !== expected) return broken(expected, null, `row ${expected} is missing (the next row is ${row.seq})`);
     if (row.mac === null) return broken(row.seq, row.id, "row has no MAC: it was not written by the service, or it is a legacy row whose old hash did not verify when it was adopted");
     if ((await auditRowMac(key, row)) !== row.mac) return broken(row.seq, row.id, "row content does not match its MAC: it was changed after it was written");
@@ -102,7 +109,7 @@ export async function verifyAuditChain(env: AuditEnv): Promise<VerifyResult> {
   }
   const last = expected - 1;
   if (last < head.seq) return broken(last + 1, null, `rows ${last + 1}–${head.seq} were removed from the end of the trail (truncation): the anchor's head is at seq ${head.seq}`);
-  return { ok: true, valid: true, checked, brokenAt: null, reason: null, firstBrokenRow: null, headHash: head.chain, head: anchored, checkpoint, unsealed };
+  return { ok: true, valid: true, checked, brokenAt: null, reason: null, firstBrokenRow: null, headHash: head.chain, head: anchored, checkpoint, unsealed, archivedThrough };
 }
 
 /** The weekly job: seal, verify, copy the head to R2, and store the report. */

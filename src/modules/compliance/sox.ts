@@ -1,3 +1,4 @@
+import { assertRetained } from "../retention/run";
 import { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
@@ -176,6 +177,8 @@ export type SoxReport = Awaited<ReturnType<typeof buildSoxReport>>;
 export async function buildSoxReport(env: Env, db: Db, input: z.infer<typeof SoxReportRequest>, ctx: AuditContext) {
   const d1 = env.DB;
   const { from, to } = periodBounds(input.quarter);
+  // A quarter whose audit rows were archived to R2 would report fewer actions, not an error: refuse it instead.
+  await assertRetained(db, ["audit"], from, "The SOX report");
   const chain = await verifyAuditChain(env);
   const byAction = await all<{ action: string; count: number }>(d1, "SELECT action, count(*) AS count FROM audit_log WHERE at >= ?1 AND at < ?2 GROUP BY action ORDER BY count DESC, action", from, to);
   const byActorRole = await all<{ role: string; count: number }>(d1, "SELECT actor_role AS role, count(*) AS count FROM audit_log WHERE at >= ?1 AND at < ?2 GROUP BY actor_role ORDER BY count DESC, role", from, to);

@@ -7,6 +7,8 @@ import { toPage } from "../../platform/pagination";
 import { events } from "../../db/schema";
 import { ApiError, notFound } from "../../http/problem";
 import { toEvent, type EventRow } from "../../platform/events";
+import { archivedThrough } from "../retention/run";
+import { iso } from "../../lib/time";
 
 const Instant = z.iso.datetime({ offset: true }).openapi({ example: "2024-06-01T00:00:00Z" });
 
@@ -82,11 +84,15 @@ export async function listEvents(db: Db, q: z.infer<typeof ListEventsQuery>) {
     .orderBy(desc(events.createdAt), desc(rowid))
     .limit(q.limit + 1)
     .all()) as { row: EventRow; rowid: number }[];
-  return toPage(
+  const page = toPage(
     rows.map((r) => r.row),
     q.limit,
     toEvent,
   );
+  // Past the retention policy events are in R2: a list reaching back that far says so instead of looking complete.
+  const through = page.hasMore ? null : await archivedThrough(db, "events");
+  const reachesArchive = through !== null && (!q.createdGte || Date.parse(q.createdGte) <= through);
+  return { ...page, archived: reachesArchive ? { through: iso(through), archives: "/admin/retention/archives?kind=events" } : null };
 }
 
 export const eventRoutes = router()
@@ -97,10 +103,20 @@ export const eventRoutes = router()
       tags: ["Events"],
       operationId: "listEvents",
       summary: "List events",
-      description: "Newest first; kept 30 days in D1, older ones are archived to R2. Filter by type (or `prefix.*`), object and creation time.",
+      description: "Newest first; kept 30 days in D1 (the retention policy's `eventsDays`), older ones are archived to R2 and the last page says so (`archived`). Filter by type (or `prefix.*`), object and creation time.",
       middleware: [requireRole(access.read)] as const,
       request: { query: ListEventsQuery },
-      responses: { 200: jsonResponse(listOf(Event), "A page of events") },
+      responses: {
+        200: jsonResponse(
+          listOf(Event).extend({
+            archived: z
+              .object({ through: z.string(), archives: z.string() })
+              .nullable()
+              .openapi({ description: "On the last page of a list reaching back past the retention policy: events created up to `through` were moved to R2 and are not listed (the archives are listed at `archives`, admin only)" }),
+          }),
+          "A page of events",
+        ),
+      },
     }),
     async (c) => c.json(await listEvents(dbOf(c.env), c.req.valid("query")), 200),
   )
@@ -119,7 +135,11 @@ export const eventRoutes = router()
     async (c) => {
       const { id } = c.req.valid("param");
       const row = await dbOf(c.env).select().from(events).where(eq(events.id, id)).get();
-      if (!row) throw notFound("event", id);
+      if (!row) {
+        const through = await archivedThrough(dbOf(c.env), "events");
+        if (through === null) throw notFound("event", id);
+        throw new ApiError("not_found", `No event ${id}. Events created up to ${iso(through)} were archived to R2 by the retention policy (GET /admin/retention/archives?kind=events).`);
+      }
       return c.json(toEvent(row), 200);
     },
   );

@@ -9,6 +9,8 @@ import { defineLifecycle } from "../../domain/lifecycle";
 import { change, type ChangeSet } from "../../platform/change-set";
 import { eventInsert, eventInsertIfChanged, eventRow, eventsCommitted, type EventDraft, type EventRow, type EventType } from "../../platform/events";
 import { Invoice, toInvoice } from "./serialize";
+import { archivedRowsOf, isRetentionArchive } from "../../platform/archives";
+import { ApiError } from "../../platform/errors";
 import { activatePurchasedGrants, returnCredits, voidPurchasedGrants } from "../credits/ledger";
 import type { z } from "@hono/zod-openapi";
 
@@ -36,8 +38,16 @@ export const invoiceLifecycle = defineLifecycle<InvoiceStatus>("invoice", {
 const PAYABLE: InvoiceStatus[] = ["open", "uncollectible"];
 
 /** The invoice's lines as its REST object shows them: from D1, or, once archived, from its R2 document. */
+/** Lines the retention policy moved to R2: the invoice's rows of its page's NDJSON archive (src/modules/retention). */
+export async function retainedLinesOf(bucket: R2Bucket, invoiceId: string, key: string): Promise<LineRow[]> {
+  const rows = await archivedRowsOf<LineRow>(bucket, key, (l) => l.invoiceId === invoiceId);
+  if (!rows) throw new ApiError("internal", `invoice ${invoiceId}: its lines were archived to ${key}, which is missing from R2`);
+  return rows;
+}
+
 export async function invoiceLinesOf(db: Db, inv: InvoiceRow): Promise<LineRow[] | InvoiceObject["lines"]> {
   if (inv.archiveKey === null) return db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, inv.id)).all();
+  if (isRetentionArchive(inv.archiveKey)) return retainedLinesOf((workerEnv as Env).ARCHIVE, inv.id, inv.archiveKey);
   const obj = await (workerEnv as Env).ARCHIVE.get(inv.archiveKey);
   return obj ? (Invoice.parse(await obj.json()).lines ?? []) : [];
 }

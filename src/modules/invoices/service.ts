@@ -7,7 +7,8 @@ import type { AuditContext } from "../../platform/audit";
 import { isAssertionFailure } from "../../db/assert";
 import { invoiceLines, invoices } from "../../db/schema";
 import { commit } from "../../platform/change-set";
-import { invoiceVoided } from "./lifecycle";
+import { invoiceVoided, retainedLinesOf } from "./lifecycle";
+import { isRetentionArchive } from "../../platform/archives";
 import { ApiError, notFound } from "../../platform/errors";
 import { Invoice, toInvoice } from "./serialize";
 
@@ -36,9 +37,10 @@ export async function getInvoice(db: Db, id: string): Promise<InvoiceRow> {
 
 /** The invoice with its lines: from D1, or, once archived, from its R2 document (same shape either way). */
 export async function invoiceWithLines(env: Env, db: Db, inv: InvoiceRow): Promise<z.infer<typeof Invoice>> {
-  if (inv.archiveKey === null) {
+  if (inv.archiveKey === null || isRetentionArchive(inv.archiveKey)) {
     const discounts = (await invoiceDiscountsOf(db, inv.id)).map((d) => ({ discountId: d.discountId, couponId: d.couponId, promotionCodeId: d.promotionCodeId, amount: { amount: money(d.amount, inv.currency).amount, amountMinor: d.amount } }));
-    return { ...toInvoice(inv, await db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, inv.id)).all()), ...(discounts.length ? { discounts } : {}) };
+    const lines = inv.archiveKey === null ? await db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, inv.id)).all() : await retainedLinesOf(env.ARCHIVE, inv.id, inv.archiveKey);
+    return { ...toInvoice(inv, lines), ...(discounts.length ? { discounts } : {}) };
   }
   const obj = await env.ARCHIVE.get(inv.archiveKey);
   if (!obj) throw new ApiError("internal", `invoice ${inv.id} is archived but its document ${inv.archiveKey} is missing`);

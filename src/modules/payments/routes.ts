@@ -14,6 +14,7 @@ import { collectInvoice, latestAttempt } from "./collect";
 import { RETRY_CONFIG_KEY, RetryConfig, retryConfig } from "./config";
 import { failedLatestAttempts, requeue, toPayment } from "./service";
 import type { PaymentMessage } from "../../../queues/messages";
+import { archivedThrough } from "../retention/run";
 
 const Payment = z
   .object({
@@ -156,7 +157,14 @@ export const paymentRoutes = router()
     }),
     async (c) => {
       const row = await dbOf(c.env).select().from(payments).where(eq(payments.id, c.req.valid("param").id)).get();
-      if (!row) throw notFound("payment", c.req.valid("param").id);
+      if (!row) {
+        const through = await archivedThrough(dbOf(c.env), "payment_attempts");
+        if (through === null) throw notFound("payment", c.req.valid("param").id);
+        throw new ApiError(
+          "not_found",
+          `No payment ${c.req.valid("param").id} in D1. Payment attempts finished up to ${iso(through)} were archived to R2 by the retention policy (GET /admin/retention/archives?kind=payment_attempts).`,
+        );
+      }
       return c.json(toPayment(row), 200);
     },
   )

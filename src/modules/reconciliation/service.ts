@@ -1,3 +1,4 @@
+import { assertRetained } from "../retention/run";
 import { and, eq, gte, inArray, isNull, lt, or } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
@@ -83,6 +84,7 @@ async function discrepancyId(date: string, gateway: string, f: Finding): Promise
 }
 
 async function loadLocal(db: Db, gateway: GatewayName, day: { start: number; end: number }) {
+  await assertRetained(db, ["payment_attempts"], day.start, "Reconciliation");
   const dayPayments = await db
     .select()
     .from(payments)
