@@ -3,7 +3,7 @@ import type { BatchItem } from "drizzle-orm/batch";
 import { env as workerEnv, waitUntil } from "cloudflare:workers";
 import type { Db } from "../db/client";
 import { events } from "../db/schema";
-import { newId } from "../lib/ids";
+import { sortableId } from "../lib/ids";
 import type { AuditContext } from "./audit";
 
 /** Every event type the engine emits (Stripe's names where Stripe has one). */
@@ -74,7 +74,8 @@ const liveEnvironment = () => (workerEnv as Partial<Env>).ENVIRONMENT === "produ
 /** The event's row; goes into the same batch as the change that causes it (outbox: no change without its event). */
 export function eventRow(draft: EventDraft, ctx: Pick<AuditContext, "now" | "requestId">): EventRow {
   return {
-    id: newId("evt"),
+    // Sorts by createdAt, then in creation order within the isolate: list order, id order and time order agree.
+    id: sortableId("evt", ctx.now),
     type: draft.type,
     objectType: draft.objectType,
     objectId: draft.objectId,
