@@ -21,6 +21,9 @@ export const customers = sqliteTable(
     testClockId: text("test_clock_id"),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
+    // --- events ---
+    /** Soft deletion (DELETE /api/v1/customers/:id): still readable with its invoices, left out of lists by default. */
+    deletedAt: integer("deleted_at"),
   },
   (t) => [index("customers_created_idx").on(t.createdAt, t.id), index("customers_email_idx").on(t.email)],
 );
