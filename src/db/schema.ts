@@ -67,6 +67,11 @@ export type StoredMeteredPrice = {
   valueProperty?: string;
   /** Drop-in ingestion: metadata key → JSON path in the event's data, kept as the event's metadata. */
   groupBy?: Record<string, string>;
+  /**
+   * Usage alert thresholds (decimal strings in the meter's units) that apply to every subscription on the plan:
+   * `usage.threshold_crossed` once per period each, decided in the meter like a subscription's own alerts.
+   */
+  alertThresholds?: string[];
 };
 export type StoredPrice = StoredFlatPrice | StoredMeteredPrice;
 

@@ -57,3 +57,13 @@ export function sortableIdTime(id: string): number | null {
   for (const ch of body.slice(0, TIME_CHARS)) n = n * 32 + CROCKFORD.indexOf(ch);
   return n;
 }
+
+/**
+ * A `sortableId` for `at` whose random part is taken from `seed` (at least 10 bytes, e.g. a digest): the same
+ * inputs give the same id, so a retried write of the same thing is a no-op on the primary key.
+ */
+export function sortableIdFrom(prefix: string, at: number, seed: Uint8Array): string {
+  let n = 0n;
+  for (const b of seed.slice(0, 10)) n = (n << 8n) | BigInt(b);
+  return `${prefix}_${base32(BigInt(Math.max(0, Math.floor(at))), TIME_CHARS)}${base32(n, RANDOM_CHARS)}`;
+}
