@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 
-import { api, advance, clockAt, spyQueue, unique } from "../helpers";
+import { api, advance, attemptPayment, clockAt, spyQueue, unique } from "../helpers";
 
 // Events caused by work under a test clock are stamped in the clock's frozen time (as Stripe's are).
 
@@ -38,5 +38,26 @@ describe("events under a test clock", () => {
     // Newest first, and id order agrees with it.
     const ids = events.map((e) => e.id);
     expect(ids).toEqual([...ids].sort().reverse());
+  });
+});
+
+describe("payments, refunds and credit notes of a test-clock invoice", () => {
+  it("are stamped in the clock's time", async () => {
+    const clock = await clockAt("2025-03-01T00:00:00Z");
+    const customer = (await call("POST", "/api/v1/customers", { email: `${unique("k")}@example.com`, currency: "USD", testClockId: clock })).body;
+    const plan = (await call("POST", "/api/v1/plans", { name: "Clocked", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "10.00" }] })).body;
+    const sub = (await call("POST", "/api/v1/subscriptions", { customerId: customer.id, planId: plan.id })).body;
+    const invoice = (await call("GET", `/api/v1/invoices?subscriptionId=${sub.id}`)).body.data[0];
+    await advance(clock, "2025-03-02T00:00:00Z");
+    await attemptPayment(invoice.id, 1, { env: testEnv() });
+    const payment = (await call("GET", `/api/v1/payments?invoiceId=${invoice.id}&limit=1`)).body.data[0];
+    expect(payment.status).toBe("succeeded");
+    const refund = await call("POST", "/api/v1/refunds", { paymentId: payment.id, amount: "1.00", reason: "requested_by_customer" });
+    expect(refund.status, JSON.stringify(refund.body)).toBe(201);
+
+    const events = await eventsOfCustomer(customer.id);
+    const late = events.filter((e) => e.createdAt > "2025-03-02T00:00:00.000Z" || e.createdAt < "2025-03-01T00:00:00.000Z");
+    expect(late.map((e) => `${e.type} ${e.createdAt}`)).toEqual([]);
+    expect(events.map((e) => e.type)).toEqual(expect.arrayContaining(["payment.succeeded", "invoice.paid", "refund.created"]));
   });
 });
