@@ -5,6 +5,7 @@ import { applyEvent, aggregateValue, emptyAggregate, type AggregateState } from 
 import { formatDecimal, parseDecimal } from "../src/domain/decimal";
 import { periodAt } from "../src/domain/periods";
 import { dbOf } from "../src/db/client";
+import { sortableIdFrom } from "../src/lib/ids";
 import { events as eventsTable, usageRollups } from "../src/db/schema";
 import { eventRow, eventsCommitted } from "../src/platform/events";
 import type {
@@ -40,9 +41,11 @@ type Candidate = {
 /** Fired alerts written to D1 per alarm run (one batch). */
 const ALERT_DELIVERY_BATCH = 50;
 /** Deterministic event id of an alert's crossing in a period: a redelivery after a lost acknowledgement is a no-op. */
-export async function thresholdEventId(alertId: string, periodStart: number): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(`${alertId}\u0000${periodStart}`));
-  return `evt_${[...new Uint8Array(digest).slice(0, 12)].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
+export async function thresholdEventId(subscriptionId: string, alertId: string, periodStart: number, firedAt: number): Promise<string> {
+  // Sorts by the time it fired (like every event id); the rest is fixed by (subscription, alert, period). Plan-level
+  // alerts share their id across subscriptions, hence the subscription in the digest.
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(`${subscriptionId}\u0000${alertId}\u0000${periodStart}`));
+  return sortableIdFrom("evt", firedAt, new Uint8Array(digest));
 }
 /** Rows per multi-row insert: 8 bound values each, under the 100 bound parameters a Durable Object query allows. */
 const INSERT_ROWS = 12;
@@ -290,7 +293,8 @@ export class UsageMeter extends DurableObject<Env> {
         for (const t of touched.values()) this.saveAggregate(t.meterId, t.period, t.state, t.resetAt);
         // Alerts: only when the configuration has some (an ingest without alerts does no extra storage work).
         const alerts = this.config?.alerts;
-        if (alerts?.length) for (const t of touched.values()) fired += this.fireAlerts(t, alerts, realNow);
+        // Stamped in the subscription's time (its test clock's, if any), as its other events are.
+        if (alerts?.length) for (const t of touched.values()) fired += this.fireAlerts(t, alerts, now);
         return out;
       });
     } catch (e) {
@@ -309,7 +313,7 @@ export class UsageMeter extends DurableObject<Env> {
    * the INSERT OR IGNORE runs inside the ingest's storage transaction, so concurrent or repeated ingests cannot fire
    * twice, and a rolled-back ingest fires nothing. Returns how many fired now.
    */
-  private fireAlerts(t: Touched, alerts: NonNullable<MeterConfig["alerts"]>, realNow: number): number {
+  private fireAlerts(t: Touched, alerts: NonNullable<MeterConfig["alerts"]>, firedAt: number): number {
     const c = this.config!;
     const meter = c.meters.find((m) => m.meterId === t.meterId);
     if (!meter) return 0;
@@ -326,6 +330,8 @@ export class UsageMeter extends DurableObject<Env> {
       const object = {
         id: a.id,
         object: "usage_alert",
+        /** "plan": a threshold of the plan's metered price; "subscription": POST /subscriptions/:id/usage-alerts. */
+        source: a.id.startsWith("plan_alert:") ? "plan" : "subscription",
         subscriptionId: c.subscriptionId,
         customerId: c.customerId,
         meterId: a.meterId,
@@ -337,7 +343,7 @@ export class UsageMeter extends DurableObject<Env> {
         "INSERT OR IGNORE INTO alerts_fired (alert_id, period_start, fired_at, livemode, object) VALUES (?, ?, ?, ?, ?)",
         a.id,
         t.period.start,
-        realNow,
+        firedAt,
         c.testClockId ? 0 : null,
         JSON.stringify(object),
       );
@@ -372,7 +378,7 @@ export class UsageMeter extends DurableObject<Env> {
     const db = dbOf(this.env);
     const eventRows = await Promise.all(
       rows.map(async (r) => {
-        const object = JSON.parse(r.object) as { id: string; customerId: string };
+        const object = JSON.parse(r.object) as { id: string; customerId: string; subscriptionId: string };
         const row = eventRow(
           {
             type: "usage.threshold_crossed",
@@ -384,7 +390,7 @@ export class UsageMeter extends DurableObject<Env> {
           },
           { now: r.fired_at },
         );
-        return { ...row, id: await thresholdEventId(r.alert_id, r.period_start) };
+        return { ...row, id: await thresholdEventId(this.config?.subscriptionId ?? object.subscriptionId, r.alert_id, r.period_start, r.fired_at) };
       }),
     );
     const inserts = eventRows.map((row) => db.insert(eventsTable).values(row).onConflictDoNothing());

@@ -37,6 +37,8 @@ export type TaskMessage =
   | { type: "invoices.finalize_drafts"; now: number; after: string | null; testClockId: string | null }
   /** customer.subscription.trial_will_end for real-time trials ending within three days of `now`, a page per message. */
   | { type: "subscriptions.trial_will_end"; now: number }
+  /** invoice.upcoming for live subscriptions renewing soon after `now`, a page (by id after `after`) per message. */
+  | { type: "invoices.upcoming"; now: number; after: string | null }
   /** The next steps of a test clock moving to `target` (epoch ms). */
   | { type: "test_clock.advance"; clockId: string; target: number; meterAfter?: string }
   /** The next pages of a retention run (src/modules/retention): rows of `kind` after `after` move to R2. */

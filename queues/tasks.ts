@@ -2,6 +2,7 @@ import { dbOf } from "../src/db/client";
 import { consumer } from "./dispatch";
 import { enqueueDuePages, trialWillEndPage } from "../src/modules/subscriptions/billing-run";
 import { finalizeDraftsChained } from "../src/modules/invoices/finalize";
+import { upcomingInvoicesPage } from "../src/modules/subscriptions/upcoming";
 import { continueAdvance } from "../src/modules/test-clocks/service";
 import { runCronTask } from "../src/scheduled";
 import { SYSTEM_ACTOR } from "../src/platform/actor";
@@ -31,6 +32,10 @@ export const taskHandlers = {
   },
   "subscriptions.trial_will_end": async (m: Of<"subscriptions.trial_will_end">, env: Env) => {
     await trialWillEndPage(env, dbOf(env), m.now);
+    return done;
+  },
+  "invoices.upcoming": async (m: Of<"invoices.upcoming">, env: Env) => {
+    await upcomingInvoicesPage(env, dbOf(env), m.now, m.after);
     return done;
   },
   "test_clock.advance": async (m: Of<"test_clock.advance">, env: Env) => {

@@ -21,6 +21,7 @@ import type { JobMessage, TaskMessage } from "../queues/messages";
 import { sendAll } from "./platform/queue-send";
 import { currentCounts, type InvocationCounts } from "./platform/limits";
 import { expireDueGrants } from "./modules/credits/service";
+import { upcomingInvoicesPage } from "./modules/subscriptions/upcoming";
 
 export const CRON = {
   hourly: "0 * * * *",
@@ -36,6 +37,7 @@ export const cronTasks: Record<string, Task[]> = {
     { name: "meters.resync", run: (env) => resyncMeters(env, dbOf(env)) },
     // Each of these does one bounded page and queues the next on the tasks queue (docs/scale.md).
     { name: "subscriptions.trial_will_end", run: (env, t) => trialWillEndPage(env, dbOf(env), t) },
+    { name: "invoices.upcoming", run: async (env, t) => (await upcomingInvoicesPage(env, dbOf(env), t, null)).emitted },
     { name: "billing.enqueue_due", run: (env, t) => enqueueDuePages(env, dbOf(env), t, null) },
     { name: "billing.finalize_drafts", run: async (env, t) => (await finalizeDraftsChained(env, dbOf(env), { actor: SYSTEM_ACTOR, now: t }, null, null)).finalized.length },
     // Live invoices only: a test clock's retries and "uncollectible" move when the clock is advanced.

@@ -21,6 +21,9 @@ export const customers = sqliteTable(
     testClockId: text("test_clock_id"),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
+    // --- events ---
+    /** Soft deletion (DELETE /api/v1/customers/:id): still readable with its invoices, left out of lists by default. */
+    deletedAt: integer("deleted_at"),
   },
   (t) => [index("customers_created_idx").on(t.createdAt, t.id), index("customers_email_idx").on(t.email)],
 );
@@ -64,6 +67,11 @@ export type StoredMeteredPrice = {
   valueProperty?: string;
   /** Drop-in ingestion: metadata key → JSON path in the event's data, kept as the event's metadata. */
   groupBy?: Record<string, string>;
+  /**
+   * Usage alert thresholds (decimal strings in the meter's units) that apply to every subscription on the plan:
+   * `usage.threshold_crossed` once per period each, decided in the meter like a subscription's own alerts.
+   */
+  alertThresholds?: string[];
 };
 export type StoredPrice = StoredFlatPrice | StoredMeteredPrice;
 

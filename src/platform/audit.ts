@@ -18,7 +18,11 @@ export type AuditEntry = {
 };
 
 /** `idempotencyKey`: the request's scoped key; the change's batch marks it committed, so a retry never re-applies it. */
-export type AuditContext = { actor: Actor; requestId?: string; now: number; idempotencyKey?: string };
+/**
+ * `wallClock`: the request's real time when the context was made. While `now` still equals it (no caller resolved a
+ * test clock's time into `now`), `commit()` stamps events about objects on a test clock in their clock's time.
+ */
+export type AuditContext = { actor: Actor; requestId?: string; now: number; idempotencyKey?: string; wallClock?: number };
 
 /** The chain value before row 1. */
 export const GENESIS_CHAIN = "0".repeat(64);

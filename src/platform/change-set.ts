@@ -1,7 +1,7 @@
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../db/client";
 import { commitWithAudit, type AuditContext, type AuditEntry } from "./audit";
-import { eventInsert, eventRow, eventsCommitted, type EventDraft, type EventRow } from "./events";
+import { eventInsert, eventRow, eventsCommitted, inClockTime, type EventDraft, type EventRow } from "./events";
 
 /**
  * What a transition produces: the guarded statements, the audit rows, the events (outbox), and effects that run
@@ -36,7 +36,7 @@ export function merge(...sets: ChangeSet[]): ChangeSet {
  * Returns the batch results, statements first in the order given, and the events written.
  */
 export async function commit(db: Db, cs: ChangeSet, ctx: AuditContext): Promise<{ results: unknown[]; events: EventRow[] }> {
-  const rows = cs.events.map((e) => eventRow(e, ctx));
+  const rows = (ctx.wallClock === ctx.now ? await inClockTime(db, cs.events) : cs.events).map((e) => eventRow(e, ctx));
   const results = await commitWithAudit(db, [...cs.statements, ...rows.map((r) => eventInsert(db, r))], cs.audit, ctx);
   eventsCommitted(rows.map((r) => r.id));
   for (const effect of cs.after) await effect();

@@ -1,9 +1,9 @@
-import { sql } from "drizzle-orm";
+import { inArray, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { env as workerEnv, waitUntil } from "cloudflare:workers";
 import type { Db } from "../db/client";
-import { events } from "../db/schema";
-import { newId } from "../lib/ids";
+import { events, testClocks } from "../db/schema";
+import { sortableId } from "../lib/ids";
 import type { AuditContext } from "./audit";
 
 /** Every event type the engine emits (Stripe's names where Stripe has one). */
@@ -65,6 +65,13 @@ export type EventDraft = {
   previousAttributes?: Record<string, unknown> | null;
   /** False for objects on a test clock; otherwise live in production only. */
   livemode?: boolean;
+  /**
+   * The test clock the object lives on: the event is stamped in the clock's frozen time (as Stripe does) and is
+   * never live. `commit()` reads the clock's time when `at` is not given.
+   */
+  testClockId?: string | null;
+  /** When the change happened in the object's time (a test clock's frozen time); default: the context's `now`. */
+  at?: number;
 };
 
 export type EventRow = typeof events.$inferSelect;
@@ -73,17 +80,31 @@ const liveEnvironment = () => (workerEnv as Partial<Env>).ENVIRONMENT === "produ
 
 /** The event's row; goes into the same batch as the change that causes it (outbox: no change without its event). */
 export function eventRow(draft: EventDraft, ctx: Pick<AuditContext, "now" | "requestId">): EventRow {
+  const createdAt = draft.at ?? ctx.now;
   return {
-    id: newId("evt"),
+    // Sorts by createdAt, then in creation order within the isolate: list order, id order and time order agree.
+    id: sortableId("evt", createdAt),
     type: draft.type,
     objectType: draft.objectType,
     objectId: draft.objectId,
     customerId: draft.customerId ?? null,
-    livemode: draft.livemode ?? liveEnvironment(),
+    livemode: draft.livemode ?? (draft.testClockId ? false : liveEnvironment()),
     requestId: ctx.requestId ?? null,
     data: { object: draft.object, previousAttributes: draft.previousAttributes ?? null },
-    createdAt: ctx.now,
+    createdAt,
   };
+}
+
+/**
+ * The drafts with their time in their object's clock: drafts on a test clock without `at` get the clock's frozen
+ * time (one read, only when some draft is on a clock); a clock that no longer exists leaves the context's time.
+ */
+export async function inClockTime(db: Db, drafts: EventDraft[]): Promise<EventDraft[]> {
+  const ids = [...new Set(drafts.filter((d) => d.testClockId && d.at === undefined).map((d) => d.testClockId!))];
+  if (!ids.length) return drafts;
+  const clocks = await db.select({ id: testClocks.id, t: testClocks.frozenTime }).from(testClocks).where(inArray(testClocks.id, ids)).all();
+  const time = new Map(clocks.map((c) => [c.id, c.t]));
+  return drafts.map((d) => (d.testClockId && d.at === undefined && time.has(d.testClockId) ? { ...d, at: time.get(d.testClockId)! } : d));
 }
 
 export function eventInsert(db: Db, row: EventRow): BatchItem<"sqlite"> {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
-import { api, createCustomer, unique } from "../helpers";
+import { api, createCustomer, createPlan, unique } from "../helpers";
 
 const count = async () => (await env.DB.prepare("SELECT count(*) AS n FROM customers").first<{ n: number }>())!.n;
 const paths = (r: { body: any }) => (r.body.errors ?? []).map((e: any) => e.path);
@@ -23,6 +23,8 @@ describe("POST /api/v1/customers", () => {
       metadata: {},
       creditBalance: { amount: "0.00", amountMinor: 0 },
       testClockId: null,
+      deleted: false,
+      deletedAt: null,
       createdAt: expect.any(String),
       updatedAt: expect.any(String),
     });
@@ -220,5 +222,72 @@ describe("GET /api/v1/customers", () => {
     const r = await api("GET", "/api/v1/customers?startingAfter=cus_unknown");
     expect(r.status).toBe(400);
     expect(paths(r)).toEqual(["startingAfter"]);
+  });
+});
+
+describe("DELETE /api/v1/customers/:id", () => {
+  const eventsOf = async (id: string, type: string) => (await api("GET", `/api/v1/events?objectId=${id}&type=${type}`)).body.data as any[];
+
+  it("soft-deletes: customer.deleted in the same change, still readable, not listed unless asked, audited, idempotent", async () => {
+    const c = await createCustomer({ name: "Leaving" });
+    const key = unique("idem");
+    const r = await api("DELETE", `/api/v1/customers/${c.id}`, { as: "support", headers: { "idempotency-key": key } });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body).toMatchObject({ id: c.id, deleted: true, deletedAt: expect.any(String), name: "Leaving" });
+
+    const events = await eventsOf(c.id, "customer.deleted");
+    expect(events).toHaveLength(1);
+    expect(events[0].data).toEqual({ object: r.body, previousAttributes: { deleted: false, deletedAt: null } });
+    expect(events[0].createdAt).toBe(r.body.deletedAt);
+
+    // The same key replays the answer; a plain second DELETE changes nothing: one event in all.
+    const replay = await api("DELETE", `/api/v1/customers/${c.id}`, { as: "support", headers: { "idempotency-key": key } });
+    expect(replay.body).toEqual(r.body);
+    expect((await api("DELETE", `/api/v1/customers/${c.id}`)).body).toEqual(r.body);
+    expect(await eventsOf(c.id, "customer.deleted")).toHaveLength(1);
+
+    expect((await api("GET", `/api/v1/customers/${c.id}`, { as: "viewer" })).body).toEqual(r.body);
+    const listed = async (q: string) => ((await api("GET", `/api/v1/customers?email=${encodeURIComponent(c.email)}${q}`)).body.data as any[]).map((x) => x.id);
+    expect(await listed("")).toEqual([]);
+    expect(await listed("&includeDeleted=true")).toEqual([c.id]);
+
+    const audit = await env.DB.prepare("SELECT count(*) AS n FROM audit_log WHERE action = 'customer.deleted' AND target_id = ?").bind(c.id).first<{ n: number }>();
+    expect(audit!.n).toBe(1);
+
+    // A deleted customer takes no changes and no new subscriptions.
+    const patch = await api("PATCH", `/api/v1/customers/${c.id}`, { body: { name: "Back" } });
+    expect(patch.status).toBe(409);
+    expect(patch.headers.get("content-type")).toMatch(/^application\/problem\+json/);
+    const plan = await createPlan({ prices: [{ type: "flat", amount: "5.00" }] });
+    expect((await api("POST", "/api/v1/subscriptions", { body: { customerId: c.id, planId: plan.id } })).status).toBe(409);
+  });
+
+  it("refuses with 409 naming the subscriptions and invoices that block it, and deletes once they are settled", async () => {
+    const c = await createCustomer();
+    const plan = await createPlan({ prices: [{ type: "flat", amount: "5.00" }] });
+    const sub = await api("POST", "/api/v1/subscriptions", { body: { customerId: c.id, planId: plan.id, paymentMethod: "pm_card_chargeDeclined" } });
+    expect(sub.status, JSON.stringify(sub.body)).toBe(201);
+    const r = await api("DELETE", `/api/v1/customers/${c.id}`);
+    expect(r.status).toBe(409);
+    expect(r.body.detail).toContain(sub.body.id);
+    expect(r.body.errors).toContainEqual({ path: "subscriptions", message: `${sub.body.id} is not canceled` });
+    expect((await api("GET", `/api/v1/customers/${c.id}`)).body.deleted).toBe(false);
+    expect(await eventsOf(c.id, "customer.deleted")).toEqual([]);
+
+    expect((await api("POST", `/api/v1/subscriptions/${sub.body.id}/cancel`, { body: { cancelAtPeriodEnd: false, reason: "leaving" } })).status).toBe(200);
+    const open = ((await api("GET", `/api/v1/invoices?customerId=${c.id}&limit=100`)).body.data as any[]).filter((i) => i.status === "open" || i.status === "draft");
+    if (open.length) {
+      const blocked = await api("DELETE", `/api/v1/customers/${c.id}`);
+      expect(blocked.status).toBe(409);
+      expect(blocked.body.errors.map((e: any) => e.path)).toEqual(open.map(() => "invoices"));
+      for (const inv of open) expect((await api("POST", `/api/v1/invoices/${inv.id}/void`, { body: { reason: "leaving" } })).status).toBe(200);
+    }
+    expect((await api("DELETE", `/api/v1/customers/${c.id}`)).status).toBe(200);
+  });
+
+  it("unknown customer → 404; viewer → 403", async () => {
+    expect((await api("DELETE", "/api/v1/customers/cus_nope")).status).toBe(404);
+    const c = await createCustomer();
+    expect((await api("DELETE", `/api/v1/customers/${c.id}`, { as: "viewer" })).status).toBe(403);
   });
 });

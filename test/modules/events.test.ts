@@ -9,6 +9,7 @@ import { IllegalTransition } from "../../src/domain/lifecycle";
 import { refundStatuses } from "../../src/db/schema";
 import { cronTasks, CRON } from "../../src/scheduled";
 import { unique, api, attemptPayment } from "../helpers";
+import { eventInsert, eventRow, type EventType } from "../../src/platform/events";
 
 type Role = "admin" | "finance" | "support" | "viewer";
 
@@ -26,6 +27,10 @@ async function seedEvent(o: { type: string; objectId: string; createdAt: number;
     .run();
   return id;
 }
+
+/** An event row as the engine writes it (sortable id) at `createdAt`. */
+const written = (type: string, objectId: string, createdAt: number) =>
+  eventRow({ type: type as EventType, objectType: "thing", objectId, object: { id: objectId } }, { now: createdAt });
 
 const eventsOf = async (objectId: string) => (await call("GET", `/api/v1/events?objectId=${objectId}&limit=100`)).body.data as any[];
 
@@ -65,15 +70,33 @@ describe("GET /api/v1/events", () => {
     expect(one.body).toMatchObject({ id: c, type: "payment.succeeded", data: { object: { id: obj } } });
   });
 
-  it("keeps the order events were written in when they share a millisecond", async () => {
+  it("keeps the order events were written in when they share a millisecond (their ids sort that way)", async () => {
     const obj = unique("obj");
     const t = Date.parse("2031-02-01T00:00:00Z");
-    // Ids are random: the later write gets the smaller id on purpose.
-    const first = await seedEvent({ type: "refund.created", objectId: obj, createdAt: t, id: `evt_zz${unique("x")}` });
-    const second = await seedEvent({ type: "refund.succeeded", objectId: obj, createdAt: t, id: `evt_00${unique("x")}` });
-    expect((await eventsOf(obj)).map((e) => e.id)).toEqual([second, first]);
-    const next = await call("GET", `/api/v1/events?objectId=${obj}&limit=1&startingAfter=${second}`);
-    expect(next.body.data.map((e: any) => e.id)).toEqual([first]);
+    const [first, second] = [written("refund.created", obj, t), written("refund.succeeded", obj, t)];
+    await dbOf(env).batch([eventInsert(dbOf(env), first), eventInsert(dbOf(env), second)]);
+    expect(second.id > first.id).toBe(true);
+    expect((await eventsOf(obj)).map((e) => e.id)).toEqual([second.id, first.id]);
+    const next = await call("GET", `/api/v1/events?objectId=${obj}&limit=1&startingAfter=${second.id}`);
+    expect(next.body.data.map((e: any) => e.id)).toEqual([first.id]);
+  });
+
+  it("pages in id order, which is createdAt order (events of a frozen clock and live ones mixed)", async () => {
+    const obj = unique("obj");
+    const base = Date.parse("2031-03-01T00:00:00Z");
+    const rows = Array.from({ length: 40 }, (_, i) => written("invoice.updated", obj, base + ((i * 7) % 5) * 1000));
+    await dbOf(env).batch(rows.map((r) => eventInsert(dbOf(env), r)) as [ReturnType<typeof eventInsert>]);
+    const seen: any[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: any = await call("GET", `/api/v1/events?objectId=${obj}&limit=7${cursor ? `&startingAfter=${cursor}` : ""}`);
+      seen.push(...page.body.data);
+      cursor = page.body.nextCursor;
+    } while (cursor);
+    const ids = seen.map((e) => e.id);
+    expect(ids).toHaveLength(40);
+    expect(ids).toEqual([...ids].sort().reverse());
+    expect(seen.map((e) => Date.parse(e.createdAt))).toEqual(seen.map((e) => Date.parse(e.createdAt)).sort((a, b) => b - a));
   });
 
   it("answers 404 for an unknown event, 400 for an unknown cursor or a bad type pattern, 401 without credentials", async () => {

@@ -166,6 +166,7 @@ describe("customerTaxExemption", () => {
     testClockId: null,
     createdAt: 0,
     updatedAt: 0,
+    deletedAt: null,
   };
   const at = t("2026-06-01T00:00:00Z");
   const cases: [string, Partial<typeof base>, number, { exempt: boolean; reason: string }][] = [

@@ -164,10 +164,52 @@ describe("usage.threshold_crossed", () => {
     await vi.waitFor(async () => expect(await crossings(sub.id, alert.id)).toHaveLength(2));
     const events = await crossings(sub.id, alert.id);
     expect(events.every((e) => e.livemode === false)).toBe(true);
+    // Stamped in the clock's time (each crossing at the clock's time of its ingest), not the real time.
+    expect(events.map((e) => e.createdAt).sort()).toEqual(["2024-03-01T00:00:00.000Z", "2024-04-01T00:00:00.000Z"]);
     // Decided by the clock, not by the environment: the meter recorded "test mode" with each crossing.
     const modes = await runInDurableObject(meter(sub.id), (_o, state) => state.storage.sql.exec<{ livemode: number | null }>("SELECT livemode FROM alerts_fired").toArray().map((r) => r.livemode));
     expect(modes).toEqual([0, 0]);
     expect(events.map((e) => e.data.object.period.start).sort()).toEqual(["2024-03-01T00:00:00.000Z", "2024-04-01T00:00:00.000Z"]);
     expect(events.find((e) => e.data.object.period.start.startsWith("2024-04")).data.object.value).toBe("10");
+  });
+});
+
+describe("plan-level usage alert thresholds", () => {
+  const planCrossings = async (customerId: string, subscriptionId: string) => {
+    await runDurableObjectAlarm(meter(subscriptionId));
+    const r = await api("GET", `/api/v1/events?customerId=${customerId}&type=usage.threshold_crossed&limit=100`);
+    return r.body.data as any[];
+  };
+
+  it("apply to every subscription on the plan and to one that changes onto it, once per period each", async () => {
+    const alerting = await createPlan({
+      prices: [{ type: "metered", meterId: "api_calls", aggregation: "sum", pricingModel: "per_unit", unitAmount: "0.001", alertThresholds: ["10", "10.0", "100"] }],
+    });
+    expect(alerting.prices[0].alertThresholds).toEqual(["10", "100"]);
+    const quiet = await createPlan();
+    const onPlan = await createSubscription({ planId: alerting.id });
+    const changer = await createSubscription({ planId: quiet.id });
+
+    await usage(changer.id, [12]);
+    expect(await planCrossings(changer.customerId, changer.id)).toEqual([]);
+    const change = await api("PUT", `/api/v1/subscriptions/${changer.id}/plan`, { body: { newPlanId: alerting.id, effectiveDate: "now" } });
+    expect(change.status, JSON.stringify(change.body)).toBe(200);
+
+    for (const sub of [onPlan, changer]) {
+      await usage(sub.id, [11]);
+      await vi.waitFor(async () => expect(await planCrossings(sub.customerId, sub.id)).toHaveLength(1));
+      await usage(sub.id, [5]);
+      const events = await planCrossings(sub.customerId, sub.id);
+      expect(events).toHaveLength(1);
+      expect(events[0].data.object).toMatchObject({ object: "usage_alert", source: "plan", subscriptionId: sub.id, meterId: "api_calls", threshold: "10" });
+    }
+  });
+
+  it("refuses a threshold that is not a positive decimal (422 naming it)", async () => {
+    const r = await api("POST", "/api/v1/plans", {
+      body: { name: "Bad", currency: "USD", interval: "month", prices: [{ type: "metered", meterId: "api_calls", pricingModel: "per_unit", unitAmount: "0.001", alertThresholds: ["0"] }] },
+    });
+    expect(r.status).toBe(422);
+    expect(r.body.errors[0].path).toBe("prices.0.alertThresholds.0");
   });
 });

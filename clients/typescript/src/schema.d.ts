@@ -130,7 +130,7 @@ export interface paths {
         };
         /**
          * List customers, newest first
-         * @description Cursor-paginated (`limit`, `startingAfter`); `email` filters on the exact address, `name` on a case-insensitive part of the name.
+         * @description Cursor-paginated (`limit`, `startingAfter`); `email` filters on the exact address, `name` on a case-insensitive part of the name. Deleted customers only with `includeDeleted=true`.
          */
         get: operations["listCustomers"];
         put?: never;
@@ -159,7 +159,11 @@ export interface paths {
         get: operations["getCustomer"];
         put?: never;
         post?: never;
-        delete?: never;
+        /**
+         * Delete a customer
+         * @description Soft-deletes the customer (`deleted: true`) and emits `customer.deleted`: it stays readable with its invoices, payments and events, is left out of lists unless `includeDeleted=true`, and refuses changes and new subscriptions (409). Nothing is canceled silently: a customer with subscriptions not canceled, or draft or open invoices, is refused with 409 naming them. Deleting a deleted customer answers 200 and changes nothing.
+         */
+        delete: operations["deleteCustomer"];
         options?: never;
         head?: never;
         /**
@@ -2934,6 +2938,9 @@ export interface components {
                 amountMinor: number;
             };
             testClockId: string | null;
+            /** @description Deleted (DELETE /api/v1/customers/{id}): still readable with its invoices and history, not listed by default */
+            deleted: boolean;
+            deletedAt: string | null;
             createdAt: string;
             updatedAt: string;
         };
@@ -3019,6 +3026,7 @@ export interface components {
                 groupBy?: {
                     [key: string]: string;
                 };
+                alertThresholds?: string[];
             })[];
             metadata: {
                 [key: string]: string;
@@ -3109,6 +3117,14 @@ export interface components {
                 groupBy?: {
                     [key: string]: string;
                 };
+                /**
+                 * @description Usage alert thresholds (meter units) for every subscription on the plan: `usage.threshold_crossed` once per period each
+                 * @example [
+                 *       "1000",
+                 *       "5000"
+                 *     ]
+                 */
+                alertThresholds?: string[];
             })[];
             metadata?: {
                 [key: string]: string;
@@ -3197,6 +3213,14 @@ export interface components {
                 groupBy?: {
                     [key: string]: string;
                 };
+                /**
+                 * @description Usage alert thresholds (meter units) for every subscription on the plan: `usage.threshold_crossed` once per period each
+                 * @example [
+                 *       "1000",
+                 *       "5000"
+                 *     ]
+                 */
+                alertThresholds?: string[];
             })[];
             metadata?: {
                 [key: string]: string;
@@ -5777,6 +5801,8 @@ export interface operations {
                 email?: string;
                 /** @description Customers whose name contains this text (case-insensitive) */
                 name?: string;
+                /** @description Also list deleted customers (left out by default) */
+                includeDeleted?: "true" | "false";
             };
             header?: never;
             path?: never;
@@ -5975,6 +6001,85 @@ export interface operations {
             };
             /** @description The object named in the path does not exist */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Well-formed but refused: a business rule, a card number in the request, or an Idempotency-Key reused with another body */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    deleteCustomer: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the request safe to retry for 24 h */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The deleted customer */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Customer"];
+                };
+            };
+            /** @description Malformed request or validation failure (`errors[]` names the fields) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing, malformed, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token's role (or the API key's scopes) may not call this route */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The object named in the path does not exist */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict: the object is in another state, or the same Idempotency-Key is still in flight */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,3 +1,4 @@
+import { inClockOf, inClockOfInvoice } from "../../platform/clock";
 import { and, desc, eq, inArray } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
@@ -107,9 +108,11 @@ async function refundablePayment(db: Db, inv: InvoiceRow, amount: number) {
  * ledger and the payment's gateway, admitted by PaymentGuard: frozen → 423 before anything is written) and the
  * customer's credit balance; an unsplit remainder goes to the credit balance. Numbered CN-<year>-NNNNNN, gap-free.
  */
-export async function createCreditNote(env: Env, db: Db, input: CreateCreditNoteInput, ctx: AuditContext): Promise<{ note: NoteRow; lines: NoteLineRow[] }> {
+export async function createCreditNote(env: Env, db: Db, input: CreateCreditNoteInput, requestCtx: AuditContext): Promise<{ note: NoteRow; lines: NoteLineRow[] }> {
   const inv = await db.select().from(invoices).where(eq(invoices.id, input.invoiceId)).get();
   if (!inv) throw notFound("invoice", input.invoiceId);
+  // A test-clock invoice is credited in the clock's time (the note and its events).
+  const ctx = await inClockOf(db, requestCtx, inv.testClockId);
   const open = inv.status === "open" || inv.status === "uncollectible";
   if (!open && inv.status !== "paid") throw new ApiError("conflict", `invoice ${inv.id} is ${inv.status}: credit notes apply to open or paid invoices${inv.status === "draft" ? " (edit or void a draft instead)" : ""}`, [{ path: "invoiceId", message: `is ${inv.status}` }]);
   if (inv.archiveKey !== null) throw new ApiError("conflict", `invoice ${inv.id} is archived: its lines are in R2 and can no longer be credited`, [{ path: "invoiceId", message: "is archived" }]);
@@ -204,9 +207,10 @@ export async function createCreditNote(env: Env, db: Db, input: CreateCreditNote
  * open invoice, the credit granted is taken back from a balance that still holds it. A note that refunded money,
  * or whose invoice has since been paid or voided, or whose credit was spent, stays issued (409 saying which).
  */
-export async function voidCreditNote(db: Db, id: string, ctx: AuditContext): Promise<NoteRow> {
+export async function voidCreditNote(db: Db, id: string, requestCtx: AuditContext): Promise<NoteRow> {
   const note = await db.select().from(creditNotes).where(eq(creditNotes.id, id)).get();
   if (!note) throw notFound("credit note", id);
+  const ctx = await inClockOfInvoice(db, requestCtx, note.invoiceId);
   const lines = await db.select().from(creditNoteLines).where(eq(creditNoteLines.creditNoteId, id)).all();
   if (note.status === "issued") {
     if (note.refundAmount > 0) throw new ApiError("conflict", `credit note ${note.number} refunded ${fmt(note.refundAmount, note.currency)} (refund ${note.refundId}): a refund cannot be undone, so the note stays`, [{ path: "status", message: "applied (refunded)" }]);

@@ -5,7 +5,7 @@ import { dbOf } from "../../db/client";
 import { auditCtx } from "../../http/context";
 import { CreateCustomer, Customer, UpdateCustomer } from "./schemas";
 import { STRIPE_CUSTOMER_KEY, syncStripeCustomerId } from "../usage/routing";
-import { createCustomer, getCustomerRow, listCustomers, toCustomer, updateCustomer } from "./service";
+import { createCustomer, deleteCustomer, getCustomerRow, listCustomers, toCustomer, updateCustomer } from "./service";
 
 const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "cus_123" }) });
 
@@ -32,12 +32,17 @@ export const customerRoutes = router()
       operationId: "listCustomers",
       tags: ["Customers"],
       summary: "List customers, newest first",
-      description: "Cursor-paginated (`limit`, `startingAfter`); `email` filters on the exact address, `name` on a case-insensitive part of the name.",
+      description: "Cursor-paginated (`limit`, `startingAfter`); `email` filters on the exact address, `name` on a case-insensitive part of the name. Deleted customers only with `includeDeleted=true`.",
       middleware: [requireScopeOrRole("customers:read", access.read)] as const,
       request: {
         query: PaginationQuery.extend({
           email: z.string().optional(),
           name: z.string().max(200).optional().openapi({ description: "Customers whose name contains this text (case-insensitive)" }),
+          includeDeleted: z
+            .enum(["true", "false"])
+            .optional()
+            .transform((v) => v === "true")
+            .openapi({ description: "Also list deleted customers (left out by default)" }),
         }),
       },
       responses: { 200: jsonResponse(listOf(Customer), "A page of customers") },
@@ -77,4 +82,19 @@ export const customerRoutes = router()
       if (input.metadata && STRIPE_CUSTOMER_KEY in input.metadata) await syncStripeCustomerId(c.env, updated.id, updated.metadata[STRIPE_CUSTOMER_KEY] ?? null);
       return c.json(updated, 200);
     },
+  )
+  .openapi(
+    createRoute({
+      method: "delete",
+      path: "/{id}",
+      operationId: "deleteCustomer",
+      tags: ["Customers"],
+      summary: "Delete a customer",
+      description:
+        "Soft-deletes the customer (`deleted: true`) and emits `customer.deleted`: it stays readable with its invoices, payments and events, is left out of lists unless `includeDeleted=true`, and refuses changes and new subscriptions (409). Nothing is canceled silently: a customer with subscriptions not canceled, or draft or open invoices, is refused with 409 naming them. Deleting a deleted customer answers 200 and changes nothing.",
+      middleware: [requireRole(access.customers)] as const,
+      request: { params: IdParam },
+      responses: { 200: jsonResponse(Customer, "The deleted customer"), ...problems(404, 409) },
+    }),
+    async (c) => c.json(await deleteCustomer(dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
   );

@@ -51,6 +51,8 @@ export const Customer = z
     metadata: z.record(z.string(), z.string()),
     creditBalance: z.object({ amount: z.string(), amountMinor: z.number().int() }).openapi({ description: "Credit its active grants hold (see GET /api/v1/customers/{id}/credit-balance), used by its next invoices" }),
     testClockId: z.string().nullable(),
+    deleted: z.boolean().openapi({ description: "Deleted (DELETE /api/v1/customers/{id}): still readable with its invoices and history, not listed by default" }),
+    deletedAt: z.string().nullable(),
     createdAt: z.string(),
     updatedAt: z.string(),
   })

@@ -1,11 +1,11 @@
-import { and, eq, sql } from "drizzle-orm";
+import { and, eq, inArray, isNull, ne, notExists, sql } from "drizzle-orm";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import type { AuditContext } from "../../platform/audit";
 import { change, commit } from "../../platform/change-set";
 import type { EventDraft } from "../../platform/events";
 import { newestFirstPage } from "../../platform/pagination";
-import { customers, subscriptions, testClocks } from "../../db/schema";
+import { customers, invoices, subscriptions, testClocks } from "../../db/schema";
 import { assertChanged, isAssertionFailure, isUniqueViolation } from "../../db/assert";
 import { ApiError, invalid, notFound } from "../../platform/errors";
 import { newId } from "../../lib/ids";
@@ -28,6 +28,8 @@ export function toCustomer(r: Row): z.infer<typeof Customer> {
     metadata: r.metadata,
     creditBalance: { amount: formatMinor(r.creditBalance, r.currency), amountMinor: r.creditBalance },
     testClockId: r.testClockId,
+    deleted: r.deletedAt !== null,
+    deletedAt: iso(r.deletedAt),
     createdAt: iso(r.createdAt),
     updatedAt: iso(r.updatedAt),
   };
@@ -43,7 +45,7 @@ const customerEvent = (type: EventDraft["type"], row: Row, previousAttributes?: 
   customerId: row.id,
   object: toCustomer(row),
   ...(previousAttributes ? { previousAttributes } : {}),
-  ...(row.testClockId ? { livemode: false } : {}),
+  testClockId: row.testClockId,
 });
 
 /** The REST fields that differ (updatedAt aside), with their old values. */
@@ -76,6 +78,7 @@ export async function createCustomer(db: Db, input: z.infer<typeof CreateCustome
     testClockId: input.testClockId ?? null,
     createdAt: ctx.now,
     updatedAt: ctx.now,
+    deletedAt: null,
   };
   try {
     await commit(
@@ -101,8 +104,14 @@ export async function getCustomerRow(db: Db, id: string): Promise<Row> {
   return row;
 }
 
+/** Refuses a change to a deleted customer (409): it is kept for its history only. */
+export function assertNotDeleted(row: Row): void {
+  if (row.deletedAt !== null) throw new ApiError("conflict", `customer ${row.id} is deleted`, [{ path: "customerId", message: "is deleted" }]);
+}
+
 export async function updateCustomer(db: Db, id: string, input: z.infer<typeof UpdateCustomer>, ctx: AuditContext) {
   const before = await getCustomerRow(db, id);
+  assertNotDeleted(before);
   const patch: Partial<Row> = { updatedAt: ctx.now };
   if (input.email !== undefined) patch.email = input.email;
   if (input.name !== undefined) patch.name = input.name;
@@ -140,8 +149,58 @@ export async function updateCustomer(db: Db, id: string, input: z.infer<typeof U
   return toCustomer(after);
 }
 
-export async function listCustomers(db: Db, q: { limit: number; startingAfter?: string | undefined; email?: string | undefined; name?: string | undefined }) {
+export async function listCustomers(db: Db, q: { limit: number; startingAfter?: string | undefined; email?: string | undefined; name?: string | undefined; includeDeleted?: boolean | undefined }) {
   // instr(lower(…)) rather than LIKE: a name filter with % or _ matches those characters literally.
   const name = q.name ? sql`instr(lower(${customers.name}), ${q.name.toLowerCase()}) > 0` : undefined;
-  return newestFirstPage(db, { table: customers, id: customers.id, createdAt: customers.createdAt }, q, [q.email ? eq(customers.email, q.email) : undefined, name], toCustomer);
+  const live = q.includeDeleted ? undefined : isNull(customers.deletedAt);
+  return newestFirstPage(db, { table: customers, id: customers.id, createdAt: customers.createdAt }, q, [q.email ? eq(customers.email, q.email) : undefined, name, live], toCustomer);
+}
+
+/** What keeps a customer from being deleted: subscriptions not canceled, and draft or open invoices. */
+const BLOCKING_INVOICES = ["draft", "open"] as const;
+const blockingSubscriptions = (db: Db, id: string) =>
+  db.select({ id: subscriptions.id }).from(subscriptions).where(and(eq(subscriptions.customerId, id), ne(subscriptions.status, "canceled")));
+const blockingInvoices = (db: Db, id: string) =>
+  db.select({ id: invoices.id }).from(invoices).where(and(eq(invoices.customerId, id), inArray(invoices.status, [...BLOCKING_INVOICES])));
+
+/**
+ * Soft-deletes a customer (Stripe's DELETE /v1/customers/:id, without its silent cancellations): refused with 409
+ * naming what blocks it (subscriptions not canceled, draft or open invoices), which the caller cancels, pays or voids
+ * first. The guarded UPDATE re-checks both in the batch, so a subscription created meanwhile aborts the deletion.
+ * Deleting a deleted customer changes nothing and emits nothing (DELETE is idempotent).
+ */
+export async function deleteCustomer(db: Db, id: string, ctx: AuditContext) {
+  const before = await getCustomerRow(db, id);
+  if (before.deletedAt !== null) return toCustomer(before);
+  const [subs, invs] = await Promise.all([blockingSubscriptions(db, id).limit(5).all(), blockingInvoices(db, id).limit(5).all()]);
+  const blockers = [...subs.map((s) => `subscription ${s.id} is not canceled`), ...invs.map((i) => `invoice ${i.id} is draft or open`)];
+  if (blockers.length) {
+    throw new ApiError(
+      "conflict",
+      `customer ${id} cannot be deleted: ${blockers.join("; ")}. Cancel its subscriptions and pay or void its invoices first.`,
+      [...subs.map((s) => ({ path: "subscriptions", message: `${s.id} is not canceled` })), ...invs.map((i) => ({ path: "invoices", message: `${i.id} is draft or open` }))],
+    );
+  }
+  const after: Row = { ...before, deletedAt: ctx.now, updatedAt: ctx.now };
+  try {
+    await commit(
+      db,
+      change({
+        statements: [
+          db
+            .update(customers)
+            .set({ deletedAt: ctx.now, updatedAt: ctx.now })
+            .where(and(eq(customers.id, id), isNull(customers.deletedAt), notExists(blockingSubscriptions(db, id)), notExists(blockingInvoices(db, id)))),
+          assertChanged(db),
+        ],
+        audit: [{ action: "customer.deleted", targetType: "customer", targetId: id, before: toCustomer(before), after: toCustomer(after) }],
+        events: [customerEvent("customer.deleted", after, { deleted: false, deletedAt: null })],
+      }),
+      ctx,
+    );
+  } catch (e) {
+    if (isAssertionFailure(e)) throw new ApiError("conflict", `customer ${id} changed while it was being deleted (a new subscription or invoice?); retry`);
+    throw e;
+  }
+  return toCustomer(after);
 }

@@ -55,25 +55,25 @@ function typeFilter(type: string | undefined): SQL | undefined {
   return eq(events.type, type);
 }
 
-const rowid = sql<number>`${events}.rowid`;
-type Position = { createdAt: number; rowid: number };
+type Position = { createdAt: number; id: string };
 
 /**
- * Newest first. Events written in the same millisecond keep the order they were written in (the row id breaks the
- * tie; event ids are random): a refund's `refund.succeeded` is listed before its `refund.created`.
+ * Newest first by (createdAt, id). Event ids sort by creation time and, within one millisecond, by the order they
+ * were made in (src/lib/ids.ts sortableId), so this is also id order: a refund's `refund.succeeded` is listed
+ * before its `refund.created`. (Ids written before sortable ids were random: those tie-break arbitrarily.)
  */
 export async function listEvents(db: Db, q: z.infer<typeof ListEventsQuery>) {
   let at: Position | undefined;
   if (q.startingAfter) {
-    at = await db.select({ createdAt: events.createdAt, rowid }).from(events).where(eq(events.id, q.startingAfter)).get();
+    at = await db.select({ createdAt: events.createdAt, id: events.id }).from(events).where(eq(events.id, q.startingAfter)).get();
     if (!at) throw new ApiError("validation_failed", `startingAfter: no object with id ${q.startingAfter}`, [{ path: "startingAfter", message: "unknown id" }]);
   }
-  const rows = (await db
-    .select({ row: events, rowid })
+  const rows = await db
+    .select()
     .from(events)
     .where(
       and(
-        at ? or(lt(events.createdAt, at.createdAt), and(eq(events.createdAt, at.createdAt), lt(rowid, at.rowid))) : undefined,
+        at ? or(lt(events.createdAt, at.createdAt), and(eq(events.createdAt, at.createdAt), lt(events.id, at.id))) : undefined,
         typeFilter(q.type),
         q.objectId ? eq(events.objectId, q.objectId) : undefined,
         q.customerId ? eq(events.customerId, q.customerId) : undefined,
@@ -81,14 +81,10 @@ export async function listEvents(db: Db, q: z.infer<typeof ListEventsQuery>) {
         q.createdLte ? lte(events.createdAt, Date.parse(q.createdLte)) : undefined,
       ),
     )
-    .orderBy(desc(events.createdAt), desc(rowid))
+    .orderBy(desc(events.createdAt), desc(events.id))
     .limit(q.limit + 1)
-    .all()) as { row: EventRow; rowid: number }[];
-  const page = toPage(
-    rows.map((r) => r.row),
-    q.limit,
-    toEvent,
-  );
+    .all();
+  const page = toPage(rows, q.limit, toEvent);
   // Past the retention policy events are in R2: a list reaching back that far says so instead of looking complete.
   const through = page.hasMore ? null : await archivedThrough(db, "events");
   const reachesArchive = through !== null && (!q.createdGte || Date.parse(q.createdGte) <= through);

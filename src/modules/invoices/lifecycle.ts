@@ -66,7 +66,7 @@ const draftOf = (type: EventType, after: InvoiceRow, lines: LineRow[] | InvoiceO
   customerId: after.customerId,
   object: invoiceObject(after, lines),
   previousAttributes,
-  ...(after.testClockId ? { livemode: false } : {}),
+  testClockId: after.testClockId,
 });
 
 /**

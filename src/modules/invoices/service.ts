@@ -1,3 +1,4 @@
+import { inClockOf } from "../../platform/clock";
 import { invoiceDiscountsOf } from "../coupons/discounts";
 import { money } from "../../domain/money";
 import { eq } from "drizzle-orm";
@@ -53,8 +54,10 @@ export async function invoiceWithLines(env: Env, db: Db, inv: InvoiceRow): Promi
  * paid or void invoice is refused with 409 naming its state. Customer credit the invoice spent goes back to the
  * customer in the same batch, behind the same status guard, so it is returned exactly once however many voids race.
  */
-export async function voidInvoice(db: Db, id: string, reason: string, ctx: AuditContext): Promise<InvoiceRow> {
+export async function voidInvoice(db: Db, id: string, reason: string, requestCtx: AuditContext): Promise<InvoiceRow> {
   const inv = await getInvoice(db, id);
+  // An invoice on a test clock is voided in the clock's time (voidedAt and its event), as its other moves are.
+  const ctx = await inClockOf(db, requestCtx, inv.testClockId);
   if (inv.status === "paid") throw new ApiError("conflict", `invoice ${id} is paid: issue a refund (POST /api/v1/refunds) or a credit note (POST /api/v1/credit-notes) instead of voiding it`, [{ path: "status", message: "is paid" }]);
   const { change: cs, after } = await invoiceVoided(db, inv, reason, ctx);
   try {

@@ -1,3 +1,4 @@
+import { nowFor } from "../../platform/clock";
 import { desc, eq, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
@@ -175,18 +176,20 @@ async function recordOutcome(
   const metrics = paymentMetricStatements(db, { gateway: payment.gateway ?? "unknown", status: result.status, currency: payment.currency, plan: planLabel, amountMinor: payment.amount, latencyMs });
   const livemode = inv.testClockId ? false : undefined;
   if (result.status === "succeeded") {
+    // A test clock's invoice is paid in its clock's time (paidAt and the events), as it fails in it (planFailure).
+    const paidCtx = inv.testClockId ? { ...ctx, now: await nowFor(db, inv.testClockId, ctx.now) } : ctx;
     // The invoice's event goes first in the batch (and the stream): invoice.paid, then payment.succeeded.
-    const settled = paymentSucceeded(db, payment, base, ctx, { livemode });
+    const settled = paymentSucceeded(db, payment, base, paidCtx, { livemode });
     const cs = merge(
-      await invoicePaid(db, inv, payment, ctx, known.lines),
+      await invoicePaid(db, inv, payment, paidCtx, known.lines),
       settled.change,
-      ...(inv.subscriptionId ? [subscriptionAfterPayment(db, inv.subscriptionId, "succeeded", ctx)] : []),
+      ...(inv.subscriptionId ? [subscriptionAfterPayment(db, inv.subscriptionId, "succeeded", paidCtx)] : []),
       change({
         statements: metrics,
         audit: [{ action: "payment.processed", targetType: "payment", targetId: payment.id, after: { invoiceId: inv.id, amount: payment.amount, currency: payment.currency, gateway: payment.gateway, gatewayPaymentId: result.gatewayPaymentId, attempt: payment.attempt } }],
       }),
     );
-    await commit(db, cs, ctx);
+    await commit(db, cs, paidCtx);
     return { outcome: "succeeded", payment: settled.after };
   }
   if (result.status === "pending") {

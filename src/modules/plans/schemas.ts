@@ -41,6 +41,12 @@ const MeteredPriceInput = z.object({
     .openapi({ description: "Stripe `event_name` / CloudEvents `type` that feeds this meter (drop-in ingestion); defaults to meterId", example: "api_request" }),
   valueProperty: JsonPath.optional().openapi({ description: "Where the quantity is in a CloudEvent's data or a Stripe payload; defaults to $.value (count meters count 1 when absent)", example: "$.tokens" }),
   groupBy: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/), JsonPath).optional().openapi({ description: "Metadata key → JSON path in the event's data, kept as the event's metadata", example: { model: "$.model" } }),
+  alertThresholds: z
+    .array(Decimal)
+    .min(1)
+    .max(10)
+    .optional()
+    .openapi({ description: "Usage alert thresholds (meter units) for every subscription on the plan: `usage.threshold_crossed` once per period each", example: ["1000", "5000"] }),
 });
 
 export const PriceInput = z.discriminatedUnion("type", [FlatPriceInput, MeteredPriceInput]);
@@ -77,6 +83,7 @@ const Price = z.union([
     eventName: z.string().optional(),
     valueProperty: z.string().optional(),
     groupBy: z.record(z.string(), z.string()).optional(),
+    alertThresholds: z.array(z.string()).optional(),
   }),
 ]);
 

@@ -5,7 +5,7 @@ import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { newestFirstPage } from "../../platform/pagination";
 import { plans, type StoredMeteredPrice, type StoredPrice } from "../../db/schema";
 import { formatMinor, toMinor } from "../../domain/money";
-import { parseDecimal } from "../../domain/decimal";
+import { formatDecimal, parseDecimal } from "../../domain/decimal";
 import { validatePricing } from "../../domain/pricing";
 import { isUniqueViolation } from "../../db/assert";
 import { ApiError, invalid, notFound, type FieldError } from "../../platform/errors";
@@ -71,6 +71,15 @@ export function buildPrices(input: PlanInput): StoredPrice[] {
       ...(p.valueProperty !== undefined && { valueProperty: p.valueProperty }),
       ...(p.groupBy !== undefined && { groupBy: p.groupBy }),
     };
+    if (p.alertThresholds !== undefined) {
+      const thresholds: string[] = [];
+      p.alertThresholds.forEach((t, j) => {
+        const d = parseDecimal(t);
+        if (!d.ok || d.value <= 0n) errors.push({ path: `${at}.alertThresholds.${j}`, message: d.ok ? "must be greater than 0" : d.error });
+        else if (!thresholds.includes(formatDecimal(d.value))) thresholds.push(formatDecimal(d.value));
+      });
+      price.alertThresholds = thresholds;
+    }
     const eventName = p.eventName ?? p.meterId;
     if (eventNames.has(eventName)) errors.push({ path: `${at}.eventName`, message: `event name ${eventName} feeds two meters of this plan` });
     eventNames.add(eventName);

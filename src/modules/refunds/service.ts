@@ -1,3 +1,4 @@
+import { inClockOfInvoice } from "../../platform/clock";
 import { and, eq, isNull, lt } from "drizzle-orm";
 import { refunds } from "../../db/schema";
 import type { Db } from "../../db/client";
@@ -42,9 +43,11 @@ function overRefund(payment: PaymentRow, asked: number): ApiError {
  * decline → 422 and the reservation given back; no answer from the gateway → the refund stays pending (the caller
  * sees status "pending") and the hourly sweep settles it.
  */
-export async function createRefund(env: Env, db: Db, input: CreateRefundInput, ctx: AuditContext): Promise<{ refund: RefundRow; payment: PaymentRow }> {
+export async function createRefund(env: Env, db: Db, input: CreateRefundInput, requestCtx: AuditContext): Promise<{ refund: RefundRow; payment: PaymentRow }> {
   const payment = await paymentById(db, input.paymentId);
   if (!payment) throw notFound("payment", input.paymentId);
+  // A payment of a test-clock invoice is refunded in the clock's time (the refund and its events).
+  const ctx = await inClockOfInvoice(db, requestCtx, payment.invoiceId);
   const why = notRefundable(payment);
   if (why) throw invalid([{ path: "paymentId", message: why }]);
   const amount = requestedMinor(payment, input.amount);

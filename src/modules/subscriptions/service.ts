@@ -20,7 +20,7 @@ import { periodAt } from "../../domain/periods";
 import { ApiError, invalid, notFound } from "../../platform/errors";
 import { newId } from "../../lib/ids";
 import { iso, DAY_MS } from "../../lib/time";
-import { getCustomerRow } from "../customers/service";
+import { assertNotDeleted, getCustomerRow } from "../customers/service";
 import { getPlanRow } from "../plans/service";
 import { pushMeterConfig } from "../usage/meter-config";
 import type { CreateSubscription, Subscription } from "./schemas";
@@ -42,6 +42,7 @@ export async function createSubscription(env: Env, db: Db, input: z.infer<typeof
     if (e instanceof ApiError && e.kind === "not_found") throw invalid([{ path: "customerId", message: `customer ${input.customerId} does not exist` }]);
     throw e;
   });
+  assertNotDeleted(customer);
   const plan = await getPlanRow(db, input.planId).catch((e: unknown) => {
     if (e instanceof ApiError && e.kind === "not_found") throw invalid([{ path: "planId", message: `plan ${input.planId} does not exist` }]);
     throw e;

@@ -69,7 +69,7 @@ export function subscriptionChange(
   const object = toSubscription(next);
   const changed = previousAttributes(before, object);
   const events: EventDraft[] = Object.keys(changed).length
-    ? [{ type: eventTypeOf(sub.status, next.status), objectType: "subscription", objectId: sub.id, customerId: sub.customerId, object, previousAttributes: changed, livemode: livemodeOf(sub) }]
+    ? [{ type: eventTypeOf(sub.status, next.status), objectType: "subscription", objectId: sub.id, customerId: sub.customerId, object, previousAttributes: changed, livemode: livemodeOf(sub), testClockId: sub.testClockId }]
     : [];
   return change({
     statements: [
@@ -90,7 +90,7 @@ export function subscriptionCreated(db: Db, row: SubscriptionRow, extra: { state
   return change({
     statements: [db.insert(subscriptions).values(row), ...(extra.statements ?? [])],
     audit: extra.audit ?? [],
-    events: [{ type: "customer.subscription.created", objectType: "subscription", objectId: row.id, customerId: row.customerId, object: toSubscription(row), livemode: livemodeOf(row) }],
+    events: [{ type: "customer.subscription.created", objectType: "subscription", objectId: row.id, customerId: row.customerId, object: toSubscription(row), livemode: livemodeOf(row), testClockId: row.testClockId }],
   });
 }
 
@@ -169,7 +169,7 @@ export function trialWillEnd(db: Db, sub: SubscriptionRow): ChangeSet {
   const exists = sql`SELECT 1 FROM ${events} WHERE ${events.objectId} = ${sub.id} AND ${events.type} = ${TRIAL_WILL_END}`;
   return change({
     statements: [db.insert(batchAssertions).select(sql`SELECT 0 WHERE EXISTS (${exists})`)],
-    events: [{ type: TRIAL_WILL_END, objectType: "subscription", objectId: sub.id, customerId: sub.customerId, object: toSubscription(sub), livemode: livemodeOf(sub) }],
+    events: [{ type: TRIAL_WILL_END, objectType: "subscription", objectId: sub.id, customerId: sub.customerId, object: toSubscription(sub), livemode: livemodeOf(sub), testClockId: sub.testClockId }],
   });
 }
 

@@ -37,7 +37,16 @@ export type MeterAlert = { id: string; meterId: string; threshold: string };
 type SubscriptionRow = typeof subscriptions.$inferSelect;
 type PlanRow = typeof plans.$inferSelect;
 
+/**
+ * The plan's alert thresholds as meter alerts. Their id names the meter and threshold, not the plan: after a plan
+ * change to a plan with the same threshold, an alert that already fired this period does not fire again.
+ */
+export function planAlertsOf(plan: Pick<PlanRow, "prices">): MeterAlert[] {
+  return plan.prices.flatMap((p) => (p.type === "metered" ? (p.alertThresholds ?? []).map((threshold) => ({ id: `plan_alert:${p.meterId}:${threshold}`, meterId: p.meterId, threshold })) : []));
+}
+
 export function meterConfigOf(sub: SubscriptionRow, plan: PlanRow, clockTime: number | null = null, alerts: MeterAlert[] = []): MeterConfig {
+  const planAlerts = planAlertsOf(plan);
   return {
     subscriptionId: sub.id,
     customerId: sub.customerId,
@@ -51,7 +60,7 @@ export function meterConfigOf(sub: SubscriptionRow, plan: PlanRow, clockTime: nu
     testClockId: sub.testClockId,
     clockTime: sub.testClockId ? clockTime : null,
     meters: plan.prices.filter((p): p is StoredMeteredPrice => p.type === "metered"),
-    alerts,
+    alerts: planAlerts.length ? [...alerts, ...planAlerts] : alerts,
     version: sub.configVersion,
   };
 }

@@ -1,0 +1,139 @@
+import { and, gt, inArray, isNull, lte, eq, sql } from "drizzle-orm";
+import type { Db } from "../../db/client";
+import { batchAssertions, events, plans, subscriptions } from "../../db/schema";
+import { billingLines, priceLines } from "../../domain/invoice";
+import { formatMinor } from "../../domain/money";
+import { periodAt } from "../../domain/periods";
+import { DAY_MS, iso } from "../../lib/time";
+import { SYSTEM_ACTOR } from "../../platform/actor";
+import { change, commit } from "../../platform/change-set";
+import type { EventType } from "../../platform/events";
+import { sendAll } from "../../platform/queue-send";
+import { isAssertionFailure } from "../../db/assert";
+import { asPrices, pendingToLine, unbilledPending } from "../invoices/invoice-builder";
+import { meterStub } from "../usage/meter-config";
+import type { TaskMessage } from "../../../queues/messages";
+
+type SubscriptionRow = typeof subscriptions.$inferSelect;
+type PlanRow = typeof plans.$inferSelect;
+
+/** Stripe's default for "upcoming renewal events": 7 days before the renewal. */
+export const DEFAULT_UPCOMING_DAYS = 7;
+/** Subscriptions per invocation: each costs ~4 D1 queries and one meter call; the rest continues on the tasks queue. */
+export const UPCOMING_PAGE = 50;
+const UPCOMING: EventType = "invoice.upcoming";
+
+/** UPCOMING_INVOICE_DAYS (a wrangler var, 0 turns the event off; default 7), days before a renewal. */
+export function upcomingDaysOf(env: Env): number {
+  const raw = (env as unknown as Record<string, string | undefined>).UPCOMING_INVOICE_DAYS;
+  const n = raw === undefined || raw === "" ? DEFAULT_UPCOMING_DAYS : Number(raw);
+  return Number.isInteger(n) && n >= 0 && n <= 60 ? n : DEFAULT_UPCOMING_DAYS;
+}
+
+/** The event's object id: one per (subscription, renewal), which is also what makes it once per period. */
+export const upcomingObjectId = (subscriptionId: string, renewsAt: number) => `upcoming_${subscriptionId}_${renewsAt}`;
+
+const mo = (minor: number, currency: string) => ({ amount: formatMinor(minor, currency), amountMinor: minor });
+
+/**
+ * The invoice the renewal at the end of the current period will create, as known now: the next period's advance
+ * fees, this period's arrears fees and usage so far (`usage`), and pending items. An estimate: before discounts,
+ * tax and credit, which the real invoice applies when it is built.
+ */
+export function upcomingInvoice(sub: SubscriptionRow, plan: PlanRow, usage: ReadonlyMap<string, string>, pending: Parameters<typeof pendingToLine>[0][]) {
+  const ended = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
+  const next = { start: ended.end, end: periodAt(sub.billingAnchor, plan.interval, plan.intervalCount, ended.end).end };
+  const wasTrial = sub.status === "trialing";
+  const drafts = billingLines({
+    currency: sub.currency,
+    quantity: sub.quantity,
+    planName: plan.name,
+    advance: { prices: asPrices(plan.prices), period: next },
+    arrears: wasTrial ? null : { prices: asPrices(plan.prices), period: ended, usage, from: sub.arrearsFrom },
+    pending: pending.map(pendingToLine),
+  });
+  const { lines, totals } = priceLines(drafts, { taxRate: null });
+  return {
+    id: null,
+    object: "invoice" as const,
+    upcoming: true as const,
+    estimate: "before discounts, tax and credit, with usage so far",
+    customerId: sub.customerId,
+    subscriptionId: sub.id,
+    status: "draft" as const,
+    billingReason: "subscription_cycle",
+    currency: sub.currency,
+    renewsAt: iso(ended.end),
+    period: { start: iso(ended.start), end: iso(next.end) },
+    lines: lines.map((l) => ({
+      kind: l.kind,
+      description: l.description,
+      priceId: l.priceId,
+      meterId: l.meterId,
+      quantity: l.quantity,
+      unitAmount: l.unitAmount,
+      amount: mo(l.amount, sub.currency),
+      period: { start: iso(l.periodStart), end: iso(l.periodEnd) },
+      computation: l.computation,
+    })),
+    subtotal: mo(totals.subtotal, sub.currency),
+    total: mo(totals.total, sub.currency),
+    amountDue: mo(totals.amountDue, sub.currency),
+  };
+}
+
+async function usageSoFar(env: Env, sub: SubscriptionRow, plan: PlanRow): Promise<Map<string, string>> {
+  if (!plan.prices.some((p) => p.type === "metered")) return new Map();
+  const s = await meterStub(env, sub.id).summary({ kind: "current" }, Date.now());
+  return s.ok ? new Map(s.meters.map((m) => [m.meterId, m.value])) : new Map();
+}
+
+/**
+ * invoice.upcoming for live subscriptions (active, trialing, past_due; not ending at period end) that renew within
+ * `days` of `now`, once per renewal: a keyset page by id after `after`, each emitted in its own batch guarded by
+ * the events table (a concurrent run's emission aborts the second). Queues its continuation on the tasks queue.
+ */
+export async function upcomingInvoicesPage(env: Env, db: Db, now: number, after: string | null, page = UPCOMING_PAGE): Promise<{ emitted: number; next: string | null }> {
+  const days = upcomingDaysOf(env);
+  if (days === 0) return { emitted: 0, next: null };
+  const rows = await db
+    .select()
+    .from(subscriptions)
+    .innerJoin(plans, and(eq(plans.id, subscriptions.planId), eq(plans.version, subscriptions.planVersion)))
+    .where(
+      and(
+        inArray(subscriptions.status, ["active", "trialing", "past_due"]),
+        isNull(subscriptions.testClockId),
+        eq(subscriptions.cancelAtPeriodEnd, false),
+        gt(subscriptions.currentPeriodEnd, now),
+        lte(subscriptions.currentPeriodEnd, now + days * DAY_MS),
+        after === null ? undefined : gt(subscriptions.id, after),
+        sql`NOT EXISTS (SELECT 1 FROM ${events} WHERE ${events.objectId} = 'upcoming_' || ${subscriptions.id} || '_' || ${subscriptions.currentPeriodEnd} AND ${events.type} = ${UPCOMING})`,
+      ),
+    )
+    .orderBy(subscriptions.id)
+    .limit(page)
+    .all();
+  let emitted = 0;
+  for (const { subscriptions: sub, plans: plan } of rows) {
+    const objectId = upcomingObjectId(sub.id, sub.currentPeriodEnd);
+    const object = upcomingInvoice(sub, plan, await usageSoFar(env, sub, plan), await unbilledPending(db, sub.id));
+    const exists = sql`SELECT 1 FROM ${events} WHERE ${events.objectId} = ${objectId} AND ${events.type} = ${UPCOMING}`;
+    try {
+      await commit(
+        db,
+        change({
+          statements: [db.insert(batchAssertions).select(sql`SELECT 0 WHERE EXISTS (${exists})`)],
+          events: [{ type: UPCOMING, objectType: "invoice", objectId, customerId: sub.customerId, object }],
+        }),
+        { actor: SYSTEM_ACTOR, now },
+      );
+      emitted++;
+    } catch (e) {
+      if (!isAssertionFailure(e)) throw e; // a concurrent run emitted it
+    }
+  }
+  const next = rows.length === page ? rows[rows.length - 1]!.subscriptions.id : null;
+  if (next) await sendAll(env.TASK_QUEUE, [{ type: "invoices.upcoming", now, after: next } satisfies TaskMessage]);
+  return { emitted, next };
+}

@@ -1,0 +1,64 @@
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { CRON, cronTasks } from "../../src/scheduled";
+import { api, createCustomer, createPlan } from "../helpers";
+import { cloneSubscriptions, drainTasks, invocationLog, recordingEnv, runScheduled } from "../scale";
+
+const DAY = 86_400_000;
+const upcomingTask = cronTasks[CRON.hourly]!.find((t) => t.name === "invoices.upcoming")!;
+const upcomingOf = async (customerId: string) => (await api("GET", `/api/v1/events?customerId=${customerId}&type=invoice.upcoming&limit=100`)).body.data as any[];
+
+describe("invoice.upcoming", () => {
+  it("is emitted once per period, 7 days before the renewal, with the renewal invoice's lines and totals", async () => {
+    const customer = await createCustomer();
+    const plan = await createPlan();
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id } })).body;
+    const renewsAt = Date.parse(sub.currentPeriodEnd);
+    const usage = await api("POST", "/api/v1/usage", { body: { subscriptionId: sub.id, meterId: "api_calls", quantity: 2000, eventId: `e_${sub.id}` } });
+    expect(usage.status).toBe(202);
+
+    await upcomingTask.run(env, renewsAt - 8 * DAY);
+    expect(await upcomingOf(customer.id)).toEqual([]);
+    await upcomingTask.run(env, renewsAt - 6 * DAY);
+    await upcomingTask.run(env, renewsAt - 5 * DAY);
+    const events = await upcomingOf(customer.id);
+    expect(events).toHaveLength(1);
+    const object = events[0].data.object;
+    expect(events[0].createdAt).toBe(new Date(renewsAt - 6 * DAY).toISOString());
+    expect(object).toMatchObject({ object: "invoice", upcoming: true, subscriptionId: sub.id, customerId: customer.id, currency: "USD", renewsAt: sub.currentPeriodEnd });
+    // The next period's fee in advance and this period's usage so far: 29.99 + 2000 × 0.001.
+    expect(object.lines.map((l: any) => [l.kind, l.amount.amount])).toEqual([
+      ["usage", "2.00"],
+      ["flat", "29.99"],
+    ]);
+    expect(object.total).toEqual({ amount: "31.99", amountMinor: 3199 });
+  });
+
+  it("leaves out subscriptions that end at period end", async () => {
+    const plan = await createPlan({ prices: [{ type: "flat", amount: "5.00" }] });
+    const customer = await createCustomer();
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id } })).body;
+    expect((await api("POST", `/api/v1/subscriptions/${sub.id}/cancel`, { body: { cancelAtPeriodEnd: true, reason: "leaving" } })).status).toBe(200);
+    await upcomingTask.run(env, Date.parse(sub.currentPeriodEnd) - DAY);
+    expect(await upcomingOf(customer.id)).toEqual([]);
+  });
+
+  it("reaches 300 subscriptions from the hourly cron in bounded invocations through the tasks queue, each once", { timeout: 300_000 }, async () => {
+    const now = Date.now();
+    const { ids, customer } = await cloneSubscriptions(300, { periodStart: now - 27 * DAY, periodEnd: now + 3 * DAY });
+    const rec = recordingEnv();
+    const log = invocationLog();
+    await runScheduled(rec.env, CRON.hourly, now);
+    await drainTasks(rec);
+    await runScheduled(rec.env, CRON.hourly, now + 3_600_000);
+    await drainTasks(rec);
+    const rows = await env.DB.prepare("SELECT object_id AS id FROM events WHERE type = 'invoice.upcoming' AND customer_id = ?").bind(customer.id).all<{ id: string }>();
+    expect(rows.results.map((r) => r.id).sort()).toEqual(ids.map((id) => `upcoming_${id}_${now + 3 * DAY}`).sort());
+    const lines = log();
+    expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
+    // A page of 50 per task message (a handful of queries each), whatever N is.
+    const tasks = lines.filter((l) => l.invocation.startsWith("queue billing-tasks"));
+    expect(tasks.length).toBeGreaterThanOrEqual(300 / 50);
+    expect(Math.max(...tasks.map((l) => l.d1Queries))).toBeLessThanOrEqual(250);
+  });
+});
