@@ -706,7 +706,7 @@ export interface paths {
         };
         /**
          * Verify the audit log's integrity
-         * @description Seals the audit chain, then checks every row's MAC, the keyed chain and the anchored head; reports the first break.
+         * @description Seals the audit chain, then checks every row's MAC, the keyed chain and the anchored head; reports the first break. Rows the retention policy archived to R2 are not in D1: the chain is checked from the archived checkpoint (`archivedThrough`).
          */
         get: operations["verifyAuditIntegrity"];
         put?: never;
@@ -1103,6 +1103,106 @@ export interface paths {
          * @description Moves paid, void and uncollectible invoices created before `olderThan` to R2 (their lines leave D1). At most 500 invoices per call; hasMore says to call again. GET /api/v1/invoices/{id} keeps answering with the lines from the archive. The runbook sends the body with `curl -d`: it is read as JSON whatever its Content-Type.
          */
         post: operations["archiveInvoices"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/retention": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Retention status
+         * @description The policy, the last run, and per kind (events, invoice lines, payment attempts, audit rows): the cutoff now, the archives written, the rows and bytes moved to R2, and the newest archived row's time.
+         */
+        get: operations["getRetentionStatus"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/retention/policy": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Set the retention policy
+         * @description Replaces the policy (audited). Rows read by reports stay at least 13 months; events at least 7 days. Takes effect at the next run.
+         */
+        put: operations["updateRetentionPolicy"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/retention/run": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Run the retention policy now
+         * @description Starts a run (the daily cron's work) on the tasks queue and answers at once; poll GET /admin/retention. A run in progress is returned instead of starting another (`started: false`). Runs even when the policy is disabled.
+         */
+        post: operations["runRetention"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/retention/archives": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List retention archives
+         * @description Verified archives in R2, newest first, optionally of one kind. `startingAfter` is an archive key.
+         */
+        get: operations["listRetentionArchives"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/retention/archives/verify": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Verify a retention archive
+         * @description Reads the archive and its manifest from R2 and checks the SHA-256, size, row count and time range, and D1's record of it; for an audit archive also every row's MAC and chain link from the manifest's start value (the previous archive's end) to its end value. `ok: false` lists the problems.
+         */
+        get: operations["verifyRetentionArchive"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1870,7 +1970,7 @@ export interface paths {
         };
         /**
          * List events
-         * @description Newest first; kept 30 days in D1, older ones are archived to R2. Filter by type (or `prefix.*`), object and creation time.
+         * @description Newest first; kept 30 days in D1 (the retention policy's `eventsDays`), older ones are archived to R2 and the last page says so (`archived`). Filter by type (or `prefix.*`), object and creation time.
          */
         get: operations["listEvents"];
         put?: never;
@@ -3767,6 +3867,98 @@ export interface components {
              * @example 1 year
              */
             olderThan: string;
+        };
+        RetentionStatus: {
+            policy: components["schemas"]["RetentionPolicy"];
+            lastRun: components["schemas"]["RetentionRun"];
+            kinds: {
+                /**
+                 * @description events | invoice_lines | payment_attempts | audit
+                 * @enum {string}
+                 */
+                kind: "events" | "invoice_lines" | "payment_attempts" | "audit";
+                /** @description Rows older than this are past retention now */
+                cutoff: string;
+                archives: number;
+                rowsArchived: number;
+                bytesArchived: number;
+                /** @description Time of the newest archived row: reports over windows from before it read archived data and refuse them */
+                archivedThrough: string | null;
+            }[];
+        };
+        RetentionPolicy: {
+            /** @description When false the daily run does nothing (a run asked for through the API still runs) */
+            enabled: boolean;
+            /**
+             * @description Events older than this many days move to R2
+             * @example 30
+             */
+            eventsDays: number;
+            /**
+             * @description Audit rows (sealed, with their chain checkpoints) older than this many months move to R2
+             * @example 24
+             */
+            auditMonths: number;
+            /**
+             * @description Lines of settled (paid, void, uncollectible) invoices created this many months ago move to R2; the invoice stays in D1
+             * @example 24
+             */
+            invoiceLinesMonths: number;
+            /**
+             * @description Finished payment attempts (succeeded, failed, canceled; never refunded) last changed this many months ago move to R2
+             * @example 24
+             */
+            paymentAttemptsMonths: number;
+        };
+        RetentionRun: {
+            id: string;
+            /** @enum {string} */
+            trigger: "cron" | "api";
+            startedAt: string;
+            finishedAt: string | null;
+            /** @description The kind being archived; null once finished */
+            currentKind: string | null;
+            /** @description The last failure (the message is retried from where it stopped) */
+            error: string | null;
+        } | null;
+        RetentionArchive: {
+            /** @description R2 key of the NDJSON body; the manifest is `<key>.manifest.json` */
+            key: string;
+            /**
+             * @description events | invoice_lines | payment_attempts | audit
+             * @enum {string}
+             */
+            kind: "events" | "invoice_lines" | "payment_attempts" | "audit";
+            manifestKey: string;
+            runId: string;
+            rows: number;
+            bytes: number;
+            sha256: string;
+            from: string;
+            to: string;
+            /** @description First row: event, invoice or payment id, or audit seq */
+            firstRef: string;
+            lastRef: string;
+            /** @description Audit archives: the chain checkpoint at the last row */
+            chain: {
+                endSeq: number;
+                endChain: string;
+            } | null;
+            createdAt: string;
+        };
+        RetentionArchiveVerification: {
+            key: string;
+            ok: boolean;
+            kind: string | null;
+            rows: number | null;
+            /** @description SHA-256 of the body as read now */
+            sha256: string | null;
+            problems: string[];
+            chain: {
+                startSeq: number;
+                endSeq: number;
+                linksChecked: number;
+            } | null;
         };
         TestClock: {
             id: string;
@@ -8919,6 +9111,12 @@ export interface operations {
                         } | null;
                         /** @description Rows committed during this verification (MAC checked; linked at the next seal) */
                         unsealed: number;
+                        /** @description Rows up to this seq were moved to R2 by the retention policy: the live chain is verified from this chain value (verify the archives with GET /admin/retention/archives/verify) */
+                        archivedThrough: {
+                            seq: number;
+                            chain: string;
+                            archiveKey: string;
+                        } | null;
                     };
                 };
             };
@@ -8983,6 +9181,12 @@ export interface operations {
                         data: components["schemas"]["AuditEntry"][];
                         hasMore: boolean;
                         nextCursor: string | null;
+                        /** @description On the last page of a search reaching back past the retention policy: entries up to `through` (seq `throughSeq`) were moved to R2 and are not searched (the archives: `archives`, admin only) */
+                        archived: {
+                            through: string;
+                            throughSeq: number;
+                            archives: string;
+                        } | null;
                     };
                 };
             };
@@ -10761,6 +10965,341 @@ export interface operations {
             };
             /** @description Body sent with a Content-Type other than JSON (none, text/plain and form-urlencoded are read as JSON) */
             415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Well-formed but refused: a business rule, a card number in the request, or an Idempotency-Key reused with another body */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getRetentionStatus: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Retention status */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RetentionStatus"];
+                };
+            };
+            /** @description Missing, malformed, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token's role (or the API key's scopes) may not call this route */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Well-formed but refused: a business rule, a card number in the request, or an Idempotency-Key reused with another body */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    updateRetentionPolicy: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the request safe to retry for 24 h */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Request body */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RetentionPolicy"];
+            };
+        };
+        responses: {
+            /** @description The policy now in force */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RetentionPolicy"];
+                };
+            };
+            /** @description Malformed request or validation failure (`errors[]` names the fields) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing, malformed, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token's role (or the API key's scopes) may not call this route */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict: the object is in another state, or the same Idempotency-Key is still in flight */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request body larger than 2 MiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body sent with a Content-Type other than JSON (none, text/plain and form-urlencoded are read as JSON) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Well-formed but refused: a business rule, a card number in the request, or an Idempotency-Key reused with another body */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    runRetention: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the request safe to retry for 24 h */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The run */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        started: boolean;
+                        run: components["schemas"]["RetentionRun"];
+                    };
+                };
+            };
+            /** @description Missing, malformed, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token's role (or the API key's scopes) may not call this route */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict: the object is in another state, or the same Idempotency-Key is still in flight */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Well-formed but refused: a business rule, a card number in the request, or an Idempotency-Key reused with another body */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency is unavailable; retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listRetentionArchives: {
+        parameters: {
+            query?: {
+                /** @description Page size, 1-100 */
+                limit?: number;
+                /** @description Id of the last object of the previous page */
+                startingAfter?: string;
+                /** @description events | invoice_lines | payment_attempts | audit */
+                kind?: "events" | "invoice_lines" | "payment_attempts" | "audit";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Archives */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["RetentionArchive"][];
+                        hasMore: boolean;
+                        nextCursor: string | null;
+                    };
+                };
+            };
+            /** @description Malformed request or validation failure (`errors[]` names the fields) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing, malformed, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token's role (or the API key's scopes) may not call this route */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Well-formed but refused: a business rule, a card number in the request, or an Idempotency-Key reused with another body */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    verifyRetentionArchive: {
+        parameters: {
+            query: {
+                /** @description The archive's key (from GET /admin/retention/archives) */
+                key: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The verification */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RetentionArchiveVerification"];
+                };
+            };
+            /** @description Malformed request or validation failure (`errors[]` names the fields) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing, malformed, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token's role (or the API key's scopes) may not call this route */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -14345,6 +14884,11 @@ export interface operations {
                         data: components["schemas"]["Event"][];
                         hasMore: boolean;
                         nextCursor: string | null;
+                        /** @description On the last page of a list reaching back past the retention policy: events created up to `through` were moved to R2 and are not listed (the archives are listed at `archives`, admin only) */
+                        archived: {
+                            through: string;
+                            archives: string;
+                        } | null;
                     };
                 };
             };
