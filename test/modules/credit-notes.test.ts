@@ -3,6 +3,10 @@ import { env } from "cloudflare:workers";
 import { createExecutionContext, createMessageBatch, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
 import entry from "../../src/index";
 import { tokenFor, unique } from "../helpers";
+import { dbOf } from "../../src/db/client";
+import { systemActor } from "../../src/platform/actor";
+import { settlePendingRefunds } from "../../src/modules/refunds/service";
+import { dropSettingsCache } from "../../src/platform/settings";
 
 const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue">> = entry;
 type Role = "admin" | "finance" | "support" | "viewer";
@@ -138,6 +142,53 @@ describe("worked example: a credit note on a paid invoice, split between a refun
     expect(split.body.detail).toContain("must equal the note's total 55.00 USD");
     expect(await countNotes(invoice.id)).toBe(0);
   }, 30_000);
+});
+
+describe("the refund of a credit note runs after the note committed", () => {
+  /** Refunds the sandbox made for a charge: each is one call that reached the gateway and moved money. */
+  const gatewayRefunds = async (gatewayPaymentId: string) =>
+    (await env.DB.prepare("SELECT amount FROM sandbox_ledger WHERE kind = 'refund' AND charge_id = ?").bind(gatewayPaymentId).all<{ amount: number }>()).results;
+
+  it("two notes racing for the same remaining amount: exactly one is issued and only its refund reaches the gateway", async () => {
+    const { invoice, line } = await taxedInvoice(true);
+    const payment = (await call("GET", `/api/v1/payments?invoiceId=${invoice.id}`)).body.data[0];
+    // Each note credits the whole invoice (110.00), half refunded: the payment could give both refunds (55 + 55 ≤ 110),
+    // only the invoice's creditable amount tells them apart.
+    const body = { invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, quantity: 2 }], reason: "duplicate", refund: { amount: "55.00" }, creditBalance: { amount: "55.00" } };
+    const [a, b] = await Promise.all([createNote(body), createNote(body)]);
+    expect(await gatewayRefunds(payment.gatewayPaymentId)).toEqual([{ amount: 5500 }]);
+    expect([a.status, b.status].sort()).toEqual([201, 422]);
+    const won = a.status === 201 ? a.body : b.body;
+    const lost = a.status === 201 ? b.body : a.body;
+    expect(lost.detail).toMatch(/already fully credited|remaining creditable amount/);
+    expect(await countNotes(invoice.id)).toBe(1);
+    const refunds = (await env.DB.prepare("SELECT id, status FROM refunds WHERE payment_id = ?").bind(payment.id).all<{ id: string; status: string }>()).results;
+    expect(refunds).toEqual([{ id: won.refund.refundId, status: "succeeded" }]);
+    expect((await call("GET", `/api/v1/payments/${payment.id}`)).body).toMatchObject({ amountRefundedMinor: 5500 });
+  }, 60_000);
+
+  it("a gateway that does not answer leaves the note issued and its refund pending for the hourly sweep (same key, one refund)", async () => {
+    const { invoice, line } = await taxedInvoice(true);
+    const payment = (await call("GET", `/api/v1/payments?invoiceId=${invoice.id}`)).body.data[0];
+    await env.DB.prepare("INSERT OR REPLACE INTO settings (key, value, updated_by, updated_at) VALUES ('gateways.sandbox.faults', '{\"failureRate\":1}', 'test', 0)").run();
+    dropSettingsCache();
+    let r;
+    try {
+      r = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, quantity: 1 }], reason: "duplicate", refund: { amount: "55.00" } });
+    } finally {
+      await env.DB.prepare("DELETE FROM settings WHERE key = 'gateways.sandbox.faults'").run();
+      dropSettingsCache();
+    }
+    expect(r.status).toBe(201);
+    const refund = (await call("GET", `/api/v1/refunds/${r.body.refund.refundId}`)).body;
+    expect(refund).toMatchObject({ status: "pending", amountMinor: 5500 });
+    expect(await gatewayRefunds(payment.gatewayPaymentId)).toEqual([]);
+    // The sweep (hourly cron) asks the gateway again with the refund's own key.
+    const out = await settlePendingRefunds(env, dbOf(env), { actor: systemActor("test"), now: Date.now() }, 0);
+    expect(out.settled).toBeGreaterThanOrEqual(1);
+    expect((await call("GET", `/api/v1/refunds/${r.body.refund.refundId}`)).body.status).toBe("succeeded");
+    expect(await gatewayRefunds(payment.gatewayPaymentId)).toEqual([{ amount: 5500 }]);
+  }, 60_000);
 });
 
 describe("credit notes on an open invoice", () => {
