@@ -308,6 +308,9 @@ export const invoices = sqliteTable(
     testClockId: text("test_clock_id"),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
+    // --- docfix ---
+    /** The token of the invoice's current hosted link (invoice_links holds its hash, expiry and revocation); null: none. */
+    hostedToken: text("hosted_token"),
   },
   (t) => [
     uniqueIndex("invoices_generation_idx").on(t.generationKey),

@@ -7,6 +7,7 @@ import type { JobMessage, PaymentMessage, TaskMessage } from "../../../queues/me
 import { sendAll } from "../../platform/queue-send";
 import { commit } from "../../platform/change-set";
 import { finalizedRow, invoiceFinalized, invoiceLinesOf } from "./lifecycle";
+import { hostedLinkDays } from "./hosted-link";
 
 export { PAYMENT_TERMS_MS } from "./lifecycle";
 
@@ -21,7 +22,7 @@ export async function finalizeInvoice(env: Env, db: Db, invoiceId: string, ctx: 
   const [found, lines] = await db.batch([db.select().from(invoices).where(eq(invoices.id, invoiceId)), db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, invoiceId))]);
   const inv = found[0];
   if (!inv || inv.status !== "draft") return null;
-  const { change: cs } = invoiceFinalized(db, inv, inv.archiveKey === null ? lines : await invoiceLinesOf(db, inv), ctx);
+  const { change: cs } = invoiceFinalized(db, inv, inv.archiveKey === null ? lines : await invoiceLinesOf(db, inv), ctx, await hostedLinkDays(db));
   let results: unknown[];
   try {
     ({ results } = await commit(db, cs, ctx));

@@ -9,6 +9,7 @@ import { defineLifecycle } from "../../domain/lifecycle";
 import { change, type ChangeSet } from "../../platform/change-set";
 import { eventInsert, eventInsertIfChanged, eventRow, eventsCommitted, type EventDraft, type EventRow, type EventType } from "../../platform/events";
 import { Invoice, toInvoice } from "./serialize";
+import { DEFAULT_LINK_DAYS, newHostedLink } from "./hosted-link";
 import { activatePurchasedGrants, returnCredits, voidPurchasedGrants } from "../credits/ledger";
 import type { z } from "@hono/zod-openapi";
 
@@ -118,12 +119,14 @@ function eventWithNumber(db: Db, row: EventRow, invoiceId: string): BatchItem<"s
  * invoice's lines (for the events' objects). The last statement reads the invoice back: its row, with the number, is
  * the last statement result of the committed batch (`finalizedRow`).
  */
-export function invoiceFinalized(db: Db, inv: InvoiceRow, lines: LineRow[] | InvoiceObject["lines"], ctx: Ctx): { change: ChangeSet; after: InvoiceRow } {
+export function invoiceFinalized(db: Db, inv: InvoiceRow, lines: LineRow[] | InvoiceObject["lines"], ctx: Ctx, linkDays = DEFAULT_LINK_DAYS): { change: ChangeSet; after: InvoiceRow } {
   const paid = inv.amountDue === 0;
   const to: InvoiceStatus = paid ? "paid" : "open";
   invoiceLifecycle.assertMove(inv.id, inv.status, to);
   const year = new Date(ctx.now).getUTCFullYear();
-  const after: InvoiceRow = { ...inv, number: null, status: to, finalizedAt: ctx.now, paidAt: paid ? ctx.now : null, dueAt: paid ? null : ctx.now + PAYMENT_TERMS_MS, updatedAt: ctx.now };
+  // The hosted link is made in this batch, so the invoice object (events, lists, GET) carries it from now on.
+  const link = newHostedLink(db, (workerEnv as Env).HOSTED_LINK_SECRET, inv.id, ctx.now + linkDays * 86_400_000, ctx.actor.id, ctx.now);
+  const after: InvoiceRow = { ...inv, number: null, status: to, finalizedAt: ctx.now, paidAt: paid ? ctx.now : null, dueAt: paid ? null : ctx.now + PAYMENT_TERMS_MS, updatedAt: ctx.now, hostedToken: link.token };
   const prev = { status: inv.status, number: inv.number, finalizedAt: null, dueAt: null };
   const drafts = [draftOf("invoice.finalized", after, lines, prev)];
   if (paid) drafts.push(draftOf("invoice.paid", after, lines, { status: inv.status, paidAt: null }));
@@ -136,13 +139,14 @@ export function invoiceFinalized(db: Db, inv: InvoiceRow, lines: LineRow[] | Inv
       .values({ year, lastNumber: 1 })
       .onConflictDoUpdate({ target: invoiceNumberSequences.year, set: { lastNumber: sql`${invoiceNumberSequences.lastNumber} + 1` } }),
     db.update(invoices).set({ number: numberOfSequence(year) }).where(eq(invoices.id, inv.id)),
+    ...link.statements,
     ...rows.map((r) => eventWithNumber(db, r, inv.id)),
     db.select().from(invoices).where(eq(invoices.id, inv.id)),
   ];
   return {
     change: change({
       statements,
-      audit: [{ action: "invoice.finalized", targetType: "invoice", targetId: inv.id, after: { numberSequence: year, status: to, total: inv.total, amountDue: inv.amountDue, currency: inv.currency } }],
+      audit: [{ action: "invoice.finalized", targetType: "invoice", targetId: inv.id, after: { numberSequence: year, status: to, total: inv.total, amountDue: inv.amountDue, currency: inv.currency, linkId: link.id } }],
       after: [async () => eventsCommitted(rows.map((r) => r.id))],
     }),
     after,

@@ -12,6 +12,7 @@ import { asPrices, buildDraftInvoice, countryTaxRates, pendingToLine, planVersio
 import { nextDueStep, type DueStep, graceMsOf } from "./due";
 import { afterFinalized, finalizeInvoice } from "../invoices/finalize";
 import { finalizedRow, invoiceFinalized } from "../invoices/lifecycle";
+import { hostedLinkDays } from "../invoices/hosted-link";
 import { currentDiscountOf, currentDiscountQueries, type CurrentDiscount } from "../coupons/discounts";
 import type { TaxRate } from "../../domain/tax";
 import { eventsCommitted } from "../../platform/events";
@@ -185,7 +186,7 @@ async function periodEnd(env: Env, db: Db, loaded: Loaded, ctx: AuditContext): P
     });
     invoiceId = built.invoice.id;
     // Drafted and finalized (numbered) in the one batch: nothing reads the draft back.
-    finalization = invoiceFinalized(db, built.invoice, built.lineRows, ctx);
+    finalization = invoiceFinalized(db, built.invoice, built.lineRows, ctx, await hostedLinkDays(db));
     extra = [...built.statements, ...finalization.change.statements];
     createdEvents = built.eventIds;
     audit.push(

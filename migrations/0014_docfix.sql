@@ -1,0 +1,1 @@
+ALTER TABLE `invoices` ADD `hosted_token` text;
