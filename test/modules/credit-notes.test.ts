@@ -237,6 +237,25 @@ describe("credit notes on an open invoice", () => {
   });
 });
 
+describe("credit notes on an archived invoice", () => {
+  it("work like on any finalized invoice (Stripe's rule): the archived lines are read back from R2", async () => {
+    const { invoice, line } = await taxedInvoice(true);
+    const old = Date.now() - 400 * 86_400_000;
+    await env.DB.prepare("UPDATE invoices SET created_at = ?, finalized_at = ?, paid_at = ? WHERE id = ?").bind(old, old, old, invoice.id).run();
+    const archived = await call("POST", "/admin/invoices/archive", { olderThan: new Date(old + 86_400_000).toISOString().slice(0, 10) });
+    expect(archived.body.invoiceIds).toContain(invoice.id);
+    expect((await env.DB.prepare("SELECT COUNT(*) AS n FROM invoice_lines WHERE invoice_id = ?").bind(invoice.id).first<{ n: number }>())!.n).toBe(0);
+
+    const r = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, quantity: 1 }], reason: "order_change", refund: { amount: "55.00" } });
+    expect(r.status).toBe(201);
+    expect(r.body).toMatchObject({ total: { amountMinor: 5500 }, tax: { amountMinor: 500 }, refund: { amountMinor: 5500 }, lines: [{ invoiceLineId: line.id, description: line.description }] });
+    // What is left on the archived line is known too.
+    const tooMuch = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, amount: "50.01" }], reason: "order_change" });
+    expect(tooMuch.status).toBe(422);
+    expect(tooMuch.body.errors[0].message).toContain("more than the 50.00 USD left");
+  }, 60_000);
+});
+
 describe("reports account for credit notes", () => {
   it("revenue is net of the note, the tax report nets it out in its period, reconciliation lists its refund and non-cash part", async () => {
     const { customer, invoice, line } = await taxedInvoice(true);

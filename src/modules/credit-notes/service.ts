@@ -1,14 +1,14 @@
 import { and, desc, eq, inArray } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
-import { creditNoteLines, creditNoteNumberSequences, creditNotes, invoiceLines, invoices, payments, refunds } from "../../db/schema";
+import { creditNoteLines, creditNoteNumberSequences, creditNotes, invoices, payments, refunds } from "../../db/schema";
 import { parseDecimal, roundDiv } from "../../domain/decimal";
 import { formatMinor, toMinor } from "../../domain/money";
 import { newId } from "../../lib/ids";
 import type { AuditContext } from "../../platform/audit";
 import { change, commit, merge, type ChangeSet } from "../../platform/change-set";
 import { ApiError, invalid, notFound, type FieldError } from "../../platform/errors";
-import { invoiceCredited, invoiceCreditReversed } from "../invoices/lifecycle";
+import { invoiceCredited, invoiceCreditReversed, invoiceLineRows } from "../invoices/lifecycle";
 import { createPending } from "../refunds/lifecycle";
 import { notRefundable, settle, type PaymentRow, type RefundRow } from "../refunds/ledger";
 import { lockedError, withAdmission } from "../payments/guard";
@@ -51,7 +51,7 @@ const issuedNotes = (db: Db, invoiceId: string) => db.select().from(creditNotes)
  * line's tax in the same proportion (the line's last credit takes exactly the tax left, so rounding never drifts).
  */
 async function priceLines(db: Db, inv: InvoiceRow, noteId: string, asked: CreateCreditNoteInput["lines"]): Promise<NoteLineRow[]> {
-  const lines = await db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, inv.id)).all();
+  const lines = await invoiceLineRows(db, inv);
   const earlier = await issuedNotes(db, inv.id);
   const credited = earlier.length ? await db.select().from(creditNoteLines).where(inArray(creditNoteLines.creditNoteId, earlier.map((n) => n.id))).all() : [];
   const errors: FieldError[] = [];
@@ -115,7 +115,6 @@ export async function createCreditNote(env: Env, db: Db, input: CreateCreditNote
   if (!inv) throw notFound("invoice", input.invoiceId);
   const open = inv.status === "open" || inv.status === "uncollectible";
   if (!open && inv.status !== "paid") throw new ApiError("conflict", `invoice ${inv.id} is ${inv.status}: credit notes apply to open or paid invoices${inv.status === "draft" ? " (edit or void a draft instead)" : ""}`, [{ path: "invoiceId", message: `is ${inv.status}` }]);
-  if (inv.archiveKey !== null) throw new ApiError("conflict", `invoice ${inv.id} is archived: its lines are in R2 and can no longer be credited`, [{ path: "invoiceId", message: "is archived" }]);
   const id = newId("cn");
   const lines = await priceLines(db, inv, id, input.lines);
   const subtotal = lines.reduce((s, l) => s + l.amount, 0);

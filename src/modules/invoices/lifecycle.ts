@@ -43,6 +43,32 @@ export async function invoiceLinesOf(db: Db, inv: InvoiceRow): Promise<LineRow[]
   return obj ? (Invoice.parse(await obj.json()).lines ?? []) : [];
 }
 
+/** The invoice's lines as D1 rows, read back from its R2 document once archived (documents, credit notes). */
+export async function invoiceLineRows(db: Db, inv: InvoiceRow): Promise<LineRow[]> {
+  const lines = await invoiceLinesOf(db, inv);
+  return (lines ?? []).map((l, i) =>
+    "invoiceId" in l
+      ? l
+      : {
+          id: l.id,
+          invoiceId: inv.id,
+          position: i,
+          kind: l.kind,
+          description: l.description,
+          priceId: l.priceId,
+          meterId: l.meterId,
+          quantity: l.quantity,
+          unitAmount: l.unitAmount,
+          amount: l.amount.amountMinor,
+          discountAmount: l.discount.amountMinor,
+          taxAmount: l.tax.amountMinor,
+          periodStart: Date.parse(l.period.start),
+          periodEnd: Date.parse(l.period.end),
+          computation: l.computation,
+        },
+  );
+}
+
 /** The invoice exactly as GET /api/v1/invoices/:id returns it (with its lines). */
 export function invoiceObject(inv: InvoiceRow, lines: LineRow[] | InvoiceObject["lines"]): InvoiceObject {
   const rows = (lines ?? []) as (LineRow | NonNullable<InvoiceObject["lines"]>[number])[];
