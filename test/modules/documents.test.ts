@@ -79,6 +79,26 @@ describe("invoice documents", () => {
     expect(inv.hostedUrl).toBe(`/i/${[...mac].map((b) => b.toString(16).padStart(2, "0")).join("")}`);
   }, 60_000);
 
+  it("paying or voiding an invoice queues its document job: the PAID / VOID PDF is in R2 before anyone asks for it", async () => {
+    const paid = await openInvoice();
+    const voided = await openInvoice();
+    await runJobs();
+    jobs = [];
+    const pay = createMessageBatch("billing-payments", [{ id: unique("pay"), timestamp: new Date(), attempts: 1, body: { type: "payment.attempt", invoiceId: paid.id, attempt: 1 } }]);
+    const ctx = createExecutionContext();
+    await worker.queue(pay, testEnv(), ctx);
+    await getQueueResult(pay, ctx);
+    expect((await call("GET", `/api/v1/invoices/${paid.id}`, undefined, "viewer")).body.status).toBe("paid");
+    expect((await call("POST", `/api/v1/invoices/${voided.id}/void`, { reason: "duplicate" })).status).toBe(200);
+    // One job per transition (bounded: no fan-out), sent after the commit.
+    expect(jobs).toEqual(expect.arrayContaining([{ type: "invoice.document", invoiceId: paid.id }, { type: "invoice.document", invoiceId: voided.id }]));
+    expect(jobs.filter((j) => j.invoiceId === paid.id || j.invoiceId === voided.id)).toHaveLength(2);
+    expect((await runJobs()).retryMessages).toEqual([]);
+    const keys = async (id: string) => (await env.ARCHIVE.list({ prefix: `documents/invoices/${id}/` })).objects.map((o) => o.key.split("/").pop());
+    expect(await keys(paid.id)).toEqual(expect.arrayContaining([expect.stringMatching(/^paid-\d+\.pdf$/)]));
+    expect(await keys(voided.id)).toEqual(expect.arrayContaining([expect.stringMatching(/^void-\d+\.pdf$/)]));
+  }, 60_000);
+
   it("the PDF route needs a token, answers 404 for unknown invoices, and renders once when the stored copy is missing", async () => {
     const inv = await openInvoice();
     expect((await call("GET", `/api/v1/invoices/${inv.id}/pdf`, undefined, null)).status).toBe(401);

@@ -12,6 +12,7 @@ import { Invoice, toInvoice } from "./serialize";
 import { DEFAULT_LINK_DAYS, newHostedLink } from "./hosted-link";
 import { activatePurchasedGrants, returnCredits, voidPurchasedGrants } from "../credits/ledger";
 import type { z } from "@hono/zod-openapi";
+import type { JobMessage } from "../../../queues/messages";
 
 type InvoiceRow = typeof invoices.$inferSelect;
 type LineRow = typeof invoiceLines.$inferSelect;
@@ -100,6 +101,22 @@ function guarded(db: Db, update: BatchItem<"sqlite">, drafts: EventDraft[], ctx:
     after: rows.length ? [async () => eventsCommitted(rows.map((r) => r.id))] : [],
   });
 }
+
+/**
+ * After the commit, the invoice's document job (jobs queue: the PDF of its new state, with its PAID or VOID mark, in
+ * R2). One message per transition; a lost message costs only time: GET …/pdf renders a missing document on demand.
+ * The queue is the invocation's (withLimits makes `cloudflare:workers`' env the invocation's env).
+ */
+const withDocument = (cs: ChangeSet, invoiceId: string): ChangeSet => ({
+  ...cs,
+  after: [
+    ...cs.after,
+    async () =>
+      (workerEnv as Env).JOB_QUEUE.send({ type: "invoice.document", invoiceId } satisfies JobMessage).catch((e: unknown) =>
+        console.log(JSON.stringify({ level: "error", msg: "document enqueue failed; GET /api/v1/invoices/:id/pdf renders it", invoiceId, error: String(e) })),
+      ),
+  ],
+});
 
 /** Hands events that `rest` statements inserted to delivery after the commit, like the transition's own. */
 const withEvents = (cs: ChangeSet, eventIds: string[]): ChangeSet => (eventIds.length ? { ...cs, after: [...cs.after, async () => eventsCommitted(eventIds)] } : cs);
@@ -216,7 +233,7 @@ export async function invoicePaid(db: Db, inv: InvoiceRow, payment: { id: string
     [{ action: "invoice.paid", targetType: "invoice", targetId: inv.id, before: { status: inv.status, amountPaid: inv.amountPaid }, after: { status: "paid", amountPaid: after.amountPaid, paymentId: payment.id } }, ...grants.audit],
     grants.statements,
   );
-  return withEvents(cs, grants.eventIds);
+  return withDocument(withEvents(cs, grants.eventIds), inv.id);
 }
 
 /**
@@ -263,7 +280,9 @@ export async function invoiceVoided(db: Db, inv: InvoiceRow, reason: string, ctx
     // Runs only if this batch moved the invoice to void (the assertion before it aborts otherwise).
     [...returned.statements, ...purchase.statements],
   );
-  return { change: withEvents(cs, [...returned.eventIds, ...purchase.eventIds]), after };
+  const withEvts = withEvents(cs, [...returned.eventIds, ...purchase.eventIds]);
+  // A voided draft was never a document (no number): only a finalized invoice gets its VOID PDF.
+  return { change: inv.status === "draft" ? withEvts : withDocument(withEvts, inv.id), after };
 }
 
 /** open → uncollectible (dunning gave up), with the reason. Strict: paid or voided meanwhile aborts the batch. */
@@ -292,7 +311,7 @@ export async function invoiceCredited(db: Db, inv: InvoiceRow, amount: number, c
   if (to !== inv.status) invoiceLifecycle.assertMove(inv.id, inv.status, to);
   const after: InvoiceRow = { ...inv, status: to, amountDue: due, paidAt: to === "paid" ? ctx.now : inv.paidAt, dueAt: to === "paid" ? null : inv.dueAt, updatedAt: ctx.now };
   const prev = { status: inv.status, amountDue: toInvoice(inv).amountDue, amountDueMinor: inv.amountDue };
-  return guarded(
+  const cs = guarded(
     db,
     db
       .update(invoices)
@@ -303,6 +322,7 @@ export async function invoiceCredited(db: Db, inv: InvoiceRow, amount: number, c
     true,
     [{ action: "invoice.credited", targetType: "invoice", targetId: inv.id, before: { status: inv.status, amountDue: inv.amountDue }, after: { status: to, amountDue: due, creditNoteId } }],
   );
+  return to === "paid" ? withDocument(cs, inv.id) : cs;
 }
 
 /** A voided credit note gives back what it took off a still-open invoice's amount due (strict: the invoice must still be `inv.status`). */
