@@ -80,6 +80,26 @@ describe("coupons", () => {
 });
 
 describe("billing conventions", () => {
+  it("MRR counts an amount-off (and a percent-off) coupon while it lasts", async () => {
+    const plan = await createPlan({ name: "MRR coupons", interval: "month", prices: [{ type: "flat", amount: "50.00", billing: "advance" }] });
+    const mrrOfPlan = async () => {
+      const r = await api("GET", "/api/v1/analytics/mrr", { as: "finance" });
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      return r.body.currencies.find((c: any) => c.currency === "USD").byPlan.find((p: any) => p.planId === plan.id)?.mrr.amountMinor;
+    };
+    const amountOff = (await api("POST", "/api/v1/coupons", { as: "finance", body: { amountOff: "10.00", currency: "USD", duration: "forever" } })).body;
+    const percentOff = (await api("POST", "/api/v1/coupons", { as: "finance", body: { percentOff: "20", duration: "forever" } })).body;
+    const a = await api("POST", "/api/v1/subscriptions", { body: { customerId: (await createCustomer()).id, planId: plan.id, quantity: 2, coupon: amountOff.id, paymentMethod: "pm_card_visa" } });
+    const b = await api("POST", "/api/v1/subscriptions", { body: { customerId: (await createCustomer()).id, planId: plan.id, coupon: percentOff.id, paymentMethod: "pm_card_visa" } });
+    expect([a.status, b.status]).toEqual([201, 201]);
+    expect([a.body.status, b.body.status]).toEqual(["active", "active"]);
+    // (2 × 50.00 − 10.00) + 50.00 × 80 % = 90.00 + 40.00.
+    expect(await mrrOfPlan()).toBe(13000);
+    // Once the discount is removed, full price again.
+    expect((await api("DELETE", `/api/v1/subscriptions/${a.body.id}/discount`)).status).toBe(200);
+    expect(await mrrOfPlan()).toBe(14000);
+  });
+
   it("a future billingAnchor bills the first partial period prorated (create_prorations by default), nothing with none", async () => {
     const clock = await clockAt("2024-04-21T00:00:00Z", "coupons");
     const customer = await createCustomer({ testClockId: clock });
