@@ -136,6 +136,28 @@ describe("billing conventions", () => {
     expect(inv.lines.map((l: any) => l.amount.amountMinor)).toEqual([-1500, 3000]);
   });
 
+  it("always_invoice on a change at the period end invoices nothing extra (Stripe: nothing to prorate), and is refused for a dated change inside the period", async () => {
+    const clock = await clockAt("2024-04-01T00:00:00Z", "coupons");
+    const customer = await createCustomer({ testClockId: clock });
+    const small = await flatPlan("30.00");
+    const big = await flatPlan("60.00");
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: small.id } })).body;
+    await advance(clock, "2024-04-16T00:00:00Z");
+    const dated = await api("PUT", `/api/v1/subscriptions/${sub.id}/plan`, { body: { newPlanId: big.id, prorationBehavior: "always_invoice", effectiveDate: "2024-04-20T00:00:00Z" } });
+    expect(dated.status).toBe(422);
+    expect(dated.body.errors[0]).toMatchObject({ path: "prorationBehavior", message: expect.stringContaining("effectiveDate") });
+    const r = await api("PUT", `/api/v1/subscriptions/${sub.id}/plan`, { body: { newPlanId: big.id, prorationBehavior: "always_invoice", effectiveDate: "next_billing_cycle" } });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body).toMatchObject({ scheduled: true, invoiceId: null, prorationLines: [] });
+    await advance(clock, "2024-05-01T00:00:00Z");
+    const invoices = await invoicesOf(sub.id);
+    // The first month on the small plan, then May's cycle invoice on the big plan in full: no proration, no extra invoice.
+    expect(invoices.map((i) => [i.billingReason, i.total.amountMinor])).toEqual([
+      ["subscription_create", 3000],
+      ["subscription_cycle", 6000],
+    ]);
+  });
+
   it("tiers: the last tier must be open-ended, and the error says so", async () => {
     const r = await api("POST", "/api/v1/plans", {
       body: { name: "T", currency: "USD", interval: "month", prices: [{ type: "metered", meterId: "m", aggregation: "sum", pricingModel: "graduated", tiers: [{ upTo: 10, unitAmount: "1" }, { upTo: 20, unitAmount: "0.5" }] }] },
