@@ -120,6 +120,29 @@ describe("billing conventions", () => {
     expect(await invoicesOf(none.body.id)).toEqual([]);
   });
 
+  it("an arrears flat fee of a partial first period is prorated like the advance case (create_prorations), nothing with none", async () => {
+    const clock = await clockAt("2024-04-21T00:00:00Z", "coupons");
+    const customer = await createCustomer({ testClockId: clock });
+    const plan = await createPlan({ name: "Arrears", interval: "month", prices: [{ type: "flat", amount: "30.00", billing: "arrears" }] });
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id, billingAnchor: "2024-05-01T00:00:00Z" } })).body;
+    const none = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id, billingAnchor: "2024-05-01T00:00:00Z", prorationBehavior: "none" } })).body;
+    await advance(clock, "2024-06-01T00:00:00Z");
+    const arrearsOf = async (subId: string) => {
+      const out: [string, number][] = [];
+      for (const inv of await invoicesOf(subId)) {
+        for (const l of (await api("GET", `/api/v1/invoices/${inv.id}`)).body.lines) out.push([inv.period.start.slice(0, 10), l.amount.amountMinor]);
+      }
+      return out;
+    };
+    // Worked example: April 21 – May 1 is 10 of April's 30 days: 30.00 × 10/30 = 10.00 at its end, then May in full.
+    expect(await arrearsOf(sub.id)).toEqual([
+      ["2024-05-01", 1000],
+      ["2024-06-01", 3000],
+    ]);
+    // none: nothing for the partial period, May in full.
+    expect((await arrearsOf(none.id)).map(([, a]) => a).filter((a) => a !== 0)).toEqual([3000]);
+  });
+
   it("always_invoice invoices a plan change at once instead of on the next cycle invoice", async () => {
     const clock = await clockAt("2024-04-01T00:00:00Z", "coupons");
     const customer = await createCustomer({ testClockId: clock });

@@ -119,6 +119,20 @@ async function scheduledPlanChange(env: Env, db: Db, sub: SubscriptionRow, plan:
 }
 
 /**
+ * What the arrears flat fees of the ended period are a share of. A partial first period (the subscription's own
+ * start inside a full period of the anchor's grid) is a share of that full period from its start, as its advance
+ * fees are at creation (prorationBehavior none set arrearsFrom at the period end: nothing); otherwise the period
+ * itself, from `arrearsFrom` when a change moved it.
+ */
+function arrearsSpan(sub: SubscriptionRow, plan: PlanRow, ended: { start: number; end: number }): { period: { start: number; end: number }; from: number | null } {
+  if (ended.start === sub.createdAt) {
+    const grid = periodAt(sub.billingAnchor, plan.interval, plan.intervalCount, ended.start);
+    if (grid.start < ended.start && grid.end === ended.end) return { period: grid, from: Math.max(sub.arrearsFrom ?? ended.start, ended.start) };
+  }
+  return { period: ended, from: sub.arrearsFrom };
+}
+
+/**
  * The end of a period: trial conversion, cancellation at period end, a plan change scheduled for the cycle,
  * then the invoice (usage and arrears fees of the period ended, advance fees of the next) and the next period.
  * Paused subscriptions move on without an invoice. Idempotent: the invoice's generation key and the guarded
@@ -146,7 +160,7 @@ async function periodEnd(env: Env, db: Db, loaded: Loaded, ctx: AuditContext): P
         quantity,
         planName: nextPlan.name,
         advance: next ? { prices: asPrices(nextPlan.prices), period: next } : null,
-        arrears: wasTrial ? null : { prices: asPrices(plan.prices), period: ended, usage, from: sub.arrearsFrom },
+        arrears: wasTrial ? null : { prices: asPrices(plan.prices), usage, ...arrearsSpan(sub, plan, ended) },
         pending: pending.map(pendingToLine),
       });
   const status: SubscriptionStatus = cancel ? "canceled" : wasTrial ? "active" : sub.status;

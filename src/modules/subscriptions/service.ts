@@ -108,7 +108,8 @@ export async function createSubscription(env: Env, db: Db, input: z.infer<typeof
     pendingProrate: null,
     discountPercent,
     discountUntil: null,
-    arrearsFrom: null,
+    // prorationBehavior none on a partial first period: its arrears fees run from its end, i.e. nothing is billed.
+    arrearsFrom: trialEnd === null && input.prorationBehavior === "none" && start > periodAt(anchor, plan.interval, plan.intervalCount, now).start ? end : null,
     configVersion: 1,
     meterSyncedVersion: 0,
     createdAt: now,
