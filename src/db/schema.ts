@@ -112,6 +112,9 @@ export const subscriptions = sqliteTable(
     meterSyncedVersion: integer("meter_synced_version").notNull().default(0),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
+    // --- docfix ---
+    /** The current discount as the subscription object shows it: a mirror of its discounts row, written with it. */
+    discount: text("discount", { mode: "json" }).$type<SubscriptionDiscountMirror>(),
   },
   (t) => [
     index("subscriptions_customer_idx").on(t.customerId, t.createdAt),
@@ -853,3 +856,20 @@ export const creditNoteNumberSequences = sqliteTable("credit_note_number_sequenc
   year: integer("year").primaryKey(),
   lastNumber: integer("last_number").notNull(),
 });
+
+// --- docfix ---
+/** What `subscriptions.discount` holds (the API's Discount object, coupons/schemas.ts). */
+export type SubscriptionDiscountMirror = {
+  id: string;
+  object: "discount";
+  subscriptionId: string;
+  customerId: string;
+  couponId: string;
+  promotionCodeId: string | null;
+  periods: number | null;
+  periodsUsed: number;
+  periodsRemaining: number | null;
+  endsAt: string | null;
+  endedAt: string | null;
+  createdAt: string;
+};

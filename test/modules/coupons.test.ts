@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { api, createCustomer, createPlan, advance, clockAt, invoicesOf } from "../helpers";
+import { env } from "cloudflare:workers";
+import { api, createCustomer, createPlan, advance, clockAt, invoicesOf, unique } from "../helpers";
 
 const T = (s: string) => new Date(s).toISOString();
 
@@ -30,6 +31,27 @@ describe("coupons", () => {
     expect(first.lines[0].discount).toEqual({ amount: "12.50", amountMinor: 1250 });
     expect((await api("GET", `/api/v1/subscriptions/${sub.body.id}/discount`)).status).toBe(404);
     expect((await api("GET", `/api/v1/subscriptions/${sub.body.id}`)).body.discountPercent).toBeNull();
+  });
+
+  it("the subscription object carries its discount (coupon, promotion code, start, end, periods left) in GET, lists and events", async () => {
+    const clock = await clockAt("2024-01-01T00:00:00Z", "coupons");
+    const customer = await createCustomer({ testClockId: clock });
+    const plan = await flatPlan("20.00");
+    const coupon = (await api("POST", "/api/v1/coupons", { as: "finance", body: { amountOff: "5.00", currency: "USD", duration: "repeating", durationInMonths: 2 } })).body;
+    const code = (await api("POST", "/api/v1/promotion-codes", { body: { couponId: coupon.id, code: unique("TWO").toUpperCase().replace(/[^A-Z0-9]/g, "") } })).body;
+    const created = await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id, promotionCode: code.code } });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    // The first invoice used one of the two periods.
+    const expected = { object: "discount", couponId: coupon.id, promotionCodeId: code.id, subscriptionId: created.body.id, periods: 2, periodsUsed: 1, periodsRemaining: 1, endsAt: null, createdAt: T("2024-01-01") };
+    const got = (await api("GET", `/api/v1/subscriptions/${created.body.id}`)).body;
+    expect(got.discount).toMatchObject(expected);
+    const listed = (await api("GET", `/api/v1/subscriptions?customerId=${customer.id}`)).body.data;
+    expect(listed.map((x: any) => x.discount)).toEqual([got.discount]);
+    const events = await env.DB.prepare("SELECT data FROM events WHERE object_id = ? AND type = 'customer.subscription.created'").bind(created.body.id).all<{ data: string }>();
+    expect(JSON.parse(events.results[0]!.data).object.discount).toMatchObject({ couponId: coupon.id, promotionCodeId: code.id, periods: 2 });
+    // After the second period the discount is used up: null.
+    await advance(clock, "2024-02-01T00:00:00Z");
+    expect((await api("GET", `/api/v1/subscriptions/${created.body.id}`)).body.discount).toBeNull();
   });
 
   it("a promotion code with maxRedemptions 3 is redeemed exactly 3 times by 8 concurrent subscriptions", async () => {
