@@ -167,6 +167,23 @@ describe("the refund of a credit note runs after the note committed", () => {
     expect((await call("GET", `/api/v1/payments/${payment.id}`)).body).toMatchObject({ amountRefundedMinor: 5500 });
   }, 60_000);
 
+  it("a refund the gateway declines is recorded failed (the payment gets the amount back) and its note can be voided", async () => {
+    const { customer, invoice, line } = await taxedInvoice(true);
+    const payment = (await call("GET", `/api/v1/payments?invoiceId=${invoice.id}`)).body.data[0];
+    // The gateway's own ledger says the charge was refunded elsewhere: it declines another refund.
+    await env.DB.prepare("INSERT INTO sandbox_ledger (id, kind, idempotency_key, charge_id, amount, currency, status, failure_code, payment_method, created_at) VALUES (?, 'refund', ?, ?, 11000, 'USD', 'succeeded', NULL, NULL, ?)")
+      .bind(unique("re_elsewhere"), unique("key"), payment.gatewayPaymentId, Date.now())
+      .run();
+    const r = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, quantity: 1 }], reason: "duplicate", refund: { amount: "55.00" } });
+    expect(r.status).toBe(201);
+    expect((await call("GET", `/api/v1/refunds/${r.body.refund.refundId}`)).body).toMatchObject({ status: "failed" });
+    expect((await call("GET", `/api/v1/payments/${payment.id}`)).body).toMatchObject({ amountRefundedMinor: 0 });
+    const voided = await call("POST", `/api/v1/credit-notes/${r.body.id}/void`, undefined, "finance");
+    expect(voided.status, JSON.stringify(voided.body)).toBe(200);
+    expect(voided.body.status).toBe("void");
+    expect((await call("GET", `/api/v1/customers/${customer.id}`)).body.creditBalance.amountMinor).toBe(0);
+  }, 60_000);
+
   it("a gateway that does not answer leaves the note issued and its refund pending for the hourly sweep (same key, one refund)", async () => {
     const { invoice, line } = await taxedInvoice(true);
     const payment = (await call("GET", `/api/v1/payments?invoiceId=${invoice.id}`)).body.data[0];
