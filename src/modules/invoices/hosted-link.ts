@@ -4,13 +4,9 @@ import type { Db } from "../../db/client";
 import { invoiceLinks, invoices } from "../../db/schema";
 import { hostedLinkHash, hostedLinkToken } from "../../lib/hosted-link";
 import { newId } from "../../lib/ids";
-import { getSetting } from "../../platform/settings";
 
 /** How long a hosted link lives unless the `documents` setting says otherwise (its `hostedLinkDays`). */
 export const DEFAULT_LINK_DAYS = 90;
-
-/** The `documents` setting's link lifetime (read here, not from documents/, which depends on this module). */
-export const hostedLinkDays = async (db: Db): Promise<number> => (await getSetting(db, "documents", { hostedLinkDays: DEFAULT_LINK_DAYS })).hostedLinkDays ?? DEFAULT_LINK_DAYS;
 
 export type NewHostedLink = { id: string; token: string; expiresAt: number; statements: BatchItem<"sqlite">[] };
 
