@@ -25,6 +25,7 @@ const testSecrets = {
   NOTIFY_WEBHOOK_URL: "",
   NOTIFY_WEBHOOK_SECRET: "whsec_dGVzdC1ub3RpZnktc2VjcmV0",
   AUDIT_HMAC_KEY: "onwR8qO2Bx+8IV50FWqMkgbOApZLX7/N8JjMyst8NLE=",
+  HOSTED_LINK_SECRET: "test-hosted-link-secret-0123456789abcdef",
 };
 // wrangler checks required secrets against process.env before the bindings below apply.
 Object.assign(process.env, testSecrets);

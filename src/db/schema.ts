@@ -120,6 +120,9 @@ export const subscriptions = sqliteTable(
     meterSyncedVersion: integer("meter_synced_version").notNull().default(0),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
+    // --- docfix ---
+    /** The current discount as the subscription object shows it: a mirror of its discounts row, written with it. */
+    discount: text("discount", { mode: "json" }).$type<SubscriptionDiscountMirror>(),
   },
   (t) => [
     index("subscriptions_customer_idx").on(t.customerId, t.createdAt),
@@ -316,6 +319,9 @@ export const invoices = sqliteTable(
     testClockId: text("test_clock_id"),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
+    // --- docfix ---
+    /** The token of the invoice's current hosted link (invoice_links holds its hash, expiry and revocation); null: none. */
+    hostedToken: text("hosted_token"),
   },
   (t) => [
     uniqueIndex("invoices_generation_idx").on(t.generationKey),
@@ -909,3 +915,19 @@ export const retentionRuns = sqliteTable(
   },
   (t) => [index("retention_runs_started_idx").on(t.startedAt)],
 );
+// --- docfix ---
+/** What `subscriptions.discount` holds (the API's Discount object, coupons/schemas.ts). */
+export type SubscriptionDiscountMirror = {
+  id: string;
+  object: "discount";
+  subscriptionId: string;
+  customerId: string;
+  couponId: string;
+  promotionCodeId: string | null;
+  periods: number | null;
+  periodsUsed: number;
+  periodsRemaining: number | null;
+  endsAt: string | null;
+  endedAt: string | null;
+  createdAt: string;
+};

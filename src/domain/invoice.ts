@@ -154,6 +154,9 @@ export function arrearsShareLines(input: { currency: string; period: Span; from:
   const clamp = (t: number) => Math.min(Math.max(t, period.start), period.end);
   const from = clamp(input.from);
   const to = clamp(input.to);
+  // Nothing runs before its start (a partial first period billed with prorationBehavior none starts its fees at the
+  // period end): an empty or reversed span is no share, never a credit.
+  if (to <= from) return [];
   const remaining = (full: number, at: number) => (at <= period.start ? full : prorate(full, period.start, period.end, at));
   const total = Math.floor((period.end - period.start) / 1000);
   const lines: DraftLine[] = [];

@@ -55,16 +55,22 @@ export type RecurringCharge = {
   intervalCount: number;
   /** Percentage off, as a decimal string ("10" = 10 %), or null. */
   discountPercent: string | null;
+  /** Amount off each billing period's charge (an amount-off coupon in the charge's currency), minor units; 0 or absent: none. */
+  amountOffMinor?: number;
 };
 
-/** Monthly recurring revenue of one subscription in minor units: amount × quantity × (1 − discount) per month, rounded once, half away from zero. */
+/**
+ * Monthly recurring revenue of one subscription in minor units: per billing period amount × quantity × (1 − percent
+ * off) − amount off (never below 0), normalized to a month, rounded once, half away from zero.
+ */
 export function subscriptionMrr(s: RecurringCharge): number {
   const f = MONTHLY_FACTOR[s.interval];
   if (!f) throw new RangeError(`unknown interval ${String(s.interval)}`);
   if (!Number.isSafeInteger(s.quantity) || s.quantity < 0) throw new RangeError(`quantity must be a non-negative integer, got ${s.quantity}`);
   const kept = HUNDRED - discountScaled(s.discountPercent);
-  const n = checkMinor(s.amountMinor, "amount") * BigInt(s.quantity) * f.num * kept;
-  return toSafeNumber(roundDiv(n, f.den * checkCount(s.intervalCount) * HUNDRED));
+  const perPeriod = checkMinor(s.amountMinor, "amount") * BigInt(s.quantity) * kept - checkMinor(s.amountOffMinor ?? 0, "amount off") * HUNDRED;
+  if (perPeriod <= 0n) return 0;
+  return toSafeNumber(roundDiv(perPeriod * f.num, f.den * checkCount(s.intervalCount) * HUNDRED));
 }
 
 /** `subscriptions` identical subscriptions (same currency, plan version, quantity and discount). */

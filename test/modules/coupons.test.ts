@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { api, createCustomer, createPlan, advance, clockAt, invoicesOf } from "../helpers";
+import { env } from "cloudflare:workers";
+import { api, createCustomer, createPlan, advance, clockAt, invoicesOf, unique } from "../helpers";
 
 const T = (s: string) => new Date(s).toISOString();
 
@@ -30,6 +31,27 @@ describe("coupons", () => {
     expect(first.lines[0].discount).toEqual({ amount: "12.50", amountMinor: 1250 });
     expect((await api("GET", `/api/v1/subscriptions/${sub.body.id}/discount`)).status).toBe(404);
     expect((await api("GET", `/api/v1/subscriptions/${sub.body.id}`)).body.discountPercent).toBeNull();
+  });
+
+  it("the subscription object carries its discount (coupon, promotion code, start, end, periods left) in GET, lists and events", async () => {
+    const clock = await clockAt("2024-01-01T00:00:00Z", "coupons");
+    const customer = await createCustomer({ testClockId: clock });
+    const plan = await flatPlan("20.00");
+    const coupon = (await api("POST", "/api/v1/coupons", { as: "finance", body: { amountOff: "5.00", currency: "USD", duration: "repeating", durationInMonths: 2 } })).body;
+    const code = (await api("POST", "/api/v1/promotion-codes", { body: { couponId: coupon.id, code: unique("TWO").toUpperCase().replace(/[^A-Z0-9]/g, "") } })).body;
+    const created = await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id, promotionCode: code.code } });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    // The first invoice used one of the two periods.
+    const expected = { object: "discount", couponId: coupon.id, promotionCodeId: code.id, subscriptionId: created.body.id, periods: 2, periodsUsed: 1, periodsRemaining: 1, endsAt: null, createdAt: T("2024-01-01") };
+    const got = (await api("GET", `/api/v1/subscriptions/${created.body.id}`)).body;
+    expect(got.discount).toMatchObject(expected);
+    const listed = (await api("GET", `/api/v1/subscriptions?customerId=${customer.id}`)).body.data;
+    expect(listed.map((x: any) => x.discount)).toEqual([got.discount]);
+    const events = await env.DB.prepare("SELECT data FROM events WHERE object_id = ? AND type = 'customer.subscription.created'").bind(created.body.id).all<{ data: string }>();
+    expect(JSON.parse(events.results[0]!.data).object.discount).toMatchObject({ couponId: coupon.id, promotionCodeId: code.id, periods: 2 });
+    // After the second period the discount is used up: null.
+    await advance(clock, "2024-02-01T00:00:00Z");
+    expect((await api("GET", `/api/v1/subscriptions/${created.body.id}`)).body.discount).toBeNull();
   });
 
   it("a promotion code with maxRedemptions 3 is redeemed exactly 3 times by 8 concurrent subscriptions", async () => {
@@ -80,6 +102,26 @@ describe("coupons", () => {
 });
 
 describe("billing conventions", () => {
+  it("MRR counts an amount-off (and a percent-off) coupon while it lasts", async () => {
+    const plan = await createPlan({ name: "MRR coupons", interval: "month", prices: [{ type: "flat", amount: "50.00", billing: "advance" }] });
+    const mrrOfPlan = async () => {
+      const r = await api("GET", "/api/v1/analytics/mrr", { as: "finance" });
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      return r.body.currencies.find((c: any) => c.currency === "USD").byPlan.find((p: any) => p.planId === plan.id)?.mrr.amountMinor;
+    };
+    const amountOff = (await api("POST", "/api/v1/coupons", { as: "finance", body: { amountOff: "10.00", currency: "USD", duration: "forever" } })).body;
+    const percentOff = (await api("POST", "/api/v1/coupons", { as: "finance", body: { percentOff: "20", duration: "forever" } })).body;
+    const a = await api("POST", "/api/v1/subscriptions", { body: { customerId: (await createCustomer()).id, planId: plan.id, quantity: 2, coupon: amountOff.id, paymentMethod: "pm_card_visa" } });
+    const b = await api("POST", "/api/v1/subscriptions", { body: { customerId: (await createCustomer()).id, planId: plan.id, coupon: percentOff.id, paymentMethod: "pm_card_visa" } });
+    expect([a.status, b.status]).toEqual([201, 201]);
+    expect([a.body.status, b.body.status]).toEqual(["active", "active"]);
+    // (2 × 50.00 − 10.00) + 50.00 × 80 % = 90.00 + 40.00.
+    expect(await mrrOfPlan()).toBe(13000);
+    // Once the discount is removed, full price again.
+    expect((await api("DELETE", `/api/v1/subscriptions/${a.body.id}/discount`)).status).toBe(200);
+    expect(await mrrOfPlan()).toBe(14000);
+  });
+
   it("a future billingAnchor bills the first partial period prorated (create_prorations by default), nothing with none", async () => {
     const clock = await clockAt("2024-04-21T00:00:00Z", "coupons");
     const customer = await createCustomer({ testClockId: clock });
@@ -100,6 +142,29 @@ describe("billing conventions", () => {
     expect(await invoicesOf(none.body.id)).toEqual([]);
   });
 
+  it("an arrears flat fee of a partial first period is prorated like the advance case (create_prorations), nothing with none", async () => {
+    const clock = await clockAt("2024-04-21T00:00:00Z", "coupons");
+    const customer = await createCustomer({ testClockId: clock });
+    const plan = await createPlan({ name: "Arrears", interval: "month", prices: [{ type: "flat", amount: "30.00", billing: "arrears" }] });
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id, billingAnchor: "2024-05-01T00:00:00Z" } })).body;
+    const none = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id, billingAnchor: "2024-05-01T00:00:00Z", prorationBehavior: "none" } })).body;
+    await advance(clock, "2024-06-01T00:00:00Z");
+    const arrearsOf = async (subId: string) => {
+      const out: [string, number][] = [];
+      for (const inv of await invoicesOf(subId)) {
+        for (const l of (await api("GET", `/api/v1/invoices/${inv.id}`)).body.lines) out.push([inv.period.start.slice(0, 10), l.amount.amountMinor]);
+      }
+      return out;
+    };
+    // Worked example: April 21 – May 1 is 10 of April's 30 days: 30.00 × 10/30 = 10.00 at its end, then May in full.
+    expect(await arrearsOf(sub.id)).toEqual([
+      ["2024-05-01", 1000],
+      ["2024-06-01", 3000],
+    ]);
+    // none: nothing for the partial period, May in full.
+    expect((await arrearsOf(none.id)).map(([, a]) => a).filter((a) => a !== 0)).toEqual([3000]);
+  });
+
   it("always_invoice invoices a plan change at once instead of on the next cycle invoice", async () => {
     const clock = await clockAt("2024-04-01T00:00:00Z", "coupons");
     const customer = await createCustomer({ testClockId: clock });
@@ -114,6 +179,28 @@ describe("billing conventions", () => {
     // 15 of 30 days left: −15.00 + 30.00.
     expect(inv).toMatchObject({ billingReason: "subscription_update", status: "open", total: { amountMinor: 1500 } });
     expect(inv.lines.map((l: any) => l.amount.amountMinor)).toEqual([-1500, 3000]);
+  });
+
+  it("always_invoice on a change at the period end invoices nothing extra (Stripe: nothing to prorate), and is refused for a dated change inside the period", async () => {
+    const clock = await clockAt("2024-04-01T00:00:00Z", "coupons");
+    const customer = await createCustomer({ testClockId: clock });
+    const small = await flatPlan("30.00");
+    const big = await flatPlan("60.00");
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: small.id } })).body;
+    await advance(clock, "2024-04-16T00:00:00Z");
+    const dated = await api("PUT", `/api/v1/subscriptions/${sub.id}/plan`, { body: { newPlanId: big.id, prorationBehavior: "always_invoice", effectiveDate: "2024-04-20T00:00:00Z" } });
+    expect(dated.status).toBe(422);
+    expect(dated.body.errors[0]).toMatchObject({ path: "prorationBehavior", message: expect.stringContaining("effectiveDate") });
+    const r = await api("PUT", `/api/v1/subscriptions/${sub.id}/plan`, { body: { newPlanId: big.id, prorationBehavior: "always_invoice", effectiveDate: "next_billing_cycle" } });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body).toMatchObject({ scheduled: true, invoiceId: null, prorationLines: [] });
+    await advance(clock, "2024-05-01T00:00:00Z");
+    const invoices = await invoicesOf(sub.id);
+    // The first month on the small plan, then May's cycle invoice on the big plan in full: no proration, no extra invoice.
+    expect(invoices.map((i) => [i.billingReason, i.total.amountMinor])).toEqual([
+      ["subscription_create", 3000],
+      ["subscription_cycle", 6000],
+    ]);
   });
 
   it("tiers: the last tier must be open-ended, and the error says so", async () => {

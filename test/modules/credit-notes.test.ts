@@ -3,6 +3,10 @@ import { env } from "cloudflare:workers";
 import { createExecutionContext, createMessageBatch, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
 import entry from "../../src/index";
 import { tokenFor, unique } from "../helpers";
+import { dbOf } from "../../src/db/client";
+import { systemActor } from "../../src/platform/actor";
+import { settlePendingRefunds } from "../../src/modules/refunds/service";
+import { dropSettingsCache } from "../../src/platform/settings";
 
 const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue">> = entry;
 type Role = "admin" | "finance" | "support" | "viewer";
@@ -140,6 +144,70 @@ describe("worked example: a credit note on a paid invoice, split between a refun
   }, 30_000);
 });
 
+describe("the refund of a credit note runs after the note committed", () => {
+  /** Refunds the sandbox made for a charge: each is one call that reached the gateway and moved money. */
+  const gatewayRefunds = async (gatewayPaymentId: string) =>
+    (await env.DB.prepare("SELECT amount FROM sandbox_ledger WHERE kind = 'refund' AND charge_id = ?").bind(gatewayPaymentId).all<{ amount: number }>()).results;
+
+  it("two notes racing for the same remaining amount: exactly one is issued and only its refund reaches the gateway", async () => {
+    const { invoice, line } = await taxedInvoice(true);
+    const payment = (await call("GET", `/api/v1/payments?invoiceId=${invoice.id}`)).body.data[0];
+    // Each note credits the whole invoice (110.00), half refunded: the payment could give both refunds (55 + 55 ≤ 110),
+    // only the invoice's creditable amount tells them apart.
+    const body = { invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, quantity: 2 }], reason: "duplicate", refund: { amount: "55.00" }, creditBalance: { amount: "55.00" } };
+    const [a, b] = await Promise.all([createNote(body), createNote(body)]);
+    expect(await gatewayRefunds(payment.gatewayPaymentId)).toEqual([{ amount: 5500 }]);
+    expect([a.status, b.status].sort()).toEqual([201, 422]);
+    const won = a.status === 201 ? a.body : b.body;
+    const lost = a.status === 201 ? b.body : a.body;
+    expect(lost.detail).toMatch(/already fully credited|remaining creditable amount/);
+    expect(await countNotes(invoice.id)).toBe(1);
+    const refunds = (await env.DB.prepare("SELECT id, status FROM refunds WHERE payment_id = ?").bind(payment.id).all<{ id: string; status: string }>()).results;
+    expect(refunds).toEqual([{ id: won.refund.refundId, status: "succeeded" }]);
+    expect((await call("GET", `/api/v1/payments/${payment.id}`)).body).toMatchObject({ amountRefundedMinor: 5500 });
+  }, 60_000);
+
+  it("a refund the gateway declines is recorded failed (the payment gets the amount back) and its note can be voided", async () => {
+    const { customer, invoice, line } = await taxedInvoice(true);
+    const payment = (await call("GET", `/api/v1/payments?invoiceId=${invoice.id}`)).body.data[0];
+    // The gateway's own ledger says the charge was refunded elsewhere: it declines another refund.
+    await env.DB.prepare("INSERT INTO sandbox_ledger (id, kind, idempotency_key, charge_id, amount, currency, status, failure_code, payment_method, created_at) VALUES (?, 'refund', ?, ?, 11000, 'USD', 'succeeded', NULL, NULL, ?)")
+      .bind(unique("re_elsewhere"), unique("key"), payment.gatewayPaymentId, Date.now())
+      .run();
+    const r = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, quantity: 1 }], reason: "duplicate", refund: { amount: "55.00" } });
+    expect(r.status).toBe(201);
+    expect((await call("GET", `/api/v1/refunds/${r.body.refund.refundId}`)).body).toMatchObject({ status: "failed" });
+    expect((await call("GET", `/api/v1/payments/${payment.id}`)).body).toMatchObject({ amountRefundedMinor: 0 });
+    const voided = await call("POST", `/api/v1/credit-notes/${r.body.id}/void`, undefined, "finance");
+    expect(voided.status, JSON.stringify(voided.body)).toBe(200);
+    expect(voided.body.status).toBe("void");
+    expect((await call("GET", `/api/v1/customers/${customer.id}`)).body.creditBalance.amountMinor).toBe(0);
+  }, 60_000);
+
+  it("a gateway that does not answer leaves the note issued and its refund pending for the hourly sweep (same key, one refund)", async () => {
+    const { invoice, line } = await taxedInvoice(true);
+    const payment = (await call("GET", `/api/v1/payments?invoiceId=${invoice.id}`)).body.data[0];
+    await env.DB.prepare("INSERT OR REPLACE INTO settings (key, value, updated_by, updated_at) VALUES ('gateways.sandbox.faults', '{\"failureRate\":1}', 'test', 0)").run();
+    dropSettingsCache();
+    let r;
+    try {
+      r = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, quantity: 1 }], reason: "duplicate", refund: { amount: "55.00" } });
+    } finally {
+      await env.DB.prepare("DELETE FROM settings WHERE key = 'gateways.sandbox.faults'").run();
+      dropSettingsCache();
+    }
+    expect(r.status).toBe(201);
+    const refund = (await call("GET", `/api/v1/refunds/${r.body.refund.refundId}`)).body;
+    expect(refund).toMatchObject({ status: "pending", amountMinor: 5500 });
+    expect(await gatewayRefunds(payment.gatewayPaymentId)).toEqual([]);
+    // The sweep (hourly cron) asks the gateway again with the refund's own key.
+    const out = await settlePendingRefunds(env, dbOf(env), { actor: systemActor("test"), now: Date.now() }, 0);
+    expect(out.settled).toBeGreaterThanOrEqual(1);
+    expect((await call("GET", `/api/v1/refunds/${r.body.refund.refundId}`)).body.status).toBe("succeeded");
+    expect(await gatewayRefunds(payment.gatewayPaymentId)).toEqual([{ amount: 5500 }]);
+  }, 60_000);
+});
+
 describe("credit notes on an open invoice", () => {
   it("take the total off the amount due, can be voided while the invoice is open, and a full credit pays it", async () => {
     const { invoice, line } = await taxedInvoice(false);
@@ -184,6 +252,25 @@ describe("credit notes on an open invoice", () => {
     expect(r.status).toBe(409);
     expect(r.body.detail).toContain("POST /api/v1/credit-notes");
   });
+});
+
+describe("credit notes on an archived invoice", () => {
+  it("work like on any finalized invoice (Stripe's rule): the archived lines are read back from R2", async () => {
+    const { invoice, line } = await taxedInvoice(true);
+    const old = Date.now() - 400 * 86_400_000;
+    await env.DB.prepare("UPDATE invoices SET created_at = ?, finalized_at = ?, paid_at = ? WHERE id = ?").bind(old, old, old, invoice.id).run();
+    const archived = await call("POST", "/admin/invoices/archive", { olderThan: new Date(old + 86_400_000).toISOString().slice(0, 10) });
+    expect(archived.body.invoiceIds).toContain(invoice.id);
+    expect((await env.DB.prepare("SELECT COUNT(*) AS n FROM invoice_lines WHERE invoice_id = ?").bind(invoice.id).first<{ n: number }>())!.n).toBe(0);
+
+    const r = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, quantity: 1 }], reason: "order_change", refund: { amount: "55.00" } });
+    expect(r.status).toBe(201);
+    expect(r.body).toMatchObject({ total: { amountMinor: 5500 }, tax: { amountMinor: 500 }, refund: { amountMinor: 5500 }, lines: [{ invoiceLineId: line.id, description: line.description }] });
+    // What is left on the archived line is known too.
+    const tooMuch = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, amount: "50.01" }], reason: "order_change" });
+    expect(tooMuch.status).toBe(422);
+    expect(tooMuch.body.errors[0].message).toContain("more than the 50.00 USD left");
+  }, 60_000);
 });
 
 describe("reports account for credit notes", () => {

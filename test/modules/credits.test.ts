@@ -1,6 +1,10 @@
 import { describe, expect, it, vi } from "vitest";
 import { env } from "cloudflare:workers";
+import { eq } from "drizzle-orm";
 import { api, createCustomer, createPlan, advance, clockAt, invoicesOf } from "../helpers";
+import { dbOf } from "../../src/db/client";
+import { invoices } from "../../src/db/schema";
+import { expireGrant, grantsByIds, returnCredits } from "../../src/modules/credits/ledger";
 
 const grant = (customerId: string, body: Record<string, unknown>) => api("POST", `/api/v1/customers/${customerId}/credit-grants`, { as: "finance", body: { currency: "USD", ...body } });
 const balance = async (customerId: string) => (await api("GET", `/api/v1/customers/${customerId}/credit-balance?limit=100`)).body;
@@ -66,5 +70,40 @@ describe("prepaid credits", () => {
       ["voided", -2500],
       ["granted", 2500],
     ]);
+  });
+});
+
+describe("a credit return racing the grant's expiry", () => {
+  it("the void's return, prepared while the grant was active, is recorded as restored and expired again when the expiry committed first", async () => {
+    const customer = await createCustomer();
+    const g = await grant(customer.id, { amount: "30.00", category: "promotional", expiresAt: "2099-01-01T00:00:00Z" });
+    const plan = await createPlan({ name: "F", interval: "month", prices: [{ type: "flat", amount: "50.00", billing: "advance" }] });
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id } })).body;
+    const [inv] = await invoicesOf(sub.id);
+    expect(inv).toMatchObject({ status: "open", creditApplied: { amountMinor: 3000 } });
+    const db = dbOf(env);
+    const ctx = { now: Date.now() };
+    const row = (await db.select().from(invoices).where(eq(invoices.id, inv.id)).get())!;
+
+    // The void reads the grant active and prepares its return; the expiry of the (now empty) grant commits first.
+    const back = await returnCredits(db, row, ctx);
+    const drained = (await grantsByIds(db, [g.body.id]))[0]!;
+    expect(drained).toMatchObject({ status: "active", remaining: 0 });
+    const expiry = expireGrant(db, drained, ctx);
+    await db.batch(expiry.statements as [any, ...any[]]);
+    await db.batch(back.statements as [any, ...any[]]);
+
+    // Stripe's rule: credit returned to an expired grant is not restored, and the ledger says so.
+    const after = (await grantsByIds(db, [g.body.id]))[0]!;
+    expect(after).toMatchObject({ status: "expired", remaining: 0 });
+    const moves = (await env.DB.prepare("SELECT type, amount FROM credit_ledger WHERE grant_id = ? ORDER BY created_at, id").bind(g.body.id).all<{ type: string; amount: number }>()).results;
+    expect(moves.map((m) => [m.type, m.amount])).toEqual([
+      ["granted", 3000],
+      ["applied", -3000],
+      ["returned", 3000],
+      ["expired", -3000],
+    ]);
+    expect(moves.reduce((s, m) => s + m.amount, 0)).toBe(after.remaining);
+    expect((await api("GET", `/api/v1/customers/${customer.id}`)).body.creditBalance.amountMinor).toBe(0);
   });
 });

@@ -60,6 +60,45 @@ describe("invoice documents", () => {
     expect(pdf.text.startsWith("%PDF-")).toBe(true);
   }, 60_000);
 
+  it("hostedUrl is set at finalization: the same link in GET, in lists and in the events' objects, signed with HOSTED_LINK_SECRET", async () => {
+    jobs = [];
+    const inv = await openInvoice(); // no document job run: the link exists from the finalizing batch on
+    expect(inv.hostedUrl).toMatch(/^\/i\/[0-9a-f]{64}$/);
+    const got = await call("GET", `/api/v1/invoices/${inv.id}`, undefined, "viewer");
+    expect(got.body.hostedUrl).toBe(inv.hostedUrl);
+    const listed = (await call("GET", `/api/v1/invoices?customerId=${inv.customerId}`, undefined, "viewer")).body.data;
+    expect(listed.map((i: any) => i.hostedUrl)).toEqual([inv.hostedUrl]);
+    const evts = await env.DB.prepare("SELECT type, data FROM events WHERE object_id = ? ORDER BY created_at, rowid").bind(inv.id).all<{ type: string; data: string }>();
+    const finalized = evts.results.find((e) => e.type === "invoice.finalized")!;
+    expect(JSON.parse(finalized.data).object.hostedUrl).toBe(inv.hostedUrl);
+    expect((await call("GET", inv.hostedUrl, undefined, null)).status).toBe(200);
+    // The token is HMAC-SHA-256(HOSTED_LINK_SECRET, "invoice-link:" + link id): rotating JWT_SECRET leaves it alone.
+    const link = (await env.DB.prepare("SELECT id FROM invoice_links WHERE invoice_id = ? AND revoked_at IS NULL").bind(inv.id).first<{ id: string }>())!;
+    const key = await crypto.subtle.importKey("raw", new TextEncoder().encode(env.HOSTED_LINK_SECRET), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+    const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`invoice-link:${link.id}`)));
+    expect(inv.hostedUrl).toBe(`/i/${[...mac].map((b) => b.toString(16).padStart(2, "0")).join("")}`);
+  }, 60_000);
+
+  it("paying or voiding an invoice queues its document job: the PAID / VOID PDF is in R2 before anyone asks for it", async () => {
+    const paid = await openInvoice();
+    const voided = await openInvoice();
+    await runJobs();
+    jobs = [];
+    const pay = createMessageBatch("billing-payments", [{ id: unique("pay"), timestamp: new Date(), attempts: 1, body: { type: "payment.attempt", invoiceId: paid.id, attempt: 1 } }]);
+    const ctx = createExecutionContext();
+    await worker.queue(pay, testEnv(), ctx);
+    await getQueueResult(pay, ctx);
+    expect((await call("GET", `/api/v1/invoices/${paid.id}`, undefined, "viewer")).body.status).toBe("paid");
+    expect((await call("POST", `/api/v1/invoices/${voided.id}/void`, { reason: "duplicate" })).status).toBe(200);
+    // One job per transition (bounded: no fan-out), sent after the commit.
+    expect(jobs).toEqual(expect.arrayContaining([{ type: "invoice.document", invoiceId: paid.id }, { type: "invoice.document", invoiceId: voided.id }]));
+    expect(jobs.filter((j) => j.invoiceId === paid.id || j.invoiceId === voided.id)).toHaveLength(2);
+    expect((await runJobs()).retryMessages).toEqual([]);
+    const keys = async (id: string) => (await env.ARCHIVE.list({ prefix: `documents/invoices/${id}/` })).objects.map((o) => o.key.split("/").pop());
+    expect(await keys(paid.id)).toEqual(expect.arrayContaining([expect.stringMatching(/^paid-\d+\.pdf$/)]));
+    expect(await keys(voided.id)).toEqual(expect.arrayContaining([expect.stringMatching(/^void-\d+\.pdf$/)]));
+  }, 60_000);
+
   it("the PDF route needs a token, answers 404 for unknown invoices, and renders once when the stored copy is missing", async () => {
     const inv = await openInvoice();
     expect((await call("GET", `/api/v1/invoices/${inv.id}/pdf`, undefined, null)).status).toBe(401);
@@ -83,7 +122,7 @@ describe("invoice documents", () => {
     expect(first.status).toBe(201);
     expect(Date.parse(first.body.expiresAt) - Date.now()).toBeGreaterThan(6.9 * 86_400_000);
     expect((await call("GET", first.body.hostedUrl, undefined, null)).status).toBe(200);
-    // Only the token's hash is stored.
+    // invoice_links keeps only the token's hash (the invoice row carries the live token, as its events do).
     const token = first.body.hostedUrl.slice(3);
     const rows = await env.DB.prepare("SELECT token_hash FROM invoice_links WHERE invoice_id = ?").bind(inv.id).all<{ token_hash: string }>();
     expect(rows.results.some((r) => r.token_hash === token)).toBe(false);
@@ -98,7 +137,8 @@ describe("invoice documents", () => {
     expect(expired.status).toBe(404);
     expect(expired.text).toBe(unknown.text);
     expect((await call("GET", `${second.body.hostedUrl}/pdf`, undefined, null)).status).toBe(404);
-    expect((await call("GET", `/api/v1/invoices/${inv.id}`, undefined, "viewer")).body.hostedUrl).toBeNull();
+    // The invoice still names its (expired) link, as Stripe's hosted_invoice_url stays on the invoice.
+    expect((await call("GET", `/api/v1/invoices/${inv.id}`, undefined, "viewer")).body.hostedUrl).toBe(second.body.hostedUrl);
 
     const third = await call("POST", `/api/v1/invoices/${inv.id}/hosted-link`, undefined, "finance");
     expect(third.status).toBe(201);
@@ -107,6 +147,7 @@ describe("invoice documents", () => {
     const gone = await call("GET", third.body.hostedUrl, undefined, null);
     expect(gone.status).toBe(404);
     expect(gone.text).toBe(unknown.text);
+    expect((await call("GET", `/api/v1/invoices/${inv.id}`, undefined, "viewer")).body.hostedUrl).toBeNull();
     expect((await call("POST", `/api/v1/invoices/${inv.id}/hosted-link`, {}, "viewer")).status).toBe(403);
   }, 60_000);
 

@@ -92,6 +92,7 @@ async function invoiceIn(status: InvoiceStatus, over: Partial<InvoiceRow> = {}):
     archiveKey: null,
     archivedAt: null,
     testClockId: null,
+    hostedToken: null,
     createdAt: now,
     updatedAt: now,
     ...over,
@@ -319,12 +320,13 @@ describe("a subscription's first invoice, end to end", () => {
     expect(rows.map((r) => r.type)).toEqual(["invoice.created", "invoice.finalized", "invoice.paid", "payment.succeeded"]);
     const body = (await call("GET", `/api/v1/invoices/${invoice.id}`)).body;
     expect(body.status).toBe("paid");
-    // hostedUrl is filled by GET only (the link is issued after the commit, on the jobs queue); events carry null.
-    expect(rows[2]!.data.object).toEqual({ ...body, hostedUrl: null });
+    // The hosted link is made in the finalizing batch: events carry the same hostedUrl as GET (a draft has none).
+    expect(body.hostedUrl).toMatch(/^\/i\/[0-9a-f]{64}$/);
+    expect(rows[2]!.data.object).toEqual(body);
     expect(rows[2]!.data.previousAttributes).toMatchObject({ status: "open" });
     // The earlier events carry the same object as it was then: same shape, the states it passed through.
     expect(rows[0]!.data.object).toEqual({ ...body, hostedUrl: null, pdfUrl: null, status: "draft", number: null, finalizedAt: null, dueAt: null, paidAt: null, amountPaid: { amount: "0.00", amountMinor: 0 }, amountDue: body.total, attemptCount: 0 });
-    expect(rows[1]!.data.object).toEqual({ ...body, hostedUrl: null, status: "open", paidAt: null, dueAt: expect.any(String), amountPaid: { amount: "0.00", amountMinor: 0 }, amountDue: body.total, attemptCount: 0 });
+    expect(rows[1]!.data.object).toEqual({ ...body, status: "open", paidAt: null, dueAt: expect.any(String), amountPaid: { amount: "0.00", amountMinor: 0 }, amountDue: body.total, attemptCount: 0 });
     expect(rows[3]!.data.object).toEqual((await call("GET", `/api/v1/payments/${payment.id}`)).body);
     expect(rows.every((r) => r.customerId === customer.body.id)).toBe(true);
   });

@@ -161,7 +161,7 @@ describe("customer.subscription.* events", () => {
     expect(r.status).toBe(200);
     const last = (await eventsOf(sub.id)).at(-1)!;
     expect(last.type).toBe("customer.subscription.updated");
-    expect(last.data.previousAttributes).toEqual({ discountPercent: null });
+    expect(last.data.previousAttributes).toEqual({ discountPercent: null, discount: null });
     expect(last.data.object).toEqual(r.body);
   });
 

@@ -3350,6 +3350,7 @@ export interface components {
             discountPercent: string | null;
             /** @description The discount covers invoices billed up to this instant; null: until removed */
             discountUntil: string | null;
+            discount: components["schemas"]["Discount"];
             pendingChange: {
                 planId: string;
                 planVersion: number;
@@ -3362,6 +3363,25 @@ export interface components {
             };
             createdAt: string;
         };
+        /** @description The current discount (Stripe's subscription.discount): its coupon and promotion code, start (createdAt), end (endsAt), periods used and remaining; null: none */
+        Discount: {
+            id: string;
+            /** @enum {string} */
+            object: "discount";
+            subscriptionId: string;
+            customerId: string;
+            couponId: string;
+            promotionCodeId: string | null;
+            /** @description Billing-period invoices it covers; null: forever */
+            periods: number | null;
+            periodsUsed: number;
+            /** @description Billing-period invoices it still covers; null: forever */
+            periodsRemaining: number | null;
+            /** @description Also bounded in time (migrated day-based discounts, retention offers) */
+            endsAt: string | null;
+            endedAt: string | null;
+            createdAt: string;
+        } | null;
         CreateSubscription: {
             customerId: string;
             planId: string;
@@ -3708,7 +3728,7 @@ export interface components {
             createdAt: string;
             /** @description GET this (authenticated) for the PDF; null for a draft */
             pdfUrl?: string | null;
-            /** @description The live hosted invoice page (no login), when the invoice has one: GET /api/v1/invoices/{id} fills it; lists and events leave it null */
+            /** @description The invoice's hosted page (no login), root-relative: made when the invoice is finalized, the same in GET, lists and events; null for a draft or once its links are revoked. An expired link answers 404 until rotated (POST /api/v1/invoices/{id}/hosted-link) */
             hostedUrl?: string | null;
             lines?: components["schemas"]["InvoiceLine"][];
             /** @description The coupon discounts this invoice got and what each took off (GET /invoices/:id) */
@@ -4470,22 +4490,6 @@ export interface components {
             coupon?: string;
             /** @description A promotion code (the code, not its id) */
             promotionCode?: string;
-        };
-        Discount: {
-            id: string;
-            /** @enum {string} */
-            object: "discount";
-            subscriptionId: string;
-            customerId: string;
-            couponId: string;
-            promotionCodeId: string | null;
-            /** @description Billing-period invoices it covers; null: forever */
-            periods: number | null;
-            periodsUsed: number;
-            /** @description Also bounded in time (migrated day-based discounts, retention offers) */
-            endsAt: string | null;
-            endedAt: string | null;
-            createdAt: string;
         };
         CreditGrant: {
             id: string;

@@ -7,7 +7,7 @@ import { formatMinor, money, type Money } from "../../domain/money";
 import type { Interval } from "../../domain/periods";
 import { subscriptionMrr } from "../../domain/revenue";
 import { iso, DAY_MS } from "../../lib/time";
-import { effectiveDiscount, realTimeSubscription } from "./mrr";
+import { effectiveAmountOff, effectiveDiscount, realTimeSubscription } from "./mrr";
 import { Money as MoneySchema } from "./schemas";
 
 // Runbook "High Churn Rate": what churned and why (churn analysis), and who may churn next (at-risk scoring).
@@ -187,14 +187,14 @@ export async function mrrAtRisk(db: Db, ids: readonly string[]): Promise<Map<str
   const sums = new Map<string, Map<string, number>>();
   for (const part of chunks(ids)) {
     const rows = await db
-      .select({ customerId: s.customerId, currency: s.currency, quantity: s.quantity, discountPercent: effectiveDiscount(Date.now()), interval: plans.interval, intervalCount: plans.intervalCount, prices: plans.prices })
+      .select({ customerId: s.customerId, currency: s.currency, quantity: s.quantity, discountPercent: effectiveDiscount(Date.now()), amountOffMinor: effectiveAmountOff(Date.now()), interval: plans.interval, intervalCount: plans.intervalCount, prices: plans.prices })
       .from(s)
       .innerJoin(plans, and(eq(plans.id, s.planId), eq(plans.version, s.planVersion)))
       .where(and(realTimeSubscription, inArray(s.customerId, part), inArray(s.status, [...MRR_AT_RISK_STATUSES])))
       .all();
     for (const r of rows) {
       const amountMinor = r.prices.reduce((t, p) => (p.type === "flat" ? t + p.amountMinor : t), 0);
-      const mrr = subscriptionMrr({ amountMinor, quantity: r.quantity, interval: r.interval, intervalCount: r.intervalCount, discountPercent: r.discountPercent });
+      const mrr = subscriptionMrr({ amountMinor, quantity: r.quantity, interval: r.interval, intervalCount: r.intervalCount, discountPercent: r.discountPercent, amountOffMinor: Number(r.amountOffMinor) });
       let byCurrency = sums.get(r.customerId);
       if (!byCurrency) sums.set(r.customerId, (byCurrency = new Map()));
       byCurrency.set(r.currency, (byCurrency.get(r.currency) ?? 0) + mrr);

@@ -5,12 +5,13 @@ import { money, type Money } from "../../domain/money";
 import { lastMonths, mrrMovement, type MovementChange, type MovementSubscription } from "../../domain/mrr-movement";
 import { subscriptionMrr } from "../../domain/revenue";
 import { iso } from "../../lib/time";
+import { effectiveAmountOff } from "./mrr";
 
 export const MRR_MOVEMENT_METHOD =
   "Per UTC calendar month, per currency, real-time subscriptions only (test clocks excluded). A subscription starts counting at creation, " +
   "or when its trial ends (never, if it ended during the trial). new: its MRR on its first plan when it starts counting; expansion / contraction: " +
   "the rise / fall of MRR by plan or quantity changes (audit `subscription.plan_changed`) while it counts; churn: its MRR when it ended. " +
-  "MRR as GET /api/v1/analytics/mrr computes it (flat prices × quantity, normalized to a month), with the subscription's current discount; pauses are not movements.";
+  "MRR as GET /api/v1/analytics/mrr computes it (flat prices × quantity, normalized to a month), with the subscription's current discount (percent off, and an amount-off coupon's amount per period); pauses are not movements.";
 
 export type MrrMovementReport = {
   asOf: string;
@@ -28,7 +29,7 @@ export async function mrrMovementReport(db: Db, now: number, count: number): Pro
   const s = subscriptions;
   // Subscriptions that could move MRR in the window: created before its end, not ended before its start.
   const subs = await db
-    .select({ id: s.id, currency: s.currency, planId: s.planId, planVersion: s.planVersion, quantity: s.quantity, discountPercent: s.discountPercent, createdAt: s.createdAt, trialEnd: s.trialEnd, endedAt: s.endedAt })
+    .select({ id: s.id, currency: s.currency, planId: s.planId, planVersion: s.planVersion, quantity: s.quantity, discountPercent: s.discountPercent, amountOffMinor: effectiveAmountOff(now), createdAt: s.createdAt, trialEnd: s.trialEnd, endedAt: s.endedAt })
     .from(s)
     .where(and(isNull(s.testClockId), lt(s.createdAt, now), or(isNull(s.endedAt), gte(s.endedAt, from))))
     .all();
@@ -43,11 +44,12 @@ export async function mrrMovementReport(db: Db, now: number, count: number): Pro
   const planRows = await db.select({ id: plans.id, version: plans.version, interval: plans.interval, intervalCount: plans.intervalCount, prices: plans.prices }).from(plans).where(inArray(plans.id, [...new Set(subs.map((x) => x.planId))].concat(changePlanIds(changeRows)))).all();
   const planOf = new Map(planRows.map((p) => [`${p.id}@${p.version}`, p]));
   const discountOf = new Map(subs.map((x) => [x.id, x.discountPercent]));
+  const amountOffOf = new Map(subs.map((x) => [x.id, Number(x.amountOffMinor)]));
   const mrrOf = (subscriptionId: string, v: Version): number => {
     const p = planOf.get(`${v.planId}@${v.planVersion}`);
     if (!p) return 0;
     const amountMinor = p.prices.reduce((sum, price) => (price.type === "flat" ? sum + price.amountMinor : sum), 0);
-    return subscriptionMrr({ amountMinor, quantity: v.quantity, interval: p.interval, intervalCount: p.intervalCount, discountPercent: discountOf.get(subscriptionId) ?? null });
+    return subscriptionMrr({ amountMinor, quantity: v.quantity, interval: p.interval, intervalCount: p.intervalCount, discountPercent: discountOf.get(subscriptionId) ?? null, amountOffMinor: amountOffOf.get(subscriptionId) ?? 0 });
   };
   const changes: (MovementChange & { before: Version })[] = [];
   for (const r of changeRows) {

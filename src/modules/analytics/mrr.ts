@@ -1,7 +1,7 @@
 import { and, asc, count, countDistinct, eq, gte, inArray, isNull, lte, sql, type SQL } from "drizzle-orm";
 import { alias } from "drizzle-orm/sqlite-core";
 import type { Db } from "../../db/client";
-import { creditNoteLines, creditNotes, invoiceLines, invoices, plans, subscriptions } from "../../db/schema";
+import { coupons, creditNoteLines, creditNotes, discounts, invoiceLines, invoices, plans, subscriptions } from "../../db/schema";
 import { money, type Money } from "../../domain/money";
 import { arpa, mrrOf, type MrrLine } from "../../domain/revenue";
 import { iso, DAY_MS } from "../../lib/time";
@@ -16,7 +16,8 @@ export const MRR_STATUSES = ["active", "past_due"] as const;
 
 export const MRR_METHOD =
   "Active and past_due subscriptions (test clocks excluded): the flat recurring prices of the subscription's plan version × quantity, " +
-  "normalized to a month (day ×365/12, week ×52/12, year ÷12, each ÷ intervalCount), less the subscription's discountPercent, " +
+  "normalized to a month (day ×365/12, week ×52/12, year ÷12, each ÷ intervalCount), less the subscription's current coupon while it lasts " +
+  "(percent off, then an amount off each billing period in the subscription's currency, never below 0), " +
   "rounded once per subscription, half away from zero. Metered (usage) prices are not in MRR: usageRevenueLast30Days shows usage " +
   "lines of invoices finalized in the last 30 days, after line discounts and credit notes, before tax. ARR = MRR × 12; ARPA = MRR ÷ customers with an MRR subscription. " +
   "Trialing and paused subscriptions are not counted; subscriptions set to cancel at period end are, until they end.";
@@ -25,16 +26,30 @@ export const MRR_METHOD =
 export const effectiveDiscount = (now: number) =>
   sql<string | null>`case when ${subscriptions.discountUntil} is not null and ${subscriptions.discountUntil} < ${now} then null else ${subscriptions.discountPercent} end`;
 
+/**
+ * The amount off each period a subscription's current coupon takes at `now` (as its next invoice would): an
+ * amount-off coupon in the subscription's currency, for its plan, not past its end; 0 otherwise. Periods used up end
+ * the discount row (endedAt), so they need no check here.
+ */
+export const effectiveAmountOff = (now: number) =>
+  sql<number>`coalesce((select ${coupons.amountOff} from ${discounts} inner join ${coupons} on ${coupons.id} = ${discounts.couponId}
+    where ${discounts.subscriptionId} = ${subscriptions.id} and ${discounts.endedAt} is null and (${discounts.endsAt} is null or ${discounts.endsAt} >= ${now})
+      and ${coupons.amountOff} is not null and ${coupons.currency} = ${subscriptions.currency}
+      and (${coupons.appliesToPlanIds} is null or exists (select 1 from json_each(${coupons.appliesToPlanIds}) where value = ${subscriptions.planId}))
+    limit 1), 0)`;
+
 /** Identical subscriptions matching `where`, grouped with the plan version that prices them. */
 export async function mrrLines(db: Db, where: SQL | undefined, now = Date.now()): Promise<MrrLine[]> {
   const s = subscriptions;
   const discount = effectiveDiscount(now);
+  const amountOff = effectiveAmountOff(now);
   const rows = await db
     .select({
       currency: s.currency,
       planId: s.planId,
       quantity: s.quantity,
       discountPercent: discount,
+      amountOffMinor: amountOff,
       interval: plans.interval,
       intervalCount: plans.intervalCount,
       prices: plans.prices,
@@ -45,7 +60,7 @@ export async function mrrLines(db: Db, where: SQL | undefined, now = Date.now())
     .innerJoin(plans, and(eq(plans.id, s.planId), eq(plans.version, s.planVersion)))
     .leftJoin(latestPlan, and(eq(latestPlan.id, s.planId), eq(latestPlan.isLatest, true)))
     .where(and(realTimeSubscription, where))
-    .groupBy(s.currency, s.planId, s.planVersion, s.quantity, discount, latestPlan.name)
+    .groupBy(s.currency, s.planId, s.planVersion, s.quantity, discount, amountOff, latestPlan.name)
     .all();
   return rows.map((r) => ({
     currency: r.currency,
@@ -53,6 +68,7 @@ export async function mrrLines(db: Db, where: SQL | undefined, now = Date.now())
     planName: r.planName,
     quantity: r.quantity,
     discountPercent: r.discountPercent,
+    amountOffMinor: Number(r.amountOffMinor),
     interval: r.interval,
     intervalCount: r.intervalCount,
     amountMinor: r.prices.reduce((sum, p) => (p.type === "flat" ? sum + p.amountMinor : sum), 0),

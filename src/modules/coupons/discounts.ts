@@ -23,6 +23,7 @@ export function toDiscount(r: DiscountRow): z.infer<typeof Discount> {
     promotionCodeId: r.promotionCodeId,
     periods: r.periods,
     periodsUsed: r.periodsUsed,
+    periodsRemaining: r.periods === null ? null : Math.max(0, r.periods - r.periodsUsed),
     endsAt: iso(r.endsAt),
     endedAt: iso(r.endedAt),
     createdAt: iso(r.createdAt),
@@ -83,6 +84,7 @@ export function replaceDiscountStatements(db: Db, subscriptionId: string, next: 
 export const mirrorOf = (d: CurrentDiscount | { discount: DiscountRow; coupon: CouponRow } | null) => ({
   discountPercent: d ? d.coupon.percentOff : null,
   discountUntil: d ? d.discount.endsAt : null,
+  discount: d ? toDiscount(d.discount) : null,
 });
 
 /** Invoices that bill a period: they apply a limited discount and count one of its periods. */
@@ -122,7 +124,17 @@ export function discountUsedStatements(db: Db, input: { invoiceId: string; d: Cu
         .where(and(eq(discounts.id, discount.id), eq(discounts.periodsUsed, discount.periodsUsed), isNull(discounts.endedAt))),
       assertChanged(db),
     );
-    if (last) out.push(db.update(subscriptions).set({ discountPercent: null, discountUntil: null }).where(eq(subscriptions.id, discount.subscriptionId)));
+    if (last) out.push(db.update(subscriptions).set({ discountPercent: null, discountUntil: null, discount: null }).where(eq(subscriptions.id, discount.subscriptionId)));
+    else {
+      const used = discount.periodsUsed + 1;
+      // The subscription object's mirror of this discount counts the period too.
+      out.push(
+        db
+          .update(subscriptions)
+          .set({ discount: sql`json_set(${subscriptions.discount}, '$.periodsUsed', ${used}, '$.periodsRemaining', ${discount.periods - used})` })
+          .where(and(eq(subscriptions.id, discount.subscriptionId), sql`json_extract(${subscriptions.discount}, '$.id') = ${discount.id}`)),
+      );
+    }
   }
   return out;
 }

@@ -73,6 +73,7 @@ export const Discount = z
     promotionCodeId: z.string().nullable(),
     periods: z.number().int().nullable().openapi({ description: "Billing-period invoices it covers; null: forever" }),
     periodsUsed: z.number().int(),
+    periodsRemaining: z.number().int().nullable().openapi({ description: "Billing-period invoices it still covers; null: forever" }),
     endsAt: z.string().nullable().openapi({ description: "Also bounded in time (migrated day-based discounts, retention offers)" }),
     endedAt: z.string().nullable(),
     createdAt: z.string(),

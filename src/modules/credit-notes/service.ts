@@ -2,15 +2,17 @@ import { inClockOf, inClockOfInvoice } from "../../platform/clock";
 import { and, desc, eq, inArray } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
-import { creditNoteLines, creditNoteNumberSequences, creditNotes, invoiceLines, invoices, payments } from "../../db/schema";
+import { creditNoteLines, creditNoteNumberSequences, creditNotes, invoices, payments, refunds } from "../../db/schema";
 import { parseDecimal, roundDiv } from "../../domain/decimal";
 import { formatMinor, toMinor } from "../../domain/money";
 import { newId } from "../../lib/ids";
 import type { AuditContext } from "../../platform/audit";
 import { change, commit, merge, type ChangeSet } from "../../platform/change-set";
 import { ApiError, invalid, notFound, type FieldError } from "../../platform/errors";
-import { invoiceCredited, invoiceCreditReversed } from "../invoices/lifecycle";
-import { createRefund } from "../refunds/service";
+import { invoiceCredited, invoiceCreditReversed, invoiceLineRows } from "../invoices/lifecycle";
+import { createPending } from "../refunds/lifecycle";
+import { notRefundable, settle, type PaymentRow, type RefundRow } from "../refunds/ledger";
+import { lockedError, withAdmission } from "../payments/guard";
 import type { JobMessage } from "../../../queues/messages";
 import { customerCredit, grantCustomerCredit, revokeCustomerCredit } from "./customer-credit";
 import { creditNoteIssued, creditNoteVoided } from "./lifecycle";
@@ -50,7 +52,7 @@ const issuedNotes = (db: Db, invoiceId: string) => db.select().from(creditNotes)
  * line's tax in the same proportion (the line's last credit takes exactly the tax left, so rounding never drifts).
  */
 async function priceLines(db: Db, inv: InvoiceRow, noteId: string, asked: CreateCreditNoteInput["lines"]): Promise<NoteLineRow[]> {
-  const lines = await db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, inv.id)).all();
+  const lines = await invoiceLineRows(db, inv);
   const earlier = await issuedNotes(db, inv.id);
   const credited = earlier.length ? await db.select().from(creditNoteLines).where(inArray(creditNoteLines.creditNoteId, earlier.map((n) => n.id))).all() : [];
   const errors: FieldError[] = [];
@@ -93,7 +95,7 @@ async function priceLines(db: Db, inv: InvoiceRow, noteId: string, asked: Create
 /** A succeeded payment of the invoice with at least `amount` left to refund (the latest first). */
 async function refundablePayment(db: Db, inv: InvoiceRow, amount: number) {
   const rows = await db.select().from(payments).where(and(eq(payments.invoiceId, inv.id), eq(payments.status, "succeeded"))).orderBy(desc(payments.createdAt)).all();
-  const p = rows.find((r) => r.amount - r.amountRefunded >= amount);
+  const p = rows.find((r) => notRefundable(r) === null && r.amount - r.amountRefunded >= amount);
   if (!p) {
     const most = Math.max(0, ...rows.map((r) => r.amount - r.amountRefunded));
     throw invalid([{ path: "refund.amount", message: `exceeds what the invoice's payment can still refund (${fmt(most, inv.currency)})` }]);
@@ -107,6 +109,7 @@ async function refundablePayment(db: Db, inv: InvoiceRow, amount: number) {
  * amount due, in the note's batch (nothing left → paid). Paid: it is split between a refund (through the refund
  * ledger and the payment's gateway, admitted by PaymentGuard: frozen → 423 before anything is written) and the
  * customer's credit balance; an unsplit remainder goes to the credit balance. Numbered CN-<year>-NNNNNN, gap-free.
+ * The refund is committed with the note (pending) and sent to the gateway after, so only an issued note refunds.
  */
 export async function createCreditNote(env: Env, db: Db, input: CreateCreditNoteInput, requestCtx: AuditContext): Promise<{ note: NoteRow; lines: NoteLineRow[] }> {
   const inv = await db.select().from(invoices).where(eq(invoices.id, input.invoiceId)).get();
@@ -115,7 +118,6 @@ export async function createCreditNote(env: Env, db: Db, input: CreateCreditNote
   const ctx = await inClockOf(db, requestCtx, inv.testClockId);
   const open = inv.status === "open" || inv.status === "uncollectible";
   if (!open && inv.status !== "paid") throw new ApiError("conflict", `invoice ${inv.id} is ${inv.status}: credit notes apply to open or paid invoices${inv.status === "draft" ? " (edit or void a draft instead)" : ""}`, [{ path: "invoiceId", message: `is ${inv.status}` }]);
-  if (inv.archiveKey !== null) throw new ApiError("conflict", `invoice ${inv.id} is archived: its lines are in R2 and can no longer be credited`, [{ path: "invoiceId", message: "is archived" }]);
   const id = newId("cn");
   const lines = await priceLines(db, inv, id, input.lines);
   const subtotal = lines.reduce((s, l) => s + l.amount, 0);
@@ -141,18 +143,48 @@ export async function createCreditNote(env: Env, db: Db, input: CreateCreditNote
       const credit = await customerCredit(db, inv.customerId);
       if (credit && credit.currency !== inv.currency) throw invalid([{ path: "creditBalance", message: `the customer's credit balance is in ${credit.currency}, the invoice in ${inv.currency}: refund instead` }]);
     }
+    if (refundAmount > 0) await refundablePayment(db, inv, refundAmount);
   }
 
-  // The refund first: admitted by PaymentGuard (423 when frozen) and settled at the gateway before the note exists,
-  // so a refused refund leaves no note behind. The checks above run again in the note's batch.
-  let refundId: string | null = null;
-  if (refundAmount > 0) {
-    const payment = await refundablePayment(db, inv, refundAmount);
-    refundId = (await createRefund(env, db, { paymentId: payment.id, amount: formatMinor(refundAmount, inv.currency), reason: "credit_note", notify: false }, ctx)).refund.id;
-  }
+  // The note and its refund (pending, its amount reserved on the payment) are committed in one batch that re-checks
+  // the invoice's creditable amount; only then does the refund go to the gateway. A note that loses a race therefore
+  // never moved money. PaymentGuard admits the refund before anything is written (frozen or queue mode: 423, no note).
+  if (refundAmount === 0) return issue(env, db, inv, id, input, lines, { open, refundAmount, balanceAmount }, null, ctx);
+  const refundId = newId("re");
+  const admitted = await withAdmission(env, `refund ${refundId} (credit note ${id})`, async (held) => {
+    const issued = await issue(env, db, inv, id, input, lines, { open, refundAmount, balanceAmount }, refundId, ctx);
+    // After commit: the gateway refund through the refund ledger. No answer → the refund stays pending and the hourly
+    // sweep asks again with its own key; a decline → the refund fails (reservation given back) and the note, which
+    // then refunded nothing, can be voided.
+    await settle(env, db, issued.refund!, issued.payment!, ctx, "keep", held);
+    return issued;
+  });
+  if (!admitted.admitted) throw lockedError(admitted);
+  return { note: admitted.value.note, lines: admitted.value.lines };
+}
 
+type Split = { open: boolean; refundAmount: number; balanceAmount: number };
+
+/**
+ * Writes the note in one batch: its number, rows, what it does (invoice credited, customer credit, refund reserved)
+ * and a statement that aborts the batch when the invoice's issued notes would total more than the invoice. An
+ * aborted batch (another note took the number or the creditable amount) is retried after checking again.
+ */
+async function issue(env: Env, db: Db, inv: InvoiceRow, id: string, input: CreateCreditNoteInput, lines: NoteLineRow[], split: Split, refundId: string | null, ctx: AuditContext): Promise<{ note: NoteRow; lines: NoteLineRow[]; refund: RefundRow | null; payment: PaymentRow | null }> {
+  const { open, refundAmount, balanceAmount } = split;
+  const subtotal = lines.reduce((s, l) => s + l.amount, 0);
+  const tax = lines.reduce((s, l) => s + l.taxAmount, 0);
+  const total = subtotal + tax;
   for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
     const fresh = (await db.select().from(invoices).where(eq(invoices.id, inv.id)).get())!;
+    // Lines priced before a lost race: check them again (a concurrent note may have credited the same line).
+    if (attempt > 1 && (await priceLines(db, fresh, id, input.lines)).some((l, i) => l.amount !== lines[i]!.amount || l.taxAmount !== lines[i]!.taxAmount)) {
+      throw new ApiError("conflict", `invoice ${inv.id}'s lines were credited concurrently while the note was being issued (nothing was written); reload it`);
+    }
+    const creditedBefore = (await issuedNotes(db, inv.id)).reduce((s, n) => s + n.total, 0);
+    if (total > fresh.total - creditedBefore) {
+      throw invalid([{ path: "lines", message: `total ${fmt(total, inv.currency)} exceeds the invoice's remaining creditable amount ${fmt(fresh.total - creditedBefore, inv.currency)}` }]);
+    }
     const year = new Date(ctx.now).getUTCFullYear();
     const last = (await db.select().from(creditNoteNumberSequences).where(eq(creditNoteNumberSequences.year, year)).get())?.lastNumber ?? 0;
     const note: NoteRow = {
@@ -182,6 +214,13 @@ export async function createCreditNote(env: Env, db: Db, input: CreateCreditNote
     const effects: ChangeSet[] = [];
     if (open) effects.push(await invoiceCredited(db, fresh, total, id, ctx));
     if (balanceAmount > 0) effects.push(grantCustomerCredit(db, inv.customerId, balanceAmount, inv.currency, { creditNoteId: id }));
+    let refund: RefundRow | null = null;
+    let payment: PaymentRow | null = null;
+    if (refundId) {
+      payment = await refundablePayment(db, inv, refundAmount);
+      refund = pendingRefund(refundId, payment, refundAmount, ctx);
+      effects.push(createPending(db, refund, payment, ctx));
+    }
     const numbering = change({
       statements: [
         db.insert(creditNoteNumberSequences).values({ year, lastNumber: 0 }).onConflictDoNothing(),
@@ -193,13 +232,35 @@ export async function createCreditNote(env: Env, db: Db, input: CreateCreditNote
     cs.after.push(() => env.JOB_QUEUE.send({ type: "credit_note.document", creditNoteId: id } satisfies JobMessage).catch(() => undefined));
     try {
       await commit(db, cs, ctx);
-      return { note, lines };
+      return { note, lines, refund, payment };
     } catch (e) {
       if (!isAssertionFailure(e)) throw e;
-      // Another note took the number, or the invoice moved: look again (the loop re-checks the invoice).
+      // Another note took the number or the creditable amount, a refund the payment's balance, or the invoice moved:
+      // look again (the loop re-checks all of them).
     }
   }
-  throw new ApiError("conflict", `credit note for invoice ${inv.id} could not be issued after ${MAX_ATTEMPTS} attempts${refundId ? ` (refund ${refundId} was made; issue the note again or record it)` : ""}`);
+  throw new ApiError("conflict", `credit note for invoice ${inv.id} could not be issued after ${MAX_ATTEMPTS} attempts (nothing was written); try again`);
+}
+
+/** The refund row a paid invoice's note reserves (pending; its key is its id, so a retry never refunds twice). */
+function pendingRefund(id: string, payment: PaymentRow, amount: number, ctx: AuditContext): RefundRow {
+  return {
+    id,
+    paymentId: payment.id,
+    amount,
+    currency: payment.currency,
+    reason: "credit_note",
+    status: "pending",
+    gateway: payment.gateway,
+    gatewayRefundId: null,
+    idempotencyKey: id,
+    failureMessage: null,
+    notify: false,
+    bulkId: null,
+    createdBy: ctx.actor.id,
+    createdAt: ctx.now,
+    updatedAt: ctx.now,
+  };
 }
 
 /**
@@ -213,7 +274,9 @@ export async function voidCreditNote(db: Db, id: string, requestCtx: AuditContex
   const ctx = await inClockOfInvoice(db, requestCtx, note.invoiceId);
   const lines = await db.select().from(creditNoteLines).where(eq(creditNoteLines.creditNoteId, id)).all();
   if (note.status === "issued") {
-    if (note.refundAmount > 0) throw new ApiError("conflict", `credit note ${note.number} refunded ${fmt(note.refundAmount, note.currency)} (refund ${note.refundId}): a refund cannot be undone, so the note stays`, [{ path: "status", message: "applied (refunded)" }]);
+    // A refund the gateway declined returned nothing: such a note can be voided (and issued again as credit).
+    const refund = note.refundId ? await db.select({ status: refunds.status }).from(refunds).where(eq(refunds.id, note.refundId)).get() : undefined;
+    if (note.refundAmount > 0 && refund?.status !== "failed") throw new ApiError("conflict", `credit note ${note.number} refunded ${fmt(note.refundAmount, note.currency)} (refund ${note.refundId}): a refund cannot be undone, so the note stays`, [{ path: "status", message: "applied (refunded)" }]);
     const effects: ChangeSet[] = [];
     if (note.invoiceCreditAmount > 0) {
       const inv = (await db.select().from(invoices).where(eq(invoices.id, note.invoiceId)).get())!;

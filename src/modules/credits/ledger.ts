@@ -109,6 +109,20 @@ function movementStatements(db: Db, m: LedgerRow, testClockId: string | null, ct
   out.eventIds.push(ev.id);
 }
 
+/** Inserts a movement and its event only if, when the batch runs, the grant's status is `status`. */
+function movementIfGrantIs(db: Db, m: LedgerRow, status: GrantStatus, testClockId: string | null, ctx: Ctx, out: CreditChange) {
+  const ev = eventRow(movementEvent(m, testClockId), ctx);
+  out.statements.push(
+    db
+      .insert(creditLedger)
+      .select(
+        sql`SELECT ${m.id}, ${m.customerId}, ${m.grantId}, ${m.type}, ${m.amount}, ${m.currency}, ${m.invoiceId}, ${m.at}, ${m.createdAt} WHERE EXISTS (SELECT 1 FROM ${creditGrants} WHERE ${creditGrants.id} = ${m.grantId} AND ${creditGrants.status} = ${status})`,
+      ),
+    eventInsertIfChanged(db, ev),
+  );
+  out.eventIds.push(ev.id);
+}
+
 export type GrantInput = {
   customerId: string;
   currency: string;
@@ -237,6 +251,10 @@ export async function returnCredits(db: Db, inv: { id: string; customerId: strin
     movementStatements(db, movement(ref, "returned", amount, ctx.now, ctx.now, inv.id), inv.testClockId, ctx, out);
     if (g?.status === "active") {
       out.statements.push(db.update(creditGrants).set({ remaining: sql`${creditGrants.remaining} + ${amount}`, updatedAt: ctx.now }).where(and(eq(creditGrants.id, grantId), eq(creditGrants.status, "active"))));
+      // Read active, but an expiry or void may commit before this batch: then the UPDATE above restores nothing, and
+      // the credit leaves again in the same batch (decided by the grant's status when the batch runs), so every
+      // movement of the grant still sums to what it holds.
+      for (const gone of ["expired", "voided"] as const) movementIfGrantIs(db, movement(ref, gone, -amount, ctx.now, ctx.now, inv.id), gone, inv.testClockId, ctx, out);
     } else {
       // Stripe's rule: credit of a grant that expired or was voided meanwhile is not restored; the ledger shows it leave again.
       movementStatements(db, movement(ref, g?.status === "voided" ? "voided" : "expired", -amount, ctx.now, ctx.now, inv.id), inv.testClockId, ctx, out);

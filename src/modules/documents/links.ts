@@ -1,43 +1,37 @@
 import { and, desc, eq, gt, isNull } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { invoiceLinks, invoices } from "../../db/schema";
-import { sha256Bytes, toHex } from "../../lib/crypto";
-import { newId } from "../../lib/ids";
+import { hostedLinkHash } from "../../lib/hosted-link";
+import { newHostedLink, revokeHostedLinks } from "../invoices/hosted-link";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { DAY_MS } from "../../lib/time";
 
 type LinkRow = typeof invoiceLinks.$inferSelect;
-
-/**
- * The link's token: HMAC-SHA-256(JWT_SECRET, "invoice-link:" + link id) in hex (256 bits). D1 keeps only its
- * SHA-256, so a copy of the database cannot open any invoice; the server recomputes the token to show the URL.
- */
-async function tokenOf(env: Env, linkId: string): Promise<string> {
-  const key = await crypto.subtle.importKey("raw", new TextEncoder().encode(env.JWT_SECRET), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  return toHex(await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`invoice-link:${linkId}`)));
-}
-
-const hashOf = (token: string) => sha256Bytes(new TextEncoder().encode(token));
 
 export type HostedLink = { id: string; url: string; pdfUrl: string; token: string; expiresAt: number };
 
 /** Absolute when the `documents` setting names a public base URL, else root-relative. */
 export const absolute = (base: string | null, path: string) => (base ? `${base.replace(/\/$/, "")}${path}` : path);
 
-const toLink = async (env: Env, row: LinkRow, base: string | null): Promise<HostedLink> => {
-  const token = await tokenOf(env, row.id);
-  return { id: row.id, token, url: absolute(base, `/i/${token}`), pdfUrl: absolute(base, `/i/${token}/pdf`), expiresAt: row.expiresAt };
-};
+const toLink = (row: Pick<LinkRow, "id" | "expiresAt">, token: string, base: string | null): HostedLink => ({ id: row.id, token, url: absolute(base, `/i/${token}`), pdfUrl: absolute(base, `/i/${token}/pdf`), expiresAt: row.expiresAt });
 
-/** The invoice's live link (not revoked, not expired at `now`), or null. */
+/**
+ * The invoice's live link (not revoked, not expired at `now`), or null. The token is the one on the invoice row
+ * (HMAC-SHA-256(HOSTED_LINK_SECRET, "invoice-link:" + link id)); a link made before the row carried it has none to
+ * show (its token still opens the page until it expires) and counts as absent.
+ */
 export async function activeLink(env: Env, db: Db, invoiceId: string, now: number, base: string | null): Promise<HostedLink | null> {
-  const row = await db
-    .select()
-    .from(invoiceLinks)
-    .where(and(eq(invoiceLinks.invoiceId, invoiceId), isNull(invoiceLinks.revokedAt), gt(invoiceLinks.expiresAt, now)))
-    .orderBy(desc(invoiceLinks.createdAt))
-    .get();
-  return row ? toLink(env, row, base) : null;
+  const [row, inv] = await Promise.all([
+    db
+      .select()
+      .from(invoiceLinks)
+      .where(and(eq(invoiceLinks.invoiceId, invoiceId), isNull(invoiceLinks.revokedAt), gt(invoiceLinks.expiresAt, now)))
+      .orderBy(desc(invoiceLinks.createdAt))
+      .get(),
+    db.select({ token: invoices.hostedToken }).from(invoices).where(eq(invoices.id, invoiceId)).get(),
+  ]);
+  if (!row || !inv?.token || hostedLinkHash(inv.token) !== row.tokenHash) return null;
+  return toLink(row, inv.token, base);
 }
 
 /**
@@ -45,16 +39,9 @@ export async function activeLink(env: Env, db: Db, invoiceId: string, now: numbe
  * (so create and rotate are one operation), audited.
  */
 export async function issueLink(env: Env, db: Db, invoiceId: string, days: number, ctx: AuditContext, base: string | null): Promise<HostedLink> {
-  const id = newId("ilk");
-  const token = await tokenOf(env, id);
-  const row: LinkRow = { id, invoiceId, tokenHash: await hashOf(token), expiresAt: ctx.now + days * DAY_MS, revokedAt: null, createdBy: ctx.actor.id, createdAt: ctx.now };
-  await commitWithAudit(
-    db,
-    [db.update(invoiceLinks).set({ revokedAt: ctx.now }).where(and(eq(invoiceLinks.invoiceId, invoiceId), isNull(invoiceLinks.revokedAt))), db.insert(invoiceLinks).values(row)],
-    [{ action: "invoice.link_issued", targetType: "invoice", targetId: invoiceId, after: { linkId: id, expiresAt: new Date(row.expiresAt).toISOString() } }],
-    ctx,
-  );
-  return toLink(env, row, base);
+  const link = newHostedLink(db, env.HOSTED_LINK_SECRET, invoiceId, ctx.now + days * DAY_MS, ctx.actor.id, ctx.now);
+  await commitWithAudit(db, link.statements, [{ action: "invoice.link_issued", targetType: "invoice", targetId: invoiceId, after: { linkId: link.id, expiresAt: new Date(link.expiresAt).toISOString() } }], ctx);
+  return toLink(link, link.token, base);
 }
 
 /** The live link, or a new one (finalization and notifications call this: every open invoice has a link to pay). */
@@ -66,19 +53,14 @@ export async function ensureLink(env: Env, db: Db, invoiceId: string, days: numb
 export async function revokeLinks(db: Db, invoiceId: string, ctx: AuditContext): Promise<number> {
   const live = await db.select({ id: invoiceLinks.id }).from(invoiceLinks).where(and(eq(invoiceLinks.invoiceId, invoiceId), isNull(invoiceLinks.revokedAt))).all();
   if (!live.length) return 0;
-  await commitWithAudit(
-    db,
-    [db.update(invoiceLinks).set({ revokedAt: ctx.now }).where(and(eq(invoiceLinks.invoiceId, invoiceId), isNull(invoiceLinks.revokedAt)))],
-    [{ action: "invoice.link_revoked", targetType: "invoice", targetId: invoiceId, after: { linkIds: live.map((l) => l.id) } }],
-    ctx,
-  );
+  await commitWithAudit(db, revokeHostedLinks(db, invoiceId, ctx.now), [{ action: "invoice.link_revoked", targetType: "invoice", targetId: invoiceId, after: { linkIds: live.map((l) => l.id) } }], ctx);
   return live.length;
 }
 
 /** The invoice a token opens at `now`, or null for unknown, malformed, revoked or expired tokens alike. */
 export async function invoiceForToken(db: Db, token: string, now: number): Promise<typeof invoices.$inferSelect | null> {
   if (!/^[0-9a-f]{64}$/.test(token)) return null;
-  const link = await db.select().from(invoiceLinks).where(eq(invoiceLinks.tokenHash, await hashOf(token))).get();
+  const link = await db.select().from(invoiceLinks).where(eq(invoiceLinks.tokenHash, hostedLinkHash(token))).get();
   if (!link || link.revokedAt !== null || link.expiresAt <= now) return null;
   return (await db.select().from(invoices).where(eq(invoices.id, link.invoiceId)).get()) ?? null;
 }

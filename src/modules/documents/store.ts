@@ -3,7 +3,7 @@ import type { Db } from "../../db/client";
 import { creditNoteLines, creditNotes, customers, invoiceLines, invoices } from "../../db/schema";
 import { base64ToBytes } from "../../lib/crypto";
 import { getSetting } from "../../platform/settings";
-import { invoiceLinesOf } from "../invoices/lifecycle";
+import { invoiceLineRows } from "../invoices/lifecycle";
 import { creditNoteModel, invoiceModel, type DocModel, type Seller } from "./model";
 import { renderPdf } from "./pdf";
 
@@ -34,37 +34,11 @@ const issuedNoteIds = async (db: Db, invoiceId: string) =>
   (await db.select({ id: creditNotes.id }).from(creditNotes).where(and(eq(creditNotes.invoiceId, invoiceId), ne(creditNotes.status, "void"))).orderBy(creditNotes.createdAt).all()).map((n) => n.id);
 export const creditNotePdfKey = (cn: { id: string; status: string }) => `documents/credit-notes/${cn.id}/${cn.status}.pdf`;
 
-/** Lines of an archived invoice come back in the API's shape; the document model reads the D1 shape. */
-async function linesFor(db: Db, inv: InvoiceRow): Promise<LineRow[]> {
-  const lines = await invoiceLinesOf(db, inv);
-  return (lines ?? []).map((l, i) =>
-    "invoiceId" in l
-      ? l
-      : {
-          id: l.id,
-          invoiceId: inv.id,
-          position: i,
-          kind: l.kind,
-          description: l.description,
-          priceId: l.priceId,
-          meterId: l.meterId,
-          quantity: l.quantity,
-          unitAmount: l.unitAmount,
-          amount: l.amount.amountMinor,
-          discountAmount: l.discount.amountMinor,
-          taxAmount: l.tax.amountMinor,
-          periodStart: Date.parse(l.period.start),
-          periodEnd: Date.parse(l.period.end),
-          computation: l.computation,
-        },
-  );
-}
-
 /** The invoice's document model (seller from settings, buyer from the customer, issued credit notes against it). */
 export async function invoiceDocument(db: Db, inv: InvoiceRow): Promise<{ model: DocModel; config: DocumentsConfig }> {
   const [config, lines, customer, notes] = await Promise.all([
     documentsConfig(db),
-    linesFor(db, inv),
+    invoiceLineRows(db, inv),
     db.select().from(customers).where(eq(customers.id, inv.customerId)).get(),
     db
       .select({ number: creditNotes.number, total: creditNotes.total })

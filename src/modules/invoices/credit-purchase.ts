@@ -49,6 +49,7 @@ export async function purchaseCredit(env: Env, db: Db, customer: CustomerRow, in
     archiveKey: null,
     archivedAt: null,
     testClockId: customer.testClockId,
+    hostedToken: null,
     createdAt: ctx.now,
     updatedAt: ctx.now,
   };

@@ -2,11 +2,12 @@ import { and, eq, gt, sql } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import type { AuditContext } from "../../platform/audit";
 import { isAssertionFailure, assertChanged } from "../../db/assert";
-import { invoiceLines, invoices, invoiceNumberSequences } from "../../db/schema";
+import { invoiceLines, invoices, invoiceNumberSequences, settings } from "../../db/schema";
 import type { JobMessage, PaymentMessage, TaskMessage } from "../../../queues/messages";
 import { sendAll } from "../../platform/queue-send";
 import { commit } from "../../platform/change-set";
 import { finalizedRow, invoiceFinalized, invoiceLinesOf } from "./lifecycle";
+import { DEFAULT_LINK_DAYS } from "./hosted-link";
 
 export { PAYMENT_TERMS_MS } from "./lifecycle";
 
@@ -18,10 +19,16 @@ export const invoiceNumber = (year: number, n: number) => `INV-${year}-${String(
  * trips: the invoice with its lines, then the batch. Null when the invoice is not (or no longer) a draft.
  */
 export async function finalizeInvoice(env: Env, db: Db, invoiceId: string, ctx: AuditContext): Promise<typeof invoices.$inferSelect | null> {
-  const [found, lines] = await db.batch([db.select().from(invoices).where(eq(invoices.id, invoiceId)), db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, invoiceId))]);
+  const [found, lines, documents] = await db.batch([
+    db.select().from(invoices).where(eq(invoices.id, invoiceId)),
+    db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, invoiceId)),
+    // The hosted link's lifetime (the finalizing batch makes the link), in the same round trip.
+    db.select().from(settings).where(eq(settings.key, "documents")),
+  ]);
   const inv = found[0];
   if (!inv || inv.status !== "draft") return null;
-  const { change: cs } = invoiceFinalized(db, inv, inv.archiveKey === null ? lines : await invoiceLinesOf(db, inv), ctx);
+  const linkDays = (documents[0]?.value as { hostedLinkDays?: number } | undefined)?.hostedLinkDays ?? DEFAULT_LINK_DAYS;
+  const { change: cs } = invoiceFinalized(db, inv, inv.archiveKey === null ? lines : await invoiceLinesOf(db, inv), ctx, linkDays);
   let results: unknown[];
   try {
     ({ results } = await commit(db, cs, ctx));

@@ -145,6 +145,7 @@ export async function buildDraftInvoice(
     archiveKey: null,
     archivedAt: null,
     testClockId: sub.testClockId,
+    hostedToken: null,
     createdAt: now,
     updatedAt: now,
   };

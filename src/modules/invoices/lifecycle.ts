@@ -11,8 +11,10 @@ import { eventInsert, eventInsertIfChanged, eventRow, eventsCommitted, type Even
 import { Invoice, toInvoice } from "./serialize";
 import { archivedRowsOf, isRetentionArchive } from "../../platform/archives";
 import { ApiError } from "../../platform/errors";
+import { DEFAULT_LINK_DAYS, newHostedLink } from "./hosted-link";
 import { activatePurchasedGrants, returnCredits, voidPurchasedGrants } from "../credits/ledger";
 import type { z } from "@hono/zod-openapi";
+import type { JobMessage } from "../../../queues/messages";
 
 type InvoiceRow = typeof invoices.$inferSelect;
 type LineRow = typeof invoiceLines.$inferSelect;
@@ -37,7 +39,6 @@ export const invoiceLifecycle = defineLifecycle<InvoiceStatus>("invoice", {
 /** The states an invoice can be paid from by a payment (a draft is only ever "paid" by its own finalization). */
 const PAYABLE: InvoiceStatus[] = ["open", "uncollectible"];
 
-/** The invoice's lines as its REST object shows them: from D1, or, once archived, from its R2 document. */
 /** Lines the retention policy moved to R2: the invoice's rows of its page's NDJSON archive (src/modules/retention). */
 export async function retainedLinesOf(bucket: R2Bucket, invoiceId: string, key: string): Promise<LineRow[]> {
   const rows = await archivedRowsOf<LineRow>(bucket, key, (l) => l.invoiceId === invoiceId);
@@ -45,11 +46,38 @@ export async function retainedLinesOf(bucket: R2Bucket, invoiceId: string, key: 
   return rows;
 }
 
+/** The invoice's lines as its REST object shows them: from D1, or, once archived, from its R2 document. */
 export async function invoiceLinesOf(db: Db, inv: InvoiceRow): Promise<LineRow[] | InvoiceObject["lines"]> {
   if (inv.archiveKey === null) return db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, inv.id)).all();
   if (isRetentionArchive(inv.archiveKey)) return retainedLinesOf((workerEnv as Env).ARCHIVE, inv.id, inv.archiveKey);
   const obj = await (workerEnv as Env).ARCHIVE.get(inv.archiveKey);
   return obj ? (Invoice.parse(await obj.json()).lines ?? []) : [];
+}
+
+/** The invoice's lines as D1 rows, read back from its R2 document once archived (documents, credit notes). */
+export async function invoiceLineRows(db: Db, inv: InvoiceRow): Promise<LineRow[]> {
+  const lines = await invoiceLinesOf(db, inv);
+  return (lines ?? []).map((l, i) =>
+    "invoiceId" in l
+      ? l
+      : {
+          id: l.id,
+          invoiceId: inv.id,
+          position: i,
+          kind: l.kind,
+          description: l.description,
+          priceId: l.priceId,
+          meterId: l.meterId,
+          quantity: l.quantity,
+          unitAmount: l.unitAmount,
+          amount: l.amount.amountMinor,
+          discountAmount: l.discount.amountMinor,
+          taxAmount: l.tax.amountMinor,
+          periodStart: Date.parse(l.period.start),
+          periodEnd: Date.parse(l.period.end),
+          computation: l.computation,
+        },
+  );
 }
 
 /** The invoice exactly as GET /api/v1/invoices/:id returns it (with its lines). */
@@ -83,6 +111,22 @@ function guarded(db: Db, update: BatchItem<"sqlite">, drafts: EventDraft[], ctx:
     after: rows.length ? [async () => eventsCommitted(rows.map((r) => r.id))] : [],
   });
 }
+
+/**
+ * After the commit, the invoice's document job (jobs queue: the PDF of its new state, with its PAID or VOID mark, in
+ * R2). One message per transition; a lost message costs only time: GET …/pdf renders a missing document on demand.
+ * The queue is the invocation's (withLimits makes `cloudflare:workers`' env the invocation's env).
+ */
+const withDocument = (cs: ChangeSet, invoiceId: string): ChangeSet => ({
+  ...cs,
+  after: [
+    ...cs.after,
+    async () =>
+      (workerEnv as Env).JOB_QUEUE.send({ type: "invoice.document", invoiceId } satisfies JobMessage).catch((e: unknown) =>
+        console.log(JSON.stringify({ level: "error", msg: "document enqueue failed; GET /api/v1/invoices/:id/pdf renders it", invoiceId, error: String(e) })),
+      ),
+  ],
+});
 
 /** Hands events that `rest` statements inserted to delivery after the commit, like the transition's own. */
 const withEvents = (cs: ChangeSet, eventIds: string[]): ChangeSet => (eventIds.length ? { ...cs, after: [...cs.after, async () => eventsCommitted(eventIds)] } : cs);
@@ -128,12 +172,14 @@ function eventWithNumber(db: Db, row: EventRow, invoiceId: string): BatchItem<"s
  * invoice's lines (for the events' objects). The last statement reads the invoice back: its row, with the number, is
  * the last statement result of the committed batch (`finalizedRow`).
  */
-export function invoiceFinalized(db: Db, inv: InvoiceRow, lines: LineRow[] | InvoiceObject["lines"], ctx: Ctx): { change: ChangeSet; after: InvoiceRow } {
+export function invoiceFinalized(db: Db, inv: InvoiceRow, lines: LineRow[] | InvoiceObject["lines"], ctx: Ctx, linkDays = DEFAULT_LINK_DAYS): { change: ChangeSet; after: InvoiceRow } {
   const paid = inv.amountDue === 0;
   const to: InvoiceStatus = paid ? "paid" : "open";
   invoiceLifecycle.assertMove(inv.id, inv.status, to);
   const year = new Date(ctx.now).getUTCFullYear();
-  const after: InvoiceRow = { ...inv, number: null, status: to, finalizedAt: ctx.now, paidAt: paid ? ctx.now : null, dueAt: paid ? null : ctx.now + PAYMENT_TERMS_MS, updatedAt: ctx.now };
+  // The hosted link is made in this batch, so the invoice object (events, lists, GET) carries it from now on.
+  const link = newHostedLink(db, (workerEnv as Env).HOSTED_LINK_SECRET, inv.id, ctx.now + linkDays * 86_400_000, ctx.actor.id, ctx.now);
+  const after: InvoiceRow = { ...inv, number: null, status: to, finalizedAt: ctx.now, paidAt: paid ? ctx.now : null, dueAt: paid ? null : ctx.now + PAYMENT_TERMS_MS, updatedAt: ctx.now, hostedToken: link.token };
   const prev = { status: inv.status, number: inv.number, finalizedAt: null, dueAt: null };
   const drafts = [draftOf("invoice.finalized", after, lines, prev)];
   if (paid) drafts.push(draftOf("invoice.paid", after, lines, { status: inv.status, paidAt: null }));
@@ -146,13 +192,14 @@ export function invoiceFinalized(db: Db, inv: InvoiceRow, lines: LineRow[] | Inv
       .values({ year, lastNumber: 1 })
       .onConflictDoUpdate({ target: invoiceNumberSequences.year, set: { lastNumber: sql`${invoiceNumberSequences.lastNumber} + 1` } }),
     db.update(invoices).set({ number: numberOfSequence(year) }).where(eq(invoices.id, inv.id)),
+    ...link.statements,
     ...rows.map((r) => eventWithNumber(db, r, inv.id)),
     db.select().from(invoices).where(eq(invoices.id, inv.id)),
   ];
   return {
     change: change({
       statements,
-      audit: [{ action: "invoice.finalized", targetType: "invoice", targetId: inv.id, after: { numberSequence: year, status: to, total: inv.total, amountDue: inv.amountDue, currency: inv.currency } }],
+      audit: [{ action: "invoice.finalized", targetType: "invoice", targetId: inv.id, after: { numberSequence: year, status: to, total: inv.total, amountDue: inv.amountDue, currency: inv.currency, linkId: link.id } }],
       after: [async () => eventsCommitted(rows.map((r) => r.id))],
     }),
     after,
@@ -196,7 +243,7 @@ export async function invoicePaid(db: Db, inv: InvoiceRow, payment: { id: string
     [{ action: "invoice.paid", targetType: "invoice", targetId: inv.id, before: { status: inv.status, amountPaid: inv.amountPaid }, after: { status: "paid", amountPaid: after.amountPaid, paymentId: payment.id } }, ...grants.audit],
     grants.statements,
   );
-  return withEvents(cs, grants.eventIds);
+  return withDocument(withEvents(cs, grants.eventIds), inv.id);
 }
 
 /**
@@ -243,7 +290,9 @@ export async function invoiceVoided(db: Db, inv: InvoiceRow, reason: string, ctx
     // Runs only if this batch moved the invoice to void (the assertion before it aborts otherwise).
     [...returned.statements, ...purchase.statements],
   );
-  return { change: withEvents(cs, [...returned.eventIds, ...purchase.eventIds]), after };
+  const withEvts = withEvents(cs, [...returned.eventIds, ...purchase.eventIds]);
+  // A voided draft was never a document (no number): only a finalized invoice gets its VOID PDF.
+  return { change: inv.status === "draft" ? withEvts : withDocument(withEvts, inv.id), after };
 }
 
 /** open → uncollectible (dunning gave up), with the reason. Strict: paid or voided meanwhile aborts the batch. */
@@ -272,7 +321,7 @@ export async function invoiceCredited(db: Db, inv: InvoiceRow, amount: number, c
   if (to !== inv.status) invoiceLifecycle.assertMove(inv.id, inv.status, to);
   const after: InvoiceRow = { ...inv, status: to, amountDue: due, paidAt: to === "paid" ? ctx.now : inv.paidAt, dueAt: to === "paid" ? null : inv.dueAt, updatedAt: ctx.now };
   const prev = { status: inv.status, amountDue: toInvoice(inv).amountDue, amountDueMinor: inv.amountDue };
-  return guarded(
+  const cs = guarded(
     db,
     db
       .update(invoices)
@@ -283,6 +332,7 @@ export async function invoiceCredited(db: Db, inv: InvoiceRow, amount: number, c
     true,
     [{ action: "invoice.credited", targetType: "invoice", targetId: inv.id, before: { status: inv.status, amountDue: inv.amountDue }, after: { status: to, amountDue: due, creditNoteId } }],
   );
+  return to === "paid" ? withDocument(cs, inv.id) : cs;
 }
 
 /** A voided credit note gives back what it took off a still-open invoice's amount due (strict: the invoice must still be `inv.status`). */

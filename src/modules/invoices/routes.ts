@@ -9,8 +9,6 @@ import { auditCtx } from "../../http/context";
 import { generatePending } from "../subscriptions/billing-run";
 import { Invoice, toInvoice } from "./serialize";
 import { getInvoice, invoiceWithLines, voidInvoice } from "./service";
-import { activeLink } from "../documents/links";
-import { documentsConfig } from "../documents/store";
 
 const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "inv_123" }) });
 
@@ -91,8 +89,7 @@ export const invoiceRoutes = router()
     async (c) => {
       const db = dbOf(c.env);
       const inv = await getInvoice(db, c.req.valid("param").id);
-      const link = await activeLink(c.env, db, inv.id, Date.now(), (await documentsConfig(db)).publicBaseUrl);
-      return c.json({ ...(await invoiceWithLines(c.env, db, inv)), hostedUrl: link?.url ?? null }, 200);
+      return c.json(await invoiceWithLines(c.env, db, inv), 200);
     },
   )
   .openapi(

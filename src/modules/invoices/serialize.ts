@@ -55,7 +55,7 @@ export const Invoice = z
     archived: z.boolean(),
     createdAt: z.string(),
     pdfUrl: z.string().nullable().optional().openapi({ description: "GET this (authenticated) for the PDF; null for a draft" }),
-    hostedUrl: z.string().nullable().optional().openapi({ description: "The live hosted invoice page (no login), when the invoice has one: GET /api/v1/invoices/{id} fills it; lists and events leave it null" }),
+    hostedUrl: z.string().nullable().optional().openapi({ description: "The invoice's hosted page (no login), root-relative: made when the invoice is finalized, the same in GET, lists and events; null for a draft or once its links are revoked. An expired link answers 404 until rotated (POST /api/v1/invoices/{id}/hosted-link)" }),
     lines: z.array(InvoiceLine).optional(),
     discounts: z
       .array(z.object({ discountId: z.string(), couponId: z.string(), promotionCodeId: z.string().nullable(), amount: MoneyOut }))
@@ -112,7 +112,7 @@ export function toInvoice(r: InvoiceRow, lines?: LineRow[]): z.infer<typeof Invo
     archived: r.archiveKey !== null,
     createdAt: iso(r.createdAt),
     pdfUrl: r.status === "draft" ? null : `/api/v1/invoices/${r.id}/pdf`,
-    hostedUrl: null,
+    hostedUrl: r.hostedToken ? `/i/${r.hostedToken}` : null,
     ...(lines ? { lines: [...lines].sort((a, b) => a.position - b.position).map((l) => toInvoiceLine(l, c)) } : {}),
   };
 }

@@ -304,6 +304,12 @@ export async function changePlan(
   ctx: AuditContext,
 ) {
   const { next, quantity, when } = await planChangeTarget(db, sub, input, ctx.now);
+  // Stripe invoices prorations at once; a change at the period end has none (the cycle invoice bills the new plan),
+  // so always_invoice is accepted there. A dated change inside a period would be prorated when it happens, which
+  // would need an invoice at that time: not done here, so refused rather than silently left to the next invoice.
+  if (input.invoiceNow && when > ctx.now && when !== sub.currentPeriodEnd) {
+    throw invalid([{ path: "prorationBehavior", message: "always_invoice applies to a change that takes effect now or at the period end (effectiveDate now or next_billing_cycle); a dated change inside a period prorates onto the next invoice: use create_prorations" }]);
+  }
   if (when <= ctx.now) {
     const plan = await planVersion(db, sub.planId, sub.planVersion);
     const result = await changePlanNow(env, db, sub, plan, next, { quantity, prorate: input.prorate, invoiceNow: input.invoiceNow ?? false }, ctx);

@@ -4,7 +4,7 @@ import type { AuditContext, AuditEntry } from "../../platform/audit";
 import type { BatchItem } from "drizzle-orm/batch";
 import { commitSubscriptionChange, commitSubscriptionChangeReading } from "./commit";
 import { changePlanNow } from "./lifecycle";
-import { customers, pendingItems, plans, subscriptions, type SubscriptionStatus } from "../../db/schema";
+import { customers, pendingItems, plans, settings, subscriptions, type SubscriptionStatus } from "../../db/schema";
 import { billingLines, type DraftLine } from "../../domain/invoice";
 import { periodAt } from "../../domain/periods";
 import { closeMeterPeriod, meterAlertsOf, pushMeterConfig, type MeterAlertRow } from "../usage/meter-config";
@@ -12,6 +12,7 @@ import { asPrices, buildDraftInvoice, countryTaxRates, pendingToLine, planVersio
 import { nextDueStep, type DueStep, graceMsOf } from "./due";
 import { afterFinalized, finalizeInvoice } from "../invoices/finalize";
 import { finalizedRow, invoiceFinalized } from "../invoices/lifecycle";
+import { DEFAULT_LINK_DAYS } from "../invoices/hosted-link";
 import { currentDiscountOf, currentDiscountQueries, type CurrentDiscount } from "../coupons/discounts";
 import type { TaxRate } from "../../domain/tax";
 import { eventsCommitted } from "../../platform/events";
@@ -40,20 +41,23 @@ async function loadForRun(db: Db, id: string): Promise<Loaded> {
   const customerId = sql`(SELECT ${subscriptions.customerId} FROM ${subscriptions} WHERE ${subscriptions.id} = ${id})`;
   const ofSub = (column: typeof subscriptions.planId | typeof subscriptions.planVersion) => sql`(SELECT ${column} FROM ${subscriptions} WHERE ${subscriptions.id} = ${id})`;
   // No joins: a D1 batch answers rows as objects, where two tables' same-named columns would collide.
-  const [sub, plan, customer, pending, alerts, rates, discount, coupon] = await db.batch([
+  const [sub, plan, customer, pending, alerts, rates, documents, discount, coupon] = await db.batch([
     db.select().from(subscriptions).where(eq(subscriptions.id, id)),
     db.select().from(plans).where(and(eq(plans.id, ofSub(subscriptions.planId)), eq(plans.version, ofSub(subscriptions.planVersion)))),
     db.select().from(customers).where(eq(customers.id, customerId)),
     db.select().from(pendingItems).where(and(eq(pendingItems.subscriptionId, id), isNull(pendingItems.invoiceId))),
     meterAlertsOf(db, id),
     countryTaxRates(db, customerId),
+    // The hosted link's lifetime (the finalization makes the link), in the same read: no extra round trip.
+    db.select().from(settings).where(eq(settings.key, "documents")),
     ...currentDiscountQueries(db, id),
   ]);
   if (!sub[0] || !plan[0] || !customer[0]) throw new Error(`subscription ${id} (or its plan version or customer) is missing`);
-  return { sub: sub[0], plan: plan[0], customer: customer[0], pending, alerts, rates, discount: currentDiscountOf(discount, coupon) };
+  const linkDays = (documents[0]?.value as { hostedLinkDays?: number } | undefined)?.hostedLinkDays ?? DEFAULT_LINK_DAYS;
+  return { sub: sub[0], plan: plan[0], customer: customer[0], pending, alerts, rates, discount: currentDiscountOf(discount, coupon), linkDays };
 }
 
-type Loaded = { sub: SubscriptionRow; plan: PlanRow; customer: CustomerRow; pending: PendingRow[]; alerts: MeterAlertRow[]; rates: TaxRate[]; discount: CurrentDiscount | null };
+type Loaded = { sub: SubscriptionRow; plan: PlanRow; customer: CustomerRow; pending: PendingRow[]; alerts: MeterAlertRow[]; rates: TaxRate[]; discount: CurrentDiscount | null; linkDays: number };
 
 /**
  * Runs, in time order, every step of one subscription due by `now` (renewals, trial ends, resumes, changes). A
@@ -118,6 +122,20 @@ async function scheduledPlanChange(env: Env, db: Db, sub: SubscriptionRow, plan:
 }
 
 /**
+ * What the arrears flat fees of the ended period are a share of. A partial first period (the subscription's own
+ * start inside a full period of the anchor's grid) is a share of that full period from its start, as its advance
+ * fees are at creation (prorationBehavior none set arrearsFrom at the period end: nothing); otherwise the period
+ * itself, from `arrearsFrom` when a change moved it.
+ */
+function arrearsSpan(sub: SubscriptionRow, plan: PlanRow, ended: { start: number; end: number }): { period: { start: number; end: number }; from: number | null } {
+  if (ended.start === sub.createdAt) {
+    const grid = periodAt(sub.billingAnchor, plan.interval, plan.intervalCount, ended.start);
+    if (grid.start < ended.start && grid.end === ended.end) return { period: grid, from: Math.max(sub.arrearsFrom ?? ended.start, ended.start) };
+  }
+  return { period: ended, from: sub.arrearsFrom };
+}
+
+/**
  * The end of a period: trial conversion, cancellation at period end, a plan change scheduled for the cycle,
  * then the invoice (usage and arrears fees of the period ended, advance fees of the next) and the next period.
  * Paused subscriptions move on without an invoice. Idempotent: the invoice's generation key and the guarded
@@ -145,7 +163,7 @@ async function periodEnd(env: Env, db: Db, loaded: Loaded, ctx: AuditContext): P
         quantity,
         planName: nextPlan.name,
         advance: next ? { prices: asPrices(nextPlan.prices), period: next } : null,
-        arrears: wasTrial ? null : { prices: asPrices(plan.prices), period: ended, usage, from: sub.arrearsFrom },
+        arrears: wasTrial ? null : { prices: asPrices(plan.prices), usage, ...arrearsSpan(sub, plan, ended) },
         pending: pending.map(pendingToLine),
       });
   const status: SubscriptionStatus = cancel ? "canceled" : wasTrial ? "active" : sub.status;
@@ -185,7 +203,7 @@ async function periodEnd(env: Env, db: Db, loaded: Loaded, ctx: AuditContext): P
     });
     invoiceId = built.invoice.id;
     // Drafted and finalized (numbered) in the one batch: nothing reads the draft back.
-    finalization = invoiceFinalized(db, built.invoice, built.lineRows, ctx);
+    finalization = invoiceFinalized(db, built.invoice, built.lineRows, ctx, loaded.linkDays);
     extra = [...built.statements, ...finalization.change.statements];
     createdEvents = built.eventIds;
     audit.push(

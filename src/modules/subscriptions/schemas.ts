@@ -1,6 +1,7 @@
 import { z } from "@hono/zod-openapi";
 import { subscriptionStatuses } from "../../db/schema";
 import { Metadata } from "../customers/schemas";
+import { Discount } from "../coupons/schemas";
 
 /** Stripe's names: prorate onto the next invoice, do not prorate, or prorate and invoice at once. */
 export const prorationBehaviors = ["create_prorations", "none", "always_invoice"] as const;
@@ -52,6 +53,7 @@ export const Subscription = z
     endedAt: z.string().nullable(),
     discountPercent: z.string().nullable(),
     discountUntil: z.string().nullable().openapi({ description: "The discount covers invoices billed up to this instant; null: until removed" }),
+    discount: Discount.nullable().openapi({ description: "The current discount (Stripe's subscription.discount): its coupon and promotion code, start (createdAt), end (endsAt), periods used and remaining; null: none" }),
     pendingChange: z.object({ planId: z.string(), planVersion: z.number().int(), quantity: z.number().int(), effectiveAt: z.string() }).nullable(),
     testClockId: z.string().nullable(),
     metadata: z.record(z.string(), z.string()),

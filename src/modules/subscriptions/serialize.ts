@@ -29,6 +29,7 @@ export function toSubscription(r: Row): z.infer<typeof Subscription> {
     endedAt: iso(r.endedAt),
     discountPercent: r.discountPercent,
     discountUntil: iso(r.discountUntil),
+    discount: r.discount ?? null,
     pendingChange:
       r.pendingPlanId && r.pendingChangeAt !== null
         ? { planId: r.pendingPlanId, planVersion: r.pendingPlanVersion ?? 1, quantity: r.pendingQuantity ?? r.quantity, effectiveAt: iso(r.pendingChangeAt) }

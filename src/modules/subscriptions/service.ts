@@ -109,11 +109,13 @@ export async function createSubscription(env: Env, db: Db, input: z.infer<typeof
     pendingProrate: null,
     discountPercent,
     discountUntil: null,
-    arrearsFrom: null,
+    // prorationBehavior none on a partial first period: its arrears fees run from its end, i.e. nothing is billed.
+    arrearsFrom: trialEnd === null && input.prorationBehavior === "none" && start > periodAt(anchor, plan.interval, plan.intervalCount, now).start ? end : null,
     configVersion: 1,
     meterSyncedVersion: 0,
     createdAt: now,
     updatedAt: now,
+    discount: null,
   };
   // An active subscription is invoiced at once for its first period's advance fees, in the same batch. A first
   // period shorter than the grid's (an anchor off today's grid) is prorated unless prorationBehavior is none.
@@ -128,6 +130,7 @@ export async function createSubscription(env: Env, db: Db, input: z.infer<typeof
           : partialPeriodLines({ currency: row.currency, full: full!, from: start, plan: { prices: asPrices(plan.prices), quantity: row.quantity, name: plan.name } })
         : billingLines({ currency: row.currency, quantity: row.quantity, planName: plan.name, advance: { prices: asPrices(plan.prices), period: { start, end } }, arrears: null, pending: [] });
   const discount = redemption ? newDiscount(redemption, row, plan, now) : null;
+  row.discount = discount ? toDiscount(discount) : null;
   const audit: AuditEntry[] = [{ action: "subscription.created", targetType: "subscription", targetId: row.id, after: toSubscription(row) }];
   const discountEvents = discount ? [eventRow({ type: "customer.discount.created", objectType: "discount", objectId: discount.id, customerId: row.customerId, object: toDiscount(discount), ...(row.testClockId ? { livemode: false } : {}) }, { now, requestId: ctx.requestId })] : [];
   let statements: BatchItem<"sqlite">[] = redemption && discount ? [...redemptionStatements(db, redemption, now), ...replaceDiscountStatements(db, row.id, discount, now), ...discountEvents.map((e) => eventInsert(db, e))] : [];

@@ -112,7 +112,7 @@ export function subscriptionJsonSql(): SQL {
     'trialEnd', ${isoSql(c.trialEnd)}, 'cancelAtPeriodEnd', json(CASE WHEN ${c.cancelAtPeriodEnd} THEN 'true' ELSE 'false' END),
     'canceledAt', ${isoSql(c.canceledAt)}, 'pausedUntil', ${isoSql(c.pausedUntil)}, 'pauseReason', ${c.pauseReason},
     'cancelReason', ${c.cancelReason}, 'cancelFeedback', ${c.cancelFeedback}, 'endedAt', ${isoSql(c.endedAt)},
-    'discountPercent', ${c.discountPercent}, 'discountUntil', ${isoSql(c.discountUntil)},
+    'discountPercent', ${c.discountPercent}, 'discountUntil', ${isoSql(c.discountUntil)}, 'discount', json(${c.discount}),
     'pendingChange', json(CASE WHEN ${c.pendingPlanId} IS NOT NULL AND ${c.pendingChangeAt} IS NOT NULL
       THEN json_object('planId', ${c.pendingPlanId}, 'planVersion', coalesce(${c.pendingPlanVersion}, 1), 'quantity', coalesce(${c.pendingQuantity}, ${c.quantity}), 'effectiveAt', ${isoSql(c.pendingChangeAt)})
       ELSE NULL END),

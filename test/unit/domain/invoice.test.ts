@@ -94,6 +94,8 @@ describe("arrearsShareLines", () => {
     const p = plan([arrears("a", 999), { id: "adv", type: "flat", amountMinor: 5000, billing: "advance" }], 3);
     expect(arrearsShareLines({ currency: "USD", period, from: 0, to: 50_000, plan: p }).map((l) => l.amount)).toEqual([1498]); // 2997 − 1499
     expect(arrearsShareLines({ currency: "USD", period, from: 50_000, to: 50_000, plan: p })).toEqual([]);
+    // A reversed part (fees that start at the period end, cut short by a change before it) is nothing, not a credit.
+    expect(arrearsShareLines({ currency: "USD", period, from: 100_000, to: 40_000, plan: p })).toEqual([]);
   });
 
   it("the parts of a period split at any points add up to the whole fee", () => {

@@ -225,3 +225,16 @@ describe("windows", () => {
     expect(utcDay(t("2024-03-01T00:00:00Z")).date).toBe("2024-03-01");
   });
 });
+
+describe("subscriptionMrr with an amount-off discount", () => {
+  it("takes the amount off each billing period's charge (after any percent off), normalized to a month, never below 0", () => {
+    // 3 seats × 50.00 a month, 10.00 off per invoice: 140.00.
+    expect(subscriptionMrr({ amountMinor: 5000, quantity: 3, interval: "month", intervalCount: 1, discountPercent: null, amountOffMinor: 1000 })).toBe(14000);
+    // A yearly 1,200.00 with 120.00 off per (yearly) invoice: 90.00 a month.
+    expect(subscriptionMrr({ amountMinor: 120000, quantity: 1, interval: "year", intervalCount: 1, discountPercent: null, amountOffMinor: 12000 })).toBe(9000);
+    // 20 % off then 5.00 off a 30.00 quarter (3 months): (24.00 − 5.00) ÷ 3 = 6.33.
+    expect(subscriptionMrr({ amountMinor: 3000, quantity: 1, interval: "month", intervalCount: 3, discountPercent: "20", amountOffMinor: 500 })).toBe(633);
+    // More off than the charge: nothing, not a negative MRR.
+    expect(subscriptionMrr({ amountMinor: 500, quantity: 1, interval: "month", intervalCount: 1, discountPercent: null, amountOffMinor: 1000 })).toBe(0);
+  });
+});
