@@ -92,11 +92,12 @@ function countsSince(before: InvocationCounts | null): Partial<InvocationCounts>
 }
 
 /**
- * Triggers whose tasks each run in their own invocation: the trigger sends one `cron.task` message per task to the
- * tasks queue (one message per invocation), so no task shares Cloudflare's per-invocation limits with another and a
- * failed task is retried on its own. The daily and weekly tasks are small and still run inline, in order.
+ * Every trigger's tasks each run in their own invocation: the trigger sends one `cron.task` message per task to the
+ * tasks queue (one message per invocation), so no task shares Cloudflare's per-invocation limits with another, a
+ * failed task is retried on its own (then dead-lettered), and the trigger itself makes no D1 query. Tasks of one
+ * trigger do not depend on each other's order.
  */
-export const FANNED_OUT_CRONS: ReadonlySet<string> = new Set([CRON.hourly]);
+export const FANNED_OUT_CRONS: ReadonlySet<string> = new Set(Object.values(CRON));
 
 /** Runs one task of a cron trigger (the tasks queue's `cron.task`); throws when it fails, so the message is retried. */
 export async function runCronTask(env: Env, cron: string, name: string, scheduledTime: number): Promise<void> {
@@ -120,23 +121,7 @@ export async function scheduled(controller: ScheduledController, env: Env): Prom
     console.log(JSON.stringify({ level: "error", msg: "no tasks for cron", cron: controller.cron }));
     return;
   }
-  if (FANNED_OUT_CRONS.has(controller.cron)) {
-    const messages = tasks.map((t) => ({ type: "cron.task", cron: controller.cron, task: t.name, scheduledTime: controller.scheduledTime }) satisfies TaskMessage);
-    await sendAll(env.TASK_QUEUE, messages);
-    console.log(JSON.stringify({ level: "info", msg: "cron tasks queued", cron: controller.cron, tasks: tasks.map((t) => t.name) }));
-    return;
-  }
-  const failures: string[] = [];
-  for (const task of tasks) {
-    const started = Date.now();
-    const before = currentCounts();
-    try {
-      const result = await task.run(env, controller.scheduledTime);
-      console.log(JSON.stringify({ level: "info", msg: "cron task", cron: controller.cron, task: task.name, ms: Date.now() - started, result, ...countsSince(before) }));
-    } catch (e) {
-      failures.push(task.name);
-      console.log(JSON.stringify({ level: "error", msg: "cron task failed", cron: controller.cron, task: task.name, error: String(e) }));
-    }
-  }
-  if (failures.length) throw new Error(`cron ${controller.cron}: ${failures.join(", ")} failed`);
+  const messages = tasks.map((t) => ({ type: "cron.task", cron: controller.cron, task: t.name, scheduledTime: controller.scheduledTime }) satisfies TaskMessage);
+  await sendAll(env.TASK_QUEUE, messages);
+  console.log(JSON.stringify({ level: "info", msg: "cron tasks queued", cron: controller.cron, tasks: tasks.map((t) => t.name) }));
 }

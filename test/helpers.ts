@@ -147,11 +147,25 @@ export async function deliver(queue: string, bodies: unknown[], opts: { env?: Pa
 export const attemptPayment = (invoiceId: string, attempt = 1, opts: { env?: Partial<Env> } = {}) =>
   deliver("billing-payments", [{ type: "payment.attempt", invoiceId, attempt }], opts);
 
-/** Runs a cron trigger (e.g. "0 * * * *") to completion, at `scheduledTime` (default now). */
+/**
+ * Runs a cron trigger (e.g. "0 * * * *") to completion, at `scheduledTime` (default now): the trigger queues one
+ * `cron.task` message per task, and each runs here from the tasks queue, one message per invocation, with the
+ * continuations they queue, until none is left. Returns the messages a consumer retried (a failed task).
+ */
 export async function runCron(cron: string, opts: { env?: Partial<Env>; scheduledTime?: number } = {}) {
+  const tasks = spyQueue();
+  const e = { ...opts.env, TASK_QUEUE: tasks } as Partial<Env>;
   const ctx = createExecutionContext();
-  await worker.scheduled(createScheduledController({ scheduledTime: opts.scheduledTime ?? Date.now(), cron }), { ...env, ...opts.env } as Env, ctx);
+  await worker.scheduled(createScheduledController({ scheduledTime: opts.scheduledTime ?? Date.now(), cron }), { ...env, ...e } as Env, ctx);
   await waitOnExecutionContext(ctx);
+  const retried: unknown[] = [];
+  for (let i = 0; i < 10_000; i++) {
+    const next = tasks.sent.shift();
+    if (!next) return { retried };
+    const r = await deliver("billing-tasks", [next.body], { env: e });
+    if (r.retryMessages.length) retried.push(next.body);
+  }
+  throw new Error(`cron ${cron}: tasks still queued after 10,000 messages`);
 }
 
 /** A test clock frozen at `time` (ISO); its subscriptions bill in its time. */

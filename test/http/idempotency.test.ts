@@ -1,13 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
-import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import entry from "../../src/index";
 
 // The full ExportedHandler signature, so handlers are called exactly as the runtime calls them (with a ctx).
 const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue" | "scheduled">> = entry;
 import { signToken } from "../../src/http/auth";
 import { sha256Hex } from "../../src/lib/hash";
-import { api, unique } from "../helpers";
+import { api, runCron, unique } from "../helpers";
 
 const count = async (sql: string, ...binds: unknown[]) => (await env.DB.prepare(sql).bind(...binds).first<{ n: number }>())!.n;
 const customersWithEmail = (email: string) => count("SELECT count(*) AS n FROM customers WHERE email = ?", email);
@@ -249,9 +249,7 @@ describe("idempotency keys", () => {
       insert.bind(`test-admin:${expired}`, "a".repeat(64), now - 100_000_000, now - 100_000_000, now - 1_000),
       insert.bind(`test-admin:${live}`, "b".repeat(64), now, now, now + 86_400_000),
     ]);
-    const ctx = createExecutionContext();
-    await worker.scheduled(createScheduledController({ scheduledTime: now, cron: "0 3 * * *" }), env, ctx);
-    await waitOnExecutionContext(ctx);
+    await runCron("0 3 * * *", { scheduledTime: now });
     expect(await keyRow(`test-admin:${expired}`)).toBeNull();
     expect(await keyRow(`test-admin:${live}`)).not.toBeNull();
     expect(await count("SELECT count(*) AS n FROM idempotency_keys WHERE expires_at < ?", now)).toBe(0);

@@ -1,12 +1,12 @@
 import { describe, expect, it, vi } from "vitest";
 import { env, exports } from "cloudflare:workers";
-import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import entry from "../../src/index";
 import { dbOf } from "../../src/db/client";
 import { SYSTEM_ACTOR } from "../../src/platform/actor";
 import { sendReminders } from "../../src/modules/invoices/reminders";
 import type { Role } from "../../src/http/auth";
-import { api, createCustomer, createPlan, createSubscription, tokenFor } from "../helpers";
+import { api, createCustomer, createPlan, createSubscription, runCron as runCronTasks, tokenFor } from "../helpers";
 
 const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue" | "scheduled">> = entry;
 
@@ -247,11 +247,7 @@ describe("POST /admin/invoices/archive", () => {
 });
 
 describe("cron tasks", () => {
-  async function runCron(cron: string, patch: Partial<Env>, scheduledTime = Date.now()) {
-    const ctx = createExecutionContext();
-    await worker.scheduled(createScheduledController({ scheduledTime, cron }), { ...env, ...patch } as Env, ctx);
-    await waitOnExecutionContext(ctx);
-  }
+  const runCron = (cron: string, patch: Partial<Env>, scheduledTime = Date.now()) => runCronTasks(cron, { env: patch, scheduledTime });
 
   it("daily: reminds overdue invoices with the invoice_overdue template", async () => {
     const { invoice } = await openInvoice();
