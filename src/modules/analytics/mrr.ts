@@ -32,10 +32,12 @@ export const effectiveDiscount = (now: number) =>
  * the discount row (endedAt), so they need no check here.
  */
 export const effectiveAmountOff = (now: number) =>
-  sql<number>`coalesce((select ${coupons.amountOff} from ${discounts} inner join ${coupons} on ${coupons.id} = ${discounts.couponId}
-    where ${discounts.subscriptionId} = ${subscriptions.id} and ${discounts.endedAt} is null and (${discounts.endsAt} is null or ${discounts.endsAt} >= ${now})
-      and ${coupons.amountOff} is not null and ${coupons.currency} = ${subscriptions.currency}
-      and (${coupons.appliesToPlanIds} is null or exists (select 1 from json_each(${coupons.appliesToPlanIds}) where value = ${subscriptions.planId}))
+  // Spelled with table-qualified names: drizzle leaves column references unqualified in a single-table select, where
+  // `id` and `currency` would be ambiguous inside this subquery (GET /api/v1/analytics/mrr/movement answered 500).
+  sql<number>`coalesce((select c.amount_off from discounts d inner join coupons c on c.id = d.coupon_id
+    where d.subscription_id = "subscriptions"."id" and d.ended_at is null and (d.ends_at is null or d.ends_at >= ${now})
+      and c.amount_off is not null and c.currency = "subscriptions"."currency"
+      and (c.applies_to_plan_ids is null or exists (select 1 from json_each(c.applies_to_plan_ids) where value = "subscriptions"."plan_id"))
     limit 1), 0)`;
 
 /** Identical subscriptions matching `where`, grouped with the plan version that prices them. */
