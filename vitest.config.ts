@@ -34,6 +34,20 @@ Object.assign(process.env, testSecrets);
 // openapi-routes rendered documents before hangs (workerd cancels it as hung); not yet understood, see the issue 13 note.
 const ownRuntime = ["test/modules/webhook-endpoints.test.ts", "test/modules/documents.test.ts", "test/modules/credit-notes.test.ts", "test/http/openapi-routes.test.ts"];
 
+// The queue consumers wrangler.toml declares, with a 50 ms batch window instead of its 1 s: a test that waits on a real
+// queue (vi.waitFor on a webhook delivery, a renewal from the jobs queue) waits out the window at every hop. Batch
+// sizes, retries, retry delays and dead-letter queues stay as declared.
+type Consumer = { queue: string; max_batch_size?: number; max_retries?: number; retry_delay?: number; dead_letter_queue?: string };
+const testQueueConsumers = async () => {
+  const { unstable_readConfig } = await import("wrangler");
+  return Object.fromEntries(
+    (unstable_readConfig({ config: "./wrangler.toml" }).queues.consumers ?? []).map((c: Consumer) => [
+      c.queue,
+      { maxBatchSize: c.max_batch_size, maxBatchTimeout: 0.05, maxRetries: c.max_retries, retryDelay: c.retry_delay, deadLetterQueue: c.dead_letter_queue },
+    ]),
+  );
+};
+
 const workersProject = async (name: string, files: { include: string[]; exclude?: string[]; isolate: boolean }) => ({
   plugins: [
     quietStripeSourcemaps,
@@ -46,6 +60,7 @@ const workersProject = async (name: string, files: { include: string[]; exclude?
           LIMITS: "enforce",
           ...testSecrets,
         },
+        queueConsumers: await testQueueConsumers(),
       },
     }),
   ],
