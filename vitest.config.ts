@@ -29,14 +29,16 @@ const testSecrets = {
 // wrangler checks required secrets against process.env before the bindings below apply.
 Object.assign(process.env, testSecrets);
 
-// Integration files that need a runtime of their own. webhook-endpoints drives the real queues under fake timers,
-// which work a previous file left in flight would disturb. The PDF files: a PDF render in a runtime where
-// openapi-routes rendered documents before hangs (workerd cancels it as hung); not yet understood, see the issue 13 note.
-const ownRuntime = ["test/modules/webhook-endpoints.test.ts", "test/modules/documents.test.ts", "test/modules/credit-notes.test.ts", "test/http/openapi-routes.test.ts"];
+// Integration files that need a runtime of their own (each costs a runtime start and a module load): the PDF files,
+// as a PDF render in a runtime where openapi-routes rendered documents before hangs (workerd cancels it as hung); not
+// yet understood, see the issue 13 note. (webhook-endpoints, which fakes only Date, shares the runtime again: with
+// 50 ms queue windows a previous file's queue work is done long before it starts.)
+const ownRuntime = ["test/modules/documents.test.ts", "test/modules/credit-notes.test.ts", "test/http/openapi-routes.test.ts"];
 
 // The queue consumers wrangler.toml declares, with a 50 ms batch window instead of its 1 s: a test that waits on a real
 // queue (vi.waitFor on a webhook delivery, a renewal from the jobs queue) waits out the window at every hop. Batch
-// sizes, retries, retry delays and dead-letter queues stay as declared.
+// sizes, retries, retry delays and dead-letter queues stay as declared. Not for the runtimes of their own: with 50 ms
+// the document jobs' PDF renders overlap openapi-routes' request renders and hit the render hang noted above.
 type Consumer = { queue: string; max_batch_size?: number; max_retries?: number; retry_delay?: number; dead_letter_queue?: string };
 const testQueueConsumers = async () => {
   const { unstable_readConfig } = await import("wrangler");
@@ -48,7 +50,7 @@ const testQueueConsumers = async () => {
   );
 };
 
-const workersProject = async (name: string, files: { include: string[]; exclude?: string[]; isolate: boolean }) => ({
+const workersProject = async (name: string, files: { include: string[]; exclude?: string[]; isolate: boolean; fastQueues?: boolean }) => ({
   plugins: [
     quietStripeSourcemaps,
     cloudflareTest({
@@ -60,7 +62,7 @@ const workersProject = async (name: string, files: { include: string[]; exclude?
           LIMITS: "enforce",
           ...testSecrets,
         },
-        queueConsumers: await testQueueConsumers(),
+        ...(files.fastQueues ? { queueConsumers: await testQueueConsumers() } : {}),
       },
     }),
   ],
@@ -91,7 +93,7 @@ export default defineConfig(async () => ({
           include: ["test/unit/**/*.test.ts"],
         },
       },
-      await workersProject("workers", { include: ["test/**/*.test.ts"], exclude: ["test/unit/**", ...ownRuntime], isolate: false }),
+      await workersProject("workers", { include: ["test/**/*.test.ts"], exclude: ["test/unit/**", ...ownRuntime], isolate: false, fastQueues: true }),
       await workersProject("workers-own-runtime", { include: ownRuntime, isolate: true }),
     ],
   },
