@@ -10,7 +10,7 @@ import { jsonBody, jsonResponse, problems, router } from "../../http/openapi";
 import { invalid } from "../../http/problem";
 import { newId } from "../../lib/ids";
 import { iso, DAY_MS } from "../../lib/time";
-import type { WebhookMessage } from "../../../queues/messages";
+import { notificationInserts, notificationsCommitted } from "../notifications/outbox";
 import { closedObject } from "../../lib/schema";
 import { customerContacts, scoreAtRiskCustomers } from "./at-risk";
 import { RedeemedOffer, RedeemOfferBody, redeemRetentionOffer } from "./redeem-offer";
@@ -111,22 +111,16 @@ export async function sendRetentionCampaign(env: Env, db: Db, input: RetentionCa
       };
     });
 
-  const inserts: BatchItem<"sqlite">[] = [];
-  for (let i = 0; i < rows.length; i += ROWS_PER_INSERT) inserts.push(db.insert(notifications).values(rows.slice(i, i + ROWS_PER_INSERT)));
+  // Each notification with its customer.notification event, in the campaign's batch (multi-row inserts).
+  const outbox = notificationInserts(db, rows, ctx);
   await commitWithAudit(
     db,
-    inserts,
+    outbox.statements,
     [{ action: "campaign.retention_sent", targetType: "campaign", targetId: campaignId, after: { segment: "at_risk", minScore: RETENTION_MIN_SCORE, offer, customerIds: rows.map((r) => r.customerId) } }],
     ctx,
   );
 
-  // The rows are the outbox: a message lost here leaves its notification `queued` and visible.
-  for (let i = 0; i < rows.length; i += QUEUE_BATCH) {
-    const batch = rows.slice(i, i + QUEUE_BATCH).map((r) => ({ body: { type: "notification.send", notificationId: r.id } satisfies WebhookMessage }));
-    await env.WEBHOOK_QUEUE.sendBatch(batch).catch((e) =>
-      console.log(JSON.stringify({ level: "error", msg: "notification enqueue failed", campaignId, notificationIds: batch.map((b) => b.body.notificationId), error: String(e) })),
-    );
-  }
+  notificationsCommitted(outbox.eventIds);
 
   const score = new Map(targets.map((t) => [t.customerId, t.score]));
   return {
