@@ -1,6 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, gte, lt, sql } from "drizzle-orm";
-import type { BatchItem } from "drizzle-orm/batch";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { dbOf, type Db } from "../../db/client";
 import { notifications } from "../../db/schema";
@@ -22,8 +21,6 @@ import { RedeemedOffer, RedeemOfferBody, redeemRetentionOffer } from "./redeem-o
 export const RETENTION_MIN_SCORE = 30;
 /** Customers per campaign, highest scores first; run it again to reach the rest (those holding an offer are skipped). */
 export const MAX_CAMPAIGN_TARGETS = 1000;
-const ROWS_PER_INSERT = 9; // 10 columns × 9 rows stays under D1's 100 bound parameters
-const QUEUE_BATCH = 100; // sendBatch limit
 
 const CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"; // no 0/O, 1/I: read out over the phone
 
@@ -155,7 +152,7 @@ export const campaignRoutes = router().openapi(
       "targetSegment and offerType default to the only values supported now (others are 422). " +
       `Targets the customers of GET /api/v1/analytics/at-risk-customers scoring at least ${RETENTION_MIN_SCORE}, highest first, at most ${MAX_CAMPAIGN_TARGETS} per campaign, ` +
       "skipping those who still hold an unexpired retention offer. Each gets a `retention.offer` notification (template `retention_offer`) with an offer code and expiry, " +
-      "sent through the notifications queue; the campaign is recorded in the audit log (`campaign.retention_sent`). " +
+      "delivered as `customer.notification` events by the built-in endpoint `we_notifications` (NOTIFY_WEBHOOK_URL); the campaign is recorded in the audit log (`campaign.retention_sent`). " +
       "Nothing changes on any subscription until the offer is taken up: POST /api/v1/campaigns/retention/redeem with the offer code applies it as the subscription's discount." +
       LENIENT,
     middleware: [requireRole(access.finance)] as const,

@@ -2,7 +2,6 @@ import type { AuditContext } from "../../platform/audit";
 import { commitWithAudit } from "../../platform/audit";
 import { isUniqueViolation } from "../../db/assert";
 import type { Db } from "../../db/client";
-import { notifications } from "../../db/schema";
 import type { Actor } from "../../env";
 import { money, type Money } from "../../domain/money";
 import { newId } from "../../lib/ids";
@@ -126,12 +125,12 @@ export async function weeklyRevenueReport(
     db,
     [
       {
-          id,
-          kind: "report.weekly_revenue",
-          customerId: "system",
-          invoiceId: null,
-          template: "weekly_revenue",
-          payload: { email, reportKey: key, date: report.date, window: report.window, revenue: summary, mrr: report.mrr.currencies.map((m) => ({ currency: m.currency, mrr: m.mrr.amount })) },
+        id,
+        kind: "report.weekly_revenue",
+        customerId: "system",
+        invoiceId: null,
+        template: "weekly_revenue",
+        payload: { email, reportKey: key, date: report.date, window: report.window, revenue: summary, mrr: report.mrr.currencies.map((m) => ({ currency: m.currency, mrr: m.mrr.amount })) },
         dedupeKey,
         status: "queued",
         createdAt: now,

@@ -2,7 +2,7 @@ import { eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
 import type { AuditContext, AuditEntry } from "../../platform/audit";
-import { customers, invoices, notifications, payments } from "../../db/schema";
+import { customers, invoices, payments } from "../../db/schema";
 import { change, type ChangeSet } from "../../platform/change-set";
 import type { EventDraft } from "../../platform/events";
 import { invoicePaymentFailed } from "../invoices/lifecycle";

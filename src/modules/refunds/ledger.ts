@@ -5,7 +5,7 @@ import type { AuditContext } from "../../platform/audit";
 import { isAssertionFailure, isUniqueViolation } from "../../db/assert";
 import { commit } from "../../platform/change-set";
 import { createPending, createRejected, fail, linkGatewayRefund, succeed } from "./lifecycle";
-import { customers, notifications, payments, refunds } from "../../db/schema";
+import { customers, payments, refunds } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
 import { gatewayByName } from "../../gateways";
 import type { Admitted } from "../../gateways/guard";

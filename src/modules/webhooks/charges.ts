@@ -5,7 +5,7 @@ import type { AuditEntry } from "../../platform/audit";
 import { change, merge, type ChangeSet } from "../../platform/change-set";
 import { eventsCommitted } from "../../platform/events";
 import { asStatements, chargeRefundedEvent, createSettled, fail, linkGatewayRefund, refundLifecycle, succeed, type RefundStatus } from "../refunds/lifecycle";
-import { notifications, payments, refunds } from "../../db/schema";
+import { payments, refunds } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
