@@ -288,6 +288,11 @@ describe("GET /admin/notifications and POST /admin/notifications/:id/resend", ()
     const events = (await api("GET", `/api/v1/events?objectId=${failed}`, { as: "viewer" })).body.data;
     expect(events).toHaveLength(2);
     expect(events[0]).toMatchObject({ type: "customer.notification", data: { object: { status: "queued", attempts: 0 } } });
+    // Through the real queue (the worker's own env, where NOTIFY_WEBHOOK_URL is empty): the hand-off fans the event
+    // out to the built-in endpoint, whose attempt fails the notification with the reason.
+    await vi.waitFor(async () => expect(await row(failed)).toMatchObject({ status: "failed", attempts: 1, last_error: expect.stringContaining("not configured") }), { timeout: 10_000, interval: 100 });
+    const log = await env.DB.prepare("SELECT endpoint_id AS endpointId, status FROM webhook_deliveries WHERE event_id = ?").bind(events[0].id).all();
+    expect(log.results).toEqual([{ endpointId: NOTIFICATIONS_ENDPOINT_ID, status: "failed" }]);
 
 
     const sent = await notificationIn(customer.id, "sent", null);
