@@ -37,7 +37,7 @@ const MAX_INVOICES_IN_PAYLOAD = 20;
 
 /**
  * Customers with an open invoice whose latest attempt is failed, processing or parked on `gateway` get one
- * `payment.gateway_issue` notification per UTC day (deduped by key), then a `notification.send` message each.
+ * `payment.gateway_issue` notification per UTC day (deduped by key), each with its `customer.notification` event.
  * A parked attempt that never reached a gateway (gateway null) counts for the routing's primary: that is where it
  * was headed. Test-clock invoices are left out (simulated customers).
  */

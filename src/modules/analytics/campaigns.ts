@@ -67,7 +67,7 @@ async function holdingOffer(db: Db, now: number): Promise<Set<string>> {
 /**
  * Sends a retention offer to every at-risk customer scoring at least RETENTION_MIN_SCORE who holds no unexpired
  * offer: one `retention.offer` notification each (deduped per customer and campaign) and one audit row for the
- * campaign, in one batch; then a `notification.send` message per notification. Nothing is applied to subscriptions.
+ * campaign, with a `customer.notification` event per notification, in one batch. Nothing is applied to subscriptions.
  */
 export async function sendRetentionCampaign(env: Env, db: Db, input: RetentionCampaignBody, ctx: AuditContext): Promise<RetentionCampaign> {
   if (input.targetSegment !== "at_risk") throw invalid([{ path: "targetSegment", message: `"${input.targetSegment}" is not supported; only "at_risk"` }]);
