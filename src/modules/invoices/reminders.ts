@@ -14,8 +14,8 @@ const REMINDER_PAGE = 50; // one insert and one audit row per invoice: 100 state
 export type ReminderReport = { queued: number; alreadySentToday: number; invoiceIds: string[] };
 
 /**
- * One `invoice.reminder` notification per overdue open invoice per UTC day (deduped by key), with a
- * `customer.notification` event with each new one. Test-clock invoices are left out: their due dates are in
+ * One `invoice.reminder` notification per overdue open invoice per UTC day (deduped by key), each new one with
+ * its `customer.notification` event. Test-clock invoices are left out: their due dates are in
  * simulated time.
  */
 export async function sendReminders(env: Env, db: Db, input: { daysOverdue: number; template: string }, ctx: AuditContext): Promise<ReminderReport> {
