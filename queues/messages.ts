@@ -16,9 +16,10 @@ export type PaymentMessage =
   | { type: "refund.bulk_item"; bulkId: string; paymentId: string; reason: string; notify: boolean }
   /** The next page of parked charges after a resume (each page releases its charges exactly once). */
   | { type: "payments.release_parked" };
-/** Inbound Stripe events, outbound notifications (rows of `notifications`, sent once) and webhook endpoint deliveries. */
+/** Inbound Stripe events and webhook endpoint deliveries (customer notifications are one endpoint: we_notifications). */
 export type WebhookMessage =
   | { type: "stripe.event"; eventId: string }
+  /** Sent before notifications became events: gives the notification its `customer.notification` event if missing. */
   | { type: "notification.send"; notificationId: string }
   /** Committed events to fan out: one `webhook_deliveries` row per subscribed endpoint. */
   | { type: "events.fanout"; eventIds: string[] }

@@ -8,7 +8,7 @@ import { runDailyReconciliation } from "./modules/reconciliation/report";
 import { cleanupWebhookEvents } from "./modules/webhooks/cleanup";
 import { weeklyRevenueReport } from "./modules/analytics/weekly-report";
 import { runDailyBackup } from "./modules/exports/backup";
-import { sweepQueuedNotifications } from "./modules/notifications/outbox";
+import { sweepNotifications } from "./modules/webhook-endpoints/notifications";
 import { cleanupWebhookDeliveries, sweepWebhookDeliveries } from "./modules/webhook-endpoints/delivery";
 import { settlePendingRefunds } from "./modules/refunds/service";
 import { archiveInvoices } from "./modules/invoices/archive";
@@ -42,7 +42,7 @@ export const cronTasks: Record<string, Task[]> = {
     { name: "billing.finalize_drafts", run: async (env, t) => (await finalizeDraftsChained(env, dbOf(env), { actor: SYSTEM_ACTOR, now: t }, null, null)).finalized.length },
     // Live invoices only: a test clock's retries and "uncollectible" move when the clock is advanced.
     { name: "payments.retries_due", run: (env, t) => sendDueRetries(env, dbOf(env), t, { testClockId: null }) },
-    { name: "notifications.sweep", run: (env, t) => sweepQueuedNotifications(env, dbOf(env), t) },
+    { name: "notifications.sweep", run: (env, t) => sweepNotifications(env, dbOf(env), t) },
     { name: "webhook_endpoints.sweep", run: (env, t) => sweepWebhookDeliveries(env, dbOf(env), t) },
     { name: "credits.expire", run: (env, t) => expireDueGrants(dbOf(env), t, { testClockId: null }, { actor: SYSTEM_ACTOR }) },
     { name: "refunds.settle_pending", run: (env, t) => settlePendingRefunds(env, dbOf(env), { actor: SYSTEM_ACTOR, now: t }) },

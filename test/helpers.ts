@@ -188,3 +188,9 @@ export async function invoicesOf(subscriptionId: string): Promise<any[]> {
   if (r.status !== 200) throw new Error(`invoices: ${r.status} ${JSON.stringify(r.body)}`);
   return (r.body.data as any[]).reverse();
 }
+
+/** How many `customer.notification` events the notification has (each notification is written with one; a resend adds one). */
+export async function notificationEventCount(notificationId: string): Promise<number> {
+  const r = await env.DB.prepare("SELECT count(*) AS n FROM events WHERE type = 'customer.notification' AND object_id = ?").bind(notificationId).first<{ n: number }>();
+  return r!.n;
+}

@@ -38,7 +38,7 @@ export function merge(...sets: ChangeSet[]): ChangeSet {
 export async function commit(db: Db, cs: ChangeSet, ctx: AuditContext): Promise<{ results: unknown[]; events: EventRow[] }> {
   const rows = (ctx.wallClock === ctx.now ? await inClockTime(db, cs.events) : cs.events).map((e) => eventRow(e, ctx));
   const results = await commitWithAudit(db, [...cs.statements, ...rows.map((r) => eventInsert(db, r))], cs.audit, ctx);
-  eventsCommitted(rows.map((r) => r.id));
+  eventsCommitted(rows.map((r) => r.id), rows.map((r) => r.type));
   for (const effect of cs.after) await effect();
   return { results, events: rows };
 }

@@ -39,6 +39,9 @@ export const eventTypes = [
   "payments.resumed",
   "webhook_endpoint.disabled",
   "test.webhook",
+  // --- notify ---
+  /** A customer notification was queued (the built-in endpoint delivers it to NOTIFY_WEBHOOK_URL). */
+  "customer.notification",
   // --- credits ---
   "coupon.created",
   "coupon.deleted",
@@ -124,7 +127,8 @@ export function toEvent(row: EventRow) {
   };
 }
 
-type CommittedListener = (env: Env, eventIds: string[]) => Promise<void>;
+/** `types`, when the caller knows them (`commit()` does): lets delivery skip endpoints nobody subscribed. */
+type CommittedListener = (env: Env, eventIds: string[], types?: readonly string[]) => Promise<void>;
 let onCommitted: CommittedListener | null = null;
 
 /** The delivery machinery registers here to hear of committed events (at most one listener: fan-out to endpoints). */
@@ -136,10 +140,10 @@ export function onEventsCommitted(listener: CommittedListener): void {
  * After the change's batch committed: hand the new events to delivery, off the response path. A lost hand-off is
  * not a lost event: the row is in D1 and the delivery sweep picks it up.
  */
-export function eventsCommitted(eventIds: string[]): void {
+export function eventsCommitted(eventIds: string[], types?: readonly string[]): void {
   if (!eventIds.length || !onCommitted) return;
   const listener = onCommitted;
-  const run = listener(workerEnv as Env, eventIds).catch((e) =>
+  const run = listener(workerEnv as Env, eventIds, types).catch((e) =>
     console.log(JSON.stringify({ level: "error", msg: "event hand-off failed; the delivery sweep retries", count: eventIds.length, error: String(e) })),
   );
   try {

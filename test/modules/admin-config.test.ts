@@ -10,7 +10,7 @@ import { dropFeatureCache, isFeatureEnabled } from "../../src/modules/admin/feat
 import { DEFAULT_RETRY, RETRY_CONFIG_KEY } from "../../src/modules/payments/config";
 import { newId } from "../../src/lib/ids";
 import type { Role } from "../../src/http/auth";
-import { api, createCustomer, tokenFor, unique } from "../helpers";
+import { notificationEventCount, api, createCustomer, tokenFor, unique } from "../helpers";
 
 const worker: Required<Pick<ExportedHandler<Env>, "fetch">> = entry;
 const db = dbOf(env);
@@ -335,7 +335,8 @@ describe("POST /admin/notifications/payment-issue", () => {
     expect(forTwo).toMatchObject({ invoiceId: newer.id, affectedInvoiceCount: 2 });
     expect(forTwo.invoices.map((i: any) => i.invoiceId)).toEqual([newer.id, older.id]);
 
-    for (const n of rows.results) expect(q.sent()).toContainEqual({ type: "notification.send", notificationId: n.id });
+    // Each notification was written with its customer.notification event (the built-in endpoint delivers it).
+    for (const n of rows.results) expect(await notificationEventCount(n.id)).toBe(1);
     for (const c of [failed, processing, twoInvoices]) {
       const audit = await auditRows("notification.gateway_issue_queued", c.id);
       expect(audit).toHaveLength(1);
@@ -348,7 +349,7 @@ describe("POST /admin/notifications/payment-issue", () => {
     expect(second.status).toBe(200);
     for (const c of [failed, processing, twoInvoices]) expect(second.body.customerIds).not.toContain(c.id);
     expect(second.body.alreadyNotifiedToday).toBeGreaterThanOrEqual(3);
-    expect(again.sent().filter((m: any) => rows.results.some((n) => n.id === m.notificationId))).toEqual([]);
+    for (const n of rows.results) expect(await notificationEventCount(n.id)).toBe(1);
 
     // A parked attempt that never reached a gateway counts for the primary.
     const sandbox = await call("POST", "/admin/notifications/payment-issue", { curl: true, body: { template: "payment-gateway-issue", affectedGateway: "sandbox" }, env: { WEBHOOK_QUEUE: spyQueue().queue } });

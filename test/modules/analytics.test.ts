@@ -3,7 +3,7 @@ import { env } from "cloudflare:workers";
 
 import { dbOf } from "../../src/db/client";
 import { weeklyRevenueReport } from "../../src/modules/analytics/routes";
-import { unique, api, created as createdWith, attemptPayment } from "../helpers";
+import { notificationEventCount, unique, api, created as createdWith, attemptPayment } from "../helpers";
 
 // Storage is shared by the tests of this file only, so totals are exact. The order matters: the churn test
 // (last) adds SEK subscriptions; the earlier tests look at the USD and GBP data made in beforeAll.
@@ -252,7 +252,7 @@ describe("POST /api/v1/reports/weekly-revenue", () => {
     const row = await env.DB.prepare("SELECT id, kind, template, customer_id AS customerId, dedupe_key AS dedupeKey, status, payload FROM notifications WHERE id = ?").bind(r.body.notification.id).first<any>();
     expect(row).toMatchObject({ kind: "report.weekly_revenue", template: "weekly_revenue", customerId: "system", dedupeKey: `weekly_revenue:${date}:finance@exalt.com`, status: "queued" });
     expect(JSON.parse(row.payload)).toMatchObject({ email: "finance@exalt.com", reportKey: r.body.key, date });
-    expect(webhookSent).toEqual([{ type: "notification.send", notificationId: r.body.notification.id }]);
+    expect(await notificationEventCount(r.body.notification.id)).toBe(1);
     const audit = await call("GET", `/api/v1/audit/search?action=report.weekly_revenue_queued&target=${r.body.notification.id}`);
     expect(audit.body.data).toHaveLength(1);
 

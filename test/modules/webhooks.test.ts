@@ -5,7 +5,7 @@ import Stripe from "stripe";
 import entry from "../../src/index";
 import { applyStripeEvent, cleanupWebhookEvents } from "../../src/modules/webhooks/routes";
 import { dbOf } from "../../src/db/client";
-import { unique, api } from "../helpers";
+import { notificationEventCount, unique, api } from "../helpers";
 
 const worker: Required<Pick<ExportedHandler<Env>, "fetch">> = entry;
 const SECRET = "whsec_test_secret";
@@ -362,7 +362,7 @@ describe("applyStripeEvent", () => {
     const notes = (await env.DB.prepare("SELECT * FROM notifications WHERE dedupe_key = ?").bind(`dispute:${dispute.id}`).all<any>()).results;
     expect(notes).toHaveLength(1);
     expect(notes[0]).toMatchObject({ kind: "payment.disputed", template: "payment_disputed", customer_id: p.invoice.customerId, status: "queued" });
-    expect(queued("webhooks")).toContainEqual({ queue: "webhooks", body: { type: "notification.send", notificationId: notes[0].id } });
+    expect(await notificationEventCount(notes[0].id)).toBe(1);
   });
 
   it("marks other event types ignored", async () => {

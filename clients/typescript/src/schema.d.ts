@@ -2061,14 +2061,14 @@ export interface paths {
         post?: never;
         /**
          * Delete a webhook endpoint
-         * @description Its pending deliveries are abandoned.
+         * @description Its pending deliveries are abandoned. `we_notifications` (customer notifications) answers 409: it is configured by NOTIFY_WEBHOOK_URL and NOTIFY_WEBHOOK_SECRET.
          */
         delete: operations["deleteWebhookEndpoint"];
         options?: never;
         head?: never;
         /**
          * Update a webhook endpoint
-         * @description Metadata keys are merged; `disabled: false` re-enables an endpoint.
+         * @description Metadata keys are merged; `disabled: false` re-enables an endpoint. `we_notifications` (customer notifications) answers 409: it is configured by NOTIFY_WEBHOOK_URL and NOTIFY_WEBHOOK_SECRET.
          */
         patch: operations["updateWebhookEndpoint"];
         trace?: never;
@@ -2084,7 +2084,7 @@ export interface paths {
         put?: never;
         /**
          * Roll a webhook endpoint's signing secret
-         * @description The old secret keeps signing, as a second signature, for 24 h. The signing secret is in this response only: a repeat with the same Idempotency-Key answers 409 naming the endpoint, never the secret.
+         * @description The old secret keeps signing, as a second signature, for 24 h. `we_notifications` (customer notifications) answers 409: it is configured by NOTIFY_WEBHOOK_URL and NOTIFY_WEBHOOK_SECRET. The signing secret is in this response only: a repeat with the same Idempotency-Key answers 409 naming the endpoint, never the secret.
          */
         post: operations["rotateWebhookEndpointSecret"];
         delete?: never;
@@ -2464,7 +2464,7 @@ export interface paths {
         put?: never;
         /**
          * Send a retention offer to at-risk customers
-         * @description One notification each; the offer is sent, not applied. targetSegment and offerType default to the only values supported now (others are 422). Targets the customers of GET /api/v1/analytics/at-risk-customers scoring at least 30, highest first, at most 1000 per campaign, skipping those who still hold an unexpired retention offer. Each gets a `retention.offer` notification (template `retention_offer`) with an offer code and expiry, sent through the notifications queue; the campaign is recorded in the audit log (`campaign.retention_sent`). Nothing changes on any subscription until the offer is taken up: POST /api/v1/campaigns/retention/redeem with the offer code applies it as the subscription's discount. The runbook sends this with `curl -d` and no Content-Type: the body is read as JSON whatever its type.
+         * @description One notification each; the offer is sent, not applied. targetSegment and offerType default to the only values supported now (others are 422). Targets the customers of GET /api/v1/analytics/at-risk-customers scoring at least 30, highest first, at most 1000 per campaign, skipping those who still hold an unexpired retention offer. Each gets a `retention.offer` notification (template `retention_offer`) with an offer code and expiry, delivered as `customer.notification` events by the built-in endpoint `we_notifications` (NOTIFY_WEBHOOK_URL); the campaign is recorded in the audit log (`campaign.retention_sent`). Nothing changes on any subscription until the offer is taken up: POST /api/v1/campaigns/retention/redeem with the offer code applies it as the subscription's discount. The runbook sends this with `curl -d` and no Content-Type: the body is read as JSON whatever its type.
          */
         post: operations["sendRetentionCampaign"];
         delete?: never;

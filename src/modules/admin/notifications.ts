@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { dispatchNotifications } from "../notifications/outbox";
+import { notificationInserts, notificationsCommitted } from "../notifications/outbox";
 import { and, asc, desc, eq, gt, inArray, isNull, or, sql } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext, type AuditEntry } from "../../platform/audit";
@@ -37,7 +37,7 @@ const MAX_INVOICES_IN_PAYLOAD = 20;
 
 /**
  * Customers with an open invoice whose latest attempt is failed, processing or parked on `gateway` get one
- * `payment.gateway_issue` notification per UTC day (deduped by key), then a `notification.send` message each.
+ * `payment.gateway_issue` notification per UTC day (deduped by key), each with its `customer.notification` event.
  * A parked attempt that never reached a gateway (gateway null) counts for the routing's primary: that is where it
  * was headed. Test-clock invoices are left out (simulated customers).
  */
@@ -88,6 +88,7 @@ export async function notifyPaymentIssue(env: Env, db: Db, input: PaymentIssueRe
     for (const r of rows) byCustomer.set(r.customerId, [...(byCustomer.get(r.customerId) ?? []), r]);
 
     let created: (typeof notifications.$inferInsert)[] = [];
+    let eventIds: string[] = [];
     for (let attempt = 1; ; attempt++) {
       const existing = new Set(
         (await db.select({ k: notifications.dedupeKey }).from(notifications).where(inArray(notifications.dedupeKey, page.map(keyOf))).all()).map((n) => n.k),
@@ -118,10 +119,12 @@ export async function notifyPaymentIssue(env: Env, db: Db, input: PaymentIssueRe
           };
         });
       if (!created.length) break;
+      const outbox = notificationInserts(db, created, ctx);
+      eventIds = outbox.eventIds;
       try {
         await commitWithAudit(
           db,
-          created.map((n) => db.insert(notifications).values(n)),
+          outbox.statements,
           created.map((n): AuditEntry => ({ action: "notification.gateway_issue_queued", targetType: "customer", targetId: n.customerId, after: { notificationId: n.id, gateway, template: n.template, invoiceId: n.invoiceId } })),
           ctx,
         );
@@ -133,7 +136,7 @@ export async function notifyPaymentIssue(env: Env, db: Db, input: PaymentIssueRe
     }
     report.alreadyNotifiedToday += byCustomer.size - created.length;
     for (const n of created) report.customerIds.push(n.customerId);
-    await dispatchNotifications(env, created.map((n) => n.id));
+    if (created.length) notificationsCommitted(eventIds);
     if (page.length < CUSTOMER_PAGE) break;
   }
   report.notified = report.customerIds.length;

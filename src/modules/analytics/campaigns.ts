@@ -1,6 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, gte, lt, sql } from "drizzle-orm";
-import type { BatchItem } from "drizzle-orm/batch";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { dbOf, type Db } from "../../db/client";
 import { notifications } from "../../db/schema";
@@ -10,7 +9,7 @@ import { jsonBody, jsonResponse, problems, router } from "../../http/openapi";
 import { invalid } from "../../http/problem";
 import { newId } from "../../lib/ids";
 import { iso, DAY_MS } from "../../lib/time";
-import type { WebhookMessage } from "../../../queues/messages";
+import { notificationInserts, notificationsCommitted } from "../notifications/outbox";
 import { closedObject } from "../../lib/schema";
 import { customerContacts, scoreAtRiskCustomers } from "./at-risk";
 import { RedeemedOffer, RedeemOfferBody, redeemRetentionOffer } from "./redeem-offer";
@@ -22,8 +21,6 @@ import { RedeemedOffer, RedeemOfferBody, redeemRetentionOffer } from "./redeem-o
 export const RETENTION_MIN_SCORE = 30;
 /** Customers per campaign, highest scores first; run it again to reach the rest (those holding an offer are skipped). */
 export const MAX_CAMPAIGN_TARGETS = 1000;
-const ROWS_PER_INSERT = 9; // 10 columns × 9 rows stays under D1's 100 bound parameters
-const QUEUE_BATCH = 100; // sendBatch limit
 
 const CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"; // no 0/O, 1/I: read out over the phone
 
@@ -70,7 +67,7 @@ async function holdingOffer(db: Db, now: number): Promise<Set<string>> {
 /**
  * Sends a retention offer to every at-risk customer scoring at least RETENTION_MIN_SCORE who holds no unexpired
  * offer: one `retention.offer` notification each (deduped per customer and campaign) and one audit row for the
- * campaign, in one batch; then a `notification.send` message per notification. Nothing is applied to subscriptions.
+ * campaign, with a `customer.notification` event per notification, in one batch. Nothing is applied to subscriptions.
  */
 export async function sendRetentionCampaign(env: Env, db: Db, input: RetentionCampaignBody, ctx: AuditContext): Promise<RetentionCampaign> {
   if (input.targetSegment !== "at_risk") throw invalid([{ path: "targetSegment", message: `"${input.targetSegment}" is not supported; only "at_risk"` }]);
@@ -111,22 +108,16 @@ export async function sendRetentionCampaign(env: Env, db: Db, input: RetentionCa
       };
     });
 
-  const inserts: BatchItem<"sqlite">[] = [];
-  for (let i = 0; i < rows.length; i += ROWS_PER_INSERT) inserts.push(db.insert(notifications).values(rows.slice(i, i + ROWS_PER_INSERT)));
+  // Each notification with its customer.notification event, in the campaign's batch (multi-row inserts).
+  const outbox = notificationInserts(db, rows, ctx);
   await commitWithAudit(
     db,
-    inserts,
+    outbox.statements,
     [{ action: "campaign.retention_sent", targetType: "campaign", targetId: campaignId, after: { segment: "at_risk", minScore: RETENTION_MIN_SCORE, offer, customerIds: rows.map((r) => r.customerId) } }],
     ctx,
   );
 
-  // The rows are the outbox: a message lost here leaves its notification `queued` and visible.
-  for (let i = 0; i < rows.length; i += QUEUE_BATCH) {
-    const batch = rows.slice(i, i + QUEUE_BATCH).map((r) => ({ body: { type: "notification.send", notificationId: r.id } satisfies WebhookMessage }));
-    await env.WEBHOOK_QUEUE.sendBatch(batch).catch((e) =>
-      console.log(JSON.stringify({ level: "error", msg: "notification enqueue failed", campaignId, notificationIds: batch.map((b) => b.body.notificationId), error: String(e) })),
-    );
-  }
+  notificationsCommitted(outbox.eventIds);
 
   const score = new Map(targets.map((t) => [t.customerId, t.score]));
   return {
@@ -161,7 +152,7 @@ export const campaignRoutes = router().openapi(
       "targetSegment and offerType default to the only values supported now (others are 422). " +
       `Targets the customers of GET /api/v1/analytics/at-risk-customers scoring at least ${RETENTION_MIN_SCORE}, highest first, at most ${MAX_CAMPAIGN_TARGETS} per campaign, ` +
       "skipping those who still hold an unexpired retention offer. Each gets a `retention.offer` notification (template `retention_offer`) with an offer code and expiry, " +
-      "sent through the notifications queue; the campaign is recorded in the audit log (`campaign.retention_sent`). " +
+      "delivered as `customer.notification` events by the built-in endpoint `we_notifications` (NOTIFY_WEBHOOK_URL); the campaign is recorded in the audit log (`campaign.retention_sent`). " +
       "Nothing changes on any subscription until the offer is taken up: POST /api/v1/campaigns/retention/redeem with the offer code applies it as the subscription's discount." +
       LENIENT,
     middleware: [requireRole(access.finance)] as const,

@@ -2,12 +2,11 @@ import type { AuditContext } from "../../platform/audit";
 import { commitWithAudit } from "../../platform/audit";
 import { isUniqueViolation } from "../../db/assert";
 import type { Db } from "../../db/client";
-import { notifications } from "../../db/schema";
 import type { Actor } from "../../env";
 import { money, type Money } from "../../domain/money";
 import { newId } from "../../lib/ids";
 import { iso, DAY_MS } from "../../lib/time";
-import type { WebhookMessage } from "../../../queues/messages";
+import { notificationInserts, notificationsCommitted } from "../notifications/outbox";
 import { churnBetween, type ChurnReport } from "./churn";
 import { collectedBetween, FLOWS_BASIS, invoicedBetween, refundedBetween, type FlowRow } from "./flows";
 import { currentMrr, type MrrReport } from "./mrr";
@@ -122,22 +121,27 @@ export async function weeklyRevenueReport(
   const dedupeKey = `weekly_revenue:${report.date}:${email}`;
   const id = newId("ntf");
   const summary = report.revenue.map((r) => ({ currency: r.currency, invoiced: r.invoiced.amount, collected: r.collected.amount, refunded: r.refunded.amount, net: r.net.amount }));
+  const outbox = notificationInserts(
+    db,
+    [
+      {
+        id,
+        kind: "report.weekly_revenue",
+        customerId: "system",
+        invoiceId: null,
+        template: "weekly_revenue",
+        payload: { email, reportKey: key, date: report.date, window: report.window, revenue: summary, mrr: report.mrr.currencies.map((m) => ({ currency: m.currency, mrr: m.mrr.amount })) },
+        dedupeKey,
+        status: "queued",
+        createdAt: now,
+      },
+    ],
+    { now },
+  );
   try {
     await commitWithAudit(
       db,
-      [
-        db.insert(notifications).values({
-          id,
-          kind: "report.weekly_revenue",
-          customerId: "system",
-          invoiceId: null,
-          template: "weekly_revenue",
-          payload: { email, reportKey: key, date: report.date, window: report.window, revenue: summary, mrr: report.mrr.currencies.map((m) => ({ currency: m.currency, mrr: m.mrr.amount })) },
-          dedupeKey,
-          status: "queued",
-          createdAt: now,
-        }),
-      ],
+      outbox.statements,
       [{ action: "report.weekly_revenue_queued", targetType: "notification", targetId: id, after: { reportKey: key, template: "weekly_revenue", date: report.date } }],
       { ...audit, now },
     );
@@ -146,9 +150,6 @@ export async function weeklyRevenueReport(
     const existing = await db.query.notifications.findFirst({ where: (n, { eq }) => eq(n.dedupeKey, dedupeKey) });
     return { key, report, notification: { id: existing?.id ?? id, email, status: "already_queued" } };
   }
-  // The row is the outbox: without the message it stays `queued` and visible.
-  await env.WEBHOOK_QUEUE.send({ type: "notification.send", notificationId: id } satisfies WebhookMessage).catch((e) =>
-    console.log(JSON.stringify({ level: "error", msg: "notification enqueue failed", notificationId: id, error: String(e) })),
-  );
+  notificationsCommitted(outbox.eventIds);
   return { key, report, notification: { id, email, status: "queued" } };
 }

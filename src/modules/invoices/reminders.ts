@@ -6,7 +6,7 @@ import { customers, invoices, notifications } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
 import { newId } from "../../lib/ids";
 import { DAY_MS, iso } from "../../lib/time";
-import { dispatchNotifications } from "../notifications/outbox";
+import { notificationInserts, notificationsCommitted } from "../notifications/outbox";
 import { pagesById } from "./service";
 
 const REMINDER_PAGE = 50; // one insert and one audit row per invoice: 100 statements per batch at most
@@ -14,8 +14,8 @@ const REMINDER_PAGE = 50; // one insert and one audit row per invoice: 100 state
 export type ReminderReport = { queued: number; alreadySentToday: number; invoiceIds: string[] };
 
 /**
- * One `invoice.reminder` notification per overdue open invoice per UTC day (deduped by key), then a
- * `notification.send` message for each new one. Test-clock invoices are left out: their due dates are in
+ * One `invoice.reminder` notification per overdue open invoice per UTC day (deduped by key), each new one with
+ * its `customer.notification` event. Test-clock invoices are left out: their due dates are in
  * simulated time.
  */
 export async function sendReminders(env: Env, db: Db, input: { daysOverdue: number; template: string }, ctx: AuditContext): Promise<ReminderReport> {
@@ -35,6 +35,7 @@ export async function sendReminders(env: Env, db: Db, input: { daysOverdue: numb
   for await (const page of pagesById(overdue, REMINDER_PAGE)) {
     const keyOf = (invoiceId: string) => `reminder:${invoiceId}:${day}`;
     let created: (typeof notifications.$inferInsert)[] = [];
+    let eventIds: string[] = [];
     for (let attempt = 1; ; attempt++) {
       const existing = new Set(
         (await db.select({ k: notifications.dedupeKey }).from(notifications).where(inArray(notifications.dedupeKey, page.map((i) => keyOf(i.id)))).all()).map((n) => n.k),
@@ -63,10 +64,12 @@ export async function sendReminders(env: Env, db: Db, input: { daysOverdue: numb
           createdAt: ctx.now,
         }));
       if (!created.length) break;
+      const outbox = notificationInserts(db, created, ctx);
+      eventIds = outbox.eventIds;
       try {
         await commitWithAudit(
           db,
-          created.map((n) => db.insert(notifications).values(n)),
+          outbox.statements,
           created.map((n): AuditEntry => ({ action: "invoice.reminder_queued", targetType: "invoice", targetId: n.invoiceId!, after: { notificationId: n.id, template: n.template, daysOverdue: n.payload.daysOverdue } })),
           ctx,
         );
@@ -78,7 +81,7 @@ export async function sendReminders(env: Env, db: Db, input: { daysOverdue: numb
     }
     report.alreadySentToday += page.length - created.length;
     for (const n of created) report.invoiceIds.push(n.invoiceId!);
-    await dispatchNotifications(env, created.map((n) => n.id));
+    if (created.length) notificationsCommitted(eventIds);
   }
   report.queued = report.invoiceIds.length;
   return report;

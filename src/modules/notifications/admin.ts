@@ -8,7 +8,8 @@ import { notifications } from "../../db/schema";
 import { PaginationQuery } from "../../http/openapi";
 import { ApiError } from "../../platform/errors";
 import { iso } from "../../lib/time";
-import { dispatchNotifications } from "./outbox";
+import { notificationEvent, notificationObject, notificationsCommitted } from "./outbox";
+import { eventInsert, eventRow } from "../../platform/events";
 
 const statuses = ["queued", "sent", "failed"] as const;
 
@@ -35,19 +36,7 @@ export const NotificationListQuery = PaginationQuery.extend({
 });
 
 type Row = typeof notifications.$inferSelect;
-const view = (r: Row): z.infer<typeof NotificationView> => ({
-  id: r.id,
-  kind: r.kind,
-  template: r.template,
-  customerId: r.customerId,
-  invoiceId: r.invoiceId,
-  status: r.status,
-  attempts: r.attempts,
-  lastError: r.lastError,
-  createdAt: iso(r.createdAt),
-  sentAt: iso(r.sentAt),
-  payload: r.payload,
-});
+const view = (r: Row): z.infer<typeof NotificationView> => notificationObject(r);
 
 /** Newest first; support uses `status=failed` to see what customers were not told, and why. */
 export async function listNotifications(db: Db, q: z.infer<typeof NotificationListQuery>) {
@@ -64,17 +53,26 @@ export async function listNotifications(db: Db, q: z.infer<typeof NotificationLi
   );
 }
 
-/** A failed notification goes back to the queue with fresh attempts (e.g. once delivery is configured or fixed). */
+/**
+ * A failed notification goes back to the queue with fresh attempts (e.g. once delivery is configured or fixed): a new
+ * `customer.notification` event in the same batch, delivered with a fresh retry window (same `webhook-id`).
+ */
 export async function resendNotification(env: Env, db: Db, id: string, ctx: AuditContext) {
   const row = await db.select().from(notifications).where(eq(notifications.id, id)).get();
   if (!row) throw new ApiError("not_found", `no notification ${id}`, [{ path: "id", message: "unknown notification" }]);
   if (row.status !== "failed") {
     throw new ApiError("conflict", `notification ${id} is ${row.status}; only a failed notification can be sent again`, [{ path: "id", message: `status is ${row.status}` }]);
   }
+  const queued: Row = { ...row, status: "queued", attempts: 0, lastError: null };
+  const event = eventRow({ ...notificationEvent(queued), object: notificationObject(queued) }, ctx);
   try {
     await commitWithAudit(
       db,
-      [db.update(notifications).set({ status: "queued", attempts: 0, lastError: null }).where(and(eq(notifications.id, id), eq(notifications.status, "failed"))), assertChanged(db)],
+      [
+        db.update(notifications).set({ status: "queued", attempts: 0, lastError: null }).where(and(eq(notifications.id, id), eq(notifications.status, "failed"))),
+        assertChanged(db),
+        eventInsert(db, event),
+      ],
       [{ action: "notification.resend", targetType: "notification", targetId: id, before: { status: row.status, attempts: row.attempts, lastError: row.lastError }, after: { status: "queued" } }],
       ctx,
     );
@@ -82,6 +80,6 @@ export async function resendNotification(env: Env, db: Db, id: string, ctx: Audi
     if (!isAssertionFailure(e)) throw e;
     throw new ApiError("conflict", `notification ${id} changed while it was being re-sent; fetch it again`, [{ path: "id", message: "changed concurrently" }]);
   }
-  await dispatchNotifications(env, [id]);
-  return view({ ...row, status: "queued", attempts: 0, lastError: null });
+  notificationsCommitted([event.id]);
+  return view(queued);
 }

@@ -2,7 +2,7 @@ import { eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
 import type { AuditContext, AuditEntry } from "../../platform/audit";
-import { customers, invoices, notifications, payments } from "../../db/schema";
+import { customers, invoices, payments } from "../../db/schema";
 import { change, type ChangeSet } from "../../platform/change-set";
 import type { EventDraft } from "../../platform/events";
 import { invoicePaymentFailed } from "../invoices/lifecycle";
@@ -11,7 +11,7 @@ import { formatMinor } from "../../domain/money";
 import { newId } from "../../lib/ids";
 import type { PaymentMessage } from "../../../queues/messages";
 import { MAX_QUEUE_DELAY_SECONDS, retryConfig, retryDelaySeconds } from "./config";
-import { dispatchNotifications } from "../notifications/outbox";
+import { notificationInserts, notificationsCommitted } from "../notifications/outbox";
 import { nowFor } from "../../platform/clock";
 
 type PaymentRow = typeof payments.$inferSelect;
@@ -52,10 +52,9 @@ export async function planFailure(db: Db, inv: InvoiceRow | undefined, payment: 
   const audit: AuditEntry[] = [
     { action: "payment.failed", targetType: "payment", targetId: payment.id, before: { status: payment.status }, after: { invoiceId: payment.invoiceId, attempt: payment.attempt, code: failure.code, nextRetryAt, ...(eventId ? { eventId } : {}) } },
   ];
-  let noticeId: string | null = null;
+  let noticeEventIds: string[] = [];
   let subscriptionSide: ChangeSet = change();
   if (!retry && inv?.status === "open") {
-    noticeId = newId("ntf");
     // The subscription's side (active → past_due) is its owner's; its after-commit effects run with this plan's.
     if (inv.subscriptionId) {
       const sub = subscriptionAfterPayment(db, inv.subscriptionId, "failed_final", { ...ctx, now });
@@ -64,11 +63,11 @@ export async function planFailure(db: Db, inv: InvoiceRow | undefined, payment: 
       subscriptionSide = sub;
     }
     const customer = await db.select({ email: customers.email }).from(customers).where(eq(customers.id, inv.customerId)).get();
-    statements.push(
-      db
-        .insert(notifications)
-        .values({
-          id: noticeId,
+    const outbox = notificationInserts(
+      db,
+      [
+        {
+          id: newId("ntf"),
           kind: "payment.failed_final",
           customerId: inv.customerId,
           invoiceId: inv.id,
@@ -78,9 +77,13 @@ export async function planFailure(db: Db, inv: InvoiceRow | undefined, payment: 
           dedupeKey: `payment_failed:${inv.id}:${payment.attempt}`,
           status: "queued",
           createdAt: now,
-        })
-        .onConflictDoNothing(),
+        },
+      ],
+      { ...ctx, now },
+      { ignoreDuplicates: true },
     );
+    statements.push(...outbox.statements);
+    noticeEventIds = outbox.eventIds;
     audit.push({ action: "invoice.collection_exhausted", targetType: "invoice", targetId: inv.id, after: { attempts: payment.attempt, subscription: inv.subscriptionId ? "past_due" : null, uncollectibleAfterDays: config.gracePeriodDays } });
   }
   return {
@@ -93,8 +96,8 @@ export async function planFailure(db: Db, inv: InvoiceRow | undefined, payment: 
       if (retry && delay <= MAX_QUEUE_DELAY_SECONDS && !onClock) {
         await env.PAYMENT_QUEUE.send({ type: "payment.attempt", invoiceId: payment.invoiceId, attempt: next } satisfies PaymentMessage, { delaySeconds: delay });
       }
-      // A notice that lost the dedupe race was not inserted: its id is unknown to the consumer, which skips it.
-      if (noticeId) await dispatchNotifications(env, [noticeId]);
+      // A notice that lost the dedupe race was not inserted, nor its event: fan-out skips an unknown event id.
+      notificationsCommitted(noticeEventIds);
     },
   };
 }

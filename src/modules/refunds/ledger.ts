@@ -5,14 +5,14 @@ import type { AuditContext } from "../../platform/audit";
 import { isAssertionFailure, isUniqueViolation } from "../../db/assert";
 import { commit } from "../../platform/change-set";
 import { createPending, createRejected, fail, linkGatewayRefund, succeed } from "./lifecycle";
-import { customers, notifications, payments, refunds } from "../../db/schema";
+import { customers, payments, refunds } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
 import { gatewayByName } from "../../gateways";
 import type { Admitted } from "../../gateways/guard";
 import { counterIncrement } from "../../platform/metrics";
 import type { GatewayName, PaymentGateway, RefundResult } from "../../gateways/types";
 import { newId } from "../../lib/ids";
-import type { WebhookMessage } from "../../../queues/messages";
+import { notificationInserts, notificationsCommitted } from "../notifications/outbox";
 
 export type RefundRow = typeof refunds.$inferSelect;
 export type PaymentRow = typeof payments.$inferSelect;
@@ -93,14 +93,14 @@ async function recordSuccess(env: Env, db: Db, refund: RefundRow, gateway: strin
   // The payment as it stands: this refund's amount was reserved on it when the refund was created.
   const payment = (await paymentById(db, refund.paymentId))!;
   const statements: BatchItem<"sqlite">[] = [counterIncrement(db, "billing_refunds_total", { reason: refund.reason, gateway })];
-  const notificationId = newId("ntf");
+  let noticeEventIds: string[] = [];
   if (refund.notify) {
     const customer = await db.select({ email: customers.email, name: customers.name }).from(customers).where(eq(customers.id, payment.customerId)).get();
-    statements.push(
-      db
-        .insert(notifications)
-        .values({
-          id: notificationId,
+    const outbox = notificationInserts(
+      db,
+      [
+        {
+          id: newId("ntf"),
           kind: "refund.issued",
           customerId: payment.customerId,
           invoiceId: payment.invoiceId,
@@ -109,9 +109,13 @@ async function recordSuccess(env: Env, db: Db, refund: RefundRow, gateway: strin
           dedupeKey: `refund:${refund.id}`,
           status: "queued",
           createdAt: ctx.now,
-        })
-        .onConflictDoNothing(),
+        },
+      ],
+      ctx,
+      { ignoreDuplicates: true },
     );
+    statements.push(...outbox.statements);
+    noticeEventIds = outbox.eventIds;
   }
   try {
     await commit(
@@ -130,12 +134,8 @@ async function recordSuccess(env: Env, db: Db, refund: RefundRow, gateway: strin
     if (!isAssertionFailure(e)) throw e;
     return (await refundById(db, refund.id))!; // a concurrent delivery recorded it first
   }
-  if (refund.notify) {
-    // The row is the outbox: without the message it stays `queued` and visible.
-    await env.WEBHOOK_QUEUE.send({ type: "notification.send", notificationId } satisfies WebhookMessage).catch((e) =>
-      console.log(JSON.stringify({ level: "error", msg: "notification enqueue failed", notificationId, error: String(e) })),
-    );
-  }
+  // The notice's event was written with it (or not at all, if a notice for this refund existed): delivery picks it up.
+  notificationsCommitted(noticeEventIds);
   return (await refundById(db, refund.id))!;
 }
 

@@ -13,6 +13,9 @@ import type { HandlerResult } from "../../../queues/dispatch";
 import type { WebhookMessage } from "../../../queues/messages";
 import { matchesEvent, signingSecrets, toEndpoint, type EndpointRow } from "./service";
 import { systemActor } from "../../platform/actor";
+import { commitWithAudit, type AuditEntry } from "../../platform/audit";
+import { NOTIFICATION_EVENT } from "../notifications/outbox";
+import { ensureNotificationEndpoint, isNotificationsEndpoint, isRefusal, NOTIFICATIONS_ENDPOINT_ID, notificationOutcome, notificationTarget, NOTIFIER } from "./notifications";
 
 export type DeliveryRow = typeof webhookDeliveries.$inferSelect;
 
@@ -61,14 +64,20 @@ export function forgetEndpointsCache(): void {
 
 async function anyEnabledEndpoint(env: Env, now = Date.now()): Promise<boolean> {
   if (endpointsCache && now - endpointsCache.at < ENDPOINTS_CACHE_MS) return endpointsCache.any;
-  const row = await dbOf(env).select({ id: webhookEndpoints.id }).from(webhookEndpoints).where(eq(webhookEndpoints.disabled, false)).limit(1).get();
+  // The built-in notifications endpoint only takes customer.notification events, which say so (see enqueueFanout).
+  const row = await dbOf(env)
+    .select({ id: webhookEndpoints.id })
+    .from(webhookEndpoints)
+    .where(and(eq(webhookEndpoints.disabled, false), ne(webhookEndpoints.id, NOTIFICATIONS_ENDPOINT_ID)))
+    .limit(1)
+    .get();
   endpointsCache = { any: row !== undefined, at: now };
   return endpointsCache.any;
 }
 
 /** Committed events go to the webhooks queue for fan-out (off the request path; a lost message is swept up hourly). */
-export async function enqueueFanout(env: Env, eventIds: string[]): Promise<void> {
-  if (!(await anyEnabledEndpoint(env))) return;
+export async function enqueueFanout(env: Env, eventIds: string[], types?: readonly string[]): Promise<void> {
+  if (!types?.includes(NOTIFICATION_EVENT) && !(await anyEnabledEndpoint(env))) return;
   await send(env, chunks(eventIds, 50).map((ids) => ({ type: "events.fanout", eventIds: ids })));
 }
 onEventsCommitted(enqueueFanout);
@@ -153,6 +162,7 @@ export async function fanOut(env: Env, eventIds: string[], now = Date.now()): Pr
         .all()
     : [];
   if (!rows.length) return { status: "done" };
+  if (rows.some((e) => e.type === NOTIFICATION_EVENT)) await ensureNotificationEndpoint(env, db, now);
   const endpoints = await enabledEndpoints(db);
   const happened = (e: (typeof rows)[number]) => (e.testClockId ? now : e.createdAt);
   const pairs = rows.flatMap((e) => endpoints.filter((ep) => ep.createdAt <= happened(e) && matchesEvent(ep.enabledEvents, e.type)).map((ep) => ({ eventId: e.id, endpointId: ep.id })));
@@ -184,26 +194,37 @@ async function attempt(env: Env, db: Db, d: DeliveryRow, now: number, once = fal
   if (endpoint.disabled) return abandon(db, d, "the endpoint is disabled", now);
   if (!event) return abandon(db, d, "the event no longer exists", now);
 
-  const body = JSON.stringify(toEvent(event));
+  // The built-in endpoint posts a customer notification's envelope to NOTIFY_WEBHOOK_URL (see ./notifications.ts).
+  const notice = isNotificationsEndpoint(endpoint.id) && event.type === NOTIFICATION_EVENT ? await notificationTarget(env, db, event, now) : null;
+  if (notice?.kind === "gone") return abandon(db, d, "the notification no longer exists", now);
+  const target =
+    notice?.kind === "post"
+      ? notice
+      : { url: isNotificationsEndpoint(endpoint.id) ? env.NOTIFY_WEBHOOK_URL : endpoint.url, webhookId: event.id, body: JSON.stringify(toEvent(event)), userAgent: USER_AGENT };
   const timestamp = Math.floor(now / 1000);
   let statusCode: number | null = null;
-  let error: string | null = null;
+  let error: string | null = notice?.kind === "refused" ? notice.error : null;
   const started = Date.now();
-  try {
-    const headers = await standardWebhookHeaders(await signingSecrets(env, endpoint, now), event.id, timestamp, body, USER_AGENT);
-    const res = await fetch(endpoint.url, { method: "POST", headers, body, redirect: "manual", signal: AbortSignal.timeout(DELIVERY_TIMEOUT_MS) });
-    statusCode = res.status;
-    const answer = (await res.text().catch(() => "")).slice(0, 200);
-    if (!res.ok) error = `answered ${res.status}${answer ? `: ${answer}` : ""}`;
-  } catch (e) {
-    const name = (e as { name?: string } | null)?.name;
-    error = name === "TimeoutError" || name === "AbortError" ? `no answer within ${DELIVERY_TIMEOUT_MS / 1000} s` : `delivery failed: ${e instanceof Error ? e.message : String(e)}`;
+  if (notice?.kind !== "refused") {
+    try {
+      const secrets = isNotificationsEndpoint(endpoint.id) ? [env.NOTIFY_WEBHOOK_SECRET] : await signingSecrets(env, endpoint, now);
+      const headers = await standardWebhookHeaders(secrets, target.webhookId, timestamp, target.body, target.userAgent);
+      const res = await fetch(target.url, { method: "POST", headers, body: target.body, redirect: "manual", signal: AbortSignal.timeout(DELIVERY_TIMEOUT_MS) });
+      statusCode = res.status;
+      const answer = (await res.text().catch(() => "")).slice(0, 200);
+      if (!res.ok) error = `answered ${res.status}${answer ? `: ${answer}` : ""}`;
+    } catch (e) {
+      const name = (e as { name?: string } | null)?.name;
+      error = name === "TimeoutError" || name === "AbortError" ? `no answer within ${DELIVERY_TIMEOUT_MS / 1000} s` : `delivery failed: ${e instanceof Error ? e.message : String(e)}`;
+    }
   }
   const latencyMs = Math.max(0, Date.now() - started);
   const ok = error === null;
   const attempts = d.attempts + 1;
   const delay = retryDelaySeconds(attempts);
-  const giveUp = !ok && !once && now + delay * 1000 > d.createdAt + RETRY_WINDOW_MS;
+  // A notification the receiver refuses (or that cannot be sent: not configured) fails at once; others retry.
+  const refused = notice !== null && (notice.kind === "refused" || isRefusal(statusCode));
+  const giveUp = !ok && !once && (refused || now + delay * 1000 > d.createdAt + RETRY_WINDOW_MS);
   const patch = {
     status: ok ? ("succeeded" as const) : once ? d.status : giveUp ? ("failed" as const) : ("pending" as const),
     attempts,
@@ -213,17 +234,27 @@ async function attempt(env: Env, db: Db, d: DeliveryRow, now: number, once = fal
     updatedAt: now,
   };
   const attemptRow = { id: newId("wda"), deliveryId: d.id, at: now, statusCode, latencyMs, error };
-  await db.batch([
-    db.insert(webhookDeliveryAttempts).values(attemptRow),
-    db.update(webhookDeliveries).set(patch).where(eq(webhookDeliveries.id, d.id)),
-    ok
-      ? db.update(webhookEndpoints).set({ failingSince: null }).where(and(eq(webhookEndpoints.id, endpoint.id), sql`${webhookEndpoints.failingSince} IS NOT NULL`))
-      : db.update(webhookEndpoints).set({ failingSince: sql`coalesce(${webhookEndpoints.failingSince}, ${now})` }).where(eq(webhookEndpoints.id, endpoint.id)),
-  ]);
+  // The notification's row follows its delivery, in the same batch (with its audit row when it is decided).
+  const noticeSide: { statements: BatchItem<"sqlite">[]; audit: AuditEntry[] } =
+    notice && !once ? notificationOutcome(db, notice, { ok, giveUp, error, statusCode, attempts }, now) : { statements: [], audit: [] };
+  await commitWithAudit(
+    db,
+    [
+      db.insert(webhookDeliveryAttempts).values(attemptRow),
+      db.update(webhookDeliveries).set(patch).where(eq(webhookDeliveries.id, d.id)),
+      ok
+        ? db.update(webhookEndpoints).set({ failingSince: null }).where(and(eq(webhookEndpoints.id, endpoint.id), sql`${webhookEndpoints.failingSince} IS NOT NULL`))
+        : db.update(webhookEndpoints).set({ failingSince: sql`coalesce(${webhookEndpoints.failingSince}, ${now})` }).where(eq(webhookEndpoints.id, endpoint.id)),
+      ...noticeSide.statements,
+    ],
+    noticeSide.audit,
+    { actor: NOTIFIER, now },
+  );
   if (patch.status === "pending") await send(env, [{ type: "webhook.deliver", deliveryId: d.id }], delay);
   if (!ok) {
     log("warn", "webhook delivery failed", { deliveryId: d.id, endpointId: endpoint.id, eventId: event.id, attempts, error, giveUp });
-    if (endpoint.failingSince !== null && now - endpoint.failingSince >= AUTO_DISABLE_AFTER_MS) await disableFailing(db, endpoint, now);
+    // The built-in endpoint is never disabled: its failures are failed notifications (CustomerNotificationsFailing).
+    if (endpoint.failingSince !== null && now - endpoint.failingSince >= AUTO_DISABLE_AFTER_MS && !isNotificationsEndpoint(endpoint.id)) await disableFailing(db, endpoint, now);
   }
   return { delivery: { ...d, ...patch }, attempt: attemptRow };
 }

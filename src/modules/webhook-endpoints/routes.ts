@@ -81,10 +81,10 @@ export const webhookEndpointRoutes = router()
       tags,
       operationId: "updateWebhookEndpoint",
       summary: "Update a webhook endpoint",
-      description: "Metadata keys are merged; `disabled: false` re-enables an endpoint.",
+      description: "Metadata keys are merged; `disabled: false` re-enables an endpoint. `we_notifications` (customer notifications) answers 409: it is configured by NOTIFY_WEBHOOK_URL and NOTIFY_WEBHOOK_SECRET.",
       middleware: [requireRole(access.admin)] as const,
       request: { params: IdParam, ...jsonBody(UpdateWebhookEndpoint) },
-      responses: { 200: jsonResponse(WebhookEndpoint, "The updated endpoint"), ...problems(404) },
+      responses: { 200: jsonResponse(WebhookEndpoint, "The updated endpoint"), ...problems(404, 409) },
     }),
     async (c) => {
       const updated = await updateEndpoint(c.env, dbOf(c.env), c.req.valid("param").id, c.req.valid("json"), auditCtx(c));
@@ -99,10 +99,10 @@ export const webhookEndpointRoutes = router()
       tags,
       operationId: "deleteWebhookEndpoint",
       summary: "Delete a webhook endpoint",
-      description: "Its pending deliveries are abandoned.",
+      description: "Its pending deliveries are abandoned. `we_notifications` (customer notifications) answers 409: it is configured by NOTIFY_WEBHOOK_URL and NOTIFY_WEBHOOK_SECRET.",
       middleware: [requireRole(access.admin)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(Deleted, "Deleted"), ...problems(404) },
+      responses: { 200: jsonResponse(Deleted, "Deleted"), ...problems(404, 409) },
     }),
     async (c) => c.json(await deleteEndpoint(dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
   )
@@ -113,10 +113,10 @@ export const webhookEndpointRoutes = router()
       tags,
       operationId: "rotateWebhookEndpointSecret",
       summary: "Roll a webhook endpoint's signing secret",
-      description: "The old secret keeps signing, as a second signature, for 24 h. " + shownOnce,
+      description: "The old secret keeps signing, as a second signature, for 24 h. `we_notifications` (customer notifications) answers 409: it is configured by NOTIFY_WEBHOOK_URL and NOTIFY_WEBHOOK_SECRET. " + shownOnce,
       middleware: [requireRole(access.admin)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(WebhookEndpointWithSecret, "The endpoint, with its new secret"), ...problems(404) },
+      responses: { 200: jsonResponse(WebhookEndpointWithSecret, "The endpoint, with its new secret"), ...problems(404, 409) },
     }),
     async (c) => {
       const rotated = await rotateSecret(c.env, dbOf(c.env), c.req.valid("param").id, auditCtx(c));

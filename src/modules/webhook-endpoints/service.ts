@@ -12,6 +12,7 @@ import { newWebhookSecret } from "../../lib/standard-webhooks";
 import { iso } from "../../lib/time";
 import { eventTypes } from "../../platform/events";
 import { Metadata } from "../customers/schemas";
+import { refuseBuiltin } from "./notifications";
 
 export type EndpointRow = typeof webhookEndpoints.$inferSelect;
 
@@ -170,6 +171,7 @@ export async function listEndpoints(db: Db, q: PageQuery) {
 }
 
 export async function updateEndpoint(env: Env, db: Db, id: string, input: z.infer<typeof UpdateWebhookEndpoint>, ctx: AuditContext) {
+  refuseBuiltin(id);
   validate(input, env.ENVIRONMENT);
   const before = await getEndpointRow(db, id);
   const patch: Partial<EndpointRow> = { updatedAt: ctx.now };
@@ -197,6 +199,7 @@ export async function updateEndpoint(env: Env, db: Db, id: string, input: z.infe
 }
 
 export async function deleteEndpoint(db: Db, id: string, ctx: AuditContext) {
+  refuseBuiltin(id);
   const before = await getEndpointRow(db, id);
   await commitWithAudit(
     db,
@@ -212,6 +215,7 @@ export async function deleteEndpoint(db: Db, id: string, ctx: AuditContext) {
 
 /** A new secret; the previous one keeps signing (second signature) for 24 h so receivers can switch without a gap. */
 export async function rotateSecret(env: Env, db: Db, id: string, ctx: AuditContext) {
+  refuseBuiltin(id);
   const before = await getEndpointRow(db, id);
   const secret = newWebhookSecret();
   const patch = {

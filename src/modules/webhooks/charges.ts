@@ -5,11 +5,11 @@ import type { AuditEntry } from "../../platform/audit";
 import { change, merge, type ChangeSet } from "../../platform/change-set";
 import { eventsCommitted } from "../../platform/events";
 import { asStatements, chargeRefundedEvent, createSettled, fail, linkGatewayRefund, refundLifecycle, succeed, type RefundStatus } from "../refunds/lifecycle";
-import { notifications, payments, refunds } from "../../db/schema";
+import { payments, refunds } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
-import type { WebhookMessage } from "../../../queues/messages";
+import { notificationInserts, notificationsCommitted } from "../notifications/outbox";
 import { findPayment, idOf } from "./lookup";
 import { settle, wait, WEBHOOK_ACTOR, type Commit, type Handler } from "./types";
 
@@ -122,18 +122,19 @@ export const disputeCreated: Handler = async ({ env, db, now, eventId }, object)
   const dueBy = dispute.evidence_details?.due_by;
   const notificationId = newId("ntf");
   const details = { disputeId: dispute.id, paymentId: payment.id, invoiceId: payment.invoiceId, amount: formatMinor(amount, currency), amountMinor: amount, currency, reason: dispute.reason ?? null, evidenceDueBy: typeof dueBy === "number" ? iso(dueBy * 1000) : null };
+  const outbox = notificationInserts(
+    db,
+    [{ id: notificationId, kind: "payment.disputed", customerId: payment.customerId, invoiceId: payment.invoiceId, template: "payment_disputed", payload: details, dedupeKey: `dispute:${dispute.id}`, status: "queued", createdAt: now }],
+    { now },
+    { ignoreDuplicates: true },
+  );
   const decision: Commit = settle(
     "processed",
     null,
-    [
-      db
-        .insert(notifications)
-        .values({ id: notificationId, kind: "payment.disputed", customerId: payment.customerId, invoiceId: payment.invoiceId, template: "payment_disputed", payload: details, dedupeKey: `dispute:${dispute.id}`, status: "queued", createdAt: now })
-        .onConflictDoNothing(),
-    ],
+    outbox.statements,
     [{ action: "payment.disputed", targetType: "payment", targetId: payment.id, after: { ...details, status: dispute.status ?? null, eventId, notificationId } }],
   );
-  // The row is committed first; without this message it stays queued in the outbox, nothing is lost.
-  decision.afterCommit = () => env.WEBHOOK_QUEUE.send({ type: "notification.send", notificationId } satisfies WebhookMessage);
+  // The row and its event are committed together; a lost hand-off is swept up by the endpoints' hourly sweep.
+  decision.afterCommit = async () => notificationsCommitted(outbox.eventIds);
   return decision;
 };
