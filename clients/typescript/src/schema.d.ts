@@ -3356,6 +3356,11 @@ export interface components {
                 planVersion: number;
                 quantity: number;
                 effectiveAt: string;
+                /**
+                 * @description How the change prorates when it takes effect; always_invoice invoices its prorations then
+                 * @enum {string}
+                 */
+                prorationBehavior: "create_prorations" | "none" | "always_invoice";
             } | null;
             testClockId: string | null;
             metadata: {
@@ -7975,7 +7980,7 @@ export interface operations {
                      */
                     prorate?: boolean;
                     /**
-                     * @description create_prorations: proration lines on the next invoice (prorate true); none: no proration (prorate false); always_invoice: prorate and invoice the lines now
+                     * @description create_prorations: proration lines on the next invoice (prorate true); none: no proration (prorate false); always_invoice: prorate and invoice the lines when the change takes effect (now, or at effectiveDate)
                      * @enum {string}
                      */
                     prorationBehavior?: "create_prorations" | "none" | "always_invoice";

@@ -22,9 +22,11 @@ type PlanRow = Awaited<ReturnType<typeof planVersion>>;
 
 const conflict = (detail: string) => new ApiError("conflict", detail);
 
+const changedConcurrently = (sub: SubscriptionRow) => conflict(`subscription ${sub.id} changed concurrently; retry`);
+
 /** The guarded update every lifecycle operation makes: 409 when the row changed since it was read. */
 async function commitChange(db: Db, sub: SubscriptionRow, patch: Partial<SubscriptionRow>, extra: BatchItem<"sqlite">[], audit: AuditEntry[], ctx: AuditContext) {
-  if (!(await commitSubscriptionChange(db, sub, patch, extra, audit, ctx))) throw conflict(`subscription ${sub.id} changed concurrently; retry`);
+  if (!(await commitSubscriptionChange(db, sub, patch, extra, audit, ctx))) throw changedConcurrently(sub);
 }
 
 async function refreshMeter(env: Env, db: Db, id: string) {
@@ -135,6 +137,7 @@ async function changeIntervalNow(env: Env, db: Db, sub: SubscriptionRow, plan: P
     pendingQuantity: null,
     pendingChangeAt: null,
     pendingProrate: null,
+    pendingInvoiceNow: null,
   };
   const audit: AuditEntry[] = [
     {
@@ -157,7 +160,7 @@ async function changeIntervalNow(env: Env, db: Db, sub: SubscriptionRow, plan: P
     audit.push(...built.audit);
     audit.push({ action: "invoice.created", targetType: "invoice", targetId: invoiceId, after: { subscriptionId: sub.id, total: built.invoice.total, reason: "billing interval changed" } });
   }
-  await commitChange(db, sub, patch, extra, audit, ctx);
+  if (!(await commitSubscriptionChange(db, sub, patch, extra, audit, ctx))) return null;
   eventsCommitted(createdEvents);
   if (invoiceId) await finalizeInvoice(env, db, invoiceId, ctx);
   return { lines, net: lines.reduce((s, l) => s + l.amount, 0), invoiceId };
@@ -230,7 +233,8 @@ async function planChangeTarget(db: Db, sub: SubscriptionRow, input: { newPlanId
  * Switches plan (and quantity) at `ctx.now`: with proration, credit for the old advance fees' unused time and a
  * charge for the new ones' remaining time, and for arrears fees the old plan's used time less the new plan's
  * share of it (each line rounded, then netted on the next invoice); usage of meters the new plan lacks is priced
- * up to now. Returns the lines added to the next invoice.
+ * up to now. Returns the lines added to the next invoice (or invoiced at once with `invoiceNow`), or null when
+ * another writer changed the subscription first (a concurrent run of the same scheduled step: it did the work).
  */
 export async function changePlanNow(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, next: PlanRow, opts: { quantity: number; prorate: boolean; invoiceNow?: boolean }, ctx: AuditContext) {
   const intervalChanged = next.interval !== plan.interval || next.intervalCount !== plan.intervalCount;
@@ -262,7 +266,7 @@ export async function changePlanNow(env: Env, db: Db, sub: SubscriptionRow, plan
     };
   }
   const rows = invoice ? [] : pendingRows(sub, lines, ctx.now);
-  await commitChange(
+  const committed = await commitSubscriptionChange(
     db,
     sub,
     {
@@ -274,6 +278,7 @@ export async function changePlanNow(env: Env, db: Db, sub: SubscriptionRow, plan
       pendingQuantity: null,
       pendingChangeAt: null,
       pendingProrate: null,
+      pendingInvoiceNow: null,
       ...(prorating && sub.status !== "paused" ? { arrearsFrom: ctx.now } : {}),
     },
     [...rows.map((r) => db.insert(pendingItems).values(r)), ...(invoice?.statements ?? [])],
@@ -289,6 +294,7 @@ export async function changePlanNow(env: Env, db: Db, sub: SubscriptionRow, plan
     ],
     ctx,
   );
+  if (!committed) return null;
   if (invoice) {
     eventsCommitted(invoice.eventIds);
     await finalizeInvoice(env, db, invoice.id, ctx);
@@ -304,19 +310,17 @@ export async function changePlan(
   ctx: AuditContext,
 ) {
   const { next, quantity, when } = await planChangeTarget(db, sub, input, ctx.now);
-  // Stripe invoices prorations at once; a change at the period end has none (the cycle invoice bills the new plan),
-  // so always_invoice is accepted there. A dated change inside a period would be prorated when it happens, which
-  // would need an invoice at that time: not done here, so refused rather than silently left to the next invoice.
-  if (input.invoiceNow && when > ctx.now && when !== sub.currentPeriodEnd) {
-    throw invalid([{ path: "prorationBehavior", message: "always_invoice applies to a change that takes effect now or at the period end (effectiveDate now or next_billing_cycle); a dated change inside a period prorates onto the next invoice: use create_prorations" }]);
-  }
+  // Stripe invoices prorations when the change takes effect: now, or for a dated change inside the period when the
+  // renewal run (or a test clock) reaches it (pendingInvoiceNow). A change at the period end has none to invoice.
   if (when <= ctx.now) {
     const plan = await planVersion(db, sub.planId, sub.planVersion);
     const result = await changePlanNow(env, db, sub, plan, next, { quantity, prorate: input.prorate, invoiceNow: input.invoiceNow ?? false }, ctx);
+    if (!result) throw changedConcurrently(sub);
     return { subscription: await refreshMeter(env, db, sub.id), effectiveAt: ctx.now, scheduled: false, ...result };
   }
-  await commitChange(db, sub, { pendingPlanId: next.id, pendingPlanVersion: next.version, pendingQuantity: quantity, pendingChangeAt: when, pendingProrate: input.prorate }, [], [
-    { action: "subscription.plan_change_scheduled", targetType: "subscription", targetId: sub.id, before: { planId: sub.planId }, after: { planId: next.id, planVersion: next.version, quantity, effectiveAt: when } },
+  const invoiceNow = (input.invoiceNow ?? false) && when < sub.currentPeriodEnd;
+  await commitChange(db, sub, { pendingPlanId: next.id, pendingPlanVersion: next.version, pendingQuantity: quantity, pendingChangeAt: when, pendingProrate: input.prorate, pendingInvoiceNow: invoiceNow }, [], [
+    { action: "subscription.plan_change_scheduled", targetType: "subscription", targetId: sub.id, before: { planId: sub.planId }, after: { planId: next.id, planVersion: next.version, quantity, effectiveAt: when, invoiceNow } },
   ], ctx);
   return { subscription: await refreshMeter(env, db, sub.id), effectiveAt: when, scheduled: true, lines: [] as DraftLine[], net: 0, invoiceId: null };
 }

@@ -116,9 +116,11 @@ async function resume(env: Env, db: Db, sub: SubscriptionRow, _plan: PlanRow, ct
 
 async function scheduledPlanChange(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, ctx: AuditContext): Promise<StepResult | null> {
   const next = await planVersion(db, sub.pendingPlanId!, sub.pendingPlanVersion!);
-  await changePlanNow(env, db, sub, plan, next, { quantity: sub.pendingQuantity ?? sub.quantity, prorate: sub.pendingProrate ?? true }, ctx);
+  // always_invoice: the prorations are invoiced (and charged) now, when the change takes effect, as Stripe does.
+  const changed = await changePlanNow(env, db, sub, plan, next, { quantity: sub.pendingQuantity ?? sub.quantity, prorate: sub.pendingProrate ?? true, invoiceNow: sub.pendingInvoiceNow ?? false }, ctx);
+  if (!changed) return null; // a concurrent run of this step (a redelivered message) made the change
   const after = await afterCommit(env, db, sub.id);
-  return { subscriptionId: sub.id, step: "plan_change", at: ctx.now, status: after.status };
+  return { subscriptionId: sub.id, step: "plan_change", at: ctx.now, status: after.status, ...(changed.invoiceId ? { invoiceId: changed.invoiceId } : {}) };
 }
 
 /**
@@ -176,7 +178,7 @@ async function periodEnd(env: Env, db: Db, loaded: Loaded, ctx: AuditContext): P
     ...(wasTrial && !cancel ? { trialConvertedAt: ended.end } : {}),
     ...(cancel ? { endedAt: ended.end, canceledAt: sub.canceledAt ?? ended.end } : {}),
     ...(switching
-      ? { billingAnchor: anchor, planId: nextPlan.id, planVersion: nextPlan.version, quantity, pendingPlanId: null, pendingPlanVersion: null, pendingQuantity: null, pendingChangeAt: null, pendingProrate: null }
+      ? { billingAnchor: anchor, planId: nextPlan.id, planVersion: nextPlan.version, quantity, pendingPlanId: null, pendingPlanVersion: null, pendingQuantity: null, pendingChangeAt: null, pendingProrate: null, pendingInvoiceNow: null }
       : {}),
   };
   const action = cancel ? "subscription.canceled" : wasTrial ? "subscription.trial_converted" : "subscription.renewed";
