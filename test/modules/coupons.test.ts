@@ -168,6 +168,28 @@ describe("billing conventions", () => {
     expect((await arrearsOf(none.id)).map(([, a]) => a).filter((a) => a !== 0)).toEqual([3000]);
   });
 
+  it("a cancellation or plan change inside a partial first period prorates over the anchor's full period, as the first invoice did", async () => {
+    const clock = await clockAt("2024-04-21T00:00:00Z", "coupons");
+    const customer = await createCustomer({ testClockId: clock });
+    const small = await flatPlan("30.00");
+    const big = await flatPlan("60.00");
+    const body = { customerId: customer.id, planId: small.id, billingAnchor: "2024-05-01T00:00:00Z" };
+    const canceled = (await api("POST", "/api/v1/subscriptions", { body })).body;
+    const changed = (await api("POST", "/api/v1/subscriptions", { body })).body;
+    await advance(clock, "2024-04-26T00:00:00Z");
+    // Worked example: the first invoice billed 30.00 × 10/30 days = 10.00 for April 21 – May 1. On April 26, 5 of
+    // April's 30 days are left: the unused time is 30.00 × 5/30 = 5.00 (not 30.00 × 5/10 = 15.00 over the short period).
+    const cancel = await api("POST", `/api/v1/subscriptions/${canceled.id}/cancel`, { body: { cancelAtPeriodEnd: false, prorate: true, reason: "leaving" } });
+    expect(cancel.status, JSON.stringify(cancel.body)).toBe(200);
+    const final = (await api("GET", `/api/v1/invoices/${cancel.body.finalInvoiceId}`)).body;
+    expect(final.lines.map((l: any) => [l.kind, l.amount.amountMinor])).toEqual([["proration", -500]]);
+    // The plan change: −5.00 for the small plan's unused time, +60.00 × 5/30 = 10.00 for the big plan's.
+    const r = await api("PUT", `/api/v1/subscriptions/${changed.id}/plan`, { body: { newPlanId: big.id, prorationBehavior: "always_invoice" } });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body.prorationLines.map((l: any) => l.amountMinor)).toEqual([-500, 1000]);
+    expect((await api("GET", `/api/v1/invoices/${r.body.invoiceId}`)).body.total.amountMinor).toBe(500);
+  });
+
   it("always_invoice invoices a plan change at once instead of on the next cycle invoice", async () => {
     const clock = await clockAt("2024-04-01T00:00:00Z", "coupons");
     const customer = await createCustomer({ testClockId: clock });

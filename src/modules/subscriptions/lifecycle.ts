@@ -8,7 +8,7 @@ import { customers, pendingItems, subscriptions, type SubscriptionStatus } from 
 import { arrearsShareLines, billingLines, prorationLines, type DraftLine, type MeteredPrice } from "../../domain/invoice";
 import { parseDecimal } from "../../domain/decimal";
 import { priceQuantity } from "../../domain/pricing";
-import { addIntervals } from "../../domain/periods";
+import { addIntervals, prorationSpan } from "../../domain/periods";
 import { ApiError, invalid } from "../../platform/errors";
 import { newId } from "../../lib/ids";
 import { closeMeterPeriod, meterStub, pushMeterConfig } from "../usage/meter-config";
@@ -21,6 +21,9 @@ type SubscriptionRow = typeof subscriptions.$inferSelect;
 type PlanRow = Awaited<ReturnType<typeof planVersion>>;
 
 const conflict = (detail: string) => new ApiError("conflict", detail);
+
+/** What the current period's fees are prorated over: the anchor's full period for a partial first period, as billed. */
+const spanOf = (sub: SubscriptionRow, plan: PlanRow) => prorationSpan({ start: sub.currentPeriodStart, end: sub.currentPeriodEnd }, sub, plan.interval, plan.intervalCount);
 
 const changedConcurrently = (sub: SubscriptionRow) => conflict(`subscription ${sub.id} changed concurrently; retry`);
 
@@ -102,13 +105,14 @@ const pendingRows = (sub: SubscriptionRow, lines: DraftLine[], now: number) =>
  * the pending items. The lines of a final (cancel) or intermediate (interval change) invoice.
  */
 async function closeOutLines(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, at: number, credit: boolean) {
-  const period = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
-  const usage = plan.prices.some((p) => p.type === "metered") ? await closeMeterPeriod(env, db, sub, plan, period.start, at) : new Map<string, string>();
+  const current = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
+  const period = spanOf(sub, plan);
+  const usage = plan.prices.some((p) => p.type === "metered") ? await closeMeterPeriod(env, db, sub, plan, current.start, at) : new Map<string, string>();
   const pending = await unbilledPending(db, sub.id);
-  const used = { start: period.start, end: at };
+  const used = { start: current.start, end: at };
   // Usage of the time used, and the current plan's arrears fees for its own share of it (from a mid-period change, if any).
   const usageLines = billingLines({ currency: sub.currency, quantity: sub.quantity, planName: plan.name, advance: null, arrears: { prices: asPrices(plan.prices), period: used, usage }, pending: [] }).filter((l) => l.kind !== "flat");
-  const fees = arrearsShareLines({ currency: sub.currency, period, from: sub.arrearsFrom ?? period.start, to: at, plan: { prices: asPrices(plan.prices), quantity: sub.quantity, name: plan.name } });
+  const fees = arrearsShareLines({ currency: sub.currency, period, from: sub.arrearsFrom ?? current.start, to: at, plan: { prices: asPrices(plan.prices), quantity: sub.quantity, name: plan.name } });
   const arrears = [...fees, ...usageLines];
   const credits = credit ? prorationLines({ currency: sub.currency, period, at, old: { prices: asPrices(plan.prices), quantity: sub.quantity, name: plan.name }, next: null }) : [];
   return { lines: [...arrears, ...credits, ...pending.map(pendingToLine)], pending };
@@ -172,7 +176,7 @@ async function changeIntervalNow(env: Env, db: Db, sub: SubscriptionRow, plan: P
  * time; usage of meters the new plan lacks priced up to now. Reads only: changePlanNow commits them, the preview shows them.
  */
 async function samePeriodChangeLines(env: Env, sub: SubscriptionRow, plan: PlanRow, next: PlanRow, opts: { quantity: number; prorate: boolean }, now: number) {
-  const period = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
+  const period = spanOf(sub, plan);
   const oldPlan = { prices: asPrices(plan.prices), quantity: sub.quantity, name: `${plan.name} v${plan.version}` };
   const prorating = opts.prorate && sub.status !== "trialing";
   // Advance fees: credit the unused time, charge the new remaining time. Arrears fees: the old plan's share of the
@@ -181,7 +185,7 @@ async function samePeriodChangeLines(env: Env, sub: SubscriptionRow, plan: PlanR
   const proration = prorating
     ? [
         ...prorationLines({ currency: sub.currency, period, at: now, old: oldPlan, next: { prices: asPrices(next.prices), quantity: opts.quantity, name: `${next.name} v${next.version}` } }),
-        ...(sub.status === "paused" ? [] : arrearsShareLines({ currency: sub.currency, period, from: sub.arrearsFrom ?? period.start, to: now, plan: oldPlan }).map((l) => ({ ...l, kind: "proration" as const, description: `Time used on ${l.description}` }))),
+        ...(sub.status === "paused" ? [] : arrearsShareLines({ currency: sub.currency, period, from: sub.arrearsFrom ?? sub.currentPeriodStart, to: now, plan: oldPlan }).map((l) => ({ ...l, kind: "proration" as const, description: `Time used on ${l.description}` }))),
       ]
     : [];
   const lines = [...proration, ...(await usageOfDroppedMeters(env, sub, plan, next, now))];
@@ -204,9 +208,9 @@ export async function previewPlanChange(
   const plan = await planVersion(db, sub.planId, sub.planVersion);
   const intervalChanged = next.interval !== plan.interval || next.intervalCount !== plan.intervalCount;
   if (intervalChanged && sub.status !== "trialing" && sub.status !== "paused") {
-    const period = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
+    const period = spanOf(sub, plan);
     const oldPlan = { prices: asPrices(plan.prices), quantity: sub.quantity, name: plan.name };
-    const fees = arrearsShareLines({ currency: sub.currency, period, from: sub.arrearsFrom ?? period.start, to: now, plan: oldPlan });
+    const fees = arrearsShareLines({ currency: sub.currency, period, from: sub.arrearsFrom ?? sub.currentPeriodStart, to: now, plan: oldPlan });
     const credits = input.prorate ? prorationLines({ currency: sub.currency, period, at: now, old: oldPlan, next: null }) : [];
     const newPeriod = { start: now, end: addIntervals(now, next.interval, next.intervalCount, 1) };
     const advance = billingLines({ currency: sub.currency, quantity, planName: next.name, advance: { prices: asPrices(next.prices), period: newPeriod }, arrears: null, pending: [] });

@@ -6,7 +6,7 @@ import { commitSubscriptionChange, commitSubscriptionChangeReading } from "./com
 import { changePlanNow } from "./lifecycle";
 import { customers, pendingItems, plans, settings, subscriptions, type SubscriptionStatus } from "../../db/schema";
 import { billingLines, type DraftLine } from "../../domain/invoice";
-import { periodAt } from "../../domain/periods";
+import { periodAt, prorationSpan } from "../../domain/periods";
 import { closeMeterPeriod, meterAlertsOf, pushMeterConfig, type MeterAlertRow } from "../usage/meter-config";
 import { asPrices, buildDraftInvoice, countryTaxRates, pendingToLine, planVersion, taxFromRates, unbilledPending } from "../invoices/invoice-builder";
 import { nextDueStep, type DueStep, graceMsOf } from "./due";
@@ -130,10 +130,8 @@ async function scheduledPlanChange(env: Env, db: Db, sub: SubscriptionRow, plan:
  * itself, from `arrearsFrom` when a change moved it.
  */
 function arrearsSpan(sub: SubscriptionRow, plan: PlanRow, ended: { start: number; end: number }): { period: { start: number; end: number }; from: number | null } {
-  if (ended.start === sub.createdAt) {
-    const grid = periodAt(sub.billingAnchor, plan.interval, plan.intervalCount, ended.start);
-    if (grid.start < ended.start && grid.end === ended.end) return { period: grid, from: Math.max(sub.arrearsFrom ?? ended.start, ended.start) };
-  }
+  const span = prorationSpan(ended, sub, plan.interval, plan.intervalCount);
+  if (span.start < ended.start) return { period: span, from: Math.max(sub.arrearsFrom ?? ended.start, ended.start) };
   return { period: ended, from: sub.arrearsFrom };
 }
 
