@@ -3735,6 +3735,14 @@ export interface components {
             pdfUrl?: string | null;
             /** @description The invoice's hosted page (no login), root-relative: made when the invoice is finalized, the same in GET, lists and events; null for a draft or once its links are revoked. An expired link answers 404 until rotated (POST /api/v1/invoices/{id}/hosted-link) */
             hostedUrl?: string | null;
+            /** @description What credit notes can still credit on this invoice (amount + tax): its total less issued notes, at most the amount due while open; 0 on a draft or void invoice */
+            creditable: {
+                total: {
+                    amount: string;
+                    amountMinor: number;
+                    currency: string;
+                };
+            };
             lines?: components["schemas"]["InvoiceLine"][];
             /** @description The coupon discounts this invoice got and what each took off (GET /invoices/:id) */
             discounts?: {
@@ -3773,6 +3781,19 @@ export interface components {
                 end: string;
             };
             computation: string;
+            /** @description What a credit note can still take from this line: its pre-tax amount (what `lines[].amount` of POST /credit-notes gives) and its tax, after issued notes; 0 on a draft or void invoice. Absent only on lines read back from an archived document made before it existed */
+            creditable?: {
+                amount: {
+                    amount: string;
+                    amountMinor: number;
+                    currency: string;
+                };
+                tax: {
+                    amount: string;
+                    amountMinor: number;
+                    currency: string;
+                };
+            };
         };
         HostedInvoiceLink: {
             invoiceId: string;
