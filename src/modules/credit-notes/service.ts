@@ -1,5 +1,5 @@
 import { inClockOf, inClockOfInvoice } from "../../platform/clock";
-import { and, desc, eq, inArray } from "drizzle-orm";
+import { and, desc, eq } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { creditNoteLines, creditNoteNumberSequences, creditNotes, invoices, payments, refunds } from "../../db/schema";
