@@ -123,6 +123,9 @@ export const subscriptions = sqliteTable(
     // --- docfix ---
     /** The current discount as the subscription object shows it: a mirror of its discounts row, written with it. */
     discount: text("discount", { mode: "json" }).$type<SubscriptionDiscountMirror>(),
+    // --- conventions ---
+    /** The scheduled change's prorations are invoiced when it takes effect (prorationBehavior always_invoice). */
+    pendingInvoiceNow: integer("pending_invoice_now", { mode: "boolean" }),
   },
   (t) => [
     index("subscriptions_customer_idx").on(t.customerId, t.createdAt),

@@ -96,3 +96,14 @@ export function periodAt(anchorMs: number, interval: Interval, count: number, at
   while (addIntervals(anchorMs, interval, count, index + 1) <= atMs) index++;
   return periodByIndex(anchorMs, interval, count, index);
 }
+
+/**
+ * The span a period's flat fees are prorated over. A partial first period (it starts at the subscription's creation,
+ * inside a full period of the anchor's grid, and ends with it) is a share of that full period, as its first invoice
+ * billed it; any other period is its own span.
+ */
+export function prorationSpan(current: { start: number; end: number }, sub: { createdAt: number; billingAnchor: number }, interval: Interval, count: number): { start: number; end: number } {
+  if (current.start !== sub.createdAt) return current;
+  const grid = periodAt(sub.billingAnchor, interval, count, current.start);
+  return grid.start < current.start && grid.end === current.end ? { start: grid.start, end: grid.end } : current;
+}

@@ -1,6 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
-import { api, createCustomer, createPlan, advance, clockAt, invoicesOf, unique } from "../helpers";
+import { api, createCustomer, createPlan, advance, attemptPayment, clockAt, invoicesOf, spyQueue, unique } from "../helpers";
+import { dbOf } from "../../src/db/client";
+import { SYSTEM_ACTOR } from "../../src/platform/actor";
+import { runDue } from "../../src/modules/subscriptions/renewal";
 
 const T = (s: string) => new Date(s).toISOString();
 
@@ -165,6 +168,28 @@ describe("billing conventions", () => {
     expect((await arrearsOf(none.id)).map(([, a]) => a).filter((a) => a !== 0)).toEqual([3000]);
   });
 
+  it("a cancellation or plan change inside a partial first period prorates over the anchor's full period, as the first invoice did", async () => {
+    const clock = await clockAt("2024-04-21T00:00:00Z", "coupons");
+    const customer = await createCustomer({ testClockId: clock });
+    const small = await flatPlan("30.00");
+    const big = await flatPlan("60.00");
+    const body = { customerId: customer.id, planId: small.id, billingAnchor: "2024-05-01T00:00:00Z" };
+    const canceled = (await api("POST", "/api/v1/subscriptions", { body })).body;
+    const changed = (await api("POST", "/api/v1/subscriptions", { body })).body;
+    await advance(clock, "2024-04-26T00:00:00Z");
+    // Worked example: the first invoice billed 30.00 × 10/30 days = 10.00 for April 21 – May 1. On April 26, 5 of
+    // April's 30 days are left: the unused time is 30.00 × 5/30 = 5.00 (not 30.00 × 5/10 = 15.00 over the short period).
+    const cancel = await api("POST", `/api/v1/subscriptions/${canceled.id}/cancel`, { body: { cancelAtPeriodEnd: false, prorate: true, reason: "leaving" } });
+    expect(cancel.status, JSON.stringify(cancel.body)).toBe(200);
+    const final = (await api("GET", `/api/v1/invoices/${cancel.body.finalInvoiceId}`)).body;
+    expect(final.lines.map((l: any) => [l.kind, l.amount.amountMinor])).toEqual([["proration", -500]]);
+    // The plan change: −5.00 for the small plan's unused time, +60.00 × 5/30 = 10.00 for the big plan's.
+    const r = await api("PUT", `/api/v1/subscriptions/${changed.id}/plan`, { body: { newPlanId: big.id, prorationBehavior: "always_invoice" } });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body.prorationLines.map((l: any) => l.amountMinor)).toEqual([-500, 1000]);
+    expect((await api("GET", `/api/v1/invoices/${r.body.invoiceId}`)).body.total.amountMinor).toBe(500);
+  });
+
   it("always_invoice invoices a plan change at once instead of on the next cycle invoice", async () => {
     const clock = await clockAt("2024-04-01T00:00:00Z", "coupons");
     const customer = await createCustomer({ testClockId: clock });
@@ -181,16 +206,13 @@ describe("billing conventions", () => {
     expect(inv.lines.map((l: any) => l.amount.amountMinor)).toEqual([-1500, 3000]);
   });
 
-  it("always_invoice on a change at the period end invoices nothing extra (Stripe: nothing to prorate), and is refused for a dated change inside the period", async () => {
+  it("always_invoice on a change at the period end invoices nothing extra (Stripe: nothing to prorate)", async () => {
     const clock = await clockAt("2024-04-01T00:00:00Z", "coupons");
     const customer = await createCustomer({ testClockId: clock });
     const small = await flatPlan("30.00");
     const big = await flatPlan("60.00");
     const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: small.id } })).body;
     await advance(clock, "2024-04-16T00:00:00Z");
-    const dated = await api("PUT", `/api/v1/subscriptions/${sub.id}/plan`, { body: { newPlanId: big.id, prorationBehavior: "always_invoice", effectiveDate: "2024-04-20T00:00:00Z" } });
-    expect(dated.status).toBe(422);
-    expect(dated.body.errors[0]).toMatchObject({ path: "prorationBehavior", message: expect.stringContaining("effectiveDate") });
     const r = await api("PUT", `/api/v1/subscriptions/${sub.id}/plan`, { body: { newPlanId: big.id, prorationBehavior: "always_invoice", effectiveDate: "next_billing_cycle" } });
     expect(r.status, JSON.stringify(r.body)).toBe(200);
     expect(r.body).toMatchObject({ scheduled: true, invoiceId: null, prorationLines: [] });
@@ -199,6 +221,52 @@ describe("billing conventions", () => {
     // The first month on the small plan, then May's cycle invoice on the big plan in full: no proration, no extra invoice.
     expect(invoices.map((i) => [i.billingReason, i.total.amountMinor])).toEqual([
       ["subscription_create", 3000],
+      ["subscription_cycle", 6000],
+    ]);
+  });
+
+  it("always_invoice on a dated change inside the period invoices its prorations when the change takes effect, charged, once", async () => {
+    const clock = await clockAt("2024-04-01T00:00:00Z", "coupons");
+    const customer = await createCustomer({ testClockId: clock });
+    const small = await flatPlan("30.00");
+    const big = await flatPlan("60.00");
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: small.id } })).body;
+    await advance(clock, "2024-04-16T00:00:00Z");
+    const r = await api("PUT", `/api/v1/subscriptions/${sub.id}/plan`, { body: { newPlanId: big.id, prorationBehavior: "always_invoice", effectiveDate: "2024-04-21T00:00:00Z" } });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body).toMatchObject({ scheduled: true, invoiceId: null, subscription: { pendingChange: { planId: big.id, effectiveAt: T("2024-04-21"), prorationBehavior: "always_invoice" } } });
+    expect(await invoicesOf(sub.id)).toHaveLength(1);
+
+    // April 21: the change takes effect and its prorations are invoiced then, in the clock's time. The step delivered
+    // twice at once (a redelivered message) runs once.
+    const payments = spyQueue();
+    const e = { ...env, PAYMENT_QUEUE: payments } as Env;
+    const runs = await Promise.all([1, 2].map(() => runDue(e, dbOf(e), sub.id, Date.parse("2024-04-21T00:00:00Z"), { actor: SYSTEM_ACTOR })));
+    expect(runs.flat().map((s) => [s.step, new Date(s.at).toISOString()])).toEqual([["plan_change", T("2024-04-21")]]);
+    expect(await runDue(e, dbOf(e), sub.id, Date.parse("2024-04-21T00:00:00Z"), { actor: SYSTEM_ACTOR })).toEqual([]);
+    await advance(clock, "2024-04-25T00:00:00Z");
+    expect(await invoicesOf(sub.id)).toHaveLength(2);
+    const [, update] = await invoicesOf(sub.id);
+    const inv = (await api("GET", `/api/v1/invoices/${update.id}`)).body;
+    // Worked example: 10 of April's 30 days left on April 21: −30.00 × 10/30 = −10.00 for the small plan's unused
+    // time, +60.00 × 10/30 = 20.00 for the big plan's: 10.00, finalized at once and sent to collection.
+    expect(inv).toMatchObject({ billingReason: "subscription_update", status: "open", total: { amountMinor: 1000 }, period: { start: T("2024-04-21"), end: T("2024-05-01") } });
+    expect(inv.finalizedAt).toBe(T("2024-04-21"));
+    expect(inv.lines.map((l: any) => [l.kind, l.amount.amountMinor])).toEqual([
+      ["proration", -1000],
+      ["proration", 2000],
+    ]);
+    expect(payments.sent.map((m) => m.body)).toContainEqual({ type: "payment.attempt", invoiceId: inv.id, attempt: 1 });
+    await attemptPayment(inv.id, 1, { env: { PAYMENT_QUEUE: spyQueue() } });
+    expect((await api("GET", `/api/v1/invoices/${inv.id}`)).body).toMatchObject({ status: "paid", amountPaid: { amountMinor: 1000 } });
+    expect((await api("GET", `/api/v1/subscriptions/${sub.id}`)).body).toMatchObject({ planId: big.id, pendingChange: null });
+
+    // May's cycle invoice bills the big plan in full, no proration left for it.
+    await advance(clock, "2024-05-01T00:00:00Z");
+    const invoices = await invoicesOf(sub.id);
+    expect(invoices.map((i) => [i.billingReason, i.total.amountMinor])).toEqual([
+      ["subscription_create", 3000],
+      ["subscription_update", 1000],
       ["subscription_cycle", 6000],
     ]);
   });

@@ -235,6 +235,33 @@ describe("credit notes on an open invoice", () => {
     expect(late.body.detail).toContain("was applied");
   }, 30_000);
 
+  it("the invoice says what is left to credit (creditable), in GET, lists and events, and the notes obey it", async () => {
+    const { invoice, line } = await taxedInvoice(false);
+    const usd = (minor: number) => ({ amount: (minor / 100).toFixed(2), amountMinor: minor, currency: "USD" });
+    expect(invoice.creditable).toEqual({ total: usd(11000) });
+    expect(invoice.lines[0].creditable).toEqual({ amount: usd(10000), tax: usd(1000) });
+    const r = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, amount: "20.00" }], reason: "order_change" });
+    expect(r.status).toBe(201);
+    // 110.00 − 22.00 (20.00 + 2.00 tax) is left; on the line 80.00 and 8.00 of tax.
+    const got = (await call("GET", `/api/v1/invoices/${invoice.id}`)).body;
+    expect(got.creditable).toEqual({ total: usd(8800) });
+    expect(got.lines[0].creditable).toEqual({ amount: usd(8000), tax: usd(800) });
+    const listed = (await call("GET", `/api/v1/invoices?customerId=${invoice.customerId}`)).body.data.find((i: any) => i.id === invoice.id);
+    expect(listed.creditable).toEqual({ total: usd(8800) });
+    const updated = await env.DB.prepare("SELECT data FROM events WHERE object_id = ? AND type = 'invoice.updated' ORDER BY created_at DESC, rowid DESC LIMIT 1").bind(invoice.id).first<{ data: string }>();
+    const object = JSON.parse(updated!.data).object;
+    expect(object.creditable).toEqual({ total: usd(8800) });
+    expect(object.lines[0].creditable).toEqual({ amount: usd(8000), tax: usd(800) });
+    // One cent more than the line has left is refused, exactly what is left is taken.
+    const over = await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, amount: "80.01" }], reason: "order_change" });
+    expect(over.status).toBe(422);
+    expect(over.body.errors[0].message).toContain("80.00 USD left to credit");
+    expect((await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, amount: "80.00" }], reason: "order_change" })).status).toBe(201);
+    const after = (await call("GET", `/api/v1/invoices/${invoice.id}`)).body;
+    expect(after).toMatchObject({ status: "paid", creditable: { total: usd(0) } });
+    expect(after.lines[0].creditable).toEqual({ amount: usd(0), tax: usd(0) });
+  }, 30_000);
+
   it("refuses drafts, void invoices, unknown lines and roles without finance access", async () => {
     const { invoice, line } = await taxedInvoice(false);
     expect((await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: "il_nope", amount: 1 }], reason: "duplicate" })).body.errors[0]).toMatchObject({ path: "lines.0.invoiceLineId" });

@@ -32,8 +32,10 @@ describe("events under a test clock", () => {
     expect(at("invoice.voided")).toEqual(["2025-02-01T06:00:00.000Z"]);
     expect(at("customer.subscription.deleted")).toEqual(["2025-02-01T06:00:00.000Z"]);
     expect(events.filter((e) => e.type === "invoice.created").length).toBeGreaterThanOrEqual(2);
-    // Nothing in real time: the renewal at 2025-02-01T00:00 happened during the advance, in the clock's time then.
-    expect(new Set(events.map((e) => e.createdAt))).toEqual(new Set(["2025-01-01T00:00:00.000Z", "2025-02-01T00:00:00.000Z", "2025-02-01T06:00:00.000Z"]));
+    // Nothing in real time: the renewal at 2025-02-01T00:00 happened during the advance, in the clock's time then,
+    // and its invoice.upcoming 7 days before it.
+    expect(at("invoice.upcoming")).toEqual(["2025-01-25T00:00:00.000Z"]);
+    expect(new Set(events.map((e) => e.createdAt))).toEqual(new Set(["2025-01-01T00:00:00.000Z", "2025-01-25T00:00:00.000Z", "2025-02-01T00:00:00.000Z", "2025-02-01T06:00:00.000Z"]));
     expect(events.every((e) => e.livemode === false)).toBe(true);
     // Newest first, and id order agrees with it.
     const ids = events.map((e) => e.id);

@@ -325,7 +325,10 @@ describe("a subscription's first invoice, end to end", () => {
     expect(rows[2]!.data.object).toEqual(body);
     expect(rows[2]!.data.previousAttributes).toMatchObject({ status: "open" });
     // The earlier events carry the same object as it was then: same shape, the states it passed through.
-    expect(rows[0]!.data.object).toEqual({ ...body, hostedUrl: null, pdfUrl: null, status: "draft", number: null, finalizedAt: null, dueAt: null, paidAt: null, amountPaid: { amount: "0.00", amountMinor: 0 }, amountDue: body.total, attemptCount: 0 });
+    // A draft has nothing to credit yet (credit notes apply to open or paid invoices).
+    const zero = { amount: "0.00", amountMinor: 0, currency: "USD" };
+    const draftLines = body.lines.map((l: any) => ({ ...l, creditable: { amount: zero, tax: zero } }));
+    expect(rows[0]!.data.object).toEqual({ ...body, hostedUrl: null, pdfUrl: null, status: "draft", number: null, finalizedAt: null, dueAt: null, paidAt: null, amountPaid: { amount: "0.00", amountMinor: 0 }, amountDue: body.total, attemptCount: 0, creditable: { total: zero }, lines: draftLines });
     expect(rows[1]!.data.object).toEqual({ ...body, status: "open", paidAt: null, dueAt: expect.any(String), amountPaid: { amount: "0.00", amountMinor: 0 }, amountDue: body.total, attemptCount: 0 });
     expect(rows[3]!.data.object).toEqual((await call("GET", `/api/v1/payments/${payment.id}`)).body);
     expect(rows.every((r) => r.customerId === customer.body.id)).toBe(true);

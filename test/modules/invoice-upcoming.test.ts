@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { CRON, cronTasks } from "../../src/scheduled";
-import { api, createCustomer, createPlan } from "../helpers";
+import { advance, api, clockAt, createCustomer, createPlan } from "../helpers";
 import { cloneSubscriptions, drainTasks, invocationLog, recordingEnv, runScheduled } from "../scale";
 
 const DAY = 86_400_000;
@@ -32,6 +32,27 @@ describe("invoice.upcoming", () => {
       ["flat", "29.99"],
     ]);
     expect(object.total).toEqual({ amount: "31.99", amountMinor: 3199 });
+  });
+
+  it("is emitted by a test clock advance for the clock's subscriptions, in the clock's time, once per renewal", async () => {
+    const clock = await clockAt("2025-01-01T00:00:00Z", "upcoming");
+    const customer = await createCustomer({ testClockId: clock });
+    const plan = await createPlan({ prices: [{ type: "flat", amount: "10.00" }] });
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id } })).body;
+    await advance(clock, "2025-01-20T00:00:00Z");
+    expect(await upcomingOf(customer.id)).toEqual([]);
+    // One advance past two renewals: each renewal's event 7 days before it (Jan 25, Feb 22), stamped then.
+    await advance(clock, "2025-03-10T00:00:00Z");
+    const events = await upcomingOf(customer.id);
+    expect(events.map((e) => [e.createdAt, e.data.object.renewsAt, e.livemode])).toEqual([
+      ["2025-02-22T00:00:00.000Z", "2025-03-01T00:00:00.000Z", false],
+      ["2025-01-25T00:00:00.000Z", "2025-02-01T00:00:00.000Z", false],
+    ]);
+    expect(events[0].data.object).toMatchObject({ subscriptionId: sub.id, total: { amountMinor: 1000 } });
+    // Advancing again, and the real-time hourly task, add nothing.
+    await advance(clock, "2025-03-11T00:00:00Z");
+    await upcomingTask.run(env, Date.parse("2025-03-01T00:00:00Z") - 3 * DAY);
+    expect(await upcomingOf(customer.id)).toHaveLength(2);
   });
 
   it("leaves out subscriptions that end at period end", async () => {

@@ -87,7 +87,7 @@ async function advanceClockOf(n: number) {
   const clock = (await api("POST", "/api/v1/test-clocks", { body: { frozenTime: new Date(t0).toISOString() } })).body;
   const start = t0 - 20 * DAY;
   // Period ends spread over the month so the advance has an order to keep.
-  const { ids } = await cloneSubscriptions(n, { testClockId: clock.id, periodStart: start, periodEnd: t0 + 5 * DAY });
+  const { ids, customer } = await cloneSubscriptions(n, { testClockId: clock.id, periodStart: start, periodEnd: t0 + 5 * DAY });
   await env.DB.prepare("UPDATE subscriptions SET current_period_end = current_period_end + (CAST(substr(id, -6) AS INTEGER) * 3600000), billing_anchor = current_period_end + (CAST(substr(id, -6) AS INTEGER) * 3600000) WHERE test_clock_id = ?").bind(clock.id).run();
   const target = t0 + 25 * DAY;
   const rec = recordingEnv();
@@ -96,7 +96,9 @@ async function advanceClockOf(n: number) {
   expect(r.status).toBe(200);
   // A share is done; the clock shows it is advancing and its time is not past the first unbilled period end.
   expect(r.body.status).toBe("advancing");
-  expect(r.body.steps.length).toBeGreaterThan(0);
+  // Progress: renewals, or first (in time order) the invoice.upcoming of the renewals within 7 days.
+  const upcoming = () => count("SELECT count(*) AS n FROM events WHERE customer_id = ? AND type = 'invoice.upcoming'", customer.id);
+  expect(r.body.steps.length + (await upcoming())).toBeGreaterThan(0);
   const unbilled = await env.DB.prepare("SELECT min(current_period_end) AS t FROM subscriptions WHERE test_clock_id = ? AND current_period_end < ? AND status != 'canceled'").bind(clock.id, t0 + 30 * DAY - 1).first<{ t: number }>();
   expect(Date.parse(r.body.frozenTime)).toBeLessThanOrEqual(unbilled!.t);
   expect(Date.parse(r.body.frozenTime)).toBeLessThan(target);
@@ -107,6 +109,8 @@ async function advanceClockOf(n: number) {
   expect(await count("SELECT count(DISTINCT subscription_id) AS n FROM invoices WHERE test_clock_id = ? AND billing_reason = 'subscription_cycle'", clock.id)).toBe(ids.length);
   expect(await count("SELECT count(*) AS n FROM invoices WHERE test_clock_id = ? AND billing_reason = 'subscription_cycle'", clock.id)).toBe(ids.length);
   expect(await count("SELECT count(*) AS n FROM subscriptions WHERE test_clock_id = ? AND status != 'canceled' AND current_period_end <= ?", clock.id, target)).toBe(0);
+  // Each renewal passed had its invoice.upcoming once (the next ones, after the target, not yet).
+  expect(await upcoming()).toBe(ids.length);
   const lines = log();
   vi.restoreAllMocks();
   expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);

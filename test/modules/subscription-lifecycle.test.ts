@@ -106,7 +106,7 @@ describe("subscriptionAfterPayment", () => {
   it("the SQL form of the REST object equals toSubscription for a row with every field set", async () => {
     const sub = await createSubscription({ trialDays: 10, metadata: { team: "a\"b", plan: "x" }, discountPercent: "12.5", paymentMethod: "pm_card_visa" });
     await env.DB.prepare(
-      "UPDATE subscriptions SET cancel_at_period_end = 1, canceled_at = 1700000000007, paused_until = 1800000000999, pause_reason = 'vacation', cancel_reason = 'r', cancel_feedback = 'f', ended_at = 1700000000000, discount_until = 1900000000001, pending_plan_id = 'plan_x', pending_plan_version = 3, pending_quantity = NULL, pending_change_at = 1750000000123 WHERE id = ?",
+      "UPDATE subscriptions SET cancel_at_period_end = 1, canceled_at = 1700000000007, paused_until = 1800000000999, pause_reason = 'vacation', cancel_reason = 'r', cancel_feedback = 'f', ended_at = 1700000000000, discount_until = 1900000000001, pending_plan_id = 'plan_x', pending_plan_version = 3, pending_quantity = NULL, pending_change_at = 1750000000123, pending_invoice_now = 1 WHERE id = ?",
     )
       .bind(sub.id)
       .run();

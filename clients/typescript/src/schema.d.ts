@@ -3356,6 +3356,11 @@ export interface components {
                 planVersion: number;
                 quantity: number;
                 effectiveAt: string;
+                /**
+                 * @description How the change prorates when it takes effect; always_invoice invoices its prorations then
+                 * @enum {string}
+                 */
+                prorationBehavior: "create_prorations" | "none" | "always_invoice";
             } | null;
             testClockId: string | null;
             metadata: {
@@ -3730,6 +3735,14 @@ export interface components {
             pdfUrl?: string | null;
             /** @description The invoice's hosted page (no login), root-relative: made when the invoice is finalized, the same in GET, lists and events; null for a draft or once its links are revoked. An expired link answers 404 until rotated (POST /api/v1/invoices/{id}/hosted-link) */
             hostedUrl?: string | null;
+            /** @description What credit notes can still credit on this invoice (amount + tax): its total less issued notes, at most the amount due while open; 0 on a draft or void invoice */
+            creditable: {
+                total: {
+                    amount: string;
+                    amountMinor: number;
+                    currency: string;
+                };
+            };
             lines?: components["schemas"]["InvoiceLine"][];
             /** @description The coupon discounts this invoice got and what each took off (GET /invoices/:id) */
             discounts?: {
@@ -3768,6 +3781,19 @@ export interface components {
                 end: string;
             };
             computation: string;
+            /** @description What a credit note can still take from this line: its pre-tax amount (what `lines[].amount` of POST /credit-notes gives) and its tax, after issued notes; 0 on a draft or void invoice. Absent only on lines read back from an archived document made before it existed */
+            creditable?: {
+                amount: {
+                    amount: string;
+                    amountMinor: number;
+                    currency: string;
+                };
+                tax: {
+                    amount: string;
+                    amountMinor: number;
+                    currency: string;
+                };
+            };
         };
         HostedInvoiceLink: {
             invoiceId: string;
@@ -7975,7 +8001,7 @@ export interface operations {
                      */
                     prorate?: boolean;
                     /**
-                     * @description create_prorations: proration lines on the next invoice (prorate true); none: no proration (prorate false); always_invoice: prorate and invoice the lines now
+                     * @description create_prorations: proration lines on the next invoice (prorate true); none: no proration (prorate false); always_invoice: prorate and invoice the lines when the change takes effect (now, or at effectiveDate)
                      * @enum {string}
                      */
                     prorationBehavior?: "create_prorations" | "none" | "always_invoice";

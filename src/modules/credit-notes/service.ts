@@ -1,5 +1,5 @@
 import { inClockOf, inClockOfInvoice } from "../../platform/clock";
-import { and, desc, eq, inArray } from "drizzle-orm";
+import { and, desc, eq } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { creditNoteLines, creditNoteNumberSequences, creditNotes, invoices, payments, refunds } from "../../db/schema";
@@ -10,6 +10,8 @@ import type { AuditContext } from "../../platform/audit";
 import { change, commit, merge, type ChangeSet } from "../../platform/change-set";
 import { ApiError, invalid, notFound, type FieldError } from "../../platform/errors";
 import { invoiceCredited, invoiceCreditReversed, invoiceLineRows } from "../invoices/lifecycle";
+import { creditedLinesOfInvoice } from "../invoices/creditable";
+import { creditableOf } from "../../domain/creditable";
 import { createPending } from "../refunds/lifecycle";
 import { notRefundable, settle, type PaymentRow, type RefundRow } from "../refunds/ledger";
 import { lockedError, withAdmission } from "../payments/guard";
@@ -43,8 +45,9 @@ function minorOf(value: Amount, currency: string, path: string): number {
   return m.value;
 }
 
-/** The invoice's issued credit notes (the ones that count against what can still be credited). */
-const issuedNotes = (db: Db, invoiceId: string) => db.select().from(creditNotes).where(and(eq(creditNotes.invoiceId, invoiceId), eq(creditNotes.status, "issued"))).all();
+/** What is left to credit on the invoice: the same computation as the invoice object's `creditable`. */
+const creditableNow = async (db: Db, inv: InvoiceRow, lines?: Awaited<ReturnType<typeof invoiceLineRows>>) =>
+  creditableOf(inv, lines ?? (await invoiceLineRows(db, inv)), await creditedLinesOfInvoice(db, inv.id));
 
 /**
  * The note's lines: each credits a pre-tax `amount` of an invoice line (given, or the line's net amount × quantity
@@ -53,8 +56,7 @@ const issuedNotes = (db: Db, invoiceId: string) => db.select().from(creditNotes)
  */
 async function priceLines(db: Db, inv: InvoiceRow, noteId: string, asked: CreateCreditNoteInput["lines"]): Promise<NoteLineRow[]> {
   const lines = await invoiceLineRows(db, inv);
-  const earlier = await issuedNotes(db, inv.id);
-  const credited = earlier.length ? await db.select().from(creditNoteLines).where(inArray(creditNoteLines.creditNoteId, earlier.map((n) => n.id))).all() : [];
+  const creditable = await creditableNow(db, inv, lines);
   const errors: FieldError[] = [];
   const seen = new Set<string>();
   const out: NoteLineRow[] = [];
@@ -66,9 +68,7 @@ async function priceLines(db: Db, inv: InvoiceRow, noteId: string, asked: Create
     seen.add(line.id);
     if ((a.amount === undefined) === (a.quantity === undefined)) return void errors.push({ path, message: "give exactly one of amount or quantity" });
     const net = line.amount - line.discountAmount;
-    const before = credited.filter((c) => c.invoiceLineId === line.id);
-    const left = net - before.reduce((s, c) => s + c.amount, 0);
-    const taxLeft = line.taxAmount - before.reduce((s, c) => s + c.taxAmount, 0);
+    const { amount: left, tax: taxLeft } = creditable.lines.get(line.id) ?? { amount: 0, tax: 0 };
     if (left <= 0) return void errors.push({ path: `${path}.invoiceLineId`, message: net <= 0 ? "is a credit or zero line: nothing to credit" : "is already fully credited" });
     let amount: number;
     let quantity: string | null = null;
@@ -123,9 +123,9 @@ export async function createCreditNote(env: Env, db: Db, input: CreateCreditNote
   const subtotal = lines.reduce((s, l) => s + l.amount, 0);
   const tax = lines.reduce((s, l) => s + l.taxAmount, 0);
   const total = subtotal + tax;
-  const creditedBefore = (await issuedNotes(db, inv.id)).reduce((s, n) => s + n.total, 0);
-  if (total > inv.total - creditedBefore) {
-    throw invalid([{ path: "lines", message: `total ${fmt(total, inv.currency)} exceeds the invoice's remaining creditable amount ${fmt(inv.total - creditedBefore, inv.currency)}` }]);
+  const left = (await creditableNow(db, inv)).total;
+  if (total > left) {
+    throw invalid([{ path: "lines", message: `total ${fmt(total, inv.currency)} exceeds the invoice's remaining creditable amount ${fmt(left, inv.currency)}` }]);
   }
 
   let refundAmount = 0;
@@ -181,9 +181,9 @@ async function issue(env: Env, db: Db, inv: InvoiceRow, id: string, input: Creat
     if (attempt > 1 && (await priceLines(db, fresh, id, input.lines)).some((l, i) => l.amount !== lines[i]!.amount || l.taxAmount !== lines[i]!.taxAmount)) {
       throw new ApiError("conflict", `invoice ${inv.id}'s lines were credited concurrently while the note was being issued (nothing was written); reload it`);
     }
-    const creditedBefore = (await issuedNotes(db, inv.id)).reduce((s, n) => s + n.total, 0);
-    if (total > fresh.total - creditedBefore) {
-      throw invalid([{ path: "lines", message: `total ${fmt(total, inv.currency)} exceeds the invoice's remaining creditable amount ${fmt(fresh.total - creditedBefore, inv.currency)}` }]);
+    const left = (await creditableNow(db, fresh)).total;
+    if (total > left) {
+      throw invalid([{ path: "lines", message: `total ${fmt(total, inv.currency)} exceeds the invoice's remaining creditable amount ${fmt(left, inv.currency)}` }]);
     }
     const year = new Date(ctx.now).getUTCFullYear();
     const last = (await db.select().from(creditNoteNumberSequences).where(eq(creditNoteNumberSequences.year, year)).get())?.lastNumber ?? 0;
@@ -212,7 +212,7 @@ async function issue(env: Env, db: Db, inv: InvoiceRow, id: string, input: Creat
     };
     if (open && (fresh.status !== inv.status || fresh.amountDue < total)) throw new ApiError("conflict", `invoice ${inv.id} changed (now ${fresh.status}, ${fmt(fresh.amountDue, inv.currency)} due) while the note was being issued; reload it`);
     const effects: ChangeSet[] = [];
-    if (open) effects.push(await invoiceCredited(db, fresh, total, id, ctx));
+    if (open) effects.push(await invoiceCredited(db, fresh, total, id, ctx, lines));
     if (balanceAmount > 0) effects.push(grantCustomerCredit(db, inv.customerId, balanceAmount, inv.currency, { creditNoteId: id }));
     let refund: RefundRow | null = null;
     let payment: PaymentRow | null = null;

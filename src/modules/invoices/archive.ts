@@ -3,6 +3,7 @@ import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { invoiceLines, invoices, type InvoiceStatus } from "../../db/schema";
+import { creditedLinesOfInvoice } from "./creditable";
 import { toInvoice } from "./serialize";
 import { logError, PAGE, type InvoiceRow } from "./service";
 
@@ -73,7 +74,7 @@ export async function archiveInvoices(env: Env, db: Db, olderThan: number, ctx: 
 async function archiveOne(env: Env, db: Db, inv: InvoiceRow, lines: LineRow[], ctx: AuditContext): Promise<boolean> {
   const key = archiveKeyOf(inv);
   const archived: InvoiceRow = { ...inv, archiveKey: key, archivedAt: ctx.now, updatedAt: ctx.now };
-  await env.ARCHIVE.put(key, JSON.stringify(toInvoice(archived, lines)), {
+  await env.ARCHIVE.put(key, JSON.stringify(toInvoice(archived, lines, await creditedLinesOfInvoice(db, inv.id))), {
     httpMetadata: { contentType: "application/json" },
     customMetadata: { invoiceId: inv.id, lines: String(lines.length) },
   });

@@ -9,6 +9,8 @@ import { defineLifecycle } from "../../domain/lifecycle";
 import { change, type ChangeSet } from "../../platform/change-set";
 import { eventInsert, eventInsertIfChanged, eventRow, eventsCommitted, type EventDraft, type EventRow, type EventType } from "../../platform/events";
 import { Invoice, toInvoice } from "./serialize";
+import { creditedLinesOfInvoice } from "./creditable";
+import type { CreditedLine } from "../../domain/creditable";
 import { archivedRowsOf, isRetentionArchive } from "../../platform/archives";
 import { ApiError } from "../../platform/errors";
 import { DEFAULT_LINK_DAYS, newHostedLink } from "./hosted-link";
@@ -81,18 +83,19 @@ export async function invoiceLineRows(db: Db, inv: InvoiceRow): Promise<LineRow[
 }
 
 /** The invoice exactly as GET /api/v1/invoices/:id returns it (with its lines). */
-export function invoiceObject(inv: InvoiceRow, lines: LineRow[] | InvoiceObject["lines"]): InvoiceObject {
+export function invoiceObject(inv: InvoiceRow, lines: LineRow[] | InvoiceObject["lines"], credited: readonly CreditedLine[]): InvoiceObject {
   const rows = (lines ?? []) as (LineRow | NonNullable<InvoiceObject["lines"]>[number])[];
-  if (rows.length && !("invoiceId" in rows[0]!)) return { ...toInvoice(inv), lines: rows as NonNullable<InvoiceObject["lines"]> };
-  return toInvoice(inv, rows as LineRow[]);
+  if (rows.length && !("invoiceId" in rows[0]!)) return { ...toInvoice(inv, undefined, credited), lines: rows as NonNullable<InvoiceObject["lines"]> };
+  return toInvoice(inv, rows as LineRow[], credited);
 }
 
-const draftOf = (type: EventType, after: InvoiceRow, lines: LineRow[] | InvoiceObject["lines"], previousAttributes: Record<string, unknown> | null): EventDraft => ({
+/** `credited`: the invoice's issued credit notes' lines as they are after the change (none before finalization). */
+const draftOf = (type: EventType, after: InvoiceRow, lines: LineRow[] | InvoiceObject["lines"], previousAttributes: Record<string, unknown> | null, credited: readonly CreditedLine[] = []): EventDraft => ({
   type,
   objectType: "invoice",
   objectId: after.id,
   customerId: after.customerId,
-  object: invoiceObject(after, lines),
+  object: invoiceObject(after, lines, credited),
   previousAttributes,
   testClockId: after.testClockId,
 });
@@ -237,7 +240,7 @@ export async function invoicePaid(db: Db, inv: InvoiceRow, payment: { id: string
       .update(invoices)
       .set({ status: "paid", amountPaid: sql`${invoices.amountPaid} + ${payment.amount}`, amountDue: 0, paidAt: ctx.now, lastError: null, attemptCount: after.attemptCount, updatedAt: ctx.now })
       .where(where(inv.id, PAYABLE)),
-    [draftOf("invoice.paid", after, lines ?? (await invoiceLinesOf(db, inv)), { status: inv.status, amountPaid: toInvoice(inv).amountPaid, amountDue: toInvoice(inv).amountDue, paidAt: null })],
+    [draftOf("invoice.paid", after, lines ?? (await invoiceLinesOf(db, inv)), { status: inv.status, amountPaid: toInvoice(inv, undefined, []).amountPaid, amountDue: toInvoice(inv, undefined, []).amountDue, paidAt: null }, await creditedLinesOfInvoice(db, inv.id))],
     ctx,
     false,
     [{ action: "invoice.paid", targetType: "invoice", targetId: inv.id, before: { status: inv.status, amountPaid: inv.amountPaid }, after: { status: "paid", amountPaid: after.amountPaid, paymentId: payment.id } }, ...grants.audit],
@@ -255,7 +258,7 @@ export async function invoicePaymentFailed(db: Db, inv: InvoiceRow, failure: { a
   return guarded(
     db,
     db.update(invoices).set({ attemptCount: failure.attempt, lastError: failure.error, updatedAt: ctx.now }).where(where(inv.id, "open")),
-    inv.status === "open" ? [draftOf("invoice.payment_failed", after, await invoiceLinesOf(db, inv), { attemptCount: inv.attemptCount, lastError: inv.lastError })] : [],
+    inv.status === "open" ? [draftOf("invoice.payment_failed", after, await invoiceLinesOf(db, inv), { attemptCount: inv.attemptCount, lastError: inv.lastError }, await creditedLinesOfInvoice(db, inv.id))] : [],
     ctx,
     false,
     [],
@@ -283,7 +286,7 @@ export async function invoiceVoided(db: Db, inv: InvoiceRow, reason: string, ctx
   const cs = guarded(
     db,
     db.update(invoices).set({ status: "void", voidedAt: ctx.now, voidReason: reason, amountDue: 0, updatedAt: ctx.now }).where(where(inv.id, inv.status)),
-    [draftOf("invoice.voided", after, await invoiceLinesOf(db, inv), { status: inv.status, amountDue: toInvoice(inv).amountDue, voidedAt: null, voidReason: null })],
+    [draftOf("invoice.voided", after, await invoiceLinesOf(db, inv), { status: inv.status, amountDue: toInvoice(inv, undefined, []).amountDue, voidedAt: null, voidReason: null })],
     ctx,
     true,
     [...audit, ...purchase.audit],
@@ -302,7 +305,7 @@ export async function invoiceMarkedUncollectible(db: Db, inv: InvoiceRow, reason
   return guarded(
     db,
     db.update(invoices).set({ status: "uncollectible", updatedAt: ctx.now }).where(where(inv.id, inv.status)),
-    [draftOf("invoice.marked_uncollectible", after, await invoiceLinesOf(db, inv), { status: inv.status })],
+    [draftOf("invoice.marked_uncollectible", after, await invoiceLinesOf(db, inv), { status: inv.status }, await creditedLinesOfInvoice(db, inv.id))],
     ctx,
     true,
     [{ action: "invoice.marked_uncollectible", targetType: "invoice", targetId: inv.id, before: { status: inv.status }, after: { status: "uncollectible" }, reason }],
@@ -315,19 +318,19 @@ export async function invoiceMarkedUncollectible(db: Db, inv: InvoiceRow, reason
  * (strict). Nothing left due → paid (invoice.paid); otherwise invoice.updated. The caller's statements (the credit
  * note's insert) go in the same batch.
  */
-export async function invoiceCredited(db: Db, inv: InvoiceRow, amount: number, creditNoteId: string, ctx: Ctx): Promise<ChangeSet> {
+export async function invoiceCredited(db: Db, inv: InvoiceRow, amount: number, creditNoteId: string, ctx: Ctx, noteLines: readonly CreditedLine[]): Promise<ChangeSet> {
   const due = inv.amountDue - amount;
   const to: InvoiceStatus = due === 0 ? "paid" : inv.status;
   if (to !== inv.status) invoiceLifecycle.assertMove(inv.id, inv.status, to);
   const after: InvoiceRow = { ...inv, status: to, amountDue: due, paidAt: to === "paid" ? ctx.now : inv.paidAt, dueAt: to === "paid" ? null : inv.dueAt, updatedAt: ctx.now };
-  const prev = { status: inv.status, amountDue: toInvoice(inv).amountDue, amountDueMinor: inv.amountDue };
+  const prev = { status: inv.status, amountDue: toInvoice(inv, undefined, []).amountDue, amountDueMinor: inv.amountDue };
   const cs = guarded(
     db,
     db
       .update(invoices)
       .set({ status: to, amountDue: sql`${invoices.amountDue} - ${amount}`, paidAt: after.paidAt, dueAt: after.dueAt, updatedAt: ctx.now })
       .where(and(where(inv.id, inv.status), sql`${invoices.amountDue} >= ${amount}`)),
-    [draftOf(to === "paid" ? "invoice.paid" : "invoice.updated", after, await invoiceLinesOf(db, inv), prev)],
+    [draftOf(to === "paid" ? "invoice.paid" : "invoice.updated", after, await invoiceLinesOf(db, inv), prev, [...(await creditedLinesOfInvoice(db, inv.id)), ...noteLines])],
     ctx,
     true,
     [{ action: "invoice.credited", targetType: "invoice", targetId: inv.id, before: { status: inv.status, amountDue: inv.amountDue }, after: { status: to, amountDue: due, creditNoteId } }],
@@ -341,7 +344,7 @@ export async function invoiceCreditReversed(db: Db, inv: InvoiceRow, amount: num
   return guarded(
     db,
     db.update(invoices).set({ amountDue: sql`${invoices.amountDue} + ${amount}`, updatedAt: ctx.now }).where(where(inv.id, inv.status)),
-    [draftOf("invoice.updated", after, await invoiceLinesOf(db, inv), { amountDue: toInvoice(inv).amountDue, amountDueMinor: inv.amountDue })],
+    [draftOf("invoice.updated", after, await invoiceLinesOf(db, inv), { amountDue: toInvoice(inv, undefined, []).amountDue, amountDueMinor: inv.amountDue }, (await creditedLinesOfInvoice(db, inv.id)).filter((c) => c.creditNoteId !== creditNoteId))],
     ctx,
     true,
     [{ action: "invoice.credit_reversed", targetType: "invoice", targetId: inv.id, before: { amountDue: inv.amountDue }, after: { amountDue: after.amountDue, creditNoteId } }],

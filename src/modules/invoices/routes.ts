@@ -8,6 +8,7 @@ import { invoices, invoiceStatuses } from "../../db/schema";
 import { auditCtx } from "../../http/context";
 import { generatePending } from "../subscriptions/billing-run";
 import { Invoice, toInvoice } from "./serialize";
+import { creditedLinesOf } from "./creditable";
 import { getInvoice, invoiceWithLines, voidInvoice } from "./service";
 
 const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "inv_123" }) });
@@ -69,9 +70,10 @@ export const invoiceRoutes = router()
           q.createdFrom ? gte(invoices.createdAt, Date.parse(q.createdFrom)) : undefined,
           q.createdTo ? lt(invoices.createdAt, Date.parse(q.createdTo)) : undefined,
         ],
-        (r) => toInvoice(r),
+        (r) => r,
       );
-      return c.json(page, 200);
+      const credited = await creditedLinesOf(db, page.data.map((r) => r.id));
+      return c.json({ ...page, data: page.data.map((r) => toInvoice(r, undefined, credited.get(r.id) ?? [])) }, 200);
     },
   )
   .openapi(
@@ -104,5 +106,5 @@ export const invoiceRoutes = router()
       request: { params: IdParam, ...jsonBody(z.object({ reason: z.string().min(1).max(500) })) },
       responses: { 200: jsonResponse(Invoice, "The voided invoice"), ...problems(404) },
     }),
-    async (c) => c.json(toInvoice(await voidInvoice(dbOf(c.env), c.req.valid("param").id, c.req.valid("json").reason, auditCtx(c))), 200),
+    async (c) => c.json(toInvoice(await voidInvoice(dbOf(c.env), c.req.valid("param").id, c.req.valid("json").reason, auditCtx(c)), undefined, []), 200),
   );

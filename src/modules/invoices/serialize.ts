@@ -1,12 +1,14 @@
 import { z } from "@hono/zod-openapi";
 import { invoiceLines, invoiceStatuses, invoices } from "../../db/schema";
-import { formatMinor } from "../../domain/money";
+import { formatMinor, money } from "../../domain/money";
+import { creditableOf, type CreditedLine } from "../../domain/creditable";
 import { iso } from "../../lib/time";
 
 type InvoiceRow = typeof invoices.$inferSelect;
 type LineRow = typeof invoiceLines.$inferSelect;
 
 const MoneyOut = z.object({ amount: z.string(), amountMinor: z.number().int() });
+const Money = z.object({ amount: z.string(), amountMinor: z.number().int(), currency: z.string() });
 const mo = (minor: number, currency: string) => ({ amount: formatMinor(minor, currency), amountMinor: minor });
 
 export const InvoiceLine = z
@@ -23,6 +25,10 @@ export const InvoiceLine = z
     tax: MoneyOut,
     period: z.object({ start: z.string(), end: z.string() }),
     computation: z.string(),
+    creditable: z
+      .object({ amount: Money, tax: Money })
+      .optional()
+      .openapi({ description: "What a credit note can still take from this line: its pre-tax amount (what `lines[].amount` of POST /credit-notes gives) and its tax, after issued notes; 0 on a draft or void invoice. Absent only on lines read back from an archived document made before it existed" }),
   })
   .openapi("InvoiceLine");
 
@@ -56,6 +62,9 @@ export const Invoice = z
     createdAt: z.string(),
     pdfUrl: z.string().nullable().optional().openapi({ description: "GET this (authenticated) for the PDF; null for a draft" }),
     hostedUrl: z.string().nullable().optional().openapi({ description: "The invoice's hosted page (no login), root-relative: made when the invoice is finalized, the same in GET, lists and events; null for a draft or once its links are revoked. An expired link answers 404 until rotated (POST /api/v1/invoices/{id}/hosted-link)" }),
+    creditable: z
+      .object({ total: Money })
+      .openapi({ description: "What credit notes can still credit on this invoice (amount + tax): its total less issued notes, at most the amount due while open; 0 on a draft or void invoice" }),
     lines: z.array(InvoiceLine).optional(),
     discounts: z
       .array(z.object({ discountId: z.string(), couponId: z.string(), promotionCodeId: z.string().nullable(), amount: MoneyOut }))
@@ -64,7 +73,7 @@ export const Invoice = z
   })
   .openapi("Invoice");
 
-export function toInvoiceLine(l: LineRow, currency: string): z.infer<typeof InvoiceLine> {
+export function toInvoiceLine(l: LineRow, currency: string, creditable?: { amount: number; tax: number }): z.infer<typeof InvoiceLine> {
   return {
     id: l.id,
     kind: l.kind,
@@ -78,12 +87,17 @@ export function toInvoiceLine(l: LineRow, currency: string): z.infer<typeof Invo
     tax: mo(l.taxAmount, currency),
     period: { start: iso(l.periodStart), end: iso(l.periodEnd) },
     computation: l.computation,
+    ...(creditable ? { creditable: { amount: money(creditable.amount, currency), tax: money(creditable.tax, currency) } } : {}),
   };
 }
 
-/** API shape of an invoice; `lines` only when given (lists leave them out). */
-export function toInvoice(r: InvoiceRow, lines?: LineRow[]): z.infer<typeof Invoice> {
+/**
+ * API shape of an invoice; `lines` only when given (lists leave them out). `credited`: the lines of its issued credit
+ * notes (creditedLinesOf), from which `creditable` is computed as the credit-note service checks it.
+ */
+export function toInvoice(r: InvoiceRow, lines: LineRow[] | undefined, credited: readonly CreditedLine[]): z.infer<typeof Invoice> {
   const c = r.currency;
+  const creditable = creditableOf(r, lines ?? [], credited);
   return {
     id: r.id,
     number: r.number,
@@ -113,6 +127,7 @@ export function toInvoice(r: InvoiceRow, lines?: LineRow[]): z.infer<typeof Invo
     createdAt: iso(r.createdAt),
     pdfUrl: r.status === "draft" ? null : `/api/v1/invoices/${r.id}/pdf`,
     hostedUrl: r.hostedToken ? `/i/${r.hostedToken}` : null,
-    ...(lines ? { lines: [...lines].sort((a, b) => a.position - b.position).map((l) => toInvoiceLine(l, c)) } : {}),
+    creditable: { total: money(creditable.total, c) },
+    ...(lines ? { lines: [...lines].sort((a, b) => a.position - b.position).map((l) => toInvoiceLine(l, c, creditable.lines.get(l.id))) } : {}),
   };
 }

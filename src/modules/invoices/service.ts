@@ -11,6 +11,7 @@ import { commit } from "../../platform/change-set";
 import { invoiceVoided, retainedLinesOf } from "./lifecycle";
 import { isRetentionArchive } from "../../platform/archives";
 import { ApiError, notFound } from "../../platform/errors";
+import { creditedLinesOfInvoice } from "./creditable";
 import { Invoice, toInvoice } from "./serialize";
 
 export type InvoiceRow = typeof invoices.$inferSelect;
@@ -41,12 +42,12 @@ export async function invoiceWithLines(env: Env, db: Db, inv: InvoiceRow): Promi
   if (inv.archiveKey === null || isRetentionArchive(inv.archiveKey)) {
     const discounts = (await invoiceDiscountsOf(db, inv.id)).map((d) => ({ discountId: d.discountId, couponId: d.couponId, promotionCodeId: d.promotionCodeId, amount: { amount: money(d.amount, inv.currency).amount, amountMinor: d.amount } }));
     const lines = inv.archiveKey === null ? await db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, inv.id)).all() : await retainedLinesOf(env.ARCHIVE, inv.id, inv.archiveKey);
-    return { ...toInvoice(inv, lines), ...(discounts.length ? { discounts } : {}) };
+    return { ...toInvoice(inv, lines, await creditedLinesOfInvoice(db, inv.id)), ...(discounts.length ? { discounts } : {}) };
   }
   const obj = await env.ARCHIVE.get(inv.archiveKey);
   if (!obj) throw new ApiError("internal", `invoice ${inv.id} is archived but its document ${inv.archiveKey} is missing`);
   const doc = Invoice.parse(await obj.json());
-  return { ...toInvoice(inv), lines: doc.lines ?? [] };
+  return { ...toInvoice(inv, undefined, await creditedLinesOfInvoice(db, inv.id)), lines: doc.lines ?? [] };
 }
 
 /**

@@ -8,7 +8,7 @@ import { customers, pendingItems, subscriptions, type SubscriptionStatus } from 
 import { arrearsShareLines, billingLines, prorationLines, type DraftLine, type MeteredPrice } from "../../domain/invoice";
 import { parseDecimal } from "../../domain/decimal";
 import { priceQuantity } from "../../domain/pricing";
-import { addIntervals } from "../../domain/periods";
+import { addIntervals, prorationSpan } from "../../domain/periods";
 import { ApiError, invalid } from "../../platform/errors";
 import { newId } from "../../lib/ids";
 import { closeMeterPeriod, meterStub, pushMeterConfig } from "../usage/meter-config";
@@ -22,9 +22,14 @@ type PlanRow = Awaited<ReturnType<typeof planVersion>>;
 
 const conflict = (detail: string) => new ApiError("conflict", detail);
 
+/** What the current period's fees are prorated over: the anchor's full period for a partial first period, as billed. */
+const spanOf = (sub: SubscriptionRow, plan: PlanRow) => prorationSpan({ start: sub.currentPeriodStart, end: sub.currentPeriodEnd }, sub, plan.interval, plan.intervalCount);
+
+const changedConcurrently = (sub: SubscriptionRow) => conflict(`subscription ${sub.id} changed concurrently; retry`);
+
 /** The guarded update every lifecycle operation makes: 409 when the row changed since it was read. */
 async function commitChange(db: Db, sub: SubscriptionRow, patch: Partial<SubscriptionRow>, extra: BatchItem<"sqlite">[], audit: AuditEntry[], ctx: AuditContext) {
-  if (!(await commitSubscriptionChange(db, sub, patch, extra, audit, ctx))) throw conflict(`subscription ${sub.id} changed concurrently; retry`);
+  if (!(await commitSubscriptionChange(db, sub, patch, extra, audit, ctx))) throw changedConcurrently(sub);
 }
 
 async function refreshMeter(env: Env, db: Db, id: string) {
@@ -100,13 +105,14 @@ const pendingRows = (sub: SubscriptionRow, lines: DraftLine[], now: number) =>
  * the pending items. The lines of a final (cancel) or intermediate (interval change) invoice.
  */
 async function closeOutLines(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, at: number, credit: boolean) {
-  const period = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
-  const usage = plan.prices.some((p) => p.type === "metered") ? await closeMeterPeriod(env, db, sub, plan, period.start, at) : new Map<string, string>();
+  const current = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
+  const period = spanOf(sub, plan);
+  const usage = plan.prices.some((p) => p.type === "metered") ? await closeMeterPeriod(env, db, sub, plan, current.start, at) : new Map<string, string>();
   const pending = await unbilledPending(db, sub.id);
-  const used = { start: period.start, end: at };
+  const used = { start: current.start, end: at };
   // Usage of the time used, and the current plan's arrears fees for its own share of it (from a mid-period change, if any).
   const usageLines = billingLines({ currency: sub.currency, quantity: sub.quantity, planName: plan.name, advance: null, arrears: { prices: asPrices(plan.prices), period: used, usage }, pending: [] }).filter((l) => l.kind !== "flat");
-  const fees = arrearsShareLines({ currency: sub.currency, period, from: sub.arrearsFrom ?? period.start, to: at, plan: { prices: asPrices(plan.prices), quantity: sub.quantity, name: plan.name } });
+  const fees = arrearsShareLines({ currency: sub.currency, period, from: sub.arrearsFrom ?? current.start, to: at, plan: { prices: asPrices(plan.prices), quantity: sub.quantity, name: plan.name } });
   const arrears = [...fees, ...usageLines];
   const credits = credit ? prorationLines({ currency: sub.currency, period, at, old: { prices: asPrices(plan.prices), quantity: sub.quantity, name: plan.name }, next: null }) : [];
   return { lines: [...arrears, ...credits, ...pending.map(pendingToLine)], pending };
@@ -135,6 +141,7 @@ async function changeIntervalNow(env: Env, db: Db, sub: SubscriptionRow, plan: P
     pendingQuantity: null,
     pendingChangeAt: null,
     pendingProrate: null,
+    pendingInvoiceNow: null,
   };
   const audit: AuditEntry[] = [
     {
@@ -157,7 +164,7 @@ async function changeIntervalNow(env: Env, db: Db, sub: SubscriptionRow, plan: P
     audit.push(...built.audit);
     audit.push({ action: "invoice.created", targetType: "invoice", targetId: invoiceId, after: { subscriptionId: sub.id, total: built.invoice.total, reason: "billing interval changed" } });
   }
-  await commitChange(db, sub, patch, extra, audit, ctx);
+  if (!(await commitSubscriptionChange(db, sub, patch, extra, audit, ctx))) return null;
   eventsCommitted(createdEvents);
   if (invoiceId) await finalizeInvoice(env, db, invoiceId, ctx);
   return { lines, net: lines.reduce((s, l) => s + l.amount, 0), invoiceId };
@@ -169,7 +176,7 @@ async function changeIntervalNow(env: Env, db: Db, sub: SubscriptionRow, plan: P
  * time; usage of meters the new plan lacks priced up to now. Reads only: changePlanNow commits them, the preview shows them.
  */
 async function samePeriodChangeLines(env: Env, sub: SubscriptionRow, plan: PlanRow, next: PlanRow, opts: { quantity: number; prorate: boolean }, now: number) {
-  const period = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
+  const period = spanOf(sub, plan);
   const oldPlan = { prices: asPrices(plan.prices), quantity: sub.quantity, name: `${plan.name} v${plan.version}` };
   const prorating = opts.prorate && sub.status !== "trialing";
   // Advance fees: credit the unused time, charge the new remaining time. Arrears fees: the old plan's share of the
@@ -178,7 +185,7 @@ async function samePeriodChangeLines(env: Env, sub: SubscriptionRow, plan: PlanR
   const proration = prorating
     ? [
         ...prorationLines({ currency: sub.currency, period, at: now, old: oldPlan, next: { prices: asPrices(next.prices), quantity: opts.quantity, name: `${next.name} v${next.version}` } }),
-        ...(sub.status === "paused" ? [] : arrearsShareLines({ currency: sub.currency, period, from: sub.arrearsFrom ?? period.start, to: now, plan: oldPlan }).map((l) => ({ ...l, kind: "proration" as const, description: `Time used on ${l.description}` }))),
+        ...(sub.status === "paused" ? [] : arrearsShareLines({ currency: sub.currency, period, from: sub.arrearsFrom ?? sub.currentPeriodStart, to: now, plan: oldPlan }).map((l) => ({ ...l, kind: "proration" as const, description: `Time used on ${l.description}` }))),
       ]
     : [];
   const lines = [...proration, ...(await usageOfDroppedMeters(env, sub, plan, next, now))];
@@ -201,9 +208,9 @@ export async function previewPlanChange(
   const plan = await planVersion(db, sub.planId, sub.planVersion);
   const intervalChanged = next.interval !== plan.interval || next.intervalCount !== plan.intervalCount;
   if (intervalChanged && sub.status !== "trialing" && sub.status !== "paused") {
-    const period = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
+    const period = spanOf(sub, plan);
     const oldPlan = { prices: asPrices(plan.prices), quantity: sub.quantity, name: plan.name };
-    const fees = arrearsShareLines({ currency: sub.currency, period, from: sub.arrearsFrom ?? period.start, to: now, plan: oldPlan });
+    const fees = arrearsShareLines({ currency: sub.currency, period, from: sub.arrearsFrom ?? sub.currentPeriodStart, to: now, plan: oldPlan });
     const credits = input.prorate ? prorationLines({ currency: sub.currency, period, at: now, old: oldPlan, next: null }) : [];
     const newPeriod = { start: now, end: addIntervals(now, next.interval, next.intervalCount, 1) };
     const advance = billingLines({ currency: sub.currency, quantity, planName: next.name, advance: { prices: asPrices(next.prices), period: newPeriod }, arrears: null, pending: [] });
@@ -230,7 +237,8 @@ async function planChangeTarget(db: Db, sub: SubscriptionRow, input: { newPlanId
  * Switches plan (and quantity) at `ctx.now`: with proration, credit for the old advance fees' unused time and a
  * charge for the new ones' remaining time, and for arrears fees the old plan's used time less the new plan's
  * share of it (each line rounded, then netted on the next invoice); usage of meters the new plan lacks is priced
- * up to now. Returns the lines added to the next invoice.
+ * up to now. Returns the lines added to the next invoice (or invoiced at once with `invoiceNow`), or null when
+ * another writer changed the subscription first (a concurrent run of the same scheduled step: it did the work).
  */
 export async function changePlanNow(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, next: PlanRow, opts: { quantity: number; prorate: boolean; invoiceNow?: boolean }, ctx: AuditContext) {
   const intervalChanged = next.interval !== plan.interval || next.intervalCount !== plan.intervalCount;
@@ -262,7 +270,7 @@ export async function changePlanNow(env: Env, db: Db, sub: SubscriptionRow, plan
     };
   }
   const rows = invoice ? [] : pendingRows(sub, lines, ctx.now);
-  await commitChange(
+  const committed = await commitSubscriptionChange(
     db,
     sub,
     {
@@ -274,6 +282,7 @@ export async function changePlanNow(env: Env, db: Db, sub: SubscriptionRow, plan
       pendingQuantity: null,
       pendingChangeAt: null,
       pendingProrate: null,
+      pendingInvoiceNow: null,
       ...(prorating && sub.status !== "paused" ? { arrearsFrom: ctx.now } : {}),
     },
     [...rows.map((r) => db.insert(pendingItems).values(r)), ...(invoice?.statements ?? [])],
@@ -289,6 +298,7 @@ export async function changePlanNow(env: Env, db: Db, sub: SubscriptionRow, plan
     ],
     ctx,
   );
+  if (!committed) return null;
   if (invoice) {
     eventsCommitted(invoice.eventIds);
     await finalizeInvoice(env, db, invoice.id, ctx);
@@ -304,19 +314,17 @@ export async function changePlan(
   ctx: AuditContext,
 ) {
   const { next, quantity, when } = await planChangeTarget(db, sub, input, ctx.now);
-  // Stripe invoices prorations at once; a change at the period end has none (the cycle invoice bills the new plan),
-  // so always_invoice is accepted there. A dated change inside a period would be prorated when it happens, which
-  // would need an invoice at that time: not done here, so refused rather than silently left to the next invoice.
-  if (input.invoiceNow && when > ctx.now && when !== sub.currentPeriodEnd) {
-    throw invalid([{ path: "prorationBehavior", message: "always_invoice applies to a change that takes effect now or at the period end (effectiveDate now or next_billing_cycle); a dated change inside a period prorates onto the next invoice: use create_prorations" }]);
-  }
+  // Stripe invoices prorations when the change takes effect: now, or for a dated change inside the period when the
+  // renewal run (or a test clock) reaches it (pendingInvoiceNow). A change at the period end has none to invoice.
   if (when <= ctx.now) {
     const plan = await planVersion(db, sub.planId, sub.planVersion);
     const result = await changePlanNow(env, db, sub, plan, next, { quantity, prorate: input.prorate, invoiceNow: input.invoiceNow ?? false }, ctx);
+    if (!result) throw changedConcurrently(sub);
     return { subscription: await refreshMeter(env, db, sub.id), effectiveAt: ctx.now, scheduled: false, ...result };
   }
-  await commitChange(db, sub, { pendingPlanId: next.id, pendingPlanVersion: next.version, pendingQuantity: quantity, pendingChangeAt: when, pendingProrate: input.prorate }, [], [
-    { action: "subscription.plan_change_scheduled", targetType: "subscription", targetId: sub.id, before: { planId: sub.planId }, after: { planId: next.id, planVersion: next.version, quantity, effectiveAt: when } },
+  const invoiceNow = (input.invoiceNow ?? false) && when < sub.currentPeriodEnd;
+  await commitChange(db, sub, { pendingPlanId: next.id, pendingPlanVersion: next.version, pendingQuantity: quantity, pendingChangeAt: when, pendingProrate: input.prorate, pendingInvoiceNow: invoiceNow }, [], [
+    { action: "subscription.plan_change_scheduled", targetType: "subscription", targetId: sub.id, before: { planId: sub.planId }, after: { planId: next.id, planVersion: next.version, quantity, effectiveAt: when, invoiceNow } },
   ], ctx);
   return { subscription: await refreshMeter(env, db, sub.id), effectiveAt: when, scheduled: true, lines: [] as DraftLine[], net: 0, invoiceId: null };
 }

@@ -6,7 +6,7 @@ import { commitSubscriptionChange, commitSubscriptionChangeReading } from "./com
 import { changePlanNow } from "./lifecycle";
 import { customers, pendingItems, plans, settings, subscriptions, type SubscriptionStatus } from "../../db/schema";
 import { billingLines, type DraftLine } from "../../domain/invoice";
-import { periodAt } from "../../domain/periods";
+import { periodAt, prorationSpan } from "../../domain/periods";
 import { closeMeterPeriod, meterAlertsOf, pushMeterConfig, type MeterAlertRow } from "../usage/meter-config";
 import { asPrices, buildDraftInvoice, countryTaxRates, pendingToLine, planVersion, taxFromRates, unbilledPending } from "../invoices/invoice-builder";
 import { nextDueStep, type DueStep, graceMsOf } from "./due";
@@ -116,9 +116,11 @@ async function resume(env: Env, db: Db, sub: SubscriptionRow, _plan: PlanRow, ct
 
 async function scheduledPlanChange(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, ctx: AuditContext): Promise<StepResult | null> {
   const next = await planVersion(db, sub.pendingPlanId!, sub.pendingPlanVersion!);
-  await changePlanNow(env, db, sub, plan, next, { quantity: sub.pendingQuantity ?? sub.quantity, prorate: sub.pendingProrate ?? true }, ctx);
+  // always_invoice: the prorations are invoiced (and charged) now, when the change takes effect, as Stripe does.
+  const changed = await changePlanNow(env, db, sub, plan, next, { quantity: sub.pendingQuantity ?? sub.quantity, prorate: sub.pendingProrate ?? true, invoiceNow: sub.pendingInvoiceNow ?? false }, ctx);
+  if (!changed) return null; // a concurrent run of this step (a redelivered message) made the change
   const after = await afterCommit(env, db, sub.id);
-  return { subscriptionId: sub.id, step: "plan_change", at: ctx.now, status: after.status };
+  return { subscriptionId: sub.id, step: "plan_change", at: ctx.now, status: after.status, ...(changed.invoiceId ? { invoiceId: changed.invoiceId } : {}) };
 }
 
 /**
@@ -128,10 +130,8 @@ async function scheduledPlanChange(env: Env, db: Db, sub: SubscriptionRow, plan:
  * itself, from `arrearsFrom` when a change moved it.
  */
 function arrearsSpan(sub: SubscriptionRow, plan: PlanRow, ended: { start: number; end: number }): { period: { start: number; end: number }; from: number | null } {
-  if (ended.start === sub.createdAt) {
-    const grid = periodAt(sub.billingAnchor, plan.interval, plan.intervalCount, ended.start);
-    if (grid.start < ended.start && grid.end === ended.end) return { period: grid, from: Math.max(sub.arrearsFrom ?? ended.start, ended.start) };
-  }
+  const span = prorationSpan(ended, sub, plan.interval, plan.intervalCount);
+  if (span.start < ended.start) return { period: span, from: Math.max(sub.arrearsFrom ?? ended.start, ended.start) };
   return { period: ended, from: sub.arrearsFrom };
 }
 
@@ -176,7 +176,7 @@ async function periodEnd(env: Env, db: Db, loaded: Loaded, ctx: AuditContext): P
     ...(wasTrial && !cancel ? { trialConvertedAt: ended.end } : {}),
     ...(cancel ? { endedAt: ended.end, canceledAt: sub.canceledAt ?? ended.end } : {}),
     ...(switching
-      ? { billingAnchor: anchor, planId: nextPlan.id, planVersion: nextPlan.version, quantity, pendingPlanId: null, pendingPlanVersion: null, pendingQuantity: null, pendingChangeAt: null, pendingProrate: null }
+      ? { billingAnchor: anchor, planId: nextPlan.id, planVersion: nextPlan.version, quantity, pendingPlanId: null, pendingPlanVersion: null, pendingQuantity: null, pendingChangeAt: null, pendingProrate: null, pendingInvoiceNow: null }
       : {}),
   };
   const action = cancel ? "subscription.canceled" : wasTrial ? "subscription.trial_converted" : "subscription.renewed";

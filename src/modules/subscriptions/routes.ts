@@ -192,7 +192,7 @@ subscriptionRoutes
           z.object({
             newPlanId: z.string().min(1),
             prorate: z.boolean().default(true).openapi({ description: "Kept for compatibility; prorationBehavior wins when given" }),
-            prorationBehavior: z.enum(prorationBehaviors).optional().openapi({ description: "create_prorations: proration lines on the next invoice (prorate true); none: no proration (prorate false); always_invoice: prorate and invoice the lines now" }),
+            prorationBehavior: z.enum(prorationBehaviors).optional().openapi({ description: "create_prorations: proration lines on the next invoice (prorate true); none: no proration (prorate false); always_invoice: prorate and invoice the lines when the change takes effect (now, or at effectiveDate)" }),
             effectiveDate: z.union([z.literal("now"), z.literal("next_billing_cycle"), DateOrInstant]).default("now"),
             quantity: z.number().int().min(1).max(1_000_000).optional(),
           }),

@@ -54,7 +54,15 @@ export const Subscription = z
     discountPercent: z.string().nullable(),
     discountUntil: z.string().nullable().openapi({ description: "The discount covers invoices billed up to this instant; null: until removed" }),
     discount: Discount.nullable().openapi({ description: "The current discount (Stripe's subscription.discount): its coupon and promotion code, start (createdAt), end (endsAt), periods used and remaining; null: none" }),
-    pendingChange: z.object({ planId: z.string(), planVersion: z.number().int(), quantity: z.number().int(), effectiveAt: z.string() }).nullable(),
+    pendingChange: z
+      .object({
+        planId: z.string(),
+        planVersion: z.number().int(),
+        quantity: z.number().int(),
+        effectiveAt: z.string(),
+        prorationBehavior: z.enum(prorationBehaviors).openapi({ description: "How the change prorates when it takes effect; always_invoice invoices its prorations then" }),
+      })
+      .nullable(),
     testClockId: z.string().nullable(),
     metadata: z.record(z.string(), z.string()),
     createdAt: z.string(),

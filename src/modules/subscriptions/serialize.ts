@@ -32,7 +32,13 @@ export function toSubscription(r: Row): z.infer<typeof Subscription> {
     discount: r.discount ?? null,
     pendingChange:
       r.pendingPlanId && r.pendingChangeAt !== null
-        ? { planId: r.pendingPlanId, planVersion: r.pendingPlanVersion ?? 1, quantity: r.pendingQuantity ?? r.quantity, effectiveAt: iso(r.pendingChangeAt) }
+        ? {
+            planId: r.pendingPlanId,
+            planVersion: r.pendingPlanVersion ?? 1,
+            quantity: r.pendingQuantity ?? r.quantity,
+            effectiveAt: iso(r.pendingChangeAt),
+            prorationBehavior: r.pendingInvoiceNow ? "always_invoice" : r.pendingProrate === false ? "none" : "create_prorations",
+          }
         : null,
     testClockId: r.testClockId,
     metadata: r.metadata,

@@ -107,6 +107,7 @@ export async function createSubscription(env: Env, db: Db, input: z.infer<typeof
     pendingQuantity: null,
     pendingChangeAt: null,
     pendingProrate: null,
+    pendingInvoiceNow: null,
     discountPercent,
     discountUntil: null,
     // prorationBehavior none on a partial first period: its arrears fees run from its end, i.e. nothing is billed.

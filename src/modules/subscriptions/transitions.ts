@@ -114,7 +114,8 @@ export function subscriptionJsonSql(): SQL {
     'cancelReason', ${c.cancelReason}, 'cancelFeedback', ${c.cancelFeedback}, 'endedAt', ${isoSql(c.endedAt)},
     'discountPercent', ${c.discountPercent}, 'discountUntil', ${isoSql(c.discountUntil)}, 'discount', json(${c.discount}),
     'pendingChange', json(CASE WHEN ${c.pendingPlanId} IS NOT NULL AND ${c.pendingChangeAt} IS NOT NULL
-      THEN json_object('planId', ${c.pendingPlanId}, 'planVersion', coalesce(${c.pendingPlanVersion}, 1), 'quantity', coalesce(${c.pendingQuantity}, ${c.quantity}), 'effectiveAt', ${isoSql(c.pendingChangeAt)})
+      THEN json_object('planId', ${c.pendingPlanId}, 'planVersion', coalesce(${c.pendingPlanVersion}, 1), 'quantity', coalesce(${c.pendingQuantity}, ${c.quantity}), 'effectiveAt', ${isoSql(c.pendingChangeAt)},
+        'prorationBehavior', CASE WHEN ${c.pendingInvoiceNow} THEN 'always_invoice' WHEN ${c.pendingProrate} = 0 THEN 'none' ELSE 'create_prorations' END)
       ELSE NULL END),
     'testClockId', ${c.testClockId}, 'metadata', json(${c.metadata}), 'createdAt', ${isoSql(c.createdAt)})`;
 }

@@ -7,6 +7,7 @@ import { periodAt } from "../../domain/periods";
 import { DAY_MS, iso } from "../../lib/time";
 import { SYSTEM_ACTOR } from "../../platform/actor";
 import { change, commit } from "../../platform/change-set";
+import type { AuditContext } from "../../platform/audit";
 import type { EventType } from "../../platform/events";
 import { sendAll } from "../../platform/queue-send";
 import { isAssertionFailure } from "../../db/assert";
@@ -82,9 +83,9 @@ export function upcomingInvoice(sub: SubscriptionRow, plan: PlanRow, usage: Read
   };
 }
 
-async function usageSoFar(env: Env, sub: SubscriptionRow, plan: PlanRow): Promise<Map<string, string>> {
+async function usageSoFar(env: Env, sub: SubscriptionRow, plan: PlanRow, at: number): Promise<Map<string, string>> {
   if (!plan.prices.some((p) => p.type === "metered")) return new Map();
-  const s = await meterStub(env, sub.id).summary({ kind: "current" }, Date.now());
+  const s = await meterStub(env, sub.id).summary({ kind: "current" }, at);
   return s.ok ? new Map(s.meters.map((m) => [m.meterId, m.value])) : new Map();
 }
 
@@ -94,6 +95,21 @@ async function usageSoFar(env: Env, sub: SubscriptionRow, plan: PlanRow): Promis
  * the events table (a concurrent run's emission aborts the second). Queues its continuation on the tasks queue.
  */
 export async function upcomingInvoicesPage(env: Env, db: Db, now: number, after: string | null, page = UPCOMING_PAGE): Promise<{ emitted: number; next: string | null }> {
+  const r = await emitUpcoming(env, db, now, { testClockId: null }, { actor: SYSTEM_ACTOR }, after, page);
+  if (r.next) await sendAll(env.TASK_QUEUE, [{ type: "invoices.upcoming", now, after: r.next } satisfies TaskMessage]);
+  return r;
+}
+
+/**
+ * invoice.upcoming for a test clock's subscriptions renewing within `days` of the clock's time `now` (its advance
+ * calls this before each step and at its target): once per renewal, stamped in the clock's time `days` before the
+ * renewal (or at the period start, for a shorter period). A page; `next` non-null when there is more.
+ */
+export function upcomingForClock(env: Env, db: Db, now: number, testClockId: string, ctx: Omit<AuditContext, "now">, page: number) {
+  return emitUpcoming(env, db, now, { testClockId }, ctx, null, page);
+}
+
+async function emitUpcoming(env: Env, db: Db, now: number, scope: { testClockId: string | null }, ctx: Omit<AuditContext, "now">, after: string | null, page: number): Promise<{ emitted: number; next: string | null }> {
   const days = upcomingDaysOf(env);
   if (days === 0) return { emitted: 0, next: null };
   const rows = await db
@@ -103,9 +119,10 @@ export async function upcomingInvoicesPage(env: Env, db: Db, now: number, after:
     .where(
       and(
         inArray(subscriptions.status, ["active", "trialing", "past_due"]),
-        isNull(subscriptions.testClockId),
+        scope.testClockId === null ? isNull(subscriptions.testClockId) : eq(subscriptions.testClockId, scope.testClockId),
         eq(subscriptions.cancelAtPeriodEnd, false),
-        gt(subscriptions.currentPeriodEnd, now),
+        // A clock's renewal due at `now` has not run yet when its advance asks (before the step): still owed.
+        scope.testClockId === null ? gt(subscriptions.currentPeriodEnd, now) : undefined,
         lte(subscriptions.currentPeriodEnd, now + days * DAY_MS),
         after === null ? undefined : gt(subscriptions.id, after),
         sql`NOT EXISTS (SELECT 1 FROM ${events} WHERE ${events.objectId} = 'upcoming_' || ${subscriptions.id} || '_' || ${subscriptions.currentPeriodEnd} AND ${events.type} = ${UPCOMING})`,
@@ -117,23 +134,23 @@ export async function upcomingInvoicesPage(env: Env, db: Db, now: number, after:
   let emitted = 0;
   for (const { subscriptions: sub, plans: plan } of rows) {
     const objectId = upcomingObjectId(sub.id, sub.currentPeriodEnd);
-    const object = upcomingInvoice(sub, plan, await usageSoFar(env, sub, plan), await unbilledPending(db, sub.id));
+    // Real time: now. A clock: when the event fell due in its time, which its advance may have passed over.
+    const at = scope.testClockId === null ? now : Math.min(now, Math.max(sub.currentPeriodStart, sub.currentPeriodEnd - days * DAY_MS));
+    const object = upcomingInvoice(sub, plan, await usageSoFar(env, sub, plan, at), await unbilledPending(db, sub.id));
     const exists = sql`SELECT 1 FROM ${events} WHERE ${events.objectId} = ${objectId} AND ${events.type} = ${UPCOMING}`;
     try {
       await commit(
         db,
         change({
           statements: [db.insert(batchAssertions).select(sql`SELECT 0 WHERE EXISTS (${exists})`)],
-          events: [{ type: UPCOMING, objectType: "invoice", objectId, customerId: sub.customerId, object }],
+          events: [{ type: UPCOMING, objectType: "invoice", objectId, customerId: sub.customerId, object, ...(sub.testClockId ? { livemode: false } : {}) }],
         }),
-        { actor: SYSTEM_ACTOR, now },
+        { ...ctx, now: at },
       );
       emitted++;
     } catch (e) {
       if (!isAssertionFailure(e)) throw e; // a concurrent run emitted it
     }
   }
-  const next = rows.length === page ? rows[rows.length - 1]!.subscriptions.id : null;
-  if (next) await sendAll(env.TASK_QUEUE, [{ type: "invoices.upcoming", now, after: next } satisfies TaskMessage]);
-  return { emitted, next };
+  return { emitted, next: rows.length === page ? rows[rows.length - 1]!.subscriptions.id : null };
 }

@@ -15,6 +15,7 @@ import { sendAll } from "../../platform/queue-send";
 import { SYSTEM_ACTOR } from "../../platform/actor";
 import type { TaskMessage } from "../../../queues/messages";
 import { emitTrialWillEnd } from "../subscriptions/transitions";
+import { upcomingForClock } from "../subscriptions/upcoming";
 import { expireDueGrants } from "../credits/service";
 
 type ClockRow = typeof testClocks.$inferSelect;
@@ -45,8 +46,9 @@ export async function createClock(db: Db, input: { frozenTime: number; name?: st
  * plus its most expensive single unit) under Cloudflare's 1,000; the rest continues on the tasks queue.
  */
 const BUDGET = 600;
-const COST = { step: 30, trialEmit: 5, draftsPage: 320, dunning: 150, meterPage: 5 } as const;
+const COST = { step: 30, trialEmit: 5, upcomingEmit: 6, draftsPage: 320, dunning: 150, meterPage: 5 } as const;
 const TRIAL_PAGE = 20;
+const UPCOMING_PAGE = 20;
 const METER_PAGE = 200;
 
 type Advance = { steps: StepResult[]; finished: boolean };
@@ -134,6 +136,10 @@ async function advanceSome(env: Env, db: Db, id: string, from: number, target: n
     const trials = await emitTrialWillEnd(db, best.at, { testClockId: id }, eventCtx, 1, TRIAL_PAGE);
     spent += trials.emitted * COST.trialEmit;
     if (trials.more) continue;
+    // So do renewals within UPCOMING_INVOICE_DAYS of it (invoice.upcoming, stamped when it fell due).
+    const upcoming = await upcomingForClock(env, db, best.at, id, eventCtx, UPCOMING_PAGE);
+    spent += upcoming.emitted * COST.upcomingEmit;
+    if (upcoming.next) continue;
     await meterStub(env, best.id).setClock(best.runAt);
     const ran = await runDue(env, db, best.id, best.runAt, eventCtx, 1);
     spent += COST.step;
@@ -149,6 +155,9 @@ async function advanceSome(env: Env, db: Db, id: string, from: number, target: n
   const trials = await emitTrialWillEnd(db, target, { testClockId: id }, eventCtx, 1, TRIAL_PAGE);
   spent += trials.emitted * COST.trialEmit;
   if (trials.more) return { steps, finished: false, meterAfter };
+  const upcoming = await upcomingForClock(env, db, target, id, eventCtx, UPCOMING_PAGE);
+  spent += upcoming.emitted * COST.upcomingEmit;
+  if (upcoming.next) return { steps, finished: false, meterAfter };
   // Credit that expired by the new time leaves the balance (invoices before it already ignored it past expiry).
   const expired = await expireDueGrants(db, target, { testClockId: id }, eventCtx);
   if (expired.hasMore) return { steps, finished: false, meterAfter };

@@ -1,0 +1,1 @@
+ALTER TABLE `subscriptions` ADD `pending_invoice_now` integer;
