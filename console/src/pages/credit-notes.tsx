@@ -1,6 +1,6 @@
 // Credit notes: the list (cursor-paged, filtered as the API allows), a note's detail with its PDF and Void, and the
-// "Issue credit note" form of an invoice. What is left to credit comes from the API's own figures (the invoice's
-// lines and the lines of its issued notes); the API checks everything again and its refusal is shown as it gave it.
+// "Issue credit note" form of an invoice. What is left to credit is the invoice's own `creditable`
+// figures (total and per line); the API checks everything again and its refusal is shown as it gave it.
 import { useState } from "preact/hooks";
 import { api, ApiProblem, call, opt, type Query, type Schema } from "../api";
 import { can, type Session } from "../auth";
@@ -159,10 +159,10 @@ export function CreditNoteDetail({ id, session }: { id: string; session: Session
   );
 }
 
-/** What is left to credit on an invoice, from the API's figures: its total and lines less its issued notes. */
+/** What is left to credit on an invoice: the API's own `creditable` figures (the credit-note service checks the same). */
 export type Creditable = {
   notes: CreditNote[];
-  /** Total (tax included) still creditable: invoice total − Σ issued notes. */
+  /** Total (tax included) still creditable; while the invoice is open, at most its amount due. */
   remaining: number;
   /** Per invoice line: pre-tax amount and tax left. */
   lines: Map<string, { left: number; taxLeft: number }>;
@@ -175,17 +175,14 @@ export async function loadCreditable(inv: Invoice): Promise<Creditable> {
     call(api.GET("/api/v1/credit-notes", { params: { query: { invoiceId: inv.id, limit: 100 } } })),
     call(api.GET("/api/v1/payments", { params: { query: { invoiceId: inv.id, status: "succeeded", limit: 100 } } })),
   ]);
-  const issued = await Promise.all(page.data.filter((n) => n.status === "issued").map((n) => call(api.GET("/api/v1/credit-notes/{id}", { params: { path: { id: n.id } } }))));
   const lines = new Map<string, { left: number; taxLeft: number }>();
-  for (const l of inv.lines ?? []) lines.set(l.id, { left: l.amount.amountMinor - l.discount.amountMinor, taxLeft: l.tax.amountMinor });
-  for (const n of issued)
-    for (const cl of n.lines ?? []) {
-      const x = lines.get(cl.invoiceLineId);
-      if (x) lines.set(cl.invoiceLineId, { left: x.left - cl.amount.amountMinor, taxLeft: x.taxLeft - cl.tax.amountMinor });
-    }
+  for (const l of inv.lines ?? []) {
+    // Documents archived before `creditable` existed carry no per-line figure: nothing is offered on those lines.
+    lines.set(l.id, l.creditable ? { left: l.creditable.amount.amountMinor, taxLeft: l.creditable.tax.amountMinor } : { left: 0, taxLeft: 0 });
+  }
   return {
     notes: page.data,
-    remaining: inv.total.amountMinor - issued.reduce((s, n) => s + n.total.amountMinor, 0),
+    remaining: inv.creditable.total.amountMinor,
     lines,
     refundable: Math.max(0, ...payments.data.map((p) => p.amountMinor - p.amountRefundedMinor)),
   };

@@ -183,7 +183,7 @@ export function InvoiceDetail({ id, session }: { id: string; session: Session })
                       setCredits((x) => x + 1);
                       inv.reload();
                     }}
-                    onRefused={() => setCredits((x) => x + 1)}
+                    onRefused={() => (setCredits((x) => x + 1), inv.reload())}
                   />
                 ) : (
                   <Loading what="what is left to credit" />
