@@ -91,14 +91,6 @@ function countsSince(before: InvocationCounts | null): Partial<InvocationCounts>
   return { d1Queries: now.d1Queries - before.d1Queries, subrequests: now.subrequests - before.subrequests, queueSends: now.queueSends - before.queueSends };
 }
 
-/**
- * Every trigger's tasks each run in their own invocation: the trigger sends one `cron.task` message per task to the
- * tasks queue (one message per invocation), so no task shares Cloudflare's per-invocation limits with another, a
- * failed task is retried on its own (then dead-lettered), and the trigger itself makes no D1 query. Tasks of one
- * trigger do not depend on each other's order.
- */
-export const FANNED_OUT_CRONS: ReadonlySet<string> = new Set(Object.values(CRON));
-
 /** Runs one task of a cron trigger (the tasks queue's `cron.task`); throws when it fails, so the message is retried. */
 export async function runCronTask(env: Env, cron: string, name: string, scheduledTime: number): Promise<void> {
   const task = cronTasks[cron]?.find((t) => t.name === name);
@@ -114,7 +106,12 @@ export async function runCronTask(env: Env, cron: string, name: string, schedule
   }
 }
 
-/** The worker's `scheduled` handler: dispatch by cron expression, one JSON log line per task. */
+/**
+ * The worker's `scheduled` handler. Every trigger's tasks each run in their own invocation: it sends one `cron.task`
+ * message per task to the tasks queue (one message per invocation), so no task shares Cloudflare's per-invocation
+ * limits with another, a failed task is retried on its own (then dead-lettered), and the trigger makes no D1 query.
+ * Tasks of one trigger do not depend on each other's order.
+ */
 export async function scheduled(controller: ScheduledController, env: Env): Promise<void> {
   const tasks = cronTasks[controller.cron];
   if (!tasks) {

@@ -161,7 +161,6 @@ export function CreditNoteDetail({ id, session }: { id: string; session: Session
 
 /** What is left to credit on an invoice: the API's own `creditable` figures (the credit-note service checks the same). */
 export type Creditable = {
-  notes: CreditNote[];
   /** Total (tax included) still creditable; while the invoice is open, at most its amount due. */
   remaining: number;
   /** Per invoice line: pre-tax amount and tax left. */
@@ -171,17 +170,13 @@ export type Creditable = {
 };
 
 export async function loadCreditable(inv: Invoice): Promise<Creditable> {
-  const [page, payments] = await Promise.all([
-    call(api.GET("/api/v1/credit-notes", { params: { query: { invoiceId: inv.id, limit: 100 } } })),
-    call(api.GET("/api/v1/payments", { params: { query: { invoiceId: inv.id, status: "succeeded", limit: 100 } } })),
-  ]);
+  const payments = await call(api.GET("/api/v1/payments", { params: { query: { invoiceId: inv.id, status: "succeeded", limit: 100 } } }));
   const lines = new Map<string, { left: number; taxLeft: number }>();
   for (const l of inv.lines ?? []) {
     // Documents archived before `creditable` existed carry no per-line figure: nothing is offered on those lines.
     lines.set(l.id, l.creditable ? { left: l.creditable.amount.amountMinor, taxLeft: l.creditable.tax.amountMinor } : { left: 0, taxLeft: 0 });
   }
   return {
-    notes: page.data,
     remaining: inv.creditable.total.amountMinor,
     lines,
     refundable: Math.max(0, ...payments.data.map((p) => p.amountMinor - p.amountRefundedMinor)),

@@ -11,9 +11,6 @@ import { DEFAULT_RETRY, RETRY_CONFIG_KEY, RetryConfig, retryConfig } from "../pa
 import { putSetting } from "../../platform/settings";
 import { closedObject } from "../../lib/schema";
 
-// Kept here for callers that still import it from the admin config; it lives in src/lib/schema.ts.
-export { closedObject } from "../../lib/schema";
-
 const Configured = z.enum(["configured", "not configured"]);
 
 export const EffectiveConfig = z
