@@ -11,15 +11,22 @@ import { queueNames } from "./messages";
 import { prepareInvoiceDocument } from "../src/modules/documents/prepare";
 import { creditNotePdf } from "../src/modules/documents/store";
 
-export const STEPS_PER_MESSAGE = 4;
+/**
+ * Renewal steps one jobs invocation may take, shared by its messages: a step is about 30 D1 queries, so 24 steps stay
+ * inside Cloudflare's 1,000 queries per invocation whatever the batch size (wrangler.toml's max_batch_size, 20).
+ */
+export const STEPS_PER_BATCH = 24;
+/** A message's share of the batch's steps (at least one): a subscription far behind continues in a fresh message. */
+export const stepsPerMessage = (batchSize: number) => Math.max(1, Math.floor(STEPS_PER_BATCH / Math.max(1, batchSize)));
 
 export const jobHandlers = {
   // Renewals, trial ends, resumes, scheduled changes of one subscription; idempotent, so redelivery is harmless.
-  // At most STEPS_PER_MESSAGE steps (about 30 D1 queries each), so a batch of 5 stays inside Cloudflare's 1,000 queries
-  // per invocation even for a subscription far behind; the rest continues in a fresh message.
-  "billing.run_due": async (m: Extract<JobMessage, { type: "billing.run_due" }>, env: Env) => {
-    const steps = await runDue(env, dbOf(env), m.subscriptionId, Date.now(), { actor: SYSTEM_ACTOR }, STEPS_PER_MESSAGE);
-    if (steps.length === STEPS_PER_MESSAGE) await env.JOB_QUEUE.send({ type: "billing.run_due", subscriptionId: m.subscriptionId } satisfies JobMessage);
+  // At most its share of STEPS_PER_BATCH, so the batch stays inside the per-invocation limits even when every
+  // subscription in it is far behind; the rest continues in a fresh message.
+  "billing.run_due": async (m: Extract<JobMessage, { type: "billing.run_due" }>, env: Env, _attempts: number, batchSize: number) => {
+    const max = stepsPerMessage(batchSize);
+    const steps = await runDue(env, dbOf(env), m.subscriptionId, Date.now(), { actor: SYSTEM_ACTOR }, max);
+    if (steps.length === max) await env.JOB_QUEUE.send({ type: "billing.run_due", subscriptionId: m.subscriptionId } satisfies JobMessage);
     return { status: "done" as const };
   },
   "meters.resync": async (_m: Extract<JobMessage, { type: "meters.resync" }>, env: Env) => {
@@ -51,4 +58,8 @@ export const jobHandlers = {
   },
 };
 
-export const consumeJobs = consumer<JobMessage>(queueNames.jobs, jobHandlers);
+/** One subscription's (or invoice's) messages in a batch run in order; different ones concurrently. */
+const jobKey = (m: JobMessage): string =>
+  m.type === "billing.run_due" ? `subscription:${m.subscriptionId}` : m.type === "invoice.document" ? `invoice:${m.invoiceId}` : m.type === "credit_note.document" ? `credit_note:${m.creditNoteId}` : m.type;
+
+export const consumeJobs = consumer<JobMessage>(queueNames.jobs, jobHandlers, { keyOf: jobKey });

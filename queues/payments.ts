@@ -31,13 +31,23 @@ const handlers = (lease: GuardLease) => ({
 });
 
 /**
+ * Charges of one batch in flight at once: Cloudflare opens at most six connections per invocation at a time (more
+ * wait), and a freeze then has at most this many charges to wait for.
+ */
+export const CHARGES_IN_FLIGHT = 6;
+
+/** One invoice's attempts (or one payment's refund) in a batch run in order; different ones concurrently. */
+const paymentKey = (m: PaymentMessage): string =>
+  m.type === "payment.attempt" ? `invoice:${m.invoiceId}` : m.type === "refund.bulk_item" ? `payment:${m.paymentId}` : m.type;
+
+/**
  * The batch's charges share one PaymentGuard lease (one guard call per lease window, not an admit/release pair
  * per charge); it is given back when the batch is done.
  */
 export async function consumePayments(batch: MessageBatch<unknown>, env: Env): Promise<void> {
   const lease = new GuardLease(env);
   try {
-    await consumer<PaymentMessage>(queueNames.payments, handlers(lease), (e) => e.PAYMENT_QUEUE)(batch, env);
+    await consumer<PaymentMessage>(queueNames.payments, handlers(lease), { producer: (e) => e.PAYMENT_QUEUE, keyOf: paymentKey, concurrency: CHARGES_IN_FLIGHT })(batch, env);
   } finally {
     await lease.release();
   }

@@ -22,4 +22,4 @@ export const consumeWebhooks = consumer<WebhookMessage>(queueNames.webhooks, {
   "notification.send": adoptNotification,
   "events.fanout": (m, env) => fanOut(env, m.eventIds),
   "webhook.deliver": (m, env) => deliverScheduled(env, m.deliveryId),
-});
+}, { concurrency: 6 }); // deliveries are outbound fetches: Cloudflare opens six connections per invocation at a time

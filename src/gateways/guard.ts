@@ -43,6 +43,8 @@ export async function withAdmission<T>(env: Env, what: string, move: (admission:
  */
 export class GuardLease {
   private current: { lease: Lease; active: number } | null = null;
+  /** The lease request in flight: concurrent charges of one batch wait for the same request instead of each asking. */
+  private asking: Promise<{ lease: Lease; active: number } | Refused> | null = null;
   /** Guard calls made (lease requests and releases): the round trips this saves are the point. */
   calls = 0;
 
@@ -53,21 +55,47 @@ export class GuardLease {
 
   /** Runs `move` under the held lease (or a fresh one); refused like `withAdmission` when the guard refuses a lease. */
   async run<T>(what: string, move: (admission: Admitted) => Promise<T>): Promise<{ admitted: true; value: T } | Refused> {
-    let held = this.current;
-    if (!held || Date.now() >= held.lease.startBy) {
-      if (held) await this.retire(held);
-      this.current = null;
-      this.calls++;
-      const granted = await paymentGuard(this.env).lease(`${this.holder}: ${what}`);
-      if (!granted.admitted) return granted;
-      held = this.current = { lease: granted as Lease, active: 0 };
-    }
-    held.active++;
+    const held = await this.hold(what);
+    if (!("lease" in held)) return held;
+    // `hold` counted this charge in; it counts out when the move is done.
     try {
       return { admitted: true, value: await move(held.lease) };
     } finally {
       held.active--;
       if (this.current !== held && held.active === 0) await this.releaseToken(held.lease.token);
+    }
+  }
+
+  /** The current lease with this charge counted in (synchronously, so the lease cannot be retired under it). */
+  private async hold(what: string): Promise<{ lease: Lease; active: number } | Refused> {
+    for (;;) {
+      const held = this.current;
+      if (held && Date.now() < held.lease.startBy) {
+        held.active++;
+        return held;
+      }
+      if (!this.asking) {
+        this.current = null;
+        if (held) await this.retire(held);
+        this.asking ??= this.ask(what);
+      }
+      const r = await this.asking;
+      if (!("lease" in r)) return r;
+      if (this.current === r && Date.now() < r.lease.startBy) {
+        r.active++;
+        return r;
+      }
+    }
+  }
+
+  private async ask(what: string): Promise<{ lease: Lease; active: number } | Refused> {
+    this.calls++;
+    try {
+      const granted = await paymentGuard(this.env).lease(`${this.holder}: ${what}`);
+      if (!granted.admitted) return granted;
+      return (this.current = { lease: granted as Lease, active: 0 });
+    } finally {
+      this.asking = null;
     }
   }
 

@@ -8,6 +8,7 @@ import { SYSTEM_ACTOR } from "../../src/platform/actor";
 import { runDue } from "../../src/modules/subscriptions/renewal";
 import { collectInvoice } from "../../src/modules/payments/collect";
 import { GuardLease } from "../../src/modules/payments/guard";
+import { CHARGES_IN_FLIGHT } from "../../queues/payments";
 import { dropSettingsCache } from "../../src/platform/settings";
 import { api, spyQueue, unique, type SentMessage } from "../helpers";
 
@@ -121,23 +122,41 @@ describe("PaymentGuard admission for a consumer batch", () => {
     expect((await call("GET", "/admin/emergency/status")).body.inFlight).toBe(0);
   });
 
+  it("charges running concurrently (as a consumer batch runs them) share one lease request, and all complete", { timeout: 30_000 }, async () => {
+    const p = await plan();
+    const invoiceIds: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const id = await dueSubscription(p.id, 5);
+      await runDue(testEnv(), dbOf(env), id, runAt(), { actor: SYSTEM_ACTOR });
+      invoiceIds.push((await cycleInvoiceOf(id))!.id);
+    }
+    const lease = new GuardLease(env);
+    const outcomes = await Promise.all(invoiceIds.map((id) => collectInvoice(testEnv(), dbOf(env), id, { attempt: 1, direct: false, lease }, ctx())));
+    await lease.release();
+    expect(outcomes.map((o) => o.outcome)).toEqual(invoiceIds.map(() => "succeeded"));
+    expect(lease.calls).toBe(2); // one lease asked for by the first charge and waited on by the others, one release
+    expect((await call("GET", "/admin/emergency/status")).body.inFlight).toBe(0);
+  });
+
   it("a freeze racing a leased batch: each charge completed before the freeze returned, or never reached the gateway", async () => {
     const p = await plan();
     const invoiceIds: string[] = [];
-    for (let i = 0; i < 6; i++) {
+    // More charges than a batch runs at once (CHARGES_IN_FLIGHT), so some have not started when the freeze lands.
+    for (let i = 0; i < CHARGES_IN_FLIGHT + 4; i++) {
       const id = await dueSubscription(p.id, 7);
       await runDue(testEnv(), dbOf(env), id, runAt(), { actor: SYSTEM_ACTOR });
       invoiceIds.push((await cycleInvoiceOf(id))!.id);
     }
-    await env.DB.prepare("INSERT OR REPLACE INTO settings (key, value, updated_by, updated_at) VALUES ('gateways.sandbox.faults', '{\"latencyMs\":120}', 'test', 0)").run();
+    await env.DB.prepare("INSERT OR REPLACE INTO settings (key, value, updated_by, updated_at) VALUES ('gateways.sandbox.faults', '{\"latencyMs\":1500}', 'test', 0)").run();
     dropSettingsCache();
     const batch = createMessageBatch(
       "billing-payments",
       invoiceIds.map((invoiceId, i) => ({ id: unique(`fr${i}`), timestamp: new Date(), attempts: 1, body: { type: "payment.attempt", invoiceId, attempt: 1 } })),
     );
     const running = worker.queue(batch, testEnv(), createExecutionContext());
-    // The first charge has reached the gateway: freeze now, while the batch's lease is held.
-    await vi.waitFor(async () => expect(await ledgerCharges(invoiceIds)).toBeGreaterThanOrEqual(1), { timeout: 10_000, interval: 5 });
+    // The first charges are at the gateway (attempt started, the slow gateway not answered yet): freeze now, while the
+    // batch's lease is held and the charges after the first CHARGES_IN_FLIGHT have not started.
+    await vi.waitFor(async () => expect((await Promise.all(invoiceIds.map(paymentStatus))).filter((s) => s === "processing").length).toBeGreaterThanOrEqual(1), { timeout: 10_000, interval: 5 });
     const frozen = await call("POST", "/admin/emergency/freeze-payments", { reason: "race test" });
     expect(frozen.status).toBe(200);
     expect(frozen.body.drained).toBe(true);

@@ -1,8 +1,9 @@
-import { beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import { env } from "cloudflare:workers";
 import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
 import entry from "../../src/index";
 import { dropSettingsCache } from "../../src/platform/settings";
+import { CHARGES_IN_FLIGHT } from "../../queues/payments";
 import { unique, api, attemptPayment } from "../helpers";
 
 const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue">> = entry;
@@ -178,8 +179,10 @@ describe("payment freeze", () => {
 
   it("a freeze during a batch lets the charge in flight finish and starts no other", async () => {
     const subs = [];
-    for (let i = 0; i < 4; i++) subs.push(await subscriptionWith("pm_card_visa", "3.00"));
-    await env.DB.prepare("INSERT OR REPLACE INTO settings (key, value, updated_by, updated_at) VALUES ('gateways.sandbox.faults', '{\"latencyMs\":150}', 'test', 0)").run();
+    // More charges than a batch runs at once, so the last ones have not started when the freeze lands.
+    const n = CHARGES_IN_FLIGHT + 2;
+    for (let i = 0; i < n; i++) subs.push(await subscriptionWith("pm_card_visa", "3.00"));
+    await env.DB.prepare("INSERT OR REPLACE INTO settings (key, value, updated_by, updated_at) VALUES ('gateways.sandbox.faults', '{\"latencyMs\":1500}', 'test', 0)").run();
     dropSettingsCache();
     const batch = createMessageBatch(
       "billing-payments",
@@ -187,7 +190,9 @@ describe("payment freeze", () => {
     );
     const ctx = createExecutionContext();
     const running = worker.queue(batch, testEnv(), ctx);
-    await new Promise((r) => setTimeout(r, 220)); // the second charge is in flight now
+    // Charges in flight: started, waiting on the (slow) gateway.
+    const statusOf = async (invoiceId: string) => (await env.DB.prepare("SELECT status FROM payments WHERE invoice_id = ?").bind(invoiceId).first<{ status: string }>())?.status;
+    await vi.waitFor(async () => expect((await Promise.all(subs.map((s) => statusOf(s.invoice.id)))).filter((x) => x === "processing").length).toBeGreaterThanOrEqual(1), { timeout: 10_000, interval: 5 });
     const frozen = await call("POST", "/admin/emergency/freeze-payments", { reason: "incident" });
     expect(frozen.body.drained).toBe(true);
     const chargedAtFreeze = (await Promise.all(subs.map((s) => ledgerCharges(s.invoice.id)))).reduce((a, b) => a + b, 0);
@@ -197,9 +202,9 @@ describe("payment freeze", () => {
     const charged = (await Promise.all(subs.map((s) => ledgerCharges(s.invoice.id)))).reduce((a, b) => a + b, 0);
     expect(charged).toBe(chargedAtFreeze);
     expect(statuses.filter((s) => s === "succeeded")).toHaveLength(charged);
-    expect(statuses.filter((s) => s === "parked")).toHaveLength(4 - charged);
+    expect(statuses.filter((s) => s === "parked")).toHaveLength(n - charged);
     expect(charged).toBeGreaterThanOrEqual(1);
-    expect(charged).toBeLessThan(4);
+    expect(charged).toBeLessThan(n);
   });
 
   it("concurrent resumes release each parked charge exactly once, in the order parked", async () => {

@@ -138,23 +138,46 @@ describe("one test-clock advance, at two sizes", () => {
 });
 
 describe("queue consumers", () => {
-  it("a jobs batch of 5 renewals and a payments batch of 10 charges stay far inside the limits", { timeout: 120_000 }, async () => {
+  it("a jobs batch of 20 renewals and a payments batch of 25 charges (wrangler.toml's batch sizes) stay inside the limits", { timeout: 120_000 }, async () => {
     const now = Date.now();
-    const { ids } = await cloneSubscriptions(10, { periodStart: now - 31 * DAY, periodEnd: now - 2 * 3_600_000 });
+    const { ids } = await cloneSubscriptions(25, { periodStart: now - 31 * DAY, periodEnd: now - 2 * 3_600_000 });
     const rec = recordingEnv();
     const log = invocationLog();
-    await deliver(rec.env, "billing-jobs", ids.slice(0, 5).map((subscriptionId) => ({ type: "billing.run_due", subscriptionId })));
-    await deliver(rec.env, "billing-jobs", ids.slice(5).map((subscriptionId) => ({ type: "billing.run_due", subscriptionId })));
+    await deliver(rec.env, "billing-jobs", ids.slice(0, 20).map((subscriptionId) => ({ type: "billing.run_due", subscriptionId })));
+    await deliver(rec.env, "billing-jobs", ids.slice(20).map((subscriptionId) => ({ type: "billing.run_due", subscriptionId })));
     const charges = rec.take("payments").filter((m) => m.type === "payment.attempt");
-    expect(charges).toHaveLength(10);
+    expect(charges).toHaveLength(25);
     await deliver(rec.env, "billing-payments", charges);
-    expect(await count(`SELECT count(*) AS n FROM invoices WHERE subscription_id IN (${ids.map(() => "?").join(",")}) AND status = 'paid'`, ...ids)).toBe(10);
+    expect(await count(`SELECT count(*) AS n FROM invoices WHERE subscription_id IN (${ids.map(() => "?").join(",")}) AND status = 'paid'`, ...ids)).toBe(25);
+    // Exactly one charge each, although the batch's charges ran concurrently under one shared lease.
+    expect(await count(`SELECT count(*) AS n FROM payments p JOIN invoices i ON i.id = p.invoice_id WHERE i.subscription_id IN (${ids.map(() => "?").join(",")}) AND p.status = 'succeeded'`, ...ids)).toBe(25);
     const lines = log();
     const jobs = lines.filter((l) => l.invocation.startsWith("queue billing-jobs"));
     const payments = lines.filter((l) => l.invocation.startsWith("queue billing-payments"));
     expect(jobs).toHaveLength(2);
     expect(payments).toHaveLength(1);
-    expect(maxOf(jobs).d1Queries).toBeLessThanOrEqual(150);
-    expect(maxOf(payments).d1Queries).toBeLessThanOrEqual(300);
+    expect(maxOf(jobs).d1Queries).toBeLessThanOrEqual(20 * 30);
+    expect(maxOf(payments).d1Queries).toBeLessThanOrEqual(25 * 30);
+  });
+
+  it("a jobs batch of 20 subscriptions each several periods behind shares one step budget and continues the rest in fresh messages", { timeout: 120_000 }, async () => {
+    const now = Date.now();
+    // Four monthly periods behind: four renewal steps each, 80 in all, far past one invocation's budget.
+    const { ids } = await cloneSubscriptions(20, { periodStart: now - 4 * 31 * DAY, periodEnd: now - 3 * 31 * DAY });
+    const rec = recordingEnv();
+    const log = invocationLog();
+    let batch = ids.map((subscriptionId) => ({ type: "billing.run_due", subscriptionId }));
+    let rounds = 0;
+    while (batch.length) {
+      if (++rounds > 20) throw new Error("renewals did not converge");
+      await deliver(rec.env, "billing-jobs", batch);
+      batch = rec.take("jobs").filter((m) => m.type === "billing.run_due");
+      rec.take("payments");
+    }
+    const invoices = await count(`SELECT count(*) AS n FROM invoices WHERE subscription_id IN (${ids.map(() => "?").join(",")})`, ...ids);
+    expect(invoices).toBeGreaterThanOrEqual(20 * 4);
+    const jobs = log().filter((l) => l.invocation.startsWith("queue billing-jobs"));
+    expect(jobs.every((l) => !l.limitExceeded)).toBe(true);
+    expect(maxOf(jobs).d1Queries).toBeLessThanOrEqual(1_000);
   });
 });
