@@ -46,9 +46,16 @@ export class AuditAnchor extends DurableObject<Env> {
     return h ? { seq: h.seq, chain: h.chain, sealedAt: h.sealed_at } : { seq: 0, chain: GENESIS_CHAIN, sealedAt: 0 };
   }
 
-  /** Asks for a seal soon; cheap (no D1 access), so every audited write can call it. */
-  async poke(): Promise<void> {
-    if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(Date.now() + DEBOUNCE_MS);
+  /**
+   * Asks for a seal soon; cheap (no D1 access). Returns when the pending seal runs (epoch ms): it reads every row
+   * committed before then, so a writer may skip poking for rows it commits before that time.
+   */
+  async poke(): Promise<number> {
+    const pending = await this.ctx.storage.getAlarm();
+    if (pending !== null) return pending;
+    const at = Date.now() + DEBOUNCE_MS;
+    await this.ctx.storage.setAlarm(at);
+    return at;
   }
 
   override async alarm(): Promise<void> {

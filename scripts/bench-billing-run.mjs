@@ -69,7 +69,7 @@ function invocations(output, from = 0) {
 }
 
 console.log(`bench:billing-run: N = ${N} subscriptions, ${CUSTOMERS} customers, wrangler dev on :${PORT} (${machineLoad()})`);
-const server = await startServer({ port: PORT, persist: PERSIST, fresh: true, logLevel: "log", vars: { USAGE_GRACE_SECONDS: "0", LIMITS: "count" } });
+const server = await startServer({ port: PORT, persist: PERSIST, fresh: true, logLevel: process.env.LOG_LEVEL ?? "log", inspectorPort: process.env.INSPECTOR_PORT ? Number(process.env.INSPECTOR_PORT) : undefined, vars: { USAGE_GRACE_SECONDS: "0", LIMITS: process.env.BENCH_LIMITS ?? "count" } });
 const stopAll = () => server.stop();
 process.once("SIGINT", () => (stopAll(), process.exit(130)));
 const { check, exitCode } = checks();

@@ -9,7 +9,7 @@ import { dropFeatureCache } from "../src/modules/admin/features";
 import { dropApiKeyCache } from "../src/http/auth";
 import { dropGatewayHealthCache } from "../src/modules/gateways/service";
 import { forgetEndpointsCache } from "../src/modules/webhook-endpoints/delivery";
-import { AUDIT_ANCHOR_NAME } from "../src/platform/audit";
+import { AUDIT_ANCHOR_NAME, forgetPendingSeal } from "../src/platform/audit";
 
 await applyD1Migrations(env.DB, env.TEST_MIGRATIONS);
 
@@ -45,3 +45,4 @@ dropFeatureCache();
 dropApiKeyCache();
 dropGatewayHealthCache();
 forgetEndpointsCache();
+forgetPendingSeal();

@@ -107,6 +107,7 @@ export async function withLimits<T>(env: Env, name: string, run: (env: Env) => P
         invocation: name,
         ...extra,
         ...inv.counts,
+        startedAt: started,
         ms: Date.now() - started,
         ...(inv.exceeded ? { limitExceeded: inv.exceeded.limit } : {}),
         ...(error ? { error: String(error) } : {}),

@@ -20,3 +20,46 @@ it("200 concurrent audited writes all land at once, without seq-conflict retries
   const verify = await api("GET", "/api/v1/audit/verify-integrity");
   expect(verify.body).toMatchObject({ valid: true, ok: true, brokenAt: null, checked: before + 200 });
 });
+
+it("audited commits in one isolate poke the one global AuditAnchor about once per seal, not once each; the seal still takes every row", { timeout: 60_000 }, async () => {
+  const { commitWithAudit, forgetPendingSeal, AUDIT_ANCHOR_NAME } = await import("../../src/platform/audit");
+  const { dbOf } = await import("../../src/db/client");
+  const { SYSTEM_ACTOR } = await import("../../src/platform/actor");
+  const { runDurableObjectAlarm } = await import("cloudflare:test");
+  const real = env.AUDIT_ANCHOR;
+  // A seal left pending by earlier writes runs first, so the first commit here schedules the next one.
+  await runDurableObjectAlarm(real.get(real.idFromName(AUDIT_ANCHOR_NAME)));
+  forgetPendingSeal();
+  let pokes = 0;
+  const pending: Promise<unknown>[] = [];
+  const counting = {
+    idFromName: (name: string) => real.idFromName(name),
+    get: (id: DurableObjectId) => {
+      const stub = real.get(id);
+      return {
+        poke: () => {
+          pokes++;
+          const p = stub.poke();
+          pending.push(p);
+          return p;
+        },
+      };
+    },
+  };
+  const e = env as unknown as { AUDIT_ANCHOR: unknown };
+  e.AUDIT_ANCHOR = counting;
+  const before = await maxSeq();
+  try {
+    for (let i = 0; i < 20; i++) {
+      await commitWithAudit(dbOf(env), [], [{ action: "test.poke", targetType: "test", targetId: `t${i}` }], { actor: SYSTEM_ACTOR, now: Date.now() });
+      await Promise.all(pending); // as the waitUntil would: the poke's answer has arrived before the next commit
+    }
+  } finally {
+    e.AUDIT_ANCHOR = real;
+  }
+  expect(pokes).toBeLessThanOrEqual(2);
+  // The seal the first poke scheduled runs and takes all twenty rows.
+  await vi.waitFor(async () => expect(await runDurableObjectAlarm(real.get(real.idFromName(AUDIT_ANCHOR_NAME)))).toBe(true), { timeout: 5_000 });
+  const unsealed = await env.DB.prepare("SELECT count(*) AS n FROM audit_log WHERE seq > ? AND chain IS NULL").bind(before).first<{ n: number }>();
+  expect(unsealed!.n).toBe(0);
+});

@@ -217,7 +217,12 @@ async function periodEnd(env: Env, db: Db, loaded: Loaded, ctx: AuditContext): P
   eventsCommitted(createdEvents);
   for (const effect of finalization?.change.after ?? []) await effect();
   const after: SubscriptionRow = { ...sub, ...patch, configVersion: sub.configVersion + 1, updatedAt: ctx.now };
-  await pushMeterConfig(env, db, after, nextPlan, loaded.alerts, loaded.customer);
+  // The customer's ingest directory routes by status, anchor and the plan's meters: a plain renewal changes none of
+  // them, so it is not told (one Durable Object call less per renewal, and no hot directory object for a customer
+  // with thousands of subscriptions renewing at once) unless it may have missed the previous version.
+  const routingChanged =
+    sub.meterSyncedVersion < sub.configVersion || after.status !== sub.status || after.billingAnchor !== sub.billingAnchor || nextPlan.id !== plan.id || nextPlan.version !== plan.version;
+  await pushMeterConfig(env, db, after, nextPlan, loaded.alerts, loaded.customer, { routing: routingChanged });
   if (finalization) await afterFinalized(env, finalizedRow(results, 2 + extra.length));
   return { result: { subscriptionId: sub.id, step: "period_end", at: ctx.now, status, ...(invoiceId ? { invoiceId } : {}) }, sub: after, plan: nextPlan };
 }

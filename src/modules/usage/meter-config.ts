@@ -78,12 +78,20 @@ export function meterStub(env: Env, subscriptionId: string) {
  * Pushes the subscription's state to its meter and records the acknowledged version. A failure is not fatal
  * to the caller's already-committed change: the hourly cron re-pushes every subscription still behind.
  */
-export async function pushMeterConfig(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, knownAlerts?: MeterAlertRow[], knownCustomer?: { metadata: Record<string, string> }): Promise<boolean> {
+export async function pushMeterConfig(
+  env: Env,
+  db: Db,
+  sub: SubscriptionRow,
+  plan: PlanRow,
+  knownAlerts?: MeterAlertRow[],
+  knownCustomer?: { metadata: Record<string, string> },
+  options: { routing: boolean } = { routing: true },
+): Promise<boolean> {
   try {
     const alerts = knownAlerts ?? (await meterAlertsOf(db, sub.id).all());
     const held = await meterStub(env, sub.id).configure(meterConfigOf(sub, plan, await clockTimeOf(db, sub.testClockId), alerts));
     // Before the version is recorded: a failed directory push is retried by the cron resync like a failed meter push.
-    await pushRouting(env, db, sub, plan, knownCustomer);
+    if (options.routing) await pushRouting(env, db, sub, plan, knownCustomer);
     await db
       .update(subscriptions)
       .set({ meterSyncedVersion: held })
