@@ -85,6 +85,10 @@ export default defineConfig(async () => ({
   test: {
     // The worker logs one JSON line per request and job; keep test output to failures and warnings.
     onConsoleLog: (log: string) => !/"level":"info"/.test(log),
+    // Two vitest workers, so two Workers runtimes: each runtime runs its files on one thread, and the machine has two
+    // cores (vitest's default here is one). Files stay independent: each starts from empty storage (the setup file),
+    // and tests that read the limit counter's lines match only their own invocations.
+    maxWorkers: 2,
     projects: [
       {
         test: {

@@ -78,7 +78,7 @@ describe("invoice.upcoming", () => {
     const lines = log();
     expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
     // A page of 50 per task message (a handful of queries each), whatever N is.
-    const tasks = lines.filter((l) => l.invocation.startsWith("queue billing-tasks"));
+    const tasks = lines.filter((l) => l.invocation.startsWith("queue billing-tasks ("));
     expect(tasks.length).toBeGreaterThanOrEqual(300 / 50);
     expect(Math.max(...tasks.map((l) => l.d1Queries))).toBeLessThanOrEqual(250);
   });

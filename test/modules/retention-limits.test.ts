@@ -66,7 +66,7 @@ describe("a retention run with thousands of rows of every kind", () => {
     expect((await api("GET", "/api/v1/audit/verify-integrity")).body).toMatchObject({ ok: true, archivedThrough: { seq: auditN - 1 } });
     expect((await api("GET", "/api/v1/invoices/inv_rl_000500")).body.lines).toHaveLength(2);
 
-    const lines = log().filter((l) => l.invocation.startsWith("queue billing-tasks"));
+    const lines = log().filter((l) => l.invocation.startsWith("queue billing-tasks ("));
     expect(lines.length).toBe(messages);
     expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
     const most = { d1Queries: Math.max(...lines.map((l) => l.d1Queries)), subrequests: Math.max(...lines.map((l) => l.subrequests)) };

@@ -152,8 +152,8 @@ describe("queue consumers", () => {
     // Exactly one charge each, although the batch's charges ran concurrently under one shared lease.
     expect(await count(`SELECT count(*) AS n FROM payments p JOIN invoices i ON i.id = p.invoice_id WHERE i.subscription_id IN (${ids.map(() => "?").join(",")}) AND p.status = 'succeeded'`, ...ids)).toBe(25);
     const lines = log();
-    const jobs = lines.filter((l) => l.invocation.startsWith("queue billing-jobs"));
-    const payments = lines.filter((l) => l.invocation.startsWith("queue billing-payments"));
+    const jobs = lines.filter((l) => l.invocation.startsWith("queue billing-jobs ("));
+    const payments = lines.filter((l) => l.invocation.startsWith("queue billing-payments ("));
     expect(jobs).toHaveLength(2);
     expect(payments).toHaveLength(1);
     expect(maxOf(jobs).d1Queries).toBeLessThanOrEqual(20 * 30);
@@ -176,7 +176,7 @@ describe("queue consumers", () => {
     }
     const invoices = await count(`SELECT count(*) AS n FROM invoices WHERE subscription_id IN (${ids.map(() => "?").join(",")})`, ...ids);
     expect(invoices).toBeGreaterThanOrEqual(20 * 4);
-    const jobs = log().filter((l) => l.invocation.startsWith("queue billing-jobs"));
+    const jobs = log().filter((l) => l.invocation.startsWith("queue billing-jobs ("));
     expect(jobs.every((l) => !l.limitExceeded)).toBe(true);
     expect(maxOf(jobs).d1Queries).toBeLessThanOrEqual(1_000);
   });
