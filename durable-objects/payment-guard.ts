@@ -67,8 +67,9 @@ export class PaymentGuard extends DurableObject<Env> {
    * An admission for a batch of charges: the holder may start charges until `startBy` without asking again, and
    * releases the lease when the last charge started under it finished (or it expires with the in-flight TTL, if the
    * holder died). It is one in-flight row, so a freeze waits for it like for a single charge: every charge started
-   * under a lease either completed before the freeze returned or was never started (none starts after `startBy`,
-   * and no lease is granted once the mode changed).
+   * under a lease either completed before the freeze returned or was never started (a holder starts charges only
+   * while it holds the lease, and once D1's copy of the mode changed no charge's attempt batch commits; no lease is
+   * granted once the mode changed). `startBy` bounds how long a holder keeps starting charges under one lease.
    */
   lease(what: string): Lease | Admission {
     const a = this.admit(what);

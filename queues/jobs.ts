@@ -4,7 +4,7 @@ import { resyncMeters } from "../src/modules/usage/meter-config";
 import { runWeeklyVerification } from "../src/modules/audit/verify";
 import { archiveOldEvents } from "../src/modules/events/retention";
 import { consumer } from "./dispatch";
-import { runDue } from "../src/modules/subscriptions/renewal";
+import { runDueSteps } from "../src/modules/subscriptions/renewal";
 import { SYSTEM_ACTOR } from "../src/platform/actor";
 import type { JobMessage } from "./messages";
 import { queueNames } from "./messages";
@@ -24,9 +24,8 @@ export const jobHandlers = {
   // At most its share of STEPS_PER_BATCH, so the batch stays inside the per-invocation limits even when every
   // subscription in it is far behind; the rest continues in a fresh message.
   "billing.run_due": async (m: Extract<JobMessage, { type: "billing.run_due" }>, env: Env, _attempts: number, batchSize: number) => {
-    const max = stepsPerMessage(batchSize);
-    const steps = await runDue(env, dbOf(env), m.subscriptionId, Date.now(), { actor: SYSTEM_ACTOR }, max);
-    if (steps.length === max) await env.JOB_QUEUE.send({ type: "billing.run_due", subscriptionId: m.subscriptionId } satisfies JobMessage);
+    const { more } = await runDueSteps(env, dbOf(env), m.subscriptionId, Date.now(), { actor: SYSTEM_ACTOR }, stepsPerMessage(batchSize));
+    if (more) await env.JOB_QUEUE.send({ type: "billing.run_due", subscriptionId: m.subscriptionId } satisfies JobMessage);
     return { status: "done" as const };
   },
   "meters.resync": async (_m: Extract<JobMessage, { type: "meters.resync" }>, env: Env) => {

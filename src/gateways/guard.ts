@@ -41,10 +41,15 @@ export async function withAdmission<T>(env: Env, what: string, move: (admission:
  * released once the charges started under it finished. The freeze guarantee is the guard's: see `PaymentGuard.lease`.
  * `release()` at the end of the batch gives back what is still held.
  */
+type Held = { lease: Lease; active: number };
+
 export class GuardLease {
-  private current: { lease: Lease; active: number } | null = null;
-  /** The lease request in flight: concurrent charges of one batch wait for the same request instead of each asking. */
-  private asking: Promise<{ lease: Lease; active: number } | Refused> | null = null;
+  private current: Held | null = null;
+  /**
+   * The lease request in flight and the charges waiting on it: concurrent charges of one batch share one request, and
+   * all of them are counted into the lease it returns before any of them runs, so it cannot be released under them.
+   */
+  private asking: { waiters: number; result: Promise<Held | Refused> } | null = null;
   /** Guard calls made (lease requests and releases): the round trips this saves are the point. */
   calls = 0;
 
@@ -66,40 +71,40 @@ export class GuardLease {
     }
   }
 
-  /** The current lease with this charge counted in (synchronously, so the lease cannot be retired under it). */
-  private async hold(what: string): Promise<{ lease: Lease; active: number } | Refused> {
-    for (;;) {
-      const held = this.current;
-      if (held && Date.now() < held.lease.startBy) {
-        held.active++;
-        return held;
-      }
-      if (!this.asking) {
-        this.current = null;
-        if (held) await this.retire(held);
-        this.asking ??= this.ask(what);
-      }
-      const r = await this.asking;
-      if (!("lease" in r)) return r;
-      if (this.current === r && Date.now() < r.lease.startBy) {
-        r.active++;
-        return r;
-      }
+  /**
+   * The current lease with this charge counted in, or a new one. A charge waiting on a request uses the lease that
+   * request returned even if its start window has passed meanwhile (a slow guard): the lease stays held until the
+   * charge ends, and the D1 check in the charge's attempt batch (`unlessPaymentsStopped`) is what stops a charge once
+   * payments are frozen. One request per expiry, never a loop of them.
+   */
+  private hold(what: string): Promise<Held | Refused> {
+    const held = this.current;
+    if (held && Date.now() < held.lease.startBy) {
+      held.active++;
+      return Promise.resolve(held);
     }
+    let pending = this.asking;
+    if (!pending) {
+      this.current = null;
+      const request: { waiters: number; result: Promise<Held | Refused> } = { waiters: 0, result: Promise.resolve(null as never) };
+      request.result = (async (): Promise<Held | Refused> => {
+        try {
+          if (held) await this.retire(held);
+          this.calls++;
+          const granted = await paymentGuard(this.env).lease(`${this.holder}: ${what}`);
+          if (!granted.admitted) return granted;
+          return (this.current = { lease: granted as Lease, active: request.waiters });
+        } finally {
+          if (this.asking === request) this.asking = null;
+        }
+      })();
+      this.asking = pending = request;
+    }
+    pending.waiters++;
+    return pending.result;
   }
 
-  private async ask(what: string): Promise<{ lease: Lease; active: number } | Refused> {
-    this.calls++;
-    try {
-      const granted = await paymentGuard(this.env).lease(`${this.holder}: ${what}`);
-      if (!granted.admitted) return granted;
-      return (this.current = { lease: granted as Lease, active: 0 });
-    } finally {
-      this.asking = null;
-    }
-  }
-
-  private async retire(held: { lease: Lease; active: number }) {
+  private async retire(held: Held) {
     if (held.active === 0) await this.releaseToken(held.lease.token);
   }
 

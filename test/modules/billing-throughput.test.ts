@@ -106,6 +106,55 @@ describe("a renewal and its charge", () => {
   });
 });
 
+describe("GuardLease against a slow guard", () => {
+  /** A PaymentGuard whose leases start expired (its answer came after the window) and whose releases wait on a latch. */
+  function slowGuard() {
+    const granted: string[] = [];
+    const released: string[] = [];
+    let openReleases!: () => void;
+    const releasesOpen = new Promise<void>((r) => (openReleases = r));
+    const guard = {
+      lease: async () => {
+        const token = `t${granted.length + 1}`;
+        granted.push(token);
+        return { admitted: true, token, mode: "normal", startBy: 0 };
+      },
+      release: async (token: string) => {
+        await releasesOpen;
+        released.push(token);
+      },
+    };
+    const e = { ...env, PAYMENT_GUARD: { idFromName: () => ({}), get: () => guard } } as unknown as Env;
+    return { e, granted, released, openReleases };
+  }
+
+  it("concurrent charges waiting on one request use the lease it returns, even past its window: one request, no loop", async () => {
+    const g = slowGuard();
+    g.openReleases();
+    const lease = new GuardLease(g.e);
+    const ran: number[] = [];
+    const results = await Promise.all([1, 2, 3, 4, 5].map((i) => lease.run(`charge ${i}`, async () => ran.push(i))));
+    await lease.release();
+    expect(results.every((r) => r.admitted)).toBe(true);
+    expect(ran.sort()).toEqual([1, 2, 3, 4, 5]);
+    expect(g.granted).toEqual(["t1"]);
+    expect(g.released).toEqual(["t1"]);
+  });
+
+  it("a lease asked for while the expired one is being given back is the only new one, and both are released", async () => {
+    const g = slowGuard();
+    const lease = new GuardLease(g.e);
+    await lease.run("first", async () => undefined); // t1, expired at once; still held (nothing retired it yet)
+    // Three charges: the first retires t1 (its release waits) and asks for t2; the other two wait on that request.
+    const running = Promise.all(["a", "b", "c"].map((w) => lease.run(w, async () => undefined)));
+    g.openReleases();
+    await running;
+    await lease.release();
+    expect(g.granted).toEqual(["t1", "t2"]);
+    expect(g.released.sort()).toEqual(["t1", "t2"]);
+  });
+});
+
 describe("PaymentGuard admission for a consumer batch", () => {
   it("one lease covers a batch of charges: not an admit/release pair per charge", { timeout: 30_000 }, async () => {
     const p = await plan();

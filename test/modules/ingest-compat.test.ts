@@ -101,6 +101,20 @@ describe("Stripe meter events (POST /v1/billing/meter_events)", () => {
   });
 });
 
+describe("a Stripe id change the directory did not take", () => {
+  it("leaves the customer's subscriptions behind, so the resync pushes the id again", async () => {
+    const { syncStripeCustomerId } = await import("../../src/modules/usage/routing");
+    const { customer, sub } = await setup();
+    const versions = () => env.DB.prepare("SELECT meter_synced_version AS synced, config_version AS config FROM subscriptions WHERE id = ?").bind(sub.id).first<{ synced: number; config: number }>();
+    const before = (await versions())!;
+    expect(before.synced).toBe(before.config);
+    const down = { ...env, INGEST_DIRECTORY: { idFromName: () => ({}), get: () => ({ setAlias: async () => { throw new Error("directory down"); }, setStripeCustomerId: async () => { throw new Error("directory down"); } }) } } as unknown as Env;
+    await syncStripeCustomerId(down, customer.id, unique("cus_new"));
+    const after = (await versions())!;
+    expect(after.synced).toBeLessThan(after.config);
+  });
+});
+
 describe("a route cached by another isolate", () => {
   it("is read again from the directory when the meter refuses it, and the event reaches the new subscription", async () => {
     const { customer, sub, stripeId, key } = await setup();

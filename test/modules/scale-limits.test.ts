@@ -147,6 +147,8 @@ describe("queue consumers", () => {
     await deliver(rec.env, "billing-jobs", ids.slice(20).map((subscriptionId) => ({ type: "billing.run_due", subscriptionId })));
     const charges = rec.take("payments").filter((m) => m.type === "payment.attempt");
     expect(charges).toHaveLength(25);
+    // One step each, none left due: no continuation messages (a full batch's one-step share is not "more to do").
+    expect(rec.take("jobs").filter((m) => m.type === "billing.run_due")).toEqual([]);
     await deliver(rec.env, "billing-payments", charges);
     expect(await count(`SELECT count(*) AS n FROM invoices WHERE subscription_id IN (${ids.map(() => "?").join(",")}) AND status = 'paid'`, ...ids)).toBe(25);
     // Exactly one charge each, although the batch's charges ran concurrently under one shared lease.

@@ -66,12 +66,20 @@ type Loaded = { sub: SubscriptionRow; plan: PlanRow; customer: CustomerRow; pend
  * when it is due too.
  */
 export async function runDue(env: Env, db: Db, subscriptionId: string, now: number, ctx: Omit<AuditContext, "now">, maxSteps = 60): Promise<StepResult[]> {
+  return (await runDueSteps(env, db, subscriptionId, now, ctx, maxSteps)).steps;
+}
+
+/**
+ * As `runDue`, saying whether a step may still be due when `maxSteps` stopped it (`more`): the jobs queue continues a
+ * subscription in a fresh message only then, not after every renewal that used its whole share of the batch.
+ */
+export async function runDueSteps(env: Env, db: Db, subscriptionId: string, now: number, ctx: Omit<AuditContext, "now">, maxSteps = 60): Promise<{ steps: StepResult[]; more: boolean }> {
   const results: StepResult[] = [];
   const opts = (plan: PlanRow) => ({ hasMeters: hasMeters(plan), graceMs: graceMsOf(env) });
   for (let i = 0; i < maxSteps; i++) {
     const loaded = await loadForRun(db, subscriptionId);
     const step = nextDueStep(loaded.sub, opts(loaded.plan));
-    if (!step || step.runAt > now) break;
+    if (!step || step.runAt > now) return { steps: results, more: false };
     const stepCtx = { ...ctx, now: step.at };
     if (step.kind !== "period_end") {
       const r = await runStep(env, db, loaded.sub, loaded.plan, step, stepCtx);
@@ -79,12 +87,12 @@ export async function runDue(env: Env, db: Db, subscriptionId: string, now: numb
       continue;
     }
     const r = await periodEnd(env, db, loaded, stepCtx);
-    if (!r) break; // another run moved the subscription first: it does the rest
+    if (!r) return { steps: results, more: false }; // another run moved the subscription first: it does the rest
     results.push(r.result);
     const next = nextDueStep(r.sub, opts(r.plan));
-    if (!next || next.runAt > now) break;
+    if (!next || next.runAt > now) return { steps: results, more: false };
   }
-  return results;
+  return { steps: results, more: true };
 }
 
 /** Earliest runnable time of a subscription's next step, or null; the test clock orders subscriptions by it. */

@@ -92,10 +92,14 @@ export async function pushMeterConfig(
     const held = await meterStub(env, sub.id).configure(meterConfigOf(sub, plan, await clockTimeOf(db, sub.testClockId), alerts));
     // Before the version is recorded: a failed directory push is retried by the cron resync like a failed meter push.
     if (options.routing) await pushRouting(env, db, sub, plan, knownCustomer);
+    // The version both the meter and the directory hold: the meter may answer a newer one than this push carried
+    // (a concurrent change configured it, and that change's directory push may have failed), and the directory was
+    // told only this push's version, so the resync must still see the subscription as behind.
+    const synced = Math.min(held, sub.configVersion);
     await db
       .update(subscriptions)
-      .set({ meterSyncedVersion: held })
-      .where(and(eq(subscriptions.id, sub.id), lt(subscriptions.meterSyncedVersion, held)));
+      .set({ meterSyncedVersion: synced })
+      .where(and(eq(subscriptions.id, sub.id), lt(subscriptions.meterSyncedVersion, synced)));
     return true;
   } catch (e) {
     console.log(JSON.stringify({ level: "error", msg: "meter config push failed", subscriptionId: sub.id, error: String(e) }));

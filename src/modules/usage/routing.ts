@@ -1,5 +1,5 @@
-import { eq } from "drizzle-orm";
-import type { Db } from "../../db/client";
+import { eq, sql } from "drizzle-orm";
+import { dbOf, type Db } from "../../db/client";
 import { customers, plans, subscriptions, type StoredMeteredPrice, type SubscriptionStatus } from "../../db/schema";
 import type { MeterConfig } from "./meter-config";
 
@@ -51,8 +51,8 @@ export async function pushRouting(env: Env, db: Db, sub: SubscriptionRow, plan: 
 
 /**
  * Called when a customer's metadata set its Stripe id: the new id points at the customer, and the customer's record
- * (which has the last word) no longer answers to the old one. A failure is logged, not fatal: the customer's next
- * subscription push carries the id again.
+ * (which has the last word) no longer answers to the old one. A failure is logged, not fatal: the customer's
+ * subscriptions are marked behind, and the resync's push carries the id again.
  */
 export async function syncStripeCustomerId(env: Env, customerId: string, stripeCustomerId: string | null): Promise<void> {
   try {
@@ -60,6 +60,13 @@ export async function syncStripeCustomerId(env: Env, customerId: string, stripeC
     await directoryStub(env, `customer:${customerId}`).setStripeCustomerId(customerId, stripeCustomerId);
   } catch (e) {
     console.log(JSON.stringify({ level: "error", msg: "ingest directory push failed", customerId, error: String(e) }));
+    // The customer's subscriptions count as behind, so the hourly resync pushes them, carrying the id again (a plain
+    // renewal no longer does). A failure here too is only logged: the next change of the customer retries.
+    await dbOf(env)
+      .update(subscriptions)
+      .set({ meterSyncedVersion: sql`min(${subscriptions.meterSyncedVersion}, ${subscriptions.configVersion} - 1)` })
+      .where(eq(subscriptions.customerId, customerId))
+      .catch((err: unknown) => console.log(JSON.stringify({ level: "error", msg: "marking subscriptions behind failed", customerId, error: String(err) })));
   }
   forgetRouting(customerId, stripeCustomerId);
 }
