@@ -74,6 +74,9 @@ export async function startWorkerd({ port = 3415, storage = "memory", logs = fal
   const { unstable_getMiniflareWorkerOptions, unstable_splitSqlQuery } = await import("wrangler");
   const { workerOptions } = unstable_getMiniflareWorkerOptions("wrangler.toml");
   delete workerOptions.modulesRules; // the bundle is one module
+  // As Cloudflare runs it: production's LIMITS is empty, so no per-invocation counting wrapper and no "invocation"
+  // log line per request (development's `enforce` costs CPU on every request). BENCH_LIMITS=enforce|count measures it.
+  workerOptions.bindings = { ...workerOptions.bindings, LIMITS: process.env.BENCH_LIMITS ?? "" };
   const root = storage === "disk" || !existsSync("/dev/shm") ? ".wrangler" : "/dev/shm";
   const stateDir = mkdtempSync(join(root, "billing-bench-"));
   const mf = new Miniflare({
