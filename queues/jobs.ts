@@ -37,7 +37,8 @@ export const jobHandlers = {
     return { status: "done" as const };
   },
   "audit.verify": async (m: Extract<JobMessage, { type: "audit.verify" }>, env: Env) => {
-    // Seals, verifies, copies the anchor's head to R2 and stores the report.
+    // Seals and verifies a stretch; the rest continues on the tasks queue, and the last stretch copies the anchor's
+    // head to R2 and stores the report.
     await runWeeklyVerification(env, m.reportKey, Date.now());
     return { status: "done" as const };
   },

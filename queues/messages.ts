@@ -1,3 +1,5 @@
+import type { VerifyProgress } from "../src/modules/audit/verify";
+
 /** Every message on our queues; `type` picks the handler. */
 export type JobMessage =
   | { type: "meters.resync" }
@@ -42,6 +44,8 @@ export type TaskMessage =
   | { type: "invoices.upcoming"; now: number; after: string | null }
   /** The next steps of a test clock moving to `target` (epoch ms). */
   | { type: "test_clock.advance"; clockId: string; target: number; meterAfter?: string }
+  /** The next stretch of the weekly audit verification (src/modules/audit/verify.ts), carrying where it stands. */
+  | { type: "audit.verify_continue"; reportKey: string; progress: VerifyProgress; startedAt: number; rowsPerInvocation: number }
   /** The next pages of a retention run (src/modules/retention): rows of `kind` after `after` move to R2. */
   | { type: "retention.run"; runId: string; kind: "events" | "invoice_lines" | "payment_attempts" | "audit"; after: string | null };
 

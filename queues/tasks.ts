@@ -7,6 +7,7 @@ import { continueAdvance } from "../src/modules/test-clocks/service";
 import { runCronTask } from "../src/scheduled";
 import { SYSTEM_ACTOR } from "../src/platform/actor";
 import { continueRetentionRun } from "../src/modules/retention/run";
+import { continueWeeklyVerification } from "../src/modules/audit/verify";
 import type { TaskMessage } from "./messages";
 import { queueNames } from "./messages";
 
@@ -40,6 +41,10 @@ export const taskHandlers = {
   },
   "test_clock.advance": async (m: Of<"test_clock.advance">, env: Env) => {
     await continueAdvance(env, dbOf(env), m.clockId, m.target, m.meterAfter ?? null);
+    return done;
+  },
+  "audit.verify_continue": async (m: Of<"audit.verify_continue">, env: Env) => {
+    await continueWeeklyVerification(env, m.reportKey, m.progress, m.startedAt, m.rowsPerInvocation);
     return done;
   },
   "retention.run": async (m: Of<"retention.run">, env: Env) => {

@@ -288,6 +288,41 @@ describe("audit trail", () => {
     expect(v.body).toMatchObject({ valid: true, head: { seq: top, chain: checkpoint.chain }, checkpoint: { seq: top, chain: checkpoint.chain } });
   });
 
+  it("the weekly verification of a chain longer than one invocation's share goes on in task messages and reports the whole chain; a change in a later stretch is found", async () => {
+    const { runWeeklyVerification } = await import("../../src/modules/audit/verify");
+    const { taskHandlers } = await import("../../queues/tasks");
+    for (let i = 0; i < 6; i++) await createCustomer();
+    const sent: any[] = [];
+    const e = { ...env, TASK_QUEUE: { send: async (b: unknown) => void sent.push(b), sendBatch: async () => undefined } } as unknown as Env;
+    const runAll = async (reportKey: string) => {
+      const first = await runWeeklyVerification(e, reportKey, Date.now(), 4);
+      let invocations = 1;
+      for (let m = sent.shift(); m; m = sent.shift()) {
+        expect(m.type).toBe("audit.verify_continue");
+        await taskHandlers["audit.verify_continue"](m, e);
+        invocations++;
+      }
+      return { first, invocations, report: (await (await env.ARCHIVE.get(reportKey))!.json()) as any };
+    };
+    const top = await maxSeq();
+    const ok = await runAll(`reports/audit/stretches-${Date.now()}.json`);
+    expect(ok.first).toBeNull(); // the first invocation did not finish: the chain is longer than 4 rows
+    expect(ok.invocations).toBe(Math.ceil(top / 4) + (top % 4 === 0 ? 1 : 0));
+    expect(ok.report).toMatchObject({ valid: true, checked: top, head: { seq: top }, checkpointWritten: { seq: top } });
+
+    // A row near the end changed behind the service's back: found by a later stretch, with its seq.
+    const target = (await maxSeq()) - 1;
+    const row = (await rowBySeq(target))!;
+    await env.DB.prepare("UPDATE audit_log SET reason = 'rewritten' WHERE seq = ?").bind(target).run();
+    try {
+      const bad = await runAll(`reports/audit/stretches-bad-${Date.now()}.json`);
+      expect(bad.invocations).toBeGreaterThan(1);
+      expect(bad.report).toMatchObject({ valid: false, brokenAt: target });
+    } finally {
+      await env.DB.prepare("UPDATE audit_log SET reason = ? WHERE seq = ?").bind(row.reason, target).run();
+    }
+  });
+
   it("audited writes are sealed shortly after they commit, without a verification or a cron run", async () => {
     const c = await createCustomer();
     await vi.waitFor(async () => {

@@ -2,6 +2,7 @@ import { dbOf } from "../../db/client";
 import { AUDIT_ANCHOR_NAME, auditKey, auditRowMac, auditRowsInOrder, chainLink, GENESIS_CHAIN } from "../../platform/audit";
 import type { AnchorHead } from "../../../durable-objects/audit-anchor";
 import { readAuditRetentionCheckpoint, type AuditRetentionCheckpoint } from "../../platform/archives";
+import type { TaskMessage } from "../../../queues/messages";
 
 export type AuditEnv = Pick<Env, "DB" | "ARCHIVE" | "AUDIT_ANCHOR" | "AUDIT_HMAC_KEY">;
 export type Checkpoint = { seq: number; chain: string; at: string };
@@ -59,62 +60,136 @@ export type VerifyResult = {
 };
 
 /**
- * Seals, then checks every row in seq order in pages: seq has no gap, the row's content matches its MAC, its
- * chain value is the HMAC link from the previous row, the chain at the R2 checkpoint and at the anchor's head
- * match them, and D1 reaches the head (nothing cut off the end). The first failure is reported with its seq.
+ * Where a verification stands between two stretches: what it started from (the anchor's head after sealing, the R2
+ * checkpoint, the retention checkpoint) and how far it got (the next seq expected, the chain value before it). Small
+ * and plain, so a long verification can carry it from one invocation to the next in a queue message.
  */
-export async function verifyAuditChain(env: AuditEnv): Promise<VerifyResult> {
+export type VerifyProgress = {
+  head: { seq: number; chain: string };
+  checkpoint: Checkpoint | null;
+  archivedThrough: AuditRetentionCheckpoint | null;
+  prev: string;
+  expected: number;
+  checked: number;
+  unsealed: number;
+};
+
+/** Seals, then reads where the verification starts; a result already when the anchor is behind its R2 copy. */
+export async function beginVerification(env: AuditEnv): Promise<{ progress: VerifyProgress } | { result: VerifyResult }> {
   const { head } = await sealAuditChain(env);
   const checkpoint = await readCheckpoint(env);
   // Rows up to the retention checkpoint live in R2 archives (verified against their manifests and chain links by
   // GET /admin/retention/archives/verify); the live chain continues from the chain value at that row.
   const archivedThrough = await readAuditRetentionCheckpoint(env.ARCHIVE);
-  const key = await auditKey(env.AUDIT_HMAC_KEY);
-  const anchored = { seq: head.seq, chain: head.chain };
-  let checked = 0;
-  let unsealed = 0;
-  const broken = (seq: number, id: string | null, problem: string): VerifyResult => ({
+  const progress: VerifyProgress = {
+    head: { seq: head.seq, chain: head.chain },
+    checkpoint,
+    archivedThrough,
+    prev: archivedThrough?.chain ?? GENESIS_CHAIN,
+    expected: (archivedThrough?.seq ?? 0) + 1,
+    checked: 0,
+    unsealed: 0,
+  };
+  if (checkpoint && head.seq < checkpoint.seq) {
+    return { result: brokenResult(progress, head.seq + 1, null, `the anchor's head (seq ${head.seq}) is behind the R2 checkpoint (seq ${checkpoint.seq} at ${checkpoint.at}): the AuditAnchor's state was reset`) };
+  }
+  return { progress };
+}
+
+function brokenResult(p: VerifyProgress, seq: number, id: string | null, problem: string): VerifyResult {
+  return {
     ok: false,
     valid: false,
-    checked,
+    checked: p.checked,
     brokenAt: seq,
     reason: problem,
     firstBrokenRow: { seq, id, problem },
-    headHash: head.chain,
-    head: anchored,
-    checkpoint,
-    unsealed,
-    archivedThrough,
-  });
-  if (checkpoint && head.seq < checkpoint.seq) {
-    return broken(head.seq + 1, null, `the anchor's head (seq ${head.seq}) is behind the R2 checkpoint (seq ${checkpoint.seq} at ${checkpoint.at}): the AuditAnchor's state was reset`);
-  }
-  let prev = archivedThrough?.chain ?? GENESIS_CHAIN;
-  let expected = (archivedThrough?.seq ?? 0) + 1;
-  for await (const row of auditRowsInOrder(dbOf(env), 500, archivedThrough?.seq ?? 0)) {
-    if (row.seq !== expected) return broken(expected, null, `row ${expected} is missing (the next row is ${row.seq})`);
+    headHash: p.head.chain,
+    head: p.head,
+    checkpoint: p.checkpoint,
+    unsealed: p.unsealed,
+    archivedThrough: p.archivedThrough,
+  };
+}
+
+/**
+ * Checks the next rows in seq order, at most `maxRows` (pages of 500): seq has no gap, the row's content matches its
+ * MAC, its chain value is the HMAC link from the previous row, the chain at the R2 checkpoint and at the anchor's
+ * head match them, and D1 reaches the head (nothing cut off the end). Rows after the head (committed after the seal)
+ * have their MACs checked, unless `throughHead`. The first failure is the result; so is the end of the chain;
+ * otherwise the progress to continue from.
+ */
+export async function verifyStretch(env: AuditEnv, from: VerifyProgress, maxRows = Infinity, options: { throughHead?: boolean } = {}): Promise<{ progress: VerifyProgress } | { result: VerifyResult }> {
+  const p = { ...from };
+  const key = await auditKey(env.AUDIT_HMAC_KEY);
+  const { head, checkpoint } = p;
+  const broken = (seq: number, id: string | null, problem: string) => ({ result: brokenResult(p, seq, id, problem) });
+  let rows = 0;
+  for await (const row of auditRowsInOrder(dbOf(env), Math.min(500, maxRows), p.expected - 1)) {
+    // A run spread over invocations stops at the head it started from instead of chasing rows written since.
+    if (options.throughHead && row.seq > head.seq) break;
+    if (row.seq !== p.expected) return broken(p.expected, null, `row ${p.expected} is missing (the next row is ${row.seq})`);
     if (row.mac === null) return broken(row.seq, row.id, "row has no MAC: it was not written by the service, or it is a legacy row whose old hash did not verify when it was adopted");
     if ((await auditRowMac(key, row)) !== row.mac) return broken(row.seq, row.id, "row content does not match its MAC: it was changed after it was written");
     if (row.seq <= head.seq) {
-      const link = await chainLink(key, prev, row.seq, row.mac);
+      const link = await chainLink(key, p.prev, row.seq, row.mac);
       if (row.chain !== link) return broken(row.seq, row.id, "the chain breaks at this row: a row before it was removed or replaced, or this row was moved or renumbered");
       if (checkpoint && row.seq === checkpoint.seq && link !== checkpoint.chain) return broken(row.seq, row.id, `the chain at this row does not match the R2 checkpoint of ${checkpoint.at}`);
       if (row.seq === head.seq && link !== head.chain) return broken(row.seq, row.id, "the chain at this row does not match the anchor's head");
-      prev = link;
+      p.prev = link;
     } else {
-      unsealed++;
+      p.unsealed++;
     }
-    expected++;
-    checked++;
+    p.expected++;
+    p.checked++;
+    if (++rows >= maxRows) return { progress: p };
   }
-  const last = expected - 1;
+  const last = p.expected - 1;
   if (last < head.seq) return broken(last + 1, null, `rows ${last + 1}–${head.seq} were removed from the end of the trail (truncation): the anchor's head is at seq ${head.seq}`);
-  return { ok: true, valid: true, checked, brokenAt: null, reason: null, firstBrokenRow: null, headHash: head.chain, head: anchored, checkpoint, unsealed, archivedThrough };
+  return { result: { ok: true, valid: true, checked: p.checked, brokenAt: null, reason: null, firstBrokenRow: null, headHash: head.chain, head, checkpoint, unsealed: p.unsealed, archivedThrough: p.archivedThrough } };
 }
 
-/** The weekly job: seal, verify, copy the head to R2, and store the report. */
-export async function runWeeklyVerification(env: AuditEnv, reportKey: string, now: number): Promise<VerifyResult> {
-  const result = await verifyAuditChain(env);
+/** Seals, then checks the whole live chain in this invocation (GET verify-integrity, the SOX report). */
+export async function verifyAuditChain(env: AuditEnv): Promise<VerifyResult> {
+  const begun = await beginVerification(env);
+  if ("result" in begun) return begun.result;
+  const done = await verifyStretch(env, begun.progress);
+  if ("result" in done) return done.result;
+  throw new Error("a verification without a row limit ended early");
+}
+
+/**
+ * Rows the weekly verification checks per invocation: 40 page reads of 500, and two HMACs a row (well under a second
+ * of CPU), so the run stays inside Cloudflare's per-invocation limits however long the chain is.
+ */
+export const WEEKLY_ROWS_PER_INVOCATION = 20_000;
+
+/**
+ * The weekly verification: seals, checks the chain a stretch per invocation (continuing on the tasks queue as
+ * `audit.verify_continue` carrying its progress), then copies the anchor's head to R2 and stores the report under
+ * `reportKey`. The checkpoint written is the head the run started from, once every row up to it verified.
+ */
+export async function runWeeklyVerification(env: AuditEnv & Pick<Env, "TASK_QUEUE">, reportKey: string, now: number, rowsPerInvocation = WEEKLY_ROWS_PER_INVOCATION): Promise<VerifyResult | null> {
+  const begun = await beginVerification(env);
+  if ("result" in begun) return finishWeeklyVerification(env, reportKey, begun.result, now);
+  return continueWeeklyVerification(env, reportKey, begun.progress, now, rowsPerInvocation);
+}
+
+/** The next stretch of a weekly verification; null when it continues in another invocation. */
+export async function continueWeeklyVerification(
+  env: AuditEnv & Pick<Env, "TASK_QUEUE">,
+  reportKey: string,
+  progress: VerifyProgress,
+  now: number,
+  rowsPerInvocation = WEEKLY_ROWS_PER_INVOCATION,
+): Promise<VerifyResult | null> {
+  const step = await verifyStretch(env, progress, rowsPerInvocation, { throughHead: true });
+  if ("result" in step) return finishWeeklyVerification(env, reportKey, step.result, now);
+  await env.TASK_QUEUE.send({ type: "audit.verify_continue", reportKey, progress: step.progress, startedAt: now, rowsPerInvocation } satisfies TaskMessage);
+  return null;
+}
+
+async function finishWeeklyVerification(env: AuditEnv, reportKey: string, result: VerifyResult, now: number): Promise<VerifyResult> {
   const checkpoint = await checkpointHead(env, { seq: result.head.seq, chain: result.head.chain, sealedAt: now }, now);
   await env.ARCHIVE.put(reportKey, JSON.stringify({ ...result, checkpointWritten: checkpoint, verifiedAt: new Date(now).toISOString() }, null, 2), {
     httpMetadata: { contentType: "application/json" },
