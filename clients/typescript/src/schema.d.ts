@@ -706,7 +706,7 @@ export interface paths {
         };
         /**
          * Verify the audit log's integrity
-         * @description Seals the audit chain, then checks every row's MAC, the keyed chain and the anchored head; reports the first break. Rows the retention policy archived to R2 are not in D1: the chain is checked from the archived checkpoint (`archivedThrough`).
+         * @description Seals the audit chain, then checks every row's MAC, the keyed chain and the anchored head; reports the first break. Rows the retention policy archived to R2 are not in D1: the chain is checked from the archived checkpoint (`archivedThrough`). One request checks at most 200,000 rows: a longer live chain is checked from the last weekly verification that found it intact (`scope: since_full_verification`, `lastFullVerification`), and the weekly run (cron `audit.verify`) checks it whole, in stretches. `full=true` insists on every row (422 past the limit).
          */
         get: operations["verifyAuditIntegrity"];
         put?: never;
@@ -9099,7 +9099,10 @@ export interface operations {
     };
     verifyAuditIntegrity: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Check every live row even when the chain is longer than one request checks (422 then) */
+                full?: "true" | "false";
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -9147,7 +9150,28 @@ export interface operations {
                             chain: string;
                             archiveKey: string;
                         } | null;
+                        /**
+                         * @description `full`: every live row checked; `since_full_verification`: the rows after `lastFullVerification`
+                         * @enum {string}
+                         */
+                        scope: "full" | "since_full_verification";
+                        /** @description The last weekly verification that found the whole chain intact (its report is in R2 under reportKey) */
+                        lastFullVerification: {
+                            seq: number;
+                            chain: string;
+                            verifiedAt: string;
+                            reportKey: string;
+                        } | null;
                     };
+                };
+            };
+            /** @description Malformed request or validation failure (`errors[]` names the fields) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Missing, malformed, expired or revoked credentials */

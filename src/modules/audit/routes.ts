@@ -4,10 +4,10 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { and, desc, eq, gte, lt, type SQL } from "drizzle-orm";
 import { ApiError } from "../../http/problem";
 import { access, requireRole } from "../../http/auth";
-import { jsonResponse, router, DateOrInstant } from "../../http/openapi";
+import { jsonResponse, router, DateOrInstant, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { auditLog } from "../../db/schema";
-import { verifyAuditChain } from "./verify";
+import { verifyIntegrity } from "./verify";
 import { iso, endExclusiveOf } from "../../lib/time";
 
 type Row = typeof auditLog.$inferSelect;
@@ -61,8 +61,18 @@ export const auditRoutes = router()
       tags: ["Audit"],
       operationId: "verifyAuditIntegrity",
       summary: "Verify the audit log's integrity",
-      description: "Seals the audit chain, then checks every row's MAC, the keyed chain and the anchored head; reports the first break. Rows the retention policy archived to R2 are not in D1: the chain is checked from the archived checkpoint (`archivedThrough`).",
+      description:
+        "Seals the audit chain, then checks every row's MAC, the keyed chain and the anchored head; reports the first break. Rows the retention policy archived to R2 are not in D1: the chain is checked from the archived checkpoint (`archivedThrough`). One request checks at most 200,000 rows: a longer live chain is checked from the last weekly verification that found it intact (`scope: since_full_verification`, `lastFullVerification`), and the weekly run (cron `audit.verify`) checks it whole, in stretches. `full=true` insists on every row (422 past the limit).",
       middleware: [requireRole(access.finance)] as const,
+      request: {
+        query: z.object({
+          full: z
+            .enum(["true", "false"])
+            .optional()
+            .transform((v) => v === "true")
+            .openapi({ description: "Check every live row even when the chain is longer than one request checks (422 then)" }),
+        }),
+      },
       responses: {
         200: jsonResponse(
           z.object({
@@ -80,12 +90,21 @@ export const auditRoutes = router()
               .object({ seq: z.number().int(), chain: z.string(), archiveKey: z.string() })
               .nullable()
               .openapi({ description: "Rows up to this seq were moved to R2 by the retention policy: the live chain is verified from this chain value (verify the archives with GET /admin/retention/archives/verify)" }),
+            scope: z.enum(["full", "since_full_verification"]).openapi({ description: "`full`: every live row checked; `since_full_verification`: the rows after `lastFullVerification`" }),
+            lastFullVerification: z
+              .object({ seq: z.number().int(), chain: z.string(), verifiedAt: z.string(), reportKey: z.string() })
+              .nullable()
+              .openapi({ description: "The last weekly verification that found the whole chain intact (its report is in R2 under reportKey)" }),
           }),
           "Verification result",
         ),
+        ...problems(422),
       },
     }),
-    async (c) => c.json(await verifyAuditChain(c.env), 200),
+    async (c) => {
+      const r = await verifyIntegrity(c.env, { full: c.req.valid("query").full });
+      return c.json({ ...r, scope: r.scope ?? "full", lastFullVerification: r.lastFullVerification ?? null }, 200);
+    },
   )
   .openapi(
     createRoute({

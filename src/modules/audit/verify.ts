@@ -3,6 +3,7 @@ import { AUDIT_ANCHOR_NAME, auditKey, auditRowMac, auditRowsInOrder, chainLink, 
 import type { AnchorHead } from "../../../durable-objects/audit-anchor";
 import { readAuditRetentionCheckpoint, type AuditRetentionCheckpoint } from "../../platform/archives";
 import type { TaskMessage } from "../../../queues/messages";
+import { ApiError } from "../../platform/errors";
 
 export type AuditEnv = Pick<Env, "DB" | "ARCHIVE" | "AUDIT_ANCHOR" | "AUDIT_HMAC_KEY">;
 export type Checkpoint = { seq: number; chain: string; at: string };
@@ -57,7 +58,23 @@ export type VerifyResult = {
   unsealed: number;
   /** Where the live chain starts when older rows were archived by the retention policy (null: at row 1). */
   archivedThrough: AuditRetentionCheckpoint | null;
+  /**
+   * `full`: every live row was checked. `since_full_verification`: the chain is longer than one request checks, so
+   * only the rows after the last weekly verification that found it intact (`lastFullVerification`) were, from the
+   * chain value it verified.
+   */
+  scope?: "full" | "since_full_verification";
+  lastFullVerification?: FullVerification | null;
 };
+
+/** The last weekly verification that found the whole chain intact: up to which row, with which chain value, when. */
+export type FullVerification = { seq: number; chain: string; verifiedAt: string; reportKey: string };
+export const LAST_FULL_VERIFICATION_KEY = "audit/verify/last-full.json";
+
+async function readLastFullVerification(env: Pick<Env, "ARCHIVE">): Promise<FullVerification | null> {
+  const obj = await env.ARCHIVE.get(LAST_FULL_VERIFICATION_KEY);
+  return obj ? ((await obj.json()) as FullVerification) : null;
+}
 
 /**
  * Where a verification stands between two stretches: what it started from (the anchor's head after sealing, the R2
@@ -194,6 +211,53 @@ async function finishWeeklyVerification(env: AuditEnv, reportKey: string, result
   await env.ARCHIVE.put(reportKey, JSON.stringify({ ...result, checkpointWritten: checkpoint, verifiedAt: new Date(now).toISOString() }, null, 2), {
     httpMetadata: { contentType: "application/json" },
   });
-  if (!result.valid) console.log(JSON.stringify({ level: "error", msg: "audit chain broken", ...result }));
+  if (result.valid) {
+    const full: FullVerification = { seq: result.head.seq, chain: result.head.chain, verifiedAt: new Date(now).toISOString(), reportKey };
+    await env.ARCHIVE.put(LAST_FULL_VERIFICATION_KEY, JSON.stringify(full), { httpMetadata: { contentType: "application/json" } });
+  } else console.log(JSON.stringify({ level: "error", msg: "audit chain broken", ...result }));
   return result;
+}
+
+/**
+ * Rows one request checks (`GET /api/v1/audit/verify-integrity`, the SOX report): 400 page reads of 500 and two HMACs
+ * a row stay inside Cloudflare's per-invocation limits; a longer chain is checked by the weekly run in stretches.
+ */
+export const SYNC_VERIFY_MAX_ROWS = 200_000;
+
+/**
+ * The integrity check a request can afford. Every live row when the chain fits `maxRows` (or `full` is asked);
+ * otherwise the rows after the last weekly verification that found the chain intact, from the chain value it
+ * verified, once the row at that seq still carries it (rows before it are checked again by the next weekly run).
+ * Refused (422) when even that is more than `maxRows`, or nothing to start from exists.
+ */
+export async function verifyIntegrity(env: AuditEnv, options: { full?: boolean; maxRows?: number } = {}): Promise<VerifyResult> {
+  const maxRows = options.maxRows ?? SYNC_VERIFY_MAX_ROWS;
+  const begun = await beginVerification(env);
+  if ("result" in begun) return { ...begun.result, scope: "full" };
+  const p = begun.progress;
+  const lastFull = await readLastFullVerification(env);
+  const liveRows = p.head.seq - (p.expected - 1);
+  let from = p;
+  let scope: VerifyResult["scope"] = "full";
+  if (liveRows > maxRows) {
+    const usable = !options.full && lastFull && lastFull.seq >= p.expected - 1 && lastFull.seq <= p.head.seq;
+    if (!usable || p.head.seq - lastFull.seq > maxRows) {
+      throw new ApiError(
+        "unprocessable",
+        `the live audit chain has ${liveRows} rows, more than the ${maxRows} one request checks${
+          options.full ? "" : lastFull ? `, and ${p.head.seq - lastFull.seq} since the last full verification (${lastFull.verifiedAt})` : ", and no weekly verification has checked it whole yet"
+        }: the weekly verification (cron audit.verify) checks it in stretches and stores its report in R2`,
+        [{ path: options.full ? "full" : "(chain)", message: `more than ${maxRows} rows to check in one request` }],
+      );
+    }
+    const boundary = await env.DB.prepare("SELECT chain FROM audit_log WHERE seq = ?").bind(lastFull.seq).first<{ chain: string | null }>();
+    if (lastFull.seq > p.expected - 1 && boundary?.chain !== lastFull.chain) {
+      return { ...brokenResult(p, lastFull.seq, null, `the row at seq ${lastFull.seq} no longer carries the chain value the weekly verification of ${lastFull.verifiedAt} found there`), scope: "since_full_verification", lastFullVerification: lastFull };
+    }
+    from = { ...p, expected: lastFull.seq + 1, prev: lastFull.chain };
+    scope = "since_full_verification";
+  }
+  const done = await verifyStretch(env, from);
+  if (!("result" in done)) throw new Error("a verification without a row limit ended early");
+  return { ...done.result, scope, lastFullVerification: lastFull };
 }

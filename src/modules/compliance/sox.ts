@@ -3,7 +3,7 @@ import { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { iso } from "../../lib/time";
-import { verifyAuditChain } from "../audit/verify";
+import { verifyIntegrity } from "../audit/verify";
 import { periodBounds } from "../tax/report";
 
 /**
@@ -73,7 +73,7 @@ async function segregationFindings(d1: D1Database, from: number, to: number): Pr
   return [...byActor.values()].filter((f) => f.configurationChanges > 0 && f.moneyMovements > 0);
 }
 
-async function controls(d1: D1Database, from: number, to: number, chain: Awaited<ReturnType<typeof verifyAuditChain>>, sod: Finding[]): Promise<Control[]> {
+async function controls(d1: D1Database, from: number, to: number, chain: Awaited<ReturnType<typeof verifyIntegrity>>, sod: Finding[]): Promise<Control[]> {
   const voids = await one<{ n: number; missing: number }>(
     d1,
     "SELECT count(*) AS n, coalesce(sum(CASE WHEN void_reason IS NULL OR trim(void_reason) = '' THEN 1 ELSE 0 END), 0) AS missing FROM invoices WHERE status = 'void' AND voided_at >= ?1 AND voided_at < ?2",
@@ -179,7 +179,7 @@ export async function buildSoxReport(env: Env, db: Db, input: z.infer<typeof Sox
   const { from, to } = periodBounds(input.quarter);
   // A quarter whose audit rows were archived to R2 would report fewer actions, not an error: refuse it instead.
   await assertRetained(db, ["audit"], from, "The SOX report");
-  const chain = await verifyAuditChain(env);
+  const chain = await verifyIntegrity(env);
   const byAction = await all<{ action: string; count: number }>(d1, "SELECT action, count(*) AS count FROM audit_log WHERE at >= ?1 AND at < ?2 GROUP BY action ORDER BY count DESC, action", from, to);
   const byActorRole = await all<{ role: string; count: number }>(d1, "SELECT actor_role AS role, count(*) AS count FROM audit_log WHERE at >= ?1 AND at < ?2 GROUP BY actor_role ORDER BY count DESC, role", from, to);
   const sod = await segregationFindings(d1, from, to);
