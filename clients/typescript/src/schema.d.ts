@@ -706,7 +706,7 @@ export interface paths {
         };
         /**
          * Verify the audit log's integrity
-         * @description Seals the audit chain, then checks every row's MAC, the keyed chain and the anchored head; reports the first break. Rows the retention policy archived to R2 are not in D1: the chain is checked from the archived checkpoint (`archivedThrough`). One request checks at most 200,000 rows: a longer live chain is checked from the last weekly verification that found it intact (`scope: since_full_verification`, `lastFullVerification`), and the weekly run (cron `audit.verify`) checks it whole, in stretches. `full=true` insists on every row (422 past the limit).
+         * @description Seals the audit chain, then checks every row's MAC, the keyed chain and the anchored head; reports the first break. Rows the retention policy archived to R2 are not in D1: the chain is checked from the archived checkpoint (`archivedThrough`). One request checks at most 200,000 rows: of a longer live chain it checks the newest ones (`scope: newest_rows`, from `checkedFrom`: the last intact weekly verification when that recent, else 200,000 rows before the head), and the weekly run (cron `audit.verify`) checks it whole, in stretches (`lastFullVerification`). `full=true` insists on every row (422 past the limit).
          */
         get: operations["verifyAuditIntegrity"];
         put?: never;
@@ -9151,10 +9151,12 @@ export interface operations {
                             archiveKey: string;
                         } | null;
                         /**
-                         * @description `full`: every live row checked; `since_full_verification`: the rows after `lastFullVerification`
+                         * @description `full`: every live row checked; `newest_rows`: the chain is longer than one request checks, so the rows from `checkedFrom` to the head were
                          * @enum {string}
                          */
-                        scope: "full" | "since_full_verification";
+                        scope: "full" | "newest_rows";
+                        /** @description The first seq this check walked */
+                        checkedFrom: number;
                         /** @description The last weekly verification that found the whole chain intact (its report is in R2 under reportKey) */
                         lastFullVerification: {
                             seq: number;

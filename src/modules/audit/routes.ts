@@ -62,7 +62,7 @@ export const auditRoutes = router()
       operationId: "verifyAuditIntegrity",
       summary: "Verify the audit log's integrity",
       description:
-        "Seals the audit chain, then checks every row's MAC, the keyed chain and the anchored head; reports the first break. Rows the retention policy archived to R2 are not in D1: the chain is checked from the archived checkpoint (`archivedThrough`). One request checks at most 200,000 rows: a longer live chain is checked from the last weekly verification that found it intact (`scope: since_full_verification`, `lastFullVerification`), and the weekly run (cron `audit.verify`) checks it whole, in stretches. `full=true` insists on every row (422 past the limit).",
+        "Seals the audit chain, then checks every row's MAC, the keyed chain and the anchored head; reports the first break. Rows the retention policy archived to R2 are not in D1: the chain is checked from the archived checkpoint (`archivedThrough`). One request checks at most 200,000 rows: of a longer live chain it checks the newest ones (`scope: newest_rows`, from `checkedFrom`: the last intact weekly verification when that recent, else 200,000 rows before the head), and the weekly run (cron `audit.verify`) checks it whole, in stretches (`lastFullVerification`). `full=true` insists on every row (422 past the limit).",
       middleware: [requireRole(access.finance)] as const,
       request: {
         query: z.object({
@@ -90,7 +90,8 @@ export const auditRoutes = router()
               .object({ seq: z.number().int(), chain: z.string(), archiveKey: z.string() })
               .nullable()
               .openapi({ description: "Rows up to this seq were moved to R2 by the retention policy: the live chain is verified from this chain value (verify the archives with GET /admin/retention/archives/verify)" }),
-            scope: z.enum(["full", "since_full_verification"]).openapi({ description: "`full`: every live row checked; `since_full_verification`: the rows after `lastFullVerification`" }),
+            scope: z.enum(["full", "newest_rows"]).openapi({ description: "`full`: every live row checked; `newest_rows`: the chain is longer than one request checks, so the rows from `checkedFrom` to the head were" }),
+            checkedFrom: z.number().int().openapi({ description: "The first seq this check walked" }),
             lastFullVerification: z
               .object({ seq: z.number().int(), chain: z.string(), verifiedAt: z.string(), reportKey: z.string() })
               .nullable()
@@ -103,7 +104,7 @@ export const auditRoutes = router()
     }),
     async (c) => {
       const r = await verifyIntegrity(c.env, { full: c.req.valid("query").full });
-      return c.json({ ...r, scope: r.scope ?? "full", lastFullVerification: r.lastFullVerification ?? null }, 200);
+      return c.json({ ...r, scope: r.scope ?? "full", checkedFrom: r.checkedFrom ?? 1, lastFullVerification: r.lastFullVerification ?? null }, 200);
     },
   )
   .openapi(

@@ -59,11 +59,12 @@ export type VerifyResult = {
   /** Where the live chain starts when older rows were archived by the retention policy (null: at row 1). */
   archivedThrough: AuditRetentionCheckpoint | null;
   /**
-   * `full`: every live row was checked. `since_full_verification`: the chain is longer than one request checks, so
-   * only the rows after the last weekly verification that found it intact (`lastFullVerification`) were, from the
-   * chain value it verified.
+   * `full`: every live row was checked. `newest_rows`: the chain is longer than one request checks, so the rows from
+   * `checkedFrom` to the head were (the rows before are the weekly run's, `lastFullVerification`).
    */
-  scope?: "full" | "since_full_verification";
+  scope?: "full" | "newest_rows";
+  /** The first seq this check walked (the live chain's first row when `full`). */
+  checkedFrom?: number;
   lastFullVerification?: FullVerification | null;
 };
 
@@ -225,10 +226,12 @@ async function finishWeeklyVerification(env: AuditEnv, reportKey: string, result
 export const SYNC_VERIFY_MAX_ROWS = 200_000;
 
 /**
- * The integrity check a request can afford. Every live row when the chain fits `maxRows` (or `full` is asked);
- * otherwise the rows after the last weekly verification that found the chain intact, from the chain value it
- * verified, once the row at that seq still carries it (rows before it are checked again by the next weekly run).
- * Refused (422) when even that is more than `maxRows`, or nothing to start from exists.
+ * The integrity check a request can afford. Every live row when the chain fits `maxRows` (or `full` is asked: 422
+ * past the limit); otherwise the newest rows, at most `maxRows`: from the last weekly verification that found the
+ * chain intact when it is that recent (after checking its row still carries the value it verified), else from the
+ * stored chain value `maxRows` rows before the head. A chain walked forward from any row's value to the anchor's head
+ * proves every row after it (a changed row fails its MAC, a changed starting value breaks the next link); the rows
+ * before it are the weekly run's (`lastFullVerification`).
  */
 export async function verifyIntegrity(env: AuditEnv, options: { full?: boolean; maxRows?: number } = {}): Promise<VerifyResult> {
   const maxRows = options.maxRows ?? SYNC_VERIFY_MAX_ROWS;
@@ -240,24 +243,21 @@ export async function verifyIntegrity(env: AuditEnv, options: { full?: boolean; 
   let from = p;
   let scope: VerifyResult["scope"] = "full";
   if (liveRows > maxRows) {
-    const usable = !options.full && lastFull && lastFull.seq >= p.expected - 1 && lastFull.seq <= p.head.seq;
-    if (!usable || p.head.seq - lastFull.seq > maxRows) {
-      throw new ApiError(
-        "unprocessable",
-        `the live audit chain has ${liveRows} rows, more than the ${maxRows} one request checks${
-          options.full ? "" : lastFull ? `, and ${p.head.seq - lastFull.seq} since the last full verification (${lastFull.verifiedAt})` : ", and no weekly verification has checked it whole yet"
-        }: the weekly verification (cron audit.verify) checks it in stretches and stores its report in R2`,
-        [{ path: options.full ? "full" : "(chain)", message: `more than ${maxRows} rows to check in one request` }],
-      );
+    if (options.full) {
+      throw new ApiError("unprocessable", `the live audit chain has ${liveRows} rows, more than the ${maxRows} one request checks: the weekly verification (cron audit.verify) checks it whole, in stretches, and stores its report in R2`, [
+        { path: "full", message: `more than ${maxRows} rows to check in one request` },
+      ]);
     }
-    const boundary = await env.DB.prepare("SELECT chain FROM audit_log WHERE seq = ?").bind(lastFull.seq).first<{ chain: string | null }>();
-    if (lastFull.seq > p.expected - 1 && boundary?.chain !== lastFull.chain) {
-      return { ...brokenResult(p, lastFull.seq, null, `the row at seq ${lastFull.seq} no longer carries the chain value the weekly verification of ${lastFull.verifiedAt} found there`), scope: "since_full_verification", lastFullVerification: lastFull };
-    }
-    from = { ...p, expected: lastFull.seq + 1, prev: lastFull.chain };
-    scope = "since_full_verification";
+    const recentFull = lastFull && lastFull.seq >= p.head.seq - maxRows && lastFull.seq >= p.expected - 1 && lastFull.seq <= p.head.seq ? lastFull : null;
+    const startAfter = recentFull ? recentFull.seq : p.head.seq - maxRows;
+    const start = await env.DB.prepare("SELECT chain FROM audit_log WHERE seq = ?").bind(startAfter).first<{ chain: string | null }>();
+    const lost = (problem: string) => ({ ...brokenResult(p, startAfter, null, problem), scope: "newest_rows" as const, checkedFrom: startAfter + 1, lastFullVerification: lastFull });
+    if (recentFull && start?.chain !== recentFull.chain) return lost(`the row at seq ${startAfter} no longer carries the chain value the weekly verification of ${recentFull.verifiedAt} found there`);
+    if (!start?.chain) return lost(`row ${startAfter} is missing or unsealed, so the newest rows cannot be walked from it`);
+    from = { ...p, expected: startAfter + 1, prev: start.chain };
+    scope = "newest_rows";
   }
   const done = await verifyStretch(env, from);
   if (!("result" in done)) throw new Error("a verification without a row limit ended early");
-  return { ...done.result, scope, lastFullVerification: lastFull };
+  return { ...done.result, scope, checkedFrom: from.expected, lastFullVerification: lastFull };
 }
