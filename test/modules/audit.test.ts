@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from "vitest";
 import { env } from "cloudflare:workers";
-import { api, createApiKey, createCustomer, createPlan, createSubscription, unique } from "../helpers";
+import { api, createApiKey, createCustomer, createPlan, createSubscription, unique, servicesOf } from "../helpers";
 import { canonicalJson, sha256Hex } from "../../src/lib/hash";
 import { jobHandlers } from "../../queues/jobs";
 
@@ -278,7 +278,7 @@ describe("audit trail", () => {
   it("the weekly verification copies the anchor's head to R2, and verify-integrity checks the chain against it", async () => {
     await createCustomer();
     const reportKey = `reports/audit/anchor-${Date.now()}.json`;
-    expect(await jobHandlers["audit.verify"]({ type: "audit.verify", reportKey }, env)).toEqual({ status: "done" });
+    expect(await jobHandlers["audit.verify"]({ type: "audit.verify", reportKey }, servicesOf())).toEqual({ status: "done" });
     const checkpoint = (await (await env.ARCHIVE.get("audit/anchor/latest.json"))!.json()) as { seq: number; chain: string; at: string };
     const top = await maxSeq();
     expect(checkpoint).toMatchObject({ seq: top, chain: (await rowBySeq(top))!.chain });

@@ -178,7 +178,7 @@ describe("payment freeze", () => {
   });
 
   it("a freeze during a batch lets the charge in flight finish and starts no other", async () => {
-    const subs = [];
+    const subs: Awaited<ReturnType<typeof subscriptionWith>>[] = [];
     // More charges than a batch runs at once, so the last ones have not started when the freeze lands.
     const n = CHARGES_IN_FLIGHT + 2;
     for (let i = 0; i < n; i++) subs.push(await subscriptionWith("pm_card_visa", "3.00"));

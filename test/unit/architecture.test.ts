@@ -125,3 +125,181 @@ describe("architecture", () => {
     expect(violations).toEqual([]);
   });
 });
+
+// --- services context (src/platform/services.ts) ---
+
+/**
+ * Files of src/modules whose `Date.now()` calls measure a duration (latency, render time) or stamp an id: real time
+ * is right there, whatever clock the objects are on. In these files only `x = Date.now()` / `Date.now() - x` count
+ * as measurements; any other call is still a "now" that must come from the Services clock.
+ */
+const DURATION_CLOCKS = new Set([
+  "src/modules/health/routes.ts",
+  "src/modules/health/checks.ts",
+  "src/modules/gateways/service.ts",
+  "src/modules/payments/collect.ts",
+  "src/modules/webhook-endpoints/delivery.ts",
+  "src/modules/documents/store.ts",
+]);
+const isDurationCall = (text: string, index: number) => /(?:started|Started)\s*=\s*$/.test(text.slice(Math.max(0, index - 40), index)) || /^Date\.now\(\)\s*-\s*\w*(?:started|Started)\b/.test(text.slice(index, index + 60));
+
+/**
+ * Files not converted to the Services context yet, with how many sites each still has. A count may only go down:
+ * a new site fails, and a converted file leaves this list. The goal is an empty list.
+ */
+const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<string, number>; queueSend: Record<string, number> } = {
+  dateNow: {
+    "src/modules/admin/features.ts": 1,
+    "src/modules/analytics/at-risk.ts": 2,
+    "src/modules/analytics/campaigns.ts": 1,
+    "src/modules/analytics/mrr.ts": 1,
+    "src/modules/analytics/routes.ts": 8,
+    "src/modules/compliance/routes.ts": 1,
+    "src/modules/coupons/service.ts": 1,
+    "src/modules/credits/ledger.ts": 2,
+    "src/modules/documents/routes.ts": 2,
+    "src/modules/exports/routes.ts": 1,
+    "src/modules/gateways/performance.ts": 1,
+    "src/modules/gateways/service.ts": 1,
+    "src/modules/ingest-compat/openmeter.ts": 2,
+    "src/modules/ingest-compat/stripe.ts": 2,
+    "src/modules/invoices/routes.ts": 1,
+    "src/modules/metrics/exposition.ts": 1,
+    "src/modules/payments/service.ts": 1,
+    "src/modules/refunds/bulk.ts": 1,
+    "src/modules/retention/routes.ts": 1,
+    "src/modules/retention/run.ts": 1,
+    "src/modules/subscriptions/stats.ts": 4,
+    "src/modules/tax/routes.ts": 2,
+    "src/modules/test-clocks/service.ts": 3,
+    "src/modules/usage/overview.ts": 1,
+    "src/modules/usage/routes.ts": 3,
+    "src/modules/webhook-endpoints/delivery.ts": 4,
+    "src/modules/webhooks/apply.ts": 1,
+    "src/modules/webhooks/routes.ts": 1,
+    "src/modules/webhooks/verify.ts": 1,
+  },
+  envAndDb: {
+    "src/modules/admin/config.ts": 2,
+    "src/modules/admin/exchange-rates.ts": 1,
+    "src/modules/admin/notifications.ts": 1,
+    "src/modules/analytics/campaigns.ts": 1,
+    "src/modules/analytics/churn-analysis.ts": 1,
+    "src/modules/analytics/weekly-report.ts": 1,
+    "src/modules/compliance/sox.ts": 2,
+    "src/modules/credit-notes/service.ts": 2,
+    "src/modules/documents/links.ts": 3,
+    "src/modules/documents/prepare.ts": 1,
+    "src/modules/documents/store.ts": 3,
+    "src/modules/events/retention.ts": 1,
+    "src/modules/exports/audit-export.ts": 2,
+    "src/modules/gateways/performance.ts": 1,
+    "src/modules/gateways/service.ts": 6,
+    "src/modules/invoices/archive.ts": 2,
+    "src/modules/invoices/credit-purchase.ts": 1,
+    "src/modules/invoices/finalize.ts": 4,
+    "src/modules/invoices/reminders.ts": 1,
+    "src/modules/invoices/service.ts": 1,
+    "src/modules/notifications/admin.ts": 1,
+    "src/modules/payments/collect.ts": 2,
+    "src/modules/payments/dunning.ts": 1,
+    "src/modules/payments/service.ts": 2,
+    "src/modules/reconciliation/service.ts": 1,
+    "src/modules/refunds/bulk.ts": 1,
+    "src/modules/refunds/ledger.ts": 2,
+    "src/modules/refunds/service.ts": 2,
+    "src/modules/retention/kinds.ts": 1,
+    "src/modules/retention/run.ts": 2,
+    "src/modules/retention/verify.ts": 2,
+    "src/modules/subscriptions/billing-run.ts": 3,
+    "src/modules/subscriptions/lifecycle.ts": 9,
+    "src/modules/subscriptions/renewal.ts": 7,
+    "src/modules/subscriptions/retry-failed.ts": 1,
+    "src/modules/subscriptions/service.ts": 1,
+    "src/modules/subscriptions/upcoming.ts": 3,
+    "src/modules/test-clocks/service.ts": 3,
+    "src/modules/usage-alerts/service.ts": 2,
+    "src/modules/usage/meter-config.ts": 3,
+    "src/modules/usage/routing.ts": 1,
+    "src/modules/webhook-endpoints/deliveries.ts": 2,
+    "src/modules/webhook-endpoints/delivery.ts": 4,
+    "src/modules/webhook-endpoints/notifications.ts": 3,
+    "src/modules/webhook-endpoints/service.ts": 3,
+    "src/modules/webhooks/apply.ts": 1,
+    "src/modules/webhooks/receive.ts": 1,
+  },
+  queueSend: {
+    "src/modules/credit-notes/service.ts": 1,
+    "src/modules/events/retention.ts": 1,
+    "src/modules/invoices/finalize.ts": 3,
+    "src/modules/invoices/lifecycle.ts": 1,
+    "src/modules/payments/dunning.ts": 1,
+    "src/modules/payments/failure.ts": 1,
+    "src/modules/payments/routes.ts": 1,
+    "src/modules/payments/service.ts": 3,
+    "src/modules/refunds/bulk.ts": 1,
+    "src/modules/retention/run.ts": 2,
+    "src/modules/subscriptions/billing-run.ts": 4,
+    "src/modules/subscriptions/retry-failed.ts": 1,
+    "src/modules/subscriptions/upcoming.ts": 1,
+    "src/modules/test-clocks/service.ts": 1,
+    "src/modules/webhook-endpoints/delivery.ts": 1,
+    "src/modules/webhooks/receive.ts": 2,
+    "src/modules/webhooks/routes.ts": 1,
+    "src/scheduled.ts": 1,
+  },
+};
+
+/** Parameter lists (one level of nested parentheses) that name both `env: Env` and `db: Db`. */
+function envAndDbSignatures(text: string): number {
+  let n = 0;
+  for (const m of text.matchAll(/\(([^()]*(?:\([^()]*\)[^()]*)*)\)/g)) if (/\benv: Env\b/.test(m[1]!) && /\bdb: Db\b/.test(m[1]!)) n++;
+  return n;
+}
+
+function overBudget(counts: Record<string, number>, budget: Record<string, number>): string[] {
+  return Object.entries(counts)
+    .filter(([path, n]) => n > (budget[path] ?? 0))
+    .map(([path, n]) => `${path}: ${n} (allowed ${budget[path] ?? 0})`);
+}
+
+/** `Date.now()` calls of a file that are a "now" (not a measured duration). */
+const nowCalls = (f: { path: string; text: string }) =>
+  [...f.text.matchAll(/Date\.now\(\)/g)].filter((m) => !(DURATION_CLOCKS.has(f.path) && isDurationCall(f.text, m.index!))).length;
+const queueSends = (text: string) => [...text.matchAll(/\b\w+_QUEUE\.send(?:Batch)?\(|sendAll\(\s*[\w.]+_QUEUE\b/g)].length;
+
+describe("one services context", () => {
+  it("no Date.now() in src/modules: the time comes from s.clock / s.audit (durations aside)", () => {
+    const counts: Record<string, number> = {};
+    for (const f of files.filter((f) => f.path.startsWith("src/modules/"))) {
+      const n = nowCalls(f);
+      if (n) counts[f.path] = n;
+    }
+    expect(overBudget(counts, NOT_YET_CONVERTED.dateNow)).toEqual([]);
+  });
+
+  it("no function takes both env: Env and db: Db (it takes s: Services)", () => {
+    const counts: Record<string, number> = {};
+    // The gateway factories are what Services binds to its env and db (s.gateways).
+    for (const f of files.filter((f) => f.path !== "src/gateways/index.ts")) {
+      const n = envAndDbSignatures(f.text);
+      if (n) counts[f.path] = n;
+    }
+    expect(overBudget(counts, NOT_YET_CONVERTED.envAndDb)).toEqual([]);
+  });
+
+  it("queues are sent to through s.queues only (typed producers), not env.<X>_QUEUE", () => {
+    const counts: Record<string, number> = {};
+    for (const f of files.filter((f) => f.path !== "src/platform/services.ts")) {
+      const n = queueSends(f.text);
+      if (n) counts[f.path] = n;
+    }
+    expect(overBudget(counts, NOT_YET_CONVERTED.queueSend)).toEqual([]);
+  });
+
+  it("the budgets name only files that still have sites (a converted file leaves the list)", () => {
+    const stale = (kind: keyof typeof NOT_YET_CONVERTED, count: (f: { path: string; text: string }) => number) =>
+      Object.keys(NOT_YET_CONVERTED[kind]).filter((path) => count(files.find((f) => f.path === path) ?? { path, text: "" }) === 0).map((p) => `${kind}: ${p}`);
+    expect([...stale("dateNow", nowCalls), ...stale("envAndDb", (f) => envAndDbSignatures(f.text)), ...stale("queueSend", (f) => queueSends(f.text))]).toEqual([]);
+  });
+});
