@@ -170,7 +170,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
     "src/modules/retention/routes.ts": 1,
     "src/modules/retention/run.ts": 1,
     "src/modules/subscriptions/stats.ts": 4,
-    "src/modules/tax/routes.ts": 2,
     "src/modules/test-clocks/service.ts": 3,
     "src/modules/usage/overview.ts": 1,
     "src/modules/usage/routes.ts": 3,
