@@ -30,7 +30,7 @@ export const jobHandlers = {
     return { status: "done" as const };
   },
   "meters.resync": async (_m: Extract<JobMessage, { type: "meters.resync" }>, s: Services) => {
-    const r = await resyncMeters(s.env, s.db);
+    const r = await resyncMeters(s);
     return r.failed ? { status: "retry" as const, delaySeconds: 60, reason: `${r.failed} meters did not acknowledge` } : { status: "done" as const };
   },
   "idempotency.purge": async (_m: Extract<JobMessage, { type: "idempotency.purge" }>, s: Services) => {

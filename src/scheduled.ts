@@ -35,7 +35,7 @@ type Task = { name: string; run: (s: Services, t: number) => Promise<unknown> };
 /** What each cron trigger does; each task runs even when an earlier one failed. */
 export const cronTasks: Record<string, Task[]> = {
   [CRON.hourly]: [
-    { name: "meters.resync", run: (s) => resyncMeters(s.env, s.db) },
+    { name: "meters.resync", run: (s) => resyncMeters(s) },
     // Each of these does one bounded page and queues the next on the tasks queue (docs/scale.md).
     { name: "subscriptions.trial_will_end", run: (s, t) => trialWillEndPage(s.env, s.db, t) },
     { name: "invoices.upcoming", run: async (s, t) => (await upcomingInvoicesPage(s.env, s.db, t, null)).emitted },

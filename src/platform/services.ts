@@ -85,6 +85,9 @@ export type Services = {
   withNow(now: number): Services;
 };
 
+/** The UsageMeter Durable Object of a subscription (one per subscription). */
+export const usageMeterOf = (env: Env, subscriptionId: string) => env.USAGE_METER.get(env.USAGE_METER.idFromName(subscriptionId));
+
 const producer = <M>(queue: Queue): Producer<M> => ({
   send: async (message, options) => {
     await (options ? queue.send(message, options) : queue.send(message));
@@ -133,7 +136,7 @@ function shared(env: Env, wall: number): Shared {
     db,
     clock,
     queues: { jobs: producer(env.JOB_QUEUE), payments: producer(env.PAYMENT_QUEUE), webhooks: producer(env.WEBHOOK_QUEUE), tasks: producer(env.TASK_QUEUE) },
-    meters: { of: (subscriptionId) => env.USAGE_METER.get(env.USAGE_METER.idFromName(subscriptionId)) },
+    meters: { of: (subscriptionId) => usageMeterOf(env, subscriptionId) },
     guard: {
       get stub() {
         return (guardStub ??= paymentGuard(env));

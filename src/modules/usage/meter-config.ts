@@ -1,4 +1,5 @@
 import { and, eq, lt, sql } from "drizzle-orm";
+import { usageMeterOf, type Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { plans, subscriptions, usageAlerts, type StoredMeteredPrice, type SubscriptionStatus } from "../../db/schema";
 import type { Interval } from "../../domain/periods";
@@ -70,9 +71,8 @@ export const meterAlertsOf = (db: Db, subscriptionId: string) =>
   db.select({ id: usageAlerts.id, meterId: usageAlerts.meterId, threshold: usageAlerts.threshold }).from(usageAlerts).where(eq(usageAlerts.subscriptionId, subscriptionId));
 export type MeterAlertRow = { id: string; meterId: string; threshold: string };
 
-export function meterStub(env: Env, subscriptionId: string) {
-  return env.USAGE_METER.get(env.USAGE_METER.idFromName(subscriptionId));
-}
+/** A subscription's meter where no Services is at hand (the ingestion path); elsewhere `s.meters.of`. */
+export const meterStub = usageMeterOf;
 
 /**
  * Pushes the subscription's state to its meter and records the acknowledged version. A failure is not fatal
@@ -108,7 +108,8 @@ export async function closeMeterPeriod(env: Env, db: Db, sub: SubscriptionRow, p
 }
 
 /** Cron: re-push subscriptions whose meter holds an older configuration. */
-export async function resyncMeters(env: Env, db: Db, limit = 200): Promise<{ pushed: number; failed: number }> {
+export async function resyncMeters(s: Services, limit = 200): Promise<{ pushed: number; failed: number }> {
+  const { env, db } = s;
   const rows = await db
     .select()
     .from(subscriptions)
