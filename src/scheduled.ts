@@ -68,7 +68,7 @@ export const cronTasks: Record<string, Task[]> = {
     },
   ],
   [CRON.weekly]: [
-    { name: "reports.weekly_revenue", run: async (s, t) => ({ key: (await weeklyRevenueReport(s.env, s.db, t)).key }) },
+    { name: "reports.weekly_revenue", run: async (s) => ({ key: (await weeklyRevenueReport(s)).key }) },
     {
       name: "audit.verify",
       run: (s, t) =>

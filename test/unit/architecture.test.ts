@@ -150,10 +150,6 @@ const isDurationCall = (text: string, index: number) => /(?:started|Started)\s*=
 const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<string, number>; queueSend: Record<string, number> } = {
   dateNow: {
     "src/modules/admin/features.ts": 1,
-    "src/modules/analytics/at-risk.ts": 2,
-    "src/modules/analytics/campaigns.ts": 1,
-    "src/modules/analytics/mrr.ts": 1,
-    "src/modules/analytics/routes.ts": 8,
     "src/modules/compliance/routes.ts": 1,
     "src/modules/coupons/service.ts": 1,
     "src/modules/credits/ledger.ts": 2,
@@ -180,9 +176,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
     "src/modules/admin/config.ts": 2,
     "src/modules/admin/exchange-rates.ts": 1,
     "src/modules/admin/notifications.ts": 1,
-    "src/modules/analytics/campaigns.ts": 1,
-    "src/modules/analytics/churn-analysis.ts": 1,
-    "src/modules/analytics/weekly-report.ts": 1,
     "src/modules/compliance/sox.ts": 2,
     "src/modules/credit-notes/service.ts": 2,
     "src/modules/documents/links.ts": 3,
