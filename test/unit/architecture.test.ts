@@ -149,27 +149,17 @@ const isDurationCall = (text: string, index: number) => /(?:started|Started)\s*=
  */
 const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<string, number>; queueSend: Record<string, number> } = {
   dateNow: {
-    "src/modules/admin/features.ts": 1,
-    "src/modules/compliance/routes.ts": 1,
     "src/modules/coupons/service.ts": 1,
-    "src/modules/credits/ledger.ts": 2,
-    "src/modules/documents/routes.ts": 2,
-    "src/modules/exports/routes.ts": 1,
+    "src/modules/credits/ledger.ts": 1,
     "src/modules/gateways/performance.ts": 1,
     "src/modules/gateways/service.ts": 1,
-    "src/modules/ingest-compat/openmeter.ts": 2,
-    "src/modules/ingest-compat/stripe.ts": 2,
-    "src/modules/invoices/routes.ts": 1,
     "src/modules/metrics/exposition.ts": 1,
     "src/modules/payments/service.ts": 1,
     "src/modules/refunds/bulk.ts": 1,
-    "src/modules/retention/routes.ts": 1,
     "src/modules/retention/run.ts": 1,
-    "src/modules/subscriptions/stats.ts": 4,
     "src/modules/test-clocks/service.ts": 3,
     "src/modules/webhook-endpoints/delivery.ts": 4,
     "src/modules/webhooks/apply.ts": 1,
-    "src/modules/webhooks/routes.ts": 1,
     "src/modules/webhooks/verify.ts": 1,
   },
   envAndDb: {
@@ -253,9 +243,15 @@ function overBudget(counts: Record<string, number>, budget: Record<string, numbe
     .map(([path, n]) => `${path}: ${n} (allowed ${budget[path] ?? 0})`);
 }
 
-/** `Date.now()` calls of a file that are a "now" (not a measured duration). */
+/** Other real-time reads on purpose, with how many per file: they are not "now" of any billing object. */
+const REAL_TIME: Record<string, { calls: number; why: string }> = {
+  "src/modules/admin/features.ts": { calls: 1, why: "the age of the per-isolate flag cache" },
+  "src/modules/credits/ledger.ts": { calls: 1, why: "movement ids sort by when they were made (movementId)" },
+};
+
+/** `Date.now()` calls of a file that are a "now" (not a measured duration, not an allowed real-time read). */
 const nowCalls = (f: { path: string; text: string }) =>
-  [...f.text.matchAll(/Date\.now\(\)/g)].filter((m) => !(DURATION_CLOCKS.has(f.path) && isDurationCall(f.text, m.index!))).length;
+  Math.max(0, [...f.text.matchAll(/Date\.now\(\)/g)].filter((m) => !(DURATION_CLOCKS.has(f.path) && isDurationCall(f.text, m.index!))).length - (REAL_TIME[f.path]?.calls ?? 0));
 const queueSends = (text: string) => [...text.matchAll(/\b\w+_QUEUE\.send(?:Batch)?\(|sendAll\(\s*[\w.]+_QUEUE\b/g)].length;
 
 describe("one services context", () => {

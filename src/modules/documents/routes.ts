@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { dbOf } from "../../db/client";
 import { access, requireRole } from "../../http/auth";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { jsonBody, jsonResponse, router, problems } from "../../http/openapi";
 import { ApiError } from "../../http/problem";
 import { iso } from "../../lib/time";
@@ -119,7 +119,7 @@ export const hostedInvoiceRoutes = router()
     }),
     async (c) => {
       const db = dbOf(c.env);
-      const inv = await invoiceForToken(db, c.req.valid("param").token, Date.now());
+      const inv = await invoiceForToken(db, c.req.valid("param").token, services(c).clock.wall);
       if (!inv || inv.status === "draft") return notFoundPage();
       const { model } = await invoiceDocument(db, inv);
       const html = renderHtml(model, { pdfHref: `/i/${c.req.valid("param").token}/pdf`, amountDue: inv.status === "void" ? null : displayMoney(inv.amountDue, inv.currency) });
@@ -139,7 +139,7 @@ export const hostedInvoiceRoutes = router()
     }),
     async (c) => {
       const db = dbOf(c.env);
-      const inv = await invoiceForToken(db, c.req.valid("param").token, Date.now());
+      const inv = await invoiceForToken(db, c.req.valid("param").token, services(c).clock.wall);
       if (!inv || inv.status === "draft") return notFoundPage();
       return new Response((await invoicePdf(c.env, db, inv)) as BodyInit, { status: 200, headers: { ...pdfHeaders(inv.number ?? inv.id, false), "x-robots-tag": "noindex", "referrer-policy": "no-referrer" } });
     },

@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, optionalJsonBody, problems, router } from "../../http/openapi";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { ApiError, notFound } from "../../http/problem";
 import { dbOf } from "../../db/client";
 import { AuditExportRequest, AuditExportResult, exportAuditLog, exportKeyOf, readAuditExport } from "./audit-export";
@@ -142,7 +142,7 @@ export const backupRoutes = router()
     }),
     async (c) => {
       const { date } = c.req.valid("param");
-      const r = await verifyBackup(c.env, date, Date.now());
+      const r = await verifyBackup(c.env, date, services(c).clock.wall);
       if (!r) throw notFound("backup", date);
       return c.json(r, 200);
     },

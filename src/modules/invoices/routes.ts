@@ -5,7 +5,7 @@ import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } fro
 import { dbOf } from "../../db/client";
 import { newestFirstPage } from "../../platform/pagination";
 import { invoices, invoiceStatuses } from "../../db/schema";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { generatePending } from "../subscriptions/billing-run";
 import { Invoice, toInvoice } from "./serialize";
 import { creditedLinesOf } from "./creditable";
@@ -32,7 +32,7 @@ export const invoiceRoutes = router()
       },
     }),
     async (c) => {
-      const r = await generatePending(c.env, dbOf(c.env), Date.now(), actorOf(c));
+      const r = await generatePending(c.env, dbOf(c.env), services(c).clock.wall, actorOf(c));
       return c.json({ processed: 0, invoicesCreated: 0, invoiceIds: [], finalized: [], queued: r.queued, errors: [] }, 200);
     },
   )

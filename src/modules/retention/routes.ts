@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { and, count, desc, eq, lt, max, or, sum } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, problems, router } from "../../http/openapi";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { dbOf, type Db } from "../../db/client";
 import { retentionArchives, retentionKinds, retentionRuns, type RetentionKind } from "../../db/schema";
 import { iso } from "../../lib/time";
@@ -123,7 +123,7 @@ export const retentionRoutes = router()
       middleware: [requireRole(access.admin)] as const,
       responses: { 200: jsonResponse(Status, "Retention status") },
     }),
-    async (c) => c.json(await retentionStatus(dbOf(c.env), Date.now()), 200),
+    async (c) => c.json(await retentionStatus(dbOf(c.env), services(c).clock.wall), 200),
   )
   .openapi(
     createRoute({

@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { and, eq } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
 import { jsonResponse, listOf, optionalJsonBody, PaginationQuery, problems, router } from "../../http/openapi";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { ApiError, notFound } from "../../http/problem";
 import { commitWithAudit } from "../../platform/audit";
 import { dbOf } from "../../db/client";
@@ -51,7 +51,7 @@ export const stripeWebhookRoutes = router().openapi(
   }),
   async (c) => {
     const raw = await c.req.text();
-    const now = Date.now();
+    const now = services(c).clock.wall;
     const verified = await verifyStripeSignature(c.env, raw, c.req.header("stripe-signature"), now);
     if (!verified.ok) {
       console.log(JSON.stringify({ level: "warn", msg: "stripe webhook refused", requestId: c.get("requestId"), reason: verified.reason }));
