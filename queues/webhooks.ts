@@ -18,7 +18,7 @@ async function adoptNotification(m: Extract<WebhookMessage, { type: "notificatio
 
 // Verified Stripe events, applied in any order (an event whose payment is not known yet is retried).
 export const consumeWebhooks = consumer<WebhookMessage>(queueNames.webhooks, {
-  "stripe.event": (m, s) => applyStripeEvent(s.env, m.eventId),
+  "stripe.event": (m, s) => applyStripeEvent(s, m.eventId),
   "notification.send": adoptNotification,
   "events.fanout": (m, s) => fanOut(s.env, m.eventIds),
   "webhook.deliver": (m, s) => deliverScheduled(s.env, m.deliveryId),

@@ -6,6 +6,7 @@ import { SYSTEM_ACTOR } from "./platform/actor";
 import { finalizeDraftsChained } from "./modules/invoices/finalize";
 import { runDailyReconciliation } from "./modules/reconciliation/report";
 import { cleanupWebhookEvents } from "./modules/webhooks/cleanup";
+import { WEBHOOK_ACTOR } from "./modules/webhooks/types";
 import { weeklyRevenueReport } from "./modules/analytics/weekly-report";
 import { runDailyBackup } from "./modules/exports/backup";
 import { sweepNotifications } from "./modules/webhook-endpoints/notifications";
@@ -53,7 +54,7 @@ export const cronTasks: Record<string, Task[]> = {
   [CRON.daily]: [
     { name: "backup.daily", run: (s, t) => runDailyBackup(s.env, t) },
     { name: "reconciliation.daily", run: (s, t) => runDailyReconciliation(s.env, t) },
-    { name: "webhooks.cleanup", run: (s, t) => cleanupWebhookEvents(s.env, s.db, 30, t) },
+    { name: "webhooks.cleanup", run: (s, t) => cleanupWebhookEvents(s, 30, { actor: WEBHOOK_ACTOR, now: t }) },
     { name: "invoices.uncollectible", run: (s, t) => markUncollectible(s.db, s.audit, { testClockId: null }) },
     { name: "idempotency.purge", run: (s, t) => purgeExpiredIdempotencyKeys(s.env, t) },
     // Events past 30 days, and audit rows, invoice lines, payment attempts past the policy, to R2 (docs/retention.md).

@@ -159,8 +159,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
     "src/modules/retention/run.ts": 1,
     "src/modules/test-clocks/service.ts": 3,
     "src/modules/webhook-endpoints/delivery.ts": 4,
-    "src/modules/webhooks/apply.ts": 1,
-    "src/modules/webhooks/verify.ts": 1,
   },
   envAndDb: {
     "src/modules/admin/config.ts": 2,
@@ -205,8 +203,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
     "src/modules/webhook-endpoints/delivery.ts": 4,
     "src/modules/webhook-endpoints/notifications.ts": 3,
     "src/modules/webhook-endpoints/service.ts": 3,
-    "src/modules/webhooks/apply.ts": 1,
-    "src/modules/webhooks/receive.ts": 1,
   },
   queueSend: {
     "src/modules/credit-notes/service.ts": 1,
@@ -224,8 +220,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
     "src/modules/subscriptions/upcoming.ts": 1,
     "src/modules/test-clocks/service.ts": 1,
     "src/modules/webhook-endpoints/delivery.ts": 1,
-    "src/modules/webhooks/receive.ts": 2,
-    "src/modules/webhooks/routes.ts": 1,
     "src/scheduled.ts": 1,
   },
 };
