@@ -22,7 +22,7 @@ const handlers = (lease: GuardLease) => ({
     if (r.outcome === "unknown") return { status: "retry", delaySeconds: backoffSeconds(attempts, 30), reason: r.error };
     return { status: "done" };
   },
-  "refund.bulk_item": (m: Extract<PaymentMessage, { type: "refund.bulk_item" }>, s: Services) => processBulkRefundItem(s.env, m),
+  "refund.bulk_item": (m: Extract<PaymentMessage, { type: "refund.bulk_item" }>, s: Services) => processBulkRefundItem(s, m),
   // Frozen again (or queue mode) since the resume: the rest stays parked until the next resume releases it.
   "payments.release_parked": async (_m: Extract<PaymentMessage, { type: "payments.release_parked" }>, s: Services): Promise<HandlerResult> => {
     if ((await s.guard.stub.state()).mode === "normal") await releaseParked(s.env, s.db);

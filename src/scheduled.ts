@@ -47,7 +47,7 @@ export const cronTasks: Record<string, Task[]> = {
     { name: "notifications.sweep", run: (s, t) => sweepNotifications(s.env, s.db, t) },
     { name: "webhook_endpoints.sweep", run: (s, t) => sweepWebhookDeliveries(s.env, s.db, t) },
     { name: "credits.expire", run: (s, t) => expireDueGrants(s.db, t, { testClockId: null }, { actor: SYSTEM_ACTOR }) },
-    { name: "refunds.settle_pending", run: (s, t) => settlePendingRefunds(s.env, s.db, s.audit) },
+    { name: "refunds.settle_pending", run: (s, t) => settlePendingRefunds(s) },
     // Audited writes also poke the sealer themselves; this catches what a lost poke left.
     { name: "audit.seal", run: async (s) => { const r = await sealAuditChain(s.env); return { sealed: r.sealed, adopted: r.adopted, headSeq: r.head.seq }; } },
   ],

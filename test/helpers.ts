@@ -207,3 +207,6 @@ export function servicesOf(ctx: Partial<AuditContext> = {}, patch: Partial<Env> 
   const audit: AuditContext = { actor: SYSTEM_ACTOR, now: wall, ...(ctx.now === undefined ? { wallClock: wall } : {}), ...ctx };
   return servicesFor({ ...env, ...patch } as Env, audit);
 }
+
+/** A Services as the queue consumer makes one per message: the system acting at the current time (no request clock). */
+export const messageServicesOf = (patch: Partial<Env> = {}): Services => servicesFor({ ...env, ...patch } as Env, { actor: SYSTEM_ACTOR, now: Date.now() });

@@ -6,6 +6,7 @@ import { customers, invoices, testClocks } from "../db/schema";
 import { chargeGateway, configuredGateways, defaultPrimary, gatewayByName, routing, type GatewayRouting } from "../gateways";
 import { GuardLease, paymentGuard, withAdmission, type Admitted, type Refused } from "../gateways/guard";
 import type { GatewayName, PaymentGateway } from "../gateways/types";
+import type { Actor } from "../env";
 import type { AuditContext } from "./audit";
 import { sendAll } from "./queue-send";
 import { getSetting } from "./settings";
@@ -83,6 +84,8 @@ export type Services = {
   inClockOfInvoice(invoiceId: string): Promise<Services>;
   /** This context acting at `now` (a time the caller decided: a message's, a cron trigger's, a clock's step). */
   withNow(now: number): Services;
+  /** This context acting as `actor` (a component's own system actor), at the same time. */
+  as(actor: Actor): Services;
 };
 
 /** The UsageMeter Durable Object of a subscription (one per subscription). */
@@ -161,6 +164,7 @@ function build(base: Shared, audit: AuditContext, fields: LogFields): Services {
     audit,
     log: logger(fields),
     withLog: (more) => build(base, audit, { ...fields, ...more }),
+    as: (actor) => build(base, { ...audit, actor }, fields),
     withNow: (now) => {
       const { wallClock: _, ...rest } = audit;
       return build(base, { ...rest, now }, fields);

@@ -8,7 +8,7 @@ import { refundLifecycle } from "../../src/modules/refunds/lifecycle";
 import { IllegalTransition } from "../../src/domain/lifecycle";
 import { refundStatuses } from "../../src/db/schema";
 import { cronTasks, CRON } from "../../src/scheduled";
-import { unique, api, attemptPayment, servicesOf } from "../helpers";
+import { unique, api, attemptPayment, servicesOf, messageServicesOf } from "../helpers";
 import { eventInsert, eventRow, type EventType } from "../../src/platform/events";
 
 type Role = "admin" | "finance" | "support" | "viewer";
@@ -228,7 +228,7 @@ describe("refund lifecycle", () => {
       await env.DB.prepare("INSERT INTO webhook_events (id, source, type, payload, status, received_at) VALUES (?, 'stripe', 'charge.refunded', ?, 'received', ?)")
         .bind(id, JSON.stringify({ id, type: "charge.refunded", data: { object } }), Date.now())
         .run();
-      expect(await applyStripeEvent(servicesOf({}, testEnv()), id)).toEqual({ status: "done" });
+      expect(await applyStripeEvent(messageServicesOf(testEnv()), id)).toEqual({ status: "done" });
     };
     await deliver(charge("succeeded", 800));
     const local = await env.DB.prepare("SELECT id, status FROM refunds WHERE gateway_refund_id = ?").bind(reId).first<{ id: string; status: string }>();

@@ -3,7 +3,7 @@ import { eq } from "drizzle-orm";
 import { dbOf } from "../../db/client";
 import { creditNotes, creditNoteStatuses } from "../../db/schema";
 import { access, requireRole } from "../../http/auth";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { newestFirstPage } from "../../platform/pagination";
 import { creditNotePdf } from "../documents/store";
@@ -51,7 +51,7 @@ export const creditNoteRoutes = router()
       responses: { 201: jsonResponse(CreditNote, "The issued credit note with its lines"), ...problems(404, 409, 423) },
     }),
     async (c) => {
-      const { note, lines } = await createCreditNote(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c));
+      const { note, lines } = await createCreditNote(services(c), c.req.valid("json"));
       return c.json(toCreditNote(note, lines), 201);
     },
   )
