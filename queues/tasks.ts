@@ -39,7 +39,7 @@ export const taskHandlers = {
     return done;
   },
   "test_clock.advance": async (m: Of<"test_clock.advance">, s: Services) => {
-    await continueAdvance(s.env, s.db, m.clockId, m.target, m.meterAfter ?? null);
+    await continueAdvance(s, m.clockId, m.target, m.meterAfter ?? null);
     return done;
   },
   "retention.run": async (m: Of<"retention.run">, s: Services) => {

@@ -156,7 +156,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
     "src/modules/metrics/exposition.ts": 1,
     "src/modules/payments/service.ts": 1,
     "src/modules/retention/run.ts": 1,
-    "src/modules/test-clocks/service.ts": 3,
     "src/modules/webhook-endpoints/delivery.ts": 4,
   },
   envAndDb: {
@@ -190,7 +189,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
     "src/modules/subscriptions/retry-failed.ts": 1,
     "src/modules/subscriptions/service.ts": 1,
     "src/modules/subscriptions/upcoming.ts": 3,
-    "src/modules/test-clocks/service.ts": 3,
     "src/modules/usage-alerts/service.ts": 2,
     "src/modules/usage/meter-config.ts": 2,
     "src/modules/usage/routing.ts": 1,
@@ -211,7 +209,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
     "src/modules/subscriptions/billing-run.ts": 4,
     "src/modules/subscriptions/retry-failed.ts": 1,
     "src/modules/subscriptions/upcoming.ts": 1,
-    "src/modules/test-clocks/service.ts": 1,
     "src/modules/webhook-endpoints/delivery.ts": 1,
     "src/scheduled.ts": 1,
   },
