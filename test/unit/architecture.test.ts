@@ -159,9 +159,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
     "src/modules/webhook-endpoints/delivery.ts": 4,
   },
   envAndDb: {
-    "src/modules/admin/config.ts": 2,
-    "src/modules/admin/exchange-rates.ts": 1,
-    "src/modules/admin/notifications.ts": 1,
     "src/modules/compliance/sox.ts": 2,
     "src/modules/documents/links.ts": 3,
     "src/modules/documents/prepare.ts": 1,
