@@ -15,7 +15,7 @@ import { queueNames } from "./messages";
  */
 const handlers = (lease: GuardLease) => ({
   "payment.attempt": async (m: Extract<PaymentMessage, { type: "payment.attempt" }>, s: Services, attempts: number): Promise<HandlerResult> => {
-    const r = await collectInvoice(s.env, s.db, m.invoiceId, { attempt: m.attempt, direct: false, lease }, s.audit);
+    const r = await collectInvoice(s, m.invoiceId, { attempt: m.attempt, direct: false, lease });
     s.log.info("payment attempt", { invoiceId: m.invoiceId, attempt: m.attempt, outcome: r.outcome });
     // Gateway unreachable: the same attempt (same idempotency key) again, with backoff; after the queue's
     // retries it rests in the DLQ with its payment still "processing" for webhooks or reconciliation to settle.
@@ -25,7 +25,7 @@ const handlers = (lease: GuardLease) => ({
   "refund.bulk_item": (m: Extract<PaymentMessage, { type: "refund.bulk_item" }>, s: Services) => processBulkRefundItem(s, m),
   // Frozen again (or queue mode) since the resume: the rest stays parked until the next resume releases it.
   "payments.release_parked": async (_m: Extract<PaymentMessage, { type: "payments.release_parked" }>, s: Services): Promise<HandlerResult> => {
-    if ((await s.guard.stub.state()).mode === "normal") await releaseParked(s.env, s.db);
+    if ((await s.guard.stub.state()).mode === "normal") await releaseParked(s);
     return { status: "done" };
   },
 });

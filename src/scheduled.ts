@@ -43,7 +43,7 @@ export const cronTasks: Record<string, Task[]> = {
     { name: "billing.enqueue_due", run: (s, t) => enqueueDuePages(s.env, s.db, t, null) },
     { name: "billing.finalize_drafts", run: async (s, t) => (await finalizeDraftsChained(s.env, s.db, s.audit, null, null)).finalized.length },
     // Live invoices only: a test clock's retries and "uncollectible" move when the clock is advanced.
-    { name: "payments.retries_due", run: (s, t) => sendDueRetries(s.env, s.db, t, { testClockId: null }) },
+    { name: "payments.retries_due", run: (s, t) => sendDueRetries(s, t, { testClockId: null }) },
     { name: "notifications.sweep", run: (s, t) => sweepNotifications(s.env, s.db, t) },
     { name: "webhook_endpoints.sweep", run: (s, t) => sweepWebhookDeliveries(s.env, s.db, t) },
     { name: "credits.expire", run: (s, t) => expireDueGrants(s.db, t, { testClockId: null }, { actor: SYSTEM_ACTOR }) },

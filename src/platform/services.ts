@@ -37,6 +37,8 @@ export type Clock = {
   ofCustomer(customerId: string): Promise<number>;
   /** "Now" for an invoice (and what belongs to it: payments, refunds, credit notes): its test clock's time, or the wall time. */
   ofInvoice(invoiceId: string): Promise<number>;
+  /** This invocation moved `testClockId` to `frozenTime` (a test-clock advance): later reads here see the new time. */
+  moved(testClockId: string, frozenTime: number): void;
 };
 
 /**
@@ -132,6 +134,7 @@ function shared(env: Env, wall: number): Shared {
     frozen,
     ofCustomer: async (id) => at((await db.select({ c: customers.testClockId }).from(customers).where(eq(customers.id, id)).get())?.c),
     ofInvoice: async (id) => at((await db.select({ c: invoices.testClockId }).from(invoices).where(eq(invoices.id, id)).get())?.c),
+    moved: (id, frozenTime) => void frozenOf.set(id, Promise.resolve(frozenTime)),
   };
   let guardStub: ReturnType<typeof paymentGuard> | undefined;
   return {

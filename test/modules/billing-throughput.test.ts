@@ -10,7 +10,7 @@ import { collectInvoice } from "../../src/modules/payments/collect";
 import { GuardLease } from "../../src/modules/payments/guard";
 import { CHARGES_IN_FLIGHT } from "../../queues/payments";
 import { dropSettingsCache } from "../../src/platform/settings";
-import { api, spyQueue, unique, type SentMessage } from "../helpers";
+import { api, servicesOf, spyQueue, unique, type SentMessage } from "../helpers";
 
 const worker: Required<Pick<ExportedHandler<Env>, "queue">> = entry as never;
 let sent: SentMessage[] = [];
@@ -72,13 +72,13 @@ describe("a renewal and its charge", () => {
     // on a consumer that has been running; the second is counted.
     const warm = await dueSubscription(p.id, 1);
     const warmed = await runDue(testEnv(), db, warm, runAt(), { actor: SYSTEM_ACTOR });
-    await collectInvoice(testEnv(), db, warmed[0]!.invoiceId!, { attempt: 1, direct: false, lease }, ctx());
+    await collectInvoice(servicesOf(ctx(), testEnv()), warmed[0]!.invoiceId!, { attempt: 1, direct: false, lease });
     const id = await dueSubscription(p.id, 1234);
     const renewal = await countD1(() => runDue(testEnv(), db, id, runAt(), { actor: SYSTEM_ACTOR }));
     const invoiceId = renewal.value[0]?.invoiceId;
     expect(invoiceId).toBeDefined();
     expect(sent).toContainEqual({ body: { type: "payment.attempt", invoiceId, attempt: 1 } });
-    const charge = await countD1(() => collectInvoice(testEnv(), db, invoiceId!, { attempt: 1, direct: false, lease }, ctx()));
+    const charge = await countD1(() => collectInvoice(servicesOf(ctx(), testEnv()), invoiceId!, { attempt: 1, direct: false, lease }));
     await lease.release();
     expect(charge.value.outcome).toBe("succeeded");
     const trips = { renewal: renewal.count.roundTrips, charge: charge.count.roundTrips };
@@ -116,7 +116,7 @@ describe("PaymentGuard admission for a consumer batch", () => {
       invoiceIds.push((await cycleInvoiceOf(id))!.id);
     }
     const lease = new GuardLease(env);
-    for (const id of invoiceIds) expect((await collectInvoice(testEnv(), dbOf(env), id, { attempt: 1, direct: false, lease }, ctx())).outcome).toBe("succeeded");
+    for (const id of invoiceIds) expect((await collectInvoice(servicesOf(ctx(), testEnv()), id, { attempt: 1, direct: false, lease })).outcome).toBe("succeeded");
     await lease.release();
     expect(lease.calls).toBe(2); // one lease, one release
     expect((await call("GET", "/admin/emergency/status")).body.inFlight).toBe(0);
@@ -131,7 +131,7 @@ describe("PaymentGuard admission for a consumer batch", () => {
       invoiceIds.push((await cycleInvoiceOf(id))!.id);
     }
     const lease = new GuardLease(env);
-    const outcomes = await Promise.all(invoiceIds.map((id) => collectInvoice(testEnv(), dbOf(env), id, { attempt: 1, direct: false, lease }, ctx())));
+    const outcomes = await Promise.all(invoiceIds.map((id) => collectInvoice(servicesOf(ctx(), testEnv()), id, { attempt: 1, direct: false, lease })));
     await lease.release();
     expect(outcomes.map((o) => o.outcome)).toEqual(invoiceIds.map(() => "succeeded"));
     expect(lease.calls).toBe(2); // one lease asked for by the first charge and waited on by the others, one release

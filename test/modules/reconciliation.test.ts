@@ -6,7 +6,7 @@ import { SYSTEM_ACTOR } from "../../src/platform/actor";
 import { collectInvoice } from "../../src/modules/payments/collect";
 import { SandboxGateway } from "../../src/gateways/sandbox";
 import { runDailyReconciliation } from "../../src/modules/reconciliation/routes";
-import { unique, api } from "../helpers";
+import { unique, api, servicesOf } from "../helpers";
 
 type Role = "admin" | "finance" | "support" | "viewer";
 
@@ -26,7 +26,7 @@ async function paid(date: string, opts: { amount?: string; currency?: string; ti
   const sub = await call("POST", "/api/v1/subscriptions", { customerId: customer.body.id, planId: plan.body.id, paymentMethod: "pm_card_visa" }, "admin");
   expect(sub.status).toBe(201);
   const invoice = (await call("GET", `/api/v1/invoices?subscriptionId=${sub.body.id}`)).body.data[0];
-  const outcome = await collectInvoice(testEnv(), dbOf(env), invoice.id, { attempt: 1, direct: false }, { actor: SYSTEM_ACTOR, now: Date.now() });
+  const outcome = await collectInvoice(servicesOf({ actor: SYSTEM_ACTOR, now: Date.now() }, testEnv()), invoice.id, { attempt: 1, direct: false });
   expect(outcome.outcome).toBe("succeeded");
   const p = await env.DB.prepare("SELECT * FROM payments WHERE invoice_id = ?").bind(invoice.id).first<any>();
   expect(p).toMatchObject({ status: "succeeded", gateway: "sandbox" });

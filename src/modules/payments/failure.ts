@@ -1,4 +1,5 @@
 import { eq } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
 import type { AuditContext, AuditEntry } from "../../platform/audit";
@@ -28,7 +29,7 @@ export type FailurePlan = {
   /** Events of the subscription's side (drafts, for a caller that commits with `commit`); the invoice's are inline in `statements`. */
   events: EventDraft[];
   /** After the batch committed: sends the next attempt (delays beyond a queue's 12 h go through the hourly cron) or the failure notice. */
-  scheduleRetry: (env: Env) => Promise<void>;
+  scheduleRetry: (s: Pick<Services, "queues">) => Promise<void>;
 };
 
 /**
@@ -91,10 +92,10 @@ export async function planFailure(db: Db, inv: InvoiceRow | undefined, payment: 
     statements,
     audit,
     events: subscriptionSide.events,
-    scheduleRetry: async (env) => {
+    scheduleRetry: async (s) => {
       for (const effect of [...invoiceSide.after, ...subscriptionSide.after]) await effect();
       if (retry && delay <= MAX_QUEUE_DELAY_SECONDS && !onClock) {
-        await env.PAYMENT_QUEUE.send({ type: "payment.attempt", invoiceId: payment.invoiceId, attempt: next } satisfies PaymentMessage, { delaySeconds: delay });
+        await s.queues.payments.send({ type: "payment.attempt", invoiceId: payment.invoiceId, attempt: next }, { delaySeconds: delay });
       }
       // A notice that lost the dedupe race was not inserted, nor its event: fan-out skips an unknown event id.
       notificationsCommitted(noticeEventIds);

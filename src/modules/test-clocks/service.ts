@@ -117,6 +117,7 @@ async function advanceSome(s: Services, id: string, from: number, target: number
     if (time > reached) {
       reached = time;
       await db.update(testClocks).set({ frozenTime: time, updatedAt: s.clock.wall }).where(and(eq(testClocks.id, id), lt(testClocks.frozenTime, time)));
+      s.clock.moved(id, time);
     }
   };
   for (;;) {
@@ -168,7 +169,7 @@ async function advanceSome(s: Services, id: string, from: number, target: number
   if (drafts.next) return { steps, finished: false, meterAfter };
   if (spent + COST.dunning > BUDGET) return { steps, finished: false, meterAfter };
   // Dunning of this clock's invoices, at the clock's new time (the real-time cron leaves them alone).
-  await sendDueRetries(env, db, target, { testClockId: id });
+  await sendDueRetries(s, target, { testClockId: id });
   await markUncollectible(db, { ...ctx, now: target }, { testClockId: id });
   spent += COST.dunning;
   // Every meter of the clock learns its time, a page of Durable Object calls per invocation.
@@ -193,6 +194,7 @@ async function advanceSome(s: Services, id: string, from: number, target: number
     [{ action: "test_clock.advanced", targetType: "test_clock", targetId: id, before: { frozenTime: iso(from) }, after: { frozenTime: iso(target), steps: steps.length } }],
     ctx,
   );
+  s.clock.moved(id, target);
   return { steps, finished: true };
 }
 

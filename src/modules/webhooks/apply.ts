@@ -39,7 +39,7 @@ async function decide(s: Services, row: EventRow, now: number): Promise<Decision
   if (!handler) return settle("ignored");
   const object = event?.data?.object;
   if (!object || typeof object !== "object" || typeof (object as { id?: unknown }).id !== "string") return settle("failed", "event has no data.object with an id");
-  return handler({ env: s.env, db: s.db, now, eventId: row.id }, object as Record<string, unknown>);
+  return handler({ s, env: s.env, db: s.db, now, eventId: row.id }, object as Record<string, unknown>);
 }
 
 /** The event's new status, only from received (or failed, for a replay): the guard that applies an event once. */
