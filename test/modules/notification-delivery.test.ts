@@ -81,7 +81,7 @@ const row = (id: string) => env.DB.prepare("SELECT status, sent_at, attempts, la
 const auditCount = (action: string, id: string) =>
   env.DB.prepare("SELECT count(*) AS n FROM audit_log WHERE action = ? AND target_id = ?").bind(action, id).first<{ n: number }>().then((r) => r!.n);
 const metric = async (status: string) => {
-  const line = (await renderPrometheus(dbOf(env))).split("\n").find((l) => l.startsWith(`billing_notifications{status="${status}"}`))!;
+  const line = (await renderPrometheus(dbOf(env), Date.now())).split("\n").find((l) => l.startsWith(`billing_notifications{status="${status}"}`))!;
   return Number(line.split(" ")[1]);
 };
 

@@ -198,7 +198,7 @@ export const notificationAdminRoutes = router().openapi(
       request: { params: z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "ntf_123" }) }) },
       responses: { 200: jsonResponse(NotificationView, "The notification, queued again"), ...problems(404) },
     }),
-    async (c) => c.json(await resendNotification(c.env, dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
+    async (c) => c.json(await resendNotification(services(c), c.req.valid("param").id), 200),
   );
 
 const ratesNote = "Rates are informational, for reports: invoices are always in the customer's currency and are never converted.";
