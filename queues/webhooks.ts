@@ -20,6 +20,6 @@ async function adoptNotification(m: Extract<WebhookMessage, { type: "notificatio
 export const consumeWebhooks = consumer<WebhookMessage>(queueNames.webhooks, {
   "stripe.event": (m, s) => applyStripeEvent(s, m.eventId),
   "notification.send": adoptNotification,
-  "events.fanout": (m, s) => fanOut(s.env, m.eventIds),
-  "webhook.deliver": (m, s) => deliverScheduled(s.env, m.deliveryId),
+  "events.fanout": (m, s) => fanOut(s, m.eventIds),
+  "webhook.deliver": (m, s) => deliverScheduled(s, m.deliveryId),
 }, { concurrency: 6 }); // deliveries are outbound fetches: Cloudflare opens six connections per invocation at a time

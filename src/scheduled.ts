@@ -44,8 +44,8 @@ export const cronTasks: Record<string, Task[]> = {
     { name: "billing.finalize_drafts", run: async (s, t) => (await finalizeDraftsChained(s.env, s.db, s.audit, null, null)).finalized.length },
     // Live invoices only: a test clock's retries and "uncollectible" move when the clock is advanced.
     { name: "payments.retries_due", run: (s, t) => sendDueRetries(s, t, { testClockId: null }) },
-    { name: "notifications.sweep", run: (s, t) => sweepNotifications(s.env, s.db, t) },
-    { name: "webhook_endpoints.sweep", run: (s, t) => sweepWebhookDeliveries(s.env, s.db, t) },
+    { name: "notifications.sweep", run: (s, t) => sweepNotifications(s, t) },
+    { name: "webhook_endpoints.sweep", run: (s, t) => sweepWebhookDeliveries(s, t) },
     { name: "credits.expire", run: (s, t) => expireDueGrants(s.db, t, { testClockId: null }, { actor: SYSTEM_ACTOR }) },
     { name: "refunds.settle_pending", run: (s, t) => settlePendingRefunds(s) },
     // Audited writes also poke the sealer themselves; this catches what a lost poke left.

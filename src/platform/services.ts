@@ -90,15 +90,24 @@ export type Services = {
   as(actor: Actor): Services;
 };
 
-/** The UsageMeter Durable Object of a subscription (one per subscription). */
-export const usageMeterOf = (env: Env, subscriptionId: string) => env.USAGE_METER.get(env.USAGE_METER.idFromName(subscriptionId));
-
 const producer = <M>(queue: Queue): Producer<M> => ({
   send: async (message, options) => {
     await (options ? queue.send(message, options) : queue.send(message));
   },
   sendAll: (messages, options) => sendAll(queue, messages, options),
 });
+
+/** Typed producers of the four queues (what `s.queues` holds), for a platform hook that runs with only `env`. */
+export const queuesOf = (env: Env): Services["queues"] => ({
+  jobs: producer(env.JOB_QUEUE),
+  payments: producer(env.PAYMENT_QUEUE),
+  webhooks: producer(env.WEBHOOK_QUEUE),
+  tasks: producer(env.TASK_QUEUE),
+});
+
+/** The UsageMeter Durable Object of a subscription (one per subscription). */
+export const usageMeterOf = (env: Env, subscriptionId: string) => env.USAGE_METER.get(env.USAGE_METER.idFromName(subscriptionId));
+
 
 function logger(fields: LogFields): Log {
   const line = (level: "info" | "warn" | "error") => (msg: string, extra?: LogFields) => console.log(JSON.stringify({ level, msg, ...fields, ...extra }));
@@ -141,7 +150,7 @@ function shared(env: Env, wall: number): Shared {
     env,
     db,
     clock,
-    queues: { jobs: producer(env.JOB_QUEUE), payments: producer(env.PAYMENT_QUEUE), webhooks: producer(env.WEBHOOK_QUEUE), tasks: producer(env.TASK_QUEUE) },
+    queues: queuesOf(env),
     meters: { of: (subscriptionId) => usageMeterOf(env, subscriptionId) },
     guard: {
       get stub() {
