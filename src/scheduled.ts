@@ -63,7 +63,7 @@ export const cronTasks: Record<string, Task[]> = {
     {
       name: "invoices.reminders",
       run: async (s, t) => {
-        const r = await sendReminders(s.env, s.db, { daysOverdue: 1, template: "invoice_overdue" }, s.audit);
+        const r = await sendReminders(s, { daysOverdue: 1, template: "invoice_overdue" });
         return { queued: r.queued, alreadySentToday: r.alreadySentToday };
       },
     },
@@ -78,7 +78,7 @@ export const cronTasks: Record<string, Task[]> = {
     {
       name: "invoices.archive",
       run: async (s, t) => {
-        const r = await archiveInvoices(s.env, s.db, t - 365 * DAY_MS, s.audit);
+        const r = await archiveInvoices(s, t - 365 * DAY_MS);
         if (r.errors.length) throw new Error(`${r.errors.length} invoices could not be archived (first: ${r.errors[0]!.id}: ${r.errors[0]!.error})`);
         return { archived: r.archived, hasMore: r.hasMore };
       },

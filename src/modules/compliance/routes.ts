@@ -60,7 +60,7 @@ export const complianceRoutes = router().openapi(
     request: jsonBody(SoxReportRequest),
     responses: { 200: jsonResponse(SoxReport, "The report") },
   }),
-  async (c) => c.json(await generateSoxReport(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
+  async (c) => c.json(await generateSoxReport(services(c), c.req.valid("json")), 200),
 );
 
 export const securityRoutes = router().openapi(

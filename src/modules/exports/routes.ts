@@ -25,7 +25,7 @@ export const auditExportRoutes = router()
       request: jsonBody(AuditExportRequest),
       responses: { 201: jsonResponse(AuditExportResult, "Stored export") },
     }),
-    async (c) => c.json(await exportAuditLog(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 201),
+    async (c) => c.json(await exportAuditLog(services(c), c.req.valid("json")), 201),
   )
   .openapi(
     createRoute({
@@ -49,7 +49,7 @@ export const auditExportRoutes = router()
       const name = c.req.valid("param").key;
       const key = exportKeyOf(name);
       if (!key) throw new ApiError("validation_failed", `not an audit export name: ${name}`, [{ path: "key", message: "expected <timestamp>-<from>-<to>.<json|csv>.enc" }]);
-      const x = await readAuditExport(c.env, dbOf(c.env), key, auditCtx(c));
+      const x = await readAuditExport(services(c), key);
       if (!x) throw notFound("audit export", key);
       const filename = key.slice(key.lastIndexOf("/") + 1).replace(/\.enc$/, "");
       return c.body(x.body, 200, {
