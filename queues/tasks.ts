@@ -23,7 +23,7 @@ export const taskHandlers = {
     return done;
   },
   "billing.enqueue_due": async (m: Of<"billing.enqueue_due">, s: Services) => {
-    await enqueueDuePages(s.env, s.db, m.now, m.after);
+    await enqueueDuePages(s, m.now, m.after);
     return done;
   },
   "invoices.finalize_drafts": async (m: Of<"invoices.finalize_drafts">, s: Services) => {
@@ -31,11 +31,11 @@ export const taskHandlers = {
     return done;
   },
   "subscriptions.trial_will_end": async (m: Of<"subscriptions.trial_will_end">, s: Services) => {
-    await trialWillEndPage(s.env, s.db, m.now);
+    await trialWillEndPage(s, m.now);
     return done;
   },
   "invoices.upcoming": async (m: Of<"invoices.upcoming">, s: Services) => {
-    await upcomingInvoicesPage(s.env, s.db, m.now, m.after);
+    await upcomingInvoicesPage(s, m.now, m.after);
     return done;
   },
   "test_clock.advance": async (m: Of<"test_clock.advance">, s: Services) => {

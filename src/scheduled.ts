@@ -38,9 +38,9 @@ export const cronTasks: Record<string, Task[]> = {
   [CRON.hourly]: [
     { name: "meters.resync", run: (s) => resyncMeters(s) },
     // Each of these does one bounded page and queues the next on the tasks queue (docs/scale.md).
-    { name: "subscriptions.trial_will_end", run: (s, t) => trialWillEndPage(s.env, s.db, t) },
-    { name: "invoices.upcoming", run: async (s, t) => (await upcomingInvoicesPage(s.env, s.db, t, null)).emitted },
-    { name: "billing.enqueue_due", run: (s, t) => enqueueDuePages(s.env, s.db, t, null) },
+    { name: "subscriptions.trial_will_end", run: (s, t) => trialWillEndPage(s, t) },
+    { name: "invoices.upcoming", run: async (s, t) => (await upcomingInvoicesPage(s, t, null)).emitted },
+    { name: "billing.enqueue_due", run: (s, t) => enqueueDuePages(s, t, null) },
     { name: "billing.finalize_drafts", run: async (s, t) => (await finalizeDraftsChained(s.env, s.db, s.audit, null, null)).finalized.length },
     // Live invoices only: a test clock's retries and "uncollectible" move when the clock is advanced.
     { name: "payments.retries_due", run: (s, t) => sendDueRetries(s, t, { testClockId: null }) },

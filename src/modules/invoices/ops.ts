@@ -45,7 +45,7 @@ export const invoiceOpsRoutes = router()
       const start = startOf(body.startDate);
       const end = endExclusiveOf(body.endDate);
       if (end <= start) throw invalid([{ path: "endDate", message: "must not be before startDate" }]);
-      return c.json(await retryFailed(c.env, dbOf(c.env), { start, end, maxRetries: body.maxRetries }, auditCtx(c)), 200);
+      return c.json(await retryFailed(services(c), { start, end, maxRetries: body.maxRetries }), 200);
     },
   )
   .openapi(

@@ -32,7 +32,7 @@ export const invoiceRoutes = router()
       },
     }),
     async (c) => {
-      const r = await generatePending(c.env, dbOf(c.env), services(c).clock.wall, actorOf(c));
+      const r = await generatePending(services(c), services(c).clock.wall);
       return c.json({ processed: 0, invoicesCreated: 0, invoiceIds: [], finalized: [], queued: r.queued, errors: [] }, 200);
     },
   )

@@ -1,4 +1,5 @@
 import { and, asc, eq, gt, isNotNull, isNull, lt, ne, or, sql } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { invoices, subscriptions } from "../../db/schema";
@@ -20,7 +21,8 @@ export type RetryFailedReport = {
  * collection attempts below `maxRetries` are queued again, leftover drafts are finalized, and real-time
  * subscriptions whose period ended in the range without being renewed run their due steps.
  */
-export async function retryFailed(env: Env, db: Db, input: { start: number; end: number; maxRetries: number }, ctx: AuditContext): Promise<RetryFailedReport> {
+export async function retryFailed(s: Services, input: { start: number; end: number; maxRetries: number }): Promise<RetryFailedReport> {
+  const { env, db, audit: ctx } = s;
   const r: RetryFailedReport = {
     paymentRetries: { count: 0, invoiceIds: [] },
     finalized: { count: 0, invoiceIds: [] },
@@ -54,7 +56,7 @@ export async function retryFailed(env: Env, db: Db, input: { start: number; end:
     );
     for (const i of retry) {
       try {
-        await env.PAYMENT_QUEUE.send({ type: "payment.attempt", invoiceId: i.id, attempt: i.attemptCount + 1 } satisfies PaymentMessage);
+        await s.queues.payments.send({ type: "payment.attempt", invoiceId: i.id, attempt: i.attemptCount + 1 });
         r.paymentRetries.invoiceIds.push(i.id);
       } catch (e) {
         r.errors.push({ id: i.id, error: `payment enqueue failed: ${String(e)}` });

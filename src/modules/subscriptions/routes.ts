@@ -3,7 +3,7 @@ import { access, requireRole, requireScopeOrRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, DateOrInstant, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { subscriptionStatuses } from "../../db/schema";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { CreateSubscription, prorationBehaviors, Subscription } from "./schemas";
 import { cancel, changePlan, pause, previewPlanChange, resume } from "./lifecycle";
 import { discountPercentOf, setDiscount } from "./discount";
@@ -27,7 +27,7 @@ export const subscriptionRoutes = router()
       request: jsonBody(CreateSubscription),
       responses: { 201: jsonResponse(Subscription, "The new subscription") },
     }),
-    async (c) => c.json(await createSubscription(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 201),
+    async (c) => c.json(await createSubscription(services(c), c.req.valid("json")), 201),
   )
   .openapi(
     createRoute({

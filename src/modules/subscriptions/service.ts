@@ -1,4 +1,5 @@
 import { and, eq } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import { discountPercentOf } from "./discount";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
@@ -36,7 +37,8 @@ export { toSubscription };
  * Starts a subscription on the plan's latest version. With a trial, the first period is the trial itself
  * and the billing anchor defaults to its end; otherwise periods follow the anchor (default: now).
  */
-export async function createSubscription(env: Env, db: Db, input: z.infer<typeof CreateSubscription>, ctx: AuditContext) {
+export async function createSubscription(s: Services, input: z.infer<typeof CreateSubscription>) {
+  const { env, db, audit: ctx } = s;
   // Only "does not exist" is the client's fault; any other failure (D1 down) stays a 5xx.
   const customer = await getCustomerRow(db, input.customerId).catch((e: unknown) => {
     if (e instanceof ApiError && e.kind === "not_found") throw invalid([{ path: "customerId", message: `customer ${input.customerId} does not exist` }]);

@@ -139,7 +139,7 @@ async function advanceSome(s: Services, id: string, from: number, target: number
     spent += trials.emitted * COST.trialEmit;
     if (trials.more) continue;
     // So do renewals within UPCOMING_INVOICE_DAYS of it (invoice.upcoming, stamped when it fell due).
-    const upcoming = await upcomingForClock(env, db, best.at, id, eventCtx, UPCOMING_PAGE);
+    const upcoming = await upcomingForClock(s, best.at, id, eventCtx, UPCOMING_PAGE);
     spent += upcoming.emitted * COST.upcomingEmit;
     if (upcoming.next) continue;
     await s.meters.of(best.id).setClock(best.runAt);
@@ -157,7 +157,7 @@ async function advanceSome(s: Services, id: string, from: number, target: number
   const trials = await emitTrialWillEnd(db, target, { testClockId: id }, eventCtx, 1, TRIAL_PAGE);
   spent += trials.emitted * COST.trialEmit;
   if (trials.more) return { steps, finished: false, meterAfter };
-  const upcoming = await upcomingForClock(env, db, target, id, eventCtx, UPCOMING_PAGE);
+  const upcoming = await upcomingForClock(s, target, id, eventCtx, UPCOMING_PAGE);
   spent += upcoming.emitted * COST.upcomingEmit;
   if (upcoming.next) return { steps, finished: false, meterAfter };
   // Credit that expired by the new time leaves the balance (invoices before it already ignored it past expiry).
