@@ -25,7 +25,7 @@ export const jobHandlers = {
   // subscription in it is far behind; the rest continues in a fresh message.
   "billing.run_due": async (m: Extract<JobMessage, { type: "billing.run_due" }>, s: Services, _attempts: number, batchSize: number) => {
     const max = stepsPerMessage(batchSize);
-    const steps = await runDue(s.env, s.db, m.subscriptionId, s.clock.wall, { actor: SYSTEM_ACTOR }, max);
+    const steps = await runDue(s, m.subscriptionId, s.clock.wall, max);
     if (steps.length === max) await s.queues.jobs.send({ type: "billing.run_due", subscriptionId: m.subscriptionId });
     return { status: "done" as const };
   },

@@ -88,6 +88,8 @@ export type Services = {
   withNow(now: number): Services;
   /** This context acting as `actor` (a component's own system actor), at the same time. */
   as(actor: Actor): Services;
+  /** This context with `audit` in place of its own (a step of a run: its actor and request, at the step's time). */
+  withAudit(audit: AuditContext): Services;
 };
 
 const producer = <M>(queue: Queue): Producer<M> => ({
@@ -177,6 +179,7 @@ function build(base: Shared, audit: AuditContext, fields: LogFields): Services {
     log: logger(fields),
     withLog: (more) => build(base, audit, { ...fields, ...more }),
     as: (actor) => build(base, { ...audit, actor }, fields),
+    withAudit: (next) => build(base, next, fields),
     withNow: (now) => {
       const { wallClock: _, ...rest } = audit;
       return build(base, { ...rest, now }, fields);

@@ -102,14 +102,14 @@ export async function retryFailed(s: Services, input: { start: number; end: numb
       .limit(PAGE)
       .all();
   for await (const page of pagesById(stale)) {
-    for (const s of page) {
+    for (const sub of page) {
       try {
-        const steps = await runDue(env, db, s.id, ctx.now, { actor: ctx.actor, ...(ctx.requestId ? { requestId: ctx.requestId } : {}) });
+        const steps = await runDue(s, sub.id, ctx.now);
         if (!steps.length) continue; // still inside the late-usage grace window, or moved on concurrently
-        r.regenerated.subscriptionIds.push(s.id);
+        r.regenerated.subscriptionIds.push(sub.id);
         for (const step of steps) if (step.invoiceId) r.regenerated.invoiceIds.push(step.invoiceId);
       } catch (e) {
-        r.errors.push({ id: s.id, error: String(e) });
+        r.errors.push({ id: sub.id, error: String(e) });
       }
     }
   }

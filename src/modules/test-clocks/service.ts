@@ -143,7 +143,7 @@ async function advanceSome(s: Services, id: string, from: number, target: number
     spent += upcoming.emitted * COST.upcomingEmit;
     if (upcoming.next) continue;
     await s.meters.of(best.id).setClock(best.runAt);
-    const ran = await runDue(env, db, best.id, best.runAt, eventCtx, 1);
+    const ran = await runDue(s, best.id, best.runAt, 1);
     spent += COST.step;
     if (!ran.length) {
       s.log.error("test clock step ran nothing; the advance stops here", { clockId: id, subscriptionId: best.id, at: best.at });
