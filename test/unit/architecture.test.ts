@@ -166,8 +166,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
     "src/modules/retention/run.ts": 2,
     "src/modules/retention/verify.ts": 2,
     "src/modules/subscriptions/renewal.ts": 1,
-    "src/modules/usage/meter-config.ts": 2,
-    "src/modules/usage/routing.ts": 1,
   },
   queueSend: {
     "src/modules/events/retention.ts": 1,

@@ -36,7 +36,7 @@ async function commitChange(db: Db, sub: SubscriptionRow, patch: Partial<Subscri
 async function refreshMeter(s: Services, id: string) {
   const { env, db } = s;
   const sub = (await db.select().from(subscriptions).where(eq(subscriptions.id, id)).get())!;
-  await pushMeterConfig(env, db, sub, await planVersion(db, sub.planId, sub.planVersion));
+  await pushMeterConfig(s, sub, await planVersion(db, sub.planId, sub.planVersion));
   return sub;
 }
 
@@ -112,7 +112,7 @@ async function closeOutLines(s: Services, sub: SubscriptionRow, plan: PlanRow, a
   const { env, db } = s;
   const current = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
   const period = spanOf(sub, plan);
-  const usage = plan.prices.some((p) => p.type === "metered") ? await closeMeterPeriod(env, db, sub, plan, current.start, at) : new Map<string, string>();
+  const usage = plan.prices.some((p) => p.type === "metered") ? await closeMeterPeriod(s, sub, plan, current.start, at) : new Map<string, string>();
   const pending = await unbilledPending(db, sub.id);
   const used = { start: current.start, end: at };
   // Usage of the time used, and the current plan's arrears fees for its own share of it (from a mid-period change, if any).

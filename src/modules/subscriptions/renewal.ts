@@ -107,7 +107,7 @@ async function runStep(s: Services, sub: SubscriptionRow, plan: PlanRow, step: D
 async function afterCommit(s: Services, id: string) {
   const { env, db } = s;
   const { sub, plan } = await load(db, id);
-  await pushMeterConfig(env, db, sub, plan);
+  await pushMeterConfig(s, sub, plan);
   return sub;
 }
 
@@ -162,7 +162,7 @@ async function periodEnd(s: Services, loaded: Loaded): Promise<{ result: StepRes
   const anchor = switching && (nextPlan.interval !== plan.interval || nextPlan.intervalCount !== plan.intervalCount) ? ended.end : sub.billingAnchor;
   const next = cancel ? null : { start: ended.end, end: periodAt(anchor, nextPlan.interval, nextPlan.intervalCount, ended.end).end };
 
-  const usage = !wasTrial && !paused && hasMeters(plan) ? await closeMeterPeriod(env, db, sub, plan, ended.start, ctx.now, loaded.alerts) : new Map<string, string>();
+  const usage = !wasTrial && !paused && hasMeters(plan) ? await closeMeterPeriod(s, sub, plan, ended.start, ctx.now, loaded.alerts) : new Map<string, string>();
   const pending = paused ? [] : loaded.pending;
   const lines: DraftLine[] = paused
     ? []
@@ -225,7 +225,7 @@ async function periodEnd(s: Services, loaded: Loaded): Promise<{ result: StepRes
   eventsCommitted(createdEvents);
   for (const effect of finalization?.change.after ?? []) await effect();
   const after: SubscriptionRow = { ...sub, ...patch, configVersion: sub.configVersion + 1, updatedAt: ctx.now };
-  await pushMeterConfig(env, db, after, nextPlan, loaded.alerts, loaded.customer);
+  await pushMeterConfig(s, after, nextPlan, loaded.alerts, loaded.customer);
   if (finalization) await afterFinalized(env, finalizedRow(results, 2 + extra.length));
   return { result: { subscriptionId: sub.id, step: "period_end", at: ctx.now, status, ...(invoiceId ? { invoiceId } : {}) }, sub: after, plan: nextPlan };
 }

@@ -167,7 +167,7 @@ export async function createSubscription(s: Services, input: z.infer<typeof Crea
     throw e;
   }
   eventsCommitted(createdEvents);
-  await pushMeterConfig(env, db, row, plan);
+  await pushMeterConfig(s, row, plan);
   if (invoiceId) await finalizeInvoice(env, db, invoiceId, auditCtx);
   return toSubscription(row);
 }

@@ -69,7 +69,7 @@ export async function createUsageAlert(s: Services, subscriptionId: string, inpu
   if (!(await commitSubscriptionChange(db, sub, {}, [db.insert(usageAlerts).values(row)], audit, ctx))) {
     throw new ApiError("conflict", `subscription ${sub.id} changed concurrently; retry`);
   }
-  await pushMeterConfig(env, db, await getSubscriptionRow(db, sub.id), plan);
+  await pushMeterConfig(s, await getSubscriptionRow(db, sub.id), plan);
   return toUsageAlert(row);
 }
 
@@ -82,6 +82,6 @@ export async function deleteUsageAlert(s: Services, subscriptionId: string, aler
   if (!(await commitSubscriptionChange(db, sub, {}, [db.delete(usageAlerts).where(eq(usageAlerts.id, row.id))], audit, ctx))) {
     throw new ApiError("conflict", `subscription ${sub.id} changed concurrently; retry`);
   }
-  await pushMeterConfig(env, db, await getSubscriptionRow(db, sub.id), await planOf(db, sub));
+  await pushMeterConfig(s, await getSubscriptionRow(db, sub.id), await planOf(db, sub));
   return { ...toUsageAlert(row), deleted: true as const };
 }

@@ -78,19 +78,20 @@ export const meterStub = usageMeterOf;
  * Pushes the subscription's state to its meter and records the acknowledged version. A failure is not fatal
  * to the caller's already-committed change: the hourly cron re-pushes every subscription still behind.
  */
-export async function pushMeterConfig(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, knownAlerts?: MeterAlertRow[], knownCustomer?: { metadata: Record<string, string> }): Promise<boolean> {
+export async function pushMeterConfig(s: Services, sub: SubscriptionRow, plan: PlanRow, knownAlerts?: MeterAlertRow[], knownCustomer?: { metadata: Record<string, string> }): Promise<boolean> {
+  const { db } = s;
   try {
     const alerts = knownAlerts ?? (await meterAlertsOf(db, sub.id).all());
-    const held = await meterStub(env, sub.id).configure(meterConfigOf(sub, plan, await clockTimeOf(db, sub.testClockId), alerts));
+    const held = await s.meters.of(sub.id).configure(meterConfigOf(sub, plan, await s.clock.frozen(sub.testClockId), alerts));
     // Before the version is recorded: a failed directory push is retried by the cron resync like a failed meter push.
-    await pushRouting(env, db, sub, plan, knownCustomer);
+    await pushRouting(s, sub, plan, knownCustomer);
     await db
       .update(subscriptions)
       .set({ meterSyncedVersion: held })
       .where(and(eq(subscriptions.id, sub.id), lt(subscriptions.meterSyncedVersion, held)));
     return true;
   } catch (e) {
-    console.log(JSON.stringify({ level: "error", msg: "meter config push failed", subscriptionId: sub.id, error: String(e) }));
+    s.log.error("meter config push failed", { subscriptionId: sub.id, error: String(e) });
     return false;
   }
 }
@@ -99,11 +100,11 @@ export async function pushMeterConfig(env: Env, db: Db, sub: SubscriptionRow, pl
  * Closes a period on the subscription's meter for invoicing, first making sure the meter holds the current
  * configuration (a missed push would otherwise leave a meter out of the invoice). Empty when nothing was metered.
  */
-export async function closeMeterPeriod(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, periodStart: number, now: number, alerts?: MeterAlertRow[]): Promise<Map<string, string>> {
-  if (sub.meterSyncedVersion < sub.configVersion && !(await pushMeterConfig(env, db, sub, plan, alerts))) {
+export async function closeMeterPeriod(s: Services, sub: SubscriptionRow, plan: PlanRow, periodStart: number, now: number, alerts?: MeterAlertRow[]): Promise<Map<string, string>> {
+  if (sub.meterSyncedVersion < sub.configVersion && !(await pushMeterConfig(s, sub, plan, alerts))) {
     throw new Error(`usage meter of ${sub.id} does not hold the current configuration; not invoicing until it does`);
   }
-  const closed = await meterStub(env, sub.id).closePeriod(periodStart, now);
+  const closed = await s.meters.of(sub.id).closePeriod(periodStart, now);
   return closed.ok ? new Map(closed.meters.map((m) => [m.meterId, m.value])) : new Map();
 }
 
@@ -120,6 +121,6 @@ export async function resyncMeters(s: Services, limit = 200): Promise<{ pushed: 
     .all();
   let pushed = 0;
   let failed = 0;
-  for (const r of rows) (await pushMeterConfig(env, db, r.subscriptions, r.plans)) ? pushed++ : failed++;
+  for (const r of rows) (await pushMeterConfig(s, r.subscriptions, r.plans)) ? pushed++ : failed++;
   return { pushed, failed };
 }

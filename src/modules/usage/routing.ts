@@ -1,4 +1,5 @@
 import { eq } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { customers, plans, subscriptions, type StoredMeteredPrice, type SubscriptionStatus } from "../../db/schema";
 import type { MeterConfig } from "./meter-config";
@@ -33,7 +34,8 @@ export function routingEntryOf(c: Pick<MeterConfig, "subscriptionId" | "status" 
 export const directoryStub = (env: Env, name: string) => env.INGEST_DIRECTORY.get(env.INGEST_DIRECTORY.idFromName(name));
 
 /** Called by pushMeterConfig: the customer's directory learns the subscription's state (and its Stripe id). Throws on failure. */
-export async function pushRouting(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, knownCustomer?: { metadata: Record<string, string> }): Promise<void> {
+export async function pushRouting(s: Services, sub: SubscriptionRow, plan: PlanRow, knownCustomer?: { metadata: Record<string, string> }): Promise<void> {
+  const { env, db } = s;
   // A caller that already read the customer (a renewal) saves the read.
   const customer = knownCustomer ?? (await db.select({ metadata: customers.metadata }).from(customers).where(eq(customers.id, sub.customerId)).get());
   const stripeId = customer?.metadata[STRIPE_CUSTOMER_KEY] || null;
