@@ -27,7 +27,7 @@ export const taskHandlers = {
     return done;
   },
   "invoices.finalize_drafts": async (m: Of<"invoices.finalize_drafts">, s: Services) => {
-    await finalizeDraftsChained(s.env, s.db, { actor: SYSTEM_ACTOR, now: m.now }, m.testClockId, m.after);
+    await finalizeDraftsChained(s.withNow(m.now), m.testClockId, m.after);
     return done;
   },
   "subscriptions.trial_will_end": async (m: Of<"subscriptions.trial_will_end">, s: Services) => {

@@ -41,7 +41,7 @@ export const cronTasks: Record<string, Task[]> = {
     { name: "subscriptions.trial_will_end", run: (s, t) => trialWillEndPage(s, t) },
     { name: "invoices.upcoming", run: async (s, t) => (await upcomingInvoicesPage(s, t, null)).emitted },
     { name: "billing.enqueue_due", run: (s, t) => enqueueDuePages(s, t, null) },
-    { name: "billing.finalize_drafts", run: async (s, t) => (await finalizeDraftsChained(s.env, s.db, s.audit, null, null)).finalized.length },
+    { name: "billing.finalize_drafts", run: async (s, t) => (await finalizeDraftsChained(s, null, null)).finalized.length },
     // Live invoices only: a test clock's retries and "uncollectible" move when the clock is advanced.
     { name: "payments.retries_due", run: (s, t) => sendDueRetries(s, t, { testClockId: null }) },
     { name: "notifications.sweep", run: (s, t) => sweepNotifications(s, t) },

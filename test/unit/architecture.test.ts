@@ -158,8 +158,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
     "src/modules/documents/prepare.ts": 1,
     "src/modules/documents/store.ts": 3,
     "src/modules/events/retention.ts": 1,
-    "src/modules/invoices/credit-purchase.ts": 1,
-    "src/modules/invoices/finalize.ts": 4,
     "src/modules/invoices/service.ts": 1,
     "src/modules/reconciliation/service.ts": 1,
     "src/modules/retention/kinds.ts": 1,
@@ -169,7 +167,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
   },
   queueSend: {
     "src/modules/events/retention.ts": 1,
-    "src/modules/invoices/finalize.ts": 3,
     "src/modules/invoices/lifecycle.ts": 1,
     "src/modules/retention/run.ts": 2,
     "src/scheduled.ts": 1,

@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { nowFor } from "../../platform/clock";
 import { creditGrantStatuses } from "../../db/schema";
 import { getCustomerRow } from "../customers/service";
@@ -40,7 +40,7 @@ export const creditRoutes = router()
       const { db, customer, now } = await customerAndNow(c.env, c.req.valid("param").id);
       const input = grantInputOf(customer, c.req.valid("json"), now);
       const ctx = auditCtx(c, now);
-      const grant = input.category === "paid" ? (await purchaseCredit(c.env, db, customer, input, ctx)).grant : await createPromotionalGrant(db, customer, input, ctx);
+      const grant = input.category === "paid" ? (await purchaseCredit(services(c).withNow(now), customer, input)).grant : await createPromotionalGrant(db, customer, input, ctx);
       return c.json(toGrant(await getGrantRow(db, customer.id, grant.id), now), 201);
     },
   )

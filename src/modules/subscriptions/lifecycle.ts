@@ -172,7 +172,7 @@ async function changeIntervalNow(s: Services, sub: SubscriptionRow, plan: PlanRo
   }
   if (!(await commitSubscriptionChange(db, sub, patch, extra, audit, ctx))) return null;
   eventsCommitted(createdEvents);
-  if (invoiceId) await finalizeInvoice(env, db, invoiceId, ctx);
+  if (invoiceId) await finalizeInvoice(s, invoiceId);
   return { lines, net: lines.reduce((s, l) => s + l.amount, 0), invoiceId };
 }
 
@@ -308,7 +308,7 @@ export async function changePlanNow(s: Services, sub: SubscriptionRow, plan: Pla
   if (!committed) return null;
   if (invoice) {
     eventsCommitted(invoice.eventIds);
-    await finalizeInvoice(env, db, invoice.id, ctx);
+    await finalizeInvoice(s, invoice.id);
   }
   return { lines, net, invoiceId: invoice?.id ?? null };
 }
@@ -376,6 +376,6 @@ export async function cancel(s: Services, sub: SubscriptionRow, input: { reason:
   await commitChange(db, sub, { status: "canceled", canceledAt: ctx.now, endedAt: ctx.now, currentPeriodEnd: Math.max(ctx.now, period.start + 1), cancelAtPeriodEnd: false, ...reasonPatch }, extra, auditRows, ctx);
   eventsCommitted(createdEvents);
   const after = await refreshMeter(s, sub.id);
-  if (invoiceId) await finalizeInvoice(env, db, invoiceId, ctx);
+  if (invoiceId) await finalizeInvoice(s, invoiceId);
   return { subscription: after, invoiceId };
 }

@@ -226,6 +226,6 @@ async function periodEnd(s: Services, loaded: Loaded): Promise<{ result: StepRes
   for (const effect of finalization?.change.after ?? []) await effect();
   const after: SubscriptionRow = { ...sub, ...patch, configVersion: sub.configVersion + 1, updatedAt: ctx.now };
   await pushMeterConfig(s, after, nextPlan, loaded.alerts, loaded.customer);
-  if (finalization) await afterFinalized(env, finalizedRow(results, 2 + extra.length));
+  if (finalization) await afterFinalized(s, finalizedRow(results, 2 + extra.length));
   return { result: { subscriptionId: sub.id, step: "period_end", at: ctx.now, status, ...(invoiceId ? { invoiceId } : {}) }, sub: after, plan: nextPlan };
 }

@@ -77,7 +77,7 @@ export async function retryFailed(s: Services, input: { start: number; end: numb
   for await (const page of pagesById(drafts)) {
     for (const d of page) {
       try {
-        if (await finalizeInvoice(env, db, d.id, ctx)) r.finalized.invoiceIds.push(d.id);
+        if (await finalizeInvoice(s, d.id)) r.finalized.invoiceIds.push(d.id);
       } catch (e) {
         r.errors.push({ id: d.id, error: String(e) });
       }

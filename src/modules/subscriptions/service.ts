@@ -168,7 +168,7 @@ export async function createSubscription(s: Services, input: z.infer<typeof Crea
   }
   eventsCommitted(createdEvents);
   await pushMeterConfig(s, row, plan);
-  if (invoiceId) await finalizeInvoice(env, db, invoiceId, auditCtx);
+  if (invoiceId) await finalizeInvoice(s.withAudit(auditCtx), invoiceId);
   return toSubscription(row);
 }
 

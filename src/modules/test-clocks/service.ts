@@ -164,7 +164,7 @@ async function advanceSome(s: Services, id: string, from: number, target: number
   const expired = await expireDueGrants(db, target, { testClockId: id }, eventCtx);
   if (expired.hasMore) return { steps, finished: false, meterAfter };
   if (spent + COST.draftsPage > BUDGET + COST.draftsPage / 2 && spent > 0) return { steps, finished: false, meterAfter };
-  const drafts = await finalizeDraftsPage(env, db, { ...ctx, now: target }, id, null);
+  const drafts = await finalizeDraftsPage(s.withAudit({ ...ctx, now: target }), id, null);
   spent += drafts.finalized.length * 12;
   if (drafts.next) return { steps, finished: false, meterAfter };
   if (spent + COST.dunning > BUDGET) return { steps, finished: false, meterAfter };
