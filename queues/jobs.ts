@@ -44,7 +44,7 @@ export const jobHandlers = {
   },
   // Queues itself again while events past retention remain.
   "events.archive": async (_m: Extract<JobMessage, { type: "events.archive" }>, s: Services) => {
-    await archiveOldEvents(s.env, s.db, s.clock.wall);
+    await archiveOldEvents(s, s.clock.wall);
     return { status: "done" as const };
   },
   // Outside the money batch: the PDF of the invoice's current state and its hosted link (both idempotent).

@@ -43,7 +43,7 @@ export const taskHandlers = {
     return done;
   },
   "retention.run": async (m: Of<"retention.run">, s: Services) => {
-    await continueRetentionRun(s.env, s.db, m);
+    await continueRetentionRun(s, m);
     return done;
   },
 };

@@ -1,4 +1,4 @@
-import { servicesFor, type Services } from "./platform/services";
+import { queuesOf, servicesFor, type Services } from "./platform/services";
 import { purgeExpiredIdempotencyKeys } from "./http/idempotency";
 import { resyncMeters } from "./modules/usage/meter-config";
 import { enqueueDuePages, trialWillEndPage } from "./modules/subscriptions/billing-run";
@@ -58,7 +58,7 @@ export const cronTasks: Record<string, Task[]> = {
     { name: "invoices.uncollectible", run: (s, t) => markUncollectible(s.db, s.audit, { testClockId: null }) },
     { name: "idempotency.purge", run: (s, t) => purgeExpiredIdempotencyKeys(s.env, t) },
     // Events past 30 days, and audit rows, invoice lines, payment attempts past the policy, to R2 (docs/retention.md).
-    { name: "retention.run", run: async (s, t) => (await startRetentionRun(s.env, s.db, "cron", t)).run?.id ?? "disabled" },
+    { name: "retention.run", run: async (s, t) => (await startRetentionRun(s, "cron", t)).run?.id ?? "disabled" },
     { name: "webhook_endpoints.cleanup", run: (s, t) => cleanupWebhookDeliveries(s.db, t) },
     {
       name: "invoices.reminders",
@@ -126,6 +126,6 @@ export async function scheduled(controller: ScheduledController, env: Env): Prom
     return;
   }
   const messages = tasks.map((t) => ({ type: "cron.task", cron: controller.cron, task: t.name, scheduledTime: controller.scheduledTime }) satisfies TaskMessage);
-  await sendAll(env.TASK_QUEUE, messages);
+  await queuesOf(env).tasks.sendAll(messages);
   console.log(JSON.stringify({ level: "info", msg: "cron tasks queued", cron: controller.cron, tasks: tasks.map((t) => t.name) }));
 }

@@ -151,25 +151,18 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
   dateNow: {
     "src/modules/coupons/service.ts": 1,
     "src/modules/credits/ledger.ts": 1,
-    "src/modules/retention/run.ts": 1,
   },
   envAndDb: {
     "src/modules/documents/links.ts": 3,
     "src/modules/documents/prepare.ts": 1,
     "src/modules/documents/store.ts": 3,
-    "src/modules/events/retention.ts": 1,
     "src/modules/invoices/service.ts": 1,
     "src/modules/reconciliation/service.ts": 1,
     "src/modules/retention/kinds.ts": 1,
-    "src/modules/retention/run.ts": 2,
     "src/modules/retention/verify.ts": 2,
     "src/modules/subscriptions/renewal.ts": 1,
   },
   queueSend: {
-    "src/modules/events/retention.ts": 1,
-    "src/modules/invoices/lifecycle.ts": 1,
-    "src/modules/retention/run.ts": 2,
-    "src/scheduled.ts": 1,
   },
 };
 

@@ -152,7 +152,7 @@ export const retentionRoutes = router()
       responses: { 202: jsonResponse(z.object({ started: z.boolean(), run: Run }), "The run"), ...problems(409, 503) },
     }),
     async (c) => {
-      const r = await startRetentionRun(c.env, dbOf(c.env), "api", auditCtx(c).now);
+      const r = await startRetentionRun(services(c), "api", services(c).audit.now);
       return c.json({ started: r.started, run: toRun(r.run!) }, 202);
     },
   )
