@@ -149,8 +149,6 @@ const isDurationCall = (text: string, index: number) => /(?:started|Started)\s*=
  */
 const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<string, number>; queueSend: Record<string, number> } = {
   dateNow: {
-    "src/modules/coupons/service.ts": 1,
-    "src/modules/credits/ledger.ts": 1,
   },
   envAndDb: {
     "src/modules/documents/links.ts": 3,

@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { ApiError, invalid } from "../../http/problem";
 import { nowFor } from "../../platform/clock";
 import { ApplyDiscount, Coupon, CreateCoupon, CreatePromotionCode, Discount, PromotionCode } from "./schemas";
@@ -42,7 +42,7 @@ export const couponRoutes = router()
       request: { query: PaginationQuery },
       responses: { 200: jsonResponse(listOf(Coupon), "A page of coupons"), ...problems(404, 409) },
     }),
-    async (c) => c.json(await listCoupons(dbOf(c.env), c.req.valid("query")), 200),
+    async (c) => c.json(await listCoupons(dbOf(c.env), c.req.valid("query"), services(c).clock.wall), 200),
   )
   .openapi(
     createRoute({
@@ -56,7 +56,7 @@ export const couponRoutes = router()
       request: { params: IdParam("SPRING25") },
       responses: { 200: jsonResponse(Coupon, "The coupon"), ...problems(404, 409) },
     }),
-    async (c) => c.json(toCoupon(await getCouponRow(dbOf(c.env), c.req.valid("param").id)), 200),
+    async (c) => c.json(toCoupon(await getCouponRow(dbOf(c.env), c.req.valid("param").id), services(c).clock.wall), 200),
   )
   .openapi(
     createRoute({

@@ -33,7 +33,7 @@ export function couponUnavailable(c: CouponRow, now: number): string | null {
   return null;
 }
 
-export function toCoupon(r: CouponRow, now = Date.now()): z.infer<typeof Coupon> {
+export function toCoupon(r: CouponRow, now: number): z.infer<typeof Coupon> {
   return {
     id: r.id,
     object: "coupon",
@@ -134,8 +134,8 @@ export async function getCouponRow(db: Db, id: string): Promise<CouponRow> {
   return row;
 }
 
-export const listCoupons = (db: Db, q: { limit: number; startingAfter?: string | undefined }) =>
-  newestFirstPage(db, { table: coupons, id: coupons.id, createdAt: coupons.createdAt }, q, [], (r) => toCoupon(r));
+export const listCoupons = (db: Db, q: { limit: number; startingAfter?: string | undefined }, now: number) =>
+  newestFirstPage(db, { table: coupons, id: coupons.id, createdAt: coupons.createdAt }, q, [], (r) => toCoupon(r, now));
 
 /** Deleting stops new redemptions; subscriptions that have the coupon keep their discount (Stripe's rule). */
 export async function deleteCoupon(db: Db, id: string, ctx: AuditContext) {
