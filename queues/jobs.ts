@@ -49,11 +49,11 @@ export const jobHandlers = {
   },
   // Outside the money batch: the PDF of the invoice's current state and its hosted link (both idempotent).
   "invoice.document": async (m: Extract<JobMessage, { type: "invoice.document" }>, s: Services) => {
-    await prepareInvoiceDocument(s.env, s.db, m.invoiceId, s.audit);
+    await prepareInvoiceDocument(s, m.invoiceId);
     return { status: "done" as const };
   },
   "credit_note.document": async (m: Extract<JobMessage, { type: "credit_note.document" }>, s: Services) => {
-    await creditNotePdf(s.env, s.db, m.creditNoteId, { body: false });
+    await creditNotePdf(s, m.creditNoteId, { body: false });
     return { status: "done" as const };
   },
 };

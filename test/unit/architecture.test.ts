@@ -151,9 +151,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
   dateNow: {
   },
   envAndDb: {
-    "src/modules/documents/links.ts": 3,
-    "src/modules/documents/prepare.ts": 1,
-    "src/modules/documents/store.ts": 3,
     "src/modules/invoices/service.ts": 1,
     "src/modules/reconciliation/service.ts": 1,
     "src/modules/retention/kinds.ts": 1,

@@ -129,7 +129,7 @@ export const creditNoteRoutes = router()
     }),
     async (c) => {
       const { note } = await creditNoteWithLines(dbOf(c.env), c.req.valid("param").id);
-      const body = await creditNotePdf(c.env, dbOf(c.env), note.id);
+      const body = await creditNotePdf(services(c), note.id);
       return new Response(body as BodyInit, { status: 200, headers: { "content-type": "application/pdf", "content-disposition": `attachment; filename="${note.number}.pdf"`, "cache-control": "private, no-store" } });
     },
   );

@@ -91,7 +91,7 @@ export async function notificationTarget(s: Services, event: EventRow, now: numb
   let links: { hostedUrl: string; pdfUrl: string } | null = null;
   if (invoice && invoice.status !== "draft") {
     const config = await documentsConfig(db);
-    const link = await ensureLink(env, db, invoice.id, config.hostedLinkDays, { actor: NOTIFIER, now }, config.publicBaseUrl);
+    const link = await ensureLink(s.withAudit({ actor: NOTIFIER, now }), invoice.id, config.hostedLinkDays, config.publicBaseUrl);
     links = { hostedUrl: link.url, pdfUrl: link.pdfUrl };
   }
   return {
