@@ -53,7 +53,7 @@ export const cronTasks: Record<string, Task[]> = {
   ],
   [CRON.daily]: [
     { name: "backup.daily", run: (s, t) => runDailyBackup(s.env, t) },
-    { name: "reconciliation.daily", run: (s, t) => runDailyReconciliation(s.env, t) },
+    { name: "reconciliation.daily", run: (s, t) => runDailyReconciliation(s) },
     { name: "webhooks.cleanup", run: (s, t) => cleanupWebhookEvents(s, 30, { actor: WEBHOOK_ACTOR, now: t }) },
     { name: "invoices.uncollectible", run: (s, t) => markUncollectible(s.db, s.audit, { testClockId: null }) },
     { name: "idempotency.purge", run: (s, t) => purgeExpiredIdempotencyKeys(s.env, t) },

@@ -203,7 +203,7 @@ describe("reconciliation reports", () => {
   it("runDailyReconciliation reconciles yesterday (UTC) for each configured gateway and writes the report", async () => {
     const p = await paid("2024-08-10");
     await env.DB.prepare("DELETE FROM sandbox_ledger WHERE id = ?").bind(p.gatewayId).run();
-    const r = await runDailyReconciliation(env, Date.parse("2024-08-11T03:00:00Z"));
+    const r = await runDailyReconciliation(servicesOf({ actor: SYSTEM_ACTOR, now: Date.parse("2024-08-11T03:00:00Z") }, env));
     expect(r).toMatchObject({ date: "2024-08-10", key: "reports/reconciliation/2024-08-10.json", gateways: [{ gateway: "sandbox", matched: 0, discrepancies: { missing_at_gateway: 1 } }] });
     const stored = (await (await env.ARCHIVE.get(r.key))!.json()) as any;
     expect(stored.gateways[0].discrepancies[0]).toMatchObject({ kind: "missing_at_gateway", localId: p.id });

@@ -151,11 +151,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
   dateNow: {
   },
   envAndDb: {
-    "src/modules/invoices/service.ts": 1,
-    "src/modules/reconciliation/service.ts": 1,
-    "src/modules/retention/kinds.ts": 1,
-    "src/modules/retention/verify.ts": 2,
-    "src/modules/subscriptions/renewal.ts": 1,
   },
   queueSend: {
   },

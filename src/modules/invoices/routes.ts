@@ -89,9 +89,9 @@ export const invoiceRoutes = router()
       responses: { 200: jsonResponse(Invoice, "The invoice"), ...problems(404) },
     }),
     async (c) => {
-      const db = dbOf(c.env);
-      const inv = await getInvoice(db, c.req.valid("param").id);
-      return c.json(await invoiceWithLines(c.env, db, inv), 200);
+      const s = services(c);
+      const inv = await getInvoice(s.db, c.req.valid("param").id);
+      return c.json(await invoiceWithLines(s, inv), 200);
     },
   )
   .openapi(

@@ -1,4 +1,5 @@
 import { inClockOf } from "../../platform/clock";
+import type { Services } from "../../platform/services";
 import { invoiceDiscountsOf } from "../coupons/discounts";
 import { money } from "../../domain/money";
 import { eq } from "drizzle-orm";
@@ -38,7 +39,8 @@ export async function getInvoice(db: Db, id: string): Promise<InvoiceRow> {
 }
 
 /** The invoice with its lines: from D1, or, once archived, from its R2 document (same shape either way). */
-export async function invoiceWithLines(env: Env, db: Db, inv: InvoiceRow): Promise<z.infer<typeof Invoice>> {
+export async function invoiceWithLines(s: Services, inv: InvoiceRow): Promise<z.infer<typeof Invoice>> {
+  const { env, db } = s;
   if (inv.archiveKey === null || isRetentionArchive(inv.archiveKey)) {
     const discounts = (await invoiceDiscountsOf(db, inv.id)).map((d) => ({ discountId: d.discountId, couponId: d.couponId, promotionCodeId: d.promotionCodeId, amount: { amount: money(d.amount, inv.currency).amount, amountMinor: d.amount } }));
     const lines = inv.archiveKey === null ? await db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, inv.id)).all() : await retainedLinesOf(env.ARCHIVE, inv.id, inv.archiveKey);

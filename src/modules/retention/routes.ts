@@ -201,5 +201,5 @@ export const retentionRoutes = router()
       request: { query: z.object({ key: z.string().min(1).max(500).openapi({ description: "The archive's key (from GET /admin/retention/archives)" }) }) },
       responses: { 200: jsonResponse(Verification, "The verification"), ...problems(400) },
     }),
-    async (c) => c.json(await verifyArchive(c.env, dbOf(c.env), c.req.valid("query").key), 200),
+    async (c) => c.json(await verifyArchive(services(c), c.req.valid("query").key), 200),
   );

@@ -92,7 +92,8 @@ export async function runDue(s: Services, subscriptionId: string, now: number, m
 }
 
 /** Earliest runnable time of a subscription's next step, or null; the test clock orders subscriptions by it. */
-export async function nextRunAt(env: Env, db: Db, subscriptionId: string): Promise<{ at: number; runAt: number } | null> {
+export async function nextRunAt(s: Services, subscriptionId: string): Promise<{ at: number; runAt: number } | null> {
+  const { env, db } = s;
   const { sub, plan } = await load(db, subscriptionId);
   const step = nextDueStep(sub, { hasMeters: hasMeters(plan), graceMs: graceMsOf(env) });
   return step ? { at: step.at, runAt: step.runAt } : null;
