@@ -4,7 +4,6 @@ import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } fro
 import { dbOf } from "../../db/client";
 import { auditCtx, services } from "../../http/context";
 import { ApiError, invalid } from "../../http/problem";
-import { nowFor } from "../../platform/clock";
 import { ApplyDiscount, Coupon, CreateCoupon, CreatePromotionCode, Discount, PromotionCode } from "./schemas";
 import { createCoupon, createPromotionCode, deactivatePromotionCode, deleteCoupon, getCouponRow, getPromotionCodeRow, listCoupons, listPromotionCodes, resolveRedemption, toCoupon, toPromotionCode } from "./service";
 import { currentDiscount, toDiscount } from "./discounts";
@@ -149,9 +148,10 @@ export const subscriptionDiscountRoutes = router()
     async (c) => {
       const body = c.req.valid("json");
       if (body.coupon === undefined && body.promotionCode === undefined) throw invalid([{ path: "coupon", message: "give coupon or promotionCode" }]);
-      const db = dbOf(c.env);
+      const s = services(c);
+      const db = s.db;
       const sub = await getSubscriptionRow(db, c.req.valid("param").id);
-      const now = await nowFor(db, sub.testClockId);
+      const now = await s.clock.at(sub.testClockId);
       const redemption = await resolveRedemption(db, body, { customerId: sub.customerId, planId: sub.planId, currency: sub.currency, now });
       return c.json(toSubscription(await applyDiscount(db, sub, redemption, auditCtx(c, now))), 200);
     },
@@ -189,8 +189,8 @@ export const subscriptionDiscountRoutes = router()
       responses: { 200: jsonResponse(Subscription, "The subscription without a discount"), ...problems(404, 409) },
     }),
     async (c) => {
-      const db = dbOf(c.env);
-      const sub = await getSubscriptionRow(db, c.req.valid("param").id);
-      return c.json(toSubscription(await applyDiscount(db, sub, null, auditCtx(c, await nowFor(db, sub.testClockId)))), 200);
+      const s = services(c);
+      const sub = await getSubscriptionRow(s.db, c.req.valid("param").id);
+      return c.json(toSubscription(await applyDiscount(s.db, sub, null, auditCtx(c, await s.clock.at(sub.testClockId)))), 200);
     },
   );

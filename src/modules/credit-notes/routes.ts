@@ -109,8 +109,9 @@ export const creditNoteRoutes = router()
       responses: { 200: jsonResponse(CreditNote, "The voided credit note"), ...problems(404, 409) },
     }),
     async (c) => {
-      const db = dbOf(c.env);
-      const voided = await voidCreditNote(db, c.req.valid("param").id, auditCtx(c));
+      const s = services(c);
+      const db = s.db;
+      const voided = await voidCreditNote(s, c.req.valid("param").id);
       const { lines } = await creditNoteWithLines(db, voided.id);
       return c.json(toCreditNote(voided, lines), 200);
     },

@@ -1,4 +1,3 @@
-import { inClockOf, inClockOfInvoice } from "../../platform/clock";
 import type { Services } from "../../platform/services";
 import { and, desc, eq } from "drizzle-orm";
 import type { Db } from "../../db/client";
@@ -271,10 +270,11 @@ function pendingRefund(id: string, payment: PaymentRow, amount: number, ctx: Aud
  * open invoice, the credit granted is taken back from a balance that still holds it. A note that refunded money,
  * or whose invoice has since been paid or voided, or whose credit was spent, stays issued (409 saying which).
  */
-export async function voidCreditNote(db: Db, id: string, requestCtx: AuditContext): Promise<NoteRow> {
+export async function voidCreditNote(s: Services, id: string): Promise<NoteRow> {
+  const { db } = s;
   const note = await db.select().from(creditNotes).where(eq(creditNotes.id, id)).get();
   if (!note) throw notFound("credit note", id);
-  const ctx = await inClockOfInvoice(db, requestCtx, note.invoiceId);
+  const ctx = (await s.inClockOfInvoice(note.invoiceId)).audit;
   const lines = await db.select().from(creditNoteLines).where(eq(creditNoteLines.creditNoteId, id)).all();
   if (note.status === "issued") {
     // A refund the gateway declined returned nothing: such a note can be voided (and issued again as credit).

@@ -106,5 +106,5 @@ export const invoiceRoutes = router()
       request: { params: IdParam, ...jsonBody(z.object({ reason: z.string().min(1).max(500) })) },
       responses: { 200: jsonResponse(Invoice, "The voided invoice"), ...problems(404) },
     }),
-    async (c) => c.json(toInvoice(await voidInvoice(dbOf(c.env), c.req.valid("param").id, c.req.valid("json").reason, auditCtx(c)), undefined, []), 200),
+    async (c) => c.json(toInvoice(await voidInvoice(services(c), c.req.valid("param").id, c.req.valid("json").reason), undefined, []), 200),
   );

@@ -1,4 +1,3 @@
-import { nowFor } from "../../platform/clock";
 import type { Services } from "../../platform/services";
 import { desc, eq, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
@@ -199,7 +198,7 @@ async function recordOutcome(
     return { outcome: "pending", payment: { ...payment, ...base, status: "processing" } };
   }
   // Failed: retry with backoff, or give up per the retry configuration.
-  const plan = await planFailure(db, inv, payment, { code: result.failureCode, message: result.failureMessage, retryable: result.retryable }, ctx);
+  const plan = await planFailure(s, inv, payment, { code: result.failureCode, message: result.failureMessage, retryable: result.retryable }, ctx);
   const failed = paymentFailed(db, payment, { ...base, failureCode: result.failureCode, failureMessage: result.failureMessage, nextRetryAt: plan.nextRetryAt }, ctx, { livemode });
   // The payment's row and event first, then the invoice's and subscription's (planFailure), then the metrics.
   await commit(db, merge(failed.change, change({ statements: [...plan.statements, ...metrics], audit: plan.audit, events: plan.events })), ctx);

@@ -13,7 +13,6 @@ import { newId } from "../../lib/ids";
 import type { PaymentMessage } from "../../../queues/messages";
 import { MAX_QUEUE_DELAY_SECONDS, retryConfig, retryDelaySeconds } from "./config";
 import { notificationInserts, notificationsCommitted } from "../notifications/outbox";
-import { nowFor } from "../../platform/clock";
 
 type PaymentRow = typeof payments.$inferSelect;
 type InvoiceRow = typeof invoices.$inferSelect;
@@ -36,12 +35,13 @@ export type FailurePlan = {
  * What a declined attempt means, whoever reports it (the charge itself or a Stripe webhook): the next attempt with
  * the configured backoff, or — after the last one — the subscription past_due and one failure notice per attempt.
  */
-export async function planFailure(db: Db, inv: InvoiceRow | undefined, payment: PaymentRow, failure: Failure, ctx: AuditContext, eventId?: string): Promise<FailurePlan> {
+export async function planFailure(s: Services, inv: InvoiceRow | undefined, payment: PaymentRow, failure: Failure, ctx: AuditContext, eventId?: string): Promise<FailurePlan> {
+  const { db } = s;
   const realNow = ctx.now;
   // A test clock's invoice fails, waits and gives up in its clock's time: its retries and "uncollectible" move
   // only when the clock is advanced (see invoices/dunning.ts), never through a real-time queue delay.
   const onClock = Boolean(inv?.testClockId);
-  const now = onClock ? await nowFor(db, inv!.testClockId, realNow) : realNow;
+  const now = onClock ? ((await s.clock.frozen(inv!.testClockId)) ?? realNow) : realNow;
   const config = await retryConfig(db);
   const next = payment.attempt + 1;
   const retry = failure.retryable && next <= config.maxAttempts;

@@ -1,4 +1,3 @@
-import { inClockOfInvoice } from "../../platform/clock";
 import type { Services } from "../../platform/services";
 import { and, eq, isNull, lt } from "drizzle-orm";
 import { refunds } from "../../db/schema";

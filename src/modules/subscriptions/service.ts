@@ -14,7 +14,6 @@ import { legacyPercentCoupon, redemptionConflict, redemptionStatements, resolveR
 import { mirrorOf, newDiscount, replaceDiscountStatements, toDiscount, type DiscountRow } from "../coupons/discounts";
 import { asPrices, buildDraftInvoice } from "../invoices/invoice-builder";
 import { finalizeInvoice } from "../invoices/finalize";
-import { nowFor } from "../../platform/clock";
 import { newestFirstPage } from "../../platform/pagination";
 import { subscriptions, type SubscriptionStatus } from "../../db/schema";
 import { periodAt } from "../../domain/periods";
@@ -56,7 +55,7 @@ export async function createSubscription(s: Services, input: z.infer<typeof Crea
     throw invalid([{ path: "testClockId", message: "must be the customer's test clock (subscriptions live on their customer's clock)" }]);
   }
   // On a test clock, "now" is the clock's frozen time.
-  const now = await nowFor(db, customer.testClockId, ctx.now);
+  const now = (await s.clock.frozen(customer.testClockId)) ?? ctx.now;
   const trialDays = input.trialDays ?? plan.trialDays;
   const trialEnd = trialDays > 0 ? now + trialDays * DAY_MS : null;
   const anchor = input.billingAnchor ? Date.parse(input.billingAnchor) : (trialEnd ?? now);

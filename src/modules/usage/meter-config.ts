@@ -3,7 +3,6 @@ import { usageMeterOf, type Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { plans, subscriptions, usageAlerts, type StoredMeteredPrice, type SubscriptionStatus } from "../../db/schema";
 import type { Interval } from "../../domain/periods";
-import { clockTimeOf } from "../../platform/clock";
 import { pushRouting } from "./routing";
 
 /** What a UsageMeter needs to decide alone (no D1 on the ingestion path); pushed on every subscription change. */

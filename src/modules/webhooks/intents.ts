@@ -92,7 +92,7 @@ export const intentFailed: Handler = async ({ s, db, now, eventId }, object) => 
   const decline = classifyDecline({ code: err?.code, decline_code: err?.decline_code, advice_code: err?.advice_code, message: err?.message });
   const inv = await db.select().from(invoices).where(eq(invoices.id, payment.invoiceId)).get();
   const ctx = { actor: WEBHOOK_ACTOR, now, requestId: eventId };
-  const plan = await planFailure(db, inv, payment, { code: decline.failureCode, message: decline.failureMessage, retryable: decline.retryable }, ctx, eventId);
+  const plan = await planFailure(s, inv, payment, { code: decline.failureCode, message: decline.failureMessage, retryable: decline.retryable }, ctx, eventId);
   const failed = paymentFailed(
     db,
     payment,
