@@ -89,7 +89,8 @@ async function store(db: Db, base: string, rates: Record<string, string>, source
 }
 
 /** Replaces the stored rates with the operator's (validated by ExchangeRatesInput), audited. */
-export async function setExchangeRates(db: Db, input: ExchangeRatesInput, ctx: AuditContext): Promise<ExchangeRates> {
+export async function setExchangeRates(s: Services, input: ExchangeRatesInput): Promise<ExchangeRates> {
+  const { db, audit: ctx } = s;
   const rates = Object.fromEntries(Object.entries(input.rates).map(([code, rate]) => [code, (canonicalRate(rate) as { value: string }).value]));
   return store(db, input.base, rates, "manual", ctx, "set manually");
 }

@@ -118,7 +118,7 @@ export const featureRoutes = router()
       request: { params: NameParam, ...jsonBody(FlagInput) },
       responses: { 200: jsonResponse(FeatureFlagView, "The flag now stored") },
     }),
-    async (c) => c.json(await putFlag(dbOf(c.env), c.req.valid("param").name, c.req.valid("json"), auditCtx(c)), 200),
+    async (c) => c.json(await putFlag(services(c), c.req.valid("param").name, c.req.valid("json")), 200),
   )
   .openapi(
     createRoute({
@@ -133,7 +133,7 @@ export const featureRoutes = router()
       responses: { 204: { description: "Deleted" }, ...problems(404) },
     }),
     async (c) => {
-      await deleteFlag(dbOf(c.env), c.req.valid("param").name, auditCtx(c));
+      await deleteFlag(services(c), c.req.valid("param").name);
       return c.body(null, 204);
     },
   )
@@ -230,7 +230,7 @@ export const exchangeRateRoutes = router()
       request: jsonBody(ExchangeRatesInput),
       responses: { 200: jsonResponse(ExchangeRates, "The rates now stored") },
     }),
-    async (c) => c.json(await setExchangeRates(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
+    async (c) => c.json(await setExchangeRates(services(c), c.req.valid("json")), 200),
   )
   .openapi(
     createRoute({

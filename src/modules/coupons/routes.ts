@@ -27,7 +27,7 @@ export const couponRoutes = router()
       request: jsonBody(CreateCoupon),
       responses: { 201: jsonResponse(Coupon, "The new coupon"), ...problems(404, 409) },
     }),
-    async (c) => c.json(await createCoupon(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 201),
+    async (c) => c.json(await createCoupon(services(c), c.req.valid("json")), 201),
   )
   .openapi(
     createRoute({
@@ -69,7 +69,7 @@ export const couponRoutes = router()
       request: { params: IdParam("SPRING25") },
       responses: { 200: jsonResponse(Coupon, "The deleted coupon"), ...problems(404, 409) },
     }),
-    async (c) => c.json(await deleteCoupon(dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
+    async (c) => c.json(await deleteCoupon(services(c), c.req.valid("param").id), 200),
   );
 
 export const promotionCodeRoutes = router()
@@ -85,7 +85,7 @@ export const promotionCodeRoutes = router()
       request: jsonBody(CreatePromotionCode),
       responses: { 201: jsonResponse(PromotionCode, "The new promotion code"), ...problems(404, 409) },
     }),
-    async (c) => c.json(await createPromotionCode(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 201),
+    async (c) => c.json(await createPromotionCode(services(c), c.req.valid("json")), 201),
   )
   .openapi(
     createRoute({
@@ -127,7 +127,7 @@ export const promotionCodeRoutes = router()
       request: { params: IdParam("promo_123") },
       responses: { 200: jsonResponse(PromotionCode, "The deactivated promotion code"), ...problems(404, 409) },
     }),
-    async (c) => c.json(await deactivatePromotionCode(dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
+    async (c) => c.json(await deactivatePromotionCode(services(c), c.req.valid("param").id), 200),
   );
 
 /** Mounted under /api/v1/subscriptions. */

@@ -116,7 +116,7 @@ export const gatewayAdminRoutes = router()
       request: jsonBody(GatewayTestConfigPatch),
       responses: { 200: jsonResponse(GatewayTestConfig, "The configuration now in force") },
     }),
-    async (c) => c.json(await setGatewayTestConfig(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
+    async (c) => c.json(await setGatewayTestConfig(services(c), c.req.valid("json")), 200),
   )
   .openapi(
     createRoute({
@@ -130,5 +130,5 @@ export const gatewayAdminRoutes = router()
       request: optionalJsonBody(SandboxFaults),
       responses: { 200: jsonResponse(SandboxFaults, "The faults now in force") },
     }),
-    async (c) => c.json(await setSandboxFaults(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
+    async (c) => c.json(await setSandboxFaults(services(c), c.req.valid("json")), 200),
   );

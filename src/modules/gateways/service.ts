@@ -90,7 +90,8 @@ const DEFAULT_TEST_CONFIG: GatewayTestConfig = { maxAmount: "1.00", stripePaymen
 
 export const gatewayTestConfig = (db: Db) => getSetting<GatewayTestConfig>(db, TEST_CONFIG_KEY, DEFAULT_TEST_CONFIG);
 
-export async function setGatewayTestConfig(db: Db, patch: Partial<GatewayTestConfig>, ctx: AuditContext): Promise<GatewayTestConfig> {
+export async function setGatewayTestConfig(s: Services, patch: Partial<GatewayTestConfig>): Promise<GatewayTestConfig> {
+  const { db, audit: ctx } = s;
   const current = await gatewayTestConfig(db);
   const defined = Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) as Partial<GatewayTestConfig>;
   return putSetting(db, TEST_CONFIG_KEY, { ...current, ...defined }, ctx, "gateway test configuration");
@@ -211,7 +212,8 @@ export async function restore(s: Services, input: { reason?: string | undefined 
   return routingView(next);
 }
 
-export async function setSandboxFaults(db: Db, faults: Required<SandboxFaults>, ctx: AuditContext) {
+export async function setSandboxFaults(s: Services, faults: Required<SandboxFaults>) {
+  const { db, audit: ctx } = s;
   await putSetting(db, SANDBOX_FAULTS_KEY, faults, ctx, "sandbox fault injection");
   return faults;
 }

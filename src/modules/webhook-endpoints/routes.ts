@@ -104,7 +104,7 @@ export const webhookEndpointRoutes = router()
       request: { params: IdParam },
       responses: { 200: jsonResponse(Deleted, "Deleted"), ...problems(404, 409) },
     }),
-    async (c) => c.json(await deleteEndpoint(dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
+    async (c) => c.json(await deleteEndpoint(services(c), c.req.valid("param").id), 200),
   )
   .openapi(
     createRoute({

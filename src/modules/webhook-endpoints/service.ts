@@ -201,7 +201,8 @@ export async function updateEndpoint(s: Services, id: string, input: z.infer<typ
   return toEndpoint(after);
 }
 
-export async function deleteEndpoint(db: Db, id: string, ctx: AuditContext) {
+export async function deleteEndpoint(s: Services, id: string) {
+  const { db, audit: ctx } = s;
   refuseBuiltin(id);
   const before = await getEndpointRow(db, id);
   await commitWithAudit(
