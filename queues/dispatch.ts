@@ -1,12 +1,18 @@
 import type { QueueMessage } from "./messages";
+import { SYSTEM_ACTOR } from "../src/platform/actor";
+import { servicesFor, type Services } from "../src/platform/services";
 
 export type HandlerResult =
   | { status: "done" }
   | { status: "retry"; delaySeconds: number; reason: string }
   /** Wait without spending a delivery attempt (e.g. payments frozen): a fresh delayed copy, this one acked. */
   | { status: "requeue"; delaySeconds: number; reason: string };
-/** `batchSize`: how many messages share this invocation (and so its per-invocation limits). */
-export type MessageHandler<M> = (message: M, env: Env, attempts: number, batchSize: number) => Promise<HandlerResult>;
+/**
+ * `s`: the message's own Services (never shared with another message of the batch: they run concurrently), acting as
+ * the system at the time the message is handled. `batchSize`: how many messages share this invocation (and so its
+ * per-invocation limits).
+ */
+export type MessageHandler<M> = (message: M, s: Services, attempts: number, batchSize: number) => Promise<HandlerResult>;
 type Handlers<M extends { type: string }> = { [K in M["type"]]: MessageHandler<Extract<M, { type: K }>> };
 
 /** Exponential backoff for retries, capped at an hour. */
@@ -39,9 +45,10 @@ export function consumer<M extends { type: string }>(queue: string, handlers: Ha
       const body = msg.body as M;
       const handler = (handlers as unknown as Record<string, MessageHandler<M> | undefined>)[body?.type];
       let result: HandlerResult;
+      const s = servicesFor(env, { actor: SYSTEM_ACTOR, now: Date.now() }, { queue, messageId: msg.id, type: body?.type });
       try {
         result = handler
-          ? await handler(body, env, msg.attempts, size)
+          ? await handler(body, s, msg.attempts, size)
           : { status: "retry", delaySeconds: backoffSeconds(msg.attempts), reason: `unknown message type ${String(body?.type)}` };
       } catch (e) {
         result = { status: "retry", delaySeconds: backoffSeconds(msg.attempts), reason: String(e) };
@@ -57,7 +64,7 @@ export function consumer<M extends { type: string }>(queue: string, handlers: Ha
       }
       if (result.status === "done") msg.ack();
       else {
-        console.log(JSON.stringify({ level: "warn", msg: "queue message retry", queue, id: msg.id, type: body?.type, attempts: msg.attempts, reason: result.reason }));
+        s.log.warn("queue message retry", { attempts: msg.attempts, reason: result.reason });
         msg.retry({ delaySeconds: result.delaySeconds });
       }
     };

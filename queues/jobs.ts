@@ -1,4 +1,4 @@
-import { dbOf } from "../src/db/client";
+import type { Services } from "../src/platform/services";
 import { purgeExpiredIdempotencyKeys } from "../src/http/idempotency";
 import { resyncMeters } from "../src/modules/usage/meter-config";
 import { runWeeklyVerification } from "../src/modules/audit/verify";
@@ -23,37 +23,37 @@ export const jobHandlers = {
   // Renewals, trial ends, resumes, scheduled changes of one subscription; idempotent, so redelivery is harmless.
   // At most its share of STEPS_PER_BATCH, so the batch stays inside the per-invocation limits even when every
   // subscription in it is far behind; the rest continues in a fresh message.
-  "billing.run_due": async (m: Extract<JobMessage, { type: "billing.run_due" }>, env: Env, _attempts: number, batchSize: number) => {
-    const { more } = await runDueSteps(env, dbOf(env), m.subscriptionId, Date.now(), { actor: SYSTEM_ACTOR }, stepsPerMessage(batchSize));
-    if (more) await env.JOB_QUEUE.send({ type: "billing.run_due", subscriptionId: m.subscriptionId } satisfies JobMessage);
+  "billing.run_due": async (m: Extract<JobMessage, { type: "billing.run_due" }>, s: Services, _attempts: number, batchSize: number) => {
+    const { more } = await runDueSteps(s, m.subscriptionId, s.clock.wall, stepsPerMessage(batchSize));
+    if (more) await s.queues.jobs.send({ type: "billing.run_due", subscriptionId: m.subscriptionId });
     return { status: "done" as const };
   },
-  "meters.resync": async (_m: Extract<JobMessage, { type: "meters.resync" }>, env: Env) => {
-    const r = await resyncMeters(env, dbOf(env));
+  "meters.resync": async (_m: Extract<JobMessage, { type: "meters.resync" }>, s: Services) => {
+    const r = await resyncMeters(s);
     return r.failed ? { status: "retry" as const, delaySeconds: 60, reason: `${r.failed} meters did not acknowledge` } : { status: "done" as const };
   },
-  "idempotency.purge": async (_m: Extract<JobMessage, { type: "idempotency.purge" }>, env: Env) => {
-    await purgeExpiredIdempotencyKeys(env, Date.now());
+  "idempotency.purge": async (_m: Extract<JobMessage, { type: "idempotency.purge" }>, s: Services) => {
+    await purgeExpiredIdempotencyKeys(s.env, s.clock.wall);
     return { status: "done" as const };
   },
-  "audit.verify": async (m: Extract<JobMessage, { type: "audit.verify" }>, env: Env) => {
+  "audit.verify": async (m: Extract<JobMessage, { type: "audit.verify" }>, s: Services) => {
     // Seals and verifies a stretch; the rest continues on the tasks queue, and the last stretch copies the anchor's
     // head to R2 and stores the report.
-    await runWeeklyVerification(env, m.reportKey, Date.now());
+    await runWeeklyVerification(s, m.reportKey, s.clock.wall);
     return { status: "done" as const };
   },
   // Queues itself again while events past retention remain.
-  "events.archive": async (_m: Extract<JobMessage, { type: "events.archive" }>, env: Env) => {
-    await archiveOldEvents(env, dbOf(env), Date.now());
+  "events.archive": async (_m: Extract<JobMessage, { type: "events.archive" }>, s: Services) => {
+    await archiveOldEvents(s, s.clock.wall);
     return { status: "done" as const };
   },
   // Outside the money batch: the PDF of the invoice's current state and its hosted link (both idempotent).
-  "invoice.document": async (m: Extract<JobMessage, { type: "invoice.document" }>, env: Env) => {
-    await prepareInvoiceDocument(env, dbOf(env), m.invoiceId, { actor: SYSTEM_ACTOR, now: Date.now() });
+  "invoice.document": async (m: Extract<JobMessage, { type: "invoice.document" }>, s: Services) => {
+    await prepareInvoiceDocument(s, m.invoiceId);
     return { status: "done" as const };
   },
-  "credit_note.document": async (m: Extract<JobMessage, { type: "credit_note.document" }>, env: Env) => {
-    await creditNotePdf(env, dbOf(env), m.creditNoteId, { body: false });
+  "credit_note.document": async (m: Extract<JobMessage, { type: "credit_note.document" }>, s: Services) => {
+    await creditNotePdf(s, m.creditNoteId, { body: false });
     return { status: "done" as const };
   },
 };

@@ -1,7 +1,7 @@
-import { dbOf } from "../src/db/client";
+import type { Services } from "../src/platform/services";
 import { SYSTEM_ACTOR } from "../src/platform/actor";
 import { collectInvoice } from "../src/modules/payments/collect";
-import { GuardLease, paymentGuard } from "../src/modules/payments/guard";
+import { GuardLease } from "../src/modules/payments/guard";
 import { releaseParked } from "../src/modules/payments/service";
 import { processBulkRefundItem } from "../src/modules/refunds/service";
 import { backoffSeconds, consumer, type HandlerResult } from "./dispatch";
@@ -14,18 +14,18 @@ import { queueNames } from "./messages";
  * attempt message, sent with the configured backoff by the collection itself.
  */
 const handlers = (lease: GuardLease) => ({
-  "payment.attempt": async (m: Extract<PaymentMessage, { type: "payment.attempt" }>, env: Env, attempts: number): Promise<HandlerResult> => {
-    const r = await collectInvoice(env, dbOf(env), m.invoiceId, { attempt: m.attempt, direct: false, lease }, { actor: SYSTEM_ACTOR, now: Date.now() });
-    console.log(JSON.stringify({ level: "info", msg: "payment attempt", invoiceId: m.invoiceId, attempt: m.attempt, outcome: r.outcome }));
+  "payment.attempt": async (m: Extract<PaymentMessage, { type: "payment.attempt" }>, s: Services, attempts: number): Promise<HandlerResult> => {
+    const r = await collectInvoice(s, m.invoiceId, { attempt: m.attempt, direct: false, lease });
+    s.log.info("payment attempt", { invoiceId: m.invoiceId, attempt: m.attempt, outcome: r.outcome });
     // Gateway unreachable: the same attempt (same idempotency key) again, with backoff; after the queue's
     // retries it rests in the DLQ with its payment still "processing" for webhooks or reconciliation to settle.
     if (r.outcome === "unknown") return { status: "retry", delaySeconds: backoffSeconds(attempts, 30), reason: r.error };
     return { status: "done" };
   },
-  "refund.bulk_item": (m: Extract<PaymentMessage, { type: "refund.bulk_item" }>, env: Env) => processBulkRefundItem(env, m),
+  "refund.bulk_item": (m: Extract<PaymentMessage, { type: "refund.bulk_item" }>, s: Services) => processBulkRefundItem(s, m),
   // Frozen again (or queue mode) since the resume: the rest stays parked until the next resume releases it.
-  "payments.release_parked": async (_m: Extract<PaymentMessage, { type: "payments.release_parked" }>, env: Env): Promise<HandlerResult> => {
-    if ((await paymentGuard(env).state()).mode === "normal") await releaseParked(env, dbOf(env));
+  "payments.release_parked": async (_m: Extract<PaymentMessage, { type: "payments.release_parked" }>, s: Services): Promise<HandlerResult> => {
+    if ((await s.guard.stub.state()).mode === "normal") await releaseParked(s);
     return { status: "done" };
   },
 });

@@ -1,4 +1,4 @@
-import { dbOf } from "../src/db/client";
+import type { Services } from "../src/platform/services";
 import { consumer } from "./dispatch";
 import { enqueueDuePages, trialWillEndPage } from "../src/modules/subscriptions/billing-run";
 import { finalizeDraftsChained } from "../src/modules/invoices/finalize";
@@ -19,36 +19,36 @@ const done = { status: "done" as const };
  * work and queues its own continuation, so every invocation stays inside Cloudflare's limits at any N.
  */
 export const taskHandlers = {
-  "cron.task": async (m: Of<"cron.task">, env: Env) => {
-    await runCronTask(env, m.cron, m.task, m.scheduledTime);
+  "cron.task": async (m: Of<"cron.task">, s: Services) => {
+    await runCronTask(s.env, m.cron, m.task, m.scheduledTime);
     return done;
   },
-  "billing.enqueue_due": async (m: Of<"billing.enqueue_due">, env: Env) => {
-    await enqueueDuePages(env, dbOf(env), m.now, m.after);
+  "billing.enqueue_due": async (m: Of<"billing.enqueue_due">, s: Services) => {
+    await enqueueDuePages(s, m.now, m.after);
     return done;
   },
-  "invoices.finalize_drafts": async (m: Of<"invoices.finalize_drafts">, env: Env) => {
-    await finalizeDraftsChained(env, dbOf(env), { actor: SYSTEM_ACTOR, now: m.now }, m.testClockId, m.after);
+  "invoices.finalize_drafts": async (m: Of<"invoices.finalize_drafts">, s: Services) => {
+    await finalizeDraftsChained(s.withNow(m.now), m.testClockId, m.after);
     return done;
   },
-  "subscriptions.trial_will_end": async (m: Of<"subscriptions.trial_will_end">, env: Env) => {
-    await trialWillEndPage(env, dbOf(env), m.now);
+  "subscriptions.trial_will_end": async (m: Of<"subscriptions.trial_will_end">, s: Services) => {
+    await trialWillEndPage(s, m.now);
     return done;
   },
-  "invoices.upcoming": async (m: Of<"invoices.upcoming">, env: Env) => {
-    await upcomingInvoicesPage(env, dbOf(env), m.now, m.after);
+  "invoices.upcoming": async (m: Of<"invoices.upcoming">, s: Services) => {
+    await upcomingInvoicesPage(s, m.now, m.after);
     return done;
   },
-  "test_clock.advance": async (m: Of<"test_clock.advance">, env: Env) => {
-    await continueAdvance(env, dbOf(env), m.clockId, m.target, m.meterAfter ?? null);
+  "test_clock.advance": async (m: Of<"test_clock.advance">, s: Services) => {
+    await continueAdvance(s, m.clockId, m.target, m.meterAfter ?? null);
     return done;
   },
-  "audit.verify_continue": async (m: Of<"audit.verify_continue">, env: Env) => {
-    await continueWeeklyVerification(env, m.reportKey, m.progress, m.startedAt, m.rowsPerInvocation);
+  "audit.verify_continue": async (m: Of<"audit.verify_continue">, s: Services) => {
+    await continueWeeklyVerification(s, m.reportKey, m.progress, m.startedAt, m.rowsPerInvocation);
     return done;
   },
-  "retention.run": async (m: Of<"retention.run">, env: Env) => {
-    await continueRetentionRun(env, dbOf(env), m);
+  "retention.run": async (m: Of<"retention.run">, s: Services) => {
+    await continueRetentionRun(s, m);
     return done;
   },
 };

@@ -1,4 +1,4 @@
-import { dbOf } from "../src/db/client";
+import type { Services } from "../src/platform/services";
 import { adoptNotificationsWithoutEvent } from "../src/modules/notifications/outbox";
 import { consumer, type HandlerResult } from "./dispatch";
 import type { WebhookMessage } from "./messages";
@@ -11,15 +11,15 @@ import { deliverScheduled, fanOut } from "../src/modules/webhook-endpoints/deliv
  * message still in the queue from then gets its notification an event (when it has none), which the built-in
  * endpoint delivers.
  */
-async function adoptNotification(m: Extract<WebhookMessage, { type: "notification.send" }>, env: Env): Promise<HandlerResult> {
-  await adoptNotificationsWithoutEvent(dbOf(env), Date.now(), 1, [m.notificationId]);
+async function adoptNotification(m: Extract<WebhookMessage, { type: "notification.send" }>, s: Services): Promise<HandlerResult> {
+  await adoptNotificationsWithoutEvent(s.db, s.clock.wall, 1, [m.notificationId]);
   return { status: "done" };
 }
 
 // Verified Stripe events, applied in any order (an event whose payment is not known yet is retried).
 export const consumeWebhooks = consumer<WebhookMessage>(queueNames.webhooks, {
-  "stripe.event": (m, env) => applyStripeEvent(env, m.eventId),
+  "stripe.event": (m, s) => applyStripeEvent(s, m.eventId),
   "notification.send": adoptNotification,
-  "events.fanout": (m, env) => fanOut(env, m.eventIds),
-  "webhook.deliver": (m, env) => deliverScheduled(env, m.deliveryId),
+  "events.fanout": (m, s) => fanOut(s, m.eventIds),
+  "webhook.deliver": (m, s) => deliverScheduled(s, m.deliveryId),
 }, { concurrency: 6 }); // deliveries are outbound fetches: Cloudflare opens six connections per invocation at a time

@@ -1,4 +1,5 @@
 import type { Role } from "./http/auth";
+import type { Services } from "./platform/services";
 
 /** Who is calling: a user token, an API key, or the system itself (cron, queues). */
 export type Actor = {
@@ -20,5 +21,7 @@ export type HonoEnv = {
      * stores that response, and a repeat of the request gets a 409 naming the created object instead.
      */
     secretShownOnce: { object: string; id: string } | undefined;
+    /** The request's Services (src/http/context.ts `services(c)`), made on first use. */
+    services: Services | undefined;
   };
 };

@@ -1,4 +1,4 @@
-import { dbOf } from "./db/client";
+import { queuesOf, servicesFor, type Services } from "./platform/services";
 import { purgeExpiredIdempotencyKeys } from "./http/idempotency";
 import { resyncMeters } from "./modules/usage/meter-config";
 import { enqueueDuePages, trialWillEndPage } from "./modules/subscriptions/billing-run";
@@ -6,6 +6,7 @@ import { SYSTEM_ACTOR } from "./platform/actor";
 import { finalizeDraftsChained } from "./modules/invoices/finalize";
 import { runDailyReconciliation } from "./modules/reconciliation/report";
 import { cleanupWebhookEvents } from "./modules/webhooks/cleanup";
+import { WEBHOOK_ACTOR } from "./modules/webhooks/types";
 import { weeklyRevenueReport } from "./modules/analytics/weekly-report";
 import { runDailyBackup } from "./modules/exports/backup";
 import { sweepNotifications } from "./modules/webhook-endpoints/notifications";
@@ -17,7 +18,7 @@ import { DAY_MS } from "./lib/time";
 import { sealAuditChain } from "./modules/audit/verify";
 import { startRetentionRun } from "./modules/retention/run";
 import { markUncollectible, sendDueRetries } from "./modules/payments/dunning";
-import type { JobMessage, TaskMessage } from "../queues/messages";
+import type { TaskMessage } from "../queues/messages";
 import { sendAll } from "./platform/queue-send";
 import { currentCounts, type InvocationCounts } from "./platform/limits";
 import { expireDueGrants } from "./modules/credits/service";
@@ -29,54 +30,55 @@ export const CRON = {
   weekly: "0 4 * * 1",
 } as const;
 
-type Task = { name: string; run: (env: Env, scheduledTime: number) => Promise<unknown> };
+/** `s` acts as the system at the trigger's scheduled time (`s.audit.now`); `t` is that time. */
+type Task = { name: string; run: (s: Services, t: number) => Promise<unknown> };
 
 /** What each cron trigger does; each task runs even when an earlier one failed. */
 export const cronTasks: Record<string, Task[]> = {
   [CRON.hourly]: [
-    { name: "meters.resync", run: (env) => resyncMeters(env, dbOf(env)) },
+    { name: "meters.resync", run: (s) => resyncMeters(s) },
     // Each of these does one bounded page and queues the next on the tasks queue (docs/scale.md).
-    { name: "subscriptions.trial_will_end", run: (env, t) => trialWillEndPage(env, dbOf(env), t) },
-    { name: "invoices.upcoming", run: async (env, t) => (await upcomingInvoicesPage(env, dbOf(env), t, null)).emitted },
-    { name: "billing.enqueue_due", run: (env, t) => enqueueDuePages(env, dbOf(env), t, null) },
-    { name: "billing.finalize_drafts", run: async (env, t) => (await finalizeDraftsChained(env, dbOf(env), { actor: SYSTEM_ACTOR, now: t }, null, null)).finalized.length },
+    { name: "subscriptions.trial_will_end", run: (s, t) => trialWillEndPage(s, t) },
+    { name: "invoices.upcoming", run: async (s, t) => (await upcomingInvoicesPage(s, t, null)).emitted },
+    { name: "billing.enqueue_due", run: (s, t) => enqueueDuePages(s, t, null) },
+    { name: "billing.finalize_drafts", run: async (s, t) => (await finalizeDraftsChained(s, null, null)).finalized.length },
     // Live invoices only: a test clock's retries and "uncollectible" move when the clock is advanced.
-    { name: "payments.retries_due", run: (env, t) => sendDueRetries(env, dbOf(env), t, { testClockId: null }) },
-    { name: "notifications.sweep", run: (env, t) => sweepNotifications(env, dbOf(env), t) },
-    { name: "webhook_endpoints.sweep", run: (env, t) => sweepWebhookDeliveries(env, dbOf(env), t) },
-    { name: "credits.expire", run: (env, t) => expireDueGrants(dbOf(env), t, { testClockId: null }, { actor: SYSTEM_ACTOR }) },
-    { name: "refunds.settle_pending", run: (env, t) => settlePendingRefunds(env, dbOf(env), { actor: SYSTEM_ACTOR, now: t }) },
+    { name: "payments.retries_due", run: (s, t) => sendDueRetries(s, t, { testClockId: null }) },
+    { name: "notifications.sweep", run: (s, t) => sweepNotifications(s, t) },
+    { name: "webhook_endpoints.sweep", run: (s, t) => sweepWebhookDeliveries(s, t) },
+    { name: "credits.expire", run: (s, t) => expireDueGrants(s.db, t, { testClockId: null }, { actor: SYSTEM_ACTOR }) },
+    { name: "refunds.settle_pending", run: (s, t) => settlePendingRefunds(s) },
     // Audited writes also poke the sealer themselves; this catches what a lost poke left.
-    { name: "audit.seal", run: async (env) => { const r = await sealAuditChain(env); return { sealed: r.sealed, adopted: r.adopted, headSeq: r.head.seq }; } },
+    { name: "audit.seal", run: async (s) => { const r = await sealAuditChain(s.env); return { sealed: r.sealed, adopted: r.adopted, headSeq: r.head.seq }; } },
   ],
   [CRON.daily]: [
-    { name: "backup.daily", run: (env, t) => runDailyBackup(env, t) },
-    { name: "reconciliation.daily", run: (env, t) => runDailyReconciliation(env, t) },
-    { name: "webhooks.cleanup", run: (env, t) => cleanupWebhookEvents(env, dbOf(env), 30, t) },
-    { name: "invoices.uncollectible", run: (env, t) => markUncollectible(dbOf(env), { actor: SYSTEM_ACTOR, now: t }, { testClockId: null }) },
-    { name: "idempotency.purge", run: (env, t) => purgeExpiredIdempotencyKeys(env, t) },
+    { name: "backup.daily", run: (s, t) => runDailyBackup(s.env, t) },
+    { name: "reconciliation.daily", run: (s, t) => runDailyReconciliation(s) },
+    { name: "webhooks.cleanup", run: (s, t) => cleanupWebhookEvents(s, 30, { actor: WEBHOOK_ACTOR, now: t }) },
+    { name: "invoices.uncollectible", run: (s, t) => markUncollectible(s.db, s.audit, { testClockId: null }) },
+    { name: "idempotency.purge", run: (s, t) => purgeExpiredIdempotencyKeys(s.env, t) },
     // Events past 30 days, and audit rows, invoice lines, payment attempts past the policy, to R2 (docs/retention.md).
-    { name: "retention.run", run: async (env, t) => (await startRetentionRun(env, dbOf(env), "cron", t)).run?.id ?? "disabled" },
-    { name: "webhook_endpoints.cleanup", run: (env, t) => cleanupWebhookDeliveries(dbOf(env), t) },
+    { name: "retention.run", run: async (s, t) => (await startRetentionRun(s, "cron", t)).run?.id ?? "disabled" },
+    { name: "webhook_endpoints.cleanup", run: (s, t) => cleanupWebhookDeliveries(s.db, t) },
     {
       name: "invoices.reminders",
-      run: async (env, t) => {
-        const r = await sendReminders(env, dbOf(env), { daysOverdue: 1, template: "invoice_overdue" }, { actor: SYSTEM_ACTOR, now: t });
+      run: async (s, t) => {
+        const r = await sendReminders(s, { daysOverdue: 1, template: "invoice_overdue" });
         return { queued: r.queued, alreadySentToday: r.alreadySentToday };
       },
     },
   ],
   [CRON.weekly]: [
-    { name: "reports.weekly_revenue", run: async (env, t) => ({ key: (await weeklyRevenueReport(env, dbOf(env), t)).key }) },
+    { name: "reports.weekly_revenue", run: async (s) => ({ key: (await weeklyRevenueReport(s)).key }) },
     {
       name: "audit.verify",
-      run: (env, t) =>
-        env.JOB_QUEUE.send({ type: "audit.verify", reportKey: `reports/audit/${new Date(t).toISOString().slice(0, 10)}.json` } satisfies JobMessage),
+      run: (s, t) =>
+        s.queues.jobs.send({ type: "audit.verify", reportKey: `reports/audit/${new Date(t).toISOString().slice(0, 10)}.json` }),
     },
     {
       name: "invoices.archive",
-      run: async (env, t) => {
-        const r = await archiveInvoices(env, dbOf(env), t - 365 * DAY_MS, { actor: SYSTEM_ACTOR, now: t });
+      run: async (s, t) => {
+        const r = await archiveInvoices(s, t - 365 * DAY_MS);
         if (r.errors.length) throw new Error(`${r.errors.length} invoices could not be archived (first: ${r.errors[0]!.id}: ${r.errors[0]!.error})`);
         return { archived: r.archived, hasMore: r.hasMore };
       },
@@ -95,16 +97,21 @@ function countsSince(before: InvocationCounts | null): Partial<InvocationCounts>
 export async function runCronTask(env: Env, cron: string, name: string, scheduledTime: number): Promise<void> {
   const task = cronTasks[cron]?.find((t) => t.name === name);
   if (!task) throw new Error(`no task ${name} for cron ${cron}`);
+  const s = cronServices(env, cron, name, scheduledTime);
   const started = Date.now();
   const before = currentCounts();
   try {
-    const result = await task.run(env, scheduledTime);
-    console.log(JSON.stringify({ level: "info", msg: "cron task", cron, task: name, ms: Date.now() - started, result, ...countsSince(before) }));
+    const result = await task.run(s, scheduledTime);
+    s.log.info("cron task", { ms: Date.now() - started, result, ...countsSince(before) });
   } catch (e) {
-    console.log(JSON.stringify({ level: "error", msg: "cron task failed", cron, task: name, error: String(e) }));
+    s.log.error("cron task failed", { error: String(e) });
     throw e;
   }
 }
+
+/** The Services of one cron task: the system acting at the trigger's scheduled time, its log lines tagged with the task. */
+export const cronServices = (env: Env, cron: string, task: string, scheduledTime: number): Services =>
+  servicesFor(env, { actor: SYSTEM_ACTOR, now: scheduledTime }, { cron, task });
 
 /**
  * The worker's `scheduled` handler. Every trigger's tasks each run in their own invocation: it sends one `cron.task`
@@ -119,6 +126,6 @@ export async function scheduled(controller: ScheduledController, env: Env): Prom
     return;
   }
   const messages = tasks.map((t) => ({ type: "cron.task", cron: controller.cron, task: t.name, scheduledTime: controller.scheduledTime }) satisfies TaskMessage);
-  await sendAll(env.TASK_QUEUE, messages);
+  await queuesOf(env).tasks.sendAll(messages);
   console.log(JSON.stringify({ level: "info", msg: "cron tasks queued", cron: controller.cron, tasks: tasks.map((t) => t.name) }));
 }

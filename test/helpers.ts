@@ -4,6 +4,9 @@ import { env, exports } from "cloudflare:workers";
 import { createExecutionContext, createMessageBatch, createScheduledController, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
 import entry from "../src/index";
 import { signToken, type Role } from "../src/http/auth";
+import type { AuditContext } from "../src/platform/audit";
+import { SYSTEM_ACTOR } from "../src/platform/actor";
+import { servicesFor, type Services } from "../src/platform/services";
 
 const worker = entry as Required<Pick<ExportedHandler<Env>, "fetch" | "queue" | "scheduled">>;
 
@@ -194,3 +197,16 @@ export async function notificationEventCount(notificationId: string): Promise<nu
   const r = await env.DB.prepare("SELECT count(*) AS n FROM events WHERE type = 'customer.notification' AND object_id = ?").bind(notificationId).first<{ n: number }>();
   return r!.n;
 }
+
+/**
+ * A Services for calling use cases directly, as the worker makes one per request: the real bindings (with `patch`
+ * over them), acting as `ctx.actor` (default the system) at `ctx.now` (default the wall clock, as a request does).
+ */
+export function servicesOf(ctx: Partial<AuditContext> = {}, patch: Partial<Env> = {}): Services {
+  const wall = Date.now();
+  const audit: AuditContext = { actor: SYSTEM_ACTOR, now: wall, ...(ctx.now === undefined ? { wallClock: wall } : {}), ...ctx };
+  return servicesFor({ ...env, ...patch } as Env, audit);
+}
+
+/** A Services as the queue consumer makes one per message: the system acting at the current time (no request clock). */
+export const messageServicesOf = (patch: Partial<Env> = {}): Services => servicesFor({ ...env, ...patch } as Env, { actor: SYSTEM_ACTOR, now: Date.now() });

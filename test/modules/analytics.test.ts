@@ -3,7 +3,7 @@ import { env } from "cloudflare:workers";
 
 import { dbOf } from "../../src/db/client";
 import { weeklyRevenueReport } from "../../src/modules/analytics/routes";
-import { notificationEventCount, unique, api, created as createdWith, attemptPayment } from "../helpers";
+import { notificationEventCount, unique, api, created as createdWith, attemptPayment, servicesOf } from "../helpers";
 
 // Storage is shared by the tests of this file only, so totals are exact. The order matters: the churn test
 // (last) adds SEK subscriptions; the earlier tests look at the USD and GBP data made in beforeAll.
@@ -272,7 +272,7 @@ describe("POST /api/v1/reports/weekly-revenue", () => {
     expect(webhookSent).toEqual([]);
 
     const monday = Date.UTC(2031, 0, 6, 4);
-    const cron = await weeklyRevenueReport(testEnv(), dbOf(env), monday);
+    const cron = await weeklyRevenueReport(servicesOf({ now: monday }, testEnv()));
     expect(cron.key).toBe("reports/revenue/weekly-2031-01-06.json");
     expect(cron.notification).toBeNull();
     expect(cron.report.window).toEqual({ from: "2030-12-30T04:00:00.000Z", to: "2031-01-06T04:00:00.000Z" });

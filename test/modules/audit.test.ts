@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from "vitest";
 import { env } from "cloudflare:workers";
-import { api, createApiKey, createCustomer, createPlan, createSubscription, unique } from "../helpers";
+import { api, createApiKey, createCustomer, createPlan, createSubscription, unique, servicesOf } from "../helpers";
 import { canonicalJson, sha256Hex } from "../../src/lib/hash";
 import { jobHandlers } from "../../queues/jobs";
 
@@ -278,7 +278,7 @@ describe("audit trail", () => {
   it("the weekly verification copies the anchor's head to R2, and verify-integrity checks the chain against it", async () => {
     await createCustomer();
     const reportKey = `reports/audit/anchor-${Date.now()}.json`;
-    expect(await jobHandlers["audit.verify"]({ type: "audit.verify", reportKey }, env)).toEqual({ status: "done" });
+    expect(await jobHandlers["audit.verify"]({ type: "audit.verify", reportKey }, servicesOf())).toEqual({ status: "done" });
     const checkpoint = (await (await env.ARCHIVE.get("audit/anchor/latest.json"))!.json()) as { seq: number; chain: string; at: string };
     const top = await maxSeq();
     expect(checkpoint).toMatchObject({ seq: top, chain: (await rowBySeq(top))!.chain });
@@ -295,11 +295,13 @@ describe("audit trail", () => {
     const sent: any[] = [];
     const e = { ...env, TASK_QUEUE: { send: async (b: unknown) => void sent.push(b), sendBatch: async () => undefined } } as unknown as Env;
     const runAll = async (reportKey: string) => {
-      const first = await runWeeklyVerification(e, reportKey, Date.now(), 4);
+      const { messageServicesOf } = await import("../helpers");
+      const first = await runWeeklyVerification(messageServicesOf({ TASK_QUEUE: e.TASK_QUEUE }), reportKey, Date.now(), 4);
       let invocations = 1;
       for (let m = sent.shift(); m; m = sent.shift()) {
         expect(m.type).toBe("audit.verify_continue");
-        await taskHandlers["audit.verify_continue"](m, e);
+        const { messageServicesOf } = await import("../helpers");
+        await taskHandlers["audit.verify_continue"](m, messageServicesOf({ TASK_QUEUE: e.TASK_QUEUE }));
         invocations++;
       }
       return { first, invocations, report: (await (await env.ARCHIVE.get(reportKey))!.json()) as any };
@@ -337,7 +339,8 @@ describe("audit trail", () => {
     expect((refused as InstanceType<typeof ApiError>).kind).toBe("unprocessable");
     // After a weekly run that found the chain intact, a check starts where it stopped when that is recent enough.
     const e = { ...env, TASK_QUEUE: { send: async () => undefined, sendBatch: async () => undefined } } as unknown as Env;
-    expect(await runWeeklyVerification(e, `reports/audit/full-${Date.now()}.json`, Date.now())).toMatchObject({ valid: true });
+    const { messageServicesOf } = await import("../helpers");
+    expect(await runWeeklyVerification(messageServicesOf({ TASK_QUEUE: e.TASK_QUEUE }), `reports/audit/full-${Date.now()}.json`, Date.now())).toMatchObject({ valid: true });
     const verifiedThrough = await maxSeq();
     await createCustomer();
     const since = (await maxSeq()) - verifiedThrough;

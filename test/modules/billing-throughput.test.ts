@@ -10,7 +10,7 @@ import { collectInvoice } from "../../src/modules/payments/collect";
 import { GuardLease } from "../../src/modules/payments/guard";
 import { CHARGES_IN_FLIGHT } from "../../queues/payments";
 import { dropSettingsCache } from "../../src/platform/settings";
-import { api, spyQueue, unique, type SentMessage } from "../helpers";
+import { api, servicesOf, spyQueue, unique, type SentMessage } from "../helpers";
 
 const worker: Required<Pick<ExportedHandler<Env>, "queue">> = entry as never;
 let sent: SentMessage[] = [];
@@ -71,14 +71,14 @@ describe("a renewal and its charge", () => {
     // A first renewal and charge warm the isolate's caches (settings: gateway routing and sandbox faults, 30 s), as
     // on a consumer that has been running; the second is counted.
     const warm = await dueSubscription(p.id, 1);
-    const warmed = await runDue(testEnv(), db, warm, runAt(), { actor: SYSTEM_ACTOR });
-    await collectInvoice(testEnv(), db, warmed[0]!.invoiceId!, { attempt: 1, direct: false, lease }, ctx());
+    const warmed = await runDue(servicesOf(ctx(), testEnv()), warm, runAt());
+    await collectInvoice(servicesOf(ctx(), testEnv()), warmed[0]!.invoiceId!, { attempt: 1, direct: false, lease });
     const id = await dueSubscription(p.id, 1234);
-    const renewal = await countD1(() => runDue(testEnv(), db, id, runAt(), { actor: SYSTEM_ACTOR }));
+    const renewal = await countD1(() => runDue(servicesOf(ctx(), testEnv()), id, runAt()));
     const invoiceId = renewal.value[0]?.invoiceId;
     expect(invoiceId).toBeDefined();
     expect(sent).toContainEqual({ body: { type: "payment.attempt", invoiceId, attempt: 1 } });
-    const charge = await countD1(() => collectInvoice(testEnv(), db, invoiceId!, { attempt: 1, direct: false, lease }, ctx()));
+    const charge = await countD1(() => collectInvoice(servicesOf(ctx(), testEnv()), invoiceId!, { attempt: 1, direct: false, lease }));
     await lease.release();
     expect(charge.value.outcome).toBe("succeeded");
     const trips = { renewal: renewal.count.roundTrips, charge: charge.count.roundTrips };
@@ -98,7 +98,7 @@ describe("a renewal and its charge", () => {
     const ids = [];
     for (let i = 0; i < 6; i++) ids.push(await dueSubscription(p.id, 10 + i));
     const before = (await env.DB.prepare("SELECT last_number FROM invoice_number_sequences WHERE year = ?").bind(new Date().getUTCFullYear()).first<{ last_number: number }>())?.last_number ?? 0;
-    const counted = await Promise.all(ids.map((id) => countD1(() => runDue(testEnv(), dbOf(env), id, runAt(), { actor: SYSTEM_ACTOR }))));
+    const counted = await Promise.all(ids.map((id) => countD1(() => runDue(servicesOf(ctx(), testEnv()), id, runAt()))));
     // No renewal read the counter or went round again: each took its three round trips.
     expect(counted.map((c) => c.count.roundTrips)).toEqual(ids.map(() => 3));
     const numbers = (await Promise.all(ids.map(cycleInvoiceOf))).map((i) => Number(i!.number.slice(-6))).sort((a, b) => a - b);
@@ -161,11 +161,11 @@ describe("PaymentGuard admission for a consumer batch", () => {
     const invoiceIds = [];
     for (let i = 0; i < 5; i++) {
       const id = await dueSubscription(p.id, 5);
-      await runDue(testEnv(), dbOf(env), id, runAt(), { actor: SYSTEM_ACTOR });
+      await runDue(servicesOf(ctx(), testEnv()), id, runAt());
       invoiceIds.push((await cycleInvoiceOf(id))!.id);
     }
     const lease = new GuardLease(env);
-    for (const id of invoiceIds) expect((await collectInvoice(testEnv(), dbOf(env), id, { attempt: 1, direct: false, lease }, ctx())).outcome).toBe("succeeded");
+    for (const id of invoiceIds) expect((await collectInvoice(servicesOf(ctx(), testEnv()), id, { attempt: 1, direct: false, lease })).outcome).toBe("succeeded");
     await lease.release();
     expect(lease.calls).toBe(2); // one lease, one release
     expect((await call("GET", "/admin/emergency/status")).body.inFlight).toBe(0);
@@ -176,11 +176,11 @@ describe("PaymentGuard admission for a consumer batch", () => {
     const invoiceIds: string[] = [];
     for (let i = 0; i < 5; i++) {
       const id = await dueSubscription(p.id, 5);
-      await runDue(testEnv(), dbOf(env), id, runAt(), { actor: SYSTEM_ACTOR });
+      await runDue(servicesOf(ctx(), testEnv()), id, runAt());
       invoiceIds.push((await cycleInvoiceOf(id))!.id);
     }
     const lease = new GuardLease(env);
-    const outcomes = await Promise.all(invoiceIds.map((id) => collectInvoice(testEnv(), dbOf(env), id, { attempt: 1, direct: false, lease }, ctx())));
+    const outcomes = await Promise.all(invoiceIds.map((id) => collectInvoice(servicesOf(ctx(), testEnv()), id, { attempt: 1, direct: false, lease })));
     await lease.release();
     expect(outcomes.map((o) => o.outcome)).toEqual(invoiceIds.map(() => "succeeded"));
     expect(lease.calls).toBe(2); // one lease asked for by the first charge and waited on by the others, one release
@@ -193,7 +193,7 @@ describe("PaymentGuard admission for a consumer batch", () => {
     // More charges than a batch runs at once (CHARGES_IN_FLIGHT), so some have not started when the freeze lands.
     for (let i = 0; i < CHARGES_IN_FLIGHT + 4; i++) {
       const id = await dueSubscription(p.id, 7);
-      await runDue(testEnv(), dbOf(env), id, runAt(), { actor: SYSTEM_ACTOR });
+      await runDue(servicesOf(ctx(), testEnv()), id, runAt());
       invoiceIds.push((await cycleInvoiceOf(id))!.id);
     }
     await env.DB.prepare("INSERT OR REPLACE INTO settings (key, value, updated_by, updated_at) VALUES ('gateways.sandbox.faults', '{\"latencyMs\":1500}', 'test', 0)").run();

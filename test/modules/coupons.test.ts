@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
-import { api, createCustomer, createPlan, advance, attemptPayment, clockAt, invoicesOf, spyQueue, unique } from "../helpers";
+import { api, createCustomer, createPlan, advance, attemptPayment, clockAt, invoicesOf, messageServicesOf, spyQueue, unique } from "../helpers";
 import { dbOf } from "../../src/db/client";
 import { SYSTEM_ACTOR } from "../../src/platform/actor";
 import { runDue } from "../../src/modules/subscriptions/renewal";
@@ -241,9 +241,9 @@ describe("billing conventions", () => {
     // twice at once (a redelivered message) runs once.
     const payments = spyQueue();
     const e = { ...env, PAYMENT_QUEUE: payments } as Env;
-    const runs = await Promise.all([1, 2].map(() => runDue(e, dbOf(e), sub.id, Date.parse("2024-04-21T00:00:00Z"), { actor: SYSTEM_ACTOR })));
+    const runs = await Promise.all([1, 2].map(() => runDue(messageServicesOf(e), sub.id, Date.parse("2024-04-21T00:00:00Z"))));
     expect(runs.flat().map((s) => [s.step, new Date(s.at).toISOString()])).toEqual([["plan_change", T("2024-04-21")]]);
-    expect(await runDue(e, dbOf(e), sub.id, Date.parse("2024-04-21T00:00:00Z"), { actor: SYSTEM_ACTOR })).toEqual([]);
+    expect(await runDue(messageServicesOf(e), sub.id, Date.parse("2024-04-21T00:00:00Z"))).toEqual([]);
     await advance(clock, "2024-04-25T00:00:00Z");
     expect(await invoicesOf(sub.id)).toHaveLength(2);
     const [, update] = await invoicesOf(sub.id);

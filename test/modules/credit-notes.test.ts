@@ -2,7 +2,7 @@ import { beforeEach, describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 import { createExecutionContext, createMessageBatch, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
 import entry from "../../src/index";
-import { tokenFor, unique } from "../helpers";
+import { tokenFor, unique, servicesOf } from "../helpers";
 import { dbOf } from "../../src/db/client";
 import { systemActor } from "../../src/platform/actor";
 import { settlePendingRefunds } from "../../src/modules/refunds/service";
@@ -201,7 +201,7 @@ describe("the refund of a credit note runs after the note committed", () => {
     expect(refund).toMatchObject({ status: "pending", amountMinor: 5500 });
     expect(await gatewayRefunds(payment.gatewayPaymentId)).toEqual([]);
     // The sweep (hourly cron) asks the gateway again with the refund's own key.
-    const out = await settlePendingRefunds(env, dbOf(env), { actor: systemActor("test"), now: Date.now() }, 0);
+    const out = await settlePendingRefunds(servicesOf({ actor: systemActor("test"), now: Date.now() }), 0);
     expect(out.settled).toBeGreaterThanOrEqual(1);
     expect((await call("GET", `/api/v1/refunds/${r.body.refund.refundId}`)).body.status).toBe("succeeded");
     expect(await gatewayRefunds(payment.gatewayPaymentId)).toEqual([{ amount: 5500 }]);

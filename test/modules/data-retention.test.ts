@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
-import { api, attemptPayment, createSubscription, invoicesOf, spyQueue } from "../helpers";
+import { api, attemptPayment, createSubscription, invoicesOf, spyQueue, messageServicesOf } from "../helpers";
 import { deliver, drainTasks, invocationLog, recordingEnv } from "../scale";
 import { dbOf } from "../../src/db/client";
 import { startRetentionRun } from "../../src/modules/retention/run";
@@ -15,7 +15,7 @@ const count = async (sql: string, ...args: unknown[]) => (await env.DB.prepare(s
 /** A run at `now` (a time far enough ahead puts every row past the policy), delivered one message per invocation. */
 async function runAt(now: number, e?: Env) {
   const rec = recordingEnv(e);
-  const { run } = await startRetentionRun(rec.env, dbOf(rec.env), "api", now);
+  const { run } = await startRetentionRun(messageServicesOf(rec.env), "api", now);
   const messages = await drainTasks(rec);
   return { run: run!, messages };
 }
@@ -138,7 +138,7 @@ describe("retention to R2", () => {
       },
     });
     const rec = recordingEnv({ ...env, DB: failingDb } as Env);
-    await startRetentionRun(rec.env, dbOf(rec.env), "api", future);
+    await startRetentionRun(messageServicesOf(rec.env), "api", future);
     const [first] = rec.take("tasks");
     expect(first).toMatchObject({ type: "retention.run", kind: "events" });
     const logged = vi.spyOn(console, "log");
@@ -180,7 +180,7 @@ describe("the policy", () => {
     expect(s.policy).toMatchObject({ enabled: false, eventsDays: 45 });
     expect(Date.parse(s.kinds.find((k: any) => k.kind === "events").cutoff)).toBeLessThan(Date.now() - 44 * DAY);
     const rec = recordingEnv();
-    expect((await startRetentionRun(rec.env, dbOf(rec.env), "cron", Date.now())).started).toBe(false);
+    expect((await startRetentionRun(messageServicesOf(rec.env), "cron", Date.now())).started).toBe(false);
     expect(rec.take("tasks")).toEqual([]);
     expect(await count("SELECT count(*) AS n FROM audit_log WHERE action = 'config.updated' AND target_id = 'retention.policy'")).toBe(1);
   });

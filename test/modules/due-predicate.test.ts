@@ -5,7 +5,7 @@ import { dbOf } from "../../src/db/client";
 import { subscriptions } from "../../src/db/schema";
 import { graceMsOf, isDue, nextDueStep } from "../../src/modules/subscriptions/due";
 import { enqueueDuePages } from "../../src/modules/subscriptions/billing-run";
-import { createPlan } from "../helpers";
+import { createPlan, messageServicesOf } from "../helpers";
 import { cloneSubscriptions, recordingEnv } from "../scale";
 
 const MIN = 60_000;
@@ -55,7 +55,7 @@ describe("isDue and nextDueStep agree", () => {
     await env.DB.prepare("UPDATE subscriptions SET plan_id = ?, plan_version = 1 WHERE id = ?").bind(plan.id, ids[0]).run();
     const queuedAt = async (t: number) => {
       const rec = recordingEnv();
-      await enqueueDuePages(rec.env, dbOf(env), t, null);
+      await enqueueDuePages(messageServicesOf(rec.env), t, null);
       return rec.take("jobs").some((m) => m.subscriptionId === ids[0]);
     };
     expect(await queuedAt(end)).toBe(false);

@@ -1,7 +1,7 @@
 import { beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 
-import { CRON, cronTasks } from "../../src/scheduled";
+import { CRON, cronServices, cronTasks } from "../../src/scheduled";
 import { dropSettingsCache } from "../../src/platform/settings";
 import { unique, api, attemptPayment } from "../helpers";
 
@@ -28,7 +28,7 @@ const deliver = async (invoiceId: string, attempt: number) => void (await attemp
 async function cron(expression: string, task: string, scheduledTime: number) {
   const t = cronTasks[expression]!.find((x) => x.name === task);
   expect(t, task).toBeDefined();
-  await t!.run(testEnv(), scheduledTime);
+  await t!.run(cronServices(testEnv(), expression, task, scheduledTime), scheduledTime);
 }
 
 async function advance(clockId: string, time: string) {

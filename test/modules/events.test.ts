@@ -8,7 +8,7 @@ import { refundLifecycle } from "../../src/modules/refunds/lifecycle";
 import { IllegalTransition } from "../../src/domain/lifecycle";
 import { refundStatuses } from "../../src/db/schema";
 import { cronTasks, CRON } from "../../src/scheduled";
-import { unique, api, attemptPayment } from "../helpers";
+import { unique, api, attemptPayment, servicesOf, messageServicesOf } from "../helpers";
 import { eventInsert, eventRow, type EventType } from "../../src/platform/events";
 
 type Role = "admin" | "finance" | "support" | "viewer";
@@ -117,7 +117,7 @@ describe("event retention", () => {
     const old2 = await seedEvent({ type: "invoice.created", objectId: objOld, createdAt: Date.parse("1999-03-04T09:00:00Z") });
     const recent = await seedEvent({ type: "invoice.paid", objectId: objOld, createdAt: now - 29 * 86_400_000 });
 
-    const r = await archiveOldEvents(testEnv(), dbOf(env), now);
+    const r = await archiveOldEvents(messageServicesOf(testEnv()), now);
     expect(r.archived).toBeGreaterThanOrEqual(2);
     expect(r.hasMore).toBe(false);
     const listed = await env.ARCHIVE.list({ prefix: "events/1999-03-04/" });
@@ -127,7 +127,7 @@ describe("event retention", () => {
     expect(mine.find((e) => e.id === old1)).toMatchObject({ object: "event", type: "invoice.paid", createdAt: "1999-03-04T10:00:00.000Z" });
     expect((await eventsOf(objOld)).map((e) => e.id)).toEqual([recent]);
 
-    const again = await archiveOldEvents(testEnv(), dbOf(env), now);
+    const again = await archiveOldEvents(messageServicesOf(testEnv()), now);
     expect(again.archived).toBe(0);
     expect((await env.ARCHIVE.list({ prefix: "events/1999-03-04/" })).objects.length).toBe(listed.objects.length);
   });
@@ -135,10 +135,10 @@ describe("event retention", () => {
   it("stops after its page budget and queues the rest on the jobs queue", async () => {
     const obj = unique("many");
     for (let i = 0; i < 5; i++) await seedEvent({ type: "invoice.paid", objectId: obj, createdAt: Date.parse("1998-01-01T00:00:00Z") + i });
-    const r = await archiveOldEvents(testEnv(), dbOf(env), Date.parse("2031-06-01T00:00:00Z"), { pageSize: 2, maxPages: 1 });
+    const r = await archiveOldEvents(messageServicesOf(testEnv()), Date.parse("2031-06-01T00:00:00Z"), { pageSize: 2, maxPages: 1 });
     expect(r).toMatchObject({ archived: 2, hasMore: true });
     expect(jobs).toEqual([{ type: "events.archive" }]);
-    const rest = await archiveOldEvents(testEnv(), dbOf(env), Date.parse("2031-06-01T00:00:00Z"), { pageSize: 2, maxPages: 5 });
+    const rest = await archiveOldEvents(messageServicesOf(testEnv()), Date.parse("2031-06-01T00:00:00Z"), { pageSize: 2, maxPages: 5 });
     expect(rest).toMatchObject({ archived: 3, hasMore: false });
     expect(await eventsOf(obj)).toEqual([]);
   });
@@ -228,7 +228,7 @@ describe("refund lifecycle", () => {
       await env.DB.prepare("INSERT INTO webhook_events (id, source, type, payload, status, received_at) VALUES (?, 'stripe', 'charge.refunded', ?, 'received', ?)")
         .bind(id, JSON.stringify({ id, type: "charge.refunded", data: { object } }), Date.now())
         .run();
-      expect(await applyStripeEvent(testEnv(), id)).toEqual({ status: "done" });
+      expect(await applyStripeEvent(messageServicesOf(testEnv()), id)).toEqual({ status: "done" });
     };
     await deliver(charge("succeeded", 800));
     const local = await env.DB.prepare("SELECT id, status FROM refunds WHERE gateway_refund_id = ?").bind(reId).first<{ id: string; status: string }>();

@@ -109,7 +109,8 @@ describe("a Stripe id change the directory did not take", () => {
     const before = (await versions())!;
     expect(before.synced).toBe(before.config);
     const down = { ...env, INGEST_DIRECTORY: { idFromName: () => ({}), get: () => ({ setAlias: async () => { throw new Error("directory down"); }, setStripeCustomerId: async () => { throw new Error("directory down"); } }) } } as unknown as Env;
-    await syncStripeCustomerId(down, customer.id, unique("cus_new"));
+    const { messageServicesOf } = await import("../helpers");
+    await syncStripeCustomerId(messageServicesOf({ INGEST_DIRECTORY: down.INGEST_DIRECTORY }), customer.id, unique("cus_new"));
     const after = (await versions())!;
     expect(after.synced).toBeLessThan(after.config);
   });

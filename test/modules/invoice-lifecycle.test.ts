@@ -14,7 +14,7 @@ import { commit, type ChangeSet } from "../../src/platform/change-set";
 import { finalizeInvoice } from "../../src/modules/invoices/finalize";
 import { invoiceLifecycle, invoiceMarkedUncollectible, invoicePaid, invoicePaymentFailed, invoiceVoided } from "../../src/modules/invoices/lifecycle";
 import { paymentFailed, paymentLifecycle, paymentParked, paymentProcessing, paymentSucceeded, releaseParkedPage } from "../../src/modules/payments/lifecycle";
-import { api, createCustomer, tokenFor, unique } from "../helpers";
+import { api, createCustomer, servicesOf, tokenFor, unique } from "../helpers";
 
 type InvoiceRow = typeof invoices.$inferSelect;
 const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue">> = entry;
@@ -113,7 +113,7 @@ async function moveTo(inv: InvoiceRow, to: InvoiceStatus): Promise<void> {
   if (to === "open" || (to === "paid" && inv.status === "draft")) {
     if (to === "paid") await db.update(invoices).set({ amountDue: 0, total: 0, subtotal: 0 }).where(eq(invoices.id, inv.id));
     invoiceLifecycle.assertMove(inv.id, inv.status, to);
-    await finalizeInvoice(finalizeEnv(), db, inv.id, c);
+    await finalizeInvoice(servicesOf(c, finalizeEnv()), inv.id);
     return;
   }
   if (to === "paid") cs = await invoicePaid(db, inv, { id: newId("pay"), amount: inv.amountDue, attempt: 1 }, c);
@@ -241,7 +241,7 @@ describe("property: random operations on an invoice keep its invariants", () => 
         const db = dbOf(env);
         let inv = await invoiceIn(fromDraft ? "draft" : "open");
         if (fromDraft) {
-          await finalizeInvoice(finalizeEnv(), db, inv.id, ctx());
+          await finalizeInvoice(servicesOf(ctx(), finalizeEnv()), inv.id);
           inv = await reload(inv.id);
         }
         let attempt = 0;

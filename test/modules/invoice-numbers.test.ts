@@ -5,7 +5,7 @@ import entry from "../../src/index";
 import { dbOf } from "../../src/db/client";
 import { finalizeInvoice } from "../../src/modules/invoices/finalize";
 import { SYSTEM_ACTOR } from "../../src/platform/actor";
-import { api, createCustomer, tokenFor } from "../helpers";
+import { api, createCustomer, servicesOf, tokenFor } from "../helpers";
 
 const worker: Required<Pick<ExportedHandler<Env>, "fetch">> = entry;
 const noQueue = { send: async () => undefined, sendBatch: async () => undefined } as unknown as Queue;
@@ -25,11 +25,11 @@ describe("invoice numbers", () => {
         .run();
     }
     const e = { ...env, PAYMENT_QUEUE: noQueue, JOB_QUEUE: noQueue, WEBHOOK_QUEUE: noQueue } as Env;
-    const results = await Promise.all(ids.map((id) => finalizeInvoice(e, dbOf(e), id, { actor: SYSTEM_ACTOR, now })));
+    const results = await Promise.all(ids.map((id) => finalizeInvoice(servicesOf({ actor: SYSTEM_ACTOR, now }, e), id)));
     const numbers = results.map((r) => r!.number!).sort();
     expect(numbers).toEqual(Array.from({ length: 8 }, (_, i) => `INV-2093-${String(i + 1).padStart(6, "0")}`));
     // Finalizing again takes no number: a draft is finalized once.
-    expect(await finalizeInvoice(e, dbOf(e), ids[0]!, { actor: SYSTEM_ACTOR, now })).toBeNull();
+    expect(await finalizeInvoice(servicesOf({ actor: SYSTEM_ACTOR, now }, e), ids[0]!)).toBeNull();
     const seq = await env.DB.prepare("SELECT last_number FROM invoice_number_sequences WHERE year = 2093").first<{ last_number: number }>();
     expect(seq!.last_number).toBe(8);
   });

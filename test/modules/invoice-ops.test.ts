@@ -6,7 +6,7 @@ import { dbOf } from "../../src/db/client";
 import { SYSTEM_ACTOR } from "../../src/platform/actor";
 import { sendReminders } from "../../src/modules/invoices/reminders";
 import type { Role } from "../../src/http/auth";
-import { notificationEventCount, api, createCustomer, createPlan, createSubscription, runCron as runCronTasks, tokenFor } from "../helpers";
+import { notificationEventCount, api, createCustomer, createPlan, createSubscription, runCron as runCronTasks, tokenFor, servicesOf } from "../helpers";
 
 const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue" | "scheduled">> = entry;
 
@@ -185,7 +185,7 @@ describe("POST /api/v1/invoices/send-reminders", () => {
 
     // The next UTC day it is reminded again.
     const tomorrow = spyQueue();
-    const next = await sendReminders({ ...env, WEBHOOK_QUEUE: tomorrow.queue }, dbOf(env), { daysOverdue: 1, template: "payment-reminder" }, { actor: SYSTEM_ACTOR, now: now + DAY });
+    const next = await sendReminders(servicesOf({ actor: SYSTEM_ACTOR, now: now + DAY }, { WEBHOOK_QUEUE: tomorrow.queue }), { daysOverdue: 1, template: "payment-reminder" });
     expect(next.invoiceIds).toContain(overdue!.invoice.id);
     expect(next.invoiceIds).toContain(recent!.invoice.id); // now 1.5 days overdue
     const keys = await env.DB.prepare("SELECT dedupe_key FROM notifications WHERE invoice_id = ? ORDER BY created_at").bind(overdue!.invoice.id).all<{ dedupe_key: string }>();

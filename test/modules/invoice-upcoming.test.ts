@@ -1,11 +1,12 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { CRON, cronTasks } from "../../src/scheduled";
+import { CRON, cronServices, cronTasks } from "../../src/scheduled";
 import { advance, api, clockAt, createCustomer, createPlan } from "../helpers";
 import { cloneSubscriptions, drainTasks, invocationLog, recordingEnv, runScheduled } from "../scale";
 
 const DAY = 86_400_000;
 const upcomingTask = cronTasks[CRON.hourly]!.find((t) => t.name === "invoices.upcoming")!;
+const runUpcoming = (t: number) => upcomingTask.run(cronServices(env, CRON.hourly, upcomingTask.name, t), t);
 const upcomingOf = async (customerId: string) => (await api("GET", `/api/v1/events?customerId=${customerId}&type=invoice.upcoming&limit=100`)).body.data as any[];
 
 describe("invoice.upcoming", () => {
@@ -17,10 +18,10 @@ describe("invoice.upcoming", () => {
     const usage = await api("POST", "/api/v1/usage", { body: { subscriptionId: sub.id, meterId: "api_calls", quantity: 2000, eventId: `e_${sub.id}` } });
     expect(usage.status).toBe(202);
 
-    await upcomingTask.run(env, renewsAt - 8 * DAY);
+    await runUpcoming(renewsAt - 8 * DAY);
     expect(await upcomingOf(customer.id)).toEqual([]);
-    await upcomingTask.run(env, renewsAt - 6 * DAY);
-    await upcomingTask.run(env, renewsAt - 5 * DAY);
+    await runUpcoming(renewsAt - 6 * DAY);
+    await runUpcoming(renewsAt - 5 * DAY);
     const events = await upcomingOf(customer.id);
     expect(events).toHaveLength(1);
     const object = events[0].data.object;
@@ -51,7 +52,7 @@ describe("invoice.upcoming", () => {
     expect(events[0].data.object).toMatchObject({ subscriptionId: sub.id, total: { amountMinor: 1000 } });
     // Advancing again, and the real-time hourly task, add nothing.
     await advance(clock, "2025-03-11T00:00:00Z");
-    await upcomingTask.run(env, Date.parse("2025-03-01T00:00:00Z") - 3 * DAY);
+    await runUpcoming(Date.parse("2025-03-01T00:00:00Z") - 3 * DAY);
     expect(await upcomingOf(customer.id)).toHaveLength(2);
   });
 
@@ -60,7 +61,7 @@ describe("invoice.upcoming", () => {
     const customer = await createCustomer();
     const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id } })).body;
     expect((await api("POST", `/api/v1/subscriptions/${sub.id}/cancel`, { body: { cancelAtPeriodEnd: true, reason: "leaving" } })).status).toBe(200);
-    await upcomingTask.run(env, Date.parse(sub.currentPeriodEnd) - DAY);
+    await runUpcoming(Date.parse(sub.currentPeriodEnd) - DAY);
     expect(await upcomingOf(customer.id)).toEqual([]);
   });
 

@@ -32,7 +32,7 @@ describe("prometheus metrics in D1", () => {
     await run([counterIncrement(db, "billing_refunds_total", { gateway: "stripe", reason: "fraudulent" })]);
     const rows = await db.select().from(metricCounters).all();
     expect(rows.filter((r) => r.name === "billing_refunds_total")).toHaveLength(2);
-    const text = await renderPrometheus(db);
+    const text = await renderPrometheus(db, Date.now());
     expect(text).toContain("# TYPE billing_refunds_total counter");
     expect(samples(text, "billing_refunds_total")).toEqual(['billing_refunds_total{gateway="sandbox",reason="duplicate"} 3', 'billing_refunds_total{gateway="stripe",reason="fraudulent"} 1']);
     expect(() => counterIncrement(db, "x", {}, -1)).toThrow();
@@ -44,7 +44,7 @@ describe("prometheus metrics in D1", () => {
     const labels = { gateway: "sandbox", status: "succeeded" };
     await run([...histogramObserve(db, "billing_payment_duration_seconds", labels, 0.05, buckets), ...histogramObserve(db, "billing_payment_duration_seconds", labels, 0.3, buckets)]);
     await run(histogramObserve(db, "billing_payment_duration_seconds", labels, 2.5, buckets));
-    const text = await renderPrometheus(db);
+    const text = await renderPrometheus(db, Date.now());
     expect(text).toContain("# TYPE billing_payment_duration_seconds histogram");
     expect(text).toContain("# HELP billing_payment_duration_seconds Payment processing duration");
     const lines = text.split("\n").filter((l) => l.startsWith("billing_payment_duration_seconds_"));
@@ -69,7 +69,7 @@ describe("prometheus metrics in D1", () => {
       counterIncrement(db, "billing_payments_total", { gateway: "sandbox", status: "failed" }, 2),
       counterIncrement(db, "billing_payments_failed_total", { gateway: "sandbox" }, 2),
     ]);
-    const text = await renderPrometheus(db);
+    const text = await renderPrometheus(db, Date.now());
     expect(samples(text, "billing_revenue_total")).toEqual(['billing_revenue_total{currency="JPY",gateway="sandbox",plan="plan_a"} 500', 'billing_revenue_total{currency="USD",gateway="sandbox",plan="plan_a"} 30.00']);
     // Same label set on both sides, so the runbook's failed/total alert matches one to one.
     expect(samples(text, "billing_payments_total")).toEqual(['billing_payments_total{gateway="sandbox"} 10']);
@@ -77,7 +77,7 @@ describe("prometheus metrics in D1", () => {
     expect(samples(text, "billing_payments_success_total")).toEqual(['billing_payments_success_total{gateway="sandbox"} 8']);
     // Once a writer stores the success counter itself, the stored value is what is exposed.
     await run([counterIncrement(db, "billing_payments_success_total", { gateway: "sandbox" }, 9)]);
-    expect(samples(await renderPrometheus(db), "billing_payments_success_total")).toEqual(['billing_payments_success_total{gateway="sandbox"} 9']);
+    expect(samples(await renderPrometheus(db, Date.now()), "billing_payments_success_total")).toEqual(['billing_payments_success_total{gateway="sandbox"} 9']);
     for (const name of ["billing_revenue_total", "billing_payments_total", "billing_payments_failed_total", "billing_refunds_total", "billing_subscriptions_active", "billing_subscription_queue_size"]) {
       expect(text).toMatch(new RegExp(`^# HELP ${name} .+$`, "m"));
       expect(text).toMatch(new RegExp(`^# TYPE ${name} (counter|gauge)$`, "m"));
@@ -87,7 +87,7 @@ describe("prometheus metrics in D1", () => {
 
   it("computes the subscription gauges live from D1", async () => {
     const sub = await createSubscription();
-    const now = await renderPrometheus(db);
+    const now = await renderPrometheus(db, Date.now());
     expect(samples(now, "billing_subscriptions_active")).toContain(`billing_subscriptions_active{plan="${sub.planId}",status="${sub.status}"} 1`);
     expect(samples(now, "billing_subscription_queue_size")).toEqual(["billing_subscription_queue_size 0"]);
     // A metered plan's period end waits out the late-usage grace (an hour) before it is due, like the renewal itself.
@@ -98,12 +98,12 @@ describe("prometheus metrics in D1", () => {
   });
 
   it("counts customer notifications by delivery status, so failed deliveries can alert", async () => {
-    const before = await renderPrometheus(db);
+    const before = await renderPrometheus(db, Date.now());
     const n = (text: string, status: string) => Number(samples(text, "billing_notifications").find((l) => l.includes(`status="${status}"`))!.split(" ")[1]);
     await env.DB.prepare("INSERT INTO notifications (id, kind, customer_id, template, payload, dedupe_key, status, created_at, last_error) VALUES (?, 'invoice.reminder', 'cus_x', 't', '{}', ?, 'failed', ?, 'webhook answered 410')")
       .bind(`ntf_metrics_${Date.now()}`, `metrics:${Date.now()}`, Date.now())
       .run();
-    const after = await renderPrometheus(db);
+    const after = await renderPrometheus(db, Date.now());
     expect(n(after, "failed")).toBe(n(before, "failed") + 1);
     expect(n(after, "sent")).toBe(n(before, "sent"));
     expect(after).toMatch(/^# TYPE billing_notifications gauge$/m);
@@ -124,7 +124,7 @@ describe("prometheus metrics in D1", () => {
       counterIncrement(db, `${name}_sum_milli`, b, 700),
       counterIncrement(db, `${name}_count`, b, 1),
     ]);
-    const text = await renderPrometheus(db);
+    const text = await renderPrometheus(db, Date.now());
     const lines = text.split("\n").filter((l) => l.startsWith(`${name}_`) && l.includes('route="/b"'));
     expect(lines).toEqual([
       `${name}_bucket{method="GET",route="/b",status="200",le="0.1"} 0`,
@@ -152,7 +152,7 @@ describe("prometheus metrics in D1", () => {
       if (r.seriesLeft === 0) break;
     }
     expect(rounds).toBeGreaterThan(1);
-    const text = await renderPrometheus(db);
+    const text = await renderPrometheus(db, Date.now());
     const counts = samples(text, "billing_http_request_duration_seconds_count").filter((l) => l.includes("/flush-bound/"));
     expect(counts).toHaveLength(120);
     for (const line of counts) expect(line.endsWith(" 8")).toBe(true);
@@ -160,7 +160,7 @@ describe("prometheus metrics in D1", () => {
 
   it("exposes counters nobody registered as untyped", async () => {
     await run([counterIncrement(db, "billing_custom_things_total", { kind: "x" }, 4)]);
-    const text = await renderPrometheus(db);
+    const text = await renderPrometheus(db, Date.now());
     expect(text).toContain("# TYPE billing_custom_things_total untyped\nbilling_custom_things_total{kind=\"x\"} 4");
   });
 });

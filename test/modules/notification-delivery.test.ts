@@ -7,7 +7,7 @@ import { dbOf } from "../../src/db/client";
 import { signatureHeader } from "../../src/modules/notifications/delivery";
 import { NOTIFICATIONS_ENDPOINT_ID, notificationInserts, type NewNotification } from "../../src/modules/notifications/outbox";
 import { renderPrometheus } from "../../src/modules/metrics/exposition";
-import { cronTasks, CRON } from "../../src/scheduled";
+import { cronServices, cronTasks, CRON } from "../../src/scheduled";
 import { api, createCustomer, createPlan, createSubscription, unique } from "../helpers";
 
 const worker: Required<Pick<ExportedHandler<Env>, "queue">> = entry;
@@ -81,7 +81,7 @@ const row = (id: string) => env.DB.prepare("SELECT status, sent_at, attempts, la
 const auditCount = (action: string, id: string) =>
   env.DB.prepare("SELECT count(*) AS n FROM audit_log WHERE action = ? AND target_id = ?").bind(action, id).first<{ n: number }>().then((r) => r!.n);
 const metric = async (status: string) => {
-  const line = (await renderPrometheus(dbOf(env))).split("\n").find((l) => l.startsWith(`billing_notifications{status="${status}"}`))!;
+  const line = (await renderPrometheus(dbOf(env), Date.now())).split("\n").find((l) => l.startsWith(`billing_notifications{status="${status}"}`))!;
   return Number(line.split(" ")[1]);
 };
 
@@ -252,10 +252,10 @@ describe("customer notifications through the event stream (built-in endpoint we_
       .bind(id, customer.id, `legacy:${id}`, Date.now() - 60_000)
       .run();
     const task = cronTasks[CRON.hourly]!.find((t) => t.name === "notifications.sweep")!;
-    await task.run(env, Date.now());
+    await task.run(cronServices(env, CRON.hourly, task.name, Date.now()), Date.now());
     const events = await api("GET", `/api/v1/events?objectId=${id}`, { as: "viewer" });
     expect(events.body.data.map((x: { type: string }) => x.type)).toEqual(["customer.notification"]);
-    await task.run(env, Date.now());
+    await task.run(cronServices(env, CRON.hourly, task.name, Date.now()), Date.now());
     expect((await api("GET", `/api/v1/events?objectId=${id}`, { as: "viewer" })).body.data).toHaveLength(1);
   });
 });

@@ -4,7 +4,7 @@ import { createExecutionContext, createMessageBatch, getQueueResult } from "clou
 import entry from "../../src/index";
 import { dropSettingsCache } from "../../src/platform/settings";
 import { CHARGES_IN_FLIGHT } from "../../queues/payments";
-import { unique, api, attemptPayment } from "../helpers";
+import { unique, api, attemptPayment, messageServicesOf } from "../helpers";
 
 const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue">> = entry;
 
@@ -240,7 +240,7 @@ describe("payment freeze", () => {
       );
     }
     sent = [];
-    const first = await releaseParked(testEnv(), dbOf(env));
+    const first = await releaseParked(messageServicesOf(testEnv()));
     expect(first).toBe(RELEASE_PAGE);
     const attempts = () => sent.filter((m) => m.body.type === "payment.attempt").map((m) => m.body.invoiceId);
     expect(attempts()).toEqual(ids.slice(0, RELEASE_PAGE).map((p) => p.invoiceId));

@@ -6,7 +6,7 @@ import { SYSTEM_ACTOR } from "../../src/platform/actor";
 import { collectInvoice } from "../../src/modules/payments/collect";
 import { SandboxGateway } from "../../src/gateways/sandbox";
 import { runDailyReconciliation } from "../../src/modules/reconciliation/routes";
-import { unique, api } from "../helpers";
+import { unique, api, servicesOf } from "../helpers";
 
 type Role = "admin" | "finance" | "support" | "viewer";
 
@@ -26,7 +26,7 @@ async function paid(date: string, opts: { amount?: string; currency?: string; ti
   const sub = await call("POST", "/api/v1/subscriptions", { customerId: customer.body.id, planId: plan.body.id, paymentMethod: "pm_card_visa" }, "admin");
   expect(sub.status).toBe(201);
   const invoice = (await call("GET", `/api/v1/invoices?subscriptionId=${sub.body.id}`)).body.data[0];
-  const outcome = await collectInvoice(testEnv(), dbOf(env), invoice.id, { attempt: 1, direct: false }, { actor: SYSTEM_ACTOR, now: Date.now() });
+  const outcome = await collectInvoice(servicesOf({ actor: SYSTEM_ACTOR, now: Date.now() }, testEnv()), invoice.id, { attempt: 1, direct: false });
   expect(outcome.outcome).toBe("succeeded");
   const p = await env.DB.prepare("SELECT * FROM payments WHERE invoice_id = ?").bind(invoice.id).first<any>();
   expect(p).toMatchObject({ status: "succeeded", gateway: "sandbox" });
@@ -203,7 +203,7 @@ describe("reconciliation reports", () => {
   it("runDailyReconciliation reconciles yesterday (UTC) for each configured gateway and writes the report", async () => {
     const p = await paid("2024-08-10");
     await env.DB.prepare("DELETE FROM sandbox_ledger WHERE id = ?").bind(p.gatewayId).run();
-    const r = await runDailyReconciliation(env, Date.parse("2024-08-11T03:00:00Z"));
+    const r = await runDailyReconciliation(servicesOf({ actor: SYSTEM_ACTOR, now: Date.parse("2024-08-11T03:00:00Z") }, env));
     expect(r).toMatchObject({ date: "2024-08-10", key: "reports/reconciliation/2024-08-10.json", gateways: [{ gateway: "sandbox", matched: 0, discrepancies: { missing_at_gateway: 1 } }] });
     const stored = (await (await env.ARCHIVE.get(r.key))!.json()) as any;
     expect(stored.gateways[0].discrepancies[0]).toMatchObject({ kind: "missing_at_gateway", localId: p.id });

@@ -4,7 +4,7 @@ import { createExecutionContext, createMessageBatch, getQueueResult, waitOnExecu
 import entry from "../../src/index";
 import { dropSettingsCache } from "../../src/platform/settings";
 import { processBulkRefundItem, type BulkRefundItemMessage } from "../../src/modules/refunds/service";
-import { notificationEventCount, tokenFor, unique, api } from "../helpers";
+import { notificationEventCount, tokenFor, unique, api, servicesOf, messageServicesOf } from "../helpers";
 
 const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue">> = entry;
 type Role = "admin" | "finance" | "support" | "viewer";
@@ -234,13 +234,13 @@ describe("POST /api/v1/refunds", () => {
     const { settlePendingRefunds } = await import("../../src/modules/refunds/service");
     const { dbOf } = await import("../../src/db/client");
     const actor = { id: "system:test", kind: "system" as const, role: "system" as const, scopes: [] };
-    const swept = await settlePendingRefunds(env, dbOf(env), { actor, now: Date.now() }, 0);
+    const swept = await settlePendingRefunds(servicesOf({ actor, now: Date.now() }), 0);
     expect(swept.settled).toBeGreaterThanOrEqual(1);
     expect((await refundRows(p.id))[0]).toMatchObject({ status: "succeeded" });
     expect((await getPayment(p.id)).amountRefundedMinor).toBe(300);
     expect(await ledgerRefunds(p.gatewayPaymentId)).toHaveLength(1);
     // A second sweep finds nothing to do.
-    expect((await settlePendingRefunds(env, dbOf(env), { actor, now: Date.now() }, 0)).settled).toBe(0);
+    expect((await settlePendingRefunds(servicesOf({ actor, now: Date.now() }), 0)).settled).toBe(0);
   });
 
   it("queues a refund.issued notification when asked", async () => {
@@ -311,10 +311,10 @@ describe("bulk refunds", () => {
     expect(status.body.counts).toEqual({ total: 5, pending: 5, succeeded: 0, failed: 0 });
     expect(status.body.results[0]).toEqual({ paymentId: a.id, status: "pending", refundId: null, amount: null, amountMinor: null, currency: null, failureMessage: null });
 
-    for (const m of sent) expect(await processBulkRefundItem(testEnv(), m.body)).toEqual({ status: "done" });
+    for (const m of sent) expect(await processBulkRefundItem(messageServicesOf(testEnv()), m.body)).toEqual({ status: "done" });
     // Redelivered, even twice at once: nothing more is refunded.
-    expect(await processBulkRefundItem(testEnv(), item(bulkId, a.id, true))).toEqual({ status: "done" });
-    await Promise.all([processBulkRefundItem(testEnv(), item(bulkId, b.id, true)), processBulkRefundItem(testEnv(), item(bulkId, b.id, true))]);
+    expect(await processBulkRefundItem(messageServicesOf(testEnv()), item(bulkId, a.id, true))).toEqual({ status: "done" });
+    await Promise.all([processBulkRefundItem(messageServicesOf(testEnv()), item(bulkId, b.id, true)), processBulkRefundItem(messageServicesOf(testEnv()), item(bulkId, b.id, true))]);
 
     expect(await ledgerRefunds(a.gatewayPaymentId)).toEqual([1000]);
     expect(await ledgerRefunds(b.gatewayPaymentId)).toEqual([2000]);
@@ -345,17 +345,17 @@ describe("bulk refunds", () => {
     const p = await payment("8.00");
     const { body } = await call("POST", "/api/v1/refunds/bulk", { paymentIds: [p.id], reason: "service_issue" }, { role: "finance" });
     await call("POST", "/admin/emergency/freeze-payments", { reason: "incident" });
-    const waiting = await processBulkRefundItem(testEnv(), item(body.bulkId, p.id));
+    const waiting = await processBulkRefundItem(messageServicesOf(testEnv()), item(body.bulkId, p.id));
     expect(waiting).toMatchObject({ status: "requeue", reason: expect.stringContaining("incident") });
     expect((waiting as { delaySeconds: number }).delaySeconds).toBeGreaterThan(0);
     expect((await getPayment(p.id)).amountRefundedMinor).toBe(0);
     expect((await call("GET", `/api/v1/refunds/bulk/${body.bulkId}`)).body.counts.pending).toBe(1);
 
     await call("POST", "/admin/emergency/queue-mode");
-    expect((await processBulkRefundItem(testEnv(), item(body.bulkId, p.id))).status).toBe("requeue");
+    expect((await processBulkRefundItem(messageServicesOf(testEnv()), item(body.bulkId, p.id))).status).toBe("requeue");
 
     await call("POST", "/admin/emergency/resume-payments");
-    expect(await processBulkRefundItem(testEnv(), item(body.bulkId, p.id))).toEqual({ status: "done" });
+    expect(await processBulkRefundItem(messageServicesOf(testEnv()), item(body.bulkId, p.id))).toEqual({ status: "done" });
     expect(await ledgerRefunds(p.gatewayPaymentId)).toEqual([800]);
   });
 
@@ -364,12 +364,12 @@ describe("bulk refunds", () => {
     const { body } = await call("POST", "/api/v1/refunds/bulk", { paymentIds: [p.id] }, { role: "finance" });
     await env.DB.prepare("INSERT OR REPLACE INTO settings (key, value, updated_by, updated_at) VALUES ('gateways.sandbox.faults', '{\"failureRate\":1}', 'test', 0)").run();
     dropSettingsCache();
-    expect(await processBulkRefundItem(testEnv(), item(body.bulkId, p.id))).toMatchObject({ status: "retry", reason: expect.stringContaining("injected") });
+    expect(await processBulkRefundItem(messageServicesOf(testEnv()), item(body.bulkId, p.id))).toMatchObject({ status: "retry", reason: expect.stringContaining("injected") });
     expect((await getPayment(p.id)).amountRefundedMinor).toBe(600); // held by the pending refund
     expect(await refundRows(p.id)).toMatchObject([{ status: "pending", amount: 600 }]);
     await env.DB.prepare("DELETE FROM settings WHERE key = 'gateways.sandbox.faults'").run();
     dropSettingsCache();
-    expect(await processBulkRefundItem(testEnv(), item(body.bulkId, p.id))).toEqual({ status: "done" });
+    expect(await processBulkRefundItem(messageServicesOf(testEnv()), item(body.bulkId, p.id))).toEqual({ status: "done" });
     expect(await refundRows(p.id)).toMatchObject([{ status: "succeeded", amount: 600 }]);
     expect(await ledgerRefunds(p.gatewayPaymentId)).toEqual([600]);
   });

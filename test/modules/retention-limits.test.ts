@@ -5,7 +5,7 @@ import { commitWithAudit } from "../../src/platform/audit";
 import { SYSTEM_ACTOR } from "../../src/platform/actor";
 import { startRetentionRun } from "../../src/modules/retention/run";
 import { sealAuditChain } from "../../src/modules/audit/verify";
-import { api } from "../helpers";
+import { api, messageServicesOf } from "../helpers";
 import { drainTasks, invocationLog, recordingEnv } from "../scale";
 
 // A retention run at large N under the limit wrapper (LIMITS=enforce): every message is one invocation of the tasks
@@ -54,7 +54,7 @@ describe("a retention run with thousands of rows of every kind", () => {
 
     const rec = recordingEnv();
     const log = invocationLog();
-    await startRetentionRun(rec.env, dbOf(rec.env), "api", Date.now());
+    await startRetentionRun(messageServicesOf(rec.env), "api", Date.now());
     const messages = await drainTasks(rec);
     expect(messages).toBeGreaterThan(4);
 

@@ -10,7 +10,7 @@ import { subscriptionAfterPayment, subscriptionJsonSql, subscriptionLifecycle } 
 import { toSubscription } from "../../src/modules/subscriptions/serialize";
 import { SYSTEM_ACTOR } from "../../src/platform/actor";
 import { trialWillEndPage } from "../../src/modules/subscriptions/billing-run";
-import { api, createCustomer, createPlan, createSubscription } from "../helpers";
+import { api, createCustomer, createPlan, createSubscription, messageServicesOf } from "../helpers";
 
 const statuses: SubscriptionStatus[] = ["trialing", "active", "past_due", "paused", "canceled"];
 /** The declared table, spelled out here so a change to it is a deliberate change to this test too. */
@@ -219,8 +219,8 @@ describe("customer.subscription.trial_will_end (real time)", () => {
   it("the hourly run emits it once for a trial ending within three days, not for a longer one", async () => {
     const soon = await createSubscription({ trialDays: 2 });
     const later = await createSubscription({ trialDays: 14 });
-    await trialWillEndPage(env, db(), Date.now());
-    await trialWillEndPage(env, db(), Date.now());
+    await trialWillEndPage(messageServicesOf(), Date.now());
+    await trialWillEndPage(messageServicesOf(), Date.now());
     const evs = await eventsOf(soon.id);
     expect(evs.map((e) => e.type)).toEqual(["customer.subscription.created", "customer.subscription.trial_will_end"]);
     expect(evs[1]!.data.object).toEqual((await api("GET", `/api/v1/subscriptions/${soon.id}`)).body);

@@ -3,7 +3,7 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { UsageMeter } from "../../durable-objects/usage-meter";
 import type { MeterConfig } from "../../src/modules/usage/meter-config";
-import { api, createApiKey, createCustomer, createPlan, createSubscription, unique } from "../helpers";
+import { api, createApiKey, createCustomer, createPlan, createSubscription, messageServicesOf, unique } from "../helpers";
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -446,7 +446,7 @@ describe("invoicing a period whose meter missed a configuration push", () => {
     const { eq, and } = await import("drizzle-orm");
     const s = (await db.select().from(subscriptions).where(eq(subscriptions.id, sub.id)).get())!;
     const p = (await db.select().from(plans).where(and(eq(plans.id, s.planId), eq(plans.version, s.planVersion))).get())!;
-    const usage = await closeMeterPeriod(env, db, s, p, s.currentPeriodStart, Date.now());
+    const usage = await closeMeterPeriod(messageServicesOf(), s, p, s.currentPeriodStart, Date.now());
     expect([...usage.keys()]).toEqual(["api_calls"]);
     const stub = env.USAGE_METER.get(env.USAGE_METER.idFromName(sub.id));
     expect((await stub.getConfig())!.version).toBe(2);

@@ -12,7 +12,7 @@ import {
   sweepWebhookDeliveries,
   SWEEP_ENDPOINTS_PER_RUN,
 } from "../../src/modules/webhook-endpoints/delivery";
-import { unique } from "../helpers";
+import { messageServicesOf, unique } from "../helpers";
 
 // Own file: these tests need a store with no endpoints at first (storage is per test file).
 
@@ -66,7 +66,7 @@ describe("webhook delivery stays bounded", () => {
     const reached = new Set<string>();
     for (let hour = 0; hour < 3; hour++) {
       const { env: e } = recordingEnv();
-      const r = await sweepWebhookDeliveries(e, dbOf(env), base + hour * HOUR, 1000);
+      const r = await sweepWebhookDeliveries(messageServicesOf(e), base + hour * HOUR, 1000);
       expect(r.refanned).toBeLessThanOrEqual(SWEEP_ENDPOINTS_PER_RUN);
       const rows = await dbOf(env).select({ endpointId: webhookDeliveries.endpointId }).from(webhookDeliveries).where(eq(webhookDeliveries.eventId, event.id)).all();
       for (const row of rows) reached.add(row.endpointId);

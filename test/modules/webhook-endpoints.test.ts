@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { env } from "cloudflare:workers";
 import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
-import { CRON, cronTasks } from "../../src/scheduled";
+import { CRON, cronServices, cronTasks } from "../../src/scheduled";
 import entry from "../../src/index";
 import { app } from "../../src/app";
 import { dbOf } from "../../src/db/client";
@@ -443,7 +443,7 @@ describe("resend, test event and the hourly sweep", () => {
     // The hourly cron's task (the other hourly tasks are not this file's business).
     const sweep = cronTasks[CRON.hourly]!.find((t) => t.name === "webhook_endpoints.sweep")!;
     // (Counts include what earlier tests of this file left pending.)
-    expect(await sweep.run(e, now)).toEqual({ resent: expect.any(Number), refanned: expect.any(Number) });
+    expect(await sweep.run(cronServices(e, CRON.hourly, sweep.name, now), now)).toEqual({ resent: expect.any(Number), refanned: expect.any(Number) });
     const refanned = await delivery(missed.id, ep.id);
     expect(refanned).toMatchObject({ status: "pending" });
     expect(await delivery(unrelated.id, ep.id)).toBeNull();

@@ -5,7 +5,7 @@ import Stripe from "stripe";
 import entry from "../../src/index";
 import { applyStripeEvent, cleanupWebhookEvents } from "../../src/modules/webhooks/routes";
 import { dbOf } from "../../src/db/client";
-import { notificationEventCount, unique, api } from "../helpers";
+import { notificationEventCount, unique, api, servicesOf, messageServicesOf } from "../helpers";
 
 const worker: Required<Pick<ExportedHandler<Env>, "fetch">> = entry;
 const SECRET = "whsec_test_secret";
@@ -42,7 +42,7 @@ async function deliver(evt: object | string, sig: { secret?: string; timestamp?:
 /** Delivers the event (stored and queued) and applies it as the webhooks queue would. */
 async function deliverAndApply(evt: { id: string }) {
   expect((await deliver(evt)).status).toBe(200);
-  return applyStripeEvent(testEnv(), evt.id);
+  return applyStripeEvent(messageServicesOf(testEnv()), evt.id);
 }
 
 const stored = (id: string) => env.DB.prepare("SELECT * FROM webhook_events WHERE id = ?").bind(id).first<any>();
@@ -178,7 +178,7 @@ describe("applyStripeEvent", () => {
     expect(row).toMatchObject({ status: "processed", error: null });
     expect(row.processed_at).toBeGreaterThan(0);
     // A second delivery of the queue message changes nothing.
-    expect(await applyStripeEvent(testEnv(), evt.id)).toEqual({ status: "done" });
+    expect(await applyStripeEvent(messageServicesOf(testEnv()), evt.id)).toEqual({ status: "done" });
     const audit = await auditOf("payment.reconciled_by_webhook", p.id);
     expect(audit).toHaveLength(1);
     expect(JSON.parse(audit[0].after)).toMatchObject({ status: "succeeded", eventId: evt.id, invoiceStatus: "paid" });
@@ -246,7 +246,7 @@ describe("applyStripeEvent", () => {
     )
       .bind(id, invoice.id, invoice.customerId, pi, `${invoice.id}:attempt:1`, Date.now(), Date.now())
       .run();
-    expect(await applyStripeEvent(testEnv(), evt.id)).toEqual({ status: "done" });
+    expect(await applyStripeEvent(messageServicesOf(testEnv()), evt.id)).toEqual({ status: "done" });
     expect((await paymentRow(id)).status).toBe("succeeded");
     expect(await stored(evt.id)).toMatchObject({ status: "processed", error: null });
   });
@@ -255,11 +255,11 @@ describe("applyStripeEvent", () => {
     const evt = event("payment_intent.succeeded", intent(unique("pi")));
     await deliver(evt);
     await env.DB.prepare("UPDATE webhook_events SET received_at = ? WHERE id = ?").bind(Date.now() - 73 * 3600_000, evt.id).run();
-    expect(await applyStripeEvent(testEnv(), evt.id)).toEqual({ status: "done" });
+    expect(await applyStripeEvent(messageServicesOf(testEnv()), evt.id)).toEqual({ status: "done" });
     expect(await stored(evt.id)).toMatchObject({ status: "failed" });
     expect((await stored(evt.id)).error).toContain("gave up");
     // Replayed by an operator after the payment still did not appear: one look, and it stays failed.
-    expect(await applyStripeEvent(testEnv(), evt.id)).toEqual({ status: "done" });
+    expect(await applyStripeEvent(messageServicesOf(testEnv()), evt.id)).toEqual({ status: "done" });
     expect((await stored(evt.id)).error).toContain("still waiting");
   });
 
@@ -373,7 +373,7 @@ describe("applyStripeEvent", () => {
   });
 
   it("answers done for an event that is not stored", async () => {
-    expect(await applyStripeEvent(testEnv(), "evt_never_stored")).toEqual({ status: "done" });
+    expect(await applyStripeEvent(messageServicesOf(testEnv()), "evt_never_stored")).toEqual({ status: "done" });
   });
 });
 
@@ -410,7 +410,7 @@ describe("webhook event admin", () => {
   it("cleanupWebhookEvents (the daily cron's entry) deletes in chunks", async () => {
     const ids = [];
     for (let i = 0; i < 3; i++) ids.push(await seed("processed", 100));
-    const r = await cleanupWebhookEvents(env, dbOf(env), 90, Date.now());
+    const r = await cleanupWebhookEvents(servicesOf(), 90);
     expect(r.deleted).toBe(3);
     for (const id of ids) expect(await stored(id)).toBeNull();
   });

@@ -8,7 +8,7 @@ const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue" | "scheduled
 import { jobHandlers } from "../../queues/jobs";
 import { backoffSeconds } from "../../queues/dispatch";
 import { meterStub } from "../../src/modules/usage/meter-config";
-import { createSubscription, notificationEventCount } from "../helpers";
+import { createSubscription, notificationEventCount, servicesOf } from "../helpers";
 
 let seq = 0;
 const msg = (body: unknown, attempts = 1, id = `msg-${Date.now()}-${seq++}`) => ({ id, timestamp: new Date(), attempts, body });
@@ -203,7 +203,7 @@ describe("cron triggers", () => {
 
   it("the audit.verify handler is the one the weekly job runs", async () => {
     const reportKey = `reports/audit/direct-${Date.now()}.json`;
-    expect(await jobHandlers["audit.verify"]({ type: "audit.verify", reportKey }, env)).toEqual({ status: "done" });
+    expect(await jobHandlers["audit.verify"]({ type: "audit.verify", reportKey }, servicesOf())).toEqual({ status: "done" });
     expect(await env.ARCHIVE.head(reportKey)).not.toBeNull();
   });
 

@@ -125,3 +125,94 @@ describe("architecture", () => {
     expect(violations).toEqual([]);
   });
 });
+
+// --- services context (src/platform/services.ts) ---
+
+/**
+ * Files of src/modules whose `Date.now()` calls measure a duration (latency, render time) or stamp an id: real time
+ * is right there, whatever clock the objects are on. In these files only `x = Date.now()` / `Date.now() - x` count
+ * as measurements; any other call is still a "now" that must come from the Services clock.
+ */
+const DURATION_CLOCKS = new Set([
+  "src/modules/health/routes.ts",
+  "src/modules/health/checks.ts",
+  "src/modules/gateways/service.ts",
+  "src/modules/payments/collect.ts",
+  "src/modules/webhook-endpoints/delivery.ts",
+  "src/modules/documents/store.ts",
+]);
+const isDurationCall = (text: string, index: number) => /(?:started|Started)\s*=\s*$/.test(text.slice(Math.max(0, index - 40), index)) || /^Date\.now\(\)\s*-\s*\w*(?:started|Started)\b/.test(text.slice(index, index + 60));
+
+/**
+ * Files not converted to the Services context yet, with how many sites each still has. A count may only go down:
+ * a new site fails, and a converted file leaves this list. The goal is an empty list.
+ */
+const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<string, number>; queueSend: Record<string, number> } = {
+  dateNow: {
+  },
+  envAndDb: {
+  },
+  queueSend: {
+  },
+};
+
+/** Parameter lists (one level of nested parentheses) that name both `env: Env` and `db: Db`. */
+function envAndDbSignatures(text: string): number {
+  let n = 0;
+  for (const m of text.matchAll(/\(([^()]*(?:\([^()]*\)[^()]*)*)\)/g)) if (/\benv: Env\b/.test(m[1]!) && /\bdb: Db\b/.test(m[1]!)) n++;
+  return n;
+}
+
+function overBudget(counts: Record<string, number>, budget: Record<string, number>): string[] {
+  return Object.entries(counts)
+    .filter(([path, n]) => n > (budget[path] ?? 0))
+    .map(([path, n]) => `${path}: ${n} (allowed ${budget[path] ?? 0})`);
+}
+
+/** Other real-time reads on purpose, with how many per file: they are not "now" of any billing object. */
+const REAL_TIME: Record<string, { calls: number; why: string }> = {
+  "src/modules/admin/features.ts": { calls: 1, why: "the age of the per-isolate flag cache" },
+  "src/modules/credits/ledger.ts": { calls: 1, why: "movement ids sort by when they were made (movementId)" },
+  "src/modules/webhook-endpoints/delivery.ts": { calls: 1, why: "the age of the per-isolate any-endpoint cache (anyEnabledEndpoint)" },
+};
+
+/** `Date.now()` calls of a file that are a "now" (not a measured duration, not an allowed real-time read). */
+const nowCalls = (f: { path: string; text: string }) =>
+  Math.max(0, [...f.text.matchAll(/Date\.now\(\)/g)].filter((m) => !(DURATION_CLOCKS.has(f.path) && isDurationCall(f.text, m.index!))).length - (REAL_TIME[f.path]?.calls ?? 0));
+const queueSends = (text: string) => [...text.matchAll(/\b\w+_QUEUE\.send(?:Batch)?\(|sendAll\(\s*[\w.]+_QUEUE\b/g)].length;
+
+describe("one services context", () => {
+  it("no Date.now() in src/modules: the time comes from s.clock / s.audit (durations aside)", () => {
+    const counts: Record<string, number> = {};
+    for (const f of files.filter((f) => f.path.startsWith("src/modules/"))) {
+      const n = nowCalls(f);
+      if (n) counts[f.path] = n;
+    }
+    expect(overBudget(counts, NOT_YET_CONVERTED.dateNow)).toEqual([]);
+  });
+
+  it("no function takes both env: Env and db: Db (it takes s: Services)", () => {
+    const counts: Record<string, number> = {};
+    // The gateway factories are what Services binds to its env and db (s.gateways).
+    for (const f of files.filter((f) => f.path !== "src/gateways/index.ts")) {
+      const n = envAndDbSignatures(f.text);
+      if (n) counts[f.path] = n;
+    }
+    expect(overBudget(counts, NOT_YET_CONVERTED.envAndDb)).toEqual([]);
+  });
+
+  it("queues are sent to through s.queues only (typed producers), not env.<X>_QUEUE", () => {
+    const counts: Record<string, number> = {};
+    for (const f of files.filter((f) => f.path !== "src/platform/services.ts")) {
+      const n = queueSends(f.text);
+      if (n) counts[f.path] = n;
+    }
+    expect(overBudget(counts, NOT_YET_CONVERTED.queueSend)).toEqual([]);
+  });
+
+  it("the budgets name only files that still have sites (a converted file leaves the list)", () => {
+    const stale = (kind: keyof typeof NOT_YET_CONVERTED, count: (f: { path: string; text: string }) => number) =>
+      Object.keys(NOT_YET_CONVERTED[kind]).filter((path) => count(files.find((f) => f.path === path) ?? { path, text: "" }) === 0).map((p) => `${kind}: ${p}`);
+    expect([...stale("dateNow", nowCalls), ...stale("envAndDb", (f) => envAndDbSignatures(f.text)), ...stale("queueSend", (f) => queueSends(f.text))]).toEqual([]);
+  });
+});

@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import type { Services } from "../../platform/services";
 import { asc, eq } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import type { AuditContext } from "../../platform/audit";
@@ -49,10 +50,11 @@ const envVar = (env: Env, name: string): string | null => {
 };
 
 /** The configuration in force, without secret values. Billing comes from the stored retry config (one source of truth). */
-export async function effectiveConfig(env: Env, db: Db): Promise<EffectiveConfig> {
+export async function effectiveConfig(s: Services): Promise<EffectiveConfig> {
+  const { env, db } = s;
   const [retry, r, rows] = await Promise.all([
     retryConfig(db),
-    routing(env, db),
+    s.gateways.routing(),
     db.select({ key: settings.key, updatedAt: settings.updatedAt, updatedBy: settings.updatedBy }).from(settings).orderBy(asc(settings.key)).all(),
   ]);
   return {
@@ -87,7 +89,8 @@ export type ConfigPatch = z.infer<typeof ConfigPatch>;
  * Merges `patch.billing` into the stored "payments.retry" (retryAttempts is maxAttempts there) and writes it with an
  * audit row. The base is read from D1, not the per-isolate cache, so a change made elsewhere is not overwritten.
  */
-export async function patchConfig(env: Env, db: Db, patch: ConfigPatch, ctx: AuditContext): Promise<EffectiveConfig> {
+export async function patchConfig(s: Services, patch: ConfigPatch): Promise<EffectiveConfig> {
+  const { db, audit: ctx } = s;
   const { retryAttempts, gracePeriodDays, backoffMultiplier, initialDelay } = patch.billing ?? {};
   const stored = await db.select({ value: settings.value }).from(settings).where(eq(settings.key, RETRY_CONFIG_KEY)).get();
   const changes = Object.fromEntries(
@@ -98,7 +101,7 @@ export async function patchConfig(env: Env, db: Db, patch: ConfigPatch, ctx: Aud
     throw invalid(merged.error.issues.map((i) => ({ path: `(stored ${RETRY_CONFIG_KEY}).${i.path.join(".")}`, message: i.message })));
   }
   await putSetting(db, RETRY_CONFIG_KEY, merged.data, ctx, "PATCH /admin/config");
-  return effectiveConfig(env, db);
+  return effectiveConfig(s);
 }
 
 export const ReloadReport = z

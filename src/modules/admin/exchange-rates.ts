@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import type { Services } from "../../platform/services";
 import { eq } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import type { AuditContext } from "../../platform/audit";
@@ -88,7 +89,8 @@ async function store(db: Db, base: string, rates: Record<string, string>, source
 }
 
 /** Replaces the stored rates with the operator's (validated by ExchangeRatesInput), audited. */
-export async function setExchangeRates(db: Db, input: ExchangeRatesInput, ctx: AuditContext): Promise<ExchangeRates> {
+export async function setExchangeRates(s: Services, input: ExchangeRatesInput): Promise<ExchangeRates> {
+  const { db, audit: ctx } = s;
   const rates = Object.fromEntries(Object.entries(input.rates).map(([code, rate]) => [code, (canonicalRate(rate) as { value: string }).value]));
   return store(db, input.base, rates, "manual", ctx, "set manually");
 }
@@ -100,7 +102,8 @@ const providerUrl = (env: Env) => (env as unknown as Record<string, string | und
  * values are skipped and reported; a provider that fails or answers without a base or any usable rate changes
  * nothing. Only the provider's host is ever shown: the URL may carry an API key.
  */
-export async function updateExchangeRatesFromProvider(env: Env, db: Db, ctx: AuditContext): Promise<z.infer<typeof ExchangeRatesUpdate>> {
+export async function updateExchangeRatesFromProvider(s: Services): Promise<z.infer<typeof ExchangeRatesUpdate>> {
+  const { env, db, audit: ctx } = s;
   const url = providerUrl(env);
   if (!url) {
     throw new ApiError("unprocessable", "no exchange-rate provider is configured (set the EXCHANGE_RATES_URL variable to a URL answering { base, rates }); PUT /admin/exchange-rates sets rates manually");

@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import type { Services } from "../../platform/services";
 import { asc, eq, like } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
@@ -108,7 +109,8 @@ export async function getFlag(db: Db, name: string): Promise<FeatureFlagView> {
 }
 
 /** Creates or replaces the flag (audited). Other isolates see it within their 30 s cache lifetime. */
-export async function putFlag(db: Db, name: string, input: FlagInput, ctx: AuditContext): Promise<FeatureFlagView> {
+export async function putFlag(s: Services, name: string, input: FlagInput): Promise<FeatureFlagView> {
+  const { db, audit: ctx } = s;
   const stored: StoredFlag = {
     enabled: input.enabled,
     ...(input.percentage === undefined ? {} : { percentage: input.percentage }),
@@ -120,7 +122,8 @@ export async function putFlag(db: Db, name: string, input: FlagInput, ctx: Audit
 }
 
 /** Deletes the flag (audited); a deleted flag is off everywhere within 30 s. */
-export async function deleteFlag(db: Db, name: string, ctx: AuditContext): Promise<void> {
+export async function deleteFlag(s: Services, name: string): Promise<void> {
+  const { db, audit: ctx } = s;
   const key = featureKey(name);
   const before = await rowOf(db, name);
   if (!before) throw notFound("feature flag", name);

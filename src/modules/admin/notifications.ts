@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import type { Services } from "../../platform/services";
 import { notificationInserts, notificationsCommitted } from "../notifications/outbox";
 import { and, asc, desc, eq, gt, inArray, isNull, or, sql } from "drizzle-orm";
 import type { Db } from "../../db/client";
@@ -41,11 +42,12 @@ const MAX_INVOICES_IN_PAYLOAD = 20;
  * A parked attempt that never reached a gateway (gateway null) counts for the routing's primary: that is where it
  * was headed. Test-clock invoices are left out (simulated customers).
  */
-export async function notifyPaymentIssue(env: Env, db: Db, input: PaymentIssueRequest, ctx: AuditContext): Promise<PaymentIssueReport> {
+export async function notifyPaymentIssue(s: Services, input: PaymentIssueRequest): Promise<PaymentIssueReport> {
+  const { db, audit: ctx } = s;
   const gateway = input.affectedGateway;
   const day = new Date(ctx.now).toISOString().slice(0, 10);
   const keyOf = (customerId: string) => `gateway_issue:${customerId}:${gateway}:${day}`;
-  const primary = (await routing(env, db)).primary;
+  const primary = (await s.gateways.routing()).primary;
 
   const affected = and(
     eq(invoices.status, "open"),

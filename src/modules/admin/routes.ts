@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { dbOf } from "../../db/client";
 import { access, dropApiKeyCache, requireRole } from "../../http/auth";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { jsonBody, jsonResponse, listOf, problemResponse, problems, router } from "../../http/openapi";
 import { NotificationListQuery, NotificationView, listNotifications, resendNotification } from "../notifications/admin";
 import { ConfigPatch, EffectiveConfig, ReloadReport, effectiveConfig, patchConfig } from "./config";
@@ -24,7 +24,7 @@ export const configRoutes = router()
       middleware: [requireRole(access.admin)] as const,
       responses: { 200: jsonResponse(EffectiveConfig, "Effective configuration") },
     }),
-    async (c) => c.json(await effectiveConfig(c.env, dbOf(c.env)), 200),
+    async (c) => c.json(await effectiveConfig(services(c)), 200),
   )
   .openapi(
     createRoute({
@@ -39,7 +39,7 @@ export const configRoutes = router()
       request: jsonBody(ConfigPatch),
       responses: { 200: jsonResponse(EffectiveConfig, "Effective configuration after the change") },
     }),
-    async (c) => c.json(await patchConfig(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
+    async (c) => c.json(await patchConfig(services(c), c.req.valid("json")), 200),
   )
   .openapi(
     createRoute({
@@ -118,7 +118,7 @@ export const featureRoutes = router()
       request: { params: NameParam, ...jsonBody(FlagInput) },
       responses: { 200: jsonResponse(FeatureFlagView, "The flag now stored") },
     }),
-    async (c) => c.json(await putFlag(dbOf(c.env), c.req.valid("param").name, c.req.valid("json"), auditCtx(c)), 200),
+    async (c) => c.json(await putFlag(services(c), c.req.valid("param").name, c.req.valid("json")), 200),
   )
   .openapi(
     createRoute({
@@ -133,7 +133,7 @@ export const featureRoutes = router()
       responses: { 204: { description: "Deleted" }, ...problems(404) },
     }),
     async (c) => {
-      await deleteFlag(dbOf(c.env), c.req.valid("param").name, auditCtx(c));
+      await deleteFlag(services(c), c.req.valid("param").name);
       return c.body(null, 204);
     },
   )
@@ -169,7 +169,7 @@ export const notificationAdminRoutes = router().openapi(
     request: jsonBody(PaymentIssueRequest),
     responses: { 200: jsonResponse(PaymentIssueReport, "Who was notified") },
   }),
-  async (c) => c.json(await notifyPaymentIssue(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
+  async (c) => c.json(await notifyPaymentIssue(services(c), c.req.valid("json")), 200),
 )
   .openapi(
     createRoute({
@@ -198,7 +198,7 @@ export const notificationAdminRoutes = router().openapi(
       request: { params: z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "ntf_123" }) }) },
       responses: { 200: jsonResponse(NotificationView, "The notification, queued again"), ...problems(404) },
     }),
-    async (c) => c.json(await resendNotification(c.env, dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
+    async (c) => c.json(await resendNotification(services(c), c.req.valid("param").id), 200),
   );
 
 const ratesNote = "Rates are informational, for reports: invoices are always in the customer's currency and are never converted.";
@@ -230,7 +230,7 @@ export const exchangeRateRoutes = router()
       request: jsonBody(ExchangeRatesInput),
       responses: { 200: jsonResponse(ExchangeRates, "The rates now stored") },
     }),
-    async (c) => c.json(await setExchangeRates(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
+    async (c) => c.json(await setExchangeRates(services(c), c.req.valid("json")), 200),
   )
   .openapi(
     createRoute({
@@ -243,5 +243,5 @@ export const exchangeRateRoutes = router()
       middleware: [requireRole(access.admin)] as const,
       responses: { 200: jsonResponse(ExchangeRatesUpdate, "The rates now stored and the entries skipped"), 503: problemResponse("The provider failed; nothing changed") },
     }),
-    async (c) => c.json(await updateExchangeRatesFromProvider(c.env, dbOf(c.env), auditCtx(c)), 200),
+    async (c) => c.json(await updateExchangeRatesFromProvider(services(c)), 200),
   );

@@ -183,11 +183,11 @@ export async function customerContacts(db: Db, ids: readonly string[]): Promise<
 }
 
 /** Per customer and currency, the monthly recurring amount of its active, past_due and trialing subscriptions (each rounded once, as MRR). */
-export async function mrrAtRisk(db: Db, ids: readonly string[]): Promise<Map<string, Money[]>> {
+export async function mrrAtRisk(db: Db, ids: readonly string[], now: number): Promise<Map<string, Money[]>> {
   const sums = new Map<string, Map<string, number>>();
   for (const part of chunks(ids)) {
     const rows = await db
-      .select({ customerId: s.customerId, currency: s.currency, quantity: s.quantity, discountPercent: effectiveDiscount(Date.now()), amountOffMinor: effectiveAmountOff(Date.now()), interval: plans.interval, intervalCount: plans.intervalCount, prices: plans.prices })
+      .select({ customerId: s.customerId, currency: s.currency, quantity: s.quantity, discountPercent: effectiveDiscount(now), amountOffMinor: effectiveAmountOff(now), interval: plans.interval, intervalCount: plans.intervalCount, prices: plans.prices })
       .from(s)
       .innerJoin(plans, and(eq(plans.id, s.planId), eq(plans.version, s.planVersion)))
       .where(and(realTimeSubscription, inArray(s.customerId, part), inArray(s.status, [...MRR_AT_RISK_STATUSES])))
@@ -232,7 +232,7 @@ export async function atRiskCustomers(db: Db, now: number, limit: number): Promi
   const scored = await scoreAtRiskCustomers(db, now);
   const page = scored.slice(0, limit);
   const ids = page.map((c) => c.customerId);
-  const [contacts, mrr] = await Promise.all([customerContacts(db, ids), mrrAtRisk(db, ids)]);
+  const [contacts, mrr] = await Promise.all([customerContacts(db, ids), mrrAtRisk(db, ids, now)]);
   return {
     asOf: iso(now),
     method: AT_RISK_METHOD,

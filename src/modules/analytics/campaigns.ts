@@ -1,10 +1,11 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, gte, lt, sql } from "drizzle-orm";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
+import type { Services } from "../../platform/services";
 import { dbOf, type Db } from "../../db/client";
 import { notifications } from "../../db/schema";
 import { access, requireRole } from "../../http/auth";
-import { auditCtx } from "../../http/context";
+import { services } from "../../http/context";
 import { jsonBody, jsonResponse, problems, router } from "../../http/openapi";
 import { invalid } from "../../http/problem";
 import { newId } from "../../lib/ids";
@@ -69,7 +70,8 @@ async function holdingOffer(db: Db, now: number): Promise<Set<string>> {
  * offer: one `retention.offer` notification each (deduped per customer and campaign) and one audit row for the
  * campaign, with a `customer.notification` event per notification, in one batch. Nothing is applied to subscriptions.
  */
-export async function sendRetentionCampaign(env: Env, db: Db, input: RetentionCampaignBody, ctx: AuditContext): Promise<RetentionCampaign> {
+export async function sendRetentionCampaign(s: Services, input: RetentionCampaignBody): Promise<RetentionCampaign> {
+  const { env, db, audit: ctx } = s;
   if (input.targetSegment !== "at_risk") throw invalid([{ path: "targetSegment", message: `"${input.targetSegment}" is not supported; only "at_risk"` }]);
   if (input.offerType !== "discount") throw invalid([{ path: "offerType", message: `"${input.offerType}" is not supported; only "discount"` }]);
 
@@ -159,7 +161,7 @@ export const campaignRoutes = router().openapi(
     request: jsonBody(RetentionCampaignBody),
     responses: { 200: jsonResponse(RetentionCampaign, "The campaign and the offers sent") },
   }),
-  async (c) => c.json(await sendRetentionCampaign(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
+  async (c) => c.json(await sendRetentionCampaign(services(c), c.req.valid("json")), 200),
 ).openapi(
   createRoute({
     method: "post",
@@ -177,7 +179,7 @@ export const campaignRoutes = router().openapi(
   }),
   async (c) => {
     const body = c.req.valid("json");
-    const ctx = auditCtx(c);
-    return c.json(await redeemRetentionOffer(dbOf(c.env), body, Date.now(), ctx), 200);
+    const s = services(c);
+    return c.json(await redeemRetentionOffer(s.db, body, s.clock.wall, s.audit), 200);
   },
 );

@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import type { Services } from "../../platform/services";
 import { and, desc, isNotNull, sql, type SQL } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { auditLog, invoices, subscriptions } from "../../db/schema";
@@ -104,7 +105,7 @@ export const ChurnAnalysis = z
 export type ChurnAnalysis = z.infer<typeof ChurnAnalysis>;
 type Report = ChurnAnalysis["report"];
 
-const lostMoney = async (db: Db, where: SQL): Promise<Money[]> => mrrOf(await mrrLines(db, where)).map((c) => money(c.mrrMinor, c.currency));
+const lostMoney = async (db: Db, where: SQL, now: number): Promise<Money[]> => mrrOf(await mrrLines(db, where, now)).map((c) => money(c.mrrMinor, c.currency));
 
 /** The churn analysis of the period ending at `now`: churn.ts's figures broken down by plan, tenure and churn type, with reasons on request. No writes. */
 export async function buildChurnAnalysis(db: Db, period: ChurnAnalysisPeriod, includeReasons: boolean, now: number): Promise<Report> {
@@ -112,7 +113,7 @@ export async function buildChurnAnalysis(db: Db, period: ChurnAnalysisPeriod, in
   const to = now + 1;
   const canceled = canceledIn(from, to);
   const [churn, counts, lostLines, tenureLost, [voluntaryLost, involuntaryLost, unclassifiedLost], feedback] = await Promise.all([
-    churnBetween(db, from, to),
+    churnBetween(db, from, to, now),
     db
       .select({
         t0: sumWhen(tenureBuckets[0].cond),
@@ -126,12 +127,12 @@ export async function buildChurnAnalysis(db: Db, period: ChurnAnalysisPeriod, in
       .from(s)
       .where(and(realTimeSubscription, canceled))
       .get(),
-    mrrLines(db, canceled),
-    Promise.all(tenureBuckets.map((b) => lostMoney(db, sql`${canceled} and ${b.cond}`))),
+    mrrLines(db, canceled, now),
+    Promise.all(tenureBuckets.map((b) => lostMoney(db, sql`${canceled} and ${b.cond}`, now))),
     Promise.all([
-      lostMoney(db, sql`${canceled} and ${churnTypes.voluntary}`),
-      lostMoney(db, sql`${canceled} and ${churnTypes.involuntary}`),
-      lostMoney(db, sql`${canceled} and ${churnTypes.unclassified}`),
+      lostMoney(db, sql`${canceled} and ${churnTypes.voluntary}`, now),
+      lostMoney(db, sql`${canceled} and ${churnTypes.involuntary}`, now),
+      lostMoney(db, sql`${canceled} and ${churnTypes.unclassified}`, now),
     ] as const),
     includeReasons
       ? db
@@ -175,7 +176,9 @@ export async function buildChurnAnalysis(db: Db, period: ChurnAnalysisPeriod, in
 }
 
 /** Builds the analysis and stores it in R2 at reports/churn/<period>-<date>.json (a re-run the same day replaces it). */
-export async function churnAnalysis(env: Env, db: Db, input: { period: ChurnAnalysisPeriod; includeReasons: boolean }, now: number): Promise<ChurnAnalysis> {
+export async function churnAnalysis(s: Services, input: { period: ChurnAnalysisPeriod; includeReasons: boolean }): Promise<ChurnAnalysis> {
+  const { env, db } = s;
+  const now = s.clock.wall;
   const report = await buildChurnAnalysis(db, input.period, input.includeReasons, now);
   const key = churnAnalysisKey(input.period, day(now));
   await env.ARCHIVE.put(key, JSON.stringify(report, null, 2), {

@@ -44,8 +44,11 @@ export type ChurnReport = {
   trials: { converted: number; canceledDuringTrial: number; conversionRate: string | null };
 };
 
-/** Subscription, customer and revenue churn of [from, to) (reported with `to` as its last millisecond), the reasons given, and trials that ended in it. */
-export async function churnBetween(db: Db, from: number, to: number): Promise<ChurnReport> {
+/**
+ * Subscription, customer and revenue churn of [from, to) (reported with `to` as its last millisecond), the reasons
+ * given, and trials that ended in it. Lost MRR counts the discounts in effect at `now`.
+ */
+export async function churnBetween(db: Db, from: number, to: number, now: number): Promise<ChurnReport> {
   const ended = canceledIn(from, to);
   const canceled = sql`(${ended} and ${activeAt(from)})`;
   const newAndCanceled = sql`(${ended} and not ${activeAt(from)})`;
@@ -85,8 +88,8 @@ export async function churnBetween(db: Db, from: number, to: number): Promise<Ch
       .orderBy(desc(s.endedAt), desc(s.id))
       .limit(FEEDBACK_SAMPLES)
       .all(),
-    mrrLines(db, activeAt(from)),
-    mrrLines(db, canceled),
+    mrrLines(db, activeAt(from), now),
+    mrrLines(db, canceled, now),
   ]);
 
   const c = counts ?? { activeAtStart: 0, new: 0, newWithTrial: 0, canceled: 0, newAndCanceled: 0, converted: 0, canceledDuringTrial: 0 };

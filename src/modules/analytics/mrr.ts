@@ -41,7 +41,7 @@ export const effectiveAmountOff = (now: number) =>
     limit 1), 0)`;
 
 /** Identical subscriptions matching `where`, grouped with the plan version that prices them. */
-export async function mrrLines(db: Db, where: SQL | undefined, now = Date.now()): Promise<MrrLine[]> {
+export async function mrrLines(db: Db, where: SQL | undefined, now: number): Promise<MrrLine[]> {
   const s = subscriptions;
   const discount = effectiveDiscount(now);
   const amountOff = effectiveAmountOff(now);
@@ -97,7 +97,7 @@ export type MrrReport = {
 export async function currentMrr(db: Db, now: number): Promise<MrrReport> {
   const inMrr = inArray(subscriptions.status, [...MRR_STATUSES]);
   const [lines, accounts, usage] = await Promise.all([
-    mrrLines(db, inMrr),
+    mrrLines(db, inMrr, now),
     db
       .select({ currency: subscriptions.currency, customers: countDistinct(subscriptions.customerId) })
       .from(subscriptions)

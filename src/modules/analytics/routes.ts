@@ -1,3 +1,4 @@
+import { services } from "../../http/context";
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, actorOf, requireRole } from "../../http/auth";
 import { jsonResponse, optionalJsonBody, router } from "../../http/openapi";
@@ -33,7 +34,7 @@ export const analyticsRoutes = router()
       middleware: [requireRole(access.finance)] as const,
       responses: { 200: jsonResponse(RevenueToday, "Today's revenue") },
     }),
-    async (c) => c.json(await revenueToday(dbOf(c.env), Date.now()), 200),
+    async (c) => c.json(await revenueToday(dbOf(c.env), services(c).clock.wall), 200),
   )
   .openapi(
     createRoute({
@@ -46,7 +47,7 @@ export const analyticsRoutes = router()
       middleware: [requireRole(access.finance)] as const,
       responses: { 200: jsonResponse(MrrReport, "MRR") },
     }),
-    async (c) => c.json(await currentMrr(dbOf(c.env), Date.now()), 200),
+    async (c) => c.json(await currentMrr(dbOf(c.env), services(c).clock.wall), 200),
   )
   .openapi(
     createRoute({
@@ -60,7 +61,7 @@ export const analyticsRoutes = router()
       request: { query: z.object({ months: z.coerce.number().int().min(1).max(36).default(12) }) },
       responses: { 200: jsonResponse(MrrMovement, "MRR movement") },
     }),
-    async (c) => c.json(await mrrMovementReport(dbOf(c.env), Date.now(), c.req.valid("query").months), 200),
+    async (c) => c.json(await mrrMovementReport(dbOf(c.env), services(c).clock.wall, c.req.valid("query").months), 200),
   )
   .openapi(
     createRoute({
@@ -76,7 +77,7 @@ export const analyticsRoutes = router()
     }),
     async (c) => {
       const q = c.req.valid("query");
-      return c.json(await revenueBreakdown(dbOf(c.env), q.groupBy, q.period, Date.now(), q.limit), 200);
+      return c.json(await revenueBreakdown(dbOf(c.env), q.groupBy, q.period, services(c).clock.wall, q.limit), 200);
     },
   )
   .openapi(
@@ -93,9 +94,9 @@ export const analyticsRoutes = router()
     }),
     async (c) => {
       const { period } = c.req.valid("query");
-      const now = Date.now();
+      const now = services(c).clock.wall;
       const { from } = trailingWindow(now, period);
-      return c.json({ period, ...(await churnBetween(dbOf(c.env), from, now + 1)) }, 200);
+      return c.json({ period, ...(await churnBetween(dbOf(c.env), from, now + 1, now)) }, 200);
     },
   )
   .openapi(
@@ -114,7 +115,7 @@ export const analyticsRoutes = router()
       request: optionalJsonBody(ChurnAnalysisBody),
       responses: { 200: jsonResponse(ChurnAnalysis, "The report and its R2 key") },
     }),
-    async (c) => c.json(await churnAnalysis(c.env, dbOf(c.env), c.req.valid("json"), Date.now()), 200),
+    async (c) => c.json(await churnAnalysis(services(c), c.req.valid("json")), 200),
   )
   .openapi(
     createRoute({
@@ -128,7 +129,7 @@ export const analyticsRoutes = router()
       request: { query: AtRiskQuery },
       responses: { 200: jsonResponse(AtRiskCustomers, "At-risk customers, highest score first") },
     }),
-    async (c) => c.json(await atRiskCustomers(dbOf(c.env), Date.now(), c.req.valid("query").limit), 200),
+    async (c) => c.json(await atRiskCustomers(dbOf(c.env), services(c).clock.wall, c.req.valid("query").limit), 200),
   );
 
 /** Mounted at /api/v1/reports. */
@@ -148,7 +149,7 @@ export const weeklyRevenueRoutes = router().openapi(
   }),
   async (c) => {
     const { email } = c.req.valid("json");
-    const result = await weeklyRevenueReport(c.env, dbOf(c.env), Date.now(), email ?? null, { actor: actorOf(c), requestId: c.get("requestId") });
+    const result = await weeklyRevenueReport(services(c), email ?? null, { actor: actorOf(c), requestId: c.get("requestId") });
     return c.json(result, 200);
   },
 );

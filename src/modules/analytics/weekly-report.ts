@@ -1,4 +1,5 @@
 import type { AuditContext } from "../../platform/audit";
+import type { Services } from "../../platform/services";
 import { commitWithAudit } from "../../platform/audit";
 import { isUniqueViolation } from "../../db/assert";
 import type { Db } from "../../db/client";
@@ -87,7 +88,7 @@ export async function buildWeeklyRevenueReport(db: Db, now: number): Promise<Wee
     collectedBetween(db, from, to),
     refundedBetween(db, from, to),
     currentMrr(db, now),
-    churnBetween(db, from, to),
+    churnBetween(db, from, to, now),
   ]);
   return {
     date: iso(now).slice(0, 10),
@@ -106,13 +107,9 @@ export async function buildWeeklyRevenueReport(db: Db, now: number): Promise<Wee
  * With `email`, one `report.weekly_revenue` notification per date and address (deduplicated) is queued for the
  * notifier. Used by `POST /api/v1/reports/weekly-revenue` and the weekly cron.
  */
-export async function weeklyRevenueReport(
-  env: Env,
-  db: Db,
-  now: number,
-  email?: string | null,
-  audit: Omit<AuditContext, "now"> = { actor: ANALYTICS_ACTOR },
-): Promise<WeeklyRevenueResult> {
+export async function weeklyRevenueReport(s: Services, email?: string | null, audit: Omit<AuditContext, "now"> = { actor: ANALYTICS_ACTOR }): Promise<WeeklyRevenueResult> {
+  const { env, db } = s;
+  const now = s.audit.now;
   const report = await buildWeeklyRevenueReport(db, now);
   const key = weeklyReportKey(report.date);
   await env.ARCHIVE.put(key, JSON.stringify(report, null, 2), { httpMetadata: { contentType: "application/json" }, customMetadata: { kind: "weekly_revenue", date: report.date } });

@@ -2,7 +2,7 @@ import { dbOf } from "../../db/client";
 import { AUDIT_ANCHOR_NAME, auditKey, auditRowMac, auditRowsInOrder, chainLink, GENESIS_CHAIN } from "../../platform/audit";
 import type { AnchorHead } from "../../../durable-objects/audit-anchor";
 import { readAuditRetentionCheckpoint, type AuditRetentionCheckpoint } from "../../platform/archives";
-import type { TaskMessage } from "../../../queues/messages";
+import type { Services } from "../../platform/services";
 import { ApiError } from "../../platform/errors";
 
 export type AuditEnv = Pick<Env, "DB" | "ARCHIVE" | "AUDIT_ANCHOR" | "AUDIT_HMAC_KEY">;
@@ -187,23 +187,23 @@ export const WEEKLY_ROWS_PER_INVOCATION = 20_000;
  * `audit.verify_continue` carrying its progress), then copies the anchor's head to R2 and stores the report under
  * `reportKey`. The checkpoint written is the head the run started from, once every row up to it verified.
  */
-export async function runWeeklyVerification(env: AuditEnv & Pick<Env, "TASK_QUEUE">, reportKey: string, now: number, rowsPerInvocation = WEEKLY_ROWS_PER_INVOCATION): Promise<VerifyResult | null> {
-  const begun = await beginVerification(env);
-  if ("result" in begun) return finishWeeklyVerification(env, reportKey, begun.result, now);
-  return continueWeeklyVerification(env, reportKey, begun.progress, now, rowsPerInvocation);
+export async function runWeeklyVerification(s: Services, reportKey: string, now: number, rowsPerInvocation = WEEKLY_ROWS_PER_INVOCATION): Promise<VerifyResult | null> {
+  const begun = await beginVerification(s.env);
+  if ("result" in begun) return finishWeeklyVerification(s.env, reportKey, begun.result, now);
+  return continueWeeklyVerification(s, reportKey, begun.progress, now, rowsPerInvocation);
 }
 
 /** The next stretch of a weekly verification; null when it continues in another invocation. */
 export async function continueWeeklyVerification(
-  env: AuditEnv & Pick<Env, "TASK_QUEUE">,
+  s: Services,
   reportKey: string,
   progress: VerifyProgress,
   now: number,
   rowsPerInvocation = WEEKLY_ROWS_PER_INVOCATION,
 ): Promise<VerifyResult | null> {
-  const step = await verifyStretch(env, progress, rowsPerInvocation, { throughHead: true });
-  if ("result" in step) return finishWeeklyVerification(env, reportKey, step.result, now);
-  await env.TASK_QUEUE.send({ type: "audit.verify_continue", reportKey, progress: step.progress, startedAt: now, rowsPerInvocation } satisfies TaskMessage);
+  const step = await verifyStretch(s.env, progress, rowsPerInvocation, { throughHead: true });
+  if ("result" in step) return finishWeeklyVerification(s.env, reportKey, step.result, now);
+  await s.queues.tasks.send({ type: "audit.verify_continue", reportKey, progress: step.progress, startedAt: now, rowsPerInvocation });
   return null;
 }
 

@@ -4,7 +4,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { eq } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, router, DateOrInstant } from "../../http/openapi";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { ApiError } from "../../http/problem";
 import { dbOf } from "../../db/client";
 import { auditLog } from "../../db/schema";
@@ -60,7 +60,7 @@ export const complianceRoutes = router().openapi(
     request: jsonBody(SoxReportRequest),
     responses: { 200: jsonResponse(SoxReport, "The report") },
   }),
-  async (c) => c.json(await generateSoxReport(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
+  async (c) => c.json(await generateSoxReport(services(c), c.req.valid("json")), 200),
 );
 
 export const securityRoutes = router().openapi(
@@ -95,7 +95,7 @@ export const securityRoutes = router().openapi(
       ),
     },
   }),
-  async (c) => c.json(await encryptionStatus(c.env, Date.now()), 200),
+  async (c) => c.json(await encryptionStatus(c.env, services(c).clock.wall), 200),
 );
 
 const CardDataAccessEntry = AuditEntry.pick({ id: true, seq: true, at: true, actor: true, actorRole: true, action: true, targetType: true, targetId: true, requestId: true })

@@ -1,4 +1,5 @@
 import { assertRetained } from "../retention/run";
+import type { Services } from "../../platform/services";
 import { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
@@ -174,7 +175,8 @@ async function controls(d1: D1Database, from: number, to: number, chain: Awaited
 export type SoxReport = Awaited<ReturnType<typeof buildSoxReport>>;
 
 /** Builds the report for `quarter`; `ctx.now` decides whether the quarter is complete. */
-export async function buildSoxReport(env: Env, db: Db, input: z.infer<typeof SoxReportRequest>, ctx: AuditContext) {
+export async function buildSoxReport(s: Services, input: z.infer<typeof SoxReportRequest>) {
+  const { env, db, audit: ctx } = s;
   const d1 = env.DB;
   const { from, to } = periodBounds(input.quarter);
   // A quarter whose audit rows were archived to R2 would report fewer actions, not an error: refuse it instead.
@@ -236,8 +238,9 @@ export async function buildSoxReport(env: Env, db: Db, input: z.infer<typeof Sox
 }
 
 /** Builds the report, stores it at reports/compliance/sox-<quarter>.json (replacing an older run) and audits it. */
-export async function generateSoxReport(env: Env, db: Db, input: z.infer<typeof SoxReportRequest>, ctx: AuditContext): Promise<SoxReport> {
-  const report = await buildSoxReport(env, db, input, ctx);
+export async function generateSoxReport(s: Services, input: z.infer<typeof SoxReportRequest>): Promise<SoxReport> {
+  const { env, db, audit: ctx } = s;
+  const report = await buildSoxReport(s, input);
   await env.ARCHIVE.put(report.reportKey, JSON.stringify(report, null, 2), {
     httpMetadata: { contentType: "application/json" },
     customMetadata: { kind: "sox_report", quarter: input.quarter, generatedAt: report.generatedAt, generatedBy: ctx.actor.id },

@@ -2,9 +2,8 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { ApiError, invalid } from "../../http/problem";
-import { nowFor } from "../../platform/clock";
 import { ApplyDiscount, Coupon, CreateCoupon, CreatePromotionCode, Discount, PromotionCode } from "./schemas";
 import { createCoupon, createPromotionCode, deactivatePromotionCode, deleteCoupon, getCouponRow, getPromotionCodeRow, listCoupons, listPromotionCodes, resolveRedemption, toCoupon, toPromotionCode } from "./service";
 import { currentDiscount, toDiscount } from "./discounts";
@@ -28,7 +27,7 @@ export const couponRoutes = router()
       request: jsonBody(CreateCoupon),
       responses: { 201: jsonResponse(Coupon, "The new coupon"), ...problems(404, 409) },
     }),
-    async (c) => c.json(await createCoupon(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 201),
+    async (c) => c.json(await createCoupon(services(c), c.req.valid("json")), 201),
   )
   .openapi(
     createRoute({
@@ -42,7 +41,7 @@ export const couponRoutes = router()
       request: { query: PaginationQuery },
       responses: { 200: jsonResponse(listOf(Coupon), "A page of coupons"), ...problems(404, 409) },
     }),
-    async (c) => c.json(await listCoupons(dbOf(c.env), c.req.valid("query")), 200),
+    async (c) => c.json(await listCoupons(dbOf(c.env), c.req.valid("query"), services(c).clock.wall), 200),
   )
   .openapi(
     createRoute({
@@ -56,7 +55,7 @@ export const couponRoutes = router()
       request: { params: IdParam("SPRING25") },
       responses: { 200: jsonResponse(Coupon, "The coupon"), ...problems(404, 409) },
     }),
-    async (c) => c.json(toCoupon(await getCouponRow(dbOf(c.env), c.req.valid("param").id)), 200),
+    async (c) => c.json(toCoupon(await getCouponRow(dbOf(c.env), c.req.valid("param").id), services(c).clock.wall), 200),
   )
   .openapi(
     createRoute({
@@ -70,7 +69,7 @@ export const couponRoutes = router()
       request: { params: IdParam("SPRING25") },
       responses: { 200: jsonResponse(Coupon, "The deleted coupon"), ...problems(404, 409) },
     }),
-    async (c) => c.json(await deleteCoupon(dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
+    async (c) => c.json(await deleteCoupon(services(c), c.req.valid("param").id), 200),
   );
 
 export const promotionCodeRoutes = router()
@@ -86,7 +85,7 @@ export const promotionCodeRoutes = router()
       request: jsonBody(CreatePromotionCode),
       responses: { 201: jsonResponse(PromotionCode, "The new promotion code"), ...problems(404, 409) },
     }),
-    async (c) => c.json(await createPromotionCode(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 201),
+    async (c) => c.json(await createPromotionCode(services(c), c.req.valid("json")), 201),
   )
   .openapi(
     createRoute({
@@ -128,7 +127,7 @@ export const promotionCodeRoutes = router()
       request: { params: IdParam("promo_123") },
       responses: { 200: jsonResponse(PromotionCode, "The deactivated promotion code"), ...problems(404, 409) },
     }),
-    async (c) => c.json(await deactivatePromotionCode(dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
+    async (c) => c.json(await deactivatePromotionCode(services(c), c.req.valid("param").id), 200),
   );
 
 /** Mounted under /api/v1/subscriptions. */
@@ -149,9 +148,10 @@ export const subscriptionDiscountRoutes = router()
     async (c) => {
       const body = c.req.valid("json");
       if (body.coupon === undefined && body.promotionCode === undefined) throw invalid([{ path: "coupon", message: "give coupon or promotionCode" }]);
-      const db = dbOf(c.env);
+      const s = services(c);
+      const db = s.db;
       const sub = await getSubscriptionRow(db, c.req.valid("param").id);
-      const now = await nowFor(db, sub.testClockId);
+      const now = await s.clock.at(sub.testClockId);
       const redemption = await resolveRedemption(db, body, { customerId: sub.customerId, planId: sub.planId, currency: sub.currency, now });
       return c.json(toSubscription(await applyDiscount(db, sub, redemption, auditCtx(c, now))), 200);
     },
@@ -189,8 +189,8 @@ export const subscriptionDiscountRoutes = router()
       responses: { 200: jsonResponse(Subscription, "The subscription without a discount"), ...problems(404, 409) },
     }),
     async (c) => {
-      const db = dbOf(c.env);
-      const sub = await getSubscriptionRow(db, c.req.valid("param").id);
-      return c.json(toSubscription(await applyDiscount(db, sub, null, auditCtx(c, await nowFor(db, sub.testClockId)))), 200);
+      const s = services(c);
+      const sub = await getSubscriptionRow(s.db, c.req.valid("param").id);
+      return c.json(toSubscription(await applyDiscount(s.db, sub, null, auditCtx(c, await s.clock.at(sub.testClockId)))), 200);
     },
   );

@@ -1,4 +1,5 @@
 import { and, eq, gt, isNull, sql } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
@@ -33,7 +34,7 @@ export function couponUnavailable(c: CouponRow, now: number): string | null {
   return null;
 }
 
-export function toCoupon(r: CouponRow, now = Date.now()): z.infer<typeof Coupon> {
+export function toCoupon(r: CouponRow, now: number): z.infer<typeof Coupon> {
   return {
     id: r.id,
     object: "coupon",
@@ -117,7 +118,8 @@ export function couponFromInput(input: z.infer<typeof CreateCoupon>, now: number
   };
 }
 
-export async function createCoupon(db: Db, input: z.infer<typeof CreateCoupon>, ctx: AuditContext) {
+export async function createCoupon(s: Services, input: z.infer<typeof CreateCoupon>) {
+  const { db, audit: ctx } = s;
   const row = couponFromInput(input, ctx.now);
   try {
     await commit(db, change({ statements: [db.insert(coupons).values(row)], audit: [{ action: "coupon.created", targetType: "coupon", targetId: row.id, after: toCoupon(row, ctx.now) }], events: [couponEvent("coupon.created", row, ctx.now)] }), ctx);
@@ -134,11 +136,12 @@ export async function getCouponRow(db: Db, id: string): Promise<CouponRow> {
   return row;
 }
 
-export const listCoupons = (db: Db, q: { limit: number; startingAfter?: string | undefined }) =>
-  newestFirstPage(db, { table: coupons, id: coupons.id, createdAt: coupons.createdAt }, q, [], (r) => toCoupon(r));
+export const listCoupons = (db: Db, q: { limit: number; startingAfter?: string | undefined }, now: number) =>
+  newestFirstPage(db, { table: coupons, id: coupons.id, createdAt: coupons.createdAt }, q, [], (r) => toCoupon(r, now));
 
 /** Deleting stops new redemptions; subscriptions that have the coupon keep their discount (Stripe's rule). */
-export async function deleteCoupon(db: Db, id: string, ctx: AuditContext) {
+export async function deleteCoupon(s: Services, id: string) {
+  const { db, audit: ctx } = s;
   const row = await getCouponRow(db, id);
   if (row.deletedAt !== null) return toCoupon(row, ctx.now);
   const after = { ...row, deletedAt: ctx.now };
@@ -154,7 +157,8 @@ export async function deleteCoupon(db: Db, id: string, ctx: AuditContext) {
   return toCoupon(after, ctx.now);
 }
 
-export async function createPromotionCode(db: Db, input: z.infer<typeof CreatePromotionCode>, ctx: AuditContext) {
+export async function createPromotionCode(s: Services, input: z.infer<typeof CreatePromotionCode>) {
+  const { db, audit: ctx } = s;
   const coupon = await getCouponRow(db, input.couponId).catch((e: unknown) => {
     if (e instanceof ApiError && e.kind === "not_found") throw invalid([{ path: "couponId", message: `coupon ${input.couponId} does not exist` }]);
     throw e;
@@ -199,7 +203,8 @@ export const listPromotionCodes = (db: Db, q: { limit: number; startingAfter?: s
     toPromotionCode,
   );
 
-export async function deactivatePromotionCode(db: Db, id: string, ctx: AuditContext) {
+export async function deactivatePromotionCode(s: Services, id: string) {
+  const { db, audit: ctx } = s;
   const row = await getPromotionCodeRow(db, id);
   if (!row.active) return toPromotionCode(row);
   const after = { ...row, active: false, updatedAt: ctx.now };

@@ -3,7 +3,7 @@ import { eq } from "drizzle-orm";
 import { dbOf } from "../../db/client";
 import { creditNotes, creditNoteStatuses } from "../../db/schema";
 import { access, requireRole } from "../../http/auth";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { newestFirstPage } from "../../platform/pagination";
 import { creditNotePdf } from "../documents/store";
@@ -51,7 +51,7 @@ export const creditNoteRoutes = router()
       responses: { 201: jsonResponse(CreditNote, "The issued credit note with its lines"), ...problems(404, 409, 423) },
     }),
     async (c) => {
-      const { note, lines } = await createCreditNote(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c));
+      const { note, lines } = await createCreditNote(services(c), c.req.valid("json"));
       return c.json(toCreditNote(note, lines), 201);
     },
   )
@@ -109,8 +109,9 @@ export const creditNoteRoutes = router()
       responses: { 200: jsonResponse(CreditNote, "The voided credit note"), ...problems(404, 409) },
     }),
     async (c) => {
-      const db = dbOf(c.env);
-      const voided = await voidCreditNote(db, c.req.valid("param").id, auditCtx(c));
+      const s = services(c);
+      const db = s.db;
+      const voided = await voidCreditNote(s, c.req.valid("param").id);
       const { lines } = await creditNoteWithLines(db, voided.id);
       return c.json(toCreditNote(voided, lines), 200);
     },
@@ -129,7 +130,7 @@ export const creditNoteRoutes = router()
     }),
     async (c) => {
       const { note } = await creditNoteWithLines(dbOf(c.env), c.req.valid("param").id);
-      const body = await creditNotePdf(c.env, dbOf(c.env), note.id);
+      const body = await creditNotePdf(services(c), note.id);
       return new Response(body as BodyInit, { status: 200, headers: { "content-type": "application/pdf", "content-disposition": `attachment; filename="${note.number}.pdf"`, "cache-control": "private, no-store" } });
     },
   );

@@ -1,4 +1,4 @@
-import { inClockOf, inClockOfInvoice } from "../../platform/clock";
+import type { Services } from "../../platform/services";
 import { and, desc, eq } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
@@ -111,11 +111,12 @@ async function refundablePayment(db: Db, inv: InvoiceRow, amount: number) {
  * customer's credit balance; an unsplit remainder goes to the credit balance. Numbered CN-<year>-NNNNNN, gap-free.
  * The refund is committed with the note (pending) and sent to the gateway after, so only an issued note refunds.
  */
-export async function createCreditNote(env: Env, db: Db, input: CreateCreditNoteInput, requestCtx: AuditContext): Promise<{ note: NoteRow; lines: NoteLineRow[] }> {
+export async function createCreditNote(requestS: Services, input: CreateCreditNoteInput): Promise<{ note: NoteRow; lines: NoteLineRow[] }> {
+  const db = requestS.db;
   const inv = await db.select().from(invoices).where(eq(invoices.id, input.invoiceId)).get();
   if (!inv) throw notFound("invoice", input.invoiceId);
   // A test-clock invoice is credited in the clock's time (the note and its events).
-  const ctx = await inClockOf(db, requestCtx, inv.testClockId);
+  const s = await requestS.inClockOf(inv.testClockId);
   const open = inv.status === "open" || inv.status === "uncollectible";
   if (!open && inv.status !== "paid") throw new ApiError("conflict", `invoice ${inv.id} is ${inv.status}: credit notes apply to open or paid invoices${inv.status === "draft" ? " (edit or void a draft instead)" : ""}`, [{ path: "invoiceId", message: `is ${inv.status}` }]);
   const id = newId("cn");
@@ -149,14 +150,14 @@ export async function createCreditNote(env: Env, db: Db, input: CreateCreditNote
   // The note and its refund (pending, its amount reserved on the payment) are committed in one batch that re-checks
   // the invoice's creditable amount; only then does the refund go to the gateway. A note that loses a race therefore
   // never moved money. PaymentGuard admits the refund before anything is written (frozen or queue mode: 423, no note).
-  if (refundAmount === 0) return issue(env, db, inv, id, input, lines, { open, refundAmount, balanceAmount }, null, ctx);
+  if (refundAmount === 0) return issue(s, inv, id, input, lines, { open, refundAmount, balanceAmount }, null);
   const refundId = newId("re");
-  const admitted = await withAdmission(env, `refund ${refundId} (credit note ${id})`, async (held) => {
-    const issued = await issue(env, db, inv, id, input, lines, { open, refundAmount, balanceAmount }, refundId, ctx);
+  const admitted = await s.guard.withAdmission(`refund ${refundId} (credit note ${id})`, async (held) => {
+    const issued = await issue(s, inv, id, input, lines, { open, refundAmount, balanceAmount }, refundId);
     // After commit: the gateway refund through the refund ledger. No answer → the refund stays pending and the hourly
     // sweep asks again with its own key; a decline → the refund fails (reservation given back) and the note, which
     // then refunded nothing, can be voided.
-    await settle(env, db, issued.refund!, issued.payment!, ctx, "keep", held);
+    await settle(s, issued.refund!, issued.payment!, "keep", held);
     return issued;
   });
   if (!admitted.admitted) throw lockedError(admitted);
@@ -170,7 +171,8 @@ type Split = { open: boolean; refundAmount: number; balanceAmount: number };
  * and a statement that aborts the batch when the invoice's issued notes would total more than the invoice. An
  * aborted batch (another note took the number or the creditable amount) is retried after checking again.
  */
-async function issue(env: Env, db: Db, inv: InvoiceRow, id: string, input: CreateCreditNoteInput, lines: NoteLineRow[], split: Split, refundId: string | null, ctx: AuditContext): Promise<{ note: NoteRow; lines: NoteLineRow[]; refund: RefundRow | null; payment: PaymentRow | null }> {
+async function issue(s: Services, inv: InvoiceRow, id: string, input: CreateCreditNoteInput, lines: NoteLineRow[], split: Split, refundId: string | null): Promise<{ note: NoteRow; lines: NoteLineRow[]; refund: RefundRow | null; payment: PaymentRow | null }> {
+  const { db, audit: ctx } = s;
   const { open, refundAmount, balanceAmount } = split;
   const subtotal = lines.reduce((s, l) => s + l.amount, 0);
   const tax = lines.reduce((s, l) => s + l.taxAmount, 0);
@@ -229,7 +231,7 @@ async function issue(env: Env, db: Db, inv: InvoiceRow, id: string, input: Creat
       ],
     });
     const cs = merge(numbering, creditNoteIssued(db, note, lines, merge(...effects), ctx));
-    cs.after.push(() => env.JOB_QUEUE.send({ type: "credit_note.document", creditNoteId: id } satisfies JobMessage).catch(() => undefined));
+    cs.after.push(() => s.queues.jobs.send({ type: "credit_note.document", creditNoteId: id }).catch(() => undefined));
     try {
       await commit(db, cs, ctx);
       return { note, lines, refund, payment };
@@ -268,10 +270,11 @@ function pendingRefund(id: string, payment: PaymentRow, amount: number, ctx: Aud
  * open invoice, the credit granted is taken back from a balance that still holds it. A note that refunded money,
  * or whose invoice has since been paid or voided, or whose credit was spent, stays issued (409 saying which).
  */
-export async function voidCreditNote(db: Db, id: string, requestCtx: AuditContext): Promise<NoteRow> {
+export async function voidCreditNote(s: Services, id: string): Promise<NoteRow> {
+  const { db } = s;
   const note = await db.select().from(creditNotes).where(eq(creditNotes.id, id)).get();
   if (!note) throw notFound("credit note", id);
-  const ctx = await inClockOfInvoice(db, requestCtx, note.invoiceId);
+  const ctx = (await s.inClockOfInvoice(note.invoiceId)).audit;
   const lines = await db.select().from(creditNoteLines).where(eq(creditNoteLines.creditNoteId, id)).all();
   if (note.status === "issued") {
     // A refund the gateway declined returned nothing: such a note can be voided (and issued again as credit).

@@ -26,7 +26,7 @@ const empty = (): CreditChange => ({ statements: [], audit: [], eventIds: [] });
  */
 export const grantMoves: Record<GrantStatus, GrantStatus[]> = { pending: ["active", "voided"], active: ["expired", "voided"], expired: [], voided: [] };
 
-export function toGrant(r: GrantRow, now = Date.now()) {
+export function toGrant(r: GrantRow, now: number) {
   return {
     id: r.id,
     object: "credit_grant" as const,

@@ -2,8 +2,9 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
-import { auditCtx } from "../../http/context";
-import { nowFor } from "../../platform/clock";
+import { auditCtx, services } from "../../http/context";
+import type { Context } from "hono";
+import type { HonoEnv } from "../../env";
 import { creditGrantStatuses } from "../../db/schema";
 import { getCustomerRow } from "../customers/service";
 import { purchaseCredit } from "../invoices/credit-purchase";
@@ -15,10 +16,11 @@ const tags = ["Credits"];
 const CustomerParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "cus_123" }) });
 const GrantParams = CustomerParam.extend({ grantId: z.string().openapi({ param: { name: "grantId", in: "path" }, example: "cgr_123" }) });
 
-async function customerAndNow(env: Env, id: string) {
-  const db = dbOf(env);
-  const customer = await getCustomerRow(db, id);
-  return { db, customer, now: await nowFor(db, customer.testClockId) };
+/** The customer and "now" in its time (its test clock's, or the request's). */
+async function customerAndNow(c: Context<HonoEnv>, id: string) {
+  const s = services(c);
+  const customer = await getCustomerRow(s.db, id);
+  return { db: s.db, customer, now: await s.clock.at(customer.testClockId) };
 }
 
 /** Mounted under /api/v1/customers. */
@@ -37,10 +39,10 @@ export const creditRoutes = router()
       responses: { 201: jsonResponse(CreditGrant, "The new grant (pending for a paid one until its invoice is paid)"), ...problems(404, 409) },
     }),
     async (c) => {
-      const { db, customer, now } = await customerAndNow(c.env, c.req.valid("param").id);
+      const { db, customer, now } = await customerAndNow(c, c.req.valid("param").id);
       const input = grantInputOf(customer, c.req.valid("json"), now);
       const ctx = auditCtx(c, now);
-      const grant = input.category === "paid" ? (await purchaseCredit(c.env, db, customer, input, ctx)).grant : await createPromotionalGrant(db, customer, input, ctx);
+      const grant = input.category === "paid" ? (await purchaseCredit(services(c).withNow(now), customer, input)).grant : await createPromotionalGrant(db, customer, input, ctx);
       return c.json(toGrant(await getGrantRow(db, customer.id, grant.id), now), 201);
     },
   )
@@ -57,7 +59,7 @@ export const creditRoutes = router()
       responses: { 200: jsonResponse(listOf(CreditGrant), "A page of grants"), ...problems(404, 409) },
     }),
     async (c) => {
-      const { db, customer, now } = await customerAndNow(c.env, c.req.valid("param").id);
+      const { db, customer, now } = await customerAndNow(c, c.req.valid("param").id);
       return c.json(await listGrants(db, customer.id, c.req.valid("query"), now), 200);
     },
   )
@@ -74,7 +76,7 @@ export const creditRoutes = router()
       responses: { 200: jsonResponse(CreditGrant, "The grant"), ...problems(404, 409) },
     }),
     async (c) => {
-      const { db, customer, now } = await customerAndNow(c.env, c.req.valid("param").id);
+      const { db, customer, now } = await customerAndNow(c, c.req.valid("param").id);
       return c.json(toGrant(await getGrantRow(db, customer.id, c.req.valid("param").grantId), now), 200);
     },
   )
@@ -91,7 +93,7 @@ export const creditRoutes = router()
       responses: { 200: jsonResponse(CreditGrant, "The voided grant"), ...problems(404, 409) },
     }),
     async (c) => {
-      const { db, customer, now } = await customerAndNow(c.env, c.req.valid("param").id);
+      const { db, customer, now } = await customerAndNow(c, c.req.valid("param").id);
       return c.json(await voidGrantById(db, customer.id, c.req.valid("param").grantId, c.req.valid("json").reason ?? "voided", auditCtx(c, now)), 200);
     },
   )
@@ -108,7 +110,7 @@ export const creditRoutes = router()
       responses: { 200: jsonResponse(CreditBalance, "The balance and a page of movements"), ...problems(404, 409) },
     }),
     async (c) => {
-      const { db, customer, now } = await customerAndNow(c.env, c.req.valid("param").id);
+      const { db, customer, now } = await customerAndNow(c, c.req.valid("param").id);
       return c.json(await creditBalance(db, customer, c.req.valid("query"), now), 200);
     },
   );

@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole, requireScopeOrRole } from "../../http/auth";
 import { problems, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
-import { auditCtx } from "../../http/context";
+import { services } from "../../http/context";
 import { CreateCustomer, Customer, UpdateCustomer } from "./schemas";
 import { STRIPE_CUSTOMER_KEY, syncStripeCustomerId } from "../usage/routing";
 import { createCustomer, deleteCustomer, getCustomerRow, listCustomers, toCustomer, updateCustomer } from "./service";
@@ -23,7 +23,7 @@ export const customerRoutes = router()
       request: jsonBody(CreateCustomer),
       responses: { 201: jsonResponse(Customer, "The new customer"), ...problems(409) },
     }),
-    async (c) => c.json(await createCustomer(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 201),
+    async (c) => c.json(await createCustomer(services(c), c.req.valid("json")), 201),
   )
   .openapi(
     createRoute({
@@ -77,9 +77,9 @@ export const customerRoutes = router()
     }),
     async (c) => {
       const input = c.req.valid("json");
-      const updated = await updateCustomer(dbOf(c.env), c.req.valid("param").id, input, auditCtx(c));
+      const updated = await updateCustomer(services(c), c.req.valid("param").id, input);
       // Drop-in ingestion finds the customer by its Stripe id: the directory follows a change of that key.
-      if (input.metadata && STRIPE_CUSTOMER_KEY in input.metadata) await syncStripeCustomerId(c.env, updated.id, updated.metadata[STRIPE_CUSTOMER_KEY] ?? null);
+      if (input.metadata && STRIPE_CUSTOMER_KEY in input.metadata) await syncStripeCustomerId(services(c), updated.id, updated.metadata[STRIPE_CUSTOMER_KEY] ?? null);
       return c.json(updated, 200);
     },
   )
@@ -96,5 +96,5 @@ export const customerRoutes = router()
       request: { params: IdParam },
       responses: { 200: jsonResponse(Customer, "The deleted customer"), ...problems(404, 409) },
     }),
-    async (c) => c.json(await deleteCustomer(dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
+    async (c) => c.json(await deleteCustomer(services(c), c.req.valid("param").id), 200),
   );

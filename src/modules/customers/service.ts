@@ -1,7 +1,7 @@
 import { and, eq, inArray, isNull, ne, notExists, sql } from "drizzle-orm";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
-import type { AuditContext } from "../../platform/audit";
+import type { Services } from "../../platform/services";
 import { change, commit } from "../../platform/change-set";
 import type { EventDraft } from "../../platform/events";
 import { newestFirstPage } from "../../platform/pagination";
@@ -55,7 +55,8 @@ function changedFields(before: Record<string, unknown>, after: Record<string, un
   return out;
 }
 
-export async function createCustomer(db: Db, input: z.infer<typeof CreateCustomer>, ctx: AuditContext) {
+export async function createCustomer(s: Services, input: z.infer<typeof CreateCustomer>) {
+  const { db, audit: ctx } = s;
   const id = input.id ?? newId("cus");
   if (input.id && (await db.select({ id: customers.id }).from(customers).where(eq(customers.id, id)).get())) {
     throw new ApiError("conflict", `customer ${id} already exists`, [{ path: "id", message: "already exists" }]);
@@ -109,7 +110,8 @@ export function assertNotDeleted(row: Row): void {
   if (row.deletedAt !== null) throw new ApiError("conflict", `customer ${row.id} is deleted`, [{ path: "customerId", message: "is deleted" }]);
 }
 
-export async function updateCustomer(db: Db, id: string, input: z.infer<typeof UpdateCustomer>, ctx: AuditContext) {
+export async function updateCustomer(s: Services, id: string, input: z.infer<typeof UpdateCustomer>) {
+  const { db, audit: ctx } = s;
   const before = await getCustomerRow(db, id);
   assertNotDeleted(before);
   const patch: Partial<Row> = { updatedAt: ctx.now };
@@ -169,7 +171,8 @@ const blockingInvoices = (db: Db, id: string) =>
  * first. The guarded UPDATE re-checks both in the batch, so a subscription created meanwhile aborts the deletion.
  * Deleting a deleted customer changes nothing and emits nothing (DELETE is idempotent).
  */
-export async function deleteCustomer(db: Db, id: string, ctx: AuditContext) {
+export async function deleteCustomer(s: Services, id: string) {
+  const { db, audit: ctx } = s;
   const before = await getCustomerRow(db, id);
   if (before.deletedAt !== null) return toCustomer(before);
   const [subs, invs] = await Promise.all([blockingSubscriptions(db, id).limit(5).all(), blockingInvoices(db, id).limit(5).all()]);

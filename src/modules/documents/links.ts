@@ -1,4 +1,5 @@
 import { and, desc, eq, gt, isNull } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { invoiceLinks, invoices } from "../../db/schema";
 import { hostedLinkHash } from "../../lib/hosted-link";
@@ -20,7 +21,7 @@ const toLink = (row: Pick<LinkRow, "id" | "expiresAt">, token: string, base: str
  * (HMAC-SHA-256(HOSTED_LINK_SECRET, "invoice-link:" + link id)); a link made before the row carried it has none to
  * show (its token still opens the page until it expires) and counts as absent.
  */
-export async function activeLink(env: Env, db: Db, invoiceId: string, now: number, base: string | null): Promise<HostedLink | null> {
+export async function activeLink(db: Db, invoiceId: string, now: number, base: string | null): Promise<HostedLink | null> {
   const [row, inv] = await Promise.all([
     db
       .select()
@@ -38,15 +39,16 @@ export async function activeLink(env: Env, db: Db, invoiceId: string, now: numbe
  * A new link for the invoice, valid `days`; every earlier live link of the invoice is revoked in the same batch
  * (so create and rotate are one operation), audited.
  */
-export async function issueLink(env: Env, db: Db, invoiceId: string, days: number, ctx: AuditContext, base: string | null): Promise<HostedLink> {
+export async function issueLink(s: Services, invoiceId: string, days: number, base: string | null): Promise<HostedLink> {
+  const { env, db, audit: ctx } = s;
   const link = newHostedLink(db, env.HOSTED_LINK_SECRET, invoiceId, ctx.now + days * DAY_MS, ctx.actor.id, ctx.now);
   await commitWithAudit(db, link.statements, [{ action: "invoice.link_issued", targetType: "invoice", targetId: invoiceId, after: { linkId: link.id, expiresAt: new Date(link.expiresAt).toISOString() } }], ctx);
   return toLink(link, link.token, base);
 }
 
 /** The live link, or a new one (finalization and notifications call this: every open invoice has a link to pay). */
-export async function ensureLink(env: Env, db: Db, invoiceId: string, days: number, ctx: AuditContext, base: string | null): Promise<HostedLink> {
-  return (await activeLink(env, db, invoiceId, ctx.now, base)) ?? issueLink(env, db, invoiceId, days, ctx, base);
+export async function ensureLink(s: Services, invoiceId: string, days: number, base: string | null): Promise<HostedLink> {
+  return (await activeLink(s.db, invoiceId, s.audit.now, base)) ?? issueLink(s, invoiceId, days, base);
 }
 
 /** Revokes every live link of the invoice; returns how many. */

@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { dbOf } from "../../db/client";
 import { access, requireRole } from "../../http/auth";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { jsonBody, jsonResponse, router, problems } from "../../http/openapi";
 import { ApiError } from "../../http/problem";
 import { iso } from "../../lib/time";
@@ -50,7 +50,7 @@ export const invoiceDocumentRoutes = router()
       const db = dbOf(c.env);
       const inv = await getInvoice(db, c.req.valid("param").id);
       if (inv.status === "draft") throw new ApiError("conflict", `invoice ${inv.id} is a draft: its document exists once it is finalized`, [{ path: "status", message: "is draft" }]);
-      return new Response((await invoicePdf(c.env, db, inv)) as BodyInit, { status: 200, headers: pdfHeaders(inv.number ?? inv.id, false) });
+      return new Response((await invoicePdf(services(c), inv)) as BodyInit, { status: 200, headers: pdfHeaders(inv.number ?? inv.id, false) });
     },
   )
   .openapi(
@@ -71,7 +71,7 @@ export const invoiceDocumentRoutes = router()
       if (inv.status === "draft") throw new ApiError("conflict", `invoice ${inv.id} is a draft: finalize it before sharing it`, [{ path: "status", message: "is draft" }]);
       const body = (c.req.header("content-type")?.includes("json") ? c.req.valid("json") : undefined) ?? {};
       const config = await documentsConfig(db);
-      const link = await issueLink(c.env, db, inv.id, body.expiresInDays ?? config.hostedLinkDays, auditCtx(c), config.publicBaseUrl);
+      const link = await issueLink(services(c), inv.id, body.expiresInDays ?? config.hostedLinkDays, config.publicBaseUrl);
       return c.json({ invoiceId: inv.id, hostedUrl: link.url, pdfUrl: link.pdfUrl, expiresAt: iso(link.expiresAt) }, 201);
     },
   )
@@ -119,7 +119,7 @@ export const hostedInvoiceRoutes = router()
     }),
     async (c) => {
       const db = dbOf(c.env);
-      const inv = await invoiceForToken(db, c.req.valid("param").token, Date.now());
+      const inv = await invoiceForToken(db, c.req.valid("param").token, services(c).clock.wall);
       if (!inv || inv.status === "draft") return notFoundPage();
       const { model } = await invoiceDocument(db, inv);
       const html = renderHtml(model, { pdfHref: `/i/${c.req.valid("param").token}/pdf`, amountDue: inv.status === "void" ? null : displayMoney(inv.amountDue, inv.currency) });
@@ -139,9 +139,9 @@ export const hostedInvoiceRoutes = router()
     }),
     async (c) => {
       const db = dbOf(c.env);
-      const inv = await invoiceForToken(db, c.req.valid("param").token, Date.now());
+      const inv = await invoiceForToken(db, c.req.valid("param").token, services(c).clock.wall);
       if (!inv || inv.status === "draft") return notFoundPage();
-      return new Response((await invoicePdf(c.env, db, inv)) as BodyInit, { status: 200, headers: { ...pdfHeaders(inv.number ?? inv.id, false), "x-robots-tag": "noindex", "referrer-policy": "no-referrer" } });
+      return new Response((await invoicePdf(services(c), inv)) as BodyInit, { status: 200, headers: { ...pdfHeaders(inv.number ?? inv.id, false), "x-robots-tag": "noindex", "referrer-policy": "no-referrer" } });
     },
   );
 

@@ -1,4 +1,5 @@
 import { and, eq, ne } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { creditNoteLines, creditNotes, customers, invoiceLines, invoices } from "../../db/schema";
 import { base64ToBytes } from "../../lib/crypto";
@@ -53,24 +54,27 @@ export async function invoiceDocument(db: Db, inv: InvoiceRow): Promise<{ model:
 const logoOf = (c: DocumentsConfig) => (c.seller.logoBase64 && c.seller.logoType ? { bytes: base64ToBytes(c.seller.logoBase64), type: c.seller.logoType } : null);
 
 /** Renders the invoice's PDF for its current state and stores it in R2 (overwriting: a render is deterministic). */
-export async function renderInvoicePdf(env: Env, db: Db, inv: InvoiceRow): Promise<Uint8Array> {
+export async function renderInvoicePdf(s: Services, inv: InvoiceRow): Promise<Uint8Array> {
+  const { env, db } = s;
   const started = Date.now();
   const { model, config } = await invoiceDocument(db, inv);
   const bytes = await renderPdf(model, { logo: logoOf(config), now: inv.finalizedAt ?? inv.createdAt });
   await env.ARCHIVE.put(invoicePdfKey(inv, await issuedNoteIds(db, inv.id)), bytes, { httpMetadata: { contentType: "application/pdf" }, customMetadata: { invoiceId: inv.id, status: inv.status } });
-  console.log(JSON.stringify({ level: "info", msg: "invoice pdf rendered", invoiceId: inv.id, status: inv.status, lines: model.lines.length, bytes: bytes.length, ms: Date.now() - started }));
+  s.log.info("invoice pdf rendered", { invoiceId: inv.id, status: inv.status, lines: model.lines.length, bytes: bytes.length, ms: Date.now() - started });
   return bytes;
 }
 
 /** The stored PDF of the invoice's current state, rendered (once) when missing. Drafts have no document. */
-export async function invoicePdf(env: Env, db: Db, inv: InvoiceRow): Promise<ReadableStream | Uint8Array> {
+export async function invoicePdf(s: Services, inv: InvoiceRow): Promise<ReadableStream | Uint8Array> {
+  const { env, db } = s;
   const stored = await env.ARCHIVE.get(invoicePdfKey(inv, await issuedNoteIds(db, inv.id)));
   if (stored) return stored.body;
-  return renderInvoicePdf(env, db, inv);
+  return renderInvoicePdf(s, inv);
 }
 
 /** A credit note's PDF for its current state, from R2 or rendered once. */
-export async function creditNotePdf(env: Env, db: Db, id: string, opts: { body?: boolean } = {}): Promise<ReadableStream | Uint8Array | null> {
+export async function creditNotePdf(s: Services, id: string, opts: { body?: boolean } = {}): Promise<ReadableStream | Uint8Array | null> {
+  const { env, db } = s;
   const cn = await db.select().from(creditNotes).where(eq(creditNotes.id, id)).get();
   if (!cn) return null;
   // The document job only needs the object to exist: a HEAD, not a body stream left unread.

@@ -3,7 +3,7 @@ import { access, actorOf, requireRole } from "../../http/auth";
 import { jsonResponse, optionalJsonBody, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { change, commit } from "../../platform/change-set";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { iso } from "../../lib/time";
 import { paymentGuard } from "../payments/guard";
 import { releaseParked } from "../payments/service";
@@ -20,7 +20,7 @@ const LENIENT = " The runbook sends this with `curl -d` and no Content-Type: the
 async function setMode(c: Parameters<Parameters<ReturnType<typeof router>["openapi"]>[1]>[0], mode: PaymentMode, reason: string | null) {
   const ctx = auditCtx(c);
   const r = await paymentGuard(c.env).setMode(mode, reason, actorOf(c).id);
-  const released = mode === "normal" ? await releaseParked(c.env, dbOf(c.env)) : undefined;
+  const released = mode === "normal" ? await releaseParked(services(c)) : undefined;
   const action = mode === "frozen" ? "payments.frozen" : mode === "queue" ? "payments.queue_mode" : "payments.resumed";
   const state = { ...r, since: iso(r.since), ...(released === undefined ? {} : { released }) };
   // The audit row and the event in one batch: the mode change itself lives in the PaymentGuard DO.

@@ -1,4 +1,5 @@
 import { and, asc, inArray, lt, sql } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { events } from "../../db/schema";
 import { DAY_MS } from "../../lib/time";
@@ -24,7 +25,8 @@ export const archiveKey = (createdAt: number, firstId: string) => `events/${new 
  * that stopped between the two writes the same page under the same key again (same oldest rows, same first id),
  * so re-running is safe. After `maxPages` pages it queues an `events.archive` job to go on.
  */
-export async function archiveOldEvents(env: Env, db: Db, now: number, opts: { pageSize?: number; maxPages?: number } = {}): Promise<{ archived: number; objects: number; hasMore: boolean }> {
+export async function archiveOldEvents(s: Services, now: number, opts: { pageSize?: number; maxPages?: number } = {}): Promise<{ archived: number; objects: number; hasMore: boolean }> {
+  const { env, db } = s;
   const pageSize = opts.pageSize ?? PAGE_SIZE;
   const maxPages = opts.maxPages ?? MAX_PAGES;
   const cutoff = now - RETENTION_DAYS * DAY_MS;
@@ -52,6 +54,6 @@ export async function archiveOldEvents(env: Env, db: Db, now: number, opts: { pa
     if (rows.length < pageSize) return { archived, objects, hasMore: false };
   }
   const more = await db.select({ id: events.id }).from(events).where(lt(events.createdAt, cutoff)).limit(1).get();
-  if (more) await env.JOB_QUEUE.send({ type: "events.archive" } satisfies JobMessage);
+  if (more) await s.queues.jobs.send({ type: "events.archive" });
   return { archived, objects, hasMore: !!more };
 }

@@ -1,4 +1,5 @@
 import { assertRetained } from "../retention/run";
+import type { Services } from "../../platform/services";
 import { DateOrInstant } from "../../http/openapi";
 import { z } from "@hono/zod-openapi";
 import { and, getTableColumns, gt, gte, lt, notLike, sql, type SQL } from "drizzle-orm";
@@ -88,7 +89,8 @@ async function* rowsInRange(db: Db, from: number, to: number, includeSystem: boo
 }
 
 /** Builds the export, encrypts it, stores it in R2 and audits it. */
-export async function exportAuditLog(env: Env, db: Db, input: AuditExportInput, ctx: AuditContext): Promise<z.infer<typeof AuditExportResult>> {
+export async function exportAuditLog(s: Services, input: AuditExportInput): Promise<z.infer<typeof AuditExportResult>> {
+  const { env, db, audit: ctx } = s;
   const { from, to } = exportRange(input);
   // Rows before the retention checkpoint are in R2 archives: an export of that range would be silently short.
   await assertRetained(db, ["audit"], from, "The audit export");
@@ -149,7 +151,8 @@ export function exportKeyOf(name: string): string | null {
 export type DecryptedExport = { key: string; format: "json" | "csv"; body: Uint8Array<ArrayBuffer>; sha256: string; chainHead: string | null };
 
 /** Reads and decrypts a stored export, or null when there is none. Audited: it is access to the whole trail. */
-export async function readAuditExport(env: Env, db: Db, key: string, ctx: AuditContext): Promise<DecryptedExport | null> {
+export async function readAuditExport(s: Services, key: string): Promise<DecryptedExport | null> {
+  const { env, db, audit: ctx } = s;
   const obj = await env.ARCHIVE.get(key);
   if (!obj) return null;
   const opened = await decrypt(env.EXPORT_ENCRYPTION_KEY, new Uint8Array(await obj.arrayBuffer()));

@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, optionalJsonBody, problems, router } from "../../http/openapi";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { ApiError, notFound } from "../../http/problem";
 import { dbOf } from "../../db/client";
 import { AuditExportRequest, AuditExportResult, exportAuditLog, exportKeyOf, readAuditExport } from "./audit-export";
@@ -25,7 +25,7 @@ export const auditExportRoutes = router()
       request: jsonBody(AuditExportRequest),
       responses: { 201: jsonResponse(AuditExportResult, "Stored export") },
     }),
-    async (c) => c.json(await exportAuditLog(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 201),
+    async (c) => c.json(await exportAuditLog(services(c), c.req.valid("json")), 201),
   )
   .openapi(
     createRoute({
@@ -49,7 +49,7 @@ export const auditExportRoutes = router()
       const name = c.req.valid("param").key;
       const key = exportKeyOf(name);
       if (!key) throw new ApiError("validation_failed", `not an audit export name: ${name}`, [{ path: "key", message: "expected <timestamp>-<from>-<to>.<json|csv>.enc" }]);
-      const x = await readAuditExport(c.env, dbOf(c.env), key, auditCtx(c));
+      const x = await readAuditExport(services(c), key);
       if (!x) throw notFound("audit export", key);
       const filename = key.slice(key.lastIndexOf("/") + 1).replace(/\.enc$/, "");
       return c.body(x.body, 200, {
@@ -142,7 +142,7 @@ export const backupRoutes = router()
     }),
     async (c) => {
       const { date } = c.req.valid("param");
-      const r = await verifyBackup(c.env, date, Date.now());
+      const r = await verifyBackup(c.env, date, services(c).clock.wall);
       if (!r) throw notFound("backup", date);
       return c.json(r, 200);
     },

@@ -1,4 +1,5 @@
 import { and, asc, count, eq, gte, isNotNull, lt, sql, sum } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { payments } from "../../db/schema";
 import { currencyExponent, formatMinor } from "../../domain/money";
@@ -42,7 +43,9 @@ async function latency(db: Db, gateway: string, from: number, to: number) {
  * attempts, so charges still in flight do not count as failures), latency percentiles, and succeeded volume per
  * currency (amounts are never added across currencies).
  */
-export async function gatewayPerformance(env: Env, db: Db, window: Window, now = Date.now()) {
+export async function gatewayPerformance(s: Services, window: Window) {
+  const { env, db } = s;
+  const now = s.clock.wall;
   const from = now - WINDOWS[window];
   const inWindow = and(gte(payments.createdAt, from), lt(payments.createdAt, now), isNotNull(payments.gateway));
   const [outcomes, volume] = await Promise.all([

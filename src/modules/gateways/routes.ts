@@ -1,7 +1,7 @@
 import { createRoute } from "@hono/zod-openapi";
 import { dbOf } from "../../db/client";
 import { access, requireRole } from "../../http/auth";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { jsonBody, jsonResponse, optionalJsonBody, problems, router } from "../../http/openapi";
 import { gatewayPerformance } from "./performance";
 import { FailoverRequest, GatewayMetrics, GatewayStatus, GatewayTestConfig, GatewayTestConfigPatch, GatewayTestReport, GatewayTestRequest, MetricsQuery, Routing, RestoreRequest, SandboxFaults } from "./schemas";
@@ -26,7 +26,7 @@ export const gatewayRoutes = router()
       security: [],
       responses: { 200: jsonResponse(GatewayStatus, "Gateways and routing"), ...problems(422) },
     }),
-    async (c) => c.json(await gatewayStatus(c.env, dbOf(c.env)), 200),
+    async (c) => c.json(await gatewayStatus(services(c)), 200),
   )
   .openapi(
     createRoute({
@@ -42,8 +42,8 @@ export const gatewayRoutes = router()
       responses: { 200: jsonResponse(GatewayTestReport, "Outcome of the charge and the refund (ok false when either did not succeed)"), ...problems(423) },
     }),
     async (c) => {
-      const plan = await planGatewayTest(c.env, dbOf(c.env), c.req.valid("json"));
-      return c.json(await testGateway(c.env, dbOf(c.env), plan, auditCtx(c)), 200);
+      const plan = await planGatewayTest(services(c), c.req.valid("json"));
+      return c.json(await testGateway(services(c), plan), 200);
     },
   )
   .openapi(
@@ -58,7 +58,7 @@ export const gatewayRoutes = router()
       request: { query: MetricsQuery },
       responses: { 200: jsonResponse(GatewayMetrics, "Gateway performance from the payments table") },
     }),
-    async (c) => c.json(await gatewayPerformance(c.env, dbOf(c.env), c.req.valid("query").window), 200),
+    async (c) => c.json(await gatewayPerformance(services(c), c.req.valid("query").window), 200),
   );
 
 // Under /admin/gateways.
@@ -75,7 +75,7 @@ export const gatewayAdminRoutes = router()
       request: jsonBody(FailoverRequest),
       responses: { 200: jsonResponse(Routing, "The routing now in force") },
     }),
-    async (c) => c.json(await failover(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
+    async (c) => c.json(await failover(services(c), c.req.valid("json")), 200),
   )
   .openapi(
     createRoute({
@@ -89,7 +89,7 @@ export const gatewayAdminRoutes = router()
       request: optionalJsonBody(RestoreRequest),
       responses: { 200: jsonResponse(Routing, "The routing now in force") },
     }),
-    async (c) => c.json(await restore(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
+    async (c) => c.json(await restore(services(c), c.req.valid("json")), 200),
   )
   .openapi(
     createRoute({
@@ -116,7 +116,7 @@ export const gatewayAdminRoutes = router()
       request: jsonBody(GatewayTestConfigPatch),
       responses: { 200: jsonResponse(GatewayTestConfig, "The configuration now in force") },
     }),
-    async (c) => c.json(await setGatewayTestConfig(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
+    async (c) => c.json(await setGatewayTestConfig(services(c), c.req.valid("json")), 200),
   )
   .openapi(
     createRoute({
@@ -130,5 +130,5 @@ export const gatewayAdminRoutes = router()
       request: optionalJsonBody(SandboxFaults),
       responses: { 200: jsonResponse(SandboxFaults, "The faults now in force") },
     }),
-    async (c) => c.json(await setSandboxFaults(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
+    async (c) => c.json(await setSandboxFaults(services(c), c.req.valid("json")), 200),
   );

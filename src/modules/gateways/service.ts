@@ -1,4 +1,5 @@
 import type { Db } from "../../db/client";
+import type { Services } from "../../platform/services";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { currencyExponent, formatMinor, toMinor } from "../../domain/money";
 import { configuredGateways, gatewayByName, routing, ROUTING_KEY, SANDBOX_FAULTS_KEY, type GatewayRouting } from "../../gateways";
@@ -37,11 +38,11 @@ export const activeGateway = (r: GatewayRouting): GatewayName => (r.primaryDown 
 
 const routingView = (r: GatewayRouting) => ({ ...r, downSince: iso(r.downSince), activeGateway: activeGateway(r) });
 
-async function gatewayHealth(env: Env, db: Db, name: GatewayName, now: number): Promise<ComponentHealth & { checkedAt: number }> {
+async function gatewayHealth(s: Services, name: GatewayName, now: number): Promise<ComponentHealth & { checkedAt: number }> {
   const hit = healthCache.get(name);
   if (hit && now - hit.at < HEALTH_CACHE_MS) return { ...hit.health, checkedAt: hit.at };
   const health = await probe(async () => {
-    const h = await (await gatewayByName(env, db, name)).health();
+    const h = await (await s.gateways.byName(name)).health();
     if (!h.ok) throw new Error(h.detail ?? "health check failed");
     return h.detail;
   });
@@ -50,15 +51,17 @@ async function gatewayHealth(env: Env, db: Db, name: GatewayName, now: number): 
 }
 
 /** Each configured gateway (and any the routing names that is not configured) with its role, health round trip and the routing. */
-export async function gatewayStatus(env: Env, db: Db, now = Date.now()) {
-  const r = await routing(env, db);
+export async function gatewayStatus(s: Services) {
+  const { env, db } = s;
+  const now = s.clock.wall;
+  const r = await s.gateways.routing();
   const configured = configuredGateways(env);
   const names = [...new Set<GatewayName>([r.primary, ...(r.backup ? [r.backup] : []), ...configured])];
   const faults = await getSetting<SandboxFaults>(db, SANDBOX_FAULTS_KEY, {});
   const gateways = await Promise.all(
     names.map(async (name) => {
       const isConfigured = configured.includes(name);
-      const h = isConfigured ? await gatewayHealth(env, db, name, now) : { status: "down" as const, latencyMs: 0, error: "not configured", checkedAt: now };
+      const h = isConfigured ? await gatewayHealth(s, name, now) : { status: "down" as const, latencyMs: 0, error: "not configured", checkedAt: now };
       return {
         name,
         role: name === r.primary ? ("primary" as const) : name === r.backup ? ("backup" as const) : ("standby" as const),
@@ -87,7 +90,8 @@ const DEFAULT_TEST_CONFIG: GatewayTestConfig = { maxAmount: "1.00", stripePaymen
 
 export const gatewayTestConfig = (db: Db) => getSetting<GatewayTestConfig>(db, TEST_CONFIG_KEY, DEFAULT_TEST_CONFIG);
 
-export async function setGatewayTestConfig(db: Db, patch: Partial<GatewayTestConfig>, ctx: AuditContext): Promise<GatewayTestConfig> {
+export async function setGatewayTestConfig(s: Services, patch: Partial<GatewayTestConfig>): Promise<GatewayTestConfig> {
+  const { db, audit: ctx } = s;
   const current = await gatewayTestConfig(db);
   const defined = Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) as Partial<GatewayTestConfig>;
   return putSetting(db, TEST_CONFIG_KEY, { ...current, ...defined }, ctx, "gateway test configuration");
@@ -107,7 +111,8 @@ export type GatewayTestPlan = { gateway: GatewayName; amountMinor: number; curre
  * method is the gateway's own test method (the sandbox's and Stripe test mode's pm_card_visa, or the configured
  * one; a live Stripe key has no safe default, so it needs one configured), never one the caller sends.
  */
-export async function planGatewayTest(env: Env, db: Db, input: { gateway: string; amount: string | number; currency: string; paymentMethod?: unknown }): Promise<GatewayTestPlan> {
+export async function planGatewayTest(s: Services, input: { gateway: string; amount: string | number; currency: string; paymentMethod?: unknown }): Promise<GatewayTestPlan> {
+  const { env, db } = s;
   if (input.paymentMethod !== undefined) {
     throw invalid([{ path: "paymentMethod", message: "not accepted: the test charges the gateway's own test payment method (see GET /admin/gateways/test-config)" }]);
   }
@@ -134,11 +139,12 @@ type Step = { status: string; latencyMs: number; id: string | null; failureCode?
  * PaymentGuard admission (frozen or queue mode → 423, nothing reaches the gateway). Sandbox faults apply; a thrown
  * gateway error is reported as `error`, not raised, because reporting it is the point.
  */
-export async function testGateway(env: Env, db: Db, input: GatewayTestPlan, ctx: AuditContext) {
+export async function testGateway(s: Services, input: GatewayTestPlan) {
+  const { db, audit: ctx } = s;
   const key = newId("gwtest");
   const started = Date.now();
-  const admitted = await withAdmission(env, `gateway test ${key}`, async (admission) => {
-    const gateway = await gatewayByName(env, db, input.gateway, admission);
+  const admitted = await s.guard.withAdmission(`gateway test ${key}`, async (admission) => {
+    const gateway = await s.gateways.byName(input.gateway, admission);
     let charge: Step;
     try {
       const r = await gateway.charge({ amountMinor: input.amountMinor, currency: input.currency, customerId: "gateway_test", gatewayCustomerId: input.gatewayCustomerId, paymentMethod: input.paymentMethod, invoiceId: "gateway_test", idempotencyKey: key, description: "Gateway connectivity test" });
@@ -180,7 +186,8 @@ export async function testGateway(env: Env, db: Db, input: GatewayTestPlan, ctx:
 }
 
 /** Marks `primary` down so new charges go to `backup`. */
-export async function failover(env: Env, db: Db, input: { primary: string; backup: string; reason?: string | undefined }, ctx: AuditContext) {
+export async function failover(s: Services, input: { primary: string; backup: string; reason?: string | undefined }) {
+  const { env, db, audit: ctx } = s;
   const primary = configuredGateway(env, input.primary, "primary");
   const backup = configuredGateway(env, input.backup, "backup");
   if (primary === backup) throw new ApiError("unprocessable", "primary and backup must be different gateways", [{ path: "backup", message: "same as primary" }]);
@@ -195,8 +202,9 @@ export async function failover(env: Env, db: Db, input: { primary: string; backu
 }
 
 /** Marks the primary up again: new charges go back to it. */
-export async function restore(env: Env, db: Db, input: { reason?: string | undefined }, ctx: AuditContext) {
-  const current = await routing(env, db);
+export async function restore(s: Services, input: { reason?: string | undefined }) {
+  const { env, db, audit: ctx } = s;
+  const current = await s.gateways.routing();
   configuredGateway(env, current.primary, "primary");
   const next: GatewayRouting = { ...current, primaryDown: false, downReason: null, downSince: null };
   await putSetting(db, ROUTING_KEY, next, ctx, `gateway restore: ${current.primary}${input.reason ? ` (${input.reason})` : ""}`);
@@ -204,7 +212,8 @@ export async function restore(env: Env, db: Db, input: { reason?: string | undef
   return routingView(next);
 }
 
-export async function setSandboxFaults(db: Db, faults: Required<SandboxFaults>, ctx: AuditContext) {
+export async function setSandboxFaults(s: Services, faults: Required<SandboxFaults>) {
+  const { db, audit: ctx } = s;
   await putSetting(db, SANDBOX_FAULTS_KEY, faults, ctx, "sandbox fault injection");
   return faults;
 }

@@ -1,4 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
+import { services } from "../../http/context";
 import { access, requireScopeOrRole } from "../../http/auth";
 import { jsonResponse, ProblemSchema, router, problems } from "../../http/openapi";
 import { ApiError } from "../../http/problem";
@@ -110,7 +111,7 @@ openMeterRoutes.post("/api/v1/events", requireScopeOrRole("usage:write", access.
     }
   });
   if (!batch && invalid.length) throw new ApiError("validation_failed", invalid[0]!.status === "rejected" ? invalid[0]!.detail : "invalid event", [{ path: "(body)", message: "not a valid CloudEvent" }]);
-  const outcomes = [...(items.length ? await ingestRouted(c.env, items, Date.now()) : []), ...invalid].sort((a, b) => a.index - b.index);
+  const outcomes = [...(items.length ? await ingestRouted(c.env, items, services(c).clock.wall) : []), ...invalid].sort((a, b) => a.index - b.index);
   const refused = outcomes.filter((o): o is Extract<RoutedOutcome, { status: "rejected" }> => o.status === "rejected");
   if (refused.some((o) => o.reason === "meter_unavailable")) throw new ApiError("unavailable", "a usage meter did not answer; resend the events (their ids make it safe)");
   if (!refused.length) return c.body(null, 204);
@@ -161,7 +162,7 @@ openMeterRoutes.openapi(
   }),
   async (c) => {
     const q = c.req.valid("query");
-    const now = Date.now();
+    const now = services(c).clock.wall;
     const from = q.from ? Date.parse(q.from) : -Infinity;
     const to = q.to ? Date.parse(q.to) : Infinity;
     if (Number.isNaN(from) || Number.isNaN(to)) throw new ApiError("validation_failed", "from and to must be ISO-8601 date-times", [{ path: "from", message: "invalid" }]);

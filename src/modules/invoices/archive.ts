@@ -1,4 +1,5 @@
 import { and, asc, eq, gt, inArray, isNotNull, isNull, lt, or } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
@@ -24,7 +25,8 @@ export type ArchiveReport = { archived: number; invoiceIds: string[]; hasMore: b
  * its lines and audits it. A crash between the two leaves the invoice unarchived; the next run rewrites the
  * same document.
  */
-export async function archiveInvoices(env: Env, db: Db, olderThan: number, ctx: AuditContext, max = ARCHIVE_MAX_PER_RUN): Promise<ArchiveReport> {
+export async function archiveInvoices(s: Services, olderThan: number, max = ARCHIVE_MAX_PER_RUN): Promise<ArchiveReport> {
+  const { db, audit: ctx } = s;
   const report: ArchiveReport = { archived: 0, invoiceIds: [], hasMore: false, errors: [] };
   let cursor: { createdAt: number; id: string } | undefined;
   const candidates = (limit: number) =>
@@ -57,7 +59,7 @@ export async function archiveInvoices(env: Env, db: Db, olderThan: number, ctx: 
     const lines = await db.select().from(invoiceLines).where(inArray(invoiceLines.invoiceId, page.map((i) => i.id))).all();
     for (const inv of page) {
       try {
-        if (await archiveOne(env, db, inv, lines.filter((l) => l.invoiceId === inv.id), ctx)) report.invoiceIds.push(inv.id);
+        if (await archiveOne(s, inv, lines.filter((l) => l.invoiceId === inv.id))) report.invoiceIds.push(inv.id);
       } catch (e) {
         report.errors.push({ id: inv.id, error: String(e) });
         logError("invoice archive failed", { invoiceId: inv.id, error: String(e) });
@@ -71,7 +73,8 @@ export async function archiveInvoices(env: Env, db: Db, olderThan: number, ctx: 
   return report;
 }
 
-async function archiveOne(env: Env, db: Db, inv: InvoiceRow, lines: LineRow[], ctx: AuditContext): Promise<boolean> {
+async function archiveOne(s: Services, inv: InvoiceRow, lines: LineRow[]): Promise<boolean> {
+  const { env, db, audit: ctx } = s;
   const key = archiveKeyOf(inv);
   const archived: InvoiceRow = { ...inv, archiveKey: key, archivedAt: ctx.now, updatedAt: ctx.now };
   await env.ARCHIVE.put(key, JSON.stringify(toInvoice(archived, lines, await creditedLinesOfInvoice(db, inv.id))), {

@@ -1,4 +1,5 @@
 import type { Db } from "../../db/client";
+import type { Services } from "../../platform/services";
 import type { AuditContext } from "../../platform/audit";
 import { commit, change } from "../../platform/change-set";
 import { eventsCommitted } from "../../platform/events";
@@ -17,7 +18,8 @@ type CustomerRow = typeof customers.$inferSelect;
  * finalized and collected like any other, and its payment makes the grant usable (invoicePaid). A voided purchase
  * invoice voids the grant.
  */
-export async function purchaseCredit(env: Env, db: Db, customer: CustomerRow, input: Omit<GrantInput, "purchaseInvoiceId" | "customerId" | "currency" | "testClockId">, ctx: AuditContext): Promise<{ grant: GrantRow; invoiceId: string }> {
+export async function purchaseCredit(s: Services, customer: CustomerRow, input: Omit<GrantInput, "purchaseInvoiceId" | "customerId" | "currency" | "testClockId">): Promise<{ grant: GrantRow; invoiceId: string }> {
+  const { db, audit: ctx } = s;
   const invoiceId = newId("inv");
   const inv: typeof invoices.$inferSelect = {
     id: invoiceId,
@@ -81,6 +83,6 @@ export async function purchaseCredit(env: Env, db: Db, customer: CustomerRow, in
     ctx,
   );
   eventsCommitted([...created.eventIds, ...g.eventIds]);
-  await finalizeInvoice(env, db, invoiceId, ctx);
+  await finalizeInvoice(s, invoiceId);
   return { grant: g.grant, invoiceId };
 }

@@ -1,4 +1,5 @@
 import { and, eq, gt, sql } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import type { AuditContext } from "../../platform/audit";
 import { isAssertionFailure, assertChanged } from "../../db/assert";
@@ -18,7 +19,8 @@ export const invoiceNumber = (year: number, n: number) => `INV-${year}-${String(
  * transition (invoices/lifecycle.ts, with its events), which allocates the number inside its own batch. Two D1 round
  * trips: the invoice with its lines, then the batch. Null when the invoice is not (or no longer) a draft.
  */
-export async function finalizeInvoice(env: Env, db: Db, invoiceId: string, ctx: AuditContext): Promise<typeof invoices.$inferSelect | null> {
+export async function finalizeInvoice(s: Services, invoiceId: string): Promise<typeof invoices.$inferSelect | null> {
+  const { db, audit: ctx } = s;
   const [found, lines, documents] = await db.batch([
     db.select().from(invoices).where(eq(invoices.id, invoiceId)),
     db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, invoiceId)),
@@ -37,7 +39,7 @@ export async function finalizeInvoice(env: Env, db: Db, invoiceId: string, ctx: 
     throw e;
   }
   const after = finalizedRow(results, cs.statements.length);
-  await afterFinalized(env, after);
+  await afterFinalized(s, after);
   return after;
 }
 
@@ -45,22 +47,23 @@ export async function finalizeInvoice(env: Env, db: Db, invoiceId: string, ctx: 
  * What follows a finalization's commit: its document (PDF and hosted link) is rendered on the jobs queue (GET
  * …/pdf renders it on demand if this message is lost), and an open invoice is charged through the payments queue.
  */
-export async function afterFinalized(env: Env, invoice: { id: string; status: string }): Promise<void> {
-  await env.JOB_QUEUE.send({ type: "invoice.document", invoiceId: invoice.id } satisfies JobMessage).catch((e) =>
-    console.log(JSON.stringify({ level: "error", msg: "document enqueue failed; GET /api/v1/invoices/:id/pdf renders it", invoiceId: invoice.id, error: String(e) })),
+export async function afterFinalized(s: Services, invoice: { id: string; status: string }): Promise<void> {
+  await s.queues.jobs.send({ type: "invoice.document", invoiceId: invoice.id }).catch((e) =>
+    s.log.error("document enqueue failed; GET /api/v1/invoices/:id/pdf renders it", { invoiceId: invoice.id, error: String(e) }),
   );
-  if (invoice.status === "open") await enqueueCharge(env, invoice.id);
+  if (invoice.status === "open") await enqueueCharge(s, invoice.id);
 }
 
 /** The invoice's first collection attempt, after the batch that opened it committed. */
-export async function enqueueCharge(env: Env, invoiceId: string): Promise<void> {
-  await env.PAYMENT_QUEUE.send({ type: "payment.attempt", invoiceId, attempt: 1 } satisfies PaymentMessage).catch((e) =>
-    console.log(JSON.stringify({ level: "error", msg: "payment enqueue failed; retry-failed will pick it up", invoiceId, error: String(e) })),
+export async function enqueueCharge(s: Services, invoiceId: string): Promise<void> {
+  await s.queues.payments.send({ type: "payment.attempt", invoiceId, attempt: 1 }).catch((e) =>
+    s.log.error("payment enqueue failed; retry-failed will pick it up", { invoiceId, error: String(e) }),
   );
 }
 
 /** Drafts left by an interrupted run (or made by generation) are finalized by the next run. */
-export async function finalizeDrafts(env: Env, db: Db, ctx: AuditContext, where: { subscriptionIds?: string[]; testClockId?: string | null } = {}) {
+export async function finalizeDrafts(s: Services, where: { subscriptionIds?: string[]; testClockId?: string | null } = {}) {
+  const { db } = s;
   const rows = await db
     .select({ id: invoices.id })
     .from(invoices)
@@ -74,7 +77,7 @@ export async function finalizeDrafts(env: Env, db: Db, ctx: AuditContext, where:
     .all();
   const done = [];
   for (const r of rows) {
-    const f = await finalizeInvoice(env, db, r.id, ctx);
+    const f = await finalizeInvoice(s, r.id);
     if (f) done.push(f);
   }
   return done;
@@ -87,7 +90,8 @@ export const FINALIZE_PAGE = 25;
  * One page of leftover drafts (real time when `testClockId` is null, else one clock's), by id after the keyset cursor
  * `after`; `next` is the cursor of the following page (null: done), so no invocation selects an unbounded set.
  */
-export async function finalizeDraftsPage(env: Env, db: Db, ctx: AuditContext, testClockId: string | null, after: string | null, pageSize = FINALIZE_PAGE) {
+export async function finalizeDraftsPage(s: Services, testClockId: string | null, after: string | null, pageSize = FINALIZE_PAGE) {
+  const { db } = s;
   const rows = await db
     .select({ id: invoices.id })
     .from(invoices)
@@ -104,15 +108,15 @@ export async function finalizeDraftsPage(env: Env, db: Db, ctx: AuditContext, te
     .all();
   const done = [];
   for (const r of rows) {
-    const f = await finalizeInvoice(env, db, r.id, ctx);
+    const f = await finalizeInvoice(s, r.id);
     if (f) done.push(f);
   }
   return { finalized: done.map((f) => f.id), next: rows.length === pageSize ? rows[rows.length - 1]!.id : null };
 }
 
 /** finalizeDraftsPage, then the next page as a fresh tasks-queue message (the cron's and generate-pending's drafts). */
-export async function finalizeDraftsChained(env: Env, db: Db, ctx: AuditContext, testClockId: string | null, after: string | null) {
-  const r = await finalizeDraftsPage(env, db, ctx, testClockId, after);
-  if (r.next) await sendAll(env.TASK_QUEUE, [{ type: "invoices.finalize_drafts", now: ctx.now, after: r.next, testClockId } satisfies TaskMessage]);
+export async function finalizeDraftsChained(s: Services, testClockId: string | null, after: string | null) {
+  const r = await finalizeDraftsPage(s, testClockId, after);
+  if (r.next) await s.queues.tasks.sendAll([{ type: "invoices.finalize_drafts", now: s.audit.now, after: r.next, testClockId }]);
   return r;
 }

@@ -1,4 +1,5 @@
 import { and, eq, inArray, sql, type SQL } from "drizzle-orm";
+import { queuesOf } from "../../platform/services";
 import type { BatchItem } from "drizzle-orm/batch";
 import { env as workerEnv } from "cloudflare:workers";
 import type { Db } from "../../db/client";
@@ -125,7 +126,7 @@ const withDocument = (cs: ChangeSet, invoiceId: string): ChangeSet => ({
   after: [
     ...cs.after,
     async () =>
-      (workerEnv as Env).JOB_QUEUE.send({ type: "invoice.document", invoiceId } satisfies JobMessage).catch((e: unknown) =>
+      queuesOf(workerEnv as Env).jobs.send({ type: "invoice.document", invoiceId }).catch((e: unknown) =>
         console.log(JSON.stringify({ level: "error", msg: "document enqueue failed; GET /api/v1/invoices/:id/pdf renders it", invoiceId, error: String(e) })),
       ),
   ],

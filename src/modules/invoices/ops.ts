@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, router, DateOrInstant } from "../../http/openapi";
 import { invalid } from "../../http/problem";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { dbOf } from "../../db/client";
 import { archiveInvoices } from "./archive";
 import { sendReminders } from "./reminders";
@@ -45,7 +45,7 @@ export const invoiceOpsRoutes = router()
       const start = startOf(body.startDate);
       const end = endExclusiveOf(body.endDate);
       if (end <= start) throw invalid([{ path: "endDate", message: "must not be before startDate" }]);
-      return c.json(await retryFailed(c.env, dbOf(c.env), { start, end, maxRetries: body.maxRetries }, auditCtx(c)), 200);
+      return c.json(await retryFailed(services(c), { start, end, maxRetries: body.maxRetries }), 200);
     },
   )
   .openapi(
@@ -74,7 +74,7 @@ export const invoiceOpsRoutes = router()
         ),
       },
     }),
-    async (c) => c.json(await sendReminders(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 200),
+    async (c) => c.json(await sendReminders(services(c), c.req.valid("json")), 200),
   );
 
 /** "1 year", "6 months", "90 days", "2 weeks" → that long before `now`; an ISO date or date-time as is. */
@@ -113,11 +113,11 @@ export const invoiceAdminRoutes = router().openapi(
     },
   }),
   async (c) => {
-    const ctx = auditCtx(c);
+    const s = services(c);
     const body = c.req.valid("json");
-    const olderThan = parseOlderThan(body.olderThan, ctx.now);
+    const olderThan = parseOlderThan(body.olderThan, s.audit.now);
     if (olderThan === null) throw invalid([{ path: "olderThan", message: 'must be an ISO date or a duration such as "1 year"' }]);
-    if (olderThan > ctx.now) throw invalid([{ path: "olderThan", message: "must not be in the future" }]);
-    return c.json(await archiveInvoices(c.env, dbOf(c.env), olderThan, ctx), 200);
+    if (olderThan > s.audit.now) throw invalid([{ path: "olderThan", message: "must not be in the future" }]);
+    return c.json(await archiveInvoices(s, olderThan), 200);
   },
 );

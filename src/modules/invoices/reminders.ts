@@ -1,4 +1,5 @@
 import { and, asc, eq, gt, inArray, isNull, lte } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext, type AuditEntry } from "../../platform/audit";
 import { isUniqueViolation } from "../../db/assert";
@@ -18,7 +19,8 @@ export type ReminderReport = { queued: number; alreadySentToday: number; invoice
  * its `customer.notification` event. Test-clock invoices are left out: their due dates are in
  * simulated time.
  */
-export async function sendReminders(env: Env, db: Db, input: { daysOverdue: number; template: string }, ctx: AuditContext): Promise<ReminderReport> {
+export async function sendReminders(s: Services, input: { daysOverdue: number; template: string }): Promise<ReminderReport> {
+  const { env, db, audit: ctx } = s;
   const cutoff = ctx.now - input.daysOverdue * DAY_MS;
   const day = new Date(ctx.now).toISOString().slice(0, 10);
   const report: ReminderReport = { queued: 0, alreadySentToday: 0, invoiceIds: [] };

@@ -5,7 +5,7 @@ import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } fro
 import { dbOf } from "../../db/client";
 import { newestFirstPage } from "../../platform/pagination";
 import { invoices, invoiceStatuses } from "../../db/schema";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { generatePending } from "../subscriptions/billing-run";
 import { Invoice, toInvoice } from "./serialize";
 import { creditedLinesOf } from "./creditable";
@@ -32,7 +32,7 @@ export const invoiceRoutes = router()
       },
     }),
     async (c) => {
-      const r = await generatePending(c.env, dbOf(c.env), Date.now(), actorOf(c));
+      const r = await generatePending(services(c), services(c).clock.wall);
       return c.json({ processed: 0, invoicesCreated: 0, invoiceIds: [], finalized: [], queued: r.queued, errors: [] }, 200);
     },
   )
@@ -89,9 +89,9 @@ export const invoiceRoutes = router()
       responses: { 200: jsonResponse(Invoice, "The invoice"), ...problems(404) },
     }),
     async (c) => {
-      const db = dbOf(c.env);
-      const inv = await getInvoice(db, c.req.valid("param").id);
-      return c.json(await invoiceWithLines(c.env, db, inv), 200);
+      const s = services(c);
+      const inv = await getInvoice(s.db, c.req.valid("param").id);
+      return c.json(await invoiceWithLines(s, inv), 200);
     },
   )
   .openapi(
@@ -106,5 +106,5 @@ export const invoiceRoutes = router()
       request: { params: IdParam, ...jsonBody(z.object({ reason: z.string().min(1).max(500) })) },
       responses: { 200: jsonResponse(Invoice, "The voided invoice"), ...problems(404) },
     }),
-    async (c) => c.json(toInvoice(await voidInvoice(dbOf(c.env), c.req.valid("param").id, c.req.valid("json").reason, auditCtx(c)), undefined, []), 200),
+    async (c) => c.json(toInvoice(await voidInvoice(services(c), c.req.valid("param").id, c.req.valid("json").reason), undefined, []), 200),
   );

@@ -1,4 +1,4 @@
-import { inClockOf } from "../../platform/clock";
+import type { Services } from "../../platform/services";
 import { invoiceDiscountsOf } from "../coupons/discounts";
 import { money } from "../../domain/money";
 import { eq } from "drizzle-orm";
@@ -38,7 +38,8 @@ export async function getInvoice(db: Db, id: string): Promise<InvoiceRow> {
 }
 
 /** The invoice with its lines: from D1, or, once archived, from its R2 document (same shape either way). */
-export async function invoiceWithLines(env: Env, db: Db, inv: InvoiceRow): Promise<z.infer<typeof Invoice>> {
+export async function invoiceWithLines(s: Services, inv: InvoiceRow): Promise<z.infer<typeof Invoice>> {
+  const { env, db } = s;
   if (inv.archiveKey === null || isRetentionArchive(inv.archiveKey)) {
     const discounts = (await invoiceDiscountsOf(db, inv.id)).map((d) => ({ discountId: d.discountId, couponId: d.couponId, promotionCodeId: d.promotionCodeId, amount: { amount: money(d.amount, inv.currency).amount, amountMinor: d.amount } }));
     const lines = inv.archiveKey === null ? await db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, inv.id)).all() : await retainedLinesOf(env.ARCHIVE, inv.id, inv.archiveKey);
@@ -55,10 +56,11 @@ export async function invoiceWithLines(env: Env, db: Db, inv: InvoiceRow): Promi
  * paid or void invoice is refused with 409 naming its state. Customer credit the invoice spent goes back to the
  * customer in the same batch, behind the same status guard, so it is returned exactly once however many voids race.
  */
-export async function voidInvoice(db: Db, id: string, reason: string, requestCtx: AuditContext): Promise<InvoiceRow> {
+export async function voidInvoice(s: Services, id: string, reason: string): Promise<InvoiceRow> {
+  const { db } = s;
   const inv = await getInvoice(db, id);
   // An invoice on a test clock is voided in the clock's time (voidedAt and its event), as its other moves are.
-  const ctx = await inClockOf(db, requestCtx, inv.testClockId);
+  const ctx = (await s.inClockOf(inv.testClockId)).audit;
   if (inv.status === "paid") throw new ApiError("conflict", `invoice ${id} is paid: issue a refund (POST /api/v1/refunds) or a credit note (POST /api/v1/credit-notes) instead of voiding it`, [{ path: "status", message: "is paid" }]);
   const { change: cs, after } = await invoiceVoided(db, inv, reason, ctx);
   try {

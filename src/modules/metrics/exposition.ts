@@ -117,7 +117,7 @@ async function gauges(db: Db, now: number): Promise<Map<string, Sample[]>> {
 }
 
 /** The text exposition format (version 0.0.4) of every stored counter and histogram plus the live gauges. */
-export async function renderPrometheus(db: Db, now = Date.now()): Promise<string> {
+export async function renderPrometheus(db: Db, now: number): Promise<string> {
   const [rows, live] = await Promise.all([db.select().from(metricCounters).orderBy(metricCounters.name, metricCounters.labels).all(), gauges(db, now)]);
   const byName = new Map<string, Row[]>();
   for (const r of rows) byName.set(r.name, [...(byName.get(r.name) ?? []), r]);

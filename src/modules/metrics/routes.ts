@@ -1,4 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
+import { services } from "../../http/context";
 import { access, requireRole } from "../../http/auth";
 import { router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
@@ -16,5 +17,5 @@ export const metricsRoutes = router().openapi(
     middleware: [requireRole(access.read)] as const,
     responses: { 200: { description: "Text exposition format", content: { "text/plain": { schema: z.string() } } } },
   }),
-  async (c) => c.text(await renderPrometheus(dbOf(c.env)), 200, { "content-type": PROMETHEUS_CONTENT_TYPE }),
+  async (c) => c.text(await renderPrometheus(dbOf(c.env), services(c).clock.wall), 200, { "content-type": PROMETHEUS_CONTENT_TYPE }),
 );

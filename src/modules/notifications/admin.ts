@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import type { Services } from "../../platform/services";
 import { and, eq } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
@@ -57,7 +58,8 @@ export async function listNotifications(db: Db, q: z.infer<typeof NotificationLi
  * A failed notification goes back to the queue with fresh attempts (e.g. once delivery is configured or fixed): a new
  * `customer.notification` event in the same batch, delivered with a fresh retry window (same `webhook-id`).
  */
-export async function resendNotification(env: Env, db: Db, id: string, ctx: AuditContext) {
+export async function resendNotification(s: Services, id: string) {
+  const { db, audit: ctx } = s;
   const row = await db.select().from(notifications).where(eq(notifications.id, id)).get();
   if (!row) throw new ApiError("not_found", `no notification ${id}`, [{ path: "id", message: "unknown notification" }]);
   if (row.status !== "failed") {

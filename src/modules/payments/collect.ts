@@ -1,4 +1,4 @@
-import { nowFor } from "../../platform/clock";
+import type { Services } from "../../platform/services";
 import { desc, eq, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
@@ -74,7 +74,8 @@ async function loadForCharge(db: Db, invoiceId: string, attempt: number) {
  * Frozen: direct calls get 423, queued ones are parked. Queue mode: parked. Parked charges run on resume.
  * Three D1 round trips when it succeeds: the read, the attempt row (processing), the outcome's batch.
  */
-export async function collectInvoice(env: Env, db: Db, invoiceId: string, opts: CollectOptions, ctx: AuditContext): Promise<CollectOutcome> {
+export async function collectInvoice(s: Services, invoiceId: string, opts: CollectOptions): Promise<CollectOutcome> {
+  const { db, audit: ctx } = s;
   const loaded = await loadForCharge(db, invoiceId, opts.attempt);
   const { inv, existing, sub } = loaded;
   if (!inv) return { outcome: "skipped", reason: `invoice ${invoiceId} does not exist` };
@@ -82,11 +83,11 @@ export async function collectInvoice(env: Env, db: Db, invoiceId: string, opts: 
   if (inv.status !== "open" || inv.amountDue <= 0) return { outcome: "skipped", reason: `invoice ${inv.id} is ${inv.status} with ${inv.amountDue} due` };
   const method = opts.paymentMethod ?? existing?.paymentMethod ?? sub?.paymentMethod ?? null;
   const lines = inv.archiveKey === null ? loaded.lines : await invoiceLinesOf(db, inv);
-  const admit: Admit = opts.lease ? (what, move) => opts.lease!.run(what, move) : (what, move) => withAdmission(env, what, move);
+  const admit: Admit = opts.lease ? (what, move) => opts.lease!.run(what, move) : (what, move) => s.guard.withAdmission(what, move);
 
   const admitted = await admit(`charge ${chargeKey(inv.id, opts.attempt)}`, async (admission) => {
     // An attempt that already reached a gateway stays on it: the same key elsewhere would be a new charge.
-    const gateway = existing?.gateway ? await gatewayByName(env, db, existing.gateway as GatewayName, admission) : await chargeGateway(env, db, admission);
+    const gateway = existing?.gateway ? await s.gateways.byName(existing.gateway as GatewayName, admission) : await s.gateways.charge(admission);
     const payment = await startAttempt(db, inv, existing, opts.attempt, { paymentMethod: method, gateway: gateway.name }, ctx);
     if (payment === STOPPED) return STOPPED;
     if (FINAL.has(payment.status)) return { outcome: "duplicate", payment } satisfies CollectOutcome;
@@ -111,11 +112,11 @@ export async function collectInvoice(env: Env, db: Db, invoiceId: string, opts: 
       return { outcome: "unknown", payment: { ...payment, gateway: gateway.name, status: "processing", failureCode: "gateway_error", failureMessage: message }, error: message } satisfies CollectOutcome;
     }
     const latencyMs = Date.now() - started;
-    return recordOutcome(env, db, inv, { ...payment, paymentMethod: method, gateway: gateway.name, status: "processing" }, result, latencyMs, ctx, { planId: sub?.planId ?? null, lines });
+    return recordOutcome(s, inv, { ...payment, paymentMethod: method, gateway: gateway.name, status: "processing" }, result, latencyMs, { planId: sub?.planId ?? null, lines });
   });
   if (admitted.admitted && admitted.value !== STOPPED) return admitted.value;
   // Refused by the guard, or admitted but frozen (or queue mode) before the attempt batch: never started.
-  const refused = admitted.admitted ? await refusalNow(env) : admitted;
+  const refused = admitted.admitted ? await refusalNow(s) : admitted;
   if (refused.mode === "frozen" && opts.direct) throw lockedError(refused);
   const parked = await ensurePayment(db, inv, opts.attempt, method, "parked", ctx.now);
   if (parked.status === "pending") await commit(db, paymentParked(db, parked, ctx).change, ctx);
@@ -125,10 +126,10 @@ export async function collectInvoice(env: Env, db: Db, invoiceId: string, opts: 
 const STOPPED = Symbol("payments stopped before the charge started");
 
 /** The guard's refusal after an attempt batch found payments stopped (a resume since then is retried later). */
-async function refusalNow(env: Env): Promise<Refused> {
-  const s = await paymentGuard(env).state();
-  if (s.mode === "normal") throw new Error("payments resumed while this charge was being refused; retry it");
-  return { admitted: false, mode: s.mode, reason: s.reason };
+async function refusalNow(s: Services): Promise<Refused> {
+  const state = await s.guard.stub.state();
+  if (state.mode === "normal") throw new Error("payments resumed while this charge was being refused; retry it");
+  return { admitted: false, mode: state.mode, reason: state.reason };
 }
 
 /**
@@ -162,22 +163,21 @@ async function startAttempt(db: Db, inv: InvoiceRow, existing: PaymentRow | unde
 }
 
 async function recordOutcome(
-  env: Env,
-  db: Db,
+  s: Services,
   inv: InvoiceRow,
   payment: PaymentRow,
   result: ChargeResult,
   latencyMs: number,
-  ctx: AuditContext,
   known: { planId: string | null; lines: Awaited<ReturnType<typeof invoiceLinesOf>> },
 ): Promise<CollectOutcome> {
+  const { db, audit: ctx } = s;
   const base = { gateway: payment.gateway, gatewayPaymentId: result.gatewayPaymentId, latencyMs, updatedAt: ctx.now };
   const planLabel = known.planId ?? "none";
   const metrics = paymentMetricStatements(db, { gateway: payment.gateway ?? "unknown", status: result.status, currency: payment.currency, plan: planLabel, amountMinor: payment.amount, latencyMs });
   const livemode = inv.testClockId ? false : undefined;
   if (result.status === "succeeded") {
     // A test clock's invoice is paid in its clock's time (paidAt and the events), as it fails in it (planFailure).
-    const paidCtx = inv.testClockId ? { ...ctx, now: await nowFor(db, inv.testClockId, ctx.now) } : ctx;
+    const paidCtx = inv.testClockId ? { ...ctx, now: (await s.clock.frozen(inv.testClockId)) ?? ctx.now } : ctx;
     // The invoice's event goes first in the batch (and the stream): invoice.paid, then payment.succeeded.
     const settled = paymentSucceeded(db, payment, base, paidCtx, { livemode });
     const cs = merge(
@@ -198,11 +198,11 @@ async function recordOutcome(
     return { outcome: "pending", payment: { ...payment, ...base, status: "processing" } };
   }
   // Failed: retry with backoff, or give up per the retry configuration.
-  const plan = await planFailure(db, inv, payment, { code: result.failureCode, message: result.failureMessage, retryable: result.retryable }, ctx);
+  const plan = await planFailure(s, inv, payment, { code: result.failureCode, message: result.failureMessage, retryable: result.retryable }, ctx);
   const failed = paymentFailed(db, payment, { ...base, failureCode: result.failureCode, failureMessage: result.failureMessage, nextRetryAt: plan.nextRetryAt }, ctx, { livemode });
   // The payment's row and event first, then the invoice's and subscription's (planFailure), then the metrics.
   await commit(db, merge(failed.change, change({ statements: [...plan.statements, ...metrics], audit: plan.audit, events: plan.events })), ctx);
-  await plan.scheduleRetry(env);
+  await plan.scheduleRetry(s);
   return { outcome: "failed", payment: failed.after, retryScheduledAt: plan.nextRetryAt };
 }
 

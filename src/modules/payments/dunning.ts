@@ -1,4 +1,5 @@
 import { and, asc, eq, gt, inArray, isNotNull, isNull, lt, lte, sql, type SQL } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import type { AuditContext } from "../../platform/audit";
 import { isAssertionFailure } from "../../db/assert";
@@ -27,7 +28,8 @@ const MAX_PAGES = 20;
  * are sent when `now` reaches their `nextRetryAt`. Each is claimed by clearing `nextRetryAt` (guarded), so concurrent
  * runs send it once; the attempt key makes a duplicate message harmless anyway. Returns how many were sent.
  */
-export async function sendDueRetries(env: Env, db: Db, now: number, scope: ClockScope): Promise<number> {
+export async function sendDueRetries(s: Services, now: number, scope: ClockScope): Promise<number> {
+  const { db } = s;
   const config = await retryConfig(db);
   let sentCount = 0;
   let after: string | undefined;
@@ -59,8 +61,8 @@ export async function sendDueRetries(env: Env, db: Db, now: number, scope: Clock
       .set({ nextRetryAt: null })
       .where(and(inArray(payments.id, due.map((p) => p.id)), isNotNull(payments.nextRetryAt)))
       .returning({ invoiceId: payments.invoiceId, attempt: payments.attempt });
-    const messages = claimed.map((p) => ({ body: { type: "payment.attempt", invoiceId: p.invoiceId, attempt: p.attempt + 1 } satisfies PaymentMessage }));
-    for (let i = 0; i < messages.length; i += 100) await env.PAYMENT_QUEUE.sendBatch(messages.slice(i, i + 100));
+    const messages = claimed.map((p) => ({ type: "payment.attempt", invoiceId: p.invoiceId, attempt: p.attempt + 1 }) satisfies PaymentMessage);
+    await s.queues.payments.sendAll(messages);
     sentCount += messages.length;
     if (due.length < PAGE) break;
   }

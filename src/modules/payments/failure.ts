@@ -1,4 +1,5 @@
 import { eq } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
 import type { AuditContext, AuditEntry } from "../../platform/audit";
@@ -12,7 +13,6 @@ import { newId } from "../../lib/ids";
 import type { PaymentMessage } from "../../../queues/messages";
 import { MAX_QUEUE_DELAY_SECONDS, retryConfig, retryDelaySeconds } from "./config";
 import { notificationInserts, notificationsCommitted } from "../notifications/outbox";
-import { nowFor } from "../../platform/clock";
 
 type PaymentRow = typeof payments.$inferSelect;
 type InvoiceRow = typeof invoices.$inferSelect;
@@ -28,19 +28,20 @@ export type FailurePlan = {
   /** Events of the subscription's side (drafts, for a caller that commits with `commit`); the invoice's are inline in `statements`. */
   events: EventDraft[];
   /** After the batch committed: sends the next attempt (delays beyond a queue's 12 h go through the hourly cron) or the failure notice. */
-  scheduleRetry: (env: Env) => Promise<void>;
+  scheduleRetry: (s: Pick<Services, "queues">) => Promise<void>;
 };
 
 /**
  * What a declined attempt means, whoever reports it (the charge itself or a Stripe webhook): the next attempt with
  * the configured backoff, or — after the last one — the subscription past_due and one failure notice per attempt.
  */
-export async function planFailure(db: Db, inv: InvoiceRow | undefined, payment: PaymentRow, failure: Failure, ctx: AuditContext, eventId?: string): Promise<FailurePlan> {
+export async function planFailure(s: Services, inv: InvoiceRow | undefined, payment: PaymentRow, failure: Failure, ctx: AuditContext, eventId?: string): Promise<FailurePlan> {
+  const { db } = s;
   const realNow = ctx.now;
   // A test clock's invoice fails, waits and gives up in its clock's time: its retries and "uncollectible" move
   // only when the clock is advanced (see invoices/dunning.ts), never through a real-time queue delay.
   const onClock = Boolean(inv?.testClockId);
-  const now = onClock ? await nowFor(db, inv!.testClockId, realNow) : realNow;
+  const now = onClock ? ((await s.clock.frozen(inv!.testClockId)) ?? realNow) : realNow;
   const config = await retryConfig(db);
   const next = payment.attempt + 1;
   const retry = failure.retryable && next <= config.maxAttempts;
@@ -91,10 +92,10 @@ export async function planFailure(db: Db, inv: InvoiceRow | undefined, payment: 
     statements,
     audit,
     events: subscriptionSide.events,
-    scheduleRetry: async (env) => {
+    scheduleRetry: async (s) => {
       for (const effect of [...invoiceSide.after, ...subscriptionSide.after]) await effect();
       if (retry && delay <= MAX_QUEUE_DELAY_SECONDS && !onClock) {
-        await env.PAYMENT_QUEUE.send({ type: "payment.attempt", invoiceId: payment.invoiceId, attempt: next } satisfies PaymentMessage, { delaySeconds: delay });
+        await s.queues.payments.send({ type: "payment.attempt", invoiceId: payment.invoiceId, attempt: next }, { delaySeconds: delay });
       }
       // A notice that lost the dedupe race was not inserted, nor its event: fan-out skips an unknown event id.
       notificationsCommitted(noticeEventIds);

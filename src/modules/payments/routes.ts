@@ -5,7 +5,7 @@ import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } fro
 import { dbOf } from "../../db/client";
 import { newestFirstPage } from "../../platform/pagination";
 import { customers, deadLetters, invoices, payments, paymentStatuses } from "../../db/schema";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { ApiError, invalid, notFound } from "../../http/problem";
 import { formatMinor } from "../../domain/money";
 import { iso } from "../../lib/time";
@@ -210,10 +210,10 @@ export const paymentRoutes = router()
       if (latest.status === "parked" || latest.status === "pending") throw new ApiError("conflict", `attempt ${latest.attempt} of invoice ${inv.id} is already queued`);
       // An attempt whose outcome is unknown is asked again with its own key; otherwise a new attempt.
       const attempt = latest.status === "processing" ? latest.attempt : latest.attempt + 1;
-      const r = await collectInvoice(c.env, db, inv.id, { attempt, direct: true, paymentMethod: method }, auditCtx(c));
+      const r = await collectInvoice(services(c), inv.id, { attempt, direct: true, paymentMethod: method });
       if (r.outcome === "parked") return c.json({ outcome: "parked" as const, payment: toPayment(r.payment), mode: r.mode }, 202);
       if (r.outcome === "unknown") {
-        await c.env.PAYMENT_QUEUE.send({ type: "payment.attempt", invoiceId: inv.id, attempt } satisfies PaymentMessage, { delaySeconds: 60 });
+        await services(c).queues.payments.send({ type: "payment.attempt", invoiceId: inv.id, attempt }, { delaySeconds: 60 });
         return c.json({ outcome: r.outcome, payment: toPayment(r.payment), reason: `gateway did not answer (${r.error}); the same attempt is retried from the queue` }, 200);
       }
       if (r.outcome === "skipped") return c.json({ outcome: r.outcome, payment: null, reason: r.reason }, 200);
@@ -234,8 +234,8 @@ export const paymentAdminRoutes = router()
       responses: { 200: jsonResponse(z.object({ requeued: z.number().int(), invoiceIds: z.array(z.string()) }), "What was requeued") },
     }),
     async (c) => {
-      const db = dbOf(c.env);
-      const ids = await requeue(c.env, await failedLatestAttempts(db), auditCtx(c), db);
+      const s = services(c);
+      const ids = await requeue(s, await failedLatestAttempts(s.db));
       return c.json({ requeued: ids.length, invoiceIds: ids }, 200);
     },
   );

@@ -1,4 +1,5 @@
 import { and, asc, eq, sql } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { invoices, payments } from "../../db/schema";
@@ -28,11 +29,10 @@ export async function failedLatestAttempts(db: Db): Promise<PaymentRow[]> {
 }
 
 /** Sends the next attempt of each given failed payment to the payments queue. */
-export async function requeue(env: Env, rows: PaymentRow[], ctx: AuditContext, db: Db): Promise<string[]> {
+export async function requeue(s: Services, rows: PaymentRow[]): Promise<string[]> {
   if (!rows.length) return [];
-  const messages = rows.map((p) => ({ body: { type: "payment.attempt", invoiceId: p.invoiceId, attempt: p.attempt + 1 } satisfies PaymentMessage }));
-  for (let i = 0; i < messages.length; i += 100) await env.PAYMENT_QUEUE.sendBatch(messages.slice(i, i + 100));
-  await commitWithAudit(db, [], rows.map((p) => ({ action: "payment.requeued", targetType: "invoice", targetId: p.invoiceId, after: { attempt: p.attempt + 1 } })), ctx);
+  await s.queues.payments.sendAll(rows.map((p) => ({ type: "payment.attempt", invoiceId: p.invoiceId, attempt: p.attempt + 1 })));
+  await commitWithAudit(s.db, [], rows.map((p) => ({ action: "payment.requeued", targetType: "invoice", targetId: p.invoiceId, after: { attempt: p.attempt + 1 } })), s.audit);
   return rows.map((p) => p.invoiceId);
 }
 
@@ -45,12 +45,11 @@ export const RELEASE_PAGE = 100;
  * resumes (or continuations) release each charge exactly once. A full page hands the rest on to the payments queue
  * instead of looping here. Returns how many this call released.
  */
-export async function releaseParked(env: Env, db: Db, now = Date.now()): Promise<number> {
-  const released = await releaseParkedPage(db, RELEASE_PAGE, now);
+export async function releaseParked(s: Services): Promise<number> {
+  const released = await releaseParkedPage(s.db, RELEASE_PAGE, s.clock.wall);
   if (!released.length) return 0;
   released.sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  const messages = released.map((p) => ({ body: { type: "payment.attempt", invoiceId: p.invoiceId, attempt: p.attempt } satisfies PaymentMessage }));
-  for (let i = 0; i < messages.length; i += 100) await env.PAYMENT_QUEUE.sendBatch(messages.slice(i, i + 100));
-  if (released.length === RELEASE_PAGE) await env.PAYMENT_QUEUE.send({ type: "payments.release_parked" } satisfies PaymentMessage);
+  await s.queues.payments.sendAll(released.map((p) => ({ type: "payment.attempt", invoiceId: p.invoiceId, attempt: p.attempt })));
+  if (released.length === RELEASE_PAGE) await s.queues.payments.send({ type: "payments.release_parked" });
   return released.length;
 }

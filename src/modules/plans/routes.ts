@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole, requireScopeOrRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { CreatePlan, CreatePlanVersion, Plan } from "./schemas";
 import { createPlan, createPlanVersion, getPlanRow, listPlans, toPlan } from "./service";
 
@@ -21,7 +21,7 @@ export const planRoutes = router()
       request: jsonBody(CreatePlan),
       responses: { 201: jsonResponse(Plan, "The new plan") },
     }),
-    async (c) => c.json(await createPlan(dbOf(c.env), c.req.valid("json"), auditCtx(c)), 201),
+    async (c) => c.json(await createPlan(services(c), c.req.valid("json")), 201),
   )
   .openapi(
     createRoute({
@@ -63,5 +63,5 @@ export const planRoutes = router()
       request: { params: IdParam, ...jsonBody(CreatePlanVersion) },
       responses: { 201: jsonResponse(Plan, "The new version"), ...problems(404) },
     }),
-    async (c) => c.json(await createPlanVersion(dbOf(c.env), c.req.valid("param").id, c.req.valid("json"), auditCtx(c)), 201),
+    async (c) => c.json(await createPlanVersion(services(c), c.req.valid("param").id, c.req.valid("json")), 201),
   );

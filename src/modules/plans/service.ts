@@ -1,4 +1,5 @@
 import { and, desc, eq } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
@@ -101,7 +102,8 @@ function canonical(s: string): string {
   return d.ok ? s.trim() : s;
 }
 
-export async function createPlan(db: Db, input: z.infer<typeof CreatePlan>, ctx: AuditContext) {
+export async function createPlan(s: Services, input: z.infer<typeof CreatePlan>) {
+  const { db, audit: ctx } = s;
   const id = input.id ?? newId("plan");
   const prices = buildPrices(input);
   if (await db.select({ id: plans.id }).from(plans).where(eq(plans.id, id)).get()) {
@@ -121,7 +123,8 @@ export async function createPlan(db: Db, input: z.infer<typeof CreatePlan>, ctx:
 }
 
 /** Plans are never edited in place: a new version is published and existing subscriptions keep theirs. */
-export async function createPlanVersion(db: Db, id: string, input: PlanInput, ctx: AuditContext) {
+export async function createPlanVersion(s: Services, id: string, input: PlanInput) {
+  const { db, audit: ctx } = s;
   const latest = await getPlanRow(db, id);
   const prices = buildPrices(input);
   const row: Row = { id, version: latest.version + 1, isLatest: true, name: input.name, currency: input.currency, interval: input.interval, intervalCount: input.intervalCount, trialDays: input.trialDays, prices, metadata: input.metadata ?? {}, createdAt: ctx.now };

@@ -1,4 +1,5 @@
 import type { AuditContext } from "../../platform/audit";
+import type { Services } from "../../platform/services";
 import { dbOf } from "../../db/client";
 import { configuredGateways } from "../../gateways";
 import { DAY_MS, iso } from "../../lib/time";
@@ -29,13 +30,13 @@ function section(r: Reconciliation, includeDetails: boolean): GatewaySection {
  * Reconciles `date` for every configured gateway and stores the report in R2 at reports/reconciliation/<date>.json
  * (a re-run replaces it). A gateway that fails is reported with its error and does not stop the others.
  */
-export async function writeReconciliationReport(env: Env, date: string, includeDetails: boolean, ctx: AuditContext): Promise<{ key: string; report: ReconciliationReport }> {
+export async function writeReconciliationReport(s: Services, date: string, includeDetails: boolean): Promise<{ key: string; report: ReconciliationReport }> {
+  const { env, audit: ctx } = s;
   dayBounds(date);
-  const db = dbOf(env);
   const gateways: ReconciliationReport["gateways"] = [];
   for (const gateway of configuredGateways(env)) {
     try {
-      const r = await reconcileDay(env, db, date, { gateway, selection: "requested", note: `gateway ${gateway} (every configured gateway is reconciled)` }, ctx);
+      const r = await reconcileDay(s, date, { gateway, selection: "requested", note: `gateway ${gateway} (every configured gateway is reconciled)` });
       gateways.push(section(r, includeDetails));
     } catch (e) {
       gateways.push({ gateway, error: e instanceof Error ? e.message : String(e) });
@@ -48,9 +49,11 @@ export async function writeReconciliationReport(env: Env, date: string, includeD
 }
 
 /** Daily cron: yesterday (UTC) for every configured gateway, with details; throws after writing if a gateway failed. */
-export async function runDailyReconciliation(env: Env, now: number) {
+/** `s` acts at the cron's time; the report is written as the reconciliation actor. */
+export async function runDailyReconciliation(s: Services) {
+  const now = s.audit.now;
   const date = new Date(now - DAY_MS).toISOString().slice(0, 10);
-  const { key, report } = await writeReconciliationReport(env, date, true, { actor: RECONCILIATION_ACTOR, now });
+  const { key, report } = await writeReconciliationReport(s.withAudit({ actor: RECONCILIATION_ACTOR, now }), date, true);
   const failed = report.gateways.filter((g): g is { gateway: string; error: string } => "error" in g);
   if (failed.length) throw new Error(`reconciliation of ${date} failed for ${failed.map((g) => `${g.gateway}: ${g.error}`).join("; ")} (report at ${key})`);
   return {

@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { and, eq } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { dbOf } from "../../db/client";
 import { newestFirstPage } from "../../platform/pagination";
 import { discrepancies } from "../../db/schema";
@@ -106,7 +106,7 @@ export const reconciliationRoutes = router()
       const { date } = c.req.valid("param");
       dayBounds(date);
       const choice = chooseGateway(c.env, c.req.valid("query").gateway);
-      const { matchedItems: _m, ...result } = await reconcileDay(c.env, dbOf(c.env), date, choice, auditCtx(c));
+      const { matchedItems: _m, ...result } = await reconcileDay(services(c), date, choice);
       return c.json(result, 200);
     },
   );
@@ -126,7 +126,7 @@ export const reportRoutes = router().openapi(
   }),
   async (c) => {
     const { date, includeDetails } = c.req.valid("json");
-    const r = await writeReconciliationReport(c.env, date, includeDetails, auditCtx(c));
+    const r = await writeReconciliationReport(services(c), date, includeDetails);
     return c.json(r, 201);
   },
 );

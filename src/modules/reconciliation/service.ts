@@ -1,4 +1,5 @@
 import { assertRetained } from "../retention/run";
+import type { Services } from "../../platform/services";
 import { and, eq, gte, inArray, isNull, lt, or } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
@@ -177,9 +178,10 @@ const sideOut = (s: { charges: number; refunds: number; net: number; count: numb
  * Reconciles one UTC day of one gateway: compares, then records each finding as an open discrepancy (one row
  * per finding however often the day is re-run) and resolves the day's open discrepancies that no longer appear.
  */
-export async function reconcileDay(env: Env, db: Db, date: string, choice: GatewayChoice, ctx: AuditContext): Promise<Reconciliation> {
+export async function reconcileDay(s: Services, date: string, choice: GatewayChoice): Promise<Reconciliation> {
+  const { db, audit: ctx } = s;
   const day = dayBounds(date);
-  const gateway = await gatewayByName(env, db, choice.gateway);
+  const gateway = await s.gateways.byName(choice.gateway);
   const window = { from: day.start - DAY_MS, to: day.end + DAY_MS };
   let txns;
   try {

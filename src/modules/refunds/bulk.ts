@@ -1,4 +1,5 @@
 import { and, asc, eq, gte, lt } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import { dbOf, type Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { auditLog, refunds } from "../../db/schema";
@@ -31,12 +32,13 @@ export type BulkRequest = { bulkId: string; paymentIds: string[]; reason: string
  * Records the request (its payment ids live in the `after` of a `refund.bulk_requested` audit row: there is no
  * bulk table) and then queues one message per payment, so every queued item is known before it can run.
  */
-export async function requestBulkRefund(env: Env, db: Db, input: { paymentIds: string[]; reason: string; notifyCustomers: boolean }, ctx: AuditContext): Promise<{ bulkId: string; queued: number }> {
+export async function requestBulkRefund(s: Services, input: { paymentIds: string[]; reason: string; notifyCustomers: boolean }): Promise<{ bulkId: string; queued: number }> {
+  const { db, audit: ctx } = s;
   const bulkId = newId("rfb");
   const paymentIds = [...new Set(input.paymentIds)];
   await commitWithAudit(db, [], [{ action: BULK_ACTION, targetType: "refund_bulk", targetId: bulkId, after: { paymentIds, reason: input.reason, notifyCustomers: input.notifyCustomers } }], ctx);
-  const messages = paymentIds.map((paymentId) => ({ body: { type: "refund.bulk_item", bulkId, paymentId, reason: input.reason, notify: input.notifyCustomers } satisfies BulkRefundItemMessage }));
-  for (let i = 0; i < messages.length; i += SEND_CHUNK) await env.PAYMENT_QUEUE.sendBatch(messages.slice(i, i + SEND_CHUNK));
+  const messages = paymentIds.map((paymentId) => ({ type: "refund.bulk_item", bulkId, paymentId, reason: input.reason, notify: input.notifyCustomers }) satisfies BulkRefundItemMessage);
+  await s.queues.payments.sendAll(messages);
   return { bulkId, queued: paymentIds.length };
 }
 
@@ -122,13 +124,14 @@ function itemRow(m: BulkRefundItemMessage, payment: PaymentRow | undefined, crea
  * the refund row is keyed `bulk:<bulkId>:<paymentId>`, so a redelivery finds it (final → nothing to do; pending →
  * the gateway is asked again with the same key). Frozen or queue mode → retry later; nothing is reserved meanwhile.
  */
-export async function processBulkRefundItem(env: Env, msg: BulkRefundItemMessage): Promise<BulkItemResult> {
-  const db = dbOf(env);
+export async function processBulkRefundItem(queueS: Services, msg: BulkRefundItemMessage): Promise<BulkItemResult> {
+  const s = queueS.as(REFUNDS_ACTOR);
+  const db = s.db;
   const key = bulkKey(msg.bulkId, msg.paymentId);
   const existing = await refundByKey(db, key);
   if (existing && existing.status !== "pending") return { status: "done" };
 
-  const guard = paymentGuard(env);
+  const guard = s.guard.stub;
   const admission = await guard.admit(`refund ${key}`);
   if (!admission.admitted) {
     const delaySeconds = admission.mode === "frozen" ? FROZEN_RETRY_SECONDS : QUEUE_MODE_RETRY_SECONDS;
@@ -136,7 +139,7 @@ export async function processBulkRefundItem(env: Env, msg: BulkRefundItemMessage
     return { status: "requeue", delaySeconds, reason: `payments ${admission.mode}: ${admission.reason ?? "no reason given"}` };
   }
   try {
-    const ctx: AuditContext = { actor: REFUNDS_ACTOR, now: Date.now() };
+    const ctx = s.audit;
     const createdBy = (await bulkRequest(db, msg.bulkId))?.requestedBy ?? REFUNDS_ACTOR.id;
     // A few rounds: a concurrent refund of the same payment (or a duplicate delivery) may move the balance under us.
     for (let round = 0; round < 3; round++) {
@@ -144,7 +147,7 @@ export async function processBulkRefundItem(env: Env, msg: BulkRefundItemMessage
       if (row && row.status !== "pending") return { status: "done" };
       const payment = await paymentById(db, msg.paymentId);
       if (row) {
-        const outcome = await settle(env, db, row, payment!, ctx, "keep", admission);
+        const outcome = await settle(s, row, payment!, "keep", admission);
         return outcome.kind === "error" ? { status: "retry", delaySeconds: GATEWAY_ERROR_RETRY_SECONDS, reason: outcome.message } : { status: "done" };
       }
       const why = !payment ? `payment ${msg.paymentId} does not exist` : (notRefundable(payment) ?? (remainingOf(payment) <= 0 ? `payment ${payment.id} is already fully refunded` : null));
@@ -154,7 +157,7 @@ export async function processBulkRefundItem(env: Env, msg: BulkRefundItemMessage
       }
       const fresh = itemRow(msg, payment, createdBy, ctx.now, { amount: remainingOf(payment!) });
       if ((await reserve(db, fresh, payment!, ctx)) === "reserved") {
-        const outcome = await settle(env, db, fresh, payment!, ctx, "keep", admission);
+        const outcome = await settle(s, fresh, payment!, "keep", admission);
         return outcome.kind === "error" ? { status: "retry", delaySeconds: GATEWAY_ERROR_RETRY_SECONDS, reason: outcome.message } : { status: "done" };
       }
     }

@@ -1,4 +1,5 @@
 import { eq } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
 import type { AuditContext } from "../../platform/audit";
@@ -87,7 +88,8 @@ export async function recordRejected(db: Db, refund: RefundRow, payment: Payment
   }
 }
 
-async function recordSuccess(env: Env, db: Db, refund: RefundRow, gateway: string, gatewayRefundId: string, ctx: AuditContext): Promise<RefundRow> {
+async function recordSuccess(s: Services, refund: RefundRow, gateway: string, gatewayRefundId: string): Promise<RefundRow> {
+  const { db, audit: ctx } = s;
   const current = await refundById(db, refund.id);
   if (!current || current.status !== "pending") return current ?? refund; // a concurrent delivery recorded it first
   // The payment as it stands: this refund's amount was reserved on it when the refund was created.
@@ -152,10 +154,11 @@ export type SettleOutcome =
  * asks the gateway again with the same key (the gateway answers with the first outcome, never a second refund).
  * The caller holds a PaymentGuard admission (`held`), under which the gateway call runs.
  */
-export async function settle(env: Env, db: Db, refund: RefundRow, payment: PaymentRow, ctx: AuditContext, onThrow: "fail" | "keep", held: Admitted): Promise<SettleOutcome> {
+export async function settle(s: Services, refund: RefundRow, payment: PaymentRow, onThrow: "fail" | "keep", held: Admitted): Promise<SettleOutcome> {
+  const { db, audit: ctx } = s;
   let gateway: PaymentGateway;
   try {
-    gateway = await gatewayByName(env, db, payment.gateway as GatewayName, held);
+    gateway = await s.gateways.byName(payment.gateway as GatewayName, held);
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     return { kind: "failed", refund: await reverse(db, refund, message, ctx), message };
@@ -171,7 +174,7 @@ export async function settle(env: Env, db: Db, refund: RefundRow, payment: Payme
   if (result.status === "failed") {
     return finalOutcome(await reverse(db, refund, result.failureMessage, ctx, result.gatewayRefundId));
   }
-  if (result.status === "succeeded") return finalOutcome(await recordSuccess(env, db, refund, gateway.name, result.gatewayRefundId, ctx));
+  if (result.status === "succeeded") return finalOutcome(await recordSuccess(s, refund, gateway.name, result.gatewayRefundId));
   // Pending: submitted, the gateway settles it later. The reservation stays until then.
   await linkGatewayRefund(db, { id: refund.id, status: "pending" }, { gateway: gateway.name, gatewayRefundId: result.gatewayRefundId }, ctx.now);
   return finalOutcome((await refundById(db, refund.id))!);

@@ -6,7 +6,7 @@ import { jsonBody, jsonResponse, listOf, router, problems } from "../../http/ope
 import { dbOf } from "../../db/client";
 import { newestFirstPage } from "../../platform/pagination";
 import { refunds } from "../../db/schema";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { invalid, notFound } from "../../http/problem";
 import { paymentById, refundById } from "./ledger";
 import { bulkResults, requestBulkRefund } from "./bulk";
@@ -52,7 +52,7 @@ export const refundRoutes = router()
       request: jsonBody(BulkRefundRequest),
       responses: { 202: jsonResponse(BulkRefundAccepted, "Queued") },
     }),
-    async (c) => c.json(await requestBulkRefund(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 202),
+    async (c) => c.json(await requestBulkRefund(services(c), c.req.valid("json")), 202),
   )
   .openapi(
     createRoute({
@@ -87,7 +87,7 @@ export const refundRoutes = router()
       responses: { 201: jsonResponse(RefundWithRemaining, "The refund"), 202: jsonResponse(RefundWithRemaining, "Pending: the gateway did not answer; the amount stays reserved and the hourly sweep settles it"), ...problems(404, 423) },
     }),
     async (c) => {
-      const { refund, payment } = await createRefund(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c));
+      const { refund, payment } = await createRefund(services(c), c.req.valid("json"));
       // 202: the gateway did not answer; the refund stays pending (amount reserved) until the hourly sweep settles it.
       return refund.status === "pending" && !refund.gatewayRefundId ? c.json(withRemaining(refund, payment), 202) : c.json(withRemaining(refund, payment), 201);
     },

@@ -1,4 +1,4 @@
-import { inClockOfInvoice } from "../../platform/clock";
+import type { Services } from "../../platform/services";
 import { and, eq, isNull, lt } from "drizzle-orm";
 import { refunds } from "../../db/schema";
 import type { Db } from "../../db/client";
@@ -43,11 +43,13 @@ function overRefund(payment: PaymentRow, asked: number): ApiError {
  * decline → 422 and the reservation given back; no answer from the gateway → the refund stays pending (the caller
  * sees status "pending") and the hourly sweep settles it.
  */
-export async function createRefund(env: Env, db: Db, input: CreateRefundInput, requestCtx: AuditContext): Promise<{ refund: RefundRow; payment: PaymentRow }> {
+export async function createRefund(requestS: Services, input: CreateRefundInput): Promise<{ refund: RefundRow; payment: PaymentRow }> {
+  const db = requestS.db;
   const payment = await paymentById(db, input.paymentId);
   if (!payment) throw notFound("payment", input.paymentId);
   // A payment of a test-clock invoice is refunded in the clock's time (the refund and its events).
-  const ctx = await inClockOfInvoice(db, requestCtx, payment.invoiceId);
+  const s = await requestS.inClockOfInvoice(payment.invoiceId);
+  const ctx = s.audit;
   const why = notRefundable(payment);
   if (why) throw invalid([{ path: "paymentId", message: why }]);
   const amount = requestedMinor(payment, input.amount);
@@ -70,11 +72,11 @@ export async function createRefund(env: Env, db: Db, input: CreateRefundInput, r
     updatedAt: ctx.now,
   };
 
-  const admitted = await withAdmission(env, `refund ${id}`, async (held) => {
+  const admitted = await s.guard.withAdmission(`refund ${id}`, async (held) => {
     if ((await reserve(db, row, payment, ctx)) !== "reserved") throw overRefund((await paymentById(db, payment.id)) ?? payment, amount);
     // A gateway that does not answer may still have refunded: keep the reservation and the key; the hourly sweep
     // asks again with the same key. Giving the reservation back here could let a second refund overdraw the charge.
-    return settle(env, db, row, payment, ctx, "keep", held);
+    return settle(s, row, payment, "keep", held);
   });
   if (!admitted.admitted) throw lockedError(admitted);
   const outcome = admitted.value;
@@ -86,7 +88,8 @@ export async function createRefund(env: Env, db: Db, input: CreateRefundInput, r
  * Hourly: refunds still pending after `graceMs` whose gateway never answered (no gateway refund id) are sent again
  * with their own key, so the gateway reports what it did. Frozen or queue mode: left for the next sweep.
  */
-export async function settlePendingRefunds(env: Env, db: Db, ctx: AuditContext, graceMs = 15 * 60_000, limit = 200): Promise<{ settled: number; stillPending: number }> {
+export async function settlePendingRefunds(s: Services, graceMs = 15 * 60_000, limit = 200): Promise<{ settled: number; stillPending: number }> {
+  const { db, audit: ctx } = s;
   const rows = await db
     .select()
     .from(refunds)
@@ -98,14 +101,14 @@ export async function settlePendingRefunds(env: Env, db: Db, ctx: AuditContext, 
   for (const r of rows) {
     const payment = await paymentById(db, r.paymentId);
     if (!payment) continue;
-    const admission = await paymentGuard(env).admit(`refund ${r.id}`);
+    const admission = await s.guard.stub.admit(`refund ${r.id}`);
     if (!admission.admitted) return { settled, stillPending: rows.length - settled };
     try {
-      const out = await settle(env, db, r, payment, ctx, "keep", admission);
+      const out = await settle(s, r, payment, "keep", admission);
       if (out.kind === "error" || out.refund.status === "pending") stillPending++;
       else settled++;
     } finally {
-      await paymentGuard(env).release(admission.token);
+      await s.guard.stub.release(admission.token);
     }
   }
   return { settled, stillPending };

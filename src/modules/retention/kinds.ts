@@ -189,7 +189,7 @@ async function auditPage({ env, db, runId, now, cutoff, pageRows }: Ctx): Promis
   if (!eligible.length) return { archived: 0, key: null, cursor: null, done: true };
   const first = eligible[0]!;
   const last = eligible[eligible.length - 1]!;
-  const prevChain = first.seq === 1 ? GENESIS_CHAIN : await chainBefore(env, db, first.seq);
+  const prevChain = first.seq === 1 ? GENESIS_CHAIN : await chainBefore(env.ARCHIVE, db, first.seq);
   const key = await auditKey(env.AUDIT_HMAC_KEY);
   let chain = prevChain;
   for (const r of eligible) {
@@ -205,8 +205,8 @@ async function auditPage({ env, db, runId, now, cutoff, pageRows }: Ctx): Promis
 }
 
 /** The chain value of row `seq - 1`, which an earlier archive took out of D1: from the R2 checkpoint, else D1's record. */
-async function chainBefore(env: Env, db: Db, seq: number): Promise<string> {
-  const cp = await readAuditRetentionCheckpoint(env.ARCHIVE);
+async function chainBefore(archive: R2Bucket, db: Db, seq: number): Promise<string> {
+  const cp = await readAuditRetentionCheckpoint(archive);
   if (cp && cp.seq === seq - 1) return cp.chain;
   const rec = await db.select({ endChain: retentionArchives.endChain }).from(retentionArchives).where(and(eq(retentionArchives.kind, "audit"), eq(retentionArchives.endSeq, seq - 1))).get();
   if (rec?.endChain) return rec.endChain;

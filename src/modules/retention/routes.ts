@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { and, count, desc, eq, lt, max, or, sum } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, problems, router } from "../../http/openapi";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { dbOf, type Db } from "../../db/client";
 import { retentionArchives, retentionKinds, retentionRuns, type RetentionKind } from "../../db/schema";
 import { iso } from "../../lib/time";
@@ -123,7 +123,7 @@ export const retentionRoutes = router()
       middleware: [requireRole(access.admin)] as const,
       responses: { 200: jsonResponse(Status, "Retention status") },
     }),
-    async (c) => c.json(await retentionStatus(dbOf(c.env), Date.now()), 200),
+    async (c) => c.json(await retentionStatus(dbOf(c.env), services(c).clock.wall), 200),
   )
   .openapi(
     createRoute({
@@ -152,7 +152,7 @@ export const retentionRoutes = router()
       responses: { 202: jsonResponse(z.object({ started: z.boolean(), run: Run }), "The run"), ...problems(409, 503) },
     }),
     async (c) => {
-      const r = await startRetentionRun(c.env, dbOf(c.env), "api", auditCtx(c).now);
+      const r = await startRetentionRun(services(c), "api", services(c).audit.now);
       return c.json({ started: r.started, run: toRun(r.run!) }, 202);
     },
   )
@@ -201,5 +201,5 @@ export const retentionRoutes = router()
       request: { query: z.object({ key: z.string().min(1).max(500).openapi({ description: "The archive's key (from GET /admin/retention/archives)" }) }) },
       responses: { 200: jsonResponse(Verification, "The verification"), ...problems(400) },
     }),
-    async (c) => c.json(await verifyArchive(c.env, dbOf(c.env), c.req.valid("query").key), 200),
+    async (c) => c.json(await verifyArchive(services(c), c.req.valid("query").key), 200),
   );

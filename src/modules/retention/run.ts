@@ -1,4 +1,5 @@
 import { and, desc, eq, gt, isNull, max } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { retentionArchives, retentionKinds, retentionRuns, type RetentionKind } from "../../db/schema";
 import { newId } from "../../lib/ids";
@@ -21,7 +22,8 @@ type RunMessage = Extract<TaskMessage, { type: "retention.run" }>;
  * tasks queue. A run already in progress is returned instead of starting a second one. The cron does nothing when
  * the policy is disabled; the API runs anyway.
  */
-export async function startRetentionRun(env: Env, db: Db, trigger: "cron" | "api", now: number): Promise<{ run: RetentionRun | null; started: boolean }> {
+export async function startRetentionRun(s: Services, trigger: "cron" | "api", now: number): Promise<{ run: RetentionRun | null; started: boolean }> {
+  const { db } = s;
   if (trigger === "cron" && !(await getRetentionPolicy(db)).enabled) return { run: null, started: false };
   const running = await db
     .select()
@@ -32,7 +34,7 @@ export async function startRetentionRun(env: Env, db: Db, trigger: "cron" | "api
   if (running) return { run: running, started: false };
   const run: RetentionRun = { id: newId("ret"), trigger, now, startedAt: now, finishedAt: null, currentKind: retentionKinds[0], error: null };
   await db.insert(retentionRuns).values(run);
-  await env.TASK_QUEUE.send({ type: "retention.run", runId: run.id, kind: retentionKinds[0], after: null } satisfies RunMessage);
+  await s.queues.tasks.send({ type: "retention.run", runId: run.id, kind: retentionKinds[0], after: null });
   return { run, started: true };
 }
 
@@ -41,7 +43,8 @@ export async function startRetentionRun(env: Env, db: Db, trigger: "cron" | "api
  * cursor, or the next kind). Redelivery is safe: a page whose rows already left D1 is not read again, and a page
  * archived but not deleted is rebuilt identically (same rows, same key, same bytes).
  */
-export async function continueRetentionRun(env: Env, db: Db, m: RunMessage): Promise<{ archived: number; next: RunMessage | null }> {
+export async function continueRetentionRun(s: Services, m: RunMessage): Promise<{ archived: number; next: RunMessage | null }> {
+  const { env, db } = s;
   const run = await db.select().from(retentionRuns).where(eq(retentionRuns.id, m.runId)).get();
   if (!run || run.finishedAt !== null) return { archived: 0, next: null };
   const policy = await getRetentionPolicy(db);
@@ -64,9 +67,9 @@ export async function continueRetentionRun(env: Env, db: Db, m: RunMessage): Pro
   const next: RunMessage | null = nextKind ? { type: "retention.run", runId: run.id, kind: nextKind as RetentionKind, after: done ? null : after } : null;
   if (next) {
     await db.update(retentionRuns).set({ currentKind: next.kind, error: null }).where(eq(retentionRuns.id, run.id));
-    await env.TASK_QUEUE.send(next);
+    await s.queues.tasks.send(next);
   } else {
-    await db.update(retentionRuns).set({ currentKind: null, finishedAt: Date.now(), error: null }).where(eq(retentionRuns.id, run.id));
+    await db.update(retentionRuns).set({ currentKind: null, finishedAt: s.clock.wall, error: null }).where(eq(retentionRuns.id, run.id));
   }
   console.log(JSON.stringify({ level: "info", msg: "retention page", runId: run.id, kind: m.kind, archived, done }));
   return { archived, next };

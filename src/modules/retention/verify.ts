@@ -1,4 +1,5 @@
 import { and, eq } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { retentionArchives } from "../../db/schema";
 import { auditKey, auditRowMac, chainLink, GENESIS_CHAIN, type AuditRow } from "../../platform/audit";
@@ -24,7 +25,8 @@ const timeOf = (r: Timed) => (typeof r.at === "number" ? r.at : typeof r.created
  * against D1's record of it; for audit rows, every row's MAC and every chain link from the manifest's start value to
  * its end value, and that the start value is the end of the previous archive (or the genesis value at row 1).
  */
-export async function verifyArchive(env: Env, db: Db, key: string): Promise<ArchiveVerification> {
+export async function verifyArchive(s: Services, key: string): Promise<ArchiveVerification> {
+  const { env, db } = s;
   const out: ArchiveVerification = { key, ok: false, kind: null, rows: null, sha256: null, problems: [], chain: null };
   const [manifestObj, bodyObj, record] = await Promise.all([
     env.ARCHIVE.get(manifestKeyOf(key)),
@@ -49,12 +51,13 @@ export async function verifyArchive(env: Env, db: Db, key: string): Promise<Arch
   const to = Date.parse(manifest.to);
   const outside = rows.filter((r) => timeOf(r) < from || timeOf(r) > to).length;
   if (outside) out.problems.push(`${outside} rows outside the manifest's time range`);
-  if (manifest.kind === "audit") out.problems.push(...(await checkChain(env, db, manifest, rows as unknown as AuditRow[], out)));
+  if (manifest.kind === "audit") out.problems.push(...(await checkChain(s, manifest, rows as unknown as AuditRow[], out)));
   out.ok = out.problems.length === 0;
   return out;
 }
 
-async function checkChain(env: Env, db: Db, manifest: ArchiveManifest, rows: AuditRow[], out: ArchiveVerification): Promise<string[]> {
+async function checkChain(s: Services, manifest: ArchiveManifest, rows: AuditRow[], out: ArchiveVerification): Promise<string[]> {
+  const { env, db } = s;
   const edges = manifest.chain;
   if (!edges) return ["an audit archive without chain edges in its manifest"];
   const problems: string[] = [];

@@ -1,4 +1,5 @@
 import { and, gt } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import type { Actor } from "../../env";
 import { subscriptions } from "../../db/schema";
@@ -21,7 +22,8 @@ export type EnqueueReport = { queued: number; next: string | null };
  * shifts the pages still to read) to the jobs queue as `billing.run_due`, up to a few pages, then queues its own
  * continuation on the tasks queue. `now` is fixed for the whole chain. Each message's sends are retried (sendAll).
  */
-export async function enqueueDuePages(env: Env, db: Db, now: number, after: string | null): Promise<EnqueueReport> {
+export async function enqueueDuePages(s: Services, now: number, after: string | null): Promise<EnqueueReport> {
+  const { env, db } = s;
   let queued = 0;
   let cursor = after;
   for (let page = 0; page < ENQUEUE_PAGES_PER_INVOCATION; page++) {
@@ -32,11 +34,11 @@ export async function enqueueDuePages(env: Env, db: Db, now: number, after: stri
       .orderBy(subscriptions.id)
       .limit(ENQUEUE_PAGE)
       .all();
-    queued += await sendAll(env.JOB_QUEUE, rows.map((r) => ({ type: "billing.run_due", subscriptionId: r.id }) satisfies JobMessage));
+    queued += await s.queues.jobs.sendAll(rows.map((r) => ({ type: "billing.run_due", subscriptionId: r.id })));
     if (rows.length < ENQUEUE_PAGE) return { queued, next: null };
     cursor = rows[rows.length - 1]!.id;
   }
-  await sendAll(env.TASK_QUEUE, [{ type: "billing.enqueue_due", now, after: cursor } satisfies TaskMessage]);
+  await s.queues.tasks.sendAll([{ type: "billing.enqueue_due", now, after: cursor }]);
   return { queued, next: cursor };
 }
 
@@ -45,10 +47,10 @@ export async function enqueueDuePages(env: Env, db: Db, now: number, after: stri
  * jobs queue, leftover drafts on the tasks queue), never inline, so the call costs the same at any number due.
  * Idempotent: a subscription queued twice renews once. A send that keeps failing fails the call (503), never silently.
  */
-export async function generatePending(env: Env, db: Db, now: number, _actor: Actor = SYSTEM_ACTOR): Promise<{ queued: number; continues: boolean }> {
+export async function generatePending(s: Services, now: number): Promise<{ queued: number; continues: boolean }> {
   try {
-    const r = await enqueueDuePages(env, db, now, null);
-    await sendAll(env.TASK_QUEUE, [{ type: "invoices.finalize_drafts", now, after: null, testClockId: null } satisfies TaskMessage]);
+    const r = await enqueueDuePages(s, now, null);
+    await s.queues.tasks.sendAll([{ type: "invoices.finalize_drafts", now, after: null, testClockId: null }]);
     return { queued: r.queued, continues: r.next !== null };
   } catch (e) {
     if (e instanceof LimitExceeded) throw e;
@@ -57,9 +59,9 @@ export async function generatePending(env: Env, db: Db, now: number, _actor: Act
 }
 
 /** Trials ending within three days hear of it (customer.subscription.trial_will_end): one page, then continues. */
-export async function trialWillEndPage(env: Env, db: Db, now: number): Promise<number> {
-  const r = await emitTrialWillEnd(db, now, { testClockId: null }, { actor: SYSTEM_ACTOR }, 1);
-  if (r.more) await sendAll(env.TASK_QUEUE, [{ type: "subscriptions.trial_will_end", now } satisfies TaskMessage]);
+export async function trialWillEndPage(s: Services, now: number): Promise<number> {
+  const r = await emitTrialWillEnd(s.db, now, { testClockId: null }, { actor: SYSTEM_ACTOR }, 1);
+  if (r.more) await s.queues.tasks.sendAll([{ type: "subscriptions.trial_will_end", now }]);
   return r.emitted;
 }
 

@@ -1,4 +1,5 @@
 import { eq } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
 import type { AuditContext, AuditEntry } from "../../platform/audit";
@@ -32,37 +33,40 @@ async function commitChange(db: Db, sub: SubscriptionRow, patch: Partial<Subscri
   if (!(await commitSubscriptionChange(db, sub, patch, extra, audit, ctx))) throw changedConcurrently(sub);
 }
 
-async function refreshMeter(env: Env, db: Db, id: string) {
+async function refreshMeter(s: Services, id: string) {
+  const { env, db } = s;
   const sub = (await db.select().from(subscriptions).where(eq(subscriptions.id, id)).get())!;
-  await pushMeterConfig(env, db, sub, await planVersion(db, sub.planId, sub.planVersion));
+  await pushMeterConfig(s, sub, await planVersion(db, sub.planId, sub.planVersion));
   return sub;
 }
 
-export async function pause(env: Env, db: Db, sub: SubscriptionRow, input: { reason: string; resumeDate?: number | undefined }, ctx: AuditContext) {
+export async function pause(s: Services, sub: SubscriptionRow, input: { reason: string; resumeDate?: number | undefined }) {
+  const { db, audit: ctx } = s;
   // The table decides (paused or canceled: 409 naming the current state) before anything else is checked.
   subscriptionLifecycle.assertMove(sub.id, sub.status, "paused");
   if (input.resumeDate !== undefined && input.resumeDate <= ctx.now) throw invalid([{ path: "resumeDate", message: "must be in the future" }]);
   await commitChange(db, sub, { status: "paused", pausedUntil: input.resumeDate ?? null, pauseReason: input.reason }, [], [
     { action: "subscription.paused", targetType: "subscription", targetId: sub.id, before: { status: sub.status }, after: { status: "paused", pausedUntil: input.resumeDate ?? null }, reason: input.reason },
   ], ctx);
-  return refreshMeter(env, db, sub.id);
+  return refreshMeter(s, sub.id);
 }
 
-export async function resume(env: Env, db: Db, sub: SubscriptionRow, ctx: AuditContext) {
+export async function resume(s: Services, sub: SubscriptionRow) {
+  const { db, audit: ctx } = s;
   if (sub.status !== "paused") throw conflict(`subscription ${sub.id} is not paused (status ${sub.status})`);
   const status: SubscriptionStatus = sub.trialEnd !== null && sub.trialEnd > ctx.now ? "trialing" : "active";
   await commitChange(db, sub, { status, pausedUntil: null, pauseReason: null }, [], [
     { action: "subscription.resumed", targetType: "subscription", targetId: sub.id, before: { status: sub.status }, after: { status } },
   ], ctx);
-  return refreshMeter(env, db, sub.id);
+  return refreshMeter(s, sub.id);
 }
 
 /** Usage so far of meters the next plan does not have, priced now, so a plan change never drops it. */
-async function usageOfDroppedMeters(env: Env, sub: SubscriptionRow, plan: PlanRow, next: PlanRow | null, at: number): Promise<DraftLine[]> {
+async function usageOfDroppedMeters(s: Services, sub: SubscriptionRow, plan: PlanRow, next: PlanRow | null, at: number): Promise<DraftLine[]> {
   const keep = new Set(next?.prices.flatMap((p) => (p.type === "metered" ? [p.meterId] : [])) ?? []);
   const dropped = asPrices(plan.prices).filter((p): p is MeteredPrice => p.type === "metered" && !keep.has(p.meterId));
   if (!dropped.length || sub.status === "trialing") return [];
-  const summary = await meterStub(env, sub.id).summary({ kind: "current" }, at);
+  const summary = await s.meters.of(sub.id).summary({ kind: "current" }, at);
   if (!summary.ok) return [];
   return dropped.map((p) => {
     const value = summary.meters.find((m) => m.meterId === p.meterId)?.value ?? "0";
@@ -104,10 +108,11 @@ const pendingRows = (sub: SubscriptionRow, lines: DraftLine[], now: number) =>
  * (the full fee minus the prorated remainder), with `credit` a credit for the unused time of advance fees, and
  * the pending items. The lines of a final (cancel) or intermediate (interval change) invoice.
  */
-async function closeOutLines(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, at: number, credit: boolean) {
+async function closeOutLines(s: Services, sub: SubscriptionRow, plan: PlanRow, at: number, credit: boolean) {
+  const { env, db } = s;
   const current = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
   const period = spanOf(sub, plan);
-  const usage = plan.prices.some((p) => p.type === "metered") ? await closeMeterPeriod(env, db, sub, plan, current.start, at) : new Map<string, string>();
+  const usage = plan.prices.some((p) => p.type === "metered") ? await closeMeterPeriod(s, sub, plan, current.start, at) : new Map<string, string>();
   const pending = await unbilledPending(db, sub.id);
   const used = { start: current.start, end: at };
   // Usage of the time used, and the current plan's arrears fees for its own share of it (from a mid-period change, if any).
@@ -123,8 +128,9 @@ async function closeOutLines(env: Env, db: Db, sub: SubscriptionRow, plan: PlanR
  * out on an invoice at once (usage, arrears for the time used, credit for unused advance fees when prorating,
  * pending items) together with the new plan's advance fees for its first full period.
  */
-async function changeIntervalNow(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, next: PlanRow, opts: { quantity: number; prorate: boolean }, ctx: AuditContext) {
-  const closing = await closeOutLines(env, db, sub, plan, ctx.now, opts.prorate);
+async function changeIntervalNow(s: Services, sub: SubscriptionRow, plan: PlanRow, next: PlanRow, opts: { quantity: number; prorate: boolean }) {
+  const { env, db, audit: ctx } = s;
+  const closing = await closeOutLines(s, sub, plan, ctx.now, opts.prorate);
   const newPeriod = { start: ctx.now, end: addIntervals(ctx.now, next.interval, next.intervalCount, 1) };
   const advance = billingLines({ currency: sub.currency, quantity: opts.quantity, planName: next.name, advance: { prices: asPrices(next.prices), period: newPeriod }, arrears: null, pending: [] });
   const lines = [...closing.lines, ...advance];
@@ -166,7 +172,7 @@ async function changeIntervalNow(env: Env, db: Db, sub: SubscriptionRow, plan: P
   }
   if (!(await commitSubscriptionChange(db, sub, patch, extra, audit, ctx))) return null;
   eventsCommitted(createdEvents);
-  if (invoiceId) await finalizeInvoice(env, db, invoiceId, ctx);
+  if (invoiceId) await finalizeInvoice(s, invoiceId);
   return { lines, net: lines.reduce((s, l) => s + l.amount, 0), invoiceId };
 }
 
@@ -175,7 +181,7 @@ async function changeIntervalNow(env: Env, db: Db, sub: SubscriptionRow, plan: P
  * advance fees' unused time and a charge for the new ones' remaining time, and for arrears fees the old plan's used
  * time; usage of meters the new plan lacks priced up to now. Reads only: changePlanNow commits them, the preview shows them.
  */
-async function samePeriodChangeLines(env: Env, sub: SubscriptionRow, plan: PlanRow, next: PlanRow, opts: { quantity: number; prorate: boolean }, now: number) {
+async function samePeriodChangeLines(s: Services, sub: SubscriptionRow, plan: PlanRow, next: PlanRow, opts: { quantity: number; prorate: boolean }, now: number) {
   const period = spanOf(sub, plan);
   const oldPlan = { prices: asPrices(plan.prices), quantity: sub.quantity, name: `${plan.name} v${plan.version}` };
   const prorating = opts.prorate && sub.status !== "trialing";
@@ -188,7 +194,7 @@ async function samePeriodChangeLines(env: Env, sub: SubscriptionRow, plan: PlanR
         ...(sub.status === "paused" ? [] : arrearsShareLines({ currency: sub.currency, period, from: sub.arrearsFrom ?? sub.currentPeriodStart, to: now, plan: oldPlan }).map((l) => ({ ...l, kind: "proration" as const, description: `Time used on ${l.description}` }))),
       ]
     : [];
-  const lines = [...proration, ...(await usageOfDroppedMeters(env, sub, plan, next, now))];
+  const lines = [...proration, ...(await usageOfDroppedMeters(s, sub, plan, next, now))];
   return { lines, prorating };
 }
 
@@ -197,12 +203,12 @@ async function samePeriodChangeLines(env: Env, sub: SubscriptionRow, plan: PlanR
  * another billing interval, the closing and opening lines of the restarted cycle, usage left out) and their net.
  */
 export async function previewPlanChange(
-  env: Env,
-  db: Db,
+  s: Services,
   sub: SubscriptionRow,
   input: { newPlanId: string; prorate: boolean; effective: "now" | "next_billing_cycle" | number; quantity?: number | undefined },
   now: number,
 ): Promise<{ effectiveAt: number; scheduled: boolean; lines: DraftLine[]; net: number; note: string | null }> {
+  const { db } = s;
   const { next, quantity, when } = await planChangeTarget(db, sub, input, now);
   if (when > now) return { effectiveAt: when, scheduled: true, lines: [], net: 0, note: "Scheduled: the change happens at that time, prorated then." };
   const plan = await planVersion(db, sub.planId, sub.planVersion);
@@ -217,7 +223,7 @@ export async function previewPlanChange(
     const lines = [...fees, ...credits, ...advance];
     return { effectiveAt: now, scheduled: false, lines, net: lines.reduce((s, l) => s + l.amount, 0), note: "The billing interval changes: the cycle restarts now and the closing invoice also bills the period's usage so far." };
   }
-  const { lines } = await samePeriodChangeLines(env, sub, plan, next, { quantity, prorate: input.prorate }, now);
+  const { lines } = await samePeriodChangeLines(s, sub, plan, next, { quantity, prorate: input.prorate }, now);
   return { effectiveAt: now, scheduled: false, lines, net: lines.reduce((s, l) => s + l.amount, 0), note: null };
 }
 
@@ -240,12 +246,13 @@ async function planChangeTarget(db: Db, sub: SubscriptionRow, input: { newPlanId
  * up to now. Returns the lines added to the next invoice (or invoiced at once with `invoiceNow`), or null when
  * another writer changed the subscription first (a concurrent run of the same scheduled step: it did the work).
  */
-export async function changePlanNow(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, next: PlanRow, opts: { quantity: number; prorate: boolean; invoiceNow?: boolean }, ctx: AuditContext) {
+export async function changePlanNow(s: Services, sub: SubscriptionRow, plan: PlanRow, next: PlanRow, opts: { quantity: number; prorate: boolean; invoiceNow?: boolean }) {
+  const { env, db, audit: ctx } = s;
   const intervalChanged = next.interval !== plan.interval || next.intervalCount !== plan.intervalCount;
   // Prorating a yearly fee over a monthly period would be wrong: another interval restarts the cycle instead.
-  if (intervalChanged && sub.status !== "trialing" && sub.status !== "paused") return changeIntervalNow(env, db, sub, plan, next, opts, ctx);
+  if (intervalChanged && sub.status !== "trialing" && sub.status !== "paused") return changeIntervalNow(s, sub, plan, next, opts);
   const period = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
-  const { lines, prorating } = await samePeriodChangeLines(env, sub, plan, next, opts, ctx.now);
+  const { lines, prorating } = await samePeriodChangeLines(s, sub, plan, next, opts, ctx.now);
   const net = lines.reduce((s, l) => s + l.amount, 0);
   // always_invoice: the lines (and anything else waiting for the next invoice) are invoiced now, not left pending.
   let invoice: { statements: BatchItem<"sqlite">[]; audit: AuditEntry[]; eventIds: string[]; id: string } | null = null;
@@ -301,32 +308,31 @@ export async function changePlanNow(env: Env, db: Db, sub: SubscriptionRow, plan
   if (!committed) return null;
   if (invoice) {
     eventsCommitted(invoice.eventIds);
-    await finalizeInvoice(env, db, invoice.id, ctx);
+    await finalizeInvoice(s, invoice.id);
   }
   return { lines, net, invoiceId: invoice?.id ?? null };
 }
 
 export async function changePlan(
-  env: Env,
-  db: Db,
+  s: Services,
   sub: SubscriptionRow,
   input: { newPlanId: string; prorate: boolean; effective: "now" | "next_billing_cycle" | number; quantity?: number | undefined; invoiceNow?: boolean },
-  ctx: AuditContext,
 ) {
+  const { env, db, audit: ctx } = s;
   const { next, quantity, when } = await planChangeTarget(db, sub, input, ctx.now);
   // Stripe invoices prorations when the change takes effect: now, or for a dated change inside the period when the
   // renewal run (or a test clock) reaches it (pendingInvoiceNow). A change at the period end has none to invoice.
   if (when <= ctx.now) {
     const plan = await planVersion(db, sub.planId, sub.planVersion);
-    const result = await changePlanNow(env, db, sub, plan, next, { quantity, prorate: input.prorate, invoiceNow: input.invoiceNow ?? false }, ctx);
+    const result = await changePlanNow(s, sub, plan, next, { quantity, prorate: input.prorate, invoiceNow: input.invoiceNow ?? false });
     if (!result) throw changedConcurrently(sub);
-    return { subscription: await refreshMeter(env, db, sub.id), effectiveAt: ctx.now, scheduled: false, ...result };
+    return { subscription: await refreshMeter(s, sub.id), effectiveAt: ctx.now, scheduled: false, ...result };
   }
   const invoiceNow = (input.invoiceNow ?? false) && when < sub.currentPeriodEnd;
   await commitChange(db, sub, { pendingPlanId: next.id, pendingPlanVersion: next.version, pendingQuantity: quantity, pendingChangeAt: when, pendingProrate: input.prorate, pendingInvoiceNow: invoiceNow }, [], [
     { action: "subscription.plan_change_scheduled", targetType: "subscription", targetId: sub.id, before: { planId: sub.planId }, after: { planId: next.id, planVersion: next.version, quantity, effectiveAt: when, invoiceNow } },
   ], ctx);
-  return { subscription: await refreshMeter(env, db, sub.id), effectiveAt: when, scheduled: true, lines: [] as DraftLine[], net: 0, invoiceId: null };
+  return { subscription: await refreshMeter(s, sub.id), effectiveAt: when, scheduled: true, lines: [] as DraftLine[], net: 0, invoiceId: null };
 }
 
 /**
@@ -334,7 +340,8 @@ export async function changePlan(
  * period so far (usage, arrears fees for the time used, pending items, and with `prorate` a credit for unused
  * advance fees). Reason and feedback are kept for churn analysis.
  */
-export async function cancel(env: Env, db: Db, sub: SubscriptionRow, input: { reason: string; feedback?: string | undefined; cancelAtPeriodEnd: boolean; prorate: boolean }, ctx: AuditContext) {
+export async function cancel(s: Services, sub: SubscriptionRow, input: { reason: string; feedback?: string | undefined; cancelAtPeriodEnd: boolean; prorate: boolean }) {
+  const { env, db, audit: ctx } = s;
   subscriptionLifecycle.assertMove(sub.id, sub.status, "canceled");
   const audit: AuditEntry = {
     action: input.cancelAtPeriodEnd ? "subscription.cancel_scheduled" : "subscription.canceled",
@@ -347,12 +354,12 @@ export async function cancel(env: Env, db: Db, sub: SubscriptionRow, input: { re
   const reasonPatch = { cancelReason: input.reason, cancelFeedback: input.feedback ?? null };
   if (input.cancelAtPeriodEnd) {
     await commitChange(db, sub, { cancelAtPeriodEnd: true, canceledAt: ctx.now, ...reasonPatch }, [], [audit], ctx);
-    return { subscription: await refreshMeter(env, db, sub.id), invoiceId: null };
+    return { subscription: await refreshMeter(s, sub.id), invoiceId: null };
   }
   const plan = await planVersion(db, sub.planId, sub.planVersion);
   const period = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
   const billable = sub.status !== "trialing" && sub.status !== "paused";
-  const { lines, pending } = billable ? await closeOutLines(env, db, sub, plan, ctx.now, input.prorate) : { lines: [] as DraftLine[], pending: [] };
+  const { lines, pending } = billable ? await closeOutLines(s, sub, plan, ctx.now, input.prorate) : { lines: [] as DraftLine[], pending: [] };
   let extra: BatchItem<"sqlite">[] = [];
   let createdEvents: string[] = [];
   let invoiceId: string | null = null;
@@ -368,7 +375,7 @@ export async function cancel(env: Env, db: Db, sub: SubscriptionRow, input: { re
   }
   await commitChange(db, sub, { status: "canceled", canceledAt: ctx.now, endedAt: ctx.now, currentPeriodEnd: Math.max(ctx.now, period.start + 1), cancelAtPeriodEnd: false, ...reasonPatch }, extra, auditRows, ctx);
   eventsCommitted(createdEvents);
-  const after = await refreshMeter(env, db, sub.id);
-  if (invoiceId) await finalizeInvoice(env, db, invoiceId, ctx);
+  const after = await refreshMeter(s, sub.id);
+  if (invoiceId) await finalizeInvoice(s, invoiceId);
   return { subscription: after, invoiceId };
 }

@@ -1,4 +1,5 @@
 import { and, eq, isNull, sql } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import type { AuditContext, AuditEntry } from "../../platform/audit";
 import type { BatchItem } from "drizzle-orm/batch";
@@ -65,28 +66,31 @@ type Loaded = { sub: SubscriptionRow; plan: PlanRow; customer: CustomerRow; pend
  * the meter's acknowledged version; the next step is decided on the row as that batch wrote it, and read again only
  * when it is due too.
  */
-export async function runDue(env: Env, db: Db, subscriptionId: string, now: number, ctx: Omit<AuditContext, "now">, maxSteps = 60): Promise<StepResult[]> {
-  return (await runDueSteps(env, db, subscriptionId, now, ctx, maxSteps)).steps;
+export async function runDue(s: Services, subscriptionId: string, now: number, maxSteps = 60): Promise<StepResult[]> {
+  return (await runDueSteps(s, subscriptionId, now, maxSteps)).steps;
 }
 
 /**
  * As `runDue`, saying whether a step may still be due when `maxSteps` stopped it (`more`): the jobs queue continues a
  * subscription in a fresh message only then, not after every renewal that used its whole share of the batch.
  */
-export async function runDueSteps(env: Env, db: Db, subscriptionId: string, now: number, ctx: Omit<AuditContext, "now">, maxSteps = 60): Promise<{ steps: StepResult[]; more: boolean }> {
+export async function runDueSteps(s: Services, subscriptionId: string, now: number, maxSteps = 60): Promise<{ steps: StepResult[]; more: boolean }> {
+  const { env, db } = s;
+  // Each step acts as the caller, at the step's own time (its clock's, for a test clock's subscription).
+  const ctx = { actor: s.audit.actor, ...(s.audit.requestId ? { requestId: s.audit.requestId } : {}) };
   const results: StepResult[] = [];
   const opts = (plan: PlanRow) => ({ hasMeters: hasMeters(plan), graceMs: graceMsOf(env) });
   for (let i = 0; i < maxSteps; i++) {
     const loaded = await loadForRun(db, subscriptionId);
     const step = nextDueStep(loaded.sub, opts(loaded.plan));
     if (!step || step.runAt > now) return { steps: results, more: false };
-    const stepCtx = { ...ctx, now: step.at };
+    const stepS = s.withAudit({ ...ctx, now: step.at });
     if (step.kind !== "period_end") {
-      const r = await runStep(env, db, loaded.sub, loaded.plan, step, stepCtx);
+      const r = await runStep(stepS, loaded.sub, loaded.plan, step);
       if (r) results.push(r);
       continue;
     }
-    const r = await periodEnd(env, db, loaded, stepCtx);
+    const r = await periodEnd(stepS, loaded);
     if (!r) return { steps: results, more: false }; // another run moved the subscription first: it does the rest
     results.push(r.result);
     const next = nextDueStep(r.sub, opts(r.plan));
@@ -96,38 +100,42 @@ export async function runDueSteps(env: Env, db: Db, subscriptionId: string, now:
 }
 
 /** Earliest runnable time of a subscription's next step, or null; the test clock orders subscriptions by it. */
-export async function nextRunAt(env: Env, db: Db, subscriptionId: string): Promise<{ at: number; runAt: number } | null> {
+export async function nextRunAt(s: Services, subscriptionId: string): Promise<{ at: number; runAt: number } | null> {
+  const { env, db } = s;
   const { sub, plan } = await load(db, subscriptionId);
   const step = nextDueStep(sub, { hasMeters: hasMeters(plan), graceMs: graceMsOf(env) });
   return step ? { at: step.at, runAt: step.runAt } : null;
 }
 
-async function runStep(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, step: DueStep, ctx: AuditContext): Promise<StepResult | null> {
-  if (step.kind === "resume") return resume(env, db, sub, plan, ctx);
-  if (step.kind === "plan_change") return scheduledPlanChange(env, db, sub, plan, ctx);
-  return (await periodEnd(env, db, await loadForRun(db, sub.id), ctx))?.result ?? null;
+async function runStep(s: Services, sub: SubscriptionRow, plan: PlanRow, step: DueStep): Promise<StepResult | null> {
+  if (step.kind === "resume") return resume(s, sub, plan);
+  if (step.kind === "plan_change") return scheduledPlanChange(s, sub, plan);
+  return (await periodEnd(s, await loadForRun(s.db, sub.id)))?.result ?? null;
 }
 
-async function afterCommit(env: Env, db: Db, id: string) {
+async function afterCommit(s: Services, id: string) {
+  const { env, db } = s;
   const { sub, plan } = await load(db, id);
-  await pushMeterConfig(env, db, sub, plan);
+  await pushMeterConfig(s, sub, plan);
   return sub;
 }
 
-async function resume(env: Env, db: Db, sub: SubscriptionRow, _plan: PlanRow, ctx: AuditContext): Promise<StepResult | null> {
+async function resume(s: Services, sub: SubscriptionRow, _plan: PlanRow): Promise<StepResult | null> {
+  const { db, audit: ctx } = s;
   const status: SubscriptionStatus = sub.trialEnd !== null && sub.trialEnd > ctx.now ? "trialing" : "active";
   const ok = await commitSubscriptionChange(db, sub, { status, pausedUntil: null, pauseReason: null }, [], [{ action: "subscription.resumed", targetType: "subscription", targetId: sub.id, before: { status: sub.status }, after: { status }, reason: "resume date reached" }], ctx);
   if (!ok) return null;
-  await afterCommit(env, db, sub.id);
+  await afterCommit(s, sub.id);
   return { subscriptionId: sub.id, step: "resume", at: ctx.now, status };
 }
 
-async function scheduledPlanChange(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, ctx: AuditContext): Promise<StepResult | null> {
+async function scheduledPlanChange(s: Services, sub: SubscriptionRow, plan: PlanRow): Promise<StepResult | null> {
+  const { db, audit: ctx } = s;
   const next = await planVersion(db, sub.pendingPlanId!, sub.pendingPlanVersion!);
   // always_invoice: the prorations are invoiced (and charged) now, when the change takes effect, as Stripe does.
-  const changed = await changePlanNow(env, db, sub, plan, next, { quantity: sub.pendingQuantity ?? sub.quantity, prorate: sub.pendingProrate ?? true, invoiceNow: sub.pendingInvoiceNow ?? false }, ctx);
+  const changed = await changePlanNow(s, sub, plan, next, { quantity: sub.pendingQuantity ?? sub.quantity, prorate: sub.pendingProrate ?? true, invoiceNow: sub.pendingInvoiceNow ?? false });
   if (!changed) return null; // a concurrent run of this step (a redelivered message) made the change
-  const after = await afterCommit(env, db, sub.id);
+  const after = await afterCommit(s, sub.id);
   return { subscriptionId: sub.id, step: "plan_change", at: ctx.now, status: after.status, ...(changed.invoiceId ? { invoiceId: changed.invoiceId } : {}) };
 }
 
@@ -149,7 +157,8 @@ function arrearsSpan(sub: SubscriptionRow, plan: PlanRow, ended: { start: number
  * Paused subscriptions move on without an invoice. Idempotent: the invoice's generation key and the guarded
  * subscription update make a second run a no-op.
  */
-async function periodEnd(env: Env, db: Db, loaded: Loaded, ctx: AuditContext): Promise<{ result: StepResult; sub: SubscriptionRow; plan: PlanRow } | null> {
+async function periodEnd(s: Services, loaded: Loaded): Promise<{ result: StepResult; sub: SubscriptionRow; plan: PlanRow } | null> {
+  const { env, db, audit: ctx } = s;
   const { sub, plan, customer } = loaded;
   const ended = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
   const wasTrial = sub.status === "trialing";
@@ -162,7 +171,7 @@ async function periodEnd(env: Env, db: Db, loaded: Loaded, ctx: AuditContext): P
   const anchor = switching && (nextPlan.interval !== plan.interval || nextPlan.intervalCount !== plan.intervalCount) ? ended.end : sub.billingAnchor;
   const next = cancel ? null : { start: ended.end, end: periodAt(anchor, nextPlan.interval, nextPlan.intervalCount, ended.end).end };
 
-  const usage = !wasTrial && !paused && hasMeters(plan) ? await closeMeterPeriod(env, db, sub, plan, ended.start, ctx.now, loaded.alerts) : new Map<string, string>();
+  const usage = !wasTrial && !paused && hasMeters(plan) ? await closeMeterPeriod(s, sub, plan, ended.start, ctx.now, loaded.alerts) : new Map<string, string>();
   const pending = paused ? [] : loaded.pending;
   const lines: DraftLine[] = paused
     ? []
@@ -230,7 +239,7 @@ async function periodEnd(env: Env, db: Db, loaded: Loaded, ctx: AuditContext): P
   // with thousands of subscriptions renewing at once) unless it may have missed the previous version.
   const routingChanged =
     sub.meterSyncedVersion < sub.configVersion || after.status !== sub.status || after.billingAnchor !== sub.billingAnchor || nextPlan.id !== plan.id || nextPlan.version !== plan.version;
-  await pushMeterConfig(env, db, after, nextPlan, loaded.alerts, loaded.customer, { routing: routingChanged });
-  if (finalization) await afterFinalized(env, finalizedRow(results, 2 + extra.length));
+  await pushMeterConfig(s, after, nextPlan, loaded.alerts, loaded.customer, { routing: routingChanged });
+  if (finalization) await afterFinalized(s, finalizedRow(results, 2 + extra.length));
   return { result: { subscriptionId: sub.id, step: "period_end", at: ctx.now, status, ...(invoiceId ? { invoiceId } : {}) }, sub: after, plan: nextPlan };
 }

@@ -1,4 +1,5 @@
 import { and, asc, eq, gt, isNotNull, isNull, lt, ne, or, sql } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { invoices, subscriptions } from "../../db/schema";
@@ -20,7 +21,8 @@ export type RetryFailedReport = {
  * collection attempts below `maxRetries` are queued again, leftover drafts are finalized, and real-time
  * subscriptions whose period ended in the range without being renewed run their due steps.
  */
-export async function retryFailed(env: Env, db: Db, input: { start: number; end: number; maxRetries: number }, ctx: AuditContext): Promise<RetryFailedReport> {
+export async function retryFailed(s: Services, input: { start: number; end: number; maxRetries: number }): Promise<RetryFailedReport> {
+  const { env, db, audit: ctx } = s;
   const r: RetryFailedReport = {
     paymentRetries: { count: 0, invoiceIds: [] },
     finalized: { count: 0, invoiceIds: [] },
@@ -54,7 +56,7 @@ export async function retryFailed(env: Env, db: Db, input: { start: number; end:
     );
     for (const i of retry) {
       try {
-        await env.PAYMENT_QUEUE.send({ type: "payment.attempt", invoiceId: i.id, attempt: i.attemptCount + 1 } satisfies PaymentMessage);
+        await s.queues.payments.send({ type: "payment.attempt", invoiceId: i.id, attempt: i.attemptCount + 1 });
         r.paymentRetries.invoiceIds.push(i.id);
       } catch (e) {
         r.errors.push({ id: i.id, error: `payment enqueue failed: ${String(e)}` });
@@ -75,7 +77,7 @@ export async function retryFailed(env: Env, db: Db, input: { start: number; end:
   for await (const page of pagesById(drafts)) {
     for (const d of page) {
       try {
-        if (await finalizeInvoice(env, db, d.id, ctx)) r.finalized.invoiceIds.push(d.id);
+        if (await finalizeInvoice(s, d.id)) r.finalized.invoiceIds.push(d.id);
       } catch (e) {
         r.errors.push({ id: d.id, error: String(e) });
       }
@@ -100,14 +102,14 @@ export async function retryFailed(env: Env, db: Db, input: { start: number; end:
       .limit(PAGE)
       .all();
   for await (const page of pagesById(stale)) {
-    for (const s of page) {
+    for (const sub of page) {
       try {
-        const steps = await runDue(env, db, s.id, ctx.now, { actor: ctx.actor, ...(ctx.requestId ? { requestId: ctx.requestId } : {}) });
+        const steps = await runDue(s, sub.id, ctx.now);
         if (!steps.length) continue; // still inside the late-usage grace window, or moved on concurrently
-        r.regenerated.subscriptionIds.push(s.id);
+        r.regenerated.subscriptionIds.push(sub.id);
         for (const step of steps) if (step.invoiceId) r.regenerated.invoiceIds.push(step.invoiceId);
       } catch (e) {
-        r.errors.push({ id: s.id, error: String(e) });
+        r.errors.push({ id: sub.id, error: String(e) });
       }
     }
   }

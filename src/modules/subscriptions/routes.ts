@@ -1,13 +1,14 @@
 import { createRoute, z } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import type { HonoEnv } from "../../env";
 import { access, requireRole, requireScopeOrRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, DateOrInstant, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { subscriptionStatuses } from "../../db/schema";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { CreateSubscription, prorationBehaviors, Subscription } from "./schemas";
 import { cancel, changePlan, pause, previewPlanChange, resume } from "./lifecycle";
 import { discountPercentOf, setDiscount } from "./discount";
-import { nowFor } from "../../platform/clock";
 import { money } from "../../domain/money";
 import { endExclusiveOf, iso, startOf } from "../../lib/time";
 import { createSubscription, getSubscriptionRow, listSubscriptions, toSubscription } from "./service";
@@ -27,7 +28,7 @@ export const subscriptionRoutes = router()
       request: jsonBody(CreateSubscription),
       responses: { 201: jsonResponse(Subscription, "The new subscription") },
     }),
-    async (c) => c.json(await createSubscription(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c)), 201),
+    async (c) => c.json(await createSubscription(services(c), c.req.valid("json")), 201),
   )
   .openapi(
     createRoute({
@@ -59,10 +60,12 @@ export const subscriptionRoutes = router()
   );
 
 
-async function subscriptionAndNow(env: Env, id: string) {
-  const db = dbOf(env);
-  const sub = await getSubscriptionRow(db, id);
-  return { db, sub, now: await nowFor(db, sub.testClockId) };
+/** The subscription and the request's Services in its time (its test clock's, or the request's). */
+async function subscriptionAndNow(c: Context<HonoEnv>, id: string) {
+  const s = services(c);
+  const sub = await getSubscriptionRow(s.db, id);
+  const now = await s.clock.at(sub.testClockId);
+  return { db: s.db, sub, now, s: s.withNow(now) };
 }
 
 const LifecycleResult = Subscription;
@@ -83,8 +86,8 @@ subscriptionRoutes
     }),
     async (c) => {
       const body = c.req.valid("json");
-      const { db, sub, now } = await subscriptionAndNow(c.env, c.req.valid("param").id);
-      const after = await pause(c.env, db, sub, { reason: body.reason, resumeDate: body.resumeDate ? startOf(body.resumeDate) : undefined }, auditCtx(c, now));
+      const { s, sub } = await subscriptionAndNow(c, c.req.valid("param").id);
+      const after = await pause(s, sub, { reason: body.reason, resumeDate: body.resumeDate ? startOf(body.resumeDate) : undefined });
       return c.json(toSubscription(after), 200);
     },
   )
@@ -111,7 +114,7 @@ subscriptionRoutes
     }),
     async (c) => {
       const body = c.req.valid("json");
-      const { db, sub, now } = await subscriptionAndNow(c.env, c.req.valid("param").id);
+      const { db, sub, now } = await subscriptionAndNow(c, c.req.valid("param").id);
       const discountPercent = body.discountPercent === null ? null : discountPercentOf(body.discountPercent);
       const until = body.until ? endExclusiveOf(body.until) - 1 : null;
       return c.json(toSubscription(await setDiscount(db, sub, { discountPercent, until, reason: body.reason }, auditCtx(c, now))), 200);
@@ -130,8 +133,8 @@ subscriptionRoutes
       responses: { 200: jsonResponse(LifecycleResult, "The resumed subscription"), ...problems(404) },
     }),
     async (c) => {
-      const { db, sub, now } = await subscriptionAndNow(c.env, c.req.valid("param").id);
-      return c.json(toSubscription(await resume(c.env, db, sub, auditCtx(c, now))), 200);
+      const { s, sub } = await subscriptionAndNow(c, c.req.valid("param").id);
+      return c.json(toSubscription(await resume(s, sub)), 200);
     },
   )
   .openapi(
@@ -162,9 +165,9 @@ subscriptionRoutes
     }),
     async (c) => {
       const q = c.req.valid("query");
-      const { db, sub, now } = await subscriptionAndNow(c.env, c.req.valid("param").id);
+      const { s, sub, now } = await subscriptionAndNow(c, c.req.valid("param").id);
       const effective = q.effectiveDate === "now" || q.effectiveDate === "next_billing_cycle" ? q.effectiveDate : startOf(q.effectiveDate);
-      const r = await previewPlanChange(c.env, db, sub, { newPlanId: q.newPlanId, prorate: q.prorate === "true", effective, quantity: q.quantity }, now);
+      const r = await previewPlanChange(s, sub, { newPlanId: q.newPlanId, prorate: q.prorate === "true", effective, quantity: q.quantity }, now);
       return c.json(
         {
           effectiveAt: iso(r.effectiveAt),
@@ -215,10 +218,10 @@ subscriptionRoutes
     }),
     async (c) => {
       const body = c.req.valid("json");
-      const { db, sub, now } = await subscriptionAndNow(c.env, c.req.valid("param").id);
+      const { s, sub } = await subscriptionAndNow(c, c.req.valid("param").id);
       const effective = body.effectiveDate === "now" || body.effectiveDate === "next_billing_cycle" ? body.effectiveDate : startOf(body.effectiveDate);
       const prorate = body.prorationBehavior ? body.prorationBehavior !== "none" : body.prorate;
-      const r = await changePlan(c.env, db, sub, { newPlanId: body.newPlanId, prorate, effective, quantity: body.quantity, invoiceNow: body.prorationBehavior === "always_invoice" }, auditCtx(c, now));
+      const r = await changePlan(s, sub, { newPlanId: body.newPlanId, prorate, effective, quantity: body.quantity, invoiceNow: body.prorationBehavior === "always_invoice" });
       return c.json(
         {
           subscription: toSubscription(r.subscription),
@@ -256,8 +259,8 @@ subscriptionRoutes
     }),
     async (c) => {
       const body = c.req.valid("json");
-      const { db, sub, now } = await subscriptionAndNow(c.env, c.req.valid("param").id);
-      const r = await cancel(c.env, db, sub, body, auditCtx(c, now));
+      const { s, sub } = await subscriptionAndNow(c, c.req.valid("param").id);
+      const r = await cancel(s, sub, body);
       return c.json({ subscription: toSubscription(r.subscription), finalInvoiceId: r.invoiceId }, 200);
     },
   );

@@ -1,4 +1,5 @@
 import { and, eq } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import { discountPercentOf } from "./discount";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
@@ -13,7 +14,6 @@ import { legacyPercentCoupon, redemptionConflict, redemptionStatements, resolveR
 import { mirrorOf, newDiscount, replaceDiscountStatements, toDiscount, type DiscountRow } from "../coupons/discounts";
 import { asPrices, buildDraftInvoice } from "../invoices/invoice-builder";
 import { finalizeInvoice } from "../invoices/finalize";
-import { nowFor } from "../../platform/clock";
 import { newestFirstPage } from "../../platform/pagination";
 import { subscriptions, type SubscriptionStatus } from "../../db/schema";
 import { periodAt } from "../../domain/periods";
@@ -36,7 +36,8 @@ export { toSubscription };
  * Starts a subscription on the plan's latest version. With a trial, the first period is the trial itself
  * and the billing anchor defaults to its end; otherwise periods follow the anchor (default: now).
  */
-export async function createSubscription(env: Env, db: Db, input: z.infer<typeof CreateSubscription>, ctx: AuditContext) {
+export async function createSubscription(s: Services, input: z.infer<typeof CreateSubscription>) {
+  const { env, db, audit: ctx } = s;
   // Only "does not exist" is the client's fault; any other failure (D1 down) stays a 5xx.
   const customer = await getCustomerRow(db, input.customerId).catch((e: unknown) => {
     if (e instanceof ApiError && e.kind === "not_found") throw invalid([{ path: "customerId", message: `customer ${input.customerId} does not exist` }]);
@@ -54,7 +55,7 @@ export async function createSubscription(env: Env, db: Db, input: z.infer<typeof
     throw invalid([{ path: "testClockId", message: "must be the customer's test clock (subscriptions live on their customer's clock)" }]);
   }
   // On a test clock, "now" is the clock's frozen time.
-  const now = await nowFor(db, customer.testClockId, ctx.now);
+  const now = (await s.clock.frozen(customer.testClockId)) ?? ctx.now;
   const trialDays = input.trialDays ?? plan.trialDays;
   const trialEnd = trialDays > 0 ? now + trialDays * DAY_MS : null;
   const anchor = input.billingAnchor ? Date.parse(input.billingAnchor) : (trialEnd ?? now);
@@ -165,8 +166,8 @@ export async function createSubscription(env: Env, db: Db, input: z.infer<typeof
     throw e;
   }
   eventsCommitted(createdEvents);
-  await pushMeterConfig(env, db, row, plan);
-  if (invoiceId) await finalizeInvoice(env, db, invoiceId, auditCtx);
+  await pushMeterConfig(s, row, plan);
+  if (invoiceId) await finalizeInvoice(s.withAudit(auditCtx), invoiceId);
   return toSubscription(row);
 }
 

@@ -1,4 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
+import { services } from "../../http/context";
 import { and, asc, count, eq, gte, isNotNull, isNull, lt, lte, ne, or, sql } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
 import { jsonResponse, router, DateOrInstant } from "../../http/openapi";
@@ -137,7 +138,7 @@ export const subscriptionStatsRoutes = router()
     }),
     async (c) => {
       const { days, limit } = c.req.valid("query");
-      const now = Date.now();
+      const now = services(c).clock.wall;
       const until = now + days * DAY_MS;
       const canceling = and(eq(subscriptions.cancelAtPeriodEnd, true), gte(subscriptions.currentPeriodEnd, now), lte(subscriptions.currentPeriodEnd, until));
       const trialEnding = and(eq(subscriptions.status, "trialing"), gte(subscriptions.trialEnd, now), lte(subscriptions.trialEnd, until));
@@ -181,7 +182,7 @@ export const subscriptionStatsRoutes = router()
     async (c) => {
       const q = c.req.valid("query");
       const from = q.from ? startOf(q.from) : null;
-      const to = q.to ? endExclusiveOf(q.to) : Date.now() + 1;
+      const to = q.to ? endExclusiveOf(q.to) : services(c).clock.wall + 1;
       if (from !== null && to <= from) throw invalid([{ path: "to", message: "must not be before from" }]);
       const s = subscriptions;
       // A trial canceled at its end is stamped as converted by the period-end step; its end date tells them apart.
@@ -227,7 +228,7 @@ export const subscriptionStatsRoutes = router()
     }),
     async (c) => {
       const db = dbOf(c.env);
-      const now = Date.now();
+      const now = services(c).clock.wall;
       const [statusRows, dueRows, backlog, drafts] = await Promise.all([
         db.select({ status: subscriptions.status, n: count() }).from(subscriptions).where(realTime).groupBy(subscriptions.status).all(),
         db
@@ -279,7 +280,7 @@ export const subscriptionStatsRoutes = router()
       responses: { 200: jsonResponse(PendingRenewals, "Pending renewals") },
     }),
     async (c) => {
-      const now = Date.now();
+      const now = services(c).clock.wall;
       const row = await dbOf(c.env)
         .select({ overdue: sumWhen(sql`${subscriptions.currentPeriodEnd} <= ${now}`), dueWithin24h: sumWhen(sql`${subscriptions.currentPeriodEnd} > ${now}`) })
         .from(subscriptions)

@@ -1,4 +1,5 @@
 import { and, gt, inArray, isNull, lte, eq, sql } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { batchAssertions, events, plans, subscriptions } from "../../db/schema";
 import { billingLines, priceLines } from "../../domain/invoice";
@@ -83,10 +84,10 @@ export function upcomingInvoice(sub: SubscriptionRow, plan: PlanRow, usage: Read
   };
 }
 
-async function usageSoFar(env: Env, sub: SubscriptionRow, plan: PlanRow, at: number): Promise<Map<string, string>> {
+async function usageSoFar(s: Services, sub: SubscriptionRow, plan: PlanRow, at: number): Promise<Map<string, string>> {
   if (!plan.prices.some((p) => p.type === "metered")) return new Map();
-  const s = await meterStub(env, sub.id).summary({ kind: "current" }, at);
-  return s.ok ? new Map(s.meters.map((m) => [m.meterId, m.value])) : new Map();
+  const summary = await s.meters.of(sub.id).summary({ kind: "current" }, at);
+  return summary.ok ? new Map(summary.meters.map((m) => [m.meterId, m.value])) : new Map();
 }
 
 /**
@@ -94,9 +95,9 @@ async function usageSoFar(env: Env, sub: SubscriptionRow, plan: PlanRow, at: num
  * `days` of `now`, once per renewal: a keyset page by id after `after`, each emitted in its own batch guarded by
  * the events table (a concurrent run's emission aborts the second). Queues its continuation on the tasks queue.
  */
-export async function upcomingInvoicesPage(env: Env, db: Db, now: number, after: string | null, page = UPCOMING_PAGE): Promise<{ emitted: number; next: string | null }> {
-  const r = await emitUpcoming(env, db, now, { testClockId: null }, { actor: SYSTEM_ACTOR }, after, page);
-  if (r.next) await sendAll(env.TASK_QUEUE, [{ type: "invoices.upcoming", now, after: r.next } satisfies TaskMessage]);
+export async function upcomingInvoicesPage(s: Services, now: number, after: string | null, page = UPCOMING_PAGE): Promise<{ emitted: number; next: string | null }> {
+  const r = await emitUpcoming(s, now, { testClockId: null }, { actor: SYSTEM_ACTOR }, after, page);
+  if (r.next) await s.queues.tasks.sendAll([{ type: "invoices.upcoming", now, after: r.next }]);
   return r;
 }
 
@@ -105,11 +106,12 @@ export async function upcomingInvoicesPage(env: Env, db: Db, now: number, after:
  * calls this before each step and at its target): once per renewal, stamped in the clock's time `days` before the
  * renewal (or at the period start, for a shorter period). A page; `next` non-null when there is more.
  */
-export function upcomingForClock(env: Env, db: Db, now: number, testClockId: string, ctx: Omit<AuditContext, "now">, page: number) {
-  return emitUpcoming(env, db, now, { testClockId }, ctx, null, page);
+export function upcomingForClock(s: Services, now: number, testClockId: string, ctx: Omit<AuditContext, "now">, page: number) {
+  return emitUpcoming(s, now, { testClockId }, ctx, null, page);
 }
 
-async function emitUpcoming(env: Env, db: Db, now: number, scope: { testClockId: string | null }, ctx: Omit<AuditContext, "now">, after: string | null, page: number): Promise<{ emitted: number; next: string | null }> {
+async function emitUpcoming(s: Services, now: number, scope: { testClockId: string | null }, ctx: Omit<AuditContext, "now">, after: string | null, page: number): Promise<{ emitted: number; next: string | null }> {
+  const { env, db } = s;
   const days = upcomingDaysOf(env);
   if (days === 0) return { emitted: 0, next: null };
   const rows = await db
@@ -136,7 +138,7 @@ async function emitUpcoming(env: Env, db: Db, now: number, scope: { testClockId:
     const objectId = upcomingObjectId(sub.id, sub.currentPeriodEnd);
     // Real time: now. A clock: when the event fell due in its time, which its advance may have passed over.
     const at = scope.testClockId === null ? now : Math.min(now, Math.max(sub.currentPeriodStart, sub.currentPeriodEnd - days * DAY_MS));
-    const object = upcomingInvoice(sub, plan, await usageSoFar(env, sub, plan, at), await unbilledPending(db, sub.id));
+    const object = upcomingInvoice(sub, plan, await usageSoFar(s, sub, plan, at), await unbilledPending(db, sub.id));
     const exists = sql`SELECT 1 FROM ${events} WHERE ${events.objectId} = ${objectId} AND ${events.type} = ${UPCOMING}`;
     try {
       await commit(

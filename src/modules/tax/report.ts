@@ -1,4 +1,5 @@
 import { and, asc, count, eq, gt, inArray, isNull, lte, sql } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
@@ -113,7 +114,9 @@ export function taxReportCsv(report: Pick<z.infer<typeof TaxReport>, "period" | 
 export type GeneratedReport = { report: z.infer<typeof TaxReport>; body: string; contentType: string };
 
 /** Builds the report, stores it in R2 under reports/tax/<period>-<jurisdiction|ALL>.<format> (replacing an older run), and audits it. */
-export async function generateTaxReport(db: Db, archive: R2Bucket, input: z.infer<typeof TaxReportRequest>, ctx: AuditContext): Promise<GeneratedReport> {
+export async function generateTaxReport(s: Services, input: z.infer<typeof TaxReportRequest>): Promise<GeneratedReport> {
+  const { db, audit: ctx } = s;
+  const archive = s.env.ARCHIVE;
   const { from, to } = periodBounds(input.period);
   const jurisdiction = input.jurisdiction ?? null;
   const reportKey = `reports/tax/${input.period}-${jurisdiction ?? "ALL"}.${input.format}`;

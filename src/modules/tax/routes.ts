@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
-import { auditCtx } from "../../http/context";
+import { services } from "../../http/context";
 import { iso } from "../../lib/time";
 import { ExemptionReport, ExemptionsQuery, RatesQuery, TaxRateHistory, TaxRateUpdated, TaxReport, TaxReportRequest, UpsertTaxRate } from "./schemas";
 import { taxRateHistory, upsertTaxRate, validateExemptions } from "./service";
@@ -23,10 +23,9 @@ export const taxRoutes = router()
     }),
     async (c) => {
       const input = c.req.valid("json");
-      const ctx = auditCtx(c);
-      const db = dbOf(c.env);
-      const change = await upsertTaxRate(db, { jurisdiction: input.jurisdiction, rate: input.rate, effectiveFrom: Date.parse(input.effectiveDate) }, ctx);
-      const history = await taxRateHistory(db, input.jurisdiction, ctx.now);
+      const s = services(c);
+      const change = await upsertTaxRate(s, { jurisdiction: input.jurisdiction, rate: input.rate, effectiveFrom: Date.parse(input.effectiveDate) });
+      const history = await taxRateHistory(s.db, input.jurisdiction, s.audit.now);
       return c.json({ ...history, change: { ...change, effectiveFrom: iso(change.effectiveFrom) } }, 200);
     },
   )
@@ -44,7 +43,7 @@ export const taxRoutes = router()
     }),
     async (c) => {
       const q = c.req.valid("query");
-      return c.json(await taxRateHistory(dbOf(c.env), q.jurisdiction, q.at ? Date.parse(q.at) : Date.now()), 200);
+      return c.json(await taxRateHistory(dbOf(c.env), q.jurisdiction, q.at ? Date.parse(q.at) : services(c).clock.wall), 200);
     },
   )
   .openapi(
@@ -59,7 +58,7 @@ export const taxRoutes = router()
       request: { query: ExemptionsQuery },
       responses: { 200: jsonResponse(ExemptionReport, "Exemptions needing attention, with counts") },
     }),
-    async (c) => c.json(await validateExemptions(dbOf(c.env), Date.now(), c.req.valid("query").days), 200),
+    async (c) => c.json(await validateExemptions(dbOf(c.env), services(c).clock.wall, c.req.valid("query").days), 200),
   )
   .openapi(
     createRoute({
@@ -81,7 +80,7 @@ export const taxRoutes = router()
     }),
     async (c) => {
       const input = c.req.valid("json");
-      const { report, body, contentType } = await generateTaxReport(dbOf(c.env), c.env.ARCHIVE, input, auditCtx(c));
+      const { report, body, contentType } = await generateTaxReport(services(c), input);
       c.header("X-Report-Key", report.reportKey);
       if (input.format === "csv") {
         const filename = report.reportKey.slice(report.reportKey.lastIndexOf("/") + 1);

@@ -1,4 +1,5 @@
 import { and, asc, count, desc, eq, isNotNull, isNull, lte, or } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
@@ -63,7 +64,8 @@ const MAX_ATTEMPTS = 3;
  * Sets the rate of `jurisdiction` from `effectiveFrom` on: a new date adds to the history, the same date
  * replaces that entry (the audit row keeps the old rate). Setting the rate it already has writes nothing.
  */
-export async function upsertTaxRate(db: Db, input: TaxRateInput, ctx: AuditContext): Promise<TaxRateChange> {
+export async function upsertTaxRate(s: Services, input: TaxRateInput): Promise<TaxRateChange> {
+  const { db, audit: ctx } = s;
   const rate = parseTaxRate(input.rate);
   if (!rate.ok) throw invalid([{ path: "rate", message: rate.error }]);
   if (!JURISDICTION.test(input.jurisdiction)) throw invalid([{ path: "jurisdiction", message: "must look like US-NY, DE or GB" }]);

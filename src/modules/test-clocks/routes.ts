@@ -4,7 +4,7 @@ import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } fro
 import { dbOf } from "../../db/client";
 import { testClocks } from "../../db/schema";
 import { newestFirstPage } from "../../platform/pagination";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { advanceClock, assertEnabled, createClock, getClock, parseFrozenTime, toClock } from "./service";
 
 const Clock = z.object({ id: z.string(), name: z.string().nullable(), frozenTime: z.string(), status: z.enum(["ready", "advancing"]), createdAt: z.string() }).openapi("TestClock");
@@ -27,7 +27,7 @@ export const testClockRoutes = router()
     async (c) => {
       assertEnabled(c.env);
       const body = c.req.valid("json");
-      const row = await createClock(dbOf(c.env), { frozenTime: parseFrozenTime(body.frozenTime), name: body.name }, auditCtx(c));
+      const row = await createClock(services(c), { frozenTime: parseFrozenTime(body.frozenTime), name: body.name });
       return c.json(toClock(row), 201);
     },
   )
@@ -87,7 +87,7 @@ export const testClockRoutes = router()
     }),
     async (c) => {
       assertEnabled(c.env);
-      const r = await advanceClock(c.env, dbOf(c.env), c.req.valid("param").id, parseFrozenTime(c.req.valid("json").frozenTime), auditCtx(c));
+      const r = await advanceClock(services(c), c.req.valid("param").id, parseFrozenTime(c.req.valid("json").frozenTime));
       return c.json({ ...toClock(r.clock), steps: r.steps.map((s) => ({ ...s, at: new Date(s.at).toISOString() })), invoiceIds: r.invoiceIds }, 200);
     },
   );

@@ -1,4 +1,5 @@
 import { and, eq, gt, lt, ne, or, sql } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
@@ -6,14 +7,10 @@ import { subscriptions, testClocks } from "../../db/schema";
 import { ApiError, invalid, notFound } from "../../platform/errors";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
-import { meterStub } from "../usage/meter-config";
 import { finalizeDraftsPage } from "../invoices/finalize";
 import { markUncollectible, sendDueRetries } from "../payments/dunning";
 import { runDue, type StepResult } from "../subscriptions/renewal";
 import { dueStepSql, graceMsOf } from "../subscriptions/due";
-import { sendAll } from "../../platform/queue-send";
-import { SYSTEM_ACTOR } from "../../platform/actor";
-import type { TaskMessage } from "../../../queues/messages";
 import { emitTrialWillEnd } from "../subscriptions/transitions";
 import { upcomingForClock } from "../subscriptions/upcoming";
 import { expireDueGrants } from "../credits/service";
@@ -34,7 +31,8 @@ export async function getClock(db: Db, id: string): Promise<ClockRow> {
   return row;
 }
 
-export async function createClock(db: Db, input: { frozenTime: number; name?: string | undefined }, ctx: AuditContext) {
+export async function createClock(s: Services, input: { frozenTime: number; name?: string | undefined }) {
+  const { db, audit: ctx } = s;
   const row: ClockRow = { id: newId("clock"), name: input.name ?? null, frozenTime: input.frozenTime, status: "ready", createdAt: ctx.now, updatedAt: ctx.now };
   await commitWithAudit(db, [db.insert(testClocks).values(row)], [{ action: "test_clock.created", targetType: "test_clock", targetId: row.id, after: toClock(row) }], ctx);
   return row;
@@ -60,7 +58,8 @@ type Advance = { steps: StepResult[]; finished: boolean };
  * is large: this call does a bounded share and returns the clock `advancing` (its `frozenTime` at the last step
  * done, never past unfinished work); the tasks queue carries on until the clock is `ready` at `target`.
  */
-export async function advanceClock(env: Env, db: Db, id: string, target: number, ctx: AuditContext) {
+export async function advanceClock(s: Services, id: string, target: number) {
+  const { db, audit: ctx } = s;
   const clock = await getClock(db, id);
   if (target < clock.frozenTime) {
     throw new ApiError("conflict", `test clocks never go backwards: ${clock.id} is at ${iso(clock.frozenTime)}`, [{ path: "frozenTime", message: "is before the clock's time" }]);
@@ -78,23 +77,24 @@ export async function advanceClock(env: Env, db: Db, id: string, target: number,
     if (isAssertionFailure(e)) throw new ApiError("conflict", `test clock ${id} is being advanced by another request; retry`);
     throw e;
   }
-  const r = await advanceSome(env, db, id, clock.frozenTime, target, null, ctx);
-  if (!r.finished) await continueLater(env, id, target, null);
-  return { clock: await getClock(db, id), steps: r.steps, invoiceIds: r.steps.flatMap((s) => (s.invoiceId ? [s.invoiceId] : [])) };
+  const r = await advanceSome(s, id, clock.frozenTime, target, null);
+  if (!r.finished) await continueLater(s, id, target, null);
+  return { clock: await getClock(db, id), steps: r.steps, invoiceIds: r.steps.flatMap((step) => (step.invoiceId ? [step.invoiceId] : [])) };
 }
 
 /** The tasks queue's `test_clock.advance`: the next bounded share of an advance under way. */
-export async function continueAdvance(env: Env, db: Db, id: string, target: number, meterAfter: string | null = null): Promise<void> {
+export async function continueAdvance(s: Services, id: string, target: number, meterAfter: string | null = null): Promise<void> {
+  const { db } = s;
   const clock = await db.select().from(testClocks).where(eq(testClocks.id, id)).get();
   // Finished, superseded or deleted meanwhile: nothing to do (a redelivered message lands here).
   if (!clock || clock.status !== "advancing" || clock.frozenTime > target) return;
-  const r = await advanceSome(env, db, id, clock.frozenTime, target, meterAfter, { actor: SYSTEM_ACTOR, now: Date.now() });
-  if (!r.finished) await continueLater(env, id, target, r.meterAfter ?? null);
+  const r = await advanceSome(s, id, clock.frozenTime, target, meterAfter);
+  if (!r.finished) await continueLater(s, id, target, r.meterAfter ?? null);
 }
 
-async function continueLater(env: Env, clockId: string, target: number, meterAfter: string | null) {
+async function continueLater(s: Services, clockId: string, target: number, meterAfter: string | null) {
   try {
-    await sendAll(env.TASK_QUEUE, [{ type: "test_clock.advance", clockId, target, ...(meterAfter ? { meterAfter } : {}) } satisfies TaskMessage]);
+    await s.queues.tasks.sendAll([{ type: "test_clock.advance", clockId, target, ...(meterAfter ? { meterAfter } : {}) }]);
   } catch (e) {
     // The clock stays `advancing`; after STALE_ADVANCE_MS another advance may take it over.
     throw new ApiError("unavailable", `test clock ${clockId}: could not queue the rest of the advance (${String(e)}); advance again to resume`);
@@ -106,7 +106,8 @@ async function continueLater(env: Env, clockId: string, target: number, meterAft
  * cost O(N) queries in all), then, when none is left before `target`, its trial notices, drafts, dunning and meter
  * clocks, and `ready` at `target`. Stops when the budget is spent; the clock's time moves to the last step done.
  */
-async function advanceSome(env: Env, db: Db, id: string, from: number, target: number, meterAfter: string | null, ctx: AuditContext): Promise<Advance & { meterAfter?: string | null }> {
+async function advanceSome(s: Services, id: string, from: number, target: number, meterAfter: string | null): Promise<Advance & { meterAfter?: string | null }> {
+  const { env, db, audit: ctx } = s;
   const steps: StepResult[] = [];
   const eventCtx = { actor: ctx.actor, ...(ctx.requestId ? { requestId: ctx.requestId } : {}) };
   const due = dueStepSql(graceMsOf(env));
@@ -115,7 +116,8 @@ async function advanceSome(env: Env, db: Db, id: string, from: number, target: n
   const moveTo = async (time: number) => {
     if (time > reached) {
       reached = time;
-      await db.update(testClocks).set({ frozenTime: time, updatedAt: Date.now() }).where(and(eq(testClocks.id, id), lt(testClocks.frozenTime, time)));
+      await db.update(testClocks).set({ frozenTime: time, updatedAt: s.clock.wall }).where(and(eq(testClocks.id, id), lt(testClocks.frozenTime, time)));
+      s.clock.moved(id, time);
     }
   };
   for (;;) {
@@ -137,14 +139,14 @@ async function advanceSome(env: Env, db: Db, id: string, from: number, target: n
     spent += trials.emitted * COST.trialEmit;
     if (trials.more) continue;
     // So do renewals within UPCOMING_INVOICE_DAYS of it (invoice.upcoming, stamped when it fell due).
-    const upcoming = await upcomingForClock(env, db, best.at, id, eventCtx, UPCOMING_PAGE);
+    const upcoming = await upcomingForClock(s, best.at, id, eventCtx, UPCOMING_PAGE);
     spent += upcoming.emitted * COST.upcomingEmit;
     if (upcoming.next) continue;
-    await meterStub(env, best.id).setClock(best.runAt);
-    const ran = await runDue(env, db, best.id, best.runAt, eventCtx, 1);
+    await s.meters.of(best.id).setClock(best.runAt);
+    const ran = await runDue(s, best.id, best.runAt, 1);
     spent += COST.step;
     if (!ran.length) {
-      console.log(JSON.stringify({ level: "error", msg: "test clock step ran nothing; the advance stops here", clockId: id, subscriptionId: best.id, at: best.at }));
+      s.log.error("test clock step ran nothing; the advance stops here", { clockId: id, subscriptionId: best.id, at: best.at });
       break;
     }
     steps.push(...ran);
@@ -155,19 +157,19 @@ async function advanceSome(env: Env, db: Db, id: string, from: number, target: n
   const trials = await emitTrialWillEnd(db, target, { testClockId: id }, eventCtx, 1, TRIAL_PAGE);
   spent += trials.emitted * COST.trialEmit;
   if (trials.more) return { steps, finished: false, meterAfter };
-  const upcoming = await upcomingForClock(env, db, target, id, eventCtx, UPCOMING_PAGE);
+  const upcoming = await upcomingForClock(s, target, id, eventCtx, UPCOMING_PAGE);
   spent += upcoming.emitted * COST.upcomingEmit;
   if (upcoming.next) return { steps, finished: false, meterAfter };
   // Credit that expired by the new time leaves the balance (invoices before it already ignored it past expiry).
   const expired = await expireDueGrants(db, target, { testClockId: id }, eventCtx);
   if (expired.hasMore) return { steps, finished: false, meterAfter };
   if (spent + COST.draftsPage > BUDGET + COST.draftsPage / 2 && spent > 0) return { steps, finished: false, meterAfter };
-  const drafts = await finalizeDraftsPage(env, db, { ...ctx, now: target }, id, null);
+  const drafts = await finalizeDraftsPage(s.withAudit({ ...ctx, now: target }), id, null);
   spent += drafts.finalized.length * 12;
   if (drafts.next) return { steps, finished: false, meterAfter };
   if (spent + COST.dunning > BUDGET) return { steps, finished: false, meterAfter };
   // Dunning of this clock's invoices, at the clock's new time (the real-time cron leaves them alone).
-  await sendDueRetries(env, db, target, { testClockId: id });
+  await sendDueRetries(s, target, { testClockId: id });
   await markUncollectible(db, { ...ctx, now: target }, { testClockId: id });
   spent += COST.dunning;
   // Every meter of the clock learns its time, a page of Durable Object calls per invocation.
@@ -180,7 +182,7 @@ async function advanceSome(env: Env, db: Db, id: string, from: number, target: n
       .orderBy(subscriptions.id)
       .limit(METER_PAGE)
       .all();
-    await Promise.all(page.map((s) => meterStub(env, s.id).setClock(target)));
+    await Promise.all(page.map((sub) => s.meters.of(sub.id).setClock(target)));
     spent += COST.meterPage * 20;
     if (page.length < METER_PAGE) break;
     cursor = page[page.length - 1]!.id;
@@ -188,10 +190,11 @@ async function advanceSome(env: Env, db: Db, id: string, from: number, target: n
   }
   await commitWithAudit(
     db,
-    [db.update(testClocks).set({ frozenTime: target, status: "ready", updatedAt: Date.now() }).where(eq(testClocks.id, id))],
+    [db.update(testClocks).set({ frozenTime: target, status: "ready", updatedAt: s.clock.wall }).where(eq(testClocks.id, id))],
     [{ action: "test_clock.advanced", targetType: "test_clock", targetId: id, before: { frozenTime: iso(from) }, after: { frozenTime: iso(target), steps: steps.length } }],
     ctx,
   );
+  s.clock.moved(id, target);
   return { steps, finished: true };
 }
 

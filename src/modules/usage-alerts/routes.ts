@@ -1,9 +1,9 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, router, problems } from "../../http/openapi";
-import { auditCtx } from "../../http/context";
+import { services } from "../../http/context";
 import { dbOf } from "../../db/client";
-import { nowFor } from "../../platform/clock";
+
 import { getSubscriptionRow } from "../subscriptions/service";
 import { createUsageAlert, deleteUsageAlert, listUsageAlerts } from "./service";
 
@@ -47,10 +47,11 @@ usageAlertRoutes
       responses: { 201: jsonResponse(UsageAlert, "The alert"), ...problems(404) },
     }),
     async (c) => {
-      const db = dbOf(c.env);
+      const s = services(c);
       const id = c.req.valid("param").id;
-      const sub = await getSubscriptionRow(db, id);
-      const alert = await createUsageAlert(c.env, db, id, c.req.valid("json"), auditCtx(c, await nowFor(db, sub.testClockId)));
+      const sub = await getSubscriptionRow(s.db, id);
+      // In the subscription's time: its clock's, or the request's.
+      const alert = await createUsageAlert(s.withNow(await s.clock.at(sub.testClockId)), id, c.req.valid("json"));
       return c.json(alert, 201);
     },
   )
@@ -81,9 +82,9 @@ usageAlertRoutes
       responses: { 200: jsonResponse(UsageAlert.extend({ deleted: z.literal(true) }), "The removed alert"), ...problems(404) },
     }),
     async (c) => {
-      const db = dbOf(c.env);
+      const s = services(c);
       const { id, alertId } = c.req.valid("param");
-      const sub = await getSubscriptionRow(db, id);
-      return c.json(await deleteUsageAlert(c.env, db, id, alertId, auditCtx(c, await nowFor(db, sub.testClockId))), 200);
+      const sub = await getSubscriptionRow(s.db, id);
+      return c.json(await deleteUsageAlert(s.withNow(await s.clock.at(sub.testClockId)), id, alertId), 200);
     },
   );

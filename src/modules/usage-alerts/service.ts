@@ -1,4 +1,5 @@
 import { and, asc, count, eq } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import type { AuditContext } from "../../platform/audit";
 import { plans, subscriptions, usageAlerts, type StoredMeteredPrice } from "../../db/schema";
@@ -46,7 +47,8 @@ export async function listUsageAlerts(db: Db, subscriptionId: string) {
  * meter is told) in one batch, then pushes the new configuration to the meter. A missed push is re-sent by the
  * hourly meter resync, like every other subscription change.
  */
-export async function createUsageAlert(env: Env, db: Db, subscriptionId: string, input: { meterId: string; threshold: string | number }, ctx: AuditContext) {
+export async function createUsageAlert(s: Services, subscriptionId: string, input: { meterId: string; threshold: string | number }) {
+  const { env, db, audit: ctx } = s;
   const parsed = parseDecimal(input.threshold);
   if (!parsed.ok || parsed.value <= 0n) {
     throw new ApiError("validation_failed", "threshold must be a positive decimal (up to 12 decimals)", [{ path: "threshold", message: parsed.ok ? "must be greater than 0" : parsed.error }]);
@@ -67,11 +69,12 @@ export async function createUsageAlert(env: Env, db: Db, subscriptionId: string,
   if (!(await commitSubscriptionChange(db, sub, {}, [db.insert(usageAlerts).values(row)], audit, ctx))) {
     throw new ApiError("conflict", `subscription ${sub.id} changed concurrently; retry`);
   }
-  await pushMeterConfig(env, db, await getSubscriptionRow(db, sub.id), plan);
+  await pushMeterConfig(s, await getSubscriptionRow(db, sub.id), plan);
   return toUsageAlert(row);
 }
 
-export async function deleteUsageAlert(env: Env, db: Db, subscriptionId: string, alertId: string, ctx: AuditContext) {
+export async function deleteUsageAlert(s: Services, subscriptionId: string, alertId: string) {
+  const { env, db, audit: ctx } = s;
   const sub = await getSubscriptionRow(db, subscriptionId);
   const row = await db.select().from(usageAlerts).where(and(eq(usageAlerts.id, alertId), eq(usageAlerts.subscriptionId, sub.id))).get();
   if (!row) throw new ApiError("not_found", `subscription ${sub.id} has no usage alert ${alertId}`);
@@ -79,6 +82,6 @@ export async function deleteUsageAlert(env: Env, db: Db, subscriptionId: string,
   if (!(await commitSubscriptionChange(db, sub, {}, [db.delete(usageAlerts).where(eq(usageAlerts.id, row.id))], audit, ctx))) {
     throw new ApiError("conflict", `subscription ${sub.id} changed concurrently; retry`);
   }
-  await pushMeterConfig(env, db, await getSubscriptionRow(db, sub.id), await planOf(db, sub));
+  await pushMeterConfig(s, await getSubscriptionRow(db, sub.id), await planOf(db, sub));
   return { ...toUsageAlert(row), deleted: true as const };
 }

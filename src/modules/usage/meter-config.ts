@@ -1,8 +1,8 @@
 import { and, eq, lt, sql } from "drizzle-orm";
+import { usageMeterOf, type Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { plans, subscriptions, usageAlerts, type StoredMeteredPrice, type SubscriptionStatus } from "../../db/schema";
 import type { Interval } from "../../domain/periods";
-import { clockTimeOf } from "../../platform/clock";
 import { pushRouting } from "./routing";
 
 /** What a UsageMeter needs to decide alone (no D1 on the ingestion path); pushed on every subscription change. */
@@ -70,28 +70,27 @@ export const meterAlertsOf = (db: Db, subscriptionId: string) =>
   db.select({ id: usageAlerts.id, meterId: usageAlerts.meterId, threshold: usageAlerts.threshold }).from(usageAlerts).where(eq(usageAlerts.subscriptionId, subscriptionId));
 export type MeterAlertRow = { id: string; meterId: string; threshold: string };
 
-export function meterStub(env: Env, subscriptionId: string) {
-  return env.USAGE_METER.get(env.USAGE_METER.idFromName(subscriptionId));
-}
+/** A subscription's meter where no Services is at hand (the ingestion path); elsewhere `s.meters.of`. */
+export const meterStub = usageMeterOf;
 
 /**
  * Pushes the subscription's state to its meter and records the acknowledged version. A failure is not fatal
  * to the caller's already-committed change: the hourly cron re-pushes every subscription still behind.
  */
 export async function pushMeterConfig(
-  env: Env,
-  db: Db,
+  s: Services,
   sub: SubscriptionRow,
   plan: PlanRow,
   knownAlerts?: MeterAlertRow[],
   knownCustomer?: { metadata: Record<string, string> },
   options: { routing: boolean } = { routing: true },
 ): Promise<boolean> {
+  const { db } = s;
   try {
     const alerts = knownAlerts ?? (await meterAlertsOf(db, sub.id).all());
-    const held = await meterStub(env, sub.id).configure(meterConfigOf(sub, plan, await clockTimeOf(db, sub.testClockId), alerts));
+    const held = await s.meters.of(sub.id).configure(meterConfigOf(sub, plan, await s.clock.frozen(sub.testClockId), alerts));
     // Before the version is recorded: a failed directory push is retried by the cron resync like a failed meter push.
-    if (options.routing) await pushRouting(env, db, sub, plan, knownCustomer);
+    if (options.routing) await pushRouting(s, sub, plan, knownCustomer);
     // The version both the meter and the directory hold: the meter may answer a newer one than this push carried
     // (a concurrent change configured it, and that change's directory push may have failed), and the directory was
     // told only this push's version, so the resync must still see the subscription as behind.
@@ -102,7 +101,7 @@ export async function pushMeterConfig(
       .where(and(eq(subscriptions.id, sub.id), lt(subscriptions.meterSyncedVersion, synced)));
     return true;
   } catch (e) {
-    console.log(JSON.stringify({ level: "error", msg: "meter config push failed", subscriptionId: sub.id, error: String(e) }));
+    s.log.error("meter config push failed", { subscriptionId: sub.id, error: String(e) });
     return false;
   }
 }
@@ -111,16 +110,17 @@ export async function pushMeterConfig(
  * Closes a period on the subscription's meter for invoicing, first making sure the meter holds the current
  * configuration (a missed push would otherwise leave a meter out of the invoice). Empty when nothing was metered.
  */
-export async function closeMeterPeriod(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, periodStart: number, now: number, alerts?: MeterAlertRow[]): Promise<Map<string, string>> {
-  if (sub.meterSyncedVersion < sub.configVersion && !(await pushMeterConfig(env, db, sub, plan, alerts))) {
+export async function closeMeterPeriod(s: Services, sub: SubscriptionRow, plan: PlanRow, periodStart: number, now: number, alerts?: MeterAlertRow[]): Promise<Map<string, string>> {
+  if (sub.meterSyncedVersion < sub.configVersion && !(await pushMeterConfig(s, sub, plan, alerts))) {
     throw new Error(`usage meter of ${sub.id} does not hold the current configuration; not invoicing until it does`);
   }
-  const closed = await meterStub(env, sub.id).closePeriod(periodStart, now);
+  const closed = await s.meters.of(sub.id).closePeriod(periodStart, now);
   return closed.ok ? new Map(closed.meters.map((m) => [m.meterId, m.value])) : new Map();
 }
 
 /** Cron: re-push subscriptions whose meter holds an older configuration. */
-export async function resyncMeters(env: Env, db: Db, limit = 200): Promise<{ pushed: number; failed: number }> {
+export async function resyncMeters(s: Services, limit = 200): Promise<{ pushed: number; failed: number }> {
+  const { env, db } = s;
   const rows = await db
     .select()
     .from(subscriptions)
@@ -131,6 +131,6 @@ export async function resyncMeters(env: Env, db: Db, limit = 200): Promise<{ pus
     .all();
   let pushed = 0;
   let failed = 0;
-  for (const r of rows) (await pushMeterConfig(env, db, r.subscriptions, r.plans)) ? pushed++ : failed++;
+  for (const r of rows) (await pushMeterConfig(s, r.subscriptions, r.plans)) ? pushed++ : failed++;
   return { pushed, failed };
 }

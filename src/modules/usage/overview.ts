@@ -1,4 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
+import { services } from "../../http/context";
 import { and, gte, isNull, lt, sql } from "drizzle-orm";
 import { access, requireScopeOrRole } from "../../http/auth";
 import { jsonResponse, router } from "../../http/openapi";
@@ -64,5 +65,5 @@ export const usageOverviewRoutes = router().openapi(
     request: { query: z.object({ months: z.coerce.number().int().min(1).max(36).default(12) }) },
     responses: { 200: jsonResponse(UsageOverview, "Usage per meter and month") },
   }),
-  async (c) => c.json(await usageOverview(dbOf(c.env), Date.now(), c.req.valid("query").months), 200),
+  async (c) => c.json(await usageOverview(dbOf(c.env), services(c).clock.wall, c.req.valid("query").months), 200),
 );

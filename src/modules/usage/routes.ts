@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { access, actorOf, requireRole, requireScopeOrRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, problemResponse, problems, router } from "../../http/openapi";
 import { ApiError } from "../../http/problem";
-import { auditCtx } from "../../http/context";
+import { services } from "../../http/context";
 import { commitWithAudit } from "../../platform/audit";
 import { dbOf } from "../../db/client";
 import { parseDecimal } from "../../domain/decimal";
@@ -11,7 +11,7 @@ import { priceQuantity } from "../../domain/pricing";
 import { iso } from "../../lib/time";
 import { MAX_BATCH, parseEvent, type ParsedEvent } from "./events";
 import { ingestEvents, summarise } from "./ingest";
-import { meterStub } from "./meter-config";
+
 import type { EventCursor, IngestOutcome, MeterAggregate, PeriodSelector } from "./meter-types";
 
 const UsageEvent = z
@@ -95,7 +95,7 @@ usageRoutes.post("/", requireScopeOrRole("usage:write", access.admin), async (c)
   } catch {
     throw new ApiError("bad_request", "body is not valid JSON", [{ path: "(body)", message: "malformed JSON" }]);
   }
-  const now = Date.now();
+  const now = services(c).clock.wall;
   const idempotencyKey = c.req.header("idempotency-key");
   const isBatch = typeof body === "object" && body !== null && "events" in body;
 
@@ -198,7 +198,8 @@ usageRoutes.openapi(
   }),
   async (c) => {
     const { subscriptionId } = c.req.valid("param");
-    const out = await meterStub(c.env, subscriptionId).summary(toSelector(c.req.valid("query").period), Date.now());
+    const s = services(c);
+    const out = await s.meters.of(subscriptionId).summary(toSelector(c.req.valid("query").period), s.clock.wall);
     if (!out.ok) {
       if (out.error === "unknown_subscription") throw new ApiError("not_found", `subscription ${subscriptionId} does not exist or has no usage meter`);
       throw new ApiError("not_found", "no such period for this subscription", [{ path: "period", message: "no such period" }]);
@@ -265,7 +266,8 @@ usageRoutes.openapi(
   async (c) => {
     const { subscriptionId } = c.req.valid("param");
     const q = c.req.valid("query");
-    const out = await meterStub(c.env, subscriptionId).events(toSelector(q.period), q.meterId ?? null, q.limit, decodeCursor(q.startingAfter), Date.now());
+    const s = services(c);
+    const out = await s.meters.of(subscriptionId).events(toSelector(q.period), q.meterId ?? null, q.limit, decodeCursor(q.startingAfter), s.clock.wall);
     if (!out.ok) {
       if (out.error === "unknown_subscription") throw new ApiError("not_found", `subscription ${subscriptionId} does not exist or has no usage meter`);
       throw new ApiError("not_found", "no such period for this subscription", [{ path: "period", message: "no such period" }]);
@@ -302,8 +304,9 @@ usageRoutes.openapi(
   }),
   async (c) => {
     const { subscriptionId, meterId, reason } = c.req.valid("json");
-    const ctx = auditCtx(c);
-    const out = await meterStub(c.env, subscriptionId).reset(meterId, actorOf(c).id, reason ?? null, ctx.now);
+    const s = services(c);
+    const ctx = s.audit;
+    const out = await s.meters.of(subscriptionId).reset(meterId, actorOf(c).id, reason ?? null, ctx.now);
     if (!out.ok) {
       if (out.error === "unknown_meter") throw new ApiError("unprocessable", `subscription ${subscriptionId} has no meter ${meterId}`, [{ path: "meterId", message: "unknown meter" }]);
       throw new ApiError("not_found", `subscription ${subscriptionId} does not exist or has no usage meter`, [{ path: "subscriptionId", message: "unknown subscription" }]);

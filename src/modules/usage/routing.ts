@@ -1,5 +1,6 @@
 import { eq, sql } from "drizzle-orm";
-import { dbOf, type Db } from "../../db/client";
+import type { Services } from "../../platform/services";
+import type { Db } from "../../db/client";
 import { customers, plans, subscriptions, type StoredMeteredPrice, type SubscriptionStatus } from "../../db/schema";
 import type { MeterConfig } from "./meter-config";
 
@@ -33,7 +34,8 @@ export function routingEntryOf(c: Pick<MeterConfig, "subscriptionId" | "status" 
 export const directoryStub = (env: Env, name: string) => env.INGEST_DIRECTORY.get(env.INGEST_DIRECTORY.idFromName(name));
 
 /** Called by pushMeterConfig: the customer's directory learns the subscription's state (and its Stripe id). Throws on failure. */
-export async function pushRouting(env: Env, db: Db, sub: SubscriptionRow, plan: PlanRow, knownCustomer?: { metadata: Record<string, string> }): Promise<void> {
+export async function pushRouting(s: Services, sub: SubscriptionRow, plan: PlanRow, knownCustomer?: { metadata: Record<string, string> }): Promise<void> {
+  const { env, db } = s;
   // A caller that already read the customer (a renewal) saves the read.
   const customer = knownCustomer ?? (await db.select({ metadata: customers.metadata }).from(customers).where(eq(customers.id, sub.customerId)).get());
   const stripeId = customer?.metadata[STRIPE_CUSTOMER_KEY] || null;
@@ -54,19 +56,19 @@ export async function pushRouting(env: Env, db: Db, sub: SubscriptionRow, plan: 
  * (which has the last word) no longer answers to the old one. A failure is logged, not fatal: the customer's
  * subscriptions are marked behind, and the resync's push carries the id again.
  */
-export async function syncStripeCustomerId(env: Env, customerId: string, stripeCustomerId: string | null): Promise<void> {
+export async function syncStripeCustomerId(s: Services, customerId: string, stripeCustomerId: string | null): Promise<void> {
   try {
-    if (stripeCustomerId) await directoryStub(env, `stripe:${stripeCustomerId}`).setAlias(customerId);
-    await directoryStub(env, `customer:${customerId}`).setStripeCustomerId(customerId, stripeCustomerId);
+    if (stripeCustomerId) await directoryStub(s.env, `stripe:${stripeCustomerId}`).setAlias(customerId);
+    await directoryStub(s.env, `customer:${customerId}`).setStripeCustomerId(customerId, stripeCustomerId);
   } catch (e) {
-    console.log(JSON.stringify({ level: "error", msg: "ingest directory push failed", customerId, error: String(e) }));
+    s.log.error("ingest directory push failed", { customerId, error: String(e) });
     // The customer's subscriptions count as behind, so the hourly resync pushes them, carrying the id again (a plain
     // renewal no longer does). A failure here too is only logged: the next change of the customer retries.
-    await dbOf(env)
+    await s.db
       .update(subscriptions)
       .set({ meterSyncedVersion: sql`min(${subscriptions.meterSyncedVersion}, ${subscriptions.configVersion} - 1)` })
       .where(eq(subscriptions.customerId, customerId))
-      .catch((err: unknown) => console.log(JSON.stringify({ level: "error", msg: "marking subscriptions behind failed", customerId, error: String(err) })));
+      .catch((err: unknown) => s.log.error("marking subscriptions behind failed", { customerId, error: String(err) }));
   }
   forgetRouting(customerId, stripeCustomerId);
 }

@@ -1,4 +1,5 @@
 import { asc, eq, inArray } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
@@ -87,21 +88,23 @@ async function deliverable(db: Db, endpointId: string) {
 }
 
 /** Sends one event to one endpoint now (a resend); retries follow if it fails. Answers the delivery with its attempts. */
-export async function resendEvent(env: Env, db: Db, eventId: string, endpointId: string, ctx: AuditContext) {
+export async function resendEvent(s: Services, eventId: string, endpointId: string) {
+  const { db, audit: ctx } = s;
   const event = await db.select({ id: events.id, type: events.type }).from(events).where(eq(events.id, eventId)).get();
   if (!event) throw notFound("event", eventId);
   await deliverable(db, endpointId);
-  const { delivery } = await deliverNow(env, db, eventId, endpointId, ctx.now);
+  const { delivery } = await deliverNow(s, eventId, endpointId, ctx.now);
   const [out] = await withDetails(db, [delivery]);
   return out!;
 }
 
 /** A `test.webhook` event sent to this endpoint only (never fanned out to others), delivered now. */
-export async function sendTestEvent(env: Env, db: Db, endpointId: string, ctx: AuditContext) {
+export async function sendTestEvent(s: Services, endpointId: string) {
+  const { db, audit: ctx } = s;
   const endpoint = await deliverable(db, endpointId);
   const row = eventRow({ type: "test.webhook", objectType: "webhook_endpoint", objectId: endpoint.id, object: toEndpoint(endpoint) }, ctx);
   await commitWithAudit(db, [eventInsert(db, row)], [{ action: "webhook_endpoint.test_sent", targetType: "webhook_endpoint", targetId: endpoint.id, after: { eventId: row.id } }], ctx);
-  const { delivery } = await deliverNow(env, db, row.id, endpoint.id, ctx.now);
+  const { delivery } = await deliverNow(s, row.id, endpoint.id, ctx.now);
   const [out] = await withDetails(db, [delivery]);
   return { event: toEvent(row), delivery: out! };
 }

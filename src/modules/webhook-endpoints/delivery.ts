@@ -1,4 +1,5 @@
 import { and, asc, count, eq, gte, inArray, isNull, like, lt, lte, ne, notExists, or, sql, type SQL } from "drizzle-orm";
+import { queuesOf, type Producer, type Services } from "../../platform/services";
 import type { BatchItem } from "drizzle-orm/batch";
 import { dbOf, type Db } from "../../db/client";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
@@ -42,12 +43,11 @@ export const retryDelaySeconds = (attempts: number) => Math.min(MAX_HOP_SECONDS,
 const log = (level: string, msg: string, fields: Record<string, unknown>) => console.log(JSON.stringify({ level, msg, ...fields }));
 const chunks = <T>(xs: T[], n: number) => Array.from({ length: Math.ceil(xs.length / n) }, (_, i) => xs.slice(i * n, i * n + n));
 
-async function send(env: Env, messages: WebhookMessage[], delaySeconds?: number): Promise<void> {
-  for (const batch of chunks(messages, 100)) {
-    await env.WEBHOOK_QUEUE.sendBatch(batch.map((body) => ({ body, ...(delaySeconds ? { delaySeconds } : {}) }))).catch((e) =>
-      log("error", "webhook enqueue failed; the hourly sweep sends it again", { count: batch.length, error: String(e) }),
-    );
-  }
+async function send(queue: Producer<WebhookMessage>, messages: WebhookMessage[], delaySeconds?: number): Promise<void> {
+  const failed = (count: number) => (e: unknown) => log("error", "webhook enqueue failed; the hourly sweep sends it again", { count, error: String(e) });
+  // A delayed message is a retry of one delivery: sent on its own with its delay.
+  if (delaySeconds) for (const m of messages) await queue.send(m, { delaySeconds }).catch(failed(1));
+  else for (const batch of chunks(messages, 100)) await queue.sendAll(batch).catch(failed(batch.length));
 }
 
 /**
@@ -62,7 +62,8 @@ export function forgetEndpointsCache(): void {
   endpointsCache = null;
 }
 
-async function anyEnabledEndpoint(env: Env, now = Date.now()): Promise<boolean> {
+async function anyEnabledEndpoint(env: Env): Promise<boolean> {
+  const now = Date.now();
   if (endpointsCache && now - endpointsCache.at < ENDPOINTS_CACHE_MS) return endpointsCache.any;
   // The built-in notifications endpoint only takes customer.notification events, which say so (see enqueueFanout).
   const row = await dbOf(env)
@@ -78,7 +79,7 @@ async function anyEnabledEndpoint(env: Env, now = Date.now()): Promise<boolean> 
 /** Committed events go to the webhooks queue for fan-out (off the request path; a lost message is swept up hourly). */
 export async function enqueueFanout(env: Env, eventIds: string[], types?: readonly string[]): Promise<void> {
   if (!types?.includes(NOTIFICATION_EVENT) && !(await anyEnabledEndpoint(env))) return;
-  await send(env, chunks(eventIds, 50).map((ids) => ({ type: "events.fanout", eventIds: ids })));
+  await send(queuesOf(env).webhooks, chunks(eventIds, 50).map((ids) => ({ type: "events.fanout", eventIds: ids })));
 }
 onEventsCommitted(enqueueFanout);
 
@@ -129,7 +130,8 @@ export async function cleanupWebhookDeliveries(db: Db, now: number, pageSize = 5
 }
 
 /** One delivery per (event, endpoint), created once (INSERT OR IGNORE on the pair), each handed to the queue. */
-async function createDeliveries(env: Env, db: Db, pairs: { eventId: string; endpointId: string }[], now: number): Promise<string[]> {
+async function createDeliveries(s: Services, pairs: { eventId: string; endpointId: string }[], now: number): Promise<string[]> {
+  const { db } = s;
   const created: string[] = [];
   for (const part of chunks(pairs, 50)) {
     const inserts = part.map((p) =>
@@ -142,7 +144,7 @@ async function createDeliveries(env: Env, db: Db, pairs: { eventId: string; endp
     const results = (await db.batch(inserts as unknown as [BatchItem<"sqlite">, ...BatchItem<"sqlite">[]])) as { id: string }[][];
     for (const rows of results) for (const r of rows) created.push(r.id);
   }
-  await send(env, created.map((deliveryId) => ({ type: "webhook.deliver", deliveryId })));
+  await send(s.queues.webhooks, created.map((deliveryId) => ({ type: "webhook.deliver", deliveryId })));
   return created;
 }
 
@@ -151,8 +153,9 @@ async function createDeliveries(env: Env, db: Db, pairs: { eventId: string; endp
  * An event of a customer on a test clock is stamped in the clock's time, which says nothing about when it was
  * written: it goes to the endpoints that exist at its fan-out.
  */
-export async function fanOut(env: Env, eventIds: string[], now = Date.now()): Promise<HandlerResult> {
-  const db = dbOf(env);
+export async function fanOut(s: Services, eventIds: string[]): Promise<HandlerResult> {
+  const { db } = s;
+  const now = s.clock.wall;
   const rows = eventIds.length
     ? await db
         .select({ id: events.id, type: events.type, createdAt: events.createdAt, testClockId: customers.testClockId })
@@ -162,11 +165,11 @@ export async function fanOut(env: Env, eventIds: string[], now = Date.now()): Pr
         .all()
     : [];
   if (!rows.length) return { status: "done" };
-  if (rows.some((e) => e.type === NOTIFICATION_EVENT)) await ensureNotificationEndpoint(env, db, now);
+  if (rows.some((e) => e.type === NOTIFICATION_EVENT)) await ensureNotificationEndpoint(s, now);
   const endpoints = await enabledEndpoints(db);
   const happened = (e: (typeof rows)[number]) => (e.testClockId ? now : e.createdAt);
   const pairs = rows.flatMap((e) => endpoints.filter((ep) => ep.createdAt <= happened(e) && matchesEvent(ep.enabledEvents, e.type)).map((ep) => ({ eventId: e.id, endpointId: ep.id })));
-  await createDeliveries(env, db, pairs, now);
+  await createDeliveries(s, pairs, now);
   return { status: "done" };
 }
 
@@ -185,7 +188,8 @@ async function abandon(db: Db, d: DeliveryRow, reason: string, now: number): Pro
  * extends the endpoint's failure streak, which disables it after AUTO_DISABLE_AFTER_MS. The caller has claimed `d`.
  * `once`: a failure changes neither the status nor the schedule (a resend of a delivery that already succeeded).
  */
-async function attempt(env: Env, db: Db, d: DeliveryRow, now: number, once = false): Promise<Attempted> {
+async function attempt(s: Services, d: DeliveryRow, now: number, once = false): Promise<Attempted> {
+  const { env, db } = s;
   const [endpoint, event] = await Promise.all([
     db.select().from(webhookEndpoints).where(eq(webhookEndpoints.id, d.endpointId)).get(),
     db.select().from(events).where(eq(events.id, d.eventId)).get(),
@@ -195,7 +199,7 @@ async function attempt(env: Env, db: Db, d: DeliveryRow, now: number, once = fal
   if (!event) return abandon(db, d, "the event no longer exists", now);
 
   // The built-in endpoint posts a customer notification's envelope to NOTIFY_WEBHOOK_URL (see ./notifications.ts).
-  const notice = isNotificationsEndpoint(endpoint.id) && event.type === NOTIFICATION_EVENT ? await notificationTarget(env, db, event, now) : null;
+  const notice = isNotificationsEndpoint(endpoint.id) && event.type === NOTIFICATION_EVENT ? await notificationTarget(s, event, now) : null;
   if (notice?.kind === "gone") return abandon(db, d, "the notification no longer exists", now);
   const target =
     notice?.kind === "post"
@@ -250,7 +254,7 @@ async function attempt(env: Env, db: Db, d: DeliveryRow, now: number, once = fal
     noticeSide.audit,
     { actor: NOTIFIER, now },
   );
-  if (patch.status === "pending") await send(env, [{ type: "webhook.deliver", deliveryId: d.id }], delay);
+  if (patch.status === "pending") await send(s.queues.webhooks, [{ type: "webhook.deliver", deliveryId: d.id }], delay);
   if (!ok) {
     log("warn", "webhook delivery failed", { deliveryId: d.id, endpointId: endpoint.id, eventId: event.id, attempts, error, giveUp });
     // The built-in endpoint is never disabled: its failures are failed notifications (CustomerNotificationsFailing).
@@ -283,15 +287,16 @@ async function disableFailing(db: Db, endpoint: EndpointRow, now: number): Promi
 }
 
 /** `webhook.deliver`: an attempt when the delivery is pending and due; a duplicate or early message drops out. */
-export async function deliverScheduled(env: Env, deliveryId: string, now = Date.now()): Promise<HandlerResult> {
-  const db = dbOf(env);
+export async function deliverScheduled(s: Services, deliveryId: string): Promise<HandlerResult> {
+  const { db } = s;
+  const now = s.clock.wall;
   const claimed = await db
     .update(webhookDeliveries)
     .set({ nextAttemptAt: now + LEASE_MS, updatedAt: now })
     .where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.status, "pending"), or(isNull(webhookDeliveries.nextAttemptAt), lte(webhookDeliveries.nextAttemptAt, now + 5_000))))
     .returning()
     .get();
-  if (claimed) await attempt(env, db, claimed, now);
+  if (claimed) await attempt(s, claimed, now);
   return { status: "done" };
 }
 
@@ -300,7 +305,8 @@ export async function deliverScheduled(env: Env, deliveryId: string, now = Date.
  * schedules retries as any delivery's would (a delivery past its retry window stays `failed`), except that a
  * delivery that already succeeded stays `succeeded`: the receiver had it.
  */
-export async function deliverNow(env: Env, db: Db, eventId: string, endpointId: string, now = Date.now()): Promise<Attempted> {
+export async function deliverNow(s: Services, eventId: string, endpointId: string, now: number): Promise<Attempted> {
+  const { db } = s;
   await db
     .insert(webhookDeliveries)
     .values({ id: newId("wd"), eventId, endpointId, status: "pending", attempts: 0, nextAttemptAt: now, createdAt: now, updatedAt: now })
@@ -314,14 +320,15 @@ export async function deliverNow(env: Env, db: Db, eventId: string, endpointId: 
     .where(pair)
     .returning()
     .get();
-  return attempt(env, db, claimed!, now, succeeded);
+  return attempt(s, claimed!, now, succeeded);
 }
 
 /**
  * Hourly, in bounded pages: pending deliveries whose message was lost get another, and events of the last day that
  * an enabled endpoint subscribes to but has no delivery of (their fan-out message was lost) are fanned out again.
  */
-export async function sweepWebhookDeliveries(env: Env, db: Db, now: number, limit = 500): Promise<{ resent: number; refanned: number }> {
+export async function sweepWebhookDeliveries(s: Services, now: number, limit = 500): Promise<{ resent: number; refanned: number }> {
+  const { db } = s;
   const lost = await db
     .select({ id: webhookDeliveries.id })
     .from(webhookDeliveries)
@@ -329,7 +336,7 @@ export async function sweepWebhookDeliveries(env: Env, db: Db, now: number, limi
     .orderBy(asc(webhookDeliveries.nextAttemptAt))
     .limit(limit)
     .all();
-  await send(env, lost.map((r) => ({ type: "webhook.deliver", deliveryId: r.id })));
+  await send(s.queues.webhooks, lost.map((r) => ({ type: "webhook.deliver", deliveryId: r.id })));
 
   const pairs: { eventId: string; endpointId: string }[] = [];
   for (const ep of await endpointsToSweep(db, now)) {
@@ -353,7 +360,7 @@ export async function sweepWebhookDeliveries(env: Env, db: Db, now: number, limi
       .all();
     for (const e of missed) if (matchesEvent(ep.enabledEvents, e.type)) pairs.push({ eventId: e.id, endpointId: ep.id });
   }
-  const created = await createDeliveries(env, db, pairs, now);
+  const created = await createDeliveries(s, pairs, now);
   return { resent: lost.length, refanned: created.length };
 }
 

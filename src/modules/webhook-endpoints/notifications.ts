@@ -1,4 +1,5 @@
 import { and, eq, sql } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
 import { customers, invoices, notifications, webhookEndpoints, type events } from "../../db/schema";
@@ -36,7 +37,8 @@ export function refuseBuiltin(id: string): void {
  * Creates the built-in endpoint when missing and keeps its shown URL in step with NOTIFY_WEBHOOK_URL. It is never
  * disabled and existed "from the start" (createdAt 0), so every notification event is fanned out to it.
  */
-export async function ensureNotificationEndpoint(env: Env, db: Db, now: number): Promise<void> {
+export async function ensureNotificationEndpoint(s: Services, now: number): Promise<void> {
+  const { env, db } = s;
   const url = env.NOTIFY_WEBHOOK_URL ?? "";
   await db
     .insert(webhookEndpoints)
@@ -69,7 +71,8 @@ export type NotificationTarget =
   | { kind: "gone" };
 
 /** What the built-in endpoint POSTs for a `customer.notification` event (the envelope, built at delivery time). */
-export async function notificationTarget(env: Env, db: Db, event: EventRow, now: number): Promise<NotificationTarget> {
+export async function notificationTarget(s: Services, event: EventRow, now: number): Promise<NotificationTarget> {
+  const { env, db } = s;
   const row = await db.select().from(notifications).where(eq(notifications.id, event.objectId)).get();
   if (!row) return { kind: "gone" };
   const problem = deliveryProblem(env);
@@ -88,7 +91,7 @@ export async function notificationTarget(env: Env, db: Db, event: EventRow, now:
   let links: { hostedUrl: string; pdfUrl: string } | null = null;
   if (invoice && invoice.status !== "draft") {
     const config = await documentsConfig(db);
-    const link = await ensureLink(env, db, invoice.id, config.hostedLinkDays, { actor: NOTIFIER, now }, config.publicBaseUrl);
+    const link = await ensureLink(s.withAudit({ actor: NOTIFIER, now }), invoice.id, config.hostedLinkDays, config.publicBaseUrl);
     links = { hostedUrl: link.url, pdfUrl: link.pdfUrl };
   }
   return {
@@ -142,7 +145,7 @@ export { NOTIFIER };
  * Hourly (`notifications.sweep`): the built-in endpoint exists and shows the configured URL, and queued
  * notifications without an event (older rows) get one. Lost fan-outs and deliveries are the endpoints' sweep's.
  */
-export async function sweepNotifications(env: Env, db: Db, now: number): Promise<number> {
-  await ensureNotificationEndpoint(env, db, now);
-  return adoptNotificationsWithoutEvent(db, now);
+export async function sweepNotifications(s: Services, now: number): Promise<number> {
+  await ensureNotificationEndpoint(s, now);
+  return adoptNotificationsWithoutEvent(s.db, now);
 }

@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { listDeliveries, resendEvent, sendTestEvent, WebhookDelivery } from "./deliveries";
 import {
   createEndpoint,
@@ -40,7 +40,7 @@ export const webhookEndpointRoutes = router()
       responses: { 201: jsonResponse(WebhookEndpointWithSecret, "The endpoint, with its secret") },
     }),
     async (c) => {
-      const created = await createEndpoint(c.env, dbOf(c.env), c.req.valid("json"), auditCtx(c));
+      const created = await createEndpoint(services(c), c.req.valid("json"));
       forgetEndpointsCache();
       c.set("secretShownOnce", { object: "webhook endpoint", id: created.id });
       return c.json(created, 201);
@@ -87,7 +87,7 @@ export const webhookEndpointRoutes = router()
       responses: { 200: jsonResponse(WebhookEndpoint, "The updated endpoint"), ...problems(404, 409) },
     }),
     async (c) => {
-      const updated = await updateEndpoint(c.env, dbOf(c.env), c.req.valid("param").id, c.req.valid("json"), auditCtx(c));
+      const updated = await updateEndpoint(services(c), c.req.valid("param").id, c.req.valid("json"));
       forgetEndpointsCache();
       return c.json(updated, 200);
     },
@@ -104,7 +104,7 @@ export const webhookEndpointRoutes = router()
       request: { params: IdParam },
       responses: { 200: jsonResponse(Deleted, "Deleted"), ...problems(404, 409) },
     }),
-    async (c) => c.json(await deleteEndpoint(dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
+    async (c) => c.json(await deleteEndpoint(services(c), c.req.valid("param").id), 200),
   )
   .openapi(
     createRoute({
@@ -119,7 +119,7 @@ export const webhookEndpointRoutes = router()
       responses: { 200: jsonResponse(WebhookEndpointWithSecret, "The endpoint, with its new secret"), ...problems(404, 409) },
     }),
     async (c) => {
-      const rotated = await rotateSecret(c.env, dbOf(c.env), c.req.valid("param").id, auditCtx(c));
+      const rotated = await rotateSecret(services(c), c.req.valid("param").id);
       c.set("secretShownOnce", { object: "signing secret of webhook endpoint", id: rotated.id });
       return c.json(rotated, 200);
     },
@@ -136,7 +136,7 @@ export const webhookEndpointRoutes = router()
       request: { params: IdParam },
       responses: { 200: jsonResponse(z.object({ event: EventJson, delivery: WebhookDelivery }), "The event and its delivery, with the first attempt"), ...problems(404) },
     }),
-    async (c) => c.json(await sendTestEvent(c.env, dbOf(c.env), c.req.valid("param").id, auditCtx(c)), 200),
+    async (c) => c.json(await sendTestEvent(services(c), c.req.valid("param").id), 200),
   )
   .openapi(
     createRoute({
@@ -172,6 +172,6 @@ export const eventResendRoutes = router().openapi(
     },
     responses: { 200: jsonResponse(WebhookDelivery, "The delivery, with this attempt"), ...problems(404) },
   }),
-  async (c) => c.json(await resendEvent(c.env, dbOf(c.env), c.req.valid("param").id, c.req.valid("query").endpoint, auditCtx(c)), 200),
+  async (c) => c.json(await resendEvent(services(c), c.req.valid("param").id, c.req.valid("query").endpoint), 200),
 );
 

@@ -1,4 +1,5 @@
 import { and, eq } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
@@ -143,7 +144,8 @@ export async function getEndpointRow(db: Db, id: string): Promise<EndpointRow> {
   return row;
 }
 
-export async function createEndpoint(env: Env, db: Db, input: z.infer<typeof CreateWebhookEndpoint>, ctx: AuditContext) {
+export async function createEndpoint(s: Services, input: z.infer<typeof CreateWebhookEndpoint>) {
+  const { env, db, audit: ctx } = s;
   validate(input, env.ENVIRONMENT);
   const secret = newWebhookSecret();
   const row: EndpointRow = {
@@ -170,7 +172,8 @@ export async function listEndpoints(db: Db, q: PageQuery) {
   return newestFirstPage(db, { table: webhookEndpoints, id: webhookEndpoints.id, createdAt: webhookEndpoints.createdAt }, q, [], toEndpoint);
 }
 
-export async function updateEndpoint(env: Env, db: Db, id: string, input: z.infer<typeof UpdateWebhookEndpoint>, ctx: AuditContext) {
+export async function updateEndpoint(s: Services, id: string, input: z.infer<typeof UpdateWebhookEndpoint>) {
+  const { env, db, audit: ctx } = s;
   refuseBuiltin(id);
   validate(input, env.ENVIRONMENT);
   const before = await getEndpointRow(db, id);
@@ -198,7 +201,8 @@ export async function updateEndpoint(env: Env, db: Db, id: string, input: z.infe
   return toEndpoint(after);
 }
 
-export async function deleteEndpoint(db: Db, id: string, ctx: AuditContext) {
+export async function deleteEndpoint(s: Services, id: string) {
+  const { db, audit: ctx } = s;
   refuseBuiltin(id);
   const before = await getEndpointRow(db, id);
   await commitWithAudit(
@@ -214,7 +218,8 @@ export async function deleteEndpoint(db: Db, id: string, ctx: AuditContext) {
 }
 
 /** A new secret; the previous one keeps signing (second signature) for 24 h so receivers can switch without a gap. */
-export async function rotateSecret(env: Env, db: Db, id: string, ctx: AuditContext) {
+export async function rotateSecret(s: Services, id: string) {
+  const { env, db, audit: ctx } = s;
   refuseBuiltin(id);
   const before = await getEndpointRow(db, id);
   const secret = newWebhookSecret();

@@ -1,7 +1,8 @@
 import { and, eq, inArray } from "drizzle-orm";
 import { commitWithAudit } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
-import { dbOf, type Db } from "../../db/client";
+import type { Db } from "../../db/client";
+import type { Services } from "../../platform/services";
 import { webhookEvents } from "../../db/schema";
 import { chargeRefunded, disputeCreated } from "./charges";
 import { intentFailed, intentSucceeded } from "./intents";
@@ -27,7 +28,7 @@ export function retryDelayFor(ageMs: number): number {
   return Math.min(MAX_RETRY_SECONDS, Math.max(MIN_RETRY_SECONDS, Math.round(ageMs / 1000)));
 }
 
-async function decide(env: Env, db: Db, row: EventRow, now: number): Promise<Decision> {
+async function decide(s: Services, row: EventRow, now: number): Promise<Decision> {
   let event: { data?: { object?: unknown } };
   try {
     event = JSON.parse(row.payload);
@@ -38,7 +39,7 @@ async function decide(env: Env, db: Db, row: EventRow, now: number): Promise<Dec
   if (!handler) return settle("ignored");
   const object = event?.data?.object;
   if (!object || typeof object !== "object" || typeof (object as { id?: unknown }).id !== "string") return settle("failed", "event has no data.object with an id");
-  return handler({ env, db, now, eventId: row.id }, object as Record<string, unknown>);
+  return handler({ s, env: s.env, db: s.db, now, eventId: row.id }, object as Record<string, unknown>);
 }
 
 /** The event's new status, only from received (or failed, for a replay): the guard that applies an event once. */
@@ -55,20 +56,20 @@ const markEvent = (db: Db, id: string, status: EventStatus, note: string | null,
  * (backing off with the event's age) and is marked failed after GIVE_UP_AFTER_MS. A failed event can be replayed
  * (admin): it is applied if what it waited for is there now, else it stays failed.
  */
-export async function applyStripeEvent(env: Env, eventId: string): Promise<ApplyResult> {
-  const db = dbOf(env);
+export async function applyStripeEvent(s: Services, eventId: string): Promise<ApplyResult> {
+  const db = s.db;
+  const now = s.clock.wall;
   for (let round = 1; ; round++) {
-    const now = Date.now();
     const row = await db.select().from(webhookEvents).where(eq(webhookEvents.id, eventId)).get();
     if (!row) {
       // Rows are stored before their message is sent; a missing one was cleaned up or never stored.
-      console.log(JSON.stringify({ level: "warn", msg: "stripe event not found; message dropped", eventId }));
+      s.log.warn("stripe event not found; message dropped", { eventId });
       return { status: "done" };
     }
     if (row.status === "processed" || row.status === "ignored") return { status: "done" };
     let decision: Commit;
     try {
-      const decided = await decide(env, db, row, now);
+      const decided = await decide(s, row, now);
       if (decided.kind === "wait") {
         const age = now - row.receivedAt;
         // A failed event is here again because an operator replayed it: one look, not another round of retries.
@@ -90,9 +91,9 @@ export async function applyStripeEvent(env: Env, eventId: string): Promise<Apply
       return { status: "retry", delaySeconds: retryDelayFor(now - row.receivedAt), reason };
     }
     if (decision.afterCommit) {
-      await decision.afterCommit().catch((e: unknown) => console.log(JSON.stringify({ level: "error", msg: "stripe event follow-up failed", eventId, error: String(e) })));
+      await decision.afterCommit().catch((e: unknown) => s.log.error("stripe event follow-up failed", { eventId, error: String(e) }));
     }
-    console.log(JSON.stringify({ level: "info", msg: "stripe event applied", eventId, type: row.type, status: decision.status, note: decision.note }));
+    s.log.info("stripe event applied", { eventId, type: row.type, status: decision.status, note: decision.note });
     return { status: "done" };
   }
 }

@@ -1,9 +1,9 @@
 import { and, inArray, lt } from "drizzle-orm";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
-import type { Db } from "../../db/client";
+import type { Services } from "../../platform/services";
 import { webhookEvents } from "../../db/schema";
 import { iso, DAY_MS } from "../../lib/time";
-import { WEBHOOK_ACTOR } from "./types";
+
 
 const CHUNK = 500;
 
@@ -13,7 +13,9 @@ export type CleanupResult = { deleted: number; olderThanDays: number; cutoff: st
  * Deletes processed and ignored events received more than `olderThanDays` days before `now`, in chunks (a
  * single huge DELETE would hold D1 too long). Received and failed events stay: they still need attention.
  */
-export async function cleanupWebhookEvents(_env: Env, db: Db, olderThanDays: number, now: number, ctx: AuditContext = { actor: WEBHOOK_ACTOR, now }): Promise<CleanupResult> {
+export async function cleanupWebhookEvents(s: Services, olderThanDays: number, ctx: AuditContext = s.audit): Promise<CleanupResult> {
+  const { db } = s;
+  const now = ctx.now;
   const cutoff = now - olderThanDays * DAY_MS;
   const old = and(inArray(webhookEvents.status, ["processed", "ignored"]), lt(webhookEvents.receivedAt, cutoff));
   let deleted = 0;

@@ -80,7 +80,7 @@ export const intentSucceeded: Handler = async ({ db, now, eventId }, object) => 
  * configuration says (or collection given up, as a synchronous decline would). A succeeded payment is never
  * downgraded by a late or reordered failure.
  */
-export const intentFailed: Handler = async ({ env, db, now, eventId }, object) => {
+export const intentFailed: Handler = async ({ s, db, now, eventId }, object) => {
   const intent = object as unknown as Stripe.PaymentIntent;
   const payment = await findPayment(db, { ids: [intent.id], metadata: intent.metadata });
   if (!payment) return wait(`no local payment for payment intent ${intent.id} yet`);
@@ -92,7 +92,7 @@ export const intentFailed: Handler = async ({ env, db, now, eventId }, object) =
   const decline = classifyDecline({ code: err?.code, decline_code: err?.decline_code, advice_code: err?.advice_code, message: err?.message });
   const inv = await db.select().from(invoices).where(eq(invoices.id, payment.invoiceId)).get();
   const ctx = { actor: WEBHOOK_ACTOR, now, requestId: eventId };
-  const plan = await planFailure(db, inv, payment, { code: decline.failureCode, message: decline.failureMessage, retryable: decline.retryable }, ctx, eventId);
+  const plan = await planFailure(s, inv, payment, { code: decline.failureCode, message: decline.failureMessage, retryable: decline.retryable }, ctx, eventId);
   const failed = paymentFailed(
     db,
     payment,
@@ -100,6 +100,6 @@ export const intentFailed: Handler = async ({ env, db, now, eventId }, object) =
     ctx,
     { strict: true, livemode: inv?.testClockId ? false : undefined },
   );
-  const cs = merge(failed.change, change({ statements: plan.statements, audit: plan.audit, events: plan.events, after: [() => plan.scheduleRetry(env)] }));
+  const cs = merge(failed.change, change({ statements: plan.statements, audit: plan.audit, events: plan.events, after: [() => plan.scheduleRetry(s)] }));
   return asCommit(db, cs, ctx);
 };

@@ -1,5 +1,5 @@
 import { and, eq } from "drizzle-orm";
-import type { Db } from "../../db/client";
+import type { Services } from "../../platform/services";
 import { webhookEvents } from "../../db/schema";
 import { ApiError } from "../../platform/errors";
 import type { WebhookMessage } from "../../../queues/messages";
@@ -14,7 +14,9 @@ export const STUCK_AFTER_MS = 15 * 60_000;
 export type ReceiveResult = { received: true; duplicate?: true; requeued?: true };
 
 /** Stores a verified event once by its id and hands it to the webhooks queue; no gateway call on this path. */
-export async function receiveStripeEvent(env: Env, db: Db, event: VerifiedEvent, rawBody: string, now: number): Promise<ReceiveResult> {
+export async function receiveStripeEvent(s: Services, event: VerifiedEvent, rawBody: string): Promise<ReceiveResult> {
+  const { db } = s;
+  const now = s.clock.wall;
   const message = { type: "stripe.event", eventId: event.id } satisfies WebhookMessage;
   const inserted = await db
     .insert(webhookEvents)
@@ -24,17 +26,17 @@ export async function receiveStripeEvent(env: Env, db: Db, event: VerifiedEvent,
   if (inserted.meta.changes === 0) {
     const stored = await db.select({ status: webhookEvents.status, receivedAt: webhookEvents.receivedAt }).from(webhookEvents).where(eq(webhookEvents.id, event.id)).get();
     if (stored?.status === "received" && now - stored.receivedAt > STUCK_AFTER_MS) {
-      await env.WEBHOOK_QUEUE.send(message);
+      await s.queues.webhooks.send(message);
       return { received: true, duplicate: true, requeued: true };
     }
     return { received: true, duplicate: true };
   }
   try {
-    await env.WEBHOOK_QUEUE.send(message);
+    await s.queues.webhooks.send(message);
   } catch (e) {
     // Forget the event so Stripe's retry of this delivery stores and queues it again.
     await db.delete(webhookEvents).where(and(eq(webhookEvents.id, event.id), eq(webhookEvents.status, "received")));
-    console.log(JSON.stringify({ level: "error", msg: "stripe event could not be queued", eventId: event.id, error: String(e) }));
+    s.log.error("stripe event could not be queued", { eventId: event.id, error: String(e) });
     throw new ApiError("unavailable", "the event could not be queued; Stripe will deliver it again");
   }
   return { received: true };

@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { and, eq } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
 import { jsonResponse, listOf, optionalJsonBody, PaginationQuery, problems, router } from "../../http/openapi";
-import { auditCtx } from "../../http/context";
+import { auditCtx, services } from "../../http/context";
 import { ApiError, notFound } from "../../http/problem";
 import { commitWithAudit } from "../../platform/audit";
 import { dbOf } from "../../db/client";
@@ -51,13 +51,13 @@ export const stripeWebhookRoutes = router().openapi(
   }),
   async (c) => {
     const raw = await c.req.text();
-    const now = Date.now();
-    const verified = await verifyStripeSignature(c.env, raw, c.req.header("stripe-signature"), now);
+    const s = services(c);
+    const verified = await verifyStripeSignature(c.env, raw, c.req.header("stripe-signature"), s.clock.wall);
     if (!verified.ok) {
-      console.log(JSON.stringify({ level: "warn", msg: "stripe webhook refused", requestId: c.get("requestId"), reason: verified.reason }));
+      s.log.warn("stripe webhook refused", { reason: verified.reason });
       throw new ApiError("bad_request", "the Stripe-Signature header is missing or does not verify for this body");
     }
-    return c.json(await receiveStripeEvent(c.env, dbOf(c.env), verified.event, raw, now), 200);
+    return c.json(await receiveStripeEvent(s, verified.event, raw), 200);
   },
 );
 
@@ -87,8 +87,7 @@ export const webhookAdminRoutes = router()
     }),
     async (c) => {
       const { olderThanDays } = c.req.valid("json");
-      const ctx = auditCtx(c);
-      return c.json(await cleanupWebhookEvents(c.env, dbOf(c.env), olderThanDays, ctx.now, ctx), 200);
+      return c.json(await cleanupWebhookEvents(services(c), olderThanDays), 200);
     },
   )
   .openapi(
@@ -153,13 +152,14 @@ export const webhookAdminRoutes = router()
       responses: { 202: jsonResponse(WebhookEvent, "Queued"), ...problems(404) },
     }),
     async (c) => {
-      const db = dbOf(c.env);
+      const s = services(c);
+      const db = s.db;
       const id = c.req.valid("param").id;
       const row = await db.select().from(webhookEvents).where(eq(webhookEvents.id, id)).get();
       if (!row) throw notFound("webhook event", id);
       if (row.status === "processed" || row.status === "ignored") throw new ApiError("conflict", `event ${id} is ${row.status}; there is nothing to replay`);
-      await commitWithAudit(db, [], [{ action: "webhook.replayed", targetType: "webhook_event", targetId: id, before: { status: row.status, error: row.error } }], auditCtx(c));
-      await c.env.WEBHOOK_QUEUE.send({ type: "stripe.event", eventId: id } satisfies WebhookMessage);
+      await commitWithAudit(db, [], [{ action: "webhook.replayed", targetType: "webhook_event", targetId: id, before: { status: row.status, error: row.error } }], s.audit);
+      await s.queues.webhooks.send({ type: "stripe.event", eventId: id });
       return c.json(toEvent(row), 202);
     },
   );

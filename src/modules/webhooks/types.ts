@@ -1,6 +1,7 @@
 import type { BatchItem } from "drizzle-orm/batch";
 import type { AuditEntry } from "../../platform/audit";
 import type { Db } from "../../db/client";
+import type { Services } from "../../platform/services";
 import type { Actor } from "../../env";
 import { systemActor } from "../../platform/actor";
 
@@ -15,7 +16,7 @@ export type EventStatus = "processed" | "ignored" | "failed";
 export type Commit = { kind: "commit"; status: EventStatus; note: string | null; statements: BatchItem<"sqlite">[]; audit: AuditEntry[]; afterCommit?: () => Promise<unknown> };
 export type Decision = Commit | { kind: "wait"; reason: string };
 
-export type HandlerContext = { env: Env; db: Db; now: number; eventId: string };
+export type HandlerContext = { s: Services; env: Env; db: Db; now: number; eventId: string };
 export type Handler = (ctx: HandlerContext, object: Record<string, unknown>) => Promise<Decision>;
 
 export const settle = (status: EventStatus, note: string | null = null, statements: BatchItem<"sqlite">[] = [], audit: AuditEntry[] = []): Commit => ({
