@@ -1,3 +1,4 @@
+// Pure functions, but their modules (the ingestion routes) reach the runtime through the services context.
 import { describe, expect, it } from "vitest";
 import { pickRoute, type RoutingEntry } from "../../src/modules/usage/routing";
 import { valueAt } from "../../src/modules/ingest-compat/routed-ingest";

@@ -1,5 +1,7 @@
+// Runs in the Workers runtime: the consumer makes a Services per message, whose modules need cloudflare:workers.
 import { describe, expect, it } from "vitest";
-import { consumer, type HandlerResult } from "../../../queues/dispatch";
+import { env } from "cloudflare:workers";
+import { consumer, type HandlerResult } from "../../queues/dispatch";
 
 type M = { type: "work"; key: string; n: number };
 
@@ -36,7 +38,7 @@ describe("a queue batch's messages", () => {
       },
     }, { keyOf: (m) => m.key });
     const { batch, outcome } = batchOf([{ type: "work", key: "a", n: 1 }, { type: "work", key: "b", n: 2 }]);
-    await run(batch, {} as Env);
+    await run(batch, env);
     expect([...outcome]).toEqual(expect.arrayContaining([["m0", "ack"], ["m1", "ack"]]));
   });
 
@@ -57,7 +59,7 @@ describe("a queue batch's messages", () => {
       },
     }, { keyOf: (m) => m.key });
     const { batch } = batchOf([1, 2, 3].map((n) => ({ type: "work" as const, key: "same", n })));
-    await run(batch, {} as Env);
+    await run(batch, env);
     expect(order).toEqual(["start 1", "end 1", "start 2", "end 2", "start 3", "end 3"]);
     expect(overlapped).toBe(false);
   });
@@ -71,14 +73,14 @@ describe("a queue batch's messages", () => {
       },
     }, { keyOf: (m) => m.key, producer: () => ({ send: async () => { throw new Error("queue down"); } }) as unknown as Queue });
     const { batch, outcome } = batchOf([1, 2, 3].map((n) => ({ type: "work" as const, key: `k${n}`, n })));
-    await run(batch, {} as Env);
+    await run(batch, env);
     expect(Object.fromEntries(outcome)).toEqual({ m0: "ack", m1: "retry", m2: "retry" });
   });
 
   it("get the batch's size, so a handler can take its share of the invocation's budget", async () => {
     const sizes: number[] = [];
     const run = consumer<M>("q", { work: async (_m, _e, _a, size): Promise<HandlerResult> => (sizes.push(size), { status: "done" }) });
-    await run(batchOf([1, 2, 3, 4].map((n) => ({ type: "work" as const, key: "k", n }))).batch, {} as Env);
+    await run(batchOf([1, 2, 3, 4].map((n) => ({ type: "work" as const, key: "k", n }))).batch, env);
     expect(sizes).toEqual([4, 4, 4, 4]);
   });
 });
@@ -96,7 +98,7 @@ describe("a consumer's concurrency", () => {
       },
     }, { keyOf: (m) => m.key, concurrency: 3 });
     const { batch, outcome } = batchOf(Array.from({ length: 10 }, (_, n) => ({ type: "work" as const, key: `k${n}`, n })));
-    await run(batch, {} as Env);
+    await run(batch, env);
     expect(peak).toBe(3);
     expect([...outcome.values()].filter((o) => o === "ack")).toHaveLength(10);
   });
