@@ -41,8 +41,8 @@ export const creditRoutes = router()
     async (c) => {
       const { db, customer, now } = await customerAndNow(c, c.req.valid("param").id);
       const input = grantInputOf(customer, c.req.valid("json"), now);
-      const ctx = auditCtx(c, now);
-      const grant = input.category === "paid" ? (await purchaseCredit(services(c).withNow(now), customer, input)).grant : await createPromotionalGrant(db, customer, input, ctx);
+      const s = services(c).withNow(now);
+      const grant = input.category === "paid" ? (await purchaseCredit(s, customer, input)).grant : await createPromotionalGrant(s, customer, input);
       return c.json(toGrant(await getGrantRow(db, customer.id, grant.id), now), 201);
     },
   )
@@ -94,7 +94,7 @@ export const creditRoutes = router()
     }),
     async (c) => {
       const { db, customer, now } = await customerAndNow(c, c.req.valid("param").id);
-      return c.json(await voidGrantById(db, customer.id, c.req.valid("param").grantId, c.req.valid("json").reason ?? "voided", auditCtx(c, now)), 200);
+      return c.json(await voidGrantById(services(c).withNow(now), customer.id, c.req.valid("param").grantId, c.req.valid("json").reason ?? "voided"), 200);
     },
   )
   .openapi(
