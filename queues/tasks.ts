@@ -1,4 +1,4 @@
-import type { Services } from "../src/platform/services";
+import { messageServices, type Services } from "../src/platform/services";
 import { consumer } from "./dispatch";
 import { enqueueDuePages, trialWillEndPage } from "../src/modules/subscriptions/billing-run";
 import { finalizeDraftsChained } from "../src/modules/invoices/finalize";
@@ -48,4 +48,4 @@ export const taskHandlers = {
   },
 };
 
-export const consumeTasks = consumer<TaskMessage>(queueNames.tasks, taskHandlers);
+export const consumeTasks = consumer<TaskMessage>(queueNames.tasks, taskHandlers, { services: messageServices });

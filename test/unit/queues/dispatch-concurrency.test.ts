@@ -1,5 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { consumer, type HandlerResult } from "../../../queues/dispatch";
+import type { Services } from "../../../src/platform/services";
+
+/** What a handler gets per message; these handlers only need it to exist (and dispatch logs retries through it). */
+const services = () => ({ log: { info() {}, warn() {}, error() {} } }) as unknown as Services;
 
 type M = { type: "work"; key: string; n: number };
 
@@ -34,7 +38,7 @@ describe("a queue batch's messages", () => {
         else second.open();
         return { status: "done" };
       },
-    }, { keyOf: (m) => m.key });
+    }, { services, keyOf: (m) => m.key });
     const { batch, outcome } = batchOf([{ type: "work", key: "a", n: 1 }, { type: "work", key: "b", n: 2 }]);
     await run(batch, {} as Env);
     expect([...outcome]).toEqual(expect.arrayContaining([["m0", "ack"], ["m1", "ack"]]));
@@ -55,7 +59,7 @@ describe("a queue batch's messages", () => {
         running--;
         return { status: "done" };
       },
-    }, { keyOf: (m) => m.key });
+    }, { services, keyOf: (m) => m.key });
     const { batch } = batchOf([1, 2, 3].map((n) => ({ type: "work" as const, key: "same", n })));
     await run(batch, {} as Env);
     expect(order).toEqual(["start 1", "end 1", "start 2", "end 2", "start 3", "end 3"]);
@@ -69,7 +73,7 @@ describe("a queue batch's messages", () => {
         if (m.n === 3) return { status: "requeue", delaySeconds: 5, reason: "frozen" };
         return { status: "done" };
       },
-    }, { keyOf: (m) => m.key, producer: () => ({ send: async () => { throw new Error("queue down"); } }) as unknown as Queue });
+    }, { services, keyOf: (m) => m.key, producer: () => ({ send: async () => { throw new Error("queue down"); } }) as unknown as Queue });
     const { batch, outcome } = batchOf([1, 2, 3].map((n) => ({ type: "work" as const, key: `k${n}`, n })));
     await run(batch, {} as Env);
     expect(Object.fromEntries(outcome)).toEqual({ m0: "ack", m1: "retry", m2: "retry" });
@@ -77,7 +81,7 @@ describe("a queue batch's messages", () => {
 
   it("get the batch's size, so a handler can take its share of the invocation's budget", async () => {
     const sizes: number[] = [];
-    const run = consumer<M>("q", { work: async (_m, _e, _a, size): Promise<HandlerResult> => (sizes.push(size), { status: "done" }) });
+    const run = consumer<M>("q", { work: async (_m, _e, _a, size): Promise<HandlerResult> => (sizes.push(size), { status: "done" }) }, { services });
     await run(batchOf([1, 2, 3, 4].map((n) => ({ type: "work" as const, key: "k", n }))).batch, {} as Env);
     expect(sizes).toEqual([4, 4, 4, 4]);
   });
@@ -94,7 +98,7 @@ describe("a consumer's concurrency", () => {
         running--;
         return { status: "done" };
       },
-    }, { keyOf: (m) => m.key, concurrency: 3 });
+    }, { services, keyOf: (m) => m.key, concurrency: 3 });
     const { batch, outcome } = batchOf(Array.from({ length: 10 }, (_, n) => ({ type: "work" as const, key: `k${n}`, n })));
     await run(batch, {} as Env);
     expect(peak).toBe(3);
