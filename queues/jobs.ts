@@ -5,7 +5,6 @@ import { runWeeklyVerification } from "../src/modules/audit/verify";
 import { archiveOldEvents } from "../src/modules/events/retention";
 import { consumer } from "./dispatch";
 import { runDue } from "../src/modules/subscriptions/renewal";
-import { SYSTEM_ACTOR } from "../src/platform/actor";
 import type { JobMessage } from "./messages";
 import { queueNames } from "./messages";
 import { prepareInvoiceDocument } from "../src/modules/documents/prepare";

@@ -1,5 +1,4 @@
 import { messageServices, type Services } from "../src/platform/services";
-import { SYSTEM_ACTOR } from "../src/platform/actor";
 import { collectInvoice } from "../src/modules/payments/collect";
 import { GuardLease } from "../src/modules/payments/guard";
 import { releaseParked } from "../src/modules/payments/service";

@@ -5,7 +5,6 @@ import { finalizeDraftsChained } from "../src/modules/invoices/finalize";
 import { upcomingInvoicesPage } from "../src/modules/subscriptions/upcoming";
 import { continueAdvance } from "../src/modules/test-clocks/service";
 import { runCronTask } from "../src/scheduled";
-import { SYSTEM_ACTOR } from "../src/platform/actor";
 import { continueRetentionRun } from "../src/modules/retention/run";
 import type { TaskMessage } from "./messages";
 import { queueNames } from "./messages";

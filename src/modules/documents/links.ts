@@ -4,7 +4,7 @@ import type { Db } from "../../db/client";
 import { invoiceLinks, invoices } from "../../db/schema";
 import { hostedLinkHash } from "../../lib/hosted-link";
 import { newHostedLink, revokeHostedLinks } from "../invoices/hosted-link";
-import { commitWithAudit, type AuditContext } from "../../platform/audit";
+import { commitWithAudit } from "../../platform/audit";
 import { DAY_MS } from "../../lib/time";
 
 type LinkRow = typeof invoiceLinks.$inferSelect;
