@@ -1,6 +1,5 @@
 import type { QueueMessage } from "./messages";
-import { SYSTEM_ACTOR } from "../src/platform/actor";
-import { servicesFor, type Services } from "../src/platform/services";
+import type { LogFields, Services } from "../src/platform/services";
 
 export type HandlerResult =
   | { status: "done" }
@@ -26,6 +25,8 @@ export function backoffSeconds(attempts: number, base = 10): number {
  * key, not the sum). Without `keyOf`, every message is its own key.
  */
 export type ConsumerOptions<M> = {
+  /** Makes each message's own Services (src/platform/services.ts `messageServices`), tagged with `fields`. */
+  services: (env: Env, fields: LogFields) => Services;
   producer?: (env: Env) => Queue;
   keyOf?: (message: M) => string | undefined;
   /** Keys in flight at once (default: all of the batch's). */
@@ -37,15 +38,15 @@ export type ConsumerOptions<M> = {
  * on its own (one message's failure never retries another). An unknown type is retried too, so it ends in the
  * dead-letter queue rather than vanishing.
  */
-export function consumer<M extends { type: string }>(queue: string, handlers: Handlers<M>, options: ConsumerOptions<M> = {}) {
-  const { producer, keyOf, concurrency = Infinity } = options;
+export function consumer<M extends { type: string }>(queue: string, handlers: Handlers<M>, options: ConsumerOptions<M>) {
+  const { services, producer, keyOf, concurrency = Infinity } = options;
   return async (batch: MessageBatch<unknown>, env: Env): Promise<void> => {
     const size = batch.messages.length;
     const handle = async (msg: Message<unknown>) => {
       const body = msg.body as M;
       const handler = (handlers as unknown as Record<string, MessageHandler<M> | undefined>)[body?.type];
       let result: HandlerResult;
-      const s = servicesFor(env, { actor: SYSTEM_ACTOR, now: Date.now() }, { queue, messageId: msg.id, type: body?.type });
+      const s = services(env, { queue, messageId: msg.id, type: body?.type });
       try {
         result = handler
           ? await handler(body, s, msg.attempts, size)

@@ -1,11 +1,10 @@
-import type { Services } from "../src/platform/services";
+import { messageServices, type Services } from "../src/platform/services";
 import { purgeExpiredIdempotencyKeys } from "../src/http/idempotency";
 import { resyncMeters } from "../src/modules/usage/meter-config";
 import { runWeeklyVerification } from "../src/modules/audit/verify";
 import { archiveOldEvents } from "../src/modules/events/retention";
 import { consumer } from "./dispatch";
 import { runDueSteps } from "../src/modules/subscriptions/renewal";
-import { SYSTEM_ACTOR } from "../src/platform/actor";
 import type { JobMessage } from "./messages";
 import { queueNames } from "./messages";
 import { prepareInvoiceDocument } from "../src/modules/documents/prepare";
@@ -62,4 +61,4 @@ export const jobHandlers = {
 const jobKey = (m: JobMessage): string =>
   m.type === "billing.run_due" ? `subscription:${m.subscriptionId}` : m.type === "invoice.document" ? `invoice:${m.invoiceId}` : m.type === "credit_note.document" ? `credit_note:${m.creditNoteId}` : m.type;
 
-export const consumeJobs = consumer<JobMessage>(queueNames.jobs, jobHandlers, { keyOf: jobKey });
+export const consumeJobs = consumer<JobMessage>(queueNames.jobs, jobHandlers, { services: messageServices, keyOf: jobKey });

@@ -1,5 +1,4 @@
-import type { Services } from "../src/platform/services";
-import { SYSTEM_ACTOR } from "../src/platform/actor";
+import { messageServices, type Services } from "../src/platform/services";
 import { collectInvoice } from "../src/modules/payments/collect";
 import { GuardLease } from "../src/modules/payments/guard";
 import { releaseParked } from "../src/modules/payments/service";
@@ -47,7 +46,7 @@ const paymentKey = (m: PaymentMessage): string =>
 export async function consumePayments(batch: MessageBatch<unknown>, env: Env): Promise<void> {
   const lease = new GuardLease(env);
   try {
-    await consumer<PaymentMessage>(queueNames.payments, handlers(lease), { producer: (e) => e.PAYMENT_QUEUE, keyOf: paymentKey, concurrency: CHARGES_IN_FLIGHT })(batch, env);
+    await consumer<PaymentMessage>(queueNames.payments, handlers(lease), { services: messageServices, producer: (e) => e.PAYMENT_QUEUE, keyOf: paymentKey, concurrency: CHARGES_IN_FLIGHT })(batch, env);
   } finally {
     await lease.release();
   }

@@ -1,11 +1,10 @@
-import type { Services } from "../src/platform/services";
+import { messageServices, type Services } from "../src/platform/services";
 import { consumer } from "./dispatch";
 import { enqueueDuePages, trialWillEndPage } from "../src/modules/subscriptions/billing-run";
 import { finalizeDraftsChained } from "../src/modules/invoices/finalize";
 import { upcomingInvoicesPage } from "../src/modules/subscriptions/upcoming";
 import { continueAdvance } from "../src/modules/test-clocks/service";
 import { runCronTask } from "../src/scheduled";
-import { SYSTEM_ACTOR } from "../src/platform/actor";
 import { continueRetentionRun } from "../src/modules/retention/run";
 import { continueWeeklyVerification } from "../src/modules/audit/verify";
 import type { TaskMessage } from "./messages";
@@ -53,4 +52,4 @@ export const taskHandlers = {
   },
 };
 
-export const consumeTasks = consumer<TaskMessage>(queueNames.tasks, taskHandlers);
+export const consumeTasks = consumer<TaskMessage>(queueNames.tasks, taskHandlers, { services: messageServices });

@@ -1,4 +1,4 @@
-import type { Services } from "../src/platform/services";
+import { messageServices, type Services } from "../src/platform/services";
 import { adoptNotificationsWithoutEvent } from "../src/modules/notifications/outbox";
 import { consumer, type HandlerResult } from "./dispatch";
 import type { WebhookMessage } from "./messages";
@@ -22,4 +22,4 @@ export const consumeWebhooks = consumer<WebhookMessage>(queueNames.webhooks, {
   "notification.send": adoptNotification,
   "events.fanout": (m, s) => fanOut(s, m.eventIds),
   "webhook.deliver": (m, s) => deliverScheduled(s, m.deliveryId),
-}, { concurrency: 6 }); // deliveries are outbound fetches: Cloudflare opens six connections per invocation at a time
+}, { services: messageServices, concurrency: 6 }); // deliveries are outbound fetches: Cloudflare opens six connections per invocation at a time

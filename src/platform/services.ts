@@ -8,6 +8,8 @@ import { GuardLease, paymentGuard, withAdmission, type Admitted, type Refused } 
 import type { GatewayName, PaymentGateway } from "../gateways/types";
 import type { Actor } from "../env";
 import type { AuditContext } from "./audit";
+import { usageMeterOf } from "./meters";
+import { SYSTEM_ACTOR } from "./actor";
 import { sendAll } from "./queue-send";
 import { getSetting } from "./settings";
 
@@ -107,8 +109,6 @@ export const queuesOf = (env: Env): Services["queues"] => ({
   tasks: producer(env.TASK_QUEUE),
 });
 
-/** The UsageMeter Durable Object of a subscription (one per subscription). */
-export const usageMeterOf = (env: Env, subscriptionId: string) => env.USAGE_METER.get(env.USAGE_METER.idFromName(subscriptionId));
 
 
 function logger(fields: LogFields): Log {
@@ -208,3 +208,6 @@ export function servicesFor(env: Env, audit: AuditContext, fields: LogFields = {
   const wall = audit.wallClock ?? Date.now();
   return build(shared(env, wall), audit, { ...(audit.requestId ? { requestId: audit.requestId } : {}), ...fields });
 }
+
+/** The Services of one queue message (queues/dispatch.ts makes one per message): the system acting now. */
+export const messageServices = (env: Env, fields: LogFields): Services => servicesFor(env, { actor: SYSTEM_ACTOR, now: Date.now() }, fields);

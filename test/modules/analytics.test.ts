@@ -1,7 +1,6 @@
 import { beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 
-import { dbOf } from "../../src/db/client";
 import { weeklyRevenueReport } from "../../src/modules/analytics/routes";
 import { notificationEventCount, unique, api, created as createdWith, attemptPayment, servicesOf } from "../helpers";
 

@@ -1,8 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 import { api, createCustomer, createPlan, advance, attemptPayment, clockAt, invoicesOf, messageServicesOf, spyQueue, unique } from "../helpers";
-import { dbOf } from "../../src/db/client";
-import { SYSTEM_ACTOR } from "../../src/platform/actor";
 import { runDue } from "../../src/modules/subscriptions/renewal";
 
 const T = (s: string) => new Date(s).toISOString();

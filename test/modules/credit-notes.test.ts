@@ -3,7 +3,6 @@ import { env } from "cloudflare:workers";
 import { createExecutionContext, createMessageBatch, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
 import entry from "../../src/index";
 import { tokenFor, unique, servicesOf } from "../helpers";
-import { dbOf } from "../../src/db/client";
 import { systemActor } from "../../src/platform/actor";
 import { settlePendingRefunds } from "../../src/modules/refunds/service";
 import { dropSettingsCache } from "../../src/platform/settings";

@@ -1,8 +1,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import { api, attemptPayment, createSubscription, invoicesOf, spyQueue, messageServicesOf } from "../helpers";
-import { deliver, drainTasks, invocationLog, recordingEnv } from "../scale";
-import { dbOf } from "../../src/db/client";
+import { deliver, drainTasks, recordingEnv } from "../scale";
 import { startRetentionRun } from "../../src/modules/retention/run";
 import { sealAuditChain } from "../../src/modules/audit/verify";
 

@@ -8,7 +8,7 @@ import { refundLifecycle } from "../../src/modules/refunds/lifecycle";
 import { IllegalTransition } from "../../src/domain/lifecycle";
 import { refundStatuses } from "../../src/db/schema";
 import { cronTasks, CRON } from "../../src/scheduled";
-import { unique, api, attemptPayment, servicesOf, messageServicesOf } from "../helpers";
+import { unique, api, attemptPayment, messageServicesOf } from "../helpers";
 import { eventInsert, eventRow, type EventType } from "../../src/platform/events";
 
 type Role = "admin" | "finance" | "support" | "viewer";

@@ -2,7 +2,6 @@ import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import entry from "../../src/index";
-import { dbOf } from "../../src/db/client";
 import { finalizeInvoice } from "../../src/modules/invoices/finalize";
 import { SYSTEM_ACTOR } from "../../src/platform/actor";
 import { api, createCustomer, servicesOf, tokenFor } from "../helpers";

@@ -2,7 +2,6 @@ import { describe, expect, it, vi } from "vitest";
 import { env, exports } from "cloudflare:workers";
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import entry from "../../src/index";
-import { dbOf } from "../../src/db/client";
 import { SYSTEM_ACTOR } from "../../src/platform/actor";
 import { sendReminders } from "../../src/modules/invoices/reminders";
 import type { Role } from "../../src/http/auth";

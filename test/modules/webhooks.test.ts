@@ -4,7 +4,6 @@ import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test"
 import Stripe from "stripe";
 import entry from "../../src/index";
 import { applyStripeEvent, cleanupWebhookEvents } from "../../src/modules/webhooks/routes";
-import { dbOf } from "../../src/db/client";
 import { notificationEventCount, unique, api, servicesOf, messageServicesOf } from "../helpers";
 
 const worker: Required<Pick<ExportedHandler<Env>, "fetch">> = entry;

@@ -1,8 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import type { Services } from "../../platform/services";
 import { asc, eq } from "drizzle-orm";
-import type { Db } from "../../db/client";
-import type { AuditContext } from "../../platform/audit";
 import { settings } from "../../db/schema";
 import { configuredGateways, routing } from "../../gateways";
 import { activeGateway } from "../gateways/service";

@@ -2,7 +2,7 @@ import { z } from "@hono/zod-openapi";
 import type { Services } from "../../platform/services";
 import { asc, eq, like } from "drizzle-orm";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../platform/audit";
+import { commitWithAudit } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { settings } from "../../db/schema";
 import { evaluateFlag, type FeatureFlag, type FlagDecision, type Subject } from "../../domain/rollout";

@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { dbOf } from "../../db/client";
 import { access, dropApiKeyCache, requireRole } from "../../http/auth";
-import { auditCtx, services } from "../../http/context";
+import { services } from "../../http/context";
 import { jsonBody, jsonResponse, listOf, problemResponse, problems, router } from "../../http/openapi";
 import { NotificationListQuery, NotificationView, listNotifications, resendNotification } from "../notifications/admin";
 import { ConfigPatch, EffectiveConfig, ReloadReport, effectiveConfig, patchConfig } from "./config";

@@ -1,8 +1,8 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, gte, lt, sql } from "drizzle-orm";
-import { commitWithAudit, type AuditContext } from "../../platform/audit";
+import { commitWithAudit } from "../../platform/audit";
 import type { Services } from "../../platform/services";
-import { dbOf, type Db } from "../../db/client";
+import { type Db } from "../../db/client";
 import { notifications } from "../../db/schema";
 import { access, requireRole } from "../../http/auth";
 import { services } from "../../http/context";

@@ -4,7 +4,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { eq } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, router, DateOrInstant } from "../../http/openapi";
-import { auditCtx, services } from "../../http/context";
+import { services } from "../../http/context";
 import { ApiError } from "../../http/problem";
 import { dbOf } from "../../db/client";
 import { auditLog } from "../../db/schema";

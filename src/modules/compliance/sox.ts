@@ -1,8 +1,7 @@
 import { assertRetained } from "../retention/run";
 import type { Services } from "../../platform/services";
 import { z } from "@hono/zod-openapi";
-import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../platform/audit";
+import { commitWithAudit } from "../../platform/audit";
 import { iso } from "../../lib/time";
 import { verifyIntegrity } from "../audit/verify";
 import { periodBounds } from "../tax/report";

@@ -3,7 +3,6 @@ import type { Services } from "../../platform/services";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
-import type { AuditContext } from "../../platform/audit";
 import { change, commit } from "../../platform/change-set";
 import type { EventDraft } from "../../platform/events";
 import { newestFirstPage } from "../../platform/pagination";

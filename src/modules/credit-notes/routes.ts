@@ -3,7 +3,7 @@ import { eq } from "drizzle-orm";
 import { dbOf } from "../../db/client";
 import { creditNotes, creditNoteStatuses } from "../../db/schema";
 import { access, requireRole } from "../../http/auth";
-import { auditCtx, services } from "../../http/context";
+import { services } from "../../http/context";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { newestFirstPage } from "../../platform/pagination";
 import { creditNotePdf } from "../documents/store";

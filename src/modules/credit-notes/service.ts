@@ -15,7 +15,6 @@ import { creditableOf } from "../../domain/creditable";
 import { createPending } from "../refunds/lifecycle";
 import { notRefundable, settle, type PaymentRow, type RefundRow } from "../refunds/ledger";
 import { lockedError, withAdmission } from "../payments/guard";
-import type { JobMessage } from "../../../queues/messages";
 import { customerCredit, grantCustomerCredit, revokeCustomerCredit } from "./customer-credit";
 import { creditNoteIssued, creditNoteVoided } from "./lifecycle";
 import type { creditNoteReasons } from "./serialize";

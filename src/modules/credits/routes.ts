@@ -1,8 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
-import { dbOf } from "../../db/client";
-import { auditCtx, services } from "../../http/context";
+import { services } from "../../http/context";
 import type { Context } from "hono";
 import type { HonoEnv } from "../../env";
 import { creditGrantStatuses } from "../../db/schema";
@@ -41,8 +40,8 @@ export const creditRoutes = router()
     async (c) => {
       const { db, customer, now } = await customerAndNow(c, c.req.valid("param").id);
       const input = grantInputOf(customer, c.req.valid("json"), now);
-      const ctx = auditCtx(c, now);
-      const grant = input.category === "paid" ? (await purchaseCredit(services(c).withNow(now), customer, input)).grant : await createPromotionalGrant(db, customer, input, ctx);
+      const s = services(c).withNow(now);
+      const grant = input.category === "paid" ? (await purchaseCredit(s, customer, input)).grant : await createPromotionalGrant(s, customer, input);
       return c.json(toGrant(await getGrantRow(db, customer.id, grant.id), now), 201);
     },
   )
@@ -94,7 +93,7 @@ export const creditRoutes = router()
     }),
     async (c) => {
       const { db, customer, now } = await customerAndNow(c, c.req.valid("param").id);
-      return c.json(await voidGrantById(db, customer.id, c.req.valid("param").grantId, c.req.valid("json").reason ?? "voided", auditCtx(c, now)), 200);
+      return c.json(await voidGrantById(services(c).withNow(now), customer.id, c.req.valid("param").grantId, c.req.valid("json").reason ?? "voided"), 200);
     },
   )
   .openapi(

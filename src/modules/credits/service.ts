@@ -1,4 +1,5 @@
 import { and, eq } from "drizzle-orm";
+import type { Services } from "../../platform/services";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import { commitWithAudit, type AuditContext } from "../../platform/audit";
@@ -36,7 +37,8 @@ export function grantInputOf(customer: CustomerRow, body: z.infer<typeof CreateC
 }
 
 /** A promotional grant (usable at once) through the API. Paid grants go through purchaseCredit (an invoice first). */
-export async function createPromotionalGrant(db: Db, customer: CustomerRow, input: ReturnType<typeof grantInputOf>, ctx: AuditContext) {
+export async function createPromotionalGrant(s: Services, customer: CustomerRow, input: ReturnType<typeof grantInputOf>) {
+  const { db, audit: ctx } = s;
   const g = grantCredit(db, { ...input, customerId: customer.id, currency: customer.currency, testClockId: customer.testClockId }, ctx);
   await commitWithAudit(db, g.statements, g.audit, ctx);
   eventsCommitted(g.eventIds);
@@ -53,7 +55,8 @@ export const listGrants = (db: Db, customerId: string, q: { limit: number; start
   newestFirstPage(db, { table: creditGrants, id: creditGrants.id, createdAt: creditGrants.createdAt }, q, [eq(creditGrants.customerId, customerId), q.status ? eq(creditGrants.status, q.status) : undefined], (r) => toGrant(r, now));
 
 /** Voids a pending or active grant: what is left of it leaves the balance (a `voided` movement). */
-export async function voidGrantById(db: Db, customerId: string, id: string, reason: string, ctx: AuditContext) {
+export async function voidGrantById(s: Services, customerId: string, id: string, reason: string) {
+  const { db, audit: ctx } = s;
   const g = await getGrantRow(db, customerId, id);
   if (g.status !== "active" && g.status !== "pending") throw new ApiError("conflict", `credit grant ${id} is ${g.status}`, [{ path: "id", message: g.status }]);
   if (g.purchaseInvoiceId && g.status === "pending") throw new ApiError("conflict", `credit grant ${id} waits for invoice ${g.purchaseInvoiceId}: void that invoice instead`, [{ path: "id", message: "pending purchase" }]);

@@ -4,7 +4,7 @@ import type { Db } from "../../db/client";
 import { invoiceLinks, invoices } from "../../db/schema";
 import { hostedLinkHash } from "../../lib/hosted-link";
 import { newHostedLink, revokeHostedLinks } from "../invoices/hosted-link";
-import { commitWithAudit, type AuditContext } from "../../platform/audit";
+import { commitWithAudit } from "../../platform/audit";
 import { DAY_MS } from "../../lib/time";
 
 type LinkRow = typeof invoiceLinks.$inferSelect;
@@ -52,7 +52,8 @@ export async function ensureLink(s: Services, invoiceId: string, days: number, b
 }
 
 /** Revokes every live link of the invoice; returns how many. */
-export async function revokeLinks(db: Db, invoiceId: string, ctx: AuditContext): Promise<number> {
+export async function revokeLinks(s: Services, invoiceId: string): Promise<number> {
+  const { db, audit: ctx } = s;
   const live = await db.select({ id: invoiceLinks.id }).from(invoiceLinks).where(and(eq(invoiceLinks.invoiceId, invoiceId), isNull(invoiceLinks.revokedAt))).all();
   if (!live.length) return 0;
   await commitWithAudit(db, revokeHostedLinks(db, invoiceId, ctx.now), [{ action: "invoice.link_revoked", targetType: "invoice", targetId: invoiceId, after: { linkIds: live.map((l) => l.id) } }], ctx);

@@ -1,8 +1,6 @@
 import { eq } from "drizzle-orm";
 import type { Services } from "../../platform/services";
-import type { Db } from "../../db/client";
 import { invoices } from "../../db/schema";
-import type { AuditContext } from "../../platform/audit";
 import { ensureLink } from "./links";
 import { documentsConfig, renderInvoicePdf } from "./store";
 

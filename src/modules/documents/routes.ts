@@ -88,9 +88,9 @@ export const invoiceDocumentRoutes = router()
       responses: { 200: jsonResponse(z.object({ invoiceId: z.string(), revoked: z.number().int() }), "How many links were revoked"), ...problems(404) },
     }),
     async (c) => {
-      const db = dbOf(c.env);
-      const inv = await getInvoice(db, c.req.valid("param").id);
-      return c.json({ invoiceId: inv.id, revoked: await revokeLinks(db, inv.id, auditCtx(c)) }, 200);
+      const s = services(c);
+      const inv = await getInvoice(s.db, c.req.valid("param").id);
+      return c.json({ invoiceId: inv.id, revoked: await revokeLinks(s, inv.id) }, 200);
     },
   );
 

@@ -1,10 +1,8 @@
 import { and, asc, inArray, lt, sql } from "drizzle-orm";
 import type { Services } from "../../platform/services";
-import type { Db } from "../../db/client";
 import { events } from "../../db/schema";
 import { DAY_MS } from "../../lib/time";
 import { toEvent, type EventRow } from "../../platform/events";
-import type { JobMessage } from "../../../queues/messages";
 
 /** Events stay queryable (GET /api/v1/events) this long; older ones live only in the R2 archive. */
 export const RETENTION_DAYS = 30;

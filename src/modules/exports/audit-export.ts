@@ -5,7 +5,7 @@ import { z } from "@hono/zod-openapi";
 import { and, getTableColumns, gt, gte, lt, notLike, sql, type SQL } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { auditLog } from "../../db/schema";
-import { commitWithAudit, GENESIS_CHAIN, type AuditContext } from "../../platform/audit";
+import { commitWithAudit, GENESIS_CHAIN } from "../../platform/audit";
 import { ApiError } from "../../platform/errors";
 import { decrypt, encrypt, keyIdOf, sha256Bytes } from "../../lib/crypto";
 import { iso, startOf, endExclusiveOf } from "../../lib/time";

@@ -3,7 +3,6 @@ import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, optionalJsonBody, problems, router } from "../../http/openapi";
 import { auditCtx, services } from "../../http/context";
 import { ApiError, notFound } from "../../http/problem";
-import { dbOf } from "../../db/client";
 import { AuditExportRequest, AuditExportResult, exportAuditLog, exportKeyOf, readAuditExport } from "./audit-export";
 import { EmergencyExportRequest, EmergencyExportResult, emergencyExportAll } from "./emergency";
 import { createBackup, listBackups, verifyBackup } from "./backup";

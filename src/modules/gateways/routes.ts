@@ -1,7 +1,7 @@
 import { createRoute } from "@hono/zod-openapi";
 import { dbOf } from "../../db/client";
 import { access, requireRole } from "../../http/auth";
-import { auditCtx, services } from "../../http/context";
+import { services } from "../../http/context";
 import { jsonBody, jsonResponse, optionalJsonBody, problems, router } from "../../http/openapi";
 import { gatewayPerformance } from "./performance";
 import { FailoverRequest, GatewayMetrics, GatewayStatus, GatewayTestConfig, GatewayTestConfigPatch, GatewayTestReport, GatewayTestRequest, MetricsQuery, Routing, RestoreRequest, SandboxFaults } from "./schemas";

@@ -1,8 +1,8 @@
 import type { Db } from "../../db/client";
 import type { Services } from "../../platform/services";
-import { commitWithAudit, type AuditContext } from "../../platform/audit";
+import { commitWithAudit } from "../../platform/audit";
 import { currencyExponent, formatMinor, toMinor } from "../../domain/money";
-import { configuredGateways, gatewayByName, routing, ROUTING_KEY, SANDBOX_FAULTS_KEY, type GatewayRouting } from "../../gateways";
+import { configuredGateways, routing, ROUTING_KEY, SANDBOX_FAULTS_KEY, type GatewayRouting } from "../../gateways";
 import type { SandboxFaults } from "../../gateways/sandbox";
 import type { GatewayName } from "../../gateways/types";
 import { ApiError, invalid } from "../../platform/errors";

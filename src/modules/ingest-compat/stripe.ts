@@ -7,6 +7,7 @@ import { router } from "../../http/openapi";
 import { ApiError } from "../../http/problem";
 import { containsCardNumber } from "../../domain/card-numbers";
 import { ingestRouted, type RoutedItem, type RoutedOutcome } from "./routed-ingest";
+import { parseStripeForm } from "./stripe-form";
 
 // Stripe's meter event API, so a sender built on Stripe's SDK switches by changing its host: form-encoded v1 events
 // (POST /v1/billing/meter_events) and the JSON v2 stream (POST /v2/billing/meter_event_stream), authenticated with an
@@ -55,26 +56,6 @@ async function authorize(c: Context<HonoEnv>): Promise<void> {
   const actor = await actorFromAuthorization(c.env, header);
   c.set("actor", actor);
   if (!permits(actor, STRIPE_SCOPE, access.admin)) throw new StripeError(403, "permission_error", `The provided key does not have the required permissions for this endpoint: it needs the scope ${STRIPE_SCOPE}.`, "insufficient_permissions");
-}
-
-const UNSAFE_KEYS = new Set(["__proto__", "constructor", "prototype"]);
-
-/** `a[b][c]=v` form keys → nested objects, as Stripe encodes its parameters (keys that could reach a prototype are dropped). */
-export function parseStripeForm(text: string): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [key, value] of new URLSearchParams(text)) {
-    const path = key.replace(/\]/g, "").split("[");
-    if (path.some((p) => UNSAFE_KEYS.has(p))) continue;
-    let node = out;
-    for (const [i, part] of path.entries()) {
-      if (i === path.length - 1) node[part] = value;
-      else {
-        const next = Object.hasOwn(node, part) ? node[part] : undefined;
-        node = (typeof next === "object" && next !== null ? next : (node[part] = {})) as Record<string, unknown>;
-      }
-    }
-  }
-  return out;
 }
 
 type StripeEvent = { event_name: string; identifier: string; payload: Record<string, string>; timestamp: number | null };

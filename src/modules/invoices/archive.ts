@@ -1,7 +1,6 @@
 import { and, asc, eq, gt, inArray, isNotNull, isNull, lt, or } from "drizzle-orm";
 import type { Services } from "../../platform/services";
-import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../platform/audit";
+import { commitWithAudit } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { invoiceLines, invoices, type InvoiceStatus } from "../../db/schema";
 import { creditedLinesOfInvoice } from "./creditable";

@@ -1,6 +1,4 @@
-import type { Db } from "../../db/client";
 import type { Services } from "../../platform/services";
-import type { AuditContext } from "../../platform/audit";
 import { commit, change } from "../../platform/change-set";
 import { eventsCommitted } from "../../platform/events";
 import { customers, invoiceLines, invoices } from "../../db/schema";

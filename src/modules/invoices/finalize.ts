@@ -1,10 +1,7 @@
 import { and, eq, gt, sql } from "drizzle-orm";
 import type { Services } from "../../platform/services";
-import type { Db } from "../../db/client";
-import type { AuditContext } from "../../platform/audit";
-import { isAssertionFailure, assertChanged } from "../../db/assert";
-import { invoiceLines, invoices, invoiceNumberSequences, settings } from "../../db/schema";
-import type { JobMessage, PaymentMessage, TaskMessage } from "../../../queues/messages";
+import { isAssertionFailure } from "../../db/assert";
+import { invoiceLines, invoices, settings } from "../../db/schema";
 import { sendAll } from "../../platform/queue-send";
 import { commit } from "../../platform/change-set";
 import { finalizedRow, invoiceFinalized, invoiceLinesOf } from "./lifecycle";

@@ -5,7 +5,7 @@ import { env as workerEnv } from "cloudflare:workers";
 import type { Db } from "../../db/client";
 import type { AuditContext, AuditEntry } from "../../platform/audit";
 import { assertChanged } from "../../db/assert";
-import { customers, events, invoiceLines, invoiceNumberSequences, invoices, type InvoiceStatus } from "../../db/schema";
+import { events, invoiceLines, invoiceNumberSequences, invoices, type InvoiceStatus } from "../../db/schema";
 import { defineLifecycle } from "../../domain/lifecycle";
 import { change, type ChangeSet } from "../../platform/change-set";
 import { eventInsert, eventInsertIfChanged, eventRow, eventsCommitted, type EventDraft, type EventRow, type EventType } from "../../platform/events";
@@ -17,7 +17,6 @@ import { ApiError } from "../../platform/errors";
 import { DEFAULT_LINK_DAYS, newHostedLink } from "./hosted-link";
 import { activatePurchasedGrants, returnCredits, voidPurchasedGrants } from "../credits/ledger";
 import type { z } from "@hono/zod-openapi";
-import type { JobMessage } from "../../../queues/messages";
 
 type InvoiceRow = typeof invoices.$inferSelect;
 type LineRow = typeof invoiceLines.$inferSelect;

@@ -1,7 +1,6 @@
 import { and, asc, eq, gt, inArray, isNull, lte } from "drizzle-orm";
 import type { Services } from "../../platform/services";
-import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext, type AuditEntry } from "../../platform/audit";
+import { commitWithAudit, type AuditEntry } from "../../platform/audit";
 import { isUniqueViolation } from "../../db/assert";
 import { customers, invoices, notifications } from "../../db/schema";
 import { formatMinor } from "../../domain/money";

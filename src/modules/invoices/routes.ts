@@ -1,11 +1,11 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { eq, gte, lt } from "drizzle-orm";
-import { access, actorOf, requireRole, requireScopeOrRole } from "../../http/auth";
+import { access, requireRole, requireScopeOrRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { newestFirstPage } from "../../platform/pagination";
 import { invoices, invoiceStatuses } from "../../db/schema";
-import { auditCtx, services } from "../../http/context";
+import { services } from "../../http/context";
 import { generatePending } from "../subscriptions/billing-run";
 import { Invoice, toInvoice } from "./serialize";
 import { creditedLinesOf } from "./creditable";

@@ -4,7 +4,6 @@ import { money } from "../../domain/money";
 import { eq } from "drizzle-orm";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
-import type { AuditContext } from "../../platform/audit";
 import { isAssertionFailure } from "../../db/assert";
 import { invoiceLines, invoices } from "../../db/schema";
 import { commit } from "../../platform/change-set";

@@ -2,13 +2,12 @@ import { z } from "@hono/zod-openapi";
 import type { Services } from "../../platform/services";
 import { and, eq } from "drizzle-orm";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../platform/audit";
+import { commitWithAudit } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { newestFirstPage } from "../../platform/pagination";
 import { notifications } from "../../db/schema";
 import { PaginationQuery } from "../../http/openapi";
 import { ApiError } from "../../platform/errors";
-import { iso } from "../../lib/time";
 import { notificationEvent, notificationObject, notificationsCommitted } from "./outbox";
 import { eventInsert, eventRow } from "../../platform/events";
 

@@ -1,7 +1,6 @@
 import { eq } from "drizzle-orm";
 import type { Services } from "../../platform/services";
 import type { BatchItem } from "drizzle-orm/batch";
-import type { Db } from "../../db/client";
 import type { AuditContext, AuditEntry } from "../../platform/audit";
 import { customers, invoices, payments } from "../../db/schema";
 import { change, type ChangeSet } from "../../platform/change-set";
@@ -10,7 +9,6 @@ import { invoicePaymentFailed } from "../invoices/lifecycle";
 import { subscriptionAfterPayment } from "../subscriptions/transitions";
 import { formatMinor } from "../../domain/money";
 import { newId } from "../../lib/ids";
-import type { PaymentMessage } from "../../../queues/messages";
 import { MAX_QUEUE_DELAY_SECONDS, retryConfig, retryDelaySeconds } from "./config";
 import { notificationInserts, notificationsCommitted } from "../notifications/outbox";
 

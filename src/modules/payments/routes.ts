@@ -13,7 +13,6 @@ import { putSetting } from "../../platform/settings";
 import { collectInvoice, latestAttempt } from "./collect";
 import { RETRY_CONFIG_KEY, RetryConfig, retryConfig } from "./config";
 import { failedLatestAttempts, requeue, toPayment } from "./service";
-import type { PaymentMessage } from "../../../queues/messages";
 import { archivedThrough } from "../retention/run";
 
 const Payment = z

@@ -1,9 +1,8 @@
 import { and, asc, eq, sql } from "drizzle-orm";
 import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../platform/audit";
+import { commitWithAudit } from "../../platform/audit";
 import { invoices, payments } from "../../db/schema";
-import type { PaymentMessage } from "../../../queues/messages";
 import { releaseParkedPage } from "./lifecycle";
 
 type PaymentRow = typeof payments.$inferSelect;

@@ -2,7 +2,7 @@ import { and, desc, eq } from "drizzle-orm";
 import type { Services } from "../../platform/services";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../platform/audit";
+import { commitWithAudit } from "../../platform/audit";
 import { newestFirstPage } from "../../platform/pagination";
 import { plans, type StoredMeteredPrice, type StoredPrice } from "../../db/schema";
 import { formatMinor, toMinor } from "../../domain/money";

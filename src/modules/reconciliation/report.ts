@@ -1,6 +1,4 @@
-import type { AuditContext } from "../../platform/audit";
 import type { Services } from "../../platform/services";
-import { dbOf } from "../../db/client";
 import { configuredGateways } from "../../gateways";
 import { DAY_MS, iso } from "../../lib/time";
 import type { Actor } from "../../env";

@@ -6,7 +6,7 @@ import { commitWithAudit, type AuditContext } from "../../platform/audit";
 import type { Db } from "../../db/client";
 import { creditNotes, discrepancies, payments, refunds } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
-import { configuredGateways, defaultPrimary, gatewayByName } from "../../gateways";
+import { configuredGateways, defaultPrimary } from "../../gateways";
 import type { GatewayName, GatewayPayment } from "../../gateways/types";
 import { ApiError } from "../../platform/errors";
 import { sha256Hex } from "../../lib/hash";

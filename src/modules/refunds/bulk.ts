@@ -1,13 +1,12 @@
 import { and, asc, eq, gte, lt } from "drizzle-orm";
 import type { Services } from "../../platform/services";
-import { dbOf, type Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../platform/audit";
+import { type Db } from "../../db/client";
+import { commitWithAudit } from "../../platform/audit";
 import { auditLog, refunds } from "../../db/schema";
 import type { Actor } from "../../env";
 import { formatMinor } from "../../domain/money";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
-import { paymentGuard } from "../payments/guard";
 import { amountText, NO_CURRENCY, notRefundable, paymentById, recordRejected, refundByKey, remainingOf, reserve, settle, type PaymentRow, type RefundRow } from "./ledger";
 import { systemActor } from "../../platform/actor";
 

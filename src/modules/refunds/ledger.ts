@@ -8,7 +8,6 @@ import { commit } from "../../platform/change-set";
 import { createPending, createRejected, fail, linkGatewayRefund, succeed } from "./lifecycle";
 import { customers, payments, refunds } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
-import { gatewayByName } from "../../gateways";
 import type { Admitted } from "../../gateways/guard";
 import { counterIncrement } from "../../platform/metrics";
 import type { GatewayName, PaymentGateway, RefundResult } from "../../gateways/types";

@@ -6,7 +6,7 @@ import { jsonBody, jsonResponse, listOf, router, problems } from "../../http/ope
 import { dbOf } from "../../db/client";
 import { newestFirstPage } from "../../platform/pagination";
 import { refunds } from "../../db/schema";
-import { auditCtx, services } from "../../http/context";
+import { services } from "../../http/context";
 import { invalid, notFound } from "../../http/problem";
 import { paymentById, refundById } from "./ledger";
 import { bulkResults, requestBulkRefund } from "./bulk";

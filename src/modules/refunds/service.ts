@@ -1,12 +1,10 @@
 import type { Services } from "../../platform/services";
 import { and, eq, isNull, lt } from "drizzle-orm";
 import { refunds } from "../../db/schema";
-import type { Db } from "../../db/client";
-import type { AuditContext } from "../../platform/audit";
 import { formatMinor, toMinor } from "../../domain/money";
 import { ApiError, invalid, notFound } from "../../platform/errors";
 import { newId } from "../../lib/ids";
-import { lockedError, paymentGuard, withAdmission } from "../payments/guard";
+import { lockedError, withAdmission } from "../payments/guard";
 import { notRefundable, paymentById, remainingOf, reserve, settle, type PaymentRow, type RefundRow } from "./ledger";
 
 export { processBulkRefundItem, type BulkRefundItemMessage, type BulkItemResult } from "./bulk";

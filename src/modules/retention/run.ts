@@ -71,7 +71,7 @@ export async function continueRetentionRun(s: Services, m: RunMessage): Promise<
   } else {
     await db.update(retentionRuns).set({ currentKind: null, finishedAt: s.clock.wall, error: null }).where(eq(retentionRuns.id, run.id));
   }
-  console.log(JSON.stringify({ level: "info", msg: "retention page", runId: run.id, kind: m.kind, archived, done }));
+  s.log.info("retention page", { runId: run.id, kind: m.kind, archived, done });
   return { archived, next };
 }
 

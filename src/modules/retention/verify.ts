@@ -1,6 +1,5 @@
 import { and, eq } from "drizzle-orm";
 import type { Services } from "../../platform/services";
-import type { Db } from "../../db/client";
 import { retentionArchives } from "../../db/schema";
 import { auditKey, auditRowMac, chainLink, GENESIS_CHAIN, type AuditRow } from "../../platform/audit";
 import { checkBody, fromNdjson, manifestKeyOf, sha256Of, type ArchiveManifest } from "../../platform/archives";

@@ -1,7 +1,5 @@
 import { and, gt } from "drizzle-orm";
 import type { Services } from "../../platform/services";
-import type { Db } from "../../db/client";
-import type { Actor } from "../../env";
 import { subscriptions } from "../../db/schema";
 import { SYSTEM_ACTOR } from "../../platform/actor";
 import { sendAll } from "../../platform/queue-send";
@@ -9,7 +7,6 @@ import { ApiError } from "../../platform/errors";
 import { LimitExceeded } from "../../platform/limits";
 import { graceMsOf, isDue } from "./due";
 import { emitTrialWillEnd } from "./transitions";
-import type { JobMessage, TaskMessage } from "../../../queues/messages";
 
 /** Due subscriptions read per query, and pages per invocation: 5 queries and 5 × 10 sendBatch calls + 1 send at most. */
 export const ENQUEUE_PAGE = 1000;

@@ -12,7 +12,7 @@ import { priceQuantity } from "../../domain/pricing";
 import { addIntervals, prorationSpan } from "../../domain/periods";
 import { ApiError, invalid } from "../../platform/errors";
 import { newId } from "../../lib/ids";
-import { closeMeterPeriod, meterStub, pushMeterConfig } from "../usage/meter-config";
+import { closeMeterPeriod, pushMeterConfig } from "../usage/meter-config";
 import { asPrices, buildDraftInvoice, pendingToLine, planVersion, unbilledPending } from "../invoices/invoice-builder";
 import { finalizeInvoice } from "../invoices/finalize";
 import { getPlanRow } from "../plans/service";

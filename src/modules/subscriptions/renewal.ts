@@ -1,7 +1,7 @@
 import { and, eq, isNull, sql } from "drizzle-orm";
 import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
-import type { AuditContext, AuditEntry } from "../../platform/audit";
+import type { AuditEntry } from "../../platform/audit";
 import type { BatchItem } from "drizzle-orm/batch";
 import { commitSubscriptionChange, commitSubscriptionChangeReading } from "./commit";
 import { changePlanNow } from "./lifecycle";
@@ -9,9 +9,9 @@ import { customers, pendingItems, plans, settings, subscriptions, type Subscript
 import { billingLines, type DraftLine } from "../../domain/invoice";
 import { periodAt, prorationSpan } from "../../domain/periods";
 import { closeMeterPeriod, meterAlertsOf, pushMeterConfig, type MeterAlertRow } from "../usage/meter-config";
-import { asPrices, buildDraftInvoice, countryTaxRates, pendingToLine, planVersion, taxFromRates, unbilledPending } from "../invoices/invoice-builder";
+import { asPrices, buildDraftInvoice, countryTaxRates, pendingToLine, planVersion, taxFromRates } from "../invoices/invoice-builder";
 import { nextDueStep, type DueStep, graceMsOf } from "./due";
-import { afterFinalized, finalizeInvoice } from "../invoices/finalize";
+import { afterFinalized } from "../invoices/finalize";
 import { finalizedRow, invoiceFinalized } from "../invoices/lifecycle";
 import { DEFAULT_LINK_DAYS } from "../invoices/hosted-link";
 import { currentDiscountOf, currentDiscountQueries, type CurrentDiscount } from "../coupons/discounts";

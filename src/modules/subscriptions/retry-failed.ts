@@ -1,11 +1,9 @@
 import { and, asc, eq, gt, isNotNull, isNull, lt, ne, or, sql } from "drizzle-orm";
 import type { Services } from "../../platform/services";
-import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../platform/audit";
+import { commitWithAudit } from "../../platform/audit";
 import { invoices, subscriptions } from "../../db/schema";
 import { finalizeInvoice } from "../invoices/finalize";
 import { runDue } from "./renewal";
-import type { PaymentMessage } from "../../../queues/messages";
 import { logError, PAGE, pagesById } from "../invoices/service";
 
 export type RetryFailedReport = {

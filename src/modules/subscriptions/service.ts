@@ -4,7 +4,7 @@ import { discountPercentOf } from "./discount";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import type { BatchItem } from "drizzle-orm/batch";
-import type { AuditContext, AuditEntry } from "../../platform/audit";
+import type { AuditEntry } from "../../platform/audit";
 import { commit } from "../../platform/change-set";
 import { subscriptionCreated } from "./transitions";
 import { billingLines, partialPeriodLines } from "../../domain/invoice";
@@ -19,11 +19,11 @@ import { subscriptions, type SubscriptionStatus } from "../../db/schema";
 import { periodAt } from "../../domain/periods";
 import { ApiError, invalid, notFound } from "../../platform/errors";
 import { newId } from "../../lib/ids";
-import { iso, DAY_MS } from "../../lib/time";
+import { DAY_MS } from "../../lib/time";
 import { assertNotDeleted, getCustomerRow } from "../customers/service";
 import { getPlanRow } from "../plans/service";
 import { pushMeterConfig } from "../usage/meter-config";
-import type { CreateSubscription, Subscription } from "./schemas";
+import type { CreateSubscription } from "./schemas";
 
 type Row = typeof subscriptions.$inferSelect;
 

@@ -1,6 +1,5 @@
 import { and, gt, inArray, isNull, lte, eq, sql } from "drizzle-orm";
 import type { Services } from "../../platform/services";
-import type { Db } from "../../db/client";
 import { batchAssertions, events, plans, subscriptions } from "../../db/schema";
 import { billingLines, priceLines } from "../../domain/invoice";
 import { formatMinor } from "../../domain/money";
@@ -13,8 +12,6 @@ import type { EventType } from "../../platform/events";
 import { sendAll } from "../../platform/queue-send";
 import { isAssertionFailure } from "../../db/assert";
 import { asPrices, pendingToLine, unbilledPending } from "../invoices/invoice-builder";
-import { meterStub } from "../usage/meter-config";
-import type { TaskMessage } from "../../../queues/messages";
 
 type SubscriptionRow = typeof subscriptions.$inferSelect;
 type PlanRow = typeof plans.$inferSelect;

@@ -2,7 +2,7 @@ import { and, asc, count, eq, gt, inArray, isNull, lte, sql } from "drizzle-orm"
 import type { Services } from "../../platform/services";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../platform/audit";
+import { commitWithAudit } from "../../platform/audit";
 import { creditNotes, invoices, type InvoiceStatus } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
 import { iso } from "../../lib/time";

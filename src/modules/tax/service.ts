@@ -2,7 +2,7 @@ import { and, asc, count, desc, eq, isNotNull, isNull, lte, or } from "drizzle-o
 import type { Services } from "../../platform/services";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../platform/audit";
+import { commitWithAudit } from "../../platform/audit";
 import { customers, taxRates } from "../../db/schema";
 import { assertChanged, isAssertionFailure, isUniqueViolation } from "../../db/assert";
 import { formatDecimal, formatScaled, ONE, parseDecimal, SCALE } from "../../domain/decimal";

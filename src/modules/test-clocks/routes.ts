@@ -4,7 +4,7 @@ import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } fro
 import { dbOf } from "../../db/client";
 import { testClocks } from "../../db/schema";
 import { newestFirstPage } from "../../platform/pagination";
-import { auditCtx, services } from "../../http/context";
+import { services } from "../../http/context";
 import { advanceClock, assertEnabled, createClock, getClock, parseFrozenTime, toClock } from "./service";
 
 const Clock = z.object({ id: z.string(), name: z.string().nullable(), frozenTime: z.string(), status: z.enum(["ready", "advancing"]), createdAt: z.string() }).openapi("TestClock");

@@ -1,7 +1,7 @@
 import { and, eq, gt, lt, ne, or, sql } from "drizzle-orm";
 import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../platform/audit";
+import { commitWithAudit } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { subscriptions, testClocks } from "../../db/schema";
 import { ApiError, invalid, notFound } from "../../platform/errors";

@@ -1,7 +1,6 @@
 import { and, asc, count, eq } from "drizzle-orm";
 import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
-import type { AuditContext } from "../../platform/audit";
 import { plans, subscriptions, usageAlerts, type StoredMeteredPrice } from "../../db/schema";
 import { formatDecimal, parseDecimal } from "../../domain/decimal";
 import { ApiError } from "../../platform/errors";

@@ -1,5 +1,6 @@
 import { and, eq, lt, sql } from "drizzle-orm";
-import { usageMeterOf, type Services } from "../../platform/services";
+import { usageMeterOf } from "../../platform/meters";
+import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { plans, subscriptions, usageAlerts, type StoredMeteredPrice, type SubscriptionStatus } from "../../db/schema";
 import type { Interval } from "../../domain/periods";

@@ -1,6 +1,5 @@
 import { eq, sql } from "drizzle-orm";
 import type { Services } from "../../platform/services";
-import type { Db } from "../../db/client";
 import { customers, plans, subscriptions, type StoredMeteredPrice, type SubscriptionStatus } from "../../db/schema";
 import type { MeterConfig } from "./meter-config";
 

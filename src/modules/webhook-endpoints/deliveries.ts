@@ -2,7 +2,7 @@ import { asc, eq, inArray } from "drizzle-orm";
 import type { Services } from "../../platform/services";
 import { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../platform/audit";
+import { commitWithAudit } from "../../platform/audit";
 import { newestFirstPage, type PageQuery } from "../../platform/pagination";
 import { events, webhookDeliveries, webhookDeliveryAttempts } from "../../db/schema";
 import { ApiError, notFound } from "../../platform/errors";

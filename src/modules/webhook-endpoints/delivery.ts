@@ -256,7 +256,7 @@ async function attempt(s: Services, d: DeliveryRow, now: number, once = false): 
   );
   if (patch.status === "pending") await send(s.queues.webhooks, [{ type: "webhook.deliver", deliveryId: d.id }], delay);
   if (!ok) {
-    log("warn", "webhook delivery failed", { deliveryId: d.id, endpointId: endpoint.id, eventId: event.id, attempts, error, giveUp });
+    s.log.warn("webhook delivery failed", { deliveryId: d.id, endpointId: endpoint.id, eventId: event.id, attempts, error, giveUp });
     // The built-in endpoint is never disabled: its failures are failed notifications (CustomerNotificationsFailing).
     if (endpoint.failingSince !== null && now - endpoint.failingSince >= AUTO_DISABLE_AFTER_MS && !isNotificationsEndpoint(endpoint.id)) await disableFailing(db, endpoint, now);
   }

@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
-import { auditCtx, services } from "../../http/context";
+import { services } from "../../http/context";
 import { listDeliveries, resendEvent, sendTestEvent, WebhookDelivery } from "./deliveries";
 import {
   createEndpoint,

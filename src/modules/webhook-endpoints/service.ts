@@ -2,7 +2,7 @@ import { and, eq } from "drizzle-orm";
 import type { Services } from "../../platform/services";
 import { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
-import { commitWithAudit, type AuditContext } from "../../platform/audit";
+import { commitWithAudit } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { newestFirstPage, type PageQuery } from "../../platform/pagination";
 import { webhookEndpoints } from "../../db/schema";

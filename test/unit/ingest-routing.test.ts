@@ -1,8 +1,7 @@
-// Pure functions, but their modules (the ingestion routes) reach the runtime through the services context.
 import { describe, expect, it } from "vitest";
 import { pickRoute, type RoutingEntry } from "../../src/modules/usage/routing";
 import { valueAt } from "../../src/modules/ingest-compat/routed-ingest";
-import { parseStripeForm } from "../../src/modules/ingest-compat/stripe";
+import { parseStripeForm } from "../../src/modules/ingest-compat/stripe-form";
 
 const entry = (subscriptionId: string, status: RoutingEntry["status"], anchor: number, eventNames: string[]): RoutingEntry => ({
   subscriptionId,

@@ -1,7 +1,9 @@
-// Runs in the Workers runtime: the consumer makes a Services per message, whose modules need cloudflare:workers.
 import { describe, expect, it } from "vitest";
-import { env } from "cloudflare:workers";
-import { consumer, type HandlerResult } from "../../queues/dispatch";
+import { consumer, type HandlerResult } from "../../../queues/dispatch";
+import type { Services } from "../../../src/platform/services";
+
+/** What a handler gets per message; these handlers only need it to exist (and dispatch logs retries through it). */
+const services = () => ({ log: { info() {}, warn() {}, error() {} } }) as unknown as Services;
 
 type M = { type: "work"; key: string; n: number };
 
@@ -36,9 +38,9 @@ describe("a queue batch's messages", () => {
         else second.open();
         return { status: "done" };
       },
-    }, { keyOf: (m) => m.key });
+    }, { services, keyOf: (m) => m.key });
     const { batch, outcome } = batchOf([{ type: "work", key: "a", n: 1 }, { type: "work", key: "b", n: 2 }]);
-    await run(batch, env);
+    await run(batch, {} as Env);
     expect([...outcome]).toEqual(expect.arrayContaining([["m0", "ack"], ["m1", "ack"]]));
   });
 
@@ -57,9 +59,9 @@ describe("a queue batch's messages", () => {
         running--;
         return { status: "done" };
       },
-    }, { keyOf: (m) => m.key });
+    }, { services, keyOf: (m) => m.key });
     const { batch } = batchOf([1, 2, 3].map((n) => ({ type: "work" as const, key: "same", n })));
-    await run(batch, env);
+    await run(batch, {} as Env);
     expect(order).toEqual(["start 1", "end 1", "start 2", "end 2", "start 3", "end 3"]);
     expect(overlapped).toBe(false);
   });
@@ -71,16 +73,16 @@ describe("a queue batch's messages", () => {
         if (m.n === 3) return { status: "requeue", delaySeconds: 5, reason: "frozen" };
         return { status: "done" };
       },
-    }, { keyOf: (m) => m.key, producer: () => ({ send: async () => { throw new Error("queue down"); } }) as unknown as Queue });
+    }, { services, keyOf: (m) => m.key, producer: () => ({ send: async () => { throw new Error("queue down"); } }) as unknown as Queue });
     const { batch, outcome } = batchOf([1, 2, 3].map((n) => ({ type: "work" as const, key: `k${n}`, n })));
-    await run(batch, env);
+    await run(batch, {} as Env);
     expect(Object.fromEntries(outcome)).toEqual({ m0: "ack", m1: "retry", m2: "retry" });
   });
 
   it("get the batch's size, so a handler can take its share of the invocation's budget", async () => {
     const sizes: number[] = [];
-    const run = consumer<M>("q", { work: async (_m, _e, _a, size): Promise<HandlerResult> => (sizes.push(size), { status: "done" }) });
-    await run(batchOf([1, 2, 3, 4].map((n) => ({ type: "work" as const, key: "k", n }))).batch, env);
+    const run = consumer<M>("q", { work: async (_m, _e, _a, size): Promise<HandlerResult> => (sizes.push(size), { status: "done" }) }, { services });
+    await run(batchOf([1, 2, 3, 4].map((n) => ({ type: "work" as const, key: "k", n }))).batch, {} as Env);
     expect(sizes).toEqual([4, 4, 4, 4]);
   });
 });
@@ -96,9 +98,9 @@ describe("a consumer's concurrency", () => {
         running--;
         return { status: "done" };
       },
-    }, { keyOf: (m) => m.key, concurrency: 3 });
+    }, { services, keyOf: (m) => m.key, concurrency: 3 });
     const { batch, outcome } = batchOf(Array.from({ length: 10 }, (_, n) => ({ type: "work" as const, key: `k${n}`, n })));
-    await run(batch, env);
+    await run(batch, {} as Env);
     expect(peak).toBe(3);
     expect([...outcome.values()].filter((o) => o === "ack")).toHaveLength(10);
   });
