@@ -1,4 +1,5 @@
 import type { VerifyProgress } from "../src/modules/audit/verify";
+import type { RetryFailedCursor, RetryFailedInput } from "../src/modules/subscriptions/retry-failed";
 
 /** Every message on our queues; `type` picks the handler. */
 export type JobMessage =
@@ -44,6 +45,8 @@ export type TaskMessage =
   | { type: "invoices.upcoming"; now: number; after: string | null }
   /** The next steps of a test clock moving to `target` (epoch ms). */
   | { type: "test_clock.advance"; clockId: string; target: number; meterAfter?: string }
+  /** The rest of a retry-failed run (src/modules/subscriptions/retry-failed.ts), from its cursor, at the request's time. */
+  | { type: "invoices.retry_failed"; input: RetryFailedInput; cursor: RetryFailedCursor; now: number }
   /** The next stretch of the weekly audit verification (src/modules/audit/verify.ts), carrying where it stands. */
   | { type: "audit.verify_continue"; reportKey: string; progress: VerifyProgress; startedAt: number; rowsPerInvocation: number }
   /** The next pages of a retention run (src/modules/retention): rows of `kind` after `after` move to R2. */

@@ -7,6 +7,7 @@ import { continueAdvance } from "../src/modules/test-clocks/service";
 import { runCronTask } from "../src/scheduled";
 import { continueRetentionRun } from "../src/modules/retention/run";
 import { continueWeeklyVerification } from "../src/modules/audit/verify";
+import { RETRY_BUDGET, retryFailed } from "../src/modules/subscriptions/retry-failed";
 import type { TaskMessage } from "./messages";
 import { queueNames } from "./messages";
 
@@ -40,6 +41,11 @@ export const taskHandlers = {
   },
   "test_clock.advance": async (m: Of<"test_clock.advance">, s: Services) => {
     await continueAdvance(s, m.clockId, m.target, m.meterAfter ?? null);
+    return done;
+  },
+  "invoices.retry_failed": async (m: Of<"invoices.retry_failed">, s: Services) => {
+    const r = await retryFailed(s.withNow(m.now), m.input, RETRY_BUDGET, m.cursor);
+    s.log.info("retry-failed continued", { cursor: m.cursor, paymentRetries: r.paymentRetries.count, finalized: r.finalized.count, regenerated: r.regenerated.count, skipped: r.skipped.count, errors: r.errors, continues: r.continues });
     return done;
   },
   "audit.verify_continue": async (m: Of<"audit.verify_continue">, s: Services) => {

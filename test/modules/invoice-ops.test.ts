@@ -131,6 +131,33 @@ describe("POST /api/v1/invoices/retry-failed", () => {
     expect(untouched!.current_period_end).toBe(now - 2 * HOUR);
   });
 
+  it("a run larger than one invocation's budget does a bounded share and continues from its cursor until every one is renewed", async () => {
+    const { retryFailed } = await import("../../src/modules/subscriptions/retry-failed");
+    const now = Date.now();
+    const subs = [];
+    for (let i = 0; i < 4; i++) subs.push((await openInvoice()).sub);
+    // A window only these four are in: their periods ended a few minutes ago.
+    const endedAt = now - 5 * 60_000 - Math.floor(Math.random() * 1000);
+    for (const s of subs) await setRow("subscriptions", s.id, { current_period_start: endedAt - 30 * DAY, current_period_end: endedAt, billing_anchor: endedAt });
+    const tasks: any[] = [];
+    const { queue } = spyQueue();
+    const s = servicesOf({}, { PAYMENT_QUEUE: queue, TASK_QUEUE: { send: async (b: unknown) => void tasks.push(b), sendBatch: async () => undefined } as unknown as Queue });
+    const input = { start: endedAt, end: endedAt + 1, maxRetries: 3 };
+    // A budget of 2 page reads and one renewal step (30) per invocation.
+    const first = await retryFailed(s, input, 35);
+    expect(first.continues).toBe(true);
+    const renewed = [...first.regenerated.subscriptionIds];
+    let invocations = 1;
+    for (let m = tasks.shift(); m; m = tasks.shift()) {
+      expect(m).toMatchObject({ type: "invoices.retry_failed", input, cursor: { phase: "renewals" } });
+      if (++invocations > 10) throw new Error("the run does not converge");
+      const r = await retryFailed(s.withNow(m.now), m.input, 35, m.cursor);
+      renewed.push(...r.regenerated.subscriptionIds);
+    }
+    expect(renewed.sort()).toEqual(subs.map((x) => x.id).sort()); // each exactly once
+    expect(invocations).toBeGreaterThanOrEqual(4);
+  });
+
   it("validates the range and needs the finance role", async () => {
     const body = { startDate: "2020-03-10", endDate: "2020-03-01", maxRetries: 3 };
     expect((await api("POST", "/api/v1/invoices/retry-failed", { as: "finance", body })).status).toBe(422);

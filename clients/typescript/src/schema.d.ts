@@ -812,7 +812,7 @@ export interface paths {
         put?: never;
         /**
          * Retry failed invoices in a date range
-         * @description Re-queues failed collections, finalizes leftover drafts and regenerates missed renewals in the range. An invoice's date is its finalization, else its creation. Open invoices whose collection failed (attemptCount > 0 or lastError) and with attemptCount < maxRetries get their next payment attempt queued; the others are listed as skipped. Drafts are finalized. Test-clock invoices are left to their clock (they move when it is advanced). Real-time subscriptions whose period ended in the range (and in the past) without renewal run their due steps.
+         * @description Re-queues failed collections, finalizes leftover drafts and regenerates missed renewals in the range. An invoice's date is its finalization, else its creation. Open invoices whose collection failed (attemptCount > 0 or lastError) and with attemptCount < maxRetries get their next payment attempt queued; the others are listed as skipped. Drafts are finalized. Test-clock invoices are left to their clock (they move when it is advanced). Real-time subscriptions whose period ended in the range (and in the past) without renewal run their due steps. One request does a bounded share (about 600 D1 queries' worth); the lists name what it did, and `continues` says the rest goes on in the background.
          */
         post: operations["retryFailedInvoices"];
         delete?: never;
@@ -9646,6 +9646,8 @@ export interface operations {
                             id: string;
                             error: string;
                         }[];
+                        /** @description More than one request's share was due: the rest goes on in the background (tasks queue), at this request's time */
+                        continues: boolean;
                     };
                 };
             };

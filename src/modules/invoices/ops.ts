@@ -23,7 +23,7 @@ export const invoiceOpsRoutes = router()
       tags: ["Invoices"],
       summary: "Retry failed invoices in a date range",
       description:
-        "Re-queues failed collections, finalizes leftover drafts and regenerates missed renewals in the range. An invoice's date is its finalization, else its creation. Open invoices whose collection failed (attemptCount > 0 or lastError) and with attemptCount < maxRetries get their next payment attempt queued; the others are listed as skipped. Drafts are finalized. Test-clock invoices are left to their clock (they move when it is advanced). Real-time subscriptions whose period ended in the range (and in the past) without renewal run their due steps.",
+        "Re-queues failed collections, finalizes leftover drafts and regenerates missed renewals in the range. An invoice's date is its finalization, else its creation. Open invoices whose collection failed (attemptCount > 0 or lastError) and with attemptCount < maxRetries get their next payment attempt queued; the others are listed as skipped. Drafts are finalized. Test-clock invoices are left to their clock (they move when it is advanced). Real-time subscriptions whose period ended in the range (and in the past) without renewal run their due steps. One request does a bounded share (about 600 D1 queries' worth); the lists name what it did, and `continues` says the rest goes on in the background.",
       middleware: [requireRole(access.finance)] as const,
       request: jsonBody(z.object({ startDate: DateOrInstant, endDate: DateOrInstant, maxRetries: z.number().int().min(1).max(100).default(3) })),
       responses: {
@@ -34,6 +34,7 @@ export const invoiceOpsRoutes = router()
             regenerated: z.object({ count: z.number().int(), subscriptionIds: z.array(z.string()), invoiceIds: z.array(z.string()) }),
             skipped: Ids.openapi({ description: "Failed invoices that reached maxRetries" }),
             errors: Errors,
+            continues: z.boolean().openapi({ description: "More than one request's share was due: the rest goes on in the background (tasks queue), at this request's time" }),
           }),
           "What was retried",
         ),
