@@ -34,7 +34,8 @@ export type WebhookMessage =
  * task, the next page of a paging job (keyset cursor `after`), the next stretch of a test-clock advance.
  */
 export type TaskMessage =
-  | { type: "cron.task"; cron: string; task: string; scheduledTime: number }
+  /** `after`: where a paged task goes on (its previous invocation's cursor). */
+  | { type: "cron.task"; cron: string; task: string; scheduledTime: number; after?: string }
   /** Due subscriptions after `after` (by id) at `now` go to the jobs queue as billing.run_due, a few pages per message. */
   | { type: "billing.enqueue_due"; now: number; after: string | null }
   /** Drafts after `after` (by id) of real time (`testClockId` null) or of one clock are finalized, a page per message. */

@@ -13,11 +13,11 @@ import { sweepNotifications } from "./modules/webhook-endpoints/notifications";
 import { cleanupWebhookDeliveries, sweepWebhookDeliveries } from "./modules/webhook-endpoints/delivery";
 import { settlePendingRefunds } from "./modules/refunds/service";
 import { archiveInvoices } from "./modules/invoices/archive";
-import { sendReminders } from "./modules/invoices/reminders";
+import { REMINDER_PAGES_PER_INVOCATION, sendReminders } from "./modules/invoices/reminders";
 import { DAY_MS } from "./lib/time";
 import { sealAuditChain } from "./modules/audit/verify";
 import { startRetentionRun } from "./modules/retention/run";
-import { markUncollectible, sendDueRetries } from "./modules/payments/dunning";
+import { markUncollectible, sendDueRetries, UNCOLLECTIBLE_PER_INVOCATION } from "./modules/payments/dunning";
 import type { TaskMessage } from "../queues/messages";
 import { sendAll } from "./platform/queue-send";
 import { currentCounts, type InvocationCounts } from "./platform/limits";
@@ -31,7 +31,13 @@ export const CRON = {
 } as const;
 
 /** `s` acts as the system at the trigger's scheduled time (`s.audit.now`); `t` is that time. */
-type Task = { name: string; run: (s: Services, t: number) => Promise<unknown> };
+/**
+ * A task runs at the trigger's time; a paged one gets the cursor it left (`after`) and returns `{ continueAfter }` to
+ * go on in a fresh `cron.task` message (its own invocation) from there.
+ */
+type Task = { name: string; run: (s: Services, t: number, after?: string | null) => Promise<unknown> };
+const continuesAfter = (result: unknown): string | null =>
+  typeof result === "object" && result !== null && typeof (result as { continueAfter?: unknown }).continueAfter === "string" ? (result as { continueAfter: string }).continueAfter : null;
 
 /** What each cron trigger does; each task runs even when an earlier one failed. */
 export const cronTasks: Record<string, Task[]> = {
@@ -55,16 +61,22 @@ export const cronTasks: Record<string, Task[]> = {
     { name: "backup.daily", run: (s, t) => runDailyBackup(s.env, t) },
     { name: "reconciliation.daily", run: (s, t) => runDailyReconciliation(s) },
     { name: "webhooks.cleanup", run: (s, t) => cleanupWebhookEvents(s, 30, { actor: WEBHOOK_ACTOR, now: t }) },
-    { name: "invoices.uncollectible", run: (s, t) => markUncollectible(s.db, s.audit, { testClockId: null }) },
+    {
+      name: "invoices.uncollectible",
+      run: async (s, _t, after) => {
+        const r = await markUncollectible(s.db, s.audit, { testClockId: null }, { after, max: UNCOLLECTIBLE_PER_INVOCATION });
+        return { marked: r.marked.length, ...(r.next ? { continueAfter: r.next } : {}) };
+      },
+    },
     { name: "idempotency.purge", run: (s, t) => purgeExpiredIdempotencyKeys(s.env, t) },
     // Events past 30 days, and audit rows, invoice lines, payment attempts past the policy, to R2 (docs/retention.md).
     { name: "retention.run", run: async (s, t) => (await startRetentionRun(s, "cron", t)).run?.id ?? "disabled" },
     { name: "webhook_endpoints.cleanup", run: (s, t) => cleanupWebhookDeliveries(s.db, t) },
     {
       name: "invoices.reminders",
-      run: async (s, t) => {
-        const r = await sendReminders(s, { daysOverdue: 1, template: "invoice_overdue" });
-        return { queued: r.queued, alreadySentToday: r.alreadySentToday };
+      run: async (s, _t, after) => {
+        const r = await sendReminders(s, { daysOverdue: 1, template: "invoice_overdue" }, { after, maxPages: REMINDER_PAGES_PER_INVOCATION });
+        return { queued: r.queued, alreadySentToday: r.alreadySentToday, ...(r.next ? { continueAfter: r.next } : {}) };
       },
     },
   ],
@@ -94,15 +106,17 @@ function countsSince(before: InvocationCounts | null): Partial<InvocationCounts>
 }
 
 /** Runs one task of a cron trigger (the tasks queue's `cron.task`); throws when it fails, so the message is retried. */
-export async function runCronTask(env: Env, cron: string, name: string, scheduledTime: number): Promise<void> {
+export async function runCronTask(env: Env, cron: string, name: string, scheduledTime: number, after: string | null = null): Promise<void> {
   const task = cronTasks[cron]?.find((t) => t.name === name);
   if (!task) throw new Error(`no task ${name} for cron ${cron}`);
   const s = cronServices(env, cron, name, scheduledTime);
   const started = Date.now();
   const before = currentCounts();
   try {
-    const result = await task.run(s, scheduledTime);
-    s.log.info("cron task", { ms: Date.now() - started, result, ...countsSince(before) });
+    const result = await task.run(s, scheduledTime, after);
+    s.log.info("cron task", { ms: Date.now() - started, result, ...(after ? { after } : {}), ...countsSince(before) });
+    const next = continuesAfter(result);
+    if (next) await s.queues.tasks.send({ type: "cron.task", cron, task: name, scheduledTime, after: next });
   } catch (e) {
     s.log.error("cron task failed", { error: String(e) });
     throw e;

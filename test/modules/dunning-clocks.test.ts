@@ -127,3 +127,43 @@ describe("live dunning", () => {
     expect((await invoiceOf(invoice.id)).status).toBe("uncollectible");
   });
 });
+
+describe("the daily uncollectible task at any size", () => {
+  it("marks at most its share per invocation and goes on from its cursor in a fresh task message until none is left", async () => {
+    const { markUncollectible } = await import("../../src/modules/payments/dunning");
+    await retryConfig(86_400);
+    const due: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const { sub, invoice } = await decliningSubscription();
+      await deliver(invoice.id, 1);
+      await deliver(invoice.id, 2);
+      expect(await subscriptionOf(sub.id)).toMatchObject({ status: "past_due" });
+      due.push(invoice.id);
+    }
+    const later = Date.now() + 30 * DAY;
+    const s = cronServices(testEnv(), CRON.daily, "invoices.uncollectible", later);
+    // Two per invocation: the first call stops with a cursor, the next goes on after it.
+    const first = await markUncollectible(s.db, s.audit, { testClockId: null }, { max: 2 });
+    expect(first.marked).toHaveLength(2);
+    expect(first.next).not.toBeNull();
+    const rest = await markUncollectible(s.db, s.audit, { testClockId: null }, { after: first.next, max: 2 });
+    expect([...first.marked, ...rest.marked].filter((id) => due.includes(id)).sort()).toEqual([...due].sort());
+    for (const id of due) expect((await invoiceOf(id)).status).toBe("uncollectible");
+  });
+
+  it("a paged cron task's continuation carries its cursor in the next cron.task message", async () => {
+    const { runCronTask } = await import("../../src/scheduled");
+    const sentTasks: any[] = [];
+    const e = { ...testEnv(), TASK_QUEUE: { send: async (b: unknown) => void sentTasks.push(b), sendBatch: async () => undefined } } as unknown as Env;
+    const probe = { name: "test.paged", run: async (_s: unknown, _t: number, after?: string | null) => (after ? { done: true } : { continueAfter: "inv_cursor" }) };
+    cronTasks[CRON.daily]!.push(probe);
+    try {
+      await runCronTask(e, CRON.daily, "test.paged", 1_700_000_000_000);
+      expect(sentTasks).toEqual([{ type: "cron.task", cron: CRON.daily, task: "test.paged", scheduledTime: 1_700_000_000_000, after: "inv_cursor" }]);
+      await runCronTask(e, CRON.daily, "test.paged", 1_700_000_000_000, "inv_cursor");
+      expect(sentTasks).toHaveLength(1); // done: no further message
+    } finally {
+      cronTasks[CRON.daily]!.splice(cronTasks[CRON.daily]!.indexOf(probe), 1);
+    }
+  });
+});

@@ -74,7 +74,10 @@ export const invoiceOpsRoutes = router()
         ),
       },
     }),
-    async (c) => c.json(await sendReminders(services(c), c.req.valid("json")), 200),
+    async (c) => {
+      const { next: _next, ...report } = await sendReminders(services(c), c.req.valid("json"));
+      return c.json(report, 200);
+    },
   );
 
 /** "1 year", "6 months", "90 days", "2 weeks" → that long before `now`; an ISO date or date-time as is. */

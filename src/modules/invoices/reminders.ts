@@ -11,18 +11,22 @@ import { pagesById } from "./service";
 
 const REMINDER_PAGE = 50; // one insert and one audit row per invoice: 100 statements per batch at most
 
-export type ReminderReport = { queued: number; alreadySentToday: number; invoiceIds: string[] };
+/** Pages one invocation of the daily task handles (a page is three round trips, ~150 statements at most). */
+export const REMINDER_PAGES_PER_INVOCATION = 5;
+
+/** `next`: the cursor to go on from when `maxPages` stopped the run (null when every overdue invoice was seen). */
+export type ReminderReport = { queued: number; alreadySentToday: number; invoiceIds: string[]; next: string | null };
 
 /**
  * One `invoice.reminder` notification per overdue open invoice per UTC day (deduped by key), each new one with
  * its `customer.notification` event. Test-clock invoices are left out: their due dates are in
  * simulated time.
  */
-export async function sendReminders(s: Services, input: { daysOverdue: number; template: string }): Promise<ReminderReport> {
+export async function sendReminders(s: Services, input: { daysOverdue: number; template: string }, paging: { after?: string | null; maxPages?: number } = {}): Promise<ReminderReport> {
   const { env, db, audit: ctx } = s;
   const cutoff = ctx.now - input.daysOverdue * DAY_MS;
   const day = new Date(ctx.now).toISOString().slice(0, 10);
-  const report: ReminderReport = { queued: 0, alreadySentToday: 0, invoiceIds: [] };
+  const report: ReminderReport = { queued: 0, alreadySentToday: 0, invoiceIds: [], next: null };
   const overdue = (id: string | undefined) =>
     db
       .select({ id: invoices.id, number: invoices.number, customerId: invoices.customerId, currency: invoices.currency, amountDue: invoices.amountDue, dueAt: invoices.dueAt, email: customers.email, name: customers.name })
@@ -33,7 +37,13 @@ export async function sendReminders(s: Services, input: { daysOverdue: number; t
       .limit(REMINDER_PAGE)
       .all();
 
-  for await (const page of pagesById(overdue, REMINDER_PAGE)) {
+  let pages = 0;
+  for await (const page of pagesById(overdue, REMINDER_PAGE, paging.after ?? undefined)) {
+    if (paging.maxPages !== undefined && pages++ >= paging.maxPages) {
+      // This page is the next run's: it starts after the last invoice of the pages done here.
+      report.next = paging.after ?? null;
+      break;
+    }
     const keyOf = (invoiceId: string) => `reminder:${invoiceId}:${day}`;
     let created: (typeof notifications.$inferInsert)[] = [];
     let eventIds: string[] = [];
@@ -83,6 +93,7 @@ export async function sendReminders(s: Services, input: { daysOverdue: number; t
     report.alreadySentToday += page.length - created.length;
     for (const n of created) report.invoiceIds.push(n.invoiceId!);
     if (created.length) notificationsCommitted(eventIds);
+    paging = { ...paging, after: page[page.length - 1]!.id };
   }
   report.queued = report.invoiceIds.length;
   return report;

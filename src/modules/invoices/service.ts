@@ -20,8 +20,8 @@ export const PAGE = 100;
 export const logError = (msg: string, fields: Record<string, unknown>) => console.log(JSON.stringify({ level: "error", msg, ...fields }));
 
 /** Keyset pages by id, so rows the caller leaves unchanged (or fails on) are not fetched again. */
-export async function* pagesById<R extends { id: string }>(fetch: (after: string | undefined) => Promise<R[]>, size = PAGE): AsyncGenerator<R[]> {
-  let after: string | undefined;
+export async function* pagesById<R extends { id: string }>(fetch: (after: string | undefined) => Promise<R[]>, size = PAGE, from?: string): AsyncGenerator<R[]> {
+  let after: string | undefined = from;
   for (;;) {
     const page = await fetch(after);
     if (page.length) yield page;

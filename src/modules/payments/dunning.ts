@@ -69,17 +69,27 @@ export async function sendDueRetries(s: Services, now: number, scope: ClockScope
   return sentCount;
 }
 
+/** Invoices one invocation of the daily task marks (each a read and an audited transition, ~7 queries). */
+export const UNCOLLECTIBLE_PER_INVOCATION = 100;
+
 /**
  * Invoices of past_due subscriptions still unpaid `gracePeriodDays` after the last collection attempt (the invoice's
- * last change, in its scope's time) become uncollectible, one audited guarded transition each. Returns their ids.
+ * last change, in its scope's time) become uncollectible, one audited guarded transition each. Returns their ids and,
+ * when `paging.max` stopped the run, the cursor to go on from (`next`; null when every due invoice was seen).
  */
-export async function markUncollectible(db: Db, ctx: AuditContext, scope: ClockScope): Promise<string[]> {
+export async function markUncollectible(db: Db, ctx: AuditContext, scope: ClockScope, paging: { after?: string | null; max?: number } = {}): Promise<{ marked: string[]; next: string | null }> {
   const config = await retryConfig(db);
   const cutoff = ctx.now - config.gracePeriodDays * 86_400_000;
   const marked: string[] = [];
   const failed: string[] = [];
-  let after: string | undefined;
+  let after: string | undefined = paging.after ?? undefined;
+  let seen = 0;
+  let next: string | null = null;
   for (let page = 0; page < MAX_PAGES; page++) {
+    if (paging.max !== undefined && seen >= paging.max) {
+      next = after ?? null;
+      break;
+    }
     const rows = await db
       .select({ id: invoices.id })
       .from(invoices)
@@ -95,8 +105,9 @@ export async function markUncollectible(db: Db, ctx: AuditContext, scope: ClockS
         ),
       )
       .orderBy(asc(invoices.id))
-      .limit(PAGE)
+      .limit(paging.max === undefined ? PAGE : Math.min(PAGE, paging.max - seen))
       .all();
+    seen += rows.length;
     for (const r of rows) {
       try {
         // The row as read now: the page's query is a moment old (paid or voided meanwhile is skipped).
@@ -110,10 +121,10 @@ export async function markUncollectible(db: Db, ctx: AuditContext, scope: ClockS
         logError("marking an invoice uncollectible failed", { invoiceId: r.id, error: String(e) });
       }
     }
-    if (rows.length < PAGE) break;
+    if (rows.length < (paging.max === undefined ? PAGE : Math.min(PAGE, paging.max - seen + rows.length))) break;
     after = rows[rows.length - 1]!.id;
   }
   // The others are marked; these are left for the next run, and the run is reported as failed.
   if (failed.length) throw new Error(`${failed.length} invoices could not be marked uncollectible (first: ${failed[0]})`);
-  return marked;
+  return { marked, next };
 }
