@@ -58,7 +58,7 @@ export const cronTasks: Record<string, Task[]> = {
     { name: "audit.seal", run: async (s) => { const r = await sealAuditChain(s.env); return { sealed: r.sealed, adopted: r.adopted, headSeq: r.head.seq }; } },
   ],
   [CRON.daily]: [
-    { name: "backup.daily", run: (s, t) => runDailyBackup(s.env, t) },
+    { name: "backup.daily", run: (s) => runDailyBackup(s) },
     { name: "reconciliation.daily", run: (s, t) => runDailyReconciliation(s) },
     { name: "webhooks.cleanup", run: (s, t) => cleanupWebhookEvents(s, 30, { actor: WEBHOOK_ACTOR, now: t }) },
     {

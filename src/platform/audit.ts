@@ -22,7 +22,18 @@ export type AuditEntry = {
  * `wallClock`: the request's real time when the context was made. While `now` still equals it (no caller resolved a
  * test clock's time into `now`), `commit()` stamps events about objects on a test clock in their clock's time.
  */
-export type AuditContext = { actor: Actor; requestId?: string; now: number; idempotencyKey?: string; wallClock?: number };
+export type AuditContext = {
+  actor: Actor;
+  requestId?: string;
+  now: number;
+  idempotencyKey?: string;
+  wallClock?: number;
+  /**
+   * The invocation's clock (set by the services context, src/platform/services.ts: the one place that tells real
+   * from test-clock time): a test clock's frozen time, null for a clock that no longer exists.
+   */
+  clockOf?: (testClockId: string) => Promise<number | null>;
+};
 
 /** The chain value before row 1. */
 export const GENESIS_CHAIN = "0".repeat(64);

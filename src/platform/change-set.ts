@@ -36,7 +36,9 @@ export function merge(...sets: ChangeSet[]): ChangeSet {
  * Returns the batch results, statements first in the order given, and the events written.
  */
 export async function commit(db: Db, cs: ChangeSet, ctx: AuditContext): Promise<{ results: unknown[]; events: EventRow[] }> {
-  const rows = (ctx.wallClock === ctx.now ? await inClockTime(db, cs.events) : cs.events).map((e) => eventRow(e, ctx));
+  // A context at the request's wall clock stamps events about test-clock objects in their clock's time (its `clockOf`:
+  // every context made by the services context has one; a hand-made one without it stamps its own `now`).
+  const rows = (ctx.wallClock === ctx.now && ctx.clockOf ? await inClockTime(ctx.clockOf, cs.events) : cs.events).map((e) => eventRow(e, ctx));
   const results = await commitWithAudit(db, [...cs.statements, ...rows.map((r) => eventInsert(db, r))], cs.audit, ctx);
   eventsCommitted(rows.map((r) => r.id), rows.map((r) => r.type));
   for (const effect of cs.after) await effect();

@@ -1,8 +1,8 @@
-import { inArray, sql } from "drizzle-orm";
+import { sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { env as workerEnv, waitUntil } from "cloudflare:workers";
 import type { Db } from "../db/client";
-import { events, testClocks } from "../db/schema";
+import { events } from "../db/schema";
 import { sortableId } from "../lib/ids";
 import type { AuditContext } from "./audit";
 
@@ -99,14 +99,18 @@ export function eventRow(draft: EventDraft, ctx: Pick<AuditContext, "now" | "req
 }
 
 /**
- * The drafts with their time in their object's clock: drafts on a test clock without `at` get the clock's frozen
- * time (one read, only when some draft is on a clock); a clock that no longer exists leaves the context's time.
+ * The drafts with their time in their object's clock, as the context's clock (`clockOf`, from the services context)
+ * tells it: drafts on a test clock without `at` get the clock's frozen time; a clock that no longer exists leaves the
+ * context's time.
  */
-export async function inClockTime(db: Db, drafts: EventDraft[]): Promise<EventDraft[]> {
+export async function inClockTime(clockOf: (testClockId: string) => Promise<number | null>, drafts: EventDraft[]): Promise<EventDraft[]> {
   const ids = [...new Set(drafts.filter((d) => d.testClockId && d.at === undefined).map((d) => d.testClockId!))];
   if (!ids.length) return drafts;
-  const clocks = await db.select({ id: testClocks.id, t: testClocks.frozenTime }).from(testClocks).where(inArray(testClocks.id, ids)).all();
-  const time = new Map(clocks.map((c) => [c.id, c.t]));
+  const time = new Map<string, number>();
+  for (const id of ids) {
+    const t = await clockOf(id);
+    if (t !== null) time.set(id, t);
+  }
   return drafts.map((d) => (d.testClockId && d.at === undefined && time.has(d.testClockId) ? { ...d, at: time.get(d.testClockId)! } : d));
 }
 

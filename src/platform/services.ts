@@ -172,7 +172,10 @@ function shared(env: Env, wall: number): Shared {
   };
 }
 
-function build(base: Shared, audit: AuditContext, fields: LogFields): Services {
+function build(base: Shared, given: AuditContext, fields: LogFields): Services {
+  // What the context's changes record; `clockOf` lets commit() stamp events about test-clock objects in their
+  // clock's time through this context's clock (memoized, and told when an advance moves it).
+  const audit: AuditContext = { ...given, clockOf: (id) => base.clock.frozen(id) };
   const s: Services = {
     ...base,
     audit,

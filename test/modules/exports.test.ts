@@ -5,7 +5,7 @@ import { auditKey, auditRowMac, chainLink, commitWithAudit } from "../../src/pla
 import type { Actor } from "../../src/env";
 import { decrypt, encrypt, keyIdOf } from "../../src/lib/crypto";
 import { runDailyBackup } from "../../src/modules/exports/routes";
-import { api, createCustomer, unique } from "../helpers";
+import { api, createCustomer, messageServicesOf, unique } from "../helpers";
 
 const KEY = env.EXPORT_ENCRYPTION_KEY;
 const t = (s: string) => Date.parse(s);
@@ -209,7 +209,7 @@ describe("backups", () => {
 
   it("runDailyBackup writes an encrypted dump under backups/<date>/ that lists and verifies", async () => {
     await createCustomer();
-    const summary = await runDailyBackup(env, t("2091-01-15T03:00:00Z"));
+    const summary = await runDailyBackup(messageServicesOf().withNow(t("2091-01-15T03:00:00Z")));
     expect(summary).toMatchObject({ date: "2091-01-15", prefix: "backups/2091-01-15/", keyId: await keyIdOf(KEY) });
     expect(summary.rows).toBeGreaterThan(0);
     const customers = JSON.parse(await openR2("backups/2091-01-15/customers.json.enc"));
@@ -228,7 +228,7 @@ describe("backups", () => {
 
   it("verify reports a flipped byte, a re-encrypted edit, a missing object; unknown dates are 404", async () => {
     const date = "2091-02-20";
-    await runDailyBackup(env, t(`${date}T03:00:00Z`));
+    await runDailyBackup(messageServicesOf().withNow(t(`${date}T03:00:00Z`)));
     const key = `backups/${date}/customers.json.enc`;
     const original = await r2Bytes(key);
 

@@ -180,6 +180,6 @@ export const campaignRoutes = router().openapi(
   async (c) => {
     const body = c.req.valid("json");
     const s = services(c);
-    return c.json(await redeemRetentionOffer(s.db, body, s.clock.wall, s.audit), 200);
+    return c.json(await redeemRetentionOffer(s, body), 200);
   },
 );

@@ -1,7 +1,7 @@
+import type { Services } from "../../platform/services";
 import { z } from "@hono/zod-openapi";
 import { and, eq, gte, lt } from "drizzle-orm";
 import type { Db } from "../../db/client";
-import type { AuditContext } from "../../platform/audit";
 import { isUniqueViolation } from "../../db/assert";
 import { notifications, offerRedemptions } from "../../db/schema";
 import { ApiError } from "../../platform/errors";
@@ -52,7 +52,9 @@ async function offerFor(db: Db, customerId: string, code: string): Promise<Offer
  * them), once per offer code, before the offer expires, and never lower than a discount the subscription already has. The discount and the redemption
  * marker commit in one batch, so a code cannot be used twice even by concurrent requests.
  */
-export async function redeemRetentionOffer(db: Db, input: z.infer<typeof RedeemOfferBody>, now: number, ctx: AuditContext) {
+export async function redeemRetentionOffer(s: Services, input: z.infer<typeof RedeemOfferBody>) {
+  const { db } = s;
+  const now = s.clock.wall;
   const sub = await getSubscriptionRow(db, input.subscriptionId);
   const offer = await offerFor(db, sub.customerId, input.offerCode);
   if (!offer) throw new ApiError("not_found", `no retention offer ${input.offerCode} was sent to this subscription's customer`, [{ path: "offerCode", message: "unknown offer for this customer" }]);
@@ -74,7 +76,7 @@ export async function redeemRetentionOffer(db: Db, input: z.infer<typeof RedeemO
   }
   let after;
   try {
-    after = await setDiscount(db, sub, { discountPercent: offer.discountPercent, until, reason: `retention offer ${input.offerCode}`, coupon: { id: `retention_${offer.campaignId}`, name: `Retention offer: ${offer.discountPercent}% off (campaign ${offer.campaignId})` } }, ctx, {
+    after = await setDiscount(s, sub, { discountPercent: offer.discountPercent, until, reason: `retention offer ${input.offerCode}`, coupon: { id: `retention_${offer.campaignId}`, name: `Retention offer: ${offer.discountPercent}% off (campaign ${offer.campaignId})` } }, {
       statements: [
         db.insert(offerRedemptions).values({
           offerCode: input.offerCode,

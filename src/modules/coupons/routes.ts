@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
-import { auditCtx, services } from "../../http/context";
+import { services } from "../../http/context";
 import { ApiError, invalid } from "../../http/problem";
 import { ApplyDiscount, Coupon, CreateCoupon, CreatePromotionCode, Discount, PromotionCode } from "./schemas";
 import { createCoupon, createPromotionCode, deactivatePromotionCode, deleteCoupon, getCouponRow, getPromotionCodeRow, listCoupons, listPromotionCodes, resolveRedemption, toCoupon, toPromotionCode } from "./service";
@@ -153,7 +153,7 @@ export const subscriptionDiscountRoutes = router()
       const sub = await getSubscriptionRow(db, c.req.valid("param").id);
       const now = await s.clock.at(sub.testClockId);
       const redemption = await resolveRedemption(db, body, { customerId: sub.customerId, planId: sub.planId, currency: sub.currency, now });
-      return c.json(toSubscription(await applyDiscount(db, sub, redemption, auditCtx(c, now))), 200);
+      return c.json(toSubscription(await applyDiscount(s.withNow(now), sub, redemption)), 200);
     },
   )
   .openapi(
@@ -191,6 +191,6 @@ export const subscriptionDiscountRoutes = router()
     async (c) => {
       const s = services(c);
       const sub = await getSubscriptionRow(s.db, c.req.valid("param").id);
-      return c.json(toSubscription(await applyDiscount(s.db, sub, null, auditCtx(c, await s.clock.at(sub.testClockId)))), 200);
+      return c.json(toSubscription(await applyDiscount(s.withNow(await s.clock.at(sub.testClockId)), sub, null)), 200);
     },
   );

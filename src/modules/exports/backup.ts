@@ -1,6 +1,6 @@
 import type { Actor } from "../../env";
-import { commitWithAudit, type AuditContext } from "../../platform/audit";
-import { dbOf } from "../../db/client";
+import { commitWithAudit } from "../../platform/audit";
+import type { Services } from "../../platform/services";
 import { iso } from "../../lib/time";
 import { dumpDatabase, readManifest, verifyDump, type VerifyResult } from "./dump";
 import { systemActor } from "../../platform/actor";
@@ -14,17 +14,18 @@ const prefixFor = (date: string) => `${BACKUP_ROOT}${date}/`;
 export type BackupSummary = { date: string; prefix: string; createdAt: string; tables: number; rows: number; bytes: number; keyId: string | null };
 
 /** Dumps D1 to `backups/<UTC date of now>/`, always encrypted; a second run the same day replaces that day's backup. Audited. */
-export async function createBackup(env: Env, ctx: AuditContext): Promise<BackupSummary> {
+export async function createBackup(s: Services): Promise<BackupSummary> {
+  const { env, audit: ctx } = s;
   const date = backupDate(ctx.now);
   const m = await dumpDatabase(env, { prefix: prefixFor(date), kind: "backup", encrypt: true, now: ctx.now, actorId: ctx.actor.id });
   const summary = { date, prefix: m.prefix, createdAt: m.createdAt, tables: m.tables.length, rows: m.totalRows, bytes: m.totalBytes, keyId: m.keyId };
-  await commitWithAudit(dbOf(env), [], [{ action: "backup.created", targetType: "backup", targetId: m.prefix, after: summary }], ctx);
+  await commitWithAudit(s.db, [], [{ action: "backup.created", targetType: "backup", targetId: m.prefix, after: summary }], ctx);
   return summary;
 }
 
 /** The daily cron's task. */
-export function runDailyBackup(env: Env, now: number): Promise<BackupSummary> {
-  return createBackup(env, { actor: BACKUP_ACTOR, now });
+export function runDailyBackup(s: Services): Promise<BackupSummary> {
+  return createBackup(s.as(BACKUP_ACTOR));
 }
 
 export type BackupListing = BackupSummary & { complete: boolean };

@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
-import { commitWithAudit, type AuditContext } from "../../platform/audit";
-import { dbOf } from "../../db/client";
+import { commitWithAudit } from "../../platform/audit";
+import type { Services } from "../../platform/services";
 import { ApiError } from "../../platform/errors";
 import { ARCHIVE_BUCKET, dumpDatabase, MANIFEST, stamp } from "./dump";
 
@@ -34,7 +34,8 @@ function copyNote(prefix: string, destination: string | null): string {
 }
 
 /** Dumps every table to `emergency/<timestamp>/` (encrypted unless an admin asks otherwise) and audits it. */
-export async function emergencyExportAll(env: Env, input: z.infer<typeof EmergencyExportRequest>, ctx: AuditContext): Promise<z.infer<typeof EmergencyExportResult>> {
+export async function emergencyExportAll(s: Services, input: z.infer<typeof EmergencyExportRequest>): Promise<z.infer<typeof EmergencyExportResult>> {
+  const { env, audit: ctx } = s;
   // The route is admin-only today; this keeps plaintext exports admin-only if the route's roles ever widen.
   if (!input.encrypt && ctx.actor.role !== "admin") throw new ApiError("forbidden", "only an admin may export without encryption");
   const prefix = `emergency/${stamp(ctx.now)}/`;
@@ -54,7 +55,7 @@ export async function emergencyExportAll(env: Env, input: z.infer<typeof Emergen
     note: copyNote(prefix, destination),
   };
   await commitWithAudit(
-    dbOf(env),
+    s.db,
     [],
     [
       {

@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, optionalJsonBody, problems, router } from "../../http/openapi";
-import { auditCtx, services } from "../../http/context";
+import { services } from "../../http/context";
 import { ApiError, notFound } from "../../http/problem";
 import { AuditExportRequest, AuditExportResult, exportAuditLog, exportKeyOf, readAuditExport } from "./audit-export";
 import { EmergencyExportRequest, EmergencyExportResult, emergencyExportAll } from "./emergency";
@@ -73,7 +73,7 @@ export const emergencyExportRoutes = router().openapi(
     request: optionalJsonBody(EmergencyExportRequest),
     responses: { 201: jsonResponse(EmergencyExportResult, "Export written") },
   }),
-  async (c) => c.json(await emergencyExportAll(c.env, c.req.valid("json"), auditCtx(c)), 201),
+  async (c) => c.json(await emergencyExportAll(services(c), c.req.valid("json")), 201),
 );
 
 const BackupSummary = z
@@ -110,7 +110,7 @@ export const backupRoutes = router()
       middleware: [requireRole(access.admin)] as const,
       responses: { 201: jsonResponse(BackupSummary, "Backup written") },
     }),
-    async (c) => c.json(await createBackup(c.env, auditCtx(c)), 201),
+    async (c) => c.json(await createBackup(services(c)), 201),
   )
   .openapi(
     createRoute({

@@ -1,7 +1,7 @@
+import type { Services } from "../../platform/services";
 import { eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
-import type { Db } from "../../db/client";
-import type { AuditContext, AuditEntry } from "../../platform/audit";
+import type { AuditEntry } from "../../platform/audit";
 import { eventInsert, eventRow, eventsCommitted, type EventDraft } from "../../platform/events";
 import { subscriptions } from "../../db/schema";
 import { formatDecimal, ONE, parseDecimal } from "../../domain/decimal";
@@ -40,12 +40,12 @@ const discountEvent = (type: "customer.discount.created" | "customer.discount.de
  * rows commit in one batch; a limit reached meanwhile (concurrent redemptions) aborts it with a 409 naming it.
  */
 export async function applyDiscount(
-  db: Db,
+  s: Services,
   sub: SubscriptionRow,
   redemption: Redemption | null,
-  ctx: AuditContext,
   opts: { endsAt?: number | null; reason?: string | undefined; statements?: BatchItem<"sqlite">[]; audit?: AuditEntry[] } = {},
 ): Promise<SubscriptionRow> {
+  const { db, audit: ctx } = s;
   if (sub.status === "canceled") throw new ApiError("conflict", `subscription ${sub.id} is canceled`, [{ path: "id", message: "canceled" }]);
   const endsAt = redemption ? (opts.endsAt ?? null) : null;
   if (endsAt !== null && endsAt <= ctx.now) throw invalid([{ path: "until", message: "must be in the future" }]);
@@ -80,15 +80,14 @@ export async function applyDiscount(
  * percentage (`legacy_pct_25`, or the given coupon), bounded in time by `until` when given; null removes it.
  */
 export async function setDiscount(
-  db: Db,
+  s: Services,
   sub: SubscriptionRow,
   input: { discountPercent: string | null; until?: number | null | undefined; reason?: string | undefined; coupon?: { id: string; name: string } },
-  ctx: AuditContext,
   extra: { statements?: BatchItem<"sqlite">[]; audit?: AuditEntry[] } = {},
 ): Promise<SubscriptionRow> {
   const redemption: Redemption | null =
     input.discountPercent === null
       ? null
-      : { coupon: legacyPercentCoupon(input.discountPercent, ctx.now, input.coupon?.id, input.coupon?.name), promotionCode: null, insertCoupon: true };
-  return applyDiscount(db, sub, redemption, ctx, { endsAt: input.until ?? null, reason: input.reason, ...extra });
+      : { coupon: legacyPercentCoupon(input.discountPercent, s.audit.now, input.coupon?.id, input.coupon?.name), promotionCode: null, insertCoupon: true };
+  return applyDiscount(s, sub, redemption, { endsAt: input.until ?? null, reason: input.reason, ...extra });
 }

@@ -5,7 +5,7 @@ import { access, requireRole, requireScopeOrRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, DateOrInstant, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { subscriptionStatuses } from "../../db/schema";
-import { auditCtx, services } from "../../http/context";
+import { services } from "../../http/context";
 import { CreateSubscription, prorationBehaviors, Subscription } from "./schemas";
 import { cancel, changePlan, pause, previewPlanChange, resume } from "./lifecycle";
 import { discountPercentOf, setDiscount } from "./discount";
@@ -114,10 +114,10 @@ subscriptionRoutes
     }),
     async (c) => {
       const body = c.req.valid("json");
-      const { db, sub, now } = await subscriptionAndNow(c, c.req.valid("param").id);
+      const { sub, now } = await subscriptionAndNow(c, c.req.valid("param").id);
       const discountPercent = body.discountPercent === null ? null : discountPercentOf(body.discountPercent);
       const until = body.until ? endExclusiveOf(body.until) - 1 : null;
-      return c.json(toSubscription(await setDiscount(db, sub, { discountPercent, until, reason: body.reason }, auditCtx(c, now))), 200);
+      return c.json(toSubscription(await setDiscount(services(c).withNow(now), sub, { discountPercent, until, reason: body.reason })), 200);
     },
   )
   .openapi(
