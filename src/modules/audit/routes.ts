@@ -50,9 +50,6 @@ export const AuditEntry = z
   })
   .openapi("AuditEntry");
 
-
-export { verifyAuditChain } from "./verify";
-
 export const auditRoutes = router()
   .openapi(
     createRoute({

@@ -167,15 +167,6 @@ export async function verifyStretch(env: AuditEnv, from: VerifyProgress, maxRows
   return { result: { ok: true, valid: true, checked: p.checked, brokenAt: null, reason: null, firstBrokenRow: null, headHash: head.chain, head, checkpoint, unsealed: p.unsealed, archivedThrough: p.archivedThrough } };
 }
 
-/** Seals, then checks the whole live chain in this invocation (GET verify-integrity, the SOX report). */
-export async function verifyAuditChain(env: AuditEnv): Promise<VerifyResult> {
-  const begun = await beginVerification(env);
-  if ("result" in begun) return begun.result;
-  const done = await verifyStretch(env, begun.progress);
-  if ("result" in done) return done.result;
-  throw new Error("a verification without a row limit ended early");
-}
-
 /**
  * Rows the weekly verification checks per invocation: 40 page reads of 500, and two HMACs a row (well under a second
  * of CPU), so the run stays inside Cloudflare's per-invocation limits however long the chain is.
