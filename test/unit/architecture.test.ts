@@ -169,6 +169,16 @@ function overBudget(counts: Record<string, number>, budget: Record<string, numbe
     .map(([path, n]) => `${path}: ${n} (allowed ${budget[path] ?? 0})`);
 }
 
+/** The files among `chosen` whose count of sites is over their budget (none allowed by default). */
+function sitesOverBudget(chosen: { path: string; text: string }[], count: (f: { path: string; text: string }) => number, budget: Record<string, number>): string[] {
+  const counts: Record<string, number> = {};
+  for (const f of chosen) {
+    const n = count(f);
+    if (n) counts[f.path] = n;
+  }
+  return overBudget(counts, budget);
+}
+
 /** Other real-time reads on purpose, with how many per file: they are not "now" of any billing object. */
 const REAL_TIME: Record<string, { calls: number; why: string }> = {
   "src/modules/admin/features.ts": { calls: 1, why: "the age of the per-isolate flag cache" },
@@ -183,31 +193,16 @@ const queueSends = (text: string) => [...text.matchAll(/\b\w+_QUEUE\.send(?:Batc
 
 describe("one services context", () => {
   it("no Date.now() in src/modules: the time comes from s.clock / s.audit (durations aside)", () => {
-    const counts: Record<string, number> = {};
-    for (const f of files.filter((f) => f.path.startsWith("src/modules/"))) {
-      const n = nowCalls(f);
-      if (n) counts[f.path] = n;
-    }
-    expect(overBudget(counts, NOT_YET_CONVERTED.dateNow)).toEqual([]);
+    expect(sitesOverBudget(files.filter((f) => f.path.startsWith("src/modules/")), nowCalls, NOT_YET_CONVERTED.dateNow)).toEqual([]);
   });
 
   it("no function takes both env: Env and db: Db (it takes s: Services)", () => {
-    const counts: Record<string, number> = {};
     // The gateway factories are what Services binds to its env and db (s.gateways).
-    for (const f of files.filter((f) => f.path !== "src/gateways/index.ts")) {
-      const n = envAndDbSignatures(f.text);
-      if (n) counts[f.path] = n;
-    }
-    expect(overBudget(counts, NOT_YET_CONVERTED.envAndDb)).toEqual([]);
+    expect(sitesOverBudget(files.filter((f) => f.path !== "src/gateways/index.ts"), (f) => envAndDbSignatures(f.text), NOT_YET_CONVERTED.envAndDb)).toEqual([]);
   });
 
   it("queues are sent to through s.queues only (typed producers), not env.<X>_QUEUE", () => {
-    const counts: Record<string, number> = {};
-    for (const f of files.filter((f) => f.path !== "src/platform/services.ts")) {
-      const n = queueSends(f.text);
-      if (n) counts[f.path] = n;
-    }
-    expect(overBudget(counts, NOT_YET_CONVERTED.queueSend)).toEqual([]);
+    expect(sitesOverBudget(files.filter((f) => f.path !== "src/platform/services.ts"), (f) => queueSends(f.text), NOT_YET_CONVERTED.queueSend)).toEqual([]);
   });
 
   it("the budgets name only files that still have sites (a converted file leaves the list)", () => {
