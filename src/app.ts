@@ -3,7 +3,8 @@ import { bodyLimit } from "hono/body-limit";
 import type { Context } from "hono";
 import type { HonoEnv } from "./env";
 import { router } from "./http/openapi";
-import { ApiError, problemResponse } from "./http/problem";
+import { ApiError, failureError, problemResponse } from "./http/problem";
+import { UnexpectedFailure } from "./platform/failure";
 import { IllegalTransition } from "./domain/lifecycle";
 import { requestLog } from "./http/request-log";
 import { httpMetrics } from "./http/metrics";
@@ -53,6 +54,8 @@ export const MAX_BODY_BYTES = 2 * 1024 * 1024;
 
 function toApiError(err: Error): ApiError {
   if (err instanceof ApiError) return err;
+  // A failure a caller chose not to handle (valueOrThrow) still answers with its own kind, never a 500.
+  if (err instanceof UnexpectedFailure) return failureError(err.failure);
   // A lifecycle owner refused a move its table does not declare: the object is in another state now.
   if (err instanceof IllegalTransition) return new ApiError("conflict", err.message, [{ path: "status", message: `is ${err.from}` }]);
   if (err instanceof HTTPException) {

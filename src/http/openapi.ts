@@ -97,8 +97,10 @@ const problemDescriptions: Record<ProblemStatus, string> = {
 };
 
 /** Problem+json responses for these statuses, each with its standard description. */
-export const problems = (...codes: ProblemStatus[]) =>
-  Object.fromEntries(codes.map((code) => [code, problem(problemDescriptions[code])])) as Record<ProblemStatus, ReturnType<typeof problem>>;
+// Typed with exactly the given codes, so a route answering a use case's failure (src/http/problem.ts `respond`) must
+// declare the status of every kind that use case can fail with, or it does not compile.
+export const problems = <C extends ProblemStatus>(...codes: C[]) =>
+  Object.fromEntries(codes.map((code) => [code, problem(problemDescriptions[code])])) as Record<C, ReturnType<typeof problem>>;
 
 /** A problem+json response with a route-specific description. */
 export const problemResponse = problem;

@@ -6,6 +6,8 @@ import type { Context } from "hono";
 import type { HonoEnv } from "../../env";
 import { creditGrantStatuses } from "../../db/schema";
 import { getCustomerRow } from "../customers/service";
+import { ok } from "../../platform/failure";
+import { problem } from "../../http/problem";
 import { purchaseCredit } from "../invoices/credit-purchase";
 import { CreateCreditGrant, CreditBalance, CreditGrant, VoidCreditGrant } from "./schemas";
 import { toGrant } from "./ledger";
@@ -18,8 +20,9 @@ const GrantParams = CustomerParam.extend({ grantId: z.string().openapi({ param: 
 /** The customer and "now" in its time (its test clock's, or the request's). */
 async function customerAndNow(c: Context<HonoEnv>, id: string) {
   const s = services(c);
-  const customer = await getCustomerRow(s.db, id);
-  return { db: s.db, customer, now: await s.clock.at(customer.testClockId) };
+  const found = await getCustomerRow(s.db, id);
+  if (!found.ok) return found;
+  return ok({ db: s.db, customer: found.value, now: await s.clock.at(found.value.testClockId) });
 }
 
 /** Mounted under /api/v1/customers. */
@@ -38,7 +41,9 @@ export const creditRoutes = router()
       responses: { 201: jsonResponse(CreditGrant, "The new grant (pending for a paid one until its invoice is paid)"), ...problems(404, 409) },
     }),
     async (c) => {
-      const { db, customer, now } = await customerAndNow(c, c.req.valid("param").id);
+      const found = await customerAndNow(c, c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      const { db, customer, now } = found.value;
       const input = grantInputOf(customer, c.req.valid("json"), now);
       const s = services(c).withNow(now);
       const grant = input.category === "paid" ? (await purchaseCredit(s, customer, input)).grant : await createPromotionalGrant(s, customer, input);
@@ -58,7 +63,9 @@ export const creditRoutes = router()
       responses: { 200: jsonResponse(listOf(CreditGrant), "A page of grants"), ...problems(404, 409) },
     }),
     async (c) => {
-      const { db, customer, now } = await customerAndNow(c, c.req.valid("param").id);
+      const found = await customerAndNow(c, c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      const { db, customer, now } = found.value;
       return c.json(await listGrants(db, customer.id, c.req.valid("query"), now), 200);
     },
   )
@@ -75,7 +82,9 @@ export const creditRoutes = router()
       responses: { 200: jsonResponse(CreditGrant, "The grant"), ...problems(404, 409) },
     }),
     async (c) => {
-      const { db, customer, now } = await customerAndNow(c, c.req.valid("param").id);
+      const found = await customerAndNow(c, c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      const { db, customer, now } = found.value;
       return c.json(toGrant(await getGrantRow(db, customer.id, c.req.valid("param").grantId), now), 200);
     },
   )
@@ -92,7 +101,9 @@ export const creditRoutes = router()
       responses: { 200: jsonResponse(CreditGrant, "The voided grant"), ...problems(404, 409) },
     }),
     async (c) => {
-      const { db, customer, now } = await customerAndNow(c, c.req.valid("param").id);
+      const found = await customerAndNow(c, c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      const { db, customer, now } = found.value;
       return c.json(await voidGrantById(services(c).withNow(now), customer.id, c.req.valid("param").grantId, c.req.valid("json").reason ?? "voided"), 200);
     },
   )
@@ -109,7 +120,9 @@ export const creditRoutes = router()
       responses: { 200: jsonResponse(CreditBalance, "The balance and a page of movements"), ...problems(404, 409) },
     }),
     async (c) => {
-      const { db, customer, now } = await customerAndNow(c, c.req.valid("param").id);
+      const found = await customerAndNow(c, c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      const { db, customer, now } = found.value;
       return c.json(await creditBalance(db, customer, c.req.valid("query"), now), 200);
     },
   );

@@ -3,6 +3,7 @@ import { access, requireRole, requireScopeOrRole } from "../../http/auth";
 import { problems, jsonBody, jsonResponse, listOf, PaginationQuery, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { services } from "../../http/context";
+import { problem, respond } from "../../http/problem";
 import { CreateCustomer, Customer, UpdateCustomer } from "./schemas";
 import { STRIPE_CUSTOMER_KEY, syncStripeCustomerId } from "../usage/routing";
 import { createCustomer, deleteCustomer, getCustomerRow, listCustomers, toCustomer, updateCustomer } from "./service";
@@ -21,9 +22,9 @@ export const customerRoutes = router()
         "Creates a customer billed in `currency`. `country` and `region` choose the tax rate; a `taxCertificate` with `taxExempt` makes invoices tax-free until it expires. The id may be supplied (`cus_…`).",
       middleware: [requireRole(access.customers)] as const,
       request: jsonBody(CreateCustomer),
-      responses: { 201: jsonResponse(Customer, "The new customer"), ...problems(409) },
+      responses: { 201: jsonResponse(Customer, "The new customer"), ...problems(409, 422) },
     }),
-    async (c) => c.json(await createCustomer(services(c), c.req.valid("json")), 201),
+    async (c) => respond(c, await createCustomer(services(c), c.req.valid("json")), 201),
   )
   .openapi(
     createRoute({
@@ -61,7 +62,10 @@ export const customerRoutes = router()
       request: { params: IdParam },
       responses: { 200: jsonResponse(Customer, "The customer"), ...problems(404) },
     }),
-    async (c) => c.json(toCustomer(await getCustomerRow(dbOf(c.env), c.req.valid("param").id)), 200),
+    async (c) => {
+      const found = await getCustomerRow(dbOf(c.env), c.req.valid("param").id);
+      return found.ok ? c.json(toCustomer(found.value), 200) : problem(c, found.error);
+    },
   )
   .openapi(
     createRoute({
@@ -78,9 +82,10 @@ export const customerRoutes = router()
     async (c) => {
       const input = c.req.valid("json");
       const updated = await updateCustomer(services(c), c.req.valid("param").id, input);
+      if (!updated.ok) return problem(c, updated.error);
       // Drop-in ingestion finds the customer by its Stripe id: the directory follows a change of that key.
-      if (input.metadata && STRIPE_CUSTOMER_KEY in input.metadata) await syncStripeCustomerId(services(c), updated.id, updated.metadata[STRIPE_CUSTOMER_KEY] ?? null);
-      return c.json(updated, 200);
+      if (input.metadata && STRIPE_CUSTOMER_KEY in input.metadata) await syncStripeCustomerId(services(c), updated.value.id, updated.value.metadata[STRIPE_CUSTOMER_KEY] ?? null);
+      return c.json(updated.value, 200);
     },
   )
   .openapi(
@@ -96,5 +101,5 @@ export const customerRoutes = router()
       request: { params: IdParam },
       responses: { 200: jsonResponse(Customer, "The deleted customer"), ...problems(404, 409) },
     }),
-    async (c) => c.json(await deleteCustomer(services(c), c.req.valid("param").id), 200),
+    async (c) => respond(c, await deleteCustomer(services(c), c.req.valid("param").id), 200),
   );

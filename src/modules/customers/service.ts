@@ -7,7 +7,7 @@ import type { EventDraft } from "../../platform/events";
 import { newestFirstPage } from "../../platform/pagination";
 import { customers, invoices, subscriptions, testClocks } from "../../db/schema";
 import { assertChanged, isAssertionFailure, isUniqueViolation } from "../../db/assert";
-import { ApiError, invalid, notFound } from "../../platform/errors";
+import { conflict, invalid, notFound, ok, type Outcome } from "../../platform/failure";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import { formatMinor } from "../../domain/money";
@@ -55,14 +55,14 @@ function changedFields(before: Record<string, unknown>, after: Record<string, un
   return out;
 }
 
-export async function createCustomer(s: Services, input: z.infer<typeof CreateCustomer>) {
+const alreadyExists = (id: string) => conflict(`customer ${id} already exists`, [{ path: "id", message: "already exists" }]);
+
+export async function createCustomer(s: Services, input: z.infer<typeof CreateCustomer>): Promise<Outcome<z.infer<typeof Customer>, "conflict" | "unprocessable">> {
   const { db, audit: ctx } = s;
   const id = input.id ?? newId("cus");
-  if (input.id && (await db.select({ id: customers.id }).from(customers).where(eq(customers.id, id)).get())) {
-    throw new ApiError("conflict", `customer ${id} already exists`, [{ path: "id", message: "already exists" }]);
-  }
+  if (input.id && (await db.select({ id: customers.id }).from(customers).where(eq(customers.id, id)).get())) return alreadyExists(id);
   if (input.testClockId && !(await db.select({ id: testClocks.id }).from(testClocks).where(eq(testClocks.id, input.testClockId)).get())) {
-    throw invalid([{ path: "testClockId", message: `test clock ${input.testClockId} does not exist` }]);
+    return invalid([{ path: "testClockId", message: `test clock ${input.testClockId} does not exist` }]);
   }
   const row: Row = {
     id,
@@ -93,27 +93,29 @@ export async function createCustomer(s: Services, input: z.infer<typeof CreateCu
     );
   } catch (e) {
     // A concurrent request with the same client-supplied id won the insert.
-    if (isUniqueViolation(e, "customers.id")) throw new ApiError("conflict", `customer ${id} already exists`, [{ path: "id", message: "already exists" }]);
+    if (isUniqueViolation(e, "customers.id")) return alreadyExists(id);
     throw e;
   }
-  return toCustomer(row);
+  return ok(toCustomer(row));
 }
 
-export async function getCustomerRow(db: Db, id: string): Promise<Row> {
+export async function getCustomerRow(db: Db, id: string): Promise<Outcome<Row, "not_found">> {
   const row = await db.select().from(customers).where(eq(customers.id, id)).get();
-  if (!row) throw notFound("customer", id);
-  return row;
+  return row ? ok(row) : notFound("customer", id);
 }
 
-/** Refuses a change to a deleted customer (409): it is kept for its history only. */
-export function assertNotDeleted(row: Row): void {
-  if (row.deletedAt !== null) throw new ApiError("conflict", `customer ${row.id} is deleted`, [{ path: "customerId", message: "is deleted" }]);
+/** The customer, unless it is deleted (409): it is kept for its history only. */
+export function notDeleted(row: Row): Outcome<Row, "conflict"> {
+  return row.deletedAt === null ? ok(row) : conflict(`customer ${row.id} is deleted`, [{ path: "customerId", message: "is deleted" }]);
 }
 
-export async function updateCustomer(s: Services, id: string, input: z.infer<typeof UpdateCustomer>) {
+export async function updateCustomer(s: Services, id: string, input: z.infer<typeof UpdateCustomer>): Promise<Outcome<z.infer<typeof Customer>, "not_found" | "conflict">> {
   const { db, audit: ctx } = s;
-  const before = await getCustomerRow(db, id);
-  assertNotDeleted(before);
+  const found = await getCustomerRow(db, id);
+  if (!found.ok) return found;
+  const live = notDeleted(found.value);
+  if (!live.ok) return live;
+  const before = live.value;
   const patch: Partial<Row> = { updatedAt: ctx.now };
   if (input.email !== undefined) patch.email = input.email;
   if (input.name !== undefined) patch.name = input.name;
@@ -129,7 +131,7 @@ export async function updateCustomer(s: Services, id: string, input: z.infer<typ
   if (input.metadata !== undefined) patch.metadata = Object.fromEntries(Object.entries({ ...before.metadata, ...input.metadata }).filter(([, v]) => v !== ""));
   if (input.currency !== undefined && input.currency !== before.currency) {
     const billed = await db.select({ id: subscriptions.id }).from(subscriptions).where(eq(subscriptions.customerId, id)).limit(1).get();
-    if (billed) throw new ApiError("conflict", `customer ${id} has subscriptions in ${before.currency}; its currency cannot change`, [{ path: "currency", message: "customer already billed in another currency" }]);
+    if (billed) return conflict(`customer ${id} has subscriptions in ${before.currency}; its currency cannot change`, [{ path: "currency", message: "customer already billed in another currency" }]);
   }
   const after = { ...before, ...patch };
   const changed = changedFields(toCustomer(before), toCustomer(after));
@@ -145,10 +147,10 @@ export async function updateCustomer(s: Services, id: string, input: z.infer<typ
       ctx,
     );
   } catch (e) {
-    if (isAssertionFailure(e)) throw new ApiError("conflict", `customer ${id} was changed concurrently; retry`);
+    if (isAssertionFailure(e)) return conflict(`customer ${id} was changed concurrently; retry`);
     throw e;
   }
-  return toCustomer(after);
+  return ok(toCustomer(after));
 }
 
 export async function listCustomers(db: Db, q: { limit: number; startingAfter?: string | undefined; email?: string | undefined; name?: string | undefined; includeDeleted?: boolean | undefined }) {
@@ -171,15 +173,16 @@ const blockingInvoices = (db: Db, id: string) =>
  * first. The guarded UPDATE re-checks both in the batch, so a subscription created meanwhile aborts the deletion.
  * Deleting a deleted customer changes nothing and emits nothing (DELETE is idempotent).
  */
-export async function deleteCustomer(s: Services, id: string) {
+export async function deleteCustomer(s: Services, id: string): Promise<Outcome<z.infer<typeof Customer>, "not_found" | "conflict">> {
   const { db, audit: ctx } = s;
-  const before = await getCustomerRow(db, id);
-  if (before.deletedAt !== null) return toCustomer(before);
+  const found = await getCustomerRow(db, id);
+  if (!found.ok) return found;
+  const before = found.value;
+  if (before.deletedAt !== null) return ok(toCustomer(before));
   const [subs, invs] = await Promise.all([blockingSubscriptions(db, id).limit(5).all(), blockingInvoices(db, id).limit(5).all()]);
   const blockers = [...subs.map((s) => `subscription ${s.id} is not canceled`), ...invs.map((i) => `invoice ${i.id} is draft or open`)];
   if (blockers.length) {
-    throw new ApiError(
-      "conflict",
+    return conflict(
       `customer ${id} cannot be deleted: ${blockers.join("; ")}. Cancel its subscriptions and pay or void its invoices first.`,
       [...subs.map((s) => ({ path: "subscriptions", message: `${s.id} is not canceled` })), ...invs.map((i) => ({ path: "invoices", message: `${i.id} is draft or open` }))],
     );
@@ -202,8 +205,8 @@ export async function deleteCustomer(s: Services, id: string) {
       ctx,
     );
   } catch (e) {
-    if (isAssertionFailure(e)) throw new ApiError("conflict", `customer ${id} changed while it was being deleted (a new subscription or invoice?); retry`);
+    if (isAssertionFailure(e)) return conflict(`customer ${id} changed while it was being deleted (a new subscription or invoice?); retry`);
     throw e;
   }
-  return toCustomer(after);
+  return ok(toCustomer(after));
 }

@@ -20,7 +20,8 @@ import { periodAt } from "../../domain/periods";
 import { ApiError, invalid, notFound } from "../../platform/errors";
 import { newId } from "../../lib/ids";
 import { DAY_MS } from "../../lib/time";
-import { assertNotDeleted, getCustomerRow } from "../customers/service";
+import { getCustomerRow, notDeleted } from "../customers/service";
+import { asField, valueOrThrow } from "../../platform/failure";
 import { getPlanRow } from "../plans/service";
 import { pushMeterConfig } from "../usage/meter-config";
 import type { CreateSubscription } from "./schemas";
@@ -39,11 +40,8 @@ export { toSubscription };
 export async function createSubscription(s: Services, input: z.infer<typeof CreateSubscription>) {
   const { env, db, audit: ctx } = s;
   // Only "does not exist" is the client's fault; any other failure (D1 down) stays a 5xx.
-  const customer = await getCustomerRow(db, input.customerId).catch((e: unknown) => {
-    if (e instanceof ApiError && e.kind === "not_found") throw invalid([{ path: "customerId", message: `customer ${input.customerId} does not exist` }]);
-    throw e;
-  });
-  assertNotDeleted(customer);
+  const found = asField(await getCustomerRow(db, input.customerId), "customerId");
+  const customer = valueOrThrow(found.ok ? notDeleted(found.value) : found);
   const plan = await getPlanRow(db, input.planId).catch((e: unknown) => {
     if (e instanceof ApiError && e.kind === "not_found") throw invalid([{ path: "planId", message: `plan ${input.planId} does not exist` }]);
     throw e;
