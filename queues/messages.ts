@@ -51,7 +51,9 @@ export type TaskMessage =
   /** The next stretch of the weekly audit verification (src/modules/audit/verify.ts), carrying where it stands. */
   | { type: "audit.verify_continue"; reportKey: string; progress: VerifyProgress; startedAt: number; rowsPerInvocation: number }
   /** The next pages of a retention run (src/modules/retention): rows of `kind` after `after` move to R2. */
-  | { type: "retention.run"; runId: string; kind: "events" | "invoice_lines" | "payment_attempts" | "audit"; after: string | null };
+  | { type: "retention.run"; runId: string; kind: "events" | "invoice_lines" | "payment_attempts" | "audit"; after: string | null }
+  /** The next slice of a backup or emergency export (src/modules/exports/dump.ts) writing under `prefix`. */
+  | { type: "dump.continue"; prefix: string; step: number };
 
 export type QueueMessage = JobMessage | PaymentMessage | WebhookMessage | TaskMessage;
 

@@ -8,6 +8,7 @@ import { runCronTask } from "../src/scheduled";
 import { continueRetentionRun } from "../src/modules/retention/run";
 import { continueWeeklyVerification } from "../src/modules/audit/verify";
 import { RETRY_BUDGET, retryFailed } from "../src/modules/subscriptions/retry-failed";
+import { continueDump } from "../src/modules/exports/dump";
 import type { TaskMessage } from "./messages";
 import { queueNames } from "./messages";
 
@@ -54,6 +55,11 @@ export const taskHandlers = {
   },
   "retention.run": async (m: Of<"retention.run">, s: Services) => {
     await continueRetentionRun(s, m);
+    return done;
+  },
+  "dump.continue": async (m: Of<"dump.continue">, s: Services) => {
+    const state = await continueDump(s, m.prefix, m.step);
+    if (state) s.log.info("dump continued", { prefix: m.prefix, step: m.step, done: state.done, files: state.done ? state.manifest.tables.length : state.files.length });
     return done;
   },
 };

@@ -4,7 +4,8 @@
 // Turns a downloaded backup folder (backups/<date>/ or emergency/<timestamp>/ from the ARCHIVE bucket) into one SQL
 // file for `wrangler d1 execute --file`. It only writes that file: it never touches a database.
 //
-// 1. Download the folder (the manifest lists every file; keys are <prefix><table>.json.enc):
+// 1. Download the folder (the manifest lists every file; keys are <prefix><table>.json.enc, and a large table has
+//    parts <prefix><table>.<n>.json.enc too):
 //      DATE=2024-06-24; DIR=restore/$DATE; mkdir -p $DIR
 //      npx wrangler r2 object get billing-archive/backups/$DATE/manifest.json --remote --file $DIR/manifest.json
 //      for f in $(node -e 'for (const t of JSON.parse(require("fs").readFileSync(process.argv[1])).tables) console.log(t.key.split("/").pop())' $DIR/manifest.json); do
@@ -159,18 +160,21 @@ async function main() {
 
   const lines = [
     `-- Restore of ${manifest.kind} ${manifest.prefix} (created ${manifest.createdAt} by ${manifest.createdBy})`,
-    `-- ${dumps.length} tables, ${dumps.reduce((n, d) => n + d.rows.length, 0)} rows; generated ${new Date().toISOString()} by scripts/restore-backup.mjs`,
+    `-- ${new Set(dumps.map((d) => d.table)).size} tables, ${dumps.reduce((n, d) => n + d.rows.length, 0)} rows; generated ${new Date().toISOString()} by scripts/restore-backup.mjs`,
     `-- Apply with: npx wrangler d1 execute DB --remote --file <this file>   (migrations must already be applied)`,
     `-- ${manifest.consistency}`,
     "PRAGMA defer_foreign_keys = true;",
   ];
+  // A large table is several files (parts, in rowid order): its rows are deleted once, before its first part.
+  const cleared = new Set();
   for (const d of dumps) {
-    lines.push("", `-- ${d.table}: ${d.rows.length} rows`);
-    if (opts.del) lines.push(`DELETE FROM ${ident(d.table)};`);
+    lines.push("", `-- ${d.table}: ${d.rows.length} rows${cleared.has(d.table) ? " (next part)" : ""}`);
+    if (opts.del && !cleared.has(d.table)) lines.push(`DELETE FROM ${ident(d.table)};`);
+    cleared.add(d.table);
     lines.push(...insertStatements(d.table, d.columns, d.rows));
   }
   writeFileSync(opts.out, lines.join("\n") + "\n");
-  console.log(`restore-backup: wrote ${opts.out} (${dumps.length} tables, ${dumps.reduce((n, d) => n + d.rows.length, 0)} rows)`);
+  console.log(`restore-backup: wrote ${opts.out} (${cleared.size} tables, ${dumps.reduce((n, d) => n + d.rows.length, 0)} rows)`);
 }
 
 main().catch((e) => {

@@ -14,9 +14,14 @@ export type Failure<K extends ErrorKind = ErrorKind> = K extends ErrorKind
 /** What a use case returns: its value, or one of the failures it declares. */
 export type Outcome<T, K extends ErrorKind = ErrorKind> = Result<T, Failure<K>>;
 
+/** A failure of kind `kind` (for a route answering `problem(c, failure(…))` itself). */
+export function failure<K extends ErrorKind>(kind: K, detail: string, errors?: readonly FieldError[], headers?: Record<string, string>): Failure<K> {
+  return { kind, detail, ...(errors?.length ? { errors } : {}), ...(headers ? { headers } : {}) } as Failure<K>;
+}
+
 /** A failed outcome of kind `kind` (assignable to any `Outcome<T, K>` that declares `kind`). */
 export function fail<K extends ErrorKind>(kind: K, detail: string, errors?: readonly FieldError[], headers?: Record<string, string>): Result<never, Failure<K>> {
-  return err({ kind, detail, ...(errors?.length ? { errors } : {}), ...(headers ? { headers } : {}) } as Failure<K>);
+  return err(failure(kind, detail, errors, headers));
 }
 
 /** `<what> <id> does not exist` (404). */

@@ -2764,7 +2764,9 @@ export interface paths {
         put?: never;
         /**
          * Dump every D1 table to R2 with a manifest
-         * @description Writes every table under emergency/<timestamp>/ in the ARCHIVE bucket. A Worker cannot reach `destination`: it is recorded in the manifest and the answer says how to copy the export out of the bucket. `encrypt` defaults to true; false is audited as emergency.exported_unencrypted. The body may be sent without a JSON Content-Type (`curl -d`).
+         * @description Writes every table under emergency/<timestamp>/ in the ARCHIVE bucket. A Worker cannot reach `destination`: it is recorded in the manifest and the answer says how to copy the export out of the bucket. `encrypt` defaults to true; false is audited as emergency.exported_unencrypted (when the export finishes). The body may be sent without a JSON Content-Type (`curl -d`).
+         *
+         *     A database larger than one request's share (20,000 rows) is answered with 202 and `complete: false`: the rest is written in the background through the tasks queue, a bounded slice per invocation, and the export is complete when its `manifestKey` exists. Large tables are split into parts (`<table>.json`, `<table>.2.json`, …), each listed in the manifest.
          */
         post: operations["exportAllData"];
         delete?: never;
@@ -2788,7 +2790,7 @@ export interface paths {
         put?: never;
         /**
          * Back up now
-         * @description Dumps D1 to R2 now (e.g. before a risky change), encrypted; replaces today's backup folder.
+         * @description Dumps D1 to R2 now (e.g. before a risky change), encrypted; replaces today's backup folder. A database larger than one request's share is answered with 202 and `complete: false`, and the rest is written in the background (GET /admin/backups shows it complete when its manifest is written).
          */
         post: operations["createBackup"];
         delete?: never;
@@ -2808,7 +2810,7 @@ export interface paths {
         put?: never;
         /**
          * Verify a backup against its manifest
-         * @description Re-reads and decrypts every file of the backup of `date` and checks it against the manifest; reports the first mismatch.
+         * @description Re-reads and decrypts the files of the backup of `date` and checks them against the manifest; reports the first mismatch. One call checks at most 60 files or 64 MiB: when more are left, `complete` is false and `nextFrom` is the `from` of the next call.
          */
         post: operations["verifyBackup"];
         delete?: never;
@@ -5556,12 +5558,16 @@ export interface components {
             destination: string | null;
             encrypted: boolean;
             keyId: string | null;
+            /** @description false: the export goes on in the background (the manifest appears under `manifestKey` when it is done); `tables` and the totals are what is written so far */
+            complete: boolean;
+            /** @description One entry per file: a table larger than one part has several (`<table>.json`, `<table>.2.json`, …) */
             tables: {
                 table: string;
                 key: string;
                 rows: number;
                 bytes: number;
                 sha256: string;
+                part: number;
             }[];
             totalRows: number;
             totalBytes: number;
@@ -5575,6 +5581,8 @@ export interface components {
             rows: number;
             bytes: number;
             keyId: string | null;
+            /** @description false: still being written (or it died; its folder has no manifest) */
+            complete: boolean;
         };
         CardDataAccess: {
             id: string;
@@ -18458,6 +18466,15 @@ export interface operations {
                     "application/json": components["schemas"]["EmergencyExport"];
                 };
             };
+            /** @description Export started; it goes on in the background */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EmergencyExport"];
+                };
+            };
             /** @description Malformed request or validation failure (`errors[]` names the fields) */
             400: {
                 headers: {
@@ -18541,9 +18558,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": {
-                        data: (components["schemas"]["Backup"] & {
-                            complete: boolean;
-                        })[];
+                        data: components["schemas"]["Backup"][];
                         total: number;
                     };
                 };
@@ -18607,6 +18622,15 @@ export interface operations {
                     "application/json": components["schemas"]["Backup"];
                 };
             };
+            /** @description Backup started; it goes on in the background */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Backup"];
+                };
+            };
             /** @description Missing, malformed, expired or revoked credentials */
             401: {
                 headers: {
@@ -18647,7 +18671,10 @@ export interface operations {
     };
     verifyBackup: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Index of the first file to check (a previous answer's `nextFrom`) */
+                from?: number | null;
+            };
             header?: {
                 /** @description Makes the request safe to retry for 24 h */
                 "Idempotency-Key"?: string;
@@ -18677,6 +18704,9 @@ export interface operations {
                             key: string;
                             problem: string;
                         };
+                        complete: boolean;
+                        from: number;
+                        nextFrom?: number;
                         verifiedAt: string;
                     };
                 };

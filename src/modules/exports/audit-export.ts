@@ -6,7 +6,7 @@ import { and, getTableColumns, gt, gte, lt, notLike, sql, type SQL } from "drizz
 import type { Db } from "../../db/client";
 import { auditLog } from "../../db/schema";
 import { commitWithAudit, GENESIS_CHAIN } from "../../platform/audit";
-import { ApiError } from "../../platform/errors";
+import { fail, notFound, ok, type Outcome } from "../../platform/failure";
 import { decrypt, encrypt, keyIdOf, sha256Bytes } from "../../lib/crypto";
 import { iso, startOf, endExclusiveOf } from "../../lib/time";
 import { stamp } from "./dump";
@@ -89,7 +89,7 @@ async function* rowsInRange(db: Db, from: number, to: number, includeSystem: boo
 }
 
 /** Builds the export, encrypts it, stores it in R2 and audits it. */
-export async function exportAuditLog(s: Services, input: AuditExportInput): Promise<z.infer<typeof AuditExportResult>> {
+export async function exportAuditLog(s: Services, input: AuditExportInput): Promise<Outcome<z.infer<typeof AuditExportResult>, "unprocessable">> {
   const { env, db, audit: ctx } = s;
   const { from, to } = exportRange(input);
   // Rows before the retention checkpoint are in R2 archives: an export of that range would be silently short.
@@ -101,12 +101,13 @@ export async function exportAuditLog(s: Services, input: AuditExportInput): Prom
   let count = 0;
   const push = (s: string) => {
     chars += s.length;
-    if (chars > MAX_AUDIT_EXPORT_CHARS) throw new ApiError("unprocessable", `the export would exceed ${MAX_AUDIT_EXPORT_CHARS} characters; export a shorter date range`);
     parts.push(s);
+    return chars <= MAX_AUDIT_EXPORT_CHARS;
   };
+  const tooLong = () => fail("unprocessable", `the export would exceed ${MAX_AUDIT_EXPORT_CHARS} characters; export a shorter date range`);
   if (input.format === "csv") push(CSV_COLUMNS.join(",") + "\r\n");
   for await (const r of rowsInRange(db, from, to, input.includeSystemEvents)) {
-    push(input.format === "csv" ? csvLine(r) + "\r\n" : (count ? ",\n" : "") + JSON.stringify(jsonRow(r)));
+    if (!push(input.format === "csv" ? csvLine(r) + "\r\n" : (count ? ",\n" : "") + JSON.stringify(jsonRow(r)))) return tooLong();
     count++;
   }
   const chainHead = head.seq > 0 ? { seq: head.seq, chain: head.chain } : null;
@@ -139,7 +140,7 @@ export async function exportAuditLog(s: Services, input: AuditExportInput): Prom
     [{ action: "audit.exported", targetType: "audit_export", targetId: key, after: { format: input.format, rows: count, from: result.from, to: result.to, includeSystemEvents: input.includeSystemEvents, sha256, keyId } }],
     ctx,
   );
-  return result;
+  return ok(result);
 }
 
 /** `name` is the file name under exports/audit/ (or the whole key); only names this module writes are accepted. */
@@ -150,17 +151,17 @@ export function exportKeyOf(name: string): string | null {
 
 export type DecryptedExport = { key: string; format: "json" | "csv"; body: Uint8Array<ArrayBuffer>; sha256: string; chainHead: string | null };
 
-/** Reads and decrypts a stored export, or null when there is none. Audited: it is access to the whole trail. */
-export async function readAuditExport(s: Services, key: string): Promise<DecryptedExport | null> {
+/** Reads and decrypts a stored export. Audited: it is access to the whole trail. */
+export async function readAuditExport(s: Services, key: string): Promise<Outcome<DecryptedExport, "not_found" | "unprocessable">> {
   const { env, db, audit: ctx } = s;
   const obj = await env.ARCHIVE.get(key);
-  if (!obj) return null;
+  if (!obj) return notFound("audit export", key);
   const opened = await decrypt(env.EXPORT_ENCRYPTION_KEY, new Uint8Array(await obj.arrayBuffer()));
-  if (!opened.ok) throw new ApiError("unprocessable", `export ${key} cannot be decrypted (${opened.error}): it was altered or was written with another key`);
+  if (!opened.ok) return fail("unprocessable", `export ${key} cannot be decrypted (${opened.error}): it was altered or was written with another key`);
   const sha256 = await sha256Bytes(opened.value);
   const meta = obj.customMetadata ?? {};
-  if (meta.sha256 && meta.sha256 !== sha256) throw new ApiError("unprocessable", `export ${key} does not match the sha256 recorded when it was written`);
+  if (meta.sha256 && meta.sha256 !== sha256) return fail("unprocessable", `export ${key} does not match the sha256 recorded when it was written`);
   await commitWithAudit(db, [], [{ action: "audit.export_downloaded", targetType: "audit_export", targetId: key, after: { sha256 } }], ctx);
   const format = key.endsWith(".csv.enc") ? "csv" : "json";
-  return { key, format, body: opened.value, sha256, chainHead: meta.chainHeadSeq ? `${meta.chainHeadSeq}:${meta.chainHeadChain ?? meta.chainHeadHash}` : null };
+  return ok({ key, format, body: opened.value, sha256, chainHead: meta.chainHeadSeq ? `${meta.chainHeadSeq}:${meta.chainHeadChain ?? meta.chainHeadHash}` : null });
 }

@@ -1,8 +1,7 @@
 import type { Actor } from "../../env";
-import { commitWithAudit } from "../../platform/audit";
 import type { Services } from "../../platform/services";
 import { iso } from "../../lib/time";
-import { dumpDatabase, readManifest, verifyDump, type VerifyResult } from "./dump";
+import { backupSummaryOf, readManifest, startDump, verifyDump, type DumpState, type VerifyResult } from "./dump";
 import { systemActor } from "../../platform/actor";
 
 export const BACKUP_ROOT = "backups/";
@@ -11,16 +10,23 @@ export const BACKUP_ACTOR: Actor = systemActor("backup");
 export const backupDate = (now: number) => new Date(now).toISOString().slice(0, 10);
 const prefixFor = (date: string) => `${BACKUP_ROOT}${date}/`;
 
-export type BackupSummary = { date: string; prefix: string; createdAt: string; tables: number; rows: number; bytes: number; keyId: string | null };
+export type BackupSummary = { date: string; prefix: string; createdAt: string; tables: number; rows: number; bytes: number; keyId: string | null; complete: boolean };
 
-/** Dumps D1 to `backups/<UTC date of now>/`, always encrypted; a second run the same day replaces that day's backup. Audited. */
+/** A backup's summary: finished, or what is written so far (its tables, rows and bytes grow until it completes). */
+function summaryOf(state: DumpState, date: string): BackupSummary {
+  if (state.done) return { ...backupSummaryOf(state.manifest), date, complete: true };
+  const { files } = state;
+  return { date, prefix: state.prefix, createdAt: state.createdAt, tables: new Set(files.map((f) => f.table)).size, rows: files.reduce((n, f) => n + f.rows, 0), bytes: files.reduce((n, f) => n + f.bytes, 0), keyId: state.keyId, complete: false };
+}
+
+/**
+ * Dumps D1 to `backups/<UTC date of now>/`, always encrypted; a second run the same day replaces that day's backup.
+ * What does not fit in this invocation goes on through the tasks queue (`complete: false`); audited when it finishes.
+ */
 export async function createBackup(s: Services): Promise<BackupSummary> {
-  const { env, audit: ctx } = s;
+  const { audit: ctx } = s;
   const date = backupDate(ctx.now);
-  const m = await dumpDatabase(env, { prefix: prefixFor(date), kind: "backup", encrypt: true, now: ctx.now, actorId: ctx.actor.id });
-  const summary = { date, prefix: m.prefix, createdAt: m.createdAt, tables: m.tables.length, rows: m.totalRows, bytes: m.totalBytes, keyId: m.keyId };
-  await commitWithAudit(s.db, [], [{ action: "backup.created", targetType: "backup", targetId: m.prefix, after: summary }], ctx);
-  return summary;
+  return summaryOf(await startDump(s, { prefix: prefixFor(date), kind: "backup", encrypt: true, now: ctx.now, actor: ctx.actor }), date);
 }
 
 /** The daily cron's task. */
@@ -28,7 +34,7 @@ export function runDailyBackup(s: Services): Promise<BackupSummary> {
   return createBackup(s.as(BACKUP_ACTOR));
 }
 
-export type BackupListing = BackupSummary & { complete: boolean };
+export type BackupListing = BackupSummary;
 
 /** Backup folders newest first; a folder without a manifest (a dump still running, or one that died) is listed as incomplete. */
 export async function listBackups(archive: R2Bucket, limit: number): Promise<{ data: BackupListing[]; total: number }> {
@@ -45,15 +51,15 @@ export async function listBackups(archive: R2Bucket, limit: number): Promise<{ d
       const date = prefix.slice(BACKUP_ROOT.length, -1);
       const m = await readManifest(archive, prefix);
       if (!m) return { date, prefix, createdAt: "", tables: 0, rows: 0, bytes: 0, keyId: null, complete: false };
-      return { date, prefix, createdAt: m.createdAt, tables: m.tables.length, rows: m.totalRows, bytes: m.totalBytes, keyId: m.keyId, complete: true };
+      return { ...backupSummaryOf(m), date, complete: true };
     }),
   );
   return { data, total: prefixes.length };
 }
 
 /** Null when there is no backup (manifest) for `date`. */
-export async function verifyBackup(env: Env, date: string, now: number): Promise<(VerifyResult & { date: string; verifiedAt: string }) | null> {
+export async function verifyBackup(env: Env, date: string, now: number, from = 0): Promise<(VerifyResult & { date: string; verifiedAt: string }) | null> {
   const m = await readManifest(env.ARCHIVE, prefixFor(date));
   if (!m) return null;
-  return { date, ...(await verifyDump(env, m)), verifiedAt: iso(now) };
+  return { date, ...(await verifyDump(env, m, from)), verifiedAt: iso(now) };
 }

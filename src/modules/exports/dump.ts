@@ -1,22 +1,38 @@
 import { bytesToBase64, decrypt, encrypt, keyIdOf, sha256Bytes } from "../../lib/crypto";
 
+import type { Actor } from "../../env";
+import type { Services } from "../../platform/services";
+import { commitWithAudit, type AuditEntry } from "../../platform/audit";
+
 /**
  * Table-by-table dumps of D1 into R2 (emergency exports and daily backups), and their verification.
  *
  * R2 layout under a prefix (`backups/2024-06-24/`, `emergency/20240624T101500.000Z/`):
- *   <table>.json[.enc]  {"table","columns":[…],"rows":[[…],…]} (values as D1 returns them; blobs as {"$base64"})
- *   manifest.json       written last, so a folder without one is an unfinished dump
+ *   <table>.json[.enc]     {"table","columns":[…],"rows":[[…],…]} (values as D1 returns them; blobs as {"$base64"})
+ *   <table>.<n>.json[.enc] part n (2, 3, …) of a table larger than one part, same shape, rows in rowid order
+ *   progress.json          while the dump runs: where it stands (deleted when it finishes)
+ *   manifest.json          written last, so a folder without one is an unfinished dump
  * `sha256` in the manifest is of each file's plaintext; `bytes` is the stored object's size.
+ *
+ * A dump is bounded per invocation (DUMP_BUDGET): the request that asks for it writes what fits, and the rest goes on
+ * in `dump.continue` messages on the tasks queue, one slice per invocation, whatever the size of the database.
  */
 
-export const DUMP_PAGE_ROWS = 500;
 export const MANIFEST = "manifest.json";
+export const PROGRESS = "progress.json";
 export const ARCHIVE_BUCKET = "billing-archive";
 // D1 has no read snapshot across queries: each table is read in pages while writes go on.
 const CONSISTENCY =
   "table-by-table read without a global snapshot: rows written during the dump may be in one table and not another; for point-in-time recovery use `wrangler d1 time-travel restore`";
 
-export type DumpFile = { table: string; key: string; rows: number; bytes: number; sha256: string };
+/**
+ * What one invocation may do: rows read (a D1 query per page), files written (an R2 put each) and the size of one
+ * file in memory. 20,000 rows is 40 page queries; 60 files stays far below the subrequest limit.
+ */
+export const DUMP_BUDGET = { pageRows: 500, partRows: 5_000, partBytes: 8 * 1024 * 1024, rowsPerInvocation: 20_000, filesPerInvocation: 60 };
+export type DumpBudget = typeof DUMP_BUDGET;
+
+export type DumpFile = { table: string; key: string; rows: number; bytes: number; sha256: string; part: number };
 export type Manifest = {
   version: 1;
   kind: "backup" | "emergency";
@@ -28,6 +44,7 @@ export type Manifest = {
   keyId: string | null;
   destination: string | null;
   consistency: string;
+  /** One entry per file, in table order then part order: a large table has several. */
   tables: DumpFile[];
   totalRows: number;
   totalBytes: number;
@@ -35,7 +52,31 @@ export type Manifest = {
   schema: { table: string; sql: string }[];
 };
 
-export type DumpOptions = { prefix: string; kind: Manifest["kind"]; encrypt: boolean; now: number; actorId: string; destination?: string | null };
+export type DumpOptions = { prefix: string; kind: Manifest["kind"]; encrypt: boolean; now: number; actor: Actor; destination?: string | null };
+
+/** Where a running dump stands (`progress.json`). `step` numbers its slices; only the holder of `step` may advance it. */
+type Progress = {
+  version: 1;
+  kind: Manifest["kind"];
+  prefix: string;
+  encrypt: boolean;
+  keyId: string | null;
+  now: number;
+  actor: Actor;
+  destination: string | null;
+  schema: { table: string; sql: string }[];
+  /** The next table to read (index into `schema`), after `after` (a rowid), writing part `part` next. */
+  table: number;
+  after: number | null;
+  part: number;
+  files: DumpFile[];
+  step: number;
+  /** Whether the message for `step` was sent (false: a retry of the previous slice sends it). */
+  sent: boolean;
+};
+
+/** A dump finished (its manifest), or still running with what is written so far. */
+export type DumpState = { done: true; manifest: Manifest } | { done: false; prefix: string; files: DumpFile[]; keyId: string | null; createdAt: string };
 
 const quoteIdent = (name: string) => `"${name.replaceAll('"', '""')}"`;
 
@@ -56,68 +97,210 @@ function jsonSafe(v: unknown): unknown {
   return v;
 }
 
-/** Every row of `table`, paged by rowid (all tables here are rowid tables), columns in table order. */
-export async function readTable(db: D1Database, table: string): Promise<{ columns: string[]; rows: unknown[][] }> {
-  const rows: unknown[][] = [];
-  let columns: string[] = [];
-  let after: number | null = null;
-  for (;;) {
-    const stmt = db.prepare(
-      `SELECT rowid AS __dump_rowid__, * FROM ${quoteIdent(table)}${after === null ? "" : " WHERE rowid > ?1"} ORDER BY rowid LIMIT ${DUMP_PAGE_ROWS}`,
-    );
-    const [names, ...page] = await (after === null ? stmt : stmt.bind(after)).raw({ columnNames: true });
-    if (names) columns = (names as string[]).slice(1);
-    for (const r of page) rows.push(r.slice(1).map(jsonSafe));
-    if (page.length < DUMP_PAGE_ROWS) break;
-    after = page[page.length - 1]![0] as number;
-  }
-  if (columns.length === 0) {
-    const info = await db.prepare(`SELECT name FROM pragma_table_info(?1) ORDER BY cid`).bind(table).all<{ name: string }>();
-    columns = info.results.map((c) => c.name);
-  }
-  return { columns, rows };
+/** One page of `table` after rowid `after` (all tables here are rowid tables), columns in table order. */
+async function readPage(db: D1Database, table: string, after: number | null, limit: number): Promise<{ columns: string[]; rows: unknown[][]; last: number | null }> {
+  const stmt = db.prepare(`SELECT rowid AS __dump_rowid__, * FROM ${quoteIdent(table)}${after === null ? "" : " WHERE rowid > ?1"} ORDER BY rowid LIMIT ${limit}`);
+  const [names, ...page] = await (after === null ? stmt : stmt.bind(after)).raw({ columnNames: true });
+  const rows = page.map((r) => r.slice(1).map(jsonSafe));
+  return { columns: names ? (names as string[]).slice(1) : [], rows, last: page.length ? (page[page.length - 1]![0] as number) : null };
 }
 
-/** Dumps every application table under `opts.prefix`, then writes the manifest; returns the manifest. */
-export async function dumpDatabase(env: Env, opts: DumpOptions): Promise<Manifest> {
-  const keyId = opts.encrypt ? await keyIdOf(env.EXPORT_ENCRYPTION_KEY) : null;
-  // A re-run into the same folder (e.g. a retried cron) must not leave an old manifest over new files.
-  await env.ARCHIVE.delete(`${opts.prefix}${MANIFEST}`);
-  const tables = await listTables(env.DB);
-  const files: DumpFile[] = [];
-  for (const t of tables) {
-    const { columns, rows } = await readTable(env.DB, t.name);
-    const plain = new TextEncoder().encode(JSON.stringify({ table: t.name, columns, rows }));
-    const body = opts.encrypt ? await encrypt(env.EXPORT_ENCRYPTION_KEY, plain) : plain;
-    const key = `${opts.prefix}${t.name}.json${opts.encrypt ? ".enc" : ""}`;
-    const sha256 = await sha256Bytes(plain);
-    await env.ARCHIVE.put(key, body, {
-      httpMetadata: { contentType: opts.encrypt ? "application/octet-stream" : "application/json" },
-      customMetadata: { kind: opts.kind, table: t.name, rows: String(rows.length), sha256, encrypted: String(opts.encrypt), ...(keyId ? { keyId } : {}) },
-    });
-    files.push({ table: t.name, key, rows: rows.length, bytes: body.length, sha256 });
+async function columnsOf(db: D1Database, table: string): Promise<string[]> {
+  const info = await db.prepare(`SELECT name FROM pragma_table_info(?1) ORDER BY cid`).bind(table).all<{ name: string }>();
+  return info.results.map((c) => c.name);
+}
+
+const partKey = (p: { prefix: string; encrypt: boolean }, table: string, part: number) =>
+  `${p.prefix}${table}${part === 1 ? "" : `.${part}`}.json${p.encrypt ? ".enc" : ""}`;
+
+/**
+ * Reads the next part of the current table (up to partRows rows or partBytes of JSON) and writes it as one file.
+ * Returns the file and whether the table is finished.
+ */
+async function writePart(env: Env, p: Progress, budget: DumpBudget): Promise<{ file: DumpFile; tableDone: boolean; last: number | null }> {
+  const table = p.schema[p.table]!.table;
+  const chunks: string[] = [];
+  let columns: string[] = [];
+  let rows = 0;
+  let bytes = 0;
+  let after = p.after;
+  let tableDone = false;
+  while (rows < budget.partRows && bytes < budget.partBytes) {
+    const limit = Math.min(budget.pageRows, budget.partRows - rows);
+    const page = await readPage(env.DB, table, after, limit);
+    if (page.columns.length) columns = page.columns;
+    for (const r of page.rows) {
+      const json = JSON.stringify(r);
+      chunks.push(json);
+      bytes += json.length + 1;
+    }
+    rows += page.rows.length;
+    if (page.last !== null) after = page.last;
+    if (page.rows.length < limit) {
+      tableDone = true;
+      break;
+    }
   }
-  const manifest: Manifest = {
+  if (columns.length === 0) columns = await columnsOf(env.DB, table);
+  const plain = new TextEncoder().encode(`{"table":${JSON.stringify(table)},"columns":${JSON.stringify(columns)},"rows":[${chunks.join(",")}]}`);
+  const body = p.encrypt ? await encrypt(env.EXPORT_ENCRYPTION_KEY, plain) : plain;
+  const key = partKey(p, table, p.part);
+  const sha256 = await sha256Bytes(plain);
+  await env.ARCHIVE.put(key, body, {
+    httpMetadata: { contentType: p.encrypt ? "application/octet-stream" : "application/json" },
+    customMetadata: { kind: p.kind, table, part: String(p.part), rows: String(rows), sha256, encrypted: String(p.encrypt), ...(p.keyId ? { keyId: p.keyId } : {}) },
+  });
+  return { file: { table, key, rows, bytes: body.length, sha256, part: p.part }, tableDone, last: after };
+}
+
+/** Writes parts until the tables are done or the invocation's budget is spent; moves `p` along. */
+async function runSlice(env: Env, p: Progress, budget: DumpBudget): Promise<boolean> {
+  let rows = 0;
+  let files = 0;
+  while (p.table < p.schema.length) {
+    if (rows + budget.partRows > budget.rowsPerInvocation && files > 0) return false;
+    if (files >= budget.filesPerInvocation) return false;
+    const { file, tableDone, last } = await writePart(env, p, budget);
+    p.files.push(file);
+    rows += file.rows;
+    files++;
+    if (tableDone) {
+      p.table++;
+      p.after = null;
+      p.part = 1;
+    } else {
+      p.after = last;
+      p.part++;
+    }
+  }
+  return true;
+}
+
+function manifestOf(p: Progress): Manifest {
+  return {
+    version: 1,
+    kind: p.kind,
+    createdAt: new Date(p.now).toISOString(),
+    createdBy: p.actor.id,
+    bucket: ARCHIVE_BUCKET,
+    prefix: p.prefix,
+    encrypted: p.encrypt,
+    keyId: p.keyId,
+    destination: p.destination,
+    consistency: CONSISTENCY,
+    tables: p.files,
+    totalRows: p.files.reduce((n, f) => n + f.rows, 0),
+    totalBytes: p.files.reduce((n, f) => n + f.bytes, 0),
+    schema: p.schema,
+  };
+}
+
+/** The audit row of a finished dump, by the actor who asked for it. */
+export function completionAudit(m: Manifest): AuditEntry {
+  const tables = new Set(m.tables.map((f) => f.table)).size;
+  if (m.kind === "backup") {
+    return { action: "backup.created", targetType: "backup", targetId: m.prefix, after: backupSummaryOf(m) };
+  }
+  return {
+    action: m.encrypted ? "emergency.exported" : "emergency.exported_unencrypted",
+    targetType: "emergency_export",
+    targetId: m.prefix,
+    after: { prefix: m.prefix, destination: m.destination, encrypted: m.encrypted, keyId: m.keyId, tables, files: m.tables.length, totalRows: m.totalRows, totalBytes: m.totalBytes },
+    ...(m.encrypted ? {} : { reason: "plaintext export of every table requested (encrypt: false)" }),
+  };
+}
+
+/** A backup's summary from its manifest (the API's Backup). */
+export function backupSummaryOf(m: Manifest) {
+  return { date: m.prefix.split("/").at(-2) ?? "", prefix: m.prefix, createdAt: m.createdAt, tables: new Set(m.tables.map((f) => f.table)).size, rows: m.totalRows, bytes: m.totalBytes, keyId: m.keyId };
+}
+
+/** Writes the manifest, removes the progress file and audits the dump as its requester. */
+async function finish(s: Services, p: Progress): Promise<Manifest> {
+  const manifest = manifestOf(p);
+  await s.env.ARCHIVE.put(`${p.prefix}${MANIFEST}`, JSON.stringify(manifest, null, 2), {
+    httpMetadata: { contentType: "application/json" },
+    customMetadata: { kind: p.kind, encrypted: String(p.encrypt), totalRows: String(manifest.totalRows) },
+  });
+  await s.env.ARCHIVE.delete(`${p.prefix}${PROGRESS}`);
+  const as = s.as(p.actor);
+  await commitWithAudit(as.db, [], [completionAudit(manifest)], as.audit);
+  return manifest;
+}
+
+const stateOf = (p: Progress): DumpState => ({ done: false, prefix: p.prefix, files: p.files, keyId: p.keyId, createdAt: new Date(p.now).toISOString() });
+
+/**
+ * Saves `p` at its next step only if nobody moved the progress file since `etag` was read (R2's conditional put),
+ * then sends the message for that step and records it as sent. False when another delivery got there first.
+ */
+async function advance(s: Services, p: Progress, etag: string | null): Promise<boolean> {
+  const key = `${p.prefix}${PROGRESS}`;
+  p.step++;
+  p.sent = false;
+  const saved = await s.env.ARCHIVE.put(key, JSON.stringify(p), etag ? { onlyIf: { etagMatches: etag } } : {});
+  if (!saved) return false;
+  await s.queues.tasks.send({ type: "dump.continue", prefix: p.prefix, step: p.step });
+  // Only a marker for a retried slice; losing this race to the next slice's own save is fine.
+  await s.env.ARCHIVE.put(key, JSON.stringify({ ...p, sent: true }), { onlyIf: { etagMatches: saved.etag } });
+  return true;
+}
+
+/**
+ * Starts a dump of every application table under `opts.prefix`: writes what fits in this invocation and, when that
+ * is everything, the manifest (and audit row); otherwise the rest continues on the tasks queue.
+ */
+export async function startDump(s: Services, opts: DumpOptions, budget: DumpBudget = DUMP_BUDGET): Promise<DumpState> {
+  const { env } = s;
+  // A re-run into the same folder (e.g. a retried cron, a second backup the same day) must not leave an old manifest
+  // over new files, nor continue an old run's progress.
+  await env.ARCHIVE.delete([`${opts.prefix}${MANIFEST}`, `${opts.prefix}${PROGRESS}`]);
+  const tables = await listTables(env.DB);
+  const p: Progress = {
     version: 1,
     kind: opts.kind,
-    createdAt: new Date(opts.now).toISOString(),
-    createdBy: opts.actorId,
-    bucket: ARCHIVE_BUCKET,
     prefix: opts.prefix,
-    encrypted: opts.encrypt,
-    keyId,
+    encrypt: opts.encrypt,
+    keyId: opts.encrypt ? await keyIdOf(env.EXPORT_ENCRYPTION_KEY) : null,
+    now: opts.now,
+    actor: opts.actor,
     destination: opts.destination ?? null,
-    consistency: CONSISTENCY,
-    tables: files,
-    totalRows: files.reduce((n, f) => n + f.rows, 0),
-    totalBytes: files.reduce((n, f) => n + f.bytes, 0),
     schema: tables.map((t) => ({ table: t.name, sql: t.sql })),
+    table: 0,
+    after: null,
+    part: 1,
+    files: [],
+    step: 0,
+    sent: true,
   };
-  await env.ARCHIVE.put(`${opts.prefix}${MANIFEST}`, JSON.stringify(manifest, null, 2), {
-    httpMetadata: { contentType: "application/json" },
-    customMetadata: { kind: opts.kind, encrypted: String(opts.encrypt), totalRows: String(manifest.totalRows) },
-  });
-  return manifest;
+  if (await runSlice(env, p, budget)) return { done: true, manifest: await finish(s, p) };
+  await advance(s, p, null);
+  return stateOf(p);
+}
+
+/**
+ * One `dump.continue` message: the slice numbered `step`. A duplicate or late delivery does nothing; a retry of a
+ * slice whose progress was saved but whose message may not have been sent sends it again. Returns null when this
+ * delivery had nothing to do.
+ */
+export async function continueDump(s: Services, prefix: string, step: number, budget: DumpBudget = DUMP_BUDGET): Promise<DumpState | null> {
+  const obj = await s.env.ARCHIVE.get(`${prefix}${PROGRESS}`);
+  if (!obj) return null; // finished (or restarted from scratch by a new dump into the folder)
+  const p = (await obj.json()) as Progress;
+  if (p.step === step + 1 && !p.sent) {
+    await s.queues.tasks.send({ type: "dump.continue", prefix, step: p.step });
+    return null;
+  }
+  if (p.step > step) return null;
+  // The message for this step arrived before its slice's save was visible: retry later.
+  if (p.step < step) throw new Error(`dump ${prefix} is at step ${p.step}, message is for step ${step}`);
+  if (await runSlice(s.env, p, budget)) {
+    // Only the holder of the current progress may finish: a concurrent duplicate loses this conditional put.
+    const claimed = await s.env.ARCHIVE.put(`${prefix}${PROGRESS}`, JSON.stringify({ ...p, step: p.step + 1 }), { onlyIf: { etagMatches: obj.etag } });
+    if (!claimed) return null;
+    return { done: true, manifest: await finish(s, p) };
+  }
+  return (await advance(s, p, obj.etag)) ? stateOf(p) : null;
 }
 
 export async function readManifest(archive: R2Bucket, prefix: string): Promise<Manifest | null> {
@@ -126,23 +309,36 @@ export async function readManifest(archive: R2Bucket, prefix: string): Promise<M
 }
 
 export type Mismatch = { table: string | null; key: string; problem: string };
+/**
+ * `tablesChecked` counts the files checked by this call (one per table part). `complete` false: the files from
+ * `nextFrom` on are not checked yet (call again with `from`); `ok` then means "no mismatch so far".
+ */
 export type VerifyResult =
-  | { ok: true; prefix: string; tablesChecked: number; rows: number; bytes: number }
-  | { ok: false; prefix: string; tablesChecked: number; mismatch: Mismatch };
+  | { ok: true; prefix: string; tablesChecked: number; rows: number; bytes: number; complete: boolean; from: number; nextFrom?: number }
+  | { ok: false; prefix: string; tablesChecked: number; mismatch: Mismatch; complete: true; from: number };
 
-/** Re-reads every file of a dump, decrypts it, and checks size, sha256 and row count against the manifest; stops at the first mismatch. */
-export async function verifyDump(env: Env, manifest: Manifest): Promise<VerifyResult> {
+/** Files and stored bytes one verification call reads: R2 gets and decryption in one invocation's memory and CPU. */
+export const VERIFY_BUDGET = { files: 60, bytes: 64 * 1024 * 1024 };
+
+/**
+ * Re-reads the files of a dump from index `from`, decrypts them, and checks size, sha256 and row count against the
+ * manifest; stops at the first mismatch, or when the budget is spent (`nextFrom`).
+ */
+export async function verifyDump(env: Env, manifest: Manifest, from = 0, budget = VERIFY_BUDGET): Promise<VerifyResult> {
   const { prefix } = manifest;
-  const fail = (tablesChecked: number, mismatch: Mismatch): VerifyResult => ({ ok: false, prefix, tablesChecked, mismatch });
+  const fail = (i: number, mismatch: Mismatch): VerifyResult => ({ ok: false, prefix, tablesChecked: i - from, mismatch, complete: true, from });
   if (manifest.encrypted) {
     const current = await keyIdOf(env.EXPORT_ENCRYPTION_KEY);
     if (manifest.keyId !== current) {
-      return fail(0, { table: null, key: `${prefix}${MANIFEST}`, problem: `encrypted with key ${manifest.keyId}; the configured key is ${current}` });
+      return fail(from, { table: null, key: `${prefix}${MANIFEST}`, problem: `encrypted with key ${manifest.keyId}; the configured key is ${current}` });
     }
   }
   let rows = 0;
   let bytes = 0;
-  for (const [i, f] of manifest.tables.entries()) {
+  let i = from;
+  for (; i < manifest.tables.length; i++) {
+    if (i > from && (i - from >= budget.files || bytes >= budget.bytes)) break;
+    const f = manifest.tables[i]!;
     const obj = await env.ARCHIVE.get(f.key);
     if (!obj) return fail(i, { table: f.table, key: f.key, problem: "object is missing" });
     const stored = new Uint8Array(await obj.arrayBuffer());
@@ -165,7 +361,8 @@ export async function verifyDump(env: Env, manifest: Manifest): Promise<VerifyRe
     rows += count;
     bytes += stored.length;
   }
-  return { ok: true, prefix, tablesChecked: manifest.tables.length, rows, bytes };
+  const complete = i >= manifest.tables.length;
+  return { ok: true, prefix, tablesChecked: i - from, rows, bytes, complete, from, ...(complete ? {} : { nextFrom: i }) };
 }
 
 /** `2024-06-24T10:15:00.123Z` → `20240624T101500.123Z`: sortable and safe in an R2 key. */

@@ -1,8 +1,7 @@
 import { z } from "@hono/zod-openapi";
-import { commitWithAudit } from "../../platform/audit";
 import type { Services } from "../../platform/services";
-import { ApiError } from "../../platform/errors";
-import { ARCHIVE_BUCKET, dumpDatabase, MANIFEST, stamp } from "./dump";
+import { fail, ok, type Outcome } from "../../platform/failure";
+import { ARCHIVE_BUCKET, MANIFEST, startDump, stamp } from "./dump";
 
 export const EmergencyExportRequest = z.object({
   destination: z.string().max(500).optional().openapi({ example: "s3://emergency-backup/", description: "Recorded in the manifest; a Worker cannot write there itself" }),
@@ -18,7 +17,10 @@ export const EmergencyExportResult = z
     destination: z.string().nullable(),
     encrypted: z.boolean(),
     keyId: z.string().nullable(),
-    tables: z.array(z.object({ table: z.string(), key: z.string(), rows: z.number().int(), bytes: z.number().int(), sha256: z.string() })),
+    complete: z.boolean().openapi({ description: "false: the export goes on in the background (the manifest appears under `manifestKey` when it is done); `tables` and the totals are what is written so far" }),
+    tables: z
+      .array(z.object({ table: z.string(), key: z.string(), rows: z.number().int(), bytes: z.number().int(), sha256: z.string(), part: z.number().int() }))
+      .openapi({ description: "One entry per file: a table larger than one part has several (`<table>.json`, `<table>.2.json`, …)" }),
     totalRows: z.number().int(),
     totalBytes: z.number().int(),
     note: z.string(),
@@ -33,40 +35,30 @@ function copyNote(prefix: string, destination: string | null): string {
     : `The export is in ${where}; ${how}.`;
 }
 
-/** Dumps every table to `emergency/<timestamp>/` (encrypted unless an admin asks otherwise) and audits it. */
-export async function emergencyExportAll(s: Services, input: z.infer<typeof EmergencyExportRequest>): Promise<z.infer<typeof EmergencyExportResult>> {
-  const { env, audit: ctx } = s;
+/**
+ * Dumps every table to `emergency/<timestamp>/` (encrypted unless an admin asks otherwise); audited when it finishes.
+ * What does not fit in this request goes on through the tasks queue (`complete: false`).
+ */
+export async function emergencyExportAll(s: Services, input: z.infer<typeof EmergencyExportRequest>): Promise<Outcome<z.infer<typeof EmergencyExportResult>, "forbidden">> {
+  const { audit: ctx } = s;
   // The route is admin-only today; this keeps plaintext exports admin-only if the route's roles ever widen.
-  if (!input.encrypt && ctx.actor.role !== "admin") throw new ApiError("forbidden", "only an admin may export without encryption");
+  if (!input.encrypt && ctx.actor.role !== "admin") return fail("forbidden", "only an admin may export without encryption");
   const prefix = `emergency/${stamp(ctx.now)}/`;
   const destination = input.destination ?? null;
-  const m = await dumpDatabase(env, { prefix, kind: "emergency", encrypt: input.encrypt, now: ctx.now, actorId: ctx.actor.id, destination });
-  const result = {
+  const state = await startDump(s, { prefix, kind: "emergency", encrypt: input.encrypt, now: ctx.now, actor: ctx.actor, destination });
+  const files = state.done ? state.manifest.tables : state.files;
+  return ok({
     prefix,
     manifestKey: `${prefix}${MANIFEST}`,
     bucket: ARCHIVE_BUCKET,
     binding: "ARCHIVE" as const,
     destination,
-    encrypted: m.encrypted,
-    keyId: m.keyId,
-    tables: m.tables,
-    totalRows: m.totalRows,
-    totalBytes: m.totalBytes,
-    note: copyNote(prefix, destination),
-  };
-  await commitWithAudit(
-    s.db,
-    [],
-    [
-      {
-        action: input.encrypt ? "emergency.exported" : "emergency.exported_unencrypted",
-        targetType: "emergency_export",
-        targetId: prefix,
-        after: { prefix, destination, encrypted: m.encrypted, keyId: m.keyId, tables: m.tables.length, totalRows: m.totalRows, totalBytes: m.totalBytes },
-        ...(input.encrypt ? {} : { reason: "plaintext export of every table requested (encrypt: false)" }),
-      },
-    ],
-    ctx,
-  );
-  return result;
+    encrypted: input.encrypt,
+    keyId: state.done ? state.manifest.keyId : state.keyId,
+    complete: state.done,
+    tables: files,
+    totalRows: files.reduce((n, f) => n + f.rows, 0),
+    totalBytes: files.reduce((n, f) => n + f.bytes, 0),
+    note: copyNote(prefix, destination) + (state.done ? "" : ` The export goes on in the background: it is complete when ${prefix}${MANIFEST} exists.`),
+  });
 }
