@@ -53,7 +53,9 @@ export type TaskMessage =
   /** The next pages of a retention run (src/modules/retention): rows of `kind` after `after` move to R2. */
   | { type: "retention.run"; runId: string; kind: "events" | "invoice_lines" | "payment_attempts" | "audit"; after: string | null }
   /** The next slice of a backup or emergency export (src/modules/exports/dump.ts) writing under `prefix`. */
-  | { type: "dump.continue"; prefix: string; step: number };
+  | { type: "dump.continue"; prefix: string; step: number }
+  /** The rest of POST /admin/payments/queue-failed: failed payments after `after` (created_at, id), oldest first. */
+  | { type: "payments.requeue_failed"; after: { createdAt: number; id: string }; now: number };
 
 export type QueueMessage = JobMessage | PaymentMessage | WebhookMessage | TaskMessage;
 

@@ -9,6 +9,7 @@ import { continueRetentionRun } from "../src/modules/retention/run";
 import { continueWeeklyVerification } from "../src/modules/audit/verify";
 import { RETRY_BUDGET, retryFailed } from "../src/modules/subscriptions/retry-failed";
 import { continueDump } from "../src/modules/exports/dump";
+import { requeueFailed } from "../src/modules/payments/service";
 import type { TaskMessage } from "./messages";
 import { queueNames } from "./messages";
 
@@ -55,6 +56,11 @@ export const taskHandlers = {
   },
   "retention.run": async (m: Of<"retention.run">, s: Services) => {
     await continueRetentionRun(s, m);
+    return done;
+  },
+  "payments.requeue_failed": async (m: Of<"payments.requeue_failed">, s: Services) => {
+    const r = await requeueFailed(s.withNow(m.now), m.after);
+    s.log.info("requeue-failed continued", { requeued: r.invoiceIds.length, continues: r.continues });
     return done;
   },
   "dump.continue": async (m: Of<"dump.continue">, s: Services) => {

@@ -1426,7 +1426,7 @@ export interface paths {
         };
         /**
          * List payments waiting for a retry
-         * @description Failed payments waiting for their next attempt, soonest first.
+         * @description Failed payments (the latest attempt of an open invoice) with attempts left, oldest failure first, a page at a time: `startingAfter` is the last payment id of the previous page (`nextCursor`).
          */
         get: operations["listPaymentRetryQueue"];
         put?: never;
@@ -1552,7 +1552,7 @@ export interface paths {
         put?: never;
         /**
          * Requeue every failed payment
-         * @description Queues another attempt for every open invoice whose latest payment failed.
+         * @description Queues another attempt for every open invoice whose latest payment failed, oldest first. The request sends up to 500 (audited per page of 100); when more are left, `continues` is true and the rest is sent in the background through the tasks queue, 500 per invocation.
          */
         post: operations["requeueFailedPayments"];
         delete?: never;
@@ -12344,7 +12344,11 @@ export interface operations {
     };
     listPaymentRetryQueue: {
         parameters: {
-            query?: never;
+            query?: {
+                limit?: number;
+                /** @description Payment id: the page after it */
+                startingAfter?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -12362,8 +12366,19 @@ export interface operations {
                             nextAttempt: number;
                             attemptsLeft: number;
                         })[];
+                        hasMore: boolean;
+                        nextCursor: string | null;
                         maxAttempts: number;
                     };
+                };
+            };
+            /** @description Malformed request or validation failure (`errors[]` names the fields) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Missing, malformed, expired or revoked credentials */
@@ -12888,8 +12903,11 @@ export interface operations {
                 };
                 content: {
                     "application/json": {
+                        /** @description Sent by this request */
                         requeued: number;
                         invoiceIds: string[];
+                        /** @description More failed payments are being requeued in the background */
+                        continues: boolean;
                     };
                 };
             };

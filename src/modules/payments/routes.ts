@@ -3,7 +3,7 @@ import { desc, eq } from "drizzle-orm";
 import { access, requireRole, requireScopeOrRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
-import { newestFirstPage } from "../../platform/pagination";
+import { newestFirstPage, resolveCursor } from "../../platform/pagination";
 import { customers, deadLetters, invoices, payments, paymentStatuses } from "../../db/schema";
 import { auditCtx, services } from "../../http/context";
 import { ApiError, invalid, notFound } from "../../http/problem";
@@ -12,7 +12,7 @@ import { iso } from "../../lib/time";
 import { putSetting } from "../../platform/settings";
 import { collectInvoice, latestAttempt } from "./collect";
 import { RETRY_CONFIG_KEY, RetryConfig, retryConfig } from "./config";
-import { failedLatestAttempts, requeue, toPayment } from "./service";
+import { failedLatestAttempts, failedPaymentTotals, requeueFailed, toPayment } from "./service";
 import { archivedThrough } from "../retention/run";
 
 const Payment = z
@@ -48,17 +48,25 @@ export const paymentRoutes = router()
       tags: ["Payments"],
       operationId: "listPaymentRetryQueue",
       summary: "List payments waiting for a retry",
-      description: "Failed payments waiting for their next attempt, soonest first.",
+      description:
+        "Failed payments (the latest attempt of an open invoice) with attempts left, oldest failure first, a page at a time: `startingAfter` is the last payment id of the previous page (`nextCursor`).",
       middleware: [requireRole(access.read)] as const,
+      request: { query: z.object({ limit: z.coerce.number().int().min(1).max(200).default(50), startingAfter: z.string().optional().openapi({ description: "Payment id: the page after it" }) }) },
       responses: {
-        200: jsonResponse(z.object({ data: z.array(Payment.extend({ nextAttempt: z.number().int(), attemptsLeft: z.number().int() })), maxAttempts: z.number().int() }), "The retry queue"),
+        200: jsonResponse(
+          listOf(Payment.extend({ nextAttempt: z.number().int(), attemptsLeft: z.number().int() })).extend({ maxAttempts: z.number().int() }),
+          "The retry queue",
+        ),
       },
     }),
     async (c) => {
       const db = dbOf(c.env);
+      const { limit, startingAfter } = c.req.valid("query");
+      const after = await resolveCursor(startingAfter, async (id) => db.select({ createdAt: payments.createdAt, id: payments.id }).from(payments).where(eq(payments.id, id)).get());
       const config = await retryConfig(db);
-      const rows = (await failedLatestAttempts(db)).filter((p) => p.attempt < config.maxAttempts);
-      return c.json({ data: rows.map((p) => ({ ...toPayment(p), nextAttempt: p.attempt + 1, attemptsLeft: config.maxAttempts - p.attempt })), maxAttempts: config.maxAttempts }, 200);
+      const { rows, next } = await failedLatestAttempts(db, { after: after ?? null, limit, maxAttempt: config.maxAttempts });
+      const data = rows.map((p) => ({ ...toPayment(p), nextAttempt: p.attempt + 1, attemptsLeft: config.maxAttempts - p.attempt }));
+      return c.json({ data, hasMore: next !== null, nextCursor: next?.id ?? null, maxAttempts: config.maxAttempts }, 200);
     },
   )
   .openapi(
@@ -75,15 +83,16 @@ export const paymentRoutes = router()
       },
     }),
     async (c) => {
-      const rows = await failedLatestAttempts(dbOf(c.env));
       const byFailureCode: Record<string, number> = {};
       const minor: Record<string, number> = {};
-      for (const p of rows) {
-        byFailureCode[p.failureCode ?? "unknown"] = (byFailureCode[p.failureCode ?? "unknown"] ?? 0) + 1;
-        minor[p.currency] = (minor[p.currency] ?? 0) + p.amount;
+      let count = 0;
+      for (const g of await failedPaymentTotals(dbOf(c.env))) {
+        byFailureCode[g.failureCode ?? "unknown"] = (byFailureCode[g.failureCode ?? "unknown"] ?? 0) + g.count;
+        minor[g.currency] = (minor[g.currency] ?? 0) + g.amount;
+        count += g.count;
       }
       const amountByCurrency = Object.fromEntries(Object.entries(minor).map(([cur, m]) => [cur, { amount: formatMinor(m, cur), amountMinor: m }]));
-      return c.json({ count: rows.length, byFailureCode, amountByCurrency }, 200);
+      return c.json({ count, byFailureCode, amountByCurrency }, 200);
     },
   )
   .openapi(
@@ -228,14 +237,23 @@ export const paymentAdminRoutes = router()
       tags: ["Admin"],
       operationId: "requeueFailedPayments",
       summary: "Requeue every failed payment",
-      description: "Queues another attempt for every open invoice whose latest payment failed.",
+      description:
+        "Queues another attempt for every open invoice whose latest payment failed, oldest first. The request sends up to 500 (audited per page of 100); when more are left, `continues` is true and the rest is sent in the background through the tasks queue, 500 per invocation.",
       middleware: [requireRole(access.admin)] as const,
-      responses: { 200: jsonResponse(z.object({ requeued: z.number().int(), invoiceIds: z.array(z.string()) }), "What was requeued") },
+      responses: {
+        200: jsonResponse(
+          z.object({
+            requeued: z.number().int().openapi({ description: "Sent by this request" }),
+            invoiceIds: z.array(z.string()),
+            continues: z.boolean().openapi({ description: "More failed payments are being requeued in the background" }),
+          }),
+          "What was requeued",
+        ),
+      },
     }),
     async (c) => {
-      const s = services(c);
-      const ids = await requeue(s, await failedLatestAttempts(s.db));
-      return c.json({ requeued: ids.length, invoiceIds: ids }, 200);
+      const r = await requeueFailed(services(c), null);
+      return c.json({ requeued: r.invoiceIds.length, invoiceIds: r.invoiceIds, continues: r.continues }, 200);
     },
   );
 

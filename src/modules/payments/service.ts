@@ -1,4 +1,4 @@
-import { and, asc, eq, sql } from "drizzle-orm";
+import { and, asc, eq, gt, lt, lte, or, sql } from "drizzle-orm";
 import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { commitWithAudit } from "../../platform/audit";
@@ -9,22 +9,76 @@ type PaymentRow = typeof payments.$inferSelect;
 
 export { toPayment } from "./serialize";
 
-/** Latest attempt per open invoice, when that attempt failed: what "failed payments" means operationally. */
-export async function failedLatestAttempts(db: Db): Promise<PaymentRow[]> {
-  return db
+/** Where a walk over failed payments stands: the last row's (created_at, id). */
+export type FailedCursor = { createdAt: number; id: string };
+
+/** The open invoice's latest attempt, and it failed: what "failed payments" means operationally. */
+const failedLatest = and(
+  eq(invoices.status, "open"),
+  eq(payments.status, "failed"),
+  sql`${payments.attempt} = (SELECT max(p2.attempt) FROM payments p2 WHERE p2.invoice_id = ${payments.invoiceId})`,
+);
+
+/**
+ * One page of failed latest attempts, oldest first by (created_at, id) after `after`; `maxAttempt` keeps only those
+ * with attempts left. `next` is the cursor of the following page, null on the last one.
+ */
+export async function failedLatestAttempts(db: Db, opts: { after: FailedCursor | null; limit: number; maxAttempt?: number; createdUpTo?: number }): Promise<{ rows: PaymentRow[]; next: FailedCursor | null }> {
+  const { after, limit } = opts;
+  const rows = await db
     .select({ p: payments })
     .from(payments)
     .innerJoin(invoices, eq(invoices.id, payments.invoiceId))
     .where(
       and(
-        eq(invoices.status, "open"),
-        eq(payments.status, "failed"),
-        sql`${payments.attempt} = (SELECT max(p2.attempt) FROM payments p2 WHERE p2.invoice_id = ${payments.invoiceId})`,
+        failedLatest,
+        opts.maxAttempt === undefined ? undefined : lt(payments.attempt, opts.maxAttempt),
+        opts.createdUpTo === undefined ? undefined : lte(payments.createdAt, opts.createdUpTo),
+        after ? or(gt(payments.createdAt, after.createdAt), and(eq(payments.createdAt, after.createdAt), gt(payments.id, after.id))) : undefined,
       ),
     )
-    .orderBy(asc(payments.createdAt))
-    .all()
-    .then((rows) => rows.map((r) => r.p));
+    .orderBy(asc(payments.createdAt), asc(payments.id))
+    .limit(limit + 1)
+    .all();
+  const kept = rows.slice(0, limit).map((r) => r.p);
+  const last = kept[kept.length - 1];
+  return { rows: kept, next: rows.length > limit && last ? { createdAt: last.createdAt, id: last.id } : null };
+}
+
+/** Failed payments by failure code and currency, counted in SQL: one small answer however many there are. */
+export async function failedPaymentTotals(db: Db): Promise<{ failureCode: string | null; currency: string; count: number; amount: number }[]> {
+  return db
+    .select({ failureCode: payments.failureCode, currency: payments.currency, count: sql<number>`count(*)`, amount: sql<number>`sum(${payments.amount})` })
+    .from(payments)
+    .innerJoin(invoices, eq(invoices.id, payments.invoiceId))
+    .where(failedLatest)
+    .groupBy(payments.failureCode, payments.currency)
+    .all();
+}
+
+/** Pages of 100 one requeue call (a request, or a tasks-queue message) sends before handing the rest on. */
+export const REQUEUE_PAGE = 100;
+export const REQUEUE_PAGES_PER_INVOCATION = 5;
+
+/**
+ * Sends the next attempt of failed payments to the payments queue, oldest first from `after`, up to
+ * REQUEUE_PAGES_PER_INVOCATION pages of REQUEUE_PAGE; each page is audited in one batch after its sends. When more
+ * are left, the rest goes on in a `payments.requeue_failed` message on the tasks queue (`continues: true`).
+ */
+export async function requeueFailed(s: Services, after: FailedCursor | null): Promise<{ invoiceIds: string[]; continues: boolean }> {
+  const invoiceIds: string[] = [];
+  let cursor = after;
+  for (let page = 1; ; page++) {
+    // Failures after the request are not its business (a requeued attempt that fails again must not be sent twice).
+    const { rows, next } = await failedLatestAttempts(s.db, { after: cursor, limit: REQUEUE_PAGE, createdUpTo: s.audit.now });
+    invoiceIds.push(...(await requeue(s, rows)));
+    if (!next) return { invoiceIds, continues: false };
+    if (page === REQUEUE_PAGES_PER_INVOCATION) {
+      await s.queues.tasks.send({ type: "payments.requeue_failed", after: next, now: s.audit.now });
+      return { invoiceIds, continues: true };
+    }
+    cursor = next;
+  }
 }
 
 /** Sends the next attempt of each given failed payment to the payments queue. */

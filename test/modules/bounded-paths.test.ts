@@ -4,7 +4,8 @@ import { decrypt } from "../../src/lib/crypto";
 import { continueDump, DUMP_BUDGET, PROGRESS, startDump } from "../../src/modules/exports/dump";
 import { servicesFor } from "../../src/platform/services";
 import { SYSTEM_ACTOR } from "../../src/platform/actor";
-import { api } from "../helpers";
+import { api, attemptPayment, createCustomer, createPlan } from "../helpers";
+import { REQUEUE_PAGE, REQUEUE_PAGES_PER_INVOCATION } from "../../src/modules/payments/service";
 import { deliver, drainTasks, fetchAs, invocationLog, recordingEnv } from "../scale";
 
 // Backups and emergency exports of a database larger than one invocation's share, under the limit wrapper
@@ -132,5 +133,75 @@ describe("a dump larger than one invocation", () => {
     // The message of the saved step goes on.
     expect(await continueDump(s, prefix, 2, small)).toMatchObject({ done: false });
     expect(rec.take("tasks")).toEqual([{ type: "dump.continue", prefix, step: 3 }]);
+  });
+});
+
+/**
+ * `n` copies of one open invoice whose only payment failed (attempt 1), in two statements: the failed payments
+ * paths need more than a request's share, and charging each through the API would take minutes.
+ */
+async function cloneFailedPayments(n: number) {
+  const customer = await createCustomer();
+  const plan = await createPlan({ name: "Declined", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "5" }] });
+  const sub = await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id, paymentMethod: "pm_card_chargeDeclined" } });
+  const invoice = (await api("GET", `/api/v1/invoices?subscriptionId=${sub.body.id}`)).body.data[0];
+  await attemptPayment(invoice.id, 1, { env: { ...env, PAYMENT_QUEUE: recordingEnv().env.PAYMENT_QUEUE } as Env });
+  const tag = `fp${fills++}${Date.now().toString(36)}`;
+  const clone = async (table: string, set: Record<string, string>, where: string, id: string) => {
+    const cols = (await env.DB.prepare(`PRAGMA table_info(${table})`).all<{ name: string }>()).results.map((c) => c.name);
+    await env.DB.prepare(`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) INSERT INTO ${table} (${cols.join(", ")}) SELECT ${cols.map((c) => set[c] ?? c).join(", ")} FROM n, ${table} WHERE ${where} = ?3`)
+      .bind(n, tag, id)
+      .run();
+  };
+  await clone("invoices", { id: "printf('in_%s_%06d', ?2, n.i)", number: "printf('%s-%06d', ?2, n.i)", generation_key: "printf('%s-%06d', ?2, n.i)" }, "invoices.id", invoice.id);
+  await clone(
+    "payments",
+    { id: "printf('pay_%s_%06d', ?2, n.i)", invoice_id: "printf('in_%s_%06d', ?2, n.i)", idempotency_key: "printf('%s-%06d', ?2, n.i)", created_at: "payments.created_at - n.i" },
+    "payments.invoice_id",
+    invoice.id,
+  );
+  return { ids: Array.from({ length: n }, (_, i) => `in_${tag}_${String(i + 1).padStart(6, "0")}`), invoiceId: invoice.id };
+}
+
+describe("failed payments at large N", () => {
+  it("queue-failed sends 500 in the request and the rest through the tasks queue, each once, audited per page; the retry queue pages; the count is one SQL answer", { timeout: 120_000 }, async () => {
+    const { ids, invoiceId } = await cloneFailedPayments(1_250);
+    const mine = new Set([invoiceId, ...ids]);
+    const rec = recordingEnv();
+    const log = invocationLog();
+    const r = await fetchAs(rec.env, "POST", "/admin/payments/queue-failed");
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ requeued: REQUEUE_PAGE * REQUEUE_PAGES_PER_INVOCATION, continues: true });
+    await drainTasks(rec);
+    const sent = rec.take("payments").filter((m) => mine.has(m.invoiceId));
+    expect(sent).toHaveLength(mine.size);
+    expect(new Set(sent.map((m) => m.invoiceId)).size).toBe(mine.size);
+    expect(sent.every((m) => m.type === "payment.attempt" && m.attempt === 2)).toBe(true);
+    const lines = log();
+    expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
+    // An audit row per requeued payment (each a statement of its page's batch) and a read per page: ≈ 505.
+    expect(Math.max(...lines.map((l) => l.d1Queries))).toBeLessThanOrEqual(REQUEUE_PAGE * REQUEUE_PAGES_PER_INVOCATION + 20);
+
+    const audited = await env.DB.prepare("SELECT count(*) AS n FROM audit_log WHERE action = 'payment.requeued' AND target_id LIKE ?").bind(`${ids[0]!.slice(0, -6)}%`).first<{ n: number }>();
+    expect(audited!.n).toBe(ids.length);
+
+    // The retry queue pages through them oldest first, each once.
+    const seen: string[] = [];
+    let after = "";
+    for (let page = 0; page < 20; page++) {
+      const q = await api("GET", `/api/v1/payments/retry-queue?limit=200${after ? `&startingAfter=${after}` : ""}`);
+      expect(q.status).toBe(200);
+      expect(q.body.data.length).toBeLessThanOrEqual(200);
+      seen.push(...q.body.data.map((p: any) => p.invoiceId));
+      if (!q.body.hasMore) break;
+      after = q.body.nextCursor;
+    }
+    expect(seen.filter((id) => mine.has(id))).toHaveLength(mine.size);
+    expect(new Set(seen).size).toBe(seen.length);
+
+    const count = await api("GET", "/api/v1/payments/failed/count");
+    expect(count.body.count).toBeGreaterThanOrEqual(mine.size);
+    expect(count.body.byFailureCode.card_declined).toBeGreaterThanOrEqual(mine.size);
+    expect(count.body.amountByCurrency.USD.amountMinor).toBeGreaterThanOrEqual(500 * mine.size);
   });
 });
