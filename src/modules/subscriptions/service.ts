@@ -42,10 +42,7 @@ export async function createSubscription(s: Services, input: z.infer<typeof Crea
   // Only "does not exist" is the client's fault; any other failure (D1 down) stays a 5xx.
   const found = asField(await getCustomerRow(db, input.customerId), "customerId");
   const customer = valueOrThrow(found.ok ? notDeleted(found.value) : found);
-  const plan = await getPlanRow(db, input.planId).catch((e: unknown) => {
-    if (e instanceof ApiError && e.kind === "not_found") throw invalid([{ path: "planId", message: `plan ${input.planId} does not exist` }]);
-    throw e;
-  });
+  const plan = valueOrThrow(asField(await getPlanRow(db, input.planId), "planId"));
   if (plan.currency !== customer.currency) {
     throw invalid([{ path: "planId", message: `plan is billed in ${plan.currency} but the customer pays in ${customer.currency}` }]);
   }
