@@ -173,8 +173,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
     "src/modules/notifications/admin.ts": 3,
     "src/modules/payments/routes.ts": 7,
     "src/modules/reconciliation/service.ts": 3,
-    "src/modules/refunds/routes.ts": 3,
-    "src/modules/refunds/service.ts": 8,
     "src/modules/retention/run.ts": 1,
     "src/modules/subscriptions/billing-run.ts": 1,
     "src/modules/subscriptions/discount.ts": 3,
