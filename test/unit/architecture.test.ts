@@ -159,7 +159,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
     "src/modules/audit/routes.ts": 1,
     "src/modules/audit/verify.ts": 1,
     "src/modules/compliance/routes.ts": 1,
-    "src/modules/credit-notes/service.ts": 21,
     "src/modules/documents/routes.ts": 2,
     "src/modules/events/routes.ts": 4,
     "src/modules/exports/audit-export.ts": 3,
