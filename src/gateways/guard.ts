@@ -4,6 +4,7 @@ import { PAYMENTS_MODE_KEY, type Admission, type Lease } from "../../durable-obj
 import type { Db } from "../db/client";
 import { batchAssertions, settings } from "../db/schema";
 import { ApiError } from "../platform/errors";
+import { fail } from "../platform/failure";
 import { asGatewayCall } from "../db/round-trips";
 import type { PaymentGateway } from "./types";
 
@@ -14,11 +15,15 @@ export const paymentGuard = (env: Env) => env.PAYMENT_GUARD.get(env.PAYMENT_GUAR
 export type Admitted = Extract<Admission, { admitted: true }>;
 export type Refused = Extract<Admission, { admitted: false }>;
 
+const lockedDetail = (r: Refused) => `payments are ${r.mode === "frozen" ? "frozen" : "in queue mode"}: ${r.reason ?? "no reason given"}`;
+
 /** The 423 a direct call gets while payments are frozen or in queue mode, with the operator's reason. */
 export function lockedError(r: Refused): ApiError {
-  const state = r.mode === "frozen" ? "frozen" : "in queue mode";
-  return new ApiError("locked", `payments are ${state}: ${r.reason ?? "no reason given"}`, [], { "retry-after": "60" });
+  return new ApiError("locked", lockedDetail(r), [], { "retry-after": "60" });
 }
+
+/** The same 423 as a use case's failure (src/platform/failure.ts), for a use case that returns its failures. */
+export const paymentsLocked = (r: Refused) => fail("locked", lockedDetail(r), undefined, { "retry-after": "60" });
 
 /**
  * Asks the guard for `what`; when admitted, runs `move` holding the admission and releases it whatever happens.

@@ -277,3 +277,37 @@ describe("billing conventions", () => {
     expect(r.body.errors[0].message).toMatch(/open-ended \(upTo null\).*bounded last tier.*not supported/);
   });
 });
+
+// The failures the coupon use cases return (Outcome) are answered exactly as when they were thrown.
+describe("coupon failures as problem+json", () => {
+  const problemOf = (r: { status: number; body: any }) => ({ status: r.status, detail: r.body.detail, errors: r.body.errors });
+
+  it("unknown coupon or code: 404; an unknown coupon named by a new code: 422 on couponId", async () => {
+    expect(problemOf(await api("GET", "/api/v1/coupons/NOPE_COUPON"))).toEqual({ status: 404, detail: "coupon NOPE_COUPON does not exist", errors: undefined });
+    expect(problemOf(await api("GET", "/api/v1/promotion-codes/promo_nope"))).toEqual({ status: 404, detail: "promotion code promo_nope does not exist", errors: undefined });
+    expect(problemOf(await api("DELETE", "/api/v1/coupons/NOPE_COUPON"))).toMatchObject({ status: 404, detail: "coupon NOPE_COUPON does not exist" });
+    expect(problemOf(await api("POST", "/api/v1/promotion-codes", { body: { couponId: "NOPE_COUPON", code: unique("NOPE").replace(/[^A-Za-z0-9]/g, "") } }))).toEqual({
+      status: 422,
+      detail: "couponId: coupon NOPE_COUPON does not exist",
+      errors: [{ path: "couponId", message: "coupon NOPE_COUPON does not exist" }],
+    });
+  });
+
+  it("a taken coupon id or code: 409 naming the field; a malformed percentage is answered alone", async () => {
+    const id = unique("DUP").toUpperCase();
+    expect((await api("POST", "/api/v1/coupons", { body: { id, percentOff: "10", duration: "once" } })).status).toBe(201);
+    expect(problemOf(await api("POST", "/api/v1/coupons", { body: { id, percentOff: "10", duration: "once" } }))).toEqual({ status: 409, detail: `coupon ${id} already exists`, errors: [{ path: "id", message: "already exists" }] });
+    const code = unique("DUPCODE").toUpperCase().replace(/[^A-Z0-9]/g, "");
+    expect((await api("POST", "/api/v1/promotion-codes", { body: { couponId: id, code } })).status).toBe(201);
+    expect(problemOf(await api("POST", "/api/v1/promotion-codes", { body: { couponId: id, code: code.toLowerCase() } }))).toEqual({ status: 409, detail: `promotion code ${code} already exists`, errors: [{ path: "code", message: "already exists" }] });
+    const message = "must be a percentage between 0 and 100 with at most 4 decimals";
+    expect(problemOf(await api("POST", "/api/v1/coupons", { body: { percentOff: "100.5", duration: "repeating" } }))).toEqual({ status: 422, detail: `percentOff: ${message}`, errors: [{ path: "percentOff", message }] });
+  });
+
+  it("a discount request naming nothing is refused before the subscription is looked up; no discount: 404", async () => {
+    expect(problemOf(await api("POST", "/api/v1/subscriptions/sub_nope/discount", { body: {} }))).toEqual({ status: 422, detail: "coupon: give coupon or promotionCode", errors: [{ path: "coupon", message: "give coupon or promotionCode" }] });
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: (await createCustomer()).id, planId: (await flatPlan("5.00")).id } })).body;
+    expect(problemOf(await api("GET", `/api/v1/subscriptions/${sub.id}/discount`))).toEqual({ status: 404, detail: `subscription ${sub.id} has no discount`, errors: undefined });
+    expect(problemOf(await api("POST", `/api/v1/subscriptions/${sub.id}/discount`, { body: { promotionCode: "NO_SUCH_CODE" } }))).toEqual({ status: 422, detail: "no promotion code NO_SUCH_CODE", errors: [{ path: "promotionCode", message: "no promotion code NO_SUCH_CODE" }] });
+  });
+});

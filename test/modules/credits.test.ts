@@ -107,3 +107,19 @@ describe("a credit return racing the grant's expiry", () => {
     expect((await api("GET", `/api/v1/customers/${customer.id}`)).body.creditBalance.amountMinor).toBe(0);
   });
 });
+
+describe("credit grant failures as problem+json", () => {
+  it("an unknown grant: 404; a grant in another currency: 422 on currency; voiding a voided grant: 409", async () => {
+    const customer = await createCustomer();
+    const nope = await api("GET", `/api/v1/customers/${customer.id}/credit-grants/cgr_nope`);
+    expect([nope.status, nope.body.detail]).toEqual([404, "credit grant cgr_nope does not exist"]);
+    const voidNope = await api("POST", `/api/v1/customers/${customer.id}/credit-grants/cgr_nope/void`, { as: "finance", body: {} });
+    expect([voidNope.status, voidNope.body.detail]).toEqual([404, "credit grant cgr_nope does not exist"]);
+    const eur = await grant(customer.id, { amount: "5.00", category: "promotional", currency: "EUR" });
+    expect([eur.status, eur.body.errors]).toEqual([422, [{ path: "currency", message: "must be the customer's currency (USD)" }]]);
+    const g = await grant(customer.id, { amount: "5.00", category: "promotional" });
+    expect((await api("POST", `/api/v1/customers/${customer.id}/credit-grants/${g.body.id}/void`, { as: "finance", body: {} })).status).toBe(200);
+    const again = await api("POST", `/api/v1/customers/${customer.id}/credit-grants/${g.body.id}/void`, { as: "finance", body: {} });
+    expect([again.status, again.body.detail, again.body.errors]).toEqual([409, `credit grant ${g.body.id} is voided`, [{ path: "id", message: "voided" }]]);
+  });
+});

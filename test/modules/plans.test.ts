@@ -251,3 +251,13 @@ describe("GET /api/v1/plans", () => {
     for (let i = 1; i < seen.length; i++) expect(seen[i - 1].createdAt >= seen[i].createdAt).toBe(true);
   });
 });
+
+describe("plan failures as problem+json", () => {
+  it("an unknown plan or version names what was looked for", async () => {
+    const p = await createPlan();
+    const r = await api("GET", `/api/v1/plans/${p.id}?version=9`);
+    expect([r.status, r.body.detail]).toEqual([404, `plan ${p.id} version 9 does not exist`]);
+    const v = await api("POST", "/api/v1/plans/plan_ghost/versions", { body: { name: "Ghost", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "1.00" }] } });
+    expect([v.status, v.body.detail]).toEqual([404, "plan plan_ghost does not exist"]);
+  });
+});

@@ -449,3 +449,33 @@ describe("GET /api/v1/refunds/report", () => {
     expect((await call("GET", "/api/v1/refunds/report?startDate=1991-03-01", undefined, { role: "support" })).status).toBe(403);
   });
 });
+
+// The failures the refund use case and routes return (Outcome) are answered exactly as when they were thrown.
+describe("refund failures as problem+json", () => {
+  const problemOf = (r: { status: number; body: any }) => ({ status: r.status, detail: r.body.detail, errors: r.body.errors });
+
+  it("unknown payment, refund or bulk refund: 404 naming it; a report ending before it starts: 422 on endDate", async () => {
+    expect(problemOf(await refund({ paymentId: "pay_nope", reason: "requested_by_customer" }))).toEqual({ status: 404, detail: "payment pay_nope does not exist", errors: undefined });
+    expect(problemOf(await call("GET", "/api/v1/refunds/re_nope"))).toEqual({ status: 404, detail: "refund re_nope does not exist", errors: undefined });
+    expect(problemOf(await call("GET", "/api/v1/refunds/bulk/rfb_nope"))).toEqual({ status: 404, detail: "bulk refund rfb_nope does not exist", errors: undefined });
+    expect(problemOf(await call("GET", "/api/v1/refunds/report?startDate=2024-06-02&endDate=2024-06-01"))).toEqual({
+      status: 422,
+      detail: "endDate: must not be before startDate",
+      errors: [{ path: "endDate", message: "must not be before startDate" }],
+    });
+  });
+
+  it("an amount that is not exact money is a 400 on amount; more than what is left, a 422 saying what is left", async () => {
+    const p = await payment("10.00");
+    expect(problemOf(await refund({ paymentId: p.id, amount: "1.001", reason: "requested_by_customer" }))).toMatchObject({ status: 400, errors: [{ path: "amount" }] });
+    expect(problemOf(await refund({ paymentId: p.id, amount: "0", reason: "requested_by_customer" }))).toEqual({ status: 400, detail: "amount: must be greater than 0", errors: [{ path: "amount", message: "must be greater than 0" }] });
+    expect(problemOf(await refund({ paymentId: p.id, amount: "10.01", reason: "requested_by_customer" }))).toEqual({
+      status: 422,
+      detail: `amount 10.01 USD exceeds the remaining refundable amount 10.00 USD of payment ${p.id}`,
+      errors: [{ path: "amount", message: "exceeds the remaining refundable amount 10.00 USD" }],
+    });
+    expect((await refund({ paymentId: p.id, reason: "requested_by_customer" })).status).toBe(201);
+    const message = `payment ${p.id} is already fully refunded`;
+    expect(problemOf(await refund({ paymentId: p.id, reason: "requested_by_customer" }))).toEqual({ status: 422, detail: `amount: ${message}`, errors: [{ path: "amount", message }] });
+  });
+});

@@ -3,7 +3,8 @@ import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { services } from "../../http/context";
-import { ApiError, invalid } from "../../http/problem";
+import { problem, respond } from "../../http/problem";
+import { invalid, ok } from "../../platform/failure";
 import { ApplyDiscount, Coupon, CreateCoupon, CreatePromotionCode, Discount, PromotionCode } from "./schemas";
 import { createCoupon, createPromotionCode, deactivatePromotionCode, deleteCoupon, getCouponRow, getPromotionCodeRow, listCoupons, listPromotionCodes, resolveRedemption, toCoupon, toPromotionCode } from "./service";
 import { currentDiscount, toDiscount } from "./discounts";
@@ -25,9 +26,9 @@ export const couponRoutes = router()
       description: "A percentage (`percentOff`, rounded per invoice line half away from zero) or a fixed amount (`amountOff` + `currency`, spread over the invoice's positive lines) off, for `once` (one billing period), `repeating` (`durationInMonths`, counted in billing periods) or `forever`.",
       middleware: [requireRole(access.catalogue)] as const,
       request: jsonBody(CreateCoupon),
-      responses: { 201: jsonResponse(Coupon, "The new coupon"), ...problems(404, 409) },
+      responses: { 201: jsonResponse(Coupon, "The new coupon"), ...problems(404, 409, 422) },
     }),
-    async (c) => c.json(await createCoupon(services(c), c.req.valid("json")), 201),
+    async (c) => respond(c, await createCoupon(services(c), c.req.valid("json")), 201),
   )
   .openapi(
     createRoute({
@@ -55,7 +56,10 @@ export const couponRoutes = router()
       request: { params: IdParam("SPRING25") },
       responses: { 200: jsonResponse(Coupon, "The coupon"), ...problems(404, 409) },
     }),
-    async (c) => c.json(toCoupon(await getCouponRow(dbOf(c.env), c.req.valid("param").id), services(c).clock.wall), 200),
+    async (c) => {
+      const found = await getCouponRow(dbOf(c.env), c.req.valid("param").id);
+      return found.ok ? c.json(toCoupon(found.value, services(c).clock.wall), 200) : problem(c, found.error);
+    },
   )
   .openapi(
     createRoute({
@@ -69,7 +73,7 @@ export const couponRoutes = router()
       request: { params: IdParam("SPRING25") },
       responses: { 200: jsonResponse(Coupon, "The deleted coupon"), ...problems(404, 409) },
     }),
-    async (c) => c.json(await deleteCoupon(services(c), c.req.valid("param").id), 200),
+    async (c) => respond(c, await deleteCoupon(services(c), c.req.valid("param").id), 200),
   );
 
 export const promotionCodeRoutes = router()
@@ -83,9 +87,9 @@ export const promotionCodeRoutes = router()
       description: "A customer-facing code (case-insensitive, unique) with its own limits: one customer, an expiry, maxRedemptions, first-time customers only.",
       middleware: [requireRole(access.catalogue)] as const,
       request: jsonBody(CreatePromotionCode),
-      responses: { 201: jsonResponse(PromotionCode, "The new promotion code"), ...problems(404, 409) },
+      responses: { 201: jsonResponse(PromotionCode, "The new promotion code"), ...problems(404, 409, 422) },
     }),
-    async (c) => c.json(await createPromotionCode(services(c), c.req.valid("json")), 201),
+    async (c) => respond(c, await createPromotionCode(services(c), c.req.valid("json")), 201),
   )
   .openapi(
     createRoute({
@@ -113,7 +117,10 @@ export const promotionCodeRoutes = router()
       request: { params: IdParam("promo_123") },
       responses: { 200: jsonResponse(PromotionCode, "The promotion code"), ...problems(404, 409) },
     }),
-    async (c) => c.json(toPromotionCode(await getPromotionCodeRow(dbOf(c.env), c.req.valid("param").id)), 200),
+    async (c) => {
+      const found = await getPromotionCodeRow(dbOf(c.env), c.req.valid("param").id);
+      return found.ok ? c.json(toPromotionCode(found.value), 200) : problem(c, found.error);
+    },
   )
   .openapi(
     createRoute({
@@ -127,7 +134,7 @@ export const promotionCodeRoutes = router()
       request: { params: IdParam("promo_123") },
       responses: { 200: jsonResponse(PromotionCode, "The deactivated promotion code"), ...problems(404, 409) },
     }),
-    async (c) => c.json(await deactivatePromotionCode(services(c), c.req.valid("param").id), 200),
+    async (c) => respond(c, await deactivatePromotionCode(services(c), c.req.valid("param").id), 200),
   );
 
 /** Mounted under /api/v1/subscriptions. */
@@ -143,17 +150,19 @@ export const subscriptionDiscountRoutes = router()
         "From the next invoice on, replacing the discount it had. Limits (maxRedemptions, redeemBy, expiry, customer, first-time, plans) are checked, and the counters move in the same batch as the discount: concurrent redemptions past a limit get 409.",
       middleware: [requireRole(access.subscriptions)] as const,
       request: { params: IdParam("sub_123"), ...jsonBody(ApplyDiscount) },
-      responses: { 200: jsonResponse(Subscription, "The subscription with its new discount"), ...problems(404, 409) },
+      responses: { 200: jsonResponse(Subscription, "The subscription with its new discount"), ...problems(404, 409, 422) },
     }),
     async (c) => {
       const body = c.req.valid("json");
-      if (body.coupon === undefined && body.promotionCode === undefined) throw invalid([{ path: "coupon", message: "give coupon or promotionCode" }]);
+      const asked = body.coupon !== undefined || body.promotionCode !== undefined ? ok(body) : invalid([{ path: "coupon", message: "give coupon or promotionCode" }]);
+      if (!asked.ok) return problem(c, asked.error);
       const s = services(c);
       const db = s.db;
       const sub = await getSubscriptionRow(db, c.req.valid("param").id);
       const now = await s.clock.at(sub.testClockId);
       const redemption = await resolveRedemption(db, body, { customerId: sub.customerId, planId: sub.planId, currency: sub.currency, now });
-      return c.json(toSubscription(await applyDiscount(s.withNow(now), sub, redemption)), 200);
+      if (!redemption.ok) return problem(c, redemption.error);
+      return c.json(toSubscription(await applyDiscount(s.withNow(now), sub, redemption.value)), 200);
     },
   )
   .openapi(
@@ -172,8 +181,7 @@ export const subscriptionDiscountRoutes = router()
       const db = dbOf(c.env);
       const sub = await getSubscriptionRow(db, c.req.valid("param").id);
       const d = await currentDiscount(db, sub.id);
-      if (!d) throw new ApiError("not_found", `subscription ${sub.id} has no discount`);
-      return c.json(toDiscount(d.discount), 200);
+      return d ? c.json(toDiscount(d.discount), 200) : problem(c, { kind: "not_found", detail: `subscription ${sub.id} has no discount` });
     },
   )
   .openapi(

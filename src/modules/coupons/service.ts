@@ -10,7 +10,7 @@ import { assertChanged, isUniqueViolation } from "../../db/assert";
 import { coupons, invoices, promotionCodes } from "../../db/schema";
 import { formatDecimal, ONE, parseDecimal } from "../../domain/decimal";
 import { money, toMinor } from "../../domain/money";
-import { ApiError, invalid, notFound } from "../../platform/errors";
+import { asField, conflict, fail, invalid, notFound, ok, type Outcome } from "../../platform/failure";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import type { CreateCoupon, CreatePromotionCode, Coupon, PromotionCode } from "./schemas";
@@ -19,10 +19,10 @@ export type CouponRow = typeof coupons.$inferSelect;
 export type PromotionCodeRow = typeof promotionCodes.$inferSelect;
 
 /** A percentage: 0-100 with at most 4 decimals, in canonical form ("25", "12.5"). */
-export function percentOf(raw: string | number, path = "percentOff"): string {
+export function percentOf(raw: string | number, path = "percentOff"): Outcome<string, "unprocessable"> {
   const pct = parseDecimal(raw, 4);
-  if (!pct.ok || pct.value < 0n || pct.value > 100n * ONE) throw invalid([{ path, message: "must be a percentage between 0 and 100 with at most 4 decimals" }]);
-  return formatDecimal(pct.value);
+  if (!pct.ok || pct.value < 0n || pct.value > 100n * ONE) return invalid([{ path, message: "must be a percentage between 0 and 100 with at most 4 decimals" }]);
+  return ok(formatDecimal(pct.value));
 }
 
 /** Why a coupon cannot be redeemed at `now`, or null. */
@@ -80,7 +80,7 @@ const codeEvent = (type: "promotion_code.created" | "promotion_code.updated", r:
 });
 
 /** A coupon row from the API's input: exactly one of percentOff and amountOff (+ currency), durationInMonths only for repeating. */
-export function couponFromInput(input: z.infer<typeof CreateCoupon>, now: number): CouponRow {
+export function couponFromInput(input: z.infer<typeof CreateCoupon>, now: number): Outcome<CouponRow, "unprocessable"> {
   const errors: { path: string; message: string }[] = [];
   if ((input.percentOff === undefined) === (input.amountOff === undefined)) errors.push({ path: "percentOff", message: "give exactly one of percentOff and amountOff" });
   let amountOff: number | null = null;
@@ -97,9 +97,12 @@ export function couponFromInput(input: z.infer<typeof CreateCoupon>, now: number
   if (input.duration !== "repeating" && input.durationInMonths !== undefined) errors.push({ path: "durationInMonths", message: "only applies to duration repeating" });
   const redeemBy = input.redeemBy ? Date.parse(input.redeemBy) : null;
   if (redeemBy !== null && redeemBy <= now) errors.push({ path: "redeemBy", message: "must be in the future" });
-  const percentOff = input.percentOff !== undefined ? percentOf(input.percentOff) : null;
-  if (errors.length) throw invalid(errors);
-  return {
+  // A malformed percentage is answered alone, before the other errors.
+  const pct = input.percentOff !== undefined ? percentOf(input.percentOff) : ok(null);
+  if (!pct.ok) return pct;
+  const percentOff = pct.value;
+  if (errors.length) return invalid(errors);
+  return ok({
     id: input.id ?? newId("cpn"),
     name: input.name ?? null,
     percentOff,
@@ -114,35 +117,38 @@ export function couponFromInput(input: z.infer<typeof CreateCoupon>, now: number
     metadata: input.metadata ?? {},
     deletedAt: null,
     createdAt: now,
-  };
+  });
 }
 
-export async function createCoupon(s: Services, input: z.infer<typeof CreateCoupon>) {
+export async function createCoupon(s: Services, input: z.infer<typeof CreateCoupon>): Promise<Outcome<z.infer<typeof Coupon>, "conflict" | "unprocessable">> {
   const { db, audit: ctx } = s;
-  const row = couponFromInput(input, ctx.now);
+  const built = couponFromInput(input, ctx.now);
+  if (!built.ok) return built;
+  const row = built.value;
   try {
     await commit(db, change({ statements: [db.insert(coupons).values(row)], audit: [{ action: "coupon.created", targetType: "coupon", targetId: row.id, after: toCoupon(row, ctx.now) }], events: [couponEvent("coupon.created", row, ctx.now)] }), ctx);
   } catch (e) {
-    if (isUniqueViolation(e, "coupons.id")) throw new ApiError("conflict", `coupon ${row.id} already exists`, [{ path: "id", message: "already exists" }]);
+    if (isUniqueViolation(e, "coupons.id")) return conflict(`coupon ${row.id} already exists`, [{ path: "id", message: "already exists" }]);
     throw e;
   }
-  return toCoupon(row, ctx.now);
+  return ok(toCoupon(row, ctx.now));
 }
 
-export async function getCouponRow(db: Db, id: string): Promise<CouponRow> {
+export async function getCouponRow(db: Db, id: string): Promise<Outcome<CouponRow, "not_found">> {
   const row = await db.select().from(coupons).where(eq(coupons.id, id)).get();
-  if (!row) throw notFound("coupon", id);
-  return row;
+  return row ? ok(row) : notFound("coupon", id);
 }
 
 export const listCoupons = (db: Db, q: { limit: number; startingAfter?: string | undefined }, now: number) =>
   newestFirstPage(db, { table: coupons, id: coupons.id, createdAt: coupons.createdAt }, q, [], (r) => toCoupon(r, now));
 
 /** Deleting stops new redemptions; subscriptions that have the coupon keep their discount (Stripe's rule). */
-export async function deleteCoupon(s: Services, id: string) {
+export async function deleteCoupon(s: Services, id: string): Promise<Outcome<z.infer<typeof Coupon>, "not_found">> {
   const { db, audit: ctx } = s;
-  const row = await getCouponRow(db, id);
-  if (row.deletedAt !== null) return toCoupon(row, ctx.now);
+  const found = await getCouponRow(db, id);
+  if (!found.ok) return found;
+  const row = found.value;
+  if (row.deletedAt !== null) return ok(toCoupon(row, ctx.now));
   const after = { ...row, deletedAt: ctx.now };
   await commit(
     db,
@@ -153,18 +159,18 @@ export async function deleteCoupon(s: Services, id: string) {
     }),
     ctx,
   );
-  return toCoupon(after, ctx.now);
+  return ok(toCoupon(after, ctx.now));
 }
 
-export async function createPromotionCode(s: Services, input: z.infer<typeof CreatePromotionCode>) {
+export async function createPromotionCode(s: Services, input: z.infer<typeof CreatePromotionCode>): Promise<Outcome<z.infer<typeof PromotionCode>, "conflict" | "unprocessable">> {
   const { db, audit: ctx } = s;
-  const coupon = await getCouponRow(db, input.couponId).catch((e: unknown) => {
-    if (e instanceof ApiError && e.kind === "not_found") throw invalid([{ path: "couponId", message: `coupon ${input.couponId} does not exist` }]);
-    throw e;
-  });
-  if (coupon.deletedAt !== null) throw invalid([{ path: "couponId", message: `coupon ${coupon.id} was deleted` }]);
+  // The coupon is a field of the request: an unknown one is a 422 on couponId, not a 404.
+  const found = asField(await getCouponRow(db, input.couponId), "couponId");
+  if (!found.ok) return found;
+  const coupon = found.value;
+  if (coupon.deletedAt !== null) return invalid([{ path: "couponId", message: `coupon ${coupon.id} was deleted` }]);
   const expiresAt = input.expiresAt ? Date.parse(input.expiresAt) : null;
-  if (expiresAt !== null && expiresAt <= ctx.now) throw invalid([{ path: "expiresAt", message: "must be in the future" }]);
+  if (expiresAt !== null && expiresAt <= ctx.now) return invalid([{ path: "expiresAt", message: "must be in the future" }]);
   const row: PromotionCodeRow = {
     id: newId("promo"),
     couponId: coupon.id,
@@ -181,16 +187,15 @@ export async function createPromotionCode(s: Services, input: z.infer<typeof Cre
   try {
     await commit(db, change({ statements: [db.insert(promotionCodes).values(row)], audit: [{ action: "promotion_code.created", targetType: "promotion_code", targetId: row.id, after: toPromotionCode(row) }], events: [codeEvent("promotion_code.created", row)] }), ctx);
   } catch (e) {
-    if (isUniqueViolation(e, "promotion_codes.code")) throw new ApiError("conflict", `promotion code ${row.code} already exists`, [{ path: "code", message: "already exists" }]);
+    if (isUniqueViolation(e, "promotion_codes.code")) return conflict(`promotion code ${row.code} already exists`, [{ path: "code", message: "already exists" }]);
     throw e;
   }
-  return toPromotionCode(row);
+  return ok(toPromotionCode(row));
 }
 
-export async function getPromotionCodeRow(db: Db, id: string): Promise<PromotionCodeRow> {
+export async function getPromotionCodeRow(db: Db, id: string): Promise<Outcome<PromotionCodeRow, "not_found">> {
   const row = await db.select().from(promotionCodes).where(eq(promotionCodes.id, id)).get();
-  if (!row) throw notFound("promotion code", id);
-  return row;
+  return row ? ok(row) : notFound("promotion code", id);
 }
 
 export const listPromotionCodes = (db: Db, q: { limit: number; startingAfter?: string | undefined; couponId?: string | undefined; code?: string | undefined }) =>
@@ -202,10 +207,12 @@ export const listPromotionCodes = (db: Db, q: { limit: number; startingAfter?: s
     toPromotionCode,
   );
 
-export async function deactivatePromotionCode(s: Services, id: string) {
+export async function deactivatePromotionCode(s: Services, id: string): Promise<Outcome<z.infer<typeof PromotionCode>, "not_found">> {
   const { db, audit: ctx } = s;
-  const row = await getPromotionCodeRow(db, id);
-  if (!row.active) return toPromotionCode(row);
+  const found = await getPromotionCodeRow(db, id);
+  if (!found.ok) return found;
+  const row = found.value;
+  if (!row.active) return ok(toPromotionCode(row));
   const after = { ...row, active: false, updatedAt: ctx.now };
   await commit(
     db,
@@ -216,13 +223,13 @@ export async function deactivatePromotionCode(s: Services, id: string) {
     }),
     ctx,
   );
-  return toPromotionCode(after);
+  return ok(toPromotionCode(after));
 }
 
 /** A redemption about to be made: the coupon, and the promotion code it came through (if any). */
 export type Redemption = { coupon: CouponRow; promotionCode: PromotionCodeRow | null; insertCoupon?: boolean };
 
-const unprocessable = (path: string, message: string) => new ApiError("unprocessable", message, [{ path, message }]);
+const unprocessable = (path: string, message: string) => fail("unprocessable", message, [{ path, message }]);
 
 /**
  * The coupon a request names (a coupon id or a promotion code), checked for this customer, plan and currency at
@@ -233,33 +240,33 @@ export async function resolveRedemption(
   db: Db,
   input: { coupon?: string | undefined; promotionCode?: string | undefined },
   target: { customerId: string; planId: string; currency: string; now: number },
-): Promise<Redemption | null> {
-  if (input.coupon !== undefined && input.promotionCode !== undefined) throw invalid([{ path: "coupon", message: "give either coupon or promotionCode, not both" }]);
+): Promise<Outcome<Redemption | null, "unprocessable" | "conflict">> {
+  if (input.coupon !== undefined && input.promotionCode !== undefined) return invalid([{ path: "coupon", message: "give either coupon or promotionCode, not both" }]);
   let promo: PromotionCodeRow | null = null;
   let couponId = input.coupon;
   if (input.promotionCode !== undefined) {
     promo = (await db.select().from(promotionCodes).where(eq(promotionCodes.code, input.promotionCode.toUpperCase())).get()) ?? null;
-    if (!promo) throw unprocessable("promotionCode", `no promotion code ${input.promotionCode}`);
-    if (!promo.active) throw unprocessable("promotionCode", `promotion code ${promo.code} is inactive`);
-    if (promo.expiresAt !== null && promo.expiresAt <= target.now) throw unprocessable("promotionCode", `promotion code ${promo.code} expired at ${iso(promo.expiresAt)}`);
-    if (promo.customerId !== null && promo.customerId !== target.customerId) throw unprocessable("promotionCode", `promotion code ${promo.code} belongs to another customer`);
+    if (!promo) return unprocessable("promotionCode", `no promotion code ${input.promotionCode}`);
+    if (!promo.active) return unprocessable("promotionCode", `promotion code ${promo.code} is inactive`);
+    if (promo.expiresAt !== null && promo.expiresAt <= target.now) return unprocessable("promotionCode", `promotion code ${promo.code} expired at ${iso(promo.expiresAt)}`);
+    if (promo.customerId !== null && promo.customerId !== target.customerId) return unprocessable("promotionCode", `promotion code ${promo.code} belongs to another customer`);
     if (promo.maxRedemptions !== null && promo.timesRedeemed >= promo.maxRedemptions) {
-      throw new ApiError("conflict", `promotion code ${promo.code} reached its maxRedemptions (${promo.maxRedemptions})`, [{ path: "promotionCode", message: "fully redeemed" }]);
+      return conflict(`promotion code ${promo.code} reached its maxRedemptions (${promo.maxRedemptions})`, [{ path: "promotionCode", message: "fully redeemed" }]);
     }
     if (promo.firstTimeTransaction) {
       const paid = await db.select({ id: invoices.id }).from(invoices).where(and(eq(invoices.customerId, target.customerId), eq(invoices.status, "paid"), gt(invoices.amountPaid, 0))).limit(1).get();
-      if (paid) throw unprocessable("promotionCode", `promotion code ${promo.code} is for first-time customers only; ${target.customerId} already paid an invoice`);
+      if (paid) return unprocessable("promotionCode", `promotion code ${promo.code} is for first-time customers only; ${target.customerId} already paid an invoice`);
     }
     couponId = promo.couponId;
   }
-  if (couponId === undefined) return null;
+  if (couponId === undefined) return ok(null);
   const coupon = await db.select().from(coupons).where(eq(coupons.id, couponId)).get();
-  if (!coupon) throw unprocessable(promo ? "promotionCode" : "coupon", `coupon ${couponId} does not exist`);
+  if (!coupon) return unprocessable(promo ? "promotionCode" : "coupon", `coupon ${couponId} does not exist`);
   const why = couponUnavailable(coupon, target.now);
-  if (why) throw new ApiError(why.includes("maxRedemptions") ? "conflict" : "unprocessable", why, [{ path: promo ? "promotionCode" : "coupon", message: why }]);
-  if (coupon.currency !== null && coupon.currency !== target.currency) throw unprocessable("coupon", `coupon ${coupon.id} is in ${coupon.currency}, the subscription in ${target.currency}`);
-  if (coupon.appliesToPlanIds && !coupon.appliesToPlanIds.includes(target.planId)) throw unprocessable("coupon", `coupon ${coupon.id} applies to plans ${coupon.appliesToPlanIds.join(", ")} only`);
-  return { coupon, promotionCode: promo };
+  if (why) return fail(why.includes("maxRedemptions") ? "conflict" : "unprocessable", why, [{ path: promo ? "promotionCode" : "coupon", message: why }]);
+  if (coupon.currency !== null && coupon.currency !== target.currency) return unprocessable("coupon", `coupon ${coupon.id} is in ${coupon.currency}, the subscription in ${target.currency}`);
+  if (coupon.appliesToPlanIds && !coupon.appliesToPlanIds.includes(target.planId)) return unprocessable("coupon", `coupon ${coupon.id} applies to plans ${coupon.appliesToPlanIds.join(", ")} only`);
+  return ok({ coupon, promotionCode: promo });
 }
 
 /**
@@ -290,15 +297,15 @@ export function redemptionStatements(db: Db, r: Redemption, now: number): BatchI
 }
 
 /** After a redeeming batch failed its assertion: the 409 naming the limit that was reached, when one was. */
-export async function redemptionConflict(db: Db, r: Redemption, now: number): Promise<ApiError | null> {
+export async function redemptionConflict(db: Db, r: Redemption, now: number): Promise<Outcome<never, "conflict"> | null> {
   if (r.promotionCode) {
     const p = await db.select().from(promotionCodes).where(eq(promotionCodes.id, r.promotionCode.id)).get();
-    if (p && p.maxRedemptions !== null && p.timesRedeemed >= p.maxRedemptions) return new ApiError("conflict", `promotion code ${p.code} reached its maxRedemptions (${p.maxRedemptions})`, [{ path: "promotionCode", message: "fully redeemed" }]);
-    if (p && !p.active) return new ApiError("conflict", `promotion code ${p.code} was deactivated`, [{ path: "promotionCode", message: "inactive" }]);
+    if (p && p.maxRedemptions !== null && p.timesRedeemed >= p.maxRedemptions) return conflict(`promotion code ${p.code} reached its maxRedemptions (${p.maxRedemptions})`, [{ path: "promotionCode", message: "fully redeemed" }]);
+    if (p && !p.active) return conflict(`promotion code ${p.code} was deactivated`, [{ path: "promotionCode", message: "inactive" }]);
   }
   const c = await db.select().from(coupons).where(eq(coupons.id, r.coupon.id)).get();
   const why = c ? couponUnavailable(c, now) : null;
-  return why ? new ApiError("conflict", why, [{ path: r.promotionCode ? "promotionCode" : "coupon", message: why }]) : null;
+  return why ? conflict(why, [{ path: r.promotionCode ? "promotionCode" : "coupon", message: why }]) : null;
 }
 
 /** The coupon today's `discountPercent` maps onto: one forever coupon per percentage (as the migration made them). */

@@ -4,6 +4,8 @@ import { dbOf } from "../../db/client";
 import { creditNotes, creditNoteStatuses } from "../../db/schema";
 import { access, requireRole } from "../../http/auth";
 import { services } from "../../http/context";
+import { problem } from "../../http/problem";
+import { valueOrThrow } from "../../platform/failure";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { newestFirstPage } from "../../platform/pagination";
 import { creditNotePdf } from "../documents/store";
@@ -48,10 +50,12 @@ export const creditNoteRoutes = router()
         "Stripe's semantics. Each line credits a pre-tax amount of an invoice line (by amount or quantity); tax is credited in the line's proportion. The total (amount + tax) may not exceed what is left to credit on the invoice. On an open invoice the total comes off the amount due (nothing left: the invoice is paid). On a paid invoice the total is split between `refund` (through the payment's gateway; 423 while payments are frozen) and `creditBalance` (the rest, by default). Numbered CN-<year>-NNNNNN without gaps; emits credit_note.created.",
       middleware: [requireRole(access.finance)] as const,
       request: jsonBody(CreateCreditNote),
-      responses: { 201: jsonResponse(CreditNote, "The issued credit note with its lines"), ...problems(404, 409, 423) },
+      responses: { 201: jsonResponse(CreditNote, "The issued credit note with its lines"), ...problems(404, 409, 422, 423) },
     }),
     async (c) => {
-      const { note, lines } = await createCreditNote(services(c), c.req.valid("json"));
+      const created = await createCreditNote(services(c), c.req.valid("json"));
+      if (!created.ok) return problem(c, created.error);
+      const { note, lines } = created.value;
       return c.json(toCreditNote(note, lines), 201);
     },
   )
@@ -92,7 +96,9 @@ export const creditNoteRoutes = router()
       responses: { 200: jsonResponse(CreditNote, "The credit note"), ...problems(404, 409) },
     }),
     async (c) => {
-      const { note, lines } = await creditNoteWithLines(dbOf(c.env), c.req.valid("param").id);
+      const found = await creditNoteWithLines(dbOf(c.env), c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      const { note, lines } = found.value;
       return c.json(toCreditNote(note, lines), 200);
     },
   )
@@ -112,8 +118,9 @@ export const creditNoteRoutes = router()
       const s = services(c);
       const db = s.db;
       const voided = await voidCreditNote(s, c.req.valid("param").id);
-      const { lines } = await creditNoteWithLines(db, voided.id);
-      return c.json(toCreditNote(voided, lines), 200);
+      if (!voided.ok) return problem(c, voided.error);
+      const { lines } = valueOrThrow(await creditNoteWithLines(db, voided.value.id));
+      return c.json(toCreditNote(voided.value, lines), 200);
     },
   )
   .openapi(
@@ -129,7 +136,9 @@ export const creditNoteRoutes = router()
       responses: { 200: { description: "The credit note as a PDF", content: { "application/pdf": { schema: z.string().openapi({ format: "binary" }) } } }, ...problems(404, 409) },
     }),
     async (c) => {
-      const { note } = await creditNoteWithLines(dbOf(c.env), c.req.valid("param").id);
+      const found = await creditNoteWithLines(dbOf(c.env), c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      const { note } = found.value;
       const body = await creditNotePdf(services(c), note.id);
       return new Response(body as BodyInit, { status: 200, headers: { "content-type": "application/pdf", "content-disposition": `attachment; filename="${note.number}.pdf"`, "cache-control": "private, no-store" } });
     },

@@ -6,8 +6,8 @@ import type { Context } from "hono";
 import type { HonoEnv } from "../../env";
 import { creditGrantStatuses } from "../../db/schema";
 import { getCustomerRow } from "../customers/service";
-import { ok } from "../../platform/failure";
-import { problem } from "../../http/problem";
+import { ok, valueOrThrow } from "../../platform/failure";
+import { problem, respond } from "../../http/problem";
 import { purchaseCredit } from "../invoices/credit-purchase";
 import { CreateCreditGrant, CreditBalance, CreditGrant, VoidCreditGrant } from "./schemas";
 import { toGrant } from "./ledger";
@@ -38,16 +38,18 @@ export const creditRoutes = router()
         "promotional: usable at once. paid: an invoice for the purchase is issued and collected like any other; the grant is `pending` until that invoice is paid (then `active`, with a `granted` movement), and is voided with it. Invoices use grants before charging, by priority (0 first), then earliest expiry, each within its meter scope.",
       middleware: [requireRole(access.finance)] as const,
       request: { params: CustomerParam, ...jsonBody(CreateCreditGrant) },
-      responses: { 201: jsonResponse(CreditGrant, "The new grant (pending for a paid one until its invoice is paid)"), ...problems(404, 409) },
+      responses: { 201: jsonResponse(CreditGrant, "The new grant (pending for a paid one until its invoice is paid)"), ...problems(404, 409, 422) },
     }),
     async (c) => {
       const found = await customerAndNow(c, c.req.valid("param").id);
       if (!found.ok) return problem(c, found.error);
       const { db, customer, now } = found.value;
-      const input = grantInputOf(customer, c.req.valid("json"), now);
+      const checked = grantInputOf(customer, c.req.valid("json"), now);
+      if (!checked.ok) return problem(c, checked.error);
+      const input = checked.value;
       const s = services(c).withNow(now);
       const grant = input.category === "paid" ? (await purchaseCredit(s, customer, input)).grant : await createPromotionalGrant(s, customer, input);
-      return c.json(toGrant(await getGrantRow(db, customer.id, grant.id), now), 201);
+      return c.json(toGrant(valueOrThrow(await getGrantRow(db, customer.id, grant.id)), now), 201);
     },
   )
   .openapi(
@@ -85,7 +87,8 @@ export const creditRoutes = router()
       const found = await customerAndNow(c, c.req.valid("param").id);
       if (!found.ok) return problem(c, found.error);
       const { db, customer, now } = found.value;
-      return c.json(toGrant(await getGrantRow(db, customer.id, c.req.valid("param").grantId), now), 200);
+      const grant = await getGrantRow(db, customer.id, c.req.valid("param").grantId);
+      return grant.ok ? c.json(toGrant(grant.value, now), 200) : problem(c, grant.error);
     },
   )
   .openapi(
@@ -103,8 +106,8 @@ export const creditRoutes = router()
     async (c) => {
       const found = await customerAndNow(c, c.req.valid("param").id);
       if (!found.ok) return problem(c, found.error);
-      const { db, customer, now } = found.value;
-      return c.json(await voidGrantById(services(c).withNow(now), customer.id, c.req.valid("param").grantId, c.req.valid("json").reason ?? "voided"), 200);
+      const { customer, now } = found.value;
+      return respond(c, await voidGrantById(services(c).withNow(now), customer.id, c.req.valid("param").grantId, c.req.valid("json").reason ?? "voided"), 200);
     },
   )
   .openapi(

@@ -8,14 +8,16 @@ import { newestFirstPage } from "../../platform/pagination";
 import { isAssertionFailure } from "../../db/assert";
 import { creditGrants, creditLedger, customers } from "../../db/schema";
 import { money, toMinor } from "../../domain/money";
-import { ApiError, invalid, notFound } from "../../platform/errors";
+import { conflict, invalid, notFound, ok, valueOrThrow, type Outcome } from "../../platform/failure";
 import { expireGrant, grantCredit, grantsDueToExpire, toGrant, toTransaction, voidGrant, type GrantInput, type GrantRow } from "./ledger";
 import type { CreateCreditGrant } from "./schemas";
 
 type CustomerRow = typeof customers.$inferSelect;
 
+export type GrantRequest = Omit<GrantInput, "customerId" | "currency" | "testClockId" | "purchaseInvoiceId">;
+
 /** The grant input of an API request, checked against the customer: exact money in its currency, a future expiry. */
-export function grantInputOf(customer: CustomerRow, body: z.infer<typeof CreateCreditGrant>, now: number): Omit<GrantInput, "customerId" | "currency" | "testClockId" | "purchaseInvoiceId"> {
+export function grantInputOf(customer: CustomerRow, body: z.infer<typeof CreateCreditGrant>, now: number): Outcome<GrantRequest, "unprocessable"> {
   const errors: { path: string; message: string }[] = [];
   if (body.currency !== customer.currency) errors.push({ path: "currency", message: `must be the customer's currency (${customer.currency})` });
   const amount = toMinor(body.amount, body.currency);
@@ -23,8 +25,8 @@ export function grantInputOf(customer: CustomerRow, body: z.infer<typeof CreateC
   else if (amount.value <= 0) errors.push({ path: "amount", message: "must be greater than 0" });
   const expiresAt = body.expiresAt ? Date.parse(body.expiresAt) : null;
   if (expiresAt !== null && expiresAt <= now) errors.push({ path: "expiresAt", message: "must be in the future" });
-  if (errors.length) throw invalid(errors);
-  return {
+  if (errors.length) return invalid(errors);
+  return ok({
     amount: amount.ok ? amount.value : 0,
     category: body.category,
     source: "api",
@@ -33,11 +35,11 @@ export function grantInputOf(customer: CustomerRow, body: z.infer<typeof CreateC
     expiresAt,
     appliesToMeterIds: body.appliesTo?.meterIds ?? null,
     metadata: body.metadata ?? {},
-  };
+  });
 }
 
 /** A promotional grant (usable at once) through the API. Paid grants go through purchaseCredit (an invoice first). */
-export async function createPromotionalGrant(s: Services, customer: CustomerRow, input: ReturnType<typeof grantInputOf>) {
+export async function createPromotionalGrant(s: Services, customer: CustomerRow, input: GrantRequest) {
   const { db, audit: ctx } = s;
   const g = grantCredit(db, { ...input, customerId: customer.id, currency: customer.currency, testClockId: customer.testClockId }, ctx);
   await commitWithAudit(db, g.statements, g.audit, ctx);
@@ -45,30 +47,31 @@ export async function createPromotionalGrant(s: Services, customer: CustomerRow,
   return g.grant;
 }
 
-export async function getGrantRow(db: Db, customerId: string, id: string): Promise<GrantRow> {
+export async function getGrantRow(db: Db, customerId: string, id: string): Promise<Outcome<GrantRow, "not_found">> {
   const row = await db.select().from(creditGrants).where(and(eq(creditGrants.id, id), eq(creditGrants.customerId, customerId))).get();
-  if (!row) throw notFound("credit grant", id);
-  return row;
+  return row ? ok(row) : notFound("credit grant", id);
 }
 
 export const listGrants = (db: Db, customerId: string, q: { limit: number; startingAfter?: string | undefined; status?: GrantRow["status"] | undefined }, now: number) =>
   newestFirstPage(db, { table: creditGrants, id: creditGrants.id, createdAt: creditGrants.createdAt }, q, [eq(creditGrants.customerId, customerId), q.status ? eq(creditGrants.status, q.status) : undefined], (r) => toGrant(r, now));
 
 /** Voids a pending or active grant: what is left of it leaves the balance (a `voided` movement). */
-export async function voidGrantById(s: Services, customerId: string, id: string, reason: string) {
+export async function voidGrantById(s: Services, customerId: string, id: string, reason: string): Promise<Outcome<ReturnType<typeof toGrant>, "not_found" | "conflict">> {
   const { db, audit: ctx } = s;
-  const g = await getGrantRow(db, customerId, id);
-  if (g.status !== "active" && g.status !== "pending") throw new ApiError("conflict", `credit grant ${id} is ${g.status}`, [{ path: "id", message: g.status }]);
-  if (g.purchaseInvoiceId && g.status === "pending") throw new ApiError("conflict", `credit grant ${id} waits for invoice ${g.purchaseInvoiceId}: void that invoice instead`, [{ path: "id", message: "pending purchase" }]);
+  const found = await getGrantRow(db, customerId, id);
+  if (!found.ok) return found;
+  const g = found.value;
+  if (g.status !== "active" && g.status !== "pending") return conflict(`credit grant ${id} is ${g.status}`, [{ path: "id", message: g.status }]);
+  if (g.purchaseInvoiceId && g.status === "pending") return conflict(`credit grant ${id} waits for invoice ${g.purchaseInvoiceId}: void that invoice instead`, [{ path: "id", message: "pending purchase" }]);
   const c = voidGrant(db, g, reason, ctx);
   try {
     await commitWithAudit(db, c.statements, c.audit, ctx);
   } catch (e) {
-    if (isAssertionFailure(e)) throw new ApiError("conflict", `credit grant ${id} changed concurrently (used by an invoice, or expired); retry`);
+    if (isAssertionFailure(e)) return conflict(`credit grant ${id} changed concurrently (used by an invoice, or expired); retry`);
     throw e;
   }
   eventsCommitted(c.eventIds);
-  return toGrant((await getGrantRow(db, customerId, id))!, ctx.now);
+  return ok(toGrant(valueOrThrow(await getGrantRow(db, customerId, id)), ctx.now));
 }
 
 /** The customer's credit: usable now (by category), pending purchases, and a page of movements, newest first. */

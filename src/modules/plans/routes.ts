@@ -3,6 +3,7 @@ import { access, requireRole, requireScopeOrRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { services } from "../../http/context";
+import { problem, respond } from "../../http/problem";
 import { CreatePlan, CreatePlanVersion, Plan } from "./schemas";
 import { createPlan, createPlanVersion, getPlanRow, listPlans, toPlan } from "./service";
 
@@ -19,9 +20,9 @@ export const planRoutes = router()
       description: "Creates version 1 of a plan with its flat and metered prices (per unit, graduated, volume or package). Amounts are decimal strings or numbers in the plan's currency.",
       middleware: [requireRole(access.catalogue)] as const,
       request: jsonBody(CreatePlan),
-      responses: { 201: jsonResponse(Plan, "The new plan") },
+      responses: { 201: jsonResponse(Plan, "The new plan"), ...problems(409, 422) },
     }),
-    async (c) => c.json(await createPlan(services(c), c.req.valid("json")), 201),
+    async (c) => respond(c, await createPlan(services(c), c.req.valid("json")), 201),
   )
   .openapi(
     createRoute({
@@ -49,7 +50,10 @@ export const planRoutes = router()
       request: { params: IdParam, query: z.object({ version: z.coerce.number().int().positive().optional() }) },
       responses: { 200: jsonResponse(Plan, "The plan"), ...problems(404) },
     }),
-    async (c) => c.json(toPlan(await getPlanRow(dbOf(c.env), c.req.valid("param").id, c.req.valid("query").version)), 200),
+    async (c) => {
+      const found = await getPlanRow(dbOf(c.env), c.req.valid("param").id, c.req.valid("query").version);
+      return found.ok ? c.json(toPlan(found.value), 200) : problem(c, found.error);
+    },
   )
   .openapi(
     createRoute({
@@ -61,7 +65,7 @@ export const planRoutes = router()
       description: "A new version with new prices; existing subscriptions keep the version they are on until their plan is changed.",
       middleware: [requireRole(access.catalogue)] as const,
       request: { params: IdParam, ...jsonBody(CreatePlanVersion) },
-      responses: { 201: jsonResponse(Plan, "The new version"), ...problems(404) },
+      responses: { 201: jsonResponse(Plan, "The new version"), ...problems(404, 409, 422) },
     }),
-    async (c) => c.json(await createPlanVersion(services(c), c.req.valid("param").id, c.req.valid("json")), 201),
+    async (c) => respond(c, await createPlanVersion(services(c), c.req.valid("param").id, c.req.valid("json")), 201),
   );

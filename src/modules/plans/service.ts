@@ -9,7 +9,8 @@ import { formatMinor, toMinor } from "../../domain/money";
 import { formatDecimal, parseDecimal } from "../../domain/decimal";
 import { validatePricing } from "../../domain/pricing";
 import { isUniqueViolation } from "../../db/assert";
-import { ApiError, invalid, notFound, type FieldError } from "../../platform/errors";
+import type { FieldError } from "../../platform/errors";
+import { conflict, invalid, notFound, ok, type Outcome } from "../../platform/failure";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import type { CreatePlan, CreatePlanVersion, Plan } from "./schemas";
@@ -37,7 +38,7 @@ export function toPlan(r: Row): z.infer<typeof Plan> {
 }
 
 /** Checks what zod cannot: exact money, tier shape, unique meters; returns the stored price list. */
-export function buildPrices(input: PlanInput): StoredPrice[] {
+export function buildPrices(input: PlanInput): Outcome<StoredPrice[], "unprocessable"> {
   const errors: FieldError[] = [];
   const meters = new Set<string>();
   const eventNames = new Set<string>();
@@ -92,8 +93,7 @@ export function buildPrices(input: PlanInput): StoredPrice[] {
     if (priceIds.has(p.id)) errors.push({ path: `prices.${i}.id`, message: "duplicate price id" });
     priceIds.add(p.id);
   });
-  if (errors.length) throw invalid(errors);
-  return prices;
+  return errors.length ? invalid(errors) : ok(prices);
 }
 
 // Keep the caller's spelling when it is not a valid decimal: validatePricing reports it with its path.
@@ -102,56 +102,59 @@ function canonical(s: string): string {
   return d.ok ? s.trim() : s;
 }
 
-export async function createPlan(s: Services, input: z.infer<typeof CreatePlan>) {
+export async function createPlan(s: Services, input: z.infer<typeof CreatePlan>): Promise<Outcome<z.infer<typeof Plan>, "conflict" | "unprocessable">> {
   const { db, audit: ctx } = s;
   const id = input.id ?? newId("plan");
-  const prices = buildPrices(input);
+  const built = buildPrices(input);
+  if (!built.ok) return built;
+  const prices = built.value;
   if (await db.select({ id: plans.id }).from(plans).where(eq(plans.id, id)).get()) {
-    throw new ApiError("conflict", `plan ${id} already exists; publish a new version with POST /api/v1/plans/${id}/versions`, [
-      { path: "id", message: "already exists" },
-    ]);
+    return conflict(`plan ${id} already exists; publish a new version with POST /api/v1/plans/${id}/versions`, [{ path: "id", message: "already exists" }]);
   }
   const row: Row = { id, version: 1, isLatest: true, name: input.name, currency: input.currency, interval: input.interval, intervalCount: input.intervalCount, trialDays: input.trialDays, prices, metadata: input.metadata ?? {}, createdAt: ctx.now };
   try {
     await commitWithAudit(db, [db.insert(plans).values(row)], [{ action: "plan.created", targetType: "plan", targetId: id, after: toPlan(row) }], ctx);
   } catch (e) {
     // A concurrent request with the same client-supplied id won the insert.
-    if (isUniqueViolation(e, "plans.id")) throw new ApiError("conflict", `plan ${id} already exists`, [{ path: "id", message: "already exists" }]);
+    if (isUniqueViolation(e, "plans.id")) return conflict(`plan ${id} already exists`, [{ path: "id", message: "already exists" }]);
     throw e;
   }
-  return toPlan(row);
+  return ok(toPlan(row));
 }
 
 /** Plans are never edited in place: a new version is published and existing subscriptions keep theirs. */
-export async function createPlanVersion(s: Services, id: string, input: PlanInput) {
+export async function createPlanVersion(s: Services, id: string, input: PlanInput): Promise<Outcome<z.infer<typeof Plan>, "not_found" | "conflict" | "unprocessable">> {
   const { db, audit: ctx } = s;
-  const latest = await getPlanRow(db, id);
-  const prices = buildPrices(input);
+  const found = await getPlanRow(db, id);
+  if (!found.ok) return found;
+  const latest = found.value;
+  const built = buildPrices(input);
+  if (!built.ok) return built;
+  const prices = built.value;
   const row: Row = { id, version: latest.version + 1, isLatest: true, name: input.name, currency: input.currency, interval: input.interval, intervalCount: input.intervalCount, trialDays: input.trialDays, prices, metadata: input.metadata ?? {}, createdAt: ctx.now };
   // The (id, version) primary key makes a concurrent publisher of the same version fail the whole batch.
-  await commitWithAudit(
-    db,
-    [db.update(plans).set({ isLatest: false }).where(and(eq(plans.id, id), eq(plans.version, latest.version))), db.insert(plans).values(row)],
-    [{ action: "plan.version_created", targetType: "plan", targetId: id, before: { version: latest.version }, after: toPlan(row) }],
-    ctx,
-  ).catch((e) => {
-    if (String(e).includes("UNIQUE") || String((e as { cause?: unknown }).cause).includes("UNIQUE")) {
-      throw new ApiError("conflict", `plan ${id} version ${row.version} was published concurrently; retry`);
-    }
+  try {
+    await commitWithAudit(
+      db,
+      [db.update(plans).set({ isLatest: false }).where(and(eq(plans.id, id), eq(plans.version, latest.version))), db.insert(plans).values(row)],
+      [{ action: "plan.version_created", targetType: "plan", targetId: id, before: { version: latest.version }, after: toPlan(row) }],
+      ctx,
+    );
+  } catch (e) {
+    if (String(e).includes("UNIQUE") || String((e as { cause?: unknown }).cause).includes("UNIQUE")) return conflict(`plan ${id} version ${row.version} was published concurrently; retry`);
     throw e;
-  });
-  return toPlan(row);
+  }
+  return ok(toPlan(row));
 }
 
-export async function getPlanRow(db: Db, id: string, version?: number): Promise<Row> {
+export async function getPlanRow(db: Db, id: string, version?: number): Promise<Outcome<Row, "not_found">> {
   const row = await db
     .select()
     .from(plans)
     .where(and(eq(plans.id, id), version === undefined ? eq(plans.isLatest, true) : eq(plans.version, version)))
     .orderBy(desc(plans.version))
     .get();
-  if (!row) throw notFound("plan", version === undefined ? id : `${id} version ${version}`);
-  return row;
+  return row ? ok(row) : notFound("plan", version === undefined ? id : `${id} version ${version}`);
 }
 
 export async function listPlans(db: Db, q: { limit: number; startingAfter?: string | undefined }) {

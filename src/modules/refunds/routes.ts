@@ -7,7 +7,8 @@ import { dbOf } from "../../db/client";
 import { newestFirstPage } from "../../platform/pagination";
 import { refunds } from "../../db/schema";
 import { services } from "../../http/context";
-import { invalid, notFound } from "../../http/problem";
+import { problem } from "../../http/problem";
+import { invalid, notFound, ok } from "../../platform/failure";
 import { paymentById, refundById } from "./ledger";
 import { bulkResults, requestBulkRefund } from "./bulk";
 import { refundReport } from "./report";
@@ -29,14 +30,15 @@ export const refundRoutes = router()
       description: "Refunds created between two dates (inclusive), per currency: by status, reason and gateway, and the refund rate.",
       middleware: [requireRole(access.finance)] as const,
       request: { query: ReportQuery },
-      responses: { 200: jsonResponse(RefundReport, "The report") },
+      responses: { 200: jsonResponse(RefundReport, "The report"), ...problems(422) },
     }),
     async (c) => {
       const q = c.req.valid("query");
       const endDate = q.endDate ?? new Date().toISOString().slice(0, 10);
       const from = Date.parse(`${q.startDate}T00:00:00Z`);
       const to = Date.parse(`${endDate}T00:00:00Z`) + DAY_MS;
-      if (to <= from) throw invalid([{ path: "endDate", message: "must not be before startDate" }]);
+      const range = to > from ? ok({ from, to }) : invalid([{ path: "endDate", message: "must not be before startDate" }]);
+      if (!range.ok) return problem(c, range.error);
       return c.json({ startDate: q.startDate, endDate, currencies: await refundReport(dbOf(c.env), from, to) }, 200);
     },
   )
@@ -69,8 +71,8 @@ export const refundRoutes = router()
     async (c) => {
       const { bulkId } = c.req.valid("param");
       const r = await bulkResults(dbOf(c.env), bulkId);
-      if (!r) throw notFound("bulk refund", bulkId);
-      return c.json(r, 200);
+      const found = r ? ok(r) : notFound("bulk refund", bulkId);
+      return found.ok ? c.json(found.value, 200) : problem(c, found.error);
     },
   )
   .openapi(
@@ -84,10 +86,12 @@ export const refundRoutes = router()
         "Refunds a succeeded payment in part or in full. Never more than captured minus earlier refunds (422 naming `amount` with what remains). 423 while payments are frozen or in queue mode. A gateway decline is a 422 with the gateway's message.",
       middleware: [requireRole(access.finance)] as const,
       request: jsonBody(CreateRefund),
-      responses: { 201: jsonResponse(RefundWithRemaining, "The refund"), 202: jsonResponse(RefundWithRemaining, "Pending: the gateway did not answer; the amount stays reserved and the hourly sweep settles it"), ...problems(404, 423) },
+      responses: { 201: jsonResponse(RefundWithRemaining, "The refund"), 202: jsonResponse(RefundWithRemaining, "Pending: the gateway did not answer; the amount stays reserved and the hourly sweep settles it"), ...problems(400, 404, 422, 423) },
     }),
     async (c) => {
-      const { refund, payment } = await createRefund(services(c), c.req.valid("json"));
+      const created = await createRefund(services(c), c.req.valid("json"));
+      if (!created.ok) return problem(c, created.error);
+      const { refund, payment } = created.value;
       // 202: the gateway did not answer; the refund stays pending (amount reserved) until the hourly sweep settles it.
       return refund.status === "pending" && !refund.gatewayRefundId ? c.json(withRemaining(refund, payment), 202) : c.json(withRemaining(refund, payment), 201);
     },
@@ -133,7 +137,8 @@ export const refundRoutes = router()
       const db = dbOf(c.env);
       const { id } = c.req.valid("param");
       const row = await refundById(db, id);
-      if (!row) throw notFound("refund", id);
-      return c.json(withRemaining(row, await paymentById(db, row.paymentId)), 200);
+      const found = row ? ok(row) : notFound("refund", id);
+      if (!found.ok) return problem(c, found.error);
+      return c.json(withRemaining(found.value, await paymentById(db, found.value.paymentId)), 200);
     },
   );

@@ -2,9 +2,9 @@ import type { Services } from "../../platform/services";
 import { and, eq, isNull, lt } from "drizzle-orm";
 import { refunds } from "../../db/schema";
 import { formatMinor, toMinor } from "../../domain/money";
-import { ApiError, invalid, notFound } from "../../platform/errors";
+import { fail, invalid, notFound, ok, type Outcome } from "../../platform/failure";
 import { newId } from "../../lib/ids";
-import { lockedError, withAdmission } from "../payments/guard";
+import { paymentsLocked } from "../../gateways/guard";
 import { notRefundable, paymentById, remainingOf, reserve, settle, type PaymentRow, type RefundRow } from "./ledger";
 
 export { processBulkRefundItem, type BulkRefundItemMessage, type BulkItemResult } from "./bulk";
@@ -14,19 +14,19 @@ export { toRefund, withRemaining } from "./serialize";
 export type CreateRefundInput = { paymentId: string; amount?: string | number; reason: string; notify: boolean };
 
 /** The amount asked for, in minor units of the payment's currency (omitted: everything still refundable). */
-function requestedMinor(payment: PaymentRow, amount: string | number | undefined): number {
+function requestedMinor(payment: PaymentRow, amount: string | number | undefined): Outcome<number, "unprocessable" | "validation_failed"> {
   if (amount === undefined) {
     const remaining = remainingOf(payment);
-    if (remaining <= 0) throw invalid([{ path: "amount", message: `payment ${payment.id} is already fully refunded` }]);
-    return remaining;
+    if (remaining <= 0) return invalid([{ path: "amount", message: `payment ${payment.id} is already fully refunded` }]);
+    return ok(remaining);
   }
   const minor = toMinor(amount, payment.currency);
-  if (!minor.ok) throw new ApiError("validation_failed", `amount: ${minor.error}`, [{ path: "amount", message: minor.error }]);
-  if (minor.value <= 0) throw new ApiError("validation_failed", "amount: must be greater than 0", [{ path: "amount", message: "must be greater than 0" }]);
-  return minor.value;
+  if (!minor.ok) return fail("validation_failed", `amount: ${minor.error}`, [{ path: "amount", message: minor.error }]);
+  if (minor.value <= 0) return fail("validation_failed", "amount: must be greater than 0", [{ path: "amount", message: "must be greater than 0" }]);
+  return ok(minor.value);
 }
 
-function overRefund(payment: PaymentRow, asked: number): ApiError {
+function overRefund(payment: PaymentRow, asked: number) {
   const remaining = formatMinor(Math.max(0, remainingOf(payment)), payment.currency);
   return invalid(
     [{ path: "amount", message: `exceeds the remaining refundable amount ${remaining} ${payment.currency}` }],
@@ -41,16 +41,21 @@ function overRefund(payment: PaymentRow, asked: number): ApiError {
  * decline → 422 and the reservation given back; no answer from the gateway → the refund stays pending (the caller
  * sees status "pending") and the hourly sweep settles it.
  */
-export async function createRefund(requestS: Services, input: CreateRefundInput): Promise<{ refund: RefundRow; payment: PaymentRow }> {
+export async function createRefund(
+  requestS: Services,
+  input: CreateRefundInput,
+): Promise<Outcome<{ refund: RefundRow; payment: PaymentRow }, "not_found" | "unprocessable" | "validation_failed" | "locked">> {
   const db = requestS.db;
   const payment = await paymentById(db, input.paymentId);
-  if (!payment) throw notFound("payment", input.paymentId);
+  if (!payment) return notFound("payment", input.paymentId);
   // A payment of a test-clock invoice is refunded in the clock's time (the refund and its events).
   const s = await requestS.inClockOfInvoice(payment.invoiceId);
   const ctx = s.audit;
   const why = notRefundable(payment);
-  if (why) throw invalid([{ path: "paymentId", message: why }]);
-  const amount = requestedMinor(payment, input.amount);
+  if (why) return invalid([{ path: "paymentId", message: why }]);
+  const asked = requestedMinor(payment, input.amount);
+  if (!asked.ok) return asked;
+  const amount = asked.value;
   const id = newId("re");
   const row: RefundRow = {
     id,
@@ -71,15 +76,16 @@ export async function createRefund(requestS: Services, input: CreateRefundInput)
   };
 
   const admitted = await s.guard.withAdmission(`refund ${id}`, async (held) => {
-    if ((await reserve(db, row, payment, ctx)) !== "reserved") throw overRefund((await paymentById(db, payment.id)) ?? payment, amount);
+    if ((await reserve(db, row, payment, ctx)) !== "reserved") return overRefund((await paymentById(db, payment.id)) ?? payment, amount);
     // A gateway that does not answer may still have refunded: keep the reservation and the key; the hourly sweep
     // asks again with the same key. Giving the reservation back here could let a second refund overdraw the charge.
-    return settle(s, row, payment, "keep", held);
+    return ok(await settle(s, row, payment, "keep", held));
   });
-  if (!admitted.admitted) throw lockedError(admitted);
-  const outcome = admitted.value;
-  if (outcome.kind === "failed") throw new ApiError("unprocessable", `refund ${id} failed: ${outcome.message}`, [{ path: "paymentId", message: outcome.message }]);
-  return { refund: outcome.refund, payment: (await paymentById(db, payment.id))! };
+  if (!admitted.admitted) return paymentsLocked(admitted);
+  if (!admitted.value.ok) return admitted.value;
+  const outcome = admitted.value.value;
+  if (outcome.kind === "failed") return fail("unprocessable", `refund ${id} failed: ${outcome.message}`, [{ path: "paymentId", message: outcome.message }]);
+  return ok({ refund: outcome.refund, payment: (await paymentById(db, payment.id))! });
 }
 
 /**

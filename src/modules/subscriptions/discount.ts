@@ -7,6 +7,7 @@ import { subscriptions } from "../../db/schema";
 import { formatDecimal, ONE, parseDecimal } from "../../domain/decimal";
 import { ApiError, invalid } from "../../platform/errors";
 import { commitSubscriptionChange } from "./commit";
+import { conflict, valueOrThrow } from "../../platform/failure";
 import { legacyPercentCoupon, percentOf, redemptionConflict, redemptionStatements, type Redemption } from "../coupons/service";
 import { currentDiscount, mirrorOf, newDiscount, replaceDiscountStatements, toDiscount, type DiscountRow } from "../coupons/discounts";
 import { planVersion } from "../invoices/invoice-builder";
@@ -14,7 +15,7 @@ import { planVersion } from "../invoices/invoice-builder";
 type SubscriptionRow = typeof subscriptions.$inferSelect;
 
 /** A percentage off every invoice line before tax: 0-100 with at most 4 decimals, stored in canonical form. */
-export const discountPercentOf = (raw: string | number, path = "discountPercent"): string => percentOf(raw, path);
+export const discountPercentOf = (raw: string | number, path = "discountPercent"): string => valueOrThrow(percentOf(raw, path));
 
 /** True when `a` is a larger discount than `b` (null: none). */
 export function largerDiscount(a: string, b: string | null): boolean {
@@ -70,7 +71,7 @@ export async function applyDiscount(
     ...(opts.audit ?? []),
   ];
   const ok = await commitSubscriptionChange(db, sub, mirror, statements, audit, ctx);
-  if (!ok) throw (redemption ? await redemptionConflict(db, redemption, ctx.now) : null) ?? new ApiError("conflict", `subscription ${sub.id} changed concurrently; retry`);
+  if (!ok) return valueOrThrow((redemption ? await redemptionConflict(db, redemption, ctx.now) : null) ?? conflict(`subscription ${sub.id} changed concurrently; retry`));
   eventsCommitted(events.map((e) => e.id));
   return (await db.select().from(subscriptions).where(eq(subscriptions.id, sub.id)).get())!;
 }

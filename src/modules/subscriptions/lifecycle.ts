@@ -16,6 +16,7 @@ import { closeMeterPeriod, pushMeterConfig } from "../usage/meter-config";
 import { asPrices, buildDraftInvoice, pendingToLine, planVersion, unbilledPending } from "../invoices/invoice-builder";
 import { finalizeInvoice } from "../invoices/finalize";
 import { getPlanRow } from "../plans/service";
+import { asField, valueOrThrow } from "../../platform/failure";
 import { eventsCommitted } from "../../platform/events";
 
 type SubscriptionRow = typeof subscriptions.$inferSelect;
@@ -230,9 +231,7 @@ export async function previewPlanChange(
 /** The checks every plan change makes, and what it resolves to: the new plan, the quantity and when. */
 async function planChangeTarget(db: Db, sub: SubscriptionRow, input: { newPlanId: string; effective: "now" | "next_billing_cycle" | number; quantity?: number | undefined }, now: number) {
   if (sub.status === "canceled") throw conflict(`subscription ${sub.id} is canceled`);
-  const next = await getPlanRow(db, input.newPlanId).catch(() => {
-    throw invalid([{ path: "newPlanId", message: `plan ${input.newPlanId} does not exist` }]);
-  });
+  const next = valueOrThrow(asField(await getPlanRow(db, input.newPlanId), "newPlanId"));
   if (next.currency !== sub.currency) throw invalid([{ path: "newPlanId", message: `plan is billed in ${next.currency}, the subscription in ${sub.currency}` }]);
   const quantity = input.quantity ?? sub.quantity;
   const when = input.effective === "next_billing_cycle" ? sub.currentPeriodEnd : input.effective === "now" ? now : Math.max(input.effective, now);

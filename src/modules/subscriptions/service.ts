@@ -21,7 +21,7 @@ import { ApiError, invalid, notFound } from "../../platform/errors";
 import { newId } from "../../lib/ids";
 import { DAY_MS } from "../../lib/time";
 import { getCustomerRow, notDeleted } from "../customers/service";
-import { asField, valueOrThrow } from "../../platform/failure";
+import { asField, conflict, valueOrThrow } from "../../platform/failure";
 import { getPlanRow } from "../plans/service";
 import { pushMeterConfig } from "../usage/meter-config";
 import type { CreateSubscription } from "./schemas";
@@ -42,10 +42,7 @@ export async function createSubscription(s: Services, input: z.infer<typeof Crea
   // Only "does not exist" is the client's fault; any other failure (D1 down) stays a 5xx.
   const found = asField(await getCustomerRow(db, input.customerId), "customerId");
   const customer = valueOrThrow(found.ok ? notDeleted(found.value) : found);
-  const plan = await getPlanRow(db, input.planId).catch((e: unknown) => {
-    if (e instanceof ApiError && e.kind === "not_found") throw invalid([{ path: "planId", message: `plan ${input.planId} does not exist` }]);
-    throw e;
-  });
+  const plan = valueOrThrow(asField(await getPlanRow(db, input.planId), "planId"));
   if (plan.currency !== customer.currency) {
     throw invalid([{ path: "planId", message: `plan is billed in ${plan.currency} but the customer pays in ${customer.currency}` }]);
   }
@@ -75,7 +72,7 @@ export async function createSubscription(s: Services, input: z.infer<typeof Crea
   const redemption: Redemption | null =
     input.discountPercent !== undefined
       ? { coupon: legacyPercentCoupon(discountPercentOf(input.discountPercent), now), promotionCode: null, insertCoupon: true }
-      : await resolveRedemption(db, { coupon: input.coupon, promotionCode: input.promotionCode }, { customerId: customer.id, planId: plan.id, currency: plan.currency, now });
+      : valueOrThrow(await resolveRedemption(db, { coupon: input.coupon, promotionCode: input.promotionCode }, { customerId: customer.id, planId: plan.id, currency: plan.currency, now }));
   const { discountPercent } = mirrorOf(redemption ? { coupon: redemption.coupon, discount: { endsAt: null } as DiscountRow } : null);
   const status: SubscriptionStatus = trialEnd !== null ? "trialing" : "active";
   const row: Row = {
@@ -160,7 +157,7 @@ export async function createSubscription(s: Services, input: z.infer<typeof Crea
     await commit(db, subscriptionCreated(db, row, { statements, audit }), auditCtx);
   } catch (e) {
     // A redemption limit reached by a concurrent request (or credit spent meanwhile) aborts the batch.
-    if (isAssertionFailure(e)) throw (redemption ? await redemptionConflict(db, redemption, now) : null) ?? new ApiError("conflict", "the customer's credit or the coupon changed concurrently; retry");
+    if (isAssertionFailure(e)) return valueOrThrow((redemption ? await redemptionConflict(db, redemption, now) : null) ?? conflict("the customer's credit or the coupon changed concurrently; retry"));
     throw e;
   }
   eventsCommitted(createdEvents);

@@ -1,8 +1,9 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
-import { jsonBody, jsonResponse, router } from "../../http/openapi";
+import { jsonBody, jsonResponse, problems, router } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { services } from "../../http/context";
+import { problem } from "../../http/problem";
 import { iso } from "../../lib/time";
 import { ExemptionReport, ExemptionsQuery, RatesQuery, TaxRateHistory, TaxRateUpdated, TaxReport, TaxReportRequest, UpsertTaxRate } from "./schemas";
 import { taxRateHistory, upsertTaxRate, validateExemptions } from "./service";
@@ -19,12 +20,14 @@ export const taxRoutes = router()
       description: "Sets a jurisdiction's rate from a date on: a new date adds to the history, the same date replaces it. Audited.",
       middleware: [requireRole(access.finance)] as const,
       request: jsonBody(UpsertTaxRate),
-      responses: { 200: jsonResponse(TaxRateUpdated, "The jurisdiction's history and the rate in force now") },
+      responses: { 200: jsonResponse(TaxRateUpdated, "The jurisdiction's history and the rate in force now"), ...problems(409, 422) },
     }),
     async (c) => {
       const input = c.req.valid("json");
       const s = services(c);
-      const change = await upsertTaxRate(s, { jurisdiction: input.jurisdiction, rate: input.rate, effectiveFrom: Date.parse(input.effectiveDate) });
+      const changed = await upsertTaxRate(s, { jurisdiction: input.jurisdiction, rate: input.rate, effectiveFrom: Date.parse(input.effectiveDate) });
+      if (!changed.ok) return problem(c, changed.error);
+      const change = changed.value;
       const history = await taxRateHistory(s.db, input.jurisdiction, s.audit.now);
       return c.json({ ...history, change: { ...change, effectiveFrom: iso(change.effectiveFrom) } }, 200);
     },

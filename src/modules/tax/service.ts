@@ -8,7 +8,7 @@ import { assertChanged, isAssertionFailure, isUniqueViolation } from "../../db/a
 import { formatDecimal, formatScaled, ONE, parseDecimal, SCALE } from "../../domain/decimal";
 import { err, ok, type Result } from "../../domain/result";
 import { rateInForce, type TaxRate } from "../../domain/tax";
-import { ApiError, invalid } from "../../platform/errors";
+import { conflict, invalid, type Outcome } from "../../platform/failure";
 import { newId } from "../../lib/ids";
 import { iso, DAY_MS } from "../../lib/time";
 import { JURISDICTION, type ExemptionIssue, type TaxRateEntry, type TaxRateHistory } from "./schemas";
@@ -64,11 +64,11 @@ const MAX_ATTEMPTS = 3;
  * Sets the rate of `jurisdiction` from `effectiveFrom` on: a new date adds to the history, the same date
  * replaces that entry (the audit row keeps the old rate). Setting the rate it already has writes nothing.
  */
-export async function upsertTaxRate(s: Services, input: TaxRateInput): Promise<TaxRateChange> {
+export async function upsertTaxRate(s: Services, input: TaxRateInput): Promise<Outcome<TaxRateChange, "conflict" | "unprocessable">> {
   const { db, audit: ctx } = s;
   const rate = parseTaxRate(input.rate);
-  if (!rate.ok) throw invalid([{ path: "rate", message: rate.error }]);
-  if (!JURISDICTION.test(input.jurisdiction)) throw invalid([{ path: "jurisdiction", message: "must look like US-NY, DE or GB" }]);
+  if (!rate.ok) return invalid([{ path: "rate", message: rate.error }]);
+  if (!JURISDICTION.test(input.jurisdiction)) return invalid([{ path: "jurisdiction", message: "must look like US-NY, DE or GB" }]);
   const { jurisdiction, effectiveFrom } = input;
   const after = summary(jurisdiction, rate.value, effectiveFrom);
   for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
@@ -77,7 +77,7 @@ export async function upsertTaxRate(s: Services, input: TaxRateInput): Promise<T
       .from(taxRates)
       .where(and(eq(taxRates.jurisdiction, jurisdiction), eq(taxRates.effectiveFrom, effectiveFrom)))
       .get();
-    if (before?.rate === rate.value) return { outcome: "unchanged", rate: rate.value, previousRate: before.rate, effectiveFrom };
+    if (before?.rate === rate.value) return ok({ outcome: "unchanged", rate: rate.value, previousRate: before.rate, effectiveFrom });
     const audit = {
       action: "tax.rate_updated",
       targetType: "tax_rate",
@@ -91,16 +91,16 @@ export async function upsertTaxRate(s: Services, input: TaxRateInput): Promise<T
         // Guarded on the old rate: a concurrent replacement makes this batch fail instead of auditing a wrong `before`.
         const update = db.update(taxRates).set(set).where(and(eq(taxRates.id, before.id), eq(taxRates.rate, before.rate)));
         await commitWithAudit(db, [update, assertChanged(db)], [audit], ctx);
-        return { outcome: "replaced", rate: rate.value, previousRate: before.rate, effectiveFrom };
+        return ok({ outcome: "replaced", rate: rate.value, previousRate: before.rate, effectiveFrom });
       }
       await commitWithAudit(db, [db.insert(taxRates).values({ id: newId("txr"), jurisdiction, effectiveFrom, ...set })], [audit], ctx);
-      return { outcome: "created", rate: rate.value, previousRate: null, effectiveFrom };
+      return ok({ outcome: "created", rate: rate.value, previousRate: null, effectiveFrom });
     } catch (e) {
       // Someone else wrote the same (jurisdiction, date) between our read and our batch: read again.
       if (!isAssertionFailure(e) && !isUniqueViolation(e, "tax_rates.")) throw e;
     }
   }
-  throw new ApiError("conflict", `the ${jurisdiction} rate from ${iso(effectiveFrom)} is being changed concurrently; retry`);
+  return conflict(`the ${jurisdiction} rate from ${iso(effectiveFrom)} is being changed concurrently; retry`);
 }
 
 // Midnight UTC reads better as a bare date ("2027-01-01").
