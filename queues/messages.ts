@@ -55,7 +55,9 @@ export type TaskMessage =
   /** The next slice of a backup or emergency export (src/modules/exports/dump.ts) writing under `prefix`. */
   | { type: "dump.continue"; prefix: string; step: number }
   /** The rest of POST /admin/payments/queue-failed: failed payments after `after` (created_at, id), oldest first. */
-  | { type: "payments.requeue_failed"; after: { createdAt: number; id: string }; now: number };
+  | { type: "payments.requeue_failed"; after: { createdAt: number; id: string }; now: number }
+  /** The rest of POST /api/v1/invoices/send-reminders: overdue invoices after `after` (by id), at the request's time. */
+  | { type: "invoices.send_reminders"; input: { daysOverdue: number; template: string }; after: string; now: number };
 
 export type QueueMessage = JobMessage | PaymentMessage | WebhookMessage | TaskMessage;
 

@@ -10,6 +10,7 @@ import { continueWeeklyVerification } from "../src/modules/audit/verify";
 import { RETRY_BUDGET, retryFailed } from "../src/modules/subscriptions/retry-failed";
 import { continueDump } from "../src/modules/exports/dump";
 import { requeueFailed } from "../src/modules/payments/service";
+import { sendRemindersChained } from "../src/modules/invoices/reminders";
 import type { TaskMessage } from "./messages";
 import { queueNames } from "./messages";
 
@@ -61,6 +62,11 @@ export const taskHandlers = {
   "payments.requeue_failed": async (m: Of<"payments.requeue_failed">, s: Services) => {
     const r = await requeueFailed(s.withNow(m.now), m.after);
     s.log.info("requeue-failed continued", { requeued: r.invoiceIds.length, continues: r.continues });
+    return done;
+  },
+  "invoices.send_reminders": async (m: Of<"invoices.send_reminders">, s: Services) => {
+    const r = await sendRemindersChained(s.withNow(m.now), m.input, m.after);
+    s.log.info("send-reminders continued", { queued: r.queued, alreadySentToday: r.alreadySentToday, continues: r.continues });
     return done;
   },
   "dump.continue": async (m: Of<"dump.continue">, s: Services) => {

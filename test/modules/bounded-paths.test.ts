@@ -140,7 +140,7 @@ describe("a dump larger than one invocation", () => {
  * `n` copies of one open invoice whose only payment failed (attempt 1), in two statements: the failed payments
  * paths need more than a request's share, and charging each through the API would take minutes.
  */
-async function cloneFailedPayments(n: number) {
+async function cloneFailedPayments(n: number, invoiceSet: Record<string, string> = {}) {
   const customer = await createCustomer();
   const plan = await createPlan({ name: "Declined", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "5" }] });
   const sub = await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id, paymentMethod: "pm_card_chargeDeclined" } });
@@ -153,7 +153,7 @@ async function cloneFailedPayments(n: number) {
       .bind(n, tag, id)
       .run();
   };
-  await clone("invoices", { id: "printf('in_%s_%06d', ?2, n.i)", number: "printf('%s-%06d', ?2, n.i)", generation_key: "printf('%s-%06d', ?2, n.i)" }, "invoices.id", invoice.id);
+  await clone("invoices", { id: "printf('in_%s_%06d', ?2, n.i)", number: "printf('%s-%06d', ?2, n.i)", generation_key: "printf('%s-%06d', ?2, n.i)", ...invoiceSet }, "invoices.id", invoice.id);
   await clone(
     "payments",
     { id: "printf('pay_%s_%06d', ?2, n.i)", invoice_id: "printf('in_%s_%06d', ?2, n.i)", idempotency_key: "printf('%s-%06d', ?2, n.i)", created_at: "payments.created_at - n.i" },
@@ -205,3 +205,25 @@ describe("failed payments at large N", () => {
     expect(count.body.amountByCurrency.USD.amountMinor).toBeGreaterThanOrEqual(500 * mine.size);
   });
 });
+
+describe("send-reminders at large N", () => {
+  it("reminds 250 overdue invoices in the request and the rest through the tasks queue, each once", { timeout: 120_000 }, async () => {
+    const overdue = Date.now() - 5 * 86_400_000;
+    const { ids } = await cloneFailedPayments(320, { due_at: String(overdue) });
+    const rec = recordingEnv();
+    const log = invocationLog();
+    const r = await fetchAs(rec.env, "POST", "/api/v1/invoices/send-reminders", { daysOverdue: 1, template: "invoice_overdue" });
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ continues: true });
+    expect(r.body.queued + r.body.alreadySentToday).toBe(250);
+    await drainTasks(rec);
+    const reminded = await env.DB.prepare("SELECT invoice_id AS id, count(*) AS n FROM notifications WHERE kind = 'invoice.reminder' AND invoice_id LIKE ? GROUP BY invoice_id").bind(`${ids[0]!.slice(0, -6)}%`).all<{ id: string; n: number }>();
+    expect(reminded.results.map((x) => x.id).sort()).toEqual(ids);
+    expect(reminded.results.every((x) => x.n === 1)).toBe(true);
+    const lines = log();
+    expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
+    // Per page of 50: the page, the dedupe read and one batch (a notification, its event and an audit row each).
+    expect(Math.max(...lines.map((l) => l.d1Queries))).toBeLessThanOrEqual(400);
+  });
+});
+

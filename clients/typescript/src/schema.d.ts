@@ -832,7 +832,7 @@ export interface paths {
         put?: never;
         /**
          * Send reminders for overdue invoices
-         * @description Queues a reminder for every open invoice overdue by at least `daysOverdue` days, once per invoice per UTC day.
+         * @description Queues a reminder for every open invoice overdue by at least `daysOverdue` days, once per invoice per UTC day. One request reminds up to 250 invoices (5 pages of 50, by id); `continues` says the rest goes on in the background.
          */
         post: operations["sendInvoiceReminders"];
         delete?: never;
@@ -9757,6 +9757,8 @@ export interface operations {
                         alreadySentToday: number;
                         /** @description Invoices reminded by this call */
                         invoiceIds: string[];
+                        /** @description More overdue invoices than one request's share (5 pages of 50): the rest are reminded in the background (tasks queue), at this request's time */
+                        continues: boolean;
                     };
                 };
             };

@@ -4,7 +4,7 @@ import { jsonBody, jsonResponse, router, DateOrInstant } from "../../http/openap
 import { invalid } from "../../http/problem";
 import { services } from "../../http/context";
 import { archiveInvoices } from "./archive";
-import { sendReminders } from "./reminders";
+import { sendRemindersChained } from "./reminders";
 import { retryFailed } from "../subscriptions/retry-failed";
 import { DAY_MS, startOf, endExclusiveOf } from "../../lib/time";
 
@@ -55,7 +55,8 @@ export const invoiceOpsRoutes = router()
       operationId: "sendInvoiceReminders",
       tags: ["Invoices"],
       summary: "Send reminders for overdue invoices",
-      description: "Queues a reminder for every open invoice overdue by at least `daysOverdue` days, once per invoice per UTC day.",
+      description:
+        "Queues a reminder for every open invoice overdue by at least `daysOverdue` days, once per invoice per UTC day. One request reminds up to 250 invoices (5 pages of 50, by id); `continues` says the rest goes on in the background.",
       middleware: [requireRole(access.finance)] as const,
       request: jsonBody(
         z.object({
@@ -69,13 +70,14 @@ export const invoiceOpsRoutes = router()
             queued: z.number().int(),
             alreadySentToday: z.number().int(),
             invoiceIds: z.array(z.string()).openapi({ description: "Invoices reminded by this call" }),
+            continues: z.boolean().openapi({ description: "More overdue invoices than one request's share (5 pages of 50): the rest are reminded in the background (tasks queue), at this request's time" }),
           }),
           "Reminders queued",
         ),
       },
     }),
     async (c) => {
-      const { next: _next, ...report } = await sendReminders(services(c), c.req.valid("json"));
+      const { next: _next, ...report } = await sendRemindersChained(services(c), c.req.valid("json"), null);
       return c.json(report, 200);
     },
   );

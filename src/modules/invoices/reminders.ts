@@ -98,3 +98,13 @@ export async function sendReminders(s: Services, input: { daysOverdue: number; t
   report.queued = report.invoiceIds.length;
   return report;
 }
+
+/**
+ * POST /api/v1/invoices/send-reminders and its `invoices.send_reminders` continuations: REMINDER_PAGES_PER_INVOCATION
+ * pages here, and the rest from its cursor in a tasks-queue message at the same time (`continues`).
+ */
+export async function sendRemindersChained(s: Services, input: { daysOverdue: number; template: string }, after: string | null): Promise<ReminderReport & { continues: boolean }> {
+  const report = await sendReminders(s, input, { after, maxPages: REMINDER_PAGES_PER_INVOCATION });
+  if (report.next) await s.queues.tasks.send({ type: "invoices.send_reminders", input, after: report.next, now: s.audit.now });
+  return { ...report, continues: report.next !== null };
+}
