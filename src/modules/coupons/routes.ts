@@ -4,6 +4,7 @@ import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } fro
 import { dbOf } from "../../db/client";
 import { services } from "../../http/context";
 import { ApiError, invalid } from "../../http/problem";
+import { problem } from "../../http/problem";
 import { ApplyDiscount, Coupon, CreateCoupon, CreatePromotionCode, Discount, PromotionCode } from "./schemas";
 import { createCoupon, createPromotionCode, deactivatePromotionCode, deleteCoupon, getCouponRow, getPromotionCodeRow, listCoupons, listPromotionCodes, resolveRedemption, toCoupon, toPromotionCode } from "./service";
 import { currentDiscount, toDiscount } from "./discounts";
@@ -150,10 +151,13 @@ export const subscriptionDiscountRoutes = router()
       if (body.coupon === undefined && body.promotionCode === undefined) throw invalid([{ path: "coupon", message: "give coupon or promotionCode" }]);
       const s = services(c);
       const db = s.db;
-      const sub = await getSubscriptionRow(db, c.req.valid("param").id);
+      const found = await getSubscriptionRow(db, c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      const sub = found.value;
       const now = await s.clock.at(sub.testClockId);
       const redemption = await resolveRedemption(db, body, { customerId: sub.customerId, planId: sub.planId, currency: sub.currency, now });
-      return c.json(toSubscription(await applyDiscount(s.withNow(now), sub, redemption)), 200);
+      const after = await applyDiscount(s.withNow(now), sub, redemption);
+      return after.ok ? c.json(toSubscription(after.value), 200) : problem(c, after.error);
     },
   )
   .openapi(
@@ -170,7 +174,9 @@ export const subscriptionDiscountRoutes = router()
     }),
     async (c) => {
       const db = dbOf(c.env);
-      const sub = await getSubscriptionRow(db, c.req.valid("param").id);
+      const found = await getSubscriptionRow(db, c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      const sub = found.value;
       const d = await currentDiscount(db, sub.id);
       if (!d) throw new ApiError("not_found", `subscription ${sub.id} has no discount`);
       return c.json(toDiscount(d.discount), 200);
@@ -190,7 +196,9 @@ export const subscriptionDiscountRoutes = router()
     }),
     async (c) => {
       const s = services(c);
-      const sub = await getSubscriptionRow(s.db, c.req.valid("param").id);
-      return c.json(toSubscription(await applyDiscount(s.withNow(await s.clock.at(sub.testClockId)), sub, null)), 200);
+      const found = await getSubscriptionRow(s.db, c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      const after = await applyDiscount(s.withNow(await s.clock.at(found.value.testClockId)), found.value, null);
+      return after.ok ? c.json(toSubscription(after.value), 200) : problem(c, after.error);
     },
   );
