@@ -19409,6 +19409,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A single event's subject names no customer or subscription */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Request body larger than 2 MiB */
             413: {
                 headers: {
@@ -19420,6 +19429,15 @@ export interface operations {
             };
             /** @description Not a CloudEvents content type */
             415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A single event was refused (`reason` says why: unknown event type, closed period, timestamp in the future…) */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

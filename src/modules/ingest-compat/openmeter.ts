@@ -79,6 +79,8 @@ openMeterRoutes.openAPIRegistry.registerPath({
     204: { description: "Every event stored (or a duplicate)" },
     207: jsonResponse(IngestResult, "Some events refused"),
     ...problems(400, 413),
+    404: { description: "A single event's subject names no customer or subscription", content: { "application/problem+json": { schema: ProblemSchema } } },
+    422: { description: "A single event was refused (`reason` says why: unknown event type, closed period, timestamp in the future…)", content: { "application/problem+json": { schema: ProblemSchema } } },
     415: { description: "Not a CloudEvents content type", content: { "application/problem+json": { schema: ProblemSchema } } },
     503: { description: "A usage meter did not answer; resend", content: { "application/problem+json": { schema: ProblemSchema } } },
   },
