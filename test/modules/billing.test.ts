@@ -192,6 +192,25 @@ describe("a subscription's life on a test clock", () => {
     expect((await api("PUT", `/api/v1/subscriptions/${sub.id}/discount`, { as: "finance", body: { discountPercent: 5 } })).status).toBe(403);
   });
 
+  it("refuses a discount end that is not in the future (422 on until), and a canceled subscription before that (409)", async () => {
+    const clock = await clockAt("2024-03-01T00:00:00Z");
+    const customer = await createCustomer({ testClockId: clock });
+    const plan = await createPlan({ name: "Ten", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "10" }] });
+    const sub = (await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id } })).body;
+
+    const past = await api("PUT", `/api/v1/subscriptions/${sub.id}/discount`, { body: { discountPercent: 20, until: "2024-02-01" } });
+    expect(past.status).toBe(422);
+    expect(past.body.detail).toBe("until: must be in the future");
+    expect(past.body.errors).toEqual([{ path: "until", message: "must be in the future" }]);
+
+    expect((await api("POST", `/api/v1/subscriptions/${sub.id}/cancel`, { body: { reason: "test", cancelAtPeriodEnd: false } })).status).toBe(200);
+    for (const body of [{ discountPercent: 20, until: "2024-02-01" }, { discountPercent: null }]) {
+      const canceled = await api("PUT", `/api/v1/subscriptions/${sub.id}/discount`, { body });
+      expect(canceled.status).toBe(409);
+      expect(canceled.body.detail).toBe(`subscription ${sub.id} is canceled`);
+    }
+  });
+
   it("a discount with an end covers the invoices billed up to it, judged by the billing date, not the run's", async () => {
     const clock = await clockAt("2024-03-01T00:00:00Z");
     const customer = await createCustomer({ testClockId: clock });

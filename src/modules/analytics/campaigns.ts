@@ -7,7 +7,8 @@ import { notifications } from "../../db/schema";
 import { access, requireRole } from "../../http/auth";
 import { services } from "../../http/context";
 import { jsonBody, jsonResponse, problems, router } from "../../http/openapi";
-import { invalid } from "../../http/problem";
+import { respond } from "../../http/problem";
+import { invalid, ok, type Outcome } from "../../platform/failure";
 import { newId } from "../../lib/ids";
 import { iso, DAY_MS } from "../../lib/time";
 import { notificationInserts, notificationsCommitted } from "../notifications/outbox";
@@ -70,10 +71,10 @@ async function holdingOffer(db: Db, now: number): Promise<Set<string>> {
  * offer: one `retention.offer` notification each (deduped per customer and campaign) and one audit row for the
  * campaign, with a `customer.notification` event per notification, in one batch. Nothing is applied to subscriptions.
  */
-export async function sendRetentionCampaign(s: Services, input: RetentionCampaignBody): Promise<RetentionCampaign> {
+export async function sendRetentionCampaign(s: Services, input: RetentionCampaignBody): Promise<Outcome<RetentionCampaign, "unprocessable">> {
   const { env, db, audit: ctx } = s;
-  if (input.targetSegment !== "at_risk") throw invalid([{ path: "targetSegment", message: `"${input.targetSegment}" is not supported; only "at_risk"` }]);
-  if (input.offerType !== "discount") throw invalid([{ path: "offerType", message: `"${input.offerType}" is not supported; only "discount"` }]);
+  if (input.targetSegment !== "at_risk") return invalid([{ path: "targetSegment", message: `"${input.targetSegment}" is not supported; only "at_risk"` }]);
+  if (input.offerType !== "discount") return invalid([{ path: "offerType", message: `"${input.offerType}" is not supported; only "discount"` }]);
 
   const [scored, holding] = await Promise.all([scoreAtRiskCustomers(db, ctx.now), holdingOffer(db, ctx.now)]);
   const eligible = scored.filter((c) => c.score >= RETENTION_MIN_SCORE);
@@ -122,7 +123,7 @@ export async function sendRetentionCampaign(s: Services, input: RetentionCampaig
   notificationsCommitted(outbox.eventIds);
 
   const score = new Map(targets.map((t) => [t.customerId, t.score]));
-  return {
+  return ok({
     campaignId,
     targeted: rows.length,
     minScore: RETENTION_MIN_SCORE,
@@ -136,7 +137,7 @@ export async function sendRetentionCampaign(s: Services, input: RetentionCampaig
       offerCode: String(r.payload.offerCode),
       expiresAt,
     })),
-  };
+  });
 }
 
 const LENIENT = " The runbook sends this with `curl -d` and no Content-Type: the body is read as JSON whatever its type.";
@@ -159,9 +160,9 @@ export const campaignRoutes = router().openapi(
       LENIENT,
     middleware: [requireRole(access.finance)] as const,
     request: jsonBody(RetentionCampaignBody),
-    responses: { 200: jsonResponse(RetentionCampaign, "The campaign and the offers sent") },
+    responses: { 200: jsonResponse(RetentionCampaign, "The campaign and the offers sent"), ...problems(422) },
   }),
-  async (c) => c.json(await sendRetentionCampaign(services(c), c.req.valid("json")), 200),
+  async (c) => respond(c, await sendRetentionCampaign(services(c), c.req.valid("json")), 200),
 ).openapi(
   createRoute({
     method: "post",
@@ -175,11 +176,7 @@ export const campaignRoutes = router().openapi(
       LENIENT,
     middleware: [requireRole(access.subscriptions)] as const,
     request: jsonBody(RedeemOfferBody),
-    responses: { 200: jsonResponse(RedeemedOffer, "The offer was applied"), ...problems(404) },
+    responses: { 200: jsonResponse(RedeemedOffer, "The offer was applied"), ...problems(404, 409, 422) },
   }),
-  async (c) => {
-    const body = c.req.valid("json");
-    const s = services(c);
-    return c.json(await redeemRetentionOffer(s, body), 200);
-  },
+  async (c) => respond(c, await redeemRetentionOffer(services(c), c.req.valid("json")), 200),
 );

@@ -4,7 +4,7 @@ import { and, eq, gte, lt } from "drizzle-orm";
 import type { Db } from "../../db/client";
 import { isUniqueViolation } from "../../db/assert";
 import { notifications, offerRedemptions } from "../../db/schema";
-import { ApiError } from "../../platform/errors";
+import { conflict, fail, ok, type Outcome } from "../../platform/failure";
 import { discountPercentOf, largerDiscount, setDiscount } from "../subscriptions/discount";
 import { getSubscriptionRow, toSubscription } from "../subscriptions/service";
 import { Subscription } from "../subscriptions/schemas";
@@ -27,7 +27,7 @@ export const RedeemedOffer = z
   })
   .openapi("RedeemedRetentionOffer");
 
-const alreadyRedeemed = (code: string) => new ApiError("conflict", `offer ${code} was already redeemed`, [{ path: "offerCode", message: "already redeemed" }]);
+const alreadyRedeemed = (code: string) => conflict(`offer ${code} was already redeemed`, [{ path: "offerCode", message: "already redeemed" }]);
 
 type Offer = { notificationId: string; campaignId: string; discountPercent: string; discountDays: number | null; expiresAt: string };
 
@@ -52,29 +52,30 @@ async function offerFor(db: Db, customerId: string, code: string): Promise<Offer
  * them), once per offer code, before the offer expires, and never lower than a discount the subscription already has. The discount and the redemption
  * marker commit in one batch, so a code cannot be used twice even by concurrent requests.
  */
-export async function redeemRetentionOffer(s: Services, input: z.infer<typeof RedeemOfferBody>) {
+export async function redeemRetentionOffer(s: Services, input: z.infer<typeof RedeemOfferBody>): Promise<Outcome<z.infer<typeof RedeemedOffer>, "not_found" | "conflict" | "unprocessable">> {
   const { db } = s;
   const now = s.clock.wall;
-  const sub = await getSubscriptionRow(db, input.subscriptionId);
+  const found = await getSubscriptionRow(db, input.subscriptionId);
+  if (!found.ok) return found;
+  const sub = found.value;
   const offer = await offerFor(db, sub.customerId, input.offerCode);
-  if (!offer) throw new ApiError("not_found", `no retention offer ${input.offerCode} was sent to this subscription's customer`, [{ path: "offerCode", message: "unknown offer for this customer" }]);
-  if (Date.parse(offer.expiresAt) <= now) throw new ApiError("unprocessable", `offer ${input.offerCode} expired at ${offer.expiresAt}`, [{ path: "offerCode", message: "expired" }]);
+  if (!offer) return fail("not_found", `no retention offer ${input.offerCode} was sent to this subscription's customer`, [{ path: "offerCode", message: "unknown offer for this customer" }]);
+  if (Date.parse(offer.expiresAt) <= now) return fail("unprocessable", `offer ${input.offerCode} expired at ${offer.expiresAt}`, [{ path: "offerCode", message: "expired" }]);
   const redeemed = await db.select({ subscriptionId: offerRedemptions.subscriptionId }).from(offerRedemptions).where(eq(offerRedemptions.offerCode, input.offerCode)).get();
-  if (redeemed) throw alreadyRedeemed(input.offerCode);
+  if (redeemed) return alreadyRedeemed(input.offerCode);
   const current = discountAt(sub, now);
   if (!largerDiscount(offer.discountPercent, current)) {
-    throw new ApiError("conflict", `subscription ${sub.id} already has a ${current}% discount, at least the offer's ${offer.discountPercent}%`, [{ path: "subscriptionId", message: "already discounted as much" }]);
+    return conflict(`subscription ${sub.id} already has a ${current}% discount, at least the offer's ${offer.discountPercent}%`, [{ path: "subscriptionId", message: "already discounted as much" }]);
   }
   const until = offer.discountDays ? now + offer.discountDays * DAY_MS : null;
   // A time-limited offer replaces the discount; when it ends there is none. A standing one must not be lost that way.
   if (current !== null && until !== null && (sub.discountUntil === null || sub.discountUntil > until)) {
-    throw new ApiError(
-      "conflict",
+    return conflict(
       `subscription ${sub.id} has a ${current}% discount lasting beyond this ${offer.discountDays}-day offer; taking it up would end that discount early`,
       [{ path: "subscriptionId", message: "has a longer-lasting discount" }],
     );
   }
-  let after;
+  let after: Awaited<ReturnType<typeof setDiscount>>;
   try {
     after = await setDiscount(s, sub, { discountPercent: offer.discountPercent, until, reason: `retention offer ${input.offerCode}`, coupon: { id: `retention_${offer.campaignId}`, name: `Retention offer: ${offer.discountPercent}% off (campaign ${offer.campaignId})` } }, {
       statements: [
@@ -91,8 +92,9 @@ export async function redeemRetentionOffer(s: Services, input: z.infer<typeof Re
       audit: [{ action: "campaign.offer_redeemed", targetType: "campaign", targetId: offer.campaignId, after: { offerCode: input.offerCode, customerId: sub.customerId, subscriptionId: sub.id, discountPercent: offer.discountPercent } }],
     });
   } catch (e) {
-    if (isUniqueViolation(e, "offer_redemptions.offer_code")) throw alreadyRedeemed(input.offerCode);
+    if (isUniqueViolation(e, "offer_redemptions.offer_code")) return alreadyRedeemed(input.offerCode);
     throw e;
   }
-  return { offerCode: input.offerCode, campaignId: offer.campaignId, discountPercent: offer.discountPercent, redeemedAt: iso(now), subscription: toSubscription(after) };
+  if (!after.ok) return after;
+  return ok({ offerCode: input.offerCode, campaignId: offer.campaignId, discountPercent: offer.discountPercent, redeemedAt: iso(now), subscription: toSubscription(after.value) });
 }

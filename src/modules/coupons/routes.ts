@@ -158,11 +158,14 @@ export const subscriptionDiscountRoutes = router()
       if (!asked.ok) return problem(c, asked.error);
       const s = services(c);
       const db = s.db;
-      const sub = await getSubscriptionRow(db, c.req.valid("param").id);
+      const found = await getSubscriptionRow(db, c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      const sub = found.value;
       const now = await s.clock.at(sub.testClockId);
       const redemption = await resolveRedemption(db, body, { customerId: sub.customerId, planId: sub.planId, currency: sub.currency, now });
       if (!redemption.ok) return problem(c, redemption.error);
-      return c.json(toSubscription(await applyDiscount(s.withNow(now), sub, redemption.value)), 200);
+      const after = await applyDiscount(s.withNow(now), sub, redemption.value);
+      return after.ok ? c.json(toSubscription(after.value), 200) : problem(c, after.error);
     },
   )
   .openapi(
@@ -179,7 +182,9 @@ export const subscriptionDiscountRoutes = router()
     }),
     async (c) => {
       const db = dbOf(c.env);
-      const sub = await getSubscriptionRow(db, c.req.valid("param").id);
+      const found = await getSubscriptionRow(db, c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      const sub = found.value;
       const d = await currentDiscount(db, sub.id);
       return d ? c.json(toDiscount(d.discount), 200) : problem(c, { kind: "not_found", detail: `subscription ${sub.id} has no discount` });
     },
@@ -198,7 +203,9 @@ export const subscriptionDiscountRoutes = router()
     }),
     async (c) => {
       const s = services(c);
-      const sub = await getSubscriptionRow(s.db, c.req.valid("param").id);
-      return c.json(toSubscription(await applyDiscount(s.withNow(await s.clock.at(sub.testClockId)), sub, null)), 200);
+      const found = await getSubscriptionRow(s.db, c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      const after = await applyDiscount(s.withNow(await s.clock.at(found.value.testClockId)), found.value, null);
+      return after.ok ? c.json(toSubscription(after.value), 200) : problem(c, after.error);
     },
   );

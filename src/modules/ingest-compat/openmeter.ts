@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { services } from "../../http/context";
 import { access, requireScopeOrRole } from "../../http/auth";
 import { jsonResponse, ProblemSchema, router, problems } from "../../http/openapi";
-import { ApiError } from "../../http/problem";
+import { problem } from "../../http/problem";
 import { iso } from "../../lib/time";
 import { meterStub } from "../usage/meter-config";
 import { resolveSubject } from "../usage/routing";
@@ -79,6 +79,8 @@ openMeterRoutes.openAPIRegistry.registerPath({
     204: { description: "Every event stored (or a duplicate)" },
     207: jsonResponse(IngestResult, "Some events refused"),
     ...problems(400, 413),
+    404: { description: "A single event's subject names no customer or subscription", content: { "application/problem+json": { schema: ProblemSchema } } },
+    422: { description: "A single event was refused (`reason` says why: unknown event type, closed period, timestamp in the future…)", content: { "application/problem+json": { schema: ProblemSchema } } },
     415: { description: "Not a CloudEvents content type", content: { "application/problem+json": { schema: ProblemSchema } } },
     503: { description: "A usage meter did not answer; resend", content: { "application/problem+json": { schema: ProblemSchema } } },
   },
@@ -87,18 +89,20 @@ openMeterRoutes.openAPIRegistry.registerPath({
 openMeterRoutes.post("/api/v1/events", requireScopeOrRole("usage:write", access.admin), async (c) => {
   const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
   if (!["application/cloudevents+json", "application/cloudevents-batch+json", "application/json"].includes(type)) {
-    throw new ApiError("unsupported_media_type", "send application/cloudevents+json (one event) or application/cloudevents-batch+json (an array)");
+    return problem(c, { kind: "unsupported_media_type", detail: "send application/cloudevents+json (one event) or application/cloudevents-batch+json (an array)" });
   }
   let body: unknown;
   try {
     body = JSON.parse(new TextDecoder().decode(await c.req.arrayBuffer()));
   } catch {
-    throw new ApiError("bad_request", "body is not valid JSON", [{ path: "(body)", message: "malformed JSON" }]);
+    return problem(c, { kind: "bad_request", detail: "body is not valid JSON", errors: [{ path: "(body)", message: "malformed JSON" }] });
   }
   const batch = Array.isArray(body);
-  if (type === "application/cloudevents-batch+json" && !batch) throw new ApiError("validation_failed", "a cloudevents batch is a JSON array", [{ path: "(body)", message: "must be an array" }]);
+  if (type === "application/cloudevents-batch+json" && !batch) return problem(c, { kind: "validation_failed", detail: "a cloudevents batch is a JSON array", errors: [{ path: "(body)", message: "must be an array" }] });
   const raws = batch ? (body as unknown[]) : [body];
-  if (raws.length === 0 || raws.length > MAX_CLOUDEVENTS) throw new ApiError("validation_failed", `send 1-${MAX_CLOUDEVENTS} events`, [{ path: "(body)", message: `must hold 1-${MAX_CLOUDEVENTS} events` }]);
+  if (raws.length === 0 || raws.length > MAX_CLOUDEVENTS) {
+    return problem(c, { kind: "validation_failed", detail: `send 1-${MAX_CLOUDEVENTS} events`, errors: [{ path: "(body)", message: `must hold 1-${MAX_CLOUDEVENTS} events` }] });
+  }
 
   const items: RoutedItem[] = [];
   const invalid: RoutedOutcome[] = [];
@@ -110,10 +114,12 @@ openMeterRoutes.post("/api/v1/events", requireScopeOrRole("usage:write", access.
       invalid.push({ index: i, eventId: id, status: "rejected", reason: "invalid_event", detail: batch ? `${i}: ${r}` : r, subscriptionId: null, meterId: null });
     }
   });
-  if (!batch && invalid.length) throw new ApiError("validation_failed", invalid[0]!.status === "rejected" ? invalid[0]!.detail : "invalid event", [{ path: "(body)", message: "not a valid CloudEvent" }]);
+  if (!batch && invalid.length) {
+    return problem(c, { kind: "validation_failed", detail: invalid[0]!.status === "rejected" ? invalid[0]!.detail : "invalid event", errors: [{ path: "(body)", message: "not a valid CloudEvent" }] });
+  }
   const outcomes = [...(items.length ? await ingestRouted(c.env, items, services(c).clock.wall) : []), ...invalid].sort((a, b) => a.index - b.index);
   const refused = outcomes.filter((o): o is Extract<RoutedOutcome, { status: "rejected" }> => o.status === "rejected");
-  if (refused.some((o) => o.reason === "meter_unavailable")) throw new ApiError("unavailable", "a usage meter did not answer; resend the events (their ids make it safe)");
+  if (refused.some((o) => o.reason === "meter_unavailable")) return problem(c, { kind: "unavailable", detail: "a usage meter did not answer; resend the events (their ids make it safe)" });
   if (!refused.length) return c.body(null, 204);
   if (!batch) {
     const o = refused[0]!;
@@ -158,14 +164,14 @@ openMeterRoutes.openapi(
         to: z.string().optional().openapi({ description: "Event time upper bound, inclusive (ISO-8601)" }),
       }),
     },
-    responses: { 200: jsonResponse(z.array(IngestedEvent), "Ingested events") },
+    responses: { 200: jsonResponse(z.array(IngestedEvent), "Ingested events"), ...problems(400) },
   }),
   async (c) => {
     const q = c.req.valid("query");
     const now = services(c).clock.wall;
     const from = q.from ? Date.parse(q.from) : -Infinity;
     const to = q.to ? Date.parse(q.to) : Infinity;
-    if (Number.isNaN(from) || Number.isNaN(to)) throw new ApiError("validation_failed", "from and to must be ISO-8601 date-times", [{ path: "from", message: "invalid" }]);
+    if (Number.isNaN(from) || Number.isNaN(to)) return problem(c, { kind: "validation_failed", detail: "from and to must be ISO-8601 date-times", errors: [{ path: "from", message: "invalid" }] });
     const resolved = await resolveSubject(c.env, { id: q.subject, via: ["customer", "subscription", "stripe"] }, now, true);
     const pages = await Promise.all(
       resolved.entries.map(async (entry) => {

@@ -6,6 +6,7 @@ import { dbOf } from "../../db/client";
 import { newestFirstPage } from "../../platform/pagination";
 import { invoices, invoiceStatuses } from "../../db/schema";
 import { services } from "../../http/context";
+import { problem } from "../../http/problem";
 import { generatePending } from "../subscriptions/billing-run";
 import { Invoice, toInvoice } from "./serialize";
 import { creditedLinesOf } from "./creditable";
@@ -29,10 +30,13 @@ export const invoiceRoutes = router()
           z.object({ processed: z.number().int(), invoicesCreated: z.number().int(), invoiceIds: z.array(z.string()), finalized: z.array(z.string()), queued: z.number().int().openapi({ description: "Due subscriptions this call sent to the jobs queue (further pages follow through the tasks queue)" }), errors: z.array(z.object({ subscriptionId: z.string(), error: z.string() })) }),
           "What the run did",
         ),
+        ...problems(503),
       },
     }),
     async (c) => {
-      const r = await generatePending(services(c), services(c).clock.wall);
+      const run = await generatePending(services(c), services(c).clock.wall);
+      if (!run.ok) return problem(c, run.error);
+      const r = run.value;
       return c.json({ processed: 0, invoicesCreated: 0, invoiceIds: [], finalized: [], queued: r.queued, errors: [] }, 200);
     },
   )

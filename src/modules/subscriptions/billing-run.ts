@@ -3,7 +3,7 @@ import type { Services } from "../../platform/services";
 import { subscriptions } from "../../db/schema";
 import { SYSTEM_ACTOR } from "../../platform/actor";
 import { sendAll } from "../../platform/queue-send";
-import { ApiError } from "../../platform/errors";
+import { fail, ok, type Outcome } from "../../platform/failure";
 import { LimitExceeded } from "../../platform/limits";
 import { graceMsOf, isDue } from "./due";
 import { emitTrialWillEnd } from "./transitions";
@@ -44,14 +44,14 @@ export async function enqueueDuePages(s: Services, now: number, after: string | 
  * jobs queue, leftover drafts on the tasks queue), never inline, so the call costs the same at any number due.
  * Idempotent: a subscription queued twice renews once. A send that keeps failing fails the call (503), never silently.
  */
-export async function generatePending(s: Services, now: number): Promise<{ queued: number; continues: boolean }> {
+export async function generatePending(s: Services, now: number): Promise<Outcome<{ queued: number; continues: boolean }, "unavailable">> {
   try {
     const r = await enqueueDuePages(s, now, null);
     await s.queues.tasks.sendAll([{ type: "invoices.finalize_drafts", now, after: null, testClockId: null }]);
-    return { queued: r.queued, continues: r.next !== null };
+    return ok({ queued: r.queued, continues: r.next !== null });
   } catch (e) {
     if (e instanceof LimitExceeded) throw e;
-    throw new ApiError("unavailable", `the due work could not be queued: ${String(e)}; nothing is lost, call again (it is idempotent)`);
+    return fail("unavailable", `the due work could not be queued: ${String(e)}; nothing is lost, call again (it is idempotent)`);
   }
 }
 

@@ -5,9 +5,8 @@ import type { AuditEntry } from "../../platform/audit";
 import { eventInsert, eventRow, eventsCommitted, type EventDraft } from "../../platform/events";
 import { subscriptions } from "../../db/schema";
 import { formatDecimal, ONE, parseDecimal } from "../../domain/decimal";
-import { ApiError, invalid } from "../../platform/errors";
+import { conflict, invalid, ok, valueOrThrow, type Outcome } from "../../platform/failure";
 import { commitSubscriptionChange } from "./commit";
-import { conflict, valueOrThrow } from "../../platform/failure";
 import { legacyPercentCoupon, percentOf, redemptionConflict, redemptionStatements, type Redemption } from "../coupons/service";
 import { currentDiscount, mirrorOf, newDiscount, replaceDiscountStatements, toDiscount, type DiscountRow } from "../coupons/discounts";
 import { planVersion } from "../invoices/invoice-builder";
@@ -45,11 +44,11 @@ export async function applyDiscount(
   sub: SubscriptionRow,
   redemption: Redemption | null,
   opts: { endsAt?: number | null; reason?: string | undefined; statements?: BatchItem<"sqlite">[]; audit?: AuditEntry[] } = {},
-): Promise<SubscriptionRow> {
+): Promise<Outcome<SubscriptionRow, "conflict">> {
   const { db, audit: ctx } = s;
-  if (sub.status === "canceled") throw new ApiError("conflict", `subscription ${sub.id} is canceled`, [{ path: "id", message: "canceled" }]);
+  if (sub.status === "canceled") return conflict(`subscription ${sub.id} is canceled`, [{ path: "id", message: "canceled" }]);
+  // A past end is refused by setDiscount, the one caller that takes it from a request.
   const endsAt = redemption ? (opts.endsAt ?? null) : null;
-  if (endsAt !== null && endsAt <= ctx.now) throw invalid([{ path: "until", message: "must be in the future" }]);
   const before = await currentDiscount(db, sub.id);
   const plan = await planVersion(db, sub.planId, sub.planVersion);
   const next = redemption ? newDiscount(redemption, sub, plan, ctx.now, endsAt) : null;
@@ -70,10 +69,11 @@ export async function applyDiscount(
     },
     ...(opts.audit ?? []),
   ];
-  const ok = await commitSubscriptionChange(db, sub, mirror, statements, audit, ctx);
-  if (!ok) return valueOrThrow((redemption ? await redemptionConflict(db, redemption, ctx.now) : null) ?? conflict(`subscription ${sub.id} changed concurrently; retry`));
+  if (!(await commitSubscriptionChange(db, sub, mirror, statements, audit, ctx))) {
+    return (redemption ? await redemptionConflict(db, redemption, ctx.now) : null) ?? conflict(`subscription ${sub.id} changed concurrently; retry`);
+  }
   eventsCommitted(events.map((e) => e.id));
-  return (await db.select().from(subscriptions).where(eq(subscriptions.id, sub.id)).get())!;
+  return ok((await db.select().from(subscriptions).where(eq(subscriptions.id, sub.id)).get())!);
 }
 
 /**
@@ -85,7 +85,11 @@ export async function setDiscount(
   sub: SubscriptionRow,
   input: { discountPercent: string | null; until?: number | null | undefined; reason?: string | undefined; coupon?: { id: string; name: string } },
   extra: { statements?: BatchItem<"sqlite">[]; audit?: AuditEntry[] } = {},
-): Promise<SubscriptionRow> {
+): Promise<Outcome<SubscriptionRow, "conflict" | "unprocessable">> {
+  // A canceled subscription is refused first (409, by applyDiscount), then an end that is not in the future (422).
+  if (sub.status !== "canceled" && input.discountPercent !== null && input.until != null && input.until <= s.audit.now) {
+    return invalid([{ path: "until", message: "must be in the future" }]);
+  }
   const redemption: Redemption | null =
     input.discountPercent === null
       ? null

@@ -10,7 +10,7 @@ import { arrearsShareLines, billingLines, prorationLines, type DraftLine, type M
 import { parseDecimal } from "../../domain/decimal";
 import { priceQuantity } from "../../domain/pricing";
 import { addIntervals, prorationSpan } from "../../domain/periods";
-import { ApiError, invalid } from "../../platform/errors";
+import { conflict, invalid, ok, type Outcome } from "../../platform/failure";
 import { newId } from "../../lib/ids";
 import { closeMeterPeriod, pushMeterConfig } from "../usage/meter-config";
 import { asPrices, buildDraftInvoice, pendingToLine, planVersion, unbilledPending } from "../invoices/invoice-builder";
@@ -22,16 +22,14 @@ import { eventsCommitted } from "../../platform/events";
 type SubscriptionRow = typeof subscriptions.$inferSelect;
 type PlanRow = Awaited<ReturnType<typeof planVersion>>;
 
-const conflict = (detail: string) => new ApiError("conflict", detail);
-
 /** What the current period's fees are prorated over: the anchor's full period for a partial first period, as billed. */
 const spanOf = (sub: SubscriptionRow, plan: PlanRow) => prorationSpan({ start: sub.currentPeriodStart, end: sub.currentPeriodEnd }, sub, plan.interval, plan.intervalCount);
 
 const changedConcurrently = (sub: SubscriptionRow) => conflict(`subscription ${sub.id} changed concurrently; retry`);
 
 /** The guarded update every lifecycle operation makes: 409 when the row changed since it was read. */
-async function commitChange(db: Db, sub: SubscriptionRow, patch: Partial<SubscriptionRow>, extra: BatchItem<"sqlite">[], audit: AuditEntry[], ctx: AuditContext) {
-  if (!(await commitSubscriptionChange(db, sub, patch, extra, audit, ctx))) throw changedConcurrently(sub);
+async function commitChange(db: Db, sub: SubscriptionRow, patch: Partial<SubscriptionRow>, extra: BatchItem<"sqlite">[], audit: AuditEntry[], ctx: AuditContext): Promise<Outcome<void, "conflict">> {
+  return (await commitSubscriptionChange(db, sub, patch, extra, audit, ctx)) ? ok(undefined) : changedConcurrently(sub);
 }
 
 async function refreshMeter(s: Services, id: string) {
@@ -41,25 +39,27 @@ async function refreshMeter(s: Services, id: string) {
   return sub;
 }
 
-export async function pause(s: Services, sub: SubscriptionRow, input: { reason: string; resumeDate?: number | undefined }) {
+export async function pause(s: Services, sub: SubscriptionRow, input: { reason: string; resumeDate?: number | undefined }): Promise<Outcome<SubscriptionRow, "conflict" | "unprocessable">> {
   const { db, audit: ctx } = s;
   // The table decides (paused or canceled: 409 naming the current state) before anything else is checked.
   subscriptionLifecycle.assertMove(sub.id, sub.status, "paused");
-  if (input.resumeDate !== undefined && input.resumeDate <= ctx.now) throw invalid([{ path: "resumeDate", message: "must be in the future" }]);
-  await commitChange(db, sub, { status: "paused", pausedUntil: input.resumeDate ?? null, pauseReason: input.reason }, [], [
+  if (input.resumeDate !== undefined && input.resumeDate <= ctx.now) return invalid([{ path: "resumeDate", message: "must be in the future" }]);
+  const committed = await commitChange(db, sub, { status: "paused", pausedUntil: input.resumeDate ?? null, pauseReason: input.reason }, [], [
     { action: "subscription.paused", targetType: "subscription", targetId: sub.id, before: { status: sub.status }, after: { status: "paused", pausedUntil: input.resumeDate ?? null }, reason: input.reason },
   ], ctx);
-  return refreshMeter(s, sub.id);
+  if (!committed.ok) return committed;
+  return ok(await refreshMeter(s, sub.id));
 }
 
-export async function resume(s: Services, sub: SubscriptionRow) {
+export async function resume(s: Services, sub: SubscriptionRow): Promise<Outcome<SubscriptionRow, "conflict">> {
   const { db, audit: ctx } = s;
-  if (sub.status !== "paused") throw conflict(`subscription ${sub.id} is not paused (status ${sub.status})`);
+  if (sub.status !== "paused") return conflict(`subscription ${sub.id} is not paused (status ${sub.status})`);
   const status: SubscriptionStatus = sub.trialEnd !== null && sub.trialEnd > ctx.now ? "trialing" : "active";
-  await commitChange(db, sub, { status, pausedUntil: null, pauseReason: null }, [], [
+  const committed = await commitChange(db, sub, { status, pausedUntil: null, pauseReason: null }, [], [
     { action: "subscription.resumed", targetType: "subscription", targetId: sub.id, before: { status: sub.status }, after: { status } },
   ], ctx);
-  return refreshMeter(s, sub.id);
+  if (!committed.ok) return committed;
+  return ok(await refreshMeter(s, sub.id));
 }
 
 /** Usage so far of meters the next plan does not have, priced now, so a plan change never drops it. */
@@ -208,10 +208,12 @@ export async function previewPlanChange(
   sub: SubscriptionRow,
   input: { newPlanId: string; prorate: boolean; effective: "now" | "next_billing_cycle" | number; quantity?: number | undefined },
   now: number,
-): Promise<{ effectiveAt: number; scheduled: boolean; lines: DraftLine[]; net: number; note: string | null }> {
+): Promise<Outcome<{ effectiveAt: number; scheduled: boolean; lines: DraftLine[]; net: number; note: string | null }, "conflict" | "unprocessable">> {
   const { db } = s;
-  const { next, quantity, when } = await planChangeTarget(db, sub, input, now);
-  if (when > now) return { effectiveAt: when, scheduled: true, lines: [], net: 0, note: "Scheduled: the change happens at that time, prorated then." };
+  const target = await planChangeTarget(db, sub, input, now);
+  if (!target.ok) return target;
+  const { next, quantity, when } = target.value;
+  if (when > now) return ok({ effectiveAt: when, scheduled: true, lines: [], net: 0, note: "Scheduled: the change happens at that time, prorated then." });
   const plan = await planVersion(db, sub.planId, sub.planVersion);
   const intervalChanged = next.interval !== plan.interval || next.intervalCount !== plan.intervalCount;
   if (intervalChanged && sub.status !== "trialing" && sub.status !== "paused") {
@@ -222,20 +224,27 @@ export async function previewPlanChange(
     const newPeriod = { start: now, end: addIntervals(now, next.interval, next.intervalCount, 1) };
     const advance = billingLines({ currency: sub.currency, quantity, planName: next.name, advance: { prices: asPrices(next.prices), period: newPeriod }, arrears: null, pending: [] });
     const lines = [...fees, ...credits, ...advance];
-    return { effectiveAt: now, scheduled: false, lines, net: lines.reduce((s, l) => s + l.amount, 0), note: "The billing interval changes: the cycle restarts now and the closing invoice also bills the period's usage so far." };
+    return ok({ effectiveAt: now, scheduled: false, lines, net: lines.reduce((s, l) => s + l.amount, 0), note: "The billing interval changes: the cycle restarts now and the closing invoice also bills the period's usage so far." });
   }
   const { lines } = await samePeriodChangeLines(s, sub, plan, next, { quantity, prorate: input.prorate }, now);
-  return { effectiveAt: now, scheduled: false, lines, net: lines.reduce((s, l) => s + l.amount, 0), note: null };
+  return ok({ effectiveAt: now, scheduled: false, lines, net: lines.reduce((s, l) => s + l.amount, 0), note: null });
 }
 
 /** The checks every plan change makes, and what it resolves to: the new plan, the quantity and when. */
-async function planChangeTarget(db: Db, sub: SubscriptionRow, input: { newPlanId: string; effective: "now" | "next_billing_cycle" | number; quantity?: number | undefined }, now: number) {
-  if (sub.status === "canceled") throw conflict(`subscription ${sub.id} is canceled`);
-  const next = valueOrThrow(asField(await getPlanRow(db, input.newPlanId), "newPlanId"));
-  if (next.currency !== sub.currency) throw invalid([{ path: "newPlanId", message: `plan is billed in ${next.currency}, the subscription in ${sub.currency}` }]);
+async function planChangeTarget(
+  db: Db,
+  sub: SubscriptionRow,
+  input: { newPlanId: string; effective: "now" | "next_billing_cycle" | number; quantity?: number | undefined },
+  now: number,
+): Promise<Outcome<{ next: PlanRow; quantity: number; when: number }, "conflict" | "unprocessable">> {
+  if (sub.status === "canceled") return conflict(`subscription ${sub.id} is canceled`);
+  const found = asField(await getPlanRow(db, input.newPlanId), "newPlanId");
+  if (!found.ok) return found;
+  const next = found.value;
+  if (next.currency !== sub.currency) return invalid([{ path: "newPlanId", message: `plan is billed in ${next.currency}, the subscription in ${sub.currency}` }]);
   const quantity = input.quantity ?? sub.quantity;
   const when = input.effective === "next_billing_cycle" ? sub.currentPeriodEnd : input.effective === "now" ? now : Math.max(input.effective, now);
-  return { next, quantity, when };
+  return ok({ next, quantity, when });
 }
 
 /**
@@ -316,22 +325,25 @@ export async function changePlan(
   s: Services,
   sub: SubscriptionRow,
   input: { newPlanId: string; prorate: boolean; effective: "now" | "next_billing_cycle" | number; quantity?: number | undefined; invoiceNow?: boolean },
-) {
+): Promise<Outcome<{ subscription: SubscriptionRow; effectiveAt: number; scheduled: boolean; lines: DraftLine[]; net: number; invoiceId: string | null }, "conflict" | "unprocessable">> {
   const { env, db, audit: ctx } = s;
-  const { next, quantity, when } = await planChangeTarget(db, sub, input, ctx.now);
+  const target = await planChangeTarget(db, sub, input, ctx.now);
+  if (!target.ok) return target;
+  const { next, quantity, when } = target.value;
   // Stripe invoices prorations when the change takes effect: now, or for a dated change inside the period when the
   // renewal run (or a test clock) reaches it (pendingInvoiceNow). A change at the period end has none to invoice.
   if (when <= ctx.now) {
     const plan = await planVersion(db, sub.planId, sub.planVersion);
     const result = await changePlanNow(s, sub, plan, next, { quantity, prorate: input.prorate, invoiceNow: input.invoiceNow ?? false });
-    if (!result) throw changedConcurrently(sub);
-    return { subscription: await refreshMeter(s, sub.id), effectiveAt: ctx.now, scheduled: false, ...result };
+    if (!result) return changedConcurrently(sub);
+    return ok({ subscription: await refreshMeter(s, sub.id), effectiveAt: ctx.now, scheduled: false, ...result });
   }
   const invoiceNow = (input.invoiceNow ?? false) && when < sub.currentPeriodEnd;
-  await commitChange(db, sub, { pendingPlanId: next.id, pendingPlanVersion: next.version, pendingQuantity: quantity, pendingChangeAt: when, pendingProrate: input.prorate, pendingInvoiceNow: invoiceNow }, [], [
+  const committed = await commitChange(db, sub, { pendingPlanId: next.id, pendingPlanVersion: next.version, pendingQuantity: quantity, pendingChangeAt: when, pendingProrate: input.prorate, pendingInvoiceNow: invoiceNow }, [], [
     { action: "subscription.plan_change_scheduled", targetType: "subscription", targetId: sub.id, before: { planId: sub.planId }, after: { planId: next.id, planVersion: next.version, quantity, effectiveAt: when, invoiceNow } },
   ], ctx);
-  return { subscription: await refreshMeter(s, sub.id), effectiveAt: when, scheduled: true, lines: [] as DraftLine[], net: 0, invoiceId: null };
+  if (!committed.ok) return committed;
+  return ok({ subscription: await refreshMeter(s, sub.id), effectiveAt: when, scheduled: true, lines: [] as DraftLine[], net: 0, invoiceId: null });
 }
 
 /**
@@ -339,7 +351,11 @@ export async function changePlan(
  * period so far (usage, arrears fees for the time used, pending items, and with `prorate` a credit for unused
  * advance fees). Reason and feedback are kept for churn analysis.
  */
-export async function cancel(s: Services, sub: SubscriptionRow, input: { reason: string; feedback?: string | undefined; cancelAtPeriodEnd: boolean; prorate: boolean }) {
+export async function cancel(
+  s: Services,
+  sub: SubscriptionRow,
+  input: { reason: string; feedback?: string | undefined; cancelAtPeriodEnd: boolean; prorate: boolean },
+): Promise<Outcome<{ subscription: SubscriptionRow; invoiceId: string | null }, "conflict">> {
   const { env, db, audit: ctx } = s;
   subscriptionLifecycle.assertMove(sub.id, sub.status, "canceled");
   const audit: AuditEntry = {
@@ -352,8 +368,9 @@ export async function cancel(s: Services, sub: SubscriptionRow, input: { reason:
   };
   const reasonPatch = { cancelReason: input.reason, cancelFeedback: input.feedback ?? null };
   if (input.cancelAtPeriodEnd) {
-    await commitChange(db, sub, { cancelAtPeriodEnd: true, canceledAt: ctx.now, ...reasonPatch }, [], [audit], ctx);
-    return { subscription: await refreshMeter(s, sub.id), invoiceId: null };
+    const scheduled = await commitChange(db, sub, { cancelAtPeriodEnd: true, canceledAt: ctx.now, ...reasonPatch }, [], [audit], ctx);
+    if (!scheduled.ok) return scheduled;
+    return ok({ subscription: await refreshMeter(s, sub.id), invoiceId: null });
   }
   const plan = await planVersion(db, sub.planId, sub.planVersion);
   const period = { start: sub.currentPeriodStart, end: sub.currentPeriodEnd };
@@ -372,9 +389,10 @@ export async function cancel(s: Services, sub: SubscriptionRow, input: { reason:
     auditRows.push(...built.audit);
     auditRows.push({ action: "invoice.created", targetType: "invoice", targetId: invoiceId, after: { subscriptionId: sub.id, total: built.invoice.total, reason: "final invoice on cancellation" } });
   }
-  await commitChange(db, sub, { status: "canceled", canceledAt: ctx.now, endedAt: ctx.now, currentPeriodEnd: Math.max(ctx.now, period.start + 1), cancelAtPeriodEnd: false, ...reasonPatch }, extra, auditRows, ctx);
+  const committed = await commitChange(db, sub, { status: "canceled", canceledAt: ctx.now, endedAt: ctx.now, currentPeriodEnd: Math.max(ctx.now, period.start + 1), cancelAtPeriodEnd: false, ...reasonPatch }, extra, auditRows, ctx);
+  if (!committed.ok) return committed;
   eventsCommitted(createdEvents);
   const after = await refreshMeter(s, sub.id);
   if (invoiceId) await finalizeInvoice(s, invoiceId);
-  return { subscription: after, invoiceId };
+  return ok({ subscription: after, invoiceId });
 }

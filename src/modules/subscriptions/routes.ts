@@ -6,6 +6,8 @@ import { jsonBody, jsonResponse, listOf, PaginationQuery, router, DateOrInstant,
 import { dbOf } from "../../db/client";
 import { subscriptionStatuses } from "../../db/schema";
 import { services } from "../../http/context";
+import { problem, respond } from "../../http/problem";
+import { ok } from "../../platform/failure";
 import { CreateSubscription, prorationBehaviors, Subscription } from "./schemas";
 import { cancel, changePlan, pause, previewPlanChange, resume } from "./lifecycle";
 import { discountPercentOf, setDiscount } from "./discount";
@@ -26,9 +28,9 @@ export const subscriptionRoutes = router()
       description: "Starts a subscription on the plan's latest version, with an optional trial and billing anchor. The customer and plan must share a currency; advance fees are invoiced at once.",
       middleware: [requireRole(access.subscriptions)] as const,
       request: jsonBody(CreateSubscription),
-      responses: { 201: jsonResponse(Subscription, "The new subscription") },
+      responses: { 201: jsonResponse(Subscription, "The new subscription"), ...problems(409, 422) },
     }),
-    async (c) => c.json(await createSubscription(services(c), c.req.valid("json")), 201),
+    async (c) => respond(c, await createSubscription(services(c), c.req.valid("json")), 201),
   )
   .openapi(
     createRoute({
@@ -56,16 +58,21 @@ export const subscriptionRoutes = router()
       request: { params: IdParam },
       responses: { 200: jsonResponse(Subscription, "The subscription"), ...problems(404) },
     }),
-    async (c) => c.json(toSubscription(await getSubscriptionRow(dbOf(c.env), c.req.valid("param").id)), 200),
+    async (c) => {
+      const found = await getSubscriptionRow(dbOf(c.env), c.req.valid("param").id);
+      return found.ok ? c.json(toSubscription(found.value), 200) : problem(c, found.error);
+    },
   );
 
 
 /** The subscription and the request's Services in its time (its test clock's, or the request's). */
 async function subscriptionAndNow(c: Context<HonoEnv>, id: string) {
   const s = services(c);
-  const sub = await getSubscriptionRow(s.db, id);
+  const found = await getSubscriptionRow(s.db, id);
+  if (!found.ok) return found;
+  const sub = found.value;
   const now = await s.clock.at(sub.testClockId);
-  return { db: s.db, sub, now, s: s.withNow(now) };
+  return ok({ db: s.db, sub, now, s: s.withNow(now) });
 }
 
 const LifecycleResult = Subscription;
@@ -82,13 +89,15 @@ subscriptionRoutes
       description: "Pauses billing; the subscription resumes automatically on `resumeDate` when given.",
       middleware: [requireRole(access.subscriptions)] as const,
       request: { params: IdParam, ...jsonBody(z.object({ reason: z.string().min(1).max(200), resumeDate: DateOrInstant.optional() })) },
-      responses: { 200: jsonResponse(LifecycleResult, "The paused subscription"), ...problems(404) },
+      responses: { 200: jsonResponse(LifecycleResult, "The paused subscription"), ...problems(404, 409, 422) },
     }),
     async (c) => {
       const body = c.req.valid("json");
-      const { s, sub } = await subscriptionAndNow(c, c.req.valid("param").id);
+      const found = await subscriptionAndNow(c, c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      const { s, sub } = found.value;
       const after = await pause(s, sub, { reason: body.reason, resumeDate: body.resumeDate ? startOf(body.resumeDate) : undefined });
-      return c.json(toSubscription(after), 200);
+      return after.ok ? c.json(toSubscription(after.value), 200) : problem(c, after.error);
     },
   )
   .openapi(
@@ -110,14 +119,17 @@ subscriptionRoutes
           }),
         ),
       },
-      responses: { 200: jsonResponse(LifecycleResult, "The subscription with its new discount"), ...problems(404) },
+      responses: { 200: jsonResponse(LifecycleResult, "The subscription with its new discount"), ...problems(404, 409, 422) },
     }),
     async (c) => {
       const body = c.req.valid("json");
-      const { sub, now } = await subscriptionAndNow(c, c.req.valid("param").id);
+      const found = await subscriptionAndNow(c, c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      const { sub, now } = found.value;
       const discountPercent = body.discountPercent === null ? null : discountPercentOf(body.discountPercent);
       const until = body.until ? endExclusiveOf(body.until) - 1 : null;
-      return c.json(toSubscription(await setDiscount(services(c).withNow(now), sub, { discountPercent, until, reason: body.reason })), 200);
+      const after = await setDiscount(services(c).withNow(now), sub, { discountPercent, until, reason: body.reason });
+      return after.ok ? c.json(toSubscription(after.value), 200) : problem(c, after.error);
     },
   )
   .openapi(
@@ -130,11 +142,14 @@ subscriptionRoutes
       description: "Resumes a paused subscription now; 409 when it is not paused.",
       middleware: [requireRole(access.subscriptions)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(LifecycleResult, "The resumed subscription"), ...problems(404) },
+      responses: { 200: jsonResponse(LifecycleResult, "The resumed subscription"), ...problems(404, 409) },
     }),
     async (c) => {
-      const { s, sub } = await subscriptionAndNow(c, c.req.valid("param").id);
-      return c.json(toSubscription(await resume(s, sub)), 200);
+      const found = await subscriptionAndNow(c, c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      const { s, sub } = found.value;
+      const after = await resume(s, sub);
+      return after.ok ? c.json(toSubscription(after.value), 200) : problem(c, after.error);
     },
   )
   .openapi(
@@ -160,14 +175,18 @@ subscriptionRoutes
           z.object({ effectiveAt: z.string(), scheduled: z.boolean(), prorationLines: z.array(ProrationLine), net: z.object({ amount: z.string(), amountMinor: z.number().int(), currency: z.string() }), note: z.string().nullable() }),
           "What the change would add to the next invoice",
         ),
-        ...problems(404),
+        ...problems(404, 409, 422),
       },
     }),
     async (c) => {
       const q = c.req.valid("query");
-      const { s, sub, now } = await subscriptionAndNow(c, c.req.valid("param").id);
+      const found = await subscriptionAndNow(c, c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      const { s, sub, now } = found.value;
       const effective = q.effectiveDate === "now" || q.effectiveDate === "next_billing_cycle" ? q.effectiveDate : startOf(q.effectiveDate);
-      const r = await previewPlanChange(s, sub, { newPlanId: q.newPlanId, prorate: q.prorate === "true", effective, quantity: q.quantity }, now);
+      const preview = await previewPlanChange(s, sub, { newPlanId: q.newPlanId, prorate: q.prorate === "true", effective, quantity: q.quantity }, now);
+      if (!preview.ok) return problem(c, preview.error);
+      const r = preview.value;
       return c.json(
         {
           effectiveAt: iso(r.effectiveAt),
@@ -213,15 +232,19 @@ subscriptionRoutes
           }),
           "The change, with the proration lines added to the next invoice",
         ),
-        ...problems(404),
+        ...problems(404, 409, 422),
       },
     }),
     async (c) => {
       const body = c.req.valid("json");
-      const { s, sub } = await subscriptionAndNow(c, c.req.valid("param").id);
+      const found = await subscriptionAndNow(c, c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      const { s, sub } = found.value;
       const effective = body.effectiveDate === "now" || body.effectiveDate === "next_billing_cycle" ? body.effectiveDate : startOf(body.effectiveDate);
       const prorate = body.prorationBehavior ? body.prorationBehavior !== "none" : body.prorate;
-      const r = await changePlan(s, sub, { newPlanId: body.newPlanId, prorate, effective, quantity: body.quantity, invoiceNow: body.prorationBehavior === "always_invoice" });
+      const changed = await changePlan(s, sub, { newPlanId: body.newPlanId, prorate, effective, quantity: body.quantity, invoiceNow: body.prorationBehavior === "always_invoice" });
+      if (!changed.ok) return problem(c, changed.error);
+      const r = changed.value;
       return c.json(
         {
           subscription: toSubscription(r.subscription),
@@ -255,12 +278,16 @@ subscriptionRoutes
           }),
         ),
       },
-      responses: { 200: jsonResponse(z.object({ subscription: Subscription, finalInvoiceId: z.string().nullable() }), "The canceled (or scheduled) subscription"), ...problems(404) },
+      responses: { 200: jsonResponse(z.object({ subscription: Subscription, finalInvoiceId: z.string().nullable() }), "The canceled (or scheduled) subscription"), ...problems(404, 409) },
     }),
     async (c) => {
       const body = c.req.valid("json");
-      const { s, sub } = await subscriptionAndNow(c, c.req.valid("param").id);
-      const r = await cancel(s, sub, body);
+      const found = await subscriptionAndNow(c, c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      const { s, sub } = found.value;
+      const canceled = await cancel(s, sub, body);
+      if (!canceled.ok) return problem(c, canceled.error);
+      const r = canceled.value;
       return c.json({ subscription: toSubscription(r.subscription), finalInvoiceId: r.invoiceId }, 200);
     },
   );

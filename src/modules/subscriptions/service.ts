@@ -17,11 +17,11 @@ import { finalizeInvoice } from "../invoices/finalize";
 import { newestFirstPage } from "../../platform/pagination";
 import { subscriptions, type SubscriptionStatus } from "../../db/schema";
 import { periodAt } from "../../domain/periods";
-import { ApiError, invalid, notFound } from "../../platform/errors";
+import { ApiError } from "../../platform/errors";
 import { newId } from "../../lib/ids";
 import { DAY_MS } from "../../lib/time";
 import { getCustomerRow, notDeleted } from "../customers/service";
-import { asField, conflict, valueOrThrow } from "../../platform/failure";
+import { asField, conflict, invalid, notFound, ok, type Outcome } from "../../platform/failure";
 import { getPlanRow } from "../plans/service";
 import { pushMeterConfig } from "../usage/meter-config";
 import type { CreateSubscription } from "./schemas";
@@ -37,17 +37,22 @@ export { toSubscription };
  * Starts a subscription on the plan's latest version. With a trial, the first period is the trial itself
  * and the billing anchor defaults to its end; otherwise periods follow the anchor (default: now).
  */
-export async function createSubscription(s: Services, input: z.infer<typeof CreateSubscription>) {
+export async function createSubscription(s: Services, input: z.infer<typeof CreateSubscription>): Promise<Outcome<ReturnType<typeof toSubscription>, "conflict" | "unprocessable">> {
   const { env, db, audit: ctx } = s;
   // Only "does not exist" is the client's fault; any other failure (D1 down) stays a 5xx.
   const found = asField(await getCustomerRow(db, input.customerId), "customerId");
-  const customer = valueOrThrow(found.ok ? notDeleted(found.value) : found);
-  const plan = valueOrThrow(asField(await getPlanRow(db, input.planId), "planId"));
+  if (!found.ok) return found;
+  const live = notDeleted(found.value);
+  if (!live.ok) return live;
+  const customer = live.value;
+  const foundPlan = asField(await getPlanRow(db, input.planId), "planId");
+  if (!foundPlan.ok) return foundPlan;
+  const plan = foundPlan.value;
   if (plan.currency !== customer.currency) {
-    throw invalid([{ path: "planId", message: `plan is billed in ${plan.currency} but the customer pays in ${customer.currency}` }]);
+    return invalid([{ path: "planId", message: `plan is billed in ${plan.currency} but the customer pays in ${customer.currency}` }]);
   }
   if (input.testClockId !== undefined && input.testClockId !== customer.testClockId) {
-    throw invalid([{ path: "testClockId", message: "must be the customer's test clock (subscriptions live on their customer's clock)" }]);
+    return invalid([{ path: "testClockId", message: "must be the customer's test clock (subscriptions live on their customer's clock)" }]);
   }
   // On a test clock, "now" is the clock's frozen time.
   const now = (await s.clock.frozen(customer.testClockId)) ?? ctx.now;
@@ -67,12 +72,16 @@ export async function createSubscription(s: Services, input: z.infer<typeof Crea
   }
   // A coupon, a promotion code, or (kept for compatibility) a bare percentage mapped onto its legacy coupon.
   if (input.discountPercent !== undefined && (input.coupon !== undefined || input.promotionCode !== undefined)) {
-    throw invalid([{ path: "discountPercent", message: "give either discountPercent or a coupon / promotionCode" }]);
+    return invalid([{ path: "discountPercent", message: "give either discountPercent or a coupon / promotionCode" }]);
   }
-  const redemption: Redemption | null =
-    input.discountPercent !== undefined
-      ? { coupon: legacyPercentCoupon(discountPercentOf(input.discountPercent), now), promotionCode: null, insertCoupon: true }
-      : valueOrThrow(await resolveRedemption(db, { coupon: input.coupon, promotionCode: input.promotionCode }, { customerId: customer.id, planId: plan.id, currency: plan.currency, now }));
+  let redemption: Redemption | null;
+  if (input.discountPercent !== undefined) {
+    redemption = { coupon: legacyPercentCoupon(discountPercentOf(input.discountPercent), now), promotionCode: null, insertCoupon: true };
+  } else {
+    const resolved = await resolveRedemption(db, { coupon: input.coupon, promotionCode: input.promotionCode }, { customerId: customer.id, planId: plan.id, currency: plan.currency, now });
+    if (!resolved.ok) return resolved;
+    redemption = resolved.value;
+  }
   const { discountPercent } = mirrorOf(redemption ? { coupon: redemption.coupon, discount: { endsAt: null } as DiscountRow } : null);
   const status: SubscriptionStatus = trialEnd !== null ? "trialing" : "active";
   const row: Row = {
@@ -157,19 +166,18 @@ export async function createSubscription(s: Services, input: z.infer<typeof Crea
     await commit(db, subscriptionCreated(db, row, { statements, audit }), auditCtx);
   } catch (e) {
     // A redemption limit reached by a concurrent request (or credit spent meanwhile) aborts the batch.
-    if (isAssertionFailure(e)) return valueOrThrow((redemption ? await redemptionConflict(db, redemption, now) : null) ?? conflict("the customer's credit or the coupon changed concurrently; retry"));
-    throw e;
+    if (!isAssertionFailure(e)) throw e;
+    return (redemption ? await redemptionConflict(db, redemption, now) : null) ?? conflict("the customer's credit or the coupon changed concurrently; retry");
   }
   eventsCommitted(createdEvents);
   await pushMeterConfig(s, row, plan);
   if (invoiceId) await finalizeInvoice(s.withAudit(auditCtx), invoiceId);
-  return toSubscription(row);
+  return ok(toSubscription(row));
 }
 
-export async function getSubscriptionRow(db: Db, id: string): Promise<Row> {
+export async function getSubscriptionRow(db: Db, id: string): Promise<Outcome<Row, "not_found">> {
   const row = await db.select().from(subscriptions).where(eq(subscriptions.id, id)).get();
-  if (!row) throw notFound("subscription", id);
-  return row;
+  return row ? ok(row) : notFound("subscription", id);
 }
 
 export async function listSubscriptions(

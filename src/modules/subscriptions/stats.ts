@@ -2,8 +2,8 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { services } from "../../http/context";
 import { and, asc, count, eq, gte, isNotNull, isNull, lt, lte, ne, or, sql } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
-import { jsonResponse, router, DateOrInstant } from "../../http/openapi";
-import { invalid } from "../../http/problem";
+import { jsonResponse, problems, router, DateOrInstant } from "../../http/openapi";
+import { problem } from "../../http/problem";
 import { dbOf } from "../../db/client";
 import { invoices, plans, subscriptions, subscriptionStatuses, type SubscriptionStatus } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
@@ -177,13 +177,13 @@ export const subscriptionStatsRoutes = router()
       description: "Trials started in [from, to] and what became of them, overall and by plan. A date as `to` includes that whole UTC day. Without `from` every trial up to `to` counts.",
       middleware: [requireRole(access.read)] as const,
       request: { query: z.object({ from: DateOrInstant.optional(), to: DateOrInstant.optional() }) },
-      responses: { 200: jsonResponse(TrialConversion, "Trial conversion") },
+      responses: { 200: jsonResponse(TrialConversion, "Trial conversion"), ...problems(422) },
     }),
     async (c) => {
       const q = c.req.valid("query");
       const from = q.from ? startOf(q.from) : null;
       const to = q.to ? endExclusiveOf(q.to) : services(c).clock.wall + 1;
-      if (from !== null && to <= from) throw invalid([{ path: "to", message: "must not be before from" }]);
+      if (from !== null && to <= from) return problem(c, { kind: "unprocessable", detail: "to: must not be before from", errors: [{ path: "to", message: "must not be before from" }] });
       const s = subscriptions;
       // A trial canceled at its end is stamped as converted by the period-end step; its end date tells them apart.
       const canceledAtTrialEnd = sql`${s.status} = 'canceled' and ${s.endedAt} is not null and ${s.endedAt} <= ${s.trialConvertedAt}`;

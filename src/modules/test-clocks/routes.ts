@@ -5,7 +5,8 @@ import { dbOf } from "../../db/client";
 import { testClocks } from "../../db/schema";
 import { newestFirstPage } from "../../platform/pagination";
 import { services } from "../../http/context";
-import { advanceClock, assertEnabled, createClock, getClock, parseFrozenTime, toClock } from "./service";
+import { problem } from "../../http/problem";
+import { advanceClock, clocksEnabled, createClock, getClock, parseFrozenTime, toClock } from "./service";
 
 const Clock = z.object({ id: z.string(), name: z.string().nullable(), frozenTime: z.string(), status: z.enum(["ready", "advancing"]), createdAt: z.string() }).openapi("TestClock");
 const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" } }) });
@@ -22,12 +23,15 @@ export const testClockRoutes = router()
       description: "A simulated clock for the customers attached to it; disabled (404) when TEST_CLOCKS=off.",
       middleware: [requireRole(access.subscriptions)] as const,
       request: jsonBody(z.object({ frozenTime: FrozenTime, name: z.string().max(100).optional() })),
-      responses: { 201: jsonResponse(Clock, "The clock"), ...problems(404) },
+      responses: { 201: jsonResponse(Clock, "The clock"), ...problems(404, 422) },
     }),
     async (c) => {
-      assertEnabled(c.env);
+      const on = clocksEnabled(c.env);
+      if (!on.ok) return problem(c, on.error);
       const body = c.req.valid("json");
-      const row = await createClock(services(c), { frozenTime: parseFrozenTime(body.frozenTime), name: body.name });
+      const frozenTime = parseFrozenTime(body.frozenTime);
+      if (!frozenTime.ok) return problem(c, frozenTime.error);
+      const row = await createClock(services(c), { frozenTime: frozenTime.value, name: body.name });
       return c.json(toClock(row), 201);
     },
   )
@@ -44,7 +48,8 @@ export const testClockRoutes = router()
       responses: { 200: jsonResponse(listOf(Clock), "A page of test clocks"), ...problems(404) },
     }),
     async (c) => {
-      assertEnabled(c.env);
+      const on = clocksEnabled(c.env);
+      if (!on.ok) return problem(c, on.error);
       const page = await newestFirstPage(dbOf(c.env), { table: testClocks, id: testClocks.id, createdAt: testClocks.createdAt }, c.req.valid("query"), [], toClock);
       return c.json(page, 200);
     },
@@ -62,8 +67,10 @@ export const testClockRoutes = router()
       responses: { 200: jsonResponse(Clock, "The clock"), ...problems(404) },
     }),
     async (c) => {
-      assertEnabled(c.env);
-      return c.json(toClock(await getClock(dbOf(c.env), c.req.valid("param").id)), 200);
+      const on = clocksEnabled(c.env);
+      if (!on.ok) return problem(c, on.error);
+      const clock = await getClock(dbOf(c.env), c.req.valid("param").id);
+      return clock.ok ? c.json(toClock(clock.value), 200) : problem(c, clock.error);
     },
   )
   .openapi(
@@ -82,12 +89,17 @@ export const testClockRoutes = router()
           Clock.extend({ steps: z.array(z.object({ subscriptionId: z.string(), step: z.string(), at: z.string(), status: z.string(), invoiceId: z.string().optional() })), invoiceIds: z.array(z.string()) }),
           "The clock after this call (ready, or advancing while the rest runs), and the steps this call ran",
         ),
-        ...problems(404),
+        ...problems(404, 409, 422, 503),
       },
     }),
     async (c) => {
-      assertEnabled(c.env);
-      const r = await advanceClock(services(c), c.req.valid("param").id, parseFrozenTime(c.req.valid("json").frozenTime));
+      const on = clocksEnabled(c.env);
+      if (!on.ok) return problem(c, on.error);
+      const target = parseFrozenTime(c.req.valid("json").frozenTime);
+      if (!target.ok) return problem(c, target.error);
+      const advanced = await advanceClock(services(c), c.req.valid("param").id, target.value);
+      if (!advanced.ok) return problem(c, advanced.error);
+      const r = advanced.value;
       return c.json({ ...toClock(r.clock), steps: r.steps.map((s) => ({ ...s, at: new Date(s.at).toISOString() })), invoiceIds: r.invoiceIds }, 200);
     },
   );

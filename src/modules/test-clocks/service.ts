@@ -4,7 +4,7 @@ import type { Db } from "../../db/client";
 import { commitWithAudit } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { subscriptions, testClocks } from "../../db/schema";
-import { ApiError, invalid, notFound } from "../../platform/errors";
+import { conflict, fail, invalid, notFound, ok, valueOrThrow, type Outcome } from "../../platform/failure";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import { finalizeDraftsPage } from "../invoices/finalize";
@@ -21,14 +21,14 @@ const STALE_ADVANCE_MS = 5 * 60_000;
 
 export const toClock = (r: ClockRow) => ({ id: r.id, name: r.name, frozenTime: iso(r.frozenTime), status: r.status, createdAt: iso(r.createdAt) });
 
-export function assertEnabled(env: Env) {
-  if (env.TEST_CLOCKS !== "on") throw new ApiError("not_found", "test clocks are disabled in this environment (TEST_CLOCKS=off)");
+/** Test clocks exist only where TEST_CLOCKS=on; elsewhere every test clock route answers 404. */
+export function clocksEnabled(env: Env): Outcome<void, "not_found"> {
+  return env.TEST_CLOCKS === "on" ? ok(undefined) : fail("not_found", "test clocks are disabled in this environment (TEST_CLOCKS=off)");
 }
 
-export async function getClock(db: Db, id: string): Promise<ClockRow> {
+export async function getClock(db: Db, id: string): Promise<Outcome<ClockRow, "not_found">> {
   const row = await db.select().from(testClocks).where(eq(testClocks.id, id)).get();
-  if (!row) throw notFound("test clock", id);
-  return row;
+  return row ? ok(row) : notFound("test clock", id);
 }
 
 export async function createClock(s: Services, input: { frozenTime: number; name?: string | undefined }) {
@@ -58,13 +58,19 @@ type Advance = { steps: StepResult[]; finished: boolean };
  * is large: this call does a bounded share and returns the clock `advancing` (its `frozenTime` at the last step
  * done, never past unfinished work); the tasks queue carries on until the clock is `ready` at `target`.
  */
-export async function advanceClock(s: Services, id: string, target: number) {
+export async function advanceClock(
+  s: Services,
+  id: string,
+  target: number,
+): Promise<Outcome<{ clock: ClockRow; steps: StepResult[]; invoiceIds: string[] }, "not_found" | "conflict" | "unavailable">> {
   const { db, audit: ctx } = s;
-  const clock = await getClock(db, id);
+  const found = await getClock(db, id);
+  if (!found.ok) return found;
+  const clock = found.value;
   if (target < clock.frozenTime) {
-    throw new ApiError("conflict", `test clocks never go backwards: ${clock.id} is at ${iso(clock.frozenTime)}`, [{ path: "frozenTime", message: "is before the clock's time" }]);
+    return conflict(`test clocks never go backwards: ${clock.id} is at ${iso(clock.frozenTime)}`, [{ path: "frozenTime", message: "is before the clock's time" }]);
   }
-  if (target === clock.frozenTime) return { clock, steps: [] as StepResult[], invoiceIds: [] as string[] };
+  if (target === clock.frozenTime) return ok({ clock, steps: [] as StepResult[], invoiceIds: [] as string[] });
   try {
     await db.batch([
       db
@@ -74,12 +80,17 @@ export async function advanceClock(s: Services, id: string, target: number) {
       assertChanged(db),
     ]);
   } catch (e) {
-    if (isAssertionFailure(e)) throw new ApiError("conflict", `test clock ${id} is being advanced by another request; retry`);
+    if (isAssertionFailure(e)) return conflict(`test clock ${id} is being advanced by another request; retry`);
     throw e;
   }
   const r = await advanceSome(s, id, clock.frozenTime, target, null);
-  if (!r.finished) await continueLater(s, id, target, null);
-  return { clock: await getClock(db, id), steps: r.steps, invoiceIds: r.steps.flatMap((step) => (step.invoiceId ? [step.invoiceId] : [])) };
+  if (!r.finished) {
+    const queued = await continueLater(s, id, target, null);
+    if (!queued.ok) return queued;
+  }
+  // The clock was just read and claimed (test clocks are never deleted).
+  const after = valueOrThrow(await getClock(db, id));
+  return ok({ clock: after, steps: r.steps, invoiceIds: r.steps.flatMap((step) => (step.invoiceId ? [step.invoiceId] : [])) });
 }
 
 /** The tasks queue's `test_clock.advance`: the next bounded share of an advance under way. */
@@ -89,15 +100,17 @@ export async function continueAdvance(s: Services, id: string, target: number, m
   // Finished, superseded or deleted meanwhile: nothing to do (a redelivered message lands here).
   if (!clock || clock.status !== "advancing" || clock.frozenTime > target) return;
   const r = await advanceSome(s, id, clock.frozenTime, target, meterAfter);
-  if (!r.finished) await continueLater(s, id, target, r.meterAfter ?? null);
+  // A continuation that cannot be queued fails the message, which is retried (as the advance's own step would be).
+  if (!r.finished) valueOrThrow(await continueLater(s, id, target, r.meterAfter ?? null));
 }
 
-async function continueLater(s: Services, clockId: string, target: number, meterAfter: string | null) {
+async function continueLater(s: Services, clockId: string, target: number, meterAfter: string | null): Promise<Outcome<void, "unavailable">> {
   try {
     await s.queues.tasks.sendAll([{ type: "test_clock.advance", clockId, target, ...(meterAfter ? { meterAfter } : {}) }]);
+    return ok(undefined);
   } catch (e) {
     // The clock stays `advancing`; after STALE_ADVANCE_MS another advance may take it over.
-    throw new ApiError("unavailable", `test clock ${clockId}: could not queue the rest of the advance (${String(e)}); advance again to resume`);
+    return fail("unavailable", `test clock ${clockId}: could not queue the rest of the advance (${String(e)}); advance again to resume`);
   }
 }
 
@@ -198,8 +211,7 @@ async function advanceSome(s: Services, id: string, from: number, target: number
   return { steps, finished: true };
 }
 
-export function parseFrozenTime(s: string): number {
+export function parseFrozenTime(s: string): Outcome<number, "unprocessable"> {
   const t = Date.parse(s);
-  if (Number.isNaN(t)) throw invalid([{ path: "frozenTime", message: "must be an ISO-8601 date-time" }]);
-  return t;
+  return Number.isNaN(t) ? invalid([{ path: "frozenTime", message: "must be an ISO-8601 date-time" }]) : ok(t);
 }

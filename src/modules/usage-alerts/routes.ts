@@ -3,6 +3,7 @@ import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, router, problems } from "../../http/openapi";
 import { services } from "../../http/context";
 import { dbOf } from "../../db/client";
+import { problem, respond } from "../../http/problem";
 
 import { getSubscriptionRow } from "../subscriptions/service";
 import { createUsageAlert, deleteUsageAlert, listUsageAlerts } from "./service";
@@ -44,15 +45,15 @@ usageAlertRoutes
           }),
         ),
       },
-      responses: { 201: jsonResponse(UsageAlert, "The alert"), ...problems(404) },
+      responses: { 201: jsonResponse(UsageAlert, "The alert"), ...problems(400, 404, 409, 422) },
     }),
     async (c) => {
       const s = services(c);
       const id = c.req.valid("param").id;
       const sub = await getSubscriptionRow(s.db, id);
+      if (!sub.ok) return problem(c, sub.error);
       // In the subscription's time: its clock's, or the request's.
-      const alert = await createUsageAlert(s.withNow(await s.clock.at(sub.testClockId)), id, c.req.valid("json"));
-      return c.json(alert, 201);
+      return respond(c, await createUsageAlert(s.withNow(await s.clock.at(sub.value.testClockId)), id, c.req.valid("json")), 201);
     },
   )
   .openapi(
@@ -67,7 +68,10 @@ usageAlertRoutes
       request: { params: IdParam },
       responses: { 200: jsonResponse(z.object({ data: z.array(UsageAlert) }), "The alerts"), ...problems(404) },
     }),
-    async (c) => c.json({ data: await listUsageAlerts(dbOf(c.env), c.req.valid("param").id) }, 200),
+    async (c) => {
+      const alerts = await listUsageAlerts(dbOf(c.env), c.req.valid("param").id);
+      return alerts.ok ? c.json({ data: alerts.value }, 200) : problem(c, alerts.error);
+    },
   )
   .openapi(
     createRoute({
@@ -79,12 +83,13 @@ usageAlertRoutes
       description: "A crossing already recorded is still delivered.",
       middleware: [requireRole(access.subscriptions)] as const,
       request: { params: AlertParams },
-      responses: { 200: jsonResponse(UsageAlert.extend({ deleted: z.literal(true) }), "The removed alert"), ...problems(404) },
+      responses: { 200: jsonResponse(UsageAlert.extend({ deleted: z.literal(true) }), "The removed alert"), ...problems(404, 409) },
     }),
     async (c) => {
       const s = services(c);
       const { id, alertId } = c.req.valid("param");
       const sub = await getSubscriptionRow(s.db, id);
-      return c.json(await deleteUsageAlert(s.withNow(await s.clock.at(sub.testClockId)), id, alertId), 200);
+      if (!sub.ok) return problem(c, sub.error);
+      return respond(c, await deleteUsageAlert(s.withNow(await s.clock.at(sub.value.testClockId)), id, alertId), 200);
     },
   );

@@ -1,7 +1,8 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, actorOf, requireRole, requireScopeOrRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, problemResponse, problems, router } from "../../http/openapi";
-import { ApiError } from "../../http/problem";
+import { problem } from "../../http/problem";
+import { fail, ok, type Failure, type Outcome } from "../../platform/failure";
 import { services } from "../../http/context";
 import { commitWithAudit } from "../../platform/audit";
 import { dbOf } from "../../db/client";
@@ -50,13 +51,19 @@ function resultsOf(outcomes: IngestOutcome[]) {
 
 const SubscriptionParam = z.object({ subscriptionId: z.string().openapi({ param: { name: "subscriptionId", in: "path" }, example: "sub_123" }) });
 
-function toSelector(period: string): PeriodSelector {
-  if (period === "current") return { kind: "current" };
-  if (period === "previous") return { kind: "previous" };
+function toSelector(period: string): Outcome<PeriodSelector, "validation_failed"> {
+  if (period === "current") return ok({ kind: "current" });
+  if (period === "previous") return ok({ kind: "previous" });
   const start = Date.parse(period);
-  if (Number.isNaN(start)) throw new ApiError("validation_failed", "period must be current, previous or an ISO-8601 instant", [{ path: "period", message: "invalid" }]);
-  return { kind: "at", start };
+  if (Number.isNaN(start)) return fail("validation_failed", "period must be current, previous or an ISO-8601 instant", [{ path: "period", message: "invalid" }]);
+  return ok({ kind: "at", start });
 }
+
+/** The meter's answer for an unknown subscription or period, as the summary and events routes give it (404). */
+const noMeterOrPeriod = (subscriptionId: string, error: string): Failure<"not_found"> =>
+  error === "unknown_subscription"
+    ? { kind: "not_found", detail: `subscription ${subscriptionId} does not exist or has no usage meter` }
+    : { kind: "not_found", detail: "no such period for this subscription", errors: [{ path: "period", message: "no such period" }] };
 
 export const usageRoutes = router();
 
@@ -93,7 +100,7 @@ usageRoutes.post("/", requireScopeOrRole("usage:write", access.admin), async (c)
   try {
     body = await c.req.json();
   } catch {
-    throw new ApiError("bad_request", "body is not valid JSON", [{ path: "(body)", message: "malformed JSON" }]);
+    return problem(c, { kind: "bad_request", detail: "body is not valid JSON", errors: [{ path: "(body)", message: "malformed JSON" }] });
   }
   const now = services(c).clock.wall;
   const idempotencyKey = c.req.header("idempotency-key");
@@ -101,7 +108,7 @@ usageRoutes.post("/", requireScopeOrRole("usage:write", access.admin), async (c)
 
   if (!isBatch) {
     const parsed = parseEvent(body, 0, idempotencyKey, now);
-    if (!parsed.ok) throw new ApiError("validation_failed", parsed.errors.map((e) => `${e.path}: ${e.message}`).join("; "), parsed.errors);
+    if (!parsed.ok) return problem(c, { kind: "validation_failed", detail: parsed.errors.map((e) => `${e.path}: ${e.message}`).join("; "), errors: parsed.errors });
     const [outcome] = await ingestEvents(c.env, [parsed.event], now);
     if (outcome!.status === "rejected") {
       const status = outcome!.reason === "meter_unavailable" ? 503 : outcome!.reason === "unknown_subscription" ? 404 : 422;
@@ -116,7 +123,7 @@ usageRoutes.post("/", requireScopeOrRole("usage:write", access.admin), async (c)
 
   const events = (body as { events: unknown }).events;
   if (!Array.isArray(events) || events.length === 0 || events.length > MAX_BATCH) {
-    throw new ApiError("validation_failed", `events must be an array of 1-${MAX_BATCH} events`, [{ path: "events", message: `must hold 1-${MAX_BATCH} events` }]);
+    return problem(c, { kind: "validation_failed", detail: `events must be an array of 1-${MAX_BATCH} events`, errors: [{ path: "events", message: `must hold 1-${MAX_BATCH} events` }] });
   }
   const valid: ParsedEvent[] = [];
   const invalid: IngestOutcome[] = [];
@@ -194,16 +201,15 @@ usageRoutes.openapi(
       params: SubscriptionParam,
       query: z.object({ period: z.string().default("current").openapi({ description: "current, previous, or an ISO-8601 instant inside (or at the start of) the period" }) }),
     },
-    responses: { 200: jsonResponse(Summary, "Usage summary"), ...problems(404) },
+    responses: { 200: jsonResponse(Summary, "Usage summary"), ...problems(400, 404) },
   }),
   async (c) => {
     const { subscriptionId } = c.req.valid("param");
     const s = services(c);
-    const out = await s.meters.of(subscriptionId).summary(toSelector(c.req.valid("query").period), s.clock.wall);
-    if (!out.ok) {
-      if (out.error === "unknown_subscription") throw new ApiError("not_found", `subscription ${subscriptionId} does not exist or has no usage meter`);
-      throw new ApiError("not_found", "no such period for this subscription", [{ path: "period", message: "no such period" }]);
-    }
+    const selector = toSelector(c.req.valid("query").period);
+    if (!selector.ok) return problem(c, selector.error);
+    const out = await s.meters.of(subscriptionId).summary(selector.value, s.clock.wall);
+    if (!out.ok) return problem(c, noMeterOrPeriod(subscriptionId, out.error));
     const currency = out.config.currency;
     let totalMinor = 0;
     const meters = out.meters.map((m: MeterAggregate) => {
@@ -238,11 +244,11 @@ const StoredEventView = z
   .openapi("StoredUsageEvent");
 
 const encodeCursor = (c: EventCursor) => `${c.receivedAt}.${c.seq}`;
-function decodeCursor(raw: string | undefined): EventCursor | null {
-  if (raw === undefined) return null;
+function decodeCursor(raw: string | undefined): Outcome<EventCursor | null, "validation_failed"> {
+  if (raw === undefined) return ok(null);
   const m = /^(\d{1,16})\.(\d{1,16})$/.exec(raw);
-  if (!m) throw new ApiError("validation_failed", "startingAfter must be the nextCursor of a previous page", [{ path: "startingAfter", message: "not a cursor from this list" }]);
-  return { receivedAt: Number(m[1]), seq: Number(m[2]) };
+  if (!m) return fail("validation_failed", "startingAfter must be the nextCursor of a previous page", [{ path: "startingAfter", message: "not a cursor from this list" }]);
+  return ok({ receivedAt: Number(m[1]), seq: Number(m[2]) });
 }
 
 usageRoutes.openapi(
@@ -261,17 +267,18 @@ usageRoutes.openapi(
         meterId: z.string().min(1).max(64).optional(),
       }),
     },
-    responses: { 200: jsonResponse(listOf(StoredEventView).extend({ period: z.object({ start: z.string(), end: z.string() }) }), "A page of events"), ...problems(404) },
+    responses: { 200: jsonResponse(listOf(StoredEventView).extend({ period: z.object({ start: z.string(), end: z.string() }) }), "A page of events"), ...problems(400, 404) },
   }),
   async (c) => {
     const { subscriptionId } = c.req.valid("param");
     const q = c.req.valid("query");
     const s = services(c);
-    const out = await s.meters.of(subscriptionId).events(toSelector(q.period), q.meterId ?? null, q.limit, decodeCursor(q.startingAfter), s.clock.wall);
-    if (!out.ok) {
-      if (out.error === "unknown_subscription") throw new ApiError("not_found", `subscription ${subscriptionId} does not exist or has no usage meter`);
-      throw new ApiError("not_found", "no such period for this subscription", [{ path: "period", message: "no such period" }]);
-    }
+    const selector = toSelector(q.period);
+    if (!selector.ok) return problem(c, selector.error);
+    const cursor = decodeCursor(q.startingAfter);
+    if (!cursor.ok) return problem(c, cursor.error);
+    const out = await s.meters.of(subscriptionId).events(selector.value, q.meterId ?? null, q.limit, cursor.value, s.clock.wall);
+    if (!out.ok) return problem(c, noMeterOrPeriod(subscriptionId, out.error));
     return c.json(
       {
         period: { start: iso(out.periodStart), end: iso(out.periodEnd) },
@@ -299,7 +306,7 @@ usageRoutes.openapi(
         z.object({ subscriptionId: z.string(), meterId: z.string(), period: z.object({ start: z.string(), end: z.string() }), before: z.object({ value: z.string(), eventCount: z.number() }), resetAt: z.string() }),
         "The meter was reset",
       ),
-      ...problems(404),
+      ...problems(404, 422),
     },
   }),
   async (c) => {
@@ -308,8 +315,8 @@ usageRoutes.openapi(
     const ctx = s.audit;
     const out = await s.meters.of(subscriptionId).reset(meterId, actorOf(c).id, reason ?? null, ctx.now);
     if (!out.ok) {
-      if (out.error === "unknown_meter") throw new ApiError("unprocessable", `subscription ${subscriptionId} has no meter ${meterId}`, [{ path: "meterId", message: "unknown meter" }]);
-      throw new ApiError("not_found", `subscription ${subscriptionId} does not exist or has no usage meter`, [{ path: "subscriptionId", message: "unknown subscription" }]);
+      if (out.error === "unknown_meter") return problem(c, { kind: "unprocessable", detail: `subscription ${subscriptionId} has no meter ${meterId}`, errors: [{ path: "meterId", message: "unknown meter" }] });
+      return problem(c, { kind: "not_found", detail: `subscription ${subscriptionId} does not exist or has no usage meter`, errors: [{ path: "subscriptionId", message: "unknown subscription" }] });
     }
     await commitWithAudit(
       dbOf(c.env),
