@@ -150,10 +150,6 @@ const isDurationCall = (text: string, index: number) => /(?:started|Started)\s*=
 const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<string, number>; queueSend: Record<string, number>; thrown: Record<string, number> } = {
   // Files whose use cases still throw ApiError (or its notFound/invalid factories) instead of returning an Outcome.
   thrown: {
-    "src/modules/admin/api-keys.ts": 3,
-    "src/modules/admin/config.ts": 1,
-    "src/modules/admin/exchange-rates.ts": 5,
-    "src/modules/admin/features.ts": 4,
     "src/modules/analytics/campaigns.ts": 2,
     "src/modules/analytics/redeem-offer.ts": 5,
     "src/modules/audit/routes.ts": 1,
