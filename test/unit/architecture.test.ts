@@ -152,9 +152,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
   thrown: {
     "src/modules/analytics/campaigns.ts": 2,
     "src/modules/analytics/redeem-offer.ts": 5,
-    "src/modules/audit/routes.ts": 1,
-    "src/modules/audit/verify.ts": 1,
-    "src/modules/compliance/routes.ts": 1,
     "src/modules/coupons/routes.ts": 2,
     "src/modules/coupons/service.ts": 18,
     "src/modules/credit-notes/service.ts": 21,
@@ -175,7 +172,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
     "src/modules/reconciliation/service.ts": 3,
     "src/modules/refunds/routes.ts": 3,
     "src/modules/refunds/service.ts": 8,
-    "src/modules/retention/run.ts": 1,
     "src/modules/subscriptions/billing-run.ts": 1,
     "src/modules/subscriptions/discount.ts": 3,
     "src/modules/subscriptions/lifecycle.ts": 4,
