@@ -156,8 +156,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
     "src/modules/coupons/service.ts": 18,
     "src/modules/credit-notes/service.ts": 21,
     "src/modules/credits/service.ts": 5,
-    "src/modules/documents/routes.ts": 2,
-    "src/modules/events/routes.ts": 4,
     "src/modules/exports/audit-export.ts": 3,
     "src/modules/exports/emergency.ts": 1,
     "src/modules/exports/routes.ts": 3,
