@@ -4,6 +4,7 @@ import { PAYMENTS_MODE_KEY, type Admission, type Lease } from "../../durable-obj
 import type { Db } from "../db/client";
 import { batchAssertions, settings } from "../db/schema";
 import { ApiError } from "../platform/errors";
+import { fail } from "../platform/failure";
 import { asGatewayCall } from "../db/round-trips";
 import type { PaymentGateway } from "./types";
 
@@ -18,6 +19,12 @@ export type Refused = Extract<Admission, { admitted: false }>;
 export function lockedError(r: Refused): ApiError {
   const state = r.mode === "frozen" ? "frozen" : "in queue mode";
   return new ApiError("locked", `payments are ${state}: ${r.reason ?? "no reason given"}`, [], { "retry-after": "60" });
+}
+
+/** The same refusal as a use case's failure (423 with Retry-After), for a use case that returns an Outcome. */
+export function lockedFailure(r: Refused) {
+  const e = lockedError(r);
+  return fail("locked", e.detail, undefined, e.headers);
 }
 
 /**

@@ -159,7 +159,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
     "src/modules/exports/audit-export.ts": 3,
     "src/modules/exports/emergency.ts": 1,
     "src/modules/exports/routes.ts": 3,
-    "src/modules/gateways/service.ts": 8,
     "src/modules/ingest-compat/openmeter.ts": 7,
     "src/modules/invoices/lifecycle.ts": 1,
     "src/modules/invoices/ops.ts": 3,
