@@ -178,8 +178,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
     "src/modules/test-clocks/service.ts": 6,
     "src/modules/usage-alerts/service.ts": 7,
     "src/modules/usage/routes.ts": 11,
-    "src/modules/webhooks/receive.ts": 1,
-    "src/modules/webhooks/routes.ts": 4,
   },
   dateNow: {
   },
