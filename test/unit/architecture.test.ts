@@ -167,6 +167,7 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
     "src/modules/payments/routes.ts": 7,
     "src/modules/plans/service.ts": 5,
     "src/modules/reconciliation/service.ts": 3,
+    "src/modules/retention/run.ts": 1,
     "src/modules/refunds/routes.ts": 3,
     "src/modules/refunds/service.ts": 8,
     "src/modules/subscriptions/billing-run.ts": 1,
