@@ -22,8 +22,11 @@ export function lockedError(r: Refused): ApiError {
   return new ApiError("locked", lockedDetail(r), [], { "retry-after": "60" });
 }
 
-/** The same 423 as a use case's failure (src/platform/failure.ts), for a use case that returns its failures. */
-export const paymentsLocked = (r: Refused) => fail("locked", lockedDetail(r), undefined, { "retry-after": "60" });
+/** The same refusal as a use case's failure (423 with Retry-After), for a use case that returns an Outcome. */
+export function lockedFailure(r: Refused) {
+  const e = lockedError(r);
+  return fail("locked", e.detail, undefined, e.headers);
+}
 
 /**
  * Asks the guard for `what`; when admitted, runs `move` holding the admission and releases it whatever happens.

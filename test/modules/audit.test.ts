@@ -327,16 +327,16 @@ describe("audit trail", () => {
 
   it("of a chain longer than one request checks, the newest rows are checked: from the last intact weekly verification when recent, else from a stored value; full=true is refused", async () => {
     const { runWeeklyVerification, verifyIntegrity } = await import("../../src/modules/audit/verify");
-    const { ApiError } = await import("../../src/platform/errors");
     for (let i = 0; i < 4; i++) await createCustomer();
     expect((await verify()).body).toMatchObject({ valid: true, scope: "full", checkedFrom: 1 });
     // No weekly verification: the newest 3 rows, walked from the stored chain value before them to the anchor's head.
     await env.ARCHIVE.delete("audit/verify/last-full.json");
     const top = await maxSeq();
-    expect(await verifyIntegrity(env, { maxRows: 3 })).toMatchObject({ valid: true, scope: "newest_rows", checkedFrom: top - 2, checked: 3, lastFullVerification: null });
-    const refused = await verifyIntegrity(env, { maxRows: 3, full: true }).catch((e: unknown) => e);
-    expect(refused).toBeInstanceOf(ApiError);
-    expect((refused as InstanceType<typeof ApiError>).kind).toBe("unprocessable");
+    expect(await verifyIntegrity(env, { maxRows: 3 })).toMatchObject({ ok: true, value: { valid: true, scope: "newest_rows", checkedFrom: top - 2, checked: 3, lastFullVerification: null } });
+    const refused = await verifyIntegrity(env, { maxRows: 3, full: true });
+    expect(refused.ok).toBe(false);
+    expect(!refused.ok && refused.error).toMatchObject({ kind: "unprocessable", errors: [{ path: "full", message: "more than 3 rows to check in one request" }] });
+    expect(!refused.ok && refused.error.detail).toMatch(/^the live audit chain has \d+ rows, more than the 3 one request checks/);
     // After a weekly run that found the chain intact, a check starts where it stopped when that is recent enough.
     const e = { ...env, TASK_QUEUE: { send: async () => undefined, sendBatch: async () => undefined } } as unknown as Env;
     const { messageServicesOf } = await import("../helpers");
@@ -344,25 +344,25 @@ describe("audit trail", () => {
     const verifiedThrough = await maxSeq();
     await createCustomer();
     const since = (await maxSeq()) - verifiedThrough;
-    expect(await verifyIntegrity(env, { maxRows: since + 1 })).toMatchObject({ valid: true, scope: "newest_rows", checkedFrom: verifiedThrough + 1, checked: since, lastFullVerification: { seq: verifiedThrough } });
+    expect(await verifyIntegrity(env, { maxRows: since + 1 })).toMatchObject({ ok: true, value: { valid: true, scope: "newest_rows", checkedFrom: verifiedThrough + 1, checked: since, lastFullVerification: { seq: verifiedThrough } } });
     // A newest row changed: found. The verified row's chain value rewritten: found at its seq.
     const last = await maxSeq();
     const row = (await rowBySeq(last))!;
     await env.DB.prepare("UPDATE audit_log SET reason = 'rewritten' WHERE seq = ?").bind(last).run();
     try {
-      expect(await verifyIntegrity(env, { maxRows: since + 1 })).toMatchObject({ valid: false, brokenAt: last });
-      expect(await verifyIntegrity(env, { maxRows: 3 })).toMatchObject({ valid: false, brokenAt: last });
+      expect(await verifyIntegrity(env, { maxRows: since + 1 })).toMatchObject({ ok: true, value: { valid: false, brokenAt: last } });
+      expect(await verifyIntegrity(env, { maxRows: 3 })).toMatchObject({ ok: true, value: { valid: false, brokenAt: last } });
     } finally {
       await env.DB.prepare("UPDATE audit_log SET reason = ? WHERE seq = ?").bind(row.reason, last).run();
     }
     const boundary = (await rowBySeq(verifiedThrough))!;
     await env.DB.prepare("UPDATE audit_log SET chain = ? WHERE seq = ?").bind("0".repeat(64), verifiedThrough).run();
     try {
-      expect(await verifyIntegrity(env, { maxRows: since + 1 })).toMatchObject({ valid: false, brokenAt: verifiedThrough });
+      expect(await verifyIntegrity(env, { maxRows: since + 1 })).toMatchObject({ ok: true, value: { valid: false, brokenAt: verifiedThrough } });
     } finally {
       await env.DB.prepare("UPDATE audit_log SET chain = ? WHERE seq = ?").bind(boundary.chain, verifiedThrough).run();
     }
-    expect(await verifyIntegrity(env, { maxRows: since + 1 })).toMatchObject({ valid: true });
+    expect(await verifyIntegrity(env, { maxRows: since + 1 })).toMatchObject({ ok: true, value: { valid: true } });
   });
 
   it("audited writes are sealed shortly after they commit, without a verification or a cron run", async () => {

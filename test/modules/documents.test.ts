@@ -36,6 +36,18 @@ async function openInvoice() {
 }
 
 describe("invoice documents", () => {
+  it("a draft has no document: its PDF and a hosted link are refused (409, declared) with the same detail as before", async () => {
+    const inv = await openInvoice();
+    // Put back in draft in place: only the routes' refusal is under test here.
+    await env.DB.prepare("UPDATE invoices SET status = 'draft' WHERE id = ?").bind(inv.id).run();
+    const pdf = await call("GET", `/api/v1/invoices/${inv.id}/pdf`, undefined, "viewer");
+    expect(pdf.status).toBe(409);
+    expect(pdf.body).toMatchObject({ detail: `invoice ${inv.id} is a draft: its document exists once it is finalized`, errors: [{ path: "status", message: "is draft" }] });
+    const link = await call("POST", `/api/v1/invoices/${inv.id}/hosted-link`, {}, "finance");
+    expect(link.status).toBe(409);
+    expect(link.body).toMatchObject({ detail: `invoice ${inv.id} is a draft: finalize it before sharing it`, errors: [{ path: "status", message: "is draft" }] });
+  });
+
   it("finalization queues the document job; the job stores the PDF in R2 and gives the invoice a hosted link", async () => {
     jobs = [];
     const inv = await openInvoice();

@@ -426,6 +426,20 @@ describe("resend, test event and the hourly sweep", () => {
     expect(hits[everything.url]).toEqual([]);
   });
 
+  it("a disabled endpoint refuses a test event and a resend (409, declared), and sends nothing", async () => {
+    const ep = await createEndpoint({ enabledEvents: ["invoice.paid"], disabled: true });
+    const hits = receivers({ [ep.url]: [200] });
+    const event = await insertEvent("invoice.paid");
+    const detail = `webhook endpoint ${ep.id} is disabled; enable it first (PATCH disabled: false)`;
+    for (const path of [`/api/v1/webhook-endpoints/${ep.id}/test`, `/api/v1/events/${event.id}/resend?endpoint=${ep.id}`]) {
+      const r = await api("POST", path);
+      expect(r.status).toBe(409);
+      expect(r.body).toMatchObject({ detail, errors: [{ path: "disabled", message: "is true" }] });
+    }
+    expect(hits[ep.url]).toEqual([]);
+    expect((await api("POST", `/api/v1/webhook-endpoints/we_missing/test`)).status).toBe(404);
+  });
+
   it("the hourly sweep re-fans events of the last day that missed their fan-out and re-sends lost deliveries", async () => {
     const ep = await createEndpoint({ enabledEvents: ["customer.subscription.*"] });
     receivers({ [ep.url]: [200] });

@@ -150,16 +150,6 @@ const isDurationCall = (text: string, index: number) => /(?:started|Started)\s*=
 const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<string, number>; queueSend: Record<string, number>; thrown: Record<string, number> } = {
   // Files whose use cases still throw ApiError (or its notFound/invalid factories) instead of returning an Outcome.
   thrown: {
-    "src/modules/admin/api-keys.ts": 3,
-    "src/modules/admin/config.ts": 1,
-    "src/modules/admin/exchange-rates.ts": 5,
-    "src/modules/admin/features.ts": 4,
-    "src/modules/audit/routes.ts": 1,
-    "src/modules/audit/verify.ts": 1,
-    "src/modules/compliance/routes.ts": 1,
-    "src/modules/documents/routes.ts": 2,
-    "src/modules/events/routes.ts": 4,
-    "src/modules/gateways/service.ts": 8,
     "src/modules/invoices/lifecycle.ts": 1,
     "src/modules/invoices/ops.ts": 3,
     "src/modules/invoices/service.ts": 4,
@@ -167,11 +157,6 @@ const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<str
     "src/modules/payments/routes.ts": 7,
     "src/modules/reconciliation/service.ts": 3,
     "src/modules/retention/run.ts": 1,
-    "src/modules/webhook-endpoints/deliveries.ts": 2,
-    "src/modules/webhook-endpoints/notifications.ts": 1,
-    "src/modules/webhook-endpoints/service.ts": 5,
-    "src/modules/webhooks/receive.ts": 1,
-    "src/modules/webhooks/routes.ts": 4,
   },
   dateNow: {
   },

@@ -10212,6 +10212,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Conflict: the object is in another state, or the same Idempotency-Key is still in flight */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Well-formed but refused: a business rule, a card number in the request, or an Idempotency-Key reused with another body */
             422: {
                 headers: {
@@ -18021,6 +18030,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The object named in the path does not exist */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Well-formed but refused: a business rule, a card number in the request, or an Idempotency-Key reused with another body */
             422: {
                 headers: {
@@ -18299,6 +18317,15 @@ export interface operations {
             };
             /** @description The token's role (or the API key's scopes) may not call this route */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The object named in the path does not exist */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

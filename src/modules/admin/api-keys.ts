@@ -7,7 +7,10 @@ import { apiKeys } from "../../db/schema";
 import { commitWithAudit } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { auditCtx } from "../../http/context";
-import { ApiError, notFound } from "../../http/problem";
+import { respond } from "../../http/problem";
+import { conflict, notFound, ok, type Outcome } from "../../platform/failure";
+import type { AuditContext } from "../../platform/audit";
+import type { Db } from "../../db/client";
 import { sha256Hex } from "../../lib/hash";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
@@ -107,27 +110,30 @@ export const apiKeyRoutes = router()
       description: "Takes effect everywhere within 30 s (the per-isolate key cache).",
       middleware: [requireRole(access.admin)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(ApiKey, "The revoked key"), ...problems(404) },
+      responses: { 200: jsonResponse(ApiKey, "The revoked key"), ...problems(404, 409) },
     }),
     async (c) => {
-      const { id } = c.req.valid("param");
-      const db = dbOf(c.env);
-      const ctx = auditCtx(c);
-      const row = await db.select().from(apiKeys).where(eq(apiKeys.id, id)).get();
-      if (!row) throw notFound("API key", id);
-      if (row.revokedAt !== null) throw new ApiError("conflict", `API key ${id} is already revoked`);
-      try {
-        await commitWithAudit(
-          db,
-          [db.update(apiKeys).set({ revokedAt: ctx.now }).where(and(eq(apiKeys.id, id), isNull(apiKeys.revokedAt))), assertChanged(db)],
-          [{ action: "api_key.revoked", targetType: "api_key", targetId: id }],
-          ctx,
-        );
-      } catch (e) {
-        if (isAssertionFailure(e)) throw new ApiError("conflict", `API key ${id} is already revoked`);
-        throw e;
-      }
-      forgetApiKey(row.keyHash);
-      return c.json(toApiKey({ ...row, revokedAt: ctx.now }), 200);
+      const revoked = await revokeApiKey(dbOf(c.env), auditCtx(c), c.req.valid("param").id);
+      if (revoked.ok) forgetApiKey(revoked.value.keyHash);
+      return respond(c, revoked.ok ? ok(toApiKey(revoked.value)) : revoked, 200);
     },
   );
+
+/** Revokes a live key (its row, revoked); a revoked key is a conflict, as is losing the race to another revoke. */
+async function revokeApiKey(db: Db, ctx: AuditContext, id: string): Promise<Outcome<Row, "not_found" | "conflict">> {
+  const row = await db.select().from(apiKeys).where(eq(apiKeys.id, id)).get();
+  if (!row) return notFound("API key", id);
+  if (row.revokedAt !== null) return conflict(`API key ${id} is already revoked`);
+  try {
+    await commitWithAudit(
+      db,
+      [db.update(apiKeys).set({ revokedAt: ctx.now }).where(and(eq(apiKeys.id, id), isNull(apiKeys.revokedAt))), assertChanged(db)],
+      [{ action: "api_key.revoked", targetType: "api_key", targetId: id }],
+      ctx,
+    );
+  } catch (e) {
+    if (isAssertionFailure(e)) return conflict(`API key ${id} is already revoked`);
+    throw e;
+  }
+  return ok({ ...row, revokedAt: ctx.now });
+}

@@ -4,7 +4,7 @@ import { asc, eq } from "drizzle-orm";
 import { settings } from "../../db/schema";
 import { configuredGateways, routing } from "../../gateways";
 import { activeGateway } from "../gateways/service";
-import { invalid } from "../../platform/errors";
+import { invalid, ok, type Outcome } from "../../platform/failure";
 import { iso } from "../../lib/time";
 import { DEFAULT_RETRY, RETRY_CONFIG_KEY, RetryConfig, retryConfig } from "../payments/config";
 import { putSetting } from "../../platform/settings";
@@ -87,7 +87,7 @@ export type ConfigPatch = z.infer<typeof ConfigPatch>;
  * Merges `patch.billing` into the stored "payments.retry" (retryAttempts is maxAttempts there) and writes it with an
  * audit row. The base is read from D1, not the per-isolate cache, so a change made elsewhere is not overwritten.
  */
-export async function patchConfig(s: Services, patch: ConfigPatch): Promise<EffectiveConfig> {
+export async function patchConfig(s: Services, patch: ConfigPatch): Promise<Outcome<EffectiveConfig, "unprocessable">> {
   const { db, audit: ctx } = s;
   const { retryAttempts, gracePeriodDays, backoffMultiplier, initialDelay } = patch.billing ?? {};
   const stored = await db.select({ value: settings.value }).from(settings).where(eq(settings.key, RETRY_CONFIG_KEY)).get();
@@ -96,10 +96,10 @@ export async function patchConfig(s: Services, patch: ConfigPatch): Promise<Effe
   );
   const merged = RetryConfig.safeParse({ ...DEFAULT_RETRY, ...(stored?.value as Partial<RetryConfig> | undefined), ...changes });
   if (!merged.success) {
-    throw invalid(merged.error.issues.map((i) => ({ path: `(stored ${RETRY_CONFIG_KEY}).${i.path.join(".")}`, message: i.message })));
+    return invalid(merged.error.issues.map((i) => ({ path: `(stored ${RETRY_CONFIG_KEY}).${i.path.join(".")}`, message: i.message })));
   }
   await putSetting(db, RETRY_CONFIG_KEY, merged.data, ctx, "PATCH /admin/config");
-  return effectiveConfig(s);
+  return ok(await effectiveConfig(s));
 }
 
 export const ReloadReport = z

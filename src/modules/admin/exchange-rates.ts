@@ -6,7 +6,7 @@ import type { AuditContext } from "../../platform/audit";
 import { settings } from "../../db/schema";
 import { formatDecimal, parseDecimal } from "../../domain/decimal";
 import { isCurrency } from "../../domain/money";
-import { ApiError } from "../../platform/errors";
+import { fail, ok, type Outcome } from "../../platform/failure";
 import { iso } from "../../lib/time";
 import { closedObject } from "../../lib/schema";
 import { putSetting } from "../../platform/settings";
@@ -76,10 +76,10 @@ const view = (v: StoredRates, updatedBy: string): ExchangeRates => ({ base: v.ba
 
 const sorted = (rates: Record<string, string>) => Object.fromEntries(Object.entries(rates).sort(([a], [b]) => a.localeCompare(b)));
 
-export async function getExchangeRates(db: Db): Promise<ExchangeRates> {
+export async function getExchangeRates(db: Db): Promise<Outcome<ExchangeRates, "not_found">> {
   const row = await db.select().from(settings).where(eq(settings.key, EXCHANGE_RATES_KEY)).get();
-  if (!row) throw new ApiError("not_found", "no exchange rates are stored yet: PUT /admin/exchange-rates sets them, POST /admin/exchange-rates/update fetches them");
-  return view(row.value as StoredRates, row.updatedBy);
+  if (!row) return fail("not_found", "no exchange rates are stored yet: PUT /admin/exchange-rates sets them, POST /admin/exchange-rates/update fetches them");
+  return ok(view(row.value as StoredRates, row.updatedBy));
 }
 
 async function store(db: Db, base: string, rates: Record<string, string>, source: string, ctx: AuditContext, reason: string): Promise<ExchangeRates> {
@@ -102,33 +102,38 @@ const providerUrl = (env: Env) => (env as unknown as Record<string, string | und
  * values are skipped and reported; a provider that fails or answers without a base or any usable rate changes
  * nothing. Only the provider's host is ever shown: the URL may carry an API key.
  */
-export async function updateExchangeRatesFromProvider(s: Services): Promise<z.infer<typeof ExchangeRatesUpdate>> {
+export async function updateExchangeRatesFromProvider(s: Services): Promise<Outcome<z.infer<typeof ExchangeRatesUpdate>, "unprocessable" | "unavailable">> {
   const { env, db, audit: ctx } = s;
   const url = providerUrl(env);
   if (!url) {
-    throw new ApiError("unprocessable", "no exchange-rate provider is configured (set the EXCHANGE_RATES_URL variable to a URL answering { base, rates }); PUT /admin/exchange-rates sets rates manually");
+    return fail("unprocessable", "no exchange-rate provider is configured (set the EXCHANGE_RATES_URL variable to a URL answering { base, rates }); PUT /admin/exchange-rates sets rates manually");
   }
   let host: string;
   try {
     host = new URL(url).host;
   } catch {
-    throw new ApiError("unprocessable", "EXCHANGE_RATES_URL is not a valid URL");
+    return fail("unprocessable", "EXCHANGE_RATES_URL is not a valid URL");
   }
-  const fail = (why: string) => new ApiError("unavailable", `exchange-rate provider ${host} ${why}; the stored rates are unchanged`);
+  const down = (why: string) => fail("unavailable", `exchange-rate provider ${host} ${why}; the stored rates are unchanged`);
+  const unreachable = (e: unknown) => down(`could not be reached (${e instanceof Error ? e.message : String(e)})`);
 
+  let res: Response;
+  try {
+    res = await fetch(url, { headers: { accept: "application/json" }, signal: AbortSignal.timeout(PROVIDER_TIMEOUT_MS) });
+  } catch (e) {
+    return unreachable(e);
+  }
+  if (!res.ok) return down(`answered HTTP ${res.status}`);
   let body: unknown;
   try {
-    const res = await fetch(url, { headers: { accept: "application/json" }, signal: AbortSignal.timeout(PROVIDER_TIMEOUT_MS) });
-    if (!res.ok) throw fail(`answered HTTP ${res.status}`);
     body = await res.json();
   } catch (e) {
-    if (e instanceof ApiError) throw e;
-    throw fail(e instanceof SyntaxError ? "answered something that is not JSON" : `could not be reached (${e instanceof Error ? e.message : String(e)})`);
+    return e instanceof SyntaxError ? down("answered something that is not JSON") : unreachable(e);
   }
   const shape = z.object({ base: z.string(), rates: z.record(z.string(), z.unknown()) }).safeParse(body);
-  if (!shape.success) throw fail("answered without { base, rates }");
+  if (!shape.success) return down("answered without { base, rates }");
   const base = shape.data.base.toUpperCase();
-  if (!isCurrency(base)) throw fail(`answered an unknown base currency ${JSON.stringify(shape.data.base)}`);
+  if (!isCurrency(base)) return down(`answered an unknown base currency ${JSON.stringify(shape.data.base)}`);
 
   const rates: Record<string, string> = {};
   const skipped: { currency: string; reason: string }[] = [];
@@ -143,7 +148,7 @@ export async function updateExchangeRatesFromProvider(s: Services): Promise<z.in
     else if (!rate.ok) skipped.push({ currency: code, reason: rate.error });
     else rates[code] = rate.value;
   }
-  if (Object.keys(rates).length === 0) throw fail("answered no usable rate");
-  if (Object.keys(rates).length > MAX_RATES) throw fail(`answered more than ${MAX_RATES} rates`);
-  return { ...(await store(db, base, rates, `provider:${host}`, ctx, "POST /admin/exchange-rates/update")), skipped };
+  if (Object.keys(rates).length === 0) return down("answered no usable rate");
+  if (Object.keys(rates).length > MAX_RATES) return down(`answered more than ${MAX_RATES} rates`);
+  return ok({ ...(await store(db, base, rates, `provider:${host}`, ctx, "POST /admin/exchange-rates/update")), skipped });
 }

@@ -6,7 +6,7 @@ import { commitWithAudit } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { settings } from "../../db/schema";
 import { evaluateFlag, type FeatureFlag, type FlagDecision, type Subject } from "../../domain/rollout";
-import { notFound } from "../../platform/errors";
+import { notFound, ok, type Outcome } from "../../platform/failure";
 import { iso } from "../../lib/time";
 import { closedObject } from "../../lib/schema";
 import { putSetting } from "../../platform/settings";
@@ -102,10 +102,9 @@ export async function listFlags(db: Db): Promise<FeatureFlagView[]> {
   return rows.map(toView);
 }
 
-export async function getFlag(db: Db, name: string): Promise<FeatureFlagView> {
+export async function getFlag(db: Db, name: string): Promise<Outcome<FeatureFlagView, "not_found">> {
   const row = await rowOf(db, name);
-  if (!row) throw notFound("feature flag", name);
-  return toView(row);
+  return row ? ok(toView(row)) : notFound("feature flag", name);
 }
 
 /** Creates or replaces the flag (audited). Other isolates see it within their 30 s cache lifetime. */
@@ -122,11 +121,11 @@ export async function putFlag(s: Services, name: string, input: FlagInput): Prom
 }
 
 /** Deletes the flag (audited); a deleted flag is off everywhere within 30 s. */
-export async function deleteFlag(s: Services, name: string): Promise<void> {
+export async function deleteFlag(s: Services, name: string): Promise<Outcome<void, "not_found">> {
   const { db, audit: ctx } = s;
   const key = featureKey(name);
   const before = await rowOf(db, name);
-  if (!before) throw notFound("feature flag", name);
+  if (!before) return notFound("feature flag", name);
   try {
     await commitWithAudit(
       db,
@@ -135,10 +134,11 @@ export async function deleteFlag(s: Services, name: string): Promise<void> {
       ctx,
     );
   } catch (e) {
-    if (isAssertionFailure(e)) throw notFound("feature flag", name); // deleted concurrently
+    if (isAssertionFailure(e)) return notFound("feature flag", name); // deleted concurrently
     throw e;
   }
   flagCache.delete(name);
+  return ok(undefined);
 }
 
 function decide(name: string, parsed: Parsed | null, subject: Subject): FlagDecision | { enabled: false; reason: "invalid_flag"; detail: string } {
@@ -148,10 +148,9 @@ function decide(name: string, parsed: Parsed | null, subject: Subject): FlagDeci
 }
 
 /** The stored flag (read from D1, not the cache) evaluated for one subject; 404 when the flag does not exist. */
-export async function evaluateStoredFlag(db: Db, name: string, subject: Subject) {
+export async function evaluateStoredFlag(db: Db, name: string, subject: Subject): Promise<Outcome<ReturnType<typeof decide>, "not_found">> {
   const row = await rowOf(db, name);
-  if (!row) throw notFound("feature flag", name);
-  return decide(name, parseRow(name, row.value), subject);
+  return row ? ok(decide(name, parseRow(name, row.value), subject)) : notFound("feature flag", name);
 }
 
 // ── For other modules ───────────────────────────────────────────────────────────────────────────────────

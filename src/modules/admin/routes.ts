@@ -2,6 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { dbOf } from "../../db/client";
 import { access, dropApiKeyCache, requireRole } from "../../http/auth";
 import { services } from "../../http/context";
+import { problem, respond } from "../../http/problem";
 import { jsonBody, jsonResponse, listOf, problemResponse, problems, router } from "../../http/openapi";
 import { NotificationListQuery, NotificationView, listNotifications, resendNotification } from "../notifications/admin";
 import { ConfigPatch, EffectiveConfig, ReloadReport, effectiveConfig, patchConfig } from "./config";
@@ -37,9 +38,9 @@ export const configRoutes = router()
         "Audited; answers the new effective configuration. `billing` is the payments retry configuration (the one PUT /admin/payments/retry-config also writes): retryAttempts is its maxAttempts. Unknown fields are refused with their path. Other isolates pick the change up within 30 s.",
       middleware: [requireRole(access.admin)] as const,
       request: jsonBody(ConfigPatch),
-      responses: { 200: jsonResponse(EffectiveConfig, "Effective configuration after the change") },
+      responses: { 200: jsonResponse(EffectiveConfig, "Effective configuration after the change"), ...problems(422) },
     }),
-    async (c) => c.json(await patchConfig(services(c), c.req.valid("json")), 200),
+    async (c) => respond(c, await patchConfig(services(c), c.req.valid("json")), 200),
   )
   .openapi(
     createRoute({
@@ -103,7 +104,7 @@ export const featureRoutes = router()
       request: { params: NameParam },
       responses: { 200: jsonResponse(FeatureFlagView, "The flag"), ...problems(404) },
     }),
-    async (c) => c.json(await getFlag(dbOf(c.env), c.req.valid("param").name), 200),
+    async (c) => respond(c, await getFlag(dbOf(c.env), c.req.valid("param").name), 200),
   )
   .openapi(
     createRoute({
@@ -133,8 +134,8 @@ export const featureRoutes = router()
       responses: { 204: { description: "Deleted" }, ...problems(404) },
     }),
     async (c) => {
-      await deleteFlag(services(c), c.req.valid("param").name);
-      return c.body(null, 204);
+      const deleted = await deleteFlag(services(c), c.req.valid("param").name);
+      return deleted.ok ? c.body(null, 204) : problem(c, deleted.error);
     },
   )
   .openapi(
@@ -147,11 +148,11 @@ export const featureRoutes = router()
       description: "The flag's answer for one subject (`subjectId` plus attributes as further query parameters), with the reason.",
       middleware: [requireRole(access.admin)] as const,
       request: { params: NameParam, query: EvaluateQuery },
-      responses: { 200: jsonResponse(FlagEvaluation, "Answer and reason") },
+      responses: { 200: jsonResponse(FlagEvaluation, "Answer and reason"), ...problems(404) },
     }),
     async (c) => {
       const { subjectId, ...attributes } = c.req.valid("query");
-      return c.json(await evaluateStoredFlag(dbOf(c.env), c.req.valid("param").name, { id: subjectId, attributes: attributes as Record<string, string> }), 200);
+      return respond(c, await evaluateStoredFlag(dbOf(c.env), c.req.valid("param").name, { id: subjectId, attributes: attributes as Record<string, string> }), 200);
     },
   );
 
@@ -214,9 +215,9 @@ export const exchangeRateRoutes = router()
       summary: "Get the exchange rates",
       description: `The stored rates: 1 base = rate units of each currency. ${ratesNote}`,
       middleware: [requireRole(access.admin)] as const,
-      responses: { 200: jsonResponse(ExchangeRates, "Exchange rates") },
+      responses: { 200: jsonResponse(ExchangeRates, "Exchange rates"), ...problems(404) },
     }),
-    async (c) => c.json(await getExchangeRates(dbOf(c.env)), 200),
+    async (c) => respond(c, await getExchangeRates(dbOf(c.env)), 200),
   )
   .openapi(
     createRoute({
@@ -241,7 +242,7 @@ export const exchangeRateRoutes = router()
       summary: "Fetch the exchange rates from the provider",
       description: `Fetches the rates from the provider at EXCHANGE_RATES_URL (answering { base, rates }) and stores them (audited). ${ratesNote} Without EXCHANGE_RATES_URL the answer is 422 (use PUT). Unknown currencies in the provider's answer are skipped and listed; a provider failure (503) leaves the stored rates unchanged.`,
       middleware: [requireRole(access.admin)] as const,
-      responses: { 200: jsonResponse(ExchangeRatesUpdate, "The rates now stored and the entries skipped"), 503: problemResponse("The provider failed; nothing changed") },
+      responses: { 200: jsonResponse(ExchangeRatesUpdate, "The rates now stored and the entries skipped"), ...problems(422), 503: problemResponse("The provider failed; nothing changed") },
     }),
-    async (c) => c.json(await updateExchangeRatesFromProvider(services(c)), 200),
+    async (c) => respond(c, await updateExchangeRatesFromProvider(services(c)), 200),
   );

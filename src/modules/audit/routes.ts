@@ -2,12 +2,13 @@ import { archivedThrough } from "../retention/run";
 import { readAuditRetentionCheckpoint } from "../../platform/archives";
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, desc, eq, gte, lt, type SQL } from "drizzle-orm";
-import { ApiError } from "../../http/problem";
+import { problem } from "../../http/problem";
 import { access, requireRole } from "../../http/auth";
 import { jsonResponse, router, DateOrInstant, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { auditLog } from "../../db/schema";
 import { verifyIntegrity } from "./verify";
+import { auditCursorSeq } from "./cursor";
 import { iso, endExclusiveOf } from "../../lib/time";
 
 type Row = typeof auditLog.$inferSelect;
@@ -100,7 +101,9 @@ export const auditRoutes = router()
       },
     }),
     async (c) => {
-      const r = await verifyIntegrity(c.env, { full: c.req.valid("query").full });
+      const verified = await verifyIntegrity(c.env, { full: c.req.valid("query").full });
+      if (!verified.ok) return problem(c, verified.error);
+      const r = verified.value;
       return c.json({ ...r, scope: r.scope ?? "full", checkedFrom: r.checkedFrom ?? 1, lastFullVerification: r.lastFullVerification ?? null }, 200);
     },
   )
@@ -137,6 +140,7 @@ export const auditRoutes = router()
           }),
           "Entries",
         ),
+        ...problems(400),
       },
     }),
     async (c) => {
@@ -151,9 +155,9 @@ export const auditRoutes = router()
         q.to ? lt(auditLog.at, endExclusiveOf(q.to)) : undefined,
       ];
       if (q.startingAfter) {
-        const cur = await db.select({ seq: auditLog.seq }).from(auditLog).where(eq(auditLog.id, q.startingAfter)).get();
-        if (!cur) throw new ApiError("validation_failed", `startingAfter: no audit entry ${q.startingAfter}`, [{ path: "startingAfter", message: "unknown id" }]);
-        conds.push(lt(auditLog.seq, cur.seq));
+        const cur = await auditCursorSeq(db, q.startingAfter);
+        if (!cur.ok) return problem(c, cur.error);
+        conds.push(lt(auditLog.seq, cur.value));
       }
       const rows = await db.select().from(auditLog).where(and(...conds)).orderBy(desc(auditLog.seq)).limit(q.limit + 1).all();
       const hasMore = rows.length > q.limit;

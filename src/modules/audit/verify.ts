@@ -3,7 +3,7 @@ import { AUDIT_ANCHOR_NAME, auditKey, auditRowMac, auditRowsInOrder, chainLink, 
 import type { AnchorHead } from "../../../durable-objects/audit-anchor";
 import { readAuditRetentionCheckpoint, type AuditRetentionCheckpoint } from "../../platform/archives";
 import type { Services } from "../../platform/services";
-import { ApiError } from "../../platform/errors";
+import { invalid, ok, type Outcome } from "../../platform/failure";
 
 export type AuditEnv = Pick<Env, "DB" | "ARCHIVE" | "AUDIT_ANCHOR" | "AUDIT_HMAC_KEY">;
 export type Checkpoint = { seq: number; chain: string; at: string };
@@ -224,10 +224,10 @@ export const SYNC_VERIFY_MAX_ROWS = 200_000;
  * proves every row after it (a changed row fails its MAC, a changed starting value breaks the next link); the rows
  * before it are the weekly run's (`lastFullVerification`).
  */
-export async function verifyIntegrity(env: AuditEnv, options: { full?: boolean; maxRows?: number } = {}): Promise<VerifyResult> {
+export async function verifyIntegrity(env: AuditEnv, options: { full?: boolean; maxRows?: number } = {}): Promise<Outcome<VerifyResult, "unprocessable">> {
   const maxRows = options.maxRows ?? SYNC_VERIFY_MAX_ROWS;
   const begun = await beginVerification(env);
-  if ("result" in begun) return { ...begun.result, scope: "full" };
+  if ("result" in begun) return ok({ ...begun.result, scope: "full" });
   const p = begun.progress;
   const lastFull = await readLastFullVerification(env);
   const liveRows = p.head.seq - (p.expected - 1);
@@ -235,20 +235,21 @@ export async function verifyIntegrity(env: AuditEnv, options: { full?: boolean; 
   let scope: VerifyResult["scope"] = "full";
   if (liveRows > maxRows) {
     if (options.full) {
-      throw new ApiError("unprocessable", `the live audit chain has ${liveRows} rows, more than the ${maxRows} one request checks: the weekly verification (cron audit.verify) checks it whole, in stretches, and stores its report in R2`, [
-        { path: "full", message: `more than ${maxRows} rows to check in one request` },
-      ]);
+      return invalid(
+        [{ path: "full", message: `more than ${maxRows} rows to check in one request` }],
+        `the live audit chain has ${liveRows} rows, more than the ${maxRows} one request checks: the weekly verification (cron audit.verify) checks it whole, in stretches, and stores its report in R2`,
+      );
     }
     const recentFull = lastFull && lastFull.seq >= p.head.seq - maxRows && lastFull.seq >= p.expected - 1 && lastFull.seq <= p.head.seq ? lastFull : null;
     const startAfter = recentFull ? recentFull.seq : p.head.seq - maxRows;
     const start = await env.DB.prepare("SELECT chain FROM audit_log WHERE seq = ?").bind(startAfter).first<{ chain: string | null }>();
     const lost = (problem: string) => ({ ...brokenResult(p, startAfter, null, problem), scope: "newest_rows" as const, checkedFrom: startAfter + 1, lastFullVerification: lastFull });
-    if (recentFull && start?.chain !== recentFull.chain) return lost(`the row at seq ${startAfter} no longer carries the chain value the weekly verification of ${recentFull.verifiedAt} found there`);
-    if (!start?.chain) return lost(`row ${startAfter} is missing or unsealed, so the newest rows cannot be walked from it`);
+    if (recentFull && start?.chain !== recentFull.chain) return ok(lost(`the row at seq ${startAfter} no longer carries the chain value the weekly verification of ${recentFull.verifiedAt} found there`));
+    if (!start?.chain) return ok(lost(`row ${startAfter} is missing or unsealed, so the newest rows cannot be walked from it`));
     from = { ...p, expected: startAfter + 1, prev: start.chain };
     scope = "newest_rows";
   }
   const done = await verifyStretch(env, from);
   if (!("result" in done)) throw new Error("a verification without a row limit ended early");
-  return { ...done.result, scope, checkedFrom: from.expected, lastFullVerification: lastFull };
+  return ok({ ...done.result, scope, checkedFrom: from.expected, lastFullVerification: lastFull });
 }

@@ -1,13 +1,12 @@
 import { AuditEntry } from "../audit/routes";
 import { startOf, endExclusiveOf } from "../../lib/time";
 import { createRoute, z } from "@hono/zod-openapi";
-import { eq } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
-import { jsonBody, jsonResponse, router, DateOrInstant } from "../../http/openapi";
+import { jsonBody, jsonResponse, problems, router, DateOrInstant } from "../../http/openapi";
 import { services } from "../../http/context";
-import { ApiError } from "../../http/problem";
+import { problem, respond } from "../../http/problem";
+import { auditCursorSeq } from "../audit/cursor";
 import { dbOf } from "../../db/client";
-import { auditLog } from "../../db/schema";
 import { generateSoxReport, SoxReportRequest } from "./sox";
 import { cardDataAccess, encryptionStatus } from "./security";
 
@@ -58,9 +57,9 @@ export const complianceRoutes = router().openapi(
       "Audit chain check, state changes, segregation of duties, voids, refunds, configuration changes and (with `includeControls`) the controls. Stored in R2 at reports/compliance/sox-<quarter>.json (a re-run replaces it) and audited. The runbook sends the body with `curl -d`: it is read as JSON whatever its Content-Type.",
     middleware: [requireRole(access.finance)] as const,
     request: jsonBody(SoxReportRequest),
-    responses: { 200: jsonResponse(SoxReport, "The report") },
+    responses: { 200: jsonResponse(SoxReport, "The report"), ...problems(422) },
   }),
-  async (c) => c.json(await generateSoxReport(services(c), c.req.valid("json")), 200),
+  async (c) => respond(c, await generateSoxReport(services(c), c.req.valid("json")), 200),
 );
 
 export const securityRoutes = router().openapi(
@@ -122,15 +121,15 @@ export const cardDataAuditRoutes = router().openapi(
         startingAfter: z.string().optional().openapi({ description: "Audit entry id of the previous page's last item" }),
       }),
     },
-    responses: { 200: jsonResponse(z.object({ data: z.array(CardDataAccessEntry), hasMore: z.boolean(), nextCursor: z.string().nullable() }), "Entries") },
+    responses: { 200: jsonResponse(z.object({ data: z.array(CardDataAccessEntry), hasMore: z.boolean(), nextCursor: z.string().nullable() }), "Entries"), ...problems(400) },
   }),
   async (c) => {
     const q = c.req.valid("query");
     let beforeSeq: number | null = null;
     if (q.startingAfter) {
-      const cur = await dbOf(c.env).select({ seq: auditLog.seq }).from(auditLog).where(eq(auditLog.id, q.startingAfter)).get();
-      if (!cur) throw new ApiError("validation_failed", `startingAfter: no audit entry ${q.startingAfter}`, [{ path: "startingAfter", message: "unknown id" }]);
-      beforeSeq = cur.seq;
+      const cur = await auditCursorSeq(dbOf(c.env), q.startingAfter);
+      if (!cur.ok) return problem(c, cur.error);
+      beforeSeq = cur.value;
     }
     const from = q.from ? startOf(q.from) : null;
     const to = q.to ? endExclusiveOf(q.to) : null;

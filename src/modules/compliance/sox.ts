@@ -1,9 +1,10 @@
-import { assertRetained } from "../retention/run";
+import { retained } from "../retention/run";
 import type { Services } from "../../platform/services";
 import { z } from "@hono/zod-openapi";
 import { commitWithAudit } from "../../platform/audit";
+import { ok, valueOrThrow, type Outcome } from "../../platform/failure";
 import { iso } from "../../lib/time";
-import { verifyIntegrity } from "../audit/verify";
+import { verifyIntegrity, type VerifyResult } from "../audit/verify";
 import { periodBounds } from "../tax/report";
 
 /**
@@ -73,7 +74,7 @@ async function segregationFindings(d1: D1Database, from: number, to: number): Pr
   return [...byActor.values()].filter((f) => f.configurationChanges > 0 && f.moneyMovements > 0);
 }
 
-async function controls(d1: D1Database, from: number, to: number, chain: Awaited<ReturnType<typeof verifyIntegrity>>, sod: Finding[]): Promise<Control[]> {
+async function controls(d1: D1Database, from: number, to: number, chain: VerifyResult, sod: Finding[]): Promise<Control[]> {
   const voids = await one<{ n: number; missing: number }>(
     d1,
     "SELECT count(*) AS n, coalesce(sum(CASE WHEN void_reason IS NULL OR trim(void_reason) = '' THEN 1 ELSE 0 END), 0) AS missing FROM invoices WHERE status = 'void' AND voided_at >= ?1 AND voided_at < ?2",
@@ -171,7 +172,7 @@ async function controls(d1: D1Database, from: number, to: number, chain: Awaited
   ];
 }
 
-export type SoxReport = Awaited<ReturnType<typeof buildSoxReport>>;
+export type SoxReport = Extract<Awaited<ReturnType<typeof buildSoxReport>>, { ok: true }>["value"];
 
 /** Builds the report for `quarter`; `ctx.now` decides whether the quarter is complete. */
 export async function buildSoxReport(s: Services, input: z.infer<typeof SoxReportRequest>) {
@@ -179,8 +180,10 @@ export async function buildSoxReport(s: Services, input: z.infer<typeof SoxRepor
   const d1 = env.DB;
   const { from, to } = periodBounds(input.quarter);
   // A quarter whose audit rows were archived to R2 would report fewer actions, not an error: refuse it instead.
-  await assertRetained(db, ["audit"], from, "The SOX report");
-  const chain = await verifyIntegrity(env);
+  const kept = await retained(db, ["audit"], from, "The SOX report");
+  if (!kept.ok) return kept;
+  // Not asked in full: the check covers what one request can, and never refuses.
+  const chain = valueOrThrow(await verifyIntegrity(env));
   const byAction = await all<{ action: string; count: number }>(d1, "SELECT action, count(*) AS count FROM audit_log WHERE at >= ?1 AND at < ?2 GROUP BY action ORDER BY count DESC, action", from, to);
   const byActorRole = await all<{ role: string; count: number }>(d1, "SELECT actor_role AS role, count(*) AS count FROM audit_log WHERE at >= ?1 AND at < ?2 GROUP BY actor_role ORDER BY count DESC, role", from, to);
   const sod = await segregationFindings(d1, from, to);
@@ -233,13 +236,15 @@ export async function buildSoxReport(s: Services, input: z.infer<typeof SoxRepor
     },
     ...(input.includeControls ? { controls: await controls(d1, from, to, chain, sod) } : {}),
   };
-  return report;
+  return ok(report);
 }
 
 /** Builds the report, stores it at reports/compliance/sox-<quarter>.json (replacing an older run) and audits it. */
-export async function generateSoxReport(s: Services, input: z.infer<typeof SoxReportRequest>): Promise<SoxReport> {
+export async function generateSoxReport(s: Services, input: z.infer<typeof SoxReportRequest>): Promise<Outcome<SoxReport, "unprocessable">> {
   const { env, db, audit: ctx } = s;
-  const report = await buildSoxReport(s, input);
+  const built = await buildSoxReport(s, input);
+  if (!built.ok) return built;
+  const report = built.value;
   await env.ARCHIVE.put(report.reportKey, JSON.stringify(report, null, 2), {
     httpMetadata: { contentType: "application/json" },
     customMetadata: { kind: "sox_report", quarter: input.quarter, generatedAt: report.generatedAt, generatedBy: ctx.actor.id },
@@ -258,5 +263,5 @@ export async function generateSoxReport(s: Services, input: z.infer<typeof SoxRe
     ],
     ctx,
   );
-  return report;
+  return ok(report);
 }

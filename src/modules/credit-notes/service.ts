@@ -15,7 +15,7 @@ import { creditedLinesOfInvoice } from "../invoices/creditable";
 import { creditableOf } from "../../domain/creditable";
 import { createPending } from "../refunds/lifecycle";
 import { notRefundable, settle, type PaymentRow, type RefundRow } from "../refunds/ledger";
-import { paymentsLocked } from "../../gateways/guard";
+import { lockedFailure } from "../../gateways/guard";
 import { customerCredit, grantCustomerCredit, revokeCustomerCredit } from "./customer-credit";
 import { creditNoteIssued, creditNoteVoided } from "./lifecycle";
 import type { creditNoteReasons } from "./serialize";
@@ -170,7 +170,7 @@ export async function createCreditNote(
     await settle(s, issued.value.refund!, issued.value.payment!, "keep", held);
     return issued;
   });
-  if (!admitted.admitted) return paymentsLocked(admitted);
+  if (!admitted.admitted) return lockedFailure(admitted);
   if (!admitted.value.ok) return admitted.value;
   return ok({ note: admitted.value.value.note, lines: admitted.value.value.lines });
 }

@@ -3,7 +3,8 @@ import { dbOf } from "../../db/client";
 import { access, requireRole } from "../../http/auth";
 import { auditCtx, services } from "../../http/context";
 import { jsonBody, jsonResponse, router, problems } from "../../http/openapi";
-import { ApiError } from "../../http/problem";
+import { problem } from "../../http/problem";
+import { conflict, ok, type Outcome } from "../../platform/failure";
 import { iso } from "../../lib/time";
 import { displayMoney } from "./format";
 import { NOT_FOUND_HTML, renderHtml } from "./html";
@@ -26,6 +27,10 @@ const HostedLink = z
   })
   .openapi("HostedInvoiceLink");
 
+/** The invoice unless it is a draft (409): a draft has no document yet; `why` says what waits for its finalization. */
+const finalized = <T extends { id: string; status: string }>(inv: T, why: string): Outcome<T, "conflict"> =>
+  inv.status === "draft" ? conflict(`invoice ${inv.id} is a draft: ${why}`, [{ path: "status", message: "is draft" }]) : ok(inv);
+
 const pdfHeaders = (name: string, inline: boolean) => ({
   "content-type": "application/pdf",
   "content-disposition": `${inline ? "inline" : "attachment"}; filename="${name}.pdf"`,
@@ -44,12 +49,13 @@ export const invoiceDocumentRoutes = router()
       description: "Streams the PDF of the invoice's current state (open, paid, void, uncollectible) from R2; rendered once and stored if missing. Drafts have no document (409).",
       middleware: [requireRole(access.read)] as const,
       request: { params: IdParam },
-      responses: { 200: pdfResponse("The invoice as a PDF"), ...problems(404) },
+      responses: { 200: pdfResponse("The invoice as a PDF"), ...problems(404, 409) },
     }),
     async (c) => {
       const db = dbOf(c.env);
-      const inv = await getInvoice(db, c.req.valid("param").id);
-      if (inv.status === "draft") throw new ApiError("conflict", `invoice ${inv.id} is a draft: its document exists once it is finalized`, [{ path: "status", message: "is draft" }]);
+      const found = finalized(await getInvoice(db, c.req.valid("param").id), "its document exists once it is finalized");
+      if (!found.ok) return problem(c, found.error);
+      const inv = found.value;
       return new Response((await invoicePdf(services(c), inv)) as BodyInit, { status: 200, headers: pdfHeaders(inv.number ?? inv.id, false) });
     },
   )
@@ -63,12 +69,13 @@ export const invoiceDocumentRoutes = router()
       description: "Issues a new unguessable link (256-bit token, only its hash is stored) valid `expiresInDays` (default: the documents setting's hostedLinkDays, 90); every earlier link of the invoice is revoked.",
       middleware: [requireRole(access.finance)] as const,
       request: { params: IdParam, body: { required: false, content: { "application/json": { schema: z.object({ expiresInDays: z.number().int().min(1).max(365).optional() }) } } } },
-      responses: { 201: jsonResponse(HostedLink, "The new link"), ...problems(404) },
+      responses: { 201: jsonResponse(HostedLink, "The new link"), ...problems(404, 409) },
     }),
     async (c) => {
       const db = dbOf(c.env);
-      const inv = await getInvoice(db, c.req.valid("param").id);
-      if (inv.status === "draft") throw new ApiError("conflict", `invoice ${inv.id} is a draft: finalize it before sharing it`, [{ path: "status", message: "is draft" }]);
+      const found = finalized(await getInvoice(db, c.req.valid("param").id), "finalize it before sharing it");
+      if (!found.ok) return problem(c, found.error);
+      const inv = found.value;
       const body = (c.req.header("content-type")?.includes("json") ? c.req.valid("json") : undefined) ?? {};
       const config = await documentsConfig(db);
       const link = await issueLink(services(c), inv.id, body.expiresInDays ?? config.hostedLinkDays, config.publicBaseUrl);

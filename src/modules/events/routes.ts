@@ -5,7 +5,8 @@ import { jsonResponse, listOf, PaginationQuery, router, problems } from "../../h
 import { dbOf, type Db } from "../../db/client";
 import { toPage } from "../../platform/pagination";
 import { events } from "../../db/schema";
-import { ApiError, notFound } from "../../http/problem";
+import { respond } from "../../http/problem";
+import { fail, notFound, ok, type Outcome } from "../../platform/failure";
 import { toEvent, type EventRow } from "../../platform/events";
 import { archivedThrough } from "../retention/run";
 import { iso } from "../../lib/time";
@@ -44,15 +45,15 @@ const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "pa
 const TYPE = /^[a-z_]+(\.[a-z_]+)*$/;
 
 /** `type` as a filter: an exact type, or a prefix (`invoice.*` → every type starting with `invoice.`). */
-function typeFilter(type: string | undefined): SQL | undefined {
-  if (!type) return undefined;
+function typeFilter(type: string | undefined): Outcome<SQL | undefined, "validation_failed"> {
+  if (!type) return ok(undefined);
   if (type.endsWith(".*") && TYPE.test(type.slice(0, -2))) {
     const prefix = type.slice(0, -1); // "invoice."
     // A range on the indexed column ('/' sorts right after '.'), not LIKE (whose `_` would be a wildcard).
-    return and(gte(events.type, prefix), lt(events.type, `${prefix.slice(0, -1)}/`));
+    return ok(and(gte(events.type, prefix), lt(events.type, `${prefix.slice(0, -1)}/`)));
   }
-  if (!TYPE.test(type)) throw new ApiError("validation_failed", `type: ${type} is not an event type (invoice.paid) or a prefix ending in .* (invoice.*)`, [{ path: "type", message: "an event type or a prefix ending in .*" }]);
-  return eq(events.type, type);
+  if (!TYPE.test(type)) return fail("validation_failed", `type: ${type} is not an event type (invoice.paid) or a prefix ending in .* (invoice.*)`, [{ path: "type", message: "an event type or a prefix ending in .*" }]);
+  return ok(eq(events.type, type));
 }
 
 type Position = { createdAt: number; id: string };
@@ -66,15 +67,17 @@ export async function listEvents(db: Db, q: z.infer<typeof ListEventsQuery>) {
   let at: Position | undefined;
   if (q.startingAfter) {
     at = await db.select({ createdAt: events.createdAt, id: events.id }).from(events).where(eq(events.id, q.startingAfter)).get();
-    if (!at) throw new ApiError("validation_failed", `startingAfter: no object with id ${q.startingAfter}`, [{ path: "startingAfter", message: "unknown id" }]);
+    if (!at) return fail("validation_failed", `startingAfter: no object with id ${q.startingAfter}`, [{ path: "startingAfter", message: "unknown id" }]);
   }
+  const byType = typeFilter(q.type);
+  if (!byType.ok) return byType;
   const rows = await db
     .select()
     .from(events)
     .where(
       and(
         at ? or(lt(events.createdAt, at.createdAt), and(eq(events.createdAt, at.createdAt), lt(events.id, at.id))) : undefined,
-        typeFilter(q.type),
+        byType.value,
         q.objectId ? eq(events.objectId, q.objectId) : undefined,
         q.customerId ? eq(events.customerId, q.customerId) : undefined,
         q.createdGte ? gte(events.createdAt, Date.parse(q.createdGte)) : undefined,
@@ -88,7 +91,16 @@ export async function listEvents(db: Db, q: z.infer<typeof ListEventsQuery>) {
   // Past the retention policy events are in R2: a list reaching back that far says so instead of looking complete.
   const through = page.hasMore ? null : await archivedThrough(db, "events");
   const reachesArchive = through !== null && (!q.createdGte || Date.parse(q.createdGte) <= through);
-  return { ...page, archived: reachesArchive ? { through: iso(through), archives: "/admin/retention/archives?kind=events" } : null };
+  return ok({ ...page, archived: reachesArchive ? { through: iso(through), archives: "/admin/retention/archives?kind=events" } : null });
+}
+
+/** One event; a missing one may have been archived, and then the 404 says where it went. */
+async function getEvent(db: Db, id: string): Promise<Outcome<ReturnType<typeof toEvent>, "not_found">> {
+  const row = await db.select().from(events).where(eq(events.id, id)).get();
+  if (row) return ok(toEvent(row));
+  const through = await archivedThrough(db, "events");
+  if (through === null) return notFound("event", id);
+  return fail("not_found", `No event ${id}. Events created up to ${iso(through)} were archived to R2 by the retention policy (GET /admin/retention/archives?kind=events).`);
 }
 
 export const eventRoutes = router()
@@ -112,9 +124,10 @@ export const eventRoutes = router()
           }),
           "A page of events",
         ),
+        ...problems(400),
       },
     }),
-    async (c) => c.json(await listEvents(dbOf(c.env), c.req.valid("query")), 200),
+    async (c) => respond(c, await listEvents(dbOf(c.env), c.req.valid("query")), 200),
   )
   .openapi(
     createRoute({
@@ -128,14 +141,5 @@ export const eventRoutes = router()
       request: { params: IdParam },
       responses: { 200: jsonResponse(Event, "The event"), ...problems(404) },
     }),
-    async (c) => {
-      const { id } = c.req.valid("param");
-      const row = await dbOf(c.env).select().from(events).where(eq(events.id, id)).get();
-      if (!row) {
-        const through = await archivedThrough(dbOf(c.env), "events");
-        if (through === null) throw notFound("event", id);
-        throw new ApiError("not_found", `No event ${id}. Events created up to ${iso(through)} were archived to R2 by the retention policy (GET /admin/retention/archives?kind=events).`);
-      }
-      return c.json(toEvent(row), 200);
-    },
+    async (c) => respond(c, await getEvent(dbOf(c.env), c.req.valid("param").id), 200),
   );

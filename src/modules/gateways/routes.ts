@@ -2,6 +2,7 @@ import { createRoute } from "@hono/zod-openapi";
 import { dbOf } from "../../db/client";
 import { access, requireRole } from "../../http/auth";
 import { services } from "../../http/context";
+import { problem, respond } from "../../http/problem";
 import { jsonBody, jsonResponse, optionalJsonBody, problems, router } from "../../http/openapi";
 import { gatewayPerformance } from "./performance";
 import { FailoverRequest, GatewayMetrics, GatewayStatus, GatewayTestConfig, GatewayTestConfigPatch, GatewayTestReport, GatewayTestRequest, MetricsQuery, Routing, RestoreRequest, SandboxFaults } from "./schemas";
@@ -39,11 +40,12 @@ export const gatewayRoutes = router()
         "A real round trip: a small charge of the gateway's test payment method with a fresh idempotency key, then its full refund, with both outcomes and latencies. Moves money, so it passes the PaymentGuard: 423 while payments are frozen or in queue mode. The amount is capped (GET /admin/gateways/test-config, 1.00 by default); the method is the gateway's own test method, never one the caller sends.",
       middleware: [requireRole(access.finance)] as const,
       request: jsonBody(GatewayTestRequest),
-      responses: { 200: jsonResponse(GatewayTestReport, "Outcome of the charge and the refund (ok false when either did not succeed)"), ...problems(423) },
+      responses: { 200: jsonResponse(GatewayTestReport, "Outcome of the charge and the refund (ok false when either did not succeed)"), ...problems(422, 423) },
     }),
     async (c) => {
       const plan = await planGatewayTest(services(c), c.req.valid("json"));
-      return c.json(await testGateway(services(c), plan), 200);
+      if (!plan.ok) return problem(c, plan.error);
+      return respond(c, await testGateway(services(c), plan.value), 200);
     },
   )
   .openapi(
@@ -73,9 +75,9 @@ export const gatewayAdminRoutes = router()
       description: "Marks `primary` down so new charges go to `backup` (audited)." + LENIENT,
       middleware: [requireRole(access.admin)] as const,
       request: jsonBody(FailoverRequest),
-      responses: { 200: jsonResponse(Routing, "The routing now in force") },
+      responses: { 200: jsonResponse(Routing, "The routing now in force"), ...problems(422) },
     }),
-    async (c) => c.json(await failover(services(c), c.req.valid("json")), 200),
+    async (c) => respond(c, await failover(services(c), c.req.valid("json")), 200),
   )
   .openapi(
     createRoute({
@@ -87,9 +89,9 @@ export const gatewayAdminRoutes = router()
       description: "Marks the primary up again so new charges go back to it (audited)." + LENIENT,
       middleware: [requireRole(access.admin)] as const,
       request: optionalJsonBody(RestoreRequest),
-      responses: { 200: jsonResponse(Routing, "The routing now in force") },
+      responses: { 200: jsonResponse(Routing, "The routing now in force"), ...problems(422) },
     }),
-    async (c) => c.json(await restore(services(c), c.req.valid("json")), 200),
+    async (c) => respond(c, await restore(services(c), c.req.valid("json")), 200),
   )
   .openapi(
     createRoute({

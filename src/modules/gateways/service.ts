@@ -5,8 +5,8 @@ import { currencyExponent, formatMinor, toMinor } from "../../domain/money";
 import { configuredGateways, routing, ROUTING_KEY, SANDBOX_FAULTS_KEY, type GatewayRouting } from "../../gateways";
 import type { SandboxFaults } from "../../gateways/sandbox";
 import type { GatewayName } from "../../gateways/types";
-import { ApiError, invalid } from "../../platform/errors";
-import { lockedError, withAdmission } from "../../gateways/guard";
+import { fail, invalid, ok, type Outcome } from "../../platform/failure";
+import { lockedFailure } from "../../gateways/guard";
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import { getSetting, putSetting } from "../../platform/settings";
@@ -25,12 +25,12 @@ const isLiveStripe = (env: Env) => env.STRIPE_SECRET_KEY.startsWith("sk_live_") 
 const modeOf = (env: Env, name: GatewayName): "embedded" | "live" | "test" => (name === "sandbox" ? "embedded" : isLiveStripe(env) ? "live" : "test");
 
 /** `name` as a configured gateway, or a 422 naming the ones that are. */
-export function configuredGateway(env: Env, name: string, field = "gateway"): GatewayName {
+export function configuredGateway(env: Env, name: string, field = "gateway"): Outcome<GatewayName, "unprocessable"> {
   const configured = configuredGateways(env);
   if (!(configured as string[]).includes(name)) {
-    throw new ApiError("unprocessable", `gateway ${name} is not configured here; configured: ${configured.join(", ")}`, [{ path: field, message: "not a configured gateway" }]);
+    return fail("unprocessable", `gateway ${name} is not configured here; configured: ${configured.join(", ")}`, [{ path: field, message: "not a configured gateway" }]);
   }
-  return name as GatewayName;
+  return ok(name as GatewayName);
 }
 
 /** Where new charges go under `r`. */
@@ -111,25 +111,27 @@ export type GatewayTestPlan = { gateway: GatewayName; amountMinor: number; curre
  * method is the gateway's own test method (the sandbox's and Stripe test mode's pm_card_visa, or the configured
  * one; a live Stripe key has no safe default, so it needs one configured), never one the caller sends.
  */
-export async function planGatewayTest(s: Services, input: { gateway: string; amount: string | number; currency: string; paymentMethod?: unknown }): Promise<GatewayTestPlan> {
+export async function planGatewayTest(s: Services, input: { gateway: string; amount: string | number; currency: string; paymentMethod?: unknown }): Promise<Outcome<GatewayTestPlan, "unprocessable">> {
   const { env, db } = s;
   if (input.paymentMethod !== undefined) {
-    throw invalid([{ path: "paymentMethod", message: "not accepted: the test charges the gateway's own test payment method (see GET /admin/gateways/test-config)" }]);
+    return invalid([{ path: "paymentMethod", message: "not accepted: the test charges the gateway's own test payment method (see GET /admin/gateways/test-config)" }]);
   }
-  const gateway = configuredGateway(env, input.gateway);
+  const configured = configuredGateway(env, input.gateway);
+  if (!configured.ok) return configured;
+  const gateway = configured.value;
   const minor = toMinor(input.amount, input.currency);
-  if (!minor.ok) throw invalid([{ path: "amount", message: minor.error }]);
-  if (minor.value <= 0) throw invalid([{ path: "amount", message: "must be positive" }]);
+  if (!minor.ok) return invalid([{ path: "amount", message: minor.error }]);
+  if (minor.value <= 0) return invalid([{ path: "amount", message: "must be positive" }]);
   const config = await gatewayTestConfig(db);
   const cap = capMinor(config.maxAmount, input.currency);
   if (minor.value > cap) {
-    throw invalid([{ path: "amount", message: `at most ${formatMinor(cap, input.currency)} ${input.currency} (the test-charge cap; an admin changes it with PUT /admin/gateways/test-config)` }]);
+    return invalid([{ path: "amount", message: `at most ${formatMinor(cap, input.currency)} ${input.currency} (the test-charge cap; an admin changes it with PUT /admin/gateways/test-config)` }]);
   }
-  if (gateway === "sandbox") return { gateway, amountMinor: minor.value, currency: input.currency, paymentMethod: "pm_card_visa", gatewayCustomerId: null };
+  if (gateway === "sandbox") return ok({ gateway, amountMinor: minor.value, currency: input.currency, paymentMethod: "pm_card_visa", gatewayCustomerId: null });
   if (isLiveStripe(env) && !config.stripePaymentMethod) {
-    throw invalid([{ path: "gateway", message: "a live Stripe key needs a test payment method: PUT /admin/gateways/test-config with stripePaymentMethod (and stripeCustomerId)" }]);
+    return invalid([{ path: "gateway", message: "a live Stripe key needs a test payment method: PUT /admin/gateways/test-config with stripePaymentMethod (and stripeCustomerId)" }]);
   }
-  return { gateway, amountMinor: minor.value, currency: input.currency, paymentMethod: config.stripePaymentMethod ?? "pm_card_visa", gatewayCustomerId: config.stripeCustomerId };
+  return ok({ gateway, amountMinor: minor.value, currency: input.currency, paymentMethod: config.stripePaymentMethod ?? "pm_card_visa", gatewayCustomerId: config.stripeCustomerId });
 }
 
 type Step = { status: string; latencyMs: number; id: string | null; failureCode?: string; failureMessage?: string; error?: string };
@@ -164,12 +166,12 @@ export async function testGateway(s: Services, input: GatewayTestPlan) {
     }
     return { charge, refund };
   });
-  if (!admitted.admitted) throw lockedError(admitted);
+  if (!admitted.admitted) return lockedFailure(admitted);
   const { charge, refund } = admitted.value;
-  const ok = charge.status === "succeeded" && (refund?.status === "succeeded" || refund?.status === "pending");
+  const passed = charge.status === "succeeded" && (refund?.status === "succeeded" || refund?.status === "pending");
   const report = {
     gateway: input.gateway,
-    ok,
+    ok: passed,
     amount: formatMinor(input.amountMinor, input.currency),
     amountMinor: input.amountMinor,
     currency: input.currency,
@@ -181,35 +183,39 @@ export async function testGateway(s: Services, input: GatewayTestPlan) {
     testedAt: iso(ctx.now),
   };
   // Money moved on a gateway (and back): on the audit chain like any other change, with the actor from ctx.
-  await commitWithAudit(db, [], [{ action: "gateway.tested", targetType: "gateway", targetId: input.gateway, after: { ok, key, paymentMethod: input.paymentMethod, charge: { status: charge.status, id: charge.id }, refund: refund && { status: refund.status, id: refund.id }, amountMinor: input.amountMinor, currency: input.currency } }], ctx);
-  return report;
+  await commitWithAudit(db, [], [{ action: "gateway.tested", targetType: "gateway", targetId: input.gateway, after: { ok: passed, key, paymentMethod: input.paymentMethod, charge: { status: charge.status, id: charge.id }, refund: refund && { status: refund.status, id: refund.id }, amountMinor: input.amountMinor, currency: input.currency } }], ctx);
+  return ok(report);
 }
 
 /** Marks `primary` down so new charges go to `backup`. */
 export async function failover(s: Services, input: { primary: string; backup: string; reason?: string | undefined }) {
   const { env, db, audit: ctx } = s;
-  const primary = configuredGateway(env, input.primary, "primary");
-  const backup = configuredGateway(env, input.backup, "backup");
-  if (primary === backup) throw new ApiError("unprocessable", "primary and backup must be different gateways", [{ path: "backup", message: "same as primary" }]);
+  const configuredPrimary = configuredGateway(env, input.primary, "primary");
+  if (!configuredPrimary.ok) return configuredPrimary;
+  const configuredBackup = configuredGateway(env, input.backup, "backup");
+  if (!configuredBackup.ok) return configuredBackup;
+  const [primary, backup] = [configuredPrimary.value, configuredBackup.value];
+  if (primary === backup) return fail("unprocessable", "primary and backup must be different gateways", [{ path: "backup", message: "same as primary" }]);
   // The sandbox takes no money: routing a live account's charges to it would mark invoices paid for nothing.
   if (isLiveStripe(env) && backup === "sandbox") {
-    throw new ApiError("unprocessable", "the sandbox cannot back up a live Stripe account (it would mark invoices paid without taking money)", [{ path: "backup", message: "sandbox with a live key" }]);
+    return fail("unprocessable", "the sandbox cannot back up a live Stripe account (it would mark invoices paid without taking money)", [{ path: "backup", message: "sandbox with a live key" }]);
   }
   const next: GatewayRouting = { primary, backup, primaryDown: true, downReason: input.reason ?? "manual failover", downSince: ctx.now };
   await putSetting(db, ROUTING_KEY, next, ctx, `gateway failover: ${primary} → ${backup}${input.reason ? ` (${input.reason})` : ""}`);
   dropGatewayHealthCache();
-  return routingView(next);
+  return ok(routingView(next));
 }
 
 /** Marks the primary up again: new charges go back to it. */
 export async function restore(s: Services, input: { reason?: string | undefined }) {
   const { env, db, audit: ctx } = s;
   const current = await s.gateways.routing();
-  configuredGateway(env, current.primary, "primary");
+  const configured = configuredGateway(env, current.primary, "primary");
+  if (!configured.ok) return configured;
   const next: GatewayRouting = { ...current, primaryDown: false, downReason: null, downSince: null };
   await putSetting(db, ROUTING_KEY, next, ctx, `gateway restore: ${current.primary}${input.reason ? ` (${input.reason})` : ""}`);
   dropGatewayHealthCache();
-  return routingView(next);
+  return ok(routingView(next));
 }
 
 export async function setSandboxFaults(s: Services, faults: Required<SandboxFaults>) {

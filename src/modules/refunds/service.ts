@@ -4,7 +4,7 @@ import { refunds } from "../../db/schema";
 import { formatMinor, toMinor } from "../../domain/money";
 import { fail, invalid, notFound, ok, type Outcome } from "../../platform/failure";
 import { newId } from "../../lib/ids";
-import { paymentsLocked } from "../../gateways/guard";
+import { lockedFailure } from "../../gateways/guard";
 import { notRefundable, paymentById, remainingOf, reserve, settle, type PaymentRow, type RefundRow } from "./ledger";
 
 export { processBulkRefundItem, type BulkRefundItemMessage, type BulkItemResult } from "./bulk";
@@ -81,7 +81,7 @@ export async function createRefund(
     // asks again with the same key. Giving the reservation back here could let a second refund overdraw the charge.
     return ok(await settle(s, row, payment, "keep", held));
   });
-  if (!admitted.admitted) return paymentsLocked(admitted);
+  if (!admitted.admitted) return lockedFailure(admitted);
   if (!admitted.value.ok) return admitted.value;
   const outcome = admitted.value.value;
   if (outcome.kind === "failed") return fail("unprocessable", `refund ${id} failed: ${outcome.message}`, [{ path: "paymentId", message: outcome.message }]);

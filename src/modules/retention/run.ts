@@ -4,6 +4,7 @@ import type { Db } from "../../db/client";
 import { retentionArchives, retentionKinds, retentionRuns, type RetentionKind } from "../../db/schema";
 import { newId } from "../../lib/ids";
 import { ApiError } from "../../platform/errors";
+import { invalid, ok, type Outcome } from "../../platform/failure";
 import { DAY_MS } from "../../lib/time";
 import type { TaskMessage } from "../../../queues/messages";
 import { cutoffOf, getRetentionPolicy } from "./policy";
@@ -85,15 +86,25 @@ export async function archivedThrough(db: Db, kind: RetentionKind): Promise<numb
  * Refuses (422) a report window starting at or before the newest archived row of `kinds`: its rows left D1, so the
  * report would silently count less. Windows after that read only what stays in D1 and are exact.
  */
-export async function assertRetained(db: Db, kinds: RetentionKind[], from: number, what: string): Promise<void> {
+export async function retained(db: Db, kinds: RetentionKind[], from: number, what: string): Promise<Outcome<void, "unprocessable">> {
   for (const kind of kinds) {
     const through = await archivedThrough(db, kind);
     if (through !== null && from <= through) {
-      throw new ApiError(
-        "unprocessable",
-        `${what} reads ${kind.replace("_", " ")} from ${new Date(from).toISOString()}, but rows up to ${new Date(through).toISOString()} were archived to R2 by the retention policy: choose a window starting after that (the archives: GET /admin/retention/archives?kind=${kind})`,
+      return invalid(
         [{ path: "from", message: `must be after ${new Date(through).toISOString()} (archived)` }],
+        `${what} reads ${kind.replace("_", " ")} from ${new Date(from).toISOString()}, but rows up to ${new Date(through).toISOString()} were archived to R2 by the retention policy: choose a window starting after that (the archives: GET /admin/retention/archives?kind=${kind})`,
       );
     }
   }
+  return ok(undefined);
+}
+
+/**
+ * `retained`, thrown as before: for the callers that do not return an Outcome yet (audit export, reconciliation,
+ * collected revenue). The HTTP error of old, not valueOrThrow's UnexpectedFailure: the reconciliation report records a
+ * gateway's error by its message, and that message must stay the detail alone. Goes once those callers use `retained`.
+ */
+export async function assertRetained(db: Db, kinds: RetentionKind[], from: number, what: string): Promise<void> {
+  const r = await retained(db, kinds, from, what);
+  if (!r.ok) throw new ApiError(r.error.kind, r.error.detail, [...(r.error.errors ?? [])]);
 }

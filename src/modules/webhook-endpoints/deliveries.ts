@@ -5,11 +5,11 @@ import type { Db } from "../../db/client";
 import { commitWithAudit } from "../../platform/audit";
 import { newestFirstPage, type PageQuery } from "../../platform/pagination";
 import { events, webhookDeliveries, webhookDeliveryAttempts } from "../../db/schema";
-import { ApiError, notFound } from "../../platform/errors";
+import { conflict, notFound, ok, type Outcome } from "../../platform/failure";
 import { iso } from "../../lib/time";
 import { eventInsert, eventRow, toEvent } from "../../platform/events";
 import { deliverNow, type DeliveryRow } from "./delivery";
-import { getEndpointRow, toEndpoint } from "./service";
+import { getEndpointRow, toEndpoint, type EndpointRow } from "./service";
 
 type AttemptRow = typeof webhookDeliveryAttempts.$inferSelect;
 
@@ -70,7 +70,8 @@ async function withDetails(db: Db, rows: DeliveryRow[]) {
 }
 
 export async function listDeliveries(db: Db, endpointId: string, q: PageQuery & { status?: DeliveryRow["status"] | undefined; eventId?: string | undefined }) {
-  await getEndpointRow(db, endpointId);
+  const endpoint = await getEndpointRow(db, endpointId);
+  if (!endpoint.ok) return endpoint;
   const page = await newestFirstPage(
     db,
     { table: webhookDeliveries, id: webhookDeliveries.id, createdAt: webhookDeliveries.createdAt, scope: eq(webhookDeliveries.endpointId, endpointId) },
@@ -78,34 +79,39 @@ export async function listDeliveries(db: Db, endpointId: string, q: PageQuery & 
     [q.status ? eq(webhookDeliveries.status, q.status) : undefined, q.eventId ? eq(webhookDeliveries.eventId, q.eventId) : undefined],
     (r) => r,
   );
-  return { ...page, data: await withDetails(db, page.data) };
+  return ok({ ...page, data: await withDetails(db, page.data) });
 }
 
-async function deliverable(db: Db, endpointId: string) {
-  const endpoint = await getEndpointRow(db, endpointId);
-  if (endpoint.disabled) throw new ApiError("conflict", `webhook endpoint ${endpointId} is disabled; enable it first (PATCH disabled: false)`, [{ path: "disabled", message: "is true" }]);
-  return endpoint;
+/** The endpoint, unless it is disabled (409): a manual send goes to an enabled endpoint only. */
+async function deliverable(db: Db, endpointId: string): Promise<Outcome<EndpointRow, "not_found" | "conflict">> {
+  const found = await getEndpointRow(db, endpointId);
+  if (!found.ok) return found;
+  if (found.value.disabled) return conflict(`webhook endpoint ${endpointId} is disabled; enable it first (PATCH disabled: false)`, [{ path: "disabled", message: "is true" }]);
+  return found;
 }
 
 /** Sends one event to one endpoint now (a resend); retries follow if it fails. Answers the delivery with its attempts. */
 export async function resendEvent(s: Services, eventId: string, endpointId: string) {
   const { db, audit: ctx } = s;
   const event = await db.select({ id: events.id, type: events.type }).from(events).where(eq(events.id, eventId)).get();
-  if (!event) throw notFound("event", eventId);
-  await deliverable(db, endpointId);
+  if (!event) return notFound("event", eventId);
+  const endpoint = await deliverable(db, endpointId);
+  if (!endpoint.ok) return endpoint;
   const { delivery } = await deliverNow(s, eventId, endpointId, ctx.now);
   const [out] = await withDetails(db, [delivery]);
-  return out!;
+  return ok(out!);
 }
 
 /** A `test.webhook` event sent to this endpoint only (never fanned out to others), delivered now. */
 export async function sendTestEvent(s: Services, endpointId: string) {
   const { db, audit: ctx } = s;
-  const endpoint = await deliverable(db, endpointId);
+  const found = await deliverable(db, endpointId);
+  if (!found.ok) return found;
+  const endpoint = found.value;
   const row = eventRow({ type: "test.webhook", objectType: "webhook_endpoint", objectId: endpoint.id, object: toEndpoint(endpoint) }, ctx);
   await commitWithAudit(db, [eventInsert(db, row)], [{ action: "webhook_endpoint.test_sent", targetType: "webhook_endpoint", targetId: endpoint.id, after: { eventId: row.id } }], ctx);
   const { delivery } = await deliverNow(s, row.id, endpoint.id, ctx.now);
   const [out] = await withDetails(db, [delivery]);
-  return { event: toEvent(row), delivery: out! };
+  return ok({ event: toEvent(row), delivery: out! });
 }
 

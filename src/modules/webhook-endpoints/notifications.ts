@@ -6,7 +6,7 @@ import { customers, invoices, notifications, webhookEndpoints, type events } fro
 import type { Actor } from "../../env";
 import type { AuditEntry } from "../../platform/audit";
 import { systemActor } from "../../platform/actor";
-import { ApiError } from "../../platform/errors";
+import { conflict, ok, type Outcome } from "../../platform/failure";
 import { deliveryProblem, notificationEnvelope } from "../notifications/delivery";
 import { adoptNotificationsWithoutEvent, NOTIFICATION_EVENT, NOTIFICATIONS_ENDPOINT_ID } from "../notifications/outbox";
 import { ensureLink } from "../documents/links";
@@ -25,12 +25,13 @@ const NOTIFIER: Actor = systemActor("notifications");
 const USER_AGENT = "billing-engine-notifications/1";
 
 /** PATCH, DELETE and rotate-secret on the built-in endpoint: its configuration is the wrangler secrets. */
-export function refuseBuiltin(id: string): void {
+export function refuseBuiltin(id: string): Outcome<void, "conflict"> {
   if (isNotificationsEndpoint(id)) {
-    throw new ApiError("conflict", `webhook endpoint ${id} delivers customer notifications; it is configured by NOTIFY_WEBHOOK_URL and NOTIFY_WEBHOOK_SECRET (wrangler secrets), not through the API`, [
+    return conflict(`webhook endpoint ${id} delivers customer notifications; it is configured by NOTIFY_WEBHOOK_URL and NOTIFY_WEBHOOK_SECRET (wrangler secrets), not through the API`, [
       { path: "id", message: "built-in endpoint" },
     ]);
   }
+  return ok(undefined);
 }
 
 /**

@@ -3,6 +3,7 @@ import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { services } from "../../http/context";
+import { problem, respond } from "../../http/problem";
 import { listDeliveries, resendEvent, sendTestEvent, WebhookDelivery } from "./deliveries";
 import {
   createEndpoint,
@@ -37,13 +38,14 @@ export const webhookEndpointRoutes = router()
       description: "Subscribes a URL to event types. Deliveries are signed (Standard Webhooks) with the endpoint's secret. " + shownOnce,
       middleware: [requireRole(access.admin)] as const,
       request: jsonBody(CreateWebhookEndpoint),
-      responses: { 201: jsonResponse(WebhookEndpointWithSecret, "The endpoint, with its secret") },
+      responses: { 201: jsonResponse(WebhookEndpointWithSecret, "The endpoint, with its secret"), ...problems(422) },
     }),
     async (c) => {
       const created = await createEndpoint(services(c), c.req.valid("json"));
+      if (!created.ok) return problem(c, created.error);
       forgetEndpointsCache();
-      c.set("secretShownOnce", { object: "webhook endpoint", id: created.id });
-      return c.json(created, 201);
+      c.set("secretShownOnce", { object: "webhook endpoint", id: created.value.id });
+      return c.json(created.value, 201);
     },
   )
   .openapi(
@@ -72,7 +74,10 @@ export const webhookEndpointRoutes = router()
       request: { params: IdParam },
       responses: { 200: jsonResponse(WebhookEndpoint, "The endpoint"), ...problems(404) },
     }),
-    async (c) => c.json(toEndpoint(await getEndpointRow(dbOf(c.env), c.req.valid("param").id)), 200),
+    async (c) => {
+      const found = await getEndpointRow(dbOf(c.env), c.req.valid("param").id);
+      return found.ok ? c.json(toEndpoint(found.value), 200) : problem(c, found.error);
+    },
   )
   .openapi(
     createRoute({
@@ -84,12 +89,13 @@ export const webhookEndpointRoutes = router()
       description: "Metadata keys are merged; `disabled: false` re-enables an endpoint. `we_notifications` (customer notifications) answers 409: it is configured by NOTIFY_WEBHOOK_URL and NOTIFY_WEBHOOK_SECRET.",
       middleware: [requireRole(access.admin)] as const,
       request: { params: IdParam, ...jsonBody(UpdateWebhookEndpoint) },
-      responses: { 200: jsonResponse(WebhookEndpoint, "The updated endpoint"), ...problems(404, 409) },
+      responses: { 200: jsonResponse(WebhookEndpoint, "The updated endpoint"), ...problems(404, 409, 422) },
     }),
     async (c) => {
       const updated = await updateEndpoint(services(c), c.req.valid("param").id, c.req.valid("json"));
+      if (!updated.ok) return problem(c, updated.error);
       forgetEndpointsCache();
-      return c.json(updated, 200);
+      return c.json(updated.value, 200);
     },
   )
   .openapi(
@@ -104,7 +110,7 @@ export const webhookEndpointRoutes = router()
       request: { params: IdParam },
       responses: { 200: jsonResponse(Deleted, "Deleted"), ...problems(404, 409) },
     }),
-    async (c) => c.json(await deleteEndpoint(services(c), c.req.valid("param").id), 200),
+    async (c) => respond(c, await deleteEndpoint(services(c), c.req.valid("param").id), 200),
   )
   .openapi(
     createRoute({
@@ -120,8 +126,9 @@ export const webhookEndpointRoutes = router()
     }),
     async (c) => {
       const rotated = await rotateSecret(services(c), c.req.valid("param").id);
-      c.set("secretShownOnce", { object: "signing secret of webhook endpoint", id: rotated.id });
-      return c.json(rotated, 200);
+      if (!rotated.ok) return problem(c, rotated.error);
+      c.set("secretShownOnce", { object: "signing secret of webhook endpoint", id: rotated.value.id });
+      return c.json(rotated.value, 200);
     },
   )
   .openapi(
@@ -134,9 +141,9 @@ export const webhookEndpointRoutes = router()
       description: "Sends a test.webhook event to this endpoint only, now (retried like any delivery if it fails).",
       middleware: [requireRole(access.admin)] as const,
       request: { params: IdParam },
-      responses: { 200: jsonResponse(z.object({ event: EventJson, delivery: WebhookDelivery }), "The event and its delivery, with the first attempt"), ...problems(404) },
+      responses: { 200: jsonResponse(z.object({ event: EventJson, delivery: WebhookDelivery }), "The event and its delivery, with the first attempt"), ...problems(404, 409) },
     }),
-    async (c) => c.json(await sendTestEvent(services(c), c.req.valid("param").id), 200),
+    async (c) => respond(c, await sendTestEvent(services(c), c.req.valid("param").id), 200),
   )
   .openapi(
     createRoute({
@@ -153,7 +160,7 @@ export const webhookEndpointRoutes = router()
       },
       responses: { 200: jsonResponse(listOf(WebhookDelivery), "A page of deliveries"), ...problems(404) },
     }),
-    async (c) => c.json(await listDeliveries(dbOf(c.env), c.req.valid("param").id, c.req.valid("query")), 200),
+    async (c) => respond(c, await listDeliveries(dbOf(c.env), c.req.valid("param").id, c.req.valid("query")), 200),
   );
 
 /** Mounted at /api/v1/events beside the events list. */
@@ -170,8 +177,8 @@ export const eventResendRoutes = router().openapi(
       params: z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "evt_123" }) }),
       query: z.object({ endpoint: z.string().min(1).openapi({ description: "The webhook endpoint (we_…)", example: "we_123" }) }),
     },
-    responses: { 200: jsonResponse(WebhookDelivery, "The delivery, with this attempt"), ...problems(404) },
+    responses: { 200: jsonResponse(WebhookDelivery, "The delivery, with this attempt"), ...problems(404, 409) },
   }),
-  async (c) => c.json(await resendEvent(services(c), c.req.valid("param").id, c.req.valid("query").endpoint), 200),
+  async (c) => respond(c, await resendEvent(services(c), c.req.valid("param").id, c.req.valid("query").endpoint), 200),
 );
 

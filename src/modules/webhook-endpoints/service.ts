@@ -6,7 +6,8 @@ import { commitWithAudit } from "../../platform/audit";
 import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { newestFirstPage, type PageQuery } from "../../platform/pagination";
 import { webhookEndpoints } from "../../db/schema";
-import { ApiError, invalid, notFound, type FieldError } from "../../platform/errors";
+import type { FieldError } from "../../platform/errors";
+import { conflict, invalid, notFound, ok, type Outcome } from "../../platform/failure";
 import { bytesToBase64, base64ToBytes, decrypt, encrypt } from "../../lib/crypto";
 import { newId } from "../../lib/ids";
 import { newWebhookSecret } from "../../lib/standard-webhooks";
@@ -115,9 +116,9 @@ function urlErrors(url: string, environment: string): FieldError[] {
   return [];
 }
 
-function validate(input: { url?: string | undefined; enabledEvents?: readonly string[] | undefined }, environment: string): void {
+function validate(input: { url?: string | undefined; enabledEvents?: readonly string[] | undefined }, environment: string): Outcome<void, "unprocessable"> {
   const errors = [...(input.url !== undefined ? urlErrors(input.url, environment) : []), ...(input.enabledEvents ? enabledEventErrors(input.enabledEvents) : [])];
-  if (errors.length) throw invalid(errors);
+  return errors.length ? invalid(errors) : ok(undefined);
 }
 
 /** The stored form of a secret: base64 of an AES-256-GCM envelope under EXPORT_ENCRYPTION_KEY. */
@@ -138,15 +139,15 @@ export async function signingSecrets(env: Env, row: EndpointRow, now: number): P
   return out;
 }
 
-export async function getEndpointRow(db: Db, id: string): Promise<EndpointRow> {
+export async function getEndpointRow(db: Db, id: string): Promise<Outcome<EndpointRow, "not_found">> {
   const row = await db.select().from(webhookEndpoints).where(eq(webhookEndpoints.id, id)).get();
-  if (!row) throw notFound("webhook endpoint", id);
-  return row;
+  return row ? ok(row) : notFound("webhook endpoint", id);
 }
 
-export async function createEndpoint(s: Services, input: z.infer<typeof CreateWebhookEndpoint>) {
+export async function createEndpoint(s: Services, input: z.infer<typeof CreateWebhookEndpoint>): Promise<Outcome<z.infer<typeof WebhookEndpointWithSecret>, "unprocessable">> {
   const { env, db, audit: ctx } = s;
-  validate(input, env.ENVIRONMENT);
+  const valid = validate(input, env.ENVIRONMENT);
+  if (!valid.ok) return valid;
   const secret = newWebhookSecret();
   const row: EndpointRow = {
     id: newId("we"),
@@ -165,18 +166,22 @@ export async function createEndpoint(s: Services, input: z.infer<typeof CreateWe
   };
   // The audit row has the endpoint as the API shows it: never the secret, nor its ciphertext.
   await commitWithAudit(db, [db.insert(webhookEndpoints).values(row)], [{ action: "webhook_endpoint.created", targetType: "webhook_endpoint", targetId: row.id, after: toEndpoint(row) }], ctx);
-  return { ...toEndpoint(row), secret };
+  return ok({ ...toEndpoint(row), secret });
 }
 
 export async function listEndpoints(db: Db, q: PageQuery) {
   return newestFirstPage(db, { table: webhookEndpoints, id: webhookEndpoints.id, createdAt: webhookEndpoints.createdAt }, q, [], toEndpoint);
 }
 
-export async function updateEndpoint(s: Services, id: string, input: z.infer<typeof UpdateWebhookEndpoint>) {
+export async function updateEndpoint(s: Services, id: string, input: z.infer<typeof UpdateWebhookEndpoint>): Promise<Outcome<z.infer<typeof WebhookEndpoint>, "not_found" | "conflict" | "unprocessable">> {
   const { env, db, audit: ctx } = s;
-  refuseBuiltin(id);
-  validate(input, env.ENVIRONMENT);
-  const before = await getEndpointRow(db, id);
+  const editable = refuseBuiltin(id);
+  if (!editable.ok) return editable;
+  const valid = validate(input, env.ENVIRONMENT);
+  if (!valid.ok) return valid;
+  const found = await getEndpointRow(db, id);
+  if (!found.ok) return found;
+  const before = found.value;
   const patch: Partial<EndpointRow> = { updatedAt: ctx.now };
   if (input.url !== undefined) patch.url = input.url;
   if (input.enabledEvents !== undefined) patch.enabledEvents = [...new Set(input.enabledEvents)];
@@ -189,39 +194,49 @@ export async function updateEndpoint(s: Services, id: string, input: z.infer<typ
     if (!input.disabled) patch.failingSince = null;
   }
   const after: EndpointRow = { ...before, ...patch };
-  await commitWithAudit(
-    db,
-    [db.update(webhookEndpoints).set(patch).where(and(eq(webhookEndpoints.id, id), eq(webhookEndpoints.updatedAt, before.updatedAt))), assertChanged(db)],
-    [{ action: "webhook_endpoint.updated", targetType: "webhook_endpoint", targetId: id, before: toEndpoint(before), after: toEndpoint(after) }],
-    ctx,
-  ).catch((e) => {
-    if (isAssertionFailure(e)) throw new ApiError("conflict", `webhook endpoint ${id} was changed concurrently; retry`);
+  try {
+    await commitWithAudit(
+      db,
+      [db.update(webhookEndpoints).set(patch).where(and(eq(webhookEndpoints.id, id), eq(webhookEndpoints.updatedAt, before.updatedAt))), assertChanged(db)],
+      [{ action: "webhook_endpoint.updated", targetType: "webhook_endpoint", targetId: id, before: toEndpoint(before), after: toEndpoint(after) }],
+      ctx,
+    );
+  } catch (e) {
+    if (isAssertionFailure(e)) return conflict(`webhook endpoint ${id} was changed concurrently; retry`);
     throw e;
-  });
-  return toEndpoint(after);
+  }
+  return ok(toEndpoint(after));
 }
 
-export async function deleteEndpoint(s: Services, id: string) {
+export async function deleteEndpoint(s: Services, id: string): Promise<Outcome<{ id: string; object: "webhook_endpoint"; deleted: true }, "not_found" | "conflict">> {
   const { db, audit: ctx } = s;
-  refuseBuiltin(id);
-  const before = await getEndpointRow(db, id);
-  await commitWithAudit(
-    db,
-    [db.delete(webhookEndpoints).where(eq(webhookEndpoints.id, id)), assertChanged(db)],
-    [{ action: "webhook_endpoint.deleted", targetType: "webhook_endpoint", targetId: id, before: toEndpoint(before) }],
-    ctx,
-  ).catch((e) => {
-    if (isAssertionFailure(e)) throw notFound("webhook endpoint", id);
+  const editable = refuseBuiltin(id);
+  if (!editable.ok) return editable;
+  const found = await getEndpointRow(db, id);
+  if (!found.ok) return found;
+  const before = found.value;
+  try {
+    await commitWithAudit(
+      db,
+      [db.delete(webhookEndpoints).where(eq(webhookEndpoints.id, id)), assertChanged(db)],
+      [{ action: "webhook_endpoint.deleted", targetType: "webhook_endpoint", targetId: id, before: toEndpoint(before) }],
+      ctx,
+    );
+  } catch (e) {
+    if (isAssertionFailure(e)) return notFound("webhook endpoint", id); // deleted concurrently
     throw e;
-  });
-  return { id, object: "webhook_endpoint" as const, deleted: true as const };
+  }
+  return ok({ id, object: "webhook_endpoint" as const, deleted: true as const });
 }
 
 /** A new secret; the previous one keeps signing (second signature) for 24 h so receivers can switch without a gap. */
-export async function rotateSecret(s: Services, id: string) {
+export async function rotateSecret(s: Services, id: string): Promise<Outcome<z.infer<typeof WebhookEndpointWithSecret>, "not_found" | "conflict">> {
   const { env, db, audit: ctx } = s;
-  refuseBuiltin(id);
-  const before = await getEndpointRow(db, id);
+  const editable = refuseBuiltin(id);
+  if (!editable.ok) return editable;
+  const found = await getEndpointRow(db, id);
+  if (!found.ok) return found;
+  const before = found.value;
   const secret = newWebhookSecret();
   const patch = {
     secretCiphertext: await sealSecret(env, secret),
@@ -230,14 +245,16 @@ export async function rotateSecret(s: Services, id: string) {
     updatedAt: ctx.now,
   };
   const after: EndpointRow = { ...before, ...patch };
-  await commitWithAudit(
-    db,
-    [db.update(webhookEndpoints).set(patch).where(and(eq(webhookEndpoints.id, id), eq(webhookEndpoints.secretCiphertext, before.secretCiphertext))), assertChanged(db)],
-    [{ action: "webhook_endpoint.secret_rotated", targetType: "webhook_endpoint", targetId: id, after: { previousSecretExpiresAt: iso(patch.previousSecretExpiresAt) } }],
-    ctx,
-  ).catch((e) => {
-    if (isAssertionFailure(e)) throw new ApiError("conflict", `the secret of webhook endpoint ${id} was rotated concurrently`);
+  try {
+    await commitWithAudit(
+      db,
+      [db.update(webhookEndpoints).set(patch).where(and(eq(webhookEndpoints.id, id), eq(webhookEndpoints.secretCiphertext, before.secretCiphertext))), assertChanged(db)],
+      [{ action: "webhook_endpoint.secret_rotated", targetType: "webhook_endpoint", targetId: id, after: { previousSecretExpiresAt: iso(patch.previousSecretExpiresAt) } }],
+      ctx,
+    );
+  } catch (e) {
+    if (isAssertionFailure(e)) return conflict(`the secret of webhook endpoint ${id} was rotated concurrently`);
     throw e;
-  });
-  return { ...toEndpoint(after), secret };
+  }
+  return ok({ ...toEndpoint(after), secret });
 }

@@ -1,7 +1,7 @@
 import { and, eq } from "drizzle-orm";
 import type { Services } from "../../platform/services";
 import { webhookEvents } from "../../db/schema";
-import { ApiError } from "../../platform/errors";
+import { fail, ok, type Outcome } from "../../platform/failure";
 import type { WebhookMessage } from "../../../queues/messages";
 import type { VerifiedEvent } from "./verify";
 
@@ -14,7 +14,7 @@ export const STUCK_AFTER_MS = 15 * 60_000;
 export type ReceiveResult = { received: true; duplicate?: true; requeued?: true };
 
 /** Stores a verified event once by its id and hands it to the webhooks queue; no gateway call on this path. */
-export async function receiveStripeEvent(s: Services, event: VerifiedEvent, rawBody: string): Promise<ReceiveResult> {
+export async function receiveStripeEvent(s: Services, event: VerifiedEvent, rawBody: string): Promise<Outcome<ReceiveResult, "unavailable">> {
   const { db } = s;
   const now = s.clock.wall;
   const message = { type: "stripe.event", eventId: event.id } satisfies WebhookMessage;
@@ -27,9 +27,9 @@ export async function receiveStripeEvent(s: Services, event: VerifiedEvent, rawB
     const stored = await db.select({ status: webhookEvents.status, receivedAt: webhookEvents.receivedAt }).from(webhookEvents).where(eq(webhookEvents.id, event.id)).get();
     if (stored?.status === "received" && now - stored.receivedAt > STUCK_AFTER_MS) {
       await s.queues.webhooks.send(message);
-      return { received: true, duplicate: true, requeued: true };
+      return ok({ received: true, duplicate: true, requeued: true });
     }
-    return { received: true, duplicate: true };
+    return ok({ received: true, duplicate: true });
   }
   try {
     await s.queues.webhooks.send(message);
@@ -37,7 +37,7 @@ export async function receiveStripeEvent(s: Services, event: VerifiedEvent, rawB
     // Forget the event so Stripe's retry of this delivery stores and queues it again.
     await db.delete(webhookEvents).where(and(eq(webhookEvents.id, event.id), eq(webhookEvents.status, "received")));
     s.log.error("stripe event could not be queued", { eventId: event.id, error: String(e) });
-    throw new ApiError("unavailable", "the event could not be queued; Stripe will deliver it again");
+    return fail("unavailable", "the event could not be queued; Stripe will deliver it again");
   }
-  return { received: true };
+  return ok({ received: true });
 }

@@ -3,7 +3,9 @@ import { and, eq } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
 import { jsonResponse, listOf, optionalJsonBody, PaginationQuery, problems, router } from "../../http/openapi";
 import { services } from "../../http/context";
-import { ApiError, notFound } from "../../http/problem";
+import { problem, respond } from "../../http/problem";
+import { conflict, notFound, ok, type Failure, type Outcome } from "../../platform/failure";
+import type { Db } from "../../db/client";
 import { commitWithAudit } from "../../platform/audit";
 import { dbOf } from "../../db/client";
 import { newestFirstPage } from "../../platform/pagination";
@@ -17,6 +19,8 @@ export { applyStripeEvent } from "./apply";
 export { cleanupWebhookEvents } from "./cleanup";
 
 const Received = z.object({ received: z.literal(true), duplicate: z.literal(true).optional(), requeued: z.literal(true).optional() }).openapi("WebhookReceived");
+
+const unverified: Failure<"bad_request"> = { kind: "bad_request", detail: "the Stripe-Signature header is missing or does not verify for this body" };
 
 /** Public (Stripe calls it): the signature is the authentication. Mounted at /webhooks/stripe. */
 export const stripeWebhookRoutes = router().openapi(
@@ -46,7 +50,7 @@ export const stripeWebhookRoutes = router().openapi(
         },
       },
     },
-    responses: { 200: jsonResponse(Received, "Stored (or already stored) and queued"), ...problems(503) },
+    responses: { 200: jsonResponse(Received, "Stored (or already stored) and queued"), ...problems(400, 503) },
   }),
   async (c) => {
     const raw = await c.req.text();
@@ -54,9 +58,9 @@ export const stripeWebhookRoutes = router().openapi(
     const verified = await verifyStripeSignature(c.env, raw, c.req.header("stripe-signature"), s.clock.wall);
     if (!verified.ok) {
       s.log.warn("stripe webhook refused", { reason: verified.reason });
-      throw new ApiError("bad_request", "the Stripe-Signature header is missing or does not verify for this body");
+      return problem(c, unverified);
     }
-    return c.json(await receiveStripeEvent(s, verified.event, raw), 200);
+    return respond(c, await receiveStripeEvent(s, verified.event, raw), 200);
   },
 );
 
@@ -67,6 +71,16 @@ const WebhookEvent = z
 type EventRow = typeof webhookEvents.$inferSelect;
 const toEvent = (e: EventRow) => ({ id: e.id, source: e.source, type: e.type, status: e.status, error: e.error, receivedAt: iso(e.receivedAt), processedAt: iso(e.processedAt) });
 const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "evt_123" }) });
+/** A stored Stripe event by its id. */
+async function storedEvent(db: Db, id: string): Promise<Outcome<EventRow, "not_found">> {
+  const row = await db.select().from(webhookEvents).where(eq(webhookEvents.id, id)).get();
+  return row ? ok(row) : notFound("webhook event", id);
+}
+
+/** The event, unless it is processed or ignored (409): only a received or failed event is queued again. */
+const replayable = (row: EventRow): Outcome<EventRow, "conflict"> =>
+  row.status === "processed" || row.status === "ignored" ? conflict(`event ${row.id} is ${row.status}; there is nothing to replay`) : ok(row);
+
 const Cleanup = z.object({ olderThanDays: z.coerce.number().int().min(1).max(3650).default(30).openapi({ example: 30 }) }).openapi("WebhookCleanup");
 
 /** Mounted at /admin/webhooks. */
@@ -127,8 +141,9 @@ export const webhookAdminRoutes = router()
       responses: { 200: jsonResponse(WebhookEvent.extend({ payload: z.unknown() }), "Event"), ...problems(404) },
     }),
     async (c) => {
-      const row = await dbOf(c.env).select().from(webhookEvents).where(eq(webhookEvents.id, c.req.valid("param").id)).get();
-      if (!row) throw notFound("webhook event", c.req.valid("param").id);
+      const found = await storedEvent(dbOf(c.env), c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      const row = found.value;
       let payload: unknown = row.payload;
       try {
         payload = JSON.parse(row.payload);
@@ -148,15 +163,17 @@ export const webhookAdminRoutes = router()
       description: "Queues a received or failed event again (after fixing what it was waiting for); 409 when it was processed or ignored.",
       middleware: [requireRole(access.admin)] as const,
       request: { params: IdParam },
-      responses: { 202: jsonResponse(WebhookEvent, "Queued"), ...problems(404) },
+      responses: { 202: jsonResponse(WebhookEvent, "Queued"), ...problems(404, 409) },
     }),
     async (c) => {
       const s = services(c);
       const db = s.db;
       const id = c.req.valid("param").id;
-      const row = await db.select().from(webhookEvents).where(eq(webhookEvents.id, id)).get();
-      if (!row) throw notFound("webhook event", id);
-      if (row.status === "processed" || row.status === "ignored") throw new ApiError("conflict", `event ${id} is ${row.status}; there is nothing to replay`);
+      const found = await storedEvent(db, id);
+      if (!found.ok) return problem(c, found.error);
+      const live = replayable(found.value);
+      if (!live.ok) return problem(c, live.error);
+      const row = live.value;
       await commitWithAudit(db, [], [{ action: "webhook.replayed", targetType: "webhook_event", targetId: id, before: { status: row.status, error: row.error } }], s.audit);
       await s.queues.webhooks.send({ type: "stripe.event", eventId: id });
       return c.json(toEvent(row), 202);
