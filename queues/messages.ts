@@ -1,3 +1,4 @@
+import type { Actor } from "../src/env";
 import type { VerifyProgress } from "../src/modules/audit/verify";
 import type { RetryFailedCursor, RetryFailedInput } from "../src/modules/subscriptions/retry-failed";
 
@@ -46,18 +47,18 @@ export type TaskMessage =
   | { type: "invoices.upcoming"; now: number; after: string | null }
   /** The next steps of a test clock moving to `target` (epoch ms). */
   | { type: "test_clock.advance"; clockId: string; target: number; meterAfter?: string }
-  /** The rest of a retry-failed run (src/modules/subscriptions/retry-failed.ts), from its cursor, at the request's time. */
-  | { type: "invoices.retry_failed"; input: RetryFailedInput; cursor: RetryFailedCursor; now: number }
+  /** The rest of a retry-failed run (src/modules/subscriptions/retry-failed.ts), from its cursor, at the request's time, as its requester (`actor`; absent on messages queued before it was carried). */
+  | { type: "invoices.retry_failed"; input: RetryFailedInput; cursor: RetryFailedCursor; now: number; actor?: Actor }
   /** The next stretch of the weekly audit verification (src/modules/audit/verify.ts), carrying where it stands. */
   | { type: "audit.verify_continue"; reportKey: string; progress: VerifyProgress; startedAt: number; rowsPerInvocation: number }
   /** The next pages of a retention run (src/modules/retention): rows of `kind` after `after` move to R2. */
   | { type: "retention.run"; runId: string; kind: "events" | "invoice_lines" | "payment_attempts" | "audit"; after: string | null }
   /** The next slice of a backup or emergency export (src/modules/exports/dump.ts) writing under `prefix`. */
-  | { type: "dump.continue"; prefix: string; step: number }
+  | { type: "dump.continue"; prefix: string; runId: string; step: number }
   /** The rest of POST /admin/payments/queue-failed: failed payments after `after` (created_at, id), oldest first. */
-  | { type: "payments.requeue_failed"; after: { createdAt: number; id: string }; now: number }
+  | { type: "payments.requeue_failed"; after: { createdAt: number; id: string }; now: number; actor: Actor }
   /** The rest of POST /api/v1/invoices/send-reminders: overdue invoices after `after` (by id), at the request's time. */
-  | { type: "invoices.send_reminders"; input: { daysOverdue: number; template: string }; after: string; now: number };
+  | { type: "invoices.send_reminders"; input: { daysOverdue: number; template: string }; after: string; now: number; actor: Actor };
 
 export type QueueMessage = JobMessage | PaymentMessage | WebhookMessage | TaskMessage;
 

@@ -47,7 +47,7 @@ export const taskHandlers = {
     return done;
   },
   "invoices.retry_failed": async (m: Of<"invoices.retry_failed">, s: Services) => {
-    const r = await retryFailed(s.withNow(m.now), m.input, RETRY_BUDGET, m.cursor);
+    const r = await retryFailed((m.actor ? s.as(m.actor) : s).withNow(m.now), m.input, RETRY_BUDGET, m.cursor);
     s.log.info("retry-failed continued", { cursor: m.cursor, paymentRetries: r.paymentRetries.count, finalized: r.finalized.count, regenerated: r.regenerated.count, skipped: r.skipped.count, errors: r.errors, continues: r.continues });
     return done;
   },
@@ -60,17 +60,17 @@ export const taskHandlers = {
     return done;
   },
   "payments.requeue_failed": async (m: Of<"payments.requeue_failed">, s: Services) => {
-    const r = await requeueFailed(s.withNow(m.now), m.after);
+    const r = await requeueFailed(s.as(m.actor).withNow(m.now), m.after);
     s.log.info("requeue-failed continued", { requeued: r.invoiceIds.length, continues: r.continues });
     return done;
   },
   "invoices.send_reminders": async (m: Of<"invoices.send_reminders">, s: Services) => {
-    const r = await sendRemindersChained(s.withNow(m.now), m.input, m.after);
+    const r = await sendRemindersChained(s.as(m.actor).withNow(m.now), m.input, m.after);
     s.log.info("send-reminders continued", { queued: r.queued, alreadySentToday: r.alreadySentToday, continues: r.continues });
     return done;
   },
   "dump.continue": async (m: Of<"dump.continue">, s: Services) => {
-    const state = await continueDump(s, m.prefix, m.step);
+    const state = await continueDump(s, m.prefix, m.runId, m.step);
     if (state) s.log.info("dump continued", { prefix: m.prefix, step: m.step, done: state.done, files: state.done ? state.manifest.tables.length : state.files.length });
     return done;
   },

@@ -10,7 +10,7 @@ import type { z } from "@hono/zod-openapi";
 import type { ProblemSchema } from "./openapi";
 import type { ErrorKind } from "../platform/errors";
 
-export { ApiError, errorKinds, invalid, notFound, type ErrorKind, type FieldError } from "../platform/errors";
+export { ApiError, errorKinds, type ErrorKind, type FieldError } from "../platform/errors";
 
 /** RFC 9457 problem+json body. */
 export function problemResponse(c: Context<HonoEnv>, e: ApiError): Response {
@@ -51,11 +51,11 @@ export type StatusOf<K extends ErrorKind> = (typeof errorKinds)[K]["status"];
 type ProblemBody = z.infer<typeof ProblemSchema>;
 
 /**
- * The problem+json response for a failure of a use case. Typed with the kind's status, so a route that returns it
- * must declare that status among its responses.
+ * The problem+json response for a failure of a use case (or a failed outcome, e.g. `problem(c, invalid([...]))`).
+ * Typed with the kind's status, so a route that returns it must declare that status among its responses.
  */
-export function problem<K extends ErrorKind>(c: Context<HonoEnv>, f: Failure<K>) {
-  return problemResponse(c, failureError(f)) as Response & TypedResponse<ProblemBody, StatusOf<K>, "json">;
+export function problem<K extends ErrorKind>(c: Context<HonoEnv>, f: Failure<K> | { ok: false; error: Failure<K> }) {
+  return problemResponse(c, failureError("ok" in f ? f.error : f)) as Response & TypedResponse<ProblemBody, StatusOf<K>, "json">;
 }
 
 /** A use case's outcome as the route's answer: its value as JSON with `status`, or its failure as problem+json. */

@@ -1,5 +1,6 @@
-// The API's closed set of error kinds and the error that carries one. Use cases and inner rings (db, gateways) throw
-// it; src/http/problem.ts renders it once as RFC 9457 problem+json.
+// The API's closed set of error kinds and the error that carries one. Use cases return their expected failures as
+// Outcomes (src/platform/failure.ts); ApiError is what the HTTP ring throws (auth, idempotency, validation, body
+// limits) and what src/http/problem.ts renders once as RFC 9457 problem+json.
 
 export type FieldError = { path: string; message: string };
 
@@ -33,7 +34,3 @@ export class ApiError extends Error {
     return errorKinds[this.kind].status;
   }
 }
-
-export const notFound = (what: string, id: string) => new ApiError("not_found", `${what} ${id} does not exist`);
-export const invalid = (errors: FieldError[], detail?: string) =>
-  new ApiError("unprocessable", detail ?? errors.map((e) => `${e.path}: ${e.message}`).join("; "), errors);

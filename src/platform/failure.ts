@@ -3,7 +3,7 @@
 // and the HTTP ring renders a failure once as problem+json (src/http/problem.ts `respond`). Throwing stays for bugs
 // and for what the caller cannot act on (a lost database, a gateway outage inside a queue consumer).
 
-import { err, ok, type Result } from "../domain/result";
+import { ok, type Result } from "../domain/result";
 import type { ErrorKind, FieldError } from "./errors";
 
 /** One expected failure, tagged by its kind (a closed set, each with one HTTP status: src/platform/errors.ts). */
@@ -20,9 +20,12 @@ export function failure<K extends ErrorKind>(kind: K, detail: string, errors?: r
 }
 
 /** A failed outcome of kind `kind` (assignable to any `Outcome<T, K>` that declares `kind`). */
-export function fail<K extends ErrorKind>(kind: K, detail: string, errors?: readonly FieldError[], headers?: Record<string, string>): Result<never, Failure<K>> {
-  return err(failure(kind, detail, errors, headers));
+export function fail<K extends ErrorKind>(kind: K, detail: string, errors?: readonly FieldError[], headers?: Record<string, string>): Failed<K> {
+  return { ok: false, error: failure(kind, detail, errors, headers) };
 }
+
+/** The failed side of an Outcome. */
+export type Failed<K extends ErrorKind = ErrorKind> = { ok: false; error: Failure<K> };
 
 /** `<what> <id> does not exist` (404). */
 export const notFound = (what: string, id: string) => fail("not_found", `${what} ${id} does not exist`);

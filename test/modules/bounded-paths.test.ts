@@ -59,7 +59,9 @@ describe("a dump larger than one invocation", () => {
     expect(await env.ARCHIVE.head(`${r.body.prefix}${PROGRESS}`)).toBeNull();
     const parts = manifest.tables.filter((f: any) => f.table === "dead_letters");
     expect(parts.length).toBeGreaterThan(1);
-    expect(parts.map((f: any) => f.key)).toEqual(parts.map((_: unknown, i: number) => `${r.body.prefix}dead_letters${i === 0 ? "" : `.${i + 1}`}.json.enc`));
+    // Part n of a table is <table>.<n>.json.enc, with a token of its slice's delivery when a queued slice wrote it.
+    parts.forEach((f: any, i: number) => expect(f.key).toMatch(new RegExp(`^${r.body.prefix}dead_letters${i === 0 ? "" : `\\.${i + 1}`}(\\.[0-9a-f]{8})?\\.json\\.enc$`)));
+    expect(parts.map((f: any) => f.part)).toEqual(parts.map((_: unknown, i: number) => i + 1));
     const ids: unknown[] = [];
     for (const f of parts) {
       const doc = await open(f.key);
@@ -115,24 +117,71 @@ describe("a dump larger than one invocation", () => {
     expect(Math.max(...checked)).toBeLessThanOrEqual(60);
   });
 
-  it("a slice saved but whose message may be lost is re-sent by the retried message; a message ahead of the saved step is retried", async () => {
+  it("a slice saved but whose message may be lost is re-sent once by the retried message; a message ahead of the saved step is retried; a foreign run's message does nothing", async () => {
     const rec = recordingEnv();
     const small = { ...DUMP_BUDGET, rowsPerInvocation: 1, partRows: 1, pageRows: 1, filesPerInvocation: 1 };
     const s = servicesFor(rec.env, { actor: SYSTEM_ACTOR, now: Date.now() });
     const prefix = `emergency/test-${Date.now()}/`;
     const state = await startDump(s, { prefix, kind: "emergency", encrypt: false, now: Date.now(), actor: SYSTEM_ACTOR }, small);
     expect(state.done).toBe(false);
-    expect(rec.take("tasks")).toEqual([{ type: "dump.continue", prefix, step: 1 }]);
-    // As if the slice of step 1 saved step 2 and died before sending its message: its retry sends step 2.
+    const [first] = rec.take("tasks");
+    expect(first).toMatchObject({ type: "dump.continue", prefix, step: 1 });
+    const runId = first.runId as string;
+    // As if the slice of step 1 saved step 2 and died before sending its message: its retry sends step 2, once.
     const progress = JSON.parse(await (await env.ARCHIVE.get(`${prefix}${PROGRESS}`))!.text());
-    await env.ARCHIVE.put(`${prefix}${PROGRESS}`, JSON.stringify({ ...progress, step: 2, sent: false }));
-    expect(await continueDump(s, prefix, 1, small)).toBeNull();
-    expect(rec.take("tasks")).toEqual([{ type: "dump.continue", prefix, step: 2 }]);
+    await env.ARCHIVE.put(`${prefix}${PROGRESS}`, JSON.stringify({ ...progress, step: 2 }));
+    expect(await continueDump(s, prefix, runId, 1, small)).toBeNull();
+    expect(rec.take("tasks")).toEqual([{ type: "dump.continue", prefix, runId, step: 2 }]);
+    expect(await continueDump(s, prefix, runId, 1, small)).toBeNull();
+    expect(rec.take("tasks")).toEqual([]);
     // A message for a step not saved yet (it overtook its slice's save) throws, so the queue retries it.
-    await expect(continueDump(s, prefix, 3, small)).rejects.toThrow(/at step 2/);
-    // The message of the saved step goes on.
-    expect(await continueDump(s, prefix, 2, small)).toMatchObject({ done: false });
-    expect(rec.take("tasks")).toEqual([{ type: "dump.continue", prefix, step: 3 }]);
+    await expect(continueDump(s, prefix, runId, 3, small)).rejects.toThrow(/at step 2/);
+    // Another run's message into the same folder does nothing.
+    expect(await continueDump(s, prefix, "another-run", 2, small)).toBeNull();
+    // The message of the saved step goes on, and its next message carries the run.
+    expect(await continueDump(s, prefix, runId, 2, small)).toMatchObject({ done: false });
+    expect(rec.take("tasks")).toEqual([{ type: "dump.continue", prefix, runId, step: 3 }]);
+  });
+
+  it("a finish that died after its claim is finished by the retried message, audited once", async () => {
+    const rec = recordingEnv();
+    const s = servicesFor(rec.env, { actor: SYSTEM_ACTOR, now: Date.now() });
+    const prefix = `emergency/finish-${Date.now()}/`;
+    const small = { ...DUMP_BUDGET, rowsPerInvocation: 1, partRows: 1, pageRows: 1, filesPerInvocation: 1 };
+    await startDump(s, { prefix, kind: "emergency", encrypt: false, now: Date.now(), actor: SYSTEM_ACTOR }, small);
+    const [first] = rec.take("tasks");
+    // As if step 1's slice wrote the last table, claimed the finish, and died before the manifest.
+    const progress = JSON.parse(await (await env.ARCHIVE.get(`${prefix}${PROGRESS}`))!.text());
+    await env.ARCHIVE.put(`${prefix}${PROGRESS}`, JSON.stringify({ ...progress, table: progress.schema.length, step: 2, finishing: true }));
+    expect(await continueDump(s, prefix, first.runId, 1, small)).toMatchObject({ done: true });
+    expect(await env.ARCHIVE.head(`${prefix}manifest.json`)).not.toBeNull();
+    expect(await env.ARCHIVE.head(`${prefix}${PROGRESS}`)).toBeNull();
+    expect(await continueDump(s, prefix, first.runId, 1, small)).toBeNull();
+    const audited = await env.DB.prepare("SELECT action FROM audit_log WHERE target_id = ? ORDER BY seq").bind(prefix).all<{ action: string }>();
+    expect(audited.results.map((r) => r.action)).toEqual(["emergency.export_started", "emergency.exported_unencrypted"]);
+  });
+
+  it("the next slice may read the progress before the previous one marked its message sent: the chain still finishes", async () => {
+    const rec = recordingEnv();
+    const small = { ...DUMP_BUDGET, rowsPerInvocation: 2_000, partRows: 2_000 };
+    const prefix = `emergency/race-${Date.now()}/`;
+    // Each slice's message is delivered while its sender is still between the send and what follows it.
+    const inner = rec.env.TASK_QUEUE;
+    let pending: Promise<unknown> = Promise.resolve();
+    const eager = {
+      ...rec.env,
+      TASK_QUEUE: {
+        ...inner,
+        send: async (body: any) => {
+          await inner.send(body);
+          pending = continueDump(servicesFor(eager, { actor: SYSTEM_ACTOR, now: Date.now() }), body.prefix, body.runId, body.step, small);
+        },
+      },
+    } as unknown as Env;
+    await startDump(servicesFor(eager, { actor: SYSTEM_ACTOR, now: Date.now() }), { prefix, kind: "emergency", encrypt: false, now: Date.now(), actor: SYSTEM_ACTOR }, small);
+    for (let i = 0; i < 500 && !(await env.ARCHIVE.head(`${prefix}manifest.json`)); i++) await pending;
+    expect(await env.ARCHIVE.head(`${prefix}manifest.json`)).not.toBeNull();
+    expect(await env.ARCHIVE.head(`${prefix}${PROGRESS}`)).toBeNull();
   });
 });
 
@@ -182,8 +231,9 @@ describe("failed payments at large N", () => {
     // An audit row per requeued payment (each a statement of its page's batch) and a read per page: ≈ 505.
     expect(Math.max(...lines.map((l) => l.d1Queries))).toBeLessThanOrEqual(REQUEUE_PAGE * REQUEUE_PAGES_PER_INVOCATION + 20);
 
-    const audited = await env.DB.prepare("SELECT count(*) AS n FROM audit_log WHERE action = 'payment.requeued' AND target_id LIKE ?").bind(`${ids[0]!.slice(0, -6)}%`).first<{ n: number }>();
-    expect(audited!.n).toBe(ids.length);
+    // Audited once each, as the admin who asked, also the ones the background continuations sent.
+    const audited = await env.DB.prepare("SELECT actor, count(*) AS n FROM audit_log WHERE action = 'payment.requeued' AND target_id LIKE ? GROUP BY actor").bind(`${ids[0]!.slice(0, -6)}%`).all<{ actor: string; n: number }>();
+    expect(audited.results).toEqual([{ actor: "test-admin", n: ids.length }]);
 
     // The retry queue pages through them oldest first, each once.
     const seen: string[] = [];
@@ -220,6 +270,8 @@ describe("send-reminders at large N", () => {
     const reminded = await env.DB.prepare("SELECT invoice_id AS id, count(*) AS n FROM notifications WHERE kind = 'invoice.reminder' AND invoice_id LIKE ? GROUP BY invoice_id").bind(`${ids[0]!.slice(0, -6)}%`).all<{ id: string; n: number }>();
     expect(reminded.results.map((x) => x.id).sort()).toEqual(ids);
     expect(reminded.results.every((x) => x.n === 1)).toBe(true);
+    const actors = await env.DB.prepare("SELECT DISTINCT actor FROM audit_log WHERE action = 'invoice.reminder_queued' AND target_id LIKE ?").bind(`${ids[0]!.slice(0, -6)}%`).all<{ actor: string }>();
+    expect(actors.results).toEqual([{ actor: "test-admin" }]);
     const lines = log();
     expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
     // Per page of 50: the page, the dedupe read and one batch (a notification, its event and an audit row each).

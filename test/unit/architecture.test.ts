@@ -150,13 +150,6 @@ const isDurationCall = (text: string, index: number) => /(?:started|Started)\s*=
 const NOT_YET_CONVERTED: { dateNow: Record<string, number>; envAndDb: Record<string, number>; queueSend: Record<string, number>; thrown: Record<string, number> } = {
   // Files whose use cases still throw ApiError (or its notFound/invalid factories) instead of returning an Outcome.
   thrown: {
-    "src/modules/invoices/lifecycle.ts": 1,
-    "src/modules/invoices/ops.ts": 3,
-    "src/modules/invoices/service.ts": 4,
-    "src/modules/notifications/admin.ts": 3,
-    "src/modules/payments/routes.ts": 7,
-    "src/modules/reconciliation/service.ts": 3,
-    "src/modules/retention/run.ts": 1,
   },
   dateNow: {
   },
@@ -196,11 +189,12 @@ const TRANSLATES_API_ERRORS: Record<string, { sites: number; why: string }> = {
 
 /**
  * Sites of a module file where an expected failure is thrown as an HTTP error rather than returned: `ApiError`, the
- * ApiError factories `notFound(`/`invalid(` of platform/errors or http/problem, and the `failureError(` bridge back.
+ * ApiError factories (`lockedError(`; `notFound(`/`invalid(` when imported from platform/errors or http/problem), and
+ * the `failureError(` bridge back.
  */
 function thrownFailures(f: { path: string; text: string }): number {
   const code = f.text.replace(/^import[^;]*;/gm, "");
-  let n = [...code.matchAll(/\bApiError\b|\bfailureError\(/g)].length;
+  let n = [...code.matchAll(/\bApiError\b|\bfailureError\(|\blockedError\(/g)].length;
   const factories = /^import \{([^}]*)\} from "\.\.\/\.\.\/(?:platform\/errors|http\/problem)";/m.exec(f.text)?.[1]?.split(",").map((x) => x.trim()) ?? [];
   for (const name of ["notFound", "invalid"]) if (factories.includes(name)) n += [...code.matchAll(new RegExp(`\\b${name}\\(`, "g"))].length;
   return Math.max(0, n - (TRANSLATES_API_ERRORS[f.path]?.sites ?? 0));

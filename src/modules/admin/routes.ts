@@ -197,9 +197,9 @@ export const notificationAdminRoutes = router().openapi(
       description: "Queues a failed notification for delivery again, with fresh attempts (audited). 409 when the notification is not failed (still queued, or already sent).",
       middleware: [requireRole(access.customers)] as const,
       request: { params: z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "ntf_123" }) }) },
-      responses: { 200: jsonResponse(NotificationView, "The notification, queued again"), ...problems(404) },
+      responses: { 200: jsonResponse(NotificationView, "The notification, queued again"), ...problems(404, 409) },
     }),
-    async (c) => c.json(await resendNotification(services(c), c.req.valid("param").id), 200),
+    async (c) => respond(c, await resendNotification(services(c), c.req.valid("param").id), 200),
   );
 
 const ratesNote = "Rates are informational, for reports: invoices are always in the customer's currency and are never converted.";

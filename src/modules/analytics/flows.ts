@@ -2,7 +2,8 @@ import { and, asc, count, desc, eq, gte, inArray, isNull, lt, sql, type SQLWrapp
 import { alias } from "drizzle-orm/sqlite-core";
 import type { Db } from "../../db/client";
 import { auditLog, creditNotes, customers, invoices, payments, plans, refunds, subscriptions } from "../../db/schema";
-import { assertRetained } from "../retention/run";
+import { retained } from "../retention/run";
+import { ok, type Outcome } from "../../platform/failure";
 
 // Money that moved in a window: invoiced, collected, refunded. Per currency (and plan), never mixed.
 // Test-clock invoices live in simulated time and are left out, with their payments and refunds.
@@ -29,15 +30,16 @@ const realInvoice = isNull(invoices.testClockId);
 export const sumOf = (col: SQLWrapper) => sql<number>`coalesce(sum(${col}), 0)`.mapWith(Number);
 
 /** Succeeded payments whose success was recorded in [from, to), by currency and plan. */
-export async function collectedBetween(db: Db, from: number, to: number): Promise<FlowRow[]> {
+export async function collectedBetween(db: Db, from: number, to: number): Promise<Outcome<FlowRow[], "unprocessable">> {
   // It reads payment rows and their success audit rows: both may have moved to R2 (refunded payments never do).
-  await assertRetained(db, ["payment_attempts", "audit"], from, "Collected revenue");
+  const kept = await retained(db, ["payment_attempts", "audit"], from, "Collected revenue");
+  if (!kept.ok) return kept;
   const succeeded = db
     .selectDistinct({ paymentId: auditLog.targetId })
     .from(auditLog)
     .where(and(inArray(auditLog.action, PAYMENT_SUCCESS_ACTIONS), gte(auditLog.at, from), lt(auditLog.at, to)))
     .as("succeeded");
-  return db
+  const rows = await db
     .select({ currency: payments.currency, planId: subscriptions.planId, planName: latestPlan.name, amountMinor: sumOf(payments.amount), count: count() })
     .from(payments)
     .innerJoin(succeeded, eq(succeeded.paymentId, payments.id))
@@ -47,6 +49,7 @@ export async function collectedBetween(db: Db, from: number, to: number): Promis
     .where(and(eq(payments.status, "succeeded"), realInvoice))
     .groupBy(payments.currency, subscriptions.planId, latestPlan.name)
     .all();
+  return ok(rows);
 }
 
 /** Succeeded refunds last updated in [from, to), by currency and the plan of the refunded invoice. */

@@ -2,6 +2,7 @@ import type { Db } from "../../db/client";
 import { money, type Money } from "../../domain/money";
 import { trailingWindow, utcDay, type ReportPeriod } from "../../domain/revenue";
 import { iso } from "../../lib/time";
+import { ok, type Outcome } from "../../platform/failure";
 import { collectedBetween, FLOWS_BASIS, invoiceBreakdown, invoicedBetween, invoiceTotals, refundedBetween, type BreakdownGroup, type FlowRow } from "./flows";
 
 type Flow = Money & { count: number };
@@ -25,14 +26,16 @@ export type RevenueToday = {
 };
 
 /** Today's (UTC) money per currency, up to `now`: collected, refunded, net, and invoiced. */
-export async function revenueToday(db: Db, now: number): Promise<RevenueToday> {
+export async function revenueToday(db: Db, now: number): Promise<Outcome<RevenueToday, "unprocessable">> {
   const day = utcDay(now);
   const to = now + 1;
-  const [collected, refunded, invoiced] = (await Promise.all([collectedBetween(db, day.from, to), refundedBetween(db, day.from, to), invoicedBetween(db, day.from, to)])).map(perCurrency);
+  const [collectedRows, refundedRows, invoicedRows] = await Promise.all([collectedBetween(db, day.from, to), refundedBetween(db, day.from, to), invoicedBetween(db, day.from, to)]);
+  if (!collectedRows.ok) return collectedRows;
+  const [collected, refunded, invoiced] = [collectedRows.value, refundedRows, invoicedRows].map(perCurrency);
   const currencies = [...new Set([...collected!.keys(), ...refunded!.keys(), ...invoiced!.keys()])].sort();
   const zero = { amountMinor: 0, count: 0 };
   const flow = (t: { amountMinor: number; count: number } | undefined, currency: string): Flow => ({ ...money((t ?? zero).amountMinor, currency), count: (t ?? zero).count });
-  return {
+  return ok({
     date: day.date,
     from: iso(day.from),
     to: iso(now),
@@ -48,7 +51,7 @@ export async function revenueToday(db: Db, now: number): Promise<RevenueToday> {
         invoiced: flow(invoiced!.get(currency), currency),
       };
     }),
-  };
+  });
 }
 
 export const BREAKDOWN_BASIS =

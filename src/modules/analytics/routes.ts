@@ -1,7 +1,8 @@
 import { services } from "../../http/context";
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, actorOf, requireRole } from "../../http/auth";
-import { jsonResponse, optionalJsonBody, router } from "../../http/openapi";
+import { jsonResponse, optionalJsonBody, problems, router } from "../../http/openapi";
+import { respond } from "../../http/problem";
 import { dbOf } from "../../db/client";
 import { trailingWindow } from "../../domain/revenue";
 import { churnBetween } from "./churn";
@@ -32,9 +33,9 @@ export const analyticsRoutes = router()
       summary: "Today's revenue",
       description: "Today's (UTC) revenue per currency: collected, refunded, net, and invoiced. Currencies are never summed together.",
       middleware: [requireRole(access.finance)] as const,
-      responses: { 200: jsonResponse(RevenueToday, "Today's revenue") },
+      responses: { 200: jsonResponse(RevenueToday, "Today's revenue"), ...problems(422) },
     }),
-    async (c) => c.json(await revenueToday(dbOf(c.env), services(c).clock.wall), 200),
+    async (c) => respond(c, await revenueToday(dbOf(c.env), services(c).clock.wall), 200),
   )
   .openapi(
     createRoute({

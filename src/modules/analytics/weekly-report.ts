@@ -12,6 +12,7 @@ import { churnBetween, type ChurnReport } from "./churn";
 import { collectedBetween, FLOWS_BASIS, invoicedBetween, refundedBetween, type FlowRow } from "./flows";
 import { currentMrr, type MrrReport } from "./mrr";
 import { systemActor } from "../../platform/actor";
+import { valueOrThrow } from "../../platform/failure";
 
 export const WEEK_MS = 7 * DAY_MS;
 
@@ -85,7 +86,7 @@ export async function buildWeeklyRevenueReport(db: Db, now: number): Promise<Wee
   const to = now + 1;
   const [invoiced, collected, refunded, mrr, churn] = await Promise.all([
     invoicedBetween(db, from, to),
-    collectedBetween(db, from, to),
+    collectedBetween(db, from, to).then(valueOrThrow),
     refundedBetween(db, from, to),
     currentMrr(db, now),
     churnBetween(db, from, to, now),

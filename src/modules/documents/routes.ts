@@ -53,7 +53,9 @@ export const invoiceDocumentRoutes = router()
     }),
     async (c) => {
       const db = dbOf(c.env);
-      const found = finalized(await getInvoice(db, c.req.valid("param").id), "its document exists once it is finalized");
+      const read = await getInvoice(db, c.req.valid("param").id);
+      if (!read.ok) return problem(c, read.error);
+      const found = finalized(read.value, "its document exists once it is finalized");
       if (!found.ok) return problem(c, found.error);
       const inv = found.value;
       return new Response((await invoicePdf(services(c), inv)) as BodyInit, { status: 200, headers: pdfHeaders(inv.number ?? inv.id, false) });
@@ -73,7 +75,9 @@ export const invoiceDocumentRoutes = router()
     }),
     async (c) => {
       const db = dbOf(c.env);
-      const found = finalized(await getInvoice(db, c.req.valid("param").id), "finalize it before sharing it");
+      const read = await getInvoice(db, c.req.valid("param").id);
+      if (!read.ok) return problem(c, read.error);
+      const found = finalized(read.value, "finalize it before sharing it");
       if (!found.ok) return problem(c, found.error);
       const inv = found.value;
       const body = (c.req.header("content-type")?.includes("json") ? c.req.valid("json") : undefined) ?? {};
@@ -96,8 +100,9 @@ export const invoiceDocumentRoutes = router()
     }),
     async (c) => {
       const s = services(c);
-      const inv = await getInvoice(s.db, c.req.valid("param").id);
-      return c.json({ invoiceId: inv.id, revoked: await revokeLinks(s, inv.id) }, 200);
+      const read = await getInvoice(s.db, c.req.valid("param").id);
+      if (!read.ok) return problem(c, read.error);
+      return c.json({ invoiceId: read.value.id, revoked: await revokeLinks(s, read.value.id) }, 200);
     },
   );
 

@@ -1,4 +1,4 @@
-import { assertRetained } from "../retention/run";
+import { retained } from "../retention/run";
 import type { Services } from "../../platform/services";
 import { DateOrInstant } from "../../http/openapi";
 import { z } from "@hono/zod-openapi";
@@ -93,7 +93,8 @@ export async function exportAuditLog(s: Services, input: AuditExportInput): Prom
   const { env, db, audit: ctx } = s;
   const { from, to } = exportRange(input);
   // Rows before the retention checkpoint are in R2 archives: an export of that range would be silently short.
-  await assertRetained(db, ["audit"], from, "The audit export");
+  const kept = await retained(db, ["audit"], from, "The audit export");
+  if (!kept.ok) return kept;
   // Seal first, so every row committed before the export carries its chain value and is covered by the head.
   const { head } = await sealAuditChain(env);
   const parts: string[] = [];

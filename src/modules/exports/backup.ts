@@ -34,10 +34,8 @@ export function runDailyBackup(s: Services): Promise<BackupSummary> {
   return createBackup(s.as(BACKUP_ACTOR));
 }
 
-export type BackupListing = BackupSummary;
-
 /** Backup folders newest first; a folder without a manifest (a dump still running, or one that died) is listed as incomplete. */
-export async function listBackups(archive: R2Bucket, limit: number): Promise<{ data: BackupListing[]; total: number }> {
+export async function listBackups(archive: R2Bucket, limit: number): Promise<{ data: BackupSummary[]; total: number }> {
   const prefixes: string[] = [];
   let cursor: string | undefined;
   do {
@@ -47,7 +45,7 @@ export async function listBackups(archive: R2Bucket, limit: number): Promise<{ d
   } while (cursor);
   prefixes.sort().reverse();
   const data = await Promise.all(
-    prefixes.slice(0, limit).map(async (prefix): Promise<BackupListing> => {
+    prefixes.slice(0, limit).map(async (prefix): Promise<BackupSummary> => {
       const date = prefix.slice(BACKUP_ROOT.length, -1);
       const m = await readManifest(archive, prefix);
       if (!m) return { date, prefix, createdAt: "", tables: 0, rows: 0, bytes: 0, keyId: null, complete: false };

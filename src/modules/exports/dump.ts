@@ -2,7 +2,9 @@ import { bytesToBase64, decrypt, encrypt, keyIdOf, sha256Bytes } from "../../lib
 
 import type { Actor } from "../../env";
 import type { Services } from "../../platform/services";
+import { and, eq } from "drizzle-orm";
 import { commitWithAudit, type AuditEntry } from "../../platform/audit";
+import { auditLog } from "../../db/schema";
 
 /**
  * Table-by-table dumps of D1 into R2 (emergency exports and daily backups), and their verification.
@@ -54,9 +56,13 @@ export type Manifest = {
 
 export type DumpOptions = { prefix: string; kind: Manifest["kind"]; encrypt: boolean; now: number; actor: Actor; destination?: string | null };
 
-/** Where a running dump stands (`progress.json`). `step` numbers its slices; only the holder of `step` may advance it. */
+/**
+ * Where a running dump stands (`progress.json`). `runId` tells this run's messages from an earlier run's into the same
+ * folder; `step` numbers its slices, and only the holder of `step` may advance it (R2 conditional put).
+ */
 type Progress = {
   version: 1;
+  runId: string;
   kind: Manifest["kind"];
   prefix: string;
   encrypt: boolean;
@@ -71,8 +77,8 @@ type Progress = {
   part: number;
   files: DumpFile[];
   step: number;
-  /** Whether the message for `step` was sent (false: a retry of the previous slice sends it). */
-  sent: boolean;
+  /** Every table is written: the manifest, audit row and clean-up are under way (a retry finishes them). */
+  finishing: boolean;
 };
 
 /** A dump finished (its manifest), or still running with what is written so far. */
@@ -110,14 +116,19 @@ async function columnsOf(db: D1Database, table: string): Promise<string[]> {
   return info.results.map((c) => c.name);
 }
 
-const partKey = (p: { prefix: string; encrypt: boolean }, table: string, part: number) =>
-  `${p.prefix}${table}${part === 1 ? "" : `.${part}`}.json${p.encrypt ? ".enc" : ""}`;
+/**
+ * A part's key. The request's slice (step 0) writes `<table>.json`, `<table>.<n>.json`; a queued slice adds a token of
+ * its own delivery, so a duplicate delivery of the same step (which loses the progress race) never overwrites a file
+ * the winner's progress points to. The manifest lists the keys; nothing guesses them.
+ */
+const partKey = (p: { prefix: string; encrypt: boolean; step: number }, table: string, part: number, token: string) =>
+  `${p.prefix}${table}${part === 1 ? "" : `.${part}`}${p.step === 0 ? "" : `.${token}`}.json${p.encrypt ? ".enc" : ""}`;
 
 /**
  * Reads the next part of the current table (up to partRows rows or partBytes of JSON) and writes it as one file.
  * Returns the file and whether the table is finished.
  */
-async function writePart(env: Env, p: Progress, budget: DumpBudget): Promise<{ file: DumpFile; tableDone: boolean; last: number | null }> {
+async function writePart(env: Env, p: Progress, budget: DumpBudget, token: string): Promise<{ file: DumpFile; tableDone: boolean; last: number | null }> {
   const table = p.schema[p.table]!.table;
   const chunks: string[] = [];
   let columns: string[] = [];
@@ -144,7 +155,7 @@ async function writePart(env: Env, p: Progress, budget: DumpBudget): Promise<{ f
   if (columns.length === 0) columns = await columnsOf(env.DB, table);
   const plain = new TextEncoder().encode(`{"table":${JSON.stringify(table)},"columns":${JSON.stringify(columns)},"rows":[${chunks.join(",")}]}`);
   const body = p.encrypt ? await encrypt(env.EXPORT_ENCRYPTION_KEY, plain) : plain;
-  const key = partKey(p, table, p.part);
+  const key = partKey(p, table, p.part, token);
   const sha256 = await sha256Bytes(plain);
   await env.ARCHIVE.put(key, body, {
     httpMetadata: { contentType: p.encrypt ? "application/octet-stream" : "application/json" },
@@ -157,10 +168,11 @@ async function writePart(env: Env, p: Progress, budget: DumpBudget): Promise<{ f
 async function runSlice(env: Env, p: Progress, budget: DumpBudget): Promise<boolean> {
   let rows = 0;
   let files = 0;
+  const token = crypto.randomUUID().slice(0, 8);
   while (p.table < p.schema.length) {
     if (rows + budget.partRows > budget.rowsPerInvocation && files > 0) return false;
     if (files >= budget.filesPerInvocation) return false;
-    const { file, tableDone, last } = await writePart(env, p, budget);
+    const { file, tableDone, last } = await writePart(env, p, budget, token);
     p.files.push(file);
     rows += file.rows;
     files++;
@@ -196,7 +208,7 @@ function manifestOf(p: Progress): Manifest {
 }
 
 /** The audit row of a finished dump, by the actor who asked for it. */
-export function completionAudit(m: Manifest): AuditEntry {
+function completionAudit(m: Manifest): AuditEntry {
   const tables = new Set(m.tables.map((f) => f.table)).size;
   if (m.kind === "backup") {
     return { action: "backup.created", targetType: "backup", targetId: m.prefix, after: backupSummaryOf(m) };
@@ -215,49 +227,70 @@ export function backupSummaryOf(m: Manifest) {
   return { date: m.prefix.split("/").at(-2) ?? "", prefix: m.prefix, createdAt: m.createdAt, tables: new Set(m.tables.map((f) => f.table)).size, rows: m.totalRows, bytes: m.totalBytes, keyId: m.keyId };
 }
 
-/** Writes the manifest, removes the progress file and audits the dump as its requester. */
+/**
+ * Writes the manifest, audits the dump as its requester (once: a retried finish finds its row), then removes the
+ * progress file and the step markers. Each step may be redone, so a finish that died half-way is finished by the retry.
+ */
 async function finish(s: Services, p: Progress): Promise<Manifest> {
   const manifest = manifestOf(p);
   await s.env.ARCHIVE.put(`${p.prefix}${MANIFEST}`, JSON.stringify(manifest, null, 2), {
     httpMetadata: { contentType: "application/json" },
     customMetadata: { kind: p.kind, encrypted: String(p.encrypt), totalRows: String(manifest.totalRows) },
   });
-  await s.env.ARCHIVE.delete(`${p.prefix}${PROGRESS}`);
-  const as = s.as(p.actor);
-  await commitWithAudit(as.db, [], [completionAudit(manifest)], as.audit);
+  const entry = completionAudit(manifest);
+  const done = await s.db.select({ id: auditLog.id }).from(auditLog).where(and(eq(auditLog.targetId, p.prefix), eq(auditLog.action, entry.action))).get();
+  if (!done) {
+    const as = s.as(p.actor);
+    await commitWithAudit(as.db, [], [entry], as.audit);
+  }
+  // A newer run into the same folder owns its progress file: leave it.
+  const current = await readProgress(s.env.ARCHIVE, p.prefix);
+  if (current?.progress.runId === p.runId) await s.env.ARCHIVE.delete([`${p.prefix}${PROGRESS}`, sentMarker(p, p.step), sentMarker(p, p.step - 1)]);
   return manifest;
 }
 
 const stateOf = (p: Progress): DumpState => ({ done: false, prefix: p.prefix, files: p.files, keyId: p.keyId, createdAt: new Date(p.now).toISOString() });
 
+/** Whether the message of a step was sent: a tiny object of its own, so writing it never moves progress.json's etag. */
+const sentMarker = (p: { prefix: string; runId: string }, step: number) => `${p.prefix}steps/${p.runId}-${step}`;
+
+async function readProgress(archive: R2Bucket, prefix: string): Promise<{ progress: Progress; etag: string } | null> {
+  const obj = await archive.get(`${prefix}${PROGRESS}`);
+  return obj ? { progress: (await obj.json()) as Progress, etag: obj.etag } : null;
+}
+
+async function sendStep(s: Services, p: Progress): Promise<void> {
+  await s.queues.tasks.send({ type: "dump.continue", prefix: p.prefix, runId: p.runId, step: p.step });
+  await s.env.ARCHIVE.put(sentMarker(p, p.step), "");
+  await s.env.ARCHIVE.delete(sentMarker(p, p.step - 1));
+}
+
 /**
  * Saves `p` at its next step only if nobody moved the progress file since `etag` was read (R2's conditional put),
- * then sends the message for that step and records it as sent. False when another delivery got there first.
+ * then sends the message for that step. False when another delivery got there first.
  */
 async function advance(s: Services, p: Progress, etag: string | null): Promise<boolean> {
-  const key = `${p.prefix}${PROGRESS}`;
   p.step++;
-  p.sent = false;
-  const saved = await s.env.ARCHIVE.put(key, JSON.stringify(p), etag ? { onlyIf: { etagMatches: etag } } : {});
+  const saved = await s.env.ARCHIVE.put(`${p.prefix}${PROGRESS}`, JSON.stringify(p), etag ? { onlyIf: { etagMatches: etag } } : {});
   if (!saved) return false;
-  await s.queues.tasks.send({ type: "dump.continue", prefix: p.prefix, step: p.step });
-  // Only a marker for a retried slice; losing this race to the next slice's own save is fine.
-  await s.env.ARCHIVE.put(key, JSON.stringify({ ...p, sent: true }), { onlyIf: { etagMatches: saved.etag } });
+  await sendStep(s, p);
   return true;
 }
 
 /**
  * Starts a dump of every application table under `opts.prefix`: writes what fits in this invocation and, when that
- * is everything, the manifest (and audit row); otherwise the rest continues on the tasks queue.
+ * is everything, the manifest (and audit row); otherwise the rest continues on the tasks queue. An emergency export
+ * is audited when it starts too: a plaintext one writes readable files from its first slice on.
  */
 export async function startDump(s: Services, opts: DumpOptions, budget: DumpBudget = DUMP_BUDGET): Promise<DumpState> {
   const { env } = s;
   // A re-run into the same folder (e.g. a retried cron, a second backup the same day) must not leave an old manifest
-  // over new files, nor continue an old run's progress.
+  // over new files; an earlier run still going stops at its next message (another runId).
   await env.ARCHIVE.delete([`${opts.prefix}${MANIFEST}`, `${opts.prefix}${PROGRESS}`]);
   const tables = await listTables(env.DB);
   const p: Progress = {
     version: 1,
+    runId: crypto.randomUUID(),
     kind: opts.kind,
     prefix: opts.prefix,
     encrypt: opts.encrypt,
@@ -271,24 +304,29 @@ export async function startDump(s: Services, opts: DumpOptions, budget: DumpBudg
     part: 1,
     files: [],
     step: 0,
-    sent: true,
+    finishing: false,
   };
+  if (opts.kind === "emergency") {
+    const started = { prefix: p.prefix, destination: p.destination, encrypted: p.encrypt, keyId: p.keyId, tables: tables.length };
+    await commitWithAudit(s.db, [], [{ action: "emergency.export_started", targetType: "emergency_export", targetId: p.prefix, after: started }], s.audit);
+  }
   if (await runSlice(env, p, budget)) return { done: true, manifest: await finish(s, p) };
   await advance(s, p, null);
   return stateOf(p);
 }
 
 /**
- * One `dump.continue` message: the slice numbered `step`. A duplicate or late delivery does nothing; a retry of a
- * slice whose progress was saved but whose message may not have been sent sends it again. Returns null when this
- * delivery had nothing to do.
+ * One `dump.continue` message: the slice numbered `step` of run `runId`. A duplicate, late or foreign delivery does
+ * nothing; a retry of a slice whose progress was saved but whose message may not have been sent sends it again; a
+ * retry of a finish that died half-way finishes it. Returns null when this delivery had nothing to do.
  */
-export async function continueDump(s: Services, prefix: string, step: number, budget: DumpBudget = DUMP_BUDGET): Promise<DumpState | null> {
-  const obj = await s.env.ARCHIVE.get(`${prefix}${PROGRESS}`);
-  if (!obj) return null; // finished (or restarted from scratch by a new dump into the folder)
-  const p = (await obj.json()) as Progress;
-  if (p.step === step + 1 && !p.sent) {
-    await s.queues.tasks.send({ type: "dump.continue", prefix, step: p.step });
+export async function continueDump(s: Services, prefix: string, runId: string, step: number, budget: DumpBudget = DUMP_BUDGET): Promise<DumpState | null> {
+  const read = await readProgress(s.env.ARCHIVE, prefix);
+  if (!read || read.progress.runId !== runId) return null; // finished, or replaced by a newer run into the folder
+  const { progress: p, etag } = read;
+  if (p.step === step + 1) {
+    if (p.finishing) return { done: true, manifest: await finish(s, p) };
+    if (!(await s.env.ARCHIVE.head(sentMarker(p, p.step)))) await sendStep(s, p);
     return null;
   }
   if (p.step > step) return null;
@@ -296,11 +334,13 @@ export async function continueDump(s: Services, prefix: string, step: number, bu
   if (p.step < step) throw new Error(`dump ${prefix} is at step ${p.step}, message is for step ${step}`);
   if (await runSlice(s.env, p, budget)) {
     // Only the holder of the current progress may finish: a concurrent duplicate loses this conditional put.
-    const claimed = await s.env.ARCHIVE.put(`${prefix}${PROGRESS}`, JSON.stringify({ ...p, step: p.step + 1 }), { onlyIf: { etagMatches: obj.etag } });
+    p.step++;
+    p.finishing = true;
+    const claimed = await s.env.ARCHIVE.put(`${prefix}${PROGRESS}`, JSON.stringify(p), { onlyIf: { etagMatches: etag } });
     if (!claimed) return null;
     return { done: true, manifest: await finish(s, p) };
   }
-  return (await advance(s, p, obj.etag)) ? stateOf(p) : null;
+  return (await advance(s, p, etag)) ? stateOf(p) : null;
 }
 
 export async function readManifest(archive: R2Bucket, prefix: string): Promise<Manifest | null> {

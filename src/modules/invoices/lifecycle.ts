@@ -13,7 +13,7 @@ import { Invoice, toInvoice } from "./serialize";
 import { creditedLinesOfInvoice } from "./creditable";
 import type { CreditedLine } from "../../domain/creditable";
 import { archivedRowsOf, isRetentionArchive } from "../../platform/archives";
-import { ApiError } from "../../platform/errors";
+import { failure, UnexpectedFailure } from "../../platform/failure";
 import { DEFAULT_LINK_DAYS, newHostedLink } from "./hosted-link";
 import { activatePurchasedGrants, returnCredits, voidPurchasedGrants } from "../credits/ledger";
 import type { z } from "@hono/zod-openapi";
@@ -44,7 +44,8 @@ const PAYABLE: InvoiceStatus[] = ["open", "uncollectible"];
 /** Lines the retention policy moved to R2: the invoice's rows of its page's NDJSON archive (src/modules/retention). */
 export async function retainedLinesOf(bucket: R2Bucket, invoiceId: string, key: string): Promise<LineRow[]> {
   const rows = await archivedRowsOf<LineRow>(bucket, key, (l) => l.invoiceId === invoiceId);
-  if (!rows) throw new ApiError("internal", `invoice ${invoiceId}: its lines were archived to ${key}, which is missing from R2`);
+  // Data loss nobody can act on: a 500 whose detail names the missing archive.
+  if (!rows) throw new UnexpectedFailure(failure("internal", `invoice ${invoiceId}: its lines were archived to ${key}, which is missing from R2`));
   return rows;
 }
 

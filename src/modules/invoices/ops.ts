@@ -1,7 +1,8 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { access, requireRole } from "../../http/auth";
-import { jsonBody, jsonResponse, router, DateOrInstant } from "../../http/openapi";
-import { invalid } from "../../http/problem";
+import { jsonBody, jsonResponse, problems, router, DateOrInstant } from "../../http/openapi";
+import { problem } from "../../http/problem";
+import { invalid } from "../../platform/failure";
 import { services } from "../../http/context";
 import { archiveInvoices } from "./archive";
 import { sendRemindersChained } from "./reminders";
@@ -38,13 +39,14 @@ export const invoiceOpsRoutes = router()
           }),
           "What was retried",
         ),
+        ...problems(422),
       },
     }),
     async (c) => {
       const body = c.req.valid("json");
       const start = startOf(body.startDate);
       const end = endExclusiveOf(body.endDate);
-      if (end <= start) throw invalid([{ path: "endDate", message: "must not be before startDate" }]);
+      if (end <= start) return problem(c, invalid([{ path: "endDate", message: "must not be before startDate" }]));
       return c.json(await retryFailed(services(c), { start, end, maxRetries: body.maxRetries }), 200);
     },
   )
@@ -115,14 +117,15 @@ export const invoiceAdminRoutes = router().openapi(
     request: jsonBody(ArchiveRequest),
     responses: {
       200: jsonResponse(z.object({ archived: z.number().int(), invoiceIds: z.array(z.string()), hasMore: z.boolean(), errors: Errors }), "What was archived"),
+      ...problems(422),
     },
   }),
   async (c) => {
     const s = services(c);
     const body = c.req.valid("json");
     const olderThan = parseOlderThan(body.olderThan, s.audit.now);
-    if (olderThan === null) throw invalid([{ path: "olderThan", message: 'must be an ISO date or a duration such as "1 year"' }]);
-    if (olderThan > s.audit.now) throw invalid([{ path: "olderThan", message: "must not be in the future" }]);
+    if (olderThan === null) return problem(c, invalid([{ path: "olderThan", message: 'must be an ISO date or a duration such as "1 year"' }]));
+    if (olderThan > s.audit.now) return problem(c, invalid([{ path: "olderThan", message: "must not be in the future" }]));
     return c.json(await archiveInvoices(s, olderThan), 200);
   },
 );

@@ -105,6 +105,6 @@ export async function sendReminders(s: Services, input: { daysOverdue: number; t
  */
 export async function sendRemindersChained(s: Services, input: { daysOverdue: number; template: string }, after: string | null): Promise<ReminderReport & { continues: boolean }> {
   const report = await sendReminders(s, input, { after, maxPages: REMINDER_PAGES_PER_INVOCATION });
-  if (report.next) await s.queues.tasks.send({ type: "invoices.send_reminders", input, after: report.next, now: s.audit.now });
+  if (report.next) await s.queues.tasks.send({ type: "invoices.send_reminders", input, after: report.next, now: s.audit.now, actor: s.audit.actor });
   return { ...report, continues: report.next !== null };
 }

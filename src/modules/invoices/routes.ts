@@ -94,8 +94,9 @@ export const invoiceRoutes = router()
     }),
     async (c) => {
       const s = services(c);
-      const inv = await getInvoice(s.db, c.req.valid("param").id);
-      return c.json(await invoiceWithLines(s, inv), 200);
+      const found = await getInvoice(s.db, c.req.valid("param").id);
+      if (!found.ok) return problem(c, found.error);
+      return c.json(await invoiceWithLines(s, found.value), 200);
     },
   )
   .openapi(
@@ -108,7 +109,10 @@ export const invoiceRoutes = router()
       description: "Voids a draft or open invoice; a paid invoice needs a refund or a credit note instead (409).",
       middleware: [requireRole(access.finance)] as const,
       request: { params: IdParam, ...jsonBody(z.object({ reason: z.string().min(1).max(500) })) },
-      responses: { 200: jsonResponse(Invoice, "The voided invoice"), ...problems(404) },
+      responses: { 200: jsonResponse(Invoice, "The voided invoice"), ...problems(404, 409) },
     }),
-    async (c) => c.json(toInvoice(await voidInvoice(services(c), c.req.valid("param").id, c.req.valid("json").reason), undefined, []), 200),
+    async (c) => {
+      const voided = await voidInvoice(services(c), c.req.valid("param").id, c.req.valid("json").reason);
+      return voided.ok ? c.json(toInvoice(voided.value, undefined, []), 200) : problem(c, voided.error);
+    },
   );

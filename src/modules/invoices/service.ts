@@ -9,7 +9,7 @@ import { invoiceLines, invoices } from "../../db/schema";
 import { commit } from "../../platform/change-set";
 import { invoiceVoided, retainedLinesOf } from "./lifecycle";
 import { isRetentionArchive } from "../../platform/archives";
-import { ApiError, notFound } from "../../platform/errors";
+import { conflict, failure, notFound, ok, UnexpectedFailure, type Outcome } from "../../platform/failure";
 import { creditedLinesOfInvoice } from "./creditable";
 import { Invoice, toInvoice } from "./serialize";
 
@@ -30,10 +30,9 @@ export async function* pagesById<R extends { id: string }>(fetch: (after: string
   }
 }
 
-export async function getInvoice(db: Db, id: string): Promise<InvoiceRow> {
+export async function getInvoice(db: Db, id: string): Promise<Outcome<InvoiceRow, "not_found">> {
   const row = await db.select().from(invoices).where(eq(invoices.id, id)).get();
-  if (!row) throw notFound("invoice", id);
-  return row;
+  return row ? ok(row) : notFound("invoice", id);
 }
 
 /** The invoice with its lines: from D1, or, once archived, from its R2 document (same shape either way). */
@@ -45,7 +44,8 @@ export async function invoiceWithLines(s: Services, inv: InvoiceRow): Promise<z.
     return { ...toInvoice(inv, lines, await creditedLinesOfInvoice(db, inv.id)), ...(discounts.length ? { discounts } : {}) };
   }
   const obj = await env.ARCHIVE.get(inv.archiveKey);
-  if (!obj) throw new ApiError("internal", `invoice ${inv.id} is archived but its document ${inv.archiveKey} is missing`);
+  // Data loss nobody can act on in a request: a 500 whose detail names the missing document.
+  if (!obj) throw new UnexpectedFailure(failure("internal", `invoice ${inv.id} is archived but its document ${inv.archiveKey} is missing`));
   const doc = Invoice.parse(await obj.json());
   return { ...toInvoice(inv, undefined, await creditedLinesOfInvoice(db, inv.id)), lines: doc.lines ?? [] };
 }
@@ -55,18 +55,20 @@ export async function invoiceWithLines(s: Services, inv: InvoiceRow): Promise<z.
  * paid or void invoice is refused with 409 naming its state. Customer credit the invoice spent goes back to the
  * customer in the same batch, behind the same status guard, so it is returned exactly once however many voids race.
  */
-export async function voidInvoice(s: Services, id: string, reason: string): Promise<InvoiceRow> {
+export async function voidInvoice(s: Services, id: string, reason: string): Promise<Outcome<InvoiceRow, "not_found" | "conflict">> {
   const { db } = s;
-  const inv = await getInvoice(db, id);
+  const found = await getInvoice(db, id);
+  if (!found.ok) return found;
+  const inv = found.value;
   // An invoice on a test clock is voided in the clock's time (voidedAt and its event), as its other moves are.
   const ctx = (await s.inClockOf(inv.testClockId)).audit;
-  if (inv.status === "paid") throw new ApiError("conflict", `invoice ${id} is paid: issue a refund (POST /api/v1/refunds) or a credit note (POST /api/v1/credit-notes) instead of voiding it`, [{ path: "status", message: "is paid" }]);
+  if (inv.status === "paid") return conflict(`invoice ${id} is paid: issue a refund (POST /api/v1/refunds) or a credit note (POST /api/v1/credit-notes) instead of voiding it`, [{ path: "status", message: "is paid" }]);
   const { change: cs, after } = await invoiceVoided(db, inv, reason, ctx);
   try {
     await commit(db, cs, ctx);
   } catch (e) {
-    if (isAssertionFailure(e)) throw new ApiError("conflict", `invoice ${id} changed state concurrently; reload it`);
+    if (isAssertionFailure(e)) return conflict(`invoice ${id} changed state concurrently; reload it`);
     throw e;
   }
-  return after;
+  return ok(after);
 }

@@ -7,7 +7,7 @@ import { assertChanged, isAssertionFailure } from "../../db/assert";
 import { newestFirstPage } from "../../platform/pagination";
 import { notifications } from "../../db/schema";
 import { PaginationQuery } from "../../http/openapi";
-import { ApiError } from "../../platform/errors";
+import { conflict, fail, ok, type Outcome } from "../../platform/failure";
 import { notificationEvent, notificationObject, notificationsCommitted } from "./outbox";
 import { eventInsert, eventRow } from "../../platform/events";
 
@@ -57,12 +57,12 @@ export async function listNotifications(db: Db, q: z.infer<typeof NotificationLi
  * A failed notification goes back to the queue with fresh attempts (e.g. once delivery is configured or fixed): a new
  * `customer.notification` event in the same batch, delivered with a fresh retry window (same `webhook-id`).
  */
-export async function resendNotification(s: Services, id: string) {
+export async function resendNotification(s: Services, id: string): Promise<Outcome<ReturnType<typeof view>, "not_found" | "conflict">> {
   const { db, audit: ctx } = s;
   const row = await db.select().from(notifications).where(eq(notifications.id, id)).get();
-  if (!row) throw new ApiError("not_found", `no notification ${id}`, [{ path: "id", message: "unknown notification" }]);
+  if (!row) return fail("not_found", `no notification ${id}`, [{ path: "id", message: "unknown notification" }]);
   if (row.status !== "failed") {
-    throw new ApiError("conflict", `notification ${id} is ${row.status}; only a failed notification can be sent again`, [{ path: "id", message: `status is ${row.status}` }]);
+    return conflict(`notification ${id} is ${row.status}; only a failed notification can be sent again`, [{ path: "id", message: `status is ${row.status}` }]);
   }
   const queued: Row = { ...row, status: "queued", attempts: 0, lastError: null };
   const event = eventRow({ ...notificationEvent(queued), object: notificationObject(queued) }, ctx);
@@ -79,8 +79,8 @@ export async function resendNotification(s: Services, id: string) {
     );
   } catch (e) {
     if (!isAssertionFailure(e)) throw e;
-    throw new ApiError("conflict", `notification ${id} changed while it was being re-sent; fetch it again`, [{ path: "id", message: "changed concurrently" }]);
+    return conflict(`notification ${id} changed while it was being re-sent; fetch it again`, [{ path: "id", message: "changed concurrently" }]);
   }
   notificationsCommitted([event.id]);
-  return view(queued);
+  return ok(view(queued));
 }

@@ -11,7 +11,7 @@ import { paymentFailed, paymentParked, paymentProcessing, paymentSucceeded } fro
 import type { GatewayName } from "../../gateways/types";
 import type { ChargeResult } from "../../gateways/types";
 import { newId } from "../../lib/ids";
-import { lockedError, unlessPaymentsStopped, withAdmission, type Admit, type GuardLease, type Refused } from "./guard";
+import { unlessPaymentsStopped, withAdmission, type Admit, type GuardLease, type Refused } from "./guard";
 import { isAssertionFailure } from "../../db/assert";
 import { paymentMetricStatements } from "./metrics";
 import { planFailure } from "./failure";
@@ -25,6 +25,8 @@ export type CollectOutcome =
   /** The gateway did not answer: the attempt stays processing and must be asked again with the same key. */
   | { outcome: "unknown"; payment: PaymentRow; error: string }
   | { outcome: "parked"; payment: PaymentRow; mode: "frozen" | "queue" }
+  /** A direct charge (an API call) while payments are frozen: nothing was started (the caller answers 423). */
+  | { outcome: "locked"; refused: Refused }
   | { outcome: "skipped"; reason: string };
 
 export const chargeKey = (invoiceId: string, attempt: number) => `${invoiceId}:attempt:${attempt}`;
@@ -69,7 +71,7 @@ async function loadForCharge(db: Db, invoiceId: string, attempt: number) {
  * Charges one invoice attempt, exactly once: the gateway sees a deterministic idempotency key per invoice and
  * attempt, a redelivered message or a crash after the gateway call finds the attempt row and asks the gateway
  * again with the same key (which answers with the first outcome), and PaymentGuard admits the charge first.
- * Frozen: direct calls get 423, queued ones are parked. Queue mode: parked. Parked charges run on resume.
+ * Frozen: direct calls get `locked` (the API answers 423), queued ones are parked. Queue mode: parked. Parked charges run on resume.
  * Three D1 round trips when it succeeds: the read, the attempt row (processing), the outcome's batch.
  */
 export async function collectInvoice(s: Services, invoiceId: string, opts: CollectOptions): Promise<CollectOutcome> {
@@ -115,7 +117,7 @@ export async function collectInvoice(s: Services, invoiceId: string, opts: Colle
   if (admitted.admitted && admitted.value !== STOPPED) return admitted.value;
   // Refused by the guard, or admitted but frozen (or queue mode) before the attempt batch: never started.
   const refused = admitted.admitted ? await refusalNow(s) : admitted;
-  if (refused.mode === "frozen" && opts.direct) throw lockedError(refused);
+  if (refused.mode === "frozen" && opts.direct) return { outcome: "locked", refused };
   const parked = await ensurePayment(db, inv, opts.attempt, method, "parked", ctx.now);
   if (parked.status === "pending") await commit(db, paymentParked(db, parked, ctx).change, ctx);
   return { outcome: "parked", payment: { ...parked, status: "parked" }, mode: refused.mode };

@@ -4,16 +4,14 @@ import { access, requireRole, requireScopeOrRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { dbOf } from "../../db/client";
 import { newestFirstPage, resolveCursor } from "../../platform/pagination";
-import { customers, deadLetters, invoices, payments, paymentStatuses } from "../../db/schema";
+import { deadLetters, payments, paymentStatuses } from "../../db/schema";
 import { auditCtx, services } from "../../http/context";
-import { ApiError, invalid, notFound } from "../../http/problem";
+import { problem } from "../../http/problem";
 import { formatMinor } from "../../domain/money";
 import { iso } from "../../lib/time";
 import { putSetting } from "../../platform/settings";
-import { collectInvoice, latestAttempt } from "./collect";
 import { RETRY_CONFIG_KEY, RetryConfig, retryConfig } from "./config";
-import { failedLatestAttempts, failedPaymentTotals, requeueFailed, toPayment } from "./service";
-import { archivedThrough } from "../retention/run";
+import { failedLatestAttempts, failedPaymentTotals, getPayment, requeueFailed, retryPayment, toPayment } from "./service";
 
 const Payment = z
   .object({
@@ -164,16 +162,8 @@ export const paymentRoutes = router()
       responses: { 200: jsonResponse(Payment, "The payment"), ...problems(404) },
     }),
     async (c) => {
-      const row = await dbOf(c.env).select().from(payments).where(eq(payments.id, c.req.valid("param").id)).get();
-      if (!row) {
-        const through = await archivedThrough(dbOf(c.env), "payment_attempts");
-        if (through === null) throw notFound("payment", c.req.valid("param").id);
-        throw new ApiError(
-          "not_found",
-          `No payment ${c.req.valid("param").id} in D1. Payment attempts finished up to ${iso(through)} were archived to R2 by the retention policy (GET /admin/retention/archives?kind=payment_attempts).`,
-        );
-      }
-      return c.json(toPayment(row), 200);
+      const found = await getPayment(dbOf(c.env), c.req.valid("param").id);
+      return found.ok ? c.json(toPayment(found.value), 200) : problem(c, found.error);
     },
   )
   .openapi(
@@ -197,33 +187,15 @@ export const paymentRoutes = router()
       responses: {
         200: jsonResponse(z.object({ outcome: z.string(), payment: Payment.nullable(), reason: z.string().optional() }), "The new attempt"),
         202: jsonResponse(z.object({ outcome: z.literal("parked"), payment: Payment, mode: z.string() }), "Parked (queue mode)"),
-        ...problems(404, 423),
+        ...problems(404, 409, 422, 423),
       },
     }),
     async (c) => {
-      const db = dbOf(c.env);
-      const body = c.req.valid("json");
-      const failed = await db.select().from(payments).where(eq(payments.id, c.req.valid("param").id)).get();
-      if (!failed) throw notFound("payment", c.req.valid("param").id);
-      if (failed.status === "succeeded") throw new ApiError("conflict", `payment ${failed.id} succeeded; nothing to retry`);
-      const inv = await db.select().from(invoices).where(eq(invoices.id, failed.invoiceId)).get();
-      if (!inv || inv.status !== "open") throw new ApiError("conflict", `invoice ${failed.invoiceId} is ${inv?.status ?? "missing"}; nothing to collect`);
-      let method = body.paymentMethod ?? null;
-      if (body.useAlternateMethod && !method) {
-        const customer = await db.select().from(customers).where(eq(customers.id, failed.customerId)).get();
-        method = customer?.metadata.alternatePaymentMethod ?? null;
-        if (!method) throw invalid([{ path: "useAlternateMethod", message: "the customer has no metadata.alternatePaymentMethod" }]);
-      }
-      const latest = (await latestAttempt(db, inv.id))!;
-      if (latest.status === "parked" || latest.status === "pending") throw new ApiError("conflict", `attempt ${latest.attempt} of invoice ${inv.id} is already queued`);
-      // An attempt whose outcome is unknown is asked again with its own key; otherwise a new attempt.
-      const attempt = latest.status === "processing" ? latest.attempt : latest.attempt + 1;
-      const r = await collectInvoice(services(c), inv.id, { attempt, direct: true, paymentMethod: method });
+      const retried = await retryPayment(services(c), c.req.valid("param").id, c.req.valid("json"));
+      if (!retried.ok) return problem(c, retried.error);
+      const r = retried.value;
       if (r.outcome === "parked") return c.json({ outcome: "parked" as const, payment: toPayment(r.payment), mode: r.mode }, 202);
-      if (r.outcome === "unknown") {
-        await services(c).queues.payments.send({ type: "payment.attempt", invoiceId: inv.id, attempt }, { delaySeconds: 60 });
-        return c.json({ outcome: r.outcome, payment: toPayment(r.payment), reason: `gateway did not answer (${r.error}); the same attempt is retried from the queue` }, 200);
-      }
+      if (r.outcome === "unknown") return c.json({ outcome: r.outcome, payment: toPayment(r.payment), reason: `gateway did not answer (${r.error}); the same attempt is retried from the queue` }, 200);
       if (r.outcome === "skipped") return c.json({ outcome: r.outcome, payment: null, reason: r.reason }, 200);
       return c.json({ outcome: r.outcome, payment: toPayment(r.payment) }, 200);
     },

@@ -2,8 +2,13 @@ import { and, asc, eq, gt, lt, lte, or, sql } from "drizzle-orm";
 import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { commitWithAudit } from "../../platform/audit";
-import { invoices, payments } from "../../db/schema";
+import { customers, invoices, payments } from "../../db/schema";
 import { releaseParkedPage } from "./lifecycle";
+import { collectInvoice, latestAttempt, type CollectOutcome } from "./collect";
+import { lockedFailure } from "./guard";
+import { conflict, fail, invalid, notFound, ok, type Outcome } from "../../platform/failure";
+import { archivedThrough } from "../retention/run";
+import { iso } from "../../lib/time";
 
 type PaymentRow = typeof payments.$inferSelect;
 
@@ -74,7 +79,7 @@ export async function requeueFailed(s: Services, after: FailedCursor | null): Pr
     invoiceIds.push(...(await requeue(s, rows)));
     if (!next) return { invoiceIds, continues: false };
     if (page === REQUEUE_PAGES_PER_INVOCATION) {
-      await s.queues.tasks.send({ type: "payments.requeue_failed", after: next, now: s.audit.now });
+      await s.queues.tasks.send({ type: "payments.requeue_failed", after: next, now: s.audit.now, actor: s.audit.actor });
       return { invoiceIds, continues: true };
     }
     cursor = next;
@@ -82,7 +87,7 @@ export async function requeueFailed(s: Services, after: FailedCursor | null): Pr
 }
 
 /** Sends the next attempt of each given failed payment to the payments queue. */
-export async function requeue(s: Services, rows: PaymentRow[]): Promise<string[]> {
+async function requeue(s: Services, rows: PaymentRow[]): Promise<string[]> {
   if (!rows.length) return [];
   await s.queues.payments.sendAll(rows.map((p) => ({ type: "payment.attempt", invoiceId: p.invoiceId, attempt: p.attempt + 1 })));
   await commitWithAudit(s.db, [], rows.map((p) => ({ action: "payment.requeued", targetType: "invoice", targetId: p.invoiceId, after: { attempt: p.attempt + 1 } })), s.audit);
@@ -105,4 +110,48 @@ export async function releaseParked(s: Services): Promise<number> {
   await s.queues.payments.sendAll(released.map((p) => ({ type: "payment.attempt", invoiceId: p.invoiceId, attempt: p.attempt })));
   if (released.length === RELEASE_PAGE) await s.queues.payments.send({ type: "payments.release_parked" });
   return released.length;
+}
+
+/**
+ * POST /api/v1/payments/{id}/retry: charges the failed payment's invoice again now (optionally with the customer's
+ * alternate method). An attempt whose outcome is unknown is asked again with its own key; otherwise a new attempt.
+ * Frozen payments refuse it (423); in queue mode it is parked. A gateway that does not answer leaves the attempt to
+ * the payments queue, a minute later.
+ */
+export async function retryPayment(
+  s: Services,
+  id: string,
+  body: { useAlternateMethod: boolean; paymentMethod?: string | undefined },
+): Promise<Outcome<Exclude<CollectOutcome, { outcome: "locked" }>, "not_found" | "conflict" | "unprocessable" | "locked">> {
+  const { db } = s;
+  const failed = await db.select().from(payments).where(eq(payments.id, id)).get();
+  if (!failed) return notFound("payment", id);
+  if (failed.status === "succeeded") return conflict(`payment ${failed.id} succeeded; nothing to retry`);
+  const inv = await db.select().from(invoices).where(eq(invoices.id, failed.invoiceId)).get();
+  if (!inv || inv.status !== "open") return conflict(`invoice ${failed.invoiceId} is ${inv?.status ?? "missing"}; nothing to collect`);
+  let method = body.paymentMethod ?? null;
+  if (body.useAlternateMethod && !method) {
+    const customer = await db.select().from(customers).where(eq(customers.id, failed.customerId)).get();
+    method = customer?.metadata.alternatePaymentMethod ?? null;
+    if (!method) return invalid([{ path: "useAlternateMethod", message: "the customer has no metadata.alternatePaymentMethod" }]);
+  }
+  const latest = (await latestAttempt(db, inv.id))!;
+  if (latest.status === "parked" || latest.status === "pending") return conflict(`attempt ${latest.attempt} of invoice ${inv.id} is already queued`);
+  const attempt = latest.status === "processing" ? latest.attempt : latest.attempt + 1;
+  const r = await collectInvoice(s, inv.id, { attempt, direct: true, paymentMethod: method });
+  if (r.outcome === "locked") return lockedFailure(r.refused);
+  if (r.outcome === "unknown") await s.queues.payments.send({ type: "payment.attempt", invoiceId: inv.id, attempt }, { delaySeconds: 60 });
+  return ok(r);
+}
+
+/** One payment attempt; when it is not in D1, the 404 says whether the retention policy archived attempts to R2. */
+export async function getPayment(db: Db, id: string): Promise<Outcome<PaymentRow, "not_found">> {
+  const row = await db.select().from(payments).where(eq(payments.id, id)).get();
+  if (row) return ok(row);
+  const through = await archivedThrough(db, "payment_attempts");
+  if (through === null) return notFound("payment", id);
+  return fail(
+    "not_found",
+    `No payment ${id} in D1. Payment attempts finished up to ${iso(through)} were archived to R2 by the retention policy (GET /admin/retention/archives?kind=payment_attempts).`,
+  );
 }

@@ -4,6 +4,7 @@ import { DAY_MS, iso } from "../../lib/time";
 import type { Actor } from "../../env";
 import { BASIS, dayBounds, reconcileDay, type Reconciliation } from "./service";
 import { systemActor } from "../../platform/actor";
+import { ok, valueOrThrow, type Outcome } from "../../platform/failure";
 
 export const RECONCILIATION_ACTOR: Actor = systemActor("reconciliation");
 
@@ -28,14 +29,15 @@ function section(r: Reconciliation, includeDetails: boolean): GatewaySection {
  * Reconciles `date` for every configured gateway and stores the report in R2 at reports/reconciliation/<date>.json
  * (a re-run replaces it). A gateway that fails is reported with its error and does not stop the others.
  */
-export async function writeReconciliationReport(s: Services, date: string, includeDetails: boolean): Promise<{ key: string; report: ReconciliationReport }> {
+export async function writeReconciliationReport(s: Services, date: string, includeDetails: boolean): Promise<Outcome<{ key: string; report: ReconciliationReport }, "validation_failed">> {
   const { env, audit: ctx } = s;
-  dayBounds(date);
+  const bounds = dayBounds(date);
+  if (!bounds.ok) return bounds;
   const gateways: ReconciliationReport["gateways"] = [];
   for (const gateway of configuredGateways(env)) {
     try {
       const r = await reconcileDay(s, date, { gateway, selection: "requested", note: `gateway ${gateway} (every configured gateway is reconciled)` });
-      gateways.push(section(r, includeDetails));
+      gateways.push(r.ok ? section(r.value, includeDetails) : { gateway, error: r.error.detail });
     } catch (e) {
       gateways.push({ gateway, error: e instanceof Error ? e.message : String(e) });
     }
@@ -43,7 +45,7 @@ export async function writeReconciliationReport(s: Services, date: string, inclu
   const report: ReconciliationReport = { date, generatedAt: iso(ctx.now), includeDetails, basis: BASIS, gateways };
   const key = reportKey(date);
   await env.ARCHIVE.put(key, JSON.stringify(report, null, 2), { httpMetadata: { contentType: "application/json" }, customMetadata: { kind: "reconciliation", date } });
-  return { key, report };
+  return ok({ key, report });
 }
 
 /** Daily cron: yesterday (UTC) for every configured gateway, with details; throws after writing if a gateway failed. */
@@ -51,7 +53,7 @@ export async function writeReconciliationReport(s: Services, date: string, inclu
 export async function runDailyReconciliation(s: Services) {
   const now = s.audit.now;
   const date = new Date(now - DAY_MS).toISOString().slice(0, 10);
-  const { key, report } = await writeReconciliationReport(s.withAudit({ actor: RECONCILIATION_ACTOR, now }), date, true);
+  const { key, report } = valueOrThrow(await writeReconciliationReport(s.withAudit({ actor: RECONCILIATION_ACTOR, now }), date, true));
   const failed = report.gateways.filter((g): g is { gateway: string; error: string } => "error" in g);
   if (failed.length) throw new Error(`reconciliation of ${date} failed for ${failed.map((g) => `${g.gateway}: ${g.error}`).join("; ")} (report at ${key})`);
   return {

@@ -3,6 +3,7 @@ import { and, eq } from "drizzle-orm";
 import { access, requireRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, router, problems } from "../../http/openapi";
 import { services } from "../../http/context";
+import { problem, respond } from "../../http/problem";
 import { dbOf } from "../../db/client";
 import { newestFirstPage } from "../../platform/pagination";
 import { discrepancies } from "../../db/schema";
@@ -66,11 +67,12 @@ export const reconciliationRoutes = router()
       description: "Discrepancies found by reconciliation, newest first.",
       middleware: [requireRole(access.finance)] as const,
       request: { query: PaginationQuery.extend({ status: z.enum(["open", "resolved"]).optional(), date: DateString.optional(), gateway: z.string().optional(), kind: Kinds.optional() }) },
-      responses: { 200: jsonResponse(listOf(Discrepancy), "Discrepancies") },
+      responses: { 200: jsonResponse(listOf(Discrepancy), "Discrepancies"), ...problems(400) },
     }),
     async (c) => {
       const q = c.req.valid("query");
-      if (q.date) dayBounds(q.date);
+      const bounds = q.date ? dayBounds(q.date) : null;
+      if (bounds && !bounds.ok) return problem(c, bounds.error);
       const db = dbOf(c.env);
       const page = await newestFirstPage(
         db,
@@ -100,13 +102,15 @@ export const reconciliationRoutes = router()
         params: z.object({ date: DateString.openapi({ param: { name: "date", in: "path" }, example: "2024-06-24" }) }),
         query: z.object({ gateway: z.enum(["stripe", "sandbox"]).optional().openapi({ description: "Defaults to stripe when configured, else sandbox" }) }),
       },
-      responses: { 200: jsonResponse(Reconciliation, "The day reconciled"), ...problems(503) },
+      responses: { 200: jsonResponse(Reconciliation, "The day reconciled"), ...problems(400, 422, 503) },
     }),
     async (c) => {
       const { date } = c.req.valid("param");
-      dayBounds(date);
       const choice = chooseGateway(c.env, c.req.valid("query").gateway);
-      const { matchedItems: _m, ...result } = await reconcileDay(services(c), date, choice);
+      if (!choice.ok) return problem(c, choice.error);
+      const r = await reconcileDay(services(c), date, choice.value);
+      if (!r.ok) return problem(c, r.error);
+      const { matchedItems: _m, ...result } = r.value;
       return c.json(result, 200);
     },
   );
@@ -122,11 +126,10 @@ export const reportRoutes = router().openapi(
     description: "Reconciles a day for every configured gateway and stores the report in R2 (reports/reconciliation/<date>.json).",
     middleware: [requireRole(access.finance)] as const,
     request: { ...jsonBody(z.object({ date: DateString, includeDetails: z.boolean().default(false).openapi({ description: "Each discrepancy and each matched pair" }) })) },
-    responses: { 201: jsonResponse(z.object({ key: z.string(), report: z.record(z.string(), z.unknown()) }), "Stored report"), ...problems(503) },
+    responses: { 201: jsonResponse(z.object({ key: z.string(), report: z.record(z.string(), z.unknown()) }), "Stored report"), ...problems(400, 503) },
   }),
   async (c) => {
     const { date, includeDetails } = c.req.valid("json");
-    const r = await writeReconciliationReport(services(c), date, includeDetails);
-    return c.json(r, 201);
+    return respond(c, await writeReconciliationReport(services(c), date, includeDetails), 201);
   },
 );

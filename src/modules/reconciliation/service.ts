@@ -1,4 +1,4 @@
-import { assertRetained } from "../retention/run";
+import { retained } from "../retention/run";
 import type { Services } from "../../platform/services";
 import { and, eq, gte, inArray, isNull, lt, or } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
@@ -8,7 +8,7 @@ import { creditNotes, discrepancies, payments, refunds } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
 import { configuredGateways, defaultPrimary } from "../../gateways";
 import type { GatewayName, GatewayPayment } from "../../gateways/types";
-import { ApiError } from "../../platform/errors";
+import { fail, ok, type Outcome } from "../../platform/failure";
 import { sha256Hex } from "../../lib/hash";
 import { iso, DAY_MS } from "../../lib/time";
 import { compareDay, type Comparison, type DiscrepancyKind, type Finding, type LocalPayment, type LocalRefund, type MatchedItem } from "./compare";
@@ -28,29 +28,29 @@ export type DiscrepancyRow = typeof discrepancies.$inferSelect;
 export type GatewayChoice = { gateway: GatewayName; selection: "requested" | "default"; note: string };
 
 /** The UTC day `YYYY-MM-DD` as [start, end) in epoch ms, or a 400 naming the field. */
-export function dayBounds(date: string): { start: number; end: number } {
+export function dayBounds(date: string): Outcome<{ start: number; end: number }, "validation_failed"> {
   const start = Date.parse(`${date}T00:00:00.000Z`);
   if (!/^\d{4}-\d{2}-\d{2}$/.test(date) || Number.isNaN(start) || new Date(start).toISOString().slice(0, 10) !== date) {
-    throw new ApiError("validation_failed", `date: ${date} is not a calendar date YYYY-MM-DD`, [{ path: "date", message: "expected YYYY-MM-DD" }]);
+    return fail("validation_failed", `date: ${date} is not a calendar date YYYY-MM-DD`, [{ path: "date", message: "expected YYYY-MM-DD" }]);
   }
-  return { start, end: start + DAY_MS };
+  return ok({ start, end: start + DAY_MS });
 }
 
 /** The gateway asked for, else stripe when it is configured, else the sandbox; refuses one that is not configured. */
-export function chooseGateway(env: Env, requested: string | undefined): GatewayChoice {
+export function chooseGateway(env: Env, requested: string | undefined): Outcome<GatewayChoice, "unprocessable"> {
   const configured = configuredGateways(env);
   if (requested) {
     if (!configured.includes(requested as GatewayName)) {
-      throw new ApiError("unprocessable", `gateway ${requested} is not configured here (configured: ${configured.join(", ")})`, [{ path: "gateway", message: "not configured" }]);
+      return fail("unprocessable", `gateway ${requested} is not configured here (configured: ${configured.join(", ")})`, [{ path: "gateway", message: "not configured" }]);
     }
-    return { gateway: requested as GatewayName, selection: "requested", note: `gateway ${requested} as requested` };
+    return ok({ gateway: requested as GatewayName, selection: "requested", note: `gateway ${requested} as requested` });
   }
   const gateway = defaultPrimary(env);
-  return {
+  return ok({
     gateway,
     selection: "default",
     note: gateway === "stripe" ? "gateway defaulted to stripe (configured)" : "gateway defaulted to sandbox: stripe is not configured (STRIPE_SECRET_KEY is empty)",
-  };
+  });
 }
 
 const money = (minor: number, currency: string) => ({ amount: formatMinor(minor, currency), amountMinor: minor });
@@ -85,7 +85,6 @@ async function discrepancyId(date: string, gateway: string, f: Finding): Promise
 }
 
 async function loadLocal(db: Db, gateway: GatewayName, day: { start: number; end: number }) {
-  await assertRetained(db, ["payment_attempts"], day.start, "Reconciliation");
   const dayPayments = await db
     .select()
     .from(payments)
@@ -178,16 +177,21 @@ const sideOut = (s: { charges: number; refunds: number; net: number; count: numb
  * Reconciles one UTC day of one gateway: compares, then records each finding as an open discrepancy (one row
  * per finding however often the day is re-run) and resolves the day's open discrepancies that no longer appear.
  */
-export async function reconcileDay(s: Services, date: string, choice: GatewayChoice): Promise<Reconciliation> {
+export async function reconcileDay(s: Services, date: string, choice: GatewayChoice): Promise<Outcome<Reconciliation, "validation_failed" | "unprocessable" | "unavailable">> {
   const { db, audit: ctx } = s;
-  const day = dayBounds(date);
+  const bounds = dayBounds(date);
+  if (!bounds.ok) return bounds;
+  const day = bounds.value;
+  // Rows before the retention checkpoint are in R2 archives: the day would be reconciled against too few payments.
+  const kept = await retained(db, ["payment_attempts"], day.start, "Reconciliation");
+  if (!kept.ok) return kept;
   const gateway = await s.gateways.byName(choice.gateway);
   const window = { from: day.start - DAY_MS, to: day.end + DAY_MS };
   let txns;
   try {
     txns = await gateway.balanceTransactions(window.from, window.to);
   } catch (e) {
-    throw new ApiError("unavailable", `gateway ${choice.gateway} could not list its balance transactions: ${e instanceof Error ? e.message : String(e)}`, [], { "retry-after": "60" });
+    return fail("unavailable", `gateway ${choice.gateway} could not list its balance transactions: ${e instanceof Error ? e.message : String(e)}`, [], { "retry-after": "60" });
   }
   const local = await loadLocal(db, choice.gateway, day);
 
@@ -208,7 +212,7 @@ export async function reconcileDay(s: Services, date: string, choice: GatewayCho
 
   const comparison = compareDay({ day, payments: local.payments, refunds: local.refunds, txns, ...others, retrieved });
   const { open, resolved } = await persist(db, date, choice.gateway, comparison, ctx);
-  return { ...summarize(date, choice, window, comparison, open, resolved, ctx.now), creditNotes: await creditNotesOfDay(db, choice.gateway, day, comparison.matched) };
+  return ok({ ...summarize(date, choice, window, comparison, open, resolved, ctx.now), creditNotes: await creditNotesOfDay(db, choice.gateway, day, comparison.matched) });
 }
 
 async function persist(db: Db, date: string, gateway: GatewayName, comparison: Comparison, ctx: AuditContext) {

@@ -3,7 +3,6 @@ import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
 import { retentionArchives, retentionKinds, retentionRuns, type RetentionKind } from "../../db/schema";
 import { newId } from "../../lib/ids";
-import { ApiError } from "../../platform/errors";
 import { invalid, ok, type Outcome } from "../../platform/failure";
 import { DAY_MS } from "../../lib/time";
 import type { TaskMessage } from "../../../queues/messages";
@@ -99,12 +98,3 @@ export async function retained(db: Db, kinds: RetentionKind[], from: number, wha
   return ok(undefined);
 }
 
-/**
- * `retained`, thrown as before: for the callers that do not return an Outcome yet (audit export, reconciliation,
- * collected revenue). The HTTP error of old, not valueOrThrow's UnexpectedFailure: the reconciliation report records a
- * gateway's error by its message, and that message must stay the detail alone. Goes once those callers use `retained`.
- */
-export async function assertRetained(db: Db, kinds: RetentionKind[], from: number, what: string): Promise<void> {
-  const r = await retained(db, kinds, from, what);
-  if (!r.ok) throw new ApiError(r.error.kind, r.error.detail, [...(r.error.errors ?? [])]);
-}

@@ -13,7 +13,7 @@ import { planVersion } from "../invoices/invoice-builder";
 
 type SubscriptionRow = typeof subscriptions.$inferSelect;
 
-/** A percentage off every invoice line before tax: 0-100 with at most 4 decimals, stored in canonical form. */
+/** A stored percentage (an offer's payload) in canonical form: one that fails `percentOf` is a bug, so it throws. */
 export const discountPercentOf = (raw: string | number, path = "discountPercent"): string => valueOrThrow(percentOf(raw, path));
 
 /** True when `a` is a larger discount than `b` (null: none). */

@@ -48,7 +48,7 @@ export async function retryFailed(s: Services, input: RetryFailedInput, budget =
   const inRange = and(sql`${issuedAt} >= ${input.start}`, sql`${issuedAt} < ${input.end}`);
   const after = (id: string | null) => (id ? gt(invoices.id, id) : undefined);
   const stop = async (cursor: RetryFailedCursor) => {
-    await s.queues.tasks.send({ type: "invoices.retry_failed", input, cursor, now: ctx.now });
+    await s.queues.tasks.send({ type: "invoices.retry_failed", input, cursor, now: ctx.now, actor: ctx.actor });
     r.continues = true;
   };
   const phases = ["payments", "drafts", "renewals"] as const;

@@ -1,6 +1,5 @@
 import { and, eq } from "drizzle-orm";
 import type { Services } from "../../platform/services";
-import { discountPercentOf } from "./discount";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
 import type { BatchItem } from "drizzle-orm/batch";
@@ -10,14 +9,13 @@ import { subscriptionCreated } from "./transitions";
 import { billingLines, partialPeriodLines } from "../../domain/invoice";
 import { isAssertionFailure } from "../../db/assert";
 import { eventInsert, eventRow } from "../../platform/events";
-import { legacyPercentCoupon, redemptionConflict, redemptionStatements, resolveRedemption, type Redemption } from "../coupons/service";
+import { legacyPercentCoupon, percentOf, redemptionConflict, redemptionStatements, resolveRedemption, type Redemption } from "../coupons/service";
 import { mirrorOf, newDiscount, replaceDiscountStatements, toDiscount, type DiscountRow } from "../coupons/discounts";
 import { asPrices, buildDraftInvoice } from "../invoices/invoice-builder";
 import { finalizeInvoice } from "../invoices/finalize";
 import { newestFirstPage } from "../../platform/pagination";
 import { subscriptions, type SubscriptionStatus } from "../../db/schema";
 import { periodAt } from "../../domain/periods";
-import { ApiError } from "../../platform/errors";
 import { newId } from "../../lib/ids";
 import { DAY_MS } from "../../lib/time";
 import { getCustomerRow, notDeleted } from "../customers/service";
@@ -76,7 +74,9 @@ export async function createSubscription(s: Services, input: z.infer<typeof Crea
   }
   let redemption: Redemption | null;
   if (input.discountPercent !== undefined) {
-    redemption = { coupon: legacyPercentCoupon(discountPercentOf(input.discountPercent), now), promotionCode: null, insertCoupon: true };
+    const percent = percentOf(input.discountPercent, "discountPercent");
+    if (!percent.ok) return percent;
+    redemption = { coupon: legacyPercentCoupon(percent.value, now), promotionCode: null, insertCoupon: true };
   } else {
     const resolved = await resolveRedemption(db, { coupon: input.coupon, promotionCode: input.promotionCode }, { customerId: customer.id, planId: plan.id, currency: plan.currency, now });
     if (!resolved.ok) return resolved;
