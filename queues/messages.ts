@@ -58,7 +58,9 @@ export type TaskMessage =
   /** The rest of POST /admin/payments/queue-failed: failed payments after `after` (created_at, id), oldest first. */
   | { type: "payments.requeue_failed"; after: { createdAt: number; id: string }; now: number; actor: Actor }
   /** The rest of POST /api/v1/invoices/send-reminders: overdue invoices after `after` (by id), at the request's time. */
-  | { type: "invoices.send_reminders"; input: { daysOverdue: number; template: string }; after: string; now: number; actor: Actor };
+  | { type: "invoices.send_reminders"; input: { daysOverdue: number; template: string }; after: string; now: number; actor: Actor }
+  /** The rest of POST /admin/notifications/payment-issue: affected customers after `after` (by id). */
+  | { type: "notifications.payment_issue"; input: { template: string; affectedGateway: "stripe" | "sandbox" }; after: string; now: number; actor: Actor };
 
 export type QueueMessage = JobMessage | PaymentMessage | WebhookMessage | TaskMessage;
 

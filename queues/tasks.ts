@@ -11,6 +11,7 @@ import { RETRY_BUDGET, retryFailed } from "../src/modules/subscriptions/retry-fa
 import { continueDump } from "../src/modules/exports/dump";
 import { requeueFailed } from "../src/modules/payments/service";
 import { sendRemindersChained } from "../src/modules/invoices/reminders";
+import { notifyPaymentIssue } from "../src/modules/admin/notifications";
 import type { TaskMessage } from "./messages";
 import { queueNames } from "./messages";
 
@@ -67,6 +68,11 @@ export const taskHandlers = {
   "invoices.send_reminders": async (m: Of<"invoices.send_reminders">, s: Services) => {
     const r = await sendRemindersChained(s.as(m.actor).withNow(m.now), m.input, m.after);
     s.log.info("send-reminders continued", { queued: r.queued, alreadySentToday: r.alreadySentToday, continues: r.continues });
+    return done;
+  },
+  "notifications.payment_issue": async (m: Of<"notifications.payment_issue">, s: Services) => {
+    const r = await notifyPaymentIssue(s.as(m.actor).withNow(m.now), m.input, m.after);
+    s.log.info("payment-issue notices continued", { notified: r.notified, alreadyNotifiedToday: r.alreadyNotifiedToday, continues: r.continues });
     return done;
   },
   "dump.continue": async (m: Of<"dump.continue">, s: Services) => {

@@ -189,7 +189,7 @@ describe("a dump larger than one invocation", () => {
  * `n` copies of one open invoice whose only payment failed (attempt 1), in two statements: the failed payments
  * paths need more than a request's share, and charging each through the API would take minutes.
  */
-async function cloneFailedPayments(n: number, invoiceSet: Record<string, string> = {}) {
+async function cloneFailedPayments(n: number, invoiceSet: Record<string, string> = {}, opts: { customerEach?: boolean } = {}) {
   const customer = await createCustomer();
   const plan = await createPlan({ name: "Declined", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "5" }] });
   const sub = await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id, paymentMethod: "pm_card_chargeDeclined" } });
@@ -202,14 +202,18 @@ async function cloneFailedPayments(n: number, invoiceSet: Record<string, string>
       .bind(n, tag, id)
       .run();
   };
-  await clone("invoices", { id: "printf('in_%s_%06d', ?2, n.i)", number: "printf('%s-%06d', ?2, n.i)", generation_key: "printf('%s-%06d', ?2, n.i)", ...invoiceSet }, "invoices.id", invoice.id);
+  // One customer per invoice when asked (paths that page by customer), else all on the template's customer.
+  const ofCustomer: Record<string, string> = opts.customerEach ? { customer_id: "printf('cus_%s_%06d', ?2, n.i)" } : {};
+  if (opts.customerEach) await clone("customers", { id: "printf('cus_%s_%06d', ?2, n.i)" }, "customers.id", customer.id);
+  await clone("invoices", { id: "printf('in_%s_%06d', ?2, n.i)", number: "printf('%s-%06d', ?2, n.i)", generation_key: "printf('%s-%06d', ?2, n.i)", ...ofCustomer, ...invoiceSet }, "invoices.id", invoice.id);
   await clone(
     "payments",
-    { id: "printf('pay_%s_%06d', ?2, n.i)", invoice_id: "printf('in_%s_%06d', ?2, n.i)", idempotency_key: "printf('%s-%06d', ?2, n.i)", created_at: "payments.created_at - n.i" },
+    { id: "printf('pay_%s_%06d', ?2, n.i)", invoice_id: "printf('in_%s_%06d', ?2, n.i)", idempotency_key: "printf('%s-%06d', ?2, n.i)", created_at: "payments.created_at - n.i", ...ofCustomer },
     "payments.invoice_id",
     invoice.id,
   );
-  return { ids: Array.from({ length: n }, (_, i) => `in_${tag}_${String(i + 1).padStart(6, "0")}`), invoiceId: invoice.id };
+  const seq = (p: string) => Array.from({ length: n }, (_, i) => `${p}_${tag}_${String(i + 1).padStart(6, "0")}`);
+  return { ids: seq("in"), customerIds: opts.customerEach ? seq("cus") : [customer.id], invoiceId: invoice.id };
 }
 
 describe("failed payments at large N", () => {
@@ -279,3 +283,23 @@ describe("send-reminders at large N", () => {
   });
 });
 
+describe("payment-issue notices at large N", () => {
+  it("notifies 250 customers in the request and the rest through the tasks queue, each once, as the admin who asked", { timeout: 120_000 }, async () => {
+    const { customerIds } = await cloneFailedPayments(320, {}, { customerEach: true });
+    const rec = recordingEnv();
+    const log = invocationLog();
+    const r = await fetchAs(rec.env, "POST", "/admin/notifications/payment-issue", { template: "payment-gateway-issue", affectedGateway: "sandbox" });
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ continues: true });
+    expect(r.body.notified + r.body.alreadyNotifiedToday).toBe(250);
+    await drainTasks(rec);
+    const notified = await env.DB.prepare("SELECT customer_id AS id, count(*) AS n FROM notifications WHERE kind = 'payment.gateway_issue' AND customer_id LIKE ? GROUP BY customer_id").bind(`${customerIds[0]!.slice(0, -6)}%`).all<{ id: string; n: number }>();
+    expect(notified.results.map((x) => x.id).sort()).toEqual(customerIds);
+    expect(notified.results.every((x) => x.n === 1)).toBe(true);
+    const actors = await env.DB.prepare("SELECT DISTINCT actor FROM audit_log WHERE action = 'notification.gateway_issue_queued' AND target_id LIKE ?").bind(`${customerIds[0]!.slice(0, -6)}%`).all<{ actor: string }>();
+    expect(actors.results).toEqual([{ actor: "test-admin" }]);
+    const lines = log();
+    expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
+    expect(Math.max(...lines.map((l) => l.d1Queries))).toBeLessThanOrEqual(400);
+  });
+});

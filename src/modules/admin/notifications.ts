@@ -26,6 +26,7 @@ export const PaymentIssueReport = z
     notified: z.number().int().openapi({ description: "Customers notified now (one notification each)" }),
     alreadyNotifiedToday: z.number().int().openapi({ description: "Affected customers who already had this gateway's notice today (UTC)" }),
     customerIds: z.array(z.string()).openapi({ description: "The customers notified now" }),
+    continues: z.boolean().openapi({ description: "More affected customers than one request's share (5 pages of 50): the rest are notified in the background (tasks queue), at this request's time" }),
   })
   .openapi("PaymentIssueReport");
 export type PaymentIssueReport = z.infer<typeof PaymentIssueReport>;
@@ -33,6 +34,8 @@ export type PaymentIssueReport = z.infer<typeof PaymentIssueReport>;
 const AFFECTED_STATUSES = ["failed", "processing", "parked"] as const;
 const CUSTOMER_PAGE = 50; // one insert and one audit row per customer: 100 statements per batch at most
 const MAX_INVOICES_IN_PAYLOAD = 20;
+/** Pages of customers one request (or one tasks-queue message) notifies before handing the rest on. */
+export const PAGES_PER_INVOCATION = 5;
 
 
 /**
@@ -41,7 +44,7 @@ const MAX_INVOICES_IN_PAYLOAD = 20;
  * A parked attempt that never reached a gateway (gateway null) counts for the routing's primary: that is where it
  * was headed. Test-clock invoices are left out (simulated customers).
  */
-export async function notifyPaymentIssue(s: Services, input: PaymentIssueRequest): Promise<PaymentIssueReport> {
+export async function notifyPaymentIssue(s: Services, input: PaymentIssueRequest, from: string | null = null): Promise<PaymentIssueReport> {
   const { db, audit: ctx } = s;
   const gateway = input.affectedGateway;
   const day = new Date(ctx.now).toISOString().slice(0, 10);
@@ -59,10 +62,16 @@ export async function notifyPaymentIssue(s: Services, input: PaymentIssueRequest
       gateway === primary ? and(isNull(payments.gateway), eq(payments.status, "parked")) : undefined,
     ),
   );
-  const report: PaymentIssueReport = { notified: 0, alreadyNotifiedToday: 0, customerIds: [] };
+  const report: PaymentIssueReport = { notified: 0, alreadyNotifiedToday: 0, customerIds: [], continues: false };
 
-  let after: string | undefined;
-  for (;;) {
+  let after: string | undefined = from ?? undefined;
+  for (let pages = 0; ; pages++) {
+    if (pages === PAGES_PER_INVOCATION) {
+      // The rest from this cursor, at this request's time and as its requester, in its own invocation.
+      await s.queues.tasks.send({ type: "notifications.payment_issue", input, after: after!, now: ctx.now, actor: ctx.actor });
+      report.continues = true;
+      break;
+    }
     const page = (
       await db
         .select({ customerId: invoices.customerId })

@@ -165,7 +165,7 @@ export const notificationAdminRoutes = router().openapi(
     tags: ["Admin"],
     summary: "Notify customers of a gateway payment issue",
     description:
-      "Tells customers whose payment is stuck on a gateway about the issue: one notification per customer per gateway per UTC day (audited). The runbook sends the body with `curl -d`: it is read as JSON whatever its Content-Type. Picks customers with an open invoice whose latest attempt on the gateway is failed, processing or parked (a parked attempt not yet sent anywhere counts for the routing's primary). Each new notification is queued for delivery; a second call the same day notifies nobody twice.",
+      "Tells customers whose payment is stuck on a gateway about the issue: one notification per customer per gateway per UTC day (audited). One request notifies up to 250 customers (5 pages of 50, by id); `continues` says the rest goes on in the background. The runbook sends the body with `curl -d`: it is read as JSON whatever its Content-Type. Picks customers with an open invoice whose latest attempt on the gateway is failed, processing or parked (a parked attempt not yet sent anywhere counts for the routing's primary). Each new notification is queued for delivery; a second call the same day notifies nobody twice.",
     middleware: [requireRole(access.admin)] as const,
     request: jsonBody(PaymentIssueRequest),
     responses: { 200: jsonResponse(PaymentIssueReport, "Who was notified") },
