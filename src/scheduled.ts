@@ -12,7 +12,7 @@ import { runDailyBackup } from "./modules/exports/backup";
 import { sweepNotifications } from "./modules/webhook-endpoints/notifications";
 import { cleanupWebhookDeliveries, sweepWebhookDeliveries } from "./modules/webhook-endpoints/delivery";
 import { settlePendingRefunds } from "./modules/refunds/service";
-import { archiveInvoices } from "./modules/invoices/archive";
+import { ARCHIVE_MAX_PER_RUN, archiveInvoices } from "./modules/invoices/archive";
 import { REMINDER_PAGES_PER_INVOCATION, sendReminders } from "./modules/invoices/reminders";
 import { DAY_MS } from "./lib/time";
 import { sealAuditChain } from "./modules/audit/verify";
@@ -88,11 +88,12 @@ export const cronTasks: Record<string, Task[]> = {
         s.queues.jobs.send({ type: "audit.verify", reportKey: `reports/audit/${new Date(t).toISOString().slice(0, 10)}.json` }),
     },
     {
+      // A page of ARCHIVE_MAX_PER_RUN per message, then the next from its cursor; an invoice that fails is logged
+      // (each one) and skipped, so one bad invoice does not hold the rest back.
       name: "invoices.archive",
-      run: async (s, t) => {
-        const r = await archiveInvoices(s, t - 365 * DAY_MS);
-        if (r.errors.length) throw new Error(`${r.errors.length} invoices could not be archived (first: ${r.errors[0]!.id}: ${r.errors[0]!.error})`);
-        return { archived: r.archived, hasMore: r.hasMore };
+      run: async (s, t, after) => {
+        const r = await archiveInvoices(s, t - 365 * DAY_MS, ARCHIVE_MAX_PER_RUN, after);
+        return { archived: r.archived, errors: r.errors.length, ...(r.next ? { continueAfter: r.next } : {}) };
       },
     },
   ],

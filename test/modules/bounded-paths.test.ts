@@ -6,7 +6,8 @@ import { servicesFor } from "../../src/platform/services";
 import { SYSTEM_ACTOR } from "../../src/platform/actor";
 import { api, attemptPayment, createCustomer, createPlan } from "../helpers";
 import { REQUEUE_PAGE, REQUEUE_PAGES_PER_INVOCATION } from "../../src/modules/payments/service";
-import { deliver, drainTasks, fetchAs, invocationLog, recordingEnv } from "../scale";
+import { deliver, drainTasks, fetchAs, invocationLog, recordingEnv, runScheduled } from "../scale";
+import { CRON } from "../../src/scheduled";
 
 // Backups and emergency exports of a database larger than one invocation's share, under the limit wrapper
 // (LIMITS=enforce): the request writes a bounded slice and the tasks queue writes the rest, a slice per message.
@@ -301,5 +302,22 @@ describe("payment-issue notices at large N", () => {
     const lines = log();
     expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
     expect(Math.max(...lines.map((l) => l.d1Queries))).toBeLessThanOrEqual(400);
+  });
+});
+
+describe("the weekly invoice archive at large N", () => {
+  it("archives 100 invoices per message and continues from its cursor until none is left, inside the limits", { timeout: 120_000 }, async () => {
+    const old = String(Date.now() - 400 * 86_400_000);
+    const { ids } = await cloneFailedPayments(260, { status: "'paid'", amount_due: "0", created_at: old, finalized_at: old });
+    const rec = recordingEnv();
+    const log = invocationLog();
+    await runScheduled(rec.env, CRON.weekly, Date.now());
+    const tasks = await drainTasks(rec);
+    expect(tasks).toBeGreaterThanOrEqual(3 + 2); // the weekly trigger's tasks, and at least two archive continuations
+    const left = await env.DB.prepare("SELECT count(*) AS n FROM invoices WHERE id LIKE ? AND archive_key IS NULL").bind(`${ids[0]!.slice(0, -6)}%`).first<{ n: number }>();
+    expect(left!.n).toBe(0);
+    const lines = log();
+    expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
+    expect(Math.max(...lines.map((l) => l.d1Queries))).toBeLessThanOrEqual(800);
   });
 });

@@ -1100,7 +1100,7 @@ export interface paths {
         put?: never;
         /**
          * Archive old settled invoices to R2
-         * @description Moves paid, void and uncollectible invoices created before `olderThan` to R2 (their lines leave D1). At most 500 invoices per call; hasMore says to call again. GET /api/v1/invoices/{id} keeps answering with the lines from the archive. The runbook sends the body with `curl -d`: it is read as JSON whatever its Content-Type.
+         * @description Moves paid, void and uncollectible invoices created before `olderThan` to R2 (their lines leave D1). At most 100 invoices per call (each is an R2 write and a D1 batch: a call stays inside Cloudflare's per-invocation limits); hasMore says to call again. GET /api/v1/invoices/{id} keeps answering with the lines from the archive. The runbook sends the body with `curl -d`: it is read as JSON whatever its Content-Type.
          */
         post: operations["archiveInvoices"];
         delete?: never;

@@ -11,12 +11,13 @@ type LineRow = typeof invoiceLines.$inferSelect;
 
 export const ARCHIVABLE_STATUSES: readonly InvoiceStatus[] = ["paid", "void", "uncollectible"];
 /** Per call, so one run stays well inside a Worker's subrequest budget (about four per invoice). */
-export const ARCHIVE_MAX_PER_RUN = 500;
+/** Invoices one call archives: each is an R2 put and about six D1 statements (its credit notes, the guarded batch). */
+export const ARCHIVE_MAX_PER_RUN = 100;
 
 /** `invoices/<finalization year>/<id>.json`. */
 export const archiveKeyOf = (inv: InvoiceRow) => `invoices/${new Date(inv.finalizedAt ?? inv.createdAt).getUTCFullYear()}/${inv.id}.json`;
 
-export type ArchiveReport = { archived: number; invoiceIds: string[]; hasMore: boolean; errors: { id: string; error: string }[] };
+export type ArchiveReport = { archived: number; invoiceIds: string[]; hasMore: boolean; errors: { id: string; error: string }[]; next?: string };
 
 /**
  * Moves finalized invoices in a final state created before `olderThan` to R2: the document (the invoice
@@ -24,10 +25,12 @@ export type ArchiveReport = { archived: number; invoiceIds: string[]; hasMore: b
  * its lines and audits it. A crash between the two leaves the invoice unarchived; the next run rewrites the
  * same document.
  */
-export async function archiveInvoices(s: Services, olderThan: number, max = ARCHIVE_MAX_PER_RUN): Promise<ArchiveReport> {
+export async function archiveInvoices(s: Services, olderThan: number, max = ARCHIVE_MAX_PER_RUN, from?: string | null): Promise<ArchiveReport> {
   const { db, audit: ctx } = s;
   const report: ArchiveReport = { archived: 0, invoiceIds: [], hasMore: false, errors: [] };
-  let cursor: { createdAt: number; id: string } | undefined;
+  // `from` (a previous call's `next`) skips past what that call tried, including invoices whose archiving failed.
+  const [fromAt, fromId] = from ? [Number(from.slice(0, from.indexOf(":"))), from.slice(from.indexOf(":") + 1)] : [];
+  let cursor: { createdAt: number; id: string } | undefined = fromId !== undefined && Number.isFinite(fromAt) ? { createdAt: fromAt!, id: fromId } : undefined;
   const candidates = (limit: number) =>
     db
       .select()
@@ -49,6 +52,7 @@ export async function archiveInvoices(s: Services, olderThan: number, max = ARCH
   for (;;) {
     if (seen >= max) {
       report.hasMore = (await candidates(1)).length > 0;
+      if (report.hasMore && cursor) report.next = `${cursor.createdAt}:${cursor.id}`;
       break;
     }
     const limit = Math.min(PAGE, max - seen);
