@@ -321,3 +321,27 @@ describe("the weekly invoice archive at large N", () => {
     expect(Math.max(...lines.map((l) => l.d1Queries))).toBeLessThanOrEqual(800);
   });
 });
+
+describe("a test-clock advance with many invoices past their grace period", () => {
+  it("marks them uncollectible 100 per invocation and reports ready only when all are marked", { timeout: 120_000 }, async () => {
+    const now = Date.now();
+    const clock = (await api("POST", "/api/v1/test-clocks", { body: { frozenTime: new Date(now).toISOString() } })).body;
+    const stale = String(now - 30 * 86_400_000);
+    const { ids, invoiceId } = await cloneFailedPayments(230, { test_clock_id: `'${clock.id}'`, last_error: "'card_declined: declined'", updated_at: stale });
+    // The clones share the template's subscription: past due, on the clock.
+    await env.DB.prepare("UPDATE subscriptions SET status = 'past_due', test_clock_id = ? WHERE id = (SELECT subscription_id FROM invoices WHERE id = ?)").bind(clock.id, invoiceId).run();
+    const rec = recordingEnv();
+    const log = invocationLog();
+    const r = await fetchAs(rec.env, "POST", `/api/v1/test-clocks/${clock.id}/advance`, { frozenTime: new Date(now + 3_600_000).toISOString() });
+    expect(r.status).toBe(200);
+    expect(r.body.status).toBe("advancing");
+    await drainTasks(rec);
+    expect((await api("GET", `/api/v1/test-clocks/${clock.id}`)).body.status).toBe("ready");
+    const left = await env.DB.prepare("SELECT count(*) AS n FROM invoices WHERE id LIKE ? AND status != 'uncollectible'").bind(`${ids[0]!.slice(0, -6)}%`).first<{ n: number }>();
+    expect(left!.n).toBe(0);
+    const lines = log();
+    expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
+    expect(lines.filter((l) => l.invocation.startsWith("queue billing-tasks")).length).toBeGreaterThanOrEqual(2);
+    expect(Math.max(...lines.map((l) => l.d1Queries))).toBeLessThanOrEqual(900);
+  });
+});

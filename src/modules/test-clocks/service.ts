@@ -8,7 +8,7 @@ import { conflict, fail, invalid, notFound, ok, valueOrThrow, type Outcome } fro
 import { newId } from "../../lib/ids";
 import { iso } from "../../lib/time";
 import { finalizeDraftsPage } from "../invoices/finalize";
-import { markUncollectible, sendDueRetries } from "../payments/dunning";
+import { markUncollectible, sendDueRetries, UNCOLLECTIBLE_PER_INVOCATION } from "../payments/dunning";
 import { runDue, type StepResult } from "../subscriptions/renewal";
 import { dueStepSql, graceMsOf } from "../subscriptions/due";
 import { emitTrialWillEnd } from "../subscriptions/transitions";
@@ -44,7 +44,7 @@ export async function createClock(s: Services, input: { frozenTime: number; name
  * plus its most expensive single unit) under Cloudflare's 1,000; the rest continues on the tasks queue.
  */
 const BUDGET = 600;
-const COST = { step: 30, trialEmit: 5, upcomingEmit: 6, draftsPage: 320, dunning: 150, meterPage: 5 } as const;
+const COST = { step: 30, trialEmit: 5, upcomingEmit: 6, draftsPage: 320, dunning: 150, markUncollectible: 7, meterPage: 5 } as const;
 const TRIAL_PAGE = 20;
 const UPCOMING_PAGE = 20;
 const METER_PAGE = 200;
@@ -181,9 +181,13 @@ async function advanceSome(s: Services, id: string, from: number, target: number
   spent += drafts.finalized.length * 12;
   if (drafts.next) return { steps, finished: false, meterAfter };
   if (spent + COST.dunning > BUDGET) return { steps, finished: false, meterAfter };
-  // Dunning of this clock's invoices, at the clock's new time (the real-time cron leaves them alone).
+  // Dunning of this clock's invoices, at the clock's new time (the real-time cron leaves them alone). Uncollectible
+  // first, a bounded share per invocation (marked invoices leave the set, so the next message goes on from the start);
+  // then the retries, once, for the invoices still open.
+  const unc = await markUncollectible(db, { ...ctx, now: target }, { testClockId: id }, { max: UNCOLLECTIBLE_PER_INVOCATION });
+  spent += unc.marked.length * COST.markUncollectible;
+  if (unc.next) return { steps, finished: false, meterAfter };
   await sendDueRetries(s, target, { testClockId: id });
-  await markUncollectible(db, { ...ctx, now: target }, { testClockId: id });
   spent += COST.dunning;
   // Every meter of the clock learns its time, a page of Durable Object calls per invocation.
   for (let cursor = meterAfter; ; ) {
