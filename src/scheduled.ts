@@ -52,8 +52,21 @@ export const cronTasks: Record<string, Task[]> = {
     { name: "payments.retries_due", run: (s, t) => sendDueRetries(s, t, { testClockId: null }) },
     { name: "notifications.sweep", run: (s, t) => sweepNotifications(s, t) },
     { name: "webhook_endpoints.sweep", run: (s, t) => sweepWebhookDeliveries(s, t) },
-    { name: "credits.expire", run: (s, t) => expireDueGrants(s.db, t, { testClockId: null }, { actor: SYSTEM_ACTOR }) },
-    { name: "refunds.settle_pending", run: (s, t) => settlePendingRefunds(s) },
+    // Expired grants leave the set, so a full page just goes on in a fresh message (the cursor is not needed).
+    {
+      name: "credits.expire",
+      run: async (s, t) => {
+        const r = await expireDueGrants(s.db, t, { testClockId: null }, { actor: SYSTEM_ACTOR });
+        return { expired: r.expired, skipped: r.skipped, ...(r.hasMore ? { continueAfter: "more" } : {}) };
+      },
+    },
+    {
+      name: "refunds.settle_pending",
+      run: async (s, _t, after) => {
+        const r = await settlePendingRefunds(s, undefined, undefined, after);
+        return { settled: r.settled, stillPending: r.stillPending, ...(r.next ? { continueAfter: r.next } : {}) };
+      },
+    },
     // Audited writes also poke the sealer themselves; this catches what a lost poke left.
     { name: "audit.seal", run: async (s) => { const r = await sealAuditChain(s.env); return { sealed: r.sealed, adopted: r.adopted, headSeq: r.head.seq }; } },
   ],

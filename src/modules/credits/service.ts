@@ -95,7 +95,10 @@ export async function creditBalance(db: Db, customer: CustomerRow, q: { limit: n
  * each in its own batch (status, an `expired` movement of what was left, events, audit, balance), at most `limit`
  * per run so a run stays bounded; a grant an invoice used meanwhile is skipped and taken by the next run.
  */
-export async function expireDueGrants(db: Db, now: number, where: { testClockId?: string | null }, ctx: Omit<AuditContext, "now">, limit = 200) {
+/** Grants one call expires: each is a batch of about six statements (grant, movement, balance, event, audit). */
+export const EXPIRE_PER_INVOCATION = 100;
+
+export async function expireDueGrants(db: Db, now: number, where: { testClockId?: string | null }, ctx: Omit<AuditContext, "now">, limit = EXPIRE_PER_INVOCATION) {
   const due = await grantsDueToExpire(db, now, where, limit);
   let expired = 0;
   let skipped = 0;

@@ -1,5 +1,5 @@
 import type { Services } from "../../platform/services";
-import { and, eq, isNull, lt } from "drizzle-orm";
+import { and, asc, eq, gt, isNull, lt } from "drizzle-orm";
 import { refunds } from "../../db/schema";
 import { formatMinor, toMinor } from "../../domain/money";
 import { fail, invalid, notFound, ok, type Outcome } from "../../platform/failure";
@@ -92,21 +92,28 @@ export async function createRefund(
  * Hourly: refunds still pending after `graceMs` whose gateway never answered (no gateway refund id) are sent again
  * with their own key, so the gateway reports what it did. Frozen or queue mode: left for the next sweep.
  */
-export async function settlePendingRefunds(s: Services, graceMs = 15 * 60_000, limit = 200): Promise<{ settled: number; stillPending: number }> {
+/** Pending refunds one call settles: each is a PaymentGuard admission, a gateway call and a D1 batch. */
+export const SETTLE_PER_INVOCATION = 50;
+
+export async function settlePendingRefunds(s: Services, graceMs = 15 * 60_000, limit = SETTLE_PER_INVOCATION, after: string | null = null): Promise<{ settled: number; stillPending: number; next: string | null }> {
   const { db, audit: ctx } = s;
   const rows = await db
     .select()
     .from(refunds)
-    .where(and(eq(refunds.status, "pending"), isNull(refunds.gatewayRefundId), lt(refunds.updatedAt, ctx.now - graceMs)))
+    .where(and(eq(refunds.status, "pending"), isNull(refunds.gatewayRefundId), lt(refunds.updatedAt, ctx.now - graceMs), after ? gt(refunds.id, after) : undefined))
+    .orderBy(asc(refunds.id))
     .limit(limit)
     .all();
+  // A full page hands the rest on (by id, so a refund still pending is not asked twice in one run).
+  const next = rows.length === limit ? rows[rows.length - 1]!.id : null;
   let settled = 0;
   let stillPending = 0;
   for (const r of rows) {
     const payment = await paymentById(db, r.paymentId);
     if (!payment) continue;
     const admission = await s.guard.stub.admit(`refund ${r.id}`);
-    if (!admission.admitted) return { settled, stillPending: rows.length - settled };
+    // Payments stopped: the rest waits for the next hourly run.
+    if (!admission.admitted) return { settled, stillPending: rows.length - settled, next: null };
     try {
       const out = await settle(s, r, payment, "keep", admission);
       if (out.kind === "error" || out.refund.status === "pending") stillPending++;
@@ -115,5 +122,5 @@ export async function settlePendingRefunds(s: Services, graceMs = 15 * 60_000, l
       await s.guard.stub.release(admission.token);
     }
   }
-  return { settled, stillPending };
+  return { settled, stillPending, next };
 }
