@@ -6,6 +6,7 @@ import { servicesFor } from "../../src/platform/services";
 import { SYSTEM_ACTOR } from "../../src/platform/actor";
 import { api, attemptPayment, createCustomer, createPlan } from "../helpers";
 import { REQUEUE_PAGE, REQUEUE_PAGES_PER_INVOCATION } from "../../src/modules/payments/service";
+import { MAX_LOCAL_ROWS } from "../../src/modules/reconciliation/service";
 import { deliver, drainTasks, fetchAs, invocationLog, recordingEnv, runScheduled } from "../scale";
 import { CRON } from "../../src/scheduled";
 
@@ -190,7 +191,7 @@ describe("a dump larger than one invocation", () => {
  * `n` copies of one open invoice whose only payment failed (attempt 1), in two statements: the failed payments
  * paths need more than a request's share, and charging each through the API would take minutes.
  */
-async function cloneFailedPayments(n: number, invoiceSet: Record<string, string> = {}, opts: { customerEach?: boolean } = {}) {
+async function cloneFailedPayments(n: number, invoiceSet: Record<string, string> = {}, opts: { customerEach?: boolean; payments?: Record<string, string> } = {}) {
   const customer = await createCustomer();
   const plan = await createPlan({ name: "Declined", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "5" }] });
   const sub = await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id, paymentMethod: "pm_card_chargeDeclined" } });
@@ -209,7 +210,7 @@ async function cloneFailedPayments(n: number, invoiceSet: Record<string, string>
   await clone("invoices", { id: "printf('in_%s_%06d', ?2, n.i)", number: "printf('%s-%06d', ?2, n.i)", generation_key: "printf('%s-%06d', ?2, n.i)", ...ofCustomer, ...invoiceSet }, "invoices.id", invoice.id);
   await clone(
     "payments",
-    { id: "printf('pay_%s_%06d', ?2, n.i)", invoice_id: "printf('in_%s_%06d', ?2, n.i)", idempotency_key: "printf('%s-%06d', ?2, n.i)", created_at: "payments.created_at - n.i", ...ofCustomer },
+    { id: "printf('pay_%s_%06d', ?2, n.i)", invoice_id: "printf('in_%s_%06d', ?2, n.i)", idempotency_key: "printf('%s-%06d', ?2, n.i)", created_at: "payments.created_at - n.i", ...ofCustomer, ...opts.payments },
     "payments.invoice_id",
     invoice.id,
   );
@@ -343,5 +344,20 @@ describe("a test-clock advance with many invoices past their grace period", () =
     expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
     expect(lines.filter((l) => l.invocation.startsWith("queue billing-tasks")).length).toBeGreaterThanOrEqual(2);
     expect(Math.max(...lines.map((l) => l.d1Queries))).toBeLessThanOrEqual(900);
+  });
+});
+
+describe("reconciling a day larger than one invocation", () => {
+  it("is refused with a 422 naming the cap, reading at most the cap plus one row, inside the limits", { timeout: 120_000 }, async () => {
+    const day = "2026-03-10";
+    const at = String(Date.parse(`${day}T12:00:00Z`));
+    await cloneFailedPayments(MAX_LOCAL_ROWS + 1, { created_at: at }, { payments: { status: "'succeeded'", gateway: "'sandbox'", created_at: at } });
+    const rec = recordingEnv();
+    const log = invocationLog();
+    const r = await fetchAs(rec.env, "GET", `/api/v1/reconciliation/stripe/${day}?gateway=sandbox`);
+    expect(r.status).toBe(422);
+    expect(r.body.detail).toContain(`more than ${MAX_LOCAL_ROWS} succeeded payments and refunds on sandbox`);
+    expect(r.body.errors).toEqual([{ path: "date", message: "too many payments in the day" }]);
+    expect(log().filter((l) => l.limitExceeded || l.error)).toEqual([]);
   });
 });
