@@ -7,6 +7,8 @@ import { SYSTEM_ACTOR } from "../../src/platform/actor";
 import { api, attemptPayment, createCustomer, createPlan } from "../helpers";
 import { REQUEUE_PAGE, REQUEUE_PAGES_PER_INVOCATION } from "../../src/modules/payments/service";
 import { MAX_LOCAL_ROWS } from "../../src/modules/reconciliation/service";
+import { MAX_ENDPOINTS } from "../../src/modules/webhook-endpoints/service";
+import { MAX_PAIRS_PER_FANOUT } from "../../src/modules/webhook-endpoints/delivery";
 import { deliver, drainTasks, fetchAs, invocationLog, recordingEnv, runScheduled } from "../scale";
 import { CRON } from "../../src/scheduled";
 
@@ -359,5 +361,44 @@ describe("reconciling a day larger than one invocation", () => {
     expect(r.body.detail).toContain(`more than ${MAX_LOCAL_ROWS} succeeded payments and refunds on sandbox`);
     expect(r.body.errors).toEqual([{ path: "date", message: "too many payments in the day" }]);
     expect(log().filter((l) => l.limitExceeded || l.error)).toEqual([]);
+  });
+});
+
+describe("an event fan-out to many endpoints", () => {
+  it("splits a message whose deliveries exceed one invocation's share into smaller ones, each event's deliveries written once; the endpoint count is capped", { timeout: 120_000 }, async () => {
+    // Every queue is recorded, not delivered: nothing here posts to the endpoints (their hosts do not resolve).
+    const rec = recordingEnv();
+    const existing = (await env.DB.prepare("SELECT count(*) AS n FROM webhook_endpoints").first<{ n: number }>())!.n;
+    for (let i = existing; i < MAX_ENDPOINTS; i++) {
+      const r = await api("POST", "/api/v1/webhook-endpoints", { body: { url: `https://example.com/hook/${i}`, enabledEvents: ["*"] }, env: rec.env });
+      expect(r.status).toBe(201);
+    }
+    const over = await api("POST", "/api/v1/webhook-endpoints", { body: { url: "https://example.com/hook/over", enabledEvents: ["*"] }, env: rec.env });
+    expect(over.status).toBe(422);
+    expect(over.body.errors).toEqual([{ path: "url", message: `at most ${MAX_ENDPOINTS} webhook endpoints; delete one first` }]);
+    // 50 events written after every endpoint existed (copies of a customer's customer.created).
+    expect((await api("POST", "/api/v1/customers", { body: { email: "fan@example.com", currency: "USD" }, env: rec.env })).status).toBe(201);
+    const tag = `evt_fan${Date.now().toString(36)}`;
+    const cols = (await env.DB.prepare("PRAGMA table_info(events)").all<{ name: string }>()).results.map((c) => c.name);
+    const set: Record<string, string> = { id: "printf('%s_%03d', ?2, n.i)", created_at: "?3" };
+    await env.DB.prepare(`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) INSERT INTO events (${cols.join(", ")}) SELECT ${cols.map((c) => set[c] ?? c).join(", ")} FROM n, (SELECT * FROM events WHERE type = 'customer.created' LIMIT 1)`)
+      .bind(50, tag, Date.now() + 60_000)
+      .run();
+    const ids = Array.from({ length: 50 }, (_, i) => `${tag}_${String(i + 1).padStart(3, "0")}`);
+    rec.sent.length = 0;
+    const log = invocationLog();
+    await deliver(rec.env, "billing-webhooks", [{ type: "events.fanout", eventIds: ids }]);
+    const split = rec.take("webhooks").filter((m) => m.type === "events.fanout");
+    expect(split.length).toBeGreaterThan(1);
+    expect(split.flatMap((m) => m.eventIds).sort()).toEqual(ids);
+    for (const m of split) await deliver(rec.env, "billing-webhooks", [m]);
+    const endpoints = (await env.DB.prepare("SELECT count(*) AS n FROM webhook_endpoints WHERE disabled = 0").first<{ n: number }>())!.n;
+    const made = await env.DB.prepare("SELECT count(*) AS n, count(DISTINCT event_id || endpoint_id) AS d FROM webhook_deliveries WHERE event_id LIKE ?").bind(`${tag}%`).first<{ n: number; d: number }>();
+    expect(made!.n).toBe(made!.d);
+    expect(made!.n).toBeGreaterThanOrEqual(50 * (endpoints - 1));
+    const lines = log();
+    expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
+    expect(Math.max(...lines.map((l) => l.d1Queries))).toBeLessThanOrEqual(MAX_PAIRS_PER_FANOUT + 20);
+    await env.DB.prepare("UPDATE webhook_endpoints SET disabled = 1 WHERE url LIKE 'https://example.com/hook/%'").run();
   });
 });

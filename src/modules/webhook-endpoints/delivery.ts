@@ -148,6 +148,9 @@ async function createDeliveries(s: Services, pairs: { eventId: string; endpointI
   return created;
 }
 
+/** Deliveries one fan-out message writes: an insert each, in batches of 50, plus its sends. */
+export const MAX_PAIRS_PER_FANOUT = 400;
+
 /**
  * `events.fanout`: each event to every enabled endpoint that subscribes to its type and existed when it happened.
  * An event of a customer on a test clock is stamped in the clock's time, which says nothing about when it was
@@ -169,6 +172,25 @@ export async function fanOut(s: Services, eventIds: string[]): Promise<HandlerRe
   const endpoints = await enabledEndpoints(db);
   const happened = (e: (typeof rows)[number]) => (e.testClockId ? now : e.createdAt);
   const pairs = rows.flatMap((e) => endpoints.filter((ep) => ep.createdAt <= happened(e) && matchesEvent(ep.enabledEvents, e.type)).map((ep) => ({ eventId: e.id, endpointId: ep.id })));
+  if (pairs.length > MAX_PAIRS_PER_FANOUT && rows.length > 1) {
+    // More deliveries than one invocation writes (an insert each): the events go on in smaller messages, each of
+    // at most MAX_PAIRS_PER_FANOUT deliveries (an event has at most MAX_ENDPOINTS, so one event always fits).
+    const perEvent = new Map<string, number>();
+    for (const p of pairs) perEvent.set(p.eventId, (perEvent.get(p.eventId) ?? 0) + 1);
+    const groups: string[][] = [[]];
+    let size = 0;
+    for (const e of rows) {
+      const n = perEvent.get(e.id) ?? 0;
+      if (size + n > MAX_PAIRS_PER_FANOUT && groups.at(-1)!.length) {
+        groups.push([]);
+        size = 0;
+      }
+      groups.at(-1)!.push(e.id);
+      size += n;
+    }
+    await send(s.queues.webhooks, groups.map((ids) => ({ type: "events.fanout", eventIds: ids })));
+    return { status: "done" };
+  }
   await createDeliveries(s, pairs, now);
   return { status: "done" };
 }

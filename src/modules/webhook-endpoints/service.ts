@@ -1,4 +1,4 @@
-import { and, eq } from "drizzle-orm";
+import { and, count, eq } from "drizzle-orm";
 import type { Services } from "../../platform/services";
 import { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
@@ -144,10 +144,18 @@ export async function getEndpointRow(db: Db, id: string): Promise<Outcome<Endpoi
   return row ? ok(row) : notFound("webhook endpoint", id);
 }
 
+/** Webhook endpoints an account may have (Stripe allows 16 per mode); keeps an event's fan-out inside one invocation. */
+export const MAX_ENDPOINTS = 50;
+
 export async function createEndpoint(s: Services, input: z.infer<typeof CreateWebhookEndpoint>): Promise<Outcome<z.infer<typeof WebhookEndpointWithSecret>, "unprocessable">> {
   const { env, db, audit: ctx } = s;
   const valid = validate(input, env.ENVIRONMENT);
   if (!valid.ok) return valid;
+  // Each event fans out to every endpoint in one queue message's budget (delivery.ts fanOut): the count is bounded.
+  const n = (await db.select({ n: count() }).from(webhookEndpoints).get())?.n ?? 0;
+  if (n >= MAX_ENDPOINTS) {
+    return invalid([{ path: "url", message: `at most ${MAX_ENDPOINTS} webhook endpoints; delete one first` }], `there are already ${n} webhook endpoints (at most ${MAX_ENDPOINTS}, the built-in notifications endpoint included); delete one first`);
+  }
   const secret = newWebhookSecret();
   const row: EndpointRow = {
     id: newId("we"),
