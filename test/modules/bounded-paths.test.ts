@@ -61,8 +61,8 @@ describe("failed payments at large N", () => {
     expect(sent.every((m) => m.type === "payment.attempt" && m.attempt === 2)).toBe(true);
     const lines = log();
     expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
-    console.error("MEASURE", JSON.stringify(lines.map((l) => [l.invocation, l.d1Queries])));
-    // An audit row per requeued payment (each a statement of its page's batch) and a read per page: 505 to 552
+    // An audit row per requeued payment (each a statement of its page's batch) and a read per page: 505 measured;
+    // one run beside another test file logged 552 (not reproduced), hence the margin, still far below 1,000.
     expect(Math.max(...lines.map((l) => l.d1Queries))).toBeLessThanOrEqual(REQUEUE_PAGE * REQUEUE_PAGES_PER_INVOCATION + 150);
 
     // Audited once each, as the admin who asked, also the ones the background continuations sent.
