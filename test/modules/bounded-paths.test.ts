@@ -228,3 +228,32 @@ describe("an event fan-out to many endpoints", () => {
     await env.DB.prepare("UPDATE webhook_endpoints SET disabled = 1 WHERE url LIKE 'https://example.com/hook/%'").run();
   });
 });
+
+describe("hourly credit expiry at large N", () => {
+  it("expires 100 grants per invocation and continues until none is due, the balance following each, inside the limits", { timeout: 120_000 }, async () => {
+    const now = Date.now();
+    const customer = await createCustomer();
+    const g = await api("POST", `/api/v1/customers/${customer.id}/credit-grants`, { as: "finance", body: { currency: "USD", amount: "1.00", category: "promotional", expiresAt: new Date(now + 3_600_000).toISOString() } });
+    expect(g.status).toBe(201);
+    const n = 230;
+    const cols = (await env.DB.prepare("PRAGMA table_info(credit_grants)").all<{ name: string }>()).results.map((c) => c.name);
+    const set: Record<string, string> = { id: "printf('cgr_big%06d', n.i)" };
+    await env.DB.batch([
+      env.DB.prepare(`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) INSERT INTO credit_grants (${cols.join(", ")}) SELECT ${cols.map((c) => set[c] ?? c).join(", ")} FROM n, credit_grants WHERE credit_grants.id = ?2`).bind(n, g.body.id),
+      // The copies' credit is on the customer's balance, as a grant's is.
+      env.DB.prepare("UPDATE customers SET credit_balance = credit_balance + ?1 WHERE id = ?2").bind(n * 100, customer.id),
+    ]);
+    const rec = recordingEnv();
+    const log = invocationLog();
+    await runScheduled(rec.env, CRON.hourly, now + 2 * 3_600_000);
+    await drainTasks(rec);
+    const left = await env.DB.prepare("SELECT count(*) AS n FROM credit_grants WHERE customer_id = ? AND status != 'expired'").bind(customer.id).first<{ n: number }>();
+    expect(left!.n).toBe(0);
+    expect((await api("GET", `/api/v1/customers/${customer.id}`)).body.creditBalance.amountMinor).toBe(0);
+    const lines = log();
+    expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
+    expect(lines.filter((l) => l.invocation.startsWith("queue billing-tasks")).length).toBeGreaterThan(3);
+    expect(Math.max(...lines.map((l) => l.d1Queries))).toBeLessThanOrEqual(900);
+  });
+});
+
