@@ -4,6 +4,7 @@ import { env as workerEnv, waitUntil } from "cloudflare:workers";
 import type { Actor } from "../env";
 import { auditLog, idempotencyKeys } from "../db/schema";
 import type { Db } from "../db/client";
+import { insertRow } from "../db/prepared";
 import { canonicalJson } from "../lib/hash";
 import { base64ToBytes, toHex } from "../lib/crypto";
 import { newId } from "../lib/ids";
@@ -125,7 +126,8 @@ export async function commitWithAudit(
         after: e.after === undefined ? null : canonicalJson(e.after),
         reason: e.reason ?? null,
       };
-      all.push(db.insert(auditLog).values({ ...row, mac: await auditRowMac(key, row) }));
+      // Prepared SQL (src/db/prepared.ts): an audit row or more per change, on the billing run's hot path.
+      all.push(insertRow(db, auditLog, { ...row, mac: await auditRowMac(key, row) }));
     }
   }
   if (ctx.idempotencyKey) {

@@ -1,7 +1,6 @@
-import { sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../db/client";
-import { metricCounters } from "../db/schema";
+import { preparedStatement } from "../db/prepared";
 
 /**
  * Prometheus metrics kept in D1 (`metric_counters`, one row per name and label set) so every isolate adds to the
@@ -38,11 +37,19 @@ export function parseLabels(text: string): Labels {
   return out;
 }
 
+/**
+ * Prepared SQL (src/db/prepared.ts): four upserts per charge on the billing run's hot path; the text per row count is
+ * built once per isolate. `value = value + excluded.value`: commutative, never read, so never contended.
+ */
+const upsertTexts = new Map<number, string>();
 function upsertAdding(db: Db, rows: { name: string; labels: string; value: number }[]) {
-  return db
-    .insert(metricCounters)
-    .values(rows)
-    .onConflictDoUpdate({ target: [metricCounters.name, metricCounters.labels], set: { value: sql`${metricCounters.value} + excluded.value` } });
+  let text = upsertTexts.get(rows.length);
+  if (!text) {
+    const values = rows.map(() => "(?, ?, ?)").join(", ");
+    text = `INSERT INTO "metric_counters" ("name", "labels", "value") VALUES ${values} ON CONFLICT ("name", "labels") DO UPDATE SET "value" = "metric_counters"."value" + excluded.value`;
+    upsertTexts.set(rows.length, text);
+  }
+  return preparedStatement(db, text, rows.flatMap((r) => [r.name, r.labels, r.value]));
 }
 
 /** A statement adding `by` (a non-negative integer) to counter `name{labels}`; include it in the caller's batch. */

@@ -1,0 +1,99 @@
+import { getTableColumns, getTableName } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import type { SQLiteColumn, SQLiteTable } from "drizzle-orm/sqlite-core";
+import type { Db } from "./client";
+
+/**
+ * Prepared SQL for the billing run's hot path. drizzle builds a statement's text from its query tree on every call
+ * (entity checks, escaping, parameter mapping): the run's CPU profile put that at ~25% of the one workerd thread, most
+ * of it in row inserts repeated several times per subscription (events, audit rows, invoice lines, metric counters).
+ * Those inserts take their SQL text from here instead: built once per isolate from the table's drizzle definition
+ * (so a column added to the schema is in it), with each value mapped to the driver as drizzle maps it (JSON text,
+ * booleans as 0/1). Storage still lives behind small typed functions in the modules that own the tables; docs/scale.md
+ * ("Billing run throughput") says why these few statements are not drizzle-built.
+ */
+
+type Shape = { text: string; columns: { key: string; column: SQLiteColumn }[] };
+const shapes = new WeakMap<SQLiteTable, Map<string, Shape>>();
+
+const quote = (name: string) => `"${name.replaceAll('"', '""')}"`;
+
+/**
+ * The insert's SQL text for `table` with the columns `keys` (in that order) and `tail` after the values: `values`
+ * (`VALUES (?, …)`, optionally followed by an ON CONFLICT clause given in `suffix`) or `ifChanged` (`SELECT ?, …
+ * WHERE changes() > 0`: the row is written only when the batch's previous statement changed a row).
+ */
+function shapeOf(table: SQLiteTable, keys: readonly string[], form: "values" | "ifChanged", suffix: string): Shape {
+  let byKey = shapes.get(table);
+  if (!byKey) shapes.set(table, (byKey = new Map()));
+  const id = `${form}|${suffix}|${keys.join(",")}`;
+  let shape = byKey.get(id);
+  if (!shape) {
+    const all = getTableColumns(table) as Record<string, SQLiteColumn>;
+    const columns = keys.map((key) => {
+      const column = all[key];
+      if (!column) throw new Error(`${getTableName(table)} has no column ${key}`);
+      return { key, column };
+    });
+    const names = columns.map((c) => quote(c.column.name)).join(", ");
+    const marks = columns.map(() => "?").join(", ");
+    const text =
+      form === "values"
+        ? `INSERT INTO ${quote(getTableName(table))} (${names}) VALUES (${marks})${suffix ? ` ${suffix}` : ""}`
+        : `INSERT INTO ${quote(getTableName(table))} (${names}) SELECT ${marks} WHERE changes() > 0`;
+    shape = { text, columns };
+    byKey.set(id, shape);
+  }
+  return shape;
+}
+
+/** The row's values in the shape's column order, as drizzle sends them to D1. */
+function valuesOf(shape: Shape, row: Record<string, unknown>): unknown[] {
+  return shape.columns.map(({ key, column }) => {
+    const v = row[key];
+    return v === null || v === undefined ? null : column.mapToDriverValue(v);
+  });
+}
+
+/** The D1 binding drizzle was made with (drizzle() sets `$client`; `Db` does not declare it). */
+const clientOf = (db: Db) => (db as Db & { $client: D1Database }).$client;
+
+/**
+ * A statement for drizzle's `db.batch` (and so for change sets) whose SQL text is given: D1 prepares it, drizzle
+ * builds nothing. This is the item shape drizzle's D1 session batches (`_prepare()` → `getQuery()`, `stmt`,
+ * `mapResult`); the batch answers D1's own result for it (`{ results, meta, success }`).
+ */
+export function preparedStatement(db: Db, text: string, params: unknown[]): BatchItem<"sqlite"> {
+  const query = { sql: text, params };
+  const item = {
+    _prepare: () => ({
+      getQuery: () => query,
+      stmt: clientOf(db).prepare(text),
+      mapResult: (result: unknown) => result,
+    }),
+  };
+  return item as unknown as BatchItem<"sqlite">;
+}
+
+/** Keys of `row` whose value is given (undefined leaves the column to its SQL default, as drizzle does). */
+const givenKeys = (row: Record<string, unknown>) => Object.keys(row).filter((k) => row[k] !== undefined);
+
+/**
+ * `db.insert(table).values(row)` (plus `onConflict`, an ON CONFLICT clause in SQL, e.g. "DO NOTHING"), as a prepared
+ * statement. Only for tables without `$defaultFn`/`$onUpdateFn` columns (drizzle would fill those in; this does not).
+ */
+export function insertRow<T extends SQLiteTable>(db: Db, table: T, row: T["$inferInsert"], onConflict = ""): BatchItem<"sqlite"> {
+  const r = row as Record<string, unknown>;
+  const shape = shapeOf(table, givenKeys(r), "values", onConflict ? `ON CONFLICT ${onConflict}` : "");
+  return preparedStatement(db, shape.text, valuesOf(shape, r));
+}
+
+/**
+ * The row's insert, applied only when the statement just before it in the batch changed a row (SQLite's
+ * `changes()`; an INSERT … SELECT that writes a row counts as a change, so such inserts chain).
+ */
+export function insertRowIfChanged<T extends SQLiteTable>(db: Db, table: T, row: T["$inferInsert"]): BatchItem<"sqlite"> {
+  const r = row as Record<string, unknown>;
+  const shape = shapeOf(table, givenKeys(r), "ifChanged", "");
+  return preparedStatement(db, shape.text, valuesOf(shape, r));
+}
