@@ -39,6 +39,8 @@ function openDb() {
   const dir = join(PERSIST, "v3", "d1", "miniflare-D1DatabaseObject");
   const file = readdirSync(dir).find((f) => f.endsWith(".sqlite") && f !== "metadata.sqlite");
   const db = new DatabaseSync(join(dir, file), { readOnly: true });
+  // The worker writes while this reads: wait for its lock instead of failing the run with "database is locked".
+  db.exec("PRAGMA busy_timeout = 10000");
   return { one: (sql, ...p) => db.prepare(sql).get(...p), all: (sql, ...p) => db.prepare(sql).all(...p), close: () => db.close() };
 }
 

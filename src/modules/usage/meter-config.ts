@@ -1,4 +1,4 @@
-import { and, eq, lt, sql } from "drizzle-orm";
+import { and, eq, lt, sql, type Placeholder } from "drizzle-orm";
 import { usageMeterOf } from "../../platform/meters";
 import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
@@ -67,7 +67,7 @@ export function meterConfigOf(sub: SubscriptionRow, plan: PlanRow, clockTime: nu
 }
 
 /** The subscription's usage alerts as its meter needs them (a query, for the caller's batched read or `.all()`). */
-export const meterAlertsOf = (db: Db, subscriptionId: string) =>
+export const meterAlertsOf = (db: Db, subscriptionId: string | Placeholder) =>
   db.select({ id: usageAlerts.id, meterId: usageAlerts.meterId, threshold: usageAlerts.threshold }).from(usageAlerts).where(eq(usageAlerts.subscriptionId, subscriptionId));
 export type MeterAlertRow = { id: string; meterId: string; threshold: string };
 
