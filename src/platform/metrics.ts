@@ -52,10 +52,24 @@ function upsertAdding(db: Db, rows: { name: string; labels: string; value: numbe
   return preparedStatement(db, text, rows.flatMap((r) => [r.name, r.labels, r.value]));
 }
 
+type CounterRow = { name: string; labels: string; value: number };
+
+/** The row adding `by` (a non-negative integer) to counter `name{labels}`, for `metricStatements`. */
+export function counterRow(name: string, labels: Labels, by = 1): CounterRow {
+  if (!Number.isSafeInteger(by) || by < 0) throw new RangeError(`a counter only grows by a non-negative integer, got ${by}`);
+  return { name, labels: canonicalLabels(labels), value: by };
+}
+
 /** A statement adding `by` (a non-negative integer) to counter `name{labels}`; include it in the caller's batch. */
 export function counterIncrement(db: Db, name: string, labels: Labels, by = 1): BatchItem<"sqlite"> {
-  if (!Number.isSafeInteger(by) || by < 0) throw new RangeError(`a counter only grows by a non-negative integer, got ${by}`);
-  return upsertAdding(db, [{ name, labels: canonicalLabels(labels), value: by }]);
+  return upsertAdding(db, [counterRow(name, labels, by)]);
+}
+
+/** Statements adding every row (counters and histogram rows of one change) in as few upserts as the bound-parameter limit allows. */
+export function metricStatements(db: Db, rows: CounterRow[]): BatchItem<"sqlite">[] {
+  const out: BatchItem<"sqlite">[] = [];
+  for (let i = 0; i < rows.length; i += ROWS_PER_STATEMENT) out.push(upsertAdding(db, rows.slice(i, i + ROWS_PER_STATEMENT)));
+  return out;
 }
 
 /**
@@ -64,6 +78,11 @@ export function counterIncrement(db: Db, name: string, labels: Labels, by = 1): 
  * as an integer in thousandths of the unit (milliseconds for seconds) and divided back when rendered.
  */
 export function histogramObserve(db: Db, name: string, labels: Labels, seconds: number, buckets: readonly number[] = DEFAULT_BUCKETS): BatchItem<"sqlite">[] {
+  return metricStatements(db, histogramRows(name, labels, seconds, buckets));
+}
+
+/** The rows of `histogramObserve`, for `metricStatements`. */
+export function histogramRows(name: string, labels: Labels, seconds: number, buckets: readonly number[] = DEFAULT_BUCKETS): CounterRow[] {
   if (!Number.isFinite(seconds)) throw new RangeError(`observation must be finite, got ${seconds}`);
   const v = Math.max(0, seconds);
   const rows = [...new Set(buckets)]
@@ -74,7 +93,5 @@ export function histogramObserve(db: Db, name: string, labels: Labels, seconds: 
     { name: `${name}_sum`, labels: canonicalLabels(labels), value: Math.round(v * 1000) },
     { name: `${name}_count`, labels: canonicalLabels(labels), value: 1 },
   );
-  const out: BatchItem<"sqlite">[] = [];
-  for (let i = 0; i < rows.length; i += ROWS_PER_STATEMENT) out.push(upsertAdding(db, rows.slice(i, i + ROWS_PER_STATEMENT)));
-  return out;
+  return rows;
 }
