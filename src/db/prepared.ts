@@ -23,10 +23,10 @@ const quote = (name: string) => `"${name.replaceAll('"', '""')}"`;
  * (`VALUES (?, …)`, optionally followed by an ON CONFLICT clause given in `suffix`) or `ifChanged` (`SELECT ?, …
  * WHERE changes() > 0`: the row is written only when the batch's previous statement changed a row).
  */
-function shapeOf(table: SQLiteTable, keys: readonly string[], form: "values" | "ifChanged", suffix: string): Shape {
+function shapeOf(table: SQLiteTable, keys: readonly string[], form: "values" | "ifChanged", suffix: string, rowCount = 1): Shape {
   let byKey = shapes.get(table);
   if (!byKey) shapes.set(table, (byKey = new Map()));
-  const id = `${form}|${suffix}|${keys.join(",")}`;
+  const id = `${form}|${suffix}|${rowCount}|${keys.join(",")}`;
   let shape = byKey.get(id);
   if (!shape) {
     const all = getTableColumns(table) as Record<string, SQLiteColumn>;
@@ -37,9 +37,10 @@ function shapeOf(table: SQLiteTable, keys: readonly string[], form: "values" | "
     });
     const names = columns.map((c) => quote(c.column.name)).join(", ");
     const marks = columns.map(() => "?").join(", ");
+    const tuples = Array.from({ length: rowCount }, () => `(${marks})`).join(", ");
     const text =
       form === "values"
-        ? `INSERT INTO ${quote(getTableName(table))} (${names}) VALUES (${marks})${suffix ? ` ${suffix}` : ""}`
+        ? `INSERT INTO ${quote(getTableName(table))} (${names}) VALUES ${tuples}${suffix ? ` ${suffix}` : ""}`
         : `INSERT INTO ${quote(getTableName(table))} (${names}) SELECT ${marks} WHERE changes() > 0`;
     shape = { text, columns };
     byKey.set(id, shape);
@@ -86,6 +87,29 @@ export function insertRow<T extends SQLiteTable>(db: Db, table: T, row: T["$infe
   const r = row as Record<string, unknown>;
   const shape = shapeOf(table, givenKeys(r), "values", onConflict ? `ON CONFLICT ${onConflict}` : "");
   return preparedStatement(db, shape.text, valuesOf(shape, r));
+}
+
+/** D1's bound-parameter limit per statement (Cloudflare's D1 limits page). */
+const MAX_PARAMS = 100;
+
+/**
+ * `rows` (all with the same columns given) in as few multi-row inserts as D1's 100 bound parameters allow, in
+ * order: one statement where `insertRow` would make one per row. Rows get their INTEGER PRIMARY KEY (rowid) in
+ * the order given, as separate inserts would.
+ */
+export function insertRows<T extends SQLiteTable>(db: Db, table: T, rows: T["$inferInsert"][]): BatchItem<"sqlite">[] {
+  if (!rows.length) return [];
+  const keys = givenKeys(rows[0] as Record<string, unknown>);
+  const signature = keys.join(",");
+  for (const r of rows) if (givenKeys(r as Record<string, unknown>).join(",") !== signature) return rows.map((row) => insertRow(db, table, row));
+  const perStatement = Math.max(1, Math.floor(MAX_PARAMS / keys.length));
+  const out: BatchItem<"sqlite">[] = [];
+  for (let i = 0; i < rows.length; i += perStatement) {
+    const chunk = rows.slice(i, i + perStatement) as Record<string, unknown>[];
+    const shape = shapeOf(table, keys, "values", "", chunk.length);
+    out.push(preparedStatement(db, shape.text, chunk.flatMap((r) => valuesOf(shape, r))));
+  }
+  return out;
 }
 
 /**

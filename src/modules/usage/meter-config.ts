@@ -2,6 +2,7 @@ import { and, eq, lt, sql, type Placeholder } from "drizzle-orm";
 import { usageMeterOf } from "../../platform/meters";
 import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
+import { builtOnce } from "../../db/prepared";
 import { plans, subscriptions, usageAlerts, type StoredMeteredPrice, type SubscriptionStatus } from "../../db/schema";
 import type { Interval } from "../../domain/periods";
 import { pushRouting } from "./routing";
@@ -74,6 +75,14 @@ export type MeterAlertRow = { id: string; meterId: string; threshold: string };
 /** A subscription's meter where no Services is at hand (the ingestion path); elsewhere `s.meters.of`. */
 export const meterStub = usageMeterOf;
 
+/** The version the meter acknowledged, recorded only forward: built by drizzle once per isolate (every renewal). */
+const syncedVersionUpdate = builtOnce((db: Db) => [
+  db
+    .update(subscriptions)
+    .set({ meterSyncedVersion: sql`${sql.placeholder("synced")}` })
+    .where(and(eq(subscriptions.id, sql.placeholder("id")), lt(subscriptions.meterSyncedVersion, sql.placeholder("synced")))),
+] as const);
+
 /**
  * Pushes the subscription's state to its meter and records the acknowledged version. A failure is not fatal
  * to the caller's already-committed change: the hourly cron re-pushes every subscription still behind.
@@ -96,10 +105,7 @@ export async function pushMeterConfig(
     // (a concurrent change configured it, and that change's directory push may have failed), and the directory was
     // told only this push's version, so the resync must still see the subscription as behind.
     const synced = Math.min(held, sub.configVersion);
-    await db
-      .update(subscriptions)
-      .set({ meterSyncedVersion: synced })
-      .where(and(eq(subscriptions.id, sub.id), lt(subscriptions.meterSyncedVersion, synced)));
+    await db.batch(syncedVersionUpdate(db, { id: sub.id, synced }));
     return true;
   } catch (e) {
     s.log.error("meter config push failed", { subscriptionId: sub.id, error: String(e) });
