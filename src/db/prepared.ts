@@ -5,7 +5,7 @@ import type { Db } from "./client";
 
 /**
  * Prepared SQL for the billing run's hot path. drizzle builds a statement's text from its query tree on every call
- * (entity checks, escaping, parameter mapping): the run's CPU profile put that at ~25% of the one workerd thread, most
+ * (entity checks, escaping, parameter mapping): the run's CPU profile put that at ~23% of the worker's samples, much
  * of it in row inserts repeated several times per subscription (events, audit rows, invoice lines, metric counters).
  * Those inserts take their SQL text from here instead: built once per isolate from the table's drizzle definition
  * (so a column added to the schema is in it), with each value mapped to the driver as drizzle maps it (JSON text,
@@ -19,14 +19,14 @@ const shapes = new WeakMap<SQLiteTable, Map<string, Shape>>();
 const quote = (name: string) => `"${name.replaceAll('"', '""')}"`;
 
 /**
- * The insert's SQL text for `table` with the columns `keys` (in that order) and `tail` after the values: `values`
- * (`VALUES (?, …)`, optionally followed by an ON CONFLICT clause given in `suffix`) or `ifChanged` (`SELECT ?, …
- * WHERE changes() > 0`: the row is written only when the batch's previous statement changed a row).
+ * The insert's SQL text for `table` with the columns `keys` (in that order), cached per isolate: `values` (`VALUES
+ * (?, …)` for `rowCount` rows) or `ifChanged` (`SELECT ?, … WHERE changes() > 0`: the row is written only when the
+ * batch's previous statement changed a row).
  */
-function shapeOf(table: SQLiteTable, keys: readonly string[], form: "values" | "ifChanged", suffix: string, rowCount = 1): Shape {
+function shapeOf(table: SQLiteTable, keys: readonly string[], form: "values" | "ifChanged", rowCount = 1): Shape {
   let byKey = shapes.get(table);
   if (!byKey) shapes.set(table, (byKey = new Map()));
-  const id = `${form}|${suffix}|${rowCount}|${keys.join(",")}`;
+  const id = `${form}|${rowCount}|${keys.join(",")}`;
   let shape = byKey.get(id);
   if (!shape) {
     const all = getTableColumns(table) as Record<string, SQLiteColumn>;
@@ -40,7 +40,7 @@ function shapeOf(table: SQLiteTable, keys: readonly string[], form: "values" | "
     const tuples = Array.from({ length: rowCount }, () => `(${marks})`).join(", ");
     const text =
       form === "values"
-        ? `INSERT INTO ${quote(getTableName(table))} (${names}) VALUES ${tuples}${suffix ? ` ${suffix}` : ""}`
+        ? `INSERT INTO ${quote(getTableName(table))} (${names}) VALUES ${tuples}`
         : `INSERT INTO ${quote(getTableName(table))} (${names}) SELECT ${marks} WHERE changes() > 0`;
     shape = { text, columns };
     byKey.set(id, shape);
@@ -80,12 +80,12 @@ export function preparedStatement(db: Db, text: string, params: unknown[]): Batc
 const givenKeys = (row: Record<string, unknown>) => Object.keys(row).filter((k) => row[k] !== undefined);
 
 /**
- * `db.insert(table).values(row)` (plus `onConflict`, an ON CONFLICT clause in SQL, e.g. "DO NOTHING"), as a prepared
- * statement. Only for tables without `$defaultFn`/`$onUpdateFn` columns (drizzle would fill those in; this does not).
+ * `db.insert(table).values(row)` as a prepared statement. Only for tables without `$defaultFn`/`$onUpdateFn` columns
+ * (drizzle would fill those in; this does not).
  */
-export function insertRow<T extends SQLiteTable>(db: Db, table: T, row: T["$inferInsert"], onConflict = ""): BatchItem<"sqlite"> {
+export function insertRow<T extends SQLiteTable>(db: Db, table: T, row: T["$inferInsert"]): BatchItem<"sqlite"> {
   const r = row as Record<string, unknown>;
-  const shape = shapeOf(table, givenKeys(r), "values", onConflict ? `ON CONFLICT ${onConflict}` : "");
+  const shape = shapeOf(table, givenKeys(r), "values");
   return preparedStatement(db, shape.text, valuesOf(shape, r));
 }
 
@@ -106,7 +106,7 @@ export function insertRows<T extends SQLiteTable>(db: Db, table: T, rows: T["$in
   const out: BatchItem<"sqlite">[] = [];
   for (let i = 0; i < rows.length; i += perStatement) {
     const chunk = rows.slice(i, i + perStatement) as Record<string, unknown>[];
-    const shape = shapeOf(table, keys, "values", "", chunk.length);
+    const shape = shapeOf(table, keys, "values", chunk.length);
     out.push(preparedStatement(db, shape.text, chunk.flatMap((r) => valuesOf(shape, r))));
   }
   return out;
@@ -118,7 +118,7 @@ export function insertRows<T extends SQLiteTable>(db: Db, table: T, rows: T["$in
  */
 export function insertRowIfChanged<T extends SQLiteTable>(db: Db, table: T, row: T["$inferInsert"]): BatchItem<"sqlite"> {
   const r = row as Record<string, unknown>;
-  const shape = shapeOf(table, givenKeys(r), "ifChanged", "");
+  const shape = shapeOf(table, givenKeys(r), "ifChanged");
   return preparedStatement(db, shape.text, valuesOf(shape, r));
 }
 
