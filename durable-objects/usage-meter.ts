@@ -4,7 +4,8 @@ import type { MeterConfig } from "../src/modules/usage/meter-config";
 import { applyEvent, aggregateValue, emptyAggregate, type AggregateState } from "../src/domain/aggregation";
 import { formatDecimal, parseDecimal } from "../src/domain/decimal";
 import { periodAt } from "../src/domain/periods";
-import { dbOf } from "../src/db/client";
+import { dbOf, type Db } from "../src/db/client";
+import { builtOnce } from "../src/db/prepared";
 import { sortableIdFrom } from "../src/lib/ids";
 import { events as eventsTable, usageRollups } from "../src/db/schema";
 import { eventRow, eventsCommitted } from "../src/platform/events";
@@ -83,6 +84,25 @@ const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS resets (id INTEGER PRIMARY KEY AUTOINCREMENT, meter_id TEXT NOT NULL, period_start INTEGER NOT NULL,
      at INTEGER NOT NULL, actor TEXT NOT NULL, reason TEXT, before TEXT NOT NULL)`,
 ];
+
+/**
+ * A meter's rollup row in D1, newer writes winning (`updatedAt`): built by drizzle once per isolate (every renewal
+ * flushes its meter's closed period).
+ */
+const rollupUpsert = builtOnce((db: Db) => {
+  const p = (name: string) => dsql.placeholder(name);
+  return [
+    db
+      .insert(usageRollups)
+      .values({ subscriptionId: p("subscriptionId"), meterId: p("meterId"), periodStart: p("periodStart"), periodEnd: p("periodEnd"), value: p("value"), eventCount: p("eventCount"), closed: p("closed"), updatedAt: p("updatedAt") })
+      .onConflictDoUpdate({
+        target: [usageRollups.subscriptionId, usageRollups.meterId, usageRollups.periodStart],
+        // The row being inserted (`excluded`) carries the same values.
+        set: { value: dsql`excluded.value`, eventCount: dsql`excluded.event_count`, closed: dsql`excluded.closed`, periodEnd: dsql`excluded.period_end`, updatedAt: dsql`excluded.updated_at` },
+        setWhere: dsql`${usageRollups.updatedAt} <= ${p("updatedAt")}`,
+      }),
+  ] as const;
+});
 
 const big = (s: string | null): bigint | null => (s === null ? null : BigInt(s));
 
@@ -628,14 +648,7 @@ export class UsageMeter extends DurableObject<Env> {
         closed: Boolean(period?.closedAt),
         updatedAt: now,
       };
-      return db
-        .insert(usageRollups)
-        .values(values)
-        .onConflictDoUpdate({
-          target: [usageRollups.subscriptionId, usageRollups.meterId, usageRollups.periodStart],
-          set: { value: values.value, eventCount: values.eventCount, closed: values.closed, periodEnd: values.periodEnd, updatedAt: now },
-          setWhere: dsql`${usageRollups.updatedAt} <= ${now}`,
-        });
+      return rollupUpsert(db, values)[0];
     });
     await db.batch(statements as [(typeof statements)[number], ...typeof statements]);
     for (const r of rows) {

@@ -14,7 +14,7 @@
 // CONCURRENCY (16, set-up requests in flight), TIMEOUT_S (max(300, N/2)), ANCHOR_S (seconds from the start of the
 // set-up to the shared period end: max(60, N/10); raise it on a busy machine).
 import { DatabaseSync } from "node:sqlite";
-import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { checks, client, examples, machineLoad, mapPool, sleep } from "./load-common.mjs";
 import { localToken, startServer } from "./local-server.mjs";
@@ -39,6 +39,8 @@ function openDb() {
   const dir = join(PERSIST, "v3", "d1", "miniflare-D1DatabaseObject");
   const file = readdirSync(dir).find((f) => f.endsWith(".sqlite") && f !== "metadata.sqlite");
   const db = new DatabaseSync(join(dir, file), { readOnly: true });
+  // The worker writes while this reads: wait for its lock instead of failing the run with "database is locked".
+  db.exec("PRAGMA busy_timeout = 10000");
   return { one: (sql, ...p) => db.prepare(sql).get(...p), all: (sql, ...p) => db.prepare(sql).all(...p), close: () => db.close() };
 }
 
@@ -66,6 +68,36 @@ function invocations(output, from = 0) {
     } catch {}
   }
   return out;
+}
+
+/**
+ * CPU time (ms, user + system) used so far by the workerd processes this bench started (descendants of this
+ * process, from /proc): the worker's and its Durable Objects' cost, which the machine's other load does not change
+ * the way it changes wall-clock throughput. Null where /proc is missing.
+ */
+function workerdCpuMs() {
+  try {
+    const stats = readdirSync("/proc")
+      .filter((d) => /^\d+$/.test(d))
+      .map((pid) => {
+        try {
+          const text = readFileSync(`/proc/${pid}/stat`, "utf8");
+          const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
+          return { pid: Number(pid), comm: text.slice(text.indexOf("(") + 1, text.lastIndexOf(")")), ppid: Number(f[1]), cpu: Number(f[11]) + Number(f[12]) };
+        } catch {
+          return null;
+        }
+      })
+      .filter(Boolean);
+    const mine = new Set([process.pid]);
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const s of stats) if (!mine.has(s.pid) && mine.has(s.ppid)) (mine.add(s.pid), (grew = true));
+    }
+    return stats.filter((s) => mine.has(s.pid) && s.comm === "workerd").reduce((n, s) => n + s.cpu, 0) * 10; // 100 ticks/s
+  } catch {
+    return null;
+  }
 }
 
 console.log(`bench:billing-run: N = ${N} subscriptions, ${CUSTOMERS} customers, wrangler dev on :${PORT} (${machineLoad()})`);
@@ -107,6 +139,7 @@ try {
   sizeDb.close();
   const outputFrom = server.output().length;
   const loadBefore = machineLoad();
+  const cpuBefore = workerdCpuMs();
   const cronAt = Date.now();
   const r = await fetch(`${server.base}/cdn-cgi/local/scheduled?cron=${encodeURIComponent("0 * * * *")}`);
   if (!r.ok) throw new Error(`cron trigger: ${r.status}`);
@@ -129,6 +162,7 @@ try {
     await sleep(1000);
   }
   const loadAfter = machineLoad();
+  const cpuAfter = workerdCpuMs();
   const inv = db.one("SELECT count(*) AS n, max(finalized_at) AS t FROM invoices WHERE billing_reason = 'subscription_cycle' AND status != 'draft'");
   const pay = db.one("SELECT count(*) AS n, max(p.updated_at) AS t FROM payments p JOIN invoices i ON i.id = p.invoice_id WHERE i.billing_reason = 'subscription_cycle' AND p.status = 'succeeded'");
   // Give the last invocations' log lines a moment to reach wrangler's output.
@@ -151,6 +185,7 @@ try {
   console.log(`  largest per-invocation count: ${largest.d1Queries} D1 queries (${largest.kind}); Cloudflare's limit is 1,000`);
   for (const [kind, k] of byKind) console.log(`    ${kind}: ${k.n} invocations, ${(k.q / k.n).toFixed(1)} queries each on average, at most ${k.max}`);
   console.log(`  at N = 100,000: ≈ ${Math.round((total / N) * 100_000).toLocaleString("en")} D1 statements on the one database; per-invocation counts do not grow with N except the cron's (see docs/scale.md)`);
+  if (cpuBefore !== null && cpuAfter !== null) console.log(`  workerd CPU: ${((cpuAfter - cpuBefore) / 1000).toFixed(1)} s from the cron to the last charge, ${((cpuAfter - cpuBefore) / N).toFixed(1)} ms per subscription (less sensitive to the machine's other load than the rates above)`);
   console.log(`  machine: ${loadBefore} before, ${loadAfter} after`);
 
   // Sizing: what one billing run adds to D1, per subscription.

@@ -6,6 +6,7 @@ import { batchAssertions, settings } from "../db/schema";
 import { ApiError } from "../platform/errors";
 import { fail } from "../platform/failure";
 import { asGatewayCall } from "../db/round-trips";
+import { builtOnce } from "../db/prepared";
 import type { PaymentGateway } from "./types";
 
 /** The one global PaymentGuard (a Durable Object): every movement of money at a gateway is admitted by it first. */
@@ -138,10 +139,14 @@ export class GuardLease {
  * every charge that had not started when it was written, at no extra round trip.
  */
 export function unlessPaymentsStopped(db: Db): BatchItem<"sqlite"> {
-  return db
-    .insert(batchAssertions)
-    .select(sql`SELECT 0 WHERE EXISTS (SELECT 1 FROM ${settings} WHERE ${settings.key} = ${PAYMENTS_MODE_KEY} AND json_extract(${settings.value}, '$.mode') != 'normal')`);
+  return paymentsStoppedAssertion(db, {})[0];
 }
+// Built by drizzle once per isolate: in every charge's attempt batch.
+const paymentsStoppedAssertion = builtOnce((db: Db) => [
+  db
+    .insert(batchAssertions)
+    .select(sql`SELECT 0 WHERE EXISTS (SELECT 1 FROM ${settings} WHERE ${settings.key} = ${PAYMENTS_MODE_KEY} AND json_extract(${settings.value}, '$.mode') != 'normal')`),
+] as const);
 
 /** How a charge is admitted: per call (`withAdmission`), or under a consumer's `GuardLease`. */
 export type Admit = <T>(what: string, move: (admission: Admitted) => Promise<T>) => Promise<{ admitted: true; value: T } | Refused>;

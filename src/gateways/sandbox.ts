@@ -37,8 +37,6 @@ export class SandboxGateway implements PaymentGateway {
 
   async charge(req: ChargeRequest): Promise<ChargeResult> {
     await this.inject();
-    const prior = await this.db.select().from(sandboxLedger).where(eq(sandboxLedger.idempotencyKey, req.idempotencyKey)).get();
-    if (prior) return this.toCharge(prior);
     const method = req.paymentMethod ?? "pm_card_visa";
     const outcome = method in OUTCOMES ? OUTCOMES[method] : { code: "invalid_payment_method", message: `unknown test payment method ${method}`, retryable: false };
     const row = {
@@ -53,9 +51,13 @@ export class SandboxGateway implements PaymentGateway {
       paymentMethod: method,
       createdAt: Date.now(),
     };
-    await this.db.insert(sandboxLedger).values(row).onConflictDoNothing();
-    const stored = (await this.db.select().from(sandboxLedger).where(eq(sandboxLedger.idempotencyKey, req.idempotencyKey)).get())!;
-    return this.toCharge(stored);
+    // Idempotent by key in one round trip: the insert does nothing when the key was charged before, and the read
+    // after it answers the first charge's row either way (as Stripe answers a repeated key with the first outcome).
+    const [, stored] = await this.db.batch([
+      this.db.insert(sandboxLedger).values(row).onConflictDoNothing(),
+      this.db.select().from(sandboxLedger).where(eq(sandboxLedger.idempotencyKey, req.idempotencyKey)),
+    ]);
+    return this.toCharge(stored[0]!);
   }
 
   private toCharge(row: typeof sandboxLedger.$inferSelect): ChargeResult {

@@ -1,7 +1,7 @@
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../db/client";
 import { commitWithAudit, type AuditContext, type AuditEntry } from "./audit";
-import { eventInsert, eventRow, eventsCommitted, inClockTime, type EventDraft, type EventRow } from "./events";
+import { eventInserts, eventRow, eventsCommitted, inClockTime, type EventDraft, type EventRow } from "./events";
 
 /**
  * What a transition produces: the guarded statements, the audit rows, the events (outbox), and effects that run
@@ -39,7 +39,7 @@ export async function commit(db: Db, cs: ChangeSet, ctx: AuditContext): Promise<
   // A context at the request's wall clock stamps events about test-clock objects in their clock's time (its `clockOf`:
   // every context made by the services context has one; a hand-made one without it stamps its own `now`).
   const rows = (ctx.wallClock === ctx.now && ctx.clockOf ? await inClockTime(ctx.clockOf, cs.events) : cs.events).map((e) => eventRow(e, ctx));
-  const results = await commitWithAudit(db, [...cs.statements, ...rows.map((r) => eventInsert(db, r))], cs.audit, ctx);
+  const results = await commitWithAudit(db, [...cs.statements, ...eventInserts(db, rows)], cs.audit, ctx);
   eventsCommitted(rows.map((r) => r.id), rows.map((r) => r.type));
   for (const effect of cs.after) await effect();
   return { results, events: rows };

@@ -1,8 +1,8 @@
-import { sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { env as workerEnv, waitUntil } from "cloudflare:workers";
 import type { Db } from "../db/client";
 import { events } from "../db/schema";
+import { insertRow, insertRowIfChanged, insertRows } from "../db/prepared";
 import { sortableId } from "../lib/ids";
 import type { AuditContext } from "./audit";
 
@@ -114,8 +114,14 @@ export async function inClockTime(clockOf: (testClockId: string) => Promise<numb
   return drafts.map((d) => (d.testClockId && d.at === undefined && time.has(d.testClockId) ? { ...d, at: time.get(d.testClockId)! } : d));
 }
 
+// Prepared SQL (src/db/prepared.ts): several events per subscription on the billing run's hot path.
 export function eventInsert(db: Db, row: EventRow): BatchItem<"sqlite"> {
-  return db.insert(events).values(row);
+  return insertRow(db, events, row);
+}
+
+/** Several events' inserts, as few statements as D1's bound-parameter limit allows (11 events a statement). */
+export function eventInserts(db: Db, rows: EventRow[]): BatchItem<"sqlite">[] {
+  return insertRows(db, events, rows);
 }
 
 /** The public shape of an event (ISO time, Stripe-style field names). */
@@ -163,10 +169,5 @@ export function eventsCommitted(eventIds: string[], types?: readonly string[]): 
  * exactly when the transition happened (a concurrent writer that moved first makes both a no-op).
  */
 export function eventInsertIfChanged(db: Db, row: EventRow): BatchItem<"sqlite"> {
-  // Columns in the table's declared order (drizzle lists every column of `events` in that order).
-  return db
-    .insert(events)
-    .select(
-      sql`SELECT ${row.id}, ${row.type}, ${row.objectType}, ${row.objectId}, ${row.customerId}, ${row.livemode ? 1 : 0}, ${row.requestId}, ${JSON.stringify(row.data)}, ${row.createdAt} WHERE changes() > 0`,
-    );
+  return insertRowIfChanged(db, events, row);
 }

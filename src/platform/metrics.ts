@@ -1,7 +1,6 @@
-import { sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../db/client";
-import { metricCounters } from "../db/schema";
+import { preparedStatement } from "../db/prepared";
 
 /**
  * Prometheus metrics kept in D1 (`metric_counters`, one row per name and label set) so every isolate adds to the
@@ -38,17 +37,39 @@ export function parseLabels(text: string): Labels {
   return out;
 }
 
+/**
+ * Prepared SQL (src/db/prepared.ts): four upserts per charge on the billing run's hot path; the text per row count is
+ * built once per isolate. `value = value + excluded.value`: commutative, never read, so never contended.
+ */
+const upsertTexts = new Map<number, string>();
 function upsertAdding(db: Db, rows: { name: string; labels: string; value: number }[]) {
-  return db
-    .insert(metricCounters)
-    .values(rows)
-    .onConflictDoUpdate({ target: [metricCounters.name, metricCounters.labels], set: { value: sql`${metricCounters.value} + excluded.value` } });
+  let text = upsertTexts.get(rows.length);
+  if (!text) {
+    const values = rows.map(() => "(?, ?, ?)").join(", ");
+    text = `INSERT INTO "metric_counters" ("name", "labels", "value") VALUES ${values} ON CONFLICT ("name", "labels") DO UPDATE SET "value" = "metric_counters"."value" + excluded.value`;
+    upsertTexts.set(rows.length, text);
+  }
+  return preparedStatement(db, text, rows.flatMap((r) => [r.name, r.labels, r.value]));
+}
+
+type CounterRow = { name: string; labels: string; value: number };
+
+/** The row adding `by` (a non-negative integer) to counter `name{labels}`, for `metricStatements`. */
+export function counterRow(name: string, labels: Labels, by = 1): CounterRow {
+  if (!Number.isSafeInteger(by) || by < 0) throw new RangeError(`a counter only grows by a non-negative integer, got ${by}`);
+  return { name, labels: canonicalLabels(labels), value: by };
 }
 
 /** A statement adding `by` (a non-negative integer) to counter `name{labels}`; include it in the caller's batch. */
 export function counterIncrement(db: Db, name: string, labels: Labels, by = 1): BatchItem<"sqlite"> {
-  if (!Number.isSafeInteger(by) || by < 0) throw new RangeError(`a counter only grows by a non-negative integer, got ${by}`);
-  return upsertAdding(db, [{ name, labels: canonicalLabels(labels), value: by }]);
+  return upsertAdding(db, [counterRow(name, labels, by)]);
+}
+
+/** Statements adding every row (counters and histogram rows of one change) in as few upserts as the bound-parameter limit allows. */
+export function metricStatements(db: Db, rows: CounterRow[]): BatchItem<"sqlite">[] {
+  const out: BatchItem<"sqlite">[] = [];
+  for (let i = 0; i < rows.length; i += ROWS_PER_STATEMENT) out.push(upsertAdding(db, rows.slice(i, i + ROWS_PER_STATEMENT)));
+  return out;
 }
 
 /**
@@ -57,6 +78,11 @@ export function counterIncrement(db: Db, name: string, labels: Labels, by = 1): 
  * as an integer in thousandths of the unit (milliseconds for seconds) and divided back when rendered.
  */
 export function histogramObserve(db: Db, name: string, labels: Labels, seconds: number, buckets: readonly number[] = DEFAULT_BUCKETS): BatchItem<"sqlite">[] {
+  return metricStatements(db, histogramRows(name, labels, seconds, buckets));
+}
+
+/** The rows of `histogramObserve`, for `metricStatements`. */
+export function histogramRows(name: string, labels: Labels, seconds: number, buckets: readonly number[] = DEFAULT_BUCKETS): CounterRow[] {
   if (!Number.isFinite(seconds)) throw new RangeError(`observation must be finite, got ${seconds}`);
   const v = Math.max(0, seconds);
   const rows = [...new Set(buckets)]
@@ -67,7 +93,5 @@ export function histogramObserve(db: Db, name: string, labels: Labels, seconds: 
     { name: `${name}_sum`, labels: canonicalLabels(labels), value: Math.round(v * 1000) },
     { name: `${name}_count`, labels: canonicalLabels(labels), value: 1 },
   );
-  const out: BatchItem<"sqlite">[] = [];
-  for (let i = 0; i < rows.length; i += ROWS_PER_STATEMENT) out.push(upsertAdding(db, rows.slice(i, i + ROWS_PER_STATEMENT)));
-  return out;
+  return rows;
 }

@@ -1,4 +1,4 @@
-import { and, eq, isNull, sql } from "drizzle-orm";
+import { and, eq, isNull, sql, type Placeholder } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { z } from "@hono/zod-openapi";
 import type { Db } from "../../db/client";
@@ -35,7 +35,7 @@ export function toDiscount(r: DiscountRow): z.infer<typeof Discount> {
  * The subscription's current discount and its coupon as two single-table queries a caller can put in its batched
  * read (a join in a D1 batch comes back as raw rows whose same-named columns collide), and their result.
  */
-export const currentDiscountQueries = (db: Db, subscriptionId: string) =>
+export const currentDiscountQueries = (db: Db, subscriptionId: string | Placeholder) =>
   [
     db.select().from(discounts).where(and(eq(discounts.subscriptionId, subscriptionId), isNull(discounts.endedAt))).limit(1),
     db

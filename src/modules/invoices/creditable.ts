@@ -1,5 +1,6 @@
-import { and, eq, inArray } from "drizzle-orm";
+import { and, eq, inArray, sql } from "drizzle-orm";
 import type { Db } from "../../db/client";
+import { builtOnce } from "../../db/prepared";
 import { creditNoteLines, creditNotes } from "../../db/schema";
 import type { CreditedLine } from "../../domain/creditable";
 
@@ -22,5 +23,17 @@ export async function creditedLinesOf(db: Db, invoiceIds: readonly string[]): Pr
   return out;
 }
 
+// The one-invoice query, built by drizzle once per isolate: every charge reads it for its invoice.paid event.
+const ofOneInvoice = builtOnce((db: Db) => [
+  db
+    .select({ creditNoteId: creditNotes.id, invoiceLineId: creditNoteLines.invoiceLineId, amount: creditNoteLines.amount, taxAmount: creditNoteLines.taxAmount })
+    .from(creditNoteLines)
+    .innerJoin(creditNotes, eq(creditNotes.id, creditNoteLines.creditNoteId))
+    .where(and(eq(creditNotes.invoiceId, sql.placeholder("invoiceId")), eq(creditNotes.status, "issued"))),
+] as const);
+
 /** The same for one invoice. */
-export const creditedLinesOfInvoice = async (db: Db, invoiceId: string) => (await creditedLinesOf(db, [invoiceId])).get(invoiceId) ?? [];
+export async function creditedLinesOfInvoice(db: Db, invoiceId: string): Promise<NoteCreditedLine[]> {
+  const [rows] = await db.batch(ofOneInvoice(db, { invoiceId }));
+  return rows.map((r) => ({ creditNoteId: r.creditNoteId, invoiceLineId: r.invoiceLineId, amount: r.amount, taxAmount: r.taxAmount }));
+}

@@ -1,6 +1,7 @@
 import { and, eq, gte, isNull, like, or, sql, type SQL } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
+import { insertRow } from "../../db/prepared";
 import { customers, invoiceLines, invoices, pendingItems, plans, subscriptions, taxRates, type StoredPrice } from "../../db/schema";
 import { priceLines, type DraftLine, type PricedLine, type Price, type Span } from "../../domain/invoice";
 import { jurisdictionOf, rateInForce, type TaxRate } from "../../domain/tax";
@@ -179,8 +180,8 @@ export async function buildDraftInvoice(
     audit.push(...g.audit);
   }
   if (usable && totals.discount !== 0) statements.push(...discountUsedStatements(db, { invoiceId: invoice.id, d: usable.d, amount: totals.discount, countsPeriod: billsPeriod(input.billingReason), now }));
-  // Rows per statement stay well under D1's 100 bound parameters.
-  for (const row of lineRows) statements.push(db.insert(invoiceLines).values(row));
+  // Rows per statement stay well under D1's 100 bound parameters. Prepared SQL (src/db/prepared.ts): the billing run's hot path.
+  for (const row of lineRows) statements.push(insertRow(db, invoiceLines, row));
   for (const p of input.pending) {
     statements.push(db.update(pendingItems).set({ invoiceId: invoice.id }).where(and(eq(pendingItems.id, p.id), isNull(pendingItems.invoiceId))));
   }

@@ -2,6 +2,7 @@ import type { Services } from "../../platform/services";
 import { desc, eq, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
+import { builtOnce } from "../../db/prepared";
 import type { AuditContext } from "../../platform/audit";
 import { customers, invoiceLines, invoices, payments, subscriptions } from "../../db/schema";
 import { change, commit, merge } from "../../platform/change-set";
@@ -54,16 +55,22 @@ export type CollectOptions = {
   lease?: GuardLease;
 };
 
-/** Everything a charge reads, in one D1 round trip. */
-async function loadForCharge(db: Db, invoiceId: string, attempt: number) {
+/** The reads of `loadForCharge`, built by drizzle once per isolate (`builtOnce`: every charge makes them). */
+const chargeReads = builtOnce((db: Db) => {
+  const invoiceId = sql.placeholder("invoiceId");
   const of = (column: typeof invoices.subscriptionId | typeof invoices.customerId) => sql`(SELECT ${column} FROM ${invoices} WHERE ${invoices.id} = ${invoiceId})`;
-  const [inv, existing, sub, customer, lines] = await db.batch([
+  return [
     db.select().from(invoices).where(eq(invoices.id, invoiceId)),
-    db.select().from(payments).where(eq(payments.idempotencyKey, chargeKey(invoiceId, attempt))),
+    db.select().from(payments).where(eq(payments.idempotencyKey, sql.placeholder("key"))),
     db.select().from(subscriptions).where(eq(subscriptions.id, of(invoices.subscriptionId))),
     db.select({ metadata: customers.metadata }).from(customers).where(eq(customers.id, of(invoices.customerId))),
     db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, invoiceId)),
-  ]);
+  ] as const;
+});
+
+/** Everything a charge reads, in one D1 round trip. */
+async function loadForCharge(db: Db, invoiceId: string, attempt: number) {
+  const [inv, existing, sub, customer, lines] = await db.batch(chargeReads(db, { invoiceId, key: chargeKey(invoiceId, attempt) }));
   return { inv: inv[0], existing: existing[0], sub: sub[0], customer: customer[0], lines };
 }
 

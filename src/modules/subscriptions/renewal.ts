@@ -1,6 +1,7 @@
 import { and, eq, isNull, sql } from "drizzle-orm";
 import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
+import { builtOnce } from "../../db/prepared";
 import type { AuditEntry } from "../../platform/audit";
 import type { BatchItem } from "drizzle-orm/batch";
 import { commitSubscriptionChange, commitSubscriptionChangeReading } from "./commit";
@@ -35,14 +36,15 @@ async function load(db: Db, id: string) {
 }
 
 /**
- * Everything a period end reads, in one D1 round trip: the subscription with its plan version, its customer, its
- * unbilled pending items, its usage alerts (for the meter push) and the tax rates of the customer's country.
+ * The reads of `loadForRun`, built by drizzle once per isolate (`builtOnce`: every renewal makes them) with the
+ * subscription's id as the placeholder `id`. No joins: a D1 batch answers rows as objects, where two tables'
+ * same-named columns would collide.
  */
-async function loadForRun(db: Db, id: string): Promise<Loaded> {
+const runReads = builtOnce((db: Db) => {
+  const id = sql.placeholder("id");
   const customerId = sql`(SELECT ${subscriptions.customerId} FROM ${subscriptions} WHERE ${subscriptions.id} = ${id})`;
   const ofSub = (column: typeof subscriptions.planId | typeof subscriptions.planVersion) => sql`(SELECT ${column} FROM ${subscriptions} WHERE ${subscriptions.id} = ${id})`;
-  // No joins: a D1 batch answers rows as objects, where two tables' same-named columns would collide.
-  const [sub, plan, customer, pending, alerts, rates, documents, discount, coupon] = await db.batch([
+  return [
     db.select().from(subscriptions).where(eq(subscriptions.id, id)),
     db.select().from(plans).where(and(eq(plans.id, ofSub(subscriptions.planId)), eq(plans.version, ofSub(subscriptions.planVersion)))),
     db.select().from(customers).where(eq(customers.id, customerId)),
@@ -52,7 +54,15 @@ async function loadForRun(db: Db, id: string): Promise<Loaded> {
     // The hosted link's lifetime (the finalization makes the link), in the same read: no extra round trip.
     db.select().from(settings).where(eq(settings.key, "documents")),
     ...currentDiscountQueries(db, id),
-  ]);
+  ] as const;
+});
+
+/**
+ * Everything a period end reads, in one D1 round trip: the subscription with its plan version, its customer, its
+ * unbilled pending items, its usage alerts (for the meter push) and the tax rates of the customer's country.
+ */
+async function loadForRun(db: Db, id: string): Promise<Loaded> {
+  const [sub, plan, customer, pending, alerts, rates, documents, discount, coupon] = await db.batch(runReads(db, { id }));
   if (!sub[0] || !plan[0] || !customer[0]) throw new Error(`subscription ${id} (or its plan version or customer) is missing`);
   const linkDays = (documents[0]?.value as { hostedLinkDays?: number } | undefined)?.hostedLinkDays ?? DEFAULT_LINK_DAYS;
   return { sub: sub[0], plan: plan[0], customer: customer[0], pending, alerts, rates, discount: currentDiscountOf(discount, coupon), linkDays };

@@ -5,6 +5,7 @@ import type { Db } from "../../db/client";
 import { batchAssertions, events, subscriptions, type SubscriptionStatus } from "../../db/schema";
 import type { AuditContext, AuditEntry } from "../../platform/audit";
 import { assertChanged } from "../../db/assert";
+import { builtOnce } from "../../db/prepared";
 import { defineLifecycle } from "../../domain/lifecycle";
 import { change, commit, type ChangeSet } from "../../platform/change-set";
 import type { EventDraft, EventType } from "../../platform/events";
@@ -124,15 +125,23 @@ export function subscriptionJsonSql(): SQL {
  * The event of a status move made by a guarded UPDATE just before it in the batch: inserted only when that
  * UPDATE changed the row (`changes()`), with the row as it is after the move.
  */
+// Built by drizzle once per isolate (the subscription's JSON is a long expression; every charge writes this event).
+const statusEventQuery = builtOnce((db: Db) => {
+  const p = (name: string) => sql.placeholder(name);
+  return [
+    db
+      .insert(events)
+      .select(
+        sql`SELECT ${p("id")}, ${p("type")}, 'subscription', ${c.id}, ${c.customerId}, CASE WHEN ${c.testClockId} IS NULL THEN ${p("live")} ELSE 0 END, ${p("requestId")},
+        json_object('object', ${subscriptionJsonSql()}, 'previousAttributes', json_object('status', ${p("from")})), ${p("now")}
+        FROM ${subscriptions} WHERE ${c.id} = ${p("subscriptionId")} AND changes() > 0`,
+      ),
+  ] as const;
+});
+
 function statusEventIfChanged(db: Db, subscriptionId: string, type: EventType, from: SubscriptionStatus, ctx: AuditContext, id = newId("evt")): BatchItem<"sqlite"> {
   const live = (workerEnv as Partial<Env>).ENVIRONMENT === "production" ? 1 : 0;
-  return db
-    .insert(events)
-    .select(
-      sql`SELECT ${id}, ${type}, 'subscription', ${c.id}, ${c.customerId}, CASE WHEN ${c.testClockId} IS NULL THEN ${live} ELSE 0 END, ${ctx.requestId ?? null},
-        json_object('object', ${subscriptionJsonSql()}, 'previousAttributes', json_object('status', ${from})), ${ctx.now}
-        FROM ${subscriptions} WHERE ${c.id} = ${subscriptionId} AND changes() > 0`,
-    );
+  return statusEventQuery(db, { id, type, live, requestId: ctx.requestId ?? null, from, now: ctx.now, subscriptionId })[0];
 }
 
 /**

@@ -1,7 +1,8 @@
-import { and, eq, lt, sql } from "drizzle-orm";
+import { and, eq, lt, sql, type Placeholder } from "drizzle-orm";
 import { usageMeterOf } from "../../platform/meters";
 import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
+import { builtOnce } from "../../db/prepared";
 import { plans, subscriptions, usageAlerts, type StoredMeteredPrice, type SubscriptionStatus } from "../../db/schema";
 import type { Interval } from "../../domain/periods";
 import { pushRouting } from "./routing";
@@ -67,12 +68,20 @@ export function meterConfigOf(sub: SubscriptionRow, plan: PlanRow, clockTime: nu
 }
 
 /** The subscription's usage alerts as its meter needs them (a query, for the caller's batched read or `.all()`). */
-export const meterAlertsOf = (db: Db, subscriptionId: string) =>
+export const meterAlertsOf = (db: Db, subscriptionId: string | Placeholder) =>
   db.select({ id: usageAlerts.id, meterId: usageAlerts.meterId, threshold: usageAlerts.threshold }).from(usageAlerts).where(eq(usageAlerts.subscriptionId, subscriptionId));
 export type MeterAlertRow = { id: string; meterId: string; threshold: string };
 
 /** A subscription's meter where no Services is at hand (the ingestion path); elsewhere `s.meters.of`. */
 export const meterStub = usageMeterOf;
+
+/** The version the meter acknowledged, recorded only forward: built by drizzle once per isolate (every renewal). */
+const syncedVersionUpdate = builtOnce((db: Db) => [
+  db
+    .update(subscriptions)
+    .set({ meterSyncedVersion: sql`${sql.placeholder("synced")}` })
+    .where(and(eq(subscriptions.id, sql.placeholder("id")), lt(subscriptions.meterSyncedVersion, sql.placeholder("synced")))),
+] as const);
 
 /**
  * Pushes the subscription's state to its meter and records the acknowledged version. A failure is not fatal
@@ -96,10 +105,7 @@ export async function pushMeterConfig(
     // (a concurrent change configured it, and that change's directory push may have failed), and the directory was
     // told only this push's version, so the resync must still see the subscription as behind.
     const synced = Math.min(held, sub.configVersion);
-    await db
-      .update(subscriptions)
-      .set({ meterSyncedVersion: synced })
-      .where(and(eq(subscriptions.id, sub.id), lt(subscriptions.meterSyncedVersion, synced)));
+    await db.batch(syncedVersionUpdate(db, { id: sub.id, synced }));
     return true;
   } catch (e) {
     s.log.error("meter config push failed", { subscriptionId: sub.id, error: String(e) });
