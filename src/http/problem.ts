@@ -1,14 +1,11 @@
-import type { Context } from "hono";
-import type { HonoEnv } from "../env";
-
+import type { Context, TypedResponse } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { JSONParsed, JSONValue } from "hono/utils/types";
-import { ApiError, errorKinds, type FieldError } from "../platform/errors";
-import type { Failure, Outcome } from "../platform/failure";
-import type { TypedResponse } from "hono";
 import type { z } from "@hono/zod-openapi";
+import type { HonoEnv } from "../env";
+import { ApiError, errorKinds, type ErrorKind, type FieldError } from "../platform/errors";
+import type { Failure, Outcome } from "../platform/failure";
 import type { ProblemSchema } from "./openapi";
-import type { ErrorKind } from "../platform/errors";
 
 export { ApiError, errorKinds, type ErrorKind, type FieldError } from "../platform/errors";
 
