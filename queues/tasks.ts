@@ -77,7 +77,7 @@ export const taskHandlers = {
   },
   "dump.continue": async (m: Of<"dump.continue">, s: Services) => {
     const state = await continueDump(s, m.prefix, m.runId, m.step);
-    if (state) s.log.info("dump continued", { prefix: m.prefix, step: m.step, done: state.done, files: state.done ? state.manifest.tables.length : state.files.length });
+    if (state) s.log.info("dump continued", { prefix: m.prefix, step: m.step, done: state.done, files: state.files.length });
     return done;
   },
 };

@@ -46,7 +46,7 @@ async function cloneFailedPayments(n: number, invoiceSet: Record<string, string>
 }
 
 describe("failed payments at large N", () => {
-  it("queue-failed sends 500 in the request and the rest through the tasks queue, each once, audited per page; the retry queue pages; the count is one SQL answer", { timeout: 120_000 }, async () => {
+  it("queue-failed sends 500 in the request and the rest through the tasks queue, each once, audited per page; the retry queue pages through them; the count covers them", { timeout: 120_000 }, async () => {
     const { ids, invoiceId } = await cloneFailedPayments(1_250);
     const mine = new Set([invoiceId, ...ids]);
     const rec = recordingEnv();

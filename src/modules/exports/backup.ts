@@ -1,7 +1,7 @@
 import type { Actor } from "../../env";
 import type { Services } from "../../platform/services";
 import { iso } from "../../lib/time";
-import { backupSummaryOf, readManifest, startDump, verifyDump, type DumpState, type VerifyResult } from "./dump";
+import { backupSummaryOf, readManifest, startDump, totalsOf, verifyDump, type DumpState, type VerifyResult } from "./dump";
 import { systemActor } from "../../platform/actor";
 
 export const BACKUP_ROOT = "backups/";
@@ -14,9 +14,7 @@ export type BackupSummary = { date: string; prefix: string; createdAt: string; t
 
 /** A backup's summary: finished, or what is written so far (its tables, rows and bytes grow until it completes). */
 function summaryOf(state: DumpState, date: string): BackupSummary {
-  if (state.done) return { ...backupSummaryOf(state.manifest), date, complete: true };
-  const { files } = state;
-  return { date, prefix: state.prefix, createdAt: state.createdAt, tables: new Set(files.map((f) => f.table)).size, rows: files.reduce((n, f) => n + f.rows, 0), bytes: files.reduce((n, f) => n + f.bytes, 0), keyId: state.keyId, complete: false };
+  return { date, prefix: state.prefix, createdAt: state.createdAt, ...totalsOf(state.files), keyId: state.keyId, complete: state.done };
 }
 
 /**

@@ -81,8 +81,13 @@ type Progress = {
   finishing: boolean;
 };
 
-/** A dump finished (its manifest), or still running with what is written so far. */
-export type DumpState = { done: true; manifest: Manifest } | { done: false; prefix: string; files: DumpFile[]; keyId: string | null; createdAt: string };
+/** A dump's files so far (all of them once `done`: its manifest lists the same). */
+export type DumpState = { done: boolean; prefix: string; files: DumpFile[]; keyId: string | null; createdAt: string };
+
+/** What a list of dump files holds: distinct tables, rows, stored bytes. */
+export function totalsOf(files: readonly DumpFile[]): { tables: number; rows: number; bytes: number } {
+  return { tables: new Set(files.map((f) => f.table)).size, rows: files.reduce((n, f) => n + f.rows, 0), bytes: files.reduce((n, f) => n + f.bytes, 0) };
+}
 
 const quoteIdent = (name: string) => `"${name.replaceAll('"', '""')}"`;
 
@@ -201,15 +206,15 @@ function manifestOf(p: Progress): Manifest {
     destination: p.destination,
     consistency: CONSISTENCY,
     tables: p.files,
-    totalRows: p.files.reduce((n, f) => n + f.rows, 0),
-    totalBytes: p.files.reduce((n, f) => n + f.bytes, 0),
+    totalRows: totalsOf(p.files).rows,
+    totalBytes: totalsOf(p.files).bytes,
     schema: p.schema,
   };
 }
 
 /** The audit row of a finished dump, by the actor who asked for it. */
 function completionAudit(m: Manifest): AuditEntry {
-  const tables = new Set(m.tables.map((f) => f.table)).size;
+  const { tables } = totalsOf(m.tables);
   if (m.kind === "backup") {
     return { action: "backup.created", targetType: "backup", targetId: m.prefix, after: backupSummaryOf(m) };
   }
@@ -224,14 +229,14 @@ function completionAudit(m: Manifest): AuditEntry {
 
 /** A backup's summary from its manifest (the API's Backup). */
 export function backupSummaryOf(m: Manifest) {
-  return { date: m.prefix.split("/").at(-2) ?? "", prefix: m.prefix, createdAt: m.createdAt, tables: new Set(m.tables.map((f) => f.table)).size, rows: m.totalRows, bytes: m.totalBytes, keyId: m.keyId };
+  return { date: m.prefix.split("/").at(-2) ?? "", prefix: m.prefix, createdAt: m.createdAt, tables: totalsOf(m.tables).tables, rows: m.totalRows, bytes: m.totalBytes, keyId: m.keyId };
 }
 
 /**
  * Writes the manifest, audits the dump as its requester (once: a retried finish finds its row), then removes the
  * progress file and the step markers. Each step may be redone, so a finish that died half-way is finished by the retry.
  */
-async function finish(s: Services, p: Progress): Promise<Manifest> {
+async function finish(s: Services, p: Progress): Promise<DumpState> {
   const manifest = manifestOf(p);
   await s.env.ARCHIVE.put(`${p.prefix}${MANIFEST}`, JSON.stringify(manifest, null, 2), {
     httpMetadata: { contentType: "application/json" },
@@ -246,10 +251,10 @@ async function finish(s: Services, p: Progress): Promise<Manifest> {
   // A newer run into the same folder owns its progress file: leave it.
   const current = await readProgress(s.env.ARCHIVE, p.prefix);
   if (current?.progress.runId === p.runId) await s.env.ARCHIVE.delete([`${p.prefix}${PROGRESS}`, sentMarker(p, p.step), sentMarker(p, p.step - 1)]);
-  return manifest;
+  return stateOf(p, true);
 }
 
-const stateOf = (p: Progress): DumpState => ({ done: false, prefix: p.prefix, files: p.files, keyId: p.keyId, createdAt: new Date(p.now).toISOString() });
+const stateOf = (p: Progress, done: boolean): DumpState => ({ done, prefix: p.prefix, files: p.files, keyId: p.keyId, createdAt: new Date(p.now).toISOString() });
 
 /** Whether the message of a step was sent: a tiny object of its own, so writing it never moves progress.json's etag. */
 const sentMarker = (p: { prefix: string; runId: string }, step: number) => `${p.prefix}steps/${p.runId}-${step}`;
@@ -310,9 +315,9 @@ export async function startDump(s: Services, opts: DumpOptions, budget: DumpBudg
     const started = { prefix: p.prefix, destination: p.destination, encrypted: p.encrypt, keyId: p.keyId, tables: tables.length };
     await commitWithAudit(s.db, [], [{ action: "emergency.export_started", targetType: "emergency_export", targetId: p.prefix, after: started }], s.audit);
   }
-  if (await runSlice(env, p, budget)) return { done: true, manifest: await finish(s, p) };
+  if (await runSlice(env, p, budget)) return finish(s, p);
   await advance(s, p, null);
-  return stateOf(p);
+  return stateOf(p, false);
 }
 
 /**
@@ -325,7 +330,7 @@ export async function continueDump(s: Services, prefix: string, runId: string, s
   if (!read || read.progress.runId !== runId) return null; // finished, or replaced by a newer run into the folder
   const { progress: p, etag } = read;
   if (p.step === step + 1) {
-    if (p.finishing) return { done: true, manifest: await finish(s, p) };
+    if (p.finishing) return finish(s, p);
     if (!(await s.env.ARCHIVE.head(sentMarker(p, p.step)))) await sendStep(s, p);
     return null;
   }
@@ -338,9 +343,9 @@ export async function continueDump(s: Services, prefix: string, runId: string, s
     p.finishing = true;
     const claimed = await s.env.ARCHIVE.put(`${prefix}${PROGRESS}`, JSON.stringify(p), { onlyIf: { etagMatches: etag } });
     if (!claimed) return null;
-    return { done: true, manifest: await finish(s, p) };
+    return finish(s, p);
   }
-  return (await advance(s, p, etag)) ? stateOf(p) : null;
+  return (await advance(s, p, etag)) ? stateOf(p, false) : null;
 }
 
 export async function readManifest(archive: R2Bucket, prefix: string): Promise<Manifest | null> {

@@ -1,7 +1,7 @@
 import { z } from "@hono/zod-openapi";
 import type { Services } from "../../platform/services";
 import { fail, ok, type Outcome } from "../../platform/failure";
-import { ARCHIVE_BUCKET, MANIFEST, startDump, stamp } from "./dump";
+import { ARCHIVE_BUCKET, MANIFEST, startDump, stamp, totalsOf } from "./dump";
 
 export const EmergencyExportRequest = z.object({
   destination: z.string().max(500).optional().openapi({ example: "s3://emergency-backup/", description: "Recorded in the manifest; a Worker cannot write there itself" }),
@@ -46,7 +46,7 @@ export async function emergencyExportAll(s: Services, input: z.infer<typeof Emer
   const prefix = `emergency/${stamp(ctx.now)}/`;
   const destination = input.destination ?? null;
   const state = await startDump(s, { prefix, kind: "emergency", encrypt: input.encrypt, now: ctx.now, actor: ctx.actor, destination });
-  const files = state.done ? state.manifest.tables : state.files;
+  const totals = totalsOf(state.files);
   return ok({
     prefix,
     manifestKey: `${prefix}${MANIFEST}`,
@@ -54,11 +54,11 @@ export async function emergencyExportAll(s: Services, input: z.infer<typeof Emer
     binding: "ARCHIVE" as const,
     destination,
     encrypted: input.encrypt,
-    keyId: state.done ? state.manifest.keyId : state.keyId,
+    keyId: state.keyId,
     complete: state.done,
-    tables: files,
-    totalRows: files.reduce((n, f) => n + f.rows, 0),
-    totalBytes: files.reduce((n, f) => n + f.bytes, 0),
+    tables: state.files,
+    totalRows: totals.rows,
+    totalBytes: totals.bytes,
     note: copyNote(prefix, destination) + (state.done ? "" : ` The export goes on in the background: it is complete when ${prefix}${MANIFEST} exists.`),
   });
 }
