@@ -261,6 +261,18 @@ describe("credit notes on an open invoice", () => {
     expect(after.lines[0].creditable).toEqual({ amount: usd(0), tax: usd(0) });
   }, 30_000);
 
+  it("a charge after a partial note pays what is left, and its invoice.paid event says what is left to credit", async () => {
+    const { invoice, line } = await taxedInvoice(false);
+    const usd = (minor: number) => ({ amount: (minor / 100).toFixed(2), amountMinor: minor, currency: "USD" });
+    expect((await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: line.id, amount: "20.00" }], reason: "order_change" })).status).toBe(201);
+    await attempt(invoice.id);
+    const paid = await env.DB.prepare("SELECT data FROM events WHERE object_id = ? AND type = 'invoice.paid'").bind(invoice.id).first<{ data: string }>();
+    const object = JSON.parse(paid!.data).object;
+    // Paid 88.00 (110.00 less the note's 22.00): what is left to credit is the paid amount, 80.00 + 8.00 on the line.
+    expect(object).toMatchObject({ status: "paid", amountPaid: { amountMinor: 8800 }, creditable: { total: usd(8800) } });
+    expect(object.lines[0].creditable).toEqual({ amount: usd(8000), tax: usd(800) });
+  }, 30_000);
+
   it("refuses drafts, void invoices, unknown lines and roles without finance access", async () => {
     const { invoice, line } = await taxedInvoice(false);
     expect((await createNote({ invoiceId: invoice.id, lines: [{ invoiceLineId: "il_nope", amount: 1 }], reason: "duplicate" })).body.errors[0]).toMatchObject({ path: "lines.0.invoiceLineId" });

@@ -23,14 +23,19 @@ export async function creditedLinesOf(db: Db, invoiceIds: readonly string[]): Pr
   return out;
 }
 
-// The one-invoice query, built by drizzle once per isolate: every charge reads it for its invoice.paid event.
-const ofOneInvoice = builtOnce((db: Db) => [
+/**
+ * The issued credit notes' lines of one invoice (`invoiceId` bound by the caller's `builtOnce`): a query to put in a
+ * caller's batched read, e.g. the charge's, which needs them for its invoice.paid event.
+ */
+export const creditedLinesQuery = (db: Db, invoiceId: ReturnType<typeof sql.placeholder>) =>
   db
     .select({ creditNoteId: creditNotes.id, invoiceLineId: creditNoteLines.invoiceLineId, amount: creditNoteLines.amount, taxAmount: creditNoteLines.taxAmount })
     .from(creditNoteLines)
     .innerJoin(creditNotes, eq(creditNotes.id, creditNoteLines.creditNoteId))
-    .where(and(eq(creditNotes.invoiceId, sql.placeholder("invoiceId")), eq(creditNotes.status, "issued"))),
-] as const);
+    .where(and(eq(creditNotes.invoiceId, invoiceId), eq(creditNotes.status, "issued")));
+
+// The one-invoice query, built by drizzle once per isolate.
+const ofOneInvoice = builtOnce((db: Db) => [creditedLinesQuery(db, sql.placeholder("invoiceId"))] as const);
 
 /** The same for one invoice. */
 export async function creditedLinesOfInvoice(db: Db, invoiceId: string): Promise<NoteCreditedLine[]> {

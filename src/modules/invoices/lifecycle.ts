@@ -229,7 +229,14 @@ export const PAYMENT_TERMS_MS = 30 * 86_400_000;
  * own record must commit even when the invoice moved on (a void meanwhile is a refund case, not a lost payment);
  * the event exists only when the invoice moved.
  */
-export async function invoicePaid(db: Db, inv: InvoiceRow, payment: { id: string; amount: number; attempt: number }, ctx: Ctx, lines?: LineRow[] | InvoiceObject["lines"]): Promise<ChangeSet> {
+export async function invoicePaid(
+  db: Db,
+  inv: InvoiceRow,
+  payment: { id: string; amount: number; attempt: number },
+  ctx: Ctx,
+  /** What the caller read with `inv` (the charge reads both in its one read): the event is built from them. */
+  known: { lines?: LineRow[] | InvoiceObject["lines"]; credited?: readonly CreditedLine[] } = {},
+): Promise<ChangeSet> {
   if (!PAYABLE.includes(inv.status)) return change(); // already paid or void: the payment does not touch it
   invoiceLifecycle.assertMove(inv.id, inv.status, "paid");
   const after: InvoiceRow = { ...inv, status: "paid", amountPaid: inv.amountPaid + payment.amount, amountDue: 0, paidAt: ctx.now, lastError: null, attemptCount: Math.max(inv.attemptCount, payment.attempt), updatedAt: ctx.now };
@@ -242,7 +249,7 @@ export async function invoicePaid(db: Db, inv: InvoiceRow, payment: { id: string
       .update(invoices)
       .set({ status: "paid", amountPaid: sql`${invoices.amountPaid} + ${payment.amount}`, amountDue: 0, paidAt: ctx.now, lastError: null, attemptCount: after.attemptCount, updatedAt: ctx.now })
       .where(where(inv.id, PAYABLE)),
-    [draftOf("invoice.paid", after, lines ?? (await invoiceLinesOf(db, inv)), { status: inv.status, amountPaid: toInvoice(inv, undefined, []).amountPaid, amountDue: toInvoice(inv, undefined, []).amountDue, paidAt: null }, await creditedLinesOfInvoice(db, inv.id))],
+    [draftOf("invoice.paid", after, known.lines ?? (await invoiceLinesOf(db, inv)), { status: inv.status, amountPaid: toInvoice(inv, undefined, []).amountPaid, amountDue: toInvoice(inv, undefined, []).amountDue, paidAt: null }, known.credited ?? (await creditedLinesOfInvoice(db, inv.id)))],
     ctx,
     false,
     [{ action: "invoice.paid", targetType: "invoice", targetId: inv.id, before: { status: inv.status, amountPaid: inv.amountPaid }, after: { status: "paid", amountPaid: after.amountPaid, paymentId: payment.id } }, ...grants.audit],

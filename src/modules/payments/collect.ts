@@ -7,6 +7,8 @@ import type { AuditContext } from "../../platform/audit";
 import { customers, invoiceLines, invoices, payments, subscriptions } from "../../db/schema";
 import { change, commit, merge } from "../../platform/change-set";
 import { invoiceLinesOf, invoicePaid } from "../invoices/lifecycle";
+import { creditedLinesQuery } from "../invoices/creditable";
+import type { CreditedLine } from "../../domain/creditable";
 import { subscriptionAfterPayment } from "../subscriptions/transitions";
 import { paymentFailed, paymentParked, paymentProcessing, paymentSucceeded } from "./lifecycle";
 import type { GatewayName } from "../../gateways/types";
@@ -65,13 +67,15 @@ const chargeReads = builtOnce((db: Db) => {
     db.select().from(subscriptions).where(eq(subscriptions.id, of(invoices.subscriptionId))),
     db.select({ metadata: customers.metadata }).from(customers).where(eq(customers.id, of(invoices.customerId))),
     db.select().from(invoiceLines).where(eq(invoiceLines.invoiceId, invoiceId)),
+    // Read with the invoice, for the invoice.paid event built from that same row (not a round trip of its own later).
+    creditedLinesQuery(db, invoiceId),
   ] as const;
 });
 
 /** Everything a charge reads, in one D1 round trip. */
 async function loadForCharge(db: Db, invoiceId: string, attempt: number) {
-  const [inv, existing, sub, customer, lines] = await db.batch(chargeReads(db, { invoiceId, key: chargeKey(invoiceId, attempt) }));
-  return { inv: inv[0], existing: existing[0], sub: sub[0], customer: customer[0], lines };
+  const [inv, existing, sub, customer, lines, credited] = await db.batch(chargeReads(db, { invoiceId, key: chargeKey(invoiceId, attempt) }));
+  return { inv: inv[0], existing: existing[0], sub: sub[0], customer: customer[0], lines, credited };
 }
 
 /**
@@ -119,7 +123,7 @@ export async function collectInvoice(s: Services, invoiceId: string, opts: Colle
       return { outcome: "unknown", payment: { ...payment, gateway: gateway.name, status: "processing", failureCode: "gateway_error", failureMessage: message }, error: message } satisfies CollectOutcome;
     }
     const latencyMs = Date.now() - started;
-    return recordOutcome(s, inv, { ...payment, paymentMethod: method, gateway: gateway.name, status: "processing" }, result, latencyMs, { planId: sub?.planId ?? null, lines });
+    return recordOutcome(s, inv, { ...payment, paymentMethod: method, gateway: gateway.name, status: "processing" }, result, latencyMs, { planId: sub?.planId ?? null, lines, credited: loaded.credited });
   });
   if (admitted.admitted && admitted.value !== STOPPED) return admitted.value;
   // Refused by the guard, or admitted but frozen (or queue mode) before the attempt batch: never started.
@@ -175,7 +179,7 @@ async function recordOutcome(
   payment: PaymentRow,
   result: ChargeResult,
   latencyMs: number,
-  known: { planId: string | null; lines: Awaited<ReturnType<typeof invoiceLinesOf>> },
+  known: { planId: string | null; lines: Awaited<ReturnType<typeof invoiceLinesOf>>; credited: CreditedLine[] },
 ): Promise<CollectOutcome> {
   const { db, audit: ctx } = s;
   const base = { gateway: payment.gateway, gatewayPaymentId: result.gatewayPaymentId, latencyMs, updatedAt: ctx.now };
@@ -188,7 +192,7 @@ async function recordOutcome(
     // The invoice's event goes first in the batch (and the stream): invoice.paid, then payment.succeeded.
     const settled = paymentSucceeded(db, payment, base, paidCtx, { livemode });
     const cs = merge(
-      await invoicePaid(db, inv, payment, paidCtx, known.lines),
+      await invoicePaid(db, inv, payment, paidCtx, { lines: known.lines, credited: known.credited }),
       settled.change,
       ...(inv.subscriptionId ? [subscriptionAfterPayment(db, inv.subscriptionId, "succeeded", paidCtx)] : []),
       change({
