@@ -1,5 +1,6 @@
 import type { QueueMessage } from "./messages";
-import type { LogFields, Services } from "../src/platform/services";
+import { trailingWritesFor, type LogFields, type Services } from "../src/platform/services";
+import type { TrailingWrites } from "../src/platform/trailing-writes";
 
 export type HandlerResult =
   | { status: "done" }
@@ -25,8 +26,11 @@ export function backoffSeconds(attempts: number, base = 10): number {
  * key, not the sum). Without `keyOf`, every message is its own key.
  */
 export type ConsumerOptions<M> = {
-  /** Makes each message's own Services (src/platform/services.ts `messageServices`), tagged with `fields`. */
-  services: (env: Env, fields: LogFields) => Services;
+  /**
+   * Makes each message's own Services (src/platform/services.ts `messageServices`), tagged with `fields`, sharing the
+   * batch's trailing writes.
+   */
+  services: (env: Env, fields: LogFields, trailing: TrailingWrites) => Services;
   producer?: (env: Env) => Queue;
   keyOf?: (message: M) => string | undefined;
   /** Keys in flight at once (default: all of the batch's). */
@@ -42,11 +46,12 @@ export function consumer<M extends { type: string }>(queue: string, handlers: Ha
   const { services, producer, keyOf, concurrency = Infinity } = options;
   return async (batch: MessageBatch<unknown>, env: Env): Promise<void> => {
     const size = batch.messages.length;
+    const trailing = trailingWritesFor(env);
     const handle = async (msg: Message<unknown>) => {
       const body = msg.body as M;
       const handler = (handlers as unknown as Record<string, MessageHandler<M> | undefined>)[body?.type];
       let result: HandlerResult;
-      const s = services(env, { queue, messageId: msg.id, type: body?.type });
+      const s = services(env, { queue, messageId: msg.id, type: body?.type }, trailing);
       try {
         result = handler
           ? await handler(body, s, msg.attempts, size)
@@ -86,6 +91,14 @@ export function consumer<M extends { type: string }>(queue: string, handlers: Ha
       for (let lane = pending.shift(); lane; lane = pending.shift()) for (const msg of lane) await handle(msg);
     };
     await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, pending.length)) }, runLanes));
+    // After the messages (already acked or retried on their own): a failed flush loses only what its repair path
+    // re-derives (platform/trailing-writes.ts), so it is logged, not retried with the batch.
+    const writes = trailing.size;
+    try {
+      await trailing.flush();
+    } catch (e) {
+      console.log(JSON.stringify({ level: "error", msg: "trailing writes of a queue batch failed; the repair path redoes them", queue, writes, error: String(e) }));
+    }
   };
 }
 

@@ -12,6 +12,7 @@ import { usageMeterOf } from "./meters";
 import { SYSTEM_ACTOR } from "./actor";
 import { sendAll } from "./queue-send";
 import { getSetting } from "./settings";
+import { TrailingWrites } from "./trailing-writes";
 
 /** A typed producer of one queue. */
 export type Producer<M> = {
@@ -76,6 +77,11 @@ export type Services = {
     defaultPrimary(): GatewayName;
   };
   readonly settings: { get<T extends object>(key: string, defaults: T): Promise<T> };
+  /**
+   * A queue batch's bookkeeping writes, written once when its messages are done (platform/trailing-writes.ts); null
+   * outside a queue batch (a request, a cron task), where such a write goes out at once.
+   */
+  readonly trailing: TrailingWrites | null;
   readonly log: Log;
   /** This context with its log lines carrying `fields` too. */
   withLog(fields: LogFields): Services;
@@ -117,9 +123,9 @@ function logger(fields: LogFields): Log {
 }
 
 /** The parts of a Services its derived contexts (another `now`, more log fields) share: one clock memo, one of each stub. */
-type Shared = { env: Env; db: Db; clock: Clock; queues: Services["queues"]; meters: Services["meters"]; guard: Services["guard"]; gateways: Services["gateways"]; settings: Services["settings"] };
+type Shared = { env: Env; db: Db; clock: Clock; queues: Services["queues"]; meters: Services["meters"]; guard: Services["guard"]; gateways: Services["gateways"]; settings: Services["settings"]; trailing: TrailingWrites | null };
 
-function shared(env: Env, wall: number): Shared {
+function shared(env: Env, wall: number, trailing: TrailingWrites | null): Shared {
   const db = dbOf(env);
   const frozenOf = new Map<string, Promise<number | null>>();
   const frozen = (id: string | null | undefined): Promise<number | null> => {
@@ -169,6 +175,7 @@ function shared(env: Env, wall: number): Shared {
       defaultPrimary: () => defaultPrimary(env),
     },
     settings: { get: (key, defaults) => getSetting(db, key, defaults) },
+    trailing,
   };
 }
 
@@ -207,10 +214,16 @@ function build(base: Shared, given: AuditContext, fields: LogFields): Services {
  * request id, the queue message, the cron task). Made in three places only: HTTP (`services(c)`), the queue
  * consumer (one per message) and the cron task runner.
  */
-export function servicesFor(env: Env, audit: AuditContext, fields: LogFields = {}): Services {
+export function servicesFor(env: Env, audit: AuditContext, fields: LogFields = {}, trailing: TrailingWrites | null = null): Services {
   const wall = audit.wallClock ?? Date.now();
-  return build(shared(env, wall), audit, { ...(audit.requestId ? { requestId: audit.requestId } : {}), ...fields });
+  return build(shared(env, wall, trailing), audit, { ...(audit.requestId ? { requestId: audit.requestId } : {}), ...fields });
 }
 
-/** The Services of one queue message (queues/dispatch.ts makes one per message): the system acting now. */
-export const messageServices = (env: Env, fields: LogFields): Services => servicesFor(env, { actor: SYSTEM_ACTOR, now: Date.now() }, fields);
+/**
+ * The Services of one queue message (queues/dispatch.ts makes one per message): the system acting now, with the
+ * batch's trailing writes.
+ */
+export const messageServices = (env: Env, fields: LogFields, trailing: TrailingWrites | null = null): Services => servicesFor(env, { actor: SYSTEM_ACTOR, now: Date.now() }, fields, trailing);
+
+/** The trailing writes of one queue batch (written by the consumer when the batch's messages are done). */
+export const trailingWritesFor = (env: Env): TrailingWrites => new TrailingWrites(dbOf(env));

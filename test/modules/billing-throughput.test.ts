@@ -11,6 +11,9 @@ import { GuardLease } from "../../src/modules/payments/guard";
 import { CHARGES_IN_FLIGHT } from "../../queues/payments";
 import { dropSettingsCache } from "../../src/platform/settings";
 import { api, servicesOf, spyQueue, unique, type SentMessage } from "../helpers";
+import { messageServices, servicesFor, trailingWritesFor } from "../../src/platform/services";
+import { consumer } from "../../queues/dispatch";
+import { resyncMeters } from "../../src/modules/usage/meter-config";
 
 const worker: Required<Pick<ExportedHandler<Env>, "queue">> = entry as never;
 let sent: SentMessage[] = [];
@@ -105,6 +108,50 @@ describe("a renewal and its charge", () => {
     expect(counted.map((c) => c.count.roundTrips)).toEqual(ids.map(() => 3));
     const numbers = (await Promise.all(ids.map(cycleInvoiceOf))).map((i) => Number(i!.number.slice(-6))).sort((a, b) => a - b);
     expect(numbers).toEqual(ids.map((_, i) => before + 1 + i));
+  });
+});
+
+describe("a jobs batch of renewals", () => {
+  it("writes its meters' acknowledgements together once its renewals are done: two round trips a renewal, one for the batch", { timeout: 30_000 }, async () => {
+    const p = await plan();
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push(await dueSubscription(p.id, 100 + i));
+    const trailing = trailingWritesFor(testEnv());
+    const synced = async () =>
+      (await env.DB.prepare(`SELECT count(*) AS n FROM subscriptions WHERE id IN (${ids.map(() => "?").join(",")}) AND meter_synced_version = config_version`).bind(...ids).first<{ n: number }>())!.n;
+    const counted = await Promise.all(ids.map((id) => countD1(() => runDue(servicesFor(testEnv(), ctx(), {}, trailing), id, runAt()))));
+    expect(counted.map((c) => c.count.roundTrips)).toEqual(ids.map(() => 2));
+    expect(counted.every((c) => c.value[0]?.invoiceId)).toBe(true);
+    // Each meter holds its new period already; D1 learns it with the batch's flush.
+    expect(await synced()).toBe(0);
+    const flushed = await countD1(() => trailing.flush());
+    expect(flushed).toMatchObject({ value: 5, count: { roundTrips: 1, statements: 5 } });
+    expect(await synced()).toBe(5);
+  });
+
+  it("the consumer writes them after the batch's messages; lost ones (a batch that died first) are redone by the hourly resync", { timeout: 30_000 }, async () => {
+    const p = await plan();
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) ids.push(await dueSubscription(p.id, 7));
+    const behind = async (of: string[]) =>
+      (await env.DB.prepare(`SELECT count(*) AS n FROM subscriptions WHERE id IN (${of.map(() => "?").join(",")}) AND meter_synced_version < config_version`).bind(...of).first<{ n: number }>())!.n;
+    const renew = consumer<{ type: "renew"; id: string }>("test-jobs", { renew: async (m, s) => (await runDue(s, m.id, runAt()), { status: "done" }) }, { services: messageServices });
+    const batch = createMessageBatch("test-jobs", ids.slice(0, 2).map((id, i) => ({ id: unique(`tw${i}`), timestamp: new Date(), attempts: 1, body: { type: "renew", id } })));
+    await renew(batch, testEnv());
+    expect(await behind(ids.slice(0, 2))).toBe(0);
+
+    // Renewed, but the batch's writes never flushed: D1 says the meters are behind, though they hold the new period.
+    const lost = trailingWritesFor(testEnv());
+    for (const id of ids.slice(2)) expect((await runDue(servicesFor(testEnv(), ctx(), {}, lost), id, runAt()))[0]?.invoiceId).toBeDefined();
+    expect(await behind(ids.slice(2))).toBe(2);
+    const resync = await resyncMeters(servicesOf(ctx(), testEnv()), 1_000);
+    expect(resync.failed).toBe(0);
+    expect(await behind(ids.slice(2))).toBe(0);
+    for (const id of ids.slice(2)) {
+      const held = await env.USAGE_METER.get(env.USAGE_METER.idFromName(id)).getConfig();
+      const row = await env.DB.prepare("SELECT config_version, current_period_start FROM subscriptions WHERE id = ?").bind(id).first<{ config_version: number; current_period_start: number }>();
+      expect({ version: held?.version, start: held?.currentPeriodStart }).toEqual({ version: row!.config_version, start: row!.current_period_start });
+    }
   });
 });
 

@@ -73,8 +73,8 @@ type Loaded = { sub: SubscriptionRow; plan: PlanRow; customer: CustomerRow; pend
 /**
  * Runs, in time order, every step of one subscription due by `now` (renewals, trial ends, resumes, changes). A
  * renewal costs three D1 round trips: the read, the batch (subscription, invoice, its finalization and number), and
- * the meter's acknowledged version; the next step is decided on the row as that batch wrote it, and read again only
- * when it is due too.
+ * the meter's acknowledged version (in a queue batch, that one is written with the batch's others: two each, plus one
+ * per batch); the next step is decided on the row as that batch wrote it, and read again only when it is due too.
  */
 export async function runDue(s: Services, subscriptionId: string, now: number, maxSteps = 60): Promise<StepResult[]> {
   return (await runDueSteps(s, subscriptionId, now, maxSteps)).steps;
@@ -91,6 +91,8 @@ export async function runDueSteps(s: Services, subscriptionId: string, now: numb
   const results: StepResult[] = [];
   const opts = (plan: PlanRow) => ({ hasMeters: hasMeters(plan), graceMs: graceMsOf(env) });
   for (let i = 0; i < maxSteps; i++) {
+    // A step after a renewal reads the meter's acknowledged version back (closeMeterPeriod): write it first.
+    if (i > 0 && s.trailing?.size) await s.trailing.flush();
     const loaded = await loadForRun(db, subscriptionId);
     const step = nextDueStep(loaded.sub, opts(loaded.plan));
     if (!step || step.runAt > now) return { steps: results, more: false };

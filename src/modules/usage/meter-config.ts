@@ -105,7 +105,11 @@ export async function pushMeterConfig(
     // (a concurrent change configured it, and that change's directory push may have failed), and the directory was
     // told only this push's version, so the resync must still see the subscription as behind.
     const synced = Math.min(held, sub.configVersion);
-    await db.batch(syncedVersionUpdate(db, { id: sub.id, synced }));
+    // In a queue batch (a renewal) the acknowledgement trails: written with the batch's others in one round trip. A
+    // lost one only makes the hourly resync push this meter again (a no-op for it).
+    const [ack] = syncedVersionUpdate(db, { id: sub.id, synced });
+    if (s.trailing) s.trailing.add(`meter-ack:${sub.id}`, ack);
+    else await db.batch([ack]);
     return true;
   } catch (e) {
     s.log.error("meter config push failed", { subscriptionId: sub.id, error: String(e) });
