@@ -67,6 +67,13 @@ type AggRow = {
   flushed_rev: number;
 };
 
+/**
+ * The object's tables. Written down in `meta` ('schema') once applied, so an object starting again (every renewal
+ * starts its subscription's meter, which has usually been evicted since its last event) reads one row instead of
+ * running each statement: **bump SCHEMA_VERSION whenever SCHEMA changes**, and existing objects apply it on their
+ * next start (the statements are idempotent).
+ */
+const SCHEMA_VERSION = "1";
 const SCHEMA = [
   "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
   "CREATE TABLE IF NOT EXISTS periods (start INTEGER PRIMARY KEY, end INTEGER NOT NULL, closed_at INTEGER)",
@@ -128,17 +135,32 @@ export class UsageMeter extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     ctx.blockConcurrencyWhile(async () => {
-      for (const stmt of SCHEMA) ctx.storage.sql.exec(stmt);
-      const row = ctx.storage.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'config'").toArray()[0];
-      this.config = row ? (JSON.parse(row.value) as MeterConfig) : null;
-      const clock = ctx.storage.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'clock'").toArray()[0];
-      this.clockTime = clock ? Number(clock.value) : null;
+      const meta = this.readMeta();
+      if (meta.get("schema") !== SCHEMA_VERSION) {
+        for (const stmt of SCHEMA) ctx.storage.sql.exec(stmt);
+        ctx.storage.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", SCHEMA_VERSION);
+      }
+      const config = meta.get("config");
+      this.config = config ? (JSON.parse(config) as MeterConfig) : null;
+      const clock = meta.get("clock");
+      this.clockTime = clock ? Number(clock) : null;
       this.loadPeriods();
     });
   }
 
   private get sql() {
     return this.ctx.storage.sql;
+  }
+
+  /** The `meta` rows the object starts from, in one statement; none for a new object (no tables yet). */
+  private readMeta(): Map<string, string> {
+    try {
+      const rows = this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta WHERE key IN ('schema', 'config', 'clock')").toArray();
+      return new Map(rows.map((r) => [r.key, r.value]));
+    } catch (e) {
+      if (/no such table/i.test(String(e))) return new Map();
+      throw e;
+    }
   }
 
   private loadPeriods() {

@@ -397,6 +397,28 @@ describe("UsageMeter durability and rollups", () => {
     expect(after.dup[0]!.status).toBe("duplicate");
   });
 
+  it("restarts from one meta read once its schema is recorded, and a meter from before the schema record keeps its state", async () => {
+    const { subscriptionId, stub } = await configuredMeter();
+    await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 6, { eventId: "s1" }) });
+    const after = await runInDurableObject(stub, async (instance, state) => {
+      const recorded = state.storage.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'schema'").toArray();
+      // As a meter created before the record existed: tables and state, no 'schema' row.
+      state.storage.sql.exec("DELETE FROM meta WHERE key = 'schema'");
+      const fresh = new UsageMeter(state, env);
+      await state.blockConcurrencyWhile(async () => {});
+      return {
+        recorded: recorded.map((r) => r.value),
+        again: state.storage.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'schema'").toArray().map((r) => r.value),
+        sameConfig: JSON.stringify(fresh.getConfig()) === JSON.stringify(instance.getConfig()),
+        summary: fresh.summary({ kind: "current" }, Date.now()),
+      };
+    });
+    expect(after.recorded).toEqual(["1"]);
+    expect(after.again).toEqual(["1"]);
+    expect(after.sameConfig).toBe(true);
+    expect(after.summary.ok && after.summary.meters.find((m) => m.meterId === "m_sum")?.value).toBe("6");
+  });
+
   it("flushes aggregates to D1 on its alarm, matching the meter", async () => {
     const { subscriptionId, stub } = await configuredMeter();
     await api("POST", "/api/v1/usage", { body: { events: [ev(subscriptionId, "m_sum", "1.25"), ev(subscriptionId, "m_sum", 2), ev(subscriptionId, "m_max", 9)] } });
