@@ -60,6 +60,8 @@ const workersProject = async (name: string, files: { include: string[]; exclude?
           TEST_MIGRATIONS: await readD1Migrations("./migrations"),
           // Every invocation through the worker's entry points runs under Cloudflare's limits (src/platform/limits.ts).
           LIMITS: "enforce",
+          // Tests that hold a path to a number of D1 round trips count them (src/db/round-trips.ts).
+          COUNT_ROUND_TRIPS: "1",
           ...testSecrets,
         },
         ...(files.fastQueues ? { queueConsumers: await testQueueConsumers() } : {}),
