@@ -89,6 +89,43 @@ export function insertRow<T extends SQLiteTable>(db: Db, table: T, row: T["$infe
   return preparedStatement(db, shape.text, valuesOf(shape, r));
 }
 
+const updateShapes = new WeakMap<SQLiteTable, Map<string, Shape & { match: { key: string; column: SQLiteColumn; count: number }[] }>>();
+
+/**
+ * `db.update(table).set(fields).where(and(eq(k, v), …))` as a prepared statement: a status move guarded on the row's
+ * id and current status, with the fields the change sets (the SQL text cached per table, fields and matched columns).
+ * A `match` value that is an array matches any of its values (`IN`). Plain values only: an SQL expression in
+ * `fields` needs drizzle (or `builtOnce`).
+ */
+export function updateWhere<T extends SQLiteTable>(db: Db, table: T, fields: Partial<T["$inferInsert"]>, match: Partial<Record<keyof T["$inferInsert"], unknown>>): BatchItem<"sqlite"> {
+  const f = fields as Record<string, unknown>;
+  const m = match as Record<string, unknown>;
+  const setKeys = givenKeys(f);
+  const matchKeys = Object.keys(m);
+  const counts = matchKeys.map((k) => (Array.isArray(m[k]) ? (m[k] as unknown[]).length : 0));
+  let byKey = updateShapes.get(table);
+  if (!byKey) updateShapes.set(table, (byKey = new Map()));
+  const id = `${setKeys.join(",")}|${matchKeys.map((k, i) => `${k}:${counts[i]}`).join(",")}`;
+  let shape = byKey.get(id);
+  if (!shape) {
+    const all = getTableColumns(table) as Record<string, SQLiteColumn>;
+    const col = (key: string) => {
+      const column = all[key];
+      if (!column) throw new Error(`${getTableName(table)} has no column ${key}`);
+      return column;
+    };
+    const columns = setKeys.map((key) => ({ key, column: col(key) }));
+    const matched = matchKeys.map((key, i) => ({ key, column: col(key), count: counts[i]! }));
+    const where = matched.map((c) => (c.count ? `${quote(c.column.name)} IN (${Array.from({ length: c.count }, () => "?").join(", ")})` : `${quote(c.column.name)} = ?`)).join(" AND ");
+    const text = `UPDATE ${quote(getTableName(table))} SET ${columns.map((c) => `${quote(c.column.name)} = ?`).join(", ")} WHERE ${where}`;
+    shape = { text, columns, match: matched };
+    byKey.set(id, shape);
+  }
+  const driver = (column: SQLiteColumn, v: unknown) => (v === null || v === undefined ? null : column.mapToDriverValue(v));
+  const params = [...valuesOf(shape, f), ...shape.match.flatMap(({ key, column, count }) => (count ? (m[key] as unknown[]).map((v) => driver(column, v)) : [driver(column, m[key])]))];
+  return preparedStatement(db, shape.text, params);
+}
+
 /** D1's bound-parameter limit per statement (Cloudflare's D1 limits page). */
 const MAX_PARAMS = 100;
 

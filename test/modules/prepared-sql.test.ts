@@ -3,7 +3,7 @@ import { env } from "cloudflare:workers";
 import { eq, inArray, sql } from "drizzle-orm";
 import { dbOf } from "../../src/db/client";
 import { auditLog, events } from "../../src/db/schema";
-import { builtOnce, insertRow, insertRowIfChanged, insertRows } from "../../src/db/prepared";
+import { builtOnce, insertRow, insertRowIfChanged, insertRows, updateWhere } from "../../src/db/prepared";
 
 // The billing run's hot path writes these rows with prepared SQL (src/db/prepared.ts) instead of drizzle's builder:
 // what lands in D1, and what reads answer, must be what drizzle would have written and answered.
@@ -34,6 +34,22 @@ describe("prepared SQL for hot-path inserts", () => {
     // The raw stored values too (what other readers, e.g. json_extract in SQL, see).
     const raw = await env.DB.prepare("SELECT livemode, data, customer_id FROM events WHERE id IN ('evt_prep_drizzle', 'evt_prep_prepared') ORDER BY id").all();
     expect(raw.results[1]).toEqual(raw.results[0]);
+  });
+
+  it("a guarded update sets what drizzle's sets, only where every matched column (or one of a list) holds", async () => {
+    const db = dbOf(env);
+    await db.batch([insertRow(db, events, eventRow("evt_upd_drizzle")), insertRow(db, events, eventRow("evt_upd_prepared"))]);
+    const data = { object: { id: "x", changed: true, text: 'a "quoted" value' }, previousAttributes: { n: 1 } };
+    const [miss, listed] = await db.batch([
+      // The type does not match: nothing changes.
+      updateWhere(db, events, { livemode: false }, { id: "evt_upd_prepared", type: "invoice.paid" }),
+      updateWhere(db, events, { livemode: false, data, requestId: null }, { id: "evt_upd_prepared", type: ["invoice.paid", "invoice.created"] }),
+      db.update(events).set({ livemode: false, data, requestId: null }).where(eq(events.id, "evt_upd_drizzle")),
+    ]);
+    expect([(miss as D1Result).meta.changes, (listed as D1Result).meta.changes]).toEqual([0, 1]);
+    const raw = await env.DB.prepare("SELECT livemode, data, request_id, type FROM events WHERE id IN ('evt_upd_drizzle', 'evt_upd_prepared') ORDER BY id").all();
+    expect(raw.results[1]).toEqual(raw.results[0]);
+    expect(raw.results[1]).toMatchObject({ livemode: 0, request_id: null });
   });
 
   it("inserts an if-changed row only when the statement before it changed a row", async () => {

@@ -5,7 +5,7 @@ import { env as workerEnv } from "cloudflare:workers";
 import type { Db } from "../../db/client";
 import type { AuditContext, AuditEntry } from "../../platform/audit";
 import { assertChanged } from "../../db/assert";
-import { insertRow, preparedStatement } from "../../db/prepared";
+import { builtOnce, insertRow, preparedStatement } from "../../db/prepared";
 import { invoiceLines, invoiceNumberSequences, invoices, type InvoiceStatus } from "../../db/schema";
 import { defineLifecycle } from "../../domain/lifecycle";
 import { change, type ChangeSet } from "../../platform/change-set";
@@ -168,6 +168,34 @@ function eventWithNumber(db: Db, row: EventRow, invoiceId: string): BatchItem<"s
 }
 
 /**
+ * The finalization's fixed statements, built by drizzle once per isolate and year (the year is literal text in the
+ * number): the guarded draft move, the sequence's counter, the number. Every renewal finalizes.
+ */
+const finalizeByYear = new Map<number, ReturnType<typeof finalizeBuilder>>();
+const finalizeBuilder = (year: number) =>
+  builtOnce((db: Db) => {
+    const p = sql.placeholder;
+    return [
+      db
+        .update(invoices)
+        .set({ status: sql`${p("to")}`, finalizedAt: sql`${p("finalizedAt")}`, paidAt: sql`${p("paidAt")}`, dueAt: sql`${p("dueAt")}`, updatedAt: sql`${p("now")}` })
+        .where(and(eq(invoices.id, p("id")), eq(invoices.status, p("from")))),
+      db
+        .insert(invoiceNumberSequences)
+        .values({ year, lastNumber: 1 })
+        .onConflictDoUpdate({ target: invoiceNumberSequences.year, set: { lastNumber: sql`${invoiceNumberSequences.lastNumber} + 1` } }),
+      db.update(invoices).set({ number: numberOfSequence(year) }).where(eq(invoices.id, p("id"))),
+    ] as const;
+  });
+const finalizeStatements = (year: number) => {
+  let built = finalizeByYear.get(year);
+  if (!built) finalizeByYear.set(year, (built = finalizeBuilder(year)));
+  return built;
+};
+/** The invoice read back at the end of a batch (the finalization's last statement). */
+const readBack = builtOnce((db: Db) => [db.select().from(invoices).where(eq(invoices.id, sql.placeholder("id")))] as const);
+
+/**
  * draft → open, or draft → paid when nothing is due (then invoice.finalized and invoice.paid, in that order), with
  * the next number of the finalization year's sequence taken inside the same batch: the guarded UPDATE (strict: a
  * concurrent finalization aborts the batch), then the sequence's counter row moves by one (UPSERT), then the invoice
@@ -189,18 +217,8 @@ export function invoiceFinalized(db: Db, inv: InvoiceRow, lines: LineRow[] | Inv
   const drafts = [draftOf("invoice.finalized", after, lines, prev)];
   if (paid) drafts.push(draftOf("invoice.paid", after, lines, { status: inv.status, paidAt: null }));
   const rows = drafts.map((d) => eventRow(d, ctx));
-  const statements: BatchItem<"sqlite">[] = [
-    db.update(invoices).set({ status: to, finalizedAt: after.finalizedAt, paidAt: after.paidAt, dueAt: after.dueAt, updatedAt: ctx.now }).where(where(inv.id, inv.status)),
-    assertChanged(db),
-    db
-      .insert(invoiceNumberSequences)
-      .values({ year, lastNumber: 1 })
-      .onConflictDoUpdate({ target: invoiceNumberSequences.year, set: { lastNumber: sql`${invoiceNumberSequences.lastNumber} + 1` } }),
-    db.update(invoices).set({ number: numberOfSequence(year) }).where(eq(invoices.id, inv.id)),
-    ...link.statements,
-    ...rows.map((r) => eventWithNumber(db, r, inv.id)),
-    db.select().from(invoices).where(eq(invoices.id, inv.id)),
-  ];
+  const [move, counter, numbered] = finalizeStatements(year)(db, { id: inv.id, from: inv.status, to, finalizedAt: after.finalizedAt, paidAt: after.paidAt, dueAt: after.dueAt, now: ctx.now });
+  const statements: BatchItem<"sqlite">[] = [move, assertChanged(db), counter, numbered, ...link.statements, ...rows.map((r) => eventWithNumber(db, r, inv.id)), ...readBack(db, { id: inv.id })];
   return {
     change: change({
       statements,
@@ -219,6 +237,17 @@ export function finalizedRow(results: unknown[], statementCount: number): Invoic
 }
 
 export const PAYMENT_TERMS_MS = 30 * 86_400_000;
+
+/** The paid move (guarded on a payable status), built by drizzle once per isolate: every successful charge makes it. */
+const paidUpdate = builtOnce((db: Db) => {
+  const p = sql.placeholder;
+  return [
+    db
+      .update(invoices)
+      .set({ status: "paid", amountPaid: sql`${invoices.amountPaid} + ${p("amount")}`, amountDue: 0, paidAt: sql`${p("now")}`, lastError: null, attemptCount: sql`${p("attemptCount")}`, updatedAt: sql`${p("now")}` })
+      .where(and(eq(invoices.id, p("id")), inArray(invoices.status, PAYABLE))),
+  ] as const;
+});
 
 /**
  * A payment settled the invoice: open | uncollectible → paid, amountPaid += the payment, nothing left due.
@@ -245,10 +274,7 @@ export async function invoicePaid(
   const grants = inv.billingReason === "manual" && inv.subscriptionId === null ? await activatePurchasedGrants(db, inv.id, ctx) : { statements: [], audit: [], eventIds: [] };
   const cs = guarded(
     db,
-    db
-      .update(invoices)
-      .set({ status: "paid", amountPaid: sql`${invoices.amountPaid} + ${payment.amount}`, amountDue: 0, paidAt: ctx.now, lastError: null, attemptCount: after.attemptCount, updatedAt: ctx.now })
-      .where(where(inv.id, PAYABLE)),
+    paidUpdate(db, { id: inv.id, amount: payment.amount, now: ctx.now, attemptCount: after.attemptCount })[0],
     [draftOf("invoice.paid", after, known.lines ?? (await invoiceLinesOf(db, inv)), { status: inv.status, amountPaid: toInvoice(inv, undefined, []).amountPaid, amountDue: toInvoice(inv, undefined, []).amountDue, paidAt: null }, known.credited ?? (await creditedLinesOfInvoice(db, inv.id)))],
     ctx,
     false,

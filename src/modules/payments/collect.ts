@@ -149,18 +149,23 @@ async function refusalNow(s: Services): Promise<Refused> {
  * reads the row back, so a concurrent delivery that created it first is seen as it is. Nothing is written (STOPPED)
  * when payments were frozen or put in queue mode since the admission (`unlessPaymentsStopped`).
  */
+/** The attempt row created processing (unless it exists) and read back by its key: built by drizzle once per isolate. */
+const attemptStatements = builtOnce((db: Db) => {
+  const p = sql.placeholder;
+  return [
+    db
+      .insert(payments)
+      .values({ id: p("id"), invoiceId: p("invoiceId"), customerId: p("customerId"), attempt: p("attempt"), amount: p("amount"), currency: p("currency"), status: "processing", gateway: p("gateway"), gatewayPaymentId: null, paymentMethod: p("paymentMethod"), idempotencyKey: p("key"), failureCode: null, failureMessage: null, amountRefunded: 0, nextRetryAt: null, latencyMs: null, createdAt: p("now"), updatedAt: p("now") })
+      .onConflictDoNothing(),
+    db.select().from(payments).where(eq(payments.idempotencyKey, p("key"))),
+  ] as const;
+});
+
 async function startAttempt(db: Db, inv: InvoiceRow, existing: PaymentRow | undefined, attempt: number, patch: Pick<PaymentRow, "paymentMethod" | "gateway">, ctx: AuditContext): Promise<PaymentRow | typeof STOPPED> {
   const key = chargeKey(inv.id, attempt);
   const move = existing && !FINAL.has(existing.status) ? paymentProcessing(db, existing, patch, ctx).change : change();
-  const first = existing
-    ? []
-    : [
-        db
-          .insert(payments)
-          .values({ id: newId("pay"), invoiceId: inv.id, customerId: inv.customerId, attempt, amount: inv.amountDue, currency: inv.currency, status: "processing", gateway: patch.gateway, gatewayPaymentId: null, paymentMethod: patch.paymentMethod, idempotencyKey: key, failureCode: null, failureMessage: null, amountRefunded: 0, nextRetryAt: null, latencyMs: null, createdAt: ctx.now, updatedAt: ctx.now })
-          .onConflictDoNothing(),
-      ];
-  const cs = merge(change({ statements: [unlessPaymentsStopped(db), ...first] }), move, change({ statements: [db.select().from(payments).where(eq(payments.idempotencyKey, key))] }));
+  const [insert, readBack] = attemptStatements(db, { id: newId("pay"), invoiceId: inv.id, customerId: inv.customerId, attempt, amount: inv.amountDue, currency: inv.currency, gateway: patch.gateway, paymentMethod: patch.paymentMethod, key, now: ctx.now });
+  const cs = merge(change({ statements: [unlessPaymentsStopped(db), ...(existing ? [] : [insert])] }), move, change({ statements: [readBack] }));
   let results: unknown[];
   try {
     ({ results } = await commit(db, cs, ctx));

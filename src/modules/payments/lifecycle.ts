@@ -1,6 +1,7 @@
 import { and, asc, eq, inArray } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Db } from "../../db/client";
+import { updateWhere } from "../../db/prepared";
 import type { AuditContext, AuditEntry } from "../../platform/audit";
 import { assertChanged } from "../../db/assert";
 import { payments, type PaymentStatus } from "../../db/schema";
@@ -61,7 +62,8 @@ function move(db: Db, p: PaymentRow, to: PaymentStatus, patch: Partial<PaymentRo
       )
     : null;
   const statements: BatchItem<"sqlite">[] = [
-    db.update(payments).set(p.status === to ? fields : { ...fields, status: to }).where(and(eq(payments.id, p.id), eq(payments.status, p.status))),
+    // Prepared SQL (src/db/prepared.ts): two moves per charge.
+    updateWhere(db, payments, p.status === to ? fields : { ...fields, status: to }, { id: p.id, status: p.status }),
     ...(row ? [eventInsertIfChanged(db, row)] : []),
     ...(opts.strict ? [assertChanged(db)] : []),
   ];

@@ -5,7 +5,7 @@ import type { Db } from "../../db/client";
 import { batchAssertions, events, subscriptions, type SubscriptionStatus } from "../../db/schema";
 import type { AuditContext, AuditEntry } from "../../platform/audit";
 import { assertChanged } from "../../db/assert";
-import { builtOnce } from "../../db/prepared";
+import { builtOnce, updateWhere } from "../../db/prepared";
 import { defineLifecycle } from "../../domain/lifecycle";
 import { change, commit, type ChangeSet } from "../../platform/change-set";
 import type { EventDraft, EventType } from "../../platform/events";
@@ -156,10 +156,8 @@ export function subscriptionAfterPayment(db: Db, subscriptionId: string, outcome
   const eventId = newId("evt");
   return change({
     statements: [
-      db
-        .update(subscriptions)
-        .set({ status: to, updatedAt: ctx.now })
-        .where(and(eq(subscriptions.id, subscriptionId), eq(subscriptions.status, from))),
+      // Prepared SQL (src/db/prepared.ts): every successful charge of a subscription's invoice makes it.
+      updateWhere(db, subscriptions, { status: to, updatedAt: ctx.now }, { id: subscriptionId, status: from }),
       statusEventIfChanged(db, subscriptionId, "customer.subscription.updated", from, ctx, eventId),
     ],
     // Handed to delivery after the commit; an id whose row was not written (the move did not apply) is skipped there.
