@@ -1,5 +1,6 @@
 import { sql } from "drizzle-orm";
 import { check, index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import type { Actor } from "../env";
 
 // Times are epoch milliseconds (UTC). Money is integer minor units next to its ISO-4217 currency.
 
@@ -961,7 +962,7 @@ export const reconciliationRuns = sqliteTable(
     counts: text("counts", { mode: "json" }).$type<Record<string, number>>().notNull(),
     creditNotes: text("credit_notes", { mode: "json" }).$type<Record<string, { issued: number; refunded: number; nonCash: number; unmatchedRefundIds: string[] }>>(),
     error: text("error"),
-    actor: text("actor", { mode: "json" }).$type<import("../env").Actor>().notNull(),
+    actor: text("actor", { mode: "json" }).$type<Actor>().notNull(),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
     finishedAt: integer("finished_at"),
