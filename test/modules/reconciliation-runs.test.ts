@@ -8,6 +8,7 @@ import { SandboxGateway } from "../../src/gateways/sandbox";
 import { SANDBOX_FAULTS_KEY } from "../../src/gateways";
 import { dropSettingsCache } from "../../src/platform/settings";
 import { TXN_PAGE, TXN_PAGES_PER_INVOCATION } from "../../src/modules/reconciliation/run";
+import { MAX_BALANCE_TRANSACTIONS } from "../../src/gateways/types";
 import { api, servicesOf, tokenFor, unique } from "../helpers";
 import { deliver, drainTasks, fetchAs, invocationLog, recordingEnv, worker } from "../scale";
 
@@ -31,7 +32,23 @@ async function paid(date: string, opts: { amount?: string; time?: string; ledger
   const p = await env.DB.prepare("SELECT * FROM payments WHERE invoice_id = ?").bind(invoice.id).first<any>();
   await env.DB.prepare("UPDATE payments SET created_at = ?, updated_at = ? WHERE id = ?").bind(at(date, opts.time), at(date, opts.time), p.id).run();
   await env.DB.prepare("UPDATE sandbox_ledger SET created_at = ? WHERE id = ?").bind(opts.ledgerTime ? Date.parse(opts.ledgerTime) : at(date, opts.time), p.gateway_payment_id).run();
-  return { id: p.id as string, gatewayId: p.gateway_payment_id as string, amount: p.amount as number, currency: p.currency as string };
+  return { id: p.id as string, gatewayId: p.gateway_payment_id as string, amount: p.amount as number, currency: p.currency as string, invoiceId: invoice.id as string };
+}
+
+/** A credit note on the payment's invoice (a refund through the gateway, or credit balance), moved with its refund to `date`. */
+async function creditNote(payment: { invoiceId: string }, date: string, how: { refund: string } | { creditBalance: string }) {
+  const invoice = (await api("GET", `/api/v1/invoices/${payment.invoiceId}`)).body;
+  const amount = "refund" in how ? how.refund : how.creditBalance;
+  const body = { invoiceId: payment.invoiceId, lines: [{ invoiceLineId: invoice.lines[0].id, amount }], reason: "order_change", ...("refund" in how ? { refund: { amount } } : { creditBalance: { amount } }) };
+  const note = await api("POST", "/api/v1/credit-notes", { body, env: { PAYMENT_QUEUE: quiet, WEBHOOK_QUEUE: quiet } });
+  expect(note.status, JSON.stringify(note.body)).toBe(201);
+  const row = await env.DB.prepare("SELECT refund_id FROM credit_notes WHERE id = ?").bind(note.body.id).first<{ refund_id: string | null }>();
+  await env.DB.prepare("UPDATE credit_notes SET created_at = ? WHERE id = ?").bind(at(date, "16:00:00"), note.body.id).run();
+  if (row!.refund_id) {
+    await env.DB.prepare("UPDATE refunds SET created_at = ? WHERE id = ?").bind(at(date, "16:00:00"), row!.refund_id).run();
+    await env.DB.prepare("UPDATE sandbox_ledger SET created_at = ? WHERE id = (SELECT gateway_refund_id FROM refunds WHERE id = ?)").bind(at(date, "16:00:00"), row!.refund_id).run();
+  }
+  return note.body;
 }
 
 /** A refund on the sandbox and its local row, both dated `date`. */
@@ -132,6 +149,37 @@ describe("a reconciliation run of a day larger than one invocation", () => {
   });
 });
 
+describe("a gateway listing larger than one request", () => {
+  it("GET answers 422 naming the run to start; the run records each of 10,001 unknown charges, every invocation inside the limits", { timeout: 180_000 }, async () => {
+    const day = "2026-03-05";
+    const n = MAX_BALANCE_TRANSACTIONS + 1;
+    // Charges on the gateway's books with no local payment (each a finding: the listing's worst case).
+    const tag = unique("gw").replace(/_/g, "");
+    await env.DB.prepare(
+      "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) INSERT INTO sandbox_ledger (id, kind, idempotency_key, amount, currency, status, payment_method, created_at) SELECT printf('ch_%s_%06d', ?2, n.i), 'charge', printf('%s-%06d', ?2, n.i), 700, 'USD', 'succeeded', 'pm_card_visa', ?3 + n.i * 1000 FROM n",
+    )
+      .bind(n, tag, at(day, "00:00:00"))
+      .run();
+    const rec = recordingEnv();
+    const log = invocationLog();
+    const refused = await fetchAs(rec.env, "GET", `/api/v1/reconciliation/stripe/${day}?gateway=sandbox`);
+    expect(refused.status).toBe(422);
+    expect(refused.body.errors).toEqual([{ path: "date", message: "too many balance transactions in the window" }]);
+    expect(refused.body.detail).toContain("POST /api/v1/reconciliation/runs");
+
+    const { run, steps } = await runDay(day, rec);
+    expect(run).toMatchObject({ status: "complete", matched: 0, discrepancyCounts: { missing_locally: n, missing_at_gateway: 0 }, progress: { transactions: n } });
+    expect(run.totals.USD.gateway.charges.amountMinor).toBe(700 * n);
+    expect(run.totals.USD.local.count).toBe(0);
+    const lines = log().filter((l) => l.invocation.startsWith("queue billing-tasks"));
+    expect(lines).toHaveLength(steps);
+    expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
+    const most = Math.max(...lines.map((l) => l.d1Queries));
+    console.info(JSON.stringify({ msg: "reconciliation run, every transaction a finding", n, steps, maxD1Queries: most }));
+    expect(most).toBeLessThanOrEqual(650);
+  });
+});
+
 describe("a reconciliation run and GET /reconciliation/stripe/{date}", () => {
   it("find the same discrepancies, totals and credit notes; a re-run resolves the fixed ones and never duplicates", { timeout: 120_000 }, async () => {
     const day = "2026-02-10";
@@ -149,8 +197,15 @@ describe("a reconciliation run and GET /reconciliation/stripe/{date}", () => {
     await refunded(withRefunds, 300, day);
     const lostRefund = await refunded(withRefunds, 200, day);
     await env.DB.prepare("DELETE FROM sandbox_ledger WHERE id = ?").bind(lostRefund.gatewayRefundId).run();
+    // Recorded without the gateway's refund id: matched by payment and amount.
+    const noId = await refunded(withRefunds, 250, day);
+    await env.DB.prepare("UPDATE refunds SET gateway_refund_id = NULL WHERE id = ?").bind(noId.id).run();
     const unknownRefund = await refunded(withRefunds, 100, day);
     await env.DB.prepare("DELETE FROM refunds WHERE id = ?").bind(unknownRefund.id).run();
+
+    const credited = await paid(day, { amount: "40.00" });
+    await creditNote(credited, day, { refund: "5.00" });
+    await creditNote(credited, day, { creditBalance: "3.00" });
 
     const direct = await api("GET", `/api/v1/reconciliation/stripe/${day}?gateway=sandbox`);
     expect(direct.status).toBe(200);
@@ -163,6 +218,7 @@ describe("a reconciliation run and GET /reconciliation/stripe/{date}", () => {
     expect(run.discrepancyCounts).toEqual({ missing_at_gateway: 2, missing_locally: 2, amount_mismatch: 1, status_mismatch: 1 });
     expect(run.totals).toEqual(direct.body.totals);
     expect(run.creditNotes).toEqual(direct.body.creditNotes);
+    expect(run.creditNotes.USD).toMatchObject({ issued: 2, refunded: { amountMinor: 500 }, nonCash: { amountMinor: 300 }, unmatchedRefundIds: [] });
     expect({ matched: run.matched, crossDayMatched: run.crossDayMatched, resolved: run.resolved }).toEqual({ matched: direct.body.matched, crossDayMatched: 2, resolved: 0 });
 
     // Fix two: a new run resolves exactly those, and records nothing twice.
@@ -207,7 +263,7 @@ describe("reconciliation.continue deliveries", () => {
   });
 
   it("a gateway failure mid-run leaves the run running with the error; the retried step goes on once the gateway answers", { timeout: 120_000 }, async () => {
-    const day = "2026-02-21";
+    const day = "2026-03-21";
     const template = await paid(day, { time: "00:00:00" });
     await clonePaid(template, 600, day);
     const rec = recordingEnv();
