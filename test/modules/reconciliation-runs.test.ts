@@ -353,6 +353,24 @@ describe("the reconciliation runs API", () => {
     expect((await api("GET", "/api/v1/reconciliation/runs", { as: "viewer" })).status).toBe(403);
   });
 
+  it("a run that stopped moving (its messages dead-lettered) is marked failed when the day is asked for again an hour later", async () => {
+    const rec = recordingEnv();
+    const stuck = await post(rec.env, "/api/v1/reconciliation/runs", { date: "2026-02-28" });
+    await env.DB.prepare("UPDATE reconciliation_runs SET updated_at = ? WHERE id = ?").bind(Date.now() - 2 * 3_600_000, stuck.body.id).run();
+    const fresh = await post(rec.env, "/api/v1/reconciliation/runs", { date: "2026-02-28" });
+    expect(fresh.status).toBe(202);
+    expect(fresh.body.id).not.toBe(stuck.body.id);
+    const old = (await api("GET", `/api/v1/reconciliation/runs/${stuck.body.id}`)).body;
+    expect(old).toMatchObject({ status: "failed", error: expect.stringContaining("replaced by a new run") });
+    // Its late message does nothing; the new run completes.
+    const [first, second] = rec.take("tasks");
+    await deliver(rec.env, "billing-tasks", [first]);
+    expect((await api("GET", `/api/v1/reconciliation/runs/${stuck.body.id}`)).body).toEqual(old);
+    rec.sent.push({ queue: "tasks", body: second });
+    await drainTasks(rec);
+    expect((await api("GET", `/api/v1/reconciliation/runs/${fresh.body.id}`)).body.status).toBe("complete");
+  });
+
   it("replays a POST with the same Idempotency-Key: one run, the same answer", async () => {
     const rec = recordingEnv();
     const key = unique("idem");
