@@ -145,7 +145,6 @@ async function runStep(s: Services, run: ReconciliationRun): Promise<Reconciliat
   if (!day.ok) throw new Error(`run ${run.id}: bad date ${run.date}`);
   const next: ReconciliationRun = { ...run, totals: structuredClone(run.totals), counts: { ...emptyCounts(), ...run.counts }, error: null, step: run.step + 1, updatedAt: s.clock.wall };
   const works: StepWork[] = [];
-  let extra: BatchItem<"sqlite">[] = [];
   let audit = false;
   if (run.phase === "gateway") {
     const gateway = await s.gateways.byName(run.gateway as GatewayName);
@@ -171,10 +170,8 @@ async function runStep(s: Services, run: ReconciliationRun): Promise<Reconciliat
       if (r.cursor === END) next.phase = "finish";
     }
   } else {
-    const r = await finish(s, run, day.value, next);
-    extra = r.statements;
-    audit = r.done;
-    if (r.done) {
+    audit = await finish(s, run, day.value, next);
+    if (audit) {
       next.status = "complete";
       next.finishedAt = s.clock.wall;
     }
@@ -204,7 +201,6 @@ async function runStep(s: Services, run: ReconciliationRun): Promise<Reconciliat
       statements.push(s.db.insert(reconciliationSeen).values(rows.map((r) => ({ runId: run.id, itemId: r.id, matched: r.matched }))).onConflictDoUpdate({ target: [reconciliationSeen.runId, reconciliationSeen.itemId], set: { matched: sql`max(${reconciliationSeen.matched}, excluded.matched)` } }));
     }
   }
-  statements.push(...extra);
   const { id: _id, ...fields } = next;
   statements.push(s.db.update(reconciliationRuns).set(fields).where(eq(reconciliationRuns.id, run.id)));
   try {
@@ -340,9 +336,9 @@ async function unclaimedRefunds(db: Db, run: ReconciliationRun, day: { start: nu
 
 /**
  * Phase 3: resolves up to RESOLVE_PAGES_PER_INVOCATION pages of the day's open discrepancies this run did not find;
- * once none is left, the day's local totals and credit notes (aggregates) and `done`.
+ * once none is left, the day's local totals and credit notes (aggregates) into `next`, and true (done).
  */
-async function finish(s: Services, run: ReconciliationRun, day: { start: number; end: number }, next: ReconciliationRun): Promise<{ statements: BatchItem<"sqlite">[]; done: boolean }> {
+async function finish(s: Services, run: ReconciliationRun, day: { start: number; end: number }, next: ReconciliationRun): Promise<boolean> {
   const { db } = s;
   for (let i = 0; i < RESOLVE_PAGES_PER_INVOCATION; i++) {
     const r = await db.run(sql`UPDATE discrepancies SET status = 'resolved', resolved_at = ${s.audit.now} WHERE id IN (
@@ -352,7 +348,7 @@ async function finish(s: Services, run: ReconciliationRun, day: { start: number;
     const changed = (r as unknown as D1Result).meta.changes;
     next.counts.resolved = (next.counts.resolved ?? 0) + changed;
     if (changed < RESOLVE_PAGE) break;
-    if (i === RESOLVE_PAGES_PER_INVOCATION - 1) return { statements: [], done: false };
+    if (i === RESOLVE_PAGES_PER_INVOCATION - 1) return false;
   }
   // The local side of the totals: every succeeded row of the day, summed in D1.
   for (const t of Object.values(next.totals)) t.local = { charges: 0, refunds: 0, net: 0, count: 0 };
@@ -373,7 +369,7 @@ async function finish(s: Services, run: ReconciliationRun, day: { start: number;
   for (const p of paid) add(p.currency, "charges", p.sum, p.n);
   for (const r of refunded) add(r.currency, "refunds", r.sum, r.n);
   next.creditNotes = await creditNotesOfRun(db, run, day);
-  return { statements: [], done: true };
+  return true;
 }
 
 /** Credit notes issued in the day, per currency, as reconcileDay reports them; refunds not matched by this run listed. */
