@@ -55,6 +55,8 @@ export type TaskMessage =
   | { type: "retention.run"; runId: string; kind: "events" | "invoice_lines" | "payment_attempts" | "audit"; after: string | null }
   /** The next slice of a backup or emergency export (src/modules/exports/dump.ts) writing under `prefix`. */
   | { type: "dump.continue"; prefix: string; runId: string; step: number }
+  /** The next step of a reconciliation run (src/modules/reconciliation/run.ts); a duplicate or late step does nothing. */
+  | { type: "reconciliation.continue"; runId: string; step: number }
   /** The rest of POST /admin/payments/queue-failed: failed payments after `after` (created_at, id), oldest first. */
   | { type: "payments.requeue_failed"; after: { createdAt: number; id: string }; now: number; actor: Actor }
   /** The rest of POST /api/v1/invoices/send-reminders: overdue invoices after `after` (by id), at the request's time. */

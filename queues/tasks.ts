@@ -9,6 +9,7 @@ import { continueRetentionRun } from "../src/modules/retention/run";
 import { continueWeeklyVerification } from "../src/modules/audit/verify";
 import { RETRY_BUDGET, retryFailed } from "../src/modules/subscriptions/retry-failed";
 import { continueDump } from "../src/modules/exports/dump";
+import { continueReconciliationRun } from "../src/modules/reconciliation/run";
 import { requeueFailed } from "../src/modules/payments/service";
 import { sendRemindersChained } from "../src/modules/invoices/reminders";
 import { notifyPaymentIssue } from "../src/modules/admin/notifications";
@@ -78,6 +79,10 @@ export const taskHandlers = {
   "dump.continue": async (m: Of<"dump.continue">, s: Services) => {
     const state = await continueDump(s, m.prefix, m.runId, m.step);
     if (state) s.log.info("dump continued", { prefix: m.prefix, step: m.step, done: state.done, files: state.files.length });
+    return done;
+  },
+  "reconciliation.continue": async (m: Of<"reconciliation.continue">, s: Services) => {
+    await continueReconciliationRun(s, m.runId, m.step);
     return done;
   },
 };

@@ -1,5 +1,6 @@
 import { sql } from "drizzle-orm";
 import { check, index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import type { Actor } from "../env";
 
 // Times are epoch milliseconds (UTC). Money is integer minor units next to its ISO-4217 currency.
 
@@ -934,3 +935,48 @@ export type SubscriptionDiscountMirror = {
   endedAt: string | null;
   createdAt: string;
 };
+// --- recon ---
+/**
+ * A paged reconciliation of one UTC day and gateway (src/modules/reconciliation/run.ts): one row per run, moved a
+ * step per tasks-queue message. Totals and counts are JSON kept up to date as the run goes; `step` numbers the
+ * messages (only the delivery holding the current step may advance it) and `sentStep` is the last one sent.
+ */
+export const reconciliationRuns = sqliteTable(
+  "reconciliation_runs",
+  {
+    id: text("id").primaryKey(),
+    date: text("date").notNull(),
+    gateway: text("gateway").notNull(),
+    status: text("status", { enum: ["running", "complete", "failed"] }).notNull(),
+    /** gateway: paging balance transactions; local: the day's rows the gateway listing did not cover; finish: resolve, totals, audit. */
+    phase: text("phase", { enum: ["gateway", "local", "finish"] }).notNull(),
+    step: integer("step").notNull(),
+    sentStep: integer("sent_step").notNull(),
+    /** The gateway's listing cursor (a balance transaction id) and the local keysets ("createdAt:id"). */
+    gatewayCursor: text("gateway_cursor"),
+    paymentCursor: text("payment_cursor"),
+    refundCursor: text("refund_cursor"),
+    /** Per currency: the gateway side summed page by page, the local side once at the end (CurrencyTotals of compare.ts). */
+    totals: text("totals", { mode: "json" }).$type<Record<string, { local: { charges: number; refunds: number; net: number; count: number }; gateway: { charges: number; refunds: number; net: number; count: number } }>>().notNull(),
+    /** transactions, localChecked, retrieved, matched, crossDayMatched, resolved, and a count per discrepancy kind. */
+    counts: text("counts", { mode: "json" }).$type<Record<string, number>>().notNull(),
+    creditNotes: text("credit_notes", { mode: "json" }).$type<Record<string, { issued: number; refunded: number; nonCash: number; unmatchedRefundIds: string[] }>>(),
+    error: text("error"),
+    actor: text("actor", { mode: "json" }).$type<Actor>().notNull(),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+    finishedAt: integer("finished_at"),
+  },
+  (t) => [index("reconciliation_runs_day_idx").on(t.date, t.gateway, t.status), index("reconciliation_runs_created_idx").on(t.createdAt)],
+);
+
+/** Local payments and refunds a run has already compared (and, `matched`, found equal), and the discrepancies it found. */
+export const reconciliationSeen = sqliteTable(
+  "reconciliation_seen",
+  {
+    runId: text("run_id").notNull(),
+    itemId: text("item_id").notNull(),
+    matched: integer("matched", { mode: "boolean" }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.runId, t.itemId] })],
+);

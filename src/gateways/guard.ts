@@ -170,6 +170,7 @@ export function guarded(env: Env, inner: PaymentGateway, held?: Admitted): Payme
     refund: (req) => move(`refund ${req.idempotencyKey}`, () => asGatewayCall(() => inner.refund(req))),
     retrieve: (id) => inner.retrieve(id),
     balanceTransactions: (from, to) => inner.balanceTransactions(from, to),
+    balanceTransactionsPage: (from, to, startingAfter, limit) => inner.balanceTransactionsPage(from, to, startingAfter, limit),
     health: () => inner.health(),
   };
 }

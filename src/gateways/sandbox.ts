@@ -1,8 +1,8 @@
-import { and, eq, gte, lt } from "drizzle-orm";
+import { and, asc, eq, gt, gte, lt, or } from "drizzle-orm";
 import type { Db } from "../db/client";
 import { sandboxLedger } from "../db/schema";
 import { newId } from "../lib/ids";
-import type { BalanceTransaction, ChargeRequest, ChargeResult, GatewayPayment, PaymentGateway, RefundRequest, RefundResult } from "./types";
+import { MAX_BALANCE_TRANSACTIONS, TooManyBalanceTransactions, type BalanceTransaction, type BalanceTransactionPage, type ChargeRequest, type ChargeResult, type GatewayPayment, type PaymentGateway, type RefundRequest, type RefundResult } from "./types";
 
 /** Stripe's test payment methods and the outcome each one always has. */
 const OUTCOMES: Record<string, { code: string; message: string; retryable: boolean } | null> = {
@@ -86,16 +86,41 @@ export class SandboxGateway implements PaymentGateway {
   }
 
   async balanceTransactions(from: number, to: number): Promise<BalanceTransaction[]> {
-    const rows = await this.db.select().from(sandboxLedger).where(and(gte(sandboxLedger.createdAt, from), lt(sandboxLedger.createdAt, to), eq(sandboxLedger.status, "succeeded"))).all();
-    return rows.map((r) => ({
-      id: `txn_${r.id}`,
-      type: r.kind,
-      sourceId: r.id,
-      paymentId: r.kind === "charge" ? r.id : r.chargeId,
-      amountMinor: r.kind === "charge" ? r.amount : -r.amount,
-      currency: r.currency,
-      created: r.createdAt,
-    }));
+    const rows = await this.db
+      .select()
+      .from(sandboxLedger)
+      .where(and(gte(sandboxLedger.createdAt, from), lt(sandboxLedger.createdAt, to), eq(sandboxLedger.status, "succeeded")))
+      .limit(MAX_BALANCE_TRANSACTIONS + 1)
+      .all();
+    if (rows.length > MAX_BALANCE_TRANSACTIONS) throw new TooManyBalanceTransactions(MAX_BALANCE_TRANSACTIONS);
+    return rows.map(toTxn);
+  }
+
+  /**
+   * One page in (createdAt, id) order after the transaction `startingAfter` (`txn_<ledger id>`). Injected faults apply
+   * here as to charges, so a fault test can fail a reconciliation run half-way.
+   */
+  async balanceTransactionsPage(from: number, to: number, startingAfter: string | null, limit: number): Promise<BalanceTransactionPage> {
+    await this.inject();
+    const afterId = startingAfter?.replace(/^txn_/, "") ?? null;
+    const cursor = afterId ? await this.db.select({ createdAt: sandboxLedger.createdAt, id: sandboxLedger.id }).from(sandboxLedger).where(eq(sandboxLedger.id, afterId)).get() : null;
+    if (afterId && !cursor) throw new Error(`sandbox: unknown balance transaction ${startingAfter}`);
+    const rows = await this.db
+      .select()
+      .from(sandboxLedger)
+      .where(
+        and(
+          gte(sandboxLedger.createdAt, from),
+          lt(sandboxLedger.createdAt, to),
+          eq(sandboxLedger.status, "succeeded"),
+          cursor ? or(gt(sandboxLedger.createdAt, cursor.createdAt), and(eq(sandboxLedger.createdAt, cursor.createdAt), gt(sandboxLedger.id, cursor.id))) : undefined,
+        ),
+      )
+      .orderBy(asc(sandboxLedger.createdAt), asc(sandboxLedger.id))
+      .limit(limit + 1)
+      .all();
+    const data = rows.slice(0, limit).map(toTxn);
+    return { data, next: rows.length > limit ? data[data.length - 1]!.id : null };
   }
 
   async health() {
@@ -104,3 +129,13 @@ export class SandboxGateway implements PaymentGateway {
     return { ok: true, latencyMs: Date.now() - started, detail: "embedded sandbox" };
   }
 }
+
+const toTxn = (r: typeof sandboxLedger.$inferSelect): BalanceTransaction => ({
+  id: `txn_${r.id}`,
+  type: r.kind,
+  sourceId: r.id,
+  paymentId: r.kind === "charge" ? r.id : r.chargeId,
+  amountMinor: r.kind === "charge" ? r.amount : -r.amount,
+  currency: r.currency,
+  created: r.createdAt,
+});

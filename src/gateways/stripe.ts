@@ -1,5 +1,5 @@
 import Stripe from "stripe";
-import type { BalanceTransaction, ChargeRequest, ChargeResult, GatewayPayment, PaymentGateway, RefundRequest, RefundResult } from "./types";
+import { MAX_BALANCE_TRANSACTIONS, TooManyBalanceTransactions, type BalanceTransaction, type BalanceTransactionPage, type ChargeRequest, type ChargeResult, type GatewayPayment, type PaymentGateway, type RefundRequest, type RefundResult } from "./types";
 
 export type StripeGatewayOptions = {
   /** The fetch the SDK uses; tests pass a fake of Stripe's HTTP API. Defaults to the global fetch, looked up per call. */
@@ -11,8 +11,6 @@ export type StripeGatewayOptions = {
 };
 
 const REQUEST_TIMEOUT_MS = 15_000;
-// Reconciliation asks for a day at a time; far more than this means the window is wrong, not that we should page forever.
-const MAX_BALANCE_TRANSACTIONS = 10_000;
 
 // Issuer decline reasons where another attempt with the same card cannot succeed without the customer acting.
 // Everything else (insufficient_funds, generic_decline, processing_error, try_again_later …) is worth a retry.
@@ -160,22 +158,24 @@ export class StripeGateway implements PaymentGateway {
     const out: BalanceTransaction[] = [];
     const list = this.stripe.balanceTransactions.list({ created: { gte: Math.ceil(from / 1000), lt: Math.ceil(to / 1000) }, limit: 100, expand: ["data.source"] });
     for await (const txn of list) {
-      const type = txn.type === "charge" || txn.type === "payment" ? "charge" : txn.type === "refund" || txn.type === "payment_refund" ? "refund" : null;
-      if (!type) continue;
-      if (out.length >= MAX_BALANCE_TRANSACTIONS) throw new Error(`more than ${MAX_BALANCE_TRANSACTIONS} balance transactions in the window; ask for a shorter one`);
-      const source = txn.source;
-      const sourceId = typeof source === "string" ? source : (source?.id ?? txn.id);
-      out.push({
-        id: txn.id,
-        type,
-        sourceId,
-        paymentId: paymentIntentOf(source) ?? sourceId,
-        amountMinor: type === "charge" ? Math.abs(txn.amount) : -Math.abs(txn.amount),
-        currency: upper(txn.currency),
-        created: txn.created * 1000,
-      });
+      const t = toBalanceTransaction(txn);
+      if (!t) continue;
+      if (out.length >= MAX_BALANCE_TRANSACTIONS) throw new TooManyBalanceTransactions(MAX_BALANCE_TRANSACTIONS);
+      out.push(t);
     }
     return out;
+  }
+
+  /** One page of the same listing (Stripe's `starting_after`, newest first; `limit` at most Stripe's 100): one request. */
+  async balanceTransactionsPage(from: number, to: number, startingAfter: string | null, limit: number): Promise<BalanceTransactionPage> {
+    const page = await this.stripe.balanceTransactions.list({
+      created: { gte: Math.ceil(from / 1000), lt: Math.ceil(to / 1000) },
+      limit: Math.min(limit, 100),
+      expand: ["data.source"],
+      ...(startingAfter ? { starting_after: startingAfter } : {}),
+    });
+    const data = page.data.map(toBalanceTransaction).filter((t): t is BalanceTransaction => t !== null);
+    return { data, next: page.has_more && page.data.length ? page.data[page.data.length - 1]!.id : null };
   }
 
   async health() {
@@ -203,6 +203,23 @@ function fromIntent(intent: Stripe.PaymentIntent): ChargeResult {
       // processing, requires_action, requires_confirmation, requires_capture: the outcome arrives by webhook.
       return { status: "pending", gatewayPaymentId: intent.id };
   }
+}
+
+/** A charge or refund on Stripe's books in our shape; null for fees, payouts and the rest. */
+function toBalanceTransaction(txn: Stripe.BalanceTransaction): BalanceTransaction | null {
+  const type = txn.type === "charge" || txn.type === "payment" ? "charge" : txn.type === "refund" || txn.type === "payment_refund" ? "refund" : null;
+  if (!type) return null;
+  const source = txn.source;
+  const sourceId = typeof source === "string" ? source : (source?.id ?? txn.id);
+  return {
+    id: txn.id,
+    type,
+    sourceId,
+    paymentId: paymentIntentOf(source) ?? sourceId,
+    amountMinor: type === "charge" ? Math.abs(txn.amount) : -Math.abs(txn.amount),
+    currency: upper(txn.currency),
+    created: txn.created * 1000,
+  };
 }
 
 /** The PaymentIntent behind an expanded balance-transaction source (a charge or a refund), else a refund's charge. */

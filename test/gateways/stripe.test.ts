@@ -158,6 +158,31 @@ describe("StripeGateway against a fake Stripe API", () => {
     expect(list.some((t) => t.id === "txn_fee" || t.id === "txn_early" || t.id === "txn_late")).toBe(false);
   });
 
+  it("lists the same window a page per call (one request each), following `next` through every page", async () => {
+    const t0 = 1_750_000_000;
+    for (let i = 0; i < 150; i++) {
+      fake.charges.set(`ch_${i}`, { id: `ch_${i}`, amount: 100, amount_refunded: 0, currency: "usd", payment_intent: `pi_${i}`, refunded: false });
+      fake.txns.push({ id: `txn_c${i}`, type: "charge", amount: 100, currency: "usd", created: t0 + i, source: `ch_${i}` });
+    }
+    fake.txns.push({ id: "txn_fee", type: "stripe_fee", amount: -25, currency: "usd", created: t0 + 5, source: null });
+    const seen: string[] = [];
+    let after: string | null = null;
+    let calls = 0;
+    do {
+      const page = await gateway.balanceTransactionsPage(t0 * 1000, (t0 + 150) * 1000, after, 100);
+      seen.push(...page.data.map((t) => t.id));
+      after = page.next;
+      calls++;
+    } while (after && calls < 5);
+    expect(calls).toBe(2);
+    expect(new Set(seen).size).toBe(150);
+    expect(seen).not.toContain("txn_fee");
+    const pages = fake.callsTo("GET", "/v1/balance_transactions");
+    expect(pages).toHaveLength(2);
+    expect(pages[0]!.query.has("starting_after")).toBe(false);
+    expect(pages[1]!.query.get("starting_after")).toMatch(/^txn_/);
+  });
+
   it("throws on an API outage (after one retry with the same idempotency key) so the caller retries", async () => {
     fake.outage = 500;
     const req = charge();

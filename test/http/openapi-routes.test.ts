@@ -6,6 +6,7 @@ import addFormats from "ajv-formats";
 import entry from "../../src/index";
 import { app } from "../../src/app";
 import { api, createApiKey, createPlan, createSubscription, tokenFor, unique } from "../helpers";
+import { drainTasks, recordingEnv } from "../scale";
 
 const worker: ExportedHandler<Env> = entry;
 
@@ -129,6 +130,10 @@ async function seed() {
   await env.DB.prepare("INSERT INTO webhook_events (id, source, type, payload, status, received_at) VALUES (?, 'stripe', 'charge.succeeded', '{}', 'failed', ?)")
     .bind(stripeEvent, Date.now())
     .run();
+  // A reconciliation run, driven to completion (its full documented shape).
+  const recording = recordingEnv();
+  const reconRun = ok(await api("POST", "/api/v1/reconciliation/runs", { body: { date: today, gateway: "sandbox" }, env: recording.env }), 202, "reconciliation run");
+  await drainTasks(recording);
   // A retention archive record (its R2 objects are absent: verification answers ok: false, a documented body).
   const archiveKey = `retention/events/2020-01-01/${unique("evt")}_x.ndjson`;
   await env.DB.prepare(
@@ -155,6 +160,7 @@ async function seed() {
       "/api/v1/webhook-endpoints/{id}/deliveries": { id: endpoint.id },
       "/admin/webhooks/events/{id}": { id: stripeEvent },
       "/api/v1/reconciliation/stripe/{date}": { date: today },
+      "/api/v1/reconciliation/runs/{id}": { id: reconRun.id },
       "/admin/features/{name}": { name: "conformance-flag" },
       "/admin/features/{name}/evaluate": { name: "conformance-flag" },
       "/api/v1/subscriptions/{id}/discount": { id: sub.id },

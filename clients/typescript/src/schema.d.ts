@@ -2262,9 +2262,53 @@ export interface paths {
         };
         /**
          * Reconcile a day against the gateway
-         * @description Compares one UTC day of our payments and refunds with the gateway's balance transactions (stripe when configured, else the sandbox). Records each finding as an open discrepancy (re-running never duplicates) and resolves the day's earlier ones that no longer appear.
+         * @description Compares one UTC day of our payments and refunds with the gateway's balance transactions (stripe when configured, else the sandbox), in this request. Records each finding as an open discrepancy (re-running never duplicates) and resolves the day's earlier ones that no longer appear. A day larger than one request holds (more than 10,000 payments and refunds, 10,000 balance transactions, or 400 payments to look up one by one) is answered 422 naming `date`: reconcile it with a run (POST /api/v1/reconciliation/runs), which pages through any size of day in the background and finds the same.
          */
         get: operations["reconcileDay"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reconciliation/runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List reconciliation runs
+         * @description Reconciliation runs, newest first, optionally of one day, gateway or status.
+         */
+        get: operations["listReconciliationRuns"];
+        put?: never;
+        /**
+         * Start a reconciliation run of a day
+         * @description Reconciles one UTC day against the gateway in the background, a bounded share per invocation through the tasks queue, so a day of any size can be reconciled (GET /stripe/{date} refuses days past one request's caps). Finds what GET /stripe/{date} finds: the discrepancies are recorded (and listed by GET /discrepancies?date=), the day's earlier ones that no longer appear are resolved. Answers 202 with the run; GET /runs/{id} shows its progress, and its totals once complete. A run of the same day and gateway still going is answered instead of starting a second one.
+         */
+        post: operations["createReconciliationRun"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reconciliation/runs/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get a reconciliation run
+         * @description Where a run stands (phase, progress counts, the last step's error) and, once complete, the day's totals per currency, matched counts, discrepancy counts and credit notes, as GET /stripe/{date} reports them. The discrepancies themselves: GET /discrepancies?date=&gateway=.
+         */
+        get: operations["getReconciliationRun"];
         put?: never;
         post?: never;
         delete?: never;
@@ -4848,6 +4892,108 @@ export interface components {
                 };
             };
             reconciledAt: string;
+        };
+        ReconciliationRun: {
+            /** @example rcr_4f9c2b7d1e0a3c5b8d6f */
+            id: string;
+            /** @enum {string} */
+            object: "reconciliation_run";
+            date: string;
+            gateway: string;
+            /** @enum {string} */
+            status: "running" | "complete" | "failed";
+            /**
+             * @description gateway: paging the gateway's balance transactions; local: the day's payments and refunds the listing did not cover; finish: resolving, totals, audit
+             * @enum {string}
+             */
+            phase: "gateway" | "local" | "finish";
+            /** @description Steps done so far (one tasks-queue message each) */
+            step: number;
+            progress: {
+                /** @description Balance transactions read (the day before to the day after) */
+                transactions: number;
+                /** @description Local payments and refunds the listing did not cover, checked one by one */
+                localChecked: number;
+                /** @description Payments asked from the gateway one by one */
+                retrieved: number;
+                matched: number;
+                discrepancies: number;
+            };
+            /** @description The last step's failure (a running run retries it); why a failed run stopped */
+            error: string | null;
+            basis: string;
+            window: {
+                from: string;
+                to: string;
+            };
+            /** @description Once complete: per currency, never mixed */
+            totals?: {
+                [key: string]: {
+                    local: {
+                        charges: {
+                            amount: string;
+                            amountMinor: number;
+                        };
+                        refunds: {
+                            amount: string;
+                            amountMinor: number;
+                        };
+                        net: {
+                            amount: string;
+                            amountMinor: number;
+                        };
+                        count: number;
+                    };
+                    gateway: {
+                        charges: {
+                            amount: string;
+                            amountMinor: number;
+                        };
+                        refunds: {
+                            amount: string;
+                            amountMinor: number;
+                        };
+                        net: {
+                            amount: string;
+                            amountMinor: number;
+                        };
+                        count: number;
+                    };
+                    difference: {
+                        amount: string;
+                        amountMinor: number;
+                    };
+                };
+            };
+            matched?: number;
+            crossDayMatched?: number;
+            discrepancyCounts?: {
+                missing_at_gateway?: number;
+                missing_locally?: number;
+                amount_mismatch?: number;
+                status_mismatch?: number;
+            };
+            /** @description Open discrepancies of this day that no longer appear and were marked resolved */
+            resolved?: number;
+            /** @description Credit notes issued in the day, per currency: refunds through this gateway (unmatched ones listed) and the part that moved no money */
+            creditNotes?: {
+                [key: string]: {
+                    issued: number;
+                    refunded: {
+                        amount: string;
+                        amountMinor: number;
+                    };
+                    nonCash: {
+                        amount: string;
+                        amountMinor: number;
+                    };
+                    unmatchedRefundIds: string[];
+                };
+            };
+            createdBy: string;
+            createdAt: string;
+            updatedAt: string;
+            finishedAt: string | null;
         };
         WeeklyRevenueReport: {
             /** @description R2 key of the stored report */
@@ -16384,6 +16530,240 @@ export interface operations {
             };
             /** @description A dependency is unavailable; retry later */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listReconciliationRuns: {
+        parameters: {
+            query?: {
+                /** @description Page size, 1-100 */
+                limit?: number;
+                /** @description Id of the last object of the previous page */
+                startingAfter?: string;
+                date?: string;
+                gateway?: "stripe" | "sandbox";
+                status?: "running" | "complete" | "failed";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Runs */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["ReconciliationRun"][];
+                        hasMore: boolean;
+                        nextCursor: string | null;
+                    };
+                };
+            };
+            /** @description Malformed request or validation failure (`errors[]` names the fields) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing, malformed, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token's role (or the API key's scopes) may not call this route */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Well-formed but refused: a business rule, a card number in the request, or an Idempotency-Key reused with another body */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    createReconciliationRun: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the request safe to retry for 24 h */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Request body */
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @example 2024-06-24 */
+                    date: string;
+                    /**
+                     * @description Defaults to stripe when configured, else sandbox
+                     * @enum {string}
+                     */
+                    gateway?: "stripe" | "sandbox";
+                };
+            };
+        };
+        responses: {
+            /** @description The run, started (or the one of this day and gateway already going) */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReconciliationRun"];
+                };
+            };
+            /** @description Malformed request or validation failure (`errors[]` names the fields) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing, malformed, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token's role (or the API key's scopes) may not call this route */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict: the object is in another state, or the same Idempotency-Key is still in flight */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request body larger than 2 MiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body sent with a Content-Type other than JSON (none, text/plain and form-urlencoded are read as JSON) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Well-formed but refused: a business rule, a card number in the request, or an Idempotency-Key reused with another body */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getReconciliationRun: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The run */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReconciliationRun"];
+                };
+            };
+            /** @description Malformed request or validation failure (`errors[]` names the fields) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing, malformed, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token's role (or the API key's scopes) may not call this route */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The object named in the path does not exist */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Well-formed but refused: a business rule, a card number in the request, or an Idempotency-Key reused with another body */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

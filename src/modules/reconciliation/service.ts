@@ -7,22 +7,22 @@ import type { Db } from "../../db/client";
 import { creditNotes, discrepancies, payments, refunds } from "../../db/schema";
 import { formatMinor } from "../../domain/money";
 import { configuredGateways, defaultPrimary } from "../../gateways";
-import type { GatewayName, GatewayPayment } from "../../gateways/types";
+import { TooManyBalanceTransactions, type GatewayName, type GatewayPayment } from "../../gateways/types";
 import { fail, ok, type Outcome } from "../../platform/failure";
 import { sha256Hex } from "../../lib/hash";
 import { iso, DAY_MS } from "../../lib/time";
 import { compareDay, type Comparison, type DiscrepancyKind, type Finding, type LocalPayment, type LocalRefund, type MatchedItem } from "./compare";
 
 /** Bound parameters per statement stay under D1's 100. */
-const IN_CHUNK = 90;
+export const IN_CHUNK = 90;
 const BATCH = 100;
-const RETRIEVE_CONCURRENCY = 8;
+export const RETRIEVE_CONCURRENCY = 8;
 /**
  * What one invocation reconciles (the whole day is compared in memory, in one invocation): a day with more local
  * payments and refunds than this, or more of ours the gateway's listing misses (each asked for on its own, a
  * subrequest each), is refused with a clear 422 rather than run past Cloudflare's limits. The gateway side is
- * capped the same way (MAX_BALANCE_TRANSACTIONS in src/gateways/stripe.ts). A paged, queue-driven reconciliation is
- * what would lift these (docs/scale.md).
+ * capped the same way (MAX_BALANCE_TRANSACTIONS in src/gateways/types.ts). A day past a cap is reconciled by a
+ * run instead (run.ts: paged, a bounded share per tasks-queue message); the 422 says so.
  */
 export const MAX_LOCAL_ROWS = 10_000;
 export const MAX_RETRIEVES = 400;
@@ -62,8 +62,14 @@ export function chooseGateway(env: Env, requested: string | undefined): Outcome<
   });
 }
 
-const money = (minor: number, currency: string) => ({ amount: formatMinor(minor, currency), amountMinor: minor });
-const chunks = <T>(xs: T[], n: number): T[][] => Array.from({ length: Math.ceil(xs.length / n) }, (_, i) => xs.slice(i * n, (i + 1) * n));
+/** Where a day too large for one invocation goes. */
+const USE_A_RUN = (date: string, gateway: string) => `reconcile it with a run instead: POST /api/v1/reconciliation/runs {"date": "${date}", "gateway": "${gateway}"}`;
+
+/** A reconcileDay refusal because the day is past one invocation's caps (the daily task then starts a run). */
+export const isPastCap = (e: { kind: string; errors?: readonly { path: string }[] }) => e.kind === "unprocessable" && !!e.errors?.some((x) => x.path === "date");
+
+export const money = (minor: number, currency: string) => ({ amount: formatMinor(minor, currency), amountMinor: minor });
+export const chunks = <T>(xs: T[], n: number): T[][] => Array.from({ length: Math.ceil(xs.length / n) }, (_, i) => xs.slice(i * n, (i + 1) * n));
 
 export function toDiscrepancy(d: DiscrepancyRow) {
   const amount = (v: number | null) => (v === null || !d.currency ? null : money(v, d.currency));
@@ -89,7 +95,7 @@ export function toDiscrepancy(d: DiscrepancyRow) {
  * One id per (date, gateway, kind, localId, gatewayId). The table's unique index cannot catch repeats on its
  * own: SQLite treats NULLs as distinct, and one side of a missing_* finding is always NULL.
  */
-async function discrepancyId(date: string, gateway: string, f: Finding): Promise<string> {
+export async function discrepancyId(date: string, gateway: string, f: Finding): Promise<string> {
   return `dsc_${(await sha256Hex([date, gateway, f.kind, f.localId ?? "", f.gatewayId ?? ""].join("\u0000"))).slice(0, 26)}`;
 }
 
@@ -152,7 +158,7 @@ export type Reconciliation = {
  * Credit notes issued in the day, per currency: what they refunded through `gateway` (each such refund should be
  * among the day's matched refunds; a credit note refund still pending or failed is listed) and what moved no money.
  */
-async function creditNotesOfDay(db: Db, gateway: GatewayName, day: { start: number; end: number }, matched: MatchedItem[]): Promise<Reconciliation["creditNotes"]> {
+export async function creditNotesOfDay(db: Db, gateway: GatewayName, day: { start: number; end: number }, matched: MatchedItem[]): Promise<Reconciliation["creditNotes"]> {
   const rows = await db
     .select({ currency: creditNotes.currency, refundAmount: creditNotes.refundAmount, refundId: creditNotes.refundId, nonCash: creditNotes.creditBalanceAmount, offDue: creditNotes.invoiceCreditAmount, refundGateway: payments.gateway })
     .from(creditNotes)
@@ -178,7 +184,7 @@ async function creditNotesOfDay(db: Db, gateway: GatewayName, day: { start: numb
   return out;
 }
 
-const sideOut = (s: { charges: number; refunds: number; net: number; count: number }, currency: string) => ({
+export const sideOut = (s: { charges: number; refunds: number; net: number; count: number }, currency: string) => ({
   charges: money(s.charges, currency),
   refunds: money(s.refunds, currency),
   net: money(s.net, currency),
@@ -203,11 +209,14 @@ export async function reconcileDay(s: Services, date: string, choice: GatewayCho
   try {
     txns = await gateway.balanceTransactions(window.from, window.to);
   } catch (e) {
+    if (e instanceof TooManyBalanceTransactions) {
+      return fail("unprocessable", `${date}: ${choice.gateway} lists more than ${e.max} balance transactions from the day before to the day after, more than one invocation holds; ${USE_A_RUN(date, choice.gateway)}`, [{ path: "date", message: "too many balance transactions in the window" }]);
+    }
     return fail("unavailable", `gateway ${choice.gateway} could not list its balance transactions: ${e instanceof Error ? e.message : String(e)}`, [], { "retry-after": "60" });
   }
   const local = await loadLocal(db, choice.gateway, day);
   if (local.payments.length + local.refunds.length > MAX_LOCAL_ROWS) {
-    return fail("unprocessable", `${date} has more than ${MAX_LOCAL_ROWS} succeeded payments and refunds on ${choice.gateway}: more than one reconciliation can hold in one invocation (not supported yet; see docs/scale.md)`, [{ path: "date", message: "too many payments in the day" }]);
+    return fail("unprocessable", `${date} has more than ${MAX_LOCAL_ROWS} succeeded payments and refunds on ${choice.gateway}: more than one invocation holds; ${USE_A_RUN(date, choice.gateway)}`, [{ path: "date", message: "too many payments in the day" }]);
   }
 
   const localPaymentIds = new Set(local.payments.map((p) => p.gatewayPaymentId).filter((x): x is string => !!x));
@@ -220,7 +229,7 @@ export async function reconcileDay(s: Services, date: string, choice: GatewayCho
   const charged = new Set(txns.filter((t) => t.type === "charge").map((t) => t.paymentId ?? t.sourceId));
   const toRetrieve = [...localPaymentIds].filter((id) => !charged.has(id));
   if (toRetrieve.length > MAX_RETRIEVES) {
-    return fail("unprocessable", `${toRetrieve.length} of ${date}'s payments are missing from ${choice.gateway}'s balance transactions; asking for each exceeds one invocation's ${MAX_RETRIEVES} gateway calls (is the gateway's listing complete?)`, [{ path: "date", message: "too many payments to look up one by one" }]);
+    return fail("unprocessable", `${toRetrieve.length} of ${date}'s payments are missing from ${choice.gateway}'s balance transactions; asking for each exceeds one invocation's ${MAX_RETRIEVES} gateway calls (is the gateway's listing complete?); ${USE_A_RUN(date, choice.gateway)}`, [{ path: "date", message: "too many payments to look up one by one" }]);
   }
   const retrieved = new Map<string, GatewayPayment | null>();
   for (const ids of chunks(toRetrieve, RETRIEVE_CONCURRENCY)) {
@@ -233,18 +242,21 @@ export async function reconcileDay(s: Services, date: string, choice: GatewayCho
   return ok({ ...summarize(date, choice, window, comparison, open, resolved, ctx.now), creditNotes: await creditNotesOfDay(db, choice.gateway, day, comparison.matched) });
 }
 
+/** A finding as an open discrepancy: a new row, or the existing one (re)opened with what was found now. */
+export function upsertDiscrepancy(db: Db, r: DiscrepancyRow) {
+  return db
+    .insert(discrepancies)
+    .values(r)
+    .onConflictDoUpdate({ target: discrepancies.id, set: { localAmount: r.localAmount, gatewayAmount: r.gatewayAmount, currency: r.currency, detail: r.detail, status: "open", resolvedAt: null } });
+}
+
 async function persist(db: Db, date: string, gateway: GatewayName, comparison: Comparison, ctx: AuditContext) {
   const rows: DiscrepancyRow[] = [];
   for (const f of comparison.findings) {
     rows.push({ id: await discrepancyId(date, gateway, f), date, gateway, ...f, status: "open", createdAt: ctx.now, resolvedAt: null });
   }
   const current = new Set(rows.map((r) => r.id));
-  const upserts = rows.map((r) =>
-    db
-      .insert(discrepancies)
-      .values(r)
-      .onConflictDoUpdate({ target: discrepancies.id, set: { localAmount: r.localAmount, gatewayAmount: r.gatewayAmount, currency: r.currency, detail: r.detail, status: "open", resolvedAt: null } }),
-  );
+  const upserts = rows.map((r) => upsertDiscrepancy(db, r));
   const previouslyOpen = await db.select({ id: discrepancies.id }).from(discrepancies).where(and(eq(discrepancies.date, date), eq(discrepancies.gateway, gateway), eq(discrepancies.status, "open"))).all();
   const stale = previouslyOpen.map((r) => r.id).filter((id) => !current.has(id));
   const resolves = chunks(stale, IN_CHUNK).map((ids) => db.update(discrepancies).set({ status: "resolved", resolvedAt: ctx.now }).where(and(inArray(discrepancies.id, ids), eq(discrepancies.status, "open"))));
