@@ -1,6 +1,7 @@
 import type { QueueMessage } from "./messages";
-import { trailingWritesFor, type LogFields, type Services } from "../src/platform/services";
-import type { TrailingWrites } from "../src/platform/trailing-writes";
+import type { LogFields, Services } from "../src/platform/services";
+import { TrailingWrites } from "../src/platform/trailing-writes";
+import { dbOf } from "../src/db/client";
 
 export type HandlerResult =
   | { status: "done" }
@@ -46,7 +47,7 @@ export function consumer<M extends { type: string }>(queue: string, handlers: Ha
   const { services, producer, keyOf, concurrency = Infinity } = options;
   return async (batch: MessageBatch<unknown>, env: Env): Promise<void> => {
     const size = batch.messages.length;
-    const trailing = trailingWritesFor(env);
+    const trailing = new TrailingWrites(() => dbOf(env));
     const handle = async (msg: Message<unknown>) => {
       const body = msg.body as M;
       const handler = (handlers as unknown as Record<string, MessageHandler<M> | undefined>)[body?.type];

@@ -102,7 +102,8 @@ export function updateWhere<T extends SQLiteTable>(db: Db, table: T, fields: Par
   const m = match as Record<string, unknown>;
   const setKeys = givenKeys(f);
   const matchKeys = Object.keys(m);
-  const counts = matchKeys.map((k) => (Array.isArray(m[k]) ? (m[k] as unknown[]).length : 0));
+  // -1: one value (`=`); n ≥ 0: a list of n (`IN`, false when empty).
+  const counts = matchKeys.map((k) => (Array.isArray(m[k]) ? (m[k] as unknown[]).length : -1));
   let byKey = updateShapes.get(table);
   if (!byKey) updateShapes.set(table, (byKey = new Map()));
   const id = `${setKeys.join(",")}|${matchKeys.map((k, i) => `${k}:${counts[i]}`).join(",")}`;
@@ -116,13 +117,14 @@ export function updateWhere<T extends SQLiteTable>(db: Db, table: T, fields: Par
     };
     const columns = setKeys.map((key) => ({ key, column: col(key) }));
     const matched = matchKeys.map((key, i) => ({ key, column: col(key), count: counts[i]! }));
-    const where = matched.map((c) => (c.count ? `${quote(c.column.name)} IN (${Array.from({ length: c.count }, () => "?").join(", ")})` : `${quote(c.column.name)} = ?`)).join(" AND ");
+    const where = matched.map((c) => (c.count >= 0 ? `${quote(c.column.name)} IN (${Array.from({ length: c.count }, () => "?").join(", ")})` : `${quote(c.column.name)} = ?`)).join(" AND ");
     const text = `UPDATE ${quote(getTableName(table))} SET ${columns.map((c) => `${quote(c.column.name)} = ?`).join(", ")} WHERE ${where}`;
     shape = { text, columns, match: matched };
     byKey.set(id, shape);
   }
   const driver = (column: SQLiteColumn, v: unknown) => (v === null || v === undefined ? null : column.mapToDriverValue(v));
-  const params = [...valuesOf(shape, f), ...shape.match.flatMap(({ key, column, count }) => (count ? (m[key] as unknown[]).map((v) => driver(column, v)) : [driver(column, m[key])]))];
+  const params = [...valuesOf(shape, f), ...shape.match.flatMap(({ key, column, count }) => (count >= 0 ? (m[key] as unknown[]).map((v) => driver(column, v)) : [driver(column, m[key])]))];
+  if (params.length > MAX_PARAMS) throw new Error(`an update of ${getTableName(table)} with ${params.length} bound parameters (D1 allows ${MAX_PARAMS})`);
   return preparedStatement(db, shape.text, params);
 }
 

@@ -226,4 +226,4 @@ export function servicesFor(env: Env, audit: AuditContext, fields: LogFields = {
 export const messageServices = (env: Env, fields: LogFields, trailing: TrailingWrites | null = null): Services => servicesFor(env, { actor: SYSTEM_ACTOR, now: Date.now() }, fields, trailing);
 
 /** The trailing writes of one queue batch (written by the consumer when the batch's messages are done). */
-export const trailingWritesFor = (env: Env): TrailingWrites => new TrailingWrites(dbOf(env));
+export const trailingWritesFor = (env: Env): TrailingWrites => new TrailingWrites(() => dbOf(env));

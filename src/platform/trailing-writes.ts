@@ -12,7 +12,8 @@ import type { Db } from "../db/client";
 export class TrailingWrites {
   private readonly pending = new Map<string, BatchItem<"sqlite">>();
 
-  constructor(private readonly db: Db) {}
+  /** `db` is asked for only when there is something to write. */
+  constructor(private readonly db: () => Db) {}
 
   /** Queues `statement` under `key` (an earlier one with the same key is replaced). */
   add(key: string, statement: BatchItem<"sqlite">): void {
@@ -28,7 +29,7 @@ export class TrailingWrites {
   async flush(): Promise<number> {
     const statements = [...this.pending.values()];
     this.pending.clear();
-    if (statements.length) await this.db.batch(statements as [BatchItem<"sqlite">, ...BatchItem<"sqlite">[]]);
+    if (statements.length) await this.db().batch(statements as [BatchItem<"sqlite">, ...BatchItem<"sqlite">[]]);
     return statements.length;
   }
 }

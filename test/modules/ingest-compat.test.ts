@@ -2,6 +2,10 @@ import { describe, expect, it, vi } from "vitest";
 import { env } from "cloudflare:workers";
 import { api, createApiKey, createCustomer, createPlan, createSubscription, unique } from "../helpers";
 import { directoryStub, dropRoutingCache, routingEntryOf } from "../../src/modules/usage/routing";
+import { and, eq } from "drizzle-orm";
+import { dbOf } from "../../src/db/client";
+import { plans, subscriptions } from "../../src/db/schema";
+import { SYSTEM_ACTOR } from "../../src/platform/actor";
 
 const meteredPlan = (extra: Record<string, unknown> = {}) =>
   createPlan({
@@ -111,6 +115,28 @@ describe("a Stripe id change the directory did not take", () => {
     const down = { ...env, INGEST_DIRECTORY: { idFromName: () => ({}), get: () => ({ setAlias: async () => { throw new Error("directory down"); }, setStripeCustomerId: async () => { throw new Error("directory down"); } }) } } as unknown as Env;
     const { messageServicesOf } = await import("../helpers");
     await syncStripeCustomerId(messageServicesOf({ INGEST_DIRECTORY: down.INGEST_DIRECTORY }), customer.id, unique("cus_new"));
+    const after = (await versions())!;
+    expect(after.synced).toBeLessThan(after.config);
+  });
+
+  it("stays behind when a queue batch's acknowledgement of its meter lands after the mark", async () => {
+    const { syncStripeCustomerId } = await import("../../src/modules/usage/routing");
+    const { pushMeterConfig } = await import("../../src/modules/usage/meter-config");
+    const { servicesFor, trailingWritesFor } = await import("../../src/platform/services");
+    const { messageServicesOf } = await import("../helpers");
+    const { customer, sub } = await setup();
+    const versions = () => env.DB.prepare("SELECT meter_synced_version AS synced, config_version AS config FROM subscriptions WHERE id = ?").bind(sub.id).first<{ synced: number; config: number }>();
+    // A change (as a renewal commits it) and its meter push in a queue batch: the acknowledgement trails.
+    await env.DB.prepare("UPDATE subscriptions SET config_version = config_version + 1 WHERE id = ?").bind(sub.id).run();
+    const row = (await dbOf(env).select().from(subscriptions).where(eq(subscriptions.id, sub.id)).get())!;
+    const plan = (await dbOf(env).select().from(plans).where(and(eq(plans.id, row.planId), eq(plans.version, row.planVersion))).get())!;
+    const trailing = trailingWritesFor(env);
+    expect(await pushMeterConfig(servicesFor(env, { actor: SYSTEM_ACTOR, now: Date.now() }, {}, trailing), row, plan)).toBe(true);
+    // Meanwhile the customer's new Stripe id does not reach the directory: its subscriptions are marked behind ...
+    const down = { setAlias: async () => { throw new Error("directory down"); }, setStripeCustomerId: async () => { throw new Error("directory down"); } };
+    await syncStripeCustomerId(messageServicesOf({ INGEST_DIRECTORY: { idFromName: () => ({}), get: () => down } as unknown as Env["INGEST_DIRECTORY"] }), customer.id, unique("cus_new"));
+    // ... and the batch's acknowledgement, written after, does not take that back: the resync still pushes the id.
+    expect(await trailing.flush()).toBe(1);
     const after = (await versions())!;
     expect(after.synced).toBeLessThan(after.config);
   });

@@ -117,9 +117,11 @@ describe("architecture", () => {
       for (const f of files) {
         if (f.path === owner) continue;
         const builder = [...f.text.matchAll(new RegExp(`update\\(${table}\\)\\s*\\.set\\(([^)]*)\\)`, "g"))].some((m) => /\bstatus\b/.test(m[1]!));
+        // Prepared guarded updates (src/db/prepared.ts): updateWhere(db, table, fields, match).
+        const prepared = [...f.text.matchAll(new RegExp(`updateWhere\\(\\s*\\w+,\\s*${table},([^;]*?)\\{\\s*id:`, "g"))].some((m) => /\bstatus\b/.test(m[1]!));
         // The drizzle table (creditNotes) in builder calls, its SQL name (credit_notes) in raw SQL.
         const raw = new RegExp(`UPDATE\\s+${table.replace(/[A-Z]/g, (ch) => `_${ch.toLowerCase()}`)}\\s+SET[^;\`]*\\bstatus\\s*=`, "i").test(f.text);
-        if (builder || raw) violations.push(`${f.path} writes ${table}.status`);
+        if (builder || raw || prepared) violations.push(`${f.path} writes ${table}.status`);
       }
     }
     expect(violations).toEqual([]);

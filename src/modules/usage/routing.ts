@@ -62,10 +62,14 @@ export async function syncStripeCustomerId(s: Services, customerId: string, stri
   } catch (e) {
     s.log.error("ingest directory push failed", { customerId, error: String(e) });
     // The customer's subscriptions count as behind, so the hourly resync pushes them, carrying the id again (a plain
-    // renewal no longer does). A failure here too is only logged: the next change of the customer retries.
+    // renewal no longer does). By a new version, not by lowering the acknowledged one: an acknowledgement still on
+    // its way (a queue batch's trailing write, platform/trailing-writes.ts) names at most the old version, so it
+    // cannot take the mark back. (SQLite computes every SET from the row as it was.) A change racing this one
+    // finds the version moved and is retried. A failure here too is only logged: the next change of the customer
+    // retries.
     await s.db
       .update(subscriptions)
-      .set({ meterSyncedVersion: sql`min(${subscriptions.meterSyncedVersion}, ${subscriptions.configVersion} - 1)` })
+      .set({ configVersion: sql`${subscriptions.configVersion} + 1`, meterSyncedVersion: sql`min(${subscriptions.meterSyncedVersion}, ${subscriptions.configVersion})` })
       .where(eq(subscriptions.customerId, customerId))
       .catch((err: unknown) => s.log.error("marking subscriptions behind failed", { customerId, error: String(err) }));
   }
