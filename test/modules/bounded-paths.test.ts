@@ -5,6 +5,7 @@ import { REQUEUE_PAGE, REQUEUE_PAGES_PER_INVOCATION } from "../../src/modules/pa
 import { MAX_LOCAL_ROWS } from "../../src/modules/reconciliation/service";
 import { RETRIEVES_PER_INVOCATION } from "../../src/modules/reconciliation/run";
 import { MAX_ENDPOINTS } from "../../src/modules/webhook-endpoints/service";
+import { SETTLE_PER_INVOCATION } from "../../src/modules/refunds/service";
 import { MAX_PAIRS_PER_FANOUT } from "../../src/modules/webhook-endpoints/delivery";
 import { deliver, drainTasks, fetchAs, invocationLog, recordingEnv, runScheduled } from "../scale";
 import { CRON } from "../../src/scheduled";
@@ -282,3 +283,46 @@ describe("hourly credit expiry at large N", () => {
   });
 });
 
+
+describe("hourly settlement of pending refunds at large N", () => {
+  it("asks the gateway for SETTLE_PER_INVOCATION refunds an invocation, continuing by id until none is left; each refund reaches the gateway once", { timeout: 120_000 }, async () => {
+    const customer = await createCustomer();
+    const plan = await createPlan({ name: "Refundable", currency: "USD", interval: "month", prices: [{ type: "flat", amount: "20" }] });
+    const sub = await api("POST", "/api/v1/subscriptions", { body: { customerId: customer.id, planId: plan.id, paymentMethod: "pm_card_visa" } });
+    const invoice = (await api("GET", `/api/v1/invoices?subscriptionId=${sub.body.id}`)).body.data[0];
+    await attemptPayment(invoice.id, 1, { env: { PAYMENT_QUEUE: recordingEnv().env.PAYMENT_QUEUE } });
+    const payment = await env.DB.prepare("SELECT id, gateway_payment_id FROM payments WHERE invoice_id = ? AND status = 'succeeded'").bind(invoice.id).first<{ id: string; gateway_payment_id: string }>();
+    expect(payment).not.toBeNull();
+    const first = await api("POST", "/api/v1/refunds", { as: "finance", body: { paymentId: payment!.id, amount: "0.01" } });
+    expect(first.status, JSON.stringify(first.body)).toBe(201);
+    // n refunds of 0.01 the gateway never answered (no gateway id), older than the 15 minutes' grace: copies of the
+    // first, each with its own id and idempotency key.
+    const n = SETTLE_PER_INVOCATION + 7;
+    const refundId = first.body.id ?? first.body.refundId;
+    const cols = (await env.DB.prepare("PRAGMA table_info(refunds)").all<{ name: string }>()).results.map((c) => c.name);
+    const set: Record<string, string> = {
+      id: "printf('ref_big%06d', n.i)",
+      idempotency_key: "printf('big-refund-%06d', n.i)",
+      status: "'pending'",
+      gateway_refund_id: "NULL",
+      updated_at: "?3",
+    };
+    await env.DB.prepare(`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) INSERT INTO refunds (${cols.join(", ")}) SELECT ${cols.map((c) => set[c] ?? c).join(", ")} FROM n, refunds WHERE refunds.id = ?2`)
+      .bind(n, refundId, Date.now() - 3_600_000)
+      .run();
+    const rec = recordingEnv();
+    const log = invocationLog();
+    await runScheduled(rec.env, CRON.hourly, Date.now());
+    const continued = await drainTasks(rec);
+    const states = await env.DB.prepare("SELECT status, count(*) AS n, count(gateway_refund_id) AS linked FROM refunds WHERE id LIKE 'ref_big%' GROUP BY status").all<{ status: string; n: number; linked: number }>();
+    expect(states.results).toEqual([{ status: "succeeded", n, linked: n }]);
+    // Exactly once at the gateway: one ledger refund per key.
+    const ledger = await env.DB.prepare("SELECT count(*) AS n, count(DISTINCT idempotency_key) AS keys FROM sandbox_ledger WHERE kind = 'refund' AND idempotency_key LIKE 'big-refund-%'").first<{ n: number; keys: number }>();
+    expect(ledger).toEqual({ n, keys: n });
+    const lines = log().filter((l) => l.invocation.startsWith("queue billing-tasks") || l.invocation.startsWith("cron"));
+    expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
+    // The first page in the cron's own task message, then a continuation by id for the rest.
+    expect(continued).toBeGreaterThanOrEqual(2);
+    expect(Math.max(...lines.map((l) => l.d1Queries))).toBeLessThanOrEqual(900);
+  });
+});
