@@ -1,6 +1,6 @@
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { env } from "cloudflare:workers";
-import { createExecutionContext, createMessageBatch } from "cloudflare:test";
+import { createExecutionContext, createMessageBatch, runInDurableObject } from "cloudflare:test";
 import entry from "../../src/index";
 import { dbOf } from "../../src/db/client";
 import { countD1 } from "../../src/db/round-trips";
@@ -78,6 +78,12 @@ describe("a renewal and its charge", () => {
     await collectInvoice(servicesOf(ctx(), testEnv()), warmed[0]!.invoiceId!, { attempt: 1, direct: false, lease });
     const id = await dueSubscription(p.id, 1234);
     const renewal = await countD1(() => runDue(servicesOf(ctx(), testEnv()), id, runAt()));
+    // The closed period's rollup came with the renewal's batch, and the meter knows it was written (no write of its own).
+    expect(await env.DB.prepare("SELECT value, closed FROM usage_rollups WHERE subscription_id = ? AND meter_id = 'api_calls'").bind(id).first()).toEqual({ value: "1234", closed: 1 });
+    const meter = env.USAGE_METER.get(env.USAGE_METER.idFromName(id));
+    const revs = await runInDurableObject(meter, (_i, state) => state.storage.sql.exec<{ rev: number; flushed_rev: number }>("SELECT rev, flushed_rev FROM aggregates").toArray());
+    expect(revs.length).toBeGreaterThan(0);
+    expect(revs.filter((r) => r.flushed_rev !== r.rev)).toEqual([]);
     const invoiceId = renewal.value[0]?.invoiceId;
     expect(invoiceId).toBeDefined();
     expect(sent).toContainEqual({ body: { type: "payment.attempt", invoiceId, attempt: 1 } });

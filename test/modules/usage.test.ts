@@ -444,6 +444,26 @@ describe("UsageMeter durability and rollups", () => {
     expect(late.body.reason).toBe("period_closed");
   });
 
+  it("closes a period for a caller's batch: the rollups are returned, written by the meter only if never handed back", async () => {
+    const rollupOf = (id: string) => env.DB.prepare("SELECT value, closed FROM usage_rollups WHERE subscription_id = ? AND meter_id = 'm_sum'").bind(id).first();
+    // Handed back (the caller's batch wrote them): the meter's alarm writes nothing.
+    const a = await configuredMeter();
+    await api("POST", "/api/v1/usage", { body: ev(a.subscriptionId, "m_sum", 5) });
+    const closedA = await a.stub.closePeriod(a.config.currentPeriodStart, Date.now(), { rollups: "return" });
+    expect(closedA.ok && closedA.rollups?.find((r) => r.values.meterId === "m_sum")?.values).toMatchObject({ value: "5", closed: true });
+    expect(await rollupOf(a.subscriptionId)).toBeNull();
+    const handedBack = closedA.ok ? closedA.rollups!.map((r) => ({ meterId: r.values.meterId, periodStart: r.values.periodStart, rev: r.rev })) : [];
+    await a.stub.configure({ ...a.config, version: a.config.version + 1 }, handedBack);
+    await runDurableObjectAlarm(a.stub);
+    expect(await rollupOf(a.subscriptionId)).toBeNull();
+    // Never handed back (the caller's batch failed): the alarm writes the closed figures itself.
+    const b = await configuredMeter();
+    await api("POST", "/api/v1/usage", { body: ev(b.subscriptionId, "m_sum", 7) });
+    expect((await b.stub.closePeriod(b.config.currentPeriodStart, Date.now(), { rollups: "return" })).ok).toBe(true);
+    await runDurableObjectAlarm(b.stub);
+    expect(await rollupOf(b.subscriptionId)).toEqual({ value: "7", closed: 1 });
+  });
+
   it("receives the subscription's state when the subscription is created", async () => {
     const sub = await createSubscription();
     const stub = env.USAGE_METER.get(env.USAGE_METER.idFromName(sub.id));

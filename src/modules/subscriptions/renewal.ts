@@ -9,7 +9,8 @@ import { changePlanNow } from "./lifecycle";
 import { customers, pendingItems, plans, settings, subscriptions, type SubscriptionStatus } from "../../db/schema";
 import { billingLines, type DraftLine } from "../../domain/invoice";
 import { periodAt, prorationSpan } from "../../domain/periods";
-import { closeMeterPeriod, meterAlertsOf, pushMeterConfig, type MeterAlertRow } from "../usage/meter-config";
+import { closeMeterPeriodForBatch, meterAlertsOf, pushMeterConfig, type MeterAlertRow } from "../usage/meter-config";
+import { rollupUpsert } from "../usage/rollups";
 import { asPrices, buildDraftInvoice, countryTaxRates, pendingToLine, planVersion, taxFromRates } from "../invoices/invoice-builder";
 import { nextDueStep, type DueStep, graceMsOf } from "./due";
 import { afterFinalized } from "../invoices/finalize";
@@ -183,7 +184,9 @@ async function periodEnd(s: Services, loaded: Loaded): Promise<{ result: StepRes
   const anchor = switching && (nextPlan.interval !== plan.interval || nextPlan.intervalCount !== plan.intervalCount) ? ended.end : sub.billingAnchor;
   const next = cancel ? null : { start: ended.end, end: periodAt(anchor, nextPlan.interval, nextPlan.intervalCount, ended.end).end };
 
-  const usage = !wasTrial && !paused && hasMeters(plan) ? await closeMeterPeriod(s, sub, plan, ended.start, ctx.now, loaded.alerts) : new Map<string, string>();
+  // The closed period's rollups go in this renewal's batch (not a D1 write of the meter's own), handed back below.
+  const closed = !wasTrial && !paused && hasMeters(plan) ? await closeMeterPeriodForBatch(s, sub, plan, ended.start, ctx.now, loaded.alerts) : { usage: new Map<string, string>(), rollups: [] };
+  const usage = closed.usage;
   const pending = paused ? [] : loaded.pending;
   const lines: DraftLine[] = paused
     ? []
@@ -213,7 +216,7 @@ async function periodEnd(s: Services, loaded: Loaded): Promise<{ result: StepRes
     { action, targetType: "subscription", targetId: sub.id, before: { status: sub.status, periodEnd: ended.end, planId: sub.planId }, after: { status, periodStart: patch.currentPeriodStart, periodEnd: patch.currentPeriodEnd, planId: nextPlan.id } },
   ];
   let invoiceId: string | undefined;
-  let extra: BatchItem<"sqlite">[] = [];
+  let extra: BatchItem<"sqlite">[] = closed.rollups.map((r) => rollupUpsert(db, r.values));
   let createdEvents: string[] = [];
   let finalization: ReturnType<typeof invoiceFinalized> | null = null;
   if (lines.length) {
@@ -233,7 +236,8 @@ async function periodEnd(s: Services, loaded: Loaded): Promise<{ result: StepRes
     invoiceId = built.invoice.id;
     // Drafted and finalized (numbered) in the one batch: nothing reads the draft back.
     finalization = invoiceFinalized(db, built.invoice, built.lineRows, ctx, loaded.linkDays);
-    extra = [...built.statements, ...finalization.change.statements];
+    // The finalization's statements last: its read-back is the batch's last result (`finalizedRow`).
+    extra = [...extra, ...built.statements, ...finalization.change.statements];
     createdEvents = built.eventIds;
     audit.push(
       ...built.audit,
@@ -251,7 +255,7 @@ async function periodEnd(s: Services, loaded: Loaded): Promise<{ result: StepRes
   // with thousands of subscriptions renewing at once) unless it may have missed the previous version.
   const routingChanged =
     sub.meterSyncedVersion < sub.configVersion || after.status !== sub.status || after.billingAnchor !== sub.billingAnchor || nextPlan.id !== plan.id || nextPlan.version !== plan.version;
-  await pushMeterConfig(s, after, nextPlan, loaded.alerts, loaded.customer, { routing: routingChanged });
+  await pushMeterConfig(s, after, nextPlan, loaded.alerts, loaded.customer, { routing: routingChanged, written: closed.rollups });
   if (finalization) await afterFinalized(s, finalizedRow(results, 2 + extra.length));
   return { result: { subscriptionId: sub.id, step: "period_end", at: ctx.now, status, ...(invoiceId ? { invoiceId } : {}) }, sub: after, plan: nextPlan };
 }

@@ -6,6 +6,7 @@ import { builtOnce } from "../../db/prepared";
 import { plans, subscriptions, usageAlerts, type StoredMeteredPrice, type SubscriptionStatus } from "../../db/schema";
 import type { Interval } from "../../domain/periods";
 import { pushRouting } from "./routing";
+import type { ClosedRollup } from "./rollups";
 
 /** What a UsageMeter needs to decide alone (no D1 on the ingestion path); pushed on every subscription change. */
 export type MeterConfig = {
@@ -93,12 +94,13 @@ export async function pushMeterConfig(
   plan: PlanRow,
   knownAlerts?: MeterAlertRow[],
   knownCustomer?: { metadata: Record<string, string> },
-  options: { routing: boolean } = { routing: true },
+  options: { routing: boolean; written?: ClosedRollup[] } = { routing: true },
 ): Promise<boolean> {
   const { db } = s;
   try {
     const alerts = knownAlerts ?? (await meterAlertsOf(db, sub.id).all());
-    const held = await s.meters.of(sub.id).configure(meterConfigOf(sub, plan, await s.clock.frozen(sub.testClockId), alerts));
+    const written = (options.written ?? []).map((r) => ({ meterId: r.values.meterId, periodStart: r.values.periodStart, rev: r.rev }));
+    const held = await s.meters.of(sub.id).configure(meterConfigOf(sub, plan, await s.clock.frozen(sub.testClockId), alerts), written);
     // Before the version is recorded: a failed directory push is retried by the cron resync like a failed meter push.
     if (options.routing) await pushRouting(s, sub, plan, knownCustomer);
     // The version both the meter and the directory hold: the meter may answer a newer one than this push carried
@@ -127,6 +129,19 @@ export async function closeMeterPeriod(s: Services, sub: SubscriptionRow, plan: 
   }
   const closed = await s.meters.of(sub.id).closePeriod(periodStart, now);
   return closed.ok ? new Map(closed.meters.map((m) => [m.meterId, m.value])) : new Map();
+}
+
+/**
+ * As `closeMeterPeriod`, for a caller that writes the closed period's rollups in its own D1 batch (`rollupUpsert`)
+ * and then hands them back to the meter with its configuration push (`pushMeterConfig`'s `written`): a renewal, so
+ * the meter's own D1 write (a round trip) is not needed.
+ */
+export async function closeMeterPeriodForBatch(s: Services, sub: SubscriptionRow, plan: PlanRow, periodStart: number, now: number, alerts?: MeterAlertRow[]): Promise<{ usage: Map<string, string>; rollups: ClosedRollup[] }> {
+  if (sub.meterSyncedVersion < sub.configVersion && !(await pushMeterConfig(s, sub, plan, alerts))) {
+    throw new Error(`usage meter of ${sub.id} does not hold the current configuration; not invoicing until it does`);
+  }
+  const closed = await s.meters.of(sub.id).closePeriod(periodStart, now, { rollups: "return" });
+  return closed.ok ? { usage: new Map(closed.meters.map((m) => [m.meterId, m.value])), rollups: closed.rollups ?? [] } : { usage: new Map(), rollups: [] };
 }
 
 /** Cron: re-push subscriptions whose meter holds an older configuration. */
