@@ -180,6 +180,27 @@ describe("a gateway listing larger than one request", () => {
   });
 });
 
+describe("refunds recorded without the gateway's refund id", () => {
+  it("two of one payment and amount, their transactions on two pages of one step: each matched once, as GET does", { timeout: 120_000 }, async () => {
+    const day = "2026-04-14";
+    const template = await paid(day, { time: "06:00:00" });
+    // 120 charges between the two refunds' transactions: the first on the listing's first page, the second on its second.
+    await clonePaid(template, 120, day);
+    const r1 = await refunded(template, 300, day);
+    const r2 = await refunded(template, 300, day);
+    await env.DB.prepare("UPDATE sandbox_ledger SET created_at = ? WHERE id = ?").bind(at(day, "00:00:00"), r1.gatewayRefundId).run();
+    await env.DB.prepare("UPDATE refunds SET gateway_refund_id = NULL WHERE id IN (?, ?)").bind(r1.id, r2.id).run();
+
+    const { run, steps } = await runDay(day);
+    expect(steps).toBe(4);
+    const direct = await api("GET", `/api/v1/reconciliation/stripe/${day}?gateway=sandbox`);
+    expect(direct.status).toBe(200);
+    expect(run).toMatchObject({ status: "complete", matched: 121 + 2, discrepancyCounts: { missing_at_gateway: 0, missing_locally: 0, amount_mismatch: 0, status_mismatch: 0 } });
+    expect({ matched: run.matched, discrepancyCounts: run.discrepancyCounts }).toEqual({ matched: direct.body.matched, discrepancyCounts: direct.body.discrepancyCounts });
+    expect(await openOf(day)).toEqual([]);
+  });
+});
+
 describe("a reconciliation run and GET /reconciliation/stripe/{date}", () => {
   it("find the same discrepancies, totals and credit notes; a re-run resolves the fixed ones and never duplicates", { timeout: 120_000 }, async () => {
     const day = "2026-02-10";

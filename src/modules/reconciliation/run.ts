@@ -10,7 +10,7 @@ import { commitWithAudit } from "../../platform/audit";
 import { notFound, ok, type Outcome } from "../../platform/failure";
 import { newestFirstPage, type PageQuery } from "../../platform/pagination";
 import { retained } from "../retention/run";
-import { compareTxns, compareUnclaimed, type Comparison, type CurrencyTotals, type DiscrepancyKind, type LocalPayment, type LocalRefund } from "./compare";
+import { compareTxns, compareUnclaimed, TXN_PAGES_PER_INVOCATION, type Comparison, type CurrencyTotals, type DiscrepancyKind, type LocalPayment, type LocalRefund } from "./compare";
 import { BASIS, chunks, dayBounds, discrepancyId, IN_CHUNK, money, RETRIEVE_CONCURRENCY, sideOut, upsertDiscrepancy, type GatewayChoice } from "./service";
 
 /**
@@ -34,12 +34,7 @@ import { BASIS, chunks, dayBounds, discrepancyId, IN_CHUNK, money, RETRIEVE_CONC
 
 /** Stripe's largest list page: one subrequest per page. */
 export const TXN_PAGE = 100;
-/**
- * Listing pages per invocation. A page costs one gateway request and, in D1, up to 5 reads (two IN chunks each side
- * and the refund fallback) plus its batch: an upsert per finding (≤ 100 on a page of 100), a seen insert per 30 rows
- * and the run's update. Worst case ~115 queries a page, 5 pages ~575 (limit 1,000); 5 subrequests (limit ~50).
- */
-export const TXN_PAGES_PER_INVOCATION = 5;
+export { TXN_PAGES_PER_INVOCATION };
 /**
  * The day's payments the listing did not cover, per invocation: each with a gateway id is one `retrieve` (a
  * subrequest on Stripe, two D1 reads on the sandbox), so 40 stays inside ~50 subrequests with room for the rest.
@@ -149,9 +144,14 @@ async function runStep(s: Services, run: ReconciliationRun): Promise<Reconciliat
   if (run.phase === "gateway") {
     const gateway = await s.gateways.byName(run.gateway as GatewayName);
     const window = { from: day.value.start - DAY_MS, to: day.value.end + DAY_MS };
+    // The local ids this invocation's pages settled: reconciliation_seen has them only once the step's batch commits.
+    const claimed = new Set<string>();
     for (let i = 0; i < TXN_PAGES_PER_INVOCATION; i++) {
       const page = await gateway.balanceTransactionsPage(window.from, window.to, next.gatewayCursor, TXN_PAGE);
-      works.push(await comparePage(s.db, run, day.value, page.data));
+      const work = await comparePage(s.db, run, day.value, page.data, claimed);
+      for (const x of work.seen) claimed.add(x.id);
+      for (const m of work.comparison.matched) if (m.localId) claimed.add(m.localId);
+      works.push(work);
       next.gatewayCursor = page.next;
       if (!page.next) {
         next.phase = "local";
@@ -252,7 +252,7 @@ const notSeen = (db: Db, runId: string, id: typeof payments.id | typeof refunds.
   notExists(db.select({ one: sql`1` }).from(reconciliationSeen).where(and(eq(reconciliationSeen.runId, runId), eq(reconciliationSeen.itemId, id))));
 
 /** One page of the listing against the local rows it names (phase 1). */
-async function comparePage(db: Db, run: ReconciliationRun, day: { start: number; end: number }, txns: BalanceTransaction[]): Promise<StepWork> {
+async function comparePage(db: Db, run: ReconciliationRun, day: { start: number; end: number }, txns: BalanceTransaction[], claimed: ReadonlySet<string>): Promise<StepWork> {
   const inDay = (p: { gateway: string | null; status: string; createdAt: number }) => p.gateway === run.gateway && p.status === "succeeded" && p.createdAt >= day.start && p.createdAt < day.end;
   const paymentIds = [...new Set(txns.filter((t) => t.type === "charge").map((t) => t.paymentId ?? t.sourceId))];
   const refundIds = [...new Set(txns.filter((t) => t.type === "refund").map((t) => t.sourceId))];
@@ -262,17 +262,20 @@ async function comparePage(db: Db, run: ReconciliationRun, day: { start: number;
   for (const ids of chunks(refundIds, IN_CHUNK)) {
     ofRefunds.push(...(await db.select({ r: refunds, paymentGatewayId: payments.gatewayPaymentId, paymentGateway: payments.gateway }).from(refunds).innerJoin(payments, eq(payments.id, refunds.paymentId)).where(inArray(refunds.gatewayRefundId, ids)).all()));
   }
-  // The day's refunds recorded without a refund id: matched to an unused refund of their payment and amount.
+  // The day's refunds recorded without a refund id: matched to an unused refund of their payment and amount. Unused:
+  // not settled by an earlier step (reconciliation_seen) nor by an earlier page of this one (`claimed`).
   const refundPayments = [...new Set(txns.filter((t) => t.type === "refund" && t.paymentId).map((t) => t.paymentId!))];
   const withoutId = [];
   for (const ids of chunks(refundPayments, IN_CHUNK - 10)) {
     withoutId.push(
-      ...(await db
-        .select({ r: refunds, paymentGatewayId: payments.gatewayPaymentId })
-        .from(refunds)
-        .innerJoin(payments, eq(payments.id, refunds.paymentId))
-        .where(and(dayRefund(run.gateway, day), isNull(refunds.gatewayRefundId), inArray(payments.gatewayPaymentId, ids), notSeen(db, run.id, refunds.id)))
-        .all()),
+      ...(
+        await db
+          .select({ r: refunds, paymentGatewayId: payments.gatewayPaymentId })
+          .from(refunds)
+          .innerJoin(payments, eq(payments.id, refunds.paymentId))
+          .where(and(dayRefund(run.gateway, day), isNull(refunds.gatewayRefundId), inArray(payments.gatewayPaymentId, ids), notSeen(db, run.id, refunds.id)))
+          .all()
+      ).filter((x) => !claimed.has(x.r.id)),
     );
   }
   const refundInDay = (x: (typeof ofRefunds)[number]) => (x.r.gateway ?? x.paymentGateway) === run.gateway && x.r.status === "succeeded" && x.r.createdAt >= day.start && x.r.createdAt < day.end;
