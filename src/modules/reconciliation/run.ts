@@ -23,11 +23,12 @@ import { BASIS, chunks, dayBounds, discrepancyId, IN_CHUNK, money, RETRIEVE_CONC
  *    settled are remembered (reconciliation_seen);
  * 2. local: the day's succeeded payments and refunds no transaction settled, by keyset (createdAt, id); each payment
  *    with a gateway id is asked from the gateway (a cross-day match, another status, or missing at the gateway);
- * 3. finish: the day's local totals (aggregates), open discrepancies of the day this run did not find are resolved,
+ * 3. finish: the day's open discrepancies this run did not find, and no comparison found since it was created, are
+ *    resolved (in the steps' batches, as many steps as it takes); then the day's local totals (aggregates),
  *    credit-note totals, the `reconciliation.run` audit row, status complete.
  *
- * Each message's writes (findings, seen rows, the run's counters and its next step) go in one D1 batch that only
- * applies while the run is still at the message's step, so a duplicate or late delivery changes nothing. A failure
+ * Each message's writes (findings, resolves, seen rows, the run's counters and its next step) go in one D1 batch that
+ * only applies while the run is still at the message's step, so a duplicate or late delivery changes nothing. A failure
  * (the gateway down) leaves the run `running` with its `error` and the step is retried by the queue; the run goes on
  * from where it was once the gateway answers.
  */
