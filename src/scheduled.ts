@@ -5,6 +5,7 @@ import { enqueueDuePages, trialWillEndPage } from "./modules/subscriptions/billi
 import { SYSTEM_ACTOR } from "./platform/actor";
 import { finalizeDraftsChained } from "./modules/invoices/finalize";
 import { runDailyReconciliation } from "./modules/reconciliation/report";
+import { sweepReconciliationSeen } from "./modules/reconciliation/run";
 import { cleanupWebhookEvents } from "./modules/webhooks/cleanup";
 import { WEBHOOK_ACTOR } from "./modules/webhooks/types";
 import { weeklyRevenueReport } from "./modules/analytics/weekly-report";
@@ -73,6 +74,8 @@ export const cronTasks: Record<string, Task[]> = {
   [CRON.daily]: [
     { name: "backup.daily", run: (s) => runDailyBackup(s) },
     { name: "reconciliation.daily", run: (s, t) => runDailyReconciliation(s) },
+    // reconciliation_seen rows of runs no longer running, bounded per message (src/modules/reconciliation/run.ts).
+    { name: "reconciliation.sweep_seen", run: async (s) => { const r = await sweepReconciliationSeen(s.db); return { deleted: r.deleted, ...(r.more ? { continueAfter: "more" } : {}) }; } },
     { name: "webhooks.cleanup", run: (s, t) => cleanupWebhookEvents(s, 30, { actor: WEBHOOK_ACTOR, now: t }) },
     {
       name: "invoices.uncollectible",

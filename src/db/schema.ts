@@ -544,6 +544,10 @@ export const discrepancies = sqliteTable(
     status: text("status", { enum: ["open", "resolved"] }).notNull(),
     createdAt: integer("created_at").notNull(),
     resolvedAt: integer("resolved_at"),
+    /** recon_unique: when a comparison last found it (set by every upsert); a run resolves only what none found since it started. */
+    foundAt: integer("found_at"),
+    /** recon_unique: the reconciliation run that resolved it (null: open, or resolved by a one-request comparison). */
+    resolvedByRun: text("resolved_by_run"),
   },
   (t) => [uniqueIndex("discrepancies_unique_idx").on(t.date, t.gateway, t.kind, t.localId, t.gatewayId), index("discrepancies_status_idx").on(t.status, t.date)],
 );
@@ -967,7 +971,12 @@ export const reconciliationRuns = sqliteTable(
     updatedAt: integer("updated_at").notNull(),
     finishedAt: integer("finished_at"),
   },
-  (t) => [index("reconciliation_runs_day_idx").on(t.date, t.gateway, t.status), index("reconciliation_runs_created_idx").on(t.createdAt)],
+  (t) => [
+    index("reconciliation_runs_day_idx").on(t.date, t.gateway, t.status),
+    index("reconciliation_runs_created_idx").on(t.createdAt),
+    // recon_unique: at most one running run of a day and gateway (starting one inserts ON CONFLICT DO NOTHING).
+    uniqueIndex("reconciliation_runs_running_idx").on(t.date, t.gateway).where(sql`status = 'running'`),
+  ],
 );
 
 /** Local payments and refunds a run has already compared (and, `matched`, found equal), and the discrepancies it found. */

@@ -9,6 +9,7 @@ import { SANDBOX_FAULTS_KEY } from "../../src/gateways";
 import { dropSettingsCache } from "../../src/platform/settings";
 import { TXN_PAGE, TXN_PAGES_PER_INVOCATION } from "../../src/modules/reconciliation/run";
 import { MAX_BALANCE_TRANSACTIONS } from "../../src/gateways/types";
+import { CRON } from "../../src/scheduled";
 import { api, servicesOf, tokenFor, unique } from "../helpers";
 import { deliver, drainTasks, fetchAs, invocationLog, recordingEnv, worker } from "../scale";
 
@@ -177,6 +178,27 @@ describe("a gateway listing larger than one request", () => {
     const most = Math.max(...lines.map((l) => l.d1Queries));
     console.info(JSON.stringify({ msg: "reconciliation run, every transaction a finding", n, steps, maxD1Queries: most }));
     expect(most).toBeLessThanOrEqual(650);
+  });
+});
+
+describe("refunds recorded without the gateway's refund id", () => {
+  it("two of one payment and amount, their transactions on two pages of one step: each matched once, as GET does", { timeout: 120_000 }, async () => {
+    const day = "2026-04-14";
+    const template = await paid(day, { time: "06:00:00" });
+    // 120 charges between the two refunds' transactions: the first on the listing's first page, the second on its second.
+    await clonePaid(template, 120, day);
+    const r1 = await refunded(template, 300, day);
+    const r2 = await refunded(template, 300, day);
+    await env.DB.prepare("UPDATE sandbox_ledger SET created_at = ? WHERE id = ?").bind(at(day, "00:00:00"), r1.gatewayRefundId).run();
+    await env.DB.prepare("UPDATE refunds SET gateway_refund_id = NULL WHERE id IN (?, ?)").bind(r1.id, r2.id).run();
+
+    const { run, steps } = await runDay(day);
+    expect(steps).toBe(4);
+    const direct = await api("GET", `/api/v1/reconciliation/stripe/${day}?gateway=sandbox`);
+    expect(direct.status).toBe(200);
+    expect(run).toMatchObject({ status: "complete", matched: 121 + 2, discrepancyCounts: { missing_at_gateway: 0, missing_locally: 0, amount_mismatch: 0, status_mismatch: 0 } });
+    expect({ matched: run.matched, discrepancyCounts: run.discrepancyCounts }).toEqual({ matched: direct.body.matched, discrepancyCounts: direct.body.discrepancyCounts });
+    expect(await openOf(day)).toEqual([]);
   });
 });
 
@@ -382,5 +404,128 @@ describe("the reconciliation runs API", () => {
     expect(rec.take("tasks")).toHaveLength(1);
     const runs = await env.DB.prepare("SELECT count(*) AS n FROM reconciliation_runs WHERE date = '2026-02-27'").first<{ n: number }>();
     expect(runs!.n).toBe(1);
+  });
+});
+
+describe("starting a run", () => {
+  it("a run whose first message was never sent (the queue down) is sent again by the next POST for the day, once", { timeout: 120_000 }, async () => {
+    const day = "2026-04-20";
+    await paid(day);
+    const rec = recordingEnv();
+    const down = { send: async () => Promise.reject(new Error("queue down")), sendBatch: async () => Promise.reject(new Error("queue down")) } as unknown as Queue;
+    const failed = await post({ ...rec.env, TASK_QUEUE: down } as Env, "/api/v1/reconciliation/runs", { date: day });
+    expect(failed.status).toBe(500);
+    const rows = (await env.DB.prepare("SELECT id, status, step, sent_step AS sentStep FROM reconciliation_runs WHERE date = ?").bind(day).all<any>()).results;
+    expect(rows).toEqual([{ id: expect.stringMatching(/^rcr_/), status: "running", step: 0, sentStep: -1 }]);
+
+    const again = await post(rec.env, "/api/v1/reconciliation/runs", { date: day });
+    expect(again.status).toBe(202);
+    expect(again.body.id).toBe(rows[0].id);
+    expect(rec.take("tasks")).toEqual([{ type: "reconciliation.continue", runId: rows[0].id, step: 0 }]);
+    // Sent now: a third POST answers the run and sends nothing.
+    expect((await post(rec.env, "/api/v1/reconciliation/runs", { date: day })).body.id).toBe(rows[0].id);
+    expect(rec.take("tasks")).toEqual([]);
+    rec.sent.push({ queue: "tasks", body: { type: "reconciliation.continue", runId: rows[0].id, step: 0 } });
+    await drainTasks(rec);
+    expect((await api("GET", `/api/v1/reconciliation/runs/${rows[0].id}`)).body).toMatchObject({ status: "complete", matched: 1 });
+  });
+
+  it("two POSTs racing with different keys start one run; D1 refuses a second running run of a day and gateway", async () => {
+    const day = "2026-04-21";
+    const rec = recordingEnv();
+    const [a, b] = await Promise.all([
+      post(rec.env, "/api/v1/reconciliation/runs", { date: day }, { "idempotency-key": unique("ka") }),
+      post(rec.env, "/api/v1/reconciliation/runs", { date: day }, { "idempotency-key": unique("kb") }),
+    ]);
+    expect([a.status, b.status]).toEqual([202, 202]);
+    expect(b.body.id).toBe(a.body.id);
+    const runs = await env.DB.prepare("SELECT count(*) AS n FROM reconciliation_runs WHERE date = ?").bind(day).first<{ n: number }>();
+    expect(runs!.n).toBe(1);
+    const copy = (id: string) =>
+      env.DB.prepare(
+        "INSERT INTO reconciliation_runs (id, date, gateway, status, phase, step, sent_step, totals, counts, actor, created_at, updated_at) SELECT ?, date, gateway, status, phase, step, sent_step, totals, counts, actor, created_at, updated_at FROM reconciliation_runs WHERE id = ?",
+      )
+        .bind(id, a.body.id)
+        .run();
+    await expect(copy(unique("rcr"))).rejects.toThrow(/UNIQUE/);
+  });
+});
+
+describe("a run's finish step", () => {
+  /** A day with one paid payment and an open amount_mismatch of it that is fixed by now (a run resolves it). */
+  async function fixedMismatch(day: string) {
+    const p = await paid(day);
+    await env.DB.prepare("UPDATE payments SET amount = 2600 WHERE id = ?").bind(p.id).run();
+    expect((await api("GET", `/api/v1/reconciliation/stripe/${day}?gateway=sandbox`)).body.discrepancyCounts.amount_mismatch).toBe(1);
+    await env.DB.prepare("UPDATE payments SET amount = 2500 WHERE id = ?").bind(p.id).run();
+    return p;
+  }
+
+  it("resolves in the step's batch: a finish step whose batch fails resolves nothing; its retry resolves and counts", { timeout: 120_000 }, async () => {
+    const day = "2026-04-22";
+    await fixedMismatch(day);
+    const rec = recordingEnv();
+    const r = await post(rec.env, "/api/v1/reconciliation/runs", { date: day });
+    let finish: unknown;
+    for (let i = 0; i < 10 && !finish; i++) {
+      const [m] = rec.take("tasks");
+      const run = (await api("GET", `/api/v1/reconciliation/runs/${r.body.id}`)).body;
+      if (run.phase === "finish") finish = m;
+      else await deliver(rec.env, "billing-tasks", [m]);
+    }
+    expect(finish).toBeTruthy();
+    // The finish step's batch fails (D1 aborts any batch that moves the run's step).
+    const trigger = `rr_fail_${unique("t").replace(/\W/g, "")}`;
+    await env.DB.prepare(`CREATE TRIGGER ${trigger} BEFORE UPDATE ON reconciliation_runs WHEN NEW.id = '${r.body.id}' AND NEW.step <> OLD.step BEGIN SELECT RAISE(ABORT, 'injected'); END`).run();
+    try {
+      await deliver(rec.env, "billing-tasks", [finish]);
+    } finally {
+      await env.DB.prepare(`DROP TRIGGER ${trigger}`).run();
+    }
+    expect((await api("GET", `/api/v1/reconciliation/runs/${r.body.id}`)).body).toMatchObject({ status: "running", phase: "finish" });
+    expect((await openOf(day)).map((d: any) => d.kind)).toEqual(["amount_mismatch"]);
+    rec.take("tasks");
+    await deliver(rec.env, "billing-tasks", [finish]);
+    await drainTasks(rec);
+    expect((await api("GET", `/api/v1/reconciliation/runs/${r.body.id}`)).body).toMatchObject({ status: "complete", resolved: 1 });
+    expect(await openOf(day)).toEqual([]);
+  });
+
+  it("leaves open what a comparison found after the run started (a GET while the run went on)", { timeout: 120_000 }, async () => {
+    const day = "2026-04-23";
+    const p = await paid(day);
+    const rec = recordingEnv();
+    const r = await post(rec.env, "/api/v1/reconciliation/runs", { date: day });
+    await deliver(rec.env, "billing-tasks", rec.take("tasks"));
+    expect((await api("GET", `/api/v1/reconciliation/runs/${r.body.id}`)).body).toMatchObject({ phase: "local", progress: { matched: 1 } });
+    // After the run paged past it, the payment changes and a GET finds the difference.
+    await env.DB.prepare("UPDATE payments SET amount = 2600 WHERE id = ?").bind(p.id).run();
+    expect((await api("GET", `/api/v1/reconciliation/stripe/${day}?gateway=sandbox`)).body.discrepancyCounts.amount_mismatch).toBe(1);
+    await drainTasks(rec);
+    expect((await api("GET", `/api/v1/reconciliation/runs/${r.body.id}`)).body).toMatchObject({ status: "complete", resolved: 0 });
+    expect((await openOf(day)).map((d: any) => [d.kind, d.localId])).toEqual([["amount_mismatch", p.id]]);
+  });
+});
+
+describe("reconciliation_seen", () => {
+  it("the daily sweep leaves no seen rows of a complete run nor of a failed (replaced) one", { timeout: 120_000 }, async () => {
+    const day = "2026-04-24";
+    await paid(day);
+    const rec = recordingEnv();
+    const stuck = await post(rec.env, "/api/v1/reconciliation/runs", { date: day });
+    await deliver(rec.env, "billing-tasks", rec.take("tasks"));
+    rec.take("tasks");
+    const seenOf = async (id: string) => (await env.DB.prepare("SELECT count(*) AS n FROM reconciliation_seen WHERE run_id = ?").bind(id).first<{ n: number }>())!.n;
+    expect(await seenOf(stuck.body.id)).toBeGreaterThan(0);
+    await env.DB.prepare("UPDATE reconciliation_runs SET updated_at = ? WHERE id = ?").bind(Date.now() - 2 * 3_600_000, stuck.body.id).run();
+    const fresh = await post(rec.env, "/api/v1/reconciliation/runs", { date: day });
+    expect(fresh.body.id).not.toBe(stuck.body.id);
+    await drainTasks(rec);
+    expect((await api("GET", `/api/v1/reconciliation/runs/${stuck.body.id}`)).body.status).toBe("failed");
+    expect((await api("GET", `/api/v1/reconciliation/runs/${fresh.body.id}`)).body.status).toBe("complete");
+
+    await deliver(rec.env, "billing-tasks", [{ type: "cron.task", cron: CRON.daily, task: "reconciliation.sweep_seen", scheduledTime: at(day, "03:00:00") + 86_400_000 }]);
+    await drainTasks(rec);
+    expect([await seenOf(stuck.body.id), await seenOf(fresh.body.id)]).toEqual([0, 0]);
   });
 });

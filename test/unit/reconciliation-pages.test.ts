@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { compareDay, compareTxns, compareUnclaimed, type Comparison, type LocalPayment, type LocalRefund } from "../../src/modules/reconciliation/compare";
+import { compareDay, compareTxns, compareUnclaimed, TXN_PAGES_PER_INVOCATION, type Comparison, type LocalPayment, type LocalRefund } from "../../src/modules/reconciliation/compare";
 import type { BalanceTransaction, GatewayPayment } from "../../src/gateways/types";
 
 // A reconciliation run (src/modules/reconciliation/run.ts) compares the gateway's listing a page at a time, then the
@@ -72,19 +72,28 @@ function oneRequest(w: World): Comparison {
   return compareDay({ day: DAY, payments, refunds, txns, otherPayments, otherRefunds, retrieved });
 }
 
-/** What a run does: pages of the listing matched by gateway ids, the seen ids kept, then the rows no page settled. */
+/**
+ * What a run does: pages of the listing matched by gateway ids, then the rows no page settled. As in run.ts, the ids a
+ * page settled reach `reconciliation_seen` (`seen`) once per invocation, after its TXN_PAGES_PER_INVOCATION pages; the
+ * invocation's earlier pages are known only to its in-memory set (`claimed`).
+ */
 function paged(w: World, pageSize: number): Comparison {
   const txns = w.txns.filter((t) => inWindow(t.created));
   const seen = new Set<string>();
+  let claimed = new Set<string>();
   const out: Comparison = { matched: [], findings: [], totals: {} };
-  for (let i = 0; i < txns.length; i += pageSize) {
+  for (let i = 0, n = 0; i < txns.length; i += pageSize, n++) {
+    if (n % TXN_PAGES_PER_INVOCATION === 0) {
+      for (const id of claimed) seen.add(id);
+      claimed = new Set();
+    }
     const page = txns.slice(i, i + pageSize);
     const paymentIds = new Set(page.filter((t) => t.type === "charge").map((t) => t.paymentId ?? t.sourceId));
     const refundIds = new Set(page.filter((t) => t.type === "refund").map((t) => t.sourceId));
     const refundPayments = new Set(page.filter((t) => t.type === "refund" && t.paymentId).map((t) => t.paymentId!));
     const ofPayments = w.payments.filter((p) => p.gatewayPaymentId && paymentIds.has(p.gatewayPaymentId));
     const ofRefunds = w.refunds.filter((r) => r.gatewayRefundId && refundIds.has(r.gatewayRefundId));
-    const withoutId = w.refunds.filter((r) => dayRefund(r) && !r.gatewayRefundId && r.paymentGatewayId && refundPayments.has(r.paymentGatewayId) && !seen.has(r.id));
+    const withoutId = w.refunds.filter((r) => dayRefund(r) && !r.gatewayRefundId && r.paymentGatewayId && refundPayments.has(r.paymentGatewayId) && !seen.has(r.id) && !claimed.has(r.id));
     const c = compareTxns({
       day: DAY,
       txns: page,
@@ -93,10 +102,11 @@ function paged(w: World, pageSize: number): Comparison {
       otherPayments: ofPayments.filter((p) => !dayPayment(p)),
       otherRefunds: ofRefunds.filter((r) => !dayRefund(r)),
     });
-    for (const id of [...c.claimedPayments, ...c.claimedRefunds, ...c.matched.map((m) => m.localId)]) seen.add(id);
+    for (const id of [...c.claimedPayments, ...c.claimedRefunds, ...c.matched.map((m) => m.localId)]) claimed.add(id);
     out.matched.push(...c.matched);
     out.findings.push(...c.findings);
   }
+  for (const id of claimed) seen.add(id);
   const payments = w.payments.filter((p) => dayPayment(p) && !seen.has(p.id));
   const retrieved = new Map<string, GatewayPayment | null>();
   for (const p of payments) if (p.gatewayPaymentId) retrieved.set(p.gatewayPaymentId, w.gateway.get(p.gatewayPaymentId) ?? null);

@@ -2,6 +2,16 @@ import type { BalanceTransaction, GatewayPayment } from "../../gateways/types";
 
 // Pure: no I/O, no clock. The service loads what it needs and persists what comes out.
 
+/**
+ * Listing pages per invocation of a reconciliation run (run.ts; here so the pure model of its pages in
+ * test/unit/reconciliation-pages.test.ts uses the same number). A page costs one gateway request and, in D1, up to 6
+ * reads (two IN chunks of payments, two of refunds, two of the fallback for refunds without a refund id; on the
+ * sandbox 2 more: its listing's cursor and page) plus its share of the step's batch: an upsert per finding (≤ 100 on a
+ * page of 100) and a seen insert per 30 ids (≤ 7). Worst case ~113 queries a page (~115 on the sandbox), 5 pages
+ * ~575 plus the step's guard and run update (limit 1,000); 5 subrequests (limit ~50).
+ */
+export const TXN_PAGES_PER_INVOCATION = 5;
+
 export type DiscrepancyKind = "missing_at_gateway" | "missing_locally" | "amount_mismatch" | "status_mismatch";
 export type LocalPayment = { id: string; amount: number; currency: string; status: string; gatewayPaymentId: string | null; createdAt: number };
 export type LocalRefund = { id: string; amount: number; currency: string; status: string; gatewayRefundId: string | null; paymentGatewayId: string | null; createdAt: number };

@@ -2,7 +2,7 @@ import { and, asc, desc, eq, gt, gte, inArray, isNull, lt, notExists, or, sql } 
 import type { BatchItem } from "drizzle-orm/batch";
 import type { Services } from "../../platform/services";
 import type { Db } from "../../db/client";
-import { batchAssertions, creditNotes, payments, reconciliationRuns, reconciliationSeen, refunds } from "../../db/schema";
+import { batchAssertions, creditNotes, discrepancies, payments, reconciliationRuns, reconciliationSeen, refunds } from "../../db/schema";
 import type { BalanceTransaction, GatewayName, GatewayPayment } from "../../gateways/types";
 import { newId } from "../../lib/ids";
 import { iso, DAY_MS } from "../../lib/time";
@@ -10,7 +10,7 @@ import { commitWithAudit } from "../../platform/audit";
 import { notFound, ok, type Outcome } from "../../platform/failure";
 import { newestFirstPage, type PageQuery } from "../../platform/pagination";
 import { retained } from "../retention/run";
-import { compareTxns, compareUnclaimed, type Comparison, type CurrencyTotals, type DiscrepancyKind, type LocalPayment, type LocalRefund } from "./compare";
+import { compareTxns, compareUnclaimed, TXN_PAGES_PER_INVOCATION, type Comparison, type CurrencyTotals, type DiscrepancyKind, type LocalPayment, type LocalRefund } from "./compare";
 import { BASIS, chunks, dayBounds, discrepancyId, IN_CHUNK, money, RETRIEVE_CONCURRENCY, sideOut, upsertDiscrepancy, type GatewayChoice } from "./service";
 
 /**
@@ -23,23 +23,19 @@ import { BASIS, chunks, dayBounds, discrepancyId, IN_CHUNK, money, RETRIEVE_CONC
  *    settled are remembered (reconciliation_seen);
  * 2. local: the day's succeeded payments and refunds no transaction settled, by keyset (createdAt, id); each payment
  *    with a gateway id is asked from the gateway (a cross-day match, another status, or missing at the gateway);
- * 3. finish: the day's local totals (aggregates), open discrepancies of the day this run did not find are resolved,
+ * 3. finish: the day's open discrepancies this run did not find, and no comparison found since it was created, are
+ *    resolved (in the steps' batches, as many steps as it takes); then the day's local totals (aggregates),
  *    credit-note totals, the `reconciliation.run` audit row, status complete.
  *
- * Each message's writes (findings, seen rows, the run's counters and its next step) go in one D1 batch that only
- * applies while the run is still at the message's step, so a duplicate or late delivery changes nothing. A failure
+ * Each message's writes (findings, resolves, seen rows, the run's counters and its next step) go in one D1 batch that
+ * only applies while the run is still at the message's step, so a duplicate or late delivery changes nothing. A failure
  * (the gateway down) leaves the run `running` with its `error` and the step is retried by the queue; the run goes on
  * from where it was once the gateway answers.
  */
 
 /** Stripe's largest list page: one subrequest per page. */
 export const TXN_PAGE = 100;
-/**
- * Listing pages per invocation. A page costs one gateway request and, in D1, up to 5 reads (two IN chunks each side
- * and the refund fallback) plus its batch: an upsert per finding (≤ 100 on a page of 100), a seen insert per 30 rows
- * and the run's update. Worst case ~115 queries a page, 5 pages ~575 (limit 1,000); 5 subrequests (limit ~50).
- */
-export const TXN_PAGES_PER_INVOCATION = 5;
+export { TXN_PAGES_PER_INVOCATION };
 /**
  * The day's payments the listing did not cover, per invocation: each with a gateway id is one `retrieve` (a
  * subrequest on Stripe, two D1 reads on the sandbox), so 40 stays inside ~50 subrequests with room for the rest.
@@ -47,6 +43,9 @@ export const TXN_PAGES_PER_INVOCATION = 5;
 export const RETRIEVES_PER_INVOCATION = 40;
 /** The day's refunds the listing did not cover, per invocation: no gateway call, an upsert each (≤ 200 queries). */
 export const REFUND_PAGE = 200;
+/** Seen rows of finished runs deleted per statement, and statements per invocation of the daily sweep. */
+export const SWEEP_PAGE = 5_000;
+export const SWEEP_PAGES_PER_INVOCATION = 10;
 /** Stale open discrepancies resolved per statement, and statements per invocation. */
 export const RESOLVE_PAGE = 500;
 export const RESOLVE_PAGES_PER_INVOCATION = 10;
@@ -63,7 +62,11 @@ const emptyCounts = (): Record<string, number> => ({ transactions: 0, localCheck
 
 /**
  * Starts a run of `date` on `choice.gateway` as `s`'s actor: one row and the first message. A run of the same day and
- * gateway still going is returned instead (`started: false`); one silent for STALE_RUN_MS is marked failed and replaced.
+ * gateway still going is returned instead (`started: false`); one silent for STALE_RUN_MS is marked failed and replaced
+ * (in the batch that inserts its replacement). At most one run of a day and gateway is running (a partial unique
+ * index): the insert does nothing when another start got there first, and that run is returned. A run whose current
+ * step was never sent (the queue failed after its row was written) has it sent again here: by the next POST, or the
+ * daily task; a duplicate message is harmless (only the delivery holding the run's step moves it).
  */
 export async function startReconciliationRun(s: Services, date: string, choice: GatewayChoice): Promise<Outcome<{ run: ReconciliationRun; started: boolean }, "validation_failed" | "unprocessable">> {
   const { db, audit: ctx } = s;
@@ -71,20 +74,13 @@ export async function startReconciliationRun(s: Services, date: string, choice: 
   if (!bounds.ok) return bounds;
   const kept = await retained(db, ["payment_attempts"], bounds.value.start, "Reconciliation");
   if (!kept.ok) return kept;
-  const running = await db
-    .select()
-    .from(reconciliationRuns)
-    .where(and(eq(reconciliationRuns.date, date), eq(reconciliationRuns.gateway, choice.gateway), eq(reconciliationRuns.status, "running")))
-    .orderBy(desc(reconciliationRuns.createdAt))
-    .get();
-  if (running && running.updatedAt > ctx.now - STALE_RUN_MS) return ok({ run: running, started: false });
-  if (running) {
-    await db
-      .update(reconciliationRuns)
-      .set({ status: "failed", error: `no progress since ${iso(running.updatedAt)}: replaced by a new run`, finishedAt: ctx.now, updatedAt: ctx.now })
-      .where(and(eq(reconciliationRuns.id, running.id), eq(reconciliationRuns.status, "running")));
+  const ofDay = and(eq(reconciliationRuns.date, date), eq(reconciliationRuns.gateway, choice.gateway), eq(reconciliationRuns.status, "running"));
+  const running = await db.select().from(reconciliationRuns).where(ofDay).orderBy(desc(reconciliationRuns.createdAt)).get();
+  if (running && running.updatedAt > ctx.now - STALE_RUN_MS) {
+    if (running.sentStep < running.step) await sendStep(s, running);
+    return ok({ run: running, started: false });
   }
-  const run: ReconciliationRun = {
+  const fresh: ReconciliationRun = {
     id: newId("rcr"),
     date,
     gateway: choice.gateway,
@@ -104,9 +100,23 @@ export async function startReconciliationRun(s: Services, date: string, choice: 
     updatedAt: ctx.now,
     finishedAt: null,
   };
-  await db.insert(reconciliationRuns).values(run);
-  await sendStep(s, run);
-  return ok({ run, started: true });
+  const insert = db.insert(reconciliationRuns).values(fresh).onConflictDoNothing();
+  const readBack = db.select().from(reconciliationRuns).where(ofDay);
+  // The stale run is failed only if it is still as read (no step since), in the batch that inserts its replacement.
+  const [, , current] = running
+    ? await db.batch([
+        db
+          .update(reconciliationRuns)
+          .set({ status: "failed", error: `no progress since ${iso(running.updatedAt)}: replaced by a new run`, finishedAt: ctx.now, updatedAt: ctx.now })
+          .where(and(eq(reconciliationRuns.id, running.id), eq(reconciliationRuns.status, "running"), eq(reconciliationRuns.updatedAt, running.updatedAt))),
+        insert,
+        readBack,
+      ])
+    : [undefined, ...(await db.batch([insert, readBack]))];
+  const run = current[0];
+  if (!run) throw new Error(`reconciliation run of ${date} on ${choice.gateway}: neither inserted nor found running`);
+  if (run.sentStep < run.step) await sendStep(s, run);
+  return ok({ run, started: run.id === fresh.id });
 }
 
 async function sendStep(s: Services, run: ReconciliationRun) {
@@ -135,7 +145,7 @@ export async function continueReconciliationRun(s: Services, runId: string, step
     return await runStep(as, run);
   } catch (e) {
     const error = e instanceof Error ? e.message : String(e);
-    await s.db.update(reconciliationRuns).set({ error: `${run.phase}: ${error} (the step is retried)`, updatedAt: s.clock.wall }).where(and(eq(reconciliationRuns.id, run.id), eq(reconciliationRuns.step, step)));
+    await s.db.update(reconciliationRuns).set({ error: `${run.phase}: ${error} (the step is retried)`, updatedAt: s.clock.wall }).where(and(eq(reconciliationRuns.id, run.id), eq(reconciliationRuns.step, step), eq(reconciliationRuns.status, "running")));
     throw e;
   }
 }
@@ -145,13 +155,20 @@ async function runStep(s: Services, run: ReconciliationRun): Promise<Reconciliat
   if (!day.ok) throw new Error(`run ${run.id}: bad date ${run.date}`);
   const next: ReconciliationRun = { ...run, totals: structuredClone(run.totals), counts: { ...emptyCounts(), ...run.counts }, error: null, step: run.step + 1, updatedAt: s.clock.wall };
   const works: StepWork[] = [];
+  /** Statements after the run's update in the step's batch. */
+  const trailing: BatchItem<"sqlite">[] = [];
   let audit = false;
   if (run.phase === "gateway") {
     const gateway = await s.gateways.byName(run.gateway as GatewayName);
     const window = { from: day.value.start - DAY_MS, to: day.value.end + DAY_MS };
+    // The local ids this invocation's pages settled: reconciliation_seen has them only once the step's batch commits.
+    const claimed = new Set<string>();
     for (let i = 0; i < TXN_PAGES_PER_INVOCATION; i++) {
       const page = await gateway.balanceTransactionsPage(window.from, window.to, next.gatewayCursor, TXN_PAGE);
-      works.push(await comparePage(s.db, run, day.value, page.data));
+      const work = await comparePage(s.db, run, day.value, page.data, claimed);
+      for (const x of work.seen) claimed.add(x.id);
+      for (const m of work.comparison.matched) if (m.localId) claimed.add(m.localId);
+      works.push(work);
       next.gatewayCursor = page.next;
       if (!page.next) {
         next.phase = "local";
@@ -170,8 +187,11 @@ async function runStep(s: Services, run: ReconciliationRun): Promise<Reconciliat
       if (r.cursor === END) next.phase = "finish";
     }
   } else {
-    audit = await finish(s, run, day.value, next);
-    if (audit) {
+    const resolves = await staleResolves(s, run);
+    if (resolves.length) trailing.push(...resolves, resolvedCount(s.db, run));
+    else {
+      await finish(s.db, run, day.value, next);
+      audit = true;
       next.status = "complete";
       next.finishedAt = s.clock.wall;
     }
@@ -202,7 +222,7 @@ async function runStep(s: Services, run: ReconciliationRun): Promise<Reconciliat
     }
   }
   const { id: _id, ...fields } = next;
-  statements.push(s.db.update(reconciliationRuns).set(fields).where(eq(reconciliationRuns.id, run.id)));
+  statements.push(s.db.update(reconciliationRuns).set(fields).where(eq(reconciliationRuns.id, run.id)), ...trailing);
   try {
     if (audit) {
       const c = next.counts;
@@ -217,7 +237,14 @@ async function runStep(s: Services, run: ReconciliationRun): Promise<Reconciliat
     throw e;
   }
   if (next.status === "running") await sendStep(s, next);
-  else await s.db.delete(reconciliationSeen).where(eq(reconciliationSeen.runId, run.id));
+  else {
+    // A first share of the run's seen rows now; the rest (and a failure here) is the daily sweep's (sweepReconciliationSeen).
+    try {
+      await s.db.run(sql`DELETE FROM ${reconciliationSeen} WHERE rowid IN (SELECT rowid FROM ${reconciliationSeen} WHERE ${reconciliationSeen.runId} = ${run.id} LIMIT ${SWEEP_PAGE})`);
+    } catch (e) {
+      s.log.warn("reconciliation seen rows not deleted (the daily sweep will)", { runId: run.id, error: e instanceof Error ? e.message : String(e) });
+    }
+  }
   s.log.info("reconciliation step", { runId: run.id, step: run.step, phase: run.phase, nextPhase: next.phase, status: next.status });
   return next;
 }
@@ -252,7 +279,7 @@ const notSeen = (db: Db, runId: string, id: typeof payments.id | typeof refunds.
   notExists(db.select({ one: sql`1` }).from(reconciliationSeen).where(and(eq(reconciliationSeen.runId, runId), eq(reconciliationSeen.itemId, id))));
 
 /** One page of the listing against the local rows it names (phase 1). */
-async function comparePage(db: Db, run: ReconciliationRun, day: { start: number; end: number }, txns: BalanceTransaction[]): Promise<StepWork> {
+async function comparePage(db: Db, run: ReconciliationRun, day: { start: number; end: number }, txns: BalanceTransaction[], claimed: ReadonlySet<string>): Promise<StepWork> {
   const inDay = (p: { gateway: string | null; status: string; createdAt: number }) => p.gateway === run.gateway && p.status === "succeeded" && p.createdAt >= day.start && p.createdAt < day.end;
   const paymentIds = [...new Set(txns.filter((t) => t.type === "charge").map((t) => t.paymentId ?? t.sourceId))];
   const refundIds = [...new Set(txns.filter((t) => t.type === "refund").map((t) => t.sourceId))];
@@ -262,17 +289,20 @@ async function comparePage(db: Db, run: ReconciliationRun, day: { start: number;
   for (const ids of chunks(refundIds, IN_CHUNK)) {
     ofRefunds.push(...(await db.select({ r: refunds, paymentGatewayId: payments.gatewayPaymentId, paymentGateway: payments.gateway }).from(refunds).innerJoin(payments, eq(payments.id, refunds.paymentId)).where(inArray(refunds.gatewayRefundId, ids)).all()));
   }
-  // The day's refunds recorded without a refund id: matched to an unused refund of their payment and amount.
+  // The day's refunds recorded without a refund id: matched to an unused refund of their payment and amount. Unused:
+  // not settled by an earlier step (reconciliation_seen) nor by an earlier page of this one (`claimed`).
   const refundPayments = [...new Set(txns.filter((t) => t.type === "refund" && t.paymentId).map((t) => t.paymentId!))];
   const withoutId = [];
   for (const ids of chunks(refundPayments, IN_CHUNK - 10)) {
     withoutId.push(
-      ...(await db
-        .select({ r: refunds, paymentGatewayId: payments.gatewayPaymentId })
-        .from(refunds)
-        .innerJoin(payments, eq(payments.id, refunds.paymentId))
-        .where(and(dayRefund(run.gateway, day), isNull(refunds.gatewayRefundId), inArray(payments.gatewayPaymentId, ids), notSeen(db, run.id, refunds.id)))
-        .all()),
+      ...(
+        await db
+          .select({ r: refunds, paymentGatewayId: payments.gatewayPaymentId })
+          .from(refunds)
+          .innerJoin(payments, eq(payments.id, refunds.paymentId))
+          .where(and(dayRefund(run.gateway, day), isNull(refunds.gatewayRefundId), inArray(payments.gatewayPaymentId, ids), notSeen(db, run.id, refunds.id)))
+          .all()
+      ).filter((x) => !claimed.has(x.r.id)),
     );
   }
   const refundInDay = (x: (typeof ofRefunds)[number]) => (x.r.gateway ?? x.paymentGateway) === run.gateway && x.r.status === "succeeded" && x.r.createdAt >= day.start && x.r.createdAt < day.end;
@@ -335,21 +365,38 @@ async function unclaimedRefunds(db: Db, run: ReconciliationRun, day: { start: nu
 }
 
 /**
- * Phase 3: resolves up to RESOLVE_PAGES_PER_INVOCATION pages of the day's open discrepancies this run did not find;
- * once none is left, the day's local totals and credit notes (aggregates) into `next`, and true (done).
+ * The day's open discrepancies this run may resolve: not found by it (reconciliation_seen) and not found by any
+ * comparison since it was created (`found_at`: a GET while the run went on may have found what the run paged past).
  */
-async function finish(s: Services, run: ReconciliationRun, day: { start: number; end: number }, next: ReconciliationRun): Promise<boolean> {
-  const { db } = s;
-  for (let i = 0; i < RESOLVE_PAGES_PER_INVOCATION; i++) {
-    const r = await db.run(sql`UPDATE discrepancies SET status = 'resolved', resolved_at = ${s.audit.now} WHERE id IN (
-      SELECT d.id FROM discrepancies d WHERE d.date = ${run.date} AND d.gateway = ${run.gateway} AND d.status = 'open'
-        AND NOT EXISTS (SELECT 1 FROM ${reconciliationSeen} WHERE ${reconciliationSeen.runId} = ${run.id} AND ${reconciliationSeen.itemId} = d.id)
-      LIMIT ${RESOLVE_PAGE})`);
-    const changed = (r as unknown as D1Result).meta.changes;
-    next.counts.resolved = (next.counts.resolved ?? 0) + changed;
-    if (changed < RESOLVE_PAGE) break;
-    if (i === RESOLVE_PAGES_PER_INVOCATION - 1) return false;
-  }
+const resolvable = (run: ReconciliationRun) => sql`SELECT d.id FROM discrepancies d WHERE d.date = ${run.date} AND d.gateway = ${run.gateway} AND d.status = 'open'
+  AND coalesce(d.found_at, d.created_at) < ${run.createdAt}
+  AND NOT EXISTS (SELECT 1 FROM ${reconciliationSeen} WHERE ${reconciliationSeen.runId} = ${run.id} AND ${reconciliationSeen.itemId} = d.id)`;
+
+/**
+ * Phase 3, while any is left: up to RESOLVE_PAGES_PER_INVOCATION statements resolving RESOLVE_PAGE stale discrepancies
+ * each, for the step's guarded batch (a batch that fails or loses to another delivery resolves nothing); empty when
+ * none is left. Each resolved row names the run (`resolved_by_run`), which is how the run counts them.
+ */
+async function staleResolves(s: Services, run: ReconciliationRun): Promise<BatchItem<"sqlite">[]> {
+  const any = await s.db.get<{ id: string } | undefined>(sql`${resolvable(run)} LIMIT 1`);
+  if (!any) return [];
+  return Array.from({ length: RESOLVE_PAGES_PER_INVOCATION }, () =>
+    s.db
+      .update(discrepancies)
+      .set({ status: "resolved", resolvedAt: s.audit.now, resolvedByRun: run.id })
+      .where(sql`${discrepancies.id} IN (${resolvable(run)} LIMIT ${RESOLVE_PAGE})`),
+  );
+}
+
+/** After the resolves in the same batch: the run's `resolved` count is what it resolved (and nothing reopened since). */
+const resolvedCount = (db: Db, run: ReconciliationRun) =>
+  db
+    .update(reconciliationRuns)
+    .set({ counts: sql`json_set(${reconciliationRuns.counts}, '$.resolved', (SELECT count(*) FROM discrepancies WHERE date = ${run.date} AND gateway = ${run.gateway} AND resolved_by_run = ${run.id}))` })
+    .where(eq(reconciliationRuns.id, run.id));
+
+/** Phase 3, once nothing is left to resolve: the day's local totals and credit notes (aggregates) into `next`. */
+async function finish(db: Db, run: ReconciliationRun, day: { start: number; end: number }, next: ReconciliationRun): Promise<void> {
   // The local side of the totals: every succeeded row of the day, summed in D1.
   for (const t of Object.values(next.totals)) t.local = { charges: 0, refunds: 0, net: 0, count: 0 };
   const paid = await db.select({ currency: payments.currency, sum: sql<number>`sum(${payments.amount})`, n: sql<number>`count(*)` }).from(payments).where(dayPayment(run.gateway, day)).groupBy(payments.currency).all();
@@ -369,7 +416,6 @@ async function finish(s: Services, run: ReconciliationRun, day: { start: number;
   for (const p of paid) add(p.currency, "charges", p.sum, p.n);
   for (const r of refunded) add(r.currency, "refunds", r.sum, r.n);
   next.creditNotes = await creditNotesOfRun(db, run, day);
-  return true;
 }
 
 /** Credit notes issued in the day, per currency, as reconcileDay reports them; refunds not matched by this run listed. */
@@ -461,3 +507,20 @@ export function listReconciliationRuns(db: Db, q: PageQuery & { date?: string | 
   );
 }
 
+/**
+ * The daily sweep (cron task `reconciliation.sweep_seen`): deletes the reconciliation_seen rows of runs no longer
+ * running (complete, failed or replaced), SWEEP_PAGE per statement, SWEEP_PAGES_PER_INVOCATION statements; `more` when
+ * it stopped at that bound (the task goes on in its next message).
+ */
+export async function sweepReconciliationSeen(db: Db): Promise<{ deleted: number; more: boolean }> {
+  let deleted = 0;
+  for (let i = 0; i < SWEEP_PAGES_PER_INVOCATION; i++) {
+    const r = await db.run(
+      sql`DELETE FROM ${reconciliationSeen} WHERE rowid IN (SELECT s.rowid FROM ${reconciliationRuns} r JOIN ${reconciliationSeen} s ON s.run_id = r.id WHERE r.status <> 'running' LIMIT ${SWEEP_PAGE})`,
+    );
+    const n = (r as unknown as D1Result).meta.changes;
+    deleted += n;
+    if (n < SWEEP_PAGE) return { deleted, more: false };
+  }
+  return { deleted, more: true };
+}

@@ -243,15 +243,16 @@ export async function reconcileDay(s: Services, date: string, choice: GatewayCho
 }
 
 /** A finding as an open discrepancy: a new row, or the existing one (re)opened with what was found now. */
-export function upsertDiscrepancy(db: Db, r: DiscrepancyRow) {
+export function upsertDiscrepancy(db: Db, r: Omit<DiscrepancyRow, "foundAt" | "resolvedByRun">) {
+  // Found now (`createdAt` is the comparison's time): a run that started before this leaves it open (run.ts).
   return db
     .insert(discrepancies)
-    .values(r)
-    .onConflictDoUpdate({ target: discrepancies.id, set: { localAmount: r.localAmount, gatewayAmount: r.gatewayAmount, currency: r.currency, detail: r.detail, status: "open", resolvedAt: null } });
+    .values({ ...r, foundAt: r.createdAt, resolvedByRun: null })
+    .onConflictDoUpdate({ target: discrepancies.id, set: { localAmount: r.localAmount, gatewayAmount: r.gatewayAmount, currency: r.currency, detail: r.detail, status: "open", resolvedAt: null, foundAt: r.createdAt, resolvedByRun: null } });
 }
 
 async function persist(db: Db, date: string, gateway: GatewayName, comparison: Comparison, ctx: AuditContext) {
-  const rows: DiscrepancyRow[] = [];
+  const rows: Omit<DiscrepancyRow, "foundAt" | "resolvedByRun">[] = [];
   for (const f of comparison.findings) {
     rows.push({ id: await discrepancyId(date, gateway, f), date, gateway, ...f, status: "open", createdAt: ctx.now, resolvedAt: null });
   }
