@@ -36,7 +36,7 @@ export type WebhookMessage =
  */
 export type TaskMessage =
   /** `after`: where a paged task goes on (its previous invocation's cursor). */
-  | { type: "cron.task"; cron: string; task: string; scheduledTime: number; after?: string }
+  | { type: "cron.task"; cron: string; task: string; scheduledTime: number; after?: string; /** Pages done before this one (a continuation's number; absent on the first). */ step?: number }
   /** Due subscriptions after `after` (by id) at `now` go to the jobs queue as billing.run_due, a few pages per message. */
   | { type: "billing.enqueue_due"; now: number; after: string | null }
   /** Drafts after `after` (by id) of real time (`testClockId` null) or of one clock are finalized, a page per message. */

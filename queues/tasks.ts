@@ -25,7 +25,7 @@ const done = { status: "done" as const };
  */
 export const taskHandlers = {
   "cron.task": async (m: Of<"cron.task">, s: Services) => {
-    await runCronTask(s.env, m.cron, m.task, m.scheduledTime, m.after ?? null);
+    await runCronTask(s.env, m.cron, m.task, m.scheduledTime, m.after ?? null, m.step ?? 0);
     return done;
   },
   "billing.enqueue_due": async (m: Of<"billing.enqueue_due">, s: Services) => {

@@ -24,6 +24,7 @@ import { sendAll } from "./platform/queue-send";
 import { currentCounts, type InvocationCounts } from "./platform/limits";
 import { expireDueGrants } from "./modules/credits/service";
 import { upcomingInvoicesPage } from "./modules/subscriptions/upcoming";
+import { claimContinuation, releaseContinuation, sweepContinuations } from "./platform/continuations";
 
 export const CRON = {
   hourly: "0 * * * *",
@@ -85,6 +86,14 @@ export const cronTasks: Record<string, Task[]> = {
       },
     },
     { name: "idempotency.purge", run: (s, t) => purgeExpiredIdempotencyKeys(s.env, t) },
+    // The continuation claims of chains long finished (a chain of the daily or weekly trigger ends within hours).
+    {
+      name: "tasks.sweep_claims",
+      run: async (s, t) => {
+        const r = await sweepContinuations(s.db, t - 3 * DAY_MS);
+        return { deleted: r.deleted, ...(r.more ? { continueAfter: "more" } : {}) };
+      },
+    },
     // Events past 30 days, and audit rows, invoice lines, payment attempts past the policy, to R2 (docs/retention.md).
     { name: "retention.run", run: async (s, t) => (await startRetentionRun(s, "cron", t)).run?.id ?? "disabled" },
     { name: "webhook_endpoints.cleanup", run: (s, t) => cleanupWebhookDeliveries(s.db, t) },
@@ -123,7 +132,7 @@ function countsSince(before: InvocationCounts | null): Partial<InvocationCounts>
 }
 
 /** Runs one task of a cron trigger (the tasks queue's `cron.task`); throws when it fails, so the message is retried. */
-export async function runCronTask(env: Env, cron: string, name: string, scheduledTime: number, after: string | null = null): Promise<void> {
+export async function runCronTask(env: Env, cron: string, name: string, scheduledTime: number, after: string | null = null, step = 0): Promise<void> {
   const task = cronTasks[cron]?.find((t) => t.name === name);
   if (!task) throw new Error(`no task ${name} for cron ${cron}`);
   const s = cronServices(env, cron, name, scheduledTime);
@@ -133,7 +142,20 @@ export async function runCronTask(env: Env, cron: string, name: string, schedule
     const result = await task.run(s, scheduledTime, after);
     s.log.info("cron task", { ms: Date.now() - started, result, ...(after ? { after } : {}), ...countsSince(before) });
     const next = continuesAfter(result);
-    if (next) await s.queues.tasks.send({ type: "cron.task", cron, task: name, scheduledTime, after: next });
+    if (next) {
+      // By step number, not cursor: a task whose set shrinks as it works continues with the same cursor ("more").
+      const key = `cron.task|${cron}|${name}|${scheduledTime}|${step + 1}`;
+      if (!(await claimContinuation(s.db, key, s.clock.wall))) {
+        s.log.info("cron task continuation already sent (a duplicate delivery)", { step: step + 1 });
+        return;
+      }
+      try {
+        await s.queues.tasks.send({ type: "cron.task", cron, task: name, scheduledTime, after: next, step: step + 1 });
+      } catch (e) {
+        await releaseContinuation(s.db, key).catch(() => undefined);
+        throw e;
+      }
+    }
   } catch (e) {
     s.log.error("cron task failed", { error: String(e) });
     throw e;

@@ -989,3 +989,18 @@ export const reconciliationSeen = sqliteTable(
   },
   (t) => [primaryKey({ columns: [t.runId, t.itemId] })],
 );
+
+// --- task_claims ---
+/**
+ * The continuation steps of cron tasks already sent (src/scheduled.ts): a queue may deliver a message twice, and both
+ * deliveries would send the next page, forking the chain. The first to claim step k + 1 sends it; rows older than a
+ * few days are swept daily.
+ */
+export const taskContinuations = sqliteTable(
+  "task_continuations",
+  {
+    key: text("key").primaryKey(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [index("task_continuations_created_idx").on(t.createdAt)],
+);

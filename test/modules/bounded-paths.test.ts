@@ -330,3 +330,41 @@ describe("hourly settlement of pending refunds at large N", () => {
     expect(Math.max(...lines.map((l) => l.d1Queries))).toBeLessThanOrEqual(900);
   });
 });
+
+describe("a cron task's continuation delivered twice", () => {
+  it("sends the next page once: the first delivery to claim the step sends it, and a failed send gives the claim back", { timeout: 60_000 }, async () => {
+    const now = Date.now();
+    const customer = await createCustomer();
+    const g = await api("POST", `/api/v1/customers/${customer.id}/credit-grants`, { as: "finance", body: { currency: "USD", amount: "1.00", category: "promotional", expiresAt: new Date(now + 3_600_000).toISOString() } });
+    expect(g.status).toBe(201);
+    // 450 grants due. Expired grants leave the set, so every delivery (a duplicate too) expires the next 100.
+    const cols = (await env.DB.prepare("PRAGMA table_info(credit_grants)").all<{ name: string }>()).results.map((c) => c.name);
+    const set: Record<string, string> = { id: "printf('cgr_dup%06d', n.i)" };
+    await env.DB.prepare(`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) INSERT INTO credit_grants (${cols.join(", ")}) SELECT ${cols.map((c) => set[c] ?? c).join(", ")} FROM n, credit_grants WHERE credit_grants.id = ?2`).bind(449, g.body.id).run();
+    const first = { type: "cron.task", cron: CRON.hourly, task: "credits.expire", scheduledTime: now + 2 * 3_600_000 };
+    // Its send fails: the message is retried, and the claim is given back.
+    const down = recordingEnv();
+    const failing = { ...down.env, TASK_QUEUE: { send: async () => { throw new Error("queue down"); }, sendBatch: async () => { throw new Error("queue down"); } } } as unknown as Env;
+    await deliver(failing, "billing-tasks", [first]);
+    const rec = recordingEnv();
+    // The same page delivered twice more (a redelivery): one continuation between them.
+    await deliver(rec.env, "billing-tasks", [first]);
+    await deliver(rec.env, "billing-tasks", [first]);
+    const sent = rec.take("tasks");
+    expect(sent).toEqual([{ ...first, after: "more", step: 1 }]);
+    // 150 left: step 1 expires 100 and sends step 2, its duplicate the last 50 (a short page: the chain ends).
+    await deliver(rec.env, "billing-tasks", sent);
+    await deliver(rec.env, "billing-tasks", sent);
+    const second = rec.take("tasks");
+    expect(second).toEqual([{ ...first, after: "more", step: 2 }]);
+    await deliver(rec.env, "billing-tasks", second);
+    expect(rec.take("tasks")).toEqual([]);
+    const left = await env.DB.prepare("SELECT count(*) AS n FROM credit_grants WHERE customer_id = ? AND status != 'expired'").bind(customer.id).first<{ n: number }>();
+    expect(left!.n).toBe(0);
+    // Claims of chains long done are swept daily.
+    const claims = async () => (await env.DB.prepare("SELECT count(*) AS n FROM task_continuations WHERE key LIKE ?").bind(`cron.task|${CRON.hourly}|credits.expire|${first.scheduledTime}|%`).first<{ n: number }>())!.n;
+    expect(await claims()).toBe(2);
+    await deliver(recordingEnv().env, "billing-tasks", [{ type: "cron.task", cron: CRON.daily, task: "tasks.sweep_claims", scheduledTime: now + 4 * 86_400_000 }]);
+    expect(await claims()).toBe(0);
+  });
+});

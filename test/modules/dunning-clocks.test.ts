@@ -159,7 +159,7 @@ describe("the daily uncollectible task at any size", () => {
     cronTasks[CRON.daily]!.push(probe);
     try {
       await runCronTask(e, CRON.daily, "test.paged", 1_700_000_000_000);
-      expect(sentTasks).toEqual([{ type: "cron.task", cron: CRON.daily, task: "test.paged", scheduledTime: 1_700_000_000_000, after: "inv_cursor" }]);
+      expect(sentTasks).toEqual([{ type: "cron.task", cron: CRON.daily, task: "test.paged", scheduledTime: 1_700_000_000_000, after: "inv_cursor", step: 1 }]);
       await runCronTask(e, CRON.daily, "test.paged", 1_700_000_000_000, "inv_cursor");
       expect(sentTasks).toHaveLength(1); // done: no further message
     } finally {
