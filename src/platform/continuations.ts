@@ -26,3 +26,20 @@ export async function sweepContinuations(db: Db, before: number, max = 5_000): P
   const deleted = r.meta.changes ?? 0;
   return { deleted, more: deleted === max };
 }
+
+/**
+ * Sends a chain's next message once per step: `key` names the chain and its next step (for keyset chains, the
+ * message itself: a step's cursor only moves forward). A duplicate delivery of a step finds the claim taken and sends
+ * nothing; a failed send gives the claim back and throws, so the retried delivery sends it. Answers whether this
+ * call sent it.
+ */
+export async function sendOnce(db: Db, key: string, now: number, send: () => Promise<void>): Promise<boolean> {
+  if (!(await claimContinuation(db, key, now))) return false;
+  try {
+    await send();
+  } catch (e) {
+    await releaseContinuation(db, key).catch(() => undefined);
+    throw e;
+  }
+  return true;
+}

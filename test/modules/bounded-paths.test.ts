@@ -177,6 +177,23 @@ describe("a test-clock advance with many invoices past their grace period", () =
   });
 });
 
+describe("a requeue continuation delivered twice", () => {
+  it("sends the step after it once (its pages are redone, the chain does not fork)", { timeout: 120_000 }, async () => {
+    await cloneFailedPayments(1_100);
+    const rec = recordingEnv();
+    expect((await fetchAs(rec.env, "POST", "/admin/payments/queue-failed")).body).toMatchObject({ continues: true });
+    const [c1, ...others] = rec.take("tasks");
+    expect(others).toEqual([]);
+    expect(c1).toMatchObject({ type: "payments.requeue_failed" });
+    await deliver(rec.env, "billing-tasks", [c1]);
+    await deliver(rec.env, "billing-tasks", [c1]);
+    const next = rec.take("tasks");
+    expect(next).toHaveLength(1);
+    expect(next[0]).toMatchObject({ type: "payments.requeue_failed", now: c1.now });
+    expect(next[0].after).not.toEqual(c1.after);
+  });
+});
+
 describe("reconciling a day larger than one invocation", () => {
   it("is refused with a 422 naming the cap and the run to use instead, inside the limits; the daily task starts that run", { timeout: 120_000 }, async () => {
     const day = "2026-03-10";

@@ -10,6 +10,7 @@ import { routing } from "../../gateways";
 import type { GatewayName } from "../../gateways/types";
 import { newId } from "../../lib/ids";
 import { closedObject } from "../../lib/schema";
+import { sendOnce } from "../../platform/continuations";
 
 // Exhaustive over GatewayName: adding a gateway without listing it here fails the typecheck.
 const GATEWAYS: Record<GatewayName, true> = { stripe: true, sandbox: true };
@@ -68,7 +69,9 @@ export async function notifyPaymentIssue(s: Services, input: PaymentIssueRequest
   for (let pages = 0; ; pages++) {
     if (pages === PAGES_PER_INVOCATION) {
       // The rest from this cursor, at this request's time and as its requester, in its own invocation.
-      await s.queues.tasks.send({ type: "notifications.payment_issue", input, after: after!, now: ctx.now, actor: ctx.actor });
+      // Once per step, whatever a duplicate delivery of this one does (platform/continuations.ts).
+      const next = { type: "notifications.payment_issue" as const, input, after: after!, now: ctx.now, actor: ctx.actor };
+      await sendOnce(s.db, JSON.stringify(next), s.clock.wall, () => s.queues.tasks.send(next));
       report.continues = true;
       break;
     }

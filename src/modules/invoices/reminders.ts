@@ -8,6 +8,7 @@ import { newId } from "../../lib/ids";
 import { DAY_MS, iso } from "../../lib/time";
 import { notificationInserts, notificationsCommitted } from "../notifications/outbox";
 import { pagesById } from "./service";
+import { sendOnce } from "../../platform/continuations";
 
 const REMINDER_PAGE = 50; // one insert and one audit row per invoice: 100 statements per batch at most
 
@@ -105,6 +106,10 @@ export async function sendReminders(s: Services, input: { daysOverdue: number; t
  */
 export async function sendRemindersChained(s: Services, input: { daysOverdue: number; template: string }, after: string | null): Promise<ReminderReport & { continues: boolean }> {
   const report = await sendReminders(s, input, { after, maxPages: REMINDER_PAGES_PER_INVOCATION });
-  if (report.next) await s.queues.tasks.send({ type: "invoices.send_reminders", input, after: report.next, now: s.audit.now, actor: s.audit.actor });
+  if (report.next) {
+    // Once per step, whatever a duplicate delivery of this one does (platform/continuations.ts).
+    const next = { type: "invoices.send_reminders" as const, input, after: report.next, now: s.audit.now, actor: s.audit.actor };
+    await sendOnce(s.db, JSON.stringify(next), s.clock.wall, () => s.queues.tasks.send(next));
+  }
   return { ...report, continues: report.next !== null };
 }

@@ -9,6 +9,7 @@ import { lockedFailure } from "./guard";
 import { conflict, fail, invalid, notFound, ok, type Outcome } from "../../platform/failure";
 import { archivedThrough } from "../retention/run";
 import { iso } from "../../lib/time";
+import { sendOnce } from "../../platform/continuations";
 
 type PaymentRow = typeof payments.$inferSelect;
 
@@ -79,7 +80,9 @@ export async function requeueFailed(s: Services, after: FailedCursor | null): Pr
     invoiceIds.push(...(await requeue(s, rows)));
     if (!next) return { invoiceIds, continues: false };
     if (page === REQUEUE_PAGES_PER_INVOCATION) {
-      await s.queues.tasks.send({ type: "payments.requeue_failed", after: next, now: s.audit.now, actor: s.audit.actor });
+      // Once per step, whatever a duplicate delivery of this one does (platform/continuations.ts).
+      const message = { type: "payments.requeue_failed" as const, after: next, now: s.audit.now, actor: s.audit.actor };
+      await sendOnce(s.db, JSON.stringify(message), s.clock.wall, () => s.queues.tasks.send(message));
       return { invoiceIds, continues: true };
     }
     cursor = next;

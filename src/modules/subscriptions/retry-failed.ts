@@ -5,6 +5,7 @@ import { invoices, subscriptions } from "../../db/schema";
 import { finalizeInvoice } from "../invoices/finalize";
 import { runDueSteps } from "./renewal";
 import { logError, PAGE } from "../invoices/service";
+import { sendOnce } from "../../platform/continuations";
 
 export type RetryFailedReport = {
   paymentRetries: { count: number; invoiceIds: string[] };
@@ -48,7 +49,9 @@ export async function retryFailed(s: Services, input: RetryFailedInput, budget =
   const inRange = and(sql`${issuedAt} >= ${input.start}`, sql`${issuedAt} < ${input.end}`);
   const after = (id: string | null) => (id ? gt(invoices.id, id) : undefined);
   const stop = async (cursor: RetryFailedCursor) => {
-    await s.queues.tasks.send({ type: "invoices.retry_failed", input, cursor, now: ctx.now, actor: ctx.actor });
+    // Once per step, whatever a duplicate delivery of this one does (platform/continuations.ts).
+    const next = { type: "invoices.retry_failed" as const, input, cursor, now: ctx.now, actor: ctx.actor };
+    await sendOnce(s.db, JSON.stringify(next), s.clock.wall, () => s.queues.tasks.send(next));
     r.continues = true;
   };
   const phases = ["payments", "drafts", "renewals"] as const;
