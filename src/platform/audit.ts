@@ -153,25 +153,52 @@ const POKE_MARGIN_MS = 50;
 /** Test setup: a fresh anchor has no pending seal. */
 export function forgetPendingSeal(): void {
   sealRunsAt = 0;
+  inFlight = null;
 }
+
+/**
+ * The poke this isolate has on its way, if any. Commits made meanwhile (a queue batch's messages run side by side)
+ * wait for its answer instead of each poking: the seal it names covers them when it runs after them.
+ */
+let inFlight: Promise<void> | null = null;
+/** Every poke and wait not settled yet (tests wait on them: `sealerPokesSettled`). */
+const unsettled = new Set<Promise<void>>();
 
 /** Asks the AuditAnchor to seal soon (it debounces with an alarm); never delays or fails the change that called it. */
 function pokeSealer() {
   const ns = (workerEnv as Partial<Env>).AUDIT_ANCHOR;
   if (!ns) return;
-  if (Date.now() < sealRunsAt - POKE_MARGIN_MS) return;
-  const poke = ns
-    .get(ns.idFromName(AUDIT_ANCHOR_NAME))
-    .poke()
-    .then((at: number) => {
-      sealRunsAt = Math.max(sealRunsAt, at);
-    })
-    .catch((e: unknown) => console.log(JSON.stringify({ level: "warn", msg: "audit sealer poke failed", error: String(e) })));
+  const committedAt = Date.now();
+  const covered = () => committedAt < sealRunsAt - POKE_MARGIN_MS;
+  if (covered()) return;
+  const pokeNow = (): Promise<void> => {
+    const p: Promise<void> = ns
+      .get(ns.idFromName(AUDIT_ANCHOR_NAME))
+      .poke()
+      .then((at: number) => {
+        sealRunsAt = Math.max(sealRunsAt, at);
+      })
+      .catch((e: unknown) => console.log(JSON.stringify({ level: "warn", msg: "audit sealer poke failed", error: String(e) })))
+      .finally(() => {
+        if (inFlight === p) inFlight = null;
+      });
+    inFlight = p;
+    return p;
+  };
+  // A poke on its way: its answer says whether its seal runs after this commit; only if not, poke again.
+  const run = inFlight ? inFlight.then(() => (covered() ? undefined : (inFlight ?? pokeNow()).then(() => (covered() ? undefined : pokeNow())))) : pokeNow();
+  unsettled.add(run);
+  void run.finally(() => unsettled.delete(run));
   try {
-    waitUntil(poke);
+    waitUntil(run);
   } catch {
     // Outside a request, message or cron (e.g. a script): the promise still runs.
   }
+}
+
+/** Resolves once every poke (and every commit waiting on one) has its answer. */
+export async function sealerPokesSettled(): Promise<void> {
+  while (unsettled.size) await Promise.all([...unsettled]);
 }
 
 /** The one AuditAnchor instance's name. */
