@@ -74,10 +74,8 @@ export function subscriptionChange(
     : [];
   return change({
     statements: [
-      db
-        .update(subscriptions)
-        .set({ ...patch, configVersion: next.configVersion, updatedAt: ctx.now })
-        .where(and(eq(subscriptions.id, sub.id), eq(subscriptions.configVersion, sub.configVersion))),
+      // Prepared SQL (src/db/prepared.ts): every renewal makes it.
+      updateWhere(db, subscriptions, { ...patch, configVersion: next.configVersion, updatedAt: ctx.now }, { id: sub.id, configVersion: sub.configVersion }),
       assertChanged(db),
       ...(extra.statements ?? []),
     ],
