@@ -499,8 +499,9 @@ export class UsageMeter extends DurableObject<Env> {
     this.flushScheduled = true;
   }
 
-  private aggregateOf(meterId: string, aggregation: MeterConfig["meters"][number]["aggregation"], period: { start: number; end: number; closedAt: number | null }): MeterAggregate {
-    const row = this.loadAggregate(meterId, period.start);
+  /** `known`: the row as the caller read it (null: none), else it is read here. */
+  private aggregateOf(meterId: string, aggregation: MeterConfig["meters"][number]["aggregation"], period: { start: number; end: number; closedAt: number | null }, known?: AggRow | null): MeterAggregate {
+    const row = known === undefined ? this.loadAggregate(meterId, period.start) : (known ?? undefined);
     const state = row ? toState(row) : emptyAggregate();
     return {
       meterId,
@@ -631,14 +632,16 @@ export class UsageMeter extends DurableObject<Env> {
       this.sql.exec("UPDATE periods SET closed_at = ? WHERE start = ?", now, periodStart);
       period.closedAt = now;
     }
-    const meters = c.meters.map((m) => this.aggregateOf(m.meterId, m.aggregation, period));
     // "return": the caller writes the closed period's rollups in its own D1 batch (a renewal: one round trip less)
     // and hands their revisions back through `configure`; until then they count as not written, so an alarm after a
-    // batch that failed writes them itself.
+    // batch that failed writes them itself. One read of the period's aggregates answers both.
     if (opts.rollups === "return") {
       const rows = this.sql.exec<AggRow>("SELECT * FROM aggregates WHERE period_start = ?", periodStart).toArray();
+      const byMeter = new Map(rows.map((r) => [r.meter_id, r]));
+      const meters = c.meters.map((m) => this.aggregateOf(m.meterId, m.aggregation, period, byMeter.get(m.meterId) ?? null));
       return { ok: true, meters, rollups: rows.map((r) => ({ rev: r.rev, values: this.rollupValues(r, now) })) };
     }
+    const meters = c.meters.map((m) => this.aggregateOf(m.meterId, m.aggregation, period));
     await this.flush(now, periodStart);
     return { ok: true, meters };
   }
