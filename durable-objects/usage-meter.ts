@@ -165,9 +165,14 @@ export class UsageMeter extends DurableObject<Env> {
    * closed period the caller's D1 batch wrote (`closePeriod` with `rollups: "return"`), so the meter does not write
    * them again.
    */
-  configure(config: MeterConfig, written: { meterId: string; periodStart: number; rev: number }[] = []): number {
+  async configure(config: MeterConfig, written: { meterId: string; periodStart: number; rev: number }[] = []): Promise<number> {
     for (const w of written) {
       this.sql.exec("UPDATE aggregates SET flushed_rev = ? WHERE meter_id = ? AND period_start = ? AND flushed_rev < ?", w.rev, w.meterId, w.periodStart, w.rev);
+    }
+    // The alarm a close scheduled only for these rows is not needed any more (one alarm run less per renewal).
+    if (written.length && this.flushScheduled && !this.flushPending()) {
+      await this.ctx.storage.deleteAlarm();
+      this.flushScheduled = false;
     }
     const held = this.config?.version ?? 0;
     if (config.version > held) {
@@ -636,6 +641,11 @@ export class UsageMeter extends DurableObject<Env> {
     // and hands their revisions back through `configure`; until then they count as not written, so an alarm after a
     // batch that failed writes them itself. One read of the period's aggregates answers both.
     if (opts.rollups === "return") {
+      // Rows an earlier flush wrote (as open) count as unwritten again: their closed figures are not in D1 until the
+      // caller's batch commits, and should it never commit, the meter's next alarm writes them.
+      const bumped = this.sql.exec("UPDATE aggregates SET rev = rev + 1 WHERE period_start = ? AND rev = flushed_rev", periodStart).rowsWritten;
+      // Nothing else may wake the meter (a subscription that ends here): an alarm does, and the hand-back cancels it.
+      if (bumped > 0) await this.scheduleFlush(now);
       const rows = this.sql.exec<AggRow>("SELECT * FROM aggregates WHERE period_start = ?", periodStart).toArray();
       const byMeter = new Map(rows.map((r) => [r.meter_id, r]));
       const meters = c.meters.map((m) => this.aggregateOf(m.meterId, m.aggregation, period, byMeter.get(m.meterId) ?? null));
@@ -682,6 +692,15 @@ export class UsageMeter extends DurableObject<Env> {
     return rows.length;
   }
 
+  /** Whether the alarm has work: aggregates not written to D1, alerts not delivered. */
+  private flushPending(): boolean {
+    return (
+      this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM aggregates WHERE rev > flushed_rev").one().n +
+        this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM alerts_fired WHERE delivered_at IS NULL").one().n >
+      0
+    );
+  }
+
   /** Rollup flush and dedup-window housekeeping. */
   override async alarm(): Promise<void> {
     const realNow = Date.now();
@@ -695,10 +714,7 @@ export class UsageMeter extends DurableObject<Env> {
     }
     await this.flush(now);
     this.sql.exec("DELETE FROM events WHERE received_at < ?", now - DEDUP_RETENTION_MS);
-    const pending =
-      this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM aggregates WHERE rev > flushed_rev").one().n +
-      this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM alerts_fired WHERE delivered_at IS NULL").one().n;
-    if (pending > 0) {
+    if (this.flushPending()) {
       await this.ctx.storage.setAlarm(realNow + ROLLUP_DELAY_MS);
       this.flushScheduled = true;
     }

@@ -48,7 +48,7 @@ export type TaskMessage =
   /** The next steps of a test clock moving to `target` (epoch ms). */
   | { type: "test_clock.advance"; clockId: string; target: number; meterAfter?: string }
   /** The rest of a retry-failed run (src/modules/subscriptions/retry-failed.ts), from its cursor, at the request's time, as its requester (`actor`; absent on messages queued before it was carried). */
-  | { type: "invoices.retry_failed"; input: RetryFailedInput; cursor: RetryFailedCursor; now: number; actor?: Actor }
+  | { type: "invoices.retry_failed"; input: RetryFailedInput; cursor: RetryFailedCursor; now: number; actor?: Actor; /** Steps done before this one (platform/continuations.ts). */ step?: number }
   /** The next stretch of the weekly audit verification (src/modules/audit/verify.ts), carrying where it stands. */
   | { type: "audit.verify_continue"; reportKey: string; progress: VerifyProgress; startedAt: number; rowsPerInvocation: number }
   /** The next pages of a retention run (src/modules/retention): rows of `kind` after `after` move to R2. */
@@ -58,11 +58,11 @@ export type TaskMessage =
   /** The next step of a reconciliation run (src/modules/reconciliation/run.ts); a duplicate or late step does nothing. */
   | { type: "reconciliation.continue"; runId: string; step: number }
   /** The rest of POST /admin/payments/queue-failed: failed payments after `after` (created_at, id), oldest first. */
-  | { type: "payments.requeue_failed"; after: { createdAt: number; id: string }; now: number; actor: Actor }
+  | { type: "payments.requeue_failed"; after: { createdAt: number; id: string }; now: number; actor: Actor; /** Steps done before this one (platform/continuations.ts). */ step?: number }
   /** The rest of POST /api/v1/invoices/send-reminders: overdue invoices after `after` (by id), at the request's time. */
-  | { type: "invoices.send_reminders"; input: { daysOverdue: number; template: string }; after: string; now: number; actor: Actor }
+  | { type: "invoices.send_reminders"; input: { daysOverdue: number; template: string }; after: string; now: number; actor: Actor; /** Steps done before this one (platform/continuations.ts). */ step?: number }
   /** The rest of POST /admin/notifications/payment-issue: affected customers after `after` (by id). */
-  | { type: "notifications.payment_issue"; input: { template: string; affectedGateway: "stripe" | "sandbox" }; after: string; now: number; actor: Actor };
+  | { type: "notifications.payment_issue"; input: { template: string; affectedGateway: "stripe" | "sandbox" }; after: string; now: number; actor: Actor; /** Steps done before this one (platform/continuations.ts). */ step?: number };
 
 export type QueueMessage = JobMessage | PaymentMessage | WebhookMessage | TaskMessage;
 

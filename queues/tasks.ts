@@ -49,7 +49,7 @@ export const taskHandlers = {
     return done;
   },
   "invoices.retry_failed": async (m: Of<"invoices.retry_failed">, s: Services) => {
-    const r = await retryFailed((m.actor ? s.as(m.actor) : s).withNow(m.now), m.input, RETRY_BUDGET, m.cursor);
+    const r = await retryFailed((m.actor ? s.as(m.actor) : s).withNow(m.now), m.input, RETRY_BUDGET, m.cursor, m.step ?? 0);
     s.log.info("retry-failed continued", { cursor: m.cursor, paymentRetries: r.paymentRetries.count, finalized: r.finalized.count, regenerated: r.regenerated.count, skipped: r.skipped.count, errors: r.errors, continues: r.continues });
     return done;
   },
@@ -62,17 +62,17 @@ export const taskHandlers = {
     return done;
   },
   "payments.requeue_failed": async (m: Of<"payments.requeue_failed">, s: Services) => {
-    const r = await requeueFailed(s.as(m.actor).withNow(m.now), m.after);
+    const r = await requeueFailed(s.as(m.actor).withNow(m.now), m.after, m.step ?? 0);
     s.log.info("requeue-failed continued", { requeued: r.invoiceIds.length, continues: r.continues });
     return done;
   },
   "invoices.send_reminders": async (m: Of<"invoices.send_reminders">, s: Services) => {
-    const r = await sendRemindersChained(s.as(m.actor).withNow(m.now), m.input, m.after);
+    const r = await sendRemindersChained(s.as(m.actor).withNow(m.now), m.input, m.after, m.step ?? 0);
     s.log.info("send-reminders continued", { queued: r.queued, alreadySentToday: r.alreadySentToday, continues: r.continues });
     return done;
   },
   "notifications.payment_issue": async (m: Of<"notifications.payment_issue">, s: Services) => {
-    const r = await notifyPaymentIssue(s.as(m.actor).withNow(m.now), m.input, m.after);
+    const r = await notifyPaymentIssue(s.as(m.actor).withNow(m.now), m.input, m.after, m.step ?? 0);
     s.log.info("payment-issue notices continued", { notified: r.notified, alreadyNotifiedToday: r.alreadyNotifiedToday, continues: r.continues });
     return done;
   },

@@ -24,7 +24,7 @@ import { sendAll } from "./platform/queue-send";
 import { currentCounts, type InvocationCounts } from "./platform/limits";
 import { expireDueGrants } from "./modules/credits/service";
 import { upcomingInvoicesPage } from "./modules/subscriptions/upcoming";
-import { claimContinuation, releaseContinuation, sweepContinuations } from "./platform/continuations";
+import { sendOnce, stepKey, sweepContinuations } from "./platform/continuations";
 
 export const CRON = {
   hourly: "0 * * * *",
@@ -143,18 +143,12 @@ export async function runCronTask(env: Env, cron: string, name: string, schedule
     s.log.info("cron task", { ms: Date.now() - started, result, ...(after ? { after } : {}), ...countsSince(before) });
     const next = continuesAfter(result);
     if (next) {
-      // By step number, not cursor: a task whose set shrinks as it works continues with the same cursor ("more").
-      const key = `cron.task|${cron}|${name}|${scheduledTime}|${step + 1}`;
-      if (!(await claimContinuation(s.db, key, s.clock.wall))) {
-        s.log.info("cron task continuation already sent (a duplicate delivery)", { step: step + 1 });
-        return;
-      }
-      try {
-        await s.queues.tasks.send({ type: "cron.task", cron, task: name, scheduledTime, after: next, step: step + 1 });
-      } catch (e) {
-        await releaseContinuation(s.db, key).catch(() => undefined);
-        throw e;
-      }
+      // Once per step (platform/continuations.ts), by step number: a task whose set shrinks as it works continues
+      // with the same cursor ("more"), and a redelivery may end on another one.
+      const sent = await sendOnce(s.db, stepKey(`cron.task|${cron}|${name}|${scheduledTime}`, step + 1), s.clock.wall, () =>
+        s.queues.tasks.send({ type: "cron.task", cron, task: name, scheduledTime, after: next, step: step + 1 }),
+      );
+      if (sent === "duplicate") s.log.info("cron task continuation already sent (a duplicate delivery)", { step: step + 1 });
     }
   } catch (e) {
     s.log.error("cron task failed", { error: String(e) });

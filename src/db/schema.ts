@@ -1000,7 +1000,11 @@ export const taskContinuations = sqliteTable(
   "task_continuations",
   {
     key: text("key").primaryKey(),
+    /** When the claim was taken (or taken over from a sender that did not finish). */
     createdAt: integer("created_at").notNull(),
+    // --- task_claims_sent ---
+    /** When its message was sent; null while the claimant is sending it (or died doing so: a lease, see continuations.ts). */
+    sentAt: integer("sent_at"),
   },
   (t) => [index("task_continuations_created_idx").on(t.createdAt)],
 );

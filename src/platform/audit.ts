@@ -153,15 +153,22 @@ const POKE_MARGIN_MS = 50;
 /** Test setup: a fresh anchor has no pending seal. */
 export function forgetPendingSeal(): void {
   sealRunsAt = 0;
-  inFlight = null;
+  inFlightSince = 0;
+  skippedUpTo = 0;
+  unsettled.clear();
 }
 
 /**
- * The poke this isolate has on its way, if any. Commits made meanwhile (a queue batch's messages run side by side)
- * wait for its answer instead of each poking: the seal it names covers them when it runs after them.
+ * When this isolate's poke on its way was sent (0: none), and the latest commit that did not poke because of it.
+ * Commits made meanwhile (a queue batch's messages commit side by side) do not each poke the one global anchor: the
+ * request that sent the poke checks, once the answer names the seal, whether that seal covers them, and pokes again
+ * if not. Only numbers are shared between requests, never a promise: workerd ties a promise to the request that made
+ * it. A poke older than IN_FLIGHT_STALE_MS counts as lost (its request gone), and the next commit pokes itself.
  */
-let inFlight: Promise<void> | null = null;
-/** Every poke and wait not settled yet (tests wait on them: `sealerPokesSettled`). */
+let inFlightSince = 0;
+let skippedUpTo = 0;
+const IN_FLIGHT_STALE_MS = 10_000;
+/** The pokes of this isolate not settled yet (tests wait on them: `sealerPokesSettled`). */
 const unsettled = new Set<Promise<void>>();
 
 /** Asks the AuditAnchor to seal soon (it debounces with an alarm); never delays or fails the change that called it. */
@@ -169,24 +176,29 @@ function pokeSealer() {
   const ns = (workerEnv as Partial<Env>).AUDIT_ANCHOR;
   if (!ns) return;
   const committedAt = Date.now();
-  const covered = () => committedAt < sealRunsAt - POKE_MARGIN_MS;
-  if (covered()) return;
-  const pokeNow = (): Promise<void> => {
-    const p: Promise<void> = ns
+  if (committedAt < sealRunsAt - POKE_MARGIN_MS) return;
+  if (inFlightSince && committedAt - inFlightSince < IN_FLIGHT_STALE_MS) {
+    skippedUpTo = Math.max(skippedUpTo, committedAt);
+    return;
+  }
+  const send = (): Promise<void> => {
+    inFlightSince = Date.now();
+    return ns
       .get(ns.idFromName(AUDIT_ANCHOR_NAME))
       .poke()
       .then((at: number) => {
         sealRunsAt = Math.max(sealRunsAt, at);
       })
       .catch((e: unknown) => console.log(JSON.stringify({ level: "warn", msg: "audit sealer poke failed", error: String(e) })))
-      .finally(() => {
-        if (inFlight === p) inFlight = null;
+      .then(() => {
+        inFlightSince = 0;
+        const uncovered = skippedUpTo !== 0 && skippedUpTo >= sealRunsAt - POKE_MARGIN_MS;
+        skippedUpTo = 0;
+        // Commits that waited on this poke and that its seal does not cover: poke for them (from this request).
+        if (uncovered) return send();
       });
-    inFlight = p;
-    return p;
   };
-  // A poke on its way: its answer says whether its seal runs after this commit; only if not, poke again.
-  const run = inFlight ? inFlight.then(() => (covered() ? undefined : (inFlight ?? pokeNow()).then(() => (covered() ? undefined : pokeNow())))) : pokeNow();
+  const run = send();
   unsettled.add(run);
   void run.finally(() => unsettled.delete(run));
   try {
@@ -196,7 +208,7 @@ function pokeSealer() {
   }
 }
 
-/** Resolves once every poke (and every commit waiting on one) has its answer. */
+/** Resolves once every poke this isolate sent since `forgetPendingSeal` has its answer (tests). */
 export async function sealerPokesSettled(): Promise<void> {
   while (unsettled.size) await Promise.all([...unsettled]);
 }

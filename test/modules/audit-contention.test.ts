@@ -45,7 +45,11 @@ it("audited commits in one isolate poke the one global AuditAnchor once per pend
   expect(pokes).toBe(1);
 });
 
-it("concurrent audited commits (a queue batch's messages) poke once while the first poke's answer is on its way, and again only past its seal", { timeout: 60_000 }, async () => {
+/**
+ * Runs `body` with an AuditAnchor whose first poke's answer waits on a latch (`answer(at)`: the seal it names runs at
+ * `at`), and later pokes answer a seal in a minute; counts the pokes.
+ */
+async function withLatchedAnchor(body: (t: { commit: (id: string) => Promise<unknown>; answer: (at: number) => void; pokes: () => number; settled: () => Promise<void> }) => Promise<void>) {
   const { commitWithAudit, forgetPendingSeal, sealerPokesSettled } = await import("../../src/platform/audit");
   const { dbOf } = await import("../../src/db/client");
   const { SYSTEM_ACTOR } = await import("../../src/platform/actor");
@@ -53,7 +57,6 @@ it("concurrent audited commits (a queue batch's messages) poke once while the fi
   const real = env.AUDIT_ANCHOR;
   let pokes = 0;
   let answer!: (at: number) => void;
-  // The first poke's answer waits on a latch: every commit below happens while it is on its way.
   const anchor = {
     idFromName: (name: string) => real.idFromName(name),
     get: () => ({ poke: () => (pokes++, pokes === 1 ? new Promise<number>((r) => (answer = r)) : Promise.resolve(Date.now() + 60_000)) }),
@@ -61,43 +64,39 @@ it("concurrent audited commits (a queue batch's messages) poke once while the fi
   const e = env as unknown as { AUDIT_ANCHOR: unknown };
   e.AUDIT_ANCHOR = anchor;
   try {
-    await Promise.all(Array.from({ length: 10 }, (_, i) => commitWithAudit(dbOf(env), [], [{ action: "test.poke", targetType: "test", targetId: `c${i}` }], { actor: SYSTEM_ACTOR, now: Date.now() })));
-    expect(pokes).toBe(1);
-    // Its seal runs in a minute: every one of them is before it, so none pokes again.
-    answer(Date.now() + 60_000);
-    await sealerPokesSettled();
-    expect(pokes).toBe(1);
+    await body({
+      commit: (id) => commitWithAudit(dbOf(env), [], [{ action: "test.poke", targetType: "test", targetId: id }], { actor: SYSTEM_ACTOR, now: Date.now() }),
+      answer: (at) => answer(at),
+      pokes: () => pokes,
+      settled: sealerPokesSettled,
+    });
   } finally {
     e.AUDIT_ANCHOR = real;
     forgetPendingSeal();
   }
+}
+
+it("concurrent audited commits (a queue batch's messages) poke once while the first poke's answer is on its way, and again only past its seal", { timeout: 60_000 }, async () => {
+  await withLatchedAnchor(async ({ commit, answer, pokes, settled }) => {
+    // Every commit happens while the first poke is on its way.
+    await Promise.all(Array.from({ length: 10 }, (_, i) => commit(`c${i}`)));
+    expect(pokes()).toBe(1);
+    // Its seal runs in a minute: every one of them is before it, so none pokes again.
+    answer(Date.now() + 60_000);
+    await settled();
+    expect(pokes()).toBe(1);
+  });
 });
 
 it("a commit waiting on a poke whose seal comes too early pokes again", { timeout: 60_000 }, async () => {
-  const { commitWithAudit, forgetPendingSeal, sealerPokesSettled } = await import("../../src/platform/audit");
-  const { dbOf } = await import("../../src/db/client");
-  const { SYSTEM_ACTOR } = await import("../../src/platform/actor");
-  forgetPendingSeal();
-  const real = env.AUDIT_ANCHOR;
-  let pokes = 0;
-  let answer!: (at: number) => void;
-  const anchor = {
-    idFromName: (name: string) => real.idFromName(name),
-    get: () => ({ poke: () => (pokes++, pokes === 1 ? new Promise<number>((r) => (answer = r)) : Promise.resolve(Date.now() + 60_000)) }),
-  };
-  const e = env as unknown as { AUDIT_ANCHOR: unknown };
-  e.AUDIT_ANCHOR = anchor;
-  try {
-    await commitWithAudit(dbOf(env), [], [{ action: "test.poke", targetType: "test", targetId: "early1" }], { actor: SYSTEM_ACTOR, now: Date.now() });
-    await commitWithAudit(dbOf(env), [], [{ action: "test.poke", targetType: "test", targetId: "early2" }], { actor: SYSTEM_ACTOR, now: Date.now() });
+  await withLatchedAnchor(async ({ commit, answer, pokes, settled }) => {
+    await commit("early1");
+    await commit("early2");
     // The seal the first poke scheduled ran already (before the second commit): the second must poke on its own.
     answer(Date.now() - 1_000);
-    await sealerPokesSettled();
-    expect(pokes).toBe(2);
-  } finally {
-    e.AUDIT_ANCHOR = real;
-    forgetPendingSeal();
-  }
+    await settled();
+    expect(pokes()).toBe(2);
+  });
 });
 
 it("the anchor's poke answers when its pending seal runs, and that seal takes every row committed before it", { timeout: 60_000 }, async () => {

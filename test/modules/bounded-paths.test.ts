@@ -1,4 +1,5 @@
 import { env } from "cloudflare:workers";
+import { dbOf } from "../../src/db/client";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { api, attemptPayment, createCustomer, createPlan } from "../helpers";
 import { REQUEUE_PAGE, REQUEUE_PAGES_PER_INVOCATION } from "../../src/modules/payments/service";
@@ -186,11 +187,40 @@ describe("a requeue continuation delivered twice", () => {
     expect(others).toEqual([]);
     expect(c1).toMatchObject({ type: "payments.requeue_failed" });
     await deliver(rec.env, "billing-tasks", [c1]);
+    // Meanwhile 50 of the invoices it requeued were paid: the redelivery's pages end 50 rows further on, at another
+    // cursor, and still send no second step 2.
+    const paid = rec.take("payments").slice(0, 50).map((m) => m.invoiceId);
+    await env.DB.prepare(`UPDATE invoices SET status = 'paid' WHERE id IN (${paid.map(() => "?").join(",")})`).bind(...paid).run();
     await deliver(rec.env, "billing-tasks", [c1]);
     const next = rec.take("tasks");
     expect(next).toHaveLength(1);
-    expect(next[0]).toMatchObject({ type: "payments.requeue_failed", now: c1.now });
+    expect(next[0]).toMatchObject({ type: "payments.requeue_failed", now: c1.now, step: 2 });
     expect(next[0].after).not.toEqual(c1.after);
+  });
+});
+
+describe("a step's claim (sendOnce)", () => {
+  it("is sent once; a claim held within its lease makes a redelivery retry; one past its lease (its sender died) is taken over and sent", async () => {
+    const { sendOnce, StepBusy, CLAIM_LEASE_MS } = await import("../../src/platform/continuations");
+    const db = dbOf(env);
+    const now = Date.now();
+    const sent: string[] = [];
+    const send = (what: string) => async () => void sent.push(what);
+    const key = `test.chain|${now}|1`;
+    expect(await sendOnce(db, key, now, send("a"))).toBe("sent");
+    expect(await sendOnce(db, key, now, send("b"))).toBe("duplicate");
+    // A claimant that died between its claim and its send (no sent mark): held within the lease ...
+    const dead = `test.chain|${now}|2`;
+    await env.DB.prepare("INSERT INTO task_continuations (key, created_at, sent_at) VALUES (?, ?, NULL)").bind(dead, now).run();
+    await expect(sendOnce(db, dead, now + 1_000, send("c"))).rejects.toBeInstanceOf(StepBusy);
+    // ... then taken over by the retried delivery.
+    expect(await sendOnce(db, dead, now + CLAIM_LEASE_MS + 1, send("d"))).toBe("sent");
+    expect(await sendOnce(db, dead, now + CLAIM_LEASE_MS + 2, send("e"))).toBe("duplicate");
+    // A failed send gives the claim back: the retry sends.
+    const failing = `test.chain|${now}|3`;
+    await expect(sendOnce(db, failing, now, async () => { throw new Error("queue down"); })).rejects.toThrow("queue down");
+    expect(await sendOnce(db, failing, now, send("f"))).toBe("sent");
+    expect(sent).toEqual(["a", "d", "f"]);
   });
 });
 

@@ -151,7 +151,7 @@ describe("POST /api/v1/invoices/retry-failed", () => {
     for (let m = tasks.shift(); m; m = tasks.shift()) {
       expect(m).toMatchObject({ type: "invoices.retry_failed", input, cursor: { phase: "renewals" } });
       if (++invocations > 10) throw new Error("the run does not converge");
-      const r = await retryFailed(s.withNow(m.now), m.input, 35, m.cursor);
+      const r = await retryFailed(s.withNow(m.now), m.input, 35, m.cursor, m.step); // as the tasks consumer calls it
       renewed.push(...r.regenerated.subscriptionIds);
     }
     expect(renewed.sort()).toEqual(subs.map((x) => x.id).sort()); // each exactly once

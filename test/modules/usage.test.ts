@@ -456,12 +456,20 @@ describe("UsageMeter durability and rollups", () => {
     await a.stub.configure({ ...a.config, version: a.config.version + 1 }, handedBack);
     await runDurableObjectAlarm(a.stub);
     expect(await rollupOf(a.subscriptionId)).toBeNull();
-    // Never handed back (the caller's batch failed): the alarm writes the closed figures itself.
+    // Never handed back (the caller's batch failed): the alarm writes the closed figures itself ...
     const b = await configuredMeter();
     await api("POST", "/api/v1/usage", { body: ev(b.subscriptionId, "m_sum", 7) });
     expect((await b.stub.closePeriod(b.config.currentPeriodStart, Date.now(), { rollups: "return" })).ok).toBe(true);
     await runDurableObjectAlarm(b.stub);
     expect(await rollupOf(b.subscriptionId)).toEqual({ value: "7", closed: 1 });
+    // ... also when an earlier alarm had written the period while it was open (nothing new since then).
+    const c = await configuredMeter();
+    await api("POST", "/api/v1/usage", { body: ev(c.subscriptionId, "m_sum", 9) });
+    await runDurableObjectAlarm(c.stub);
+    expect(await rollupOf(c.subscriptionId)).toEqual({ value: "9", closed: 0 });
+    expect((await c.stub.closePeriod(c.config.currentPeriodStart, Date.now(), { rollups: "return" })).ok).toBe(true);
+    await runDurableObjectAlarm(c.stub);
+    expect(await rollupOf(c.subscriptionId)).toEqual({ value: "9", closed: 1 });
   });
 
   it("receives the subscription's state when the subscription is created", async () => {

@@ -10,7 +10,7 @@ import { routing } from "../../gateways";
 import type { GatewayName } from "../../gateways/types";
 import { newId } from "../../lib/ids";
 import { closedObject } from "../../lib/schema";
-import { sendOnce } from "../../platform/continuations";
+import { sendOnce, stepKey } from "../../platform/continuations";
 
 // Exhaustive over GatewayName: adding a gateway without listing it here fails the typecheck.
 const GATEWAYS: Record<GatewayName, true> = { stripe: true, sandbox: true };
@@ -45,7 +45,7 @@ export const PAGES_PER_INVOCATION = 5;
  * A parked attempt that never reached a gateway (gateway null) counts for the routing's primary: that is where it
  * was headed. Test-clock invoices are left out (simulated customers).
  */
-export async function notifyPaymentIssue(s: Services, input: PaymentIssueRequest, from: string | null = null): Promise<PaymentIssueReport> {
+export async function notifyPaymentIssue(s: Services, input: PaymentIssueRequest, from: string | null = null, step = 0): Promise<PaymentIssueReport> {
   const { db, audit: ctx } = s;
   const gateway = input.affectedGateway;
   const day = new Date(ctx.now).toISOString().slice(0, 10);
@@ -70,8 +70,8 @@ export async function notifyPaymentIssue(s: Services, input: PaymentIssueRequest
     if (pages === PAGES_PER_INVOCATION) {
       // The rest from this cursor, at this request's time and as its requester, in its own invocation.
       // Once per step, whatever a duplicate delivery of this one does (platform/continuations.ts).
-      const next = { type: "notifications.payment_issue" as const, input, after: after!, now: ctx.now, actor: ctx.actor };
-      await sendOnce(s.db, JSON.stringify(next), s.clock.wall, () => s.queues.tasks.send(next));
+      const next = { type: "notifications.payment_issue" as const, input, after: after!, now: ctx.now, actor: ctx.actor, step: step + 1 };
+      await sendOnce(s.db, stepKey(`notifications.payment_issue|${ctx.now}|${ctx.actor.id}|${JSON.stringify(input)}`, step + 1), s.clock.wall, () => s.queues.tasks.send(next));
       report.continues = true;
       break;
     }

@@ -8,7 +8,7 @@ import { newId } from "../../lib/ids";
 import { DAY_MS, iso } from "../../lib/time";
 import { notificationInserts, notificationsCommitted } from "../notifications/outbox";
 import { pagesById } from "./service";
-import { sendOnce } from "../../platform/continuations";
+import { sendOnce, stepKey } from "../../platform/continuations";
 
 const REMINDER_PAGE = 50; // one insert and one audit row per invoice: 100 statements per batch at most
 
@@ -104,12 +104,12 @@ export async function sendReminders(s: Services, input: { daysOverdue: number; t
  * POST /api/v1/invoices/send-reminders and its `invoices.send_reminders` continuations: REMINDER_PAGES_PER_INVOCATION
  * pages here, and the rest from its cursor in a tasks-queue message at the same time (`continues`).
  */
-export async function sendRemindersChained(s: Services, input: { daysOverdue: number; template: string }, after: string | null): Promise<ReminderReport & { continues: boolean }> {
+export async function sendRemindersChained(s: Services, input: { daysOverdue: number; template: string }, after: string | null, step = 0): Promise<ReminderReport & { continues: boolean }> {
   const report = await sendReminders(s, input, { after, maxPages: REMINDER_PAGES_PER_INVOCATION });
   if (report.next) {
     // Once per step, whatever a duplicate delivery of this one does (platform/continuations.ts).
-    const next = { type: "invoices.send_reminders" as const, input, after: report.next, now: s.audit.now, actor: s.audit.actor };
-    await sendOnce(s.db, JSON.stringify(next), s.clock.wall, () => s.queues.tasks.send(next));
+    const next = { type: "invoices.send_reminders" as const, input, after: report.next, now: s.audit.now, actor: s.audit.actor, step: step + 1 };
+    await sendOnce(s.db, stepKey(`invoices.send_reminders|${s.audit.now}|${s.audit.actor.id}|${JSON.stringify(input)}`, step + 1), s.clock.wall, () => s.queues.tasks.send(next));
   }
   return { ...report, continues: report.next !== null };
 }

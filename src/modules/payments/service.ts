@@ -9,7 +9,7 @@ import { lockedFailure } from "./guard";
 import { conflict, fail, invalid, notFound, ok, type Outcome } from "../../platform/failure";
 import { archivedThrough } from "../retention/run";
 import { iso } from "../../lib/time";
-import { sendOnce } from "../../platform/continuations";
+import { sendOnce, stepKey } from "../../platform/continuations";
 
 type PaymentRow = typeof payments.$inferSelect;
 
@@ -71,7 +71,7 @@ export const REQUEUE_PAGES_PER_INVOCATION = 5;
  * REQUEUE_PAGES_PER_INVOCATION pages of REQUEUE_PAGE; each page is audited in one batch after its sends. When more
  * are left, the rest goes on in a `payments.requeue_failed` message on the tasks queue (`continues: true`).
  */
-export async function requeueFailed(s: Services, after: FailedCursor | null): Promise<{ invoiceIds: string[]; continues: boolean }> {
+export async function requeueFailed(s: Services, after: FailedCursor | null, step = 0): Promise<{ invoiceIds: string[]; continues: boolean }> {
   const invoiceIds: string[] = [];
   let cursor = after;
   for (let page = 1; ; page++) {
@@ -81,8 +81,8 @@ export async function requeueFailed(s: Services, after: FailedCursor | null): Pr
     if (!next) return { invoiceIds, continues: false };
     if (page === REQUEUE_PAGES_PER_INVOCATION) {
       // Once per step, whatever a duplicate delivery of this one does (platform/continuations.ts).
-      const message = { type: "payments.requeue_failed" as const, after: next, now: s.audit.now, actor: s.audit.actor };
-      await sendOnce(s.db, JSON.stringify(message), s.clock.wall, () => s.queues.tasks.send(message));
+      const message = { type: "payments.requeue_failed" as const, after: next, now: s.audit.now, actor: s.audit.actor, step: step + 1 };
+      await sendOnce(s.db, stepKey(`payments.requeue_failed|${s.audit.now}|${s.audit.actor.id}`, step + 1), s.clock.wall, () => s.queues.tasks.send(message));
       return { invoiceIds, continues: true };
     }
     cursor = next;

@@ -5,7 +5,7 @@ import { invoices, subscriptions } from "../../db/schema";
 import { finalizeInvoice } from "../invoices/finalize";
 import { runDueSteps } from "./renewal";
 import { logError, PAGE } from "../invoices/service";
-import { sendOnce } from "../../platform/continuations";
+import { sendOnce, stepKey } from "../../platform/continuations";
 
 export type RetryFailedReport = {
   paymentRetries: { count: number; invoiceIds: string[] };
@@ -34,7 +34,7 @@ const COST = { retry: 1, page: 1, draft: 12, step: 30 } as const;
  * period ended in the range without being renewed run their due steps. Each invocation spends at most `budget`
  * (estimated D1 queries); the rest continues from `from` in a tasks-queue message, so any number fits.
  */
-export async function retryFailed(s: Services, input: RetryFailedInput, budget = RETRY_BUDGET, from: RetryFailedCursor = { phase: "payments", after: null }): Promise<RetryFailedReport> {
+export async function retryFailed(s: Services, input: RetryFailedInput, budget = RETRY_BUDGET, from: RetryFailedCursor = { phase: "payments", after: null }, step = 0): Promise<RetryFailedReport> {
   const { db, audit: ctx } = s;
   const r: RetryFailedReport = {
     paymentRetries: { count: 0, invoiceIds: [] },
@@ -50,8 +50,8 @@ export async function retryFailed(s: Services, input: RetryFailedInput, budget =
   const after = (id: string | null) => (id ? gt(invoices.id, id) : undefined);
   const stop = async (cursor: RetryFailedCursor) => {
     // Once per step, whatever a duplicate delivery of this one does (platform/continuations.ts).
-    const next = { type: "invoices.retry_failed" as const, input, cursor, now: ctx.now, actor: ctx.actor };
-    await sendOnce(s.db, JSON.stringify(next), s.clock.wall, () => s.queues.tasks.send(next));
+    const next = { type: "invoices.retry_failed" as const, input, cursor, now: ctx.now, actor: ctx.actor, step: step + 1 };
+    await sendOnce(s.db, stepKey(`invoices.retry_failed|${ctx.now}|${ctx.actor.id}|${JSON.stringify(input)}`, step + 1), s.clock.wall, () => s.queues.tasks.send(next));
     r.continues = true;
   };
   const phases = ["payments", "drafts", "renewals"] as const;
