@@ -124,11 +124,7 @@ export async function pushMeterConfig(
  * configuration (a missed push would otherwise leave a meter out of the invoice). Empty when nothing was metered.
  */
 export async function closeMeterPeriod(s: Services, sub: SubscriptionRow, plan: PlanRow, periodStart: number, now: number, alerts?: MeterAlertRow[]): Promise<Map<string, string>> {
-  if (sub.meterSyncedVersion < sub.configVersion && !(await pushMeterConfig(s, sub, plan, alerts))) {
-    throw new Error(`usage meter of ${sub.id} does not hold the current configuration; not invoicing until it does`);
-  }
-  const closed = await s.meters.of(sub.id).closePeriod(periodStart, now);
-  return closed.ok ? new Map(closed.meters.map((m) => [m.meterId, m.value])) : new Map();
+  return (await closeOnMeter(s, sub, plan, periodStart, now, alerts, "write")).usage;
 }
 
 /**
@@ -137,11 +133,15 @@ export async function closeMeterPeriod(s: Services, sub: SubscriptionRow, plan: 
  * the meter's own D1 write (a round trip) is not needed.
  */
 export async function closeMeterPeriodForBatch(s: Services, sub: SubscriptionRow, plan: PlanRow, periodStart: number, now: number, alerts?: MeterAlertRow[]): Promise<{ usage: Map<string, string>; rollups: ClosedRollup[] }> {
+  return closeOnMeter(s, sub, plan, periodStart, now, alerts, "return");
+}
+
+async function closeOnMeter(s: Services, sub: SubscriptionRow, plan: PlanRow, periodStart: number, now: number, alerts: MeterAlertRow[] | undefined, rollups: "write" | "return") {
   if (sub.meterSyncedVersion < sub.configVersion && !(await pushMeterConfig(s, sub, plan, alerts))) {
     throw new Error(`usage meter of ${sub.id} does not hold the current configuration; not invoicing until it does`);
   }
-  const closed = await s.meters.of(sub.id).closePeriod(periodStart, now, { rollups: "return" });
-  return closed.ok ? { usage: new Map(closed.meters.map((m) => [m.meterId, m.value])), rollups: closed.rollups ?? [] } : { usage: new Map(), rollups: [] };
+  const closed = await s.meters.of(sub.id).closePeriod(periodStart, now, { rollups });
+  return closed.ok ? { usage: new Map(closed.meters.map((m) => [m.meterId, m.value])), rollups: closed.rollups ?? [] } : { usage: new Map<string, string>(), rollups: [] };
 }
 
 /** Cron: re-push subscriptions whose meter holds an older configuration. */
