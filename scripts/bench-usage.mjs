@@ -6,7 +6,8 @@
 // (through `wrangler dev`'s proxy worker and inspector, as `npm run dev` serves), reported without targets.
 // Options via env: DURATION (s), CONNECTIONS, SUBSCRIPTIONS (one customer each), SUBS_PER_BATCH, PORT (direct
 // socket, 3415), BENCH_RUNTIME=direct|wrangler-dev (only that one), BENCH_STORAGE=memory|disk (direct only),
-// BENCH_DIALECTS=native,stripe,cloudevents (a subset).
+// BENCH_DIALECTS=native,stripe,cloudevents (a subset), INSPECTOR_PORT (direct only: for scripts/profile-worker.mjs),
+// BENCH_ASSET_ROUTER=1 (direct only: keep Miniflare's local asset router in front of the worker, see local-server.mjs).
 import { readdirSync, readFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import autocannon from "autocannon";
@@ -66,7 +67,7 @@ let exact = true;
 for (const RUNTIME of RUNTIMES) {
   if (!["direct", "wrangler-dev"].includes(RUNTIME)) throw new Error(`BENCH_RUNTIME must be direct or wrangler-dev, not ${RUNTIME}`);
   console.log(`\n=== ${RUNTIME} ===`);
-  const server = RUNTIME === "wrangler-dev" ? await startServer() : await startWorkerd({ storage: process.env.BENCH_STORAGE, ...(process.env.PORT && { port: Number(process.env.PORT) }) });
+  const server = RUNTIME === "wrangler-dev" ? await startServer() : await startWorkerd({ storage: process.env.BENCH_STORAGE, ...(process.env.PORT && { port: Number(process.env.PORT) }), ...(process.env.INSPECTOR_PORT && { inspectorPort: Number(process.env.INSPECTOR_PORT) }) });
   try {
     verdicts.push({ runtime: RUNTIME, rows: await bench(RUNTIME, server) });
   } finally {
@@ -159,6 +160,7 @@ async function bench(RUNTIME, server) {
   });
 
   const run = async (name, opts) => {
+    console.log(`running: ${name}`); // also what scripts/profile-worker.mjs --wait-for can wait on
     const cpuBefore = workerdCpuMs();
     const res = await new Promise((resolve, reject) => {
       autocannon({ url: server.base, connections: CONNECTIONS, duration: DURATION, ...opts }, (err, r) => (err ? reject(err) : resolve(r)));
