@@ -13,6 +13,7 @@ import type {
   EventsOutcome,
   IngestEvent,
   IngestOutcome,
+  IngestReply,
   MeterAggregate,
   PeriodSelector,
   RejectReason,
@@ -29,7 +30,8 @@ export const DEDUP_RETENTION_MS = 40 * 86_400_000;
 export const ROLLUP_DELAY_MS = 10_000;
 
 type Period = { start: number; end: number; closedAt: number | null };
-type HeldAggregate = { state: AggregateState; resetAt: number | null };
+/** `stored`: its row exists in storage, so a save is a plain UPDATE (an upsert costs about half as much again). */
+type HeldAggregate = { state: AggregateState; resetAt: number | null; stored: boolean };
 /** An event that passed every check, waiting for its insert to tell whether it is new. */
 type Candidate = {
   slot: number;
@@ -47,8 +49,8 @@ export async function thresholdEventId(subscriptionId: string, alertId: string, 
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(`${subscriptionId}\u0000${alertId}\u0000${periodStart}`));
   return sortableIdFrom("evt", firedAt, new Uint8Array(digest));
 }
-/** Rows per multi-row insert: 8 bound values each, under the 100 bound parameters a Durable Object query allows. */
-const INSERT_ROWS = 12;
+/** Characters of event rows per insert statement (their JSON parameter stays far below the 2 MB value limit). */
+const INSERT_JSON_CHARS = 256 * 1024;
 const aggregateKey = (meterId: string, periodStart: number) => `${meterId}\u0000${periodStart}`;
 type Touched = { meterId: string; period: { start: number; end: number }; state: AggregateState; resetAt: number | null };
 type AggRow = {
@@ -252,14 +254,32 @@ export class UsageMeter extends DurableObject<Env> {
     let held = this.aggregates.get(key);
     if (!held) {
       const row = this.loadAggregate(meterId, periodStart);
-      held = { state: row ? toState(row) : emptyAggregate(), resetAt: row?.reset_at ?? null };
+      held = { state: row ? toState(row) : emptyAggregate(), resetAt: row?.reset_at ?? null, stored: row !== undefined };
       this.aggregates.set(key, held);
     }
     return held;
   }
 
   private saveAggregate(meterId: string, period: { start: number; end: number }, s: AggregateState, resetAt: number | null) {
-    this.aggregates.set(aggregateKey(meterId, period.start), { state: s, resetAt });
+    const key = aggregateKey(meterId, period.start);
+    const stored = this.aggregates.get(key)?.stored ?? false;
+    this.aggregates.set(key, { state: s, resetAt, stored: true });
+    if (stored) {
+      const updated = this.sql.exec(
+        "UPDATE aggregates SET sum = ?, count = ?, max = ?, latest = ?, latest_at = ?, unique_count = ?, reset_at = ?, rev = rev + 1 WHERE meter_id = ? AND period_start = ?",
+        s.sum.toString(),
+        s.count,
+        s.max?.toString() ?? null,
+        s.latest?.toString() ?? null,
+        s.latestAt,
+        s.uniqueCount,
+        resetAt,
+        meterId,
+        period.start,
+      );
+      updated.toArray(); // rowsWritten is final once the cursor is consumed
+      if (updated.rowsWritten > 0) return; // counts index entries too, so not exactly 1
+    }
     this.sql.exec(
       `INSERT INTO aggregates (meter_id, period_start, period_end, sum, count, max, latest, latest_at, unique_count, reset_at, rev, flushed_rev)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 0)
@@ -280,14 +300,15 @@ export class UsageMeter extends DurableObject<Env> {
   }
 
   /** Decides accept / duplicate / reject for each event and stores the accepted ones, all in one transaction. */
-  async ingest(events: IngestEvent[], realNow: number): Promise<IngestOutcome[]> {
+  async ingest(events: IngestEvent[], realNow: number): Promise<IngestReply> {
     const now = this.effectiveNow(realNow);
     const touched = new Map<string, Touched>();
     let fired = 0;
-    let outcomes: IngestOutcome[];
+    let reply: IngestReply;
     try {
-      outcomes = this.ctx.storage.transactionSync(() => {
-        const out: IngestOutcome[] = new Array(events.length);
+      reply = this.ctx.storage.transactionSync(() => {
+        const out: (IngestOutcome | undefined)[] = new Array(events.length);
+        const accepted: number[] = [];
         const candidates: Candidate[] = [];
         const seen = new Set<string>();
         events.forEach((raw, i) => {
@@ -321,7 +342,7 @@ export class UsageMeter extends DurableObject<Env> {
             touched.set(key, t);
           }
           t.state = applyEvent(t.state, c.quantity, e.timestamp, isNewUnique);
-          out[c.slot] = { index: e.index, eventId: e.eventId, status: "accepted", periodStart: c.period.start };
+          accepted.push(c.slot);
         }
         // One aggregate write per meter and period touched, not one per event.
         for (const t of touched.values()) this.saveAggregate(t.meterId, t.period, t.state, t.resetAt);
@@ -329,7 +350,7 @@ export class UsageMeter extends DurableObject<Env> {
         const alerts = this.config?.alerts;
         // Stamped in the subscription's time (its test clock's, if any), as its other events are.
         if (alerts?.length) for (const t of touched.values()) fired += this.fireAlerts(t, alerts, now);
-        return out;
+        return { accepted, others: out.filter((o) => o !== undefined) };
       });
     } catch (e) {
       // The transaction rolled back: the in-memory aggregates (and fired marks) may be ahead of storage.
@@ -339,7 +360,7 @@ export class UsageMeter extends DurableObject<Env> {
     }
     if (fired) await this.scheduleAlertDelivery(realNow);
     if (touched.size) await this.scheduleFlush(realNow);
-    return outcomes;
+    return reply;
   }
 
   /**
@@ -474,25 +495,51 @@ export class UsageMeter extends DurableObject<Env> {
   }
 
   /**
-   * Stores events with multi-row inserts (far cheaper than a statement per event); returns the keys actually
-   * written, so a key already stored (a duplicate) is simply absent.
+   * Stores events, one statement per chunk (the rows travel as one JSON parameter, read by json_each: cheaper than
+   * binding eight values per row, and free of the 100-parameter limit); returns the keys actually written, so a key
+   * already stored (a duplicate) is simply absent. One event (a single-event request) binds its values directly.
    */
   private insertEvents(candidates: Candidate[], now: number): Set<string> {
     const stored = new Set<string>();
-    for (let i = 0; i < candidates.length; i += INSERT_ROWS) {
-      const chunk = candidates.slice(i, i + INSERT_ROWS);
-      const params: SqlStorageValue[] = [];
-      for (const { event: e, period, uniqueValue } of chunk) {
-        params.push(e.eventKey, e.meterId, period.start, e.quantity, e.timestamp, now, uniqueValue, e.metadata ? JSON.stringify(e.metadata) : null);
-      }
-      const rows = this.sql.exec<{ event_key: string }>(
-        `INSERT INTO events (event_key, meter_id, period_start, quantity, ts, received_at, unique_value, metadata)
-         VALUES ${chunk.map(() => "(?, ?, ?, ?, ?, ?, ?, ?)").join(", ")}
-         ON CONFLICT (event_key) DO NOTHING RETURNING event_key`,
-        ...params,
+    if (candidates.length === 1) {
+      const { event: e, period, uniqueValue } = candidates[0]!;
+      const written = this.sql.exec(
+        "INSERT INTO events (event_key, meter_id, period_start, quantity, ts, received_at, unique_value, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_key) DO NOTHING",
+        e.eventKey,
+        e.meterId,
+        period.start,
+        e.quantity,
+        e.timestamp,
+        now,
+        uniqueValue,
+        e.metadata ? JSON.stringify(e.metadata) : null,
       );
-      for (const r of rows) stored.add(r.event_key);
+      written.toArray();
+      if (written.rowsWritten > 0) stored.add(e.eventKey); // counts index entries too: 0 means a duplicate
+      return stored;
     }
+    let rows: unknown[] = [];
+    let chars = 0;
+    const flush = () => {
+      const cursor = this.sql.exec<{ event_key: string }>(
+        `INSERT INTO events (event_key, meter_id, period_start, quantity, ts, received_at, unique_value, metadata)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, ?, value ->> 5, value ->> 6 FROM json_each(?) WHERE true
+         ON CONFLICT (event_key) DO NOTHING RETURNING event_key`,
+        now,
+        JSON.stringify(rows),
+      );
+      for (const r of cursor) stored.add(r.event_key);
+      rows = [];
+      chars = 0;
+    };
+    for (const { event: e, period, uniqueValue } of candidates) {
+      const metadata = e.metadata ? JSON.stringify(e.metadata) : null;
+      rows.push([e.eventKey, e.meterId, period.start, e.quantity, e.timestamp, uniqueValue, metadata]);
+      // Well under a Durable Object's 2 MB limit on one SQL string or value, whatever the metadata.
+      chars += e.eventKey.length + (metadata?.length ?? 0) + (uniqueValue?.length ?? 0) + 64;
+      if (chars > INSERT_JSON_CHARS) flush();
+    }
+    if (rows.length) flush();
     return stored;
   }
 

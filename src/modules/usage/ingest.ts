@@ -1,4 +1,4 @@
-import type { IngestOutcome } from "./meter-types";
+import type { IngestEvent, IngestOutcome } from "./meter-types";
 import { meterStub } from "./meter-config";
 import type { ParsedEvent } from "./events";
 
@@ -14,9 +14,12 @@ export async function ingestEvents(env: Env, events: ParsedEvent[], now: number)
   }
   const results = await Promise.all(
     [...bySubscription].map(async ([subscriptionId, list]): Promise<IngestOutcome[]> => {
-      const payload = list.map(({ subscriptionId: _s, ...rest }) => rest);
+      const payload: IngestEvent[] = list.map((e) => ({ index: e.index, eventKey: e.eventKey, eventId: e.eventId, meterId: e.meterId, quantity: e.quantity, timestamp: e.timestamp, metadata: e.metadata }));
       try {
-        return await meterStub(env, subscriptionId).ingest(payload, now);
+        const reply = await meterStub(env, subscriptionId).ingest(payload, now);
+        const outcomes = reply.others;
+        for (const slot of reply.accepted) outcomes.push({ index: list[slot]!.index, eventId: list[slot]!.eventId, status: "accepted" });
+        return outcomes;
       } catch (e) {
         // Nothing of this group is known to be stored: the client retries it; event keys make that safe.
         console.log(JSON.stringify({ level: "error", msg: "meter ingest failed", subscriptionId, error: String(e) }));

@@ -94,6 +94,18 @@ describe("formatDecimal", () => {
       }),
     );
   });
+  it("parses whole numbers (its fast path) exactly as the same value written with decimals", () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.integer(), fc.maxSafeInteger(), fc.constantFrom(Number.MAX_SAFE_INTEGER, -Number.MAX_SAFE_INTEGER, 999_999_999_999_999)), (n) => {
+        const viaFraction = parseDecimal(`${n}.0`);
+        expect(parseDecimal(n)).toEqual(viaFraction);
+        expect(parseDecimal(String(n))).toEqual(viaFraction);
+        expect(formatDecimal(BigInt(n) * ONE)).toBe(String(n));
+      }),
+    );
+    expect(parseDecimal("0007")).toEqual({ ok: true, value: 7n * ONE });
+    expect(parseDecimal("1234567890123456")).toEqual({ ok: true, value: 1234567890123456n * ONE }); // 16 digits: general path
+  });
   it("parses every JS number it accepts exactly like its decimal string", () => {
     fc.assert(
       fc.property(fc.double({ noNaN: true, noDefaultInfinity: true, min: -1e25, max: 1e25 }), (n) => {
