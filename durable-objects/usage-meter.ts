@@ -49,6 +49,8 @@ export async function thresholdEventId(subscriptionId: string, alertId: string, 
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(`${subscriptionId}\u0000${alertId}\u0000${periodStart}`));
   return sortableIdFrom("evt", firedAt, new Uint8Array(digest));
 }
+/** Whether a string survives a trip through SQLite's JSON functions unchanged. */
+const jsonSafe = (v: string) => v.isWellFormed() && !v.includes("\u0000");
 /** Characters of event rows per insert statement (their JSON parameter stays far below the 2 MB value limit). */
 const INSERT_JSON_CHARS = 256 * 1024;
 const aggregateKey = (meterId: string, periodStart: number) => `${meterId}\u0000${periodStart}`;
@@ -501,8 +503,7 @@ export class UsageMeter extends DurableObject<Env> {
    */
   private insertEvents(candidates: Candidate[], now: number): Set<string> {
     const stored = new Set<string>();
-    if (candidates.length === 1) {
-      const { event: e, period, uniqueValue } = candidates[0]!;
+    const insertOne = ({ event: e, period, uniqueValue }: Candidate) => {
       const written = this.sql.exec(
         "INSERT INTO events (event_key, meter_id, period_start, quantity, ts, received_at, unique_value, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_key) DO NOTHING",
         e.eventKey,
@@ -516,6 +517,9 @@ export class UsageMeter extends DurableObject<Env> {
       );
       written.toArray();
       if (written.rowsWritten > 0) stored.add(e.eventKey); // counts index entries too: 0 means a duplicate
+    };
+    if (candidates.length === 1) {
+      insertOne(candidates[0]!);
       return stored;
     }
     let rows: unknown[] = [];
@@ -532,8 +536,16 @@ export class UsageMeter extends DurableObject<Env> {
       rows = [];
       chars = 0;
     };
-    for (const { event: e, period, uniqueValue } of candidates) {
-      const metadata = e.metadata ? JSON.stringify(e.metadata) : null;
+    for (const c of candidates) {
+      const { event: e, period, uniqueValue } = c;
+      // SQLite's JSON functions cut a string at a NUL and replace lone surrogates: such keys would collide with
+      // others. They are bound as values instead, which keeps them whole (as a single event does).
+      if (!jsonSafe(e.eventKey) || !jsonSafe(e.meterId) || (uniqueValue !== null && !jsonSafe(uniqueValue))) {
+        if (rows.length) flush(); // rows keep their arrival order (the events listing pages by it)
+        insertOne(c);
+        continue;
+      }
+      const metadata = e.metadata ? JSON.stringify(e.metadata) : null; // JSON.stringify escapes NULs and lone surrogates
       rows.push([e.eventKey, e.meterId, period.start, e.quantity, e.timestamp, uniqueValue, metadata]);
       // Well under a Durable Object's 2 MB limit on one SQL string or value, whatever the metadata.
       chars += e.eventKey.length + (metadata?.length ?? 0) + (uniqueValue?.length ?? 0) + 64;

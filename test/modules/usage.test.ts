@@ -116,6 +116,18 @@ describe("POST /api/v1/usage", () => {
     expect(listed.body.data.find((e: any) => e.eventId === "e3").metadata).toEqual({ note: note(3), n: 3 });
   });
 
+  it("keeps event ids with NUL characters and lone surrogates distinct, alike whether sent alone or in a batch", async () => {
+    const { subscriptionId } = await configuredMeter();
+    const ids = ["a\u0000b", "a\u0000c", "x\ud800y", "x\udc00y", "plain"];
+    for (const eventId of ids) expect((await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 1, { eventId }) })).body.accepted).toBe(1);
+    const again = await api("POST", "/api/v1/usage", { body: { events: ids.map((eventId) => ev(subscriptionId, "m_sum", 1, { eventId })) } });
+    expect(again.body).toMatchObject({ accepted: 0, duplicates: 5 });
+    const fresh = ids.map((id) => `${id}!`);
+    expect((await api("POST", "/api/v1/usage", { body: { events: fresh.map((eventId) => ev(subscriptionId, "m_sum", 1, { eventId })) } })).body.accepted).toBe(5);
+    for (const eventId of fresh) expect((await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 1, { eventId }) })).body.duplicates).toBe(1);
+    expect(meterOf(await summary(subscriptionId), "m_sum")).toMatchObject({ value: "10", eventCount: 10 });
+  });
+
   it("dedupes events without ids by Idempotency-Key and index", async () => {
     const { subscriptionId } = await configuredMeter();
     const body = { events: [ev(subscriptionId, "m_sum", 1), ev(subscriptionId, "m_sum", 2)] };
