@@ -1,4 +1,5 @@
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
+import { readdirSync, readFileSync } from "node:fs";
 import { defineConfig, type Plugin } from "vitest/config";
 
 // Stripe's package ships source maps pointing at files it does not publish; silence that noise only.
@@ -50,6 +51,18 @@ const testQueueConsumers = async () => {
   );
 };
 
+// hono, zod and drizzle entry points the code imports (values, not types), read from the sources: all of them are
+// pre-bundled together, so a new subpath (say hono/cors) joins the bundle instead of loading a second copy of the
+// package beside it (two copies break instanceof checks such as HTTPException's).
+const sharedDependencyEntries = () => {
+  const entries = new Set<string>();
+  for (const dir of ["src", "durable-objects", "queues", "test"])
+    for (const file of readdirSync(dir, { recursive: true }) as string[])
+      if (file.endsWith(".ts"))
+        for (const m of readFileSync(`${dir}/${file}`, "utf8").matchAll(/^import (?!type\b)[^;]*? from "((?:hono|zod|drizzle-orm|@hono\/[^/"]+)(?:\/[^"]*)?)"/gm)) entries.add(m[1]!);
+  return [...entries].sort();
+};
+
 const workersProject = async (name: string, files: { include: string[]; exclude?: string[]; isolate: boolean; fastQueues?: boolean }) => ({
   plugins: [
     quietStripeSourcemaps,
@@ -76,6 +89,9 @@ const workersProject = async (name: string, files: { include: string[]; exclude?
     // loading); the setup file gives each file empty storage and cold caches instead.
     isolate: files.isolate,
     setupFiles: ["./test/apply-migrations.ts"],
+    // The runtime fetches every module from vitest one round trip at a time; pre-bundling the big dependencies into a
+    // few files (hundreds fewer round trips) cuts loading the app from ~6 s to ~4.5 s per runtime.
+    deps: { optimizer: { ssr: { enabled: true, include: [...new Set([...sharedDependencyEntries(), "zod", "@hono/zod-validator"]), "jose", "stripe", "pdf-lib", "@pdf-lib/fontkit", "ajv/dist/2020.js", "ajv-formats"] } } },
     // Integration tests drive the whole worker; on a loaded 2-core machine a few take seconds.
     testTimeout: 20_000,
   },
@@ -97,6 +113,10 @@ export default defineConfig(async () => ({
           name: "unit",
           environment: "node",
           include: ["test/unit/**/*.test.ts"],
+          // Pure logic: files share a thread and its module graph (zod, the domain) instead of a fresh fork each,
+          // about half the CPU of the project; a file that patches a global restores it (documents-pdf-isolate).
+          pool: "threads",
+          isolate: false,
         },
       },
       await workersProject("workers", { include: ["test/**/*.test.ts"], exclude: ["test/unit/**", ...ownRuntime], isolate: false, fastQueues: true }),

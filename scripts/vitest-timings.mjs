@@ -27,16 +27,16 @@ function workerdTotal() {
   let t = 0; for (const v of seen.values()) t += v; return t;
 }
 export default class TimingReporter {
-  starts = new Map(); cpu = new Map();
-  onTestModuleStart(m) { this.starts.set(m.moduleId, workerdTotal()); }
-  onTestModuleEnd(m) { this.cpu.set(m.moduleId, workerdTotal() - (this.starts.get(m.moduleId) ?? 0)); }
+  starts = new Map(); cpu = new Map(); t0 = Date.now(); at = new Map();
+  onTestModuleStart(m) { this.starts.set(m.moduleId, workerdTotal()); this.at.set(m.moduleId, { startMs: Date.now() - this.t0 }); }
+  onTestModuleEnd(m) { this.cpu.set(m.moduleId, workerdTotal() - (this.starts.get(m.moduleId) ?? 0)); Object.assign(this.at.get(m.moduleId) ?? {}, { endMs: Date.now() - this.t0 }); }
   onTestRunEnd(testModules) {
     const rows = testModules.map((m) => {
       const d = m.diagnostic();
-      return { file: m.moduleId.replace(`${process.cwd()}/`, ""), project: m.project.name, setup: d.setupDuration, collect: d.collectDuration, prepare: d.prepareDuration, duration: d.duration, workerdCpu: this.cpu.get(m.moduleId), tests: [...m.children.allTests()].map((t) => ({ name: t.fullName, ms: t.diagnostic()?.duration })) };
+      return { file: m.moduleId.replace(`${process.cwd()}/`, ""), project: m.project.name, setup: d.setupDuration, collect: d.collectDuration, prepare: d.prepareDuration, duration: d.duration, workerdCpu: this.cpu.get(m.moduleId), ...this.at.get(m.moduleId), tests: [...m.children.allTests()].map((t) => ({ name: t.fullName, ms: t.diagnostic()?.duration })) };
     });
     const main = process.cpuUsage();
-    fs.writeFileSync(process.env.TIMINGS_OUT || "artifacts/timings.json", JSON.stringify({ mainCpuMs: (main.user + main.system) / 1000, workerdCpuMs: workerdTotal(), rows }, null, 1));
+    fs.writeFileSync(process.env.TIMINGS_OUT || "artifacts/timings.json", JSON.stringify({ wallMs: Date.now() - this.t0, mainCpuMs: (main.user + main.system) / 1000, workerdCpuMs: workerdTotal(), rows }, null, 1));
   }
 }
 

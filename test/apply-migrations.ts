@@ -46,3 +46,16 @@ dropApiKeyCache();
 dropGatewayHealthCache();
 forgetEndpointsCache();
 forgetPendingSeal();
+
+// The worker logs a JSON line per request and invocation; vitest would carry each one out of the runtime only for
+// onConsoleLog (vitest.config.ts) to drop the info ones. Drop them here instead, once per runtime. Spies on
+// console.log (invocationLog in test/scale.ts) wrap this function and still see every line.
+const quiet = Symbol.for("billing-tests.quiet-info-logs");
+if (!(console.log as { [quiet]?: true })[quiet]) {
+  const log = console.log.bind(console);
+  const filtered = (...args: unknown[]) => {
+    if (typeof args[0] === "string" && args[0].startsWith('{"level":"info"')) return;
+    log(...args);
+  };
+  console.log = Object.assign(filtered, { [quiet]: true as const });
+}

@@ -8,6 +8,9 @@ import { RETRIEVES_PER_INVOCATION } from "../../src/modules/reconciliation/run";
 import { MAX_ENDPOINTS } from "../../src/modules/webhook-endpoints/service";
 import { SETTLE_PER_INVOCATION } from "../../src/modules/refunds/service";
 import { MAX_PAIRS_PER_FANOUT } from "../../src/modules/webhook-endpoints/delivery";
+import { ARCHIVE_MAX_PER_RUN } from "../../src/modules/invoices/archive";
+import { UNCOLLECTIBLE_PER_INVOCATION } from "../../src/modules/payments/dunning";
+import { EXPIRE_PER_INVOCATION } from "../../src/modules/credits/service";
 import { deliver, drainTasks, fetchAs, invocationLog, recordingEnv, runScheduled } from "../scale";
 import { CRON } from "../../src/scheduled";
 
@@ -140,7 +143,8 @@ describe("payment-issue notices at large N", () => {
 describe("the weekly invoice archive at large N", () => {
   it("archives 100 invoices per message and continues from its cursor until none is left, inside the limits", { timeout: 120_000 }, async () => {
     const old = String(Date.now() - 400 * 86_400_000);
-    const { ids } = await cloneFailedPayments(260, { status: "'paid'", amount_due: "0", created_at: old, finalized_at: old });
+    // Two full messages and one more invoice: the run continues twice, the second continuation from a full page.
+    const { ids } = await cloneFailedPayments(ARCHIVE_MAX_PER_RUN * 2 + 1, { status: "'paid'", amount_due: "0", created_at: old, finalized_at: old });
     const rec = recordingEnv();
     const log = invocationLog();
     await runScheduled(rec.env, CRON.weekly, Date.now());
@@ -159,7 +163,8 @@ describe("a test-clock advance with many invoices past their grace period", () =
     const now = Date.now();
     const clock = (await api("POST", "/api/v1/test-clocks", { body: { frozenTime: new Date(now).toISOString() } })).body;
     const stale = String(now - 30 * 86_400_000);
-    const { ids, invoiceId } = await cloneFailedPayments(230, { test_clock_id: `'${clock.id}'`, last_error: "'card_declined: declined'", updated_at: stale });
+    // Two full shares and one more: the request's share and two continuations, the last after a full one.
+    const { ids, invoiceId } = await cloneFailedPayments(UNCOLLECTIBLE_PER_INVOCATION * 2 + 1, { test_clock_id: `'${clock.id}'`, last_error: "'card_declined: declined'", updated_at: stale });
     // The clones share the template's subscription: past due, on the clock.
     await env.DB.prepare("UPDATE subscriptions SET status = 'past_due', test_clock_id = ? WHERE id = (SELECT subscription_id FROM invoices WHERE id = ?)").bind(clock.id, invoiceId).run();
     const rec = recordingEnv();
@@ -312,7 +317,8 @@ describe("hourly credit expiry at large N", () => {
     const customer = await createCustomer();
     const g = await api("POST", `/api/v1/customers/${customer.id}/credit-grants`, { as: "finance", body: { currency: "USD", amount: "1.00", category: "promotional", expiresAt: new Date(now + 3_600_000).toISOString() } });
     expect(g.status).toBe(201);
-    const n = 230;
+    // With the first grant, two full invocations' worth and two more: a continuation after each full one.
+    const n = EXPIRE_PER_INVOCATION * 2 + 1;
     const cols = (await env.DB.prepare("PRAGMA table_info(credit_grants)").all<{ name: string }>()).results.map((c) => c.name);
     const set: Record<string, string> = { id: "printf('cgr_big%06d', n.i)" };
     await env.DB.batch([

@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { CRON, cronServices, cronTasks } from "../../src/scheduled";
 import { advance, api, clockAt, createCustomer, createPlan } from "../helpers";
 import { cloneSubscriptions, drainTasks, invocationLog, recordingEnv, runScheduled } from "../scale";
+import { UPCOMING_PAGE } from "../../src/modules/subscriptions/upcoming";
 
 const DAY = 86_400_000;
 const upcomingTask = cronTasks[CRON.hourly]!.find((t) => t.name === "invoices.upcoming")!;
@@ -65,9 +66,11 @@ describe("invoice.upcoming", () => {
     expect(await upcomingOf(customer.id)).toEqual([]);
   });
 
-  it("reaches 300 subscriptions from the hourly cron in bounded invocations through the tasks queue, each once", { timeout: 300_000 }, async () => {
+  it("reaches more subscriptions than two pages from the hourly cron in bounded invocations through the tasks queue, each once", { timeout: 300_000 }, async () => {
     const now = Date.now();
-    const { ids, customer } = await cloneSubscriptions(300, { periodStart: now - 27 * DAY, periodEnd: now + 3 * DAY });
+    // Two full pages and a few more: the cron's page, a continuation after a full page, and a short last one.
+    const n = UPCOMING_PAGE * 2 + 7;
+    const { ids, customer } = await cloneSubscriptions(n, { periodStart: now - 27 * DAY, periodEnd: now + 3 * DAY });
     const rec = recordingEnv();
     const log = invocationLog();
     await runScheduled(rec.env, CRON.hourly, now);
@@ -78,9 +81,9 @@ describe("invoice.upcoming", () => {
     expect(rows.results.map((r) => r.id).sort()).toEqual(ids.map((id) => `upcoming_${id}_${now + 3 * DAY}`).sort());
     const lines = log();
     expect(lines.filter((l) => l.limitExceeded || l.error)).toEqual([]);
-    // A page of 50 per task message (a handful of queries each), whatever N is.
+    // A page of UPCOMING_PAGE per task message (a handful of queries each), whatever N is.
     const tasks = lines.filter((l) => l.invocation.startsWith("queue billing-tasks ("));
-    expect(tasks.length).toBeGreaterThanOrEqual(300 / 50);
+    expect(tasks.length).toBeGreaterThanOrEqual(Math.ceil(n / UPCOMING_PAGE));
     expect(Math.max(...tasks.map((l) => l.d1Queries))).toBeLessThanOrEqual(250);
   });
 });
