@@ -266,16 +266,11 @@ export class UsageMeter extends DurableObject<Env> {
     const key = aggregateKey(meterId, period.start);
     const stored = this.aggregates.get(key)?.stored ?? false;
     this.aggregates.set(key, { state: s, resetAt, stored: true });
+    const values = [s.sum.toString(), s.count, s.max?.toString() ?? null, s.latest?.toString() ?? null, s.latestAt, s.uniqueCount, resetAt];
     if (stored) {
       const updated = this.sql.exec(
         "UPDATE aggregates SET sum = ?, count = ?, max = ?, latest = ?, latest_at = ?, unique_count = ?, reset_at = ?, rev = rev + 1 WHERE meter_id = ? AND period_start = ?",
-        s.sum.toString(),
-        s.count,
-        s.max?.toString() ?? null,
-        s.latest?.toString() ?? null,
-        s.latestAt,
-        s.uniqueCount,
-        resetAt,
+        ...values,
         meterId,
         period.start,
       );
@@ -291,13 +286,7 @@ export class UsageMeter extends DurableObject<Env> {
       meterId,
       period.start,
       period.end,
-      s.sum.toString(),
-      s.count,
-      s.max?.toString() ?? null,
-      s.latest?.toString() ?? null,
-      s.latestAt,
-      s.uniqueCount,
-      resetAt,
+      ...values,
     );
   }
 
