@@ -84,8 +84,8 @@ export async function startWorkerd({ port = 3415, storage = "memory", logs = fal
   // ASSETS binding a sibling worker that only serves ./public (what `env.ASSETS.fetch` reaches on Cloudflare).
   // BENCH_ASSET_ROUTER=1 keeps Miniflare's router in front, to measure it.
   const { assets, ...userOptions } = workerOptions;
-  const assetRouter = process.env.BENCH_ASSET_ROUTER === "1";
-  const assetWorker = {
+  const assetRouter = process.env.BENCH_ASSET_ROUTER === "1" || !assets; // no [assets]: nothing to route around
+  const assetWorker = assetRouter ? null : {
     name: "billing-engine-assets",
     modules: true,
     script: "export default { fetch: () => new Response(null, { status: 404 }) };",
