@@ -4,17 +4,22 @@
 // (v1 form-encoded single events, v2 JSON stream of 100) and OpenMeter's CloudEvents (one, and batches of 100). It
 // runs two setups: "direct" (the worker's own socket under Miniflare), which carries the targets, and "wrangler-dev"
 // (through `wrangler dev`'s proxy worker and inspector, as `npm run dev` serves), reported without targets.
-// Options via env: DURATION (s), CONNECTIONS, SUBSCRIPTIONS (one customer each), SUBS_PER_BATCH, PORT (direct
-// socket, 3415), BENCH_RUNTIME=direct|wrangler-dev (only that one), BENCH_STORAGE=memory|disk (direct only),
-// BENCH_DIALECTS=native,stripe,cloudevents (a subset), INSPECTOR_PORT (direct only: for scripts/profile-worker.mjs),
-// BENCH_ASSET_ROUTER=1 (direct only: keep Miniflare's local asset router in front of the worker, see local-server.mjs).
+// Each phase runs DURATION seconds (default 20) in total, as ROUNDS alternating slices (default 4, so 5 s each): this
+// VM's speed drifts by up to 1.8x within a minute, and alternating puts the same drift on both sides of every ratio.
+// Latency percentiles are taken over every response of every slice.
+// Options via env: DURATION, ROUNDS (1 for one run per phase, e.g. to profile one phase), CONNECTIONS, SUBSCRIPTIONS
+// (one customer each), SUBS_PER_BATCH, PORT (direct socket, 3415), BENCH_RUNTIME=direct|wrangler-dev (only that
+// one), BENCH_STORAGE=memory|disk (direct only), BENCH_DIALECTS=native,stripe,cloudevents (a subset), INSPECTOR_PORT
+// (direct only: for scripts/profile-worker.mjs), BENCH_ASSET_ROUTER=1 (direct only: keep Miniflare's local asset
+// router in front of the worker, see local-server.mjs).
 import { readdirSync, readFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import autocannon from "autocannon";
 import { createBillingClient, unwrap } from "@billing-engine/client";
 import { startServer, startWorkerd, localToken } from "./local-server.mjs";
 
-const DURATION = Number(process.env.DURATION ?? 10);
+const DURATION = Number(process.env.DURATION ?? 20);
+const ROUNDS = Number(process.env.ROUNDS ?? 4);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 32);
 const SUBSCRIPTIONS = Number(process.env.SUBSCRIPTIONS ?? 50);
 const BATCH = 100;
@@ -159,18 +164,30 @@ async function bench(RUNTIME, server) {
     },
   });
 
-  const run = async (name, opts) => {
-    console.log(`running: ${name}`); // also what scripts/profile-worker.mjs --wait-for can wait on
+  const run = async (name, opts, seconds) => {
+    // Also what scripts/profile-worker.mjs --wait-for waits on (with ROUNDS=1 a phase runs once, in one piece).
+    if (ROUNDS === 1) console.log(`running: ${name}`);
     const cpuBefore = workerdCpuMs();
+    const times = []; // every response's latency, so the rounds' percentiles can be taken over all of them
     const res = await new Promise((resolve, reject) => {
-      autocannon({ url: server.base, connections: CONNECTIONS, duration: DURATION, ...opts }, (err, r) => (err ? reject(err) : resolve(r)));
+      const instance = autocannon({ url: server.base, connections: CONNECTIONS, duration: seconds, ...opts }, (err, r) => (err ? reject(err) : resolve(r)));
+      instance.on("response", (_client, _status, _bytes, ms) => times.push(ms));
     });
     const cpuAfter = workerdCpuMs();
-    return { name, res, cpuMs: cpuBefore === null || cpuAfter === null ? null : cpuAfter - cpuBefore };
+    await settled();
+    return { res, times, cpuMs: cpuBefore === null || cpuAfter === null ? null : cpuAfter - cpuBefore };
+  };
+  // autocannon stops at the deadline with requests still in flight: the next slice starts once workerd has finished
+  // them (its CPU time stops moving), so one phase's leftovers are not charged to the next.
+  const settled = async () => {
+    for (let i = 0; i < 100; i++) {
+      const before = workerdCpuMs();
+      await new Promise((r) => setTimeout(r, 100));
+      const after = workerdCpuMs();
+      if (before === null || after === null || after - before <= 10) return;
+    }
   };
 
-  const results = [];
-  results.push({ ...(await run("GET /health/live", { requests: [{ method: "GET", path: "/health/live" }] })), kind: "health" });
   let rr = 0;
   const batchOf = () => {
     const first = rr;
@@ -178,27 +195,46 @@ async function bench(RUNTIME, server) {
     // Each batch carries one tenant's traffic: SUBS_PER_BATCH subscriptions, rotating over all of them.
     return Array.from({ length: BATCH }, (_, i) => nextEvent(subs[(first + (i % SUBS_PER_BATCH)) % subs.length]));
   };
+  const phases = [{ name: "GET /health/live", kind: "health", opts: { requests: [{ method: "GET", path: "/health/live" }] } }];
   for (const [dialect, d] of Object.entries(dialects)) {
     if (!DIALECTS.has(dialect)) continue;
-    results.push({ ...(await run(`${dialect}: ${d.path} (1 event)`, { requests: [ingestRequest(d.path, d.type, () => d.one(nextEvent(subs[rr++ % subs.length])))] })), dialect, kind: "single" });
+    phases.push({ name: `${dialect}: ${d.path} (1 event)`, dialect, kind: "single", opts: { requests: [ingestRequest(d.path, d.type, () => d.one(nextEvent(subs[rr++ % subs.length])))] } });
     const bp = d.batchPath ?? d.path;
-    results.push({ ...(await run(`${dialect}: ${bp} (${BATCH} events)`, { requests: [ingestRequest(bp, d.batchType ?? d.type, () => d.many(batchOf()))] })), dialect, kind: "batch" });
+    phases.push({ name: `${dialect}: ${bp} (${BATCH} events)`, dialect, kind: "batch", opts: { requests: [ingestRequest(bp, d.batchType ?? d.type, () => d.many(batchOf()))] } });
     if (dialect === "native") {
       // The floor of any acknowledged event: auth, parsing and the meter round trip, with no write (the meter refuses
       // an unknown meter id; 422). Single events cannot be cheaper than this while each is confirmed by its meter.
       let refusedSeq = 0;
-      const refused = await run("native: refused, no write (floor)", {
-        requests: [
-          {
-            method: "POST",
-            path: "/api/v1/usage",
-            headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-            setupRequest: (req) => ({ ...req, body: JSON.stringify({ subscriptionId: subs[refusedSeq % subs.length].id, meterId: "no_such_meter", quantity: 1, eventId: `x${refusedSeq++}` }) }),
-          },
-        ],
+      phases.push({
+        name: "native: refused, no write (floor)",
+        dialect,
+        kind: "refused",
+        opts: {
+          requests: [
+            {
+              method: "POST",
+              path: "/api/v1/usage",
+              headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+              setupRequest: (req) => ({ ...req, body: JSON.stringify({ subscriptionId: subs[refusedSeq % subs.length].id, meterId: "no_such_meter", quantity: 1, eventId: `x${refusedSeq++}` }) }),
+            },
+          ],
+        },
       });
-      results.push({ ...refused, dialect, kind: "refused" });
     }
+  }
+  // Every phase runs once per round (DURATION/ROUNDS seconds each); the rounds are summed.
+  const slice = Math.max(1, Math.round(DURATION / ROUNDS));
+  const results = phases.map((p) => ({ ...p, rounds: [] }));
+  if (ROUNDS > 1) console.log(`workerd CPU ms per answered request, by round (phases: ${phases.map((p) => p.name).join(" | ")})`);
+  for (let round = 1; round <= ROUNDS; round++) {
+    const line = [];
+    for (const r of results) {
+      const one = await run(r.name, r.opts, slice);
+      r.rounds.push(one);
+      const answered = r.kind === "refused" ? one.res["4xx"] : one.res["2xx"];
+      line.push(one.cpuMs === null || !answered ? "n/a" : (one.cpuMs / answered).toFixed(3));
+    }
+    if (ROUNDS > 1) console.log(`  round ${String(round).padStart(2)}/${ROUNDS}: ${line.join(" | ")}`);
   }
   console.log(`machine after the runs: ${load()}`);
 
@@ -210,14 +246,20 @@ async function bench(RUNTIME, server) {
     resent++;
   }
 
-  const rows = results.map(({ name, res, kind, dialect, cpuMs }) => {
+  const rows = results.map(({ name, rounds, kind, dialect }) => {
     const eventsPerRequest = kind === "batch" ? BATCH : kind === "single" ? 1 : 0;
     // The refused run answers 422 by design: count those as its answers.
-    const answered = kind === "refused" ? res["4xx"] : res["2xx"];
-    const rps = answered / res.duration;
+    const answered = rounds.reduce((n, { res }) => n + (kind === "refused" ? res["4xx"] : res["2xx"]), 0);
+    const seconds = rounds.reduce((n, { res }) => n + res.duration, 0);
+    const rps = answered / seconds;
+    const cpuMs = rounds.some((r) => r.cpuMs === null) ? null : rounds.reduce((n, r) => n + r.cpuMs, 0);
     // workerd's CPU per answered request (all of workerd: the worker, its Durable Objects and the runtime itself).
     const cpu = cpuMs === null || !answered ? null : cpuMs / answered;
-    return { name, kind, dialect, rps, eps: rps * eventsPerRequest, p50: res.latency.p50, p99: res.latency.p99, non2xx: res.non2xx, errors: res.errors + res.timeouts, cpu };
+    // Percentiles over every response of every round (summaries cannot be merged).
+    const times = Float64Array.from(rounds.flatMap((r) => r.times)).sort();
+    const pct = (q) => Math.round(times[Math.min(times.length - 1, Math.ceil(q * times.length) - 1)] ?? NaN);
+    const sum = (key) => rounds.reduce((n, { res }) => n + res[key], 0);
+    return { name, kind, dialect, rps, eps: rps * eventsPerRequest, p50: pct(0.5), p99: pct(0.99), non2xx: sum("non2xx"), errors: sum("errors") + sum("timeouts"), cpu };
   });
   const fmt = (n) => n.toFixed(0).padStart(9);
   console.log(`\n${"run".padEnd(52)}    req/s events/s   p50 ms   p99 ms  non-2xx   errors  cpu ms/req`);
