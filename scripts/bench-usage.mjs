@@ -5,9 +5,11 @@
 // runs two setups: "direct" (the worker's own socket under Miniflare), which carries the targets, and "wrangler-dev"
 // (through `wrangler dev`'s proxy worker and inspector, as `npm run dev` serves), reported without targets.
 // Each phase runs DURATION seconds (default 20) in total, as ROUNDS alternating slices (default 4, so 5 s each): this
-// VM's speed drifts by up to 1.8x within a minute, and alternating puts the same drift on both sides of every ratio.
+// VM's speed drifts by up to 2x within a minute, and alternating puts the same drift on both sides of every ratio
+// (the two sides of a ratio run side by side, and every other round runs backwards).
 // Latency percentiles are taken over every response of every slice.
-// Options via env: DURATION, ROUNDS (1 for one run per phase, e.g. to profile one phase), CONNECTIONS, SUBSCRIPTIONS
+// Options via env: DURATION, ROUNDS (1 for one run per phase, e.g. to profile one phase), WARMUP (seconds of every
+// phase run first and not counted, default 2; 0 for none), CONNECTIONS, SUBSCRIPTIONS
 // (one customer each), SUBS_PER_BATCH, PORT (direct socket, 3415), BENCH_RUNTIME=direct|wrangler-dev (only that
 // one), BENCH_STORAGE=memory|disk (direct only), BENCH_DIALECTS=native,stripe,cloudevents (a subset), INSPECTOR_PORT
 // (direct only: for scripts/profile-worker.mjs), BENCH_ASSET_ROUTER=1 (direct only: keep Miniflare's local asset
@@ -20,6 +22,7 @@ import { startServer, startWorkerd, localToken } from "./local-server.mjs";
 
 const DURATION = Number(process.env.DURATION ?? 20);
 const ROUNDS = Number(process.env.ROUNDS ?? 4);
+const WARMUP = Number(process.env.WARMUP ?? 2);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 32);
 const SUBSCRIPTIONS = Number(process.env.SUBSCRIPTIONS ?? 50);
 const BATCH = 100;
@@ -164,9 +167,9 @@ async function bench(RUNTIME, server) {
     },
   });
 
-  const run = async (name, opts, seconds) => {
+  const run = async (name, opts, seconds, counted = true) => {
     // Also what scripts/profile-worker.mjs --wait-for waits on (with ROUNDS=1 a phase runs once, in one piece).
-    if (ROUNDS === 1) console.log(`running: ${name}`);
+    if (ROUNDS === 1 && counted) console.log(`running: ${name}`);
     const cpuBefore = workerdCpuMs();
     const times = []; // every response's latency, so the rounds' percentiles can be taken over all of them
     const res = await new Promise((resolve, reject) => {
@@ -225,15 +228,26 @@ async function bench(RUNTIME, server) {
   // Every phase runs once per round (DURATION/ROUNDS seconds each); the rounds are summed.
   const slice = Math.max(1, Math.round(DURATION / ROUNDS));
   const results = phases.map((p) => ({ ...p, rounds: [] }));
-  if (ROUNDS > 1) console.log(`workerd CPU ms per answered request, by round (phases: ${phases.map((p) => p.name).join(" | ")})`);
+  // The two sides of each ratio run next to each other (/health/live amid the batches, the floor amid the single
+  // events), and every other round runs in reverse order, so drift that is steady over a round falls equally on both.
+  const ofKind = (k) => results.filter((r) => r.kind === k);
+  const amid = (list, x) => [...list.slice(0, Math.ceil(list.length / 2)), ...x, ...list.slice(Math.ceil(list.length / 2))];
+  const order = [...amid(ofKind("batch"), ofKind("health")), ...amid(ofKind("single"), ofKind("refused"))];
+  const cpuPerAnswer = (r, one) => {
+    const answered = r.kind === "refused" ? one.res["4xx"] : one.res["2xx"];
+    return one.cpuMs === null || !answered ? null : one.cpuMs / answered;
+  };
+  // A first slice of every phase is not counted: it pays for starting the meters, compiling the code paths and
+  // warming SQLite's page cache, which a server that has been up for a while has behind it. Its events still count
+  // in the exactness check.
+  if (WARMUP > 0) {
+    console.log(`warm-up: ${WARMUP} s of every phase, not counted`);
+    for (const r of order) await run(r.name, r.opts, WARMUP, false);
+  }
+  if (ROUNDS > 1) console.log(`workerd CPU ms per answered request, by round (phases: ${results.map((p) => p.name).join(" | ")})`);
   for (let round = 1; round <= ROUNDS; round++) {
-    const line = [];
-    for (const r of results) {
-      const one = await run(r.name, r.opts, slice);
-      r.rounds.push(one);
-      const answered = r.kind === "refused" ? one.res["4xx"] : one.res["2xx"];
-      line.push(one.cpuMs === null || !answered ? "n/a" : (one.cpuMs / answered).toFixed(3));
-    }
+    for (const r of round % 2 ? order : [...order].reverse()) r.rounds.push(await run(r.name, r.opts, slice));
+    const line = results.map((r) => cpuPerAnswer(r, r.rounds[round - 1])?.toFixed(3) ?? "n/a");
     if (ROUNDS > 1) console.log(`  round ${String(round).padStart(2)}/${ROUNDS}: ${line.join(" | ")}`);
   }
   console.log(`machine after the runs: ${load()}`);
@@ -283,6 +297,25 @@ async function bench(RUNTIME, server) {
       if (!single.cpu || !batch.cpu) continue;
       console.log(
         `${dialect.padEnd(12)} by CPU: accepted single / refused floor ${(floor.cpu / single.cpu).toFixed(2)}; batched events per CPU-second / health requests per CPU-second ${((BATCH / batch.cpu) / (1 / health.cpu)).toFixed(1)}x`,
+      );
+    }
+  }
+  // The CPU ratios round by round: their spread is this machine's drift, their median the run's most robust figure.
+  if (ROUNDS > 1 && floor) {
+    const median = (xs) => {
+      const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+      return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : NaN;
+    };
+    const healthRow = results.find((r) => r.kind === "health");
+    const floorRow = results.find((r) => r.kind === "refused");
+    for (const dialect of Object.keys(figures)) {
+      const singleRow = results.find((r) => r.dialect === dialect && r.kind === "single");
+      const batchRow = results.find((r) => r.dialect === dialect && r.kind === "batch");
+      const per = (f) => Array.from({ length: ROUNDS }, (_, i) => f(i));
+      const a = per((i) => cpuPerAnswer(floorRow, floorRow.rounds[i]) / cpuPerAnswer(singleRow, singleRow.rounds[i]));
+      const b = per((i) => (BATCH / cpuPerAnswer(batchRow, batchRow.rounds[i])) * cpuPerAnswer(healthRow, healthRow.rounds[i]));
+      console.log(
+        `${dialect.padEnd(12)} by CPU, round by round: accepted single / refused floor ${a.map((x) => x.toFixed(2)).join(" ")} (median ${median(a).toFixed(2)}); batched events / health requests ${b.map((x) => x.toFixed(1)).join(" ")} (median ${median(b).toFixed(1)}x)`,
       );
     }
   }
