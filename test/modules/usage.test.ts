@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { UsageMeter } from "../../durable-objects/usage-meter";
+import { ARRIVAL_SLOTS, DEDUP_RETENTION_MS, UsageMeter } from "../../durable-objects/usage-meter";
 import type { MeterConfig } from "../../src/modules/usage/meter-config";
 import { api, createApiKey, createCustomer, createPlan, createSubscription, messageServicesOf, unique } from "../helpers";
 
@@ -375,6 +375,93 @@ describe("GET /api/v1/usage/:subscriptionId/events", () => {
     expect((await api("GET", `/api/v1/usage/${subscriptionId}/events`, { auth: `Bearer ${reader.key}` })).status).toBe(200);
   });
 
+});
+
+describe("the meter's events by arrival", () => {
+  const raw = (key: string, meterId = "m_sum", quantity = "1") => ({ index: 0, eventKey: `id:${key}`, eventId: key, meterId, quantity, timestamp: null, metadata: null });
+  const indexOf = (state: DurableObjectState) => state.storage.sql.exec("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'events_received_idx'").toArray().length;
+
+  it("stores each event under its arrival as rowid, with no arrival index, even past 1,024 events in one millisecond", async () => {
+    const { stub } = await configuredMeter();
+    const at = Date.now();
+    const out = await runInDurableObject(stub, async (instance: UsageMeter, state) => {
+      // Two batches stamped with the same "now": 1,200 arrivals in one millisecond.
+      for (const [from, n] of [[0, 700], [700, 500]] as const) {
+        const reply = await instance.ingest(Array.from({ length: n }, (_, i) => ({ ...raw(`a${from + i}`), index: i })), at);
+        expect(reply.accepted).toHaveLength(n);
+      }
+      const rows = state.storage.sql.exec<{ seq: number; received_at: number; event_key: string }>("SELECT rowid AS seq, received_at, event_key FROM events ORDER BY rowid").toArray();
+      return { rows, indexes: indexOf(state) };
+    });
+    expect(out.indexes).toBe(0);
+    expect(out.rows.map((r) => r.event_key)).toEqual(Array.from({ length: 1200 }, (_, i) => `id:a${i}`));
+    expect(out.rows[0]!.seq).toBe(at * ARRIVAL_SLOTS);
+    for (const r of out.rows) expect(r.received_at).toBe(Math.floor(r.seq / ARRIVAL_SLOTS));
+    // The first 1,024 arrive at `at`, the rest are recorded a millisecond later: still in order, none lost.
+    expect(out.rows.filter((r) => r.received_at === at)).toHaveLength(ARRIVAL_SLOTS);
+    expect(out.rows.filter((r) => r.received_at === at + 1)).toHaveLength(1200 - ARRIVAL_SLOTS);
+  });
+
+  it("forgets an event id once it leaves the dedup window, and not before", async () => {
+    const { subscriptionId, stub } = await configuredMeter();
+    await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 2, { eventId: "kept" }) });
+    // An event that arrived just past the window, and one just inside it, as the meter would have stored them.
+    await runInDurableObject(stub, (_i, state) => {
+      const now = Date.now();
+      for (const [key, receivedAt] of [["id:old", now - DEDUP_RETENTION_MS - 60_000], ["id:inside", now - DEDUP_RETENTION_MS + 60_000]] as const) {
+        state.storage.sql.exec(
+          "INSERT INTO events (rowid, event_key, meter_id, period_start, quantity, ts, received_at) VALUES (?, ?, 'm_sum', 0, '1', ?, ?)",
+          receivedAt * ARRIVAL_SLOTS,
+          key,
+          receivedAt,
+          receivedAt,
+        );
+      }
+    });
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    const keys = await runInDurableObject(stub, (_i, state) => state.storage.sql.exec<{ event_key: string }>("SELECT event_key FROM events ORDER BY rowid").toArray().map((r) => r.event_key));
+    expect(keys).toEqual(["id:inside", "id:kept"]);
+    // The forgotten id counts again; the others are still duplicates.
+    const again = await api("POST", "/api/v1/usage", { body: { events: ["old", "inside", "kept"].map((eventId) => ev(subscriptionId, "m_sum", 1, { eventId })) } });
+    expect(again.body).toMatchObject({ accepted: 1, duplicates: 2 });
+  });
+
+  it("a meter from before arrival rowids lists and sweeps through its arrival index, then drops it with its last old row", async () => {
+    const { stub, config } = await configuredMeter();
+    const out = await runInDurableObject(stub, async (_instance, state) => {
+      const sql = state.storage.sql;
+      const now = Date.now();
+      // As such a meter's storage looks: the index, and rows numbered 1, 2, … stamped with their arrival.
+      sql.exec("CREATE INDEX events_received_idx ON events (received_at)");
+      for (const [rowid, key, ago] of [[1, "id:legacy1", 2 * HOUR], [2, "id:legacy2", HOUR]] as const) {
+        sql.exec("INSERT INTO events (rowid, event_key, meter_id, period_start, quantity, ts, received_at) VALUES (?, ?, 'm_sum', ?, '1', ?, ?)", rowid, key, config.currentPeriodStart, now - ago, now - ago);
+      }
+      const meter = new UsageMeter(state, env);
+      await state.blockConcurrencyWhile(async () => {});
+      await meter.ingest([raw("new1"), { ...raw("new2"), index: 1 }], now);
+      const pages: string[][] = [];
+      let after: { receivedAt: number; seq: number } | null = null;
+      do {
+        const page = meter.events({ kind: "current" }, null, 3, after, now);
+        if (!page.ok) throw new Error(page.error);
+        pages.push(page.events.map((e) => e.dedupeKey));
+        after = page.next;
+      } while (after);
+      const duplicate = await meter.ingest([raw("legacy2")], now);
+      // A sweep while an old row is inside the window keeps the index; the one after the last old row left drops it.
+      await meter.alarm();
+      const indexedAfterFirstSweep = indexOf(state);
+      sql.exec("UPDATE events SET received_at = ? WHERE rowid < 100", now - DEDUP_RETENTION_MS - 1);
+      await meter.alarm();
+      const listed = meter.events({ kind: "current" }, "m_sum", 10, null, now);
+      return { pages, duplicate, indexedAfterFirstSweep, indexedAfter: indexOf(state), listed: listed.ok ? listed.events.map((e) => e.dedupeKey) : listed.error };
+    });
+    expect(out.pages).toEqual([["id:new2", "id:new1", "id:legacy2"], ["id:legacy1"]]);
+    expect(out.duplicate.others).toEqual([{ index: 0, eventId: "legacy2", status: "duplicate" }]);
+    expect(out.indexedAfterFirstSweep).toBe(1);
+    expect(out.indexedAfter).toBe(0);
+    expect(out.listed).toEqual(["id:new2", "id:new1"]);
+  });
 });
 
 describe("POST /api/v1/usage/reset", () => {
