@@ -34,8 +34,6 @@ export const DEDUP_RETENTION_MS = 40 * 86_400_000;
  * clock until it catches up. now × 1024 stays an exact JavaScript integer until the year 2248.
  */
 export const ARRIVAL_SLOTS = 1024;
-/** Rowids below this are from meters created before arrival rowids (1, 2, 3…): 2020-01-01 in arrival slots. */
-const ARRIVAL_ROWIDS_FROM = Date.UTC(2020, 0, 1) * ARRIVAL_SLOTS;
 /** Aggregates reach D1 at most this long after they change. */
 export const ROLLUP_DELAY_MS = 10_000;
 
@@ -86,7 +84,9 @@ type AggRow = {
  * running each statement: **bump SCHEMA_VERSION whenever SCHEMA changes**, and existing objects apply it on their
  * next start (the statements are idempotent).
  */
-const SCHEMA_VERSION = "1";
+// 2: arrival rowids, no arrival index for new meters. A meter last run by version 1 code (including after a
+// rollback, which recreates the index) lists and sweeps through the index until its rows from then are swept.
+const SCHEMA_VERSION = "2";
 const SCHEMA = [
   "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
   "CREATE TABLE IF NOT EXISTS periods (start INTEGER PRIMARY KEY, end INTEGER NOT NULL, closed_at INTEGER)",
@@ -133,12 +133,15 @@ export class UsageMeter extends DurableObject<Env> {
    * rows from before then (small rowids) remains; the sweep that removes the last one drops the index.
    */
   private arrivalIndexed = false;
+  /** With the arrival index: the first rowid this version wrote; rows below it may not encode their arrival. */
+  private arrivalFrom = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     ctx.blockConcurrencyWhile(async () => {
       const meta = this.readMeta();
-      if (meta.get("schema") !== SCHEMA_VERSION) {
+      const upgraded = meta.get("schema") !== SCHEMA_VERSION;
+      if (upgraded) {
         for (const stmt of SCHEMA) ctx.storage.sql.exec(stmt);
         ctx.storage.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", SCHEMA_VERSION);
       }
@@ -149,6 +152,13 @@ export class UsageMeter extends DurableObject<Env> {
       this.loadPeriods();
       this.lastSeq = ctx.storage.sql.exec<{ m: number | null }>("SELECT max(rowid) AS m FROM events").one().m;
       this.arrivalIndexed = ctx.storage.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'events_received_idx'").toArray().length > 0;
+      if (this.arrivalIndexed) {
+        // Rows up to here were written by earlier code (rowid max + 1, received_at its caller's now): recorded once
+        // per upgrade, so a restart of this version does not move the line.
+        const known = meta.get("arrival_from");
+        this.arrivalFrom = upgraded || known === undefined ? (this.lastSeq ?? 0) + 1 : Number(known);
+        if (upgraded || known === undefined) ctx.storage.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('arrival_from', ?)", String(this.arrivalFrom));
+      }
     });
   }
 
@@ -159,7 +169,7 @@ export class UsageMeter extends DurableObject<Env> {
   /** The `meta` rows the object starts from, in one statement; none for a new object (no tables yet). */
   private readMeta(): Map<string, string> {
     try {
-      const rows = this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta WHERE key IN ('schema', 'config', 'clock')").toArray();
+      const rows = this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta WHERE key IN ('schema', 'config', 'clock', 'arrival_from')").toArray();
       return new Map(rows.map((r) => [r.key, r.value]));
     } catch (e) {
       if (/no such table/i.test(String(e))) return new Map();
@@ -513,7 +523,12 @@ export class UsageMeter extends DurableObject<Env> {
   private insertEvents(candidates: Candidate[], now: number): Set<string> {
     const stored = new Set<string>();
     // Each candidate takes the next arrival rowid (a duplicate's is simply never used).
-    const nextSeq = () => (this.lastSeq = Math.max((this.lastSeq ?? -Infinity) + 1, Math.floor(now) * ARRIVAL_SLOTS));
+    const nextSeq = () => {
+      const seq = Math.max((this.lastSeq ?? -Infinity) + 1, Math.floor(now) * ARRIVAL_SLOTS);
+      // Unreachable while test clocks stay before 2200 (src/modules/test-clocks): refuse rather than reuse a rowid.
+      if (!Number.isSafeInteger(seq)) throw new Error(`arrival ${now} is beyond what the meter can number`);
+      return (this.lastSeq = seq);
+    };
     const insertOne = ({ event: e, period, uniqueValue }: Candidate) => {
       const seq = nextSeq();
       const written = this.sql.exec(
@@ -800,8 +815,9 @@ export class UsageMeter extends DurableObject<Env> {
     }
     this.sql.exec("DELETE FROM events WHERE received_at < ?", cutoff);
     const oldest = this.sql.exec<{ m: number | null }>("SELECT min(rowid) AS m FROM events").one().m;
-    if (oldest === null || oldest >= ARRIVAL_ROWIDS_FROM) {
+    if (oldest === null || oldest >= this.arrivalFrom) {
       this.sql.exec("DROP INDEX IF EXISTS events_received_idx");
+      this.sql.exec("DELETE FROM meta WHERE key = 'arrival_from'");
       this.arrivalIndexed = false;
     }
   }

@@ -36,3 +36,19 @@ describe("GET /api/v1/test-clocks", () => {
     expect((await api("GET", "/api/v1/test-clocks", { env: { TEST_CLOCKS: "off" } })).status).toBe(404);
   });
 });
+
+describe("a test clock's time", () => {
+  it("stays between 1970 and 2200, for creation and advance alike, naming frozenTime", async () => {
+    // Usage meters number events by arrival (durable-objects/usage-meter.ts, ARRIVAL_SLOTS): exact only until 2248.
+    for (const frozenTime of ["9999-12-31T00:00:00Z", "2200-01-01T00:00:00Z", "1969-12-31T23:59:59Z"]) {
+      const r = await api("POST", "/api/v1/test-clocks", { body: { frozenTime } });
+      expect(r.status).toBe(422);
+      expect(r.body.errors).toEqual([{ path: "frozenTime", message: expect.stringContaining("2200-01-01") }]);
+    }
+    const clock = await created("/api/v1/test-clocks", { frozenTime: "2199-12-01T00:00:00Z" });
+    const advance = await api("POST", `/api/v1/test-clocks/${clock.id}/advance`, { body: { frozenTime: "2300-01-01T00:00:00Z" } });
+    expect(advance.status).toBe(422);
+    expect(advance.body.errors[0].path).toBe("frozenTime");
+    expect((await api("GET", `/api/v1/test-clocks/${clock.id}`)).body.frozenTime).toBe("2199-12-01T00:00:00.000Z");
+  });
+});

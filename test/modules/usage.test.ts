@@ -431,14 +431,19 @@ describe("the meter's events by arrival", () => {
     const out = await runInDurableObject(stub, async (_instance, state) => {
       const sql = state.storage.sql;
       const now = Date.now();
-      // As such a meter's storage looks: the index, and rows numbered 1, 2, … stamped with their arrival.
+      // As such a meter's storage looks: schema 1, the index, and rows numbered 1, 2, … stamped with their arrival.
       sql.exec("CREATE INDEX events_received_idx ON events (received_at)");
+      sql.exec("UPDATE meta SET value = '1' WHERE key = 'schema'");
       for (const [rowid, key, ago] of [[1, "id:legacy1", 2 * HOUR], [2, "id:legacy2", HOUR]] as const) {
         sql.exec("INSERT INTO events (rowid, event_key, meter_id, period_start, quantity, ts, received_at) VALUES (?, ?, 'm_sum', ?, '1', ?, ?)", rowid, key, config.currentPeriodStart, now - ago, now - ago);
       }
-      const meter = new UsageMeter(state, env);
+      let meter = new UsageMeter(state, env);
       await state.blockConcurrencyWhile(async () => {});
       await meter.ingest([raw("new1"), { ...raw("new2"), index: 1 }], now);
+      // A restart of the new code does not move the line between the old rows and its own.
+      meter = new UsageMeter(state, env);
+      await state.blockConcurrencyWhile(async () => {});
+      const line = sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'arrival_from'").one().value;
       const pages: string[][] = [];
       let after: { receivedAt: number; seq: number } | null = null;
       do {
@@ -454,8 +459,9 @@ describe("the meter's events by arrival", () => {
       sql.exec("UPDATE events SET received_at = ? WHERE rowid < 100", now - DEDUP_RETENTION_MS - 1);
       await meter.alarm();
       const listed = meter.events({ kind: "current" }, "m_sum", 10, null, now);
-      return { pages, duplicate, indexedAfterFirstSweep, indexedAfter: indexOf(state), listed: listed.ok ? listed.events.map((e) => e.dedupeKey) : listed.error };
+      return { line, pages, duplicate, indexedAfterFirstSweep, indexedAfter: indexOf(state), listed: listed.ok ? listed.events.map((e) => e.dedupeKey) : listed.error };
     });
+    expect(out.line).toBe("3");
     expect(out.pages).toEqual([["id:new2", "id:new1", "id:legacy2"], ["id:legacy1"]]);
     expect(out.duplicate.others).toEqual([{ index: 0, eventId: "legacy2", status: "duplicate" }]);
     expect(out.indexedAfterFirstSweep).toBe(1);
@@ -528,8 +534,8 @@ describe("UsageMeter durability and rollups", () => {
         summary: fresh.summary({ kind: "current" }, Date.now()),
       };
     });
-    expect(after.recorded).toEqual(["1"]);
-    expect(after.again).toEqual(["1"]);
+    expect(after.recorded).toEqual(["2"]);
+    expect(after.again).toEqual(["2"]);
     expect(after.sameConfig).toBe(true);
     expect(after.summary.ok && after.summary.meters.find((m) => m.meterId === "m_sum")?.value).toBe("6");
   });

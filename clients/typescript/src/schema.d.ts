@@ -11649,7 +11649,10 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
-                    /** @example 2024-03-01T00:00:00Z */
+                    /**
+                     * @description ISO-8601 date-time between 1970-01-01T00:00:00Z and 2200-01-01T00:00:00Z
+                     * @example 2024-03-01T00:00:00Z
+                     */
                     frozenTime: string;
                     name?: string;
                 };
@@ -11822,7 +11825,10 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
-                    /** @example 2024-03-01T00:00:00Z */
+                    /**
+                     * @description ISO-8601 date-time between 1970-01-01T00:00:00Z and 2200-01-01T00:00:00Z
+                     * @example 2024-03-01T00:00:00Z
+                     */
                     frozenTime: string;
                 };
             };

@@ -10,7 +10,7 @@ import { advanceClock, clocksEnabled, createClock, getClock, parseFrozenTime, to
 
 const Clock = z.object({ id: z.string(), name: z.string().nullable(), frozenTime: z.string(), status: z.enum(["ready", "advancing"]), createdAt: z.string() }).openapi("TestClock");
 const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" } }) });
-const FrozenTime = z.string().openapi({ example: "2024-03-01T00:00:00Z" });
+const FrozenTime = z.string().openapi({ example: "2024-03-01T00:00:00Z", description: "ISO-8601 date-time between 1970-01-01T00:00:00Z and 2200-01-01T00:00:00Z" });
 
 export const testClockRoutes = router()
   .openapi(

@@ -215,7 +215,12 @@ async function advanceSome(s: Services, id: string, from: number, target: number
   return { steps, finished: true };
 }
 
+/** Clocks stay between the epoch and 2200: usage meters number events by arrival, exactly only until 2248 (ARRIVAL_SLOTS). */
+const LATEST_FROZEN_TIME = Date.UTC(2200, 0, 1);
+
 export function parseFrozenTime(s: string): Outcome<number, "unprocessable"> {
   const t = Date.parse(s);
-  return Number.isNaN(t) ? invalid([{ path: "frozenTime", message: "must be an ISO-8601 date-time" }]) : ok(t);
+  if (Number.isNaN(t)) return invalid([{ path: "frozenTime", message: "must be an ISO-8601 date-time" }]);
+  if (t < 0 || t >= LATEST_FROZEN_TIME) return invalid([{ path: "frozenTime", message: "must be between 1970-01-01T00:00:00Z and 2200-01-01T00:00:00Z" }]);
+  return ok(t);
 }
