@@ -402,6 +402,24 @@ describe("the meter's events by arrival", () => {
     expect(out.rows.filter((r) => r.received_at === at + 1)).toHaveLength(1200 - ARRIVAL_SLOTS);
   });
 
+  it("numbers single events, keys bound as values and a restarted meter's events after what it stored", async () => {
+    const { stub } = await configuredMeter();
+    const at = Date.now();
+    const keys = await runInDurableObject(stub, async (instance: UsageMeter, state) => {
+      await instance.ingest([raw("one")], at); // a single event: its own statement
+      // A key with a NUL is bound as a value between JSON chunks (jsonSafe): it takes its turn in the numbering.
+      await instance.ingest([raw("b0"), { ...raw("nul\u0000key"), index: 1 }, { ...raw("b2"), index: 2 }], at);
+      // After an eviction the next arrival continues from the largest stored rowid, even at the same millisecond.
+      const fresh = new UsageMeter(state, env);
+      await state.blockConcurrencyWhile(async () => {});
+      const reply = await fresh.ingest([raw("after-restart"), { ...raw("and-one-more"), index: 1 }], at);
+      expect(reply.accepted).toEqual([0, 1]);
+      return state.storage.sql.exec<{ seq: number; event_key: string }>("SELECT rowid AS seq, event_key FROM events ORDER BY rowid").toArray();
+    });
+    expect(keys.map((k) => k.event_key)).toEqual(["id:one", "id:b0", "id:nul\u0000key", "id:b2", "id:after-restart", "id:and-one-more"]);
+    expect(keys.map((k) => k.seq - at * ARRIVAL_SLOTS)).toEqual([0, 1, 2, 3, 4, 5]);
+  });
+
   it("forgets an event id once it leaves the dedup window, and not before", async () => {
     const { subscriptionId, stub } = await configuredMeter();
     await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 2, { eventId: "kept" }) });
