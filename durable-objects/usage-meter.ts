@@ -93,7 +93,7 @@ const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS events (event_key TEXT PRIMARY KEY, meter_id TEXT NOT NULL, period_start INTEGER NOT NULL,
      quantity TEXT NOT NULL, ts INTEGER NOT NULL, received_at INTEGER NOT NULL, unique_value TEXT, metadata TEXT)`,
   // No arrival-time index: the rowid is the arrival (ARRIVAL_SLOTS). Meters created before that still carry
-  // events_received_idx until their last row from before it is swept (UsageMeter.arrivalIndexed).
+  // events_received_idx until their last row from before it is swept (UsageMeter.arrivalFrom).
   `CREATE TABLE IF NOT EXISTS aggregates (meter_id TEXT NOT NULL, period_start INTEGER NOT NULL, period_end INTEGER NOT NULL,
      sum TEXT NOT NULL, count INTEGER NOT NULL, max TEXT, latest TEXT, latest_at INTEGER, unique_count INTEGER NOT NULL,
      reset_at INTEGER, rev INTEGER NOT NULL, flushed_rev INTEGER NOT NULL, PRIMARY KEY (meter_id, period_start))`,
@@ -129,12 +129,11 @@ export class UsageMeter extends DurableObject<Env> {
   /** The last arrival rowid handed out (at least the largest stored), or null when no event was ever stored. */
   private lastSeq: number | null = null;
   /**
-   * A meter created before arrival rowids keeps its arrival index, and lists and sweeps through it, while any of its
-   * rows from before then (small rowids) remains; the sweep that removes the last one drops the index.
+   * Null on a meter without the arrival index. A meter created by earlier code keeps the index, and lists and sweeps
+   * through it, while any row below this rowid (written by that code: rowid max + 1, received_at its caller's now)
+   * remains; the sweep that removes the last one drops the index. Kept in meta as 'arrival_from'.
    */
-  private arrivalIndexed = false;
-  /** With the arrival index: the first rowid this version wrote; rows below it may not encode their arrival. */
-  private arrivalFrom = 0;
+  private arrivalFrom: number | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -151,14 +150,14 @@ export class UsageMeter extends DurableObject<Env> {
       this.clockTime = clock ? Number(clock) : null;
       this.loadPeriods();
       this.lastSeq = ctx.storage.sql.exec<{ m: number | null }>("SELECT max(rowid) AS m FROM events").one().m;
-      this.arrivalIndexed = ctx.storage.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'events_received_idx'").toArray().length > 0;
-      if (this.arrivalIndexed) {
-        // Rows up to here were written by earlier code (rowid max + 1, received_at its caller's now): recorded once
-        // per upgrade, so a restart of this version does not move the line.
-        const known = meta.get("arrival_from");
-        this.arrivalFrom = upgraded || known === undefined ? (this.lastSeq ?? 0) + 1 : Number(known);
-        if (upgraded || known === undefined) ctx.storage.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('arrival_from', ?)", String(this.arrivalFrom));
-      }
+      const known = meta.get("arrival_from");
+      if (!upgraded) this.arrivalFrom = known === undefined ? null : Number(known);
+      else if (ctx.storage.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'events_received_idx'").toArray().length) {
+        // Earlier code ran last (it creates the index): the line is drawn once per upgrade, after its last row, so a
+        // restart of this version does not move it.
+        this.arrivalFrom = (this.lastSeq ?? 0) + 1;
+        ctx.storage.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('arrival_from', ?)", String(this.arrivalFrom));
+      } else this.arrivalFrom = null;
     });
   }
 
@@ -636,7 +635,7 @@ export class UsageMeter extends DurableObject<Env> {
     const from = period.start - MAX_FUTURE_MS;
     const to = after ? after.receivedAt : period.end + this.graceMs();
     type Row = { seq: number; event_key: string; meter_id: string; quantity: string; ts: number; received_at: number; metadata: string | null };
-    const rows = this.arrivalIndexed
+    const rows = this.arrivalFrom !== null
       ? this.sql
           .exec<Row>(
             `SELECT rowid AS seq, event_key, meter_id, quantity, ts, received_at, metadata FROM events INDEXED BY events_received_idx
@@ -809,7 +808,7 @@ export class UsageMeter extends DurableObject<Env> {
    * index sweeps through it, and drops it once no row from before arrival rowids is left.
    */
   private sweepEvents(cutoff: number) {
-    if (!this.arrivalIndexed) {
+    if (this.arrivalFrom === null) {
       this.sql.exec("DELETE FROM events WHERE rowid < ?", cutoff * ARRIVAL_SLOTS);
       return;
     }
@@ -818,7 +817,7 @@ export class UsageMeter extends DurableObject<Env> {
     if (oldest === null || oldest >= this.arrivalFrom) {
       this.sql.exec("DROP INDEX IF EXISTS events_received_idx");
       this.sql.exec("DELETE FROM meta WHERE key = 'arrival_from'");
-      this.arrivalIndexed = false;
+      this.arrivalFrom = null;
     }
   }
 
