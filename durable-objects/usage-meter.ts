@@ -61,6 +61,14 @@ export async function thresholdEventId(subscriptionId: string, alertId: string, 
 const jsonSafe = (v: string) => v.isWellFormed() && !v.includes("\u0000");
 /** Characters of event rows per insert statement (their JSON parameter stays far below the 2 MB value limit). */
 const INSERT_JSON_CHARS = 256 * 1024;
+/** A chunk of events of one meter and period without unique values: rows are [key, quantity, ts, metadata]. */
+const INSERT_UNIFORM_CHUNK = `INSERT INTO events (rowid, event_key, meter_id, period_start, quantity, ts, received_at, unique_value, metadata)
+  SELECT CAST(?2 AS INTEGER) + key, value ->> 0, ?3, ?4, value ->> 1, value ->> 2, (CAST(?2 AS INTEGER) + key) / ${ARRIVAL_SLOTS}, NULL, value ->> 3
+  FROM json_each(?1) WHERE true ON CONFLICT (event_key) DO NOTHING`;
+/** Any chunk: rows are [key, quantity, ts, metadata, meter, period start, unique value]. */
+const INSERT_MIXED_CHUNK = `INSERT INTO events (rowid, event_key, meter_id, period_start, quantity, ts, received_at, unique_value, metadata)
+  SELECT CAST(?2 AS INTEGER) + key, value ->> 0, value ->> 4, value ->> 5, value ->> 1, value ->> 2, (CAST(?2 AS INTEGER) + key) / ${ARRIVAL_SLOTS}, value ->> 6, value ->> 3
+  FROM json_each(?1) WHERE true ON CONFLICT (event_key) DO NOTHING`;
 const aggregateKey = (meterId: string, periodStart: number) => `${meterId}\u0000${periodStart}`;
 type Touched = { meterId: string; period: { start: number; end: number }; state: AggregateState; resetAt: number | null };
 type AggRow = {
@@ -271,8 +279,9 @@ export class UsageMeter extends DurableObject<Env> {
     return { start: Math.max(g.start, last.end), end: g.end, closedAt: null, known: false };
   }
 
+  private grace: number | null = null;
   private graceMs(): number {
-    return Number(this.env.USAGE_GRACE_SECONDS ?? "3600") * 1000;
+    return (this.grace ??= Number(this.env.USAGE_GRACE_SECONDS ?? "3600") * 1000);
   }
 
   private loadAggregate(meterId: string, periodStart: number): AggRow | undefined {
@@ -515,9 +524,12 @@ export class UsageMeter extends DurableObject<Env> {
   }
 
   /**
-   * Stores events, one statement per chunk (the rows travel as one JSON parameter, read by json_each: cheaper than
-   * binding eight values per row, and free of the 100-parameter limit); returns the keys actually written, so a key
-   * already stored (a duplicate) is simply absent. One event (a single-event request) binds its values directly.
+   * Stores events, one statement per chunk; returns the keys actually written, so a key already stored (a duplicate)
+   * is simply absent. The rows travel as one JSON parameter read by json_each (cheaper than binding values per row,
+   * and free of the 100-parameter limit), holding only what differs from row to row: a chunk's arrival rowids are
+   * consecutive, so they and `received_at` come from the row's position, and a chunk of one meter and period (the
+   * usual case) binds those once. Each value SQLite extracts from a row's JSON costs about as much as inserting the
+   * row's key (docs/benchmarks.md). One event (a single-event request) binds its values directly.
    */
   private insertEvents(candidates: Candidate[], now: number): Set<string> {
     const stored = new Set<string>();
@@ -549,36 +561,51 @@ export class UsageMeter extends DurableObject<Env> {
       insertOne(candidates[0]!);
       return stored;
     }
-    let rows: unknown[] = [];
+    // The chunk being gathered: its rows' rowids run from `first` (each took the next one, in order).
+    let chunk: { c: Candidate; metadata: string | null }[] = [];
+    let first = 0;
     let chars = 0;
     const flush = () => {
-      const cursor = this.sql.exec<{ event_key: string }>(
-        `INSERT INTO events (rowid, event_key, meter_id, period_start, quantity, ts, received_at, unique_value, metadata)
-         SELECT value ->> 7, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 8, value ->> 5, value ->> 6 FROM json_each(?) WHERE true
-         ON CONFLICT (event_key) DO NOTHING RETURNING event_key`,
-        JSON.stringify(rows),
+      const head = chunk[0]!.c;
+      const uniform = chunk.every(({ c }) => c.event.meterId === head.event.meterId && c.period.start === head.period.start && c.uniqueValue === null);
+      const rows = JSON.stringify(
+        chunk.map(({ c, metadata }) =>
+          uniform ? [c.event.eventKey, c.event.quantity, c.event.timestamp, metadata] : [c.event.eventKey, c.event.quantity, c.event.timestamp, metadata, c.event.meterId, c.period.start, c.uniqueValue],
+        ),
       );
-      for (const r of cursor) stored.add(r.event_key);
-      rows = [];
+      // Bound numbers arrive as REAL: the rowid base is cast so `received_at` is an integer division.
+      if (uniform) this.sql.exec(INSERT_UNIFORM_CHUNK, rows, first, head.event.meterId, head.period.start).toArray();
+      else this.sql.exec(INSERT_MIXED_CHUNK, rows, first).toArray();
+      const written = this.sql.exec<{ n: number }>("SELECT changes() AS n").one().n;
+      if (written === chunk.length) for (const { c } of chunk) stored.add(c.event.eventKey);
+      else if (written > 0) {
+        // Some keys were stored before (duplicates, skipped by ON CONFLICT): a row of this chunk exists exactly when
+        // its rowid does, since every rowid from `first` on is new.
+        const present = new Set(this.sql.exec<{ r: number }>("SELECT rowid AS r FROM events WHERE rowid BETWEEN ? AND ?", first, first + chunk.length - 1).toArray().map((x) => x.r));
+        chunk.forEach(({ c }, i) => present.has(first + i) && stored.add(c.event.eventKey));
+      }
+      chunk = [];
       chars = 0;
     };
     for (const c of candidates) {
-      const { event: e, period, uniqueValue } = c;
+      const { event: e, uniqueValue } = c;
       // SQLite's JSON functions cut a string at a NUL and replace lone surrogates: such keys would collide with
       // others. They are bound as values instead, which keeps them whole (as a single event does).
       if (!jsonSafe(e.eventKey) || !jsonSafe(e.meterId) || (uniqueValue !== null && !jsonSafe(uniqueValue))) {
-        if (rows.length) flush(); // rows keep their arrival order (the events listing pages by it)
+        if (chunk.length) flush(); // rows keep their arrival order (the events listing pages by it)
         insertOne(c);
         continue;
       }
       const metadata = e.metadata ? JSON.stringify(e.metadata) : null; // JSON.stringify escapes NULs and lone surrogates
       const seq = nextSeq();
-      rows.push([e.eventKey, e.meterId, period.start, e.quantity, e.timestamp, uniqueValue, metadata, seq, Math.floor(seq / ARRIVAL_SLOTS)]);
+      if (chunk.length && seq !== first + chunk.length) flush(); // cannot happen (rowids are taken in order), but the chunk's rowids depend on it
+      if (!chunk.length) first = seq;
+      chunk.push({ c, metadata });
       // Well under a Durable Object's 2 MB limit on one SQL string or value, whatever the metadata.
       chars += e.eventKey.length + (metadata?.length ?? 0) + (uniqueValue?.length ?? 0) + 64;
       if (chars > INSERT_JSON_CHARS) flush();
     }
-    if (rows.length) flush();
+    if (chunk.length) flush();
     return stored;
   }
 
