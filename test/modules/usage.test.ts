@@ -167,6 +167,41 @@ describe("POST /api/v1/usage", () => {
     expect(meterOf(s, "m_sum").price.amount).toBe("0.30");
   });
 
+  it("keeps every aggregate exact event after event, as stored and not only as held (a fresh instance reads the rows)", async () => {
+    const { subscriptionId, stub } = await configuredMeter();
+    const t = Date.now() - 60_000;
+    // Each step moves a different part of the stored aggregate: the totals only, a new max, a later latest, a new
+    // unique value, or nothing but the count (a smaller max, an earlier latest, a unique value seen before).
+    const steps: [string, number, number, string][] = [
+      ["m_max", 5, t, "u1"],
+      ["m_max", 3, t + 1, "u1"],
+      ["m_max", 9, t + 2, "u1"],
+      ["m_latest", 4, t + 10, "u1"],
+      ["m_latest", 8, t + 5, "u1"],
+      ["m_latest", 6, t + 20, "u1"],
+      ["m_uniq", 1, t, "u1"],
+      ["m_uniq", 1, t, "u1"],
+      ["m_uniq", 1, t, "u2"],
+      ["m_sum", 2, t, "u1"],
+      ["m_sum", 3, t, "u1"],
+    ];
+    for (const [m, q, at, user] of steps) {
+      const r = await api("POST", "/api/v1/usage", { body: ev(subscriptionId, m, q, { timestamp: isoAt(at), metadata: { user } }) });
+      expect(r.body.accepted).toBe(1);
+    }
+    const expected = { m_max: ["9", 3], m_latest: ["6", 3], m_uniq: ["2", 3], m_sum: ["5", 2] } as const;
+    const s = await summary(subscriptionId);
+    const fromRows = await runInDurableObject(stub, async (_i, state) => {
+      const fresh = new UsageMeter(state, env);
+      await state.blockConcurrencyWhile(async () => {});
+      return fresh.summary({ kind: "current" }, Date.now());
+    });
+    for (const [m, [value, eventCount]] of Object.entries(expected)) {
+      expect(meterOf(s, m)).toMatchObject({ value, eventCount });
+      expect(fromRows.ok && fromRows.meters.find((x) => x.meterId === m)).toMatchObject({ value, eventCount });
+    }
+  });
+
   it("takes latest by event time, not arrival order", async () => {
     const { subscriptionId } = await configuredMeter();
     const t = Date.now() - 60_000;
