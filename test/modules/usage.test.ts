@@ -455,6 +455,57 @@ describe("the meter's events by arrival", () => {
     expect(keys.map((k) => k.seq - at * ARRIVAL_SLOTS)).toEqual([0, 1, 2, 3, 4, 5]);
   });
 
+  it("stores a batch mixing meters, unique values and a stored duplicate with every column in place; its repeat stores nothing", async () => {
+    const { subscriptionId, stub, config } = await configuredMeter();
+    const t = Date.now() - 60_000;
+    await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 1, { eventId: "old", timestamp: isoAt(t) }) });
+    // Several meters and a unique value: the meter's chunk carries meter, period and unique value per row.
+    const batch = {
+      events: [
+        ev(subscriptionId, "m_sum", 2, { eventId: "a", timestamp: isoAt(t + 1), metadata: { region: "eu", n: 1 } }),
+        ev(subscriptionId, "m_uniq", 1, { eventId: "b", timestamp: isoAt(t + 2), metadata: { user: "u1" } }),
+        ev(subscriptionId, "m_sum", 1, { eventId: "old", timestamp: isoAt(t) }),
+        ev(subscriptionId, "m_max", "7.5", { eventId: "c", timestamp: isoAt(t + 3) }),
+      ],
+    };
+    const r = await api("POST", "/api/v1/usage", { body: batch });
+    expect(r.body).toMatchObject({ accepted: 3, duplicates: 1, rejected: 0 });
+    expect(r.body.results).toEqual([{ index: 2, eventId: "old", status: "duplicate" }]);
+    expect((await api("POST", "/api/v1/usage", { body: batch })).body).toMatchObject({ accepted: 0, duplicates: 4, rejected: 0 });
+
+    type Row = { seq: number; event_key: string; meter_id: string; period_start: number; quantity: string; ts: number; received_at: number; unique_value: string | null; metadata: string | null };
+    const rows = await runInDurableObject(stub, (_i, state) =>
+      state.storage.sql.exec<Row>("SELECT rowid AS seq, event_key, meter_id, period_start, quantity, ts, received_at, unique_value, metadata FROM events ORDER BY rowid").toArray(),
+    );
+    expect(rows.map(({ seq: _s, received_at: _r, ...row }) => row)).toEqual([
+      { event_key: "id:old", meter_id: "m_sum", period_start: config.currentPeriodStart, quantity: "1", ts: t, unique_value: null, metadata: null },
+      { event_key: "id:a", meter_id: "m_sum", period_start: config.currentPeriodStart, quantity: "2", ts: t + 1, unique_value: null, metadata: JSON.stringify({ region: "eu", n: 1 }) },
+      { event_key: "id:b", meter_id: "m_uniq", period_start: config.currentPeriodStart, quantity: "1", ts: t + 2, unique_value: "u1", metadata: JSON.stringify({ user: "u1" }) },
+      { event_key: "id:c", meter_id: "m_max", period_start: config.currentPeriodStart, quantity: "7.5", ts: t + 3, unique_value: null, metadata: null },
+    ]);
+    for (const row of rows) expect(row.received_at).toBe(Math.floor(row.seq / ARRIVAL_SLOTS));
+    // "old" took the arrival between b and c in the batch, and left it unused.
+    expect([rows[2]!.seq - rows[1]!.seq, rows[3]!.seq - rows[2]!.seq]).toEqual([1, 2]);
+    const s = await summary(subscriptionId);
+    expect([meterOf(s, "m_sum").value, meterOf(s, "m_uniq").value, meterOf(s, "m_max").value]).toEqual(["3", "1", "7.5"]);
+  });
+
+  it("finds a stored duplicate in the chunk after a key bound as a value, numbering the rest in order", async () => {
+    const { stub } = await configuredMeter();
+    const at = Date.now();
+    const out = await runInDurableObject(stub, async (instance: UsageMeter, state) => {
+      await instance.ingest([raw("stored")], at);
+      // p1, p2 | the NUL key alone | p3, "stored" (a duplicate), p4: the duplicate is in the second chunk.
+      const keys = ["p1", "p2", "nul\u0000key", "p3", "stored", "p4"];
+      const reply = await instance.ingest(keys.map((k, index) => ({ ...raw(k), index })), at);
+      const rows = state.storage.sql.exec<{ seq: number; event_key: string }>("SELECT rowid AS seq, event_key FROM events ORDER BY rowid").toArray();
+      return { reply, rows };
+    });
+    expect(out.reply).toEqual({ accepted: [0, 1, 2, 3, 5], others: [{ index: 4, eventId: "stored", status: "duplicate" }] });
+    expect(out.rows.map((r) => r.event_key)).toEqual(["id:stored", "id:p1", "id:p2", "id:nul\u0000key", "id:p3", "id:p4"]);
+    expect(out.rows.map((r) => r.seq - at * ARRIVAL_SLOTS)).toEqual([0, 1, 2, 3, 4, 6]);
+  });
+
   it("forgets an event id once it leaves the dedup window, and not before", async () => {
     const { subscriptionId, stub } = await configuredMeter();
     await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 2, { eventId: "kept" }) });
