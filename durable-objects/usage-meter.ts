@@ -601,8 +601,9 @@ export class UsageMeter extends DurableObject<Env> {
       if (chunk.length && seq !== first + chunk.length) flush(); // cannot happen (rowids are taken in order), but the chunk's rowids depend on it
       if (!chunk.length) first = seq;
       chunk.push({ c, metadata });
-      // Well under a Durable Object's 2 MB limit on one SQL string or value, whatever the metadata.
-      chars += e.eventKey.length + (metadata?.length ?? 0) + (uniqueValue?.length ?? 0) + 64;
+      // Well under a Durable Object's 2 MB limit on one SQL string or value: the chunk's JSON escapes the metadata's
+      // JSON once more (at most doubling it), and an event's metadata is at most 32 KB (MAX_METADATA_CHARS).
+      chars += e.eventKey.length + 2 * (metadata?.length ?? 0) + (uniqueValue?.length ?? 0) + 64;
       if (chars > INSERT_JSON_CHARS) flush();
     }
     if (chunk.length) flush();

@@ -186,6 +186,14 @@ describe("Stripe v2 meter event stream (POST /v2/billing/meter_event_stream)", (
       expect.objectContaining({ index: 3, identifier: "s3", status: "rejected", code: "resource_missing" }),
     ]);
     expect((await summaryOf(sub.id, "api_calls")).value).toBe("12");
+    // A payload whose other keys (kept as metadata) are over 32 KB as JSON is refused alone; the rest is stored.
+    const big = await api("POST", "/v2/billing/meter_event_stream", {
+      auth: `Bearer ${key}`,
+      body: { events: [{ ...events[1], identifier: "s4" }, { event_name: "api_request", identifier: "s5", payload: { stripe_customer_id: stripeId, value: "1", note: '"'.repeat(600 * 1024) } }] },
+    });
+    expect(big.body).toMatchObject({ accepted: 1, rejected: 1 });
+    expect(big.body.results).toEqual([expect.objectContaining({ index: 1, identifier: "s5", status: "rejected", message: expect.stringContaining("32768") })]);
+    expect((await summaryOf(sub.id, "api_calls")).value).toBe("19");
     const tooMany = await api("POST", "/v2/billing/meter_event_stream", { auth: `Bearer ${key}`, body: { events: Array.from({ length: 101 }, () => events[1]) } });
     expect(tooMany.status).toBe(400);
     expect(tooMany.body.error.param).toBe("events");

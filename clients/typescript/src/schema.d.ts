@@ -3524,6 +3524,12 @@ export interface components {
              * @example 2024-06-24T10:00:00Z
              */
             timestamp?: string;
+            /**
+             * @description At most 50 keys, each a string, number, boolean or null, and 32 KB as JSON
+             * @example {
+             *       "region": "eu-west-1"
+             *     }
+             */
             metadata?: {
                 [key: string]: unknown;
             };

@@ -1,5 +1,5 @@
 import { formatDecimal, parseDecimal } from "../../domain/decimal";
-import type { ParsedEvent } from "../usage/events";
+import { MAX_METADATA_CHARS, type ParsedEvent } from "../usage/events";
 import { ingestEvents } from "../usage/ingest";
 import type { IngestOutcome, RejectReason } from "../usage/meter-types";
 import { pickRoute, resolveSubject, type Resolved, type RoutedMeter, type Subject } from "../usage/routing";
@@ -71,6 +71,7 @@ function toEvent(item: RoutedItem, subscriptionId: string, meter: RoutedMeter): 
   }
   const keys = Object.keys(metadata);
   if (keys.length > MAX_METADATA_KEYS) return { reason: "invalid_event", detail: `at most ${MAX_METADATA_KEYS} metadata properties` };
+  if (keys.length && JSON.stringify(metadata).length > MAX_METADATA_CHARS) return { reason: "invalid_event", detail: `metadata kept must be at most ${MAX_METADATA_CHARS} characters as JSON` };
   return {
     index: item.index,
     eventKey: `id:${item.eventId}`,

@@ -4,6 +4,12 @@ import type { IngestEvent } from "./meter-types";
 
 export const MAX_BATCH = 1000;
 const MAX_METADATA_KEYS = 50;
+/**
+ * An event's metadata as JSON, at most (characters): 50 keys of 500 characters fit with room to spare, and it keeps
+ * a stored event small and the meter's chunk of rows (where metadata is escaped once more) far below the 2 MB that
+ * Cloudflare allows one SQL value of a Durable Object (local workerd does not enforce it).
+ */
+export const MAX_METADATA_CHARS = 32 * 1024;
 const MAX_ID = 200;
 
 export type RawEvent = Record<string, unknown>;
@@ -50,6 +56,7 @@ export function parseEvent(raw: unknown, index: number, idempotencyKey: string |
         const v = metadata[k];
         if (v !== null && !["string", "number", "boolean"].includes(typeof v)) errors.push({ path: at(`metadata.${k}`), message: "must be a string, number, boolean or null" });
       }
+      if (JSON.stringify(metadata).length > MAX_METADATA_CHARS) errors.push({ path: at("metadata"), message: `must be at most ${MAX_METADATA_CHARS} characters as JSON` });
       meta = metadata as ParsedEvent["metadata"];
     }
   }

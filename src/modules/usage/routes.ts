@@ -21,7 +21,10 @@ const UsageEvent = z
     meterId: z.string().openapi({ example: "api_calls" }),
     quantity: z.union([z.number(), z.string()]).openapi({ example: 1000, description: "Non-negative; up to 12 decimals" }),
     timestamp: z.string().optional().openapi({ example: "2024-06-24T10:00:00Z", description: "Defaults to now" }),
-    metadata: z.record(z.string(), z.unknown()).optional(),
+    metadata: z
+      .record(z.string(), z.unknown())
+      .optional()
+      .openapi({ description: "At most 50 keys, each a string, number, boolean or null, and 32 KB as JSON", example: { region: "eu-west-1" } }),
     eventId: z.string().optional().openapi({ description: "Unique per subscription; a repeat is counted once" }),
   })
   .openapi("UsageEvent");
