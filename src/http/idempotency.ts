@@ -9,7 +9,7 @@ import { ApiError, problemResponse } from "./problem";
 export const IDEMPOTENCY_RETENTION_MS = 24 * 60 * 60 * 1000;
 // A request that crashed mid-way releases its key after this long, so a retry can proceed.
 const LOCK_MS = 60_000;
-const MAX_KEY_LENGTH = 255;
+export const MAX_KEY_LENGTH = 255;
 
 /**
  * Responses worth replaying: the endpoint ran and decided. Refusals that changed nothing (401, 403, 409, 423, 429)

@@ -136,6 +136,12 @@ describe("POST /api/v1/usage", () => {
     expect(a.body.accepted).toBe(2);
     expect(b.body).toMatchObject({ accepted: 0, duplicates: 2 });
     expect(meterOf(await summary(subscriptionId), "m_sum").value).toBe("3");
+    // Its length is bounded as on every route (each event's key carries it): 255 characters, and nothing is stored past it.
+    const long = await api("POST", "/api/v1/usage", { body, headers: { "idempotency-key": "k".repeat(256) } });
+    expect(long.status).toBe(400);
+    expect(long.body.errors).toEqual([{ path: "Idempotency-Key", message: expect.stringContaining("255") }]);
+    expect((await api("POST", "/api/v1/usage", { body, headers: { "idempotency-key": "k".repeat(255) } })).body.accepted).toBe(2);
+    expect(meterOf(await summary(subscriptionId), "m_sum").value).toBe("6");
   });
 
   it("stores concurrent identical batches exactly once", async () => {

@@ -2,6 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { access, actorOf, requireRole, requireScopeOrRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, problemResponse, problems, router } from "../../http/openapi";
 import { problem } from "../../http/problem";
+import { MAX_KEY_LENGTH } from "../../http/idempotency";
 import { fail, ok, type Failure, type Outcome } from "../../platform/failure";
 import { services } from "../../http/context";
 import { commitWithAudit } from "../../platform/audit";
@@ -109,6 +110,10 @@ usageRoutes.post("/", requireScopeOrRole("usage:write", access.admin), async (c)
   }
   const now = services(c).clock.wall;
   const idempotencyKey = c.req.header("idempotency-key");
+  // Checked here, not by the idempotency layer (usage is deduped per event by its meter): every event key carries it.
+  if (idempotencyKey && idempotencyKey.length > MAX_KEY_LENGTH) {
+    return problem(c, { kind: "bad_request", detail: `Idempotency-Key must be at most ${MAX_KEY_LENGTH} characters`, errors: [{ path: "Idempotency-Key", message: `at most ${MAX_KEY_LENGTH} characters` }] });
+  }
   const isBatch = typeof body === "object" && body !== null && "events" in body;
 
   if (!isBatch) {
