@@ -3,6 +3,7 @@ import type { MeterConfig } from "../src/modules/usage/meter-config";
 import { applyEvent, aggregateValue, emptyAggregate, type AggregateState } from "../src/domain/aggregation";
 import { formatDecimal, parseDecimal } from "../src/domain/decimal";
 import { periodAt } from "../src/domain/periods";
+import { MAX_METERED_AMOUNT_MINOR, maxPriceableQuantity } from "../src/domain/pricing";
 import { dbOf, type Db } from "../src/db/client";
 import { sortableIdFrom } from "../src/lib/ids";
 import { events as eventsTable } from "../src/db/schema";
@@ -47,6 +48,7 @@ type Candidate = {
   period: { start: number; end: number; closedAt: number | null; known: boolean };
   quantity: bigint;
   uniqueValue: string | null;
+  meter: MeterConfig["meters"][number];
 };
 /** Fired alerts written to D1 per alarm run (one batch). */
 const ALERT_DELIVERY_BATCH = 50;
@@ -132,6 +134,8 @@ export class UsageMeter extends DurableObject<Env> {
   private clockTime: number | null = null;
   /** Write-through copy of the aggregates this instance has touched, so an ingest does not read them back. */
   private aggregates = new Map<string, HeldAggregate>();
+  /** Per meter id, the most its period total may reach (priceableLimit); emptied when the configuration changes. */
+  private priceable = new Map<string, bigint | null>();
   /** (alert, period) keys known to have fired, so later ingests skip the fired-row insert. */
   private firedKeys = new Set<string>();
   /** The last arrival rowid handed out (at least the largest stored), or null when no event was ever stored. */
@@ -229,6 +233,7 @@ export class UsageMeter extends DurableObject<Env> {
         }
       });
       this.config = config;
+      this.priceable.clear();
     }
     // Whatever the version: a clock only moves forward, so a later time is always news.
     if (config.testClockId && config.clockTime != null) this.setClock(config.clockTime);
@@ -254,6 +259,24 @@ export class UsageMeter extends DurableObject<Env> {
     const c = this.config;
     if (!c?.testClockId) return realNow;
     return this.clockTime ?? c.currentPeriodStart;
+  }
+
+  /**
+   * The most a meter's period total may reach: past it its price would bill more than MAX_METERED_AMOUNT_MINOR, which
+   * the summary and the invoice could not price exactly. Null: no limit (nothing is charged per unit, or a price the
+   * pricing code cannot read, which is refused where it is priced).
+   */
+  private priceableLimit(meter: MeterConfig["meters"][number]): bigint | null {
+    let limit = this.priceable.get(meter.meterId);
+    if (limit === undefined) {
+      try {
+        limit = maxPriceableQuantity(meter, this.config!.currency);
+      } catch {
+        limit = null;
+      }
+      this.priceable.set(meter.meterId, limit);
+    }
+    return limit;
   }
 
   getConfig(): MeterConfig | null {
@@ -356,7 +379,6 @@ export class UsageMeter extends DurableObject<Env> {
             out[c.slot] = { index: e.index, eventId: e.eventId, status: "duplicate" };
             continue;
           }
-          if (!c.period.known) this.rememberPeriod(c.period.start, c.period.end);
           let isNewUnique = false;
           if (c.uniqueValue !== null) {
             const cursor = this.sql.exec("INSERT OR IGNORE INTO uniques (meter_id, period_start, value) VALUES (?, ?, ?)", e.meterId, c.period.start, c.uniqueValue);
@@ -370,7 +392,23 @@ export class UsageMeter extends DurableObject<Env> {
             t = { meterId: e.meterId, period: { start: c.period.start, end: c.period.end }, state: held.state, resetAt: held.resetAt };
             touched.set(key, t);
           }
-          t.state = applyEvent(t.state, c.quantity, e.timestamp, isNewUnique);
+          const next = applyEvent(t.state, c.quantity, e.timestamp, isNewUnique);
+          const limit = this.priceableLimit(c.meter);
+          if (limit !== null && aggregateValue(next, c.meter.aggregation) > limit) {
+            // Stored a moment ago in this transaction: taken back, so the period's total stays billable.
+            this.sql.exec("DELETE FROM events WHERE event_key = ?", e.eventKey);
+            if (isNewUnique) this.sql.exec("DELETE FROM uniques WHERE meter_id = ? AND period_start = ? AND value = ?", e.meterId, c.period.start, c.uniqueValue);
+            out[c.slot] = {
+              index: e.index,
+              eventId: e.eventId,
+              status: "rejected",
+              reason: "invalid_quantity",
+              detail: `it would take the meter's ${c.meter.aggregation} for the period past ${formatDecimal(limit)}, more than its price can bill (${MAX_METERED_AMOUNT_MINOR} minor units)`,
+            };
+            continue;
+          }
+          if (!c.period.known) this.rememberPeriod(c.period.start, c.period.end);
+          t.state = next;
           accepted.push(c.slot);
         }
         // One aggregate write per meter and period touched, not one per event.
@@ -520,7 +558,7 @@ export class UsageMeter extends DurableObject<Env> {
     }
     const quantity = parseDecimal(e.quantity);
     if (!quantity.ok) return reject("invalid_quantity", `quantity ${quantity.error}`);
-    return { event: e, period, quantity: quantity.value, uniqueValue };
+    return { event: e, period, quantity: quantity.value, uniqueValue, meter };
   }
 
   /**

@@ -202,3 +202,50 @@ export function priceQuantity(spec: PricingSpec, quantity: bigint, currency: str
   }
 }
 
+
+/**
+ * The most a metered price may charge in one period, in minor units: 10^13 (100 billion USD, 10 trillion JPY). No
+ * real bill comes near it, and an invoice summing hundreds of such lines stays an exact JavaScript integer.
+ */
+export const MAX_METERED_AMOUNT_MINOR = 10 ** 13;
+
+/**
+ * The largest SCALE-12 quantity `priceQuantity` prices at or under `maxMinor` minor units, by a conservative bound:
+ * every unit at the highest unit price, plus every flat amount (and one package more than the quantity fills). Null
+ * when no quantity can reach it (nothing is charged per unit); 0 when the flat amounts alone exceed it. Free units
+ * only lower a price, so they are ignored. Throws like `priceQuantity` on a spec that fails validatePricing.
+ */
+export function maxPriceableQuantity(spec: PricingSpec, currency: string, maxMinor: number = MAX_METERED_AMOUNT_MINOR): bigint | null {
+  const exponent = currencyExponent(currency);
+  if (exponent === undefined) throw new RangeError(`unknown currency ${currency}`);
+  // Scale 24, as priceQuantity adds up a price before rounding it once to minor units.
+  const budget = BigInt(maxMinor) * 10n ** BigInt(2 * SCALE - exponent);
+  let unit = 0n; // the highest price of one unit, scale 12
+  let flat = 0n; // scale 24
+  switch (spec.pricingModel) {
+    case "per_unit":
+      unit = amountOf(required(spec.unitAmount, "unitAmount"), "unitAmount");
+      break;
+    case "package": {
+      const size = BigInt(required(spec.packageSize, "packageSize"));
+      if (size <= 0n) throw new RangeError("invalid pricing spec: packageSize must be a positive integer");
+      const amount = amountOf(required(spec.packageAmount, "packageAmount"), "packageAmount");
+      unit = (amount + size - 1n) / size;
+      flat = amount * ONE;
+      break;
+    }
+    case "graduated":
+    case "volume":
+      for (const [i, tier] of required(spec.tiers, "tiers").entries()) {
+        const u = amountOf(tier.unitAmount, `tiers.${i}.unitAmount`);
+        if (u > unit) unit = u;
+        const f = amountOf(tier.flatAmount, `tiers.${i}.flatAmount`);
+        if (f > 0n) flat += f * ONE;
+      }
+      break;
+    default:
+      throw new RangeError(`invalid pricing spec: unknown pricingModel ${String(spec.pricingModel)}`);
+  }
+  if (flat > budget) return 0n;
+  return unit > 0n ? (budget - flat) / unit : null;
+}

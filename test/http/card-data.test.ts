@@ -48,7 +48,9 @@ describe("card numbers in requests", () => {
   });
 
   it("accepts legitimate long numbers: Luhn-valid epoch milliseconds and byte counts", async () => {
-    const sub = await createSubscription();
+    // A byte count, priced per byte (so 4.2e15 bytes stay within what a price may bill: 424,242,424.24 USD).
+    const plan = await createPlan({ prices: [{ type: "metered", meterId: "api_calls", aggregation: "sum", pricingModel: "per_unit", unitAmount: "0.0000001" }] });
+    const sub = await createSubscription({ planId: plan.id });
     // 1764505200006 passes Luhn; it is a timestamp (2025-11-30T12:20:00.006Z), and so is its string.
     const r = await api("POST", "/api/v1/usage", {
       body: { events: [{ subscriptionId: sub.id, meterId: "api_calls", quantity: 4242424242424242, timestamp: new Date().toISOString(), metadata: { sentAtMs: 1764505200006, sentAt: "1764505200006", requestId: "550e8400-e29b-41d4-a716-446655440000" } }] },

@@ -164,6 +164,8 @@ function pathOf(reason: string): string {
       return "timestamp";
     case "missing_unique_field":
       return "metadata";
+    case "invalid_quantity":
+      return "quantity";
     default:
       return "(event)";
   }

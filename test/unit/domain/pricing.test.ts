@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { ONE, parseDecimal } from "../../../src/domain/decimal";
-import { priceQuantity, validatePricing, type PricingSpec, type Tier } from "../../../src/domain/pricing";
+import { MAX_METERED_AMOUNT_MINOR, maxPriceableQuantity, priceQuantity, validatePricing, type PricingSpec, type Tier } from "../../../src/domain/pricing";
 
 const q = (s: string | number): bigint => {
   const parsed = parseDecimal(s);
@@ -348,5 +348,46 @@ describe("properties of tiered prices", () => {
         }
       }),
     );
+  });
+});
+
+describe("maxPriceableQuantity: the most usage a metered price can charge for", () => {
+  const unitArb = fc.integer({ min: 0, max: 10_000_000 }).map((n) => (n / 10_000).toString()); // 0 to 1,000, 4 decimals
+  const specArb: fc.Arbitrary<PricingSpec> = fc.oneof(
+    unitArb.map((unitAmount): PricingSpec => ({ pricingModel: "per_unit", unitAmount })),
+    fc.record({ size: fc.integer({ min: 1, max: 1000 }), amount: unitArb }).map(({ size, amount }): PricingSpec => ({ pricingModel: "package", packageSize: size, packageAmount: amount })),
+    fc
+      .tuple(fc.constantFrom("graduated" as const, "volume" as const), fc.array(fc.record({ width: fc.integer({ min: 1, max: 10 ** 9 }), unit: unitArb, flat: unitArb }), { minLength: 1, maxLength: 4 }))
+      .map(([pricingModel, raw]): PricingSpec => {
+        let upTo = 0;
+        return { pricingModel, tiers: raw.map((t, i) => ({ upTo: i === raw.length - 1 ? null : (upTo += t.width), unitAmount: t.unit, flatAmount: t.flat })) };
+      }),
+  );
+  const limitArb = fc.constantFrom(10 ** 13, 10 ** 9, 1234);
+
+  it("is never exceeded by any quantity up to the bound", () => {
+    fc.assert(
+      fc.property(specArb, fc.constantFrom("USD", "JPY", "KWD"), limitArb, fc.double({ min: 0, max: 1, noNaN: true }), (spec, currency, limit, f) => {
+        const bound = maxPriceableQuantity(spec, currency, limit);
+        if (bound === null) return; // nothing charged per unit
+        if (bound === 0n && priceQuantity(spec, 0n, currency).amountMinor > limit) return; // the flat amounts alone are over
+        // Any quantity up to the bound prices within the limit.
+        const at = (bound * BigInt(Math.floor(f * 1_000_000))) / 1_000_000n;
+        expect(priceQuantity(spec, bound, currency).amountMinor).toBeLessThanOrEqual(limit);
+        expect(priceQuantity(spec, at, currency).amountMinor).toBeLessThanOrEqual(limit);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("is exact for a per-unit price, null when nothing is charged per unit, 0 when the flat amounts alone are over", () => {
+    // 0.001 USD a unit and 10^13 cents: 10^14 units.
+    expect(maxPriceableQuantity({ pricingModel: "per_unit", unitAmount: "0.001" }, "USD")).toBe(10n ** 14n * ONE);
+    expect(priceQuantity({ pricingModel: "per_unit", unitAmount: "0.001" }, 10n ** 14n * ONE, "USD").amountMinor).toBe(MAX_METERED_AMOUNT_MINOR);
+    expect(priceQuantity({ pricingModel: "per_unit", unitAmount: "0.001" }, (10n ** 14n + 10n) * ONE, "USD").amountMinor).toBeGreaterThan(MAX_METERED_AMOUNT_MINOR);
+    expect(maxPriceableQuantity({ pricingModel: "per_unit", unitAmount: "0" }, "USD")).toBeNull();
+    expect(maxPriceableQuantity(graduated([{ upTo: null, unitAmount: "0", flatAmount: "5" }]), "USD", 100)).toBe(0n);
+    // The default leaves room for hundreds of such lines on one invoice, exactly.
+    expect(MAX_METERED_AMOUNT_MINOR * 900).toBeLessThan(Number.MAX_SAFE_INTEGER);
   });
 });
