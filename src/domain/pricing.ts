@@ -210,42 +210,51 @@ export function priceQuantity(spec: PricingSpec, quantity: bigint, currency: str
 export const MAX_METERED_AMOUNT_MINOR = 10 ** 13;
 
 /**
- * The largest SCALE-12 quantity `priceQuantity` prices at or under `maxMinor` minor units, by a conservative bound:
- * every unit at the highest unit price, plus every flat amount (and one package more than the quantity fills). Null
- * when no quantity can reach it (nothing is charged per unit); 0 when the flat amounts alone exceed it. Free units
- * only lower a price, so they are ignored. Throws like `priceQuantity` on a spec that fails validatePricing.
+ * The largest SCALE-12 quantity up to which `priceQuantity` prices at or under `maxMinor` minor units: exact for
+ * per-unit and package prices without free units, and for tiered prices tier by tier (a tier's flat amount counted
+ * from its first unit; free units ignored, which only errs low). Null when no quantity can reach it (nothing is
+ * charged per unit past the last finite tier). Throws like `priceQuantity` on a spec that fails validatePricing.
  */
 export function maxPriceableQuantity(spec: PricingSpec, currency: string, maxMinor: number = MAX_METERED_AMOUNT_MINOR): bigint | null {
   const exponent = currencyExponent(currency);
   if (exponent === undefined) throw new RangeError(`unknown currency ${currency}`);
   // Scale 24, as priceQuantity adds up a price before rounding it once to minor units.
   const budget = BigInt(maxMinor) * 10n ** BigInt(2 * SCALE - exponent);
-  let unit = 0n; // the highest price of one unit, scale 12
-  let flat = 0n; // scale 24
+  /** The most units at `unit` (scale 12) that `left` (scale 24) pays for; null when unlimited. */
+  const units = (left: bigint, unit: bigint): bigint | null => (unit > 0n ? left / unit : null);
   switch (spec.pricingModel) {
     case "per_unit":
-      unit = amountOf(required(spec.unitAmount, "unitAmount"), "unitAmount");
-      break;
+      return units(budget, amountOf(required(spec.unitAmount, "unitAmount"), "unitAmount"));
     case "package": {
       const size = BigInt(required(spec.packageSize, "packageSize"));
       if (size <= 0n) throw new RangeError("invalid pricing spec: packageSize must be a positive integer");
-      const amount = amountOf(required(spec.packageAmount, "packageAmount"), "packageAmount");
-      unit = (amount + size - 1n) / size;
-      flat = amount * ONE;
-      break;
+      const packages = units(budget, amountOf(required(spec.packageAmount, "packageAmount"), "packageAmount") * ONE);
+      return packages === null ? null : packages * size * ONE;
     }
     case "graduated":
-    case "volume":
-      for (const [i, tier] of required(spec.tiers, "tiers").entries()) {
-        const u = amountOf(tier.unitAmount, `tiers.${i}.unitAmount`);
-        if (u > unit) unit = u;
-        const f = amountOf(tier.flatAmount, `tiers.${i}.flatAmount`);
-        if (f > 0n) flat += f * ONE;
+    case "volume": {
+      const tiers = required(spec.tiers, "tiers");
+      if (tiers.length === 0) throw new RangeError("invalid pricing spec: tiers must not be empty");
+      let lower = 0n; // scale 12: where the tier starts
+      let spent = 0n; // scale 24: what a graduated price has charged up to `lower`
+      for (const [i, tier] of tiers.entries()) {
+        const unit = amountOf(tier.unitAmount, `tiers.${i}.unitAmount`);
+        const flat = amountOf(tier.flatAmount, `tiers.${i}.flatAmount`) * ONE;
+        const upTo = i === tiers.length - 1 || tier.upTo === null ? null : amountOf(tier.upTo, `tiers.${i}.upTo`);
+        // Graduated: this tier's units on top of every tier before; volume: every unit at this tier's price.
+        const base = (spec.pricingModel === "graduated" ? spent : 0n) + flat;
+        const start = spec.pricingModel === "graduated" ? lower : 0n;
+        if (base > budget) return lower;
+        const reach = units(budget - base, unit);
+        // The units before this tier were affordable, so the bound is never below where it starts.
+        if (upTo === null) return reach === null ? null : start + reach > lower ? start + reach : lower;
+        if (reach !== null && start + reach < upTo) return start + reach > lower ? start + reach : lower;
+        spent += flat + (upTo - lower) * unit;
+        lower = upTo;
       }
-      break;
+      return lower;
+    }
     default:
       throw new RangeError(`invalid pricing spec: unknown pricingModel ${String(spec.pricingModel)}`);
   }
-  if (flat > budget) return 0n;
-  return unit > 0n ? (budget - flat) / unit : null;
 }

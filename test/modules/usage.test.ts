@@ -383,6 +383,23 @@ describe("usage summary pricing", () => {
     expect(meterOf(s, "seats_g").price.tiers).toHaveLength(3);
   });
 
+  it("refuses usage past what the price can bill; a dearer price later makes the summary a 409, not a failure", async () => {
+    const { subscriptionId, stub, config } = await configuredMeter();
+    // 0.01 USD a unit and at most 10^13 cents a period: 10^13 units, and not one more.
+    const full = await api("POST", "/api/v1/usage", { body: { events: [ev(subscriptionId, "m_sum", "9999999999999", { eventId: "most" }), ev(subscriptionId, "m_sum", 1, { eventId: "last" }), ev(subscriptionId, "m_sum", 1, { eventId: "over" })] } });
+    expect(full.body).toMatchObject({ accepted: 2, rejected: 1, results: [{ index: 2, eventId: "over", reason: "invalid_quantity" }] });
+    // The refused event was taken back: sent again it is refused again, not a duplicate.
+    const again = await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 1, { eventId: "over" }) });
+    expect(again.status).toBe(422);
+    expect(again.body.errors).toEqual([{ path: "quantity", message: expect.stringContaining("more than its price can bill") }]);
+    expect(meterOf(await summary(subscriptionId), "m_sum").price.amountMinor).toBe(10 ** 13);
+    // The plan changes to 1,000 USD a unit: the period's total is now past any exact amount.
+    await stub.configure({ ...config, meters: config.meters.map((m) => (m.meterId === "m_sum" ? { ...m, unitAmount: "1000" } : m)), version: 2 });
+    const r = await api("GET", `/api/v1/usage/${subscriptionId}/summary`);
+    expect(r.status).toBe(409);
+    expect(r.body.detail).toContain("m_sum");
+  });
+
   it("answers 404 for an unknown subscription and 400 for a bad period", async () => {
     expect((await api("GET", "/api/v1/usage/sub_missing/summary")).status).toBe(404);
     const { subscriptionId } = await configuredMeter();

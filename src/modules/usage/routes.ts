@@ -9,7 +9,7 @@ import { commitWithAudit } from "../../platform/audit";
 import { dbOf } from "../../db/client";
 import { parseDecimal } from "../../domain/decimal";
 import { money } from "../../domain/money";
-import { priceQuantity } from "../../domain/pricing";
+import { maxPriceableQuantity, priceQuantity } from "../../domain/pricing";
 import { iso } from "../../lib/time";
 import { MAX_BATCH, parseEvent, type ParsedEvent } from "./events";
 import { ingestEvents, summarise } from "./ingest";
@@ -213,7 +213,7 @@ usageRoutes.openapi(
       params: SubscriptionParam,
       query: z.object({ period: z.string().default("current").openapi({ description: "current, previous, or an ISO-8601 instant inside (or at the start of) the period" }) }),
     },
-    responses: { 200: jsonResponse(Summary, "Usage summary"), ...problems(400, 404) },
+    responses: { 200: jsonResponse(Summary, "Usage summary"), ...problems(400, 404, 409) },
   }),
   async (c) => {
     const { subscriptionId } = c.req.valid("param");
@@ -224,6 +224,21 @@ usageRoutes.openapi(
     if (!out.ok) return problem(c, noMeterOrPeriod(subscriptionId, out.error));
     const currency = out.config.currency;
     let totalMinor = 0;
+    // The meter keeps a period's total billable under the price it holds; a later, dearer price (a plan change) can
+    // still take it past what an amount can be: said as a conflict, not a failure.
+    const unpriceable = out.meters.find((m: MeterAggregate) => {
+      const spec = out.config.meters.find((x) => x.meterId === m.meterId)!;
+      const qty = parseDecimal(m.value);
+      const limit = maxPriceableQuantity(spec, currency, Number.MAX_SAFE_INTEGER);
+      return limit !== null && qty.ok && qty.value > limit;
+    });
+    if (unpriceable) {
+      return problem(c, {
+        kind: "conflict",
+        detail: `meter ${unpriceable.meterId}'s ${unpriceable.aggregation} for the period (${unpriceable.value}) is more than its current price can bill`,
+        errors: [{ path: "period", message: `meter ${unpriceable.meterId} cannot be priced` }],
+      });
+    }
     const meters = out.meters.map((m: MeterAggregate) => {
       const spec = out.config.meters.find((x) => x.meterId === m.meterId)!;
       const qty = parseDecimal(m.value);

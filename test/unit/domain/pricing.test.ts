@@ -386,6 +386,14 @@ describe("maxPriceableQuantity: the most usage a metered price can charge for", 
     expect(priceQuantity({ pricingModel: "per_unit", unitAmount: "0.001" }, 10n ** 14n * ONE, "USD").amountMinor).toBe(MAX_METERED_AMOUNT_MINOR);
     expect(priceQuantity({ pricingModel: "per_unit", unitAmount: "0.001" }, (10n ** 14n + 10n) * ONE, "USD").amountMinor).toBeGreaterThan(MAX_METERED_AMOUNT_MINOR);
     expect(maxPriceableQuantity({ pricingModel: "per_unit", unitAmount: "0" }, "USD")).toBeNull();
+    // A dear first tier does not hold back the cheap ones after it: 1 unit at 50 USD, then 0.0001 USD a unit.
+    const dearFirst = graduated([{ upTo: 1, unitAmount: "50" }, { upTo: null, unitAmount: "0.0001" }]);
+    const bound = maxPriceableQuantity(dearFirst, "USD")!;
+    expect(bound).toBe(ONE + ((10n ** 13n - 5000n) * 10n ** 22n) / (10n ** 8n));
+    expect(priceQuantity(dearFirst, bound, "USD").amountMinor).toBe(MAX_METERED_AMOUNT_MINOR);
+    expect(maxPriceableQuantity(volume([{ upTo: 10, unitAmount: "0.5" }, { upTo: null, unitAmount: "0.0001", flatAmount: "1" }]), "USD")).toBe(((10n ** 13n - 100n) * 10n ** 22n) / (10n ** 8n));
+    // Packages: whole packages within the limit.
+    expect(maxPriceableQuantity({ pricingModel: "package", packageSize: 1000, packageAmount: "2" }, "USD", 1000)).toBe(5000n * ONE);
     expect(maxPriceableQuantity(graduated([{ upTo: null, unitAmount: "0", flatAmount: "5" }]), "USD", 100)).toBe(0n);
     // The default leaves room for hundreds of such lines on one invoice, exactly.
     expect(MAX_METERED_AMOUNT_MINOR * 900).toBeLessThan(Number.MAX_SAFE_INTEGER);
