@@ -185,7 +185,6 @@ describe("parseEvent on arbitrary input", () => {
     );
   });
 
-  // The source's `|| "(body)"` fallback never applies (the path is never empty): a single event's refusal says "(event)".
   it("refuses a non-object naming the event, under a batch's prefix when given", () => {
     fc.assert(
       fc.property(fc.oneof(fc.constant(null), fc.array(fc.anything(), { maxLength: 3 }), fc.string(), fc.double(), fc.boolean()), prefixArb, (raw, prefix) => {

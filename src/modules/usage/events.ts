@@ -24,7 +24,7 @@ const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{
  */
 export function parseEvent(raw: unknown, index: number, idempotencyKey: string | undefined, now: number, pathPrefix = ""): { ok: true; event: ParsedEvent } | { ok: false; errors: FieldError[] } {
   const at = (f: string) => `${pathPrefix}${f}`;
-  if (!isObject(raw)) return { ok: false, errors: [{ path: at("(event)") || "(body)", message: "must be an object" }] };
+  if (!isObject(raw)) return { ok: false, errors: [{ path: at("(event)"), message: "must be an object" }] };
   const errors: FieldError[] = [];
   const { subscriptionId, meterId, quantity, timestamp, metadata, eventId } = raw;
   if (typeof subscriptionId !== "string" || subscriptionId.length === 0 || subscriptionId.length > MAX_ID) {
