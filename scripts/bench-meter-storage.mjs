@@ -7,32 +7,16 @@
 // over ROUNDS rounds (default 7) taken in alternating order (this VM's speed drifts within a minute).
 // Options via env: ROUNDS, ITERATIONS (chunk inserts per request, default 100), CALLS (calls per request, default 100),
 // SAMPLE_MS (CPU per sample, default 400).
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { cpus } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { workerdCpuMs } from "./workerd-cpu.mjs";
 
 const ROUNDS = Number(process.env.ROUNDS ?? 7);
 const ITERATIONS = Number(process.env.ITERATIONS ?? 100);
 const CALLS = Number(process.env.CALLS ?? 100);
 const here = dirname(fileURLToPath(import.meta.url));
-
-/** CPU ms of the workerd processes this script started (children of this process). */
-function workerdCpuMs() {
-  let total = 0;
-  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
-    let stat;
-    try {
-      stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    } catch {
-      continue;
-    }
-    const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    if (comm === "workerd" && Number(fields[1]) === process.pid) total += (Number(fields[11]) + Number(fields[12])) * 10;
-  }
-  return total;
-}
 
 const { Miniflare, convertV4MiniflareOptions } = await import("miniflare");
 const state = mkdtempSync(join(process.platform === "linux" ? "/dev/shm" : "/tmp", "bench-meter-storage-"));
@@ -54,6 +38,7 @@ const mf = new Miniflare({
   resourcePersistencePath: state,
 });
 const url = await mf.ready;
+if (workerdCpuMs() === null) throw new Error("bench:meter-storage reads workerd's CPU from /proc: Linux only");
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /**

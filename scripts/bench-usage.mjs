@@ -16,11 +16,11 @@
 // one), BENCH_STORAGE=memory|disk (direct only), BENCH_DIALECTS=native,stripe,cloudevents (a subset), INSPECTOR_PORT
 // (direct only: for scripts/profile-worker.mjs), BENCH_ASSET_ROUTER=1 (direct only: keep Miniflare's local asset
 // router in front of the worker, see local-server.mjs).
-import { readdirSync, readFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import autocannon from "autocannon";
 import { createBillingClient, unwrap } from "@billing-engine/client";
 import { startServer, startWorkerd, localToken } from "./local-server.mjs";
+import { workerdCpuMs } from "./workerd-cpu.mjs";
 
 const DURATION = Number(process.env.DURATION ?? 20);
 const ROUNDS = Number(process.env.ROUNDS ?? 20);
@@ -35,34 +35,6 @@ const load = () => {
   const [one, five] = loadavg();
   return `load average ${one.toFixed(2)} (1 min), ${five.toFixed(2)} (5 min) on ${cpus().length} CPUs`;
 };
-
-/**
- * CPU time (ms) the workerd processes started by this script have used: the direct runtime's cost per request can be
- * read from it whatever else loads the machine (wall-clock rates cannot). Linux /proc only; null elsewhere.
- */
-function workerdCpuMs() {
-  try {
-    const tick = 100; // USER_HZ on Linux
-    let total = 0;
-    let found = false;
-    for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
-      let stat;
-      try {
-        stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      } catch {
-        continue;
-      }
-      const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (comm !== "workerd" || Number(fields[1]) !== process.pid) continue;
-      found = true;
-      total += ((Number(fields[11]) + Number(fields[12])) * 1000) / tick;
-    }
-    return found ? total : null;
-  } catch {
-    return null;
-  }
-}
 
 // Targets (issue 12 §5), on the direct socket: the stored write costs at most 15% of an acknowledged single event;
 // a batched event costs under a sixth of a no-op request; single events stay under 50 ms at p99.

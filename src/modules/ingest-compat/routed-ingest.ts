@@ -1,5 +1,5 @@
 import { formatDecimal, parseDecimal } from "../../domain/decimal";
-import { MAX_METADATA_CHARS, type ParsedEvent } from "../usage/events";
+import { MAX_METADATA_CHARS, MAX_METADATA_KEYS, type ParsedEvent } from "../usage/events";
 import { ingestEvents } from "../usage/ingest";
 import type { IngestOutcome, RejectReason } from "../usage/meter-types";
 import { pickRoute, resolveSubject, type Resolved, type RoutedMeter, type Subject } from "../usage/routing";
@@ -26,7 +26,6 @@ export type RoutedItem = {
 
 export type RoutedOutcome = IngestOutcome & { subscriptionId: string | null; meterId: string | null };
 
-const MAX_METADATA_KEYS = 50;
 /** Refusals a stale cached route could explain: asked again of the directory (bypassing the isolate cache) once. */
 const STALE_REASONS: ReadonlySet<RejectReason> = new Set(["unknown_subscription", "subscription_canceled", "subscription_paused", "unknown_meter"]);
 /** A cached route younger than this is not re-read after a refusal (bounds directory reads per subject and isolate). */

@@ -3,7 +3,7 @@ import type { FieldError } from "../../platform/errors";
 import type { IngestEvent } from "./meter-types";
 
 export const MAX_BATCH = 1000;
-const MAX_METADATA_KEYS = 50;
+export const MAX_METADATA_KEYS = 50;
 /**
  * An event's metadata as JSON, at most (characters): 50 keys of 500 characters fit with room to spare, and it keeps
  * a stored event small and the meter's chunk of rows (where metadata is escaped once more) far below the 2 MB that
