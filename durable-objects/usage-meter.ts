@@ -8,6 +8,7 @@ import { dbOf, type Db } from "../src/db/client";
 import { sortableIdFrom } from "../src/lib/ids";
 import { events as eventsTable } from "../src/db/schema";
 import { rollupUpsert, type ClosedRollup, type RollupValues } from "../src/modules/usage/rollups";
+import { decodeEvents } from "../src/modules/usage/meter-wire";
 import { eventRow, eventsCommitted } from "../src/platform/events";
 import type {
   EventCursor,
@@ -351,8 +352,13 @@ export class UsageMeter extends DurableObject<Env> {
     );
   }
 
-  /** Decides accept / duplicate / reject for each event and stores the accepted ones, all in one transaction. */
-  async ingest(events: IngestEvent[], realNow: number): Promise<IngestReply> {
+  /**
+   * Decides accept / duplicate / reject for each event and stores the accepted ones, all in one transaction. The
+   * worker sends the events as encodeEvents' text (usage/meter-wire.ts); an array is still taken, as a caller
+   * deployed before the text was would send it.
+   */
+  async ingest(sent: IngestEvent[] | string, realNow: number): Promise<IngestReply> {
+    const events = typeof sent === "string" ? decodeEvents(sent) : sent;
     const now = this.effectiveNow(realNow);
     const touched = new Map<string, Touched>();
     let fired = 0;

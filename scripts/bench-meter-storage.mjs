@@ -86,6 +86,11 @@ const r = await compare(calls.map((variant) => ({ name: variant, units: CALLS, p
 console.log(`\nA call from the worker into a Durable Object (calls in a row, each its own transaction and commit); against the one before:`);
 calls.forEach((v, i) => row(v, r.get(v), i === 0 ? undefined : r.get(v.includes("aggregate") ? "one event" : calls[i - 1])));
 
+const payloads = ["payload: none", "payload: objects", "payload: JSON text", "payload: JSON rows"];
+const rp = await compare(payloads.map((variant) => ({ name: variant, units: CALLS, params: { variant, calls: String(CALLS), rows: "20" } })));
+console.log(`\nA call handing a meter 20 events as bench:usage's batches do (5 meters a batch), by the payload's shape; against none:`);
+payloads.forEach((v, i) => row(v, rp.get(v), i === 0 ? undefined : rp.get(payloads[0])));
+
 const d1 = await compare([
   { name: "none", units: CALLS, params: { variant: "none" } },
   { name: "D1 batch of one upsert", units: CALLS, params: { variant: "D1 batch of one upsert", calls: String(CALLS) } },

@@ -41,6 +41,19 @@ export class Probe extends DurableObject {
     return this.n;
   }
 
+  /** What a meter's ingest is handed: the events as objects (structured clone), or as one JSON text it parses. */
+  take(events) {
+    return { accepted: events.map((_, i) => i), others: [] };
+  }
+  takeJson(text) {
+    const events = JSON.parse(text);
+    return { accepted: events.map((_, i) => i), others: [] };
+  }
+  takeRows(text) {
+    const rows = JSON.parse(text);
+    return JSON.stringify(rows.map((_, i) => i));
+  }
+
   step(sql, variant, batch, it) {
     const first = batch[0].seq;
     switch (variant) {
@@ -159,6 +172,18 @@ export default {
       return new Response("ok");
     }
     const stub = env.PROBE.get(env.PROBE.idFromName(p("object", variant)));
+    if (variant.startsWith("payload")) {
+      const events = () =>
+        Array.from({ length: Number(p("rows", "20")) }, (_, i) => ({ index: i * 5, eventKey: `id:e${i}`, eventId: `e${i}`, meterId: "api_calls", quantity: String(1 + (i % 9)), timestamp: PERIOD + i, metadata: null }));
+      for (let i = 0; i < calls; i++) {
+        const ev = events();
+        if (variant === "payload: objects") await stub.take(ev);
+        else if (variant === "payload: JSON text") await stub.takeJson(JSON.stringify(ev));
+        else if (variant === "payload: JSON rows") JSON.parse(await stub.takeRows(JSON.stringify(ev.map((e) => [e.index, e.eventKey, e.eventId, e.meterId, e.quantity, e.timestamp, e.metadata]))));
+        else if (variant === "payload: none") await stub.take([]);
+      }
+      return new Response("ok");
+    }
     for (let i = 0; i < calls; i++) await stub.run(variant, Number(p("rows", "1")), Number(p("iterations", "1")), p("keys", "sequential"));
     return new Response("ok");
   },

@@ -1,4 +1,5 @@
-import type { IngestEvent, IngestOutcome } from "./meter-types";
+import type { IngestOutcome } from "./meter-types";
+import { encodeEvents } from "./meter-wire";
 import { meterStub } from "./meter-config";
 import type { ParsedEvent } from "./events";
 
@@ -14,9 +15,8 @@ export async function ingestEvents(env: Env, events: ParsedEvent[], now: number)
   }
   const results = await Promise.all(
     [...bySubscription].map(async ([subscriptionId, list]): Promise<IngestOutcome[]> => {
-      const payload: IngestEvent[] = list.map((e) => ({ index: e.index, eventKey: e.eventKey, eventId: e.eventId, meterId: e.meterId, quantity: e.quantity, timestamp: e.timestamp, metadata: e.metadata }));
       try {
-        const reply = await meterStub(env, subscriptionId).ingest(payload, now);
+        const reply = await meterStub(env, subscriptionId).ingest(encodeEvents(list), now);
         const outcomes = reply.others;
         for (const slot of reply.accepted) outcomes.push({ index: list[slot]!.index, eventId: list[slot]!.eventId, status: "accepted" });
         return outcomes;
