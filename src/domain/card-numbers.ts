@@ -74,8 +74,13 @@ function sequenceHoldsCardNumber(text: string, start: number, end: number): bool
 // than JSON.parse of the same text.
 const SEQUENCE = /\d(?:[ -]?\d){12,}/g;
 
+// Whether there is any such sequence at all: a plain test allocates nothing, where matchAll builds an iterator and a
+// copy of the expression. Most texts (ids, names, small numbers) have none.
+const ANY_SEQUENCE = /\d(?:[ -]?\d){12}/;
+
 /** True when `text` holds a card number anywhere, written in one run or in groups (see above). */
 export function containsCardNumber(text: string): boolean {
+  if (text.length < 13 || !ANY_SEQUENCE.test(text)) return false;
   for (const m of text.matchAll(SEQUENCE)) {
     if (sequenceHoldsCardNumber(text, m.index, m.index + m[0].length)) return true;
   }

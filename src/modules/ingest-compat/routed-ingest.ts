@@ -33,10 +33,22 @@ const RECHECK_AFTER_MS = 1_000;
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
 
+// A path's steps, split once: paths come from meter configurations (a handful), and every event reads one or more.
+const STEPS_CACHED = 1_000;
+const steps = new Map<string, string[]>();
+function stepsOf(path: string): string[] {
+  let s = steps.get(path);
+  if (!s) {
+    if (steps.size >= STEPS_CACHED) steps.clear();
+    steps.set(path, (s = path.slice(2).split(".")));
+  }
+  return s;
+}
+
 /** The value at a dotted JSON path (`$.a.b`) of an object; undefined when any step is missing. */
 export function valueAt(data: Record<string, unknown>, path: string): unknown {
   let v: unknown = data;
-  for (const key of path.slice(2).split(".")) {
+  for (const key of stepsOf(path)) {
     if (!isObject(v)) return undefined;
     v = v[key];
   }
@@ -58,9 +70,11 @@ function toEvent(item: RoutedItem, subscriptionId: string, meter: RoutedMeter): 
     quantity = formatDecimal(d.value);
   }
   const metadata: Record<string, Scalar> = { ...item.metadata };
-  for (const [name, p] of Object.entries(meter.groupBy ?? {})) {
-    const v = valueAt(item.data, p);
-    if (v === null || ["string", "number", "boolean"].includes(typeof v)) metadata[name] = v as Scalar;
+  if (meter.groupBy) {
+    for (const name in meter.groupBy) {
+      const v = valueAt(item.data, meter.groupBy[name]!);
+      if (v === null || typeof v === "string" || typeof v === "number" || typeof v === "boolean") metadata[name] = v;
+    }
   }
   // unique_count counts a metadata field: take it from the data's top level when groupBy did not name it.
   const field = meter.aggregationField;
@@ -87,21 +101,21 @@ type Routed = { events: ParsedEvent[]; refused: RoutedOutcome[]; routes: Map<num
 
 function route(items: RoutedItem[], resolved: Map<string, Resolved>): Routed {
   const out: Routed = { events: [], refused: [], routes: new Map() };
+  const refuse = (item: RoutedItem, reason: RejectReason, detail: string, subscriptionId: string | null = null, meterId: string | null = null) =>
+    out.refused.push({ index: item.index, eventId: item.eventId, status: "rejected", reason, detail, subscriptionId, meterId });
   for (const item of items) {
     const r = resolved.get(keyOf(item.subject))!;
-    const refuse = (reason: RejectReason, detail: string, subscriptionId: string | null = null, meterId: string | null = null) =>
-      out.refused.push({ index: item.index, eventId: item.eventId, status: "rejected", reason, detail, subscriptionId, meterId });
     if (!r.entries.length) {
-      refuse("unknown_subscription", `no customer or subscription ${item.subject.id} is known to usage ingestion (a customer needs a subscription with a meter)`);
+      refuse(item, "unknown_subscription", `no customer or subscription ${item.subject.id} is known to usage ingestion (a customer needs a subscription with a meter)`);
       continue;
     }
     const picked = pickRoute(r.entries, item.eventName);
     if (!picked) {
-      refuse("unknown_meter", `no subscription of ${item.subject.id} has a meter for the event name ${item.eventName}`);
+      refuse(item, "unknown_meter", `no subscription of ${item.subject.id} has a meter for the event name ${item.eventName}`);
       continue;
     }
     const ev = toEvent(item, picked.subscriptionId, picked.meter);
-    if ("reason" in ev) refuse(ev.reason, ev.detail, picked.subscriptionId, picked.meter.meterId);
+    if ("reason" in ev) refuse(item, ev.reason, ev.detail, picked.subscriptionId, picked.meter.meterId);
     else {
       out.events.push(ev);
       out.routes.set(item.index, { subscriptionId: picked.subscriptionId, meterId: picked.meter.meterId });
@@ -119,7 +133,8 @@ async function resolveAll(env: Env, subjects: Subject[], now: number, fresh: boo
 async function ingestOnce(env: Env, items: RoutedItem[], resolved: Map<string, Resolved>, now: number): Promise<RoutedOutcome[]> {
   const r = route(items, resolved);
   const outcomes = r.events.length ? await ingestEvents(env, r.events, now) : [];
-  const routed = outcomes.map((o) => ({ ...o, ...(r.routes.get(o.index) ?? { subscriptionId: null, meterId: null }) }));
+  // The outcomes are ingestEvents' own fresh objects: completed in place rather than copied (100 copies a batch).
+  const routed = outcomes.map((o) => Object.assign(o, r.routes.get(o.index) ?? { subscriptionId: null, meterId: null }));
   return [...routed, ...r.refused];
 }
 
