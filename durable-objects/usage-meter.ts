@@ -370,12 +370,12 @@ export class UsageMeter extends DurableObject<Env> {
         const candidates: Candidate[] = [];
         const seen = new Set<string>();
         events.forEach((raw, i) => {
-          const verdict = this.check(raw, now, seen);
+          const verdict = this.check(raw, i, now, seen);
           if ("status" in verdict) out[i] = verdict;
           else if (seen.has(verdict.event.eventKey)) out[i] = { index: raw.index, eventId: raw.eventId, status: "duplicate" };
           else {
             seen.add(verdict.event.eventKey);
-            candidates.push({ ...verdict, slot: i });
+            candidates.push(verdict);
           }
         });
         const stored = this.insertEvents(candidates, now);
@@ -534,8 +534,9 @@ export class UsageMeter extends DurableObject<Env> {
   }
 
   /** Everything that decides an event's fate except whether it was stored before (that is the insert's job). */
-  private check(raw: IngestEvent, now: number, seen: Set<string>): IngestOutcome | Omit<Candidate, "slot"> {
-    const e = { ...raw, timestamp: raw.timestamp ?? now };
+  private check(raw: IngestEvent, slot: number, now: number, seen: Set<string>): IngestOutcome | Candidate {
+    // Copied only to fill in a missing time: the caller's events are not changed.
+    const e = raw.timestamp === null ? { ...raw, timestamp: now } : (raw as IngestEvent & { timestamp: number });
     // A retried event that was stored before is a duplicate even if it would be refused now (e.g. late).
     const reject = (reason: RejectReason, detail: string): IngestOutcome =>
       seen.has(e.eventKey) || this.isDuplicate(e.eventKey)
@@ -564,7 +565,7 @@ export class UsageMeter extends DurableObject<Env> {
     }
     const quantity = parseDecimal(e.quantity);
     if (!quantity.ok) return reject("invalid_quantity", `quantity ${quantity.error}`);
-    return { event: e, period, quantity: quantity.value, uniqueValue, meter };
+    return { slot, event: e, period, quantity: quantity.value, uniqueValue, meter };
   }
 
   /**

@@ -2,6 +2,7 @@ import { createMiddleware } from "hono/factory";
 import type { HonoEnv } from "../env";
 import { cardNumberFindingsInJson, containsCardNumber, type CardFinding } from "../domain/card-numbers";
 import { ApiError, type FieldError } from "./problem";
+import { bodyText } from "./body-text";
 
 export const CARD_NUMBER_ADVICE = "send a payment-method token, never a card number";
 const BODY_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
@@ -26,8 +27,7 @@ export const refuseCardNumbers = createMiddleware<HonoEnv>(async (c, next) => {
   const key = c.req.header("idempotency-key");
   if (key && containsCardNumber(key)) findings.push({ path: "Idempotency-Key", in: "value" });
   if (BODY_METHODS.has(c.req.method) && c.req.raw.body) {
-    // Decoded by hand, as declaredJsonBody does: workerd warns when .text() reads a body whose Content-Type is not textual.
-    findings.push(...cardNumberFindingsInJson(new TextDecoder().decode(await c.req.arrayBuffer())));
+    findings.push(...cardNumberFindingsInJson(await bodyText(c)));
   }
   if (findings.length) {
     const paths = [...new Set(findings.map((f) => f.path))];

@@ -1,5 +1,6 @@
 import { createMiddleware } from "hono/factory";
 import type { HonoEnv } from "../env";
+import { bodyText } from "./body-text";
 
 /** Types a declared JSON body may arrive under and still be read as JSON: none, curl -d's default, plain text. */
 const LENIENT_TYPES = /^(application\/x-www-form-urlencoded|text\/plain)\b/i;
@@ -16,8 +17,7 @@ export const declaredJsonBody = createMiddleware<HonoEnv>(async (c, next) => {
   const type = c.req.header("content-type") ?? "";
   const lenient = type === "" || LENIENT_TYPES.test(type);
   if (!lenient && !JSON_TYPE.test(type)) return next();
-  // Decoded by hand: workerd warns when .text() reads a body whose Content-Type is not textual.
-  const text = c.req.raw.body ? new TextDecoder().decode(await c.req.arrayBuffer()) : "";
+  const text = await bodyText(c);
   if (!lenient && text.trim() !== "") return next();
   const headers = new Headers(c.req.raw.headers);
   headers.set("content-type", "application/json");

@@ -2,6 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { access, actorOf, requireRole, requireScopeOrRole } from "../../http/auth";
 import { jsonBody, jsonResponse, listOf, PaginationQuery, problemResponse, problems, router } from "../../http/openapi";
 import { problem } from "../../http/problem";
+import { bodyText } from "../../http/body-text";
 import { MAX_KEY_LENGTH } from "../../http/idempotency";
 import { fail, ok, type Failure, type Outcome } from "../../platform/failure";
 import { services } from "../../http/context";
@@ -102,9 +103,9 @@ usageRoutes.openAPIRegistry.registerPath({
 usageRoutes.post("/", requireScopeOrRole("usage:write", access.admin), async (c) => {
   let body: unknown;
   try {
-    // The bytes refuseCardNumbers already read, decoded by hand: c.req.json() would wrap them in a new Response and
-    // read that back through the runtime's streams, which costs a single event as much as storing it.
-    body = JSON.parse(new TextDecoder().decode(await c.req.arrayBuffer()));
+    // The text refuseCardNumbers already decoded: c.req.json() would wrap the bytes in a new Response and read that
+    // back through the runtime's streams, which costs a single event as much as storing it.
+    body = JSON.parse(await bodyText(c));
   } catch {
     return problem(c, { kind: "bad_request", detail: "body is not valid JSON", errors: [{ path: "(body)", message: "malformed JSON" }] });
   }
