@@ -3,6 +3,7 @@ import { services } from "../../http/context";
 import { access, requireScopeOrRole } from "../../http/auth";
 import { jsonResponse, ProblemSchema, router, problems } from "../../http/openapi";
 import { problem } from "../../http/problem";
+import { bodyText } from "../../http/body-text";
 import { iso } from "../../lib/time";
 import { meterStub } from "../usage/meter-config";
 import { resolveSubject } from "../usage/routing";
@@ -41,6 +42,9 @@ const IngestResult = z
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
 
+/** How a CloudEvent's subject is read: our customer id, else a subscription id, else a Stripe customer id. */
+const SUBJECT_VIA = ["customer", "subscription", "stripe"] as const;
+
 /** Checks a CloudEvent's envelope; the meter's rules (value, windows, dedupe) are the native use case's. */
 function readCloudEvent(raw: unknown, index: number): RoutedItem | string {
   if (!isObject(raw)) return "must be a CloudEvent object";
@@ -52,11 +56,11 @@ function readCloudEvent(raw: unknown, index: number): RoutedItem | string {
   if (typeof subject !== "string" || !subject || subject.length > MAX_ID) return "subject is required (a customer or subscription id)";
   let timestamp: number | null = null;
   if (time !== undefined && time !== null) {
-    if (typeof time !== "string" || !ISO.test(time) || Number.isNaN(Date.parse(time))) return "time must be an ISO-8601 date-time with a zone";
-    timestamp = Date.parse(time);
+    timestamp = typeof time === "string" && ISO.test(time) ? Date.parse(time) : NaN;
+    if (Number.isNaN(timestamp)) return "time must be an ISO-8601 date-time with a zone";
   }
   if (data !== undefined && data !== null && !isObject(data)) return "data must be a JSON object";
-  return { index, subject: { id: subject, via: ["customer", "subscription", "stripe"] }, eventName: type, eventId: id, timestamp, data: (data as Record<string, unknown>) ?? {} };
+  return { index, subject: { id: subject, via: SUBJECT_VIA }, eventName: type, eventId: id, timestamp, data: (data as Record<string, unknown>) ?? {} };
 }
 
 export const openMeterRoutes = router();
@@ -93,7 +97,7 @@ openMeterRoutes.post("/api/v1/events", requireScopeOrRole("usage:write", access.
   }
   let body: unknown;
   try {
-    body = JSON.parse(new TextDecoder().decode(await c.req.arrayBuffer()));
+    body = JSON.parse(await bodyText(c)); // refuseCardNumbers decoded it already
   } catch {
     return problem(c, { kind: "bad_request", detail: "body is not valid JSON", errors: [{ path: "(body)", message: "malformed JSON" }] });
   }
@@ -172,7 +176,7 @@ openMeterRoutes.openapi(
     const from = q.from ? Date.parse(q.from) : -Infinity;
     const to = q.to ? Date.parse(q.to) : Infinity;
     if (Number.isNaN(from) || Number.isNaN(to)) return problem(c, { kind: "validation_failed", detail: "from and to must be ISO-8601 date-times", errors: [{ path: "from", message: "invalid" }] });
-    const resolved = await resolveSubject(c.env, { id: q.subject, via: ["customer", "subscription", "stripe"] }, now, true);
+    const resolved = await resolveSubject(c.env, { id: q.subject, via: SUBJECT_VIA }, now, true);
     const pages = await Promise.all(
       resolved.entries.map(async (entry) => {
         const out = await meterStub(c.env, entry.subscriptionId).events({ kind: "current" }, null, 100, null, now);

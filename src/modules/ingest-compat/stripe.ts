@@ -94,13 +94,16 @@ const isoInstant = (v: unknown): number | null | undefined => {
   return Number.isNaN(t) ? undefined : t;
 };
 
+/** A Stripe customer id, else (a sender that never had Stripe) our own customer id. */
+const SUBJECT_VIA = ["stripe", "customer"] as const;
+
 function toItem(e: StripeEvent, index: number): RoutedItem {
   const { stripe_customer_id, ...rest } = e.payload;
   // Everything but the customer and the value is kept as the event's metadata (groupBy can pick from it too).
   const { value: _v, ...metadata } = rest;
   return {
     index,
-    subject: { id: stripe_customer_id!, via: ["stripe", "customer"] },
+    subject: { id: stripe_customer_id!, via: SUBJECT_VIA },
     eventName: e.event_name,
     eventId: e.identifier,
     timestamp: e.timestamp,
