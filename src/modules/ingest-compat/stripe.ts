@@ -69,10 +69,14 @@ function readEvent(raw: unknown, at: string, timestampOf: (v: unknown) => number
   if (r.event_name.length > MAX_NAME) throw new StripeError(400, "invalid_request_error", `${p("event_name")} must be at most ${MAX_NAME} characters.`, "parameter_invalid_string", p("event_name"));
   if (typeof r.payload !== "object" || r.payload === null) throw new StripeError(400, "invalid_request_error", `Missing required param: ${p("payload")}.`, "parameter_missing", p("payload"));
   const payload: Record<string, string> = {};
-  for (const [k, v] of Object.entries(r.payload as Record<string, unknown>)) {
+  const sent = r.payload as Record<string, unknown>;
+  // for…in, not Object.entries: no array per key (a parsed body's objects have no inherited enumerable keys).
+  for (const k in sent) {
+    const v = sent[k];
     if (typeof v !== "string" && typeof v !== "number") throw new StripeError(400, "invalid_request_error", `Invalid string: ${p(`payload][${k}`)}`, "parameter_invalid_string", `${p("payload")}[${k}]`);
-    if (containsCardNumber(String(v)) || containsCardNumber(k)) throw new StripeError(400, "invalid_request_error", "The payload holds a card number: send a payment-method token, never a card number.", "parameter_invalid_string", p("payload"));
-    payload[k] = String(v);
+    const text = typeof v === "string" ? v : String(v);
+    if (containsCardNumber(text) || containsCardNumber(k)) throw new StripeError(400, "invalid_request_error", "The payload holds a card number: send a payment-method token, never a card number.", "parameter_invalid_string", p("payload"));
+    payload[k] = text;
   }
   if (!payload.stripe_customer_id) throw new StripeError(400, "invalid_request_error", `Missing required param: ${p("payload")}[stripe_customer_id].`, "parameter_missing", `${p("payload")}[stripe_customer_id]`);
   if (r.identifier !== undefined && (typeof r.identifier !== "string" || !r.identifier || r.identifier.length > MAX_NAME)) {
@@ -98,16 +102,22 @@ const isoInstant = (v: unknown): number | null | undefined => {
 const SUBJECT_VIA = ["stripe", "customer"] as const;
 
 function toItem(e: StripeEvent, index: number): RoutedItem {
-  const { stripe_customer_id, ...rest } = e.payload;
-  // Everything but the customer and the value is kept as the event's metadata (groupBy can pick from it too).
-  const { value: _v, ...metadata } = rest;
+  // Everything but the customer is the event's data; everything but the customer and the value is kept as its
+  // metadata (groupBy can pick from it too). One pass, no rest spreads: a v2 batch does this 100 times.
+  const data: Record<string, string> = {};
+  const metadata: Record<string, string> = {};
+  for (const k in e.payload) {
+    if (k === "stripe_customer_id") continue;
+    data[k] = e.payload[k]!;
+    if (k !== "value") metadata[k] = e.payload[k]!;
+  }
   return {
     index,
-    subject: { id: stripe_customer_id!, via: SUBJECT_VIA },
+    subject: { id: e.payload.stripe_customer_id!, via: SUBJECT_VIA },
     eventName: e.event_name,
     eventId: e.identifier,
     timestamp: e.timestamp,
-    data: rest,
+    data,
     metadata,
   };
 }
