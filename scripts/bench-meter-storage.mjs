@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // `npm run bench:meter-storage`: what the usage meter's storage steps cost in workerd, measured alone (no HTTP, no
-// routing): the shapes of its chunk insert, and the fixed costs of a call into a Durable Object (the call, its
-// savepoint, a write's commit, the aggregate update), and of a local D1 write as a rollup flush makes it. It is the
+// routing): the shapes of its chunk insert, the fixed costs of a call into a Durable Object (the call, its savepoint,
+// a write's commit, the aggregate update), what handing it 20 events costs by the payload's shape (objects, JSON
+// text, JSON rows as usage/meter-wire.ts sends), and a local D1 write as a rollup flush makes it. It is the
 // evidence behind the per-step figures in docs/benchmarks.md; `npm run bench:usage` measures the whole path.
 // CPU is workerd's own (/proc, Linux only), so the machine's other load does not count; each figure is the median
 // over ROUNDS rounds (default 7) taken in alternating order (this VM's speed drifts within a minute).
