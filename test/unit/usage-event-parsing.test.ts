@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { parseDecimal } from "../../src/domain/decimal";
-import { MAX_METADATA_CHARS, parseEvent, type ParsedEvent } from "../../src/modules/usage/events";
+import { formatDecimal, parseDecimal } from "../../src/domain/decimal";
+import { MAX_METADATA_CHARS, parseEvent, quantityText, type ParsedEvent } from "../../src/modules/usage/events";
 
 // parseEvent is the hand-written validator of POST /api/v1/usage (and of each event of a batch). These properties pin
 // down what it promises: it never throws on anything JSON can carry, an accepted event obeys every documented rule,
@@ -280,6 +280,35 @@ describe("metadata size", () => {
         expect(r.ok).toBe(true);
       }),
       { numRuns: 100 },
+    );
+  });
+});
+
+describe("quantityText (the text a meter stores for a quantity)", () => {
+  // Its shortcut for whole numbers must give exactly what the general path gives: formatDecimal of parseDecimal.
+  const general = (raw: number | string) => {
+    const d = parseDecimal(raw);
+    return !d.ok ? { ok: false } : d.value < 0n ? { ok: false, negative: true } : { ok: true, text: formatDecimal(d.value) };
+  };
+  const quantityArb = fc.oneof(
+    fc.integer(),
+    fc.maxSafeInteger(),
+    fc.double(),
+    fc.constantFrom(-0, 0, 1e21, 2 ** 53, 2 ** 53 + 2, Number.MAX_SAFE_INTEGER),
+    fc.stringMatching(/^-?\d{1,20}(\.\d{0,14})?$/),
+    fc.constantFrom("0", "00", "007", "-0", "9999999999999999", "99999999999999999", "1.0", "", " 1", "1e3", "+1"),
+  );
+
+  it("agrees with formatDecimal(parseDecimal(x)) on numbers and strings", () => {
+    fc.assert(
+      fc.property(quantityArb, (raw) => {
+        const t = quantityText(raw);
+        const g = general(raw);
+        expect(t.ok).toBe(g.ok);
+        if (t.ok) expect(t.text).toBe(g.text);
+        else expect(t.negative).toBe(g.negative ?? false);
+      }),
+      { numRuns: 2000 },
     );
   });
 });

@@ -1,5 +1,4 @@
-import { formatDecimal, parseDecimal } from "../../domain/decimal";
-import { MAX_METADATA_CHARS, MAX_METADATA_KEYS, type ParsedEvent } from "../usage/events";
+import { MAX_METADATA_CHARS, MAX_METADATA_KEYS, quantityText, type ParsedEvent } from "../usage/events";
 import { ingestEvents } from "../usage/ingest";
 import type { IngestOutcome, RejectReason } from "../usage/meter-types";
 import { pickRoute, resolveSubject, type Resolved, type RoutedMeter, type Subject } from "../usage/routing";
@@ -64,10 +63,10 @@ function toEvent(item: RoutedItem, subscriptionId: string, meter: RoutedMeter): 
   if (raw === undefined || raw === null) {
     if (meter.aggregation !== "count" && meter.aggregation !== "unique_count") return { reason: "invalid_event", detail: `${path} is required by the meter ${meter.meterId} (its valueProperty)` };
   } else {
-    const d = typeof raw === "number" || typeof raw === "string" ? parseDecimal(raw) : null;
-    if (!d || !d.ok) return { reason: "invalid_event", detail: `${path} must be a decimal number${d && !d.ok ? `: ${d.error}` : ""}` };
-    if (d.value < 0n) return { reason: "invalid_event", detail: `${path} must not be negative` };
-    quantity = formatDecimal(d.value);
+    const t = typeof raw === "number" || typeof raw === "string" ? quantityText(raw) : null;
+    if (!t) return { reason: "invalid_event", detail: `${path} must be a decimal number` };
+    if (!t.ok) return { reason: "invalid_event", detail: t.negative ? `${path} must not be negative` : `${path} must be a decimal number: ${t.error}` };
+    quantity = t.text;
   }
   const metadata: Record<string, Scalar> = { ...item.metadata };
   if (meter.groupBy) {

@@ -16,7 +16,21 @@ export type RawEvent = Record<string, unknown>;
 export type ParsedEvent = IngestEvent & { subscriptionId: string };
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+/** A whole number as formatDecimal writes it: no sign, no leading zeros, at most 16 digits (exact as a double too). */
+const CANONICAL_WHOLE = /^(?:0|[1-9]\d{0,15})$/;
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
+
+/**
+ * A quantity as the meter stores it: the shortest exact decimal (formatDecimal's text), non-negative, at most 12
+ * decimals. Whole quantities (most events) are their own text already, so they skip the BigInt round trip.
+ */
+export function quantityText(raw: number | string): { ok: true; text: string } | { ok: false; error: string; negative: boolean } {
+  if (typeof raw === "number" ? Number.isSafeInteger(raw) && raw >= 0 : CANONICAL_WHOLE.test(raw)) return { ok: true, text: String(raw) };
+  const d = parseDecimal(raw);
+  if (!d.ok) return { ok: false, error: d.error, negative: false };
+  if (d.value < 0n) return { ok: false, error: "must not be negative", negative: true };
+  return { ok: true, text: formatDecimal(d.value) };
+}
 
 /**
  * Validates one event by hand (this is the hot path, and each event of a batch needs its own verdict).
@@ -34,17 +48,16 @@ export function parseEvent(raw: unknown, index: number, idempotencyKey: string |
   let q = "";
   if (typeof quantity !== "number" && typeof quantity !== "string") errors.push({ path: at("quantity"), message: "is required (a non-negative number)" });
   else {
-    const d = parseDecimal(quantity);
-    if (!d.ok) errors.push({ path: at("quantity"), message: d.error });
-    else if (d.value < 0n) errors.push({ path: at("quantity"), message: "must not be negative" });
-    else q = formatDecimal(d.value);
+    const t = quantityText(quantity);
+    if (t.ok) q = t.text;
+    else errors.push({ path: at("quantity"), message: t.error });
   }
   // Without a timestamp the meter stamps the event with its own "now" (a test clock's time, if on one).
   let ts: number | null = null;
   if (timestamp !== undefined) {
-    if (typeof timestamp !== "string" || !ISO.test(timestamp) || Number.isNaN(Date.parse(timestamp))) {
-      errors.push({ path: at("timestamp"), message: "must be an ISO-8601 date-time with a zone, e.g. 2024-06-24T10:00:00Z" });
-    } else ts = Date.parse(timestamp);
+    const parsed = typeof timestamp === "string" && ISO.test(timestamp) ? Date.parse(timestamp) : NaN;
+    if (Number.isNaN(parsed)) errors.push({ path: at("timestamp"), message: "must be an ISO-8601 date-time with a zone, e.g. 2024-06-24T10:00:00Z" });
+    else ts = parsed;
   }
   let meta: ParsedEvent["metadata"] = null;
   if (metadata !== undefined && metadata !== null) {
