@@ -536,7 +536,7 @@ export class UsageMeter extends DurableObject<Env> {
   /** Everything that decides an event's fate except whether it was stored before (that is the insert's job). */
   private check(raw: IngestEvent, slot: number, now: number, seen: Set<string>): IngestOutcome | Candidate {
     // Copied only to fill in a missing time: the caller's events are not changed.
-    const e = raw.timestamp === null ? { ...raw, timestamp: now } : (raw as IngestEvent & { timestamp: number });
+    const e = raw.timestamp == null ? { ...raw, timestamp: now } : (raw as IngestEvent & { timestamp: number });
     // A retried event that was stored before is a duplicate even if it would be refused now (e.g. late).
     const reject = (reason: RejectReason, detail: string): IngestOutcome =>
       seen.has(e.eventKey) || this.isDuplicate(e.eventKey)
@@ -557,7 +557,9 @@ export class UsageMeter extends DurableObject<Env> {
     }
     let uniqueValue: string | null = null;
     if (meter.aggregation === "unique_count") {
-      const v = e.metadata?.[meter.aggregationField ?? ""];
+      const field = meter.aggregationField ?? "";
+      // Own keys only: a field named like an Object method ("constructor") must not read the prototype's.
+      const v = e.metadata && Object.hasOwn(e.metadata, field) ? e.metadata[field] : undefined;
       if (v === undefined || v === null || v === "") {
         return reject("missing_unique_field", `metadata.${meter.aggregationField} is required by the unique_count meter ${meter.meterId}`);
       }

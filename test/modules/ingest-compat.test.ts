@@ -220,6 +220,16 @@ describe("CloudEvents (OpenMeter compatible) under /openmeter", () => {
     expect(listed.body.find((e: { event: { id: string } }) => e.event.id === "e1").event).toMatchObject({ type: "prompt", subject: customer.id, data: { tokens: 100, model: "gpt" } });
   });
 
+  it("refuses a groupBy value JSON reads as Infinity, naming its path, instead of storing it as null", async () => {
+    const { customer, sub, key } = await setup();
+    // 1e999 is only sayable in the request's text: JSON.stringify would write null.
+    const rawBody = JSON.stringify(ce(customer.id, "inf1", { usage: { tokens: 5 }, model: "__INF__" })).replace('"__INF__"', "1e999");
+    const r = await api("POST", "/openmeter/api/v1/events", { auth: `Bearer ${key}`, rawBody, headers: { "content-type": "application/cloudevents+json" } });
+    expect(r.status).toBe(422);
+    expect(r.body).toMatchObject({ reason: "invalid_event", detail: "$.model must be a finite number" });
+    expect(await summaryOf(sub.id, "tokens")).toMatchObject({ value: "0", eventCount: 0 });
+  });
+
   it("keeps the native per-event reasons: unknown subject 404, future time 422, wrong content type 415", async () => {
     const { customer, key } = await setup();
     const unknown = await post(key, ce("cus_nobody", "u1", { usage: { tokens: 1 } }), "application/cloudevents+json");

@@ -300,6 +300,26 @@ describe("POST /api/v1/usage", () => {
     expect(meterOf(await summary(subscriptionId), "m_sum").value).toBe("1");
   });
 
+  it("reads a unique_count field from the event's own metadata only, and refuses a metadata number JSON reads as Infinity", async () => {
+    const ctorMeter = { id: "price_ctor", type: "metered" as const, meterId: "m_ctor", aggregation: "unique_count" as const, aggregationField: "constructor", pricingModel: "per_unit" as const, unitAmount: "1" };
+    const { subscriptionId } = await configuredMeter({ meters: [...meters, ctorMeter] });
+    // Without the field, an object's inherited `constructor` used to count as the unique value (every such event
+    // then counted as one more user than none).
+    const events = [ev(subscriptionId, "m_ctor", 1, { metadata: { region: "eu" } }), ev(subscriptionId, "m_ctor", 1, { metadata: { constructor: "u1" } })];
+    // 1e999 is only sayable in the request's text: JSON.stringify would write null.
+    const body = JSON.stringify({ events: [...events, ev(subscriptionId, "m_uniq", 1, { metadata: { user: "__INF__" } })] }).replace('"__INF__"', "1e999");
+    const r = await api("POST", "/api/v1/usage", { rawBody: body, headers: { "content-type": "application/json" } });
+    expect(r.status).toBe(207);
+    expect(r.body).toMatchObject({ accepted: 1, rejected: 2 });
+    expect(r.body.results).toEqual([
+      expect.objectContaining({ index: 0, reason: "missing_unique_field" }),
+      expect.objectContaining({ index: 2, reason: "invalid_event", detail: "events.2.metadata.user: must be a finite number" }),
+    ]);
+    const s = await summary(subscriptionId);
+    expect(meterOf(s, "m_ctor")).toMatchObject({ value: "1", eventCount: 1 });
+    expect(meterOf(s, "m_uniq")).toMatchObject({ value: "0", eventCount: 0 });
+  });
+
   it("refuses an event whose metadata is over 32 KB as JSON, alone (400 naming metadata) or in a batch, and stores the rest", async () => {
     const { subscriptionId } = await configuredMeter();
     const big = { note: "x".repeat(33 * 1024) };

@@ -43,7 +43,7 @@ function expectAcceptedEvent(raw: Record<string, unknown>, event: ParsedEvent, i
     const meta = event.metadata!;
     expect(isPlainObject(meta)).toBe(true);
     expect(Object.keys(meta).length).toBeLessThanOrEqual(50);
-    for (const v of Object.values(meta)) expect(v === null || ["string", "number", "boolean"].includes(typeof v)).toBe(true);
+    for (const v of Object.values(meta)) expect(v === null || typeof v === "string" || typeof v === "boolean" || Number.isFinite(v)).toBe(true);
     expect(JSON.stringify(meta).length).toBeLessThanOrEqual(MAX_METADATA_CHARS);
   }
 
@@ -136,7 +136,8 @@ const timestampArb = field(
   ],
 );
 
-const scalar = fc.oneof(fc.string(), unicodeText({ maxLength: 20 }), fc.double(), fc.integer(), fc.boolean(), fc.constant(null));
+// Finite: JSON reads an overflowing number (1e999) as Infinity, which metadata refuses (see the invalid values below).
+const scalar = fc.oneof(fc.string(), unicodeText({ maxLength: 20 }), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.integer(), fc.boolean(), fc.constant(null));
 const metadataArb = field(
   [fc.constantFrom(undefined, null), fc.dictionary(fc.string({ maxLength: 10 }), scalar, { maxKeys: 50 })],
   [
@@ -146,6 +147,9 @@ const metadataArb = field(
       .tuple(fc.dictionary(fc.string({ maxLength: 10 }), scalar, { maxKeys: 5 }), fc.string({ minLength: 1, maxLength: 10 }), fc.oneof(fc.array(scalar, { maxLength: 2 }), fc.object({ maxDepth: 3 })))
       .map(([base, k, v]) => ({ ...base, [k]: v })),
     fc.constant({ blob: "x".repeat(MAX_METADATA_CHARS) }),
+    fc
+      .tuple(fc.dictionary(fc.string({ maxLength: 10 }), scalar, { maxKeys: 5 }), fc.string({ minLength: 1, maxLength: 10 }), fc.constantFrom(Infinity, -Infinity, NaN))
+      .map(([base, k, v]) => ({ ...base, [k]: v })),
   ],
 );
 
@@ -281,6 +285,14 @@ describe("metadata size", () => {
       }),
       { numRuns: 100 },
     );
+  });
+});
+
+describe("metadata numbers", () => {
+  it("refuses a number JSON read as Infinity (1e999), naming the key", () => {
+    const raw = JSON.parse('{"subscriptionId":"sub_1","meterId":"api_calls","quantity":1,"metadata":{"user":1e999,"region":"eu"}}');
+    const r = parseEvent(raw, 3, undefined, NOW, "events.3.");
+    expect(r).toEqual({ ok: false, errors: [{ path: "events.3.metadata.user", message: "must be a finite number" }] });
   });
 });
 

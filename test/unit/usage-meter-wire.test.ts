@@ -9,7 +9,8 @@ import { decodeEvents, encodeEvents } from "../../src/modules/usage/meter-wire";
 
 // Strings as senders can write them: NULs, lone surrogates, astral characters, JSON's own metacharacters.
 const text = fc.oneof(fc.string({ unit: "binary" }), fc.constantFrom("", "\u0000", "a\u0000b", "\ud800", "\udfff", "x\ud83d", "😀", '"\\/\n\t\u2028'));
-// -0 is left out: JSON (the body it came from) has no way to say it either; stored metadata is JSON already.
+// -0 is left out: it arrives as 0, as stored metadata (JSON text) always had it. Infinity and NaN cannot reach the
+// wire: parseEvent and routed ingestion refuse them in metadata.
 const finite = fc.double({ noNaN: true, noDefaultInfinity: true }).filter((n) => !Object.is(n, -0));
 const event: fc.Arbitrary<IngestEvent> = fc.record({
   index: fc.nat({ max: 999 }),

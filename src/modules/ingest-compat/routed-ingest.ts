@@ -48,7 +48,7 @@ function stepsOf(path: string): string[] {
 export function valueAt(data: Record<string, unknown>, path: string): unknown {
   let v: unknown = data;
   for (const key of stepsOf(path)) {
-    if (!isObject(v)) return undefined;
+    if (!isObject(v) || !Object.hasOwn(v, key)) return undefined;
     v = v[key];
   }
   return v;
@@ -71,14 +71,18 @@ function toEvent(item: RoutedItem, subscriptionId: string, meter: RoutedMeter): 
   const metadata: Record<string, Scalar> = { ...item.metadata };
   if (meter.groupBy) {
     for (const name in meter.groupBy) {
-      const v = valueAt(item.data, meter.groupBy[name]!);
+      const p = meter.groupBy[name]!;
+      const v = valueAt(item.data, p);
+      if (typeof v === "number" && !Number.isFinite(v)) return { reason: "invalid_event", detail: `${p} must be a finite number` };
       if (v === null || typeof v === "string" || typeof v === "number" || typeof v === "boolean") metadata[name] = v;
     }
   }
-  // unique_count counts a metadata field: take it from the data's top level when groupBy did not name it.
+  // unique_count counts a metadata field: take it from the data's top level when groupBy did not name it. Own
+  // properties only: a field named like an Object method ("constructor") must not read the prototype's.
   const field = meter.aggregationField;
-  if (field && metadata[field] === undefined) {
+  if (field && !Object.hasOwn(metadata, field) && Object.hasOwn(item.data, field)) {
     const v = item.data[field];
+    if (typeof v === "number" && !Number.isFinite(v)) return { reason: "invalid_event", detail: `$.${field} must be a finite number` };
     if (typeof v === "string" || typeof v === "number") metadata[field] = v;
   }
   const keys = Object.keys(metadata);

@@ -67,7 +67,10 @@ export function parseEvent(raw: unknown, index: number, idempotencyKey: string |
       if (keys.length > MAX_METADATA_KEYS) errors.push({ path: at("metadata"), message: `at most ${MAX_METADATA_KEYS} keys` });
       for (const k of keys) {
         const v = metadata[k];
-        if (v !== null && !["string", "number", "boolean"].includes(typeof v)) errors.push({ path: at(`metadata.${k}`), message: "must be a string, number, boolean or null" });
+        if (typeof v === "number") {
+          // JSON reads an overflowing number (1e999) as Infinity, which no stored JSON can hold.
+          if (!Number.isFinite(v)) errors.push({ path: at(`metadata.${k}`), message: "must be a finite number" });
+        } else if (v !== null && typeof v !== "string" && typeof v !== "boolean") errors.push({ path: at(`metadata.${k}`), message: "must be a string, number, boolean or null" });
       }
       if (JSON.stringify(metadata).length > MAX_METADATA_CHARS) errors.push({ path: at("metadata"), message: `must be at most ${MAX_METADATA_CHARS} characters as JSON` });
       meta = metadata as ParsedEvent["metadata"];
