@@ -45,6 +45,16 @@ describe("Stripe meter events (POST /v1/billing/meter_events)", () => {
     expect(await summaryOf(sub.id, "api_calls")).toMatchObject({ value: "25", eventCount: 1 });
   });
 
+  it("keeps a payload's other keys as the event's metadata, and none when there are none", async () => {
+    const { sub, stripeId, key } = await setup();
+    expect((await stripePost(key, { event_name: "api_request", "payload[stripe_customer_id]": stripeId, "payload[value]": "2", "payload[region]": "eu", identifier: "m1" })).status).toBe(200);
+    expect((await stripePost(key, { event_name: "api_request", "payload[stripe_customer_id]": stripeId, "payload[value]": "3", identifier: "m2" })).status).toBe(200);
+    const listed = await api("GET", `/api/v1/usage/${sub.id}/events?meterId=api_calls`);
+    expect(listed.status).toBe(200);
+    const byId = Object.fromEntries(listed.body.data.map((e: { eventId: string; metadata: unknown }) => [e.eventId, e.metadata]));
+    expect(byId).toEqual({ m1: { region: "eu" }, m2: null });
+  });
+
   it("accepts our customer id in place of a Stripe id", async () => {
     const { sub, customer, key } = await setup();
     const r = await stripePost(key, { event_name: "api_request", "payload[stripe_customer_id]": customer.id, "payload[value]": "3" });

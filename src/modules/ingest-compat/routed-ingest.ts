@@ -55,6 +55,10 @@ export function valueAt(data: Record<string, unknown>, path: string): unknown {
 }
 
 const keyOf = (s: Subject) => `${s.via.join("|")}:${s.id}`;
+const hasKeys = (o: object) => {
+  for (const _ in o) return true;
+  return false;
+};
 
 function toEvent(item: RoutedItem, subscriptionId: string, meter: RoutedMeter): ParsedEvent | { reason: RejectReason; detail: string } {
   const path = meter.valueProperty ?? "$.value";
@@ -68,26 +72,31 @@ function toEvent(item: RoutedItem, subscriptionId: string, meter: RoutedMeter): 
     if (!t.ok) return { reason: "invalid_event", detail: t.negative ? `${path} must not be negative` : `${path} must be a decimal number: ${t.error}` };
     quantity = t.text;
   }
-  const metadata: Record<string, Scalar> = { ...item.metadata };
-  if (meter.groupBy) {
-    for (const name in meter.groupBy) {
-      const p = meter.groupBy[name]!;
-      const v = valueAt(item.data, p);
-      if (typeof v === "number" && !Number.isFinite(v)) return { reason: "invalid_event", detail: `${p} must be a finite number` };
-      if (v === null || typeof v === "string" || typeof v === "number" || typeof v === "boolean") metadata[name] = v;
-    }
-  }
-  // unique_count counts a metadata field: take it from the data's top level when groupBy did not name it. Own
-  // properties only: a field named like an Object method ("constructor") must not read the prototype's.
   const field = meter.aggregationField;
-  if (field && !Object.hasOwn(metadata, field) && Object.hasOwn(item.data, field)) {
-    const v = item.data[field];
-    if (typeof v === "number" && !Number.isFinite(v)) return { reason: "invalid_event", detail: `$.${field} must be a finite number` };
-    if (typeof v === "string" || typeof v === "number") metadata[field] = v;
+  // Most events keep nothing (no groupBy, no unique field, no extra Stripe keys): no metadata object to build.
+  let kept: Record<string, Scalar> | null = null;
+  if (field || meter.groupBy || (item.metadata && hasKeys(item.metadata))) {
+    const metadata: Record<string, Scalar> = { ...item.metadata };
+    if (meter.groupBy) {
+      for (const name in meter.groupBy) {
+        const p = meter.groupBy[name]!;
+        const v = valueAt(item.data, p);
+        if (typeof v === "number" && !Number.isFinite(v)) return { reason: "invalid_event", detail: `${p} must be a finite number` };
+        if (v === null || typeof v === "string" || typeof v === "number" || typeof v === "boolean") metadata[name] = v;
+      }
+    }
+    // unique_count counts a metadata field: take it from the data's top level when groupBy did not name it. Own
+    // properties only: a field named like an Object method ("constructor") must not read the prototype's.
+    if (field && !Object.hasOwn(metadata, field) && Object.hasOwn(item.data, field)) {
+      const v = item.data[field];
+      if (typeof v === "number" && !Number.isFinite(v)) return { reason: "invalid_event", detail: `$.${field} must be a finite number` };
+      if (typeof v === "string" || typeof v === "number") metadata[field] = v;
+    }
+    const keys = Object.keys(metadata);
+    if (keys.length > MAX_METADATA_KEYS) return { reason: "invalid_event", detail: `at most ${MAX_METADATA_KEYS} metadata properties` };
+    if (keys.length && JSON.stringify(metadata).length > MAX_METADATA_CHARS) return { reason: "invalid_event", detail: `metadata kept must be at most ${MAX_METADATA_CHARS} characters as JSON` };
+    if (keys.length) kept = metadata;
   }
-  const keys = Object.keys(metadata);
-  if (keys.length > MAX_METADATA_KEYS) return { reason: "invalid_event", detail: `at most ${MAX_METADATA_KEYS} metadata properties` };
-  if (keys.length && JSON.stringify(metadata).length > MAX_METADATA_CHARS) return { reason: "invalid_event", detail: `metadata kept must be at most ${MAX_METADATA_CHARS} characters as JSON` };
   return {
     index: item.index,
     eventKey: `id:${item.eventId}`,
@@ -96,7 +105,7 @@ function toEvent(item: RoutedItem, subscriptionId: string, meter: RoutedMeter): 
     meterId: meter.meterId,
     quantity,
     timestamp: item.timestamp,
-    metadata: keys.length ? metadata : null,
+    metadata: kept,
   };
 }
 
