@@ -5,6 +5,7 @@ import type { HonoEnv } from "../../env";
 import { access, actorFromAuthorization, permits } from "../../http/auth";
 import { router } from "../../http/openapi";
 import { ApiError } from "../../http/problem";
+import { bodyText } from "../../http/body-text";
 import { containsCardNumber } from "../../domain/card-numbers";
 import { ingestRouted, type RoutedItem, type RoutedOutcome } from "./routed-ingest";
 import { parseStripeForm } from "./stripe-form";
@@ -205,7 +206,7 @@ stripeMeterEventRoutes.openAPIRegistry.registerPath({
 stripeMeterEventRoutes.post("/v1/billing/meter_events", async (c) => {
   try {
     await authorize(c);
-    const text = new TextDecoder().decode(await c.req.arrayBuffer());
+    const text = await bodyText(c);
     const body = (c.req.header("content-type") ?? "").includes("json") ? (JSON.parse(text || "{}") as unknown) : parseStripeForm(text);
     const now = services(c).clock.wall;
     const event = readEvent(body, "", unixSeconds, requestKey(c));
@@ -257,7 +258,7 @@ stripeMeterEventRoutes.openAPIRegistry.registerPath({
 stripeMeterEventRoutes.post("/v2/billing/meter_event_stream", async (c) => {
   try {
     await authorize(c);
-    const body = JSON.parse(new TextDecoder().decode(await c.req.arrayBuffer()) || "null") as { events?: unknown } | null;
+    const body = JSON.parse((await bodyText(c)) || "null") as { events?: unknown } | null;
     const events = body?.events;
     if (!Array.isArray(events) || events.length === 0 || events.length > MAX_V2_EVENTS) {
       throw new StripeError(400, "invalid_request_error", `events must be an array of 1-${MAX_V2_EVENTS} meter events.`, "parameter_invalid", "events");
