@@ -30,3 +30,9 @@ export function services(c: Context<HonoEnv>): Services {
   }
   return s;
 }
+
+/**
+ * The request's wall clock (services(c).clock.wall) without building the request's Services: the usage ingestion
+ * routes need only this number, and each usage meter applies its subscription's test clock itself.
+ */
+export const wallClock = (c: Context<HonoEnv>): number => c.get("services")?.clock.wall ?? Date.now();

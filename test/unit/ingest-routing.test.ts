@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
+import fc from "fast-check";
 import { pickRoute, type RoutingEntry } from "../../src/modules/usage/routing";
 import { valueAt } from "../../src/modules/ingest-compat/routed-ingest";
-import { parseStripeForm } from "../../src/modules/ingest-compat/stripe-form";
+import { formPairs, parseStripeForm } from "../../src/modules/ingest-compat/stripe-form";
 
 const entry = (subscriptionId: string, status: RoutingEntry["status"], anchor: number, eventNames: string[]): RoutingEntry => ({
   subscriptionId,
@@ -54,5 +55,27 @@ describe("parseStripeForm: Stripe's bracketed form keys", () => {
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
     expect(Object.keys(parsed)).toEqual(["a"]);
     expect(parsed.a).toEqual({ b: "2" });
+  });
+});
+
+describe("formPairs: a form body read as URLSearchParams reads it", () => {
+  // Pieces that exercise every rule: separators, '+', good and broken escapes, UTF-8 and non-UTF-8 bytes, surrogates.
+  const piece = fc.constantFrom("a", "Z", "0", "=", "&", "+", "%", "%2", "%20", "%2B", "%26", "%3D", "%5B", "%5D", "[", "]", "%C3%A9", "%C3", "%E2%82%AC", "%ED%A0%80", "%FF", "%zz", "é", "€", "😀", "\uD800", "\uDC00", " ", "\u0000", "%00");
+  it("gives the same pairs as URLSearchParams for any text", () => {
+    fc.assert(
+      fc.property(fc.array(piece, { maxLength: 24 }), (pieces) => {
+        const text = pieces.join("");
+        expect(formPairs(text)).toEqual([...new URLSearchParams(text)]);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+  it("gives the same pairs for what the Stripe SDK and the bench send", () => {
+    const text = new URLSearchParams({ event_name: "api request", "payload[stripe_customer_id]": "cus_é+1", "payload[value]": "7", identifier: "a&b=c", timestamp: "1764650000" }).toString();
+    expect(formPairs(text)).toEqual([...new URLSearchParams(text)]);
+    expect(parseStripeForm(text)).toEqual({ event_name: "api request", payload: { stripe_customer_id: "cus_é+1", value: "7" }, identifier: "a&b=c", timestamp: "1764650000" });
+  });
+  it("keeps a ']' in a key without '[' out of the path as before (a]b is the key ab)", () => {
+    expect(parseStripeForm("a]b=1")).toEqual({ ab: "1" });
   });
 });

@@ -1,5 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { services } from "../../http/context";
+import { services, wallClock } from "../../http/context";
 import { access, requireScopeOrRole } from "../../http/auth";
 import { jsonResponse, ProblemSchema, router, problems } from "../../http/openapi";
 import { problem } from "../../http/problem";
@@ -121,7 +121,7 @@ openMeterRoutes.post("/api/v1/events", requireScopeOrRole("usage:write", access.
   if (!batch && invalid.length) {
     return problem(c, { kind: "validation_failed", detail: invalid[0]!.status === "rejected" ? invalid[0]!.detail : "invalid event", errors: [{ path: "(body)", message: "not a valid CloudEvent" }] });
   }
-  const outcomes = [...(items.length ? await ingestRouted(c.env, items, services(c).clock.wall) : []), ...invalid].sort((a, b) => a.index - b.index);
+  const outcomes = [...(items.length ? await ingestRouted(c.env, items, wallClock(c)) : []), ...invalid].sort((a, b) => a.index - b.index);
   const refused = outcomes.filter((o): o is Extract<RoutedOutcome, { status: "rejected" }> => o.status === "rejected");
   if (refused.some((o) => o.reason === "meter_unavailable")) return problem(c, { kind: "unavailable", detail: "a usage meter did not answer; resend the events (their ids make it safe)" });
   if (!refused.length) return c.body(null, 204);

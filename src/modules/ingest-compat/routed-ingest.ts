@@ -1,7 +1,7 @@
 import { MAX_METADATA_CHARS, MAX_METADATA_KEYS, quantityText, type ParsedEvent } from "../usage/events";
 import { ingestEvents } from "../usage/ingest";
 import type { IngestOutcome, RejectReason } from "../usage/meter-types";
-import { pickRoute, resolveSubject, type Resolved, type RoutedMeter, type Subject } from "../usage/routing";
+import { pickRoute, resolveCached, resolveSubject, type Resolved, type RoutedMeter, type Subject } from "../usage/routing";
 
 // Drop-in senders name a customer (or subscription) and an event name; this turns their events into the native
 // ingestion's events (subscription + meter + quantity) and hands them to the same use case as POST /api/v1/usage.
@@ -54,7 +54,13 @@ export function valueAt(data: Record<string, unknown>, path: string): unknown {
   return v;
 }
 
-const keyOf = (s: Subject) => `${s.via.join("|")}:${s.id}`;
+// A subject's ways in are one of a route's constants: joined once per array, not once per event.
+const viaKeys = new WeakMap<readonly string[], string>();
+const keyOf = (s: Subject) => {
+  let via = viaKeys.get(s.via);
+  if (via === undefined) viaKeys.set(s.via, (via = s.via.join("|")));
+  return `${via}:${s.id}`;
+};
 const hasKeys = (o: object) => {
   for (const _ in o) return true;
   return false;
@@ -136,10 +142,19 @@ function route(items: RoutedItem[], resolved: Map<string, Resolved>): Routed {
   return out;
 }
 
-async function resolveAll(env: Env, subjects: Subject[], now: number, fresh: boolean): Promise<Map<string, Resolved>> {
-  const unique = new Map(subjects.map((s) => [keyOf(s), s]));
-  const entries = await Promise.all([...unique].map(async ([k, s]) => [k, await resolveSubject(env, s, now, fresh)] as const));
-  return new Map(entries);
+/** Each distinct subject's subscriptions: from the isolate cache without an await when it holds them all. */
+function resolveAll(env: Env, subjects: Subject[], now: number, fresh: boolean): Map<string, Resolved> | Promise<Map<string, Resolved>> {
+  const out = new Map<string, Resolved>();
+  const missing = new Map<string, Subject>();
+  for (const s of subjects) {
+    const k = keyOf(s);
+    if (out.has(k) || missing.has(k)) continue;
+    const r = fresh ? undefined : resolveCached(s, now);
+    if (r) out.set(k, r);
+    else missing.set(k, s);
+  }
+  if (!missing.size) return out;
+  return Promise.all([...missing].map(async ([k, s]) => out.set(k, await resolveSubject(env, s, now, fresh)))).then(() => out);
 }
 
 async function ingestOnce(env: Env, items: RoutedItem[], resolved: Map<string, Resolved>, now: number): Promise<RoutedOutcome[]> {

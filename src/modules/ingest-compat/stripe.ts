@@ -1,11 +1,11 @@
 import { z } from "@hono/zod-openapi";
-import { services } from "../../http/context";
 import type { Context } from "hono";
 import type { HonoEnv } from "../../env";
 import { access, actorFromAuthorization, permits } from "../../http/auth";
 import { router } from "../../http/openapi";
 import { ApiError } from "../../http/problem";
 import { bodyText } from "../../http/body-text";
+import { wallClock } from "../../http/context";
 import { containsCardNumber } from "../../domain/card-numbers";
 import { ingestRouted, type RoutedItem, type RoutedOutcome } from "./routed-ingest";
 import { parseStripeForm } from "./stripe-form";
@@ -208,7 +208,7 @@ stripeMeterEventRoutes.post("/v1/billing/meter_events", async (c) => {
     await authorize(c);
     const text = await bodyText(c);
     const body = (c.req.header("content-type") ?? "").includes("json") ? (JSON.parse(text || "{}") as unknown) : parseStripeForm(text);
-    const now = services(c).clock.wall;
+    const now = wallClock(c);
     const event = readEvent(body, "", unixSeconds, requestKey(c));
     const [outcome] = await ingestRouted(c.env, [toItem(event, 0)], now);
     if (outcome!.status === "rejected") throw refusal(outcome!, "", event);
@@ -265,7 +265,7 @@ stripeMeterEventRoutes.post("/v2/billing/meter_event_stream", async (c) => {
     }
     const nextKey = requestKey(c);
     const parsed = events.map((raw, i) => readEvent(raw, `events[${i}]`, isoInstant, nextKey));
-    const outcomes = await ingestRouted(c.env, parsed.map(toItem), services(c).clock.wall);
+    const outcomes = await ingestRouted(c.env, parsed.map(toItem), wallClock(c));
     const unavailable = outcomes.find((o) => o.status === "rejected" && o.reason === "meter_unavailable");
     if (unavailable && unavailable.status === "rejected") throw refusal(unavailable, `events[${unavailable.index}]`, parsed[unavailable.index]!);
     const results = outcomes

@@ -5,7 +5,7 @@ import { problem } from "../../http/problem";
 import { bodyText } from "../../http/body-text";
 import { MAX_KEY_LENGTH } from "../../http/idempotency";
 import { fail, ok, type Failure, type Outcome } from "../../platform/failure";
-import { services } from "../../http/context";
+import { services, wallClock } from "../../http/context";
 import { commitWithAudit } from "../../platform/audit";
 import { dbOf } from "../../db/client";
 import { parseDecimal } from "../../domain/decimal";
@@ -109,7 +109,7 @@ usageRoutes.post("/", requireScopeOrRole("usage:write", access.admin), async (c)
   } catch {
     return problem(c, { kind: "bad_request", detail: "body is not valid JSON", errors: [{ path: "(body)", message: "malformed JSON" }] });
   }
-  const now = services(c).clock.wall;
+  const now = wallClock(c);
   const idempotencyKey = c.req.header("idempotency-key");
   // Checked here, not by the idempotency layer (usage is deduped per event by its meter): every event key carries it.
   if (idempotencyKey && idempotencyKey.length > MAX_KEY_LENGTH) {

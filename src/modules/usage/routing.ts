@@ -2,6 +2,7 @@ import { eq, sql } from "drizzle-orm";
 import type { Services } from "../../platform/services";
 import { customers, plans, subscriptions, type StoredMeteredPrice, type SubscriptionStatus } from "../../db/schema";
 import type { MeterConfig } from "./meter-config";
+import { objectIdOf, usageMeterOf } from "../../platform/meters";
 
 // Routing for senders that name a customer (a Stripe customer id, a CloudEvents subject) and an event name instead of
 // a subscription and a meter. The directory lives in IngestDirectory objects, pushed with each meter configuration;
@@ -30,7 +31,7 @@ export function routingEntryOf(c: Pick<MeterConfig, "subscriptionId" | "status" 
   return { subscriptionId: c.subscriptionId, status: c.status, version: c.version, anchor: c.billingAnchor, meters: c.meters.map(routedMeter) };
 }
 
-export const directoryStub = (env: Env, name: string) => env.INGEST_DIRECTORY.get(env.INGEST_DIRECTORY.idFromName(name));
+export const directoryStub = (env: Env, name: string) => env.INGEST_DIRECTORY.get(objectIdOf(env.INGEST_DIRECTORY, name));
 
 /** Called by pushMeterConfig: the customer's directory learns the subscription's state (and its Stripe id). Throws on failure. */
 export async function pushRouting(s: Services, sub: SubscriptionRow, plan: PlanRow, knownCustomer?: { metadata: Record<string, string> }): Promise<void> {
@@ -107,32 +108,33 @@ export type SubjectKind = "customer" | "stripe" | "subscription";
 export type Subject = { id: string; via: readonly SubjectKind[] };
 export type Resolved = { customerId: string | null; entries: RoutingEntry[]; fetchedAt: number };
 
-async function cached<T>(key: string, now: number, fresh: boolean, load: () => Promise<T>): Promise<Cached<T>> {
-  const hit = cache.get(key) as Cached<T> | undefined;
-  if (hit && !fresh && now - hit.at <= ROUTING_CACHE_MS) return hit;
-  const value = await load();
-  remember(key, value, now);
-  return { value, at: now };
-}
+type SubscriptionRoute = { customerId: string; entry: RoutingEntry } | null;
+/** Answers by cache key: `stripe:<id>` → customer id, `customer:<id>` → CustomerRouting, `subscription:<id>` → SubscriptionRoute. */
+type Lookup = (key: string) => Cached<unknown> | undefined;
+/** A cache key the resolver needs and the lookup lacks: loaded, then resolution runs again. */
+type Miss = { miss: string };
 
-/** One way of reading a subject; `at` is when the oldest answer it used was fetched (also when it knows nothing). */
-async function resolveAs(env: Env, kind: SubjectKind, id: string, now: number, fresh: boolean): Promise<{ r: Resolved | null; at: number }> {
+/**
+ * One way of reading a subject, from answers already at hand; `at` is when the oldest answer it used was fetched
+ * (also when it knows nothing).
+ */
+function resolveAs(get: Lookup, kind: SubjectKind, id: string, now: number): { r: Resolved | null; at: number } | Miss {
   if (kind === "subscription") {
-    const hit = await cached(`subscription:${id}`, now, fresh, async () => {
-      const config = await env.USAGE_METER.get(env.USAGE_METER.idFromName(id)).getConfig();
-      return config ? { customerId: config.customerId, entry: routingEntryOf(config) } : null;
-    });
+    const hit = get(`subscription:${id}`) as Cached<SubscriptionRoute> | undefined;
+    if (!hit) return { miss: `subscription:${id}` };
     return { r: hit.value ? { customerId: hit.value.customerId, entries: [hit.value.entry], fetchedAt: hit.at } : null, at: hit.at };
   }
   let customerId = id;
   let at = now;
   if (kind === "stripe") {
-    const alias = await cached(`stripe:${id}`, now, fresh, () => directoryStub(env, `stripe:${id}`).alias());
+    const alias = get(`stripe:${id}`) as Cached<string | null> | undefined;
+    if (!alias) return { miss: `stripe:${id}` };
     if (!alias.value) return { r: null, at: alias.at };
     customerId = alias.value;
     at = alias.at;
   }
-  const routing = await cached(`customer:${customerId}`, now, fresh, () => directoryStub(env, `customer:${customerId}`).routing());
+  const routing = get(`customer:${customerId}`) as Cached<CustomerRouting | null> | undefined;
+  if (!routing) return { miss: `customer:${customerId}` };
   at = Math.min(at, routing.at);
   const r = routing.value;
   // The customer's own record decides: an alias left behind by a changed Stripe id resolves to nothing.
@@ -141,18 +143,63 @@ async function resolveAs(env: Env, kind: SubjectKind, id: string, now: number, f
   return { r: entries.length ? { customerId, entries, fetchedAt: at } : null, at };
 }
 
-/**
- * The subscriptions a subject stands for (none when no way in knows it); `fetchedAt` is the age of the oldest cached
- * answer used, so a caller can tell a fresh "unknown" from a stale one. `fresh` skips the isolate cache.
- */
-export async function resolveSubject(env: Env, subject: Subject, now: number, fresh = false): Promise<Resolved> {
+function resolveWith(get: Lookup, subject: Subject, now: number): Resolved | Miss {
   let oldest = now;
   for (const kind of subject.via) {
-    const { r, at } = await resolveAs(env, kind, subject.id, now, fresh);
-    if (r) return r;
-    oldest = Math.min(oldest, at);
+    const one = resolveAs(get, kind, subject.id, now);
+    if ("miss" in one) return one;
+    if (one.r) return one.r;
+    oldest = Math.min(oldest, one.at);
   }
   return { customerId: null, entries: [], fetchedAt: oldest };
+}
+
+/** The isolate cache's answers younger than ROUTING_CACHE_MS. */
+const fromCache =
+  (now: number): Lookup =>
+  (key) => {
+    const hit = cache.get(key);
+    return hit && now - hit.at <= ROUTING_CACHE_MS ? hit : undefined;
+  };
+
+/** Reads one cache key's answer from its directory (or, for a subscription, its meter). */
+async function load(env: Env, key: string): Promise<unknown> {
+  const colon = key.indexOf(":");
+  const kind = key.slice(0, colon);
+  const id = key.slice(colon + 1);
+  if (kind === "subscription") {
+    const config = await usageMeterOf(env, id).getConfig();
+    return config ? ({ customerId: config.customerId, entry: routingEntryOf(config) } satisfies SubscriptionRoute) : null;
+  }
+  return kind === "stripe" ? directoryStub(env, key).alias() : directoryStub(env, key).routing();
+}
+
+/**
+ * The subject's subscriptions when the isolate cache holds every answer needed (no await: the hot path's usual
+ * case), else undefined.
+ */
+export function resolveCached(subject: Subject, now: number): Resolved | undefined {
+  const r = resolveWith(fromCache(now), subject, now);
+  return "miss" in r ? undefined : r;
+}
+
+/**
+ * The subscriptions a subject stands for (none when no way in knows it); `fetchedAt` is the age of the oldest cached
+ * answer used, so a caller can tell a fresh "unknown" from a stale one. `fresh` skips the isolate cache: every
+ * answer is read from its directory again (and cached).
+ */
+export async function resolveSubject(env: Env, subject: Subject, now: number, fresh = false): Promise<Resolved> {
+  const loaded = new Map<string, Cached<unknown>>();
+  const cached = fromCache(now);
+  const get: Lookup = fresh ? (key) => loaded.get(key) : (key) => loaded.get(key) ?? cached(key);
+  // Each round loads the one answer the resolution stopped at: at most one per way in and step (three ways, two steps).
+  for (;;) {
+    const r = resolveWith(get, subject, now);
+    if (!("miss" in r)) return r;
+    const value = await load(env, r.miss);
+    remember(r.miss, value, now);
+    loaded.set(r.miss, { value, at: now });
+  }
 }
 
 const ACCEPTS_USAGE: ReadonlySet<SubscriptionStatus> = new Set(["trialing", "active", "past_due"]);
