@@ -60,7 +60,7 @@ function readCloudEvent(raw: unknown, index: number): RoutedItem | string {
     if (Number.isNaN(timestamp)) return "time must be an ISO-8601 date-time with a zone";
   }
   if (data !== undefined && data !== null && !isObject(data)) return "data must be a JSON object";
-  return { index, subject: { id: subject, via: SUBJECT_VIA }, eventName: type, eventId: id, timestamp, data: (data as Record<string, unknown>) ?? {} };
+  return { index, subject, eventName: type, eventId: id, timestamp, data: (data as Record<string, unknown>) ?? {} };
 }
 
 export const openMeterRoutes = router();
@@ -121,7 +121,7 @@ openMeterRoutes.post("/api/v1/events", requireScopeOrRole("usage:write", access.
   if (!batch && invalid.length) {
     return problem(c, { kind: "validation_failed", detail: invalid[0]!.status === "rejected" ? invalid[0]!.detail : "invalid event", errors: [{ path: "(body)", message: "not a valid CloudEvent" }] });
   }
-  const outcomes = [...(items.length ? await ingestRouted(c.env, items, wallClock(c)) : []), ...invalid].sort((a, b) => a.index - b.index);
+  const outcomes = [...(items.length ? await ingestRouted(c.env, SUBJECT_VIA, items, wallClock(c)) : []), ...invalid].sort((a, b) => a.index - b.index);
   const refused = outcomes.filter((o): o is Extract<RoutedOutcome, { status: "rejected" }> => o.status === "rejected");
   if (refused.some((o) => o.reason === "meter_unavailable")) return problem(c, { kind: "unavailable", detail: "a usage meter did not answer; resend the events (their ids make it safe)" });
   if (!refused.length) return c.body(null, 204);

@@ -11,7 +11,8 @@ type Scalar = string | number | boolean | null;
 /** One foreign event, already checked for shape by its route (Stripe or CloudEvents). */
 export type RoutedItem = {
   index: number;
-  subject: Subject;
+  /** A customer, Stripe customer or subscription id: read by the request's ways in (ingestRouted's `via`). */
+  subject: string;
   eventName: string;
   /** The sender's event id (Stripe identifier, CloudEvent id): the dedup key within the subscription's meter. */
   eventId: string;
@@ -54,13 +55,6 @@ export function valueAt(data: Record<string, unknown>, path: string): unknown {
   return v;
 }
 
-// A subject's ways in are one of a route's constants: joined once per array, not once per event.
-const viaKeys = new WeakMap<readonly string[], string>();
-const keyOf = (s: Subject) => {
-  let via = viaKeys.get(s.via);
-  if (via === undefined) viaKeys.set(s.via, (via = s.via.join("|")));
-  return `${via}:${s.id}`;
-};
 const hasKeys = (o: object) => {
   for (const _ in o) return true;
   return false;
@@ -115,77 +109,87 @@ function toEvent(item: RoutedItem, subscriptionId: string, meter: RoutedMeter): 
   };
 }
 
-type Routed = { events: ParsedEvent[]; refused: RoutedOutcome[]; routes: Map<number, { subscriptionId: string; meterId: string }> };
+type Routed = { events: ParsedEvent[]; refused: RoutedOutcome[] };
 
-function route(items: RoutedItem[], resolved: Map<string, Resolved>): Routed {
-  const out: Routed = { events: [], refused: [], routes: new Map() };
+type Resolutions = Map<string, Resolved>;
+
+function route(items: RoutedItem[], resolved: Resolutions): Routed {
+  const out: Routed = { events: [], refused: [] };
   const refuse = (item: RoutedItem, reason: RejectReason, detail: string, subscriptionId: string | null = null, meterId: string | null = null) =>
     out.refused.push({ index: item.index, eventId: item.eventId, status: "rejected", reason, detail, subscriptionId, meterId });
   for (const item of items) {
-    const r = resolved.get(keyOf(item.subject))!;
+    const r = resolved.get(item.subject)!;
     if (!r.entries.length) {
-      refuse(item, "unknown_subscription", `no customer or subscription ${item.subject.id} is known to usage ingestion (a customer needs a subscription with a meter)`);
+      refuse(item, "unknown_subscription", `no customer or subscription ${item.subject} is known to usage ingestion (a customer needs a subscription with a meter)`);
       continue;
     }
     const picked = pickRoute(r.entries, item.eventName);
     if (!picked) {
-      refuse(item, "unknown_meter", `no subscription of ${item.subject.id} has a meter for the event name ${item.eventName}`);
+      refuse(item, "unknown_meter", `no subscription of ${item.subject} has a meter for the event name ${item.eventName}`);
       continue;
     }
     const ev = toEvent(item, picked.subscriptionId, picked.meter);
     if ("reason" in ev) refuse(item, ev.reason, ev.detail, picked.subscriptionId, picked.meter.meterId);
-    else {
-      out.events.push(ev);
-      out.routes.set(item.index, { subscriptionId: picked.subscriptionId, meterId: picked.meter.meterId });
-    }
+    else out.events.push(ev);
   }
   return out;
 }
 
 /** Each distinct subject's subscriptions: from the isolate cache without an await when it holds them all. */
-function resolveAll(env: Env, subjects: Subject[], now: number, fresh: boolean): Map<string, Resolved> | Promise<Map<string, Resolved>> {
-  const out = new Map<string, Resolved>();
-  const missing = new Map<string, Subject>();
-  for (const s of subjects) {
-    const k = keyOf(s);
-    if (out.has(k) || missing.has(k)) continue;
-    const r = fresh ? undefined : resolveCached(s, now);
-    if (r) out.set(k, r);
-    else missing.set(k, s);
+function resolveAll(env: Env, via: Subject["via"], ids: string[], now: number, fresh: boolean): Resolutions | Promise<Resolutions> {
+  const out: Resolutions = new Map();
+  const missing = new Set<string>();
+  for (const id of ids) {
+    if (out.has(id) || missing.has(id)) continue;
+    const r = fresh ? undefined : resolveCached({ id, via }, now);
+    if (r) out.set(id, r);
+    else missing.add(id);
   }
   if (!missing.size) return out;
-  return Promise.all([...missing].map(async ([k, s]) => out.set(k, await resolveSubject(env, s, now, fresh)))).then(() => out);
+  return Promise.all([...missing].map(async (id) => out.set(id, await resolveSubject(env, { id, via }, now, fresh)))).then(() => out);
 }
 
-async function ingestOnce(env: Env, items: RoutedItem[], resolved: Map<string, Resolved>, now: number): Promise<RoutedOutcome[]> {
+async function ingestOnce(env: Env, items: RoutedItem[], resolved: Resolutions, now: number): Promise<RoutedOutcome[]> {
   const r = route(items, resolved);
-  const outcomes = r.events.length ? await ingestEvents(env, r.events, now) : [];
-  // The outcomes are ingestEvents' own fresh objects: completed in place rather than copied (100 copies a batch).
-  const routed = outcomes.map((o) => Object.assign(o, r.routes.get(o.index) ?? { subscriptionId: null, meterId: null }));
-  return [...routed, ...r.refused];
+  if (!r.events.length) return r.refused;
+  const outcomes = await ingestEvents(env, r.events, now);
+  // Each event's route, by its index; the outcomes are ingestEvents' own fresh objects, completed in place.
+  const byIndex: ParsedEvent[] = [];
+  for (const e of r.events) byIndex[e.index] = e;
+  for (const o of outcomes as RoutedOutcome[]) {
+    const e = byIndex[o.index];
+    o.subscriptionId = e?.subscriptionId ?? null;
+    o.meterId = e?.meterId ?? null;
+  }
+  for (const o of r.refused) outcomes.push(o);
+  return outcomes as RoutedOutcome[];
 }
 
 /**
  * Routes each event to its subscription's meter and ingests it with the native use case, in one round of meter calls.
  * Routes come from the per-isolate cache; an event refused for a reason a stale route could explain (the customer's
  * subscription changed since it was cached) is routed again from the directory itself and, if that changes its
- * route, sent once more. Outcomes are in index order.
+ * route, sent once more. `via`: how the route reads its senders' subjects (e.g. a Stripe id, else our customer id).
+ * Outcomes are in index order.
  */
-export async function ingestRouted(env: Env, items: RoutedItem[], now: number): Promise<RoutedOutcome[]> {
-  const resolved = await resolveAll(env, items.map((i) => i.subject), now, false);
+export async function ingestRouted(env: Env, via: Subject["via"], items: RoutedItem[], now: number): Promise<RoutedOutcome[]> {
+  const resolved = await resolveAll(env, via, items.map((i) => i.subject), now, false);
   const first = await ingestOnce(env, items, resolved, now);
+  let itemAt: Map<number, RoutedItem> | undefined; // built only when something was refused
   const suspect = first.filter((o) => {
     if (o.status !== "rejected" || !STALE_REASONS.has(o.reason)) return false;
-    const r = resolved.get(keyOf(items.find((i) => i.index === o.index)!.subject))!;
+    itemAt ??= new Map(items.map((i) => [i.index, i]));
+    const r = resolved.get(itemAt.get(o.index)!.subject)!;
     return now - r.fetchedAt >= RECHECK_AFTER_MS;
   });
   if (!suspect.length) return first.sort((a, b) => a.index - b.index);
   const again = new Set(suspect.map((o) => o.index));
   const retryItems = items.filter((i) => again.has(i.index));
-  const fresh = await resolveAll(env, retryItems.map((i) => i.subject), now, true);
+  const fresh = await resolveAll(env, via, retryItems.map((i) => i.subject), now, true);
+  const firstAt = new Map(first.map((o) => [o.index, o]));
   const changed = retryItems.filter((i) => {
-    const before = first.find((o) => o.index === i.index)!;
-    const picked = pickRoute(fresh.get(keyOf(i.subject))!.entries, i.eventName);
+    const before = firstAt.get(i.index)!;
+    const picked = pickRoute(fresh.get(i.subject)!.entries, i.eventName);
     return (picked?.subscriptionId ?? null) !== before.subscriptionId || (picked?.meter.meterId ?? null) !== before.meterId;
   });
   if (!changed.length) return first.sort((a, b) => a.index - b.index);

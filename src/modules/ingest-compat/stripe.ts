@@ -114,7 +114,7 @@ function toItem(e: StripeEvent, index: number): RoutedItem {
   }
   return {
     index,
-    subject: { id: e.payload.stripe_customer_id!, via: SUBJECT_VIA },
+    subject: e.payload.stripe_customer_id!,
     eventName: e.event_name,
     eventId: e.identifier,
     timestamp: e.timestamp,
@@ -210,7 +210,7 @@ stripeMeterEventRoutes.post("/v1/billing/meter_events", async (c) => {
     const body = (c.req.header("content-type") ?? "").includes("json") ? (JSON.parse(text || "{}") as unknown) : parseStripeForm(text);
     const now = wallClock(c);
     const event = readEvent(body, "", unixSeconds, requestKey(c));
-    const [outcome] = await ingestRouted(c.env, [toItem(event, 0)], now);
+    const [outcome] = await ingestRouted(c.env, SUBJECT_VIA, [toItem(event, 0)], now);
     if (outcome!.status === "rejected") throw refusal(outcome!, "", event);
     return c.json(
       { object: "billing.meter_event" as const, created: Math.floor(now / 1000), event_name: event.event_name, identifier: event.identifier, livemode: false, payload: event.payload, timestamp: Math.floor((event.timestamp ?? now) / 1000) },
@@ -265,7 +265,7 @@ stripeMeterEventRoutes.post("/v2/billing/meter_event_stream", async (c) => {
     }
     const nextKey = requestKey(c);
     const parsed = events.map((raw, i) => readEvent(raw, `events[${i}]`, isoInstant, nextKey));
-    const outcomes = await ingestRouted(c.env, parsed.map(toItem), wallClock(c));
+    const outcomes = await ingestRouted(c.env, SUBJECT_VIA, parsed.map(toItem), wallClock(c));
     const unavailable = outcomes.find((o) => o.status === "rejected" && o.reason === "meter_unavailable");
     if (unavailable && unavailable.status === "rejected") throw refusal(unavailable, `events[${unavailable.index}]`, parsed[unavailable.index]!);
     const results = outcomes
