@@ -72,19 +72,6 @@ const INSERT_UNIFORM_CHUNK = `INSERT INTO events (rowid, event_key, meter_id, pe
 const INSERT_MIXED_CHUNK = `INSERT INTO events (rowid, event_key, meter_id, period_start, quantity, ts, received_at, unique_value, metadata)
   SELECT CAST(?2 AS INTEGER) + key, value ->> 0, value ->> 4, value ->> 5, value ->> 1, value ->> 2, (CAST(?2 AS INTEGER) + key) / ${ARRIVAL_SLOTS}, value ->> 6, value ->> 3
   FROM json_each(?1) WHERE true ON CONFLICT (event_key) DO NOTHING`;
-/** One event with its meter's aggregate after it (the event_in view); rowsWritten is 0 exactly when the key was stored before. */
-const INSERT_ONE = `INSERT INTO event_in (seq, received_at, event_key, meter_id, period_start, period_end, quantity, ts, metadata,
-  sum, count, max, latest, latest_at, unique_count, reset_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
-/** An aggregate's stored columns from sum to reset_at, in the order of the aggregates table (and of event_in). */
-const aggregateValues = (s: AggregateState, resetAt: number | null) => [s.sum.toString(), s.count, s.max?.toString() ?? null, s.latest?.toString() ?? null, s.latestAt, s.uniqueCount, resetAt];
-/** The refusal of an event that would take its meter's period total past what its price can bill. */
-const overLimit = (c: Candidate, limit: bigint): IngestOutcome => ({
-  index: c.event.index,
-  eventId: c.event.eventId,
-  status: "rejected",
-  reason: "invalid_quantity",
-  detail: `it would take the meter's ${c.meter.aggregation} for the period past ${formatDecimal(limit)}, more than its price can bill (${MAX_METERED_AMOUNT_MINOR} minor units)`,
-});
 const aggregateKey = (meterId: string, periodStart: number) => `${meterId}\u0000${periodStart}`;
 type Touched = { meterId: string; period: { start: number; end: number }; state: AggregateState; resetAt: number | null };
 type AggRow = {
@@ -110,9 +97,7 @@ type AggRow = {
  */
 // 2: arrival rowids, no arrival index for new meters. A meter last run by version 1 code (including after a
 // rollback, which recreates the index) lists and sweeps through the index until its rows from then are swept.
-// 3: the event_in view, which stores one event and its meter's aggregate in one statement. Nothing else changed:
-// code of version 2 ignores the view, so a rollback needs nothing.
-const SCHEMA_VERSION = "3";
+const SCHEMA_VERSION = "2";
 const SCHEMA = [
   "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
   "CREATE TABLE IF NOT EXISTS periods (start INTEGER PRIMARY KEY, end INTEGER NOT NULL, closed_at INTEGER)",
@@ -130,23 +115,6 @@ const SCHEMA = [
      livemode INTEGER, object TEXT NOT NULL, delivered_at INTEGER, PRIMARY KEY (alert_id, period_start))`,
   `CREATE TABLE IF NOT EXISTS resets (id INTEGER PRIMARY KEY AUTOINCREMENT, meter_id TEXT NOT NULL, period_start INTEGER NOT NULL,
      at INTEGER NOT NULL, actor TEXT NOT NULL, reason TEXT, before TEXT NOT NULL)`,
-  // A single event and its meter's new aggregate, in one statement (INSERT_ONE): the trigger stores the event unless
-  // its key is stored already, and writes the aggregate only if it did. Each statement a Durable Object runs has a
-  // fixed cost of its own; a single-event request pays one instead of two (docs/benchmarks.md).
-  `CREATE VIEW IF NOT EXISTS event_in (seq, received_at, event_key, meter_id, period_start, period_end, quantity, ts, metadata,
-     sum, count, max, latest, latest_at, unique_count, reset_at)
-     AS SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE 0`,
-  `CREATE TRIGGER IF NOT EXISTS event_in_insert INSTEAD OF INSERT ON event_in BEGIN
-     INSERT INTO events (rowid, event_key, meter_id, period_start, quantity, ts, received_at, unique_value, metadata)
-       VALUES (NEW.seq, NEW.event_key, NEW.meter_id, NEW.period_start, NEW.quantity, NEW.ts, NEW.received_at, NULL, NEW.metadata)
-       ON CONFLICT (event_key) DO NOTHING;
-     INSERT INTO aggregates (meter_id, period_start, period_end, sum, count, max, latest, latest_at, unique_count, reset_at, rev, flushed_rev)
-       SELECT NEW.meter_id, NEW.period_start, NEW.period_end, NEW.sum, NEW.count, NEW.max, NEW.latest, NEW.latest_at, NEW.unique_count, NEW.reset_at, 1, 0
-       WHERE changes() > 0
-       ON CONFLICT (meter_id, period_start) DO UPDATE SET sum = excluded.sum, count = excluded.count, max = excluded.max,
-         latest = excluded.latest, latest_at = excluded.latest_at, unique_count = excluded.unique_count,
-         reset_at = excluded.reset_at, rev = aggregates.rev + 1;
-   END`,
 ];
 
 const big = (s: string | null): bigint | null => (s === null ? null : BigInt(s));
@@ -196,8 +164,7 @@ export class UsageMeter extends DurableObject<Env> {
       this.loadPeriods();
       this.lastSeq = ctx.storage.sql.exec<{ m: number | null }>("SELECT max(rowid) AS m FROM events").one().m;
       const known = meta.get("arrival_from");
-      // Version 2 never created the arrival index either: a meter it ran last keeps its line.
-      if (!upgraded || meta.get("schema") === "2") this.arrivalFrom = known === undefined ? null : Number(known);
+      if (!upgraded) this.arrivalFrom = known === undefined ? null : Number(known);
       else if (ctx.storage.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'events_received_idx'").toArray().length) {
         // Earlier code ran last (it creates the index): the line is drawn once per upgrade, after its last row, so a
         // restart of this version does not move it.
@@ -361,7 +328,7 @@ export class UsageMeter extends DurableObject<Env> {
     const key = aggregateKey(meterId, period.start);
     const stored = this.aggregates.get(key)?.stored ?? false;
     this.aggregates.set(key, { state: s, resetAt, stored: true });
-    const values = aggregateValues(s, resetAt);
+    const values = [s.sum.toString(), s.count, s.max?.toString() ?? null, s.latest?.toString() ?? null, s.latestAt, s.uniqueCount, resetAt];
     if (stored) {
       const updated = this.sql.exec(
         "UPDATE aggregates SET sum = ?, count = ?, max = ?, latest = ?, latest_at = ?, unique_count = ?, reset_at = ?, rev = rev + 1 WHERE meter_id = ? AND period_start = ?",
@@ -411,13 +378,47 @@ export class UsageMeter extends DurableObject<Env> {
             candidates.push(verdict);
           }
         });
-        if (candidates.length === 1 && candidates[0]!.uniqueValue === null) {
-          // A single event (the usual single-event request): one statement stores it with its aggregate.
-          const c = candidates[0]!;
-          const verdict = this.storeOne(c, now, touched);
-          if (verdict === "accepted") accepted.push(c.slot);
-          else out[c.slot] = verdict;
-        } else this.storeMany(candidates, now, touched, out, accepted);
+        const stored = this.insertEvents(candidates, now);
+        for (const c of candidates) {
+          const e = c.event;
+          if (!stored.has(e.eventKey)) {
+            out[c.slot] = { index: e.index, eventId: e.eventId, status: "duplicate" };
+            continue;
+          }
+          let isNewUnique = false;
+          if (c.uniqueValue !== null) {
+            const cursor = this.sql.exec("INSERT OR IGNORE INTO uniques (meter_id, period_start, value) VALUES (?, ?, ?)", e.meterId, c.period.start, c.uniqueValue);
+            cursor.toArray();
+            isNewUnique = cursor.rowsWritten > 0;
+          }
+          const key = aggregateKey(e.meterId, c.period.start);
+          let t = touched.get(key);
+          if (!t) {
+            const held = this.heldAggregate(e.meterId, c.period.start);
+            t = { meterId: e.meterId, period: { start: c.period.start, end: c.period.end }, state: held.state, resetAt: held.resetAt };
+            touched.set(key, t);
+          }
+          const next = applyEvent(t.state, c.quantity, e.timestamp, isNewUnique);
+          const limit = this.priceableLimit(c.meter);
+          if (limit !== null && aggregateValue(next, c.meter.aggregation) > limit) {
+            // Stored a moment ago in this transaction: taken back, so the period's total stays billable.
+            this.sql.exec("DELETE FROM events WHERE event_key = ?", e.eventKey);
+            if (isNewUnique) this.sql.exec("DELETE FROM uniques WHERE meter_id = ? AND period_start = ? AND value = ?", e.meterId, c.period.start, c.uniqueValue);
+            out[c.slot] = {
+              index: e.index,
+              eventId: e.eventId,
+              status: "rejected",
+              reason: "invalid_quantity",
+              detail: `it would take the meter's ${c.meter.aggregation} for the period past ${formatDecimal(limit)}, more than its price can bill (${MAX_METERED_AMOUNT_MINOR} minor units)`,
+            };
+            continue;
+          }
+          if (!c.period.known) this.rememberPeriod(c.period.start, c.period.end);
+          t.state = next;
+          accepted.push(c.slot);
+        }
+        // One aggregate write per meter and period touched, not one per event.
+        for (const t of touched.values()) this.saveAggregate(t.meterId, t.period, t.state, t.resetAt);
         // Alerts: only when the configuration has some (an ingest without alerts does no extra storage work).
         const alerts = this.config?.alerts;
         // Stamped in the subscription's time (its test clock's, if any), as its other events are.
@@ -433,45 +434,6 @@ export class UsageMeter extends DurableObject<Env> {
     if (fired) await this.scheduleAlertDelivery(realNow);
     if (touched.size) await this.scheduleFlush(realNow);
     return reply;
-  }
-
-  /** Stores several events (or one with a unique value): their rows in chunks, then one aggregate write per meter and period. */
-  private storeMany(candidates: Candidate[], now: number, touched: Map<string, Touched>, out: (IngestOutcome | undefined)[], accepted: number[]): void {
-    const stored = this.insertEvents(candidates, now);
-    for (const c of candidates) {
-      const e = c.event;
-      if (!stored.has(e.eventKey)) {
-        out[c.slot] = { index: e.index, eventId: e.eventId, status: "duplicate" };
-        continue;
-      }
-      let isNewUnique = false;
-      if (c.uniqueValue !== null) {
-        const cursor = this.sql.exec("INSERT OR IGNORE INTO uniques (meter_id, period_start, value) VALUES (?, ?, ?)", e.meterId, c.period.start, c.uniqueValue);
-        cursor.toArray();
-        isNewUnique = cursor.rowsWritten > 0;
-      }
-      const key = aggregateKey(e.meterId, c.period.start);
-      let t = touched.get(key);
-      if (!t) {
-        const held = this.heldAggregate(e.meterId, c.period.start);
-        t = { meterId: e.meterId, period: { start: c.period.start, end: c.period.end }, state: held.state, resetAt: held.resetAt };
-        touched.set(key, t);
-      }
-      const next = applyEvent(t.state, c.quantity, e.timestamp, isNewUnique);
-      const limit = this.priceableLimit(c.meter);
-      if (limit !== null && aggregateValue(next, c.meter.aggregation) > limit) {
-        // Stored a moment ago in this transaction: taken back, so the period's total stays billable.
-        this.sql.exec("DELETE FROM events WHERE event_key = ?", e.eventKey);
-        if (isNewUnique) this.sql.exec("DELETE FROM uniques WHERE meter_id = ? AND period_start = ? AND value = ?", e.meterId, c.period.start, c.uniqueValue);
-        out[c.slot] = overLimit(c, limit);
-        continue;
-      }
-      if (!c.period.known) this.rememberPeriod(c.period.start, c.period.end);
-      t.state = next;
-      accepted.push(c.slot);
-    }
-    // One aggregate write per meter and period touched, not one per event.
-    for (const t of touched.values()) this.saveAggregate(t.meterId, t.period, t.state, t.resetAt);
   }
 
   /**
@@ -616,53 +578,15 @@ export class UsageMeter extends DurableObject<Env> {
    * usual case) binds those once. Each value SQLite extracts from a row's JSON costs about as much as inserting the
    * row's key (docs/benchmarks.md). One event (a single-event request) binds its values directly.
    */
-  /** The next arrival rowid: each stored event takes one (a duplicate's is simply never used). */
-  private nextSeq(now: number): number {
-    const seq = Math.max((this.lastSeq ?? -Infinity) + 1, Math.floor(now) * ARRIVAL_SLOTS);
-    // Unreachable while test clocks stay before 2200 (src/modules/test-clocks): refuse rather than reuse a rowid.
-    if (!Number.isSafeInteger(seq)) throw new Error(`arrival ${now} is beyond what the meter can number`);
-    return (this.lastSeq = seq);
-  }
-
-  /**
-   * Stores one event (a single-event request's) with its meter's new aggregate in one statement (INSERT_ONE), and
-   * answers its outcome, or "accepted" (then `touched` holds its aggregate, already saved). Events with a unique
-   * value take the general path: whether the value is new decides the aggregate, and only its insert can tell.
-   */
-  private storeOne(c: Candidate, now: number, touched: Map<string, Touched>): IngestOutcome | "accepted" {
-    const e = c.event;
-    const key = aggregateKey(e.meterId, c.period.start);
-    const held = this.heldAggregate(e.meterId, c.period.start);
-    const next = applyEvent(held.state, c.quantity, e.timestamp, false);
-    const limit = this.priceableLimit(c.meter);
-    if (limit !== null && aggregateValue(next, c.meter.aggregation) > limit) {
-      return this.isDuplicate(e.eventKey) ? { index: e.index, eventId: e.eventId, status: "duplicate" } : overLimit(c, limit);
-    }
-    const seq = this.nextSeq(now);
-    const written = this.sql.exec(
-      INSERT_ONE,
-      seq,
-      Math.floor(seq / ARRIVAL_SLOTS),
-      e.eventKey,
-      e.meterId,
-      c.period.start,
-      c.period.end,
-      e.quantity,
-      e.timestamp,
-      e.metadata ? JSON.stringify(e.metadata) : null,
-      ...aggregateValues(next, held.resetAt),
-    );
-    written.toArray();
-    if (written.rowsWritten === 0) return { index: e.index, eventId: e.eventId, status: "duplicate" };
-    this.aggregates.set(key, { state: next, resetAt: held.resetAt, stored: true });
-    if (!c.period.known) this.rememberPeriod(c.period.start, c.period.end);
-    touched.set(key, { meterId: e.meterId, period: { start: c.period.start, end: c.period.end }, state: next, resetAt: held.resetAt });
-    return "accepted";
-  }
-
   private insertEvents(candidates: Candidate[], now: number): Set<string> {
     const stored = new Set<string>();
-    const nextSeq = () => this.nextSeq(now);
+    // Each candidate takes the next arrival rowid (a duplicate's is simply never used).
+    const nextSeq = () => {
+      const seq = Math.max((this.lastSeq ?? -Infinity) + 1, Math.floor(now) * ARRIVAL_SLOTS);
+      // Unreachable while test clocks stay before 2200 (src/modules/test-clocks): refuse rather than reuse a rowid.
+      if (!Number.isSafeInteger(seq)) throw new Error(`arrival ${now} is beyond what the meter can number`);
+      return (this.lastSeq = seq);
+    };
     const insertOne = ({ event: e, period, uniqueValue }: Candidate) => {
       const seq = nextSeq();
       const written = this.sql.exec(
