@@ -640,6 +640,23 @@ describe("the meter's events by arrival", () => {
     expect(out.indexedAfter).toBe(0);
     expect(out.listed).toEqual(["id:new2", "id:new1"]);
   });
+
+  it("a repeated single event leaves the stored aggregate alone, as a restart shows", async () => {
+    const { subscriptionId, stub } = await configuredMeter();
+    expect((await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 6, { eventId: "one" }) })).status).toBe(202);
+    const repeat = await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", 6, { eventId: "one" }) });
+    expect(repeat.body).toMatchObject({ accepted: 0, duplicates: 1 });
+    expect((await api("POST", "/api/v1/usage", { body: ev(subscriptionId, "m_sum", "0.5", { eventId: "two" }) })).status).toBe(202);
+    // A new instance reads the aggregate from storage only: it must hold both events and the repeat not at all.
+    const stored = await runInDurableObject(stub, async (_instance, state) => {
+      const fresh = new UsageMeter(state, env);
+      await state.blockConcurrencyWhile(async () => {});
+      const s = fresh.summary({ kind: "current" }, Date.now());
+      const rows = state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM events").one().n;
+      return { value: s.ok ? s.meters.find((m) => m.meterId === "m_sum")?.value : s.error, rows };
+    });
+    expect(stored).toEqual({ value: "6.5", rows: 2 });
+  });
 });
 
 describe("POST /api/v1/usage/reset", () => {
