@@ -69,6 +69,10 @@ describe("Stripe meter events (POST /v1/billing/meter_events)", () => {
     expect(missing.status).toBe(400);
     expect(missing.body.error).toMatchObject({ type: "invalid_request_error", code: "parameter_missing", param: "payload[stripe_customer_id]" });
 
+    const long = await stripePost(key, { event_name: "api_request", "payload[stripe_customer_id]": `cus_${"x".repeat(197)}`, "payload[value]": "1" });
+    expect(long.status).toBe(400);
+    expect(long.body.error).toMatchObject({ code: "parameter_invalid_string", param: "payload[stripe_customer_id]" });
+
     const unknown = await stripePost(key, { event_name: "api_request", "payload[stripe_customer_id]": "cus_nobody", "payload[value]": "1" });
     expect(unknown.status).toBe(400);
     expect(unknown.body.error).toMatchObject({ type: "invalid_request_error", code: "resource_missing", param: "payload[stripe_customer_id]" });

@@ -60,7 +60,7 @@ describe("parseStripeForm: Stripe's bracketed form keys", () => {
 
 describe("formPairs: a form body read as URLSearchParams reads it", () => {
   // Pieces that exercise every rule: separators, '+', good and broken escapes, UTF-8 and non-UTF-8 bytes, surrogates.
-  const piece = fc.constantFrom("a", "Z", "0", "=", "&", "+", "%", "%2", "%20", "%2B", "%26", "%3D", "%5B", "%5D", "[", "]", "%C3%A9", "%C3", "%E2%82%AC", "%ED%A0%80", "%FF", "%zz", "é", "€", "😀", "\uD800", "\uDC00", " ", "\u0000", "%00");
+  const piece = fc.constantFrom("a", "Z", "0", "=", "&", "?", "+", "%", "%2", "%20", "%2B", "%26", "%3D", "%5B", "%5D", "[", "]", "%C3%A9", "%C3", "%E2%82%AC", "%ED%A0%80", "%FF", "%zz", "é", "€", "😀", "\uD800", "\uDC00", " ", "\u0000", "%00");
   it("gives the same pairs as URLSearchParams for any text", () => {
     fc.assert(
       fc.property(fc.array(piece, { maxLength: 24 }), (pieces) => {
@@ -74,6 +74,11 @@ describe("formPairs: a form body read as URLSearchParams reads it", () => {
     const text = new URLSearchParams({ event_name: "api request", "payload[stripe_customer_id]": "cus_é+1", "payload[value]": "7", identifier: "a&b=c", timestamp: "1764650000" }).toString();
     expect(formPairs(text)).toEqual([...new URLSearchParams(text)]);
     expect(parseStripeForm(text)).toEqual({ event_name: "api request", payload: { stripe_customer_id: "cus_é+1", value: "7" }, identifier: "a&b=c", timestamp: "1764650000" });
+  });
+  it("drops one leading '?' as URLSearchParams does, whether or not the body takes the fallback", () => {
+    expect(formPairs("?event_name=x&b=")).toEqual([["event_name", "x"], ["b", ""]]);
+    expect(formPairs("??a=1")).toEqual([["?a", "1"]]);
+    expect(formPairs("?a=%")).toEqual([["a", "%"]]);
   });
   it("keeps a ']' in a key without '[' out of the path as before (a]b is the key ab)", () => {
     expect(parseStripeForm("a]b=1")).toEqual({ ab: "1" });

@@ -19723,6 +19723,7 @@ export interface operations {
                         event_name: string;
                         identifier?: string;
                         /**
+                         * @description stripe_customer_id (at most 200 characters), value, and any other keys (kept as metadata)
                          * @example {
                          *       "stripe_customer_id": "cus_NciAYcXfLnqBoz",
                          *       "value": "25"

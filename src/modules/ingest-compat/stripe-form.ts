@@ -21,7 +21,8 @@ function decodeComponent(s: string): string | null {
 export function formPairs(text: string): [string, string][] {
   if (!text.isWellFormed()) return [...new URLSearchParams(text)];
   const pairs: [string, string][] = [];
-  for (const part of text.split("&")) {
+  // As URLSearchParams' constructor does, one leading '?' is not part of the first name.
+  for (const part of (text.startsWith("?") ? text.slice(1) : text).split("&")) {
     if (!part) continue;
     const eq = part.indexOf("=");
     const name = decodeComponent(eq < 0 ? part : part.slice(0, eq));

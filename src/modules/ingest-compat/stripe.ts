@@ -16,6 +16,8 @@ import { parseStripeForm } from "./stripe-form";
 // metadata.stripeCustomerId (or our customer id); `event_name` is a metered price's eventName (default its meterId).
 
 const MAX_NAME = 100;
+/** A customer id as the CloudEvents route bounds its subject: ids are cache and Durable Object names in every isolate. */
+const MAX_CUSTOMER_ID = 200;
 const MAX_V2_EVENTS = 100;
 /** Stripe accepts events up to 35 days old; older ones here meet the meter's own late-event rule instead. */
 const STRIPE_SCOPE = "usage:write";
@@ -80,6 +82,9 @@ function readEvent(raw: unknown, at: string, timestampOf: (v: unknown) => number
     payload[k] = text;
   }
   if (!payload.stripe_customer_id) throw new StripeError(400, "invalid_request_error", `Missing required param: ${p("payload")}[stripe_customer_id].`, "parameter_missing", `${p("payload")}[stripe_customer_id]`);
+  if (payload.stripe_customer_id.length > MAX_CUSTOMER_ID) {
+    throw new StripeError(400, "invalid_request_error", `${p("payload")}[stripe_customer_id] must be at most ${MAX_CUSTOMER_ID} characters.`, "parameter_invalid_string", `${p("payload")}[stripe_customer_id]`);
+  }
   if (r.identifier !== undefined && (typeof r.identifier !== "string" || !r.identifier || r.identifier.length > MAX_NAME)) {
     throw new StripeError(400, "invalid_request_error", `${p("identifier")} must be a string of 1-${MAX_NAME} characters.`, "parameter_invalid_string", p("identifier"));
   }
@@ -185,7 +190,7 @@ stripeMeterEventRoutes.openAPIRegistry.registerPath({
         "application/x-www-form-urlencoded": {
           schema: z.object({
             event_name: z.string().max(MAX_NAME),
-            "payload[stripe_customer_id]": z.string(),
+            "payload[stripe_customer_id]": z.string().max(MAX_CUSTOMER_ID),
             "payload[value]": z.string().optional(),
             identifier: z.string().max(MAX_NAME).optional(),
             timestamp: z.number().int().optional().openapi({ description: "Unix seconds; defaults to now" }),
@@ -225,7 +230,9 @@ stripeMeterEventRoutes.post("/v1/billing/meter_events", async (c) => {
 const StreamEvent = z.object({
   event_name: z.string().max(MAX_NAME),
   identifier: z.string().max(MAX_NAME).optional(),
-  payload: z.record(z.string(), z.string()).openapi({ example: { stripe_customer_id: "cus_NciAYcXfLnqBoz", value: "25" } }),
+  payload: z
+    .record(z.string(), z.string())
+    .openapi({ description: `stripe_customer_id (at most ${MAX_CUSTOMER_ID} characters), value, and any other keys (kept as metadata)`, example: { stripe_customer_id: "cus_NciAYcXfLnqBoz", value: "25" } }),
   timestamp: z.string().optional().openapi({ description: "ISO-8601 date-time; defaults to now" }),
 });
 const StreamResult = z
