@@ -7,6 +7,7 @@ import { env } from "cloudflare:workers";
 import { dropSettingsCache } from "../src/platform/settings";
 import { dropFeatureCache } from "../src/modules/admin/features";
 import { dropApiKeyCache } from "../src/http/auth";
+import { dropHttpMetrics } from "../src/http/metrics";
 import { dropGatewayHealthCache } from "../src/modules/gateways/service";
 import { forgetEndpointsCache } from "../src/modules/webhook-endpoints/delivery";
 import { AUDIT_ANCHOR_NAME, forgetPendingSeal } from "../src/platform/audit";
@@ -41,6 +42,7 @@ for (let cursor: string | undefined; ; ) {
 }
 
 dropSettingsCache();
+dropHttpMetrics();
 dropFeatureCache();
 dropApiKeyCache();
 dropGatewayHealthCache();

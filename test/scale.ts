@@ -3,14 +3,20 @@ import { createExecutionContext, createMessageBatch, createScheduledController, 
 import { vi } from "vitest";
 import entry from "../src/index";
 import { api, createCustomer, createPlan } from "./helpers";
+import { dropHttpMetrics } from "../src/http/metrics";
 
 /** The worker's handlers with the runtime's full signature. */
 export const worker: Required<Pick<ExportedHandler<Env>, "fetch" | "queue" | "scheduled">> = entry;
 
 export type InvocationLine = { msg: "invocation"; invocation: string; d1Queries: number; subrequests: number; queueSends: number; limitExceeded?: string; error?: string };
 
-/** Collects the wrapper's per-invocation log lines (src/platform/limits.ts) from here on. */
+/**
+ * Collects the wrapper's per-invocation log lines (src/platform/limits.ts) from here on. The HTTP metrics pending
+ * from earlier requests are dropped first, so a measured invocation counts its own work, not a flush of other
+ * tests' request metrics (in production a flush rides along at most once per 10 s, bounded by MAX_FLUSH_STATEMENTS).
+ */
 export function invocationLog() {
+  dropHttpMetrics();
   const spy = vi.spyOn(console, "log");
   return () =>
     spy.mock.calls.flatMap(([a]) => {

@@ -1,6 +1,7 @@
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { CRON } from "../../src/scheduled";
+import { recordHttpRequest } from "../../src/http/metrics";
 import { api } from "../helpers";
 import { cloneSubscriptions, deliver, drainTasks, fetchAs, invocationLog, recordingEnv, runScheduled } from "../scale";
 
@@ -14,6 +15,21 @@ const count = async (sql: string, ...args: unknown[]) => (await env.DB.prepare(s
 const maxOf = (lines: { d1Queries: number; subrequests: number }[]) => ({
   d1Queries: Math.max(0, ...lines.map((l) => l.d1Queries)),
   subrequests: Math.max(0, ...lines.map((l) => l.subrequests)),
+});
+
+describe("what an invocation's measurement counts", () => {
+  it("its own work: other requests' HTTP metrics, pending since long ago, do not ride along", async () => {
+    // Series as earlier files' requests leave them (requests without an execution context never flush), and a last
+    // flush long ago: the first request with a context would write them all in its own invocation.
+    for (let i = 0; i < 20; i++) recordHttpRequest("GET", `/backlog/${i}`, 200, 0.01);
+    const later = Date.now() + 60_000;
+    vi.spyOn(Date, "now").mockReturnValue(later);
+    const log = invocationLog();
+    expect((await fetchAs(env, "GET", "/health/live")).status).toBe(200);
+    const line = log().find((l) => l.invocation === "GET /health/live");
+    expect(line).toBeDefined();
+    expect(line!.d1Queries).toBe(0);
+  });
 });
 
 describe("POST /api/v1/invoices/generate-pending with 1,000 due", () => {
