@@ -5,6 +5,7 @@ import { jsonResponse, ProblemSchema, router, problems } from "../../http/openap
 import { problem } from "../../http/problem";
 import { bodyText } from "../../http/body-text";
 import { iso } from "../../lib/time";
+import { eventTimeMs } from "../usage/events";
 import { meterStub } from "../usage/meter-config";
 import { resolveSubject } from "../usage/routing";
 import { ingestRouted, type RoutedItem, type RoutedOutcome } from "./routed-ingest";
@@ -16,7 +17,6 @@ import { ingestRouted, type RoutedItem, type RoutedOutcome } from "./routed-inge
 
 export const MAX_CLOUDEVENTS = 1000;
 const MAX_ID = 200;
-const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
 const PROBLEM = "https://billing-engine.dev/problems/usage-event-rejected";
 
 const CloudEvent = z
@@ -56,7 +56,7 @@ function readCloudEvent(raw: unknown, index: number): RoutedItem | string {
   if (typeof subject !== "string" || !subject || subject.length > MAX_ID) return "subject is required (a customer or subscription id)";
   let timestamp: number | null = null;
   if (time !== undefined && time !== null) {
-    timestamp = typeof time === "string" && ISO.test(time) ? Date.parse(time) : NaN;
+    timestamp = eventTimeMs(time);
     if (Number.isNaN(timestamp)) return "time must be an ISO-8601 date-time with a zone";
   }
   if (data !== undefined && data !== null && !isObject(data)) return "data must be a JSON object";

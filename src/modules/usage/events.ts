@@ -20,6 +20,9 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "obj
 const CANONICAL_WHOLE = /^(?:0|[1-9]\d{0,15})$/;
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
 
+/** An event's time as epoch ms: an ISO-8601 date-time with a zone (what usage and CloudEvents accept), else NaN. */
+export const eventTimeMs = (v: unknown): number => (typeof v === "string" && ISO.test(v) ? Date.parse(v) : NaN);
+
 /**
  * A quantity as the meter stores it: the shortest exact decimal (formatDecimal's text), non-negative, at most 12
  * decimals. Whole quantities (most events) are their own text already, so they skip the BigInt round trip.
@@ -55,7 +58,7 @@ export function parseEvent(raw: unknown, index: number, idempotencyKey: string |
   // Without a timestamp the meter stamps the event with its own "now" (a test clock's time, if on one).
   let ts: number | null = null;
   if (timestamp !== undefined) {
-    const parsed = typeof timestamp === "string" && ISO.test(timestamp) ? Date.parse(timestamp) : NaN;
+    const parsed = eventTimeMs(timestamp);
     if (Number.isNaN(parsed)) errors.push({ path: at("timestamp"), message: "must be an ISO-8601 date-time with a zone, e.g. 2024-06-24T10:00:00Z" });
     else ts = parsed;
   }
